@@ -1,0 +1,140 @@
+/*
+ * cfg.h — strata's YAML configuration (SPEC.md §6) as plain structs.
+ *
+ * Only the daemons' and the CLI's main() use this module; every other module takes its own
+ * options struct, filled from these fields by the caller.
+ *
+ * Errors: every problem found is reported as "FILE:LINE:COL: message" (1-based line and
+ * column of the offending node), collected in a struct cfg_errors so that an operator sees all
+ * of them at once.
+ */
+#ifndef CFG_H
+#define CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "st_error.h"
+
+#define CFG_NAME_MAX 64
+
+enum cfg_metric { CFG_METRIC_L2 = 0, CFG_METRIC_IP = 1, CFG_METRIC_COSINE = 2 };
+enum cfg_id_type { CFG_ID_STRING = 0, CFG_ID_UINT64 = 1 };
+enum cfg_index_type { CFG_INDEX_NONE = 0, CFG_INDEX_HNSW = 1, CFG_INDEX_IVFPQ = 2 };
+enum cfg_wal_sync { CFG_WAL_SYNC_ALWAYS = 0, CFG_WAL_SYNC_BATCH = 1, CFG_WAL_SYNC_NONE = 2 };
+
+struct cfg_index {
+    enum cfg_index_type type;
+    /* hnsw */
+    uint32_t m;               /* default 16 */
+    uint32_t ef_construction; /* default 200 */
+    /* ivfpq */
+    uint32_t nlist; /* default 1024 */
+    uint32_t pq_m;  /* YAML key "m" under type ivfpq; must divide dim; default dim/8 or 1 */
+    uint32_t nbits; /* 4 or 8; default 8 */
+};
+
+struct cfg_kv {
+    char *key;
+    char *value;
+};
+
+struct cfg_collection {
+    char *name; /* [A-Za-z0-9_-]{1,64}: used in file names and NATS subjects */
+    uint32_t dim;
+    enum cfg_metric metric;
+    enum cfg_id_type id_type;
+    char *topic;
+    char *dead_letter_topic; /* NULL: use kafka.dead_letter_topic */
+    int64_t window_ms;
+    int64_t grace_ms;
+    int64_t max_lateness_ms;
+    int64_t max_future_ms; /* default 1h */
+    int64_t ttl_ms;        /* 0: no TTL */
+    uint64_t max_bytes;    /* 0: no FIFO cap */
+    struct cfg_index index;
+    int64_t cold_after_ms; /* 0: no age tiering */
+    struct cfg_index cold_index;
+};
+
+struct cfg {
+    char *path; /* the file this was loaded from */
+    char *node_id;
+    char *data_dir;
+    int64_t shutdown_timeout_ms; /* default 30s */
+    struct {
+        char *brokers; /* "host:port,..." or "embedded" */
+        char *group_id;
+        char *dead_letter_topic;
+        struct cfg_kv *properties; /* passed to librdkafka as-is */
+        size_t n_properties;
+    } kafka;
+    struct {
+        char *url; /* "nats://..." or "embedded" */
+        char *stream;
+    } nats;
+    struct cfg_collection *collections;
+    size_t n_collections;
+    struct {
+        uint64_t memtable_size;
+        enum cfg_wal_sync wal_sync;
+        int64_t wal_sync_interval_ms;
+    } store;
+    struct {
+        char *listen;
+    } ingest;
+    struct {
+        char *listen;
+        uint32_t build_threads;
+        uint64_t memory_budget;
+    } indexer;
+    struct {
+        char *auth_token_file; /* NULL: no auth */
+        uint64_t max_body;
+    } http;
+    struct {
+        int level; /* enum st_log_level */
+    } log;
+};
+
+/* Collected "FILE:LINE:COL: message" lines. */
+struct cfg_errors {
+    char **lines;
+    size_t n;
+    size_t cap;
+};
+
+/*
+ * Loads and validates path. On success *out is a new config (caller owns; cfg_free).
+ * On failure returns ST_EINVAL (bad config) or ST_EIO/ST_ENOMEM, *out is NULL and errs (if
+ * non-NULL) holds one line per problem. errs must be zero-initialised or cleared.
+ */
+int cfg_load(const char *path, struct cfg **out, struct cfg_errors *errs) ST_WUR;
+/* Same, from an in-memory document; `name` is used as FILE in messages. */
+int cfg_load_string(const char *name, const char *text, size_t len, struct cfg **out,
+                    struct cfg_errors *errs) ST_WUR;
+void cfg_free(struct cfg *c);
+
+void cfg_errors_clear(struct cfg_errors *errs);
+void cfg_errors_print(const struct cfg_errors *errs, FILE *f);
+
+/* Looks a collection up by name; borrowed pointer valid while c lives. NULL if absent. */
+const struct cfg_collection *cfg_collection_find(const struct cfg *c, const char *name);
+
+/*
+ * The --check-config behaviour both daemons and `strata check-config` share: loads path,
+ * prints every error as FILE:LINE:COL to err_out, or "FILE: configuration ok" plus a one-line
+ * summary to ok_out. Returns the process exit code: 0 valid, 2 invalid or unreadable.
+ */
+int cfg_check_main(const char *path, FILE *ok_out, FILE *err_out);
+
+/* Unit parsing, exposed for the CLI and tests. Return ST_OK or ST_EINVAL/ST_ERANGE. */
+int cfg_parse_duration_ms(const char *s, int64_t *out) ST_WUR;
+int cfg_parse_size(const char *s, uint64_t *out) ST_WUR;
+
+const char *cfg_metric_name(enum cfg_metric m);
+const char *cfg_index_type_name(enum cfg_index_type t);
+
+#endif

@@ -1,0 +1,556 @@
+/*
+ * The schema of SPEC.md §6: which keys exist, their types, ranges and defaults, and the
+ * checks that span several keys.
+ */
+#include "cfg_int.h"
+
+#include <ctype.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "st_log.h"
+
+#define KiB  (1ll << 10)
+#define MiB  (1ll << 20)
+#define GiB  (1ll << 30)
+#define SEC  1000ll
+#define MIN  (60 * SEC)
+#define HOUR (60 * MIN)
+#define DAY  (24 * HOUR)
+#define YEAR (366 * DAY)
+
+/* ---- string validators ------------------------------------------------------------------- */
+
+static const char *check_chars(const char *s, size_t max, const char *extra, const char *what)
+{
+    if (strlen(s) > max)
+        return what;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && strchr(extra, *p) == NULL)
+            return what;
+    return NULL;
+}
+
+static const char *check_collection_name(const char *s)
+{
+    return check_chars(s, CFG_NAME_MAX, "_-",
+                       "must be 1-64 characters of A-Z a-z 0-9 _ - (it names files and NATS "
+                       "subjects)");
+}
+
+static const char *check_node_id(const char *s)
+{
+    return check_chars(s, CFG_NAME_MAX, "._-", "must be 1-64 characters of A-Z a-z 0-9 . _ -");
+}
+
+static const char *check_topic(const char *s)
+{
+    if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return "is not a legal Kafka topic name";
+    return check_chars(s, 249, "._-",
+                       "is not a legal Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)");
+}
+
+static const char *check_stream(const char *s)
+{
+    return check_chars(s, 64, "_-", "must be 1-64 characters of A-Z a-z 0-9 _ -");
+}
+
+/* "host:port" or "[v6]:port" with 1 <= port <= 65535. */
+static bool hostport_ok(const char *s, size_t len)
+{
+    const char *colon = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == ':')
+            colon = s + i;
+    if (colon == NULL || colon == s)
+        return false;
+    if (s[0] == '[' && colon[-1] != ']')
+        return false;
+    const char *p = colon + 1;
+    size_t plen = len - (size_t)(p - s);
+    if (plen == 0 || plen > 5)
+        return false;
+    long port = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (!isdigit((unsigned char)p[i]))
+            return false;
+        port = port * 10 + (p[i] - '0');
+    }
+    return port >= 1 && port <= 65535;
+}
+
+static const char *check_listen(const char *s)
+{
+    return hostport_ok(s, strlen(s)) ? NULL : "expected host:port (port 1-65535)";
+}
+
+static const char *check_brokers(const char *s)
+{
+    if (strcmp(s, "embedded") == 0)
+        return NULL;
+    const char *p = s;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (!hostport_ok(p, len))
+            return "expected \"embedded\" or a comma-separated list of host:port";
+        if (comma == NULL)
+            return NULL;
+        p = comma + 1;
+    }
+}
+
+static const char *check_nats_url(const char *s)
+{
+    if (strcmp(s, "embedded") == 0)
+        return NULL;
+    const char *p = s;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        size_t skip = 0;
+        if (len > 7 && strncmp(p, "nats://", 7) == 0)
+            skip = 7;
+        else if (len > 6 && strncmp(p, "tls://", 6) == 0)
+            skip = 6;
+        if (skip == 0)
+            return "expected \"embedded\" or nats://host:port (comma-separated for a cluster)";
+        const char *hp = p + skip;
+        const char *at = memchr(hp, '@', len - skip); /* user:pass@host:port */
+        if (at != NULL)
+            hp = at + 1;
+        if (!hostport_ok(hp, len - (size_t)(hp - p)))
+            return "expected \"embedded\" or nats://host:port (comma-separated for a cluster)";
+        if (comma == NULL)
+            return NULL;
+        p = comma + 1;
+    }
+}
+
+/* ---- enums ------------------------------------------------------------------------------- */
+
+static const struct cfg_enum_opt metric_opts[] = {
+    {"l2", CFG_METRIC_L2}, {"ip", CFG_METRIC_IP}, {"cosine", CFG_METRIC_COSINE}, {NULL, 0}};
+static const struct cfg_enum_opt id_type_opts[] = {
+    {"string", CFG_ID_STRING}, {"uint64", CFG_ID_UINT64}, {NULL, 0}};
+static const struct cfg_enum_opt index_type_opts[] = {
+    {"hnsw", CFG_INDEX_HNSW}, {"ivfpq", CFG_INDEX_IVFPQ}, {NULL, 0}};
+static const struct cfg_enum_opt wal_sync_opts[] = {{"always", CFG_WAL_SYNC_ALWAYS},
+                                                    {"batch", CFG_WAL_SYNC_BATCH},
+                                                    {"none", CFG_WAL_SYNC_NONE},
+                                                    {NULL, 0}};
+static const struct cfg_enum_opt log_level_opts[] = {
+    {"error", ST_LOG_ERROR}, {"warning", ST_LOG_WARNING}, {"notice", ST_LOG_NOTICE},
+    {"info", ST_LOG_INFO},   {"debug", ST_LOG_DEBUG},     {NULL, 0}};
+
+const char *cfg_metric_name(enum cfg_metric m)
+{
+    for (const struct cfg_enum_opt *o = metric_opts; o->name; o++)
+        if (o->value == (int)m)
+            return o->name;
+    return "?";
+}
+
+const char *cfg_index_type_name(enum cfg_index_type t)
+{
+    for (const struct cfg_enum_opt *o = index_type_opts; o->name; o++)
+        if (o->value == (int)t)
+            return o->name;
+    return "none";
+}
+
+/* ---- field tables ------------------------------------------------------------------------ */
+
+#define STR(k, type_, member, req, null_, chk)                                                     \
+    {                                                                                              \
+        .key = k, .type = CFG_F_STRING, .off = offsetof(type_, member), .required = req,           \
+        .nullable = null_, .check = chk                                                            \
+    }
+#define DUR(k, type_, member, req, null_, lo, hi)                                                  \
+    {                                                                                              \
+        .key = k, .type = CFG_F_DURATION, .off = offsetof(type_, member), .required = req,         \
+        .nullable = null_, .min = lo, .max = hi                                                    \
+    }
+#define SIZE(k, type_, member, req, null_, lo, hi)                                                 \
+    {                                                                                              \
+        .key = k, .type = CFG_F_SIZE, .off = offsetof(type_, member), .required = req,             \
+        .nullable = null_, .min = lo, .max = hi                                                    \
+    }
+#define U32(k, type_, member, req, lo, hi)                                                         \
+    {                                                                                              \
+        .key = k, .type = CFG_F_U32, .off = offsetof(type_, member), .required = req, .min = lo,   \
+        .max = hi                                                                                  \
+    }
+#define ENUM(k, type_, member, o)                                                                  \
+    {                                                                                              \
+        .key = k, .type = CFG_F_ENUM, .off = offsetof(type_, member), .opts = o                    \
+    }
+
+static const struct cfg_field hnsw_fields[] = {
+    ENUM("type", struct cfg_index, type, index_type_opts),
+    U32("m", struct cfg_index, m, false, 2, 128),
+    U32("ef_construction", struct cfg_index, ef_construction, false, 8, 4096),
+    {0},
+};
+
+static const struct cfg_field ivfpq_fields[] = {
+    ENUM("type", struct cfg_index, type, index_type_opts),
+    U32("nlist", struct cfg_index, nlist, false, 1, 65536),
+    U32("m", struct cfg_index, pq_m, false, 1, 4096),
+    U32("nbits", struct cfg_index, nbits, false, 4, 8),
+    {0},
+};
+
+static void parse_index(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base,
+                        struct cfg_index *ix)
+{
+    (void)base;
+    if (v->type != YAML_MAPPING_NODE) {
+        cfg_ld_error(ld, v, path, "expected a mapping such as {type: hnsw, m: 16}");
+        return;
+    }
+    yaml_node_t *t = cfg_mapping_get(ld, v, "type");
+    if (t == NULL) {
+        cfg_ld_error(ld, v, path, "missing required key 'type' (hnsw | ivfpq)");
+        return;
+    }
+    char tp[CFG_PATH_MAX];
+    cfg_path_join(tp, path, "type");
+    bool is_null;
+    char *s = cfg_scalar(ld, t, tp, &is_null);
+    if (s == NULL) {
+        if (is_null)
+            cfg_ld_error(ld, t, tp, "must not be null");
+        return;
+    }
+    const struct cfg_field *fields = NULL;
+    if (strcmp(s, "hnsw") == 0) {
+        ix->type = CFG_INDEX_HNSW;
+        ix->m = 16;
+        ix->ef_construction = 200;
+        fields = hnsw_fields;
+    } else if (strcmp(s, "ivfpq") == 0) {
+        ix->type = CFG_INDEX_IVFPQ;
+        ix->nlist = 1024;
+        ix->pq_m = 0; /* derived from dim in cfg_validate */
+        ix->nbits = 8;
+        fields = ivfpq_fields;
+    } else {
+        cfg_ld_error(ld, t, tp, "\"%s\" is not one of hnsw | ivfpq", s);
+    }
+    free(s);
+    if (fields != NULL)
+        cfg_walk_mapping(ld, v, path, fields, ix);
+}
+
+static void parse_main_index(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
+{
+    parse_index(ld, v, path, base, &((struct cfg_collection *)base)->index);
+}
+
+static void parse_cold_index(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
+{
+    parse_index(ld, v, path, base, &((struct cfg_collection *)base)->cold_index);
+}
+
+static const struct cfg_field collection_fields[] = {
+    STR("name", struct cfg_collection, name, true, false, check_collection_name),
+    U32("dim", struct cfg_collection, dim, true, 1, 65536),
+    ENUM("metric", struct cfg_collection, metric, metric_opts),
+    ENUM("id_type", struct cfg_collection, id_type, id_type_opts),
+    STR("topic", struct cfg_collection, topic, true, false, check_topic),
+    STR("dead_letter_topic", struct cfg_collection, dead_letter_topic, false, true, check_topic),
+    DUR("window", struct cfg_collection, window_ms, true, false, SEC, YEAR),
+    DUR("grace", struct cfg_collection, grace_ms, false, false, 0, YEAR),
+    DUR("max_lateness", struct cfg_collection, max_lateness_ms, false, false, 0, 10 * YEAR),
+    DUR("max_future", struct cfg_collection, max_future_ms, false, false, 0, 7 * DAY),
+    DUR("ttl", struct cfg_collection, ttl_ms, false, true, SEC, 100 * YEAR),
+    SIZE("max_bytes", struct cfg_collection, max_bytes, false, true, MiB, 0),
+    {.key = "index", .type = CFG_F_CUSTOM, .custom = parse_main_index},
+    DUR("cold_after", struct cfg_collection, cold_after_ms, false, true, SEC, 100 * YEAR),
+    {.key = "cold_index", .type = CFG_F_CUSTOM, .custom = parse_cold_index},
+    {0},
+};
+
+static void collection_defaults(struct cfg_collection *cc)
+{
+    cc->metric = CFG_METRIC_L2;
+    cc->id_type = CFG_ID_STRING;
+    cc->max_future_ms = HOUR;
+    cc->index.type = CFG_INDEX_HNSW;
+    cc->index.m = 16;
+    cc->index.ef_construction = 200;
+}
+
+static void parse_collections(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
+{
+    struct cfg *c = base;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        cfg_ld_error(ld, v, path, "expected a list of collections");
+        return;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) {
+        cfg_ld_error(ld, v, path, "at least one collection is required");
+        return;
+    }
+    c->collections = calloc(n, sizeof(*c->collections));
+    if (c->collections == NULL) {
+        cfg_ld_error(ld, v, path, "out of memory");
+        return;
+    }
+    c->n_collections = n;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = yaml_document_get_node(ld->doc, v->data.sequence.items.start[i]);
+        char ip[CFG_PATH_MAX];
+        snprintf(ip, sizeof(ip), "%s[%zu]", path, i);
+        collection_defaults(&c->collections[i]);
+        if (item != NULL)
+            cfg_walk_mapping(ld, item, ip, collection_fields, &c->collections[i]);
+    }
+}
+
+static void parse_properties(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
+{
+    struct cfg *c = base;
+    if (v->type == YAML_SCALAR_NODE && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        (v->data.scalar.length == 0 || strcmp((char *)v->data.scalar.value, "null") == 0))
+        return;
+    if (v->type != YAML_MAPPING_NODE) {
+        cfg_ld_error(ld, v, path, "expected a mapping of librdkafka properties");
+        return;
+    }
+    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    c->kafka.properties = calloc(n ? n : 1, sizeof(*c->kafka.properties));
+    if (c->kafka.properties == NULL) {
+        cfg_ld_error(ld, v, path, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *pr = &v->data.mapping.pairs.start[i];
+        yaml_node_t *k = yaml_document_get_node(ld->doc, pr->key);
+        yaml_node_t *val = yaml_document_get_node(ld->doc, pr->value);
+        if (k == NULL || val == NULL)
+            continue;
+        if (k->type != YAML_SCALAR_NODE) {
+            cfg_ld_error(ld, k, path, "property names must be strings");
+            continue;
+        }
+        char kp[CFG_PATH_MAX];
+        cfg_path_join(kp, path, (const char *)k->data.scalar.value);
+        for (size_t j = 0; j < c->kafka.n_properties; j++) {
+            if (strcmp(c->kafka.properties[j].key, (const char *)k->data.scalar.value) == 0) {
+                cfg_ld_error(ld, k, kp, "duplicate key");
+                goto next;
+            }
+        }
+        bool is_null;
+        char *s = cfg_scalar(ld, val, kp, &is_null);
+        if (s == NULL) {
+            if (is_null)
+                cfg_ld_error(ld, val, kp, "must not be null");
+            continue;
+        }
+        struct cfg_kv *kv = &c->kafka.properties[c->kafka.n_properties];
+        kv->key = strdup((const char *)k->data.scalar.value);
+        kv->value = s;
+        if (kv->key == NULL) {
+            free(s);
+            kv->value = NULL;
+            cfg_ld_error(ld, k, kp, "out of memory");
+            continue;
+        }
+        c->kafka.n_properties++;
+    next:;
+    }
+}
+
+static const struct cfg_field kafka_fields[] = {
+    STR("brokers", struct cfg, kafka.brokers, true, false, check_brokers),
+    STR("group_id", struct cfg, kafka.group_id, false, false, NULL),
+    STR("dead_letter_topic", struct cfg, kafka.dead_letter_topic, false, false, check_topic),
+    {.key = "properties", .type = CFG_F_CUSTOM, .custom = parse_properties},
+    {0},
+};
+
+static const struct cfg_field nats_fields[] = {
+    STR("url", struct cfg, nats.url, false, false, check_nats_url),
+    STR("stream", struct cfg, nats.stream, false, false, check_stream),
+    {0},
+};
+
+static const struct cfg_field store_fields[] = {
+    SIZE("memtable_size", struct cfg, store.memtable_size, false, false, MiB, 64 * GiB),
+    ENUM("wal_sync", struct cfg, store.wal_sync, wal_sync_opts),
+    DUR("wal_sync_interval", struct cfg, store.wal_sync_interval_ms, false, false, 0, 10 * SEC),
+    {0},
+};
+
+static const struct cfg_field ingest_fields[] = {
+    STR("listen", struct cfg, ingest.listen, false, false, check_listen),
+    {0},
+};
+
+static const struct cfg_field indexer_fields[] = {
+    STR("listen", struct cfg, indexer.listen, false, false, check_listen),
+    U32("build_threads", struct cfg, indexer.build_threads, false, 1, 256),
+    SIZE("memory_budget", struct cfg, indexer.memory_budget, false, false, 64 * MiB, 0),
+    {0},
+};
+
+static const struct cfg_field http_fields[] = {
+    STR("auth_token_file", struct cfg, http.auth_token_file, false, true, NULL),
+    SIZE("max_body", struct cfg, http.max_body, false, false, KiB, GiB),
+    {0},
+};
+
+static const struct cfg_field log_fields[] = {
+    ENUM("level", struct cfg, log.level, log_level_opts),
+    {0},
+};
+
+#define SECTION(k, f, req)                                                                         \
+    {                                                                                              \
+        .key = k, .type = CFG_F_SECTION, .required = req, .nullable = !(req), .sub = f             \
+    }
+
+const struct cfg_field cfg_top_fields[] = {
+    STR("node_id", struct cfg, node_id, true, false, check_node_id),
+    STR("data_dir", struct cfg, data_dir, true, false, NULL),
+    DUR("shutdown_timeout", struct cfg, shutdown_timeout_ms, false, false, SEC, HOUR),
+    SECTION("kafka", kafka_fields, true),
+    SECTION("nats", nats_fields, false),
+    {.key = "collections", .type = CFG_F_CUSTOM, .required = true, .custom = parse_collections},
+    SECTION("store", store_fields, false),
+    SECTION("ingest", ingest_fields, false),
+    SECTION("indexer", indexer_fields, false),
+    SECTION("http", http_fields, false),
+    SECTION("log", log_fields, false),
+    {0},
+};
+
+void cfg_set_defaults(struct cfg *c)
+{
+    /* strdup failures leave NULL; cfg_validate reports them as out of memory. */
+    c->shutdown_timeout_ms = 30 * SEC;
+    c->kafka.group_id = strdup("strata-ingest");
+    c->kafka.dead_letter_topic = strdup("strata.dlq");
+    c->nats.url = strdup("nats://127.0.0.1:4222");
+    c->nats.stream = strdup("STRATA");
+    c->store.memtable_size = 64 * MiB;
+    c->store.wal_sync = CFG_WAL_SYNC_BATCH;
+    c->store.wal_sync_interval_ms = 5;
+    c->ingest.listen = strdup("127.0.0.1:7070");
+    c->indexer.listen = strdup("127.0.0.1:7080");
+    c->indexer.build_threads = 2;
+    c->indexer.memory_budget = 8 * GiB;
+    c->http.max_body = 16 * MiB;
+    c->log.level = ST_LOG_INFO;
+}
+
+/* ---- cross-field validation -------------------------------------------------------------- */
+
+static uint32_t default_pq_m(uint32_t dim)
+{
+    static const uint32_t sub[] = {8, 4, 2, 1};
+    for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
+        if (dim % sub[i] == 0)
+            return dim / sub[i];
+    return dim;
+}
+
+static void validate_index(struct cfg_ld *ld, yaml_node_t *coll_node, const char *path,
+                           const char *key, struct cfg_collection *cc, struct cfg_index *ix)
+{
+    yaml_node_t *in = cfg_mapping_get(ld, coll_node, key);
+    char ip[CFG_PATH_MAX];
+    cfg_path_join(ip, path, key);
+    if (ix->type == CFG_INDEX_HNSW && ix->ef_construction < ix->m) {
+        cfg_ld_error(ld, in ? in : coll_node, ip, "ef_construction (%u) must be at least m (%u)",
+                     ix->ef_construction, ix->m);
+    }
+    if (ix->type == CFG_INDEX_IVFPQ) {
+        if (ix->pq_m == 0)
+            ix->pq_m = default_pq_m(cc->dim);
+        yaml_node_t *mn = cfg_mapping_get(ld, in, "m");
+        if (cc->dim % ix->pq_m != 0)
+            cfg_ld_error(ld, mn ? mn : in, ip, "m (%u) must divide dim (%u)", ix->pq_m, cc->dim);
+        if (ix->nbits != 4 && ix->nbits != 8) {
+            yaml_node_t *nb = cfg_mapping_get(ld, in, "nbits");
+            cfg_ld_error(ld, nb ? nb : in, ip, "nbits must be 4 or 8 (got %u)", ix->nbits);
+        }
+    }
+}
+
+void cfg_validate(struct cfg_ld *ld, yaml_node_t *root, struct cfg *c)
+{
+    if (!c->kafka.group_id || !c->kafka.dead_letter_topic || !c->nats.url || !c->nats.stream ||
+        !c->ingest.listen || !c->indexer.listen) {
+        cfg_ld_error(ld, root, "", "out of memory");
+        return;
+    }
+    yaml_node_t *seq = cfg_mapping_get(ld, root, "collections");
+    for (size_t i = 0; i < c->n_collections; i++) {
+        struct cfg_collection *cc = &c->collections[i];
+        yaml_node_t *cn = yaml_document_get_node(ld->doc, seq->data.sequence.items.start[i]);
+        char path[CFG_PATH_MAX];
+        snprintf(path, sizeof(path), "collections[%zu]", i);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(c->collections[j].name, cc->name) == 0) {
+                char np[CFG_PATH_MAX];
+                cfg_path_join(np, path, "name");
+                cfg_ld_error(ld, cfg_mapping_get(ld, cn, "name"), np,
+                             "duplicate collection name '%s' (first defined as collections[%zu])",
+                             cc->name, j);
+            }
+        }
+        if (cc->ttl_ms != 0 && cc->ttl_ms < cc->window_ms) {
+            char tp[CFG_PATH_MAX];
+            cfg_path_join(tp, path, "ttl");
+            cfg_ld_error(ld, cfg_mapping_get(ld, cn, "ttl"), tp,
+                         "ttl (%lldms) must be at least one window (%lldms)", (long long)cc->ttl_ms,
+                         (long long)cc->window_ms);
+        }
+        validate_index(ld, cn, path, "index", cc, &cc->index);
+        bool has_cold_index = cfg_mapping_get(ld, cn, "cold_index") != NULL;
+        if (has_cold_index != (cc->cold_after_ms != 0)) {
+            cfg_ld_error(ld, cn, path, "cold_after and cold_index must be given together");
+        } else if (has_cold_index) {
+            validate_index(ld, cn, path, "cold_index", cc, &cc->cold_index);
+            if (cc->cold_after_ms < cc->window_ms) {
+                char tp[CFG_PATH_MAX];
+                cfg_path_join(tp, path, "cold_after");
+                cfg_ld_error(ld, cfg_mapping_get(ld, cn, "cold_after"), tp,
+                             "cold_after must be at least one window");
+            }
+        }
+    }
+}
+
+/* ---- --check-config ---------------------------------------------------------------------- */
+
+int cfg_check_main(const char *path, FILE *ok_out, FILE *err_out)
+{
+    struct cfg_errors errs = {0};
+    struct cfg *c = NULL;
+    int rc = cfg_load(path, &c, &errs);
+    if (rc != ST_OK) {
+        cfg_errors_print(&errs, err_out);
+        if (errs.n == 0)
+            fprintf(err_out, "%s:1:1: %s\n", path, st_strerror(rc));
+        cfg_errors_clear(&errs);
+        return 2;
+    }
+    fprintf(ok_out, "%s: configuration ok: node_id=%s collections=%zu", path, c->node_id,
+            c->n_collections);
+    for (size_t i = 0; i < c->n_collections; i++) {
+        const struct cfg_collection *cc = &c->collections[i];
+        fprintf(ok_out, " %s(dim=%u,%s,%s,topic=%s)", cc->name, cc->dim,
+                cfg_metric_name(cc->metric), cfg_index_type_name(cc->index.type), cc->topic);
+    }
+    fprintf(ok_out, "\n");
+    cfg_free(c);
+    return 0;
+}

@@ -1,0 +1,247 @@
+/* Unit tests for common/: errors, coding, checksums, clock, fault points, logging. */
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "st_checksum.h"
+#include "st_clock.h"
+#include "st_coding.h"
+#include "st_error.h"
+#include "st_fault.h"
+#include "st_log.h"
+#include "st_test.h"
+
+START_TEST(test_error_codes)
+{
+    ck_assert_str_eq(st_strerror(ST_OK), "ok");
+    ck_assert_str_eq(st_strerror(ST_ECORRUPT), "data corruption");
+    ck_assert_str_eq(st_strerror(-999), "unknown error");
+    ck_assert_int_eq(st_from_errno(ENOSPC), ST_ENOSPC);
+    ck_assert_int_eq(st_from_errno(EDQUOT), ST_ENOSPC);
+    ck_assert_int_eq(st_from_errno(EIO), ST_EIO);
+    ck_assert_int_eq(st_from_errno(ENOENT), ST_ENOTFOUND);
+
+    struct st_err e;
+    ck_assert_int_eq(st_err_set(&e, ST_ECORRUPT, "bad block at %s:%d", "wal.000001", 4096),
+                     ST_ECORRUPT);
+    ck_assert_str_eq(e.msg, "bad block at wal.000001:4096");
+    ck_assert_int_eq(st_err_sys(&e, ENOSPC, "write %s", "x"), ST_ENOSPC);
+    ck_assert_int_eq(e.sys_errno, ENOSPC);
+    ck_assert_ptr_nonnull(strstr(e.msg, "write x: "));
+    ck_assert_ptr_nonnull(strstr(e.msg, strerror(ENOSPC)));
+    /* A NULL error struct is allowed everywhere. */
+    ck_assert_int_eq(st_err_set(NULL, ST_EIO, "ignored"), ST_EIO);
+    st_err_clear(&e);
+    ck_assert_str_eq(e.msg, "");
+}
+END_TEST
+
+START_TEST(test_coding_le)
+{
+    uint8_t b[8];
+    st_put_le16(b, 0x1234);
+    ck_assert_uint_eq(b[0], 0x34);
+    ck_assert_uint_eq(b[1], 0x12);
+    ck_assert_uint_eq(st_get_le16(b), 0x1234);
+    st_put_le32(b, 0xdeadbeef);
+    ck_assert_uint_eq(b[0], 0xef);
+    ck_assert_uint_eq(b[3], 0xde);
+    ck_assert_uint_eq(st_get_le32(b), 0xdeadbeef);
+    st_put_le64(b, 0x0102030405060708ull);
+    ck_assert_uint_eq(b[0], 0x08);
+    ck_assert_uint_eq(b[7], 0x01);
+    ck_assert_uint_eq(st_get_le64(b), 0x0102030405060708ull);
+    st_put_f32(b, -1.5f);
+    ck_assert_uint_eq(st_get_le32(b), 0xbfc00000u);
+    ck_assert(st_get_f32(b) == -1.5f);
+}
+END_TEST
+
+START_TEST(test_varint)
+{
+    static const uint64_t vals[] = {0, 1, 127, 128, 300, 16383, 16384, UINT32_MAX, UINT64_MAX};
+    uint8_t b[16];
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        size_t n = st_put_varint(b, vals[i]);
+        uint64_t v = 0;
+        ck_assert_uint_eq(st_get_varint(b, n, &v), n);
+        ck_assert_uint_eq(v, vals[i]);
+        /* Truncated input is rejected, never over-read. */
+        if (n > 1)
+            ck_assert_uint_eq(st_get_varint(b, n - 1, &v), 0);
+    }
+    ck_assert_uint_eq(st_put_varint(b, UINT64_MAX), 10);
+    /* Overlong: 10th byte carrying more than one bit would overflow. */
+    memset(b, 0xff, 9);
+    b[9] = 0x02;
+    uint64_t v;
+    ck_assert_uint_eq(st_get_varint(b, 10, &v), 0);
+}
+END_TEST
+
+START_TEST(test_checksum)
+{
+    /* Reference values of XXH3-64 (seed 0); st_checksum32 is on disk and must not change. */
+    ck_assert_uint_eq(st_hash64("", 0), 0x2D06800538D394C2ull);
+    ck_assert_uint_eq(st_checksum32("", 0), 0x38D394C2u);
+    const char *s = "strata: the quick brown fox jumps over the lazy dog";
+    uint64_t h = st_hash64(s, strlen(s));
+    struct st_hash_stream *hs = st_hash_stream_new();
+    ck_assert_ptr_nonnull(hs);
+    st_hash_stream_update(hs, s, 10);
+    st_hash_stream_update(hs, s + 10, strlen(s) - 10);
+    ck_assert_uint_eq(st_hash_stream_digest(hs), h);
+    st_hash_stream_free(hs);
+    st_hash_stream_free(NULL);
+    /* A single flipped bit changes the checksum. */
+    char buf[64];
+    memcpy(buf, s, 40);
+    uint32_t c = st_checksum32(buf, 40);
+    buf[17] ^= 0x04;
+    ck_assert_uint_ne(st_checksum32(buf, 40), c);
+    ck_assert_uint_ne(st_hash64_seed(s, 8, 1), st_hash64_seed(s, 8, 2));
+}
+END_TEST
+
+START_TEST(test_clock_manual)
+{
+    struct st_clock c;
+    st_clock_manual_init(&c, 1763798400000);
+    ck_assert_int_eq(st_clock_wall_ms(&c), 1763798400000);
+    ck_assert_int_eq(st_clock_mono_ns(&c), 0);
+    st_clock_manual_advance(&c, 1500);
+    ck_assert_int_eq(st_clock_wall_ms(&c), 1763798401500);
+    ck_assert_int_eq(st_clock_mono_ns(&c), 1500000000);
+    /* Wall time may step back; monotonic time does not move. */
+    st_clock_manual_set_wall(&c, 1000);
+    ck_assert_int_eq(st_clock_wall_ms(&c), 1000);
+    ck_assert_int_eq(st_clock_mono_ns(&c), 1500000000);
+    st_clock_manual_advance(&c, -5);
+    ck_assert_int_eq(st_clock_mono_ns(&c), 1500000000);
+    /* The system clock is sane. */
+    ck_assert_int_gt(st_clock_wall_ms(NULL), 1700000000000);
+    int64_t a = st_clock_mono_ns(NULL), b = st_clock_mono_ns(NULL);
+    ck_assert_int_ge(b, a);
+}
+END_TEST
+
+START_TEST(test_fault_points)
+{
+    ck_assert_int_eq(ST_FAULT("t.site"), 0);
+    ck_assert_int_eq(st_fault_arm("t.site", 2, 1, ST_EIO), ST_OK);
+    ck_assert_int_eq(ST_FAULT("t.site"), 0);
+    ck_assert_int_eq(ST_FAULT("t.other"), 0);
+    ck_assert_int_eq(ST_FAULT("t.site"), 0);
+    ck_assert_int_eq(ST_FAULT("t.site"), ST_EIO);
+    ck_assert_int_eq(ST_FAULT("t.site"), 0); /* times = 1 */
+    ck_assert_uint_eq(st_fault_fired("t.site"), 1);
+
+    ck_assert_int_eq(st_fault_arm("t.forever", 0, 0, ST_ENOSPC), ST_OK);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(ST_FAULT("t.forever"), ST_ENOSPC);
+    st_fault_disarm("t.forever");
+    ck_assert_int_eq(ST_FAULT("t.forever"), 0);
+    st_fault_disarm_all();
+    ck_assert_int_eq(atomic_load(&st_fault_active), 0);
+
+    /* Site discovery. */
+    st_fault_record(true);
+    (void)ST_FAULT("t.a");
+    (void)ST_FAULT("t.b");
+    (void)ST_FAULT("t.a");
+    const char *names[8];
+    ck_assert_uint_eq(st_fault_recorded(names, 8), 2);
+    ck_assert_str_eq(names[0], "t.a");
+    ck_assert_str_eq(names[1], "t.b");
+    st_fault_record(false);
+    ck_assert_int_eq(atomic_load(&st_fault_active), 0);
+}
+END_TEST
+
+START_TEST(test_fault_crash)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (st_fault_arm("t.crash", 1, 1, ST_FAULT_CRASH) != ST_OK)
+            _exit(3);
+        (void)ST_FAULT("t.crash");
+        (void)ST_FAULT("t.crash"); /* dies here */
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status));
+    ck_assert_int_eq(WTERMSIG(status), SIGKILL);
+}
+END_TEST
+
+static char *capture_log(void (*fn)(void))
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    st_log_set_fd(fds[1]);
+    fn();
+    st_log_set_fd(2);
+    close(fds[1]);
+    static char buf[4096];
+    ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+    close(fds[0]);
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+static void log_some(void)
+{
+    st_log_set_level(ST_LOG_INFO);
+    st_log_info("store", "flushed window=%d bytes=%d", 7, 42);
+    st_log_debug("store", "hidden at info");
+    st_log_error("ingest", "two\nlines");
+}
+
+START_TEST(test_log_format)
+{
+    const char *out = capture_log(log_some);
+    ck_assert_str_eq(out, "<6>info store: flushed window=7 bytes=42\n"
+                          "<3>error ingest: two lines\n");
+    enum st_log_level l;
+    ck_assert_int_eq(st_log_level_parse("debug", &l), ST_OK);
+    ck_assert_int_eq(l, ST_LOG_DEBUG);
+    ck_assert_int_eq(st_log_level_parse("loud", &l), ST_EINVAL);
+
+    struct st_ratelimit rl = {0};
+    uint32_t sup = 99;
+    ck_assert(st_ratelimit_ok(&rl, 2, 60000, &sup));
+    ck_assert_uint_eq(sup, 0);
+    ck_assert(st_ratelimit_ok(&rl, 2, 60000, &sup));
+    ck_assert(!st_ratelimit_ok(&rl, 2, 60000, &sup));
+    ck_assert(!st_ratelimit_ok(&rl, 2, 60000, &sup));
+    rl.window_start_ms -= 60000; /* the window has passed */
+    ck_assert(st_ratelimit_ok(&rl, 2, 60000, &sup));
+    ck_assert_uint_eq(sup, 2);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("common");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_error_codes);
+    tcase_add_test(tc, test_coding_le);
+    tcase_add_test(tc, test_varint);
+    tcase_add_test(tc, test_checksum);
+    tcase_add_test(tc, test_clock_manual);
+    tcase_add_test(tc, test_fault_points);
+    tcase_add_test(tc, test_fault_crash);
+    tcase_add_test(tc, test_log_format);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

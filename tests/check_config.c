@@ -1,0 +1,381 @@
+/* Tests for config/: the SPEC.md §6 schema, defaults, units, ${ENV}, and FILE:LINE:COL errors. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "cfg.h"
+#include "st_log.h"
+#include "st_test.h"
+
+#define BASE                                                                                       \
+    "node_id: n1\n"                                                                                \
+    "data_dir: /tmp/x\n"                                                                           \
+    "kafka: {brokers: '127.0.0.1:9092'}\n"
+
+static struct cfg *load_ok(const char *text)
+{
+    struct cfg_errors errs = {0};
+    struct cfg *c = NULL;
+    int rc = cfg_load_string("t.yaml", text, strlen(text), &c, &errs);
+    if (rc != ST_OK) {
+        cfg_errors_print(&errs, stderr);
+        ck_abort_msg("expected a valid config, got %zu errors (first: %s)", errs.n,
+                     errs.n ? errs.lines[0] : "-");
+    }
+    cfg_errors_clear(&errs);
+    return c;
+}
+
+/* Asserts that loading fails and that one error line starts with `prefix` and contains `sub`. */
+static void load_bad(const char *text, const char *prefix, const char *sub)
+{
+    struct cfg_errors errs = {0};
+    struct cfg *c = NULL;
+    int rc = cfg_load_string("t.yaml", text, strlen(text), &c, &errs);
+    ck_assert_int_eq(rc, ST_EINVAL);
+    ck_assert_ptr_null(c);
+    bool found = false;
+    for (size_t i = 0; i < errs.n && !found; i++)
+        found = strncmp(errs.lines[i], prefix, strlen(prefix)) == 0 &&
+                strstr(errs.lines[i], sub) != NULL;
+    if (!found) {
+        cfg_errors_print(&errs, stderr);
+        ck_abort_msg("no error line starting '%s' containing '%s'", prefix, sub);
+    }
+    cfg_errors_clear(&errs);
+}
+
+START_TEST(test_spec_sample)
+{
+    struct cfg_errors errs = {0};
+    struct cfg *c = NULL;
+    ck_assert_int_eq(cfg_load(st_test_source("config/spec_sample.yaml"), &c, &errs), ST_OK);
+    ck_assert_uint_eq(errs.n, 0);
+    ck_assert_str_eq(c->node_id, "ingest-1");
+    ck_assert_str_eq(c->data_dir, "/var/lib/strata");
+    ck_assert_str_eq(c->kafka.brokers, "127.0.0.1:9092");
+    ck_assert_str_eq(c->kafka.group_id, "strata-ingest");
+    ck_assert_str_eq(c->kafka.dead_letter_topic, "strata.dlq");
+    ck_assert_uint_eq(c->kafka.n_properties, 1);
+    ck_assert_str_eq(c->kafka.properties[0].key, "security.protocol");
+    ck_assert_str_eq(c->kafka.properties[0].value, "PLAINTEXT");
+    ck_assert_str_eq(c->nats.url, "nats://127.0.0.1:4222");
+    ck_assert_str_eq(c->nats.stream, "STRATA");
+    ck_assert_uint_eq(c->n_collections, 1);
+    const struct cfg_collection *d = cfg_collection_find(c, "docs");
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_null(cfg_collection_find(c, "nope"));
+    ck_assert_uint_eq(d->dim, 384);
+    ck_assert_int_eq(d->metric, CFG_METRIC_COSINE);
+    ck_assert_int_eq(d->id_type, CFG_ID_STRING);
+    ck_assert_str_eq(d->topic, "embeddings.docs");
+    ck_assert_int_eq(d->window_ms, 3600000);
+    ck_assert_int_eq(d->grace_ms, 300000);
+    ck_assert_int_eq(d->max_lateness_ms, 6 * 3600000);
+    ck_assert_int_eq(d->ttl_ms, 30ll * 86400000);
+    ck_assert_uint_eq(d->max_bytes, 50ull << 30);
+    ck_assert_int_eq(d->max_future_ms, 3600000);
+    ck_assert_int_eq(d->index.type, CFG_INDEX_HNSW);
+    ck_assert_uint_eq(d->index.m, 16);
+    ck_assert_uint_eq(d->index.ef_construction, 200);
+    ck_assert_uint_eq(c->store.memtable_size, 64u << 20);
+    ck_assert_int_eq(c->store.wal_sync, CFG_WAL_SYNC_BATCH);
+    ck_assert_int_eq(c->store.wal_sync_interval_ms, 5);
+    ck_assert_str_eq(c->ingest.listen, "127.0.0.1:7070");
+    ck_assert_str_eq(c->indexer.listen, "127.0.0.1:7080");
+    ck_assert_uint_eq(c->indexer.build_threads, 2);
+    ck_assert_uint_eq(c->indexer.memory_budget, 8ull << 30);
+    ck_assert_ptr_null(c->http.auth_token_file);
+    ck_assert_uint_eq(c->http.max_body, 16u << 20);
+    ck_assert_int_eq(c->log.level, ST_LOG_INFO);
+    cfg_free(c);
+    cfg_free(NULL);
+}
+END_TEST
+
+START_TEST(test_defaults)
+{
+    struct cfg *c = load_ok(BASE "collections:\n"
+                                 "  - {name: a, dim: 8, topic: t, window: 1h}\n");
+    const struct cfg_collection *a = &c->collections[0];
+    ck_assert_int_eq(a->metric, CFG_METRIC_L2);
+    ck_assert_int_eq(a->id_type, CFG_ID_STRING);
+    ck_assert_int_eq(a->grace_ms, 0);
+    ck_assert_int_eq(a->ttl_ms, 0);
+    ck_assert_uint_eq(a->max_bytes, 0);
+    ck_assert_ptr_null(a->dead_letter_topic);
+    ck_assert_int_eq(a->index.type, CFG_INDEX_HNSW);
+    ck_assert_uint_eq(a->index.m, 16);
+    ck_assert_int_eq(c->shutdown_timeout_ms, 30000);
+    ck_assert_str_eq(c->nats.stream, "STRATA");
+    ck_assert_int_eq(c->store.wal_sync, CFG_WAL_SYNC_BATCH);
+    ck_assert_uint_eq(c->kafka.n_properties, 0);
+    cfg_free(c);
+}
+END_TEST
+
+START_TEST(test_ivfpq_and_cold)
+{
+    struct cfg *c = load_ok(BASE "collections:\n"
+                                 "  - name: img\n"
+                                 "    dim: 784\n"
+                                 "    id_type: uint64\n"
+                                 "    topic: fmnist\n"
+                                 "    window: 1d\n"
+                                 "    dead_letter_topic: img.dlq\n"
+                                 "    index: {type: hnsw, m: 32, ef_construction: 400}\n"
+                                 "    cold_after: 7d\n"
+                                 "    cold_index: {type: ivfpq, nlist: 256, nbits: 4}\n"
+                                 "  - name: b\n"
+                                 "    dim: 96\n"
+                                 "    topic: fmnist\n"
+                                 "    window: 90m\n"
+                                 "    index: {type: ivfpq, m: 12}\n");
+    const struct cfg_collection *img = &c->collections[0];
+    ck_assert_int_eq(img->id_type, CFG_ID_UINT64);
+    ck_assert_str_eq(img->dead_letter_topic, "img.dlq");
+    ck_assert_uint_eq(img->index.m, 32);
+    ck_assert_int_eq(img->cold_after_ms, 7ll * 86400000);
+    ck_assert_int_eq(img->cold_index.type, CFG_INDEX_IVFPQ);
+    ck_assert_uint_eq(img->cold_index.nlist, 256);
+    ck_assert_uint_eq(img->cold_index.nbits, 4);
+    ck_assert_uint_eq(img->cold_index.pq_m, 98); /* default: 8-dim sub-vectors */
+    const struct cfg_collection *b = &c->collections[1];
+    ck_assert_int_eq(b->window_ms, 90 * 60000);
+    ck_assert_uint_eq(b->index.pq_m, 12);
+    ck_assert_uint_eq(b->index.nlist, 1024);
+    ck_assert_uint_eq(b->index.nbits, 8);
+    cfg_free(c);
+}
+END_TEST
+
+START_TEST(test_units)
+{
+    int64_t ms;
+    uint64_t sz;
+    ck_assert_int_eq(cfg_parse_duration_ms("500ms", &ms), ST_OK);
+    ck_assert_int_eq(ms, 500);
+    ck_assert_int_eq(cfg_parse_duration_ms("1h30m", &ms), ST_OK);
+    ck_assert_int_eq(ms, 5400000);
+    ck_assert_int_eq(cfg_parse_duration_ms("30d", &ms), ST_OK);
+    ck_assert_int_eq(ms, 2592000000ll);
+    ck_assert_int_eq(cfg_parse_duration_ms("0", &ms), ST_OK);
+    ck_assert_int_eq(ms, 0);
+    ck_assert_int_eq(cfg_parse_duration_ms("5", &ms), ST_EINVAL);
+    ck_assert_int_eq(cfg_parse_duration_ms("-5s", &ms), ST_EINVAL);
+    ck_assert_int_eq(cfg_parse_duration_ms("1hour", &ms), ST_EINVAL);
+    ck_assert_int_eq(cfg_parse_duration_ms("", &ms), ST_EINVAL);
+    ck_assert_int_eq(cfg_parse_duration_ms("1 h", &ms), ST_EINVAL);
+    ck_assert_int_eq(cfg_parse_duration_ms("99999999999999999999d", &ms), ST_ERANGE);
+    ck_assert_int_eq(cfg_parse_duration_ms("999999999999999d", &ms), ST_ERANGE);
+    ck_assert_int_eq(cfg_parse_size("4096", &sz), ST_OK);
+    ck_assert_uint_eq(sz, 4096);
+    ck_assert_int_eq(cfg_parse_size("512KiB", &sz), ST_OK);
+    ck_assert_uint_eq(sz, 512 * 1024);
+    ck_assert_int_eq(cfg_parse_size("50GiB", &sz), ST_OK);
+    ck_assert_uint_eq(sz, 50ull << 30);
+    ck_assert_int_eq(cfg_parse_size("2TiB", &sz), ST_OK);
+    ck_assert_uint_eq(sz, 2ull << 40);
+    ck_assert_int_eq(cfg_parse_size("64MB", &sz), ST_EINVAL);
+    ck_assert_int_eq(cfg_parse_size("1.5GiB", &sz), ST_EINVAL);
+    ck_assert_int_eq(cfg_parse_size("GiB", &sz), ST_EINVAL);
+    ck_assert_int_eq(cfg_parse_size("99999999999TiB", &sz), ST_ERANGE);
+}
+END_TEST
+
+START_TEST(test_env_expansion)
+{
+    setenv("STRATA_T_DIR", "/srv/strata", 1);
+    setenv("STRATA_T_DIM", "128", 1);
+    unsetenv("STRATA_T_UNSET");
+    struct cfg *c = load_ok("node_id: n1\n"
+                            "data_dir: ${STRATA_T_DIR}/data\n"
+                            "kafka: {brokers: '${STRATA_T_UNSET:-10.0.0.1:9092}'}\n"
+                            "collections:\n"
+                            "  - name: a\n"
+                            "    dim: ${STRATA_T_DIM}\n"
+                            "    topic: t\n"
+                            "    window: 1h\n"
+                            "http: {auth_token_file: '$${literal}'}\n");
+    ck_assert_str_eq(c->data_dir, "/srv/strata/data");
+    ck_assert_str_eq(c->kafka.brokers, "10.0.0.1:9092");
+    ck_assert_uint_eq(c->collections[0].dim, 128);
+    ck_assert_str_eq(c->http.auth_token_file, "${literal}");
+    cfg_free(c);
+    load_bad("node_id: n1\ndata_dir: ${STRATA_T_UNSET}\n",
+             "t.yaml:2:11: data_dir:", "environment variable 'STRATA_T_UNSET' is not set");
+    load_bad("node_id: n1\ndata_dir: ${STRATA_T_DIR\n", "t.yaml:2:11: data_dir:", "unterminated");
+}
+END_TEST
+
+START_TEST(test_error_positions)
+{
+    /* Syntax error. */
+    load_bad(BASE "collections: [\n", "t.yaml:", "YAML syntax error");
+    load_bad("", "t.yaml:1:1:", "empty");
+    load_bad("- a\n- b\n", "t.yaml:1:1:", "expected a mapping");
+    /* Unknown key, top level and nested. */
+    load_bad(BASE "colections: []\n", "t.yaml:4:1: colections:", "unknown key");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, windw: 2h}\n",
+             "t.yaml:5:45: collections[0].windw:", "unknown key");
+    load_bad(BASE "store: {memtable: 1MiB}\n", "t.yaml:4:9: store.memtable:", "unknown key");
+    /* Wrong types. */
+    load_bad(BASE "collections:\n  - {name: a, dim: eight, topic: t, window: 1h}\n",
+             "t.yaml:5:20: collections[0].dim:", "expected an integer");
+    load_bad(BASE "collections:\n  - {name: a, dim: '8', topic: t, window: 1h}\n",
+             "t.yaml:5:20: collections[0].dim:", "quoted");
+    load_bad(BASE "collections: {name: a}\n", "t.yaml:4:14: collections:", "list");
+    load_bad(BASE "collections:\n  - {name: [a], dim: 8, topic: t, window: 1h}\n",
+             "t.yaml:5:12: collections[0].name:", "scalar");
+    load_bad(BASE "store: 5\n", "t.yaml:4:8: store:", "expected a mapping");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, metric: cos}\n",
+             "t.yaml:5:53: collections[0].metric:", "not one of l2 | ip | cosine");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\nstore: {wal_sync: "
+                  "sometimes}\n",
+             "t.yaml:6:19: store.wal_sync:", "always | batch | none");
+    /* Out of range. */
+    load_bad(BASE "collections:\n  - {name: a, dim: 0, topic: t, window: 1h}\n",
+             "t.yaml:5:20: collections[0].dim:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: 70000, topic: t, window: 1h}\n",
+             "t.yaml:5:20: collections[0].dim:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: -3, topic: t, window: 1h}\n",
+             "t.yaml:5:20: collections[0].dim:", "expected an integer");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 10ms}\n",
+             "t.yaml:5:41: collections[0].window:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, index: {type: "
+                  "hnsw, m: 1000}}\n",
+             "t.yaml:5:68: collections[0].index.m:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "indexer: {build_threads: 0}\n",
+             "t.yaml:6:26: indexer.build_threads:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "http: {max_body: 2GiB}\n",
+             "t.yaml:6:18: http.max_body:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "ingest: {listen: 'localhost:99999'}\n",
+             "t.yaml:6:18: ingest.listen:", "host:port");
+    load_bad("node_id: n1\ndata_dir: /x\nkafka: {brokers: 'a:1,b'}\n",
+             "t.yaml:3:18: kafka.brokers:", "host:port");
+    load_bad(BASE "nats: {url: 'http://x:1'}\n", "t.yaml:4:13: nats.url:", "nats://");
+    /* Missing required keys are reported at the mapping that lacks them. */
+    load_bad("data_dir: /x\nkafka: {brokers: 'a:1'}\ncollections: []\n",
+             "t.yaml:1:1:", "missing required key 'node_id'");
+    load_bad(BASE "collections: []\n", "t.yaml:4:14: collections:", "at least one");
+    load_bad(BASE "collections:\n  - {name: a, topic: t, window: 1h}\n",
+             "t.yaml:5:5: collections[0]:", "missing required key 'dim'");
+    load_bad("node_id: n1\ndata_dir: /x\nkafka: {group_id: g}\n",
+             "t.yaml:3:8: kafka:", "missing required key 'brokers'");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, index: {m: 8}}\n",
+             "t.yaml:5:52: collections[0].index:", "missing required key 'type'");
+    /* Duplicate keys and names. */
+    load_bad(BASE "node_id: n2\n", "t.yaml:4:1: node_id:", "duplicate key");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "  - {name: a, dim: 16, topic: u, window: 1h}\n",
+             "t.yaml:6:12: collections[1].name:", "duplicate collection name 'a'");
+    /* Bad names. */
+    load_bad(BASE "collections:\n  - {name: 'a.b', dim: 8, topic: t, window: 1h}\n",
+             "t.yaml:5:12: collections[0].name:", "A-Z a-z 0-9 _ -");
+    /* Cross-field rules. */
+    load_bad(BASE "collections:\n  - {name: a, dim: 10, topic: t, window: 1h, index: {type: "
+                  "ivfpq, m: 3}}\n",
+             "t.yaml:5:70: collections[0].index:", "m (3) must divide dim (10)");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, index: {type: "
+                  "ivfpq, nbits: 6}}\n",
+             "t.yaml:5:73: collections[0].index:", "nbits must be 4 or 8");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1d, ttl: 1h}\n",
+             "t.yaml:5:50: collections[0].ttl:", "at least one window");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1d, cold_after: 7d}\n",
+             "t.yaml:5:5: collections[0]:", "together");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, index: {type: "
+                  "hnsw, m: 64, ef_construction: 32}}\n",
+             "t.yaml:5:52: collections[0].index:", "ef_construction (32) must be at least m");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n---\nnode_id: x\n",
+             "t.yaml:7:1:", "second YAML document");
+}
+END_TEST
+
+START_TEST(test_all_errors_reported)
+{
+    struct cfg_errors errs = {0};
+    struct cfg *c = NULL;
+    const char *t = BASE "collections:\n  - {name: a, dim: x, topic: t, window: y}\n"
+                         "log: {level: loud}\n";
+    ck_assert_int_eq(cfg_load_string("t.yaml", t, strlen(t), &c, &errs), ST_EINVAL);
+    ck_assert_uint_eq(errs.n, 3);
+    cfg_errors_clear(&errs);
+}
+END_TEST
+
+START_TEST(test_missing_file)
+{
+    struct cfg_errors errs = {0};
+    struct cfg *c = NULL;
+    ck_assert_int_eq(cfg_load("/nonexistent/strata.yaml", &c, &errs), ST_EIO);
+    ck_assert_uint_eq(errs.n, 1);
+    ck_assert_ptr_nonnull(strstr(errs.lines[0], "/nonexistent/strata.yaml:1:1: cannot open"));
+    cfg_errors_clear(&errs);
+}
+END_TEST
+
+/* Runs the real CLI; returns its exit code and captures stdout+stderr into out. */
+static int run_cli(const char *args, char *out, size_t outsz)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", getenv("STRATA_CLI"), args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, outsz - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    ck_assert(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+START_TEST(test_cli_check_config)
+{
+    ck_assert_ptr_nonnull(getenv("STRATA_CLI"));
+    char out[8192], args[1024];
+    snprintf(args, sizeof(args), "check-config %s", st_test_source("config/spec_sample.yaml"));
+    ck_assert_int_eq(run_cli(args, out, sizeof(out)), 0);
+    ck_assert_ptr_nonnull(strstr(out, "configuration ok"));
+    const char *bad = st_test_source("config/bad_many.yaml");
+    snprintf(args, sizeof(args), "check-config %s", bad);
+    ck_assert_int_eq(run_cli(args, out, sizeof(out)), 2);
+    char want[1200];
+    snprintf(want, sizeof(want), "%s:13:10: collections[0].dim: expected an integer", bad);
+    ck_assert_msg(strstr(out, want) != NULL, "missing '%s' in:\n%s", want, out);
+    snprintf(want, sizeof(want), "%s:23:18: store.memtable_size:", bad);
+    ck_assert_msg(strstr(out, want) != NULL, "missing '%s' in:\n%s", want, out);
+    snprintf(want, sizeof(want), "%s:31:3: log.colour: unknown key", bad);
+    ck_assert_msg(strstr(out, want) != NULL, "missing '%s' in:\n%s", want, out);
+    ck_assert_int_eq(run_cli("check-config /nonexistent.yaml", out, sizeof(out)), 2);
+    ck_assert_ptr_nonnull(strstr(out, "/nonexistent.yaml:1:1: cannot open"));
+    ck_assert_int_eq(run_cli("check-config", out, sizeof(out)), 2);
+    ck_assert_int_eq(run_cli("frobnicate", out, sizeof(out)), 2);
+    ck_assert_int_eq(run_cli("--version", out, sizeof(out)), 0);
+    ck_assert_ptr_nonnull(strstr(out, "strata "));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_spec_sample);
+    tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_ivfpq_and_cold);
+    tcase_add_test(tc, test_units);
+    tcase_add_test(tc, test_env_expansion);
+    tcase_add_test(tc, test_error_positions);
+    tcase_add_test(tc, test_all_errors_reported);
+    tcase_add_test(tc, test_missing_file);
+    tcase_add_test(tc, test_cli_check_config);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

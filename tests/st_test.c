@@ -1,0 +1,103 @@
+#include "st_test.h"
+
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *st_test_broker(const char *key)
+{
+    const char *v = getenv(key);
+    if (v != NULL && *v != '\0')
+        return v;
+    const char *dir = getenv("STRATA_BROKERS_DIR");
+    static char buf[4][256];
+    static int next;
+    if (dir != NULL) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/env", dir);
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            char line[512];
+            size_t kl = strlen(key);
+            while (fgets(line, sizeof(line), f) != NULL) {
+                if (strncmp(line, key, kl) == 0 && line[kl] == '=') {
+                    char *out = buf[next++ % 4];
+                    snprintf(out, 256, "%s", line + kl + 1);
+                    out[strcspn(out, "\r\n")] = '\0';
+                    fclose(f);
+                    return out;
+                }
+            }
+            fclose(f);
+        }
+    }
+    ck_abort_msg("%s is not set and no broker harness is running: run the tests with ctest "
+                 "(which starts real brokers) or scripts/brokers start DIR and set "
+                 "STRATA_BROKERS_DIR=DIR",
+                 key);
+    return NULL;
+}
+
+char *st_test_tmpdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    char *p = NULL;
+    if (asprintf(&p, "%s/strata-%s-XXXXXX", base ? base : "/tmp", tag) < 0)
+        ck_abort_msg("asprintf failed");
+    if (mkdtemp(p) == NULL)
+        ck_abort_msg("mkdtemp(%s): %s", p, strerror(errno));
+    return p;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void st_test_rmrf(const char *path)
+{
+    if (path != NULL)
+        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *st_test_unique(const char *prefix)
+{
+    static char buf[8][128];
+    static int n;
+    char *out = buf[n % 8];
+    snprintf(out, 128, "%s-%d-%d-%lld", prefix, (int)getpid(), n,
+             (long long)(st_test_now_ms() % 100000000));
+    n++;
+    return out;
+}
+
+const char *st_test_source(const char *rel)
+{
+    static char buf[4][1024];
+    static int n;
+    const char *src = getenv("STRATA_SOURCE_DIR");
+    char *out = buf[n++ % 4];
+    snprintf(out, 1024, "%s/tests/%s", src ? src : ".", rel);
+    return out;
+}
+
+int64_t st_test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void st_test_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}

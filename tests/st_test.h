@@ -1,0 +1,50 @@
+/*
+ * st_test.h — helpers shared by the check suites: broker addresses from the harness,
+ * temporary directories, and waiting for a condition with a deadline (never sleep-and-hope).
+ */
+#ifndef ST_TEST_H
+#define ST_TEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/*
+ * Address of a broker started by scripts/brokers: key is "STRATA_TEST_KAFKA" or
+ * "STRATA_TEST_NATS". Looks in the environment, then in $STRATA_BROKERS_DIR/env.
+ * Fails the current test with a clear message when the harness is not running.
+ * Returns a static string.
+ */
+const char *st_test_broker(const char *key);
+
+/* A fresh directory under $TMPDIR (caller frees the string; st_test_rmrf removes it). */
+char *st_test_tmpdir(const char *tag);
+void st_test_rmrf(const char *path);
+
+/* A name unique to this process and call, e.g. for topics and streams: "<prefix>-<pid>-<n>". */
+const char *st_test_unique(const char *prefix);
+
+/* Path of a file under tests/ in the source tree ($STRATA_SOURCE_DIR/tests/rel). Static. */
+const char *st_test_source(const char *rel);
+
+int64_t st_test_now_ms(void);
+
+/* Evaluates cond every 5 ms until it holds or timeout_ms passes; yields whether it held. */
+#define ST_WAIT_UNTIL(cond, timeout_ms)                                                            \
+    __extension__({                                                                                \
+        int64_t st_deadline_ = st_test_now_ms() + (timeout_ms);                                    \
+        bool st_ok_ = false;                                                                       \
+        for (;;) {                                                                                 \
+            if (cond) {                                                                            \
+                st_ok_ = true;                                                                     \
+                break;                                                                             \
+            }                                                                                      \
+            if (st_test_now_ms() > st_deadline_)                                                   \
+                break;                                                                             \
+            st_test_sleep_ms(5);                                                                   \
+        }                                                                                          \
+        st_ok_;                                                                                    \
+    })
+
+void st_test_sleep_ms(int ms);
+
+#endif
