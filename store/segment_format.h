@@ -1,0 +1,63 @@
+/*
+ * segment_format.h — immutable segment files (*.seg). One window per file, records sorted by
+ * id, at most one version per id. All integers little-endian. Do not change: on disk.
+ *
+ * Layout (sections in this order; every offset is from the file start):
+ *
+ *   OFFSET      SIZE              FIELD
+ *   0           8                 magic "STRSEG\0\1"
+ *   8           4                 format version (1)
+ *   12          4                 dim
+ *   16          48                zero
+ *   64          count*dim*4       vectors, float32, record order; tombstones are zeros.
+ *                                 64-byte aligned so an mmap can be scanned with SIMD loads.
+ *   recs_off    count*40          record table (STORE_SEG_REC_SIZE bytes each):
+ *                                   0  8 ts (ms)        8  8 offset (Kafka)
+ *                                   16 4 partition      20 4 idx in batch
+ *                                   24 8 id_off (into ids section)
+ *                                   32 2 id_len         34 1 op (0 upsert, 1 delete)
+ *                                   35 1 zero           36 4 meta_len (0: none)
+ *   ids_off     ids_len           id bytes, concatenated in record order
+ *   sparse_off  nsparse*16        every 32nd record: 0 4 record index, 4 4 zero,
+ *                                 8 8 first 8 id bytes, zero padded (a search hint)
+ *   meta_off    ...               meta blocks: zstd frames, each holding the metas of
+ *                                 STORE_SEG_META_BLOCK consecutive records concatenated
+ *   mtab_off    nmeta*24          meta block table: 0 8 file offset, 8 4 compressed len,
+ *                                 12 4 raw len, 16 4 checksum32 of compressed bytes, 20 4 zero
+ *   bloom_off   bloom_len         Bloom filter over ids, bloom_k probes (double hashing of
+ *                                 XXH3-64: h1 = low 32, h2 = high 32 bits)
+ *   vsum_off    nvblocks*4        checksum32 of each STORE_SEG_VEC_BLOCK bytes of vectors
+ *   end-256     256               footer:
+ *     0 8 magic "STRSEGFT"   8 4 version   12 4 dim     16 8 count
+ *     24 8 window_start      32 8 window_end            40 8 min_ts    48 8 max_ts
+ *     56 4 kind (0 run, 1 sealed, 2 delta)              60 4 seg version
+ *     64 8 recs_off   72 8 ids_off   80 8 ids_len       88 8 sparse_off   96 8 nsparse
+ *     104 8 meta_off  112 8 mtab_off 120 8 nmeta        128 8 bloom_off   136 8 bloom_len
+ *     144 4 bloom_k   148 4 zero     152 8 vsum_off     160 8 nvblocks
+ *     168 4 checksum32(record table)  172 4 checksum32(ids)  176 4 checksum32(sparse)
+ *     180 4 checksum32(meta table)    184 4 checksum32(bloom) 188 4 checksum32(vsum table)
+ *     192 56 zero
+ *     248 4 checksum32 of footer bytes 0..247      252 4 zero
+ *
+ * Validity: magic, version, footer checksum, section bounds within the file, and the small
+ * sections' checksums are checked on open; vector blocks and meta blocks are checked by
+ * store_segment_verify (and meta blocks whenever read).
+ */
+#ifndef SEGMENT_FORMAT_H
+#define SEGMENT_FORMAT_H
+
+#define STORE_SEG_MAGIC              "STRSEG\0\1"
+#define STORE_SEG_FOOTER_MAGIC       "STRSEGFT"
+#define STORE_SEG_VERSION            1u
+#define STORE_SEG_HEADER             64u
+#define STORE_SEG_REC_SIZE           40u
+#define STORE_SEG_SPARSE_EVERY       32u
+#define STORE_SEG_SPARSE_SIZE        16u
+#define STORE_SEG_META_BLOCK         256u
+#define STORE_SEG_MTAB_SIZE          24u
+#define STORE_SEG_VEC_BLOCK          (256u * 1024u)
+#define STORE_SEG_FOOTER             256u
+#define STORE_SEG_BLOOM_BITS_PER_KEY 10u
+#define STORE_SEG_BLOOM_K            7u
+
+#endif

@@ -1,0 +1,178 @@
+/*
+ * store.h — strata's LSM store for one collection: WAL, memtable, immutable per-window
+ * segment files, manifest, crash recovery, get-by-id and reader snapshots.
+ *
+ * The store has no policy: the caller (twcs/, ingest/) chooses each record's window, when to
+ * flush, which segments to merge and which windows to drop. The store guarantees:
+ *   - a batch is applied all-or-nothing, in the WAL before it is visible;
+ *   - store_durable_offset() never reports an offset whose batch could be lost by a crash
+ *     (for wal_sync = none: by a process crash; power loss may lose it);
+ *   - replay of a (partition, offset) at or below the applied mark is a no-op;
+ *   - a file is never removed while a snapshot that lists it is alive;
+ *   - the newest version of an id wins, ordered by (ts, partition, offset, index in batch);
+ *     deletes are versions too.
+ *
+ * Threads: all functions are thread-safe unless noted. Background threads: one WAL syncer
+ * (wal_sync = batch) and one flusher.
+ */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "st_clock.h"
+#include "st_error.h"
+#include "store_fs.h"
+
+#define STORE_ID_MAX   256u
+#define STORE_META_MAX (64u * 1024u)
+
+enum store_wal_sync { STORE_SYNC_ALWAYS = 0, STORE_SYNC_BATCH = 1, STORE_SYNC_NONE = 2 };
+enum store_op { STORE_OP_UPSERT = 0, STORE_OP_DELETE = 1 };
+enum store_seg_kind { STORE_SEG_RUN = 0, STORE_SEG_SEALED = 1, STORE_SEG_DELTA = 2 };
+
+struct store_opts {
+    const char *dir; /* the collection's directory; created if missing */
+    uint32_t dim;
+    enum store_wal_sync wal_sync;
+    int64_t wal_sync_interval_ms; /* batch mode: longest wait before an fsync (default 5) */
+    uint64_t memtable_size;       /* freeze, roll the WAL and flush beyond this (default 64 MiB) */
+    uint32_t max_frozen;          /* frozen memtables before writes get ST_EAGAIN (default 2) */
+    bool point_in_time_recovery;  /* on mid-WAL corruption: keep the prefix instead of failing */
+    bool read_only;               /* no writes, no recovery side effects (inspect) */
+    bool no_background;           /* no threads: flushes run inside store_flush (tests) */
+    struct store_fs *fs;          /* NULL: the OS */
+    const struct st_clock *clock; /* NULL: system clock */
+};
+
+/* One record of a batch. All pointers are borrowed for the duration of the call. */
+struct store_record {
+    const uint8_t *id; /* 1..STORE_ID_MAX bytes; uint64 ids as 8 bytes big-endian */
+    uint32_t id_len;
+    int64_t ts;       /* event time, ms */
+    int64_t window;   /* window start, ms, chosen by the caller */
+    uint8_t op;       /* enum store_op */
+    const float *vec; /* dim floats for upserts; ignored for deletes */
+    const uint8_t *meta;
+    uint32_t meta_len; /* <= STORE_META_MAX */
+};
+
+/* One Kafka message. */
+struct store_batch {
+    int32_t partition; /* -1 when not from Kafka (never deduplicated) */
+    int64_t offset;
+    uint32_t n;
+    const struct store_record *recs;
+};
+
+struct store;
+
+/* Opens (recovering if needed) or creates the store. Caller owns *out (store_close). */
+int store_open(const struct store_opts *o, struct store **out, struct st_err *err) ST_WUR;
+/* Makes everything written durable (fsync), stops threads, frees. NULL is a no-op.
+ * Returns the first error met (the store is freed regardless). */
+int store_close(struct store *s);
+
+/*
+ * Appends a batch to the WAL and the memtable. *applied (may be NULL) is false when the
+ * batch was skipped as a replay. Returns ST_EAGAIN when flushes are behind (back off and
+ * retry), ST_EINVAL for a malformed batch (nothing applied), ST_EIO/ST_ENOSPC when the WAL
+ * failed (the store is then failed: every later write fails until reopened).
+ */
+int store_write(struct store *s, const struct store_batch *b, bool *applied) ST_WUR;
+/* Forces an fsync of everything written so far (group commit for the caller). */
+int store_sync(struct store *s) ST_WUR;
+/* Highest offset of partition whose batch is durable. ST_ENOTFOUND when none. */
+int store_durable_offset(struct store *s, int32_t partition, int64_t *offset) ST_WUR;
+/* Highest offset of partition applied (durable or about to be). ST_ENOTFOUND when none. */
+int store_applied_offset(struct store *s, int32_t partition, int64_t *offset) ST_WUR;
+/* Freezes the memtable and waits until every frozen memtable is in segments. */
+int store_flush(struct store *s) ST_WUR;
+
+/* The newest version of one id. */
+struct store_value {
+    uint8_t op;
+    int64_t ts;
+    int64_t window;
+    int32_t partition;
+    int64_t offset;
+    float *vec;    /* caller-supplied buffer of dim floats, or NULL to skip */
+    uint8_t *meta; /* malloc'd copy (caller frees), NULL when none */
+    uint32_t meta_len;
+};
+/* ST_ENOTFOUND when the id was never written or its newest version is a delete. */
+int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_value *out) ST_WUR;
+
+/* ---- segments and snapshots ---- */
+
+struct store_segment; /* immutable, refcounted, mmap'd */
+
+struct store_segment_info {
+    uint64_t file_number;
+    int64_t window_start, window_end;
+    enum store_seg_kind kind;
+    uint32_t version;
+    uint64_t count;
+    uint64_t bytes;
+    int64_t min_ts, max_ts;
+    uint32_t dim;
+    const char *path; /* borrowed, valid while the segment is referenced */
+};
+
+struct store_seg_record {
+    const uint8_t *id; /* borrowed from the mmap */
+    uint32_t id_len;
+    int64_t ts;
+    int32_t partition;
+    int64_t offset;
+    uint32_t idx;
+    uint8_t op;
+    uint32_t meta_len;
+};
+
+void store_segment_info(const struct store_segment *g, struct store_segment_info *out);
+/* count * dim floats, contiguous and 64-byte aligned; valid while referenced. */
+const float *store_segment_vectors(const struct store_segment *g);
+void store_segment_record(const struct store_segment *g, uint64_t i, struct store_seg_record *out);
+/* Index of id in the segment, or ST_ENOTFOUND (Bloom filter first). */
+int store_segment_find(const struct store_segment *g, const uint8_t *id, uint32_t id_len,
+                       uint64_t *index) ST_WUR;
+/* Copies record i's meta into a malloc'd buffer (decompressing its block). */
+int store_segment_meta(const struct store_segment *g, uint64_t i, uint8_t **meta,
+                       uint32_t *len) ST_WUR;
+/* Verifies every checksum of the file (vectors and meta blocks too). */
+int store_segment_verify(const struct store_segment *g, struct st_err *err) ST_WUR;
+/* Opens a segment file read-only, verifying footer and small sections. */
+int store_segment_open_file(const char *path, struct store_segment **out,
+                            struct st_err *err) ST_WUR;
+void store_segment_ref(struct store_segment *g);
+void store_segment_unref(struct store_segment *g);
+
+/* A consistent set of segments; files stay on disk while it lives. */
+struct store_snapshot;
+int store_snapshot_acquire(struct store *s, struct store_snapshot **out) ST_WUR;
+void store_snapshot_release(struct store_snapshot *snap);
+size_t store_snapshot_count(const struct store_snapshot *snap);
+struct store_segment *store_snapshot_segment(const struct store_snapshot *snap, size_t i);
+
+/* Removes every segment of a window in one manifest edit: no rewrite, O(files). The files go
+ * once the last snapshot holding them is released. Returns the number of segments removed. */
+int store_drop_window(struct store *s, int64_t window_start, size_t *removed) ST_WUR;
+
+/* ---- statistics ---- */
+struct store_stats {
+    uint64_t memtable_bytes;
+    uint64_t memtable_records;
+    uint32_t frozen_memtables;
+    uint64_t segments;
+    uint64_t segment_bytes;
+    uint64_t wal_bytes_written;
+    uint64_t segment_bytes_written;
+    uint64_t bytes_ingested; /* logical bytes of accepted batches */
+    uint64_t wal_syncs;
+};
+void store_stats(struct store *s, struct store_stats *out);
+
+#endif

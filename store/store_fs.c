@@ -1,0 +1,558 @@
+#include "store_fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "st_fault.h"
+
+/*
+ * Simulation state. For each file path: the size at its last fsync (bytes beyond it are lost
+ * in a crash). For each directory: the operations since its last fsync, undone in reverse
+ * order by a crash. Overwritten and unlinked files are kept as hidden copies until the
+ * directory is synced so that the undo can restore them.
+ */
+struct sim_file {
+    char *path;
+    uint64_t synced;
+};
+
+enum sim_op_kind { SIM_CREATE, SIM_RENAME, SIM_UNLINK, SIM_MKDIR };
+
+struct sim_op {
+    enum sim_op_kind kind;
+    char *dir;    /* directory whose fsync makes the op durable */
+    char *path;   /* created / rename target / unlinked / made dir */
+    char *from;   /* rename source */
+    char *backup; /* copy of what the op destroyed (overwritten target, unlinked file) */
+};
+
+struct store_fs {
+    pthread_mutex_t lock;
+    struct sim_file *files;
+    size_t nfiles, capfiles;
+    struct sim_op *ops;
+    size_t nops, capops;
+    uint64_t backup_seq;
+    bool dead; /* after sim_crash: nothing reaches the disk */
+};
+
+/*
+ * With a simulated fs every operation runs under its lock, so none can straddle a simulated
+ * crash (a write landing after the truncation would leave a hole no power loss produces).
+ */
+static bool sim_enter(struct store_fs *fs)
+{
+    if (fs == NULL)
+        return true;
+    pthread_mutex_lock(&fs->lock);
+    if (fs->dead) {
+        pthread_mutex_unlock(&fs->lock);
+        return false;
+    }
+    return true;
+}
+
+static void sim_leave(struct store_fs *fs)
+{
+    if (fs != NULL)
+        pthread_mutex_unlock(&fs->lock);
+}
+
+static char *dir_of(const char *path)
+{
+    char *tmp = strdup(path);
+    if (tmp == NULL)
+        return NULL;
+    char *d = strdup(dirname(tmp));
+    free(tmp);
+    return d;
+}
+
+static struct sim_file *sim_file_get(struct store_fs *fs, const char *path, bool create)
+{
+    for (size_t i = 0; i < fs->nfiles; i++)
+        if (strcmp(fs->files[i].path, path) == 0)
+            return &fs->files[i];
+    if (!create)
+        return NULL;
+    if (fs->nfiles == fs->capfiles) {
+        size_t cap = fs->capfiles ? fs->capfiles * 2 : 16;
+        struct sim_file *n = realloc(fs->files, cap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        fs->files = n;
+        fs->capfiles = cap;
+    }
+    struct sim_file *sf = &fs->files[fs->nfiles];
+    sf->path = strdup(path);
+    if (sf->path == NULL)
+        return NULL;
+    sf->synced = 0;
+    fs->nfiles++;
+    return sf;
+}
+
+static void sim_file_forget(struct store_fs *fs, const char *path)
+{
+    for (size_t i = 0; i < fs->nfiles; i++) {
+        if (strcmp(fs->files[i].path, path) == 0) {
+            free(fs->files[i].path);
+            fs->files[i] = fs->files[--fs->nfiles];
+            return;
+        }
+    }
+}
+
+static int sim_op_add(struct store_fs *fs, enum sim_op_kind kind, const char *path,
+                      const char *from, const char *backup)
+{
+    if (fs->nops == fs->capops) {
+        size_t cap = fs->capops ? fs->capops * 2 : 16;
+        struct sim_op *n = realloc(fs->ops, cap * sizeof(*n));
+        if (n == NULL)
+            return ST_ENOMEM;
+        fs->ops = n;
+        fs->capops = cap;
+    }
+    struct sim_op *op = &fs->ops[fs->nops];
+    memset(op, 0, sizeof(*op));
+    op->kind = kind;
+    op->dir = dir_of(path);
+    op->path = strdup(path);
+    op->from = from ? strdup(from) : NULL;
+    op->backup = backup ? strdup(backup) : NULL;
+    if (op->dir == NULL || op->path == NULL || (from && !op->from) || (backup && !op->backup)) {
+        free(op->dir);
+        free(op->path);
+        free(op->from);
+        free(op->backup);
+        return ST_ENOMEM;
+    }
+    fs->nops++;
+    return ST_OK;
+}
+
+static void sim_op_free(struct sim_op *op)
+{
+    free(op->dir);
+    free(op->path);
+    free(op->from);
+    free(op->backup);
+}
+
+/* A hidden name in the same directory for a backup copy. */
+static char *sim_backup_name(struct store_fs *fs, const char *path)
+{
+    char *b = NULL;
+    if (asprintf(&b, "%s.simbak%llu", path, (unsigned long long)++fs->backup_seq) < 0)
+        return NULL;
+    return b;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+    uint8_t *buf;
+    size_t len;
+    int rc = store_fs_read_all(from, &buf, &len, SIZE_MAX);
+    if (rc != ST_OK)
+        return rc;
+    int fd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        free(buf);
+        return st_from_errno(errno);
+    }
+    ssize_t w = write(fd, buf, len);
+    close(fd);
+    free(buf);
+    return w == (ssize_t)len ? ST_OK : ST_EIO;
+}
+
+/* ---- files -------------------------------------------------------------------------------- */
+
+static int file_open(struct store_fs *fs, const char *path, int flags, struct store_file **out,
+                     const char *site)
+{
+    *out = NULL;
+    int rc = ST_FAULT(site);
+    if (rc != 0)
+        return rc;
+    if (!sim_enter(fs))
+        return ST_EIO;
+    bool existed = access(path, F_OK) == 0;
+    struct store_file *f = NULL;
+    int fd = open(path, flags | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = st_from_errno(errno);
+        goto out;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = st_from_errno(errno);
+        close(fd);
+        goto out;
+    }
+    f = calloc(1, sizeof(*f));
+    char *p = strdup(path);
+    if (f == NULL || p == NULL) {
+        free(f);
+        free(p);
+        f = NULL;
+        close(fd);
+        rc = ST_ENOMEM;
+        goto out;
+    }
+    f->fd = fd;
+    f->size = (uint64_t)st.st_size;
+    f->path = p;
+    f->fs = fs;
+    if (fs != NULL) {
+        struct sim_file *sf = sim_file_get(fs, path, false);
+        if (sf == NULL) {
+            sf = sim_file_get(fs, path, true);
+            if (sf != NULL)
+                sf->synced = existed ? f->size : 0;
+        }
+        if (!existed && sf != NULL)
+            rc = sim_op_add(fs, SIM_CREATE, path, NULL, NULL);
+        if (sf == NULL || rc != ST_OK) {
+            store_fs_close(f);
+            f = NULL;
+            rc = ST_ENOMEM;
+        }
+    }
+out:
+    sim_leave(fs);
+    *out = f;
+    return rc;
+}
+
+int store_fs_open_append(struct store_fs *fs, const char *path, struct store_file **out,
+                         const char *site)
+{
+    return file_open(fs, path, O_WRONLY | O_CREAT, out, site);
+}
+
+int store_fs_create(struct store_fs *fs, const char *path, struct store_file **out,
+                    const char *site)
+{
+    return file_open(fs, path, O_WRONLY | O_CREAT | O_EXCL, out, site);
+}
+
+int store_fs_write(struct store_file *f, const void *buf, size_t len, const char *site)
+{
+    int rc = ST_FAULT(site);
+    size_t limit = len;
+    if (rc == ST_ENOSPC || rc == ST_EIO)
+        limit = len / 2; /* a short write, as a full disk produces */
+    else if (rc != 0)
+        return rc;
+    if (!sim_enter(f->fs))
+        return ST_EIO;
+    const uint8_t *p = buf;
+    size_t done = 0;
+    while (done < limit) {
+        ssize_t w = pwrite(f->fd, p + done, limit - done, (off_t)(f->size + done));
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = st_from_errno(errno);
+            break;
+        }
+        done += (size_t)w;
+    }
+    f->size += done;
+    sim_leave(f->fs);
+    return rc;
+}
+
+int store_fs_sync(struct store_file *f, const char *site)
+{
+    int rc = ST_FAULT(site);
+    if (rc != 0)
+        return rc; /* like a failed fsync: nothing is known to be durable */
+    if (!sim_enter(f->fs))
+        return ST_EIO;
+    if (fdatasync(f->fd) != 0) {
+        rc = st_from_errno(errno);
+    } else if (f->fs != NULL) {
+        struct sim_file *sf = sim_file_get(f->fs, f->path, true);
+        if (sf != NULL)
+            sf->synced = f->size;
+    }
+    sim_leave(f->fs);
+    return rc;
+}
+
+int store_fs_truncate(struct store_file *f, uint64_t size, const char *site)
+{
+    int rc = ST_FAULT(site);
+    if (rc != 0)
+        return rc;
+    if (!sim_enter(f->fs))
+        return ST_EIO;
+    if (ftruncate(f->fd, (off_t)size) != 0) {
+        rc = st_from_errno(errno);
+    } else {
+        f->size = size;
+        struct sim_file *sf = f->fs ? sim_file_get(f->fs, f->path, false) : NULL;
+        if (sf != NULL && sf->synced > size)
+            sf->synced = size;
+    }
+    sim_leave(f->fs);
+    return rc;
+}
+
+void store_fs_close(struct store_file *f)
+{
+    if (f == NULL)
+        return;
+    close(f->fd);
+    free(f->path);
+    free(f);
+}
+
+/* ---- directory operations ----------------------------------------------------------------- */
+
+int store_fs_rename(struct store_fs *fs, const char *from, const char *to, const char *site)
+{
+    int rc = ST_FAULT(site);
+    if (rc != 0)
+        return rc;
+    if (!sim_enter(fs))
+        return ST_EIO;
+    char *backup = NULL;
+    if (fs != NULL && access(to, F_OK) == 0) {
+        backup = sim_backup_name(fs, to);
+        if (backup == NULL || copy_file(to, backup) != ST_OK) {
+            rc = ST_EIO;
+            goto out;
+        }
+    }
+    if (rename(from, to) != 0) {
+        rc = st_from_errno(errno);
+        if (backup)
+            unlink(backup);
+        goto out;
+    }
+    if (fs != NULL) {
+        struct sim_file *sf = sim_file_get(fs, from, false);
+        uint64_t synced = sf ? sf->synced : 0;
+        sim_file_forget(fs, from);
+        sim_file_forget(fs, to);
+        struct sim_file *nf = sim_file_get(fs, to, true);
+        if (nf != NULL)
+            nf->synced = synced;
+        rc = sim_op_add(fs, SIM_RENAME, to, from, backup);
+    }
+out:
+    sim_leave(fs);
+    free(backup);
+    return rc;
+}
+
+int store_fs_unlink(struct store_fs *fs, const char *path, const char *site)
+{
+    int rc = ST_FAULT(site);
+    if (rc != 0)
+        return rc;
+    if (fs == NULL) {
+        if (unlink(path) != 0 && errno != ENOENT)
+            return st_from_errno(errno);
+        return ST_OK;
+    }
+    if (!sim_enter(fs))
+        return ST_EIO;
+    /* Keep the data under a hidden name until the directory is synced. */
+    char *backup = sim_backup_name(fs, path);
+    if (backup == NULL) {
+        sim_leave(fs);
+        return ST_ENOMEM;
+    }
+    if (rename(path, backup) != 0) {
+        rc = errno == ENOENT ? ST_OK : st_from_errno(errno);
+    } else {
+        struct sim_file *sf = sim_file_get(fs, path, false);
+        /* The hidden copy is what the crash restores: only its synced bytes. */
+        if (sf != NULL && truncate(backup, (off_t)sf->synced) != 0)
+            rc = st_from_errno(errno);
+        sim_file_forget(fs, path);
+        if (rc == ST_OK)
+            rc = sim_op_add(fs, SIM_UNLINK, path, NULL, backup);
+    }
+    sim_leave(fs);
+    free(backup);
+    return rc;
+}
+
+int store_fs_mkdir(struct store_fs *fs, const char *path, const char *site)
+{
+    int rc = ST_FAULT(site);
+    if (rc != 0)
+        return rc;
+    if (!sim_enter(fs))
+        return ST_EIO;
+    if (mkdir(path, 0755) != 0)
+        rc = errno == EEXIST ? ST_OK : st_from_errno(errno);
+    else if (fs != NULL)
+        rc = sim_op_add(fs, SIM_MKDIR, path, NULL, NULL);
+    sim_leave(fs);
+    return rc;
+}
+
+int store_fs_sync_dir(struct store_fs *fs, const char *dir, const char *site)
+{
+    int rc = ST_FAULT(site);
+    if (rc != 0)
+        return rc;
+    if (!sim_enter(fs))
+        return ST_EIO;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = st_from_errno(errno);
+        goto out;
+    }
+    if (fsync(fd) != 0)
+        rc = st_from_errno(errno);
+    close(fd);
+    if (rc != ST_OK || fs == NULL)
+        goto out;
+    size_t keep = 0;
+    for (size_t i = 0; i < fs->nops; i++) {
+        struct sim_op *op = &fs->ops[i];
+        if (strcmp(op->dir, dir) == 0) {
+            if (op->backup)
+                unlink(op->backup);
+            sim_op_free(op);
+        } else {
+            fs->ops[keep++] = *op;
+        }
+    }
+    fs->nops = keep;
+out:
+    sim_leave(fs);
+    return rc;
+}
+
+int store_fs_read_all(const char *path, uint8_t **buf, size_t *len, size_t max)
+{
+    *buf = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return st_from_errno(errno);
+    struct stat st;
+    int rc = ST_OK;
+    if (fstat(fd, &st) != 0) {
+        rc = st_from_errno(errno);
+        goto out;
+    }
+    if ((uint64_t)st.st_size > max) {
+        rc = ST_ERANGE;
+        goto out;
+    }
+    uint8_t *b = malloc((size_t)st.st_size + 1);
+    if (b == NULL) {
+        rc = ST_ENOMEM;
+        goto out;
+    }
+    size_t done = 0;
+    while (done < (size_t)st.st_size) {
+        ssize_t r = pread(fd, b + done, (size_t)st.st_size - done, (off_t)done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            rc = r < 0 ? st_from_errno(errno) : ST_EIO;
+            free(b);
+            goto out;
+        }
+        done += (size_t)r;
+    }
+    *buf = b;
+    *len = done;
+out:
+    close(fd);
+    return rc;
+}
+
+/* ---- simulation ---------------------------------------------------------------------------- */
+
+struct store_fs *store_fs_sim_new(void)
+{
+    struct store_fs *fs = calloc(1, sizeof(*fs));
+    if (fs != NULL)
+        pthread_mutex_init(&fs->lock, NULL);
+    return fs;
+}
+
+void store_fs_sim_crash(struct store_fs *fs)
+{
+    pthread_mutex_lock(&fs->lock);
+    /* 1. Unsynced bytes vanish. */
+    for (size_t i = 0; i < fs->nfiles; i++) {
+        struct stat st;
+        if (stat(fs->files[i].path, &st) == 0 && (uint64_t)st.st_size > fs->files[i].synced)
+            if (truncate(fs->files[i].path, (off_t)fs->files[i].synced) != 0)
+                perror("store_fs_sim_crash: truncate");
+    }
+    /* 2. Directory operations not made durable are undone, newest first. */
+    for (size_t i = fs->nops; i-- > 0;) {
+        struct sim_op *op = &fs->ops[i];
+        switch (op->kind) {
+        case SIM_CREATE:
+            unlink(op->path);
+            break;
+        case SIM_RENAME:
+            if (rename(op->path, op->from) != 0)
+                unlink(op->path);
+            if (op->backup && rename(op->backup, op->path) != 0)
+                perror("store_fs_sim_crash: restore");
+            break;
+        case SIM_UNLINK:
+            if (rename(op->backup, op->path) != 0)
+                perror("store_fs_sim_crash: restore unlinked");
+            break;
+        case SIM_MKDIR:
+            rmdir(op->path);
+            break;
+        }
+        sim_op_free(op);
+    }
+    fs->nops = 0;
+    for (size_t i = 0; i < fs->nfiles; i++)
+        free(fs->files[i].path);
+    fs->nfiles = 0;
+    fs->dead = true;
+    pthread_mutex_unlock(&fs->lock);
+}
+
+void store_fs_sim_revive(struct store_fs *fs)
+{
+    pthread_mutex_lock(&fs->lock);
+    fs->dead = false;
+    pthread_mutex_unlock(&fs->lock);
+}
+
+void store_fs_free(struct store_fs *fs)
+{
+    if (fs == NULL)
+        return;
+    for (size_t i = 0; i < fs->nops; i++) {
+        if (fs->ops[i].backup)
+            unlink(fs->ops[i].backup);
+        sim_op_free(&fs->ops[i]);
+    }
+    for (size_t i = 0; i < fs->nfiles; i++)
+        free(fs->files[i].path);
+    free(fs->ops);
+    free(fs->files);
+    pthread_mutex_destroy(&fs->lock);
+    free(fs);
+}

@@ -1,0 +1,62 @@
+/*
+ * store_fs.h — the one file-system layer store/ writes through.
+ *
+ * Every write, fsync, rename, unlink and directory sync passes a site name to ST_FAULT, so a
+ * test can fail any I/O site ("store.wal.write", "store.seg.fsync", ...) or kill the process
+ * there. With a simulated file system (store_fs_sim_new) the layer also remembers what was
+ * made durable, and store_fs_sim_crash() turns the directory tree into what a power loss
+ * would leave: bytes written after a file's last fsync vanish, and creations, renames and
+ * unlinks not followed by an fsync of their directory are undone.
+ *
+ * Reads go straight to the OS; they are never "unsynced".
+ * Thread-safety: a struct store_file is used by one thread at a time; the fs object is
+ * internally locked.
+ */
+#ifndef STORE_FS_H
+#define STORE_FS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "st_error.h"
+
+struct store_fs; /* NULL means the real OS with no tracking */
+
+struct store_file {
+    int fd;
+    uint64_t size; /* bytes written so far = append position */
+    char *path;
+    struct store_fs *fs;
+};
+
+/* Opens path for appending, creating it if missing. Caller owns *out (store_fs_close). */
+int store_fs_open_append(struct store_fs *fs, const char *path, struct store_file **out,
+                         const char *site) ST_WUR;
+/* Creates path exclusively (fails with ST_EEXIST). */
+int store_fs_create(struct store_fs *fs, const char *path, struct store_file **out,
+                    const char *site) ST_WUR;
+/* Appends len bytes. On failure the file may hold a prefix of buf (as after a short write). */
+int store_fs_write(struct store_file *f, const void *buf, size_t len, const char *site) ST_WUR;
+int store_fs_sync(struct store_file *f, const char *site) ST_WUR;
+int store_fs_truncate(struct store_file *f, uint64_t size, const char *site) ST_WUR;
+/* Closes and frees f (NULL is a no-op). Does not sync. */
+void store_fs_close(struct store_file *f);
+
+int store_fs_rename(struct store_fs *fs, const char *from, const char *to, const char *site) ST_WUR;
+int store_fs_unlink(struct store_fs *fs, const char *path, const char *site) ST_WUR;
+int store_fs_mkdir(struct store_fs *fs, const char *path, const char *site) ST_WUR;
+int store_fs_sync_dir(struct store_fs *fs, const char *dir, const char *site) ST_WUR;
+
+/* Reads a whole file into a malloc'd buffer (caller frees). */
+int store_fs_read_all(const char *path, uint8_t **buf, size_t *len, size_t max) ST_WUR;
+
+/* --- simulation (tests) --- */
+struct store_fs *store_fs_sim_new(void);
+/* Applies a simulated power loss to every file and directory this fs touched. From then on
+ * the fs is dead: every mutating call fails with ST_EIO and changes nothing, as for a process
+ * on a machine that lost power, until store_fs_sim_revive. */
+void store_fs_sim_crash(struct store_fs *fs);
+void store_fs_sim_revive(struct store_fs *fs);
+void store_fs_free(struct store_fs *fs);
+
+#endif

@@ -1,0 +1,216 @@
+/* store_int.h — private to store/: memtable, segments, manifest state, the store object. */
+#ifndef STORE_INT_H
+#define STORE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "store.h"
+#include "store_log.h"
+
+/* For cleanup whose failure is harmless (the next open removes leftovers): say so. */
+static inline void store_best_effort(int rc)
+{
+    (void)rc;
+}
+
+/* ---- versions: the newest wins by (ts, partition, offset, idx) ---- */
+struct store_version {
+    int64_t ts;
+    int32_t partition;
+    int64_t offset;
+    uint32_t idx;
+};
+
+static inline int store_version_cmp(const struct store_version *a, const struct store_version *b)
+{
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    if (a->partition != b->partition)
+        return a->partition < b->partition ? -1 : 1;
+    if (a->offset != b->offset)
+        return a->offset < b->offset ? -1 : 1;
+    if (a->idx != b->idx)
+        return a->idx < b->idx ? -1 : 1;
+    return 0;
+}
+
+static inline int store_id_cmp(const uint8_t *a, uint32_t al, const uint8_t *b, uint32_t bl)
+{
+    uint32_t n = al < bl ? al : bl;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c != 0)
+        return c;
+    return al < bl ? -1 : al > bl;
+}
+
+/* ---- partition marks ---- */
+struct store_mark {
+    int32_t partition;
+    int64_t offset;
+};
+
+struct store_marks {
+    struct store_mark *m;
+    size_t n, cap;
+};
+
+/* Sets partition's mark to max(current, offset). */
+int store_marks_raise(struct store_marks *ms, int32_t partition, int64_t offset) ST_WUR;
+bool store_marks_get(const struct store_marks *ms, int32_t partition, int64_t *offset);
+void store_marks_free(struct store_marks *ms);
+int store_marks_copy(struct store_marks *dst, const struct store_marks *src) ST_WUR;
+
+/* ---- memtable ---- */
+struct store_mt_entry {
+    uint64_t id_off;
+    uint64_t meta_off;
+    int64_t ts;
+    int64_t window;
+    int64_t offset;
+    int32_t partition;
+    uint32_t idx;
+    uint32_t meta_len;
+    uint16_t id_len;
+    uint8_t op;
+    uint8_t superseded; /* a newer version of the id is in this memtable */
+};
+
+struct store_memtable {
+    uint32_t dim;
+    _Atomic int refs;
+    struct store_mt_entry *e;
+    size_t n, cap;
+    float *vecs; /* cap * dim, 64-byte aligned; entry i's vector at i * dim */
+    uint8_t *heap;
+    size_t heap_len, heap_cap;
+    uint32_t *slots; /* open addressing: entry index + 1, 0 = empty */
+    size_t nslots;
+    uint64_t bytes;
+    uint64_t first_log;       /* oldest WAL file holding its batches */
+    struct store_marks marks; /* max offset per partition in this memtable */
+};
+
+struct store_memtable *store_mt_new(uint32_t dim, uint64_t first_log);
+void store_mt_ref(struct store_memtable *m);
+void store_mt_unref(struct store_memtable *m);
+/* Inserts one record (superseding an older version of its id). Caller holds the store lock. */
+int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t partition,
+                 int64_t offset, uint32_t idx) ST_WUR;
+/* Newest entry for id, or NULL. */
+const struct store_mt_entry *store_mt_get(const struct store_memtable *m, const uint8_t *id,
+                                          uint32_t id_len);
+static inline const uint8_t *store_mt_id(const struct store_memtable *m,
+                                         const struct store_mt_entry *e)
+{
+    return m->heap + e->id_off;
+}
+
+/* ---- segments ---- */
+struct store_seg_in {
+    const uint8_t *id;
+    uint32_t id_len;
+    int64_t ts;
+    int32_t partition;
+    int64_t offset;
+    uint32_t idx;
+    uint8_t op;
+    const float *vec; /* NULL for deletes */
+    const uint8_t *meta;
+    uint32_t meta_len;
+};
+
+struct store_seg_meta {
+    int64_t window_start, window_end;
+    enum store_seg_kind kind;
+    uint32_t version;
+};
+
+/* Writes a complete segment to path (created exclusively, fsynced, not renamed). in must be
+ * sorted by id with unique ids. *bytes gets the file size. */
+int store_segment_write(struct store_fs *fs, const char *path, uint32_t dim,
+                        const struct store_seg_meta *meta, const struct store_seg_in *in, size_t n,
+                        uint64_t *bytes, struct st_err *err) ST_WUR;
+
+struct store_segment {
+    _Atomic int refs;
+    char *path;
+    uint64_t file_number;
+    uint8_t *map;
+    size_t map_len;
+    struct store_segment_info info;
+    const uint8_t *recs, *ids, *sparse, *mtab, *bloom, *vsum;
+    uint64_t ids_len, nsparse, nmeta, bloom_len, nvblocks;
+    uint32_t bloom_k;
+    bool doomed; /* removed from the manifest: unlink when the last ref goes */
+    struct store_fs *fs;
+};
+
+/* ---- manifest ---- */
+struct store_window_rec {
+    int64_t start, end;
+    uint8_t state;
+    uint32_t version;
+};
+
+struct store_kv {
+    char *key;
+    uint8_t *val;
+    size_t vlen;
+};
+
+struct store_mf_seg {
+    uint64_t file_number;
+    struct store_seg_meta meta;
+    uint64_t count, bytes;
+    int64_t min_ts, max_ts;
+};
+
+/* The state a manifest describes. */
+struct store_mf_state {
+    uint32_t dim;
+    bool have_info;
+    struct store_mf_seg *segs;
+    size_t nsegs, capsegs;
+    uint64_t log_number;
+    uint64_t next_file;
+    struct store_marks marks;
+    struct store_window_rec *windows;
+    size_t nwindows, capwindows;
+    struct store_kv *kv;
+    size_t nkv, capkv;
+};
+
+/* An edit group being built. */
+struct store_mf_edit {
+    uint8_t *buf;
+    size_t len, cap;
+};
+
+void store_mf_edit_free(struct store_mf_edit *e);
+int store_mf_edit_info(struct store_mf_edit *e, uint32_t dim) ST_WUR;
+int store_mf_edit_add_segment(struct store_mf_edit *e, const struct store_mf_seg *g) ST_WUR;
+int store_mf_edit_del_segment(struct store_mf_edit *e, uint64_t file_number) ST_WUR;
+int store_mf_edit_log_number(struct store_mf_edit *e, uint64_t n) ST_WUR;
+int store_mf_edit_next_file(struct store_mf_edit *e, uint64_t n) ST_WUR;
+int store_mf_edit_mark(struct store_mf_edit *e, int32_t partition, int64_t offset) ST_WUR;
+/* Applies an encoded edit group to st. ST_ECORRUPT on a malformed group. */
+int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len) ST_WUR;
+/* Encodes the whole state as one edit group (manifest compaction). */
+int store_mf_snapshot(const struct store_mf_state *st, struct store_mf_edit *e) ST_WUR;
+void store_mf_state_free(struct store_mf_state *st);
+
+/* Reads CURRENT and the manifest it names into st. *mf_number gets its file number.
+ * ST_ENOTFOUND when dir holds no store. Corruption is reported with file and offset. */
+int store_mf_load(const char *dir, struct store_mf_state *st, uint64_t *mf_number,
+                  struct st_err *err) ST_WUR;
+
+/* ---- file names ---- */
+enum store_file_kind { STORE_FILE_LOG, STORE_FILE_SEG, STORE_FILE_MANIFEST, STORE_FILE_OTHER };
+/* "dir/000012.log" etc. Caller frees. */
+char *store_file_path(const char *dir, enum store_file_kind kind, uint64_t number);
+/* Parses a directory entry name. */
+enum store_file_kind store_file_parse(const char *name, uint64_t *number);
+
+#endif
