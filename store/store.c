@@ -335,8 +335,8 @@ static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
 }
 
 /* Decodes a WAL payload into records pointing into p (vectors copied into *vecs). */
-static int wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_batch *b,
-                      struct store_record **recs, float **vecs)
+int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_batch *b,
+                     struct store_record **recs, float **vecs)
 {
     if (len < STORE_WAL_BATCH_HEADER || p[0] != STORE_WAL_BATCH)
         return ST_ECORRUPT;
@@ -1010,7 +1010,7 @@ static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, stru
             struct store_batch b;
             struct store_record *recs = NULL;
             float *vecs = NULL;
-            rc = wal_decode(s->o.dim, p, plen, &b, &recs, &vecs);
+            rc = store_wal_decode(s->o.dim, p, plen, &b, &recs, &vecs);
             if (rc != ST_OK) {
                 st_err_set(err, ST_ECORRUPT, "%s: undecodable WAL record at offset %zu", path, off);
                 rc = ST_ECORRUPT;
@@ -1255,7 +1255,8 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     }
     closedir(d);
     d = NULL;
-    qsort(logs, nlogs, sizeof(*logs), cmp_u64);
+    if (nlogs > 1)
+        qsort(logs, nlogs, sizeof(*logs), cmp_u64);
     for (size_t i = 0; i < nlogs; i++)
         if (logs[i] >= s->mf.next_file)
             s->mf.next_file = logs[i] + 1;

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "st_clock.h"
 #include "st_error.h"
@@ -160,6 +161,16 @@ struct store_segment *store_snapshot_segment(const struct store_snapshot *snap, 
 /* Removes every segment of a window in one manifest edit: no rewrite, O(files). The files go
  * once the last snapshot holding them is released. Returns the number of segments removed. */
 int store_drop_window(struct store *s, int64_t window_start, size_t *removed) ST_WUR;
+
+/* ---- inspection (strata inspect) ---- */
+/*
+ * Verifies path read-only and prints a summary to out: a data dir (every store below it), a
+ * store dir (manifest, every segment fully verified, every WAL record decoded), or a single
+ * *.log, *.seg or MANIFEST-* file. Returns ST_OK when everything checked is intact,
+ * ST_ECORRUPT when anything is damaged (each problem printed with file and offset), another
+ * code when path cannot be read. A torn WAL tail is reported but is not corruption.
+ */
+int store_inspect(const char *path, FILE *out, struct st_err *err) ST_WUR;
 
 /* ---- statistics ---- */
 struct store_stats {

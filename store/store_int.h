@@ -206,6 +206,12 @@ void store_mf_state_free(struct store_mf_state *st);
 int store_mf_load(const char *dir, struct store_mf_state *st, uint64_t *mf_number,
                   struct st_err *err) ST_WUR;
 
+/* ---- WAL records (wal_format.h) ---- */
+/* Decodes one WAL payload. On success *recs and *vecs are malloc'd (caller frees both); the
+ * records point into p for ids and meta. ST_ECORRUPT when malformed. */
+int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_batch *b,
+                     struct store_record **recs, float **vecs) ST_WUR;
+
 /* ---- file names ---- */
 enum store_file_kind { STORE_FILE_LOG, STORE_FILE_SEG, STORE_FILE_MANIFEST, STORE_FILE_OTHER };
 /* "dir/000012.log" etc. Caller frees. */

@@ -63,7 +63,8 @@ int store_log_append(struct store_log_writer *w, const void *payload, size_t len
         st_put_le32(w->buf + out, frag_checksum(type, p, n));
         st_put_le16(w->buf + out + 4, (uint16_t)n);
         w->buf[out + 6] = type;
-        memcpy(w->buf + out + STORE_LOG_HEADER, p, n);
+        if (n > 0)
+            memcpy(w->buf + out + STORE_LOG_HEADER, p, n);
         out += STORE_LOG_HEADER + n;
         boff += (uint32_t)(STORE_LOG_HEADER + n);
         p += n;
@@ -236,7 +237,8 @@ int store_log_next(struct store_log_reader *r, const uint8_t **payload, size_t *
             r->rec = b;
             r->rec_cap = cap;
         }
-        memcpy(r->rec + r->rec_len, pl, n);
+        if (n > 0)
+            memcpy(r->rec + r->rec_len, pl, n);
         r->rec_len += n;
         r->pos = next;
         if (type == STORE_LOG_FULL || type == STORE_LOG_LAST) {

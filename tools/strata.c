@@ -6,18 +6,22 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "store.h"
 #include "st_version.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: strata <command> [options]\n"
-               "\n"
-               "commands:\n"
-               "  check-config FILE   validate a strata YAML configuration (exit 0 ok, 2 bad)\n"
-               "\n"
-               "options:\n"
-               "  --version           print the version and exit\n"
-               "  --help              print this help and exit\n");
+    fprintf(f,
+            "usage: strata <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  check-config FILE   validate a strata YAML configuration (exit 0 ok, 2 bad)\n"
+            "  inspect PATH        verify a data dir, store, WAL, segment or manifest read-only;\n"
+            "                      print a summary (exit 0 intact, 1 corruption found)\n"
+            "\n"
+            "options:\n"
+            "  --version           print the version and exit\n"
+            "  --help              print this help and exit\n");
 }
 
 int main(int argc, char **argv)
@@ -41,6 +45,18 @@ int main(int argc, char **argv)
             return 2;
         }
         return cfg_check_main(argv[2], stdout, stderr);
+    }
+    if (strcmp(cmd, "inspect") == 0) {
+        if (argc != 3) {
+            fprintf(stderr, "usage: strata inspect PATH\n");
+            return 2;
+        }
+        struct st_err err = {0};
+        int rc = store_inspect(argv[2], stdout, &err);
+        if (rc == ST_OK)
+            return 0;
+        fprintf(stderr, "strata inspect: %s\n", err.msg);
+        return rc == ST_ENOTFOUND || rc == ST_EINVAL ? 2 : 1;
     }
     fprintf(stderr, "strata: unknown command '%s'\n", cmd);
     usage(stderr);
