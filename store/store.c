@@ -113,7 +113,10 @@ static int mf_append(struct store *s, const struct store_mf_edit *e)
         pthread_mutex_unlock(&s->mu);
         return rc;
     }
-    return store_mf_apply(&s->mf, e->buf, e->len);
+    pthread_mutex_lock(&s->mu); /* other threads read s->mf (next_file) under mu */
+    rc = store_mf_apply(&s->mf, e->buf, e->len);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 /* Writes the whole state as a new manifest and points CURRENT at it (tmp, fsync, rename,
@@ -284,6 +287,8 @@ static int batch_validate(const struct store *s, const struct store_batch *b)
             return ST_EINVAL;
         if (r->op > STORE_OP_DELETE || (r->op == STORE_OP_UPSERT && r->vec == NULL))
             return ST_EINVAL;
+        if (r->window_end <= r->window || r->ts < r->window || r->ts >= r->window_end)
+            return ST_EINVAL; /* a record lies inside the window it names */
         if (r->meta_len > STORE_META_MAX || (r->meta_len > 0 && r->meta == NULL))
             return ST_EINVAL;
     }
@@ -296,7 +301,7 @@ static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
     size_t vb = (size_t)s->o.dim * sizeof(float);
     size_t need = STORE_WAL_BATCH_HEADER;
     for (uint32_t i = 0; i < b->n; i++)
-        need += 1 + 10 + b->recs[i].id_len + 16 + 10 + b->recs[i].meta_len +
+        need += 1 + 10 + b->recs[i].id_len + 24 + 10 + b->recs[i].meta_len +
                 (b->recs[i].op == STORE_OP_UPSERT ? vb : 0);
     if (need > s->wcap) {
         uint8_t *p = realloc(s->wbuf, need);
@@ -319,14 +324,19 @@ static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
         o += r->id_len;
         st_put_le64(p + o, (uint64_t)r->ts);
         st_put_le64(p + o + 8, (uint64_t)r->window);
-        o += 16;
+        st_put_le64(p + o + 16, (uint64_t)r->window_end);
+        o += 24;
         o += st_put_varint(p + o, r->meta_len);
         if (r->meta_len)
             memcpy(p + o, r->meta, r->meta_len);
         o += r->meta_len;
         if (r->op == STORE_OP_UPSERT) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(p + o, r->vec, vb); /* the format is little-endian float32 */
+#else
             for (uint32_t d = 0; d < s->o.dim; d++)
                 st_put_f32(p + o + 4 * d, r->vec[d]);
+#endif
             o += vb;
         }
     }
@@ -362,14 +372,17 @@ int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_ba
         if (r[i].op > STORE_OP_DELETE || (c = st_get_varint(p + o, len - o, &idl)) == 0)
             goto bad;
         o += c;
-        if (idl == 0 || idl > STORE_ID_MAX || len - o < idl + 16)
+        if (idl == 0 || idl > STORE_ID_MAX || len - o < idl + 24)
             goto bad;
         r[i].id = p + o;
         r[i].id_len = (uint32_t)idl;
         o += idl;
         r[i].ts = (int64_t)st_get_le64(p + o);
         r[i].window = (int64_t)st_get_le64(p + o + 8);
-        o += 16;
+        r[i].window_end = (int64_t)st_get_le64(p + o + 16);
+        if (r[i].window_end <= r[i].window)
+            goto bad;
+        o += 24;
         if ((c = st_get_varint(p + o, len - o, &ml)) == 0)
             goto bad;
         o += c;
@@ -382,8 +395,12 @@ int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_ba
             if (len - o < (size_t)dim * 4)
                 goto bad;
             float *dst = v + (size_t)i * dim;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(dst, p + o, (size_t)dim * 4);
+#else
             for (uint32_t d = 0; d < dim; d++)
                 dst[d] = st_get_f32(p + o + 4 * d);
+#endif
             r[i].vec = dst;
             o += (size_t)dim * 4;
         }
@@ -599,9 +616,10 @@ static int flush_oldest(struct store *s)
         pthread_mutex_lock(&s->mu);
         uint64_t fnum = s->mf.next_file++;
         pthread_mutex_unlock(&s->mu);
-        struct store_mf_seg mg = {
-            .file_number = fnum,
-            .meta = {.window_start = w, .window_end = w, .kind = STORE_SEG_RUN}};
+        struct store_mf_seg mg = {.file_number = fnum,
+                                  .meta = {.window_start = w,
+                                           .window_end = m->e[order[i]].window_end,
+                                           .kind = STORE_SEG_RUN}};
         char *path = store_file_path(s->dir, STORE_FILE_SEG, fnum);
         char *tmp = NULL;
         if (path == NULL || asprintf(&tmp, "%s.tmp", path) < 0) {
@@ -784,6 +802,7 @@ static void value_from_mt(const struct store_memtable *m, const struct store_mt_
     out->op = e->op;
     out->ts = e->ts;
     out->window = e->window;
+    out->window_end = e->window_end;
     out->partition = e->partition;
     out->offset = e->offset;
     if (out->vec != NULL)
@@ -857,6 +876,7 @@ int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_
         out->op = r.op;
         out->ts = r.ts;
         out->window = g->info.window_start;
+        out->window_end = g->info.window_end;
         out->partition = r.partition;
         out->offset = r.offset;
         if (out->vec != NULL)
@@ -1093,6 +1113,19 @@ static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, stru
     return ST_OK;
 }
 
+static void stop_threads(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->have_syncer)
+        pthread_join(s->syncer, NULL);
+    if (s->have_flusher)
+        pthread_join(s->flusher, NULL);
+    s->have_syncer = s->have_flusher = false;
+}
+
 static void store_free(struct store *s)
 {
     if (s == NULL)
@@ -1311,16 +1344,7 @@ fail:
     if (d != NULL)
         closedir(d);
     free(logs);
-    if (s->have_syncer || s->have_flusher) {
-        pthread_mutex_lock(&s->mu);
-        s->stop = true;
-        pthread_cond_broadcast(&s->work_cv);
-        pthread_mutex_unlock(&s->mu);
-        if (s->have_syncer)
-            pthread_join(s->syncer, NULL);
-        if (s->have_flusher)
-            pthread_join(s->flusher, NULL);
-    }
+    stop_threads(s);
     if (err->code == ST_OK)
         st_err_set(err, rc, "%s: %s", o->dir, st_strerror(rc));
     store_free(s);
@@ -1331,14 +1355,7 @@ int store_close(struct store *s)
 {
     if (s == NULL)
         return ST_OK;
-    pthread_mutex_lock(&s->mu);
-    s->stop = true;
-    pthread_cond_broadcast(&s->work_cv);
-    pthread_mutex_unlock(&s->mu);
-    if (s->have_syncer)
-        pthread_join(s->syncer, NULL);
-    if (s->have_flusher)
-        pthread_join(s->flusher, NULL);
+    stop_threads(s);
     int rc = ST_OK;
     if (!s->o.read_only && s->wal_file != NULL)
         rc = store_sync(s);

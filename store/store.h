@@ -52,10 +52,11 @@ struct store_opts {
 struct store_record {
     const uint8_t *id; /* 1..STORE_ID_MAX bytes; uint64 ids as 8 bytes big-endian */
     uint32_t id_len;
-    int64_t ts;       /* event time, ms */
-    int64_t window;   /* window start, ms, chosen by the caller */
-    uint8_t op;       /* enum store_op */
-    const float *vec; /* dim floats for upserts; ignored for deletes */
+    int64_t ts;         /* event time, ms */
+    int64_t window;     /* window start, ms, chosen by the caller (twcs) */
+    int64_t window_end; /* window end (exclusive), ms; > window */
+    uint8_t op;         /* enum store_op */
+    const float *vec;   /* dim floats for upserts; ignored for deletes */
     const uint8_t *meta;
     uint32_t meta_len; /* <= STORE_META_MAX */
 };
@@ -97,6 +98,7 @@ struct store_value {
     uint8_t op;
     int64_t ts;
     int64_t window;
+    int64_t window_end;
     int32_t partition;
     int64_t offset;
     float *vec;    /* caller-supplied buffer of dim floats, or NULL to skip */

@@ -68,6 +68,7 @@ struct store_mt_entry {
     uint64_t meta_off;
     int64_t ts;
     int64_t window;
+    int64_t window_end;
     int64_t offset;
     int32_t partition;
     uint32_t idx;

@@ -330,7 +330,10 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
             break;
         case STORE_MF_NEXT_FILE:
             NEED(8);
-            st->next_file = st_get_le64(p + i);
+            /* Monotonic: an edit built before a later allocation must not hand out a file
+             * number twice. */
+            if (st_get_le64(p + i) > st->next_file)
+                st->next_file = st_get_le64(p + i);
             i += 8;
             break;
         case STORE_MF_MARK:

@@ -200,6 +200,7 @@ int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t
     e->meta_len = r->meta_len;
     e->ts = r->ts;
     e->window = r->window;
+    e->window_end = r->window_end;
     e->partition = partition;
     e->offset = offset;
     e->idx = idx;

@@ -10,7 +10,7 @@
  *   17     ...  n records:
  *                 1 op (0 upsert, 1 delete)
  *                 varint id_len (1..256), id bytes
- *                 8 ts (i64 ms)     8 window start (i64 ms)
+ *                 8 ts (i64 ms)     8 window start (i64 ms)   8 window end (i64 ms)
  *                 varint meta_len, meta bytes
  *                 upsert only: dim * 4 bytes float32 vector
  *

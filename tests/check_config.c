@@ -324,13 +324,7 @@ static int run_cli(const char *args, char *out, size_t outsz)
 {
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "%s %s 2>&1", getenv("STRATA_CLI"), args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, outsz - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    ck_assert(WIFEXITED(st));
-    return WEXITSTATUS(st);
+    return st_test_run(cmd, out, outsz);
 }
 
 START_TEST(test_cli_check_config)

@@ -18,6 +18,7 @@
 #include "st_log.h"
 #include "st_test.h"
 #include "store.h"
+#include "store_int.h"
 #include "store_log.h"
 
 #define DIM 8
@@ -72,6 +73,7 @@ static int put(struct store *s, int32_t part, int64_t off, int k, int64_t ts, in
                              .id_len = (uint32_t)strlen(id),
                              .ts = ts,
                              .window = ts - ts % 1000,
+                             .window_end = ts - ts % 1000 + 1000,
                              .op = op,
                              .vec = v,
                              .meta = (const uint8_t *)meta,
@@ -302,6 +304,7 @@ START_TEST(test_roundtrip_flush_reopen)
         ck_assert_int_eq(info.window_start % 1000, 0);
         ck_assert_int_ge(info.min_ts, info.window_start);
         ck_assert_int_lt(info.max_ts, info.window_start + 1000);
+        ck_assert_int_eq(info.window_end, info.window_start + 1000);
         ck_assert_int_eq(store_segment_verify(g, NULL), ST_OK);
         ck_assert_uint_eq((uintptr_t)store_segment_vectors(g) % 64, 0);
     }
@@ -504,7 +507,8 @@ START_TEST(test_corruption_reported)
     st_err_clear(&err);
     int rc = try_open(work, false, &err);
     ck_assert_int_ne(rc, ST_OK);
-    ck_assert_msg(strstr(err.msg, mname) != NULL, "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, mname) != NULL && strstr(err.msg, "offset") != NULL, "%s",
+                  err.msg);
 
     st_test_rmrf(work);
     st_test_rmrf(dir);
@@ -696,16 +700,46 @@ START_TEST(test_fault_points)
 }
 END_TEST
 
-static int run_cmd(const char *cmd, char *out, size_t outsz)
+/* Regression: a flush built its manifest edit with next_file = N, a concurrent WAL roll took
+ * N, and applying the edit lowered the counter back to N: file N was handed out twice. */
+START_TEST(test_next_file_never_regresses)
 {
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, outsz - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    ck_assert(WIFEXITED(st));
-    return WEXITSTATUS(st);
+    struct store_mf_state st = {0};
+    struct store_mf_edit e = {0};
+    st.next_file = 10;
+    ck_assert_int_eq(store_mf_edit_next_file(&e, 7), ST_OK);
+    ck_assert_int_eq(store_mf_apply(&st, e.buf, e.len), ST_OK);
+    ck_assert_uint_eq(st.next_file, 10);
+    store_mf_edit_free(&e);
+    ck_assert_int_eq(store_mf_edit_next_file(&e, 12), ST_OK);
+    ck_assert_int_eq(store_mf_apply(&st, e.buf, e.len), ST_OK);
+    ck_assert_uint_eq(st.next_file, 12);
+    store_mf_edit_free(&e);
+    store_mf_state_free(&st);
+
+    /* And end to end: many freezes racing the background flusher. */
+    char *dir = st_test_tmpdir("store");
+    struct store_opts o = {.dir = dir,
+                           .dim = DIM,
+                           .wal_sync = STORE_SYNC_NONE,
+                           .memtable_size = 16 * 1024,
+                           .max_frozen = 4};
+    struct store *s;
+    ck_assert_int_eq(store_open(&o, &s, NULL), ST_OK);
+    for (int k = 0; k < 3000; k++) {
+        int rc;
+        while ((rc = put(s, 0, k, k, 1000 + k % 1000, k, STORE_OP_UPSERT)) == ST_EAGAIN)
+            st_test_sleep_ms(1);
+        ck_assert_msg(rc == ST_OK, "write %d: %s", k, st_strerror(rc));
+    }
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    for (int k = 0; k < 3000; k += 7)
+        ck_assert_int_eq(get_val(s, k), k);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
 }
+END_TEST
 
 START_TEST(test_inspect)
 {
@@ -735,7 +769,7 @@ START_TEST(test_inspect)
     /* The CLI: 0 when intact, 1 with the damaged file and offset when not, 2 for a bad path. */
     char cmd[1200], o[16384];
     snprintf(cmd, sizeof(cmd), "%s inspect %s 2>&1", getenv("STRATA_CLI"), data);
-    ck_assert_int_eq(run_cmd(cmd, o, sizeof(o)), 0);
+    ck_assert_int_eq(st_test_run(cmd, o, sizeof(o)), 0);
     struct store_snapshot *snap;
     s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
     ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
@@ -745,12 +779,12 @@ START_TEST(test_inspect)
     store_snapshot_release(snap);
     ck_assert_int_eq(store_close(s), ST_OK);
     flip_byte(seg, 64 + 40, 0x80); /* inside the vectors */
-    ck_assert_int_eq(run_cmd(cmd, o, sizeof(o)), 1);
+    ck_assert_int_eq(st_test_run(cmd, o, sizeof(o)), 1);
     ck_assert_msg(strstr(o, "CORRUPT") && strstr(o, seg) && strstr(o, "offset 64"), "%s", o);
     snprintf(cmd, sizeof(cmd), "%s inspect %s 2>&1", getenv("STRATA_CLI"), seg);
-    ck_assert_int_eq(run_cmd(cmd, o, sizeof(o)), 1);
+    ck_assert_int_eq(st_test_run(cmd, o, sizeof(o)), 1);
     snprintf(cmd, sizeof(cmd), "%s inspect %s/nope 2>&1", getenv("STRATA_CLI"), data);
-    ck_assert_int_eq(run_cmd(cmd, o, sizeof(o)), 2);
+    ck_assert_int_eq(st_test_run(cmd, o, sizeof(o)), 2);
     free(seg);
     st_test_rmrf(data);
     free(data);
@@ -779,6 +813,7 @@ int main(void)
     tcase_add_test(tc, test_backpressure);
     tcase_add_test(tc, test_fault_points);
     tcase_add_test(tc, test_inspect);
+    tcase_add_test(tc, test_next_file_never_regresses);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 const char *st_test_broker(const char *key)
@@ -87,6 +88,17 @@ const char *st_test_source(const char *rel)
     char *out = buf[n++ % 4];
     snprintf(out, 1024, "%s/tests/%s", src ? src : ".", rel);
     return out;
+}
+
+int st_test_run(const char *cmd, char *out, size_t outsz)
+{
+    FILE *p = popen(cmd, "r");
+    ck_assert_msg(p != NULL, "popen(%s)", cmd);
+    size_t n = fread(out, 1, outsz - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    ck_assert_msg(WIFEXITED(st), "%s did not exit normally", cmd);
+    return WEXITSTATUS(st);
 }
 
 int64_t st_test_now_ms(void)
