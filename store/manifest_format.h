@@ -15,7 +15,7 @@
  *   4 LOG_NUMBER    8 oldest WAL file number still needed
  *   5 NEXT_FILE     8 next unused file number
  *   6 MARK          4 partition, 8 offset (all batches <= offset are in segments)
- *   7 WINDOW        8 start, 8 end, 1 state, 4 version
+ *   7 WINDOW        8 start, 8 end, 1 state (0xff: remove the entry), 4 version
  *   8 KV_SET        varint klen, key, varint vlen, value
  *   9 KV_DEL        varint klen, key
  * An unknown tag is corruption (the file is newer than this code).

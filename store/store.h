@@ -121,7 +121,8 @@ struct store_segment_info {
     uint64_t bytes;
     int64_t min_ts, max_ts;
     uint32_t dim;
-    const char *path; /* borrowed, valid while the segment is referenced */
+    uint32_t checksum; /* the footer's checksum: identifies this exact file */
+    const char *path;  /* borrowed, valid while the segment is referenced */
 };
 
 struct store_seg_record {
@@ -160,9 +161,48 @@ void store_snapshot_release(struct store_snapshot *snap);
 size_t store_snapshot_count(const struct store_snapshot *snap);
 struct store_segment *store_snapshot_segment(const struct store_snapshot *snap, size_t i);
 
-/* Removes every segment of a window in one manifest edit: no rewrite, O(files). The files go
- * once the last snapshot holding them is released. Returns the number of segments removed. */
-int store_drop_window(struct store *s, int64_t window_start, size_t *removed) ST_WUR;
+/* ---- windows (the table twcs/ keeps in the manifest) ---- */
+#define STORE_WINDOW_REMOVE 0xffu /* state that deletes the entry */
+
+struct store_window {
+    int64_t start, end; /* [start, end) in ms */
+    uint8_t state;      /* owned by the caller (twcs: open, sealed, ...) */
+    uint32_t version;
+};
+
+/* Records (or with STORE_WINDOW_REMOVE deletes) a window durably: one manifest edit. */
+int store_window_put(struct store *s, const struct store_window *w) ST_WUR;
+/* The window table sorted by start, malloc'd (caller frees). */
+int store_windows(struct store *s, struct store_window **out, size_t *n) ST_WUR;
+/* A small durable key/value (watermarks, horizons, outbox entries). */
+int store_kv_put(struct store *s, const char *key, const void *val, size_t len) ST_WUR;
+/* Deletes a key (no-op when absent). */
+int store_kv_del(struct store *s, const char *key) ST_WUR;
+/* Keys starting with prefix, malloc'd array of malloc'd strings (caller frees all). */
+int store_kv_keys(struct store *s, const char *prefix, char ***keys, size_t *n) ST_WUR;
+/* Copies up to cap bytes; *len gets the full length. ST_ENOTFOUND when absent. */
+int store_kv_get(struct store *s, const char *key, void *val, size_t cap, size_t *len) ST_WUR;
+
+/*
+ * Replaces the segments `inputs` (file numbers, all of one window) by one segment of `kind`
+ * and `version`, in one manifest edit that also records `w` (may be NULL). Newest version per
+ * id wins; deletes are kept. With one input the file is kept and only its kind and version
+ * change in the manifest (no rewrite). The inputs' files go when their last reader does.
+ * kv_key (may be NULL) is written in the same edit (e.g. an outbox entry for the seal).
+ * out (may be NULL) describes the result; its path is valid until the store closes.
+ */
+int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_seg_kind kind,
+                uint32_t version, const struct store_window *w, const char *kv_key, const void *kv,
+                size_t kv_len, struct store_segment_info *out) ST_WUR;
+
+/*
+ * Removes every segment of a window in one manifest edit that also records the nw window
+ * entries w (e.g. an expired state, STORE_WINDOW_REMOVE) and, when kv_key is set, kv: no
+ * rewrite, O(files). The files go once the last snapshot holding them is released.
+ */
+int store_drop_window(struct store *s, int64_t window_start, const struct store_window *w,
+                      size_t nw, const char *kv_key, const void *kv, size_t kv_len,
+                      size_t *removed) ST_WUR;
 
 /* ---- inspection (strata inspect) ---- */
 /*
@@ -185,6 +225,8 @@ struct store_stats {
     uint64_t segment_bytes_written;
     uint64_t bytes_ingested; /* logical bytes of accepted batches */
     uint64_t wal_syncs;
+    uint64_t wal_live_bytes; /* WAL files still needed (not yet flushed) */
+    uint64_t manifest_bytes_written;
 };
 void store_stats(struct store *s, struct store_stats *out);
 

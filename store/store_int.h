@@ -148,6 +148,9 @@ struct store_segment {
     struct store_fs *fs;
 };
 
+/* All metas of g concatenated in record order (malloc'd, caller frees; NULL when none). */
+int store_segment_meta_all(const struct store_segment *g, uint8_t **buf, size_t *len) ST_WUR;
+
 /* ---- manifest ---- */
 struct store_window_rec {
     int64_t start, end;
@@ -196,6 +199,8 @@ int store_mf_edit_del_segment(struct store_mf_edit *e, uint64_t file_number) ST_
 int store_mf_edit_log_number(struct store_mf_edit *e, uint64_t n) ST_WUR;
 int store_mf_edit_next_file(struct store_mf_edit *e, uint64_t n) ST_WUR;
 int store_mf_edit_mark(struct store_mf_edit *e, int32_t partition, int64_t offset) ST_WUR;
+int store_mf_edit_window(struct store_mf_edit *e, const struct store_window_rec *w) ST_WUR;
+int store_mf_edit_kv(struct store_mf_edit *e, const struct store_kv *kv) ST_WUR;
 /* Applies an encoded edit group to st. ST_ECORRUPT on a malformed group. */
 int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len) ST_WUR;
 /* Encodes the whole state as one edit group (manifest compaction). */

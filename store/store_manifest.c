@@ -154,7 +154,7 @@ int store_mf_edit_mark(struct store_mf_edit *e, int32_t partition, int64_t offse
     return ST_OK;
 }
 
-static int ed_window(struct store_mf_edit *e, const struct store_window_rec *w)
+int store_mf_edit_window(struct store_mf_edit *e, const struct store_window_rec *w)
 {
     if (ed_reserve(e, 22) != ST_OK)
         return ST_ENOMEM;
@@ -166,7 +166,7 @@ static int ed_window(struct store_mf_edit *e, const struct store_window_rec *w)
     return ST_OK;
 }
 
-static int ed_kv(struct store_mf_edit *e, const struct store_kv *kv)
+int store_mf_edit_kv(struct store_mf_edit *e, const struct store_kv *kv)
 {
     size_t kl = strlen(kv->key);
     if (ed_reserve(e, 1 + 10 + kl + 10 + kv->vlen) != ST_OK)
@@ -230,10 +230,15 @@ static int st_set_window(struct store_mf_state *st, const struct store_window_re
 {
     for (size_t i = 0; i < st->nwindows; i++) {
         if (st->windows[i].start == w->start) {
-            st->windows[i] = *w;
+            if (w->state == STORE_WINDOW_REMOVE)
+                st->windows[i] = st->windows[--st->nwindows];
+            else
+                st->windows[i] = *w;
             return ST_OK;
         }
     }
+    if (w->state == STORE_WINDOW_REMOVE)
+        return ST_OK;
     if (st->nwindows == st->capwindows) {
         size_t cap = st->capwindows ? st->capwindows * 2 : 16;
         struct store_window_rec *n = realloc(st->windows, cap * sizeof(*n));
@@ -396,9 +401,9 @@ int store_mf_snapshot(const struct store_mf_state *st, struct store_mf_edit *e)
     for (size_t i = 0; rc == ST_OK && i < st->marks.n; i++)
         rc = store_mf_edit_mark(e, st->marks.m[i].partition, st->marks.m[i].offset);
     for (size_t i = 0; rc == ST_OK && i < st->nwindows; i++)
-        rc = ed_window(e, &st->windows[i]);
+        rc = store_mf_edit_window(e, &st->windows[i]);
     for (size_t i = 0; rc == ST_OK && i < st->nkv; i++)
-        rc = ed_kv(e, &st->kv[i]);
+        rc = store_mf_edit_kv(e, &st->kv[i]);
     return rc;
 }
 

@@ -347,6 +347,7 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
     in->kind = (enum store_seg_kind)st_get_le32(ft + 56);
     in->version = st_get_le32(ft + 60);
     in->bytes = len;
+    in->checksum = st_get_le32(ft + 248);
     in->path = g->path;
     uint64_t recs_off = st_get_le64(ft + 64), ids_off = st_get_le64(ft + 72);
     g->ids_len = st_get_le64(ft + 80);
@@ -572,6 +573,39 @@ int store_segment_meta(const struct store_segment *g, uint64_t i, uint8_t **meta
     memcpy(*meta, raw + off, r.meta_len);
     *len = r.meta_len;
     free(raw);
+    return ST_OK;
+}
+
+int store_segment_meta_all(const struct store_segment *g, uint8_t **buf, size_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    size_t total = 0, off = 0;
+    for (uint64_t b = 0; b < g->nmeta; b++)
+        total += st_get_le32(g->mtab + b * STORE_SEG_MTAB_SIZE + 12);
+    if (total == 0)
+        return ST_OK;
+    uint8_t *out = malloc(total);
+    if (out == NULL)
+        return ST_ENOMEM;
+    for (uint64_t b = 0; b < g->nmeta; b++) {
+        uint8_t *raw;
+        size_t rawlen;
+        int rc = meta_block(g, b, &raw, &rawlen, NULL);
+        if (rc == ST_OK && off + rawlen > total)
+            rc = ST_ECORRUPT;
+        if (rc != ST_OK) {
+            if (rc == ST_OK)
+                free(raw);
+            free(out);
+            return rc;
+        }
+        memcpy(out + off, raw, rawlen);
+        off += rawlen;
+        free(raw);
+    }
+    *buf = out;
+    *len = total;
     return ST_OK;
 }
 

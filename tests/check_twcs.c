@@ -1,0 +1,743 @@
+/*
+ * Tests for twcs/: window math and assignment, watermarks (idle, returning, skewed
+ * partitions), seal timing, late data within/beyond max_lateness and re-seal versions, future
+ * and absurd timestamps, TTL with no ingestion, clock jumps, FIFO caps, crash at every step of
+ * seal and drop, readers during drops, drop cost independent of window size, write
+ * amplification. All with a manual clock and manual ticks.
+ */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "st_checksum.h"
+#include "st_fault.h"
+#include "st_log.h"
+#include "st_test.h"
+#include "store.h"
+#include "twcs.h"
+
+#define DIM 4
+#define T0  1763798400000ll /* a wall clock around the data */
+
+static struct st_clock clk;
+static int n_sealed, n_expired;
+static int64_t last_sealed_start;
+static uint32_t last_sealed_version;
+static uint64_t last_sealed_records;
+static char last_reason[16];
+
+static void on_event(void *ctx, const struct twcs_event *ev)
+{
+    (void)ctx;
+    if (ev->kind == TWCS_EV_SEALED) {
+        n_sealed++;
+        last_sealed_start = ev->start;
+        last_sealed_version = ev->version;
+        last_sealed_records = ev->records;
+    } else {
+        n_expired++;
+        snprintf(last_reason, sizeof(last_reason), "%s", ev->reason ? ev->reason : "");
+    }
+}
+
+static struct twcs_opts base_opts(const char *dir)
+{
+    struct twcs_opts o = {
+        .store = {.dir = dir,
+                  .dim = DIM,
+                  .wal_sync = STORE_SYNC_ALWAYS,
+                  .no_background = true,
+                  .clock = &clk},
+        .window_ms = 1000,
+        .grace_ms = 200,
+        .max_lateness_ms = 5000,
+        .max_future_ms = 3600000,
+        .idle_timeout_ms = 10000,
+        .reseal_delay_ms = 0,
+        .on_event = on_event,
+    };
+    return o;
+}
+
+static struct twcs *topen(const struct twcs_opts *o)
+{
+    struct twcs *t;
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(o, &t, &err) == ST_OK, "twcs_open: %s", err.msg);
+    return t;
+}
+
+static void setup(void)
+{
+    st_clock_manual_init(&clk, T0);
+    n_sealed = n_expired = 0;
+    last_reason[0] = '\0';
+    st_log_set_level(ST_LOG_WARNING);
+}
+
+/* One record per batch: id-<k>, event time ts. */
+static enum twcs_verdict put(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
+                             uint32_t *expired)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    float v[DIM] = {(float)k, 1, 2, 3};
+    struct store_record r = {.id = (const uint8_t *)id,
+                             .id_len = (uint32_t)strlen(id),
+                             .ts = ts,
+                             .op = STORE_OP_UPSERT,
+                             .vec = v};
+    struct twcs_result res;
+    int rc = twcs_write(t, part, off, &r, 1, &res);
+    ck_assert_msg(rc == ST_OK, "twcs_write: %s", st_strerror(rc));
+    if (expired)
+        *expired = res.expired;
+    return res.verdict;
+}
+
+static bool has(struct twcs *t, int k)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    struct store_value v = {0};
+    int rc = store_get(twcs_store(t), (const uint8_t *)id, (uint32_t)strlen(id), &v);
+    free(v.meta);
+    ck_assert(rc == ST_OK || rc == ST_ENOTFOUND);
+    return rc == ST_OK;
+}
+
+static struct twcs_window_info win(struct twcs *t, int64_t start, bool *found)
+{
+    struct twcs_window_info *w, r = {0};
+    size_t n;
+    ck_assert_int_eq(twcs_windows(t, &w, &n), ST_OK);
+    *found = false;
+    for (size_t i = 0; i < n; i++)
+        if (w[i].start == start) {
+            r = w[i];
+            *found = true;
+        }
+    free(w);
+    return r;
+}
+
+START_TEST(test_window_math)
+{
+    ck_assert_int_eq(twcs_window_start(0, 1000), 0);
+    ck_assert_int_eq(twcs_window_start(999, 1000), 0);
+    ck_assert_int_eq(twcs_window_start(1000, 1000), 1000);
+    ck_assert_int_eq(twcs_window_start(-1, 1000), -1000);
+    ck_assert_int_eq(twcs_window_start(-1000, 1000), -1000);
+    ck_assert_int_eq(twcs_window_start(-1001, 1000), -2000);
+    ck_assert_int_eq(twcs_window_start(20, 7), 14); /* sizes that do not divide the epoch */
+    ck_assert_int_eq(twcs_window_start(-20, 7), -21);
+    ck_assert_int_eq(twcs_window_start(-9000000000000000123ll, 1000), -9000000000000001000ll);
+}
+END_TEST
+
+START_TEST(test_boundaries_and_changed_window)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000;                                           /* divisible by 1000 */
+    ck_assert_int_eq(put(t, 0, 0, 4, -1500, NULL), TWCS_ACCEPTED);    /* pre-epoch, first */
+    ck_assert_int_eq(put(t, 0, 1, 1, s + 999, NULL), TWCS_ACCEPTED);  /* end - 1 */
+    ck_assert_int_eq(put(t, 0, 2, 2, s + 1000, NULL), TWCS_ACCEPTED); /* end = next start */
+    ck_assert_int_eq(put(t, 0, 3, 3, s, NULL), TWCS_ACCEPTED);        /* start */
+    /* A timestamp whose window cannot be represented is rejected, not wrapped. */
+    ck_assert_int_eq(put(t, 0, 6, 9, INT64_MIN + 5, NULL), TWCS_REJECT_TS);
+    bool f;
+    struct twcs_window_info w = win(t, s, &f);
+    ck_assert(f);
+    ck_assert_int_eq(w.end, s + 1000);
+    w = win(t, s + 1000, &f);
+    ck_assert(f);
+    w = win(t, -2000, &f);
+    ck_assert(f);
+    ck_assert_int_eq(w.end, -1000);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    /* Reopen with another window size: existing windows keep their recorded bounds, new
+     * ones use the new size clipped to their neighbours. */
+    o.window_ms = 600;
+    t = topen(&o);
+    ck_assert_int_eq(put(t, 0, 4, 5, s + 900, NULL), TWCS_ACCEPTED);
+    w = win(t, s, &f);
+    ck_assert(f);
+    ck_assert_int_eq(w.end, s + 1000);
+    ck_assert_int_eq(put(t, 0, 5, 6, s + 2100, NULL), TWCS_ACCEPTED);
+    struct twcs_window_info *all;
+    size_t n;
+    ck_assert_int_eq(twcs_windows(t, &all, &n), ST_OK);
+    bool ok = false;
+    for (size_t i = 0; i < n; i++) {
+        if (all[i].start <= s + 2100 && s + 2100 < all[i].end) {
+            ok = all[i].end - all[i].start <= 600 && all[i].start >= s + 2000;
+        }
+        if (i > 0)
+            ck_assert_int_ge(all[i].start, all[i - 1].end); /* never overlapping */
+    }
+    free(all);
+    ck_assert(ok);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_watermark_partitions)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    ck_assert_int_eq(twcs_watermark(t), INT64_MIN);
+    int32_t parts[] = {0, 1};
+    ck_assert_int_eq(twcs_partitions_assigned(t, parts, 2), ST_OK);
+    int64_t s = T0 - 100000;
+    ck_assert_int_eq(put(t, 0, 0, 1, s + 5000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), INT64_MIN); /* partition 1 has said nothing yet */
+    ck_assert_int_eq(put(t, 1, 0, 2, s + 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1000); /* the slowest active partition */
+    st_clock_manual_advance(&clk, 6000);
+    ck_assert_int_eq(put(t, 0, 1, 3, s + 6000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1000);
+    /* Partition 1 goes idle: it stops holding the watermark back. */
+    st_clock_manual_advance(&clk, 5000);
+    ck_assert_int_eq(put(t, 0, 2, 4, s + 7000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 7000);
+    /* It returns far behind: the watermark does not regress. */
+    ck_assert_int_eq(put(t, 1, 1, 5, s + 3000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 7000);
+    /* Records beyond max_future never move it. */
+    ck_assert_int_eq(put(t, 0, 3, 6, st_clock_wall_ms(&clk) + 2 * 3600000, NULL),
+                     TWCS_REJECT_FUTURE);
+    ck_assert_int_eq(put(t, 0, 4, 7, INT64_MAX, NULL), TWCS_REJECT_FUTURE);
+    ck_assert_int_eq(twcs_watermark(t), s + 7000);
+    ck_assert(!has(t, 6));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_seal_late_reseal)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_eq(put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
+    /* Watermark at end + grace - 1: not yet. */
+    ck_assert_int_eq(put(t, 0, 10, 100, s + 1199, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(n_sealed, 0);
+    /* end + grace: sealed, version 1, one event with the record count. */
+    ck_assert_int_eq(put(t, 0, 11, 101, s + 1200, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    struct twcs_window_info w = win(t, s, &f);
+    ck_assert_int_eq(w.state, TWCS_SEALED);
+    ck_assert_uint_eq(w.version, 1);
+    ck_assert_uint_eq(w.segments, 1);
+    ck_assert_int_eq(n_sealed, 1);
+    ck_assert_int_eq(last_sealed_start, s);
+    ck_assert_uint_eq(last_sealed_records, 10);
+    /* The base file of version 1, held by a reader so we can compare it afterwards. */
+    struct store_snapshot *snap;
+    ck_assert_int_eq(store_snapshot_acquire(twcs_store(t), &snap), ST_OK);
+    char base_path[600] = "";
+    for (size_t i = 0; i < store_snapshot_count(snap); i++) {
+        struct store_segment_info in;
+        store_segment_info(store_snapshot_segment(snap, i), &in);
+        if (in.window_start == s)
+            snprintf(base_path, sizeof(base_path), "%s", in.path);
+    }
+    uint8_t *b0;
+    size_t l0;
+    ck_assert_int_eq(store_fs_read_all(base_path, &b0, &l0, SIZE_MAX), ST_OK);
+    uint64_t h0 = st_hash64(b0, l0);
+    free(b0);
+    /* Late within max_lateness: stored, re-sealed as version 2; the base is untouched. */
+    ck_assert_int_eq(put(t, 0, 12, 50, s + 500, NULL), TWCS_ACCEPTED);
+    ck_assert(has(t, 50));
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    w = win(t, s, &f);
+    ck_assert_uint_eq(w.version, 2);
+    ck_assert_uint_eq(w.records, 11);
+    ck_assert_uint_eq(w.segments, 1);
+    ck_assert_int_eq(last_sealed_version, 2);
+    ck_assert_uint_eq(last_sealed_records, 11);
+    ck_assert_int_eq(store_fs_read_all(base_path, &b0, &l0, SIZE_MAX), ST_OK);
+    ck_assert_uint_eq(st_hash64(b0, l0), h0);
+    free(b0);
+    store_snapshot_release(snap);
+    ck_assert_int_ne(access(base_path, F_OK), 0); /* gone once its reader let go */
+    /* Late beyond max_lateness: rejected, nothing applied. */
+    ck_assert_int_eq(put(t, 0, 13, 102, s + 7000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(put(t, 0, 14, 51, s + 600, NULL), TWCS_REJECT_LATE);
+    ck_assert(!has(t, 51));
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.rejected_late, 1);
+    ck_assert_uint_eq(st.resealed, 1);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    /* Events not confirmed are delivered again after a restart; confirmed ones are not. */
+    n_sealed = 0;
+    t = topen(&o);
+    ck_assert_int_ge(n_sealed, 1);
+    ck_assert_int_eq(last_sealed_version, 2); /* the stale version-1 event is dropped */
+    char key[96];
+    snprintf(key, sizeof(key), "ev/sealed/%lld/2", (long long)s);
+    ck_assert_int_eq(twcs_event_done(t, key), ST_OK);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    n_sealed = 0;
+    t = topen(&o);
+    ck_assert_int_eq(last_sealed_version, 2);
+    ck_assert_int_eq(n_sealed, 0);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_ttl_idle_and_clock_jumps)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 60000;
+    o.drops_per_tick = 4;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 30000;
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_eq(put(t, 0, k, k, s + k * 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_expired, 0);
+    /* No ingestion at all; wall time passes: the expired windows still go, oldest first,
+     * at most drops_per_tick per tick. */
+    st_clock_manual_advance(&clk, 36500 + 1000);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_expired, 4);
+    ck_assert_str_eq(last_reason, "ttl");
+    ck_assert(!has(t, 0) && !has(t, 3) && has(t, 4));
+    /* A clock jump of ten years: still capped per tick. */
+    st_clock_manual_set_wall(&clk, T0 + 10ll * 366 * 86400000);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_expired, 8);
+    /* The clock steps back: nothing dropped comes back, a record for it counts as expired. */
+    st_clock_manual_set_wall(&clk, T0);
+    uint32_t expired = 0;
+    ck_assert_int_eq(put(t, 0, 20, 0, s + 10, &expired), TWCS_ACCEPTED);
+    ck_assert_uint_eq(expired, 1);
+    ck_assert(!has(t, 0));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    t = topen(&o); /* and after a restart */
+    ck_assert_int_eq(put(t, 0, 21, 1, s + 1010, &expired), TWCS_ACCEPTED);
+    ck_assert_uint_eq(expired, 1);
+    ck_assert(!has(t, 1) && has(t, 9));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+static int put_raw_eagain(struct twcs *t, int64_t ts)
+{
+    float v[DIM] = {0};
+    struct store_record r = {
+        .id = (const uint8_t *)"x", .id_len = 1, .ts = ts, .op = STORE_OP_UPSERT, .vec = v};
+    struct twcs_result res;
+    return twcs_write(t, 0, 999999, &r, 1, &res);
+}
+
+START_TEST(test_fifo_cap)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_bytes = 64 * 1024; /* smaller than one window's data below */
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int k = 0;
+    enum twcs_verdict v = TWCS_ACCEPTED;
+    struct twcs_result res;
+    int rc = ST_OK;
+    /* Fill the open window until the cap makes ingest pause. */
+    for (; k < 5000; k++) {
+        char id[32];
+        snprintf(id, sizeof(id), "id-%d", k);
+        float vec[DIM] = {1, 2, 3, 4};
+        struct store_record r = {.id = (const uint8_t *)id,
+                                 .id_len = (uint32_t)strlen(id),
+                                 .ts = s + k % 1000,
+                                 .op = STORE_OP_UPSERT,
+                                 .vec = vec};
+        rc = twcs_write(t, 0, k, &r, 1, &res);
+        if (rc != ST_OK)
+            break;
+        v = res.verdict;
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    ck_assert_int_eq(v, TWCS_ACCEPTED);
+    /* Only the open window exists: a tick drops nothing, ingest stays paused. */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert(f && has(t, 0));
+    ck_assert_int_eq(n_expired, 0);
+    ck_assert_int_eq(put_raw_eagain(t, s), ST_EAGAIN);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    /* Raise the cap enough for a second window; seal the first; lower it again: the sealed
+     * (oldest) window goes, the open one stays. */
+    o.max_bytes = 16u << 20;
+    t = topen(&o);
+    ck_assert_int_eq(put(t, 0, 10000, 9000, s + 1500, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    o.max_bytes = 32 * 1024; /* below the sealed window's size */
+    t = topen(&o);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, s, &f);
+    ck_assert(!f);
+    ck_assert_int_eq(n_expired, 1);
+    ck_assert_str_eq(last_reason, "fifo");
+    ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN);
+    ck_assert(f && has(t, 9000) && !has(t, 0));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Seal and drop are crash-atomic: kill the process at every fault site they pass (recorded
+ * in a dry run), reopen, and find the state exactly before or exactly after. */
+static void prepare(const char *dir, bool sealed)
+{
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 60000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000;
+    for (int k = 0; k < 20; k++)
+        ck_assert_int_eq(put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK); /* two runs: the seal must merge */
+    for (int k = 20; k < 40; k++)
+        ck_assert_int_eq(put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(put(t, 0, 40, 1000, s + 1300, NULL), TWCS_ACCEPTED);
+    if (sealed)
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+}
+
+/* 0: window open with all 40 records; 1: sealed v1 with all; 2: dropped entirely. */
+static int observe(const char *dir)
+{
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 60000;
+    o.on_event = NULL;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000;
+    bool f;
+    struct twcs_window_info w = win(t, s, &f);
+    int present = 0;
+    for (int k = 0; k < 40; k++)
+        present += has(t, k);
+    int state;
+    if (!f) {
+        ck_assert_int_eq(present, 0);
+        state = 2;
+    } else {
+        ck_assert_int_eq(present, 40);
+        ck_assert(w.state == TWCS_OPEN || (w.state == TWCS_SEALED && w.version == 1));
+        state = w.state == TWCS_OPEN ? 0 : 1;
+        if (state == 1)
+            ck_assert_uint_eq(w.segments, 1);
+    }
+    ck_assert(has(t, 1000));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    /* And nothing on disk that the manifest does not account for. */
+    char buf[8192];
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "%s inspect %s 2>&1", getenv("STRATA_CLI"), dir);
+    ck_assert_msg(st_test_run(cmd, buf, sizeof(buf)) == 0, "%s", buf);
+    return state;
+}
+
+static void crash_matrix(bool drop)
+{
+    char *dir = st_test_tmpdir("twcs");
+    char *work = NULL;
+    ck_assert_int_ge(asprintf(&work, "%s.work", dir), 0);
+    prepare(dir, drop);
+    /* Dry run: which sites does the operation pass? */
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'", work, dir, work);
+    ck_assert_int_eq(system(cmd), 0);
+    st_fault_record(true);
+    {
+        struct twcs_opts o = base_opts(work);
+        o.ttl_ms = 60000;
+        struct twcs *t = topen(&o);
+        if (drop)
+            st_clock_manual_advance(&clk, 51500); /* the first window only */
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+        if (drop)
+            st_clock_manual_set_wall(&clk, T0);
+    }
+    const char *sites[128];
+    size_t nsites = st_fault_recorded(sites, 128);
+    st_fault_record(false);
+    ck_assert_int_gt(nsites, 5);
+    ck_assert_int_eq(observe(work), drop ? 2 : 1);
+    int seen[3] = {0};
+    for (size_t i = 0; i < nsites; i++) {
+        for (uint32_t skip = 0; skip < 3; skip++) {
+            ck_assert_int_eq(system(cmd), 0);
+            pid_t pid = fork();
+            ck_assert_int_ge(pid, 0);
+            if (pid == 0) {
+                struct twcs_opts o = base_opts(work);
+                o.ttl_ms = 60000;
+                struct twcs *t = topen(&o);
+                if (drop)
+                    st_clock_manual_advance(&clk, 51500); /* the first window only */
+                if (st_fault_arm(sites[i], skip, 1, ST_FAULT_CRASH) != ST_OK)
+                    _exit(3);
+                int trc = twcs_tick(t); /* the crash usually comes first */
+                (void)trc;
+                st_fault_disarm_all();
+                (void)twcs_close(t);
+                _exit(0);
+            }
+            int status;
+            ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+            ck_assert(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0));
+            int state = observe(work);
+            ck_assert_msg(drop ? (state == 1 || state == 2) : (state == 0 || state == 1),
+                          "site %s skip %u: state %d", sites[i], skip, state);
+            seen[state]++;
+        }
+    }
+    /* Both outcomes occurred: the matrix really cut the operation at different points. */
+    ck_assert_int_gt(seen[drop ? 1 : 0], 0);
+    ck_assert_int_gt(seen[drop ? 2 : 1], 0);
+    st_test_rmrf(work);
+    st_test_rmrf(dir);
+    free(work);
+    free(dir);
+}
+
+START_TEST(test_crash_during_seal)
+{
+    crash_matrix(false);
+}
+END_TEST
+
+START_TEST(test_crash_during_drop)
+{
+    crash_matrix(true);
+}
+END_TEST
+
+START_TEST(test_reader_during_drop)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 60000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000;
+    for (int k = 0; k < 30; k++)
+        ck_assert_int_eq(put(t, 0, k, k, s + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(put(t, 0, 30, 100, s + 1300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* sealed */
+    struct store_snapshot *snap;
+    ck_assert_int_eq(store_snapshot_acquire(twcs_store(t), &snap), ST_OK);
+    struct store_segment *g = NULL;
+    for (size_t i = 0; i < store_snapshot_count(snap); i++) {
+        struct store_segment_info in;
+        store_segment_info(store_snapshot_segment(snap, i), &in);
+        if (in.window_start == s)
+            g = store_snapshot_segment(snap, i);
+    }
+    ck_assert_ptr_nonnull(g);
+    struct store_segment_info in;
+    store_segment_info(g, &in);
+    char *path = strdup(in.path);
+    st_clock_manual_advance(&clk, 51500);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* TTL drops it while we read */
+    ck_assert(!has(t, 5));
+    ck_assert_int_eq(access(path, F_OK), 0);
+    ck_assert_int_eq(store_segment_verify(g, NULL), ST_OK);
+    uint64_t idx;
+    ck_assert_int_eq(store_segment_find(g, (const uint8_t *)"id-5", 4, &idx), ST_OK);
+    ck_assert(store_segment_vectors(g)[idx * DIM] == 5.0f);
+    store_snapshot_release(snap);
+    ck_assert_int_ne(access(path, F_OK), 0);
+    free(path);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Dropping a window writes a constant, small amount (one manifest edit) whatever its size:
+ * no rewrite. Measured in bytes written, which a timing could only approximate. */
+static uint64_t drop_cost(int records)
+{
+    st_clock_manual_init(&clk, T0);
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 60000;
+    o.store.wal_sync = STORE_SYNC_NONE;
+    o.store.memtable_size = 64u << 20;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000;
+    for (int k = 0; k < records; k++)
+        ck_assert_int_eq(put(t, 0, k, k, s + k % 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(put(t, 0, records, -1, s + 1300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+    struct store_stats a, b;
+    store_stats(twcs_store(t), &a);
+    ck_assert_uint_gt(a.segment_bytes, (uint64_t)records * DIM * 4);
+    st_clock_manual_set_wall(&clk, s + 1000 + 60000 + 1); /* only the first window expires */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    store_stats(twcs_store(t), &b);
+    ck_assert_uint_eq(b.segment_bytes_written, a.segment_bytes_written);
+    ck_assert_uint_eq(b.wal_bytes_written, a.wal_bytes_written);
+    ck_assert(!has(t, 0));
+    uint64_t cost = b.manifest_bytes_written - a.manifest_bytes_written;
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+    return cost;
+}
+
+START_TEST(test_drop_cost_independent_of_size)
+{
+    uint64_t small = drop_cost(10), large = drop_cost(50000);
+    ck_assert_uint_gt(small, 0);
+    ck_assert_uint_eq(small, large);
+    ck_assert_uint_lt(large, 512);
+}
+END_TEST
+
+START_TEST(test_write_amplification)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.store.wal_sync = STORE_SYNC_NONE;
+    o.store.memtable_size = 64u << 20;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    for (int k = 0; k < 20000; k++)
+        ck_assert_int_eq(put(t, 0, k, k, s + k % 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(put(t, 0, 20000, -1, s + 1300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    double wa = (double)st.bytes_written / (double)st.bytes_ingested;
+    ck_assert_msg(wa <= 2.5, "write amplification %.2f", wa);
+    ck_assert_msg(wa >= 1.0, "write amplification %.2f", wa);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_open_window_cap_and_run_merging)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_open_windows = 3;
+    o.runs_min_merge = 4;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    for (int w = 0; w < 3; w++)
+        ck_assert_int_eq(put(t, 0, w, w, s + w * 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(put(t, 0, 3, 3, s + 3000, NULL), TWCS_REJECT_WINDOWS);
+    ck_assert(!has(t, 3));
+    ck_assert_int_eq(put(t, 0, 4, 4, s + 2500, NULL), TWCS_ACCEPTED); /* an existing window */
+    /* Runs of an open window are merged once there are runs_min_merge of them. */
+    for (int r = 0; r < 5; r++) {
+        ck_assert_int_eq(put(t, 0, 10 + r, 100 + r, s + 2010 + r, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+    }
+    bool f;
+    int64_t open_w = s + 2000; /* the watermark (s + 2500) has passed the older two */
+    ck_assert_uint_eq(win(t, open_w, &f).segments, 5);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    struct twcs_window_info w = win(t, open_w, &f);
+    ck_assert_int_eq(w.state, TWCS_OPEN);
+    ck_assert_uint_eq(w.segments, 1);
+    ck_assert_uint_eq(w.records, 7);
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    for (int r = 0; r < 5; r++)
+        ck_assert(has(t, 100 + r));
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.merges, 1);
+    ck_assert_uint_eq(st.rejected_windows, 1);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_background_tick)
+{
+    /* With tick_ms set, the timer thread seals and expires without anyone calling twcs_tick:
+     * an idle store still expires data. */
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.tick_ms = 5;
+    o.ttl_ms = 60000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000;
+    ck_assert_int_eq(put(t, 0, 0, 0, s, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(put(t, 0, 1, 1, s + 1300, NULL), TWCS_ACCEPTED);
+    bool f;
+    ck_assert(ST_WAIT_UNTIL(win(t, s, &f).state == TWCS_SEALED, 10000));
+    st_clock_manual_advance(&clk, 51500);
+    ck_assert(ST_WAIT_UNTIL((win(t, s, &f), !f), 10000));
+    ck_assert(!has(t, 0) && has(t, 1));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("twcs");
+    TCase *tc = tcase_create("twcs");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_window_math);
+    tcase_add_test(tc, test_boundaries_and_changed_window);
+    tcase_add_test(tc, test_watermark_partitions);
+    tcase_add_test(tc, test_seal_late_reseal);
+    tcase_add_test(tc, test_ttl_idle_and_clock_jumps);
+    tcase_add_test(tc, test_fifo_cap);
+    tcase_add_test(tc, test_crash_during_seal);
+    tcase_add_test(tc, test_crash_during_drop);
+    tcase_add_test(tc, test_reader_during_drop);
+    tcase_add_test(tc, test_drop_cost_independent_of_size);
+    tcase_add_test(tc, test_write_amplification);
+    tcase_add_test(tc, test_open_window_cap_and_run_merging);
+    tcase_add_test(tc, test_background_tick);
+    suite_add_tcase(su, tc);
+    SRunner *sr = srunner_create(su);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

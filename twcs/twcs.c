@@ -1,0 +1,923 @@
+/* Time-window compaction: window assignment, watermarks, seal, late data, TTL and FIFO drops. */
+#include "twcs.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "st_clock.h"
+#include "st_coding.h"
+#include "st_log.h"
+
+#define LOG_COMP     "twcs"
+#define TWCS_EXPIRED 2 /* window-table state of the newest dropped window: the horizon */
+#define KV_WATERMARK "twcs.watermark"
+#define EV_PREFIX    "ev/"
+#define EV_LEN       53
+
+struct part_wm {
+    int32_t partition;
+    int64_t max_ts;
+    int64_t last_seen_ms; /* monotonic */
+};
+
+struct twcs {
+    struct twcs_opts o;
+    struct store *s;
+    pthread_mutex_t mu;       /* windows, watermarks, stats; held across a write's apply */
+    pthread_mutex_t tick_mu;  /* one tick at a time */
+    struct store_window *win; /* sorted by start; the store's table is the durable copy */
+    size_t nwin;
+    int64_t *delta_since; /* per window: monotonic ms of its first late delta, or 0 */
+    int64_t horizon;      /* every window ending at or before it has been dropped */
+    struct part_wm *pw;
+    size_t npw;
+    int64_t watermark;
+    int64_t wm_persisted; /* last watermark written to the manifest */
+    struct twcs_stats st;
+    struct st_ratelimit alarm_rl;
+    pthread_t thread;
+    bool have_thread, stop;
+    pthread_cond_t cv;
+};
+
+int64_t twcs_window_start(int64_t ts, int64_t w)
+{
+    int64_t q = ts / w;
+    if (ts % w != 0 && ts < 0)
+        q--;
+    return q * w;
+}
+
+static int64_t mono_ms(const struct twcs *t)
+{
+    return st_clock_mono_ns(t->o.store.clock) / 1000000;
+}
+
+static int64_t wall_ms(const struct twcs *t)
+{
+    return st_clock_wall_ms(t->o.store.clock);
+}
+
+/* ---- window cache ---------------------------------------------------------------------------- */
+
+static int reload_windows(struct twcs *t)
+{
+    struct store_window *w;
+    size_t n;
+    int rc = store_windows(t->s, &w, &n);
+    if (rc != ST_OK)
+        return rc;
+    int64_t *ds = calloc(n ? n : 1, sizeof(*ds));
+    if (ds == NULL) {
+        free(w);
+        return ST_ENOMEM;
+    }
+    /* Keep the delta clocks of windows that survive. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < t->nwin; j++)
+            if (t->win[j].start == w[i].start)
+                ds[i] = t->delta_since[j];
+    free(t->win);
+    free(t->delta_since);
+    t->win = w;
+    t->nwin = n;
+    t->delta_since = ds;
+    for (size_t i = 0; i < n; i++)
+        if (w[i].state == TWCS_EXPIRED && w[i].end > t->horizon)
+            t->horizon = w[i].end;
+    return ST_OK;
+}
+
+/* Index of the window containing ts, or -1; *next gets the first window starting after ts. */
+static long find_window(const struct twcs *t, int64_t ts, long *next)
+{
+    long lo = 0, hi = (long)t->nwin;
+    while (lo < hi) {
+        long mid = (lo + hi) / 2;
+        if (t->win[mid].start <= ts)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *next = lo;
+    if (lo > 0 && ts < t->win[lo - 1].end && t->win[lo - 1].state != TWCS_EXPIRED)
+        return lo - 1;
+    return -1;
+}
+
+/* ---- watermark ------------------------------------------------------------------------------ */
+
+/* Recomputes the global watermark. Caller holds mu. */
+static void watermark_update(struct twcs *t)
+{
+    int64_t now = mono_ms(t);
+    int64_t idle = t->o.idle_timeout_ms;
+    int64_t active_min = INT64_MAX, all_max = INT64_MIN;
+    bool any_active = false;
+    for (size_t i = 0; i < t->npw; i++) {
+        if (t->pw[i].max_ts > all_max)
+            all_max = t->pw[i].max_ts;
+        if (now - t->pw[i].last_seen_ms < idle) {
+            any_active = true;
+            if (t->pw[i].max_ts < active_min)
+                active_min = t->pw[i].max_ts;
+        }
+    }
+    if (t->npw == 0)
+        return;
+    /* Idle partitions do not hold the watermark back; when all are idle the stream has gone
+     * quiet and the newest event time seen is the best estimate. */
+    int64_t cand = any_active ? active_min : all_max;
+    if (cand > t->watermark)
+        t->watermark = cand; /* never moves backwards */
+}
+
+static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts)
+{
+    for (size_t i = 0; i < t->npw; i++) {
+        if (t->pw[i].partition == partition) {
+            if (max_ts > t->pw[i].max_ts)
+                t->pw[i].max_ts = max_ts;
+            t->pw[i].last_seen_ms = mono_ms(t);
+            return ST_OK;
+        }
+    }
+    struct part_wm *n = realloc(t->pw, (t->npw + 1) * sizeof(*n));
+    if (n == NULL)
+        return ST_ENOMEM;
+    t->pw = n;
+    t->pw[t->npw++] = (struct part_wm){partition, max_ts, mono_ms(t)};
+    return ST_OK;
+}
+
+int twcs_partitions_assigned(struct twcs *t, const int32_t *partitions, size_t n)
+{
+    pthread_mutex_lock(&t->mu);
+    struct part_wm *nw = malloc((n ? n : 1) * sizeof(*nw));
+    if (nw == NULL) {
+        pthread_mutex_unlock(&t->mu);
+        return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        nw[i] = (struct part_wm){partitions[i], INT64_MIN, mono_ms(t)};
+        for (size_t j = 0; j < t->npw; j++)
+            if (t->pw[j].partition == partitions[i])
+                nw[i] = t->pw[j]; /* kept: its progress and idleness carry over */
+    }
+    free(t->pw);
+    t->pw = nw;
+    t->npw = n;
+    pthread_mutex_unlock(&t->mu);
+    return ST_OK;
+}
+
+int64_t twcs_watermark(struct twcs *t)
+{
+    pthread_mutex_lock(&t->mu);
+    watermark_update(t);
+    int64_t w = t->watermark;
+    pthread_mutex_unlock(&t->mu);
+    return w;
+}
+
+/* ---- events (durable outbox in the manifest) ------------------------------------------------ */
+
+static void store_best_effort_del(struct twcs *t, const char *key)
+{
+    if (store_kv_del(t->s, key) != ST_OK)
+        st_log_warn(LOG_COMP, "cannot remove stale outbox entry key=%s", key);
+}
+
+static void ev_key(char *buf, size_t n, enum twcs_event_kind k, int64_t start, uint32_t version)
+{
+    snprintf(buf, n, EV_PREFIX "%s/%" PRId64 "/%u", k == TWCS_EV_SEALED ? "sealed" : "expired",
+             start, version);
+}
+
+static void ev_encode(uint8_t *p, const struct twcs_event *e)
+{
+    p[0] = (uint8_t)e->kind;
+    st_put_le64(p + 1, (uint64_t)e->start);
+    st_put_le64(p + 9, (uint64_t)e->end);
+    st_put_le32(p + 17, e->version);
+    st_put_le64(p + 21, e->records);
+    st_put_le64(p + 29, e->bytes);
+    st_put_le64(p + 37, e->file_number);
+    p[45] = e->reason && strcmp(e->reason, "fifo") == 0 ? 2 : e->reason ? 1 : 0;
+    memset(p + 46, 0, EV_LEN - 46);
+}
+
+static void ev_decode(const uint8_t *p, struct twcs_event *e)
+{
+    e->kind = (enum twcs_event_kind)p[0];
+    e->start = (int64_t)st_get_le64(p + 1);
+    e->end = (int64_t)st_get_le64(p + 9);
+    e->version = st_get_le32(p + 17);
+    e->records = st_get_le64(p + 21);
+    e->bytes = st_get_le64(p + 29);
+    e->file_number = st_get_le64(p + 37);
+    e->reason = p[45] == 2 ? "fifo" : p[45] == 1 ? "ttl" : NULL;
+}
+
+/* Emits e. A sealed event gets its segment's details from the current state; one whose
+ * version is no longer the window's sealed segment (re-sealed or dropped since) is stale and
+ * is removed from the outbox instead. */
+static void emit(struct twcs *t, struct twcs_event *e, const char *key)
+{
+    e->key = key;
+    struct store_snapshot *snap = NULL;
+    if (e->kind == TWCS_EV_SEALED) {
+        bool found = false;
+        if (store_snapshot_acquire(t->s, &snap) != ST_OK)
+            return; /* stays in the outbox; delivered on the next open */
+        for (size_t i = 0; i < store_snapshot_count(snap) && !found; i++) {
+            struct store_segment_info in;
+            store_segment_info(store_snapshot_segment(snap, i), &in);
+            if (in.window_start == e->start && in.kind == STORE_SEG_SEALED &&
+                in.version == e->version) {
+                e->records = in.count;
+                e->bytes = in.bytes;
+                e->file_number = in.file_number;
+                e->checksum = in.checksum;
+                e->path = in.path;
+                found = true;
+            }
+        }
+        if (!found) {
+            store_snapshot_release(snap);
+            store_best_effort_del(t, key);
+            return;
+        }
+    }
+    if (t->o.on_event != NULL)
+        t->o.on_event(t->o.ctx, e);
+    store_snapshot_release(snap);
+}
+
+int twcs_event_done(struct twcs *t, const char *key)
+{
+    return store_kv_del(t->s, key);
+}
+
+/* ---- write path ------------------------------------------------------------------------------ */
+
+static int new_window(struct twcs *t, int64_t ts, long next, struct store_window *out)
+{
+    int64_t start = twcs_window_start(ts, t->o.window_ms);
+    int64_t end = start + t->o.window_ms;
+    /* A changed window size applies to new windows only: clip against existing neighbours. */
+    if (next > 0 && t->win[next - 1].end > start)
+        start = t->win[next - 1].end;
+    if ((size_t)next < t->nwin && t->win[next].start < end)
+        end = t->win[next].start;
+    if (t->horizon != INT64_MIN && start < t->horizon)
+        start = t->horizon;
+    *out = (struct store_window){start, end, TWCS_OPEN, 0};
+    return ST_OK;
+}
+
+int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_record *recs,
+               uint32_t n, struct twcs_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    int64_t now = wall_ms(t);
+    for (uint32_t i = 0; i < n; i++) {
+        if (recs[i].ts < INT64_MIN + t->o.window_ms) {
+            res->verdict = TWCS_REJECT_TS;
+            res->reason = "ts_range";
+            pthread_mutex_lock(&t->mu);
+            t->st.rejected_future++;
+            pthread_mutex_unlock(&t->mu);
+            return ST_OK;
+        }
+        if (recs[i].ts > now + t->o.max_future_ms || recs[i].ts > INT64_MAX - t->o.window_ms) {
+            res->verdict = TWCS_REJECT_FUTURE;
+            res->reason = "ts_future";
+            pthread_mutex_lock(&t->mu);
+            t->st.rejected_future++;
+            pthread_mutex_unlock(&t->mu);
+            return ST_OK; /* never moves the watermark */
+        }
+    }
+    int64_t applied;
+    if (partition >= 0 && store_applied_offset(t->s, partition, &applied) == ST_OK &&
+        offset <= applied) {
+        res->verdict = TWCS_DUPLICATE;
+        return ST_OK;
+    }
+    pthread_mutex_lock(&t->mu);
+    int rc = ST_OK;
+    if (t->o.max_bytes > 0) {
+        struct store_stats ss;
+        store_stats(t->s, &ss);
+        if (ss.segment_bytes + ss.wal_live_bytes > t->o.max_bytes) {
+            rc = ST_EAGAIN; /* FIFO cap: pause until the tick drops sealed windows */
+            goto out;
+        }
+    }
+    watermark_update(t);
+    /* Classify every record; collect the windows this batch would create. */
+    struct store_window created[8];
+    size_t ncreated = 0;
+    uint32_t keep = 0;
+    int64_t max_ts = INT64_MIN;
+    for (uint32_t i = 0; i < n; i++) {
+        struct store_record *r = &recs[i];
+        if ((t->horizon != INT64_MIN && r->ts < t->horizon) ||
+            (t->o.ttl_ms > 0 && r->ts < now - t->o.ttl_ms)) {
+            res->expired++; /* older than the TTL or in a dropped window: never recreated */
+            continue;
+        }
+        long next;
+        long wi = find_window(t, r->ts, &next);
+        struct store_window w;
+        if (wi >= 0) {
+            w = t->win[wi];
+        } else {
+            bool found = false;
+            for (size_t c = 0; c < ncreated && !found; c++) {
+                if (r->ts >= created[c].start && r->ts < created[c].end) {
+                    w = created[c];
+                    found = true;
+                }
+            }
+            if (!found) {
+                new_window(t, r->ts, next, &w);
+                for (size_t c = 0; c < ncreated; c++) { /* and against this batch's windows */
+                    if (created[c].end > w.start && created[c].start <= r->ts)
+                        w.start = created[c].end;
+                    if (created[c].start < w.end && created[c].start > r->ts)
+                        w.end = created[c].start;
+                }
+                size_t open = 0;
+                for (size_t k = 0; k < t->nwin; k++)
+                    open += t->win[k].state == TWCS_OPEN;
+                if (open + ncreated + 1 > t->o.max_open_windows ||
+                    ncreated == sizeof(created) / sizeof(created[0])) {
+                    res->verdict = TWCS_REJECT_WINDOWS;
+                    res->reason = "too_many_windows";
+                    t->st.rejected_windows++;
+                    goto out;
+                }
+                created[ncreated++] = w;
+            }
+        }
+        bool sealed = w.state == TWCS_SEALED;
+        bool past_seal = t->watermark != INT64_MIN && t->watermark >= w.end + t->o.grace_ms;
+        if ((sealed || (wi < 0 && past_seal)) && t->watermark - w.end > t->o.max_lateness_ms) {
+            res->verdict = TWCS_REJECT_LATE;
+            res->reason = "late";
+            t->st.rejected_late++;
+            goto out;
+        }
+        r->window = w.start;
+        r->window_end = w.end;
+        recs[keep++] = *r;
+        if (r->ts > max_ts)
+            max_ts = r->ts;
+    }
+    t->st.expired_records += res->expired;
+    if (keep == 0) {
+        res->verdict = TWCS_ACCEPTED;
+        goto out;
+    }
+    /* New windows are durable before any record in them is. */
+    for (size_t c = 0; c < ncreated && rc == ST_OK; c++)
+        rc = store_window_put(t->s, &created[c]);
+    if (rc == ST_OK && ncreated > 0)
+        rc = reload_windows(t);
+    if (rc != ST_OK)
+        goto out;
+    struct store_batch b = {.partition = partition, .offset = offset, .n = keep, .recs = recs};
+    bool was_applied = false;
+    rc = store_write(t->s, &b, &was_applied);
+    if (rc != ST_OK)
+        goto out;
+    res->verdict = was_applied ? TWCS_ACCEPTED : TWCS_DUPLICATE;
+    if (was_applied) {
+        rc = pw_note(t, partition, max_ts);
+        for (uint32_t i = 0; i < keep; i++) {
+            long next, wi = find_window(t, recs[i].ts, &next);
+            if (wi >= 0 && t->win[wi].state == TWCS_SEALED && t->delta_since[wi] == 0)
+                t->delta_since[wi] = mono_ms(t) + 1; /* +1: 0 means "no delta" */
+        }
+    }
+out:
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+/* ---- tick: seal, re-seal, merge, drop -------------------------------------------------------- */
+
+struct wsegs {
+    uint64_t *runs; /* RUN segments */
+    size_t nruns;
+    uint64_t sealed; /* file number of the SEALED base, 0 if none */
+    uint64_t records, bytes;
+    uint64_t *run_bytes;
+};
+
+static int segs_of(struct twcs *t, int64_t start, struct wsegs *ws)
+{
+    memset(ws, 0, sizeof(*ws));
+    struct store_snapshot *snap;
+    int rc = store_snapshot_acquire(t->s, &snap);
+    if (rc != ST_OK)
+        return rc;
+    size_t n = store_snapshot_count(snap);
+    ws->runs = malloc((n ? n : 1) * sizeof(*ws->runs));
+    ws->run_bytes = malloc((n ? n : 1) * sizeof(*ws->run_bytes));
+    if (ws->runs == NULL || ws->run_bytes == NULL) {
+        store_snapshot_release(snap);
+        return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct store_segment_info in;
+        store_segment_info(store_snapshot_segment(snap, i), &in);
+        if (in.window_start != start)
+            continue;
+        ws->records += in.count;
+        ws->bytes += in.bytes;
+        if (in.kind == STORE_SEG_SEALED) {
+            ws->sealed = in.file_number;
+        } else {
+            ws->run_bytes[ws->nruns] = in.bytes;
+            ws->runs[ws->nruns++] = in.file_number;
+        }
+    }
+    store_snapshot_release(snap);
+    return ST_OK;
+}
+
+static void segs_free(struct wsegs *ws)
+{
+    free(ws->runs);
+    free(ws->run_bytes);
+}
+
+/* Seals (version 1) or re-seals (version+1) window w. Caller holds tick_mu. */
+static int seal_window(struct twcs *t, struct store_window w)
+{
+    struct wsegs ws;
+    int rc = segs_of(t, w.start, &ws);
+    if (rc != ST_OK)
+        return rc;
+    size_t nin = ws.nruns + (ws.sealed ? 1 : 0);
+    if (nin == 0) {
+        /* An empty window (its records all superseded elsewhere, or never written). */
+        struct store_window rm = w;
+        rm.state = STORE_WINDOW_REMOVE;
+        rc = store_window_put(t->s, &rm);
+        segs_free(&ws);
+        return rc;
+    }
+    uint64_t *in = malloc(nin * sizeof(*in));
+    if (in == NULL) {
+        segs_free(&ws);
+        return ST_ENOMEM;
+    }
+    memcpy(in, ws.runs, ws.nruns * sizeof(*in));
+    if (ws.sealed)
+        in[ws.nruns] = ws.sealed;
+    struct store_window nw = {w.start, w.end, TWCS_SEALED, w.version + 1};
+    struct twcs_event ev = {
+        .kind = TWCS_EV_SEALED, .start = w.start, .end = w.end, .version = nw.version};
+    char key[96];
+    ev_key(key, sizeof(key), TWCS_EV_SEALED, w.start, nw.version);
+    /* The outbox entry rides in the seal's own manifest edit: a crash cannot separate them.
+     * Segment details are looked up when the event is emitted. */
+    uint8_t payload[EV_LEN];
+    ev_encode(payload, &ev);
+    rc = store_merge(t->s, in, nin, STORE_SEG_SEALED, nw.version, &nw, key, payload, EV_LEN, NULL);
+    free(in);
+    segs_free(&ws);
+    if (rc != ST_OK)
+        return rc;
+    pthread_mutex_lock(&t->mu);
+    if (nw.version == 1)
+        t->st.sealed++;
+    else
+        t->st.resealed++;
+    rc = reload_windows(t);
+    for (size_t i = 0; i < t->nwin; i++)
+        if (t->win[i].start == w.start)
+            t->delta_since[i] = 0;
+    pthread_mutex_unlock(&t->mu);
+    st_log_info(LOG_COMP, "sealed window=[%" PRId64 ",%" PRId64 ") version=%u inputs=%zu", w.start,
+                w.end, nw.version, nin);
+    emit(t, &ev, key);
+    return rc;
+}
+
+static int drop_window(struct twcs *t, struct store_window w, const char *reason)
+{
+    /* Hide first: from here on writes for this window count as expired. */
+    pthread_mutex_lock(&t->mu);
+    int64_t prev_horizon = t->horizon;
+    if (w.end > t->horizon)
+        t->horizon = w.end;
+    struct store_window prev_exp = {0};
+    bool have_prev = false;
+    for (size_t i = 0; i < t->nwin; i++) {
+        if (t->win[i].state == TWCS_EXPIRED) {
+            prev_exp = t->win[i];
+            have_prev = true;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    /* Records of this window still in the memtable must reach segments to be dropped. */
+    int rc = store_flush(t->s);
+    if (rc != ST_OK)
+        goto fail;
+    struct store_window edits[2];
+    size_t ne = 0;
+    edits[ne++] = (struct store_window){w.start, w.end, TWCS_EXPIRED, w.version};
+    if (have_prev && prev_exp.start != w.start) {
+        prev_exp.state = STORE_WINDOW_REMOVE; /* the newest expired window is the horizon */
+        edits[ne++] = prev_exp;
+    }
+    struct twcs_event ev = {.kind = TWCS_EV_EXPIRED,
+                            .start = w.start,
+                            .end = w.end,
+                            .version = w.version,
+                            .reason = reason};
+    char key[96];
+    ev_key(key, sizeof(key), TWCS_EV_EXPIRED, w.start, w.version);
+    uint8_t payload[EV_LEN];
+    ev_encode(payload, &ev);
+    size_t removed;
+    rc = store_drop_window(t->s, w.start, edits, ne, key, payload, EV_LEN, &removed);
+    if (rc != ST_OK)
+        goto fail;
+    pthread_mutex_lock(&t->mu);
+    if (strcmp(reason, "fifo") == 0)
+        t->st.dropped_fifo++;
+    else
+        t->st.dropped_ttl++;
+    rc = reload_windows(t);
+    pthread_mutex_unlock(&t->mu);
+    st_log_info(LOG_COMP, "dropped window=[%" PRId64 ",%" PRId64 ") reason=%s segments=%zu",
+                w.start, w.end, reason, removed);
+    emit(t, &ev, key);
+    return rc;
+fail:
+    pthread_mutex_lock(&t->mu);
+    t->horizon = prev_horizon;
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+static int cmp_u64pair(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Size-tiered merge of an open window's runs: merge the smallest runs once there are enough. */
+static int merge_runs(struct twcs *t, struct store_window w)
+{
+    struct wsegs ws;
+    int rc = segs_of(t, w.start, &ws);
+    if (rc != ST_OK || ws.nruns < t->o.runs_min_merge) {
+        segs_free(&ws);
+        return rc;
+    }
+    uint64_t(*pairs)[2] = malloc(ws.nruns * sizeof(*pairs));
+    if (pairs == NULL) {
+        segs_free(&ws);
+        return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < ws.nruns; i++) {
+        pairs[i][0] = ws.run_bytes[i];
+        pairs[i][1] = ws.runs[i];
+    }
+    qsort(pairs, ws.nruns, sizeof(*pairs), cmp_u64pair);
+    size_t n = ws.nruns < t->o.runs_max_merge ? ws.nruns : t->o.runs_max_merge;
+    uint64_t *in = malloc(n * sizeof(*in));
+    if (in != NULL) {
+        for (size_t i = 0; i < n; i++)
+            in[i] = pairs[i][1];
+        rc = store_merge(t->s, in, n, STORE_SEG_RUN, 0, NULL, NULL, NULL, 0, NULL);
+        if (rc == ST_OK) {
+            pthread_mutex_lock(&t->mu);
+            t->st.merges++;
+            pthread_mutex_unlock(&t->mu);
+        }
+    } else {
+        rc = ST_ENOMEM;
+    }
+    free(in);
+    free(pairs);
+    segs_free(&ws);
+    return rc;
+}
+
+/* Persists the watermark when it advanced, so a restart does not forget which windows are
+ * due. Caller holds tick_mu. */
+static int persist_watermark(struct twcs *t)
+{
+    pthread_mutex_lock(&t->mu);
+    watermark_update(t);
+    int64_t wm = t->watermark;
+    bool need = wm != INT64_MIN && wm > t->wm_persisted;
+    pthread_mutex_unlock(&t->mu);
+    if (!need)
+        return ST_OK;
+    int rc = store_kv_put(t->s, KV_WATERMARK, &wm, sizeof(wm));
+    if (rc == ST_OK)
+        t->wm_persisted = wm;
+    return rc;
+}
+
+int twcs_tick(struct twcs *t)
+{
+    pthread_mutex_lock(&t->tick_mu);
+    int rc = ST_OK, first = ST_OK;
+    pthread_mutex_lock(&t->mu);
+    watermark_update(t);
+    int64_t wm = t->watermark;
+    size_t nw = t->nwin;
+    struct store_window *ws = malloc((nw ? nw : 1) * sizeof(*ws));
+    int64_t *ds = malloc((nw ? nw : 1) * sizeof(*ds));
+    if (ws != NULL && ds != NULL) {
+        memcpy(ws, t->win, nw * sizeof(*ws));
+        memcpy(ds, t->delta_since, nw * sizeof(*ds));
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (ws == NULL || ds == NULL) {
+        free(ws);
+        free(ds);
+        pthread_mutex_unlock(&t->tick_mu);
+        return ST_ENOMEM;
+    }
+    int64_t now_wall = wall_ms(t), now_mono = mono_ms(t);
+
+    /* 1. Seal every open window the watermark has passed (oldest first), and re-seal sealed
+     *    windows whose late deltas have waited long enough. One flush serves them all. */
+    bool flushed = false;
+    for (size_t i = 0; i < nw; i++) {
+        bool due = ws[i].state == TWCS_OPEN && wm != INT64_MIN && wm >= ws[i].end + t->o.grace_ms;
+        bool reseal = ws[i].state == TWCS_SEALED && ds[i] != 0 &&
+                      now_mono - (ds[i] - 1) >= t->o.reseal_delay_ms;
+        if (!due && !reseal)
+            continue;
+        if (!flushed) {
+            rc = store_flush(t->s);
+            if (rc != ST_OK)
+                break;
+            flushed = true;
+        }
+        rc = seal_window(t, ws[i]);
+        if (rc != ST_OK && first == ST_OK)
+            first = rc;
+    }
+    /* 2. Bound the number of runs of open windows. */
+    for (size_t i = 0; rc == ST_OK && i < nw; i++)
+        if (ws[i].state == TWCS_OPEN)
+            (void)merge_runs(t, ws[i]);
+
+    /* 3. TTL: whole windows whose end is older than the TTL, oldest first, capped per tick. */
+    uint32_t drops = 0, droppable = 0;
+    for (size_t i = 0; i < nw; i++) {
+        if (ws[i].state == TWCS_EXPIRED || t->o.ttl_ms == 0 || ws[i].end > now_wall - t->o.ttl_ms)
+            continue;
+        droppable++;
+        if (drops >= t->o.drops_per_tick)
+            continue;
+        rc = drop_window(t, ws[i], "ttl");
+        if (rc != ST_OK && first == ST_OK)
+            first = rc;
+        drops++;
+    }
+    if (droppable > t->o.drops_per_tick) {
+        uint32_t sup;
+        if (st_ratelimit_ok(&t->alarm_rl, 1, 60000, &sup))
+            st_log_warn(LOG_COMP,
+                        "many windows expired at once droppable=%u cap_per_tick=%u wall_ms=%" PRId64
+                        " (a clock jump?); dropping at most the cap per tick",
+                        droppable, t->o.drops_per_tick, now_wall);
+    }
+    /* 4. FIFO: while over the byte cap, drop the oldest sealed windows; never an open one. */
+    while (t->o.max_bytes > 0 && drops < t->o.drops_per_tick) {
+        struct store_stats ss;
+        store_stats(t->s, &ss);
+        if (ss.segment_bytes + ss.wal_live_bytes <= t->o.max_bytes)
+            break;
+        pthread_mutex_lock(&t->mu);
+        struct store_window victim = {0};
+        bool have = false;
+        for (size_t i = 0; i < t->nwin && !have; i++) {
+            if (t->win[i].state == TWCS_SEALED) {
+                victim = t->win[i];
+                have = true;
+            }
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (!have)
+            break; /* only open windows: ingest stays paused (twcs_write says ST_EAGAIN) */
+        rc = drop_window(t, victim, "fifo");
+        if (rc != ST_OK) {
+            if (first == ST_OK)
+                first = rc;
+            break;
+        }
+        drops++;
+    }
+    free(ws);
+    free(ds);
+    int prc = persist_watermark(t);
+    pthread_mutex_unlock(&t->tick_mu);
+    if (first == ST_OK && rc == ST_OK)
+        rc = prc;
+    return first != ST_OK ? first : rc;
+}
+
+/* ---- info ------------------------------------------------------------------------------------ */
+
+int twcs_windows(struct twcs *t, struct twcs_window_info **out, size_t *n)
+{
+    pthread_mutex_lock(&t->mu);
+    size_t nw = 0;
+    struct twcs_window_info *w = malloc((t->nwin ? t->nwin : 1) * sizeof(*w));
+    for (size_t i = 0; w != NULL && i < t->nwin; i++) {
+        if (t->win[i].state == TWCS_EXPIRED)
+            continue;
+        w[nw++] = (struct twcs_window_info){t->win[i].start,
+                                            t->win[i].end,
+                                            (enum twcs_state)t->win[i].state,
+                                            t->win[i].version,
+                                            0,
+                                            0,
+                                            0};
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (w == NULL)
+        return ST_ENOMEM;
+    struct store_snapshot *snap;
+    int rc = store_snapshot_acquire(t->s, &snap);
+    if (rc != ST_OK) {
+        free(w);
+        return rc;
+    }
+    for (size_t j = 0; j < store_snapshot_count(snap); j++) {
+        struct store_segment_info in;
+        store_segment_info(store_snapshot_segment(snap, j), &in);
+        for (size_t i = 0; i < nw; i++) {
+            if (w[i].start == in.window_start) {
+                w[i].segments++;
+                w[i].records += in.count;
+                w[i].bytes += in.bytes;
+            }
+        }
+    }
+    store_snapshot_release(snap);
+    *out = w;
+    *n = nw;
+    return ST_OK;
+}
+
+void twcs_stats(struct twcs *t, struct twcs_stats *out)
+{
+    struct store_stats ss;
+    store_stats(t->s, &ss);
+    pthread_mutex_lock(&t->mu);
+    *out = t->st;
+    pthread_mutex_unlock(&t->mu);
+    out->bytes_ingested = ss.bytes_ingested;
+    out->bytes_written = ss.wal_bytes_written + ss.segment_bytes_written;
+}
+
+struct store *twcs_store(struct twcs *t)
+{
+    return t->s;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static void *tick_main(void *arg)
+{
+    struct twcs *t = arg;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += t->o.tick_ms / 1000;
+        ts.tv_nsec += (t->o.tick_ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+        if (t->stop)
+            break;
+        pthread_mutex_unlock(&t->mu);
+        int rc = twcs_tick(t);
+        if (rc != ST_OK && rc != ST_EAGAIN)
+            st_log_warn(LOG_COMP, "tick failed error=\"%s\"; retrying next tick", st_strerror(rc));
+        pthread_mutex_lock(&t->mu);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+int twcs_open(const struct twcs_opts *o, struct twcs **out, struct st_err *err)
+{
+    *out = NULL;
+    if (o->window_ms <= 0 || o->grace_ms < 0 || o->max_lateness_ms < 0)
+        return st_err_set(err, ST_EINVAL, "twcs: window must be > 0, grace and lateness >= 0");
+    struct twcs *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return ST_ENOMEM;
+    t->o = *o;
+    if (t->o.max_future_ms <= 0)
+        t->o.max_future_ms = 3600000;
+    if (t->o.idle_timeout_ms <= 0)
+        t->o.idle_timeout_ms = 60000;
+    if (t->o.max_open_windows == 0)
+        t->o.max_open_windows = 64;
+    if (t->o.drops_per_tick == 0)
+        t->o.drops_per_tick = 4;
+    if (t->o.runs_min_merge == 0)
+        t->o.runs_min_merge = 4;
+    if (t->o.runs_max_merge < t->o.runs_min_merge)
+        t->o.runs_max_merge = t->o.runs_min_merge > 32 ? t->o.runs_min_merge : 32;
+    t->horizon = INT64_MIN;
+    t->watermark = INT64_MIN;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_mutex_init(&t->tick_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = store_open(&o->store, &t->s, err);
+    if (rc != ST_OK)
+        goto fail;
+    if ((rc = reload_windows(t)) != ST_OK)
+        goto fail;
+    size_t len;
+    int64_t wm;
+    t->wm_persisted = INT64_MIN;
+    if (store_kv_get(t->s, KV_WATERMARK, &wm, sizeof(wm), &len) == ST_OK && len == sizeof(wm))
+        t->watermark = t->wm_persisted = wm;
+    /* Events not confirmed before the last stop are delivered again (at-least-once). */
+    char **keys = NULL;
+    size_t nk = 0;
+    if ((rc = store_kv_keys(t->s, EV_PREFIX, &keys, &nk)) != ST_OK)
+        goto fail;
+    for (size_t i = 0; i < nk; i++) {
+        uint8_t p[EV_LEN];
+        if (store_kv_get(t->s, keys[i], p, sizeof(p), &len) == ST_OK && len == EV_LEN) {
+            struct twcs_event ev;
+            ev_decode(p, &ev);
+            emit(t, &ev, keys[i]);
+        }
+        free(keys[i]);
+    }
+    free(keys);
+    if (o->tick_ms > 0) {
+        if (pthread_create(&t->thread, NULL, tick_main, t) != 0) {
+            rc = st_err_set(err, ST_ENOMEM, "twcs: cannot start the tick thread");
+            goto fail;
+        }
+        t->have_thread = true;
+    }
+    *out = t;
+    return ST_OK;
+fail:
+    (void)twcs_close(t);
+    return rc;
+}
+
+int twcs_close(struct twcs *t)
+{
+    if (t == NULL)
+        return ST_OK;
+    if (t->have_thread) {
+        pthread_mutex_lock(&t->mu);
+        t->stop = true;
+        pthread_cond_broadcast(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        pthread_join(t->thread, NULL);
+    }
+    if (t->s != NULL) {
+        pthread_mutex_lock(&t->tick_mu);
+        int prc = persist_watermark(t);
+        pthread_mutex_unlock(&t->tick_mu);
+        if (prc != ST_OK)
+            st_log_warn(LOG_COMP, "cannot persist the watermark at close: %s", st_strerror(prc));
+    }
+    int rc = store_close(t->s);
+    free(t->win);
+    free(t->delta_since);
+    free(t->pw);
+    pthread_mutex_destroy(&t->mu);
+    pthread_mutex_destroy(&t->tick_mu);
+    pthread_cond_destroy(&t->cv);
+    free(t);
+    return rc;
+}
