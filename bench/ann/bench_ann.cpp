@@ -1,0 +1,230 @@
+// ANN benchmark on Fashion-MNIST (Debian dataset-fashion-mnist): strata's HNSW vs hnswlib
+// (Debian libhnswlib-dev, compiled -O3 -march=native), same M and ef_construction, single
+// thread, in one process and one run. Prints build time, memory, and QPS / recall@10 per ef.
+//
+//   build/bench/ann/bench_ann [--n 60000] [--queries 10000] [--m 16] [--efc 200]
+//                             [--ef 10,16,24,...] [--gt-cache FILE] [--csv FILE]
+#include <hnswlib/hnswlib.h>
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern "C" {
+#include "idx_distance.h"
+#include "idx_hnsw.h"
+}
+
+static double now_s()
+{
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+static std::vector<float> load_idx3(const char *path, uint32_t &n, uint32_t &dim)
+{
+    gzFile f = gzopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s (apt-get install dataset-fashion-mnist)\n", path);
+        exit(1);
+    }
+    unsigned char h[16];
+    if (gzread(f, h, 16) != 16) {
+        fprintf(stderr, "%s: short header\n", path);
+        exit(1);
+    }
+    auto be = [](const unsigned char *p) {
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    };
+    if (be(h) != 2051) {
+        fprintf(stderr, "%s: not an idx3-ubyte file\n", path);
+        exit(1);
+    }
+    n = be(h + 4);
+    dim = be(h + 8) * be(h + 12);
+    std::vector<unsigned char> raw((size_t)n * dim);
+    if (gzread(f, raw.data(), (unsigned)raw.size()) != (int)raw.size()) {
+        fprintf(stderr, "%s: short data\n", path);
+        exit(1);
+    }
+    gzclose(f);
+    std::vector<float> v(raw.size());
+    for (size_t i = 0; i < raw.size(); i++)
+        v[i] = raw[i];
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    uint32_t nbase = 60000, nq = 10000, m = 16, efc = 200;
+    std::string gt_cache = "/tmp/strata-fmnist-gt.bin", csv;
+    std::vector<uint32_t> efs = {10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 200, 256};
+    for (int i = 1; i + 1 < argc; i += 2) {
+        std::string a = argv[i];
+        if (a == "--n")
+            nbase = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--queries")
+            nq = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--m")
+            m = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--efc")
+            efc = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--gt-cache")
+            gt_cache = argv[i + 1];
+        else if (a == "--csv")
+            csv = argv[i + 1];
+        else if (a == "--ef") {
+            efs.clear();
+            for (char *p = argv[i + 1]; *p;) {
+                efs.push_back((uint32_t)strtoul(p, &p, 10));
+                if (*p == ',')
+                    p++;
+            }
+        } else {
+            fprintf(stderr, "unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    const char *dir = "/usr/share/datasets/fashion-mnist";
+    uint32_t n, dim, nqa, dq;
+    std::vector<float> base =
+        load_idx3((std::string(dir) + "/train-images-idx3-ubyte.gz").c_str(), n, dim);
+    std::vector<float> qs =
+        load_idx3((std::string(dir) + "/t10k-images-idx3-ubyte.gz").c_str(), nqa, dq);
+    nbase = std::min(nbase, n);
+    nq = std::min(nq, nqa);
+    const uint32_t K = 10;
+    printf("Fashion-MNIST: %u base x %u dims, %u queries, k=%u, M=%u, ef_construction=%u, "
+           "kernels=%s, single-threaded search\n",
+           nbase, dim, nq, K, m, efc, idx_kernels()->name);
+
+    // Exact ground truth with our scan (cached: it is the slow part).
+    std::vector<uint32_t> gt((size_t)nq * K);
+    char cache_name[600];
+    snprintf(cache_name, sizeof(cache_name), "%s.%u.%u", gt_cache.c_str(), nbase, nq);
+    FILE *cf = fopen(cache_name, "rb");
+    if (!cf || fread(gt.data(), sizeof(uint32_t), gt.size(), cf) != gt.size()) {
+        if (cf)
+            fclose(cf);
+        double t0 = now_s();
+        unsigned nt = std::max(1u, std::thread::hardware_concurrency());
+        std::vector<std::thread> th;
+        for (unsigned t = 0; t < nt; t++)
+            th.emplace_back([&, t] {
+                std::vector<idx_hit> hits(K);
+                for (uint32_t q = t; q < nq; q += nt) {
+                    idx_exact_topk(&qs[(size_t)q * dim], base.data(), nbase, dim, IDX_L2, K,
+                                   nullptr, nullptr, hits.data());
+                    for (uint32_t j = 0; j < K; j++)
+                        gt[(size_t)q * K + j] = hits[j].id;
+                }
+            });
+        for (auto &x : th)
+            x.join();
+        printf("ground truth: exact scan in %.1f s (cached in %s)\n", now_s() - t0, cache_name);
+        cf = fopen(cache_name, "wb");
+        if (cf) {
+            fwrite(gt.data(), sizeof(uint32_t), gt.size(), cf);
+            fclose(cf);
+        }
+    } else {
+        fclose(cf);
+    }
+
+    auto recall = [&](const std::vector<uint32_t> &res) {
+        size_t hit = 0;
+        for (uint32_t q = 0; q < nq; q++)
+            for (uint32_t j = 0; j < K; j++)
+                for (uint32_t g = 0; g < K; g++)
+                    if (res[(size_t)q * K + j] == gt[(size_t)q * K + g]) {
+                        hit++;
+                        break;
+                    }
+        return (double)hit / ((double)nq * K);
+    };
+
+    // Build both, single-threaded.
+    double t0 = now_s();
+    idx_hnsw_opts o = {};
+    o.dim = dim;
+    o.metric = IDX_L2;
+    o.m = m;
+    o.ef_construction = efc;
+    o.seed = 42;
+    o.threads = 1;
+    idx_hnsw *ours = nullptr;
+    if (idx_hnsw_build(&o, base.data(), nbase, &ours) != ST_OK) {
+        fprintf(stderr, "idx_hnsw_build failed\n");
+        return 1;
+    }
+    double ours_build = now_s() - t0;
+    t0 = now_s();
+    hnswlib::L2Space space(dim);
+    hnswlib::HierarchicalNSW<float> ref(&space, nbase, m, efc, 42);
+    for (uint32_t i = 0; i < nbase; i++)
+        ref.addPoint(&base[(size_t)i * dim], i);
+    double ref_build = now_s() - t0;
+    size_t ref_mem = (size_t)nbase * ref.size_data_per_element_ + (size_t)nbase * sizeof(void *);
+    for (uint32_t i = 0; i < nbase; i++)
+        ref_mem += ref.element_levels_[i] * ref.size_links_per_element_;
+    printf("build (1 thread): strata %.1f s, hnswlib %.1f s (ratio %.2f)\n", ours_build, ref_build,
+           ref_build / ours_build);
+    printf("index memory: strata %.1f MiB, hnswlib %.1f MiB\n", idx_hnsw_memory(ours) / 1048576.0,
+           ref_mem / 1048576.0);
+
+    idx_hnsw_searcher *s = idx_hnsw_searcher_new(ours);
+    std::vector<uint32_t> res((size_t)nq * K);
+    std::vector<idx_hit> hits(K);
+    FILE *out = csv.empty() ? nullptr : fopen(csv.c_str(), "w");
+    if (out)
+        fprintf(out, "engine,ef,recall,qps\n");
+    printf("%6s | %-22s | %-22s | %s\n", "ef", "strata recall / QPS", "hnswlib recall / QPS",
+           "QPS ratio");
+    for (uint32_t ef : efs) {
+        // Alternate the two engines, best of 3 passes each, to even out machine noise.
+        double best_ours = 1e30, best_ref = 1e30, r_ours = 0, r_ref = 0;
+        for (int pass = 0; pass < 3; pass++) {
+            double a = now_s();
+            for (uint32_t q = 0; q < nq; q++) {
+                size_t got =
+                    idx_hnsw_search(s, &qs[(size_t)q * dim], K, ef, nullptr, nullptr, hits.data());
+                for (uint32_t j = 0; j < K; j++)
+                    res[(size_t)q * K + j] = j < got ? hits[j].id : UINT32_MAX;
+            }
+            best_ours = std::min(best_ours, now_s() - a);
+            r_ours = recall(res);
+            ref.setEf(ef);
+            a = now_s();
+            for (uint32_t q = 0; q < nq; q++) {
+                auto pq = ref.searchKnn(&qs[(size_t)q * dim], K);
+                for (int j = (int)K - 1; j >= 0; j--) {
+                    res[(size_t)q * K + j] = pq.empty() ? UINT32_MAX : (uint32_t)pq.top().second;
+                    if (!pq.empty())
+                        pq.pop();
+                }
+            }
+            best_ref = std::min(best_ref, now_s() - a);
+            r_ref = recall(res);
+        }
+        double qo = nq / best_ours, qr = nq / best_ref;
+        printf("%6u | %.4f  %10.0f     | %.4f  %10.0f     | %.2f\n", ef, r_ours, qo, r_ref, qr,
+               qo / qr);
+        if (out) {
+            fprintf(out, "strata-hnsw,%u,%.5f,%.1f\n", ef, r_ours, qo);
+            fprintf(out, "hnswlib,%u,%.5f,%.1f\n", ef, r_ref, qr);
+        }
+        fflush(stdout);
+    }
+    if (out)
+        fclose(out);
+    idx_hnsw_searcher_free(s);
+    idx_hnsw_free(ours);
+    return 0;
+}

@@ -1,0 +1,507 @@
+/* HNSW build and search. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idx_hnsw_int.h"
+
+/* ---- heaps of (dist, id) ----------------------------------------------------------------- */
+
+struct cand {
+    float d;
+    uint32_t id;
+};
+
+struct heap {
+    struct cand *a;
+    size_t n, cap;
+};
+
+static int heap_reserve(struct heap *h, size_t cap)
+{
+    if (cap <= h->cap)
+        return ST_OK;
+    struct cand *a = realloc(h->a, cap * sizeof(*a));
+    if (a == NULL)
+        return ST_ENOMEM;
+    h->a = a;
+    h->cap = cap;
+    return ST_OK;
+}
+
+/* max-heap when max, else min-heap */
+static inline bool before(const struct cand *x, const struct cand *y, bool max)
+{
+    return max ? x->d > y->d : x->d < y->d;
+}
+
+static inline int heap_push(struct heap *h, struct cand c, bool max)
+{
+    if (h->n == h->cap && heap_reserve(h, h->cap ? h->cap * 2 : 64) != ST_OK)
+        return ST_ENOMEM;
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!before(&c, &h->a[p], max))
+            break;
+        h->a[i] = h->a[p];
+        i = p;
+    }
+    h->a[i] = c;
+    return ST_OK;
+}
+
+static inline struct cand heap_pop(struct heap *h, bool max)
+{
+    struct cand top = h->a[0], last = h->a[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1;
+        if (l >= h->n)
+            break;
+        size_t c = l + 1 < h->n && before(&h->a[l + 1], &h->a[l], max) ? l + 1 : l;
+        if (!before(&h->a[c], &last, max))
+            break;
+        h->a[i] = h->a[c];
+        i = c;
+    }
+    if (h->n > 0)
+        h->a[i] = last;
+    return top;
+}
+
+/* ---- searcher scratch --------------------------------------------------------------------- */
+
+struct idx_hnsw_searcher {
+    const struct idx_hnsw *h;
+    uint16_t *tags;
+    uint16_t gen;
+    struct heap cand, res;
+    uint32_t *links_copy; /* build: a stable copy of a neighbour list */
+};
+
+struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h)
+{
+    struct idx_hnsw_searcher *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->h = h;
+    s->tags = calloc(h->n ? h->n : 1, sizeof(*s->tags));
+    s->links_copy = malloc((1 + h->m0) * sizeof(uint32_t));
+    if (s->tags == NULL || s->links_copy == NULL || heap_reserve(&s->cand, 256) != ST_OK ||
+        heap_reserve(&s->res, 256) != ST_OK) {
+        idx_hnsw_searcher_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s)
+{
+    if (s == NULL)
+        return;
+    free(s->tags);
+    free(s->cand.a);
+    free(s->res.a);
+    free(s->links_copy);
+    free(s);
+}
+
+static void new_generation(struct idx_hnsw_searcher *s)
+{
+    if (++s->gen == 0) {
+        memset(s->tags, 0, s->h->n * sizeof(*s->tags));
+        s->gen = 1;
+    }
+}
+
+/* ---- build-time locking ------------------------------------------------------------------- */
+
+struct build {
+    struct idx_hnsw *h;
+    _Atomic uint8_t *locks; /* one spinlock per node; NULL when single-threaded */
+    pthread_mutex_t entry_mu;
+    _Atomic uint32_t next;
+    uint64_t seed;
+    int rc;
+};
+
+static inline void node_lock(struct build *b, uint32_t i)
+{
+    if (b == NULL || b->locks == NULL)
+        return;
+    while (atomic_exchange_explicit(&b->locks[i], 1, memory_order_acquire))
+        ;
+}
+
+static inline void node_unlock(struct build *b, uint32_t i)
+{
+    if (b != NULL && b->locks != NULL)
+        atomic_store_explicit(&b->locks[i], 0, memory_order_release);
+}
+
+/* ---- search one layer ---------------------------------------------------------------------- */
+
+/*
+ * Beam search on level l from entry ep. Leaves the best ef in s->res (a max-heap). With a
+ * filter, rejected nodes guide the search but never enter the results.
+ */
+static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const float *q, uint32_t ep,
+                         size_t ef, int l, idx_filter_fn filter, void *fctx)
+{
+    const struct idx_hnsw *h = s->h;
+    new_generation(s);
+    s->cand.n = s->res.n = 0;
+    float d = h->dist(q, hnsw_vec(h, ep), h->dim);
+    s->tags[ep] = s->gen;
+    heap_push(&s->cand, (struct cand){d, ep}, false);
+    if (filter == NULL || filter(fctx, ep))
+        heap_push(&s->res, (struct cand){d, ep}, true);
+    float bound = s->res.n ? s->res.a[0].d : INFINITY;
+    while (s->cand.n > 0) {
+        struct cand c = heap_pop(&s->cand, false);
+        if (c.d > bound && s->res.n >= ef)
+            break;
+        const uint32_t *links;
+        if (b != NULL && b->locks != NULL) {
+            node_lock(b, c.id);
+            const uint32_t *src = hnsw_links(h, c.id, l);
+            memcpy(s->links_copy, src, (1 + src[0]) * sizeof(uint32_t));
+            node_unlock(b, c.id);
+            links = s->links_copy;
+        } else {
+            links = hnsw_links(h, c.id, l);
+        }
+        uint32_t cnt = links[0];
+        for (uint32_t j = 0; j < cnt && j < 4; j++)
+            __builtin_prefetch(hnsw_vec(h, links[1 + j]));
+        for (uint32_t j = 0; j < cnt; j++) {
+            uint32_t e = links[1 + j];
+            if (j + 4 < cnt) {
+                const char *pv = (const char *)hnsw_vec(h, links[1 + j + 4]);
+                __builtin_prefetch(pv);
+                __builtin_prefetch(pv + 64);
+            }
+            if (s->tags[e] == s->gen)
+                continue;
+            s->tags[e] = s->gen;
+            float de = h->dist(q, hnsw_vec(h, e), h->dim);
+            if (s->res.n < ef || de < bound) {
+                heap_push(&s->cand, (struct cand){de, e}, false);
+                if (filter == NULL || filter(fctx, e)) {
+                    heap_push(&s->res, (struct cand){de, e}, true);
+                    if (s->res.n > ef)
+                        heap_pop(&s->res, true);
+                    bound = s->res.a[0].d;
+                }
+            }
+        }
+    }
+}
+
+/* Greedy descent through the upper levels to level `to` + 1's best node. */
+static uint32_t descend(const struct idx_hnsw *h, struct build *b, const float *q, uint32_t ep,
+                        int from, int to)
+{
+    float best = h->dist(q, hnsw_vec(h, ep), h->dim);
+    for (int l = from; l > to; l--) {
+        bool changed = true;
+        while (changed) {
+            changed = false;
+            node_lock(b, ep);
+            const uint32_t *links = hnsw_links(h, ep, l);
+            uint32_t cnt = links[0], copy[129];
+            memcpy(copy, links + 1, cnt * sizeof(uint32_t));
+            node_unlock(b, ep);
+            for (uint32_t j = 0; j < cnt; j++) {
+                float d = h->dist(q, hnsw_vec(h, copy[j]), h->dim);
+                if (d < best) {
+                    best = d;
+                    ep = copy[j];
+                    changed = true;
+                }
+            }
+        }
+    }
+    return ep;
+}
+
+size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
+                       idx_filter_fn filter, void *fctx, struct idx_hit *out)
+{
+    const struct idx_hnsw *h = s->h;
+    if (h->n == 0 || k == 0)
+        return 0;
+    if (ef < k)
+        ef = k;
+    uint32_t ep = descend(h, NULL, q, h->entry, h->max_level, 0);
+    search_layer(s, NULL, q, ep, ef, 0, filter, fctx);
+    while (s->res.n > k)
+        heap_pop(&s->res, true);
+    size_t n = s->res.n;
+    for (size_t i = n; i-- > 0;) {
+        struct cand c = heap_pop(&s->res, true);
+        out[i] = (struct idx_hit){c.id, c.d};
+    }
+    return n;
+}
+
+/* ---- build --------------------------------------------------------------------------------- */
+
+/* Heuristic selection (Malkov & Yashunin, algorithm 4): from candidates sorted closest first,
+ * keep one only if it is closer to the base than to every one already kept. */
+static size_t select_neighbors(const struct idx_hnsw *h, struct cand *c, size_t n, size_t max,
+                               uint32_t *out)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n && kept < max; i++) {
+        bool good = true;
+        const float *v = hnsw_vec(h, c[i].id);
+        for (size_t j = 0; j < kept && good; j++)
+            good = h->dist(v, hnsw_vec(h, out[j]), h->dim) > c[i].d;
+        if (good)
+            out[kept++] = c[i].id;
+    }
+    return kept;
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d < y->d ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Adds `add` to the links of node `to` at level l, re-selecting if the list is full.
+ * Caller holds to's lock. */
+static void add_link(const struct idx_hnsw *h, uint32_t to, uint32_t add, int l)
+{
+    uint32_t *links = hnsw_links(h, to, l);
+    uint32_t max = l == 0 ? h->m0 : h->m;
+    uint32_t cnt = links[0];
+    for (uint32_t j = 0; j < cnt; j++)
+        if (links[1 + j] == add)
+            return;
+    if (cnt < max) {
+        links[1 + cnt] = add;
+        links[0] = cnt + 1;
+        return;
+    }
+    struct cand c[257];
+    const float *v = hnsw_vec(h, to);
+    for (uint32_t j = 0; j < cnt; j++)
+        c[j] = (struct cand){h->dist(v, hnsw_vec(h, links[1 + j]), h->dim), links[1 + j]};
+    c[cnt] = (struct cand){h->dist(v, hnsw_vec(h, add), h->dim), add};
+    qsort(c, cnt + 1, sizeof(c[0]), cand_cmp);
+    links[0] = (uint32_t)select_neighbors(h, c, cnt + 1, max, links + 1);
+}
+
+static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
+{
+    struct idx_hnsw *h = b->h;
+    const float *q = hnsw_vec(h, i);
+    int level = h->levels[i];
+    pthread_mutex_lock(&b->entry_mu);
+    uint32_t ep = h->entry;
+    int top = h->max_level;
+    bool first = top < 0;
+    if (first) {
+        h->entry = i;
+        h->max_level = level;
+    }
+    bool hold = level > top && !first; /* we will become the new entry point */
+    if (!hold)
+        pthread_mutex_unlock(&b->entry_mu);
+    if (first) {
+        pthread_mutex_unlock(&b->entry_mu);
+        return ST_OK;
+    }
+    if (level < top)
+        ep = descend(h, b, q, ep, top, level);
+    struct cand *sorted = malloc((h->ef_construction + 1) * sizeof(*sorted));
+    uint32_t *sel = malloc((h->m0 + 1) * sizeof(*sel));
+    if (sorted == NULL || sel == NULL) {
+        free(sorted);
+        free(sel);
+        if (hold)
+            pthread_mutex_unlock(&b->entry_mu);
+        return ST_ENOMEM;
+    }
+    for (int l = level < top ? level : top; l >= 0; l--) {
+        search_layer(s, b, q, ep, h->ef_construction, l, NULL, NULL);
+        size_t n = s->res.n;
+        for (size_t j = n; j-- > 0;)
+            sorted[j] = heap_pop(&s->res, true);
+        uint32_t maxl = l == 0 ? h->m0 : h->m;
+        size_t kept = select_neighbors(h, sorted, n, h->m < maxl ? h->m : maxl, sel);
+        node_lock(b, i);
+        uint32_t *links = hnsw_links(h, i, l);
+        memcpy(links + 1, sel, kept * sizeof(uint32_t));
+        links[0] = (uint32_t)kept;
+        node_unlock(b, i);
+        for (size_t j = 0; j < kept; j++) {
+            node_lock(b, sel[j]);
+            add_link(h, sel[j], i, l);
+            node_unlock(b, sel[j]);
+        }
+        ep = sorted[0].id;
+    }
+    free(sorted);
+    free(sel);
+    if (hold) {
+        h->entry = i;
+        h->max_level = level;
+        pthread_mutex_unlock(&b->entry_mu);
+    }
+    return ST_OK;
+}
+
+static void *build_worker(void *arg)
+{
+    struct build *b = arg;
+    struct idx_hnsw_searcher *s = idx_hnsw_searcher_new(b->h);
+    if (s == NULL) {
+        b->rc = ST_ENOMEM;
+        return NULL;
+    }
+    for (;;) {
+        uint32_t i = atomic_fetch_add(&b->next, 1);
+        if (i >= b->h->n)
+            break;
+        int rc = insert(b, s, i);
+        if (rc != ST_OK) {
+            b->rc = rc;
+            break;
+        }
+    }
+    idx_hnsw_searcher_free(s);
+    return NULL;
+}
+
+int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
+{
+    h->n = n;
+    h->vec_bytes = ((size_t)h->dim * sizeof(float) + 63) & ~(size_t)63;
+    h->stride = (h->vec_bytes + (1 + h->m0) * sizeof(uint32_t) + 63) & ~(size_t)63;
+    h->level0 = aligned_alloc(64, h->stride * (n ? n : 1));
+    h->upper = calloc(n ? n : 1, sizeof(*h->upper));
+    h->levels = calloc(n ? n : 1, 1);
+    h->dist = idx_metric_fn(idx_kernels(), h->metric);
+    if (h->level0 == NULL || h->upper == NULL || h->levels == NULL)
+        return ST_ENOMEM;
+    memset(h->level0, 0, h->stride * n);
+    return ST_OK;
+}
+
+int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
+                   struct idx_hnsw **out)
+{
+    *out = NULL;
+    if (o->dim == 0 || (o->m != 0 && (o->m < 2 || o->m > 128)))
+        return ST_EINVAL;
+    struct idx_hnsw *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return ST_ENOMEM;
+    h->dim = o->dim;
+    h->metric = o->metric;
+    h->m = o->m ? o->m : 16;
+    h->m0 = 2 * h->m;
+    h->ef_construction = o->ef_construction ? o->ef_construction : 200;
+    if (h->ef_construction < h->m)
+        h->ef_construction = h->m;
+    h->max_level = -1;
+    int rc = idx_hnsw_alloc(h, n);
+    if (rc != ST_OK)
+        goto fail;
+    /* Levels from a seeded generator: floor(-ln(U) / ln(m)), as in the paper. */
+    uint64_t x = o->seed ? o->seed : 0x9e3779b97f4a7c15ull;
+    double ml = 1.0 / log((double)h->m);
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(h->level0 + (size_t)i * h->stride, vecs + (size_t)i * h->dim,
+               h->dim * sizeof(float));
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0;
+        int lv = (int)(-log(u) * ml);
+        if (lv > 15)
+            lv = 15;
+        h->levels[i] = (uint8_t)lv;
+        if (lv > 0) {
+            h->upper[i] = calloc((size_t)lv * (1 + h->m), sizeof(uint32_t));
+            if (h->upper[i] == NULL) {
+                rc = ST_ENOMEM;
+                goto fail;
+            }
+        }
+    }
+    struct build b = {.h = h, .seed = x};
+    pthread_mutex_init(&b.entry_mu, NULL);
+    uint32_t threads = o->threads ? o->threads : 1;
+    _Atomic uint8_t *lock_mem = NULL;
+    if (threads > 1) {
+        lock_mem = calloc(n ? n : 1, sizeof(*lock_mem));
+        b.locks = lock_mem;
+        if (b.locks == NULL) {
+            rc = ST_ENOMEM;
+            pthread_mutex_destroy(&b.entry_mu);
+            goto fail;
+        }
+    }
+    if (threads == 1) {
+        build_worker(&b);
+    } else {
+        pthread_t *t = calloc(threads, sizeof(*t));
+        uint32_t started = 0;
+        for (; t != NULL && started < threads; started++)
+            if (pthread_create(&t[started], NULL, build_worker, &b) != 0)
+                break;
+        if (started == 0)
+            build_worker(&b);
+        for (uint32_t i = 0; i < started; i++)
+            pthread_join(t[i], NULL);
+        free(t);
+    }
+    free((void *)(uintptr_t)lock_mem);
+    pthread_mutex_destroy(&b.entry_mu);
+    rc = b.rc;
+    if (rc != ST_OK)
+        goto fail;
+    *out = h;
+    return ST_OK;
+fail:
+    idx_hnsw_free(h);
+    return rc;
+}
+
+void idx_hnsw_free(struct idx_hnsw *h)
+{
+    if (h == NULL)
+        return;
+    for (uint32_t i = 0; h->upper != NULL && i < h->n; i++)
+        free(h->upper[i]);
+    free(h->upper);
+    free(h->level0);
+    free(h->levels);
+    free(h);
+}
+
+uint32_t idx_hnsw_count(const struct idx_hnsw *h)
+{
+    return h->n;
+}
+
+size_t idx_hnsw_memory(const struct idx_hnsw *h)
+{
+    size_t m = h->stride * h->n + h->n * (sizeof(*h->upper) + 1);
+    for (uint32_t i = 0; i < h->n; i++)
+        m += (size_t)h->levels[i] * (1 + h->m) * sizeof(uint32_t);
+    return m;
+}
+
+const float *idx_hnsw_vector(const struct idx_hnsw *h, uint32_t id)
+{
+    return hnsw_vec(h, id);
+}

@@ -1,0 +1,53 @@
+/*
+ * idx_hnsw.h — HNSW graph index (Malkov & Yashunin) over float32 vectors.
+ *
+ * Build once (in parallel or deterministically on one thread), then search from any number of
+ * threads, each with its own idx_hnsw_searcher (scratch space: visited tags, heaps).
+ * Ids are row numbers 0..n-1 of the vectors given to the build.
+ */
+#ifndef IDX_HNSW_H
+#define IDX_HNSW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idx_distance.h"
+
+struct idx_hnsw_opts {
+    uint32_t dim;
+    enum idx_metric metric;   /* cosine: vectors must already be normalised */
+    uint32_t m;               /* links per node on upper levels; 2*m on level 0 (default 16) */
+    uint32_t ef_construction; /* default 200 */
+    uint64_t seed;            /* level generator seed */
+    uint32_t threads;         /* build threads; 1 = deterministic (default 1) */
+};
+
+struct idx_hnsw;
+
+/* Builds over n vectors (copied). Caller owns *out (idx_hnsw_free). */
+int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
+                   struct idx_hnsw **out) ST_WUR;
+void idx_hnsw_free(struct idx_hnsw *h);
+
+uint32_t idx_hnsw_count(const struct idx_hnsw *h);
+/* Bytes of memory held by the index (graph + vectors). */
+size_t idx_hnsw_memory(const struct idx_hnsw *h);
+/* Vector of id (borrowed while h lives). */
+const float *idx_hnsw_vector(const struct idx_hnsw *h, uint32_t id);
+
+struct idx_hnsw_searcher;
+struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h);
+void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s);
+
+/*
+ * k nearest of q with beam width ef (>= k; raised to k if smaller). Ids the filter rejects
+ * are traversed but never returned. Writes up to k hits, closest first; returns the count.
+ */
+size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
+                       idx_filter_fn filter, void *fctx, struct idx_hit *out);
+
+/* Index files (hnsw_format.h): written to path.tmp, fsynced, renamed. */
+int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err) ST_WUR;
+int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err) ST_WUR;
+
+#endif

@@ -1,0 +1,49 @@
+/* idx_hnsw_int.h — private to indexer/: the HNSW graph's memory layout. */
+#ifndef IDX_HNSW_INT_H
+#define IDX_HNSW_INT_H
+
+#include <stdatomic.h>
+
+#include "idx_hnsw.h"
+
+/*
+ * Level 0: one block per node, `stride` bytes, 64-byte aligned:
+ *   [dim floats][u32 count][u32 links[m0]][padding]
+ * Upper levels: for a node of level L > 0, upper[node] holds L lists of (1 + m) u32:
+ *   count, then links.
+ */
+struct idx_hnsw {
+    uint32_t dim, m, m0, ef_construction;
+    enum idx_metric metric;
+    uint32_t n;
+    size_t stride;
+    uint8_t *level0;
+    uint32_t **upper;
+    uint8_t *levels;
+    uint32_t entry;
+    int max_level;
+    idx_dist_fn dist;
+    size_t vec_bytes;
+};
+
+static inline const float *hnsw_vec(const struct idx_hnsw *h, uint32_t i)
+{
+    return (const float *)(const void *)(h->level0 + (size_t)i * h->stride);
+}
+
+static inline uint32_t *hnsw_links0(const struct idx_hnsw *h, uint32_t i)
+{
+    return (uint32_t *)(void *)(h->level0 + (size_t)i * h->stride + h->vec_bytes);
+}
+
+/* Links of node i at level l: [count, ids...]. */
+static inline uint32_t *hnsw_links(const struct idx_hnsw *h, uint32_t i, int l)
+{
+    if (l == 0)
+        return hnsw_links0(h, i);
+    return h->upper[i] + (size_t)(l - 1) * (1 + h->m);
+}
+
+int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n);
+
+#endif
