@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "idx_hnsw_int.h"
 
@@ -480,11 +481,15 @@ void idx_hnsw_free(struct idx_hnsw *h)
 {
     if (h == NULL)
         return;
-    for (uint32_t i = 0; h->upper != NULL && i < h->n; i++)
-        free(h->upper[i]);
+    if (h->map != NULL) {
+        munmap(h->map, h->map_len); /* level0, levels and upper lists live in the map */
+    } else {
+        for (uint32_t i = 0; h->upper != NULL && i < h->n; i++)
+            free(h->upper[i]);
+        free(h->level0);
+        free(h->levels);
+    }
     free(h->upper);
-    free(h->level0);
-    free(h->levels);
     free(h);
 }
 

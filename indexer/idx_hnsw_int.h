@@ -24,6 +24,8 @@ struct idx_hnsw {
     int max_level;
     idx_dist_fn dist;
     size_t vec_bytes;
+    void *map; /* loaded from a file: level0 and upper point into it */
+    size_t map_len;
 };
 
 static inline const float *hnsw_vec(const struct idx_hnsw *h, uint32_t i)

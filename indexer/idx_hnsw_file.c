@@ -1,0 +1,234 @@
+/* HNSW index files: save (tmp, fsync, rename, fsync dir) and mmap load with full checks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hnsw_format.h"
+#include "idx_hnsw_int.h"
+#include "st_checksum.h"
+#include "st_coding.h"
+#include "store_fs.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "index files are used in place by mmap: little-endian hosts only"
+#endif
+
+static int put(struct store_file *f, const void *p, size_t n, struct st_hash_stream *hs)
+{
+    if (hs != NULL)
+        st_hash_stream_update(hs, p, n);
+    return store_fs_write(f, p, n, "idx.hnsw.write");
+}
+
+int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err)
+{
+    char *tmp = NULL;
+    struct store_file *f = NULL;
+    struct st_hash_stream *hs = NULL;
+    int rc = ST_ENOMEM;
+    if (asprintf(&tmp, "%s.tmp", path) < 0)
+        return ST_ENOMEM;
+    unlink(tmp);
+    if ((rc = store_fs_create(NULL, tmp, &f, "idx.hnsw.create")) != ST_OK)
+        goto io;
+    uint8_t hd[IDX_HNSW_HEADER] = {0};
+    memcpy(hd, IDX_HNSW_MAGIC, 8);
+    st_put_le32(hd + 8, IDX_HNSW_VERSION);
+    st_put_le32(hd + 12, h->dim);
+    st_put_le32(hd + 16, h->m);
+    st_put_le32(hd + 20, h->ef_construction);
+    st_put_le32(hd + 24, (uint32_t)h->metric);
+    st_put_le32(hd + 28, h->n);
+    st_put_le32(hd + 32, h->entry);
+    st_put_le32(hd + 36, (uint32_t)h->max_level);
+    st_put_le64(hd + 40, h->stride);
+    st_put_le64(hd + 48, h->vec_bytes);
+    st_put_le32(hd + 60, st_checksum32(hd, 60));
+    uint32_t c0, c1;
+    if ((rc = put(f, hd, sizeof(hd), NULL)) != ST_OK)
+        goto io;
+    c0 = st_checksum32(h->level0, h->stride * h->n);
+    if ((rc = put(f, h->level0, h->stride * h->n, NULL)) != ST_OK)
+        goto io;
+    c1 = st_checksum32(h->levels, h->n);
+    if ((rc = put(f, h->levels, h->n, NULL)) != ST_OK)
+        goto io;
+    hs = st_hash_stream_new();
+    if (hs == NULL) {
+        rc = ST_ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < h->n; i++)
+        if (h->levels[i] > 0 &&
+            (rc = put(f, h->upper[i], (size_t)h->levels[i] * (1 + h->m) * 4, hs)) != ST_OK)
+            goto io;
+    uint8_t ft[IDX_HNSW_FOOTER] = {0};
+    memcpy(ft, IDX_HNSW_FOOTER_MAGIC, 8);
+    st_put_le32(ft + 8, c0);
+    st_put_le32(ft + 12, c1);
+    st_put_le32(ft + 16, (uint32_t)st_hash_stream_digest(hs));
+    st_put_le64(ft + 20, f->size + IDX_HNSW_FOOTER);
+    st_put_le32(ft + 28, st_checksum32(ft, 28));
+    if ((rc = put(f, ft, sizeof(ft), NULL)) != ST_OK ||
+        (rc = store_fs_sync(f, "idx.hnsw.fsync")) != ST_OK)
+        goto io;
+    store_fs_close(f);
+    f = NULL;
+    if ((rc = store_fs_rename(NULL, tmp, path, "idx.hnsw.rename")) != ST_OK)
+        goto io;
+    char *d = strdup(path);
+    if (d != NULL) {
+        rc = store_fs_sync_dir(NULL, dirname(d), "idx.hnsw.sync_dir");
+        free(d);
+    }
+    if (rc != ST_OK)
+        goto io;
+    goto out;
+io:
+    st_err_set(err, rc, "%s: writing the index: %s", path, st_strerror(rc));
+    unlink(tmp);
+out:
+    st_hash_stream_free(hs);
+    store_fs_close(f);
+    free(tmp);
+    return rc;
+}
+
+static int corrupt(struct st_err *err, const char *path, uint64_t off, const char *what)
+{
+    return st_err_set(err, ST_ECORRUPT, "%s: %s at offset %llu", path, what,
+                      (unsigned long long)off);
+}
+
+int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return st_err_sys(err, errno, "open %s", path);
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int rc = st_err_sys(err, errno, "stat %s", path);
+        close(fd);
+        return rc;
+    }
+    size_t len = (size_t)sb.st_size;
+    if (len < IDX_HNSW_HEADER + IDX_HNSW_FOOTER) {
+        close(fd);
+        return corrupt(err, path, 0, "file too short for an index");
+    }
+    /* Private writable mapping: pages are shared with the page cache until written, and the
+     * graph is never written after loading. */
+    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return st_err_sys(err, errno, "mmap %s", path);
+    uint8_t *m = map;
+    const uint8_t *ft = m + len - IDX_HNSW_FOOTER;
+    struct idx_hnsw *h = calloc(1, sizeof(*h));
+    int rc = ST_OK;
+    if (h == NULL) {
+        munmap(map, len);
+        return ST_ENOMEM;
+    }
+    h->map = map;
+    h->map_len = len;
+    if (memcmp(m, IDX_HNSW_MAGIC, 8) != 0) {
+        rc = corrupt(err, path, 0, "bad magic");
+        goto fail;
+    }
+    if (st_get_le32(m + 60) != st_checksum32(m, 60)) {
+        rc = corrupt(err, path, 60, "header checksum mismatch");
+        goto fail;
+    }
+    if (st_get_le32(m + 8) != IDX_HNSW_VERSION) {
+        rc = st_err_set(err, ST_EUNSUPP, "%s: index format version %u not supported", path,
+                        st_get_le32(m + 8));
+        goto fail;
+    }
+    if (memcmp(ft, IDX_HNSW_FOOTER_MAGIC, 8) != 0 ||
+        st_get_le32(ft + 28) != st_checksum32(ft, 28) || st_get_le64(ft + 20) != len) {
+        rc = corrupt(err, path, len - IDX_HNSW_FOOTER, "bad footer (truncated file?)");
+        goto fail;
+    }
+    h->dim = st_get_le32(m + 12);
+    h->m = st_get_le32(m + 16);
+    h->m0 = 2 * h->m;
+    h->ef_construction = st_get_le32(m + 20);
+    h->metric = (enum idx_metric)st_get_le32(m + 24);
+    h->n = st_get_le32(m + 28);
+    h->entry = st_get_le32(m + 32);
+    h->max_level = (int32_t)st_get_le32(m + 36);
+    h->stride = st_get_le64(m + 40);
+    h->vec_bytes = st_get_le64(m + 48);
+    size_t body = len - IDX_HNSW_HEADER - IDX_HNSW_FOOTER;
+    if (h->dim == 0 || h->m < 2 || h->m > 128 || h->metric > IDX_COSINE || h->stride % 64 ||
+        h->vec_bytes < (size_t)h->dim * 4 || h->stride < h->vec_bytes + (1 + h->m0) * 4 ||
+        (h->n > 0 && (h->entry >= h->n || h->max_level < 0 || h->max_level > 15)) ||
+        (uint64_t)h->n * (h->stride + 1) > body) {
+        rc = corrupt(err, path, 12, "header values out of range");
+        goto fail;
+    }
+    h->level0 = m + IDX_HNSW_HEADER;
+    h->levels = h->level0 + h->stride * h->n;
+    if (st_checksum32(h->level0, h->stride * h->n) != st_get_le32(ft + 8)) {
+        rc = corrupt(err, path, IDX_HNSW_HEADER, "level-0 checksum mismatch");
+        goto fail;
+    }
+    if (st_checksum32(h->levels, h->n) != st_get_le32(ft + 12)) {
+        rc = corrupt(err, path, IDX_HNSW_HEADER + h->stride * h->n, "levels checksum mismatch");
+        goto fail;
+    }
+    h->upper = calloc(h->n ? h->n : 1, sizeof(*h->upper));
+    if (h->upper == NULL) {
+        rc = ST_ENOMEM;
+        goto fail;
+    }
+    uint8_t *up = h->levels + h->n, *end = m + len - IDX_HNSW_FOOTER;
+    uint8_t *up0 = up;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (h->levels[i] > h->max_level) {
+            rc = corrupt(err, path, (uint64_t)(h->levels + i - m), "node level above the top");
+            goto fail;
+        }
+        if (h->levels[i] == 0)
+            continue;
+        size_t bytes = (size_t)h->levels[i] * (1 + h->m) * 4;
+        if ((size_t)(end - up) < bytes) {
+            rc = corrupt(err, path, (uint64_t)(up - m), "upper links past the end");
+            goto fail;
+        }
+        h->upper[i] = (uint32_t *)(void *)up;
+        up += bytes;
+    }
+    if (up != end || st_checksum32(up0, (size_t)(up - up0)) != st_get_le32(ft + 16)) {
+        rc = corrupt(err, path, (uint64_t)(up0 - m), "upper links checksum mismatch");
+        goto fail;
+    }
+    /* Every link must name a node: a bad id would be an out-of-bounds read in search. */
+    for (uint32_t i = 0; i < h->n; i++) {
+        for (int l = 0; l <= h->levels[i]; l++) {
+            const uint32_t *lk = hnsw_links(h, i, l);
+            uint32_t cap = l == 0 ? h->m0 : h->m;
+            bool ok = lk[0] <= cap;
+            for (uint32_t j = 0; ok && j < lk[0]; j++)
+                ok = lk[1 + j] < h->n && h->levels[lk[1 + j]] >= l;
+            if (!ok) {
+                rc = corrupt(err, path, (uint64_t)((const uint8_t *)lk - m), "bad link");
+                goto fail;
+            }
+        }
+    }
+    h->dist = idx_metric_fn(idx_kernels(), h->metric);
+    *out = h;
+    return ST_OK;
+fail:
+    idx_hnsw_free(h);
+    return rc;
+}

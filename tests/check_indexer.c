@@ -1,0 +1,291 @@
+/* Tests for indexer/: distance kernels, exact top-k, HNSW recall, filter, files. */
+#include <check.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "idx_distance.h"
+#include "idx_hnsw.h"
+#include "st_test.h"
+#include "store_fs.h"
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* n vectors in `clusters` Gaussian-ish blobs: closer to real embeddings than uniform noise. */
+static float *dataset(uint32_t n, uint32_t dim, uint32_t clusters, uint64_t seed)
+{
+    rng = seed;
+    float *c = malloc((size_t)clusters * dim * sizeof(float));
+    float *v = malloc((size_t)n * dim * sizeof(float));
+    for (size_t i = 0; i < (size_t)clusters * dim; i++)
+        c[i] = frand() * 4;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = (uint32_t)((frand() + 1) * 0.5f * clusters) % clusters;
+        for (uint32_t d = 0; d < dim; d++)
+            v[(size_t)i * dim + d] = c[(size_t)k * dim + d] + (frand() + frand() + frand());
+    }
+    free(c);
+    return v;
+}
+
+static void check_kernel(const struct idx_kernels *k)
+{
+    const struct idx_kernels *ref = idx_kernels_scalar();
+    static const size_t dims[] = {1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 100, 384, 784, 1000};
+    float a[1024], b[1024];
+    for (size_t i = 0; i < 1024; i++)
+        a[i] = b[i] = 0.5f;
+    for (size_t t = 0; t < sizeof(dims) / sizeof(dims[0]); t++) {
+        size_t d = dims[t];
+        for (int trial = 0; trial < 20; trial++) {
+            for (size_t i = 0; i < d; i++) {
+                a[i] = trial == 0 ? 0.0f : frand() * 10;
+                b[i] = trial == 1 ? 0.0f : frand() * 10;
+            }
+            float l1 = ref->l2sq(a, b, d), l2 = k->l2sq(a, b, d);
+            float d1 = ref->dot(a, b, d), d2 = k->dot(a, b, d);
+            ck_assert_msg(fabsf(l1 - l2) <= 1e-4f * (fabsf(l1) + 1), "%s l2 dim %zu: %g vs %g",
+                          k->name, d, l1, l2);
+            ck_assert_msg(fabsf(d1 - d2) <= 1e-4f * (fabsf(l1) + fabsf(d1) + 1),
+                          "%s dot dim %zu: %g vs %g", k->name, d, d1, d2);
+        }
+        /* Reads never go past dim: a tail right before unmapped memory would crash. */
+        ck_assert(k->l2sq(a + 1024 - d, b + 1024 - d, d) >= 0);
+    }
+}
+
+START_TEST(test_kernels)
+{
+    const struct idx_kernels *best = idx_kernels();
+    ck_assert_ptr_nonnull(best);
+    check_kernel(idx_kernels_scalar());
+    __builtin_cpu_init();
+    const struct idx_kernels *k2 = idx_kernels_avx2();
+    ck_assert_int_eq(k2 != NULL, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+    if (k2 != NULL)
+        check_kernel(k2);
+    const struct idx_kernels *k5 = idx_kernels_avx512();
+    ck_assert_int_eq(k5 != NULL, __builtin_cpu_supports("avx512f") != 0);
+    if (k5 != NULL)
+        check_kernel(k5);
+    /* Dispatch picks the widest available, unless STRATA_KERNELS forces one (the scalar run
+     * of this suite stands in for a CPU without AVX). */
+    const char *force = getenv("STRATA_KERNELS");
+    if (force != NULL && strcmp(force, "scalar") == 0)
+        ck_assert_str_eq(best->name, "scalar");
+    else
+        ck_assert_str_eq(best->name, k5 ? "avx512" : k2 ? "avx2" : "scalar");
+    /* Metric functions: smaller is closer. */
+    float x[3] = {1, 0, 0}, y[3] = {0.9f, 0.1f, 0}, z[3] = {-1, 0, 0};
+    ck_assert(idx_metric_fn(best, IDX_IP)(x, y, 3) < idx_metric_fn(best, IDX_IP)(x, z, 3));
+    ck_assert(idx_metric_fn(best, IDX_L2)(x, y, 3) < idx_metric_fn(best, IDX_L2)(x, z, 3));
+    float v[4] = {3, 4, 0, 0}, zero[4] = {0};
+    idx_normalize(v, 4);
+    ck_assert(fabsf(v[0] - 0.6f) < 1e-6f && fabsf(v[1] - 0.8f) < 1e-6f);
+    idx_normalize(zero, 4);
+    ck_assert(zero[0] == 0.0f);
+}
+END_TEST
+
+static bool keep_even(void *ctx, uint32_t id)
+{
+    (void)ctx;
+    return id % 2 == 0;
+}
+
+static int cmp_f(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+START_TEST(test_exact_topk)
+{
+    uint32_t n = 1000, dim = 33;
+    float *v = dataset(n, dim, 10, 7);
+    float q[33];
+    for (int i = 0; i < 33; i++)
+        q[i] = frand();
+    float *all = malloc(n * sizeof(float));
+    for (uint32_t i = 0; i < n; i++)
+        all[i] = idx_kernels_scalar()->l2sq(q, v + (size_t)i * dim, dim);
+    qsort(all, n, sizeof(float), cmp_f);
+    struct idx_hit hits[20];
+    ck_assert_uint_eq(idx_exact_topk(q, v, n, dim, IDX_L2, 20, NULL, NULL, hits), 20);
+    for (int i = 0; i < 20; i++)
+        ck_assert(fabsf(hits[i].dist - all[i]) <= 1e-3f * (all[i] + 1));
+    ck_assert_uint_eq(idx_exact_topk(q, v, n, dim, IDX_L2, 20, keep_even, NULL, hits), 20);
+    for (int i = 0; i < 20; i++)
+        ck_assert_uint_eq(hits[i].id % 2, 0);
+    ck_assert_uint_eq(idx_exact_topk(q, v, 5, dim, IDX_L2, 20, NULL, NULL, hits), 5);
+    free(all);
+    free(v);
+}
+END_TEST
+
+/* Recall@k of an HNSW over base for nq queries against exact search (optionally filtered). */
+static double hnsw_recall(struct idx_hnsw *h, const float *base, uint32_t n, const float *qs,
+                          uint32_t nq, uint32_t dim, uint32_t k, uint32_t ef, idx_filter_fn f)
+{
+    struct idx_hnsw_searcher *s = idx_hnsw_searcher_new(h);
+    struct idx_hit got[64], want[64];
+    size_t hit = 0, total = 0;
+    for (uint32_t q = 0; q < nq; q++) {
+        size_t ng = idx_hnsw_search(s, qs + (size_t)q * dim, k, ef, f, NULL, got);
+        size_t nw = idx_exact_topk(qs + (size_t)q * dim, base, n, dim, IDX_L2, k, f, NULL, want);
+        ck_assert_uint_eq(ng, nw);
+        for (size_t i = 0; i < ng; i++) {
+            if (f)
+                ck_assert(f(NULL, got[i].id));
+            if (i > 0)
+                ck_assert(got[i].dist >= got[i - 1].dist);
+            for (size_t j = 0; j < nw; j++)
+                if (got[i].id == want[j].id) {
+                    hit++;
+                    break;
+                }
+        }
+        total += nw;
+    }
+    idx_hnsw_searcher_free(s);
+    return (double)hit / (double)total;
+}
+
+START_TEST(test_hnsw_recall_filter_determinism)
+{
+    uint32_t n = 5000, dim = 32, nq = 200;
+    float *base = dataset(n, dim, 50, 11);
+    float *qs = dataset(nq, dim, 50, 11); /* same blobs, other draws */
+    struct idx_hnsw_opts o = {
+        .dim = dim, .metric = IDX_L2, .m = 16, .ef_construction = 100, .seed = 5, .threads = 1};
+    struct idx_hnsw *h, *h2, *hp;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    ck_assert_uint_eq(idx_hnsw_count(h), n);
+    double r = hnsw_recall(h, base, n, qs, nq, dim, 10, 64, NULL);
+    ck_assert_msg(r >= 0.95, "recall@10 at ef=64: %.4f", r);
+    double rf = hnsw_recall(h, base, n, qs, nq, dim, 10, 64, keep_even);
+    ck_assert_msg(rf >= 0.90, "filtered recall@10 at ef=64: %.4f", rf);
+    /* A single-threaded build is deterministic. */
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h2), ST_OK);
+    struct idx_hnsw_searcher *s1 = idx_hnsw_searcher_new(h), *s2 = idx_hnsw_searcher_new(h2);
+    for (uint32_t q = 0; q < 50; q++) {
+        struct idx_hit a[10], b[10];
+        size_t na = idx_hnsw_search(s1, qs + q * dim, 10, 32, NULL, NULL, a);
+        size_t nb = idx_hnsw_search(s2, qs + q * dim, 10, 32, NULL, NULL, b);
+        ck_assert_uint_eq(na, nb);
+        ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
+    }
+    idx_hnsw_searcher_free(s1);
+    idx_hnsw_searcher_free(s2);
+    /* The parallel build reaches the same quality. */
+    o.threads = 2;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &hp), ST_OK);
+    double rp = hnsw_recall(hp, base, n, qs, nq, dim, 10, 64, NULL);
+    ck_assert_msg(rp >= 0.95, "parallel-build recall@10 at ef=64: %.4f", rp);
+    idx_hnsw_free(h);
+    idx_hnsw_free(h2);
+    idx_hnsw_free(hp);
+    /* Edge cases: empty index, k larger than n. */
+    struct idx_hnsw *e;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, 0, &e), ST_OK);
+    struct idx_hnsw_searcher *se = idx_hnsw_searcher_new(e);
+    struct idx_hit hits[10];
+    ck_assert_uint_eq(idx_hnsw_search(se, qs, 10, 10, NULL, NULL, hits), 0);
+    idx_hnsw_searcher_free(se);
+    idx_hnsw_free(e);
+    ck_assert_int_eq(idx_hnsw_build(&o, base, 3, &e), ST_OK);
+    se = idx_hnsw_searcher_new(e);
+    ck_assert_uint_eq(idx_hnsw_search(se, qs, 10, 10, NULL, NULL, hits), 3);
+    idx_hnsw_searcher_free(se);
+    idx_hnsw_free(e);
+    free(base);
+    free(qs);
+}
+END_TEST
+
+START_TEST(test_hnsw_files)
+{
+    uint32_t n = 3000, dim = 20;
+    float *base = dataset(n, dim, 30, 3);
+    struct idx_hnsw_opts o = {
+        .dim = dim, .metric = IDX_L2, .m = 8, .ef_construction = 64, .seed = 1, .threads = 1};
+    struct idx_hnsw *h, *l;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    char *dir = st_test_tmpdir("idx");
+    char path[600];
+    snprintf(path, sizeof(path), "%s/w1.hnsw", dir);
+    struct st_err err = {0};
+    ck_assert_msg(idx_hnsw_save(h, path, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(idx_hnsw_load(path, &l, &err) == ST_OK, "%s", err.msg);
+    struct idx_hnsw_searcher *s1 = idx_hnsw_searcher_new(h), *s2 = idx_hnsw_searcher_new(l);
+    for (uint32_t q = 0; q < 100; q++) {
+        struct idx_hit a[10], b[10];
+        size_t na = idx_hnsw_search(s1, base + q * dim, 10, 32, NULL, NULL, a);
+        size_t nb = idx_hnsw_search(s2, base + q * dim, 10, 32, NULL, NULL, b);
+        ck_assert_uint_eq(na, nb);
+        ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
+    }
+    idx_hnsw_searcher_free(s1);
+    idx_hnsw_searcher_free(s2);
+    idx_hnsw_free(l);
+    ck_assert_int_ne(access(path, F_OK), -1);
+    char tmp[700];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    ck_assert_int_ne(access(tmp, F_OK), 0); /* built to a temp file and renamed */
+
+    /* Corruption anywhere is rejected with the offset. */
+    uint8_t *orig;
+    size_t len;
+    ck_assert_int_eq(store_fs_read_all(path, &orig, &len, SIZE_MAX), ST_OK);
+    size_t spots[] = {3, 13, 64 + 5, 64 + 200, len / 2, len - 40, len - 3};
+    for (size_t i = 0; i < sizeof(spots) / sizeof(spots[0]); i++) {
+        uint8_t *c = malloc(len);
+        memcpy(c, orig, len);
+        c[spots[i]] ^= 0x10;
+        FILE *f = fopen(path, "wb");
+        ck_assert_uint_eq(fwrite(c, 1, len, f), len);
+        fclose(f);
+        free(c);
+        st_err_clear(&err);
+        int rc = idx_hnsw_load(path, &l, &err);
+        ck_assert_msg(rc == ST_ECORRUPT, "flip at %zu: rc %d", spots[i], rc);
+        ck_assert_msg(strstr(err.msg, "offset") != NULL, "%s", err.msg);
+    }
+    FILE *f = fopen(path, "wb"); /* truncated */
+    ck_assert_uint_eq(fwrite(orig, 1, len - 100, f), len - 100);
+    fclose(f);
+    ck_assert_int_eq(idx_hnsw_load(path, &l, &err), ST_ECORRUPT);
+    free(orig);
+    idx_hnsw_free(h);
+    st_test_rmrf(dir);
+    free(dir);
+    free(base);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("indexer");
+    TCase *tc = tcase_create("indexer");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_kernels);
+    tcase_add_test(tc, test_exact_topk);
+    tcase_add_test(tc, test_hnsw_recall_filter_determinism);
+    tcase_add_test(tc, test_hnsw_files);
+    suite_add_tcase(su, tc);
+    SRunner *sr = srunner_create(su);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
