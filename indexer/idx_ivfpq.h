@@ -1,0 +1,48 @@
+/*
+ * idx_ivfpq.h — IVF-PQ index (Jégou et al.): a k-means coarse quantizer with `nlist` lists,
+ * vectors stored as product-quantized residuals (`m` sub-quantizers of 2^nbits centroids),
+ * searched by asymmetric distance over `nprobe` lists and re-ranked exactly from the raw
+ * vectors. Ids are row numbers 0..n-1 of the build input.
+ */
+#ifndef IDX_IVFPQ_H
+#define IDX_IVFPQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idx_distance.h"
+
+struct idx_ivfpq_opts {
+    uint32_t dim;
+    enum idx_metric metric; /* cosine: vectors already normalised */
+    uint32_t nlist;         /* coarse lists (default 1024, capped at n) */
+    uint32_t m;             /* sub-quantizers; must divide dim (default dim/8 or smaller) */
+    uint32_t nbits;         /* 8 (4-bit fast-scan: not yet, ST_EUNSUPP) */
+    uint32_t train_size;    /* vectors sampled for training (default min(n, 256*nlist)) */
+    uint32_t iterations;    /* k-means iterations (default 12) */
+    uint64_t seed;
+    uint32_t threads; /* training/encoding threads (default 1) */
+};
+
+struct idx_ivfpq;
+
+/* Trains on a sample of vecs and adds all n. Caller owns *out (idx_ivfpq_free). */
+int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t n,
+                    struct idx_ivfpq **out) ST_WUR;
+void idx_ivfpq_free(struct idx_ivfpq *ix);
+size_t idx_ivfpq_memory(const struct idx_ivfpq *ix); /* codes, ids, centroids, codebooks */
+
+struct idx_ivfpq_searcher;
+struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix);
+void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s);
+
+/*
+ * k nearest of q over the nprobe closest lists. With raw (n * dim floats, row = id) and
+ * rerank > k, the best `rerank` candidates by PQ distance are re-ranked with exact distances;
+ * otherwise distances are PQ estimates. Filtered ids are skipped. Returns the hit count.
+ */
+size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k, uint32_t nprobe,
+                        uint32_t rerank, const float *raw, idx_filter_fn filter, void *fctx,
+                        struct idx_hit *out);
+
+#endif
