@@ -1,10 +1,22 @@
 /* IVF-PQ: k-means training, residual product quantization, ADC search, exact re-ranking. */
 #include "idx_ivfpq.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <math.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+#include "ivfpq_format.h"
+#include "st_checksum.h"
+#include "st_coding.h"
+#include "store_fs.h"
 
 #define KSUB 256u
 
@@ -22,6 +34,8 @@ struct idx_ivfpq {
     struct ivf_list *lists;
     uint32_t n;
     idx_dist_fn dist;
+    void *map; /* loaded from a file: arrays point into it */
+    size_t map_len;
 };
 
 /* ---- k-means ------------------------------------------------------------------------------ */
@@ -323,13 +337,17 @@ void idx_ivfpq_free(struct idx_ivfpq *ix)
 {
     if (ix == NULL)
         return;
-    for (uint32_t i = 0; ix->lists != NULL && i < ix->nlist; i++) {
-        free(ix->lists[i].ids);
-        free(ix->lists[i].codes);
+    if (ix->map != NULL) {
+        munmap(ix->map, ix->map_len);
+    } else {
+        for (uint32_t i = 0; ix->lists != NULL && i < ix->nlist; i++) {
+            free(ix->lists[i].ids);
+            free(ix->lists[i].codes);
+        }
+        free(ix->centroids);
+        free(ix->codebooks);
     }
     free(ix->lists);
-    free(ix->centroids);
-    free(ix->codebooks);
     free(ix);
 }
 
@@ -493,4 +511,201 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
     size_t n = nk < k ? nk : k;
     memcpy(out, s->cand, n * sizeof(*out));
     return n;
+}
+
+/* ---- files --------------------------------------------------------------------------------- */
+
+int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *err)
+{
+    char *tmp = NULL;
+    struct store_file *f = NULL;
+    struct st_hash_stream *h1 = st_hash_stream_new(), *h2 = st_hash_stream_new();
+    int rc = ST_ENOMEM;
+    if (h1 == NULL || h2 == NULL || asprintf(&tmp, "%s.tmp", path) < 0)
+        goto out;
+    unlink(tmp);
+    if ((rc = store_fs_create(NULL, tmp, &f, "idx.ivfpq.create")) != ST_OK)
+        goto io;
+    uint8_t hd[IDX_IVFPQ_HEADER] = {0};
+    memcpy(hd, IDX_IVFPQ_MAGIC, 8);
+    st_put_le32(hd + 8, IDX_IVFPQ_VERSION);
+    st_put_le32(hd + 12, ix->dim);
+    st_put_le32(hd + 16, ix->nlist);
+    st_put_le32(hd + 20, ix->m);
+    st_put_le32(hd + 24, 8);
+    st_put_le32(hd + 28, (uint32_t)ix->metric);
+    st_put_le32(hd + 32, ix->n);
+    st_put_le32(hd + 60, st_checksum32(hd, 60));
+    size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * KSUB * ix->dsub * 4;
+    st_hash_stream_update(h1, ix->centroids, cb);
+    st_hash_stream_update(h1, ix->codebooks, kb);
+    if ((rc = store_fs_write(f, hd, sizeof(hd), "idx.ivfpq.write")) != ST_OK ||
+        (rc = store_fs_write(f, ix->centroids, cb, "idx.ivfpq.write")) != ST_OK ||
+        (rc = store_fs_write(f, ix->codebooks, kb, "idx.ivfpq.write")) != ST_OK)
+        goto io;
+    for (uint32_t i = 0; i < ix->nlist; i++) {
+        uint8_t b[4];
+        st_put_le32(b, ix->lists[i].n);
+        st_hash_stream_update(h2, b, 4);
+        if ((rc = store_fs_write(f, b, 4, "idx.ivfpq.write")) != ST_OK)
+            goto io;
+    }
+    for (uint32_t i = 0; i < ix->nlist; i++) {
+        const struct ivf_list *l = &ix->lists[i];
+        size_t cl = (size_t)l->n * ix->m, pad = (4 - cl % 4) % 4;
+        static const uint8_t zero[4];
+        st_hash_stream_update(h2, l->ids, (size_t)l->n * 4);
+        st_hash_stream_update(h2, l->codes, cl);
+        st_hash_stream_update(h2, zero, pad);
+        if ((l->n > 0 &&
+             ((rc = store_fs_write(f, l->ids, (size_t)l->n * 4, "idx.ivfpq.write")) != ST_OK ||
+              (rc = store_fs_write(f, l->codes, cl, "idx.ivfpq.write")) != ST_OK)) ||
+            (pad > 0 && (rc = store_fs_write(f, zero, pad, "idx.ivfpq.write")) != ST_OK))
+            goto io;
+    }
+    uint8_t ft[IDX_IVFPQ_FOOTER] = {0};
+    memcpy(ft, IDX_IVFPQ_FOOTER_MAGIC, 8);
+    st_put_le32(ft + 8, (uint32_t)st_hash_stream_digest(h1));
+    st_put_le32(ft + 12, (uint32_t)st_hash_stream_digest(h2));
+    st_put_le64(ft + 16, f->size + IDX_IVFPQ_FOOTER);
+    st_put_le32(ft + 28, st_checksum32(ft, 28));
+    if ((rc = store_fs_write(f, ft, sizeof(ft), "idx.ivfpq.write")) != ST_OK ||
+        (rc = store_fs_sync(f, "idx.ivfpq.fsync")) != ST_OK)
+        goto io;
+    store_fs_close(f);
+    f = NULL;
+    if ((rc = store_fs_rename(NULL, tmp, path, "idx.ivfpq.rename")) != ST_OK)
+        goto io;
+    char *d = strdup(path);
+    if (d != NULL) {
+        rc = store_fs_sync_dir(NULL, dirname(d), "idx.ivfpq.sync_dir");
+        free(d);
+    }
+    if (rc != ST_OK)
+        goto io;
+    goto out;
+io:
+    st_err_set(err, rc, "%s: writing the index: %s", path, st_strerror(rc));
+    if (tmp != NULL)
+        unlink(tmp);
+out:
+    store_fs_close(f);
+    st_hash_stream_free(h1);
+    st_hash_stream_free(h2);
+    free(tmp);
+    return rc;
+}
+
+static int ivf_corrupt(struct st_err *err, const char *path, uint64_t off, const char *what)
+{
+    return st_err_set(err, ST_ECORRUPT, "%s: %s at offset %llu", path, what,
+                      (unsigned long long)off);
+}
+
+int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return st_err_sys(err, errno, "open %s", path);
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int rc = st_err_sys(err, errno, "stat %s", path);
+        close(fd);
+        return rc;
+    }
+    size_t len = (size_t)sb.st_size;
+    if (len < IDX_IVFPQ_HEADER + IDX_IVFPQ_FOOTER) {
+        close(fd);
+        return ivf_corrupt(err, path, 0, "file too short for an index");
+    }
+    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return st_err_sys(err, errno, "mmap %s", path);
+    uint8_t *m = map;
+    const uint8_t *ft = m + len - IDX_IVFPQ_FOOTER;
+    struct idx_ivfpq *ix = calloc(1, sizeof(*ix));
+    int rc = ST_OK;
+    if (ix == NULL) {
+        munmap(map, len);
+        return ST_ENOMEM;
+    }
+    ix->map = map;
+    ix->map_len = len;
+    if (memcmp(m, IDX_IVFPQ_MAGIC, 8) != 0 || st_get_le32(m + 60) != st_checksum32(m, 60)) {
+        rc = ivf_corrupt(err, path, 0, "bad header");
+        goto fail;
+    }
+    if (st_get_le32(m + 8) != IDX_IVFPQ_VERSION || st_get_le32(m + 24) != 8) {
+        rc = st_err_set(err, ST_EUNSUPP, "%s: index version/nbits not supported", path);
+        goto fail;
+    }
+    if (memcmp(ft, IDX_IVFPQ_FOOTER_MAGIC, 8) != 0 ||
+        st_get_le32(ft + 28) != st_checksum32(ft, 28) || st_get_le64(ft + 16) != len) {
+        rc = ivf_corrupt(err, path, len - IDX_IVFPQ_FOOTER, "bad footer (truncated file?)");
+        goto fail;
+    }
+    ix->dim = st_get_le32(m + 12);
+    ix->nlist = st_get_le32(m + 16);
+    ix->m = st_get_le32(m + 20);
+    ix->metric = (enum idx_metric)st_get_le32(m + 28);
+    ix->n = st_get_le32(m + 32);
+    size_t body = len - IDX_IVFPQ_HEADER - IDX_IVFPQ_FOOTER;
+    if (ix->dim == 0 || ix->m == 0 || ix->dim % ix->m != 0 || ix->nlist == 0 ||
+        ix->metric > IDX_COSINE || (uint64_t)ix->nlist * ix->dim * 4 > body) {
+        rc = ivf_corrupt(err, path, 12, "header values out of range");
+        goto fail;
+    }
+    ix->dsub = ix->dim / ix->m;
+    size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * KSUB * ix->dsub * 4;
+    if (cb + kb + (size_t)ix->nlist * 4 > body) {
+        rc = ivf_corrupt(err, path, 12, "header values out of range");
+        goto fail;
+    }
+    uint8_t *p = m + IDX_IVFPQ_HEADER, *end = m + len - IDX_IVFPQ_FOOTER;
+    if (st_checksum32(p, cb + kb) != st_get_le32(ft + 8)) {
+        rc = ivf_corrupt(err, path, IDX_IVFPQ_HEADER, "centroid/codebook checksum mismatch");
+        goto fail;
+    }
+    if (st_checksum32(p + cb + kb, (size_t)(end - (p + cb + kb))) != st_get_le32(ft + 12)) {
+        rc = ivf_corrupt(err, path, IDX_IVFPQ_HEADER + cb + kb, "lists checksum mismatch");
+        goto fail;
+    }
+    ix->centroids = (float *)(void *)p;
+    ix->codebooks = (float *)(void *)(p + cb);
+    const uint8_t *sizes = p + cb + kb;
+    uint8_t *q = p + cb + kb + (size_t)ix->nlist * 4;
+    ix->lists = calloc(ix->nlist, sizeof(*ix->lists));
+    if (ix->lists == NULL) {
+        rc = ST_ENOMEM;
+        goto fail;
+    }
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < ix->nlist; i++) {
+        uint32_t cnt = st_get_le32(sizes + (size_t)i * 4);
+        size_t cl = (size_t)cnt * ix->m, need = (size_t)cnt * 4 + cl + (4 - cl % 4) % 4;
+        if ((size_t)(end - q) < need) {
+            rc = ivf_corrupt(err, path, (uint64_t)(q - m), "list past the end");
+            goto fail;
+        }
+        ix->lists[i] = (struct ivf_list){(uint32_t *)(void *)q, q + (size_t)cnt * 4, cnt, cnt};
+        for (uint32_t e = 0; e < cnt; e++)
+            if (ix->lists[i].ids[e] >= ix->n) {
+                rc = ivf_corrupt(err, path, (uint64_t)(q - m) + (uint64_t)e * 4, "id out of range");
+                goto fail;
+            }
+        q += need;
+        total += cnt;
+    }
+    if (q != end || total != ix->n) {
+        rc = ivf_corrupt(err, path, (uint64_t)(q - m), "list sizes disagree with n");
+        goto fail;
+    }
+    ix->dist = idx_metric_fn(idx_kernels(), ix->metric);
+    *out = ix;
+    return ST_OK;
+fail:
+    idx_ivfpq_free(ix);
+    return rc;
 }

@@ -45,4 +45,9 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
                         uint32_t rerank, const float *raw, idx_filter_fn filter, void *fctx,
                         struct idx_hit *out);
 
+/* Index files (ivfpq_format.h): written to path.tmp, fsynced, renamed; loaded by mmap with
+ * every checksum verified. */
+int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *err) ST_WUR;
+int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err) ST_WUR;
+
 #endif

@@ -321,6 +321,42 @@ START_TEST(test_ivfpq)
     ck_assert_msg(rf >= 0.85, "filtered recall@10: %.4f", rf);
     double r1 = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_L2, 1, 100, NULL);
     ck_assert_msg(r1 < r, "nprobe=1 (%.4f) should be below nprobe=16 (%.4f)", r1, r);
+    /* Save / load round trip gives identical results; damage is rejected with its offset. */
+    char *dir = st_test_tmpdir("ivf");
+    char path[600];
+    snprintf(path, sizeof(path), "%s/w.ivfpq", dir);
+    struct st_err err = {0};
+    ck_assert_msg(idx_ivfpq_save(ix, path, &err) == ST_OK, "%s", err.msg);
+    struct idx_ivfpq *lx;
+    ck_assert_msg(idx_ivfpq_load(path, &lx, &err) == ST_OK, "%s", err.msg);
+    struct idx_ivfpq_searcher *s1 = idx_ivfpq_searcher_new(ix), *s2 = idx_ivfpq_searcher_new(lx);
+    for (uint32_t q = 0; q < 50; q++) {
+        struct idx_hit a[10], b[10];
+        size_t na = idx_ivfpq_search(s1, qs + q * dim, 10, 8, 50, base, NULL, NULL, a);
+        size_t nb = idx_ivfpq_search(s2, qs + q * dim, 10, 8, 50, base, NULL, NULL, b);
+        ck_assert_uint_eq(na, nb);
+        ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
+    }
+    idx_ivfpq_searcher_free(s1);
+    idx_ivfpq_searcher_free(s2);
+    idx_ivfpq_free(lx);
+    uint8_t *orig;
+    size_t len;
+    ck_assert_int_eq(store_fs_read_all(path, &orig, &len, SIZE_MAX), ST_OK);
+    size_t spots[] = {2, 20, 64 + 7, len / 2, len - 60, len - 30, len - 1};
+    for (size_t i = 0; i < sizeof(spots) / sizeof(spots[0]); i++) {
+        orig[spots[i]] ^= 0x08;
+        FILE *f = fopen(path, "wb");
+        ck_assert_uint_eq(fwrite(orig, 1, len, f), len);
+        fclose(f);
+        orig[spots[i]] ^= 0x08;
+        st_err_clear(&err);
+        ck_assert_msg(idx_ivfpq_load(path, &lx, &err) == ST_ECORRUPT, "flip at %zu", spots[i]);
+        ck_assert_msg(strstr(err.msg, "offset") != NULL, "%s", err.msg);
+    }
+    free(orig);
+    st_test_rmrf(dir);
+    free(dir);
     idx_ivfpq_free(ix);
     /* Inner product on normalised vectors (cosine). */
     for (uint32_t i = 0; i < n; i++)
