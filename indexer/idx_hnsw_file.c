@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hnsw_format.h"
+#include "idx_file_int.h"
 #include "idx_hnsw_int.h"
 #include "st_checksum.h"
 #include "st_coding.h"
@@ -100,35 +101,14 @@ out:
     return rc;
 }
 
-static int corrupt(struct st_err *err, const char *path, uint64_t off, const char *what)
-{
-    return st_err_set(err, ST_ECORRUPT, "%s: %s at offset %llu", path, what,
-                      (unsigned long long)off);
-}
-
 int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return st_err_sys(err, errno, "open %s", path);
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int rc = st_err_sys(err, errno, "stat %s", path);
-        close(fd);
-        return rc;
-    }
-    size_t len = (size_t)sb.st_size;
-    if (len < IDX_HNSW_HEADER + IDX_HNSW_FOOTER) {
-        close(fd);
-        return corrupt(err, path, 0, "file too short for an index");
-    }
-    /* Private writable mapping: pages are shared with the page cache until written, and the
-     * graph is never written after loading. */
-    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED)
-        return st_err_sys(err, errno, "mmap %s", path);
+    void *map;
+    size_t len;
+    int mrc = idx_file_map(path, IDX_HNSW_HEADER + IDX_HNSW_FOOTER, &map, &len, err);
+    if (mrc != ST_OK)
+        return mrc;
     uint8_t *m = map;
     const uint8_t *ft = m + len - IDX_HNSW_FOOTER;
     struct idx_hnsw *h = calloc(1, sizeof(*h));
@@ -140,11 +120,11 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     h->map = map;
     h->map_len = len;
     if (memcmp(m, IDX_HNSW_MAGIC, 8) != 0) {
-        rc = corrupt(err, path, 0, "bad magic");
+        rc = idx_file_corrupt(err, path, 0, "bad magic");
         goto fail;
     }
     if (st_get_le32(m + 60) != st_checksum32(m, 60)) {
-        rc = corrupt(err, path, 60, "header checksum mismatch");
+        rc = idx_file_corrupt(err, path, 60, "header checksum mismatch");
         goto fail;
     }
     if (st_get_le32(m + 8) != IDX_HNSW_VERSION) {
@@ -154,7 +134,7 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     }
     if (memcmp(ft, IDX_HNSW_FOOTER_MAGIC, 8) != 0 ||
         st_get_le32(ft + 28) != st_checksum32(ft, 28) || st_get_le64(ft + 20) != len) {
-        rc = corrupt(err, path, len - IDX_HNSW_FOOTER, "bad footer (truncated file?)");
+        rc = idx_file_corrupt(err, path, len - IDX_HNSW_FOOTER, "bad footer (truncated file?)");
         goto fail;
     }
     h->dim = st_get_le32(m + 12);
@@ -172,17 +152,18 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
         h->vec_bytes < (size_t)h->dim * 4 || h->stride < h->vec_bytes + (1 + h->m0) * 4 ||
         (h->n > 0 && (h->entry >= h->n || h->max_level < 0 || h->max_level > 15)) ||
         (uint64_t)h->n * (h->stride + 1) > body) {
-        rc = corrupt(err, path, 12, "header values out of range");
+        rc = idx_file_corrupt(err, path, 12, "header values out of range");
         goto fail;
     }
     h->level0 = m + IDX_HNSW_HEADER;
     h->levels = h->level0 + h->stride * h->n;
     if (st_checksum32(h->level0, h->stride * h->n) != st_get_le32(ft + 8)) {
-        rc = corrupt(err, path, IDX_HNSW_HEADER, "level-0 checksum mismatch");
+        rc = idx_file_corrupt(err, path, IDX_HNSW_HEADER, "level-0 checksum mismatch");
         goto fail;
     }
     if (st_checksum32(h->levels, h->n) != st_get_le32(ft + 12)) {
-        rc = corrupt(err, path, IDX_HNSW_HEADER + h->stride * h->n, "levels checksum mismatch");
+        rc = idx_file_corrupt(err, path, IDX_HNSW_HEADER + h->stride * h->n,
+                              "levels checksum mismatch");
         goto fail;
     }
     h->upper = calloc(h->n ? h->n : 1, sizeof(*h->upper));
@@ -194,21 +175,22 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     uint8_t *up0 = up;
     for (uint32_t i = 0; i < h->n; i++) {
         if (h->levels[i] > h->max_level) {
-            rc = corrupt(err, path, (uint64_t)(h->levels + i - m), "node level above the top");
+            rc = idx_file_corrupt(err, path, (uint64_t)(h->levels + i - m),
+                                  "node level above the top");
             goto fail;
         }
         if (h->levels[i] == 0)
             continue;
         size_t bytes = (size_t)h->levels[i] * (1 + h->m) * 4;
         if ((size_t)(end - up) < bytes) {
-            rc = corrupt(err, path, (uint64_t)(up - m), "upper links past the end");
+            rc = idx_file_corrupt(err, path, (uint64_t)(up - m), "upper links past the end");
             goto fail;
         }
         h->upper[i] = (uint32_t *)(void *)up;
         up += bytes;
     }
     if (up != end || st_checksum32(up0, (size_t)(up - up0)) != st_get_le32(ft + 16)) {
-        rc = corrupt(err, path, (uint64_t)(up0 - m), "upper links checksum mismatch");
+        rc = idx_file_corrupt(err, path, (uint64_t)(up0 - m), "upper links checksum mismatch");
         goto fail;
     }
     /* Every link must name a node: a bad id would be an out-of-bounds read in search. */
@@ -220,7 +202,7 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
             for (uint32_t j = 0; ok && j < lk[0]; j++)
                 ok = lk[1 + j] < h->n && h->levels[lk[1 + j]] >= l;
             if (!ok) {
-                rc = corrupt(err, path, (uint64_t)((const uint8_t *)lk - m), "bad link");
+                rc = idx_file_corrupt(err, path, (uint64_t)((const uint8_t *)lk - m), "bad link");
                 goto fail;
             }
         }

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "idx_file_int.h"
 #include "ivfpq_format.h"
 #include "st_checksum.h"
 #include "st_coding.h"
@@ -596,33 +597,14 @@ out:
     return rc;
 }
 
-static int ivf_corrupt(struct st_err *err, const char *path, uint64_t off, const char *what)
-{
-    return st_err_set(err, ST_ECORRUPT, "%s: %s at offset %llu", path, what,
-                      (unsigned long long)off);
-}
-
 int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return st_err_sys(err, errno, "open %s", path);
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int rc = st_err_sys(err, errno, "stat %s", path);
-        close(fd);
-        return rc;
-    }
-    size_t len = (size_t)sb.st_size;
-    if (len < IDX_IVFPQ_HEADER + IDX_IVFPQ_FOOTER) {
-        close(fd);
-        return ivf_corrupt(err, path, 0, "file too short for an index");
-    }
-    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED)
-        return st_err_sys(err, errno, "mmap %s", path);
+    void *map;
+    size_t len;
+    int mrc = idx_file_map(path, IDX_IVFPQ_HEADER + IDX_IVFPQ_FOOTER, &map, &len, err);
+    if (mrc != ST_OK)
+        return mrc;
     uint8_t *m = map;
     const uint8_t *ft = m + len - IDX_IVFPQ_FOOTER;
     struct idx_ivfpq *ix = calloc(1, sizeof(*ix));
@@ -634,7 +616,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     ix->map = map;
     ix->map_len = len;
     if (memcmp(m, IDX_IVFPQ_MAGIC, 8) != 0 || st_get_le32(m + 60) != st_checksum32(m, 60)) {
-        rc = ivf_corrupt(err, path, 0, "bad header");
+        rc = idx_file_corrupt(err, path, 0, "bad header");
         goto fail;
     }
     if (st_get_le32(m + 8) != IDX_IVFPQ_VERSION || st_get_le32(m + 24) != 8) {
@@ -643,7 +625,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     }
     if (memcmp(ft, IDX_IVFPQ_FOOTER_MAGIC, 8) != 0 ||
         st_get_le32(ft + 28) != st_checksum32(ft, 28) || st_get_le64(ft + 16) != len) {
-        rc = ivf_corrupt(err, path, len - IDX_IVFPQ_FOOTER, "bad footer (truncated file?)");
+        rc = idx_file_corrupt(err, path, len - IDX_IVFPQ_FOOTER, "bad footer (truncated file?)");
         goto fail;
     }
     ix->dim = st_get_le32(m + 12);
@@ -654,22 +636,22 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     size_t body = len - IDX_IVFPQ_HEADER - IDX_IVFPQ_FOOTER;
     if (ix->dim == 0 || ix->m == 0 || ix->dim % ix->m != 0 || ix->nlist == 0 ||
         ix->metric > IDX_COSINE || (uint64_t)ix->nlist * ix->dim * 4 > body) {
-        rc = ivf_corrupt(err, path, 12, "header values out of range");
+        rc = idx_file_corrupt(err, path, 12, "header values out of range");
         goto fail;
     }
     ix->dsub = ix->dim / ix->m;
     size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * KSUB * ix->dsub * 4;
     if (cb + kb + (size_t)ix->nlist * 4 > body) {
-        rc = ivf_corrupt(err, path, 12, "header values out of range");
+        rc = idx_file_corrupt(err, path, 12, "header values out of range");
         goto fail;
     }
     uint8_t *p = m + IDX_IVFPQ_HEADER, *end = m + len - IDX_IVFPQ_FOOTER;
     if (st_checksum32(p, cb + kb) != st_get_le32(ft + 8)) {
-        rc = ivf_corrupt(err, path, IDX_IVFPQ_HEADER, "centroid/codebook checksum mismatch");
+        rc = idx_file_corrupt(err, path, IDX_IVFPQ_HEADER, "centroid/codebook checksum mismatch");
         goto fail;
     }
     if (st_checksum32(p + cb + kb, (size_t)(end - (p + cb + kb))) != st_get_le32(ft + 12)) {
-        rc = ivf_corrupt(err, path, IDX_IVFPQ_HEADER + cb + kb, "lists checksum mismatch");
+        rc = idx_file_corrupt(err, path, IDX_IVFPQ_HEADER + cb + kb, "lists checksum mismatch");
         goto fail;
     }
     ix->centroids = (float *)(void *)p;
@@ -686,20 +668,21 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
         uint32_t cnt = st_get_le32(sizes + (size_t)i * 4);
         size_t cl = (size_t)cnt * ix->m, need = (size_t)cnt * 4 + cl + (4 - cl % 4) % 4;
         if ((size_t)(end - q) < need) {
-            rc = ivf_corrupt(err, path, (uint64_t)(q - m), "list past the end");
+            rc = idx_file_corrupt(err, path, (uint64_t)(q - m), "list past the end");
             goto fail;
         }
         ix->lists[i] = (struct ivf_list){(uint32_t *)(void *)q, q + (size_t)cnt * 4, cnt, cnt};
         for (uint32_t e = 0; e < cnt; e++)
             if (ix->lists[i].ids[e] >= ix->n) {
-                rc = ivf_corrupt(err, path, (uint64_t)(q - m) + (uint64_t)e * 4, "id out of range");
+                rc = idx_file_corrupt(err, path, (uint64_t)(q - m) + (uint64_t)e * 4,
+                                      "id out of range");
                 goto fail;
             }
         q += need;
         total += cnt;
     }
     if (q != end || total != ix->n) {
-        rc = ivf_corrupt(err, path, (uint64_t)(q - m), "list sizes disagree with n");
+        rc = idx_file_corrupt(err, path, (uint64_t)(q - m), "list sizes disagree with n");
         goto fail;
     }
     ix->dist = idx_metric_fn(idx_kernels(), ix->metric);
