@@ -307,18 +307,15 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
     pthread_mutex_lock(&b->entry_mu);
     uint32_t ep = h->entry;
     int top = h->max_level;
-    bool first = top < 0;
-    if (first) {
+    if (top < 0) { /* the first node: it is the graph */
         h->entry = i;
         h->max_level = level;
-    }
-    bool hold = level > top && !first; /* we will become the new entry point */
-    if (!hold)
-        pthread_mutex_unlock(&b->entry_mu);
-    if (first) {
         pthread_mutex_unlock(&b->entry_mu);
         return ST_OK;
     }
+    bool hold = level > top; /* we will become the new entry point: keep others out */
+    if (!hold)
+        pthread_mutex_unlock(&b->entry_mu);
     if (level < top)
         ep = descend(h, b, q, ep, top, level);
     struct cand *sorted = malloc((h->ef_construction + 1) * sizeof(*sorted));
