@@ -2,6 +2,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,4 +39,48 @@ int idx_file_corrupt(struct st_err *err, const char *path, uint64_t off, const c
 {
     return st_err_set(err, ST_ECORRUPT, "%s: %s at offset %llu", path, what,
                       (unsigned long long)off);
+}
+
+int idx_file_begin(struct idx_file_out *o, const char *path, struct st_err *err)
+{
+    o->path = path;
+    o->f = NULL;
+    if (asprintf(&o->tmp, "%s.tmp", path) < 0) {
+        o->tmp = NULL;
+        return st_err_set(err, ST_ENOMEM, "%s: out of memory", path);
+    }
+    unlink(o->tmp); /* a leftover of an interrupted save */
+    int rc = store_fs_create(NULL, o->tmp, &o->f, "idx.file.create");
+    if (rc != ST_OK)
+        st_err_set(err, rc, "%s: writing the index: %s", path, st_strerror(rc));
+    return rc;
+}
+
+int idx_file_publish(struct idx_file_out *o, struct st_err *err)
+{
+    int rc = store_fs_sync(o->f, "idx.file.fsync");
+    store_fs_close(o->f);
+    o->f = NULL;
+    if (rc == ST_OK)
+        rc = store_fs_rename(NULL, o->tmp, o->path, "idx.file.rename");
+    if (rc == ST_OK) {
+        char *d = strdup(o->path);
+        rc = d != NULL ? store_fs_sync_dir(NULL, dirname(d), "idx.file.sync_dir") : ST_ENOMEM;
+        free(d);
+        free(o->tmp); /* published: nothing left to remove */
+        o->tmp = NULL;
+    }
+    if (rc != ST_OK)
+        st_err_set(err, rc, "%s: writing the index: %s", o->path, st_strerror(rc));
+    return rc;
+}
+
+void idx_file_abort(struct idx_file_out *o)
+{
+    store_fs_close(o->f);
+    o->f = NULL;
+    if (o->tmp != NULL)
+        unlink(o->tmp);
+    free(o->tmp);
+    o->tmp = NULL;
 }

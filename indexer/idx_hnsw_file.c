@@ -29,15 +29,12 @@ static int put(struct store_file *f, const void *p, size_t n, struct st_hash_str
 
 int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err)
 {
-    char *tmp = NULL;
-    struct store_file *f = NULL;
+    struct idx_file_out o;
     struct st_hash_stream *hs = NULL;
-    int rc = ST_ENOMEM;
-    if (asprintf(&tmp, "%s.tmp", path) < 0)
-        return ST_ENOMEM;
-    unlink(tmp);
-    if ((rc = store_fs_create(NULL, tmp, &f, "idx.hnsw.create")) != ST_OK)
-        goto io;
+    int rc = idx_file_begin(&o, path, err);
+    if (rc != ST_OK)
+        goto out;
+    struct store_file *f = o.f;
     uint8_t hd[IDX_HNSW_HEADER] = {0};
     memcpy(hd, IDX_HNSW_MAGIC, 8);
     st_put_le32(hd + 8, IDX_HNSW_VERSION);
@@ -76,28 +73,15 @@ int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err
     st_put_le32(ft + 16, (uint32_t)st_hash_stream_digest(hs));
     st_put_le64(ft + 20, f->size + IDX_HNSW_FOOTER);
     st_put_le32(ft + 28, st_checksum32(ft, 28));
-    if ((rc = put(f, ft, sizeof(ft), NULL)) != ST_OK ||
-        (rc = store_fs_sync(f, "idx.hnsw.fsync")) != ST_OK)
+    if ((rc = put(f, ft, sizeof(ft), NULL)) != ST_OK)
         goto io;
-    store_fs_close(f);
-    f = NULL;
-    if ((rc = store_fs_rename(NULL, tmp, path, "idx.hnsw.rename")) != ST_OK)
-        goto io;
-    char *d = strdup(path);
-    if (d != NULL) {
-        rc = store_fs_sync_dir(NULL, dirname(d), "idx.hnsw.sync_dir");
-        free(d);
-    }
-    if (rc != ST_OK)
-        goto io;
+    rc = idx_file_publish(&o, err);
     goto out;
 io:
     st_err_set(err, rc, "%s: writing the index: %s", path, st_strerror(rc));
-    unlink(tmp);
 out:
+    idx_file_abort(&o);
     st_hash_stream_free(hs);
-    store_fs_close(f);
-    free(tmp);
     return rc;
 }
 

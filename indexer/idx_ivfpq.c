@@ -221,7 +221,7 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     *out = NULL;
     uint32_t nbits = o->nbits ? o->nbits : 8;
     if (nbits == 4)
-        return ST_EUNSUPP; /* 4-bit fast-scan is not implemented yet */
+        return ST_EUNSUPP; /* 4-bit fast-scan codes: refused until they exist (README) */
     if (o->dim == 0 || nbits != 8 || n == 0)
         return ST_EINVAL;
     uint32_t m = o->m;
@@ -518,15 +518,12 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
 
 int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *err)
 {
-    char *tmp = NULL;
-    struct store_file *f = NULL;
+    struct idx_file_out o = {0};
     struct st_hash_stream *h1 = st_hash_stream_new(), *h2 = st_hash_stream_new();
     int rc = ST_ENOMEM;
-    if (h1 == NULL || h2 == NULL || asprintf(&tmp, "%s.tmp", path) < 0)
+    if (h1 == NULL || h2 == NULL || (rc = idx_file_begin(&o, path, err)) != ST_OK)
         goto out;
-    unlink(tmp);
-    if ((rc = store_fs_create(NULL, tmp, &f, "idx.ivfpq.create")) != ST_OK)
-        goto io;
+    struct store_file *f = o.f;
     uint8_t hd[IDX_IVFPQ_HEADER] = {0};
     memcpy(hd, IDX_IVFPQ_MAGIC, 8);
     st_put_le32(hd + 8, IDX_IVFPQ_VERSION);
@@ -570,30 +567,16 @@ int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *
     st_put_le32(ft + 12, (uint32_t)st_hash_stream_digest(h2));
     st_put_le64(ft + 16, f->size + IDX_IVFPQ_FOOTER);
     st_put_le32(ft + 28, st_checksum32(ft, 28));
-    if ((rc = store_fs_write(f, ft, sizeof(ft), "idx.ivfpq.write")) != ST_OK ||
-        (rc = store_fs_sync(f, "idx.ivfpq.fsync")) != ST_OK)
+    if ((rc = store_fs_write(f, ft, sizeof(ft), "idx.ivfpq.write")) != ST_OK)
         goto io;
-    store_fs_close(f);
-    f = NULL;
-    if ((rc = store_fs_rename(NULL, tmp, path, "idx.ivfpq.rename")) != ST_OK)
-        goto io;
-    char *d = strdup(path);
-    if (d != NULL) {
-        rc = store_fs_sync_dir(NULL, dirname(d), "idx.ivfpq.sync_dir");
-        free(d);
-    }
-    if (rc != ST_OK)
-        goto io;
+    rc = idx_file_publish(&o, err);
     goto out;
 io:
     st_err_set(err, rc, "%s: writing the index: %s", path, st_strerror(rc));
-    if (tmp != NULL)
-        unlink(tmp);
 out:
-    store_fs_close(f);
+    idx_file_abort(&o);
     st_hash_stream_free(h1);
     st_hash_stream_free(h2);
-    free(tmp);
     return rc;
 }
 
