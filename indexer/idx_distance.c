@@ -42,6 +42,71 @@ static float dot_scalar(const float *a, const float *b, size_t d)
     return (s0 + s1) + (s2 + s3);
 }
 
+static void pq4_block_scalar(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t out[32])
+{
+    uint32_t acc[32] = {0};
+    for (size_t j = 0; j < m2; j++) {
+        const uint8_t *c = codes + 16 * j, *t = lut + 16 * j;
+        for (size_t i = 0; i < 16; i++) {
+            acc[i] += t[c[i] & 15];
+            acc[i + 16] += t[c[i] >> 4];
+        }
+    }
+    for (size_t i = 0; i < 32; i++)
+        out[i] = (uint16_t)acc[i];
+}
+
+static void dots_t_scalar(const float *x, const float *ct, size_t d, size_t k, float *out)
+{
+    for (size_t c = 0; c < k; c++)
+        out[c] = 0;
+    for (size_t i = 0; i < d; i++)
+        for (size_t c = 0; c < k; c++)
+            out[c] += x[i] * ct[i * k + c];
+}
+
+static float pq4_qmax(size_t m2)
+{
+    return (float)(65535 / m2 < 255 ? 65535 / m2 : 255);
+}
+
+static float pq4_lut_scalar(const float *a, const float *b, const float *lo, float range, size_t m,
+                            size_t m2, float *tab, uint8_t *lut, float *bias)
+{
+    float sum = 0;
+    if (lo == NULL) {
+        range = 0;
+        for (size_t j = 0; j < m; j++) {
+            float *t = tab + 16 * j;
+            for (size_t c = 0; c < 16; c++)
+                t[c] = b != NULL ? a[16 * j + c] + b[16 * j + c] : a[16 * j + c];
+            float mn = t[0], mx = t[0];
+            for (size_t c = 1; c < 16; c++) {
+                mn = t[c] < mn ? t[c] : mn;
+                mx = t[c] > mx ? t[c] : mx;
+            }
+            for (size_t c = 0; c < 16; c++)
+                t[c] -= mn;
+            sum += mn;
+            range = mx - mn > range ? mx - mn : range;
+        }
+    } else {
+        for (size_t j = 0; j < m; j++) {
+            for (size_t c = 0; c < 16; c++)
+                tab[16 * j + c] =
+                    (b != NULL ? a[16 * j + c] + b[16 * j + c] : a[16 * j + c]) - lo[j];
+            sum += lo[j];
+        }
+    }
+    float qmax = pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
+    for (size_t i = 0; i < 16 * m; i++) {
+        float v = tab[i] * scale + 0.5f;
+        lut[i] = (uint8_t)(v < 0 ? 0 : v > qmax ? (int)qmax : (int)v);
+    }
+    *bias = sum;
+    return scale;
+}
+
 /* ---- AVX2 + FMA --------------------------------------------------------------------------- */
 
 __attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v)
@@ -91,6 +156,135 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
     return s;
 }
 
+/*
+ * Two sub-quantizers per 32-byte load: the low lane holds j's 16 bytes, the high lane j+1's,
+ * and so do the tables, so one in-lane pshufb looks up both. The u8 results are summed as u16
+ * pairs (even bytes masked, odd bytes shifted), which keeps vectors 2k and 2k+1 in separate
+ * accumulators; the lanes and the pairs are folded back into vector order at the end.
+ */
+__attribute__((target("avx2"))) static void pq4_block_avx2(const uint8_t *codes, const uint8_t *lut,
+                                                           size_t m2, uint16_t out[32])
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0f), low8 = _mm256_set1_epi16(0x00ff);
+    __m256i lo_even = _mm256_setzero_si256(), lo_odd = lo_even, hi_even = lo_even, hi_odd = lo_even;
+    for (size_t j = 0; j < m2; j += 2) {
+        __m256i c = _mm256_loadu_si256((const __m256i *)(const void *)(codes + 16 * j));
+        __m256i t = _mm256_loadu_si256((const __m256i *)(const void *)(lut + 16 * j));
+        __m256i dl = _mm256_shuffle_epi8(t, _mm256_and_si256(c, low4));
+        __m256i dh = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(c, 4), low4));
+        lo_even = _mm256_add_epi16(lo_even, _mm256_and_si256(dl, low8));
+        lo_odd = _mm256_add_epi16(lo_odd, _mm256_srli_epi16(dl, 8));
+        hi_even = _mm256_add_epi16(hi_even, _mm256_and_si256(dh, low8));
+        hi_odd = _mm256_add_epi16(hi_odd, _mm256_srli_epi16(dh, 8));
+    }
+    /* Fold lanes: u16 k of a lane sum is vector 2k (even) or 2k+1 (odd). */
+    __m128i le =
+        _mm_add_epi16(_mm256_castsi256_si128(lo_even), _mm256_extracti128_si256(lo_even, 1));
+    __m128i lo = _mm_add_epi16(_mm256_castsi256_si128(lo_odd), _mm256_extracti128_si256(lo_odd, 1));
+    __m128i he =
+        _mm_add_epi16(_mm256_castsi256_si128(hi_even), _mm256_extracti128_si256(hi_even, 1));
+    __m128i ho = _mm_add_epi16(_mm256_castsi256_si128(hi_odd), _mm256_extracti128_si256(hi_odd, 1));
+    _mm_storeu_si128((__m128i *)(void *)out, _mm_unpacklo_epi16(le, lo));
+    _mm_storeu_si128((__m128i *)(void *)(out + 8), _mm_unpackhi_epi16(le, lo));
+    _mm_storeu_si128((__m128i *)(void *)(out + 16), _mm_unpacklo_epi16(he, ho));
+    _mm_storeu_si128((__m128i *)(void *)(out + 24), _mm_unpackhi_epi16(he, ho));
+}
+
+/* 32 columns at a time (four accumulators share each broadcast), then 8, then the tail. */
+__attribute__((target("avx2,fma"))) static void dots_t_avx2(const float *x, const float *ct,
+                                                            size_t d, size_t k, float *out)
+{
+    size_t c = 0;
+    for (; c + 32 <= k; c += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t i = 0; i < d; i++) {
+            __m256 xi = _mm256_set1_ps(x[i]);
+            const float *row = ct + i * k + c;
+            a0 = _mm256_fmadd_ps(xi, _mm256_loadu_ps(row), a0);
+            a1 = _mm256_fmadd_ps(xi, _mm256_loadu_ps(row + 8), a1);
+            a2 = _mm256_fmadd_ps(xi, _mm256_loadu_ps(row + 16), a2);
+            a3 = _mm256_fmadd_ps(xi, _mm256_loadu_ps(row + 24), a3);
+        }
+        _mm256_storeu_ps(out + c, a0);
+        _mm256_storeu_ps(out + c + 8, a1);
+        _mm256_storeu_ps(out + c + 16, a2);
+        _mm256_storeu_ps(out + c + 24, a3);
+    }
+    for (; c + 8 <= k; c += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (size_t i = 0; i < d; i++)
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), _mm256_loadu_ps(ct + i * k + c), a0);
+        _mm256_storeu_ps(out + c, a0);
+    }
+    for (; c < k; c++) {
+        float a = 0;
+        for (size_t i = 0; i < d; i++)
+            a += x[i] * ct[i * k + c];
+        out[c] = a;
+    }
+}
+
+/* Same operations as pq4_lut_scalar, two 8-float halves per row (results are identical). */
+__attribute__((target("avx2"))) static float pq4_lut_avx2(const float *a, const float *b,
+                                                          const float *lo, float range, size_t m,
+                                                          size_t m2, float *tab, uint8_t *lut,
+                                                          float *bias)
+{
+    float sum = 0;
+    if (lo == NULL) {
+        __m256 rg = _mm256_setzero_ps();
+        for (size_t j = 0; j < m; j++) {
+            __m256 t0 = _mm256_loadu_ps(a + 16 * j), t1 = _mm256_loadu_ps(a + 16 * j + 8);
+            if (b != NULL) {
+                t0 = _mm256_add_ps(t0, _mm256_loadu_ps(b + 16 * j));
+                t1 = _mm256_add_ps(t1, _mm256_loadu_ps(b + 16 * j + 8));
+            }
+            __m256 mn = _mm256_min_ps(t0, t1), mx = _mm256_max_ps(t0, t1);
+            mn = _mm256_min_ps(mn, _mm256_permute2f128_ps(mn, mn, 1));
+            mx = _mm256_max_ps(mx, _mm256_permute2f128_ps(mx, mx, 1));
+            mn = _mm256_min_ps(mn, _mm256_shuffle_ps(mn, mn, 0x4e));
+            mx = _mm256_max_ps(mx, _mm256_shuffle_ps(mx, mx, 0x4e));
+            mn = _mm256_min_ps(mn, _mm256_shuffle_ps(mn, mn, 0xb1));
+            mx = _mm256_max_ps(mx, _mm256_shuffle_ps(mx, mx, 0xb1));
+            _mm256_storeu_ps(tab + 16 * j, _mm256_sub_ps(t0, mn));
+            _mm256_storeu_ps(tab + 16 * j + 8, _mm256_sub_ps(t1, mn));
+            rg = _mm256_max_ps(rg, _mm256_sub_ps(mx, mn));
+            sum += _mm256_cvtss_f32(mn);
+        }
+        range = _mm256_cvtss_f32(rg);
+    }
+    float qmax = pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
+    __m256 vs = _mm256_set1_ps(scale), half = _mm256_set1_ps(0.5f);
+    __m256 vmax = _mm256_set1_ps(qmax), zero = _mm256_setzero_ps();
+    for (size_t j = 0; j < m; j++) {
+        __m256 t0, t1;
+        if (lo == NULL) {
+            t0 = _mm256_loadu_ps(tab + 16 * j);
+            t1 = _mm256_loadu_ps(tab + 16 * j + 8);
+        } else {
+            t0 = _mm256_loadu_ps(a + 16 * j);
+            t1 = _mm256_loadu_ps(a + 16 * j + 8);
+            if (b != NULL) {
+                t0 = _mm256_add_ps(t0, _mm256_loadu_ps(b + 16 * j));
+                t1 = _mm256_add_ps(t1, _mm256_loadu_ps(b + 16 * j + 8));
+            }
+            __m256 l = _mm256_set1_ps(lo[j]);
+            t0 = _mm256_sub_ps(t0, l);
+            t1 = _mm256_sub_ps(t1, l);
+            sum += lo[j];
+        }
+        /* v = t*scale + 0.5 clamped to [0, qmax], then truncated: as the scalar code. */
+        t0 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(t0, vs), half), zero), vmax);
+        t1 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(t1, vs), half), zero), vmax);
+        __m256i w = _mm256_permute4x64_epi64(
+            _mm256_packs_epi32(_mm256_cvttps_epi32(t0), _mm256_cvttps_epi32(t1)), 0xd8);
+        __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128((__m128i *)(void *)(lut + 16 * j), bytes);
+    }
+    *bias = sum;
+    return scale;
+}
+
 /* ---- AVX-512F ----------------------------------------------------------------------------- */
 
 __attribute__((target("avx512f"))) static float l2sq_avx512(const float *a, const float *b,
@@ -134,9 +328,14 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
-static const struct idx_kernels k_scalar = {"scalar", l2sq_scalar, dot_scalar};
-static const struct idx_kernels k_avx2 = {"avx2", l2sq_avx2, dot_avx2};
-static const struct idx_kernels k_avx512 = {"avx512", l2sq_avx512, dot_avx512};
+/* AVX-512 machines run the AVX2 fast-scan (tables are 16 entries, one 128-bit lane) and the
+ * AVX2 transposed dots (columns are few and short). */
+static const struct idx_kernels k_scalar = {"scalar",         l2sq_scalar,   dot_scalar,
+                                            pq4_block_scalar, dots_t_scalar, pq4_lut_scalar};
+static const struct idx_kernels k_avx2 = {"avx2",         l2sq_avx2,   dot_avx2,
+                                          pq4_block_avx2, dots_t_avx2, pq4_lut_avx2};
+static const struct idx_kernels k_avx512 = {"avx512",       l2sq_avx512, dot_avx512,
+                                            pq4_block_avx2, dots_t_avx2, pq4_lut_avx2};
 
 const struct idx_kernels *idx_kernels_scalar(void)
 {
@@ -248,6 +447,22 @@ static int hit_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+void idx_topk_push(struct idx_hit *h, size_t *n, size_t cap, struct idx_hit x)
+{
+    if (*n < cap) {
+        h[*n] = x;
+        heap_sift_up(h, (*n)++);
+    } else if (cap > 0 && x.dist < h[0].dist) {
+        h[0] = x;
+        heap_sift_down(h, *n, 0);
+    }
+}
+
+void idx_hits_sort(struct idx_hit *hits, size_t n)
+{
+    qsort(hits, n, sizeof(*hits), hit_cmp);
+}
+
 size_t idx_exact_topk(const float *query, const float *base, size_t n, size_t dim,
                       enum idx_metric m, size_t k, idx_filter_fn filter, void *fctx,
                       struct idx_hit *out)
@@ -261,15 +476,8 @@ size_t idx_exact_topk(const float *query, const float *base, size_t n, size_t di
             __builtin_prefetch(base + (i + 4) * dim);
         if (filter != NULL && !filter(fctx, (uint32_t)i))
             continue;
-        float d = fn(query, base + i * dim, dim);
-        if (h < k) {
-            out[h] = (struct idx_hit){(uint32_t)i, d};
-            heap_sift_up(out, h++);
-        } else if (d < out[0].dist) {
-            out[0] = (struct idx_hit){(uint32_t)i, d};
-            heap_sift_down(out, h, 0);
-        }
+        idx_topk_push(out, &h, k, (struct idx_hit){(uint32_t)i, fn(query, base + i * dim, dim)});
     }
-    qsort(out, h, sizeof(*out), hit_cmp);
+    idx_hits_sort(out, h);
     return h;
 }

@@ -19,10 +19,38 @@ enum idx_metric { IDX_L2 = 0, IDX_IP = 1, IDX_COSINE = 2 };
 
 typedef float (*idx_dist_fn)(const float *a, const float *b, size_t dim);
 
+/*
+ * 4-bit PQ fast-scan over one block of 32 codes: sums, for each of the 32 vectors, the
+ * m2 (even) 8-bit table entries its 4-bit codes select. Block layout: for sub-quantizer j,
+ * 16 bytes at codes + 16*j; byte i holds vector i's code in the low nibble and vector i+16's
+ * in the high nibble. lut: 16 bytes per sub-quantizer. m2 * 255 must fit in 16 bits.
+ */
+typedef void (*idx_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t out[32]);
+
+/* out[c] = <x, column c of ct> for c < k, where ct is d rows of k floats (centroids
+ * transposed): one query against many short centroids (PQ tables, k-means assignment). */
+typedef void (*idx_dots_fn)(const float *x, const float *ct, size_t d, size_t k, float *out);
+
+/*
+ * The 4-bit fast-scan tables: tab = a + b (b may be NULL), m rows of 16 floats, each row
+ * shifted to start at 0 and all scaled by one factor so that every entry is at most
+ * qmax = min(255, 65535 / m2) (m2 sums fit in u16), rounded into lut (16 bytes a row).
+ * lo == NULL: the shifts are the exact row minima and the scale comes from the widest row.
+ * Otherwise lo[j] is a known lower bound of row j and range an upper bound of every row's
+ * (max - lo[j]) — one pass, no reductions, slightly coarser steps.
+ * Returns the scale; *bias = the sum of the shifts, so a code's distance is about
+ * bias + (sum of its lut entries) / scale. tab: m * 16 floats of scratch.
+ */
+typedef float (*idx_pq4_lut_fn)(const float *a, const float *b, const float *lo, float range,
+                                size_t m, size_t m2, float *tab, uint8_t *lut, float *bias);
+
 struct idx_kernels {
     const char *name; /* "avx512", "avx2", "scalar" */
     idx_dist_fn l2sq;
     idx_dist_fn dot;
+    idx_pq4_fn pq4_block;
+    idx_dots_fn dots_t;
+    idx_pq4_lut_fn pq4_lut;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */
@@ -50,6 +78,11 @@ struct idx_hit {
  * Exact top-k over n contiguous vectors (row i at base + i*dim): hits sorted closest first,
  * returns how many were written (min(k, n kept by the filter)). filter may be NULL.
  */
+/* Bounded max-heap of the best `cap` hits (the root is the worst kept); *n grows to cap. */
+void idx_topk_push(struct idx_hit *heap, size_t *n, size_t cap, struct idx_hit x);
+/* Sorts hits closest first (ties by id). */
+void idx_hits_sort(struct idx_hit *hits, size_t n);
+
 size_t idx_exact_topk(const float *query, const float *base, size_t n, size_t dim,
                       enum idx_metric m, size_t k, idx_filter_fn filter, void *fctx,
                       struct idx_hit *out);

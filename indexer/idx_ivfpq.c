@@ -1,4 +1,16 @@
-/* IVF-PQ: k-means training, residual product quantization, ADC search, exact re-ranking. */
+/*
+ * IVF-PQ: k-means training, residual product quantization, ADC search, exact re-ranking.
+ *
+ * 8-bit codes are scanned with float tables. 4-bit codes are stored in blocks of 32 vectors
+ * (the layout idx_pq4_fn reads) and scanned with 8-bit quantized tables and SIMD shuffles
+ * (André et al., "Cache locality is not enough", VLDB 2015); the quantized sums only choose
+ * candidates, and their float estimates (or the exact re-rank) decide.
+ *
+ * For L2 the per-list table ||r_j - cb_jc||^2 (r = q - centroid) is split as
+ * ||q_j - c_j||^2 + ||cb_jc||^2 + 2<c_j, cb_jc> - 2<q_j, cb_jc>: the middle terms depend on
+ * the list only and are precomputed once per index, the last once per query, so a probe
+ * costs m*ksub additions instead of dim*ksub multiply-adds.
+ */
 #include "idx_ivfpq.h"
 
 #include <errno.h>
@@ -19,19 +31,25 @@
 #include "st_coding.h"
 #include "store_fs.h"
 
-#define KSUB 256u
+#define PQ4_BLOCK 32u
+#define PRE_MAX   (256u << 20) /* bytes of precomputed L2 terms we are willing to hold */
 
 struct ivf_list {
     uint32_t *ids;
-    uint8_t *codes; /* n * m bytes */
+    uint8_t *codes; /* 8 bits: n * m bytes; 4 bits: ceil(n/32) blocks of 16 * m2 bytes */
     uint32_t n, cap;
 };
 
 struct idx_ivfpq {
-    uint32_t dim, nlist, m, dsub;
+    uint32_t dim, nlist, m, dsub, nbits, ksub;
+    uint32_t m2; /* 4 bits: m rounded up to even (the pad sub-quantizer is all zero) */
     enum idx_metric metric;
     float *centroids; /* nlist * dim */
-    float *codebooks; /* m * KSUB * dsub: sub-quantizer j's centroid c at (j*KSUB + c)*dsub */
+    float *codebooks; /* m * ksub * dsub: sub-quantizer j's centroid c at (j*ksub + c)*dsub */
+    float *cbt;       /* per sub-quantizer: its codebook transposed (dsub rows of ksub) */
+    float *cbn;       /* m * ksub squared norms of the codebook centroids */
+    float *pre;       /* L2: nlist * m * ksub list terms, or NULL (too big: computed per probe) */
+    float *pre_mm;    /* 4 bits with pre: each pre row's min and max (nlist * m * 2) */
     struct ivf_list *lists;
     uint32_t n;
     idx_dist_fn dist;
@@ -39,69 +57,127 @@ struct idx_ivfpq {
     size_t map_len;
 };
 
+static size_t code_bytes(const struct idx_ivfpq *ix, uint32_t n)
+{
+    if (ix->nbits == 8)
+        return (size_t)n * ix->m;
+    return (size_t)((n + PQ4_BLOCK - 1) / PQ4_BLOCK) * 16 * ix->m2;
+}
+
+/* Rewrites a list's unpacked 4-bit codes (n * m bytes, one per code) as blocks of 32. */
+static int pack4(const struct idx_ivfpq *ix, struct ivf_list *l)
+{
+    uint8_t *p = calloc(code_bytes(ix, l->n) + 1, 1);
+    if (p == NULL)
+        return ST_ENOMEM;
+    for (uint32_t e = 0; e < l->n; e++) {
+        uint8_t *blk = p + (size_t)(e / PQ4_BLOCK) * 16 * ix->m2;
+        uint32_t i = e % PQ4_BLOCK;
+        for (uint32_t j = 0; j < ix->m; j++) {
+            uint8_t c = l->codes[(size_t)e * ix->m + j];
+            blk[16 * j + (i & 15)] |= (uint8_t)(i < 16 ? c : c << 4);
+        }
+    }
+    free(l->codes);
+    l->codes = p;
+    return ST_OK;
+}
+
 /* ---- k-means ------------------------------------------------------------------------------ */
 
+/* Centroids transposed (d rows of k) and their squared norms: the layout idx_dots_fn reads. */
+static void transpose_norms(const float *c, uint32_t k, uint32_t d, float *ct, float *norms)
+{
+    for (uint32_t i = 0; i < k; i++) {
+        float s = 0;
+        for (uint32_t j = 0; j < d; j++) {
+            float v = c[(size_t)i * d + j];
+            ct[(size_t)j * k + i] = v;
+            s += v * v;
+        }
+        norms[i] = s;
+    }
+}
+
+/* argmin_c ||x - c||^2 = argmin_c ||c||^2 - 2<x, c>; dots: k floats of scratch. */
+static uint32_t nearest_t(const float *x, const float *ct, const float *norms, uint32_t d,
+                          uint32_t k, float *dots)
+{
+    idx_kernels()->dots_t(x, ct, d, k, dots);
+    uint32_t bi = 0;
+    float best = INFINITY;
+    for (uint32_t c = 0; c < k; c++) {
+        float v = norms[c] - 2 * dots[c];
+        if (v < best) {
+            best = v;
+            bi = c;
+        }
+    }
+    return bi;
+}
+
 struct assign_job {
-    const float *x, *c;
+    const float *x, *ct, *norms;
     uint32_t n, d, k, from, to;
     uint32_t *out;
-    float *err;
 };
 
 static void *assign_range(void *arg)
 {
     struct assign_job *j = arg;
-    idx_dist_fn l2 = idx_kernels()->l2sq;
-    double err = 0;
-    for (uint32_t i = j->from; i < j->to; i++) {
-        const float *xi = j->x + (size_t)i * j->d;
-        float best = INFINITY;
-        uint32_t bi = 0;
-        for (uint32_t c = 0; c < j->k; c++) {
-            float dd = l2(xi, j->c + (size_t)c * j->d, j->d);
-            if (dd < best) {
-                best = dd;
-                bi = c;
-            }
-        }
-        j->out[i] = bi;
-        err += best;
-    }
-    *j->err = (float)err;
+    float *dots = malloc(j->k * sizeof(float));
+    if (dots == NULL)
+        return (void *)1;
+    for (uint32_t i = j->from; i < j->to; i++)
+        j->out[i] = nearest_t(j->x + (size_t)i * j->d, j->ct, j->norms, j->d, j->k, dots);
+    free(dots);
     return NULL;
 }
 
 /* Nearest centroid of each of n points (threads share the range). */
-static void assign_all(const float *x, uint32_t n, uint32_t d, const float *c, uint32_t k,
-                       uint32_t *out, uint32_t threads)
+static int assign_all(const float *x, uint32_t n, uint32_t d, const float *c, uint32_t k,
+                      uint32_t *out, uint32_t threads)
 {
     if (threads < 1)
         threads = 1;
     if (threads > 16)
         threads = 16;
+    float *ct = malloc((size_t)k * d * sizeof(float)), *norms = malloc(k * sizeof(float));
+    if (ct == NULL || norms == NULL) {
+        free(ct);
+        free(norms);
+        return ST_ENOMEM;
+    }
+    transpose_norms(c, k, d, ct, norms);
     struct assign_job jobs[16];
-    float errs[16];
     pthread_t th[16];
     uint32_t started = 0;
+    int rc = ST_OK;
     for (uint32_t t = 0; t < threads; t++) {
         jobs[t] = (struct assign_job){x,
-                                      c,
+                                      ct,
+                                      norms,
                                       n,
                                       d,
                                       k,
                                       (uint32_t)((uint64_t)n * t / threads),
                                       (uint32_t)((uint64_t)n * (t + 1) / threads),
-                                      out,
-                                      &errs[t]};
+                                      out};
         if (t > 0 && pthread_create(&th[t], NULL, assign_range, &jobs[t]) == 0)
             started |= 1u << t;
-        else if (t > 0)
-            assign_range(&jobs[t]);
+        else if (t > 0 && assign_range(&jobs[t]) != NULL)
+            rc = ST_ENOMEM;
     }
-    assign_range(&jobs[0]);
-    for (uint32_t t = 1; t < threads; t++)
-        if (started & (1u << t))
-            pthread_join(th[t], NULL);
+    if (assign_range(&jobs[0]) != NULL)
+        rc = ST_ENOMEM;
+    for (uint32_t t = 1; t < threads; t++) {
+        void *ret = NULL;
+        if ((started & (1u << t)) && pthread_join(th[t], &ret) == 0 && ret != NULL)
+            rc = ST_ENOMEM;
+    }
+    free(ct);
+    free(norms);
+    return rc;
 }
 
 static uint64_t xs(uint64_t *s)
@@ -138,8 +214,10 @@ static int kmeans(const float *x, uint32_t n, uint32_t d, uint32_t k, uint32_t i
         perm[j] = t;
         memcpy(c + (size_t)i * d, x + (size_t)perm[i] * d, d * sizeof(float));
     }
-    for (uint32_t it = 0; it < iters; it++) {
-        assign_all(x, n, d, c, k, a, threads);
+    int rc = ST_OK;
+    for (uint32_t it = 0; it < iters && rc == ST_OK; it++) {
+        if ((rc = assign_all(x, n, d, c, k, a, threads)) != ST_OK)
+            break;
         memset(cnt, 0, k * sizeof(*cnt));
         memset(sum, 0, (size_t)k * d * sizeof(*sum));
         for (uint32_t i = 0; i < n; i++) {
@@ -176,24 +254,57 @@ static int kmeans(const float *x, uint32_t n, uint32_t d, uint32_t k, uint32_t i
     free(cnt);
     free(sum);
     free(perm);
+    return rc;
+}
+
+static const float *cbt_of(const struct idx_ivfpq *ix, uint32_t j)
+{
+    return ix->cbt + (size_t)j * ix->dsub * ix->ksub;
+}
+
+/*
+ * Derived in memory after training or loading (never stored): the transposed codebooks and
+ * their norms, and for L2 ||cb_jc||^2 + 2<c_j, cb_jc> for every list, sub-quantizer and
+ * centroid.
+ */
+static int prepare(struct idx_ivfpq *ix)
+{
+    size_t mk = (size_t)ix->m * ix->ksub;
+    ix->cbt = malloc(mk * ix->dsub * sizeof(float));
+    ix->cbn = malloc(mk * sizeof(float));
+    if (ix->cbt == NULL || ix->cbn == NULL)
+        return ST_ENOMEM;
+    for (uint32_t j = 0; j < ix->m; j++)
+        transpose_norms(ix->codebooks + (size_t)j * ix->ksub * ix->dsub, ix->ksub, ix->dsub,
+                        ix->cbt + (size_t)j * ix->dsub * ix->ksub, ix->cbn + (size_t)j * ix->ksub);
+    if (ix->metric != IDX_L2 || (uint64_t)ix->nlist * mk * 4 > PRE_MAX)
+        return ST_OK;
+    if ((ix->pre = malloc((size_t)ix->nlist * mk * sizeof(float))) == NULL)
+        return ST_ENOMEM;
+    if (ix->nbits == 4 &&
+        (ix->pre_mm = malloc((size_t)ix->nlist * ix->m * 2 * sizeof(float))) == NULL)
+        return ST_ENOMEM;
+    idx_dots_fn dots = idx_kernels()->dots_t;
+    for (uint32_t l = 0; l < ix->nlist; l++)
+        for (uint32_t j = 0; j < ix->m; j++) {
+            float *row = ix->pre + ((size_t)l * ix->m + j) * ix->ksub;
+            dots(ix->centroids + (size_t)l * ix->dim + (size_t)j * ix->dsub, cbt_of(ix, j),
+                 ix->dsub, ix->ksub, row);
+            float mn = INFINITY, mx = -INFINITY;
+            for (uint32_t c = 0; c < ix->ksub; c++) {
+                row[c] = ix->cbn[(size_t)j * ix->ksub + c] + 2 * row[c];
+                mn = row[c] < mn ? row[c] : mn;
+                mx = row[c] > mx ? row[c] : mx;
+            }
+            if (ix->pre_mm != NULL) {
+                ix->pre_mm[((size_t)l * ix->m + j) * 2] = mn;
+                ix->pre_mm[((size_t)l * ix->m + j) * 2 + 1] = mx;
+            }
+        }
     return ST_OK;
 }
 
 /* ---- build --------------------------------------------------------------------------------- */
-
-static uint32_t nearest(const float *v, const float *c, uint32_t k, uint32_t d, idx_dist_fn l2)
-{
-    float best = INFINITY;
-    uint32_t bi = 0;
-    for (uint32_t i = 0; i < k; i++) {
-        float dd = l2(v, c + (size_t)i * d, d);
-        if (dd < best) {
-            best = dd;
-            bi = i;
-        }
-    }
-    return bi;
-}
 
 static int list_add(struct ivf_list *l, uint32_t id, const uint8_t *code, uint32_t m)
 {
@@ -220,9 +331,7 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
 {
     *out = NULL;
     uint32_t nbits = o->nbits ? o->nbits : 8;
-    if (nbits == 4)
-        return ST_EUNSUPP; /* 4-bit fast-scan codes: refused until they exist (README) */
-    if (o->dim == 0 || nbits != 8 || n == 0)
+    if (o->dim == 0 || (nbits != 8 && nbits != 4) || n == 0)
         return ST_EINVAL;
     uint32_t m = o->m;
     if (m == 0) {
@@ -239,6 +348,9 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     ix->dim = o->dim;
     ix->m = m;
     ix->dsub = o->dim / m;
+    ix->nbits = nbits;
+    ix->ksub = 1u << nbits;
+    ix->m2 = nbits == 4 ? (m + 1) & ~1u : m;
     ix->metric = o->metric;
     ix->nlist = o->nlist ? o->nlist : 1024;
     if (ix->nlist > n)
@@ -250,20 +362,20 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     uint32_t ntrain = o->train_size ? o->train_size : 256 * ix->nlist;
     if (ntrain > n)
         ntrain = n;
-    if (ntrain < KSUB && n >= KSUB)
-        ntrain = KSUB;
+    if (ntrain < ix->ksub && n >= ix->ksub)
+        ntrain = ix->ksub;
     int rc = ST_ENOMEM;
     float *train = malloc((size_t)ntrain * ix->dim * sizeof(float));
     float *resid = malloc((size_t)ntrain * ix->dim * sizeof(float));
     float *subv = malloc((size_t)ntrain * ix->dsub * sizeof(float));
     uint32_t *asg = malloc((size_t)(ntrain > n ? ntrain : n) * sizeof(uint32_t));
     uint8_t *code = malloc(m);
-    float *r = malloc(ix->dim * sizeof(float));
+    float *r = malloc(ix->dim * sizeof(float)), *dots = malloc((1u << nbits) * sizeof(float));
     ix->centroids = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
-    ix->codebooks = calloc((size_t)m * KSUB * ix->dsub, sizeof(float));
+    ix->codebooks = calloc((size_t)m * ix->ksub * ix->dsub, sizeof(float));
     ix->lists = calloc(ix->nlist, sizeof(*ix->lists));
-    if (!train || !resid || !subv || !asg || !code || !r || !ix->centroids || !ix->codebooks ||
-        !ix->lists)
+    if (!train || !resid || !subv || !asg || !code || !r || !dots || !ix->centroids ||
+        !ix->codebooks || !ix->lists)
         goto out;
     /* A deterministic sample without replacement (partial Fisher-Yates over row numbers). */
     uint32_t *perm = malloc((size_t)n * sizeof(*perm));
@@ -285,39 +397,44 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
         ST_OK)
         goto out;
     /* Residuals of the sample, then one codebook per sub-space. */
-    assign_all(train, ntrain, ix->dim, ix->centroids, ix->nlist, asg, threads);
+    if ((rc = assign_all(train, ntrain, ix->dim, ix->centroids, ix->nlist, asg, threads)) != ST_OK)
+        goto out;
     for (uint32_t i = 0; i < ntrain; i++)
         for (uint32_t d = 0; d < ix->dim; d++)
             resid[(size_t)i * ix->dim + d] =
                 train[(size_t)i * ix->dim + d] - ix->centroids[(size_t)asg[i] * ix->dim + d];
-    uint32_t k = ntrain < KSUB ? ntrain : KSUB;
+    uint32_t ksub = ix->ksub, k = ntrain < ksub ? ntrain : ksub;
     for (uint32_t j = 0; j < m; j++) {
         for (uint32_t i = 0; i < ntrain; i++)
             memcpy(subv + (size_t)i * ix->dsub, resid + (size_t)i * ix->dim + (size_t)j * ix->dsub,
                    ix->dsub * sizeof(float));
         if ((rc = kmeans(subv, ntrain, ix->dsub, k, iters, seed + j + 1, 1,
-                         ix->codebooks + (size_t)j * KSUB * ix->dsub)) != ST_OK)
+                         ix->codebooks + (size_t)j * ksub * ix->dsub)) != ST_OK)
             goto out;
         /* Unused slots (tiny training sets) repeat slot 0 so they are never closer. */
-        for (uint32_t c = k; c < KSUB; c++)
-            memcpy(ix->codebooks + ((size_t)j * KSUB + c) * ix->dsub,
-                   ix->codebooks + (size_t)j * KSUB * ix->dsub, ix->dsub * sizeof(float));
+        for (uint32_t c = k; c < ksub; c++)
+            memcpy(ix->codebooks + ((size_t)j * ksub + c) * ix->dsub,
+                   ix->codebooks + (size_t)j * ksub * ix->dsub, ix->dsub * sizeof(float));
     }
+    if ((rc = prepare(ix)) != ST_OK)
+        goto out;
     /* Encode everything. */
-    assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, asg, threads);
-    idx_dist_fn l2 = idx_kernels()->l2sq;
+    if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, asg, threads)) != ST_OK)
+        goto out;
     for (uint32_t i = 0; i < n; i++) {
         const float *v = vecs + (size_t)i * ix->dim;
         const float *c = ix->centroids + (size_t)asg[i] * ix->dim;
         for (uint32_t d = 0; d < ix->dim; d++)
             r[d] = v[d] - c[d];
         for (uint32_t j = 0; j < m; j++)
-            code[j] =
-                (uint8_t)nearest(r + (size_t)j * ix->dsub,
-                                 ix->codebooks + (size_t)j * KSUB * ix->dsub, KSUB, ix->dsub, l2);
+            code[j] = (uint8_t)nearest_t(r + (size_t)j * ix->dsub, cbt_of(ix, j),
+                                         ix->cbn + (size_t)j * ksub, ix->dsub, ksub, dots);
         if ((rc = list_add(&ix->lists[asg[i]], i, code, m)) != ST_OK)
             goto out;
     }
+    for (uint32_t li = 0; nbits == 4 && li < ix->nlist; li++)
+        if ((rc = pack4(ix, &ix->lists[li])) != ST_OK)
+            goto out;
     ix->n = n;
     rc = ST_OK;
 out:
@@ -327,6 +444,7 @@ out:
     free(asg);
     free(code);
     free(r);
+    free(dots);
     if (rc != ST_OK)
         idx_ivfpq_free(ix);
     else
@@ -348,15 +466,21 @@ void idx_ivfpq_free(struct idx_ivfpq *ix)
         free(ix->centroids);
         free(ix->codebooks);
     }
+    free(ix->cbt);
+    free(ix->cbn);
+    free(ix->pre);
+    free(ix->pre_mm);
     free(ix->lists);
     free(ix);
 }
 
 size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 {
-    size_t b = (size_t)ix->nlist * ix->dim * 4 + (size_t)ix->m * KSUB * ix->dsub * 4;
+    size_t b = (size_t)ix->nlist * ix->dim * 4 + (size_t)ix->m * ix->ksub * ix->dsub * 4;
+    if (ix->pre != NULL)
+        b += (size_t)ix->nlist * ix->m * ix->ksub * 4;
     for (uint32_t i = 0; i < ix->nlist; i++)
-        b += (size_t)ix->lists[i].cap * (4 + ix->m);
+        b += (size_t)ix->lists[i].n * 4 + code_bytes(ix, ix->lists[i].n);
     return b;
 }
 
@@ -364,8 +488,14 @@ size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 
 struct idx_ivfpq_searcher {
     const struct idx_ivfpq *ix;
-    float *table; /* m * KSUB */
-    float *r;     /* residual query */
+    float *qterm; /* m * ksub: -2<q_j, cb> (L2) or -<q_j, cb> (inner product) */
+    float *table; /* m * ksub: this list's float table */
+    uint8_t *lut; /* m2 * 16: this list's quantized table (4 bits) */
+    float *qtab;  /* m * 16: scratch of the quantizer (4 bits) */
+    float *q_mm;  /* m * 2: min and max of each qterm row (4 bits with pre) */
+    float *lo;    /* m: lower bounds of this list's table rows (4 bits with pre) */
+    const struct idx_kernels *k;
+    float *r; /* residual query */
     struct idx_hit *coarse;
     struct idx_hit *cand;
     size_t cand_cap;
@@ -377,10 +507,17 @@ struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix)
     if (s == NULL)
         return NULL;
     s->ix = ix;
-    s->table = malloc((size_t)ix->m * KSUB * sizeof(float));
+    s->qterm = malloc((size_t)ix->m * ix->ksub * sizeof(float));
+    s->table = malloc((size_t)ix->m * ix->ksub * sizeof(float));
+    s->lut = calloc((size_t)ix->m2 * 16 + 32, 1);
+    s->qtab = malloc((size_t)ix->m * 16 * sizeof(float));
+    s->q_mm = malloc((size_t)ix->m * 2 * sizeof(float));
+    s->lo = malloc((size_t)ix->m * sizeof(float));
+    s->k = idx_kernels();
     s->r = malloc(ix->dim * sizeof(float));
     s->coarse = malloc(ix->nlist * sizeof(*s->coarse));
-    if (!s->table || !s->r || !s->coarse) {
+    if (!s->qterm || !s->table || !s->lut || !s->qtab || !s->q_mm || !s->lo || !s->r ||
+        !s->coarse) {
         idx_ivfpq_searcher_free(s);
         return NULL;
     }
@@ -391,51 +528,153 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
 {
     if (s == NULL)
         return;
+    free(s->qterm);
     free(s->table);
+    free(s->lut);
+    free(s->qtab);
+    free(s->q_mm);
+    free(s->lo);
     free(s->r);
     free(s->coarse);
     free(s->cand);
     free(s);
 }
 
-/* Max-heap of the best `cap` hits (root = worst kept). */
-static void hit_push(struct idx_hit *h, size_t *n, size_t cap, struct idx_hit x)
+/*
+ * The per-list loops below are plain C written to vectorize; target_clones compiles them for
+ * AVX2 and baseline x86-64 and the loader picks one (the results are the same element-wise
+ * float operations either way).
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
+#define VECTORIZE __attribute__((target_clones("avx2", "default"), optimize("O3")))
+#else
+#define VECTORIZE
+#endif
+
+VECTORIZE static void add_tables(float *restrict out, const float *restrict a,
+                                 const float *restrict b, size_t n)
 {
-    if (*n < cap) {
-        size_t i = (*n)++;
-        while (i > 0 && h[(i - 1) / 2].dist < x.dist) {
-            h[i] = h[(i - 1) / 2];
-            i = (i - 1) / 2;
-        }
-        h[i] = x;
-        return;
-    }
-    if (x.dist >= h[0].dist)
-        return;
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, b = i;
-        float bd = x.dist;
-        if (l < *n && h[l].dist > bd) {
-            b = l;
-            bd = h[l].dist;
-        }
-        if (l + 1 < *n && h[l + 1].dist > bd)
-            b = l + 1;
-        if (b == i)
-            break;
-        h[i] = h[b];
-        i = b;
-    }
-    h[i] = x;
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
 }
 
-static int hit_cmp(const void *a, const void *b)
+/*
+ * The float table of a probed list is *ta + *tb (tb may be NULL); returns the constant every
+ * code distance adds. sum: whether the caller needs the two added into s->table.
+ */
+static float list_table(struct idx_ivfpq_searcher *s, const float *q, const struct idx_hit *probe,
+                        bool sum, const float **ta, const float **tb)
 {
-    const struct idx_hit *x = a, *y = b;
-    if (x->dist != y->dist)
-        return x->dist < y->dist ? -1 : 1;
-    return x->id < y->id ? -1 : x->id > y->id;
+    const struct idx_ivfpq *ix = s->ix;
+    size_t mk = (size_t)ix->m * ix->ksub;
+    *ta = s->table;
+    *tb = NULL;
+    if (ix->metric != IDX_L2) {
+        *ta = s->qterm; /* -<q, c + r> = -<q, c> - sum_j <q_j, cb> */
+        return probe->dist;
+    }
+    if (ix->pre != NULL) {
+        const float *pre = ix->pre + (size_t)probe->id * mk;
+        if (sum)
+            add_tables(s->table, pre, s->qterm, mk);
+        else
+            *ta = pre, *tb = s->qterm;
+        return probe->dist; /* ||q - c||^2 */
+    }
+    /* ||r_j - cb||^2 = ||r_j||^2 + ||cb||^2 - 2<r_j, cb>, r = q - c */
+    const struct idx_kernels *kn = s->k;
+    const float *c = ix->centroids + (size_t)probe->id * ix->dim;
+    for (uint32_t d = 0; d < ix->dim; d++)
+        s->r[d] = q[d] - c[d];
+    for (uint32_t j = 0; j < ix->m; j++) {
+        const float *rj = s->r + (size_t)j * ix->dsub;
+        float *row = s->table + (size_t)j * ix->ksub;
+        float rn = kn->dot(rj, rj, ix->dsub);
+        kn->dots_t(rj, cbt_of(ix, j), ix->dsub, ix->ksub, row);
+        for (uint32_t c2 = 0; c2 < ix->ksub; c2++)
+            row[c2] = rn + ix->cbn[(size_t)j * ix->ksub + c2] - 2 * row[c2];
+    }
+    return 0;
+}
+
+struct scan {
+    struct idx_hit *cand;
+    size_t nk, keep;
+    idx_filter_fn filter;
+    void *fctx;
+};
+
+static inline void consider(struct scan *sc, uint32_t id, float d)
+{
+    if (sc->nk == sc->keep && d >= sc->cand[0].dist)
+        return;
+    if (sc->filter != NULL && !sc->filter(sc->fctx, id))
+        return;
+    idx_topk_push(sc->cand, &sc->nk, sc->keep, (struct idx_hit){id, d});
+}
+
+static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const float *t,
+                  float base, struct scan *sc)
+{
+    uint32_t m = s->ix->m, ksub = s->ix->ksub;
+    for (uint32_t e = 0; e < l->n; e++) {
+        const uint8_t *code = l->codes + (size_t)e * m;
+        if (e + 1 < l->n)
+            __builtin_prefetch(code + m);
+        /* Four independent sums: one chain would wait on every add's latency. */
+        float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+        uint32_t j = 0;
+        for (; j + 4 <= m; j += 4) {
+            d0 += t[j * ksub + code[j]];
+            d1 += t[(j + 1) * ksub + code[j + 1]];
+            d2 += t[(j + 2) * ksub + code[j + 2]];
+            d3 += t[(j + 3) * ksub + code[j + 3]];
+        }
+        for (; j < m; j++)
+            d0 += t[j * ksub + code[j]];
+        consider(sc, l->ids[e], base + ((d0 + d1) + (d2 + d3)));
+    }
+}
+
+/* Scans a list's 4-bit blocks with the quantized table; candidates get float estimates. */
+static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const float *ta,
+                  const float *tb, float base, struct scan *sc)
+{
+    const struct idx_ivfpq *ix = s->ix;
+    float bias, range = 0;
+    const float *lo = NULL;
+    if (tb != NULL && ix->pre_mm != NULL) {
+        /* Table = pre + qterm: row bounds from both rows' known minima and maxima. */
+        const float *pm = ix->pre_mm + (size_t)(ta - ix->pre) / 16 * 2;
+        for (uint32_t j = 0; j < ix->m; j++) {
+            s->lo[j] = pm[2 * j] + s->q_mm[2 * j];
+            float w = pm[2 * j + 1] + s->q_mm[2 * j + 1] - s->lo[j];
+            range = w > range ? w : range;
+        }
+        lo = s->lo;
+    }
+    float scale = s->k->pq4_lut(ta, tb, lo, range, ix->m, ix->m2, s->qtab, s->lut, &bias);
+    float inv = 1.0f / scale;
+    base += bias;
+    idx_pq4_fn block = s->k->pq4_block;
+    uint16_t acc[PQ4_BLOCK];
+    size_t bstride = (size_t)16 * ix->m2;
+    for (uint32_t b = 0; b * PQ4_BLOCK < l->n; b++) {
+        block(l->codes + b * bstride, s->lut, ix->m2, acc);
+        uint32_t thr = UINT16_MAX, end = l->n - b * PQ4_BLOCK;
+        if (end > PQ4_BLOCK)
+            end = PQ4_BLOCK;
+        if (sc->nk == sc->keep) {
+            float t = (sc->cand[0].dist - base) * scale + 1;
+            if (t < 0)
+                continue;
+            thr = t < UINT16_MAX ? (uint32_t)t : UINT16_MAX;
+        }
+        for (uint32_t i = 0; i < end; i++)
+            if (acc[i] <= thr)
+                consider(sc, l->ids[b * PQ4_BLOCK + i], base + acc[i] * inv);
+    }
 }
 
 size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k, uint32_t nprobe,
@@ -460,55 +699,51 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
     /* Coarse: the nprobe closest lists. */
     size_t nc = idx_exact_topk(q, ix->centroids, ix->nlist, ix->dim, ix->metric, nprobe, NULL, NULL,
                                s->coarse);
-    idx_dist_fn l2 = idx_kernels()->l2sq, dot = idx_kernels()->dot;
-    bool is_l2 = ix->metric == IDX_L2;
-    if (!is_l2) {
-        /* -<q, c + r> = -<q, c> - sum_j <q_j, cb_j>: one table for every list. */
-        for (uint32_t j = 0; j < ix->m; j++)
-            for (uint32_t c = 0; c < KSUB; c++)
-                s->table[j * KSUB + c] =
-                    -dot(q + (size_t)j * ix->dsub,
-                         ix->codebooks + ((size_t)j * KSUB + c) * ix->dsub, ix->dsub);
+    if (ix->metric != IDX_L2 || ix->pre != NULL) {
+        idx_dots_fn dots = s->k->dots_t;
+        float f = ix->metric == IDX_L2 ? -2.0f : -1.0f;
+        for (uint32_t j = 0; j < ix->m; j++) {
+            float *row = s->qterm + (size_t)j * ix->ksub;
+            dots(q + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
+            float mn = INFINITY, mx = -INFINITY;
+            for (uint32_t c = 0; c < ix->ksub; c++) {
+                row[c] *= f;
+                mn = row[c] < mn ? row[c] : mn;
+                mx = row[c] > mx ? row[c] : mx;
+            }
+            s->q_mm[2 * j] = mn;
+            s->q_mm[2 * j + 1] = mx;
+        }
     }
-    size_t nk = 0;
+    struct scan sc = {s->cand, 0, keep, filter, fctx};
     for (size_t p = 0; p < nc; p++) {
-        uint32_t li = s->coarse[p].id;
-        const struct ivf_list *l = &ix->lists[li];
+        const struct ivf_list *l = &ix->lists[s->coarse[p].id];
         if (l->n == 0)
             continue;
-        float base = 0;
-        if (is_l2) {
-            const float *c = ix->centroids + (size_t)li * ix->dim;
-            for (uint32_t d = 0; d < ix->dim; d++)
-                s->r[d] = q[d] - c[d];
-            for (uint32_t j = 0; j < ix->m; j++)
-                for (uint32_t c2 = 0; c2 < KSUB; c2++)
-                    s->table[j * KSUB + c2] =
-                        l2(s->r + (size_t)j * ix->dsub,
-                           ix->codebooks + ((size_t)j * KSUB + c2) * ix->dsub, ix->dsub);
-        } else {
-            base = s->coarse[p].dist; /* -<q, c> */
-        }
-        for (uint32_t e = 0; e < l->n; e++) {
-            const uint8_t *code = l->codes + (size_t)e * ix->m;
-            if (e + 1 < l->n)
-                __builtin_prefetch(code + ix->m);
-            float d = base;
-            for (uint32_t j = 0; j < ix->m; j++)
-                d += s->table[j * KSUB + code[j]];
-            if (nk == keep && d >= s->cand[0].dist)
-                continue;
-            if (filter != NULL && !filter(fctx, l->ids[e]))
-                continue;
-            hit_push(s->cand, &nk, keep, (struct idx_hit){l->ids[e], d});
-        }
+        const float *ta, *tb;
+        float base = list_table(s, q, &s->coarse[p], ix->nbits == 8, &ta, &tb);
+        if (ix->nbits == 8)
+            scan8(s, l, ta, base, &sc);
+        else
+            scan4(s, l, ta, tb, base, &sc);
     }
+    size_t nk = sc.nk;
     if (keep > k) {
         /* Exact re-ranking from the raw vectors. */
-        for (size_t i = 0; i < nk; i++)
+        /* The candidates' rows are scattered: start fetching the next one while this one is
+         * summed (its first lines; the hardware prefetcher follows the stream — more lines
+         * only fill the line-fill buffers, measured). */
+        size_t row = (size_t)ix->dim * sizeof(float);
+        for (size_t i = 0; i < nk; i++) {
+            if (i + 1 < nk) {
+                const char *nx = (const char *)(raw + (size_t)s->cand[i + 1].id * ix->dim);
+                for (size_t off = 0; off < row && off < 16 * 64; off += 64)
+                    __builtin_prefetch(nx + off);
+            }
             s->cand[i].dist = ix->dist(q, raw + (size_t)s->cand[i].id * ix->dim, ix->dim);
+        }
     }
-    qsort(s->cand, nk, sizeof(*s->cand), hit_cmp);
+    idx_hits_sort(s->cand, nk);
     size_t n = nk < k ? nk : k;
     memcpy(out, s->cand, n * sizeof(*out));
     return n;
@@ -530,11 +765,11 @@ int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *
     st_put_le32(hd + 12, ix->dim);
     st_put_le32(hd + 16, ix->nlist);
     st_put_le32(hd + 20, ix->m);
-    st_put_le32(hd + 24, 8);
+    st_put_le32(hd + 24, ix->nbits);
     st_put_le32(hd + 28, (uint32_t)ix->metric);
     st_put_le32(hd + 32, ix->n);
     st_put_le32(hd + 60, st_checksum32(hd, 60));
-    size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * KSUB * ix->dsub * 4;
+    size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * ix->ksub * ix->dsub * 4;
     st_hash_stream_update(h1, ix->centroids, cb);
     st_hash_stream_update(h1, ix->codebooks, kb);
     if ((rc = store_fs_write(f, hd, sizeof(hd), "idx.ivfpq.write")) != ST_OK ||
@@ -550,7 +785,7 @@ int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *
     }
     for (uint32_t i = 0; i < ix->nlist; i++) {
         const struct ivf_list *l = &ix->lists[i];
-        size_t cl = (size_t)l->n * ix->m, pad = (4 - cl % 4) % 4;
+        size_t cl = code_bytes(ix, l->n), pad = (4 - cl % 4) % 4;
         static const uint8_t zero[4];
         st_hash_stream_update(h2, l->ids, (size_t)l->n * 4);
         st_hash_stream_update(h2, l->codes, cl);
@@ -602,7 +837,8 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
         rc = idx_file_corrupt(err, path, 0, "bad header");
         goto fail;
     }
-    if (st_get_le32(m + 8) != IDX_IVFPQ_VERSION || st_get_le32(m + 24) != 8) {
+    ix->nbits = st_get_le32(m + 24);
+    if (st_get_le32(m + 8) != IDX_IVFPQ_VERSION || (ix->nbits != 8 && ix->nbits != 4)) {
         rc = st_err_set(err, ST_EUNSUPP, "%s: index version/nbits not supported", path);
         goto fail;
     }
@@ -623,7 +859,9 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
         goto fail;
     }
     ix->dsub = ix->dim / ix->m;
-    size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * KSUB * ix->dsub * 4;
+    ix->ksub = 1u << ix->nbits;
+    ix->m2 = ix->nbits == 4 ? (ix->m + 1) & ~1u : ix->m;
+    size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * ix->ksub * ix->dsub * 4;
     if (cb + kb + (size_t)ix->nlist * 4 > body) {
         rc = idx_file_corrupt(err, path, 12, "header values out of range");
         goto fail;
@@ -649,7 +887,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     uint64_t total = 0;
     for (uint32_t i = 0; i < ix->nlist; i++) {
         uint32_t cnt = st_get_le32(sizes + (size_t)i * 4);
-        size_t cl = (size_t)cnt * ix->m, need = (size_t)cnt * 4 + cl + (4 - cl % 4) % 4;
+        size_t cl = code_bytes(ix, cnt), need = (size_t)cnt * 4 + cl + (4 - cl % 4) % 4;
         if ((size_t)(end - q) < need) {
             rc = idx_file_corrupt(err, path, (uint64_t)(q - m), "list past the end");
             goto fail;
@@ -669,6 +907,8 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
         goto fail;
     }
     ix->dist = idx_metric_fn(idx_kernels(), ix->metric);
+    if ((rc = prepare(ix)) != ST_OK)
+        goto fail;
     *out = ix;
     return ST_OK;
 fail:

@@ -2,7 +2,8 @@
  * idx_ivfpq.h — IVF-PQ index (Jégou et al.): a k-means coarse quantizer with `nlist` lists,
  * vectors stored as product-quantized residuals (`m` sub-quantizers of 2^nbits centroids),
  * searched by asymmetric distance over `nprobe` lists and re-ranked exactly from the raw
- * vectors. Ids are row numbers 0..n-1 of the build input.
+ * vectors. Without re-ranking, distances are PQ estimates (4 bits: quantized estimates). Ids are
+ * row numbers 0..n-1 of the build input.
  */
 #ifndef IDX_IVFPQ_H
 #define IDX_IVFPQ_H
@@ -17,7 +18,8 @@ struct idx_ivfpq_opts {
     enum idx_metric metric; /* cosine: vectors already normalised */
     uint32_t nlist;         /* coarse lists (default 1024, capped at n) */
     uint32_t m;             /* sub-quantizers; must divide dim (default dim/8 or smaller) */
-    uint32_t nbits;         /* 8 (4-bit fast-scan: not yet, ST_EUNSUPP) */
+    uint32_t nbits;         /* 8 (float-table ADC) or 4 (fast-scan: SIMD shuffles of u8 tables,
+                               blocks of 32 codes; re-rank to get exact distances) */
     uint32_t train_size;    /* vectors sampled for training (default min(n, 256*nlist)) */
     uint32_t iterations;    /* k-means iterations (default 12) */
     uint64_t seed;

@@ -5,13 +5,17 @@
  *   OFFSET   SIZE                      FIELD
  *   0        8                         magic "STRIVFPQ"
  *   8        4                         format version (1)
- *   12       4 dim     16 4 nlist      20 4 m       24 4 nbits (8)
+ *   12       4 dim     16 4 nlist      20 4 m       24 4 nbits (8 or 4)
  *   28       4 metric  32 4 n (vectors) 36 24 zero  60 4 checksum32 of bytes 0..59
  *   64       nlist*dim*4               coarse centroids, float32
- *   ...      m*256*(dim/m)*4           PQ codebooks, float32 (sub-quantizer j, centroid c at
- *                                      (j*256 + c) * dim/m)
+ *   ...      m*K*(dim/m)*4             PQ codebooks, float32, K = 2^nbits (sub-quantizer j,
+ *                                      centroid c at (j*K + c) * dim/m)
  *   ...      nlist*4                   list sizes (u32)
- *   ...      per list: size*4 ids (u32), then size*m codes, then zero padding to 4 bytes
+ *   ...      per list: size*4 ids (u32), then the codes, then zero padding to 4 bytes.
+ *            nbits 8: size*m bytes, vector by vector. nbits 4: ceil(size/32) blocks of 32
+ *            vectors, 16*m2 bytes each (m2 = m rounded up to even; the pad sub-quantizer is
+ *            all zero); in a block, sub-quantizer j's 16 bytes are at 16*j and byte i holds
+ *            vector i's code in bits 0-3 and vector i+16's in bits 4-7 (zero past size).
  *   end-32   32                        footer: 0 8 magic "STRIVFPF", 8 4 checksum32(centroids +
  *                                      codebooks), 12 4 checksum32(list sizes and lists),
  *                                      16 8 file size, 24 4 zero, 28 4 checksum32 of bytes 0..27

@@ -63,6 +63,21 @@ static void check_kernel(const struct idx_kernels *k)
         /* Reads never go past dim: a tail right before unmapped memory would crash. */
         ck_assert(k->l2sq(a + 1024 - d, b + 1024 - d, d) >= 0);
     }
+    /* Transposed dots: column counts around the 32- and 8-wide blocks, short and long rows. */
+    static const size_t ks[] = {1, 7, 8, 16, 33, 50, 256};
+    static const size_t ds[] = {1, 2, 4, 8, 16, 49};
+    float ct[49 * 256], o1[256], o2[256];
+    for (size_t i = 0; i < 49 * 256; i++)
+        ct[i] = frand() * 4 - 2;
+    for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++)
+        for (size_t di = 0; di < sizeof(ds) / sizeof(ds[0]); di++) {
+            ref->dots_t(a, ct, ds[di], ks[ki], o1);
+            k->dots_t(a, ct, ds[di], ks[ki], o2);
+            for (size_t c = 0; c < ks[ki]; c++)
+                ck_assert_msg(fabsf(o1[c] - o2[c]) <= 1e-4f * (fabsf(o1[c]) + 1),
+                              "%s dots_t d=%zu k=%zu col %zu: %g vs %g", k->name, ds[di], ks[ki], c,
+                              o1[c], o2[c]);
+        }
 }
 
 START_TEST(test_kernels)
@@ -303,19 +318,134 @@ static double ivfpq_recall(struct idx_ivfpq *ix, const float *base, uint32_t n, 
     return (double)hit / (double)total;
 }
 
+/* Reference for the fast-scan kernels: the sum straight from unpacked codes. */
+static void pq4_reference(const uint8_t *unpacked, const uint8_t *lut, size_t m2, uint16_t *out)
+{
+    for (size_t v = 0; v < 32; v++) {
+        uint32_t s = 0;
+        for (size_t j = 0; j < m2; j++)
+            s += lut[16 * j + unpacked[v * m2 + j]];
+        out[v] = (uint16_t)s;
+    }
+}
+
+START_TEST(test_pq4_kernels)
+{
+    const size_t sizes[] = {2, 4, 30, 98, 196, 256};
+    const struct idx_kernels *ks[] = {idx_kernels_scalar(), idx_kernels_avx2(),
+                                      idx_kernels_avx512(), idx_kernels()};
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+        size_t m2 = sizes[si];
+        for (int round = 0; round < 3; round++) {
+            uint8_t *unpacked = malloc(32 * m2), *packed = calloc(16 * m2, 1);
+            uint8_t *lut = malloc(16 * m2);
+            for (size_t v = 0; v < 32; v++)
+                for (size_t j = 0; j < m2; j++) {
+                    uint8_t c = (uint8_t)(round == 2 ? 15 : (uint32_t)(frand() * 16) & 15);
+                    unpacked[v * m2 + j] = c;
+                    packed[16 * j + (v & 15)] |= (uint8_t)(v < 16 ? c : c << 4);
+                }
+            for (size_t i = 0; i < 16 * m2; i++) /* round 2: the largest sums that fit */
+                lut[i] = (uint8_t)(round == 2 ? 255 : (uint32_t)(frand() * 256) & 255);
+            uint16_t want[32], got[32];
+            pq4_reference(unpacked, lut, m2, want);
+            for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
+                if (ks[k] == NULL)
+                    continue; /* this CPU cannot run that variant */
+                memset(got, 0xAB, sizeof(got));
+                ks[k]->pq4_block(packed, lut, m2, got);
+                ck_assert_msg(memcmp(want, got, sizeof(want)) == 0, "%s m2=%zu round %d",
+                              ks[k]->name, m2, round);
+            }
+            free(unpacked);
+            free(packed);
+            free(lut);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_pq4_lut)
+{
+    const size_t ms[] = {1, 3, 98, 196, 300};
+    const struct idx_kernels *ks[] = {idx_kernels_avx2(), idx_kernels_avx512(), idx_kernels()};
+    const struct idx_kernels *ref = idx_kernels_scalar();
+    for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); mi++) {
+        size_t m = ms[mi], m2 = (m + 1) & ~(size_t)1;
+        float *a = malloc(16 * m * sizeof(float)), *b = malloc(16 * m * sizeof(float));
+        float *tab = malloc(16 * m * sizeof(float)), *lo = malloc(m * sizeof(float));
+        uint8_t *want = malloc(16 * m), *got = malloc(16 * m);
+        float range = 0;
+        for (size_t j = 0; j < m; j++) {
+            float amin = INFINITY, amax = -INFINITY, bmin = INFINITY, bmax = -INFINITY;
+            for (size_t c = 0; c < 16; c++) {
+                a[16 * j + c] = frand() * 100 - 20;
+                b[16 * j + c] = frand() * 30 - 40;
+                amin = fminf(amin, a[16 * j + c]);
+                amax = fmaxf(amax, a[16 * j + c]);
+                bmin = fminf(bmin, b[16 * j + c]);
+                bmax = fmaxf(bmax, b[16 * j + c]);
+            }
+            lo[j] = amin + bmin;
+            range = fmaxf(range, amax + bmax - lo[j]);
+        }
+        float qmax = (float)(65535 / m2 < 255 ? 65535 / m2 : 255);
+        for (int bounded = 0; bounded < 2; bounded++) {
+            float wb, gb;
+            float ws = ref->pq4_lut(a, b, bounded ? lo : NULL, range, m, m2, tab, want, &wb);
+            /* Each entry is within half a step of the table value it stands for. */
+            for (size_t j = 0; j < m; j++) {
+                float shift = bounded ? lo[j] : INFINITY;
+                for (size_t c = 0; !bounded && c < 16; c++)
+                    shift = fminf(shift, a[16 * j + c] + b[16 * j + c]);
+                for (size_t c = 0; c < 16; c++) {
+                    ck_assert_float_le(want[16 * j + c], qmax);
+                    float t = a[16 * j + c] + b[16 * j + c] - shift;
+                    ck_assert_msg(fabsf(want[16 * j + c] / ws - t) <= 0.51f / ws + 1e-3f,
+                                  "m=%zu bounded=%d entry %zu,%zu: %u/%g vs %g", m, bounded, j, c,
+                                  want[16 * j + c], ws, t);
+                }
+            }
+            for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
+                if (ks[k] == NULL)
+                    continue;
+                memset(got, 0, 16 * m);
+                float gs = ks[k]->pq4_lut(a, b, bounded ? lo : NULL, range, m, m2, tab, got, &gb);
+                ck_assert_msg(gs == ws && gb == wb && memcmp(want, got, 16 * m) == 0,
+                              "%s pq4_lut m=%zu bounded=%d differs from scalar", ks[k]->name, m,
+                              bounded);
+            }
+        }
+        free(a);
+        free(b);
+        free(tab);
+        free(lo);
+        free(want);
+        free(got);
+    }
+}
+END_TEST
+
+/* _i = 0: 8-bit codes, _i = 1: 4-bit fast-scan codes. */
 START_TEST(test_ivfpq)
 {
-    uint32_t n = 6000, dim = 32, nq = 200;
+    uint32_t n = 6000, dim = 32, nq = 200, nbits = _i == 0 ? 8 : 4;
     float *base = dataset(n, dim, 40, 21);
     float *qs = dataset(nq, dim, 40, 21);
-    struct idx_ivfpq_opts o = {
-        .dim = dim, .metric = IDX_L2, .nlist = 64, .m = 8, .seed = 3, .threads = 2};
+    struct idx_ivfpq_opts o = {.dim = dim,
+                               .metric = IDX_L2,
+                               .nlist = 64,
+                               .m = nbits == 8 ? 8 : 16,
+                               .nbits = nbits,
+                               .seed = 3,
+                               .threads = 2};
     struct idx_ivfpq *ix;
     ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_OK);
     ck_assert_uint_gt(idx_ivfpq_memory(ix), (size_t)n * 8);
+    ck_assert_uint_lt(idx_ivfpq_memory(ix), (size_t)n * dim * 4); /* codes are compact */
     double r_pq = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_L2, 16, 0, NULL);
     double r = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_L2, 16, 100, NULL);
-    ck_assert_msg(r >= 0.90, "recall@10 nprobe=16 rerank=100: %.4f", r);
+    ck_assert_msg(r >= 0.90, "nbits=%u recall@10 nprobe=16 rerank=100: %.4f", nbits, r);
     ck_assert_msg(r >= r_pq, "re-ranking made recall worse: %.4f < %.4f", r, r_pq);
     double rf = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_L2, 16, 100, keep_even);
     ck_assert_msg(rf >= 0.85, "filtered recall@10: %.4f", rf);
@@ -368,15 +498,35 @@ START_TEST(test_ivfpq)
     r = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_COSINE, 16, 100, NULL);
     ck_assert_msg(r >= 0.90, "cosine recall@10: %.4f", r);
     idx_ivfpq_free(ix);
-    /* Tiny sets train too; 4-bit codes are refused until fast-scan exists; m must divide. */
+    /* Tiny sets train too (4 bits: list sizes not a multiple of the 32-vector block). */
     ck_assert_int_eq(idx_ivfpq_build(&o, base, 50, &ix), ST_OK);
     ck_assert_msg(ivfpq_recall(ix, base, 50, qs, 20, dim, IDX_COSINE, 64, 50, NULL) >= 0.99,
                   "tiny set with full probing and re-ranking must be exact");
     idx_ivfpq_free(ix);
-    o.nbits = 4;
-    ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_EUNSUPP);
-    o.nbits = 8;
+    /* An odd m (4 bits: a zero pad sub-quantizer) still ranks, and survives a file round trip. */
+    uint32_t d3 = 24;
+    float *b3 = dataset(n, d3, 40, 5), *q3 = dataset(nq, d3, 40, 5);
+    struct idx_ivfpq_opts o3 = {
+        .dim = d3, .metric = IDX_L2, .nlist = 32, .m = 3, .nbits = nbits, .seed = 9};
+    ck_assert_int_eq(idx_ivfpq_build(&o3, b3, n, &ix), ST_OK);
+    r = ivfpq_recall(ix, b3, n, q3, nq, d3, IDX_L2, 32, 400, NULL);
+    ck_assert_msg(r >= 0.90, "odd m, nbits=%u recall: %.4f", nbits, r);
+    dir = st_test_tmpdir("ivf3");
+    snprintf(path, sizeof(path), "%s/w.ivfpq", dir);
+    ck_assert_msg(idx_ivfpq_save(ix, path, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(idx_ivfpq_load(path, &lx, &err) == ST_OK, "%s", err.msg);
+    ck_assert_double_eq(ivfpq_recall(lx, b3, n, q3, nq, d3, IDX_L2, 32, 400, NULL), r);
+    idx_ivfpq_free(lx);
+    idx_ivfpq_free(ix);
+    st_test_rmrf(dir);
+    free(dir);
+    free(b3);
+    free(q3);
+    /* m must divide dim; only 8 and 4 bits exist. */
     o.m = 5;
+    ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_EINVAL);
+    o.m = 8;
+    o.nbits = 6;
     ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_EINVAL);
     free(base);
     free(qs);
@@ -392,7 +542,9 @@ int main(void)
     tcase_add_test(tc, test_exact_topk);
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
     tcase_add_test(tc, test_hnsw_files);
-    tcase_add_test(tc, test_ivfpq);
+    tcase_add_test(tc, test_pq4_kernels);
+    tcase_add_test(tc, test_pq4_lut);
+    tcase_add_loop_test(tc, test_ivfpq, 0, 2);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,9 +1,16 @@
 // ANN benchmark on Fashion-MNIST (Debian dataset-fashion-mnist): strata's HNSW vs hnswlib
 // (Debian libhnswlib-dev, compiled -O3 -march=native), same M and ef_construction, single
-// thread, in one process and one run. Prints build time, memory, and QPS / recall@10 per ef.
+// thread, in one process and one run; and strata's IVF-PQ (8-bit and 4-bit fast-scan, exact
+// re-ranking) over a sweep of nprobe. FAISS is measured on the same data and ground truth by
+// bench_faiss.py; bench/ann/run runs both and plots. Prints build time, memory, QPS and
+// recall@10.
 //
-//   build/bench/ann/bench_ann [--n 60000] [--queries 10000] [--m 16] [--efc 200]
-//                             [--ef 10,16,24,...] [--gt-cache FILE] [--csv FILE]
+//   build/bench/ann/bench_ann [--n 60000] [--queries 10000] [--engines hnsw,ivfpq]
+//       [--m 16] [--efc 200] [--ef 10,16,24,...]
+//       [--nlist 256] [--pq8-m 98] [--pq4-m 196] [--rerank 100] [--nprobe 1,2,4,...]
+//       [--gt-cache FILE] [--csv FILE]
+//
+// CSV: engine,param,recall,qps (param = ef or nprobe).
 #include <hnswlib/hnswlib.h>
 
 #include <zlib.h>
@@ -20,6 +27,7 @@
 extern "C" {
 #include "idx_distance.h"
 #include "idx_hnsw.h"
+#include "idx_ivfpq.h"
 }
 
 static double now_s()
@@ -66,9 +74,33 @@ int main(int argc, char **argv)
     uint32_t nbase = 60000, nq = 10000, m = 16, efc = 200;
     std::string gt_cache = "/tmp/strata-fmnist-gt.bin", csv;
     std::vector<uint32_t> efs = {10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 200, 256};
+    std::vector<uint32_t> nprobes = {1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64};
+    uint32_t nlist = 256, pq8_m = 98, pq4_m = 196, rerank = 100;
+    std::string engines = "hnsw,ivfpq";
+    auto list = [](const char *p) {
+        std::vector<uint32_t> v;
+        for (char *e; *p; p = e + (*e == ',')) {
+            v.push_back((uint32_t)strtoul(p, &e, 10));
+            if (e == p)
+                break;
+        }
+        return v;
+    };
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
-        if (a == "--n")
+        if (a == "--engines")
+            engines = argv[i + 1];
+        else if (a == "--nlist")
+            nlist = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--pq8-m")
+            pq8_m = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--pq4-m")
+            pq4_m = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--rerank")
+            rerank = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--nprobe")
+            nprobes = list(argv[i + 1]);
+        else if (a == "--n")
             nbase = (uint32_t)atoi(argv[i + 1]);
         else if (a == "--queries")
             nq = (uint32_t)atoi(argv[i + 1]);
@@ -80,14 +112,9 @@ int main(int argc, char **argv)
             gt_cache = argv[i + 1];
         else if (a == "--csv")
             csv = argv[i + 1];
-        else if (a == "--ef") {
-            efs.clear();
-            for (char *p = argv[i + 1]; *p;) {
-                efs.push_back((uint32_t)strtoul(p, &p, 10));
-                if (*p == ',')
-                    p++;
-            }
-        } else {
+        else if (a == "--ef")
+            efs = list(argv[i + 1]);
+        else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
         }
@@ -150,81 +177,136 @@ int main(int argc, char **argv)
         return (double)hit / ((double)nq * K);
     };
 
-    // Build both, single-threaded.
-    double t0 = now_s();
-    idx_hnsw_opts o = {};
-    o.dim = dim;
-    o.metric = IDX_L2;
-    o.m = m;
-    o.ef_construction = efc;
-    o.seed = 42;
-    o.threads = 1;
-    idx_hnsw *ours = nullptr;
-    if (idx_hnsw_build(&o, base.data(), nbase, &ours) != ST_OK) {
-        fprintf(stderr, "idx_hnsw_build failed\n");
-        return 1;
-    }
-    double ours_build = now_s() - t0;
-    t0 = now_s();
-    hnswlib::L2Space space(dim);
-    hnswlib::HierarchicalNSW<float> ref(&space, nbase, m, efc, 42);
-    for (uint32_t i = 0; i < nbase; i++)
-        ref.addPoint(&base[(size_t)i * dim], i);
-    double ref_build = now_s() - t0;
-    size_t ref_mem = (size_t)nbase * ref.size_data_per_element_ + (size_t)nbase * sizeof(void *);
-    for (uint32_t i = 0; i < nbase; i++)
-        ref_mem += ref.element_levels_[i] * ref.size_links_per_element_;
-    printf("build (1 thread): strata %.1f s, hnswlib %.1f s (ratio %.2f)\n", ours_build, ref_build,
-           ref_build / ours_build);
-    printf("index memory: strata %.1f MiB, hnswlib %.1f MiB\n", idx_hnsw_memory(ours) / 1048576.0,
-           ref_mem / 1048576.0);
-
-    idx_hnsw_searcher *s = idx_hnsw_searcher_new(ours);
-    std::vector<uint32_t> res((size_t)nq * K);
-    std::vector<idx_hit> hits(K);
     FILE *out = csv.empty() ? nullptr : fopen(csv.c_str(), "w");
     if (out)
-        fprintf(out, "engine,ef,recall,qps\n");
-    printf("%6s | %-22s | %-22s | %s\n", "ef", "strata recall / QPS", "hnswlib recall / QPS",
-           "QPS ratio");
-    for (uint32_t ef : efs) {
-        // Alternate the two engines, best of 3 passes each, to even out machine noise.
-        double best_ours = 1e30, best_ref = 1e30, r_ours = 0, r_ref = 0;
-        for (int pass = 0; pass < 3; pass++) {
-            double a = now_s();
-            for (uint32_t q = 0; q < nq; q++) {
-                size_t got =
-                    idx_hnsw_search(s, &qs[(size_t)q * dim], K, ef, nullptr, nullptr, hits.data());
-                for (uint32_t j = 0; j < K; j++)
-                    res[(size_t)q * K + j] = j < got ? hits[j].id : UINT32_MAX;
-            }
-            best_ours = std::min(best_ours, now_s() - a);
-            r_ours = recall(res);
-            ref.setEf(ef);
-            a = now_s();
-            for (uint32_t q = 0; q < nq; q++) {
-                auto pq = ref.searchKnn(&qs[(size_t)q * dim], K);
-                for (int j = (int)K - 1; j >= 0; j--) {
-                    res[(size_t)q * K + j] = pq.empty() ? UINT32_MAX : (uint32_t)pq.top().second;
-                    if (!pq.empty())
-                        pq.pop();
+        fprintf(out, "engine,param,recall,qps\n");
+    std::vector<uint32_t> res((size_t)nq * K);
+    if (engines.find("hnsw") != std::string::npos) {
+        // Build both, single-threaded.
+        double t0 = now_s();
+        idx_hnsw_opts o = {};
+        o.dim = dim;
+        o.metric = IDX_L2;
+        o.m = m;
+        o.ef_construction = efc;
+        o.seed = 42;
+        o.threads = 1;
+        idx_hnsw *ours = nullptr;
+        if (idx_hnsw_build(&o, base.data(), nbase, &ours) != ST_OK) {
+            fprintf(stderr, "idx_hnsw_build failed\n");
+            return 1;
+        }
+        double ours_build = now_s() - t0;
+        t0 = now_s();
+        hnswlib::L2Space space(dim);
+        hnswlib::HierarchicalNSW<float> ref(&space, nbase, m, efc, 42);
+        for (uint32_t i = 0; i < nbase; i++)
+            ref.addPoint(&base[(size_t)i * dim], i);
+        double ref_build = now_s() - t0;
+        size_t ref_mem =
+            (size_t)nbase * ref.size_data_per_element_ + (size_t)nbase * sizeof(void *);
+        for (uint32_t i = 0; i < nbase; i++)
+            ref_mem += ref.element_levels_[i] * ref.size_links_per_element_;
+        printf("build (1 thread): strata %.1f s, hnswlib %.1f s (ratio %.2f)\n", ours_build,
+               ref_build, ref_build / ours_build);
+        printf("index memory: strata %.1f MiB, hnswlib %.1f MiB\n",
+               idx_hnsw_memory(ours) / 1048576.0, ref_mem / 1048576.0);
+
+        idx_hnsw_searcher *s = idx_hnsw_searcher_new(ours);
+        std::vector<idx_hit> hits(K);
+        printf("%6s | %-22s | %-22s | %s\n", "ef", "strata recall / QPS", "hnswlib recall / QPS",
+               "QPS ratio");
+        for (uint32_t ef : efs) {
+            // Alternate the two engines, best of 3 passes each, to even out machine noise.
+            double best_ours = 1e30, best_ref = 1e30, r_ours = 0, r_ref = 0;
+            for (int pass = 0; pass < 3; pass++) {
+                double a = now_s();
+                for (uint32_t q = 0; q < nq; q++) {
+                    size_t got = idx_hnsw_search(s, &qs[(size_t)q * dim], K, ef, nullptr, nullptr,
+                                                 hits.data());
+                    for (uint32_t j = 0; j < K; j++)
+                        res[(size_t)q * K + j] = j < got ? hits[j].id : UINT32_MAX;
                 }
+                best_ours = std::min(best_ours, now_s() - a);
+                r_ours = recall(res);
+                ref.setEf(ef);
+                a = now_s();
+                for (uint32_t q = 0; q < nq; q++) {
+                    auto pq = ref.searchKnn(&qs[(size_t)q * dim], K);
+                    for (int j = (int)K - 1; j >= 0; j--) {
+                        res[(size_t)q * K + j] =
+                            pq.empty() ? UINT32_MAX : (uint32_t)pq.top().second;
+                        if (!pq.empty())
+                            pq.pop();
+                    }
+                }
+                best_ref = std::min(best_ref, now_s() - a);
+                r_ref = recall(res);
             }
-            best_ref = std::min(best_ref, now_s() - a);
-            r_ref = recall(res);
+            double qo = nq / best_ours, qr = nq / best_ref;
+            printf("%6u | %.4f  %10.0f     | %.4f  %10.0f     | %.2f\n", ef, r_ours, qo, r_ref, qr,
+                   qo / qr);
+            if (out) {
+                fprintf(out, "strata-hnsw,%u,%.5f,%.1f\n", ef, r_ours, qo);
+                fprintf(out, "hnswlib,%u,%.5f,%.1f\n", ef, r_ref, qr);
+            }
+            fflush(stdout);
         }
-        double qo = nq / best_ours, qr = nq / best_ref;
-        printf("%6u | %.4f  %10.0f     | %.4f  %10.0f     | %.2f\n", ef, r_ours, qo, r_ref, qr,
-               qo / qr);
-        if (out) {
-            fprintf(out, "strata-hnsw,%u,%.5f,%.1f\n", ef, r_ours, qo);
-            fprintf(out, "hnswlib,%u,%.5f,%.1f\n", ef, r_ref, qr);
+        idx_hnsw_searcher_free(s);
+        idx_hnsw_free(ours);
+    }
+
+    if (engines.find("ivfpq") != std::string::npos) {
+        // IVF-PQ, 8-bit and 4-bit fast-scan, same nlist, exact re-ranking of `rerank`
+        // candidates from the raw vectors (FAISS: IndexRefineFlat with k_factor = rerank / k).
+        for (uint32_t nbits : {8u, 4u}) {
+            if ((nbits == 8 ? pq8_m : pq4_m) == 0)
+                continue; // --pq8-m 0 / --pq4-m 0: skip that variant
+            idx_ivfpq_opts o = {};
+            o.dim = dim;
+            o.metric = IDX_L2;
+            o.nlist = nlist;
+            o.m = nbits == 8 ? pq8_m : pq4_m;
+            o.nbits = nbits;
+            o.seed = 42;
+            o.threads = 1;
+            double t0 = now_s();
+            idx_ivfpq *ix = nullptr;
+            if (idx_ivfpq_build(&o, base.data(), nbase, &ix) != ST_OK) {
+                fprintf(stderr, "idx_ivfpq_build failed\n");
+                return 1;
+            }
+            char name[64];
+            snprintf(name, sizeof(name), "strata-ivf%u-pq%ux%u", nlist, o.m, nbits);
+            printf("%s: build (1 thread) %.1f s, index memory %.1f MiB (+ raw vectors for "
+                   "re-ranking), rerank %u\n",
+                   name, now_s() - t0, idx_ivfpq_memory(ix) / 1048576.0, rerank);
+            printf("%8s | %-22s\n", "nprobe", "recall / QPS");
+            idx_ivfpq_searcher *s = idx_ivfpq_searcher_new(ix);
+            std::vector<idx_hit> hits(K);
+            for (uint32_t np : nprobes) {
+                double best = 1e30, r = 0;
+                for (int pass = 0; pass < 3; pass++) {
+                    double a = now_s();
+                    for (uint32_t q = 0; q < nq; q++) {
+                        size_t got = idx_ivfpq_search(s, &qs[(size_t)q * dim], K, np, rerank,
+                                                      base.data(), nullptr, nullptr, hits.data());
+                        for (uint32_t j = 0; j < K; j++)
+                            res[(size_t)q * K + j] = j < got ? hits[j].id : UINT32_MAX;
+                    }
+                    best = std::min(best, now_s() - a);
+                    r = recall(res);
+                }
+                printf("%8u | %.4f  %10.0f\n", np, r, nq / best);
+                if (out)
+                    fprintf(out, "%s,%u,%.5f,%.1f\n", name, np, r, nq / best);
+                fflush(stdout);
+            }
+            idx_ivfpq_searcher_free(s);
+            idx_ivfpq_free(ix);
         }
-        fflush(stdout);
     }
     if (out)
         fclose(out);
-    idx_hnsw_searcher_free(s);
-    idx_hnsw_free(ours);
     return 0;
 }
