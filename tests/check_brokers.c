@@ -288,10 +288,7 @@ int main(void)
     tcase_add_test(tc, test_kafka_group_commit_resume);
     tcase_add_test(tc, test_nats_jetstream_durable);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = st_test_run_suite(s);
     nats_Close();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return rc;
 }

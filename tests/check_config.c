@@ -367,9 +367,5 @@ int main(void)
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_cli_check_config);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return st_test_run_suite(s);
 }

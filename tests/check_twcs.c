@@ -735,9 +735,5 @@ int main(void)
     tcase_add_test(tc, test_open_window_cap_and_run_merging);
     tcase_add_test(tc, test_background_tick);
     suite_add_tcase(su, tc);
-    SRunner *sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return st_test_run_suite(su);
 }

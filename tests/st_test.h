@@ -6,6 +6,7 @@
 #define ST_TEST_H
 
 #include <stdbool.h>
+#include <check.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,8 @@ int64_t st_test_now_ms(void);
 /* Runs a shell command, captures its stdout into out (NUL-terminated), returns its exit
  * status; fails the test if it did not exit normally. */
 int st_test_run(const char *cmd, char *out, size_t outsz);
+/* Runs a suite (check's normal output) and returns main's exit status; frees the suite. */
+int st_test_run_suite(Suite *su);
 
 /* Evaluates cond every 5 ms until it holds or timeout_ms passes; yields whether it held. */
 #define ST_WAIT_UNTIL(cond, timeout_ms)                                                            \
