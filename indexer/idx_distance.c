@@ -42,7 +42,8 @@ static float dot_scalar(const float *a, const float *b, size_t d)
     return (s0 + s1) + (s2 + s3);
 }
 
-static void pq4_block_scalar(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t out[32])
+static uint32_t pq4_block_scalar(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
+                                 uint16_t out[32])
 {
     uint32_t acc[32] = {0};
     for (size_t j = 0; j < m2; j++) {
@@ -52,8 +53,12 @@ static void pq4_block_scalar(const uint8_t *codes, const uint8_t *lut, size_t m2
             acc[i + 16] += t[c[i] >> 4];
         }
     }
-    for (size_t i = 0; i < 32; i++)
+    uint32_t mask = 0;
+    for (size_t i = 0; i < 32; i++) {
         out[i] = (uint16_t)acc[i];
+        mask |= (uint32_t)(out[i] <= thr) << i;
+    }
+    return mask;
 }
 
 static void dots_t_scalar(const float *x, const float *ct, size_t d, size_t k, float *out)
@@ -63,6 +68,12 @@ static void dots_t_scalar(const float *x, const float *ct, size_t d, size_t k, f
     for (size_t i = 0; i < d; i++)
         for (size_t c = 0; c < k; c++)
             out[c] += x[i] * ct[i * k + c];
+}
+
+static void add_scalar(float *out, const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
 }
 
 static float pq4_qmax(size_t m2)
@@ -162,8 +173,8 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
  * pairs (even bytes masked, odd bytes shifted), which keeps vectors 2k and 2k+1 in separate
  * accumulators; the lanes and the pairs are folded back into vector order at the end.
  */
-__attribute__((target("avx2"))) static void pq4_block_avx2(const uint8_t *codes, const uint8_t *lut,
-                                                           size_t m2, uint16_t out[32])
+__attribute__((target("avx2"))) static uint32_t
+pq4_block_avx2(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr, uint16_t out[32])
 {
     const __m256i low4 = _mm256_set1_epi8(0x0f), low8 = _mm256_set1_epi16(0x00ff);
     __m256i lo_even = _mm256_setzero_si256(), lo_odd = lo_even, hi_even = lo_even, hi_odd = lo_even;
@@ -184,10 +195,21 @@ __attribute__((target("avx2"))) static void pq4_block_avx2(const uint8_t *codes,
     __m128i he =
         _mm_add_epi16(_mm256_castsi256_si128(hi_even), _mm256_extracti128_si256(hi_even, 1));
     __m128i ho = _mm_add_epi16(_mm256_castsi256_si128(hi_odd), _mm256_extracti128_si256(hi_odd, 1));
-    _mm_storeu_si128((__m128i *)(void *)out, _mm_unpacklo_epi16(le, lo));
-    _mm_storeu_si128((__m128i *)(void *)(out + 8), _mm_unpackhi_epi16(le, lo));
-    _mm_storeu_si128((__m128i *)(void *)(out + 16), _mm_unpacklo_epi16(he, ho));
-    _mm_storeu_si128((__m128i *)(void *)(out + 24), _mm_unpackhi_epi16(he, ho));
+    __m128i v0 = _mm_unpacklo_epi16(le, lo), v1 = _mm_unpackhi_epi16(le, lo);
+    __m128i v2 = _mm_unpacklo_epi16(he, ho), v3 = _mm_unpackhi_epi16(he, ho);
+    _mm_storeu_si128((__m128i *)(void *)out, v0);
+    _mm_storeu_si128((__m128i *)(void *)(out + 8), v1);
+    _mm_storeu_si128((__m128i *)(void *)(out + 16), v2);
+    _mm_storeu_si128((__m128i *)(void *)(out + 24), v3);
+    /* x <= thr (unsigned) <=> min(x, thr) == x; packed to one byte per vector. */
+    __m128i t = _mm_set1_epi16((short)thr);
+    __m128i c0 = _mm_cmpeq_epi16(_mm_min_epu16(v0, t), v0);
+    __m128i c1 = _mm_cmpeq_epi16(_mm_min_epu16(v1, t), v1);
+    __m128i c2 = _mm_cmpeq_epi16(_mm_min_epu16(v2, t), v2);
+    __m128i c3 = _mm_cmpeq_epi16(_mm_min_epu16(v3, t), v3);
+    uint32_t lo16 = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(c0, c1));
+    uint32_t hi16 = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(c2, c3));
+    return lo16 | hi16 << 16;
 }
 
 /* 32 columns at a time (four accumulators share each broadcast), then 8, then the tail. */
@@ -285,6 +307,16 @@ __attribute__((target("avx2"))) static float pq4_lut_avx2(const float *a, const 
     return scale;
 }
 
+__attribute__((target("avx2"))) static void add_avx2(float *out, const float *a, const float *b,
+                                                     size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    for (; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
 /* ---- AVX-512F ----------------------------------------------------------------------------- */
 
 __attribute__((target("avx512f"))) static float l2sq_avx512(const float *a, const float *b,
@@ -330,12 +362,12 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
 
 /* AVX-512 machines run the AVX2 fast-scan (tables are 16 entries, one 128-bit lane) and the
  * AVX2 transposed dots (columns are few and short). */
-static const struct idx_kernels k_scalar = {"scalar",         l2sq_scalar,   dot_scalar,
-                                            pq4_block_scalar, dots_t_scalar, pq4_lut_scalar};
-static const struct idx_kernels k_avx2 = {"avx2",         l2sq_avx2,   dot_avx2,
-                                          pq4_block_avx2, dots_t_avx2, pq4_lut_avx2};
-static const struct idx_kernels k_avx512 = {"avx512",       l2sq_avx512, dot_avx512,
-                                            pq4_block_avx2, dots_t_avx2, pq4_lut_avx2};
+static const struct idx_kernels k_scalar = {
+    "scalar", l2sq_scalar, dot_scalar, pq4_block_scalar, dots_t_scalar, pq4_lut_scalar, add_scalar};
+static const struct idx_kernels k_avx2 = {"avx2",      l2sq_avx2,    dot_avx2, pq4_block_avx2,
+                                          dots_t_avx2, pq4_lut_avx2, add_avx2};
+static const struct idx_kernels k_avx512 = {"avx512",    l2sq_avx512,  dot_avx512, pq4_block_avx2,
+                                            dots_t_avx2, pq4_lut_avx2, add_avx2};
 
 const struct idx_kernels *idx_kernels_scalar(void)
 {

@@ -24,8 +24,10 @@ typedef float (*idx_dist_fn)(const float *a, const float *b, size_t dim);
  * m2 (even) 8-bit table entries its 4-bit codes select. Block layout: for sub-quantizer j,
  * 16 bytes at codes + 16*j; byte i holds vector i's code in the low nibble and vector i+16's
  * in the high nibble. lut: 16 bytes per sub-quantizer. m2 * 255 must fit in 16 bits.
+ * Returns the mask of the vectors whose sum is <= thr (bit i: vector i).
  */
-typedef void (*idx_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t out[32]);
+typedef uint32_t (*idx_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
+                               uint16_t out[32]);
 
 /* out[c] = <x, column c of ct> for c < k, where ct is d rows of k floats (centroids
  * transposed): one query against many short centroids (PQ tables, k-means assignment). */
@@ -44,6 +46,9 @@ typedef void (*idx_dots_fn)(const float *x, const float *ct, size_t d, size_t k,
 typedef float (*idx_pq4_lut_fn)(const float *a, const float *b, const float *lo, float range,
                                 size_t m, size_t m2, float *tab, uint8_t *lut, float *bias);
 
+/* out[i] = a[i] + b[i] (per-list ADC tables). */
+typedef void (*idx_add_fn)(float *out, const float *a, const float *b, size_t n);
+
 struct idx_kernels {
     const char *name; /* "avx512", "avx2", "scalar" */
     idx_dist_fn l2sq;
@@ -51,6 +56,7 @@ struct idx_kernels {
     idx_pq4_fn pq4_block;
     idx_dots_fn dots_t;
     idx_pq4_lut_fn pq4_lut;
+    idx_add_fn add;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */

@@ -48,6 +48,8 @@ struct idx_ivfpq {
     float *codebooks; /* m * ksub * dsub: sub-quantizer j's centroid c at (j*ksub + c)*dsub */
     float *cbt;       /* per sub-quantizer: its codebook transposed (dsub rows of ksub) */
     float *cbn;       /* m * ksub squared norms of the codebook centroids */
+    float *ct;        /* coarse centroids transposed (dim rows of nlist), for one-pass probing */
+    float *cn;        /* nlist squared norms of the coarse centroids */
     float *pre;       /* L2: nlist * m * ksub list terms, or NULL (too big: computed per probe) */
     float *pre_mm;    /* 4 bits with pre: each pre row's min and max (nlist * m * 2) */
     struct ivf_list *lists;
@@ -277,6 +279,11 @@ static int prepare(struct idx_ivfpq *ix)
     for (uint32_t j = 0; j < ix->m; j++)
         transpose_norms(ix->codebooks + (size_t)j * ix->ksub * ix->dsub, ix->ksub, ix->dsub,
                         ix->cbt + (size_t)j * ix->dsub * ix->ksub, ix->cbn + (size_t)j * ix->ksub);
+    ix->ct = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
+    ix->cn = malloc((size_t)ix->nlist * sizeof(float));
+    if (ix->ct == NULL || ix->cn == NULL)
+        return ST_ENOMEM;
+    transpose_norms(ix->centroids, ix->nlist, ix->dim, ix->ct, ix->cn);
     if (ix->metric != IDX_L2 || (uint64_t)ix->nlist * mk * 4 > PRE_MAX)
         return ST_OK;
     if ((ix->pre = malloc((size_t)ix->nlist * mk * sizeof(float))) == NULL)
@@ -468,15 +475,19 @@ void idx_ivfpq_free(struct idx_ivfpq *ix)
     }
     free(ix->cbt);
     free(ix->cbn);
+    free(ix->ct);
+    free(ix->cn);
     free(ix->pre);
     free(ix->pre_mm);
     free(ix->lists);
     free(ix);
 }
 
+/* Everything searching needs in memory, derived tables included. */
 size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 {
     size_t b = (size_t)ix->nlist * ix->dim * 4 + (size_t)ix->m * ix->ksub * ix->dsub * 4;
+    b += (size_t)ix->nlist * (ix->dim + 1) * 4 + (size_t)ix->m * ix->ksub * (ix->dsub + 1) * 4;
     if (ix->pre != NULL)
         b += (size_t)ix->nlist * ix->m * ix->ksub * 4;
     for (uint32_t i = 0; i < ix->nlist; i++)
@@ -494,6 +505,7 @@ struct idx_ivfpq_searcher {
     float *qtab;  /* m * 16: scratch of the quantizer (4 bits) */
     float *q_mm;  /* m * 2: min and max of each qterm row (4 bits with pre) */
     float *lo;    /* m: lower bounds of this list's table rows (4 bits with pre) */
+    float *cdots; /* nlist: <q, centroid> */
     const struct idx_kernels *k;
     float *r; /* residual query */
     struct idx_hit *coarse;
@@ -513,10 +525,11 @@ struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix)
     s->qtab = malloc((size_t)ix->m * 16 * sizeof(float));
     s->q_mm = malloc((size_t)ix->m * 2 * sizeof(float));
     s->lo = malloc((size_t)ix->m * sizeof(float));
+    s->cdots = malloc((size_t)ix->nlist * sizeof(float));
     s->k = idx_kernels();
     s->r = malloc(ix->dim * sizeof(float));
     s->coarse = malloc(ix->nlist * sizeof(*s->coarse));
-    if (!s->qterm || !s->table || !s->lut || !s->qtab || !s->q_mm || !s->lo || !s->r ||
+    if (!s->qterm || !s->table || !s->lut || !s->qtab || !s->q_mm || !s->lo || !s->cdots || !s->r ||
         !s->coarse) {
         idx_ivfpq_searcher_free(s);
         return NULL;
@@ -534,29 +547,11 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s->qtab);
     free(s->q_mm);
     free(s->lo);
+    free(s->cdots);
     free(s->r);
     free(s->coarse);
     free(s->cand);
     free(s);
-}
-
-/*
- * The per-list loops below are plain C written to vectorize; target_clones compiles them for
- * AVX2 and baseline x86-64 and the loader picks one (the results are the same element-wise
- * float operations either way).
- */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
-#define VECTORIZE __attribute__((target_clones("avx2", "default"), optimize("O3")))
-#else
-#define VECTORIZE
-#endif
-
-VECTORIZE static void add_tables(float *restrict out, const float *restrict a,
-                                 const float *restrict b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
 }
 
 /*
@@ -577,7 +572,7 @@ static float list_table(struct idx_ivfpq_searcher *s, const float *q, const stru
     if (ix->pre != NULL) {
         const float *pre = ix->pre + (size_t)probe->id * mk;
         if (sum)
-            add_tables(s->table, pre, s->qterm, mk);
+            s->k->add(s->table, pre, s->qterm, mk);
         else
             *ta = pre, *tb = s->qterm;
         return probe->dist; /* ||q - c||^2 */
@@ -661,19 +656,21 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
     uint16_t acc[PQ4_BLOCK];
     size_t bstride = (size_t)16 * ix->m2;
     for (uint32_t b = 0; b * PQ4_BLOCK < l->n; b++) {
-        block(l->codes + b * bstride, s->lut, ix->m2, acc);
+        /* Only sums that can beat the worst kept candidate come out of the kernel's mask. */
         uint32_t thr = UINT16_MAX, end = l->n - b * PQ4_BLOCK;
-        if (end > PQ4_BLOCK)
-            end = PQ4_BLOCK;
         if (sc->nk == sc->keep) {
             float t = (sc->cand[0].dist - base) * scale + 1;
             if (t < 0)
                 continue;
             thr = t < UINT16_MAX ? (uint32_t)t : UINT16_MAX;
         }
-        for (uint32_t i = 0; i < end; i++)
-            if (acc[i] <= thr)
-                consider(sc, l->ids[b * PQ4_BLOCK + i], base + acc[i] * inv);
+        uint32_t mask = block(l->codes + b * bstride, s->lut, ix->m2, (uint16_t)thr, acc);
+        if (end < PQ4_BLOCK)
+            mask &= (1u << end) - 1; /* the zero codes past the list's end */
+        for (; mask != 0; mask &= mask - 1) {
+            uint32_t i = (uint32_t)__builtin_ctz(mask);
+            consider(sc, l->ids[b * PQ4_BLOCK + i], base + acc[i] * inv);
+        }
     }
 }
 
@@ -696,9 +693,17 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
         s->cand = c;
         s->cand_cap = keep;
     }
-    /* Coarse: the nprobe closest lists. */
-    size_t nc = idx_exact_topk(q, ix->centroids, ix->nlist, ix->dim, ix->metric, nprobe, NULL, NULL,
-                               s->coarse);
+    /* Coarse: the nprobe closest lists, all centroid dot products in one pass over the
+     * transposed centroids; ||q - c||^2 = ||q||^2 + ||c||^2 - 2<q, c>. */
+    s->k->dots_t(q, ix->ct, ix->dim, ix->nlist, s->cdots);
+    float qn = ix->metric == IDX_L2 ? s->k->dot(q, q, ix->dim) : 0;
+    size_t nc = 0;
+    for (uint32_t c = 0; c < ix->nlist; c++) {
+        float d = ix->metric == IDX_L2 ? qn + ix->cn[c] - 2 * s->cdots[c] : -s->cdots[c];
+        idx_topk_push(s->coarse, &nc, nprobe,
+                      (struct idx_hit){c, d > 0 || ix->metric != IDX_L2 ? d : 0});
+    }
+    idx_hits_sort(s->coarse, nc);
     if (ix->metric != IDX_L2 || ix->pre != NULL) {
         idx_dots_fn dots = s->k->dots_t;
         float f = ix->metric == IDX_L2 ? -2.0f : -1.0f;

@@ -63,6 +63,13 @@ static void check_kernel(const struct idx_kernels *k)
         /* Reads never go past dim: a tail right before unmapped memory would crash. */
         ck_assert(k->l2sq(a + 1024 - d, b + 1024 - d, d) >= 0);
     }
+    /* Table addition: exact, any length. */
+    for (size_t n = 0; n < 40; n += 3) {
+        float s1[40], s2[40];
+        ref->add(s1, a, b, n);
+        k->add(s2, a, b, n);
+        ck_assert(memcmp(s1, s2, n * sizeof(float)) == 0);
+    }
     /* Transposed dots: column counts around the 32- and 8-wide blocks, short and long rows. */
     static const size_t ks[] = {1, 7, 8, 16, 33, 50, 256};
     static const size_t ds[] = {1, 2, 4, 8, 16, 49};
@@ -353,9 +360,14 @@ START_TEST(test_pq4_kernels)
                 if (ks[k] == NULL)
                     continue; /* this CPU cannot run that variant */
                 memset(got, 0xAB, sizeof(got));
-                ks[k]->pq4_block(packed, lut, m2, got);
+                uint16_t thr = want[round % 32]; /* a threshold some sums pass, some not */
+                uint32_t mask = ks[k]->pq4_block(packed, lut, m2, thr, got);
                 ck_assert_msg(memcmp(want, got, sizeof(want)) == 0, "%s m2=%zu round %d",
                               ks[k]->name, m2, round);
+                for (size_t v = 0; v < 32; v++)
+                    ck_assert_msg(((mask >> v) & 1) == (want[v] <= thr), "%s mask bit %zu",
+                                  ks[k]->name, v);
+                ck_assert_uint_eq(ks[k]->pq4_block(packed, lut, m2, UINT16_MAX, got), 0xffffffffu);
             }
             free(unpacked);
             free(packed);
