@@ -1,0 +1,150 @@
+/* A decoded message into the windows: timestamps, cosine normalisation, replays, rejections. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ingest_write.h"
+#include "rec_format.h"
+#include "st_clock.h"
+#include "st_log.h"
+#include "st_test.h"
+#include "twcs.h"
+
+#define T0 1763798400000 /* 2025-11-22, a window boundary for 1 s windows */
+
+static struct st_clock clk;
+static char *dir;
+static struct twcs *t;
+static struct rec_decoder *dec;
+
+static void setup(void)
+{
+    st_log_set_level(ST_LOG_WARNING);
+    st_clock_manual_init(&clk, T0 + 500);
+    dir = st_test_tmpdir("ingw");
+    struct twcs_opts o = {
+        .store = {.dir = dir,
+                  .dim = 3,
+                  .wal_sync = STORE_SYNC_ALWAYS,
+                  .no_background = true,
+                  .clock = &clk},
+        .window_ms = 1000,
+        .grace_ms = 200,
+        .max_lateness_ms = 1000,
+        .max_future_ms = 60000,
+    };
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(&o, &t, &err) == ST_OK, "%s", err.msg);
+    dec = rec_decoder_new();
+}
+
+static void teardown(void)
+{
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    rec_decoder_free(dec);
+    st_test_rmrf(dir);
+    free(dir);
+}
+
+static const struct rec_collection docs = {"docs", 3, false};
+static const struct rec_schema schema = {&docs, 1, &docs, 0};
+
+static void decode(const char *json, struct rec_batch *b)
+{
+    char detail[256];
+    enum rec_reason r =
+        rec_decode(dec, &schema, REC_KIND_JSON, json, strlen(json), b, detail, sizeof(detail));
+    ck_assert_msg(r == REC_OK, "%s: %s", rec_reason_str(r), detail);
+}
+
+static struct ing_result write(struct ing_writer *w, const char *json, int64_t offset,
+                               int64_t msg_ts)
+{
+    struct rec_batch b;
+    decode(json, &b);
+    struct ing_result res;
+    ck_assert_int_eq(ing_write(w, t, &b, 0, offset, msg_ts, &res), ST_OK);
+    return res;
+}
+
+START_TEST(test_write_ts_replay_reject)
+{
+    struct ing_writer *w = ing_writer_new(3, false);
+    char json[256];
+    snprintf(json, sizeof(json),
+             "{\"records\": [{\"id\": \"a\", \"ts\": %lld, \"vector\": [1, 2, 3]},"
+             " {\"id\": \"b\", \"vector\": [4, 5, 6], \"meta\": {\"k\": 1}}]}",
+             (long long)T0 + 10);
+    struct ing_result r = write(w, json, 7, T0 + 300);
+    ck_assert_int_eq(r.outcome, ING_APPLIED);
+    struct store_value v = {0};
+    float vec[3];
+    v.vec = vec;
+    ck_assert_int_eq(store_get(twcs_store(t), (const uint8_t *)"a", 1, &v), ST_OK);
+    ck_assert_int_eq(v.ts, T0 + 10);
+    ck_assert_int_eq(v.offset, 7);
+    ck_assert_float_eq(vec[2], 3.0f);
+    free(v.meta);
+    v = (struct store_value){.vec = vec};
+    ck_assert_int_eq(store_get(twcs_store(t), (const uint8_t *)"b", 1, &v), ST_OK);
+    ck_assert_int_eq(v.ts, T0 + 300); /* no ts: the message timestamp */
+    ck_assert_uint_eq(v.meta_len, 7);
+    ck_assert(memcmp(v.meta, "{\"k\":1}", 7) == 0);
+    free(v.meta);
+    /* The same message again (a redelivery after a crash or rebalance): skipped. */
+    r = write(w, "{\"id\": \"a\", \"vector\": [9, 9, 9]}", 7, T0 + 300);
+    ck_assert_int_eq(r.outcome, ING_DUPLICATE);
+    v = (struct store_value){.vec = vec};
+    ck_assert_int_eq(store_get(twcs_store(t), (const uint8_t *)"a", 1, &v), ST_OK);
+    ck_assert_float_eq(vec[0], 1.0f);
+    free(v.meta);
+    /* No ts anywhere: rejected, nothing written. */
+    r = write(w, "{\"id\": \"c\", \"vector\": [1, 1, 1]}", 8, -1);
+    ck_assert_int_eq(r.outcome, ING_REJECTED);
+    ck_assert_str_eq(r.reason, "bad_ts");
+    ck_assert_ptr_nonnull(strstr(r.detail, "record 0"));
+    ck_assert_int_eq(store_get(twcs_store(t), (const uint8_t *)"c", 1, &v), ST_ENOTFOUND);
+    /* Far in the future of the wall clock: twcs's reason comes through. */
+    snprintf(json, sizeof(json), "{\"id\": \"d\", \"ts\": %lld, \"vector\": [1, 1, 1]}",
+             (long long)T0 + 3600000);
+    r = write(w, json, 9, -1);
+    ck_assert_int_eq(r.outcome, ING_REJECTED);
+    ck_assert_str_eq(r.reason, "ts_future");
+    ing_writer_free(w);
+}
+END_TEST
+
+START_TEST(test_write_cosine)
+{
+    struct ing_writer *w = ing_writer_new(3, true);
+    struct ing_result r = write(w, "{\"id\": \"u\", \"vector\": [3, 0, 4]}", 1, T0 + 1);
+    ck_assert_int_eq(r.outcome, ING_APPLIED);
+    struct store_value v = {0};
+    float vec[3];
+    v.vec = vec;
+    ck_assert_int_eq(store_get(twcs_store(t), (const uint8_t *)"u", 1, &v), ST_OK);
+    ck_assert_float_eq_tol(vec[0], 0.6f, 1e-6f);
+    ck_assert_float_eq_tol(vec[2], 0.8f, 1e-6f);
+    free(v.meta);
+    /* The decoded batch itself is untouched (the normalised copy is the writer's). */
+    struct rec_batch b;
+    decode("{\"id\": \"z\", \"vector\": [0, 0, 0]}", &b);
+    ck_assert_int_eq(ing_write(w, t, &b, 0, 2, T0 + 1, &r), ST_OK);
+    ck_assert_int_eq(r.outcome, ING_REJECTED);
+    ck_assert_str_eq(r.reason, "zero_vector");
+    ing_writer_free(w);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("ingest_write");
+    TCase *tc = tcase_create("ingest_write");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_write_ts_replay_reject);
+    tcase_add_test(tc, test_write_cosine);
+    suite_add_tcase(su, tc);
+    return st_test_run_suite(su);
+}
