@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "st_kafka_test.h"
+#include "st_nats_test.h"
 #include "st_test.h"
 
 #define NPART 3
@@ -135,13 +136,6 @@ START_TEST(test_kafka_group_commit_resume)
     rd_kafka_destroy(p);
 }
 END_TEST
-
-#define NATS_OK(expr)                                                                              \
-    do {                                                                                           \
-        natsStatus s_ = (expr);                                                                    \
-        ck_assert_msg(s_ == NATS_OK, "%s: %s (%s)", #expr, natsStatus_GetText(s_),                 \
-                      nats_GetLastError(NULL));                                                    \
-    } while (0)
 
 START_TEST(test_nats_jetstream_durable)
 {

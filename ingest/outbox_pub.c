@@ -1,0 +1,280 @@
+/* The outbox publisher: one thread, one ordered queue, JetStream acks before confirmation. */
+#include "outbox_pub.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "st_clock.h"
+#include "st_log.h"
+
+struct pending {
+    struct pending *next;
+    char subject[160];
+    char msg_id[320];
+    char key[128];
+    char *body;
+};
+
+struct outbox_pub {
+    struct outbox_pub_opts o;
+    char *url, *stream, *node, *coll, *seg_base;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct pending *head, *tail;
+    struct twcs *t;
+    bool stop;
+    uint64_t pending, published;
+    struct st_ratelimit warn_rl;
+    pthread_t th;
+};
+
+static char *json_event(const struct outbox_pub *p, const struct twcs_event *ev)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "collection", json_string(p->coll));
+    json_object_set_new(o, "node", json_string(p->node));
+    json_object_set_new(o, "kind", json_string(ev->kind == TWCS_EV_SEALED ? "sealed" : "expired"));
+    json_object_set_new(o, "start", json_integer(ev->start));
+    json_object_set_new(o, "end", json_integer(ev->end));
+    json_object_set_new(o, "version", json_integer(ev->version));
+    if (ev->kind == TWCS_EV_SEALED) {
+        char file[32], seg[1024];
+        snprintf(file, sizeof(file), "%06" PRIu64 ".seg", ev->file_number);
+        snprintf(seg, sizeof(seg), "%s/%s", p->seg_base, file);
+        json_object_set_new(o, "segment", json_string(seg));
+        json_object_set_new(o, "records", json_integer((json_int_t)ev->records));
+        json_object_set_new(o, "bytes", json_integer((json_int_t)ev->bytes));
+        json_object_set_new(o, "checksum", json_integer(ev->checksum));
+    } else {
+        json_object_set_new(o, "reason", json_string(ev->reason ? ev->reason : ""));
+    }
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+void outbox_pub_event(void *ctx, const struct twcs_event *ev)
+{
+    struct outbox_pub *p = ctx;
+    struct pending *e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->body = json_event(p, ev)) == NULL) {
+        /* Still in twcs's outbox: it comes back on the next open. */
+        st_log_error("outbox", "out of memory queueing event %s (kept in the outbox)", ev->key);
+        free(e);
+        return;
+    }
+    snprintf(e->subject, sizeof(e->subject), "strata.%s.%s", p->coll,
+             ev->kind == TWCS_EV_SEALED ? "sealed" : "expired");
+    snprintf(e->msg_id, sizeof(e->msg_id), "%s/%s/%s", p->node, p->coll, ev->key);
+    snprintf(e->key, sizeof(e->key), "%s", ev->key);
+    pthread_mutex_lock(&p->mu);
+    if (p->tail)
+        p->tail->next = e;
+    else
+        p->head = e;
+    p->tail = e;
+    p->pending++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pause_ms(struct outbox_pub *p, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (!p->stop)
+        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **js)
+{
+    natsOptions *no = NULL;
+    natsStatus s = natsOptions_Create(&no);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(no, p->url);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(no, 2000);
+    if (s == NATS_OK) /* reconnect forever: an outage must not need a restart */
+        s = natsOptions_SetMaxReconnect(no, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(no, 200);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(nc, no);
+    natsOptions_Destroy(no);
+    if (s == NATS_OK)
+        s = natsConnection_JetStream(js, *nc, NULL);
+    if (s == NATS_OK) {
+        const char *subjects[] = {"strata.>"};
+        jsStreamConfig sc;
+        jsStreamConfig_Init(&sc);
+        sc.Name = p->stream;
+        sc.Subjects = subjects;
+        sc.SubjectsLen = 1;
+        sc.Storage = js_FileStorage;
+        jsErrCode jerr = 0;
+        jsStreamInfo *si = NULL;
+        s = js_AddStream(&si, *js, &sc, NULL, &jerr);
+        jsStreamInfo_Destroy(si);
+        if (s != NATS_OK && jerr == JSStreamNameExistErr)
+            s = NATS_OK; /* created by another node or an earlier run */
+    }
+    if (s != NATS_OK) {
+        jsCtx_Destroy(*js);
+        natsConnection_Destroy(*nc);
+        *js = NULL;
+        *nc = NULL;
+    }
+    return s;
+}
+
+static void *run(void *arg)
+{
+    struct outbox_pub *p = arg;
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    int64_t backoff = 100;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && (p->head == NULL || p->t == NULL))
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        struct pending *e = p->head;
+        pthread_mutex_unlock(&p->mu);
+        natsStatus s = js != NULL ? NATS_OK : connect_js(p, &nc, &js);
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        if (s == NATS_OK) {
+            jsPubOptions po;
+            jsPubOptions_Init(&po);
+            po.MsgId = e->msg_id;
+            po.MaxWait = 5000;
+            s = js_Publish(&pa, js, e->subject, e->body, (int)strlen(e->body), &po, &jerr);
+            jsPubAck_Destroy(pa);
+        }
+        if (s != NATS_OK) {
+            uint32_t dropped;
+            if (st_ratelimit_ok(&p->warn_rl, 1, 10000, &dropped))
+                st_log_warn("outbox", "publishing %s failed: %s; retrying (%u similar suppressed)",
+                            e->msg_id, natsStatus_GetText(s), dropped);
+            pause_ms(p, backoff);
+            backoff = backoff * 2 > p->o.retry_max_ms ? p->o.retry_max_ms : backoff * 2;
+            continue;
+        }
+        backoff = 100;
+        /* Stored by JetStream: now it may leave the durable outbox. */
+        int rc = twcs_event_done(p->t, e->key);
+        if (rc != ST_OK)
+            st_log_error("outbox", "confirming %s: %s (it will be published again)", e->key,
+                         st_strerror(rc));
+        pthread_mutex_lock(&p->mu);
+        p->head = e->next;
+        if (p->head == NULL)
+            p->tail = NULL;
+        p->pending--;
+        p->published++;
+        pthread_mutex_unlock(&p->mu);
+        free(e->body);
+        free(e);
+    }
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return NULL;
+}
+
+int outbox_pub_start(const struct outbox_pub_opts *o, struct outbox_pub **out, struct st_err *err)
+{
+    *out = NULL;
+    struct outbox_pub *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return ST_ENOMEM;
+    p->o = *o;
+    if (p->o.retry_max_ms <= 0)
+        p->o.retry_max_ms = 5000;
+    p->url = strdup(o->url);
+    p->stream = strdup(o->stream ? o->stream : "STRATA");
+    p->node = strdup(o->node_id);
+    p->coll = strdup(o->collection);
+    p->seg_base = strdup(o->segment_base ? o->segment_base : "");
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (!p->url || !p->stream || !p->node || !p->coll || !p->seg_base ||
+        pthread_create(&p->th, NULL, run, p) != 0) {
+        free(p->url);
+        free(p->stream);
+        free(p->node);
+        free(p->coll);
+        free(p->seg_base);
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+        free(p);
+        return st_err_set(err, ST_ENOMEM, "outbox publisher: cannot start");
+    }
+    *out = p;
+    return ST_OK;
+}
+
+void outbox_pub_attach(struct outbox_pub *p, struct twcs *t)
+{
+    pthread_mutex_lock(&p->mu);
+    p->t = t;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+uint64_t outbox_pub_pending(struct outbox_pub *p)
+{
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->pending;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+uint64_t outbox_pub_published(struct outbox_pub *p)
+{
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->published;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void outbox_pub_stop(struct outbox_pub *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->th, NULL);
+    for (struct pending *e = p->head, *n; e != NULL; e = n) {
+        n = e->next;
+        free(e->body);
+        free(e);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->url);
+    free(p->stream);
+    free(p->node);
+    free(p->coll);
+    free(p->seg_base);
+    free(p);
+}

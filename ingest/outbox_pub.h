@@ -1,0 +1,44 @@
+/*
+ * outbox_pub.h — sealed/expired window events to NATS JetStream (SPEC.md §7).
+ *
+ * twcs keeps every event in a durable outbox (the same manifest edit as the seal or drop) and
+ * hands it to outbox_pub_event; a publisher thread sends it to `strata.<coll>.sealed|expired`
+ * with `Nats-Msg-Id: <node>/<coll>/<event key>` and, once JetStream acknowledged it (stored),
+ * confirms it with twcs_event_done. While NATS is unreachable events wait, in order, and are
+ * retried with backoff; after a restart twcs hands the unconfirmed ones over again. A retry
+ * that reaches JetStream twice within its duplicate window (2 min) is stored once; later
+ * duplicates are possible, so indexers treat (collection, start, version) idempotently.
+ */
+#ifndef OUTBOX_PUB_H
+#define OUTBOX_PUB_H
+
+#include <stdint.h>
+
+#include "st_error.h"
+#include "twcs.h"
+
+struct outbox_pub_opts {
+    const char *url;          /* nats://host:port */
+    const char *stream;       /* JetStream stream (created with subjects strata.> if missing) */
+    const char *node_id;      /* this ingest node */
+    const char *collection;   /* events of one collection's twcs */
+    const char *segment_base; /* sealed segment location prefix: an URL or a shared path */
+    int64_t retry_max_ms;     /* backoff cap (default 5 s) */
+};
+
+struct outbox_pub;
+
+/* Starts the publisher thread. Connecting is retried in the background (NATS may be down). */
+int outbox_pub_start(const struct outbox_pub_opts *o, struct outbox_pub **out,
+                     struct st_err *err) ST_WUR;
+/* The twcs it confirms events to (set once twcs_open returned; events queued before wait). */
+void outbox_pub_attach(struct outbox_pub *p, struct twcs *t);
+/* twcs_event_fn: queues a copy of ev. ctx is the outbox_pub. */
+void outbox_pub_event(void *ctx, const struct twcs_event *ev);
+/* Events queued and not yet confirmed. */
+uint64_t outbox_pub_pending(struct outbox_pub *p);
+uint64_t outbox_pub_published(struct outbox_pub *p);
+/* Stops the thread (events not yet published stay in twcs's outbox) and frees. */
+void outbox_pub_stop(struct outbox_pub *p);
+
+#endif

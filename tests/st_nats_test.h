@@ -1,0 +1,16 @@
+/* st_nats_test.h — NATS helpers for integration tests. */
+#ifndef ST_NATS_TEST_H
+#define ST_NATS_TEST_H
+
+#include <check.h>
+#include <nats/nats.h>
+
+/* Fails the test with nats.c's text when expr is not NATS_OK. */
+#define NATS_OK(expr)                                                                              \
+    do {                                                                                           \
+        natsStatus s_ = (expr);                                                                    \
+        ck_assert_msg(s_ == NATS_OK, "%s: %s (%s)", #expr, natsStatus_GetText(s_),                 \
+                      nats_GetLastError(NULL));                                                    \
+    } while (0)
+
+#endif
