@@ -19,6 +19,7 @@
 #include "st_log.h"
 #include "st_nats_test.h"
 #include "st_test.h"
+#include "st_twcs_test.h"
 #include "twcs.h"
 
 #define T0 1763798400000
@@ -69,28 +70,13 @@ static void nats_kill(void)
     nats_pid = -1;
 }
 
-static void put(struct twcs *t, int64_t off, int k, int64_t ts)
-{
-    char id[32];
-    snprintf(id, sizeof(id), "id-%d", k);
-    float v[4] = {(float)k, 1, 2, 3};
-    struct store_record r = {.id = (const uint8_t *)id,
-                             .id_len = (uint32_t)strlen(id),
-                             .ts = ts,
-                             .op = STORE_OP_UPSERT,
-                             .vec = v};
-    struct twcs_result res;
-    ck_assert_int_eq(twcs_write(t, 0, off, &r, 1, &res), ST_OK);
-    ck_assert_int_eq(res.verdict, TWCS_ACCEPTED);
-}
-
 /* Five records in window w (1 s windows), then one that moves the watermark past its seal. */
 static void fill_and_seal(struct twcs *t, int w)
 {
     int64_t s = T0 - 100000 + (int64_t)w * 1000;
     for (int k = 0; k < 5; k++)
-        put(t, w * 10 + k, w * 10 + k, s + k);
-    put(t, w * 10 + 5, w * 10 + 5, s + 1200);
+        ck_assert_int_eq(st_twcs_put(t, 0, w * 10 + k, w * 10 + k, s + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, w * 10 + 5, w * 10 + 5, s + 1200, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
 }
 

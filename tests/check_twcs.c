@@ -18,10 +18,11 @@
 #include "st_fault.h"
 #include "st_log.h"
 #include "st_test.h"
+#include "st_twcs_test.h"
 #include "store.h"
 #include "twcs.h"
 
-#define DIM 4
+#define DIM ST_TWCS_TEST_DIM
 #define T0  1763798400000ll /* a wall clock around the data */
 
 static struct st_clock clk;
@@ -81,25 +82,6 @@ static void setup(void)
 }
 
 /* One record per batch: id-<k>, event time ts. */
-static enum twcs_verdict put(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
-                             uint32_t *expired)
-{
-    char id[32];
-    snprintf(id, sizeof(id), "id-%d", k);
-    float v[DIM] = {(float)k, 1, 2, 3};
-    struct store_record r = {.id = (const uint8_t *)id,
-                             .id_len = (uint32_t)strlen(id),
-                             .ts = ts,
-                             .op = STORE_OP_UPSERT,
-                             .vec = v};
-    struct twcs_result res;
-    int rc = twcs_write(t, part, off, &r, 1, &res);
-    ck_assert_msg(rc == ST_OK, "twcs_write: %s", st_strerror(rc));
-    if (expired)
-        *expired = res.expired;
-    return res.verdict;
-}
-
 static bool has(struct twcs *t, int k)
 {
     char id[32];
@@ -145,13 +127,13 @@ START_TEST(test_boundaries_and_changed_window)
     char *dir = st_test_tmpdir("twcs");
     struct twcs_opts o = base_opts(dir);
     struct twcs *t = topen(&o);
-    int64_t s = T0 - 10000;                                           /* divisible by 1000 */
-    ck_assert_int_eq(put(t, 0, 0, 4, -1500, NULL), TWCS_ACCEPTED);    /* pre-epoch, first */
-    ck_assert_int_eq(put(t, 0, 1, 1, s + 999, NULL), TWCS_ACCEPTED);  /* end - 1 */
-    ck_assert_int_eq(put(t, 0, 2, 2, s + 1000, NULL), TWCS_ACCEPTED); /* end = next start */
-    ck_assert_int_eq(put(t, 0, 3, 3, s, NULL), TWCS_ACCEPTED);        /* start */
+    int64_t s = T0 - 10000;                                                  /* divisible by 1000 */
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 4, -1500, NULL), TWCS_ACCEPTED);   /* pre-epoch, first */
+    ck_assert_int_eq(st_twcs_put(t, 0, 1, 1, s + 999, NULL), TWCS_ACCEPTED); /* end - 1 */
+    ck_assert_int_eq(st_twcs_put(t, 0, 2, 2, s + 1000, NULL), TWCS_ACCEPTED); /* end = next start */
+    ck_assert_int_eq(st_twcs_put(t, 0, 3, 3, s, NULL), TWCS_ACCEPTED);        /* start */
     /* A timestamp whose window cannot be represented is rejected, not wrapped. */
-    ck_assert_int_eq(put(t, 0, 6, 9, INT64_MIN + 5, NULL), TWCS_REJECT_TS);
+    ck_assert_int_eq(st_twcs_put(t, 0, 6, 9, INT64_MIN + 5, NULL), TWCS_REJECT_TS);
     bool f;
     struct twcs_window_info w = win(t, s, &f);
     ck_assert(f);
@@ -166,11 +148,11 @@ START_TEST(test_boundaries_and_changed_window)
      * ones use the new size clipped to their neighbours. */
     o.window_ms = 600;
     t = topen(&o);
-    ck_assert_int_eq(put(t, 0, 4, 5, s + 900, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 4, 5, s + 900, NULL), TWCS_ACCEPTED);
     w = win(t, s, &f);
     ck_assert(f);
     ck_assert_int_eq(w.end, s + 1000);
-    ck_assert_int_eq(put(t, 0, 5, 6, s + 2100, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 5, 6, s + 2100, NULL), TWCS_ACCEPTED);
     struct twcs_window_info *all;
     size_t n;
     ck_assert_int_eq(twcs_windows(t, &all, &n), ST_OK);
@@ -199,24 +181,24 @@ START_TEST(test_watermark_partitions)
     int32_t parts[] = {0, 1};
     ck_assert_int_eq(twcs_partitions_assigned(t, parts, 2), ST_OK);
     int64_t s = T0 - 100000;
-    ck_assert_int_eq(put(t, 0, 0, 1, s + 5000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 1, s + 5000, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_watermark(t), INT64_MIN); /* partition 1 has said nothing yet */
-    ck_assert_int_eq(put(t, 1, 0, 2, s + 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 1, 0, 2, s + 1000, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_watermark(t), s + 1000); /* the slowest active partition */
     st_clock_manual_advance(&clk, 6000);
-    ck_assert_int_eq(put(t, 0, 1, 3, s + 6000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 1, 3, s + 6000, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_watermark(t), s + 1000);
     /* Partition 1 goes idle: it stops holding the watermark back. */
     st_clock_manual_advance(&clk, 5000);
-    ck_assert_int_eq(put(t, 0, 2, 4, s + 7000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 2, 4, s + 7000, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_watermark(t), s + 7000);
     /* It returns far behind: the watermark does not regress. */
-    ck_assert_int_eq(put(t, 1, 1, 5, s + 3000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 1, 1, 5, s + 3000, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_watermark(t), s + 7000);
     /* Records beyond max_future never move it. */
-    ck_assert_int_eq(put(t, 0, 3, 6, st_clock_wall_ms(&clk) + 2 * 3600000, NULL),
+    ck_assert_int_eq(st_twcs_put(t, 0, 3, 6, st_clock_wall_ms(&clk) + 2 * 3600000, NULL),
                      TWCS_REJECT_FUTURE);
-    ck_assert_int_eq(put(t, 0, 4, 7, INT64_MAX, NULL), TWCS_REJECT_FUTURE);
+    ck_assert_int_eq(st_twcs_put(t, 0, 4, 7, INT64_MAX, NULL), TWCS_REJECT_FUTURE);
     ck_assert_int_eq(twcs_watermark(t), s + 7000);
     ck_assert(!has(t, 6));
     ck_assert_int_eq(twcs_close(t), ST_OK);
@@ -232,15 +214,15 @@ START_TEST(test_seal_late_reseal)
     struct twcs *t = topen(&o);
     int64_t s = T0 - 100000;
     for (int k = 0; k < 10; k++)
-        ck_assert_int_eq(put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
     /* Watermark at end + grace - 1: not yet. */
-    ck_assert_int_eq(put(t, 0, 10, 100, s + 1199, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 10, 100, s + 1199, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     bool f;
     ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
     ck_assert_int_eq(n_sealed, 0);
     /* end + grace: sealed, version 1, one event with the record count. */
-    ck_assert_int_eq(put(t, 0, 11, 101, s + 1200, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 11, 101, s + 1200, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     struct twcs_window_info w = win(t, s, &f);
     ck_assert_int_eq(w.state, TWCS_SEALED);
@@ -265,7 +247,7 @@ START_TEST(test_seal_late_reseal)
     uint64_t h0 = st_hash64(b0, l0);
     free(b0);
     /* Late within max_lateness: stored, re-sealed as version 2; the base is untouched. */
-    ck_assert_int_eq(put(t, 0, 12, 50, s + 500, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 12, 50, s + 500, NULL), TWCS_ACCEPTED);
     ck_assert(has(t, 50));
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     w = win(t, s, &f);
@@ -280,8 +262,8 @@ START_TEST(test_seal_late_reseal)
     store_snapshot_release(snap);
     ck_assert_int_ne(access(base_path, F_OK), 0); /* gone once its reader let go */
     /* Late beyond max_lateness: rejected, nothing applied. */
-    ck_assert_int_eq(put(t, 0, 13, 102, s + 7000, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(put(t, 0, 14, 51, s + 600, NULL), TWCS_REJECT_LATE);
+    ck_assert_int_eq(st_twcs_put(t, 0, 13, 102, s + 7000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 14, 51, s + 600, NULL), TWCS_REJECT_LATE);
     ck_assert(!has(t, 51));
     struct twcs_stats st;
     twcs_stats(t, &st);
@@ -316,7 +298,7 @@ START_TEST(test_ttl_idle_and_clock_jumps)
     struct twcs *t = topen(&o);
     int64_t s = T0 - 30000;
     for (int k = 0; k < 10; k++)
-        ck_assert_int_eq(put(t, 0, k, k, s + k * 1000, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k * 1000, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     ck_assert_int_eq(n_expired, 0);
     /* No ingestion at all; wall time passes: the expired windows still go, oldest first,
@@ -333,12 +315,12 @@ START_TEST(test_ttl_idle_and_clock_jumps)
     /* The clock steps back: nothing dropped comes back, a record for it counts as expired. */
     st_clock_manual_set_wall(&clk, T0);
     uint32_t expired = 0;
-    ck_assert_int_eq(put(t, 0, 20, 0, s + 10, &expired), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 20, 0, s + 10, &expired), TWCS_ACCEPTED);
     ck_assert_uint_eq(expired, 1);
     ck_assert(!has(t, 0));
     ck_assert_int_eq(twcs_close(t), ST_OK);
     t = topen(&o); /* and after a restart */
-    ck_assert_int_eq(put(t, 0, 21, 1, s + 1010, &expired), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 21, 1, s + 1010, &expired), TWCS_ACCEPTED);
     ck_assert_uint_eq(expired, 1);
     ck_assert(!has(t, 1) && has(t, 9));
     ck_assert_int_eq(twcs_close(t), ST_OK);
@@ -396,7 +378,7 @@ START_TEST(test_fifo_cap)
      * (oldest) window goes, the open one stays. */
     o.max_bytes = 16u << 20;
     t = topen(&o);
-    ck_assert_int_eq(put(t, 0, 10000, 9000, s + 1500, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 10000, 9000, s + 1500, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
     ck_assert_int_eq(twcs_close(t), ST_OK);
@@ -424,11 +406,11 @@ static void prepare(const char *dir, bool sealed)
     struct twcs *t = topen(&o);
     int64_t s = T0 - 10000;
     for (int k = 0; k < 20; k++)
-        ck_assert_int_eq(put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK); /* two runs: the seal must merge */
     for (int k = 20; k < 40; k++)
-        ck_assert_int_eq(put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(put(t, 0, 40, 1000, s + 1300, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 40, 1000, s + 1300, NULL), TWCS_ACCEPTED);
     if (sealed)
         ck_assert_int_eq(twcs_tick(t), ST_OK);
     ck_assert_int_eq(twcs_close(t), ST_OK);
@@ -553,8 +535,8 @@ START_TEST(test_reader_during_drop)
     struct twcs *t = topen(&o);
     int64_t s = T0 - 10000;
     for (int k = 0; k < 30; k++)
-        ck_assert_int_eq(put(t, 0, k, k, s + k, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(put(t, 0, 30, 100, s + 1300, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 30, 100, s + 1300, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK); /* sealed */
     struct store_snapshot *snap;
     ck_assert_int_eq(store_snapshot_acquire(twcs_store(t), &snap), ST_OK);
@@ -599,8 +581,8 @@ static uint64_t drop_cost(int records)
     struct twcs *t = topen(&o);
     int64_t s = T0 - 10000;
     for (int k = 0; k < records; k++)
-        ck_assert_int_eq(put(t, 0, k, k, s + k % 1000, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(put(t, 0, records, -1, s + 1300, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k % 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, records, -1, s + 1300, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
     struct store_stats a, b;
@@ -637,8 +619,8 @@ START_TEST(test_write_amplification)
     struct twcs *t = topen(&o);
     int64_t s = T0 - 100000;
     for (int k = 0; k < 20000; k++)
-        ck_assert_int_eq(put(t, 0, k, k, s + k % 1000, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(put(t, 0, 20000, -1, s + 1300, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k % 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 20000, -1, s + 1300, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     bool f;
     ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
@@ -662,13 +644,14 @@ START_TEST(test_open_window_cap_and_run_merging)
     struct twcs *t = topen(&o);
     int64_t s = T0 - 100000;
     for (int w = 0; w < 3; w++)
-        ck_assert_int_eq(put(t, 0, w, w, s + w * 1000, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(put(t, 0, 3, 3, s + 3000, NULL), TWCS_REJECT_WINDOWS);
+        ck_assert_int_eq(st_twcs_put(t, 0, w, w, s + w * 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 3, 3, s + 3000, NULL), TWCS_REJECT_WINDOWS);
     ck_assert(!has(t, 3));
-    ck_assert_int_eq(put(t, 0, 4, 4, s + 2500, NULL), TWCS_ACCEPTED); /* an existing window */
+    ck_assert_int_eq(st_twcs_put(t, 0, 4, 4, s + 2500, NULL),
+                     TWCS_ACCEPTED); /* an existing window */
     /* Runs of an open window are merged once there are runs_min_merge of them. */
     for (int r = 0; r < 5; r++) {
-        ck_assert_int_eq(put(t, 0, 10 + r, 100 + r, s + 2010 + r, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(st_twcs_put(t, 0, 10 + r, 100 + r, s + 2010 + r, NULL), TWCS_ACCEPTED);
         ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
     }
     bool f;
@@ -702,8 +685,8 @@ START_TEST(test_background_tick)
     o.ttl_ms = 60000;
     struct twcs *t = topen(&o);
     int64_t s = T0 - 10000;
-    ck_assert_int_eq(put(t, 0, 0, 0, s, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(put(t, 0, 1, 1, s + 1300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 1, 1, s + 1300, NULL), TWCS_ACCEPTED);
     bool f;
     ck_assert(ST_WAIT_UNTIL(win(t, s, &f).state == TWCS_SEALED, 10000));
     st_clock_manual_advance(&clk, 51500);

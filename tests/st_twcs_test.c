@@ -1,0 +1,27 @@
+/* twcs helpers shared by the test suites. */
+#include "st_twcs_test.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "st_error.h"
+
+enum twcs_verdict st_twcs_put(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
+                              uint32_t *expired)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    float v[ST_TWCS_TEST_DIM] = {(float)k, 1, 2, 3};
+    struct store_record r = {.id = (const uint8_t *)id,
+                             .id_len = (uint32_t)strlen(id),
+                             .ts = ts,
+                             .op = STORE_OP_UPSERT,
+                             .vec = v};
+    struct twcs_result res;
+    int rc = twcs_write(t, part, off, &r, 1, &res);
+    ck_assert_msg(rc == ST_OK, "twcs_write: %s", st_strerror(rc));
+    if (expired)
+        *expired = res.expired;
+    return res.verdict;
+}
