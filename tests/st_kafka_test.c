@@ -54,3 +54,16 @@ rd_kafka_t *st_kafka_consumer(const char *brokers, const char *group, const char
     rd_kafka_topic_partition_list_destroy(sub);
     return c;
 }
+
+rd_kafka_t *st_kafka_group_client(const char *brokers, const char *group)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(c != NULL, "consumer: %s", errstr);
+    return c;
+}

@@ -10,4 +10,7 @@ void st_kafka_create_topic(const char *brokers, const char *topic, int partition
  * auto-commit off. */
 rd_kafka_t *st_kafka_consumer(const char *brokers, const char *group, const char *topic);
 
+/* A consumer handle of group that subscribes to nothing (committed offsets, watermarks). */
+rd_kafka_t *st_kafka_group_client(const char *brokers, const char *group);
+
 #endif

@@ -1,0 +1,71 @@
+/*
+ * consumer.h — the Kafka side of strata-ingest: a consumer-group member (cooperative-sticky,
+ * incremental assign) that turns messages into window writes with exactly-once effect.
+ *
+ * For every message: decode (rec_format.h) → write through the collection's twcs
+ * (ingest_write.h) or, when rejected, produce it to the dead-letter topic (dlq.h). Offsets are
+ * committed only for messages whose effect is durable: every commit round first fsyncs every
+ * store (group commit: one fsync covers many messages) and then commits, per partition, the
+ * position after the last message handled before that fsync. A message applied but not yet
+ * covered by a commit is redelivered after a crash or a rebalance and recognised as a
+ * duplicate by its (partition, offset) — never applied twice.
+ *
+ * Back-pressure never blocks the poll loop: a message the store cannot take yet (ST_EAGAIN)
+ * pauses its partition, seeks back to it and resumes after a short delay. On revoke the
+ * partitions' data is made durable and committed before they are released.
+ */
+#ifndef CONSUMER_H
+#define CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dlq.h"
+#include "ingest_write.h"
+#include "rec_format.h"
+#include "st_error.h"
+#include "twcs.h"
+
+struct ing_collection {
+    struct rec_collection rc; /* name, dim, id type */
+    const char *topic;
+    const char *dead_letter_topic; /* NULL: the consumer's */
+    struct twcs *twcs;
+    bool cosine;
+};
+
+struct ing_consumer_opts {
+    const char *brokers;
+    const char *group_id;
+    const char *const (*properties)[2]; /* passed through to librdkafka (SASL, SSL, ...) */
+    size_t n_properties;
+    struct ing_collection *colls;
+    size_t n_colls;
+    struct dlq *dlq;
+    const char *dead_letter_topic; /* kafka.dead_letter_topic */
+    int64_t commit_interval_ms;    /* fsync + commit round (default 200) */
+    int64_t pause_ms;              /* back-pressure pause before retrying (default 50) */
+    size_t max_value;              /* largest accepted message value (default 64 MiB) */
+};
+
+struct ing_stats {
+    uint64_t messages, records, duplicates, rejected, retries, commits;
+};
+
+struct ing_consumer;
+
+int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **out,
+                      struct st_err *err) ST_WUR;
+/*
+ * Polls up to timeout_ms for one message and handles it, and runs a commit round when one is
+ * due. Returns ST_OK, or an error that must stop consuming (the store failed, or the DLQ is
+ * unreachable: nothing after the failing message is committed).
+ */
+int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err) ST_WUR;
+/* A commit round now (fsync all stores, commit what they cover). */
+int ing_consumer_commit(struct ing_consumer *c, struct st_err *err) ST_WUR;
+void ing_consumer_stats(struct ing_consumer *c, struct ing_stats *out);
+/* Final commit round, leaves the group (partitions revoked cleanly), frees. */
+int ing_consumer_close(struct ing_consumer *c);
+
+#endif

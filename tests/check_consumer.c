@@ -1,0 +1,263 @@
+/* The consumer loop against the real Kafka broker: JSON and binary messages over several
+ * partitions land exactly once, bad ones go to the dead-letter topic, offsets are committed
+ * to the end, and a full redelivery is recognised message by message. */
+#include <check.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consumer.h"
+#include "dlq.h"
+#include "rec_format.h"
+#include "st_clock.h"
+#include "st_kafka_test.h"
+#include "st_log.h"
+#include "st_test.h"
+#include "twcs.h"
+
+#define NPART 3
+#define NMSG  60 /* good messages: even = JSON, odd = frame */
+#define NREC  5  /* records per message */
+#define DIM   4
+
+static const char *brokers;
+static char topic[128], dead[128], *dir;
+static int64_t t_base;
+static struct twcs *tw;
+static struct dlq *dq;
+
+static void produce(rd_kafka_t *p, int partition, const void *v, size_t len, const char *ct)
+{
+    rd_kafka_resp_err_t e =
+        ct ? rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                               RD_KAFKA_V_VALUE((void *)(uintptr_t)v, len),
+                               RD_KAFKA_V_HEADER("content-type", ct, -1),
+                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)
+           : rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                               RD_KAFKA_V_VALUE((void *)(uintptr_t)v, len),
+                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    ck_assert_int_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static void produce_str(rd_kafka_t *p, int partition, const char *s)
+{
+    produce(p, partition, s, strlen(s), NULL);
+}
+
+/* Message m: records "m<m>-<i>" = {m, i, 1, 2}, JSON for even m and a frame for odd m. */
+static void produce_good(rd_kafka_t *p, int m)
+{
+    if (m % 2 == 0) {
+        char json[2048];
+        int off = snprintf(json, sizeof(json), "{\"collection\": \"docs\", \"records\": [");
+        for (int i = 0; i < NREC; i++)
+            off +=
+                snprintf(json + off, sizeof(json) - (size_t)off,
+                         "%s{\"id\": \"m%d-%d\", \"ts\": %" PRId64 ", \"vector\": [%d, %d, 1, 2]}",
+                         i ? ", " : "", m, i, t_base + m, m, i);
+        snprintf(json + off, sizeof(json) - (size_t)off, "]}");
+        produce(p, m % NPART, json, strlen(json), m % 4 == 0 ? "application/json" : NULL);
+        return;
+    }
+    char ids[NREC][16];
+    float v[NREC][DIM];
+    struct rec_record r[NREC];
+    for (int i = 0; i < NREC; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "m%d-%d", m, i);
+        v[i][0] = (float)m;
+        v[i][1] = (float)i;
+        v[i][2] = 1;
+        v[i][3] = 2;
+        r[i] = (struct rec_record){(const uint8_t *)ids[i],
+                                   (uint32_t)strlen(ids[i]),
+                                   t_base + m,
+                                   REC_UPSERT,
+                                   v[i],
+                                   NULL,
+                                   0};
+    }
+    uint8_t *f;
+    size_t len;
+    ck_assert_int_eq(rec_frame_encode("docs", DIM, false, r, NREC, &f, &len), ST_OK);
+    produce(p, m % NPART, f, len, m % 4 == 1 ? "application/vnd.strata.batch" : NULL);
+    free(f);
+}
+
+static struct ing_consumer *consumer(const char *group)
+{
+    static struct ing_collection coll;
+    coll = (struct ing_collection){.rc = {"docs", DIM, false}, .topic = topic, .twcs = tw};
+    struct ing_consumer_opts o = {.brokers = brokers,
+                                  .group_id = group,
+                                  .colls = &coll,
+                                  .n_colls = 1,
+                                  .dlq = dq,
+                                  .dead_letter_topic = dead,
+                                  .commit_interval_ms = 100};
+    struct ing_consumer *c;
+    struct st_err err = {0};
+    ck_assert_msg(ing_consumer_open(&o, &c, &err) == ST_OK, "%s", err.msg);
+    return c;
+}
+
+/* Polls until cond(stats) or 90 s. */
+#define POLL_UNTIL(c, cond)                                                                        \
+    do {                                                                                           \
+        struct ing_stats st_;                                                                      \
+        int64_t dl_ = st_test_now_ms() + 90000;                                                    \
+        for (;;) {                                                                                 \
+            struct st_err e_ = {0};                                                                \
+            ck_assert_msg(ing_consumer_poll(c, 100, &e_) == ST_OK, "%s", e_.msg);                  \
+            ing_consumer_stats(c, &st_);                                                           \
+            if (cond)                                                                              \
+                break;                                                                             \
+            ck_assert_msg(st_test_now_ms() < dl_,                                                  \
+                          "timed out: %" PRIu64 " records %" PRIu64 " rejected %" PRIu64           \
+                          " duplicates",                                                           \
+                          st_.records, st_.rejected, st_.duplicates);                              \
+        }                                                                                          \
+    } while (0)
+
+static void committed_at_end(const char *group)
+{
+    rd_kafka_t *c = st_kafka_group_client(brokers, group);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(NPART);
+    for (int i = 0; i < NPART; i++)
+        rd_kafka_topic_partition_list_add(l, topic, i);
+    ck_assert_int_eq(rd_kafka_committed(c, l, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    for (int i = 0; i < NPART; i++) {
+        int64_t lo, hi;
+        ck_assert_int_eq(rd_kafka_query_watermark_offsets(c, topic, i, &lo, &hi, 30000),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_msg(l->elems[i].offset == hi, "partition %d committed %" PRId64 ", end %" PRId64,
+                      i, l->elems[i].offset, hi);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(c);
+}
+
+START_TEST(test_consume_exactly_once)
+{
+    st_log_set_level(ST_LOG_WARNING);
+    brokers = st_test_broker("STRATA_TEST_KAFKA");
+    snprintf(topic, sizeof(topic), "%s", st_test_unique("cons"));
+    snprintf(dead, sizeof(dead), "%s", st_test_unique("cons-dlq"));
+    st_kafka_create_topic(brokers, topic, NPART);
+    st_kafka_create_topic(brokers, dead, 1);
+    t_base = st_clock_wall_ms(NULL) - 60000;
+    dir = st_test_tmpdir("cons");
+    struct twcs_opts to = {.store = {.dir = dir, .dim = DIM, .wal_sync = STORE_SYNC_BATCH},
+                           .window_ms = 3600000,
+                           .grace_ms = 60000,
+                           .max_lateness_ms = 3600000};
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+
+    char es[256];
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+    for (int m = 0; m < NMSG; m++) {
+        produce_good(p, m);
+        if (m == 10) /* bad input between good messages, one per partition */
+            produce_str(p, 0, "garbage!");
+        if (m == 20)
+            produce_str(p, 1, "{\"collection\": \"docs\", \"id\": \"x\", \"vector\": [1]}");
+        if (m == 30)
+            produce_str(p, 2,
+                        "{\"records\": [{\"id\": \"d\", \"vector\": [1,2,3,4]}, {\"id\": \"d\", "
+                        "\"op\": \"delete\"}]}");
+    }
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+
+    /* 1. Everything arrives once; the three bad messages are dead-lettered. */
+    const char *group = st_test_unique("cons-g");
+    struct ing_consumer *c = consumer(group);
+    POLL_UNTIL(c, st_.records == NMSG * NREC && st_.rejected == 3);
+    ck_assert_int_eq(ing_consumer_commit(c, &err), ST_OK);
+    struct ing_stats st;
+    ing_consumer_stats(c, &st);
+    ck_assert_uint_eq(st.duplicates, 0);
+    for (int m = 0; m < NMSG; m++)
+        for (int i = 0; i < NREC; i++) {
+            char id[16];
+            float v[DIM];
+            snprintf(id, sizeof(id), "m%d-%d", m, i);
+            struct store_value sv = {.vec = v};
+            ck_assert_msg(
+                store_get(twcs_store(tw), (const uint8_t *)id, (uint32_t)strlen(id), &sv) == ST_OK,
+                "%s missing", id);
+            ck_assert(v[0] == (float)m && v[1] == (float)i);
+            ck_assert_int_eq(sv.ts, t_base + m);
+            ck_assert_int_eq(sv.partition, m % NPART);
+            free(sv.meta);
+        }
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+
+    /* 2. The same group again: nothing old comes back, only a new message. */
+    c = consumer(group);
+    produce_good(p, NMSG);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    POLL_UNTIL(c, st_.records == NREC);
+    ing_consumer_stats(c, &st);
+    ck_assert_uint_eq(st.messages, 1);
+    ck_assert_uint_eq(st.duplicates, 0);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+
+    /* 3. A full redelivery (new group, from the start) changes nothing: every good message is
+     *    recognised as applied; the bad ones are dead-lettered again (a DLQ is at-least-once). */
+    c = consumer(st_test_unique("cons-replay"));
+    POLL_UNTIL(c, st_.duplicates == NMSG + 1 && st_.rejected == 3);
+    ing_consumer_stats(c, &st);
+    ck_assert_uint_eq(st.records, 0);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+
+    /* The dead-letter topic: garbage, wrong_dim, duplicate_id (twice, by the replay). */
+    rd_kafka_t *dc = st_kafka_consumer(brokers, st_test_unique("cons-dlq-g"), dead);
+    int seen[3] = {0};
+    int64_t dl = st_test_now_ms() + 60000;
+    while (seen[0] + seen[1] + seen[2] < 6 && st_test_now_ms() < dl) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(dc, 200);
+        if (m == NULL)
+            continue;
+        rd_kafka_headers_t *h;
+        const void *val;
+        size_t n;
+        if (!m->err && rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(h, "strata.error", &val, &n) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (n == 7 && memcmp(val, "garbage", 7) == 0)
+                seen[0]++;
+            else if (n == 9 && memcmp(val, "wrong_dim", 9) == 0)
+                seen[1]++;
+            else if (n == 12 && memcmp(val, "duplicate_id", 12) == 0)
+                seen[2]++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    ck_assert_msg(seen[0] == 2 && seen[1] == 2 && seen[2] == 2, "dlq: %d %d %d", seen[0], seen[1],
+                  seen[2]);
+    rd_kafka_consumer_close(dc);
+    rd_kafka_destroy(dc);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("consumer");
+    TCase *tc = tcase_create("consumer");
+    tcase_set_timeout(tc, 400);
+    tcase_add_test(tc, test_consume_exactly_once);
+    suite_add_tcase(su, tc);
+    return st_test_run_suite(su);
+}
