@@ -6,7 +6,10 @@
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "consumer.h"
 #include "dlq.h"
@@ -89,7 +92,12 @@ static struct ing_consumer *consumer(const char *group)
 {
     static struct ing_collection coll;
     coll = (struct ing_collection){.rc = {"docs", DIM, false}, .topic = topic, .twcs = tw};
+    /* Passed through to librdkafka: a killed member's partitions move on sooner. */
+    static const char *const props[][2] = {{"session.timeout.ms", "6000"},
+                                           {"heartbeat.interval.ms", "500"}};
     struct ing_consumer_opts o = {.brokers = brokers,
+                                  .properties = props,
+                                  .n_properties = 2,
                                   .group_id = group,
                                   .colls = &coll,
                                   .n_colls = 1,
@@ -252,12 +260,119 @@ START_TEST(test_consume_exactly_once)
 }
 END_TEST
 
+static int64_t committed_sum(const char *group)
+{
+    rd_kafka_t *c = st_kafka_group_client(brokers, group);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(NPART);
+    for (int i = 0; i < NPART; i++)
+        rd_kafka_topic_partition_list_add(l, topic, i);
+    ck_assert_int_eq(rd_kafka_committed(c, l, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    int64_t sum = 0;
+    for (int i = 0; i < NPART; i++)
+        sum += l->elems[i].offset > 0 ? l->elems[i].offset : 0;
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(c);
+    return sum;
+}
+
+static void open_store(void)
+{
+    struct twcs_opts to = {.store = {.dir = dir, .dim = DIM, .wal_sync = STORE_SYNC_BATCH},
+                           .window_ms = 3600000,
+                           .grace_ms = 60000,
+                           .max_lateness_ms = 3600000};
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+}
+
+/* kill -9 of a consuming ingest in the middle of a stream, then a restart: every record of
+ * every message is there, and the restarted member handles exactly the messages after the
+ * last commit (the ones applied before the kill come back as recognised duplicates). */
+START_TEST(test_kill9_restart)
+{
+    st_log_set_level(ST_LOG_WARNING);
+    brokers = st_test_broker("STRATA_TEST_KAFKA");
+    snprintf(topic, sizeof(topic), "%s", st_test_unique("k9"));
+    snprintf(dead, sizeof(dead), "%s", st_test_unique("k9-dlq"));
+    st_kafka_create_topic(brokers, topic, NPART);
+    st_kafka_create_topic(brokers, dead, 1);
+    t_base = st_clock_wall_ms(NULL) - 60000;
+    dir = st_test_tmpdir("k9");
+    const char *group = st_test_unique("k9-g");
+    /* No librdkafka handle exists in this process while it forks. */
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        open_store();
+        struct ing_consumer *c = consumer(group);
+        for (;;) {
+            struct st_err e = {0};
+            if (ing_consumer_poll(c, 100, &e) != ST_OK)
+                _exit(3);
+        }
+    }
+    char es[256];
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+    const int total = 4 * NMSG;
+    for (int m = 0; m < total / 2; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    /* Kill it once it has committed part of the stream. */
+    ck_assert_msg(ST_WAIT_UNTIL(committed_sum(group) >= total / 8, 90000),
+                  "the child committed nothing");
+    ck_assert_int_eq(kill(child, SIGKILL), 0);
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFSIGNALED(status));
+    for (int m = total / 2; m < total; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    /* Restart: recover the store, rejoin the group (after the dead member's session ends). */
+    int64_t before = committed_sum(group);
+    ck_assert_int_lt(before, total);
+    open_store();
+    struct ing_consumer *c = consumer(group);
+    POLL_UNTIL(c, (int64_t)st_.messages >= total - before);
+    struct st_err err = {0};
+    ck_assert_int_eq(ing_consumer_commit(c, &err), ST_OK);
+    struct ing_stats st;
+    ing_consumer_stats(c, &st);
+    ck_assert_int_eq((int64_t)st.messages, total - before); /* nothing before the commit again */
+    ck_assert_uint_eq(st.records + st.duplicates * NREC, (uint64_t)(total - before) * NREC);
+    for (int m = 0; m < total; m++)
+        for (int i = 0; i < NREC; i++) {
+            char id[16];
+            float v[DIM];
+            snprintf(id, sizeof(id), "m%d-%d", m, i);
+            struct store_value sv = {.vec = v};
+            ck_assert_msg(
+                store_get(twcs_store(tw), (const uint8_t *)id, (uint32_t)strlen(id), &sv) == ST_OK,
+                "%s lost", id);
+            ck_assert(v[0] == (float)m && v[1] == (float)i);
+            free(sv.meta);
+        }
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("consumer");
     TCase *tc = tcase_create("consumer");
     tcase_set_timeout(tc, 400);
     tcase_add_test(tc, test_consume_exactly_once);
+    tcase_add_test(tc, test_kill9_restart);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
