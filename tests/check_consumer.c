@@ -366,6 +366,114 @@ START_TEST(test_kill9_restart)
 }
 END_TEST
 
+static struct twcs *open_twcs_at(const char *d)
+{
+    struct twcs_opts to = {.store = {.dir = d, .dim = DIM, .wal_sync = STORE_SYNC_BATCH},
+                           .window_ms = 3600000,
+                           .grace_ms = 60000,
+                           .max_lateness_ms = 3600000};
+    struct twcs *t;
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(&to, &t, &err) == ST_OK, "%s", err.msg);
+    return t;
+}
+
+static bool has_id(struct twcs *t, int m, int i)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "m%d-%d", m, i);
+    struct store_value sv = {0};
+    int rc = store_get(twcs_store(t), (const uint8_t *)id, (uint32_t)strlen(id), &sv);
+    free(sv.meta);
+    ck_assert(rc == ST_OK || rc == ST_ENOTFOUND);
+    return rc == ST_OK;
+}
+
+static uint64_t handled(struct ing_consumer *c)
+{
+    struct ing_stats st;
+    ing_consumer_stats(c, &st);
+    return st.messages;
+}
+
+/* Polls both members (b may be NULL) until together they handled `want` messages. */
+static void poll_pair(struct ing_consumer *a, struct ing_consumer *b, uint64_t want)
+{
+    int64_t dl = st_test_now_ms() + 90000;
+    for (;;) {
+        struct st_err e = {0};
+        ck_assert_msg(a == NULL || ing_consumer_poll(a, 50, &e) == ST_OK, "%s", e.msg);
+        ck_assert_msg(b == NULL || ing_consumer_poll(b, 50, &e) == ST_OK, "%s", e.msg);
+        uint64_t n = (a ? handled(a) : 0) + (b ? handled(b) : 0);
+        if (n >= want)
+            return;
+        ck_assert_msg(st_test_now_ms() < dl, "handled %" PRIu64 " of %" PRIu64, n, want);
+    }
+}
+
+/* A second member joins and later the first leaves: partitions move with their commits, so
+ * every message is applied by exactly one of the two members' stores — none lost, none twice. */
+START_TEST(test_rebalance_join_leave)
+{
+    st_log_set_level(ST_LOG_WARNING);
+    brokers = st_test_broker("STRATA_TEST_KAFKA");
+    snprintf(topic, sizeof(topic), "%s", st_test_unique("rb"));
+    snprintf(dead, sizeof(dead), "%s", st_test_unique("rb-dlq"));
+    st_kafka_create_topic(brokers, topic, NPART * 2);
+    st_kafka_create_topic(brokers, dead, 1);
+    t_base = st_clock_wall_ms(NULL) - 60000;
+    char *da = st_test_tmpdir("rb-a"), *db = st_test_tmpdir("rb-b");
+    struct twcs *ta = open_twcs_at(da), *tb = open_twcs_at(db);
+    struct st_err err = {0};
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+    const char *group = st_test_unique("rb-g");
+    char es[256];
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+
+    tw = ta;
+    struct ing_consumer *a = consumer(group);
+    for (int m = 0; m < NMSG; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    poll_pair(a, NULL, NMSG);
+
+    tw = tb; /* B joins: some partitions move from A to B */
+    struct ing_consumer *b = consumer(group);
+    for (int m = NMSG; m < 2 * NMSG; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    poll_pair(a, b, 2 * NMSG);
+    ck_assert_uint_gt(handled(b), 0); /* B really got partitions */
+
+    uint64_t by_a = handled(a);
+    ck_assert_int_eq(ing_consumer_close(a), ST_OK); /* A leaves: commits, releases */
+    for (int m = 2 * NMSG; m < 3 * NMSG; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    poll_pair(NULL, b, 3 * NMSG - by_a);
+    ck_assert_int_eq(ing_consumer_close(b), ST_OK);
+    committed_at_end(group);
+
+    for (int m = 0; m < 3 * NMSG; m++)
+        for (int i = 0; i < NREC; i++) {
+            bool in_a = has_id(ta, m, i), in_b = has_id(tb, m, i);
+            ck_assert_msg(in_a != in_b, "m%d-%d: in A %d, in B %d", m, i, in_a, in_b);
+        }
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(ta), ST_OK);
+    ck_assert_int_eq(twcs_close(tb), ST_OK);
+    st_test_rmrf(da);
+    st_test_rmrf(db);
+    free(da);
+    free(db);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("consumer");
@@ -373,6 +481,7 @@ int main(void)
     tcase_set_timeout(tc, 400);
     tcase_add_test(tc, test_consume_exactly_once);
     tcase_add_test(tc, test_kill9_restart);
+    tcase_add_test(tc, test_rebalance_join_leave);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
