@@ -474,6 +474,69 @@ START_TEST(test_rebalance_join_leave)
 }
 END_TEST
 
+/* A store that cannot take more (frozen memtables not flushed yet) pauses the partitions
+ * instead of blocking or dropping; once flushed, the same messages are read again and
+ * applied — each once. */
+START_TEST(test_backpressure_pause_resume)
+{
+    st_log_set_level(ST_LOG_WARNING);
+    brokers = st_test_broker("STRATA_TEST_KAFKA");
+    snprintf(topic, sizeof(topic), "%s", st_test_unique("bp"));
+    snprintf(dead, sizeof(dead), "%s", st_test_unique("bp-dlq"));
+    st_kafka_create_topic(brokers, topic, NPART);
+    st_kafka_create_topic(brokers, dead, 1);
+    t_base = st_clock_wall_ms(NULL) - 60000;
+    dir = st_test_tmpdir("bp");
+    /* Tiny memtables, one frozen at most, flushed only when the test says so. */
+    struct twcs_opts to = {.store = {.dir = dir,
+                                     .dim = DIM,
+                                     .wal_sync = STORE_SYNC_BATCH,
+                                     .memtable_size = 4096,
+                                     .max_frozen = 1,
+                                     .no_background = true},
+                           .window_ms = 3600000,
+                           .grace_ms = 60000,
+                           .max_lateness_ms = 3600000};
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+    char es[256];
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+    for (int m = 0; m < NMSG; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    struct ing_consumer *c = consumer(st_test_unique("bp-g"));
+    /* Full: the consumer keeps polling (never blocks) and retries. */
+    POLL_UNTIL(c, st_.retries >= 3);
+    /* Flush whenever it is full, until everything is in. */
+    int64_t dl = st_test_now_ms() + 90000;
+    struct ing_stats st;
+    for (;;) {
+        ck_assert_msg(ing_consumer_poll(c, 50, &err) == ST_OK, "%s", err.msg);
+        ing_consumer_stats(c, &st);
+        if (st.records == NMSG * NREC)
+            break;
+        ck_assert_int_eq(store_flush(twcs_store(tw)), ST_OK);
+        ck_assert_msg(st_test_now_ms() < dl, "%" PRIu64 " records", st.records);
+    }
+    ck_assert_uint_eq(st.duplicates, 0);
+    ck_assert_uint_eq(st.messages, NMSG); /* each message handled once, retries aside */
+    ck_assert_uint_gt(st.retries, 0);
+    for (int m = 0; m < NMSG; m++)
+        ck_assert(has_id(tw, m, NREC - 1));
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("consumer");
@@ -482,6 +545,7 @@ int main(void)
     tcase_add_test(tc, test_consume_exactly_once);
     tcase_add_test(tc, test_kill9_restart);
     tcase_add_test(tc, test_rebalance_join_leave);
+    tcase_add_test(tc, test_backpressure_pause_resume);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
