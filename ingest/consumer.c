@@ -248,12 +248,18 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         {"auto.offset.reset", "earliest"},
         {"enable.partition.eof", "false"},
     };
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], es, sizeof(es)) != RD_KAFKA_CONF_OK)
-            goto conf_fail;
-    for (size_t i = 0; i < o->n_properties; i++)
+    /* The operator's properties first, ours last: the guarantees depend on ours. */
+    for (size_t i = 0; i < o->n_properties; i++) {
+        for (size_t j = 0; j < sizeof(fixed) / sizeof(fixed[0]); j++)
+            if (strcmp(o->properties[i][0], fixed[j][0]) == 0 && j >= 2)
+                st_log_warn("ingest", "kafka.properties.%s is ignored: strata needs %s=%s",
+                            fixed[j][0], fixed[j][0], fixed[j][1]);
         if (rd_kafka_conf_set(conf, o->properties[i][0], o->properties[i][1], es, sizeof(es)) !=
             RD_KAFKA_CONF_OK)
+            goto conf_fail;
+    }
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], es, sizeof(es)) != RD_KAFKA_CONF_OK)
             goto conf_fail;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_opaque(conf, c);
