@@ -31,6 +31,31 @@ static int64_t t_base;
 static struct twcs *tw;
 static struct dlq *dq;
 
+/* A fresh topic (nparts partitions) and dead-letter topic named after tag. */
+static void prepare(const char *tag, int nparts)
+{
+    char dl[64];
+    st_log_set_level(ST_LOG_WARNING);
+    brokers = st_test_broker("STRATA_TEST_KAFKA");
+    snprintf(dl, sizeof(dl), "%s-dlq", tag);
+    snprintf(topic, sizeof(topic), "%s", st_test_unique(tag));
+    snprintf(dead, sizeof(dead), "%s", st_test_unique(dl));
+    st_kafka_create_topic(brokers, topic, nparts);
+    st_kafka_create_topic(brokers, dead, 1);
+    t_base = st_clock_wall_ms(NULL) - 60000;
+}
+
+static rd_kafka_t *producer(void)
+{
+    char es[256];
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+    ck_assert_msg(p != NULL, "producer: %s", es);
+    return p;
+}
+
 static void produce(rd_kafka_t *p, int partition, const void *v, size_t len, const char *ct)
 {
     rd_kafka_resp_err_t e =
@@ -146,30 +171,34 @@ static void committed_at_end(const char *group)
     rd_kafka_destroy(c);
 }
 
-START_TEST(test_consume_exactly_once)
+static struct twcs *open_twcs_at(const char *d)
 {
-    st_log_set_level(ST_LOG_WARNING);
-    brokers = st_test_broker("STRATA_TEST_KAFKA");
-    snprintf(topic, sizeof(topic), "%s", st_test_unique("cons"));
-    snprintf(dead, sizeof(dead), "%s", st_test_unique("cons-dlq"));
-    st_kafka_create_topic(brokers, topic, NPART);
-    st_kafka_create_topic(brokers, dead, 1);
-    t_base = st_clock_wall_ms(NULL) - 60000;
-    dir = st_test_tmpdir("cons");
-    struct twcs_opts to = {.store = {.dir = dir, .dim = DIM, .wal_sync = STORE_SYNC_BATCH},
+    struct twcs_opts to = {.store = {.dir = d, .dim = DIM, .wal_sync = STORE_SYNC_BATCH},
                            .window_ms = 3600000,
                            .grace_ms = 60000,
                            .max_lateness_ms = 3600000};
+    struct twcs *t;
     struct st_err err = {0};
-    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(twcs_open(&to, &t, &err) == ST_OK, "%s", err.msg);
+    return t;
+}
+
+static void open_store(void)
+{
+    tw = open_twcs_at(dir);
+    struct st_err err = {0};
     struct dlq_opts dopt = {.brokers = brokers};
     ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+}
 
-    char es[256];
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+START_TEST(test_consume_exactly_once)
+{
+    prepare("cons", NPART);
+    dir = st_test_tmpdir("cons");
+    open_store();
+    struct st_err err = {0};
+
+    rd_kafka_t *p = producer();
     for (int m = 0; m < NMSG; m++) {
         produce_good(p, m);
         if (m == 10) /* bad input between good messages, one per partition */
@@ -275,30 +304,12 @@ static int64_t committed_sum(const char *group)
     return sum;
 }
 
-static void open_store(void)
-{
-    struct twcs_opts to = {.store = {.dir = dir, .dim = DIM, .wal_sync = STORE_SYNC_BATCH},
-                           .window_ms = 3600000,
-                           .grace_ms = 60000,
-                           .max_lateness_ms = 3600000};
-    struct st_err err = {0};
-    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
-    struct dlq_opts dopt = {.brokers = brokers};
-    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
-}
-
 /* kill -9 of a consuming ingest in the middle of a stream, then a restart: every record of
  * every message is there, and the restarted member handles exactly the messages after the
  * last commit (the ones applied before the kill come back as recognised duplicates). */
 START_TEST(test_kill9_restart)
 {
-    st_log_set_level(ST_LOG_WARNING);
-    brokers = st_test_broker("STRATA_TEST_KAFKA");
-    snprintf(topic, sizeof(topic), "%s", st_test_unique("k9"));
-    snprintf(dead, sizeof(dead), "%s", st_test_unique("k9-dlq"));
-    st_kafka_create_topic(brokers, topic, NPART);
-    st_kafka_create_topic(brokers, dead, 1);
-    t_base = st_clock_wall_ms(NULL) - 60000;
+    prepare("k9", NPART);
     dir = st_test_tmpdir("k9");
     const char *group = st_test_unique("k9-g");
     /* No librdkafka handle exists in this process while it forks. */
@@ -313,11 +324,7 @@ START_TEST(test_kill9_restart)
                 _exit(3);
         }
     }
-    char es[256];
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+    rd_kafka_t *p = producer();
     const int total = 4 * NMSG;
     for (int m = 0; m < total / 2; m++)
         produce_good(p, m);
@@ -366,18 +373,6 @@ START_TEST(test_kill9_restart)
 }
 END_TEST
 
-static struct twcs *open_twcs_at(const char *d)
-{
-    struct twcs_opts to = {.store = {.dir = d, .dim = DIM, .wal_sync = STORE_SYNC_BATCH},
-                           .window_ms = 3600000,
-                           .grace_ms = 60000,
-                           .max_lateness_ms = 3600000};
-    struct twcs *t;
-    struct st_err err = {0};
-    ck_assert_msg(twcs_open(&to, &t, &err) == ST_OK, "%s", err.msg);
-    return t;
-}
-
 static bool has_id(struct twcs *t, int m, int i)
 {
     char id[16];
@@ -415,24 +410,14 @@ static void poll_pair(struct ing_consumer *a, struct ing_consumer *b, uint64_t w
  * every message is applied by exactly one of the two members' stores — none lost, none twice. */
 START_TEST(test_rebalance_join_leave)
 {
-    st_log_set_level(ST_LOG_WARNING);
-    brokers = st_test_broker("STRATA_TEST_KAFKA");
-    snprintf(topic, sizeof(topic), "%s", st_test_unique("rb"));
-    snprintf(dead, sizeof(dead), "%s", st_test_unique("rb-dlq"));
-    st_kafka_create_topic(brokers, topic, NPART * 2);
-    st_kafka_create_topic(brokers, dead, 1);
-    t_base = st_clock_wall_ms(NULL) - 60000;
+    prepare("rb", NPART * 2);
     char *da = st_test_tmpdir("rb-a"), *db = st_test_tmpdir("rb-b");
     struct twcs *ta = open_twcs_at(da), *tb = open_twcs_at(db);
     struct st_err err = {0};
     struct dlq_opts dopt = {.brokers = brokers};
     ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
     const char *group = st_test_unique("rb-g");
-    char es[256];
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+    rd_kafka_t *p = producer();
 
     tw = ta;
     struct ing_consumer *a = consumer(group);
@@ -479,13 +464,7 @@ END_TEST
  * applied — each once. */
 START_TEST(test_backpressure_pause_resume)
 {
-    st_log_set_level(ST_LOG_WARNING);
-    brokers = st_test_broker("STRATA_TEST_KAFKA");
-    snprintf(topic, sizeof(topic), "%s", st_test_unique("bp"));
-    snprintf(dead, sizeof(dead), "%s", st_test_unique("bp-dlq"));
-    st_kafka_create_topic(brokers, topic, NPART);
-    st_kafka_create_topic(brokers, dead, 1);
-    t_base = st_clock_wall_ms(NULL) - 60000;
+    prepare("bp", NPART);
     dir = st_test_tmpdir("bp");
     /* Tiny memtables, one frozen at most, flushed only when the test says so. */
     struct twcs_opts to = {.store = {.dir = dir,
@@ -501,11 +480,7 @@ START_TEST(test_backpressure_pause_resume)
     ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
     struct dlq_opts dopt = {.brokers = brokers};
     ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
-    char es[256];
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
+    rd_kafka_t *p = producer();
     for (int m = 0; m < NMSG; m++)
         produce_good(p, m);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
