@@ -1,0 +1,210 @@
+/*
+ * strata-ingest — the ingest daemon (SPEC.md §2): one Kafka consumer-group member writing
+ * every configured collection's windows, publishing sealed/expired windows on NATS.
+ *
+ *   strata-ingest --config FILE        run (systemd Type=notify: READY, STATUS, WATCHDOG)
+ *   strata-ingest --config FILE --check-config
+ *
+ * SIGTERM/SIGINT: stop polling, commit what is durable, leave the group, publish nothing
+ * half-way (unpublished events stay in the outbox), exit 0 — within shutdown_timeout, or
+ * exit 1 if that passes.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "consumer.h"
+#include "dlq.h"
+#include "outbox_pub.h"
+#include "st_clock.h"
+#include "st_log.h"
+#include "twcs.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: strata-ingest --config FILE [--check-config]\n");
+}
+
+struct coll_rt {
+    struct twcs *twcs;
+    struct outbox_pub *pub;
+    char dir[4096];
+};
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool check = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[++i];
+        else if (strcmp(argv[i], "--check-config") == 0)
+            check = true;
+        else if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (path == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    if (check)
+        return cfg_check_main(path, stdout, stderr);
+    struct cfg *cfg;
+    struct cfg_errors errs = {0};
+    if (cfg_load(path, &cfg, &errs) != ST_OK) {
+        cfg_errors_print(&errs, stderr);
+        cfg_errors_clear(&errs);
+        return 2;
+    }
+    st_log_set_level((enum st_log_level)cfg->log.level);
+    if (strcmp(cfg->kafka.brokers, "embedded") == 0 || strcmp(cfg->nats.url, "embedded") == 0) {
+        fprintf(stderr,
+                "%s: kafka.brokers / nats.url \"embedded\" is for `strata demo` (one "
+                "process); strata-ingest needs real brokers\n",
+                path);
+        cfg_free(cfg);
+        return 2;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    int exit_code = 1;
+    struct st_err err = {0};
+    size_t nc = cfg->n_collections;
+    struct coll_rt *rt = calloc(nc, sizeof(*rt));
+    struct ing_collection *ic = calloc(nc, sizeof(*ic));
+    const char *(*props)[2] = calloc(cfg->kafka.n_properties + 1, sizeof(*props));
+    struct dlq *dlq = NULL;
+    struct ing_consumer *cons = NULL;
+    if (rt == NULL || ic == NULL || props == NULL)
+        goto out;
+    for (size_t i = 0; i < cfg->kafka.n_properties; i++) {
+        props[i][0] = cfg->kafka.properties[i].key;
+        props[i][1] = cfg->kafka.properties[i].value;
+    }
+    if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
+        st_log_error("ingest", "data_dir %s: %s", cfg->data_dir, strerror(errno));
+        goto out;
+    }
+    for (size_t i = 0; i < nc; i++) {
+        const struct cfg_collection *cc = &cfg->collections[i];
+        snprintf(rt[i].dir, sizeof(rt[i].dir), "%s/%s", cfg->data_dir, cc->name);
+        char seg_base[512];
+        snprintf(seg_base, sizeof(seg_base), "http://%s/v1/segments/%s", cfg->ingest.listen,
+                 cc->name);
+        struct outbox_pub_opts po = {.url = cfg->nats.url,
+                                     .stream = cfg->nats.stream,
+                                     .node_id = cfg->node_id,
+                                     .collection = cc->name,
+                                     .segment_base = seg_base};
+        if (outbox_pub_start(&po, &rt[i].pub, &err) != ST_OK)
+            goto fail;
+        struct twcs_opts to = {
+            .store = {.dir = rt[i].dir,
+                      .dim = cc->dim,
+                      .wal_sync = cfg->store.wal_sync == CFG_WAL_SYNC_ALWAYS  ? STORE_SYNC_ALWAYS
+                                  : cfg->store.wal_sync == CFG_WAL_SYNC_BATCH ? STORE_SYNC_BATCH
+                                                                              : STORE_SYNC_NONE,
+                      .wal_sync_interval_ms = cfg->store.wal_sync_interval_ms,
+                      .memtable_size = cfg->store.memtable_size},
+            .window_ms = cc->window_ms,
+            .grace_ms = cc->grace_ms,
+            .max_lateness_ms = cc->max_lateness_ms,
+            .max_future_ms = cc->max_future_ms,
+            .ttl_ms = cc->ttl_ms,
+            .max_bytes = cc->max_bytes,
+            .tick_ms = 1000,
+            .on_event = outbox_pub_event,
+            .ctx = rt[i].pub,
+        };
+        if (twcs_open(&to, &rt[i].twcs, &err) != ST_OK)
+            goto fail;
+        outbox_pub_attach(rt[i].pub, rt[i].twcs);
+        ic[i] = (struct ing_collection){.rc = {cc->name, cc->dim, cc->id_type == CFG_ID_UINT64},
+                                        .topic = cc->topic,
+                                        .dead_letter_topic = cc->dead_letter_topic,
+                                        .twcs = rt[i].twcs,
+                                        .cosine = cc->metric == CFG_METRIC_COSINE};
+    }
+    struct dlq_opts dopt = {.brokers = cfg->kafka.brokers,
+                            .properties = (const char *const(*)[2])props,
+                            .n_properties = cfg->kafka.n_properties};
+    if (dlq_open(&dopt, &dlq, &err) != ST_OK)
+        goto fail;
+    struct ing_consumer_opts co = {.brokers = cfg->kafka.brokers,
+                                   .group_id = cfg->kafka.group_id,
+                                   .properties = (const char *const(*)[2])props,
+                                   .n_properties = cfg->kafka.n_properties,
+                                   .colls = ic,
+                                   .n_colls = nc,
+                                   .dlq = dlq,
+                                   .dead_letter_topic = cfg->kafka.dead_letter_topic};
+    if (ing_consumer_open(&co, &cons, &err) != ST_OK)
+        goto fail;
+    st_log_notice("ingest", "%s: consuming %zu collection(s) as %s in group %s", cfg->node_id, nc,
+                  cfg->node_id, cfg->kafka.group_id);
+    sd_notifyf(0, "READY=1\nSTATUS=consuming %zu collection(s)", nc);
+    uint64_t wd_usec = 0;
+    bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
+    int64_t next_wd = 0, next_status = 0;
+    while (!stop_requested) {
+        if (ing_consumer_poll(cons, 100, &err) != ST_OK)
+            goto fail;
+        int64_t now = st_clock_mono_ns(NULL) / 1000000;
+        if (watchdog && now >= next_wd) {
+            sd_notify(0, "WATCHDOG=1");
+            next_wd = now + (int64_t)(wd_usec / 2000);
+        }
+        if (now >= next_status) {
+            struct ing_stats st;
+            ing_consumer_stats(cons, &st);
+            sd_notifyf(0, "STATUS=%" PRIu64 " records, %" PRIu64 " rejected, %" PRIu64 " commits",
+                       st.records, st.rejected, st.commits);
+            next_status = now + 5000;
+        }
+    }
+    st_log_notice("ingest", "stopping: committing and leaving the group");
+    sd_notify(0, "STOPPING=1");
+    alarm((unsigned)((cfg->shutdown_timeout_ms + 999) / 1000)); /* SIGALRM ends a stuck stop */
+    exit_code = 0;
+    goto out;
+fail:
+    st_log_error("ingest", "%s", err.msg[0] ? err.msg : "failed");
+    exit_code = 1;
+out:
+    if (ing_consumer_close(cons) != ST_OK)
+        exit_code = 1;
+    for (size_t i = 0; rt != NULL && i < nc; i++) {
+        outbox_pub_stop(rt[i].pub);
+        if (rt[i].twcs != NULL && twcs_close(rt[i].twcs) != ST_OK)
+            exit_code = 1;
+    }
+    dlq_close(dlq);
+    free(rt);
+    free(ic);
+    free(props);
+    cfg_free(cfg);
+    return exit_code;
+}
