@@ -10,6 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "st_checksum.h"
+#include "st_coding.h"
+
 int idx_file_map(const char *path, size_t min_len, void **map, size_t *len, struct st_err *err)
 {
     *map = NULL;
@@ -83,4 +86,38 @@ void idx_file_abort(struct idx_file_out *o)
         unlink(o->tmp);
     free(o->tmp);
     o->tmp = NULL;
+}
+
+int idx_file_finish(struct idx_file_out *o, int rc, struct st_err *err)
+{
+    if (rc == ST_OK)
+        rc = idx_file_publish(o, err);
+    else if (err != NULL && err->code == ST_OK)
+        st_err_set(err, rc, "%s: writing the index: %s", o->path, st_strerror(rc));
+    idx_file_abort(o);
+    return rc;
+}
+
+int idx_file_open(const char *path, const struct idx_file_kind *k, void **map, size_t *len,
+                  struct st_err *err)
+{
+    int rc = idx_file_map(path, IDX_FILE_HEADER + IDX_FILE_FOOTER, map, len, err);
+    if (rc != ST_OK)
+        return rc;
+    const uint8_t *m = *map, *ft = m + *len - IDX_FILE_FOOTER;
+    if (memcmp(m, k->magic, 8) != 0)
+        rc = idx_file_corrupt(err, path, 0, "bad magic");
+    else if (st_get_le32(m + 60) != st_checksum32(m, 60))
+        rc = idx_file_corrupt(err, path, 60, "header checksum mismatch");
+    else if (st_get_le32(m + 8) != k->version)
+        rc = st_err_set(err, ST_EUNSUPP, "%s: index format version %u not supported", path,
+                        st_get_le32(m + 8));
+    else if (memcmp(ft, k->footer_magic, 8) != 0 || st_get_le32(ft + 28) != st_checksum32(ft, 28) ||
+             st_get_le64(ft + k->size_off) != *len)
+        rc = idx_file_corrupt(err, path, *len - IDX_FILE_FOOTER, "bad footer (truncated file?)");
+    if (rc != ST_OK) {
+        munmap(*map, *len);
+        *map = NULL;
+    }
+    return rc;
 }

@@ -28,6 +28,29 @@ void idx_file_abort(struct idx_file_out *o);
 int idx_file_map(const char *path, size_t min_len, void **map, size_t *len,
                  struct st_err *err) ST_WUR;
 
+/*
+ * Ends a save: publishes when rc is ST_OK, otherwise reports "writing the index" (unless err
+ * already says why); always removes what is left. Returns the final result.
+ */
+int idx_file_finish(struct idx_file_out *o, int rc, struct st_err *err) ST_WUR;
+
+/*
+ * The envelope both index formats share: a 64-byte header (magic at 0, format version at 8,
+ * checksum32 of bytes 0..59 at 60) and a 32-byte footer (magic at 0, the file size at
+ * size_off, checksum32 of bytes 0..27 at 28).
+ */
+#define IDX_FILE_HEADER 64u
+#define IDX_FILE_FOOTER 32u
+struct idx_file_kind {
+    const char *magic, *footer_magic; /* 8 bytes each */
+    uint32_t version;
+    size_t size_off;
+};
+/* Maps path (idx_file_map) and verifies the envelope: ST_ECORRUPT with the offset, or
+ * ST_EUNSUPP for another format version. */
+int idx_file_open(const char *path, const struct idx_file_kind *k, void **map, size_t *len,
+                  struct st_err *err) ST_WUR;
+
 /* "PATH: WHAT at offset OFF" as ST_ECORRUPT. */
 int idx_file_corrupt(struct st_err *err, const char *path, uint64_t off, const char *what);
 

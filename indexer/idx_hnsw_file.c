@@ -50,13 +50,13 @@ int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err
     st_put_le32(hd + 60, st_checksum32(hd, 60));
     uint32_t c0, c1;
     if ((rc = put(f, hd, sizeof(hd), NULL)) != ST_OK)
-        goto io;
+        goto out;
     c0 = st_checksum32(h->level0, h->stride * h->n);
     if ((rc = put(f, h->level0, h->stride * h->n, NULL)) != ST_OK)
-        goto io;
+        goto out;
     c1 = st_checksum32(h->levels, h->n);
     if ((rc = put(f, h->levels, h->n, NULL)) != ST_OK)
-        goto io;
+        goto out;
     hs = st_hash_stream_new();
     if (hs == NULL) {
         rc = ST_ENOMEM;
@@ -65,7 +65,7 @@ int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err
     for (uint32_t i = 0; i < h->n; i++)
         if (h->levels[i] > 0 &&
             (rc = put(f, h->upper[i], (size_t)h->levels[i] * (1 + h->m) * 4, hs)) != ST_OK)
-            goto io;
+            goto out;
     uint8_t ft[IDX_HNSW_FOOTER] = {0};
     memcpy(ft, IDX_HNSW_FOOTER_MAGIC, 8);
     st_put_le32(ft + 8, c0);
@@ -73,14 +73,9 @@ int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err
     st_put_le32(ft + 16, (uint32_t)st_hash_stream_digest(hs));
     st_put_le64(ft + 20, f->size + IDX_HNSW_FOOTER);
     st_put_le32(ft + 28, st_checksum32(ft, 28));
-    if ((rc = put(f, ft, sizeof(ft), NULL)) != ST_OK)
-        goto io;
-    rc = idx_file_publish(&o, err);
-    goto out;
-io:
-    st_err_set(err, rc, "%s: writing the index: %s", path, st_strerror(rc));
+    rc = put(f, ft, sizeof(ft), NULL);
 out:
-    idx_file_abort(&o);
+    rc = idx_file_finish(&o, rc, err);
     st_hash_stream_free(hs);
     return rc;
 }
@@ -90,7 +85,9 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     *out = NULL;
     void *map;
     size_t len;
-    int mrc = idx_file_map(path, IDX_HNSW_HEADER + IDX_HNSW_FOOTER, &map, &len, err);
+    static const struct idx_file_kind kind = {IDX_HNSW_MAGIC, IDX_HNSW_FOOTER_MAGIC,
+                                              IDX_HNSW_VERSION, 20};
+    int mrc = idx_file_open(path, &kind, &map, &len, err);
     if (mrc != ST_OK)
         return mrc;
     uint8_t *m = map;
@@ -103,24 +100,6 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     }
     h->map = map;
     h->map_len = len;
-    if (memcmp(m, IDX_HNSW_MAGIC, 8) != 0) {
-        rc = idx_file_corrupt(err, path, 0, "bad magic");
-        goto fail;
-    }
-    if (st_get_le32(m + 60) != st_checksum32(m, 60)) {
-        rc = idx_file_corrupt(err, path, 60, "header checksum mismatch");
-        goto fail;
-    }
-    if (st_get_le32(m + 8) != IDX_HNSW_VERSION) {
-        rc = st_err_set(err, ST_EUNSUPP, "%s: index format version %u not supported", path,
-                        st_get_le32(m + 8));
-        goto fail;
-    }
-    if (memcmp(ft, IDX_HNSW_FOOTER_MAGIC, 8) != 0 ||
-        st_get_le32(ft + 28) != st_checksum32(ft, 28) || st_get_le64(ft + 20) != len) {
-        rc = idx_file_corrupt(err, path, len - IDX_HNSW_FOOTER, "bad footer (truncated file?)");
-        goto fail;
-    }
     h->dim = st_get_le32(m + 12);
     h->m = st_get_le32(m + 16);
     h->m0 = 2 * h->m;

@@ -758,10 +758,12 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
 
 int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *err)
 {
-    struct idx_file_out o = {0};
-    struct st_hash_stream *h1 = st_hash_stream_new(), *h2 = st_hash_stream_new();
-    int rc = ST_ENOMEM;
-    if (h1 == NULL || h2 == NULL || (rc = idx_file_begin(&o, path, err)) != ST_OK)
+    struct idx_file_out o;
+    struct st_hash_stream *h1 = NULL, *h2 = NULL;
+    int rc = idx_file_begin(&o, path, err);
+    if (rc == ST_OK && ((h1 = st_hash_stream_new()) == NULL || (h2 = st_hash_stream_new()) == NULL))
+        rc = ST_ENOMEM;
+    if (rc != ST_OK)
         goto out;
     struct store_file *f = o.f;
     uint8_t hd[IDX_IVFPQ_HEADER] = {0};
@@ -780,13 +782,13 @@ int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *
     if ((rc = store_fs_write(f, hd, sizeof(hd), "idx.ivfpq.write")) != ST_OK ||
         (rc = store_fs_write(f, ix->centroids, cb, "idx.ivfpq.write")) != ST_OK ||
         (rc = store_fs_write(f, ix->codebooks, kb, "idx.ivfpq.write")) != ST_OK)
-        goto io;
+        goto out;
     for (uint32_t i = 0; i < ix->nlist; i++) {
         uint8_t b[4];
         st_put_le32(b, ix->lists[i].n);
         st_hash_stream_update(h2, b, 4);
         if ((rc = store_fs_write(f, b, 4, "idx.ivfpq.write")) != ST_OK)
-            goto io;
+            goto out;
     }
     for (uint32_t i = 0; i < ix->nlist; i++) {
         const struct ivf_list *l = &ix->lists[i];
@@ -799,7 +801,7 @@ int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *
              ((rc = store_fs_write(f, l->ids, (size_t)l->n * 4, "idx.ivfpq.write")) != ST_OK ||
               (rc = store_fs_write(f, l->codes, cl, "idx.ivfpq.write")) != ST_OK)) ||
             (pad > 0 && (rc = store_fs_write(f, zero, pad, "idx.ivfpq.write")) != ST_OK))
-            goto io;
+            goto out;
     }
     uint8_t ft[IDX_IVFPQ_FOOTER] = {0};
     memcpy(ft, IDX_IVFPQ_FOOTER_MAGIC, 8);
@@ -807,14 +809,9 @@ int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *
     st_put_le32(ft + 12, (uint32_t)st_hash_stream_digest(h2));
     st_put_le64(ft + 16, f->size + IDX_IVFPQ_FOOTER);
     st_put_le32(ft + 28, st_checksum32(ft, 28));
-    if ((rc = store_fs_write(f, ft, sizeof(ft), "idx.ivfpq.write")) != ST_OK)
-        goto io;
-    rc = idx_file_publish(&o, err);
-    goto out;
-io:
-    st_err_set(err, rc, "%s: writing the index: %s", path, st_strerror(rc));
+    rc = store_fs_write(f, ft, sizeof(ft), "idx.ivfpq.write");
 out:
-    idx_file_abort(&o);
+    rc = idx_file_finish(&o, rc, err);
     st_hash_stream_free(h1);
     st_hash_stream_free(h2);
     return rc;
@@ -825,7 +822,9 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     *out = NULL;
     void *map;
     size_t len;
-    int mrc = idx_file_map(path, IDX_IVFPQ_HEADER + IDX_IVFPQ_FOOTER, &map, &len, err);
+    static const struct idx_file_kind kind = {IDX_IVFPQ_MAGIC, IDX_IVFPQ_FOOTER_MAGIC,
+                                              IDX_IVFPQ_VERSION, 16};
+    int mrc = idx_file_open(path, &kind, &map, &len, err);
     if (mrc != ST_OK)
         return mrc;
     uint8_t *m = map;
@@ -838,18 +837,9 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     }
     ix->map = map;
     ix->map_len = len;
-    if (memcmp(m, IDX_IVFPQ_MAGIC, 8) != 0 || st_get_le32(m + 60) != st_checksum32(m, 60)) {
-        rc = idx_file_corrupt(err, path, 0, "bad header");
-        goto fail;
-    }
     ix->nbits = st_get_le32(m + 24);
-    if (st_get_le32(m + 8) != IDX_IVFPQ_VERSION || (ix->nbits != 8 && ix->nbits != 4)) {
-        rc = st_err_set(err, ST_EUNSUPP, "%s: index version/nbits not supported", path);
-        goto fail;
-    }
-    if (memcmp(ft, IDX_IVFPQ_FOOTER_MAGIC, 8) != 0 ||
-        st_get_le32(ft + 28) != st_checksum32(ft, 28) || st_get_le64(ft + 16) != len) {
-        rc = idx_file_corrupt(err, path, len - IDX_IVFPQ_FOOTER, "bad footer (truncated file?)");
+    if (ix->nbits != 8 && ix->nbits != 4) {
+        rc = st_err_set(err, ST_EUNSUPP, "%s: %u-bit codes not supported", path, ix->nbits);
         goto fail;
     }
     ix->dim = st_get_le32(m + 12);
