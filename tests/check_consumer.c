@@ -28,11 +28,12 @@
 static const char *brokers;
 static char topic[128], dead[128], *dir;
 static int64_t t_base;
+static int nparts; /* of the current test's topic */
 static struct twcs *tw;
 static struct dlq *dq;
 
 /* A fresh topic (nparts partitions) and dead-letter topic named after tag. */
-static void prepare(const char *tag, int nparts)
+static void prepare(const char *tag, int parts)
 {
     char dl[64];
     st_log_set_level(ST_LOG_WARNING);
@@ -40,7 +41,8 @@ static void prepare(const char *tag, int nparts)
     snprintf(dl, sizeof(dl), "%s-dlq", tag);
     snprintf(topic, sizeof(topic), "%s", st_test_unique(tag));
     snprintf(dead, sizeof(dead), "%s", st_test_unique(dl));
-    st_kafka_create_topic(brokers, topic, nparts);
+    nparts = parts;
+    st_kafka_create_topic(brokers, topic, parts);
     st_kafka_create_topic(brokers, dead, 1);
     t_base = st_clock_wall_ms(NULL) - 60000;
 }
@@ -155,20 +157,7 @@ static struct ing_consumer *consumer(const char *group)
 
 static void committed_at_end(const char *group)
 {
-    rd_kafka_t *c = st_kafka_group_client(brokers, group);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(NPART);
-    for (int i = 0; i < NPART; i++)
-        rd_kafka_topic_partition_list_add(l, topic, i);
-    ck_assert_int_eq(rd_kafka_committed(c, l, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    for (int i = 0; i < NPART; i++) {
-        int64_t lo, hi;
-        ck_assert_int_eq(rd_kafka_query_watermark_offsets(c, topic, i, &lo, &hi, 30000),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-        ck_assert_msg(l->elems[i].offset == hi, "partition %d committed %" PRId64 ", end %" PRId64,
-                      i, l->elems[i].offset, hi);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(c);
+    st_kafka_assert_committed_at_end(brokers, group, topic, nparts);
 }
 
 static struct twcs *open_twcs_at(const char *d)
@@ -189,6 +178,22 @@ static void open_store(void)
     struct st_err err = {0};
     struct dlq_opts dopt = {.brokers = brokers};
     ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+}
+
+/* Asserts record m<m>-<i> is stored with vector {m, i, ...}; returns its value (meta freed). */
+static struct store_value expect_record(struct twcs *t, int m, int i)
+{
+    char id[16];
+    float v[DIM];
+    snprintf(id, sizeof(id), "m%d-%d", m, i);
+    struct store_value sv = {.vec = v};
+    ck_assert_msg(store_get(twcs_store(t), (const uint8_t *)id, (uint32_t)strlen(id), &sv) == ST_OK,
+                  "%s missing", id);
+    ck_assert_msg(v[0] == (float)m && v[1] == (float)i, "%s has the wrong vector", id);
+    free(sv.meta);
+    sv.meta = NULL;
+    sv.vec = NULL;
+    return sv;
 }
 
 START_TEST(test_consume_exactly_once)
@@ -222,17 +227,9 @@ START_TEST(test_consume_exactly_once)
     ck_assert_uint_eq(st.duplicates, 0);
     for (int m = 0; m < NMSG; m++)
         for (int i = 0; i < NREC; i++) {
-            char id[16];
-            float v[DIM];
-            snprintf(id, sizeof(id), "m%d-%d", m, i);
-            struct store_value sv = {.vec = v};
-            ck_assert_msg(
-                store_get(twcs_store(tw), (const uint8_t *)id, (uint32_t)strlen(id), &sv) == ST_OK,
-                "%s missing", id);
-            ck_assert(v[0] == (float)m && v[1] == (float)i);
+            struct store_value sv = expect_record(tw, m, i);
             ck_assert_int_eq(sv.ts, t_base + m);
             ck_assert_int_eq(sv.partition, m % NPART);
-            free(sv.meta);
         }
     ck_assert_int_eq(ing_consumer_close(c), ST_OK);
     committed_at_end(group);
@@ -291,16 +288,10 @@ END_TEST
 
 static int64_t committed_sum(const char *group)
 {
-    rd_kafka_t *c = st_kafka_group_client(brokers, group);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(NPART);
-    for (int i = 0; i < NPART; i++)
-        rd_kafka_topic_partition_list_add(l, topic, i);
-    ck_assert_int_eq(rd_kafka_committed(c, l, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    int64_t sum = 0;
-    for (int i = 0; i < NPART; i++)
-        sum += l->elems[i].offset > 0 ? l->elems[i].offset : 0;
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(c);
+    int64_t offs[16], sum = 0;
+    st_kafka_committed(brokers, group, topic, nparts, offs);
+    for (int i = 0; i < nparts; i++)
+        sum += offs[i] > 0 ? offs[i] : 0;
     return sum;
 }
 
@@ -352,17 +343,8 @@ START_TEST(test_kill9_restart)
     ck_assert_int_eq((int64_t)st.messages, total - before); /* nothing before the commit again */
     ck_assert_uint_eq(st.records + st.duplicates * NREC, (uint64_t)(total - before) * NREC);
     for (int m = 0; m < total; m++)
-        for (int i = 0; i < NREC; i++) {
-            char id[16];
-            float v[DIM];
-            snprintf(id, sizeof(id), "m%d-%d", m, i);
-            struct store_value sv = {.vec = v};
-            ck_assert_msg(
-                store_get(twcs_store(tw), (const uint8_t *)id, (uint32_t)strlen(id), &sv) == ST_OK,
-                "%s lost", id);
-            ck_assert(v[0] == (float)m && v[1] == (float)i);
-            free(sv.meta);
-        }
+        for (int i = 0; i < NREC; i++)
+            (void)expect_record(tw, m, i);
     ck_assert_int_eq(ing_consumer_close(c), ST_OK);
     committed_at_end(group);
     rd_kafka_destroy(p);

@@ -137,19 +137,7 @@ START_TEST(test_daemon_consume_seal_publish_stop)
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x", status);
 
     /* Offsets committed to the end; every record in the store. */
-    rd_kafka_t *c = st_kafka_group_client(brokers, group);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
-    rd_kafka_topic_partition_list_add(l, topic, 0);
-    rd_kafka_topic_partition_list_add(l, topic, 1);
-    ck_assert_int_eq(rd_kafka_committed(c, l, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    for (int i = 0; i < 2; i++) {
-        int64_t lo, hi;
-        ck_assert_int_eq(rd_kafka_query_watermark_offsets(c, topic, i, &lo, &hi, 30000),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-        ck_assert_int_eq(l->elems[i].offset, hi);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(c);
+    st_kafka_assert_committed_at_end(brokers, group, topic, 2);
     char sdir[700];
     snprintf(sdir, sizeof(sdir), "%s/docs", data);
     struct store_opts so = {.dir = sdir, .dim = 4, .read_only = true};

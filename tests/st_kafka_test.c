@@ -2,6 +2,8 @@
 #include "st_kafka_test.h"
 
 #include <check.h>
+#include <inttypes.h>
+#include <stdlib.h>
 
 void st_kafka_create_topic(const char *brokers, const char *topic, int partitions)
 {
@@ -66,4 +68,36 @@ rd_kafka_t *st_kafka_group_client(const char *brokers, const char *group)
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     ck_assert_msg(c != NULL, "consumer: %s", errstr);
     return c;
+}
+
+void st_kafka_committed(const char *brokers, const char *group, const char *topic, int nparts,
+                        int64_t *offs)
+{
+    rd_kafka_t *c = st_kafka_group_client(brokers, group);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nparts);
+    for (int i = 0; i < nparts; i++)
+        rd_kafka_topic_partition_list_add(l, topic, i);
+    ck_assert_int_eq(rd_kafka_committed(c, l, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    for (int i = 0; i < nparts; i++)
+        offs[i] = l->elems[i].offset >= 0 ? l->elems[i].offset : -1;
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(c);
+}
+
+void st_kafka_assert_committed_at_end(const char *brokers, const char *group, const char *topic,
+                                      int nparts)
+{
+    int64_t *offs = calloc((size_t)nparts, sizeof(*offs));
+    st_kafka_committed(brokers, group, topic, nparts, offs);
+    rd_kafka_t *c = st_kafka_group_client(brokers, group);
+    for (int i = 0; i < nparts; i++) {
+        int64_t lo, hi;
+        ck_assert_int_eq(rd_kafka_query_watermark_offsets(c, topic, i, &lo, &hi, 30000),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_msg(offs[i] == hi || (offs[i] < 0 && hi == 0),
+                      /* empty: nothing to commit */ "%s[%d]: committed %" PRId64 ", end %" PRId64,
+                      topic, i, offs[i], hi);
+    }
+    rd_kafka_destroy(c);
+    free(offs);
 }

@@ -10,6 +10,12 @@ void st_kafka_create_topic(const char *brokers, const char *topic, int partition
  * auto-commit off. */
 rd_kafka_t *st_kafka_consumer(const char *brokers, const char *group, const char *topic);
 
+/* group's committed offsets of topic's partitions 0..nparts-1 into offs (-1: none). */
+void st_kafka_committed(const char *brokers, const char *group, const char *topic, int nparts,
+                        int64_t *offs);
+/* Fails the test unless group has committed every partition of topic up to its end. */
+void st_kafka_assert_committed_at_end(const char *brokers, const char *group, const char *topic,
+                                      int nparts);
 /* A consumer handle of group that subscribes to nothing (committed offsets, watermarks). */
 rd_kafka_t *st_kafka_group_client(const char *brokers, const char *group);
 
