@@ -19,6 +19,7 @@
 
 #include "st_coding.h"
 #include "st_log.h"
+#include "st_prom.h"
 #include "store_int.h"
 #include "wal_format.h"
 
@@ -60,6 +61,7 @@ struct store {
     bool have_syncer, have_flusher;
     pthread_t syncer, flusher;
     struct store_stats st;
+    struct st_hist wal_sync_hist;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -236,8 +238,11 @@ static int wal_sync_locked(struct store *s)
     int rc = store_marks_copy(&snap, &s->applied);
     struct store_file *f = s->wal_file;
     pthread_mutex_unlock(&s->mu);
-    if (rc == ST_OK)
+    if (rc == ST_OK) {
+        int64_t t0 = st_clock_mono_ns(NULL);
         rc = store_fs_sync(f, "store.wal.fsync");
+        st_hist_observe(&s->wal_sync_hist, (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
+    }
     pthread_mutex_lock(&s->mu);
     if (rc == ST_OK) {
         durable_publish_locked(s, seq, &snap);
@@ -813,6 +818,7 @@ static void value_from_mt(const struct store_memtable *m, const struct store_mt_
     out->window_end = e->window_end;
     out->partition = e->partition;
     out->offset = e->offset;
+    out->idx = e->idx;
     if (out->vec != NULL)
         memcpy(out->vec, m->vecs + (size_t)(e - m->e) * m->dim, m->dim * sizeof(float));
     free(out->meta);
@@ -887,6 +893,7 @@ int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_
         out->window_end = g->info.window_end;
         out->partition = r.partition;
         out->offset = r.offset;
+        out->idx = r.idx;
         if (out->vec != NULL)
             memcpy(out->vec, store_segment_vectors(g) + idx * g->info.dim,
                    g->info.dim * sizeof(float));
@@ -907,6 +914,96 @@ int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_
         out->meta_len = 0;
     }
     return rc;
+}
+
+/* ---- exact scans (fresh data for strong-consistency search) ------------------------------ */
+
+void store_scan_record(const struct store_scan_src *src, uint64_t i, struct store_scan_rec *out)
+{
+    if (src->memtable_) {
+        const struct store_memtable *m = src->memtable_;
+        const struct store_mt_entry *e = &m->e[i];
+        *out = (struct store_scan_rec){.id = store_mt_id(m, e),
+                                       .id_len = e->id_len,
+                                       .ts = e->ts,
+                                       .window = e->window,
+                                       .partition = e->partition,
+                                       .offset = e->offset,
+                                       .idx = e->idx,
+                                       .op = e->op,
+                                       .superseded = e->superseded != 0};
+        return;
+    }
+    struct store_seg_record r;
+    store_segment_record(src->segment, i, &r);
+    *out = (struct store_scan_rec){.id = r.id,
+                                   .id_len = r.id_len,
+                                   .ts = r.ts,
+                                   .window = src->window_start,
+                                   .partition = r.partition,
+                                   .offset = r.offset,
+                                   .idx = r.idx,
+                                   .op = r.op,
+                                   .superseded = false};
+}
+
+static int scan_mt(const struct store_memtable *m, store_scan_fn fn, void *ctx)
+{
+    struct store_scan_src src = {.memtable = true,
+                                 .window_start = INT64_MIN,
+                                 .window_end = INT64_MAX,
+                                 .n = m->n,
+                                 .dim = m->dim,
+                                 .vecs = m->vecs,
+                                 .memtable_ = m};
+    return m->n > 0 ? fn(ctx, &src) : ST_OK;
+}
+
+int store_scan(struct store *s, store_scan_fn fn, void *ctx)
+{
+    /* mem -> frozen -> segments: data only ever moves in that order, so capturing the stages
+     * in the same order sees every record at least once. */
+    pthread_mutex_lock(&s->mu);
+    int rc = scan_mt(s->mem, fn, ctx);
+    struct store_memtable **fz = malloc((s->nfrozen ? s->nfrozen : 1) * sizeof(*fz));
+    size_t nfz = 0;
+    if (fz == NULL && rc == ST_OK)
+        rc = ST_ENOMEM;
+    for (size_t i = 0; rc == ST_OK && i < s->nfrozen; i++) {
+        store_mt_ref(s->frozen[i]);
+        fz[nfz++] = s->frozen[i];
+    }
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; rc == ST_OK && i < nfz; i++)
+        rc = scan_mt(fz[i], fn, ctx);
+    for (size_t i = 0; i < nfz; i++)
+        store_mt_unref(fz[i]);
+    free(fz);
+    struct store_snapshot *snap = NULL;
+    if (rc == ST_OK)
+        rc = store_snapshot_acquire(s, &snap);
+    for (size_t i = 0; rc == ST_OK && i < snap->n; i++) {
+        const struct store_segment *g = snap->segs[i];
+        struct store_scan_src src = {.memtable = false,
+                                     .segment = g,
+                                     .window_start = g->info.window_start,
+                                     .window_end = g->info.window_end,
+                                     .kind = g->info.kind,
+                                     .version = g->info.version,
+                                     .min_ts = g->info.min_ts,
+                                     .max_ts = g->info.max_ts,
+                                     .n = g->info.count,
+                                     .dim = g->info.dim,
+                                     .vecs = store_segment_vectors(g)};
+        rc = fn(ctx, &src);
+    }
+    store_snapshot_release(snap);
+    return rc;
+}
+
+const struct st_hist *store_wal_sync_seconds(struct store *s)
+{
+    return &s->wal_sync_hist;
 }
 
 int store_snapshot_acquire(struct store *s, struct store_snapshot **out)
@@ -1212,6 +1309,7 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     cond_init_mono(&s->work_cv);
     cond_init_mono(&s->durable_cv);
     cond_init_mono(&s->flushed_cv);
+    st_hist_init(&s->wal_sync_hist, &st_hist_latency);
     uint64_t *logs = NULL;
     size_t nlogs = 0;
     DIR *d = NULL;

@@ -101,6 +101,7 @@ struct store_value {
     int64_t window_end;
     int32_t partition;
     int64_t offset;
+    uint32_t idx;  /* index in its batch: (ts, partition, offset, idx) is the version */
     float *vec;    /* caller-supplied buffer of dim floats, or NULL to skip */
     uint8_t *meta; /* malloc'd copy (caller frees), NULL when none */
     uint32_t meta_len;
@@ -160,6 +161,53 @@ int store_snapshot_acquire(struct store *s, struct store_snapshot **out) ST_WUR;
 void store_snapshot_release(struct store_snapshot *snap);
 size_t store_snapshot_count(const struct store_snapshot *snap);
 struct store_segment *store_snapshot_segment(const struct store_snapshot *snap, size_t i);
+
+/* ---- exact scans (strong-consistency search over data not yet indexed) ---- */
+
+/* One source of applied records: a memtable (active or frozen) or a segment. */
+struct store_scan_src {
+    bool memtable;                       /* records carry their own windows */
+    const struct store_segment *segment; /* segment sources */
+    int64_t window_start, window_end;    /* segment: its window; memtable: INT64_MIN/MAX */
+    enum store_seg_kind kind;            /* segment */
+    uint32_t version;                    /* segment */
+    int64_t min_ts, max_ts;              /* segment */
+    uint64_t n;
+    uint32_t dim;
+    const float *vecs;     /* n * dim floats; record i's vector at i * dim (zeros for deletes) */
+    const void *memtable_; /* private */
+};
+
+struct store_scan_rec {
+    const uint8_t *id; /* borrowed: valid during the callback only */
+    uint32_t id_len;
+    int64_t ts;
+    int64_t window;
+    int32_t partition;
+    int64_t offset;
+    uint32_t idx;
+    uint8_t op;
+    bool superseded; /* a newer version of the id is in the same source */
+};
+
+void store_scan_record(const struct store_scan_src *src, uint64_t i, struct store_scan_rec *out);
+
+/* Called once per source; a non-ST_OK return stops the scan and is returned. */
+typedef int (*store_scan_fn)(void *ctx, const struct store_scan_src *src);
+
+/*
+ * Visits every source of applied data: the active memtable first — under the store's lock,
+ * so fn must be quick and must not call into the store — then the frozen memtables and the
+ * segments of a snapshot. Everything applied before the call is seen at least once; a record
+ * that moves from a memtable to a segment meanwhile may be seen twice (same version), and a
+ * record superseded in another source is still visited: callers check candidates with
+ * store_get. Pointers are valid during each callback only.
+ */
+int store_scan(struct store *s, store_scan_fn fn, void *ctx) ST_WUR;
+
+/* The WAL group-commit fsync latency histogram (st_prom.h); valid while s lives. */
+struct st_hist;
+const struct st_hist *store_wal_sync_seconds(struct store *s);
 
 /* ---- windows (the table twcs/ keeps in the manifest) ---- */
 #define STORE_WINDOW_REMOVE 0xffu /* state that deletes the entry */
