@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ struct twcs {
     int64_t watermark;
     int64_t wm_persisted; /* last watermark written to the manifest */
     struct twcs_stats st;
+    _Atomic uint32_t merging; /* merges in progress */
     struct st_ratelimit alarm_rl;
     pthread_t thread;
     bool have_thread, stop;
@@ -492,12 +494,17 @@ static int seal_window(struct twcs *t, struct store_window w)
      * Segment details are looked up when the event is emitted. */
     uint8_t payload[EV_LEN];
     ev_encode(payload, &ev);
-    rc = store_merge(t->s, in, nin, STORE_SEG_SEALED, nw.version, &nw, key, payload, EV_LEN, NULL);
+    struct store_segment_info mi = {0};
+    atomic_fetch_add(&t->merging, 1);
+    rc = store_merge(t->s, in, nin, STORE_SEG_SEALED, nw.version, &nw, key, payload, EV_LEN, &mi);
+    atomic_fetch_sub(&t->merging, 1);
     free(in);
     segs_free(&ws);
     if (rc != ST_OK)
         return rc;
     pthread_mutex_lock(&t->mu);
+    if (nin > 1) /* one input is promoted in the manifest, not rewritten */
+        t->st.compaction_bytes += mi.bytes;
     if (nw.version == 1)
         t->st.sealed++;
     else
@@ -601,10 +608,14 @@ static int merge_runs(struct twcs *t, struct store_window w)
     if (in != NULL) {
         for (size_t i = 0; i < n; i++)
             in[i] = pairs[i][1];
-        rc = store_merge(t->s, in, n, STORE_SEG_RUN, 0, NULL, NULL, NULL, 0, NULL);
+        struct store_segment_info mi = {0};
+        atomic_fetch_add(&t->merging, 1);
+        rc = store_merge(t->s, in, n, STORE_SEG_RUN, 0, NULL, NULL, NULL, 0, &mi);
+        atomic_fetch_sub(&t->merging, 1);
         if (rc == ST_OK) {
             pthread_mutex_lock(&t->mu);
             t->st.merges++;
+            t->st.compaction_bytes += mi.bytes;
             pthread_mutex_unlock(&t->mu);
         }
     } else {
@@ -789,6 +800,7 @@ void twcs_stats(struct twcs *t, struct twcs_stats *out)
     pthread_mutex_unlock(&t->mu);
     out->bytes_ingested = ss.bytes_ingested;
     out->bytes_written = ss.wal_bytes_written + ss.segment_bytes_written;
+    out->merging = (uint32_t)atomic_load(&t->merging);
 }
 
 struct store *twcs_store(struct twcs *t)

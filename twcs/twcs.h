@@ -124,6 +124,8 @@ struct twcs_stats {
     uint64_t dropped_ttl, dropped_fifo;
     uint64_t sealed, resealed, merges;
     uint64_t bytes_ingested, bytes_written; /* write amplification = written / ingested */
+    uint64_t compaction_bytes; /* segment bytes written by merges and seals (not flushes) */
+    uint32_t merging;          /* merges running now */
 };
 void twcs_stats(struct twcs *t, struct twcs_stats *out);
 
