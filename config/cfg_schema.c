@@ -57,8 +57,8 @@ static const char *check_stream(const char *s)
     return check_chars(s, 64, "_-", "must be 1-64 characters of A-Z a-z 0-9 _ -");
 }
 
-/* "host:port" or "[v6]:port" with 1 <= port <= 65535. */
-static bool hostport_ok(const char *s, size_t len)
+/* "host:port" or "[v6]:port" with min_port <= port <= 65535. */
+static bool hostport_ok(const char *s, size_t len, long min_port)
 {
     const char *colon = NULL;
     for (size_t i = 0; i < len; i++)
@@ -78,12 +78,13 @@ static bool hostport_ok(const char *s, size_t len)
             return false;
         port = port * 10 + (p[i] - '0');
     }
-    return port >= 1 && port <= 65535;
+    return port >= min_port && port <= 65535;
 }
 
 static const char *check_listen(const char *s)
 {
-    return hostport_ok(s, strlen(s)) ? NULL : "expected host:port (port 1-65535)";
+    /* port 0: any free port (tests; the daemon logs and advertises the one it got) */
+    return hostport_ok(s, strlen(s), 0) ? NULL : "expected host:port (port 0-65535)";
 }
 
 static const char *check_brokers(const char *s)
@@ -94,7 +95,7 @@ static const char *check_brokers(const char *s)
     for (;;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (!hostport_ok(p, len))
+        if (!hostport_ok(p, len, 1))
             return "expected \"embedded\" or a comma-separated list of host:port";
         if (comma == NULL)
             return NULL;
@@ -121,7 +122,7 @@ static const char *check_nats_url(const char *s)
         const char *at = memchr(hp, '@', len - skip); /* user:pass@host:port */
         if (at != NULL)
             hp = at + 1;
-        if (!hostport_ok(hp, len - (size_t)(hp - p)))
+        if (!hostport_ok(hp, len - (size_t)(hp - p), 1))
             return "expected \"embedded\" or nats://host:port (comma-separated for a cluster)";
         if (comma == NULL)
             return NULL;

@@ -2,6 +2,7 @@
 #include "consumer.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,16 @@ struct ing_consumer {
     int64_t next_commit_ms;
     struct ing_stats st;
     struct st_err fatal; /* set in the rebalance callback, reported by the next poll */
+
+    /* What /metrics reads from other threads, guarded by mu. */
+    pthread_mutex_t mu;
+    struct ing_stats pub_st;
+    uint64_t *coll_records;
+    struct ing_reject_count *rej;
+    size_t nrej, caprej;
+    struct ing_lag *lag;
+    size_t nlag;
+    int64_t next_lag_ms;
 };
 
 static int64_t now_ms(void)
@@ -201,6 +212,7 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
     if (c == NULL)
         return ST_ENOMEM;
     c->o = *o;
+    pthread_mutex_init(&c->mu, NULL);
     if (c->o.commit_interval_ms <= 0)
         c->o.commit_interval_ms = 200;
     if (c->o.pause_ms <= 0)
@@ -208,8 +220,9 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
     int rc = ST_ENOMEM;
     c->dec = rec_decoder_new();
     c->writers = calloc(o->n_colls, sizeof(*c->writers));
+    c->coll_records = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->coll_records));
     c->topics = calloc(o->n_colls, sizeof(*c->topics));
-    if (c->dec == NULL || c->writers == NULL || c->topics == NULL)
+    if (c->dec == NULL || c->writers == NULL || c->topics == NULL || c->coll_records == NULL)
         goto fail;
     for (size_t i = 0; i < o->n_colls; i++) {
         const struct ing_collection *coll = &o->colls[i];
@@ -296,6 +309,29 @@ static size_t coll_index(const struct ing_consumer *c, const struct rec_collecti
     return (size_t)(src - c->o.colls);
 }
 
+static void count_reject(struct ing_consumer *c, size_t coll, const char *reason)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t i = 0;
+    while (i < c->nrej && !(c->rej[i].coll == coll && strcmp(c->rej[i].reason, reason) == 0))
+        i++;
+    if (i == c->nrej) {
+        if (c->nrej == c->caprej) {
+            size_t cap = c->caprej ? c->caprej * 2 : 16;
+            struct ing_reject_count *r = realloc(c->rej, cap * sizeof(*r));
+            if (r == NULL) {
+                pthread_mutex_unlock(&c->mu);
+                return;
+            }
+            c->rej = r;
+            c->caprej = cap;
+        }
+        c->rej[c->nrej++] = (struct ing_reject_count){coll, reason, 0};
+    }
+    c->rej[i].n++;
+    pthread_mutex_unlock(&c->mu);
+}
+
 static int handle(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *err)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
@@ -316,11 +352,14 @@ static int handle(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *
                                     m->len, &b, detail, sizeof(detail));
     const char *reason = NULL;
     const struct ing_collection *dl = p->coll; /* whose dead-letter topic */
+    /* Whose rejection it is: the decoded collection, else the topic's only one. */
+    size_t mcoll = ts->n == 1 ? (size_t)(ts->src[0] - c->o.colls) : SIZE_MAX;
     c->st.messages++;
     if (rr != REC_OK) {
         reason = rec_reason_str(rr);
     } else {
         size_t ci = coll_index(c, b.coll, ts);
+        mcoll = ci;
         dl = &c->o.colls[ci];
         rd_kafka_timestamp_type_t tt;
         int64_t mts = rd_kafka_message_timestamp(m, &tt);
@@ -334,6 +373,9 @@ static int handle(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *
         switch (res.outcome) {
         case ING_APPLIED:
             c->st.records += b.n;
+            pthread_mutex_lock(&c->mu);
+            c->coll_records[ci] += b.n;
+            pthread_mutex_unlock(&c->mu);
             break;
         case ING_DUPLICATE:
             c->st.duplicates++;
@@ -368,9 +410,46 @@ static int handle(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *
         if (rc != ST_OK)
             return rc; /* not handled: nothing at or after it is committed */
         c->st.rejected++;
+        count_reject(c, mcoll, reason);
     }
     p->handled = m->offset;
     return ST_OK;
+}
+
+/* Consumer lag per assigned partition from the positions and the cached high watermarks
+ * (refreshed by fetches: no broker round trip). */
+static void refresh_lag(struct ing_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    rd_kafka_position(c->rk, l);
+    struct ing_lag *lag = calloc(l->cnt ? (size_t)l->cnt : 1, sizeof(*lag));
+    size_t n = 0;
+    for (int i = 0; lag != NULL && i < l->cnt; i++) {
+        int64_t lo = -1, hi = -1;
+        const rd_kafka_topic_partition_t *tp = &l->elems[i];
+        if (rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            continue;
+        struct part *p = part_get(c, tp->topic, tp->partition, false);
+        int64_t pos = tp->offset >= 0                ? tp->offset
+                      : p != NULL && p->handled >= 0 ? p->handled + 1
+                                                     : lo;
+        snprintf(lag[n].topic, sizeof(lag[n].topic), "%s", tp->topic);
+        lag[n].partition = tp->partition;
+        lag[n].lag = hi > pos ? hi - pos : 0;
+        n++;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    if (lag == NULL)
+        return;
+    pthread_mutex_lock(&c->mu);
+    free(c->lag);
+    c->lag = lag;
+    c->nlag = n;
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void resume_due(struct ing_consumer *c)
@@ -408,7 +487,55 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     }
     if (rc == ST_OK && c->fatal.code != ST_OK)
         rc = st_err_set(err, c->fatal.code, "%s", c->fatal.msg);
+    if (now_ms() >= c->next_lag_ms) {
+        refresh_lag(c);
+        c->next_lag_ms = now_ms() + 1000;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->pub_st = c->st;
+    pthread_mutex_unlock(&c->mu);
     return rc;
+}
+
+int ing_consumer_metrics(struct ing_consumer *c, struct ing_metrics *out)
+{
+    *out = (struct ing_metrics){0};
+    pthread_mutex_lock(&c->mu);
+    out->total = c->pub_st;
+    out->n_colls = c->o.n_colls;
+    out->coll_records = malloc((c->o.n_colls ? c->o.n_colls : 1) * sizeof(uint64_t));
+    out->rej = malloc((c->nrej ? c->nrej : 1) * sizeof(*out->rej));
+    out->lag = malloc((c->nlag ? c->nlag : 1) * sizeof(*out->lag));
+    if (out->coll_records != NULL && out->rej != NULL && out->lag != NULL) {
+        memcpy(out->coll_records, c->coll_records, c->o.n_colls * sizeof(uint64_t));
+        memcpy(out->rej, c->rej, c->nrej * sizeof(*out->rej));
+        out->nrej = c->nrej;
+        memcpy(out->lag, c->lag, c->nlag * sizeof(*out->lag));
+        out->nlag = c->nlag;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (out->coll_records == NULL || out->rej == NULL || out->lag == NULL) {
+        ing_metrics_free(out);
+        return ST_ENOMEM;
+    }
+    return ST_OK;
+}
+
+void ing_metrics_free(struct ing_metrics *m)
+{
+    free(m->coll_records);
+    free(m->rej);
+    free(m->lag);
+    *m = (struct ing_metrics){0};
+}
+
+int ing_consumer_ping(struct ing_consumer *c, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(c->rk, 0, NULL, &md, timeout_ms);
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? ST_OK : ST_ETIMEDOUT;
 }
 
 int ing_consumer_commit(struct ing_consumer *c, struct st_err *err)
@@ -444,6 +571,10 @@ int ing_consumer_close(struct ing_consumer *c)
     }
     free(c->topics);
     rec_decoder_free(c->dec);
+    free(c->coll_records);
+    free(c->rej);
+    free(c->lag);
+    pthread_mutex_destroy(&c->mu);
     free(c);
     return rc;
 }

@@ -54,6 +54,30 @@ struct ing_stats {
 
 struct ing_consumer;
 
+/* Rejections by (collection, reason): coll indexes opts.colls, SIZE_MAX when unknown. */
+struct ing_reject_count {
+    size_t coll;
+    const char *reason; /* static reason code */
+    uint64_t n;
+};
+
+struct ing_lag {
+    char topic[256];
+    int32_t partition;
+    int64_t lag; /* high watermark - position */
+};
+
+/* A copy of the counters for /metrics, readable from any thread. */
+struct ing_metrics {
+    struct ing_stats total;
+    uint64_t *coll_records; /* per opts.colls */
+    size_t n_colls;
+    struct ing_reject_count *rej;
+    size_t nrej;
+    struct ing_lag *lag; /* assigned partitions, refreshed every second */
+    size_t nlag;
+};
+
 int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **out,
                       struct st_err *err) ST_WUR;
 /*
@@ -65,6 +89,11 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
 /* A commit round now (fsync all stores, commit what they cover). */
 int ing_consumer_commit(struct ing_consumer *c, struct st_err *err) ST_WUR;
 void ing_consumer_stats(struct ing_consumer *c, struct ing_stats *out);
+/* Any thread: the counters as of the last poll. Free with ing_metrics_free. */
+int ing_consumer_metrics(struct ing_consumer *c, struct ing_metrics *out) ST_WUR;
+void ing_metrics_free(struct ing_metrics *m);
+/* Any thread: ST_OK when a Kafka broker answers a metadata request within timeout_ms. */
+int ing_consumer_ping(struct ing_consumer *c, int timeout_ms) ST_WUR;
 /* Final commit round, leaves the group (partitions revoked cleanly), frees. */
 int ing_consumer_close(struct ing_consumer *c);
 

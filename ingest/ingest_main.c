@@ -22,8 +22,10 @@
 #include "cfg.h"
 #include "consumer.h"
 #include "dlq.h"
+#include "ingest_http.h"
 #include "outbox_pub.h"
 #include "st_clock.h"
+#include "st_http.h"
 #include "st_log.h"
 #include "twcs.h"
 
@@ -38,6 +40,18 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: strata-ingest --config FILE [--check-config]\n");
+}
+
+/* The host other nodes reach this one by: the listen host, or the hostname for a wildcard. */
+static void advertise_host(const char *listen, char *host, size_t cap)
+{
+    uint16_t port;
+    if (st_http_split_hostport(listen, host, cap, &port) != ST_OK || strcmp(host, "0.0.0.0") == 0 ||
+        strcmp(host, "::") == 0) {
+        if (gethostname(host, cap) != 0)
+            snprintf(host, cap, "localhost");
+        host[cap - 1] = '\0';
+    }
 }
 
 struct coll_rt {
@@ -96,9 +110,11 @@ int main(int argc, char **argv)
     struct coll_rt *rt = calloc(nc, sizeof(*rt));
     struct ing_collection *ic = calloc(nc, sizeof(*ic));
     const char *(*props)[2] = calloc(cfg->kafka.n_properties + 1, sizeof(*props));
+    struct ingest_http_coll *hc = calloc(nc, sizeof(*hc));
     struct dlq *dlq = NULL;
     struct ing_consumer *cons = NULL;
-    if (rt == NULL || ic == NULL || props == NULL)
+    struct ingest_http *http = NULL;
+    if (rt == NULL || ic == NULL || props == NULL || hc == NULL)
         goto out;
     for (size_t i = 0; i < cfg->kafka.n_properties; i++) {
         props[i][0] = cfg->kafka.properties[i].key;
@@ -108,12 +124,22 @@ int main(int argc, char **argv)
         st_log_error("ingest", "data_dir %s: %s", cfg->data_dir, strerror(errno));
         goto out;
     }
+    /* HTTP first: sealed events name segment URLs with the port actually bound. */
+    struct ingest_http_opts ho = {.listen = cfg->ingest.listen,
+                                  .max_body = cfg->http.max_body,
+                                  .auth_token_file = cfg->http.auth_token_file,
+                                  .node_id = cfg->node_id};
+    if (ingest_http_start(&ho, &http, &err) != ST_OK)
+        goto fail;
+    char host[256];
+    advertise_host(cfg->ingest.listen, host, sizeof(host));
+    bool v6 = strchr(host, ':') != NULL;
     for (size_t i = 0; i < nc; i++) {
         const struct cfg_collection *cc = &cfg->collections[i];
         snprintf(rt[i].dir, sizeof(rt[i].dir), "%s/%s", cfg->data_dir, cc->name);
         char seg_base[512];
-        snprintf(seg_base, sizeof(seg_base), "http://%s/v1/segments/%s", cfg->ingest.listen,
-                 cc->name);
+        snprintf(seg_base, sizeof(seg_base), "http://%s%s%s:%u/v1/segments/%s", v6 ? "[" : "", host,
+                 v6 ? "]" : "", ingest_http_port(http), cc->name);
         struct outbox_pub_opts po = {.url = cfg->nats.url,
                                      .stream = cfg->nats.stream,
                                      .node_id = cfg->node_id,
@@ -142,6 +168,7 @@ int main(int argc, char **argv)
         if (twcs_open(&to, &rt[i].twcs, &err) != ST_OK)
             goto fail;
         outbox_pub_attach(rt[i].pub, rt[i].twcs);
+        hc[i] = (struct ingest_http_coll){cc, rt[i].twcs, rt[i].pub};
         ic[i] = (struct ing_collection){.rc = {cc->name, cc->dim, cc->id_type == CFG_ID_UINT64},
                                         .topic = cc->topic,
                                         .dead_letter_topic = cc->dead_letter_topic,
@@ -163,8 +190,9 @@ int main(int argc, char **argv)
                                    .dead_letter_topic = cfg->kafka.dead_letter_topic};
     if (ing_consumer_open(&co, &cons, &err) != ST_OK)
         goto fail;
-    st_log_notice("ingest", "%s: consuming %zu collection(s) as %s in group %s", cfg->node_id, nc,
-                  cfg->node_id, cfg->kafka.group_id);
+    ingest_http_ready(http, hc, nc, cons);
+    st_log_notice("ingest", "%s: consuming %zu collection(s) in group %s; HTTP on port %u",
+                  cfg->node_id, nc, cfg->kafka.group_id, ingest_http_port(http));
     sd_notifyf(0, "READY=1\nSTATUS=consuming %zu collection(s)", nc);
     uint64_t wd_usec = 0;
     bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
@@ -194,6 +222,7 @@ fail:
     st_log_error("ingest", "%s", err.msg[0] ? err.msg : "failed");
     exit_code = 1;
 out:
+    ingest_http_stop(http); /* no reads while the stores close */
     if (ing_consumer_close(cons) != ST_OK)
         exit_code = 1;
     for (size_t i = 0; rt != NULL && i < nc; i++) {
@@ -204,6 +233,7 @@ out:
     dlq_close(dlq);
     free(rt);
     free(ic);
+    free(hc);
     free(props);
     cfg_free(cfg);
     return exit_code;

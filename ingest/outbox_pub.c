@@ -13,6 +13,7 @@
 
 #include "st_clock.h"
 #include "st_log.h"
+#include "st_prom.h"
 
 struct pending {
     struct pending *next;
@@ -20,6 +21,8 @@ struct pending {
     char msg_id[320];
     char key[128];
     char *body;
+    bool sealed;
+    int64_t end; /* the window's end, ms */
 };
 
 struct outbox_pub {
@@ -31,6 +34,8 @@ struct outbox_pub {
     struct twcs *t;
     bool stop;
     uint64_t pending, published;
+    _Atomic bool connected;
+    struct st_hist fresh; /* window end -> sealed event stored by JetStream */
     struct st_ratelimit warn_rl;
     pthread_t th;
 };
@@ -74,6 +79,8 @@ void outbox_pub_event(void *ctx, const struct twcs_event *ev)
              ev->kind == TWCS_EV_SEALED ? "sealed" : "expired");
     snprintf(e->msg_id, sizeof(e->msg_id), "%s/%s/%s", p->node, p->coll, ev->key);
     snprintf(e->key, sizeof(e->key), "%s", ev->key);
+    e->sealed = ev->kind == TWCS_EV_SEALED;
+    e->end = ev->end;
     pthread_mutex_lock(&p->mu);
     if (p->tail)
         p->tail->next = e;
@@ -101,10 +108,28 @@ static void pause_ms(struct outbox_pub *p, int64_t ms)
     pthread_mutex_unlock(&p->mu);
 }
 
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct outbox_pub *p = closure;
+    atomic_store(&p->connected, false);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct outbox_pub *p = closure;
+    atomic_store(&p->connected, true);
+}
+
 static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **js)
 {
     natsOptions *no = NULL;
     natsStatus s = natsOptions_Create(&no);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(no, on_disconnected, p);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(no, on_reconnected, p);
     if (s == NATS_OK)
         s = natsOptions_SetURL(no, p->url);
     if (s == NATS_OK)
@@ -132,6 +157,13 @@ static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **
         jsStreamInfo_Destroy(si);
         if (s != NATS_OK && jerr == JSStreamNameExistErr)
             s = NATS_OK; /* created by another node or an earlier run */
+        else if (s != NATS_OK)
+            st_log_warn("outbox",
+                        "creating stream %s (subjects strata.>): %s, JetStream error %d%s",
+                        p->stream, natsStatus_GetText(s), (int)jerr,
+                        jerr == JSStreamSubjectOverlapErr
+                            ? " (another stream already holds strata.> subjects)"
+                            : "");
     }
     if (s != NATS_OK) {
         jsCtx_Destroy(*js);
@@ -150,15 +182,20 @@ static void *run(void *arg)
     int64_t backoff = 100;
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        while (!p->stop && (p->head == NULL || p->t == NULL))
+        /* Connect eagerly (readiness reports it), then wait for events. */
+        while (!p->stop && js != NULL && (p->head == NULL || p->t == NULL))
             pthread_cond_wait(&p->cv, &p->mu);
         if (p->stop) {
             pthread_mutex_unlock(&p->mu);
             break;
         }
-        struct pending *e = p->head;
+        struct pending *e = p->t != NULL ? p->head : NULL;
         pthread_mutex_unlock(&p->mu);
         natsStatus s = js != NULL ? NATS_OK : connect_js(p, &nc, &js);
+        if (js != NULL && s == NATS_OK)
+            atomic_store(&p->connected, true);
+        if (s == NATS_OK && e == NULL)
+            continue;
         jsPubAck *pa = NULL;
         jsErrCode jerr = 0;
         if (s == NATS_OK) {
@@ -171,14 +208,19 @@ static void *run(void *arg)
         }
         if (s != NATS_OK) {
             uint32_t dropped;
+            if (nc == NULL || natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED)
+                atomic_store(&p->connected, false);
             if (st_ratelimit_ok(&p->warn_rl, 1, 10000, &dropped))
-                st_log_warn("outbox", "publishing %s failed: %s; retrying (%u similar suppressed)",
-                            e->msg_id, natsStatus_GetText(s), dropped);
+                st_log_warn("outbox", "%s %s failed: %s; retrying (%u similar suppressed)",
+                            e != NULL ? "publishing" : "connecting to",
+                            e != NULL ? e->msg_id : p->url, natsStatus_GetText(s), dropped);
             pause_ms(p, backoff);
             backoff = backoff * 2 > p->o.retry_max_ms ? p->o.retry_max_ms : backoff * 2;
             continue;
         }
         backoff = 100;
+        if (e->sealed)
+            st_hist_observe(&p->fresh, (double)(st_clock_wall_ms(NULL) - e->end) / 1000.0);
         /* Stored by JetStream: now it may leave the durable outbox. */
         int rc = twcs_event_done(p->t, e->key);
         if (rc != ST_OK)
@@ -215,6 +257,7 @@ int outbox_pub_start(const struct outbox_pub_opts *o, struct outbox_pub **out, s
     p->seg_base = strdup(o->segment_base ? o->segment_base : "");
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    st_hist_init(&p->fresh, &st_hist_age);
     if (!p->url || !p->stream || !p->node || !p->coll || !p->seg_base ||
         pthread_create(&p->th, NULL, run, p) != 0) {
         free(p->url);
@@ -277,4 +320,14 @@ void outbox_pub_stop(struct outbox_pub *p)
     free(p->coll);
     free(p->seg_base);
     free(p);
+}
+
+bool outbox_pub_connected(struct outbox_pub *p)
+{
+    return atomic_load(&p->connected);
+}
+
+const struct st_hist *outbox_pub_freshness(struct outbox_pub *p)
+{
+    return &p->fresh;
 }

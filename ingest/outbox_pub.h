@@ -12,6 +12,7 @@
 #ifndef OUTBOX_PUB_H
 #define OUTBOX_PUB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "st_error.h"
@@ -38,6 +39,12 @@ void outbox_pub_event(void *ctx, const struct twcs_event *ev);
 /* Events queued and not yet confirmed. */
 uint64_t outbox_pub_pending(struct outbox_pub *p);
 uint64_t outbox_pub_published(struct outbox_pub *p);
+/* Whether the NATS connection is up now (readiness). */
+bool outbox_pub_connected(struct outbox_pub *p);
+/* Seconds from a window's end until its sealed event was stored by JetStream
+ * (strata_freshness_seconds{stage="sealed"}); valid while p lives. */
+struct st_hist;
+const struct st_hist *outbox_pub_freshness(struct outbox_pub *p);
 /* Stops the thread (events not yet published stay in twcs's outbox) and frees. */
 void outbox_pub_stop(struct outbox_pub *p);
 
