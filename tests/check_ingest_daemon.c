@@ -1,7 +1,11 @@
 /* strata-ingest as a process, against the real Kafka broker and nats-server: it consumes,
- * seals, publishes the sealed window on JetStream, and on SIGTERM commits and exits 0. */
+ * seals, publishes the sealed window on JetStream, serves its HTTP API (probes, metrics,
+ * reads, exact search of fresh data, segment files), and on SIGTERM commits and exits 0. */
 #include <check.h>
+#include <curl/curl.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,48 +23,72 @@
 
 #define NMSG 12
 
-static uint64_t stream_msgs(const char *url, const char *stream, const char *subject)
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+struct env {
+    const char *brokers, *nats, *bin;
+    char topic[128], dead[128], group[128], stream[64];
+    char *dir;
+    char cfg[600], data[600], log[600];
+};
+
+/* The daemon's stream holds strata.>: a stream of an earlier test on this server would
+ * overlap, so every stream is removed first (the test nats-server is ours). */
+static void nats_clean(const char *url)
 {
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     jsErrCode jerr = 0;
     NATS_OK(natsConnection_ConnectTo(&nc, url));
     NATS_OK(natsConnection_JetStream(&js, nc, NULL));
-    jsStreamInfo *si = NULL;
-    uint64_t n = 0;
-    if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK) {
-        n = si->State.Msgs;
-        if (n > 0) {
-            natsMsg *m = NULL;
-            NATS_OK(js_GetLastMsg(&m, js, stream, subject, NULL, &jerr));
-            ck_assert_ptr_nonnull(strstr(natsMsg_GetData(m), "\"kind\":\"sealed\""));
-            natsMsg_Destroy(m);
-        }
-        jsStreamInfo_Destroy(si);
+    jsStreamNamesList *l = NULL;
+    if (js_StreamNames(&l, js, NULL, &jerr) == NATS_OK) {
+        for (int i = 0; i < l->Count; i++)
+            NATS_OK(js_DeleteStream(js, l->List[i], NULL, &jerr));
+        jsStreamNamesList_Destroy(l);
     }
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
-    return n;
 }
 
-START_TEST(test_daemon_consume_seal_publish_stop)
+/* Topics, a data dir and a config; with_token: bearer auth with token "t0ken" and a 2 KiB
+ * body cap. */
+static void env_init(struct env *e, const char *tag, bool with_token)
 {
-    const char *brokers = st_test_broker("STRATA_TEST_KAFKA");
-    const char *nats = st_test_broker("STRATA_TEST_NATS");
-    const char *bin = getenv("STRATA_INGEST");
-    ck_assert_ptr_nonnull(bin);
-    char topic[128], dead[128], group[128], stream[64];
-    snprintf(topic, sizeof(topic), "%s", st_test_unique("d-docs"));
-    snprintf(dead, sizeof(dead), "%s", st_test_unique("d-dlq"));
-    snprintf(group, sizeof(group), "%s", st_test_unique("d-g"));
-    snprintf(stream, sizeof(stream), "D%d", (int)getpid());
-    st_kafka_create_topic(brokers, topic, 2);
-    st_kafka_create_topic(brokers, dead, 1);
-    char *dir = st_test_tmpdir("daemon");
-    char cfgp[600], data[600];
-    snprintf(cfgp, sizeof(cfgp), "%s/strata.yaml", dir);
-    snprintf(data, sizeof(data), "%s/data", dir);
-    FILE *f = fopen(cfgp, "w");
+    e->brokers = st_test_broker("STRATA_TEST_KAFKA");
+    e->nats = st_test_broker("STRATA_TEST_NATS");
+    e->bin = getenv("STRATA_INGEST");
+    ck_assert_ptr_nonnull(e->bin);
+    char t[64];
+    snprintf(t, sizeof(t), "%s-docs", tag);
+    snprintf(e->topic, sizeof(e->topic), "%s", st_test_unique(t));
+    snprintf(t, sizeof(t), "%s-dlq", tag);
+    snprintf(e->dead, sizeof(e->dead), "%s", st_test_unique(t));
+    snprintf(t, sizeof(t), "%s-g", tag);
+    snprintf(e->group, sizeof(e->group), "%s", st_test_unique(t));
+    snprintf(e->stream, sizeof(e->stream), "%c%d%s", tag[0] & ~0x20, (int)getpid(), tag);
+    for (char *c = e->stream; *c; c++)
+        if (*c == '-')
+            *c = '_';
+    st_kafka_create_topic(e->brokers, e->topic, 2);
+    st_kafka_create_topic(e->brokers, e->dead, 1);
+    nats_clean(e->nats);
+    e->dir = st_test_tmpdir(tag);
+    snprintf(e->cfg, sizeof(e->cfg), "%s/strata.yaml", e->dir);
+    snprintf(e->data, sizeof(e->data), "%s/data", e->dir);
+    snprintf(e->log, sizeof(e->log), "%s/ingest.log", e->dir);
+    char extra[800] = "";
+    if (with_token) {
+        char tp[700];
+        snprintf(tp, sizeof(tp), "%s/token", e->dir);
+        FILE *tf = fopen(tp, "w");
+        ck_assert_ptr_nonnull(tf);
+        fprintf(tf, "t0ken\n");
+        fclose(tf);
+        snprintf(extra, sizeof(extra), "http: {auth_token_file: \"%s\", max_body: 2KiB}\n", tp);
+    }
+    FILE *f = fopen(e->cfg, "w");
+    ck_assert_ptr_nonnull(f);
     fprintf(f,
             "node_id: ingest-t\n"
             "data_dir: %s\n"
@@ -69,77 +97,220 @@ START_TEST(test_daemon_consume_seal_publish_stop)
             "nats:\n  url: \"%s\"\n  stream: %s\n"
             "collections:\n  - name: docs\n    dim: 4\n    metric: l2\n    topic: %s\n"
             "    window: 1m\n    grace: 1s\n    max_lateness: 1m\n"
-            "ingest: {listen: \"127.0.0.1:7070\"}\n"
-            "log: {level: warning}\n",
-            data, brokers, group, dead, nats, stream, topic);
+            "ingest: {listen: \"127.0.0.1:0\"}\n"
+            "log: {level: notice}\n%s",
+            e->data, e->brokers, e->group, e->dead, e->nats, e->stream, e->topic, extra);
     fclose(f);
+}
 
-    /* Bad config: FILE:LINE:COL and exit 2, nothing started. */
-    char bad[600], cmd[1400], outbuf[2048];
-    snprintf(bad, sizeof(bad), "%s/bad.yaml", dir);
-    f = fopen(bad, "w");
-    fprintf(f, "node_id: x\ndata_dir: /tmp\ncollections:\n  - name: docs\n    dim: zero\n");
-    fclose(f);
-    snprintf(cmd, sizeof(cmd), "%s --config %s --check-config 2>&1", bin, bad);
-    ck_assert_int_eq(st_test_run(cmd, outbuf, sizeof(outbuf)), 2);
-    ck_assert_msg(strstr(outbuf, "bad.yaml:5:") != NULL, "%s", outbuf);
-    snprintf(cmd, sizeof(cmd), "%s --config %s 2>&1", bin, bad);
-    ck_assert_int_eq(st_test_run(cmd, outbuf, sizeof(outbuf)), 2);
+static void env_free(struct env *e)
+{
+    st_test_rmrf(e->dir);
+    free(e->dir);
+}
 
-    /* Records 10 minutes old in one 1-minute window, then one that moves the watermark on. */
+/*
+ * NMSG records r0..r{NMSG-1} 10 minutes old in one 1-minute window (vector [m, 1, 2, 3]),
+ * then one per partition at now - 1 s that moves the watermark past it.
+ */
+static int64_t produce_window(const struct env *e)
+{
     int64_t now = st_clock_wall_ms(NULL);
     int64_t w0 = (now - 600000) / 60000 * 60000;
-    char es[256];
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
-    for (int m = 0; m <= NMSG; m++) {
-        char json[256];
-        int64_t ts = m < NMSG ? w0 + m : now - 1000;
+    rd_kafka_t *p = st_kafka_producer(e->brokers);
+    char json[256];
+    for (int m = 0; m < NMSG; m++) {
         snprintf(json, sizeof(json),
                  "{\"collection\": \"docs\", \"id\": \"r%d\", \"ts\": %" PRId64
-                 ", \"vector\": [%d, 1, 2, 3]}",
-                 m, ts, m);
-        /* every partition must pass the window's end for the watermark to move */
-        for (int part = 0; part < 2; part++) {
-            if (m < NMSG && part != m % 2)
-                continue;
-            if (m == NMSG)
-                snprintf(json, sizeof(json),
-                         "{\"collection\": \"docs\", \"id\": \"w%d\", \"ts\": %" PRId64
-                         ", \"vector\": [0, 0, 0, 1]}",
-                         part, ts);
-            ck_assert_int_eq(
-                rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(part),
-                                  RD_KAFKA_V_VALUE(json, strlen(json)),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-        }
+                 ", \"vector\": [%d, 1, 2, 3], \"meta\": {\"n\": %d}}",
+                 m, w0 + m, m, m);
+        st_kafka_send(p, e->topic, m % 2, json, strlen(json));
+    }
+    /* every partition must pass the window's end for the watermark to move */
+    for (int part = 0; part < 2; part++) {
+        snprintf(json, sizeof(json),
+                 "{\"collection\": \"docs\", \"id\": \"w%d\", \"ts\": %" PRId64
+                 ", \"vector\": [0, 0, 0, 1]}",
+                 part, now - 1000);
+        st_kafka_send(p, e->topic, part, json, strlen(json));
     }
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(p);
+    return w0;
+}
 
+static void produce_one(const struct env *e, int part, const char *json)
+{
+    rd_kafka_t *p = st_kafka_producer(e->brokers);
+    st_kafka_send(p, e->topic, part, json, strlen(json));
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+}
+
+/* The daemon with stderr in e->log. */
+static pid_t start_daemon(const struct env *e)
+{
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execl(bin, bin, "--config", cfgp, (char *)NULL);
+        int fd = open(e->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0)
+            dup2(fd, 2);
+        execl(e->bin, e->bin, "--config", e->cfg, (char *)NULL);
         _exit(127);
     }
-    /* The sealed window reaches JetStream. */
-    ck_assert_msg(ST_WAIT_UNTIL(stream_msgs(nats, stream, "strata.docs.sealed") >= 1, 90000),
-                  "no sealed event on %s", stream);
-    /* SIGTERM: commit, leave, exit 0. */
+    return pid;
+}
+
+static void stop_daemon(pid_t pid)
+{
     ck_assert_int_eq(kill(pid, SIGTERM), 0);
     int status = 0;
     ck_assert(ST_WAIT_UNTIL(waitpid(pid, &status, WNOHANG) == pid, 60000));
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x", status);
+}
+
+/* The port the daemon logged ("HTTP on port N"), 0 until it did. */
+static unsigned logged_port(const struct env *e)
+{
+    FILE *f = fopen(e->log, "r");
+    if (f == NULL)
+        return 0;
+    char line[1024];
+    unsigned port = 0;
+    while (port == 0 && fgets(line, sizeof(line), f) != NULL) {
+        const char *p = strstr(line, "HTTP on port ");
+        if (p != NULL)
+            port = (unsigned)atoi(p + 13);
+    }
+    fclose(f);
+    return port;
+}
+
+/* The last message on subject (its body, malloc'd), NULL when there is none yet. */
+static char *last_event(const char *url, const char *stream, const char *subject)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    NATS_OK(natsConnection_ConnectTo(&nc, url));
+    NATS_OK(natsConnection_JetStream(&js, nc, NULL));
+    natsMsg *m = NULL;
+    char *body = NULL;
+    if (js_GetLastMsg(&m, js, stream, subject, NULL, &jerr) == NATS_OK) {
+        body = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+        natsMsg_Destroy(m);
+    }
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return body;
+}
+
+struct http_resp {
+    long status;
+    char *body;
+    size_t len;
+    char checksum[64]; /* X-Strata-Checksum */
+};
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    struct http_resp *r = ud;
+    char *b = realloc(r->body, r->len + sz * n + 1);
+    if (b == NULL)
+        return 0;
+    memcpy(b + r->len, p, sz * n);
+    r->body = b;
+    r->len += sz * n;
+    r->body[r->len] = '\0';
+    return sz * n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    struct http_resp *r = ud;
+    static const char h[] = "X-Strata-Checksum: ";
+    if (sz * n > sizeof(h) - 1 && strncasecmp(p, h, sizeof(h) - 1) == 0)
+        sscanf(p + sizeof(h) - 1, "%63[0-9]", r->checksum);
+    return sz * n;
+}
+
+/* One request; body NULL for GET. */
+static struct http_resp http(const char *url, const char *token, const char *body)
+{
+    struct http_resp r = {0};
+    CURL *c = curl_easy_init();
+    ck_assert_ptr_nonnull(c);
+    struct curl_slist *hs = NULL;
+    char auth[256];
+    if (token != NULL) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        hs = curl_slist_append(hs, auth);
+    }
+    if (body != NULL) {
+        hs = curl_slist_append(hs, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    CURLcode cc = curl_easy_perform(c);
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(hs);
+    curl_easy_cleanup(c);
+    if (r.body == NULL)
+        r.body = strdup("");
+    return r;
+}
+
+static long http_status(const char *url, const char *token, const char *body)
+{
+    struct http_resp r = http(url, token, body);
+    free(r.body);
+    return r.status;
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+START_TEST(test_daemon_consume_seal_publish_stop)
+{
+    struct env e;
+    env_init(&e, "daemon", false);
+
+    /* Bad config: FILE:LINE:COL and exit 2, nothing started. */
+    char bad[600], cmd[1400], outbuf[2048];
+    snprintf(bad, sizeof(bad), "%s/bad.yaml", e.dir);
+    FILE *f = fopen(bad, "w");
+    fprintf(f, "node_id: x\ndata_dir: /tmp\ncollections:\n  - name: docs\n    dim: zero\n");
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "%s --config %s --check-config 2>&1", e.bin, bad);
+    ck_assert_int_eq(st_test_run(cmd, outbuf, sizeof(outbuf)), 2);
+    ck_assert_msg(strstr(outbuf, "bad.yaml:5:") != NULL, "%s", outbuf);
+    snprintf(cmd, sizeof(cmd), "%s --config %s 2>&1", e.bin, bad);
+    ck_assert_int_eq(st_test_run(cmd, outbuf, sizeof(outbuf)), 2);
+
+    produce_window(&e);
+    pid_t pid = start_daemon(&e);
+    /* The sealed window reaches JetStream. */
+    char *ev = NULL;
+    ck_assert_msg(
+        ST_WAIT_UNTIL((ev = last_event(e.nats, e.stream, "strata.docs.sealed")) != NULL, 90000),
+        "no sealed event on %s", e.stream);
+    ck_assert_ptr_nonnull(strstr(ev, "\"kind\":\"sealed\""));
+    free(ev);
+    /* SIGTERM: commit, leave, exit 0. */
+    stop_daemon(pid);
 
     /* Offsets committed to the end; every record in the store. */
-    st_kafka_assert_committed_at_end(brokers, group, topic, 2);
+    st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
     char sdir[700];
-    snprintf(sdir, sizeof(sdir), "%s/docs", data);
+    snprintf(sdir, sizeof(sdir), "%s/docs", e.data);
     struct store_opts so = {.dir = sdir, .dim = 4, .read_only = true};
     struct store *s;
     struct st_err err = {0};
@@ -155,19 +326,297 @@ START_TEST(test_daemon_consume_seal_publish_stop)
         free(sv.meta);
     }
     ck_assert_int_eq(store_close(s), ST_OK);
-    st_test_rmrf(dir);
-    free(dir);
+    env_free(&e);
+}
+END_TEST
+
+/* A metric sample's value ("name{labels} value" at the start of a line), -1 when absent. */
+static double metric(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+/* Fetches url and returns one series' value (-1 when absent). */
+static double metric_at(const char *url, const char *series)
+{
+    struct http_resp r = http(url, NULL, NULL);
+    double v = metric(r.body, series);
+    free(r.body);
+    return v;
+}
+
+/* Whether a search's closest hit is id at distance dist. */
+static bool top_hit_is(const char *url, const char *token, const char *body, const char *id,
+                       double dist)
+{
+    struct http_resp r = http(url, token, body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    json_t *h0 = json_array_get(json_object_get(j, "hits"), 0);
+    bool ok = r.status == 200 && h0 != NULL &&
+              strcmp(json_string_value(json_object_get(h0, "id")), id) == 0 &&
+              json_number_value(json_object_get(h0, "distance")) == dist;
+    json_decref(j);
+    free(r.body);
+    return ok;
+}
+
+static json_t *json_of(const struct http_resp *r)
+{
+    json_t *j = json_loads(r->body, 0, NULL);
+    ck_assert_msg(j != NULL, "not JSON: %s", r->body);
+    return j;
+}
+
+START_TEST(test_daemon_http)
+{
+    struct env e;
+    env_init(&e, "http", true);
+    int64_t w0 = produce_window(&e);
+    /* A bad message between good ones: dead-lettered and counted by reason. */
+    produce_one(&e, 0, "{\"collection\": \"docs\", \"id\": \"bad\", \"vector\": [1, 2]}");
+
+    pid_t pid = start_daemon(&e);
+    unsigned port = 0;
+    ck_assert_msg(ST_WAIT_UNTIL((port = logged_port(&e)) != 0, 60000), "no port in %s", e.log);
+    char base[64], url[512];
+    snprintf(base, sizeof(base), "http://127.0.0.1:%u", port);
+    const char *tok = "t0ken";
+
+    /* Probes need no token; /v1 does. */
+    snprintf(url, sizeof(url), "%s/healthz", base);
+    ck_assert_int_eq(http_status(url, NULL, NULL), 200);
+    snprintf(url, sizeof(url), "%s/readyz", base);
+    ck_assert_msg(ST_WAIT_UNTIL(http_status(url, NULL, NULL) == 200, 60000), "never ready");
+    snprintf(url, sizeof(url), "%s/v1/collections", base);
+    ck_assert_int_eq(http_status(url, NULL, NULL), 401);
+    ck_assert_int_eq(http_status(url, "wrong", NULL), 401);
+    struct http_resp r = http(url, tok, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"name\":\"docs\""));
+    free(r.body);
+
+    /* The sealed event names a segment URL on this node; the file is served with the
+     * checksum the event carries, and it is the complete window. */
+    char *ev = NULL;
+    ck_assert_msg(
+        ST_WAIT_UNTIL((ev = last_event(e.nats, e.stream, "strata.docs.sealed")) != NULL, 90000),
+        "no sealed event");
+    json_t *evj = json_loads(ev, 0, NULL);
+    ck_assert_ptr_nonnull(evj);
+    const char *seg_url = json_string_value(json_object_get(evj, "segment"));
+    ck_assert_ptr_nonnull(seg_url);
+    ck_assert_msg(strncmp(seg_url, base, strlen(base)) == 0, "%s vs %s", seg_url, base);
+    ck_assert_int_eq(json_integer_value(json_object_get(evj, "start")), w0);
+    r = http(seg_url, tok, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(r.len, (size_t)json_integer_value(json_object_get(evj, "bytes")));
+    ck_assert_uint_eq(strtoull(r.checksum, NULL, 10),
+                      (uint64_t)json_integer_value(json_object_get(evj, "checksum")));
+    char segp[800];
+    snprintf(segp, sizeof(segp), "%s/fetched.seg", e.dir);
+    FILE *f = fopen(segp, "wb");
+    ck_assert_uint_eq(fwrite(r.body, 1, r.len, f), r.len);
+    fclose(f);
+    free(r.body);
+    struct store_segment *g;
+    struct st_err err = {0};
+    ck_assert_msg(store_segment_open_file(segp, &g, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(store_segment_verify(g, &err) == ST_OK, "%s", err.msg);
+    struct store_segment_info gi;
+    store_segment_info(g, &gi);
+    ck_assert_uint_eq(gi.count, NMSG);
+    ck_assert_uint_eq(gi.checksum, (uint32_t)json_integer_value(json_object_get(evj, "checksum")));
+    store_segment_unref(g);
+    json_decref(evj);
+    free(ev);
+    snprintf(url, sizeof(url), "%s/v1/segments/docs/999999.seg", base);
+    ck_assert_int_eq(http_status(url, tok, NULL), 404);
+    snprintf(url, sizeof(url), "%s/v1/segments/docs/..%%2F..%%2FMANIFEST-000001", base);
+    ck_assert_int_eq(http_status(url, tok, NULL), 404);
+    snprintf(url, sizeof(url), "%s/v1/segments/nope/000001.seg", base);
+    ck_assert_int_eq(http_status(url, tok, NULL), 404);
+
+    /* Get by id: the newest version with its meta; 404 for an unknown id or collection. */
+    snprintf(url, sizeof(url), "%s/v1/collections/docs/records/r3", base);
+    r = http(url, tok, NULL);
+    ck_assert_int_eq(r.status, 200);
+    json_t *j = json_of(&r);
+    ck_assert_double_eq(json_number_value(json_array_get(json_object_get(j, "vector"), 0)), 3.0);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "meta"), "n")), 3);
+    json_decref(j);
+    free(r.body);
+    snprintf(url, sizeof(url), "%s/v1/collections/docs/records/nope", base);
+    ck_assert_int_eq(http_status(url, tok, NULL), 404);
+    snprintf(url, sizeof(url), "%s/v1/collections/nope/records/r3", base);
+    ck_assert_int_eq(http_status(url, tok, NULL), 404);
+
+    /* Windows: the sealed one is listed. */
+    snprintf(url, sizeof(url), "%s/v1/collections/docs/windows", base);
+    r = http(url, tok, NULL);
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    bool sealed_listed = false;
+    for (size_t i = 0; i < json_array_size(j); i++) {
+        json_t *w = json_array_get(j, i);
+        if (json_integer_value(json_object_get(w, "start")) == w0)
+            sealed_listed = strcmp(json_string_value(json_object_get(w, "state")), "sealed") == 0 &&
+                            json_integer_value(json_object_get(w, "records")) == NMSG;
+    }
+    ck_assert_msg(sealed_listed, "%s", r.body);
+    json_decref(j);
+    free(r.body);
+
+    /* Search: exact over everything this node holds. */
+    char surl[512];
+    snprintf(surl, sizeof(surl), "%s/v1/collections/docs/search", base);
+    r = http(surl, tok, "{\"vector\": [5, 1, 2, 3], \"k\": 2}");
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    json_t *hits = json_object_get(j, "hits");
+    ck_assert_uint_eq(json_array_size(hits), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(hits, 0), "id")), "r5");
+    ck_assert_double_eq(json_number_value(json_object_get(json_array_get(hits, 0), "distance")),
+                        0.0);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(json_array_get(hits, 0), "meta"), "n")),
+        5);
+    ck_assert_int_ge(json_integer_value(json_object_get(j, "fresh_records_scanned")), NMSG);
+    json_decref(j);
+    free(r.body);
+    /* The sealed window listed as indexed by the caller: skipped, only fresh data answers. */
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"vector\": [5, 1, 2, 3], \"k\": 3, \"indexed\": [{\"start\": %" PRId64
+             ", \"version\": 1}]}",
+             w0);
+    r = http(surl, tok, body);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(strstr(r.body, "\"r") == NULL, "sealed records returned: %s", r.body);
+    free(r.body);
+    /* A time range before every window: pruned, nothing scanned. */
+    snprintf(body, sizeof(body), "{\"vector\": [5, 1, 2, 3], \"to_ts\": %" PRId64 "}", w0 - 1);
+    r = http(surl, tok, body);
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "hits")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "fresh_records_scanned")), 0);
+    json_decref(j);
+    free(r.body);
+    /* Strong consistency: a record is searchable as soon as it is applied (memtable). */
+    char json[256];
+    snprintf(json, sizeof(json),
+             "{\"collection\": \"docs\", \"id\": \"fresh\", \"ts\": %" PRId64
+             ", \"vector\": [100, 100, 100, 100]}",
+             st_clock_wall_ms(NULL));
+    produce_one(&e, 1, json);
+    snprintf(url, sizeof(url), "%s/v1/collections/docs/records/fresh", base);
+    ck_assert(ST_WAIT_UNTIL(http_status(url, tok, NULL) == 200, 30000));
+    r = http(surl, tok, "{\"vector\": [99, 99, 99, 99], \"k\": 1, \"include_vector\": true}");
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    json_t *h0 = json_array_get(json_object_get(j, "hits"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(h0, "id")), "fresh");
+    ck_assert_double_eq(json_number_value(json_object_get(h0, "distance")), 4.0);
+    ck_assert_double_eq(json_number_value(json_array_get(json_object_get(h0, "vector"), 3)), 100.0);
+    json_decref(j);
+    free(r.body);
+    /* An update supersedes: only the newest version is ever returned. */
+    snprintf(json, sizeof(json),
+             "{\"collection\": \"docs\", \"id\": \"fresh\", \"ts\": %" PRId64
+             ", \"vector\": [-100, -100, -100, -100]}",
+             st_clock_wall_ms(NULL) + 1);
+    produce_one(&e, 0, json);
+    ck_assert(ST_WAIT_UNTIL(
+        top_hit_is(surl, tok, "{\"vector\": [-100, -100, -100, -100]}", "fresh", 0.0), 30000));
+    r = http(surl, tok, "{\"vector\": [100, 100, 100, 100], \"k\": 20}");
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    hits = json_object_get(j, "hits");
+    int seen_fresh = 0;
+    for (size_t i = 0; i < json_array_size(hits); i++) {
+        json_t *hx = json_array_get(hits, i);
+        if (strcmp(json_string_value(json_object_get(hx, "id")), "fresh") == 0) {
+            seen_fresh++;
+            ck_assert_double_eq(json_number_value(json_object_get(hx, "distance")), 160000.0);
+        }
+    }
+    ck_assert_int_eq(seen_fresh, 1);
+    json_decref(j);
+    free(r.body);
+
+    /* Bad requests: 4xx with a message. */
+    r = http(surl, tok, "{\"vector\": [1, 2, 3]}");
+    ck_assert_int_eq(r.status, 400);
+    ck_assert_msg(strstr(r.body, "vector has 3 dims; collection 'docs' has 4") != NULL, "%s",
+                  r.body);
+    free(r.body);
+    ck_assert_int_eq(http_status(surl, tok, "{\"vector\": [1, 2, 3, 4], \"k\": 0}"), 400);
+    ck_assert_int_eq(http_status(surl, tok, "{\"vector\": [1, 2, 3, 4], \"k\": 1001}"), 400);
+    ck_assert_int_eq(http_status(surl, tok, "{\"vector\": [1, 2, \"x\", 4]}"), 400);
+    ck_assert_int_eq(http_status(surl, tok, "{\"vector\": [1, 2, 3, 4], \"kk\": 1}"), 400);
+    ck_assert_int_eq(http_status(surl, tok,
+                                 "{\"vector\": [1, 2, 3, 4], \"consistency\": "
+                                 "\"indexed\"}"),
+                     400);
+    ck_assert_int_eq(http_status(surl, tok, "not json"), 400);
+    char big[4096];
+    memset(big, ' ', sizeof(big) - 1);
+    big[0] = '{';
+    big[sizeof(big) - 2] = '}';
+    big[sizeof(big) - 1] = '\0';
+    r = http(surl, tok, big);
+    ck_assert_int_eq(r.status, 413);
+    ck_assert_ptr_nonnull(strstr(r.body, "max_body"));
+    free(r.body);
+    snprintf(url, sizeof(url), "%s/v1/collections/nope/search", base);
+    ck_assert_int_eq(http_status(url, tok, "{\"vector\": [1, 2, 3, 4]}"), 404);
+    ck_assert_int_eq(http_status(surl, tok, NULL), 405);
+
+    /* Metrics: the counters move with what happened above. */
+    snprintf(url, sizeof(url), "%s/metrics", base);
+    r = http(url, NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(metric(r.body, "strata_ingest_records_total{collection=\"docs\"}") >= NMSG + 4,
+                  "%s", r.body);
+    ck_assert_double_eq(
+        metric(r.body, "strata_ingest_rejected_total{collection=\"docs\",reason=\"wrong_dim\"}"),
+        1);
+    ck_assert_double_eq(metric(r.body, "strata_windows{collection=\"docs\",state=\"sealed\"}"), 1);
+    ck_assert(metric(r.body, "strata_wal_sync_seconds_count{collection=\"docs\"}") >= 1);
+    ck_assert(metric(r.body, "strata_freshness_seconds_count{collection=\"docs\",stage="
+                             "\"sealed\"}") >= 1);
+    ck_assert(metric(r.body, "strata_search_seconds_count") >= 5);
+    ck_assert_double_eq(metric(r.body, "strata_segments_total{collection=\"docs\",state="
+                                       "\"sealed\"}"),
+                        1);
+    free(r.body);
+    /* Lag per assigned partition (refreshed every second). */
+    char lag0[300];
+    snprintf(lag0, sizeof(lag0), "strata_kafka_consumer_lag{topic=\"%s\",partition=\"0\"}",
+             e.topic);
+    ck_assert_msg(ST_WAIT_UNTIL(metric_at(url, lag0) == 0, 30000), "no lag 0 for partition 0");
+
+    stop_daemon(pid);
+    st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
+    env_free(&e);
 }
 END_TEST
 
 int main(void)
 {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *su = suite_create("ingest_daemon");
     TCase *tc = tcase_create("ingest_daemon");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_daemon_consume_seal_publish_stop);
+    tcase_add_test(tc, test_daemon_http);
     suite_add_tcase(su, tc);
     int rc = st_test_run_suite(su);
     nats_Close();
+    curl_global_cleanup();
     return rc;
 }

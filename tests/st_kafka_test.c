@@ -101,3 +101,22 @@ void st_kafka_assert_committed_at_end(const char *brokers, const char *group, co
     rd_kafka_destroy(c);
     free(offs);
 }
+
+rd_kafka_t *st_kafka_producer(const char *brokers)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(p != NULL, "producer: %s", errstr);
+    return p;
+}
+
+void st_kafka_send(rd_kafka_t *p, const char *topic, int partition, const void *value, size_t len)
+{
+    ck_assert_int_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                       RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+}

@@ -3,6 +3,7 @@
 #define ST_KAFKA_TEST_H
 
 #include <librdkafka/rdkafka.h>
+#include <stddef.h>
 
 /* Creates topic with partitions (replication 1); fails the test on error. */
 void st_kafka_create_topic(const char *brokers, const char *topic, int partitions);
@@ -18,5 +19,10 @@ void st_kafka_assert_committed_at_end(const char *brokers, const char *group, co
                                       int nparts);
 /* A consumer handle of group that subscribes to nothing (committed offsets, watermarks). */
 rd_kafka_t *st_kafka_group_client(const char *brokers, const char *group);
+
+/* A plain producer (acks=all by default). */
+rd_kafka_t *st_kafka_producer(const char *brokers);
+/* Queues one message (copied) to topic's partition; fails the test on error. Flush after. */
+void st_kafka_send(rd_kafka_t *p, const char *topic, int partition, const void *value, size_t len);
 
 #endif
