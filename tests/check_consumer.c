@@ -4,6 +4,7 @@
 #include <check.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
@@ -31,6 +32,7 @@ static int64_t t_base;
 static int nparts; /* of the current test's topic */
 static struct twcs *tw;
 static struct dlq *dq;
+static size_t max_value; /* the consumer's message size cap (0: its default) */
 
 /* A fresh topic (nparts partitions) and dead-letter topic named after tag. */
 static void prepare(const char *tag, int parts)
@@ -130,7 +132,8 @@ static struct ing_consumer *consumer(const char *group)
                                   .n_colls = 1,
                                   .dlq = dq,
                                   .dead_letter_topic = dead,
-                                  .commit_interval_ms = 100};
+                                  .commit_interval_ms = 100,
+                                  .max_value = max_value};
     struct ing_consumer *c;
     struct st_err err = {0};
     ck_assert_msg(ing_consumer_open(&o, &c, &err) == ST_OK, "%s", err.msg);
@@ -279,6 +282,146 @@ START_TEST(test_consume_exactly_once)
     rd_kafka_consumer_close(dc);
     rd_kafka_destroy(dc);
     rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A frame of one record "f" with vector v (encoded by the product's encoder). */
+static uint8_t *frame_of(const float *v, size_t *len)
+{
+    struct rec_record r = {(const uint8_t *)"f", 1, t_base, REC_UPSERT, v, NULL, 0};
+    uint8_t *f;
+    ck_assert_int_eq(rec_frame_encode("docs", DIM, false, &r, 1, &f, len), ST_OK);
+    return f;
+}
+
+/*
+ * One message of every bad-input class (SPEC.md §4.3 and the issue's list), each between two
+ * good messages: every one lands in the dead-letter topic unchanged with its reason, every
+ * good message is stored, the offsets are committed to the end, and the loop never fails.
+ */
+START_TEST(test_every_bad_class)
+{
+    prepare("bad", 1);
+    dir = st_test_tmpdir("bad");
+    open_store();
+    max_value = 64 * 1024;
+    float ok[DIM] = {1, 2, 3, 4}, nan[DIM] = {1, NAN, 3, 4};
+    size_t flen;
+    uint8_t *f_nan = frame_of(nan, &flen);
+    size_t nan_len = flen;
+    uint8_t *f_cut = frame_of(ok, &flen);
+    size_t cut_len = flen / 2;
+    uint8_t *f_sum = frame_of(ok, &flen);
+    size_t sum_len = flen;
+    f_sum[sum_len - 1] ^= 0x40; /* a flipped bit in the vectors */
+    uint8_t *f_ver = frame_of(ok, &flen);
+    size_t ver_len = flen;
+    f_ver[4] = 9; /* a version from the future (the header checksum catches it first) */
+    char *huge = malloc(100 * 1024);
+    memset(huge, ' ', 100 * 1024);
+    memcpy(huge, "{\"id\": \"h\", \"vector\": [1, 2, 3, 4]}", 34);
+    char future[256];
+    snprintf(future, sizeof(future), "{\"id\": \"t\", \"ts\": %" PRId64 ", \"vector\": [1,2,3,4]}",
+             st_clock_wall_ms(NULL) + 3 * 3600000);
+    struct {
+        const void *v;
+        size_t len;
+        const char *reason;
+    } bad[] = {
+        {"garbage!", 8, "garbage"},
+        {"{\"collection\": \"nope\", \"id\": \"x\", \"vector\": [1, 2, 3, 4]}", 0,
+         "unknown_collection"},
+        {"{\"id\": \"x\", \"vector\": [1, 2, 3]}", 0, "wrong_dim"},
+        {"{\"id\": \"x\", \"vector\": [1e999, 2, 3, 4]}", 0, "non_finite"},
+        {f_nan, nan_len, "non_finite"},
+        {"{\"id\": \"\", \"vector\": [1, 2, 3, 4]}", 0, "bad_id"},
+        {"{\"id\": 7, \"vector\": [1, 2, 3, 4]}", 0, "bad_id"},
+        {"{\"id\": \"x\", \"ts\": \"noon\", \"vector\": [1, 2, 3, 4]}", 0, "bad_ts"},
+        {"{\"id\": \"x\", \"op\": \"merge\", \"vector\": [1, 2, 3, 4]}", 0, "bad_op"},
+        {"{\"id\": \"x\", \"meta\": 5, \"vector\": [1, 2, 3, 4]}", 0, "bad_meta"},
+        {huge, 100 * 1024, "too_large"},
+        {f_cut, cut_len, "truncated"},
+        {f_sum, sum_len, "checksum"},
+        {f_ver, ver_len, "checksum"},
+        {"{\"records\": [{\"id\": \"d\", \"vector\": [1,2,3,4]}, {\"id\": \"d\", \"vector\": "
+         "[1,2,3,4]}]}",
+         0, "duplicate_id"},
+        {"{\"collection\": \"docs\", \"records\": []}", 0, "empty_batch"},
+        {future, 0, "ts_future"},
+    };
+    const int nbad = (int)(sizeof(bad) / sizeof(bad[0]));
+    rd_kafka_t *p = producer();
+    produce_good(p, 0);
+    for (int i = 0; i < nbad; i++) {
+        if (bad[i].len == 0)
+            bad[i].len = strlen(bad[i].v);
+        produce(p, 0, bad[i].v, bad[i].len, NULL);
+        produce_good(p, (i + 1) * NPART); /* partition 0 */
+    }
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+
+    const char *group = st_test_unique("bad-g");
+    struct ing_consumer *c = consumer(group);
+    POLL_UNTIL(c, st_.rejected == (uint64_t)nbad && st_.records == (uint64_t)(nbad + 1) * NREC);
+    for (int i = 0; i <= nbad; i++)
+        for (int r = 0; r < NREC; r++)
+            expect_record(tw, i * NPART, r);
+    struct ing_metrics im;
+    ck_assert_int_eq(ing_consumer_metrics(c, &im), ST_OK);
+    uint64_t counted = 0;
+    for (size_t i = 0; i < im.nrej; i++) {
+        ck_assert_uint_eq(im.rej[i].coll, 0);
+        counted += im.rej[i].n;
+    }
+    ck_assert_uint_eq(counted, (uint64_t)nbad);
+    ing_metrics_free(&im);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+
+    /* Each bad message, unchanged, with its reason and a detail. */
+    rd_kafka_t *dc = st_kafka_consumer(brokers, st_test_unique("bad-dlq-g"), dead);
+    int got = 0;
+    int64_t dl = st_test_now_ms() + 60000;
+    while (got < nbad && st_test_now_ms() < dl) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(dc, 200);
+        if (m == NULL)
+            continue;
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        rd_kafka_headers_t *h;
+        const void *val, *det;
+        size_t n, dn;
+        ck_assert_int_eq(rd_kafka_message_headers(m, &h), RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error", &val, &n),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error.detail", &det, &dn),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_uint_gt(dn, 0);
+        /* In order on the one partition: the got-th bad message. */
+        ck_assert_msg(n == strlen(bad[got].reason) && memcmp(val, bad[got].reason, n) == 0,
+                      "message %d: reason %.*s, expected %s (%.*s)", got, (int)n, (const char *)val,
+                      bad[got].reason, (int)dn, (const char *)det);
+        ck_assert_uint_eq(m->len, bad[got].len);
+        ck_assert(memcmp(m->payload, bad[got].v, m->len) == 0);
+        got++;
+        rd_kafka_message_destroy(m);
+    }
+    ck_assert_int_eq(got, nbad);
+    rd_kafka_consumer_close(dc);
+    rd_kafka_destroy(dc);
+    rd_kafka_destroy(p);
+    free(huge);
+    free(f_nan);
+    free(f_cut);
+    free(f_sum);
+    free(f_ver);
+    max_value = 0;
     dlq_close(dq);
     ck_assert_int_eq(twcs_close(tw), ST_OK);
     st_test_rmrf(dir);
@@ -500,6 +643,7 @@ int main(void)
     TCase *tc = tcase_create("consumer");
     tcase_set_timeout(tc, 400);
     tcase_add_test(tc, test_consume_exactly_once);
+    tcase_add_test(tc, test_every_bad_class);
     tcase_add_test(tc, test_kill9_restart);
     tcase_add_test(tc, test_rebalance_join_leave);
     tcase_add_test(tc, test_backpressure_pause_resume);
