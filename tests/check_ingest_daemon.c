@@ -7,7 +7,9 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -606,6 +608,132 @@ START_TEST(test_daemon_http)
 }
 END_TEST
 
+/* ---- kill -9 during a continuous produce ------------------------------------------------- */
+
+#define KREC 4 /* records per message */
+
+struct feeder {
+    const struct env *e;
+    _Atomic bool stop;
+    _Atomic int sent; /* messages produced (delivered once flushed) */
+    _Atomic int failed;
+};
+
+/* Produces message m = {k<m>-0..3} to partition m % 2 until told to stop. */
+static void *feed(void *arg)
+{
+    struct feeder *fd = arg;
+    rd_kafka_t *p = st_kafka_producer(fd->e->brokers);
+    int m = 0;
+    while (!atomic_load(&fd->stop)) {
+        char json[1024];
+        int off = snprintf(json, sizeof(json), "{\"records\": [");
+        for (int i = 0; i < KREC; i++)
+            off +=
+                snprintf(json + off, sizeof(json) - (size_t)off,
+                         "%s{\"id\": \"k%d-%d\", \"ts\": %" PRId64 ", \"vector\": [%d, %d, 0, 1]}",
+                         i ? ", " : "", m, i, st_clock_wall_ms(NULL) - 1000, m, i);
+        snprintf(json + off, sizeof(json) - (size_t)off, "]}");
+        if (rd_kafka_producev(p, RD_KAFKA_V_TOPIC(fd->e->topic), RD_KAFKA_V_PARTITION(m % 2),
+                              RD_KAFKA_V_VALUE(json, strlen(json)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_END) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            atomic_store(&fd->failed, 1);
+            break;
+        }
+        atomic_store(&fd->sent, ++m);
+        rd_kafka_poll(p, 0);
+        usleep(2000); /* a steady stream, ~500 messages/s */
+    }
+    if (rd_kafka_flush(p, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        atomic_store(&fd->failed, 1);
+    rd_kafka_destroy(p);
+    return NULL;
+}
+
+static int64_t committed_total(const struct env *e)
+{
+    int64_t offs[2], sum = 0;
+    st_kafka_committed(e->brokers, e->group, e->topic, 2, offs);
+    for (int i = 0; i < 2; i++)
+        sum += offs[i] > 0 ? offs[i] : 0;
+    return sum;
+}
+
+struct scan_count {
+    uint64_t live;
+};
+
+static int count_live(void *ctx, const struct store_scan_src *src)
+{
+    struct scan_count *c = ctx;
+    for (uint64_t i = 0; i < src->n; i++) {
+        struct store_scan_rec r;
+        store_scan_record(src, i, &r);
+        c->live += r.op == STORE_OP_UPSERT && !r.superseded;
+    }
+    return ST_OK;
+}
+
+/*
+ * strata-ingest is killed with SIGKILL while a producer keeps writing, and restarted while it
+ * still writes. Afterwards every record of every message is stored exactly once (each id
+ * once across all memtables and segments, with its own vector) and the offsets are
+ * committed to the end.
+ */
+START_TEST(test_daemon_kill9_continuous)
+{
+    struct env e;
+    env_init(&e, "kill", false);
+    struct feeder fd = {.e = &e};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, feed, &fd), 0);
+    pid_t pid = start_daemon(&e);
+    ck_assert_msg(ST_WAIT_UNTIL(committed_total(&e) >= 200, 90000), "nothing committed");
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status));
+    int64_t at_kill = committed_total(&e);
+    ck_assert_int_lt(at_kill, atomic_load(&fd.sent)); /* killed mid-stream */
+    pid = start_daemon(&e);
+    ck_assert_msg(ST_WAIT_UNTIL(committed_total(&e) >= at_kill + 200, 120000),
+                  "the restarted daemon committed nothing new");
+    atomic_store(&fd.stop, true);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(atomic_load(&fd.failed), 0);
+    int sent = atomic_load(&fd.sent);
+    ck_assert_msg(ST_WAIT_UNTIL(committed_total(&e) == sent, 120000), "committed %" PRId64 " of %d",
+                  committed_total(&e), sent);
+    stop_daemon(pid);
+    st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
+
+    char sdir[700];
+    snprintf(sdir, sizeof(sdir), "%s/docs", e.data);
+    struct store_opts so = {.dir = sdir, .dim = 4, .read_only = true};
+    struct store *s;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&so, &s, &err) == ST_OK, "%s", err.msg);
+    for (int m = 0; m < sent; m++)
+        for (int i = 0; i < KREC; i++) {
+            char id[32];
+            float v[4];
+            snprintf(id, sizeof(id), "k%d-%d", m, i);
+            struct store_value sv = {.vec = v};
+            ck_assert_msg(store_get(s, (const uint8_t *)id, (uint32_t)strlen(id), &sv) == ST_OK,
+                          "%s lost", id);
+            ck_assert(v[0] == (float)m && v[1] == (float)i);
+            ck_assert_int_eq(sv.partition, m % 2);
+            free(sv.meta);
+        }
+    struct scan_count cnt = {0};
+    ck_assert_int_eq(store_scan(s, count_live, &cnt), ST_OK);
+    ck_assert_uint_eq(cnt.live, (uint64_t)sent * KREC); /* nothing stored twice */
+    ck_assert_int_eq(store_close(s), ST_OK);
+    env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -614,6 +742,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_daemon_consume_seal_publish_stop);
     tcase_add_test(tc, test_daemon_http);
+    tcase_add_test(tc, test_daemon_kill9_continuous);
     suite_add_tcase(su, tc);
     int rc = st_test_run_suite(su);
     nats_Close();
