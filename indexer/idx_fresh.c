@@ -52,8 +52,7 @@ static void note_window(struct scan_ctx *c, int64_t w)
     c->wins[c->nwins++] = w;
 }
 
-static void offer(struct scan_ctx *c, const struct store_scan_src *src, uint64_t i,
-                  const struct store_scan_rec *r, float d)
+static void offer(struct scan_ctx *c, const struct store_scan_rec *r, float d)
 {
     size_t slot;
     if (c->n < c->cap)
@@ -62,8 +61,6 @@ static void offer(struct scan_ctx *c, const struct store_scan_src *src, uint64_t
         slot = c->heap[0].id; /* the worst kept makes room */
     else
         return;
-    (void)src;
-    (void)i;
     struct cand *cd = &c->cands[slot];
     memcpy(cd->id, r->id, r->id_len);
     cd->id_len = r->id_len;
@@ -98,7 +95,7 @@ static int on_src(void *ctx, const struct store_scan_src *src)
         if (src->memtable)
             note_window(c, r.window);
         c->scanned++;
-        offer(c, src, i, &r, c->fn(q->vec, src->vecs + i * src->dim, src->dim));
+        offer(c, &r, c->fn(q->vec, src->vecs + i * src->dim, src->dim));
     }
     return c->rc;
 }

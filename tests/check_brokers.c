@@ -143,8 +143,7 @@ START_TEST(test_nats_jetstream_durable)
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     jsErrCode jerr = 0;
-    NATS_OK(natsConnection_ConnectTo(&nc, url));
-    NATS_OK(natsConnection_JetStream(&js, nc, NULL));
+    st_nats_js_open(url, &nc, &js);
 
     char stream[64], subj[96], wildcard[96];
     snprintf(stream, sizeof(stream), "SMOKE_%d", (int)getpid());
@@ -218,8 +217,7 @@ START_TEST(test_nats_jetstream_durable)
     natsSubscription_Unsubscribe(sub);
     natsSubscription_Destroy(sub);
     NATS_OK(js_DeleteStream(js, stream, NULL, &jerr));
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
+    st_nats_js_close(nc, js);
 }
 END_TEST
 

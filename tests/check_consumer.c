@@ -51,13 +51,7 @@ static void prepare(const char *tag, int parts)
 
 static rd_kafka_t *producer(void)
 {
-    char es[256];
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(pc, "bootstrap.servers", brokers, es, sizeof(es)),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, es, sizeof(es));
-    ck_assert_msg(p != NULL, "producer: %s", es);
-    return p;
+    return st_kafka_producer(brokers);
 }
 
 static void produce(rd_kafka_t *p, int partition, const void *v, size_t len, const char *ct)

@@ -41,16 +41,14 @@ static void nats_clean(const char *url)
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     jsErrCode jerr = 0;
-    NATS_OK(natsConnection_ConnectTo(&nc, url));
-    NATS_OK(natsConnection_JetStream(&js, nc, NULL));
+    st_nats_js_open(url, &nc, &js);
     jsStreamNamesList *l = NULL;
     if (js_StreamNames(&l, js, NULL, &jerr) == NATS_OK) {
         for (int i = 0; i < l->Count; i++)
             NATS_OK(js_DeleteStream(js, l->List[i], NULL, &jerr));
         jsStreamNamesList_Destroy(l);
     }
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
+    st_nats_js_close(nc, js);
 }
 
 /* Topics, a data dir and a config; with_token: bearer auth with token "t0ken" and a 2 KiB
@@ -196,16 +194,14 @@ static char *last_event(const char *url, const char *stream, const char *subject
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     jsErrCode jerr = 0;
-    NATS_OK(natsConnection_ConnectTo(&nc, url));
-    NATS_OK(natsConnection_JetStream(&js, nc, NULL));
+    st_nats_js_open(url, &nc, &js);
     natsMsg *m = NULL;
     char *body = NULL;
     if (js_GetLastMsg(&m, js, stream, subject, NULL, &jerr) == NATS_OK) {
         body = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
         natsMsg_Destroy(m);
     }
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
+    st_nats_js_close(nc, js);
     return body;
 }
 
@@ -278,6 +274,26 @@ static long http_status(const char *url, const char *token, const char *body)
     return r.status;
 }
 
+/* The daemon's store of collection docs, read-only (after it stopped). */
+static struct store *open_daemon_store(const struct env *e)
+{
+    char sdir[700];
+    snprintf(sdir, sizeof(sdir), "%s/docs", e->data);
+    struct store_opts so = {.dir = sdir, .dim = 4, .read_only = true};
+    struct store *s;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&so, &s, &err) == ST_OK, "%s", err.msg);
+    return s;
+}
+
+/* The status of base + path. */
+static long status_of(const char *base, const char *path, const char *token, const char *body)
+{
+    char url[600];
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    return http_status(url, token, body);
+}
+
 /* ---- tests -------------------------------------------------------------------------------- */
 
 START_TEST(test_daemon_consume_seal_publish_stop)
@@ -311,12 +327,7 @@ START_TEST(test_daemon_consume_seal_publish_stop)
 
     /* Offsets committed to the end; every record in the store. */
     st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
-    char sdir[700];
-    snprintf(sdir, sizeof(sdir), "%s/docs", e.data);
-    struct store_opts so = {.dir = sdir, .dim = 4, .read_only = true};
-    struct store *s;
-    struct st_err err = {0};
-    ck_assert_msg(store_open(&so, &s, &err) == ST_OK, "%s", err.msg);
+    struct store *s = open_daemon_store(&e);
     for (int m = 0; m < NMSG; m++) {
         char id[16];
         float v[4];
@@ -389,13 +400,12 @@ START_TEST(test_daemon_http)
     const char *tok = "t0ken";
 
     /* Probes need no token; /v1 does. */
-    snprintf(url, sizeof(url), "%s/healthz", base);
-    ck_assert_int_eq(http_status(url, NULL, NULL), 200);
+    ck_assert_int_eq(status_of(base, "/healthz", NULL, NULL), 200);
     snprintf(url, sizeof(url), "%s/readyz", base);
     ck_assert_msg(ST_WAIT_UNTIL(http_status(url, NULL, NULL) == 200, 60000), "never ready");
+    ck_assert_int_eq(status_of(base, "/v1/collections", NULL, NULL), 401);
+    ck_assert_int_eq(status_of(base, "/v1/collections", "wrong", NULL), 401);
     snprintf(url, sizeof(url), "%s/v1/collections", base);
-    ck_assert_int_eq(http_status(url, NULL, NULL), 401);
-    ck_assert_int_eq(http_status(url, "wrong", NULL), 401);
     struct http_resp r = http(url, tok, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"name\":\"docs\""));
@@ -435,12 +445,10 @@ START_TEST(test_daemon_http)
     store_segment_unref(g);
     json_decref(evj);
     free(ev);
-    snprintf(url, sizeof(url), "%s/v1/segments/docs/999999.seg", base);
-    ck_assert_int_eq(http_status(url, tok, NULL), 404);
-    snprintf(url, sizeof(url), "%s/v1/segments/docs/..%%2F..%%2FMANIFEST-000001", base);
-    ck_assert_int_eq(http_status(url, tok, NULL), 404);
-    snprintf(url, sizeof(url), "%s/v1/segments/nope/000001.seg", base);
-    ck_assert_int_eq(http_status(url, tok, NULL), 404);
+    ck_assert_int_eq(status_of(base, "/v1/segments/docs/999999.seg", tok, NULL), 404);
+    ck_assert_int_eq(status_of(base, "/v1/segments/docs/..%2F..%2FMANIFEST-000001", tok, NULL),
+                     404);
+    ck_assert_int_eq(status_of(base, "/v1/segments/nope/000001.seg", tok, NULL), 404);
 
     /* Get by id: the newest version with its meta; 404 for an unknown id or collection. */
     snprintf(url, sizeof(url), "%s/v1/collections/docs/records/r3", base);
@@ -451,10 +459,8 @@ START_TEST(test_daemon_http)
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "meta"), "n")), 3);
     json_decref(j);
     free(r.body);
-    snprintf(url, sizeof(url), "%s/v1/collections/docs/records/nope", base);
-    ck_assert_int_eq(http_status(url, tok, NULL), 404);
-    snprintf(url, sizeof(url), "%s/v1/collections/nope/records/r3", base);
-    ck_assert_int_eq(http_status(url, tok, NULL), 404);
+    ck_assert_int_eq(status_of(base, "/v1/collections/docs/records/nope", tok, NULL), 404);
+    ck_assert_int_eq(status_of(base, "/v1/collections/nope/records/r3", tok, NULL), 404);
 
     /* Windows: the sealed one is listed. */
     snprintf(url, sizeof(url), "%s/v1/collections/docs/windows", base);
@@ -574,8 +580,8 @@ START_TEST(test_daemon_http)
     ck_assert_int_eq(r.status, 413);
     ck_assert_ptr_nonnull(strstr(r.body, "max_body"));
     free(r.body);
-    snprintf(url, sizeof(url), "%s/v1/collections/nope/search", base);
-    ck_assert_int_eq(http_status(url, tok, "{\"vector\": [1, 2, 3, 4]}"), 404);
+    ck_assert_int_eq(
+        status_of(base, "/v1/collections/nope/search", tok, "{\"vector\": [1, 2, 3, 4]}"), 404);
     ck_assert_int_eq(http_status(surl, tok, NULL), 405);
 
     /* Metrics: the counters move with what happened above. */
@@ -708,12 +714,7 @@ START_TEST(test_daemon_kill9_continuous)
     stop_daemon(pid);
     st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
 
-    char sdir[700];
-    snprintf(sdir, sizeof(sdir), "%s/docs", e.data);
-    struct store_opts so = {.dir = sdir, .dim = 4, .read_only = true};
-    struct store *s;
-    struct st_err err = {0};
-    ck_assert_msg(store_open(&so, &s, &err) == ST_OK, "%s", err.msg);
+    struct store *s = open_daemon_store(&e);
     for (int m = 0; m < sent; m++)
         for (int i = 0; i < KREC; i++) {
             char id[32];

@@ -122,8 +122,7 @@ static int stream_events(const char *stream, int64_t *starts, int cap)
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     jsErrCode jerr = 0;
-    NATS_OK(natsConnection_ConnectTo(&nc, url));
-    NATS_OK(natsConnection_JetStream(&js, nc, NULL));
+    st_nats_js_open(url, &nc, &js);
     jsStreamInfo *si = NULL;
     NATS_OK(js_GetStreamInfo(&si, js, stream, NULL, &jerr));
     int n = (int)si->State.Msgs;
@@ -153,8 +152,7 @@ static int stream_events(const char *stream, int64_t *starts, int cap)
         json_decref(o);
         natsMsg_Destroy(m);
     }
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
+    st_nats_js_close(nc, js);
     return n;
 }
 

@@ -8,11 +8,7 @@
 void st_kafka_create_topic(const char *brokers, const char *topic, int partitions)
 {
     char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    ck_assert_msg(rk != NULL, "rd_kafka_new: %s", errstr);
+    rd_kafka_t *rk = st_kafka_producer(brokers);
     rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, 1, errstr, sizeof(errstr));
     ck_assert_msg(nt != NULL, "NewTopic: %s", errstr);
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);

@@ -13,4 +13,17 @@
                       nats_GetLastError(NULL));                                                    \
     } while (0)
 
+/* A connection to url with a JetStream context; fails the test when either cannot be had. */
+static inline void st_nats_js_open(const char *url, natsConnection **nc, jsCtx **js)
+{
+    NATS_OK(natsConnection_ConnectTo(nc, url));
+    NATS_OK(natsConnection_JetStream(js, *nc, NULL));
+}
+
+static inline void st_nats_js_close(natsConnection *nc, jsCtx *js)
+{
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+}
+
 #endif
