@@ -27,6 +27,7 @@
 #include "st_clock.h"
 #include "st_http.h"
 #include "st_log.h"
+#include "st_version.h"
 #include "twcs.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -39,7 +40,11 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: strata-ingest --config FILE [--check-config]\n");
+    fprintf(f, "usage: strata-ingest --config FILE [--check-config]\n"
+               "       strata-ingest --version | --help\n"
+               "Consumes the configured Kafka topics into time-windowed stores, publishes\n"
+               "sealed windows on NATS and serves HTTP on ingest.listen (docs/http.md).\n"
+               "Exit: 0 clean stop, 1 runtime failure, 2 bad usage or configuration.\n");
 }
 
 /* The host other nodes reach this one by: the listen host, or the hostname for a wildcard. */
@@ -72,7 +77,11 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("strata-ingest %s\n", STRATA_VERSION);
+            return 0;
         } else {
+            fprintf(stderr, "strata-ingest: unknown or incomplete argument '%s'\n", argv[i]);
             usage(stderr);
             return 2;
         }

@@ -312,6 +312,16 @@ START_TEST(test_daemon_consume_seal_publish_stop)
     ck_assert_msg(strstr(outbuf, "bad.yaml:5:") != NULL, "%s", outbuf);
     snprintf(cmd, sizeof(cmd), "%s --config %s 2>&1", e.bin, bad);
     ck_assert_int_eq(st_test_run(cmd, outbuf, sizeof(outbuf)), 2);
+    /* --version, --help: exit 0; a stray argument: usage and exit 2. */
+    snprintf(cmd, sizeof(cmd), "%s --version", e.bin);
+    ck_assert_int_eq(st_test_run(cmd, outbuf, sizeof(outbuf)), 0);
+    ck_assert_msg(strncmp(outbuf, "strata-ingest ", 14) == 0, "%s", outbuf);
+    snprintf(cmd, sizeof(cmd), "%s --help", e.bin);
+    ck_assert_int_eq(st_test_run(cmd, outbuf, sizeof(outbuf)), 0);
+    ck_assert_ptr_nonnull(strstr(outbuf, "usage: strata-ingest"));
+    snprintf(cmd, sizeof(cmd), "%s --frobnicate 2>&1", e.bin);
+    ck_assert_int_eq(st_test_run(cmd, outbuf, sizeof(outbuf)), 2);
+    ck_assert_ptr_nonnull(strstr(outbuf, "usage: strata-ingest"));
 
     produce_window(&e);
     pid_t pid = start_daemon(&e);
