@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "st_fault.h"
@@ -41,7 +43,8 @@ struct store_fs {
     struct sim_op *ops;
     size_t nops, capops;
     uint64_t backup_seq;
-    bool dead; /* after sim_crash: nothing reaches the disk */
+    bool dead;                 /* after sim_crash: nothing reaches the disk */
+    _Atomic int sync_delay_ms; /* slow disks: every fsync first waits this long */
 };
 
 /*
@@ -278,6 +281,9 @@ int store_fs_sync(struct store_file *f, const char *site)
     int rc = ST_FAULT(site);
     if (rc != 0)
         return rc; /* like a failed fsync: nothing is known to be durable */
+    int delay = f->fs != NULL ? atomic_load(&f->fs->sync_delay_ms) : 0;
+    if (delay > 0) /* outside the lock: writes go on meanwhile, as on a slow disk */
+        nanosleep(&(struct timespec){delay / 1000, (long)(delay % 1000) * 1000000L}, NULL);
     if (!sim_enter(f->fs))
         return ST_EIO;
     if (fdatasync(f->fd) != 0) {
@@ -531,6 +537,11 @@ void store_fs_sim_crash(struct store_fs *fs)
     fs->nfiles = 0;
     fs->dead = true;
     pthread_mutex_unlock(&fs->lock);
+}
+
+void store_fs_sim_sync_delay(struct store_fs *fs, int ms)
+{
+    atomic_store(&fs->sync_delay_ms, ms);
 }
 
 void store_fs_sim_revive(struct store_fs *fs)

@@ -57,6 +57,9 @@ struct store_fs *store_fs_sim_new(void);
  * on a machine that lost power, until store_fs_sim_revive. */
 void store_fs_sim_crash(struct store_fs *fs);
 void store_fs_sim_revive(struct store_fs *fs);
+/* Makes every fsync through fs take at least ms longer (a slow disk): durability then lags
+ * well behind the writes, which is what tests of "commit only what is durable" need. */
+void store_fs_sim_sync_delay(struct store_fs *fs, int ms);
 void store_fs_free(struct store_fs *fs);
 
 #endif
