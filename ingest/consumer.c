@@ -112,6 +112,24 @@ static int announce(struct ing_consumer *c)
     return ST_OK;
 }
 
+/* Commits l (offsets whose messages are durable) and remembers what was committed. */
+static void commit_list(struct ing_consumer *c, rd_kafka_topic_partition_list_t *l)
+{
+    rd_kafka_resp_err_t ke = rd_kafka_commit(c->rk, l, 0 /* sync */);
+    if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < l->cnt; i++) {
+            struct part *p = part_get(c, l->elems[i].topic, l->elems[i].partition, false);
+            if (p != NULL && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+                p->committed = l->elems[i].offset;
+        }
+        c->st.commits++;
+    } else {
+        /* Not fatal: the data is durable, the next round commits again (a rebalance in
+         * between means redelivery, which the applied marks skip). */
+        st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
+    }
+}
+
 /*
  * Makes everything written so far durable, then commits for each partition in `only` (or all
  * assigned ones) the position after its last handled message.
@@ -144,19 +162,43 @@ static int commit_round(struct ing_consumer *c, const rd_kafka_topic_partition_l
                               st_strerror(rc));
         }
     }
-    rd_kafka_resp_err_t ke = rd_kafka_commit(c->rk, l, 0 /* sync */);
-    if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (int i = 0; i < l->cnt; i++) {
-            struct part *p = part_get(c, l->elems[i].topic, l->elems[i].partition, false);
-            if (p != NULL && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-                p->committed = l->elems[i].offset;
+    commit_list(c, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return ST_OK;
+}
+
+/*
+ * The periodic round, which never waits for an fsync: per assigned partition it commits the
+ * position up to which every handled message is durable, read from the stores' marks (the WAL
+ * syncer's group commits advance them in the background). For each store of the partition's
+ * topic that holds an applied but not yet durable message of it, the commit stops just after
+ * that store's durable mark; messages between that point and the last handled one are
+ * redelivered after a crash and recognised as duplicates.
+ */
+static int durable_round(struct ing_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->n_parts);
+    for (size_t i = 0; i < c->n_parts; i++) {
+        struct part *p = &c->parts[i];
+        if (!p->assigned || p->handled < 0 || p->handled + 1 == p->committed)
+            continue;
+        const struct topic_schema *ts = schema_of(c, p->topic);
+        int64_t pos = p->handled + 1;
+        for (size_t k = 0; ts != NULL && k < ts->n && pos > 0; k++) {
+            struct store *s = twcs_store(ts->src[k]->twcs);
+            int64_t applied, durable;
+            if (store_applied_offset(s, p->partition, &applied) != ST_OK)
+                continue; /* nothing of this partition in this store */
+            if (store_durable_offset(s, p->partition, &durable) != ST_OK)
+                pos = 0; /* nothing durable yet: wait for the syncer */
+            else if (applied > durable && durable + 1 < pos)
+                pos = durable + 1;
         }
-        c->st.commits++;
-    } else {
-        /* Not fatal: the data is durable, the next round commits again (a rebalance in
-         * between means redelivery, which the applied marks skip). */
-        st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
+        if (pos > 0 && pos > p->committed)
+            rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = pos;
     }
+    if (l->cnt > 0)
+        commit_list(c, l);
     rd_kafka_topic_partition_list_destroy(l);
     return ST_OK;
 }
@@ -482,7 +524,7 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
         rd_kafka_message_destroy(m);
     }
     if (rc == ST_OK && now_ms() >= c->next_commit_ms) {
-        rc = commit_round(c, NULL, err);
+        rc = durable_round(c);
         c->next_commit_ms = now_ms() + c->o.commit_interval_ms;
     }
     if (rc == ST_OK && c->fatal.code != ST_OK)

@@ -4,11 +4,15 @@
  *
  * For every message: decode (rec_format.h) → write through the collection's twcs
  * (ingest_write.h) or, when rejected, produce it to the dead-letter topic (dlq.h). Offsets are
- * committed only for messages whose effect is durable: every commit round first fsyncs every
- * store (group commit: one fsync covers many messages) and then commits, per partition, the
- * position after the last message handled before that fsync. A message applied but not yet
- * covered by a commit is redelivered after a crash or a rebalance and recognised as a
- * duplicate by its (partition, offset) — never applied twice.
+ * committed only for messages whose effect is durable. The periodic round (commit_interval_ms)
+ * never waits for an fsync: it reads each store's durable marks — advanced by the store's WAL
+ * syncer (group commit: one fsync covers many messages) — and commits, per partition, the
+ * position after the last handled message that is durable everywhere (dead-lettered and
+ * duplicate messages count as done; a store with an applied but unsynced message of the
+ * partition holds the position just after its durable mark). On revoke, close and
+ * ing_consumer_commit the round fsyncs every store first and commits everything handled.
+ * A message applied but not yet covered by a commit is redelivered after a crash or a
+ * rebalance and recognised as a duplicate by its (partition, offset) — never applied twice.
  *
  * Back-pressure never blocks the poll loop: a message the store cannot take yet (ST_EAGAIN)
  * pauses its partition, seeks back to it and resumes after a short delay. On revoke the
@@ -43,7 +47,7 @@ struct ing_consumer_opts {
     size_t n_colls;
     struct dlq *dlq;
     const char *dead_letter_topic; /* kafka.dead_letter_topic */
-    int64_t commit_interval_ms;    /* fsync + commit round (default 200) */
+    int64_t commit_interval_ms;    /* commit round of what is durable (default 200) */
     int64_t pause_ms;              /* back-pressure pause before retrying (default 50) */
     size_t max_value;              /* largest accepted message value (default 64 MiB) */
 };

@@ -197,10 +197,15 @@ static char *last_event(const char *url, const char *stream, const char *subject
     st_nats_js_open(url, &nc, &js);
     natsMsg *m = NULL;
     char *body = NULL;
-    if (js_GetLastMsg(&m, js, stream, subject, NULL, &jerr) == NATS_OK) {
+    jsStreamInfo *si = NULL;
+    /* Ask for the last message only once the stream holds one: Debian's nats-server 2.9
+     * panics (nil dereference in jsMsgGetRequest) on a get from a stream being created. */
+    if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK && si->State.Msgs > 0 &&
+        js_GetLastMsg(&m, js, stream, subject, NULL, &jerr) == NATS_OK) {
         body = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
         natsMsg_Destroy(m);
     }
+    jsStreamInfo_Destroy(si);
     st_nats_js_close(nc, js);
     return body;
 }
