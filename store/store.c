@@ -833,6 +833,26 @@ static void value_from_mt(const struct store_memtable *m, const struct store_mt_
     }
 }
 
+/* References every frozen memtable (oldest first) into a malloc'd array; caller holds mu and
+ * releases them with frozen_release. NULL only when out of memory. */
+static struct store_memtable **frozen_capture_locked(struct store *s, size_t *n)
+{
+    struct store_memtable **fz = malloc((s->nfrozen ? s->nfrozen : 1) * sizeof(*fz));
+    *n = 0;
+    for (size_t i = 0; fz != NULL && i < s->nfrozen; i++) {
+        store_mt_ref(s->frozen[i]);
+        fz[(*n)++] = s->frozen[i];
+    }
+    return fz;
+}
+
+static void frozen_release(struct store_memtable **fz, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_mt_unref(fz[i]);
+    free(fz);
+}
+
 int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_value *out)
 {
     out->meta = NULL;
@@ -851,16 +871,13 @@ int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_
         best = (struct store_version){e->ts, e->partition, e->offset, e->idx};
         value_from_mt(s->mem, e, out, &rc);
     }
-    fz = malloc((s->nfrozen ? s->nfrozen : 1) * sizeof(*fz));
+    fz = frozen_capture_locked(s, &nfz);
+    pthread_mutex_unlock(&s->mu);
     if (fz == NULL) {
-        pthread_mutex_unlock(&s->mu);
+        free(out->meta);
+        out->meta = NULL;
         return ST_ENOMEM;
     }
-    for (size_t i = 0; i < s->nfrozen; i++) {
-        store_mt_ref(s->frozen[i]);
-        fz[nfz++] = s->frozen[i];
-    }
-    pthread_mutex_unlock(&s->mu);
 
     for (size_t i = 0; i < nfz && rc == ST_OK; i++) {
         e = store_mt_get(fz[i], id, id_len);
@@ -903,9 +920,7 @@ int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_
         rc = store_segment_meta(g, idx, &out->meta, &out->meta_len);
     }
     store_snapshot_release(snap);
-    for (size_t i = 0; i < nfz; i++)
-        store_mt_unref(fz[i]);
-    free(fz);
+    frozen_release(fz, nfz);
     if (rc == ST_OK && (!found || out->op == STORE_OP_DELETE))
         rc = ST_ENOTFOUND;
     if (rc != ST_OK) {
@@ -965,20 +980,14 @@ int store_scan(struct store *s, store_scan_fn fn, void *ctx)
      * in the same order sees every record at least once. */
     pthread_mutex_lock(&s->mu);
     int rc = scan_mt(s->mem, fn, ctx);
-    struct store_memtable **fz = malloc((s->nfrozen ? s->nfrozen : 1) * sizeof(*fz));
     size_t nfz = 0;
+    struct store_memtable **fz = frozen_capture_locked(s, &nfz);
+    pthread_mutex_unlock(&s->mu);
     if (fz == NULL && rc == ST_OK)
         rc = ST_ENOMEM;
-    for (size_t i = 0; rc == ST_OK && i < s->nfrozen; i++) {
-        store_mt_ref(s->frozen[i]);
-        fz[nfz++] = s->frozen[i];
-    }
-    pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; rc == ST_OK && i < nfz; i++)
         rc = scan_mt(fz[i], fn, ctx);
-    for (size_t i = 0; i < nfz; i++)
-        store_mt_unref(fz[i]);
-    free(fz);
+    frozen_release(fz, nfz);
     struct store_snapshot *snap = NULL;
     if (rc == ST_OK)
         rc = store_snapshot_acquire(s, &snap);
