@@ -76,6 +76,20 @@ static const char *state_name(enum twcs_state s)
     return s == TWCS_SEALED ? "sealed" : "open";
 }
 
+/* How many windows t has, and how many of them are open (0, 0 when they cannot be listed). */
+static void window_counts(struct twcs *t, size_t *total, size_t *open)
+{
+    struct twcs_window_info *w = NULL;
+    size_t n = 0;
+    *total = *open = 0;
+    if (twcs_windows(t, &w, &n) != ST_OK)
+        return;
+    for (size_t i = 0; i < n; i++)
+        *open += w[i].state == TWCS_OPEN;
+    *total = n;
+    free(w);
+}
+
 /* ---- collections ------------------------------------------------------------------------- */
 
 static json_t *index_json(const struct cfg_index *ix)
@@ -96,12 +110,8 @@ static json_t *coll_json(const struct ingest_http_coll *c)
     twcs_stats(c->twcs, &ts);
     struct store_stats ss;
     store_stats(twcs_store(c->twcs), &ss);
-    struct twcs_window_info *w = NULL;
-    size_t nw = 0, open = 0;
-    if (twcs_windows(c->twcs, &w, &nw) == ST_OK)
-        for (size_t i = 0; i < nw; i++)
-            open += w[i].state == TWCS_OPEN;
-    free(w);
+    size_t nw, open;
+    window_counts(c->twcs, &nw, &open);
     int64_t wm = twcs_watermark(c->twcs);
     json_t *stats = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "windows_open", (json_int_t)open, "windows_sealed",
@@ -552,12 +562,8 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
     }
     st_prom_head(t, "strata_windows", "gauge", "Windows by state.");
     for (size_t i = 0; i < h->n; i++) {
-        struct twcs_window_info *w = NULL;
-        size_t nw = 0, open = 0;
-        if (twcs_windows(h->colls[i].twcs, &w, &nw) == ST_OK)
-            for (size_t j = 0; j < nw; j++)
-                open += w[j].state == TWCS_OPEN;
-        free(w);
+        size_t nw, open;
+        window_counts(h->colls[i].twcs, &nw, &open);
         const char *lo[] = {"collection", h->colls[i].cfg->name, "state", "open", NULL};
         const char *ls[] = {"collection", h->colls[i].cfg->name, "state", "sealed", NULL};
         st_prom_sample(t, "strata_windows", lo, (double)open);

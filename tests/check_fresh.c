@@ -63,6 +63,13 @@ static struct store *open_store(char **dir)
     return s;
 }
 
+static void close_store(struct store *s, char *dir)
+{
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+
 static struct idx_fresh_result search(struct store *s, float x, uint32_t k, int64_t from,
                                       int64_t to, const struct idx_window_ver *ix, size_t nix)
 {
@@ -131,9 +138,7 @@ START_TEST(test_fresh_newest_versions_only)
     ck_assert_uint_eq(r.segments, 2);
     ck_assert_uint_eq(r.windows, 2);
     idx_fresh_result_free(&r);
-    ck_assert_int_eq(store_close(s), ST_OK);
-    st_test_rmrf(dir);
-    free(dir);
+    close_store(s, dir);
 }
 END_TEST
 
@@ -169,9 +174,7 @@ START_TEST(test_fresh_skips_indexed_and_prunes_time)
     ck_assert_uint_eq(r.n, 0);
     ck_assert_uint_eq(r.scanned, 0);
     idx_fresh_result_free(&r);
-    ck_assert_int_eq(store_close(s), ST_OK);
-    st_test_rmrf(dir);
-    free(dir);
+    close_store(s, dir);
 }
 END_TEST
 
@@ -196,9 +199,7 @@ START_TEST(test_fresh_refills_when_closest_are_stale)
     ck_assert_str_eq((const char *)r.hits[0].id, "c1"); /* x = 0.9, the nearest live one */
     ck_assert_float_eq_tol(r.hits[0].dist, 0.81f, 1e-5f);
     idx_fresh_result_free(&r);
-    ck_assert_int_eq(store_close(s), ST_OK);
-    st_test_rmrf(dir);
-    free(dir);
+    close_store(s, dir);
 }
 END_TEST
 
