@@ -15,8 +15,8 @@ struct cand {
 
 struct scan_ctx {
     const struct idx_fresh_query *q;
-    idx_dist_fn fn;
-    struct idx_hit *heap; /* id = slot in cands */
+    st_dist_fn fn;
+    struct st_hit *heap; /* id = slot in cands */
     struct cand *cands;
     size_t n, cap;
     uint64_t scanned;
@@ -69,7 +69,7 @@ static void offer(struct scan_ctx *c, const struct store_scan_rec *r, float d)
     cd->partition = r->partition;
     cd->offset = r->offset;
     cd->idx = r->idx;
-    idx_topk_push(c->heap, &c->n, c->cap, (struct idx_hit){(uint32_t)slot, d});
+    st_topk_push(c->heap, &c->n, c->cap, (struct st_hit){(uint32_t)slot, d});
 }
 
 static int on_src(void *ctx, const struct store_scan_src *src)
@@ -102,7 +102,7 @@ static int on_src(void *ctx, const struct store_scan_src *src)
 
 static int cand_cmp(const void *a, const void *b)
 {
-    const struct idx_hit *x = a, *y = b;
+    const struct st_hit *x = a, *y = b;
     return x->dist < y->dist ? -1 : x->dist > y->dist ? 1 : 0;
 }
 
@@ -116,7 +116,7 @@ static bool same_id(const struct idx_fresh_hit *h, const struct cand *c)
 static int pass(struct store *s, const struct idx_fresh_query *q, size_t cap,
                 struct idx_fresh_result *out, bool *more)
 {
-    struct scan_ctx c = {.q = q, .fn = idx_metric_fn(idx_kernels(), q->metric), .cap = cap};
+    struct scan_ctx c = {.q = q, .fn = st_metric_fn(st_kernels(), q->metric), .cap = cap};
     c.heap = malloc(cap * sizeof(*c.heap));
     c.cands = malloc(cap * sizeof(*c.cands));
     out->hits = calloc(q->k ? q->k : 1, sizeof(*out->hits));

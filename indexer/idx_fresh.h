@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "idx_distance.h"
+#include "st_distance.h"
 #include "st_error.h"
 #include "store.h"
 
@@ -27,7 +27,7 @@ struct idx_window_ver {
 struct idx_fresh_query {
     const float *vec; /* dim floats (normalised by the caller for cosine) */
     uint32_t dim;
-    enum idx_metric metric;
+    enum st_metric metric;
     uint32_t k;
     int64_t from_ts, to_ts; /* inclusive event-time bounds (INT64_MIN / INT64_MAX: none) */
     const struct idx_window_ver *indexed; /* sealed window versions searched elsewhere */

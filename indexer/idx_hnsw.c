@@ -149,7 +149,7 @@ static inline void node_unlock(struct build *b, uint32_t i)
  * filter, rejected nodes guide the search but never enter the results.
  */
 static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const float *q, uint32_t ep,
-                         size_t ef, int l, idx_filter_fn filter, void *fctx)
+                         size_t ef, int l, st_filter_fn filter, void *fctx)
 {
     const struct idx_hnsw *h = s->h;
     new_generation(s);
@@ -229,7 +229,7 @@ static uint32_t descend(const struct idx_hnsw *h, struct build *b, const float *
 }
 
 size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
-                       idx_filter_fn filter, void *fctx, struct idx_hit *out)
+                       st_filter_fn filter, void *fctx, struct st_hit *out)
 {
     const struct idx_hnsw *h = s->h;
     if (h->n == 0 || k == 0)
@@ -243,7 +243,7 @@ size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, 
     size_t n = s->res.n;
     for (size_t i = n; i-- > 0;) {
         struct cand c = heap_pop(&s->res, true);
-        out[i] = (struct idx_hit){c.id, c.d};
+        out[i] = (struct st_hit){c.id, c.d};
     }
     return n;
 }
@@ -386,7 +386,7 @@ int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
     h->level0 = aligned_alloc(64, h->stride * (n ? n : 1));
     h->upper = calloc(n ? n : 1, sizeof(*h->upper));
     h->levels = calloc(n ? n : 1, 1);
-    h->dist = idx_metric_fn(idx_kernels(), h->metric);
+    h->dist = st_metric_fn(st_kernels(), h->metric);
     if (h->level0 == NULL || h->upper == NULL || h->levels == NULL)
         return ST_ENOMEM;
     memset(h->level0, 0, h->stride * n);

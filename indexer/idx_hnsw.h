@@ -11,11 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "idx_distance.h"
+#include "st_distance.h"
 
 struct idx_hnsw_opts {
     uint32_t dim;
-    enum idx_metric metric;   /* cosine: vectors must already be normalised */
+    enum st_metric metric;    /* cosine: vectors must already be normalised */
     uint32_t m;               /* links per node on upper levels; 2*m on level 0 (default 16) */
     uint32_t ef_construction; /* default 200 */
     uint64_t seed;            /* level generator seed */
@@ -44,7 +44,7 @@ void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s);
  * are traversed but never returned. Writes up to k hits, closest first; returns the count.
  */
 size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
-                       idx_filter_fn filter, void *fctx, struct idx_hit *out);
+                       st_filter_fn filter, void *fctx, struct st_hit *out);
 
 /* Index files (hnsw_format.h): written to path.tmp, fsynced, renamed. */
 int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err) ST_WUR;

@@ -104,14 +104,14 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     h->m = st_get_le32(m + 16);
     h->m0 = 2 * h->m;
     h->ef_construction = st_get_le32(m + 20);
-    h->metric = (enum idx_metric)st_get_le32(m + 24);
+    h->metric = (enum st_metric)st_get_le32(m + 24);
     h->n = st_get_le32(m + 28);
     h->entry = st_get_le32(m + 32);
     h->max_level = (int32_t)st_get_le32(m + 36);
     h->stride = st_get_le64(m + 40);
     h->vec_bytes = st_get_le64(m + 48);
     size_t body = len - IDX_HNSW_HEADER - IDX_HNSW_FOOTER;
-    if (h->dim == 0 || h->m < 2 || h->m > 128 || h->metric > IDX_COSINE || h->stride % 64 ||
+    if (h->dim == 0 || h->m < 2 || h->m > 128 || h->metric > ST_METRIC_COSINE || h->stride % 64 ||
         h->vec_bytes < (size_t)h->dim * 4 || h->stride < h->vec_bytes + (1 + h->m0) * 4 ||
         (h->n > 0 && (h->entry >= h->n || h->max_level < 0 || h->max_level > 15)) ||
         (uint64_t)h->n * (h->stride + 1) > body) {
@@ -170,7 +170,7 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
             }
         }
     }
-    h->dist = idx_metric_fn(idx_kernels(), h->metric);
+    h->dist = st_metric_fn(st_kernels(), h->metric);
     *out = h;
     return ST_OK;
 fail:

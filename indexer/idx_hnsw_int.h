@@ -14,7 +14,7 @@
  */
 struct idx_hnsw {
     uint32_t dim, m, m0, ef_construction;
-    enum idx_metric metric;
+    enum st_metric metric;
     uint32_t n;
     size_t stride;
     uint8_t *level0;
@@ -22,7 +22,7 @@ struct idx_hnsw {
     uint8_t *levels;
     uint32_t entry;
     int max_level;
-    idx_dist_fn dist;
+    st_dist_fn dist;
     size_t vec_bytes;
     void *map; /* loaded from a file: level0 and upper point into it */
     size_t map_len;

@@ -2,7 +2,7 @@
  * IVF-PQ: k-means training, residual product quantization, ADC search, exact re-ranking.
  *
  * 8-bit codes are scanned with float tables. 4-bit codes are stored in blocks of 32 vectors
- * (the layout idx_pq4_fn reads) and scanned with 8-bit quantized tables and SIMD shuffles
+ * (the layout st_pq4_fn reads) and scanned with 8-bit quantized tables and SIMD shuffles
  * (André et al., "Cache locality is not enough", VLDB 2015); the quantized sums only choose
  * candidates, and their float estimates (or the exact re-rank) decide.
  *
@@ -43,7 +43,7 @@ struct ivf_list {
 struct idx_ivfpq {
     uint32_t dim, nlist, m, dsub, nbits, ksub;
     uint32_t m2; /* 4 bits: m rounded up to even (the pad sub-quantizer is all zero) */
-    enum idx_metric metric;
+    enum st_metric metric;
     float *centroids; /* nlist * dim */
     float *codebooks; /* m * ksub * dsub: sub-quantizer j's centroid c at (j*ksub + c)*dsub */
     float *cbt;       /* per sub-quantizer: its codebook transposed (dsub rows of ksub) */
@@ -54,7 +54,7 @@ struct idx_ivfpq {
     float *pre_mm;    /* 4 bits with pre: each pre row's min and max (nlist * m * 2) */
     struct ivf_list *lists;
     uint32_t n;
-    idx_dist_fn dist;
+    st_dist_fn dist;
     void *map; /* loaded from a file: arrays point into it */
     size_t map_len;
 };
@@ -87,7 +87,7 @@ static int pack4(const struct idx_ivfpq *ix, struct ivf_list *l)
 
 /* ---- k-means ------------------------------------------------------------------------------ */
 
-/* Centroids transposed (d rows of k) and their squared norms: the layout idx_dots_fn reads. */
+/* Centroids transposed (d rows of k) and their squared norms: the layout st_dots_fn reads. */
 static void transpose_norms(const float *c, uint32_t k, uint32_t d, float *ct, float *norms)
 {
     for (uint32_t i = 0; i < k; i++) {
@@ -105,7 +105,7 @@ static void transpose_norms(const float *c, uint32_t k, uint32_t d, float *ct, f
 static uint32_t nearest_t(const float *x, const float *ct, const float *norms, uint32_t d,
                           uint32_t k, float *dots)
 {
-    idx_kernels()->dots_t(x, ct, d, k, dots);
+    st_kernels()->dots_t(x, ct, d, k, dots);
     uint32_t bi = 0;
     float best = INFINITY;
     for (uint32_t c = 0; c < k; c++) {
@@ -284,14 +284,14 @@ static int prepare(struct idx_ivfpq *ix)
     if (ix->ct == NULL || ix->cn == NULL)
         return ST_ENOMEM;
     transpose_norms(ix->centroids, ix->nlist, ix->dim, ix->ct, ix->cn);
-    if (ix->metric != IDX_L2 || (uint64_t)ix->nlist * mk * 4 > PRE_MAX)
+    if (ix->metric != ST_METRIC_L2 || (uint64_t)ix->nlist * mk * 4 > PRE_MAX)
         return ST_OK;
     if ((ix->pre = malloc((size_t)ix->nlist * mk * sizeof(float))) == NULL)
         return ST_ENOMEM;
     if (ix->nbits == 4 &&
         (ix->pre_mm = malloc((size_t)ix->nlist * ix->m * 2 * sizeof(float))) == NULL)
         return ST_ENOMEM;
-    idx_dots_fn dots = idx_kernels()->dots_t;
+    st_dots_fn dots = st_kernels()->dots_t;
     for (uint32_t l = 0; l < ix->nlist; l++)
         for (uint32_t j = 0; j < ix->m; j++) {
             float *row = ix->pre + ((size_t)l * ix->m + j) * ix->ksub;
@@ -362,7 +362,7 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     ix->nlist = o->nlist ? o->nlist : 1024;
     if (ix->nlist > n)
         ix->nlist = n;
-    ix->dist = idx_metric_fn(idx_kernels(), o->metric);
+    ix->dist = st_metric_fn(st_kernels(), o->metric);
     uint32_t iters = o->iterations ? o->iterations : 12;
     uint32_t threads = o->threads ? o->threads : 1;
     uint64_t seed = o->seed ? o->seed : 12345;
@@ -506,10 +506,10 @@ struct idx_ivfpq_searcher {
     float *q_mm;  /* m * 2: min and max of each qterm row (4 bits with pre) */
     float *lo;    /* m: lower bounds of this list's table rows (4 bits with pre) */
     float *cdots; /* nlist: <q, centroid> */
-    const struct idx_kernels *k;
+    const struct st_kernels *k;
     float *r; /* residual query */
-    struct idx_hit *coarse;
-    struct idx_hit *cand;
+    struct st_hit *coarse;
+    struct st_hit *cand;
     size_t cand_cap;
 };
 
@@ -526,7 +526,7 @@ struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix)
     s->q_mm = malloc((size_t)ix->m * 2 * sizeof(float));
     s->lo = malloc((size_t)ix->m * sizeof(float));
     s->cdots = malloc((size_t)ix->nlist * sizeof(float));
-    s->k = idx_kernels();
+    s->k = st_kernels();
     s->r = malloc(ix->dim * sizeof(float));
     s->coarse = malloc(ix->nlist * sizeof(*s->coarse));
     if (!s->qterm || !s->table || !s->lut || !s->qtab || !s->q_mm || !s->lo || !s->cdots || !s->r ||
@@ -558,14 +558,14 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
  * The float table of a probed list is *ta + *tb (tb may be NULL); returns the constant every
  * code distance adds. sum: whether the caller needs the two added into s->table.
  */
-static float list_table(struct idx_ivfpq_searcher *s, const float *q, const struct idx_hit *probe,
+static float list_table(struct idx_ivfpq_searcher *s, const float *q, const struct st_hit *probe,
                         bool sum, const float **ta, const float **tb)
 {
     const struct idx_ivfpq *ix = s->ix;
     size_t mk = (size_t)ix->m * ix->ksub;
     *ta = s->table;
     *tb = NULL;
-    if (ix->metric != IDX_L2) {
+    if (ix->metric != ST_METRIC_L2) {
         *ta = s->qterm; /* -<q, c + r> = -<q, c> - sum_j <q_j, cb> */
         return probe->dist;
     }
@@ -578,7 +578,7 @@ static float list_table(struct idx_ivfpq_searcher *s, const float *q, const stru
         return probe->dist; /* ||q - c||^2 */
     }
     /* ||r_j - cb||^2 = ||r_j||^2 + ||cb||^2 - 2<r_j, cb>, r = q - c */
-    const struct idx_kernels *kn = s->k;
+    const struct st_kernels *kn = s->k;
     const float *c = ix->centroids + (size_t)probe->id * ix->dim;
     for (uint32_t d = 0; d < ix->dim; d++)
         s->r[d] = q[d] - c[d];
@@ -594,9 +594,9 @@ static float list_table(struct idx_ivfpq_searcher *s, const float *q, const stru
 }
 
 struct scan {
-    struct idx_hit *cand;
+    struct st_hit *cand;
     size_t nk, keep;
-    idx_filter_fn filter;
+    st_filter_fn filter;
     void *fctx;
 };
 
@@ -606,7 +606,7 @@ static inline void consider(struct scan *sc, uint32_t id, float d)
         return;
     if (sc->filter != NULL && !sc->filter(sc->fctx, id))
         return;
-    idx_topk_push(sc->cand, &sc->nk, sc->keep, (struct idx_hit){id, d});
+    st_topk_push(sc->cand, &sc->nk, sc->keep, (struct st_hit){id, d});
 }
 
 static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const float *t,
@@ -652,7 +652,7 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
     float scale = s->k->pq4_lut(ta, tb, lo, range, ix->m, ix->m2, s->qtab, s->lut, &bias);
     float inv = 1.0f / scale;
     base += bias;
-    idx_pq4_fn block = s->k->pq4_block;
+    st_pq4_fn block = s->k->pq4_block;
     uint16_t acc[PQ4_BLOCK];
     size_t bstride = (size_t)16 * ix->m2;
     for (uint32_t b = 0; b * PQ4_BLOCK < l->n; b++) {
@@ -675,8 +675,8 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
 }
 
 size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k, uint32_t nprobe,
-                        uint32_t rerank, const float *raw, idx_filter_fn filter, void *fctx,
-                        struct idx_hit *out)
+                        uint32_t rerank, const float *raw, st_filter_fn filter, void *fctx,
+                        struct st_hit *out)
 {
     const struct idx_ivfpq *ix = s->ix;
     if (k == 0 || ix->n == 0)
@@ -687,7 +687,7 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
         nprobe = ix->nlist;
     size_t keep = raw != NULL && rerank > k ? rerank : k;
     if (keep > s->cand_cap) {
-        struct idx_hit *c = realloc(s->cand, keep * sizeof(*c));
+        struct st_hit *c = realloc(s->cand, keep * sizeof(*c));
         if (c == NULL)
             return 0;
         s->cand = c;
@@ -696,17 +696,17 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
     /* Coarse: the nprobe closest lists, all centroid dot products in one pass over the
      * transposed centroids; ||q - c||^2 = ||q||^2 + ||c||^2 - 2<q, c>. */
     s->k->dots_t(q, ix->ct, ix->dim, ix->nlist, s->cdots);
-    float qn = ix->metric == IDX_L2 ? s->k->dot(q, q, ix->dim) : 0;
+    float qn = ix->metric == ST_METRIC_L2 ? s->k->dot(q, q, ix->dim) : 0;
     size_t nc = 0;
     for (uint32_t c = 0; c < ix->nlist; c++) {
-        float d = ix->metric == IDX_L2 ? qn + ix->cn[c] - 2 * s->cdots[c] : -s->cdots[c];
-        idx_topk_push(s->coarse, &nc, nprobe,
-                      (struct idx_hit){c, d > 0 || ix->metric != IDX_L2 ? d : 0});
+        float d = ix->metric == ST_METRIC_L2 ? qn + ix->cn[c] - 2 * s->cdots[c] : -s->cdots[c];
+        st_topk_push(s->coarse, &nc, nprobe,
+                     (struct st_hit){c, d > 0 || ix->metric != ST_METRIC_L2 ? d : 0});
     }
-    idx_hits_sort(s->coarse, nc);
-    if (ix->metric != IDX_L2 || ix->pre != NULL) {
-        idx_dots_fn dots = s->k->dots_t;
-        float f = ix->metric == IDX_L2 ? -2.0f : -1.0f;
+    st_hits_sort(s->coarse, nc);
+    if (ix->metric != ST_METRIC_L2 || ix->pre != NULL) {
+        st_dots_fn dots = s->k->dots_t;
+        float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
         for (uint32_t j = 0; j < ix->m; j++) {
             float *row = s->qterm + (size_t)j * ix->ksub;
             dots(q + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
@@ -748,7 +748,7 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
             s->cand[i].dist = ix->dist(q, raw + (size_t)s->cand[i].id * ix->dim, ix->dim);
         }
     }
-    idx_hits_sort(s->cand, nk);
+    st_hits_sort(s->cand, nk);
     size_t n = nk < k ? nk : k;
     memcpy(out, s->cand, n * sizeof(*out));
     return n;
@@ -845,11 +845,11 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     ix->dim = st_get_le32(m + 12);
     ix->nlist = st_get_le32(m + 16);
     ix->m = st_get_le32(m + 20);
-    ix->metric = (enum idx_metric)st_get_le32(m + 28);
+    ix->metric = (enum st_metric)st_get_le32(m + 28);
     ix->n = st_get_le32(m + 32);
     size_t body = len - IDX_IVFPQ_HEADER - IDX_IVFPQ_FOOTER;
     if (ix->dim == 0 || ix->m == 0 || ix->dim % ix->m != 0 || ix->nlist == 0 ||
-        ix->metric > IDX_COSINE || (uint64_t)ix->nlist * ix->dim * 4 > body) {
+        ix->metric > ST_METRIC_COSINE || (uint64_t)ix->nlist * ix->dim * 4 > body) {
         rc = idx_file_corrupt(err, path, 12, "header values out of range");
         goto fail;
     }
@@ -901,7 +901,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
         rc = idx_file_corrupt(err, path, (uint64_t)(q - m), "list sizes disagree with n");
         goto fail;
     }
-    ix->dist = idx_metric_fn(idx_kernels(), ix->metric);
+    ix->dist = st_metric_fn(st_kernels(), ix->metric);
     if ((rc = prepare(ix)) != ST_OK)
         goto fail;
     *out = ix;

@@ -11,17 +11,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "idx_distance.h"
+#include "st_distance.h"
 
 struct idx_ivfpq_opts {
     uint32_t dim;
-    enum idx_metric metric; /* cosine: vectors already normalised */
-    uint32_t nlist;         /* coarse lists (default 1024, capped at n) */
-    uint32_t m;             /* sub-quantizers; must divide dim (default dim/8 or smaller) */
-    uint32_t nbits;         /* 8 (float-table ADC) or 4 (fast-scan: SIMD shuffles of u8 tables,
-                               blocks of 32 codes; re-rank to get exact distances) */
-    uint32_t train_size;    /* vectors sampled for training (default min(n, 256*nlist)) */
-    uint32_t iterations;    /* k-means iterations (default 12) */
+    enum st_metric metric; /* cosine: vectors already normalised */
+    uint32_t nlist;        /* coarse lists (default 1024, capped at n) */
+    uint32_t m;            /* sub-quantizers; must divide dim (default dim/8 or smaller) */
+    uint32_t nbits;        /* 8 (float-table ADC) or 4 (fast-scan: SIMD shuffles of u8 tables,
+                              blocks of 32 codes; re-rank to get exact distances) */
+    uint32_t train_size;   /* vectors sampled for training (default min(n, 256*nlist)) */
+    uint32_t iterations;   /* k-means iterations (default 12) */
     uint64_t seed;
     uint32_t threads; /* training/encoding threads (default 1) */
 };
@@ -44,8 +44,8 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s);
  * otherwise distances are PQ estimates. Filtered ids are skipped. Returns the hit count.
  */
 size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k, uint32_t nprobe,
-                        uint32_t rerank, const float *raw, idx_filter_fn filter, void *fctx,
-                        struct idx_hit *out);
+                        uint32_t rerank, const float *raw, st_filter_fn filter, void *fctx,
+                        struct st_hit *out);
 
 /* Index files (ivfpq_format.h): written to path.tmp, fsynced, renamed; loaded by mmap with
  * every checksum verified. */

@@ -364,10 +364,10 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
     }
     if (!parse_indexed(b, &indexed, &n_indexed, resp))
         goto out;
-    enum idx_metric m = c->cfg->metric == CFG_METRIC_L2   ? IDX_L2
-                        : c->cfg->metric == CFG_METRIC_IP ? IDX_IP
-                                                          : IDX_COSINE;
-    if (m == IDX_COSINE) {
+    enum st_metric m = c->cfg->metric == CFG_METRIC_L2   ? ST_METRIC_L2
+                       : c->cfg->metric == CFG_METRIC_IP ? ST_METRIC_IP
+                                                         : ST_METRIC_COSINE;
+    if (m == ST_METRIC_COSINE) {
         double sq = 0;
         for (uint32_t i = 0; i < dim; i++)
             sq += (double)vec[i] * vec[i];
@@ -377,7 +377,7 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
                           c->cfg->name);
             goto out;
         }
-        idx_normalize(vec, dim);
+        st_normalize(vec, dim);
     }
     struct idx_fresh_query q = {.vec = vec,
                                 .dim = dim,
@@ -398,7 +398,7 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
     json_t *hits = json_array();
     for (size_t i = 0; i < res.n; i++) {
         const struct idx_fresh_hit *x = &res.hits[i];
-        double dist = m == IDX_COSINE ? 1.0 + x->dist : x->dist;
+        double dist = m == ST_METRIC_COSINE ? 1.0 + x->dist : x->dist;
         json_t *o = json_pack("{s:o,s:f,s:I}", "id", id_json(c, x->id, x->id_len), "distance", dist,
                               "ts", (json_int_t)x->ts);
         if (with_meta)

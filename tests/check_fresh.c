@@ -76,7 +76,7 @@ static struct idx_fresh_result search(struct store *s, float x, uint32_t k, int6
     float q[2] = {x, 0};
     struct idx_fresh_query fq = {.vec = q,
                                  .dim = 2,
-                                 .metric = IDX_L2,
+                                 .metric = ST_METRIC_L2,
                                  .k = k,
                                  .from_ts = from,
                                  .to_ts = to,

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "idx_distance.h"
+#include "st_distance.h"
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
 #include "st_test.h"
@@ -39,9 +39,9 @@ static float *dataset(uint32_t n, uint32_t dim, uint32_t clusters, uint64_t seed
     return v;
 }
 
-static void check_kernel(const struct idx_kernels *k)
+static void check_kernel(const struct st_kernels *k)
 {
-    const struct idx_kernels *ref = idx_kernels_scalar();
+    const struct st_kernels *ref = st_kernels_scalar();
     static const size_t dims[] = {1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 100, 384, 784, 1000};
     float a[1024], b[1024];
     for (size_t i = 0; i < 1024; i++)
@@ -89,15 +89,15 @@ static void check_kernel(const struct idx_kernels *k)
 
 START_TEST(test_kernels)
 {
-    const struct idx_kernels *best = idx_kernels();
+    const struct st_kernels *best = st_kernels();
     ck_assert_ptr_nonnull(best);
-    check_kernel(idx_kernels_scalar());
+    check_kernel(st_kernels_scalar());
     __builtin_cpu_init();
-    const struct idx_kernels *k2 = idx_kernels_avx2();
+    const struct st_kernels *k2 = st_kernels_avx2();
     ck_assert_int_eq(k2 != NULL, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
     if (k2 != NULL)
         check_kernel(k2);
-    const struct idx_kernels *k5 = idx_kernels_avx512();
+    const struct st_kernels *k5 = st_kernels_avx512();
     ck_assert_int_eq(k5 != NULL, __builtin_cpu_supports("avx512f") != 0);
     if (k5 != NULL)
         check_kernel(k5);
@@ -110,12 +110,14 @@ START_TEST(test_kernels)
         ck_assert_str_eq(best->name, k5 ? "avx512" : k2 ? "avx2" : "scalar");
     /* Metric functions: smaller is closer. */
     float x[3] = {1, 0, 0}, y[3] = {0.9f, 0.1f, 0}, z[3] = {-1, 0, 0};
-    ck_assert(idx_metric_fn(best, IDX_IP)(x, y, 3) < idx_metric_fn(best, IDX_IP)(x, z, 3));
-    ck_assert(idx_metric_fn(best, IDX_L2)(x, y, 3) < idx_metric_fn(best, IDX_L2)(x, z, 3));
+    ck_assert(st_metric_fn(best, ST_METRIC_IP)(x, y, 3) <
+              st_metric_fn(best, ST_METRIC_IP)(x, z, 3));
+    ck_assert(st_metric_fn(best, ST_METRIC_L2)(x, y, 3) <
+              st_metric_fn(best, ST_METRIC_L2)(x, z, 3));
     float v[4] = {3, 4, 0, 0}, zero[4] = {0};
-    idx_normalize(v, 4);
+    st_normalize(v, 4);
     ck_assert(fabsf(v[0] - 0.6f) < 1e-6f && fabsf(v[1] - 0.8f) < 1e-6f);
-    idx_normalize(zero, 4);
+    st_normalize(zero, 4);
     ck_assert(zero[0] == 0.0f);
 }
 END_TEST
@@ -141,16 +143,16 @@ START_TEST(test_exact_topk)
         q[i] = frand();
     float *all = malloc(n * sizeof(float));
     for (uint32_t i = 0; i < n; i++)
-        all[i] = idx_kernels_scalar()->l2sq(q, v + (size_t)i * dim, dim);
+        all[i] = st_kernels_scalar()->l2sq(q, v + (size_t)i * dim, dim);
     qsort(all, n, sizeof(float), cmp_f);
-    struct idx_hit hits[20];
-    ck_assert_uint_eq(idx_exact_topk(q, v, n, dim, IDX_L2, 20, NULL, NULL, hits), 20);
+    struct st_hit hits[20];
+    ck_assert_uint_eq(st_exact_topk(q, v, n, dim, ST_METRIC_L2, 20, NULL, NULL, hits), 20);
     for (int i = 0; i < 20; i++)
         ck_assert(fabsf(hits[i].dist - all[i]) <= 1e-3f * (all[i] + 1));
-    ck_assert_uint_eq(idx_exact_topk(q, v, n, dim, IDX_L2, 20, keep_even, NULL, hits), 20);
+    ck_assert_uint_eq(st_exact_topk(q, v, n, dim, ST_METRIC_L2, 20, keep_even, NULL, hits), 20);
     for (int i = 0; i < 20; i++)
         ck_assert_uint_eq(hits[i].id % 2, 0);
-    ck_assert_uint_eq(idx_exact_topk(q, v, 5, dim, IDX_L2, 20, NULL, NULL, hits), 5);
+    ck_assert_uint_eq(st_exact_topk(q, v, 5, dim, ST_METRIC_L2, 20, NULL, NULL, hits), 5);
     free(all);
     free(v);
 }
@@ -158,14 +160,15 @@ END_TEST
 
 /* Recall@k of an HNSW over base for nq queries against exact search (optionally filtered). */
 static double hnsw_recall(struct idx_hnsw *h, const float *base, uint32_t n, const float *qs,
-                          uint32_t nq, uint32_t dim, uint32_t k, uint32_t ef, idx_filter_fn f)
+                          uint32_t nq, uint32_t dim, uint32_t k, uint32_t ef, st_filter_fn f)
 {
     struct idx_hnsw_searcher *s = idx_hnsw_searcher_new(h);
-    struct idx_hit got[64], want[64];
+    struct st_hit got[64], want[64];
     size_t hit = 0, total = 0;
     for (uint32_t q = 0; q < nq; q++) {
         size_t ng = idx_hnsw_search(s, qs + (size_t)q * dim, k, ef, f, NULL, got);
-        size_t nw = idx_exact_topk(qs + (size_t)q * dim, base, n, dim, IDX_L2, k, f, NULL, want);
+        size_t nw =
+            st_exact_topk(qs + (size_t)q * dim, base, n, dim, ST_METRIC_L2, k, f, NULL, want);
         ck_assert_uint_eq(ng, nw);
         for (size_t i = 0; i < ng; i++) {
             if (f)
@@ -189,8 +192,12 @@ START_TEST(test_hnsw_recall_filter_determinism)
     uint32_t n = 5000, dim = 32, nq = 200;
     float *base = dataset(n, dim, 50, 11);
     float *qs = dataset(nq, dim, 50, 11); /* same blobs, other draws */
-    struct idx_hnsw_opts o = {
-        .dim = dim, .metric = IDX_L2, .m = 16, .ef_construction = 100, .seed = 5, .threads = 1};
+    struct idx_hnsw_opts o = {.dim = dim,
+                              .metric = ST_METRIC_L2,
+                              .m = 16,
+                              .ef_construction = 100,
+                              .seed = 5,
+                              .threads = 1};
     struct idx_hnsw *h, *h2, *hp;
     ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
     ck_assert_uint_eq(idx_hnsw_count(h), n);
@@ -202,7 +209,7 @@ START_TEST(test_hnsw_recall_filter_determinism)
     ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h2), ST_OK);
     struct idx_hnsw_searcher *s1 = idx_hnsw_searcher_new(h), *s2 = idx_hnsw_searcher_new(h2);
     for (uint32_t q = 0; q < 50; q++) {
-        struct idx_hit a[10], b[10];
+        struct st_hit a[10], b[10];
         size_t na = idx_hnsw_search(s1, qs + q * dim, 10, 32, NULL, NULL, a);
         size_t nb = idx_hnsw_search(s2, qs + q * dim, 10, 32, NULL, NULL, b);
         ck_assert_uint_eq(na, nb);
@@ -222,7 +229,7 @@ START_TEST(test_hnsw_recall_filter_determinism)
     struct idx_hnsw *e;
     ck_assert_int_eq(idx_hnsw_build(&o, base, 0, &e), ST_OK);
     struct idx_hnsw_searcher *se = idx_hnsw_searcher_new(e);
-    struct idx_hit hits[10];
+    struct st_hit hits[10];
     ck_assert_uint_eq(idx_hnsw_search(se, qs, 10, 10, NULL, NULL, hits), 0);
     idx_hnsw_searcher_free(se);
     idx_hnsw_free(e);
@@ -241,7 +248,7 @@ START_TEST(test_hnsw_files)
     uint32_t n = 3000, dim = 20;
     float *base = dataset(n, dim, 30, 3);
     struct idx_hnsw_opts o = {
-        .dim = dim, .metric = IDX_L2, .m = 8, .ef_construction = 64, .seed = 1, .threads = 1};
+        .dim = dim, .metric = ST_METRIC_L2, .m = 8, .ef_construction = 64, .seed = 1, .threads = 1};
     struct idx_hnsw *h, *l;
     ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
     char *dir = st_test_tmpdir("idx");
@@ -252,7 +259,7 @@ START_TEST(test_hnsw_files)
     ck_assert_msg(idx_hnsw_load(path, &l, &err) == ST_OK, "%s", err.msg);
     struct idx_hnsw_searcher *s1 = idx_hnsw_searcher_new(h), *s2 = idx_hnsw_searcher_new(l);
     for (uint32_t q = 0; q < 100; q++) {
-        struct idx_hit a[10], b[10];
+        struct st_hit a[10], b[10];
         size_t na = idx_hnsw_search(s1, base + q * dim, 10, 32, NULL, NULL, a);
         size_t nb = idx_hnsw_search(s2, base + q * dim, 10, 32, NULL, NULL, b);
         ck_assert_uint_eq(na, nb);
@@ -297,17 +304,17 @@ START_TEST(test_hnsw_files)
 END_TEST
 
 static double ivfpq_recall(struct idx_ivfpq *ix, const float *base, uint32_t n, const float *qs,
-                           uint32_t nq, uint32_t dim, enum idx_metric m, uint32_t nprobe,
-                           uint32_t rerank, idx_filter_fn f)
+                           uint32_t nq, uint32_t dim, enum st_metric m, uint32_t nprobe,
+                           uint32_t rerank, st_filter_fn f)
 {
     struct idx_ivfpq_searcher *s = idx_ivfpq_searcher_new(ix);
     ck_assert_ptr_nonnull(s);
-    struct idx_hit got[10], want[10];
+    struct st_hit got[10], want[10];
     size_t hit = 0, total = 0;
     for (uint32_t q = 0; q < nq; q++) {
         size_t ng =
             idx_ivfpq_search(s, qs + (size_t)q * dim, 10, nprobe, rerank, base, f, NULL, got);
-        size_t nw = idx_exact_topk(qs + (size_t)q * dim, base, n, dim, m, 10, f, NULL, want);
+        size_t nw = st_exact_topk(qs + (size_t)q * dim, base, n, dim, m, 10, f, NULL, want);
         for (size_t i = 0; i < ng; i++) {
             if (f)
                 ck_assert(f(NULL, got[i].id));
@@ -339,8 +346,8 @@ static void pq4_reference(const uint8_t *unpacked, const uint8_t *lut, size_t m2
 START_TEST(test_pq4_kernels)
 {
     const size_t sizes[] = {2, 4, 30, 98, 196, 256};
-    const struct idx_kernels *ks[] = {idx_kernels_scalar(), idx_kernels_avx2(),
-                                      idx_kernels_avx512(), idx_kernels()};
+    const struct st_kernels *ks[] = {st_kernels_scalar(), st_kernels_avx2(), st_kernels_avx512(),
+                                     st_kernels()};
     for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
         size_t m2 = sizes[si];
         for (int round = 0; round < 3; round++) {
@@ -380,8 +387,8 @@ END_TEST
 START_TEST(test_pq4_lut)
 {
     const size_t ms[] = {1, 3, 98, 196, 300};
-    const struct idx_kernels *ks[] = {idx_kernels_avx2(), idx_kernels_avx512(), idx_kernels()};
-    const struct idx_kernels *ref = idx_kernels_scalar();
+    const struct st_kernels *ks[] = {st_kernels_avx2(), st_kernels_avx512(), st_kernels()};
+    const struct st_kernels *ref = st_kernels_scalar();
     for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); mi++) {
         size_t m = ms[mi], m2 = (m + 1) & ~(size_t)1;
         float *a = malloc(16 * m * sizeof(float)), *b = malloc(16 * m * sizeof(float));
@@ -445,7 +452,7 @@ START_TEST(test_ivfpq)
     float *base = dataset(n, dim, 40, 21);
     float *qs = dataset(nq, dim, 40, 21);
     struct idx_ivfpq_opts o = {.dim = dim,
-                               .metric = IDX_L2,
+                               .metric = ST_METRIC_L2,
                                .nlist = 64,
                                .m = nbits == 8 ? 8 : 16,
                                .nbits = nbits,
@@ -455,13 +462,13 @@ START_TEST(test_ivfpq)
     ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_OK);
     ck_assert_uint_gt(idx_ivfpq_memory(ix), (size_t)n * 8);
     ck_assert_uint_lt(idx_ivfpq_memory(ix), (size_t)n * dim * 4); /* codes are compact */
-    double r_pq = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_L2, 16, 0, NULL);
-    double r = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_L2, 16, 100, NULL);
+    double r_pq = ivfpq_recall(ix, base, n, qs, nq, dim, ST_METRIC_L2, 16, 0, NULL);
+    double r = ivfpq_recall(ix, base, n, qs, nq, dim, ST_METRIC_L2, 16, 100, NULL);
     ck_assert_msg(r >= 0.90, "nbits=%u recall@10 nprobe=16 rerank=100: %.4f", nbits, r);
     ck_assert_msg(r >= r_pq, "re-ranking made recall worse: %.4f < %.4f", r, r_pq);
-    double rf = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_L2, 16, 100, keep_even);
+    double rf = ivfpq_recall(ix, base, n, qs, nq, dim, ST_METRIC_L2, 16, 100, keep_even);
     ck_assert_msg(rf >= 0.85, "filtered recall@10: %.4f", rf);
-    double r1 = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_L2, 1, 100, NULL);
+    double r1 = ivfpq_recall(ix, base, n, qs, nq, dim, ST_METRIC_L2, 1, 100, NULL);
     ck_assert_msg(r1 < r, "nprobe=1 (%.4f) should be below nprobe=16 (%.4f)", r1, r);
     /* Save / load round trip gives identical results; damage is rejected with its offset. */
     char *dir = st_test_tmpdir("ivf");
@@ -473,7 +480,7 @@ START_TEST(test_ivfpq)
     ck_assert_msg(idx_ivfpq_load(path, &lx, &err) == ST_OK, "%s", err.msg);
     struct idx_ivfpq_searcher *s1 = idx_ivfpq_searcher_new(ix), *s2 = idx_ivfpq_searcher_new(lx);
     for (uint32_t q = 0; q < 50; q++) {
-        struct idx_hit a[10], b[10];
+        struct st_hit a[10], b[10];
         size_t na = idx_ivfpq_search(s1, qs + q * dim, 10, 8, 50, base, NULL, NULL, a);
         size_t nb = idx_ivfpq_search(s2, qs + q * dim, 10, 8, 50, base, NULL, NULL, b);
         ck_assert_uint_eq(na, nb);
@@ -502,32 +509,32 @@ START_TEST(test_ivfpq)
     idx_ivfpq_free(ix);
     /* Inner product on normalised vectors (cosine). */
     for (uint32_t i = 0; i < n; i++)
-        idx_normalize(base + (size_t)i * dim, dim);
+        st_normalize(base + (size_t)i * dim, dim);
     for (uint32_t i = 0; i < nq; i++)
-        idx_normalize(qs + (size_t)i * dim, dim);
-    o.metric = IDX_COSINE;
+        st_normalize(qs + (size_t)i * dim, dim);
+    o.metric = ST_METRIC_COSINE;
     ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_OK);
-    r = ivfpq_recall(ix, base, n, qs, nq, dim, IDX_COSINE, 16, 100, NULL);
+    r = ivfpq_recall(ix, base, n, qs, nq, dim, ST_METRIC_COSINE, 16, 100, NULL);
     ck_assert_msg(r >= 0.90, "cosine recall@10: %.4f", r);
     idx_ivfpq_free(ix);
     /* Tiny sets train too (4 bits: list sizes not a multiple of the 32-vector block). */
     ck_assert_int_eq(idx_ivfpq_build(&o, base, 50, &ix), ST_OK);
-    ck_assert_msg(ivfpq_recall(ix, base, 50, qs, 20, dim, IDX_COSINE, 64, 50, NULL) >= 0.99,
+    ck_assert_msg(ivfpq_recall(ix, base, 50, qs, 20, dim, ST_METRIC_COSINE, 64, 50, NULL) >= 0.99,
                   "tiny set with full probing and re-ranking must be exact");
     idx_ivfpq_free(ix);
     /* An odd m (4 bits: a zero pad sub-quantizer) still ranks, and survives a file round trip. */
     uint32_t d3 = 24;
     float *b3 = dataset(n, d3, 40, 5), *q3 = dataset(nq, d3, 40, 5);
     struct idx_ivfpq_opts o3 = {
-        .dim = d3, .metric = IDX_L2, .nlist = 32, .m = 3, .nbits = nbits, .seed = 9};
+        .dim = d3, .metric = ST_METRIC_L2, .nlist = 32, .m = 3, .nbits = nbits, .seed = 9};
     ck_assert_int_eq(idx_ivfpq_build(&o3, b3, n, &ix), ST_OK);
-    r = ivfpq_recall(ix, b3, n, q3, nq, d3, IDX_L2, 32, 400, NULL);
+    r = ivfpq_recall(ix, b3, n, q3, nq, d3, ST_METRIC_L2, 32, 400, NULL);
     ck_assert_msg(r >= 0.90, "odd m, nbits=%u recall: %.4f", nbits, r);
     dir = st_test_tmpdir("ivf3");
     snprintf(path, sizeof(path), "%s/w.ivfpq", dir);
     ck_assert_msg(idx_ivfpq_save(ix, path, &err) == ST_OK, "%s", err.msg);
     ck_assert_msg(idx_ivfpq_load(path, &lx, &err) == ST_OK, "%s", err.msg);
-    ck_assert_double_eq(ivfpq_recall(lx, b3, n, q3, nq, d3, IDX_L2, 32, 400, NULL), r);
+    ck_assert_double_eq(ivfpq_recall(lx, b3, n, q3, nq, d3, ST_METRIC_L2, 32, 400, NULL), r);
     idx_ivfpq_free(lx);
     idx_ivfpq_free(ix);
     st_test_rmrf(dir);

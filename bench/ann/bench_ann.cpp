@@ -25,7 +25,7 @@
 #include <vector>
 
 extern "C" {
-#include "idx_distance.h"
+#include "st_distance.h"
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
 }
@@ -130,7 +130,7 @@ int main(int argc, char **argv)
     const uint32_t K = 10;
     printf("Fashion-MNIST: %u base x %u dims, %u queries, k=%u, M=%u, ef_construction=%u, "
            "kernels=%s, single-threaded search\n",
-           nbase, dim, nq, K, m, efc, idx_kernels()->name);
+           nbase, dim, nq, K, m, efc, st_kernels()->name);
 
     // Exact ground truth with our scan (cached: it is the slow part).
     std::vector<uint32_t> gt((size_t)nq * K);
@@ -147,7 +147,7 @@ int main(int argc, char **argv)
             th.emplace_back([&, t] {
                 std::vector<idx_hit> hits(K);
                 for (uint32_t q = t; q < nq; q += nt) {
-                    idx_exact_topk(&qs[(size_t)q * dim], base.data(), nbase, dim, IDX_L2, K,
+                    st_exact_topk(&qs[(size_t)q * dim], base.data(), nbase, dim, ST_METRIC_L2, K,
                                    nullptr, nullptr, hits.data());
                     for (uint32_t j = 0; j < K; j++)
                         gt[(size_t)q * K + j] = hits[j].id;
@@ -186,7 +186,7 @@ int main(int argc, char **argv)
         double t0 = now_s();
         idx_hnsw_opts o = {};
         o.dim = dim;
-        o.metric = IDX_L2;
+        o.metric = ST_METRIC_L2;
         o.m = m;
         o.ef_construction = efc;
         o.seed = 42;
@@ -264,7 +264,7 @@ int main(int argc, char **argv)
                 continue; // --pq8-m 0 / --pq4-m 0: skip that variant
             idx_ivfpq_opts o = {};
             o.dim = dim;
-            o.metric = IDX_L2;
+            o.metric = ST_METRIC_L2;
             o.nlist = nlist;
             o.m = nbits == 8 ? pq8_m : pq4_m;
             o.nbits = nbits;

@@ -1,4 +1,4 @@
-#include "idx_distance.h"
+#include "st_distance.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -362,45 +362,45 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
 
 /* AVX-512 machines run the AVX2 fast-scan (tables are 16 entries, one 128-bit lane) and the
  * AVX2 transposed dots (columns are few and short). */
-static const struct idx_kernels k_scalar = {
+static const struct st_kernels k_scalar = {
     "scalar", l2sq_scalar, dot_scalar, pq4_block_scalar, dots_t_scalar, pq4_lut_scalar, add_scalar};
-static const struct idx_kernels k_avx2 = {"avx2",      l2sq_avx2,    dot_avx2, pq4_block_avx2,
-                                          dots_t_avx2, pq4_lut_avx2, add_avx2};
-static const struct idx_kernels k_avx512 = {"avx512",    l2sq_avx512,  dot_avx512, pq4_block_avx2,
-                                            dots_t_avx2, pq4_lut_avx2, add_avx2};
+static const struct st_kernels k_avx2 = {"avx2",      l2sq_avx2,    dot_avx2, pq4_block_avx2,
+                                         dots_t_avx2, pq4_lut_avx2, add_avx2};
+static const struct st_kernels k_avx512 = {"avx512",    l2sq_avx512,  dot_avx512, pq4_block_avx2,
+                                           dots_t_avx2, pq4_lut_avx2, add_avx2};
 
-const struct idx_kernels *idx_kernels_scalar(void)
+const struct st_kernels *st_kernels_scalar(void)
 {
     return &k_scalar;
 }
 
-const struct idx_kernels *idx_kernels_avx2(void)
+const struct st_kernels *st_kernels_avx2(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &k_avx2 : NULL;
 }
 
-const struct idx_kernels *idx_kernels_avx512(void)
+const struct st_kernels *st_kernels_avx512(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") ? &k_avx512 : NULL;
 }
 
-static const struct idx_kernels *chosen;
+static const struct st_kernels *chosen;
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static void choose(void)
 {
     const char *force = getenv("STRATA_KERNELS"); /* "scalar" / "avx2": for tests and bench */
-    const struct idx_kernels *k = NULL;
+    const struct st_kernels *k = NULL;
     if (force == NULL || strcmp(force, "avx512") == 0)
-        k = idx_kernels_avx512();
+        k = st_kernels_avx512();
     if (k == NULL && (force == NULL || strcmp(force, "scalar") != 0))
-        k = idx_kernels_avx2();
+        k = st_kernels_avx2();
     chosen = k ? k : &k_scalar;
 }
 
-const struct idx_kernels *idx_kernels(void)
+const struct st_kernels *st_kernels(void)
 {
     pthread_once(&chosen_once, choose);
     return chosen;
@@ -419,9 +419,9 @@ static float neg_dot_avx512(const float *a, const float *b, size_t d)
     return -dot_avx512(a, b, d);
 }
 
-idx_dist_fn idx_metric_fn(const struct idx_kernels *k, enum idx_metric m)
+st_dist_fn st_metric_fn(const struct st_kernels *k, enum st_metric m)
 {
-    if (m == IDX_L2)
+    if (m == ST_METRIC_L2)
         return k->l2sq;
     if (k == &k_avx512)
         return neg_dot_avx512;
@@ -430,9 +430,9 @@ idx_dist_fn idx_metric_fn(const struct idx_kernels *k, enum idx_metric m)
     return neg_dot_scalar;
 }
 
-void idx_normalize(float *v, size_t dim)
+void st_normalize(float *v, size_t dim)
 {
-    float n = sqrtf(idx_kernels()->dot(v, v, dim));
+    float n = sqrtf(st_kernels()->dot(v, v, dim));
     if (n > 0)
         for (size_t i = 0; i < dim; i++)
             v[i] /= n;
@@ -441,7 +441,7 @@ void idx_normalize(float *v, size_t dim)
 /* ---- exact top-k -------------------------------------------------------------------------- */
 
 /* Max-heap on dist: the root is the worst of the current top-k. */
-static void heap_sift_down(struct idx_hit *h, size_t n, size_t i)
+static void heap_sift_down(struct st_hit *h, size_t n, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
@@ -451,20 +451,20 @@ static void heap_sift_down(struct idx_hit *h, size_t n, size_t i)
             m = r;
         if (m == i)
             return;
-        struct idx_hit t = h[i];
+        struct st_hit t = h[i];
         h[i] = h[m];
         h[m] = t;
         i = m;
     }
 }
 
-static void heap_sift_up(struct idx_hit *h, size_t i)
+static void heap_sift_up(struct st_hit *h, size_t i)
 {
     while (i > 0) {
         size_t p = (i - 1) / 2;
         if (h[p].dist >= h[i].dist)
             return;
-        struct idx_hit t = h[i];
+        struct st_hit t = h[i];
         h[i] = h[p];
         h[p] = t;
         i = p;
@@ -473,13 +473,13 @@ static void heap_sift_up(struct idx_hit *h, size_t i)
 
 static int hit_cmp(const void *a, const void *b)
 {
-    const struct idx_hit *x = a, *y = b;
+    const struct st_hit *x = a, *y = b;
     if (x->dist != y->dist)
         return x->dist < y->dist ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-void idx_topk_push(struct idx_hit *h, size_t *n, size_t cap, struct idx_hit x)
+void st_topk_push(struct st_hit *h, size_t *n, size_t cap, struct st_hit x)
 {
     if (*n < cap) {
         h[*n] = x;
@@ -490,26 +490,25 @@ void idx_topk_push(struct idx_hit *h, size_t *n, size_t cap, struct idx_hit x)
     }
 }
 
-void idx_hits_sort(struct idx_hit *hits, size_t n)
+void st_hits_sort(struct st_hit *hits, size_t n)
 {
     qsort(hits, n, sizeof(*hits), hit_cmp);
 }
 
-size_t idx_exact_topk(const float *query, const float *base, size_t n, size_t dim,
-                      enum idx_metric m, size_t k, idx_filter_fn filter, void *fctx,
-                      struct idx_hit *out)
+size_t st_exact_topk(const float *query, const float *base, size_t n, size_t dim, enum st_metric m,
+                     size_t k, st_filter_fn filter, void *fctx, struct st_hit *out)
 {
     if (k == 0)
         return 0;
-    idx_dist_fn fn = idx_metric_fn(idx_kernels(), m);
+    st_dist_fn fn = st_metric_fn(st_kernels(), m);
     size_t h = 0;
     for (size_t i = 0; i < n; i++) {
         if (i + 4 < n)
             __builtin_prefetch(base + (i + 4) * dim);
         if (filter != NULL && !filter(fctx, (uint32_t)i))
             continue;
-        idx_topk_push(out, &h, k, (struct idx_hit){(uint32_t)i, fn(query, base + i * dim, dim)});
+        st_topk_push(out, &h, k, (struct st_hit){(uint32_t)i, fn(query, base + i * dim, dim)});
     }
-    idx_hits_sort(out, h);
+    st_hits_sort(out, h);
     return h;
 }

@@ -1,13 +1,13 @@
 /*
- * idx_distance.h — distance kernels with run-time dispatch, and exact top-k scans.
+ * st_distance.h — distance kernels with run-time dispatch, and exact top-k scans.
  *
  * "Distance" is always smaller-is-closer: squared L2 for l2, -dot for ip and for cosine
  * (vectors are normalised at ingest, so cosine = 1 + (-dot) up to a constant: callers add 1
- * when reporting). Kernels exist for AVX-512F, AVX2+FMA and plain C; idx_kernels() picks the
+ * when reporting). Kernels exist for AVX-512F, AVX2+FMA and plain C; st_kernels() picks the
  * best the CPU supports once, and every variant gives the same result up to float rounding.
  */
-#ifndef IDX_DISTANCE_H
-#define IDX_DISTANCE_H
+#ifndef ST_DISTANCE_H
+#define ST_DISTANCE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -15,9 +15,9 @@
 
 #include "st_error.h"
 
-enum idx_metric { IDX_L2 = 0, IDX_IP = 1, IDX_COSINE = 2 };
+enum st_metric { ST_METRIC_L2 = 0, ST_METRIC_IP = 1, ST_METRIC_COSINE = 2 };
 
-typedef float (*idx_dist_fn)(const float *a, const float *b, size_t dim);
+typedef float (*st_dist_fn)(const float *a, const float *b, size_t dim);
 
 /*
  * 4-bit PQ fast-scan over one block of 32 codes: sums, for each of the 32 vectors, the
@@ -26,12 +26,12 @@ typedef float (*idx_dist_fn)(const float *a, const float *b, size_t dim);
  * in the high nibble. lut: 16 bytes per sub-quantizer. m2 * 255 must fit in 16 bits.
  * Returns the mask of the vectors whose sum is <= thr (bit i: vector i).
  */
-typedef uint32_t (*idx_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
-                               uint16_t out[32]);
+typedef uint32_t (*st_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
+                              uint16_t out[32]);
 
 /* out[c] = <x, column c of ct> for c < k, where ct is d rows of k floats (centroids
  * transposed): one query against many short centroids (PQ tables, k-means assignment). */
-typedef void (*idx_dots_fn)(const float *x, const float *ct, size_t d, size_t k, float *out);
+typedef void (*st_dots_fn)(const float *x, const float *ct, size_t d, size_t k, float *out);
 
 /*
  * The 4-bit fast-scan tables: tab = a + b (b may be NULL), m rows of 16 floats, each row
@@ -43,39 +43,39 @@ typedef void (*idx_dots_fn)(const float *x, const float *ct, size_t d, size_t k,
  * Returns the scale; *bias = the sum of the shifts, so a code's distance is about
  * bias + (sum of its lut entries) / scale. tab: m * 16 floats of scratch.
  */
-typedef float (*idx_pq4_lut_fn)(const float *a, const float *b, const float *lo, float range,
-                                size_t m, size_t m2, float *tab, uint8_t *lut, float *bias);
+typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, float range,
+                               size_t m, size_t m2, float *tab, uint8_t *lut, float *bias);
 
 /* out[i] = a[i] + b[i] (per-list ADC tables). */
-typedef void (*idx_add_fn)(float *out, const float *a, const float *b, size_t n);
+typedef void (*st_add_fn)(float *out, const float *a, const float *b, size_t n);
 
-struct idx_kernels {
+struct st_kernels {
     const char *name; /* "avx512", "avx2", "scalar" */
-    idx_dist_fn l2sq;
-    idx_dist_fn dot;
-    idx_pq4_fn pq4_block;
-    idx_dots_fn dots_t;
-    idx_pq4_lut_fn pq4_lut;
-    idx_add_fn add;
+    st_dist_fn l2sq;
+    st_dist_fn dot;
+    st_pq4_fn pq4_block;
+    st_dots_fn dots_t;
+    st_pq4_lut_fn pq4_lut;
+    st_add_fn add;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */
-const struct idx_kernels *idx_kernels(void);
+const struct st_kernels *st_kernels(void);
 /* A specific variant, or NULL when this CPU cannot run it. */
-const struct idx_kernels *idx_kernels_scalar(void);
-const struct idx_kernels *idx_kernels_avx2(void);
-const struct idx_kernels *idx_kernels_avx512(void);
+const struct st_kernels *st_kernels_scalar(void);
+const struct st_kernels *st_kernels_avx2(void);
+const struct st_kernels *st_kernels_avx512(void);
 
 /* The smaller-is-closer distance function for a metric. */
-idx_dist_fn idx_metric_fn(const struct idx_kernels *k, enum idx_metric m);
+st_dist_fn st_metric_fn(const struct st_kernels *k, enum st_metric m);
 
 /* Scales v to unit length in place (cosine collections); zero vectors stay zero. */
-void idx_normalize(float *v, size_t dim);
+void st_normalize(float *v, size_t dim);
 
 /* Filter hook: return true to keep id (e.g. not deleted, not superseded). */
-typedef bool (*idx_filter_fn)(void *ctx, uint32_t id);
+typedef bool (*st_filter_fn)(void *ctx, uint32_t id);
 
-struct idx_hit {
+struct st_hit {
     uint32_t id;
     float dist;
 };
@@ -85,12 +85,11 @@ struct idx_hit {
  * returns how many were written (min(k, n kept by the filter)). filter may be NULL.
  */
 /* Bounded max-heap of the best `cap` hits (the root is the worst kept); *n grows to cap. */
-void idx_topk_push(struct idx_hit *heap, size_t *n, size_t cap, struct idx_hit x);
+void st_topk_push(struct st_hit *heap, size_t *n, size_t cap, struct st_hit x);
 /* Sorts hits closest first (ties by id). */
-void idx_hits_sort(struct idx_hit *hits, size_t n);
+void st_hits_sort(struct st_hit *hits, size_t n);
 
-size_t idx_exact_topk(const float *query, const float *base, size_t n, size_t dim,
-                      enum idx_metric m, size_t k, idx_filter_fn filter, void *fctx,
-                      struct idx_hit *out);
+size_t st_exact_topk(const float *query, const float *base, size_t n, size_t dim, enum st_metric m,
+                     size_t k, st_filter_fn filter, void *fctx, struct st_hit *out);
 
 #endif
