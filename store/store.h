@@ -232,24 +232,39 @@ int store_kv_keys(struct store *s, const char *prefix, char ***keys, size_t *n) 
 int store_kv_get(struct store *s, const char *key, void *val, size_t cap, size_t *len) ST_WUR;
 
 /*
+ * Records committed atomically with a merge or a drop, in the same manifest edit: the
+ * caller's own bookkeeping (window states, key/values such as an outbox entry). The store
+ * gives them no meaning. All pointers are borrowed for the call.
+ */
+struct store_kv_put {
+    const char *key;
+    const void *val;
+    size_t len;
+};
+struct store_edit_extra {
+    const struct store_window *windows; /* each put as by store_window_put */
+    size_t nwindows;
+    const struct store_kv_put *kvs; /* each put as by store_kv_put */
+    size_t nkvs;
+};
+
+/*
  * Replaces the segments `inputs` (file numbers, all of one window) by one segment of `kind`
- * and `version`, in one manifest edit that also records `w` (may be NULL). Newest version per
- * id wins; deletes are kept. With one input the file is kept and only its kind and version
+ * and `version`, in one manifest edit that also records `extra` (may be NULL). Newest version
+ * per id wins; deletes are kept. With one input the file is kept and only its kind and version
  * change in the manifest (no rewrite). The inputs' files go when their last reader does.
- * kv_key (may be NULL) is written in the same edit (e.g. an outbox entry for the seal).
  * out (may be NULL) describes the result; its path is valid until the store closes.
  */
 int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_seg_kind kind,
-                uint32_t version, const struct store_window *w, const char *kv_key, const void *kv,
-                size_t kv_len, struct store_segment_info *out) ST_WUR;
+                uint32_t version, const struct store_edit_extra *extra,
+                struct store_segment_info *out) ST_WUR;
 
 /*
- * Removes every segment of a window in one manifest edit that also records the nw window
- * entries w (e.g. an expired state, STORE_WINDOW_REMOVE) and, when kv_key is set, kv: no
- * rewrite, O(files). The files go once the last snapshot holding them is released.
+ * Removes every segment of a window in one manifest edit that also records `extra` (e.g. an
+ * expired window state, STORE_WINDOW_REMOVE, an outbox entry): no rewrite, O(files). The files
+ * go once the last snapshot holding them is released.
  */
-int store_drop_window(struct store *s, int64_t window_start, const struct store_window *w,
-                      size_t nw, const char *kv_key, const void *kv, size_t kv_len,
+int store_drop_window(struct store *s, int64_t window_start, const struct store_edit_extra *extra,
                       size_t *removed) ST_WUR;
 
 /* ---- inspection (strata inspect) ---- */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "st_prom.h"
 #include "store_log.h"
 
 /* For cleanup whose failure is harmless (the next open removes leftovers): say so. */
@@ -224,5 +225,73 @@ enum store_file_kind { STORE_FILE_LOG, STORE_FILE_SEG, STORE_FILE_MANIFEST, STOR
 char *store_file_path(const char *dir, enum store_file_kind kind, uint64_t number);
 /* Parses a directory entry name. */
 enum store_file_kind store_file_parse(const char *name, uint64_t *number);
+
+/* ---- the store object (store*.c) ---- */
+/*
+ * Locks (always taken in this order; never the reverse):
+ *   mf_mu   — serialises manifest edits (flush, drop)
+ *   sync_mu — serialises WAL fsyncs and WAL rolls (the file being synced stays open)
+ *   mu      — everything else: memtables, segment list, marks, counters
+ * The fsync itself runs without mu, so writers keep appending while a sync is in flight.
+ */
+struct store_snapshot {
+    struct store_segment **segs;
+    size_t n;
+};
+
+struct store {
+    struct store_opts o;
+    char *dir;
+    pthread_mutex_t mf_mu, sync_mu, mu;
+    pthread_cond_t work_cv, durable_cv, flushed_cv;
+
+    struct store_memtable *mem;
+    struct store_memtable **frozen; /* oldest first */
+    size_t nfrozen;
+    struct store_segment **segs;
+    size_t nsegs;
+    struct store_mf_state mf; /* the manifest's view; guarded by mf_mu for edits, mu for reads */
+
+    struct store_file *wal_file;
+    struct store_log_writer wal;
+    uint64_t wal_number;
+    struct store_file *mf_file;
+    struct store_log_writer mfw;
+    uint64_t mf_number;
+
+    struct store_marks applied, durable;
+    uint64_t written_seq, durable_seq;
+    int failed; /* first fatal WAL/manifest error; sticky */
+
+    uint8_t *wbuf;
+    size_t wcap;
+
+    bool stop;
+    bool have_syncer, have_flusher;
+    pthread_t syncer, flusher;
+    struct store_stats st;
+    struct st_hist wal_sync_hist;
+};
+
+/* Shared by the store*.c files. "_locked": the caller holds s->mu. */
+void store_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
+void store_cond_init_mono(pthread_cond_t *cv);
+/* Records the first fatal error (sticky: every later write fails) and returns rc. */
+int store_fail_locked(struct store *s, int rc, const char *what);
+/* Appends one edit group to the manifest and fsyncs it. Caller holds mf_mu. */
+int store_mf_append(struct store *s, const struct store_mf_edit *e) ST_WUR;
+/* Writes a fresh manifest holding the whole state and switches CURRENT to it. */
+int store_mf_rewrite(struct store *s, struct st_err *err) ST_WUR;
+/* Adds the caller's window and key/value records to an edit group. x may be NULL. */
+int store_mf_edit_extra(struct store_mf_edit *e, const struct store_edit_extra *x) ST_WUR;
+int store_wal_new_file(struct store *s) ST_WUR;
+int store_wal_sync_locked(struct store *s) ST_WUR;
+void *store_syncer_main(void *arg);
+void *store_flusher_main(void *arg);
+int store_batch_validate(const struct store *s, const struct store_batch *b) ST_WUR;
+int store_apply_locked(struct store *s, const struct store_batch *b) ST_WUR;
+int store_freeze_locked(struct store *s) ST_WUR;
+struct store_memtable **store_frozen_capture_locked(struct store *s, size_t *n);
+void store_frozen_release(struct store_memtable **fz, size_t n);
 
 #endif

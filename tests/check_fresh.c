@@ -48,7 +48,9 @@ static void seal(struct store *s, int64_t start)
     store_snapshot_release(snap);
     ck_assert_uint_ge(n, 1);
     struct store_window w = {start, start + W, 1, 1};
-    ck_assert_int_eq(store_merge(s, in, n, STORE_SEG_SEALED, 1, &w, NULL, NULL, 0, NULL), ST_OK);
+    ck_assert_int_eq(store_merge(s, in, n, STORE_SEG_SEALED, 1,
+                                 &(struct store_edit_extra){.windows = &w, .nwindows = 1}, NULL),
+                     ST_OK);
 }
 
 static struct store *open_store(char **dir)

@@ -605,7 +605,7 @@ START_TEST(test_reader_blocks_removal)
     store_segment_info(g, &info);
     char *path = strdup(info.path);
     size_t removed;
-    ck_assert_int_eq(store_drop_window(s, 5000, NULL, 0, NULL, NULL, 0, &removed), ST_OK);
+    ck_assert_int_eq(store_drop_window(s, 5000, NULL, &removed), ST_OK);
     ck_assert_uint_eq(removed, 1);
     /* Gone for new readers, still intact for the old one. */
     ck_assert_int_eq(get_val(s, 3), -1);

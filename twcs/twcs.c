@@ -496,7 +496,9 @@ static int seal_window(struct twcs *t, struct store_window w)
     ev_encode(payload, &ev);
     struct store_segment_info mi = {0};
     atomic_fetch_add(&t->merging, 1);
-    rc = store_merge(t->s, in, nin, STORE_SEG_SEALED, nw.version, &nw, key, payload, EV_LEN, &mi);
+    struct store_kv_put evkv = {key, payload, EV_LEN};
+    struct store_edit_extra x = {.windows = &nw, .nwindows = 1, .kvs = &evkv, .nkvs = 1};
+    rc = store_merge(t->s, in, nin, STORE_SEG_SEALED, nw.version, &x, &mi);
     atomic_fetch_sub(&t->merging, 1);
     free(in);
     segs_free(&ws);
@@ -557,7 +559,9 @@ static int drop_window(struct twcs *t, struct store_window w, const char *reason
     uint8_t payload[EV_LEN];
     ev_encode(payload, &ev);
     size_t removed;
-    rc = store_drop_window(t->s, w.start, edits, ne, key, payload, EV_LEN, &removed);
+    struct store_kv_put evkv = {key, payload, EV_LEN};
+    struct store_edit_extra x = {.windows = edits, .nwindows = ne, .kvs = &evkv, .nkvs = 1};
+    rc = store_drop_window(t->s, w.start, &x, &removed);
     if (rc != ST_OK)
         goto fail;
     pthread_mutex_lock(&t->mu);
@@ -610,7 +614,7 @@ static int merge_runs(struct twcs *t, struct store_window w)
             in[i] = pairs[i][1];
         struct store_segment_info mi = {0};
         atomic_fetch_add(&t->merging, 1);
-        rc = store_merge(t->s, in, n, STORE_SEG_RUN, 0, NULL, NULL, NULL, 0, &mi);
+        rc = store_merge(t->s, in, n, STORE_SEG_RUN, 0, NULL, &mi);
         atomic_fetch_sub(&t->merging, 1);
         if (rc == ST_OK) {
             pthread_mutex_lock(&t->mu);

@@ -1,0 +1,389 @@
+/*
+ * store_open.c — open and crash recovery (manifest, then WAL replay), close.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "st_coding.h"
+#include "st_log.h"
+#include "st_prom.h"
+#include "store_int.h"
+#include "wal_format.h"
+
+#define LOG_COMP "store"
+
+/* ---- open and recovery -------------------------------------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Replays WAL files >= log_number, oldest first, into the memtable. */
+static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, struct st_err *err)
+{
+    for (size_t li = 0; li < nlogs; li++) {
+        bool last = li + 1 == nlogs;
+        char *path = store_file_path(s->dir, STORE_FILE_LOG, logs[li]);
+        if (path == NULL)
+            return ST_ENOMEM;
+        uint8_t *data;
+        size_t len;
+        int rc = store_fs_read_all(path, &data, &len, SIZE_MAX);
+        if (rc != ST_OK) {
+            st_err_set(err, rc, "%s: cannot read: %s", path, st_strerror(rc));
+            free(path);
+            return rc;
+        }
+        struct store_log_reader r;
+        store_log_reader_init(&r, data, len);
+        const uint8_t *p;
+        size_t plen, off;
+        uint64_t batches = 0, skipped = 0;
+        s->st.wal_live_bytes += len;
+        while (rc == ST_OK && store_log_next(&r, &p, &plen, &off)) {
+            struct store_batch b;
+            struct store_record *recs = NULL;
+            float *vecs = NULL;
+            rc = store_wal_decode(s->o.dim, p, plen, &b, &recs, &vecs);
+            if (rc != ST_OK) {
+                st_err_set(err, ST_ECORRUPT, "%s: undecodable WAL record at offset %zu", path, off);
+                rc = ST_ECORRUPT;
+                break;
+            }
+            int64_t mark;
+            if (b.partition >= 0 && store_marks_get(&s->applied, b.partition, &mark) &&
+                b.offset <= mark) {
+                skipped++;
+            } else {
+                rc = store_apply_locked(s, &b);
+                batches++;
+                s->written_seq++;
+            }
+            free(recs);
+            free(vecs);
+        }
+        bool truncate_here = false;
+        if (rc == ST_OK && r.end == STORE_LOG_END_TORN && last) {
+            st_log_warn(LOG_COMP,
+                        "wal torn tail truncated file=%s offset=%zu dropped_bytes=%zu why=\"%s\"",
+                        path, r.end_offset, len - r.end_offset, r.why);
+            truncate_here = true;
+        } else if (rc == ST_OK && r.end != STORE_LOG_END_CLEAN) {
+            if (!s->o.point_in_time_recovery) {
+                rc = st_err_set(err, ST_ECORRUPT,
+                                "%s: %s; refusing to start (point-in-time recovery would keep "
+                                "the data before offset %zu and drop the rest)",
+                                path, r.why, r.end_offset);
+            } else {
+                st_log_warn(LOG_COMP,
+                            "point-in-time recovery file=%s offset=%zu why=\"%s\"; later WAL "
+                            "files are set aside",
+                            path, r.end_offset, r.why);
+                truncate_here = true;
+                for (size_t k = li + 1; k < nlogs; k++) {
+                    char *lp = store_file_path(s->dir, STORE_FILE_LOG, logs[k]);
+                    char *cp = NULL;
+                    if (lp == NULL || asprintf(&cp, "%s.corrupt", lp) < 0)
+                        rc = ST_ENOMEM;
+                    else if (rc == ST_OK)
+                        rc = store_fs_rename(s->o.fs, lp, cp, "store.wal.set_aside");
+                    free(lp);
+                    free(cp);
+                }
+                nlogs = li + 1;
+            }
+        }
+        if (s->o.read_only) {
+            /* inspect: report, change nothing */
+        } else if (rc == ST_OK && truncate_here) {
+            struct store_file *f = NULL;
+            rc = store_fs_open_append(s->o.fs, path, &f, "store.wal.open");
+            if (rc == ST_OK)
+                rc = store_fs_truncate(f, r.end_offset, "store.wal.truncate");
+            if (rc == ST_OK)
+                rc = store_fs_sync(f, "store.wal.fsync");
+            store_fs_close(f);
+        } else if (rc == ST_OK) {
+            /* What we replayed may sit only in the page cache after a process crash. */
+            struct store_file *f = NULL;
+            rc = store_fs_open_append(s->o.fs, path, &f, "store.wal.open");
+            if (rc == ST_OK)
+                rc = store_fs_sync(f, "store.wal.fsync");
+            store_fs_close(f);
+        }
+        if (rc != ST_OK && err->msg[0] == '\0')
+            st_err_set(err, rc, "%s: recovery: %s", path, st_strerror(rc));
+        if (rc == ST_OK && (batches > 0 || skipped > 0))
+            st_log_info(LOG_COMP, "wal replayed file=%s batches=%" PRIu64 " skipped=%" PRIu64, path,
+                        batches, skipped);
+        store_log_reader_destroy(&r);
+        free(data);
+        free(path);
+        if (rc != ST_OK)
+            return rc;
+        if (truncate_here)
+            break;
+    }
+    return ST_OK;
+}
+
+static void stop_threads(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->have_syncer)
+        pthread_join(s->syncer, NULL);
+    if (s->have_flusher)
+        pthread_join(s->flusher, NULL);
+    s->have_syncer = s->have_flusher = false;
+}
+
+static void store_free(struct store *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->nsegs; i++)
+        store_segment_unref(s->segs[i]);
+    free(s->segs);
+    for (size_t i = 0; i < s->nfrozen; i++)
+        store_mt_unref(s->frozen[i]);
+    free(s->frozen);
+    store_mt_unref(s->mem);
+    store_log_writer_destroy(&s->wal);
+    store_fs_close(s->wal_file);
+    store_log_writer_destroy(&s->mfw);
+    store_fs_close(s->mf_file);
+    store_mf_state_free(&s->mf);
+    store_marks_free(&s->applied);
+    store_marks_free(&s->durable);
+    free(s->wbuf);
+    free(s->dir);
+    pthread_mutex_destroy(&s->mf_mu);
+    pthread_mutex_destroy(&s->sync_mu);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->durable_cv);
+    pthread_cond_destroy(&s->flushed_cv);
+    free(s);
+}
+
+int store_open(const struct store_opts *o, struct store **out, struct st_err *errp)
+{
+    struct st_err local = {0};
+    struct st_err *err = errp ? errp : &local;
+    st_err_clear(err);
+    *out = NULL;
+    if (o->dir == NULL || o->dim == 0 || o->dim > 65536)
+        return st_err_set(err, ST_EINVAL, "store_open: dir and dim (1..65536) are required");
+    struct store *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return ST_ENOMEM;
+    s->o = *o;
+    if (s->o.memtable_size == 0)
+        s->o.memtable_size = 64u << 20;
+    if (s->o.max_frozen == 0)
+        s->o.max_frozen = 2;
+    if (s->o.wal_sync_interval_ms <= 0)
+        s->o.wal_sync_interval_ms = 5;
+    pthread_mutex_init(&s->mf_mu, NULL);
+    pthread_mutex_init(&s->sync_mu, NULL);
+    pthread_mutex_init(&s->mu, NULL);
+    store_cond_init_mono(&s->work_cv);
+    store_cond_init_mono(&s->durable_cv);
+    store_cond_init_mono(&s->flushed_cv);
+    st_hist_init(&s->wal_sync_hist, &st_hist_latency);
+    uint64_t *logs = NULL;
+    size_t nlogs = 0;
+    DIR *d = NULL;
+    int rc = ST_ENOMEM;
+    if ((s->dir = strdup(o->dir)) == NULL)
+        goto fail;
+    s->o.dir = s->dir;
+    if (!o->read_only && (rc = store_fs_mkdir(o->fs, s->dir, "store.mkdir")) != ST_OK) {
+        st_err_set(err, rc, "%s: cannot create: %s", s->dir, st_strerror(rc));
+        goto fail;
+    }
+    rc = store_mf_load(s->dir, &s->mf, &s->mf_number, err);
+    if (rc == ST_ENOTFOUND) {
+        if (o->read_only) {
+            rc = st_err_set(err, ST_ENOTFOUND, "%s: no store here (no CURRENT)", s->dir);
+            goto fail;
+        }
+        memset(&s->mf, 0, sizeof(s->mf));
+        s->mf.dim = o->dim;
+        s->mf.have_info = true;
+        s->mf.next_file = 1;
+        s->mf.log_number = 0;
+        s->mf_number = 0;
+        rc = ST_OK;
+    } else if (rc != ST_OK) {
+        goto fail;
+    }
+    if (s->mf.dim != o->dim) {
+        rc = st_err_set(err, ST_EINVAL, "%s: the store holds dim %u vectors, configured dim is %u",
+                        s->dir, s->mf.dim, o->dim);
+        goto fail;
+    }
+    if ((rc = store_marks_copy(&s->applied, &s->mf.marks)) != ST_OK)
+        goto fail;
+
+    /* Open the manifest's segments. */
+    rc = ST_ENOMEM;
+    s->segs = calloc(s->mf.nsegs ? s->mf.nsegs : 1, sizeof(*s->segs));
+    if (s->segs == NULL)
+        goto fail;
+    for (size_t i = 0; i < s->mf.nsegs; i++) {
+        char *p = store_file_path(s->dir, STORE_FILE_SEG, s->mf.segs[i].file_number);
+        if (p == NULL)
+            goto fail;
+        struct store_segment *g = NULL;
+        rc = store_segment_open_file(p, &g, err);
+        free(p);
+        if (rc != ST_OK)
+            goto fail;
+        g->fs = o->fs;
+        g->file_number = s->mf.segs[i].file_number;
+        g->info.file_number = g->file_number;
+        const struct store_seg_meta *mm = &s->mf.segs[i].meta;
+        if (g->info.dim != o->dim || g->info.count != s->mf.segs[i].count ||
+            g->info.window_start != mm->window_start || g->info.window_end != mm->window_end) {
+            rc = st_err_set(err, ST_ECORRUPT, "%s: disagrees with the manifest (count/dim/window)",
+                            g->path);
+            store_segment_unref(g);
+            goto fail;
+        }
+        s->segs[s->nsegs++] = g;
+    }
+
+    /* Classify the directory: live WAL files, and leftovers of interrupted operations. */
+    d = opendir(s->dir);
+    if (d == NULL) {
+        rc = st_err_sys(err, errno, "%s: opendir", s->dir);
+        goto fail;
+    }
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        uint64_t num;
+        enum store_file_kind k = store_file_parse(de->d_name, &num);
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", s->dir, de->d_name) < 0) {
+            rc = ST_ENOMEM;
+            goto fail;
+        }
+        bool orphan = false;
+        if (k == STORE_FILE_LOG) {
+            if (num >= s->mf.log_number) {
+                uint64_t *nl = realloc(logs, (nlogs + 1) * sizeof(*nl));
+                if (nl == NULL) {
+                    free(p);
+                    rc = ST_ENOMEM;
+                    goto fail;
+                }
+                logs = nl;
+                logs[nlogs++] = num;
+            } else {
+                orphan = true; /* already flushed; its unlink was interrupted */
+            }
+        } else if (k == STORE_FILE_SEG) {
+            bool listed = false;
+            for (size_t i = 0; i < s->mf.nsegs && !listed; i++)
+                listed = s->mf.segs[i].file_number == num;
+            orphan = !listed; /* written by a flush whose manifest edit never landed */
+        } else if (k == STORE_FILE_MANIFEST) {
+            orphan = num != s->mf_number;
+        } else {
+            size_t l = strlen(de->d_name);
+            orphan = (l > 4 && strcmp(de->d_name + l - 4, ".tmp") == 0) ||
+                     (l > 9 && strcmp(de->d_name + l - 9, ".deleting") == 0);
+        }
+        if (orphan && !o->read_only) {
+            st_log_info(LOG_COMP, "removing leftover file=%s", p);
+            store_best_effort(store_fs_unlink(o->fs, p, "store.open.unlink_orphan"));
+        }
+        free(p);
+    }
+    closedir(d);
+    d = NULL;
+    if (nlogs > 1)
+        qsort(logs, nlogs, sizeof(*logs), cmp_u64);
+    for (size_t i = 0; i < nlogs; i++)
+        if (logs[i] >= s->mf.next_file)
+            s->mf.next_file = logs[i] + 1;
+    for (size_t i = 0; i < s->mf.nsegs; i++)
+        if (s->mf.segs[i].file_number >= s->mf.next_file)
+            s->mf.next_file = s->mf.segs[i].file_number + 1;
+    if (s->mf_number >= s->mf.next_file)
+        s->mf.next_file = s->mf_number + 1;
+
+    s->mem = store_mt_new(o->dim, nlogs ? logs[0] : s->mf.next_file);
+    if (s->mem == NULL) {
+        rc = ST_ENOMEM;
+        goto fail;
+    }
+    if ((rc = recover_wal(s, logs, nlogs, err)) != ST_OK)
+        goto fail;
+    if ((rc = store_marks_copy(&s->durable, &s->applied)) != ST_OK)
+        goto fail;
+    s->durable_seq = s->written_seq;
+    s->st.bytes_ingested = 0;
+
+    if (!o->read_only) {
+        /* The replayed memtable stays covered by its WAL files; new writes go to a new one. */
+        if ((rc = store_wal_new_file(s)) != ST_OK) {
+            st_err_set(err, rc, "%s: cannot start a WAL file: %s", s->dir, st_strerror(rc));
+            goto fail;
+        }
+        if (nlogs == 0)
+            s->mem->first_log = s->wal_number;
+        s->mf.log_number = s->mem->first_log;
+        if ((rc = store_mf_rewrite(s, err)) != ST_OK)
+            goto fail;
+        if (!o->no_background) {
+            if (o->wal_sync == STORE_SYNC_BATCH) {
+                if (pthread_create(&s->syncer, NULL, store_syncer_main, s) != 0) {
+                    rc = st_err_set(err, ST_ENOMEM, "cannot start the WAL sync thread");
+                    goto fail;
+                }
+                s->have_syncer = true;
+            }
+            if (pthread_create(&s->flusher, NULL, store_flusher_main, s) != 0) {
+                rc = st_err_set(err, ST_ENOMEM, "cannot start the flush thread");
+                goto fail;
+            }
+            s->have_flusher = true;
+        }
+    }
+    free(logs);
+    *out = s;
+    return ST_OK;
+fail:
+    if (d != NULL)
+        closedir(d);
+    free(logs);
+    stop_threads(s);
+    if (err->code == ST_OK)
+        st_err_set(err, rc, "%s: %s", o->dir, st_strerror(rc));
+    store_free(s);
+    return rc;
+}
+
+int store_close(struct store *s)
+{
+    if (s == NULL)
+        return ST_OK;
+    stop_threads(s);
+    int rc = ST_OK;
+    if (!s->o.read_only && s->wal_file != NULL)
+        rc = store_sync(s);
+    store_free(s);
+    return rc;
+}

@@ -1,0 +1,396 @@
+/*
+ * store_write.c — the write path: WAL encoding, group commit (the syncer thread), apply to the
+ * memtable, freezing a full memtable.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "st_coding.h"
+#include "st_log.h"
+#include "st_prom.h"
+#include "store_int.h"
+#include "wal_format.h"
+
+#define LOG_COMP "store"
+
+/* ---- WAL ---------------------------------------------------------------------------------- */
+
+/* Starts a new WAL file. Caller holds sync_mu and mu (or is single-threaded at open). */
+int store_wal_new_file(struct store *s)
+{
+    uint64_t n = s->mf.next_file++;
+    char *path = store_file_path(s->dir, STORE_FILE_LOG, n);
+    if (path == NULL)
+        return ST_ENOMEM;
+    struct store_file *f = NULL;
+    int rc = store_fs_create(s->o.fs, path, &f, "store.wal.create");
+    free(path);
+    /* The directory entry must be durable before anything in the file is acknowledged. */
+    if (rc == ST_OK)
+        rc = store_fs_sync_dir(s->o.fs, s->dir, "store.wal.sync_dir");
+    if (rc != ST_OK) {
+        store_fs_close(f);
+        return rc;
+    }
+    if (s->wal_file != NULL) {
+        store_log_writer_destroy(&s->wal);
+        store_fs_close(s->wal_file);
+    }
+    s->wal_file = f;
+    s->wal_number = n;
+    return store_log_writer_init(&s->wal, f, "store.wal.write");
+}
+
+/* Publishes durability of everything written up to seq with marks `snap`. Caller holds mu. */
+static void durable_publish_locked(struct store *s, uint64_t seq, const struct store_marks *snap)
+{
+    if (seq > s->durable_seq)
+        s->durable_seq = seq;
+    if (store_marks_copy(&s->durable, snap) != ST_OK)
+        store_fail_locked(s, ST_ENOMEM, "durable marks");
+    pthread_cond_broadcast(&s->durable_cv);
+}
+
+/* fsyncs the WAL if anything is unsynced. Caller holds sync_mu, not mu. */
+int store_wal_sync_locked(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->failed != ST_OK) {
+        int rc = s->failed;
+        pthread_mutex_unlock(&s->mu);
+        return rc;
+    }
+    if (s->durable_seq >= s->written_seq) {
+        pthread_mutex_unlock(&s->mu);
+        return ST_OK;
+    }
+    uint64_t seq = s->written_seq;
+    struct store_marks snap = {0};
+    int rc = store_marks_copy(&snap, &s->applied);
+    struct store_file *f = s->wal_file;
+    pthread_mutex_unlock(&s->mu);
+    if (rc == ST_OK) {
+        int64_t t0 = st_clock_mono_ns(NULL);
+        rc = store_fs_sync(f, "store.wal.fsync");
+        st_hist_observe(&s->wal_sync_hist, (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc == ST_OK) {
+        durable_publish_locked(s, seq, &snap);
+        s->st.wal_syncs++;
+    } else {
+        /* After a failed fsync the page cache cannot be trusted: stop. */
+        store_fail_locked(s, rc, "wal fsync");
+    }
+    pthread_mutex_unlock(&s->mu);
+    store_marks_free(&snap);
+    return rc;
+}
+
+int store_sync(struct store *s)
+{
+    pthread_mutex_lock(&s->sync_mu);
+    int rc = store_wal_sync_locked(s);
+    pthread_mutex_unlock(&s->sync_mu);
+    return rc;
+}
+
+void *store_syncer_main(void *arg)
+{
+    struct store *s = arg;
+    int64_t interval = s->o.wal_sync_interval_ms > 0 ? s->o.wal_sync_interval_ms : 1;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop) {
+        store_cond_wait_ms(&s->work_cv, &s->mu, interval);
+        bool need = s->written_seq > s->durable_seq && s->failed == ST_OK;
+        pthread_mutex_unlock(&s->mu);
+        if (need)
+            store_best_effort(store_sync(s));
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- write path --------------------------------------------------------------------------- */
+
+int store_batch_validate(const struct store *s, const struct store_batch *b)
+{
+    if (b->n == 0 || b->recs == NULL)
+        return ST_EINVAL;
+    for (uint32_t i = 0; i < b->n; i++) {
+        const struct store_record *r = &b->recs[i];
+        if (r->id == NULL || r->id_len == 0 || r->id_len > STORE_ID_MAX)
+            return ST_EINVAL;
+        if (r->op > STORE_OP_DELETE || (r->op == STORE_OP_UPSERT && r->vec == NULL))
+            return ST_EINVAL;
+        if (r->window_end <= r->window || r->ts < r->window || r->ts >= r->window_end)
+            return ST_EINVAL; /* a record lies inside the window it names */
+        if (r->meta_len > STORE_META_MAX || (r->meta_len > 0 && r->meta == NULL))
+            return ST_EINVAL;
+    }
+    (void)s;
+    return ST_OK;
+}
+
+static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
+{
+    size_t vb = (size_t)s->o.dim * sizeof(float);
+    size_t need = STORE_WAL_BATCH_HEADER;
+    for (uint32_t i = 0; i < b->n; i++)
+        need += 1 + 10 + b->recs[i].id_len + 24 + 10 + b->recs[i].meta_len +
+                (b->recs[i].op == STORE_OP_UPSERT ? vb : 0);
+    if (need > s->wcap) {
+        uint8_t *p = realloc(s->wbuf, need);
+        if (p == NULL)
+            return ST_ENOMEM;
+        s->wbuf = p;
+        s->wcap = need;
+    }
+    uint8_t *p = s->wbuf;
+    p[0] = STORE_WAL_BATCH;
+    st_put_le32(p + 1, (uint32_t)b->partition);
+    st_put_le64(p + 5, (uint64_t)b->offset);
+    st_put_le32(p + 13, b->n);
+    size_t o = STORE_WAL_BATCH_HEADER;
+    for (uint32_t i = 0; i < b->n; i++) {
+        const struct store_record *r = &b->recs[i];
+        p[o++] = r->op;
+        o += st_put_varint(p + o, r->id_len);
+        memcpy(p + o, r->id, r->id_len);
+        o += r->id_len;
+        st_put_le64(p + o, (uint64_t)r->ts);
+        st_put_le64(p + o + 8, (uint64_t)r->window);
+        st_put_le64(p + o + 16, (uint64_t)r->window_end);
+        o += 24;
+        o += st_put_varint(p + o, r->meta_len);
+        if (r->meta_len)
+            memcpy(p + o, r->meta, r->meta_len);
+        o += r->meta_len;
+        if (r->op == STORE_OP_UPSERT) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(p + o, r->vec, vb); /* the format is little-endian float32 */
+#else
+            for (uint32_t d = 0; d < s->o.dim; d++)
+                st_put_f32(p + o + 4 * d, r->vec[d]);
+#endif
+            o += vb;
+        }
+    }
+    *len = o;
+    return ST_OK;
+}
+
+/* Decodes a WAL payload into records pointing into p (vectors copied into *vecs). */
+int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_batch *b,
+                     struct store_record **recs, float **vecs)
+{
+    if (len < STORE_WAL_BATCH_HEADER || p[0] != STORE_WAL_BATCH)
+        return ST_ECORRUPT;
+    b->partition = (int32_t)st_get_le32(p + 1);
+    b->offset = (int64_t)st_get_le64(p + 5);
+    b->n = st_get_le32(p + 13);
+    if (b->n == 0 || b->n > len)
+        return ST_ECORRUPT;
+    struct store_record *r = calloc(b->n, sizeof(*r));
+    float *v = malloc((size_t)b->n * dim * sizeof(float));
+    if (r == NULL || v == NULL) {
+        free(r);
+        free(v);
+        return ST_ENOMEM;
+    }
+    size_t o = STORE_WAL_BATCH_HEADER;
+    for (uint32_t i = 0; i < b->n; i++) {
+        uint64_t idl, ml;
+        size_t c;
+        if (o >= len)
+            goto bad;
+        r[i].op = p[o++];
+        if (r[i].op > STORE_OP_DELETE || (c = st_get_varint(p + o, len - o, &idl)) == 0)
+            goto bad;
+        o += c;
+        if (idl == 0 || idl > STORE_ID_MAX || len - o < idl + 24)
+            goto bad;
+        r[i].id = p + o;
+        r[i].id_len = (uint32_t)idl;
+        o += idl;
+        r[i].ts = (int64_t)st_get_le64(p + o);
+        r[i].window = (int64_t)st_get_le64(p + o + 8);
+        r[i].window_end = (int64_t)st_get_le64(p + o + 16);
+        if (r[i].window_end <= r[i].window)
+            goto bad;
+        o += 24;
+        if ((c = st_get_varint(p + o, len - o, &ml)) == 0)
+            goto bad;
+        o += c;
+        if (ml > STORE_META_MAX || len - o < ml)
+            goto bad;
+        r[i].meta = ml ? p + o : NULL;
+        r[i].meta_len = (uint32_t)ml;
+        o += ml;
+        if (r[i].op == STORE_OP_UPSERT) {
+            if (len - o < (size_t)dim * 4)
+                goto bad;
+            float *dst = v + (size_t)i * dim;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(dst, p + o, (size_t)dim * 4);
+#else
+            for (uint32_t d = 0; d < dim; d++)
+                dst[d] = st_get_f32(p + o + 4 * d);
+#endif
+            r[i].vec = dst;
+            o += (size_t)dim * 4;
+        }
+    }
+    if (o != len)
+        goto bad;
+    b->recs = r;
+    *recs = r;
+    *vecs = v;
+    return ST_OK;
+bad:
+    free(r);
+    free(v);
+    return ST_ECORRUPT;
+}
+
+/* Applies a batch to the memtable and marks. Caller holds mu. */
+int store_apply_locked(struct store *s, const struct store_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++) {
+        int rc = store_mt_add(s->mem, &b->recs[i], b->partition, b->offset, i);
+        if (rc != ST_OK)
+            return rc;
+    }
+    if (b->partition >= 0) {
+        int rc = store_marks_raise(&s->applied, b->partition, b->offset);
+        if (rc == ST_OK)
+            rc = store_marks_raise(&s->mem->marks, b->partition, b->offset);
+        if (rc != ST_OK)
+            return rc;
+    }
+    return ST_OK;
+}
+
+/* Moves the active memtable to the frozen list and rolls the WAL so that the frozen memtable
+ * is covered exactly by WAL files < the new one. Caller holds sync_mu and mu. */
+int store_freeze_locked(struct store *s)
+{
+    if (s->mem->n == 0)
+        return ST_OK;
+    struct store_memtable **fz = realloc(s->frozen, (s->nfrozen + 1) * sizeof(*fz));
+    if (fz == NULL)
+        return ST_ENOMEM;
+    s->frozen = fz;
+    /* Settle the old WAL file's durability first: its data must not depend on a file we are
+     * about to stop syncing. */
+    if (s->durable_seq < s->written_seq) {
+        int rc = store_fs_sync(s->wal_file, "store.wal.fsync");
+        if (rc != ST_OK)
+            return store_fail_locked(s, rc, "wal fsync at roll");
+        durable_publish_locked(s, s->written_seq, &s->applied);
+    }
+    int rc = store_wal_new_file(s);
+    if (rc != ST_OK)
+        return store_fail_locked(s, rc, "wal roll");
+    struct store_memtable *m = store_mt_new(s->o.dim, s->wal_number);
+    if (m == NULL)
+        return ST_ENOMEM;
+    s->frozen[s->nfrozen++] = s->mem;
+    s->mem = m;
+    pthread_cond_broadcast(&s->work_cv);
+    return ST_OK;
+}
+
+int store_write(struct store *s, const struct store_batch *b, bool *applied)
+{
+    if (applied != NULL)
+        *applied = false;
+    if (s->o.read_only)
+        return ST_EINVAL;
+    int rc = store_batch_validate(s, b);
+    if (rc != ST_OK)
+        return rc;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->failed != ST_OK) {
+            rc = s->failed;
+            goto out;
+        }
+        int64_t mark;
+        if (b->partition >= 0 && store_marks_get(&s->applied, b->partition, &mark) &&
+            b->offset <= mark) {
+            rc = ST_OK; /* a replay: already applied */
+            goto out;
+        }
+        if (s->mem->bytes < s->o.memtable_size)
+            break;
+        if (s->nfrozen >= s->o.max_frozen) {
+            rc = ST_EAGAIN; /* flushes are behind: back-pressure */
+            goto out;
+        }
+        /* Freeze: take the locks in order, then look again. */
+        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&s->sync_mu);
+        pthread_mutex_lock(&s->mu);
+        if (s->failed == ST_OK && s->mem->bytes >= s->o.memtable_size &&
+            s->nfrozen < s->o.max_frozen)
+            rc = store_freeze_locked(s);
+        pthread_mutex_unlock(&s->sync_mu);
+        if (rc != ST_OK)
+            goto out;
+    }
+    size_t len;
+    if ((rc = wal_encode(s, b, &len)) != ST_OK)
+        goto out;
+    rc = store_log_append(&s->wal, s->wbuf, len);
+    if (rc != ST_OK) {
+        store_fail_locked(s, rc, "wal write");
+        goto out;
+    }
+    s->st.wal_bytes_written += len;
+    s->st.wal_live_bytes += len;
+    s->st.bytes_ingested += len;
+    if ((rc = store_apply_locked(s, b)) != ST_OK) {
+        store_fail_locked(s, rc, "memtable insert");
+        goto out;
+    }
+    uint64_t seq = ++s->written_seq;
+    if (applied != NULL)
+        *applied = true;
+    if (s->o.wal_sync == STORE_SYNC_NONE) {
+        durable_publish_locked(s, seq, &s->applied);
+    } else if (s->o.wal_sync == STORE_SYNC_BATCH) {
+        pthread_cond_signal(&s->work_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (s->o.wal_sync == STORE_SYNC_ALWAYS ||
+        (s->o.wal_sync == STORE_SYNC_BATCH && !s->have_syncer))
+        return store_sync(s);
+    return ST_OK;
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_durable_offset(struct store *s, int32_t partition, int64_t *offset)
+{
+    pthread_mutex_lock(&s->mu);
+    bool ok = store_marks_get(&s->durable, partition, offset);
+    pthread_mutex_unlock(&s->mu);
+    return ok ? ST_OK : ST_ENOTFOUND;
+}
+
+int store_applied_offset(struct store *s, int32_t partition, int64_t *offset)
+{
+    pthread_mutex_lock(&s->mu);
+    bool ok = store_marks_get(&s->applied, partition, offset);
+    pthread_mutex_unlock(&s->mu);
+    return ok ? ST_OK : ST_ENOTFOUND;
+}
