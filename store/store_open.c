@@ -262,6 +262,10 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
             store_segment_unref(g);
             goto fail;
         }
+        /* The manifest, not the footer, says what a segment is: a promotion (a window's only
+         * run sealed in place) changes only the manifest, never the file. */
+        g->info.kind = mm->kind;
+        g->info.version = mm->version;
         s->segs[s->nsegs++] = g;
     }
 

@@ -791,6 +791,48 @@ START_TEST(test_inspect)
 }
 END_TEST
 
+/* Regression (issue 11, defect 1): a promotion (a window's only run sealed in place) changes
+ * only the manifest; after a restart the segment must still be SEALED at its version, and
+ * a manifest that disagrees with the file's window is corruption. */
+START_TEST(test_promotion_survives_reopen)
+{
+    char *dir = st_test_tmpdir("store");
+    struct store *s = open_store(dir, NULL, STORE_SYNC_BATCH, true);
+    for (int k = 0; k < 50; k++)
+        ck_assert_int_eq(put(s, 0, k, k, 1000 + k, k, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    struct store_snapshot *snap;
+    ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
+    ck_assert_uint_eq(store_snapshot_count(snap), 1);
+    struct store_segment_info before;
+    store_segment_info(store_snapshot_segment(snap, 0), &before);
+    store_snapshot_release(snap);
+    ck_assert_int_eq(before.kind, STORE_SEG_RUN);
+    uint64_t in = before.file_number;
+    struct store_segment_info out;
+    ck_assert_int_eq(store_merge(s, &in, 1, STORE_SEG_SEALED, 3, NULL, &out), ST_OK);
+    ck_assert_uint_eq(out.file_number, in); /* promoted in place, not rewritten */
+    ck_assert_int_eq(out.kind, STORE_SEG_SEALED);
+    ck_assert_int_eq(store_close(s), ST_OK);
+
+    s = open_store(dir, NULL, STORE_SYNC_BATCH, true);
+    ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
+    ck_assert_uint_eq(store_snapshot_count(snap), 1);
+    struct store_segment_info after;
+    store_segment_info(store_snapshot_segment(snap, 0), &after);
+    store_snapshot_release(snap);
+    ck_assert_uint_eq(after.file_number, in);
+    ck_assert_int_eq(after.kind, STORE_SEG_SEALED);
+    ck_assert_uint_eq(after.version, 3);
+    ck_assert_uint_eq(after.checksum, before.checksum);
+    for (int k = 0; k < 50; k++)
+        ck_assert_int_eq(get_val(s, k), k);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     st_log_set_level(ST_LOG_WARNING);
@@ -814,6 +856,7 @@ int main(void)
     tcase_add_test(tc, test_fault_points);
     tcase_add_test(tc, test_inspect);
     tcase_add_test(tc, test_next_file_never_regresses);
+    tcase_add_test(tc, test_promotion_survives_reopen);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
