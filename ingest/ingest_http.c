@@ -12,10 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "idx_fresh.h"
 #include "st_clock.h"
+#include "st_distance.h"
 #include "st_http.h"
 #include "st_prom.h"
+#include "store_search.h"
 
 #define SEARCH_K_MAX 1000u
 
@@ -238,7 +239,7 @@ static bool get_bool(json_t *b, const char *key, bool *out, struct st_http_resp 
     return true;
 }
 
-static bool parse_indexed(json_t *b, struct idx_window_ver **out, size_t *n,
+static bool parse_indexed(json_t *b, struct store_window_ver **out, size_t *n,
                           struct st_http_resp *resp)
 {
     json_t *a = json_object_get(b, "indexed");
@@ -269,7 +270,7 @@ static bool parse_indexed(json_t *b, struct idx_window_ver **out, size_t *n,
             return false;
         }
         (*out)[(*n)++] =
-            (struct idx_window_ver){json_integer_value(s), (uint32_t)json_integer_value(v)};
+            (struct store_window_ver){json_integer_value(s), (uint32_t)json_integer_value(v)};
     }
     return true;
 }
@@ -295,7 +296,7 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
     const char *key;
     json_t *val;
     float *vec = NULL;
-    struct idx_window_ver *indexed = NULL;
+    struct store_window_ver *indexed = NULL;
     size_t n_indexed = 0;
     json_object_foreach(b, key, val)
     {
@@ -379,25 +380,25 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
         }
         st_normalize(vec, dim);
     }
-    struct idx_fresh_query q = {.vec = vec,
-                                .dim = dim,
-                                .metric = m,
-                                .k = (uint32_t)k,
-                                .from_ts = from,
-                                .to_ts = to,
-                                .indexed = indexed,
-                                .n_indexed = n_indexed,
-                                .with_meta = with_meta,
-                                .with_vector = with_vec};
-    struct idx_fresh_result res;
-    int rc = idx_fresh_search(twcs_store(c->twcs), &q, &res);
+    struct store_search_query q = {.vec = vec,
+                                   .dim = dim,
+                                   .metric = m,
+                                   .k = (uint32_t)k,
+                                   .from_ts = from,
+                                   .to_ts = to,
+                                   .indexed = indexed,
+                                   .n_indexed = n_indexed,
+                                   .with_meta = with_meta,
+                                   .with_vector = with_vec};
+    struct store_search_result res;
+    int rc = store_search(twcs_store(c->twcs), &q, &res);
     if (rc != ST_OK) {
         st_http_error(resp, 500, "internal", "search: %s", st_strerror(rc));
         goto out;
     }
     json_t *hits = json_array();
     for (size_t i = 0; i < res.n; i++) {
-        const struct idx_fresh_hit *x = &res.hits[i];
+        const struct store_search_hit *x = &res.hits[i];
         double dist = m == ST_METRIC_COSINE ? 1.0 + x->dist : x->dist;
         json_t *o = json_pack("{s:o,s:f,s:I}", "id", id_json(c, x->id, x->id_len), "distance", dist,
                               "ts", (json_int_t)x->ts);
@@ -414,7 +415,7 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
                            (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
                            "fresh_records_scanned", (json_int_t)res.scanned, "took_ms",
                            took * 1e3));
-    idx_fresh_result_free(&res);
+    store_search_result_free(&res);
 out:
     free(indexed);
     free(vec);

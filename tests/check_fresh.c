@@ -1,4 +1,4 @@
-/* The fresh half of a strong-consistency search (indexer/idx_fresh.h) over a real store:
+/* The fresh half of a strong-consistency search (store/store_search.h) over a real store:
  * memtable + run + sealed segments, versions superseded across sources, deletes, windows the
  * caller searched by index, time pruning, and a refill when the closest are all stale. */
 #include <check.h>
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "idx_fresh.h"
+#include "store_search.h"
 #include "st_test.h"
 #include "store.h"
 
@@ -72,27 +72,27 @@ static void close_store(struct store *s, char *dir)
     free(dir);
 }
 
-static struct idx_fresh_result search(struct store *s, float x, uint32_t k, int64_t from,
-                                      int64_t to, const struct idx_window_ver *ix, size_t nix)
+static struct store_search_result search(struct store *s, float x, uint32_t k, int64_t from,
+                                         int64_t to, const struct store_window_ver *ix, size_t nix)
 {
     float q[2] = {x, 0};
-    struct idx_fresh_query fq = {.vec = q,
-                                 .dim = 2,
-                                 .metric = ST_METRIC_L2,
-                                 .k = k,
-                                 .from_ts = from,
-                                 .to_ts = to,
-                                 .indexed = ix,
-                                 .n_indexed = nix,
-                                 .with_meta = true};
-    struct idx_fresh_result r;
-    ck_assert_int_eq(idx_fresh_search(s, &fq, &r), ST_OK);
+    struct store_search_query fq = {.vec = q,
+                                    .dim = 2,
+                                    .metric = ST_METRIC_L2,
+                                    .k = k,
+                                    .from_ts = from,
+                                    .to_ts = to,
+                                    .indexed = ix,
+                                    .n_indexed = nix,
+                                    .with_meta = true};
+    struct store_search_result r;
+    ck_assert_int_eq(store_search(s, &fq, &r), ST_OK);
     return r;
 }
 
-static const struct idx_fresh_hit *hit(const struct idx_fresh_result *r, const char *id)
+static const struct store_search_hit *hit(const struct store_search_result *r, const char *id)
 {
-    const struct idx_fresh_hit *found = NULL;
+    const struct store_search_hit *found = NULL;
     for (size_t i = 0; i < r->n; i++)
         if (r->hits[i].id_len == strlen(id) && memcmp(r->hits[i].id, id, r->hits[i].id_len) == 0) {
             ck_assert_msg(found == NULL, "%s returned twice", id);
@@ -124,13 +124,13 @@ START_TEST(test_fresh_newest_versions_only)
 {
     char *dir;
     struct store *s = fixture(&dir);
-    struct idx_fresh_result r = search(s, 1, 10, INT64_MIN, INT64_MAX, NULL, 0);
+    struct store_search_result r = search(s, 1, 10, INT64_MIN, INT64_MAX, NULL, 0);
     ck_assert_uint_eq(r.n, 4); /* a1, b1, c1, a2 (new) — never a3, never old a2 */
     ck_assert_str_eq((const char *)r.hits[0].id, "a1");
     ck_assert_ptr_nonnull(hit(&r, "b1"));
     ck_assert_ptr_nonnull(hit(&r, "c1"));
     ck_assert_ptr_null(hit(&r, "a3"));
-    const struct idx_fresh_hit *a2 = hit(&r, "a2");
+    const struct store_search_hit *a2 = hit(&r, "a2");
     ck_assert_ptr_nonnull(a2);
     ck_assert_float_eq(a2->dist, 49.0f * 49.0f);
     ck_assert_int_eq(a2->ts, 40);
@@ -139,7 +139,7 @@ START_TEST(test_fresh_newest_versions_only)
         ck_assert(r.hits[i - 1].dist <= r.hits[i].dist);
     ck_assert_uint_eq(r.segments, 2);
     ck_assert_uint_eq(r.windows, 2);
-    idx_fresh_result_free(&r);
+    store_search_result_free(&r);
     close_store(s, dir);
 }
 END_TEST
@@ -149,20 +149,20 @@ START_TEST(test_fresh_skips_indexed_and_prunes_time)
     char *dir;
     struct store *s = fixture(&dir);
     /* A's sealed v1 was searched by index: a1 is not scanned again; a2's late version is. */
-    struct idx_window_ver ix = {0, 1};
-    struct idx_fresh_result r = search(s, 1, 10, INT64_MIN, INT64_MAX, &ix, 1);
+    struct store_window_ver ix = {0, 1};
+    struct store_search_result r = search(s, 1, 10, INT64_MIN, INT64_MAX, &ix, 1);
     ck_assert_uint_eq(r.n, 3);
     ck_assert_ptr_null(hit(&r, "a1"));
     ck_assert_ptr_nonnull(hit(&r, "a2"));
     ck_assert_ptr_nonnull(hit(&r, "b1"));
     ck_assert_ptr_nonnull(hit(&r, "c1"));
     ck_assert_uint_eq(r.segments, 1);
-    idx_fresh_result_free(&r);
+    store_search_result_free(&r);
     /* Another version listed: A v1 is still unindexed for this caller. */
-    struct idx_window_ver other = {0, 2};
+    struct store_window_ver other = {0, 2};
     r = search(s, 1, 10, INT64_MIN, INT64_MAX, &other, 1);
     ck_assert_ptr_nonnull(hit(&r, "a1"));
-    idx_fresh_result_free(&r);
+    store_search_result_free(&r);
     /* Only window B's time range: A's segment pruned before any distance. */
     r = search(s, 1, 10, 1000, 1999, NULL, 0);
     ck_assert_uint_eq(r.n, 2);
@@ -170,12 +170,12 @@ START_TEST(test_fresh_skips_indexed_and_prunes_time)
     ck_assert_ptr_nonnull(hit(&r, "c1"));
     ck_assert_uint_eq(r.segments, 1);
     ck_assert_uint_eq(r.scanned, 2);
-    idx_fresh_result_free(&r);
+    store_search_result_free(&r);
     /* Nothing in range. */
     r = search(s, 1, 10, 5000, 6000, NULL, 0);
     ck_assert_uint_eq(r.n, 0);
     ck_assert_uint_eq(r.scanned, 0);
-    idx_fresh_result_free(&r);
+    store_search_result_free(&r);
     close_store(s, dir);
 }
 END_TEST
@@ -196,11 +196,11 @@ START_TEST(test_fresh_refills_when_closest_are_stale)
         snprintf(id, sizeof(id), "x%d", i);
         put(s, id, 200 + i, 1000, STORE_OP_UPSERT);
     }
-    struct idx_fresh_result r = search(s, 0, 1, INT64_MIN, INT64_MAX, NULL, 0);
+    struct store_search_result r = search(s, 0, 1, INT64_MIN, INT64_MAX, NULL, 0);
     ck_assert_uint_eq(r.n, 1);
     ck_assert_str_eq((const char *)r.hits[0].id, "c1"); /* x = 0.9, the nearest live one */
     ck_assert_float_eq_tol(r.hits[0].dist, 0.81f, 1e-5f);
-    idx_fresh_result_free(&r);
+    store_search_result_free(&r);
     close_store(s, dir);
 }
 END_TEST

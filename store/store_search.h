@@ -1,5 +1,5 @@
 /*
- * idx_fresh.h — exact top-k over a store's data that no index covers yet: the memtables, the
+ * store_search.h — exact top-k over a store's data that no index covers yet: the memtables, the
  * runs of open windows, late-data deltas and sealed windows the caller has not indexed.
  *
  * This is the "fresh" half of a strong-consistency search (SPEC.md §5): ingest answers it for
@@ -9,8 +9,8 @@
  * other sources, including skipped ones, are checked with store_get), deletes never are.
  * Windows and segments wholly outside [from_ts, to_ts] are pruned before any distance.
  */
-#ifndef IDX_FRESH_H
-#define IDX_FRESH_H
+#ifndef STORE_SEARCH_H
+#define STORE_SEARCH_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,23 +19,23 @@
 #include "st_error.h"
 #include "store.h"
 
-struct idx_window_ver {
+struct store_window_ver {
     int64_t start;
     uint32_t version;
 };
 
-struct idx_fresh_query {
+struct store_search_query {
     const float *vec; /* dim floats (normalised by the caller for cosine) */
     uint32_t dim;
     enum st_metric metric;
     uint32_t k;
     int64_t from_ts, to_ts; /* inclusive event-time bounds (INT64_MIN / INT64_MAX: none) */
-    const struct idx_window_ver *indexed; /* sealed window versions searched elsewhere */
+    const struct store_window_ver *indexed; /* sealed window versions searched elsewhere */
     size_t n_indexed;
     bool with_meta, with_vector;
 };
 
-struct idx_fresh_hit {
+struct store_search_hit {
     uint8_t id[STORE_ID_MAX];
     uint32_t id_len;
     float dist; /* the kernels' smaller-is-closer distance (-dot for ip and cosine) */
@@ -46,16 +46,16 @@ struct idx_fresh_hit {
     float *vec; /* with_vector: malloc'd dim floats */
 };
 
-struct idx_fresh_result {
-    struct idx_fresh_hit *hits; /* closest first */
+struct store_search_result {
+    struct store_search_hit *hits; /* closest first */
     size_t n;
     uint64_t scanned;  /* records whose distance was computed */
     uint32_t windows;  /* distinct windows with scanned records */
     uint32_t segments; /* segments scanned */
 };
 
-int idx_fresh_search(struct store *s, const struct idx_fresh_query *q,
-                     struct idx_fresh_result *out) ST_WUR;
-void idx_fresh_result_free(struct idx_fresh_result *r);
+int store_search(struct store *s, const struct store_search_query *q,
+                 struct store_search_result *out) ST_WUR;
+void store_search_result_free(struct store_search_result *r);
 
 #endif

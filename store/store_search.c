@@ -1,5 +1,5 @@
 /* Exact top-k over the data no index covers yet. */
-#include "idx_fresh.h"
+#include "store_search.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +14,7 @@ struct cand {
 };
 
 struct scan_ctx {
-    const struct idx_fresh_query *q;
+    const struct store_search_query *q;
     st_dist_fn fn;
     struct st_hit *heap; /* id = slot in cands */
     struct cand *cands;
@@ -26,7 +26,7 @@ struct scan_ctx {
     int rc;
 };
 
-static bool is_indexed(const struct idx_fresh_query *q, int64_t start, uint32_t version)
+static bool is_indexed(const struct store_search_query *q, int64_t start, uint32_t version)
 {
     for (size_t i = 0; i < q->n_indexed; i++)
         if (q->indexed[i].start == start && q->indexed[i].version == version)
@@ -75,7 +75,7 @@ static void offer(struct scan_ctx *c, const struct store_scan_rec *r, float d)
 static int on_src(void *ctx, const struct store_scan_src *src)
 {
     struct scan_ctx *c = ctx;
-    const struct idx_fresh_query *q = c->q;
+    const struct store_search_query *q = c->q;
     if (src->dim != q->dim)
         return ST_EINVAL;
     if (!src->memtable) {
@@ -106,15 +106,15 @@ static int cand_cmp(const void *a, const void *b)
     return x->dist < y->dist ? -1 : x->dist > y->dist ? 1 : 0;
 }
 
-static bool same_id(const struct idx_fresh_hit *h, const struct cand *c)
+static bool same_id(const struct store_search_hit *h, const struct cand *c)
 {
     return h->id_len == c->id_len && memcmp(h->id, c->id, c->id_len) == 0;
 }
 
 /* One pass with room for cap candidates. *more: candidates were dropped as superseded and
  * the heap was full, so a bigger pass could find more hits. */
-static int pass(struct store *s, const struct idx_fresh_query *q, size_t cap,
-                struct idx_fresh_result *out, bool *more)
+static int pass(struct store *s, const struct store_search_query *q, size_t cap,
+                struct store_search_result *out, bool *more)
 {
     struct scan_ctx c = {.q = q, .fn = st_metric_fn(st_kernels(), q->metric), .cap = cap};
     c.heap = malloc(cap * sizeof(*c.heap));
@@ -150,7 +150,7 @@ static int pass(struct store *s, const struct idx_fresh_query *q, size_t cap,
             dropped++;
             continue;
         }
-        struct idx_fresh_hit *h = &out->hits[out->n++];
+        struct store_search_hit *h = &out->hits[out->n++];
         memcpy(h->id, cd->id, cd->id_len);
         h->id_len = cd->id_len;
         h->dist = c.heap[i].dist;
@@ -183,9 +183,10 @@ done:
     return rc;
 }
 
-int idx_fresh_search(struct store *s, const struct idx_fresh_query *q, struct idx_fresh_result *out)
+int store_search(struct store *s, const struct store_search_query *q,
+                 struct store_search_result *out)
 {
-    *out = (struct idx_fresh_result){0};
+    *out = (struct store_search_result){0};
     if (q->k == 0)
         return ST_OK;
     size_t cap = (size_t)q->k * 2 + 16;
@@ -194,21 +195,21 @@ int idx_fresh_search(struct store *s, const struct idx_fresh_query *q, struct id
         int rc = pass(s, q, cap, out, &more);
         if (rc != ST_OK || !more || cap >= ((size_t)1 << 24)) {
             if (rc != ST_OK)
-                idx_fresh_result_free(out);
+                store_search_result_free(out);
             return rc;
         }
         /* Many of the closest were superseded: look again with more room. */
-        idx_fresh_result_free(out);
+        store_search_result_free(out);
         cap *= 4;
     }
 }
 
-void idx_fresh_result_free(struct idx_fresh_result *r)
+void store_search_result_free(struct store_search_result *r)
 {
     for (size_t i = 0; r->hits != NULL && i < r->n; i++) {
         free(r->hits[i].meta);
         free(r->hits[i].vec);
     }
     free(r->hits);
-    *r = (struct idx_fresh_result){0};
+    *r = (struct store_search_result){0};
 }
