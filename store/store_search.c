@@ -1,30 +1,275 @@
-/* Exact top-k over the data no index covers yet. */
+/* Exact top-k over the data no index covers yet, in memory bounded by k (store_search.h). */
 #include "store_search.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+/* A scanned record's version and distance; once confirmed, its meta (with_meta). */
 struct cand {
-    uint8_t id[STORE_ID_MAX];
+    uint64_t hash; /* of the id: compared before the bytes */
+    float dist;
     uint32_t id_len;
     int64_t ts, window;
     int32_t partition;
     int64_t offset;
     uint32_t idx;
+    uint8_t *meta;
+    uint32_t meta_len;
+    uint8_t id[STORE_ID_MAX];
 };
 
-struct scan_ctx {
+/* A max-heap of slot numbers into an array of candidates: the root is the worst kept. */
+struct heap {
+    struct cand *c;
+    uint32_t *h;
+    size_t n;
+};
+
+struct search {
+    struct store *s;
     const struct store_search_query *q;
     st_dist_fn fn;
-    struct st_hit *heap; /* id = slot in cands */
-    struct cand *cands;
-    size_t n, cap;
-    uint64_t scanned;
+    size_t k;
+    struct heap best; /* confirmed hits, at most k */
+    size_t capbest;
+    float *best_vecs;  /* with_vector: slot i's vector at i * dim */
+    struct cand *wait; /* the active memtable's candidates waiting for confirmation */
+    uint32_t *waith;   /* their heap */
+    size_t nwait, capwait;
+    size_t nsrc;      /* sources visited in this pass */
+    bool overflow;    /* this pass's active memtable had more candidates than room */
+    struct cand edge; /* then: the worst of them kept */
+    bool floored;     /* a later pass: records ranked up to floor are settled */
+    struct cand floor;
+    uint64_t *seen; /* file numbers of the segments visited by earlier passes */
+    size_t nseen, capseen;
+    uint32_t passes;
+    float *vec; /* dim floats: store_get's copy */
+    uint64_t scanned, lookups, peak;
     uint32_t segments;
     int64_t *wins;
     size_t nwins, capwins;
-    int rc;
 };
+
+static uint64_t id_hash(const uint8_t *id, uint32_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ id[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Farther is worse; equal distances are ordered by id so that results are deterministic. */
+static int rank_cmp(float da, const uint8_t *ia, uint32_t la, float db, const uint8_t *ib,
+                    uint32_t lb)
+{
+    if (da != db)
+        return da < db ? -1 : 1;
+    int r = memcmp(ia, ib, la < lb ? la : lb);
+    if (r != 0)
+        return r;
+    return (la > lb) - (la < lb);
+}
+
+static int cand_cmp(const struct cand *a, const struct cand *b)
+{
+    return rank_cmp(a->dist, a->id, a->id_len, b->dist, b->id, b->id_len);
+}
+
+static int cand_qsort_cmp(const void *a, const void *b)
+{
+    return cand_cmp(a, b);
+}
+
+static bool heap_above(const struct heap *hp, size_t i, size_t j)
+{
+    return cand_cmp(&hp->c[hp->h[i]], &hp->c[hp->h[j]]) > 0;
+}
+
+static void heap_swap(struct heap *hp, size_t i, size_t j)
+{
+    uint32_t t = hp->h[i];
+    hp->h[i] = hp->h[j];
+    hp->h[j] = t;
+}
+
+static void heap_up(struct heap *hp, size_t i)
+{
+    while (i > 0 && heap_above(hp, i, (i - 1) / 2)) {
+        heap_swap(hp, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(struct heap *hp, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < hp->n && heap_above(hp, l, m))
+            m = l;
+        if (r < hp->n && heap_above(hp, r, m))
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(hp, i, m);
+        i = m;
+    }
+}
+
+/* Would (d, id) rank among the kept when the heap holds cap entries? */
+static bool heap_admits(const struct heap *hp, size_t cap, float d, const uint8_t *id,
+                        uint32_t id_len)
+{
+    if (hp->n < cap)
+        return true;
+    const struct cand *w = &hp->c[hp->h[0]];
+    return rank_cmp(d, id, id_len, w->dist, w->id, w->id_len) < 0;
+}
+
+static void cand_fill(struct cand *c, const struct store_scan_rec *r, float d)
+{
+    c->hash = id_hash(r->id, r->id_len);
+    c->dist = d;
+    c->id_len = r->id_len;
+    memcpy(c->id, r->id, r->id_len);
+    c->ts = r->ts;
+    c->window = r->window;
+    c->partition = r->partition;
+    c->offset = r->offset;
+    c->idx = r->idx;
+    c->meta = NULL;
+    c->meta_len = 0;
+}
+
+static void note_peak(struct search *x)
+{
+    if (x->best.n + x->nwait > x->peak)
+        x->peak = x->best.n + x->nwait;
+}
+
+static int note_window(struct search *x, int64_t w)
+{
+    for (size_t i = x->nwins; i-- > 0;)
+        if (x->wins[i] == w)
+            return ST_OK;
+    if (x->nwins == x->capwins) {
+        size_t cap = x->capwins ? x->capwins * 2 : 16;
+        int64_t *p = realloc(x->wins, cap * sizeof(*p));
+        if (p == NULL)
+            return ST_ENOMEM;
+        x->wins = p;
+        x->capwins = cap;
+    }
+    x->wins[x->nwins++] = w;
+    return ST_OK;
+}
+
+/* Room for one more confirmed hit (the arrays grow up to k, so a large k costs nothing
+ * until that many hits exist). */
+static int best_reserve(struct search *x)
+{
+    if (x->best.n < x->capbest)
+        return ST_OK;
+    size_t cap = x->capbest ? x->capbest * 2 : 16;
+    if (cap > x->k)
+        cap = x->k;
+    struct cand *c = realloc(x->best.c, cap * sizeof(*c));
+    if (c == NULL)
+        return ST_ENOMEM;
+    x->best.c = c;
+    uint32_t *h = realloc(x->best.h, cap * sizeof(*h));
+    if (h == NULL)
+        return ST_ENOMEM;
+    x->best.h = h;
+    if (x->q->with_vector) {
+        float *v = realloc(x->best_vecs, cap * x->q->dim * sizeof(*v));
+        if (v == NULL)
+            return ST_ENOMEM;
+        x->best_vecs = v;
+    }
+    x->capbest = cap;
+    return ST_OK;
+}
+
+/*
+ * Admits c into the confirmed top-k if it ranks there and is live: its id's newest version is
+ * c's own (not a delete, not superseded anywhere). Never called under the store's lock.
+ */
+static int confirm(struct search *x, const struct cand *c)
+{
+    if (!heap_admits(&x->best, x->k, c->dist, c->id, c->id_len))
+        return ST_OK;
+    size_t dup = SIZE_MAX;
+    for (size_t i = 0; i < x->best.n && dup == SIZE_MAX; i++) {
+        const struct cand *b = &x->best.c[i];
+        if (b->hash == c->hash && b->id_len == c->id_len && memcmp(b->id, c->id, c->id_len) == 0)
+            dup = i;
+    }
+    if (dup != SIZE_MAX && x->best.c[dup].ts == c->ts && x->best.c[dup].partition == c->partition &&
+        x->best.c[dup].offset == c->offset && x->best.c[dup].idx == c->idx)
+        return ST_OK; /* seen twice: it moved from a memtable to a segment during the scan */
+    struct store_value v = {.vec = x->q->with_vector ? x->vec : NULL};
+    x->lookups++;
+    int rc = store_get(x->s, c->id, c->id_len, &v);
+    if (rc == ST_ENOTFOUND)
+        return ST_OK; /* deleted */
+    if (rc != ST_OK)
+        return rc;
+    if (v.ts != c->ts || v.partition != c->partition || v.offset != c->offset || v.idx != c->idx) {
+        free(v.meta); /* superseded by a newer version elsewhere */
+        return ST_OK;
+    }
+    if (!x->q->with_meta) {
+        free(v.meta);
+        v.meta = NULL;
+        v.meta_len = 0;
+    }
+    size_t slot;
+    if (dup == SIZE_MAX && x->best.n < x->k) {
+        if ((rc = best_reserve(x)) != ST_OK) {
+            free(v.meta);
+            return rc;
+        }
+        slot = x->best.n;
+    } else {
+        /* a newer version written during the scan replaces the one kept, or else the worst
+         * kept makes room */
+        slot = dup != SIZE_MAX ? dup : x->best.h[0];
+        free(x->best.c[slot].meta);
+    }
+    struct cand *b = &x->best.c[slot];
+    *b = *c;
+    b->meta = v.meta;
+    b->meta_len = v.meta_len;
+    if (x->q->with_vector)
+        memcpy(x->best_vecs + slot * x->q->dim, x->vec, x->q->dim * sizeof(float));
+    if (slot == x->best.n) {
+        x->best.h[x->best.n] = (uint32_t)slot;
+        heap_up(&x->best, x->best.n++);
+    } else if (dup == SIZE_MAX) {
+        heap_down(&x->best, 0);
+    } else {
+        for (size_t i = x->best.n / 2; i-- > 0;)
+            heap_down(&x->best, i); /* rare: rebuild rather than track heap positions */
+    }
+    note_peak(x);
+    return ST_OK;
+}
+
+/* Confirms the waiting memtable candidates, closest first, until none can rank. */
+static int flush_wait(struct search *x)
+{
+    qsort(x->wait, x->nwait, sizeof(*x->wait), cand_qsort_cmp);
+    int rc = ST_OK;
+    for (size_t i = 0; i < x->nwait && rc == ST_OK; i++) {
+        const struct cand *c = &x->wait[i];
+        if (!heap_admits(&x->best, x->k, c->dist, c->id, c->id_len))
+            break; /* sorted: none after it ranks either */
+        rc = confirm(x, c);
+    }
+    x->nwait = 0;
+    return rc;
+}
 
 static bool is_indexed(const struct store_search_query *q, int64_t start, uint32_t version)
 {
@@ -34,153 +279,203 @@ static bool is_indexed(const struct store_search_query *q, int64_t start, uint32
     return false;
 }
 
-static void note_window(struct scan_ctx *c, int64_t w)
+static bool rec_wanted(const struct store_search_query *q, const struct store_scan_rec *r)
 {
-    for (size_t i = c->nwins; i-- > 0;)
-        if (c->wins[i] == w)
-            return;
-    if (c->nwins == c->capwins) {
-        size_t cap = c->capwins ? c->capwins * 2 : 16;
-        int64_t *p = realloc(c->wins, cap * sizeof(*p));
-        if (p == NULL) {
-            c->rc = ST_ENOMEM;
-            return;
-        }
-        c->wins = p;
-        c->capwins = cap;
-    }
-    c->wins[c->nwins++] = w;
+    return r->op == STORE_OP_UPSERT && !r->superseded && r->ts >= q->from_ts && r->ts <= q->to_ts;
 }
 
-static void offer(struct scan_ctx *c, const struct store_scan_rec *r, float d)
+/* Was (d, id) already settled by an earlier pass? */
+static bool below_floor(const struct search *x, float d, const uint8_t *id, uint32_t id_len)
 {
-    size_t slot;
-    if (c->n < c->cap)
-        slot = c->n;
-    else if (d < c->heap[0].dist)
-        slot = c->heap[0].id; /* the worst kept makes room */
-    else
-        return;
-    struct cand *cd = &c->cands[slot];
-    memcpy(cd->id, r->id, r->id_len);
-    cd->id_len = r->id_len;
-    cd->ts = r->ts;
-    cd->window = r->window;
-    cd->partition = r->partition;
-    cd->offset = r->offset;
-    cd->idx = r->idx;
-    st_topk_push(c->heap, &c->n, c->cap, (struct st_hit){(uint32_t)slot, d});
+    return x->floored && rank_cmp(d, id, id_len, x->floor.dist, x->floor.id, x->floor.id_len) <= 0;
+}
+
+/* Confirms every record of src that would rank, as it comes (no store lock is held). */
+static int scan_inline(struct search *x, const struct store_scan_src *src)
+{
+    const struct store_search_query *q = x->q;
+    for (uint64_t i = 0; i < src->n; i++) {
+        struct store_scan_rec r;
+        store_scan_record(src, i, &r);
+        if (!rec_wanted(q, &r))
+            continue;
+        if (src->memtable) {
+            int rc = note_window(x, r.window);
+            if (rc != ST_OK)
+                return rc;
+        }
+        x->scanned++;
+        float d = x->fn(q->vec, src->vecs + i * src->dim, src->dim);
+        if (below_floor(x, d, r.id, r.id_len) || !heap_admits(&x->best, x->k, d, r.id, r.id_len))
+            continue;
+        struct cand c;
+        cand_fill(&c, &r, d);
+        int rc = confirm(x, &c);
+        if (rc != ST_OK)
+            return rc;
+    }
+    return ST_OK;
+}
+
+/*
+ * The first source of a pass is the active memtable, which store_scan may visit under the
+ * store's lock: its k closest wait for confirmation until the next source. When more would
+ * have ranked (*overflow), the worst kept is where a further pass starts if too few of the
+ * waiting ones turn out live.
+ */
+static int scan_deferred(struct search *x, const struct store_scan_src *src)
+{
+    const struct store_search_query *q = x->q;
+    size_t room = src->n < x->k ? (size_t)src->n : x->k;
+    if (room > x->capwait) {
+        struct cand *w = realloc(x->wait, room * sizeof(*w));
+        if (w == NULL)
+            return ST_ENOMEM;
+        x->wait = w;
+        uint32_t *h = realloc(x->waith, room * sizeof(*h));
+        if (h == NULL)
+            return ST_ENOMEM;
+        x->waith = h;
+        x->capwait = room;
+    }
+    struct heap pend = {.c = x->wait, .h = x->waith};
+    for (uint64_t i = 0; i < src->n; i++) {
+        struct store_scan_rec r;
+        store_scan_record(src, i, &r);
+        if (!rec_wanted(q, &r))
+            continue;
+        int rc = note_window(x, r.window);
+        if (rc != ST_OK)
+            return rc;
+        x->scanned++;
+        float d = x->fn(q->vec, src->vecs + i * src->dim, src->dim);
+        if (below_floor(x, d, r.id, r.id_len) || !heap_admits(&x->best, x->k, d, r.id, r.id_len))
+            continue;
+        if (pend.n < room) {
+            cand_fill(&pend.c[pend.n], &r, d);
+            pend.h[pend.n] = (uint32_t)pend.n;
+            heap_up(&pend, pend.n++);
+            continue;
+        }
+        x->overflow = true;
+        if (!heap_admits(&pend, room, d, r.id, r.id_len))
+            continue;
+        cand_fill(&pend.c[pend.h[0]], &r, d);
+        heap_down(&pend, 0);
+    }
+    x->nwait = pend.n;
+    if (x->overflow)
+        x->edge = pend.c[pend.h[0]];
+    note_peak(x);
+    return ST_OK;
+}
+
+/* A segment seen by an earlier pass had every record that could rank confirmed then. */
+static int segment_seen(struct search *x, const struct store_segment *g, bool *seen)
+{
+    struct store_segment_info gi;
+    store_segment_info(g, &gi);
+    for (size_t i = 0; i < x->nseen; i++)
+        if (x->seen[i] == gi.file_number) {
+            *seen = true;
+            return ST_OK;
+        }
+    *seen = false;
+    if (x->nseen == x->capseen) {
+        size_t cap = x->capseen ? x->capseen * 2 : 16;
+        uint64_t *p = realloc(x->seen, cap * sizeof(*p));
+        if (p == NULL)
+            return ST_ENOMEM;
+        x->seen = p;
+        x->capseen = cap;
+    }
+    x->seen[x->nseen++] = gi.file_number;
+    return ST_OK;
+}
+
+static int scan_segment(struct search *x, const struct store_scan_src *src)
+{
+    const struct store_search_query *q = x->q;
+    bool seen;
+    int rc = segment_seen(x, src->segment, &seen);
+    if (rc != ST_OK || seen)
+        return rc;
+    if (src->window_end <= q->from_ts || src->window_start > q->to_ts || src->max_ts < q->from_ts ||
+        src->min_ts > q->to_ts)
+        return ST_OK; /* pruned by time */
+    if (src->kind == STORE_SEG_SEALED && is_indexed(q, src->window_start, src->version))
+        return ST_OK; /* the caller searched its index */
+    x->segments++;
+    if ((rc = note_window(x, src->window_start)) != ST_OK)
+        return rc;
+    return scan_inline(x, src);
 }
 
 static int on_src(void *ctx, const struct store_scan_src *src)
 {
-    struct scan_ctx *c = ctx;
-    const struct store_search_query *q = c->q;
-    if (src->dim != q->dim)
+    struct search *x = ctx;
+    if (src->dim != x->q->dim)
         return ST_EINVAL;
-    if (!src->memtable) {
-        if (src->window_end <= q->from_ts || src->window_start > q->to_ts ||
-            src->max_ts < q->from_ts || src->min_ts > q->to_ts)
-            return ST_OK; /* pruned by time */
-        if (src->kind == STORE_SEG_SEALED && is_indexed(q, src->window_start, src->version))
-            return ST_OK; /* the caller searched its index */
-        c->segments++;
-        note_window(c, src->window_start);
-    }
-    for (uint64_t i = 0; i < src->n; i++) {
-        struct store_scan_rec r;
-        store_scan_record(src, i, &r);
-        if (r.op != STORE_OP_UPSERT || r.superseded || r.ts < q->from_ts || r.ts > q->to_ts)
-            continue;
-        if (src->memtable)
-            note_window(c, r.window);
-        c->scanned++;
-        offer(c, &r, c->fn(q->vec, src->vecs + i * src->dim, src->dim));
-    }
-    return c->rc;
+    if (x->nsrc++ == 0 && src->memtable)
+        return scan_deferred(x, src);
+    int rc = flush_wait(x);
+    if (rc != ST_OK)
+        return rc;
+    return src->memtable ? scan_inline(x, src) : scan_segment(x, src);
 }
 
-static int cand_cmp(const void *a, const void *b)
+/*
+ * One scan of every source. Afterwards the search is complete unless the active memtable
+ * had more candidates than it could hold and the top-k is still open to the worst it held.
+ */
+static int search_pass(struct search *x, bool *again)
 {
-    const struct st_hit *x = a, *y = b;
-    return x->dist < y->dist ? -1 : x->dist > y->dist ? 1 : 0;
-}
-
-static bool same_id(const struct store_search_hit *h, const struct cand *c)
-{
-    return h->id_len == c->id_len && memcmp(h->id, c->id, c->id_len) == 0;
-}
-
-/* One pass with room for cap candidates. *more: candidates were dropped as superseded and
- * the heap was full, so a bigger pass could find more hits. */
-static int pass(struct store *s, const struct store_search_query *q, size_t cap,
-                struct store_search_result *out, bool *more)
-{
-    struct scan_ctx c = {.q = q, .fn = st_metric_fn(st_kernels(), q->metric), .cap = cap};
-    c.heap = malloc(cap * sizeof(*c.heap));
-    c.cands = malloc(cap * sizeof(*c.cands));
-    out->hits = calloc(q->k ? q->k : 1, sizeof(*out->hits));
-    int rc = ST_ENOMEM;
-    float *vec = malloc(q->dim * sizeof(float));
-    if (c.heap == NULL || c.cands == NULL || out->hits == NULL || vec == NULL)
-        goto done;
-    if ((rc = store_scan(s, on_src, &c)) != ST_OK)
-        goto done;
-    qsort(c.heap, c.n, sizeof(*c.heap), cand_cmp);
-    size_t dropped = 0;
-    for (size_t i = 0; i < c.n && out->n < q->k; i++) {
-        const struct cand *cd = &c.cands[c.heap[i].id];
-        bool dup = false;
-        for (size_t j = 0; j < out->n && !dup; j++)
-            dup = same_id(&out->hits[j], cd);
-        if (dup)
-            continue; /* seen twice while moving from a memtable to a segment */
-        struct store_value v = {.vec = vec};
-        rc = store_get(s, cd->id, cd->id_len, &v);
-        if (rc == ST_ENOTFOUND) { /* deleted since */
-            dropped++;
-            rc = ST_OK;
-            continue;
-        }
-        if (rc != ST_OK)
-            goto done;
-        if (v.ts != cd->ts || v.partition != cd->partition || v.offset != cd->offset ||
-            v.idx != cd->idx) {
-            free(v.meta); /* superseded by a newer version elsewhere */
-            dropped++;
-            continue;
-        }
-        struct store_search_hit *h = &out->hits[out->n++];
-        memcpy(h->id, cd->id, cd->id_len);
-        h->id_len = cd->id_len;
-        h->dist = c.heap[i].dist;
-        h->ts = cd->ts;
-        h->window = cd->window;
-        if (q->with_meta) {
-            h->meta = v.meta;
-            h->meta_len = v.meta_len;
-        } else {
-            free(v.meta);
-        }
-        if (q->with_vector) {
-            h->vec = malloc(q->dim * sizeof(float));
-            if (h->vec == NULL) {
-                rc = ST_ENOMEM;
-                goto done;
-            }
-            memcpy(h->vec, vec, q->dim * sizeof(float));
-        }
+    x->nsrc = 0;
+    x->overflow = false;
+    x->passes++;
+    int rc = store_scan(x->s, on_src, x);
+    if (rc == ST_OK)
+        rc = flush_wait(x); /* the active memtable when no other source followed it */
+    x->nwait = 0;
+    *again = rc == ST_OK && x->overflow &&
+             heap_admits(&x->best, x->k, x->edge.dist, x->edge.id, x->edge.id_len);
+    if (*again) {
+        x->floor = x->edge; /* everything ranked up to it is settled */
+        x->floored = true;
     }
-    *more = out->n < q->k && c.n == cap && dropped > 0;
-    out->scanned = c.scanned;
-    out->segments = c.segments;
-    out->windows = (uint32_t)c.nwins;
-done:
-    free(vec);
-    free(c.heap);
-    free(c.cands);
-    free(c.wins);
     return rc;
+}
+
+/* Moves the confirmed hits, closest first, into out (heap sort: pop the worst to the end). */
+static int take_hits(struct search *x, struct store_search_result *out)
+{
+    size_t n = x->best.n;
+    out->hits = calloc(n ? n : 1, sizeof(*out->hits));
+    if (out->hits == NULL)
+        return ST_ENOMEM;
+    for (size_t i = n; i-- > 0;) {
+        size_t slot = x->best.h[0];
+        x->best.h[0] = x->best.h[--x->best.n];
+        heap_down(&x->best, 0);
+        struct cand *c = &x->best.c[slot];
+        struct store_search_hit *h = &out->hits[i];
+        memcpy(h->id, c->id, c->id_len);
+        h->id_len = c->id_len;
+        h->dist = c->dist;
+        h->ts = c->ts;
+        h->window = c->window;
+        h->meta = c->meta;
+        h->meta_len = c->meta_len;
+        c->meta = NULL;
+        out->n++;
+        if (x->q->with_vector) {
+            h->vec = malloc(x->q->dim * sizeof(float));
+            if (h->vec == NULL)
+                return ST_ENOMEM;
+            memcpy(h->vec, x->best_vecs + slot * x->q->dim, x->q->dim * sizeof(float));
+        }
+    }
+    return ST_OK;
 }
 
 int store_search(struct store *s, const struct store_search_query *q,
@@ -189,19 +484,36 @@ int store_search(struct store *s, const struct store_search_query *q,
     *out = (struct store_search_result){0};
     if (q->k == 0)
         return ST_OK;
-    size_t cap = (size_t)q->k * 2 + 16;
-    for (;;) {
-        bool more = false;
-        int rc = pass(s, q, cap, out, &more);
-        if (rc != ST_OK || !more || cap >= ((size_t)1 << 24)) {
-            if (rc != ST_OK)
-                store_search_result_free(out);
-            return rc;
-        }
-        /* Many of the closest were superseded: look again with more room. */
+    struct search x = {.s = s, .q = q, .fn = st_metric_fn(st_kernels(), q->metric), .k = q->k};
+    int rc = ST_ENOMEM;
+    x.vec = malloc(q->dim * sizeof(float));
+    if (x.vec == NULL)
+        goto out;
+    bool again = true;
+    while (again)
+        if ((rc = search_pass(&x, &again)) != ST_OK)
+            goto out;
+    rc = take_hits(&x, out);
+    out->scanned = x.scanned;
+    out->segments = x.segments;
+    out->windows = (uint32_t)x.nwins;
+    out->lookups = x.lookups;
+    out->peak_candidates = x.peak;
+    out->passes = x.passes;
+out:
+    for (size_t i = 0; i < x.best.n; i++)
+        free(x.best.c[x.best.h[i]].meta);
+    free(x.best.c);
+    free(x.best.h);
+    free(x.best_vecs);
+    free(x.wait);
+    free(x.waith);
+    free(x.seen);
+    free(x.vec);
+    free(x.wins);
+    if (rc != ST_OK)
         store_search_result_free(out);
-        cap *= 4;
-    }
+    return rc;
 }
 
 void store_search_result_free(struct store_search_result *r)

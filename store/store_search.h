@@ -5,14 +5,36 @@
  * This is the "fresh" half of a strong-consistency search (SPEC.md §5): ingest answers it for
  * its own data, and an indexer merges it with what its indexes return. The caller lists the
  * sealed window versions it searched by index; their sealed segments are skipped, everything
- * else is scanned exactly. Only the newest version of an id is ever returned (versions in
- * other sources, including skipped ones, are checked with store_get), deletes never are.
- * Windows and segments wholly outside [from_ts, to_ts] are pruned before any distance.
+ * else is scanned exactly (store_scan). Only the newest version of an id is ever returned,
+ * deletes never are, and an id is returned at most once (a record that moves from a memtable
+ * to a segment during the scan is seen twice). Windows and segments wholly outside
+ * [from_ts, to_ts] are pruned before any distance.
+ *
+ * Memory is bounded whatever the data: at most k confirmed hits plus k candidates waiting
+ * to be confirmed (peak_candidates <= 2k), however many of the closest records turn out to be
+ * superseded in another source or deleted. A record whose distance would enter the current
+ * top-k is confirmed with store_get — its id's newest version is not a delete and is the very
+ * version scanned — before it is admitted, so stale candidates never accumulate.
+ *
+ * Cost: one store_get per record that would enter the top-k when it is met. For records in
+ * random order that is O(k log(n / k)) expected lookups over n scanned; records met in
+ * decreasing distance, or many superseded records near the query, cost up to one lookup
+ * each. A lookup is a memtable probe plus a Bloom-filter probe per segment.
+ * store_get is never called while store_scan visits the active memtable (it may hold the
+ * store's lock then): the memtable's k closest wait until the next source. Only when more than
+ * k of them would have ranked and too few of those k are live (the memtable's records are
+ * superseded by newer-timestamped versions already flushed: late data) does a further pass
+ * follow, over the memtables and the segments created since, for the records ranked after
+ * the ones already settled — more time, never more memory.
+ *
+ * Thread safety: any thread, concurrently with writers, flushes and merges; the search holds
+ * no lock of its own. Records applied before the call are seen; later writes may or may not be.
  */
 #ifndef STORE_SEARCH_H
 #define STORE_SEARCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "st_distance.h"
@@ -25,12 +47,13 @@ struct store_window_ver {
 };
 
 struct store_search_query {
-    const float *vec; /* dim floats (normalised by the caller for cosine) */
+    const float *vec; /* borrowed for the call: dim floats (normalised by the caller for cosine) */
     uint32_t dim;
     enum st_metric metric;
     uint32_t k;
     int64_t from_ts, to_ts; /* inclusive event-time bounds (INT64_MIN / INT64_MAX: none) */
-    const struct store_window_ver *indexed; /* sealed window versions searched elsewhere */
+    const struct store_window_ver
+        *indexed; /* borrowed: sealed window versions searched elsewhere */
     size_t n_indexed;
     bool with_meta, with_vector;
 };
@@ -41,21 +64,26 @@ struct store_search_hit {
     float dist; /* the kernels' smaller-is-closer distance (-dot for ip and cosine) */
     int64_t ts;
     int64_t window;
-    uint8_t *meta; /* with_meta: malloc'd (NULL when none) */
+    uint8_t *meta; /* with_meta: owned by the result (NULL when none) */
     uint32_t meta_len;
-    float *vec; /* with_vector: malloc'd dim floats */
+    float *vec; /* with_vector: dim floats owned by the result */
 };
 
 struct store_search_result {
-    struct store_search_hit *hits; /* closest first */
+    struct store_search_hit *hits; /* closest first (ties by id); owned, store_search_result_free */
     size_t n;
-    uint64_t scanned;  /* records whose distance was computed */
-    uint32_t windows;  /* distinct windows with scanned records */
-    uint32_t segments; /* segments scanned */
+    uint64_t scanned;         /* records whose distance was computed */
+    uint32_t windows;         /* distinct windows with scanned records */
+    uint32_t segments;        /* segments scanned */
+    uint64_t lookups;         /* store_get calls made to confirm candidates */
+    uint64_t peak_candidates; /* most candidates held at once, confirmed or waiting */
+    uint32_t passes;          /* scans of the store (1 unless the active memtable overflowed) */
 };
 
+/* Fills *out, which the caller frees with store_search_result_free; on error *out is empty. */
 int store_search(struct store *s, const struct store_search_query *q,
                  struct store_search_result *out) ST_WUR;
+/* Frees the hits and zeroes *r; r may hold nothing. */
 void store_search_result_free(struct store_search_result *r);
 
 #endif

@@ -1,8 +1,11 @@
 /* The fresh half of a strong-consistency search (store/store_search.h) over a real store:
  * memtable + run + sealed segments, versions superseded across sources, deletes, windows the
- * caller searched by index, time pruning, and a refill when the closest are all stale. */
+ * caller searched by index, time pruning; the memory bound when the closest are all stale,
+ * k up to 1000 against a model, ids seen twice while a flush moves them. */
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +208,258 @@ START_TEST(test_fresh_refills_when_closest_are_stale)
 }
 END_TEST
 
+/* ---- against a model: the newest version of every id, kept by the test ------------------ */
+
+#define MAXN 6000
+
+struct model {
+    float x[MAXN];
+    bool live[MAXN];
+    int64_t ts[MAXN];
+};
+
+static void model_put(struct store *s, struct model *m, int i, int64_t ts, float x, uint8_t op)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "r%05d", i);
+    put(s, id, ts, x, op);
+    if (ts >= m->ts[i]) { /* the store keeps the newest by timestamp, not by arrival */
+        m->ts[i] = ts;
+        m->x[i] = x;
+        m->live[i] = op == STORE_OP_UPSERT;
+    }
+}
+
+struct ranked {
+    float d;
+    int i;
+};
+
+static int ranked_cmp(const void *a, const void *b)
+{
+    const struct ranked *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d < y->d ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i); /* ids "r%05d": numeric order is byte order */
+}
+
+/* Asserts that the search for x with k returns exactly the model's k closest live ids. */
+static struct store_search_result check_model(struct store *s, const struct model *m, int n,
+                                              float x, uint32_t k)
+{
+    static struct ranked all[MAXN];
+    size_t nl = 0;
+    for (int i = 0; i < n; i++)
+        if (m->live[i])
+            all[nl++] = (struct ranked){(m->x[i] - x) * (m->x[i] - x), i};
+    qsort(all, nl, sizeof(*all), ranked_cmp);
+    struct store_search_result r = search(s, x, k, INT64_MIN, INT64_MAX, NULL, 0);
+    ck_assert_uint_eq(r.n, nl < k ? nl : k);
+    for (size_t j = 0; j < r.n; j++) {
+        char id[16];
+        snprintf(id, sizeof(id), "r%05d", all[j].i);
+        ck_assert_msg(r.hits[j].id_len == strlen(id) && memcmp(r.hits[j].id, id, strlen(id)) == 0,
+                      "hit %zu is %.*s, want %s", j, (int)r.hits[j].id_len,
+                      (const char *)r.hits[j].id, id);
+        ck_assert_int_eq(r.hits[j].ts, m->ts[all[j].i]);
+        ck_assert_float_eq_tol(r.hits[j].dist, all[j].d, 1e-3f * (1 + all[j].d));
+    }
+    ck_assert_uint_le(r.peak_candidates, 2 * (uint64_t)k);
+    return r;
+}
+
+/*
+ * 2000 records near the query are flushed; 99% of them then get newer, far-away versions in
+ * the memtable. The closest candidates are nearly all stale, and the search must still
+ * return exactly the true top-k holding no more than 2k candidates at once (the old search
+ * retried with 4x the room, and kept growing, until enough survived).
+ */
+START_TEST(test_fresh_bounded_when_closest_are_stale)
+{
+    char *dir;
+    struct store *s = open_store(&dir);
+    static struct model m;
+    memset(&m, 0, sizeof(m));
+    for (int i = 0; i < 2000; i++)
+        model_put(s, &m, i, 10, 0.01f * (float)i, STORE_OP_UPSERT);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    for (int i = 0; i < 2000; i++)
+        if (i % 100 != 0)
+            model_put(s, &m, i, 20, 1000 + (float)i, STORE_OP_UPSERT);
+    struct store_search_result r = check_model(s, &m, 2000, 0, 10);
+    ck_assert_str_eq((const char *)r.hits[9].id, "r00900");
+    ck_assert_uint_eq(r.passes, 1);
+    ck_assert_uint_ge(r.lookups, 900); /* every stale one nearer than r00900 was looked up */
+    store_search_result_free(&r);
+    close_store(s, dir);
+}
+END_TEST
+
+/*
+ * The same in the other direction: far versions are flushed first, then older (late) near
+ * versions land in the active memtable, which the search cannot confirm while it is being
+ * visited. Memory stays bounded; further passes pay for it in time.
+ */
+START_TEST(test_fresh_bounded_when_active_memtable_is_stale)
+{
+    char *dir;
+    struct store *s = open_store(&dir);
+    static struct model m;
+    memset(&m, 0, sizeof(m));
+    for (int i = 0; i < 2000; i++)
+        if (i % 100 != 0)
+            model_put(s, &m, i, 20, 1000 + (float)i, STORE_OP_UPSERT);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    for (int i = 0; i < 2000; i++)
+        model_put(s, &m, i, 10, 0.01f * (float)i, STORE_OP_UPSERT);
+    for (uint32_t k = 1; k <= 1000; k *= 10) {
+        struct store_search_result r = check_model(s, &m, 2000, 0, k);
+        if (k > 1) /* r00000 is live: with k = 1 the first candidate settles it */
+            ck_assert_uint_gt(r.passes, 1);
+        store_search_result_free(&r);
+    }
+    close_store(s, dir);
+}
+END_TEST
+
+/* Updates, late data, deletes and seals across memtable, runs and sealed segments; k up to
+ * 1000, also more than there are live records. */
+START_TEST(test_fresh_matches_model)
+{
+    char *dir;
+    struct store *s = open_store(&dir);
+    static struct model m;
+    memset(&m, 0, sizeof(m));
+    uint64_t rnd = 42;
+    const int n = 5000;
+    for (int round = 0; round < 4; round++) {
+        for (int j = 0; j < 3000; j++) {
+            rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+            int i = (int)(rnd % (uint64_t)n);
+            int64_t ts = (int64_t)(rnd >> 20) % 3000; /* three windows, late data included */
+            float x = (float)((rnd >> 40) % 100000) / 1000.0f;
+            model_put(s, &m, i, ts, x, (rnd >> 30) % 8 == 0 ? STORE_OP_DELETE : STORE_OP_UPSERT);
+        }
+        if (round < 3)
+            ck_assert_int_eq(store_flush(s), ST_OK);
+        if (round == 1)
+            seal(s, 0);
+    }
+    static const float qs[] = {0, 13.3f, 50, 99.99f, 150};
+    for (size_t qi = 0; qi < sizeof(qs) / sizeof(qs[0]); qi++)
+        for (uint32_t k = 1; k <= 1000; k = k < 10 ? k * 10 : k * 100) {
+            struct store_search_result r = check_model(s, &m, n, qs[qi], k);
+            store_search_result_free(&r);
+        }
+    /* More than there are live records. */
+    struct store_search_result r = check_model(s, &m, n, 50, 1000000);
+    size_t live = 0;
+    for (int i = 0; i < n; i++)
+        live += m.live[i];
+    ck_assert_uint_eq(r.n, live);
+    store_search_result_free(&r);
+    close_store(s, dir);
+}
+END_TEST
+
+START_TEST(test_fresh_everything_deleted)
+{
+    char *dir;
+    struct store *s = open_store(&dir);
+    static struct model m;
+    memset(&m, 0, sizeof(m));
+    for (int i = 0; i < 300; i++)
+        model_put(s, &m, i, 10, (float)i, STORE_OP_UPSERT);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    for (int i = 0; i < 150; i++)
+        model_put(s, &m, i, 20, 0, STORE_OP_DELETE);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    for (int i = 150; i < 300; i++)
+        model_put(s, &m, i, 20, 0, STORE_OP_DELETE);
+    for (uint32_t k = 1; k <= 1000; k *= 10) {
+        struct store_search_result r = check_model(s, &m, 300, 0, k);
+        ck_assert_uint_eq(r.n, 0);
+        store_search_result_free(&r);
+    }
+    close_store(s, dir);
+}
+END_TEST
+
+/* One id in a sealed segment, a run and the memtable: returned once, its newest version. */
+START_TEST(test_fresh_duplicates_across_sources)
+{
+    char *dir;
+    struct store *s = open_store(&dir);
+    put(s, "d", 10, 1, STORE_OP_UPSERT);
+    put(s, "e", 11, 5, STORE_OP_UPSERT);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    seal(s, 0);
+    put(s, "d", 20, 2, STORE_OP_UPSERT);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    put(s, "d", 30, 3, STORE_OP_UPSERT);
+    put(s, "d", 5, 0, STORE_OP_UPSERT); /* late: older than all, never returned */
+    struct store_search_result r = search(s, 0, 10, INT64_MIN, INT64_MAX, NULL, 0);
+    ck_assert_uint_eq(r.n, 2);
+    ck_assert_str_eq((const char *)r.hits[0].id, "d");
+    ck_assert_int_eq(r.hits[0].ts, 30);
+    ck_assert_float_eq(r.hits[0].dist, 9);
+    ck_assert_str_eq((const char *)r.hits[1].id, "e");
+    store_search_result_free(&r);
+    close_store(s, dir);
+}
+END_TEST
+
+struct mover {
+    struct store *s;
+    _Atomic bool stop;
+    _Atomic int flushes;
+};
+
+static void *flush_loop(void *arg)
+{
+    struct mover *mv = arg;
+    while (!atomic_load(&mv->stop)) {
+        if (store_flush(mv->s) != ST_OK)
+            return NULL;
+        atomic_fetch_add(&mv->flushes, 1);
+    }
+    return NULL;
+}
+
+/*
+ * Flushes run while searches do, so records move from the memtable into segments during a
+ * scan and may be visited twice: each id is still returned once, and every record written
+ * before the search is found.
+ */
+START_TEST(test_fresh_ids_once_while_flushing)
+{
+    char *dir;
+    struct store *s = open_store(&dir);
+    struct mover mv = {.s = s};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, flush_loop, &mv), 0);
+    char id[16];
+    for (int round = 0; round < 40; round++) {
+        for (int j = 0; j < 20; j++) {
+            snprintf(id, sizeof(id), "m%05d", round * 20 + j);
+            put(s, id, round * 20 + j, (float)(round * 20 + j), STORE_OP_UPSERT);
+        }
+        uint32_t k = (uint32_t)(round + 1) * 20; /* every record written so far */
+        struct store_search_result r = search(s, 0, k, INT64_MIN, INT64_MAX, NULL, 0);
+        ck_assert_uint_eq(r.n, k);
+        for (size_t j = 0; j < r.n; j++) {
+            snprintf(id, sizeof(id), "m%05d", (int)j); /* x = j: closest first, each once */
+            ck_assert_str_eq((const char *)r.hits[j].id, id);
+        }
+        store_search_result_free(&r);
+    }
+    atomic_store(&mv.stop, true);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_gt(atomic_load(&mv.flushes), 0);
+    close_store(s, dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("fresh");
@@ -212,6 +467,12 @@ int main(void)
     tcase_add_test(tc, test_fresh_newest_versions_only);
     tcase_add_test(tc, test_fresh_skips_indexed_and_prunes_time);
     tcase_add_test(tc, test_fresh_refills_when_closest_are_stale);
+    tcase_add_test(tc, test_fresh_bounded_when_closest_are_stale);
+    tcase_add_test(tc, test_fresh_bounded_when_active_memtable_is_stale);
+    tcase_add_test(tc, test_fresh_matches_model);
+    tcase_add_test(tc, test_fresh_everything_deleted);
+    tcase_add_test(tc, test_fresh_duplicates_across_sources);
+    tcase_add_test(tc, test_fresh_ids_once_while_flushing);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
