@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define STORE_SEARCH_WAIT_MAX 16 /* times k: the most candidates waiting in later passes */
+
 /* A scanned record's version and distance; once confirmed, its meta (with_meta). */
 struct cand {
     uint64_t hash; /* of the id: compared before the bytes */
@@ -304,7 +306,7 @@ static int scan_inline(struct search *x, const struct store_scan_src *src)
             if (rc != ST_OK)
                 return rc;
         }
-        x->scanned++;
+        x->scanned += x->passes == 1; /* later passes revisit the same records */
         float d = x->fn(q->vec, src->vecs + i * src->dim, src->dim);
         if (below_floor(x, d, r.id, r.id_len) || !heap_admits(&x->best, x->k, d, r.id, r.id_len))
             continue;
@@ -319,14 +321,18 @@ static int scan_inline(struct search *x, const struct store_scan_src *src)
 
 /*
  * The first source of a pass is the active memtable, which store_scan may visit under the
- * store's lock: its k closest wait for confirmation until the next source. When more would
- * have ranked (*overflow), the worst kept is where a further pass starts if too few of the
- * waiting ones turn out live.
+ * store's lock: its k closest (2k, 4k, ... up to 16k on later passes) wait for confirmation
+ * until the next source. When more would have ranked (overflow), the worst kept is where a
+ * further pass starts if too few of the waiting ones turn out live.
  */
 static int scan_deferred(struct search *x, const struct store_scan_src *src)
 {
     const struct store_search_query *q = x->q;
-    size_t room = src->n < x->k ? (size_t)src->n : x->k;
+    size_t room = x->k;
+    for (uint32_t p = 1; p < x->passes && room < STORE_SEARCH_WAIT_MAX * x->k; p++)
+        room *= 2; /* fewer passes when one was not enough; still a constant times k */
+    if (room > src->n)
+        room = (size_t)src->n;
     if (room > x->capwait) {
         struct cand *w = realloc(x->wait, room * sizeof(*w));
         if (w == NULL)
@@ -347,7 +353,7 @@ static int scan_deferred(struct search *x, const struct store_scan_src *src)
         int rc = note_window(x, r.window);
         if (rc != ST_OK)
             return rc;
-        x->scanned++;
+        x->scanned += x->passes == 1; /* later passes revisit the same records */
         float d = x->fn(q->vec, src->vecs + i * src->dim, src->dim);
         if (below_floor(x, d, r.id, r.id_len) || !heap_admits(&x->best, x->k, d, r.id, r.id_len))
             continue;

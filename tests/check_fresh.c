@@ -183,8 +183,8 @@ START_TEST(test_fresh_skips_indexed_and_prunes_time)
 }
 END_TEST
 
-/* The 40 closest records were all superseded by far-away versions: the first pass's
- * candidates are all stale, and a wider pass must still find the true nearest. */
+/* The 40 closest records were all superseded by far-away versions: the first candidates
+ * are all stale, and the search must still find the true nearest. */
 START_TEST(test_fresh_refills_when_closest_are_stale)
 {
     char *dir;
@@ -264,7 +264,8 @@ static struct store_search_result check_model(struct store *s, const struct mode
         ck_assert_int_eq(r.hits[j].ts, m->ts[all[j].i]);
         ck_assert_float_eq_tol(r.hits[j].dist, all[j].d, 1e-3f * (1 + all[j].d));
     }
-    ck_assert_uint_le(r.peak_candidates, 2 * (uint64_t)k);
+    /* k confirmed + k waiting; 16k waiting on later passes (store_search.h) */
+    ck_assert_uint_le(r.peak_candidates, (r.passes == 1 ? 2 : 17) * (uint64_t)k);
     return r;
 }
 
