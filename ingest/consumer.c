@@ -548,11 +548,16 @@ int ing_consumer_metrics(struct ing_consumer *c, struct ing_metrics *out)
     out->coll_records = malloc((c->o.n_colls ? c->o.n_colls : 1) * sizeof(uint64_t));
     out->rej = malloc((c->nrej ? c->nrej : 1) * sizeof(*out->rej));
     out->lag = malloc((c->nlag ? c->nlag : 1) * sizeof(*out->lag));
+    /* c->rej and c->lag stay NULL until the first rejection / lag refresh, and memcpy from
+     * NULL is undefined even for 0 bytes. */
     if (out->coll_records != NULL && out->rej != NULL && out->lag != NULL) {
-        memcpy(out->coll_records, c->coll_records, c->o.n_colls * sizeof(uint64_t));
-        memcpy(out->rej, c->rej, c->nrej * sizeof(*out->rej));
+        if (c->o.n_colls > 0)
+            memcpy(out->coll_records, c->coll_records, c->o.n_colls * sizeof(uint64_t));
+        if (c->nrej > 0)
+            memcpy(out->rej, c->rej, c->nrej * sizeof(*out->rej));
         out->nrej = c->nrej;
-        memcpy(out->lag, c->lag, c->nlag * sizeof(*out->lag));
+        if (c->nlag > 0)
+            memcpy(out->lag, c->lag, c->nlag * sizeof(*out->lag));
         out->nlag = c->nlag;
     }
     pthread_mutex_unlock(&c->mu);

@@ -25,6 +25,7 @@
 #include "ingest_http.h"
 #include "outbox_pub.h"
 #include "st_clock.h"
+#include "st_fault.h"
 #include "st_http.h"
 #include "st_log.h"
 #include "st_version.h"
@@ -57,6 +58,26 @@ static void advertise_host(const char *listen, char *host, size_t cap)
             snprintf(host, cap, "localhost");
         host[cap - 1] = '\0';
     }
+}
+
+/*
+ * Builds with assertions (the sanitizer builds the tests run in) arm the fault points named in
+ * $STRATA_FAULT_POINTS ("site,site": each fires every time it is evaluated): how the black-box
+ * tests make a race lose on purpose (docs/testing.md). Release builds ignore the variable.
+ */
+static void arm_test_faults(void)
+{
+#ifndef NDEBUG
+    const char *env = getenv("STRATA_FAULT_POINTS");
+    static char sites[1024]; /* st_fault keeps the names: they must outlive the run */
+    if (env == NULL || *env == '\0')
+        return;
+    snprintf(sites, sizeof(sites), "%s", env);
+    char *save = NULL;
+    for (char *site = strtok_r(sites, ",", &save); site != NULL; site = strtok_r(NULL, ",", &save))
+        if (st_fault_arm(site, 0, 0, ST_EIO) == ST_OK)
+            st_log_warn("ingest", "test fault point armed: %s", site);
+#endif
 }
 
 struct coll_rt {
@@ -100,6 +121,7 @@ int main(int argc, char **argv)
         return 2;
     }
     st_log_set_level((enum st_log_level)cfg->log.level);
+    arm_test_faults();
     if (strcmp(cfg->kafka.brokers, "embedded") == 0 || strcmp(cfg->nats.url, "embedded") == 0) {
         fprintf(stderr,
                 "%s: kafka.brokers / nats.url \"embedded\" is for `strata demo` (one "
@@ -234,10 +256,15 @@ out:
     ingest_http_stop(http); /* no reads while the stores close */
     if (ing_consumer_close(cons) != ST_OK)
         exit_code = 1;
+    /* Per collection: the publisher stops calling twcs, twcs stops handing it events (its
+     * timer thread seals and expires until twcs_close), then the publisher goes, once nats.c
+     * can no longer call into it. */
     for (size_t i = 0; rt != NULL && i < nc; i++) {
-        outbox_pub_stop(rt[i].pub);
+        if (rt[i].pub != NULL)
+            outbox_pub_attach(rt[i].pub, NULL);
         if (rt[i].twcs != NULL && twcs_close(rt[i].twcs) != ST_OK)
             exit_code = 1;
+        outbox_pub_stop(rt[i].pub);
     }
     dlq_close(dlq);
     free(rt);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "st_clock.h"
+#include "st_fault.h"
 #include "st_log.h"
 #include "st_prom.h"
 
@@ -31,8 +32,15 @@ struct outbox_pub {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct pending *head, *tail;
-    struct twcs *t;
+    struct twcs *t; /* written under mu and t_mu; read under either */
+    /* Held across every call into t, so that detaching (attach NULL) waits for the call in
+     * progress: after it, twcs may close while the publisher lives on. */
+    pthread_mutex_t t_mu;
     bool stop;
+    /* NATS connections whose closed callback nats.c has not run yet (under mu). nats.c calls
+     * the connection callbacks with p as closure from its own thread, in order, the closed
+     * one last: p may be freed only once this is 0. */
+    int conns;
     uint64_t pending, published;
     _Atomic bool connected;
     struct st_hist fresh; /* window end -> sealed event stored by JetStream */
@@ -108,16 +116,40 @@ static void pause_ms(struct outbox_pub *p, int64_t ms)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* The connection callbacks run on nats.c's callback thread, whenever it gets to them. The
+ * fault point models a late callback thread (a loaded host): each callback runs 5 ms later —
+ * late enough to come after anything the caller of natsConnection_Destroy does next, early
+ * enough to come before the process exits. */
+static void late_callback(void)
+{
+    if (ST_FAULT("outbox.nats.late_callback") != 0)
+        nanosleep(&(struct timespec){0, 5 * 1000000L}, NULL);
+}
+
 static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
+    late_callback();
     struct outbox_pub *p = closure;
     atomic_store(&p->connected, false);
+}
+
+/* The last callback nats.c makes for a connection: after it, p may go. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    late_callback();
+    struct outbox_pub *p = closure;
+    pthread_mutex_lock(&p->mu);
+    p->conns--;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
+    late_callback();
     struct outbox_pub *p = closure;
     atomic_store(&p->connected, true);
 }
@@ -131,6 +163,8 @@ static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **
     if (s == NATS_OK)
         s = natsOptions_SetReconnectedCB(no, on_reconnected, p);
     if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(no, on_closed, p);
+    if (s == NATS_OK)
         s = natsOptions_SetURL(no, p->url);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(no, 2000);
@@ -141,6 +175,11 @@ static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **
     if (s == NATS_OK)
         s = natsConnection_Connect(nc, no);
     natsOptions_Destroy(no);
+    if (s == NATS_OK) { /* a failed connect makes no callbacks; a made one ends with on_closed */
+        pthread_mutex_lock(&p->mu);
+        p->conns++;
+        pthread_mutex_unlock(&p->mu);
+    }
     if (s == NATS_OK)
         s = natsConnection_JetStream(js, *nc, NULL);
     if (s == NATS_OK) {
@@ -221,8 +260,11 @@ static void *run(void *arg)
         backoff = 100;
         if (e->sealed)
             st_hist_observe(&p->fresh, (double)(st_clock_wall_ms(NULL) - e->end) / 1000.0);
-        /* Stored by JetStream: now it may leave the durable outbox. */
-        int rc = twcs_event_done(p->t, e->key);
+        /* Stored by JetStream: now it may leave the durable outbox (unless twcs was detached
+         * meanwhile: then it is handed over again on the next open). */
+        pthread_mutex_lock(&p->t_mu);
+        int rc = p->t != NULL ? twcs_event_done(p->t, e->key) : ST_OK;
+        pthread_mutex_unlock(&p->t_mu);
         if (rc != ST_OK)
             st_log_error("outbox", "confirming %s: %s (it will be published again)", e->key,
                          st_strerror(rc));
@@ -250,12 +292,15 @@ int outbox_pub_start(const struct outbox_pub_opts *o, struct outbox_pub **out, s
     p->o = *o;
     if (p->o.retry_max_ms <= 0)
         p->o.retry_max_ms = 5000;
+    if (p->o.close_wait_ms <= 0)
+        p->o.close_wait_ms = 10000;
     p->url = strdup(o->url);
     p->stream = strdup(o->stream ? o->stream : "STRATA");
     p->node = strdup(o->node_id);
     p->coll = strdup(o->collection);
     p->seg_base = strdup(o->segment_base ? o->segment_base : "");
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->t_mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     st_hist_init(&p->fresh, &st_hist_age);
     if (!p->url || !p->stream || !p->node || !p->coll || !p->seg_base ||
@@ -266,6 +311,7 @@ int outbox_pub_start(const struct outbox_pub_opts *o, struct outbox_pub **out, s
         free(p->coll);
         free(p->seg_base);
         pthread_mutex_destroy(&p->mu);
+        pthread_mutex_destroy(&p->t_mu);
         pthread_cond_destroy(&p->cv);
         free(p);
         return st_err_set(err, ST_ENOMEM, "outbox publisher: cannot start");
@@ -276,10 +322,12 @@ int outbox_pub_start(const struct outbox_pub_opts *o, struct outbox_pub **out, s
 
 void outbox_pub_attach(struct outbox_pub *p, struct twcs *t)
 {
+    pthread_mutex_lock(&p->t_mu); /* waits for a twcs_event_done in progress */
     pthread_mutex_lock(&p->mu);
     p->t = t;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->t_mu);
 }
 
 uint64_t outbox_pub_pending(struct outbox_pub *p)
@@ -306,13 +354,37 @@ void outbox_pub_stop(struct outbox_pub *p)
     p->stop = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    pthread_join(p->th, NULL);
+    pthread_join(p->th, NULL); /* the thread destroyed its connection: on_closed is queued */
+    int64_t deadline = st_clock_mono_ns(NULL) + p->o.close_wait_ms * 1000000;
+    pthread_mutex_lock(&p->mu);
+    while (p->conns > 0 && st_clock_mono_ns(NULL) < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+    }
+    int conns = p->conns;
+    pthread_mutex_unlock(&p->mu);
+    if (conns > 0) {
+        /* nats.c may still call into p: keeping it is the only safe choice (the process is
+         * about to exit). */
+        st_log_error("outbox",
+                     "NATS callbacks for %s still pending after %" PRId64
+                     " ms; the publisher is not freed",
+                     p->coll, p->o.close_wait_ms);
+        return;
+    }
     for (struct pending *e = p->head, *n; e != NULL; e = n) {
         n = e->next;
         free(e->body);
         free(e);
     }
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->t_mu);
     pthread_cond_destroy(&p->cv);
     free(p->url);
     free(p->stream);

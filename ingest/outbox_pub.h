@@ -25,6 +25,7 @@ struct outbox_pub_opts {
     const char *collection;   /* events of one collection's twcs */
     const char *segment_base; /* sealed segment location prefix: an URL or a shared path */
     int64_t retry_max_ms;     /* backoff cap (default 5 s) */
+    int64_t close_wait_ms;    /* outbox_pub_stop waits this long for nats.c (default 10 s) */
 };
 
 struct outbox_pub;
@@ -32,7 +33,10 @@ struct outbox_pub;
 /* Starts the publisher thread. Connecting is retried in the background (NATS may be down). */
 int outbox_pub_start(const struct outbox_pub_opts *o, struct outbox_pub **out,
                      struct st_err *err) ST_WUR;
-/* The twcs it confirms events to (set once twcs_open returned; events queued before wait). */
+/* The twcs it confirms events to (set once twcs_open returned; events queued before wait).
+ * t is borrowed until it is detached with t = NULL: that waits for a confirmation in
+ * progress, so twcs may be closed as soon as it returns (events still queued then stay in
+ * twcs's durable outbox). */
 void outbox_pub_attach(struct outbox_pub *p, struct twcs *t);
 /* twcs_event_fn: queues a copy of ev. ctx is the outbox_pub. */
 void outbox_pub_event(void *ctx, const struct twcs_event *ev);
@@ -45,7 +49,13 @@ bool outbox_pub_connected(struct outbox_pub *p);
  * (strata_freshness_seconds{stage="sealed"}); valid while p lives. */
 struct st_hist;
 const struct st_hist *outbox_pub_freshness(struct outbox_pub *p);
-/* Stops the thread (events not yet published stay in twcs's outbox) and frees. */
+/*
+ * Stops the thread, closes its NATS connection, waits until nats.c ran the connection's
+ * closed callback (its last call into p, made from nats.c's own thread), and frees. Events not
+ * yet published stay in twcs's outbox. Call it after twcs_close (twcs hands events to p until
+ * then) and so after detaching twcs. If nats.c has not finished within close_wait_ms, p is
+ * logged and left allocated rather than freed under nats.c's feet.
+ */
 void outbox_pub_stop(struct outbox_pub *p);
 
 #endif

@@ -13,11 +13,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "rec_format.h"
 #include "st_clock.h"
+#include "st_daemon_test.h"
 #include "st_kafka_test.h"
 #include "st_nats_test.h"
 #include "st_test.h"
@@ -53,10 +58,10 @@ static void nats_clean(const char *url)
 
 /* Topics, a data dir and a config; with_token: bearer auth with token "t0ken" and a 2 KiB
  * body cap. */
-static void env_init(struct env *e, const char *tag, bool with_token)
+static void env_init_nats(struct env *e, const char *tag, bool with_token, const char *nats)
 {
     e->brokers = st_test_broker("STRATA_TEST_KAFKA");
-    e->nats = st_test_broker("STRATA_TEST_NATS");
+    e->nats = nats != NULL ? nats : st_test_broker("STRATA_TEST_NATS");
     e->bin = getenv("STRATA_INGEST");
     ck_assert_ptr_nonnull(e->bin);
     char t[64];
@@ -103,6 +108,11 @@ static void env_init(struct env *e, const char *tag, bool with_token)
     fclose(f);
 }
 
+static void env_init(struct env *e, const char *tag, bool with_token)
+{
+    env_init_nats(e, tag, with_token, NULL);
+}
+
 static void env_free(struct env *e)
 {
     st_test_rmrf(e->dir);
@@ -147,46 +157,21 @@ static void produce_one(const struct env *e, int part, const char *json)
     rd_kafka_destroy(p);
 }
 
-/* The daemon with stderr in e->log. */
-static pid_t start_daemon(const struct env *e)
+/* The daemon with stderr in e->log; env: extra "KEY=VALUE" entries or NULL. Every way it
+ * ends checks its exit and its stderr for sanitizer reports (st_daemon_test.h). */
+static void start_daemon_env(struct st_daemon *d, const struct env *e, const char *const env[])
 {
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(e->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0)
-            dup2(fd, 2);
-        execl(e->bin, e->bin, "--config", e->cfg, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    const char *const argv[] = {e->bin, "--config", e->cfg, NULL};
+    st_daemon_start(d, e->log, argv, env);
 }
 
-static void stop_daemon(pid_t pid)
+static void start_daemon(struct st_daemon *d, const struct env *e)
 {
-    ck_assert_int_eq(kill(pid, SIGTERM), 0);
-    int status = 0;
-    ck_assert(ST_WAIT_UNTIL(waitpid(pid, &status, WNOHANG) == pid, 60000));
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x", status);
+    start_daemon_env(d, e, NULL);
 }
 
-/* The port the daemon logged ("HTTP on port N"), 0 until it did. */
-static unsigned logged_port(const struct env *e)
-{
-    FILE *f = fopen(e->log, "r");
-    if (f == NULL)
-        return 0;
-    char line[1024];
-    unsigned port = 0;
-    while (port == 0 && fgets(line, sizeof(line), f) != NULL) {
-        const char *p = strstr(line, "HTTP on port ");
-        if (p != NULL)
-            port = (unsigned)atoi(p + 13);
-    }
-    fclose(f);
-    return port;
-}
+/* Within the default shutdown_timeout (30 s) plus the sanitizers' exit-time work. */
+#define STOP_MS 45000
 
 /* The last message on subject (its body, malloc'd), NULL when there is none yet. */
 static char *last_event(const char *url, const char *stream, const char *subject)
@@ -329,7 +314,8 @@ START_TEST(test_daemon_consume_seal_publish_stop)
     ck_assert_ptr_nonnull(strstr(outbuf, "usage: strata-ingest"));
 
     produce_window(&e);
-    pid_t pid = start_daemon(&e);
+    struct st_daemon d;
+    start_daemon(&d, &e);
     /* The sealed window reaches JetStream. */
     char *ev = NULL;
     ck_assert_msg(
@@ -338,7 +324,7 @@ START_TEST(test_daemon_consume_seal_publish_stop)
     ck_assert_ptr_nonnull(strstr(ev, "\"kind\":\"sealed\""));
     free(ev);
     /* SIGTERM: commit, leave, exit 0. */
-    stop_daemon(pid);
+    st_daemon_stop(&d, STOP_MS);
 
     /* Offsets committed to the end; every record in the store. */
     st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
@@ -407,9 +393,9 @@ START_TEST(test_daemon_http)
     /* A bad message between good ones: dead-lettered and counted by reason. */
     produce_one(&e, 0, "{\"collection\": \"docs\", \"id\": \"bad\", \"vector\": [1, 2]}");
 
-    pid_t pid = start_daemon(&e);
-    unsigned port = 0;
-    ck_assert_msg(ST_WAIT_UNTIL((port = logged_port(&e)) != 0, 60000), "no port in %s", e.log);
+    struct st_daemon d;
+    start_daemon(&d, &e);
+    unsigned port = st_daemon_wait_logged_number(&d, "HTTP on port ", 60000);
     char base[64], url[512];
     snprintf(base, sizeof(base), "http://127.0.0.1:%u", port);
     const char *tok = "t0ken";
@@ -623,7 +609,7 @@ START_TEST(test_daemon_http)
              e.topic);
     ck_assert_msg(ST_WAIT_UNTIL(metric_at(url, lag0) == 0, 30000), "no lag 0 for partition 0");
 
-    stop_daemon(pid);
+    st_daemon_stop(&d, STOP_MS);
     st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
     env_free(&e);
 }
@@ -709,15 +695,13 @@ START_TEST(test_daemon_kill9_continuous)
     struct feeder fd = {.e = &e};
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, feed, &fd), 0);
-    pid_t pid = start_daemon(&e);
+    struct st_daemon d;
+    start_daemon(&d, &e);
     ck_assert_msg(ST_WAIT_UNTIL(committed_total(&e) >= 200, 90000), "nothing committed");
-    ck_assert_int_eq(kill(pid, SIGKILL), 0);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFSIGNALED(status));
+    st_daemon_kill(&d);
     int64_t at_kill = committed_total(&e);
     ck_assert_int_lt(at_kill, atomic_load(&fd.sent)); /* killed mid-stream */
-    pid = start_daemon(&e);
+    start_daemon(&d, &e);
     ck_assert_msg(ST_WAIT_UNTIL(committed_total(&e) >= at_kill + 200, 120000),
                   "the restarted daemon committed nothing new");
     atomic_store(&fd.stop, true);
@@ -726,7 +710,7 @@ START_TEST(test_daemon_kill9_continuous)
     int sent = atomic_load(&fd.sent);
     ck_assert_msg(ST_WAIT_UNTIL(committed_total(&e) == sent, 120000), "committed %" PRId64 " of %d",
                   committed_total(&e), sent);
-    stop_daemon(pid);
+    st_daemon_stop(&d, STOP_MS);
     st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
 
     struct store *s = open_daemon_store(&e);
@@ -750,6 +734,178 @@ START_TEST(test_daemon_kill9_continuous)
 }
 END_TEST
 
+/* ---- the whole session in the sanitizer build ------------------------------------------- */
+
+/* A nats-server of this test's own (it is killed and restarted mid-run). */
+struct own_nats {
+    pid_t pid;
+    char port[16], url[64];
+    char *dir;
+};
+
+static bool nats_answers(const char *url)
+{
+    natsConnection *nc = NULL;
+    natsStatus s = natsConnection_ConnectTo(&nc, url);
+    natsConnection_Destroy(nc);
+    return s == NATS_OK;
+}
+
+static void own_nats_start(struct own_nats *n)
+{
+    n->pid = fork();
+    ck_assert_int_ge(n->pid, 0);
+    if (n->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", n->port, "-sd", n->dir,
+               (char *)NULL);
+        _exit(127);
+    }
+    ck_assert_msg(ST_WAIT_UNTIL(nats_answers(n->url), 30000), "nats-server not up on %s", n->url);
+}
+
+static void own_nats_kill(struct own_nats *n)
+{
+    ck_assert_int_eq(kill(n->pid, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(n->pid, NULL, 0), n->pid);
+}
+
+/* A loopback port nothing listens on now. */
+static unsigned free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* One series of GET /metrics (-1 when absent); a daemon that does not answer fails the test
+ * with its sanitizer report, when it has one. */
+static double scraped(const struct st_daemon *d, unsigned port, const char *series)
+{
+    static char body[1 << 17];
+    if (st_daemon_http_get(port, "/metrics", body, sizeof(body)) != 200) {
+        st_daemon_assert_clean(d);
+        return -1;
+    }
+    return metric(body, series);
+}
+
+/* Messages in topic (one partition) now: its high watermark. */
+static int64_t topic_end(const char *brokers, const char *topic)
+{
+    rd_kafka_t *c = st_kafka_group_client(brokers, st_test_unique("end"));
+    int64_t lo = -1, hi = -1;
+    rd_kafka_query_watermark_offsets(c, topic, 0, &lo, &hi, 10000);
+    rd_kafka_destroy(c);
+    return hi;
+}
+
+/*
+ * strata-ingest through a realistic session, as a black box in the sanitizer build: it starts
+ * with nothing counted (a /metrics scrape then), takes good JSON and binary batches and bad
+ * ones (garbage, wrong dimension, an empty value), seals and publishes, loses NATS and gets it
+ * back, stops on SIGTERM, restarts on the same data and stops again. Each stop must be exit 0
+ * within the shutdown timeout with no sanitizer report on stderr. nats.c's callback thread is
+ * made late (fault point outbox.nats.late_callback, test builds only): the publisher must
+ * outlive every callback nats.c still has queued for it at shutdown.
+ */
+START_TEST(test_daemon_sanitized_session)
+{
+    struct own_nats n = {.dir = st_test_tmpdir("dnats")};
+    snprintf(n.port, sizeof(n.port), "%u", free_port());
+    snprintf(n.url, sizeof(n.url), "nats://127.0.0.1:%s", n.port);
+    own_nats_start(&n);
+    struct env e;
+    env_init_nats(&e, "san", false, n.url);
+    static const char *const late[] = {"STRATA_FAULT_POINTS=outbox.nats.late_callback", NULL};
+    struct st_daemon d;
+    start_daemon_env(&d, &e, late);
+    unsigned port = st_daemon_wait_logged_number(&d, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(&d, port, "/readyz", 60000);
+
+    /* Nothing consumed, nothing rejected yet: the scrape copies empty tables. */
+    ck_assert_double_eq(scraped(&d, port, "strata_ingest_records_total{collection=\"docs\"}"), 0);
+
+    /* Good: a JSON window (NMSG + 2 records) and a binary frame of two records. */
+    produce_window(&e);
+    float v0[4] = {7, 7, 7, 7}, v1[4] = {8, 8, 8, 8};
+    int64_t now = st_clock_wall_ms(NULL);
+    struct rec_record recs[2] = {
+        {.id = (const uint8_t *)"b0", .id_len = 2, .ts = now, .vec = v0},
+        {.id = (const uint8_t *)"b1", .id_len = 2, .ts = now, .vec = v1},
+    };
+    uint8_t *frame = NULL;
+    size_t frame_len = 0;
+    ck_assert_int_eq(rec_frame_encode("docs", 4, false, recs, 2, &frame, &frame_len), ST_OK);
+    rd_kafka_t *pr = st_kafka_producer(e.brokers);
+    st_kafka_send(pr, e.topic, 1, frame, frame_len);
+    free(frame);
+    /* Bad: garbage, a wrong dimension, an empty value. */
+    st_kafka_send(pr, e.topic, 0, "\x01garbage", 8);
+    const char *wrong = "{\"collection\": \"docs\", \"id\": \"bad\", \"vector\": [1, 2]}";
+    st_kafka_send(pr, e.topic, 1, wrong, strlen(wrong));
+    st_kafka_send(pr, e.topic, 0, NULL, 0);
+    ck_assert_int_eq(rd_kafka_flush(pr, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(pr);
+
+    /* Stored, dead-lettered (acknowledged by Kafka), counted, sealed and published. */
+    ck_assert_msg(
+        ST_WAIT_UNTIL(scraped(&d, port, "strata_ingest_records_total{collection=\"docs\"}") ==
+                          NMSG + 4,
+                      90000),
+        "records never all applied");
+    ck_assert_msg(ST_WAIT_UNTIL(topic_end(e.brokers, e.dead) == 3, 30000), "not dead-lettered");
+    ck_assert_double_eq(
+        scraped(&d, port, "strata_ingest_rejected_total{collection=\"docs\",reason=\"garbage\"}"),
+        2);
+    ck_assert_double_eq(
+        scraped(&d, port, "strata_ingest_rejected_total{collection=\"docs\",reason=\"wrong_dim\"}"),
+        1);
+    char *ev = NULL;
+    ck_assert_msg(
+        ST_WAIT_UNTIL((ev = last_event(e.nats, e.stream, "strata.docs.sealed")) != NULL, 90000),
+        "no sealed event");
+    free(ev);
+
+    /* NATS goes away (readiness says so), then comes back (ready again). */
+    own_nats_kill(&n);
+    ck_assert(ST_WAIT_UNTIL(st_daemon_http_get(port, "/readyz", NULL, 0) == 503, 30000));
+    own_nats_start(&n);
+    st_daemon_wait_http_ok(&d, port, "/readyz", 60000);
+
+    /* SIGTERM with NATS connected: the disconnected and closed callbacks come late. */
+    st_daemon_stop(&d, STOP_MS);
+
+    /* The same data dir again: everything is there; then a clean stop once more. */
+    start_daemon_env(&d, &e, late);
+    port = st_daemon_wait_logged_number(&d, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(&d, port, "/readyz", 60000);
+    const char *ids[] = {"r0", "r11", "w0", "w1", "b0", "b1"};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/collections/docs/records/%s", ids[i]);
+        ck_assert_msg(st_daemon_http_get(port, path, NULL, 0) == 200, "%s lost", ids[i]);
+    }
+    ck_assert_int_eq(st_daemon_http_get(port, "/v1/collections/docs/records/bad", NULL, 0), 404);
+    ck_assert_double_eq(scraped(&d, port, "strata_windows{collection=\"docs\",state=\"sealed\"}"),
+                        1);
+    st_daemon_stop(&d, STOP_MS);
+    st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
+
+    own_nats_kill(&n);
+    st_test_rmrf(n.dir);
+    free(n.dir);
+    env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -759,6 +915,7 @@ int main(void)
     tcase_add_test(tc, test_daemon_consume_seal_publish_stop);
     tcase_add_test(tc, test_daemon_http);
     tcase_add_test(tc, test_daemon_kill9_continuous);
+    tcase_add_test(tc, test_daemon_sanitized_session);
     suite_add_tcase(su, tc);
     int rc = st_test_run_suite(su);
     nats_Close();
