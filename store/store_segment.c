@@ -47,10 +47,11 @@ static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t
  * The streaming writer. The format puts the vectors first and every other section after them,
  * but a section's size is only known once the last record is in. So the vectors go straight
  * to the destination file, and the record table, ids, sparse index, meta blocks, meta table and
- * vector checksums each go to a side file "<path>.<section>.tmp" through a small buffer; finish
- * appends the side files to the destination in format order (computing each section's
- * checksum as it copies), then the Bloom filter and the footer, and fsyncs. A crash leaves only
- * *.tmp files, which the next store_open removes.
+ * vector checksums each go through a buffer of SEG_SIDE_BUF bytes that spills, once full, to a
+ * side file "<path>.<section>.tmp" (a small segment, e.g. most flushes, creates none); finish
+ * appends each section to the destination in format order (computing its checksum as it
+ * copies), then the Bloom filter and the footer, and fsyncs. Side files are never fsynced (the
+ * destination is); a crash leaves only *.tmp files, which the next store_open removes.
  *
  * Memory (every buffer the writer owns is counted in its peak, store_segment_writer_peak):
  *   - one vector block: STORE_SEG_VEC_BLOCK (256 KiB);
@@ -66,19 +67,21 @@ static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t
  * side files like the rest, so nothing else grows with the record count.
  */
 
-#define SEG_SIDE_BUF (64u * 1024u)
-/* The copy chunk holds whole meta table entries (their offsets are rebased while copying). */
-#define SEG_COPY_BUF (SEG_SIDE_BUF - SEG_SIDE_BUF % STORE_SEG_MTAB_SIZE)
+/* A multiple of every fixed entry size (40, 24, 16, 4 bytes: 240), so a side file and each
+ * chunk copied from it hold whole entries: the meta table's are rebased while copying. */
+#define SEG_SIDE_BUF (273u * 240u) /* 65520 */
+#define SEG_COPY_BUF SEG_SIDE_BUF
 
 enum { SIDE_RECS, SIDE_IDS, SIDE_SPARSE, SIDE_META, SIDE_MTAB, SIDE_VSUM, SIDE_N };
 static const char *const side_name[SIDE_N] = {"recs", "ids", "sparse", "meta", "mtab", "vsum"};
 
 struct seg_side {
-    struct store_file *f;
+    struct store_file *f; /* created when the buffer first fills: small sections never spill */
     char *path;
     uint8_t *buf;
     size_t len;
-    uint64_t total; /* bytes of the section so far */
+    uint64_t spilled; /* bytes in f */
+    uint64_t total;   /* bytes of the section so far (spilled + len) */
 };
 
 struct store_segment_writer {
@@ -120,16 +123,25 @@ static int sw_reserve(struct store_segment_writer *w, struct buf *b, size_t extr
     return rc;
 }
 
-static int side_flush(struct seg_side *sd)
+/* Moves a full buffer to the side file (creating it on the first spill). */
+static int side_spill(struct store_fs *fs, struct seg_side *sd)
 {
     int rc = ST_OK;
-    if (sd->len > 0)
+    if (sd->f == NULL) {
+        /* A leftover of a crashed writer with this number would make the create fail. */
+        store_best_effort(store_fs_unlink(fs, sd->path, "store.seg.unlink_stale"));
+        rc = store_fs_create(fs, sd->path, &sd->f, "store.seg.create_side");
+    }
+    if (rc == ST_OK)
         rc = store_fs_write(sd->f, sd->buf, sd->len, "store.seg.write");
-    sd->len = 0;
+    if (rc == ST_OK) {
+        sd->spilled += sd->len;
+        sd->len = 0;
+    }
     return rc;
 }
 
-static int side_put(struct seg_side *sd, const void *p, size_t n)
+static int side_put(struct store_fs *fs, struct seg_side *sd, const void *p, size_t n)
 {
     const uint8_t *q = p;
     while (n > 0) {
@@ -140,7 +152,7 @@ static int side_put(struct seg_side *sd, const void *p, size_t n)
         q += take;
         n -= take;
         if (sd->len == SEG_SIDE_BUF) {
-            int rc = side_flush(sd);
+            int rc = side_spill(fs, sd);
             if (rc != ST_OK)
                 return rc;
         }
@@ -152,7 +164,7 @@ static int vec_block_done(struct store_segment_writer *w)
 {
     uint8_t t[4];
     st_put_le32(t, st_checksum32(w->vblock, w->vfill));
-    int rc = side_put(&w->side[SIDE_VSUM], t, 4);
+    int rc = side_put(w->fs, &w->side[SIDE_VSUM], t, 4);
     if (rc == ST_OK)
         rc = store_fs_write(w->f, w->vblock, w->vfill, "store.seg.write");
     w->vfill = 0;
@@ -175,9 +187,9 @@ static int meta_block_done(struct store_segment_writer *w, struct st_err *err)
     st_put_le32(t + 8, (uint32_t)clen);
     st_put_le32(t + 12, (uint32_t)w->raw.len);
     st_put_le32(t + 16, st_checksum32(w->zbuf.p, clen));
-    rc = side_put(&w->side[SIDE_MTAB], t, sizeof(t));
+    rc = side_put(w->fs, &w->side[SIDE_MTAB], t, sizeof(t));
     if (rc == ST_OK)
-        rc = side_put(&w->side[SIDE_META], w->zbuf.p, clen);
+        rc = side_put(w->fs, &w->side[SIDE_META], w->zbuf.p, clen);
     w->raw.len = 0;
     return rc;
 }
@@ -189,7 +201,7 @@ void store_segment_writer_close(struct store_segment_writer *w)
     for (int i = 0; i < SIDE_N; i++) {
         struct seg_side *sd = &w->side[i];
         store_fs_close(sd->f);
-        if (sd->path != NULL && sd->f != NULL)
+        if (sd->f != NULL)
             store_best_effort(store_fs_unlink(w->fs, sd->path, "store.seg.unlink_side"));
         free(sd->path);
         free(sd->buf);
@@ -243,15 +255,6 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
         st_err_set(err, rc, "create %s: %s", path, st_strerror(rc));
         goto fail;
     }
-    for (int i = 0; i < SIDE_N; i++) {
-        struct seg_side *sd = &w->side[i];
-        /* A leftover of a crashed writer with this number would make the create fail. */
-        store_best_effort(store_fs_unlink(fs, sd->path, "store.seg.unlink_stale"));
-        if ((rc = store_fs_create(fs, sd->path, &sd->f, "store.seg.create_side")) != ST_OK) {
-            st_err_set(err, rc, "create %s: %s", sd->path, st_strerror(rc));
-            goto fail;
-        }
-    }
     uint8_t head[STORE_SEG_HEADER] = {0};
     memcpy(head, STORE_SEG_MAGIC, 8);
     st_put_le32(head + 8, STORE_SEG_VERSION);
@@ -303,16 +306,16 @@ int store_segment_writer_add(struct store_segment_writer *w, const struct store_
     st_put_le16(rec + 32, (uint16_t)r->id_len);
     rec[34] = r->op;
     st_put_le32(rec + 36, r->meta_len);
-    if ((rc = side_put(&w->side[SIDE_RECS], rec, sizeof(rec))) != ST_OK)
+    if ((rc = side_put(w->fs, &w->side[SIDE_RECS], rec, sizeof(rec))) != ST_OK)
         goto io;
     if (w->n % STORE_SEG_SPARSE_EVERY == 0) {
         uint8_t sp[STORE_SEG_SPARSE_SIZE] = {0};
         st_put_le32(sp, (uint32_t)w->n);
         memcpy(sp + 8, r->id, r->id_len < 8 ? r->id_len : 8);
-        if ((rc = side_put(&w->side[SIDE_SPARSE], sp, sizeof(sp))) != ST_OK)
+        if ((rc = side_put(w->fs, &w->side[SIDE_SPARSE], sp, sizeof(sp))) != ST_OK)
             goto io;
     }
-    if ((rc = side_put(&w->side[SIDE_IDS], r->id, r->id_len)) != ST_OK)
+    if ((rc = side_put(w->fs, &w->side[SIDE_IDS], r->id, r->id_len)) != ST_OK)
         goto io;
     uint32_t h1, h2;
     bloom_hashes(r->id, r->id_len, &h1, &h2);
@@ -343,46 +346,49 @@ out:
     return rc;
 }
 
-/* Appends side file sd to the destination; *sum gets the section's checksum32. The meta
- * table's offsets are rebased by rebase (the meta section's file offset) on the way. */
+/* Appends section sd (its side file, then its buffer) to the destination; *sum gets the
+ * section's checksum32. The meta table's offsets are rebased by rebase (the meta section's
+ * file offset) on the way. */
 static int side_copy(struct store_segment_writer *w, struct seg_side *sd, uint8_t *cbuf,
                      uint64_t rebase, uint32_t *sum, struct st_err *err)
 {
     struct st_hash_stream *h = st_hash_stream_new();
     if (h == NULL)
         return ST_ENOMEM;
-    int rc = side_flush(sd);
+    int rc = ST_OK;
     int fd = -1;
-    if (rc != ST_OK) {
-        st_err_set(err, rc, "write %s: %s", sd->path, st_strerror(rc));
-        goto out;
-    }
-    fd = open(sd->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    if (sd->f != NULL && (fd = open(sd->path, O_RDONLY | O_CLOEXEC)) < 0) {
         rc = st_err_sys(err, errno, "open %s", sd->path);
         goto out;
     }
     for (uint64_t off = 0; off < sd->total;) {
-        size_t len = sd->total - off < SEG_COPY_BUF ? (size_t)(sd->total - off) : SEG_COPY_BUF;
-        for (size_t have = 0; have < len;) {
-            ssize_t got = pread(fd, cbuf + have, len - have, (off_t)(off + have));
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got <= 0) {
-                rc = got < 0 ? st_err_sys(err, errno, "read %s", sd->path)
-                             : st_err_set(err, ST_EIO, "%s: short at offset %llu", sd->path,
-                                          (unsigned long long)(off + have));
-                goto out;
+        uint8_t *chunk = cbuf;
+        size_t len;
+        if (off < sd->spilled) {
+            len = sd->spilled - off < SEG_COPY_BUF ? (size_t)(sd->spilled - off) : SEG_COPY_BUF;
+            for (size_t have = 0; have < len;) {
+                ssize_t got = pread(fd, cbuf + have, len - have, (off_t)(off + have));
+                if (got < 0 && errno == EINTR)
+                    continue;
+                if (got <= 0) {
+                    rc = got < 0 ? st_err_sys(err, errno, "read %s", sd->path)
+                                 : st_err_set(err, ST_EIO, "%s: short at offset %llu", sd->path,
+                                              (unsigned long long)(off + have));
+                    goto out;
+                }
+                have += (size_t)got;
             }
-            have += (size_t)got;
+        } else {
+            chunk = sd->buf; /* the unspilled tail; its last use */
+            len = sd->len;
         }
         if (rebase != 0) {
-            /* SEG_COPY_BUF holds whole entries, so a chunk never splits one. */
+            /* Chunks hold whole entries (SEG_SIDE_BUF is a multiple of the entry size). */
             for (size_t e = 0; e + STORE_SEG_MTAB_SIZE <= len; e += STORE_SEG_MTAB_SIZE)
-                st_put_le64(cbuf + e, st_get_le64(cbuf + e) + rebase);
+                st_put_le64(chunk + e, st_get_le64(chunk + e) + rebase);
         }
-        st_hash_stream_update(h, cbuf, len);
-        if ((rc = store_fs_write(w->f, cbuf, len, "store.seg.write")) != ST_OK) {
+        st_hash_stream_update(h, chunk, len);
+        if ((rc = store_fs_write(w->f, chunk, len, "store.seg.write")) != ST_OK) {
             st_err_set(err, rc, "write %s: %s", w->path, st_strerror(rc));
             goto out;
         }
