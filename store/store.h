@@ -252,8 +252,18 @@ struct store_edit_extra {
  * Replaces the segments `inputs` (file numbers, all of one window) by one segment of `kind`
  * and `version`, in one manifest edit that also records `extra` (may be NULL). Newest version
  * per id wins; deletes are kept. With one input the file is kept and only its kind and version
- * change in the manifest (no rewrite). The inputs' files go when their last reader does.
- * out (may be NULL) describes the result; its path is valid until the store closes.
+ * change in the manifest (no rewrite); readers holding the old handle keep seeing the old kind.
+ * The inputs' files go when their last reader does. out (may be NULL) describes the result;
+ * its path is valid until the store closes.
+ *
+ * The merge streams (memory bounded per input, not per record) and holds no manifest lock
+ * while it reads and writes files, so flushes and writes go on meanwhile. Errors:
+ *   ST_ENOTFOUND  an input is not a live segment — at the start, or no longer at install
+ *                 because a concurrent store_drop_window or merge removed it; the output is
+ *                 discarded and nothing changed (re-plan from a fresh snapshot)
+ *   ST_EINVAL     n == 0, inputs of different windows or listed twice, or a read-only store
+ *   other codes   I/O or corruption (ST_ECORRUPT names the input file and offset); nothing
+ *                 changed unless the manifest append itself failed, which fails the store
  */
 int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_seg_kind kind,
                 uint32_t version, const struct store_edit_extra *extra,

@@ -129,8 +129,39 @@ struct store_seg_meta {
     uint32_t version;
 };
 
-/* Writes a complete segment to path (created exclusively, fsynced, not renamed). in must be
- * sorted by id with unique ids. *bytes gets the file size. */
+/*
+ * Streaming segment writer (store_segment.c; memory use in the comment above its code): the
+ * records are added one at a time in strictly increasing id order, so a merge never holds
+ * more than a block per input. One thread uses a writer.
+ *
+ *   open    creates path exclusively (plus side files "<path>.<section>.tmp"); expect sizes
+ *           the Bloom filter (10 bits per record): pass the record count, or an upper bound.
+ *   add     copies everything it needs from r (r is borrowed for the call). ST_EINVAL when r's
+ *           id is not greater than the previous one. After a failed add only close is allowed.
+ *   finish  completes and fsyncs the file (not renamed, directory not synced); *bytes gets
+ *           the file size.
+ *   close   frees w (NULL is a no-op) and removes the side files; unless finish succeeded it
+ *           removes the file too (so closing is how a writer is aborted).
+ */
+struct store_segment_writer;
+int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t dim,
+                              const struct store_seg_meta *meta, uint64_t expect,
+                              struct store_segment_writer **out, struct st_err *err) ST_WUR;
+int store_segment_writer_add(struct store_segment_writer *w, const struct store_seg_in *r,
+                             struct st_err *err) ST_WUR;
+int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
+                                struct st_err *err) ST_WUR;
+void store_segment_writer_close(struct store_segment_writer *w);
+uint64_t store_segment_writer_peak(const struct store_segment_writer *w);
+/* Records added so far. */
+uint64_t store_segment_writer_count(const struct store_segment_writer *w);
+/* Bytes a writer opened with `expect` holds at most when no record's meta exceeds meta_max
+ * bytes: the bound store_segment_writer_peak stays under (zstd's own per-call context, about
+ * 1 MiB, is not counted). */
+uint64_t store_segment_writer_memory(uint64_t expect, uint32_t meta_max);
+
+/* Writes a complete segment to path through one writer (created exclusively, fsynced, not
+ * renamed). in must be sorted by id with unique ids. *bytes gets the file size. */
 int store_segment_write(struct store_fs *fs, const char *path, uint32_t dim,
                         const struct store_seg_meta *meta, const struct store_seg_in *in, size_t n,
                         uint64_t *bytes, struct st_err *err) ST_WUR;
@@ -151,6 +182,30 @@ struct store_segment {
 
 /* All metas of g concatenated in record order (malloc'd, caller frees; NULL when none). */
 int store_segment_meta_all(const struct store_segment *g, uint8_t **buf, size_t *len) ST_WUR;
+/* Meta block b of g decompressed (malloc'd, caller frees; checksum verified). ST_ECORRUPT
+ * with file and offset when damaged or missing. */
+int store_segment_meta_block(const struct store_segment *g, uint64_t b, uint8_t **raw, size_t *len,
+                             struct st_err *err) ST_WUR;
+/* The largest raw meta block of g, in bytes (from the meta table). */
+uint64_t store_segment_meta_block_max(const struct store_segment *g);
+
+/* ---- merges (store_merge.c) ---- */
+/* The most bytes a merge of n inputs buffers when its output holds at most expect records and
+ * no meta exceeds meta_max bytes: one meta block per input plus the segment writer's buffers
+ * (store_segment_writer_memory). Memory does not otherwise grow with the window. */
+uint64_t store_merge_memory(size_t n, uint64_t expect, uint32_t meta_max);
+
+/* Test probes of store_merge. Production leaves them zero; a test sets them while no merge
+ * runs and clears them afterwards. */
+struct store_merge_probe {
+    /* Called with no store lock held once the merge's output is durable (for a promotion: its
+     * new handle is open), just before it takes mf_mu to install it: a test can hold a merge
+     * provably in flight. */
+    void (*in_flight)(void *ctx);
+    void *ctx;
+    _Atomic uint64_t last_peak; /* bytes the last rewriting merge buffered at most */
+};
+extern struct store_merge_probe store_merge_probe;
 
 /* ---- manifest ---- */
 struct store_window_rec {
@@ -229,10 +284,26 @@ enum store_file_kind store_file_parse(const char *name, uint64_t *number);
 /* ---- the store object (store*.c) ---- */
 /*
  * Locks (always taken in this order; never the reverse):
- *   mf_mu   — serialises manifest edits (flush, drop)
+ *   mf_mu   — serialises manifest edits (flush, merge, drop, window/kv puts): held to build
+ *             and append an edit and install its result, never across a merge's segment I/O
+ *             (a merge writes, fsyncs and renames its file first, then takes mf_mu)
  *   sync_mu — serialises WAL fsyncs and WAL rolls (the file being synced stays open)
- *   mu      — everything else: memtables, segment list, marks, counters
+ *   mu      — everything else: memtables, segment list, marks, counters, s->mf reads
  * The fsync itself runs without mu, so writers keep appending while a sync is in flight.
+ *
+ * File numbers: taken under mu as s->mf.next_file++, before the I/O that uses them. An edit
+ * that records next_file writes the value of s->mf.next_file read under mu while its writer
+ * holds mf_mu for the append — never a value computed before its I/O — so two concurrent
+ * operations can never make the manifest's next_file go backwards (store_mf_apply keeps the
+ * maximum as well).
+ *
+ * Inputs that may vanish: an operation that referenced segments before its I/O (a merge)
+ * checks under mf_mu + mu, before appending, that each is still in s->segs (a drop or another
+ * merge may have removed it); if not, it discards its output and fails (ST_ENOTFOUND).
+ *
+ * Segments are shared immutable objects: nothing writes a struct store_segment's info once it
+ * is in s->segs (readers read it with no lock). A promotion installs a new handle of the same
+ * file instead of changing the old one.
  */
 struct store_snapshot {
     struct store_segment **segs;

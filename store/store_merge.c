@@ -12,6 +12,7 @@
 
 #include "st_coding.h"
 #include "st_log.h"
+#include "segment_format.h"
 #include "st_prom.h"
 #include "store_int.h"
 #include "wal_format.h"
@@ -62,25 +63,223 @@ int store_drop_window(struct store *s, int64_t window_start, const struct store_
     return rc;
 }
 
-struct merge_item {
+/* ---- merge -------------------------------------------------------------------------------- */
+/*
+ * A merge streams: every input is sorted by id with one version per id, so a k-way merge over
+ * one cursor per input (a binary heap ordered by id, newest version first) yields the output
+ * in id order, and the streaming segment writer takes it record by record. A cursor reads its
+ * record table and vectors from the input's mmap and holds one decompressed meta block. So
+ * the merge holds, whatever the window's size: per input one meta block (at most
+ * STORE_SEG_META_BLOCK metas), plus the writer's buffers (store_segment_writer_memory: about
+ * 0.7 MiB, plus its Bloom filter of 1.25 B per record). store_merge_memory states the bound.
+ *
+ * Locks: the I/O runs without mf_mu and without mu. Under mu the merge takes references to its
+ * inputs and its file number (from s->mf.next_file); only once the output is durable (file
+ * fsynced, renamed, directory fsynced) does it take mf_mu, check under mu that every input is
+ * still live (a drop or another merge may have removed one meanwhile: then the output is
+ * discarded and the merge fails with ST_ENOTFOUND), append the edit (with s->mf.next_file read
+ * then) and install the result.
+ */
+
+struct store_merge_probe store_merge_probe;
+
+struct merge_cur {
     struct store_segment *g;
-    uint64_t idx;
-    size_t meta_off;
-    const uint8_t *meta_base;
+    uint64_t i; /* current record; == count when exhausted */
+    struct store_seg_record r;
+    uint8_t *mraw; /* meta block mblock of g, decompressed; NULL when none loaded */
+    size_t mlen;
+    uint64_t mblock;
+    size_t moff; /* offset of record i's meta in its block */
 };
 
-static int merge_item_cmp(const void *a, const void *b)
+struct merge_state {
+    struct merge_cur *cur;
+    struct merge_cur **heap;
+    size_t nheap;
+    uint64_t buffered, peak;
+    struct st_err *err;
+};
+
+static void merge_account(struct merge_state *m, int64_t delta)
 {
-    const struct merge_item *x = a, *y = b;
-    struct store_seg_record rx, ry;
-    store_segment_record(x->g, x->idx, &rx);
-    store_segment_record(y->g, y->idx, &ry);
-    int c = store_id_cmp(rx.id, rx.id_len, ry.id, ry.id_len);
+    m->buffered = (uint64_t)((int64_t)m->buffered + delta);
+    if (m->buffered > m->peak)
+        m->peak = m->buffered;
+}
+
+static void cur_drop_block(struct merge_state *m, struct merge_cur *c)
+{
+    if (c->mraw != NULL)
+        merge_account(m, -(int64_t)c->mlen);
+    free(c->mraw);
+    c->mraw = NULL;
+    c->mlen = 0;
+}
+
+static void cur_read(struct merge_cur *c)
+{
+    if (c->i < c->g->info.count)
+        store_segment_record(c->g, c->i, &c->r);
+}
+
+static void cur_next(struct merge_state *m, struct merge_cur *c)
+{
+    c->moff += c->r.meta_len;
+    c->i++;
+    if (c->i % STORE_SEG_META_BLOCK == 0) {
+        c->moff = 0;
+        cur_drop_block(m, c); /* a block is read once: let it go as soon as it is passed */
+    }
+    cur_read(c);
+}
+
+/* Points *meta at the current record's meta, loading its block when needed. */
+static int cur_meta(struct merge_state *m, struct merge_cur *c, const uint8_t **meta)
+{
+    *meta = NULL;
+    if (c->r.meta_len == 0)
+        return ST_OK;
+    uint64_t b = c->i / STORE_SEG_META_BLOCK;
+    if (c->mraw == NULL || c->mblock != b) {
+        cur_drop_block(m, c);
+        int rc = store_segment_meta_block(c->g, b, &c->mraw, &c->mlen, m->err);
+        if (rc != ST_OK)
+            return rc;
+        c->mblock = b;
+        merge_account(m, (int64_t)c->mlen);
+    }
+    if (c->moff + c->r.meta_len > c->mlen)
+        return st_err_set(m->err, ST_ECORRUPT, "%s: record %llu: meta beyond its block", c->g->path,
+                          (unsigned long long)c->i);
+    *meta = c->mraw + c->moff;
+    return ST_OK;
+}
+
+/* Heap order: id ascending, then the newest version first. */
+static bool cur_less(const struct merge_cur *a, const struct merge_cur *b)
+{
+    int c = store_id_cmp(a->r.id, a->r.id_len, b->r.id, b->r.id_len);
     if (c != 0)
-        return c;
-    struct store_version vx = {rx.ts, rx.partition, rx.offset, rx.idx};
-    struct store_version vy = {ry.ts, ry.partition, ry.offset, ry.idx};
-    return -store_version_cmp(&vx, &vy); /* newest first */
+        return c < 0;
+    struct store_version va = {a->r.ts, a->r.partition, a->r.offset, a->r.idx};
+    struct store_version vb = {b->r.ts, b->r.partition, b->r.offset, b->r.idx};
+    return store_version_cmp(&va, &vb) > 0;
+}
+
+static void heap_down(struct merge_state *m, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, min = i;
+        if (l < m->nheap && cur_less(m->heap[l], m->heap[min]))
+            min = l;
+        if (r < m->nheap && cur_less(m->heap[r], m->heap[min]))
+            min = r;
+        if (min == i)
+            return;
+        struct merge_cur *t = m->heap[i];
+        m->heap[i] = m->heap[min];
+        m->heap[min] = t;
+        i = min;
+    }
+}
+
+/* Advances the heap's top cursor and restores the heap. */
+static void heap_advance_top(struct merge_state *m)
+{
+    struct merge_cur *c = m->heap[0];
+    cur_next(m, c);
+    if (c->i >= c->g->info.count) {
+        cur_drop_block(m, c);
+        m->heap[0] = m->heap[--m->nheap];
+    }
+    if (m->nheap > 0)
+        heap_down(m, 0);
+}
+
+uint64_t store_merge_memory(size_t n, uint64_t expect, uint32_t meta_max)
+{
+    uint64_t per_input = sizeof(struct merge_cur) + sizeof(struct merge_cur *) +
+                         (uint64_t)STORE_SEG_META_BLOCK * meta_max;
+    return n * per_input + store_segment_writer_memory(expect, meta_max);
+}
+
+/* Streams the merge of in[0..n) into a new segment at path. *count gets its records, *bytes
+ * its size, *peak the bytes buffered at most (cursors plus writer). */
+static int merge_write(struct store *s, struct store_segment **in, size_t n, const char *path,
+                       const struct store_seg_meta *meta, uint64_t *bytes, uint64_t *peak,
+                       struct st_err *err)
+{
+    struct merge_state m = {.err = err};
+    struct store_segment_writer *w = NULL;
+    uint64_t expect = 0;
+    for (size_t k = 0; k < n; k++)
+        expect += in[k]->info.count;
+    m.cur = calloc(n, sizeof(*m.cur));
+    m.heap = calloc(n, sizeof(*m.heap));
+    int rc = ST_ENOMEM;
+    if (m.cur == NULL || m.heap == NULL)
+        goto out;
+    merge_account(&m, (int64_t)(n * (sizeof(*m.cur) + sizeof(*m.heap))));
+    for (size_t k = 0; k < n; k++) {
+        struct merge_cur *c = &m.cur[k];
+        c->g = in[k];
+        cur_read(c);
+        if (c->g->info.count > 0)
+            m.heap[m.nheap++] = c;
+    }
+    for (size_t i = m.nheap; i-- > 0;)
+        heap_down(&m, i);
+    if ((rc = store_segment_writer_open(s->o.fs, path, s->o.dim, meta, expect, &w, err)) != ST_OK)
+        goto out;
+    while (rc == ST_OK && m.nheap > 0) {
+        struct merge_cur *c = m.heap[0]; /* the newest version of the smallest id left */
+        struct store_seg_in r = {.id = c->r.id,
+                                 .id_len = c->r.id_len,
+                                 .ts = c->r.ts,
+                                 .partition = c->r.partition,
+                                 .offset = c->r.offset,
+                                 .idx = c->r.idx,
+                                 .op = c->r.op,
+                                 .meta_len = c->r.meta_len};
+        if (c->r.op == STORE_OP_UPSERT)
+            r.vec = store_segment_vectors(c->g) + c->i * c->g->info.dim;
+        if ((rc = cur_meta(&m, c, &r.meta)) != ST_OK)
+            break;
+        if ((rc = store_segment_writer_add(w, &r, err)) != ST_OK)
+            break;
+        /* r.id points into c's mmap, which stays mapped: skip every older version of it. */
+        heap_advance_top(&m);
+        while (m.nheap > 0 &&
+               store_id_cmp(m.heap[0]->r.id, m.heap[0]->r.id_len, r.id, r.id_len) == 0)
+            heap_advance_top(&m);
+    }
+    if (rc == ST_OK)
+        rc = store_segment_writer_finish(w, bytes, err);
+    if (w != NULL)
+        *peak = m.peak + store_segment_writer_peak(w);
+out:
+    store_segment_writer_close(w);
+    for (size_t k = 0; m.cur != NULL && k < n; k++)
+        cur_drop_block(&m, &m.cur[k]);
+    free(m.cur);
+    free(m.heap);
+    return rc;
+}
+
+/* Whether g is still in the store's segment list. Caller holds mu. */
+static bool seg_live_locked(const struct store *s, const struct store_segment *g)
+{
+    for (size_t i = 0; i < s->nsegs; i++)
+        if (s->segs[i] == g)
+            return true;
+    return false;
+}
+
+static void probe_in_flight(void)
+{
+    if (store_merge_probe.in_flight != NULL)
+        store_merge_probe.in_flight(store_merge_probe.ctx);
 }
 
 int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_seg_kind kind,
@@ -90,184 +289,154 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
     if (s->o.read_only || n == 0)
         return ST_EINVAL;
     struct store_segment **in = calloc(n, sizeof(*in));
-    uint8_t **metas = calloc(n, sizeof(*metas));
-    struct merge_item *items = NULL;
-    struct store_seg_in *sin = NULL;
+    if (in == NULL)
+        return ST_ENOMEM;
     struct store_mf_edit e = {0};
     struct store_segment *ng = NULL;
     struct st_err err = {0};
+    char *path = NULL, *tmp = NULL;
+    bool renamed = false, append_failed = false;
+    uint64_t written = 0, peak = 0;
     int rc = ST_OK;
-    if (in == NULL || metas == NULL) {
-        free(in);
-        free(metas);
-        return ST_ENOMEM;
-    }
-    pthread_mutex_lock(&s->mf_mu);
+
+    /* References to the inputs (and, for a rewrite, the output's file number) under mu. */
     pthread_mutex_lock(&s->mu);
     rc = s->failed;
     for (size_t k = 0; rc == ST_OK && k < n; k++) {
-        for (size_t i = 0; i < s->nsegs && in[k] == NULL; i++)
+        struct store_segment *g = NULL;
+        for (size_t i = 0; i < s->nsegs && g == NULL; i++)
             if (s->segs[i]->file_number == inputs[k])
-                in[k] = s->segs[i];
-        if (in[k] == NULL || in[k]->info.window_start != in[0]->info.window_start)
+                g = s->segs[i];
+        for (size_t j = 0; j < k; j++)
+            if (inputs[j] == inputs[k])
+                rc = ST_EINVAL;
+        if (rc == ST_OK && g == NULL)
+            rc = ST_ENOTFOUND;
+        if (rc == ST_OK && k > 0 && g->info.window_start != in[0]->info.window_start)
             rc = ST_EINVAL;
-        else
-            store_segment_ref(in[k]);
+        if (rc == ST_OK) {
+            store_segment_ref(g);
+            in[k] = g;
+        }
     }
+    struct store_mf_seg mg = {.meta = {.window_start = in[0] ? in[0]->info.window_start : 0,
+                                       .window_end = in[0] ? in[0]->info.window_end : 0,
+                                       .kind = kind,
+                                       .version = version}};
+    if (rc == ST_OK && n > 1)
+        mg.file_number = s->mf.next_file++;
     pthread_mutex_unlock(&s->mu);
     if (rc != ST_OK)
         goto out;
-    struct store_mf_seg mg = {.meta = {.window_start = in[0]->info.window_start,
-                                       .window_end = in[0]->info.window_end,
-                                       .kind = kind,
-                                       .version = version}};
-    uint64_t written = 0;
+
+    /* The I/O, with no store lock held. */
     if (n == 1) {
-        /* Promotion: the file already is the window's only run; only the manifest changes. */
+        /* Promotion: the file already is the window's only run; only the manifest changes. A
+         * published segment never changes, so readers holding the old handle keep seeing a
+         * run: the promoted segment is a new handle of the same file. */
         mg.file_number = in[0]->file_number;
-        mg.count = in[0]->info.count;
-        mg.bytes = in[0]->info.bytes;
-        mg.min_ts = in[0]->info.min_ts;
-        mg.max_ts = in[0]->info.max_ts;
-        rc = store_mf_edit_del_segment(&e, mg.file_number);
+        if ((rc = store_segment_open_file(in[0]->path, &ng, &err)) != ST_OK)
+            goto out;
     } else {
-        size_t total = 0;
-        for (size_t k = 0; k < n; k++)
-            total += in[k]->info.count;
-        items = malloc((total ? total : 1) * sizeof(*items));
-        sin = malloc((total ? total : 1) * sizeof(*sin));
-        if (items == NULL || sin == NULL) {
-            rc = ST_ENOMEM;
-            goto out;
-        }
-        size_t ni = 0;
-        for (size_t k = 0; k < n && rc == ST_OK; k++) {
-            size_t mlen;
-            rc = store_segment_meta_all(in[k], &metas[k], &mlen);
-            size_t moff = 0;
-            for (uint64_t i = 0; rc == ST_OK && i < in[k]->info.count; i++) {
-                struct store_seg_record r;
-                store_segment_record(in[k], i, &r);
-                if (moff + r.meta_len > mlen) {
-                    rc = ST_ECORRUPT;
-                    break;
-                }
-                items[ni++] = (struct merge_item){in[k], i, moff, metas[k]};
-                moff += r.meta_len;
-            }
-        }
-        if (rc != ST_OK)
-            goto out;
-        qsort(items, ni, sizeof(*items), merge_item_cmp);
-        size_t nout = 0;
-        for (size_t i = 0; i < ni; i++) {
-            struct store_seg_record r;
-            store_segment_record(items[i].g, items[i].idx, &r);
-            if (nout > 0 &&
-                store_id_cmp(sin[nout - 1].id, sin[nout - 1].id_len, r.id, r.id_len) == 0)
-                continue; /* an older version of the id just written */
-            sin[nout++] = (struct store_seg_in){
-                .id = r.id,
-                .id_len = r.id_len,
-                .ts = r.ts,
-                .partition = r.partition,
-                .offset = r.offset,
-                .idx = r.idx,
-                .op = r.op,
-                .vec = store_segment_vectors(items[i].g) + items[i].idx * items[i].g->info.dim,
-                .meta = items[i].meta_base ? items[i].meta_base + items[i].meta_off : NULL,
-                .meta_len = r.meta_len};
-        }
-        pthread_mutex_lock(&s->mu);
-        mg.file_number = s->mf.next_file++;
-        pthread_mutex_unlock(&s->mu);
-        char *path = store_file_path(s->dir, STORE_FILE_SEG, mg.file_number);
-        char *tmp = NULL;
+        path = store_file_path(s->dir, STORE_FILE_SEG, mg.file_number);
         if (path == NULL || asprintf(&tmp, "%s.tmp", path) < 0) {
-            free(path);
+            tmp = NULL;
             rc = ST_ENOMEM;
             goto out;
         }
-        rc = store_segment_write(s->o.fs, tmp, s->o.dim, &mg.meta, sin, nout, &written, &err);
+        rc = merge_write(s, in, n, tmp, &mg.meta, &written, &peak, &err);
+        atomic_store(&store_merge_probe.last_peak, peak);
         if (rc == ST_OK)
             rc = store_fs_rename(s->o.fs, tmp, path, "store.merge.rename");
-        if (rc != ST_OK)
+        if (rc != ST_OK) {
             store_best_effort(store_fs_unlink(s->o.fs, tmp, "store.merge.unlink_tmp"));
-        if (rc == ST_OK)
-            rc = store_fs_sync_dir(s->o.fs, s->dir, "store.merge.sync_dir");
-        if (rc == ST_OK)
-            rc = store_segment_open_file(path, &ng, &err);
-        free(tmp);
-        free(path);
-        if (rc != ST_OK)
             goto out;
-        ng->fs = s->o.fs;
-        ng->file_number = mg.file_number;
-        ng->info.file_number = mg.file_number;
-        mg.count = ng->info.count;
-        mg.bytes = written;
-        mg.min_ts = ng->info.min_ts;
-        mg.max_ts = ng->info.max_ts;
-        for (size_t k = 0; k < n && rc == ST_OK; k++)
-            rc = store_mf_edit_del_segment(&e, in[k]->file_number);
-        if (rc == ST_OK)
-            rc = store_mf_edit_next_file(&e, mg.file_number + 1);
+        }
+        renamed = true;
+        if ((rc = store_fs_sync_dir(s->o.fs, s->dir, "store.merge.sync_dir")) != ST_OK)
+            goto out;
+        if ((rc = store_segment_open_file(path, &ng, &err)) != ST_OK)
+            goto out;
     }
+    ng->fs = s->o.fs;
+    ng->file_number = mg.file_number;
+    ng->info.file_number = mg.file_number;
+    ng->info.kind = kind;
+    ng->info.version = version;
+    mg.count = ng->info.count;
+    mg.bytes = n == 1 ? in[0]->info.bytes : written;
+    mg.min_ts = ng->info.min_ts;
+    mg.max_ts = ng->info.max_ts;
+    probe_in_flight();
+
+    /* Install: one manifest edit, then the segment list, with every input still live. */
+    pthread_mutex_lock(&s->mf_mu);
+    pthread_mutex_lock(&s->mu);
+    rc = s->failed;
+    for (size_t k = 0; rc == ST_OK && k < n; k++)
+        if (!seg_live_locked(s, in[k]))
+            rc = ST_ENOTFOUND; /* dropped or merged away while this merge ran */
+    uint64_t next_file = s->mf.next_file;
+    pthread_mutex_unlock(&s->mu);
+    for (size_t k = 0; rc == ST_OK && k < n; k++)
+        rc = store_mf_edit_del_segment(&e, in[k]->file_number);
     if (rc == ST_OK)
         rc = store_mf_edit_add_segment(&e, &mg);
+    if (rc == ST_OK && n > 1)
+        rc = store_mf_edit_next_file(&e, next_file);
     if (rc == ST_OK)
         rc = store_mf_edit_extra(&e, extra);
-    if (rc == ST_OK)
-        rc = store_mf_append(s, &e);
-    if (rc != ST_OK)
-        goto out;
-    pthread_mutex_lock(&s->mu);
-    if (n == 1) {
-        in[0]->info.kind = kind;
-        in[0]->info.version = version;
-        if (out != NULL)
-            *out = in[0]->info;
-    } else {
+    if (rc == ST_OK && (rc = store_mf_append(s, &e)) != ST_OK)
+        append_failed = true;
+    if (rc == ST_OK) {
+        pthread_mutex_lock(&s->mu);
         size_t keep = 0;
         for (size_t i = 0; i < s->nsegs; i++) {
             bool gone = false;
             for (size_t k = 0; k < n && !gone; k++)
                 gone = s->segs[i] == in[k];
             if (gone) {
-                s->segs[i]->doomed = true;
+                /* A rewritten input's file goes with its last reader; a promoted one's file
+                 * lives on in ng. */
+                s->segs[i]->doomed = n > 1;
                 store_segment_unref(s->segs[i]); /* the list's reference */
             } else {
                 s->segs[keep++] = s->segs[i];
             }
         }
-        ng->info.kind = kind;
-        ng->info.version = version;
-        s->segs[keep++] = ng; /* the list had room for the n >= 2 inputs */
+        s->segs[keep++] = ng; /* the list had room for the n >= 1 inputs */
         s->nsegs = keep;
-        s->st.segment_bytes_written += written;
+        if (n > 1)
+            s->st.segment_bytes_written += written;
         if (out != NULL)
             *out = ng->info;
         ng = NULL;
-    }
-    pthread_mutex_unlock(&s->mu);
-out:
-    if (ng != NULL) {
-        ng->doomed = true;
-        store_segment_unref(ng);
-    }
-    for (size_t k = 0; k < n; k++) {
-        if (in[k] != NULL)
-            store_segment_unref(in[k]);
-        free(metas[k]);
+        pthread_mutex_unlock(&s->mu);
     }
     pthread_mutex_unlock(&s->mf_mu);
+out:
+    /* A discarded output goes; a promotion's file is not ours. After a failed manifest append
+     * the edit may yet be on disk (the store is failed now): the next open decides. */
+    if (ng != NULL) {
+        ng->doomed = n > 1 && !append_failed;
+        store_segment_unref(ng);
+    } else if (renamed && rc != ST_OK) {
+        store_best_effort(store_fs_unlink(s->o.fs, path, "store.merge.unlink_output"));
+    }
+    for (size_t k = 0; k < n; k++)
+        if (in[k] != NULL)
+            store_segment_unref(in[k]);
     if (rc != ST_OK)
         st_log_warn(LOG_COMP, "merge failed dir=%s inputs=%zu error=\"%s\" detail=\"%s\"", s->dir,
                     n, st_strerror(rc), err.msg);
+    else if (n > 1)
+        st_log_info(LOG_COMP,
+                    "merged dir=%s window=%" PRId64 " inputs=%zu records=%" PRIu64 " bytes=%" PRIu64
+                    " peak_buffered=%" PRIu64,
+                    s->dir, mg.meta.window_start, n, mg.count, written, peak);
     free(in);
-    free(metas);
-    free(items);
-    free(sin);
+    free(path);
+    free(tmp);
     store_mf_edit_free(&e);
     return rc;
 }

@@ -35,16 +35,6 @@ static int buf_reserve(struct buf *b, size_t extra)
     return ST_OK;
 }
 
-static int buf_put(struct buf *b, const void *p, size_t n)
-{
-    int rc = buf_reserve(b, n);
-    if (rc == ST_OK && n > 0) {
-        memcpy(b->p + b->len, p, n);
-        b->len += n;
-    }
-    return rc;
-}
-
 static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t *h2)
 {
     uint64_t h = st_hash64(id, len);
@@ -53,223 +43,490 @@ static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t
 }
 
 /* ---- writer ------------------------------------------------------------------------------- */
+/*
+ * The streaming writer. The format puts the vectors first and every other section after them,
+ * but a section's size is only known once the last record is in. So the vectors go straight
+ * to the destination file, and the record table, ids, sparse index, meta blocks, meta table and
+ * vector checksums each go through a buffer of SEG_SIDE_BUF bytes that spills, once full, to a
+ * side file "<path>.<section>.tmp" (a small segment, e.g. most flushes, creates none); finish
+ * appends each section to the destination in format order (computing its checksum as it
+ * copies), then the Bloom filter and the footer, and fsyncs. Side files are never fsynced (the
+ * destination is); a crash leaves only *.tmp files, which the next store_open removes.
+ *
+ * Memory (every buffer the writer owns is counted in its peak, store_segment_writer_peak):
+ *   - one vector block: STORE_SEG_VEC_BLOCK (256 KiB);
+ *   - one buffer of SEG_SIDE_BUF (64 KiB) per side file (6), and one copy buffer at finish;
+ *   - one raw meta block and its compressed form: at most STORE_SEG_META_BLOCK metas each
+ *     (a few KiB typically; 16 MiB + zstd's bound at STORE_META_MAX metas);
+ *   - the Bloom filter: STORE_SEG_BLOOM_BITS_PER_KEY (10) bits per *expected* record, sized at
+ *     open. Bits are set at random positions, so it cannot be streamed; it is the one term
+ *     that grows with the segment (1.25 B per record: ~190 MB for a 150M-record window, against
+ *     ~100 B plus the decompressed metas per record for an in-memory sort). Adding more records
+ *     than expected keeps the file valid; the filter only gets denser.
+ * The sparse index (16 B per 32 records) and the meta table (24 B per 256 records) stream to
+ * side files like the rest, so nothing else grows with the record count.
+ */
 
-struct seg_writer {
-    struct store_file *f;
-    uint64_t off;
+/* A multiple of every fixed entry size (40, 24, 16, 4 bytes: 240), so a side file and each
+ * chunk copied from it hold whole entries: the meta table's are rebased while copying. */
+#define SEG_SIDE_BUF (273u * 240u) /* 65520 */
+#define SEG_COPY_BUF SEG_SIDE_BUF
+
+enum { SIDE_RECS, SIDE_IDS, SIDE_SPARSE, SIDE_META, SIDE_MTAB, SIDE_VSUM, SIDE_N };
+static const char *const side_name[SIDE_N] = {"recs", "ids", "sparse", "meta", "mtab", "vsum"};
+
+struct seg_side {
+    struct store_file *f; /* created when the buffer first fills: small sections never spill */
+    char *path;
+    uint8_t *buf;
+    size_t len;
+    uint64_t spilled; /* bytes in f */
+    uint64_t total;   /* bytes of the section so far (spilled + len) */
 };
 
-static int sw_put(struct seg_writer *w, const void *p, size_t n)
+struct store_segment_writer {
+    struct store_fs *fs;
+    struct store_file *f; /* the destination; holds the header and vectors until finish */
+    char *path;
+    uint32_t dim;
+    struct store_seg_meta meta;
+    uint64_t n;
+    int64_t min_ts, max_ts;
+    uint8_t *vblock;
+    size_t vfill;
+    struct seg_side side[SIDE_N];
+    struct buf raw;  /* metas of the current meta block */
+    struct buf zbuf; /* its compressed form */
+    uint8_t *bloom;
+    uint64_t bloom_len;
+    uint8_t last_id[STORE_ID_MAX];
+    uint32_t last_len;
+    uint64_t buffered, peak;
+    int failed; /* sticky: after a failed add or finish only close is allowed */
+    bool done;  /* finish succeeded: close keeps the file */
+};
+
+static void sw_account(struct store_segment_writer *w, int64_t delta)
 {
-    int rc = store_fs_write(w->f, p, n, "store.seg.write");
+    w->buffered = (uint64_t)((int64_t)w->buffered + delta);
+    if (w->buffered > w->peak)
+        w->peak = w->buffered;
+}
+
+/* Grows b to hold extra more bytes, keeping the writer's byte count. */
+static int sw_reserve(struct store_segment_writer *w, struct buf *b, size_t extra)
+{
+    size_t before = b->cap;
+    int rc = buf_reserve(b, extra);
     if (rc == ST_OK)
-        w->off += n;
+        sw_account(w, (int64_t)(b->cap - before));
     return rc;
+}
+
+/* Moves a full buffer to the side file (creating it on the first spill). */
+static int side_spill(struct store_fs *fs, struct seg_side *sd)
+{
+    int rc = ST_OK;
+    if (sd->f == NULL) {
+        /* A leftover of a crashed writer with this number would make the create fail. */
+        store_best_effort(store_fs_unlink(fs, sd->path, "store.seg.unlink_stale"));
+        rc = store_fs_create(fs, sd->path, &sd->f, "store.seg.create_side");
+    }
+    if (rc == ST_OK)
+        rc = store_fs_write(sd->f, sd->buf, sd->len, "store.seg.write");
+    if (rc == ST_OK) {
+        sd->spilled += sd->len;
+        sd->len = 0;
+    }
+    return rc;
+}
+
+static int side_put(struct store_fs *fs, struct seg_side *sd, const void *p, size_t n)
+{
+    const uint8_t *q = p;
+    while (n > 0) {
+        size_t take = SEG_SIDE_BUF - sd->len < n ? SEG_SIDE_BUF - sd->len : n;
+        memcpy(sd->buf + sd->len, q, take);
+        sd->len += take;
+        sd->total += take;
+        q += take;
+        n -= take;
+        if (sd->len == SEG_SIDE_BUF) {
+            int rc = side_spill(fs, sd);
+            if (rc != ST_OK)
+                return rc;
+        }
+    }
+    return ST_OK;
+}
+
+static int vec_block_done(struct store_segment_writer *w)
+{
+    uint8_t t[4];
+    st_put_le32(t, st_checksum32(w->vblock, w->vfill));
+    int rc = side_put(w->fs, &w->side[SIDE_VSUM], t, 4);
+    if (rc == ST_OK)
+        rc = store_fs_write(w->f, w->vblock, w->vfill, "store.seg.write");
+    w->vfill = 0;
+    return rc;
+}
+
+/* Compresses the pending metas into one meta block (offsets relative to the meta section). */
+static int meta_block_done(struct store_segment_writer *w, struct st_err *err)
+{
+    size_t bound = ZSTD_compressBound(w->raw.len);
+    w->zbuf.len = 0;
+    int rc = sw_reserve(w, &w->zbuf, bound);
+    if (rc != ST_OK)
+        return rc;
+    size_t clen = ZSTD_compress(w->zbuf.p, bound, w->raw.p, w->raw.len, 3);
+    if (ZSTD_isError(clen))
+        return st_err_set(err, ST_EINTERNAL, "zstd: %s", ZSTD_getErrorName(clen));
+    uint8_t t[STORE_SEG_MTAB_SIZE] = {0};
+    st_put_le64(t, w->side[SIDE_META].total);
+    st_put_le32(t + 8, (uint32_t)clen);
+    st_put_le32(t + 12, (uint32_t)w->raw.len);
+    st_put_le32(t + 16, st_checksum32(w->zbuf.p, clen));
+    rc = side_put(w->fs, &w->side[SIDE_MTAB], t, sizeof(t));
+    if (rc == ST_OK)
+        rc = side_put(w->fs, &w->side[SIDE_META], w->zbuf.p, clen);
+    w->raw.len = 0;
+    return rc;
+}
+
+void store_segment_writer_close(struct store_segment_writer *w)
+{
+    if (w == NULL)
+        return;
+    for (int i = 0; i < SIDE_N; i++) {
+        struct seg_side *sd = &w->side[i];
+        store_fs_close(sd->f);
+        if (sd->f != NULL)
+            store_best_effort(store_fs_unlink(w->fs, sd->path, "store.seg.unlink_side"));
+        free(sd->path);
+        free(sd->buf);
+    }
+    if (w->f != NULL) {
+        store_fs_close(w->f);
+        if (!w->done)
+            store_best_effort(store_fs_unlink(w->fs, w->path, "store.seg.unlink_tmp"));
+    }
+    free(w->path);
+    free(w->vblock);
+    free(w->raw.p);
+    free(w->zbuf.p);
+    free(w->bloom);
+    free(w);
+}
+
+int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t dim,
+                              const struct store_seg_meta *meta, uint64_t expect,
+                              struct store_segment_writer **out, struct st_err *err)
+{
+    *out = NULL;
+    struct store_segment_writer *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return ST_ENOMEM;
+    w->fs = fs;
+    w->dim = dim;
+    w->meta = *meta;
+    w->min_ts = INT64_MAX;
+    w->max_ts = INT64_MIN;
+    uint64_t nbits = expect * STORE_SEG_BLOOM_BITS_PER_KEY;
+    if (nbits < 64)
+        nbits = 64;
+    w->bloom_len = (nbits + 7) / 8;
+    int rc = ST_ENOMEM;
+    if ((w->path = strdup(path)) == NULL || (w->vblock = malloc(STORE_SEG_VEC_BLOCK)) == NULL ||
+        (w->bloom = calloc(1, w->bloom_len)) == NULL)
+        goto fail;
+    sw_account(w, (int64_t)(STORE_SEG_VEC_BLOCK + w->bloom_len));
+    for (int i = 0; i < SIDE_N; i++) {
+        struct seg_side *sd = &w->side[i];
+        if (asprintf(&sd->path, "%s.%s.tmp", path, side_name[i]) < 0) {
+            sd->path = NULL;
+            goto fail;
+        }
+        if ((sd->buf = malloc(SEG_SIDE_BUF)) == NULL)
+            goto fail;
+        sw_account(w, SEG_SIDE_BUF);
+    }
+    if ((rc = store_fs_create(fs, path, &w->f, "store.seg.create")) != ST_OK) {
+        st_err_set(err, rc, "create %s: %s", path, st_strerror(rc));
+        goto fail;
+    }
+    uint8_t head[STORE_SEG_HEADER] = {0};
+    memcpy(head, STORE_SEG_MAGIC, 8);
+    st_put_le32(head + 8, STORE_SEG_VERSION);
+    st_put_le32(head + 12, dim);
+    if ((rc = store_fs_write(w->f, head, sizeof(head), "store.seg.write")) != ST_OK) {
+        st_err_set(err, rc, "write %s: %s", path, st_strerror(rc));
+        goto fail;
+    }
+    *out = w;
+    return ST_OK;
+fail:
+    store_segment_writer_close(w);
+    return rc;
+}
+
+int store_segment_writer_add(struct store_segment_writer *w, const struct store_seg_in *r,
+                             struct st_err *err)
+{
+    if (w->failed != ST_OK || w->done)
+        return w->done ? ST_EINVAL : w->failed;
+    int rc = ST_OK;
+    if (r->id_len == 0 || r->id_len > STORE_ID_MAX ||
+        (w->n > 0 && store_id_cmp(w->last_id, w->last_len, r->id, r->id_len) >= 0)) {
+        rc = st_err_set(err, ST_EINVAL, "%s: record %llu out of id order", w->path,
+                        (unsigned long long)w->n);
+        goto out;
+    }
+    /* Vector: zeros for a delete. */
+    size_t vecbytes = (size_t)w->dim * sizeof(float);
+    for (size_t done = 0; done < vecbytes;) {
+        size_t take = vecbytes - done;
+        if (take > STORE_SEG_VEC_BLOCK - w->vfill)
+            take = STORE_SEG_VEC_BLOCK - w->vfill;
+        if (r->op == STORE_OP_UPSERT && r->vec != NULL)
+            memcpy(w->vblock + w->vfill, (const uint8_t *)r->vec + done, take);
+        else
+            memset(w->vblock + w->vfill, 0, take);
+        w->vfill += take;
+        done += take;
+        if (w->vfill == STORE_SEG_VEC_BLOCK && (rc = vec_block_done(w)) != ST_OK)
+            goto io;
+    }
+    uint8_t rec[STORE_SEG_REC_SIZE] = {0};
+    st_put_le64(rec + 0, (uint64_t)r->ts);
+    st_put_le64(rec + 8, (uint64_t)r->offset);
+    st_put_le32(rec + 16, (uint32_t)r->partition);
+    st_put_le32(rec + 20, r->idx);
+    st_put_le64(rec + 24, w->side[SIDE_IDS].total);
+    st_put_le16(rec + 32, (uint16_t)r->id_len);
+    rec[34] = r->op;
+    st_put_le32(rec + 36, r->meta_len);
+    if ((rc = side_put(w->fs, &w->side[SIDE_RECS], rec, sizeof(rec))) != ST_OK)
+        goto io;
+    if (w->n % STORE_SEG_SPARSE_EVERY == 0) {
+        uint8_t sp[STORE_SEG_SPARSE_SIZE] = {0};
+        st_put_le32(sp, (uint32_t)w->n);
+        memcpy(sp + 8, r->id, r->id_len < 8 ? r->id_len : 8);
+        if ((rc = side_put(w->fs, &w->side[SIDE_SPARSE], sp, sizeof(sp))) != ST_OK)
+            goto io;
+    }
+    if ((rc = side_put(w->fs, &w->side[SIDE_IDS], r->id, r->id_len)) != ST_OK)
+        goto io;
+    uint32_t h1, h2;
+    bloom_hashes(r->id, r->id_len, &h1, &h2);
+    uint64_t nbits = w->bloom_len * 8;
+    for (uint32_t k = 0; k < STORE_SEG_BLOOM_K; k++) {
+        uint64_t bit = (h1 + (uint64_t)k * h2) % nbits;
+        w->bloom[bit / 8] |= (uint8_t)(1u << (bit % 8));
+    }
+    if (r->ts < w->min_ts)
+        w->min_ts = r->ts;
+    if (r->ts > w->max_ts)
+        w->max_ts = r->ts;
+    if ((rc = sw_reserve(w, &w->raw, r->meta_len)) != ST_OK)
+        goto out;
+    if (r->meta_len > 0)
+        memcpy(w->raw.p + w->raw.len, r->meta, r->meta_len);
+    w->raw.len += r->meta_len;
+    memcpy(w->last_id, r->id, r->id_len);
+    w->last_len = r->id_len;
+    w->n++;
+    if (w->n % STORE_SEG_META_BLOCK == 0 && (rc = meta_block_done(w, err)) != ST_OK)
+        goto out;
+    return ST_OK;
+io:
+    st_err_set(err, rc, "write %s: %s", w->path, st_strerror(rc));
+out:
+    w->failed = rc;
+    return rc;
+}
+
+/* Appends section sd (its side file, then its buffer) to the destination; *sum gets the
+ * section's checksum32. The meta table's offsets are rebased by rebase (the meta section's
+ * file offset) on the way. */
+static int side_copy(struct store_segment_writer *w, struct seg_side *sd, uint8_t *cbuf,
+                     uint64_t rebase, uint32_t *sum, struct st_err *err)
+{
+    struct st_hash_stream *h = st_hash_stream_new();
+    if (h == NULL)
+        return ST_ENOMEM;
+    int rc = ST_OK;
+    int fd = -1;
+    if (sd->f != NULL && (fd = open(sd->path, O_RDONLY | O_CLOEXEC)) < 0) {
+        rc = st_err_sys(err, errno, "open %s", sd->path);
+        goto out;
+    }
+    for (uint64_t off = 0; off < sd->total;) {
+        uint8_t *chunk = cbuf;
+        size_t len;
+        if (off < sd->spilled) {
+            len = sd->spilled - off < SEG_COPY_BUF ? (size_t)(sd->spilled - off) : SEG_COPY_BUF;
+            for (size_t have = 0; have < len;) {
+                ssize_t got = pread(fd, cbuf + have, len - have, (off_t)(off + have));
+                if (got < 0 && errno == EINTR)
+                    continue;
+                if (got <= 0) {
+                    rc = got < 0 ? st_err_sys(err, errno, "read %s", sd->path)
+                                 : st_err_set(err, ST_EIO, "%s: short at offset %llu", sd->path,
+                                              (unsigned long long)(off + have));
+                    goto out;
+                }
+                have += (size_t)got;
+            }
+        } else {
+            chunk = sd->buf; /* the unspilled tail; its last use */
+            len = sd->len;
+        }
+        if (rebase != 0) {
+            /* Chunks hold whole entries (SEG_SIDE_BUF is a multiple of the entry size). */
+            for (size_t e = 0; e + STORE_SEG_MTAB_SIZE <= len; e += STORE_SEG_MTAB_SIZE)
+                st_put_le64(chunk + e, st_get_le64(chunk + e) + rebase);
+        }
+        st_hash_stream_update(h, chunk, len);
+        if ((rc = store_fs_write(w->f, chunk, len, "store.seg.write")) != ST_OK) {
+            st_err_set(err, rc, "write %s: %s", w->path, st_strerror(rc));
+            goto out;
+        }
+        off += len;
+    }
+    *sum = (uint32_t)st_hash_stream_digest(h);
+out:
+    if (fd >= 0)
+        close(fd);
+    st_hash_stream_free(h);
+    return rc;
+}
+
+int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes, struct st_err *err)
+{
+    int rc = w->done ? ST_EINVAL : w->failed;
+    uint8_t *cbuf = NULL;
+    if (rc != ST_OK)
+        goto out;
+    if (w->vfill > 0 && (rc = vec_block_done(w)) != ST_OK) {
+        st_err_set(err, rc, "write %s: %s", w->path, st_strerror(rc));
+        goto out;
+    }
+    if (w->n % STORE_SEG_META_BLOCK != 0 && (rc = meta_block_done(w, err)) != ST_OK)
+        goto out;
+    if ((cbuf = malloc(SEG_COPY_BUF)) == NULL) {
+        rc = ST_ENOMEM;
+        goto out;
+    }
+    sw_account(w, SEG_COPY_BUF);
+    /* Section offsets in format order: vectors end where the record table starts. */
+    uint64_t off[SIDE_N];
+    uint64_t at = w->f->size;
+    static const int order[] = {SIDE_RECS, SIDE_IDS, SIDE_SPARSE, SIDE_META, SIDE_MTAB};
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        off[order[i]] = at;
+        at += w->side[order[i]].total;
+    }
+    uint64_t bloom_off = at;
+    off[SIDE_VSUM] = bloom_off + w->bloom_len;
+    uint32_t sum[SIDE_N] = {0};
+    for (size_t i = 0; rc == ST_OK && i < sizeof(order) / sizeof(order[0]); i++) {
+        int k = order[i];
+        rc = side_copy(w, &w->side[k], cbuf, k == SIDE_MTAB ? off[SIDE_META] : 0, &sum[k], err);
+    }
+    if (rc == ST_OK &&
+        (rc = store_fs_write(w->f, w->bloom, w->bloom_len, "store.seg.write")) != ST_OK)
+        st_err_set(err, rc, "write %s: %s", w->path, st_strerror(rc));
+    if (rc == ST_OK)
+        rc = side_copy(w, &w->side[SIDE_VSUM], cbuf, 0, &sum[SIDE_VSUM], err);
+    if (rc != ST_OK)
+        goto out;
+    int64_t min_ts = w->n ? w->min_ts : 0, max_ts = w->n ? w->max_ts : 0;
+    uint8_t ft[STORE_SEG_FOOTER] = {0};
+    memcpy(ft, STORE_SEG_FOOTER_MAGIC, 8);
+    st_put_le32(ft + 8, STORE_SEG_VERSION);
+    st_put_le32(ft + 12, w->dim);
+    st_put_le64(ft + 16, w->n);
+    st_put_le64(ft + 24, (uint64_t)w->meta.window_start);
+    st_put_le64(ft + 32, (uint64_t)w->meta.window_end);
+    st_put_le64(ft + 40, (uint64_t)min_ts);
+    st_put_le64(ft + 48, (uint64_t)max_ts);
+    st_put_le32(ft + 56, (uint32_t)w->meta.kind);
+    st_put_le32(ft + 60, w->meta.version);
+    st_put_le64(ft + 64, off[SIDE_RECS]);
+    st_put_le64(ft + 72, off[SIDE_IDS]);
+    st_put_le64(ft + 80, w->side[SIDE_IDS].total);
+    st_put_le64(ft + 88, off[SIDE_SPARSE]);
+    st_put_le64(ft + 96, w->side[SIDE_SPARSE].total / STORE_SEG_SPARSE_SIZE);
+    st_put_le64(ft + 104, off[SIDE_META]);
+    st_put_le64(ft + 112, off[SIDE_MTAB]);
+    st_put_le64(ft + 120, w->side[SIDE_MTAB].total / STORE_SEG_MTAB_SIZE);
+    st_put_le64(ft + 128, bloom_off);
+    st_put_le64(ft + 136, w->bloom_len);
+    st_put_le32(ft + 144, STORE_SEG_BLOOM_K);
+    st_put_le64(ft + 152, off[SIDE_VSUM]);
+    st_put_le64(ft + 160, w->side[SIDE_VSUM].total / 4);
+    st_put_le32(ft + 168, sum[SIDE_RECS]);
+    st_put_le32(ft + 172, sum[SIDE_IDS]);
+    st_put_le32(ft + 176, sum[SIDE_SPARSE]);
+    st_put_le32(ft + 180, sum[SIDE_MTAB]);
+    st_put_le32(ft + 184, st_checksum32(w->bloom, w->bloom_len));
+    st_put_le32(ft + 188, sum[SIDE_VSUM]);
+    st_put_le32(ft + 248, st_checksum32(ft, 248));
+    if ((rc = store_fs_write(w->f, ft, sizeof(ft), "store.seg.write")) != ST_OK ||
+        (rc = store_fs_sync(w->f, "store.seg.fsync")) != ST_OK) {
+        st_err_set(err, rc, "write %s: %s", w->path, st_strerror(rc));
+        goto out;
+    }
+    *bytes = w->f->size;
+    w->done = true;
+out:
+    free(cbuf);
+    if (cbuf != NULL)
+        sw_account(w, -(int64_t)SEG_COPY_BUF);
+    if (rc != ST_OK)
+        w->failed = rc;
+    return rc;
+}
+
+uint64_t store_segment_writer_peak(const struct store_segment_writer *w)
+{
+    return w->peak;
+}
+
+static uint64_t grown_cap(uint64_t need)
+{
+    uint64_t cap = 4096; /* buf_reserve's growth: doubling from 4 KiB */
+    while (cap < need)
+        cap *= 2;
+    return cap;
+}
+
+uint64_t store_segment_writer_memory(uint64_t expect, uint32_t meta_max)
+{
+    uint64_t nbits = expect * STORE_SEG_BLOOM_BITS_PER_KEY;
+    uint64_t bloom = ((nbits < 64 ? 64 : nbits) + 7) / 8;
+    uint64_t raw = (uint64_t)STORE_SEG_META_BLOCK * meta_max;
+    return STORE_SEG_VEC_BLOCK + bloom + (uint64_t)SIDE_N * SEG_SIDE_BUF + SEG_COPY_BUF +
+           grown_cap(raw) + grown_cap(ZSTD_compressBound(raw));
+}
+
+uint64_t store_segment_writer_count(const struct store_segment_writer *w)
+{
+    return w->n;
 }
 
 int store_segment_write(struct store_fs *fs, const char *path, uint32_t dim,
                         const struct store_seg_meta *meta, const struct store_seg_in *in, size_t n,
                         uint64_t *bytes, struct st_err *err)
 {
-    struct store_file *f = NULL;
-    struct buf recs = {0}, ids = {0}, sparse = {0}, metab = {0}, mtab = {0}, raw = {0};
-    struct buf vsum = {0}, bloom = {0};
-    uint8_t *vblock = NULL;
-    int rc = store_fs_create(fs, path, &f, "store.seg.create");
-    if (rc != ST_OK) {
-        st_err_set(err, rc, "create %s: %s", path, st_strerror(rc));
-        return rc;
-    }
-    struct seg_writer w = {f, 0};
-    int64_t min_ts = INT64_MAX, max_ts = INT64_MIN;
-
-    uint8_t head[STORE_SEG_HEADER] = {0};
-    memcpy(head, STORE_SEG_MAGIC, 8);
-    st_put_le32(head + 8, STORE_SEG_VERSION);
-    st_put_le32(head + 12, dim);
-    if ((rc = sw_put(&w, head, sizeof(head))) != ST_OK)
-        goto io;
-
-    /* Vectors, in blocks of STORE_SEG_VEC_BLOCK bytes with a checksum each. */
-    vblock = malloc(STORE_SEG_VEC_BLOCK);
-    if (vblock == NULL) {
-        rc = ST_ENOMEM;
-        goto out;
-    }
-    size_t vfill = 0, vecbytes = (size_t)dim * sizeof(float);
-    for (size_t i = 0; i < n; i++) {
-        uint8_t tmp[4];
-        for (size_t done = 0; done < vecbytes;) {
-            size_t take = vecbytes - done;
-            if (take > STORE_SEG_VEC_BLOCK - vfill)
-                take = STORE_SEG_VEC_BLOCK - vfill;
-            if (in[i].op == STORE_OP_UPSERT && in[i].vec != NULL)
-                memcpy(vblock + vfill, (const uint8_t *)in[i].vec + done, take);
-            else
-                memset(vblock + vfill, 0, take);
-            vfill += take;
-            done += take;
-            if (vfill == STORE_SEG_VEC_BLOCK) {
-                st_put_le32(tmp, st_checksum32(vblock, vfill));
-                if ((rc = buf_put(&vsum, tmp, 4)) != ST_OK)
-                    goto out;
-                if ((rc = sw_put(&w, vblock, vfill)) != ST_OK)
-                    goto io;
-                vfill = 0;
-            }
-        }
-    }
-    if (vfill > 0) {
-        uint8_t tmp[4];
-        st_put_le32(tmp, st_checksum32(vblock, vfill));
-        if ((rc = buf_put(&vsum, tmp, 4)) != ST_OK)
-            goto out;
-        if ((rc = sw_put(&w, vblock, vfill)) != ST_OK)
-            goto io;
-    }
-
-    /* Record table, ids, sparse index, Bloom filter, meta blocks (built in memory). */
-    size_t nbits = n * STORE_SEG_BLOOM_BITS_PER_KEY;
-    if (nbits < 64)
-        nbits = 64;
-    size_t bloom_len = (nbits + 7) / 8;
-    nbits = bloom_len * 8;
-    if ((rc = buf_reserve(&bloom, bloom_len)) != ST_OK)
-        goto out;
-    memset(bloom.p, 0, bloom_len);
-    bloom.len = bloom_len;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t r[STORE_SEG_REC_SIZE] = {0};
-        st_put_le64(r + 0, (uint64_t)in[i].ts);
-        st_put_le64(r + 8, (uint64_t)in[i].offset);
-        st_put_le32(r + 16, (uint32_t)in[i].partition);
-        st_put_le32(r + 20, in[i].idx);
-        st_put_le64(r + 24, ids.len);
-        st_put_le16(r + 32, (uint16_t)in[i].id_len);
-        r[34] = in[i].op;
-        st_put_le32(r + 36, in[i].meta_len);
-        if ((rc = buf_put(&recs, r, sizeof(r))) != ST_OK)
-            goto out;
-        if (i % STORE_SEG_SPARSE_EVERY == 0) {
-            uint8_t s[STORE_SEG_SPARSE_SIZE] = {0};
-            st_put_le32(s, (uint32_t)i);
-            memcpy(s + 8, in[i].id, in[i].id_len < 8 ? in[i].id_len : 8);
-            if ((rc = buf_put(&sparse, s, sizeof(s))) != ST_OK)
-                goto out;
-        }
-        if ((rc = buf_put(&ids, in[i].id, in[i].id_len)) != ST_OK)
-            goto out;
-        uint32_t h1, h2;
-        bloom_hashes(in[i].id, in[i].id_len, &h1, &h2);
-        for (uint32_t k = 0; k < STORE_SEG_BLOOM_K; k++) {
-            uint64_t bit = (h1 + (uint64_t)k * h2) % nbits;
-            bloom.p[bit / 8] |= (uint8_t)(1u << (bit % 8));
-        }
-        if (in[i].ts < min_ts)
-            min_ts = in[i].ts;
-        if (in[i].ts > max_ts)
-            max_ts = in[i].ts;
-    }
-    if (n == 0)
-        min_ts = max_ts = 0;
-
-    uint64_t recs_off = w.off;
-    if ((rc = sw_put(&w, recs.p, recs.len)) != ST_OK)
-        goto io;
-    uint64_t ids_off = w.off;
-    if ((rc = sw_put(&w, ids.p, ids.len)) != ST_OK)
-        goto io;
-    uint64_t sparse_off = w.off;
-    if ((rc = sw_put(&w, sparse.p, sparse.len)) != ST_OK)
-        goto io;
-    uint64_t meta_off = w.off;
-    size_t nmeta = 0;
-    for (size_t b0 = 0; b0 < n; b0 += STORE_SEG_META_BLOCK) {
-        size_t b1 = b0 + STORE_SEG_META_BLOCK < n ? b0 + STORE_SEG_META_BLOCK : n;
-        raw.len = 0;
-        for (size_t i = b0; i < b1; i++)
-            if ((rc = buf_put(&raw, in[i].meta, in[i].meta_len)) != ST_OK)
-                goto out;
-        size_t bound = ZSTD_compressBound(raw.len);
-        metab.len = 0;
-        if ((rc = buf_reserve(&metab, bound)) != ST_OK)
-            goto out;
-        size_t clen = ZSTD_compress(metab.p, bound, raw.p, raw.len, 3);
-        if (ZSTD_isError(clen)) {
-            rc = st_err_set(err, ST_EINTERNAL, "zstd: %s", ZSTD_getErrorName(clen));
-            goto out;
-        }
-        uint8_t t[STORE_SEG_MTAB_SIZE] = {0};
-        st_put_le64(t, w.off);
-        st_put_le32(t + 8, (uint32_t)clen);
-        st_put_le32(t + 12, (uint32_t)raw.len);
-        st_put_le32(t + 16, st_checksum32(metab.p, clen));
-        if ((rc = buf_put(&mtab, t, sizeof(t))) != ST_OK)
-            goto out;
-        if ((rc = sw_put(&w, metab.p, clen)) != ST_OK)
-            goto io;
-        nmeta++;
-    }
-    uint64_t mtab_off = w.off;
-    if ((rc = sw_put(&w, mtab.p, mtab.len)) != ST_OK)
-        goto io;
-    uint64_t bloom_off = w.off;
-    if ((rc = sw_put(&w, bloom.p, bloom.len)) != ST_OK)
-        goto io;
-    uint64_t vsum_off = w.off;
-    if ((rc = sw_put(&w, vsum.p, vsum.len)) != ST_OK)
-        goto io;
-
-    uint8_t ft[STORE_SEG_FOOTER] = {0};
-    memcpy(ft, STORE_SEG_FOOTER_MAGIC, 8);
-    st_put_le32(ft + 8, STORE_SEG_VERSION);
-    st_put_le32(ft + 12, dim);
-    st_put_le64(ft + 16, n);
-    st_put_le64(ft + 24, (uint64_t)meta->window_start);
-    st_put_le64(ft + 32, (uint64_t)meta->window_end);
-    st_put_le64(ft + 40, (uint64_t)min_ts);
-    st_put_le64(ft + 48, (uint64_t)max_ts);
-    st_put_le32(ft + 56, (uint32_t)meta->kind);
-    st_put_le32(ft + 60, meta->version);
-    st_put_le64(ft + 64, recs_off);
-    st_put_le64(ft + 72, ids_off);
-    st_put_le64(ft + 80, ids.len);
-    st_put_le64(ft + 88, sparse_off);
-    st_put_le64(ft + 96, sparse.len / STORE_SEG_SPARSE_SIZE);
-    st_put_le64(ft + 104, meta_off);
-    st_put_le64(ft + 112, mtab_off);
-    st_put_le64(ft + 120, nmeta);
-    st_put_le64(ft + 128, bloom_off);
-    st_put_le64(ft + 136, bloom.len);
-    st_put_le32(ft + 144, STORE_SEG_BLOOM_K);
-    st_put_le64(ft + 152, vsum_off);
-    st_put_le64(ft + 160, vsum.len / 4);
-    st_put_le32(ft + 168, st_checksum32(recs.p, recs.len));
-    st_put_le32(ft + 172, st_checksum32(ids.p, ids.len));
-    st_put_le32(ft + 176, st_checksum32(sparse.p, sparse.len));
-    st_put_le32(ft + 180, st_checksum32(mtab.p, mtab.len));
-    st_put_le32(ft + 184, st_checksum32(bloom.p, bloom.len));
-    st_put_le32(ft + 188, st_checksum32(vsum.p, vsum.len));
-    st_put_le32(ft + 248, st_checksum32(ft, 248));
-    if ((rc = sw_put(&w, ft, sizeof(ft))) != ST_OK)
-        goto io;
-    if ((rc = store_fs_sync(f, "store.seg.fsync")) != ST_OK)
-        goto io;
-    *bytes = w.off;
-    goto out;
-io:
-    st_err_set(err, rc, "write %s: %s", path, st_strerror(rc));
-out:
-    store_fs_close(f);
-    free(vblock);
-    free(recs.p);
-    free(ids.p);
-    free(sparse.p);
-    free(metab.p);
-    free(mtab.p);
-    free(raw.p);
-    free(vsum.p);
-    free(bloom.p);
+    struct store_segment_writer *w;
+    int rc = store_segment_writer_open(fs, path, dim, meta, n, &w, err);
+    for (size_t i = 0; rc == ST_OK && i < n; i++)
+        rc = store_segment_writer_add(w, &in[i], err);
+    if (rc == ST_OK)
+        rc = store_segment_writer_finish(w, bytes, err);
+    store_segment_writer_close(w);
     return rc;
 }
 
@@ -645,4 +902,27 @@ int store_segment_verify(const struct store_segment *g, struct st_err *err)
     if (want != metas)
         return corrupt(err, g->path, (uint64_t)(g->mtab - g->map), "meta sizes disagree");
     return ST_OK;
+}
+
+/* ---- streaming reads for merges ----------------------------------------------------------- */
+
+int store_segment_meta_block(const struct store_segment *g, uint64_t b, uint8_t **raw, size_t *len,
+                             struct st_err *err)
+{
+    *raw = NULL;
+    *len = 0;
+    if (b >= g->nmeta)
+        return corrupt(err, g->path, (uint64_t)(g->mtab - g->map), "meta block missing");
+    return meta_block(g, b, raw, len, err);
+}
+
+uint64_t store_segment_meta_block_max(const struct store_segment *g)
+{
+    uint64_t max = 0;
+    for (uint64_t b = 0; b < g->nmeta; b++) {
+        uint64_t l = st_get_le32(g->mtab + b * STORE_SEG_MTAB_SIZE + 12);
+        if (l > max)
+            max = l;
+    }
+    return max;
 }
