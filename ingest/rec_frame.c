@@ -14,6 +14,13 @@ static uint64_t pad8(uint64_t x)
     return (x + 7) & ~(uint64_t)7;
 }
 
+/* Bytes left after cursor p. Padding can move p past the end of a lying frame: then none
+ * (never the wrapped-around len - p). */
+static uint64_t room(uint64_t len, uint64_t p)
+{
+    return p > len ? 0 : len - p;
+}
+
 static void put_be64(uint8_t *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
@@ -35,7 +42,7 @@ static enum rec_reason ends_section(struct rec_decoder *d, const uint8_t *v, uin
                                     enum rec_reason bad, const char *what, const uint8_t **ends,
                                     const uint8_t **bytes)
 {
-    if (len - *p < (uint64_t)n * 4)
+    if (room(len, *p) < (uint64_t)n * 4)
         return rec_fail(d, REC_TRUNCATED, "%s offsets run past the frame", what);
     *ends = v + *p;
     uint32_t prev = 0;
@@ -47,7 +54,7 @@ static enum rec_reason ends_section(struct rec_decoder *d, const uint8_t *v, uin
         prev = e;
     }
     *p += (uint64_t)n * 4;
-    if (len - *p < prev)
+    if (room(len, *p) < prev)
         return rec_fail(d, REC_TRUNCATED, "%s bytes run past the frame", what);
     *bytes = v + *p;
     *p = pad8(*p + prev);
@@ -78,7 +85,7 @@ enum rec_reason rec_decode_frame(struct rec_decoder *d, const struct rec_schema 
     if (name_len > FRAME_NAME_MAX)
         return rec_fail(d, REC_GARBAGE, "collection name of %u bytes", name_len);
     uint64_t p = FRAME_HEADER;
-    if (len - p < name_len)
+    if (room(len, p) < name_len)
         return rec_fail(d, REC_TRUNCATED, "collection name runs past the frame");
     const struct rec_collection *c =
         name_len ? rec_find(s, (const char *)v + p, name_len) : s->fallback;
@@ -97,12 +104,16 @@ enum rec_reason rec_decode_frame(struct rec_decoder *d, const struct rec_schema 
                         u64 ? "u64" : "string", c->name, c->u64_ids ? "u64" : "string");
     if (n == 0)
         return rec_fail(d, REC_EMPTY_BATCH, "the batch has no records");
+    /* Every record takes at least 9 bytes (time and op) after the name: a count the frame
+     * cannot hold is refused before anything is sized by it. */
+    if (room(len, p) / 9 < n)
+        return rec_fail(d, REC_TRUNCATED, "%u records cannot fit in a %zu-byte frame", n, len);
     if (rec_reserve(d, n) != ST_OK)
         return rec_fail(d, REC_TOO_LARGE, "no memory for %u records", n);
     const uint8_t *id_ends = NULL, *ids;
     enum rec_reason r;
     if (u64) {
-        if (len - p < (uint64_t)n * 8)
+        if (room(len, p) < (uint64_t)n * 8)
             return rec_fail(d, REC_TRUNCATED, "ids run past the frame");
         ids = v + p;
         p += (uint64_t)n * 8;
@@ -110,12 +121,12 @@ enum rec_reason rec_decode_frame(struct rec_decoder *d, const struct rec_schema 
                                  &ids)) != REC_OK) {
         return r;
     }
-    if (len - p < (uint64_t)n * 8 + n)
+    if (room(len, p) < (uint64_t)n * 9)
         return rec_fail(d, REC_TRUNCATED, "times or ops run past the frame");
     const uint8_t *ts = v + p, *ops = v + p + (uint64_t)n * 8;
     p = pad8(p + (uint64_t)n * 9);
     uint64_t vbytes = (uint64_t)n * dim * 4;
-    if (len - p < vbytes)
+    if (room(len, p) < vbytes)
         return rec_fail(d, REC_TRUNCATED, "vectors run past the frame");
     const float *vecs;
     out->zero_copy = ((uintptr_t)(v + p) & 3) == 0;

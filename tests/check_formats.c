@@ -363,6 +363,73 @@ START_TEST(test_frame_bad)
 }
 END_TEST
 
+/* Regression (issue 11, defect 2): frames whose checksums are valid but whose header lies
+ * about the layout. Each is decoded from a buffer of exactly its length, so any read past the
+ * end is an ASan report. Before the fix, padding after the name moved the cursor past the end
+ * and the unsigned "bytes left" checks wrapped around. */
+static enum rec_reason exact(const struct rec_schema *s, const uint8_t *f, size_t len)
+{
+    uint8_t *c = malloc(len ? len : 1);
+    memcpy(c, f, len);
+    enum rec_reason r = frame(s, c, len);
+    free(c);
+    return r;
+}
+
+START_TEST(test_frame_lies_about_layout)
+{
+    static const struct rec_collection one[] = {{"d", 3, false}};
+    static const struct rec_schema schema_d = {one, 1, NULL, 0};
+    /* 33 bytes: header + a 1-byte name, nothing after it. */
+    uint8_t h[33] = {0};
+    memcpy(h, FRAME_MAGIC, 4);
+    h[4] = FRAME_VERSION;
+    h[6] = FRAME_ELEM_F32;
+    h[7] = 1;
+    st_put_le32(h + 8, 3);
+    st_put_le32(h + 12, 1);
+    st_put_le32(h + 16, sizeof(h));
+    h[32] = 'd';
+    reseal(h, sizeof(h));
+    ck_assert_int_eq(exact(&schema_d, h, sizeof(h)), REC_TRUNCATED);
+    h[5] = FRAME_F_META;
+    reseal(h, sizeof(h));
+    ck_assert_int_eq(exact(&schema_d, h, sizeof(h)), REC_TRUNCATED);
+    /* Counts the frame cannot hold: refused before anything is sized by them. */
+    static const uint32_t counts[] = {1, 2, 4, 1000, 1u << 20, 1u << 28, UINT32_MAX};
+    size_t len;
+    uint8_t *f = sample_frame(false, &len);
+    uint8_t *c = malloc(len);
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        memcpy(c, f, len);
+        st_put_le32(c + 12, counts[i]);
+        reseal(c, len);
+        enum rec_reason r = exact(&schema, c, len);
+        ck_assert_msg(r != REC_OK, "count %u accepted", counts[i]);
+    }
+    /* Every shorter frame length, re-sealed: the frame ends inside each section in turn. */
+    for (size_t n = FRAME_HEADER; n < len; n++) {
+        memcpy(c, f, len);
+        st_put_le32(c + 16, (uint32_t)n);
+        reseal(c, n);
+        enum rec_reason r = exact(&schema, c, n);
+        ck_assert_msg(r == REC_TRUNCATED || r == REC_GARBAGE, "length %zu: %s", n,
+                      rec_reason_str(r));
+    }
+    /* Every collection-name length, re-sealed (the name runs into the ids, or past the end). */
+    for (unsigned nl = 0; nl <= FRAME_NAME_MAX + 1; nl++) {
+        if (nl == 4) /* "docs": the true length */
+            continue;
+        memcpy(c, f, len);
+        c[7] = (uint8_t)nl;
+        reseal(c, len);
+        ck_assert_int_ne(exact(&schema, c, len), REC_OK);
+    }
+    free(c);
+    free(f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("formats");
@@ -374,6 +441,7 @@ int main(void)
     tcase_add_test(tc, test_frame_golden);
     tcase_add_test(tc, test_frame_round_trip);
     tcase_add_test(tc, test_frame_bad);
+    tcase_add_test(tc, test_frame_lies_about_layout);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
