@@ -164,7 +164,7 @@ struct store_segment *store_snapshot_segment(const struct store_snapshot *snap, 
 
 /* ---- exact scans (strong-consistency search over data not yet indexed) ---- */
 
-/* One source of applied records: a memtable (active or frozen) or a segment. */
+/* One source of applied records: a chunk of a memtable (active or frozen) or a segment. */
 struct store_scan_src {
     bool memtable;                       /* records carry their own windows */
     const struct store_segment *segment; /* segment sources */
@@ -174,8 +174,9 @@ struct store_scan_src {
     int64_t min_ts, max_ts;              /* segment */
     uint64_t n;
     uint32_t dim;
-    const float *vecs;     /* n * dim floats; record i's vector at i * dim (zeros for deletes) */
-    const void *memtable_; /* private */
+    const float *vecs;        /* n * dim floats; record i's vector at i * dim (zeros for deletes) */
+    const void *memtable_;    /* private: the chunk's entries */
+    uint64_t memtable_limit_; /* private: records of the memtable the scan covers */
 };
 
 struct store_scan_rec {
@@ -196,12 +197,14 @@ void store_scan_record(const struct store_scan_src *src, uint64_t i, struct stor
 typedef int (*store_scan_fn)(void *ctx, const struct store_scan_src *src);
 
 /*
- * Visits every source of applied data: the active memtable first — under the store's lock,
- * so fn must be quick and must not call into the store — then the frozen memtables and the
- * segments of a snapshot. Everything applied before the call is seen at least once; a record
- * that moves from a memtable to a segment meanwhile may be seen twice (same version), and a
- * record superseded in another source is still visited: callers check candidates with
- * store_get. Pointers are valid during each callback only.
+ * Visits every source of applied data: the active memtable first (the records published when
+ * the scan starts, one source per chunk), then the frozen memtables and the segments of a
+ * snapshot. No store lock is held during a callback: fn may be slow and may call into the
+ * store (store_get), and writers keep appending meanwhile. Everything applied before the call
+ * is seen at least once; a record that moves from a memtable to a segment meanwhile may be
+ * seen twice (same version), and a record superseded in another source (or later in the same
+ * memtable) is still visited: callers check candidates with store_get. Pointers are valid
+ * during each callback only.
  */
 int store_scan(struct store *s, store_scan_fn fn, void *ctx) ST_WUR;
 

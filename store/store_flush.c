@@ -24,11 +24,11 @@
 static int entry_cmp(const void *a, const void *b, void *arg)
 {
     const struct store_memtable *m = arg;
-    const struct store_mt_entry *x = &m->e[*(const uint32_t *)a];
-    const struct store_mt_entry *y = &m->e[*(const uint32_t *)b];
+    const struct store_mt_entry *x = store_mt_at(m, *(const uint32_t *)a);
+    const struct store_mt_entry *y = store_mt_at(m, *(const uint32_t *)b);
     if (x->window != y->window)
         return x->window < y->window ? -1 : 1;
-    return store_id_cmp(m->heap + x->id_off, x->id_len, m->heap + y->id_off, y->id_len);
+    return store_id_cmp(x->id, x->id_len, y->id, y->id_len);
 }
 
 /* Writes the oldest frozen memtable into one segment per window and records them in the
@@ -60,24 +60,24 @@ static int flush_oldest(struct store *s)
     }
     size_t n = 0;
     for (size_t i = 0; i < m->n; i++)
-        if (!m->e[i].superseded)
+        if (atomic_load_explicit(&store_mt_at(m, i)->superseded_by, memory_order_relaxed) == 0)
             order[n++] = (uint32_t)i;
     qsort_r(order, n, sizeof(*order), entry_cmp, m);
     for (size_t i = 0; i < n;) {
         size_t j = i;
-        int64_t w = m->e[order[i]].window;
-        while (j < n && m->e[order[j]].window == w) {
-            const struct store_mt_entry *x = &m->e[order[j]];
+        int64_t w = store_mt_at(m, order[i])->window;
+        while (j < n && store_mt_at(m, order[j])->window == w) {
+            const struct store_mt_entry *x = store_mt_at(m, order[j]);
             struct store_seg_in *g = &in[j - i];
-            g->id = m->heap + x->id_off;
+            g->id = x->id;
             g->id_len = x->id_len;
             g->ts = x->ts;
             g->partition = x->partition;
             g->offset = x->offset;
             g->idx = x->idx;
             g->op = x->op;
-            g->vec = m->vecs + (size_t)order[j] * m->dim;
-            g->meta = m->heap + x->meta_off;
+            g->vec = x->vec;
+            g->meta = x->meta;
             g->meta_len = x->meta_len;
             j++;
         }
@@ -86,7 +86,7 @@ static int flush_oldest(struct store *s)
         pthread_mutex_unlock(&s->mu);
         struct store_mf_seg mg = {.file_number = fnum,
                                   .meta = {.window_start = w,
-                                           .window_end = m->e[order[i]].window_end,
+                                           .window_end = store_mt_at(m, order[i])->window_end,
                                            .kind = STORE_SEG_RUN}};
         char *path = store_file_path(s->dir, STORE_FILE_SEG, fnum);
         char *tmp = NULL;

@@ -64,9 +64,24 @@ void store_marks_free(struct store_marks *ms);
 int store_marks_copy(struct store_marks *dst, const struct store_marks *src) ST_WUR;
 
 /* ---- memtable ---- */
+/*
+ * Append-only, in fixed-size chunks that are never moved or freed before the memtable is:
+ * a chunk holds `chunk_recs` vectors (64-byte aligned, contiguous) followed by their entries;
+ * ids and metas live in heap chunks and entries point at them. Records are published by a
+ * release store of `published` after they are complete, so a reader that captured `published`
+ * and the chunk pointers (under the store lock, briefly) scans that prefix WITHOUT the lock
+ * while the writer appends. The only field of a published entry that changes is `superseded`
+ * (`superseded_by`, atomic; a reader may see it late — callers confirm candidates with
+ * store_get). The id hash
+ * index (`slots`) is the writer's and is read under the store lock only (active memtable) or
+ * freely once frozen.
+ * `bytes` counts what is really allocated (chunks, heap chunks, the hash index), so a
+ * memtable_size of M allocates about M, not the doubled capacity of growing arrays.
+ */
 struct store_mt_entry {
-    uint64_t id_off;
-    uint64_t meta_off;
+    const uint8_t *id;   /* in a heap chunk */
+    const uint8_t *meta; /* in a heap chunk; NULL when meta_len is 0 */
+    const float *vec;    /* dim floats in the entry's chunk (zeros for deletes) */
     int64_t ts;
     int64_t window;
     int64_t window_end;
@@ -76,37 +91,57 @@ struct store_mt_entry {
     uint32_t meta_len;
     uint16_t id_len;
     uint8_t op;
-    uint8_t superseded; /* a newer version of the id is in this memtable */
+    /* 1 + index of the entry holding a newer version of the id, 0 while none. A reader that
+     * scans a prefix of n records treats the entry as superseded only when that index is < n:
+     * otherwise it would skip the old version without seeing the new one. */
+    _Atomic uint32_t superseded_by;
 };
 
 struct store_memtable {
     uint32_t dim;
     _Atomic int refs;
-    struct store_mt_entry *e;
-    size_t n, cap;
-    float *vecs; /* cap * dim, 64-byte aligned; entry i's vector at i * dim */
-    uint8_t *heap;
-    size_t heap_len, heap_cap;
-    uint32_t *slots; /* open addressing: entry index + 1, 0 = empty */
+    size_t chunk_recs;   /* records per chunk */
+    size_t chunk_vbytes; /* bytes of a chunk's vector area (64-byte multiple) */
+    uint8_t **chunks;    /* writer's directory; readers copy the pointers they need */
+    size_t nchunks, capchunks;
+    size_t n;                 /* records written (writer) */
+    _Atomic size_t published; /* records complete and visible to lock-free readers */
+    uint8_t **heaps;          /* id/meta chunks */
+    size_t nheaps, capheaps;
+    size_t heap_len, heap_cap; /* use of the newest heap chunk */
+    size_t heap_chunk;         /* default heap chunk size */
+    uint32_t *slots;           /* open addressing: entry index + 1, 0 = empty */
     size_t nslots;
-    uint64_t bytes;
+    uint64_t bytes;           /* really allocated */
     uint64_t first_log;       /* oldest WAL file holding its batches */
     struct store_marks marks; /* max offset per partition in this memtable */
 };
 
-struct store_memtable *store_mt_new(uint32_t dim, uint64_t first_log);
+/* A memtable whose chunks are sized for a memtable of size_hint bytes (0: the default). */
+struct store_memtable *store_mt_new(uint32_t dim, uint64_t first_log, uint64_t size_hint);
 void store_mt_ref(struct store_memtable *m);
 void store_mt_unref(struct store_memtable *m);
 /* Inserts one record (superseding an older version of its id). Caller holds the store lock. */
 int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t partition,
                  int64_t offset, uint32_t idx) ST_WUR;
-/* Newest entry for id, or NULL. */
+/* Newest entry for id, or NULL. Active memtable: caller holds the store lock. */
 const struct store_mt_entry *store_mt_get(const struct store_memtable *m, const uint8_t *id,
                                           uint32_t id_len);
+/* Entry i (< n) and its chunk's entries. */
+static inline struct store_mt_entry *store_mt_chunk_entries(const struct store_memtable *m,
+                                                            const uint8_t *chunk)
+{
+    return (struct store_mt_entry *)(void *)((uint8_t *)(uintptr_t)chunk + m->chunk_vbytes);
+}
+static inline const struct store_mt_entry *store_mt_at(const struct store_memtable *m, size_t i)
+{
+    return store_mt_chunk_entries(m, m->chunks[i / m->chunk_recs]) + i % m->chunk_recs;
+}
 static inline const uint8_t *store_mt_id(const struct store_memtable *m,
                                          const struct store_mt_entry *e)
 {
-    return m->heap + e->id_off;
+    (void)m;
+    return e->id;
 }
 
 /* ---- segments ---- */

@@ -61,7 +61,17 @@ int store_marks_copy(struct store_marks *dst, const struct store_marks *src)
 
 /* ---- memtable ----------------------------------------------------------------------------- */
 
-struct store_memtable *store_mt_new(uint32_t dim, uint64_t first_log)
+#define MT_CHUNK_MAX   (1u << 20) /* bytes of one chunk at most */
+#define MT_CHUNK_MIN   (16u << 10)
+#define MT_CHUNK_DEF   (64u << 20) /* the size hint when none is given */
+#define MT_CHUNK_RECS0 16u         /* records per chunk at least */
+
+static size_t clamp_sz(uint64_t x, size_t lo, size_t hi)
+{
+    return x < lo ? lo : x > hi ? hi : (size_t)x;
+}
+
+struct store_memtable *store_mt_new(uint32_t dim, uint64_t first_log, uint64_t size_hint)
 {
     struct store_memtable *m = calloc(1, sizeof(*m));
     if (m == NULL)
@@ -69,6 +79,14 @@ struct store_memtable *store_mt_new(uint32_t dim, uint64_t first_log)
     m->dim = dim;
     m->first_log = first_log;
     atomic_store(&m->refs, 1);
+    atomic_init(&m->published, 0);
+    /* About 1/16 of the memtable per chunk, so the one partly filled chunk wastes little. */
+    size_t target =
+        clamp_sz((size_hint ? size_hint : MT_CHUNK_DEF) / 16, MT_CHUNK_MIN, MT_CHUNK_MAX);
+    size_t per = (size_t)dim * sizeof(float) + sizeof(struct store_mt_entry);
+    m->chunk_recs = target / per < MT_CHUNK_RECS0 ? MT_CHUNK_RECS0 : target / per;
+    m->chunk_vbytes = ((size_t)dim * sizeof(float) * m->chunk_recs + 63) & ~(size_t)63;
+    m->heap_chunk = target;
     return m;
 }
 
@@ -81,9 +99,12 @@ void store_mt_unref(struct store_memtable *m)
 {
     if (m == NULL || atomic_fetch_sub(&m->refs, 1) != 1)
         return;
-    free(m->e);
-    free(m->vecs);
-    free(m->heap);
+    for (size_t i = 0; i < m->nchunks; i++)
+        free(m->chunks[i]);
+    for (size_t i = 0; i < m->nheaps; i++)
+        free(m->heaps[i]);
+    free(m->chunks);
+    free(m->heaps);
     free(m->slots);
     store_marks_free(&m->marks);
     free(m);
@@ -94,9 +115,14 @@ static uint64_t id_hash(const uint8_t *id, uint32_t len)
     return st_hash64(id, len);
 }
 
+static const struct store_mt_entry *entry_at(const struct store_memtable *m, uint32_t v)
+{
+    return store_mt_at(m, v - 1);
+}
+
 static int slots_grow(struct store_memtable *m)
 {
-    size_t ns = m->nslots ? m->nslots * 2 : 1024;
+    size_t ns = m->nslots ? m->nslots * 2 : 256;
     uint32_t *s = calloc(ns, sizeof(*s));
     if (s == NULL)
         return ST_ENOMEM;
@@ -104,8 +130,8 @@ static int slots_grow(struct store_memtable *m)
         uint32_t v = m->slots[i];
         if (v == 0)
             continue;
-        const struct store_mt_entry *e = &m->e[v - 1];
-        size_t h = id_hash(m->heap + e->id_off, e->id_len) & (ns - 1);
+        const struct store_mt_entry *e = entry_at(m, v);
+        size_t h = id_hash(e->id, e->id_len) & (ns - 1);
         while (s[h] != 0)
             h = (h + 1) & (ns - 1);
         s[h] = v;
@@ -126,50 +152,61 @@ static size_t slot_find(const struct store_memtable *m, const uint8_t *id, uint3
         uint32_t v = m->slots[h];
         if (v == 0)
             return h;
-        const struct store_mt_entry *e = &m->e[v - 1];
-        if (e->id_len == len && memcmp(m->heap + e->id_off, id, len) == 0)
+        const struct store_mt_entry *e = entry_at(m, v);
+        if (e->id_len == len && memcmp(e->id, id, len) == 0)
             return h;
         h = (h + 1) & mask;
     }
 }
 
-static int heap_put(struct store_memtable *m, const uint8_t *p, size_t n, uint64_t *off)
+static int grow_dir(uint8_t ***dir, size_t *cap, size_t need)
 {
-    if (m->heap_len + n > m->heap_cap) {
-        size_t cap = m->heap_cap ? m->heap_cap * 2 : 65536;
-        while (cap < m->heap_len + n)
-            cap *= 2;
-        uint8_t *h = realloc(m->heap, cap);
-        if (h == NULL)
-            return ST_ENOMEM;
-        m->bytes += cap - m->heap_cap;
-        m->heap = h;
-        m->heap_cap = cap;
-    }
-    *off = m->heap_len;
-    if (n > 0)
-        memcpy(m->heap + m->heap_len, p, n);
-    m->heap_len += n;
+    if (need <= *cap)
+        return ST_OK;
+    size_t nc = *cap ? *cap * 2 : 16;
+    uint8_t **d = realloc(*dir, nc * sizeof(*d));
+    if (d == NULL)
+        return ST_ENOMEM;
+    *dir = d;
+    *cap = nc;
     return ST_OK;
 }
 
-static int entries_grow(struct store_memtable *m)
+/* Copies n bytes into the id/meta heap; an item never spans two heap chunks. */
+static int heap_put(struct store_memtable *m, const uint8_t *p, size_t n, const uint8_t **out)
 {
-    size_t cap = m->cap ? m->cap * 2 : 1024;
-    struct store_mt_entry *e = realloc(m->e, cap * sizeof(*e));
-    if (e == NULL)
+    *out = NULL;
+    if (n == 0)
+        return ST_OK;
+    if (m->nheaps == 0 || m->heap_cap - m->heap_len < n) {
+        size_t sz = n > m->heap_chunk ? n : m->heap_chunk;
+        if (grow_dir(&m->heaps, &m->capheaps, m->nheaps + 1) != ST_OK)
+            return ST_ENOMEM;
+        uint8_t *h = malloc(sz);
+        if (h == NULL)
+            return ST_ENOMEM;
+        m->heaps[m->nheaps++] = h;
+        m->heap_len = 0;
+        m->heap_cap = sz;
+        m->bytes += sz;
+    }
+    uint8_t *dst = m->heaps[m->nheaps - 1] + m->heap_len;
+    memcpy(dst, p, n);
+    m->heap_len += n;
+    *out = dst;
+    return ST_OK;
+}
+
+static int chunk_add(struct store_memtable *m)
+{
+    if (grow_dir(&m->chunks, &m->capchunks, m->nchunks + 1) != ST_OK)
         return ST_ENOMEM;
-    m->e = e;
-    size_t vbytes = cap * m->dim * sizeof(float);
-    float *v = aligned_alloc(64, (vbytes + 63) & ~(size_t)63);
-    if (v == NULL)
+    size_t sz = m->chunk_vbytes + m->chunk_recs * sizeof(struct store_mt_entry);
+    uint8_t *c = aligned_alloc(64, (sz + 63) & ~(size_t)63);
+    if (c == NULL)
         return ST_ENOMEM;
-    if (m->vecs != NULL)
-        memcpy(v, m->vecs, m->n * m->dim * sizeof(float));
-    free(m->vecs);
-    m->vecs = v;
-    m->bytes += (cap - m->cap) * (sizeof(*e) + m->dim * sizeof(float));
-    m->cap = cap;
+    m->chunks[m->nchunks++] = c;
+    m->bytes += (sz + 63) & ~(size_t)63;
     return ST_OK;
 }
 
@@ -177,41 +214,50 @@ int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t
                  int64_t offset, uint32_t idx)
 {
     int rc;
-    if (m->n == m->cap && (rc = entries_grow(m)) != ST_OK)
+    if (m->n == m->nchunks * m->chunk_recs && (rc = chunk_add(m)) != ST_OK)
         return rc;
     if ((m->n + 1) * 2 > m->nslots && (rc = slots_grow(m)) != ST_OK)
         return rc;
     struct store_version nv = {r->ts, partition, offset, idx};
     size_t slot = slot_find(m, r->id, r->id_len);
+    struct store_mt_entry *old = NULL;
     if (m->slots[slot] != 0) {
-        struct store_mt_entry *old = &m->e[m->slots[slot] - 1];
+        old = (struct store_mt_entry *)(uintptr_t)entry_at(m, m->slots[slot]);
         struct store_version ov = {old->ts, old->partition, old->offset, old->idx};
         if (store_version_cmp(&nv, &ov) <= 0)
             return ST_OK; /* an older (or the same) version: it never becomes visible */
-        old->superseded = 1;
     }
-    struct store_mt_entry *e = &m->e[m->n];
-    memset(e, 0, sizeof(*e));
-    if ((rc = heap_put(m, r->id, r->id_len, &e->id_off)) != ST_OK)
+    const uint8_t *id, *meta;
+    if ((rc = heap_put(m, r->id, r->id_len, &id)) != ST_OK ||
+        (rc = heap_put(m, r->meta, r->meta_len, &meta)) != ST_OK)
         return rc;
-    if ((rc = heap_put(m, r->meta, r->meta_len, &e->meta_off)) != ST_OK)
-        return rc;
-    e->id_len = (uint16_t)r->id_len;
-    e->meta_len = r->meta_len;
+    uint8_t *chunk = m->chunks[m->n / m->chunk_recs];
+    size_t ci = m->n % m->chunk_recs;
+    float *vec = (float *)(void *)chunk + ci * m->dim;
+    if (r->op == STORE_OP_UPSERT)
+        memcpy(vec, r->vec, m->dim * sizeof(float));
+    else
+        memset(vec, 0, m->dim * sizeof(float));
+    struct store_mt_entry *e = store_mt_chunk_entries(m, chunk) + ci;
+    e->id = id;
+    e->meta = meta;
+    e->vec = vec;
     e->ts = r->ts;
     e->window = r->window;
     e->window_end = r->window_end;
-    e->partition = partition;
     e->offset = offset;
+    e->partition = partition;
     e->idx = idx;
+    e->meta_len = r->meta_len;
+    e->id_len = (uint16_t)r->id_len;
     e->op = r->op;
-    float *dst = m->vecs + m->n * m->dim;
-    if (r->op == STORE_OP_UPSERT)
-        memcpy(dst, r->vec, m->dim * sizeof(float));
-    else
-        memset(dst, 0, m->dim * sizeof(float));
+    atomic_init(&e->superseded_by, 0);
     m->slots[slot] = (uint32_t)(m->n + 1);
     m->n++;
+    /* The entry, its vector and its id are complete: readers may see it now. */
+    atomic_store_explicit(&m->published, m->n, memory_order_release);
+    if (old != NULL)
+        atomic_store_explicit(&old->superseded_by, (uint32_t)m->n, memory_order_relaxed);
     return ST_OK;
 }
 
@@ -221,5 +267,5 @@ const struct store_mt_entry *store_mt_get(const struct store_memtable *m, const 
     if (m->nslots == 0)
         return NULL;
     uint32_t v = m->slots[slot_find(m, id, id_len)];
-    return v ? &m->e[v - 1] : NULL;
+    return v ? entry_at(m, v) : NULL;
 }

@@ -328,7 +328,7 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     if (s->mf_number >= s->mf.next_file)
         s->mf.next_file = s->mf_number + 1;
 
-    s->mem = store_mt_new(o->dim, nlogs ? logs[0] : s->mf.next_file);
+    s->mem = store_mt_new(o->dim, nlogs ? logs[0] : s->mf.next_file, s->o.memtable_size);
     if (s->mem == NULL) {
         rc = ST_ENOMEM;
         goto fail;

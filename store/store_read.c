@@ -31,7 +31,7 @@ static void value_from_mt(const struct store_memtable *m, const struct store_mt_
     out->offset = e->offset;
     out->idx = e->idx;
     if (out->vec != NULL)
-        memcpy(out->vec, m->vecs + (size_t)(e - m->e) * m->dim, m->dim * sizeof(float));
+        memcpy(out->vec, e->vec, m->dim * sizeof(float));
     free(out->meta);
     out->meta = NULL;
     out->meta_len = e->meta_len;
@@ -40,7 +40,7 @@ static void value_from_mt(const struct store_memtable *m, const struct store_mt_
         if (out->meta == NULL)
             *rc = ST_ENOMEM;
         else
-            memcpy(out->meta, m->heap + e->meta_off, e->meta_len);
+            memcpy(out->meta, e->meta, e->meta_len);
     }
 }
 
@@ -147,9 +147,9 @@ int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_
 void store_scan_record(const struct store_scan_src *src, uint64_t i, struct store_scan_rec *out)
 {
     if (src->memtable_) {
-        const struct store_memtable *m = src->memtable_;
-        const struct store_mt_entry *e = &m->e[i];
-        *out = (struct store_scan_rec){.id = store_mt_id(m, e),
+        const struct store_mt_entry *e = (const struct store_mt_entry *)src->memtable_ + i;
+        uint32_t by = atomic_load_explicit(&e->superseded_by, memory_order_relaxed);
+        *out = (struct store_scan_rec){.id = e->id,
                                        .id_len = e->id_len,
                                        .ts = e->ts,
                                        .window = e->window,
@@ -157,7 +157,7 @@ void store_scan_record(const struct store_scan_src *src, uint64_t i, struct stor
                                        .offset = e->offset,
                                        .idx = e->idx,
                                        .op = e->op,
-                                       .superseded = e->superseded != 0};
+                                       .superseded = by != 0 && by <= src->memtable_limit_};
         return;
     }
     struct store_seg_record r;
@@ -173,31 +173,51 @@ void store_scan_record(const struct store_scan_src *src, uint64_t i, struct stor
                                    .superseded = false};
 }
 
-static int scan_mt(const struct store_memtable *m, store_scan_fn fn, void *ctx)
+/* The first n records of m, whose chunk pointers are chunks[] (captured by the caller): one
+ * source per chunk so that each hands the kernels contiguous vectors. No lock is held. */
+static int scan_mt(const struct store_memtable *m, size_t n, uint8_t *const *chunks,
+                   store_scan_fn fn, void *ctx)
 {
-    struct store_scan_src src = {.memtable = true,
-                                 .window_start = INT64_MIN,
-                                 .window_end = INT64_MAX,
-                                 .n = m->n,
-                                 .dim = m->dim,
-                                 .vecs = m->vecs,
-                                 .memtable_ = m};
-    return m->n > 0 ? fn(ctx, &src) : ST_OK;
+    int rc = ST_OK;
+    for (size_t c = 0; rc == ST_OK && c * m->chunk_recs < n; c++) {
+        size_t left = n - c * m->chunk_recs;
+        struct store_scan_src src = {.memtable = true,
+                                     .window_start = INT64_MIN,
+                                     .window_end = INT64_MAX,
+                                     .n = left < m->chunk_recs ? left : m->chunk_recs,
+                                     .dim = m->dim,
+                                     .vecs = (const float *)(const void *)chunks[c],
+                                     .memtable_ = store_mt_chunk_entries(m, chunks[c]),
+                                     .memtable_limit_ = n};
+        rc = fn(ctx, &src);
+    }
+    return rc;
 }
 
 int store_scan(struct store *s, store_scan_fn fn, void *ctx)
 {
     /* mem -> frozen -> segments: data only ever moves in that order, so capturing the stages
-     * in the same order sees every record at least once. */
+     * in the same order sees every record at least once. The active memtable's published
+     * prefix and its chunk pointers are captured under the lock; the scan itself runs without
+     * it while writers append (chunks never move; the memtable is referenced). */
     pthread_mutex_lock(&s->mu);
-    int rc = scan_mt(s->mem, fn, ctx);
+    struct store_memtable *mem = s->mem;
+    store_mt_ref(mem);
+    size_t n = atomic_load_explicit(&mem->published, memory_order_acquire);
+    size_t nch = (n + mem->chunk_recs - 1) / mem->chunk_recs;
+    uint8_t **chunks = malloc((nch ? nch : 1) * sizeof(*chunks));
+    if (chunks != NULL)
+        memcpy(chunks, mem->chunks, nch * sizeof(*chunks));
     size_t nfz = 0;
     struct store_memtable **fz = store_frozen_capture_locked(s, &nfz);
     pthread_mutex_unlock(&s->mu);
-    if (fz == NULL && rc == ST_OK)
-        rc = ST_ENOMEM;
+    int rc = chunks == NULL || fz == NULL ? ST_ENOMEM : ST_OK;
+    if (rc == ST_OK)
+        rc = scan_mt(mem, n, chunks, fn, ctx);
+    free(chunks);
+    store_mt_unref(mem);
     for (size_t i = 0; rc == ST_OK && i < nfz; i++)
-        rc = scan_mt(fz[i], fn, ctx);
+        rc = scan_mt(fz[i], fz[i]->n, fz[i]->chunks, fn, ctx);
     store_frozen_release(fz, nfz);
     struct store_snapshot *snap = NULL;
     if (rc == ST_OK)

@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STORE_SEARCH_WAIT_MAX 16 /* times k: the most candidates waiting in later passes */
-
 /* A scanned record's version and distance; once confirmed, its meta (with_meta). */
 struct cand {
     uint64_t hash; /* of the id: compared before the bytes */
@@ -34,19 +32,8 @@ struct search {
     size_t k;
     struct heap best; /* confirmed hits, at most k */
     size_t capbest;
-    float *best_vecs;  /* with_vector: slot i's vector at i * dim */
-    struct cand *wait; /* the active memtable's candidates waiting for confirmation */
-    uint32_t *waith;   /* their heap */
-    size_t nwait, capwait;
-    size_t nsrc;      /* sources visited in this pass */
-    bool overflow;    /* this pass's active memtable had more candidates than room */
-    struct cand edge; /* then: the worst of them kept */
-    bool floored;     /* a later pass: records ranked up to floor are settled */
-    struct cand floor;
-    uint64_t *seen; /* file numbers of the segments visited by earlier passes */
-    size_t nseen, capseen;
-    uint32_t passes;
-    float *vec; /* dim floats: store_get's copy */
+    float *best_vecs; /* with_vector: slot i's vector at i * dim */
+    float *vec;       /* dim floats: store_get's copy */
     uint64_t scanned, lookups, peak;
     uint32_t segments;
     int64_t *wins;
@@ -76,11 +63,6 @@ static int rank_cmp(float da, const uint8_t *ia, uint32_t la, float db, const ui
 static int cand_cmp(const struct cand *a, const struct cand *b)
 {
     return rank_cmp(a->dist, a->id, a->id_len, b->dist, b->id, b->id_len);
-}
-
-static int cand_qsort_cmp(const void *a, const void *b)
-{
-    return cand_cmp(a, b);
 }
 
 static bool heap_above(const struct heap *hp, size_t i, size_t j)
@@ -145,8 +127,8 @@ static void cand_fill(struct cand *c, const struct store_scan_rec *r, float d)
 
 static void note_peak(struct search *x)
 {
-    if (x->best.n + x->nwait > x->peak)
-        x->peak = x->best.n + x->nwait;
+    if (x->best.n > x->peak)
+        x->peak = x->best.n;
 }
 
 static int note_window(struct search *x, int64_t w)
@@ -195,7 +177,7 @@ static int best_reserve(struct search *x)
 
 /*
  * Admits c into the confirmed top-k if it ranks there and is live: its id's newest version is
- * c's own (not a delete, not superseded anywhere). Never called under the store's lock.
+ * c's own (not a delete, not superseded anywhere). No store lock is held here (store_scan).
  */
 static int confirm(struct search *x, const struct cand *c)
 {
@@ -258,21 +240,6 @@ static int confirm(struct search *x, const struct cand *c)
     return ST_OK;
 }
 
-/* Confirms the waiting memtable candidates, closest first, until none can rank. */
-static int flush_wait(struct search *x)
-{
-    qsort(x->wait, x->nwait, sizeof(*x->wait), cand_qsort_cmp);
-    int rc = ST_OK;
-    for (size_t i = 0; i < x->nwait && rc == ST_OK; i++) {
-        const struct cand *c = &x->wait[i];
-        if (!heap_admits(&x->best, x->k, c->dist, c->id, c->id_len))
-            break; /* sorted: none after it ranks either */
-        rc = confirm(x, c);
-    }
-    x->nwait = 0;
-    return rc;
-}
-
 static bool is_indexed(const struct store_search_query *q, int64_t start, uint32_t version)
 {
     for (size_t i = 0; i < q->n_indexed; i++)
@@ -284,12 +251,6 @@ static bool is_indexed(const struct store_search_query *q, int64_t start, uint32
 static bool rec_wanted(const struct store_search_query *q, const struct store_scan_rec *r)
 {
     return r->op == STORE_OP_UPSERT && !r->superseded && r->ts >= q->from_ts && r->ts <= q->to_ts;
-}
-
-/* Was (d, id) already settled by an earlier pass? */
-static bool below_floor(const struct search *x, float d, const uint8_t *id, uint32_t id_len)
-{
-    return x->floored && rank_cmp(d, id, id_len, x->floor.dist, x->floor.id, x->floor.id_len) <= 0;
 }
 
 /* Confirms every record of src that would rank, as it comes (no store lock is held). */
@@ -306,9 +267,9 @@ static int scan_inline(struct search *x, const struct store_scan_src *src)
             if (rc != ST_OK)
                 return rc;
         }
-        x->scanned += x->passes == 1; /* later passes revisit the same records */
+        x->scanned++;
         float d = x->fn(q->vec, src->vecs + i * src->dim, src->dim);
-        if (below_floor(x, d, r.id, r.id_len) || !heap_admits(&x->best, x->k, d, r.id, r.id_len))
+        if (!heap_admits(&x->best, x->k, d, r.id, r.id_len))
             continue;
         struct cand c;
         cand_fill(&c, &r, d);
@@ -319,100 +280,17 @@ static int scan_inline(struct search *x, const struct store_scan_src *src)
     return ST_OK;
 }
 
-/*
- * The first source of a pass is the active memtable, which store_scan may visit under the
- * store's lock: its k closest (2k, 4k, ... up to 16k on later passes) wait for confirmation
- * until the next source. When more would have ranked (overflow), the worst kept is where a
- * further pass starts if too few of the waiting ones turn out live.
- */
-static int scan_deferred(struct search *x, const struct store_scan_src *src)
-{
-    const struct store_search_query *q = x->q;
-    size_t room = x->k;
-    for (uint32_t p = 1; p < x->passes && room < STORE_SEARCH_WAIT_MAX * x->k; p++)
-        room *= 2; /* fewer passes when one was not enough; still a constant times k */
-    if (room > src->n)
-        room = (size_t)src->n;
-    if (room > x->capwait) {
-        struct cand *w = realloc(x->wait, room * sizeof(*w));
-        if (w == NULL)
-            return ST_ENOMEM;
-        x->wait = w;
-        uint32_t *h = realloc(x->waith, room * sizeof(*h));
-        if (h == NULL)
-            return ST_ENOMEM;
-        x->waith = h;
-        x->capwait = room;
-    }
-    struct heap pend = {.c = x->wait, .h = x->waith};
-    for (uint64_t i = 0; i < src->n; i++) {
-        struct store_scan_rec r;
-        store_scan_record(src, i, &r);
-        if (!rec_wanted(q, &r))
-            continue;
-        int rc = note_window(x, r.window);
-        if (rc != ST_OK)
-            return rc;
-        x->scanned += x->passes == 1; /* later passes revisit the same records */
-        float d = x->fn(q->vec, src->vecs + i * src->dim, src->dim);
-        if (below_floor(x, d, r.id, r.id_len) || !heap_admits(&x->best, x->k, d, r.id, r.id_len))
-            continue;
-        if (pend.n < room) {
-            cand_fill(&pend.c[pend.n], &r, d);
-            pend.h[pend.n] = (uint32_t)pend.n;
-            heap_up(&pend, pend.n++);
-            continue;
-        }
-        x->overflow = true;
-        if (!heap_admits(&pend, room, d, r.id, r.id_len))
-            continue;
-        cand_fill(&pend.c[pend.h[0]], &r, d);
-        heap_down(&pend, 0);
-    }
-    x->nwait = pend.n;
-    if (x->overflow)
-        x->edge = pend.c[pend.h[0]];
-    note_peak(x);
-    return ST_OK;
-}
-
-/* A segment seen by an earlier pass had every record that could rank confirmed then. */
-static int segment_seen(struct search *x, const struct store_segment *g, bool *seen)
-{
-    struct store_segment_info gi;
-    store_segment_info(g, &gi);
-    for (size_t i = 0; i < x->nseen; i++)
-        if (x->seen[i] == gi.file_number) {
-            *seen = true;
-            return ST_OK;
-        }
-    *seen = false;
-    if (x->nseen == x->capseen) {
-        size_t cap = x->capseen ? x->capseen * 2 : 16;
-        uint64_t *p = realloc(x->seen, cap * sizeof(*p));
-        if (p == NULL)
-            return ST_ENOMEM;
-        x->seen = p;
-        x->capseen = cap;
-    }
-    x->seen[x->nseen++] = gi.file_number;
-    return ST_OK;
-}
-
 static int scan_segment(struct search *x, const struct store_scan_src *src)
 {
     const struct store_search_query *q = x->q;
-    bool seen;
-    int rc = segment_seen(x, src->segment, &seen);
-    if (rc != ST_OK || seen)
-        return rc;
     if (src->window_end <= q->from_ts || src->window_start > q->to_ts || src->max_ts < q->from_ts ||
         src->min_ts > q->to_ts)
         return ST_OK; /* pruned by time */
     if (src->kind == STORE_SEG_SEALED && is_indexed(q, src->window_start, src->version))
         return ST_OK; /* the caller searched its index */
     x->segments++;
-    if ((rc = note_window(x, src->window_start)) != ST_OK)
+    int rc = note_window(x, src->window_start);
+    if (rc != ST_OK)
         return rc;
     return scan_inline(x, src);
 }
@@ -422,34 +300,7 @@ static int on_src(void *ctx, const struct store_scan_src *src)
     struct search *x = ctx;
     if (src->dim != x->q->dim)
         return ST_EINVAL;
-    if (x->nsrc++ == 0 && src->memtable)
-        return scan_deferred(x, src);
-    int rc = flush_wait(x);
-    if (rc != ST_OK)
-        return rc;
     return src->memtable ? scan_inline(x, src) : scan_segment(x, src);
-}
-
-/*
- * One scan of every source. Afterwards the search is complete unless the active memtable
- * had more candidates than it could hold and the top-k is still open to the worst it held.
- */
-static int search_pass(struct search *x, bool *again)
-{
-    x->nsrc = 0;
-    x->overflow = false;
-    x->passes++;
-    int rc = store_scan(x->s, on_src, x);
-    if (rc == ST_OK)
-        rc = flush_wait(x); /* the active memtable when no other source followed it */
-    x->nwait = 0;
-    *again = rc == ST_OK && x->overflow &&
-             heap_admits(&x->best, x->k, x->edge.dist, x->edge.id, x->edge.id_len);
-    if (*again) {
-        x->floor = x->edge; /* everything ranked up to it is settled */
-        x->floored = true;
-    }
-    return rc;
 }
 
 /* Moves the confirmed hits, closest first, into out (heap sort: pop the worst to the end). */
@@ -495,26 +346,20 @@ int store_search(struct store *s, const struct store_search_query *q,
     x.vec = malloc(q->dim * sizeof(float));
     if (x.vec == NULL)
         goto out;
-    bool again = true;
-    while (again)
-        if ((rc = search_pass(&x, &again)) != ST_OK)
-            goto out;
+    if ((rc = store_scan(s, on_src, &x)) != ST_OK)
+        goto out;
     rc = take_hits(&x, out);
     out->scanned = x.scanned;
     out->segments = x.segments;
     out->windows = (uint32_t)x.nwins;
     out->lookups = x.lookups;
     out->peak_candidates = x.peak;
-    out->passes = x.passes;
 out:
     for (size_t i = 0; i < x.best.n; i++)
         free(x.best.c[x.best.h[i]].meta);
     free(x.best.c);
     free(x.best.h);
     free(x.best_vecs);
-    free(x.wait);
-    free(x.waith);
-    free(x.seen);
     free(x.vec);
     free(x.wins);
     if (rc != ST_OK)

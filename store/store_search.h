@@ -10,27 +10,17 @@
  * to a segment during the scan is seen twice). Windows and segments wholly outside
  * [from_ts, to_ts] are pruned before any distance.
  *
- * Memory is bounded whatever the data: at most k confirmed hits plus k candidates waiting
- * to be confirmed (peak_candidates <= 2k; <= 17k in the rare further passes below), however
+ * Memory is bounded whatever the data: at most k confirmed hits (peak_candidates <= k), however
  * many of the closest records turn out to be superseded in another source or deleted. A record
  * whose distance would enter the current top-k is confirmed with store_get — its id's newest
  * version is not a delete and is the very version scanned — before it is admitted, so stale
- * candidates never accumulate.
+ * candidates never accumulate. One scan of the store (store_scan holds no lock during the
+ * callbacks, so every source is confirmed as it comes).
  *
  * Cost: one store_get per record that would enter the top-k when it is met. For records in
  * random order that is O(k log(n / k)) expected lookups over n scanned; records met in
  * decreasing distance, or many superseded records near the query, cost up to one lookup
  * each. A lookup is a memtable probe plus a Bloom-filter probe per segment.
- *
- * store_get is never called from the callback of the first source store_scan visits when it
- * is a memtable — the active memtable, which store_scan may visit under the store's lock
- * (store.h) — so its k closest wait until the next source; the frozen memtables and the
- * segments, visited without that lock, have their candidates confirmed as they come. Only when more
- * than k of them would have ranked and too few of those k are live (the memtable's records are
- * superseded by newer-timestamped versions already flushed: late data) does a further pass
- * follow, over the memtables and the segments created since, for the records ranked after
- * the ones settled; each further pass lets twice as many wait, up to 16k
- * (peak_candidates <= 17k). More time, bounded memory.
  *
  * Thread safety: any thread, concurrently with writers, flushes and merges; the search holds
  * no lock of its own. Records applied before the call are seen; later writes may or may not be.
@@ -81,8 +71,7 @@ struct store_search_result {
     uint32_t windows;         /* distinct windows with scanned records */
     uint32_t segments;        /* segments scanned */
     uint64_t lookups;         /* store_get calls made to confirm candidates */
-    uint64_t peak_candidates; /* most candidates held at once, confirmed or waiting */
-    uint32_t passes;          /* scans of the store (1 unless the active memtable overflowed) */
+    uint64_t peak_candidates; /* most candidates held at once (<= k) */
 };
 
 /* Fills *out, which the caller frees with store_search_result_free; on error *out is empty. */

@@ -299,7 +299,7 @@ int store_freeze_locked(struct store *s)
     int rc = store_wal_new_file(s);
     if (rc != ST_OK)
         return store_fail_locked(s, rc, "wal roll");
-    struct store_memtable *m = store_mt_new(s->o.dim, s->wal_number);
+    struct store_memtable *m = store_mt_new(s->o.dim, s->wal_number, s->o.memtable_size);
     if (m == NULL)
         return ST_ENOMEM;
     s->frozen[s->nfrozen++] = s->mem;

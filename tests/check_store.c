@@ -8,11 +8,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log_format.h"
@@ -1437,6 +1439,250 @@ START_TEST(test_crash_during_promotion)
 }
 END_TEST
 
+/* ---- memtable: real bytes, lock-free readers (issue 11, defects 4 and 6) --------------------- */
+
+static struct store *open_sized(const char *dir, uint64_t memtable_size, bool background)
+{
+    struct store_opts o = {.dir = dir,
+                           .dim = DIM,
+                           .wal_sync = STORE_SYNC_NONE,
+                           .no_background = !background,
+                           .memtable_size = memtable_size};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "store_open: %s", err.msg);
+    return s;
+}
+
+/* Writes record k with a meta of meta_len bytes. */
+static int put_meta(struct store *s, int64_t off, int k, uint32_t meta_len)
+{
+    static uint8_t meta[8192];
+    memset(meta, 'm', sizeof(meta));
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    float v[DIM];
+    fill_vec(v, k);
+    struct store_record r = {.id = (const uint8_t *)id,
+                             .id_len = (uint32_t)strlen(id),
+                             .ts = 1000,
+                             .window = 1000,
+                             .window_end = 2000,
+                             .op = STORE_OP_UPSERT,
+                             .vec = v,
+                             .meta = meta,
+                             .meta_len = meta_len};
+    struct store_batch b = {.partition = 0, .offset = off, .n = 1, .recs = &r};
+    return store_write(s, &b, NULL);
+}
+
+/*
+ * A memtable of size M allocates about M: the old one counted the capacity of arrays that
+ * doubled (so it held up to ~2M before a freeze), and with a small M its first allocation
+ * alone was over the limit, so every write froze a memtable of one record.
+ */
+START_TEST(test_memtable_counts_real_bytes)
+{
+    static const uint64_t sizes[] = {64u << 10, 1u << 20};
+    static const uint32_t metas[] = {0, 100, 4000};
+    for (size_t si = 0; si < 2; si++) {
+        for (size_t mi = 0; mi < 3; mi++) {
+            char *dir = st_test_tmpdir("store");
+            struct store *s = open_sized(dir, sizes[si], false);
+            uint64_t most = 0, most_recs = 0, freezes = 0;
+            uint64_t payload = (uint64_t)DIM * 4 + 8 + metas[mi];
+            int nk = 0;
+            for (int k = 0; freezes < 2 && k < 100000; k++, nk++) {
+                ck_assert_int_eq(put_meta(s, k, k, metas[mi]), ST_OK);
+                struct store_stats st;
+                store_stats(s, &st);
+                if (st.frozen_memtables > 0) {
+                    freezes++;
+                    ck_assert_int_eq(store_flush(s), ST_OK);
+                    store_stats(s, &st);
+                }
+                /* Never under what the records need, never much over the limit. */
+                ck_assert_uint_ge(st.memtable_bytes, st.memtable_records * payload);
+                ck_assert_msg(st.memtable_bytes <= sizes[si] + sizes[si] / 4,
+                              "memtable of %llu bytes for a limit of %llu (meta %u)",
+                              (unsigned long long)st.memtable_bytes, (unsigned long long)sizes[si],
+                              metas[mi]);
+                most = st.memtable_bytes > most ? st.memtable_bytes : most;
+                most_recs = st.memtable_records > most_recs ? st.memtable_records : most_recs;
+            }
+            /* A memtable fills most of its limit before it freezes (counting each record's
+             * entry and hash slot too). */
+            ck_assert_uint_ge(most_recs * (payload + sizeof(struct store_mt_entry) + 16),
+                              sizes[si] / 2);
+            ck_assert_uint_gt(freezes, 0);
+            ck_assert_uint_ge(most, sizes[si] / 2);
+            for (int k = 0; k < nk; k += 97) {
+                char id[32];
+                snprintf(id, sizeof(id), "id-%d", k);
+                struct store_value v = {0};
+                ck_assert_int_eq(store_get(s, (const uint8_t *)id, (uint32_t)strlen(id), &v),
+                                 ST_OK);
+                ck_assert_uint_eq(v.meta_len, metas[mi]);
+                free(v.meta);
+            }
+            ck_assert_int_eq(store_close(s), ST_OK);
+            st_test_rmrf(dir);
+            free(dir);
+        }
+    }
+}
+END_TEST
+
+struct scan_block {
+    struct store *s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool in_callback;
+    int written; /* writes that returned while the callback was blocked */
+    bool stop;
+};
+
+static void *blocked_writer(void *arg)
+{
+    struct scan_block *b = arg;
+    pthread_mutex_lock(&b->mu);
+    while (!b->in_callback)
+        pthread_cond_wait(&b->cv, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+    for (int k = 0; k < 200; k++) {
+        ck_assert_int_eq(put(b->s, 0, 1000 + k, 1000 + k, 1500, k, STORE_OP_UPSERT), ST_OK);
+        pthread_mutex_lock(&b->mu);
+        b->written++;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+    }
+    return NULL;
+}
+
+/* Holds the first (active memtable) source until the writer did 200 writes, or 10 s. */
+static int hold_scan(void *ctx, const struct store_scan_src *src)
+{
+    struct scan_block *b = ctx;
+    if (!src->memtable || b->stop)
+        return ST_OK;
+    b->stop = true;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    pthread_mutex_lock(&b->mu);
+    b->in_callback = true;
+    pthread_cond_broadcast(&b->cv);
+    while (b->written < 200 && pthread_cond_timedwait(&b->cv, &b->mu, &dl) == 0)
+        ;
+    int rc = b->written >= 200 ? ST_OK : ST_ETIMEDOUT;
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+/* A strong search's distance loop over the active memtable no longer holds the store lock:
+ * writers keep going while a scan callback is blocked (the old scan deadlocked here, and the
+ * deadline turns that into a failure). */
+START_TEST(test_scan_does_not_block_writers)
+{
+    char *dir = st_test_tmpdir("store");
+    struct scan_block b = {.s = open_store(dir, NULL, STORE_SYNC_NONE, true)};
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_eq(put(b.s, 0, k, k, 1500, k, STORE_OP_UPSERT), ST_OK);
+    pthread_t t;
+    pthread_create(&t, NULL, blocked_writer, &b);
+    int rc = store_scan(b.s, hold_scan, &b);
+    ck_assert_msg(rc == ST_OK, "writes did not complete while a scan callback ran (%d of 200)",
+                  b.written);
+    pthread_join(t, NULL);
+    for (int k = 0; k < 200; k++)
+        ck_assert_int_eq(get_val(b.s, 1000 + k), k);
+    ck_assert_int_eq(store_close(b.s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+struct churn {
+    struct store *s;
+    _Atomic bool stop;
+    _Atomic int64_t next; /* offsets written so far */
+};
+
+static void *churn_writer(void *arg)
+{
+    struct churn *c = arg;
+    for (int64_t k = 0; !atomic_load(&c->stop) && k < 20000; k++) {
+        /* ids cycle over 3000, so versions supersede each other inside a memtable too */
+        int rc;
+        while ((rc = put(c->s, 0, k, (int)(k % 3000), 1000 + k, (int)k, STORE_OP_UPSERT)) ==
+               ST_EAGAIN)
+            ;
+        ck_assert_int_eq(rc, ST_OK);
+        atomic_store(&c->next, k + 1);
+    }
+    atomic_store(&c->stop, true);
+    return NULL;
+}
+
+struct seen {
+    uint8_t *ids; /* ids[k % 3000] = 1 once id-k was visited */
+    int64_t newest[3000];
+};
+
+static int note_seen(void *ctx, const struct store_scan_src *src)
+{
+    struct seen *sn = ctx;
+    for (uint64_t i = 0; i < src->n; i++) {
+        struct store_scan_rec r;
+        store_scan_record(src, i, &r);
+        char id[16] = {0};
+        memcpy(id, r.id, r.id_len < 15 ? r.id_len : 15);
+        int k = atoi(id + 3);
+        ck_assert(k >= 0 && k < 3000);
+        /* the vector is the one written with this version */
+        ck_assert_float_eq(src->vecs[i * src->dim], (float)(r.ts - 1000));
+        sn->ids[k] = 1;
+        if (r.ts - 1000 > sn->newest[k])
+            sn->newest[k] = r.ts - 1000;
+    }
+    return ST_OK;
+}
+
+/* Writers, freezes and flushes race scans (run under TSan too): every id applied before a scan
+ * starts is visited by it, with its newest version at that point or a later one. */
+START_TEST(test_scan_concurrent_with_writers)
+{
+    char *dir = st_test_tmpdir("store");
+    struct churn c = {.s = open_sized(dir, 64u << 10, true)};
+    pthread_t t;
+    pthread_create(&t, NULL, churn_writer, &c);
+    int scans = 0;
+    static struct seen sn;
+    static uint8_t ids[3000];
+    while (!atomic_load(&c.stop) || scans < 3) {
+        int64_t before = atomic_load(&c.next);
+        memset(ids, 0, sizeof(ids));
+        for (int i = 0; i < 3000; i++)
+            sn.newest[i] = -1;
+        sn.ids = ids;
+        ck_assert_int_eq(store_scan(c.s, note_seen, &sn), ST_OK);
+        for (int64_t k = before > 3000 ? before - 3000 : 0; k < before; k++) {
+            ck_assert_msg(ids[k % 3000], "id-%d (offset %lld) missed by a scan", (int)(k % 3000),
+                          (long long)k);
+            ck_assert_int_ge(sn.newest[k % 3000], k);
+        }
+        scans++;
+    }
+    pthread_join(t, NULL);
+    ck_assert_int_gt(scans, 2);
+    ck_assert_int_eq(store_close(c.s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     st_log_set_level(ST_LOG_WARNING);
@@ -1471,6 +1717,12 @@ int main(void)
     tcase_add_test(tc, test_promotion_races_no_reader);
     tcase_add_test(tc, test_crash_during_merge);
     tcase_add_test(tc, test_crash_during_promotion);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("memtable");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_memtable_counts_real_bytes);
+    tcase_add_test(tc, test_scan_does_not_block_writers);
+    tcase_add_test(tc, test_scan_concurrent_with_writers);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
