@@ -109,6 +109,10 @@ struct store_value {
 /* ST_ENOTFOUND when the id was never written or its newest version is a delete. */
 int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_value *out) ST_WUR;
 
+/* Does a memtable (active or frozen, not yet in segments) hold a record of the window that
+ * starts at window_start? (twcs: a sealed window with such records needs a re-seal.) */
+bool store_window_unflushed(struct store *s, int64_t window_start);
+
 /* ---- segments and snapshots ---- */
 
 struct store_segment; /* immutable, refcounted, mmap'd */

@@ -112,7 +112,9 @@ struct store_memtable {
     size_t heap_chunk;         /* default heap chunk size */
     uint32_t *slots;           /* open addressing: entry index + 1, 0 = empty */
     size_t nslots;
-    uint64_t bytes;           /* really allocated */
+    uint64_t bytes; /* really allocated */
+    int64_t *wins;  /* distinct windows of its records (a memtable spans few) */
+    size_t nwins, capwins;
     uint64_t first_log;       /* oldest WAL file holding its batches */
     struct store_marks marks; /* max offset per partition in this memtable */
 };
@@ -127,6 +129,9 @@ int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t
 /* Newest entry for id, or NULL. Active memtable: caller holds the store lock. */
 const struct store_mt_entry *store_mt_get(const struct store_memtable *m, const uint8_t *id,
                                           uint32_t id_len);
+/* Does the memtable hold a record of the window starting at start? Active memtable: caller
+ * holds the store lock. */
+bool store_mt_has_window(const struct store_memtable *m, int64_t start);
 /* Entry i (< n) and its chunk's entries. */
 static inline struct store_mt_entry *store_mt_chunk_entries(const struct store_memtable *m,
                                                             const uint8_t *chunk)

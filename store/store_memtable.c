@@ -106,6 +106,7 @@ void store_mt_unref(struct store_memtable *m)
     free(m->chunks);
     free(m->heaps);
     free(m->slots);
+    free(m->wins);
     store_marks_free(&m->marks);
     free(m);
 }
@@ -210,10 +211,38 @@ static int chunk_add(struct store_memtable *m)
     return ST_OK;
 }
 
+bool store_mt_has_window(const struct store_memtable *m, int64_t start)
+{
+    for (size_t i = m->nwins; i-- > 0;)
+        if (m->wins[i] == start)
+            return true;
+    return false;
+}
+
+static int note_window(struct store_memtable *m, int64_t start)
+{
+    if (m->nwins > 0 && m->wins[m->nwins - 1] == start)
+        return ST_OK;
+    if (store_mt_has_window(m, start))
+        return ST_OK;
+    if (m->nwins == m->capwins) {
+        size_t cap = m->capwins ? m->capwins * 2 : 8;
+        int64_t *w = realloc(m->wins, cap * sizeof(*w));
+        if (w == NULL)
+            return ST_ENOMEM;
+        m->wins = w;
+        m->capwins = cap;
+    }
+    m->wins[m->nwins++] = start;
+    return ST_OK;
+}
+
 int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t partition,
                  int64_t offset, uint32_t idx)
 {
     int rc;
+    if ((rc = note_window(m, r->window)) != ST_OK)
+        return rc;
     if (m->n == m->nchunks * m->chunk_recs && (rc = chunk_add(m)) != ST_OK)
         return rc;
     if ((m->n + 1) * 2 > m->nslots && (rc = slots_grow(m)) != ST_OK)

@@ -286,3 +286,13 @@ struct store_segment *store_snapshot_segment(const struct store_snapshot *snap, 
 {
     return i < snap->n ? snap->segs[i] : NULL;
 }
+
+bool store_window_unflushed(struct store *s, int64_t window_start)
+{
+    pthread_mutex_lock(&s->mu);
+    bool found = store_mt_has_window(s->mem, window_start);
+    for (size_t i = 0; !found && i < s->nfrozen; i++)
+        found = store_mt_has_window(s->frozen[i], window_start);
+    pthread_mutex_unlock(&s->mu);
+    return found;
+}

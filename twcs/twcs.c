@@ -28,11 +28,17 @@ struct part_wm {
 struct twcs {
     struct twcs_opts o;
     struct store *s;
-    pthread_mutex_t mu;       /* windows, watermarks, stats; held across a write's apply */
-    pthread_mutex_t tick_mu;  /* one tick at a time */
-    struct store_window *win; /* sorted by start; the store's table is the durable copy */
+    pthread_mutex_t mu;        /* windows, watermarks, stats; never held across store I/O */
+    pthread_mutex_t tick_mu;   /* one tick at a time */
+    pthread_mutex_t create_mu; /* one window creation at a time (a manifest append) */
+    pthread_rwlock_t gate;     /* writes hold it shared from classification to applied; a
+                                * drop takes it exclusively to move the horizon, so no write
+                                * classified before lands in a window being dropped */
+    struct store_window *win;  /* sorted by start; the store's table is the durable copy */
     size_t nwin;
-    int64_t *delta_since; /* per window: monotonic ms of its first late delta, or 0 */
+    int64_t *delta_since; /* per window: monotonic ms + 1 when a pending re-seal was first
+                           * seen, or 0. A cache: whether a sealed window needs a re-seal is
+                           * derived from durable state (runs, unflushed rows) every tick. */
     int64_t horizon;      /* every window ending at or before it has been dropped */
     struct part_wm *pw;
     size_t npw;
@@ -52,6 +58,22 @@ int64_t twcs_window_start(int64_t ts, int64_t w)
     if (ts % w != 0 && ts < 0)
         q--;
     return q * w;
+}
+
+/* a + b, clamped to the int64 range (window math near INT64_MIN/MAX never overflows). */
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    if (b > 0 && a > INT64_MAX - b)
+        return INT64_MAX;
+    if (b < 0 && a < INT64_MIN - b)
+        return INT64_MIN;
+    return a + b;
+}
+
+/* a - b, clamped; b is never INT64_MIN here (window bounds and durations). */
+static int64_t sat_sub(int64_t a, int64_t b)
+{
+    return b == INT64_MIN ? INT64_MAX : sat_add(a, -b);
 }
 
 static int64_t mono_ms(const struct twcs *t)
@@ -282,6 +304,112 @@ static int new_window(struct twcs *t, int64_t ts, long next, struct store_window
     return ST_OK;
 }
 
+/* How a batch classifies against the window cache. Caller holds mu. */
+struct classify {
+    struct store_window created[8]; /* windows the batch would create */
+    size_t ncreated;
+    uint32_t keep;
+    int64_t max_ts;
+};
+
+/*
+ * Places every record of the batch in a window (in place: window, window_end; kept records
+ * moved to the front), or sets a rejection verdict. Windows that do not exist yet are listed
+ * in c->created. Caller holds mu; no I/O.
+ */
+static int classify_locked(struct twcs *t, int64_t now, struct store_record *recs, uint32_t n,
+                           struct twcs_result *res, struct classify *c)
+{
+    c->ncreated = 0;
+    c->keep = 0;
+    c->max_ts = INT64_MIN;
+    res->expired = 0;
+    res->verdict = TWCS_ACCEPTED;
+    res->reason = NULL;
+    watermark_update(t);
+    for (uint32_t i = 0; i < n; i++) {
+        struct store_record *r = &recs[i];
+        if ((t->horizon != INT64_MIN && r->ts < t->horizon) ||
+            (t->o.ttl_ms > 0 && r->ts < sat_sub(now, t->o.ttl_ms))) {
+            res->expired++; /* older than the TTL or in a dropped window: never recreated */
+            continue;
+        }
+        long next;
+        long wi = find_window(t, r->ts, &next);
+        struct store_window w;
+        if (wi >= 0) {
+            w = t->win[wi];
+        } else {
+            bool found = false;
+            for (size_t k = 0; k < c->ncreated && !found; k++) {
+                if (r->ts >= c->created[k].start && r->ts < c->created[k].end) {
+                    w = c->created[k];
+                    found = true;
+                }
+            }
+            if (!found) {
+                new_window(t, r->ts, next, &w);
+                for (size_t k = 0; k < c->ncreated; k++) { /* and against this batch's windows */
+                    if (c->created[k].end > w.start && c->created[k].start <= r->ts)
+                        w.start = c->created[k].end;
+                    if (c->created[k].start < w.end && c->created[k].start > r->ts)
+                        w.end = c->created[k].start;
+                }
+                size_t open = 0;
+                for (size_t k = 0; k < t->nwin; k++)
+                    open += t->win[k].state == TWCS_OPEN;
+                if (open + c->ncreated + 1 > t->o.max_open_windows ||
+                    c->ncreated == sizeof(c->created) / sizeof(c->created[0])) {
+                    res->verdict = TWCS_REJECT_WINDOWS;
+                    res->reason = "too_many_windows";
+                    return ST_OK;
+                }
+                c->created[c->ncreated++] = w;
+            }
+        }
+        bool sealed = w.state == TWCS_SEALED;
+        bool known = t->watermark != INT64_MIN; /* nothing is late before any watermark */
+        bool past_seal = known && t->watermark >= sat_add(w.end, t->o.grace_ms);
+        if (known && (sealed || (wi < 0 && past_seal)) &&
+            sat_sub(t->watermark, w.end) > t->o.max_lateness_ms) {
+            res->verdict = TWCS_REJECT_LATE;
+            res->reason = "late";
+            return ST_OK;
+        }
+        r->window = w.start;
+        r->window_end = w.end;
+        recs[c->keep++] = *r;
+        if (r->ts > c->max_ts)
+            c->max_ts = r->ts;
+    }
+    return ST_OK;
+}
+
+/*
+ * Creates the windows the batch needs, durably, before any record in them is written. Takes
+ * create_mu (one creation at a time) and re-classifies under mu, since another writer may
+ * have created them meanwhile; mu is never held across the manifest append.
+ */
+static int create_windows(struct twcs *t, int64_t now, struct store_record *recs, uint32_t n,
+                          struct twcs_result *res)
+{
+    pthread_mutex_lock(&t->create_mu);
+    struct classify c;
+    struct twcs_result r = *res; /* the caller classifies again and decides */
+    pthread_mutex_lock(&t->mu);
+    int rc = classify_locked(t, now, recs, n, &r, &c);
+    pthread_mutex_unlock(&t->mu);
+    for (size_t k = 0; rc == ST_OK && r.verdict == TWCS_ACCEPTED && k < c.ncreated; k++)
+        rc = store_window_put(t->s, &c.created[k]);
+    if (rc == ST_OK && c.ncreated > 0) {
+        pthread_mutex_lock(&t->mu);
+        rc = reload_windows(t);
+        pthread_mutex_unlock(&t->mu);
+    }
+    pthread_mutex_unlock(&t->create_mu);
+    return rc;
+}
+
 int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_record *recs,
                uint32_t n, struct twcs_result *res)
 {
@@ -296,7 +424,8 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
             pthread_mutex_unlock(&t->mu);
             return ST_OK;
         }
-        if (recs[i].ts > now + t->o.max_future_ms || recs[i].ts > INT64_MAX - t->o.window_ms) {
+        if (recs[i].ts > sat_add(now, t->o.max_future_ms) ||
+            recs[i].ts > INT64_MAX - t->o.window_ms) {
             res->verdict = TWCS_REJECT_FUTURE;
             res->reason = "ts_future";
             pthread_mutex_lock(&t->mu);
@@ -311,105 +440,60 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
         res->verdict = TWCS_DUPLICATE;
         return ST_OK;
     }
-    pthread_mutex_lock(&t->mu);
-    int rc = ST_OK;
     if (t->o.max_bytes > 0) {
         struct store_stats ss;
         store_stats(t->s, &ss);
-        if (ss.segment_bytes + ss.wal_live_bytes > t->o.max_bytes) {
-            rc = ST_EAGAIN; /* FIFO cap: pause until the tick drops sealed windows */
-            goto out;
-        }
+        if (ss.segment_bytes + ss.wal_live_bytes > t->o.max_bytes)
+            return ST_EAGAIN; /* FIFO cap: pause until the tick drops sealed windows */
     }
-    watermark_update(t);
-    /* Classify every record; collect the windows this batch would create. */
-    struct store_window created[8];
-    size_t ncreated = 0;
-    uint32_t keep = 0;
-    int64_t max_ts = INT64_MIN;
-    for (uint32_t i = 0; i < n; i++) {
-        struct store_record *r = &recs[i];
-        if ((t->horizon != INT64_MIN && r->ts < t->horizon) ||
-            (t->o.ttl_ms > 0 && r->ts < now - t->o.ttl_ms)) {
-            res->expired++; /* older than the TTL or in a dropped window: never recreated */
-            continue;
+    pthread_rwlock_rdlock(&t->gate);
+    struct classify c;
+    int rc;
+    for (int round = 0;; round++) {
+        pthread_mutex_lock(&t->mu);
+        rc = classify_locked(t, now, recs, n, res, &c);
+        if (rc != ST_OK || res->verdict != TWCS_ACCEPTED || c.ncreated == 0 || round == 8) {
+            if (rc == ST_OK && res->verdict == TWCS_ACCEPTED && c.ncreated == 0)
+                t->st.expired_records += res->expired;
+            t->st.rejected_windows += res->verdict == TWCS_REJECT_WINDOWS;
+            t->st.rejected_late += res->verdict == TWCS_REJECT_LATE;
+            pthread_mutex_unlock(&t->mu);
+            break;
         }
-        long next;
-        long wi = find_window(t, r->ts, &next);
-        struct store_window w;
-        if (wi >= 0) {
-            w = t->win[wi];
-        } else {
-            bool found = false;
-            for (size_t c = 0; c < ncreated && !found; c++) {
-                if (r->ts >= created[c].start && r->ts < created[c].end) {
-                    w = created[c];
-                    found = true;
-                }
-            }
-            if (!found) {
-                new_window(t, r->ts, next, &w);
-                for (size_t c = 0; c < ncreated; c++) { /* and against this batch's windows */
-                    if (created[c].end > w.start && created[c].start <= r->ts)
-                        w.start = created[c].end;
-                    if (created[c].start < w.end && created[c].start > r->ts)
-                        w.end = created[c].start;
-                }
-                size_t open = 0;
-                for (size_t k = 0; k < t->nwin; k++)
-                    open += t->win[k].state == TWCS_OPEN;
-                if (open + ncreated + 1 > t->o.max_open_windows ||
-                    ncreated == sizeof(created) / sizeof(created[0])) {
-                    res->verdict = TWCS_REJECT_WINDOWS;
-                    res->reason = "too_many_windows";
-                    t->st.rejected_windows++;
-                    goto out;
-                }
-                created[ncreated++] = w;
-            }
-        }
-        bool sealed = w.state == TWCS_SEALED;
-        bool past_seal = t->watermark != INT64_MIN && t->watermark >= w.end + t->o.grace_ms;
-        if ((sealed || (wi < 0 && past_seal)) && t->watermark - w.end > t->o.max_lateness_ms) {
-            res->verdict = TWCS_REJECT_LATE;
-            res->reason = "late";
-            t->st.rejected_late++;
+        pthread_mutex_unlock(&t->mu);
+        /* New windows first: durable before any record in them is. */
+        if ((rc = create_windows(t, now, recs, n, res)) != ST_OK)
             goto out;
-        }
-        r->window = w.start;
-        r->window_end = w.end;
-        recs[keep++] = *r;
-        if (r->ts > max_ts)
-            max_ts = r->ts;
     }
-    t->st.expired_records += res->expired;
-    if (keep == 0) {
-        res->verdict = TWCS_ACCEPTED;
+    if (rc != ST_OK || res->verdict != TWCS_ACCEPTED)
+        goto out;
+    if (c.ncreated > 0) {
+        rc = ST_EAGAIN; /* windows kept changing under us (a drop racing creation): retry */
         goto out;
     }
-    /* New windows are durable before any record in them is. */
-    for (size_t c = 0; c < ncreated && rc == ST_OK; c++)
-        rc = store_window_put(t->s, &created[c]);
-    if (rc == ST_OK && ncreated > 0)
-        rc = reload_windows(t);
-    if (rc != ST_OK)
+    if (c.keep == 0)
         goto out;
-    struct store_batch b = {.partition = partition, .offset = offset, .n = keep, .recs = recs};
+    /* The store call runs without mu: a slow fsync or a freeze does not stall the other
+     * partitions, the tick or the metrics. A tick that seals a window meanwhile finds these
+     * records (in a memtable or a run) and re-seals it (tick_needs_reseal). */
+    struct store_batch b = {.partition = partition, .offset = offset, .n = c.keep, .recs = recs};
     bool was_applied = false;
     rc = store_write(t->s, &b, &was_applied);
     if (rc != ST_OK)
         goto out;
     res->verdict = was_applied ? TWCS_ACCEPTED : TWCS_DUPLICATE;
     if (was_applied) {
-        rc = pw_note(t, partition, max_ts);
-        for (uint32_t i = 0; i < keep; i++) {
+        pthread_mutex_lock(&t->mu);
+        rc = pw_note(t, partition, c.max_ts);
+        for (uint32_t i = 0; i < c.keep; i++) {
             long next, wi = find_window(t, recs[i].ts, &next);
             if (wi >= 0 && t->win[wi].state == TWCS_SEALED && t->delta_since[wi] == 0)
                 t->delta_since[wi] = mono_ms(t) + 1; /* +1: 0 means "no delta" */
         }
+        pthread_mutex_unlock(&t->mu);
     }
 out:
-    pthread_mutex_unlock(&t->mu);
+    pthread_rwlock_unlock(&t->gate);
     return rc;
 }
 
@@ -452,6 +536,32 @@ static int segs_of(struct twcs *t, int64_t start, struct wsegs *ws)
         }
     }
     store_snapshot_release(snap);
+    return ST_OK;
+}
+
+/* The windows that have segments other than their sealed one (runs, deltas), malloc'd. */
+static int windows_with_runs(struct twcs *t, int64_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    struct store_snapshot *snap;
+    int rc = store_snapshot_acquire(t->s, &snap);
+    if (rc != ST_OK)
+        return rc;
+    size_t ns = store_snapshot_count(snap);
+    int64_t *w = malloc((ns ? ns : 1) * sizeof(*w));
+    if (w == NULL) {
+        store_snapshot_release(snap);
+        return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < ns; i++) {
+        struct store_segment_info in;
+        store_segment_info(store_snapshot_segment(snap, i), &in);
+        if (in.kind != STORE_SEG_SEALED)
+            w[(*n)++] = in.window_start;
+    }
+    store_snapshot_release(snap);
+    *out = w;
     return ST_OK;
 }
 
@@ -524,7 +634,9 @@ static int seal_window(struct twcs *t, struct store_window w)
 
 static int drop_window(struct twcs *t, struct store_window w, const char *reason)
 {
-    /* Hide first: from here on writes for this window count as expired. */
+    /* Hide first: from here on writes for this window count as expired. The gate waits for
+     * writes classified before (they may be about to land in this window). */
+    pthread_rwlock_wrlock(&t->gate);
     pthread_mutex_lock(&t->mu);
     int64_t prev_horizon = t->horizon;
     if (w.end > t->horizon)
@@ -538,6 +650,7 @@ static int drop_window(struct twcs *t, struct store_window w, const char *reason
         }
     }
     pthread_mutex_unlock(&t->mu);
+    pthread_rwlock_unlock(&t->gate);
     /* Records of this window still in the memtable must reach segments to be dropped. */
     int rc = store_flush(t->s);
     if (rc != ST_OK)
@@ -670,12 +783,41 @@ int twcs_tick(struct twcs *t)
         return ST_ENOMEM;
     }
     int64_t now_wall = wall_ms(t), now_mono = mono_ms(t);
+    /* Which sealed windows need a re-seal is derived from durable state every tick — runs
+     * (late data already flushed) or unflushed rows of the window — not only from the
+     * in-memory clock the write path starts: after a restart, or for records written while
+     * the window's seal was merging, that clock is not there. */
+    int64_t *runs = NULL;
+    size_t nruns = 0;
+    if ((rc = windows_with_runs(t, &runs, &nruns)) != ST_OK) {
+        free(ws);
+        free(ds);
+        pthread_mutex_unlock(&t->tick_mu);
+        return rc;
+    }
+    for (size_t i = 0; i < nw; i++) {
+        if (ws[i].state != TWCS_SEALED || ds[i] != 0)
+            continue;
+        bool pending = store_window_unflushed(t->s, ws[i].start);
+        for (size_t k = 0; k < nruns && !pending; k++)
+            pending = runs[k] == ws[i].start;
+        if (!pending)
+            continue;
+        ds[i] = now_mono + 1; /* the re-seal delay starts now */
+        pthread_mutex_lock(&t->mu);
+        for (size_t j = 0; j < t->nwin; j++)
+            if (t->win[j].start == ws[i].start && t->delta_since[j] == 0)
+                t->delta_since[j] = ds[i];
+        pthread_mutex_unlock(&t->mu);
+    }
+    free(runs);
 
     /* 1. Seal every open window the watermark has passed (oldest first), and re-seal sealed
      *    windows whose late deltas have waited long enough. One flush serves them all. */
     bool flushed = false;
     for (size_t i = 0; i < nw; i++) {
-        bool due = ws[i].state == TWCS_OPEN && wm != INT64_MIN && wm >= ws[i].end + t->o.grace_ms;
+        bool due =
+            ws[i].state == TWCS_OPEN && wm != INT64_MIN && wm >= sat_add(ws[i].end, t->o.grace_ms);
         bool reseal = ws[i].state == TWCS_SEALED && ds[i] != 0 &&
                       now_mono - (ds[i] - 1) >= t->o.reseal_delay_ms;
         if (!due && !reseal)
@@ -698,7 +840,8 @@ int twcs_tick(struct twcs *t)
     /* 3. TTL: whole windows whose end is older than the TTL, oldest first, capped per tick. */
     uint32_t drops = 0, droppable = 0;
     for (size_t i = 0; i < nw; i++) {
-        if (ws[i].state == TWCS_EXPIRED || t->o.ttl_ms == 0 || ws[i].end > now_wall - t->o.ttl_ms)
+        if (ws[i].state == TWCS_EXPIRED || t->o.ttl_ms == 0 ||
+            ws[i].end > sat_sub(now_wall, t->o.ttl_ms))
             continue;
         droppable++;
         if (drops >= t->o.drops_per_tick)
@@ -865,6 +1008,8 @@ int twcs_open(const struct twcs_opts *o, struct twcs **out, struct st_err *err)
     t->watermark = INT64_MIN;
     pthread_mutex_init(&t->mu, NULL);
     pthread_mutex_init(&t->tick_mu, NULL);
+    pthread_mutex_init(&t->create_mu, NULL);
+    pthread_rwlock_init(&t->gate, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -933,6 +1078,8 @@ int twcs_close(struct twcs *t)
     free(t->pw);
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->tick_mu);
+    pthread_mutex_destroy(&t->create_mu);
+    pthread_rwlock_destroy(&t->gate);
     pthread_cond_destroy(&t->cv);
     free(t);
     return rc;
