@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fuzz_reseal.h"
 #include "rec_format.h"
 
 /* The collections of tests/check_formats.c (and the golden frames): "docs" (dim 3, string
@@ -34,7 +35,9 @@ static inline uint32_t fuzz_rec_touch(const struct rec_batch *b)
 }
 
 /* Decodes data as kind from an aligned copy and from a copy one byte off alignment (the
- * frame decoder reads vectors in place only when they are aligned). */
+ * frame decoder reads vectors in place only when they are aligned). Frames are decoded as
+ * given and resealed (length field and checksums recomputed, fuzz_reseal_frame), so that
+ * mutations also reach the layout checks behind the checksums. */
 static inline void fuzz_rec_decode(enum rec_kind kind, const uint8_t *data, size_t size)
 {
     static struct rec_decoder *d;
@@ -45,9 +48,11 @@ static inline void fuzz_rec_decode(enum rec_kind kind, const uint8_t *data, size
         return;
     char detail[256];
     volatile uint32_t sink = 0;
-    for (size_t shift = 0; shift < 2; shift++) {
-        uint8_t *p = buf + (shift ? 1 : 0);
+    for (int pass = 0; pass < (kind == REC_KIND_FRAME ? 3 : 2); pass++) {
+        uint8_t *p = buf + (pass == 1 ? 1 : 0);
         memcpy(p, data, size);
+        if (pass > 0 && kind == REC_KIND_FRAME)
+            fuzz_reseal_frame(p, size);
         struct rec_batch b;
         if (rec_decode(d, &fuzz_schema, kind, p, size, &b, detail, sizeof(detail)) == REC_OK)
             sink += fuzz_rec_touch(&b);

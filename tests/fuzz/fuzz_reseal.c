@@ -23,6 +23,15 @@ static void seal(uint8_t *b, size_t len, uint8_t *at, uint64_t off, uint64_t siz
         st_put_le32(at, st_checksum32(b + off, size));
 }
 
+void fuzz_reseal_frame(uint8_t *b, size_t len)
+{
+    if (len < 32 || len > UINT32_MAX)
+        return;
+    st_put_le32(b + 16, (uint32_t)len);
+    st_put_le32(b + 20, st_checksum32(b + 32, len - 32));
+    st_put_le32(b + 28, st_checksum32(b, 28));
+}
+
 void fuzz_reseal_segment(uint8_t *b, size_t len)
 {
     if (len < 64 + 256)

@@ -1,5 +1,5 @@
 /*
- * fuzz_reseal.h — recompute every checksum of a segment or index file in memory, trusting
+ * fuzz_reseal.h — recompute every checksum of a frame, segment or index file in memory, trusting
  * whatever layout its header and footer claim (sections that fall outside the buffer are left
  * alone). Tests and fuzz targets use it so that a mutated file gets past the checksums and
  * only its layout lies: the loaders must catch that by bounds, not by luck.
@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ingest/frame_format.h: the frame length field := len, body and header sums. */
+void fuzz_reseal_frame(uint8_t *b, size_t len);
 /* store/segment_format.h: meta block and vector block sums, section sums, footer sum. */
 void fuzz_reseal_segment(uint8_t *b, size_t len);
 /* indexer/hnsw_format.h: header sum, section sums, file size, footer sum. */
