@@ -110,11 +110,16 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     h->max_level = (int32_t)st_get_le32(m + 36);
     h->stride = st_get_le64(m + 40);
     h->vec_bytes = st_get_le64(m + 48);
+    /* The file is untrusted: every size is bounded by the body before anything adds or
+     * multiplies with it (a stride near 2^64 once wrapped n * (stride + 1) to a small value),
+     * and the link lists must be 4-byte aligned inside a block. */
     size_t body = len - IDX_HNSW_HEADER - IDX_HNSW_FOOTER;
+    uint64_t l0 = 0;
     if (h->dim == 0 || h->m < 2 || h->m > 128 || h->metric > ST_METRIC_COSINE || h->stride % 64 ||
-        h->vec_bytes < (size_t)h->dim * 4 || h->stride < h->vec_bytes + (1 + h->m0) * 4 ||
+        h->stride > body || h->vec_bytes > h->stride || h->vec_bytes % 4 != 0 ||
+        h->vec_bytes < (size_t)h->dim * 4 || h->stride - h->vec_bytes < (1 + h->m0) * 4 ||
         (h->n > 0 && (h->entry >= h->n || h->max_level < 0 || h->max_level > 15)) ||
-        (uint64_t)h->n * (h->stride + 1) > body) {
+        __builtin_mul_overflow((uint64_t)h->n, h->stride + 1, &l0) || l0 > body) {
         rc = idx_file_corrupt(err, path, 12, "header values out of range");
         goto fail;
     }
@@ -136,6 +141,11 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     }
     uint8_t *up = h->levels + h->n, *end = m + len - IDX_HNSW_FOOTER;
     uint8_t *up0 = up;
+    /* The upper links start right after n level bytes, so they are 4-byte aligned only when
+     * n is a multiple of 4 (the format is fixed). Otherwise they are shifted up to the next
+     * 4-byte boundary inside the private map once their checksum is checked, over the first
+     * bytes of the footer (not read again): u32 loads from them must be aligned. */
+    size_t shift = (4 - (uintptr_t)up0 % 4) % 4;
     for (uint32_t i = 0; i < h->n; i++) {
         if (h->levels[i] > h->max_level) {
             rc = idx_file_corrupt(err, path, (uint64_t)(h->levels + i - m),
@@ -149,13 +159,20 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
             rc = idx_file_corrupt(err, path, (uint64_t)(up - m), "upper links past the end");
             goto fail;
         }
-        h->upper[i] = (uint32_t *)(void *)up;
+        h->upper[i] = (uint32_t *)(void *)(up + shift);
         up += bytes;
     }
     if (up != end || st_checksum32(up0, (size_t)(up - up0)) != st_get_le32(ft + 16)) {
         rc = idx_file_corrupt(err, path, (uint64_t)(up0 - m), "upper links checksum mismatch");
         goto fail;
     }
+    if (h->n > 0 && h->levels[h->entry] != h->max_level) {
+        /* Search starts at the entry's top level: a lower entry would index past its lists. */
+        rc = idx_file_corrupt(err, path, 32, "entry node is not on the top level");
+        goto fail;
+    }
+    if (shift != 0)
+        memmove(up0 + shift, up0, (size_t)(up - up0));
     /* Every link must name a node: a bad id would be an out-of-bounds read in search. */
     for (uint32_t i = 0; i < h->n; i++) {
         for (int l = 0; l <= h->levels[i]; l++) {
@@ -165,7 +182,8 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
             for (uint32_t j = 0; ok && j < lk[0]; j++)
                 ok = lk[1 + j] < h->n && h->levels[lk[1 + j]] >= l;
             if (!ok) {
-                rc = idx_file_corrupt(err, path, (uint64_t)((const uint8_t *)lk - m), "bad link");
+                uint64_t at = (uint64_t)((const uint8_t *)lk - m) - (l > 0 ? shift : 0);
+                rc = idx_file_corrupt(err, path, at, "bad link");
                 goto fail;
             }
         }

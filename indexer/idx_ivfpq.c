@@ -847,20 +847,21 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     ix->m = st_get_le32(m + 20);
     ix->metric = (enum st_metric)st_get_le32(m + 28);
     ix->n = st_get_le32(m + 32);
+    /* The file is untrusted: sizes are computed without overflow and bounded by the body
+     * before anything is allocated or mapped by them. */
     size_t body = len - IDX_IVFPQ_HEADER - IDX_IVFPQ_FOOTER;
+    uint64_t cb = 0, kb = 0;
     if (ix->dim == 0 || ix->m == 0 || ix->dim % ix->m != 0 || ix->nlist == 0 ||
-        ix->metric > ST_METRIC_COSINE || (uint64_t)ix->nlist * ix->dim * 4 > body) {
+        ix->metric > ST_METRIC_COSINE ||
+        __builtin_mul_overflow((uint64_t)ix->nlist, (uint64_t)ix->dim * 4, &cb) || cb > body ||
+        (kb = ((uint64_t)ix->dim * 4) << ix->nbits) > body - cb ||
+        (uint64_t)ix->nlist * 4 > body - cb - kb) {
         rc = idx_file_corrupt(err, path, 12, "header values out of range");
         goto fail;
     }
     ix->dsub = ix->dim / ix->m;
     ix->ksub = 1u << ix->nbits;
     ix->m2 = ix->nbits == 4 ? (ix->m + 1) & ~1u : ix->m;
-    size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * ix->ksub * ix->dsub * 4;
-    if (cb + kb + (size_t)ix->nlist * 4 > body) {
-        rc = idx_file_corrupt(err, path, 12, "header values out of range");
-        goto fail;
-    }
     uint8_t *p = m + IDX_IVFPQ_HEADER, *end = m + len - IDX_IVFPQ_FOOTER;
     if (st_checksum32(p, cb + kb) != st_get_le32(ft + 8)) {
         rc = idx_file_corrupt(err, path, IDX_IVFPQ_HEADER, "centroid/codebook checksum mismatch");
@@ -882,8 +883,13 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     uint64_t total = 0;
     for (uint32_t i = 0; i < ix->nlist; i++) {
         uint32_t cnt = st_get_le32(sizes + (size_t)i * 4);
-        size_t cl = code_bytes(ix, cnt), need = (size_t)cnt * 4 + cl + (4 - cl % 4) % 4;
-        if ((size_t)(end - q) < need) {
+        /* An entry takes at least its 4-byte id: bound cnt before sizing codes by it. */
+        size_t left = (size_t)(end - q), cl = 0, need = 0;
+        uint64_t units = ix->nbits == 8 ? cnt : (cnt + (uint64_t)PQ4_BLOCK - 1) / PQ4_BLOCK;
+        if (cnt > left / 4 ||
+            __builtin_mul_overflow(units, ix->nbits == 8 ? ix->m : 16 * (uint64_t)ix->m2, &cl) ||
+            cl > left || cl != code_bytes(ix, cnt) ||
+            (need = (size_t)cnt * 4 + cl + (4 - cl % 4) % 4) > left) {
             rc = idx_file_corrupt(err, path, (uint64_t)(q - m), "list past the end");
             goto fail;
         }

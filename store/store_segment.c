@@ -543,6 +543,56 @@ static bool in_file(size_t len, uint64_t off, uint64_t size)
     return off <= len && size <= len - off;
 }
 
+/* *out = a * b; false when that does not fit 64 bits (a lying footer, never a real file). */
+static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+/*
+ * Everything the accessors rely on, checked once at open so they stay plain loads: the file
+ * is untrusted (it may come over HTTP) and its checksums only prove it was written whole, not
+ * that its writer told the truth. After this, for every record i < count: its id lies in the
+ * ids section (the ids are packed in record order), id_len is 1..STORE_ID_MAX, op is 0 or 1,
+ * meta_len <= STORE_META_MAX; sparse entry j names record 32*j; meta block b lies in the meta
+ * section (blocks packed in order) and its raw length is the sum of its records' meta_len.
+ */
+static int check_tables(struct store_segment *g, uint64_t recs_off, uint64_t meta_off,
+                        uint64_t mtab_off, struct st_err *err)
+{
+    const char *path = g->path;
+    uint64_t count = g->info.count, at = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        const uint8_t *r = g->recs + i * STORE_SEG_REC_SIZE;
+        uint32_t l = st_get_le16(r + 32);
+        if (st_get_le64(r + 24) != at || l == 0 || l > STORE_ID_MAX || l > g->ids_len - at ||
+            r[34] > STORE_OP_DELETE || st_get_le32(r + 36) > STORE_META_MAX)
+            return corrupt(err, path, recs_off + i * STORE_SEG_REC_SIZE, "bad record entry");
+        at += l;
+    }
+    if (at != g->ids_len)
+        return corrupt(err, path, (uint64_t)(g->ids - g->map), "ids section length disagrees");
+    for (uint64_t j = 0; j < g->nsparse; j++)
+        if (st_get_le32(g->sparse + j * STORE_SEG_SPARSE_SIZE) != j * STORE_SEG_SPARSE_EVERY)
+            return corrupt(err, path, (uint64_t)(g->sparse - g->map) + j * STORE_SEG_SPARSE_SIZE,
+                           "bad sparse index entry");
+    at = meta_off;
+    for (uint64_t b = 0; b < g->nmeta; b++) {
+        const uint8_t *t = g->mtab + b * STORE_SEG_MTAB_SIZE;
+        uint64_t raw = 0, last = (b + 1) * STORE_SEG_META_BLOCK;
+        for (uint64_t i = b * STORE_SEG_META_BLOCK; i < last && i < count; i++)
+            raw += st_get_le32(g->recs + i * STORE_SEG_REC_SIZE + 36);
+        uint32_t clen = st_get_le32(t + 8);
+        if (st_get_le64(t) != at || clen > mtab_off - at || st_get_le32(t + 12) != raw)
+            return corrupt(err, path, mtab_off + b * STORE_SEG_MTAB_SIZE,
+                           "bad meta block table entry");
+        at += clen;
+    }
+    if (at != mtab_off)
+        return corrupt(err, path, meta_off, "meta section length disagrees");
+    return ST_OK;
+}
+
 int store_segment_open_file(const char *path, struct store_segment **out, struct st_err *err)
 {
     *out = NULL;
@@ -595,13 +645,14 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
         goto fail;
     }
     struct store_segment_info *in = &g->info;
+    uint32_t kind = st_get_le32(ft + 56);
     in->dim = st_get_le32(ft + 12);
     in->count = st_get_le64(ft + 16);
     in->window_start = (int64_t)st_get_le64(ft + 24);
     in->window_end = (int64_t)st_get_le64(ft + 32);
     in->min_ts = (int64_t)st_get_le64(ft + 40);
     in->max_ts = (int64_t)st_get_le64(ft + 48);
-    in->kind = (enum store_seg_kind)st_get_le32(ft + 56);
+    in->kind = kind <= STORE_SEG_DELTA ? (enum store_seg_kind)kind : STORE_SEG_RUN;
     in->version = st_get_le32(ft + 60);
     in->bytes = len;
     in->checksum = st_get_le32(ft + 248);
@@ -610,6 +661,7 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
     g->ids_len = st_get_le64(ft + 80);
     uint64_t sparse_off = st_get_le64(ft + 88);
     g->nsparse = st_get_le64(ft + 96);
+    uint64_t meta_off = st_get_le64(ft + 104);
     uint64_t mtab_off = st_get_le64(ft + 112);
     g->nmeta = st_get_le64(ft + 120);
     uint64_t bloom_off = st_get_le64(ft + 128);
@@ -617,15 +669,23 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
     g->bloom_k = st_get_le32(ft + 144);
     uint64_t vsum_off = st_get_le64(ft + 152);
     g->nvblocks = st_get_le64(ft + 160);
-    uint64_t vbytes = in->count * in->dim * 4;
-    if (in->dim == 0 || in->count > len || !in_file(fo, STORE_SEG_HEADER, vbytes) ||
-        STORE_SEG_HEADER + vbytes != recs_off ||
-        !in_file(fo, recs_off, in->count * STORE_SEG_REC_SIZE) ||
-        !in_file(fo, ids_off, g->ids_len) ||
-        !in_file(fo, sparse_off, g->nsparse * STORE_SEG_SPARSE_SIZE) ||
-        !in_file(fo, mtab_off, g->nmeta * STORE_SEG_MTAB_SIZE) ||
-        !in_file(fo, bloom_off, g->bloom_len) || !in_file(fo, vsum_off, g->nvblocks * 4) ||
+    /* Section sizes: a product that overflows would wrap to a size that fits the file. */
+    uint64_t vbytes = 0, recs_len = 0, sparse_len = 0, mtab_len = 0, vsum_len = 0;
+    if (kind > STORE_SEG_DELTA || in->dim == 0 || !mul_ok(in->count, in->dim, &vbytes) ||
+        !mul_ok(vbytes, 4, &vbytes) || !mul_ok(in->count, STORE_SEG_REC_SIZE, &recs_len) ||
+        !mul_ok(g->nsparse, STORE_SEG_SPARSE_SIZE, &sparse_len) ||
+        !mul_ok(g->nmeta, STORE_SEG_MTAB_SIZE, &mtab_len) || !mul_ok(g->nvblocks, 4, &vsum_len)) {
+        rc = corrupt(err, path, fo, "footer values out of range");
+        goto fail;
+    }
+    if (!in_file(fo, STORE_SEG_HEADER, vbytes) || STORE_SEG_HEADER + vbytes != recs_off ||
+        !in_file(fo, recs_off, recs_len) || !in_file(fo, ids_off, g->ids_len) ||
+        !in_file(fo, sparse_off, sparse_len) || !in_file(fo, mtab_off, mtab_len) ||
+        meta_off > mtab_off || !in_file(fo, meta_off, mtab_off - meta_off) ||
+        !in_file(fo, bloom_off, g->bloom_len) || !in_file(fo, vsum_off, vsum_len) ||
         g->nvblocks != (vbytes + STORE_SEG_VEC_BLOCK - 1) / STORE_SEG_VEC_BLOCK ||
+        g->nsparse != (in->count + STORE_SEG_SPARSE_EVERY - 1) / STORE_SEG_SPARSE_EVERY ||
+        g->nmeta != (in->count + STORE_SEG_META_BLOCK - 1) / STORE_SEG_META_BLOCK ||
         (in->count > 0 && g->bloom_len == 0) || g->bloom_k == 0 || g->bloom_k > 32) {
         rc = corrupt(err, path, fo, "footer describes sections outside the file");
         goto fail;
@@ -642,9 +702,7 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
     } secs[] = {{"record table", 168}, {"ids", 172},   {"sparse index", 176},
                 {"meta table", 180},   {"bloom", 184}, {"vector checksums", 188}};
     const uint8_t *sp[] = {g->recs, g->ids, g->sparse, g->mtab, g->bloom, g->vsum};
-    uint64_t sl[] = {
-        in->count * STORE_SEG_REC_SIZE, g->ids_len,   g->nsparse * STORE_SEG_SPARSE_SIZE,
-        g->nmeta * STORE_SEG_MTAB_SIZE, g->bloom_len, g->nvblocks * 4};
+    uint64_t sl[] = {recs_len, g->ids_len, sparse_len, mtab_len, g->bloom_len, vsum_len};
     for (size_t i = 0; i < 6; i++) {
         if (st_checksum32(sp[i], sl[i]) != st_get_le32(ft + secs[i].foot)) {
             char what[64];
@@ -653,16 +711,8 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
             goto fail;
         }
     }
-    /* Record ids must lie inside the ids section. */
-    for (uint64_t i = 0; i < in->count; i++) {
-        const uint8_t *r = g->recs + i * STORE_SEG_REC_SIZE;
-        uint64_t o = st_get_le64(r + 24);
-        uint32_t l = st_get_le16(r + 32);
-        if (l == 0 || l > STORE_ID_MAX || !in_file(g->ids_len, o, l) || r[34] > 1) {
-            rc = corrupt(err, path, recs_off + i * STORE_SEG_REC_SIZE, "bad record entry");
-            goto fail;
-        }
-    }
+    if ((rc = check_tables(g, recs_off, meta_off, mtab_off, err)) != ST_OK)
+        goto fail;
     *out = g;
     return ST_OK;
 fail:
@@ -818,7 +868,7 @@ int store_segment_meta(const struct store_segment *g, uint64_t i, uint8_t **meta
         store_segment_record(g, j, &rj);
         off += rj.meta_len;
     }
-    if (off + r.meta_len > rawlen) {
+    if (off > rawlen || r.meta_len > rawlen - off) {
         free(raw);
         return ST_ECORRUPT;
     }
@@ -849,11 +899,11 @@ int store_segment_meta_all(const struct store_segment *g, uint8_t **buf, size_t 
         uint8_t *raw;
         size_t rawlen;
         int rc = meta_block(g, b, &raw, &rawlen, NULL);
-        if (rc == ST_OK && off + rawlen > total)
+        if (rc == ST_OK && rawlen > total - off) {
+            free(raw);
             rc = ST_ECORRUPT;
+        }
         if (rc != ST_OK) {
-            if (rc == ST_OK)
-                free(raw);
             free(out);
             return rc;
         }

@@ -430,6 +430,34 @@ START_TEST(test_frame_lies_about_layout)
 }
 END_TEST
 
+/* JSON audit (issue 11): base64 whose text length and decoded length disagree — whitespace
+ * OpenSSL trims, padding — never leaves part of a vector undecoded or reads past it. */
+START_TEST(test_json_b64_lengths)
+{
+    /* 1, 2, 3, 4 as float32 (16 bytes, two padding characters). */
+    EXPECT_JSON(
+        &schema,
+        "{\"collection\": \"events\", \"id\": 1, \"vector_b64\": \"AACAPwAAAEAAAEBAAACAQA==\"}",
+        REC_OK);
+    for (int i = 0; i < 4; i++)
+        ck_assert_float_eq(batch.recs[0].vec[i], (float)(i + 1));
+    /* 16 characters claim 12 bytes, but OpenSSL skips the leading blanks and decodes 9. */
+    EXPECT_JSON(&schema_docs, "{\"id\": \"a\", \"vector_b64\": \"    AACAPwAAAMAA\"}",
+                REC_BAD_RECORD);
+    EXPECT_JSON(&schema_docs, "{\"id\": \"a\", \"vector_b64\": \"AACAPwAAAMAAAA\\n\\n\"}",
+                REC_BAD_RECORD);
+    EXPECT_JSON(&schema_docs, "{\"id\": \"a\", \"vector_b64\": \"AACAPwAA\\u0000MAAAAA/\"}",
+                REC_GARBAGE); /* jansson refuses NUL in strings */
+    EXPECT_JSON(&schema_docs, "{\"id\": \"a\", \"vector_b64\": \"AACAPwAAAMAAAA*/\"}",
+                REC_BAD_RECORD);
+    /* Three padding characters, and none where the length needs them. */
+    EXPECT_JSON(&schema_docs, "{\"id\": \"a\", \"vector_b64\": \"AACAPwAAAMAAAAA=AAA=\"}",
+                REC_WRONG_DIM);
+    EXPECT_JSON(&schema_docs, "{\"id\": \"a\", \"vector_b64\": \"\"}", REC_WRONG_DIM);
+    EXPECT_JSON(&schema_docs, "{\"id\": \"a\", \"vector_b64\": 12}", REC_BAD_RECORD);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("formats");
@@ -442,6 +470,7 @@ int main(void)
     tcase_add_test(tc, test_frame_round_trip);
     tcase_add_test(tc, test_frame_bad);
     tcase_add_test(tc, test_frame_lies_about_layout);
+    tcase_add_test(tc, test_json_b64_lengths);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

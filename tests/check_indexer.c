@@ -12,6 +12,8 @@
 #include "idx_ivfpq.h"
 #include "st_test.h"
 #include "store_fs.h"
+#include "fuzz_reseal.h"
+#include "st_coding.h"
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void)
@@ -552,6 +554,234 @@ START_TEST(test_ivfpq)
 }
 END_TEST
 
+/* ---- index files as untrusted input ---------------------------------------------------- */
+/*
+ * An index file may come over HTTP: a file whose checksums are all valid (fuzz_reseal_*
+ * recomputes them) but whose header lies about the layout must be refused with ST_ECORRUPT
+ * and an offset, never read out of bounds.
+ */
+
+static uint8_t *index_bytes(const char *path, size_t *len)
+{
+    uint8_t *b;
+    ck_assert_int_eq(store_fs_read_all(path, &b, len, SIZE_MAX), ST_OK);
+    return b;
+}
+
+/* Loads b resealed as an HNSW file; a loaded index is searched (must stay in bounds). */
+static int hnsw_load_resealed(uint8_t *b, size_t len, const float *q, struct st_err *err)
+{
+    fuzz_reseal_hnsw(b, len);
+    const char *path = fuzz_memfile(b, len);
+    ck_assert_ptr_nonnull(path);
+    struct idx_hnsw *h;
+    st_err_clear(err);
+    int rc = idx_hnsw_load(path, &h, err);
+    if (rc == ST_OK) {
+        struct idx_hnsw_searcher *s = idx_hnsw_searcher_new(h);
+        struct st_hit hits[10];
+        ck_assert_uint_le(idx_hnsw_search(s, q, 10, 32, NULL, NULL, hits), 10);
+        idx_hnsw_searcher_free(s);
+        idx_hnsw_free(h);
+    }
+    return rc;
+}
+
+START_TEST(test_hnsw_file_lies)
+{
+    /* n = 301: the upper links start at an odd offset (after n level bytes). */
+    uint32_t n = 301, dim = 20;
+    float *base = dataset(n, dim, 10, 17);
+    struct idx_hnsw_opts o = {
+        .dim = dim, .metric = ST_METRIC_L2, .m = 4, .ef_construction = 32, .seed = 2, .threads = 1};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    char *dir = st_test_tmpdir("hnswlie");
+    char path[600];
+    snprintf(path, sizeof(path), "%s/w.hnsw", dir);
+    struct st_err err = {0};
+    ck_assert_msg(idx_hnsw_save(h, path, &err) == ST_OK, "%s", err.msg);
+    /* A true file with misaligned upper links loads and searches like the built index. */
+    struct idx_hnsw *l;
+    ck_assert_msg(idx_hnsw_load(path, &l, &err) == ST_OK, "%s", err.msg);
+    struct idx_hnsw_searcher *s1 = idx_hnsw_searcher_new(h), *s2 = idx_hnsw_searcher_new(l);
+    for (uint32_t q = 0; q < 30; q++) {
+        struct st_hit a[10], b[10];
+        size_t na = idx_hnsw_search(s1, base + q * dim, 10, 32, NULL, NULL, a);
+        size_t nb = idx_hnsw_search(s2, base + q * dim, 10, 32, NULL, NULL, b);
+        ck_assert_uint_eq(na, nb);
+        ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
+    }
+    idx_hnsw_searcher_free(s1);
+    idx_hnsw_searcher_free(s2);
+    idx_hnsw_free(l);
+    size_t len;
+    uint8_t *orig = index_bytes(path, &len), *b = malloc(len);
+    uint64_t stride = st_get_le64(orig + 40), vb = st_get_le64(orig + 48);
+    int32_t top = (int32_t)st_get_le32(orig + 36);
+    const uint8_t *levels = orig + 64 + stride * n;
+    uint32_t low = 0, up1 = 0; /* a node on level 0 only, and one with upper levels */
+    while (low < n && levels[low] != 0)
+        low++;
+    while (up1 < n && levels[up1] == 0)
+        up1++;
+    ck_assert(top >= 1 && low < n && up1 < n);
+    const struct {
+        unsigned off, size;
+        uint64_t val;
+        const char *what;
+    } lies[] = {
+        {40, 8, 1ull << 63, "stride 2^63 (n * (stride + 1) wraps with n = 2)"},
+        {40, 8, UINT64_MAX - 63, "stride near 2^64"},
+        {48, 8, UINT64_MAX - 3, "vec_bytes near 2^64 (vec_bytes + links wraps)"},
+        {48, 8, vb + 2, "vec_bytes not a multiple of 4 (misaligned links)"},
+        {48, 8, stride, "vec_bytes leaves no room for links"},
+        {32, 4, low, "entry node below the top level"},
+        {36, 4, (uint32_t)top + 1, "max level above every node"},
+        {36, 4, 16, "max level 16"},
+        {32, 4, n, "entry == n"},
+        {28, 4, n + 1, "n one over"},
+        {28, 4, n - 1, "n one short"},
+        {16, 4, 1, "m 1"},
+        {16, 4, 129, "m 129"},
+        {16, 4, 3, "m 3 (links past the block)"},
+        {12, 4, 0, "dim 0"},
+        {12, 4, (uint32_t)(vb / 4 + 1), "dim past vec_bytes"},
+        {24, 4, 9, "unknown metric"},
+    };
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        memcpy(b, orig, len);
+        if (lies[i].size == 8)
+            st_put_le64(b + lies[i].off, lies[i].val);
+        else
+            st_put_le32(b + lies[i].off, (uint32_t)lies[i].val);
+        if (lies[i].off == 40 && lies[i].val == 1ull << 63)
+            st_put_le32(b + 28, 2);
+        int rc = hnsw_load_resealed(b, len, base, &err);
+        ck_assert_msg(rc == ST_ECORRUPT, "%s: rc %d", lies[i].what, rc);
+        ck_assert_msg(strstr(err.msg, "offset") != NULL, "%s: %s", lies[i].what, err.msg);
+    }
+    /* Links: an id past n, a count past the cap, an upper link to a node without that level. */
+    uint64_t l0 = 64 + (uint64_t)up1 * stride + vb;
+    memcpy(b, orig, len);
+    ck_assert_uint_ge(st_get_le32(b + l0), 1);
+    st_put_le32(b + l0 + 4, n);
+    ck_assert_int_eq(hnsw_load_resealed(b, len, base, &err), ST_ECORRUPT);
+    memcpy(b, orig, len);
+    st_put_le32(b + l0, 2 * 4 + 1);
+    ck_assert_int_eq(hnsw_load_resealed(b, len, base, &err), ST_ECORRUPT);
+    uint64_t up = 64 + stride * n + n;
+    for (uint32_t i = 0; i < up1; i++)
+        up += (uint64_t)levels[i] * (1 + 4) * 4;
+    memcpy(b, orig, len);
+    st_put_le32(b + up, 1);
+    st_put_le32(b + up + 4, low);
+    ck_assert_int_eq(hnsw_load_resealed(b, len, base, &err), ST_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "bad link") != NULL, "%s", err.msg);
+    /* Every single header byte changed, resealed: loads cleanly or is refused. */
+    for (size_t at = 8; at < 60; at++) {
+        memcpy(b, orig, len);
+        b[at] ^= 0xff;
+        int rc = hnsw_load_resealed(b, len, base, &err);
+        ck_assert_msg(rc == ST_OK || rc == ST_ECORRUPT || rc == ST_EUNSUPP, "byte %zu: %d", at, rc);
+    }
+    free(b);
+    free(orig);
+    idx_hnsw_free(h);
+    st_test_rmrf(dir);
+    free(dir);
+    free(base);
+}
+END_TEST
+
+static int ivfpq_load_resealed(uint8_t *b, size_t len, const float *q, const float *raw,
+                               struct st_err *err)
+{
+    fuzz_reseal_ivfpq(b, len);
+    const char *path = fuzz_memfile(b, len);
+    ck_assert_ptr_nonnull(path);
+    struct idx_ivfpq *ix;
+    st_err_clear(err);
+    int rc = idx_ivfpq_load(path, &ix, err);
+    if (rc == ST_OK) {
+        struct idx_ivfpq_searcher *s = idx_ivfpq_searcher_new(ix);
+        struct st_hit hits[10];
+        ck_assert_uint_le(idx_ivfpq_search(s, q, 10, 64, 20, raw, NULL, NULL, hits), 10);
+        idx_ivfpq_searcher_free(s);
+        idx_ivfpq_free(ix);
+    }
+    return rc;
+}
+
+START_TEST(test_ivfpq_file_lies)
+{
+    uint32_t n = 500, dim = 16, nbits = _i == 0 ? 8 : 4;
+    float *base = dataset(n, dim, 8, 23);
+    struct idx_ivfpq_opts o = {
+        .dim = dim, .metric = ST_METRIC_L2, .nlist = 8, .m = 4, .nbits = nbits, .seed = 4};
+    struct idx_ivfpq *ix;
+    ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_OK);
+    char *dir = st_test_tmpdir("ivflie");
+    char path[600];
+    snprintf(path, sizeof(path), "%s/w.ivfpq", dir);
+    struct st_err err = {0};
+    ck_assert_msg(idx_ivfpq_save(ix, path, &err) == ST_OK, "%s", err.msg);
+    idx_ivfpq_free(ix);
+    size_t len;
+    uint8_t *orig = index_bytes(path, &len), *b = malloc(len);
+    memcpy(b, orig, len);
+    ck_assert_int_eq(ivfpq_load_resealed(b, len, base, base, &err), ST_OK);
+    uint32_t nlist = st_get_le32(orig + 16);
+    uint64_t sizes = 64 + (uint64_t)nlist * dim * 4 + ((uint64_t)dim * 4 << nbits);
+    uint32_t first = st_get_le32(orig + sizes);
+    ck_assert_uint_gt(first, 0);
+    uint64_t ids0 = sizes + (uint64_t)nlist * 4;
+    const struct {
+        uint64_t off;
+        uint32_t val;
+        const char *what;
+    } lies[] = {
+        {16, 0x80000000u, "nlist * dim * 4 past the file"},
+        {16, 0, "nlist 0"},
+        {12, 0, "dim 0"},
+        {12, 0x40000000u, "dim * 4 << nbits past the file"},
+        {20, 0, "m 0"},
+        {20, 3, "m does not divide dim"},
+        {20, dim * 2, "m above dim"},
+        {28, 7, "unknown metric"},
+        {32, n + 1, "n one over the lists"},
+        {32, n - 1, "n one short (an id == n)"},
+        {sizes, UINT32_MAX, "list size 2^32 - 1"},
+        {sizes, 0x40000000u, "list size 2^30"},
+        {sizes, first + 1, "list size one over"},
+        {sizes + 4 * (nlist - 1), st_get_le32(orig + sizes + 4 * (nlist - 1)) + 64,
+         "last list past the end"},
+        {ids0, n, "id == n"},
+        {ids0, UINT32_MAX, "id 2^32 - 1"},
+    };
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        memcpy(b, orig, len);
+        st_put_le32(b + lies[i].off, lies[i].val);
+        if (lies[i].off == 16 && lies[i].val == 0x80000000u)
+            st_put_le32(b + 12, 0x80000000u), st_put_le32(b + 20, 1);
+        int rc = ivfpq_load_resealed(b, len, base, base, &err);
+        ck_assert_msg(rc == ST_ECORRUPT, "%s: rc %d", lies[i].what, rc);
+        ck_assert_msg(strstr(err.msg, "offset") != NULL, "%s: %s", lies[i].what, err.msg);
+    }
+    for (size_t at = 12; at < 60; at++) {
+        memcpy(b, orig, len);
+        b[at] ^= 0x41;
+        int rc = ivfpq_load_resealed(b, len, base, base, &err);
+        ck_assert_msg(rc == ST_OK || rc == ST_ECORRUPT || rc == ST_EUNSUPP, "byte %zu: %d", at, rc);
+    }
+    free(b);
+    free(orig);
+    st_test_rmrf(dir);
+    free(dir);
+    free(base);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("indexer");
@@ -564,6 +794,8 @@ int main(void)
     tcase_add_test(tc, test_pq4_kernels);
     tcase_add_test(tc, test_pq4_lut);
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
+    tcase_add_test(tc, test_hnsw_file_lies);
+    tcase_add_loop_test(tc, test_ivfpq_file_lies, 0, 2);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

@@ -1,0 +1,368 @@
+/*
+ * Segment files as untrusted input (store/segment_format.h). Each test builds a real segment,
+ * makes its footer or tables lie about the layout and recomputes every checksum
+ * (fuzz_reseal_segment), so only bounds checks can catch the lie: open must refuse with
+ * ST_ECORRUPT naming the file and offset, and nothing may read out of bounds (the suite runs
+ * under ASan + UBSan in scripts/test).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fuzz_reseal.h"
+#include "segment_format.h"
+#include "st_coding.h"
+#include "st_test.h"
+#include "store_int.h"
+
+#define DIM  4u
+#define NREC 600u /* 19 sparse entries, 3 meta blocks (the last partial) */
+
+/* A segment of n records (ids "id-00000"...; every 7th a delete; most with a meta). */
+static uint8_t *make_segment(uint32_t n, size_t *len)
+{
+    char *dir = st_test_tmpdir("seg");
+    char path[600];
+    snprintf(path, sizeof(path), "%s/1.seg", dir);
+    struct store_seg_in *in = calloc(n ? n : 1, sizeof(*in));
+    char(*ids)[16] = calloc(n ? n : 1, 16);
+    char(*metas)[32] = calloc(n ? n : 1, 32);
+    float *vecs = calloc((size_t)(n ? n : 1) * DIM, sizeof(float));
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(ids[i], 16, "id-%05u", i);
+        int ml = snprintf(metas[i], 32, "{\"k\":%u}", i);
+        for (uint32_t d = 0; d < DIM; d++)
+            vecs[(size_t)i * DIM + d] = (float)i + (float)d / 8;
+        in[i] = (struct store_seg_in){.id = (const uint8_t *)ids[i],
+                                      .id_len = (uint32_t)strlen(ids[i]),
+                                      .ts = 1000 + i,
+                                      .partition = 0,
+                                      .offset = i,
+                                      .op = i % 7 == 3 ? STORE_OP_DELETE : STORE_OP_UPSERT,
+                                      .vec = vecs + (size_t)i * DIM,
+                                      .meta = (const uint8_t *)metas[i],
+                                      .meta_len = i % 5 == 0 ? 0 : (uint32_t)ml};
+    }
+    struct store_seg_meta meta = {0, 3600000, STORE_SEG_SEALED, 1};
+    struct st_err err = {0};
+    uint64_t bytes;
+    ck_assert_msg(store_segment_write(NULL, path, DIM, &meta, in, n, &bytes, &err) == ST_OK, "%s",
+                  err.msg);
+    uint8_t *b;
+    ck_assert_int_eq(store_fs_read_all(path, &b, len, SIZE_MAX), ST_OK);
+    ck_assert_uint_eq(*len, bytes);
+    st_test_rmrf(dir);
+    free(dir);
+    free(in);
+    free(ids);
+    free(metas);
+    free(vecs);
+    return b;
+}
+
+/* Everything a reader can do with an open segment (must stay in bounds whatever it holds). */
+static void exercise(struct store_segment *g)
+{
+    struct store_segment_info info;
+    store_segment_info(g, &info);
+    struct st_err err = {0};
+    int vrc = store_segment_verify(g, &err);
+    ck_assert(vrc == ST_OK || vrc == ST_ECORRUPT);
+    uint8_t *all;
+    size_t alen;
+    if (store_segment_meta_all(g, &all, &alen) == ST_OK)
+        free(all);
+    for (uint64_t i = 0; i < info.count; i++) {
+        struct store_seg_record r;
+        store_segment_record(g, i, &r);
+        uint64_t idx;
+        if (store_segment_find(g, r.id, r.id_len, &idx) == ST_OK)
+            ck_assert_uint_lt(idx, info.count);
+        uint8_t *meta;
+        uint32_t mlen;
+        if (store_segment_meta(g, i, &meta, &mlen) == ST_OK)
+            free(meta);
+    }
+    for (uint64_t b = 0; b * STORE_SEG_META_BLOCK < info.count; b++) {
+        uint8_t *raw;
+        size_t rlen;
+        if (store_segment_meta_block(g, b, &raw, &rlen, &err) == ST_OK)
+            free(raw);
+    }
+    uint64_t idx;
+    ck_assert_int_eq(store_segment_find(g, (const uint8_t *)"id-zzzzz", 8, &idx), ST_ENOTFOUND);
+    ck_assert_int_eq(store_segment_find(g, (const uint8_t *)"a", 1, &idx), ST_ENOTFOUND);
+}
+
+/* Reseals b and opens it: the result of store_segment_open_file (the segment exercised and
+ * released when it opened). */
+static int open_resealed(uint8_t *b, size_t len, struct st_err *err)
+{
+    fuzz_reseal_segment(b, len);
+    const char *path = fuzz_memfile(b, len);
+    ck_assert_ptr_nonnull(path);
+    struct store_segment *g;
+    st_err_clear(err);
+    int rc = store_segment_open_file(path, &g, err);
+    if (rc == ST_OK) {
+        exercise(g);
+        store_segment_unref(g);
+    }
+    return rc;
+}
+
+static void expect_corrupt(uint8_t *b, size_t len, const char *what)
+{
+    struct st_err err = {0};
+    int rc = open_resealed(b, len, &err);
+    ck_assert_msg(rc == ST_ECORRUPT, "%s: open returned %d (%s)", what, rc, err.msg);
+    ck_assert_msg(strstr(err.msg, "/proc/self/fd/") != NULL && strstr(err.msg, "offset") != NULL,
+                  "%s: %s", what, err.msg);
+}
+
+static uint64_t foot64(const uint8_t *b, size_t len, unsigned off)
+{
+    return st_get_le64(b + len - STORE_SEG_FOOTER + off);
+}
+
+START_TEST(test_segment_resealed_opens)
+{
+    /* The reseal helper is faithful: an untouched file still opens and verifies. */
+    static const uint32_t counts[] = {0, 1, 31, 32, 33, 255, 256, 257, NREC};
+    for (size_t t = 0; t < sizeof(counts) / sizeof(counts[0]); t++) {
+        size_t len;
+        uint8_t *b = make_segment(counts[t], &len);
+        fuzz_reseal_segment(b, len);
+        struct store_segment *g;
+        struct st_err err = {0};
+        ck_assert_msg(store_segment_open_file(fuzz_memfile(b, len), &g, &err) == ST_OK,
+                      "count %u: %s", counts[t], err.msg);
+        ck_assert_msg(store_segment_verify(g, &err) == ST_OK, "%s", err.msg);
+        exercise(g);
+        for (uint32_t i = 0; i < counts[t]; i++) {
+            char id[16];
+            snprintf(id, sizeof(id), "id-%05u", i);
+            uint64_t idx;
+            ck_assert_int_eq(store_segment_find(g, (const uint8_t *)id, 8, &idx), ST_OK);
+            ck_assert_uint_eq(idx, i);
+        }
+        store_segment_unref(g);
+        free(b);
+    }
+}
+END_TEST
+
+/* Footer fields whose products wrap 64 bits, and counts that disagree with each other. */
+START_TEST(test_segment_footer_counts_lie)
+{
+    size_t len;
+    uint8_t *orig = make_segment(NREC, &len);
+    uint8_t *b = malloc(len);
+    uint8_t *ft = b + len - STORE_SEG_FOOTER;
+    uint64_t count = foot64(orig, len, 16), nsparse = foot64(orig, len, 96);
+    uint64_t nmeta = foot64(orig, len, 120), nvb = foot64(orig, len, 160);
+    const struct {
+        unsigned off, size;
+        uint64_t val;
+        const char *what;
+    } lies[] = {
+        /* nsparse * 16 and nmeta * 24 wrap to the true section sizes */
+        {96, 8, nsparse + (1ull << 60), "nsparse*16 wraps"},
+        {120, 8, nmeta + (1ull << 61), "nmeta*24 wraps"},
+        {160, 8, nvb + (1ull << 62), "nvblocks*4 wraps"},
+        {16, 8, count + (1ull << 61), "count*40 wraps"},
+        {16, 8, 1ull << 62, "count*dim*4 wraps"},
+        {12, 4, 0x80000000u, "dim*count*4 past the file"},
+        {12, 4, 0, "dim 0"},
+        {12, 4, DIM + 1, "dim disagrees with the record table's place"},
+        {16, 8, count - 1, "count one short"},
+        {16, 8, count + 1, "count one over"},
+        {96, 8, nsparse - 1, "nsparse one short"},
+        {96, 8, nsparse + 1, "nsparse one over"},
+        {120, 8, nmeta - 1, "nmeta one short"},
+        {120, 8, nmeta + 1, "nmeta one over"},
+        {56, 4, 3, "unknown kind"},
+        {144, 4, 0, "bloom_k 0"},
+        {144, 4, 33, "bloom_k 33"},
+        {136, 8, 0, "bloom_len 0"},
+        {80, 8, foot64(orig, len, 80) + 1, "ids_len one over"},
+        {80, 8, foot64(orig, len, 80) - 1, "ids_len one short"},
+        {80, 8, UINT64_MAX, "ids_len huge"},
+        {64, 8, foot64(orig, len, 64) + 40, "recs_off moved"},
+        {72, 8, len, "ids past the end"},
+        {72, 8, UINT64_MAX - 3, "ids_off wraps"},
+        {88, 8, len - STORE_SEG_FOOTER - 8, "sparse into the footer"},
+        {104, 8, foot64(orig, len, 112) + 1, "meta_off after mtab_off"},
+        {104, 8, foot64(orig, len, 104) + 1, "meta_off one over"},
+        {112, 8, len - STORE_SEG_FOOTER, "mtab at the footer"},
+        {128, 8, len, "bloom past the end"},
+        {152, 8, UINT64_MAX, "vsum_off huge"},
+    };
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        memcpy(b, orig, len);
+        if (lies[i].size == 8)
+            st_put_le64(ft + lies[i].off, lies[i].val);
+        else
+            st_put_le32(ft + lies[i].off, (uint32_t)lies[i].val);
+        expect_corrupt(b, len, lies[i].what);
+    }
+    free(b);
+    free(orig);
+}
+END_TEST
+
+/* Record table entries: ids outside or out of order in the ids section, bad op, metas. */
+START_TEST(test_segment_records_lie)
+{
+    size_t len;
+    uint8_t *orig = make_segment(NREC, &len);
+    uint8_t *b = malloc(len);
+    uint64_t recs = foot64(orig, len, 64), ids_len = foot64(orig, len, 80);
+    const struct {
+        uint32_t rec;
+        unsigned off, size;
+        uint64_t val;
+        const char *what;
+    } lies[] = {
+        {NREC - 1, 24, 8, ids_len, "id_off at the end of the ids"},
+        {NREC - 1, 24, 8, UINT64_MAX - 2, "id_off wraps"},
+        {5, 24, 8, 4 * 8, "id_off overlaps the previous id"},
+        {0, 24, 8, 1, "first id_off not 0"},
+        {7, 32, 2, 0, "id_len 0"},
+        {7, 32, 2, 300, "id_len over STORE_ID_MAX"},
+        {NREC - 1, 32, 2, 9, "last id runs past the ids"},
+        {9, 34, 1, 2, "op 2"},
+        {11, 36, 4, STORE_META_MAX + 1, "meta_len over STORE_META_MAX"},
+        {11, 36, 4, UINT32_MAX, "meta_len huge"},
+        {12, 36, 4, 1, "meta_len disagrees with the block's raw length"},
+        {NREC - 1, 36, 4, 0, "last meta missing from the raw length"},
+    };
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        memcpy(b, orig, len);
+        uint8_t *r = b + recs + (uint64_t)lies[i].rec * STORE_SEG_REC_SIZE + lies[i].off;
+        if (lies[i].size == 8)
+            st_put_le64(r, lies[i].val);
+        else if (lies[i].size == 4)
+            st_put_le32(r, (uint32_t)lies[i].val);
+        else if (lies[i].size == 2)
+            st_put_le16(r, (uint16_t)lies[i].val);
+        else
+            *r = (uint8_t)lies[i].val;
+        expect_corrupt(b, len, lies[i].what);
+    }
+    free(b);
+    free(orig);
+}
+END_TEST
+
+/* Sparse index entries naming records past count, or out of order. */
+START_TEST(test_segment_sparse_lies)
+{
+    size_t len;
+    uint8_t *orig = make_segment(NREC, &len);
+    uint8_t *b = malloc(len);
+    uint64_t sp = foot64(orig, len, 88);
+    const struct {
+        uint32_t entry, val;
+        const char *what;
+    } lies[] = {
+        {3, NREC, "record number == count"},     {3, UINT32_MAX, "record number huge"},
+        {18, NREC + 5, "last entry past count"}, {2, 32, "not increasing"},
+        {1, 33, "not every 32nd record"},        {0, 1, "first entry not record 0"},
+    };
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        memcpy(b, orig, len);
+        st_put_le32(b + sp + (uint64_t)lies[i].entry * STORE_SEG_SPARSE_SIZE, lies[i].val);
+        expect_corrupt(b, len, lies[i].what);
+    }
+    free(b);
+    free(orig);
+}
+END_TEST
+
+/* Meta block table entries pointing outside the meta section or claiming absurd sizes. */
+START_TEST(test_segment_meta_table_lies)
+{
+    size_t len;
+    uint8_t *orig = make_segment(NREC, &len);
+    uint8_t *b = malloc(len);
+    uint64_t mt = foot64(orig, len, 112), mo = foot64(orig, len, 104);
+    const uint8_t *e1 = orig + mt + STORE_SEG_MTAB_SIZE;
+    uint64_t off1 = st_get_le64(e1);
+    uint32_t clen1 = st_get_le32(e1 + 8), rlen1 = st_get_le32(e1 + 12);
+    const struct {
+        uint32_t entry;
+        unsigned off, size;
+        uint64_t val;
+        const char *what;
+    } lies[] = {
+        {1, 0, 8, len - STORE_SEG_FOOTER, "block in the footer"},
+        {1, 0, 8, 0, "block at the file start"},
+        {1, 0, 8, UINT64_MAX - 4, "block offset wraps"},
+        {0, 0, 8, mo + 1, "first block not at meta_off"},
+        {1, 0, 8, off1 - 1, "blocks overlap"},
+        {1, 8, 4, UINT32_MAX, "compressed length huge"},
+        {1, 8, 4, clen1 + 1, "compressed length runs into the next block"},
+        {2, 8, 4, (uint32_t)(mt - st_get_le64(orig + mt + 2 * STORE_SEG_MTAB_SIZE)) + 1,
+         "last block runs into the meta table"},
+        {1, 12, 4, UINT32_MAX, "raw length 4 GiB (an allocation the header asked for)"},
+        {1, 12, 4, rlen1 + 1, "raw length disagrees with the records' meta_len"},
+        {1, 12, 4, rlen1 - 1, "raw length one short"},
+    };
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        memcpy(b, orig, len);
+        uint8_t *t = b + mt + (uint64_t)lies[i].entry * STORE_SEG_MTAB_SIZE + lies[i].off;
+        if (lies[i].size == 8)
+            st_put_le64(t, lies[i].val);
+        else
+            st_put_le32(t, (uint32_t)lies[i].val);
+        expect_corrupt(b, len, lies[i].what);
+    }
+    (void)clen1;
+    free(b);
+    free(orig);
+}
+END_TEST
+
+/* Every single-byte change of the footer, resealed: opens cleanly or is refused, never more. */
+START_TEST(test_segment_footer_bytes_resealed)
+{
+    size_t len;
+    uint8_t *orig = make_segment(40, &len);
+    uint8_t *b = malloc(len);
+    static const uint8_t vals[] = {0x00, 0x01, 0x7f, 0x80, 0xff};
+    size_t refused = 0;
+    for (size_t at = len - STORE_SEG_FOOTER + 8; at < len - 8; at++)
+        for (size_t v = 0; v < sizeof(vals); v++) {
+            memcpy(b, orig, len);
+            if (b[at] == vals[v])
+                continue;
+            b[at] = vals[v];
+            struct st_err err = {0};
+            int rc = open_resealed(b, len, &err);
+            ck_assert_msg(rc == ST_OK || rc == ST_ECORRUPT || rc == ST_EUNSUPP, "byte %zu = %u: %d",
+                          at, vals[v], rc);
+            refused += rc != ST_OK;
+        }
+    ck_assert_uint_gt(refused, 100);
+    free(b);
+    free(orig);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("segment");
+    TCase *tc = tcase_create("segment");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_segment_resealed_opens);
+    tcase_add_test(tc, test_segment_footer_counts_lie);
+    tcase_add_test(tc, test_segment_records_lie);
+    tcase_add_test(tc, test_segment_sparse_lies);
+    tcase_add_test(tc, test_segment_meta_table_lies);
+    tcase_add_test(tc, test_segment_footer_bytes_resealed);
+    suite_add_tcase(su, tc);
+    return st_test_run_suite(su);
+}

@@ -1,0 +1,249 @@
+/*
+ * Writes the seed corpus of the fuzz targets: fuzz_seeds DIR creates DIR/<target>/seed-* for
+ * frame, json, segment, hnsw and ivfpq (small valid inputs of each shape the decoders know).
+ * Deterministic; the output is checked in under tests/fuzz/corpus/. Run it again only when a
+ * format changes (findings live next to the seeds as crash-* / regress-* files).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "idx_hnsw.h"
+#include "idx_ivfpq.h"
+#include "rec_format.h"
+#include "store_fs.h"
+#include "store_int.h"
+
+static const char *root;
+
+static void put(const char *target, const char *name, const void *p, size_t n)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", root, target);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/%s/seed-%s", root, target, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fwrite(p, 1, n, f) != n || fclose(f) != 0) {
+        fprintf(stderr, "fuzz_seeds: cannot write %s\n", path);
+        exit(1);
+    }
+}
+
+/* Moves a file written by a saver into the corpus. */
+static void put_file(const char *target, const char *name, const char *path)
+{
+    uint8_t *b;
+    size_t n;
+    if (store_fs_read_all(path, &b, &n, SIZE_MAX) != ST_OK) {
+        fprintf(stderr, "fuzz_seeds: cannot read %s\n", path);
+        exit(1);
+    }
+    put(target, name, b, n);
+    free(b);
+    unlink(path);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) & 0xffff) / 4096.0f - 8.0f;
+}
+
+static void frames(void)
+{
+    static const float v[4][4] = {{1, -2, 0.5f, 3}, {0.25f, 0, 0, 0}, {-1, 1e-3f, 7, 8}, {0}};
+    static const char *const ids[] = {"doc-1", "doc-22", "d", "x"};
+    static const char *const meta[] = {"{\"lang\":\"en\"}", "", "{\"n\":3}", "{}"};
+    for (int shape = 0; shape < 6; shape++) {
+        bool u64 = shape % 2 == 1;
+        uint32_t n = shape < 2 ? 3 : shape < 4 ? 1 : 4;
+        uint8_t be[4][8] = {{0}};
+        struct rec_record r[4];
+        for (uint32_t i = 0; i < n; i++) {
+            be[i][7] = (uint8_t)(i + 1);
+            r[i] = (struct rec_record){u64 ? be[i] : (const uint8_t *)ids[i],
+                                       u64 ? 8 : (uint32_t)strlen(ids[i]),
+                                       i == 1 ? REC_TS_ABSENT : 1763798400000 + i,
+                                       i == 1 && shape < 4 ? REC_DELETE : REC_UPSERT,
+                                       v[i],
+                                       u64 || shape == 2 ? NULL : (const uint8_t *)meta[i],
+                                       u64 || shape == 2 ? 0 : (uint32_t)strlen(meta[i])};
+        }
+        uint8_t *f;
+        size_t len;
+        const char *coll = shape >= 4 ? NULL : u64 ? "events" : "docs";
+        if (rec_frame_encode(coll, u64 ? 4 : 3, u64, r, n, &f, &len) != ST_OK) {
+            fprintf(stderr, "fuzz_seeds: frame encode failed\n");
+            exit(1);
+        }
+        char name[32];
+        snprintf(name, sizeof(name), "%d", shape);
+        put("frame", name, f, len);
+        free(f);
+    }
+}
+
+static void jsons(void)
+{
+    static const char *const js[] = {
+        "{\"id\":\"a\",\"vector\":[1,2,3]}",
+        "{\"collection\":\"docs\",\"id\":\"doc-1\",\"ts\":1763798400000,\"vector\":[1,-2.5,3e-3],"
+        "\"meta\":{\"lang\":\"en\",\"n\":[1,2]}}",
+        "{\"records\":[{\"id\":\"a\",\"vector\":[1,2,3]},{\"id\":\"b\",\"op\":\"delete\"},"
+        "{\"id\":\"c\",\"vector_b64\":\"AACAPwAAAEAAAEBA\",\"meta\":null}]}",
+        "{\"collection\":\"events\",\"records\":[{\"id\":18446744073709551615,\"vector\":[1,2,3,4]}"
+        ","
+        "{\"id\":0,\"op\":\"upsert\",\"vector_b64\":\"AACAPwAAAEAAAEBAAACAQA==\"}]}",
+        "{\"collection\":\"events\",\"id\":7,\"vector\":[1e39,0,0,0]}",
+        "{\"id\":\"dup\",\"vector\":[1,2,3],\"id\":\"dup\"}",
+        "{\"records\":[]}",
+        "{\"id\":\"q\",\"ts\":-9223372036854775808,\"vector\":[0,0,0]}",
+        "{\"id\":\"u\\u0000v\",\"vector_b64\":\"AAAAAAAAAAAAAAA=\"}",
+    };
+    for (size_t i = 0; i < sizeof(js) / sizeof(js[0]); i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "%zu", i);
+        put("json", name, js[i], strlen(js[i]));
+    }
+}
+
+static void segments(const char *tmp)
+{
+    static const uint32_t counts[] = {0, 1, 5, 33, 300};
+    static const uint32_t dims[] = {2, 3, 1, 4, 2};
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/s.seg", tmp);
+    for (size_t t = 0; t < sizeof(counts) / sizeof(counts[0]); t++) {
+        uint32_t n = counts[t], dim = dims[t];
+        struct store_seg_in *in = calloc(n + 1, sizeof(*in));
+        char(*ids)[16] = calloc(n + 1, 16);
+        char(*metas)[16] = calloc(n + 1, 16);
+        float *vecs = calloc((size_t)(n + 1) * dim, sizeof(float));
+        for (uint32_t i = 0; i < n; i++) {
+            snprintf(ids[i], 16, "k%04u", i);
+            int ml = snprintf(metas[i], 16, "{\"i\":%u}", i);
+            for (uint32_t d = 0; d < dim; d++)
+                vecs[(size_t)i * dim + d] = frand();
+            in[i] = (struct store_seg_in){(const uint8_t *)ids[i],
+                                          (uint32_t)strlen(ids[i]),
+                                          1000 + i,
+                                          (int32_t)(i % 3),
+                                          i,
+                                          0,
+                                          i % 4 == 2 ? STORE_OP_DELETE : STORE_OP_UPSERT,
+                                          vecs + (size_t)i * dim,
+                                          (const uint8_t *)metas[i],
+                                          i % 3 == 0 ? 0 : (uint32_t)ml};
+        }
+        struct store_seg_meta meta = {0, 60000, (enum store_seg_kind)(t % 3), 1};
+        struct st_err err = {0};
+        uint64_t bytes;
+        unlink(path);
+        if (store_segment_write(NULL, path, dim, &meta, in, n, &bytes, &err) != ST_OK) {
+            fprintf(stderr, "fuzz_seeds: %s\n", err.msg);
+            exit(1);
+        }
+        char name[32];
+        snprintf(name, sizeof(name), "%u", n);
+        put_file("segment", name, path);
+        free(in);
+        free(ids);
+        free(metas);
+        free(vecs);
+    }
+}
+
+static float *vectors(uint32_t n, uint32_t dim)
+{
+    float *v = malloc((size_t)n * dim * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * dim; i++)
+        v[i] = frand();
+    return v;
+}
+
+static void hnsws(const char *tmp)
+{
+    static const uint32_t ns[] = {1, 9, 61, 120};
+    static const uint32_t dims[] = {3, 4, 2, 8};
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/h.hnsw", tmp);
+    for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++) {
+        float *v = vectors(ns[t], dims[t]);
+        struct idx_hnsw_opts o = {.dim = dims[t],
+                                  .metric = (enum st_metric)(t % 3),
+                                  .m = t == 3 ? 3 : 2,
+                                  .ef_construction = 16,
+                                  .seed = 1,
+                                  .threads = 1};
+        struct idx_hnsw *h;
+        struct st_err err = {0};
+        if (idx_hnsw_build(&o, v, ns[t], &h) != ST_OK || idx_hnsw_save(h, path, &err) != ST_OK) {
+            fprintf(stderr, "fuzz_seeds: hnsw %s\n", err.msg);
+            exit(1);
+        }
+        char name[32];
+        snprintf(name, sizeof(name), "%u", ns[t]);
+        put_file("hnsw", name, path);
+        idx_hnsw_free(h);
+        free(v);
+    }
+}
+
+static void ivfpqs(const char *tmp)
+{
+    static const struct {
+        uint32_t n, dim, nlist, m, nbits;
+    } shapes[] = {{40, 4, 2, 2, 8}, {70, 6, 3, 3, 4}, {33, 2, 1, 1, 4}, {300, 8, 4, 4, 4}};
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/i.ivfpq", tmp);
+    for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
+        float *v = vectors(shapes[t].n, shapes[t].dim);
+        struct idx_ivfpq_opts o = {.dim = shapes[t].dim,
+                                   .metric = (enum st_metric)(t % 2),
+                                   .nlist = shapes[t].nlist,
+                                   .m = shapes[t].m,
+                                   .nbits = shapes[t].nbits,
+                                   .iterations = 2,
+                                   .seed = 5,
+                                   .threads = 1};
+        struct idx_ivfpq *ix;
+        struct st_err err = {0};
+        if (idx_ivfpq_build(&o, v, shapes[t].n, &ix) != ST_OK ||
+            idx_ivfpq_save(ix, path, &err) != ST_OK) {
+            fprintf(stderr, "fuzz_seeds: ivfpq %s\n", err.msg);
+            exit(1);
+        }
+        char name[32];
+        snprintf(name, sizeof(name), "%zu-%ubit", t, shapes[t].nbits);
+        put_file("ivfpq", name, path);
+        idx_ivfpq_free(ix);
+        free(v);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: fuzz_seeds DIR\n");
+        return 2;
+    }
+    root = argv[1];
+    mkdir(root, 0755);
+    char tmp[] = "/tmp/fuzz-seeds-XXXXXX";
+    if (mkdtemp(tmp) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    frames();
+    jsons();
+    segments(tmp);
+    hnsws(tmp);
+    ivfpqs(tmp);
+    rmdir(tmp);
+    return 0;
+}
