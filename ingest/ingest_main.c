@@ -28,6 +28,7 @@
 #include "st_fault.h"
 #include "st_http.h"
 #include "st_log.h"
+#include "store_fs.h"
 #include "st_version.h"
 #include "twcs.h"
 
@@ -151,8 +152,9 @@ int main(int argc, char **argv)
         props[i][0] = cfg->kafka.properties[i].key;
         props[i][1] = cfg->kafka.properties[i].value;
     }
-    if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
-        st_log_error("ingest", "data_dir %s: %s", cfg->data_dir, strerror(errno));
+    int mrc = store_fs_mkdir(NULL, cfg->data_dir, "ingest.mkdir"); /* parent fsynced too */
+    if (mrc != ST_OK) {
+        st_log_error("ingest", "data_dir %s: %s", cfg->data_dir, st_strerror(mrc));
         goto out;
     }
     /* HTTP first: sealed events name segment URLs with the port actually bound. */

@@ -14,6 +14,7 @@
 #include "st_coding.h"
 #include "st_log.h"
 #include "st_prom.h"
+#include "st_fault.h"
 #include "store_int.h"
 #include "wal_format.h"
 
@@ -133,6 +134,20 @@ static int flush_oldest(struct store *s)
     }
     if ((rc = store_fs_sync_dir(s->o.fs, s->dir, "store.seg.sync_dir")) != ST_OK)
         goto out;
+    /* Room in the segment list before the edit: once the edit is durable nothing may fail
+     * and undo it (the files it lists must stay). mf_mu is held, so the list cannot grow
+     * until the install below. */
+    pthread_mutex_lock(&s->mu);
+    struct store_segment **ns = ST_FAULT("store.flush.reserve")
+                                    ? NULL
+                                    : realloc(s->segs, (s->nsegs + nadded) * sizeof(*ns));
+    if (ns != NULL)
+        s->segs = ns;
+    pthread_mutex_unlock(&s->mu);
+    if (ns == NULL) {
+        rc = ST_ENOMEM;
+        goto out;
+    }
     /* One edit group: the new segments, the WAL files they make obsolete, the marks. */
     pthread_mutex_lock(&s->mu);
     uint64_t log_number = s->nfrozen > 1 ? s->frozen[1]->first_log : s->mem->first_log;
@@ -152,14 +167,6 @@ static int flush_oldest(struct store *s)
         goto out;
 
     pthread_mutex_lock(&s->mu);
-    struct store_segment **ns = realloc(s->segs, (s->nsegs + nadded) * sizeof(*ns));
-    if (ns == NULL) {
-        store_fail_locked(s, ST_ENOMEM, "segment list");
-        pthread_mutex_unlock(&s->mu);
-        rc = ST_ENOMEM;
-        goto out;
-    }
-    s->segs = ns;
     for (size_t i = 0; i < nadded; i++)
         s->segs[s->nsegs++] = added[i];
     nadded = 0;

@@ -410,6 +410,26 @@ int store_fs_mkdir(struct store_fs *fs, const char *path, const char *site)
     else if (fs != NULL)
         rc = sim_op_add(fs, SIM_MKDIR, path, NULL, NULL);
     sim_leave(fs);
+    if (rc != ST_OK)
+        return rc;
+    /* The new directory's entry is durable only once its parent is fsynced. Done on every
+     * call, not only when mkdir created it: an earlier call may have created it and failed
+     * (or crashed) before its parent sync. */
+    char *parent = strdup(path);
+    if (parent == NULL)
+        return ST_ENOMEM;
+    size_t n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/')
+        parent[--n] = '\0';
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL)
+        strcpy(parent, ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    rc = store_fs_sync_dir(fs, parent, "store.mkdir.sync_parent");
+    free(parent);
     return rc;
 }
 

@@ -1683,6 +1683,66 @@ START_TEST(test_scan_concurrent_with_writers)
 }
 END_TEST
 
+/* An allocation failure in a flush never undoes a durable manifest edit: the segment list is
+ * sized before the edit is appended (the old flush grew it afterwards, and on failure doomed
+ * — unlinked — files the manifest already listed). The flush fails cleanly and is retried. */
+START_TEST(test_flush_alloc_failure_keeps_listed_files)
+{
+    char *dir = st_test_tmpdir("store");
+    struct store *s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
+    for (int k = 0; k < 100; k++)
+        ck_assert_int_eq(put(s, 0, k, k, 1000 + k * 10, k, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(st_fault_arm("store.flush.reserve", 0, 1, ST_ENOMEM), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_ENOMEM);
+    ck_assert_uint_eq(st_fault_fired("store.flush.reserve"), 1);
+    st_fault_disarm_all();
+    for (int k = 0; k < 100; k++)
+        ck_assert_int_eq(get_val(s, k), k);  /* still served from the frozen memtable */
+    ck_assert_int_eq(store_flush(s), ST_OK); /* the retry succeeds */
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
+    for (int k = 0; k < 100; k++)
+        ck_assert_int_eq(get_val(s, k), k);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    char cmd[600], o[8192];
+    snprintf(cmd, sizeof(cmd), "%s inspect %s 2>&1", getenv("STRATA_CLI"), dir);
+    ck_assert_msg(st_test_run(cmd, o, sizeof(o)) == 0, "%s", o);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A new store directory's entry is made durable: its parent is fsynced on every open (a
+ * failure there fails the open rather than risking a directory a power loss can erase). */
+START_TEST(test_store_dir_parent_fsynced)
+{
+    char *base = st_test_tmpdir("store");
+    char *dir = NULL;
+    ck_assert_int_ge(asprintf(&dir, "%s/coll", base), 0);
+    ck_assert_int_eq(st_fault_arm("store.mkdir.sync_parent", 0, 1, ST_EIO), ST_OK);
+    struct st_err err = {0};
+    struct store_opts o = {.dir = dir, .dim = DIM, .no_background = true};
+    struct store *s = NULL;
+    ck_assert_int_eq(store_open(&o, &s, &err), ST_EIO);
+    ck_assert_uint_eq(st_fault_fired("store.mkdir.sync_parent"), 1);
+    st_fault_disarm_all();
+    /* The directory exists now; the next open still syncs the parent, then works. */
+    st_fault_record(true);
+    s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
+    const char *sites[64];
+    size_t n = st_fault_recorded(sites, 64);
+    st_fault_record(false);
+    bool synced = false;
+    for (size_t i = 0; i < n && i < 64; i++)
+        synced |= strcmp(sites[i], "store.mkdir.sync_parent") == 0;
+    ck_assert(synced);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(base);
+    free(dir);
+    free(base);
+}
+END_TEST
+
 int main(void)
 {
     st_log_set_level(ST_LOG_WARNING);
@@ -1707,6 +1767,8 @@ int main(void)
     tcase_add_test(tc, test_inspect);
     tcase_add_test(tc, test_next_file_never_regresses);
     tcase_add_test(tc, test_promotion_survives_reopen);
+    tcase_add_test(tc, test_flush_alloc_failure_keeps_listed_files);
+    tcase_add_test(tc, test_store_dir_parent_fsynced);
     suite_add_tcase(su, tc);
     tc = tcase_create("merge");
     tcase_set_timeout(tc, 300);
