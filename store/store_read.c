@@ -206,7 +206,7 @@ int store_scan(struct store *s, store_scan_fn fn, void *ctx)
     size_t n = atomic_load_explicit(&mem->published, memory_order_acquire);
     size_t nch = (n + mem->chunk_recs - 1) / mem->chunk_recs;
     uint8_t **chunks = malloc((nch ? nch : 1) * sizeof(*chunks));
-    if (chunks != NULL)
+    if (chunks != NULL && nch > 0) /* an empty memtable has no chunk directory yet */
         memcpy(chunks, mem->chunks, nch * sizeof(*chunks));
     size_t nfz = 0;
     struct store_memtable **fz = store_frozen_capture_locked(s, &nfz);
