@@ -14,6 +14,8 @@ struct fault_entry {
     uint32_t times;
     uint32_t fired;
     int code;
+    void (*hook)(void *ctx);
+    void *hctx;
 };
 
 _Atomic int st_fault_active = 0;
@@ -43,6 +45,8 @@ static struct fault_entry *fault_find(const char *site)
 int st_fault_check(const char *site)
 {
     int code = 0;
+    void (*hook)(void *) = NULL;
+    void *hctx = NULL;
     pthread_mutex_lock(&fault_lock);
     if (recording) {
         bool seen = false;
@@ -52,7 +56,11 @@ int st_fault_check(const char *site)
             recorded[n_recorded++] = site;
     }
     struct fault_entry *e = fault_find(site);
-    if (e != NULL) {
+    if (e != NULL && e->hook != NULL) {
+        hook = e->hook;
+        hctx = e->hctx;
+        e->fired++;
+    } else if (e != NULL) {
         if (e->skip > 0) {
             e->skip--;
         } else if (e->times == 0 || e->fired < e->times) {
@@ -61,6 +69,8 @@ int st_fault_check(const char *site)
         }
     }
     pthread_mutex_unlock(&fault_lock);
+    if (hook != NULL)
+        hook(hctx);
     if (code == ST_FAULT_CRASH) {
         raise(SIGKILL);
         code = ST_EFAULT; /* not reached */
@@ -68,7 +78,8 @@ int st_fault_check(const char *site)
     return code;
 }
 
-int st_fault_arm(const char *site, uint32_t skip, uint32_t times, int code)
+static int fault_set(const char *site, uint32_t skip, uint32_t times, int code,
+                     void (*hook)(void *), void *hctx)
 {
     int rc = ST_ENOMEM;
     if (strlen(site) >= sizeof(armed[0].name))
@@ -85,11 +96,23 @@ int st_fault_arm(const char *site, uint32_t skip, uint32_t times, int code)
         e->times = times;
         e->fired = 0;
         e->code = code;
+        e->hook = hook;
+        e->hctx = hctx;
         rc = ST_OK;
     }
     fault_update_active();
     pthread_mutex_unlock(&fault_lock);
     return rc;
+}
+
+int st_fault_arm(const char *site, uint32_t skip, uint32_t times, int code)
+{
+    return fault_set(site, skip, times, code, NULL, NULL);
+}
+
+int st_fault_hook(const char *site, void (*fn)(void *ctx), void *ctx)
+{
+    return fault_set(site, 0, 0, 0, fn, ctx);
 }
 
 void st_fault_disarm(const char *site)

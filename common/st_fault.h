@@ -36,6 +36,13 @@ int st_fault_check(const char *site);
  * Returns ST_ENOMEM when the table of armed sites (64) is full.
  */
 int st_fault_arm(const char *site, uint32_t skip, uint32_t times, int code) ST_WUR;
+/*
+ * Calls fn(ctx) (with no lock of this module held) each time site is evaluated, before the
+ * site returns 0: a test can hold an operation provably inside that site (e.g. a flush in its
+ * I/O) and check what other threads can do meanwhile. Replaces any entry of site; disarm
+ * removes it. ST_ENOMEM when the table is full.
+ */
+int st_fault_hook(const char *site, void (*fn)(void *ctx), void *ctx) ST_WUR;
 void st_fault_disarm(const char *site);
 void st_fault_disarm_all(void);
 /* Number of times site returned a fault since it was armed. */

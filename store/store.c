@@ -55,6 +55,7 @@ int store_fail_locked(struct store *s, int rc, const char *what)
     }
     pthread_cond_broadcast(&s->durable_cv);
     pthread_cond_broadcast(&s->flushed_cv);
+    pthread_cond_broadcast(&s->roll_cv);
     return rc;
 }
 

@@ -32,8 +32,20 @@ static int entry_cmp(const void *a, const void *b, void *arg)
     return store_id_cmp(x->id, x->id_len, y->id, y->id_len);
 }
 
-/* Writes the oldest frozen memtable into one segment per window and records them in the
- * manifest. Caller holds mf_mu only. */
+/*
+ * Writes the oldest frozen memtable into one segment per window and records them in the
+ * manifest. Caller holds flush_mu only (flushes are serialised so that frozen memtables are
+ * installed oldest first and each once).
+ *
+ * Locks, as a merge: the segment files are written, fsynced, renamed and the directory fsynced
+ * with no store lock held; mf_mu is taken only to reserve room in the segment list, append the
+ * edit (log_number and next_file read then, under mu) and install the result. So a seal,
+ * a drop or a key/value put never waits for a flush's I/O, nor a flush for theirs.
+ *
+ * A drop of one of the flushed windows that lands during the I/O is ordered before the flush:
+ * the flush's segments are installed after it, exactly as if the flush had run second (a
+ * caller that wants a window gone drains the memtables first, as twcs does).
+ */
 static int flush_oldest(struct store *s)
 {
     pthread_mutex_lock(&s->mu);
@@ -135,8 +147,9 @@ static int flush_oldest(struct store *s)
     if ((rc = store_fs_sync_dir(s->o.fs, s->dir, "store.seg.sync_dir")) != ST_OK)
         goto out;
     /* Room in the segment list before the edit: once the edit is durable nothing may fail
-     * and undo it (the files it lists must stay). mf_mu is held, so the list cannot grow
-     * until the install below. */
+     * and undo it (the files it lists must stay). mf_mu is held from here to the install, so
+     * the list cannot grow meanwhile. */
+    pthread_mutex_lock(&s->mf_mu);
     pthread_mutex_lock(&s->mu);
     struct store_segment **ns = ST_FAULT("store.flush.reserve")
                                     ? NULL
@@ -145,6 +158,7 @@ static int flush_oldest(struct store *s)
         s->segs = ns;
     pthread_mutex_unlock(&s->mu);
     if (ns == NULL) {
+        pthread_mutex_unlock(&s->mf_mu);
         rc = ST_ENOMEM;
         goto out;
     }
@@ -163,8 +177,10 @@ static int flush_oldest(struct store *s)
         rc = store_mf_edit_next_file(&e, next_file);
     if (rc == ST_OK)
         rc = store_mf_append(s, &e);
-    if (rc != ST_OK)
+    if (rc != ST_OK) {
+        pthread_mutex_unlock(&s->mf_mu);
         goto out;
+    }
 
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < nadded; i++)
@@ -176,6 +192,7 @@ static int flush_oldest(struct store *s)
     s->st.segment_bytes_written += written;
     pthread_cond_broadcast(&s->flushed_cv);
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->mf_mu);
 
     /* WAL files below log_number are now obsolete. */
     bool removed = false;
@@ -232,9 +249,9 @@ void *store_flusher_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&s->mu);
-        pthread_mutex_lock(&s->mf_mu);
+        pthread_mutex_lock(&s->flush_mu);
         int rc = flush_oldest(s);
-        pthread_mutex_unlock(&s->mf_mu);
+        pthread_mutex_unlock(&s->flush_mu);
         pthread_mutex_lock(&s->mu);
         backoff = rc == ST_OK ? 0 : 1000; /* e.g. ENOSPC: the WAL still holds the data */
     }
@@ -245,11 +262,7 @@ void *store_flusher_main(void *arg)
 int store_flush(struct store *s)
 {
     pthread_mutex_lock(&s->sync_mu);
-    pthread_mutex_lock(&s->mu);
-    int rc = s->failed;
-    if (rc == ST_OK)
-        rc = store_freeze_locked(s);
-    pthread_mutex_unlock(&s->mu);
+    int rc = store_freeze(s);
     pthread_mutex_unlock(&s->sync_mu);
     if (rc != ST_OK)
         return rc;
@@ -260,9 +273,9 @@ int store_flush(struct store *s)
             pthread_mutex_unlock(&s->mu);
             if (nf == 0)
                 return ST_OK;
-            pthread_mutex_lock(&s->mf_mu);
+            pthread_mutex_lock(&s->flush_mu);
             rc = flush_oldest(s);
-            pthread_mutex_unlock(&s->mf_mu);
+            pthread_mutex_unlock(&s->flush_mu);
             if (rc != ST_OK)
                 return rc;
         }

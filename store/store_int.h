@@ -324,12 +324,20 @@ enum store_file_kind store_file_parse(const char *name, uint64_t *number);
 /* ---- the store object (store*.c) ---- */
 /*
  * Locks (always taken in this order; never the reverse):
- *   mf_mu   — serialises manifest edits (flush, merge, drop, window/kv puts): held to build
- *             and append an edit and install its result, never across a merge's segment I/O
- *             (a merge writes, fsyncs and renames its file first, then takes mf_mu)
- *   sync_mu — serialises WAL fsyncs and WAL rolls (the file being synced stays open)
- *   mu      — everything else: memtables, segment list, marks, counters, s->mf reads
- * The fsync itself runs without mu, so writers keep appending while a sync is in flight.
+ *   flush_mu — serialises flushes (oldest frozen memtable first, each once); held across a
+ *              flush's segment I/O, so it is never taken by anything that must not wait for it
+ *   mf_mu    — serialises manifest edits (flush, merge, drop, window/kv puts, compaction):
+ *              held to build and append an edit and install its result, never across segment
+ *              I/O (a flush or merge writes, fsyncs and renames its files first)
+ *   sync_mu  — serialises WAL fsyncs and WAL rolls (the file being synced stays open)
+ *   mu       — everything else: memtables, segment list, marks, counters, s->mf reads; never
+ *              held across I/O except the WAL append of a write and the manifest's own
+ *              in-memory apply
+ * A WAL fsync runs without mu, so writers keep appending while a sync is in flight. A WAL
+ * roll (store_freeze) creates the new file and fsyncs the old one without mu; writers wait
+ * for it on roll_cv (s->rolling) so that nothing is appended to the new file before the old
+ * one is durable (recovery treats a torn non-last WAL file as corruption), while readers,
+ * scans, statistics and manifest edits go on.
  *
  * File numbers: taken under mu as s->mf.next_file++, before the I/O that uses them. An edit
  * that records next_file writes the value of s->mf.next_file read under mu while its writer
@@ -353,8 +361,9 @@ struct store_snapshot {
 struct store {
     struct store_opts o;
     char *dir;
-    pthread_mutex_t mf_mu, sync_mu, mu;
-    pthread_cond_t work_cv, durable_cv, flushed_cv;
+    pthread_mutex_t flush_mu, mf_mu, sync_mu, mu;
+    pthread_cond_t work_cv, durable_cv, flushed_cv, roll_cv;
+    bool rolling; /* a WAL roll is in flight: writers wait on roll_cv */
 
     struct store_memtable *mem;
     struct store_memtable **frozen; /* oldest first */
@@ -401,7 +410,9 @@ void *store_syncer_main(void *arg);
 void *store_flusher_main(void *arg);
 int store_batch_validate(const struct store *s, const struct store_batch *b) ST_WUR;
 int store_apply_locked(struct store *s, const struct store_batch *b) ST_WUR;
-int store_freeze_locked(struct store *s) ST_WUR;
+/* Freezes the active memtable (if it holds anything) and rolls the WAL. Caller holds sync_mu,
+ * not mu. */
+int store_freeze(struct store *s) ST_WUR;
 struct store_memtable **store_frozen_capture_locked(struct store *s, size_t *n);
 void store_frozen_release(struct store_memtable **fz, size_t n);
 

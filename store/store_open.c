@@ -29,8 +29,21 @@ static int cmp_u64(const void *a, const void *b)
 /* Replays WAL files >= log_number, oldest first, into the memtable. */
 static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, struct st_err *err)
 {
+    /* The "last" file is the newest one holding any bytes: a roll that failed (or crashed)
+     * after creating its new file leaves that file empty, and the older file before it may
+     * then end in a torn record exactly like a last file does. */
+    size_t last_nonempty = 0;
     for (size_t li = 0; li < nlogs; li++) {
-        bool last = li + 1 == nlogs;
+        char *path = store_file_path(s->dir, STORE_FILE_LOG, logs[li]);
+        struct stat sb;
+        if (path == NULL)
+            return ST_ENOMEM;
+        if (stat(path, &sb) != 0 || sb.st_size > 0)
+            last_nonempty = li;
+        free(path);
+    }
+    for (size_t li = 0; li < nlogs; li++) {
+        bool last = li >= last_nonempty;
         char *path = store_file_path(s->dir, STORE_FILE_LOG, logs[li]);
         if (path == NULL)
             return ST_ENOMEM;
@@ -168,12 +181,14 @@ static void store_free(struct store *s)
     store_marks_free(&s->durable);
     free(s->wbuf);
     free(s->dir);
+    pthread_mutex_destroy(&s->flush_mu);
     pthread_mutex_destroy(&s->mf_mu);
     pthread_mutex_destroy(&s->sync_mu);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->work_cv);
     pthread_cond_destroy(&s->durable_cv);
     pthread_cond_destroy(&s->flushed_cv);
+    pthread_cond_destroy(&s->roll_cv);
     free(s);
 }
 
@@ -195,12 +210,14 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         s->o.max_frozen = 2;
     if (s->o.wal_sync_interval_ms <= 0)
         s->o.wal_sync_interval_ms = 5;
+    pthread_mutex_init(&s->flush_mu, NULL);
     pthread_mutex_init(&s->mf_mu, NULL);
     pthread_mutex_init(&s->sync_mu, NULL);
     pthread_mutex_init(&s->mu, NULL);
     store_cond_init_mono(&s->work_cv);
     store_cond_init_mono(&s->durable_cv);
     store_cond_init_mono(&s->flushed_cv);
+    store_cond_init_mono(&s->roll_cv);
     st_hist_init(&s->wal_sync_hist, &st_hist_latency);
     uint64_t *logs = NULL;
     size_t nlogs = 0;

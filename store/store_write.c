@@ -21,30 +21,51 @@
 
 /* ---- WAL ---------------------------------------------------------------------------------- */
 
-/* Starts a new WAL file. Caller holds sync_mu and mu (or is single-threaded at open). */
-int store_wal_new_file(struct store *s)
+/* Creates WAL file number n with its directory entry durable (nothing in it may be
+ * acknowledged before that). Needs no store lock. */
+static int wal_create(struct store *s, uint64_t n, struct store_file **out)
 {
-    uint64_t n = s->mf.next_file++;
+    *out = NULL;
     char *path = store_file_path(s->dir, STORE_FILE_LOG, n);
     if (path == NULL)
         return ST_ENOMEM;
     struct store_file *f = NULL;
     int rc = store_fs_create(s->o.fs, path, &f, "store.wal.create");
-    free(path);
-    /* The directory entry must be durable before anything in the file is acknowledged. */
     if (rc == ST_OK)
         rc = store_fs_sync_dir(s->o.fs, s->dir, "store.wal.sync_dir");
     if (rc != ST_OK) {
         store_fs_close(f);
+        store_best_effort(store_fs_unlink(s->o.fs, path, "store.wal.unlink_new"));
+        free(path);
         return rc;
     }
-    if (s->wal_file != NULL) {
+    free(path);
+    *out = f;
+    return ST_OK;
+}
+
+/* Makes f (number n) the WAL writers append to; returns the previous file for the caller to
+ * close. Caller holds mu (or is single-threaded at open). */
+static struct store_file *wal_install(struct store *s, struct store_file *f, uint64_t n)
+{
+    struct store_file *old = s->wal_file;
+    if (old != NULL)
         store_log_writer_destroy(&s->wal);
-        store_fs_close(s->wal_file);
-    }
     s->wal_file = f;
     s->wal_number = n;
-    return store_log_writer_init(&s->wal, f, "store.wal.write");
+    store_best_effort(store_log_writer_init(&s->wal, f, "store.wal.write"));
+    return old;
+}
+
+/* Starts a new WAL file. Single-threaded (open). */
+int store_wal_new_file(struct store *s)
+{
+    uint64_t n = s->mf.next_file++;
+    struct store_file *f;
+    int rc = wal_create(s, n, &f);
+    if (rc == ST_OK)
+        store_fs_close(wal_install(s, f, n));
+    return rc;
 }
 
 /* Publishes durability of everything written up to seq with marks `snap`. Caller holds mu. */
@@ -278,34 +299,88 @@ int store_apply_locked(struct store *s, const struct store_batch *b)
     return ST_OK;
 }
 
-/* Moves the active memtable to the frozen list and rolls the WAL so that the frozen memtable
- * is covered exactly by WAL files < the new one. Caller holds sync_mu and mu. */
-int store_freeze_locked(struct store *s)
+/*
+ * Moves the active memtable to the frozen list and rolls the WAL, so that the frozen memtable
+ * is covered exactly by WAL files < the new one. Caller holds sync_mu (no concurrent fsync or
+ * roll), not mu.
+ *
+ * The I/O runs without mu: the new file is created (directory entry fsynced) first; then, with
+ * writers parked on roll_cv, the old file is fsynced and the two are swapped under mu. Writers
+ * must not append to the new file before the old one is durable: after a power loss recovery
+ * would find a torn older file followed by newer records (refused as corruption).
+ */
+int store_freeze(struct store *s)
 {
-    if (s->mem->n == 0)
-        return ST_OK;
-    struct store_memtable **fz = realloc(s->frozen, (s->nfrozen + 1) * sizeof(*fz));
-    if (fz == NULL)
-        return ST_ENOMEM;
-    s->frozen = fz;
-    /* Settle the old WAL file's durability first: its data must not depend on a file we are
-     * about to stop syncing. */
-    if (s->durable_seq < s->written_seq) {
-        int rc = store_fs_sync(s->wal_file, "store.wal.fsync");
-        if (rc != ST_OK)
-            return store_fail_locked(s, rc, "wal fsync at roll");
-        durable_publish_locked(s, s->written_seq, &s->applied);
+    pthread_mutex_lock(&s->mu);
+    int rc = s->failed;
+    if (rc != ST_OK || s->mem->n == 0) {
+        pthread_mutex_unlock(&s->mu);
+        return rc;
     }
-    int rc = store_wal_new_file(s);
-    if (rc != ST_OK)
-        return store_fail_locked(s, rc, "wal roll");
-    struct store_memtable *m = store_mt_new(s->o.dim, s->wal_number, s->o.memtable_size);
-    if (m == NULL)
-        return ST_ENOMEM;
-    s->frozen[s->nfrozen++] = s->mem;
-    s->mem = m;
-    pthread_cond_broadcast(&s->work_cv);
-    return ST_OK;
+    uint64_t n = s->mf.next_file++;
+    pthread_mutex_unlock(&s->mu);
+
+    struct store_file *f = NULL;
+    struct store_memtable *m = NULL;
+    struct store_marks snap = {0};
+    rc = wal_create(s, n, &f);
+    if (rc != ST_OK) {
+        pthread_mutex_lock(&s->mu);
+        rc = store_fail_locked(s, rc, "wal roll");
+        pthread_mutex_unlock(&s->mu);
+        return rc;
+    }
+    if ((m = store_mt_new(s->o.dim, n, s->o.memtable_size)) == NULL)
+        goto nomem;
+
+    pthread_mutex_lock(&s->mu);
+    struct store_memtable **fz = realloc(s->frozen, (s->nfrozen + 1) * sizeof(*fz));
+    if (fz == NULL || store_marks_copy(&snap, &s->applied) != ST_OK) {
+        pthread_mutex_unlock(&s->mu);
+        goto nomem;
+    }
+    s->frozen = fz;
+    s->rolling = true; /* from here no append until the swap */
+    uint64_t seq = s->written_seq;
+    bool publish = s->durable_seq < seq;
+    struct store_file *old = s->wal_file;
+    pthread_mutex_unlock(&s->mu);
+
+    /* Always, also with wal_sync none: a file that stops being the last must be complete. */
+    rc = store_fs_sync(old, "store.wal.roll_fsync");
+
+    pthread_mutex_lock(&s->mu);
+    if (rc == ST_OK)
+        rc = s->failed;
+    if (rc == ST_OK) {
+        if (publish)
+            durable_publish_locked(s, seq, &snap);
+        old = wal_install(s, f, n);
+        f = NULL;
+        s->frozen[s->nfrozen++] = s->mem;
+        s->mem = m;
+        m = NULL;
+        pthread_cond_broadcast(&s->work_cv);
+    } else {
+        /* After a failed fsync the page cache cannot be trusted: stop. */
+        store_fail_locked(s, rc, "wal fsync at roll");
+        old = NULL;
+    }
+    s->rolling = false;
+    pthread_cond_broadcast(&s->roll_cv);
+    pthread_mutex_unlock(&s->mu);
+    store_fs_close(old);
+    store_fs_close(f); /* a failed roll: the empty file is harmless, recovery skips it */
+    if (m != NULL)
+        store_mt_unref(m);
+    store_marks_free(&snap);
+    return rc;
+nomem:
+    store_fs_close(f);
+    if (m != NULL)
+        store_mt_unref(m);
+    store_marks_free(&snap);
+    return ST_ENOMEM;
 }
 
 int store_write(struct store *s, const struct store_batch *b, bool *applied)
@@ -323,6 +398,10 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             rc = s->failed;
             goto out;
         }
+        if (s->rolling) {
+            pthread_cond_wait(&s->roll_cv, &s->mu);
+            continue;
+        }
         int64_t mark;
         if (b->partition >= 0 && store_marks_get(&s->applied, b->partition, &mark) &&
             b->offset <= mark) {
@@ -335,14 +414,17 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             rc = ST_EAGAIN; /* flushes are behind: back-pressure */
             goto out;
         }
-        /* Freeze: take the locks in order, then look again. */
+        /* Freeze: take the locks in order, then look again (another writer may have). */
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_lock(&s->sync_mu);
         pthread_mutex_lock(&s->mu);
-        if (s->failed == ST_OK && s->mem->bytes >= s->o.memtable_size &&
-            s->nfrozen < s->o.max_frozen)
-            rc = store_freeze_locked(s);
+        bool still = s->failed == ST_OK && s->mem->bytes >= s->o.memtable_size &&
+                     s->nfrozen < s->o.max_frozen;
+        pthread_mutex_unlock(&s->mu);
+        if (still)
+            rc = store_freeze(s);
         pthread_mutex_unlock(&s->sync_mu);
+        pthread_mutex_lock(&s->mu);
         if (rc != ST_OK)
             goto out;
     }

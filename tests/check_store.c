@@ -1267,6 +1267,227 @@ START_TEST(test_drop_during_merge)
 }
 END_TEST
 
+/* ---- no store lock across a flush's I/O or a WAL roll's fsync (issue 11, defect 4) ---- */
+
+/* Holds the next thread that reaches fault site `site` until gate_release. */
+static void hold_at(const char *site)
+{
+    gate.entered = gate.released = false;
+    ck_assert_int_eq(st_fault_hook(site, gate_hold, &gate), ST_OK);
+}
+
+struct bg_job {
+    struct store *s;
+    int rc;
+    _Atomic bool done;
+    int64_t base;
+};
+
+static void *flush_thread(void *arg)
+{
+    struct bg_job *j = arg;
+    j->rc = store_flush(j->s);
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+/* What other threads do while a flush is held in its I/O: manifest edits (a key/value put, a
+ * window put, a merge of another window) must all complete. */
+static void *manifest_edits_thread(void *arg)
+{
+    struct bg_job *j = arg;
+    int rc = store_kv_put(j->s, "during-flush", "yes", 3);
+    struct store_window w = {.start = 5000, .end = 6000, .state = 2, .version = 1};
+    if (rc == ST_OK)
+        rc = store_window_put(j->s, &w);
+    size_t n = 0;
+    uint64_t *in = rc == ST_OK ? window_segs(j->s, 5000, &n, NULL) : NULL;
+    if (rc == ST_OK)
+        rc = store_merge(j->s, in, n, STORE_SEG_SEALED, 1, NULL, NULL);
+    free(in);
+    j->rc = rc;
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+/* Regression: a flush held mf_mu across all its segment writes, so a seal, a drop or an
+ * outbox put waited for every flush. With the flush provably inside its I/O, manifest edits
+ * complete; the flush then installs its segments and everything survives a reopen. */
+START_TEST(test_flush_io_does_not_hold_manifest_lock)
+{
+    char *dir = st_test_tmpdir("store");
+    struct store *s = open_store(dir, NULL, STORE_SYNC_NONE, true);
+    /* Two runs of window [5000, 6000) to merge while the flush is held. */
+    for (int r = 0; r < 2; r++) {
+        for (int k = 0; k < 50; k++)
+            ck_assert_int_eq(put(s, 0, r * 50 + k, k, 5000 + k, r * 100 + k, STORE_OP_UPSERT),
+                             ST_OK);
+        ck_assert_int_eq(store_flush(s), ST_OK);
+    }
+    for (int k = 0; k < 300; k++)
+        ck_assert_int_eq(put(s, 0, 1000 + k, 1000 + k, 7000 + k, k, STORE_OP_UPSERT), ST_OK);
+    hold_at("store.seg.sync_dir");
+    struct bg_job fj = {.s = s}, ej = {.s = s};
+    pthread_t ft, et;
+    ck_assert_int_eq(pthread_create(&ft, NULL, flush_thread, &fj), 0);
+    ck_assert(ST_WAIT_UNTIL(gate_entered(), 20000));
+    ck_assert_int_eq(pthread_create(&et, NULL, manifest_edits_thread, &ej), 0);
+    bool edited = ST_WAIT_UNTIL(atomic_load(&ej.done), 20000);
+    bool flush_held = !atomic_load(&fj.done);
+    gate_release();
+    pthread_join(ft, NULL);
+    pthread_join(et, NULL);
+    st_fault_disarm_all();
+    ck_assert_msg(edited, "manifest edits waited for a flush's I/O");
+    ck_assert(flush_held);
+    ck_assert_int_eq(ej.rc, ST_OK);
+    ck_assert_int_eq(fj.rc, ST_OK);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = open_store(dir, NULL, STORE_SYNC_NONE, false);
+    char v[8];
+    size_t vl = 0;
+    ck_assert_int_eq(store_kv_get(s, "during-flush", v, sizeof(v), &vl), ST_OK);
+    ck_assert_uint_eq(vl, 3);
+    for (int k = 0; k < 50; k++)
+        ck_assert_int_eq(get_val(s, k), 100 + k);
+    for (int k = 0; k < 300; k += 7)
+        ck_assert_int_eq(get_val(s, 1000 + k), k);
+    size_t n;
+    uint64_t *segs = window_segs(s, 5000, &n, NULL);
+    ck_assert_uint_eq(n, 1); /* the merge's output */
+    free(segs);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+static void *writer_thread(void *arg)
+{
+    struct bg_job *j = arg;
+    int rc = ST_OK;
+    for (int k = 0; k < 20 && rc == ST_OK; k++)
+        rc = put(j->s, 0, j->base + k, 5000 + k, 9000 + k, 5000 + k, STORE_OP_UPSERT);
+    j->rc = rc;
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+static void *reader_thread(void *arg)
+{
+    struct bg_job *j = arg;
+    struct store_stats st;
+    store_stats(j->s, &st);
+    uint64_t seen = 0;
+    int rc = store_scan(j->s, count_src, &seen);
+    if (rc == ST_OK && get_val(j->s, 3) != 3)
+        rc = ST_EINVAL;
+    j->rc = rc == ST_OK && seen >= 200 ? ST_OK : ST_EINVAL;
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+/* Regression: the fsync of the old WAL file at a memtable freeze ran under the store mutex,
+ * so every reader (get, scan, statistics for /metrics) stalled behind it. With the roll held
+ * in that fsync, readers complete; writers wait for the roll (nothing may reach the new WAL
+ * file before the old one is durable) and proceed after it; what the roll synced is durable. */
+START_TEST(test_wal_roll_fsync_does_not_block_readers)
+{
+    char *dir = st_test_tmpdir("store");
+    struct store_opts o = {.dir = dir,
+                           .dim = DIM,
+                           .wal_sync = STORE_SYNC_NONE, /* the roll fsyncs all the same */
+                           .memtable_size = 1u << 20};
+    struct store *s = NULL;
+    ck_assert_int_eq(store_open(&o, &s, NULL), ST_OK);
+    for (int k = 0; k < 200; k++)
+        ck_assert_int_eq(put(s, 0, k, k, 3000 + k, k, STORE_OP_UPSERT), ST_OK);
+    int64_t d;
+    hold_at("store.wal.roll_fsync");
+    struct bg_job fj = {.s = s}, rj = {.s = s}, wj = {.s = s, .base = 1000};
+    pthread_t ft, rt, wt;
+    ck_assert_int_eq(pthread_create(&ft, NULL, flush_thread, &fj), 0);
+    ck_assert(ST_WAIT_UNTIL(gate_entered(), 20000));
+    ck_assert_int_eq(pthread_create(&rt, NULL, reader_thread, &rj), 0);
+    ck_assert_int_eq(pthread_create(&wt, NULL, writer_thread, &wj), 0);
+    bool read = ST_WAIT_UNTIL(atomic_load(&rj.done), 20000);
+    bool writer_parked = !atomic_load(&wj.done);
+    gate_release();
+    pthread_join(ft, NULL);
+    pthread_join(rt, NULL);
+    pthread_join(wt, NULL);
+    st_fault_disarm_all();
+    ck_assert_msg(read, "readers waited for the WAL roll's fsync");
+    ck_assert_int_eq(rj.rc, ST_OK);
+    ck_assert_msg(writer_parked, "a write went on while the old WAL file was not yet durable");
+    ck_assert_int_eq(wj.rc, ST_OK);
+    ck_assert_int_eq(fj.rc, ST_OK);
+    ck_assert_int_eq(store_durable_offset(s, 0, &d), ST_OK);
+    ck_assert_int_ge(d, 199);
+    for (int k = 0; k < 20; k++)
+        ck_assert_int_eq(get_val(s, 5000 + k), 5000 + k);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A roll that created its new WAL file but crashed (or failed) before the swap leaves that
+ * file empty after the older one, whose tail may be torn like any last file's: recovery
+ * truncates the torn tail and opens. A torn file followed by one holding records is still
+ * refused as corruption. */
+START_TEST(test_wal_torn_before_empty_newer_file)
+{
+    char *dir = st_test_tmpdir("store");
+    struct store *s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
+    for (int k = 0; k < 20; k++)
+        ck_assert_int_eq(put(s, 0, k, k, 3000 + k, k, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    /* The newest non-empty log gets half a record; an empty newer log follows it. */
+    uint64_t newest = 0;
+    DIR *dd = opendir(dir);
+    for (struct dirent *de; (de = readdir(dd)) != NULL;) {
+        unsigned long long num;
+        char *path = NULL;
+        struct stat sb;
+        if (sscanf(de->d_name, "%llu.log", &num) == 1 && strstr(de->d_name, ".log") &&
+            asprintf(&path, "%s/%s", dir, de->d_name) > 0 && stat(path, &sb) == 0 &&
+            sb.st_size > 0 && num > newest)
+            newest = num;
+        free(path);
+    }
+    closedir(dd);
+    ck_assert_uint_gt(newest, 0);
+    char *lp = NULL, *ep = NULL;
+    ck_assert_int_gt(asprintf(&lp, "%s/%06llu.log", dir, (unsigned long long)newest), 0);
+    ck_assert_int_gt(asprintf(&ep, "%s/%06llu.log", dir, (unsigned long long)newest + 50), 0);
+    struct stat sb;
+    ck_assert_int_eq(stat(lp, &sb), 0);
+    ck_assert_int_eq(truncate(lp, sb.st_size - 5), 0); /* the last record is cut in half */
+    FILE *f = fopen(ep, "wb");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
+    for (int k = 0; k < 19; k++)
+        ck_assert_int_eq(get_val(s, k), k);
+    ck_assert_int_eq(get_val(s, 19), -1);
+    ck_assert_int_eq(put(s, 0, 20, 20, 3020, 20, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
+    ck_assert_int_eq(get_val(s, 20), 20);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    /* The same torn file followed by a log holding records is corruption, not a torn tail. */
+    ck_assert_int_eq(stat(lp, &sb), 0);
+    ck_assert_int_eq(truncate(lp, sb.st_size - 5), 0);
+    struct st_err err = {0};
+    ck_assert_int_eq(try_open(dir, false, &err), ST_ECORRUPT);
+    free(lp);
+    free(ep);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 struct promo_reader {
     struct store *s;
     _Atomic bool stop;
@@ -1776,6 +1997,9 @@ int main(void)
     tcase_add_test(tc, test_merge_larger_than_memory_bound);
     tcase_add_test(tc, test_writes_proceed_during_merge);
     tcase_add_test(tc, test_drop_during_merge);
+    tcase_add_test(tc, test_flush_io_does_not_hold_manifest_lock);
+    tcase_add_test(tc, test_wal_roll_fsync_does_not_block_readers);
+    tcase_add_test(tc, test_wal_torn_before_empty_newer_file);
     tcase_add_test(tc, test_promotion_races_no_reader);
     tcase_add_test(tc, test_crash_during_merge);
     tcase_add_test(tc, test_crash_during_promotion);
