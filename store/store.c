@@ -61,6 +61,45 @@ int store_fail_locked(struct store *s, int rc, const char *what)
 
 /* ---- manifest writing --------------------------------------------------------------------- */
 
+/*
+ * Manifest compaction. Every edit is appended, so a store whose state stays small (an outbox
+ * whose entries come and go, windows re-put at each seal) would grow its manifest without
+ * bound. When the file reaches manifest_max_bytes and twice the size of the last snapshot,
+ * the state is written as one snapshot into a new manifest and CURRENT switched to it, under
+ * mf_mu (no edit can interleave) but not mu. A failure before CURRENT is switched changes
+ * nothing (the old manifest stays current; the next attempt waits for the file to double);
+ * once CURRENT is renamed, a failed directory fsync leaves it unknown which manifest a
+ * restart reads, so it fails the store like any failed manifest write.
+ */
+static void mf_maybe_compact(struct store *s)
+{
+    uint64_t size = s->mf_file->size;
+    uint64_t limit = s->o.manifest_max_bytes;
+    if (limit < 2 * s->mf_base_bytes)
+        limit = 2 * s->mf_base_bytes;
+    if (size < limit)
+        return;
+    bool switched = false;
+    struct st_err err = {0};
+    int rc = store_mf_rewrite(s, &switched, &err);
+    if (rc == ST_OK) {
+        st_log_info(LOG_COMP, "manifest compacted dir=%s from_bytes=%" PRIu64 " to_bytes=%" PRIu64,
+                    s->dir, size, s->mf_base_bytes);
+        return;
+    }
+    if (switched) {
+        pthread_mutex_lock(&s->mu);
+        store_fail_locked(s, rc, "manifest switch");
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    s->mf_base_bytes = size; /* retry once the file has doubled */
+    st_log_warn(LOG_COMP,
+                "manifest compaction failed dir=%s error=\"%s\" detail=\"%s\"; kept "
+                "the current manifest",
+                s->dir, st_strerror(rc), err.msg);
+}
+
 /* Appends and fsyncs one edit group. Caller holds mf_mu. */
 int store_mf_append(struct store *s, const struct store_mf_edit *e)
 {
@@ -77,23 +116,31 @@ int store_mf_append(struct store *s, const struct store_mf_edit *e)
     s->st.manifest_bytes_written += e->len;
     rc = store_mf_apply(&s->mf, e->buf, e->len);
     pthread_mutex_unlock(&s->mu);
+    if (rc == ST_OK)
+        mf_maybe_compact(s);
     return rc;
 }
 
 /* Writes the whole state as a new manifest and points CURRENT at it (tmp, fsync, rename,
- * fsync dir), then removes the old manifest. Used at open: this is manifest compaction. */
-int store_mf_rewrite(struct store *s, struct st_err *err)
+ * fsync dir), then removes the old manifest: manifest compaction, at open and online. Caller
+ * holds mf_mu (or is single-threaded at open); mu is taken only to snapshot the state.
+ * *switched tells whether CURRENT was renamed (after which a failure is not undoable). */
+int store_mf_rewrite(struct store *s, bool *switched, struct st_err *err)
 {
-    uint64_t n = s->mf.next_file++;
+    *switched = false;
     struct store_mf_edit e = {0};
+    pthread_mutex_lock(&s->mu);
+    uint64_t n = s->mf.next_file++;
+    int rc = store_mf_snapshot(&s->mf, &e);
+    pthread_mutex_unlock(&s->mu);
     char *path = store_file_path(s->dir, STORE_FILE_MANIFEST, n);
     char *cur = NULL, *tmp = NULL;
     struct store_file *f = NULL, *cf = NULL;
-    int rc = ST_ENOMEM;
+    if (rc != ST_OK)
+        goto out;
+    rc = ST_ENOMEM;
     if (path == NULL || asprintf(&cur, "%s/CURRENT", s->dir) < 0 ||
         asprintf(&tmp, "%s/CURRENT.tmp", s->dir) < 0)
-        goto out;
-    if ((rc = store_mf_snapshot(&s->mf, &e)) != ST_OK)
         goto out;
     store_best_effort(store_fs_unlink(s->o.fs, path, "store.manifest.unlink_stale"));
     if ((rc = store_fs_create(s->o.fs, path, &f, "store.manifest.create")) != ST_OK)
@@ -112,8 +159,10 @@ int store_mf_rewrite(struct store *s, struct st_err *err)
         (rc = store_fs_write(cf, line, (size_t)ll, "store.current.write")) != ST_OK ||
         (rc = store_fs_sync(cf, "store.current.fsync")) != ST_OK)
         goto io;
-    if ((rc = store_fs_rename(s->o.fs, tmp, cur, "store.current.rename")) != ST_OK ||
-        (rc = store_fs_sync_dir(s->o.fs, s->dir, "store.current.sync_dir")) != ST_OK)
+    if ((rc = store_fs_rename(s->o.fs, tmp, cur, "store.current.rename")) != ST_OK)
+        goto io;
+    *switched = true;
+    if ((rc = store_fs_sync_dir(s->o.fs, s->dir, "store.current.sync_dir")) != ST_OK)
         goto io;
     if (s->mf_number != 0) {
         char *old = store_file_path(s->dir, STORE_FILE_MANIFEST, s->mf_number);
@@ -126,10 +175,23 @@ int store_mf_rewrite(struct store *s, struct st_err *err)
     s->mf_file = f;
     f = NULL;
     s->mf_number = n;
+    s->mf_base_bytes = s->mf_file->size;
+    pthread_mutex_lock(&s->mu);
+    s->st.manifest_bytes_written += s->mf_file->size;
+    s->st.manifest_rewrites++;
+    pthread_mutex_unlock(&s->mu);
     rc = store_log_writer_init(&s->mfw, s->mf_file, "store.manifest.write");
     goto out;
 io:
     st_err_set(err, rc, "%s: writing the manifest: %s", s->dir, st_strerror(rc));
+    if (!*switched) { /* the old manifest stays current: leave nothing behind */
+        store_fs_close(f);
+        f = NULL;
+        if (path != NULL)
+            store_best_effort(store_fs_unlink(s->o.fs, path, "store.manifest.unlink_new"));
+        if (tmp != NULL)
+            store_best_effort(store_fs_unlink(s->o.fs, tmp, "store.current.unlink_tmp"));
+    }
 out:
     store_fs_close(f);
     store_fs_close(cf);

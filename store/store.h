@@ -44,6 +44,8 @@ struct store_opts {
     bool point_in_time_recovery;  /* on mid-WAL corruption: keep the prefix instead of failing */
     bool read_only;               /* no writes, no recovery side effects (inspect) */
     bool no_background;           /* no threads: flushes run inside store_flush (tests) */
+    uint64_t manifest_max_bytes;  /* compact the manifest beyond this and twice its snapshot
+                                     (default 4 MiB) */
     struct store_fs *fs;          /* NULL: the OS */
     const struct st_clock *clock; /* NULL: system clock */
 };
@@ -307,6 +309,7 @@ struct store_stats {
     uint64_t wal_syncs;
     uint64_t wal_live_bytes; /* WAL files still needed (not yet flushed) */
     uint64_t manifest_bytes_written;
+    uint64_t manifest_rewrites; /* manifest compactions, the one at open included */
 };
 void store_stats(struct store *s, struct store_stats *out);
 

@@ -378,6 +378,7 @@ struct store {
     struct store_file *mf_file;
     struct store_log_writer mfw;
     uint64_t mf_number;
+    uint64_t mf_base_bytes; /* size of the manifest's snapshot when it was last rewritten */
 
     struct store_marks applied, durable;
     uint64_t written_seq, durable_seq;
@@ -400,8 +401,9 @@ void store_cond_init_mono(pthread_cond_t *cv);
 int store_fail_locked(struct store *s, int rc, const char *what);
 /* Appends one edit group to the manifest and fsyncs it. Caller holds mf_mu. */
 int store_mf_append(struct store *s, const struct store_mf_edit *e) ST_WUR;
-/* Writes a fresh manifest holding the whole state and switches CURRENT to it. */
-int store_mf_rewrite(struct store *s, struct st_err *err) ST_WUR;
+/* Writes a fresh manifest holding the whole state and switches CURRENT to it (compaction).
+ * Caller holds mf_mu. *switched: CURRENT was renamed (a later failure cannot be undone). */
+int store_mf_rewrite(struct store *s, bool *switched, struct st_err *err) ST_WUR;
 /* Adds the caller's window and key/value records to an edit group. x may be NULL. */
 int store_mf_edit_extra(struct store_mf_edit *e, const struct store_edit_extra *x) ST_WUR;
 int store_wal_new_file(struct store *s) ST_WUR;

@@ -210,6 +210,8 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         s->o.max_frozen = 2;
     if (s->o.wal_sync_interval_ms <= 0)
         s->o.wal_sync_interval_ms = 5;
+    if (s->o.manifest_max_bytes == 0)
+        s->o.manifest_max_bytes = 4u << 20;
     pthread_mutex_init(&s->flush_mu, NULL);
     pthread_mutex_init(&s->mf_mu, NULL);
     pthread_mutex_init(&s->sync_mu, NULL);
@@ -366,7 +368,8 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         if (nlogs == 0)
             s->mem->first_log = s->wal_number;
         s->mf.log_number = s->mem->first_log;
-        if ((rc = store_mf_rewrite(s, err)) != ST_OK)
+        bool switched;
+        if ((rc = store_mf_rewrite(s, &switched, err)) != ST_OK)
             goto fail;
         if (!o->no_background) {
             if (o->wal_sync == STORE_SYNC_BATCH) {

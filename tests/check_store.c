@@ -1648,6 +1648,258 @@ static void mw_crash_matrix(int nruns)
     free(dir);
 }
 
+/* ---- manifest compaction ---- */
+
+#define MC_LIMIT 16384
+
+static struct store *mc_open(const char *dir)
+{
+    struct store_opts o = {.dir = dir,
+                           .dim = DIM,
+                           .wal_sync = STORE_SYNC_NONE,
+                           .no_background = true,
+                           .manifest_max_bytes = MC_LIMIT};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
+    return s;
+}
+
+static size_t count_manifests(const char *dir)
+{
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        n += strncmp(de->d_name, "MANIFEST-", 9) == 0;
+    closedir(d);
+    return n;
+}
+
+/* One outbox-like cycle i: put entry i (200 bytes), delete entry i - 1, re-put a window. */
+static int mc_cycle(struct store *s, int i)
+{
+    char key[32], val[200];
+    snprintf(key, sizeof(key), "outbox/%06d", i);
+    memset(val, 'a' + i % 26, sizeof(val));
+    int rc = store_kv_put(s, key, val, sizeof(val));
+    if (rc == ST_OK && i > 0) {
+        snprintf(key, sizeof(key), "outbox/%06d", i - 1);
+        rc = store_kv_del(s, key);
+    }
+    struct store_window w = {
+        .start = 1000 * (i % 7), .end = 1000 * (i % 7) + 1000, .state = 1, .version = (uint32_t)i};
+    if (rc == ST_OK)
+        rc = store_window_put(s, &w);
+    return rc;
+}
+
+/* The state after cycles 0..last: entry `last` present with its bytes, no other entry. */
+static void mc_check(struct store *s, int last)
+{
+    char **keys;
+    size_t n;
+    ck_assert_int_eq(store_kv_keys(s, "outbox/", &keys, &n), ST_OK);
+    ck_assert_uint_eq(n, last >= 0 ? 1 : 0);
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+    if (last < 0)
+        return;
+    char key[32], val[256];
+    size_t vl = 0;
+    snprintf(key, sizeof(key), "outbox/%06d", last);
+    ck_assert_int_eq(store_kv_get(s, key, val, sizeof(val), &vl), ST_OK);
+    ck_assert_uint_eq(vl, 200);
+    ck_assert_int_eq(val[0], 'a' + last % 26);
+}
+
+/* Regression (issue 11): every outbox put and delete appended to the manifest forever. With
+ * the state constant, the manifest stays within its bound however many edits go by, only one
+ * manifest file remains, and the compacted state reopens exactly. */
+START_TEST(test_manifest_compacts_online)
+{
+    char *dir = st_test_tmpdir("store");
+    struct store *s = mc_open(dir);
+    for (int k = 0; k < 100; k++)
+        ck_assert_int_eq(put(s, 0, k, k, 3000 + k, k, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    struct store_stats a, b;
+    store_stats(s, &a);
+    uint64_t peak = 0;
+    const int cycles = 3000;
+    for (int i = 0; i < cycles; i++) {
+        ck_assert_int_eq(mc_cycle(s, i), ST_OK);
+        uint64_t size = s->mf_file->size;
+        if (size > peak)
+            peak = size;
+        /* Bound: the limit (the snapshot is far smaller) plus one cycle's edits. */
+        ck_assert_uint_le(size, MC_LIMIT + 1024);
+    }
+    store_stats(s, &b);
+    ck_assert_uint_gt(b.manifest_bytes_written - a.manifest_bytes_written, 20 * MC_LIMIT);
+    ck_assert_uint_ge(b.manifest_rewrites - a.manifest_rewrites, 20);
+    ck_assert_uint_ge(peak, MC_LIMIT / 2);
+    ck_assert_uint_eq(count_manifests(dir), 1);
+    mc_check(s, cycles - 1);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = mc_open(dir);
+    mc_check(s, cycles - 1);
+    struct store_window *w;
+    size_t nw;
+    ck_assert_int_eq(store_windows(s, &w, &nw), ST_OK);
+    ck_assert_uint_eq(nw, 7);
+    for (size_t i = 0; i < nw; i++) /* the newest put of each window won */
+        ck_assert_uint_ge(w[i].version, (uint32_t)cycles - 7);
+    free(w);
+    for (int k = 0; k < 100; k++)
+        ck_assert_int_eq(get_val(s, k), k);
+    ck_assert_uint_eq(count_manifests(dir), 1);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* After cycles 0..a acknowledged and perhaps part of cycle a + 1: the outbox holds {a},
+ * {a, a+1} or {a+1}, each with its own bytes. */
+static void mc_check_prefix(struct store *s, int a)
+{
+    char **keys;
+    size_t n;
+    ck_assert_int_eq(store_kv_keys(s, "outbox/", &keys, &n), ST_OK);
+    ck_assert_uint_ge(n, 1);
+    ck_assert_uint_le(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        int k = atoi(keys[i] + 7);
+        ck_assert_msg(k == a || k == a + 1, "outbox entry %s after cycle %d", keys[i], a);
+        char val[256];
+        size_t vl = 0;
+        ck_assert_int_eq(store_kv_get(s, keys[i], val, sizeof(val), &vl), ST_OK);
+        ck_assert_uint_eq(vl, 200);
+        ck_assert_int_eq(val[0], 'a' + k % 26);
+        free(keys[i]);
+    }
+    free(keys);
+}
+
+/* Opens dir (which compacts the manifest: the count of cycles to the next compaction is then
+ * deterministic), runs `quiet` cycles from `from`, arms site (crash on hit skip + 1), runs
+ * three more. Reports each acknowledged cycle on fd. */
+static void mc_run(const char *dir, int from, int quiet, const char *site, uint32_t skip, int fd)
+{
+    struct store *s = mc_open(dir);
+    for (int i = from; i < from + quiet + 3; i++) {
+        if (i == from + quiet && st_fault_arm(site, skip, 1, ST_FAULT_CRASH) != ST_OK)
+            _exit(3);
+        if (mc_cycle(s, i) != ST_OK)
+            break;
+        if (write(fd, "x", 1) != 1)
+            _exit(4);
+    }
+    st_fault_disarm_all();
+    (void)store_close(s);
+}
+
+static void read_current(const char *dir, char *buf, size_t cap)
+{
+    char *p = NULL;
+    ck_assert_int_ge(asprintf(&p, "%s/CURRENT", dir), 0);
+    FILE *f = fopen(p, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    free(p);
+}
+
+/* Crash at every I/O site of an online manifest compaction, at three hit counts: every
+ * acknowledged edit is there after a restart (an unacknowledged one may be too), the state is
+ * a prefix of the edits, exactly one manifest remains, and both sides of the commit point
+ * (CURRENT's rename) are reached. */
+START_TEST(test_crash_during_manifest_compaction)
+{
+    char *dir = st_test_tmpdir("store");
+    char *work = NULL;
+    ck_assert_int_ge(asprintf(&work, "%s.work", dir), 0);
+    struct store *s = mc_open(dir);
+    for (int k = 0; k < 50; k++)
+        ck_assert_int_eq(put(s, 0, k, k, 3000 + k, k, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    ck_assert_int_eq(mc_cycle(s, 0), ST_OK);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    /* The dry run from a fresh open: how many cycles until one compacts, and its sites. The
+     * manifest the open switches to is the one a compaction cut before its commit leaves. */
+    copy_dir(dir, work);
+    s = mc_open(work);
+    char first_current[64];
+    read_current(work, first_current, sizeof(first_current));
+    int quiet = 0;
+    const char *sites[128];
+    size_t nsites = 0;
+    for (;; quiet++) {
+        ck_assert_int_lt(quiet, 2000);
+        struct store_stats a, b;
+        store_stats(s, &a);
+        st_fault_record(true);
+        ck_assert_int_eq(mc_cycle(s, 1 + quiet), ST_OK);
+        st_fault_record(false);
+        store_stats(s, &b);
+        if (b.manifest_rewrites > a.manifest_rewrites) {
+            nsites = st_fault_recorded(sites, 128);
+            break;
+        }
+    }
+    ck_assert_int_eq(store_close(s), ST_OK);
+    ck_assert_int_ge(nsites, 8);
+    int cut_before = 0, cut_after = 0;
+    for (size_t i = 0; i < nsites; i++) {
+        for (uint32_t skip = 0; skip < 3; skip++) {
+            copy_dir(dir, work);
+            char opened_current[64];
+            int pfd[2];
+            ck_assert_int_eq(pipe(pfd), 0);
+            pid_t pid = fork();
+            ck_assert_int_ge(pid, 0);
+            if (pid == 0) {
+                close(pfd[0]);
+                mc_run(work, 1, quiet, sites[i], skip, pfd[1]);
+                _exit(0);
+            }
+            close(pfd[1]);
+            char buf[64];
+            ssize_t acked = 0, r;
+            while ((r = read(pfd[0], buf, sizeof(buf))) > 0)
+                acked += r;
+            close(pfd[0]);
+            int status;
+            ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+            ck_assert(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0));
+            ck_assert_int_ge(acked, quiet);
+            /* The child's open switched CURRENT once; the compaction under test would switch
+             * it again. */
+            read_current(work, opened_current, sizeof(opened_current));
+            s = mc_open(work);
+            mc_check_prefix(s, (int)acked); /* cycles 0..acked are acknowledged */
+            for (int k = 0; k < 50; k += 7)
+                ck_assert_int_eq(get_val(s, k), k);
+            ck_assert_uint_eq(count_manifests(work), 1);
+            ck_assert_int_eq(store_close(s), ST_OK);
+            if (WIFSIGNALED(status) && strcmp(opened_current, first_current) == 0)
+                cut_before++;
+            else if (WIFSIGNALED(status))
+                cut_after++;
+        }
+    }
+    ck_assert_int_gt(cut_before, 0);
+    ck_assert_int_gt(cut_after, 0);
+    st_test_rmrf(work);
+    st_test_rmrf(dir);
+    free(work);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_crash_during_merge)
 {
     mw_crash_matrix(3);
@@ -2000,6 +2252,8 @@ int main(void)
     tcase_add_test(tc, test_flush_io_does_not_hold_manifest_lock);
     tcase_add_test(tc, test_wal_roll_fsync_does_not_block_readers);
     tcase_add_test(tc, test_wal_torn_before_empty_newer_file);
+    tcase_add_test(tc, test_manifest_compacts_online);
+    tcase_add_test(tc, test_crash_during_manifest_compaction);
     tcase_add_test(tc, test_promotion_races_no_reader);
     tcase_add_test(tc, test_crash_during_merge);
     tcase_add_test(tc, test_crash_during_promotion);
