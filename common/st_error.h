@@ -55,4 +55,10 @@ int st_err_set(struct st_err *err, int code, const char *fmt, ...) ST_PRINTF(3, 
 int st_err_sys(struct st_err *err, int sys_errno, const char *fmt, ...) ST_PRINTF(3, 4);
 void st_err_clear(struct st_err *err);
 
+/* For a call whose failure is harmless (cleanup the next start redoes): say so. */
+static inline void st_best_effort(int rc)
+{
+    (void)rc;
+}
+
 #endif

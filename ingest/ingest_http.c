@@ -12,13 +12,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cfg_json.h"
+#include "st_api.h"
 #include "st_clock.h"
 #include "st_distance.h"
 #include "st_http.h"
 #include "st_prom.h"
 #include "store_search.h"
 
-#define SEARCH_K_MAX 1000u
+_Static_assert(ST_API_ID_MAX == STORE_ID_MAX, "ids: the API and the store agree on the limit");
 
 struct ingest_http {
     struct st_http *srv;
@@ -46,30 +48,7 @@ static bool is_u64(const struct ingest_http_coll *c)
 
 static json_t *id_json(const struct ingest_http_coll *c, const uint8_t *id, uint32_t len)
 {
-    if (is_u64(c) && len == 8) {
-        uint64_t v = 0;
-        for (int i = 0; i < 8; i++)
-            v = v << 8 | id[i];
-        return json_integer((json_int_t)v);
-    }
-    return json_stringn((const char *)id, len);
-}
-
-/* Meta is stored as the producer's JSON text; anything else comes back as a string. */
-static json_t *meta_json(const uint8_t *meta, uint32_t len)
-{
-    if (meta == NULL || len == 0)
-        return json_object();
-    json_t *j = json_loadb((const char *)meta, len, JSON_DECODE_ANY, NULL);
-    return j != NULL ? j : json_stringn((const char *)meta, len);
-}
-
-static json_t *vec_json(const float *v, uint32_t dim)
-{
-    json_t *a = json_array();
-    for (uint32_t i = 0; i < dim; i++)
-        json_array_append_new(a, json_real(v[i]));
-    return a;
+    return st_api_id_json(is_u64(c), id, len);
 }
 
 static const char *state_name(enum twcs_state s)
@@ -93,17 +72,6 @@ static void window_counts(struct twcs *t, size_t *total, size_t *open)
 
 /* ---- collections ------------------------------------------------------------------------- */
 
-static json_t *index_json(const struct cfg_index *ix)
-{
-    if (ix->type == CFG_INDEX_HNSW)
-        return json_pack("{s:s,s:I,s:I}", "type", "hnsw", "m", (json_int_t)ix->m, "ef_construction",
-                         (json_int_t)ix->ef_construction);
-    if (ix->type == CFG_INDEX_IVFPQ)
-        return json_pack("{s:s,s:I,s:I,s:I}", "type", "ivfpq", "nlist", (json_int_t)ix->nlist, "m",
-                         (json_int_t)ix->pq_m, "nbits", (json_int_t)ix->nbits);
-    return json_pack("{s:s}", "type", "none");
-}
-
 static json_t *coll_json(const struct ingest_http_coll *c)
 {
     const struct cfg_collection *cc = c->cfg;
@@ -121,13 +89,7 @@ static json_t *coll_json(const struct ingest_http_coll *c)
         "memtable_records", (json_int_t)ss.memtable_records, "sealed", (json_int_t)ts.sealed,
         "expired_records", (json_int_t)ts.expired_records, "watermark",
         wm == INT64_MIN ? json_null() : json_integer(wm));
-    json_t *o = json_pack(
-        "{s:s,s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "name", cc->name, "dim",
-        (json_int_t)cc->dim, "metric", cfg_metric_name(cc->metric), "id_type",
-        is_u64(c) ? "uint64" : "string", "topic", cc->topic, "window_ms", (json_int_t)cc->window_ms,
-        "grace_ms", (json_int_t)cc->grace_ms, "max_lateness_ms", (json_int_t)cc->max_lateness_ms,
-        "ttl_ms", (json_int_t)cc->ttl_ms, "max_bytes", (json_int_t)cc->max_bytes, "index",
-        index_json(&cc->index), "stats", stats);
+    json_t *o = cfg_collection_json(cc, stats);
     return o;
 }
 
@@ -154,39 +116,17 @@ static void do_windows(const struct ingest_http_coll *c, struct st_http_resp *re
 
 /* ---- get by id ---------------------------------------------------------------------------- */
 
-static int parse_id(const struct ingest_http_coll *c, const char *s, uint8_t *buf, uint32_t *len,
-                    struct st_http_resp *resp)
+/* ?deleted=true (what an indexer asks): a delete as the newest version is answered as
+ * {"id", "deleted": true, "ts", "partition", "offset"} instead of 404, so the newest version
+ * across nodes can be found. */
+static void do_record(const struct ingest_http_coll *c, const char *ids,
+                      const struct st_http_req *req, struct st_http_resp *resp)
 {
-    size_t n = strlen(s);
-    if (is_u64(c)) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (n == 0 || *end != '\0' || errno != 0 || s[0] == '-' || s[0] == '+') {
-            st_http_error(resp, 400, "invalid_argument",
-                          "collection '%s' has uint64 ids: '%.64s' is not one", c->cfg->name, s);
-            return ST_EINVAL;
-        }
-        for (int i = 7; i >= 0; i--, v >>= 8)
-            buf[i] = (uint8_t)v;
-        *len = 8;
-        return ST_OK;
-    }
-    if (n == 0 || n > STORE_ID_MAX) {
-        st_http_error(resp, 400, "invalid_argument", "an id has 1..%u bytes; this one has %zu",
-                      STORE_ID_MAX, n);
-        return ST_EINVAL;
-    }
-    memcpy(buf, s, n);
-    *len = (uint32_t)n;
-    return ST_OK;
-}
-
-static void do_record(const struct ingest_http_coll *c, const char *ids, struct st_http_resp *resp)
-{
-    uint8_t id[STORE_ID_MAX];
+    const char *dq = st_http_query(req, "deleted");
+    bool deletes = dq != NULL && strcmp(dq, "true") == 0;
+    uint8_t id[ST_API_ID_MAX];
     uint32_t len;
-    if (parse_id(c, ids, id, &len, resp) != ST_OK)
+    if (!st_api_parse_id(is_u64(c), c->cfg->name, ids, id, &len, resp))
         return;
     float *vec = malloc(c->cfg->dim * sizeof(float));
     if (vec == NULL) {
@@ -194,8 +134,14 @@ static void do_record(const struct ingest_http_coll *c, const char *ids, struct 
         return;
     }
     struct store_value v = {.vec = vec};
-    int rc = store_get(twcs_store(c->twcs), id, len, &v);
-    if (rc == ST_ENOTFOUND)
+    int rc = deletes ? store_get_version(twcs_store(c->twcs), id, len, &v)
+                     : store_get(twcs_store(c->twcs), id, len, &v);
+    if (rc == ST_OK && v.op == STORE_OP_DELETE)
+        st_http_json(resp, 200,
+                     json_pack("{s:o,s:b,s:I,s:I,s:I}", "id", id_json(c, id, len), "deleted", 1,
+                               "ts", (json_int_t)v.ts, "partition", (json_int_t)v.partition,
+                               "offset", (json_int_t)v.offset));
+    else if (rc == ST_ENOTFOUND)
         st_http_error(resp, 404, "not_found", "no record '%s' in collection '%s'", ids,
                       c->cfg->name);
     else if (rc != ST_OK)
@@ -203,8 +149,8 @@ static void do_record(const struct ingest_http_coll *c, const char *ids, struct 
     else
         st_http_json(resp, 200,
                      json_pack("{s:o,s:I,s:o,s:o,s:{s:I,s:I},s:I,s:I}", "id", id_json(c, id, len),
-                               "ts", (json_int_t)v.ts, "vector", vec_json(vec, c->cfg->dim), "meta",
-                               meta_json(v.meta, v.meta_len), "window", "start",
+                               "ts", (json_int_t)v.ts, "vector", st_api_vec_json(vec, c->cfg->dim),
+                               "meta", st_api_meta_json(v.meta, v.meta_len), "window", "start",
                                (json_int_t)v.window, "end", (json_int_t)v.window_end, "partition",
                                (json_int_t)v.partition, "offset", (json_int_t)v.offset));
     free(v.meta);
@@ -212,32 +158,6 @@ static void do_record(const struct ingest_http_coll *c, const char *ids, struct 
 }
 
 /* ---- search ------------------------------------------------------------------------------- */
-
-static bool get_i64(json_t *b, const char *key, int64_t *out, struct st_http_resp *resp)
-{
-    json_t *v = json_object_get(b, key);
-    if (v == NULL)
-        return true;
-    if (!json_is_integer(v)) {
-        st_http_error(resp, 400, "invalid_argument", "'%s' must be an integer", key);
-        return false;
-    }
-    *out = json_integer_value(v);
-    return true;
-}
-
-static bool get_bool(json_t *b, const char *key, bool *out, struct st_http_resp *resp)
-{
-    json_t *v = json_object_get(b, key);
-    if (v == NULL)
-        return true;
-    if (!json_is_boolean(v)) {
-        st_http_error(resp, 400, "invalid_argument", "'%s' must be true or false", key);
-        return false;
-    }
-    *out = json_is_true(v);
-    return true;
-}
 
 static bool parse_indexed(json_t *b, struct store_window_ver **out, size_t *n,
                           struct st_http_resp *resp)
@@ -275,124 +195,104 @@ static bool parse_indexed(json_t *b, struct store_window_ver **out, size_t *n,
     return true;
 }
 
+#define CHECK_MAX 10000
+
+/*
+ * "check": [{"id", "ts", "partition", "offset", "idx"}, ...] — versions an indexer found in its
+ * indexes; answers the ids whose newest version on this node is newer or a delete, so that a
+ * strong search never returns a version this node has superseded. NULL with a 400 on bad input.
+ */
+static json_t *check_versions(const struct ingest_http_coll *c, json_t *a,
+                              struct st_http_resp *resp)
+{
+    if (!json_is_array(a) || json_array_size(a) > CHECK_MAX) {
+        st_http_error(resp, 400, "invalid_argument",
+                      "'check' must be an array of at most %d {\"id\", \"ts\", \"partition\", "
+                      "\"offset\", \"idx\"}",
+                      CHECK_MAX);
+        return NULL;
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(a, i, e)
+    {
+        uint8_t id[ST_API_ID_MAX];
+        uint32_t len;
+        json_t *ts = json_object_get(e, "ts"), *pa = json_object_get(e, "partition"),
+               *of = json_object_get(e, "offset"), *ix = json_object_get(e, "idx");
+        if (!st_api_json_id(is_u64(c), json_object_get(e, "id"), id, &len) ||
+            !json_is_integer(ts) || !json_is_integer(pa) || !json_is_integer(of) ||
+            (ix != NULL && !json_is_integer(ix))) {
+            st_http_error(resp, 400, "invalid_argument",
+                          "check[%zu] must be {\"id\", \"ts\", \"partition\", \"offset\"[, "
+                          "\"idx\"]}",
+                          i);
+            json_decref(out);
+            return NULL;
+        }
+        struct store_value v = {0};
+        int rc = store_get_version(twcs_store(c->twcs), id, len, &v);
+        free(v.meta);
+        if (rc == ST_ENOTFOUND)
+            continue;
+        if (rc != ST_OK) {
+            st_http_error(resp, 500, "internal", "check[%zu]: %s", i, st_strerror(rc));
+            json_decref(out);
+            return NULL;
+        }
+        int64_t gts = json_integer_value(ts), gof = json_integer_value(of);
+        int64_t gpa = json_integer_value(pa), gix = ix != NULL ? json_integer_value(ix) : 0;
+        bool newer = v.ts != gts          ? v.ts > gts
+                     : v.partition != gpa ? v.partition > gpa
+                     : v.offset != gof    ? v.offset > gof
+                                          : (int64_t)v.idx > gix;
+        if (newer) /* a newer upsert, or a newer delete */
+            json_array_append_new(out, id_json(c, id, len));
+    }
+    return out;
+}
+
 static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
                       const struct st_http_req *req, struct st_http_resp *resp)
 {
     int64_t t0 = st_clock_mono_ns(NULL);
-    json_error_t je;
-    json_t *b = json_loadb((const char *)req->body, req->body_len, 0, &je);
-    if (b == NULL || !json_is_object(b)) {
-        if (b == NULL)
-            st_http_error(resp, 400, "invalid_argument",
-                          "body is not JSON: %s (line %d, column %d)", je.text, je.line, je.column);
-        else
-            st_http_error(resp, 400, "invalid_argument", "body must be a JSON object");
-        json_decref(b);
+    static const char *const extra[] = {"indexed", "check", NULL};
+    enum st_metric m = c->cfg->metric == CFG_METRIC_L2   ? ST_METRIC_L2
+                       : c->cfg->metric == CFG_METRIC_IP ? ST_METRIC_IP
+                                                         : ST_METRIC_COSINE;
+    uint32_t dim = c->cfg->dim;
+    struct st_api_search sq;
+    if (!st_api_search_parse(req, c->cfg->name, dim, m == ST_METRIC_COSINE, extra, &sq, resp))
         return;
-    }
-    static const char *const known[] = {"vector",         "k",       "from_ts", "to_ts",
-                                        "consistency",    "ef",      "nprobe",  "include_meta",
-                                        "include_vector", "indexed", NULL};
-    const char *key;
-    json_t *val;
-    float *vec = NULL;
+    json_t *b = sq.body;
     struct store_window_ver *indexed = NULL;
     size_t n_indexed = 0;
-    json_object_foreach(b, key, val)
-    {
-        size_t i = 0;
-        while (known[i] != NULL && strcmp(known[i], key) != 0)
-            i++;
-        if (known[i] == NULL) {
-            st_http_error(resp, 400, "invalid_argument", "unknown field '%s'", key);
-            goto out;
-        }
-    }
-    uint32_t dim = c->cfg->dim;
-    json_t *jv = json_object_get(b, "vector");
-    if (!json_is_array(jv)) {
-        st_http_error(resp, 400, "invalid_argument",
-                      "'vector' (an array of %u numbers) is required", dim);
-        goto out;
-    }
-    if (json_array_size(jv) != dim) {
-        st_http_error(resp, 400, "invalid_argument", "vector has %zu dims; collection '%s' has %u",
-                      json_array_size(jv), c->cfg->name, dim);
-        goto out;
-    }
-    vec = malloc(dim * sizeof(float));
-    if (vec == NULL) {
-        st_http_error(resp, 500, "internal", "out of memory");
-        goto out;
-    }
-    for (uint32_t i = 0; i < dim; i++) {
-        json_t *x = json_array_get(jv, i);
-        double d = json_number_value(x);
-        if (!json_is_number(x) || !isfinite(d) || !isfinite((float)d)) {
-            st_http_error(resp, 400, "invalid_argument", "vector[%u] is not a finite number", i);
-            goto out;
-        }
-        vec[i] = (float)d;
-    }
-    int64_t k = 10, from = INT64_MIN, to = INT64_MAX, ef = 0, nprobe = 0;
-    bool with_meta = true, with_vec = false;
-    if (!get_i64(b, "k", &k, resp) || !get_i64(b, "from_ts", &from, resp) ||
-        !get_i64(b, "to_ts", &to, resp) || !get_i64(b, "ef", &ef, resp) ||
-        !get_i64(b, "nprobe", &nprobe, resp) || !get_bool(b, "include_meta", &with_meta, resp) ||
-        !get_bool(b, "include_vector", &with_vec, resp))
-        goto out;
-    if (k < 1 || k > SEARCH_K_MAX) {
-        st_http_error(resp, 400, "invalid_argument", "k must be 1..%u, not %" PRId64, SEARCH_K_MAX,
-                      k);
-        goto out;
-    }
-    if (from > to) {
-        st_http_error(resp, 400, "invalid_argument",
-                      "from_ts (%" PRId64 ") is after to_ts (%" PRId64 ")", from, to);
-        goto out;
-    }
-    json_t *cons = json_object_get(b, "consistency");
-    if (cons != NULL &&
-        (!json_is_string(cons) || (strcmp(json_string_value(cons), "strong") != 0 &&
-                                   strcmp(json_string_value(cons), "indexed") != 0))) {
-        st_http_error(resp, 400, "invalid_argument", "consistency is \"strong\" or \"indexed\"");
-        goto out;
-    }
-    if (cons != NULL && strcmp(json_string_value(cons), "indexed") == 0) {
+    if (!sq.strong) {
         st_http_error(resp, 400, "invalid_argument",
                       "ingest holds no indexes: ask an indexer for consistency \"indexed\"");
         goto out;
     }
     if (!parse_indexed(b, &indexed, &n_indexed, resp))
         goto out;
-    enum st_metric m = c->cfg->metric == CFG_METRIC_L2   ? ST_METRIC_L2
-                       : c->cfg->metric == CFG_METRIC_IP ? ST_METRIC_IP
-                                                         : ST_METRIC_COSINE;
-    if (m == ST_METRIC_COSINE) {
-        double sq = 0;
-        for (uint32_t i = 0; i < dim; i++)
-            sq += (double)vec[i] * vec[i];
-        if (sq == 0) {
-            st_http_error(resp, 400, "invalid_argument",
-                          "a zero vector has no direction: collection '%s' uses cosine",
-                          c->cfg->name);
-            goto out;
-        }
-        st_normalize(vec, dim);
-    }
-    struct store_search_query q = {.vec = vec,
+    json_t *superseded = NULL;
+    if (json_object_get(b, "check") != NULL &&
+        (superseded = check_versions(c, json_object_get(b, "check"), resp)) == NULL)
+        goto out;
+    struct store_search_query q = {.vec = sq.vec,
                                    .dim = dim,
                                    .metric = m,
-                                   .k = (uint32_t)k,
-                                   .from_ts = from,
-                                   .to_ts = to,
+                                   .k = sq.k,
+                                   .from_ts = sq.from_ts,
+                                   .to_ts = sq.to_ts,
                                    .indexed = indexed,
                                    .n_indexed = n_indexed,
-                                   .with_meta = with_meta,
-                                   .with_vector = with_vec};
+                                   .with_meta = sq.with_meta,
+                                   .with_vector = sq.with_vec};
     struct store_search_result res;
     int rc = store_search(twcs_store(c->twcs), &q, &res);
     if (rc != ST_OK) {
+        json_decref(superseded);
         st_http_error(resp, 500, "internal", "search: %s", st_strerror(rc));
         goto out;
     }
@@ -402,24 +302,27 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
         double dist = m == ST_METRIC_COSINE ? 1.0 + x->dist : x->dist;
         json_t *o = json_pack("{s:o,s:f,s:I}", "id", id_json(c, x->id, x->id_len), "distance", dist,
                               "ts", (json_int_t)x->ts);
-        if (with_meta)
-            json_object_set_new(o, "meta", meta_json(x->meta, x->meta_len));
-        if (with_vec)
-            json_object_set_new(o, "vector", vec_json(x->vec, dim));
+        if (sq.with_meta)
+            json_object_set_new(o, "meta", st_api_meta_json(x->meta, x->meta_len));
+        if (sq.with_vec)
+            json_object_set_new(o, "vector", st_api_vec_json(x->vec, dim));
         json_array_append_new(hits, o);
     }
     double took = (double)(st_clock_mono_ns(NULL) - t0) / 1e9;
     st_hist_observe(&h->search_hist, took);
-    st_http_json(resp, 200,
-                 json_pack("{s:o,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
-                           (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
-                           "fresh_records_scanned", (json_int_t)res.scanned, "took_ms",
-                           took * 1e3));
+    json_t *body =
+        json_pack("{s:o,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
+                  (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
+                  "fresh_records_scanned", (json_int_t)res.scanned, "took_ms", took * 1e3);
+    if (superseded != NULL && body != NULL)
+        json_object_set_new(body, "superseded", superseded);
+    else
+        json_decref(superseded);
+    st_http_json(resp, 200, body);
     store_search_result_free(&res);
 out:
     free(indexed);
-    free(vec);
-    json_decref(b);
+    st_api_search_free(&sq);
 }
 
 /* ---- segment files ------------------------------------------------------------------------ */
@@ -711,7 +614,7 @@ static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp
             return;
         }
         if (strncmp(rest, "/records/", 9) == 0 && get) {
-            do_record(c, rest + 9, resp);
+            do_record(c, rest + 9, req, resp);
             return;
         }
         if (strcmp(rest, "/search") == 0 && post) {

@@ -110,6 +110,10 @@ struct store_value {
 };
 /* ST_ENOTFOUND when the id was never written or its newest version is a delete. */
 int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_value *out) ST_WUR;
+/* The newest version of id, a delete included (out->op tells); ST_ENOTFOUND only when the id
+ * was never written (or its versions were dropped with their windows). */
+int store_get_version(struct store *s, const uint8_t *id, uint32_t id_len,
+                      struct store_value *out) ST_WUR;
 
 /* Does a memtable (active or frozen, not yet in segments) hold a record of the window that
  * starts at window_start? (twcs: a sealed window with such records needs a re-seal.) */

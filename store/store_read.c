@@ -64,7 +64,8 @@ void store_frozen_release(struct store_memtable **fz, size_t n)
     free(fz);
 }
 
-int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_value *out)
+static int get_newest(struct store *s, const uint8_t *id, uint32_t id_len, struct store_value *out,
+                      bool deletes)
 {
     out->meta = NULL;
     out->meta_len = 0;
@@ -132,7 +133,7 @@ int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_
     }
     store_snapshot_release(snap);
     store_frozen_release(fz, nfz);
-    if (rc == ST_OK && (!found || out->op == STORE_OP_DELETE))
+    if (rc == ST_OK && (!found || (out->op == STORE_OP_DELETE && !deletes)))
         rc = ST_ENOTFOUND;
     if (rc != ST_OK) {
         free(out->meta);
@@ -140,6 +141,16 @@ int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_
         out->meta_len = 0;
     }
     return rc;
+}
+
+int store_get(struct store *s, const uint8_t *id, uint32_t id_len, struct store_value *out)
+{
+    return get_newest(s, id, id_len, out, false);
+}
+
+int store_get_version(struct store *s, const uint8_t *id, uint32_t id_len, struct store_value *out)
+{
+    return get_newest(s, id, id_len, out, true);
 }
 
 /* ---- exact scans (fresh data for strong-consistency search) ------------------------------ */

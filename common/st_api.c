@@ -1,0 +1,255 @@
+/* st_api.c — SPEC.md §5 request and response JSON shared by strata-ingest and strata-indexer. */
+#include "st_api.h"
+
+#include "st_distance.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *st_api_id_json(bool u64, const uint8_t *id, uint32_t len)
+{
+    if (u64 && len == 8) {
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++)
+            v = v << 8 | id[i];
+        return json_integer((json_int_t)v);
+    }
+    return json_stringn((const char *)id, len);
+}
+
+json_t *st_api_meta_json(const uint8_t *meta, uint32_t len)
+{
+    if (meta == NULL || len == 0)
+        return json_object();
+    json_t *j = json_loadb((const char *)meta, len, JSON_DECODE_ANY, NULL);
+    return j != NULL ? j : json_stringn((const char *)meta, len);
+}
+
+json_t *st_api_vec_json(const float *v, uint32_t dim)
+{
+    json_t *a = json_array();
+    for (uint32_t i = 0; i < dim; i++)
+        json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+bool st_api_parse_id(bool u64, const char *coll, const char *s, uint8_t *buf, uint32_t *len,
+                     struct st_http_resp *resp)
+{
+    size_t n = strlen(s);
+    if (u64) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (n == 0 || *end != '\0' || errno != 0 || s[0] == '-' || s[0] == '+') {
+            st_http_error(resp, 400, "invalid_argument",
+                          "collection '%s' has uint64 ids: '%.64s' is not one", coll, s);
+            return false;
+        }
+        for (int i = 7; i >= 0; i--, v >>= 8)
+            buf[i] = (uint8_t)v;
+        *len = 8;
+        return true;
+    }
+    if (n == 0 || n > ST_API_ID_MAX) {
+        st_http_error(resp, 400, "invalid_argument", "an id has 1..%u bytes; this one has %zu",
+                      ST_API_ID_MAX, n);
+        return false;
+    }
+    memcpy(buf, s, n);
+    *len = (uint32_t)n;
+    return true;
+}
+
+bool st_api_json_id(bool u64, json_t *j, uint8_t *buf, uint32_t *len)
+{
+    if (u64) {
+        if (!json_is_integer(j) || json_integer_value(j) < 0)
+            return false;
+        uint64_t v = (uint64_t)json_integer_value(j);
+        for (int i = 7; i >= 0; i--, v >>= 8)
+            buf[i] = (uint8_t)v;
+        *len = 8;
+        return true;
+    }
+    size_t n = json_string_length(j);
+    if (!json_is_string(j) || n == 0 || n > ST_API_ID_MAX)
+        return false;
+    memcpy(buf, json_string_value(j), n);
+    *len = (uint32_t)n;
+    return true;
+}
+
+bool st_api_get_i64(json_t *obj, const char *key, int64_t *out, struct st_http_resp *resp)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return true;
+    if (!json_is_integer(v)) {
+        st_http_error(resp, 400, "invalid_argument", "'%s' must be an integer", key);
+        return false;
+    }
+    *out = json_integer_value(v);
+    return true;
+}
+
+bool st_api_get_bool(json_t *obj, const char *key, bool *out, struct st_http_resp *resp)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return true;
+    if (!json_is_boolean(v)) {
+        st_http_error(resp, 400, "invalid_argument", "'%s' must be true or false", key);
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
+json_t *st_api_body(const struct st_http_req *req, struct st_http_resp *resp)
+{
+    json_error_t je;
+    json_t *b = json_loadb((const char *)req->body, req->body_len, 0, &je);
+    if (b == NULL) {
+        st_http_error(resp, 400, "invalid_argument", "body is not JSON: %s (line %d, column %d)",
+                      je.text, je.line, je.column);
+        return NULL;
+    }
+    if (!json_is_object(b)) {
+        st_http_error(resp, 400, "invalid_argument", "body must be a JSON object");
+        json_decref(b);
+        return NULL;
+    }
+    return b;
+}
+
+static bool known_field(const char *key, const char *const *extra)
+{
+    static const char *const spec[] = {"vector",         "k",  "from_ts", "to_ts",
+                                       "consistency",    "ef", "nprobe",  "include_meta",
+                                       "include_vector", NULL};
+    for (size_t i = 0; spec[i] != NULL; i++)
+        if (strcmp(spec[i], key) == 0)
+            return true;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++)
+        if (strcmp(extra[i], key) == 0)
+            return true;
+    return false;
+}
+
+static bool get_u32(json_t *b, const char *key, uint32_t max, uint32_t *out,
+                    struct st_http_resp *resp)
+{
+    int64_t v = 0;
+    if (!st_api_get_i64(b, key, &v, resp))
+        return false;
+    if (v < 0 || v > (int64_t)max) {
+        st_http_error(resp, 400, "invalid_argument", "'%s' must be 0..%u, not %" PRId64, key, max,
+                      v);
+        return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+bool st_api_search_parse(const struct st_http_req *req, const char *coll, uint32_t dim, bool cosine,
+                         const char *const *extra, struct st_api_search *out,
+                         struct st_http_resp *resp)
+{
+    memset(out, 0, sizeof(*out));
+    json_t *b = st_api_body(req, resp);
+    if (b == NULL)
+        return false;
+    out->body = b;
+    const char *key;
+    json_t *val;
+    json_object_foreach(b, key, val)
+    {
+        if (!known_field(key, extra)) {
+            st_http_error(resp, 400, "invalid_argument", "unknown field '%s'", key);
+            goto bad;
+        }
+    }
+    json_t *jv = json_object_get(b, "vector");
+    if (!json_is_array(jv)) {
+        st_http_error(resp, 400, "invalid_argument",
+                      "'vector' (an array of %u numbers) is required", dim);
+        goto bad;
+    }
+    if (json_array_size(jv) != dim) {
+        st_http_error(resp, 400, "invalid_argument", "vector has %zu dims; collection '%s' has %u",
+                      json_array_size(jv), coll, dim);
+        goto bad;
+    }
+    if ((out->vec = malloc((dim ? dim : 1) * sizeof(float))) == NULL) {
+        st_http_error(resp, 500, "internal", "out of memory");
+        goto bad;
+    }
+    double sq = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        json_t *x = json_array_get(jv, i);
+        double d = json_number_value(x);
+        if (!json_is_number(x) || !isfinite(d) || !isfinite((float)d)) {
+            st_http_error(resp, 400, "invalid_argument", "vector[%u] is not a finite number", i);
+            goto bad;
+        }
+        out->vec[i] = (float)d;
+        sq += d * d;
+    }
+    int64_t k = 10;
+    out->from_ts = INT64_MIN;
+    out->to_ts = INT64_MAX;
+    out->with_meta = true;
+    if (!st_api_get_i64(b, "k", &k, resp) || !st_api_get_i64(b, "from_ts", &out->from_ts, resp) ||
+        !st_api_get_i64(b, "to_ts", &out->to_ts, resp) ||
+        !get_u32(b, "ef", 100000, &out->ef, resp) ||
+        !get_u32(b, "nprobe", 1u << 20, &out->nprobe, resp) ||
+        !st_api_get_bool(b, "include_meta", &out->with_meta, resp) ||
+        !st_api_get_bool(b, "include_vector", &out->with_vec, resp))
+        goto bad;
+    if (k < 1 || k > ST_API_K_MAX) {
+        st_http_error(resp, 400, "invalid_argument", "k must be 1..%u, not %" PRId64, ST_API_K_MAX,
+                      k);
+        goto bad;
+    }
+    out->k = (uint32_t)k;
+    if (out->from_ts > out->to_ts) {
+        st_http_error(resp, 400, "invalid_argument",
+                      "from_ts (%" PRId64 ") is after to_ts (%" PRId64 ")", out->from_ts,
+                      out->to_ts);
+        goto bad;
+    }
+    json_t *cons = json_object_get(b, "consistency");
+    out->strong = true;
+    if (cons != NULL) {
+        const char *cs = json_string_value(cons);
+        if (cs == NULL || (strcmp(cs, "strong") != 0 && strcmp(cs, "indexed") != 0)) {
+            st_http_error(resp, 400, "invalid_argument",
+                          "consistency is \"strong\" or \"indexed\"");
+            goto bad;
+        }
+        out->strong = strcmp(cs, "strong") == 0;
+    }
+    if (cosine) {
+        if (sq == 0) {
+            st_http_error(resp, 400, "invalid_argument",
+                          "a zero vector has no direction: collection '%s' uses cosine", coll);
+            goto bad;
+        }
+        st_normalize(out->vec, dim);
+    }
+    return true;
+bad:
+    st_api_search_free(out);
+    return false;
+}
+
+void st_api_search_free(struct st_api_search *s)
+{
+    free(s->vec);
+    json_decref(s->body);
+    memset(s, 0, sizeof(*s));
+}

@@ -1,0 +1,62 @@
+/*
+ * st_api.h — the SPEC.md §5 JSON that both daemons speak: ids, metas and vectors in responses,
+ * ids in paths, and the search request. Parsing failures fill the response with the SPEC
+ * error shape (400 invalid_argument and a message naming the field) and return false, so a
+ * handler only has to return.
+ */
+#ifndef ST_API_H
+#define ST_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "st_http.h"
+
+#define ST_API_ID_MAX 256 /* bytes of a string id (SPEC.md §3) */
+#define ST_API_K_MAX  1000u
+
+/* An id as JSON: a number for uint64 collections (8 bytes big-endian), else a string. */
+json_t *st_api_id_json(bool u64, const uint8_t *id, uint32_t len);
+/* Meta is stored as the producer's JSON text; anything else comes back as a string; none is
+ * an empty object. */
+json_t *st_api_meta_json(const uint8_t *meta, uint32_t len);
+json_t *st_api_vec_json(const float *v, uint32_t dim);
+/* The id in a path ("/records/{id}"): decimal for uint64 collections, else 1..256 bytes.
+ * buf holds ST_API_ID_MAX bytes. */
+bool st_api_parse_id(bool u64, const char *coll, const char *s, uint8_t *buf, uint32_t *len,
+                     struct st_http_resp *resp);
+
+/* An id given as JSON (a string, or a non-negative integer for uint64 collections) into buf
+ * (ST_API_ID_MAX bytes); false when it is not a valid id. */
+bool st_api_json_id(bool u64, json_t *j, uint8_t *buf, uint32_t *len);
+
+struct st_api_search {
+    float *vec;             /* dim floats, finite; normalised for cosine collections */
+    uint32_t k;             /* 1..1000, default 10 */
+    int64_t from_ts, to_ts; /* inclusive; INT64_MIN / INT64_MAX when absent */
+    bool strong;            /* consistency (default strong) */
+    uint32_t ef, nprobe;    /* 0: the collection's default */
+    bool with_meta, with_vec;
+    json_t *body; /* the whole request, for fields only one daemon knows */
+};
+
+/*
+ * Parses a search body for collection coll (dim floats; cosine: the vector is normalised and
+ * a zero vector refused). Fields other than SPEC.md §5's and `extra` (NULL-terminated, may be
+ * NULL) are refused, so a typo does not silently change a query. On success the caller frees
+ * out with st_api_search_free.
+ */
+bool st_api_search_parse(const struct st_http_req *req, const char *coll, uint32_t dim, bool cosine,
+                         const char *const *extra, struct st_api_search *out,
+                         struct st_http_resp *resp);
+void st_api_search_free(struct st_api_search *s);
+
+/* An integer / boolean field of a JSON object, if present; a 400 when of the wrong type. */
+bool st_api_get_i64(json_t *obj, const char *key, int64_t *out, struct st_http_resp *resp);
+bool st_api_get_bool(json_t *obj, const char *key, bool *out, struct st_http_resp *resp);
+
+/* The body parsed as a JSON object, or NULL with a 400 in resp. */
+json_t *st_api_body(const struct st_http_req *req, struct st_http_resp *resp);
+
+#endif

@@ -1,0 +1,84 @@
+/* st_daemon.c — command line, signals and test faults shared by the daemons. */
+#include "st_daemon.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "st_fault.h"
+#include "st_log.h"
+#include "st_version.h"
+
+static void usage(FILE *f, const char *name, const char *about)
+{
+    fprintf(f,
+            "usage: %s --config FILE [--check-config]\n"
+            "       %s --version | --help\n"
+            "%s"
+            "Exit: 0 clean stop, 1 runtime failure, 2 bad usage or configuration.\n",
+            name, name, about);
+}
+
+int st_daemon_args(int argc, char **argv, const char *name, const char *about, const char **path,
+                   bool *check)
+{
+    *path = NULL;
+    *check = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            *path = argv[++i];
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            *check = true;
+        } else if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout, name, about);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("%s %s\n", name, STRATA_VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "%s: unknown or incomplete argument '%s'\n", name, argv[i]);
+            usage(stderr, name, about);
+            return 2;
+        }
+    }
+    if (*path == NULL) {
+        usage(stderr, name, about);
+        return 2;
+    }
+    return -1;
+}
+
+static volatile sig_atomic_t *stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (stop_flag != NULL)
+        *stop_flag = 1;
+}
+
+void st_daemon_signals(volatile sig_atomic_t *flag)
+{
+    stop_flag = flag;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+void st_daemon_arm_test_faults(const char *comp)
+{
+#ifndef NDEBUG
+    const char *env = getenv("STRATA_FAULT_POINTS");
+    static char sites[1024]; /* st_fault keeps the names: they must outlive the run */
+    if (env == NULL || *env == '\0')
+        return;
+    snprintf(sites, sizeof(sites), "%s", env);
+    char *save = NULL;
+    for (char *site = strtok_r(sites, ",", &save); site != NULL; site = strtok_r(NULL, ",", &save))
+        if (st_fault_arm(site, 0, 0, ST_EIO) == ST_OK)
+            st_log_warn(comp, "test fault point armed: %s", site);
+#else
+    (void)comp;
+#endif
+}

@@ -1,0 +1,27 @@
+/*
+ * st_daemon.h — what both daemons' main() share (SPEC.md §2): the command line, signals, and
+ * the test fault points of sanitizer builds.
+ */
+#ifndef ST_DAEMON_H
+#define ST_DAEMON_H
+
+#include <signal.h>
+#include <stdbool.h>
+
+/*
+ * Parses `--config FILE [--check-config] | --version | --help` for program `name`. Returns -1
+ * when the daemon should run with *path (and *check), else the exit code to return now
+ * (0 after --help/--version, 2 for bad usage; usage text printed).
+ */
+int st_daemon_args(int argc, char **argv, const char *name, const char *about, const char **path,
+                   bool *check);
+/* SIGTERM and SIGINT set *flag (to 1). */
+void st_daemon_signals(volatile sig_atomic_t *flag);
+/*
+ * Builds with assertions (the sanitizer builds the tests run in) arm the fault points named in
+ * $STRATA_FAULT_POINTS ("site,site": each fires every time it is evaluated): how black-box
+ * tests make a race lose on purpose (docs/testing.md). Release builds ignore the variable.
+ */
+void st_daemon_arm_test_faults(const char *comp);
+
+#endif

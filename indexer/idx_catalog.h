@@ -1,0 +1,85 @@
+/*
+ * idx_catalog.h — an indexer's durable record of what it serves for one collection.
+ *
+ * One entry per (ingest node, window): the version whose segment copy and index file are on
+ * disk, complete (fsynced and renamed before the entry is written). Plus the horizon of
+ * expired windows per node, so a sealed event redelivered after its window's `expired` event
+ * stays a no-op. The catalog is one small JSON file, CATALOG, replaced atomically (CATALOG.tmp,
+ * fsync, rename, directory fsync) on every change: entries number (nodes × windows), a few
+ * thousand at most, and change once per seal.
+ *
+ * A JetStream event is acked only after the catalog that reflects it is durable, so after a
+ * crash the catalog names exactly the parts whose events were (or may be) acked, and files
+ * it does not name are leftovers (idx_catalog_sweep removes them).
+ *
+ * Not thread-safe: the owner (idx_service) serialises access.
+ */
+#ifndef IDX_CATALOG_H
+#define IDX_CATALOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "st_error.h"
+
+#define IDX_NODE_MAX 64
+
+struct idx_cat_entry {
+    char node[IDX_NODE_MAX + 1];
+    int64_t start, end;
+    uint32_t version;
+    uint64_t records, bytes;
+    uint32_t checksum;  /* the segment footer's checksum32 (the sealed event's) */
+    char index[8];      /* "hnsw" | "ivfpq" */
+    bool cold;          /* built with the collection's cold_index */
+    int64_t sealed_ms;  /* when the event said the window sealed (0: unknown) */
+    int64_t indexed_ms; /* wall clock when the index was recorded */
+    char url[512];      /* where the segment came from (a rebuild fetches it again) */
+};
+
+struct idx_cat_gone {
+    char node[IDX_NODE_MAX + 1];
+    int64_t start;
+    uint32_t version; /* versions <= this of (node, start) are expired */
+};
+
+struct idx_catalog {
+    char *dir;
+    struct idx_cat_entry *e;
+    size_t n, cap;
+    struct idx_cat_gone *gone;
+    size_t ngone, capgone;
+};
+
+/* Opens dir (created if missing, parent fsynced) and loads its CATALOG (empty when none).
+ * ST_ECORRUPT with the file named when CATALOG is not what this module writes. */
+int idx_catalog_open(const char *dir, struct idx_catalog **out, struct st_err *err) ST_WUR;
+void idx_catalog_free(struct idx_catalog *c);
+
+/* The entry of (node, start), or NULL. */
+struct idx_cat_entry *idx_catalog_find(struct idx_catalog *c, const char *node, int64_t start);
+/* Inserts or replaces the entry of (e->node, e->start) in memory. */
+int idx_catalog_put(struct idx_catalog *c, const struct idx_cat_entry *e) ST_WUR;
+/* Removes the entry of (node, start) in memory (no-op when absent). */
+void idx_catalog_del(struct idx_catalog *c, const char *node, int64_t start);
+/* Records that (node, start) expired at version (in memory); is a version of it gone? */
+int idx_catalog_mark_gone(struct idx_catalog *c, const char *node, int64_t start,
+                          uint32_t version) ST_WUR;
+bool idx_catalog_is_gone(const struct idx_catalog *c, const char *node, int64_t start,
+                         uint32_t version);
+/* Writes the whole catalog durably (the commit point of every change). */
+int idx_catalog_save(struct idx_catalog *c, struct st_err *err) ST_WUR;
+
+/* File names of an entry's parts under the catalog dir: "<node>@<start>@v<version>.seg" and
+ * ".hnsw" / ".ivfpq" (".cold.hnsw" / ".cold.ivfpq" for an age-tiered rebuild). Caller
+ * frees. */
+char *idx_catalog_seg_path(const struct idx_catalog *c, const char *node, int64_t start,
+                           uint32_t version);
+char *idx_catalog_index_path(const struct idx_catalog *c, const char *node, int64_t start,
+                             uint32_t version, const char *index, bool cold);
+/* Removes every file in dir the catalog does not name (leftovers of builds cut short, *.tmp,
+ * parts of replaced or expired versions). Returns the number removed. */
+size_t idx_catalog_sweep(const struct idx_catalog *c);
+
+#endif

@@ -1,0 +1,212 @@
+/* idx_client.c — HTTP calls from an indexer to ingest nodes (idx_client.h). */
+#include "idx_client.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "st_fault.h"
+#include "store_fs.h"
+
+#define RESP_MAX (64u << 20)
+
+int idx_client_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? ST_OK : ST_EINTERNAL;
+}
+
+void idx_client_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+struct sink {
+    struct store_file *f;
+    uint64_t got, max;
+    int rc;
+    uint32_t checksum;
+    char *buf;
+    size_t len;
+};
+
+static size_t to_file(char *p, size_t sz, size_t nm, void *ctx)
+{
+    struct sink *s = ctx;
+    size_t n = sz * nm;
+    if (s->got + n > s->max) {
+        s->rc = ST_ERANGE;
+        return 0;
+    }
+    int rc = store_fs_write(s->f, p, n, "idx.fetch.write");
+    if (rc != ST_OK) {
+        s->rc = rc;
+        return 0;
+    }
+    s->got += n;
+    return n;
+}
+
+static size_t header(char *p, size_t sz, size_t nm, void *ctx)
+{
+    struct sink *s = ctx;
+    size_t n = sz * nm;
+    static const char name[] = "X-Strata-Checksum:";
+    if (n > sizeof(name) && strncasecmp(p, name, sizeof(name) - 1) == 0)
+        s->checksum = (uint32_t)strtoul(p + sizeof(name) - 1, NULL, 10);
+    return n;
+}
+
+static struct curl_slist *auth(const char *token)
+{
+    if (token == NULL || token[0] == '\0')
+        return NULL;
+    char h[600];
+    snprintf(h, sizeof(h), "Authorization: Bearer %s", token);
+    return curl_slist_append(NULL, h);
+}
+
+int idx_client_fetch(const char *url, const char *path, const char *token, uint64_t max_bytes,
+                     int64_t timeout_ms, uint32_t *checksum, struct st_err *err)
+{
+    *checksum = 0;
+    if (ST_FAULT("idx.fetch") != 0)
+        return st_err_set(err, ST_EIO, "%s: injected fetch failure", url);
+    struct sink s = {.max = max_bytes};
+    st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_stale"));
+    int rc = store_fs_create(NULL, path, &s.f, "idx.fetch.create");
+    if (rc != ST_OK)
+        return st_err_set(err, rc, "%s: cannot create: %s", path, st_strerror(rc));
+    CURL *c = curl_easy_init();
+    struct curl_slist *hs = auth(token);
+    long status = 0;
+    CURLcode cc = CURLE_FAILED_INIT;
+    if (c != NULL) {
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, to_file);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, &s);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        if (hs != NULL)
+            curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+        cc = curl_easy_perform(c);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    }
+    if (cc != CURLE_OK && s.rc != ST_OK)
+        rc =
+            st_err_set(err, s.rc, "%s: %s", url,
+                       s.rc == ST_ERANGE ? "larger than its sealed event said" : st_strerror(s.rc));
+    else if (cc != CURLE_OK)
+        rc = st_err_set(err, ST_EIO, "%s: %s", url, curl_easy_strerror(cc));
+    else if (status == 404)
+        rc = st_err_set(err, ST_ENOTFOUND, "%s: 404 (no longer live on its node)", url);
+    else if (status != 200)
+        rc = st_err_set(err, ST_EIO, "%s: HTTP %ld", url, status);
+    else
+        rc = store_fs_sync(s.f, "idx.fetch.fsync");
+    curl_slist_free_all(hs);
+    if (c != NULL)
+        curl_easy_cleanup(c);
+    store_fs_close(s.f);
+    if (rc != ST_OK) {
+        if (err->code == ST_OK)
+            st_err_set(err, rc, "%s: %s", path, st_strerror(rc));
+        st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_failed"));
+        return rc;
+    }
+    *checksum = s.checksum;
+    return ST_OK;
+}
+
+static size_t to_mem(char *p, size_t sz, size_t nm, void *ctx)
+{
+    struct idx_call *c = ctx;
+    size_t n = sz * nm;
+    if (c->resp_len + n > RESP_MAX)
+        return 0;
+    char *b = realloc(c->resp, c->resp_len + n + 1);
+    if (b == NULL)
+        return 0;
+    memcpy(b + c->resp_len, p, n);
+    c->resp = b;
+    c->resp_len += n;
+    b[c->resp_len] = '\0';
+    return n;
+}
+
+void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms)
+{
+    CURLM *m = curl_multi_init();
+    CURL **h = calloc(n ? n : 1, sizeof(*h));
+    struct curl_slist *hs = auth(token);
+    hs = curl_slist_append(hs, "Content-Type: application/json");
+    for (size_t i = 0; i < n; i++) {
+        struct idx_call *c = &calls[i];
+        c->resp = NULL;
+        c->resp_len = 0;
+        c->status = 0;
+        c->error[0] = '\0';
+        if (m == NULL || h == NULL || (h[i] = curl_easy_init()) == NULL) {
+            snprintf(c->error, sizeof(c->error), "out of memory");
+            continue;
+        }
+        curl_easy_setopt(h[i], CURLOPT_URL, c->url);
+        curl_easy_setopt(h[i], CURLOPT_WRITEFUNCTION, to_mem);
+        curl_easy_setopt(h[i], CURLOPT_WRITEDATA, c);
+        curl_easy_setopt(h[i], CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+        curl_easy_setopt(h[i], CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+        curl_easy_setopt(h[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h[i], CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(h[i], CURLOPT_HTTPHEADER, hs);
+        curl_easy_setopt(h[i], CURLOPT_PRIVATE, c);
+        if (c->body != NULL)
+            curl_easy_setopt(h[i], CURLOPT_POSTFIELDS, c->body);
+        curl_multi_add_handle(m, h[i]);
+    }
+    int running = 0;
+    do {
+        if (m == NULL || curl_multi_perform(m, &running) != CURLM_OK)
+            break;
+        if (running > 0)
+            curl_multi_poll(m, NULL, 0, 100, NULL);
+    } while (running > 0);
+    CURLMsg *msg;
+    int left;
+    while (m != NULL && (msg = curl_multi_info_read(m, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct idx_call *c = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        if (c == NULL)
+            continue;
+        if (msg->data.result == CURLE_OK)
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &c->status);
+        else
+            snprintf(c->error, sizeof(c->error), "%s", curl_easy_strerror(msg->data.result));
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (h != NULL && h[i] != NULL) {
+            curl_multi_remove_handle(m, h[i]);
+            curl_easy_cleanup(h[i]);
+        }
+        if (calls[i].status == 0 && calls[i].error[0] == '\0')
+            snprintf(calls[i].error, sizeof(calls[i].error), "no answer within %lld ms",
+                     (long long)timeout_ms);
+    }
+    curl_slist_free_all(hs);
+    free(h);
+    if (m != NULL)
+        curl_multi_cleanup(m);
+}
+
+void idx_call_free(struct idx_call *c)
+{
+    free(c->resp);
+    c->resp = NULL;
+    c->resp_len = 0;
+}

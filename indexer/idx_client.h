@@ -1,0 +1,42 @@
+/*
+ * idx_client.h — what an indexer asks of ingest nodes over HTTP (libcurl): sealed segment
+ * files, and the fresh half of strong searches and gets, fanned out to every live node in
+ * parallel with one deadline.
+ */
+#ifndef IDX_CLIENT_H
+#define IDX_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "st_error.h"
+
+/* Call once before any thread uses this module (curl_global_init). */
+int idx_client_init(void) ST_WUR;
+void idx_client_cleanup(void);
+
+/*
+ * Downloads url into path (created exclusively, fsynced; not renamed) with a bearer token
+ * (NULL: none). At most max_bytes are accepted. *checksum gets the X-Strata-Checksum header
+ * (0 when absent). Returns ST_ENOTFOUND on 404 (the segment is no longer live there), ST_EIO
+ * when the node cannot be reached or answers another error (retry later), with err set.
+ * A failed download leaves no file behind.
+ */
+int idx_client_fetch(const char *url, const char *path, const char *token, uint64_t max_bytes,
+                     int64_t timeout_ms, uint32_t *checksum, struct st_err *err) ST_WUR;
+
+struct idx_call {
+    const char *url;
+    const char *body; /* JSON for a POST; NULL: GET */
+    char *resp;       /* the response body (malloc'd, NUL-terminated), or NULL */
+    size_t resp_len;
+    long status;     /* HTTP status; 0 when no answer came */
+    char error[256]; /* why there is no answer */
+};
+
+/* Runs the calls in parallel, all within timeout_ms; each call's outcome is in its fields.
+ * Responses above 64 MiB are cut off and treated as failed. */
+void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms);
+void idx_call_free(struct idx_call *c);
+
+#endif

@@ -1,0 +1,1227 @@
+/* idx_service.c — strata-indexer's engine: events, builds, catalogs, views (idx_service.h). */
+#include "idx_service.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "idx_client.h"
+#include "st_clock.h"
+#include "st_fault.h"
+#include "st_log.h"
+#include "store_fs.h"
+
+#define LOG_COMP     "indexer"
+#define ACK_WAIT_MS  60000 /* JetStream redelivers an event not acked (or touched) this long */
+#define TOUCH_MS     20000 /* held events are marked in progress this often */
+#define ATTEMPTS_MAX 8     /* a segment that keeps failing verification is given up */
+#define BACKOFF_MAX  30000
+
+enum job_kind { JOB_SEALED, JOB_RETIER, JOB_REBUILD };
+enum job_rc { JOB_DONE, JOB_RETRY, JOB_ABANDON };
+
+struct job {
+    enum job_kind kind;
+    struct idx_coll *c;
+    struct idx_cat_entry e; /* from the event (or the catalog) */
+    natsMsg *msg;           /* acked when the job is done; NULL for tiering and rebuilds */
+    int attempts;
+    int64_t not_before; /* monotonic ms */
+    bool running;
+    uint64_t mem;
+    struct job *next;
+};
+
+struct idx_coll {
+    struct idx_service *s;
+    const struct cfg_collection *cfg;
+    enum st_metric metric;
+    struct idx_catalog *cat;
+    pthread_mutex_t mu; /* cat and parts; never held across fetches or builds */
+    struct idx_part **parts;
+    size_t nparts;
+    struct idx_view_slot view;
+    _Atomic uint64_t ev_sealed, ev_expired, builds, failures, noops;
+};
+
+struct idx_service {
+    struct idx_service_opts o;
+    const struct cfg *cfg;
+    char durable[80];
+    struct idx_coll *colls;
+    size_t ncoll;
+    natsConnection *nc;
+    jsCtx *js;
+    natsSubscription *sub;
+    _Atomic bool subscribed, stop;
+    struct idx_nodes *nodes;
+    pthread_mutex_t mu; /* the job list and the memory account */
+    pthread_cond_t cv;
+    struct job *jobs;
+    uint64_t mem_in_use;
+    unsigned running;
+    pthread_t puller, ticker, *workers;
+    unsigned nworkers;
+    bool have_puller, have_ticker;
+    struct st_hist build_hist[2]; /* hnsw, ivfpq */
+    struct st_hist fresh_hist;
+    _Atomic uint64_t builds_total;
+};
+
+static int64_t mono_ms(void)
+{
+    return st_clock_mono_ns(NULL) / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static enum st_metric metric_of(const struct cfg_collection *c)
+{
+    return c->metric == CFG_METRIC_L2   ? ST_METRIC_L2
+           : c->metric == CFG_METRIC_IP ? ST_METRIC_IP
+                                        : ST_METRIC_COSINE;
+}
+
+static void wait_ms(struct idx_service *s, int64_t ms)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!atomic_load(&s->stop)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void msg_ack(natsMsg *m)
+{
+    if (m == NULL)
+        return;
+    natsStatus st = natsMsg_Ack(m, NULL);
+    if (st != NATS_OK)
+        st_log_warn(LOG_COMP, "ack of %s failed: %s (it will be redelivered and be a no-op)",
+                    natsMsg_GetSubject(m), natsStatus_GetText(st));
+    natsMsg_Destroy(m);
+}
+
+/* ---- views ---- */
+
+/* Publishes a view over c's parts. Caller holds c->mu. */
+static int republish_locked(struct idx_coll *c)
+{
+    struct idx_view *v;
+    int rc = idx_view_build(c->parts, c->nparts, &v);
+    if (rc == ST_OK)
+        idx_view_swap(&c->view, v);
+    return rc;
+}
+
+static int part_cmp(const void *a, const void *b)
+{
+    const struct idx_part *x = *(struct idx_part *const *)a, *y = *(struct idx_part *const *)b;
+    if (x->e.start != y->e.start)
+        return x->e.start > y->e.start ? -1 : 1; /* newest window first */
+    return strcmp(x->e.node, y->e.node);
+}
+
+/* Puts p in c's parts (replacing the part of the same (node, window), which is retired with
+ * the files it does not share with p) and publishes a new view. Caller holds c->mu. */
+static int install_locked(struct idx_coll *c, struct idx_part *p)
+{
+    size_t i = 0;
+    while (i < c->nparts &&
+           !(c->parts[i]->e.start == p->e.start && strcmp(c->parts[i]->e.node, p->e.node) == 0))
+        i++;
+    if (i == c->nparts) {
+        struct idx_part **np = realloc(c->parts, (c->nparts + 1) * sizeof(*np));
+        if (np == NULL)
+            return ST_ENOMEM;
+        c->parts = np;
+        c->parts[c->nparts++] = p;
+    } else {
+        struct idx_part *old = c->parts[i];
+        bool same_seg = strcmp(old->seg_path, p->seg_path) == 0;
+        bool same_idx = strcmp(old->idx_path, p->idx_path) == 0;
+        idx_part_retire(old, !same_seg, !same_idx);
+        c->parts[i] = p;
+        idx_part_unref(old);
+    }
+    qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
+    return republish_locked(c);
+}
+
+/* Removes (node, start) from c's parts, retiring its files. Caller holds c->mu. */
+static void remove_locked(struct idx_coll *c, const char *node, int64_t start)
+{
+    for (size_t i = 0; i < c->nparts; i++) {
+        if (c->parts[i]->e.start == start && strcmp(c->parts[i]->e.node, node) == 0) {
+            struct idx_part *p = c->parts[i];
+            memmove(c->parts + i, c->parts + i + 1, (c->nparts - i - 1) * sizeof(*c->parts));
+            c->nparts--;
+            idx_part_retire(p, true, true);
+            idx_part_unref(p);
+            return;
+        }
+    }
+}
+
+/* ---- the job list ---- */
+
+static void job_free(struct job *j)
+{
+    if (j->msg != NULL)
+        natsMsg_Destroy(j->msg); /* not acked: JetStream redelivers it */
+    free(j);
+}
+
+/* Adds j unless a job for the same (collection, node, window) makes it redundant. Takes
+ * ownership of j. Caller holds s->mu. */
+static void enqueue_locked(struct idx_service *s, struct job *j)
+{
+    for (struct job *x = s->jobs; x != NULL; x = x->next) {
+        if (x->c != j->c || x->e.start != j->e.start || strcmp(x->e.node, j->e.node) != 0 ||
+            x->kind == JOB_RETIER)
+            continue;
+        if (x->e.version == j->e.version) {
+            /* A redelivery of an event we hold: keep the newest handle (same stream message). */
+            if (j->msg != NULL) {
+                if (x->msg != NULL)
+                    natsMsg_Destroy(x->msg);
+                x->msg = j->msg;
+                j->msg = NULL;
+            }
+            job_free(j);
+            return;
+        }
+        if (x->e.version > j->e.version) {
+            msg_ack(j->msg); /* an older version: the newer job replaces it */
+            j->msg = NULL;
+            job_free(j);
+            return;
+        }
+        if (!x->running) { /* a newer version replaces a queued older one */
+            msg_ack(x->msg);
+            x->msg = j->msg;
+            j->msg = NULL;
+            x->e = j->e;
+            x->kind = j->kind;
+            x->attempts = 0;
+            x->not_before = 0;
+            job_free(j);
+            pthread_cond_broadcast(&s->cv);
+            return;
+        }
+    }
+    j->next = s->jobs;
+    s->jobs = j;
+    pthread_cond_broadcast(&s->cv);
+}
+
+static void enqueue(struct idx_service *s, struct job *j)
+{
+    pthread_mutex_lock(&s->mu);
+    enqueue_locked(s, j);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- one build ---- */
+
+static bool is_path(const char *url)
+{
+    return url[0] == '/' || strncmp(url, "file://", 7) == 0;
+}
+
+/* Copies a segment from a shared filesystem path into path (fsynced). */
+static int copy_file(const char *src, const char *path, uint64_t max, struct st_err *err)
+{
+    if (strncmp(src, "file://", 7) == 0)
+        src += 7;
+    uint8_t *buf;
+    size_t len;
+    int rc = store_fs_read_all(src, &buf, &len, max);
+    if (rc != ST_OK)
+        return st_err_set(err, rc == ST_ENOTFOUND ? ST_ENOTFOUND : ST_EIO, "%s: %s", src,
+                          st_strerror(rc));
+    struct store_file *f = NULL;
+    st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_stale"));
+    if ((rc = store_fs_create(NULL, path, &f, "idx.fetch.create")) == ST_OK &&
+        (rc = store_fs_write(f, buf, len, "idx.fetch.write")) == ST_OK)
+        rc = store_fs_sync(f, "idx.fetch.fsync");
+    store_fs_close(f);
+    free(buf);
+    if (rc != ST_OK) {
+        st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_failed"));
+        return st_err_set(err, rc, "%s: %s", path, st_strerror(rc));
+    }
+    return ST_OK;
+}
+
+/* Is the downloaded file at path the segment the event describes? */
+static int verify_segment(const struct idx_coll *c, const struct idx_cat_entry *e, const char *path,
+                          uint32_t hdr_checksum, struct st_err *err)
+{
+    if (hdr_checksum != 0 && hdr_checksum != e->checksum)
+        return st_err_set(err, ST_ECORRUPT, "%s: served with checksum %u; the sealed event says %u",
+                          e->url, hdr_checksum, e->checksum);
+    struct store_segment *g;
+    int rc = store_segment_open_file(path, &g, err);
+    if (rc != ST_OK)
+        return rc;
+    struct store_segment_info si;
+    store_segment_info(g, &si);
+    if (si.checksum != e->checksum)
+        rc = st_err_set(err, ST_ECORRUPT, "%s: checksum %u; the sealed event says %u", e->url,
+                        si.checksum, e->checksum);
+    else if (si.dim != c->cfg->dim)
+        rc = st_err_set(err, ST_ECORRUPT, "%s: %u dims; collection '%s' has %u", e->url, si.dim,
+                        c->cfg->name, c->cfg->dim);
+    else if (si.window_start != e->start)
+        rc = st_err_set(err, ST_ECORRUPT, "%s: holds window %" PRId64 ", the event says %" PRId64,
+                        e->url, si.window_start, e->start);
+    else
+        rc = store_segment_verify(g, err);
+    store_segment_unref(g);
+    return rc;
+}
+
+/* Is (node, window, version) already served at this or a newer version, or expired? */
+static bool stale(struct idx_coll *c, const struct idx_cat_entry *e, bool same_ok)
+{
+    pthread_mutex_lock(&c->mu);
+    bool gone = idx_catalog_is_gone(c->cat, e->node, e->start, e->version);
+    const struct idx_cat_entry *x = idx_catalog_find(c->cat, e->node, e->start);
+    bool newer = x != NULL && (same_ok ? x->version > e->version : x->version >= e->version);
+    pthread_mutex_unlock(&c->mu);
+    return gone || newer;
+}
+
+static void publish_indexed(struct idx_service *s, const struct idx_coll *c,
+                            const struct idx_cat_entry *e)
+{
+    if (s->js == NULL)
+        return;
+    char subject[128], id[256];
+    snprintf(subject, sizeof(subject), "strata.%s.indexed", c->cfg->name);
+    snprintf(id, sizeof(id), "%s/%s/indexed/%s/%" PRId64 "/%u/%s", s->cfg->node_id, c->cfg->name,
+             e->node, e->start, e->version, e->cold ? "cold" : "hot");
+    json_t *j = json_pack(
+        "{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:b,s:I,s:I}", "collection", c->cfg->name, "node",
+        s->cfg->node_id, "source", e->node, "kind", "indexed", "start", (json_int_t)e->start, "end",
+        (json_int_t)e->end, "version", (json_int_t)e->version, "index", e->index, "cold", e->cold,
+        "records", (json_int_t)e->records, "indexed_ms", (json_int_t)e->indexed_ms);
+    char *body = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (body == NULL)
+        return;
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = id;
+    po.MaxWait = 2000;
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_Publish(&pa, s->js, subject, body, (int)strlen(body), &po, &jerr);
+    jsPubAck_Destroy(pa);
+    if (st != NATS_OK)
+        st_log_warn(LOG_COMP, "publishing %s failed: %s (the index is served all the same)",
+                    subject, natsStatus_GetText(st));
+    free(body);
+}
+
+static bool cold_now(const struct idx_coll *c, const struct idx_cat_entry *e)
+{
+    return c->cfg->cold_after_ms > 0 && c->cfg->cold_index.type != CFG_INDEX_NONE &&
+           e->end < wall_ms() - c->cfg->cold_after_ms;
+}
+
+static const char *index_name(enum cfg_index_type t)
+{
+    return t == CFG_INDEX_IVFPQ ? "ivfpq" : "hnsw";
+}
+
+static enum job_rc run_job(struct idx_service *s, struct job *j)
+{
+    struct idx_coll *c = j->c;
+    struct idx_cat_entry e = j->e;
+    struct st_err err = {0};
+    char *seg = idx_catalog_seg_path(c->cat, e.node, e.start, e.version), *tmp = NULL, *idxp = NULL;
+    struct idx_part *p = NULL;
+    enum job_rc out = JOB_DONE;
+    int rc = ST_OK;
+    if (seg == NULL || asprintf(&tmp, "%s.fetch", seg) < 0) {
+        out = JOB_RETRY;
+        goto done;
+    }
+    if (j->kind == JOB_RETIER) {
+        /* The served part of exactly this version, re-indexed with cold_index. */
+        pthread_mutex_lock(&c->mu);
+        const struct idx_cat_entry *x = idx_catalog_find(c->cat, e.node, e.start);
+        bool ok = x != NULL && x->version == e.version && !x->cold;
+        if (ok)
+            e = *x;
+        pthread_mutex_unlock(&c->mu);
+        if (!ok)
+            goto done;
+    } else {
+        if (stale(c, &e, false)) {
+            atomic_fetch_add(&c->noops, 1);
+            goto done; /* already served, older, or expired: the event is a no-op */
+        }
+        /* Fetch (a rebuild keeps a copy that still verifies). */
+        uint32_t hdr = 0;
+        bool have = j->kind == JOB_REBUILD && verify_segment(c, &e, seg, 0, &err) == ST_OK;
+        err = (struct st_err){0};
+        if (!have) {
+            uint64_t max = e.bytes > 0 ? e.bytes + 4096 : UINT64_MAX;
+            rc = is_path(e.url) ? copy_file(e.url, tmp, max, &err)
+                                : idx_client_fetch(e.url, tmp, s->o.token, max,
+                                                   s->o.fetch_timeout_ms, &hdr, &err);
+            if (rc == ST_ENOTFOUND) {
+                st_log_warn(LOG_COMP,
+                            "segment gone coll=%s node=%s start=%" PRId64 " version=%u: %s; a "
+                            "newer event replaces it",
+                            c->cfg->name, e.node, e.start, e.version, err.msg);
+                goto done;
+            }
+            if (rc == ST_OK && (rc = verify_segment(c, &e, tmp, hdr, &err)) != ST_OK)
+                st_best_effort(store_fs_unlink(NULL, tmp, "idx.fetch.unlink_bad"));
+            if (rc == ST_OK)
+                rc = store_fs_rename(NULL, tmp, seg, "idx.fetch.rename");
+            if (rc == ST_OK)
+                rc = store_fs_sync_dir(NULL, c->cat->dir, "idx.fetch.sync_dir");
+            if (rc != ST_OK) {
+                st_log_warn(LOG_COMP,
+                            "fetch failed coll=%s node=%s start=%" PRId64
+                            " version=%u attempt=%d: %s",
+                            c->cfg->name, e.node, e.start, e.version, j->attempts + 1, err.msg);
+                out = rc == ST_ECORRUPT && j->attempts + 1 >= ATTEMPTS_MAX ? JOB_DONE : JOB_RETRY;
+                if (out == JOB_DONE) {
+                    atomic_fetch_add(&c->failures, 1);
+                    st_log_error(LOG_COMP,
+                                 "giving up coll=%s node=%s start=%" PRId64
+                                 " version=%u: the segment never verified",
+                                 c->cfg->name, e.node, e.start, e.version);
+                }
+                goto done;
+            }
+        }
+    }
+    /* Build and persist the index. */
+    bool cold = cold_now(c, &e);
+    const struct cfg_index *ix = cold ? &c->cfg->cold_index : &c->cfg->index;
+    snprintf(e.index, sizeof(e.index), "%s", index_name(ix->type));
+    e.cold = cold;
+    if ((idxp = idx_catalog_index_path(c->cat, e.node, e.start, e.version, e.index, cold)) ==
+        NULL) {
+        out = JOB_RETRY;
+        goto done;
+    }
+    int64_t t0 = st_clock_mono_ns(NULL);
+    rc = idx_part_build(&e, seg, idxp, ix, c->metric, 1, &s->stop, &p, &err);
+    if (rc == ST_ECLOSED) {
+        out = JOB_ABANDON;
+        goto done;
+    }
+    if (rc != ST_OK) {
+        st_log_warn(LOG_COMP, "build failed coll=%s node=%s start=%" PRId64 " version=%u: %s",
+                    c->cfg->name, e.node, e.start, e.version, err.msg);
+        out = JOB_RETRY;
+        goto done;
+    }
+    st_hist_observe(&s->build_hist[ix->type == CFG_INDEX_IVFPQ],
+                    (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
+    if (ST_FAULT("idx.build.before_commit") != 0) {
+        idx_part_retire(p, j->kind != JOB_RETIER, true);
+        idx_part_unref(p);
+        p = NULL;
+        out = JOB_RETRY;
+        goto done;
+    }
+    /* Commit: catalog first (durable), then the view; the event is acked after both. */
+    e.indexed_ms = wall_ms();
+    p->e = e;
+    pthread_mutex_lock(&c->mu);
+    const struct idx_cat_entry *x = idx_catalog_find(c->cat, e.node, e.start);
+    bool lost = idx_catalog_is_gone(c->cat, e.node, e.start, e.version) ||
+                (x != NULL &&
+                 (x->version > e.version || (x->version == e.version && j->kind != JOB_RETIER)));
+    struct idx_cat_entry prev = x != NULL ? *x : (struct idx_cat_entry){0};
+    bool had = x != NULL;
+    if (!lost && (rc = idx_catalog_put(c->cat, &e)) == ST_OK &&
+        (rc = idx_catalog_save(c->cat, &err)) != ST_OK) {
+        if (had) /* the file may or may not hold it: keep memory as it was before */
+            st_best_effort(idx_catalog_put(c->cat, &prev)); /* in place */
+        else
+            idx_catalog_del(c->cat, e.node, e.start);
+    }
+    if (!lost && rc == ST_OK) {
+        rc = install_locked(c, p);
+        if (rc == ST_OK)
+            p = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (lost) {
+        /* An expiry or a newer version won the race: this build is not needed. */
+        idx_part_retire(p, j->kind != JOB_RETIER, true);
+        atomic_fetch_add(&c->noops, 1);
+        goto done;
+    }
+    if (rc != ST_OK) {
+        st_log_warn(LOG_COMP, "recording coll=%s node=%s start=%" PRId64 " failed: %s",
+                    c->cfg->name, e.node, e.start, err.msg[0] ? err.msg : st_strerror(rc));
+        if (p != NULL)
+            idx_part_retire(p, j->kind != JOB_RETIER, true);
+        out = JOB_RETRY;
+        goto done;
+    }
+    atomic_fetch_add(&c->builds, 1);
+    atomic_fetch_add(&s->builds_total, 1);
+    if (j->kind != JOB_RETIER)
+        st_hist_observe(&s->fresh_hist, (double)(e.indexed_ms - e.end) / 1e3);
+    st_log_info(LOG_COMP,
+                "indexed coll=%s node=%s start=%" PRId64 " version=%u records=%" PRIu64
+                " index=%s%s seconds=%.2f",
+                c->cfg->name, e.node, e.start, e.version, e.records, e.index, cold ? " (cold)" : "",
+                (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
+    publish_indexed(s, c, &e);
+done:
+    if (p != NULL)
+        idx_part_unref(p);
+    free(seg);
+    free(tmp);
+    free(idxp);
+    return out;
+}
+
+/* The job to run next: not running, due, newest window first among those that fit the memory
+ * budget (a build larger than the whole budget runs alone). Caller holds s->mu. */
+static struct job *pick_locked(struct idx_service *s)
+{
+    uint64_t budget = s->cfg->indexer.memory_budget;
+    int64_t now = mono_ms();
+    struct job *best = NULL;
+    for (struct job *j = s->jobs; j != NULL; j = j->next) {
+        if (j->running || j->not_before > now)
+            continue;
+        bool fits = budget == 0 || s->running == 0 || s->mem_in_use + j->mem <= budget;
+        if (fits && (best == NULL || j->e.start > best->e.start))
+            best = j;
+    }
+    return best;
+}
+
+static void unlink_job_locked(struct idx_service *s, struct job *j)
+{
+    for (struct job **pp = &s->jobs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            return;
+        }
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct idx_service *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!atomic_load(&s->stop)) {
+        struct job *j = pick_locked(s);
+        if (j == NULL) {
+            pthread_mutex_unlock(&s->mu);
+            wait_ms(s, 250);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        j->running = true;
+        s->mem_in_use += j->mem;
+        s->running++;
+        pthread_mutex_unlock(&s->mu);
+        enum job_rc rc = run_job(s, j);
+        pthread_mutex_lock(&s->mu);
+        s->mem_in_use -= j->mem;
+        s->running--;
+        j->running = false;
+        if (rc == JOB_RETRY && !atomic_load(&s->stop)) {
+            j->attempts++;
+            int64_t b = 1000LL << (j->attempts < 5 ? j->attempts : 5);
+            j->not_before = mono_ms() + (b < BACKOFF_MAX ? b : BACKOFF_MAX);
+        } else {
+            unlink_job_locked(s, j);
+            if (rc == JOB_DONE) {
+                msg_ack(j->msg);
+                j->msg = NULL;
+            }
+            job_free(j); /* abandoned or retried at stop: unacked, redelivered */
+        }
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- events ---- */
+
+static bool node_ok(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n > IDX_NODE_MAX || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+static void on_expired(struct idx_service *s, struct idx_coll *c, const char *node, int64_t start,
+                       uint32_t version, natsMsg *m)
+{
+    atomic_fetch_add(&c->ev_expired, 1);
+    struct st_err err = {0};
+    pthread_mutex_lock(&c->mu);
+    const struct idx_cat_entry *x = idx_catalog_find(c->cat, node, start);
+    struct idx_cat_entry prev = x != NULL ? *x : (struct idx_cat_entry){0};
+    bool had = x != NULL && x->version <= version;
+    int rc = idx_catalog_mark_gone(c->cat, node, start, version);
+    if (rc == ST_OK && had)
+        idx_catalog_del(c->cat, node, start);
+    if (rc == ST_OK)
+        rc = idx_catalog_save(c->cat, &err);
+    if (rc != ST_OK && had)
+        st_best_effort(idx_catalog_put(c->cat, &prev)); /* in place */
+    if (rc == ST_OK && had) {
+        remove_locked(c, node, start);
+        if (republish_locked(c) != ST_OK)
+            st_log_warn(LOG_COMP, "coll=%s: no memory for a new view after an expiry",
+                        c->cfg->name);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc != ST_OK) {
+        st_log_warn(LOG_COMP, "expiry coll=%s node=%s start=%" PRId64 " not recorded: %s",
+                    c->cfg->name, node, start, err.msg[0] ? err.msg : st_strerror(rc));
+        (void)natsMsg_Nak(m, NULL);
+        natsMsg_Destroy(m);
+        return;
+    }
+    /* Queued builds of the expired versions are moot. */
+    pthread_mutex_lock(&s->mu);
+    for (struct job **pp = &s->jobs; *pp != NULL;) {
+        struct job *j = *pp;
+        if (!j->running && j->c == c && j->e.start == start && strcmp(j->e.node, node) == 0 &&
+            j->e.version <= version) {
+            *pp = j->next;
+            msg_ack(j->msg);
+            j->msg = NULL;
+            job_free(j);
+        } else {
+            pp = &j->next;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    st_log_info(LOG_COMP, "expired coll=%s node=%s start=%" PRId64 " version=%u%s", c->cfg->name,
+                node, start, version, had ? "" : " (nothing served)");
+    msg_ack(m);
+}
+
+static void on_msg(struct idx_service *s, natsMsg *m)
+{
+    json_t *j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+    const char *kind = json_string_value(json_object_get(j, "kind"));
+    const char *coll = json_string_value(json_object_get(j, "collection"));
+    const char *node = json_string_value(json_object_get(j, "node"));
+    json_t *jstart = json_object_get(j, "start"), *jend = json_object_get(j, "end"),
+           *jver = json_object_get(j, "version");
+    struct idx_coll *c = coll != NULL ? idx_service_coll(s, coll, strlen(coll)) : NULL;
+    bool sealed = kind != NULL && strcmp(kind, "sealed") == 0;
+    bool expired = kind != NULL && strcmp(kind, "expired") == 0;
+    if (!sealed && !expired) { /* indexed events, announcements: not ours to handle */
+        msg_ack(m);
+        json_decref(j);
+        return;
+    }
+    if (c == NULL || !node_ok(node) || !json_is_integer(jstart) || !json_is_integer(jver) ||
+        json_integer_value(jver) < 0 || json_integer_value(jver) > UINT32_MAX) {
+        st_log_warn(LOG_COMP, "ignoring event on %s: %s", natsMsg_GetSubject(m),
+                    c == NULL ? "collection not configured here" : "malformed");
+        msg_ack(m);
+        json_decref(j);
+        return;
+    }
+    int64_t start = json_integer_value(jstart);
+    uint32_t version = (uint32_t)json_integer_value(jver);
+    if (expired) {
+        on_expired(s, c, node, start, version, m);
+        json_decref(j);
+        return;
+    }
+    atomic_fetch_add(&c->ev_sealed, 1);
+    const char *url = json_string_value(json_object_get(j, "segment"));
+    struct job *jb = calloc(1, sizeof(*jb));
+    if (url == NULL || strlen(url) >= sizeof(jb->e.url) || !json_is_integer(jend) || jb == NULL) {
+        st_log_warn(LOG_COMP, "ignoring sealed event on %s: %s", natsMsg_GetSubject(m),
+                    jb == NULL ? "out of memory" : "no usable segment location");
+        if (jb == NULL)
+            natsMsg_Destroy(m); /* redelivered later */
+        else
+            msg_ack(m);
+        free(jb);
+        json_decref(j);
+        return;
+    }
+    jb->kind = JOB_SEALED;
+    jb->c = c;
+    jb->msg = m;
+    strcpy(jb->e.node, node);
+    strcpy(jb->e.url, url);
+    jb->e.start = start;
+    jb->e.end = json_integer_value(jend);
+    jb->e.version = version;
+    jb->e.records = (uint64_t)json_integer_value(json_object_get(j, "records"));
+    jb->e.bytes = (uint64_t)json_integer_value(json_object_get(j, "bytes"));
+    jb->e.checksum = (uint32_t)json_integer_value(json_object_get(j, "checksum"));
+    jb->e.sealed_ms = wall_ms();
+    jb->mem = idx_part_build_memory(&c->cfg->index, c->cfg->dim, jb->e.records);
+    json_decref(j);
+    if (stale(c, &jb->e, false)) {
+        atomic_fetch_add(&c->noops, 1);
+        msg_ack(jb->msg); /* a redelivery of what is served, an older version, or expired */
+        jb->msg = NULL;
+        job_free(jb);
+        return;
+    }
+    enqueue(s, jb);
+}
+
+static int js_connect(struct idx_service *s)
+{
+    natsStatus st = NATS_OK;
+    if (s->js == NULL)
+        st = natsConnection_JetStream(&s->js, s->nc, NULL);
+    if (st == NATS_OK) {
+        /* The stream: ingest creates it too; whoever starts first does. */
+        jsStreamConfig sc;
+        jsStreamConfig_Init(&sc);
+        static const char *subjects[] = {"strata.*.sealed", "strata.*.expired", "strata.*.indexed"};
+        sc.Name = s->cfg->nats.stream;
+        sc.Subjects = subjects;
+        sc.SubjectsLen = 3;
+        sc.Storage = js_FileStorage;
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        natsStatus a = js_AddStream(&si, s->js, &sc, NULL, &jerr);
+        jsStreamInfo_Destroy(si);
+        (void)a; /* "already in use" is fine: it exists */
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = s->cfg->nats.stream;
+        so.Config.Durable = s->durable;
+        so.Config.AckPolicy = js_AckExplicit;
+        so.Config.AckWait = (int64_t)ACK_WAIT_MS * 1000000;
+        so.Config.MaxAckPending = 10000;
+        so.Config.DeliverPolicy = js_DeliverAll;
+        st = js_PullSubscribe(&s->sub, s->js, "strata.>", s->durable, NULL, &so, &jerr);
+        if (st != NATS_OK)
+            st_log_warn(LOG_COMP, "JetStream consumer %s on stream %s: %s (jerr %d); retrying",
+                        s->durable, s->cfg->nats.stream, natsStatus_GetText(st), (int)jerr);
+    }
+    return st == NATS_OK ? ST_OK : ST_EIO;
+}
+
+static void *puller_main(void *arg)
+{
+    struct idx_service *s = arg;
+    while (!atomic_load(&s->stop)) {
+        if (s->sub == NULL) {
+            if (!natsConnection_IsClosed(s->nc) &&
+                natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED &&
+                js_connect(s) == ST_OK) {
+                atomic_store(&s->subscribed, true);
+                st_log_info(LOG_COMP, "consuming stream=%s durable=%s", s->cfg->nats.stream,
+                            s->durable);
+            } else {
+                wait_ms(s, 500);
+            }
+            continue;
+        }
+        natsMsgList list = {0};
+        jsErrCode jerr = 0;
+        natsStatus st = natsSubscription_Fetch(&list, s->sub, 32, 1000, &jerr);
+        if (st == NATS_TIMEOUT)
+            continue;
+        if (st != NATS_OK) {
+            natsMsgList_Destroy(&list);
+            wait_ms(s, 500);
+            continue;
+        }
+        for (int i = 0; i < list.Count; i++) {
+            natsMsg *m = list.Msgs[i];
+            list.Msgs[i] = NULL;
+            if (atomic_load(&s->stop))
+                natsMsg_Destroy(m);
+            else
+                on_msg(s, m);
+        }
+        natsMsgList_Destroy(&list);
+    }
+    return NULL;
+}
+
+/* Marks held events in progress (so JetStream waits for long builds) and queues age-tiering
+ * rebuilds. */
+static void *ticker_main(void *arg)
+{
+    struct idx_service *s = arg;
+    int64_t last_touch = mono_ms(), last_tier = 0;
+    while (!atomic_load(&s->stop)) {
+        wait_ms(s, 1000);
+        int64_t now = mono_ms();
+        if (now - last_touch >= TOUCH_MS) {
+            last_touch = now;
+            pthread_mutex_lock(&s->mu);
+            for (struct job *j = s->jobs; j != NULL; j = j->next)
+                if (j->msg != NULL)
+                    (void)natsMsg_InProgress(j->msg, NULL);
+            pthread_mutex_unlock(&s->mu);
+        }
+        if (now - last_tier < s->o.tier_check_ms)
+            continue;
+        last_tier = now;
+        for (size_t i = 0; i < s->ncoll; i++) {
+            struct idx_coll *c = &s->colls[i];
+            if (c->cfg->cold_after_ms <= 0 || c->cfg->cold_index.type == CFG_INDEX_NONE)
+                continue;
+            pthread_mutex_lock(&c->mu);
+            size_t n = c->cat->n;
+            struct idx_cat_entry *due = calloc(n ? n : 1, sizeof(*due));
+            size_t nd = 0;
+            for (size_t k = 0; due != NULL && k < n; k++)
+                if (!c->cat->e[k].cold && cold_now(c, &c->cat->e[k]))
+                    due[nd++] = c->cat->e[k];
+            pthread_mutex_unlock(&c->mu);
+            for (size_t k = 0; k < nd; k++) {
+                pthread_mutex_lock(&s->mu);
+                bool queued = false;
+                for (struct job *j = s->jobs; j != NULL && !queued; j = j->next)
+                    queued = j->c == c && j->e.start == due[k].start &&
+                             strcmp(j->e.node, due[k].node) == 0;
+                struct job *jb = queued ? NULL : calloc(1, sizeof(*jb));
+                if (jb != NULL) {
+                    jb->kind = JOB_RETIER;
+                    jb->c = c;
+                    jb->e = due[k];
+                    jb->mem =
+                        idx_part_build_memory(&c->cfg->cold_index, c->cfg->dim, due[k].records);
+                    jb->next = s->jobs;
+                    s->jobs = jb;
+                    pthread_cond_broadcast(&s->cv);
+                }
+                pthread_mutex_unlock(&s->mu);
+            }
+            free(due);
+        }
+    }
+    return NULL;
+}
+
+/* ---- start / stop ---- */
+
+static int open_coll(struct idx_service *s, struct idx_coll *c, const struct cfg_collection *cc,
+                     struct st_err *err)
+{
+    c->s = s;
+    c->cfg = cc;
+    c->metric = metric_of(cc);
+    pthread_mutex_init(&c->mu, NULL);
+    idx_view_slot_init(&c->view);
+    char *dir = NULL;
+    if (asprintf(&dir, "%s/%s", s->o.dir, cc->name) < 0)
+        return ST_ENOMEM;
+    int rc = idx_catalog_open(dir, &c->cat, err);
+    free(dir);
+    if (rc != ST_OK)
+        return rc;
+    idx_catalog_sweep(c->cat);
+    /* Load what the catalog names; a part that does not load is rebuilt. */
+    for (size_t i = 0; i < c->cat->n;) {
+        struct idx_cat_entry e = c->cat->e[i];
+        char *seg = idx_catalog_seg_path(c->cat, e.node, e.start, e.version);
+        char *idxp = idx_catalog_index_path(c->cat, e.node, e.start, e.version, e.index, e.cold);
+        struct idx_part *p = NULL;
+        struct st_err perr = {0};
+        rc = seg != NULL && idxp != NULL ? idx_part_load(&e, seg, idxp, c->metric, &p, &perr)
+                                         : ST_ENOMEM;
+        free(seg);
+        free(idxp);
+        if (rc == ST_ENOMEM)
+            return rc;
+        if (rc != ST_OK) {
+            st_log_warn(LOG_COMP,
+                        "coll=%s part node=%s start=%" PRId64 " does not load (%s); "
+                        "rebuilding it from %s",
+                        cc->name, e.node, e.start, perr.msg, e.url);
+            idx_catalog_del(c->cat, e.node, e.start);
+            struct job *jb = calloc(1, sizeof(*jb));
+            if (jb == NULL)
+                return ST_ENOMEM;
+            jb->kind = JOB_REBUILD;
+            jb->c = c;
+            jb->e = e;
+            jb->mem = idx_part_build_memory(&cc->index, cc->dim, e.records);
+            jb->next = s->jobs;
+            s->jobs = jb;
+            continue; /* entry i is now another one */
+        }
+        struct idx_part **np = realloc(c->parts, (c->nparts + 1) * sizeof(*np));
+        if (np == NULL) {
+            idx_part_unref(p);
+            return ST_ENOMEM;
+        }
+        c->parts = np;
+        c->parts[c->nparts++] = p;
+        i++;
+    }
+    qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
+    st_log_info(LOG_COMP, "coll=%s loaded parts=%zu", cc->name, c->nparts);
+    return republish_locked(c);
+}
+
+int idx_service_start(const struct idx_service_opts *o, struct idx_service **out,
+                      struct st_err *err)
+{
+    *out = NULL;
+    struct idx_service *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return ST_ENOMEM;
+    s->o = *o;
+    s->cfg = o->cfg;
+    if (s->o.fetch_timeout_ms <= 0)
+        s->o.fetch_timeout_ms = 600000;
+    if (s->o.fresh_timeout_ms <= 0)
+        s->o.fresh_timeout_ms = 2000;
+    if (s->o.tier_check_ms <= 0)
+        s->o.tier_check_ms = 10000;
+    snprintf(s->durable, sizeof(s->durable), "%s-indexer", s->cfg->node_id);
+    for (char *p = s->durable; *p; p++)
+        if (*p == '.')
+            *p = '_'; /* JetStream durable names cannot hold '.' */
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    st_hist_init(&s->build_hist[0], &st_hist_latency);
+    st_hist_init(&s->build_hist[1], &st_hist_latency);
+    st_hist_init(&s->fresh_hist, &st_hist_age);
+    int rc = store_fs_mkdir(NULL, o->dir, "idx.mkdir");
+    if (rc != ST_OK) {
+        st_err_set(err, rc, "%s: cannot create: %s", o->dir, st_strerror(rc));
+        goto fail;
+    }
+    s->colls = calloc(s->cfg->n_collections ? s->cfg->n_collections : 1, sizeof(*s->colls));
+    if (s->colls == NULL) {
+        rc = ST_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < s->cfg->n_collections; i++) {
+        s->ncoll++;
+        if ((rc = open_coll(s, &s->colls[i], &s->cfg->collections[i], err)) != ST_OK)
+            goto fail;
+    }
+    /* NATS: connect in the background (it may be down); searches are served meanwhile. */
+    natsOptions *no = NULL;
+    natsStatus st = natsOptions_Create(&no);
+    if (st == NATS_OK)
+        st = natsOptions_SetURL(no, s->cfg->nats.url);
+    if (st == NATS_OK)
+        st = natsOptions_SetMaxReconnect(no, -1);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectWait(no, 250);
+    if (st == NATS_OK)
+        st = natsOptions_SetRetryOnFailedConnect(no, true, NULL, NULL);
+    if (st == NATS_OK) {
+        st = natsConnection_Connect(&s->nc, no);
+        if (st == NATS_NOT_YET_CONNECTED)
+            st = NATS_OK;
+    }
+    natsOptions_Destroy(no);
+    if (st != NATS_OK) {
+        rc = st_err_set(err, ST_EIO, "nats %s: %s", s->cfg->nats.url, natsStatus_GetText(st));
+        goto fail;
+    }
+    struct idx_nodes_opts no2 = {.nc = s->nc,
+                                 .pinned = o->ingest_nodes,
+                                 .npinned = o->n_ingest_nodes,
+                                 .token = o->token,
+                                 .settle_ms = o->settle_ms};
+    if ((rc = idx_nodes_start(&no2, &s->nodes, err)) != ST_OK)
+        goto fail;
+    unsigned nw = s->cfg->indexer.build_threads ? s->cfg->indexer.build_threads : 1;
+    s->workers = calloc(nw, sizeof(*s->workers));
+    if (s->workers == NULL) {
+        rc = ST_ENOMEM;
+        goto fail;
+    }
+    for (unsigned i = 0; i < nw; i++) {
+        if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
+            rc = st_err_set(err, ST_ENOMEM, "cannot start build workers");
+            goto fail;
+        }
+        s->nworkers++;
+    }
+    if (pthread_create(&s->puller, NULL, puller_main, s) != 0) {
+        rc = st_err_set(err, ST_ENOMEM, "cannot start the event consumer");
+        goto fail;
+    }
+    s->have_puller = true;
+    if (pthread_create(&s->ticker, NULL, ticker_main, s) != 0) {
+        rc = st_err_set(err, ST_ENOMEM, "cannot start the ticker");
+        goto fail;
+    }
+    s->have_ticker = true;
+    *out = s;
+    return ST_OK;
+fail:
+    idx_service_stop(s);
+    return rc;
+}
+
+void idx_service_stop(struct idx_service *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    atomic_store(&s->stop, true);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->have_puller)
+        pthread_join(s->puller, NULL);
+    if (s->have_ticker)
+        pthread_join(s->ticker, NULL);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i], NULL);
+    free(s->workers);
+    while (s->jobs != NULL) { /* unacked: redelivered after a restart */
+        struct job *j = s->jobs;
+        s->jobs = j->next;
+        job_free(j);
+    }
+    idx_nodes_stop(s->nodes);
+    if (s->sub != NULL)
+        natsSubscription_Destroy(s->sub); /* the durable consumer stays on the server */
+    jsCtx_Destroy(s->js);
+    if (s->nc != NULL) {
+        natsConnection_Close(s->nc);
+        natsConnection_Destroy(s->nc);
+    }
+    for (size_t i = 0; i < s->ncoll; i++) {
+        struct idx_coll *c = &s->colls[i];
+        idx_view_slot_destroy(&c->view);
+        for (size_t k = 0; k < c->nparts; k++)
+            idx_part_unref(c->parts[k]);
+        free(c->parts);
+        idx_catalog_free(c->cat);
+        pthread_mutex_destroy(&c->mu);
+    }
+    free(s->colls);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+/* ---- accessors ---- */
+
+size_t idx_service_ncoll(const struct idx_service *s)
+{
+    return s->ncoll;
+}
+
+struct idx_coll *idx_service_coll_at(struct idx_service *s, size_t i)
+{
+    return i < s->ncoll ? &s->colls[i] : NULL;
+}
+
+struct idx_coll *idx_service_coll(struct idx_service *s, const char *name, size_t len)
+{
+    for (size_t i = 0; i < s->ncoll; i++)
+        if (strlen(s->colls[i].cfg->name) == len && memcmp(s->colls[i].cfg->name, name, len) == 0)
+            return &s->colls[i];
+    return NULL;
+}
+
+const struct cfg_collection *idx_coll_cfg(const struct idx_coll *c)
+{
+    return c->cfg;
+}
+
+struct idx_view *idx_coll_view(struct idx_coll *c)
+{
+    return idx_view_acquire(&c->view);
+}
+
+struct idx_nodes *idx_service_nodes(struct idx_service *s)
+{
+    return s->nodes;
+}
+
+const struct idx_service_opts *idx_service_opts(const struct idx_service *s)
+{
+    return &s->o;
+}
+
+uint64_t idx_service_builds(struct idx_service *s)
+{
+    return atomic_load(&s->builds_total);
+}
+
+int idx_coll_windows(struct idx_coll *c, struct idx_window_info **out, size_t *n)
+{
+    struct idx_service *s = c->s;
+    pthread_mutex_lock(&c->mu);
+    size_t cap = c->cat->n;
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(&s->mu);
+    for (struct job *j = s->jobs; j != NULL; j = j->next)
+        cap++;
+    pthread_mutex_unlock(&s->mu);
+    struct idx_window_info *w = calloc(cap + 1, sizeof(*w));
+    if (w == NULL)
+        return ST_ENOMEM;
+    size_t k = 0;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->cat->n && k < cap; i++) {
+        const struct idx_cat_entry *e = &c->cat->e[i];
+        struct idx_window_info *x = &w[k++];
+        strcpy(x->node, e->node);
+        x->start = e->start;
+        x->end = e->end;
+        x->version = e->version;
+        x->indexed = true;
+        x->records = e->records;
+        x->bytes = e->bytes;
+        snprintf(x->index, sizeof(x->index), "%s", e->index);
+        x->cold = e->cold;
+    }
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(&s->mu);
+    for (struct job *j = s->jobs; j != NULL && k < cap; j = j->next) {
+        if (j->c != c || j->kind == JOB_RETIER)
+            continue;
+        struct idx_window_info *x = &w[k++];
+        strcpy(x->node, j->e.node);
+        x->start = j->e.start;
+        x->end = j->e.end;
+        x->version = j->e.version;
+        x->indexed = false;
+        x->records = j->e.records;
+        x->bytes = j->e.bytes;
+        strcpy(x->index, "none");
+    }
+    pthread_mutex_unlock(&s->mu);
+    *out = w;
+    *n = k;
+    return ST_OK;
+}
+
+bool idx_service_ready(struct idx_service *s, char *why, size_t cap)
+{
+    if (!atomic_load(&s->subscribed)) {
+        snprintf(why, cap, "nats: JetStream consumer %s not subscribed yet (%s)", s->durable,
+                 s->cfg->nats.url);
+        return false;
+    }
+    if (natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
+        snprintf(why, cap, "nats: not connected to %s", s->cfg->nats.url);
+        return false;
+    }
+    return true;
+}
+
+void idx_service_metrics(struct idx_service *s, struct st_text *t)
+{
+    uint64_t *backlog = calloc(s->ncoll ? s->ncoll : 1, sizeof(*backlog));
+    pthread_mutex_lock(&s->mu);
+    for (struct job *j = s->jobs; backlog != NULL && j != NULL; j = j->next)
+        backlog[j->c - s->colls]++;
+    uint64_t mem = s->mem_in_use;
+    unsigned running = s->running;
+    pthread_mutex_unlock(&s->mu);
+    st_prom_head(t, "strata_index_backlog", "gauge", "Windows waiting for or in an index build");
+    for (size_t i = 0; i < s->ncoll; i++) {
+        const char *l[] = {"collection", s->colls[i].cfg->name, NULL};
+        st_prom_sample(t, "strata_index_backlog", l, backlog != NULL ? (double)backlog[i] : 0);
+    }
+    free(backlog);
+    st_prom_head(t, "strata_index_build_seconds", "histogram", "Index build time");
+    const char *lh[] = {"type", "hnsw", NULL}, *li[] = {"type", "ivfpq", NULL};
+    st_prom_hist(t, "strata_index_build_seconds", lh, &s->build_hist[0]);
+    st_prom_hist(t, "strata_index_build_seconds", li, &s->build_hist[1]);
+    st_prom_head(t, "strata_freshness_seconds", "histogram",
+                 "Window end (event time) to the stage");
+    const char *lf[] = {"stage", "indexed", NULL};
+    st_prom_hist(t, "strata_freshness_seconds", lf, &s->fresh_hist);
+    st_prom_head(t, "strata_index_builds_running", "gauge", "Index builds in progress");
+    st_prom_sample(t, "strata_index_builds_running", NULL, running);
+    st_prom_head(t, "strata_index_build_memory_bytes", "gauge",
+                 "Memory reserved by running builds (estimate)");
+    st_prom_sample(t, "strata_index_build_memory_bytes", NULL, (double)mem);
+    size_t nc = s->ncoll;
+    double *val = calloc(nc * 7 + 1, sizeof(*val));
+    for (size_t i = 0; val != NULL && i < nc; i++) {
+        struct idx_coll *c = &s->colls[i];
+        struct idx_view *v = idx_coll_view(c);
+        double *x = val + i * 7;
+        for (size_t k = 0; v != NULL && k < v->n; k++) {
+            x[1] += v->parts[k]->n;
+            x[2] += (double)v->parts[k]->memory;
+        }
+        x[0] = v != NULL ? (double)v->n : 0;
+        idx_view_release(v);
+        x[3] = (double)atomic_load(&c->ev_sealed);
+        x[4] = (double)atomic_load(&c->ev_expired);
+        x[5] = (double)atomic_load(&c->noops);
+        x[6] = (double)atomic_load(&c->failures);
+    }
+    static const struct {
+        const char *name, *type, *help, *kind;
+        int col;
+    } fam[] = {
+        {"strata_indexer_parts", "gauge", "Window parts served", NULL, 0},
+        {"strata_indexer_records", "gauge", "Vectors in served parts", NULL, 1},
+        {"strata_indexer_index_bytes", "gauge", "Memory of served indexes", NULL, 2},
+        {"strata_indexer_events_total", "counter", "Window events handled", "sealed", 3},
+        {NULL, NULL, NULL, "expired", 4},
+        {NULL, NULL, NULL, "noop", 5},
+        {"strata_index_failures_total", "counter", "Windows given up", NULL, 6},
+    };
+    const char *cur = NULL;
+    for (size_t f = 0; val != NULL && f < sizeof(fam) / sizeof(fam[0]); f++) {
+        if (fam[f].name != NULL) {
+            cur = fam[f].name;
+            st_prom_head(t, cur, fam[f].type, fam[f].help);
+        }
+        for (size_t i = 0; i < nc; i++) {
+            const char *l[] = {"collection", s->colls[i].cfg->name, fam[f].kind ? "kind" : NULL,
+                               fam[f].kind, NULL};
+            st_prom_sample(t, cur, l, val[i * 7 + (size_t)fam[f].col]);
+        }
+    }
+    free(val);
+}

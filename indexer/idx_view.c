@@ -1,0 +1,263 @@
+/* idx_view.c — serving snapshots, the id index and the merged search (idx_view.h). */
+#include "idx_view.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "st_checksum.h"
+
+struct ver {
+    int64_t ts;
+    int32_t partition;
+    int64_t offset;
+    uint32_t idx;
+};
+
+static int ver_cmp(const struct ver *a, const struct ver *b)
+{
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    if (a->partition != b->partition)
+        return a->partition < b->partition ? -1 : 1;
+    if (a->offset != b->offset)
+        return a->offset < b->offset ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static void rec_at(struct idx_part *const *parts, uint64_t slot, struct store_seg_record *r)
+{
+    store_segment_record(parts[(slot >> 32) - 1]->seg, (uint32_t)slot, r);
+}
+
+static bool id_eq(const struct store_seg_record *r, const uint8_t *id, uint32_t len)
+{
+    return r->id_len == len && memcmp(r->id, id, len) == 0;
+}
+
+/* The slot of id, or the empty slot where it would go. */
+static size_t find_slot(struct idx_part *const *parts, const uint64_t *slots, size_t nslots,
+                        const uint8_t *id, uint32_t len)
+{
+    size_t i = st_hash64(id, len) & (nslots - 1);
+    for (;; i = (i + 1) & (nslots - 1)) {
+        if (slots[i] == 0)
+            return i;
+        struct store_seg_record r;
+        rec_at(parts, slots[i], &r);
+        if (id_eq(&r, id, len))
+            return i;
+    }
+}
+
+int idx_view_build(struct idx_part *const *parts, size_t n, struct idx_view **out)
+{
+    *out = NULL;
+    struct idx_view *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        return ST_ENOMEM;
+    atomic_init(&v->refs, 1);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_segment_info si;
+        store_segment_info(parts[i]->seg, &si);
+        total += si.count;
+    }
+    size_t ns = 16;
+    while (ns < total * 2)
+        ns *= 2;
+    v->parts = calloc(n ? n : 1, sizeof(*v->parts));
+    v->mask = calloc(n ? n : 1, sizeof(*v->mask));
+    v->slots = calloc(ns, sizeof(*v->slots));
+    if (v->parts == NULL || v->mask == NULL || v->slots == NULL) {
+        idx_view_release(v);
+        return ST_ENOMEM;
+    }
+    v->nslots = ns;
+    for (size_t i = 0; i < n; i++) {
+        idx_part_ref(parts[i]);
+        v->parts[v->n++] = parts[i];
+    }
+    /* The newest version of every id, deletes included. */
+    for (size_t pi = 0; pi < n; pi++) {
+        struct store_segment_info si;
+        store_segment_info(parts[pi]->seg, &si);
+        for (uint64_t ri = 0; ri < si.count; ri++) {
+            struct store_seg_record r;
+            store_segment_record(parts[pi]->seg, ri, &r);
+            size_t s = find_slot(v->parts, v->slots, ns, r.id, r.id_len);
+            uint64_t mine = (uint64_t)(pi + 1) << 32 | ri;
+            if (v->slots[s] == 0) {
+                v->slots[s] = mine;
+                v->ids++;
+                continue;
+            }
+            struct store_seg_record o;
+            rec_at(v->parts, v->slots[s], &o);
+            struct ver a = {r.ts, r.partition, r.offset, r.idx};
+            struct ver b = {o.ts, o.partition, o.offset, o.idx};
+            if (ver_cmp(&a, &b) > 0)
+                v->slots[s] = mine;
+        }
+    }
+    /* Masks: a label is hidden unless its record is its id's newest version. */
+    for (size_t pi = 0; pi < n; pi++) {
+        struct idx_part *p = v->parts[pi];
+        if ((v->mask[pi] = calloc(p->n / 8 + 1, 1)) == NULL) {
+            idx_view_release(v);
+            return ST_ENOMEM;
+        }
+        for (uint32_t l = 0; l < p->n; l++) {
+            struct store_seg_record r;
+            store_segment_record(p->seg, p->rec[l], &r);
+            size_t s = find_slot(v->parts, v->slots, ns, r.id, r.id_len);
+            if (v->slots[s] != ((uint64_t)(pi + 1) << 32 | p->rec[l])) {
+                v->mask[pi][l / 8] |= (uint8_t)(1u << (l % 8));
+                v->hidden++;
+            }
+        }
+    }
+    *out = v;
+    return ST_OK;
+}
+
+void idx_view_release(struct idx_view *v)
+{
+    if (v == NULL || atomic_fetch_sub(&v->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < v->n; i++) {
+        if (v->mask != NULL)
+            free(v->mask[i]);
+        idx_part_unref(v->parts[i]);
+    }
+    free(v->mask);
+    free(v->parts);
+    free(v->slots);
+    free(v);
+}
+
+void idx_view_slot_init(struct idx_view_slot *s)
+{
+    pthread_mutex_init(&s->mu, NULL);
+    s->cur = NULL;
+}
+
+struct idx_view *idx_view_acquire(struct idx_view_slot *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct idx_view *v = s->cur;
+    if (v != NULL)
+        atomic_fetch_add(&v->refs, 1);
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+void idx_view_swap(struct idx_view_slot *s, struct idx_view *v)
+{
+    pthread_mutex_lock(&s->mu);
+    struct idx_view *old = s->cur;
+    s->cur = v;
+    pthread_mutex_unlock(&s->mu);
+    idx_view_release(old); /* frees only when no search holds it */
+}
+
+void idx_view_slot_destroy(struct idx_view_slot *s)
+{
+    idx_view_release(s->cur);
+    s->cur = NULL;
+    pthread_mutex_destroy(&s->mu);
+}
+
+/* ---- search ---- */
+
+struct filt {
+    const struct idx_part *p;
+    const uint8_t *mask;
+    bool by_ts;
+    int64_t from, to;
+};
+
+static bool keep(void *ctx, uint32_t label)
+{
+    const struct filt *f = ctx;
+    if (f->mask[label / 8] & (1u << (label % 8)))
+        return false;
+    if (f->by_ts) {
+        struct store_seg_record r;
+        store_segment_record(f->p->seg, f->p->rec[label], &r);
+        return r.ts >= f->from && r.ts <= f->to;
+    }
+    return true;
+}
+
+static int hit_cmp(const void *a, const void *b)
+{
+    const struct idx_view_hit *x = a, *y = b;
+    if (x->dist != y->dist)
+        return x->dist < y->dist ? -1 : 1;
+    if (x->part != y->part)
+        return x->part->e.start > y->part->e.start ? -1 : 1;
+    return x->rec < y->rec ? -1 : x->rec > y->rec;
+}
+
+int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
+                    struct idx_view_hit *out, size_t *n, struct idx_view_stats *st)
+{
+    *n = 0;
+    memset(st, 0, sizeof(*st));
+    if (v == NULL || q->k == 0)
+        return ST_OK;
+    struct idx_part_hit *ph = malloc(q->k * sizeof(*ph));
+    struct idx_view_hit *all = malloc(q->k * 2 * sizeof(*all));
+    if (ph == NULL || all == NULL) {
+        free(ph);
+        free(all);
+        return ST_ENOMEM;
+    }
+    size_t have = 0;
+    int64_t last_window = INT64_MIN;
+    bool any_window = false;
+    for (size_t i = 0; i < v->n; i++) {
+        struct idx_part *p = v->parts[i];
+        /* Prune by the window, then by the part's event-time range. */
+        if (p->e.end - 1 < q->from_ts || p->e.start > q->to_ts || p->max_ts < q->from_ts ||
+            p->min_ts > q->to_ts || p->n == 0)
+            continue;
+        struct filt f = {p, v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts, q->from_ts,
+                         q->to_ts};
+        size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, keep, &f, ph);
+        st->parts_searched++;
+        if (!any_window || p->e.start != last_window)
+            st->windows_searched++;
+        any_window = true;
+        last_window = p->e.start;
+        for (size_t j = 0; j < got; j++)
+            all[have++] = (struct idx_view_hit){p, ph[j].rec, ph[j].dist};
+        if (have >= q->k) { /* keep the best k of what we have */
+            qsort(all, have, sizeof(*all), hit_cmp);
+            have = q->k;
+        }
+    }
+    qsort(all, have, sizeof(*all), hit_cmp);
+    memcpy(out, all, have * sizeof(*out));
+    *n = have;
+    free(ph);
+    free(all);
+    return ST_OK;
+}
+
+int idx_view_get(const struct idx_view *v, const uint8_t *id, uint32_t id_len, bool deletes,
+                 struct idx_part **part, uint32_t *rec)
+{
+    if (v == NULL || v->nslots == 0)
+        return ST_ENOTFOUND;
+    size_t s = find_slot(v->parts, v->slots, v->nslots, id, id_len);
+    if (v->slots[s] == 0)
+        return ST_ENOTFOUND;
+    struct store_seg_record r;
+    rec_at(v->parts, v->slots[s], &r);
+    if (r.op != STORE_OP_UPSERT && !deletes)
+        return ST_ENOTFOUND;
+    *part = v->parts[(v->slots[s] >> 32) - 1];
+    *rec = (uint32_t)v->slots[s];
+    return ST_OK;
+}

@@ -1,0 +1,89 @@
+/*
+ * idx_view.h — the serving set of one collection: an immutable, refcounted snapshot of the
+ * window parts an indexer serves, with the id index that makes "newest version wins" hold
+ * across every window and every ingest node.
+ *
+ * The id index maps each id to its newest version among all parts — by (event time, Kafka
+ * partition, offset, index in batch), the store's order — deletes included. From it every
+ * part gets a mask of the labels that must never be returned: superseded by a version in
+ * another part, or whose id's newest version is a delete. A view is built whole (O(records)
+ * of all parts) when a part is swapped in or out; searches never see a half-built one.
+ *
+ * Hot swap: the owner publishes a new view by exchanging one pointer (idx_view_swap); a search
+ * takes a reference to the current view (idx_view_acquire) and keeps it, parts and files
+ * included, until idx_view_release — nothing is freed or unmapped under a reader.
+ */
+#ifndef IDX_VIEW_H
+#define IDX_VIEW_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idx_part.h"
+
+struct idx_view {
+    _Atomic int refs;
+    struct idx_part **parts; /* newest window first */
+    size_t n;
+    uint8_t **mask;  /* per part: bit l set = label l hidden */
+    uint64_t hidden; /* labels masked, all parts */
+    /* id index: open addressing over (part, record) of each id's newest version */
+    uint64_t *slots; /* (part + 1) << 32 | record, 0 = empty */
+    size_t nslots;
+    uint64_t ids;
+};
+
+/* Builds a view over parts (each referenced by the view). */
+int idx_view_build(struct idx_part *const *parts, size_t n, struct idx_view **out) ST_WUR;
+void idx_view_release(struct idx_view *v);
+
+/* The published view of a collection, exchanged atomically. */
+struct idx_view_slot {
+    pthread_mutex_t mu; /* held only to exchange or to take a reference: never across work */
+    struct idx_view *cur;
+};
+void idx_view_slot_init(struct idx_view_slot *s);
+/* A reference to the current view (NULL when none yet). */
+struct idx_view *idx_view_acquire(struct idx_view_slot *s);
+/* Publishes v (the slot takes the caller's reference) and drops the slot's reference to the
+ * previous view. */
+void idx_view_swap(struct idx_view_slot *s, struct idx_view *v);
+void idx_view_slot_destroy(struct idx_view_slot *s);
+
+/* ---- queries ---- */
+struct idx_view_hit {
+    struct idx_part *part; /* borrowed from the view */
+    uint32_t rec;
+    float dist;
+};
+
+struct idx_view_query {
+    const float *vec; /* normalised for cosine */
+    uint32_t k, ef, nprobe;
+    int64_t from_ts, to_ts; /* inclusive */
+};
+
+struct idx_view_stats {
+    uint32_t windows_searched; /* distinct windows with a part searched */
+    uint32_t parts_searched;
+};
+
+/*
+ * Top-k over the parts whose windows and event-time range meet [from_ts, to_ts] (the others
+ * are pruned before any distance), each searched for k with the query's ef / nprobe, merged
+ * closest first (ties by part order, then record). Hidden labels and records outside the time
+ * range are filtered inside each index search, so k results come back when k exist. *n gets
+ * the number of hits written to out (capacity k).
+ */
+int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
+                    struct idx_view_hit *out, size_t *n, struct idx_view_stats *st) ST_WUR;
+
+/* The newest version of id across the view: ST_ENOTFOUND when absent or (unless deletes) a
+ * delete. */
+int idx_view_get(const struct idx_view *v, const uint8_t *id, uint32_t id_len, bool deletes,
+                 struct idx_part **part, uint32_t *rec) ST_WUR;
+
+#endif

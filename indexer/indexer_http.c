@@ -1,0 +1,461 @@
+/* indexer_http.c — strata-indexer's HTTP API (indexer_http.h, docs/http.md). */
+#include "indexer_http.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg_json.h"
+#include "idx_client.h"
+#include "idx_search.h"
+#include "st_api.h"
+#include "st_clock.h"
+#include "st_http.h"
+#include "st_prom.h"
+
+struct indexer_http {
+    struct st_http *srv;
+    char *node;
+    struct idx_service *svc;
+    _Atomic bool ready;
+    struct st_hist search_hist;
+    _Atomic uint64_t searches, search_errors;
+};
+
+static bool is_u64(const struct idx_coll *c)
+{
+    return idx_coll_cfg(c)->id_type == CFG_ID_UINT64;
+}
+
+static json_t *coll_json(struct idx_coll *c)
+{
+    struct idx_view *v = idx_coll_view(c);
+    struct idx_window_info *w = NULL;
+    size_t nw = 0, indexing = 0, indexed = 0;
+    if (idx_coll_windows(c, &w, &nw) == ST_OK)
+        for (size_t i = 0; i < nw; i++)
+            w[i].indexed ? indexed++ : indexing++;
+    free(w);
+    uint64_t recs = 0, bytes = 0;
+    for (size_t i = 0; v != NULL && i < v->n; i++) {
+        recs += v->parts[i]->n;
+        bytes += v->parts[i]->memory;
+    }
+    json_t *stats =
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "windows_indexed", (json_int_t)indexed,
+                  "windows_indexing", (json_int_t)indexing, "parts",
+                  (json_int_t)(v != NULL ? v->n : 0), "vectors", (json_int_t)recs, "ids",
+                  (json_int_t)(v != NULL ? v->ids : 0), "index_bytes", (json_int_t)bytes);
+    idx_view_release(v);
+    return cfg_collection_json(idx_coll_cfg(c), stats);
+}
+
+static int win_cmp(const void *a, const void *b)
+{
+    const struct idx_window_info *x = a, *y = b;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    return strcmp(x->node, y->node);
+}
+
+/* One entry per window: its parts (one per ingest node that sealed a part of it) summed; the
+ * state is "indexing" while any part is queued or building. */
+static void do_windows(struct idx_coll *c, struct st_http_resp *resp)
+{
+    struct idx_window_info *w = NULL;
+    size_t nw = 0;
+    int rc = idx_coll_windows(c, &w, &nw);
+    if (rc != ST_OK) {
+        st_http_error(resp, 500, "internal", "listing windows: %s", st_strerror(rc));
+        return;
+    }
+    qsort(w, nw, sizeof(*w), win_cmp);
+    json_t *a = json_array();
+    for (size_t i = 0; i < nw;) {
+        size_t j = i;
+        uint64_t recs = 0, bytes = 0;
+        uint32_t version = 0;
+        bool indexing = false, cold = false;
+        const char *index = "none";
+        json_t *parts = json_array();
+        for (; j < nw && w[j].start == w[i].start; j++) {
+            if (!w[j].indexed) {
+                indexing = true;
+            } else {
+                recs += w[j].records;
+                bytes += w[j].bytes;
+                index = w[j].index;
+                cold = cold || w[j].cold;
+            }
+            if (w[j].version > version)
+                version = w[j].version;
+            json_array_append_new(parts, json_pack("{s:s,s:I,s:s,s:I}", "node", w[j].node,
+                                                   "version", (json_int_t)w[j].version, "state",
+                                                   w[j].indexed ? "indexed" : "indexing", "records",
+                                                   (json_int_t)w[j].records));
+        }
+        json_array_append_new(
+            a, json_pack("{s:I,s:I,s:s,s:I,s:I,s:I,s:s,s:b,s:o}", "start", (json_int_t)w[i].start,
+                         "end", (json_int_t)w[i].end, "state", indexing ? "indexing" : "indexed",
+                         "version", (json_int_t)version, "records", (json_int_t)recs, "bytes",
+                         (json_int_t)bytes, "index", index, "cold", cold, "parts", parts));
+        i = j;
+    }
+    free(w);
+    st_http_json(resp, 200, a);
+}
+
+static json_t *indexed_record(struct idx_coll *c, struct idx_part *p, uint32_t rec)
+{
+    const struct cfg_collection *cc = idx_coll_cfg(c);
+    struct store_seg_record r;
+    store_segment_record(p->seg, rec, &r);
+    uint8_t *meta = NULL;
+    uint32_t ml = 0;
+    if (store_segment_meta(p->seg, rec, &meta, &ml) != ST_OK)
+        return NULL;
+    json_t *o =
+        json_pack("{s:o,s:I,s:o,s:o,s:{s:I,s:I},s:I,s:I,s:s}", "id",
+                  st_api_id_json(is_u64(c), r.id, r.id_len), "ts", (json_int_t)r.ts, "vector",
+                  st_api_vec_json(store_segment_vectors(p->seg) + (size_t)rec * cc->dim, cc->dim),
+                  "meta", st_api_meta_json(meta, ml), "window", "start", (json_int_t)p->e.start,
+                  "end", (json_int_t)p->e.end, "partition", (json_int_t)r.partition, "offset",
+                  (json_int_t)r.offset, "node", p->e.node);
+    free(meta);
+    return o;
+}
+
+/* Is version a (ts, partition, offset) newer than b? */
+static bool newer(json_t *a, json_t *b)
+{
+    int64_t x[3] = {json_integer_value(json_object_get(a, "ts")),
+                    json_integer_value(json_object_get(a, "partition")),
+                    json_integer_value(json_object_get(a, "offset"))};
+    int64_t y[3] = {json_integer_value(json_object_get(b, "ts")),
+                    json_integer_value(json_object_get(b, "partition")),
+                    json_integer_value(json_object_get(b, "offset"))};
+    for (int i = 0; i < 3; i++)
+        if (x[i] != y[i])
+            return x[i] > y[i];
+    return false;
+}
+
+/* GET /records/{id}: the newest version among the indexed windows and (strong, the default)
+ * every live ingest node's data, deletes included. */
+static void do_record(struct indexer_http *h, struct idx_coll *c, const char *ids,
+                      const struct st_http_req *req, struct st_http_resp *resp)
+{
+    const struct cfg_collection *cc = idx_coll_cfg(c);
+    uint8_t id[ST_API_ID_MAX];
+    uint32_t len;
+    if (!st_api_parse_id(is_u64(c), cc->name, ids, id, &len, resp))
+        return;
+    const char *cons = st_http_query(req, "consistency");
+    if (cons != NULL && strcmp(cons, "strong") != 0 && strcmp(cons, "indexed") != 0) {
+        st_http_error(resp, 400, "invalid_argument", "consistency is \"strong\" or \"indexed\"");
+        return;
+    }
+    bool strong = cons == NULL || strcmp(cons, "strong") == 0;
+    struct idx_view *v = idx_coll_view(c);
+    struct idx_part *p;
+    uint32_t rec;
+    json_t *best = NULL;
+    bool best_deleted = false;
+    if (idx_view_get(v, id, len, true, &p, &rec) == ST_OK) {
+        if ((best = indexed_record(c, p, rec)) == NULL) {
+            st_http_error(resp, 500, "internal", "reading '%s' from %s: damaged or no memory", ids,
+                          p->seg_path);
+            goto out;
+        }
+        struct store_seg_record r;
+        store_segment_record(p->seg, rec, &r);
+        best_deleted = r.op != STORE_OP_UPSERT;
+    }
+    if (strong) {
+        struct idx_nodes *ns = idx_service_nodes(h->svc);
+        struct idx_node *nodes = NULL;
+        size_t nn = 0;
+        if (!idx_nodes_settled(ns) || idx_nodes_live(ns, cc->name, &nodes, &nn) != ST_OK) {
+            st_http_error(resp, 503, "not_ready",
+                          "discovering ingest nodes; retry, or ask with ?consistency=indexed");
+            goto out;
+        }
+        struct idx_call *calls = calloc(nn + 1, sizeof(*calls));
+        char(*urls)[1024] = calloc(nn + 1, sizeof(*urls));
+        bool failed = calls == NULL || urls == NULL;
+        for (size_t i = 0; !failed && i < nn; i++) {
+            char *esc = NULL;
+            json_t *ij = st_api_id_json(is_u64(c), id, len);
+            /* the id is percent-encoded byte by byte: ids may hold any character */
+            size_t el = 0;
+            const char *raw = json_is_string(ij) ? json_string_value(ij) : NULL;
+            char num[32];
+            if (raw == NULL) {
+                snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(ij));
+                raw = num;
+            }
+            esc = malloc(strlen(raw) * 3 + 1);
+            for (const char *q = raw; esc != NULL && *q; q++)
+                el += (size_t)sprintf(esc + el, "%%%02X", (unsigned char)*q);
+            if (esc != NULL)
+                snprintf(urls[i], sizeof(urls[i]), "%s/v1/collections/%s/records/%s?deleted=true",
+                         nodes[i].url, cc->name, esc);
+            free(esc);
+            json_decref(ij);
+            calls[i].url = urls[i];
+        }
+        if (!failed)
+            idx_client_run(calls, nn, idx_service_opts(h->svc)->token,
+                           idx_service_opts(h->svc)->fresh_timeout_ms);
+        for (size_t i = 0; !failed && i < nn; i++) {
+            if (calls[i].status == 404)
+                continue;
+            json_t *o = calls[i].status == 200 ? json_loads(calls[i].resp, 0, NULL) : NULL;
+            if (o == NULL) {
+                st_http_error(resp, 503, "not_ready", "ingest node %s (%s) did not answer: %s",
+                              nodes[i].node, nodes[i].url,
+                              calls[i].status ? "an error" : calls[i].error);
+                failed = true;
+                break;
+            }
+            if (best == NULL || newer(o, best)) {
+                json_decref(best);
+                best = o;
+                best_deleted = json_is_true(json_object_get(o, "deleted"));
+            } else {
+                json_decref(o);
+            }
+        }
+        for (size_t i = 0; calls != NULL && i < nn; i++)
+            idx_call_free(&calls[i]);
+        free(calls);
+        free(urls);
+        free(nodes);
+        if (failed) {
+            if (resp->status == 0)
+                st_http_error(resp, 500, "internal", "out of memory");
+            goto out;
+        }
+    }
+    if (best == NULL || best_deleted)
+        st_http_error(resp, 404, "not_found", "no record '%s' in collection '%s'", ids, cc->name);
+    else
+        st_http_json(resp, 200, json_incref(best));
+out:
+    json_decref(best);
+    idx_view_release(v);
+}
+
+static void do_search(struct indexer_http *h, struct idx_coll *c, const struct st_http_req *req,
+                      struct st_http_resp *resp)
+{
+    int64_t t0 = st_clock_mono_ns(NULL);
+    const struct cfg_collection *cc = idx_coll_cfg(c);
+    bool cosine = cc->metric == CFG_METRIC_COSINE;
+    struct st_api_search sq;
+    if (!st_api_search_parse(req, cc->name, cc->dim, cosine, NULL, &sq, resp))
+        return;
+    struct idx_search_req q = {.vec = sq.vec,
+                               .k = sq.k,
+                               .ef = sq.ef,
+                               .nprobe = sq.nprobe,
+                               .from_ts = sq.from_ts,
+                               .to_ts = sq.to_ts,
+                               .strong = sq.strong,
+                               .with_meta = sq.with_meta,
+                               .with_vec = sq.with_vec};
+    struct idx_search_res res;
+    struct st_err err = {0};
+    int rc = idx_search_run(h->svc, c, &q, &res, &err);
+    atomic_fetch_add(&h->searches, 1);
+    if (rc != ST_OK) {
+        atomic_fetch_add(&h->search_errors, 1);
+        if (rc == ST_EBUSY)
+            st_http_error(resp, 503, "not_ready", "%s", err.msg);
+        else
+            st_http_error(resp, 500, "internal", "search: %s",
+                          err.msg[0] ? err.msg : st_strerror(rc));
+        st_api_search_free(&sq);
+        return;
+    }
+    json_t *hits = json_array();
+    for (size_t i = 0; i < res.n; i++) {
+        const struct idx_search_hit *x = &res.hits[i];
+        double dist = cosine ? 1.0 + x->dist : x->dist;
+        json_t *o = json_pack("{s:o,s:f,s:I}", "id", st_api_id_json(is_u64(c), x->id, x->id_len),
+                              "distance", dist, "ts", (json_int_t)x->ts);
+        if (x->fresh != NULL) {
+            if (sq.with_meta)
+                json_object_set(o, "meta", json_object_get(x->fresh, "meta"));
+            if (sq.with_vec)
+                json_object_set(o, "vector", json_object_get(x->fresh, "vector"));
+        } else {
+            if (sq.with_meta) {
+                uint8_t *meta = NULL;
+                uint32_t ml = 0;
+                if (store_segment_meta(x->part->seg, x->rec, &meta, &ml) != ST_OK) {
+                    json_decref(o);
+                    json_decref(hits);
+                    st_http_error(resp, 500, "internal",
+                                  "reading a meta from %s: damaged or no "
+                                  "memory",
+                                  x->part->seg_path);
+                    goto out;
+                }
+                json_object_set_new(o, "meta", st_api_meta_json(meta, ml));
+                free(meta);
+            }
+            if (sq.with_vec)
+                json_object_set_new(
+                    o, "vector",
+                    st_api_vec_json(store_segment_vectors(x->part->seg) + (size_t)x->rec * cc->dim,
+                                    cc->dim));
+        }
+        json_array_append_new(hits, o);
+    }
+    double took = (double)(st_clock_mono_ns(NULL) - t0) / 1e9;
+    st_hist_observe(&h->search_hist, took);
+    st_http_json(resp, 200,
+                 json_pack("{s:o,s:I,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
+                           (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
+                           "fresh_records_scanned", (json_int_t)res.fresh_scanned, "ingest_nodes",
+                           (json_int_t)res.nodes, "took_ms", took * 1e3));
+out:
+    idx_search_res_free(&res);
+    st_api_search_free(&sq);
+}
+
+static void metrics_text(struct indexer_http *h, struct st_text *t)
+{
+    idx_service_metrics(h->svc, t);
+    st_prom_head(t, "strata_search_seconds", "histogram", "Search latency (HTTP handler)");
+    st_prom_hist(t, "strata_search_seconds", NULL, &h->search_hist);
+    st_prom_head(t, "strata_search_errors_total", "counter", "Searches answered with an error");
+    st_prom_sample(t, "strata_search_errors_total", NULL, (double)atomic_load(&h->search_errors));
+}
+
+static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)
+{
+    struct indexer_http *h = ctx;
+    const char *p = req->path;
+    bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    bool post = strcmp(req->method, "POST") == 0;
+    if (strcmp(p, "/healthz") == 0 && get) {
+        st_http_json(
+            resp, 200,
+            json_pack("{s:s,s:s,s:s}", "status", "ok", "node", h->node, "role", "indexer"));
+        return;
+    }
+    if (!atomic_load(&h->ready)) {
+        st_http_error(resp, 503, "not_ready", "starting: loading the catalogs");
+        return;
+    }
+    if (strcmp(p, "/readyz") == 0 && get) {
+        char why[256];
+        if (idx_service_ready(h->svc, why, sizeof(why)))
+            st_http_json(resp, 200, json_pack("{s:b,s:s}", "ready", 1, "node", h->node));
+        else
+            st_http_error(resp, 503, "not_ready", "%s", why);
+        return;
+    }
+    if (strcmp(p, "/metrics") == 0 && get) {
+        struct st_text t = {0};
+        metrics_text(h, &t);
+        if (t.oom)
+            st_http_error(resp, 500, "internal", "out of memory");
+        else
+            st_http_text(resp, 200, "text/plain; version=0.0.4", t.p ? t.p : "", t.len);
+        st_text_free(&t);
+        return;
+    }
+    static const char colls[] = "/v1/collections";
+    if (strcmp(p, colls) == 0 && get) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < idx_service_ncoll(h->svc); i++)
+            json_array_append_new(a, coll_json(idx_service_coll_at(h->svc, i)));
+        st_http_json(resp, 200, json_pack("{s:o}", "collections", a));
+        return;
+    }
+    if (strncmp(p, colls, sizeof(colls) - 1) == 0 && p[sizeof(colls) - 1] == '/') {
+        const char *name = p + sizeof(colls), *slash = strchr(name, '/');
+        size_t nl = slash != NULL ? (size_t)(slash - name) : strlen(name);
+        struct idx_coll *c = idx_service_coll(h->svc, name, nl);
+        if (c == NULL) {
+            st_http_error(resp, 404, "not_found", "no collection '%.*s'", (int)nl, name);
+            return;
+        }
+        const char *rest = slash != NULL ? slash : "";
+        if (rest[0] == '\0' && get) {
+            st_http_json(resp, 200, coll_json(c));
+            return;
+        }
+        if (strcmp(rest, "/windows") == 0 && get) {
+            do_windows(c, resp);
+            return;
+        }
+        if (strncmp(rest, "/records/", 9) == 0 && get) {
+            do_record(h, c, rest + 9, req, resp);
+            return;
+        }
+        if (strcmp(rest, "/search") == 0 && post) {
+            do_search(h, c, req, resp);
+            return;
+        }
+        if (strcmp(rest, "/search") == 0) {
+            st_http_error(resp, 405, "method_not_allowed", "search is POST");
+            st_http_resp_header(resp, "Allow", "POST");
+            return;
+        }
+    }
+    st_http_error(resp, 404, "not_found", "no route for %s %s", req->method, p);
+}
+
+int indexer_http_start(const struct indexer_http_opts *o, struct indexer_http **out,
+                       struct st_err *err)
+{
+    *out = NULL;
+    struct indexer_http *h = calloc(1, sizeof(*h));
+    if (h == NULL || (h->node = strdup(o->node_id)) == NULL) {
+        free(h);
+        return ST_ENOMEM;
+    }
+    st_hist_init(&h->search_hist, &st_hist_latency);
+    static const char *const open_paths[] = {"/healthz", "/readyz", "/metrics", NULL};
+    struct st_http_opts ho = {.listen = o->listen,
+                              .max_body = o->max_body,
+                              .auth_token_file = o->auth_token_file,
+                              .open_paths = open_paths,
+                              .threads = o->threads ? o->threads : 4,
+                              .handler = handle,
+                              .ctx = h};
+    int rc = st_http_start(&ho, &h->srv, err);
+    if (rc != ST_OK) {
+        free(h->node);
+        free(h);
+        return rc;
+    }
+    *out = h;
+    return ST_OK;
+}
+
+uint16_t indexer_http_port(const struct indexer_http *h)
+{
+    return st_http_port(h->srv);
+}
+
+void indexer_http_ready(struct indexer_http *h, struct idx_service *svc)
+{
+    h->svc = svc;
+    atomic_store(&h->ready, true);
+}
+
+void indexer_http_stop(struct indexer_http *h)
+{
+    if (h == NULL)
+        return;
+    st_http_stop(h->srv);
+    free(h->node);
+    free(h);
+}
