@@ -75,9 +75,18 @@ void st_daemon_arm_test_faults(const char *comp)
         return;
     snprintf(sites, sizeof(sites), "%s", env);
     char *save = NULL;
-    for (char *site = strtok_r(sites, ",", &save); site != NULL; site = strtok_r(NULL, ",", &save))
-        if (st_fault_arm(site, 0, 0, ST_EIO) == ST_OK)
-            st_log_warn(comp, "test fault point armed: %s", site);
+    for (char *site = strtok_r(sites, ",", &save); site != NULL;
+         site = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(site, '=');
+        int code = ST_EIO;
+        if (eq != NULL) { /* "site=crash": SIGKILL there (a crash point) */
+            *eq = '\0';
+            code = strcmp(eq + 1, "crash") == 0 ? ST_FAULT_CRASH : ST_EIO;
+        }
+        if (st_fault_arm(site, 0, 0, code) == ST_OK)
+            st_log_warn(comp, "test fault point armed: %s%s", site,
+                        code == ST_FAULT_CRASH ? " (crash)" : "");
+    }
 #else
     (void)comp;
 #endif

@@ -84,11 +84,15 @@ struct cfg {
     } store;
     struct {
         char *listen;
+        char *advertise_url;          /* NULL: http:// + listen (hostname for a wildcard host) */
+        int64_t announce_interval_ms; /* strata.nodes.<node_id> cadence (default 2 s) */
     } ingest;
     struct {
         char *listen;
         uint32_t build_threads;
         uint64_t memory_budget;
+        char **ingest_nodes; /* pinned ingest node URLs instead of discovery (NULL: discover) */
+        size_t n_ingest_nodes;
     } indexer;
     struct {
         char *auth_token_file; /* NULL: no auth */

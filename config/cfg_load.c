@@ -508,7 +508,11 @@ void cfg_free(struct cfg *c)
     }
     free(c->collections);
     free(c->ingest.listen);
+    free(c->ingest.advertise_url);
     free(c->indexer.listen);
+    for (size_t i = 0; i < c->indexer.n_ingest_nodes; i++)
+        free(c->indexer.ingest_nodes[i]);
+    free(c->indexer.ingest_nodes);
     free(c->http.auth_token_file);
     free(c);
 }

@@ -389,8 +389,60 @@ static const struct cfg_field store_fields[] = {
     {0},
 };
 
+static const char *check_http_url(const char *s)
+{
+    if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)
+        return "must be an http:// or https:// URL";
+    if (strlen(s) > 400)
+        return "must be at most 400 characters";
+    const char *host = s + (s[4] == 's' ? 8 : 7);
+    if (*host == '\0' || *host == '/' || *host == ':')
+        return "must name a host";
+    return NULL;
+}
+
+/* indexer.ingest_nodes: a list of ingest node URLs. */
+static void parse_ingest_nodes(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
+{
+    struct cfg *c = base;
+    if (v->type == YAML_SCALAR_NODE && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        (v->data.scalar.length == 0 || strcmp((char *)v->data.scalar.value, "null") == 0))
+        return;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        cfg_ld_error(ld, v, path, "expected a list of ingest node URLs (http://host:port)");
+        return;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    c->indexer.ingest_nodes = calloc(n ? n : 1, sizeof(*c->indexer.ingest_nodes));
+    if (c->indexer.ingest_nodes == NULL) {
+        cfg_ld_error(ld, v, path, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(ld->doc, v->data.sequence.items.start[i]);
+        char ip[CFG_PATH_MAX];
+        snprintf(ip, sizeof(ip), "%s[%zu]", path, i);
+        bool is_null;
+        char *u = it != NULL ? cfg_scalar(ld, it, ip, &is_null) : NULL;
+        if (u == NULL) {
+            if (it != NULL && is_null)
+                cfg_ld_error(ld, it, ip, "must not be null");
+            continue;
+        }
+        const char *why = check_http_url(u);
+        if (why != NULL) {
+            cfg_ld_error(ld, it, ip, "\"%s\" %s", u, why);
+            free(u);
+            continue;
+        }
+        c->indexer.ingest_nodes[c->indexer.n_ingest_nodes++] = u;
+    }
+}
+
 static const struct cfg_field ingest_fields[] = {
     STR("listen", struct cfg, ingest.listen, false, false, check_listen),
+    STR("advertise_url", struct cfg, ingest.advertise_url, false, true, check_http_url),
+    DUR("announce_interval", struct cfg, ingest.announce_interval_ms, false, false, 100, MIN),
     {0},
 };
 
@@ -398,6 +450,7 @@ static const struct cfg_field indexer_fields[] = {
     STR("listen", struct cfg, indexer.listen, false, false, check_listen),
     U32("build_threads", struct cfg, indexer.build_threads, false, 1, 256),
     SIZE("memory_budget", struct cfg, indexer.memory_budget, false, false, 64 * MiB, 0),
+    {.key = "ingest_nodes", .type = CFG_F_CUSTOM, .custom = parse_ingest_nodes},
     {0},
 };
 
@@ -444,6 +497,7 @@ void cfg_set_defaults(struct cfg *c)
     c->store.wal_sync = CFG_WAL_SYNC_BATCH;
     c->store.wal_sync_interval_ms = 5;
     c->ingest.listen = strdup("127.0.0.1:7070");
+    c->ingest.announce_interval_ms = 2 * SEC;
     c->indexer.listen = strdup("127.0.0.1:7080");
     c->indexer.build_threads = 2;
     c->indexer.memory_budget = 8 * GiB;

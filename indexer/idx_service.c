@@ -431,6 +431,10 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
         out = JOB_RETRY;
         goto done;
     }
+    st_log_info(
+        LOG_COMP,
+        "building coll=%s node=%s start=%" PRId64 " version=%u records=%" PRIu64 " index=%s%s",
+        c->cfg->name, e.node, e.start, e.version, e.records, e.index, cold ? " (cold)" : "");
     int64_t t0 = st_clock_mono_ns(NULL);
     rc = idx_part_build(&e, seg, idxp, ix, c->metric, 1, &s->stop, &p, &err);
     if (rc == ST_ECLOSED) {

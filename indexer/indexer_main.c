@@ -99,7 +99,11 @@ int main(int argc, char **argv)
                                    .node_id = cfg->node_id};
     if (indexer_http_start(&ho, &http, &err) != ST_OK)
         goto fail;
-    struct idx_service_opts so = {.cfg = cfg, .dir = dir, .token = token};
+    struct idx_service_opts so = {.cfg = cfg,
+                                  .dir = dir,
+                                  .token = token,
+                                  .ingest_nodes = (const char *const *)cfg->indexer.ingest_nodes,
+                                  .n_ingest_nodes = cfg->indexer.n_ingest_nodes};
     if (idx_service_start(&so, &svc, &err) != ST_OK)
         goto fail;
     indexer_http_ready(http, svc);

@@ -24,7 +24,9 @@
 #include "dlq.h"
 #include "ingest_http.h"
 #include "outbox_pub.h"
+#include "announce.h"
 #include "st_clock.h"
+#include "st_daemon.h"
 #include "st_fault.h"
 #include "st_http.h"
 #include "st_log.h"
@@ -33,21 +35,6 @@
 #include "twcs.h"
 
 static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
-
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: strata-ingest --config FILE [--check-config]\n"
-               "       strata-ingest --version | --help\n"
-               "Consumes the configured Kafka topics into time-windowed stores, publishes\n"
-               "sealed windows on NATS and serves HTTP on ingest.listen (docs/http.md).\n"
-               "Exit: 0 clean stop, 1 runtime failure, 2 bad usage or configuration.\n");
-}
 
 /* The host other nodes reach this one by: the listen host, or the hostname for a wildcard. */
 static void advertise_host(const char *listen, char *host, size_t cap)
@@ -61,26 +48,6 @@ static void advertise_host(const char *listen, char *host, size_t cap)
     }
 }
 
-/*
- * Builds with assertions (the sanitizer builds the tests run in) arm the fault points named in
- * $STRATA_FAULT_POINTS ("site,site": each fires every time it is evaluated): how the black-box
- * tests make a race lose on purpose (docs/testing.md). Release builds ignore the variable.
- */
-static void arm_test_faults(void)
-{
-#ifndef NDEBUG
-    const char *env = getenv("STRATA_FAULT_POINTS");
-    static char sites[1024]; /* st_fault keeps the names: they must outlive the run */
-    if (env == NULL || *env == '\0')
-        return;
-    snprintf(sites, sizeof(sites), "%s", env);
-    char *save = NULL;
-    for (char *site = strtok_r(sites, ",", &save); site != NULL; site = strtok_r(NULL, ",", &save))
-        if (st_fault_arm(site, 0, 0, ST_EIO) == ST_OK)
-            st_log_warn("ingest", "test fault point armed: %s", site);
-#endif
-}
-
 struct coll_rt {
     struct twcs *twcs;
     struct outbox_pub *pub;
@@ -89,29 +56,15 @@ struct coll_rt {
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    bool check = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-            path = argv[++i];
-        else if (strcmp(argv[i], "--check-config") == 0)
-            check = true;
-        else if (strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--version") == 0) {
-            printf("strata-ingest %s\n", STRATA_VERSION);
-            return 0;
-        } else {
-            fprintf(stderr, "strata-ingest: unknown or incomplete argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (path == NULL) {
-        usage(stderr);
-        return 2;
-    }
+    const char *path;
+    bool check;
+    int rc0 = st_daemon_args(argc, argv, "strata-ingest",
+                             "Consumes the configured Kafka topics into time-windowed stores, "
+                             "publishes\nsealed windows on NATS and serves HTTP on ingest.listen "
+                             "(docs/http.md).\n",
+                             &path, &check);
+    if (rc0 >= 0)
+        return rc0;
     if (check)
         return cfg_check_main(path, stdout, stderr);
     struct cfg *cfg;
@@ -122,7 +75,7 @@ int main(int argc, char **argv)
         return 2;
     }
     st_log_set_level((enum st_log_level)cfg->log.level);
-    arm_test_faults();
+    st_daemon_arm_test_faults("ingest");
     if (strcmp(cfg->kafka.brokers, "embedded") == 0 || strcmp(cfg->nats.url, "embedded") == 0) {
         fprintf(stderr,
                 "%s: kafka.brokers / nats.url \"embedded\" is for `strata demo` (one "
@@ -131,10 +84,7 @@ int main(int argc, char **argv)
         cfg_free(cfg);
         return 2;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    st_daemon_signals(&stop_requested);
 
     int exit_code = 1;
     struct st_err err = {0};
@@ -146,6 +96,7 @@ int main(int argc, char **argv)
     struct dlq *dlq = NULL;
     struct ing_consumer *cons = NULL;
     struct ingest_http *http = NULL;
+    struct announce *ann = NULL;
     if (rt == NULL || ic == NULL || props == NULL || hc == NULL)
         goto out;
     for (size_t i = 0; i < cfg->kafka.n_properties; i++) {
@@ -164,15 +115,43 @@ int main(int argc, char **argv)
                                   .node_id = cfg->node_id};
     if (ingest_http_start(&ho, &http, &err) != ST_OK)
         goto fail;
-    char host[256];
-    advertise_host(cfg->ingest.listen, host, sizeof(host));
-    bool v6 = strchr(host, ':') != NULL;
+    char url[512];
+    if (cfg->ingest.advertise_url != NULL) {
+        snprintf(url, sizeof(url), "%s", cfg->ingest.advertise_url);
+        size_t ul = strlen(url);
+        while (ul > 0 && url[ul - 1] == '/')
+            url[--ul] = '\0';
+    } else {
+        char host[256];
+        advertise_host(cfg->ingest.listen, host, sizeof(host));
+        bool v6 = strchr(host, ':') != NULL;
+        snprintf(url, sizeof(url), "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
+                 ingest_http_port(http));
+    }
+    /* SPEC.md §6: this daemon's files live under <data_dir>/ingest/; a collection a data_dir
+     * from before that rule holds at <data_dir>/<name> stays there. */
+    char base[3000];
+    snprintf(base, sizeof(base), "%s/ingest", cfg->data_dir);
+    if ((mrc = store_fs_mkdir(NULL, base, "ingest.mkdir")) != ST_OK) {
+        st_log_error("ingest", "%s: %s", base, st_strerror(mrc));
+        goto out;
+    }
     for (size_t i = 0; i < nc; i++) {
         const struct cfg_collection *cc = &cfg->collections[i];
-        snprintf(rt[i].dir, sizeof(rt[i].dir), "%s/%s", cfg->data_dir, cc->name);
-        char seg_base[512];
-        snprintf(seg_base, sizeof(seg_base), "http://%s%s%s:%u/v1/segments/%s", v6 ? "[" : "", host,
-                 v6 ? "]" : "", ingest_http_port(http), cc->name);
+        char old[3000], cur[3100];
+        struct stat sb;
+        snprintf(old, sizeof(old), "%s/%s", cfg->data_dir, cc->name);
+        snprintf(cur, sizeof(cur), "%s/CURRENT", old);
+        snprintf(rt[i].dir, sizeof(rt[i].dir), "%s/%s", base, cc->name);
+        if (stat(cur, &sb) == 0 && stat(rt[i].dir, &sb) != 0) {
+            st_log_notice("ingest",
+                          "collection %s: using %s (a data_dir from before the "
+                          "ingest/ subdirectory)",
+                          cc->name, old);
+            snprintf(rt[i].dir, sizeof(rt[i].dir), "%s", old);
+        }
+        char seg_base[700];
+        snprintf(seg_base, sizeof(seg_base), "%s/v1/segments/%s", url, cc->name);
         struct outbox_pub_opts po = {.url = cfg->nats.url,
                                      .stream = cfg->nats.stream,
                                      .node_id = cfg->node_id,
@@ -224,16 +203,36 @@ int main(int argc, char **argv)
     if (ing_consumer_open(&co, &cons, &err) != ST_OK)
         goto fail;
     ingest_http_ready(http, hc, nc, cons);
+    const char **names = calloc(nc ? nc : 1, sizeof(*names));
+    for (size_t i = 0; names != NULL && i < nc; i++)
+        names[i] = cfg->collections[i].name;
+    struct announce_opts ao = {.nats_url = cfg->nats.url,
+                               .node_id = cfg->node_id,
+                               .url = url,
+                               .collections = names,
+                               .ncoll = nc,
+                               .interval_ms = cfg->ingest.announce_interval_ms};
+    int arc = names != NULL ? announce_start(&ao, &ann, &err) : ST_ENOMEM;
+    free(names);
+    if (arc != ST_OK)
+        goto fail;
     st_log_notice("ingest", "%s: consuming %zu collection(s) in group %s; HTTP on port %u",
                   cfg->node_id, nc, cfg->kafka.group_id, ingest_http_port(http));
     sd_notifyf(0, "READY=1\nSTATUS=consuming %zu collection(s)", nc);
     uint64_t wd_usec = 0;
     bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
-    int64_t next_wd = 0, next_status = 0;
+    int64_t next_wd = 0, next_status = 0, next_announce = 0;
     while (!stop_requested) {
         if (ing_consumer_poll(cons, 100, &err) != ST_OK)
             goto fail;
         int64_t now = st_clock_mono_ns(NULL) / 1000000;
+        if (now >= next_announce) { /* the assignment, as of the last poll */
+            struct ing_metrics im = {0};
+            if (ing_consumer_metrics(cons, &im) == ST_OK)
+                announce_tick(ann, im.lag, im.nlag);
+            ing_metrics_free(&im);
+            next_announce = now + 250;
+        }
         if (watchdog && now >= next_wd) {
             sd_notify(0, "WATCHDOG=1");
             next_wd = now + (int64_t)(wd_usec / 2000);
@@ -255,6 +254,7 @@ fail:
     st_log_error("ingest", "%s", err.msg[0] ? err.msg : "failed");
     exit_code = 1;
 out:
+    announce_stop(ann);     /* goodbye: indexers stop asking this node */
     ingest_http_stop(http); /* no reads while the stores close */
     if (ing_consumer_close(cons) != ST_OK)
         exit_code = 1;

@@ -183,12 +183,13 @@ static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **
     if (s == NATS_OK)
         s = natsConnection_JetStream(js, *nc, NULL);
     if (s == NATS_OK) {
-        const char *subjects[] = {"strata.>"};
+        /* Not strata.>: node announcements (strata.nodes.*) are core NATS, not stored. */
+        const char *subjects[] = {"strata.*.sealed", "strata.*.expired", "strata.*.indexed"};
         jsStreamConfig sc;
         jsStreamConfig_Init(&sc);
         sc.Name = p->stream;
         sc.Subjects = subjects;
-        sc.SubjectsLen = 1;
+        sc.SubjectsLen = 3;
         sc.Storage = js_FileStorage;
         jsErrCode jerr = 0;
         jsStreamInfo *si = NULL;
@@ -198,10 +199,11 @@ static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **
             s = NATS_OK; /* created by another node or an earlier run */
         else if (s != NATS_OK)
             st_log_warn("outbox",
-                        "creating stream %s (subjects strata.>): %s, JetStream error %d%s",
+                        "creating stream %s (subjects strata.*.sealed|expired|indexed): %s, "
+                        "JetStream error %d%s",
                         p->stream, natsStatus_GetText(s), (int)jerr,
                         jerr == JSStreamSubjectOverlapErr
-                            ? " (another stream already holds strata.> subjects)"
+                            ? " (another stream already holds strata.* subjects)"
                             : "");
     }
     if (s != NATS_OK) {

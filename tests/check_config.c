@@ -296,6 +296,38 @@ START_TEST(test_error_positions)
 }
 END_TEST
 
+/* SPEC.md §6: ingest.advertise_url, ingest.announce_interval, indexer.ingest_nodes. */
+START_TEST(test_nodes_keys)
+{
+    struct cfg *c = load_ok(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n");
+    ck_assert_ptr_null(c->ingest.advertise_url);
+    ck_assert_int_eq(c->ingest.announce_interval_ms, 2000);
+    ck_assert_uint_eq(c->indexer.n_ingest_nodes, 0);
+    cfg_free(c);
+    c = load_ok(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                     "ingest: {advertise_url: 'http://ingest-1.example:7070', announce_interval: "
+                     "500ms}\n"
+                     "indexer: {ingest_nodes: ['http://a:7070', 'https://b:7071/']}\n");
+    ck_assert_str_eq(c->ingest.advertise_url, "http://ingest-1.example:7070");
+    ck_assert_int_eq(c->ingest.announce_interval_ms, 500);
+    ck_assert_uint_eq(c->indexer.n_ingest_nodes, 2);
+    ck_assert_str_eq(c->indexer.ingest_nodes[1], "https://b:7071/");
+    cfg_free(c);
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "ingest: {advertise_url: 'ftp://x:1'}\n",
+             "t.yaml:6:25: ingest.advertise_url:", "http://");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "ingest: {announce_interval: 10ms}\n",
+             "t.yaml:6:29: ingest.announce_interval:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "indexer: {ingest_nodes: 'http://a:1'}\n",
+             "t.yaml:6:25: indexer.ingest_nodes:", "list");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "indexer: {ingest_nodes: ['http://a:1', 'a:2']}\n",
+             "t.yaml:6:40: indexer.ingest_nodes[1]:", "http://");
+}
+END_TEST
+
 START_TEST(test_all_errors_reported)
 {
     struct cfg_errors errs = {0};
@@ -364,6 +396,7 @@ int main(void)
     tcase_add_test(tc, test_env_expansion);
     tcase_add_test(tc, test_error_positions);
     tcase_add_test(tc, test_all_errors_reported);
+    tcase_add_test(tc, test_nodes_keys);
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_cli_check_config);
     suite_add_tcase(s, tc);

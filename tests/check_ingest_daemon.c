@@ -268,7 +268,7 @@ static long http_status(const char *url, const char *token, const char *body)
 static struct store *open_daemon_store(const struct env *e)
 {
     char sdir[700];
-    snprintf(sdir, sizeof(sdir), "%s/docs", e->data);
+    snprintf(sdir, sizeof(sdir), "%s/ingest/docs", e->data); /* SPEC.md §6 layout */
     struct store_opts so = {.dir = sdir, .dim = 4, .read_only = true};
     struct store *s;
     struct st_err err = {0};
