@@ -1155,6 +1155,10 @@ bool idx_service_ready(struct idx_service *s, char *why, size_t cap)
         snprintf(why, cap, "nats: not connected to %s", s->cfg->nats.url);
         return false;
     }
+    if (!idx_nodes_settled(s->nodes)) {
+        snprintf(why, cap, "discovering ingest nodes (strong searches need all of them)");
+        return false;
+    }
     return true;
 }
 

@@ -1,0 +1,613 @@
+/*
+ * strata-indexer as a process, with strata-ingest, the real Kafka broker and nats-server:
+ * Fashion-MNIST produced through Kafka as JSON into four event-time windows is sealed,
+ * indexed and searched over HTTP (recall against exact search), fresh records are found with
+ * `strong` and not with `indexed`, get-by-id, upserts into a later window and deletes, every
+ * bad request's 4xx, a SIGKILL and restart without rebuilds, a second indexer killed in the
+ * middle of its builds that then answers exactly as the first, and redelivered events.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "st_clock.h"
+#include "st_daemon_test.h"
+#include "st_kafka_test.h"
+#include "st_nats_test.h"
+#include "st_test.h"
+
+#define DIM     784
+#define PER_WIN 600 /* train vectors per window */
+#define NWIN    4
+#define NTRAIN  (PER_WIN * NWIN)
+#define NQ      100
+#define TOKEN   "s3cret"
+
+static float *train, *test;
+
+/* n images of an idx3-ubyte.gz as floats 0..255. */
+static float *load_idx(const char *name, size_t n)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "gzip -dc /usr/share/datasets/fashion-mnist/%s", name);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    unsigned char hdr[16];
+    ck_assert_uint_eq(fread(hdr, 1, 16, p), 16);
+    unsigned char *px = malloc(n * DIM);
+    ck_assert_uint_eq(fread(px, 1, n * DIM, p), n * DIM);
+    pclose(p);
+    float *v = malloc(n * DIM * sizeof(float));
+    for (size_t i = 0; i < n * DIM; i++)
+        v[i] = px[i];
+    free(px);
+    return v;
+}
+
+struct env {
+    const char *brokers, *nats, *ingest_bin, *indexer_bin;
+    char topic[128], dead[128], group[128], stream[64];
+    char *dir;
+    char cfg[600], cfg_b[600], data[600], data_b[600], token[600];
+    int64_t w0; /* first window start */
+};
+
+static void nats_clean(const char *url)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    st_nats_js_open(url, &nc, &js);
+    jsStreamNamesList *l = NULL;
+    if (js_StreamNames(&l, js, NULL, &jerr) == NATS_OK) {
+        for (int i = 0; i < l->Count; i++)
+            NATS_OK(js_DeleteStream(js, l->List[i], NULL, &jerr));
+        jsStreamNamesList_Destroy(l);
+    }
+    st_nats_js_close(nc, js);
+}
+
+static void write_cfg(const struct env *e, const char *path, const char *node, const char *data)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "node_id: %s\n"
+            "data_dir: %s\n"
+            "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  dead_letter_topic: %s\n"
+            "  properties: {session.timeout.ms: \"6000\"}\n"
+            "nats:\n  url: \"%s\"\n  stream: %s\n"
+            "collections:\n  - name: fm\n    dim: %d\n    metric: l2\n    topic: %s\n"
+            "    window: 1m\n    grace: 1s\n    max_lateness: 1h\n"
+            "    index: {type: hnsw, m: 16, ef_construction: 100}\n"
+            "ingest: {listen: \"127.0.0.1:0\", announce_interval: 500ms}\n"
+            "indexer: {listen: \"127.0.0.1:0\", build_threads: 1, memory_budget: 1GiB}\n"
+            "http: {auth_token_file: \"%s\", max_body: 64KiB}\n"
+            "log: {level: info}\n",
+            node, data, e->brokers, e->group, e->dead, e->nats, e->stream, DIM, e->topic, e->token);
+    fclose(f);
+}
+
+static void env_init(struct env *e)
+{
+    e->brokers = st_test_broker("STRATA_TEST_KAFKA");
+    e->nats = st_test_broker("STRATA_TEST_NATS");
+    e->ingest_bin = getenv("STRATA_INGEST");
+    e->indexer_bin = getenv("STRATA_INDEXER");
+    ck_assert_ptr_nonnull(e->ingest_bin);
+    ck_assert_ptr_nonnull(e->indexer_bin);
+    snprintf(e->topic, sizeof(e->topic), "%s", st_test_unique("fm"));
+    snprintf(e->dead, sizeof(e->dead), "%s", st_test_unique("fm-dlq"));
+    snprintf(e->group, sizeof(e->group), "%s", st_test_unique("fm-g"));
+    snprintf(e->stream, sizeof(e->stream), "IDX%d", (int)getpid());
+    st_kafka_create_topic(e->brokers, e->topic, 2);
+    st_kafka_create_topic(e->brokers, e->dead, 1);
+    nats_clean(e->nats);
+    e->dir = st_test_tmpdir("idx");
+    snprintf(e->cfg, sizeof(e->cfg), "%s/strata.yaml", e->dir);
+    snprintf(e->cfg_b, sizeof(e->cfg_b), "%s/strata-b.yaml", e->dir);
+    snprintf(e->data, sizeof(e->data), "%s/data", e->dir);
+    snprintf(e->data_b, sizeof(e->data_b), "%s/data-b", e->dir);
+    snprintf(e->token, sizeof(e->token), "%s/token", e->dir);
+    FILE *tf = fopen(e->token, "w");
+    ck_assert_ptr_nonnull(tf);
+    fprintf(tf, TOKEN "\n");
+    fclose(tf);
+    write_cfg(e, e->cfg, "host-a", e->data);
+    write_cfg(e, e->cfg_b, "host-b", e->data_b); /* a second indexer on another "host" */
+}
+
+/* ---- HTTP ---- */
+
+struct resp {
+    long status;
+    char *body;
+    size_t len;
+};
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    struct resp *r = ud;
+    char *b = realloc(r->body, r->len + sz * n + 1);
+    if (b == NULL)
+        return 0;
+    memcpy(b + r->len, p, sz * n);
+    r->body = b;
+    r->len += sz * n;
+    b[r->len] = '\0';
+    return sz * n;
+}
+
+static struct resp http(unsigned port, const char *path, const char *token, const char *body)
+{
+    struct resp r = {0};
+    char url[1024], auth[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
+    CURL *c = curl_easy_init();
+    struct curl_slist *hs = NULL;
+    if (token != NULL) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        hs = curl_slist_append(hs, auth);
+    }
+    if (body != NULL) {
+        hs = curl_slist_append(hs, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(hs);
+    curl_easy_cleanup(c);
+    if (r.body == NULL)
+        r.body = strdup("");
+    return r;
+}
+
+static json_t *http_json(unsigned port, const char *path, const char *body, long want)
+{
+    struct resp r = http(port, path, TOKEN, body);
+    ck_assert_msg(r.status == want, "%s: HTTP %ld, want %ld: %s", path, r.status, want, r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    ck_assert_msg(j != NULL, "%s: not JSON: %s", path, r.body);
+    free(r.body);
+    return j;
+}
+
+static char *vec_text(const float *v)
+{
+    size_t cap = DIM * 8 + 16, n = 0;
+    char *s = malloc(cap);
+    n += (size_t)snprintf(s + n, cap - n, "[");
+    for (int i = 0; i < DIM; i++)
+        n += (size_t)snprintf(s + n, cap - n, "%s%g", i ? "," : "", v[i]);
+    snprintf(s + n, cap - n, "]");
+    return s;
+}
+
+/* POST search; returns the parsed response (status checked). */
+static json_t *search(unsigned port, const float *q, int k, const char *consistency, bool with_vec,
+                      long want)
+{
+    char *vt = vec_text(q);
+    size_t cap = strlen(vt) + 256;
+    char *body = malloc(cap);
+    snprintf(body, cap, "{\"vector\": %s, \"k\": %d, \"consistency\": \"%s\", \"ef\": 96%s}", vt, k,
+             consistency, with_vec ? ", \"include_vector\": true" : "");
+    json_t *j = http_json(port, "/v1/collections/fm/search", body, want);
+    free(body);
+    free(vt);
+    return j;
+}
+
+static bool hits_have(json_t *res, const char *id)
+{
+    size_t i;
+    json_t *h;
+    json_array_foreach(json_object_get(res, "hits"), i, h)
+    {
+        if (strcmp(json_string_value(json_object_get(h, "id")), id) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* ---- producing ---- */
+
+static void send_json(rd_kafka_t *p, const struct env *e, int part, json_t *msg)
+{
+    char *s = json_dumps(msg, JSON_COMPACT);
+    st_kafka_send(p, e->topic, part, s, strlen(s));
+    free(s);
+    json_decref(msg);
+}
+
+static json_t *rec(const char *id, int64_t ts, const float *v)
+{
+    json_t *vec = json_array();
+    for (int d = 0; d < DIM; d++)
+        json_array_append_new(vec, json_integer((json_int_t)v[d]));
+    return json_pack("{s:s,s:I,s:o}", "id", id, "ts", (json_int_t)ts, "vector", vec);
+}
+
+/*
+ * Windows w0..w3 (1 minute each, 10+ minutes old), PER_WIN train vectors each as t<i>, in
+ * batches of 20 over two partitions; "up-1" upserted in w0 with test[NQ] and again in w2 with
+ * test[NQ+1]; "del-1" upserted in w0 with test[NQ+2] and deleted in w1. Then one record per
+ * partition near now moves the watermark past every window.
+ */
+static void produce_windows(struct env *e)
+{
+    int64_t now = st_clock_wall_ms(NULL);
+    e->w0 = (now - 15 * 60000) / 60000 * 60000;
+    rd_kafka_t *p = st_kafka_producer(e->brokers);
+    for (int b = 0; b < NTRAIN / 20; b++) {
+        json_t *recs = json_array();
+        for (int i = b * 20; i < (b + 1) * 20; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "t%d", i);
+            json_array_append_new(recs,
+                                  rec(id, e->w0 + (int64_t)(i / PER_WIN) * 60000 + i % PER_WIN,
+                                      train + (size_t)i * DIM));
+        }
+        send_json(p, e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
+    }
+    send_json(p, e, 0, rec("up-1", e->w0 + 700, test + (size_t)NQ * DIM));
+    send_json(p, e, 0, rec("del-1", e->w0 + 701, test + (size_t)(NQ + 2) * DIM));
+    send_json(p, e, 1, rec("up-1", e->w0 + 2 * 60000 + 700, test + (size_t)(NQ + 1) * DIM));
+    send_json(p, e, 0,
+              json_pack("{s:s,s:s,s:I}", "id", "del-1", "op", "delete", "ts",
+                        (json_int_t)(e->w0 + 60000 + 702)));
+    for (int part = 0; part < 2; part++)
+        send_json(p, e, part,
+                  rec(part ? "wm-1" : "wm-0", now - 1000, test + (size_t)(NQ + 9) * DIM));
+    ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+}
+
+/* Waits until the indexer on port serves NWIN windows, all indexed (part records summed). */
+static void wait_indexed(struct st_daemon *d, unsigned port, int timeout_ms)
+{
+    int64_t deadline = st_test_now_ms() + timeout_ms;
+    for (;;) {
+        struct resp r = http(port, "/v1/collections/fm/windows", TOKEN, NULL);
+        json_t *a = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+        size_t indexed = 0, i;
+        json_t *w;
+        json_array_foreach(a, i, w)
+        {
+            if (strcmp(json_string_value(json_object_get(w, "state")), "indexed") == 0 &&
+                json_integer_value(json_object_get(w, "start")) < st_clock_wall_ms(NULL) - 120000)
+                indexed++;
+        }
+        json_decref(a);
+        free(r.body);
+        if (indexed >= NWIN)
+            return;
+        st_daemon_assert_clean(d);
+        ck_assert_msg(st_test_now_ms() < deadline, "windows not indexed in time (%zu of %d)",
+                      indexed, NWIN);
+        st_test_sleep_ms(200);
+    }
+}
+
+static float l2(const float *a, const float *b)
+{
+    float s = 0;
+    for (int i = 0; i < DIM; i++)
+        s += (a[i] - b[i]) * (a[i] - b[i]);
+    return s;
+}
+
+/* The ids of the exact top-10 of q over the live records (train + up-1's newest vector). */
+static void exact10(const float *q, char ids[10][32])
+{
+    float best[10];
+    for (int i = 0; i < 10; i++)
+        best[i] = INFINITY;
+    for (int i = 0; i <= NTRAIN; i++) {
+        const float *v = i < NTRAIN ? train + (size_t)i * DIM : test + (size_t)(NQ + 1) * DIM;
+        float d = l2(q, v);
+        if (d >= best[9])
+            continue;
+        int j = 9;
+        while (j > 0 && best[j - 1] > d) {
+            best[j] = best[j - 1];
+            memcpy(ids[j], ids[j - 1], 32);
+            j--;
+        }
+        best[j] = d;
+        if (i < NTRAIN)
+            snprintf(ids[j], 32, "t%d", i);
+        else
+            snprintf(ids[j], 32, "up-1");
+    }
+}
+
+/* The hit ids of NQ indexed searches, as one string (to compare two indexers). */
+static char *answers(unsigned port)
+{
+    size_t cap = NQ * 10 * 12 + 1, n = 0;
+    char *s = calloc(1, cap);
+    for (int q = 0; q < 20; q++) {
+        json_t *r = search(port, test + (size_t)q * DIM, 10, "indexed", false, 200);
+        size_t i;
+        json_t *h;
+        json_array_foreach(json_object_get(r, "hits"), i, h) n +=
+            (size_t)snprintf(s + n, cap - n, "%s,", json_string_value(json_object_get(h, "id")));
+        n += (size_t)snprintf(s + n, cap - n, ";");
+        json_decref(r);
+    }
+    return s;
+}
+
+static unsigned start_indexer(struct st_daemon *d, const struct env *e, const char *cfg,
+                              const char *log)
+{
+    const char *const argv[] = {e->indexer_bin, "--config", cfg, NULL};
+    st_daemon_start(d, log, argv, NULL);
+    unsigned port = st_daemon_wait_logged_number(d, "HTTP on port ", 60000);
+    return port;
+}
+
+static int count_in_log(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+START_TEST(test_indexer_end_to_end)
+{
+    train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
+    test = load_idx("t10k-images-idx3-ubyte.gz", NQ + 10);
+    struct env e;
+    env_init(&e);
+    char log_i[700], log_a[700], log_b[700];
+    snprintf(log_i, sizeof(log_i), "%s/ingest.log", e.dir);
+    snprintf(log_a, sizeof(log_a), "%s/indexer-a.log", e.dir);
+    snprintf(log_b, sizeof(log_b), "%s/indexer-b.log", e.dir);
+    struct st_daemon ing, ia, ib;
+    const char *const iargv[] = {e.ingest_bin, "--config", e.cfg, NULL};
+    st_daemon_start(&ing, log_i, iargv, NULL);
+    unsigned iport = st_daemon_wait_logged_number(&ing, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(&ing, iport, "/readyz", 60000);
+    unsigned port = start_indexer(&ia, &e, e.cfg, log_a);
+    st_daemon_wait_http_ok(&ia, port, "/readyz", 60000);
+
+    produce_windows(&e);
+    wait_indexed(&ia, port, 240000);
+
+    /* Recall@10 of indexed search against exact search, over HTTP. */
+    int found = 0;
+    for (int q = 0; q < NQ; q++) {
+        char want[10][32];
+        exact10(test + (size_t)q * DIM, want);
+        json_t *r = search(port, test + (size_t)q * DIM, 10, "indexed", false, 200);
+        for (int k = 0; k < 10; k++)
+            found += hits_have(r, want[k]);
+        json_decref(r);
+    }
+    double recall = found / (double)(NQ * 10);
+    fprintf(stderr, "indexer recall@10 = %.4f\n", recall);
+    ck_assert_msg(recall >= 0.95, "recall@10 %.4f < 0.95", recall);
+
+    /* up-1 only ever comes back with its newest vector; del-1 never. */
+    for (int strong = 0; strong < 2; strong++) {
+        json_t *r =
+            search(port, test + (size_t)NQ * DIM, 10, strong ? "strong" : "indexed", true, 200);
+        size_t i;
+        json_t *h;
+        json_array_foreach(json_object_get(r, "hits"), i, h)
+        {
+            if (strcmp(json_string_value(json_object_get(h, "id")), "up-1") != 0)
+                continue;
+            json_t *v = json_object_get(h, "vector");
+            for (int d = 0; d < DIM; d++)
+                ck_assert_double_eq_tol(json_number_value(json_array_get(v, (size_t)d)),
+                                        test[(size_t)(NQ + 1) * DIM + (size_t)d], 1e-3);
+        }
+        json_decref(r);
+        r = search(port, test + (size_t)(NQ + 2) * DIM, 10, strong ? "strong" : "indexed", false,
+                   200);
+        ck_assert(!hits_have(r, "del-1"));
+        json_decref(r);
+    }
+    json_decref(http_json(port, "/v1/collections/fm/records/del-1", NULL, 404));
+    json_decref(http_json(port, "/v1/collections/fm/records/del-1?consistency=indexed", NULL, 404));
+    json_t *u = http_json(port, "/v1/collections/fm/records/up-1", NULL, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(u, "ts")), e.w0 + 2 * 60000 + 700);
+    json_decref(u);
+
+    /* Get-by-id of sampled ids: the vector that was produced. */
+    for (int i = 0; i < NTRAIN; i += 97) {
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/collections/fm/records/t%d?consistency=indexed", i);
+        json_t *g = http_json(port, path, NULL, 200);
+        json_t *v = json_object_get(g, "vector");
+        for (int d = 0; d < DIM; d += 31)
+            ck_assert_double_eq_tol(json_number_value(json_array_get(v, (size_t)d)),
+                                    train[(size_t)i * DIM + (size_t)d], 1e-3);
+        json_decref(g);
+    }
+
+    /* Fresh records: found at once with strong (once ingest has them), never with indexed. */
+    rd_kafka_t *p = st_kafka_producer(e.brokers);
+    int64_t now = st_clock_wall_ms(NULL);
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "fresh-%d", i);
+        send_json(p, &e, i % 2, rec(id, now - 100, test + (size_t)(NQ + 3 + i) * DIM));
+    }
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+    ck_assert(ST_WAIT_UNTIL(
+        http(iport, "/v1/collections/fm/records/fresh-2", TOKEN, NULL).status == 200, 30000));
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "fresh-%d", i);
+        json_t *r = search(port, test + (size_t)(NQ + 3 + i) * DIM, 5, "strong", false, 200);
+        ck_assert_str_eq(
+            json_string_value(json_object_get(json_array_get(json_object_get(r, "hits"), 0), "id")),
+            id);
+        ck_assert_int_ge(json_integer_value(json_object_get(r, "ingest_nodes")), 1);
+        json_decref(r);
+        r = search(port, test + (size_t)(NQ + 3 + i) * DIM, 5, "indexed", false, 200);
+        ck_assert(!hits_have(r, id));
+        json_decref(r);
+    }
+
+    /* Bad requests: each its 4xx with a message. */
+    char *vt = vec_text(test);
+    char big[1024];
+    struct {
+        const char *body;
+        long status;
+        const char *token, *path;
+    } bad[] = {
+        {"{\"vector\": [1, 2, 3]}", 400, TOKEN, NULL},
+        {"{\"vector\": [1, 2", 400, TOKEN, NULL},
+        {"{\"vector\": 5}", 400, TOKEN, NULL},
+        {NULL, 400, TOKEN, NULL}, /* k = 0 */
+        {NULL, 400, TOKEN, NULL}, /* k = 1001 */
+        {NULL, 400, TOKEN, NULL}, /* from_ts > to_ts */
+        {NULL, 400, TOKEN, NULL}, /* a non-finite number */
+        {NULL, 404, TOKEN, "/v1/collections/nope/search"},
+        {NULL, 401, NULL, NULL},
+        {NULL, 401, "wrong", NULL},
+    };
+    char *bodies[10] = {0};
+    for (int i = 3; i < 10; i++) {
+        size_t cap = strlen(vt) + 128;
+        bodies[i] = malloc(cap);
+        const char *extra = i == 3   ? ", \"k\": 0"
+                            : i == 4 ? ", \"k\": 1001"
+                            : i == 5 ? ", \"from_ts\": 5, \"to_ts\": 4"
+                                     : "";
+        snprintf(bodies[i], cap, "{\"vector\": %s%s}", vt, extra);
+        if (i == 6) /* 1e999 is not a finite number */
+            snprintf(bodies[i], cap, "{\"vector\": [1e999%s}", strchr(vt, ','));
+        bad[i].body = bodies[i];
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct resp r = http(port, bad[i].path ? bad[i].path : "/v1/collections/fm/search",
+                             bad[i].token, bad[i].body);
+        ck_assert_msg(r.status == bad[i].status, "bad request %zu: HTTP %ld, want %ld: %s", i,
+                      r.status, bad[i].status, r.body);
+        json_t *j = json_loads(r.body, 0, NULL);
+        ck_assert_msg(json_string_length(json_object_get(json_object_get(j, "error"), "message")) >
+                          0,
+                      "bad request %zu: no message: %s", i, r.body);
+        json_decref(j);
+        free(r.body);
+    }
+    /* An oversized body: 413. */
+    size_t blen = 80 * 1024;
+    char *huge = malloc(blen + 1);
+    memset(huge, ' ', blen);
+    huge[0] = '{';
+    huge[blen - 1] = '}';
+    huge[blen] = '\0';
+    struct resp r413 = http(port, "/v1/collections/fm/search", TOKEN, huge);
+    ck_assert_int_eq(r413.status, 413);
+    free(r413.body);
+    free(huge);
+    for (int i = 0; i < 10; i++)
+        free(bodies[i]);
+    free(vt);
+    (void)big;
+
+    /* SIGKILL and restart: the catalog's indexes load, nothing is rebuilt, answers equal. */
+    char *before = answers(port);
+    st_daemon_kill(&ia);
+    int built = count_in_log(log_a, "indexed coll=fm");
+    ck_assert_int_ge(built, NWIN);
+    port = start_indexer(&ia, &e, e.cfg, log_a); /* the log starts over */
+    st_daemon_wait_http_ok(&ia, port, "/readyz", 60000);
+    wait_indexed(&ia, port, 60000);
+    char *after = answers(port);
+    ck_assert_str_eq(after, before);
+    ck_assert_int_eq(count_in_log(log_a, "building coll=fm"), 0);
+
+    /* A second indexer, killed in the middle of its builds, then restarted: it rebuilds what
+     * was not committed, and its answers equal the first one's (builds are deterministic). */
+    unsigned pb = start_indexer(&ib, &e, e.cfg_b, log_b);
+    int64_t deadline = st_test_now_ms() + 120000;
+    while (count_in_log(log_b, "building coll=fm") == 0) {
+        st_daemon_assert_clean(&ib);
+        ck_assert(st_test_now_ms() < deadline);
+        st_test_sleep_ms(5);
+    }
+    st_daemon_kill(&ib);
+    int b_done = count_in_log(log_b, "indexed coll=fm");
+    ck_assert_msg(b_done < NWIN, "the kill came after every build (%d)", b_done);
+    pb = start_indexer(&ib, &e, e.cfg_b, log_b);
+    st_daemon_wait_http_ok(&ib, pb, "/readyz", 60000);
+    wait_indexed(&ib, pb, 240000);
+    char *other = answers(pb);
+    ck_assert_str_eq(other, before);
+
+    /* A redelivered sealed event changes nothing: republish the stream's sealed events. */
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    st_nats_js_open(e.nats, &nc, &js);
+    natsMsg *m = NULL;
+    NATS_OK(js_GetLastMsg(&m, js, e.stream, "strata.fm.sealed", NULL, &jerr));
+    jsPubAck *pa = NULL;
+    NATS_OK(js_Publish(&pa, js, "strata.fm.sealed", natsMsg_GetData(m), natsMsg_GetDataLength(m),
+                       NULL, &jerr));
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(m);
+    st_nats_js_close(nc, js);
+    ck_assert(ST_WAIT_UNTIL(
+        strstr(http(port, "/metrics", NULL, NULL).body,
+               "strata_indexer_events_total{collection=\"fm\",kind=\"noop\"} 0") == NULL,
+        30000));
+    char *again = answers(port);
+    ck_assert_str_eq(again, before);
+    ck_assert_int_eq(count_in_log(log_a, "building coll=fm"), 0);
+
+    free(before);
+    free(after);
+    free(other);
+    free(again);
+    st_daemon_stop(&ib, 45000);
+    st_daemon_stop(&ia, 45000);
+    st_daemon_stop(&ing, 45000);
+    st_test_rmrf(e.dir);
+    free(e.dir);
+}
+END_TEST
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *s = suite_create("indexer_daemon");
+    TCase *tc = tcase_create("e2e");
+    tcase_set_timeout(tc, 900);
+    tcase_add_test(tc, test_indexer_end_to_end);
+    suite_add_tcase(s, tc);
+    int rc = st_test_run_suite(s);
+    free(train);
+    free(test);
+    curl_global_cleanup();
+    return rc;
+}
