@@ -256,7 +256,8 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
             add_hit(res, &h);
         }
     }
-    qsort(res->hits, res->n, sizeof(*res->hits), hit_cmp);
+    if (res->n > 1)
+        qsort(res->hits, res->n, sizeof(*res->hits), hit_cmp);
     if (res->n > q->k)
         res->n = q->k;
     res->nodes = (uint32_t)nn;

@@ -162,7 +162,8 @@ static int install_locked(struct idx_coll *c, struct idx_part *p)
         c->parts[i] = p;
         idx_part_unref(old);
     }
-    qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
+    if (c->nparts > 1)
+        qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
     return republish_locked(c);
 }
 
@@ -901,7 +902,8 @@ static int open_coll(struct idx_service *s, struct idx_coll *c, const struct cfg
         c->parts[c->nparts++] = p;
         i++;
     }
-    qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
+    if (c->nparts > 1)
+        qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
     st_log_info(LOG_COMP, "coll=%s loaded parts=%zu", cc->name, c->nparts);
     return republish_locked(c);
 }

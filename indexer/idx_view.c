@@ -233,11 +233,13 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         for (size_t j = 0; j < got; j++)
             all[have++] = (struct idx_view_hit){p, ph[j].rec, ph[j].dist};
         if (have >= q->k) { /* keep the best k of what we have */
-            qsort(all, have, sizeof(*all), hit_cmp);
+            if (have > 1)
+                qsort(all, have, sizeof(*all), hit_cmp);
             have = q->k;
         }
     }
-    qsort(all, have, sizeof(*all), hit_cmp);
+    if (have > 1)
+        qsort(all, have, sizeof(*all), hit_cmp);
     memcpy(out, all, have * sizeof(*out));
     *n = have;
     free(ph);

@@ -71,7 +71,8 @@ static void do_windows(struct idx_coll *c, struct st_http_resp *resp)
         st_http_error(resp, 500, "internal", "listing windows: %s", st_strerror(rc));
         return;
     }
-    qsort(w, nw, sizeof(*w), win_cmp);
+    if (nw > 1)
+        qsort(w, nw, sizeof(*w), win_cmp);
     json_t *a = json_array();
     for (size_t i = 0; i < nw;) {
         size_t j = i;
