@@ -293,7 +293,7 @@ static void produce_windows(struct env *e)
 }
 
 /* Waits until the indexer on port serves NWIN windows, all indexed (part records summed). */
-static void wait_indexed(struct st_daemon *d, unsigned port, int timeout_ms)
+static void wait_indexed_parts(struct st_daemon *d, unsigned port, int timeout_ms, size_t nparts)
 {
     int64_t deadline = st_test_now_ms() + timeout_ms;
     for (;;) {
@@ -304,6 +304,7 @@ static void wait_indexed(struct st_daemon *d, unsigned port, int timeout_ms)
         json_array_foreach(a, i, w)
         {
             if (strcmp(json_string_value(json_object_get(w, "state")), "indexed") == 0 &&
+                json_array_size(json_object_get(w, "parts")) >= nparts &&
                 json_integer_value(json_object_get(w, "start")) < st_clock_wall_ms(NULL) - 120000)
                 indexed++;
         }
@@ -316,6 +317,11 @@ static void wait_indexed(struct st_daemon *d, unsigned port, int timeout_ms)
                       indexed, NWIN);
         st_test_sleep_ms(200);
     }
+}
+
+static void wait_indexed(struct st_daemon *d, unsigned port, int timeout_ms)
+{
+    wait_indexed_parts(d, port, timeout_ms, 1);
 }
 
 static float l2(const float *a, const float *b)
@@ -624,6 +630,120 @@ START_TEST(test_indexer_end_to_end)
     st_daemon_stop(&ing, 45000);
     st_test_rmrf(e.dir);
     free(e.dir);
+    free(train);
+    free(test);
+}
+END_TEST
+
+/* Two hosts, each with one YAML running an ingest node and an indexer: the two ingest nodes
+ * share the topic's partitions (one consumer group), each seals its part of every window, and
+ * both indexers serve both parts with the same answers; an id whose newest version lives on
+ * the other node wins; strong searches see fresh records held by either ingest node. */
+START_TEST(test_two_ingest_two_indexers)
+{
+    train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
+    test = load_idx("t10k-images-idx3-ubyte.gz", NQ + 10);
+    struct env e;
+    env_init(&e);
+    char li_a[700], li_b[700], lx_a[700], lx_b[700];
+    snprintf(li_a, sizeof(li_a), "%s/ingest-a.log", e.dir);
+    snprintf(li_b, sizeof(li_b), "%s/ingest-b.log", e.dir);
+    snprintf(lx_a, sizeof(lx_a), "%s/indexer-a.log", e.dir);
+    snprintf(lx_b, sizeof(lx_b), "%s/indexer-b.log", e.dir);
+    struct st_daemon ina, inb, ixa, ixb;
+    const char *const aa[] = {e.ingest_bin, "--config", e.cfg, NULL};
+    const char *const ab[] = {e.ingest_bin, "--config", e.cfg_b, NULL};
+    st_daemon_start(&ina, li_a, aa, NULL);
+    st_daemon_start(&inb, li_b, ab, NULL);
+    unsigned pa = st_daemon_wait_logged_number(&ina, "HTTP on port ", 60000);
+    unsigned pb = st_daemon_wait_logged_number(&inb, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(&ina, pa, "/readyz", 60000);
+    st_daemon_wait_http_ok(&inb, pb, "/readyz", 60000);
+    /* One partition each, before anything is produced. */
+    ck_assert(ST_WAIT_UNTIL(http_has(pa, "/metrics", "strata_kafka_consumer_lag{") &&
+                                http_has(pb, "/metrics", "strata_kafka_consumer_lag{"),
+                            60000));
+    unsigned xa = start_indexer(&ixa, &e, e.cfg, lx_a);
+    unsigned xb = start_indexer(&ixb, &e, e.cfg_b, lx_b);
+    st_daemon_wait_http_ok(&ixa, xa, "/readyz", 60000);
+    st_daemon_wait_http_ok(&ixb, xb, "/readyz", 60000);
+
+    produce_windows(&e);
+    wait_indexed_parts(&ixa, xa, 240000, 2);
+    wait_indexed_parts(&ixb, xb, 240000, 2);
+    char *ans_a = answers(xa), *ans_b = answers(xb);
+    ck_assert_str_eq(ans_a, ans_b);
+    /* Both nodes' data: ids from both partitions are served by both indexers. */
+    for (int i = 0; i < NTRAIN; i += 20 * 7 + 1) {
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/collections/fm/records/t%d?consistency=indexed", i);
+        ck_assert_int_eq(http_status(xa, path), 200);
+        ck_assert_int_eq(http_status(xb, path), 200);
+    }
+    /* up-1: its old version was sealed by one node, its newest by the other. */
+    json_t *u = http_json(xb, "/v1/collections/fm/records/up-1?consistency=indexed", NULL, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(u, "ts")), e.w0 + 2 * 60000 + 700);
+    json_decref(u);
+    json_t *r = search(xa, test + (size_t)NQ * DIM, 10, "indexed", true, 200);
+    size_t i;
+    json_t *h;
+    json_array_foreach(json_object_get(r, "hits"), i, h)
+    {
+        if (strcmp(json_string_value(json_object_get(h, "id")), "up-1") == 0)
+            ck_assert_double_eq_tol(
+                json_number_value(json_array_get(json_object_get(h, "vector"), 300)),
+                test[(size_t)(NQ + 1) * DIM + 300], 1e-3);
+    }
+    json_decref(r);
+    /* Fresh records on each ingest node: strong sees both, from either indexer. */
+    rd_kafka_t *p = st_kafka_producer(e.brokers);
+    int64_t now = st_clock_wall_ms(NULL);
+    send_json(p, &e, 0, rec("fresh-p0", now - 100, test + (size_t)(NQ + 3) * DIM));
+    send_json(p, &e, 1, rec("fresh-p1", now - 100, test + (size_t)(NQ + 4) * DIM));
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+    ck_assert(ST_WAIT_UNTIL(http_status(pa, "/v1/collections/fm/records/fresh-p0") == 200 ||
+                                http_status(pb, "/v1/collections/fm/records/fresh-p0") == 200,
+                            30000));
+    ck_assert(ST_WAIT_UNTIL(http_status(pa, "/v1/collections/fm/records/fresh-p1") == 200 ||
+                                http_status(pb, "/v1/collections/fm/records/fresh-p1") == 200,
+                            30000));
+    /* Each fresh record is on exactly one ingest node. */
+    ck_assert_int_ne(http_status(pa, "/v1/collections/fm/records/fresh-p0"),
+                     http_status(pb, "/v1/collections/fm/records/fresh-p0"));
+    for (int x = 0; x < 2; x++) {
+        unsigned port = x ? xb : xa;
+        for (int f = 0; f < 2; f++) {
+            json_t *sr = search(port, test + (size_t)(NQ + 3 + f) * DIM, 3, "strong", false, 200);
+            ck_assert_str_eq(json_string_value(json_object_get(
+                                 json_array_get(json_object_get(sr, "hits"), 0), "id")),
+                             f ? "fresh-p1" : "fresh-p0");
+            ck_assert_int_eq(json_integer_value(json_object_get(sr, "ingest_nodes")), 2);
+            json_decref(sr);
+        }
+    }
+    /* An ingest node that stops says goodbye: strong searches then ask only the other. */
+    st_daemon_stop(&inb, 45000);
+    ck_assert(ST_WAIT_UNTIL(http_has(xa, "/metrics", "strata_indexer_parts"), 5000));
+    int64_t deadline = st_test_now_ms() + 10000;
+    for (;;) {
+        json_t *sr = search(xa, test + (size_t)(NQ + 3) * DIM, 3, "strong", false, 200);
+        json_int_t nodes = json_integer_value(json_object_get(sr, "ingest_nodes"));
+        json_decref(sr);
+        if (nodes == 1)
+            break;
+        ck_assert(st_test_now_ms() < deadline);
+        st_test_sleep_ms(50);
+    }
+    free(ans_a);
+    free(ans_b);
+    st_daemon_stop(&ixa, 45000);
+    st_daemon_stop(&ixb, 45000);
+    st_daemon_stop(&ina, 45000);
+    st_test_rmrf(e.dir);
+    free(e.dir);
+    free(train);
+    free(test);
 }
 END_TEST
 
@@ -634,10 +754,9 @@ int main(void)
     TCase *tc = tcase_create("e2e");
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_indexer_end_to_end);
+    tcase_add_test(tc, test_two_ingest_two_indexers);
     suite_add_tcase(s, tc);
     int rc = st_test_run_suite(s);
-    free(train);
-    free(test);
     curl_global_cleanup();
     return rc;
 }
