@@ -7,6 +7,9 @@
  * middle of its builds that then answers exactly as the first, and redelivered events.
  */
 #include <check.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -75,7 +78,8 @@ static void nats_clean(const char *url)
     st_nats_js_close(nc, js);
 }
 
-static void write_cfg(const struct env *e, const char *path, const char *node, const char *data)
+static void write_cfg(const struct env *e, const char *path, const char *node, const char *data,
+                      const char *coll_extra)
 {
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
@@ -85,18 +89,25 @@ static void write_cfg(const struct env *e, const char *path, const char *node, c
             "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  dead_letter_topic: %s\n"
             "  properties: {session.timeout.ms: \"6000\"}\n"
             "nats:\n  url: \"%s\"\n  stream: %s\n"
-            "collections:\n  - name: fm\n    dim: %d\n    metric: l2\n    topic: %s\n"
-            "    window: 1m\n    grace: 1s\n    max_lateness: 1h\n"
+            "collections:\n  - name: fm\n    dim: %d\n    metric: l2\n    topic: %s\n%s"
             "    index: {type: hnsw, m: 16, ef_construction: 100}\n"
             "ingest: {listen: \"127.0.0.1:0\", announce_interval: 500ms}\n"
             "indexer: {listen: \"127.0.0.1:0\", build_threads: 1, memory_budget: 1GiB}\n"
             "http: {auth_token_file: \"%s\", max_body: 64KiB}\n"
             "log: {level: info}\n",
-            node, data, e->brokers, e->group, e->dead, e->nats, e->stream, DIM, e->topic, e->token);
+            node, data, e->brokers, e->group, e->dead, e->nats, e->stream, DIM, e->topic,
+            coll_extra, e->token);
     fclose(f);
 }
 
+static void env_init_cfg(struct env *e, const char *coll_extra);
+
 static void env_init(struct env *e)
+{
+    env_init_cfg(e, "    window: 1m\n    grace: 1s\n    max_lateness: 1h\n");
+}
+
+static void env_init_cfg(struct env *e, const char *coll_extra)
 {
     e->brokers = st_test_broker("STRATA_TEST_KAFKA");
     e->nats = st_test_broker("STRATA_TEST_NATS");
@@ -121,8 +132,8 @@ static void env_init(struct env *e)
     ck_assert_ptr_nonnull(tf);
     fprintf(tf, TOKEN "\n");
     fclose(tf);
-    write_cfg(e, e->cfg, "host-a", e->data);
-    write_cfg(e, e->cfg_b, "host-b", e->data_b); /* a second indexer on another "host" */
+    write_cfg(e, e->cfg, "host-a", e->data, coll_extra);
+    write_cfg(e, e->cfg_b, "host-b", e->data_b, coll_extra); /* another "host" */
 }
 
 /* ---- HTTP ---- */
@@ -747,6 +758,164 @@ START_TEST(test_two_ingest_two_indexers)
 }
 END_TEST
 
+/* ---- searches while the serving set changes ---- */
+
+struct searcher {
+    unsigned port;
+    int seed;
+    _Atomic bool *stop;
+    long total, errors;
+    char last_error[512];
+};
+
+static void *searcher_main(void *arg)
+{
+    struct searcher *sc = arg;
+    for (int n = 0; !atomic_load(sc->stop); n++) {
+        int q = (sc->seed * 7 + n) % NQ;
+        bool strong = n % 2 == 0;
+        char *vt = vec_text(test + (size_t)q * DIM);
+        size_t cap = strlen(vt) + 128;
+        char *body = malloc(cap);
+        snprintf(body, cap, "{\"vector\": %s, \"k\": 10, \"consistency\": \"%s\"}", vt,
+                 strong ? "strong" : "indexed");
+        struct resp r = http(sc->port, "/v1/collections/fm/search", TOKEN, body);
+        json_t *j = json_loads(r.body, 0, NULL);
+        bool ok = r.status == 200 && json_array_size(json_object_get(j, "hits")) <= 10;
+        if (ok && n % 5 == 0) { /* and get-by-id of the first hit */
+            const char *id = json_string_value(
+                json_object_get(json_array_get(json_object_get(j, "hits"), 0), "id"));
+            char path[128];
+            snprintf(path, sizeof(path), "/v1/collections/fm/records/%s?consistency=indexed",
+                     id ? id : "none");
+            long st = id != NULL ? http_status(sc->port, path) : 200;
+            ok = st == 200 || st == 404; /* 404: the window expired meanwhile */
+        }
+        sc->total++;
+        if (!ok) {
+            sc->errors++;
+            snprintf(sc->last_error, sizeof(sc->last_error), "HTTP %ld: %.400s", r.status, r.body);
+        }
+        json_decref(j);
+        free(r.body);
+        free(body);
+        free(vt);
+    }
+    return NULL;
+}
+
+/* Windows of 10 s: sealed, indexed, re-sealed with late data (version 2), tiered to IVF-PQ
+ * after cold_after, expired by TTL — while four clients search (strong and indexed) and get
+ * records without pause: no error, and every expired window's files are gone at the end. */
+START_TEST(test_search_during_swaps)
+{
+    train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
+    test = load_idx("t10k-images-idx3-ubyte.gz", NQ + 10);
+    struct env e;
+    env_init_cfg(&e, "    window: 10s\n    grace: 1s\n    max_lateness: 1m\n    ttl: 45s\n"
+                     "    cold_after: 15s\n"
+                     "    cold_index: {type: ivfpq, nlist: 16, m: 98, nbits: 8}\n");
+    char li[700], lx[700];
+    snprintf(li, sizeof(li), "%s/ingest.log", e.dir);
+    snprintf(lx, sizeof(lx), "%s/indexer.log", e.dir);
+    struct st_daemon ing, ix;
+    const char *const aa[] = {e.ingest_bin, "--config", e.cfg, NULL};
+    st_daemon_start(&ing, li, aa, NULL);
+    unsigned ip = st_daemon_wait_logged_number(&ing, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(&ing, ip, "/readyz", 60000);
+    unsigned xp = start_indexer(&ix, &e, e.cfg, lx);
+    st_daemon_wait_http_ok(&ix, xp, "/readyz", 60000);
+
+    _Atomic bool stop = false;
+    struct searcher sc[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        sc[i] = (struct searcher){.port = xp, .seed = i, .stop = &stop};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, searcher_main, &sc[i]), 0);
+    }
+    /* Three windows ending 5-25 s ago, 300 records each, then the watermark. */
+    int64_t now = st_clock_wall_ms(NULL);
+    int64_t w0 = (now - 35000) / 10000 * 10000;
+    rd_kafka_t *p = st_kafka_producer(e.brokers);
+    for (int b = 0; b < 900 / 20; b++) {
+        json_t *recs = json_array();
+        for (int i = b * 20; i < (b + 1) * 20; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "t%d", i);
+            json_array_append_new(
+                recs, rec(id, w0 + (int64_t)(i / 300) * 10000 + i % 300, train + (size_t)i * DIM));
+        }
+        send_json(p, &e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
+    }
+    for (int part = 0; part < 2; part++)
+        send_json(p, &e, part,
+                  rec(part ? "wm-1" : "wm-0", now - 500, test + (size_t)(NQ + 9) * DIM));
+    ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    /* Watch: a window at version 2 (after the late record below), a cold window, then none. */
+    bool saw_v2 = false, saw_cold = false, late_sent = false;
+    int64_t deadline = st_test_now_ms() + 180000;
+    for (;;) {
+        struct resp r = http(xp, "/v1/collections/fm/windows", TOKEN, NULL);
+        json_t *a = json_loads(r.body, 0, NULL);
+        free(r.body);
+        size_t i, old = 0;
+        json_t *w;
+        json_array_foreach(a, i, w)
+        {
+            int64_t st = json_integer_value(json_object_get(w, "start"));
+            if (st > w0 + 20000)
+                continue; /* the watermark's window */
+            old++;
+            bool indexed = strcmp(json_string_value(json_object_get(w, "state")), "indexed") == 0;
+            saw_cold = saw_cold || json_is_true(json_object_get(w, "cold"));
+            saw_v2 = saw_v2 || (indexed && json_integer_value(json_object_get(w, "version")) >= 2);
+            if (!late_sent && indexed && st == w0 + 20000) { /* late data for the newest */
+                send_json(p, &e, 0, rec("late-1", w0 + 20000 + 400, test + (size_t)(NQ + 5) * DIM));
+                ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+                late_sent = true;
+            }
+        }
+        json_decref(a);
+        if (late_sent && saw_v2 && saw_cold && old == 0)
+            break;
+        st_daemon_assert_clean(&ix);
+        ck_assert_msg(st_test_now_ms() < deadline,
+                      "late sent %d, version 2 seen %d, cold seen %d, %zu windows left", late_sent,
+                      saw_v2, saw_cold, old);
+        st_test_sleep_ms(100);
+    }
+    rd_kafka_destroy(p);
+    atomic_store(&stop, true);
+    long total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        total += sc[i].total;
+        ck_assert_msg(sc[i].errors == 0, "searcher %d: %ld errors of %ld, last: %s", i,
+                      sc[i].errors, sc[i].total, sc[i].last_error);
+    }
+    ck_assert_int_gt(total, 100);
+    /* Only the catalog (and the open window's parts, if it sealed) remain on disk. */
+    char idir[700];
+    snprintf(idir, sizeof(idir), "%s/indexer/fm", e.data);
+    DIR *d = opendir(idir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.' || strcmp(de->d_name, "CATALOG") == 0)
+            continue;
+        long long st = 0;
+        ck_assert_msg(sscanf(strchr(de->d_name, '@') + 1, "%lld", &st) == 1 && st > w0 + 20000,
+                      "%s left behind", de->d_name);
+    }
+    closedir(d);
+    st_daemon_stop(&ix, 45000);
+    st_daemon_stop(&ing, 45000);
+    st_test_rmrf(e.dir);
+    free(e.dir);
+    free(train);
+    free(test);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -755,6 +924,7 @@ int main(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_indexer_end_to_end);
     tcase_add_test(tc, test_two_ingest_two_indexers);
+    tcase_add_test(tc, test_search_during_swaps);
     suite_add_tcase(s, tc);
     int rc = st_test_run_suite(s);
     curl_global_cleanup();
