@@ -103,7 +103,15 @@ static void mf_maybe_compact(struct store *s)
 /* Appends and fsyncs one edit group. Caller holds mf_mu. */
 int store_mf_append(struct store *s, const struct store_mf_edit *e)
 {
-    int rc = store_log_append(&s->mfw, e->buf, e->len);
+    /* After any failure nothing more may reach the manifest: a failed append may have left a
+     * torn record that later ones would follow, and a failed switch may have left CURRENT
+     * naming another file than the one open here. */
+    pthread_mutex_lock(&s->mu);
+    int rc = s->failed;
+    pthread_mutex_unlock(&s->mu);
+    if (rc != ST_OK)
+        return rc;
+    rc = store_log_append(&s->mfw, e->buf, e->len);
     if (rc == ST_OK)
         rc = store_fs_sync(s->mf_file, "store.manifest.fsync");
     if (rc != ST_OK) {
@@ -161,15 +169,9 @@ int store_mf_rewrite(struct store *s, bool *switched, struct st_err *err)
         goto io;
     if ((rc = store_fs_rename(s->o.fs, tmp, cur, "store.current.rename")) != ST_OK)
         goto io;
+    /* CURRENT names the new manifest now: it is the one to append to, whatever follows. */
     *switched = true;
-    if ((rc = store_fs_sync_dir(s->o.fs, s->dir, "store.current.sync_dir")) != ST_OK)
-        goto io;
-    if (s->mf_number != 0) {
-        char *old = store_file_path(s->dir, STORE_FILE_MANIFEST, s->mf_number);
-        if (old != NULL)
-            store_best_effort(store_fs_unlink(s->o.fs, old, "store.manifest.unlink_old"));
-        free(old);
-    }
+    uint64_t old_number = s->mf_number;
     store_fs_close(s->mf_file);
     store_log_writer_destroy(&s->mfw);
     s->mf_file = f;
@@ -180,7 +182,17 @@ int store_mf_rewrite(struct store *s, bool *switched, struct st_err *err)
     s->st.manifest_bytes_written += s->mf_file->size;
     s->st.manifest_rewrites++;
     pthread_mutex_unlock(&s->mu);
-    rc = store_log_writer_init(&s->mfw, s->mf_file, "store.manifest.write");
+    store_best_effort(store_log_writer_init(&s->mfw, s->mf_file, "store.manifest.write"));
+    /* Until the rename is durable a crash may bring the old CURRENT back: the old manifest
+     * stays until then (and for good if this fails; the store fails and open removes it). */
+    if ((rc = store_fs_sync_dir(s->o.fs, s->dir, "store.current.sync_dir")) != ST_OK)
+        goto io;
+    if (old_number != 0) {
+        char *old = store_file_path(s->dir, STORE_FILE_MANIFEST, old_number);
+        if (old != NULL)
+            store_best_effort(store_fs_unlink(s->o.fs, old, "store.manifest.unlink_old"));
+        free(old);
+    }
     goto out;
 io:
     st_err_set(err, rc, "%s: writing the manifest: %s", s->dir, st_strerror(rc));

@@ -92,7 +92,10 @@ int store_sync(struct store *s) ST_WUR;
 int store_durable_offset(struct store *s, int32_t partition, int64_t *offset) ST_WUR;
 /* Highest offset of partition applied (durable or about to be). ST_ENOTFOUND when none. */
 int store_applied_offset(struct store *s, int32_t partition, int64_t *offset) ST_WUR;
-/* Freezes the memtable and waits until every frozen memtable is in segments. */
+/* Freezes the memtable and waits until it and every memtable frozen before it are in
+ * segments (memtables frozen meanwhile by writers are not waited for). A flush attempt that
+ * fails meanwhile ends the wait with its error (ST_ENOSPC, ...): the data stays in the WAL and
+ * the flusher keeps retrying; call again to wait again. */
 int store_flush(struct store *s) ST_WUR;
 
 /* The newest version of one id. */
@@ -314,6 +317,7 @@ struct store_stats {
     uint64_t wal_live_bytes; /* WAL files still needed (not yet flushed) */
     uint64_t manifest_bytes_written;
     uint64_t manifest_rewrites; /* manifest compactions, the one at open included */
+    uint64_t roll_waits;        /* writes that waited for a WAL roll's fsync */
 };
 void store_stats(struct store *s, struct store_stats *out);
 

@@ -175,10 +175,18 @@ static int flush_oldest(struct store *s)
         rc = store_mf_edit_log_number(&e, log_number);
     if (rc == ST_OK)
         rc = store_mf_edit_next_file(&e, next_file);
+    bool appending = rc == ST_OK;
     if (rc == ST_OK)
         rc = store_mf_append(s, &e);
     if (rc != ST_OK) {
         pthread_mutex_unlock(&s->mf_mu);
+        if (appending) {
+            /* The append failed (and failed the store), but its edit may be durable all the
+             * same: the files it lists stay. The next open keeps or removes them. */
+            for (size_t i = 0; i < nadded; i++)
+                store_segment_unref(added[i]);
+            nadded = 0;
+        }
         goto out;
     }
 
@@ -188,6 +196,7 @@ static int flush_oldest(struct store *s)
     nadded = 0;
     memmove(s->frozen, s->frozen + 1, (s->nfrozen - 1) * sizeof(*s->frozen));
     s->nfrozen--;
+    s->flushed_total++;
     store_mt_unref(m); /* the frozen list's reference */
     s->st.segment_bytes_written += written;
     pthread_cond_broadcast(&s->flushed_cv);
@@ -227,6 +236,11 @@ out:
         }
         st_log_warn(LOG_COMP, "flush failed dir=%s error=\"%s\" detail=\"%s\"", s->dir,
                     st_strerror(rc), err.msg);
+        pthread_mutex_lock(&s->mu);
+        s->flush_failures++;
+        s->flush_error = rc;
+        pthread_cond_broadcast(&s->flushed_cv);
+        pthread_mutex_unlock(&s->mu);
     }
     store_mt_unref(m);
     free(order);
@@ -266,12 +280,15 @@ int store_flush(struct store *s)
     pthread_mutex_unlock(&s->sync_mu);
     if (rc != ST_OK)
         return rc;
+    pthread_mutex_lock(&s->mu);
+    uint64_t target = s->frozen_total, failures = s->flush_failures;
+    pthread_mutex_unlock(&s->mu);
     if (!s->have_flusher) {
         for (;;) {
             pthread_mutex_lock(&s->mu);
-            size_t nf = s->nfrozen;
+            bool done = s->flushed_total >= target;
             pthread_mutex_unlock(&s->mu);
-            if (nf == 0)
+            if (done)
                 return ST_OK;
             pthread_mutex_lock(&s->flush_mu);
             rc = flush_oldest(s);
@@ -280,10 +297,13 @@ int store_flush(struct store *s)
                 return rc;
         }
     }
+    /* Wait for the memtables frozen up to now, not for none to be frozen: writers may keep
+     * freezing new ones. A failed attempt ends the wait with its error (the flusher retries
+     * on its own; the caller decides whether to wait again). */
     pthread_mutex_lock(&s->mu);
-    while (s->nfrozen > 0 && s->failed == ST_OK)
+    while (s->flushed_total < target && s->failed == ST_OK && s->flush_failures == failures)
         pthread_cond_wait(&s->flushed_cv, &s->mu);
-    rc = s->failed;
+    rc = s->failed != ST_OK ? s->failed : s->flushed_total >= target ? ST_OK : s->flush_error;
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

@@ -364,6 +364,12 @@ struct store {
     pthread_mutex_t flush_mu, mf_mu, sync_mu, mu;
     pthread_cond_t work_cv, durable_cv, flushed_cv, roll_cv;
     bool rolling; /* a WAL roll is in flight: writers wait on roll_cv */
+    /* Memtables frozen and flushed so far, and flush attempts that failed (not fatally: the
+     * WAL keeps the data and the flusher retries): store_flush waits for the memtables it
+     * froze, not for "none frozen" (a saturated writer keeps freezing more), and returns the
+     * error of an attempt that failed meanwhile instead of waiting out the retries. */
+    uint64_t frozen_total, flushed_total, flush_failures;
+    int flush_error;
 
     struct store_memtable *mem;
     struct store_memtable **frozen; /* oldest first */

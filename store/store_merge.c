@@ -42,15 +42,21 @@ int store_drop_window(struct store *s, int64_t window_start, const struct store_
         rc = store_mf_edit_extra(&e, extra);
     if (rc == ST_OK && e.len > 0)
         rc = store_mf_append(s, &e); /* the intent is durable before any file goes */
+    struct store_segment **gone = NULL;
     if (rc == ST_OK && ndel > 0) {
         pthread_mutex_lock(&s->mu);
+        gone = malloc(s->nsegs * sizeof(*gone)); /* NULL: released under the lock after all */
         size_t keep = 0;
         for (size_t i = 0; i < s->nsegs; i++) {
             struct store_segment *g = s->segs[i];
             if (g->info.window_start == window_start) {
                 g->doomed = true; /* unlinked when the last reader lets go */
-                store_segment_unref(g);
-                (*removed)++;
+                if (gone != NULL)
+                    gone[(*removed)++] = g;
+                else {
+                    store_segment_unref(g);
+                    (*removed)++;
+                }
             } else {
                 s->segs[keep++] = g;
             }
@@ -60,6 +66,10 @@ int store_drop_window(struct store *s, int64_t window_start, const struct store_
     }
     store_mf_edit_free(&e);
     pthread_mutex_unlock(&s->mf_mu);
+    /* The list's references go with no lock held: the last one unmaps and unlinks. */
+    for (size_t i = 0; gone != NULL && i < *removed; i++)
+        store_segment_unref(gone[i]);
+    free(gone);
     return rc;
 }
 

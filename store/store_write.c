@@ -358,6 +358,7 @@ int store_freeze(struct store *s)
         old = wal_install(s, f, n);
         f = NULL;
         s->frozen[s->nfrozen++] = s->mem;
+        s->frozen_total++;
         s->mem = m;
         m = NULL;
         pthread_cond_broadcast(&s->work_cv);
@@ -399,6 +400,7 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             goto out;
         }
         if (s->rolling) {
+            s->st.roll_waits++;
             pthread_cond_wait(&s->roll_cv, &s->mu);
             continue;
         }

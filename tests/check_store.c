@@ -1411,7 +1411,10 @@ START_TEST(test_wal_roll_fsync_does_not_block_readers)
     ck_assert_int_eq(pthread_create(&rt, NULL, reader_thread, &rj), 0);
     ck_assert_int_eq(pthread_create(&wt, NULL, writer_thread, &wj), 0);
     bool read = ST_WAIT_UNTIL(atomic_load(&rj.done), 20000);
-    bool writer_parked = !atomic_load(&wj.done);
+    /* The writer provably reached the roll and waits for it (not merely not started yet). */
+    struct store_stats rs;
+    bool parked = ST_WAIT_UNTIL((store_stats(s, &rs), rs.roll_waits >= 1), 20000);
+    bool writer_parked = parked && !atomic_load(&wj.done);
     gate_release();
     pthread_join(ft, NULL);
     pthread_join(rt, NULL);

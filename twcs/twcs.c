@@ -580,11 +580,27 @@ static int seal_window(struct twcs *t, struct store_window w)
         return rc;
     size_t nin = ws.nruns + (ws.sealed ? 1 : 0);
     if (nin == 0) {
-        /* An empty window (its records all superseded elsewhere, or never written). */
-        struct store_window rm = w;
-        rm.state = STORE_WINDOW_REMOVE;
-        rc = store_window_put(t->s, &rm);
+        /* An empty window (its records all superseded elsewhere, or never written) leaves the
+         * table. But a write may be between creating this window and storing its records: the
+         * gate waits for writes classified before, and what they stored is looked for again
+         * (in segments and memtables); if anything is there now, the next tick seals it. */
         segs_free(&ws);
+        pthread_rwlock_wrlock(&t->gate);
+        rc = segs_of(t, w.start, &ws);
+        bool empty = rc == ST_OK && ws.nruns == 0 && ws.sealed == 0 &&
+                     !store_window_unflushed(t->s, w.start);
+        if (rc == ST_OK)
+            segs_free(&ws);
+        if (empty) {
+            struct store_window rm = w;
+            rm.state = STORE_WINDOW_REMOVE;
+            rc = store_window_put(t->s, &rm);
+            pthread_mutex_lock(&t->mu);
+            if (rc == ST_OK) /* the cache too, or every tick would remove it again */
+                rc = reload_windows(t);
+            pthread_mutex_unlock(&t->mu);
+        }
+        pthread_rwlock_unlock(&t->gate);
         return rc;
     }
     uint64_t *in = malloc(nin * sizeof(*in));
