@@ -84,14 +84,18 @@ struct cfg {
     } store;
     struct {
         char *listen;
-        char *advertise_url;          /* NULL: http:// + listen (hostname for a wildcard host) */
-        int64_t announce_interval_ms; /* strata.nodes.<node_id> cadence (default 2 s) */
+        /* How other hosts reach this node (segment URLs, announcements): http[s]://host[:port]
+         * [/prefix] without trailing '/'. NULL: derived at start, cfg_ingest_advertise_url. */
+        char *advertise_url;
+        int64_t announce_interval_ms; /* strata.nodes.<node_id> cadence, 100ms-1m (default 2s) */
     } ingest;
     struct {
         char *listen;
         uint32_t build_threads;
         uint64_t memory_budget;
-        char **ingest_nodes; /* pinned ingest node URLs instead of discovery (NULL: discover) */
+        /* Pinned ingest node URLs instead of discovery on NATS (NULL and 0: discover); when
+         * set, at least one, distinct, without trailing '/'. */
+        char **ingest_nodes;
         size_t n_ingest_nodes;
     } indexer;
     struct {
@@ -133,6 +137,15 @@ const struct cfg_collection *cfg_collection_find(const struct cfg *c, const char
  * summary to ok_out. Returns the process exit code: 0 valid, 2 invalid or unreadable.
  */
 int cfg_check_main(const char *path, FILE *ok_out, FILE *err_out);
+
+/*
+ * The URL other hosts reach this ingest node by (SPEC.md §6): ingest.advertise_url when set,
+ * else "http://" + ingest.listen with bound_port (the port actually bound, or 0 for the
+ * configured one) and a wildcard host (0.0.0.0, ::) replaced by the machine's hostname;
+ * IPv6 hosts in brackets. ST_ERANGE when it does not fit in cap.
+ */
+int cfg_ingest_advertise_url(const struct cfg *c, uint16_t bound_port, char *out,
+                             size_t cap) ST_WUR;
 
 /* Unit parsing, exposed for the CLI and tests. Return ST_OK or ST_EINVAL/ST_ERANGE. */
 int cfg_parse_duration_ms(const char *s, int64_t *out) ST_WUR;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "st_log.h"
 
@@ -34,6 +35,10 @@ static const char *check_chars(const char *s, size_t max, const char *extra, con
 
 static const char *check_collection_name(const char *s)
 {
+    /* strata.nodes.<node_id> carries node announcements (SPEC.md §7): a collection "nodes"
+     * would have its events on strata.nodes.sealed, a node's announcement subject. */
+    if (strcmp(s, "nodes") == 0)
+        return "is reserved (strata.nodes.> carries node announcements on NATS)";
     return check_chars(s, CFG_NAME_MAX, "_-",
                        "must be 1-64 characters of A-Z a-z 0-9 _ - (it names files and NATS "
                        "subjects)");
@@ -41,6 +46,10 @@ static const char *check_collection_name(const char *s)
 
 static const char *check_node_id(const char *s)
 {
+    /* The node announces itself on strata.nodes.<node_id>; these three would make that a
+     * window-event subject (strata.*.sealed, ...) and land in the JetStream stream. */
+    if (strcmp(s, "sealed") == 0 || strcmp(s, "expired") == 0 || strcmp(s, "indexed") == 0)
+        return "is reserved (strata.nodes.<node_id> must not look like a window event subject)";
     return check_chars(s, CFG_NAME_MAX, "._-", "must be 1-64 characters of A-Z a-z 0-9 . _ -");
 }
 
@@ -389,31 +398,75 @@ static const struct cfg_field store_fields[] = {
     {0},
 };
 
+/*
+ * An ingest node's URL as other hosts use it: http[s]://host[:port][/path-prefix], no user
+ * info, query or fragment (segment URLs and API paths are appended to it). Trailing slashes
+ * are dropped by cfg_validate.
+ */
 static const char *check_http_url(const char *s)
 {
-    if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)
+    size_t skip = strncmp(s, "http://", 7) == 0 ? 7 : strncmp(s, "https://", 8) == 0 ? 8 : 0;
+    if (skip == 0)
         return "must be an http:// or https:// URL";
     if (strlen(s) > 400)
         return "must be at most 400 characters";
-    const char *host = s + (s[4] == 's' ? 8 : 7);
-    if (*host == '\0' || *host == '/' || *host == ':')
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '?' || *p == '#' || *p == '@')
+            return "must be http[s]://host[:port][/path] (no spaces, user info, query or "
+                   "fragment)";
+    const char *host = s + skip;
+    size_t alen = strcspn(host, "/");
+    if (alen == 0 || *host == ':')
         return "must name a host";
+    /* a port, when given, is 1-65535 (an IPv6 host is in brackets: its colons do not count) */
+    const char *end = host + alen, *colon = NULL;
+    for (const char *p = host; p < end; p++)
+        if (*p == ':')
+            colon = p;
+    if (*host == '[') {
+        const char *rb = memchr(host, ']', alen);
+        if (rb == NULL || rb == host + 1)
+            return "must name a host";
+        if (colon != NULL && colon < rb)
+            colon = NULL;
+        if (rb + 1 != end && rb + 1 != colon)
+            return "must be http[s]://host[:port][/path]";
+    } else if (colon != NULL && memchr(host, ':', (size_t)(colon - host)) != NULL) {
+        return "must put an IPv6 address in brackets (http://[::1]:7070)";
+    }
+    if (colon != NULL && !hostport_ok(host, alen, 1))
+        return "has a bad port (1-65535)";
     return NULL;
 }
 
-/* indexer.ingest_nodes: a list of ingest node URLs. */
+/* Drops trailing slashes: paths are appended to the URL with their own leading '/'. */
+static void url_trim(char *u)
+{
+    size_t n = strlen(u);
+    while (n > 0 && u[n - 1] == '/')
+        u[--n] = '\0';
+}
+
+/* indexer.ingest_nodes: a non-empty list of distinct ingest node URLs. */
 static void parse_ingest_nodes(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
 {
     struct cfg *c = base;
     if (v->type == YAML_SCALAR_NODE && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-        (v->data.scalar.length == 0 || strcmp((char *)v->data.scalar.value, "null") == 0))
-        return;
+        (v->data.scalar.length == 0 || strcmp((char *)v->data.scalar.value, "null") == 0 ||
+         strcmp((char *)v->data.scalar.value, "~") == 0))
+        return; /* null: discover the nodes on NATS */
     if (v->type != YAML_SEQUENCE_NODE) {
         cfg_ld_error(ld, v, path, "expected a list of ingest node URLs (http://host:port)");
         return;
     }
     size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    c->indexer.ingest_nodes = calloc(n ? n : 1, sizeof(*c->indexer.ingest_nodes));
+    if (n == 0) {
+        cfg_ld_error(ld, v, path,
+                     "an empty list pins no ingest node; leave the key out (or null) to "
+                     "discover them on NATS");
+        return;
+    }
+    c->indexer.ingest_nodes = calloc(n, sizeof(*c->indexer.ingest_nodes));
     if (c->indexer.ingest_nodes == NULL) {
         cfg_ld_error(ld, v, path, "out of memory");
         return;
@@ -429,13 +482,22 @@ static void parse_ingest_nodes(struct cfg_ld *ld, yaml_node_t *v, const char *pa
                 cfg_ld_error(ld, it, ip, "must not be null");
             continue;
         }
-        const char *why = check_http_url(u);
+        const char *why = *u == '\0' ? "must not be empty" : check_http_url(u);
         if (why != NULL) {
-            cfg_ld_error(ld, it, ip, "\"%s\" %s", u, why);
+            cfg_ld_error(ld, it, ip, "%s (got \"%s\")", why, u);
             free(u);
             continue;
         }
-        c->indexer.ingest_nodes[c->indexer.n_ingest_nodes++] = u;
+        url_trim(u);
+        for (size_t j = 0; j < c->indexer.n_ingest_nodes && u != NULL; j++) {
+            if (strcmp(c->indexer.ingest_nodes[j], u) == 0) {
+                cfg_ld_error(ld, it, ip, "\"%s\" is listed twice", u);
+                free(u);
+                u = NULL;
+            }
+        }
+        if (u != NULL)
+            c->indexer.ingest_nodes[c->indexer.n_ingest_nodes++] = u;
     }
 }
 
@@ -546,6 +608,8 @@ void cfg_validate(struct cfg_ld *ld, yaml_node_t *root, struct cfg *c)
         cfg_ld_error(ld, root, "", "out of memory");
         return;
     }
+    if (c->ingest.advertise_url != NULL)
+        url_trim(c->ingest.advertise_url);
     yaml_node_t *seq = cfg_mapping_get(ld, root, "collections");
     for (size_t i = 0; i < c->n_collections; i++) {
         struct cfg_collection *cc = &c->collections[i];
@@ -582,6 +646,39 @@ void cfg_validate(struct cfg_ld *ld, yaml_node_t *root, struct cfg *c)
             }
         }
     }
+}
+
+/* ---- derived values ---------------------------------------------------------------------- */
+
+int cfg_ingest_advertise_url(const struct cfg *c, uint16_t bound_port, char *out, size_t cap)
+{
+    int n;
+    if (c->ingest.advertise_url != NULL) {
+        n = snprintf(out, cap, "%s", c->ingest.advertise_url);
+        return n >= 0 && (size_t)n < cap ? ST_OK : ST_ERANGE;
+    }
+    /* ingest.listen passed check_listen: "host:port" or "[v6]:port". */
+    const char *l = c->ingest.listen, *colon = strrchr(l, ':');
+    char host[256];
+    size_t hl = (size_t)(colon - l);
+    if (l[0] == '[') { /* drop the brackets; they are put back below */
+        l++;
+        hl -= 2;
+    }
+    if (hl >= sizeof(host))
+        return ST_ERANGE;
+    memcpy(host, l, hl);
+    host[hl] = '\0';
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || hl == 0) {
+        /* a wildcard is no address to give others: the machine's name is */
+        if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+            snprintf(host, sizeof(host), "localhost");
+        host[sizeof(host) - 1] = '\0';
+    }
+    unsigned port = bound_port != 0 ? bound_port : (unsigned)strtoul(colon + 1, NULL, 10);
+    bool v6 = strchr(host, ':') != NULL;
+    n = snprintf(out, cap, "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", port);
+    return n >= 0 && (size_t)n < cap ? ST_OK : ST_ERANGE;
 }
 
 /* ---- --check-config ---------------------------------------------------------------------- */

@@ -36,18 +36,6 @@
 
 static volatile sig_atomic_t stop_requested;
 
-/* The host other nodes reach this one by: the listen host, or the hostname for a wildcard. */
-static void advertise_host(const char *listen, char *host, size_t cap)
-{
-    uint16_t port;
-    if (st_http_split_hostport(listen, host, cap, &port) != ST_OK || strcmp(host, "0.0.0.0") == 0 ||
-        strcmp(host, "::") == 0) {
-        if (gethostname(host, cap) != 0)
-            snprintf(host, cap, "localhost");
-        host[cap - 1] = '\0';
-    }
-}
-
 struct coll_rt {
     struct twcs *twcs;
     struct outbox_pub *pub;
@@ -115,18 +103,10 @@ int main(int argc, char **argv)
                                   .node_id = cfg->node_id};
     if (ingest_http_start(&ho, &http, &err) != ST_OK)
         goto fail;
-    char url[512];
-    if (cfg->ingest.advertise_url != NULL) {
-        snprintf(url, sizeof(url), "%s", cfg->ingest.advertise_url);
-        size_t ul = strlen(url);
-        while (ul > 0 && url[ul - 1] == '/')
-            url[--ul] = '\0';
-    } else {
-        char host[256];
-        advertise_host(cfg->ingest.listen, host, sizeof(host));
-        bool v6 = strchr(host, ':') != NULL;
-        snprintf(url, sizeof(url), "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
-                 ingest_http_port(http));
+    char url[512]; /* ingest.advertise_url, or http:// + the address actually bound */
+    if (cfg_ingest_advertise_url(cfg, ingest_http_port(http), url, sizeof(url)) != ST_OK) {
+        st_err_set(&err, ST_ERANGE, "ingest.advertise_url: longer than %zu bytes", sizeof(url));
+        goto fail;
     }
     /* SPEC.md §6: this daemon's files live under <data_dir>/ingest/; a collection a data_dir
      * from before that rule holds at <data_dir>/<name> stays there. */

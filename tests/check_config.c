@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "cfg.h"
 #include "st_log.h"
@@ -297,34 +298,137 @@ START_TEST(test_error_positions)
 END_TEST
 
 /* SPEC.md §6: ingest.advertise_url, ingest.announce_interval, indexer.ingest_nodes. */
+#define ONE_COLL "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+
 START_TEST(test_nodes_keys)
 {
-    struct cfg *c = load_ok(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n");
+    struct cfg *c = load_ok(BASE ONE_COLL);
     ck_assert_ptr_null(c->ingest.advertise_url);
     ck_assert_int_eq(c->ingest.announce_interval_ms, 2000);
+    ck_assert_ptr_null(c->indexer.ingest_nodes);
     ck_assert_uint_eq(c->indexer.n_ingest_nodes, 0);
     cfg_free(c);
-    c = load_ok(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
-                     "ingest: {advertise_url: 'http://ingest-1.example:7070', announce_interval: "
-                     "500ms}\n"
-                     "indexer: {ingest_nodes: ['http://a:7070', 'https://b:7071/']}\n");
+    c = load_ok(BASE ONE_COLL "ingest: {advertise_url: 'http://ingest-1.example:7070', "
+                              "announce_interval: 500ms}\n"
+                              "indexer: {ingest_nodes: ['http://a:7070', 'https://b:7071/x/']}\n");
     ck_assert_str_eq(c->ingest.advertise_url, "http://ingest-1.example:7070");
     ck_assert_int_eq(c->ingest.announce_interval_ms, 500);
     ck_assert_uint_eq(c->indexer.n_ingest_nodes, 2);
-    ck_assert_str_eq(c->indexer.ingest_nodes[1], "https://b:7071/");
+    ck_assert_str_eq(c->indexer.ingest_nodes[0], "http://a:7070");
+    ck_assert_str_eq(c->indexer.ingest_nodes[1], "https://b:7071/x"); /* trailing '/' dropped */
     cfg_free(c);
-    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
-                  "ingest: {advertise_url: 'ftp://x:1'}\n",
-             "t.yaml:6:25: ingest.advertise_url:", "http://");
-    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
-                  "ingest: {announce_interval: 10ms}\n",
-             "t.yaml:6:29: ingest.announce_interval:", "out of range");
-    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
-                  "indexer: {ingest_nodes: 'http://a:1'}\n",
+    /* The range's ends; IPv6 in brackets; a path prefix; null keeps the defaults. */
+    c = load_ok(BASE ONE_COLL "ingest: {advertise_url: 'http://[fd00::7]:8080/strata/', "
+                              "announce_interval: 100ms}\n"
+                              "indexer: {ingest_nodes: ~}\n");
+    ck_assert_str_eq(c->ingest.advertise_url, "http://[fd00::7]:8080/strata");
+    ck_assert_int_eq(c->ingest.announce_interval_ms, 100);
+    ck_assert_uint_eq(c->indexer.n_ingest_nodes, 0);
+    cfg_free(c);
+    c = load_ok(BASE ONE_COLL "ingest: {advertise_url: null, announce_interval: 1m}\n");
+    ck_assert_ptr_null(c->ingest.advertise_url);
+    ck_assert_int_eq(c->ingest.announce_interval_ms, 60000);
+    cfg_free(c);
+
+    /* Wrong types. */
+    load_bad(BASE ONE_COLL "ingest: {advertise_url: [http://a:1]}\n",
+             "t.yaml:6:25: ingest.advertise_url:", "expected a scalar");
+    load_bad(BASE ONE_COLL "ingest: {advertise_url: {url: 'http://a:1'}}\n",
+             "t.yaml:6:25: ingest.advertise_url:", "expected a scalar");
+    load_bad(BASE ONE_COLL "ingest: {announce_interval: fast}\n",
+             "t.yaml:6:29: ingest.announce_interval:", "expected a duration");
+    load_bad(BASE ONE_COLL "ingest: {announce_interval: 5}\n",
+             "t.yaml:6:29: ingest.announce_interval:", "expected a duration");
+    load_bad(BASE ONE_COLL "indexer: {ingest_nodes: 'http://a:1'}\n",
              "t.yaml:6:25: indexer.ingest_nodes:", "list");
-    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
-                  "indexer: {ingest_nodes: ['http://a:1', 'a:2']}\n",
-             "t.yaml:6:40: indexer.ingest_nodes[1]:", "http://");
+    load_bad(BASE ONE_COLL "indexer: {ingest_nodes: {a: 'http://a:1'}}\n",
+             "t.yaml:6:25: indexer.ingest_nodes:", "list");
+    load_bad(BASE ONE_COLL "indexer: {ingest_nodes: ['http://a:1', [x]]}\n",
+             "t.yaml:6:40: indexer.ingest_nodes[1]:", "expected a scalar");
+    load_bad(BASE ONE_COLL "indexer: {ingest_nodes: ['http://a:1', ~]}\n",
+             "t.yaml:6:40: indexer.ingest_nodes[1]:", "must not be null");
+    /* Out of range, empty, duplicates. */
+    load_bad(BASE ONE_COLL "ingest: {announce_interval: 10ms}\n",
+             "t.yaml:6:29: ingest.announce_interval:", "out of range");
+    load_bad(BASE ONE_COLL "ingest: {announce_interval: 2m}\n",
+             "t.yaml:6:29: ingest.announce_interval:", "out of range");
+    load_bad(BASE ONE_COLL "indexer: {ingest_nodes: []}\n",
+             "t.yaml:6:25: indexer.ingest_nodes:", "empty list");
+    load_bad(BASE ONE_COLL "indexer: {ingest_nodes: ['http://a:1', 'http://a:1/']}\n",
+             "t.yaml:6:40: indexer.ingest_nodes[1]:", "listed twice");
+    /* Bad URLs: scheme first, then the shape of the rest. */
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        {"ftp://x:1", "http:// or https://"},
+        {"a:2", "http:// or https://"},
+        {"HTTP://a:1", "http:// or https://"},
+        {"http://", "must name a host"},
+        {"http:///v1", "must name a host"},
+        {"http://:80", "must name a host"},
+        {"http://a b:1", "no spaces"},
+        {"http://user:pw@a:1", "user info"},
+        {"http://a:1/?x=1", "query"},
+        {"http://a:1/#top", "fragment"},
+        {"http://a:0", "bad port"},
+        {"http://a:99999", "bad port"},
+        {"http://a:x1", "bad port"},
+        {"http://fd00::1:80", "brackets"},
+        {"http://[::1", "must name a host"},
+        {"http://[::1]x:1", "host[:port]"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char doc[512];
+        snprintf(doc, sizeof(doc), BASE ONE_COLL "ingest: {advertise_url: '%s'}\n", bad[i].url);
+        load_bad(doc, "t.yaml:6:25: ingest.advertise_url:", bad[i].why);
+        snprintf(doc, sizeof(doc), BASE ONE_COLL "indexer:\n  ingest_nodes:\n    - '%s'\n",
+                 bad[i].url);
+        load_bad(doc, "t.yaml:8:7: indexer.ingest_nodes[0]:", bad[i].why);
+    }
+    /* Names that would collide with strata.nodes.<node_id> on NATS. */
+    load_bad(BASE "collections:\n  - {name: nodes, dim: 8, topic: t, window: 1h}\n",
+             "t.yaml:5:12: collections[0].name:", "reserved");
+    load_bad("node_id: sealed\ndata_dir: /x\nkafka: {brokers: 'a:1'}\n" ONE_COLL,
+             "t.yaml:1:10: node_id:", "reserved");
+    c = load_ok("node_id: sealed-1\ndata_dir: /x\nkafka: {brokers: 'a:1'}\n"
+                "collections:\n  - {name: nodes-1, dim: 8, topic: t, window: 1h}\n");
+    cfg_free(c);
+}
+END_TEST
+
+/* The URL other hosts reach an ingest node by: advertise_url, else http:// + listen. */
+START_TEST(test_advertise_url)
+{
+    char url[256], want[512], host[256];
+    ck_assert_int_eq(gethostname(host, sizeof(host)), 0);
+    host[sizeof(host) - 1] = '\0';
+    struct cfg *c = load_ok(BASE ONE_COLL);
+    ck_assert_int_eq(cfg_ingest_advertise_url(c, 0, url, sizeof(url)), ST_OK);
+    ck_assert_str_eq(url, "http://127.0.0.1:7070");
+    ck_assert_int_eq(cfg_ingest_advertise_url(c, 41234, url, sizeof(url)), ST_OK);
+    ck_assert_str_eq(url, "http://127.0.0.1:41234"); /* the port actually bound */
+    ck_assert_int_eq(cfg_ingest_advertise_url(c, 0, url, 10), ST_ERANGE);
+    cfg_free(c);
+    c = load_ok(BASE ONE_COLL "ingest: {listen: '0.0.0.0:7070'}\n");
+    ck_assert_int_eq(cfg_ingest_advertise_url(c, 0, url, sizeof(url)), ST_OK);
+    snprintf(want, sizeof(want), "http://%s:7070", host); /* a wildcard: the hostname */
+    ck_assert_str_eq(url, want);
+    cfg_free(c);
+    c = load_ok(BASE ONE_COLL "ingest: {listen: '[::]:0'}\n");
+    ck_assert_int_eq(cfg_ingest_advertise_url(c, 9000, url, sizeof(url)), ST_OK);
+    snprintf(want, sizeof(want), "http://%s:9000", host);
+    ck_assert_str_eq(url, want);
+    cfg_free(c);
+    c = load_ok(BASE ONE_COLL "ingest: {listen: '[::1]:7070'}\n");
+    ck_assert_int_eq(cfg_ingest_advertise_url(c, 0, url, sizeof(url)), ST_OK);
+    ck_assert_str_eq(url, "http://[::1]:7070");
+    cfg_free(c);
+    /* Set: used as is (the bound port does not matter: a proxy may sit in front). */
+    c = load_ok(BASE ONE_COLL "ingest: {listen: '0.0.0.0:0', advertise_url: "
+                              "'https://ingest-1.example/strata//'}\n");
+    ck_assert_int_eq(cfg_ingest_advertise_url(c, 9000, url, sizeof(url)), ST_OK);
+    ck_assert_str_eq(url, "https://ingest-1.example/strata");
+    cfg_free(c);
 }
 END_TEST
 
@@ -397,6 +501,7 @@ int main(void)
     tcase_add_test(tc, test_error_positions);
     tcase_add_test(tc, test_all_errors_reported);
     tcase_add_test(tc, test_nodes_keys);
+    tcase_add_test(tc, test_advertise_url);
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_cli_check_config);
     suite_add_tcase(s, tc);
