@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -23,6 +22,7 @@
 #include "consumer.h"
 #include "dlq.h"
 #include "ingest_http.h"
+#include "ingest_layout.h"
 #include "outbox_pub.h"
 #include "announce.h"
 #include "st_clock.h"
@@ -39,7 +39,7 @@ static volatile sig_atomic_t stop_requested;
 struct coll_rt {
     struct twcs *twcs;
     struct outbox_pub *pub;
-    char dir[4096];
+    char *dir; /* the store */
 };
 
 int main(int argc, char **argv)
@@ -108,28 +108,12 @@ int main(int argc, char **argv)
         st_err_set(&err, ST_ERANGE, "ingest.advertise_url: longer than %zu bytes", sizeof(url));
         goto fail;
     }
-    /* SPEC.md §6: this daemon's files live under <data_dir>/ingest/; a collection a data_dir
-     * from before that rule holds at <data_dir>/<name> stays there. */
-    char base[3000];
-    snprintf(base, sizeof(base), "%s/ingest", cfg->data_dir);
-    if ((mrc = store_fs_mkdir(NULL, base, "ingest.mkdir")) != ST_OK) {
-        st_log_error("ingest", "%s: %s", base, st_strerror(mrc));
-        goto out;
-    }
     for (size_t i = 0; i < nc; i++) {
         const struct cfg_collection *cc = &cfg->collections[i];
-        char old[3000], cur[3100];
-        struct stat sb;
-        snprintf(old, sizeof(old), "%s/%s", cfg->data_dir, cc->name);
-        snprintf(cur, sizeof(cur), "%s/CURRENT", old);
-        snprintf(rt[i].dir, sizeof(rt[i].dir), "%s/%s", base, cc->name);
-        if (stat(cur, &sb) == 0 && stat(rt[i].dir, &sb) != 0) {
-            st_log_notice("ingest",
-                          "collection %s: using %s (a data_dir from before the "
-                          "ingest/ subdirectory)",
-                          cc->name, old);
-            snprintf(rt[i].dir, sizeof(rt[i].dir), "%s", old);
-        }
+        /* SPEC.md §6: <data_dir>/ingest/<name>, or where a pre-rule data_dir keeps it. */
+        bool legacy;
+        if (ingest_layout_store_dir(cfg->data_dir, cc->name, &rt[i].dir, &legacy, &err) != ST_OK)
+            goto fail;
         char seg_base[700];
         snprintf(seg_base, sizeof(seg_base), "%s/v1/segments/%s", url, cc->name);
         struct outbox_pub_opts po = {.url = cfg->nats.url,
@@ -247,6 +231,7 @@ out:
         if (rt[i].twcs != NULL && twcs_close(rt[i].twcs) != ST_OK)
             exit_code = 1;
         outbox_pub_stop(rt[i].pub);
+        free(rt[i].dir);
     }
     dlq_close(dlq);
     free(rt);

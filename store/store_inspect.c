@@ -208,6 +208,63 @@ static int inspect_manifest_file(struct ictx *c, const char *path)
     return ST_OK;
 }
 
+/*
+ * <data_dir>/indexer/: strata-indexer's files (SPEC.md §6), one directory per collection. Its
+ * segment copies (<node>@<start>@v<version>.seg) are segment files and are verified like the
+ * store's; its CATALOG and index files belong to the indexer and are only counted here.
+ */
+static int inspect_indexer(struct ictx *c, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        fprintf(c->out, "%s: cannot open\n", dir);
+        return ST_EIO;
+    }
+    int rc = ST_OK;
+    for (struct dirent *de; rc == ST_OK && (de = readdir(d)) != NULL;) {
+        char *sub = NULL;
+        struct stat sb;
+        if (de->d_name[0] == '.')
+            continue;
+        if (asprintf(&sub, "%s/%s", dir, de->d_name) < 0) {
+            rc = ST_ENOMEM;
+            break;
+        }
+        DIR *cd = stat(sub, &sb) == 0 && S_ISDIR(sb.st_mode) ? opendir(sub) : NULL;
+        size_t segs = 0, other = 0;
+        for (struct dirent *fe; rc == ST_OK && cd != NULL && (fe = readdir(cd)) != NULL;) {
+            size_t l = strlen(fe->d_name);
+            if (fe->d_name[0] == '.')
+                continue;
+            if (l <= 4 || strcmp(fe->d_name + l - 4, ".seg") != 0) {
+                other++;
+                continue;
+            }
+            char *p = NULL;
+            if (asprintf(&p, "%s/%s", sub, fe->d_name) < 0) {
+                rc = ST_ENOMEM;
+                break;
+            }
+            rc = inspect_seg(c, p, 0);
+            if (rc != ST_OK && stat(p, &sb) != 0)
+                rc = ST_OK; /* the indexer replaced or dropped it meanwhile */
+            else
+                segs++;
+            free(p);
+        }
+        if (cd != NULL) {
+            closedir(cd);
+            fprintf(c->out,
+                    "indexer %s: %zu segment copies verified, %zu other files (catalog, "
+                    "indexes: not checked here)\n",
+                    sub, segs, other);
+        }
+        free(sub);
+    }
+    closedir(d);
+    return rc;
+}
+
 static int inspect_path(struct ictx *c, const char *path, int depth)
 {
     struct stat sb;
@@ -237,9 +294,12 @@ static int inspect_path(struct ictx *c, const char *path, int depth)
     free(cur);
     if (is_store)
         return inspect_store(c, path);
+    if (strcmp(base, "indexer") == 0) /* the indexer's half of a shared data_dir */
+        return inspect_indexer(c, path);
     if (depth > 2)
         return ST_OK;
-    /* A data dir: every store below it. */
+    /* A data dir: every store below it — <data_dir>/ingest/<name> (SPEC.md §6), or
+     * <data_dir>/<name> when it was written before that layout. */
     DIR *d = opendir(path);
     if (d == NULL) {
         fprintf(c->out, "%s: cannot open\n", path);

@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -264,16 +265,22 @@ static long http_status(const char *url, const char *token, const char *body)
     return r.status;
 }
 
-/* The daemon's store of collection docs, read-only (after it stopped). */
-static struct store *open_daemon_store(const struct env *e)
+/* The store at <data_dir>/<rel>, read-only (after the daemon stopped). */
+static struct store *open_store_at(const struct env *e, const char *rel)
 {
     char sdir[700];
-    snprintf(sdir, sizeof(sdir), "%s/ingest/docs", e->data); /* SPEC.md §6 layout */
+    snprintf(sdir, sizeof(sdir), "%s/%s", e->data, rel);
     struct store_opts so = {.dir = sdir, .dim = 4, .read_only = true};
     struct store *s;
     struct st_err err = {0};
     ck_assert_msg(store_open(&so, &s, &err) == ST_OK, "%s", err.msg);
     return s;
+}
+
+/* The daemon's store of collection docs (SPEC.md §6 layout), read-only. */
+static struct store *open_daemon_store(const struct env *e)
+{
+    return open_store_at(e, "ingest/docs");
 }
 
 /* The status of base + path. */
@@ -615,6 +622,91 @@ START_TEST(test_daemon_http)
 }
 END_TEST
 
+/* ---- data_dir layout (SPEC.md §6) --------------------------------------------------------- */
+
+/* Whether <data_dir>/<rel> exists. */
+static bool data_has(const struct env *e, const char *rel)
+{
+    char p[800];
+    snprintf(p, sizeof(p), "%s/%s", e->data, rel);
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+/* Whether GET /v1/collections/docs/records/<id> answers 200. */
+static bool record_served(unsigned port, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/collections/docs/records/%s", id);
+    return st_daemon_http_get(port, path, NULL, 0) == 200;
+}
+
+/*
+ * strata-ingest keeps its files under <data_dir>/ingest/<collection>/ (the indexer sharing
+ * the data_dir has indexer/). A data_dir from before that rule — the store directly at
+ * <data_dir>/<collection> — is still opened where it is, with its data, and keeps taking
+ * writes there; `strata inspect` finds the store in either place.
+ */
+START_TEST(test_daemon_data_dir_layout)
+{
+    struct env e;
+    env_init(&e, "layout", false);
+    produce_window(&e);
+    struct st_daemon d;
+    start_daemon(&d, &e);
+    unsigned port = st_daemon_wait_logged_number(&d, "HTTP on port ", 60000);
+    ck_assert_msg(ST_WAIT_UNTIL(record_served(port, "r11") && record_served(port, "w1"), 90000),
+                  "records never applied");
+    st_daemon_stop(&d, STOP_MS);
+    ck_assert(data_has(&e, "ingest/docs/CURRENT"));
+    ck_assert(!data_has(&e, "docs"));
+    ck_assert(!st_daemon_log_has(&d, "from before the"));
+
+    /* The same data as an old data_dir: the store at <data_dir>/docs, no ingest/. */
+    char from[800], to[800], cmd[1800], out[16384];
+    snprintf(from, sizeof(from), "%s/ingest/docs", e.data);
+    snprintf(to, sizeof(to), "%s/docs", e.data);
+    ck_assert_int_eq(rename(from, to), 0);
+    snprintf(from, sizeof(from), "%s/ingest", e.data);
+    ck_assert_int_eq(rmdir(from), 0);
+    snprintf(cmd, sizeof(cmd), "%s inspect %s 2>&1", getenv("STRATA_CLI"), e.data);
+    ck_assert_msg(st_test_run(cmd, out, sizeof(out)) == 0, "%s", out);
+    ck_assert_msg(strstr(out, to) != NULL, "inspect did not find %s:\n%s", to, out);
+
+    start_daemon(&d, &e);
+    port = st_daemon_wait_logged_number(&d, "HTTP on port ", 60000);
+    ck_assert(st_daemon_log_has(&d, "from before the"));
+    for (int m = 0; m < NMSG; m++) {
+        char id[16];
+        snprintf(id, sizeof(id), "r%d", m);
+        ck_assert_msg(ST_WAIT_UNTIL(record_served(port, id), 30000), "%s not served", id);
+    }
+    char json[256];
+    snprintf(json, sizeof(json),
+             "{\"collection\": \"docs\", \"id\": \"after\", \"ts\": %" PRId64
+             ", \"vector\": [9, 9, 9, 9]}",
+             st_clock_wall_ms(NULL));
+    produce_one(&e, 1, json);
+    ck_assert_msg(ST_WAIT_UNTIL(record_served(port, "after"), 30000), "new record not applied");
+    st_daemon_stop(&d, STOP_MS);
+    st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
+    /* Written where the store was; nothing new under ingest/. */
+    ck_assert(!data_has(&e, "ingest/docs"));
+    struct store *s = open_store_at(&e, "docs");
+    float v[4];
+    struct store_value sv = {.vec = v};
+    ck_assert_int_eq(store_get(s, (const uint8_t *)"after", 5, &sv), ST_OK);
+    ck_assert(v[0] == 9.0f);
+    free(sv.meta);
+    sv = (struct store_value){.vec = v};
+    ck_assert_int_eq(store_get(s, (const uint8_t *)"r7", 2, &sv), ST_OK);
+    ck_assert(v[0] == 7.0f);
+    free(sv.meta);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    env_free(&e);
+}
+END_TEST
+
 /* ---- kill -9 during a continuous produce ------------------------------------------------- */
 
 #define KREC 4 /* records per message */
@@ -916,6 +1008,10 @@ int main(void)
     tcase_add_test(tc, test_daemon_http);
     tcase_add_test(tc, test_daemon_kill9_continuous);
     tcase_add_test(tc, test_daemon_sanitized_session);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("layout"); /* CK_RUN_CASE=layout runs it alone */
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_daemon_data_dir_layout);
     suite_add_tcase(su, tc);
     int rc = st_test_run_suite(su);
     nats_Close();

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "ingest_layout.h"
 #include "ingest_write.h"
 #include "rec_format.h"
 #include "st_clock.h"
@@ -138,6 +140,101 @@ START_TEST(test_write_cosine)
 }
 END_TEST
 
+/* ---- data_dir layout (SPEC.md §6, ingest_layout.h) --------------------------------------- */
+
+static bool is_dir(const char *a, const char *b)
+{
+    char p[1200];
+    snprintf(p, sizeof(p), "%s/%s", a, b);
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* A store's CURRENT file under data/<rel> (enough for the layout to see a store there). */
+static void fake_store(const char *data, const char *rel)
+{
+    char p[1200];
+    snprintf(p, sizeof(p), "%s/%s", data, rel);
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/%s/CURRENT", data, rel);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+}
+
+static char *layout_dir(const char *data, const char *coll, bool *legacy)
+{
+    char *d = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(ingest_layout_store_dir(data, coll, &d, legacy, &err) == ST_OK, "%s", err.msg);
+    return d;
+}
+
+START_TEST(test_layout)
+{
+    st_log_set_level(ST_LOG_ERROR);
+    char *data = st_test_tmpdir("layout");
+    char want[1200];
+    bool legacy;
+    /* Fresh: <data_dir>/ingest/<name>, ingest/ created (the store creates its own dir). */
+    char *d = layout_dir(data, "docs", &legacy);
+    snprintf(want, sizeof(want), "%s/ingest/docs", data);
+    ck_assert_str_eq(d, want);
+    ck_assert(!legacy);
+    ck_assert(is_dir(data, "ingest"));
+    free(d);
+    /* A store of the old layout stays where it is; another collection follows the rule. */
+    fake_store(data, "old");
+    d = layout_dir(data, "old", &legacy);
+    snprintf(want, sizeof(want), "%s/old", data);
+    ck_assert_str_eq(d, want);
+    ck_assert(legacy);
+    free(d);
+    /* Once ingest/<name> exists it wins (an old copy next to it is not read). */
+    fake_store(data, "ingest/old");
+    d = layout_dir(data, "old", &legacy);
+    snprintf(want, sizeof(want), "%s/ingest/old", data);
+    ck_assert_str_eq(d, want);
+    ck_assert(!legacy);
+    free(d);
+    /* A directory without CURRENT at the old place is not a store: the rule applies. */
+    snprintf(want, sizeof(want), "%s/empty", data);
+    ck_assert_int_eq(mkdir(want, 0755), 0);
+    d = layout_dir(data, "empty", &legacy);
+    snprintf(want, sizeof(want), "%s/ingest/empty", data);
+    ck_assert_str_eq(d, want);
+    ck_assert(!legacy);
+    free(d);
+    st_test_rmrf(data);
+    free(data);
+
+    /* <data_dir>/ingest is itself an old store (a collection named "ingest"): nothing may be
+     * put inside it, so every collection keeps the old layout. */
+    data = st_test_tmpdir("layout2");
+    fake_store(data, "ingest");
+    d = layout_dir(data, "ingest", &legacy);
+    snprintf(want, sizeof(want), "%s/ingest", data);
+    ck_assert_str_eq(d, want);
+    ck_assert(legacy);
+    free(d);
+    d = layout_dir(data, "docs", &legacy);
+    snprintf(want, sizeof(want), "%s/docs", data);
+    ck_assert_str_eq(d, want);
+    ck_assert(legacy);
+    ck_assert(!is_dir(data, "ingest/docs"));
+    free(d);
+    st_test_rmrf(data);
+    free(data);
+
+    /* data_dir must exist: the error names the directory it could not create. */
+    struct st_err err = {0};
+    ck_assert_int_ne(ingest_layout_store_dir("/nonexistent-strata", "docs", &d, &legacy, &err),
+                     ST_OK);
+    ck_assert_ptr_null(d);
+    ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent-strata/ingest"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("ingest_write");
@@ -145,6 +242,9 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_write_ts_replay_reject);
     tcase_add_test(tc, test_write_cosine);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("layout");
+    tcase_add_test(tc, test_layout);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

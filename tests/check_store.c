@@ -795,6 +795,88 @@ START_TEST(test_inspect)
 }
 END_TEST
 
+/* Copies file from to to (the test's own small files). */
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    ck_assert_ptr_nonnull(in);
+    ck_assert_ptr_nonnull(out);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    ck_assert_int_eq(fclose(out), 0);
+}
+
+/* A shared data_dir (SPEC.md §6): ingest's stores under ingest/, one store of the layout from
+ * before that rule at the top, and the indexer's directory — whose segment copies are
+ * verified and whose other files are not taken for corruption. */
+START_TEST(test_inspect_layouts)
+{
+    char *data = st_test_tmpdir("layout");
+    char a[600], b[600], idx[600], path[800];
+    snprintf(path, sizeof(path), "%s/ingest", data);
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    snprintf(a, sizeof(a), "%s/ingest/a", data);
+    snprintf(b, sizeof(b), "%s/b", data);
+    for (int i = 0; i < 2; i++) {
+        struct store *s = open_store(i == 0 ? a : b, NULL, STORE_SYNC_ALWAYS, false);
+        for (int k = 0; k < 50; k++)
+            ck_assert_int_eq(put(s, 0, k, k, 1000, k, STORE_OP_UPSERT), ST_OK);
+        ck_assert_int_eq(store_flush(s), ST_OK);
+        ck_assert_int_eq(store_close(s), ST_OK);
+    }
+    /* indexer/docs: a segment copy (the indexer's file name), a catalog, an index file */
+    snprintf(idx, sizeof(idx), "%s/indexer", data);
+    ck_assert_int_eq(mkdir(idx, 0755), 0);
+    snprintf(idx, sizeof(idx), "%s/indexer/docs", data);
+    ck_assert_int_eq(mkdir(idx, 0755), 0);
+    struct store *s = open_store(a, NULL, STORE_SYNC_ALWAYS, false);
+    struct store_snapshot *snap;
+    ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
+    struct store_segment_info info;
+    store_segment_info(store_snapshot_segment(snap, 0), &info);
+    char copy[900];
+    snprintf(copy, sizeof(copy), "%s/ingest-1@0@v1.seg", idx);
+    copy_file(info.path, copy);
+    store_snapshot_release(snap);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    static const char *const junk[] = {"CATALOG", "ingest-1@0@v1.hnsw", "CURRENT.tmp"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", idx, junk[i]);
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs("{\"not\": \"a store file\"}\n", f);
+        fclose(f);
+    }
+
+    char cmd[1200], o[16384], want[1000];
+    snprintf(cmd, sizeof(cmd), "%s inspect %s 2>&1", getenv("STRATA_CLI"), data);
+    ck_assert_msg(st_test_run(cmd, o, sizeof(o)) == 0, "%s", o);
+    snprintf(want, sizeof(want), "store %s: ", a);
+    ck_assert_msg(strstr(o, want) != NULL, "no %s in:\n%s", want, o);
+    snprintf(want, sizeof(want), "store %s: ", b);
+    ck_assert_msg(strstr(o, want) != NULL, "no %s in:\n%s", want, o);
+    snprintf(want, sizeof(want), "indexer %s: 1 segment copies verified, 3 other files", idx);
+    ck_assert_msg(strstr(o, want) != NULL, "no %s in:\n%s", want, o);
+    ck_assert_msg(strstr(o, copy) != NULL && strstr(o, "checksums=ok"), "%s", o);
+    ck_assert_ptr_null(strstr(o, "CORRUPT"));
+    /* The ingest/ directory alone, and the indexer's alone, are inspectable too. */
+    snprintf(cmd, sizeof(cmd), "%s inspect %s/ingest 2>&1", getenv("STRATA_CLI"), data);
+    ck_assert_msg(st_test_run(cmd, o, sizeof(o)) == 0, "%s", o);
+    snprintf(cmd, sizeof(cmd), "%s inspect %s/indexer 2>&1", getenv("STRATA_CLI"), data);
+    ck_assert_msg(st_test_run(cmd, o, sizeof(o)) == 0, "%s", o);
+    /* A damaged segment copy is corruption like any other segment's. */
+    flip_byte(copy, 64 + 8, 0x01);
+    snprintf(cmd, sizeof(cmd), "%s inspect %s 2>&1", getenv("STRATA_CLI"), data);
+    ck_assert_int_eq(st_test_run(cmd, o, sizeof(o)), 1);
+    ck_assert_msg(strstr(o, "CORRUPT") && strstr(o, copy), "%s", o);
+    st_test_rmrf(data);
+    free(data);
+}
+END_TEST
+
 /* Regression (issue 11, defect 1): a promotion (a window's only run sealed in place) changes
  * only the manifest; after a restart the segment must still be SEALED at its version, and
  * a manifest that disagrees with the file's window is corruption. */
@@ -2241,6 +2323,7 @@ int main(void)
     tcase_add_test(tc, test_backpressure);
     tcase_add_test(tc, test_fault_points);
     tcase_add_test(tc, test_inspect);
+    tcase_add_test(tc, test_inspect_layouts);
     tcase_add_test(tc, test_next_file_never_regresses);
     tcase_add_test(tc, test_promotion_survives_reopen);
     tcase_add_test(tc, test_flush_alloc_failure_keeps_listed_files);
