@@ -96,7 +96,7 @@ static struct topic_schema *schema_of(struct ing_consumer *c, const char *topic)
 }
 
 /* Tells each collection's twcs which partitions of its topic this member holds now. */
-static int announce(struct ing_consumer *c)
+static int tell_twcs(struct ing_consumer *c)
 {
     for (size_t ci = 0; ci < c->o.n_colls; ci++) {
         const struct ing_collection *coll = &c->o.colls[ci];
@@ -203,6 +203,33 @@ static int durable_round(struct ing_consumer *c)
     return ST_OK;
 }
 
+static int part_cmp(const void *a, const void *b)
+{
+    const struct ing_partition *x = a, *y = b;
+    int t = strcmp(x->topic, y->topic);
+    return t != 0 ? t : (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+/* Hands the whole assignment as it is now to opts.on_assignment. */
+static void tell_hook(struct ing_consumer *c)
+{
+    if (c->o.on_assignment == NULL)
+        return;
+    struct ing_partition *l = calloc(c->n_parts ? c->n_parts : 1, sizeof(*l));
+    if (l == NULL) {
+        st_log_error("ingest", "out of memory telling the assignment hook (it keeps the last)");
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_parts; i++)
+        if (c->parts[i].assigned)
+            l[n++] = (struct ing_partition){c->parts[i].topic, c->parts[i].partition};
+    if (n > 1)
+        qsort(l, n, sizeof(*l), part_cmp);
+    c->o.on_assignment(c->o.assignment_ctx, l, n);
+    free(l);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -237,13 +264,19 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
             rd_kafka_error_destroy(ke);
     } else {
         st_log_error("ingest", "rebalance error: %s", rd_kafka_err2str(e));
+        for (int i = 0; i < parts->cnt; i++) { /* released: no longer ours to report */
+            struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, false);
+            if (p != NULL)
+                p->assigned = false;
+        }
         rd_kafka_error_t *ke = rd_kafka_incremental_unassign(rk, parts);
         if (ke != NULL)
             rd_kafka_error_destroy(ke);
     }
-    int rc = announce(c);
+    int rc = tell_twcs(c);
     if (rc != ST_OK && c->fatal.code == ST_OK)
         st_err_set(&c->fatal, rc, "telling the windows about partitions: %s", st_strerror(rc));
+    tell_hook(c);
 }
 
 int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **out,

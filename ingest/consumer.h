@@ -38,6 +38,21 @@ struct ing_collection {
     bool cosine;
 };
 
+/* One partition of this member's assignment (borrowed for the call it is passed to). */
+struct ing_partition {
+    const char *topic;
+    int32_t partition;
+};
+
+/*
+ * Told every change of this member's assignment: all partitions assigned now, sorted by topic
+ * then partition (n may be 0: everything was revoked, e.g. on close). Runs on the thread in
+ * ing_consumer_poll or ing_consumer_close (inside librdkafka's rebalance callback), after the
+ * change took effect; it must be quick and must not call into the consumer. ingest uses it to
+ * announce its partitions (announce.h) without the consumer knowing about NATS.
+ */
+typedef void (*ing_assignment_fn)(void *ctx, const struct ing_partition *parts, size_t n);
+
 struct ing_consumer_opts {
     const char *brokers;
     const char *group_id;
@@ -46,10 +61,12 @@ struct ing_consumer_opts {
     struct ing_collection *colls;
     size_t n_colls;
     struct dlq *dlq;
-    const char *dead_letter_topic; /* kafka.dead_letter_topic */
-    int64_t commit_interval_ms;    /* commit round of what is durable (default 200) */
-    int64_t pause_ms;              /* back-pressure pause before retrying (default 50) */
-    size_t max_value;              /* largest accepted message value (default 64 MiB) */
+    const char *dead_letter_topic;   /* kafka.dead_letter_topic */
+    int64_t commit_interval_ms;      /* commit round of what is durable (default 200) */
+    int64_t pause_ms;                /* back-pressure pause before retrying (default 50) */
+    size_t max_value;                /* largest accepted message value (default 64 MiB) */
+    ing_assignment_fn on_assignment; /* NULL: nobody is told */
+    void *assignment_ctx;
 };
 
 struct ing_stats {

@@ -111,6 +111,28 @@ static void produce_good(rd_kafka_t *p, int m)
     free(f);
 }
 
+/* What the assignment hook (opts.on_assignment) was told, for one consumer. */
+struct seen {
+    int calls;
+    size_t n;
+    int32_t parts[64];
+    bool bad; /* another topic, or not sorted */
+};
+
+static void on_assignment(void *ctx, const struct ing_partition *p, size_t n)
+{
+    struct seen *s = ctx;
+    s->calls++;
+    s->n = n < 64 ? n : 64;
+    for (size_t i = 0; i < s->n; i++) {
+        s->parts[i] = p[i].partition;
+        if (strcmp(p[i].topic, topic) != 0 || (i > 0 && p[i].partition <= p[i - 1].partition))
+            s->bad = true;
+    }
+}
+
+static struct seen *hook_to; /* the next consumer() reports its assignments here (or not) */
+
 static struct ing_consumer *consumer(const char *group)
 {
     static struct ing_collection coll;
@@ -127,7 +149,9 @@ static struct ing_consumer *consumer(const char *group)
                                   .dlq = dq,
                                   .dead_letter_topic = dead,
                                   .commit_interval_ms = 100,
-                                  .max_value = max_value};
+                                  .max_value = max_value,
+                                  .on_assignment = hook_to != NULL ? on_assignment : NULL,
+                                  .assignment_ctx = hook_to};
     struct ing_consumer *c;
     struct st_err err = {0};
     ck_assert_msg(ing_consumer_open(&o, &c, &err) == ST_OK, "%s", err.msg);
@@ -594,7 +618,8 @@ START_TEST(test_commit_only_durable_power_loss)
 END_TEST
 
 /* A second member joins and later the first leaves: partitions move with their commits, so
- * every message is applied by exactly one of the two members' stores — none lost, none twice. */
+ * every message is applied by exactly one of the two members' stores — none lost, none twice.
+ * The assignment hook tells each member's partitions as they move. */
 START_TEST(test_rebalance_join_leave)
 {
     prepare("rb", NPART * 2);
@@ -606,27 +631,62 @@ START_TEST(test_rebalance_join_leave)
     const char *group = st_test_unique("rb-g");
     rd_kafka_t *p = producer();
 
+    struct seen sa = {0}, sb = {0};
     tw = ta;
+    hook_to = &sa;
     struct ing_consumer *a = consumer(group);
     for (int m = 0; m < NMSG; m++)
         produce_good(p, m);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     poll_pair(a, NULL, NMSG);
+    /* The hook saw A's whole assignment, sorted. */
+    ck_assert_uint_eq(sa.n, NPART * 2);
+    for (size_t i = 0; i < sa.n; i++)
+        ck_assert_int_eq(sa.parts[i], (int32_t)i);
 
     tw = tb; /* B joins: some partitions move from A to B */
+    hook_to = &sb;
     struct ing_consumer *b = consumer(group);
+    hook_to = NULL;
     for (int m = NMSG; m < 2 * NMSG; m++)
         produce_good(p, m);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     poll_pair(a, b, 2 * NMSG);
     ck_assert_uint_gt(handled(b), 0); /* B really got partitions */
+    /* Once the cooperative rebalance is over, the hooks split the partitions between A and B:
+     * each partition in exactly one member's last report. */
+    int64_t dl = st_test_now_ms() + 60000;
+    while (sa.n + sb.n != NPART * 2 || sa.n == 0 || sb.n == 0) {
+        struct st_err e = {0};
+        ck_assert_msg(ing_consumer_poll(a, 50, &e) == ST_OK, "%s", e.msg);
+        ck_assert_msg(ing_consumer_poll(b, 50, &e) == ST_OK, "%s", e.msg);
+        ck_assert_msg(st_test_now_ms() < dl, "hooks report %zu + %zu partitions", sa.n, sb.n);
+    }
+    for (int32_t part = 0; part < NPART * 2; part++) {
+        int owners = 0;
+        for (size_t i = 0; i < sa.n; i++)
+            owners += sa.parts[i] == part;
+        for (size_t i = 0; i < sb.n; i++)
+            owners += sb.parts[i] == part;
+        ck_assert_msg(owners == 1, "partition %d reported by %d members", part, owners);
+    }
 
     uint64_t by_a = handled(a);
+    int calls_a = sa.calls;
     ck_assert_int_eq(ing_consumer_close(a), ST_OK); /* A leaves: commits, releases */
+    ck_assert_int_gt(sa.calls, calls_a);            /* told that it holds nothing now */
+    ck_assert_uint_eq(sa.n, 0);
     for (int m = 2 * NMSG; m < 3 * NMSG; m++)
         produce_good(p, m);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     poll_pair(NULL, b, 3 * NMSG - by_a);
+    dl = st_test_now_ms() + 60000;
+    while (sb.n != NPART * 2) { /* B takes A's partitions over */
+        struct st_err e = {0};
+        ck_assert_msg(ing_consumer_poll(b, 50, &e) == ST_OK, "%s", e.msg);
+        ck_assert_msg(st_test_now_ms() < dl, "B reports %zu partitions", sb.n);
+    }
+    ck_assert(!sa.bad && !sb.bad);
     ck_assert_int_eq(ing_consumer_close(b), ST_OK);
     committed_at_end(group);
 
