@@ -5,9 +5,12 @@
  *   strata-ingest --config FILE        run (systemd Type=notify: READY, STATUS, WATCHDOG)
  *   strata-ingest --config FILE --check-config
  *
- * SIGTERM/SIGINT: stop polling, commit what is durable, leave the group, publish nothing
- * half-way (unpublished events stay in the outbox), exit 0 — within shutdown_timeout, or
- * exit 1 if that passes.
+ * It announces itself on NATS (strata.nodes.<node_id>, announce.h) once it serves, at every
+ * change of its partition assignment and every ingest.announce_interval.
+ *
+ * SIGTERM/SIGINT: say goodbye on NATS, stop polling, commit what is durable, leave the group,
+ * publish nothing half-way (unpublished events stay in the outbox), exit 0 — within
+ * shutdown_timeout, or exit 1 if that passes.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,13 +21,13 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "announce.h"
 #include "cfg.h"
 #include "consumer.h"
 #include "dlq.h"
 #include "ingest_http.h"
 #include "ingest_layout.h"
 #include "outbox_pub.h"
-#include "announce.h"
 #include "st_clock.h"
 #include "st_daemon.h"
 #include "st_fault.h"
@@ -35,6 +38,52 @@
 #include "twcs.h"
 
 static volatile sig_atomic_t stop_requested;
+
+/* How long a clean stop waits for its goodbye to reach NATS. */
+#define BYE_WAIT_MS 1000
+
+/* ing_assignment_fn: hands the assignment to the announcer (ctx: where main keeps it). */
+static void on_assignment(void *ctx, const struct ing_partition *parts, size_t n)
+{
+    struct ingest_announce *a = *(struct ingest_announce *const *)ctx;
+    if (a != NULL) /* started before the first poll, so before the first assignment */
+        ingest_announce_partitions(a, parts, n);
+}
+
+/* The announcer of this node (announce.h): its URL, collections and topics. */
+static int start_announcer(const struct cfg *cfg, const char *url, int64_t started_ms,
+                           struct ingest_announce **out, struct st_err *err)
+{
+    size_t nc = cfg->n_collections, nt = 0;
+    const char **names = calloc(nc ? nc : 1, sizeof(*names));
+    const char **topics = calloc(nc ? nc : 1, sizeof(*topics));
+    int rc = ST_ENOMEM;
+    if (names != NULL && topics != NULL) {
+        for (size_t i = 0; i < nc; i++) {
+            names[i] = cfg->collections[i].name;
+            size_t j = 0;
+            while (j < nt && strcmp(topics[j], cfg->collections[i].topic) != 0)
+                j++;
+            if (j == nt)
+                topics[nt++] = cfg->collections[i].topic;
+        }
+        struct ingest_announce_opts ao = {.nats_url = cfg->nats.url,
+                                          .node_id = cfg->node_id,
+                                          .url = url,
+                                          .collections = names,
+                                          .n_collections = nc,
+                                          .topics = topics,
+                                          .n_topics = nt,
+                                          .interval_ms = cfg->ingest.announce_interval_ms,
+                                          .started_ms = started_ms};
+        rc = ingest_announce_start(&ao, out, err);
+    } else {
+        st_err_set(err, rc, "out of memory");
+    }
+    free(names);
+    free(topics);
+    return rc;
+}
 
 struct coll_rt {
     struct twcs *twcs;
@@ -55,6 +104,7 @@ int main(int argc, char **argv)
         return rc0;
     if (check)
         return cfg_check_main(path, stdout, stderr);
+    int64_t started_ms = st_clock_wall_ms(NULL); /* announced: tells restarts apart */
     struct cfg *cfg;
     struct cfg_errors errs = {0};
     if (cfg_load(path, &cfg, &errs) != ST_OK) {
@@ -84,7 +134,7 @@ int main(int argc, char **argv)
     struct dlq *dlq = NULL;
     struct ing_consumer *cons = NULL;
     struct ingest_http *http = NULL;
-    struct announce *ann = NULL;
+    struct ingest_announce *ann = NULL;
     if (rt == NULL || ic == NULL || props == NULL || hc == NULL)
         goto out;
     for (size_t i = 0; i < cfg->kafka.n_properties; i++) {
@@ -163,40 +213,25 @@ int main(int argc, char **argv)
                                    .colls = ic,
                                    .n_colls = nc,
                                    .dlq = dlq,
-                                   .dead_letter_topic = cfg->kafka.dead_letter_topic};
+                                   .dead_letter_topic = cfg->kafka.dead_letter_topic,
+                                   .on_assignment = on_assignment,
+                                   .assignment_ctx = &ann};
     if (ing_consumer_open(&co, &cons, &err) != ST_OK)
         goto fail;
     ingest_http_ready(http, hc, nc, cons);
-    const char **names = calloc(nc ? nc : 1, sizeof(*names));
-    for (size_t i = 0; names != NULL && i < nc; i++)
-        names[i] = cfg->collections[i].name;
-    struct announce_opts ao = {.nats_url = cfg->nats.url,
-                               .node_id = cfg->node_id,
-                               .url = url,
-                               .collections = names,
-                               .ncoll = nc,
-                               .interval_ms = cfg->ingest.announce_interval_ms};
-    int arc = names != NULL ? announce_start(&ao, &ann, &err) : ST_ENOMEM;
-    free(names);
-    if (arc != ST_OK)
+    /* Announced once it serves (SPEC.md §7): an indexer may ask for fresh data at once. */
+    if (start_announcer(cfg, url, started_ms, &ann, &err) != ST_OK)
         goto fail;
     st_log_notice("ingest", "%s: consuming %zu collection(s) in group %s; HTTP on port %u",
                   cfg->node_id, nc, cfg->kafka.group_id, ingest_http_port(http));
     sd_notifyf(0, "READY=1\nSTATUS=consuming %zu collection(s)", nc);
     uint64_t wd_usec = 0;
     bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
-    int64_t next_wd = 0, next_status = 0, next_announce = 0;
+    int64_t next_wd = 0, next_status = 0;
     while (!stop_requested) {
         if (ing_consumer_poll(cons, 100, &err) != ST_OK)
             goto fail;
         int64_t now = st_clock_mono_ns(NULL) / 1000000;
-        if (now >= next_announce) { /* the assignment, as of the last poll */
-            struct ing_metrics im = {0};
-            if (ing_consumer_metrics(cons, &im) == ST_OK)
-                announce_tick(ann, im.lag, im.nlag);
-            ing_metrics_free(&im);
-            next_announce = now + 250;
-        }
         if (watchdog && now >= next_wd) {
             sd_notify(0, "WATCHDOG=1");
             next_wd = now + (int64_t)(wd_usec / 2000);
@@ -218,7 +253,9 @@ fail:
     st_log_error("ingest", "%s", err.msg[0] ? err.msg : "failed");
     exit_code = 1;
 out:
-    announce_stop(ann);     /* goodbye: indexers stop asking this node */
+    /* A clean stop says goodbye first (indexers stop asking this node for fresh data before
+     * its HTTP goes); a failure does not: indexers find out from its silence. */
+    ingest_announce_stop(ann, exit_code == 0, BYE_WAIT_MS);
     ingest_http_stop(http); /* no reads while the stores close */
     if (ing_consumer_close(cons) != ST_OK)
         exit_code = 1;
@@ -234,6 +271,7 @@ out:
         free(rt[i].dir);
     }
     dlq_close(dlq);
+    ingest_announce_free(ann); /* after the consumer: its last revoke calls the hook */
     free(rt);
     free(ic);
     free(hc);

@@ -38,7 +38,12 @@ struct env {
     char topic[128], dead[128], group[128], stream[64];
     char *dir;
     char cfg[600], data[600], log[600];
+    char node[64]; /* node_id */
 };
+
+/* Set before env_init*: the next config's node_id (default ingest-t) and extra keys of its
+ * ingest: section (e.g. ", announce_interval: 300ms"). Cleared by env_init*. */
+static const char *next_node, *next_ingest_keys;
 
 /* The daemon's stream holds strata.>: a stream of an earlier test on this server would
  * overlap, so every stream is removed first (the test nats-server is ours). */
@@ -64,6 +69,9 @@ static void env_init_nats(struct env *e, const char *tag, bool with_token, const
     e->brokers = st_test_broker("STRATA_TEST_KAFKA");
     e->nats = nats != NULL ? nats : st_test_broker("STRATA_TEST_NATS");
     e->bin = getenv("STRATA_INGEST");
+    snprintf(e->node, sizeof(e->node), "%s", next_node != NULL ? next_node : "ingest-t");
+    const char *ingest_keys = next_ingest_keys != NULL ? next_ingest_keys : "";
+    next_node = next_ingest_keys = NULL;
     ck_assert_ptr_nonnull(e->bin);
     char t[64];
     snprintf(t, sizeof(t), "%s-docs", tag);
@@ -96,16 +104,17 @@ static void env_init_nats(struct env *e, const char *tag, bool with_token, const
     FILE *f = fopen(e->cfg, "w");
     ck_assert_ptr_nonnull(f);
     fprintf(f,
-            "node_id: ingest-t\n"
+            "node_id: %s\n"
             "data_dir: %s\n"
             "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  dead_letter_topic: %s\n"
             "  properties: {session.timeout.ms: \"6000\"}\n"
             "nats:\n  url: \"%s\"\n  stream: %s\n"
             "collections:\n  - name: docs\n    dim: 4\n    metric: l2\n    topic: %s\n"
             "    window: 1m\n    grace: 1s\n    max_lateness: 1m\n"
-            "ingest: {listen: \"127.0.0.1:0\"}\n"
+            "ingest: {listen: \"127.0.0.1:0\"%s}\n"
             "log: {level: notice}\n%s",
-            e->data, e->brokers, e->group, e->dead, e->nats, e->stream, e->topic, extra);
+            e->node, e->data, e->brokers, e->group, e->dead, e->nats, e->stream, e->topic,
+            ingest_keys, extra);
     fclose(f);
 }
 
@@ -707,6 +716,184 @@ START_TEST(test_daemon_data_dir_layout)
 }
 END_TEST
 
+/* ---- discovery (SPEC.md §7) ---------------------------------------------------------------- */
+
+/* Core NATS subscriber on strata.nodes.>, as an indexer listens. */
+struct nodes_sub {
+    natsConnection *nc;
+    natsSubscription *sub;
+    const char *node; /* only this node's announcements count (others share the server) */
+};
+
+static void nodes_sub_open(struct nodes_sub *ns, const char *url, const char *node)
+{
+    ns->node = node;
+    NATS_OK(natsConnection_ConnectTo(&ns->nc, url));
+    NATS_OK(natsConnection_SubscribeSync(&ns->sub, ns->nc, "strata.nodes.>"));
+    NATS_OK(natsConnection_Flush(ns->nc)); /* registered before the daemon starts */
+}
+
+static void nodes_sub_close(struct nodes_sub *ns)
+{
+    natsSubscription_Destroy(ns->sub);
+    natsConnection_Destroy(ns->nc);
+}
+
+/* The next announcement of ns->node within timeout_ms (caller decrefs), NULL when none. */
+static json_t *next_announcement(struct nodes_sub *ns, int timeout_ms)
+{
+    char subject[128];
+    snprintf(subject, sizeof(subject), "strata.nodes.%s", ns->node);
+    int64_t deadline = st_test_now_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - st_test_now_ms();
+        natsMsg *m = NULL;
+        if (left <= 0 || natsSubscription_NextMsg(&m, ns->sub, left) != NATS_OK)
+            return NULL;
+        json_t *j = NULL;
+        if (strcmp(natsMsg_GetSubject(m), subject) == 0) {
+            j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+            ck_assert_msg(j != NULL, "an announcement on %s is not JSON", subject);
+        }
+        natsMsg_Destroy(m);
+        if (j != NULL)
+            return j;
+    }
+}
+
+/* An announcement's partitions of topic as JSON text ("[0,1]"), malloc'd. */
+static char *announced_parts(json_t *j, const char *topic)
+{
+    json_t *a = json_object_get(json_object_get(j, "partitions"), topic);
+    return a != NULL ? json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("absent");
+}
+
+/*
+ * Waits for an announcement whose partitions of e->topic satisfy ok (with want: the exact
+ * JSON text, or NULL: exactly one partition), polling the extra group member c meanwhile so
+ * it keeps its membership. Returns it (caller decrefs); fails the test at the deadline.
+ */
+static json_t *wait_announced(struct nodes_sub *ns, const struct env *e, const char *want,
+                              rd_kafka_t *c, int timeout_ms)
+{
+    int64_t deadline = st_test_now_ms() + timeout_ms;
+    char last[64] = "none";
+    for (;;) {
+        if (c != NULL) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 0);
+            if (m != NULL)
+                rd_kafka_message_destroy(m);
+        }
+        json_t *j = next_announcement(ns, 100);
+        if (j != NULL) {
+            char *p = announced_parts(j, e->topic);
+            bool ok = want != NULL ? strcmp(p, want) == 0
+                                   : (p[0] == '[' && strchr(p, ',') == NULL && p[1] != ']');
+            snprintf(last, sizeof(last), "%s", p);
+            free(p);
+            if (ok)
+                return j;
+            json_decref(j);
+        }
+        ck_assert_msg(st_test_now_ms() < deadline, "%s: never announced %s for %s (last: %s)",
+                      ns->node, want != NULL ? want : "one partition", e->topic, last);
+    }
+}
+
+/*
+ * The daemon announces itself on strata.nodes.<node_id>: once serving (its URL, collections
+ * and, once the consumer has it, its assignment), every announce_interval with a growing seq,
+ * at once when a second group member takes a partition and when it gives it back, and with
+ * "bye": true on SIGTERM. Its sealed events name segments under ingest.advertise_url.
+ */
+START_TEST(test_daemon_announces)
+{
+    struct env e;
+    char node[64];
+    snprintf(node, sizeof(node), "%s", st_test_unique("node"));
+    next_node = node;
+    next_ingest_keys =
+        ", advertise_url: \"http://node-a.invalid:7443/strata/\", announce_interval: 300ms";
+    env_init(&e, "nodes", false);
+    struct nodes_sub ns;
+    nodes_sub_open(&ns, e.nats, node);
+    produce_window(&e);
+    int64_t before = st_clock_wall_ms(NULL);
+    struct st_daemon d;
+    start_daemon(&d, &e);
+
+    /* Serving, with both partitions of the topic. */
+    json_t *j = wait_announced(&ns, &e, "[0,1]", NULL, 90000);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "node")), node);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "role")), "ingest");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "url")),
+                     "http://node-a.invalid:7443/strata");
+    json_t *colls = json_object_get(j, "collections");
+    ck_assert_uint_eq(json_array_size(colls), 1);
+    ck_assert_str_eq(json_string_value(json_array_get(colls, 0)), "docs");
+    ck_assert_uint_eq(json_object_size(json_object_get(j, "partitions")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "interval_ms")), 300);
+    ck_assert(json_is_false(json_object_get(j, "bye")));
+    int64_t started = json_integer_value(json_object_get(j, "started"));
+    ck_assert_int_ge(started, before);
+    ck_assert_int_le(started, st_clock_wall_ms(NULL));
+    int64_t seq = json_integer_value(json_object_get(j, "seq"));
+    json_decref(j);
+    /* Every interval: the same start, seq growing. */
+    for (int i = 0; i < 3; i++) {
+        j = next_announcement(&ns, 10000);
+        ck_assert_msg(j != NULL, "no periodic announcement");
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "started")), started);
+        ck_assert_int_gt(json_integer_value(json_object_get(j, "seq")), seq);
+        seq = json_integer_value(json_object_get(j, "seq"));
+        json_decref(j);
+    }
+
+    /* The sealed window's segment URL is under the advertise URL. */
+    char *ev = NULL;
+    ck_assert_msg(
+        ST_WAIT_UNTIL((ev = last_event(e.nats, e.stream, "strata.docs.sealed")) != NULL, 90000),
+        "no sealed event");
+    json_t *evj = json_loads(ev, 0, NULL);
+    const char *seg = json_string_value(json_object_get(evj, "segment"));
+    ck_assert_msg(seg != NULL &&
+                      strncmp(seg, "http://node-a.invalid:7443/strata/v1/segments/docs/", 51) == 0,
+                  "%s", ev);
+    json_decref(evj);
+    free(ev);
+
+    /* A second member of the group takes one partition, then leaves: both moves announced. */
+    rd_kafka_t *other = st_kafka_consumer(e.brokers, e.group, e.topic);
+    j = wait_announced(&ns, &e, NULL, other, 90000);
+    json_decref(j);
+    rd_kafka_consumer_close(other);
+    rd_kafka_destroy(other);
+    j = wait_announced(&ns, &e, "[0,1]", NULL, 90000);
+    seq = json_integer_value(json_object_get(j, "seq"));
+    json_decref(j);
+
+    /* SIGTERM: goodbye, then exit 0. */
+    st_daemon_stop(&d, STOP_MS);
+    json_t *bye = NULL;
+    while (bye == NULL && (j = next_announcement(&ns, 10000)) != NULL) {
+        ck_assert_int_gt(json_integer_value(json_object_get(j, "seq")), seq);
+        seq = json_integer_value(json_object_get(j, "seq"));
+        if (json_is_true(json_object_get(j, "bye")))
+            bye = j;
+        else
+            json_decref(j);
+    }
+    ck_assert_msg(bye != NULL, "no goodbye after SIGTERM");
+    ck_assert_int_eq(json_integer_value(json_object_get(bye, "started")), started);
+    ck_assert_str_eq(json_string_value(json_object_get(bye, "url")),
+                     "http://node-a.invalid:7443/strata");
+    json_decref(bye);
+    ck_assert(st_daemon_log_has(&d, "said goodbye on strata.nodes."));
+    nodes_sub_close(&ns);
+    env_free(&e);
+}
+END_TEST
+
 /* ---- kill -9 during a continuous produce ------------------------------------------------- */
 
 #define KREC 4 /* records per message */
@@ -1012,6 +1199,10 @@ int main(void)
     tc = tcase_create("layout"); /* CK_RUN_CASE=layout runs it alone */
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_daemon_data_dir_layout);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("discovery"); /* CK_RUN_CASE=discovery */
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_daemon_announces);
     suite_add_tcase(su, tc);
     int rc = st_test_run_suite(su);
     nats_Close();
