@@ -154,6 +154,47 @@ static void on_reconnected(natsConnection *nc, void *closure)
     atomic_store(&p->connected, true);
 }
 
+/* The stream's subjects: the window events only. Not strata.>: node announcements
+ * (strata.nodes.<node_id>, core NATS, every few seconds) must not be stored. */
+static const char *stream_subjects[] = {"strata.*.sealed", "strata.*.expired", "strata.*.indexed"};
+
+/*
+ * A stream created by strata before node announcements existed holds strata.>, which would
+ * store every announcement forever. Such a stream (exactly that one subject: what strata
+ * made) is narrowed to the event subjects; a subject list an operator chose is left alone.
+ */
+static void narrow_old_stream(struct outbox_pub *p, jsCtx *js)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    if (js_GetStreamInfo(&si, js, p->stream, NULL, &jerr) != NATS_OK || si->Config == NULL) {
+        jsStreamInfo_Destroy(si);
+        return;
+    }
+    jsStreamConfig *sc = si->Config;
+    if (sc->SubjectsLen == 1 && strcmp(sc->Subjects[0], "strata.>") == 0) {
+        const char **had = sc->Subjects;
+        sc->Subjects = stream_subjects;
+        sc->SubjectsLen = 3;
+        jsStreamInfo *ui = NULL;
+        natsStatus s = js_UpdateStream(&ui, js, sc, NULL, &jerr);
+        sc->Subjects = had; /* si frees its own */
+        sc->SubjectsLen = 1;
+        jsStreamInfo_Destroy(ui);
+        if (s == NATS_OK)
+            st_log_notice("outbox",
+                          "stream %s: subjects strata.> narrowed to strata.*.sealed|expired|"
+                          "indexed (node announcements on strata.nodes.> are not to be stored)",
+                          p->stream);
+        else
+            st_log_warn("outbox",
+                        "stream %s holds strata.>, so it stores node announcements too; "
+                        "narrowing it failed: %s, JetStream error %d",
+                        p->stream, natsStatus_GetText(s), (int)jerr);
+    }
+    jsStreamInfo_Destroy(si);
+}
+
 static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **js)
 {
     natsOptions *no = NULL;
@@ -183,21 +224,20 @@ static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **
     if (s == NATS_OK)
         s = natsConnection_JetStream(js, *nc, NULL);
     if (s == NATS_OK) {
-        /* Not strata.>: node announcements (strata.nodes.*) are core NATS, not stored. */
-        const char *subjects[] = {"strata.*.sealed", "strata.*.expired", "strata.*.indexed"};
         jsStreamConfig sc;
         jsStreamConfig_Init(&sc);
         sc.Name = p->stream;
-        sc.Subjects = subjects;
+        sc.Subjects = stream_subjects;
         sc.SubjectsLen = 3;
         sc.Storage = js_FileStorage;
         jsErrCode jerr = 0;
         jsStreamInfo *si = NULL;
         s = js_AddStream(&si, *js, &sc, NULL, &jerr);
         jsStreamInfo_Destroy(si);
-        if (s != NATS_OK && jerr == JSStreamNameExistErr)
-            s = NATS_OK; /* created by another node or an earlier run */
-        else if (s != NATS_OK)
+        if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+            s = NATS_OK; /* created by another node, an indexer or an earlier run */
+            narrow_old_stream(p, *js);
+        } else if (s != NATS_OK)
             st_log_warn("outbox",
                         "creating stream %s (subjects strata.*.sealed|expired|indexed): %s, "
                         "JetStream error %d%s",

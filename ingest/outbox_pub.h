@@ -20,7 +20,8 @@
 
 struct outbox_pub_opts {
     const char *url;          /* nats://host:port */
-    const char *stream;       /* JetStream stream (created with subjects strata.> if missing) */
+    const char *stream;       /* JetStream stream, created if missing with subjects strata.*.sealed,
+                               * .expired, .indexed (an old one holding strata.> is narrowed) */
     const char *node_id;      /* this ingest node */
     const char *collection;   /* events of one collection's twcs */
     const char *segment_base; /* sealed segment location prefix: an URL or a shared path */

@@ -45,8 +45,9 @@ struct env {
  * ingest: section (e.g. ", announce_interval: 300ms"). Cleared by env_init*. */
 static const char *next_node, *next_ingest_keys;
 
-/* The daemon's stream holds strata.>: a stream of an earlier test on this server would
- * overlap, so every stream is removed first (the test nats-server is ours). */
+/* The daemon's stream holds strata.*.sealed|expired|indexed: a stream of an earlier test on
+ * this server would overlap, so every stream is removed first (the test nats-server is
+ * ours). */
 static void nats_clean(const char *url)
 {
     natsConnection *nc = NULL;

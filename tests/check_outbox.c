@@ -218,12 +218,126 @@ START_TEST(test_outbox_outage_restart)
 }
 END_TEST
 
+/* The subjects of stream (count into n, the first into first). */
+static void stream_subjects_of(const char *stream, int *n, char *first, size_t cap)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    st_nats_js_open(url, &nc, &js);
+    jsStreamInfo *si = NULL;
+    NATS_OK(js_GetStreamInfo(&si, js, stream, NULL, &jerr));
+    *n = si->Config->SubjectsLen;
+    snprintf(first, cap, "%s", *n > 0 ? si->Config->Subjects[0] : "");
+    jsStreamInfo_Destroy(si);
+    st_nats_js_close(nc, js);
+}
+
+static bool narrowed(const char *stream)
+{
+    int n;
+    char first[64];
+    stream_subjects_of(stream, &n, first, sizeof(first));
+    return n == 3 && strcmp(first, "strata.*.sealed") == 0;
+}
+
+/*
+ * A stream strata created before node announcements existed holds strata.>, and would store
+ * every announcement (core NATS, every few seconds) forever. The publisher narrows it to the
+ * event subjects; a durable consumer on it (as an indexer has, filter strata.>) keeps
+ * receiving events, and an announcement is no longer stored.
+ */
+START_TEST(test_outbox_narrows_old_stream)
+{
+    st_log_set_level(ST_LOG_ERROR);
+    st_clock_manual_init(&clk, T0);
+    snprintf(port_s, sizeof(port_s), "%d", free_port());
+    snprintf(url, sizeof(url), "nats://127.0.0.1:%s", port_s);
+    sd = st_test_tmpdir("obx-nats");
+    dir = st_test_tmpdir("obx");
+    char stream[32];
+    snprintf(stream, sizeof(stream), "OLD%d", (int)getpid());
+    nats_start();
+
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    st_nats_js_open(url, &nc, &js);
+    const char *all[] = {"strata.>"};
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = stream;
+    sc.Subjects = all;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    jsStreamInfo *si = NULL;
+    NATS_OK(js_AddStream(&si, js, &sc, NULL, &jerr));
+    jsStreamInfo_Destroy(si);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    so.Config.Durable = "n1-indexer";
+    so.Config.AckPolicy = js_AckExplicit;
+    natsSubscription *sub = NULL;
+    NATS_OK(js_PullSubscribe(&sub, js, "strata.>", "n1-indexer", NULL, &so, &jerr));
+
+    struct outbox_pub *p = pub_start(stream);
+    struct twcs *t = twcs_start(p);
+    ck_assert_msg(ST_WAIT_UNTIL(narrowed(stream), 30000), "stream %s still holds strata.>", stream);
+    /* An announcement (core NATS), then a sealed window: only the latter is stored. */
+    NATS_OK(natsConnection_PublishString(nc, "strata.nodes.n1", "{\"node\": \"n1\"}"));
+    NATS_OK(natsConnection_Flush(nc));
+    fill_and_seal(t, 0);
+    ck_assert(ST_WAIT_UNTIL(outbox_pub_published(p) == 1, 30000));
+    int64_t starts[4];
+    ck_assert_int_eq(stream_events(stream, starts, 4), 1); /* every message is the event */
+    natsMsgList list = {0};
+    NATS_OK(natsSubscription_Fetch(&list, sub, 4, 10000, &jerr));
+    ck_assert_int_eq(list.Count, 1);
+    ck_assert_str_eq(natsMsg_GetSubject(list.Msgs[0]), "strata.docs.sealed");
+    NATS_OK(natsMsg_Ack(list.Msgs[0], NULL));
+    natsMsgList_Destroy(&list);
+
+    /* A stream whose subjects an operator chose is left as it is. */
+    outbox_pub_stop(p);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    const char *mine[] = {"strata.>", "audit.>"};
+    jsStreamConfig_Init(&sc);
+    sc.Name = stream;
+    sc.Subjects = mine;
+    sc.SubjectsLen = 2;
+    sc.Storage = js_FileStorage;
+    NATS_OK(js_UpdateStream(&si, js, &sc, NULL, &jerr));
+    jsStreamInfo_Destroy(si);
+    p = pub_start(stream);
+    t = twcs_start(p);
+    fill_and_seal(t, 1);
+    ck_assert(ST_WAIT_UNTIL(outbox_pub_published(p) == 1, 30000)); /* connected, stream seen */
+    int n;
+    char first[64];
+    stream_subjects_of(stream, &n, first, sizeof(first));
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(first, "strata.>");
+    outbox_pub_stop(p);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+
+    natsSubscription_Destroy(sub);
+    st_nats_js_close(nc, js);
+    nats_kill();
+    st_test_rmrf(dir);
+    st_test_rmrf(sd);
+    free(dir);
+    free(sd);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("outbox");
     TCase *tc = tcase_create("outbox");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_outbox_outage_restart);
+    tcase_add_test(tc, test_outbox_narrows_old_stream);
     suite_add_tcase(su, tc);
     int rc = st_test_run_suite(su);
     if (nats_pid > 0) /* a failed assertion left it running (no-fork mode) */
