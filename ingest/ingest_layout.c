@@ -24,6 +24,9 @@ static bool exists(const char *dir, const char *a, const char *b)
 int ingest_layout_store_dir(const char *data_dir, const char *coll, char **out, bool *legacy,
                             struct st_err *err)
 {
+    bool old_place;
+    if (legacy == NULL)
+        legacy = &old_place;
     *out = NULL;
     *legacy = false;
     char *dir = NULL;

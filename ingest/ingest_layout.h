@@ -20,7 +20,7 @@
 
 /*
  * The directory of collection coll's store (*out, malloc'd; caller frees) and whether it is
- * the pre-rule place (*legacy). For the layout it creates <data_dir>/ingest durably
+ * the pre-rule place (*legacy, when legacy is not NULL). For the layout it creates <data_dir>/ingest durably
  * (store_fs_mkdir: the parent is fsynced too); data_dir itself must exist. The store's own
  * directory is created by store_open.
  */

@@ -161,8 +161,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nc; i++) {
         const struct cfg_collection *cc = &cfg->collections[i];
         /* SPEC.md §6: <data_dir>/ingest/<name>, or where a pre-rule data_dir keeps it. */
-        bool legacy;
-        if (ingest_layout_store_dir(cfg->data_dir, cc->name, &rt[i].dir, &legacy, &err) != ST_OK)
+        if (ingest_layout_store_dir(cfg->data_dir, cc->name, &rt[i].dir, NULL, &err) != ST_OK)
             goto fail;
         char seg_base[700];
         snprintf(seg_base, sizeof(seg_base), "%s/v1/segments/%s", url, cc->name);
