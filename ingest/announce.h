@@ -1,6 +1,6 @@
 /*
  * announce.h — an ingest node telling indexers that it is there (SPEC.md §7; the message is
- * documented in docs/events.md#discovery).
+ * documented in docs/events.md, "Discovery").
  *
  * Core NATS (not JetStream: nothing is stored), subject `strata.nodes.<node_id>`, JSON:
  *
