@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,11 @@ json_t *st_api_id_json(bool u64, const uint8_t *id, uint32_t len)
         uint64_t v = 0;
         for (int i = 0; i < 8; i++)
             v = v << 8 | id[i];
+        if (v > (uint64_t)INT64_MAX) { /* beyond JSON integers as jansson writes them */
+            char d[24];
+            snprintf(d, sizeof(d), "%" PRIu64, v);
+            return json_string(d);
+        }
         return json_integer((json_int_t)v);
     }
     return json_stringn((const char *)id, len);
@@ -67,9 +73,20 @@ bool st_api_parse_id(bool u64, const char *coll, const char *s, uint8_t *buf, ui
 bool st_api_json_id(bool u64, json_t *j, uint8_t *buf, uint32_t *len)
 {
     if (u64) {
-        if (!json_is_integer(j) || json_integer_value(j) < 0)
+        uint64_t v;
+        if (json_is_string(j)) { /* ids >= 2^63 travel as decimal strings */
+            const char *t = json_string_value(j);
+            char *end;
+            errno = 0;
+            unsigned long long x = strtoull(t, &end, 10);
+            if (t[0] < '0' || t[0] > '9' || *end != '\0' || errno != 0)
+                return false;
+            v = x;
+        } else if (json_is_integer(j) && json_integer_value(j) >= 0) {
+            v = (uint64_t)json_integer_value(j);
+        } else {
             return false;
-        uint64_t v = (uint64_t)json_integer_value(j);
+        }
         for (int i = 7; i >= 0; i--, v >>= 8)
             buf[i] = (uint8_t)v;
         *len = 8;

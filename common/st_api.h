@@ -16,7 +16,8 @@
 #define ST_API_ID_MAX 256 /* bytes of a string id (SPEC.md §3) */
 #define ST_API_K_MAX  1000u
 
-/* An id as JSON: a number for uint64 collections (8 bytes big-endian), else a string. */
+/* An id as JSON: a number for uint64 collections (8 bytes big-endian) — a decimal string for
+ * ids >= 2^63, which JSON integers as jansson writes them cannot hold — else a string. */
 json_t *st_api_id_json(bool u64, const uint8_t *id, uint32_t len);
 /* Meta is stored as the producer's JSON text; anything else comes back as a string; none is
  * an empty object. */
@@ -27,8 +28,8 @@ json_t *st_api_vec_json(const float *v, uint32_t dim);
 bool st_api_parse_id(bool u64, const char *coll, const char *s, uint8_t *buf, uint32_t *len,
                      struct st_http_resp *resp);
 
-/* An id given as JSON (a string, or a non-negative integer for uint64 collections) into buf
- * (ST_API_ID_MAX bytes); false when it is not a valid id. */
+/* An id given as JSON (a string; for uint64 collections a non-negative integer or a decimal
+ * string) into buf (ST_API_ID_MAX bytes); false when it is not a valid id. */
 bool st_api_json_id(bool u64, json_t *j, uint8_t *buf, uint32_t *len);
 
 struct st_api_search {

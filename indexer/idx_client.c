@@ -23,6 +23,7 @@ void idx_client_cleanup(void)
 }
 
 struct sink {
+    const _Atomic bool *stop;
     struct store_file *f;
     uint64_t got, max;
     int rc;
@@ -58,6 +59,20 @@ static size_t header(char *p, size_t sz, size_t nm, void *ctx)
     return n;
 }
 
+static int progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt;
+    (void)dn;
+    (void)ut;
+    (void)un;
+    struct sink *s = ctx;
+    if (s->stop != NULL && atomic_load(s->stop)) {
+        s->rc = ST_ECLOSED;
+        return 1; /* abort the transfer */
+    }
+    return 0;
+}
+
 static struct curl_slist *auth(const char *token)
 {
     if (token == NULL || token[0] == '\0')
@@ -68,12 +83,13 @@ static struct curl_slist *auth(const char *token)
 }
 
 int idx_client_fetch(const char *url, const char *path, const char *token, uint64_t max_bytes,
-                     int64_t timeout_ms, uint32_t *checksum, struct st_err *err)
+                     int64_t timeout_ms, const _Atomic bool *stop, uint32_t *checksum,
+                     struct st_err *err)
 {
     *checksum = 0;
     if (ST_FAULT("idx.fetch") != 0)
         return st_err_set(err, ST_EIO, "%s: injected fetch failure", url);
-    struct sink s = {.max = max_bytes};
+    struct sink s = {.max = max_bytes, .stop = stop};
     st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_stale"));
     int rc = store_fs_create(NULL, path, &s.f, "idx.fetch.create");
     if (rc != ST_OK)
@@ -92,6 +108,11 @@ int idx_client_fetch(const char *url, const char *path, const char *token, uint6
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &s);
         if (hs != NULL)
             curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
         cc = curl_easy_perform(c);

@@ -6,6 +6,8 @@
 #ifndef IDX_CLIENT_H
 #define IDX_CLIENT_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,10 +22,12 @@ void idx_client_cleanup(void);
  * (NULL: none). At most max_bytes are accepted. *checksum gets the X-Strata-Checksum header
  * (0 when absent). Returns ST_ENOTFOUND on 404 (the segment is no longer live there), ST_EIO
  * when the node cannot be reached or answers another error (retry later), with err set.
- * A failed download leaves no file behind.
+ * A failed download leaves no file behind. A transfer slower than 1 KiB/s for 30 s is cut
+ * (ST_EIO); when *stop (may be NULL) becomes true it is abandoned with ST_ECLOSED.
  */
 int idx_client_fetch(const char *url, const char *path, const char *token, uint64_t max_bytes,
-                     int64_t timeout_ms, uint32_t *checksum, struct st_err *err) ST_WUR;
+                     int64_t timeout_ms, const _Atomic bool *stop, uint32_t *checksum,
+                     struct st_err *err) ST_WUR;
 
 struct idx_call {
     const char *url;

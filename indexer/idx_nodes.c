@@ -26,7 +26,8 @@ struct idx_nodes {
     size_t n, cap;
     bool pinned;
     char *token;
-    int64_t since_ms, settle_ms;
+    int64_t since_ms, settle_ms; /* since: when discovery (re)started hearing; under mu */
+    bool connected;              /* under mu */
     natsSubscription *sub;
 };
 
@@ -104,6 +105,7 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
 
 int idx_nodes_start(const struct idx_nodes_opts *o, struct idx_nodes **out, struct st_err *err)
 {
+    (void)err;
     *out = NULL;
     struct idx_nodes *ns = calloc(1, sizeof(*ns));
     if (ns == NULL)
@@ -127,21 +129,46 @@ int idx_nodes_start(const struct idx_nodes_opts *o, struct idx_nodes **out, stru
             ns->e[i].all = true;
         }
         ns->n = ns->cap = o->npinned;
-    } else {
-        natsStatus s = natsConnection_Subscribe(&ns->sub, o->nc, "strata.nodes.>", on_msg, ns);
-        if (s != NATS_OK) {
-            idx_nodes_stop(ns);
-            return st_err_set(err, ST_EIO, "subscribing to strata.nodes.>: %s",
-                              natsStatus_GetText(s));
-        }
     }
     *out = ns;
     return ST_OK;
 }
 
+int idx_nodes_attach(struct idx_nodes *ns, natsConnection *nc, struct st_err *err)
+{
+    pthread_mutex_lock(&ns->mu);
+    bool have = ns->sub != NULL;
+    pthread_mutex_unlock(&ns->mu);
+    if (ns->pinned || have)
+        return ST_OK;
+    natsSubscription *sub = NULL;
+    natsStatus s = natsConnection_Subscribe(&sub, nc, "strata.nodes.>", on_msg, ns);
+    if (s != NATS_OK)
+        return st_err_set(err, ST_EIO, "subscribing to strata.nodes.>: %s", natsStatus_GetText(s));
+    pthread_mutex_lock(&ns->mu);
+    ns->sub = sub;
+    pthread_mutex_unlock(&ns->mu);
+    idx_nodes_connection(ns, true);
+    return ST_OK;
+}
+
+void idx_nodes_connection(struct idx_nodes *ns, bool up)
+{
+    pthread_mutex_lock(&ns->mu);
+    if (up && !ns->connected)
+        ns->since_ms = now_ms(); /* announcements were missed: settle again */
+    ns->connected = up;
+    pthread_mutex_unlock(&ns->mu);
+}
+
 bool idx_nodes_settled(struct idx_nodes *ns)
 {
-    return ns->pinned || now_ms() - ns->since_ms >= ns->settle_ms;
+    if (ns->pinned)
+        return true;
+    pthread_mutex_lock(&ns->mu);
+    bool ok = ns->sub != NULL && ns->connected && now_ms() - ns->since_ms >= ns->settle_ms;
+    pthread_mutex_unlock(&ns->mu);
+    return ok;
 }
 
 /* A pinned node's id, from its /healthz. */

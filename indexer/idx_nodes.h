@@ -25,8 +25,7 @@ struct idx_node {
 };
 
 struct idx_nodes_opts {
-    natsConnection *nc;        /* discovery (NULL with pinned) */
-    const char *const *pinned; /* URLs, or NULL */
+    const char *const *pinned; /* URLs, or NULL: discover on NATS (idx_nodes_attach) */
     size_t npinned;
     const char *token; /* bearer token for pinned /healthz (may be NULL) */
     int64_t settle_ms; /* default 3000 */
@@ -36,7 +35,12 @@ struct idx_nodes;
 
 int idx_nodes_start(const struct idx_nodes_opts *o, struct idx_nodes **out,
                     struct st_err *err) ST_WUR;
-/* Has the set settled (pinned: at once)? */
+/* Discovery: subscribes to strata.nodes.> on nc (connected) and starts the settle time. */
+int idx_nodes_attach(struct idx_nodes *ns, natsConnection *nc, struct st_err *err) ST_WUR;
+/* The NATS connection went down (false) or came back (true): while it is down the set is not
+ * trusted, and after it comes back it settles again (announcements were missed meanwhile). */
+void idx_nodes_connection(struct idx_nodes *ns, bool up);
+/* Has the set settled (pinned: at once; discovery: attached, connected, and settle_ms since)? */
 bool idx_nodes_settled(struct idx_nodes *ns);
 /* The live nodes serving collection coll (a malloc'd copy; caller frees *out). */
 int idx_nodes_live(struct idx_nodes *ns, const char *coll, struct idx_node **out, size_t *n) ST_WUR;

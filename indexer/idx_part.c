@@ -20,6 +20,10 @@ struct idx_part_pool {
 
 uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_t records)
 {
+    /* records is at most UINT32_MAX (a part holds no more) and per-record bytes stay below
+     * 2^31 (dim <= 65536, m <= 128, pq_m <= 4096): the products cannot overflow. */
+    if (records > UINT32_MAX)
+        records = UINT32_MAX;
     uint64_t vec = (uint64_t)dim * 4;
     if (ix->type == CFG_INDEX_IVFPQ) /* vectors (training, encoding), codes, ids, tables */
         return records * (vec + ix->pq_m + 8) + (uint64_t)ix->nlist * vec * 2 + (16u << 20);
@@ -102,6 +106,11 @@ static int part_open(const struct idx_cat_entry *e, const char *seg_path, const 
     struct store_segment_info si;
     store_segment_info(p->seg, &si);
     p->dim = si.dim;
+    if (e->end != 0 && si.window_start != e->start) {
+        part_free(p);
+        return st_err_set(err, ST_ECORRUPT, "%s: holds window %lld, the catalog says %lld",
+                          seg_path, (long long)si.window_start, (long long)e->start);
+    }
     p->min_ts = si.min_ts;
     p->max_ts = si.max_ts;
     if (si.count > UINT32_MAX) {

@@ -67,17 +67,101 @@ static bool same_id(const struct idx_search_hit *h, const uint8_t *id, uint32_t 
     return h->id_len == len && memcmp(h->id, id, len) == 0;
 }
 
-/* Adds a hit unless the same id is there already; then the newer (by event time) stays. */
+/* Is version a newer than b? (ts, partition, offset, idx), the store's order. */
+static bool newer(const struct idx_search_hit *a, const struct idx_search_hit *b)
+{
+    if (a->ts != b->ts)
+        return a->ts > b->ts;
+    if (a->partition != b->partition)
+        return a->partition > b->partition;
+    if (a->offset != b->offset)
+        return a->offset > b->offset;
+    return a->idx > b->idx;
+}
+
+/* Adds a hit unless the same id is there already; then the newer version stays. */
 static void add_hit(struct idx_search_res *res, const struct idx_search_hit *h)
 {
     for (size_t i = 0; i < res->n; i++) {
         if (same_id(&res->hits[i], h->id, h->id_len)) {
-            if (h->ts > res->hits[i].ts)
+            if (newer(h, &res->hits[i]))
                 res->hits[i] = *h;
             return;
         }
     }
     res->hits[res->n++] = *h;
+}
+
+/* Round two (several nodes): asks every node whether it holds a newer version of any fresh hit
+ * (fresh on one node, newer — or deleted — fresh or unindexed on another) and drops those.
+ * ST_EBUSY naming a node that does not answer. */
+static int check_fresh(struct idx_service *s, struct idx_coll *c, const struct idx_search_req *q,
+                       const struct idx_node *nodes, size_t nn, struct idx_search_res *res,
+                       struct st_err *err)
+{
+    const struct cfg_collection *cc = idx_coll_cfg(c);
+    json_t *ck = json_array();
+    for (size_t i = 0; i < res->n; i++) {
+        const struct idx_search_hit *h = &res->hits[i];
+        if (h->fresh != NULL)
+            json_array_append_new(ck, json_pack("{s:o,s:I,s:I,s:I,s:I}", "id",
+                                                st_api_id_json(u64_ids(c), h->id, h->id_len), "ts",
+                                                (json_int_t)h->ts, "partition",
+                                                (json_int_t)h->partition, "offset",
+                                                (json_int_t)h->offset, "idx", (json_int_t)h->idx));
+    }
+    if (json_array_size(ck) == 0) {
+        json_decref(ck);
+        return ST_OK;
+    }
+    json_t *b = json_pack("{s:o,s:b,s:o}", "vector", st_api_vec_json(q->vec, cc->dim), "check_only",
+                          1, "check", ck);
+    char *body = b != NULL ? json_dumps(b, JSON_COMPACT) : NULL;
+    json_decref(b);
+    struct idx_call *calls = calloc(nn, sizeof(*calls));
+    char(*urls)[600] = calloc(nn, sizeof(*urls));
+    int rc = body != NULL && calls != NULL && urls != NULL ? ST_OK : ST_ENOMEM;
+    for (size_t i = 0; rc == ST_OK && i < nn; i++) {
+        snprintf(urls[i], sizeof(urls[i]), "%s/v1/collections/%s/search", nodes[i].url, cc->name);
+        calls[i].url = urls[i];
+        calls[i].body = body;
+    }
+    if (rc == ST_OK)
+        idx_client_run(calls, nn, idx_service_opts(s)->token,
+                       idx_service_opts(s)->fresh_timeout_ms);
+    for (size_t i = 0; rc == ST_OK && i < nn; i++) {
+        json_t *a = calls[i].status == 200 ? json_loads(calls[i].resp, 0, NULL) : NULL;
+        json_t *sup = json_object_get(a, "superseded");
+        if (!json_is_array(sup)) {
+            rc = st_err_set(err, ST_EBUSY, "ingest node %s (%s) did not answer: %s",
+                            nodes[i].node[0] ? nodes[i].node : "?", nodes[i].url,
+                            calls[i].status != 0 ? "an error" : calls[i].error);
+            json_decref(a);
+            break;
+        }
+        size_t k;
+        json_t *x;
+        json_array_foreach(sup, k, x)
+        {
+            uint8_t id[ST_API_ID_MAX];
+            uint32_t len;
+            if (!st_api_json_id(u64_ids(c), x, id, &len))
+                continue;
+            for (size_t h = 0; h < res->n; h++) {
+                if (res->hits[h].fresh != NULL && same_id(&res->hits[h], id, len)) {
+                    res->hits[h] = res->hits[--res->n]; /* order is restored by the caller */
+                    break;
+                }
+            }
+        }
+        json_decref(a);
+    }
+    for (size_t i = 0; calls != NULL && i < nn; i++)
+        idx_call_free(&calls[i]);
+    free(calls);
+    free(urls);
+    free(body);
+    return rc;
 }
 
 int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_search_req *q,
@@ -105,6 +189,13 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
         }
         if ((rc = idx_nodes_live(idx_service_nodes(s), cc->name, &nodes, &nn)) != ST_OK)
             goto out;
+        if (nn == 0) { /* its fresh data is out of reach: refuse rather than leave it out */
+            rc = st_err_set(err, ST_EBUSY,
+                            "no live ingest node serves collection '%s': a strong search "
+                            "cannot include its fresh data; ask for consistency \"indexed\"",
+                            cc->name);
+            goto out;
+        }
     }
     for (int round = 0;; round++) {
         free(cand);
@@ -244,18 +335,25 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
             double d = json_number_value(json_object_get(x, "distance"));
             h.dist = (float)(cosine ? d - 1.0 : d);
             h.ts = json_integer_value(json_object_get(x, "ts"));
+            h.partition = (int32_t)json_integer_value(json_object_get(x, "partition"));
+            h.offset = json_integer_value(json_object_get(x, "offset"));
+            h.idx = (uint32_t)json_integer_value(json_object_get(x, "idx"));
             /* A newer version (or a delete) among the indexed windows supersedes it. */
             struct idx_part *p;
             uint32_t rec;
             if (idx_view_get(res->view, h.id, h.id_len, true, &p, &rec) == ST_OK) {
                 struct store_seg_record r;
                 store_segment_record(p->seg, rec, &r);
-                if (r.ts > h.ts)
+                struct idx_search_hit ix = {
+                    .ts = r.ts, .partition = r.partition, .offset = r.offset, .idx = r.idx};
+                if (newer(&ix, &h))
                     continue;
             }
             add_hit(res, &h);
         }
     }
+    if (nn > 1 && (rc = check_fresh(s, c, q, nodes, nn, res, err)) != ST_OK)
+        goto out;
     if (res->n > 1)
         qsort(res->hits, res->n, sizeof(*res->hits), hit_cmp);
     if (res->n > q->k)

@@ -10,7 +10,9 @@
  * view serves from that node) and whether it holds a newer version (or a delete) of any
  * candidate ("check"). Superseded candidates are dropped (with more candidates fetched when too
  * many were), fresh hits superseded by a newer indexed version are dropped, and the rest are
- * merged by distance. A node that does not answer fails the search with ST_EBUSY naming it
+ * merged by distance. With several nodes, the fresh hits are then checked against every node
+ * the same way (a newer version may be fresh on another node). A node that does not answer, or
+ * no live node at all, fails the search with ST_EBUSY naming it
  * (HTTP 503): never a silently partial answer. Before discovery has settled, strong searches
  * are refused the same way.
  *
@@ -35,7 +37,10 @@ struct idx_search_req {
 
 struct idx_search_hit {
     float dist; /* the kernels' distance (-dot for ip and cosine) */
-    int64_t ts;
+    int64_t ts; /* the version: (ts, partition, offset, idx) */
+    int32_t partition;
+    int64_t offset;
+    uint32_t idx;
     uint8_t id[ST_API_ID_MAX];
     uint32_t id_len;
     struct idx_part *part; /* an indexed hit: borrowed from the result's view */

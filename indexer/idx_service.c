@@ -46,6 +46,7 @@ struct idx_coll {
     struct idx_part **parts;
     size_t nparts;
     struct idx_view_slot view;
+    bool view_stale; /* under mu: the published view lags the parts (build failed) */
     _Atomic uint64_t ev_sealed, ev_expired, builds, failures, noops;
 };
 
@@ -55,10 +56,14 @@ struct idx_service {
     char durable[80];
     struct idx_coll *colls;
     size_t ncoll;
-    natsConnection *nc;
+    natsOptions *nopts;
+    natsConnection *nc; /* set by the puller once connected; read by others after `up` */
     jsCtx *js;
     natsSubscription *sub;
-    _Atomic bool subscribed, stop;
+    _Atomic bool up, subscribed, stop;
+    pthread_mutex_t closed_mu;
+    pthread_cond_t closed_cv;
+    bool closed;
     struct idx_nodes *nodes;
     pthread_mutex_t mu; /* the job list and the memory account */
     pthread_cond_t cv;
@@ -153,8 +158,10 @@ static int install_locked(struct idx_coll *c, struct idx_part *p)
         if (np == NULL)
             return ST_ENOMEM;
         c->parts = np;
+        idx_part_ref(p); /* the list's own reference */
         c->parts[c->nparts++] = p;
     } else {
+        idx_part_ref(p);
         struct idx_part *old = c->parts[i];
         bool same_seg = strcmp(old->seg_path, p->seg_path) == 0;
         bool same_idx = strcmp(old->idx_path, p->idx_path) == 0;
@@ -164,7 +171,13 @@ static int install_locked(struct idx_coll *c, struct idx_part *p)
     }
     if (c->nparts > 1)
         qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
-    return republish_locked(c);
+    /* The part is installed (the catalog names it): a view that cannot be built now is built
+     * again by the ticker; nothing of the part may be undone. */
+    if (republish_locked(c) != ST_OK) {
+        c->view_stale = true;
+        st_log_warn(LOG_COMP, "coll=%s: no memory for a new view; retrying", c->cfg->name);
+    }
+    return ST_OK;
 }
 
 /* Removes (node, start) from c's parts, retiring its files. Caller holds c->mu. */
@@ -248,27 +261,43 @@ static bool is_path(const char *url)
     return url[0] == '/' || strncmp(url, "file://", 7) == 0;
 }
 
-/* Copies a segment from a shared filesystem path into path (fsynced). */
+/* Copies a segment from a shared filesystem path into path (fsynced), at most max bytes,
+ * through a 1 MiB buffer. */
 static int copy_file(const char *src, const char *path, uint64_t max, struct st_err *err)
 {
     if (strncmp(src, "file://", 7) == 0)
         src += 7;
-    uint8_t *buf;
-    size_t len;
-    int rc = store_fs_read_all(src, &buf, &len, max);
-    if (rc != ST_OK)
-        return st_err_set(err, rc == ST_ENOTFOUND ? ST_ENOTFOUND : ST_EIO, "%s: %s", src,
-                          st_strerror(rc));
+    FILE *in = fopen(src, "rb");
+    if (in == NULL)
+        return st_err_set(err, ST_EIO, "%s: cannot open", src); /* retried: a mount may be back */
     struct store_file *f = NULL;
     st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_stale"));
-    if ((rc = store_fs_create(NULL, path, &f, "idx.fetch.create")) == ST_OK &&
-        (rc = store_fs_write(f, buf, len, "idx.fetch.write")) == ST_OK)
+    int rc = store_fs_create(NULL, path, &f, "idx.fetch.create");
+    char *buf = rc == ST_OK ? malloc(1u << 20) : NULL;
+    uint64_t total = 0;
+    if (rc == ST_OK && buf == NULL)
+        rc = ST_ENOMEM;
+    while (rc == ST_OK) {
+        size_t n = fread(buf, 1, 1u << 20, in);
+        if (n == 0) {
+            if (ferror(in))
+                rc = ST_EIO;
+            break;
+        }
+        if ((total += n) > max)
+            rc = ST_ERANGE;
+        else
+            rc = store_fs_write(f, buf, n, "idx.fetch.write");
+    }
+    if (rc == ST_OK)
         rc = store_fs_sync(f, "idx.fetch.fsync");
-    store_fs_close(f);
     free(buf);
+    fclose(in);
+    store_fs_close(f);
     if (rc != ST_OK) {
         st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_failed"));
-        return st_err_set(err, rc, "%s: %s", path, st_strerror(rc));
+        return st_err_set(err, rc, "%s: %s", src,
+                          rc == ST_ERANGE ? "larger than its sealed event said" : st_strerror(rc));
     }
     return ST_OK;
 }
@@ -289,6 +318,11 @@ static int verify_segment(const struct idx_coll *c, const struct idx_cat_entry *
     if (si.checksum != e->checksum)
         rc = st_err_set(err, ST_ECORRUPT, "%s: checksum %u; the sealed event says %u", e->url,
                         si.checksum, e->checksum);
+    else if (si.count != e->records || si.bytes != e->bytes)
+        rc = st_err_set(err, ST_ECORRUPT,
+                        "%s: %" PRIu64 " records in %" PRIu64
+                        " bytes; the sealed event says %" PRIu64 " in %" PRIu64,
+                        e->url, si.count, si.bytes, e->records, e->bytes);
     else if (si.dim != c->cfg->dim)
         rc = st_err_set(err, ST_ECORRUPT, "%s: %u dims; collection '%s' has %u", e->url, si.dim,
                         c->cfg->name, c->cfg->dim);
@@ -315,7 +349,7 @@ static bool stale(struct idx_coll *c, const struct idx_cat_entry *e, bool same_o
 static void publish_indexed(struct idx_service *s, const struct idx_coll *c,
                             const struct idx_cat_entry *e)
 {
-    if (s->js == NULL)
+    if (!atomic_load(&s->up) || s->js == NULL)
         return;
     char subject[128], id[256];
     snprintf(subject, sizeof(subject), "strata.%s.indexed", c->cfg->name);
@@ -388,15 +422,23 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
         bool have = j->kind == JOB_REBUILD && verify_segment(c, &e, seg, 0, &err) == ST_OK;
         err = (struct st_err){0};
         if (!have) {
-            uint64_t max = e.bytes > 0 ? e.bytes + 4096 : UINT64_MAX;
+            uint64_t max = e.bytes; /* the event's size: verified exactly below */
             rc = is_path(e.url) ? copy_file(e.url, tmp, max, &err)
                                 : idx_client_fetch(e.url, tmp, s->o.token, max,
-                                                   s->o.fetch_timeout_ms, &hdr, &err);
-            if (rc == ST_ENOTFOUND) {
-                st_log_warn(LOG_COMP,
-                            "segment gone coll=%s node=%s start=%" PRId64 " version=%u: %s; a "
-                            "newer event replaces it",
-                            c->cfg->name, e.node, e.start, e.version, err.msg);
+                                                   s->o.fetch_timeout_ms, &s->stop, &hdr, &err);
+            if (rc == ST_ECLOSED) {
+                out = JOB_ABANDON;
+                goto done;
+            }
+            if (rc == ST_ENOTFOUND && (stale(c, &e, false) || j->attempts + 1 >= ATTEMPTS_MAX)) {
+                /* No longer served there: replaced by a newer version (whose event follows) or
+                 * dropped (its expired event follows) — or a misrouted URL: say so loudly. */
+                atomic_fetch_add(&c->failures, stale(c, &e, false) ? 0 : 1);
+                st_log_error(LOG_COMP,
+                             "segment gone coll=%s node=%s start=%" PRId64 " version=%u after %d "
+                             "attempts: %s; the window part stays unindexed unless a newer event "
+                             "names it",
+                             c->cfg->name, e.node, e.start, e.version, j->attempts + 1, err.msg);
                 goto done;
             }
             if (rc == ST_OK && (rc = verify_segment(c, &e, tmp, hdr, &err)) != ST_OK)
@@ -410,7 +452,11 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
                             "fetch failed coll=%s node=%s start=%" PRId64
                             " version=%u attempt=%d: %s",
                             c->cfg->name, e.node, e.start, e.version, j->attempts + 1, err.msg);
-                out = rc == ST_ECORRUPT && j->attempts + 1 >= ATTEMPTS_MAX ? JOB_DONE : JOB_RETRY;
+                /* A segment that does not verify, or is larger than announced, is tried again a
+                 * few times (a bad transfer), then given up; an unreachable node (EIO) is
+                 * retried for as long as it takes. */
+                bool bad = rc == ST_ECORRUPT || rc == ST_ERANGE;
+                out = bad && j->attempts + 1 >= ATTEMPTS_MAX ? JOB_DONE : JOB_RETRY;
                 if (out == JOB_DONE) {
                     atomic_fetch_add(&c->failures, 1);
                     st_log_error(LOG_COMP,
@@ -474,10 +520,17 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
         else
             idx_catalog_del(c->cat, e.node, e.start);
     }
+    bool installed = false;
     if (!lost && rc == ST_OK) {
         rc = install_locked(c, p);
-        if (rc == ST_OK)
-            p = NULL;
+        installed = rc == ST_OK;
+        if (!installed) { /* no room in the list: undo the catalog entry (not yet served) */
+            if (had)
+                st_best_effort(idx_catalog_put(c->cat, &prev)); /* in place */
+            else
+                idx_catalog_del(c->cat, e.node, e.start);
+            st_best_effort(idx_catalog_save(c->cat, &err));
+        }
     }
     pthread_mutex_unlock(&c->mu);
     if (lost) {
@@ -489,11 +542,11 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
     if (rc != ST_OK) {
         st_log_warn(LOG_COMP, "recording coll=%s node=%s start=%" PRId64 " failed: %s",
                     c->cfg->name, e.node, e.start, err.msg[0] ? err.msg : st_strerror(rc));
-        if (p != NULL)
-            idx_part_retire(p, j->kind != JOB_RETIER, true);
+        idx_part_retire(p, j->kind != JOB_RETIER, true);
         out = JOB_RETRY;
         goto done;
     }
+    (void)installed;
     atomic_fetch_add(&c->builds, 1);
     atomic_fetch_add(&s->builds_total, 1);
     if (j->kind != JOB_RETIER)
@@ -613,9 +666,11 @@ static void on_expired(struct idx_service *s, struct idx_coll *c, const char *no
         st_best_effort(idx_catalog_put(c->cat, &prev)); /* in place */
     if (rc == ST_OK && had) {
         remove_locked(c, node, start);
-        if (republish_locked(c) != ST_OK)
-            st_log_warn(LOG_COMP, "coll=%s: no memory for a new view after an expiry",
+        if (republish_locked(c) != ST_OK) {
+            c->view_stale = true;
+            st_log_warn(LOG_COMP, "coll=%s: no memory for a new view after an expiry; retrying",
                         c->cfg->name);
+        }
     }
     pthread_mutex_unlock(&c->mu);
     if (rc != ST_OK) {
@@ -679,7 +734,10 @@ static void on_msg(struct idx_service *s, natsMsg *m)
     atomic_fetch_add(&c->ev_sealed, 1);
     const char *url = json_string_value(json_object_get(j, "segment"));
     struct job *jb = calloc(1, sizeof(*jb));
-    if (url == NULL || strlen(url) >= sizeof(jb->e.url) || !json_is_integer(jend) || jb == NULL) {
+    json_int_t jrec = json_integer_value(json_object_get(j, "records"));
+    json_int_t jbytes = json_integer_value(json_object_get(j, "bytes"));
+    if (url == NULL || strlen(url) >= sizeof(jb->e.url) || !json_is_integer(jend) || jb == NULL ||
+        jrec < 0 || jrec > (json_int_t)UINT32_MAX || jbytes <= 0) {
         st_log_warn(LOG_COMP, "ignoring sealed event on %s: %s", natsMsg_GetSubject(m),
                     jb == NULL ? "out of memory" : "no usable segment location");
         if (jb == NULL)
@@ -712,6 +770,32 @@ static void on_msg(struct idx_service *s, natsMsg *m)
         return;
     }
     enqueue(s, jb);
+}
+
+/* nats.c's connection callbacks (its own thread). The closed callback is the last one: stop
+ * waits for it before freeing what the others touch. */
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct idx_service *s = closure;
+    idx_nodes_connection(s->nodes, false);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct idx_service *s = closure;
+    idx_nodes_connection(s->nodes, true);
+}
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct idx_service *s = closure;
+    pthread_mutex_lock(&s->closed_mu);
+    s->closed = true;
+    pthread_cond_broadcast(&s->closed_cv);
+    pthread_mutex_unlock(&s->closed_mu);
 }
 
 static int js_connect(struct idx_service *s)
@@ -753,10 +837,31 @@ static void *puller_main(void *arg)
 {
     struct idx_service *s = arg;
     while (!atomic_load(&s->stop)) {
+        if (s->nc == NULL) {
+            /* Connect here, not at start: NATS may be down; searches are served meanwhile
+             * and SIGTERM is honoured (each attempt is bounded by the options' timeout). */
+            natsConnection *nc = NULL;
+            natsStatus st = natsConnection_Connect(&nc, s->nopts);
+            if (st != NATS_OK) {
+                natsConnection_Destroy(nc);
+                wait_ms(s, 1000);
+                continue;
+            }
+            s->nc = nc;
+            struct st_err err = {0};
+            if (idx_nodes_attach(s->nodes, nc, &err) != ST_OK)
+                st_log_warn(LOG_COMP, "%s (retrying)", err.msg);
+            st_log_info(LOG_COMP, "connected to NATS %s", s->cfg->nats.url);
+            continue;
+        }
         if (s->sub == NULL) {
             if (!natsConnection_IsClosed(s->nc) &&
                 natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED &&
                 js_connect(s) == ST_OK) {
+                atomic_store(&s->up, true);
+                struct st_err err = {0};
+                if (idx_nodes_attach(s->nodes, s->nc, &err) != ST_OK)
+                    st_log_warn(LOG_COMP, "%s", err.msg);
                 atomic_store(&s->subscribed, true);
                 st_log_info(LOG_COMP, "consuming stream=%s durable=%s", s->cfg->nats.stream,
                             s->durable);
@@ -804,6 +909,13 @@ static void *ticker_main(void *arg)
                 if (j->msg != NULL)
                     (void)natsMsg_InProgress(j->msg, NULL);
             pthread_mutex_unlock(&s->mu);
+        }
+        for (size_t i = 0; i < s->ncoll; i++) {
+            struct idx_coll *c = &s->colls[i];
+            pthread_mutex_lock(&c->mu);
+            if (c->view_stale && republish_locked(c) == ST_OK)
+                c->view_stale = false;
+            pthread_mutex_unlock(&c->mu);
         }
         if (now - last_tier < s->o.tier_check_ms)
             continue;
@@ -876,6 +988,12 @@ static int open_coll(struct idx_service *s, struct idx_coll *c, const struct cfg
         free(idxp);
         if (rc == ST_ENOMEM)
             return rc;
+        if (rc == ST_OK && p->dim != cc->dim) { /* the collection's dim changed since */
+            rc = st_err_set(&perr, ST_ECORRUPT, "%u dims; collection '%s' now has %u", p->dim,
+                            cc->name, cc->dim);
+            idx_part_unref(p);
+            p = NULL;
+        }
         if (rc != ST_OK) {
             st_log_warn(LOG_COMP,
                         "coll=%s part node=%s start=%" PRId64 " does not load (%s); "
@@ -928,6 +1046,8 @@ int idx_service_start(const struct idx_service_opts *o, struct idx_service **out
         if (*p == '.')
             *p = '_'; /* JetStream durable names cannot hold '.' */
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->closed_mu, NULL);
+    pthread_cond_init(&s->closed_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -951,29 +1071,27 @@ int idx_service_start(const struct idx_service_opts *o, struct idx_service **out
         if ((rc = open_coll(s, &s->colls[i], &s->cfg->collections[i], err)) != ST_OK)
             goto fail;
     }
-    /* NATS: connect in the background (it may be down); searches are served meanwhile. */
-    natsOptions *no = NULL;
-    natsStatus st = natsOptions_Create(&no);
+    /* NATS options; the puller connects (NATS may be down: searches are served meanwhile). */
+    natsStatus st = natsOptions_Create(&s->nopts);
     if (st == NATS_OK)
-        st = natsOptions_SetURL(no, s->cfg->nats.url);
+        st = natsOptions_SetURL(s->nopts, s->cfg->nats.url);
     if (st == NATS_OK)
-        st = natsOptions_SetMaxReconnect(no, -1);
+        st = natsOptions_SetTimeout(s->nopts, 2000);
     if (st == NATS_OK)
-        st = natsOptions_SetReconnectWait(no, 250);
+        st = natsOptions_SetMaxReconnect(s->nopts, -1);
     if (st == NATS_OK)
-        st = natsOptions_SetRetryOnFailedConnect(no, true, NULL, NULL);
-    if (st == NATS_OK) {
-        st = natsConnection_Connect(&s->nc, no);
-        if (st == NATS_NOT_YET_CONNECTED)
-            st = NATS_OK;
-    }
-    natsOptions_Destroy(no);
+        st = natsOptions_SetReconnectWait(s->nopts, 250);
+    if (st == NATS_OK)
+        st = natsOptions_SetDisconnectedCB(s->nopts, on_disconnected, s);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectedCB(s->nopts, on_reconnected, s);
+    if (st == NATS_OK)
+        st = natsOptions_SetClosedCB(s->nopts, on_closed, s);
     if (st != NATS_OK) {
         rc = st_err_set(err, ST_EIO, "nats %s: %s", s->cfg->nats.url, natsStatus_GetText(st));
         goto fail;
     }
-    struct idx_nodes_opts no2 = {.nc = s->nc,
-                                 .pinned = o->ingest_nodes,
+    struct idx_nodes_opts no2 = {.pinned = o->ingest_nodes,
                                  .npinned = o->n_ingest_nodes,
                                  .token = o->token,
                                  .settle_ms = o->settle_ms};
@@ -1029,14 +1147,28 @@ void idx_service_stop(struct idx_service *s)
         s->jobs = j->next;
         job_free(j);
     }
-    idx_nodes_stop(s->nodes);
     if (s->sub != NULL)
         natsSubscription_Destroy(s->sub); /* the durable consumer stays on the server */
     jsCtx_Destroy(s->js);
     if (s->nc != NULL) {
         natsConnection_Close(s->nc);
+        /* nats.c's callbacks touch s->nodes: wait for the last one (bounded) */
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 5;
+        pthread_mutex_lock(&s->closed_mu);
+        while (!s->closed && pthread_cond_timedwait(&s->closed_cv, &s->closed_mu, &dl) == 0)
+            ;
+        bool closed = s->closed;
+        pthread_mutex_unlock(&s->closed_mu);
         natsConnection_Destroy(s->nc);
+        if (!closed) { /* never free what nats.c may still call into */
+            st_log_error(LOG_COMP, "nats.c did not close the connection in 5 s; leaking it");
+            return;
+        }
     }
+    idx_nodes_stop(s->nodes);
+    natsOptions_Destroy(s->nopts);
     for (size_t i = 0; i < s->ncoll; i++) {
         struct idx_coll *c = &s->colls[i];
         idx_view_slot_destroy(&c->view);
@@ -1049,6 +1181,8 @@ void idx_service_stop(struct idx_service *s)
     free(s->colls);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->closed_mu);
+    pthread_cond_destroy(&s->closed_cv);
     free(s);
 }
 
@@ -1153,7 +1287,7 @@ bool idx_service_ready(struct idx_service *s, char *why, size_t cap)
                  s->cfg->nats.url);
         return false;
     }
-    if (natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
+    if (!atomic_load(&s->up) || natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
         snprintf(why, cap, "nats: not connected to %s", s->cfg->nats.url);
         return false;
     }

@@ -257,7 +257,7 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
                       const struct st_http_req *req, struct st_http_resp *resp)
 {
     int64_t t0 = st_clock_mono_ns(NULL);
-    static const char *const extra[] = {"indexed", "check", NULL};
+    static const char *const extra[] = {"indexed", "check", "check_only", NULL};
     enum st_metric m = c->cfg->metric == CFG_METRIC_L2   ? ST_METRIC_L2
                        : c->cfg->metric == CFG_METRIC_IP ? ST_METRIC_IP
                                                          : ST_METRIC_COSINE;
@@ -279,6 +279,12 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
     if (json_object_get(b, "check") != NULL &&
         (superseded = check_versions(c, json_object_get(b, "check"), resp)) == NULL)
         goto out;
+    if (json_is_true(json_object_get(b, "check_only"))) { /* versions only, no scan */
+        st_http_json(resp, 200,
+                     json_pack("{s:o,s:o}", "hits", json_array(), "superseded",
+                               superseded != NULL ? superseded : json_array()));
+        goto out;
+    }
     struct store_search_query q = {.vec = sq.vec,
                                    .dim = dim,
                                    .metric = m,
@@ -300,8 +306,10 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
     for (size_t i = 0; i < res.n; i++) {
         const struct store_search_hit *x = &res.hits[i];
         double dist = m == ST_METRIC_COSINE ? 1.0 + x->dist : x->dist;
-        json_t *o = json_pack("{s:o,s:f,s:I}", "id", id_json(c, x->id, x->id_len), "distance", dist,
-                              "ts", (json_int_t)x->ts);
+        json_t *o =
+            json_pack("{s:o,s:f,s:I,s:I,s:I,s:I}", "id", id_json(c, x->id, x->id_len), "distance",
+                      dist, "ts", (json_int_t)x->ts, "partition", (json_int_t)x->partition,
+                      "offset", (json_int_t)x->offset, "idx", (json_int_t)x->idx);
         if (sq.with_meta)
             json_object_set_new(o, "meta", st_api_meta_json(x->meta, x->meta_len));
         if (sq.with_vec)

@@ -321,6 +321,9 @@ static int take_hits(struct search *x, struct store_search_result *out)
         h->dist = c->dist;
         h->ts = c->ts;
         h->window = c->window;
+        h->partition = c->partition;
+        h->offset = c->offset;
+        h->idx = c->idx;
         h->meta = c->meta;
         h->meta_len = c->meta_len;
         c->meta = NULL;

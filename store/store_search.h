@@ -59,6 +59,9 @@ struct store_search_hit {
     float dist; /* the kernels' smaller-is-closer distance (-dot for ip and cosine) */
     int64_t ts;
     int64_t window;
+    int32_t partition; /* the version: (ts, partition, offset, idx) */
+    int64_t offset;
+    uint32_t idx;
     uint8_t *meta; /* with_meta: owned by the result (NULL when none) */
     uint32_t meta_len;
     float *vec; /* with_vector: dim floats owned by the result */

@@ -107,10 +107,12 @@ static void env_init(struct env *e)
     env_init_cfg(e, "    window: 1m\n    grace: 1s\n    max_lateness: 1h\n");
 }
 
+static const char *nats_override;
+
 static void env_init_cfg(struct env *e, const char *coll_extra)
 {
     e->brokers = st_test_broker("STRATA_TEST_KAFKA");
-    e->nats = st_test_broker("STRATA_TEST_NATS");
+    e->nats = nats_override != NULL ? nats_override : st_test_broker("STRATA_TEST_NATS");
     e->ingest_bin = getenv("STRATA_INGEST");
     e->indexer_bin = getenv("STRATA_INDEXER");
     ck_assert_ptr_nonnull(e->ingest_bin);
@@ -121,7 +123,8 @@ static void env_init_cfg(struct env *e, const char *coll_extra)
     snprintf(e->stream, sizeof(e->stream), "IDX%d", (int)getpid());
     st_kafka_create_topic(e->brokers, e->topic, 2);
     st_kafka_create_topic(e->brokers, e->dead, 1);
-    nats_clean(e->nats);
+    if (nats_override == NULL)
+        nats_clean(e->nats);
     e->dir = st_test_tmpdir("idx");
     snprintf(e->cfg, sizeof(e->cfg), "%s/strata.yaml", e->dir);
     snprintf(e->cfg_b, sizeof(e->cfg_b), "%s/strata-b.yaml", e->dir);
@@ -733,6 +736,33 @@ START_TEST(test_two_ingest_two_indexers)
             json_decref(sr);
         }
     }
+    /* An id whose old version is fresh on one node and whose newer version is fresh on the
+     * other: a strong search near the old vector never returns the old version. */
+    p = st_kafka_producer(e.brokers);
+    now = st_clock_wall_ms(NULL);
+    send_json(p, &e, 0, rec("cross-1", now - 300, test + (size_t)(NQ + 6) * DIM));
+    send_json(p, &e, 1, rec("cross-1", now - 200, test + (size_t)(NQ + 7) * DIM));
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+    /* both versions applied: each node has one (both answer 200) */
+    ck_assert(ST_WAIT_UNTIL(http_status(pa, "/v1/collections/fm/records/cross-1") == 200 &&
+                                http_status(pb, "/v1/collections/fm/records/cross-1") == 200,
+                            30000));
+    for (int x = 0; x < 2; x++) {
+        json_t *sr = search(x ? xb : xa, test + (size_t)(NQ + 6) * DIM, 10, "strong", false, 200);
+        size_t k;
+        json_t *hh;
+        json_array_foreach(json_object_get(sr, "hits"), k, hh)
+        {
+            if (strcmp(json_string_value(json_object_get(hh, "id")), "cross-1") == 0)
+                ck_assert_int_eq(json_integer_value(json_object_get(hh, "ts")), now - 200);
+        }
+        json_decref(sr);
+    }
+    json_t *cg = http_json(xa, "/v1/collections/fm/records/cross-1", NULL, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(cg, "ts")), now - 200);
+    json_decref(cg);
+
     /* An ingest node that stops says goodbye: strong searches then ask only the other. */
     st_daemon_stop(&inb, 45000);
     ck_assert(ST_WAIT_UNTIL(http_has(xa, "/metrics", "strata_indexer_parts"), 5000));
@@ -781,7 +811,9 @@ static void *searcher_main(void *arg)
                  strong ? "strong" : "indexed");
         struct resp r = http(sc->port, "/v1/collections/fm/search", TOKEN, body);
         json_t *j = json_loads(r.body, 0, NULL);
-        bool ok = r.status == 200 && json_array_size(json_object_get(j, "hits")) <= 10;
+        size_t nh = json_array_size(json_object_get(j, "hits"));
+        /* strong always has hits: the watermark records stay fresh in the open window */
+        bool ok = r.status == 200 && nh <= 10 && (!strong || nh > 0);
         if (ok && n % 5 == 0) { /* and get-by-id of the first hit */
             const char *id = json_string_value(
                 json_object_get(json_array_get(json_object_get(j, "hits"), 0), "id"));
@@ -826,13 +858,6 @@ START_TEST(test_search_during_swaps)
     unsigned xp = start_indexer(&ix, &e, e.cfg, lx);
     st_daemon_wait_http_ok(&ix, xp, "/readyz", 60000);
 
-    _Atomic bool stop = false;
-    struct searcher sc[4];
-    pthread_t th[4];
-    for (int i = 0; i < 4; i++) {
-        sc[i] = (struct searcher){.port = xp, .seed = i, .stop = &stop};
-        ck_assert_int_eq(pthread_create(&th[i], NULL, searcher_main, &sc[i]), 0);
-    }
     /* Three windows ending 5-25 s ago, 300 records each, then the watermark. */
     int64_t now = st_clock_wall_ms(NULL);
     int64_t w0 = (now - 35000) / 10000 * 10000;
@@ -851,6 +876,18 @@ START_TEST(test_search_during_swaps)
         send_json(p, &e, part,
                   rec(part ? "wm-1" : "wm-0", now - 500, test + (size_t)(NQ + 9) * DIM));
     ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    /* The searchers start once the watermark records are fresh on the ingest node: from then
+     * on a strong search always has hits. */
+    ck_assert(ST_WAIT_UNTIL(http_status(ip, "/v1/collections/fm/records/wm-0") == 200 &&
+                                http_status(ip, "/v1/collections/fm/records/wm-1") == 200,
+                            30000));
+    _Atomic bool stop = false;
+    struct searcher sc[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        sc[i] = (struct searcher){.port = xp, .seed = i, .stop = &stop};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, searcher_main, &sc[i]), 0);
+    }
     /* Watch: a window at version 2 (after the late record below), a cold window, then none. */
     bool saw_v2 = false, saw_cold = false, late_sent = false;
     int64_t deadline = st_test_now_ms() + 180000;
@@ -916,6 +953,85 @@ START_TEST(test_search_during_swaps)
 }
 END_TEST
 
+static long search_status(unsigned port, const char *consistency)
+{
+    char *vt = vec_text(test);
+    size_t cap = strlen(vt) + 96;
+    char *body = malloc(cap);
+    snprintf(body, cap, "{\"vector\": %s, \"k\": 5, \"consistency\": \"%s\"}", vt, consistency);
+    struct resp r = http(port, "/v1/collections/fm/search", TOKEN, body);
+    free(r.body);
+    free(body);
+    free(vt);
+    return r.status;
+}
+
+/* NATS down when the indexer starts: it serves indexed searches (none yet), refuses strong
+ * ones and readiness, and stops on SIGTERM. NATS lost later: strong searches are refused
+ * (503), never answered from a node set that can no longer be trusted; indexed searches go
+ * on; when NATS is back, strong searches work again once discovery has settled. */
+START_TEST(test_indexer_nats_outage)
+{
+    train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
+    test = load_idx("t10k-images-idx3-ubyte.gz", NQ + 10);
+    struct st_own_nats n = {0};
+    n.port = st_free_port();
+    snprintf(n.url, sizeof(n.url), "nats://127.0.0.1:%u", n.port);
+    n.dir = st_test_tmpdir("nats");
+    nats_override = n.url;
+    struct env e;
+    env_init(&e);
+    char li[700], lx[700];
+    snprintf(li, sizeof(li), "%s/ingest.log", e.dir);
+    snprintf(lx, sizeof(lx), "%s/indexer.log", e.dir);
+    struct st_daemon ing, ix;
+
+    /* NATS down at start. */
+    unsigned xp = start_indexer(&ix, &e, e.cfg, lx);
+    ck_assert_int_eq(http_status(xp, "/healthz"), 200);
+    ck_assert(ST_WAIT_UNTIL(http_status(xp, "/v1/collections/fm") == 200, 10000));
+    ck_assert_int_eq(http_status(xp, "/readyz"), 503);
+    ck_assert_int_eq(search_status(xp, "indexed"), 200);
+    ck_assert_int_eq(search_status(xp, "strong"), 503);
+    int64_t t0 = st_test_now_ms();
+    st_daemon_stop(&ix, 15000);
+    ck_assert_int_lt(st_test_now_ms() - t0, 15000);
+
+    /* NATS up, data indexed. */
+    st_own_nats_start(&n);
+    xp = start_indexer(&ix, &e, e.cfg, lx);
+    const char *const aa[] = {e.ingest_bin, "--config", e.cfg, NULL};
+    st_daemon_start(&ing, li, aa, NULL);
+    unsigned ip = st_daemon_wait_logged_number(&ing, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(&ing, ip, "/readyz", 60000);
+    st_daemon_wait_http_ok(&ix, xp, "/readyz", 60000);
+    produce_windows(&e);
+    wait_indexed(&ix, xp, 240000);
+    ck_assert(ST_WAIT_UNTIL(search_status(xp, "strong") == 200, 30000));
+
+    /* NATS lost: strong refused, indexed served. */
+    st_own_nats_kill(&n);
+    ck_assert(ST_WAIT_UNTIL(search_status(xp, "strong") == 503, 15000));
+    ck_assert_int_eq(search_status(xp, "indexed"), 200);
+    json_t *r = search(xp, test, 10, "indexed", false, 200);
+    ck_assert_uint_eq(json_array_size(json_object_get(r, "hits")), 10);
+    json_decref(r);
+    ck_assert_int_eq(http_status(xp, "/readyz"), 503);
+
+    /* Back: strong works again (after re-settling). */
+    st_own_nats_start(&n);
+    ck_assert(ST_WAIT_UNTIL(search_status(xp, "strong") == 200, 60000));
+    st_daemon_stop(&ix, 45000);
+    st_daemon_stop(&ing, 45000);
+    nats_override = NULL;
+    st_own_nats_free(&n);
+    st_test_rmrf(e.dir);
+    free(e.dir);
+    free(train);
+    free(test);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -925,6 +1041,7 @@ int main(void)
     tcase_add_test(tc, test_indexer_end_to_end);
     tcase_add_test(tc, test_two_ingest_two_indexers);
     tcase_add_test(tc, test_search_during_swaps);
+    tcase_add_test(tc, test_indexer_nats_outage);
     suite_add_tcase(s, tc);
     int rc = st_test_run_suite(s);
     curl_global_cleanup();

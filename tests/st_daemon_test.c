@@ -249,3 +249,70 @@ void st_daemon_kill(struct st_daemon *d)
     ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     st_daemon_assert_clean(d);
 }
+
+/* ---- a nats-server of the test's own ---- */
+
+unsigned st_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Does something accept TCP connections on port? */
+static bool port_open(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)port)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+void st_own_nats_start(struct st_own_nats *n)
+{
+    if (n->port == 0) {
+        n->port = st_free_port();
+        snprintf(n->url, sizeof(n->url), "nats://127.0.0.1:%u", n->port);
+        n->dir = st_test_tmpdir("nats");
+    }
+    char port[16];
+    snprintf(port, sizeof(port), "%u", n->port);
+    n->pid = fork();
+    ck_assert_int_ge(n->pid, 0);
+    if (n->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a failed test */
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", n->dir,
+               (char *)NULL);
+        _exit(127);
+    }
+    ck_assert_msg(ST_WAIT_UNTIL(port_open(n->port), 30000), "nats-server not up on %s", n->url);
+}
+
+void st_own_nats_kill(struct st_own_nats *n)
+{
+    if (n->pid <= 0)
+        return;
+    ck_assert_int_eq(kill(n->pid, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(n->pid, NULL, 0), n->pid);
+    n->pid = 0;
+}
+
+void st_own_nats_free(struct st_own_nats *n)
+{
+    if (n->pid > 0)
+        st_own_nats_kill(n);
+    if (n->dir != NULL)
+        st_test_rmrf(n->dir);
+    free(n->dir);
+    n->dir = NULL;
+}

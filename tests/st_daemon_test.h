@@ -52,4 +52,21 @@ void st_daemon_stop(struct st_daemon *d, int timeout_ms);
 /* SIGKILL (a crash the test wants) and reap; the log up to then must be clean. */
 void st_daemon_kill(struct st_daemon *d);
 
+/* A nats-server of the test's own (with JetStream, in dir), which the test kills and
+ * restarts; it dies with the test. url is nats://127.0.0.1:<port>. */
+struct st_own_nats {
+    pid_t pid;
+    unsigned port;
+    char url[64];
+    char *dir;
+};
+/* Picks a free port and a directory (the first time) and starts it; waits until it answers. */
+void st_own_nats_start(struct st_own_nats *n);
+/* SIGKILL and reap. */
+void st_own_nats_kill(struct st_own_nats *n);
+/* Kills it if running and removes its directory. */
+void st_own_nats_free(struct st_own_nats *n);
+/* A loopback port nothing listens on now. */
+unsigned st_free_port(void);
+
 #endif
