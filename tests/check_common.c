@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "st_api.h"
 #include "st_checksum.h"
 #include "st_clock.h"
 #include "st_coding.h"
@@ -226,8 +227,42 @@ START_TEST(test_log_format)
 }
 END_TEST
 
+/* uint64 ids survive JSON both ways, those >= 2^63 (which JSON integers as jansson writes
+ * them cannot hold) as decimal strings; anything else is refused. */
+START_TEST(test_api_u64_ids)
+{
+    uint64_t vals[] = {0, 42, (uint64_t)INT64_MAX, (uint64_t)INT64_MAX + 43, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        uint8_t id[8], back[ST_API_ID_MAX];
+        for (int b = 0; b < 8; b++)
+            id[b] = (uint8_t)(vals[i] >> (56 - 8 * b));
+        json_t *j = st_api_id_json(true, id, 8);
+        ck_assert(vals[i] > (uint64_t)INT64_MAX ? json_is_string(j) : json_is_integer(j));
+        char *text = json_dumps(j, JSON_ENCODE_ANY);
+        json_t *k = json_loads(text, JSON_DECODE_ANY, NULL);
+        uint32_t len = 0;
+        ck_assert(st_api_json_id(true, k, back, &len));
+        ck_assert_uint_eq(len, 8);
+        ck_assert(memcmp(id, back, 8) == 0);
+        free(text);
+        json_decref(j);
+        json_decref(k);
+    }
+    uint8_t buf[ST_API_ID_MAX];
+    uint32_t len;
+    const char *bad[] = {"-1",  "\"-1\"", "\"18446744073709551616\"", "\"12a\"", "\"\"",
+                         "1.5", "null"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *k = json_loads(bad[i], JSON_DECODE_ANY, NULL);
+        ck_assert_msg(!st_api_json_id(true, k, buf, &len), "%s accepted", bad[i]);
+        json_decref(k);
+    }
+}
+END_TEST
+
 int main(void)
 {
+
     Suite *s = suite_create("common");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_error_codes);
@@ -238,6 +273,7 @@ int main(void)
     tcase_add_test(tc, test_fault_points);
     tcase_add_test(tc, test_fault_crash);
     tcase_add_test(tc, test_log_format);
+    tcase_add_test(tc, test_api_u64_ids);
     suite_add_tcase(s, tc);
     return st_test_run_suite(s);
 }
