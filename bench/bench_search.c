@@ -24,6 +24,7 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
+#include <nats/nats.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -56,9 +57,14 @@ static double now_s(void)
     return (double)st_clock_mono_ns(NULL) / 1e9;
 }
 
+static pid_t children[2];
+
 static void die(const char *what, const char *why)
 {
     fprintf(stderr, "bench_search: %s: %s\n", what, why);
+    for (int i = 0; i < 2; i++)
+        if (children[i] > 0)
+            kill(children[i], SIGTERM);
     exit(1);
 }
 
@@ -396,7 +402,7 @@ static bool found(CURL *c, unsigned port, const float *q, const char *id, const 
 {
     char url[256];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/collections/live/search", port);
-    char *body = query_body(q, cons, 1);
+    char *body = query_body(q, cons, 3);
     struct buf b = {0};
     long st = request(c, url, body, &b);
     bool ok = st == 200 && b.p != NULL && strstr(b.p, id) != NULL;
@@ -459,8 +465,14 @@ static void freshness(unsigned port, struct fresh *fr)
                 done_i++;
             }
         }
-        if (deadline > 0 && now_s() > deadline)
+        if (deadline > 0 && now_s() > deadline) {
+            unsigned ns = 0;
+            for (unsigned i = 0; i < sent; i++)
+                ns += got_s[i];
+            fprintf(stderr, "bench_search: %u of %u found by strong, %u by indexed\n", ns, sent,
+                    done_i);
             die("freshness", "records not indexed within 60 s of the last one");
+        }
     }
     fr->n = nfresh;
     rd_kafka_destroy(p);
@@ -477,6 +489,26 @@ static void pct(double *v, size_t n, double *p50, double *p99)
     qsort(v, n, sizeof(*v), dcmp);
     *p50 = v[n / 2] * 1e3;
     *p99 = v[(size_t)((double)n * 0.99)] * 1e3;
+}
+
+/* The bench expects brokers of its own: streams left on the NATS server by earlier runs would
+ * hold the strata.* subjects, so they go first. */
+static void nats_clean(void)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    if (natsConnection_ConnectTo(&nc, nats) != NATS_OK ||
+        natsConnection_JetStream(&js, nc, NULL) != NATS_OK)
+        die("nats", "cannot connect");
+    jsStreamNamesList *l = NULL;
+    if (js_StreamNames(&l, js, NULL, &jerr) == NATS_OK) {
+        for (int i = 0; i < l->Count; i++)
+            (void)js_DeleteStream(js, l->List[i], NULL, &jerr);
+        jsStreamNamesList_Destroy(l);
+    }
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
 }
 
 /* Creates topic t with two partitions (the admin API; it may exist). */
@@ -523,6 +555,8 @@ int main(int argc, char **argv)
             die("usage", "bench_search --brokers B --nats URL --ingest BIN --indexer BIN "
                          "[--dir D] [--train N] [--seconds S] [--fresh N]");
     }
+    if (nfresh >= NQ - 1)
+        die("usage", "--fresh must be below 9999");
     if (brokers == NULL || nats == NULL || ingest_bin == NULL || indexer_bin == NULL)
         die("usage", "--brokers, --nats, --ingest and --indexer are required");
     st_log_set_level(ST_LOG_WARNING);
@@ -544,6 +578,7 @@ int main(int argc, char **argv)
     snprintf(logdir, sizeof(logdir), "%s", run_dir);
     snprintf(topic, sizeof(topic), "bench-fm-%d", (int)getpid());
     snprintf(topic2, sizeof(topic2), "bench-live-%d", (int)getpid());
+    nats_clean();
     create_topic(topic);
     create_topic(topic2);
     FILE *f = fopen(cfg_path, "w");
@@ -565,8 +600,10 @@ int main(int argc, char **argv)
     snprintf(log_ing, sizeof(log_ing), "%s/ingest.log", logdir);
     snprintf(log_idx, sizeof(log_idx), "%s/indexer.log", logdir);
     pid_t ing = spawn(ingest_bin, log_ing);
+    children[0] = ing;
     (void)logged_port(log_ing);
     pid_t idx = spawn(indexer_bin, log_idx);
+    children[1] = idx;
     unsigned port = logged_port(log_idx);
 
     int64_t w0 = (st_clock_wall_ms(NULL) - 30 * 60000) / 60000 * 60000;
@@ -632,7 +669,9 @@ int main(int argc, char **argv)
 
     /* Freshness. */
     fprintf(stderr, "bench_search: freshness\n");
+    snprintf(log_idx, sizeof(log_idx), "%s/indexer-2.log", logdir); /* a fresh log: its port */
     idx = spawn(indexer_bin, log_idx);
+    children[1] = idx;
     port = logged_port(log_idx);
     usleep(4000000); /* ready: discovery settled */
     struct fresh fr = {.port = port};
