@@ -6,6 +6,7 @@
 #ifndef ST_CLOCK_H
 #define ST_CLOCK_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,5 +28,10 @@ void st_clock_manual_init(struct st_clock *c, int64_t wall_ms);
 void st_clock_manual_set_wall(struct st_clock *c, int64_t wall_ms);
 /* Advances both wall and monotonic time by ms (ms >= 0). */
 void st_clock_manual_advance(struct st_clock *c, int64_t ms);
+
+/* Waits on cv (created with CLOCK_MONOTONIC, see st_cond_init_mono) at most ms. */
+void st_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
+/* A condition variable whose timed waits use CLOCK_MONOTONIC. */
+void st_cond_init_mono(pthread_cond_t *cv);
 
 #endif

@@ -5,6 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "st_clock.h"
 #include "st_fault.h"
 #include "st_log.h"
 #include "st_version.h"
@@ -90,4 +94,37 @@ void st_daemon_arm_test_faults(const char *comp)
 #else
     (void)comp;
 #endif
+}
+
+void st_daemon_notify_ready(struct st_daemon_notify *n, const char *status)
+{
+    sd_notifyf(0, "READY=1\nSTATUS=%s", status);
+    n->wd_usec = 0;
+    n->watchdog = sd_watchdog_enabled(0, &n->wd_usec) > 0;
+    n->next_wd = 0;
+    n->next_status = st_clock_mono_ns(NULL) / 1000000 + 5000;
+}
+
+bool st_daemon_notify_tick(struct st_daemon_notify *n)
+{
+    int64_t now = st_clock_mono_ns(NULL) / 1000000;
+    if (n->watchdog && now >= n->next_wd) {
+        sd_notify(0, "WATCHDOG=1");
+        n->next_wd = now + (int64_t)(n->wd_usec / 2000);
+    }
+    if (now < n->next_status)
+        return false;
+    n->next_status = now + 5000;
+    return true;
+}
+
+void st_daemon_notify_status(const char *status)
+{
+    sd_notifyf(0, "STATUS=%s", status);
+}
+
+void st_daemon_stopping(int64_t shutdown_timeout_ms)
+{
+    sd_notify(0, "STOPPING=1");
+    alarm((unsigned)((shutdown_timeout_ms + 999) / 1000));
 }

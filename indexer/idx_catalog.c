@@ -13,9 +13,9 @@
 
 #define CATALOG_FORMAT 1
 
-static bool node_ok(const char *s)
+bool idx_node_id_ok(const char *s)
 {
-    size_t n = strlen(s);
+    size_t n = s != NULL ? strlen(s) : 0;
     if (n == 0 || n > IDX_NODE_MAX || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
         return false;
     for (size_t i = 0; i < n; i++) {
@@ -54,7 +54,7 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
         struct idx_cat_entry e = {0};
         const char *node = json_string_value(json_object_get(o, "node"));
         const char *ix = json_string_value(json_object_get(o, "index"));
-        if (node == NULL || !node_ok(node) || ix == NULL ||
+        if (node == NULL || !idx_node_id_ok(node) || ix == NULL ||
             (strcmp(ix, "hnsw") != 0 && strcmp(ix, "ivfpq") != 0)) {
             rc = st_err_set(err, ST_ECORRUPT, "%s: entry %zu is malformed", path, i);
             break;
@@ -80,7 +80,7 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
         const char *node = json_string_value(json_object_get(o, "node"));
         if (rc != ST_OK)
             break;
-        if (node == NULL || !node_ok(node)) {
+        if (node == NULL || !idx_node_id_ok(node)) {
             rc = st_err_set(err, ST_ECORRUPT, "%s: gone %zu is malformed", path, i);
             break;
         }

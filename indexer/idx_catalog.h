@@ -25,6 +25,10 @@
 
 #define IDX_NODE_MAX 64
 
+/* Is s a node id as the configuration allows (1-64 of A-Z a-z 0-9 . _ -, not "." or "..")?
+ * Node ids from events name files: anything else is refused. */
+bool idx_node_id_ok(const char *s);
+
 struct idx_cat_entry {
     char node[IDX_NODE_MAX + 1];
     int64_t start, end;

@@ -70,13 +70,9 @@ static bool same_id(const struct idx_search_hit *h, const uint8_t *id, uint32_t 
 /* Is version a newer than b? (ts, partition, offset, idx), the store's order. */
 static bool newer(const struct idx_search_hit *a, const struct idx_search_hit *b)
 {
-    if (a->ts != b->ts)
-        return a->ts > b->ts;
-    if (a->partition != b->partition)
-        return a->partition > b->partition;
-    if (a->offset != b->offset)
-        return a->offset > b->offset;
-    return a->idx > b->idx;
+    struct store_version x = {a->ts, a->partition, a->offset, a->idx};
+    struct store_version y = {b->ts, b->partition, b->offset, b->idx};
+    return store_version_cmp(&x, &y) > 0;
 }
 
 /* Adds a hit unless the same id is there already; then the newer version stays. */

@@ -100,17 +100,8 @@ static enum st_metric metric_of(const struct cfg_collection *c)
 static void wait_ms(struct idx_service *s, int64_t ms)
 {
     pthread_mutex_lock(&s->mu);
-    if (!atomic_load(&s->stop)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += ms / 1000;
-        ts.tv_nsec += (ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-    }
+    if (!atomic_load(&s->stop))
+        st_cond_wait_ms(&s->cv, &s->mu, ms);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -634,20 +625,6 @@ static void *worker_main(void *arg)
 
 /* ---- events ---- */
 
-static bool node_ok(const char *s)
-{
-    size_t n = s != NULL ? strlen(s) : 0;
-    if (n == 0 || n > IDX_NODE_MAX || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
 static void on_expired(struct idx_service *s, struct idx_coll *c, const char *node, int64_t start,
                        uint32_t version, natsMsg *m)
 {
@@ -716,7 +693,7 @@ static void on_msg(struct idx_service *s, natsMsg *m)
         json_decref(j);
         return;
     }
-    if (c == NULL || !node_ok(node) || !json_is_integer(jstart) || !json_is_integer(jver) ||
+    if (c == NULL || !idx_node_id_ok(node) || !json_is_integer(jstart) || !json_is_integer(jver) ||
         json_integer_value(jver) < 0 || json_integer_value(jver) > UINT32_MAX) {
         st_log_warn(LOG_COMP, "ignoring event on %s: %s", natsMsg_GetSubject(m),
                     c == NULL ? "collection not configured here" : "malformed");
@@ -1048,11 +1025,7 @@ int idx_service_start(const struct idx_service_opts *o, struct idx_service **out
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->closed_mu, NULL);
     pthread_cond_init(&s->closed_cv, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    st_cond_init_mono(&s->cv);
     st_hist_init(&s->build_hist[0], &st_hist_latency);
     st_hist_init(&s->build_hist[1], &st_hist_latency);
     st_hist_init(&s->fresh_hist, &st_hist_age);

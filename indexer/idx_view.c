@@ -6,24 +6,6 @@
 
 #include "st_checksum.h"
 
-struct ver {
-    int64_t ts;
-    int32_t partition;
-    int64_t offset;
-    uint32_t idx;
-};
-
-static int ver_cmp(const struct ver *a, const struct ver *b)
-{
-    if (a->ts != b->ts)
-        return a->ts < b->ts ? -1 : 1;
-    if (a->partition != b->partition)
-        return a->partition < b->partition ? -1 : 1;
-    if (a->offset != b->offset)
-        return a->offset < b->offset ? -1 : 1;
-    return a->idx < b->idx ? -1 : a->idx > b->idx;
-}
-
 static void rec_at(struct idx_part *const *parts, uint64_t slot, struct store_seg_record *r)
 {
     store_segment_record(parts[(slot >> 32) - 1]->seg, (uint32_t)slot, r);
@@ -93,9 +75,9 @@ int idx_view_build(struct idx_part *const *parts, size_t n, struct idx_view **ou
             }
             struct store_seg_record o;
             rec_at(v->parts, v->slots[s], &o);
-            struct ver a = {r.ts, r.partition, r.offset, r.idx};
-            struct ver b = {o.ts, o.partition, o.offset, o.idx};
-            if (ver_cmp(&a, &b) > 0)
+            struct store_version a = {r.ts, r.partition, r.offset, r.idx};
+            struct store_version b = {o.ts, o.partition, o.offset, o.idx};
+            if (store_version_cmp(&a, &b) > 0)
                 v->slots[s] = mine;
         }
     }

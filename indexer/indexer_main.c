@@ -109,25 +109,19 @@ int main(int argc, char **argv)
     indexer_http_ready(http, svc);
     st_log_notice("indexer", "%s: serving %zu collection(s); HTTP on port %u", cfg->node_id,
                   cfg->n_collections, indexer_http_port(http));
-    sd_notifyf(0, "READY=1\nSTATUS=serving %zu collection(s)", cfg->n_collections);
-    uint64_t wd_usec = 0;
-    bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
-    int64_t next_wd = 0, next_status = 0;
+    char status[128];
+    snprintf(status, sizeof(status), "serving %zu collection(s)", cfg->n_collections);
+    struct st_daemon_notify sn;
+    st_daemon_notify_ready(&sn, status);
     while (!stop_requested) {
         usleep(100 * 1000);
-        int64_t now = st_clock_mono_ns(NULL) / 1000000;
-        if (watchdog && now >= next_wd) {
-            sd_notify(0, "WATCHDOG=1");
-            next_wd = now + (int64_t)(wd_usec / 2000);
-        }
-        if (now >= next_status) {
-            sd_notifyf(0, "STATUS=%" PRIu64 " index builds", idx_service_builds(svc));
-            next_status = now + 5000;
+        if (st_daemon_notify_tick(&sn)) {
+            snprintf(status, sizeof(status), "%" PRIu64 " index builds", idx_service_builds(svc));
+            st_daemon_notify_status(status);
         }
     }
     st_log_notice("indexer", "stopping: abandoning builds in progress");
-    sd_notify(0, "STOPPING=1");
-    alarm((unsigned)((cfg->shutdown_timeout_ms + 999) / 1000)); /* SIGALRM ends a stuck stop */
+    st_daemon_stopping(cfg->shutdown_timeout_ms); /* SIGALRM ends a stuck stop */
     exit_code = 0;
     goto out;
 fail:

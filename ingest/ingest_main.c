@@ -223,29 +223,24 @@ int main(int argc, char **argv)
         goto fail;
     st_log_notice("ingest", "%s: consuming %zu collection(s) in group %s; HTTP on port %u",
                   cfg->node_id, nc, cfg->kafka.group_id, ingest_http_port(http));
-    sd_notifyf(0, "READY=1\nSTATUS=consuming %zu collection(s)", nc);
-    uint64_t wd_usec = 0;
-    bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
-    int64_t next_wd = 0, next_status = 0;
+    char status[128];
+    snprintf(status, sizeof(status), "consuming %zu collection(s)", nc);
+    struct st_daemon_notify sn;
+    st_daemon_notify_ready(&sn, status);
     while (!stop_requested) {
         if (ing_consumer_poll(cons, 100, &err) != ST_OK)
             goto fail;
-        int64_t now = st_clock_mono_ns(NULL) / 1000000;
-        if (watchdog && now >= next_wd) {
-            sd_notify(0, "WATCHDOG=1");
-            next_wd = now + (int64_t)(wd_usec / 2000);
-        }
-        if (now >= next_status) {
+        if (st_daemon_notify_tick(&sn)) {
             struct ing_stats st;
             ing_consumer_stats(cons, &st);
-            sd_notifyf(0, "STATUS=%" PRIu64 " records, %" PRIu64 " rejected, %" PRIu64 " commits",
-                       st.records, st.rejected, st.commits);
-            next_status = now + 5000;
+            snprintf(status, sizeof(status),
+                     "%" PRIu64 " records, %" PRIu64 " rejected, %" PRIu64 " commits", st.records,
+                     st.rejected, st.commits);
+            st_daemon_notify_status(status);
         }
     }
     st_log_notice("ingest", "stopping: committing and leaving the group");
-    sd_notify(0, "STOPPING=1");
-    alarm((unsigned)((cfg->shutdown_timeout_ms + 999) / 1000)); /* SIGALRM ends a stuck stop */
+    st_daemon_stopping(cfg->shutdown_timeout_ms); /* SIGALRM ends a stuck stop */
     exit_code = 0;
     goto out;
 fail:

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "st_clock.h"
 #include "st_coding.h"
 #include "st_log.h"
 #include "st_prom.h"
@@ -25,24 +26,12 @@
 
 void store_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(cv, mu, &ts);
+    st_cond_wait_ms(cv, mu, ms);
 }
 
 void store_cond_init_mono(pthread_cond_t *cv)
 {
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
+    st_cond_init_mono(cv);
 }
 
 /* Records a fatal error: the store stops accepting writes and stops advancing durability. */

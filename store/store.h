@@ -50,6 +50,28 @@ struct store_opts {
     const struct st_clock *clock; /* NULL: system clock */
 };
 
+/* Versions: the newest of an id wins by (ts, partition, offset, index in batch) — in the store
+ * and wherever versions from several stores meet (the indexer). */
+struct store_version {
+    int64_t ts;
+    int32_t partition;
+    int64_t offset;
+    uint32_t idx;
+};
+
+static inline int store_version_cmp(const struct store_version *a, const struct store_version *b)
+{
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    if (a->partition != b->partition)
+        return a->partition < b->partition ? -1 : 1;
+    if (a->offset != b->offset)
+        return a->offset < b->offset ? -1 : 1;
+    if (a->idx != b->idx)
+        return a->idx < b->idx ? -1 : 1;
+    return 0;
+}
+
 /* One record of a batch. All pointers are borrowed for the duration of the call. */
 struct store_record {
     const uint8_t *id; /* 1..STORE_ID_MAX bytes; uint64 ids as 8 bytes big-endian */

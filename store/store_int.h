@@ -16,27 +16,6 @@ static inline void store_best_effort(int rc)
     (void)rc;
 }
 
-/* ---- versions: the newest wins by (ts, partition, offset, idx) ---- */
-struct store_version {
-    int64_t ts;
-    int32_t partition;
-    int64_t offset;
-    uint32_t idx;
-};
-
-static inline int store_version_cmp(const struct store_version *a, const struct store_version *b)
-{
-    if (a->ts != b->ts)
-        return a->ts < b->ts ? -1 : 1;
-    if (a->partition != b->partition)
-        return a->partition < b->partition ? -1 : 1;
-    if (a->offset != b->offset)
-        return a->offset < b->offset ? -1 : 1;
-    if (a->idx != b->idx)
-        return a->idx < b->idx ? -1 : 1;
-    return 0;
-}
-
 static inline int store_id_cmp(const uint8_t *a, uint32_t al, const uint8_t *b, uint32_t bl)
 {
     uint32_t n = al < bl ? al : bl;

@@ -63,21 +63,6 @@ struct env {
     int64_t w0; /* first window start */
 };
 
-static void nats_clean(const char *url)
-{
-    natsConnection *nc = NULL;
-    jsCtx *js = NULL;
-    jsErrCode jerr = 0;
-    st_nats_js_open(url, &nc, &js);
-    jsStreamNamesList *l = NULL;
-    if (js_StreamNames(&l, js, NULL, &jerr) == NATS_OK) {
-        for (int i = 0; i < l->Count; i++)
-            NATS_OK(js_DeleteStream(js, l->List[i], NULL, &jerr));
-        jsStreamNamesList_Destroy(l);
-    }
-    st_nats_js_close(nc, js);
-}
-
 static void write_cfg(const struct env *e, const char *path, const char *node, const char *data,
                       const char *coll_extra)
 {
@@ -124,7 +109,7 @@ static void env_init_cfg(struct env *e, const char *coll_extra)
     st_kafka_create_topic(e->brokers, e->topic, 2);
     st_kafka_create_topic(e->brokers, e->dead, 1);
     if (nats_override == NULL)
-        nats_clean(e->nats);
+        st_nats_clean(e->nats);
     e->dir = st_test_tmpdir("idx");
     snprintf(e->cfg, sizeof(e->cfg), "%s/strata.yaml", e->dir);
     snprintf(e->cfg_b, sizeof(e->cfg_b), "%s/strata-b.yaml", e->dir);

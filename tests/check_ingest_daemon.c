@@ -45,24 +45,6 @@ struct env {
  * ingest: section (e.g. ", announce_interval: 300ms"). Cleared by env_init*. */
 static const char *next_node, *next_ingest_keys;
 
-/* The daemon's stream holds strata.*.sealed|expired|indexed: a stream of an earlier test on
- * this server would overlap, so every stream is removed first (the test nats-server is
- * ours). */
-static void nats_clean(const char *url)
-{
-    natsConnection *nc = NULL;
-    jsCtx *js = NULL;
-    jsErrCode jerr = 0;
-    st_nats_js_open(url, &nc, &js);
-    jsStreamNamesList *l = NULL;
-    if (js_StreamNames(&l, js, NULL, &jerr) == NATS_OK) {
-        for (int i = 0; i < l->Count; i++)
-            NATS_OK(js_DeleteStream(js, l->List[i], NULL, &jerr));
-        jsStreamNamesList_Destroy(l);
-    }
-    st_nats_js_close(nc, js);
-}
-
 /* Topics, a data dir and a config; with_token: bearer auth with token "t0ken" and a 2 KiB
  * body cap. */
 static void env_init_nats(struct env *e, const char *tag, bool with_token, const char *nats)
@@ -87,7 +69,7 @@ static void env_init_nats(struct env *e, const char *tag, bool with_token, const
             *c = '_';
     st_kafka_create_topic(e->brokers, e->topic, 2);
     st_kafka_create_topic(e->brokers, e->dead, 1);
-    nats_clean(e->nats);
+    st_nats_clean(e->nats);
     e->dir = st_test_tmpdir(tag);
     snprintf(e->cfg, sizeof(e->cfg), "%s/strata.yaml", e->dir);
     snprintf(e->data, sizeof(e->data), "%s/data", e->dir);

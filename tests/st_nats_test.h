@@ -26,4 +26,21 @@ static inline void st_nats_js_close(natsConnection *nc, jsCtx *js)
     natsConnection_Destroy(nc);
 }
 
+/* Removes every JetStream stream of the server at url: a stream an earlier test left would
+ * hold the strata.* subjects (the test nats-server is ours). */
+static inline void st_nats_clean(const char *url)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    st_nats_js_open(url, &nc, &js);
+    jsStreamNamesList *l = NULL;
+    if (js_StreamNames(&l, js, NULL, &jerr) == NATS_OK) {
+        for (int i = 0; i < l->Count; i++)
+            NATS_OK(js_DeleteStream(js, l->List[i], NULL, &jerr));
+        jsStreamNamesList_Destroy(l);
+    }
+    st_nats_js_close(nc, js);
+}
+
 #endif
