@@ -195,6 +195,32 @@ bool idx_catalog_is_gone(const struct idx_catalog *c, const char *node, int64_t 
     return false;
 }
 
+bool idx_catalog_gone_at(const struct idx_catalog *c, const char *node, int64_t start,
+                         uint32_t *version)
+{
+    for (size_t i = 0; i < c->ngone; i++) {
+        if (c->gone[i].start == start && strcmp(c->gone[i].node, node) == 0) {
+            *version = c->gone[i].version;
+            return true;
+        }
+    }
+    return false;
+}
+
+void idx_catalog_restore_gone(struct idx_catalog *c, const char *node, int64_t start, bool had,
+                              uint32_t version)
+{
+    for (size_t i = 0; i < c->ngone; i++) {
+        if (c->gone[i].start == start && strcmp(c->gone[i].node, node) == 0) {
+            if (had)
+                c->gone[i].version = version;
+            else
+                c->gone[i] = c->gone[--c->ngone];
+            return;
+        }
+    }
+}
+
 int idx_catalog_save(struct idx_catalog *c, struct st_err *err)
 {
     json_t *ents = json_array(), *gone = json_array();

@@ -72,6 +72,12 @@ int idx_catalog_mark_gone(struct idx_catalog *c, const char *node, int64_t start
                           uint32_t version) ST_WUR;
 bool idx_catalog_is_gone(const struct idx_catalog *c, const char *node, int64_t start,
                          uint32_t version);
+/* The horizon of (node, start): true and *version when there is one. */
+bool idx_catalog_gone_at(const struct idx_catalog *c, const char *node, int64_t start,
+                         uint32_t *version);
+/* Puts the horizon of (node, start) back as it was (had: *version then), after a failed save. */
+void idx_catalog_restore_gone(struct idx_catalog *c, const char *node, int64_t start, bool had,
+                              uint32_t version);
 /* Writes the whole catalog durably (the commit point of every change). */
 int idx_catalog_save(struct idx_catalog *c, struct st_err *err) ST_WUR;
 

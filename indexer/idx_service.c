@@ -634,13 +634,18 @@ static void on_expired(struct idx_service *s, struct idx_coll *c, const char *no
     const struct idx_cat_entry *x = idx_catalog_find(c->cat, node, start);
     struct idx_cat_entry prev = x != NULL ? *x : (struct idx_cat_entry){0};
     bool had = x != NULL && x->version <= version;
+    uint32_t gone_prev = 0;
+    bool gone_had = idx_catalog_gone_at(c->cat, node, start, &gone_prev);
     int rc = idx_catalog_mark_gone(c->cat, node, start, version);
     if (rc == ST_OK && had)
         idx_catalog_del(c->cat, node, start);
     if (rc == ST_OK)
         rc = idx_catalog_save(c->cat, &err);
-    if (rc != ST_OK && had)
-        st_best_effort(idx_catalog_put(c->cat, &prev)); /* in place */
+    if (rc != ST_OK) { /* memory as before: the event comes back (nak) */
+        idx_catalog_restore_gone(c->cat, node, start, gone_had, gone_prev);
+        if (had)
+            st_best_effort(idx_catalog_put(c->cat, &prev)); /* fits: the entry was there */
+    }
     if (rc == ST_OK && had) {
         remove_locked(c, node, start);
         if (republish_locked(c) != ST_OK) {
