@@ -270,3 +270,52 @@ void st_api_search_free(struct st_api_search *s)
     json_decref(s->body);
     memset(s, 0, sizeof(*s));
 }
+
+bool st_api_route(const struct st_http_req *req, struct st_api_path *out, struct st_http_resp *resp)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p = req->path;
+    bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    bool post = strcmp(req->method, "POST") == 0;
+    static const char colls[] = "/v1/collections";
+    if (get && strcmp(p, "/healthz") == 0)
+        out->route = ST_API_HEALTHZ;
+    else if (get && strcmp(p, "/readyz") == 0)
+        out->route = ST_API_READYZ;
+    else if (get && strcmp(p, "/metrics") == 0)
+        out->route = ST_API_METRICS;
+    else if (get && strcmp(p, colls) == 0)
+        out->route = ST_API_COLLECTIONS;
+    if (out->route != ST_API_OTHER || strncmp(p, colls, sizeof(colls) - 1) != 0 ||
+        p[sizeof(colls) - 1] != '/')
+        return true;
+    const char *name = p + sizeof(colls), *slash = strchr(name, '/');
+    const char *rest = slash != NULL ? slash : "";
+    out->name = name;
+    out->nl = slash != NULL ? (size_t)(slash - name) : strlen(name);
+    if (get && rest[0] == '\0') {
+        out->route = ST_API_COLLECTION;
+    } else if (get && strcmp(rest, "/windows") == 0) {
+        out->route = ST_API_WINDOWS;
+    } else if (get && strncmp(rest, "/records/", 9) == 0) {
+        out->route = ST_API_RECORD;
+        out->arg = rest + 9;
+    } else if (strcmp(rest, "/search") == 0) {
+        if (!post) {
+            st_http_error(resp, 405, "method_not_allowed", "search is POST");
+            st_http_resp_header(resp, "Allow", "POST");
+            return false;
+        }
+        out->route = ST_API_SEARCH;
+    }
+    return true;
+}
+
+void st_api_metrics_resp(struct st_http_resp *resp, struct st_text *t)
+{
+    if (t->oom)
+        st_http_error(resp, 500, "internal", "out of memory");
+    else
+        st_http_text(resp, 200, "text/plain; version=0.0.4", t->p ? t->p : "", t->len);
+    st_text_free(t);
+}

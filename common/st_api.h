@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "st_http.h"
+#include "st_prom.h"
 
 #define ST_API_ID_MAX 256 /* bytes of a string id (SPEC.md §3) */
 #define ST_API_K_MAX  1000u
@@ -59,5 +60,31 @@ bool st_api_get_bool(json_t *obj, const char *key, bool *out, struct st_http_res
 
 /* The body parsed as a JSON object, or NULL with a 400 in resp. */
 json_t *st_api_body(const struct st_http_req *req, struct st_http_resp *resp);
+
+/* The SPEC.md §5 routes both daemons serve. */
+enum st_api_route {
+    ST_API_OTHER,       /* not one of these (the daemon's own routes, or 404) */
+    ST_API_HEALTHZ,     /* GET /healthz */
+    ST_API_READYZ,      /* GET /readyz */
+    ST_API_METRICS,     /* GET /metrics */
+    ST_API_COLLECTIONS, /* GET /v1/collections */
+    ST_API_COLLECTION,  /* GET /v1/collections/{name} */
+    ST_API_WINDOWS,     /* GET /v1/collections/{name}/windows */
+    ST_API_RECORD,      /* GET /v1/collections/{name}/records/{id} (id in arg) */
+    ST_API_SEARCH,      /* POST /v1/collections/{name}/search */
+};
+
+struct st_api_path {
+    enum st_api_route route;
+    const char *name; /* the collection (not NUL-terminated: nl bytes) */
+    size_t nl;
+    const char *arg;
+};
+
+/* Routes a request; false when resp is already answered (405 for search not POSTed). */
+bool st_api_route(const struct st_http_req *req, struct st_api_path *out,
+                  struct st_http_resp *resp);
+/* Answers /metrics with t (500 when building it ran out of memory) and frees t. */
+void st_api_metrics_resp(struct st_http_resp *resp, struct st_text *t);
 
 #endif

@@ -340,10 +340,10 @@ static void metrics_text(struct indexer_http *h, struct st_text *t)
 static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)
 {
     struct indexer_http *h = ctx;
-    const char *p = req->path;
-    bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
-    bool post = strcmp(req->method, "POST") == 0;
-    if (strcmp(p, "/healthz") == 0 && get) {
+    struct st_api_path ap;
+    if (!st_api_route(req, &ap, resp))
+        return;
+    if (ap.route == ST_API_HEALTHZ) {
         st_http_json(
             resp, 200,
             json_pack("{s:s,s:s,s:s}", "status", "ok", "node", h->node, "role", "indexer"));
@@ -353,7 +353,13 @@ static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp
         st_http_error(resp, 503, "not_ready", "starting: loading the catalogs");
         return;
     }
-    if (strcmp(p, "/readyz") == 0 && get) {
+    struct idx_coll *c = ap.name != NULL ? idx_service_coll(h->svc, ap.name, ap.nl) : NULL;
+    if (ap.name != NULL && c == NULL) {
+        st_http_error(resp, 404, "not_found", "no collection '%.*s'", (int)ap.nl, ap.name);
+        return;
+    }
+    switch (ap.route) {
+    case ST_API_READYZ: {
         char why[256];
         if (idx_service_ready(h->svc, why, sizeof(why)))
             st_http_json(resp, 200, json_pack("{s:b,s:s}", "ready", 1, "node", h->node));
@@ -361,56 +367,35 @@ static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp
             st_http_error(resp, 503, "not_ready", "%s", why);
         return;
     }
-    if (strcmp(p, "/metrics") == 0 && get) {
+    case ST_API_METRICS: {
         struct st_text t = {0};
         metrics_text(h, &t);
-        if (t.oom)
-            st_http_error(resp, 500, "internal", "out of memory");
-        else
-            st_http_text(resp, 200, "text/plain; version=0.0.4", t.p ? t.p : "", t.len);
-        st_text_free(&t);
+        st_api_metrics_resp(resp, &t);
         return;
     }
-    static const char colls[] = "/v1/collections";
-    if (strcmp(p, colls) == 0 && get) {
+    case ST_API_COLLECTIONS: {
         json_t *a = json_array();
         for (size_t i = 0; i < idx_service_ncoll(h->svc); i++)
             json_array_append_new(a, coll_json(idx_service_coll_at(h->svc, i)));
         st_http_json(resp, 200, json_pack("{s:o}", "collections", a));
         return;
     }
-    if (strncmp(p, colls, sizeof(colls) - 1) == 0 && p[sizeof(colls) - 1] == '/') {
-        const char *name = p + sizeof(colls), *slash = strchr(name, '/');
-        size_t nl = slash != NULL ? (size_t)(slash - name) : strlen(name);
-        struct idx_coll *c = idx_service_coll(h->svc, name, nl);
-        if (c == NULL) {
-            st_http_error(resp, 404, "not_found", "no collection '%.*s'", (int)nl, name);
-            return;
-        }
-        const char *rest = slash != NULL ? slash : "";
-        if (rest[0] == '\0' && get) {
-            st_http_json(resp, 200, coll_json(c));
-            return;
-        }
-        if (strcmp(rest, "/windows") == 0 && get) {
-            do_windows(c, resp);
-            return;
-        }
-        if (strncmp(rest, "/records/", 9) == 0 && get) {
-            do_record(h, c, rest + 9, req, resp);
-            return;
-        }
-        if (strcmp(rest, "/search") == 0 && post) {
-            do_search(h, c, req, resp);
-            return;
-        }
-        if (strcmp(rest, "/search") == 0) {
-            st_http_error(resp, 405, "method_not_allowed", "search is POST");
-            st_http_resp_header(resp, "Allow", "POST");
-            return;
-        }
+    case ST_API_COLLECTION:
+        st_http_json(resp, 200, coll_json(c));
+        return;
+    case ST_API_WINDOWS:
+        do_windows(c, resp);
+        return;
+    case ST_API_RECORD:
+        do_record(h, c, ap.arg, req, resp);
+        return;
+    case ST_API_SEARCH:
+        do_search(h, c, req, resp);
+        return;
+    default:
+        st_http_error(resp, 404, "not_found", "no route for %s %s", req->method, req->path);
+        return;
     }
-    st_http_error(resp, 404, "not_found", "no route for %s %s", req->method, p);
 }
 
 int indexer_http_start(const struct indexer_http_opts *o, struct indexer_http **out,
