@@ -223,7 +223,7 @@ static void *run(void *arg)
                 } else if (!up) {
                     up = true;
                     st_log_notice(LOG_COMP, "announcing %s on %s every %" PRId64 " ms", a->url,
-                                a->subject, a->o.interval_ms);
+                                  a->subject, a->o.interval_ms);
                 }
             }
             next = now + a->o.interval_ms;

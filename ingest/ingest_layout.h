@@ -20,9 +20,9 @@
 
 /*
  * The directory of collection coll's store (*out, malloc'd; caller frees) and whether it is
- * the pre-rule place (*legacy, when legacy is not NULL). For the layout it creates <data_dir>/ingest durably
- * (store_fs_mkdir: the parent is fsynced too); data_dir itself must exist. The store's own
- * directory is created by store_open.
+ * the pre-rule place (*legacy, when legacy is not NULL). For the layout it creates
+ * <data_dir>/ingest durably (store_fs_mkdir: the parent is fsynced too); data_dir itself must
+ * exist. The store's own directory is created by store_open.
  */
 int ingest_layout_store_dir(const char *data_dir, const char *coll, char **out, bool *legacy,
                             struct st_err *err) ST_WUR;
