@@ -85,9 +85,7 @@ static int64_t mono_ms(void)
 
 static int64_t wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return st_clock_wall_ms(NULL);
 }
 
 static enum st_metric metric_of(const struct cfg_collection *c)

@@ -998,55 +998,6 @@ END_TEST
 
 /* ---- the whole session in the sanitizer build ------------------------------------------- */
 
-/* A nats-server of this test's own (it is killed and restarted mid-run). */
-struct own_nats {
-    pid_t pid;
-    char port[16], url[64];
-    char *dir;
-};
-
-static bool nats_answers(const char *url)
-{
-    natsConnection *nc = NULL;
-    natsStatus s = natsConnection_ConnectTo(&nc, url);
-    natsConnection_Destroy(nc);
-    return s == NATS_OK;
-}
-
-static void own_nats_start(struct own_nats *n)
-{
-    n->pid = fork();
-    ck_assert_int_ge(n->pid, 0);
-    if (n->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        dup2(null, 2);
-        execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", n->port, "-sd", n->dir,
-               (char *)NULL);
-        _exit(127);
-    }
-    ck_assert_msg(ST_WAIT_UNTIL(nats_answers(n->url), 30000), "nats-server not up on %s", n->url);
-}
-
-static void own_nats_kill(struct own_nats *n)
-{
-    ck_assert_int_eq(kill(n->pid, SIGKILL), 0);
-    ck_assert_int_eq(waitpid(n->pid, NULL, 0), n->pid);
-}
-
-/* A loopback port nothing listens on now. */
-static unsigned free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    socklen_t len = sizeof(a);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* One series of GET /metrics (-1 when absent); a daemon that does not answer fails the test
  * with its sanitizer report, when it has one. */
 static double scraped(const struct st_daemon *d, unsigned port, const char *series)
@@ -1080,10 +1031,8 @@ static int64_t topic_end(const char *brokers, const char *topic)
  */
 START_TEST(test_daemon_sanitized_session)
 {
-    struct own_nats n = {.dir = st_test_tmpdir("dnats")};
-    snprintf(n.port, sizeof(n.port), "%u", free_port());
-    snprintf(n.url, sizeof(n.url), "nats://127.0.0.1:%s", n.port);
-    own_nats_start(&n);
+    struct st_own_nats n = {0}; /* killed and restarted mid-run */
+    st_own_nats_start(&n);
     struct env e;
     env_init_nats(&e, "san", false, n.url);
     static const char *const late[] = {"STRATA_FAULT_POINTS=outbox.nats.late_callback", NULL};
@@ -1137,9 +1086,9 @@ START_TEST(test_daemon_sanitized_session)
     free(ev);
 
     /* NATS goes away (readiness says so), then comes back (ready again). */
-    own_nats_kill(&n);
+    st_own_nats_kill(&n);
     ck_assert(ST_WAIT_UNTIL(st_daemon_http_get(port, "/readyz", NULL, 0) == 503, 30000));
-    own_nats_start(&n);
+    st_own_nats_start(&n);
     st_daemon_wait_http_ok(&d, port, "/readyz", 60000);
 
     /* SIGTERM with NATS connected: the disconnected and closed callbacks come late. */
@@ -1161,9 +1110,7 @@ START_TEST(test_daemon_sanitized_session)
     st_daemon_stop(&d, STOP_MS);
     st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
 
-    own_nats_kill(&n);
-    st_test_rmrf(n.dir);
-    free(n.dir);
+    st_own_nats_free(&n);
     env_free(&e);
 }
 END_TEST
