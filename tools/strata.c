@@ -1,27 +1,71 @@
 /*
- * strata — the operator's CLI (SPEC.md §2). Subcommands are added as the modules behind
- * them land; unknown subcommands are a usage error (exit 2).
+ * strata — the operator's CLI (SPEC.md §2). One table of subcommands, each in its own
+ * cmd_<name>.c (cmd.h). Unknown subcommands are a usage error (exit 2).
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cfg.h"
-#include "store.h"
+#include "cmd.h"
 #include "st_version.h"
+
+/* `strata demo` lands as cmd_demo.c: declare it in cmd.h and add its row below. */
+static const struct {
+    const char *name, *args, *what;
+    int (*main)(int argc, char **argv);
+} cmds[] = {
+    {"check-config", "FILE", "validate a strata YAML configuration (exit 0 ok, 2 bad)",
+     cmd_check_config},
+    {"produce", "--brokers B --topic T INPUT",
+     "send .fvecs / .npy / idx3-ubyte[.gz] / JSON Lines records to Kafka", cmd_produce},
+    {"search", "--url U --collection C (--vector JSON | --query-file F)",
+     "query a daemon's search endpoint", cmd_search},
+    {"inspect", "PATH",
+     "verify a data dir, store, WAL, segment, manifest, index file or indexer dir read-only "
+     "(exit 0 intact, 1 corruption found)",
+     cmd_inspect},
+    /* {"demo", "", "the embedded default: broker, bus, ingest, indexer, Fashion-MNIST",
+     *  cmd_demo}, */
+};
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: strata <command> [options]\n"
-            "\n"
-            "commands:\n"
-            "  check-config FILE   validate a strata YAML configuration (exit 0 ok, 2 bad)\n"
-            "  inspect PATH        verify a data dir, store, WAL, segment or manifest read-only;\n"
-            "                      print a summary (exit 0 intact, 1 corruption found)\n"
-            "\n"
-            "options:\n"
-            "  --version           print the version and exit\n"
-            "  --help              print this help and exit\n");
+    fprintf(f, "usage: strata <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        fprintf(f, "  %-13s %s\n  %-13s   %s\n", cmds[i].name, cmds[i].args, "", cmds[i].what);
+    fprintf(f, "  %-13s %s\n", "demo", "(not in this build yet) the embedded default");
+    fprintf(f, "\n'strata <command> --help' describes a command's options.\n"
+               "\noptions:\n"
+               "  --version     print the version and exit\n"
+               "  --help        print this help and exit\n"
+               "\nexit codes: 0 success, 1 runtime failure or corruption found, 2 bad usage or "
+               "bad input\n");
+}
+
+int cmd_usage_error(const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "strata %s: ", name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see 'strata %s --help')\n", name);
+    va_end(ap);
+    return 2;
+}
+
+int cmd_check_config(int argc, char **argv)
+{
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: strata check-config FILE\n\n"
+               "Validates a strata YAML configuration (SPEC.md §6) like `nginx -t`: prints\n"
+               "FILE:LINE:COL: message for each error.\n\n"
+               "exit codes: 0 valid, 2 invalid or unreadable\n");
+        return 0;
+    }
+    if (argc != 2)
+        return cmd_usage_error("check-config", "expects exactly one FILE");
+    return cfg_check_main(argv[1], stdout, stderr);
 }
 
 int main(int argc, char **argv)
@@ -39,25 +83,9 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (strcmp(cmd, "check-config") == 0) {
-        if (argc != 3) {
-            fprintf(stderr, "usage: strata check-config FILE\n");
-            return 2;
-        }
-        return cfg_check_main(argv[2], stdout, stderr);
-    }
-    if (strcmp(cmd, "inspect") == 0) {
-        if (argc != 3) {
-            fprintf(stderr, "usage: strata inspect PATH\n");
-            return 2;
-        }
-        struct st_err err = {0};
-        int rc = store_inspect(argv[2], stdout, &err);
-        if (rc == ST_OK)
-            return 0;
-        fprintf(stderr, "strata inspect: %s\n", err.msg);
-        return rc == ST_ENOTFOUND || rc == ST_EINVAL ? 2 : 1;
-    }
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (strcmp(cmd, cmds[i].name) == 0)
+            return cmds[i].main(argc - 1, argv + 1);
     fprintf(stderr, "strata: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

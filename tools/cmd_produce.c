@@ -1,0 +1,260 @@
+/* strata produce — a file of vectors or records to a Kafka topic (produce.h). */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "produce.h"
+
+static void help(void)
+{
+    printf(
+        "usage: strata produce --brokers B --topic T [options] INPUT\n"
+        "\n"
+        "Sends the records of INPUT to Kafka topic T in strata's record formats (SPEC.md §4),\n"
+        "batch records per message, with an idempotent producer; exits 0 only when every\n"
+        "message was acknowledged by the brokers.\n"
+        "\n"
+        "INPUT (by name, or --input-format):\n"
+        "  *.fvecs              rows of [int32 dim][dim float32]\n"
+        "  *.npy                a float32 ('<f4') 2-D array in C order\n"
+        "  *idx3-ubyte[.gz]     MNIST / Fashion-MNIST images (pixels as floats 0..255)\n"
+        "  *.jsonl, *.ndjson    one record per line: {\"id\", \"vector\", \"ts\", \"meta\", \"op\"}\n"
+        "Ids are row numbers (0, 1, ...) unless a JSON line has an id.\n"
+        "\n"
+        "options:\n"
+        "  --brokers B          Kafka bootstrap servers (host:port,...)\n"
+        "  --topic T            the topic the collection is fed from\n"
+        "  --collection C       name C in every message (default: the topic's collection)\n"
+        "  --format json|binary record format on the wire (default json)\n"
+        "  --batch N            records per Kafka message (default 100)\n"
+        "  --rate R             at most R records per second (default: as fast as possible)\n"
+        "  --dim D              refuse INPUT unless its vectors have D dims\n"
+        "  --u64-ids            ids are unsigned integers (collections with id_type uint64)\n"
+        "  --input-format F     fvecs | npy | idx | jsonl (default: by file name)\n"
+        "  -X, --property K=V   a librdkafka property (repeatable), e.g. -X linger.ms=20\n"
+        "  --quiet              no progress output\n"
+        "  --help               this help\n"
+        "\n"
+        "Progress goes to stderr: a bar with records/s and ETA on a terminal, a line every\n"
+        "second otherwise. The summary line goes to stdout.\n"
+        "\n"
+        "exit codes: 0 all delivered, 1 Kafka failure (nothing is silently dropped: the count\n"
+        "of undelivered messages is printed), 2 bad usage or bad INPUT\n");
+}
+
+static atomic_bool stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&stop_flag, true);
+}
+
+static void tty_progress(void *ud, const struct produce_stats *s, uint64_t total, bool final)
+{
+    (void)ud;
+    double rps = s->seconds > 0 ? (double)s->records / s->seconds : 0;
+    char eta[32] = "--:--";
+    if (total > 0 && rps > 0 && s->records <= total) {
+        uint64_t left = (uint64_t)((double)(total - s->records) / rps);
+        snprintf(eta, sizeof(eta), "%02" PRIu64 ":%02" PRIu64, left / 60, left % 60);
+    }
+    double frac = total > 0 ? (double)s->records / (double)total : 0;
+    if (frac > 1)
+        frac = 1;
+    char bar[41];
+    int filled = (int)(frac * 40);
+    for (int i = 0; i < 40; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[40] = '\0';
+    fprintf(stderr, "\r[%s] %3.0f%% %" PRIu64 "/%" PRIu64 " %.0f rec/s ETA %s ", bar, frac * 100,
+            s->records, total, rps, eta);
+    if (final)
+        fprintf(stderr, "\n");
+    fflush(stderr);
+}
+
+int cmd_produce(int argc, char **argv)
+{
+    enum { O_BROKERS = 256, O_TOPIC, O_COLL, O_FORMAT, O_BATCH, O_RATE, O_DIM, O_U64, O_IN,
+           O_QUIET, O_HELP };
+    static const struct option lo[] = {
+        {"brokers", required_argument, NULL, O_BROKERS},
+        {"topic", required_argument, NULL, O_TOPIC},
+        {"collection", required_argument, NULL, O_COLL},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"batch", required_argument, NULL, O_BATCH},
+        {"rate", required_argument, NULL, O_RATE},
+        {"dim", required_argument, NULL, O_DIM},
+        {"u64-ids", no_argument, NULL, O_U64},
+        {"input-format", required_argument, NULL, O_IN},
+        {"property", required_argument, NULL, 'X'},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    struct produce_opts o = {0};
+    enum produce_in in = PRODUCE_IN_AUTO;
+    bool u64 = false, quiet = false;
+    unsigned long dim = 0;
+    const char **props = calloc((size_t)argc + 1, sizeof(char *));
+    size_t nprops = 0;
+    int rc = 2, c;
+    struct produce_src *src = NULL;
+    if (props == NULL)
+        return 1;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":X:", lo, NULL)) != -1) {
+        char *end = NULL;
+        switch (c) {
+        case O_BROKERS:
+            o.brokers = optarg;
+            break;
+        case O_TOPIC:
+            o.topic = optarg;
+            break;
+        case O_COLL:
+            o.collection = optarg;
+            break;
+        case O_FORMAT:
+            if (strcmp(optarg, "json") == 0)
+                o.format = PRODUCE_JSON;
+            else if (strcmp(optarg, "binary") == 0)
+                o.format = PRODUCE_BINARY;
+            else {
+                rc = cmd_usage_error("produce", "--format must be json or binary, not '%s'",
+                                     optarg);
+                goto out;
+            }
+            break;
+        case O_BATCH: {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v < 1 || v > 1000000) {
+                rc = cmd_usage_error("produce", "--batch must be 1..1000000, not '%s'", optarg);
+                goto out;
+            }
+            o.batch = (uint32_t)v;
+            break;
+        }
+        case O_RATE:
+            o.rate = strtod(optarg, &end);
+            if (*optarg == '\0' || *end != '\0' || !(o.rate > 0) || o.rate > 1e9) {
+                rc = cmd_usage_error("produce", "--rate must be a positive number, not '%s'",
+                                     optarg);
+                goto out;
+            }
+            break;
+        case O_DIM:
+            dim = strtoul(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || dim < 1 || dim > PRODUCE_DIM_MAX) {
+                rc = cmd_usage_error("produce", "--dim must be 1..%u, not '%s'", PRODUCE_DIM_MAX,
+                                     optarg);
+                goto out;
+            }
+            break;
+        case O_U64:
+            u64 = true;
+            break;
+        case O_IN:
+            if (strcmp(optarg, "fvecs") == 0)
+                in = PRODUCE_IN_FVECS;
+            else if (strcmp(optarg, "npy") == 0)
+                in = PRODUCE_IN_NPY;
+            else if (strcmp(optarg, "idx") == 0)
+                in = PRODUCE_IN_IDX;
+            else if (strcmp(optarg, "jsonl") == 0)
+                in = PRODUCE_IN_JSONL;
+            else {
+                rc = cmd_usage_error("produce", "--input-format must be fvecs, npy, idx or jsonl");
+                goto out;
+            }
+            break;
+        case 'X':
+            props[nprops++] = optarg;
+            break;
+        case O_QUIET:
+            quiet = true;
+            break;
+        case O_HELP:
+            help();
+            rc = 0;
+            goto out;
+        case ':':
+            rc = cmd_usage_error("produce", "%s needs a value", argv[optind - 1]);
+            goto out;
+        default:
+            rc = cmd_usage_error("produce", "unknown option '%s'", argv[optind - 1]);
+            goto out;
+        }
+    }
+    if (o.brokers == NULL || o.topic == NULL) {
+        rc = cmd_usage_error("produce", "--brokers and --topic are required");
+        goto out;
+    }
+    if (optind != argc - 1) {
+        rc = cmd_usage_error("produce", optind == argc ? "no INPUT file" : "more than one INPUT");
+        goto out;
+    }
+    const char *input = argv[optind];
+    struct st_err err = {0};
+    int r = produce_src_open(input, in, u64, &src, &err);
+    if (r != ST_OK) {
+        fprintf(stderr, "strata produce: %s\n", err.msg);
+        rc = r == ST_EIO || r == ST_ENOMEM ? 1 : 2;
+        goto out;
+    }
+    if (dim != 0 && produce_src_dim(src) != dim) {
+        fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %lu\n", input,
+                produce_src_dim(src), dim);
+        rc = 2;
+        goto out;
+    }
+    o.props = props;
+    o.total = produce_src_rows(src);
+    o.cancel = &stop_flag;
+    if (!quiet) {
+        if (isatty(STDERR_FILENO)) {
+            o.progress = tty_progress;
+            o.progress_ms = 200;
+        } else {
+            o.progress_file = stderr;
+            o.progress_ms = 1000;
+        }
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    struct produce_stats st;
+    r = produce_run(&o, produce_src_next, src, &st, &err);
+    if (r != ST_OK) {
+        const struct st_err *se = produce_src_error(src);
+        fprintf(stderr, "strata produce: %s\n", se->code != 0 ? se->msg : err.msg);
+        fprintf(stderr, "strata produce: %" PRIu64 " records in %" PRIu64
+                        " messages sent, %" PRIu64 " messages acknowledged\n",
+                st.records, st.messages, st.delivered);
+        rc = se->code != 0 || r == ST_EINVAL ? 2 : 1;
+        goto out;
+    }
+    double secs = st.seconds > 0 ? st.seconds : 1e-9;
+    printf("produced %" PRIu64 " records in %" PRIu64 " messages in %.2f s: %.0f records/s, "
+           "%" PRIu64 " bytes, %.2f MB/s\n",
+           st.records, st.messages, st.seconds, (double)st.records / secs, st.bytes,
+           (double)st.bytes / secs / 1e6);
+    if (atomic_load(&stop_flag)) {
+        fprintf(stderr, "strata produce: interrupted after %" PRIu64 " of %" PRIu64 " records\n",
+                st.records, o.total);
+        rc = 1;
+        goto out;
+    }
+    rc = 0;
+out:
+    produce_src_close(src);
+    free(props);
+    return rc;
+}

@@ -1,0 +1,575 @@
+/*
+ * produce.c — produce_run (produce.h): records -> batches -> Kafka messages.
+ *
+ * A batch holds copies of its records (the source's pointers live only until its next call).
+ * It is encoded when it closes: JSON per SPEC §4.1 (floats with 9 significant digits, which
+ * round-trip float32 exactly) or a binary frame by rec_frame_encode. The encoded value is
+ * handed to librdkafka (RD_KAFKA_MSG_F_FREE), so memory stays bounded by librdkafka's queue.
+ */
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "produce.h"
+#include "rec_format.h"
+
+/* ---- a growable byte buffer ---- */
+
+struct buf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+
+static void buf_grow(struct buf *b, size_t more)
+{
+    if (b->oom || b->n + more + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->n + more + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->oom = true;
+        return;
+    }
+    b->p = p;
+    b->cap = cap;
+}
+
+static void buf_add(struct buf *b, const void *s, size_t n)
+{
+    buf_grow(b, n);
+    if (b->oom)
+        return;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+static void buf_printf(struct buf *b, const char *fmt, ...) ST_PRINTF(2, 3);
+static void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    char tmp[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = true;
+        return;
+    }
+    if ((size_t)n < sizeof(tmp)) {
+        buf_add(b, tmp, (size_t)n);
+        return;
+    }
+    buf_grow(b, (size_t)n);
+    if (b->oom)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)n;
+}
+
+/* A JSON string literal of s (len bytes). */
+static void buf_json_str(struct buf *b, const char *s, size_t len)
+{
+    buf_add(b, "\"", 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            buf_add(b, e, 2);
+        } else if (c < 0x20) {
+            buf_printf(b, "\\u%04x", c);
+        } else {
+            buf_add(b, &s[i], 1);
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
+/* ---- the open batch ---- */
+
+struct batch {
+    uint32_t n, cap, dim;
+    int32_t partition;
+    bool u64;
+    struct buf ids;   /* string ids, each NUL-terminated */
+    size_t *id_off;   /* cap: offset of record i's id in ids */
+    uint8_t *id_be;   /* cap * 8: u64 ids, big-endian */
+    int64_t *ts;      /* cap */
+    uint8_t *op;      /* cap */
+    float *vecs;      /* cap * dim */
+    struct buf metas; /* each meta NUL-terminated; meta_off SIZE_MAX = none */
+    size_t *meta_off;
+    uint32_t *slots; /* open addressing on ids: record index + 1, 0 = empty */
+    uint32_t nslots;
+};
+
+static uint64_t id_hash(const struct batch *b, uint32_t i)
+{
+    const uint8_t *p;
+    size_t n;
+    if (b->u64) {
+        p = b->id_be + (size_t)i * 8;
+        n = 8;
+    } else {
+        p = (const uint8_t *)b->ids.p + b->id_off[i];
+        n = strlen((const char *)p);
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (size_t k = 0; k < n; k++)
+        h = (h ^ p[k]) * 1099511628211ull;
+    return h;
+}
+
+static bool id_eq(const struct batch *b, uint32_t i, uint32_t j)
+{
+    if (b->u64)
+        return memcmp(b->id_be + (size_t)i * 8, b->id_be + (size_t)j * 8, 8) == 0;
+    return strcmp(b->ids.p + b->id_off[i], b->ids.p + b->id_off[j]) == 0;
+}
+
+static int batch_init(struct batch *b, uint32_t cap, uint32_t dim, bool u64)
+{
+    *b = (struct batch){.cap = cap, .dim = dim, .u64 = u64, .partition = -1};
+    b->nslots = 16;
+    while (b->nslots < cap * 2)
+        b->nslots *= 2;
+    b->id_off = calloc(cap, sizeof(size_t));
+    b->id_be = calloc(cap, 8);
+    b->ts = calloc(cap, sizeof(int64_t));
+    b->op = calloc(cap, 1);
+    b->vecs = calloc((size_t)cap * dim, sizeof(float));
+    b->meta_off = calloc(cap, sizeof(size_t));
+    b->slots = calloc(b->nslots, sizeof(uint32_t));
+    if (!b->id_off || !b->id_be || !b->ts || !b->op || !b->vecs || !b->meta_off || !b->slots)
+        return ST_ENOMEM;
+    return ST_OK;
+}
+
+static void batch_free(struct batch *b)
+{
+    free(b->ids.p);
+    free(b->id_off);
+    free(b->id_be);
+    free(b->ts);
+    free(b->op);
+    free(b->vecs);
+    free(b->metas.p);
+    free(b->meta_off);
+    free(b->slots);
+}
+
+static void batch_reset(struct batch *b)
+{
+    b->n = 0;
+    b->ids.n = 0;
+    b->metas.n = 0;
+    b->partition = -1;
+    memset(b->slots, 0, b->nslots * sizeof(uint32_t));
+}
+
+/* Adds r as record n; returns false (nothing added) when its id is already in the batch. */
+static bool batch_add(struct batch *b, const struct produce_rec *r)
+{
+    uint32_t i = b->n;
+    size_t ids_before = b->ids.n;
+    if (b->u64) {
+        for (int k = 0; k < 8; k++)
+            b->id_be[(size_t)i * 8 + (size_t)k] = (uint8_t)(r->id_u64 >> (56 - 8 * k));
+    } else {
+        b->id_off[i] = b->ids.n;
+        buf_add(&b->ids, r->id, strlen(r->id) + 1);
+        if (b->ids.oom)
+            return true; /* reported by the caller through ids.oom */
+    }
+    uint32_t mask = b->nslots - 1, h = (uint32_t)id_hash(b, i) & mask;
+    for (; b->slots[h] != 0; h = (h + 1) & mask)
+        if (id_eq(b, b->slots[h] - 1, i)) {
+            b->ids.n = ids_before;
+            return false;
+        }
+    b->slots[h] = i + 1;
+    b->ts[i] = r->ts;
+    b->op[i] = r->del ? REC_DELETE : REC_UPSERT;
+    float *v = b->vecs + (size_t)i * b->dim;
+    if (r->del || r->vec == NULL)
+        memset(v, 0, (size_t)b->dim * sizeof(float));
+    else
+        memcpy(v, r->vec, (size_t)b->dim * sizeof(float));
+    if (r->meta_json != NULL) {
+        b->meta_off[i] = b->metas.n;
+        buf_add(&b->metas, r->meta_json, strlen(r->meta_json) + 1);
+    } else {
+        b->meta_off[i] = SIZE_MAX;
+    }
+    if (i == 0)
+        b->partition = r->partition;
+    b->n++;
+    return true;
+}
+
+static int batch_json(const struct batch *b, const char *coll, struct buf *o)
+{
+    buf_add(o, "{", 1);
+    if (coll != NULL) {
+        buf_add(o, "\"collection\":", 13);
+        buf_json_str(o, coll, strlen(coll));
+        buf_add(o, ",", 1);
+    }
+    buf_add(o, "\"records\":[", 11);
+    for (uint32_t i = 0; i < b->n; i++) {
+        buf_add(o, i ? ",{\"id\":" : "{\"id\":", i ? 7 : 6);
+        if (b->u64) {
+            uint64_t v = 0;
+            for (int k = 0; k < 8; k++)
+                v = v << 8 | b->id_be[(size_t)i * 8 + (size_t)k];
+            buf_printf(o, "%" PRIu64, v);
+        } else {
+            const char *id = b->ids.p + b->id_off[i];
+            buf_json_str(o, id, strlen(id));
+        }
+        if (b->ts[i] != 0)
+            buf_printf(o, ",\"ts\":%" PRId64, b->ts[i]);
+        if (b->op[i] == REC_DELETE) {
+            buf_add(o, ",\"op\":\"delete\"", 15);
+        } else {
+            buf_add(o, ",\"vector\":[", 11);
+            const float *v = b->vecs + (size_t)i * b->dim;
+            for (uint32_t d = 0; d < b->dim; d++)
+                buf_printf(o, d ? ",%.9g" : "%.9g", (double)v[d]);
+            buf_add(o, "]", 1);
+        }
+        if (b->meta_off[i] != SIZE_MAX) {
+            buf_add(o, ",\"meta\":", 8);
+            const char *m = b->metas.p + b->meta_off[i];
+            buf_add(o, m, strlen(m));
+        }
+        buf_add(o, "}", 1);
+    }
+    buf_add(o, "]}", 2);
+    return o->oom ? ST_ENOMEM : ST_OK;
+}
+
+static int batch_frame(const struct batch *b, const char *coll, uint8_t **out, size_t *len)
+{
+    struct rec_record *r = calloc(b->n, sizeof(*r));
+    if (r == NULL)
+        return ST_ENOMEM;
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (b->u64) {
+            r[i].id = b->id_be + (size_t)i * 8;
+            r[i].id_len = 8;
+        } else {
+            r[i].id = (const uint8_t *)b->ids.p + b->id_off[i];
+            r[i].id_len = (uint32_t)strlen(b->ids.p + b->id_off[i]);
+        }
+        r[i].ts = b->ts[i] != 0 ? b->ts[i] : REC_TS_ABSENT;
+        r[i].op = b->op[i];
+        r[i].vec = b->op[i] == REC_DELETE ? NULL : b->vecs + (size_t)i * b->dim;
+        if (b->meta_off[i] != SIZE_MAX) {
+            r[i].meta = (const uint8_t *)b->metas.p + b->meta_off[i];
+            r[i].meta_len = (uint32_t)strlen(b->metas.p + b->meta_off[i]);
+        }
+    }
+    int rc = rec_frame_encode(coll, b->dim, b->u64, r, b->n, out, len);
+    free(r);
+    return rc;
+}
+
+/* ---- the run ---- */
+
+struct run {
+    const struct produce_opts *o;
+    rd_kafka_t *rk;
+    struct produce_stats st;
+    uint64_t failed;
+    char first_fail[256];
+    struct timespec t0;
+    double last_progress;
+};
+
+static double since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    struct run *r = opaque;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        r->st.delivered++;
+        return;
+    }
+    if (r->failed++ == 0)
+        snprintf(r->first_fail, sizeof(r->first_fail), "%s", rd_kafka_err2str(m->err));
+}
+
+static void progress(struct run *r, bool final)
+{
+    r->st.seconds = since(&r->t0);
+    int every = r->o->progress_ms > 0 ? r->o->progress_ms : 500;
+    if (!final && r->st.seconds - r->last_progress < every / 1000.0)
+        return;
+    r->last_progress = r->st.seconds;
+    if (r->o->progress != NULL) {
+        r->o->progress(r->o->progress_ud, &r->st, r->o->total, final);
+    } else if (r->o->progress_file != NULL) {
+        double rps = r->st.seconds > 0 ? (double)r->st.records / r->st.seconds : 0;
+        if (r->o->total > 0)
+            fprintf(r->o->progress_file,
+                    "produced %" PRIu64 "/%" PRIu64 " records (%.0f%%) %.0f records/s\n",
+                    r->st.records, r->o->total, 100.0 * (double)r->st.records / (double)r->o->total,
+                    rps);
+        else
+            fprintf(r->o->progress_file, "produced %" PRIu64 " records %.0f records/s\n",
+                    r->st.records, rps);
+        fflush(r->o->progress_file);
+    }
+}
+
+static int send_batch(struct run *r, struct batch *b, struct st_err *err)
+{
+    if (b->n == 0)
+        return ST_OK;
+    const struct produce_opts *o = r->o;
+    uint8_t *val = NULL;
+    size_t len = 0;
+    int rc;
+    const char *ctype;
+    if (o->format == PRODUCE_BINARY) {
+        rc = batch_frame(b, o->collection, &val, &len);
+        ctype = "application/vnd.strata.batch";
+        if (rc == ST_EINVAL)
+            return st_err_set(err, rc,
+                              "record %" PRIu64 "..%" PRIu64 ": the binary frame cannot carry "
+                              "them (id or meta too long?)",
+                              r->st.records, r->st.records + b->n - 1);
+    } else {
+        struct buf jb = {0};
+        rc = batch_json(b, o->collection, &jb);
+        val = (uint8_t *)jb.p;
+        len = jb.n;
+        ctype = "application/json";
+        if (rc != ST_OK)
+            free(jb.p);
+    }
+    if (rc != ST_OK)
+        return st_err_set(err, rc, "encoding a batch: %s", st_strerror(rc));
+    char key[32];
+    const char *k;
+    if (b->u64) {
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++)
+            v = v << 8 | b->id_be[i];
+        snprintf(key, sizeof(key), "%" PRIu64, v);
+        k = key;
+    } else {
+        k = b->ids.p;
+    }
+    int32_t part = b->partition >= 0 ? b->partition : RD_KAFKA_PARTITION_UA;
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            r->rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_PARTITION(part),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_VALUE(val, len),
+            RD_KAFKA_V_KEY(k, strlen(k)), RD_KAFKA_V_HEADER("content-type", ctype, -1),
+            RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+            break;
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(r->rk, 50);
+            continue;
+        }
+        free(val);
+        return st_err_set(err, ST_EIO, "producing to %s: %s%s", o->topic, rd_kafka_err2str(e),
+                          e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? " (use a smaller --batch)"
+                                                                    : "");
+    }
+    r->st.records += b->n;
+    r->st.messages++;
+    r->st.bytes += len;
+    batch_reset(b);
+    rd_kafka_poll(r->rk, 0);
+    return ST_OK;
+}
+
+/* Waits (serving delivery reports) until record number i may enter a batch. */
+static void pace(struct run *r, uint64_t i, uint32_t burst)
+{
+    double rate = r->o->rate;
+    if (rate <= 0 || i < burst)
+        return;
+    double due = (double)(i + 1 - burst) / rate;
+    for (;;) {
+        double now = since(&r->t0);
+        if (now >= due)
+            return;
+        double wait_ms = (due - now) * 1000.0;
+        if (wait_ms >= 1.0) {
+            rd_kafka_poll(r->rk, wait_ms > 100 ? 100 : (int)wait_ms);
+        } else {
+            struct timespec ts = {0, (long)(wait_ms * 1e6) + 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+static int check_rec(const struct produce_rec *x, uint32_t dim, uint64_t i, struct st_err *err)
+{
+    if (!x->u64 && (x->id == NULL || x->id[0] == '\0' || strlen(x->id) > REC_ID_MAX))
+        return st_err_set(err, ST_EINVAL, "record %" PRIu64 ": id must be 1..%u bytes", i,
+                          REC_ID_MAX);
+    if (x->del)
+        return ST_OK;
+    if (x->vec == NULL || x->dim != dim)
+        return st_err_set(err, ST_EINVAL, "record %" PRIu64 ": vector of %" PRIu32 " dims, %s %u",
+                          i, x->vec == NULL ? 0 : x->dim, i ? "earlier records have" : "expected",
+                          dim);
+    for (uint32_t d = 0; d < dim; d++)
+        if (!isfinite(x->vec[d]))
+            return st_err_set(err, ST_EINVAL, "record %" PRIu64 ": vector[%u] is not finite", i,
+                              d);
+    if (x->meta_json != NULL && (x->meta_json[0] != '{' || strlen(x->meta_json) > REC_META_MAX))
+        return st_err_set(err, ST_EINVAL, "record %" PRIu64 ": meta must be a JSON object of at "
+                          "most %u bytes", i, REC_META_MAX);
+    return ST_OK;
+}
+
+int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
+                struct produce_stats *out, struct st_err *err)
+{
+    struct run r = {.o = o};
+    struct batch b = {0};
+    bool have_batch = false;
+    char errstr[512];
+    int rc = ST_OK;
+    clock_gettime(CLOCK_MONOTONIC, &r.t0);
+    uint32_t bsz = o->batch ? o->batch : 100;
+    if (o->brokers == NULL || o->topic == NULL || o->topic[0] == '\0') {
+        rc = st_err_set(err, ST_EINVAL, "brokers and topic are required");
+        goto out;
+    }
+    if (o->collection != NULL && strlen(o->collection) > 64) {
+        rc = st_err_set(err, ST_EINVAL, "collection name over 64 bytes");
+        goto out;
+    }
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "linger.ms", "5", errstr, sizeof(errstr))) {
+        rd_kafka_conf_destroy(conf);
+        rc = st_err_set(err, ST_EINVAL, "kafka: %s", errstr);
+        goto out;
+    }
+    for (const char *const *p = o->props; p != NULL && *p != NULL; p++) {
+        const char *eq = strchr(*p, '=');
+        char key[256];
+        if (eq == NULL || eq == *p || (size_t)(eq - *p) >= sizeof(key)) {
+            rd_kafka_conf_destroy(conf);
+            rc = st_err_set(err, ST_EINVAL, "kafka property '%s': not key=value", *p);
+            goto out;
+        }
+        memcpy(key, *p, (size_t)(eq - *p));
+        key[eq - *p] = '\0';
+        if (rd_kafka_conf_set(conf, key, eq + 1, errstr, sizeof(errstr))) {
+            rd_kafka_conf_destroy(conf);
+            rc = st_err_set(err, ST_EINVAL, "kafka property '%s': %s", key, errstr);
+            goto out;
+        }
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, &r);
+    r.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (r.rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        rc = st_err_set(err, ST_EINVAL, "kafka: %s", errstr);
+        goto out;
+    }
+
+    uint64_t i = 0;
+    for (;; i++) {
+        if (o->cancel != NULL && atomic_load(o->cancel))
+            break;
+        struct produce_rec x = {.partition = -1};
+        int n = next(ctx, &x);
+        if (n < 0) {
+            rc = n;
+            if (err != NULL && err->msg[0] == '\0')
+                st_err_set(err, n, "the record source failed at record %" PRIu64 ": %s", i,
+                           st_strerror(n));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        if (!have_batch) {
+            uint32_t dim = x.dim ? x.dim : 1;
+            if (batch_init(&b, bsz, dim, x.u64) != ST_OK) {
+                rc = st_err_set(err, ST_ENOMEM, "no memory for a batch of %u records", bsz);
+                goto out;
+            }
+            have_batch = true;
+        }
+        if (x.u64 != b.u64) {
+            rc = st_err_set(err, ST_EINVAL, "record %" PRIu64 ": mixes integer and string ids", i);
+            goto out;
+        }
+        rc = check_rec(&x, b.dim, i, err);
+        if (rc != ST_OK)
+            goto out;
+        pace(&r, i, bsz);
+        if (b.n > 0 && (b.n == bsz || x.partition != b.partition)) {
+            rc = send_batch(&r, &b, err);
+            if (rc != ST_OK)
+                goto out;
+        }
+        if (!batch_add(&b, &x)) {
+            rc = send_batch(&r, &b, err);
+            if (rc != ST_OK)
+                goto out;
+            (void)batch_add(&b, &x);
+        }
+        if (b.ids.oom || b.metas.oom) {
+            rc = st_err_set(err, ST_ENOMEM, "no memory for a batch");
+            goto out;
+        }
+        progress(&r, false);
+    }
+    if (have_batch)
+        rc = send_batch(&r, &b, err);
+out:
+    if (r.rk != NULL) {
+        int tmo = o->flush_timeout_ms > 0 ? o->flush_timeout_ms : 60000;
+        rd_kafka_flush(r.rk, tmo);
+        int left = rd_kafka_outq_len(r.rk);
+        char fatal[256];
+        rd_kafka_resp_err_t fe = rd_kafka_fatal_error(r.rk, fatal, sizeof(fatal));
+        if (rc == ST_OK && fe != RD_KAFKA_RESP_ERR_NO_ERROR)
+            rc = st_err_set(err, ST_EIO, "kafka fatal error: %s", fatal);
+        if (rc == ST_OK && r.failed > 0)
+            rc = st_err_set(err, ST_EIO, "%" PRIu64 " of %" PRIu64 " messages not delivered: %s",
+                            r.failed, r.st.messages, r.first_fail);
+        if (rc == ST_OK && left > 0)
+            rc = st_err_set(err, ST_ETIMEDOUT,
+                            "%d message(s) still not delivered after %d ms (brokers unreachable?)",
+                            left, tmo);
+        rd_kafka_destroy(r.rk);
+    }
+    if (have_batch)
+        batch_free(&b);
+    r.st.seconds = since(&r.t0);
+    if (rc == ST_OK)
+        progress(&r, true);
+    if (out != NULL)
+        *out = r.st;
+    return rc;
+}
