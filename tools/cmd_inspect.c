@@ -182,8 +182,7 @@ static void inspect_collection_dir(struct ictx *c, const char *dir)
         }
     } else {
         windows = cat->n;
-        printf("indexer catalog %s: windows=%zu expired_horizons=%zu\n", cpath, cat->n,
-               cat->ngone);
+        printf("indexer catalog %s: windows=%zu expired_horizons=%zu\n", cpath, cat->n, cat->ngone);
         named = calloc(cat->n * 2 + 1, sizeof(char *));
         if (named == NULL)
             c->failures++;
@@ -211,8 +210,9 @@ static void inspect_collection_dir(struct ictx *c, const char *dir)
             problem(c, ix, "named in CATALOG but missing");
         else if (inspect_index(c, ix, &n) && n > e->records) {
             char msg[160];
-            snprintf(msg, sizeof(msg), "holds %" PRIu64 " vectors, the window has %" PRIu64
-                     " records", n, e->records);
+            snprintf(msg, sizeof(msg),
+                     "holds %" PRIu64 " vectors, the window has %" PRIu64 " records", n,
+                     e->records);
             problem(c, ix, msg);
         }
     }

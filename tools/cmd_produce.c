@@ -11,39 +11,39 @@
 
 static void help(void)
 {
-    printf(
-        "usage: strata produce --brokers B --topic T [options] INPUT\n"
-        "\n"
-        "Sends the records of INPUT to Kafka topic T in strata's record formats (SPEC.md §4),\n"
-        "batch records per message, with an idempotent producer; exits 0 only when every\n"
-        "message was acknowledged by the brokers.\n"
-        "\n"
-        "INPUT (by name, or --input-format):\n"
-        "  *.fvecs              rows of [int32 dim][dim float32]\n"
-        "  *.npy                a float32 ('<f4') 2-D array in C order\n"
-        "  *idx3-ubyte[.gz]     MNIST / Fashion-MNIST images (pixels as floats 0..255)\n"
-        "  *.jsonl, *.ndjson    one record per line: {\"id\", \"vector\", \"ts\", \"meta\", \"op\"}\n"
-        "Ids are row numbers (0, 1, ...) unless a JSON line has an id.\n"
-        "\n"
-        "options:\n"
-        "  --brokers B          Kafka bootstrap servers (host:port,...)\n"
-        "  --topic T            the topic the collection is fed from\n"
-        "  --collection C       name C in every message (default: the topic's collection)\n"
-        "  --format json|binary record format on the wire (default json)\n"
-        "  --batch N            records per Kafka message (default 100)\n"
-        "  --rate R             at most R records per second (default: as fast as possible)\n"
-        "  --dim D              refuse INPUT unless its vectors have D dims\n"
-        "  --u64-ids            ids are unsigned integers (collections with id_type uint64)\n"
-        "  --input-format F     fvecs | npy | idx | jsonl (default: by file name)\n"
-        "  -X, --property K=V   a librdkafka property (repeatable), e.g. -X linger.ms=20\n"
-        "  --quiet              no progress output\n"
-        "  --help               this help\n"
-        "\n"
-        "Progress goes to stderr: a bar with records/s and ETA on a terminal, a line every\n"
-        "second otherwise. The summary line goes to stdout.\n"
-        "\n"
-        "exit codes: 0 all delivered, 1 Kafka failure (nothing is silently dropped: the count\n"
-        "of undelivered messages is printed), 2 bad usage or bad INPUT\n");
+    printf("usage: strata produce --brokers B --topic T [options] INPUT\n"
+           "\n"
+           "Sends the records of INPUT to Kafka topic T in strata's record formats (SPEC.md §4),\n"
+           "batch records per message, with an idempotent producer; exits 0 only when every\n"
+           "message was acknowledged by the brokers.\n"
+           "\n"
+           "INPUT (by name, or --input-format):\n"
+           "  *.fvecs              rows of [int32 dim][dim float32]\n"
+           "  *.npy                a float32 ('<f4') 2-D array in C order\n"
+           "  *idx3-ubyte[.gz]     MNIST / Fashion-MNIST images (pixels as floats 0..255)\n"
+           "  *.jsonl, *.ndjson    one record per line: {\"id\", \"vector\", \"ts\", \"meta\", "
+           "\"op\"}\n"
+           "Ids are row numbers (0, 1, ...) unless a JSON line has an id.\n"
+           "\n"
+           "options:\n"
+           "  --brokers B          Kafka bootstrap servers (host:port,...)\n"
+           "  --topic T            the topic the collection is fed from\n"
+           "  --collection C       name C in every message (default: the topic's collection)\n"
+           "  --format json|binary record format on the wire (default json)\n"
+           "  --batch N            records per Kafka message (default 100)\n"
+           "  --rate R             at most R records per second (default: as fast as possible)\n"
+           "  --dim D              refuse INPUT unless its vectors have D dims\n"
+           "  --u64-ids            ids are unsigned integers (collections with id_type uint64)\n"
+           "  --input-format F     fvecs | npy | idx | jsonl (default: by file name)\n"
+           "  -X, --property K=V   a librdkafka property (repeatable), e.g. -X linger.ms=20\n"
+           "  --quiet              no progress output\n"
+           "  --help               this help\n"
+           "\n"
+           "Progress goes to stderr: a bar with records/s and ETA on a terminal, a line every\n"
+           "second otherwise. The summary line goes to stdout.\n"
+           "\n"
+           "exit codes: 0 all delivered, 1 Kafka failure (nothing is silently dropped: the count\n"
+           "of undelivered messages is printed), 2 bad usage or bad INPUT\n");
 }
 
 static atomic_bool stop_flag;
@@ -80,8 +80,19 @@ static void tty_progress(void *ud, const struct produce_stats *s, uint64_t total
 
 int cmd_produce(int argc, char **argv)
 {
-    enum { O_BROKERS = 256, O_TOPIC, O_COLL, O_FORMAT, O_BATCH, O_RATE, O_DIM, O_U64, O_IN,
-           O_QUIET, O_HELP };
+    enum {
+        O_BROKERS = 256,
+        O_TOPIC,
+        O_COLL,
+        O_FORMAT,
+        O_BATCH,
+        O_RATE,
+        O_DIM,
+        O_U64,
+        O_IN,
+        O_QUIET,
+        O_HELP
+    };
     static const struct option lo[] = {
         {"brokers", required_argument, NULL, O_BROKERS},
         {"topic", required_argument, NULL, O_TOPIC},
@@ -127,8 +138,8 @@ int cmd_produce(int argc, char **argv)
             else if (strcmp(optarg, "binary") == 0)
                 o.format = PRODUCE_BINARY;
             else {
-                rc = cmd_usage_error("produce", "--format must be json or binary, not '%s'",
-                                     optarg);
+                rc =
+                    cmd_usage_error("produce", "--format must be json or binary, not '%s'", optarg);
                 goto out;
             }
             break;
@@ -235,8 +246,9 @@ int cmd_produce(int argc, char **argv)
     if (r != ST_OK) {
         const struct st_err *se = produce_src_error(src);
         fprintf(stderr, "strata produce: %s\n", se->code != 0 ? se->msg : err.msg);
-        fprintf(stderr, "strata produce: %" PRIu64 " records in %" PRIu64
-                        " messages sent, %" PRIu64 " messages acknowledged\n",
+        fprintf(stderr,
+                "strata produce: %" PRIu64 " records in %" PRIu64 " messages sent, %" PRIu64
+                " messages acknowledged\n",
                 st.records, st.messages, st.delivered);
         rc = se->code != 0 || r == ST_EINVAL ? 2 : 1;
         goto out;

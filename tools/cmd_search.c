@@ -163,8 +163,24 @@ static void print_table(json_t *resp)
 
 int cmd_search(int argc, char **argv)
 {
-    enum { O_URL = 256, O_COLL, O_VEC, O_QF, O_ROW, O_K, O_EF, O_NPROBE, O_CONS, O_FROM, O_TO,
-           O_TOKEN, O_NOMETA, O_JSON, O_TIMEOUT, O_HELP };
+    enum {
+        O_URL = 256,
+        O_COLL,
+        O_VEC,
+        O_QF,
+        O_ROW,
+        O_K,
+        O_EF,
+        O_NPROBE,
+        O_CONS,
+        O_FROM,
+        O_TO,
+        O_TOKEN,
+        O_NOMETA,
+        O_JSON,
+        O_TIMEOUT,
+        O_HELP
+    };
     static const struct option lo[] = {
         {"url", required_argument, NULL, O_URL},
         {"collection", required_argument, NULL, O_COLL},
@@ -224,8 +240,7 @@ int cmd_search(int argc, char **argv)
                                      argv[optind - 2], c == O_K ? " <= 1000" : "", optarg);
                 goto out;
             }
-            json_object_set_new(req, c == O_K ? "k" : c == O_EF ? "ef" : "nprobe",
-                                json_integer(v));
+            json_object_set_new(req, c == O_K ? "k" : c == O_EF ? "ef" : "nprobe", json_integer(v));
             break;
         case O_CONS:
             if (strcmp(optarg, "strong") != 0 && strcmp(optarg, "indexed") != 0) {
@@ -347,7 +362,9 @@ int cmd_search(int argc, char **argv)
     CURLcode ce = curl_easy_perform(h);
     if (ce != CURLE_OK) {
         fprintf(stderr, "strata search: %s: %s\n", full,
-                r.too_big ? "response over 64 MiB" : cerr[0] ? cerr : curl_easy_strerror(ce));
+                r.too_big ? "response over 64 MiB"
+                : cerr[0] ? cerr
+                          : curl_easy_strerror(ce));
         goto out;
     }
     long status = 0;

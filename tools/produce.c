@@ -379,11 +379,11 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
     }
     int32_t part = b->partition >= 0 ? b->partition : RD_KAFKA_PARTITION_UA;
     for (;;) {
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            r->rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_PARTITION(part),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_VALUE(val, len),
-            RD_KAFKA_V_KEY(k, strlen(k)), RD_KAFKA_V_HEADER("content-type", ctype, -1),
-            RD_KAFKA_V_END);
+        rd_kafka_resp_err_t e =
+            rd_kafka_producev(r->rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_PARTITION(part),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_VALUE(val, len),
+                              RD_KAFKA_V_KEY(k, strlen(k)),
+                              RD_KAFKA_V_HEADER("content-type", ctype, -1), RD_KAFKA_V_END);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
             break;
         if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
@@ -437,11 +437,12 @@ static int check_rec(const struct produce_rec *x, uint32_t dim, uint64_t i, stru
                           dim);
     for (uint32_t d = 0; d < dim; d++)
         if (!isfinite(x->vec[d]))
-            return st_err_set(err, ST_EINVAL, "record %" PRIu64 ": vector[%u] is not finite", i,
-                              d);
+            return st_err_set(err, ST_EINVAL, "record %" PRIu64 ": vector[%u] is not finite", i, d);
     if (x->meta_json != NULL && (x->meta_json[0] != '{' || strlen(x->meta_json) > REC_META_MAX))
-        return st_err_set(err, ST_EINVAL, "record %" PRIu64 ": meta must be a JSON object of at "
-                          "most %u bytes", i, REC_META_MAX);
+        return st_err_set(err, ST_EINVAL,
+                          "record %" PRIu64 ": meta must be a JSON object of at "
+                          "most %u bytes",
+                          i, REC_META_MAX);
     return ST_OK;
 }
 

@@ -67,8 +67,8 @@ struct produce_src;
  * JSON Lines) instead of strings. ST_EINVAL / ST_ECORRUPT / ST_EUNSUPP with "path: message"
  * for bad input, ST_EIO / ST_ENOTFOUND when it cannot be read. Caller owns *out.
  */
-int produce_src_open(const char *path, enum produce_in kind, bool u64_ids,
-                     struct produce_src **out, struct st_err *err) ST_WUR;
+int produce_src_open(const char *path, enum produce_in kind, bool u64_ids, struct produce_src **out,
+                     struct st_err *err) ST_WUR;
 /* The same over a buffer (borrowed until produce_src_close); name is for messages and AUTO. */
 int produce_src_open_mem(const char *name, const void *data, size_t len, enum produce_in kind,
                          bool u64_ids, struct produce_src **out, struct st_err *err) ST_WUR;
@@ -89,11 +89,11 @@ const struct st_err *produce_src_error(const struct produce_src *s);
 enum produce_wire { PRODUCE_JSON = 0, PRODUCE_BINARY };
 
 struct produce_stats {
-    uint64_t records;  /* handed to Kafka */
-    uint64_t messages; /* Kafka messages (batches) */
-    uint64_t bytes;    /* message value bytes */
+    uint64_t records;   /* handed to Kafka */
+    uint64_t messages;  /* Kafka messages (batches) */
+    uint64_t bytes;     /* message value bytes */
     uint64_t delivered; /* messages acknowledged by the brokers so far */
-    double seconds;    /* since produce_run started */
+    double seconds;     /* since produce_run started */
 };
 
 /* Called on the producing thread about every progress_ms and once at the end (final true). */
@@ -106,14 +106,15 @@ struct produce_opts {
     const char *collection; /* named in every message; NULL = the topic's collection */
     enum produce_wire format;
     uint32_t batch; /* records per Kafka message; 0 = 100 */
-    double rate;    /* records per second (token bucket, bursts of at most one batch); 0 = no limit */
-    const char *const *props; /* extra librdkafka properties "key=value", NULL-terminated, or NULL */
-    uint64_t total;           /* expected records for progress/ETA; 0 = unknown */
+    double rate; /* records per second (token bucket, bursts of at most one batch); 0 = no limit */
+    const char *const
+        *props;     /* extra librdkafka properties "key=value", NULL-terminated, or NULL */
+    uint64_t total; /* expected records for progress/ETA; 0 = unknown */
     produce_progress_fn progress; /* or NULL */
     void *progress_ud;
-    FILE *progress_file; /* when progress is NULL: plain progress lines here (NULL = none) */
-    int progress_ms;     /* 0 = 500 */
-    int flush_timeout_ms; /* final flush; 0 = 60000 */
+    FILE *progress_file;       /* when progress is NULL: plain progress lines here (NULL = none) */
+    int progress_ms;           /* 0 = 500 */
+    int flush_timeout_ms;      /* final flush; 0 = 60000 */
     const atomic_bool *cancel; /* stop early (still flushes) when it becomes true; may be NULL */
 };
 

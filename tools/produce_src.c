@@ -45,8 +45,8 @@ struct produce_src {
     json_t *cur;           /* the parsed current line (its strings back the record) */
     char *meta;            /* the current record's meta, compact */
 
-    float *row;       /* dim floats: the current row */
-    char idbuf[24];   /* a row-number id */
+    float *row;        /* dim floats: the current row */
+    char idbuf[24];    /* a row-number id */
     struct st_err err; /* detail of the last failed next */
 };
 
@@ -239,8 +239,8 @@ static int open_npy(struct produce_src *s, struct st_err *err)
         hlen = rd_le32(s->data + 8);
         hoff = 12;
     } else {
-        return st_err_set(err, ST_EUNSUPP, "%s: .npy format version %u is not supported",
-                          s->name, major);
+        return st_err_set(err, ST_EUNSUPP, "%s: .npy format version %u is not supported", s->name,
+                          major);
     }
     if (hlen > s->len - hoff || hlen > 65536)
         return st_err_set(err, ST_EINVAL, "%s: .npy header of %zu bytes runs past the file",
@@ -384,11 +384,12 @@ static int jl_check(struct produce_src *s, uint64_t row, json_t *o, uint32_t *di
     if (id != NULL) {
         if (s->u64 && !(json_is_integer(id) && json_integer_value(id) >= 0))
             return st_err_set(err, ST_EINVAL,
-                              "%s: line %" PRIu64 ": id must be a non-negative integer (uint64 ids)",
+                              "%s: line %" PRIu64
+                              ": id must be a non-negative integer (uint64 ids)",
                               s->name, row + 1);
-        if (!s->u64 && !(json_is_string(id) && json_string_length(id) >= 1 &&
-                         json_string_length(id) <= 256 &&
-                         strlen(json_string_value(id)) == json_string_length(id)))
+        if (!s->u64 &&
+            !(json_is_string(id) && json_string_length(id) >= 1 && json_string_length(id) <= 256 &&
+              strlen(json_string_value(id)) == json_string_length(id)))
             return st_err_set(err, ST_EINVAL,
                               "%s: line %" PRIu64 ": id must be a string of 1..256 bytes", s->name,
                               row + 1);
@@ -400,8 +401,8 @@ static int jl_check(struct produce_src *s, uint64_t row, json_t *o, uint32_t *di
                           s->name, row + 1);
     json_t *meta = json_object_get(o, "meta");
     if (meta != NULL && !json_is_null(meta) && !json_is_object(meta))
-        return st_err_set(err, ST_EINVAL, "%s: line %" PRIu64 ": meta must be an object",
-                          s->name, row + 1);
+        return st_err_set(err, ST_EINVAL, "%s: line %" PRIu64 ": meta must be an object", s->name,
+                          row + 1);
     json_t *op = json_object_get(o, "op");
     bool del = false;
     if (op != NULL) {
@@ -416,15 +417,13 @@ static int jl_check(struct produce_src *s, uint64_t row, json_t *o, uint32_t *di
     *dim = 0;
     if (vec == NULL) {
         if (!del)
-            return st_err_set(err, ST_EINVAL, "%s: line %" PRIu64 ": no vector", s->name,
-                              row + 1);
+            return st_err_set(err, ST_EINVAL, "%s: line %" PRIu64 ": no vector", s->name, row + 1);
         return ST_OK;
     }
-    if (!json_is_array(vec) || json_array_size(vec) == 0 ||
-        json_array_size(vec) > PRODUCE_DIM_MAX)
+    if (!json_is_array(vec) || json_array_size(vec) == 0 || json_array_size(vec) > PRODUCE_DIM_MAX)
         return st_err_set(err, ST_EINVAL,
-                          "%s: line %" PRIu64 ": vector must be an array of 1..%u numbers",
-                          s->name, row + 1, PRODUCE_DIM_MAX);
+                          "%s: line %" PRIu64 ": vector must be an array of 1..%u numbers", s->name,
+                          row + 1, PRODUCE_DIM_MAX);
     size_t i;
     json_array_foreach(vec, i, v)
     {
@@ -557,8 +556,8 @@ int produce_src_open_mem(const char *name, const void *data, size_t len, enum pr
     return ST_OK;
 }
 
-int produce_src_open(const char *path, enum produce_in kind, bool u64_ids,
-                     struct produce_src **out, struct st_err *err)
+int produce_src_open(const char *path, enum produce_in kind, bool u64_ids, struct produce_src **out,
+                     struct st_err *err)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);

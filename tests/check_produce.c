@@ -1,0 +1,373 @@
+/*
+ * The `strata` CLI without brokers: the producer's file readers (values, ids, every kind of
+ * bad input with its "FILE: message" and exit 2), usage errors and --help of every
+ * subcommand, and `strata inspect` of HNSW / IVF-PQ index files with one flipped byte.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "idx_hnsw.h"
+#include "idx_ivfpq.h"
+#include "produce.h"
+#include "st_test.h"
+#include "st_vecfile_test.h"
+
+static char *tmp;
+
+static void setup(void)
+{
+    tmp = st_test_tmpdir("produce");
+}
+
+static void teardown(void)
+{
+    st_test_rmrf(tmp);
+    free(tmp);
+}
+
+static const char *tpath(const char *name)
+{
+    static char buf[4][700];
+    static int n;
+    char *p = buf[n++ % 4];
+    snprintf(p, 700, "%s/%s", tmp, name);
+    return p;
+}
+
+/* Every row of path: ids are row numbers, values st_vec_value (as bytes when idx). */
+static void check_rows(const char *path, uint32_t rows, uint32_t dim, bool bytes)
+{
+    struct produce_src *s;
+    struct st_err err = {0};
+    ck_assert_msg(produce_src_open(path, PRODUCE_IN_AUTO, false, &s, &err) == ST_OK, "%s", err.msg);
+    ck_assert_uint_eq(produce_src_rows(s), rows);
+    ck_assert_uint_eq(produce_src_dim(s), dim);
+    struct produce_rec r;
+    for (uint32_t i = 0; i < rows; i++) {
+        ck_assert_int_eq(produce_src_next(s, &r), 1);
+        char id[16];
+        snprintf(id, sizeof(id), "%" PRIu32, i);
+        ck_assert_str_eq(r.id, id);
+        ck_assert_uint_eq(r.dim, dim);
+        ck_assert_int_eq(r.partition, -1);
+        ck_assert(!r.del);
+        for (uint32_t c = 0; c < dim; c++) {
+            float want = bytes ? (float)(uint8_t)st_vec_value(i, c) : st_vec_value(i, c);
+            ck_assert_msg(r.vec[c] == want, "%s row %u col %u: %g != %g", path, i, c,
+                          (double)r.vec[c], (double)want);
+        }
+    }
+    ck_assert_int_eq(produce_src_next(s, &r), 0);
+    ck_assert_int_eq(produce_src_seek(s, rows - 1), ST_OK);
+    ck_assert_int_eq(produce_src_next(s, &r), 1);
+    ck_assert_int_eq(produce_src_seek(s, rows), ST_ERANGE);
+    produce_src_close(s);
+}
+
+START_TEST(test_readers)
+{
+    st_write_fvecs(tpath("a.fvecs"), 7, 5);
+    check_rows(tpath("a.fvecs"), 7, 5, false);
+    st_write_npy(tpath("a.npy"), "<f4", "(6, 3)", 6, 3);
+    check_rows(tpath("a.npy"), 6, 3, false);
+    st_write_idx3(tpath("a-idx3-ubyte"), 4, 2, 3, false);
+    check_rows(tpath("a-idx3-ubyte"), 4, 6, true);
+    st_write_idx3(tpath("a-idx3-ubyte.gz"), 9, 3, 3, true);
+    check_rows(tpath("a-idx3-ubyte.gz"), 9, 9, true);
+
+    /* JSON Lines: ids, ts, meta and deletes as written */
+    static const char jl[] =
+        "{\"id\": \"x\", \"ts\": 1700000000000, \"vector\": [1, 2.5], \"meta\": "
+        "{\"k\": [1, \"v\"]}}\n\n  {\"vector\": [3, 4]}\r\n"
+        "{\"id\": \"x\", \"op\": \"delete\"}\n";
+    st_write_bytes(tpath("a.jsonl"), jl, strlen(jl));
+    struct produce_src *s;
+    struct st_err err = {0};
+    ck_assert_msg(produce_src_open(tpath("a.jsonl"), PRODUCE_IN_AUTO, false, &s, &err) == ST_OK,
+                  "%s", err.msg);
+    ck_assert_uint_eq(produce_src_rows(s), 3);
+    ck_assert_uint_eq(produce_src_dim(s), 2);
+    struct produce_rec r;
+    ck_assert_int_eq(produce_src_next(s, &r), 1);
+    ck_assert_str_eq(r.id, "x");
+    ck_assert_int_eq(r.ts, 1700000000000);
+    ck_assert(r.vec[0] == 1.0f && r.vec[1] == 2.5f);
+    ck_assert_str_eq(r.meta_json, "{\"k\":[1,\"v\"]}");
+    ck_assert_int_eq(produce_src_next(s, &r), 1);
+    ck_assert_str_eq(r.id, "1"); /* no id: the row number */
+    ck_assert_int_eq(r.ts, 0);
+    ck_assert_ptr_null(r.meta_json);
+    ck_assert(r.vec[0] == 3.0f && r.vec[1] == 4.0f);
+    ck_assert_int_eq(produce_src_next(s, &r), 1);
+    ck_assert(r.del);
+    ck_assert_ptr_null(r.vec);
+    ck_assert_int_eq(produce_src_next(s, &r), 0);
+    produce_src_close(s);
+
+    /* uint64 ids: row numbers, or the JSON integers */
+    ck_assert_int_eq(produce_src_open(tpath("a.fvecs"), PRODUCE_IN_AUTO, true, &s, &err), ST_OK);
+    ck_assert_int_eq(produce_src_seek(s, 3), ST_OK);
+    ck_assert_int_eq(produce_src_next(s, &r), 1);
+    ck_assert(r.u64 && r.id_u64 == 3);
+    produce_src_close(s);
+    static const char uj[] = "{\"id\": 18446744073709551, \"vector\": [1]}\n";
+    st_write_bytes(tpath("u.jsonl"), uj, strlen(uj));
+    ck_assert_int_eq(produce_src_open(tpath("u.jsonl"), PRODUCE_IN_AUTO, true, &s, &err), ST_OK);
+    ck_assert_int_eq(produce_src_next(s, &r), 1);
+    ck_assert(r.u64 && r.id_u64 == 18446744073709551ull);
+    produce_src_close(s);
+}
+END_TEST
+
+/* The real Fashion-MNIST test set when its Debian package is installed (scripts/deps). */
+START_TEST(test_fashion_mnist)
+{
+    const char *p = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+    struct stat sb;
+    ck_assert_msg(stat(p, &sb) == 0, "%s missing: scripts/deps installs dataset-fashion-mnist", p);
+    struct produce_src *s;
+    struct st_err err = {0};
+    ck_assert_msg(produce_src_open(p, PRODUCE_IN_AUTO, false, &s, &err) == ST_OK, "%s", err.msg);
+    ck_assert_uint_eq(produce_src_rows(s), 10000);
+    ck_assert_uint_eq(produce_src_dim(s), 784);
+    struct produce_rec r;
+    double sum = 0;
+    float lo = 0, hi = 0;
+    for (int i = 0; produce_src_next(s, &r) == 1; i++)
+        for (int c = 0; c < 784; c++) {
+            lo = r.vec[c] < lo ? r.vec[c] : lo;
+            hi = r.vec[c] > hi ? r.vec[c] : hi;
+            sum += r.vec[c];
+        }
+    ck_assert(lo == 0.0f && hi == 255.0f && sum > 0);
+    produce_src_close(s);
+}
+END_TEST
+
+/* Runs `strata ARGS 2>&1`; returns the exit status, output in out. */
+static int cli(char *out, size_t cap, const char *fmt, ...) ST_PRINTF(3, 4);
+static int cli(char *out, size_t cap, const char *fmt, ...)
+{
+    char args[2048], cmd[2600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", getenv("STRATA_CLI"), args);
+    return st_test_run(cmd, out, cap);
+}
+
+struct bad {
+    const char *name;
+    const char *data; /* NULL: built by the test */
+    size_t len;
+    const char *want;
+};
+
+START_TEST(test_bad_inputs)
+{
+    char o[8192];
+    /* built files */
+    st_write_fvecs(tpath("trunc.fvecs"), 3, 4);
+    truncate(tpath("trunc.fvecs"), st_file_size(tpath("trunc.fvecs")) - 3);
+    st_write_fvecs(tpath("mixed.fvecs"), 3, 4);
+    st_flip_byte(tpath("mixed.fvecs"), 20, 0x01); /* row 1 claims dim 5 */
+    st_write_npy(tpath("f8.npy"), "<f8", "(2, 2)", 2, 4);
+    st_write_npy(tpath("big.npy"), ">f4", "(2, 2)", 2, 2);
+    st_write_npy(tpath("oned.npy"), "<f4", "(8,)", 2, 4);
+    st_write_npy(tpath("lying.npy"), "<f4", "(1000, 4)", 2, 4);
+    st_write_npy(tpath("hugedim.npy"), "<f4", "(1, 4000000000)", 1, 4);
+    st_write_idx3(tpath("lying-idx3-ubyte"), 3, 2, 2, false);
+    st_flip_byte(tpath("lying-idx3-ubyte"), 7, 0x10); /* claims 19 images */
+    st_write_idx3(tpath("trunc-idx3-ubyte.gz"), 50, 4, 4, true);
+    truncate(tpath("trunc-idx3-ubyte.gz"), st_file_size(tpath("trunc-idx3-ubyte.gz")) / 2);
+    static const struct bad cases[] = {
+        {"trunc.fvecs", NULL, 0, "not a whole number of dim-4 rows"},
+        {"mixed.fvecs", NULL, 0, "row 1 claims dim 5"},
+        {"lie.fvecs", "\x00\xe1\xf5\x05\x00\x00\x00\x00", 8, "claims dim 100000000"},
+        {"empty.fvecs", "", 0, "empty file"},
+        {"f8.npy", NULL, 0, "dtype '<f8' is not little-endian float32"},
+        {"big.npy", NULL, 0, "dtype '>f4'"},
+        {"oned.npy", NULL, 0, "1-D; a 2-D"},
+        {"lying.npy", NULL, 0, "truncated or lying header"},
+        {"hugedim.npy", NULL, 0, "dim 4000000000"},
+        {"magic.npy", "\x93NUMPZ\x01\x00\x00\x00", 10, "not a .npy file"},
+        {"lying-idx3-ubyte", NULL, 0, "header says 19 images"},
+        {"trunc-idx3-ubyte.gz", NULL, 0, "gzip data is truncated"},
+        {"garbage-idx3-ubyte.gz", "\x1f\x8bnot gzip at all", 17, "not valid gzip data"},
+        {"labels-idx1-ubyte", "\x00\x00\x08\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00",
+         16, "images (idx3) are needed"},
+        {"magic-idx3-ubyte", "\x01\x00\x08\x03\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x01x",
+         17, "not an idx file"},
+        {"syntax.jsonl", "{\"vector\": [1, 2]}\n{\"vector\": [1,\n", 0, "line 2:"},
+        {"dims.jsonl", "{\"vector\": [1, 2]}\n{\"vector\": [1, 2, 3]}\n", 0,
+         "line 2: vector has 3 dims, earlier lines have 2"},
+        {"key.jsonl", "{\"vector\": [1], \"colour\": 1}\n", 0, "line 1: unknown key 'colour'"},
+        {"id.jsonl", "{\"id\": 7, \"vector\": [1]}\n", 0, "line 1: id must be a string"},
+        {"ts.jsonl", "{\"ts\": \"soon\", \"vector\": [1]}\n", 0, "line 1: ts must be integer"},
+        {"range.jsonl", "{\"vector\": [1e300]}\n", 0, "vector[0] is not a finite float"},
+        {"op.jsonl", "{\"op\": \"merge\", \"vector\": [1]}\n", 0, "op must be"},
+        {"what.bin", "\x05\x06", 2, "unknown input format"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct bad *b = &cases[i];
+        const char *p = tpath(b->name);
+        if (b->data != NULL)
+            st_write_bytes(p, b->data, b->len ? b->len : strlen(b->data));
+        int rc = cli(o, sizeof(o), "produce --brokers 127.0.0.1:1 --topic t %s", p);
+        ck_assert_msg(rc == 2 && strstr(o, b->want) != NULL && strstr(o, p) != NULL,
+                      "%s: exit %d, want 2 and '%s' with the file name:\n%s", b->name, rc, b->want,
+                      o);
+    }
+    /* A non-finite value is found as its row is read, before anything is sent. */
+    float nanrow[5] = {0};
+    memcpy(nanrow, "\x04\x00\x00\x00", 4);
+    nanrow[3] = NAN;
+    st_write_bytes(tpath("nan.fvecs"), nanrow, sizeof(nanrow));
+    ck_assert_int_eq(
+        cli(o, sizeof(o), "produce --brokers 127.0.0.1:1 --topic t --quiet %s", tpath("nan.fvecs")),
+        2);
+    ck_assert_msg(strstr(o, "row 0: value 2 is not finite") && strstr(o, "0 records"), "%s", o);
+    /* --dim must match */
+    st_write_fvecs(tpath("d.fvecs"), 2, 4);
+    ck_assert_int_eq(
+        cli(o, sizeof(o), "produce --brokers b --topic t --dim 8 %s", tpath("d.fvecs")), 2);
+    ck_assert_msg(strstr(o, "vectors have 4 dims, --dim says 8"), "%s", o);
+    ck_assert_int_eq(cli(o, sizeof(o),
+                         "search --url http://127.0.0.1:1 --collection c "
+                         "--query-file %s --row 9",
+                         tpath("d.fvecs")),
+                     2);
+    ck_assert_msg(strstr(o, "no row 9 (2 rows)"), "%s", o);
+}
+END_TEST
+
+START_TEST(test_usage)
+{
+    char o[16384];
+    static const char *const helps[] = {"produce", "search", "inspect", "check-config"};
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_int_eq(cli(o, sizeof(o), "%s --help", helps[i]), 0);
+        char want[64];
+        snprintf(want, sizeof(want), "usage: strata %s", helps[i]);
+        ck_assert_msg(strstr(o, want) && strstr(o, "exit codes"), "%s", o);
+    }
+    ck_assert_int_eq(cli(o, sizeof(o), "--help"), 0);
+    static const char *const listed[] = {"check-config", "produce", "search", "inspect", "demo"};
+    for (size_t i = 0; i < 5; i++)
+        ck_assert_msg(strstr(o, listed[i]) != NULL, "--help lacks %s:\n%s", listed[i], o);
+    static const struct {
+        const char *args, *want;
+    } bad[] = {
+        {"produce", "--brokers and --topic are required"},
+        {"produce --brokers b --topic t", "no INPUT file"},
+        {"produce --brokers b --topic t --format xml f", "--format must be json or binary"},
+        {"produce --brokers b --topic t --batch 0 f", "--batch must be"},
+        {"produce --brokers b --topic t --rate -3 f", "--rate must be a positive number"},
+        {"produce --brokers b --topic t --frobnicate f", "unknown option '--frobnicate'"},
+        {"produce --brokers", "--brokers needs a value"},
+        {"search --collection c --vector [1]", "--url and --collection are required"},
+        {"search --url u --collection c", "exactly one of --vector and --query-file"},
+        {"search --url u --collection c --vector '{\"a\":1}'", "--vector must be a JSON array"},
+        {"search --url u --collection c --vector [1] --k 5000", "--k must be a positive integer"},
+        {"search --url u --collection c --vector [1] --consistency eventual",
+         "--consistency must be strong or indexed"},
+        {"inspect", "no PATH"},
+        {"inspect a b", "expects exactly one PATH"},
+        {"check-config", "expects exactly one FILE"},
+        {"frobnicate", "unknown command 'frobnicate'"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc = cli(o, sizeof(o), "%s", bad[i].args);
+        ck_assert_msg(rc == 2 && strstr(o, bad[i].want) != NULL,
+                      "strata %s: exit %d, want 2 and '%s':\n%s", bad[i].args, rc, bad[i].want, o);
+    }
+    /* the reason is one line (plus the pointer to --help on it) */
+    ck_assert_int_eq(cli(o, sizeof(o), "produce --batch x"), 2);
+    ck_assert_msg(strchr(o, '\n') == o + strlen(o) - 1, "not one line:\n%s", o);
+    ck_assert_int_eq(cli(o, sizeof(o), "inspect %s/nope", tmp), 2);
+}
+END_TEST
+
+static float *random_vecs(uint32_t n, uint32_t dim)
+{
+    float *v = malloc((size_t)n * dim * sizeof(float));
+    ck_assert_ptr_nonnull(v);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < (size_t)n * dim; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v[i] = (float)(x % 1000) / 100.0f;
+    }
+    return v;
+}
+
+START_TEST(test_inspect_index_files)
+{
+    char o[16384];
+    float *v = random_vecs(300, 16);
+    struct idx_hnsw *h;
+    struct idx_hnsw_opts ho = {
+        .dim = 16, .metric = ST_METRIC_L2, .m = 8, .ef_construction = 40, .seed = 1, .threads = 1};
+    ck_assert_int_eq(idx_hnsw_build(&ho, v, 300, &h), ST_OK);
+    const char *hp = tpath("w@0@v1.hnsw");
+    struct st_err err = {0};
+    ck_assert_int_eq(idx_hnsw_save(h, hp, &err), ST_OK);
+    idx_hnsw_free(h);
+    struct idx_ivfpq *q;
+    struct idx_ivfpq_opts qo = {
+        .dim = 16, .metric = ST_METRIC_L2, .nlist = 8, .m = 4, .nbits = 8, .seed = 1, .threads = 1};
+    ck_assert_int_eq(idx_ivfpq_build(&qo, v, 300, &q), ST_OK);
+    const char *qp = tpath("w@0@v1.ivfpq");
+    ck_assert_int_eq(idx_ivfpq_save(q, qp, &err), ST_OK);
+    idx_ivfpq_free(q);
+    free(v);
+
+    ck_assert_int_eq(cli(o, sizeof(o), "inspect %s", hp), 0);
+    ck_assert_msg(strstr(o, "nodes=300 dim=16 m=8") && strstr(o, "checksums=ok"), "%s", o);
+    ck_assert_int_eq(cli(o, sizeof(o), "inspect %s", qp), 0);
+    ck_assert_msg(strstr(o, "vectors=300 dim=16 nlist=8 m=4 nbits=8"), "%s", o);
+    /* one flipped byte anywhere: the header, the middle, the footer */
+    const char *files[] = {hp, qp};
+    for (int f = 0; f < 2; f++) {
+        long size = st_file_size(files[f]);
+        long offs[] = {13, size / 2, size - 5};
+        for (int i = 0; i < 3; i++) {
+            st_flip_byte(files[f], offs[i], 0x04);
+            int rc = cli(o, sizeof(o), "inspect %s", files[f]);
+            ck_assert_msg(rc == 1 && strstr(o, "CORRUPT") && strstr(o, files[f]),
+                          "%s flipped at %ld: exit %d\n%s", files[f], offs[i], rc, o);
+            st_flip_byte(files[f], offs[i], 0x04);
+        }
+        ck_assert_int_eq(cli(o, sizeof(o), "inspect %s", files[f]), 0);
+    }
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("produce");
+    TCase *tc = tcase_create("cli");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_readers);
+    tcase_add_test(tc, test_fashion_mnist);
+    tcase_add_test(tc, test_bad_inputs);
+    tcase_add_test(tc, test_usage);
+    tcase_add_test(tc, test_inspect_index_files);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return st_test_run_suite(suite());
+}
