@@ -1,0 +1,474 @@
+/*
+ * The `strata` CLI against the real Kafka broker and a real strata-ingest: every input format
+ * produced as JSON and as binary frames round-trips ids and vectors exactly to
+ * GET /v1/collections/{c}/records/{id}; --rate is honoured; `strata search` prints the
+ * daemon's hits (JSON, and a table on a pseudo-terminal) and its errors; `strata inspect`
+ * verifies the daemon's data dir plus an indexer half built beside it, and names the file
+ * when one byte of a sealed segment, a WAL or an HNSW index is flipped.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "idx_catalog.h"
+#include "idx_hnsw.h"
+#include "st_clock.h"
+#include "st_daemon_test.h"
+#include "st_kafka_test.h"
+#include "st_nats_test.h"
+#include "st_test.h"
+#include "st_vecfile_test.h"
+#include "store.h"
+
+#define DIM    4
+#define ROWS   20
+#define IDXDIM 6 /* 2 x 3 images */
+
+/* One collection per (input format, wire format), each fed from its own topic. */
+static const char *const colls[] = {"fvecs_json", "fvecs_bin",  "npy_json",  "npy_bin", "idx_json",
+                                    "idx_bin",    "jsonl_json", "jsonl_bin", "rate"};
+#define NCOLL (sizeof(colls) / sizeof(colls[0]))
+
+struct env {
+    const char *brokers, *nats;
+    char *dir;
+    char cfg[600], data[600], log[600], stream[64];
+    char topics[NCOLL][128];
+    struct st_daemon d;
+    unsigned port;
+    int64_t w0; /* the old window the JSON Lines records are in */
+};
+
+static int cli(char *out, size_t cap, const char *fmt, ...) ST_PRINTF(3, 4);
+static int cli(char *out, size_t cap, const char *fmt, ...)
+{
+    char args[3000], cmd[3600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", getenv("STRATA_CLI"), args);
+    return st_test_run(cmd, out, cap);
+}
+
+static const char *path_in(const struct env *e, const char *name)
+{
+    static char buf[4][700];
+    static int n;
+    char *p = buf[n++ % 4];
+    snprintf(p, 700, "%s/%s", e->dir, name);
+    return p;
+}
+
+static void env_start(struct env *e)
+{
+    e->brokers = st_test_broker("STRATA_TEST_KAFKA");
+    e->nats = st_test_broker("STRATA_TEST_NATS");
+    e->dir = st_test_tmpdir("cli");
+    snprintf(e->cfg, sizeof(e->cfg), "%s/strata.yaml", e->dir);
+    snprintf(e->data, sizeof(e->data), "%s/data", e->dir);
+    snprintf(e->log, sizeof(e->log), "%s/ingest.log", e->dir);
+    snprintf(e->stream, sizeof(e->stream), "CLI%d", (int)getpid());
+    st_nats_clean(e->nats);
+    char dlq[128];
+    snprintf(dlq, sizeof(dlq), "%s", st_test_unique("cli-dlq"));
+    st_kafka_create_topic(e->brokers, dlq, 1);
+    FILE *f = fopen(e->cfg, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "node_id: ingest-t\ndata_dir: %s\n"
+            "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  dead_letter_topic: %s\n"
+            "  properties: {session.timeout.ms: \"6000\"}\n"
+            "nats:\n  url: \"%s\"\n  stream: %s\n"
+            "ingest: {listen: \"127.0.0.1:0\"}\nlog: {level: notice}\ncollections:\n",
+            e->data, e->brokers, st_test_unique("cli-g"), dlq, e->nats, e->stream);
+    for (size_t i = 0; i < NCOLL; i++) {
+        char t[64];
+        snprintf(t, sizeof(t), "cli-%s", colls[i]);
+        snprintf(e->topics[i], sizeof(e->topics[i]), "%s", st_test_unique(t));
+        for (char *c = e->topics[i]; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        st_kafka_create_topic(e->brokers, e->topics[i], 1);
+        fprintf(f,
+                "  - name: %s\n    dim: %d\n    metric: l2\n    topic: %s\n"
+                "    window: 1m\n    grace: 1s\n    max_lateness: 1h\n",
+                colls[i], strncmp(colls[i], "idx", 3) == 0 ? IDXDIM : DIM, e->topics[i]);
+    }
+    fclose(f);
+    const char *const argv[] = {getenv("STRATA_INGEST"), "--config", e->cfg, NULL};
+    ck_assert_ptr_nonnull(argv[0]);
+    st_daemon_start(&e->d, e->log, argv, NULL);
+    e->port = st_daemon_wait_logged_number(&e->d, "HTTP on port ", 60000);
+}
+
+static const char *topic_of(const struct env *e, const char *coll)
+{
+    for (size_t i = 0; i < NCOLL; i++)
+        if (strcmp(colls[i], coll) == 0)
+            return e->topics[i];
+    ck_abort_msg("no collection %s", coll);
+    return NULL;
+}
+
+/* GET the record; NULL while it is not there. */
+static json_t *get_record(const struct env *e, const char *coll, const char *id)
+{
+    char path[256];
+    static char body[1 << 16];
+    snprintf(path, sizeof(path), "/v1/collections/%s/records/%s", coll, id);
+    if (st_daemon_http_get(e->port, path, body, sizeof(body)) != 200)
+        return NULL;
+    json_error_t je;
+    json_t *j = json_loads(body, 0, &je);
+    ck_assert_msg(j != NULL, "GET %s: %s", path, body);
+    return j;
+}
+
+/* Waits for every row's record and compares id and vector exactly (bytes: idx pixels). */
+static void check_collection(const struct env *e, const char *coll, const char *idprefix,
+                             uint32_t rows, uint32_t dim, bool bytes, int64_t ts0)
+{
+    for (uint32_t r = 0; r < rows; r++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%s%u", idprefix, r);
+        json_t *j = NULL;
+        ck_assert_msg(ST_WAIT_UNTIL((j = get_record(e, coll, id)) != NULL, 60000),
+                      "%s: record %s never served", coll, id);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "id")), id);
+        json_t *v = json_object_get(j, "vector");
+        ck_assert_uint_eq(json_array_size(v), dim);
+        for (uint32_t c = 0; c < dim; c++) {
+            float want = bytes ? (float)(uint8_t)st_vec_value(r, c) : st_vec_value(r, c);
+            float got = (float)json_number_value(json_array_get(v, c));
+            ck_assert_msg(got == want, "%s %s[%u]: %.9g != %.9g", coll, id, c, (double)got,
+                          (double)want);
+        }
+        if (ts0 != 0) {
+            ck_assert_int_eq(json_integer_value(json_object_get(j, "ts")), ts0 + r);
+            ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "meta"), "r")),
+                             r);
+        }
+        json_decref(j);
+    }
+}
+
+static void produce(const struct env *e, const char *coll, const char *fmt, const char *file,
+                    const char *extra, uint32_t want_records)
+{
+    char o[8192];
+    int rc = cli(o, sizeof(o), "produce --brokers %s --topic %s --collection %s --format %s %s %s",
+                 e->brokers, topic_of(e, coll), coll, fmt, extra, file);
+    char want[64];
+    snprintf(want, sizeof(want), "produced %u records", want_records);
+    ck_assert_msg(rc == 0 && strstr(o, want) != NULL, "produce %s to %s: exit %d\n%s", file, coll,
+                  rc, o);
+    ck_assert_msg(strstr(o, "records/s") && strstr(o, "MB/s"), "%s", o);
+}
+
+/* The value of "key=" in line (a number), summed over the lines of out starting with prefix
+ * and holding needle. */
+static uint64_t sum_field(const char *out, const char *prefix, const char *needle, const char *key)
+{
+    uint64_t sum = 0;
+    for (const char *l = out; l != NULL && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *end = strchr(l, '\n');
+        size_t len = end ? (size_t)(end - l) : strlen(l);
+        char line[2048];
+        snprintf(line, sizeof(line), "%.*s", (int)(len < 2047 ? len : 2047), l);
+        if (strncmp(line, prefix, strlen(prefix)) != 0 || strstr(line, needle) == NULL)
+            continue;
+        const char *k = strstr(line, key);
+        if (k != NULL)
+            sum += strtoull(k + strlen(key), NULL, 10);
+    }
+    return sum;
+}
+
+/* The path on the first line of out starting with prefix and holding needle (malloc'd). */
+static char *line_path(const char *out, const char *prefix, const char *needle)
+{
+    for (const char *l = out; l != NULL && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *end = strchr(l, '\n');
+        size_t len = end ? (size_t)(end - l) : strlen(l);
+        if (strncmp(l, prefix, strlen(prefix)) != 0)
+            continue;
+        char *line = strndup(l, len);
+        if (strstr(line, needle) != NULL) {
+            char *p = line + strlen(prefix);
+            *strchr(p, ':') = '\0';
+            char *r = strdup(p);
+            free(line);
+            return r;
+        }
+        free(line);
+    }
+    return NULL;
+}
+
+static bool window_sealed(const struct env *e, const char *coll)
+{
+    char path[128], body[8192];
+    snprintf(path, sizeof(path), "/v1/collections/%s/windows", coll);
+    return st_daemon_http_get(e->port, path, body, sizeof(body)) == 200 &&
+           strstr(body, "\"sealed\"") != NULL;
+}
+
+/* An indexer half beside the ingest one: <data>/indexer/<coll>/ with a CATALOG naming a copy
+ * of seg and an HNSW index built from its vectors. Returns the index file's path. */
+static char *build_indexer_half(const struct env *e, const char *coll, const char *seg)
+{
+    char dir[800];
+    snprintf(dir, sizeof(dir), "%s/indexer", e->data);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    snprintf(dir, sizeof(dir), "%s/indexer/%s", e->data, coll);
+    struct idx_catalog *cat;
+    struct st_err err = {0};
+    ck_assert_msg(idx_catalog_open(dir, &cat, &err) == ST_OK, "%s", err.msg);
+    struct store_segment *g;
+    ck_assert_msg(store_segment_open_file(seg, &g, &err) == ST_OK, "%s", err.msg);
+    struct store_segment_info in;
+    store_segment_info(g, &in);
+    struct idx_cat_entry ent = {.start = in.window_start,
+                                .end = in.window_end,
+                                .version = in.version,
+                                .records = in.count,
+                                .bytes = in.bytes,
+                                .checksum = in.checksum,
+                                .indexed_ms = 1};
+    snprintf(ent.node, sizeof(ent.node), "ingest-t");
+    snprintf(ent.index, sizeof(ent.index), "hnsw");
+    char *copy = idx_catalog_seg_path(cat, "ingest-t", in.window_start, in.version);
+    char *ix = idx_catalog_index_path(cat, "ingest-t", in.window_start, in.version, "hnsw", false);
+    FILE *from = fopen(seg, "rb"), *to = fopen(copy, "wb");
+    ck_assert(from != NULL && to != NULL);
+    char buf[8192];
+    for (size_t n; (n = fread(buf, 1, sizeof(buf), from)) > 0;)
+        ck_assert_uint_eq(fwrite(buf, 1, n, to), n);
+    fclose(from);
+    ck_assert_int_eq(fclose(to), 0);
+    struct idx_hnsw_opts ho = {.dim = in.dim,
+                               .metric = ST_METRIC_L2,
+                               .m = 8,
+                               .ef_construction = 40,
+                               .seed = 1,
+                               .threads = 1};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&ho, store_segment_vectors(g), (uint32_t)in.count, &h), ST_OK);
+    ck_assert_msg(idx_hnsw_save(h, ix, &err) == ST_OK, "%s", err.msg);
+    idx_hnsw_free(h);
+    store_segment_unref(g);
+    ck_assert_int_eq(idx_catalog_put(cat, &ent), ST_OK);
+    ck_assert_msg(idx_catalog_save(cat, &err) == ST_OK, "%s", err.msg);
+    idx_catalog_free(cat);
+    free(copy);
+    return ix;
+}
+
+START_TEST(test_cli_against_ingest)
+{
+    struct env e;
+    env_start(&e);
+    char o[65536];
+
+    /* ---- produce: every input format, both wire formats ---- */
+    st_write_fvecs(path_in(&e, "v.fvecs"), ROWS, DIM);
+    st_write_npy(path_in(&e, "v.npy"), "<f4", "(20, 4)", ROWS, DIM);
+    st_write_idx3(path_in(&e, "v-idx3-ubyte.gz"), ROWS, 2, 3, true);
+    int64_t now = st_clock_wall_ms(NULL);
+    e.w0 = (now - 600000) / 60000 * 60000;
+    st_write_jsonl(path_in(&e, "v.jsonl"), ROWS, DIM, e.w0);
+    static const struct {
+        const char *file, *coll_json, *coll_bin;
+        uint32_t dim;
+        bool bytes, jsonl;
+    } in[] = {
+        {"v.fvecs", "fvecs_json", "fvecs_bin", DIM, false, false},
+        {"v.npy", "npy_json", "npy_bin", DIM, false, false},
+        {"v-idx3-ubyte.gz", "idx_json", "idx_bin", IDXDIM, true, false},
+        {"v.jsonl", "jsonl_json", "jsonl_bin", DIM, false, true},
+    };
+    for (size_t i = 0; i < 4; i++) {
+        produce(&e, in[i].coll_json, "json", path_in(&e, in[i].file), "--batch 3", ROWS);
+        produce(&e, in[i].coll_bin, "binary", path_in(&e, in[i].file), "--batch 3", ROWS);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        const char *idf = in[i].jsonl ? "rec-" : "";
+        int64_t ts0 = in[i].jsonl ? e.w0 : 0;
+        check_collection(&e, in[i].coll_json, idf, ROWS, in[i].dim, in[i].bytes, ts0);
+        check_collection(&e, in[i].coll_bin, idf, ROWS, in[i].dim, in[i].bytes, ts0);
+    }
+
+    /* ---- --rate: N records at R/s in bursts of one batch take at least (N - batch) / R ---- */
+    st_write_fvecs(path_in(&e, "r.fvecs"), 100, DIM);
+    int64_t t0 = st_test_now_ms();
+    produce(&e, "rate", "binary", path_in(&e, "r.fvecs"), "--rate 100 --batch 5", 100);
+    int64_t took = st_test_now_ms() - t0;
+    ck_assert_msg(took >= 950, "100 records at 100/s in bursts of 5 took only %" PRId64 " ms",
+                  took);
+    check_collection(&e, "rate", "", 100, DIM, false, 0);
+    /* progress: plain lines when stderr is not a terminal, a bar with ETA on one */
+    char o2[8192];
+    ck_assert_int_eq(cli(o2, sizeof(o2),
+                         "produce --brokers %s --topic %s --collection rate --rate 50 --batch 2 %s",
+                         e.brokers, topic_of(&e, "rate"), path_in(&e, "v.fvecs")),
+                     0);
+    ck_assert_msg(strstr(o2, "produced 20/20 records (100%)") && !strstr(o2, "ETA"), "%s", o2);
+    char pcmd[2000];
+    snprintf(pcmd, sizeof(pcmd),
+             "script -q -e -c \"%s produce --brokers %s --topic %s --collection rate --rate 50 "
+             "--batch 2 %s\" /dev/null 2>&1",
+             getenv("STRATA_CLI"), e.brokers, topic_of(&e, "rate"), path_in(&e, "v.fvecs"));
+    ck_assert_int_eq(st_test_run(pcmd, o2, sizeof(o2)), 0);
+    ck_assert_msg(strstr(o2, "[########################################] 100% 20/20") &&
+                      strstr(o2, "rec/s ETA") && strstr(o2, "produced 20 records"),
+                  "no progress bar:\n%s", o2);
+
+    /* ---- search ---- */
+    char url[64], vec[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", e.port);
+    snprintf(vec, sizeof(vec), "[%.9g,%.9g,%.9g,%.9g]", (double)st_vec_value(5, 0),
+             (double)st_vec_value(5, 1), (double)st_vec_value(5, 2), (double)st_vec_value(5, 3));
+    ck_assert_int_eq(
+        cli(o, sizeof(o), "search --url %s --collection fvecs_json --k 3 --vector '%s'", url, vec),
+        0);
+    json_error_t je;
+    json_t *j = json_loads(o, 0, &je);
+    ck_assert_msg(j != NULL, "not JSON (stdout is not a terminal): %s", o);
+    json_t *hits = json_object_get(j, "hits");
+    ck_assert_uint_eq(json_array_size(hits), 3);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(hits, 0), "id")), "5");
+    ck_assert(json_number_value(json_object_get(json_array_get(hits, 0), "distance")) == 0.0);
+    json_decref(j);
+    /* the query from a file row; the table on a pseudo-terminal (script(1)) */
+    char cmd[2000];
+    snprintf(cmd, sizeof(cmd),
+             "script -q -e -c \"%s search --url %s --collection jsonl_bin --k 2 "
+             "--query-file %s --row 7\" /dev/null 2>&1",
+             getenv("STRATA_CLI"), url, path_in(&e, "v.fvecs"));
+    ck_assert_msg(st_test_run(cmd, o, sizeof(o)) == 0, "%s", o);
+    ck_assert_msg(strstr(o, "rank") && strstr(o, "distance") && strstr(o, "rec-7") &&
+                      strstr(o, "{\"r\":7}") && strstr(o, "2 hit(s)"),
+                  "no table:\n%s", o);
+    ck_assert_msg(strchr(o, '{') == strstr(o, "{\"r\":"), "raw JSON on a terminal:\n%s", o);
+    snprintf(cmd, sizeof(cmd),
+             "script -q -e -c \"%s search --json --url %s --collection jsonl_bin --k 2 "
+             "--query-file %s --row 7\" /dev/null 2>&1",
+             getenv("STRATA_CLI"), url, path_in(&e, "v.fvecs"));
+    ck_assert_msg(st_test_run(cmd, o, sizeof(o)) == 0, "%s", o);
+    ck_assert_msg(strstr(o, "\"hits\"") && !strstr(o, "rank"), "--json on a terminal:\n%s", o);
+    /* errors: the server's message, exit 1 */
+    ck_assert_int_eq(cli(o, sizeof(o), "search --url %s --collection nope --vector '%s'", url, vec),
+                     1);
+    ck_assert_msg(strstr(o, "HTTP 404") && strstr(o, "nope"), "%s", o);
+    ck_assert_int_eq(
+        cli(o, sizeof(o), "search --url %s --collection fvecs_json --vector '[1,2]'", url), 1);
+    ck_assert_msg(strstr(o, "HTTP 400") && strstr(o, "dim"), "%s", o);
+    ck_assert_int_eq(cli(o, sizeof(o),
+                         "search --url http://127.0.0.1:%u --collection c "
+                         "--vector [1] --timeout 5",
+                         st_free_port()),
+                     1);
+
+    /* ---- a sealed window: one newer record moves the watermark past the old window ---- */
+    char wm[256];
+    snprintf(wm, sizeof(wm), "{\"id\": \"wm\", \"ts\": %" PRId64 ", \"vector\": [0, 0, 0, 1]}\n",
+             st_clock_wall_ms(NULL) - 1000);
+    st_write_bytes(path_in(&e, "wm.jsonl"), wm, strlen(wm));
+    produce(&e, "jsonl_json", "json", path_in(&e, "wm.jsonl"), "", 1);
+    ck_assert_msg(ST_WAIT_UNTIL(window_sealed(&e, "jsonl_json"), 60000), "never sealed");
+    /* A crash keeps the WALs on disk for the checks below (acknowledged data is durable). */
+    st_daemon_kill(&e.d);
+
+    /* ---- inspect: the intact data dir, counts ---- */
+    int rc = cli(o, sizeof(o), "inspect %s", e.data);
+    ck_assert_msg(rc == 0 && strstr(o, "intact"), "exit %d\n%s", rc, o);
+    char needle[700];
+    snprintf(needle, sizeof(needle), "%s/ingest/fvecs_json/", e.data);
+    uint64_t n =
+        sum_field(o, "wal ", needle, " records=") + sum_field(o, "segment ", needle, " records=");
+    ck_assert_msg(n == ROWS, "fvecs_json holds %" PRIu64 " records, want %d:\n%s", n, ROWS, o);
+    snprintf(needle, sizeof(needle), "%s/ingest/rate/", e.data);
+    n = sum_field(o, "wal ", needle, " records=") + sum_field(o, "segment ", needle, " records=");
+    /* the WAL keeps every version: 100, then ids 0..19 twice more (the progress runs) */
+    ck_assert_msg(n == 140, "rate holds %" PRIu64 " records:\n%s", n, o);
+    snprintf(needle, sizeof(needle), "%s/ingest/jsonl_json/", e.data);
+    /* the segment of the sealed window (a run until compaction rewrites it) */
+    char wneedle[64];
+    snprintf(wneedle, sizeof(wneedle), "window=[%" PRId64 ",", e.w0);
+    char *seg = line_path(o, "segment ", wneedle);
+    ck_assert_msg(seg != NULL && strstr(seg, needle) == seg, "no sealed segment:\n%s", o);
+    snprintf(needle, sizeof(needle), "%s/ingest/fvecs_json/", e.data);
+    char *wal = line_path(o, "wal ", needle);
+    ck_assert_msg(wal != NULL, "no WAL of fvecs_json:\n%s", o);
+
+    /* ---- the indexer's half beside it ---- */
+    char *hnsw = build_indexer_half(&e, "jsonl_json", seg);
+    rc = cli(o, sizeof(o), "inspect %s", e.data);
+    ck_assert_msg(rc == 0 && strstr(o, "indexer catalog") && strstr(o, "state=indexed") &&
+                      strstr(o, hnsw) && strstr(o, "checksums=ok"),
+                  "exit %d\n%s", rc, o);
+
+    /* ---- one flipped byte: a sealed segment, a WAL, an HNSW index ---- */
+    struct {
+        const char *file;
+        long off;
+    } flips[] = {
+        {seg, 64 + 40},                 /* inside the vectors */
+        {wal, st_file_size(wal) / 4},   /* an early batch; later ones are intact */
+        {hnsw, st_file_size(hnsw) / 2}, /* the level-0 blocks */
+    };
+    for (size_t i = 0; i < 3; i++) {
+        st_flip_byte(flips[i].file, flips[i].off, 0x20);
+        rc = cli(o, sizeof(o), "inspect %s", e.data);
+        ck_assert_msg(rc == 1 && strstr(o, "CORRUPT") && strstr(o, flips[i].file),
+                      "%s flipped at %ld: exit %d\n%s", flips[i].file, flips[i].off, rc, o);
+        st_flip_byte(flips[i].file, flips[i].off, 0x20);
+    }
+    ck_assert_int_eq(cli(o, sizeof(o), "inspect %s", e.data), 0);
+    free(seg);
+    free(wal);
+    free(hnsw);
+    st_test_rmrf(e.dir);
+    free(e.dir);
+}
+END_TEST
+
+/* Kafka unreachable: the records are not silently dropped, the count is reported, exit 1. */
+START_TEST(test_produce_undeliverable)
+{
+    char *dir = st_test_tmpdir("cli-undeliv");
+    char f[600], o[8192];
+    snprintf(f, sizeof(f), "%s/v.fvecs", dir);
+    st_write_fvecs(f, 10, DIM);
+    int rc = cli(o, sizeof(o),
+                 "produce --brokers 127.0.0.1:%u --topic t -X message.timeout.ms=1500 --quiet %s",
+                 st_free_port(), f);
+    ck_assert_msg(rc == 1 && strstr(o, "not delivered") && strstr(o, "0 messages acknowledged"),
+                  "exit %d\n%s", rc, o);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("ingest");
+    tcase_set_timeout(tc, 400);
+    tcase_add_test(tc, test_cli_against_ingest);
+    tcase_add_test(tc, test_produce_undeliverable);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return st_test_run_suite(suite());
+}
