@@ -209,6 +209,7 @@ int cmd_search(int argc, char **argv)
     struct resp r = {0};
     CURL *h = NULL;
     struct curl_slist *hdrs = NULL;
+    bool curl_ready = false;
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
@@ -236,8 +237,11 @@ int cmd_search(int argc, char **argv)
         case O_EF:
         case O_NPROBE:
             if (!parse_i64(optarg, 1, c == O_K ? 1000 : 1000000, &v)) {
-                rc = cmd_usage_error("search", "%s must be a positive integer%s, not '%s'",
-                                     argv[optind - 2], c == O_K ? " <= 1000" : "", optarg);
+                rc = cmd_usage_error("search", "--%s must be a positive integer%s, not '%s'",
+                                     c == O_K    ? "k"
+                                     : c == O_EF ? "ef"
+                                                 : "nprobe",
+                                     c == O_K ? " <= 1000" : "", optarg);
                 goto out;
             }
             json_object_set_new(req, c == O_K ? "k" : c == O_EF ? "ef" : "nprobe", json_integer(v));
@@ -343,7 +347,12 @@ int cmd_search(int argc, char **argv)
         goto out;
     }
     rc = 1;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (h = curl_easy_init()) == NULL) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "strata search: cannot initialise libcurl\n");
+        goto out;
+    }
+    curl_ready = true;
+    if ((h = curl_easy_init()) == NULL) {
         fprintf(stderr, "strata search: cannot initialise libcurl\n");
         goto out;
     }
@@ -398,5 +407,7 @@ out:
     curl_slist_free_all(hdrs);
     if (h != NULL)
         curl_easy_cleanup(h);
+    if (curl_ready)
+        curl_global_cleanup();
     return rc;
 }

@@ -514,6 +514,13 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
             break;
         if (!have_batch) {
             uint32_t dim = x.dim ? x.dim : 1;
+            if ((uint64_t)bsz * dim * sizeof(float) > PRODUCE_BATCH_MAX) {
+                rc = st_err_set(err, ST_EINVAL,
+                                "a batch of %u records of dim %u is over %u MiB: use a smaller "
+                                "batch",
+                                bsz, dim, (unsigned)(PRODUCE_BATCH_MAX >> 20));
+                goto out;
+            }
             if (batch_init(&b, bsz, dim, x.u64) != ST_OK) {
                 rc = st_err_set(err, ST_ENOMEM, "no memory for a batch of %u records", bsz);
                 goto out;
@@ -528,7 +535,7 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
         if (rc != ST_OK)
             goto out;
         pace(&r, i, bsz);
-        if (b.n > 0 && (b.n == bsz || x.partition != b.partition)) {
+        if (b.n > 0 && x.partition != b.partition) {
             rc = send_batch(&r, &b, err);
             if (rc != ST_OK)
                 goto out;
@@ -542,6 +549,11 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
         if (b.ids.oom || b.metas.oom) {
             rc = st_err_set(err, ST_ENOMEM, "no memory for a batch");
             goto out;
+        }
+        if (b.n == bsz) { /* full: out now, not when the next record comes */
+            rc = send_batch(&r, &b, err);
+            if (rc != ST_OK)
+                goto out;
         }
         progress(&r, false);
     }

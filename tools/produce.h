@@ -96,6 +96,9 @@ struct produce_stats {
     double seconds;     /* since produce_run started */
 };
 
+/* Largest batch of vectors produce_run holds (batch * dim * 4 bytes). */
+#define PRODUCE_BATCH_MAX (256u << 20)
+
 /* Called on the producing thread about every progress_ms and once at the end (final true). */
 typedef void (*produce_progress_fn)(void *ud, const struct produce_stats *s, uint64_t total,
                                     bool final);
@@ -119,7 +122,7 @@ struct produce_opts {
 };
 
 /*
- * Sends every record of next(ctx) to opts->topic. A batch closes at `batch` records, when the
+ * Sends every record of next(ctx) to opts->topic. A batch is sent at `batch` records, when the
  * next record names another partition, or when its id is already in the batch (ingest refuses
  * a batch holding one id twice). The message key is the batch's first id, so batches of 1
  * are keyed exactly by id. Message header content-type says the format.

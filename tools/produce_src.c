@@ -258,11 +258,13 @@ static int open_npy(struct produce_src *s, struct st_err *err)
         goto out;
     }
     if (strncmp(descr, "'<f4'", 5) != 0 && strncmp(descr, "'=f4'", 5) != 0) {
-        size_t n = strcspn(descr + 1, "'\"");
+        /* the value may be cut short by the header's end: never step past its NUL */
+        const char *v = *descr == '\'' || *descr == '"' ? descr + 1 : descr;
+        size_t n = strcspn(v, "'\",}");
         rc = st_err_set(err, ST_EUNSUPP,
                         "%s: dtype '%.*s' is not little-endian float32 ('<f4'): convert it with "
                         "a.astype('<f4')",
-                        s->name, (int)(n < 16 ? n : 16), descr + 1);
+                        s->name, (int)(n < 16 ? n : 16), v);
         goto out;
     }
     if (strncmp(fortran, "False", 5) != 0) {
