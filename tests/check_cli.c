@@ -305,6 +305,17 @@ START_TEST(test_cli_against_ingest)
         check_collection(&e, in[i].coll_bin, idf, ROWS, in[i].dim, in[i].bytes, ts0);
     }
 
+    /* ---- no --collection: the topic's only collection takes it (JSON and binary) ---- */
+    for (int b = 0; b < 2; b++) {
+        const char *coll = b ? "npy_bin" : "npy_json";
+        char o3[8192];
+        ck_assert_int_eq(cli(o3, sizeof(o3), "produce --brokers %s --topic %s --format %s %s",
+                             e.brokers, topic_of(&e, coll), b ? "binary" : "json",
+                             path_in(&e, "v.jsonl")),
+                         0);
+        check_collection(&e, coll, "rec-", ROWS, DIM, false, e.w0);
+    }
+
     /* ---- --rate: N records at R/s in bursts of one batch take at least (N - batch) / R ---- */
     st_write_fvecs(path_in(&e, "r.fvecs"), 100, DIM);
     int64_t t0 = st_test_now_ms();

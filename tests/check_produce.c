@@ -246,6 +246,14 @@ START_TEST(test_bad_inputs)
                          tpath("d.fvecs")),
                      2);
     ck_assert_msg(strstr(o, "no row 9 (2 rows)"), "%s", o);
+    /* a librdkafka property it does not know */
+    ck_assert_int_eq(
+        cli(o, sizeof(o), "produce --brokers b --topic t -X no.such.prop=1 %s", tpath("d.fvecs")),
+        2);
+    ck_assert_msg(strstr(o, "kafka property 'no.such.prop'"), "%s", o);
+    ck_assert_int_eq(
+        cli(o, sizeof(o), "produce --brokers b --topic t -X novalue %s", tpath("d.fvecs")), 2);
+    ck_assert_msg(strstr(o, "'novalue': not key=value"), "%s", o);
 }
 END_TEST
 

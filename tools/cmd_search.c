@@ -82,6 +82,11 @@ static int vector_from_file(const char *path, int64_t row, json_t **out)
     struct produce_src *src = NULL;
     struct st_err err = {0};
     int rc = produce_src_open(path, PRODUCE_IN_AUTO, false, &src, &err);
+    if (rc == ST_EINVAL) { /* JSON Lines with integer ids: only the vector matters here */
+        struct st_err e2 = {0};
+        if (produce_src_open(path, PRODUCE_IN_AUTO, true, &src, &e2) == ST_OK)
+            rc = ST_OK;
+    }
     if (rc != ST_OK) {
         fprintf(stderr, "strata search: %s\n", err.msg);
         return rc == ST_EIO || rc == ST_ENOMEM ? 1 : 2;
