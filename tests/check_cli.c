@@ -18,6 +18,7 @@
 
 #include "idx_catalog.h"
 #include "idx_hnsw.h"
+#include "produce.h"
 #include "st_clock.h"
 #include "st_daemon_test.h"
 #include "st_kafka_test.h"
@@ -31,8 +32,9 @@
 #define IDXDIM 6 /* 2 x 3 images */
 
 /* One collection per (input format, wire format), each fed from its own topic. */
-static const char *const colls[] = {"fvecs_json", "fvecs_bin",  "npy_json",  "npy_bin", "idx_json",
-                                    "idx_bin",    "jsonl_json", "jsonl_bin", "rate"};
+static const char *const colls[] = {"fvecs_json", "fvecs_bin", "npy_json",   "npy_bin",
+                                    "idx_json",   "idx_bin",   "jsonl_json", "jsonl_bin",
+                                    "rate",       "lib_json",  "lib_bin"};
 #define NCOLL (sizeof(colls) / sizeof(colls[0]))
 
 struct env {
@@ -271,6 +273,117 @@ static char *build_indexer_half(const struct env *e, const char *coll, const cha
     return ix;
 }
 
+/* ---- produce_run as a library (what `strata demo` calls) ---- */
+
+struct gen {
+    int n, cancel_at, fail_at;
+    char id[32], meta[64];
+    float v[DIM];
+    atomic_bool *cancel;
+};
+
+/* Records lib-0.. (vector [i, i, i, i], meta {"i": i}) on partition 0; then "dup" twice. */
+static int gen_next(void *ctx, struct produce_rec *out)
+{
+    struct gen *g = ctx;
+    int i = g->n++;
+    if (i == g->fail_at)
+        return ST_EIO;
+    if (g->cancel != NULL && i == g->cancel_at)
+        atomic_store(g->cancel, true);
+    if (i > 31)
+        return 0;
+    if (i >= 30)
+        snprintf(g->id, sizeof(g->id), "dup");
+    else
+        snprintf(g->id, sizeof(g->id), "lib-%d", i);
+    snprintf(g->meta, sizeof(g->meta), "{\"i\":%d}", i);
+    for (int c = 0; c < DIM; c++)
+        g->v[c] = (float)i;
+    *out = (struct produce_rec){
+        .id = g->id, .vec = g->v, .dim = DIM, .meta_json = g->meta, .partition = 0};
+    return 1;
+}
+
+struct prog {
+    int calls, finals;
+    uint64_t last_records, total;
+};
+
+static void on_progress(void *ud, const struct produce_stats *s, uint64_t total, bool final)
+{
+    struct prog *p = ud;
+    p->calls++;
+    p->finals += final;
+    p->last_records = s->records;
+    p->total = total;
+}
+
+static void check_produce_lib(const struct env *e)
+{
+    for (int fmt = 0; fmt < 2; fmt++) {
+        const char *coll = fmt ? "lib_bin" : "lib_json";
+        struct gen g = {.fail_at = -1};
+        struct prog p = {0};
+        struct produce_opts o = {.brokers = e->brokers,
+                                 .topic = topic_of(e, coll),
+                                 .collection = coll,
+                                 .format = fmt ? PRODUCE_BINARY : PRODUCE_JSON,
+                                 .batch = 7,
+                                 .total = 32,
+                                 .progress = on_progress,
+                                 .progress_ud = &p,
+                                 .progress_ms = 1};
+        struct produce_stats st;
+        struct st_err err = {0};
+        ck_assert_msg(produce_run(&o, gen_next, &g, &st, &err) == ST_OK, "%s", err.msg);
+        /* 30 in batches of 7 (5 messages: 7 7 7 7 2+dup), and the second "dup" in its own
+         * message: one id twice in a batch would be rejected whole by ingest */
+        ck_assert_uint_eq(st.records, 32);
+        ck_assert_uint_eq(st.messages, 6);
+        ck_assert_uint_eq(st.delivered, 6);
+        ck_assert(st.bytes > 0 && st.seconds > 0);
+        ck_assert_int_eq(p.finals, 1);
+        ck_assert_uint_eq(p.last_records, 32);
+        ck_assert_uint_eq(p.total, 32);
+        for (int i = 0; i < 32; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), i >= 30 ? "dup" : "lib-%d", i);
+            json_t *j = NULL;
+            ck_assert_msg(
+                ST_WAIT_UNTIL((j = get_record(e, coll, id)) != NULL &&
+                                  json_number_value(json_array_get(json_object_get(j, "vector"),
+                                                                   0)) == (i >= 30 ? 31 : i),
+                              60000),
+                "%s: %s not served as produced", coll, id);
+            ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "meta"), "i")),
+                             i >= 30 ? 31 : i);
+            json_decref(j);
+        }
+    }
+    /* cancel: stops after the record that set it, still delivers what was sent */
+    atomic_bool cancel = false;
+    struct gen g = {.fail_at = -1, .cancel_at = 9, .cancel = &cancel};
+    struct produce_opts o = {.brokers = e->brokers,
+                             .topic = topic_of(e, "lib_json"),
+                             .collection = "lib_json",
+                             .batch = 4,
+                             .cancel = &cancel};
+    struct produce_stats st;
+    struct st_err err = {0};
+    ck_assert_msg(produce_run(&o, gen_next, &g, &st, &err) == ST_OK, "%s", err.msg);
+    ck_assert_uint_eq(st.records, 10);
+    ck_assert_uint_eq(st.delivered, st.messages);
+    /* a failing source: its error, what was sent before it delivered */
+    g = (struct gen){.fail_at = 5};
+    atomic_store(&cancel, false);
+    err = (struct st_err){0};
+    ck_assert_int_eq(produce_run(&o, gen_next, &g, &st, &err), ST_EIO);
+    ck_assert_msg(strstr(err.msg, "record 5"), "%s", err.msg);
+    ck_assert_uint_eq(st.records, 4);
+    ck_assert_uint_eq(st.delivered, 1);
+}
+
 START_TEST(test_cli_against_ingest)
 {
     struct env e;
@@ -386,6 +499,8 @@ START_TEST(test_cli_against_ingest)
                          "--vector [1] --timeout 5",
                          st_free_port()),
                      1);
+
+    check_produce_lib(&e);
 
     /* ---- a sealed window: one newer record moves the watermark past the old window ---- */
     char wm[256];
