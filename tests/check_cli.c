@@ -529,6 +529,11 @@ START_TEST(test_cli_against_ingest)
     char wneedle[64];
     snprintf(wneedle, sizeof(wneedle), "window=[%" PRId64 ",", e.w0);
     char *seg = line_path(o, "segment ", wneedle);
+    char wstate[96];
+    snprintf(wstate, sizeof(wstate), "  window [%" PRId64 ",%" PRId64 ") state=sealed", e.w0,
+             e.w0 + 60000);
+    ck_assert_msg(strstr(o, wstate) != NULL, "no '%s':\n%s", wstate, o);
+    ck_assert_msg(strstr(o, ") state=open") != NULL, "no open window:\n%s", o);
     ck_assert_msg(seg != NULL && strstr(seg, needle) == seg, "no sealed segment:\n%s", o);
     snprintf(needle, sizeof(needle), "%s/ingest/fvecs_json/", e.data);
     char *wal = line_path(o, "wal ", needle);

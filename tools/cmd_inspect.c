@@ -17,6 +17,7 @@
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
 #include "store.h"
+#include "twcs.h"
 
 struct ictx {
     int problems;
@@ -271,11 +272,59 @@ static void inspect_indexer_root(struct ictx *c, const char *dir)
     closedir(d);
 }
 
-/* The ingest half (or any store path): store_inspect. missing_ok: a data dir without one. */
+/* The window table twcs keeps in a store's manifest, through a read-only open. */
+static void print_windows(const char *dir, uint32_t dim)
+{
+    struct store_opts o = {.dir = dir, .dim = dim, .read_only = true, .no_background = true};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    struct store_window *w = NULL;
+    size_t n = 0;
+    if (store_open(&o, &s, &err) != ST_OK || store_windows(s, &w, &n) != ST_OK) {
+        printf("  windows: not listed (%s)\n", err.msg[0] ? err.msg : "cannot open read-only");
+        if (s != NULL)
+            st_best_effort(store_close(s));
+        return;
+    }
+    printf("  windows: %zu\n", n);
+    for (size_t i = 0; i < n; i++) {
+        const char *st = w[i].state == TWCS_OPEN     ? "open"
+                         : w[i].state == TWCS_SEALED ? "sealed"
+                                                     : "other";
+        printf("  window [%" PRId64 ",%" PRId64 ") state=%s version=%" PRIu32 "\n", w[i].start,
+               w[i].end, st, w[i].version);
+    }
+    free(w);
+    st_best_effort(store_close(s));
+}
+
+/* The ingest half (or any store path): store_inspect, then each intact store's windows.
+ * missing_ok: a data dir without one. */
 static void inspect_store_path(struct ictx *c, const char *path, bool missing_ok)
 {
     struct st_err err = {0};
-    int rc = store_inspect(path, stdout, &err);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (mem == NULL) {
+        c->failures++;
+        return;
+    }
+    int rc = store_inspect(path, mem, &err);
+    fclose(mem);
+    for (char *line = text, *next; line != NULL && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
+        printf("%s\n", line);
+        /* "store DIR: MANIFEST-000002 dim=4 ..." */
+        char *sep = strstr(line, ": MANIFEST-"), *d = strstr(line, " dim=");
+        if (strncmp(line, "store ", 6) == 0 && sep != NULL && d != NULL && rc == ST_OK) {
+            *sep = '\0';
+            print_windows(line + 6, (uint32_t)strtoul(d + 5, NULL, 10));
+        }
+    }
+    free(text);
     if (rc == ST_ECORRUPT)
         c->problems++; /* already listed line by line */
     else if (rc == ST_ENOTFOUND && missing_ok)
