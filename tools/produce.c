@@ -94,6 +94,28 @@ static void buf_json_str(struct buf *b, const char *s, size_t len)
     buf_add(b, "\"", 1);
 }
 
+/* A float as JSON that parses back to the same float32: 9 significant digits, with a fast
+ * path for small integers (pixels, counts), which are common and cost a printf each. */
+static void buf_float(struct buf *b, float v, bool comma)
+{
+    char tmp[24], *p = tmp + sizeof(tmp);
+    if (v == (float)(int32_t)v && fabsf(v) < 1e7f && !(v == 0.0f && signbit(v))) {
+        int32_t n = (int32_t)v;
+        uint32_t u = n < 0 ? (uint32_t)(-(int64_t)n) : (uint32_t)n;
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u != 0);
+        if (n < 0)
+            *--p = '-';
+        if (comma)
+            *--p = ',';
+        buf_add(b, p, (size_t)(tmp + sizeof(tmp) - p));
+        return;
+    }
+    buf_printf(b, comma ? ",%.9g" : "%.9g", (double)v);
+}
+
 /* ---- the open batch ---- */
 
 struct batch {
@@ -244,7 +266,7 @@ static int batch_json(const struct batch *b, const char *coll, struct buf *o)
             buf_add(o, ",\"vector\":[", 11);
             const float *v = b->vecs + (size_t)i * b->dim;
             for (uint32_t d = 0; d < b->dim; d++)
-                buf_printf(o, d ? ",%.9g" : "%.9g", (double)v[d]);
+                buf_float(o, v[d], d > 0);
             buf_add(o, "]", 1);
         }
         if (b->meta_off[i] != SIZE_MAX) {
