@@ -487,6 +487,18 @@ START_TEST(test_cli_against_ingest)
              getenv("STRATA_CLI"), url, path_in(&e, "v.fvecs"));
     ck_assert_msg(st_test_run(cmd, o, sizeof(o)) == 0, "%s", o);
     ck_assert_msg(strstr(o, "\"hits\"") && !strstr(o, "rank"), "--json on a terminal:\n%s", o);
+    /* time pruning: the JSON Lines records are all in the window starting at w0 */
+    for (int before = 0; before < 2; before++) {
+        ck_assert_int_eq(
+            cli(o, sizeof(o),
+                "search --url %s --collection jsonl_json --k 5 --vector '%s' %s %" PRId64, url, vec,
+                before ? "--to-ts" : "--from-ts", before ? e.w0 - 1 : e.w0),
+            0);
+        j = json_loads(o, 0, &je);
+        ck_assert_msg(j != NULL, "%s", o);
+        ck_assert_uint_eq(json_array_size(json_object_get(j, "hits")), before ? 0 : 5);
+        json_decref(j);
+    }
     /* errors: the server's message, exit 1 */
     ck_assert_int_eq(cli(o, sizeof(o), "search --url %s --collection nope --vector '%s'", url, vec),
                      1);
