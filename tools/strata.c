@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "demo.h"
 #include "store.h"
 #include "st_version.h"
 
@@ -15,6 +16,7 @@ static void usage(FILE *f)
             "usage: strata <command> [options]\n"
             "\n"
             "commands:\n"
+            "  demo                the embedded default: Kafka, ingest, indexer in one process\n"
             "  check-config FILE   validate a strata YAML configuration (exit 0 ok, 2 bad)\n"
             "  inspect PATH        verify a data dir, store, WAL, segment or manifest read-only;\n"
             "                      print a summary (exit 0 intact, 1 corruption found)\n"
@@ -39,6 +41,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (strcmp(cmd, "demo") == 0)
+        return demo_main(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0) {
         if (argc != 3) {
             fprintf(stderr, "usage: strata check-config FILE\n");
