@@ -72,7 +72,10 @@ static void strs_free(struct strs *s)
 static char *slurp(const char *rel)
 {
     char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", STRATA_DOCS_SOURCE_DIR, rel);
+    if (rel[0] == '/')
+        snprintf(path, sizeof(path), "%s", rel);
+    else
+        snprintf(path, sizeof(path), "%s/%s", STRATA_DOCS_SOURCE_DIR, rel);
     FILE *f = fopen(path, "rb");
     ck_assert_msg(f != NULL, "cannot open %s", path);
     fseek(f, 0, SEEK_END);
@@ -274,8 +277,30 @@ static const struct block *block_under(const struct block *b, size_t n, const ch
     for (size_t i = 0; i < n; i++)
         if (strstr(b[i].heading, heading) != NULL)
             return &b[i];
-    ck_abort_msg("docs/config.md: no ```yaml block under a heading containing '%s'", heading);
+    ck_abort_msg("no ```yaml block under a heading containing '%s'", heading);
     return NULL;
+}
+
+/* Writes text to a temporary file and loads it with cfg_load, as the daemons read a file. */
+static struct cfg *load_as_file(const char *text)
+{
+    char *dir = st_test_tmpdir("docs");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/strata.yaml", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs(text, f), 0);
+    ck_assert_int_eq(fclose(f), 0);
+    struct cfg_errors errs = {0};
+    struct cfg *c = NULL;
+    int rc = cfg_load(path, &c, &errs);
+    if (rc != ST_OK)
+        cfg_errors_print(&errs, stderr);
+    ck_assert_int_eq(rc, ST_OK);
+    cfg_errors_clear(&errs);
+    st_test_rmrf(dir);
+    free(dir);
+    return c;
 }
 
 START_TEST(test_spec_example)
@@ -289,32 +314,39 @@ START_TEST(test_spec_example)
                   "docs/config.md's SPEC.md §6 example (line %d) differs from "
                   "tests/config/spec_sample.yaml",
                   ex->line);
-    /* cfg_load proper, from a file, as the daemons read it */
-    char *dir = st_test_tmpdir("docs");
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/spec.yaml", dir);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fputs(ex->text, f) >= 0, 1);
-    ck_assert_int_eq(fclose(f), 0);
-    struct cfg_errors errs = {0};
-    struct cfg *c = NULL;
-    int rc = cfg_load(path, &c, &errs);
-    if (rc != ST_OK)
-        cfg_errors_print(&errs, stderr);
-    ck_assert_int_eq(rc, ST_OK);
+    struct cfg *c = load_as_file(ex->text);
     ck_assert_str_eq(c->node_id, "ingest-1");
     ck_assert_uint_eq(c->n_collections, 1);
     ck_assert_uint_eq(c->collections[0].dim, 384);
     ck_assert_int_eq(c->collections[0].index.type, CFG_INDEX_HNSW);
     cfg_free(c);
-    st_test_rmrf(dir);
-    free(dir);
     free(sample);
     blocks_free(b, n);
     free(md);
 }
 END_TEST
+
+#ifdef STRATA_SPEC_MD
+/* SPEC.md itself: its §6 example is the one docs/config.md and spec_sample.yaml carry. */
+START_TEST(test_spec_md_example)
+{
+    char *md = slurp(STRATA_SPEC_MD);
+    struct block *b = NULL;
+    size_t n = yaml_blocks(md, &b);
+    const struct block *ex = block_under(b, n, "6. Configuration");
+    char *sample = slurp("tests/config/spec_sample.yaml");
+    ck_assert_msg(strcmp(ex->text, sample) == 0,
+                  "%s §6 example (line %d) differs from tests/config/spec_sample.yaml",
+                  STRATA_SPEC_MD, ex->line);
+    struct cfg *c = load_as_file(ex->text);
+    ck_assert_str_eq(c->collections[0].name, "docs");
+    cfg_free(c);
+    free(sample);
+    blocks_free(b, n);
+    free(md);
+}
+END_TEST
+#endif
 
 /* Every key path of a YAML document, in cfg_keys() notation (a list of mappings adds "[]"). */
 static void yaml_paths(yaml_document_t *doc, yaml_node_t *n, const char *prefix, struct strs *out)
@@ -598,6 +630,9 @@ int main(void)
     tcase_add_test(tc, test_config_keys_table);
     tcase_add_test(tc, test_yaml_blocks_load);
     tcase_add_test(tc, test_spec_example);
+#ifdef STRATA_SPEC_MD
+    tcase_add_test(tc, test_spec_md_example);
+#endif
     tcase_add_test(tc, test_every_key_example);
     suite_add_tcase(su, tc);
     tc = tcase_create("metrics");
