@@ -10,9 +10,11 @@
  *     export (names read from the C sources of common/, ingest/ and indexer/ at test time; a
  *     _bucket/_sum/_count series only for a histogram); the same for every `strata_*` metric
  *     named in docs/operations.md and README.md; every SPEC.md §8 metric is exported and has a
- *     panel.
+ *     panel;
+ *   - every `strata …` command the docs tell the operator to run is a SPEC.md §2 subcommand.
  *
- * STRATA_DOCS_SOURCE_DIR (a compile definition) is the source tree the documents are read from.
+ * STRATA_DOCS_SOURCE_DIR (a compile definition) is the source tree the documents are read from;
+ * STRATA_SPEC_MD, when CMake found SPEC.md beside the tree, adds the check of its §6 example.
  */
 #include <check.h>
 #include <ctype.h>
@@ -623,6 +625,65 @@ START_TEST(test_doc_metric_names)
 }
 END_TEST
 
+/* ---- commands ------------------------------------------------------------------------------ */
+
+/* SPEC.md §2: the CLI's subcommands. */
+static const char *const cli_commands[] = {"produce", "search", "inspect", "check-config", "demo"};
+
+/* Whether `strata <word>` at p names a SPEC.md §2 subcommand or a flag; the word in word. */
+static bool cli_word_ok(const char *p, char *word, size_t cap)
+{
+    size_t n = 0;
+    while ((isalnum((unsigned char)p[n]) || p[n] == '-') && n + 1 < cap)
+        n++;
+    snprintf(word, cap, "%.*s", (int)n, p);
+    if (word[0] == '-')
+        return true; /* strata --help, --version */
+    for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
+        if (strcmp(word, cli_commands[i]) == 0)
+            return true;
+    return false;
+}
+
+START_TEST(test_doc_commands)
+{
+    /* Every `strata …` the operator is told to run — a line of a ```sh block or an inline code
+     * span — names a subcommand SPEC.md §2 defines. */
+    static const char *const files[] = {"README.md", "docs/operations.md", "docs/config.md"};
+    size_t seen = 0;
+    for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+        char *md = slurp(files[f]);
+        bool in_sh = false;
+        for (const char *p = md; *p;) {
+            const char *eol = strchr(p, '\n');
+            size_t len = eol ? (size_t)(eol - p) : strlen(p);
+            if (strncmp(p, "```", 3) == 0)
+                in_sh = !in_sh && strncmp(p, "```sh", 5) == 0;
+            else {
+                for (const char *q = p; q < p + len; q++) {
+                    bool at_cmd = strncmp(q, "strata ", 7) == 0 &&
+                                  ((in_sh && (q == p || q[-1] == ' ' || q[-1] == '(')) ||
+                                   (q > md && q[-1] == '`'));
+                    if (!at_cmd || (q > p && (isalnum((unsigned char)q[-1]) || q[-1] == '-')))
+                        continue;
+                    char word[64];
+                    ck_assert_msg(cli_word_ok(q + 7, word, sizeof(word)),
+                                  "%s:%d: `strata %s` is not a subcommand of SPEC.md §2", files[f],
+                                  line_of(md, q), word);
+                    seen++;
+                }
+            }
+            p = eol ? eol + 1 : p + len;
+        }
+        free(md);
+    }
+    ck_assert_uint_ge(seen, 5);
+    char word[64];
+    ck_assert(!cli_word_ok("frobnicate x", word, sizeof(word)));
+    ck_assert_str_eq(word, "frobnicate");
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("docs");
@@ -639,6 +700,9 @@ int main(void)
     tcase_add_test(tc, test_exported_metrics_cover_spec);
     tcase_add_test(tc, test_grafana_dashboard);
     tcase_add_test(tc, test_doc_metric_names);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("commands");
+    tcase_add_test(tc, test_doc_commands);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
