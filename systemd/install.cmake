@@ -57,7 +57,12 @@ foreach(v SYSTEMD_UNITDIR SYSUSERSDIR TMPFILESDIR)
 endforeach()
 
 # The checked-in units name /usr/bin, /etc/strata and /usr/share/doc/strata; rewrite them.
-file(MAKE_DIRECTORY "${STRATA_SYSTEMD_WORK}")
+# A scratch directory of this destination's own: installs to two destinations may run at once
+# (ctest -j runs the install and package tests side by side).
+string(MD5 dest "$ENV{DESTDIR}|${CMAKE_INSTALL_PREFIX}")
+set(work "${STRATA_SYSTEMD_WORK}/${dest}")
+file(REMOVE_RECURSE "${work}")
+file(MAKE_DIRECTORY "${work}")
 set(units strata-ingest.service strata-indexer.service strata-ingest@.service
           strata-indexer@.service)
 set(staged)
@@ -66,10 +71,11 @@ foreach(u ${units})
   string(REPLACE "/usr/bin/" "${bindir}/" text "${text}")
   string(REPLACE "/etc/strata/" "${confdir}/strata/" text "${text}")
   string(REPLACE "/usr/share/doc/strata/" "${docdir}/" text "${text}")
-  file(WRITE "${STRATA_SYSTEMD_WORK}/${u}" "${text}")
-  list(APPEND staged "${STRATA_SYSTEMD_WORK}/${u}")
+  file(WRITE "${work}/${u}" "${text}")
+  list(APPEND staged "${work}/${u}")
 endforeach()
 file(INSTALL DESTINATION "${unitdir}" TYPE FILE FILES ${staged})
+file(REMOVE_RECURSE "${work}")
 file(INSTALL DESTINATION "${sysusersdir}" TYPE FILE RENAME strata.conf
      FILES "${STRATA_SYSTEMD_SRC}/strata.sysusers")
 file(INSTALL DESTINATION "${tmpfilesdir}" TYPE FILE RENAME strata.conf
