@@ -58,4 +58,14 @@ $(grep '✗' <<<"$out")"
   fi
   echo "   $u: $level $rating"
 done
+# One sandbox for all four: the block from "# --- sandbox" to the end of [Service] is the
+# same text in each (ops_sandbox_trace checks the daemons against the plain units' copy).
+sandbox() { sed -n '/^# --- sandbox/,/^\[Install\]/p' "$1"; }
+ref=$(sandbox "$src/systemd/strata-ingest.service")
+[[ -n "$ref" ]] || fail "strata-ingest.service has no '# --- sandbox' block"
+for u in strata-indexer.service strata-ingest@.service strata-indexer@.service; do
+  [[ "$(sandbox "$src/systemd/$u")" == "$ref" ]] \
+    || fail "$u's sandbox block differs from strata-ingest.service's:
+$(diff <(echo "$ref") <(sandbox "$src/systemd/$u"))"
+done
 echo "ops_unit_security: ok"
