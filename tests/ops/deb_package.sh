@@ -12,7 +12,10 @@
 #    and maintainer scripts that parse (sh -n), create the user and never enable or start a
 #    service;
 #  - dpkg-deb -x: the extracted programs run (--version prints VERSION) and the extracted
-#    example config passes `strata check-config` and each daemon's --check-config.
+#    example config passes `strata check-config` and each daemon's --check-config;
+#  - dpkg -i into a throwaway root (dpkg --root, maintainer scripts honouring DPKG_ROOT):
+#    installed, conffile registered, user strata and /var/lib/strata made by postinst; an
+#    edited conffile survives a reinstall; -r keeps config and data, -P keeps the data.
 set -euo pipefail
 build=$(cd "$1" && pwd)
 version=$2
@@ -92,4 +95,52 @@ set +e
 rc=$?
 set -e
 [[ $rc -eq 2 ]] || fail "strata check-config on a broken config exited $rc, want 2: $(cat "$work/bad.log")"
+echo "   extracted: --version and check-config ok"
+
+# dpkg itself, into a throwaway root: --root keeps dpkg's database and the files there, and
+# --force-script-chrootless runs the maintainer scripts here with DPKG_ROOT set, which they
+# honour (sysusers/tmpfiles --root, no systemctl). Dependencies are not in that root
+# (--force-depends). Refuse to run scripts that would not honour it: they would act on this
+# machine.
+for s in postinst prerm postrm; do
+  grep -q 'DPKG_ROOT' "$work/control/$s" || fail "$s ignores DPKG_ROOT: not running it"
+done
+droot=$work/droot
+mkdir -p "$droot/var/lib/dpkg/info" "$droot/var/lib/dpkg/updates" "$droot/var/lib/dpkg/triggers"
+touch "$droot/var/lib/dpkg/status" "$droot/var/lib/dpkg/available"
+dpkg_root() {
+  dpkg --root="$droot" --force-script-chrootless --force-depends --force-confold \
+    --log="$work/dpkg.log" "$@" >>"$work/dpkg.out" 2>&1 || fail "dpkg $*: $(cat "$work/dpkg.out")"
+}
+status() { dpkg-query --root="$droot" -W -f='${Status}' strata 2>/dev/null || true; }
+dpkg_root -i "$deb"
+[[ "$(status)" == "install ok installed" ]] || fail "after dpkg -i: status '$(status)'"
+for f in usr/bin/strata-ingest lib/systemd/system/strata-indexer@.service etc/strata/strata.yaml; do
+  [[ -f "$droot/$f" ]] || fail "dpkg -i did not install /$f"
+done
+dpkg-query --root="$droot" -W -f='${Conffiles}' strata | grep -q '/etc/strata/strata.yaml' \
+  || fail "dpkg did not register /etc/strata/strata.yaml as a conffile"
+pw=$(grep '^strata:' "$droot/etc/passwd") || fail "postinst created no user strata"
+IFS=: read -r _ _ uid gid _ _ _ <<<"$pw"
+st=$(stat -c '%u:%g %a' "$droot/var/lib/strata") || fail "postinst created no /var/lib/strata"
+[[ "$st" == "$uid:$gid 750" ]] || fail "/var/lib/strata is $st after postinst, want $uid:$gid 750"
+echo "   dpkg -i: installed, user strata ($uid), /var/lib/strata $st"
+
+# The operator's edit survives reinstalling; removal keeps config and data; purge drops the
+# conffile but never the data.
+echo "# operator edit" >>"$droot/etc/strata/strata.yaml"
+echo "window data" >"$droot/var/lib/strata/keep"
+dpkg_root -i "$deb"
+grep -q '^# operator edit' "$droot/etc/strata/strata.yaml" || fail "reinstall replaced an edited conffile"
+dpkg_root -r strata
+[[ "$(status)" == "deinstall ok config-files" ]] || fail "after dpkg -r: status '$(status)'"
+[[ ! -e "$droot/usr/bin/strata-ingest" && ! -e "$droot/lib/systemd/system/strata-ingest.service" ]] \
+  || fail "dpkg -r left the programs or units"
+[[ -f "$droot/etc/strata/strata.yaml" && -f "$droot/var/lib/strata/keep" ]] \
+  || fail "dpkg -r removed the config or the data"
+dpkg_root -P strata
+[[ -z "$(status)" || "$(status)" == "unknown ok not-installed" ]] || fail "after dpkg -P: status '$(status)'"
+[[ ! -e "$droot/etc/strata/strata.yaml" ]] || fail "dpkg -P left the conffile"
+[[ -f "$droot/var/lib/strata/keep" ]] || fail "dpkg -P removed /var/lib/strata's data"
+echo "   conffile kept on reinstall; remove keeps config and data; purge keeps data"
 echo "ops_deb_package: ok"
