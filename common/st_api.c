@@ -520,6 +520,34 @@ void st_api_status_metrics(json_t *coll, const char *name, const char *metrics)
                             : json_null());
 }
 
+void st_api_hist_merge(json_t *obj, const char *key, json_t *h)
+{
+    json_t *cur = json_object_get(obj, key);
+    if (!json_is_object(h)) {
+        json_decref(h);
+        return;
+    }
+    if (!json_is_object(cur)) {
+        json_object_set_new(obj, key, h);
+        return;
+    }
+    json_int_t ca = json_integer_value(json_object_get(cur, "count"));
+    json_int_t cb = json_integer_value(json_object_get(h, "count"));
+    double ma = json_real_value(json_object_get(cur, "mean_s"));
+    double mb = json_real_value(json_object_get(h, "mean_s"));
+    json_object_set_new(cur, "count", json_integer(ca + cb));
+    json_object_set_new(
+        cur, "mean_s",
+        json_real(ca + cb > 0 ? (ma * (double)ca + mb * (double)cb) / (double)(ca + cb) : 0));
+    static const char *const qn[2] = {"p50_s", "p99_s"};
+    for (int i = 0; i < 2; i++) {
+        json_t *qa = json_object_get(cur, qn[i]), *qb = json_object_get(h, qn[i]);
+        if (json_is_null(qb) || (json_is_real(qa) && json_real_value(qb) > json_real_value(qa)))
+            json_object_set(cur, qn[i], qb);
+    }
+    json_decref(h);
+}
+
 json_t *st_api_status_doc(const char *role, const char *node, int64_t now_ms, json_t *colls)
 {
     return json_pack("{s:s,s:s,s:I,s:o}", "role", role, "node", node, "now_ms", (json_int_t)now_ms,

@@ -120,6 +120,10 @@ json_t *st_api_status_window(int64_t start, int64_t end, const char *state, uint
  * "backlog" (strata_index_backlog; null where the daemon builds no indexes).
  */
 void st_api_status_metrics(json_t *coll, const char *name, const char *metrics);
+/* Merges histogram summary h (st_api_prom_hist_json; stolen, null ignored) into obj[key]
+ * (null or absent: set to h): counts add up, means are weighted, quantiles take the larger
+ * (null, above the last bound, is the largest) — several nodes' view of one stage. */
+void st_api_hist_merge(json_t *obj, const char *key, json_t *h);
 /* The /v1/status document {"role", "node", "now_ms", "collections"} (steals colls). */
 json_t *st_api_status_doc(const char *role, const char *node, int64_t now_ms, json_t *colls);
 

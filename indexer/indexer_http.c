@@ -487,6 +487,59 @@ static json_t *sample_id(struct idx_coll *c)
 
 static void metrics_text(struct indexer_http *h, struct st_text *t);
 
+#define STATUS_NODES_MAX 64
+
+/* Event time -> sealed happens on the ingest nodes: their /metrics (an open path) per
+ * collection, merged over the nodes (st_api_hist_merge), where this indexer has none. */
+static void sealed_freshness(struct indexer_http *h, json_t *colls)
+{
+    char(*urls)[1024] = calloc(STATUS_NODES_MAX, sizeof(*urls));
+    struct idx_call *calls = calloc(STATUS_NODES_MAX, sizeof(*calls));
+    size_t n = 0;
+    for (size_t i = 0; urls != NULL && calls != NULL && i < idx_service_ncoll(h->svc); i++) {
+        struct idx_node *nodes = NULL;
+        size_t nn = 0;
+        const char *name = idx_coll_cfg(idx_service_coll_at(h->svc, i))->name;
+        if (idx_nodes_live(idx_service_nodes(h->svc), name, &nodes, &nn) != ST_OK)
+            continue;
+        for (size_t j = 0; j < nn && n < STATUS_NODES_MAX; j++) {
+            char u[1024];
+            snprintf(u, sizeof(u), "%s/metrics", nodes[j].url);
+            bool dup = false;
+            for (size_t k = 0; k < n && !dup; k++)
+                dup = strcmp(urls[k], u) == 0;
+            if (!dup) {
+                memcpy(urls[n], u, sizeof(u));
+                calls[n].url = urls[n];
+                n++;
+            }
+        }
+        free(nodes);
+    }
+    if (n > 0)
+        idx_client_run(calls, n, idx_service_opts(h->svc)->token,
+                       idx_service_opts(h->svc)->fresh_timeout_ms);
+    size_t i;
+    json_t *o;
+    json_array_foreach(colls, i, o)
+    {
+        json_t *fr = json_object_get(o, "freshness");
+        if (!json_is_null(json_object_get(fr, "sealed")))
+            continue;
+        const char *l[] = {"collection", json_string_value(json_object_get(o, "name")), "stage",
+                           "sealed", NULL};
+        for (size_t j = 0; j < n; j++)
+            if (calls[j].status == 200 && calls[j].resp != NULL)
+                st_api_hist_merge(
+                    fr, "sealed",
+                    st_api_prom_hist_json(calls[j].resp, "strata_freshness_seconds", l));
+    }
+    for (size_t j = 0; j < n; j++)
+        idx_call_free(&calls[j]);
+    free(calls);
+    free(urls);
+}
+
 static void do_status(struct indexer_http *h, struct st_http_resp *resp)
 {
     struct st_text t = {0};
@@ -502,6 +555,7 @@ static void do_status(struct indexer_http *h, struct st_http_resp *resp)
         json_array_append_new(colls, o);
     }
     st_text_free(&t);
+    sealed_freshness(h, colls);
     json_t *doc = st_api_status_doc("indexer", h->node, now, colls);
     if (doc != NULL)
         json_object_set_new(doc, "unreachable", unreachable);

@@ -332,6 +332,22 @@ START_TEST(test_api_prom_status)
     ck_assert(!st_api_prom_find("broken{a=\"1\" 2\n", "broken", NULL, &v));
     ck_assert(!st_api_prom_find("", "x", NULL, &v));
 
+    /* Two nodes' view of one stage: counts add, means weigh, quantiles take the larger. */
+    json_t *m = json_object();
+    st_api_hist_merge(m, "s", json_null());
+    ck_assert_ptr_null(json_object_get(m, "s"));
+    st_api_hist_merge(
+        m, "s",
+        json_pack("{s:I,s:f,s:f,s:f}", "count", 1, "mean_s", 10.0, "p50_s", 10.0, "p99_s", 20.0));
+    st_api_hist_merge(
+        m, "s", json_pack("{s:I,s:f,s:f,s:n}", "count", 3, "mean_s", 2.0, "p50_s", 5.0, "p99_s"));
+    json_t *ms = json_object_get(m, "s");
+    ck_assert_int_eq(json_integer_value(json_object_get(ms, "count")), 4);
+    ck_assert_double_eq_tol(json_real_value(json_object_get(ms, "mean_s")), 4.0, 1e-9);
+    ck_assert_double_eq_tol(json_real_value(json_object_get(ms, "p50_s")), 10.0, 1e-9);
+    ck_assert(json_is_null(json_object_get(ms, "p99_s")));
+    json_decref(m);
+
     ck_assert_str_eq(st_api_window_state("sealed", 1000, 0, 1000000), "sealed");
     ck_assert_str_eq(st_api_window_state("indexed", 1000, 5000, 5999), "indexed");
     ck_assert_str_eq(st_api_window_state("indexed", 1000, 5000, 6000), "expired");
