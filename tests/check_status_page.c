@@ -7,7 +7,8 @@
  * ?collection=fm&search=sample and the dumped DOM must show the windows with their states
  * (indexed and open on the indexer's timeline, open and sealed on ingest's) and the hits of a
  * search with a stored record's vector. Auth is on: the page is served without the token, its
- * API calls carry it (given in the URL fragment, kept in localStorage).
+ * API calls carry it (given in the URL fragment, kept in localStorage); a browser without it
+ * gets the page, no data, and the 401 on the page.
  *
  * STRATA_STATUS_SCREENSHOT=<file.png> also saves a screenshot of the indexer's page.
  */
@@ -247,11 +248,12 @@ static const char *chromium(void)
     return NULL;
 }
 
-/* Runs chromium headless on url with extra arguments; returns its stdout (malloc'd). */
-static char *browse(const struct env *e, const char *url, const char *args)
+/* Runs chromium headless on url with extra arguments and a browser profile of its own (its
+ * localStorage: the token); returns its stdout (malloc'd). */
+static char *browse_as(const struct env *e, const char *prof, const char *url, const char *args)
 {
     char cmd[4096], profile[700];
-    snprintf(profile, sizeof(profile), "%s/chromium", e->dir);
+    snprintf(profile, sizeof(profile), "%s/%s", e->dir, prof);
     snprintf(cmd, sizeof(cmd),
              "timeout 120 %s --headless --no-sandbox --disable-gpu --no-first-run "
              "--user-data-dir=%s --virtual-time-budget=10000 %s '%s' 2>>%s/chromium.log",
@@ -269,6 +271,11 @@ static char *browse(const struct env *e, const char *url, const char *args)
     int rc = pclose(p);
     ck_assert_msg(rc == 0, "%s: exit status %d (see %s/chromium.log)", cmd, rc, e->dir);
     return out;
+}
+
+static char *browse(const struct env *e, const char *url, const char *args)
+{
+    return browse_as(e, "chromium", url, args);
 }
 
 static size_t count(const char *hay, const char *needle)
@@ -448,9 +455,25 @@ START_TEST(test_status_page)
     free(wins);
     free(dom);
 
+    /* A browser that never got the token: the page loads, its data does not, and it says why. */
+    char url[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/?collection=fm&search=sample", xport);
+    dom = browse_as(&e, "chromium-no-token", url, "--dump-dom");
+    char *err = section(dom, "error", "</div>");
+    ck_assert_msg(strstr(err, "HTTP 401") != NULL && strstr(err, "set the token") != NULL,
+                  "no 401 shown:\n%s", err);
+    wins = section(dom, "windows", "</table>");
+    ck_assert_msg(count(wins, "data-state=") == 0, "windows shown without the token:\n%s", wins);
+    hits = section(dom, "hits", "</table>");
+    ck_assert_msg(count(hits, "class=\"hit\"") == 0, "hits shown without the token:\n%s", hits);
+    free(hits);
+    free(wins);
+    free(err);
+    free(dom);
+
     const char *shot = getenv("STRATA_STATUS_SCREENSHOT");
     if (shot != NULL && shot[0] != '\0') {
-        char url[256], args[700];
+        char args[700];
         snprintf(url, sizeof(url), "http://127.0.0.1:%u/?collection=fm&search=sample#token=" TOKEN,
                  xport);
         snprintf(args, sizeof(args), "--screenshot=%s --window-size=1280,900 --hide-scrollbars",
