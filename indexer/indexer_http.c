@@ -359,11 +359,88 @@ static struct tl_win *tl_at(struct tl_win *w, size_t *n, size_t cap, int64_t sta
 }
 
 /*
- * The collection's timeline: its windows as this indexer serves them (indexing, indexed), and
- * the windows of the live ingest nodes it has no part of (open, or sealed and not yet here),
- * asked in parallel; a node that does not answer in time is named in *unreachable.
+ * What the status asks of the live ingest nodes, all in one parallel round within the strong
+ * search deadline: per collection and node GET .../windows (calls[first[c] + j] for node j of
+ * nodes[c]), and each distinct node's /metrics once (calls[nwin..n)).
  */
-static json_t *timeline(struct indexer_http *h, struct idx_coll *c, int64_t now,
+struct ask {
+    size_t ncoll;
+    struct idx_node **nodes; /* per collection, idx_nodes_live's list */
+    size_t *nn, *first;
+    struct idx_call *calls;
+    char (*urls)[1024];
+    size_t n, nwin;
+};
+
+static void ask_free(struct ask *a)
+{
+    for (size_t i = 0; a->calls != NULL && i < a->n; i++)
+        idx_call_free(&a->calls[i]);
+    for (size_t i = 0; a->nodes != NULL && i < a->ncoll; i++)
+        free(a->nodes[i]);
+    free(a->nodes);
+    free(a->nn);
+    free(a->first);
+    free(a->calls);
+    free(a->urls);
+}
+
+/* false when out of memory */
+static bool ask_nodes(struct indexer_http *h, struct ask *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->ncoll = idx_service_ncoll(h->svc);
+    a->nodes = calloc(a->ncoll + 1, sizeof(*a->nodes));
+    a->nn = calloc(a->ncoll + 1, sizeof(*a->nn));
+    a->first = calloc(a->ncoll + 1, sizeof(*a->first));
+    if (a->nodes == NULL || a->nn == NULL || a->first == NULL)
+        return false;
+    size_t cap = 0;
+    for (size_t i = 0; i < a->ncoll; i++) {
+        const char *name = idx_coll_cfg(idx_service_coll_at(h->svc, i))->name;
+        if (idx_nodes_live(idx_service_nodes(h->svc), name, &a->nodes[i], &a->nn[i]) != ST_OK)
+            a->nn[i] = 0;
+        cap += 2 * a->nn[i]; /* its windows, and at most one /metrics per node */
+    }
+    a->calls = calloc(cap + 1, sizeof(*a->calls));
+    a->urls = calloc(cap + 1, sizeof(*a->urls));
+    if (a->calls == NULL || a->urls == NULL)
+        return false;
+    for (size_t i = 0; i < a->ncoll; i++) {
+        const char *name = idx_coll_cfg(idx_service_coll_at(h->svc, i))->name;
+        a->first[i] = a->n;
+        for (size_t j = 0; j < a->nn[i]; j++, a->n++) {
+            snprintf(a->urls[a->n], sizeof(a->urls[a->n]), "%s/v1/collections/%s/windows",
+                     a->nodes[i][j].url, name);
+            a->calls[a->n].url = a->urls[a->n];
+        }
+    }
+    a->nwin = a->n;
+    for (size_t i = 0; i < a->ncoll; i++)
+        for (size_t j = 0; j < a->nn[i]; j++) {
+            char u[1024];
+            snprintf(u, sizeof(u), "%s/metrics", a->nodes[i][j].url);
+            bool dup = false;
+            for (size_t k = a->nwin; k < a->n && !dup; k++)
+                dup = strcmp(a->urls[k], u) == 0;
+            if (!dup) {
+                memcpy(a->urls[a->n], u, sizeof(u));
+                a->calls[a->n].url = a->urls[a->n];
+                a->n++;
+            }
+        }
+    if (a->n > 0)
+        idx_client_run(a->calls, a->n, idx_service_opts(h->svc)->token,
+                       idx_service_opts(h->svc)->fresh_timeout_ms);
+    return true;
+}
+
+/*
+ * Collection ci's timeline: its windows as this indexer serves them (indexing, indexed), and
+ * the windows of the live ingest nodes it has no part of (open, or sealed and not yet here);
+ * a node whose answer is missing is named in unreachable.
+ */
+static json_t *timeline(struct idx_coll *c, const struct ask *a, size_t ci, int64_t now,
                         json_t *unreachable)
 {
     const struct cfg_collection *cc = idx_coll_cfg(c);
@@ -371,27 +448,14 @@ static json_t *timeline(struct indexer_http *h, struct idx_coll *c, int64_t now,
     size_t niw = 0;
     if (idx_coll_windows(c, &iw, &niw) != ST_OK)
         niw = 0;
-    struct idx_node *nodes = NULL;
-    size_t nn = 0;
-    if (idx_nodes_live(idx_service_nodes(h->svc), cc->name, &nodes, &nn) != ST_OK)
-        nn = 0;
-    struct idx_call *calls = calloc(nn + 1, sizeof(*calls));
-    char(*urls)[1024] = calloc(nn + 1, sizeof(*urls));
-    if (calls == NULL || urls == NULL)
-        nn = 0;
-    for (size_t i = 0; i < nn; i++) {
-        snprintf(urls[i], sizeof(urls[i]), "%s/v1/collections/%s/windows", nodes[i].url, cc->name);
-        calls[i].url = urls[i];
-    }
-    if (nn > 0)
-        idx_client_run(calls, nn, idx_service_opts(h->svc)->token,
-                       idx_service_opts(h->svc)->fresh_timeout_ms);
+    size_t nn = a->nn[ci];
+    const struct idx_call *calls = a->calls + a->first[ci];
     json_t **answers = calloc(nn + 1, sizeof(*answers));
     size_t cap = niw;
     for (size_t i = 0; answers != NULL && i < nn; i++) {
         answers[i] = calls[i].status == 200 ? json_loads(calls[i].resp, 0, NULL) : NULL;
         if (!json_is_array(answers[i]))
-            json_array_append_new(unreachable, json_string(nodes[i].url));
+            json_array_append_new(unreachable, json_string(a->nodes[ci][i].url));
         else
             cap += json_array_size(answers[i]);
     }
@@ -438,23 +502,18 @@ static json_t *timeline(struct indexer_http *h, struct idx_coll *c, int64_t now,
     }
     if (n > 1)
         qsort(w, n, sizeof(*w), tl_cmp);
-    json_t *a = json_array();
+    json_t *out = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(
-            a, st_api_status_window(w[i].start, w[i].end,
-                                    st_api_window_state(w[i].state, w[i].end, cc->ttl_ms, now),
-                                    w[i].version, w[i].records, w[i].index));
-    for (size_t i = 0; i < nn; i++) {
-        json_decref(answers != NULL ? answers[i] : NULL);
-        idx_call_free(&calls[i]);
-    }
+            out, st_api_status_window(w[i].start, w[i].end,
+                                      st_api_window_state(w[i].state, w[i].end, cc->ttl_ms, now),
+                                      w[i].version, w[i].records, w[i].index));
+    for (size_t i = 0; answers != NULL && i < nn; i++)
+        json_decref(answers[i]);
     free(w);
     free(answers);
-    free(calls);
-    free(urls);
-    free(nodes);
     free(iw);
-    return a;
+    return out;
 }
 
 /* A random indexed record whose indexed version is its newest (NULL when none is found). */
@@ -487,75 +546,45 @@ static json_t *sample_id(struct idx_coll *c)
 
 static void metrics_text(struct indexer_http *h, struct st_text *t);
 
-#define STATUS_NODES_MAX 64
-
-/* Event time -> sealed happens on the ingest nodes: their /metrics (an open path) per
- * collection, merged over the nodes (st_api_hist_merge), where this indexer has none. */
-static void sealed_freshness(struct indexer_http *h, json_t *colls)
+/* Event time -> sealed happens on the ingest nodes: their /metrics per collection, merged over
+ * the nodes (st_api_hist_merge), where this indexer has none. */
+static void sealed_freshness(json_t *o, const struct ask *a)
 {
-    char(*urls)[1024] = calloc(STATUS_NODES_MAX, sizeof(*urls));
-    struct idx_call *calls = calloc(STATUS_NODES_MAX, sizeof(*calls));
-    size_t n = 0;
-    for (size_t i = 0; urls != NULL && calls != NULL && i < idx_service_ncoll(h->svc); i++) {
-        struct idx_node *nodes = NULL;
-        size_t nn = 0;
-        const char *name = idx_coll_cfg(idx_service_coll_at(h->svc, i))->name;
-        if (idx_nodes_live(idx_service_nodes(h->svc), name, &nodes, &nn) != ST_OK)
-            continue;
-        for (size_t j = 0; j < nn && n < STATUS_NODES_MAX; j++) {
-            char u[1024];
-            snprintf(u, sizeof(u), "%s/metrics", nodes[j].url);
-            bool dup = false;
-            for (size_t k = 0; k < n && !dup; k++)
-                dup = strcmp(urls[k], u) == 0;
-            if (!dup) {
-                memcpy(urls[n], u, sizeof(u));
-                calls[n].url = urls[n];
-                n++;
-            }
-        }
-        free(nodes);
-    }
-    if (n > 0)
-        idx_client_run(calls, n, idx_service_opts(h->svc)->token,
-                       idx_service_opts(h->svc)->fresh_timeout_ms);
-    size_t i;
-    json_t *o;
-    json_array_foreach(colls, i, o)
-    {
-        json_t *fr = json_object_get(o, "freshness");
-        if (!json_is_null(json_object_get(fr, "sealed")))
-            continue;
-        const char *l[] = {"collection", json_string_value(json_object_get(o, "name")), "stage",
-                           "sealed", NULL};
-        for (size_t j = 0; j < n; j++)
-            if (calls[j].status == 200 && calls[j].resp != NULL)
-                st_api_hist_merge(
-                    fr, "sealed",
-                    st_api_prom_hist_json(calls[j].resp, "strata_freshness_seconds", l));
-    }
-    for (size_t j = 0; j < n; j++)
-        idx_call_free(&calls[j]);
-    free(calls);
-    free(urls);
+    json_t *fr = json_object_get(o, "freshness");
+    if (!json_is_null(json_object_get(fr, "sealed")))
+        return;
+    const char *l[] = {"collection", json_string_value(json_object_get(o, "name")), "stage",
+                       "sealed", NULL};
+    for (size_t j = a->nwin; j < a->n; j++)
+        if (a->calls[j].status == 200 && a->calls[j].resp != NULL)
+            st_api_hist_merge(
+                fr, "sealed",
+                st_api_prom_hist_json(a->calls[j].resp, "strata_freshness_seconds", l));
 }
 
 static void do_status(struct indexer_http *h, struct st_http_resp *resp)
 {
+    struct ask a;
+    if (!ask_nodes(h, &a)) {
+        ask_free(&a);
+        st_http_error(resp, 500, "internal", "out of memory");
+        return;
+    }
     struct st_text t = {0};
     metrics_text(h, &t);
     int64_t now = st_clock_wall_ms(NULL);
     json_t *colls = json_array(), *unreachable = json_array();
-    for (size_t i = 0; i < idx_service_ncoll(h->svc); i++) {
+    for (size_t i = 0; i < a.ncoll; i++) {
         struct idx_coll *c = idx_service_coll_at(h->svc, i);
         json_t *o = coll_json(c);
-        json_object_set_new(o, "windows", timeline(h, c, now, unreachable));
+        json_object_set_new(o, "windows", timeline(c, &a, i, now, unreachable));
         json_object_set_new(o, "sample_id", sample_id(c));
         st_api_status_metrics(o, idx_coll_cfg(c)->name, t.p != NULL ? t.p : "");
+        sealed_freshness(o, &a);
         json_array_append_new(colls, o);
     }
     st_text_free(&t);
-    sealed_freshness(h, colls);
+    ask_free(&a);
     json_t *doc = st_api_status_doc("indexer", h->node, now, colls);
     if (doc != NULL)
         json_object_set_new(doc, "unreachable", unreachable);
