@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `strata demo` while it serves, as a black box: a smaller demo (6,000 images) reaches its
 # report with recall@10 >= 0.95; while it keeps serving, `strata produce` reaches its embedded
-# Kafka-protocol broker from outside the process and what it produces becomes searchable;
+# Kafka-protocol broker from outside the process and what it produces becomes searchable; the
+# status page in headless chromium shows the demo's windows by state and a search's hits;
 # Ctrl-C (SIGINT) stops it with exit 0; a sanitizer build's stderr stays clean.
 #
 #   demo_live.sh STRATA_CLI
@@ -68,6 +69,22 @@ h = json.load(open(sys.argv[1]))["hits"]
 assert str(h[0]["id"]) == "900000" and h[0]["distance"] == 0, h[:1]
 PY
 
+# The status page in a real browser (Debian's chromium): the demo's windows with their
+# states, and a search with a stored record's vector that renders hits.
+browser=$(command -v chromium || command -v chromium-headless-shell || true)
+[[ -n "$browser" ]] || fail "chromium is not installed (scripts/deps installs it)"
+timeout 120 "$browser" --headless --no-sandbox --disable-gpu --no-first-run \
+  --user-data-dir="$work/chromium" --virtual-time-budget=10000 --dump-dom \
+  "$url/?collection=fmnist&search=sample" >"$work/page.html" 2>"$work/chromium.log" ||
+  fail "chromium failed: $(tail -5 "$work/chromium.log")"
+indexed=$(grep -o 'data-state="indexed"' "$work/page.html" | wc -l)
+open_w=$(grep -o 'data-state="open"' "$work/page.html" | wc -l)
+hits=$(grep -o 'class="hit"' "$work/page.html" | wc -l)
+((indexed >= 6)) || fail "status page shows $indexed indexed windows, expected 6"
+((open_w >= 1)) || fail "status page shows no open window"
+grep -q 'data-status="done"' "$work/page.html" || fail "status page search did not finish"
+((hits >= 1)) || fail "status page search shows no hits"
+
 kill -INT "$pid"
 deadline=$((SECONDS + 60))
 while kill -0 "$pid" 2>/dev/null; do
@@ -80,4 +97,4 @@ pid=
 if grep -Eq "ERROR: (Address|Leak)Sanitizer|runtime error:" "$work/out"; then
   fail "sanitizer report"
 fi
-echo "demo_live: recall@10 $recall; produced records searchable; clean stop"
+echo "demo_live: recall@10 $recall; produced records searchable; status page: $indexed indexed windows, $hits hits; clean stop"
