@@ -26,6 +26,18 @@ json_t *st_api_id_json(bool u64, const uint8_t *id, uint32_t len)
     return json_stringn((const char *)id, len);
 }
 
+json_t *st_api_id_path_json(bool u64, const uint8_t *id, uint32_t len)
+{
+    json_t *j = st_api_id_json(u64, id, len);
+    if (json_is_integer(j)) {
+        char d[24];
+        snprintf(d, sizeof(d), "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        json_decref(j);
+        return json_string(d);
+    }
+    return j;
+}
+
 json_t *st_api_meta_json(const uint8_t *meta, uint32_t len)
 {
     if (meta == NULL || len == 0)
@@ -286,6 +298,13 @@ bool st_api_route(const struct st_http_req *req, struct st_api_path *out, struct
         out->route = ST_API_METRICS;
     else if (get && strcmp(p, colls) == 0)
         out->route = ST_API_COLLECTIONS;
+    else if (get && strcmp(p, "/v1/status") == 0)
+        out->route = ST_API_STATUS;
+    else if (get && strcmp(p, "/") == 0) {
+        st_http_text(resp, 200, "text/html; charset=utf-8", st_status_html, st_status_html_len);
+        st_http_resp_header(resp, "Cache-Control", "no-cache");
+        return false;
+    }
     if (out->route != ST_API_OTHER || strncmp(p, colls, sizeof(colls) - 1) != 0 ||
         p[sizeof(colls) - 1] != '/')
         return true;
@@ -318,4 +337,219 @@ void st_api_metrics_resp(struct st_http_resp *resp, struct st_text *t)
     else
         st_http_text(resp, 200, "text/plain; version=0.0.4", t->p ? t->p : "", t->len);
     st_text_free(t);
+}
+
+/* ---- the status page's data ------------------------------------------------------------- */
+
+/* Does the label section l (between the braces, or "" for none) satisfy the wanted pairs? */
+static bool labels_match(const char *l, size_t ll, const char *const *want)
+{
+    for (size_t i = 0; want != NULL && want[i] != NULL; i += 2) {
+        size_t kl = strlen(want[i]);
+        bool found = false;
+        const char *v = NULL;
+        size_t vl = 0;
+        for (size_t at = 0; at < ll && !found;) {
+            /* key="value" (value escaped: \\ \" \n), pairs separated by commas */
+            const char *eq = memchr(l + at, '=', ll - at);
+            if (eq == NULL || (size_t)(eq - l) + 1 >= ll || eq[1] != '"')
+                return false;
+            size_t vs = (size_t)(eq - l) + 2, ve = vs;
+            while (ve < ll && l[ve] != '"')
+                ve += l[ve] == '\\' ? 2 : 1;
+            if (ve >= ll)
+                return false;
+            if ((size_t)(eq - (l + at)) == kl && memcmp(l + at, want[i], kl) == 0) {
+                found = true;
+                v = l + vs;
+                vl = ve - vs;
+            }
+            at = ve + 1;
+            if (at < ll && l[at] == ',')
+                at++;
+        }
+        if (want[i + 1] == NULL
+                ? found
+                : !found || vl != strlen(want[i + 1]) || memcmp(v, want[i + 1], vl) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Calls fn for every sample line of metric `name` (exactly) whose labels match. */
+static void prom_each(const char *text, const char *name, const char *const *labels,
+                      void (*fn)(void *ctx, const char *l, size_t ll, double v), void *ctx)
+{
+    size_t nl = strlen(name);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        if (len > nl && line[0] != '#' && memcmp(line, name, nl) == 0 &&
+            (line[nl] == '{' || line[nl] == ' ')) {
+            const char *l = line + nl, *val = l;
+            size_t ll = 0;
+            if (*l == '{') {
+                const char *close = memchr(l, '}', len - nl);
+                if (close != NULL) {
+                    ll = (size_t)(close - l) - 1;
+                    val = close + 1;
+                    l++;
+                } else {
+                    val = NULL;
+                }
+            } else {
+                l = "";
+            }
+            char *e;
+            double v = val != NULL ? strtod(val, &e) : 0;
+            if (val != NULL && e != val && labels_match(l, ll, labels))
+                fn(ctx, l, ll, v);
+        }
+        line = end != NULL ? end + 1 : NULL;
+    }
+}
+
+struct prom_first {
+    bool found;
+    double v;
+};
+
+static void first_cb(void *ctx, const char *l, size_t ll, double v)
+{
+    (void)l;
+    (void)ll;
+    struct prom_first *f = ctx;
+    if (!f->found) {
+        f->found = true;
+        f->v = v;
+    }
+}
+
+bool st_api_prom_find(const char *text, const char *name, const char *const *labels, double *out)
+{
+    struct prom_first f = {0};
+    prom_each(text, name, labels, first_cb, &f);
+    if (f.found)
+        *out = f.v;
+    return f.found;
+}
+
+struct prom_quant {
+    double target[2], at[2]; /* cumulative counts wanted; the bound that reached them */
+    bool done[2];
+};
+
+/* _bucket lines come in ascending le with cumulative counts (st_prom_hist). */
+static void quant_cb(void *ctx, const char *l, size_t ll, double v)
+{
+    struct prom_quant *q = ctx;
+    const char *le = NULL;
+    for (size_t i = 0; i + 4 <= ll; i++)
+        if ((i == 0 || l[i - 1] == ',') && memcmp(l + i, "le=\"", 4) == 0) {
+            le = l + i + 4;
+            break;
+        }
+    if (le == NULL)
+        return;
+    double bound = strncmp(le, "+Inf", 4) == 0 ? INFINITY : strtod(le, NULL);
+    for (int i = 0; i < 2; i++)
+        if (!q->done[i] && v >= q->target[i]) {
+            q->done[i] = true;
+            q->at[i] = bound;
+        }
+}
+
+json_t *st_api_prom_hist_json(const char *text, const char *name, const char *const *labels)
+{
+    char n[128];
+    double count = 0, sum = 0;
+    snprintf(n, sizeof(n), "%s_count", name);
+    if (!st_api_prom_find(text, n, labels, &count) || count <= 0)
+        return json_null();
+    snprintf(n, sizeof(n), "%s_sum", name);
+    if (!st_api_prom_find(text, n, labels, &sum))
+        return json_null();
+    struct prom_quant q = {.target = {count * 0.5, count * 0.99}};
+    snprintf(n, sizeof(n), "%s_bucket", name);
+    prom_each(text, n, labels, quant_cb, &q);
+    json_t *o = json_pack("{s:I,s:f}", "count", (json_int_t)count, "mean_s", sum / count);
+    static const char *const qn[2] = {"p50_s", "p99_s"};
+    for (int i = 0; o != NULL && i < 2; i++)
+        json_object_set_new(o, qn[i],
+                            q.done[i] && isfinite(q.at[i]) ? json_real(q.at[i]) : json_null());
+    return o;
+}
+
+const char *st_api_window_state(const char *state, int64_t end, int64_t ttl_ms, int64_t now_ms)
+{
+    if (ttl_ms > 0 && end <= now_ms - ttl_ms)
+        return "expired";
+    return state;
+}
+
+json_t *st_api_status_window(int64_t start, int64_t end, const char *state, uint32_t version,
+                             uint64_t records, const char *index)
+{
+    return json_pack("{s:I,s:I,s:s,s:I,s:I,s:s}", "start", (json_int_t)start, "end",
+                     (json_int_t)end, "state", state, "version", (json_int_t)version, "records",
+                     (json_int_t)records, "index", index);
+}
+
+void st_api_status_metrics(json_t *coll, const char *name, const char *metrics)
+{
+    static const char *const stages[] = {"sealed", "indexed"};
+    json_t *fresh = json_object();
+    for (size_t i = 0; i < 2; i++) {
+        const char *per_coll[] = {"collection", name, "stage", stages[i], NULL};
+        const char *node[] = {"collection", NULL, "stage", stages[i], NULL};
+        json_t *h = st_api_prom_hist_json(metrics, "strata_freshness_seconds", per_coll);
+        if (json_is_null(h)) {
+            json_decref(h);
+            h = st_api_prom_hist_json(metrics, "strata_freshness_seconds", node);
+            if (json_is_object(h))
+                json_object_set_new(h, "scope", json_string("node"));
+        }
+        json_object_set_new(fresh, stages[i], h);
+    }
+    json_object_set_new(coll, "freshness", fresh);
+    const char *bl[] = {"collection", name, NULL};
+    double backlog;
+    json_object_set_new(coll, "backlog",
+                        st_api_prom_find(metrics, "strata_index_backlog", bl, &backlog)
+                            ? json_integer((json_int_t)backlog)
+                            : json_null());
+}
+
+void st_api_hist_merge(json_t *obj, const char *key, json_t *h)
+{
+    json_t *cur = json_object_get(obj, key);
+    if (!json_is_object(h)) {
+        json_decref(h);
+        return;
+    }
+    if (!json_is_object(cur)) {
+        json_object_set_new(obj, key, h);
+        return;
+    }
+    json_int_t ca = json_integer_value(json_object_get(cur, "count"));
+    json_int_t cb = json_integer_value(json_object_get(h, "count"));
+    double ma = json_real_value(json_object_get(cur, "mean_s"));
+    double mb = json_real_value(json_object_get(h, "mean_s"));
+    json_object_set_new(cur, "count", json_integer(ca + cb));
+    json_object_set_new(
+        cur, "mean_s",
+        json_real(ca + cb > 0 ? (ma * (double)ca + mb * (double)cb) / (double)(ca + cb) : 0));
+    static const char *const qn[2] = {"p50_s", "p99_s"};
+    for (int i = 0; i < 2; i++) {
+        json_t *qa = json_object_get(cur, qn[i]), *qb = json_object_get(h, qn[i]);
+        if (json_is_null(qb) || (json_is_real(qa) && json_real_value(qb) > json_real_value(qa)))
+            json_object_set(cur, qn[i], qb);
+    }
+    json_decref(h);
+}
+
+json_t *st_api_status_doc(const char *role, const char *node, int64_t now_ms, json_t *colls)
+{
+    return json_pack("{s:s,s:s,s:I,s:o}", "role", role, "node", node, "now_ms", (json_int_t)now_ms,
+                     "collections", colls);
 }

@@ -147,6 +147,17 @@ int cfg_check_main(const char *path, FILE *ok_out, FILE *err_out);
 int cfg_ingest_advertise_url(const struct cfg *c, uint16_t bound_port, char *out,
                              size_t cap) ST_WUR;
 
+/*
+ * Every key path the loader accepts, from its own schema tables: "node_id", "kafka.brokers",
+ * "collections", "collections[].index", "collections[].index.ef_construction", ... Sections
+ * that only group keys ("kafka", "store") are not listed; keys whose value is a list or a
+ * mapping the loader parses itself are ("collections", "kafka.properties",
+ * "indexer.ingest_nodes"), followed by their own keys where they have a fixed set. No
+ * duplicates; schema order. *out is caller-owned (cfg_keys_free). ST_OK or ST_ENOMEM.
+ */
+int cfg_keys(char ***out, size_t *n) ST_WUR;
+void cfg_keys_free(char **keys, size_t n);
+
 /* Unit parsing, exposed for the CLI and tests. Return ST_OK or ST_EINVAL/ST_ERANGE. */
 int cfg_parse_duration_ms(const char *s, int64_t *out) ST_WUR;
 int cfg_parse_size(const char *s, uint64_t *out) ST_WUR;

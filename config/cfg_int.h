@@ -50,6 +50,14 @@ struct cfg_field {
     cfg_str_check_fn check;          /* CFG_F_STRING */
     const struct cfg_field *sub;     /* CFG_F_SECTION, NULL-key terminated */
     cfg_custom_fn custom;            /* CFG_F_CUSTOM */
+    /*
+     * CFG_F_CUSTOM whose handler walks tables of its own: the table(s) it walks (sub, and
+     * sub_alt for a second variant such as ivfpq beside hnsw), and whether the value is a list
+     * of such mappings (list: key paths get "[]"). cfg_keys() enumerates the schema from these;
+     * the handler must walk exactly these tables.
+     */
+    const struct cfg_field *sub_alt;
+    bool list;
 };
 
 void cfg_ld_error(struct cfg_ld *ld, const yaml_node_t *n, const char *path, const char *fmt, ...)

@@ -278,9 +278,17 @@ static const struct cfg_field collection_fields[] = {
     DUR("max_future", struct cfg_collection, max_future_ms, false, false, 0, 7 * DAY),
     DUR("ttl", struct cfg_collection, ttl_ms, false, true, SEC, 100 * YEAR),
     SIZE("max_bytes", struct cfg_collection, max_bytes, false, true, MiB, 0),
-    {.key = "index", .type = CFG_F_CUSTOM, .custom = parse_main_index},
+    {.key = "index",
+     .type = CFG_F_CUSTOM,
+     .custom = parse_main_index,
+     .sub = hnsw_fields,
+     .sub_alt = ivfpq_fields},
     DUR("cold_after", struct cfg_collection, cold_after_ms, false, true, SEC, 100 * YEAR),
-    {.key = "cold_index", .type = CFG_F_CUSTOM, .custom = parse_cold_index},
+    {.key = "cold_index",
+     .type = CFG_F_CUSTOM,
+     .custom = parse_cold_index,
+     .sub = hnsw_fields,
+     .sub_alt = ivfpq_fields},
     {0},
 };
 
@@ -538,7 +546,12 @@ const struct cfg_field cfg_top_fields[] = {
     DUR("shutdown_timeout", struct cfg, shutdown_timeout_ms, false, false, SEC, HOUR),
     SECTION("kafka", kafka_fields, true),
     SECTION("nats", nats_fields, false),
-    {.key = "collections", .type = CFG_F_CUSTOM, .required = true, .custom = parse_collections},
+    {.key = "collections",
+     .type = CFG_F_CUSTOM,
+     .required = true,
+     .custom = parse_collections,
+     .sub = collection_fields,
+     .list = true},
     SECTION("store", store_fields, false),
     SECTION("ingest", ingest_fields, false),
     SECTION("indexer", indexer_fields, false),
@@ -679,6 +692,78 @@ int cfg_ingest_advertise_url(const struct cfg *c, uint16_t bound_port, char *out
     bool v6 = strchr(host, ':') != NULL;
     n = snprintf(out, cap, "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", port);
     return n >= 0 && (size_t)n < cap ? ST_OK : ST_ERANGE;
+}
+
+/* ---- the key list ------------------------------------------------------------------------ */
+
+struct keys_acc {
+    char **v;
+    size_t n, cap;
+    int rc;
+};
+
+static void keys_add(struct keys_acc *a, const char *path)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], path) == 0)
+            return; /* "type" and "m" are in both index variants */
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        char **v = realloc(a->v, cap * sizeof(*v));
+        if (v == NULL) {
+            a->rc = ST_ENOMEM;
+            return;
+        }
+        a->v = v;
+        a->cap = cap;
+    }
+    if ((a->v[a->n] = strdup(path)) == NULL) {
+        a->rc = ST_ENOMEM;
+        return;
+    }
+    a->n++;
+}
+
+static void keys_walk(struct keys_acc *a, const char *prefix, const struct cfg_field *fields)
+{
+    for (const struct cfg_field *f = fields; f->key != NULL && a->rc == ST_OK; f++) {
+        char p[CFG_PATH_MAX];
+        cfg_path_join(p, prefix, f->key);
+        if (f->type == CFG_F_SECTION) {
+            keys_walk(a, p, f->sub);
+            continue;
+        }
+        keys_add(a, p);
+        if (f->type == CFG_F_CUSTOM && f->sub != NULL) {
+            char q[CFG_PATH_MAX + 2];
+            snprintf(q, sizeof(q), "%s%s", p, f->list ? "[]" : "");
+            keys_walk(a, q, f->sub);
+            if (f->sub_alt != NULL)
+                keys_walk(a, q, f->sub_alt);
+        }
+    }
+}
+
+int cfg_keys(char ***out, size_t *n)
+{
+    struct keys_acc a = {0};
+    keys_walk(&a, "", cfg_top_fields);
+    if (a.rc != ST_OK) {
+        cfg_keys_free(a.v, a.n);
+        *out = NULL;
+        *n = 0;
+        return a.rc;
+    }
+    *out = a.v;
+    *n = a.n;
+    return ST_OK;
+}
+
+void cfg_keys_free(char **keys, size_t n)
+{
+    for (size_t i = 0; keys != NULL && i < n; i++)
+        free(keys[i]);
+    free(keys);
 }
 
 /* ---- --check-config ---------------------------------------------------------------------- */

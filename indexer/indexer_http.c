@@ -328,6 +328,271 @@ out:
     st_api_search_free(&sq);
 }
 
+/* ---- the status page's data (GET /v1/status) ---------------------------------------------- */
+
+struct tl_win {
+    int64_t start, end;
+    const char *state; /* static */
+    uint32_t version;
+    uint64_t records;
+    char index[8];
+    bool from_indexer;
+};
+
+static int tl_cmp(const void *a, const void *b)
+{
+    const struct tl_win *x = a, *y = b;
+    return x->start != y->start ? (x->start < y->start ? -1 : 1) : 0;
+}
+
+/* The entry for start in w[0..*n) (appended when absent; NULL when cap is reached). */
+static struct tl_win *tl_at(struct tl_win *w, size_t *n, size_t cap, int64_t start)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (w[i].start == start)
+            return &w[i];
+    if (*n == cap)
+        return NULL;
+    memset(&w[*n], 0, sizeof(w[*n]));
+    w[*n].start = start;
+    return &w[(*n)++];
+}
+
+/*
+ * What the status asks of the live ingest nodes, all in one parallel round within the strong
+ * search deadline: per collection and node GET .../windows (calls[first[c] + j] for node j of
+ * nodes[c]), and each distinct node's /metrics once (calls[nwin..n)).
+ */
+struct ask {
+    size_t ncoll;
+    struct idx_node **nodes; /* per collection, idx_nodes_live's list */
+    size_t *nn, *first;
+    struct idx_call *calls;
+    char (*urls)[1024];
+    size_t n, nwin;
+};
+
+static void ask_free(struct ask *a)
+{
+    for (size_t i = 0; a->calls != NULL && i < a->n; i++)
+        idx_call_free(&a->calls[i]);
+    for (size_t i = 0; a->nodes != NULL && i < a->ncoll; i++)
+        free(a->nodes[i]);
+    free(a->nodes);
+    free(a->nn);
+    free(a->first);
+    free(a->calls);
+    free(a->urls);
+}
+
+/* false when out of memory */
+static bool ask_nodes(struct indexer_http *h, struct ask *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->ncoll = idx_service_ncoll(h->svc);
+    a->nodes = calloc(a->ncoll + 1, sizeof(*a->nodes));
+    a->nn = calloc(a->ncoll + 1, sizeof(*a->nn));
+    a->first = calloc(a->ncoll + 1, sizeof(*a->first));
+    if (a->nodes == NULL || a->nn == NULL || a->first == NULL)
+        return false;
+    size_t cap = 0;
+    for (size_t i = 0; i < a->ncoll; i++) {
+        const char *name = idx_coll_cfg(idx_service_coll_at(h->svc, i))->name;
+        if (idx_nodes_live(idx_service_nodes(h->svc), name, &a->nodes[i], &a->nn[i]) != ST_OK)
+            a->nn[i] = 0;
+        cap += 2 * a->nn[i]; /* its windows, and at most one /metrics per node */
+    }
+    a->calls = calloc(cap + 1, sizeof(*a->calls));
+    a->urls = calloc(cap + 1, sizeof(*a->urls));
+    if (a->calls == NULL || a->urls == NULL)
+        return false;
+    for (size_t i = 0; i < a->ncoll; i++) {
+        const char *name = idx_coll_cfg(idx_service_coll_at(h->svc, i))->name;
+        a->first[i] = a->n;
+        for (size_t j = 0; j < a->nn[i]; j++, a->n++) {
+            snprintf(a->urls[a->n], sizeof(a->urls[a->n]), "%s/v1/collections/%s/windows",
+                     a->nodes[i][j].url, name);
+            a->calls[a->n].url = a->urls[a->n];
+        }
+    }
+    a->nwin = a->n;
+    for (size_t i = 0; i < a->ncoll; i++)
+        for (size_t j = 0; j < a->nn[i]; j++) {
+            char u[1024];
+            snprintf(u, sizeof(u), "%s/metrics", a->nodes[i][j].url);
+            bool dup = false;
+            for (size_t k = a->nwin; k < a->n && !dup; k++)
+                dup = strcmp(a->urls[k], u) == 0;
+            if (!dup) {
+                memcpy(a->urls[a->n], u, sizeof(u));
+                a->calls[a->n].url = a->urls[a->n];
+                a->n++;
+            }
+        }
+    if (a->n > 0)
+        idx_client_run(a->calls, a->n, idx_service_opts(h->svc)->token,
+                       idx_service_opts(h->svc)->fresh_timeout_ms);
+    return true;
+}
+
+/*
+ * Collection ci's timeline: its windows as this indexer serves them (indexing, indexed), and
+ * the windows of the live ingest nodes it has no part of (open, or sealed and not yet here);
+ * a node whose answer is missing is named in unreachable.
+ */
+static json_t *timeline(struct idx_coll *c, const struct ask *a, size_t ci, int64_t now,
+                        json_t *unreachable)
+{
+    const struct cfg_collection *cc = idx_coll_cfg(c);
+    struct idx_window_info *iw = NULL;
+    size_t niw = 0;
+    if (idx_coll_windows(c, &iw, &niw) != ST_OK)
+        niw = 0;
+    size_t nn = a->nn[ci];
+    const struct idx_call *calls = a->calls + a->first[ci];
+    json_t **answers = calloc(nn + 1, sizeof(*answers));
+    size_t cap = niw;
+    for (size_t i = 0; answers != NULL && i < nn; i++) {
+        answers[i] = calls[i].status == 200 ? json_loads(calls[i].resp, 0, NULL) : NULL;
+        if (!json_is_array(answers[i]))
+            json_array_append_new(unreachable, json_string(a->nodes[ci][i].url));
+        else
+            cap += json_array_size(answers[i]);
+    }
+    struct tl_win *w = calloc(cap + 1, sizeof(*w));
+    size_t n = 0;
+    for (size_t i = 0; w != NULL && i < niw; i++) { /* parts summed, as GET .../windows */
+        struct tl_win *t = tl_at(w, &n, cap, iw[i].start);
+        if (!t->from_indexer) {
+            t->from_indexer = true;
+            t->end = iw[i].end;
+            t->state = "indexed";
+            snprintf(t->index, sizeof(t->index), "none");
+        }
+        if (!iw[i].indexed) {
+            t->state = "indexing";
+        } else {
+            t->records += iw[i].records;
+            snprintf(t->index, sizeof(t->index), "%s", iw[i].index);
+        }
+        if (iw[i].version > t->version)
+            t->version = iw[i].version;
+    }
+    for (size_t i = 0; w != NULL && answers != NULL && i < nn; i++) {
+        size_t j;
+        json_t *e;
+        json_array_foreach(answers[i], j, e)
+        {
+            json_t *st = json_object_get(e, "start"), *en = json_object_get(e, "end");
+            const char *state = json_string_value(json_object_get(e, "state"));
+            if (!json_is_integer(st) || !json_is_integer(en) || state == NULL)
+                continue;
+            struct tl_win *t = tl_at(w, &n, cap, json_integer_value(st));
+            if (t == NULL || t->from_indexer)
+                continue;
+            if (t->state == NULL || strcmp(state, "open") == 0) /* open on any node: open */
+                t->state = strcmp(state, "open") == 0 ? "open" : "sealed";
+            t->end = json_integer_value(en);
+            t->records += (uint64_t)json_integer_value(json_object_get(e, "records"));
+            uint32_t v = (uint32_t)json_integer_value(json_object_get(e, "version"));
+            if (v > t->version)
+                t->version = v;
+            snprintf(t->index, sizeof(t->index), "none");
+        }
+    }
+    if (n > 1)
+        qsort(w, n, sizeof(*w), tl_cmp);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(
+            out, st_api_status_window(w[i].start, w[i].end,
+                                      st_api_window_state(w[i].state, w[i].end, cc->ttl_ms, now),
+                                      w[i].version, w[i].records, w[i].index));
+    for (size_t i = 0; answers != NULL && i < nn; i++)
+        json_decref(answers[i]);
+    free(w);
+    free(answers);
+    free(iw);
+    return out;
+}
+
+/* A random indexed record whose indexed version is its newest (NULL when none is found). */
+static json_t *sample_id(struct idx_coll *c)
+{
+    struct idx_view *v = idx_coll_view(c);
+    uint64_t x = (uint64_t)st_clock_mono_ns(NULL) | 1;
+    json_t *out = json_null();
+    for (int tries = 0; v != NULL && v->n > 0 && tries < 8; tries++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        struct idx_part *p = v->parts[x % v->n];
+        if (p->n == 0)
+            continue;
+        uint32_t rec = p->rec[(x >> 20) % p->n];
+        struct store_seg_record r;
+        store_segment_record(p->seg, rec, &r);
+        struct idx_part *np;
+        uint32_t nrec;
+        if (idx_view_get(v, r.id, r.id_len, false, &np, &nrec) == ST_OK && np == p && nrec == rec) {
+            json_decref(out);
+            out = st_api_id_path_json(is_u64(c), r.id, r.id_len);
+            break;
+        }
+    }
+    idx_view_release(v);
+    return out;
+}
+
+static void metrics_text(struct indexer_http *h, struct st_text *t);
+
+/* Event time -> sealed happens on the ingest nodes: their /metrics per collection, merged over
+ * the nodes (st_api_hist_merge), where this indexer has none. */
+static void sealed_freshness(json_t *o, const struct ask *a)
+{
+    json_t *fr = json_object_get(o, "freshness");
+    if (!json_is_null(json_object_get(fr, "sealed")))
+        return;
+    const char *l[] = {"collection", json_string_value(json_object_get(o, "name")), "stage",
+                       "sealed", NULL};
+    for (size_t j = a->nwin; j < a->n; j++)
+        if (a->calls[j].status == 200 && a->calls[j].resp != NULL)
+            st_api_hist_merge(
+                fr, "sealed",
+                st_api_prom_hist_json(a->calls[j].resp, "strata_freshness_seconds", l));
+}
+
+static void do_status(struct indexer_http *h, struct st_http_resp *resp)
+{
+    struct ask a;
+    if (!ask_nodes(h, &a)) {
+        ask_free(&a);
+        st_http_error(resp, 500, "internal", "out of memory");
+        return;
+    }
+    struct st_text t = {0};
+    metrics_text(h, &t);
+    int64_t now = st_clock_wall_ms(NULL);
+    json_t *colls = json_array(), *unreachable = json_array();
+    for (size_t i = 0; i < a.ncoll; i++) {
+        struct idx_coll *c = idx_service_coll_at(h->svc, i);
+        json_t *o = coll_json(c);
+        json_object_set_new(o, "windows", timeline(c, &a, i, now, unreachable));
+        json_object_set_new(o, "sample_id", sample_id(c));
+        st_api_status_metrics(o, idx_coll_cfg(c)->name, t.p != NULL ? t.p : "");
+        sealed_freshness(o, &a);
+        json_array_append_new(colls, o);
+    }
+    st_text_free(&t);
+    ask_free(&a);
+    json_t *doc = st_api_status_doc("indexer", h->node, now, colls);
+    if (doc != NULL)
+        json_object_set_new(doc, "unreachable", unreachable);
+    else
+        json_decref(unreachable);
+    st_http_json(resp, 200, doc);
+}
+
 static void metrics_text(struct indexer_http *h, struct st_text *t)
 {
     idx_service_metrics(h->svc, t);
@@ -392,6 +657,9 @@ static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp
     case ST_API_SEARCH:
         do_search(h, c, req, resp);
         return;
+    case ST_API_STATUS:
+        do_status(h, resp);
+        return;
     default:
         st_http_error(resp, 404, "not_found", "no route for %s %s", req->method, req->path);
         return;
@@ -408,7 +676,8 @@ int indexer_http_start(const struct indexer_http_opts *o, struct indexer_http **
         return ST_ENOMEM;
     }
     st_hist_init(&h->search_hist, &st_hist_latency);
-    static const char *const open_paths[] = {"/healthz", "/readyz", "/metrics", NULL};
+    /* "/": the status page itself holds no data (its API calls carry the token) */
+    static const char *const open_paths[] = {"/healthz", "/readyz", "/metrics", "/", NULL};
     struct st_http_opts ho = {.listen = o->listen,
                               .max_body = o->max_body,
                               .auth_token_file = o->auth_token_file,

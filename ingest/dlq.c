@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "st_clock.h"
+#include "st_log.h"
 
 struct dlq {
     rd_kafka_t *rk;
@@ -39,6 +40,19 @@ static int64_t now_ms(void)
     return st_clock_mono_ns(NULL) / 1000000;
 }
 
+/* librdkafka's log lines, through ours. kafka.properties is shared by the consumer and this
+ * producer, so its warnings about consumer-only properties say nothing to an operator. */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "consumer property") != NULL)
+        return;
+    st_log(level <= 3   ? ST_LOG_ERROR
+           : level <= 4 ? ST_LOG_WARNING
+                        : ST_LOG_INFO,
+           "dlq", "librdkafka %s: %s", fac, buf);
+}
+
 int dlq_open(const struct dlq_opts *o, struct dlq **out, struct st_err *err)
 {
     *out = NULL;
@@ -57,6 +71,7 @@ int dlq_open(const struct dlq_opts *o, struct dlq **out, struct st_err *err)
             RD_KAFKA_CONF_INVALID)
             goto bad;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_log_cb(conf, on_log);
     struct dlq *d = calloc(1, sizeof(*d));
     if (d == NULL) {
         rd_kafka_conf_destroy(conf);

@@ -533,6 +533,95 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
     st_prom_hist(t, "strata_search_seconds", NULL, &h->search_hist);
 }
 
+/* ---- the status page's data (GET /v1/status) ---------------------------------------------- */
+
+/* A live record's id picked at random (reservoir over the scan's sources, then a random record
+ * of the chosen one), for the page's "search with a stored record's vector". */
+struct sample {
+    uint64_t rng, seen;
+    uint8_t id[ST_API_ID_MAX];
+    uint32_t len;
+};
+
+static uint64_t rnd(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static int sample_src(void *ctx, const struct store_scan_src *src)
+{
+    struct sample *sm = ctx;
+    if (src->n == 0)
+        return ST_OK;
+    sm->seen += src->n;
+    if (rnd(&sm->rng) % sm->seen >= src->n) /* keep the one picked from earlier sources */
+        return ST_OK;
+    for (int tries = 0; tries < 4; tries++) {
+        struct store_scan_rec r;
+        store_scan_record(src, rnd(&sm->rng) % src->n, &r);
+        if (r.op == STORE_OP_UPSERT && !r.superseded && r.id_len <= ST_API_ID_MAX) {
+            memcpy(sm->id, r.id, r.id_len);
+            sm->len = r.id_len;
+            return ST_OK;
+        }
+    }
+    return ST_OK;
+}
+
+static json_t *sample_id(const struct ingest_http_coll *c)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        struct sample sm = {.rng = (uint64_t)st_clock_mono_ns(NULL) | 1};
+        if (store_scan(twcs_store(c->twcs), sample_src, &sm) != ST_OK || sm.len == 0)
+            return json_null();
+        struct store_value v = {0}; /* no vector buffer: only whether it is live */
+        int rc = store_get(twcs_store(c->twcs), sm.id, sm.len, &v);
+        free(v.meta);
+        if (rc == ST_OK && v.op == STORE_OP_UPSERT)
+            return st_api_id_path_json(is_u64(c), sm.id, sm.len);
+    }
+    return json_null();
+}
+
+static void do_status(struct ingest_http *h, struct st_http_resp *resp)
+{
+    struct st_text t = {0};
+    metrics_text(h, &t);
+    int64_t now = st_clock_wall_ms(NULL);
+    json_t *colls = json_array();
+    for (size_t i = 0; i < h->n; i++) {
+        const struct ingest_http_coll *c = &h->colls[i];
+        struct twcs_window_info *w = NULL;
+        size_t nw = 0;
+        int rc = twcs_windows(c->twcs, &w, &nw);
+        if (rc != ST_OK) {
+            st_http_error(resp, 500, "internal", "listing the windows of '%s': %s", c->cfg->name,
+                          st_strerror(rc));
+            json_decref(colls);
+            st_text_free(&t);
+            return;
+        }
+        json_t *wa = json_array();
+        for (size_t j = 0; j < nw; j++)
+            json_array_append_new(
+                wa, st_api_status_window(
+                        w[j].start, w[j].end,
+                        st_api_window_state(state_name(w[j].state), w[j].end, c->cfg->ttl_ms, now),
+                        w[j].version, w[j].records, "none"));
+        free(w);
+        json_t *o = coll_json(c);
+        json_object_set_new(o, "windows", wa);
+        json_object_set_new(o, "sample_id", sample_id(c));
+        st_api_status_metrics(o, c->cfg->name, t.p != NULL ? t.p : "");
+        json_array_append_new(colls, o);
+    }
+    st_text_free(&t);
+    st_http_json(resp, 200, st_api_status_doc("ingest", h->node, now, colls));
+}
+
 /* ---- routing ------------------------------------------------------------------------------ */
 
 static bool readiness(struct ingest_http *h, char *why, size_t cap)
@@ -620,6 +709,9 @@ static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp
     case ST_API_SEARCH:
         do_search(h, c, req, resp);
         return;
+    case ST_API_STATUS:
+        do_status(h, resp);
+        return;
     default:
         st_http_error(resp, 404, "not_found", "no route for %s %s", req->method, p);
         return;
@@ -636,7 +728,8 @@ int ingest_http_start(const struct ingest_http_opts *o, struct ingest_http **out
         return ST_ENOMEM;
     }
     st_hist_init(&h->search_hist, &st_hist_latency);
-    static const char *const open_paths[] = {"/healthz", "/readyz", "/metrics", NULL};
+    /* "/": the status page itself holds no data (its API calls carry the token) */
+    static const char *const open_paths[] = {"/healthz", "/readyz", "/metrics", "/", NULL};
     struct st_http_opts ho = {.listen = o->listen,
                               .max_body = o->max_body,
                               .auth_token_file = o->auth_token_file,

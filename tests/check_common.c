@@ -260,6 +260,144 @@ START_TEST(test_api_u64_ids)
 }
 END_TEST
 
+/* What /v1/status reads from a daemon's own metrics text: a sample by labels (a NULL value:
+ * the label must be absent), a histogram's count, mean and bucket quantiles. */
+START_TEST(test_api_prom_status)
+{
+    struct st_hist h;
+    st_hist_init(&h, &st_hist_age);
+    for (int i = 0; i < 98; i++)
+        st_hist_observe(&h, 3.0);
+    st_hist_observe(&h, 100.0);
+    st_hist_observe(&h, 200.0);
+    struct st_text t = {0};
+    st_prom_head(&t, "strata_index_backlog", "gauge", "backlog");
+    const char *la[] = {"collection", "a", NULL}, *lb[] = {"collection", "b-2", NULL};
+    st_prom_sample(&t, "strata_index_backlog", la, 3);
+    st_prom_sample(&t, "strata_index_backlog", lb, 7);
+    st_prom_sample(&t, "strata_index_backlog_other", la, 9);
+    st_prom_head(&t, "strata_freshness_seconds", "histogram", "fresh");
+    const char *ls[] = {"collection", "b-2", "stage", "sealed", NULL};
+    st_prom_hist(&t, "strata_freshness_seconds", ls, &h);
+    const char *ln[] = {"stage", "indexed", NULL};
+    struct st_hist one;
+    st_hist_init(&one, &st_hist_age);
+    st_hist_observe(&one, 30.0);
+    st_prom_hist(&t, "strata_freshness_seconds", ln, &one);
+    ck_assert(!t.oom);
+
+    double v = 0;
+    ck_assert(st_api_prom_find(t.p, "strata_index_backlog", lb, &v));
+    ck_assert_double_eq(v, 7);
+    ck_assert(st_api_prom_find(t.p, "strata_index_backlog", la, &v));
+    ck_assert_double_eq(v, 3);
+    const char *lc[] = {"collection", "c", NULL}, *none[] = {"collection", NULL, NULL};
+    ck_assert(!st_api_prom_find(t.p, "strata_index_backlog", lc, &v));
+    ck_assert(!st_api_prom_find(t.p, "strata_index_backlog", none, &v));
+    ck_assert(!st_api_prom_find(t.p, "strata_index", la, &v)); /* whole names only */
+
+    json_t *j = st_api_prom_hist_json(t.p, "strata_freshness_seconds", ls);
+    ck_assert(json_is_object(j));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "count")), 100);
+    ck_assert_double_eq_tol(json_real_value(json_object_get(j, "mean_s")), 5.94, 1e-6);
+    double p50 = json_real_value(json_object_get(j, "p50_s"));
+    double p99 = json_real_value(json_object_get(j, "p99_s"));
+    ck_assert_msg(p50 >= 3.0 && p50 < 100.0, "p50 %g", p50);
+    ck_assert_msg(p99 >= 100.0 && p99 >= p50, "p99 %g", p99);
+    json_decref(j);
+    const char *absent[] = {"collection", "a", "stage", "sealed", NULL};
+    j = st_api_prom_hist_json(t.p, "strata_freshness_seconds", absent);
+    ck_assert(json_is_null(j));
+    json_decref(j);
+
+    /* Per collection first, else the node-wide series; backlog only where it is exported. */
+    json_t *cb = json_object(), *ca = json_object();
+    st_api_status_metrics(cb, "b-2", t.p);
+    st_api_status_metrics(ca, "zzz", t.p);
+    json_t *fb = json_object_get(cb, "freshness"), *fa = json_object_get(ca, "freshness");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(fb, "sealed"), "count")),
+                     100);
+    ck_assert(json_is_null(json_object_get(fa, "sealed")));
+    json_t *ix = json_object_get(fa, "indexed");
+    ck_assert_int_eq(json_integer_value(json_object_get(ix, "count")), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(ix, "scope")), "node");
+    ck_assert_int_eq(json_integer_value(json_object_get(cb, "backlog")), 7);
+    ck_assert(json_is_null(json_object_get(ca, "backlog")));
+    json_decref(ca);
+    json_decref(cb);
+    st_text_free(&t);
+
+    ck_assert(st_api_prom_find("x 1\nbroken{a=\"1\" 2\ny{a=\"q\\\"\"} 4\n", "y", NULL, &v));
+    ck_assert_double_eq(v, 4);
+    ck_assert(!st_api_prom_find("broken{a=\"1\" 2\n", "broken", NULL, &v));
+    ck_assert(!st_api_prom_find("", "x", NULL, &v));
+
+    /* Two nodes' view of one stage: counts add, means weigh, quantiles take the larger. */
+    json_t *m = json_object();
+    st_api_hist_merge(m, "s", json_null());
+    ck_assert_ptr_null(json_object_get(m, "s"));
+    st_api_hist_merge(
+        m, "s",
+        json_pack("{s:I,s:f,s:f,s:f}", "count", 1, "mean_s", 10.0, "p50_s", 10.0, "p99_s", 20.0));
+    st_api_hist_merge(
+        m, "s", json_pack("{s:I,s:f,s:f,s:n}", "count", 3, "mean_s", 2.0, "p50_s", 5.0, "p99_s"));
+    json_t *ms = json_object_get(m, "s");
+    ck_assert_int_eq(json_integer_value(json_object_get(ms, "count")), 4);
+    ck_assert_double_eq_tol(json_real_value(json_object_get(ms, "mean_s")), 4.0, 1e-9);
+    ck_assert_double_eq_tol(json_real_value(json_object_get(ms, "p50_s")), 10.0, 1e-9);
+    ck_assert(json_is_null(json_object_get(ms, "p99_s")));
+    json_decref(m);
+
+    ck_assert_str_eq(st_api_window_state("sealed", 1000, 0, 1000000), "sealed");
+    ck_assert_str_eq(st_api_window_state("indexed", 1000, 5000, 5999), "indexed");
+    ck_assert_str_eq(st_api_window_state("indexed", 1000, 5000, 6000), "expired");
+}
+END_TEST
+
+/* GET / is the embedded page (answered by the router itself), GET /v1/status a route of
+ * both daemons; other methods on / fall through (the daemon's 404). */
+START_TEST(test_api_status_routes)
+{
+    struct st_http_req req = {.method = "GET", .path = "/"};
+    struct st_http_resp resp = {.fd = -1};
+    struct st_api_path ap;
+    ck_assert(!st_api_route(&req, &ap, &resp));
+    ck_assert_int_eq(resp.status, 200);
+    ck_assert_str_eq(resp.content_type, "text/html; charset=utf-8");
+    ck_assert_uint_eq(resp.len, st_status_html_len);
+    ck_assert_uint_eq(strlen(st_status_html), st_status_html_len);
+    ck_assert(strstr(resp.body, "<!DOCTYPE html>") == resp.body);
+    ck_assert_ptr_nonnull(strstr(resp.body, "/v1/status"));
+    ck_assert_ptr_null(strstr(resp.body, "http://")); /* nothing fetched from elsewhere */
+    ck_assert_ptr_null(strstr(resp.body, "https://"));
+    free(resp.body);
+
+    struct st_http_resp r2 = {.fd = -1};
+    req.path = "/v1/status";
+    ck_assert(st_api_route(&req, &ap, &r2));
+    ck_assert_int_eq(ap.route, ST_API_STATUS);
+    req.method = "POST";
+    ck_assert(st_api_route(&req, &ap, &r2));
+    ck_assert_int_eq(ap.route, ST_API_OTHER);
+    req.path = "/";
+    ck_assert(st_api_route(&req, &ap, &r2));
+    ck_assert_int_eq(ap.route, ST_API_OTHER);
+    ck_assert_int_eq(r2.status, 0);
+
+    uint8_t id[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe};
+    json_t *j = st_api_id_path_json(true, id, 8);
+    ck_assert_str_eq(json_string_value(j), "18446744073709551614");
+    json_decref(j);
+    uint8_t small[8] = {0, 0, 0, 0, 0, 0, 1, 2};
+    j = st_api_id_path_json(true, small, 8);
+    ck_assert_str_eq(json_string_value(j), "258");
+    json_decref(j);
+    j = st_api_id_path_json(false, (const uint8_t *)"doc-1", 5);
+    ck_assert_str_eq(json_string_value(j), "doc-1");
+    json_decref(j);
+}
+END_TEST
+
 int main(void)
 {
 
@@ -274,6 +412,8 @@ int main(void)
     tcase_add_test(tc, test_fault_crash);
     tcase_add_test(tc, test_log_format);
     tcase_add_test(tc, test_api_u64_ids);
+    tcase_add_test(tc, test_api_prom_status);
+    tcase_add_test(tc, test_api_status_routes);
     suite_add_tcase(s, tc);
     return st_test_run_suite(s);
 }

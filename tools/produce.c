@@ -608,3 +608,69 @@ out:
         *out = r.st;
     return rc;
 }
+
+/* ---- one record; whole files ---- */
+
+struct one_src {
+    const struct produce_rec *r;
+    bool done;
+};
+
+static int one_next(void *ctx, struct produce_rec *out)
+{
+    struct one_src *o = ctx;
+    if (o->done)
+        return 0;
+    o->done = true;
+    *out = *o->r;
+    return 1;
+}
+
+int produce_one(const char *brokers, const char *topic, const struct produce_rec *r,
+                struct st_err *err)
+{
+    struct one_src src = {.r = r};
+    struct produce_opts o = {
+        .brokers = brokers, .topic = topic, .format = PRODUCE_BINARY, .batch = 1};
+    struct produce_stats st;
+    return produce_run(&o, one_next, &src, &st, err);
+}
+
+int produce_read_matrix(const char *path, size_t max_rows, struct produce_matrix *m,
+                        struct st_err *err)
+{
+    *m = (struct produce_matrix){0};
+    struct produce_src *s;
+    int rc = produce_src_open(path, PRODUCE_IN_AUTO, false, &s, err);
+    if (rc != ST_OK)
+        return rc;
+    uint64_t rows = produce_src_rows(s);
+    uint32_t dim = produce_src_dim(s);
+    if (rows > max_rows)
+        rows = max_rows;
+    if (rows > SIZE_MAX / sizeof(float) / dim) {
+        produce_src_close(s);
+        return st_err_set(err, ST_ENOMEM, "%s: %" PRIu64 " rows of %u floats do not fit", path,
+                          rows, dim);
+    }
+    float *data = malloc((size_t)rows * dim * sizeof(float) + 1);
+    if (data == NULL) {
+        produce_src_close(s);
+        return st_err_set(err, ST_ENOMEM, "%s: no memory for %" PRIu64 " rows", path, rows);
+    }
+    struct produce_rec r;
+    for (uint64_t i = 0; i < rows; i++) {
+        int n = produce_src_next(s, &r);
+        if (n != 1 || r.vec == NULL) {
+            rc = n < 0 ? st_err_set(err, n, "%s", produce_src_error(s)->msg)
+                       : st_err_set(err, ST_EINVAL, "%s: row %" PRIu64 " has no vector", path, i);
+            free(data);
+            produce_src_close(s);
+            return rc;
+        }
+        memcpy(data + (size_t)i * dim, r.vec, (size_t)dim * sizeof(float));
+    }
+    produce_src_close(s);
+    *m = (struct produce_matrix){.data = data, .rows = (size_t)rows, .dim = dim};
+    return ST_OK;
+}

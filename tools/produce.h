@@ -136,4 +136,22 @@ struct produce_opts {
 int produce_run(const struct produce_opts *opts, produce_next_fn next, void *ctx,
                 struct produce_stats *out, struct st_err *err) ST_WUR;
 
+/* One record as one message (binary frame, the topic's collection), delivered before it
+ * returns: what a produce-to-searchable probe times. */
+int produce_one(const char *brokers, const char *topic, const struct produce_rec *r,
+                struct st_err *err) ST_WUR;
+
+/* ---- whole files ---- */
+
+struct produce_matrix {
+    float *data; /* rows * dim floats, row-major; caller frees */
+    size_t rows;
+    uint32_t dim;
+};
+
+/* Reads the first max_rows rows (all when there are fewer) of any file produce_src_open
+ * reads into one matrix. Errors as produce_src_open's, and a row's "FILE: row N: ...". */
+int produce_read_matrix(const char *path, size_t max_rows, struct produce_matrix *m,
+                        struct st_err *err) ST_WUR;
+
 #endif

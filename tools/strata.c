@@ -8,9 +8,10 @@
 
 #include "cfg.h"
 #include "cmd.h"
+#include "demo.h"
 #include "st_version.h"
 
-/* `strata demo` lands as cmd_demo.c: declare it in cmd.h and add its row below. */
+/* A new command: its cmd_<name>.c, a declaration in cmd.h, a row here. */
 static const struct {
     const char *name, *args, *what;
     int (*main)(int argc, char **argv);
@@ -25,8 +26,10 @@ static const struct {
      "verify a data dir, store, WAL, segment, manifest, index file or indexer dir read-only "
      "(exit 0 intact, 1 corruption found)",
      cmd_inspect},
-    /* {"demo", "", "the embedded default: broker, bus, ingest, indexer, Fashion-MNIST",
-     *  cmd_demo}, */
+    {"demo", "[options]",
+     "the embedded default: broker, ingest and indexer in one process, Fashion-MNIST loaded, "
+     "indexed and searched (demo.c)",
+     demo_main},
 };
 
 static void usage(FILE *f)
@@ -34,7 +37,6 @@ static void usage(FILE *f)
     fprintf(f, "usage: strata <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         fprintf(f, "  %-13s %s\n  %-13s   %s\n", cmds[i].name, cmds[i].args, "", cmds[i].what);
-    fprintf(f, "  %-13s %s\n", "demo", "(not in this build yet) the embedded default");
     fprintf(f, "\n'strata <command> --help' describes a command's options.\n"
                "\noptions:\n"
                "  --version     print the version and exit\n"
