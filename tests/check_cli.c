@@ -361,6 +361,17 @@ static void check_produce_lib(const struct env *e)
             json_decref(j);
         }
     }
+    /* one record, delivered when produce_one returns */
+    float one[DIM] = {7, 7, 7, 7};
+    struct produce_rec r1 = {.id = "one", .vec = one, .dim = DIM, .partition = -1};
+    struct st_err e1 = {0};
+    ck_assert_msg(produce_one(e->brokers, topic_of(e, "lib_bin"), &r1, &e1) == ST_OK, "%s", e1.msg);
+    json_t *j1 = NULL;
+    ck_assert_msg(ST_WAIT_UNTIL((j1 = get_record(e, "lib_bin", "one")) != NULL, 60000),
+                  "produce_one's record never served");
+    ck_assert(json_number_value(json_array_get(json_object_get(j1, "vector"), 3)) == 7.0);
+    json_decref(j1);
+
     /* cancel: stops after the record that set it, still delivers what was sent */
     atomic_bool cancel = false;
     struct gen g = {.fail_at = -1, .cancel_at = 9, .cancel = &cancel};

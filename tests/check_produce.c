@@ -126,6 +126,32 @@ START_TEST(test_readers)
 }
 END_TEST
 
+START_TEST(test_read_matrix)
+{
+    st_write_fvecs(tpath("m.fvecs"), 9, 3);
+    struct produce_matrix m;
+    struct st_err err = {0};
+    ck_assert_int_eq(produce_read_matrix(tpath("m.fvecs"), 4, &m, &err), ST_OK);
+    ck_assert(m.rows == 4 && m.dim == 3);
+    for (uint32_t r = 0; r < 4; r++)
+        for (uint32_t c = 0; c < 3; c++)
+            ck_assert(m.data[r * 3 + c] == st_vec_value(r, c));
+    free(m.data);
+    ck_assert_int_eq(produce_read_matrix(tpath("m.fvecs"), 100, &m, &err), ST_OK);
+    ck_assert_uint_eq(m.rows, 9);
+    free(m.data);
+    st_write_idx3(tpath("m-idx3-ubyte.gz"), 5, 2, 2, true);
+    ck_assert_int_eq(produce_read_matrix(tpath("m-idx3-ubyte.gz"), 100, &m, &err), ST_OK);
+    ck_assert(m.rows == 5 && m.dim == 4 && m.data[4 * 4 + 3] == (float)(uint8_t)st_vec_value(4, 3));
+    free(m.data);
+    truncate(tpath("m.fvecs"), 7);
+    ck_assert_int_eq(produce_read_matrix(tpath("m.fvecs"), 4, &m, &err), ST_EINVAL);
+    ck_assert_msg(strstr(err.msg, "m.fvecs: too short") || strstr(err.msg, "m.fvecs: 7 bytes"),
+                  "%s", err.msg);
+    ck_assert_ptr_null(m.data);
+}
+END_TEST
+
 /* The real Fashion-MNIST test set when its Debian package is installed (scripts/deps). */
 START_TEST(test_fashion_mnist)
 {
@@ -367,6 +393,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_readers);
+    tcase_add_test(tc, test_read_matrix);
     tcase_add_test(tc, test_fashion_mnist);
     tcase_add_test(tc, test_bad_inputs);
     tcase_add_test(tc, test_usage);
