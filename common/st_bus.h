@@ -55,6 +55,7 @@ struct st_bus_opts {
     const char *name;       /* connection name shown by the server (may be NULL) */
     int connect_timeout_ms; /* 0: 2000 */
     int reconnect_wait_ms;  /* 0: 250 */
+    int close_wait_ms;      /* st_bus_close waits this long for nats.c's closed callback; 0: 5000 */
     /* Optional; runs on a bus thread. */
     void (*on_state)(void *ctx, enum st_bus_state state);
     void *ctx;
@@ -93,12 +94,16 @@ void st_bus_unsubscribe(struct st_bus_sub *s);
 /* ---- JetStream ------------------------------------------------------------------------ */
 
 /*
- * Makes sure stream `name` exists with file storage and exactly `subjects`: created if
- * missing; if it exists with other subjects it is updated to these (narrowing an old
- * catch-all is how upgrades go). ST_EIO with the server's reason otherwise.
+ * Makes sure stream `name` exists: created with file storage and `subjects` if missing. An
+ * existing stream is left as it is, except that one holding exactly the single subject
+ * `narrow` (may be NULL: never) is updated to `subjects` (narrowing an old catch-all is how
+ * upgrades go; a subject list an operator chose is kept). *narrowed (may be NULL) says
+ * whether that happened; a failed narrowing is logged and is not an error (the stream
+ * works). ST_EIO with the server's reason when the stream can be neither found nor created.
  */
 int st_bus_stream_ensure(struct st_bus *b, const char *name, const char *const *subjects,
-                         size_t n_subjects, struct st_err *err) ST_WUR;
+                         size_t n_subjects, const char *narrow, bool *narrowed,
+                         struct st_err *err) ST_WUR;
 
 /* Publishes to the stream that holds `subject` and waits up to timeout_ms for its ack.
  * msg_id (may be NULL) de-duplicates: a second publish with the same id is acked and not
