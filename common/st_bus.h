@@ -112,11 +112,11 @@ int st_bus_js_publish(struct st_bus *b, const char *subject, const void *data, s
                       const char *msg_id, int timeout_ms, struct st_err *err) ST_WUR;
 
 struct st_bus_pull_opts {
-    const char *stream;   /* the stream */
-    const char *durable;  /* the durable consumer's name (created if missing) */
-    const char *filter;   /* subject filter, e.g. "strata.>" */
-    int64_t ack_wait_ms;  /* unacked messages come back after this */
-    int max_ack_pending;  /* 0: 10000 */
+    const char *stream;  /* the stream */
+    const char *durable; /* the durable consumer's name (created if missing) */
+    const char *filter;  /* subject filter, e.g. "strata.>" */
+    int64_t ack_wait_ms; /* unacked messages come back after this */
+    int max_ack_pending; /* 0: 10000 */
 };
 
 /* Binds to (or creates) a durable pull consumer: deliver all, explicit ack. */

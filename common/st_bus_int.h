@@ -24,8 +24,7 @@ struct st_bus_ops {
                          const char *narrow, bool *narrowed, struct st_err *err);
     int (*js_publish)(void *impl, const char *subject, const void *data, size_t len,
                       const char *msg_id, int timeout_ms, struct st_err *err);
-    int (*pull_open)(void *impl, const struct st_bus_pull_opts *o, void **pull,
-                     struct st_err *err);
+    int (*pull_open)(void *impl, const struct st_bus_pull_opts *o, void **pull, struct st_err *err);
     /* Fills msgs[i]->impl (the public objects are allocated by st_bus.c). */
     int (*pull_fetch)(void *pull, void **msgs, int max, int timeout_ms, struct st_err *err);
     void (*pull_close)(void *pull);

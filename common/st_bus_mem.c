@@ -15,6 +15,7 @@
  * order while fewer than max_ack_pending are unacked. Waiting fetches sleep on g_cv.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +80,7 @@ struct mem_sub {
     bool stop;
     pthread_mutex_t cb_mu; /* held while fn runs */
     bool dead;             /* under cb_mu: fn never runs again */
+    _Atomic bool dying;    /* set before dead: skip queued messages at once */
     pthread_t th;
     struct mem_sub *next; /* the registry's list, under g_mu */
 };
@@ -189,7 +191,7 @@ static void *sub_main(void *arg)
             s->tail = NULL;
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_lock(&s->cb_mu);
-        if (!s->dead)
+        if (!s->dead && !atomic_load(&s->dying))
             s->fn(s->ctx, q->subject, q->data, q->len);
         pthread_mutex_unlock(&s->cb_mu);
         free(q);
@@ -323,6 +325,7 @@ static void mem_unsubscribe(void *impl, void *sub)
         }
     }
     pthread_mutex_unlock(&g_mu);
+    atomic_store(&s->dying, true);
     pthread_mutex_lock(&s->cb_mu); /* waits for a running callback */
     s->dead = true;
     pthread_mutex_unlock(&s->cb_mu);

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <nats/nats.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -46,6 +47,7 @@ struct nsub {
     void *ctx;
     pthread_mutex_t cb_mu; /* held while fn runs */
     bool dead;             /* under cb_mu */
+    _Atomic bool dying;    /* set before dead: skip queued messages at once */
     pthread_mutex_t mu;
     pthread_cond_t cv; /* CLOCK_MONOTONIC */
     bool complete;     /* under mu: nats.c will not call the handler again */
@@ -239,7 +241,7 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
     (void)sub;
     struct nsub *s = closure;
     pthread_mutex_lock(&s->cb_mu);
-    if (!s->dead)
+    if (!s->dead && !atomic_load(&s->dying))
         s->fn(s->ctx, natsMsg_GetSubject(msg), natsMsg_GetData(msg),
               (size_t)natsMsg_GetDataLength(msg));
     pthread_mutex_unlock(&s->cb_mu);
@@ -312,6 +314,7 @@ static void n_unsubscribe(void *impl, void *sub)
         }
     }
     pthread_mutex_unlock(&c->mu);
+    atomic_store(&s->dying, true);
     pthread_mutex_lock(&s->cb_mu); /* waits for a running handler; none runs fn again */
     s->dead = true;
     pthread_mutex_unlock(&s->cb_mu);
@@ -323,8 +326,10 @@ static void n_unsubscribe(void *impl, void *sub)
     pthread_mutex_unlock(&s->mu);
     natsSubscription_Destroy(s->sub);
     if (!complete) {
-        st_log_error("bus", "nats.c did not complete a subscription within %" PRId64
-                            " ms; leaking its state", c->close_wait_ms);
+        st_log_error("bus",
+                     "nats.c did not complete a subscription within %" PRId64
+                     " ms; leaking its state",
+                     c->close_wait_ms);
         return;
     }
     nsub_free(s);
@@ -401,8 +406,7 @@ static int n_js_publish(void *impl, const char *subject, const void *data, size_
                       (int)jerr);
 }
 
-static int n_pull_open(void *impl, const struct st_bus_pull_opts *o, void **out,
-                       struct st_err *err)
+static int n_pull_open(void *impl, const struct st_bus_pull_opts *o, void **out, struct st_err *err)
 {
     struct nconn *c = impl;
     struct npull *p = calloc(1, sizeof(*p));
@@ -435,8 +439,8 @@ static int n_pull_fetch(void *pull, void **msgs, int max, int timeout_ms, struct
         return st_err_set(err, ST_EIO, "fetching: not connected");
     natsMsgList list = {0};
     jsErrCode jerr = 0;
-    natsStatus s = natsSubscription_Fetch(&list, p->sub, max, timeout_ms > 0 ? timeout_ms : 1,
-                                          &jerr);
+    natsStatus s =
+        natsSubscription_Fetch(&list, p->sub, max, timeout_ms > 0 ? timeout_ms : 1, &jerr);
     if (s == NATS_TIMEOUT) {
         natsMsgList_Destroy(&list);
         return 0;
