@@ -6,7 +6,7 @@
  * What the daemons need, and so all this offers:
  *   - core publish/subscribe with NATS subject wildcards (`*` one token, `>` the rest):
  *     node announcements (strata.nodes.<node_id>);
- *   - a JetStream stream (file storage; subjects; created or narrowed to the given subjects),
+ *   - a JetStream stream (file storage; subjects; created, or narrowed from an old catch-all),
  *     publish with a Nats-Msg-Id for de-duplication, waiting for the stream's ack;
  *   - a durable pull consumer (explicit ack, ack wait, deliver all, max ack pending) with
  *     fetch, ack, nak (redeliver now) and in-progress (restart the ack timer).
@@ -15,15 +15,21 @@
  * after that the bus reconnects by itself forever and reports state changes to on_state.
  * After st_bus_close returns, no callback of that connection (on_state, subscription
  * callbacks) runs or is running: callers may free what they passed as ctx. (With nats.c
- * this waits, bounded, for its closed callback; if that never comes, st_bus_close leaks its
- * own small state rather than the caller's.)
+ * this waits, bounded by close_wait_ms, for its closed callback; if that never comes,
+ * st_bus_close leaks its own small state rather than the caller's. Fault point for tests:
+ * bus.nats.late_callback delays each nats.c connection callback by 5 ms.) Subscriptions still
+ * open are removed by st_bus_close; pull consumers must be closed before it; fetched messages
+ * may outlive both (ack/nak then fail or are no-ops, and the message is simply redelivered).
  *
  * The embedded bus: every st_bus_connect("embedded") in one process reaches the same bus; it
  * keeps streams in memory (gone at exit) and is always connected. Its semantics match
  * JetStream's for everything above: msg-id de-duplication within the stream's duplicate
  * window (2 min), per-durable ack state, redelivery of unacked messages after ack_wait, nak
  * redelivers at once, in-progress resets the timer, a message counts as pending until acked,
- * and delivery order is stream order (redeliveries first).
+ * and delivery order is stream order (redeliveries that are due first). A core publish to a
+ * subject a stream holds is stored, and stored messages reach core subscribers, as in NATS.
+ * st_bus_flush returns at once (a publish is in the subscribers' queues when it returns).
+ * Each subscription is delivered by a thread of its own.
  *
  * Threads: everything here is thread-safe. Subscription callbacks run on a bus thread, one
  * at a time per subscription; they must not call st_bus_close or st_bus_unsubscribe on their
