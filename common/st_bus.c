@@ -1,6 +1,7 @@
 /* st_bus.c — the bus's public objects and the dispatch by URL to a backend (st_bus.h). */
 #include "st_bus.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,11 +11,14 @@ struct st_bus {
     const struct st_bus_ops *ops;
     char *url;
     void *impl;
+    pthread_mutex_t mu;      /* subs */
+    struct st_bus_sub *subs; /* still subscribed: st_bus_close removes them */
 };
 
 struct st_bus_sub {
     struct st_bus *b;
     void *impl;
+    struct st_bus_sub *next;
 };
 
 struct st_bus_pull {
@@ -46,8 +50,10 @@ int st_bus_connect(const struct st_bus_opts *o, struct st_bus **out, struct st_e
         return st_err_set(err, ST_ENOMEM, "bus: out of memory");
     }
     b->ops = ops;
+    pthread_mutex_init(&b->mu, NULL);
     int rc = ops->connect(o, &b->impl, err);
     if (rc != ST_OK) {
+        pthread_mutex_destroy(&b->mu);
         free(b->url);
         free(b);
         return rc;
@@ -60,7 +66,16 @@ void st_bus_close(struct st_bus *b)
 {
     if (b == NULL)
         return;
+    for (;;) { /* subscriptions left open: removed first */
+        pthread_mutex_lock(&b->mu);
+        struct st_bus_sub *s = b->subs;
+        pthread_mutex_unlock(&b->mu);
+        if (s == NULL)
+            break;
+        st_bus_unsubscribe(s);
+    }
     b->ops->close(b->impl);
+    pthread_mutex_destroy(&b->mu);
     free(b->url);
     free(b);
 }
@@ -102,6 +117,10 @@ int st_bus_subscribe(struct st_bus *b, const char *subject, st_bus_msg_fn fn, vo
         free(s);
         return rc;
     }
+    pthread_mutex_lock(&b->mu);
+    s->next = b->subs;
+    b->subs = s;
+    pthread_mutex_unlock(&b->mu);
     *out = s;
     return ST_OK;
 }
@@ -110,7 +129,16 @@ void st_bus_unsubscribe(struct st_bus_sub *s)
 {
     if (s == NULL)
         return;
-    s->b->ops->unsubscribe(s->b->impl, s->impl);
+    struct st_bus *b = s->b;
+    pthread_mutex_lock(&b->mu);
+    for (struct st_bus_sub **pp = &b->subs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    b->ops->unsubscribe(b->impl, s->impl);
     free(s);
 }
 
