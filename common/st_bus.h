@@ -6,7 +6,7 @@
  * What the daemons need, and so all this offers:
  *   - core publish/subscribe with NATS subject wildcards (`*` one token, `>` the rest):
  *     node announcements (strata.nodes.<node_id>);
- *   - a JetStream stream (file storage; subjects; created or narrowed to the given subjects),
+ *   - a JetStream stream (file storage; subjects; created, or narrowed from an old catch-all),
  *     publish with a Nats-Msg-Id for de-duplication, waiting for the stream's ack;
  *   - a durable pull consumer (explicit ack, ack wait, deliver all, max ack pending) with
  *     fetch, ack, nak (redeliver now) and in-progress (restart the ack timer).
@@ -15,15 +15,21 @@
  * after that the bus reconnects by itself forever and reports state changes to on_state.
  * After st_bus_close returns, no callback of that connection (on_state, subscription
  * callbacks) runs or is running: callers may free what they passed as ctx. (With nats.c
- * this waits, bounded, for its closed callback; if that never comes, st_bus_close leaks its
- * own small state rather than the caller's.)
+ * this waits, bounded by close_wait_ms, for its closed callback; if that never comes,
+ * st_bus_close leaks its own small state rather than the caller's. Fault point for tests:
+ * bus.nats.late_callback delays each nats.c connection callback by 5 ms.) Subscriptions still
+ * open are removed by st_bus_close; pull consumers must be closed before it; fetched messages
+ * may outlive both (ack/nak then fail or are no-ops, and the message is simply redelivered).
  *
  * The embedded bus: every st_bus_connect("embedded") in one process reaches the same bus; it
  * keeps streams in memory (gone at exit) and is always connected. Its semantics match
  * JetStream's for everything above: msg-id de-duplication within the stream's duplicate
  * window (2 min), per-durable ack state, redelivery of unacked messages after ack_wait, nak
  * redelivers at once, in-progress resets the timer, a message counts as pending until acked,
- * and delivery order is stream order (redeliveries first).
+ * and delivery order is stream order (redeliveries that are due first). A core publish to a
+ * subject a stream holds is stored, and stored messages reach core subscribers, as in NATS.
+ * st_bus_flush returns at once (a publish is in the subscribers' queues when it returns).
+ * Each subscription is delivered by a thread of its own.
  *
  * Threads: everything here is thread-safe. Subscription callbacks run on a bus thread, one
  * at a time per subscription; they must not call st_bus_close or st_bus_unsubscribe on their
@@ -55,6 +61,7 @@ struct st_bus_opts {
     const char *name;       /* connection name shown by the server (may be NULL) */
     int connect_timeout_ms; /* 0: 2000 */
     int reconnect_wait_ms;  /* 0: 250 */
+    int close_wait_ms;      /* st_bus_close waits this long for nats.c's closed callback; 0: 5000 */
     /* Optional; runs on a bus thread. */
     void (*on_state)(void *ctx, enum st_bus_state state);
     void *ctx;
@@ -93,12 +100,16 @@ void st_bus_unsubscribe(struct st_bus_sub *s);
 /* ---- JetStream ------------------------------------------------------------------------ */
 
 /*
- * Makes sure stream `name` exists with file storage and exactly `subjects`: created if
- * missing; if it exists with other subjects it is updated to these (narrowing an old
- * catch-all is how upgrades go). ST_EIO with the server's reason otherwise.
+ * Makes sure stream `name` exists: created with file storage and `subjects` if missing. An
+ * existing stream is left as it is, except that one holding exactly the single subject
+ * `narrow` (may be NULL: never) is updated to `subjects` (narrowing an old catch-all is how
+ * upgrades go; a subject list an operator chose is kept). *narrowed (may be NULL) says
+ * whether that happened; a failed narrowing is logged and is not an error (the stream
+ * works). ST_EIO with the server's reason when the stream can be neither found nor created.
  */
 int st_bus_stream_ensure(struct st_bus *b, const char *name, const char *const *subjects,
-                         size_t n_subjects, struct st_err *err) ST_WUR;
+                         size_t n_subjects, const char *narrow, bool *narrowed,
+                         struct st_err *err) ST_WUR;
 
 /* Publishes to the stream that holds `subject` and waits up to timeout_ms for its ack.
  * msg_id (may be NULL) de-duplicates: a second publish with the same id is acked and not
@@ -107,11 +118,11 @@ int st_bus_js_publish(struct st_bus *b, const char *subject, const void *data, s
                       const char *msg_id, int timeout_ms, struct st_err *err) ST_WUR;
 
 struct st_bus_pull_opts {
-    const char *stream;   /* the stream */
-    const char *durable;  /* the durable consumer's name (created if missing) */
-    const char *filter;   /* subject filter, e.g. "strata.>" */
-    int64_t ack_wait_ms;  /* unacked messages come back after this */
-    int max_ack_pending;  /* 0: 10000 */
+    const char *stream;  /* the stream */
+    const char *durable; /* the durable consumer's name (created if missing) */
+    const char *filter;  /* subject filter, e.g. "strata.>" */
+    int64_t ack_wait_ms; /* unacked messages come back after this */
+    int max_ack_pending; /* 0: 10000 */
 };
 
 /* Binds to (or creates) a durable pull consumer: deliver all, explicit ack. */

@@ -28,7 +28,7 @@ struct idx_nodes {
     char *token;
     int64_t since_ms, settle_ms; /* since: when discovery (re)started hearing; under mu */
     bool connected;              /* under mu */
-    natsSubscription *sub;
+    struct st_bus_sub *sub;
 };
 
 static int64_t now_ms(void)
@@ -95,12 +95,10 @@ void idx_nodes_announce(struct idx_nodes *ns, const char *json, size_t len)
     json_decref(j);
 }
 
-static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+static void on_msg(void *ctx, const char *subject, const void *data, size_t len)
 {
-    (void)nc;
-    (void)sub;
-    idx_nodes_announce(closure, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
-    natsMsg_Destroy(msg);
+    (void)subject;
+    idx_nodes_announce(ctx, data, len);
 }
 
 int idx_nodes_start(const struct idx_nodes_opts *o, struct idx_nodes **out, struct st_err *err)
@@ -134,17 +132,17 @@ int idx_nodes_start(const struct idx_nodes_opts *o, struct idx_nodes **out, stru
     return ST_OK;
 }
 
-int idx_nodes_attach(struct idx_nodes *ns, natsConnection *nc, struct st_err *err)
+int idx_nodes_attach(struct idx_nodes *ns, struct st_bus *b, struct st_err *err)
 {
     pthread_mutex_lock(&ns->mu);
     bool have = ns->sub != NULL;
     pthread_mutex_unlock(&ns->mu);
     if (ns->pinned || have)
         return ST_OK;
-    natsSubscription *sub = NULL;
-    natsStatus s = natsConnection_Subscribe(&sub, nc, "strata.nodes.>", on_msg, ns);
-    if (s != NATS_OK)
-        return st_err_set(err, ST_EIO, "subscribing to strata.nodes.>: %s", natsStatus_GetText(s));
+    struct st_bus_sub *sub = NULL;
+    int rc = st_bus_subscribe(b, "strata.nodes.>", on_msg, ns, &sub, err);
+    if (rc != ST_OK)
+        return rc;
     pthread_mutex_lock(&ns->mu);
     ns->sub = sub;
     pthread_mutex_unlock(&ns->mu);
@@ -217,16 +215,20 @@ int idx_nodes_live(struct idx_nodes *ns, const char *coll, struct idx_node **out
     return ST_OK;
 }
 
+void idx_nodes_detach(struct idx_nodes *ns)
+{
+    pthread_mutex_lock(&ns->mu);
+    struct st_bus_sub *sub = ns->sub;
+    ns->sub = NULL;
+    pthread_mutex_unlock(&ns->mu);
+    st_bus_unsubscribe(sub); /* waits for a callback in progress (it takes mu: not held) */
+}
+
 void idx_nodes_stop(struct idx_nodes *ns)
 {
     if (ns == NULL)
         return;
-    if (ns->sub != NULL) {
-        /* No callback may run into ns after it is freed: drain and wait for it. */
-        if (natsSubscription_Drain(ns->sub) == NATS_OK)
-            (void)natsSubscription_WaitForDrainCompletion(ns->sub, 5000);
-        natsSubscription_Destroy(ns->sub);
-    }
+    idx_nodes_detach(ns); /* no callback may run into ns after it is freed */
     pthread_mutex_destroy(&ns->mu);
     free(ns->e);
     free(ns->token);

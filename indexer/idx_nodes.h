@@ -11,12 +11,12 @@
 #ifndef IDX_NODES_H
 #define IDX_NODES_H
 
-#include <nats/nats.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "idx_catalog.h"
+#include "st_bus.h"
 #include "st_error.h"
 
 struct idx_node {
@@ -35,8 +35,12 @@ struct idx_nodes;
 
 int idx_nodes_start(const struct idx_nodes_opts *o, struct idx_nodes **out,
                     struct st_err *err) ST_WUR;
-/* Discovery: subscribes to strata.nodes.> on nc (connected) and starts the settle time. */
-int idx_nodes_attach(struct idx_nodes *ns, natsConnection *nc, struct st_err *err) ST_WUR;
+/* Discovery: subscribes to strata.nodes.> on b (connected; borrowed until idx_nodes_detach)
+ * and starts the settle time. */
+int idx_nodes_attach(struct idx_nodes *ns, struct st_bus *b, struct st_err *err) ST_WUR;
+/* Unsubscribes (call before st_bus_close of the connection attached to): after it no
+ * announcement callback runs. Idempotent; idx_nodes_stop does it too. */
+void idx_nodes_detach(struct idx_nodes *ns);
 /* The NATS connection went down (false) or came back (true): while it is down the set is not
  * trusted, and after it comes back it settles again (announcements were missed meanwhile). */
 void idx_nodes_connection(struct idx_nodes *ns, bool up);

@@ -3,7 +3,6 @@
 
 #include <inttypes.h>
 #include <jansson.h>
-#include <nats/nats.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include <time.h>
 
 #include "idx_client.h"
+#include "st_bus.h"
 #include "st_clock.h"
 #include "st_fault.h"
 #include "st_log.h"
@@ -29,7 +29,7 @@ struct job {
     enum job_kind kind;
     struct idx_coll *c;
     struct idx_cat_entry e; /* from the event (or the catalog) */
-    natsMsg *msg;           /* acked when the job is done; NULL for tiering and rebuilds */
+    struct st_bus_msg *msg; /* acked when the job is done; NULL for tiering and rebuilds */
     int attempts;
     int64_t not_before; /* monotonic ms */
     bool running;
@@ -56,14 +56,9 @@ struct idx_service {
     char durable[80];
     struct idx_coll *colls;
     size_t ncoll;
-    natsOptions *nopts;
-    natsConnection *nc; /* set by the puller once connected; read by others after `up` */
-    jsCtx *js;
-    natsSubscription *sub;
+    struct st_bus *bus;       /* set by the puller once connected; read by others after `up` */
+    struct st_bus_pull *pull; /* the puller's */
     _Atomic bool up, subscribed, stop;
-    pthread_mutex_t closed_mu;
-    pthread_cond_t closed_cv;
-    bool closed;
     struct idx_nodes *nodes;
     pthread_mutex_t mu; /* the job list and the memory account */
     pthread_cond_t cv;
@@ -103,15 +98,15 @@ static void wait_ms(struct idx_service *s, int64_t ms)
     pthread_mutex_unlock(&s->mu);
 }
 
-static void msg_ack(natsMsg *m)
+static void msg_ack(struct st_bus_msg *m)
 {
     if (m == NULL)
         return;
-    natsStatus st = natsMsg_Ack(m, NULL);
-    if (st != NATS_OK)
+    int rc = st_bus_msg_ack(m);
+    if (rc != ST_OK)
         st_log_warn(LOG_COMP, "ack of %s failed: %s (it will be redelivered and be a no-op)",
-                    natsMsg_GetSubject(m), natsStatus_GetText(st));
-    natsMsg_Destroy(m);
+                    st_bus_msg_subject(m), st_strerror(rc));
+    st_bus_msg_free(m);
 }
 
 /* ---- views ---- */
@@ -189,7 +184,7 @@ static void remove_locked(struct idx_coll *c, const char *node, int64_t start)
 static void job_free(struct job *j)
 {
     if (j->msg != NULL)
-        natsMsg_Destroy(j->msg); /* not acked: JetStream redelivers it */
+        st_bus_msg_free(j->msg); /* not acked: JetStream redelivers it */
     free(j);
 }
 
@@ -205,7 +200,7 @@ static void enqueue_locked(struct idx_service *s, struct job *j)
             /* A redelivery of an event we hold: keep the newest handle (same stream message). */
             if (j->msg != NULL) {
                 if (x->msg != NULL)
-                    natsMsg_Destroy(x->msg);
+                    st_bus_msg_free(x->msg);
                 x->msg = j->msg;
                 j->msg = NULL;
             }
@@ -338,7 +333,7 @@ static bool stale(struct idx_coll *c, const struct idx_cat_entry *e, bool same_o
 static void publish_indexed(struct idx_service *s, const struct idx_coll *c,
                             const struct idx_cat_entry *e)
 {
-    if (!atomic_load(&s->up) || s->js == NULL)
+    if (!atomic_load(&s->up) || s->bus == NULL)
         return;
     char subject[128], id[256];
     snprintf(subject, sizeof(subject), "strata.%s.indexed", c->cfg->name);
@@ -353,17 +348,10 @@ static void publish_indexed(struct idx_service *s, const struct idx_coll *c,
     json_decref(j);
     if (body == NULL)
         return;
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MsgId = id;
-    po.MaxWait = 2000;
-    jsPubAck *pa = NULL;
-    jsErrCode jerr = 0;
-    natsStatus st = js_Publish(&pa, s->js, subject, body, (int)strlen(body), &po, &jerr);
-    jsPubAck_Destroy(pa);
-    if (st != NATS_OK)
+    struct st_err err = {0};
+    if (st_bus_js_publish(s->bus, subject, body, strlen(body), id, 2000, &err) != ST_OK)
         st_log_warn(LOG_COMP, "publishing %s failed: %s (the index is served all the same)",
-                    subject, natsStatus_GetText(st));
+                    subject, err.msg);
     free(body);
 }
 
@@ -624,7 +612,7 @@ static void *worker_main(void *arg)
 /* ---- events ---- */
 
 static void on_expired(struct idx_service *s, struct idx_coll *c, const char *node, int64_t start,
-                       uint32_t version, natsMsg *m)
+                       uint32_t version, struct st_bus_msg *m)
 {
     atomic_fetch_add(&c->ev_expired, 1);
     struct st_err err = {0};
@@ -656,8 +644,8 @@ static void on_expired(struct idx_service *s, struct idx_coll *c, const char *no
     if (rc != ST_OK) {
         st_log_warn(LOG_COMP, "expiry coll=%s node=%s start=%" PRId64 " not recorded: %s",
                     c->cfg->name, node, start, err.msg[0] ? err.msg : st_strerror(rc));
-        (void)natsMsg_Nak(m, NULL);
-        natsMsg_Destroy(m);
+        st_best_effort(st_bus_msg_nak(m)); /* lost: back after ack_wait */
+        st_bus_msg_free(m);
         return;
     }
     /* Queued builds of the expired versions are moot. */
@@ -680,9 +668,11 @@ static void on_expired(struct idx_service *s, struct idx_coll *c, const char *no
     msg_ack(m);
 }
 
-static void on_msg(struct idx_service *s, natsMsg *m)
+static void on_msg(struct idx_service *s, struct st_bus_msg *m)
 {
-    json_t *j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+    size_t len = 0;
+    const void *data = st_bus_msg_data(m, &len);
+    json_t *j = json_loadb(data, len, 0, NULL);
     const char *kind = json_string_value(json_object_get(j, "kind"));
     const char *coll = json_string_value(json_object_get(j, "collection"));
     const char *node = json_string_value(json_object_get(j, "node"));
@@ -698,7 +688,7 @@ static void on_msg(struct idx_service *s, natsMsg *m)
     }
     if (c == NULL || !idx_node_id_ok(node) || !json_is_integer(jstart) || !json_is_integer(jver) ||
         json_integer_value(jver) < 0 || json_integer_value(jver) > UINT32_MAX) {
-        st_log_warn(LOG_COMP, "ignoring event on %s: %s", natsMsg_GetSubject(m),
+        st_log_warn(LOG_COMP, "ignoring event on %s: %s", st_bus_msg_subject(m),
                     c == NULL ? "collection not configured here" : "malformed");
         msg_ack(m);
         json_decref(j);
@@ -718,10 +708,10 @@ static void on_msg(struct idx_service *s, natsMsg *m)
     json_int_t jbytes = json_integer_value(json_object_get(j, "bytes"));
     if (url == NULL || strlen(url) >= sizeof(jb->e.url) || !json_is_integer(jend) || jb == NULL ||
         jrec < 0 || jrec > (json_int_t)UINT32_MAX || jbytes <= 0) {
-        st_log_warn(LOG_COMP, "ignoring sealed event on %s: %s", natsMsg_GetSubject(m),
+        st_log_warn(LOG_COMP, "ignoring sealed event on %s: %s", st_bus_msg_subject(m),
                     jb == NULL ? "out of memory" : "no usable segment location");
         if (jb == NULL)
-            natsMsg_Destroy(m); /* redelivered later */
+            st_bus_msg_free(m); /* redelivered later */
         else
             msg_ack(m);
         free(jb);
@@ -752,95 +742,63 @@ static void on_msg(struct idx_service *s, natsMsg *m)
     enqueue(s, jb);
 }
 
-/* nats.c's connection callbacks (its own thread). The closed callback is the last one: stop
- * waits for it before freeing what the others touch. */
-static void on_disconnected(natsConnection *nc, void *closure)
+/* The bus's state callback (a bus thread; never after st_bus_close returned). */
+static void on_state(void *ctx, enum st_bus_state state)
 {
-    (void)nc;
-    struct idx_service *s = closure;
-    idx_nodes_connection(s->nodes, false);
-}
-
-static void on_reconnected(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    struct idx_service *s = closure;
-    idx_nodes_connection(s->nodes, true);
-}
-
-static void on_closed(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    struct idx_service *s = closure;
-    pthread_mutex_lock(&s->closed_mu);
-    s->closed = true;
-    pthread_cond_broadcast(&s->closed_cv);
-    pthread_mutex_unlock(&s->closed_mu);
+    struct idx_service *s = ctx;
+    idx_nodes_connection(s->nodes, state == ST_BUS_RECONNECTED);
 }
 
 static int js_connect(struct idx_service *s)
 {
-    natsStatus st = NATS_OK;
-    if (s->js == NULL)
-        st = natsConnection_JetStream(&s->js, s->nc, NULL);
-    if (st == NATS_OK) {
-        /* The stream: ingest creates it too; whoever starts first does. */
-        jsStreamConfig sc;
-        jsStreamConfig_Init(&sc);
-        static const char *subjects[] = {"strata.*.sealed", "strata.*.expired", "strata.*.indexed"};
-        sc.Name = s->cfg->nats.stream;
-        sc.Subjects = subjects;
-        sc.SubjectsLen = 3;
-        sc.Storage = js_FileStorage;
-        jsStreamInfo *si = NULL;
-        jsErrCode jerr = 0;
-        natsStatus a = js_AddStream(&si, s->js, &sc, NULL, &jerr);
-        jsStreamInfo_Destroy(si);
-        (void)a; /* "already in use" is fine: it exists */
-        jsSubOptions so;
-        jsSubOptions_Init(&so);
-        so.Stream = s->cfg->nats.stream;
-        so.Config.Durable = s->durable;
-        so.Config.AckPolicy = js_AckExplicit;
-        so.Config.AckWait = (int64_t)ACK_WAIT_MS * 1000000;
-        so.Config.MaxAckPending = 10000;
-        so.Config.DeliverPolicy = js_DeliverAll;
-        st = js_PullSubscribe(&s->sub, s->js, "strata.>", s->durable, NULL, &so, &jerr);
-        if (st != NATS_OK)
-            st_log_warn(LOG_COMP, "JetStream consumer %s on stream %s: %s (jerr %d); retrying",
-                        s->durable, s->cfg->nats.stream, natsStatus_GetText(st), (int)jerr);
-    }
-    return st == NATS_OK ? ST_OK : ST_EIO;
+    /* The stream: ingest creates it too; whoever starts first does ("exists" is fine). */
+    static const char *const subjects[] = {"strata.*.sealed", "strata.*.expired",
+                                           "strata.*.indexed"};
+    struct st_err err = {0};
+    if (st_bus_stream_ensure(s->bus, s->cfg->nats.stream, subjects, 3, NULL, NULL, &err) != ST_OK)
+        st_log_debug(LOG_COMP, "%s", err.msg);
+    struct st_bus_pull_opts po = {.stream = s->cfg->nats.stream,
+                                  .durable = s->durable,
+                                  .filter = "strata.>",
+                                  .ack_wait_ms = ACK_WAIT_MS,
+                                  .max_ack_pending = 10000};
+    int rc = st_bus_pull_open(s->bus, &po, &s->pull, &err);
+    if (rc != ST_OK)
+        st_log_warn(LOG_COMP, "JetStream consumer %s on stream %s: %s; retrying", s->durable,
+                    s->cfg->nats.stream, err.msg);
+    return rc;
 }
 
 static void *puller_main(void *arg)
 {
     struct idx_service *s = arg;
     while (!atomic_load(&s->stop)) {
-        if (s->nc == NULL) {
+        if (s->bus == NULL) {
             /* Connect here, not at start: NATS may be down; searches are served meanwhile
-             * and SIGTERM is honoured (each attempt is bounded by the options' timeout). */
-            natsConnection *nc = NULL;
-            natsStatus st = natsConnection_Connect(&nc, s->nopts);
-            if (st != NATS_OK) {
-                natsConnection_Destroy(nc);
+             * and SIGTERM is honoured (each attempt is bounded by the connect timeout). */
+            struct st_bus_opts bo = {.url = s->cfg->nats.url,
+                                     .name = s->durable,
+                                     .connect_timeout_ms = 2000,
+                                     .reconnect_wait_ms = 250,
+                                     .on_state = on_state,
+                                     .ctx = s};
+            struct st_bus *b = NULL;
+            struct st_err err = {0};
+            if (st_bus_connect(&bo, &b, &err) != ST_OK) {
                 wait_ms(s, 1000);
                 continue;
             }
-            s->nc = nc;
-            struct st_err err = {0};
-            if (idx_nodes_attach(s->nodes, nc, &err) != ST_OK)
+            s->bus = b;
+            if (idx_nodes_attach(s->nodes, b, &err) != ST_OK)
                 st_log_warn(LOG_COMP, "%s (retrying)", err.msg);
             st_log_info(LOG_COMP, "connected to NATS %s", s->cfg->nats.url);
             continue;
         }
-        if (s->sub == NULL) {
-            if (!natsConnection_IsClosed(s->nc) &&
-                natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED &&
-                js_connect(s) == ST_OK) {
+        if (s->pull == NULL) {
+            if (st_bus_connected(s->bus) && js_connect(s) == ST_OK) {
                 atomic_store(&s->up, true);
                 struct st_err err = {0};
-                if (idx_nodes_attach(s->nodes, s->nc, &err) != ST_OK)
+                if (idx_nodes_attach(s->nodes, s->bus, &err) != ST_OK)
                     st_log_warn(LOG_COMP, "%s", err.msg);
                 atomic_store(&s->subscribed, true);
                 st_log_info(LOG_COMP, "consuming stream=%s durable=%s", s->cfg->nats.stream,
@@ -850,25 +808,19 @@ static void *puller_main(void *arg)
             }
             continue;
         }
-        natsMsgList list = {0};
-        jsErrCode jerr = 0;
-        natsStatus st = natsSubscription_Fetch(&list, s->sub, 32, 1000, &jerr);
-        if (st == NATS_TIMEOUT)
-            continue;
-        if (st != NATS_OK) {
-            natsMsgList_Destroy(&list);
+        struct st_bus_msg *msgs[32];
+        struct st_err err = {0};
+        int n = st_bus_pull_fetch(s->pull, msgs, 32, 1000, &err);
+        if (n < 0) {
             wait_ms(s, 500);
             continue;
         }
-        for (int i = 0; i < list.Count; i++) {
-            natsMsg *m = list.Msgs[i];
-            list.Msgs[i] = NULL;
+        for (int i = 0; i < n; i++) {
             if (atomic_load(&s->stop))
-                natsMsg_Destroy(m);
+                st_bus_msg_free(msgs[i]);
             else
-                on_msg(s, m);
+                on_msg(s, msgs[i]);
         }
-        natsMsgList_Destroy(&list);
     }
     return NULL;
 }
@@ -887,7 +839,7 @@ static void *ticker_main(void *arg)
             pthread_mutex_lock(&s->mu);
             for (struct job *j = s->jobs; j != NULL; j = j->next)
                 if (j->msg != NULL)
-                    (void)natsMsg_InProgress(j->msg, NULL);
+                    st_best_effort(st_bus_msg_in_progress(j->msg)); /* lost: redelivered, a no-op */
             pthread_mutex_unlock(&s->mu);
         }
         for (size_t i = 0; i < s->ncoll; i++) {
@@ -1026,8 +978,6 @@ int idx_service_start(const struct idx_service_opts *o, struct idx_service **out
         if (*p == '.')
             *p = '_'; /* JetStream durable names cannot hold '.' */
     pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->closed_mu, NULL);
-    pthread_cond_init(&s->closed_cv, NULL);
     st_cond_init_mono(&s->cv);
     st_hist_init(&s->build_hist[0], &st_hist_latency);
     st_hist_init(&s->build_hist[1], &st_hist_latency);
@@ -1047,26 +997,7 @@ int idx_service_start(const struct idx_service_opts *o, struct idx_service **out
         if ((rc = open_coll(s, &s->colls[i], &s->cfg->collections[i], err)) != ST_OK)
             goto fail;
     }
-    /* NATS options; the puller connects (NATS may be down: searches are served meanwhile). */
-    natsStatus st = natsOptions_Create(&s->nopts);
-    if (st == NATS_OK)
-        st = natsOptions_SetURL(s->nopts, s->cfg->nats.url);
-    if (st == NATS_OK)
-        st = natsOptions_SetTimeout(s->nopts, 2000);
-    if (st == NATS_OK)
-        st = natsOptions_SetMaxReconnect(s->nopts, -1);
-    if (st == NATS_OK)
-        st = natsOptions_SetReconnectWait(s->nopts, 250);
-    if (st == NATS_OK)
-        st = natsOptions_SetDisconnectedCB(s->nopts, on_disconnected, s);
-    if (st == NATS_OK)
-        st = natsOptions_SetReconnectedCB(s->nopts, on_reconnected, s);
-    if (st == NATS_OK)
-        st = natsOptions_SetClosedCB(s->nopts, on_closed, s);
-    if (st != NATS_OK) {
-        rc = st_err_set(err, ST_EIO, "nats %s: %s", s->cfg->nats.url, natsStatus_GetText(st));
-        goto fail;
-    }
+    /* The puller connects (NATS may be down: searches are served meanwhile). */
     struct idx_nodes_opts no2 = {.pinned = o->ingest_nodes,
                                  .npinned = o->n_ingest_nodes,
                                  .token = o->token,
@@ -1123,28 +1054,11 @@ void idx_service_stop(struct idx_service *s)
         s->jobs = j->next;
         job_free(j);
     }
-    if (s->sub != NULL)
-        natsSubscription_Destroy(s->sub); /* the durable consumer stays on the server */
-    jsCtx_Destroy(s->js);
-    if (s->nc != NULL) {
-        natsConnection_Close(s->nc);
-        /* nats.c's callbacks touch s->nodes: wait for the last one (bounded) */
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_sec += 5;
-        pthread_mutex_lock(&s->closed_mu);
-        while (!s->closed && pthread_cond_timedwait(&s->closed_cv, &s->closed_mu, &dl) == 0)
-            ;
-        bool closed = s->closed;
-        pthread_mutex_unlock(&s->closed_mu);
-        natsConnection_Destroy(s->nc);
-        if (!closed) { /* never free what nats.c may still call into */
-            st_log_error(LOG_COMP, "nats.c did not close the connection in 5 s; leaking it");
-            return;
-        }
-    }
+    st_bus_pull_close(s->pull); /* the durable consumer stays on the server */
+    if (s->nodes != NULL)
+        idx_nodes_detach(s->nodes); /* before the close, as st_bus asks */
+    st_bus_close(s->bus);           /* on_state touches s->nodes: after it, none runs */
     idx_nodes_stop(s->nodes);
-    natsOptions_Destroy(s->nopts);
     for (size_t i = 0; i < s->ncoll; i++) {
         struct idx_coll *c = &s->colls[i];
         idx_view_slot_destroy(&c->view);
@@ -1157,8 +1071,6 @@ void idx_service_stop(struct idx_service *s)
     free(s->colls);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->closed_mu);
-    pthread_cond_destroy(&s->closed_cv);
     free(s);
 }
 
@@ -1263,7 +1175,7 @@ bool idx_service_ready(struct idx_service *s, char *why, size_t cap)
                  s->cfg->nats.url);
         return false;
     }
-    if (!atomic_load(&s->up) || natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
+    if (!atomic_load(&s->up) || !st_bus_connected(s->bus)) {
         snprintf(why, cap, "nats: not connected to %s", s->cfg->nats.url);
         return false;
     }

@@ -53,7 +53,7 @@ struct idx_coll;
 int idx_service_start(const struct idx_service_opts *o, struct idx_service **out,
                       struct st_err *err) ST_WUR;
 /* Stops consuming, abandons builds in progress (their events stay unacked and are redelivered
- * after a restart), waits for the workers, closes NATS, frees. */
+ * after a restart), waits for the workers, closes its bus connection, frees. */
 void idx_service_stop(struct idx_service *s);
 
 size_t idx_service_ncoll(const struct idx_service *s);

@@ -3,13 +3,13 @@
 
 #include <inttypes.h>
 #include <jansson.h>
-#include <nats/nats.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "st_bus.h"
 #include "st_clock.h"
 #include "st_log.h"
 
@@ -32,7 +32,6 @@ struct ingest_announce {
     bool stop;    /* the thread is to end */
     bool bye;     /* ... saying goodbye */
     bool stopped; /* ingest_announce_stop ran */
-    int conns;    /* connections whose closed callback nats.c has not run yet */
     uint64_t seq; /* messages sent */
     int64_t bye_wait_ms;
     struct st_ratelimit warn_rl;
@@ -110,72 +109,44 @@ out:
     return text;
 }
 
-/* ---- nats.c callbacks (its own thread, closure a) ----------------------------------------- */
+/* ---- the bus ---------------------------------------------------------------------------- */
 
-static void on_reconnected(natsConnection *nc, void *closure)
+/* The bus's state callback (a bus thread; never after st_bus_close returned). */
+static void on_state(void *ctx, enum st_bus_state state)
 {
-    (void)nc;
-    struct ingest_announce *a = closure;
+    struct ingest_announce *a = ctx;
+    if (state != ST_BUS_RECONNECTED)
+        return;
     pthread_mutex_lock(&a->mu);
     a->changed = true; /* back: say so at once rather than at the next interval */
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
 }
 
-/* The last callback nats.c makes for a connection: after it, a may go. */
-static void on_closed(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    struct ingest_announce *a = closure;
-    pthread_mutex_lock(&a->mu);
-    a->conns--;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-}
-
 /* One connection attempt, bounded by connect_timeout_ms per server. Called without mu. */
-static natsStatus nats_connect(struct ingest_announce *a, natsConnection **nc)
+static int bus_connect(struct ingest_announce *a, struct st_bus **b, struct st_err *err)
 {
-    natsOptions *no = NULL;
     char name[200];
     snprintf(name, sizeof(name), "strata-ingest %s announcements", a->node);
-    natsStatus s = natsOptions_Create(&no);
-    if (s == NATS_OK)
-        s = natsOptions_SetURL(no, a->nats_url);
-    if (s == NATS_OK)
-        s = natsOptions_SetName(no, name);
-    if (s == NATS_OK)
-        s = natsOptions_SetTimeout(no, a->o.connect_timeout_ms);
-    if (s == NATS_OK) /* once connected, nats.c reconnects on its own, forever */
-        s = natsOptions_SetMaxReconnect(no, -1);
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectWait(no, 200);
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectedCB(no, on_reconnected, a);
-    if (s == NATS_OK)
-        s = natsOptions_SetClosedCB(no, on_closed, a);
-    if (s == NATS_OK)
-        s = natsConnection_Connect(nc, no);
-    natsOptions_Destroy(no);
-    if (s == NATS_OK) { /* a failed connect makes no callbacks; a made one ends with on_closed */
-        pthread_mutex_lock(&a->mu);
-        a->conns++;
-        pthread_mutex_unlock(&a->mu);
-    } else {
-        *nc = NULL;
-    }
-    return s;
+    struct st_bus_opts bo = {.url = a->nats_url,
+                             .name = name,
+                             .connect_timeout_ms = (int)a->o.connect_timeout_ms,
+                             .reconnect_wait_ms = 200, /* then it reconnects on its own */
+                             .close_wait_ms = (int)a->o.close_wait_ms,
+                             .on_state = on_state,
+                             .ctx = a};
+    return st_bus_connect(&bo, b, err);
 }
 
 /* Sends one message (a->mu held; released during the publish). */
-static natsStatus send_one(struct ingest_announce *a, natsConnection *nc, bool bye)
+static int send_one(struct ingest_announce *a, struct st_bus *b, bool bye)
 {
     char *msg = ingest_announce_json(&a->o, a->parts, a->nparts, a->seq + 1, bye);
     if (msg == NULL)
-        return NATS_NO_MEMORY;
+        return ST_ENOMEM;
     a->seq++;
     pthread_mutex_unlock(&a->mu);
-    natsStatus s = natsConnection_PublishString(nc, a->subject, msg);
+    int s = st_bus_publish(b, a->subject, msg, strlen(msg));
     pthread_mutex_lock(&a->mu);
     free(msg);
     return s;
@@ -184,22 +155,23 @@ static natsStatus send_one(struct ingest_announce *a, natsConnection *nc, bool b
 static void *run(void *arg)
 {
     struct ingest_announce *a = arg;
-    natsConnection *nc = NULL;
+    struct st_bus *b = NULL;
     int64_t backoff = BACKOFF_MIN_MS, next = 0;
     bool up = false; /* logged as announcing */
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
-        if (nc == NULL) {
+        if (b == NULL) {
             pthread_mutex_unlock(&a->mu);
-            natsStatus s = nats_connect(a, &nc);
+            struct st_err err = {0};
+            int s = bus_connect(a, &b, &err);
             pthread_mutex_lock(&a->mu);
-            if (s != NATS_OK) {
+            if (s != ST_OK) {
                 uint32_t dropped;
                 if (st_ratelimit_ok(&a->warn_rl, 1, 30000, &dropped))
                     st_log_warn(LOG_COMP,
-                                "announcements: connecting to %s: %s; retrying in the background "
+                                "announcements: %s; retrying in the background "
                                 "(%u similar suppressed)",
-                                a->nats_url, natsStatus_GetText(s), dropped);
+                                err.msg, dropped);
                 if (!a->stop)
                     wait_until(a, mono_ms() + backoff);
                 backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -210,16 +182,16 @@ static void *run(void *arg)
         }
         int64_t now = mono_ms();
         if (a->changed || now >= next) {
-            /* Disconnected: nothing is queued (it would only arrive stale); on_reconnected
-             * asks for a message as soon as nats.c is back. */
+            /* Disconnected: nothing is queued (it would only arrive stale); on_state asks for
+             * a message as soon as the bus is back. */
             a->changed = false;
-            if (natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED) {
-                natsStatus s = send_one(a, nc, false);
-                if (s != NATS_OK) {
+            if (st_bus_connected(b)) {
+                int s = send_one(a, b, false);
+                if (s != ST_OK) {
                     uint32_t dropped;
                     if (st_ratelimit_ok(&a->warn_rl, 1, 30000, &dropped))
                         st_log_warn(LOG_COMP, "announcing on %s: %s (%u similar suppressed)",
-                                    a->subject, natsStatus_GetText(s), dropped);
+                                    a->subject, st_strerror(s), dropped);
                 } else if (!up) {
                     up = true;
                     st_log_notice(LOG_COMP, "announcing %s on %s every %" PRId64 " ms", a->url,
@@ -231,18 +203,17 @@ static void *run(void *arg)
         while (!a->stop && !a->changed && mono_ms() < next)
             wait_until(a, next);
     }
-    if (nc != NULL && a->bye && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED) {
-        natsStatus s = send_one(a, nc, true);
+    if (b != NULL && a->bye && st_bus_connected(b)) {
+        int s = send_one(a, b, true);
         int64_t wait = a->bye_wait_ms > 0 ? a->bye_wait_ms : 1;
         pthread_mutex_unlock(&a->mu);
-        if (s == NATS_OK) /* on the wire before the connection closes */
-            s = natsConnection_FlushTimeout(nc, wait);
+        if (s == ST_OK) /* on the wire before the connection closes */
+            s = st_bus_flush(b, (int)wait);
         pthread_mutex_lock(&a->mu);
-        if (s == NATS_OK)
+        if (s == ST_OK)
             st_log_notice(LOG_COMP, "said goodbye on %s", a->subject);
         else
-            st_log_warn(LOG_COMP, "goodbye on %s not confirmed: %s", a->subject,
-                        natsStatus_GetText(s));
+            st_log_warn(LOG_COMP, "goodbye on %s not confirmed: %s", a->subject, st_strerror(s));
     } else if (a->bye) {
         st_log_warn(LOG_COMP,
                     "no goodbye on %s: NATS is not connected (indexers drop this node "
@@ -250,7 +221,7 @@ static void *run(void *arg)
                     a->subject);
     }
     pthread_mutex_unlock(&a->mu);
-    natsConnection_Destroy(nc); /* closes it: on_closed is queued */
+    st_bus_close(b); /* after it, no bus callback runs into a */
     return NULL;
 }
 
@@ -395,12 +366,7 @@ void ingest_announce_stop(struct ingest_announce *a, bool bye, int64_t bye_wait_
     a->bye_wait_ms = bye_wait_ms;
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
-    pthread_join(a->th, NULL); /* the connection is destroyed: on_closed is queued */
-    int64_t deadline = mono_ms() + a->o.close_wait_ms;
-    pthread_mutex_lock(&a->mu);
-    while (a->conns > 0 && mono_ms() < deadline)
-        wait_until(a, deadline);
-    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->th, NULL); /* the thread closed its bus connection */
 }
 
 void ingest_announce_free(struct ingest_announce *a)
@@ -408,18 +374,6 @@ void ingest_announce_free(struct ingest_announce *a)
     if (a == NULL)
         return;
     ingest_announce_stop(a, false, 0);
-    pthread_mutex_lock(&a->mu);
-    int conns = a->conns;
-    pthread_mutex_unlock(&a->mu);
-    if (conns > 0) {
-        /* nats.c may still call into a: keeping it is the only safe choice (the process is
-         * about to exit). */
-        st_log_error(LOG_COMP,
-                     "NATS callbacks for %s still pending after %" PRId64
-                     " ms; the announcer is not freed",
-                     a->subject, a->o.close_wait_ms);
-        return;
-    }
     destroy(a);
 }
 

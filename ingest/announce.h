@@ -32,7 +32,7 @@
 #include "st_error.h"
 
 struct ingest_announce_opts {
-    const char *nats_url;           /* nats://host:port[,...] */
+    const char *nats_url;           /* nats://host:port[,...] (st_bus.h; or "embedded") */
     const char *node_id;            /* subject strata.nodes.<node_id> */
     const char *url;                /* the advertise URL (cfg_ingest_advertise_url) */
     const char *const *collections; /* the collections this node serves */
@@ -42,7 +42,7 @@ struct ingest_announce_opts {
     int64_t interval_ms;        /* default 2000 */
     int64_t started_ms;         /* the process start, ms since the epoch (0: now) */
     int64_t connect_timeout_ms; /* one connection attempt (default 1000) */
-    int64_t close_wait_ms;      /* ingest_announce_stop waits this long for nats.c (5000) */
+    int64_t close_wait_ms;      /* its bus connection's close waits this long for nats.c (5000) */
 };
 
 struct ingest_announce;
@@ -62,14 +62,13 @@ void ingest_announce_partitions(struct ingest_announce *a, const struct ing_part
 /*
  * Stops announcing and closes the connection. With bye, a last message with "bye": true is
  * sent first when NATS is connected, and flushed for at most bye_wait_ms. Returns after the
- * thread ended — at most bye_wait_ms plus one connection attempt in progress — and nats.c
- * ran the connection's closed callback (or close_wait_ms passed). Idempotent; a stays valid
- * for ingest_announce_partitions and the counters until ingest_announce_free.
+ * thread ended — at most bye_wait_ms plus one connection attempt in progress — and closed
+ * its bus connection (no bus callback runs into a after it). Idempotent; a stays valid for
+ * ingest_announce_partitions and the counters until ingest_announce_free.
  */
 void ingest_announce_stop(struct ingest_announce *a, bool bye, int64_t bye_wait_ms);
 
-/* Stops (without bye) if still running, and frees. NULL is a no-op. If nats.c still owes the
- * connection's closed callback after close_wait_ms, a is logged and left allocated. */
+/* Stops (without bye) if still running, and frees. NULL is a no-op. */
 void ingest_announce_free(struct ingest_announce *a);
 
 /* Messages sent so far (the last one's seq). */

@@ -3,7 +3,6 @@
 
 #include <inttypes.h>
 #include <jansson.h>
-#include <nats/nats.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,8 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "st_bus.h"
 #include "st_clock.h"
-#include "st_fault.h"
 #include "st_log.h"
 #include "st_prom.h"
 
@@ -37,10 +36,6 @@ struct outbox_pub {
      * progress: after it, twcs may close while the publisher lives on. */
     pthread_mutex_t t_mu;
     bool stop;
-    /* NATS connections whose closed callback nats.c has not run yet (under mu). nats.c calls
-     * the connection callbacks with p as closure from its own thread, in order, the closed
-     * one last: p may be freed only once this is 0. */
-    int conns;
     uint64_t pending, published;
     _Atomic bool connected;
     struct st_hist fresh; /* window end -> sealed event stored by JetStream */
@@ -116,155 +111,61 @@ static void pause_ms(struct outbox_pub *p, int64_t ms)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* The connection callbacks run on nats.c's callback thread, whenever it gets to them. The
- * fault point models a late callback thread (a loaded host): each callback runs 5 ms later —
- * late enough to come after anything the caller of natsConnection_Destroy does next, early
- * enough to come before the process exits. */
-static void late_callback(void)
+/* The bus's state callback (a bus thread; never after st_bus_close returned). */
+static void on_state(void *ctx, enum st_bus_state state)
 {
-    if (ST_FAULT("outbox.nats.late_callback") != 0)
-        nanosleep(&(struct timespec){0, 5 * 1000000L}, NULL);
-}
-
-static void on_disconnected(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    late_callback();
-    struct outbox_pub *p = closure;
-    atomic_store(&p->connected, false);
-}
-
-/* The last callback nats.c makes for a connection: after it, p may go. */
-static void on_closed(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    late_callback();
-    struct outbox_pub *p = closure;
-    pthread_mutex_lock(&p->mu);
-    p->conns--;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-}
-
-static void on_reconnected(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    late_callback();
-    struct outbox_pub *p = closure;
-    atomic_store(&p->connected, true);
+    struct outbox_pub *p = ctx;
+    atomic_store(&p->connected, state == ST_BUS_RECONNECTED);
 }
 
 /* The stream's subjects: the window events only. Not strata.>: node announcements
- * (strata.nodes.<node_id>, core NATS, every few seconds) must not be stored. */
-static const char *stream_subjects[] = {"strata.*.sealed", "strata.*.expired", "strata.*.indexed"};
+ * (strata.nodes.<node_id>, core NATS, every few seconds) must not be stored. A stream created
+ * by strata before node announcements existed holds strata.>, which would store every
+ * announcement forever: such a stream (exactly that one subject: what strata made) is narrowed
+ * to the event subjects; a subject list an operator chose is left alone. */
+static const char *const stream_subjects[] = {"strata.*.sealed", "strata.*.expired",
+                                              "strata.*.indexed"};
 
-/*
- * A stream created by strata before node announcements existed holds strata.>, which would
- * store every announcement forever. Such a stream (exactly that one subject: what strata
- * made) is narrowed to the event subjects; a subject list an operator chose is left alone.
- */
-static void narrow_old_stream(struct outbox_pub *p, jsCtx *js)
+static int connect_bus(struct outbox_pub *p, struct st_bus **out, struct st_err *err)
 {
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    if (js_GetStreamInfo(&si, js, p->stream, NULL, &jerr) != NATS_OK || si->Config == NULL) {
-        jsStreamInfo_Destroy(si);
-        return;
+    char name[200];
+    snprintf(name, sizeof(name), "strata-ingest %s outbox %s", p->node, p->coll);
+    struct st_bus_opts bo = {.url = p->url,
+                             .name = name,
+                             .connect_timeout_ms = 2000,
+                             .reconnect_wait_ms = 200,
+                             .close_wait_ms = (int)p->o.close_wait_ms,
+                             .on_state = on_state,
+                             .ctx = p};
+    struct st_bus *b = NULL;
+    int rc = st_bus_connect(&bo, &b, err);
+    bool narrowed = false;
+    if (rc == ST_OK)
+        rc = st_bus_stream_ensure(b, p->stream, stream_subjects, 3, "strata.>", &narrowed, err);
+    if (rc == ST_OK && narrowed)
+        st_log_notice("outbox",
+                      "stream %s: subjects strata.> narrowed to strata.*.sealed|expired|"
+                      "indexed (node announcements on strata.nodes.> are not to be stored)",
+                      p->stream);
+    if (rc != ST_OK && b != NULL) {
+        st_log_warn("outbox", "stream %s (subjects strata.*.sealed|expired|indexed): %s", p->stream,
+                    err->msg);
+        st_bus_close(b);
+        b = NULL;
     }
-    jsStreamConfig *sc = si->Config;
-    if (sc->SubjectsLen == 1 && strcmp(sc->Subjects[0], "strata.>") == 0) {
-        const char **had = sc->Subjects;
-        sc->Subjects = stream_subjects;
-        sc->SubjectsLen = 3;
-        jsStreamInfo *ui = NULL;
-        natsStatus s = js_UpdateStream(&ui, js, sc, NULL, &jerr);
-        sc->Subjects = had; /* si frees its own */
-        sc->SubjectsLen = 1;
-        jsStreamInfo_Destroy(ui);
-        if (s == NATS_OK)
-            st_log_notice("outbox",
-                          "stream %s: subjects strata.> narrowed to strata.*.sealed|expired|"
-                          "indexed (node announcements on strata.nodes.> are not to be stored)",
-                          p->stream);
-        else
-            st_log_warn("outbox",
-                        "stream %s holds strata.>, so it stores node announcements too; "
-                        "narrowing it failed: %s, JetStream error %d",
-                        p->stream, natsStatus_GetText(s), (int)jerr);
-    }
-    jsStreamInfo_Destroy(si);
-}
-
-static natsStatus connect_js(struct outbox_pub *p, natsConnection **nc, jsCtx **js)
-{
-    natsOptions *no = NULL;
-    natsStatus s = natsOptions_Create(&no);
-    if (s == NATS_OK)
-        s = natsOptions_SetDisconnectedCB(no, on_disconnected, p);
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectedCB(no, on_reconnected, p);
-    if (s == NATS_OK)
-        s = natsOptions_SetClosedCB(no, on_closed, p);
-    if (s == NATS_OK)
-        s = natsOptions_SetURL(no, p->url);
-    if (s == NATS_OK)
-        s = natsOptions_SetTimeout(no, 2000);
-    if (s == NATS_OK) /* reconnect forever: an outage must not need a restart */
-        s = natsOptions_SetMaxReconnect(no, -1);
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectWait(no, 200);
-    if (s == NATS_OK)
-        s = natsConnection_Connect(nc, no);
-    natsOptions_Destroy(no);
-    if (s == NATS_OK) { /* a failed connect makes no callbacks; a made one ends with on_closed */
-        pthread_mutex_lock(&p->mu);
-        p->conns++;
-        pthread_mutex_unlock(&p->mu);
-    }
-    if (s == NATS_OK)
-        s = natsConnection_JetStream(js, *nc, NULL);
-    if (s == NATS_OK) {
-        jsStreamConfig sc;
-        jsStreamConfig_Init(&sc);
-        sc.Name = p->stream;
-        sc.Subjects = stream_subjects;
-        sc.SubjectsLen = 3;
-        sc.Storage = js_FileStorage;
-        jsErrCode jerr = 0;
-        jsStreamInfo *si = NULL;
-        s = js_AddStream(&si, *js, &sc, NULL, &jerr);
-        jsStreamInfo_Destroy(si);
-        if (s != NATS_OK && jerr == JSStreamNameExistErr) {
-            s = NATS_OK; /* created by another node, an indexer or an earlier run */
-            narrow_old_stream(p, *js);
-        } else if (s != NATS_OK)
-            st_log_warn("outbox",
-                        "creating stream %s (subjects strata.*.sealed|expired|indexed): %s, "
-                        "JetStream error %d%s",
-                        p->stream, natsStatus_GetText(s), (int)jerr,
-                        jerr == JSStreamSubjectOverlapErr
-                            ? " (another stream already holds strata.* subjects)"
-                            : "");
-    }
-    if (s != NATS_OK) {
-        jsCtx_Destroy(*js);
-        natsConnection_Destroy(*nc);
-        *js = NULL;
-        *nc = NULL;
-    }
-    return s;
+    *out = b;
+    return rc;
 }
 
 static void *run(void *arg)
 {
     struct outbox_pub *p = arg;
-    natsConnection *nc = NULL;
-    jsCtx *js = NULL;
+    struct st_bus *b = NULL;
     int64_t backoff = 100;
     for (;;) {
         pthread_mutex_lock(&p->mu);
         /* Connect eagerly (readiness reports it), then wait for events. */
-        while (!p->stop && js != NULL && (p->head == NULL || p->t == NULL))
+        while (!p->stop && b != NULL && (p->head == NULL || p->t == NULL))
             pthread_cond_wait(&p->cv, &p->mu);
         if (p->stop) {
             pthread_mutex_unlock(&p->mu);
@@ -272,29 +173,22 @@ static void *run(void *arg)
         }
         struct pending *e = p->t != NULL ? p->head : NULL;
         pthread_mutex_unlock(&p->mu);
-        natsStatus s = js != NULL ? NATS_OK : connect_js(p, &nc, &js);
-        if (js != NULL && s == NATS_OK)
-            atomic_store(&p->connected, true);
-        if (s == NATS_OK && e == NULL)
+        struct st_err err = {0};
+        int rc = b != NULL ? ST_OK : connect_bus(p, &b, &err);
+        if (b != NULL && rc == ST_OK)
+            atomic_store(&p->connected, st_bus_connected(b));
+        if (rc == ST_OK && e == NULL)
             continue;
-        jsPubAck *pa = NULL;
-        jsErrCode jerr = 0;
-        if (s == NATS_OK) {
-            jsPubOptions po;
-            jsPubOptions_Init(&po);
-            po.MsgId = e->msg_id;
-            po.MaxWait = 5000;
-            s = js_Publish(&pa, js, e->subject, e->body, (int)strlen(e->body), &po, &jerr);
-            jsPubAck_Destroy(pa);
-        }
-        if (s != NATS_OK) {
+        if (rc == ST_OK)
+            rc = st_bus_js_publish(b, e->subject, e->body, strlen(e->body), e->msg_id, 5000, &err);
+        if (rc != ST_OK) {
             uint32_t dropped;
-            if (nc == NULL || natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED)
+            if (b == NULL || !st_bus_connected(b))
                 atomic_store(&p->connected, false);
             if (st_ratelimit_ok(&p->warn_rl, 1, 10000, &dropped))
-                st_log_warn("outbox", "%s %s failed: %s; retrying (%u similar suppressed)",
-                            e != NULL ? "publishing" : "connecting to",
-                            e != NULL ? e->msg_id : p->url, natsStatus_GetText(s), dropped);
+                st_log_warn("outbox", "%s%s%s%s; retrying (%u similar suppressed)",
+                            e != NULL ? "publishing " : "", e != NULL ? e->msg_id : "",
+                            e != NULL ? " failed: " : "", err.msg, dropped);
             pause_ms(p, backoff);
             backoff = backoff * 2 > p->o.retry_max_ms ? p->o.retry_max_ms : backoff * 2;
             continue;
@@ -305,7 +199,7 @@ static void *run(void *arg)
         /* Stored by JetStream: now it may leave the durable outbox (unless twcs was detached
          * meanwhile: then it is handed over again on the next open). */
         pthread_mutex_lock(&p->t_mu);
-        int rc = p->t != NULL ? twcs_event_done(p->t, e->key) : ST_OK;
+        rc = p->t != NULL ? twcs_event_done(p->t, e->key) : ST_OK;
         pthread_mutex_unlock(&p->t_mu);
         if (rc != ST_OK)
             st_log_error("outbox", "confirming %s: %s (it will be published again)", e->key,
@@ -320,8 +214,7 @@ static void *run(void *arg)
         free(e->body);
         free(e);
     }
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
+    st_bus_close(b); /* after it, no bus callback runs into p */
     return NULL;
 }
 
@@ -396,30 +289,7 @@ void outbox_pub_stop(struct outbox_pub *p)
     p->stop = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    pthread_join(p->th, NULL); /* the thread destroyed its connection: on_closed is queued */
-    int64_t deadline = st_clock_mono_ns(NULL) + p->o.close_wait_ms * 1000000;
-    pthread_mutex_lock(&p->mu);
-    while (p->conns > 0 && st_clock_mono_ns(NULL) < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-    }
-    int conns = p->conns;
-    pthread_mutex_unlock(&p->mu);
-    if (conns > 0) {
-        /* nats.c may still call into p: keeping it is the only safe choice (the process is
-         * about to exit). */
-        st_log_error("outbox",
-                     "NATS callbacks for %s still pending after %" PRId64
-                     " ms; the publisher is not freed",
-                     p->coll, p->o.close_wait_ms);
-        return;
-    }
+    pthread_join(p->th, NULL); /* the thread closed its bus connection: no callback comes */
     for (struct pending *e = p->head, *n; e != NULL; e = n) {
         n = e->next;
         free(e->body);

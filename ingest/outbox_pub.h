@@ -19,14 +19,14 @@
 #include "twcs.h"
 
 struct outbox_pub_opts {
-    const char *url;          /* nats://host:port */
+    const char *url;          /* nats://host:port (st_bus.h; "embedded": strata demo) */
     const char *stream;       /* JetStream stream, created if missing with subjects strata.*.sealed,
                                * .expired, .indexed (an old one holding strata.> is narrowed) */
     const char *node_id;      /* this ingest node */
     const char *collection;   /* events of one collection's twcs */
     const char *segment_base; /* sealed segment location prefix: an URL or a shared path */
     int64_t retry_max_ms;     /* backoff cap (default 5 s) */
-    int64_t close_wait_ms;    /* outbox_pub_stop waits this long for nats.c (default 10 s) */
+    int64_t close_wait_ms;    /* its bus connection's close waits this long for nats.c (10 s) */
 };
 
 struct outbox_pub;
@@ -51,11 +51,9 @@ bool outbox_pub_connected(struct outbox_pub *p);
 struct st_hist;
 const struct st_hist *outbox_pub_freshness(struct outbox_pub *p);
 /*
- * Stops the thread, closes its NATS connection, waits until nats.c ran the connection's
- * closed callback (its last call into p, made from nats.c's own thread), and frees. Events not
- * yet published stay in twcs's outbox. Call it after twcs_close (twcs hands events to p until
- * then) and so after detaching twcs. If nats.c has not finished within close_wait_ms, p is
- * logged and left allocated rather than freed under nats.c's feet.
+ * Stops the thread, closes its bus connection (st_bus_close: after it no bus callback runs
+ * into p) and frees. Events not yet published stay in twcs's outbox. Call it after twcs_close
+ * (twcs hands events to p until then) and so after detaching twcs.
  */
 void outbox_pub_stop(struct outbox_pub *p);
 

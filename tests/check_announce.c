@@ -2,6 +2,7 @@
  * nats-server of the test's own — started late, killed and restarted — listened to on
  * strata.nodes.> like an indexer does. */
 #include <check.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include "announce.h"
 #include "st_log.h"
 #include "st_nats_test.h"
+#include "st_bus.h"
 #include "st_test.h"
 
 /* ---- the message -------------------------------------------------------------------------- */
@@ -352,6 +354,65 @@ START_TEST(test_announce_nats_down)
 }
 END_TEST
 
+/* ---- the embedded bus (strata demo) ------------------------------------------------------- */
+
+struct heard {
+    pthread_mutex_t mu;
+    int n;
+    bool bye;
+    char node[64];
+};
+
+static void on_heard(void *ctx, const char *subject, const void *data, size_t len)
+{
+    struct heard *h = ctx;
+    json_t *j = json_loadb(data, len, 0, NULL);
+    pthread_mutex_lock(&h->mu);
+    if (j != NULL && strcmp(subject, "strata.nodes.ingest-e") == 0) {
+        h->n++;
+        h->bye = json_is_true(json_object_get(j, "bye"));
+        snprintf(h->node, sizeof(h->node), "%s", json_string_value(json_object_get(j, "node")));
+    }
+    pthread_mutex_unlock(&h->mu);
+    json_decref(j);
+}
+
+static bool heard_bye(struct heard *h, int *n)
+{
+    pthread_mutex_lock(&h->mu);
+    bool b = h->bye;
+    *n = h->n;
+    pthread_mutex_unlock(&h->mu);
+    return b;
+}
+
+/* With nats.url "embedded" the announcer speaks on the in-process bus: a listener in the same
+ * process hears it, and hears the goodbye. */
+START_TEST(test_announce_embedded)
+{
+    st_log_set_level(ST_LOG_ERROR);
+    struct heard h = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct st_bus_opts bo = {.url = ST_BUS_EMBEDDED};
+    struct st_bus *b = NULL;
+    struct st_err err = {0};
+    ck_assert_int_eq(st_bus_connect(&bo, &b, &err), ST_OK);
+    struct st_bus_sub *sub = NULL;
+    ck_assert_int_eq(st_bus_subscribe(b, "strata.nodes.>", on_heard, &h, &sub, &err), ST_OK);
+    struct ingest_announce_opts o = opts(ST_BUS_EMBEDDED, "ingest-e", 100);
+    struct ingest_announce *a = NULL;
+    ck_assert_msg(ingest_announce_start(&o, &a, &err) == ST_OK, "%s", err.msg);
+    int n = 0;
+    ck_assert(ST_WAIT_UNTIL((heard_bye(&h, &n), n >= 3), 10000)); /* the first, then each 100 ms */
+    ck_assert_str_eq(h.node, "ingest-e");
+    ingest_announce_stop(a, true, 1000);
+    ck_assert(ST_WAIT_UNTIL(heard_bye(&h, &n), 10000));
+    ck_assert_uint_eq(ingest_announce_sent(a), (uint64_t)n);
+    ingest_announce_free(a);
+    st_bus_unsubscribe(sub);
+    st_bus_close(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("announce");
@@ -361,6 +422,7 @@ int main(void)
     tcase_add_test(tc, test_announce_lifecycle);
     tcase_add_test(tc, test_announce_on_change);
     tcase_add_test(tc, test_announce_nats_down);
+    tcase_add_test(tc, test_announce_embedded);
     suite_add_tcase(su, tc);
     int rc = st_test_run_suite(su);
     nats_kill(); /* a failed assertion left it running (no-fork mode) */

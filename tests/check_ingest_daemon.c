@@ -1026,7 +1026,7 @@ static int64_t topic_end(const char *brokers, const char *topic)
  * ones (garbage, wrong dimension, an empty value), seals and publishes, loses NATS and gets it
  * back, stops on SIGTERM, restarts on the same data and stops again. Each stop must be exit 0
  * within the shutdown timeout with no sanitizer report on stderr. nats.c's callback thread is
- * made late (fault point outbox.nats.late_callback, test builds only): the publisher must
+ * made late (fault point bus.nats.late_callback, test builds only): the publisher must
  * outlive every callback nats.c still has queued for it at shutdown.
  */
 START_TEST(test_daemon_sanitized_session)
@@ -1035,7 +1035,7 @@ START_TEST(test_daemon_sanitized_session)
     st_own_nats_start(&n);
     struct env e;
     env_init_nats(&e, "san", false, n.url);
-    static const char *const late[] = {"STRATA_FAULT_POINTS=outbox.nats.late_callback", NULL};
+    static const char *const late[] = {"STRATA_FAULT_POINTS=bus.nats.late_callback", NULL};
     struct st_daemon d;
     start_daemon_env(&d, &e, late);
     unsigned port = st_daemon_wait_logged_number(&d, "HTTP on port ", 60000);

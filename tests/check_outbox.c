@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "outbox_pub.h"
+#include "st_bus.h"
 #include "st_clock.h"
 #include "st_log.h"
 #include "st_nats_test.h"
@@ -331,6 +332,57 @@ START_TEST(test_outbox_narrows_old_stream)
 }
 END_TEST
 
+/* With nats.url "embedded" (strata demo) the publisher creates the stream on the in-process bus
+ * and publishes there, with the same subject, body and de-duplicating id; a durable consumer in
+ * the same process gets the event once, even when the publisher is restarted before it could
+ * confirm. */
+START_TEST(test_outbox_embedded)
+{
+    st_log_set_level(ST_LOG_ERROR);
+    st_clock_manual_init(&clk, T0);
+    snprintf(url, sizeof(url), "%s", ST_BUS_EMBEDDED);
+    dir = st_test_tmpdir("obx");
+    struct outbox_pub *p = pub_start("DEMO");
+    ck_assert(ST_WAIT_UNTIL(outbox_pub_connected(p), 10000));
+    struct twcs *t = twcs_start(p);
+    fill_and_seal(t, 0);
+    ck_assert(ST_WAIT_UNTIL(outbox_pub_published(p) == 1, 10000));
+    outbox_pub_stop(p);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+
+    struct st_bus_opts bo = {.url = ST_BUS_EMBEDDED};
+    struct st_bus *b = NULL;
+    struct st_err err = {0};
+    ck_assert_int_eq(st_bus_connect(&bo, &b, &err), ST_OK);
+    /* The same event again (as after a crash before the confirmation): stored once. */
+    char id[128];
+    snprintf(id, sizeof(id), "n1/docs/ev/sealed/%lld/1", (long long)(T0 - 100000));
+    ck_assert_int_eq(st_bus_js_publish(b, "strata.docs.sealed", "{}", 2, id, 1000, &err), ST_OK);
+    struct st_bus_pull_opts po = {
+        .stream = "DEMO", .durable = "n1-indexer", .filter = "strata.>", .ack_wait_ms = 60000};
+    struct st_bus_pull *pl = NULL;
+    ck_assert_msg(st_bus_pull_open(b, &po, &pl, &err) == ST_OK, "%s", err.msg);
+    struct st_bus_msg *m[4];
+    ck_assert_int_eq(st_bus_pull_fetch(pl, m, 4, 1000, &err), 1);
+    ck_assert_str_eq(st_bus_msg_subject(m[0]), "strata.docs.sealed");
+    size_t len = 0;
+    const char *d = st_bus_msg_data(m[0], &len);
+    json_t *o = json_loadb(d, len, 0, NULL);
+    ck_assert_ptr_nonnull(o);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "kind")), "sealed");
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "start")), T0 - 100000);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "records")), 5);
+    json_decref(o);
+    ck_assert_int_eq(st_bus_msg_ack(m[0]), ST_OK);
+    st_bus_msg_free(m[0]);
+    ck_assert_int_eq(st_bus_pull_fetch(pl, m, 4, 200, &err), 0);
+    st_bus_pull_close(pl);
+    st_bus_close(b);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("outbox");
@@ -338,6 +390,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_outbox_outage_restart);
     tcase_add_test(tc, test_outbox_narrows_old_stream);
+    tcase_add_test(tc, test_outbox_embedded);
     suite_add_tcase(su, tc);
     int rc = st_test_run_suite(su);
     if (nats_pid > 0) /* a failed assertion left it running (no-fork mode) */

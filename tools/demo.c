@@ -125,7 +125,8 @@ static void usage(FILE *f)
                "  --listen ADDR         the search endpoint (default 127.0.0.1:7080; port 0: any)\n"
                "  --data-dir DIR        keep the data here (default: a new temporary directory,\n"
                "                        removed at exit)\n"
-               "  --exit-after-report   exit 0 after the report instead of serving\n"
+               "  --nats URL            a NATS server instead of the in-process bus\n"
+            "  --exit-after-report   exit 0 after the report instead of serving\n"
                "  --help                this text\n");
 }
 

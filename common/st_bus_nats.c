@@ -1,0 +1,537 @@
+/*
+ * st_bus_nats.c — st_bus on NATS and JetStream through nats.c (st_bus.h).
+ *
+ * Lifetime. nats.c calls the connection callbacks (disconnected, reconnected, closed) on its
+ * own thread, whenever it gets to them, with our state as closure; the closed callback is the
+ * last. So: a user callback runs only while `closing` is false, counted in in_cb; st_bus_close
+ * sets closing and waits for in_cb to reach 0 — from then on no user callback runs, whatever
+ * nats.c still does. Then it closes the connection and waits (close_wait_ms) for the closed
+ * callback before freeing its state; if that never comes, the state is logged and leaked
+ * (never the caller's). Subscriptions likewise: the handler runs under the subscription's
+ * cb_mu only while it is not dead, and its state is freed once nats.c's on-complete callback
+ * said the handler will not be called again.
+ */
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "st_bus_int.h"
+#include "st_clock.h"
+#include "st_fault.h"
+#include "st_log.h"
+
+struct nsub;
+
+struct nconn {
+    natsConnection *nc;
+    jsCtx *js;
+    void (*on_state)(void *ctx, enum st_bus_state state);
+    void *ctx;
+    int64_t close_wait_ms;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    bool closing;      /* under mu: no user callback starts any more */
+    int in_cb;         /* under mu: user callbacks running */
+    bool closed;       /* under mu: nats.c ran the closed callback */
+    struct nsub *subs; /* under mu */
+};
+
+struct nsub {
+    struct nconn *c;
+    natsSubscription *sub;
+    st_bus_msg_fn fn;
+    void *ctx;
+    pthread_mutex_t cb_mu; /* held while fn runs */
+    bool dead;             /* under cb_mu */
+    _Atomic bool dying;    /* set before dead: skip queued messages at once */
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    bool complete;     /* under mu: nats.c will not call the handler again */
+    struct nsub *next; /* c->subs, under c->mu */
+};
+
+struct npull {
+    struct nconn *c;
+    natsSubscription *sub;
+};
+
+static int64_t mono_ms(void)
+{
+    return st_clock_mono_ns(NULL) / 1000000;
+}
+
+/* Waits on cv (mu held) until pred or deadline (monotonic ms). */
+#define WAIT_UNTIL(cv, mu, pred, deadline)                                                         \
+    do {                                                                                           \
+        while (!(pred)) {                                                                          \
+            int64_t left_ = (deadline)-mono_ms();                                                  \
+            if (left_ <= 0)                                                                        \
+                break;                                                                             \
+            st_cond_wait_ms((cv), (mu), left_);                                                    \
+        }                                                                                          \
+    } while (0)
+
+/* The fault point models a late callback thread (a loaded host): each connection callback runs
+ * 5 ms later — late enough to come after anything the closer does next, early enough to come
+ * before the process exits. */
+static void late_callback(void)
+{
+    if (ST_FAULT("bus.nats.late_callback") != 0)
+        nanosleep(&(struct timespec){0, 5 * 1000000L}, NULL);
+}
+
+static void user_state(struct nconn *c, enum st_bus_state state)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->closing || c->on_state == NULL) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    c->in_cb++;
+    pthread_mutex_unlock(&c->mu);
+    c->on_state(c->ctx, state);
+    pthread_mutex_lock(&c->mu);
+    c->in_cb--;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    late_callback();
+    user_state(closure, ST_BUS_DISCONNECTED);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    late_callback();
+    user_state(closure, ST_BUS_RECONNECTED);
+}
+
+/* The last callback nats.c makes for a connection: after it, c may go. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    late_callback();
+    struct nconn *c = closure;
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void nconn_free(struct nconn *c)
+{
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+static void n_close(void *impl);
+
+static int n_connect(const struct st_bus_opts *o, void **impl, struct st_err *err)
+{
+    struct nconn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return st_err_set(err, ST_ENOMEM, "bus: out of memory");
+    c->on_state = o->on_state;
+    c->ctx = o->ctx;
+    c->close_wait_ms = o->close_wait_ms > 0 ? o->close_wait_ms : 5000;
+    pthread_mutex_init(&c->mu, NULL);
+    st_cond_init_mono(&c->cv);
+    natsOptions *no = NULL;
+    natsStatus s = natsOptions_Create(&no);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(no, o->url);
+    if (s == NATS_OK && o->name != NULL)
+        s = natsOptions_SetName(no, o->name);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(no, o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 2000);
+    if (s == NATS_OK) /* once connected, reconnect forever: an outage must not need a restart */
+        s = natsOptions_SetMaxReconnect(no, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(no, o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 250);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(no, on_disconnected, c);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(no, on_reconnected, c);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(no, on_closed, c);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&c->nc, no);
+    natsOptions_Destroy(no);
+    if (s != NATS_OK) { /* a failed connect makes no callbacks */
+        nconn_free(c);
+        return st_err_set(err, ST_EIO, "connecting to %s: %s", o->url, natsStatus_GetText(s));
+    }
+    s = natsConnection_JetStream(&c->js, c->nc, NULL);
+    if (s != NATS_OK) {
+        n_close(c);
+        return st_err_set(err, ST_EIO, "JetStream on %s: %s", o->url, natsStatus_GetText(s));
+    }
+    *impl = c;
+    return ST_OK;
+}
+
+static void n_unsubscribe(void *impl, void *sub);
+
+static void n_close(void *impl)
+{
+    struct nconn *c = impl;
+    pthread_mutex_lock(&c->mu);
+    c->closing = true;
+    while (c->in_cb > 0) /* a running on_state finishes; none starts any more */
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    for (;;) { /* subscriptions left: removed as if unsubscribed */
+        pthread_mutex_lock(&c->mu);
+        struct nsub *s = c->subs;
+        pthread_mutex_unlock(&c->mu);
+        if (s == NULL)
+            break;
+        n_unsubscribe(c, s);
+    }
+    jsCtx_Destroy(c->js);
+    natsConnection_Close(c->nc);
+    int64_t deadline = mono_ms() + c->close_wait_ms;
+    pthread_mutex_lock(&c->mu);
+    WAIT_UNTIL(&c->cv, &c->mu, c->closed, deadline);
+    bool closed = c->closed;
+    pthread_mutex_unlock(&c->mu);
+    natsConnection_Destroy(c->nc);
+    if (!closed) { /* nats.c may still call into c: keep it (the process is about to exit) */
+        st_log_error("bus",
+                     "nats.c did not run the closed callback within %" PRId64
+                     " ms; leaking the connection's state",
+                     c->close_wait_ms);
+        return;
+    }
+    nconn_free(c);
+}
+
+static bool n_connected(void *impl)
+{
+    struct nconn *c = impl;
+    return natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+static int n_publish(void *impl, const char *subject, const void *data, size_t len)
+{
+    struct nconn *c = impl;
+    natsStatus s = natsConnection_Publish(c->nc, subject, data, (int)len);
+    return s == NATS_OK ? ST_OK : s == NATS_NO_MEMORY ? ST_ENOMEM : ST_EIO;
+}
+
+static int n_flush(void *impl, int timeout_ms)
+{
+    struct nconn *c = impl;
+    natsStatus s = natsConnection_FlushTimeout(c->nc, timeout_ms > 0 ? timeout_ms : 1);
+    return s == NATS_OK ? ST_OK : s == NATS_TIMEOUT ? ST_ETIMEDOUT : ST_EIO;
+}
+
+static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    struct nsub *s = closure;
+    pthread_mutex_lock(&s->cb_mu);
+    if (!s->dead && !atomic_load(&s->dying))
+        s->fn(s->ctx, natsMsg_GetSubject(msg), natsMsg_GetData(msg),
+              (size_t)natsMsg_GetDataLength(msg));
+    pthread_mutex_unlock(&s->cb_mu);
+    natsMsg_Destroy(msg);
+}
+
+/* nats.c: the handler has returned for the last time. */
+static void on_complete(void *closure)
+{
+    struct nsub *s = closure;
+    pthread_mutex_lock(&s->mu);
+    s->complete = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void nsub_free(struct nsub *s)
+{
+    pthread_mutex_destroy(&s->cb_mu);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *ctx, void **out,
+                       struct st_err *err)
+{
+    struct nconn *c = impl;
+    struct nsub *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return st_err_set(err, ST_ENOMEM, "bus: out of memory");
+    s->c = c;
+    s->fn = fn;
+    s->ctx = ctx;
+    pthread_mutex_init(&s->cb_mu, NULL);
+    pthread_mutex_init(&s->mu, NULL);
+    st_cond_init_mono(&s->cv);
+    natsStatus st = natsConnection_Subscribe(&s->sub, c->nc, subject, on_msg, s);
+    if (st == NATS_OK)
+        st = natsSubscription_SetOnCompleteCB(s->sub, on_complete, s);
+    if (st != NATS_OK) {
+        if (s->sub != NULL) {
+            pthread_mutex_lock(&s->cb_mu);
+            s->dead = true;
+            pthread_mutex_unlock(&s->cb_mu);
+            natsSubscription_Destroy(s->sub); /* without on_complete: s stays (small) */
+            return st_err_set(err, ST_EIO, "subscribing to %s: %s", subject,
+                              natsStatus_GetText(st));
+        }
+        nsub_free(s);
+        return st_err_set(err, ST_EIO, "subscribing to %s: %s", subject, natsStatus_GetText(st));
+    }
+    pthread_mutex_lock(&c->mu);
+    s->next = c->subs;
+    c->subs = s;
+    pthread_mutex_unlock(&c->mu);
+    *out = s;
+    return ST_OK;
+}
+
+static void n_unsubscribe(void *impl, void *sub)
+{
+    struct nconn *c = impl;
+    struct nsub *s = sub;
+    pthread_mutex_lock(&c->mu);
+    for (struct nsub **pp = &c->subs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    atomic_store(&s->dying, true);
+    pthread_mutex_lock(&s->cb_mu); /* waits for a running handler; none runs fn again */
+    s->dead = true;
+    pthread_mutex_unlock(&s->cb_mu);
+    (void)natsSubscription_Unsubscribe(s->sub); /* fails when already closed: fine */
+    int64_t deadline = mono_ms() + c->close_wait_ms;
+    pthread_mutex_lock(&s->mu);
+    WAIT_UNTIL(&s->cv, &s->mu, s->complete, deadline);
+    bool complete = s->complete;
+    pthread_mutex_unlock(&s->mu);
+    natsSubscription_Destroy(s->sub);
+    if (!complete) {
+        st_log_error("bus",
+                     "nats.c did not complete a subscription within %" PRId64
+                     " ms; leaking its state",
+                     c->close_wait_ms);
+        return;
+    }
+    nsub_free(s);
+}
+
+static int n_stream_ensure(void *impl, const char *name, const char *const *subjects, size_t n,
+                           const char *narrow, bool *narrowed, struct st_err *err)
+{
+    struct nconn *c = impl;
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = name;
+    sc.Subjects = (const char **)(uintptr_t)subjects;
+    sc.SubjectsLen = (int)n;
+    sc.Storage = js_FileStorage;
+    jsErrCode jerr = 0;
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    si = NULL;
+    if (s == NATS_OK)
+        return ST_OK;
+    if (jerr != JSStreamNameExistErr)
+        return st_err_set(err, ST_EIO, "creating stream %s: %s, JetStream error %d%s", name,
+                          natsStatus_GetText(s), (int)jerr,
+                          jerr == JSStreamSubjectOverlapErr
+                              ? " (another stream already holds these subjects)"
+                              : "");
+    /* It exists (made by another node or an earlier run). */
+    if (narrow == NULL)
+        return ST_OK;
+    if (js_GetStreamInfo(&si, c->js, name, NULL, &jerr) != NATS_OK || si->Config == NULL) {
+        jsStreamInfo_Destroy(si);
+        return ST_OK; /* it exists: that is all this needs */
+    }
+    jsStreamConfig *cfg = si->Config;
+    if (cfg->SubjectsLen == 1 && strcmp(cfg->Subjects[0], narrow) == 0) {
+        const char **had = cfg->Subjects;
+        cfg->Subjects = (const char **)(uintptr_t)subjects;
+        cfg->SubjectsLen = (int)n;
+        jsStreamInfo *ui = NULL;
+        s = js_UpdateStream(&ui, c->js, cfg, NULL, &jerr);
+        cfg->Subjects = had; /* si frees its own */
+        cfg->SubjectsLen = 1;
+        jsStreamInfo_Destroy(ui);
+        if (s == NATS_OK && narrowed != NULL)
+            *narrowed = true;
+        else if (s != NATS_OK)
+            st_log_warn("bus", "stream %s holds %s; narrowing it failed: %s, JetStream error %d",
+                        name, narrow, natsStatus_GetText(s), (int)jerr);
+    }
+    jsStreamInfo_Destroy(si);
+    return ST_OK;
+}
+
+static int n_js_publish(void *impl, const char *subject, const void *data, size_t len,
+                        const char *msg_id, int timeout_ms, struct st_err *err)
+{
+    struct nconn *c = impl;
+    if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
+        return st_err_set(err, ST_EIO, "publishing to %s: not connected", subject);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id;
+    po.MaxWait = timeout_ms > 0 ? timeout_ms : 5000;
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_Publish(&pa, c->js, subject, data, (int)len, &po, &jerr);
+    jsPubAck_Destroy(pa);
+    if (s == NATS_OK)
+        return ST_OK;
+    return st_err_set(err, s == NATS_TIMEOUT ? ST_ETIMEDOUT : ST_EIO,
+                      "publishing to %s: %s (JetStream error %d)", subject, natsStatus_GetText(s),
+                      (int)jerr);
+}
+
+static int n_pull_open(void *impl, const struct st_bus_pull_opts *o, void **out, struct st_err *err)
+{
+    struct nconn *c = impl;
+    struct npull *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return st_err_set(err, ST_ENOMEM, "bus: out of memory");
+    p->c = c;
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = o->stream;
+    so.Config.Durable = o->durable;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.AckWait = o->ack_wait_ms * 1000000;
+    so.Config.MaxAckPending = o->max_ack_pending > 0 ? o->max_ack_pending : 10000;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    jsErrCode jerr = 0;
+    natsStatus s = js_PullSubscribe(&p->sub, c->js, o->filter, o->durable, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        free(p);
+        return st_err_set(err, ST_EIO, "consumer %s on stream %s: %s (JetStream error %d)",
+                          o->durable, o->stream, natsStatus_GetText(s), (int)jerr);
+    }
+    *out = p;
+    return ST_OK;
+}
+
+static int n_pull_fetch(void *pull, void **msgs, int max, int timeout_ms, struct st_err *err)
+{
+    struct npull *p = pull;
+    if (natsConnection_Status(p->c->nc) != NATS_CONN_STATUS_CONNECTED)
+        return st_err_set(err, ST_EIO, "fetching: not connected");
+    natsMsgList list = {0};
+    jsErrCode jerr = 0;
+    natsStatus s =
+        natsSubscription_Fetch(&list, p->sub, max, timeout_ms > 0 ? timeout_ms : 1, &jerr);
+    if (s == NATS_TIMEOUT) {
+        natsMsgList_Destroy(&list);
+        return 0;
+    }
+    if (s != NATS_OK) {
+        natsMsgList_Destroy(&list);
+        return st_err_set(err, ST_EIO, "fetching: %s (JetStream error %d)", natsStatus_GetText(s),
+                          (int)jerr);
+    }
+    int n = 0;
+    for (int i = 0; i < list.Count && n < max; i++) {
+        msgs[n++] = list.Msgs[i];
+        list.Msgs[i] = NULL; /* ours now */
+    }
+    natsMsgList_Destroy(&list);
+    return n;
+}
+
+static void n_pull_close(void *pull)
+{
+    struct npull *p = pull;
+    natsSubscription_Destroy(p->sub); /* the durable consumer stays on the server */
+    free(p);
+}
+
+static const char *n_msg_subject(const void *m)
+{
+    return natsMsg_GetSubject((natsMsg *)(uintptr_t)m);
+}
+
+static const void *n_msg_data(const void *m, size_t *len)
+{
+    natsMsg *nm = (natsMsg *)(uintptr_t)m;
+    if (len != NULL)
+        *len = (size_t)natsMsg_GetDataLength(nm);
+    return natsMsg_GetData(nm);
+}
+
+static uint64_t n_msg_delivered(const void *m)
+{
+    jsMsgMetaData *meta = NULL;
+    uint64_t n = 1;
+    if (natsMsg_GetMetaData(&meta, (natsMsg *)(uintptr_t)m) == NATS_OK)
+        n = meta->NumDelivered;
+    jsMsgMetaData_Destroy(meta);
+    return n;
+}
+
+static int n_status(natsStatus s)
+{
+    return s == NATS_OK ? ST_OK : s == NATS_TIMEOUT ? ST_ETIMEDOUT : ST_EIO;
+}
+
+static int n_msg_ack(void *m)
+{
+    return n_status(natsMsg_Ack(m, NULL));
+}
+
+static int n_msg_nak(void *m)
+{
+    return n_status(natsMsg_Nak(m, NULL));
+}
+
+static int n_msg_in_progress(void *m)
+{
+    return n_status(natsMsg_InProgress(m, NULL));
+}
+
+static void n_msg_free(void *m)
+{
+    natsMsg_Destroy(m);
+}
+
+const struct st_bus_ops st_bus_nats_ops = {
+    .connect = n_connect,
+    .close = n_close,
+    .connected = n_connected,
+    .publish = n_publish,
+    .flush = n_flush,
+    .subscribe = n_subscribe,
+    .unsubscribe = n_unsubscribe,
+    .stream_ensure = n_stream_ensure,
+    .js_publish = n_js_publish,
+    .pull_open = n_pull_open,
+    .pull_fetch = n_pull_fetch,
+    .pull_close = n_pull_close,
+    .msg_subject = n_msg_subject,
+    .msg_data = n_msg_data,
+    .msg_delivered = n_msg_delivered,
+    .msg_ack = n_msg_ack,
+    .msg_nak = n_msg_nak,
+    .msg_in_progress = n_msg_in_progress,
+    .msg_free = n_msg_free,
+};
