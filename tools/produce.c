@@ -468,13 +468,48 @@ static int check_rec(const struct produce_rec *x, uint32_t dim, uint64_t i, stru
     return ST_OK;
 }
 
+/* The producer, made when the first record is in hand (a source that fails at once, or is
+ * empty, starts no librdkafka threads). */
+static int start_producer(struct run *r, const struct produce_opts *o, struct st_err *err)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "linger.ms", "5", errstr, sizeof(errstr))) {
+        rd_kafka_conf_destroy(conf);
+        return st_err_set(err, ST_EINVAL, "kafka: %s", errstr);
+    }
+    for (const char *const *p = o->props; p != NULL && *p != NULL; p++) {
+        const char *eq = strchr(*p, '=');
+        char key[256];
+        if (eq == NULL || eq == *p || (size_t)(eq - *p) >= sizeof(key)) {
+            rd_kafka_conf_destroy(conf);
+            return st_err_set(err, ST_EINVAL, "kafka property '%s': not key=value", *p);
+        }
+        memcpy(key, *p, (size_t)(eq - *p));
+        key[eq - *p] = '\0';
+        if (rd_kafka_conf_set(conf, key, eq + 1, errstr, sizeof(errstr))) {
+            rd_kafka_conf_destroy(conf);
+            return st_err_set(err, ST_EINVAL, "kafka property '%s': %s", key, errstr);
+        }
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, r);
+    r->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (r->rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return st_err_set(err, ST_EINVAL, "kafka: %s", errstr);
+    }
+    return ST_OK;
+}
+
 int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
                 struct produce_stats *out, struct st_err *err)
 {
     struct run r = {.o = o};
     struct batch b = {0};
     bool have_batch = false;
-    char errstr[512];
     int rc = ST_OK;
     clock_gettime(CLOCK_MONOTONIC, &r.t0);
     uint32_t bsz = o->batch ? o->batch : 100;
@@ -486,39 +521,6 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
         rc = st_err_set(err, ST_EINVAL, "collection name over 64 bytes");
         goto out;
     }
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, errstr, sizeof(errstr)) ||
-        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) ||
-        rd_kafka_conf_set(conf, "linger.ms", "5", errstr, sizeof(errstr))) {
-        rd_kafka_conf_destroy(conf);
-        rc = st_err_set(err, ST_EINVAL, "kafka: %s", errstr);
-        goto out;
-    }
-    for (const char *const *p = o->props; p != NULL && *p != NULL; p++) {
-        const char *eq = strchr(*p, '=');
-        char key[256];
-        if (eq == NULL || eq == *p || (size_t)(eq - *p) >= sizeof(key)) {
-            rd_kafka_conf_destroy(conf);
-            rc = st_err_set(err, ST_EINVAL, "kafka property '%s': not key=value", *p);
-            goto out;
-        }
-        memcpy(key, *p, (size_t)(eq - *p));
-        key[eq - *p] = '\0';
-        if (rd_kafka_conf_set(conf, key, eq + 1, errstr, sizeof(errstr))) {
-            rd_kafka_conf_destroy(conf);
-            rc = st_err_set(err, ST_EINVAL, "kafka property '%s': %s", key, errstr);
-            goto out;
-        }
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-    rd_kafka_conf_set_opaque(conf, &r);
-    r.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (r.rk == NULL) {
-        rd_kafka_conf_destroy(conf);
-        rc = st_err_set(err, ST_EINVAL, "kafka: %s", errstr);
-        goto out;
-    }
-
     uint64_t i = 0;
     for (;; i++) {
         if (o->cancel != NULL && atomic_load(o->cancel))
@@ -535,6 +537,9 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
         if (n == 0)
             break;
         if (!have_batch) {
+            rc = start_producer(&r, o, err);
+            if (rc != ST_OK)
+                goto out;
             uint32_t dim = x.dim ? x.dim : 1;
             if ((uint64_t)bsz * dim * sizeof(float) > PRODUCE_BATCH_MAX) {
                 rc = st_err_set(err, ST_EINVAL,
