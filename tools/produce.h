@@ -62,7 +62,7 @@ struct produce_src;
 #define PRODUCE_GZ_MAX (4ull << 30)
 
 /*
- * Opens path (mapped read-only; a .gz is inflated into memory) and validates it. kind AUTO
+ * Opens path (mapped read-only; an idx3-ubyte.gz is inflated into memory) and validates it. AUTO
  * picks the reader by name. u64_ids: ids are uint64 (row numbers, or JSON integers in
  * JSON Lines) instead of strings. ST_EINVAL / ST_ECORRUPT / ST_EUNSUPP with "path: message"
  * for bad input, ST_EIO / ST_ENOTFOUND when it cannot be read. Caller owns *out.
