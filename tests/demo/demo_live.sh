@@ -49,7 +49,7 @@ with open(sys.argv[1], "w") as f:
         vec = [float((i * 37 + j) % 256) for j in range(784)]
         f.write(json.dumps({"id": 900000 + i, "vector": vec, "ts": now}) + "\n")
 PY
-"$cli" produce --brokers "$brokers" --topic fmnist --collection fmnist --format json \
+"$cli" produce --brokers "$brokers" --topic fmnist --collection fmnist --format json --u64-ids \
   "$work/new.jsonl" >"$work/produce.out" 2>&1 || fail "strata produce: $(cat "$work/produce.out")"
 found() { curl -sf "$url/v1/collections/fmnist/records/$1" >/dev/null; }
 for i in 0 1 2; do
