@@ -629,6 +629,62 @@ START_TEST(test_max_ack_pending)
 }
 END_TEST
 
+/* Fetched messages may outlive their pull consumer and their connection (st_bus.h): reading,
+ * ack, nak and in-progress then succeed or fail but touch nothing freed (ASan), and an ack
+ * that succeeded holds while one that failed lets the message come back. */
+START_TEST(test_msg_outlives_pull)
+{
+    struct st_bus *b = bus_open();
+    char p[64], name[80], subj[200], filter[200], buf[64];
+    own_stream(b, name, p, sizeof(p));
+    snprintf(subj, sizeof(subj), "%s.docs.sealed", p);
+    snprintf(filter, sizeof(filter), "%s.>", p);
+    const char *data[] = {"1", "2", "3"};
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(jpub(b, subj, data[i], NULL), ST_OK);
+    struct st_bus_pull *pl = pull(b, name, "late", filter, 1000, 0);
+    struct st_bus_msg *m[4] = {0};
+    ck_assert_int_eq(fetch_n(pl, m, 3, 5000), 3);
+    st_bus_pull_close(pl);
+    /* The consumer is gone, the connection is not. */
+    ck_assert_str_eq(data_of(m[0], buf, sizeof(buf)), "1");
+    int rc0 = st_bus_msg_ack(m[0]);
+    ck_assert_msg(rc0 == ST_OK || rc0 == ST_EIO, "ack after pull_close: %d", rc0);
+    st_bus_msg_free(m[0]);
+    sync_bus(b);
+    st_bus_close(b);
+    /* The connection is gone too. */
+    ck_assert_str_eq(data_of(m[1], buf, sizeof(buf)), "2");
+    ck_assert_str_eq(st_bus_msg_subject(m[1]), subj);
+    ck_assert_uint_eq(st_bus_msg_delivered(m[1]), 1);
+    int rc1 = st_bus_msg_ack(m[1]);
+    ck_assert_msg(rc1 == ST_OK || rc1 == ST_EIO, "ack after close: %d", rc1);
+    int rc2 = st_bus_msg_nak(m[2]);
+    ck_assert_msg(rc2 == ST_OK || rc2 == ST_EIO, "nak after close: %d", rc2);
+    rc2 = st_bus_msg_in_progress(m[2]);
+    ck_assert_msg(rc2 == ST_OK || rc2 == ST_EIO, "in progress after close: %d", rc2);
+    st_bus_msg_free(m[1]);
+    st_bus_msg_free(m[2]);
+
+    /* Back: "3" (never acked) and whatever ack failed come again; nothing else does. */
+    b = bus_open();
+    pl = pull(b, name, "late", filter, 1000, 0);
+    bool want[3] = {rc0 != ST_OK, rc1 != ST_OK, true}, got[3] = {false, false, false};
+    int n_want = (int)want[0] + (int)want[1] + 1;
+    for (int i = 0; i < n_want; i++) {
+        ck_assert_int_eq(fetch_n(pl, m, 1, 10000), 1);
+        data_of(m[0], buf, sizeof(buf));
+        int k = buf[0] - '1';
+        ck_assert_msg(k >= 0 && k < 3 && want[k] && !got[k], "redelivered: %s", buf);
+        got[k] = true;
+        ack_free(m[0]);
+    }
+    ck_assert_int_eq(fetch_n(pl, m, 1, 1500), 0);
+    st_bus_pull_close(pl);
+    st_bus_close(b);
+}
+END_TEST
+
 /* ---- nats only: a server of the test's own, lost and back ---- */
 
 struct states {
@@ -731,6 +787,7 @@ static void add_common(TCase *tc)
     tcase_add_test(tc, test_nak_and_in_progress);
     tcase_add_test(tc, test_durable_survives);
     tcase_add_test(tc, test_max_ack_pending);
+    tcase_add_test(tc, test_msg_outlives_pull);
 }
 
 int main(void)
