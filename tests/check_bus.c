@@ -413,6 +413,38 @@ START_TEST(test_stream_ensure_narrow)
 }
 END_TEST
 
+/* Streams whose subjects overlap only through wildcards on both sides are refused too, as
+ * nats-server does (<p>.*.sealed and <p>.docs.> share <p>.docs.sealed); prefixes that merely
+ * look alike (<p>.a vs <p>.ab, <p> vs <p>.>) do not overlap. */
+START_TEST(test_stream_overlap)
+{
+    struct st_bus *b = bus_open();
+    char p[64], n1[80], n2[80], n3[80], n4[80], s1[160], s2[160], s3[160], s4[160], s5[160];
+    unique(p, sizeof(p), "bo");
+    snprintf(n1, sizeof(n1), "A%s", p);
+    snprintf(n2, sizeof(n2), "B%s", p);
+    snprintf(n3, sizeof(n3), "C%s", p);
+    snprintf(n4, sizeof(n4), "D%s", p);
+    snprintf(s1, sizeof(s1), "%s.*.sealed", p);
+    snprintf(s2, sizeof(s2), "%s.docs.>", p);
+    snprintf(s3, sizeof(s3), "%s.a", p);
+    snprintf(s4, sizeof(s4), "%s.ab", p);
+    snprintf(s5, sizeof(s5), "%s.*.*.x", p);
+    const char *v1[] = {s1}, *v2[] = {s2}, *v3[] = {s3}, *v4[] = {s4}, *v5[] = {s5};
+    ensure(b, n1, v1, 1, NULL, NULL);
+    struct st_err err = {0};
+    ck_assert_int_eq(st_bus_stream_ensure(b, n2, v2, 1, NULL, NULL, &err), ST_EIO);
+    ck_assert_int_eq(st_bus_stream_ensure(b, n2, v5, 1, NULL, NULL, &err), ST_OK); /* 4 tokens */
+    ensure(b, n3, v3, 1, NULL, NULL);
+    ensure(b, n4, v4, 1, NULL, NULL);
+    /* Each subject is stored by its one stream. */
+    char subj[200];
+    snprintf(subj, sizeof(subj), "%s.docs.sealed", p);
+    ck_assert_int_eq(jpub(b, subj, "x", NULL), ST_OK);
+    st_bus_close(b);
+}
+END_TEST
+
 START_TEST(test_js_dedup_and_order)
 {
     struct st_bus *b = bus_open();
@@ -782,6 +814,7 @@ static void add_common(TCase *tc)
     tcase_add_test(tc, test_unsubscribe_waits);
     tcase_add_test(tc, test_close_waits);
     tcase_add_test(tc, test_stream_ensure_narrow);
+    tcase_add_test(tc, test_stream_overlap);
     tcase_add_test(tc, test_js_dedup_and_order);
     tcase_add_test(tc, test_ack_and_no_ack);
     tcase_add_test(tc, test_nak_and_in_progress);
