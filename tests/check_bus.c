@@ -784,6 +784,89 @@ START_TEST(test_nats_reconnect)
 }
 END_TEST
 
+/* A state callback that blocks while hold (the connection's on_state). */
+struct blocked_state {
+    atomic_bool hold, in_cb, exited, gone;
+    atomic_int calls, after_close;
+};
+
+static void on_state_block(void *ctx, enum st_bus_state st)
+{
+    (void)st;
+    struct blocked_state *s = ctx;
+    if (atomic_load(&s->gone))
+        atomic_fetch_add(&s->after_close, 1);
+    atomic_fetch_add(&s->calls, 1);
+    atomic_store(&s->exited, false);
+    atomic_store(&s->in_cb, true);
+    while (atomic_load(&s->hold))
+        st_test_sleep_ms(1);
+    atomic_store(&s->in_cb, false);
+    atomic_store(&s->exited, true);
+}
+
+struct state_closer {
+    struct st_bus *b;
+    struct blocked_state *s;
+    atomic_bool done;
+    bool exited_at_return;
+};
+
+static void *state_closer_main(void *arg)
+{
+    struct state_closer *c = arg;
+    st_bus_close(c->b);
+    c->exited_at_return = atomic_load(&c->s->exited) && !atomic_load(&c->s->in_cb);
+    atomic_store(&c->s->gone, true);
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+/* st_bus_close while on_state runs (the server went): it returns only after the callback did
+ * (the caller may then free ctx), and none runs after it, even when the server comes back. */
+START_TEST(test_nats_close_waits_for_state)
+{
+    struct st_own_nats n = {0};
+    n.port = st_free_port();
+    snprintf(n.url, sizeof(n.url), "nats://127.0.0.1:%u", n.port);
+    n.dir = st_test_tmpdir("busnatsc");
+    st_own_nats_start(&n);
+    struct blocked_state bs = {0};
+    atomic_store(&bs.hold, true);
+    struct st_bus_opts o = {.url = n.url,
+                            .reconnect_wait_ms = 50,
+                            .close_wait_ms = 1000,
+                            .on_state = on_state_block,
+                            .ctx = &bs};
+    struct st_bus *b = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(st_bus_connect(&o, &b, &err) == ST_OK, "%s", err.msg);
+    st_own_nats_kill(&n);
+    ck_assert(ST_WAIT_UNTIL(atomic_load(&bs.in_cb), 10000));
+    struct state_closer c = {.b = b, .s = &bs};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, state_closer_main, &c), 0);
+    /* Longer than close_wait_ms: waiting for nats.c's closed callback (which comes only after
+     * this one) is not what holds the close, the running user callback is. */
+    ck_assert(!ST_WAIT_UNTIL(atomic_load(&c.done), 1500));
+    atomic_store(&bs.hold, false);
+    ck_assert(ST_WAIT_UNTIL(atomic_load(&c.done), 15000));
+    pthread_join(th, NULL);
+    ck_assert(c.exited_at_return);
+    ck_assert_int_eq(atomic_load(&bs.calls), 1);
+    /* The server is back (a new connection gets in): the closed one reports nothing. */
+    st_own_nats_start(&n);
+    struct st_bus *b2 = NULL;
+    o.on_state = NULL;
+    ck_assert_msg(ST_WAIT_UNTIL(st_bus_connect(&o, &b2, &err) == ST_OK, 10000), "%s", err.msg);
+    st_bus_close(b2);
+    ck_assert_int_eq(atomic_load(&bs.after_close), 0);
+    ck_assert_int_eq(atomic_load(&bs.calls), 1);
+    st_own_nats_kill(&n);
+    st_own_nats_free(&n);
+}
+END_TEST
+
 START_TEST(test_embedded_url)
 {
     /* Every connection reaches the same bus; a bad URL is refused with the reason. */
@@ -835,6 +918,7 @@ int main(void)
     tcase_add_checked_fixture(nats, setup_nats, NULL);
     add_common(nats);
     tcase_add_test(nats, test_nats_reconnect);
+    tcase_add_test(nats, test_nats_close_waits_for_state);
     suite_add_tcase(su, nats);
     return st_test_run_suite(su);
 }
