@@ -30,6 +30,10 @@
  * subject a stream holds is stored, and stored messages reach core subscribers, as in NATS.
  * st_bus_flush returns at once (a publish is in the subscribers' queues when it returns).
  * Each subscription is delivered by a thread of its own.
+ * It has no limits, unlike a server: every stored message (acked or not) and every durable
+ * stays in memory until the process exits, and a subscription's queue grows without bound
+ * while its callback is slow (NATS would drop as a slow consumer). That suits strata demo's
+ * few hundred events; it is not for long runs (the daemons refuse "embedded").
  *
  * Threads: everything here is thread-safe. Subscription callbacks run on a bus thread, one
  * at a time per subscription; they must not call st_bus_close or st_bus_unsubscribe on their
@@ -136,7 +140,8 @@ int st_bus_pull_open(struct st_bus *b, const struct st_bus_pull_opts *o, struct 
 int st_bus_pull_fetch(struct st_bus_pull *p, struct st_bus_msg **msgs, int max, int timeout_ms,
                       struct st_err *err) ST_WUR;
 
-/* Unbinds (the durable consumer stays on the server). NULL is a no-op. */
+/* Unbinds (the durable consumer stays on the server). NULL is a no-op. Not while another
+ * thread fetches from p; messages fetched from it may outlive it. */
 void st_bus_pull_close(struct st_bus_pull *p);
 
 const char *st_bus_msg_subject(const struct st_bus_msg *m);

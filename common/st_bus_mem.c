@@ -355,9 +355,26 @@ static struct mem_stream *stream_find_locked(const char *name)
     return st;
 }
 
+/* Whether some subject matches both patterns (as nats-server refuses overlapping streams):
+ * token by token, `>` on either side takes the rest (the other has a token here), `*` on
+ * either side takes one token; otherwise the tokens must be equal and both end together.
+ * Matching one against the other is not enough: a.*.x and a.b.> share a.b.x. */
 static bool overlaps(const char *a, const char *b)
 {
-    return strcmp(a, b) == 0 || st_bus_subject_match(a, b) || st_bus_subject_match(b, a);
+    for (;;) {
+        const char *ad = strchr(a, '.'), *bd = strchr(b, '.');
+        size_t al = ad != NULL ? (size_t)(ad - a) : strlen(a);
+        size_t bl = bd != NULL ? (size_t)(bd - b) : strlen(b);
+        if ((al == 1 && a[0] == '>') || (bl == 1 && b[0] == '>'))
+            return true;
+        bool star = (al == 1 && a[0] == '*') || (bl == 1 && b[0] == '*');
+        if (!star && (al != bl || memcmp(a, b, al) != 0))
+            return false;
+        if (ad == NULL || bd == NULL)
+            return ad == NULL && bd == NULL;
+        a = ad + 1;
+        b = bd + 1;
+    }
 }
 
 /* Sets st's subjects to a copy of v. Caller holds g_mu. */

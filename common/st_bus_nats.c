@@ -9,7 +9,11 @@
  * callback before freeing its state; if that never comes, the state is logged and leaked
  * (never the caller's). Subscriptions likewise: the handler runs under the subscription's
  * cb_mu only while it is not dead, and its state is freed once nats.c's on-complete callback
- * said the handler will not be called again.
+ * said the handler will not be called again. Pull consumers: a fetched natsMsg points at its
+ * subscription without holding it (its ack publishes through msg->sub->conn), so each message
+ * holds a reference on its npull and the subscription is destroyed only when the consumer is
+ * closed and its last message freed; the subscription holds the connection, so an ack after
+ * st_bus_close fails (connection closed) instead of reading freed memory.
  */
 #include <inttypes.h>
 #include <nats/nats.h>
@@ -57,6 +61,13 @@ struct nsub {
 struct npull {
     struct nconn *c;
     natsSubscription *sub;
+    pthread_mutex_t mu;
+    int refs; /* under mu: 1 while open, plus one per fetched message not yet freed */
+};
+
+struct nmsg {
+    natsMsg *m;
+    struct npull *p; /* a reference */
 };
 
 static int64_t mono_ms(void)
@@ -413,6 +424,8 @@ static int n_pull_open(void *impl, const struct st_bus_pull_opts *o, void **out,
     if (p == NULL)
         return st_err_set(err, ST_ENOMEM, "bus: out of memory");
     p->c = c;
+    p->refs = 1;
+    pthread_mutex_init(&p->mu, NULL);
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = o->stream;
@@ -424,6 +437,7 @@ static int n_pull_open(void *impl, const struct st_bus_pull_opts *o, void **out,
     jsErrCode jerr = 0;
     natsStatus s = js_PullSubscribe(&p->sub, c->js, o->filter, o->durable, NULL, &so, &jerr);
     if (s != NATS_OK) {
+        pthread_mutex_destroy(&p->mu);
         free(p);
         return st_err_set(err, ST_EIO, "consumer %s on stream %s: %s (JetStream error %d)",
                           o->durable, o->stream, natsStatus_GetText(s), (int)jerr);
@@ -450,30 +464,55 @@ static int n_pull_fetch(void *pull, void **msgs, int max, int timeout_ms, struct
         return st_err_set(err, ST_EIO, "fetching: %s (JetStream error %d)", natsStatus_GetText(s),
                           (int)jerr);
     }
-    int n = 0;
+    int n = 0, got = list.Count;
     for (int i = 0; i < list.Count && n < max; i++) {
-        msgs[n++] = list.Msgs[i];
+        struct nmsg *m = malloc(sizeof(*m));
+        if (m == NULL) /* the rest is destroyed unacked: redelivered after ack_wait */
+            break;
+        m->m = list.Msgs[i];
+        m->p = p;
         list.Msgs[i] = NULL; /* ours now */
+        msgs[n++] = m;
     }
+    pthread_mutex_lock(&p->mu);
+    p->refs += n;
+    pthread_mutex_unlock(&p->mu);
     natsMsgList_Destroy(&list);
+    if (n == 0 && got > 0)
+        return st_err_set(err, ST_ENOMEM, "bus: out of memory fetching");
     return n;
+}
+
+static void npull_release(struct npull *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (!last)
+        return;
+    natsSubscription_Destroy(p->sub); /* the durable consumer stays on the server */
+    pthread_mutex_destroy(&p->mu);
+    free(p);
 }
 
 static void n_pull_close(void *pull)
 {
-    struct npull *p = pull;
-    natsSubscription_Destroy(p->sub); /* the durable consumer stays on the server */
-    free(p);
+    npull_release(pull); /* messages still held keep the subscription until they are freed */
+}
+
+static natsMsg *nmsg_of(const void *m)
+{
+    return ((const struct nmsg *)m)->m;
 }
 
 static const char *n_msg_subject(const void *m)
 {
-    return natsMsg_GetSubject((natsMsg *)(uintptr_t)m);
+    return natsMsg_GetSubject(nmsg_of(m));
 }
 
 static const void *n_msg_data(const void *m, size_t *len)
 {
-    natsMsg *nm = (natsMsg *)(uintptr_t)m;
+    natsMsg *nm = nmsg_of(m);
     if (len != NULL)
         *len = (size_t)natsMsg_GetDataLength(nm);
     return natsMsg_GetData(nm);
@@ -483,7 +522,7 @@ static uint64_t n_msg_delivered(const void *m)
 {
     jsMsgMetaData *meta = NULL;
     uint64_t n = 1;
-    if (natsMsg_GetMetaData(&meta, (natsMsg *)(uintptr_t)m) == NATS_OK)
+    if (natsMsg_GetMetaData(&meta, nmsg_of(m)) == NATS_OK)
         n = meta->NumDelivered;
     jsMsgMetaData_Destroy(meta);
     return n;
@@ -496,22 +535,25 @@ static int n_status(natsStatus s)
 
 static int n_msg_ack(void *m)
 {
-    return n_status(natsMsg_Ack(m, NULL));
+    return n_status(natsMsg_Ack(nmsg_of(m), NULL));
 }
 
 static int n_msg_nak(void *m)
 {
-    return n_status(natsMsg_Nak(m, NULL));
+    return n_status(natsMsg_Nak(nmsg_of(m), NULL));
 }
 
 static int n_msg_in_progress(void *m)
 {
-    return n_status(natsMsg_InProgress(m, NULL));
+    return n_status(natsMsg_InProgress(nmsg_of(m), NULL));
 }
 
-static void n_msg_free(void *m)
+static void n_msg_free(void *mv)
 {
-    natsMsg_Destroy(m);
+    struct nmsg *m = mv;
+    natsMsg_Destroy(m->m);
+    npull_release(m->p);
+    free(m);
 }
 
 const struct st_bus_ops st_bus_nats_ops = {

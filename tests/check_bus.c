@@ -413,6 +413,38 @@ START_TEST(test_stream_ensure_narrow)
 }
 END_TEST
 
+/* Streams whose subjects overlap only through wildcards on both sides are refused too, as
+ * nats-server does (<p>.*.sealed and <p>.docs.> share <p>.docs.sealed); prefixes that merely
+ * look alike (<p>.a vs <p>.ab, <p> vs <p>.>) do not overlap. */
+START_TEST(test_stream_overlap)
+{
+    struct st_bus *b = bus_open();
+    char p[64], n1[80], n2[80], n3[80], n4[80], s1[160], s2[160], s3[160], s4[160], s5[160];
+    unique(p, sizeof(p), "bo");
+    snprintf(n1, sizeof(n1), "A%s", p);
+    snprintf(n2, sizeof(n2), "B%s", p);
+    snprintf(n3, sizeof(n3), "C%s", p);
+    snprintf(n4, sizeof(n4), "D%s", p);
+    snprintf(s1, sizeof(s1), "%s.*.sealed", p);
+    snprintf(s2, sizeof(s2), "%s.docs.>", p);
+    snprintf(s3, sizeof(s3), "%s.a", p);
+    snprintf(s4, sizeof(s4), "%s.ab", p);
+    snprintf(s5, sizeof(s5), "%s.*.*.x", p);
+    const char *v1[] = {s1}, *v2[] = {s2}, *v3[] = {s3}, *v4[] = {s4}, *v5[] = {s5};
+    ensure(b, n1, v1, 1, NULL, NULL);
+    struct st_err err = {0};
+    ck_assert_int_eq(st_bus_stream_ensure(b, n2, v2, 1, NULL, NULL, &err), ST_EIO);
+    ck_assert_int_eq(st_bus_stream_ensure(b, n2, v5, 1, NULL, NULL, &err), ST_OK); /* 4 tokens */
+    ensure(b, n3, v3, 1, NULL, NULL);
+    ensure(b, n4, v4, 1, NULL, NULL);
+    /* Each subject is stored by its one stream. */
+    char subj[200];
+    snprintf(subj, sizeof(subj), "%s.docs.sealed", p);
+    ck_assert_int_eq(jpub(b, subj, "x", NULL), ST_OK);
+    st_bus_close(b);
+}
+END_TEST
+
 START_TEST(test_js_dedup_and_order)
 {
     struct st_bus *b = bus_open();
@@ -629,6 +661,62 @@ START_TEST(test_max_ack_pending)
 }
 END_TEST
 
+/* Fetched messages may outlive their pull consumer and their connection (st_bus.h): reading,
+ * ack, nak and in-progress then succeed or fail but touch nothing freed (ASan), and an ack
+ * that succeeded holds while one that failed lets the message come back. */
+START_TEST(test_msg_outlives_pull)
+{
+    struct st_bus *b = bus_open();
+    char p[64], name[80], subj[200], filter[200], buf[64];
+    own_stream(b, name, p, sizeof(p));
+    snprintf(subj, sizeof(subj), "%s.docs.sealed", p);
+    snprintf(filter, sizeof(filter), "%s.>", p);
+    const char *data[] = {"1", "2", "3"};
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(jpub(b, subj, data[i], NULL), ST_OK);
+    struct st_bus_pull *pl = pull(b, name, "late", filter, 1000, 0);
+    struct st_bus_msg *m[4] = {0};
+    ck_assert_int_eq(fetch_n(pl, m, 3, 5000), 3);
+    st_bus_pull_close(pl);
+    /* The consumer is gone, the connection is not. */
+    ck_assert_str_eq(data_of(m[0], buf, sizeof(buf)), "1");
+    int rc0 = st_bus_msg_ack(m[0]);
+    ck_assert_msg(rc0 == ST_OK || rc0 == ST_EIO, "ack after pull_close: %d", rc0);
+    st_bus_msg_free(m[0]);
+    sync_bus(b);
+    st_bus_close(b);
+    /* The connection is gone too. */
+    ck_assert_str_eq(data_of(m[1], buf, sizeof(buf)), "2");
+    ck_assert_str_eq(st_bus_msg_subject(m[1]), subj);
+    ck_assert_uint_eq(st_bus_msg_delivered(m[1]), 1);
+    int rc1 = st_bus_msg_ack(m[1]);
+    ck_assert_msg(rc1 == ST_OK || rc1 == ST_EIO, "ack after close: %d", rc1);
+    int rc2 = st_bus_msg_nak(m[2]);
+    ck_assert_msg(rc2 == ST_OK || rc2 == ST_EIO, "nak after close: %d", rc2);
+    rc2 = st_bus_msg_in_progress(m[2]);
+    ck_assert_msg(rc2 == ST_OK || rc2 == ST_EIO, "in progress after close: %d", rc2);
+    st_bus_msg_free(m[1]);
+    st_bus_msg_free(m[2]);
+
+    /* Back: "3" (never acked) and whatever ack failed come again; nothing else does. */
+    b = bus_open();
+    pl = pull(b, name, "late", filter, 1000, 0);
+    bool want[3] = {rc0 != ST_OK, rc1 != ST_OK, true}, got[3] = {false, false, false};
+    int n_want = (int)want[0] + (int)want[1] + 1;
+    for (int i = 0; i < n_want; i++) {
+        ck_assert_int_eq(fetch_n(pl, m, 1, 10000), 1);
+        data_of(m[0], buf, sizeof(buf));
+        int k = buf[0] - '1';
+        ck_assert_msg(k >= 0 && k < 3 && want[k] && !got[k], "redelivered: %s", buf);
+        got[k] = true;
+        ack_free(m[0]);
+    }
+    ck_assert_int_eq(fetch_n(pl, m, 1, 1500), 0);
+    st_bus_pull_close(pl);
+    st_bus_close(b);
+}
+END_TEST
+
 /* ---- nats only: a server of the test's own, lost and back ---- */
 
 struct states {
@@ -696,6 +784,89 @@ START_TEST(test_nats_reconnect)
 }
 END_TEST
 
+/* A state callback that blocks while hold (the connection's on_state). */
+struct blocked_state {
+    atomic_bool hold, in_cb, exited, gone;
+    atomic_int calls, after_close;
+};
+
+static void on_state_block(void *ctx, enum st_bus_state st)
+{
+    (void)st;
+    struct blocked_state *s = ctx;
+    if (atomic_load(&s->gone))
+        atomic_fetch_add(&s->after_close, 1);
+    atomic_fetch_add(&s->calls, 1);
+    atomic_store(&s->exited, false);
+    atomic_store(&s->in_cb, true);
+    while (atomic_load(&s->hold))
+        st_test_sleep_ms(1);
+    atomic_store(&s->in_cb, false);
+    atomic_store(&s->exited, true);
+}
+
+struct state_closer {
+    struct st_bus *b;
+    struct blocked_state *s;
+    atomic_bool done;
+    bool exited_at_return;
+};
+
+static void *state_closer_main(void *arg)
+{
+    struct state_closer *c = arg;
+    st_bus_close(c->b);
+    c->exited_at_return = atomic_load(&c->s->exited) && !atomic_load(&c->s->in_cb);
+    atomic_store(&c->s->gone, true);
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+/* st_bus_close while on_state runs (the server went): it returns only after the callback did
+ * (the caller may then free ctx), and none runs after it, even when the server comes back. */
+START_TEST(test_nats_close_waits_for_state)
+{
+    struct st_own_nats n = {0};
+    n.port = st_free_port();
+    snprintf(n.url, sizeof(n.url), "nats://127.0.0.1:%u", n.port);
+    n.dir = st_test_tmpdir("busnatsc");
+    st_own_nats_start(&n);
+    struct blocked_state bs = {0};
+    atomic_store(&bs.hold, true);
+    struct st_bus_opts o = {.url = n.url,
+                            .reconnect_wait_ms = 50,
+                            .close_wait_ms = 1000,
+                            .on_state = on_state_block,
+                            .ctx = &bs};
+    struct st_bus *b = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(st_bus_connect(&o, &b, &err) == ST_OK, "%s", err.msg);
+    st_own_nats_kill(&n);
+    ck_assert(ST_WAIT_UNTIL(atomic_load(&bs.in_cb), 10000));
+    struct state_closer c = {.b = b, .s = &bs};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, state_closer_main, &c), 0);
+    /* Longer than close_wait_ms: waiting for nats.c's closed callback (which comes only after
+     * this one) is not what holds the close, the running user callback is. */
+    ck_assert(!ST_WAIT_UNTIL(atomic_load(&c.done), 1500));
+    atomic_store(&bs.hold, false);
+    ck_assert(ST_WAIT_UNTIL(atomic_load(&c.done), 15000));
+    pthread_join(th, NULL);
+    ck_assert(c.exited_at_return);
+    ck_assert_int_eq(atomic_load(&bs.calls), 1);
+    /* The server is back (a new connection gets in): the closed one reports nothing. */
+    st_own_nats_start(&n);
+    struct st_bus *b2 = NULL;
+    o.on_state = NULL;
+    ck_assert_msg(ST_WAIT_UNTIL(st_bus_connect(&o, &b2, &err) == ST_OK, 10000), "%s", err.msg);
+    st_bus_close(b2);
+    ck_assert_int_eq(atomic_load(&bs.after_close), 0);
+    ck_assert_int_eq(atomic_load(&bs.calls), 1);
+    st_own_nats_kill(&n);
+    st_own_nats_free(&n);
+}
+END_TEST
+
 START_TEST(test_embedded_url)
 {
     /* Every connection reaches the same bus; a bad URL is refused with the reason. */
@@ -726,11 +897,13 @@ static void add_common(TCase *tc)
     tcase_add_test(tc, test_unsubscribe_waits);
     tcase_add_test(tc, test_close_waits);
     tcase_add_test(tc, test_stream_ensure_narrow);
+    tcase_add_test(tc, test_stream_overlap);
     tcase_add_test(tc, test_js_dedup_and_order);
     tcase_add_test(tc, test_ack_and_no_ack);
     tcase_add_test(tc, test_nak_and_in_progress);
     tcase_add_test(tc, test_durable_survives);
     tcase_add_test(tc, test_max_ack_pending);
+    tcase_add_test(tc, test_msg_outlives_pull);
 }
 
 int main(void)
@@ -745,6 +918,7 @@ int main(void)
     tcase_add_checked_fixture(nats, setup_nats, NULL);
     add_common(nats);
     tcase_add_test(nats, test_nats_reconnect);
+    tcase_add_test(nats, test_nats_close_waits_for_state);
     suite_add_tcase(su, nats);
     return st_test_run_suite(su);
 }
