@@ -514,10 +514,18 @@ START_TEST(test_ack_and_no_ack)
     ack_free(m[0]);
     st_bus_msg_free(m[1]); /* neither acked nor nak'ed */
     st_bus_msg_free(NULL);
-    /* Only the unacked one comes back, after ack_wait, counted as a second delivery. */
-    ck_assert_int_eq(fetch_n(pl, m, 1, 10000), 1);
+    /* Only the unacked one comes back, after ack_wait, counted as a second delivery. (With
+     * nats-server, a copy of the first delivery may still be queued in the client: under load
+     * fetch_n's first pull request can be answered after its fetch returned. It is the same
+     * delivery, not a redelivery: skip it.) */
+    for (;;) {
+        ck_assert_int_eq(fetch_n(pl, m, 1, 10000), 1);
+        ck_assert_str_eq(data_of(m[0], buf, sizeof(buf)), "dropped");
+        if (st_bus_msg_delivered(m[0]) != 1 || strcmp(url, ST_BUS_EMBEDDED) == 0)
+            break;
+        st_bus_msg_free(m[0]);
+    }
     ck_assert_int_ge(st_test_now_ms() - t0, 900);
-    ck_assert_str_eq(data_of(m[0], buf, sizeof(buf)), "dropped");
     ck_assert_uint_eq(st_bus_msg_delivered(m[0]), 2);
     ack_free(m[0]);
     /* Both acked: nothing comes back, even after several ack waits. */
