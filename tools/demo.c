@@ -13,6 +13,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -126,7 +127,7 @@ static void usage(FILE *f)
                "  --data-dir DIR        keep the data here (default: a new temporary directory,\n"
                "                        removed at exit)\n"
                "  --nats URL            a NATS server instead of the in-process bus\n"
-            "  --exit-after-report   exit 0 after the report instead of serving\n"
+               "  --exit-after-report   exit 0 after the report instead of serving\n"
                "  --help                this text\n");
 }
 
@@ -624,12 +625,20 @@ static void *query_main(void *arg)
 
 /* ---- main --------------------------------------------------------------------------------- */
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Removes dir and what it holds, without a shell (a quote in TMPDIR must not make it remove
+ * anything else) and without following symbolic links. */
 static void rm_rf(const char *dir)
 {
-    char *cmd = NULL;
-    if (asprintf(&cmd, "rm -rf -- '%s'", dir) >= 0 && system(cmd) != 0)
-        fprintf(stderr, "strata demo: could not remove %s\n", dir);
-    free(cmd);
+    if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        fprintf(stderr, "strata demo: could not remove %s: %s\n", dir, strerror(errno));
 }
 
 static void teardown(struct demo *d)
