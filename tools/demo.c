@@ -184,12 +184,44 @@ static int start_broker(struct demo *d)
     return 0;
 }
 
+/* s as a YAML double-quoted scalar (malloc'd): a path or URL from the command line or TMPDIR
+ * may hold " #", ": " or quotes, which a plain scalar would cut short or misread. */
+static char *yaml_quote(const char *s)
+{
+    size_t n = strlen(s);
+    char *q = malloc(n * 4 + 3), *o = q;
+    if (q == NULL)
+        return NULL;
+    *o++ = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\') {
+            *o++ = '\\';
+            *o++ = (char)*p;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            o += sprintf(o, "\\x%02x", *p);
+        } else {
+            *o++ = (char)*p;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    return q;
+}
+
 static int write_config(struct demo *d)
 {
     snprintf(d->yaml, sizeof(d->yaml), "%s/strata-demo.yaml", d->dir);
-    FILE *f = fopen(d->yaml, "w");
+    char *q_dir = yaml_quote(d->dir), *q_brokers = yaml_quote(d->bootstrap),
+         *q_nats = yaml_quote(d->o.nats), *q_listen = yaml_quote(d->o.listen);
+    FILE *f = q_dir != NULL && q_brokers != NULL && q_nats != NULL && q_listen != NULL
+                  ? fopen(d->yaml, "w")
+                  : NULL;
     if (f == NULL) {
         fprintf(stderr, "strata demo: %s: %s\n", d->yaml, strerror(errno));
+        free(q_dir);
+        free(q_brokers);
+        free(q_nats);
+        free(q_listen);
         return -1;
     }
     const char *index = strcmp(d->o.index, "ivfpq") == 0
@@ -220,7 +252,11 @@ static int write_config(struct demo *d)
             "ingest: {listen: 127.0.0.1:0, announce_interval: 1s}\n"
             "indexer: {listen: %s, build_threads: 2}\n"
             "log: {level: warning}\n",
-            d->dir, d->bootstrap, d->o.nats, d->dim, index, d->o.listen);
+            q_dir, q_brokers, q_nats, d->dim, index, q_listen);
+    free(q_dir);
+    free(q_brokers);
+    free(q_nats);
+    free(q_listen);
     if (fclose(f) != 0) {
         fprintf(stderr, "strata demo: %s: %s\n", d->yaml, strerror(errno));
         return -1;
