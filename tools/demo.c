@@ -726,19 +726,25 @@ static int parse_args(int argc, char **argv, struct demo_opts *o)
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         char *end = NULL;
+        const char *what = NULL; /* the numeric option being parsed */
         switch (c) {
         case 'd':
             o->dataset = optarg;
             break;
         case 't':
+            what = "train";
             o->train = strtoul(optarg, &end, 10);
             break;
         case 'q':
+            what = "queries";
             o->queries = strtoul(optarg, &end, 10);
             break;
-        case 'w':
-            o->windows = (int)strtol(optarg, &end, 10);
+        case 'w': {
+            what = "windows";
+            long w = strtol(optarg, &end, 10);
+            o->windows = w >= 1 && w <= 48 ? (int)w : 0; /* out of range: 0, refused below */
             break;
+        }
         case 'i':
             o->index = optarg;
             break;
@@ -762,7 +768,7 @@ static int parse_args(int argc, char **argv, struct demo_opts *o)
             return 2;
         }
         if (end != NULL && (*end != '\0' || end == optarg)) {
-            fprintf(stderr, "strata demo: --%s: not a number: %s\n", lo[0].name, optarg);
+            fprintf(stderr, "strata demo: --%s: not a number: %s\n", what, optarg);
             return 2;
         }
     }
