@@ -208,6 +208,7 @@ static char *yaml_quote(const char *s)
     return q;
 }
 
+/* 0, -1 (the reason printed), or 2 when the config written from the options is invalid. */
 static int write_config(struct demo *d)
 {
     snprintf(d->yaml, sizeof(d->yaml), "%s/strata-demo.yaml", d->dir);
@@ -265,7 +266,7 @@ static int write_config(struct demo *d)
     if (cfg_load(d->yaml, &d->cfg, &errs) != ST_OK) {
         cfg_errors_print(&errs, stderr);
         cfg_errors_clear(&errs);
-        return -1;
+        return 2; /* what it holds came from the options (--listen, --nats): bad usage */
     }
     return 0;
 }
@@ -827,8 +828,11 @@ int demo_main(int argc, char **argv)
     }
 
     printf("[2/7] starting the embedded Kafka-protocol broker (librdkafka mock cluster)\n");
-    if (start_broker(&d) != 0 || write_config(&d) != 0)
+    int wrc = 0;
+    if (start_broker(&d) != 0 || (wrc = write_config(&d)) != 0) {
+        exit_code = wrc == 2 ? 2 : 1;
         goto out;
+    }
     printf("      brokers %s, topic " DEMO_TOPIC " (%d partitions); config %s\n", d.bootstrap,
            DEMO_PARTITIONS, d.yaml);
 
