@@ -12,6 +12,7 @@
 #include "demo.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <getopt.h>
@@ -817,6 +818,26 @@ int demo_main(int argc, char **argv)
             goto out;
         }
         d.o.keep = true;
+        /* An earlier run's windows would be indexed, counted and searched as this run's. */
+        DIR *dd = opendir(d.dir);
+        if (dd == NULL) {
+            fprintf(stderr, "strata demo: %s: %s\n", d.dir, strerror(errno));
+            goto out;
+        }
+        struct dirent *de;
+        bool empty = dd != NULL;
+        while (dd != NULL && empty && (de = readdir(dd)) != NULL)
+            empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+        if (dd != NULL)
+            closedir(dd);
+        if (!empty) {
+            fprintf(stderr,
+                    "strata demo: --data-dir %s: not empty (an earlier run's data would "
+                    "mix with this run's); give a new or empty directory\n",
+                    d.dir);
+            exit_code = 2;
+            goto out;
+        }
     } else {
         const char *tmp = getenv("TMPDIR");
         snprintf(d.dir, sizeof(d.dir), "%s/strata-demo.XXXXXX", tmp ? tmp : "/tmp");
