@@ -10,6 +10,7 @@
  * ready-to-paste curl and `strata search` line.
  */
 #include "demo.h"
+#include "demo_recall.h"
 
 #include <curl/curl.h>
 #include <dirent.h>
@@ -499,7 +500,7 @@ static int probe_latency(struct demo *d, int64_t *lat_us, size_t *nlat)
     *nlat = 0;
     int rc = 0;
     for (size_t p = 0; p < DEMO_PROBES && !demo_stop; p++) {
-        size_t i = (p * 1499) % d->ntrain;
+        size_t i = demo_probe_id(p, DEMO_PROBES, d->ntrain); /* distinct ids */
         int64_t ts = st_clock_wall_ms(NULL);
         struct produce_rec r = {.u64 = true,
                                 .id_u64 = i,
@@ -635,25 +636,9 @@ static void *query_main(void *arg)
             j->failed++;
             continue;
         }
-        json_t *hits = json_object_get(r, "hits"), *hj;
-        size_t i;
-        json_array_foreach(hits, i, hj)
-        {
-            if (i >= DEMO_K)
-                break;
-            json_t *jid = json_object_get(hj, "id");
-            uint64_t id = json_is_integer(jid)  ? (uint64_t)json_integer_value(jid)
-                          : json_is_string(jid) ? strtoull(json_string_value(jid), NULL, 10)
-                                                : UINT64_MAX;
-            double dist = json_number_value(json_object_get(hj, "distance"));
-            bool ok = false;
-            for (size_t k = 0; k < DEMO_K && !ok; k++)
-                ok = d->gt[q * DEMO_K + k] == id;
-            /* ties: Fashion-MNIST has duplicate images; as close as the k-th is as good */
-            if (!ok && dist <= (double)d->gt_kth[q] * (1 + 1e-5) + 1e-3)
-                ok = true;
-            j->hits_ok += ok ? 1.0 : 0.0;
-        }
+        j->hits_ok +=
+            (double)demo_recall_hits(json_object_get(r, "hits"), d->test + q * d->dim, d->train,
+                                     d->ntrain, d->dim, d->gt + q * DEMO_K, d->gt_kth[q], DEMO_K);
         json_decref(r);
     }
     if (h != NULL)
