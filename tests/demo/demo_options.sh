@@ -42,8 +42,8 @@ python3 -c '
 import socket, sys
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
 open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
-import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-sys.stdin.read()' "$work/port" < <(sleep 600) &
+import os, time; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(900)' "$work/port" </dev/null >/dev/null 2>&1 & # killed by cleanup
 lpid=$!
 deadline=$((SECONDS + 30))
 until [[ -s "$work/port" ]]; do
