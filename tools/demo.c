@@ -10,9 +10,12 @@
  * ready-to-paste curl and `strata search` line.
  */
 #include "demo.h"
+#include "demo_recall.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -183,12 +186,45 @@ static int start_broker(struct demo *d)
     return 0;
 }
 
+/* s as a YAML double-quoted scalar (malloc'd): a path or URL from the command line or TMPDIR
+ * may hold " #", ": " or quotes, which a plain scalar would cut short or misread. */
+static char *yaml_quote(const char *s)
+{
+    size_t n = strlen(s);
+    char *q = malloc(n * 4 + 3), *o = q;
+    if (q == NULL)
+        return NULL;
+    *o++ = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\') {
+            *o++ = '\\';
+            *o++ = (char)*p;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            o += sprintf(o, "\\x%02x", *p);
+        } else {
+            *o++ = (char)*p;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    return q;
+}
+
+/* 0, -1 (the reason printed), or 2 when the config written from the options is invalid. */
 static int write_config(struct demo *d)
 {
     snprintf(d->yaml, sizeof(d->yaml), "%s/strata-demo.yaml", d->dir);
-    FILE *f = fopen(d->yaml, "w");
+    char *q_dir = yaml_quote(d->dir), *q_brokers = yaml_quote(d->bootstrap),
+         *q_nats = yaml_quote(d->o.nats), *q_listen = yaml_quote(d->o.listen);
+    FILE *f = q_dir != NULL && q_brokers != NULL && q_nats != NULL && q_listen != NULL
+                  ? fopen(d->yaml, "w")
+                  : NULL;
     if (f == NULL) {
         fprintf(stderr, "strata demo: %s: %s\n", d->yaml, strerror(errno));
+        free(q_dir);
+        free(q_brokers);
+        free(q_nats);
+        free(q_listen);
         return -1;
     }
     const char *index = strcmp(d->o.index, "ivfpq") == 0
@@ -219,7 +255,11 @@ static int write_config(struct demo *d)
             "ingest: {listen: 127.0.0.1:0, announce_interval: 1s}\n"
             "indexer: {listen: %s, build_threads: 2}\n"
             "log: {level: warning}\n",
-            d->dir, d->bootstrap, d->o.nats, d->dim, index, d->o.listen);
+            q_dir, q_brokers, q_nats, d->dim, index, q_listen);
+    free(q_dir);
+    free(q_brokers);
+    free(q_nats);
+    free(q_listen);
     if (fclose(f) != 0) {
         fprintf(stderr, "strata demo: %s: %s\n", d->yaml, strerror(errno));
         return -1;
@@ -228,7 +268,7 @@ static int write_config(struct demo *d)
     if (cfg_load(d->yaml, &d->cfg, &errs) != ST_OK) {
         cfg_errors_print(&errs, stderr);
         cfg_errors_clear(&errs);
-        return -1;
+        return 2; /* what it holds came from the options (--listen, --nats): bad usage */
     }
     return 0;
 }
@@ -500,7 +540,7 @@ static int probe_next(void *ctx, struct produce_rec *r)
     }
     if (s->p == DEMO_PROBES)
         return 0;
-    s->id = (s->p * 1499) % d->ntrain;
+    s->id = demo_probe_id(s->p, DEMO_PROBES, d->ntrain); /* distinct ids */
     s->ts = st_clock_wall_ms(NULL);
     *r = (struct produce_rec){.u64 = true,
                               .id_u64 = s->id,
@@ -631,25 +671,9 @@ static void *query_main(void *arg)
             j->failed++;
             continue;
         }
-        json_t *hits = json_object_get(r, "hits"), *hj;
-        size_t i;
-        json_array_foreach(hits, i, hj)
-        {
-            if (i >= DEMO_K)
-                break;
-            json_t *jid = json_object_get(hj, "id");
-            uint64_t id = json_is_integer(jid)  ? (uint64_t)json_integer_value(jid)
-                          : json_is_string(jid) ? strtoull(json_string_value(jid), NULL, 10)
-                                                : UINT64_MAX;
-            double dist = json_number_value(json_object_get(hj, "distance"));
-            bool ok = false;
-            for (size_t k = 0; k < DEMO_K && !ok; k++)
-                ok = d->gt[q * DEMO_K + k] == id;
-            /* ties: Fashion-MNIST has duplicate images; as close as the k-th is as good */
-            if (!ok && dist <= (double)d->gt_kth[q] * (1 + 1e-5) + 1e-3)
-                ok = true;
-            j->hits_ok += ok ? 1.0 : 0.0;
-        }
+        j->hits_ok +=
+            (double)demo_recall_hits(json_object_get(r, "hits"), d->test + q * d->dim, d->train,
+                                     d->ntrain, d->dim, d->gt + q * DEMO_K, d->gt_kth[q], DEMO_K);
         json_decref(r);
     }
     if (h != NULL)
@@ -659,12 +683,20 @@ static void *query_main(void *arg)
 
 /* ---- main --------------------------------------------------------------------------------- */
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Removes dir and what it holds, without a shell (a quote in TMPDIR must not make it remove
+ * anything else) and without following symbolic links. */
 static void rm_rf(const char *dir)
 {
-    char *cmd = NULL;
-    if (asprintf(&cmd, "rm -rf -- '%s'", dir) >= 0 && system(cmd) != 0)
-        fprintf(stderr, "strata demo: could not remove %s\n", dir);
-    free(cmd);
+    if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        fprintf(stderr, "strata demo: could not remove %s: %s\n", dir, strerror(errno));
 }
 
 static void teardown(struct demo *d)
@@ -716,19 +748,25 @@ static int parse_args(int argc, char **argv, struct demo_opts *o)
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         char *end = NULL;
+        const char *what = NULL; /* the numeric option being parsed */
         switch (c) {
         case 'd':
             o->dataset = optarg;
             break;
         case 't':
+            what = "train";
             o->train = strtoul(optarg, &end, 10);
             break;
         case 'q':
+            what = "queries";
             o->queries = strtoul(optarg, &end, 10);
             break;
-        case 'w':
-            o->windows = (int)strtol(optarg, &end, 10);
+        case 'w': {
+            what = "windows";
+            long w = strtol(optarg, &end, 10);
+            o->windows = w >= 1 && w <= 48 ? (int)w : 0; /* out of range: 0, refused below */
             break;
+        }
         case 'i':
             o->index = optarg;
             break;
@@ -752,7 +790,7 @@ static int parse_args(int argc, char **argv, struct demo_opts *o)
             return 2;
         }
         if (end != NULL && (*end != '\0' || end == optarg)) {
-            fprintf(stderr, "strata demo: --%s: not a number: %s\n", lo[0].name, optarg);
+            fprintf(stderr, "strata demo: --%s: not a number: %s\n", what, optarg);
             return 2;
         }
     }
@@ -800,6 +838,26 @@ int demo_main(int argc, char **argv)
             goto out;
         }
         d.o.keep = true;
+        /* An earlier run's windows would be indexed, counted and searched as this run's. */
+        DIR *dd = opendir(d.dir);
+        if (dd == NULL) {
+            fprintf(stderr, "strata demo: %s: %s\n", d.dir, strerror(errno));
+            goto out;
+        }
+        struct dirent *de;
+        bool empty = dd != NULL;
+        while (dd != NULL && empty && (de = readdir(dd)) != NULL)
+            empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+        if (dd != NULL)
+            closedir(dd);
+        if (!empty) {
+            fprintf(stderr,
+                    "strata demo: --data-dir %s: not empty (an earlier run's data would "
+                    "mix with this run's); give a new or empty directory\n",
+                    d.dir);
+            exit_code = 2;
+            goto out;
+        }
     } else {
         const char *tmp = getenv("TMPDIR");
         snprintf(d.dir, sizeof(d.dir), "%s/strata-demo.XXXXXX", tmp ? tmp : "/tmp");
@@ -811,8 +869,11 @@ int demo_main(int argc, char **argv)
     }
 
     printf("[2/7] starting the embedded Kafka-protocol broker (librdkafka mock cluster)\n");
-    if (start_broker(&d) != 0 || write_config(&d) != 0)
+    int wrc = 0;
+    if (start_broker(&d) != 0 || (wrc = write_config(&d)) != 0) {
+        exit_code = wrc == 2 ? 2 : 1;
         goto out;
+    }
     printf("      brokers %s, topic " DEMO_TOPIC " (%d partitions); config %s\n", d.bootstrap,
            DEMO_PARTITIONS, d.yaml);
 

@@ -1,0 +1,67 @@
+/*
+ * demo_recall.c — judging search answers against exact search (demo_recall.h).
+ */
+#include "demo_recall.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "st_distance.h"
+
+/* The hit's id, or false when it is not a decimal id. */
+static bool hit_id(json_t *jid, uint64_t *out)
+{
+    if (json_is_integer(jid)) {
+        if (json_integer_value(jid) < 0)
+            return false;
+        *out = (uint64_t)json_integer_value(jid);
+        return true;
+    }
+    const char *s = json_string_value(jid);
+    if (s == NULL || *s < '0' || *s > '9')
+        return false;
+    char *end;
+    errno = 0;
+    *out = strtoull(s, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+size_t demo_recall_hits(json_t *hits, const float *q, const float *base, size_t n, uint32_t dim,
+                        const uint32_t *gt, float kth, size_t k)
+{
+    st_dist_fn l2 = st_kernels()->l2sq;
+    uint64_t seen[1000]; /* k <= 1000 (SPEC.md §5) */
+    if (k > 1000)
+        k = 1000;
+    size_t nseen = 0, ok = 0;
+    size_t i;
+    json_t *h;
+    json_array_foreach(hits, i, h)
+    {
+        if (i >= k)
+            break;
+        uint64_t id;
+        if (!hit_id(json_object_get(h, "id"), &id) || id >= n)
+            continue;
+        bool dup = false;
+        for (size_t j = 0; j < nseen && !dup; j++)
+            dup = seen[j] == id;
+        if (dup)
+            continue;
+        seen[nseen++] = id;
+        bool good = false;
+        for (size_t j = 0; j < k && !good; j++)
+            good = gt[j] == id;
+        /* ties: as close as the k-th is as good, by the distance computed here */
+        if (!good)
+            good = l2(q, base + id * dim, dim) <= kth * (1 + 1e-5f) + 1e-3f;
+        ok += good;
+    }
+    return ok;
+}
+
+size_t demo_probe_id(size_t p, size_t nprobes, size_t ntrain)
+{
+    return p * (ntrain / nprobes) % ntrain;
+}
