@@ -345,17 +345,17 @@ static int tl_cmp(const void *a, const void *b)
     return x->start != y->start ? (x->start < y->start ? -1 : 1) : 0;
 }
 
-/* The entry for start in w[0..*n) (appended when absent; NULL when cap is reached). */
-static struct tl_win *tl_at(struct tl_win *w, size_t *n, size_t cap, int64_t start)
+static int iw_cmp(const void *a, const void *b)
 {
-    for (size_t i = 0; i < *n; i++)
-        if (w[i].start == start)
-            return &w[i];
-    if (*n == cap)
-        return NULL;
-    memset(&w[*n], 0, sizeof(w[*n]));
-    w[*n].start = start;
-    return &w[(*n)++];
+    const struct idx_window_info *x = a, *y = b;
+    return x->start != y->start ? (x->start < y->start ? -1 : 1) : 0;
+}
+
+/* The entry for start among w[0..n) sorted by start, or NULL. */
+static struct tl_win *tl_find(struct tl_win *w, size_t n, int64_t start)
+{
+    struct tl_win key = {.start = start};
+    return bsearch(&key, w, n, sizeof(*w), tl_cmp);
 }
 
 /*
@@ -459,13 +459,19 @@ static json_t *timeline(struct idx_coll *c, const struct ask *a, size_t ci, int6
         else
             cap += json_array_size(answers[i]);
     }
+    /* O(w log w): the indexer's windows sorted and summed per start, then ingest's for the
+     * starts the indexer does not hold, sorted and combined per start. */
     struct tl_win *w = calloc(cap + 1, sizeof(*w));
     size_t n = 0;
+    if (niw > 1)
+        qsort(iw, niw, sizeof(*iw), iw_cmp);
     for (size_t i = 0; w != NULL && i < niw; i++) { /* parts summed, as GET .../windows */
-        struct tl_win *t = tl_at(w, &n, cap, iw[i].start);
-        if (!t->from_indexer) {
-            t->from_indexer = true;
+        struct tl_win *t = &w[n - (n > 0 && w[n - 1].start == iw[i].start)];
+        if (t == &w[n]) {
+            n++;
+            t->start = iw[i].start;
             t->end = iw[i].end;
+            t->from_indexer = true;
             t->state = "indexed";
             snprintf(t->index, sizeof(t->index), "none");
         }
@@ -478,6 +484,7 @@ static json_t *timeline(struct idx_coll *c, const struct ask *a, size_t ci, int6
         if (iw[i].version > t->version)
             t->version = iw[i].version;
     }
+    size_t nidx = n;
     for (size_t i = 0; w != NULL && answers != NULL && i < nn; i++) {
         size_t j;
         json_t *e;
@@ -485,21 +492,35 @@ static json_t *timeline(struct idx_coll *c, const struct ask *a, size_t ci, int6
         {
             json_t *st = json_object_get(e, "start"), *en = json_object_get(e, "end");
             const char *state = json_string_value(json_object_get(e, "state"));
-            if (!json_is_integer(st) || !json_is_integer(en) || state == NULL)
+            if (!json_is_integer(st) || !json_is_integer(en) || state == NULL ||
+                tl_find(w, nidx, json_integer_value(st)) != NULL)
                 continue;
-            struct tl_win *t = tl_at(w, &n, cap, json_integer_value(st));
-            if (t == NULL || t->from_indexer)
-                continue;
-            if (t->state == NULL || strcmp(state, "open") == 0) /* open on any node: open */
-                t->state = strcmp(state, "open") == 0 ? "open" : "sealed";
-            t->end = json_integer_value(en);
-            t->records += (uint64_t)json_integer_value(json_object_get(e, "records"));
-            uint32_t v = (uint32_t)json_integer_value(json_object_get(e, "version"));
-            if (v > t->version)
-                t->version = v;
-            snprintf(t->index, sizeof(t->index), "none");
+            w[n++] = (struct tl_win){
+                .start = json_integer_value(st),
+                .end = json_integer_value(en),
+                .state = strcmp(state, "open") == 0 ? "open" : "sealed",
+                .records = (uint64_t)json_integer_value(json_object_get(e, "records")),
+                .version = (uint32_t)json_integer_value(json_object_get(e, "version")),
+                .index = "none"};
         }
     }
+    if (w != NULL && n - nidx > 1) /* one entry per start: open on any node is open */
+        qsort(w + nidx, n - nidx, sizeof(*w), tl_cmp);
+    size_t m = nidx;
+    for (size_t i = nidx; w != NULL && i < n; i++) {
+        if (m > nidx && w[m - 1].start == w[i].start) {
+            struct tl_win *t = &w[m - 1];
+            if (strcmp(w[i].state, "open") == 0)
+                t->state = "open";
+            t->end = w[i].end;
+            t->records += w[i].records;
+            if (w[i].version > t->version)
+                t->version = w[i].version;
+        } else {
+            w[m++] = w[i];
+        }
+    }
+    n = m;
     if (n > 1)
         qsort(w, n, sizeof(*w), tl_cmp);
     json_t *out = json_array();
