@@ -261,6 +261,13 @@ START_TEST(test_log_corruption_before_tail)
     c[starts[2] + 5] = 0xff;
     ck_assert_uint_eq(read_all_records(c, len, sizes, &end), 2);
     ck_assert_int_eq(end, STORE_LOG_END_CORRUPT);
+    /* A length that runs past EOF, with intact records after it: a flipped length byte, not a
+     * crash mid-append (that leaves nothing valid behind it). Truncating there would drop the
+     * acknowledged records 3 and 4. */
+    memcpy(c, data, len);
+    c[starts[2] + 5] ^= 0x40;
+    ck_assert_uint_eq(read_all_records(c, len, sizes, &end), 2);
+    ck_assert_int_eq(end, STORE_LOG_END_CORRUPT);
     /* The same damage in the last record is a torn tail. */
     memcpy(c, data, len);
     c[starts[4] + STORE_LOG_HEADER + 1] ^= 0x01;
