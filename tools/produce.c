@@ -425,17 +425,25 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
     return ST_OK;
 }
 
-/* Waits (serving delivery reports) until record number i may enter a batch. */
-static void pace(struct run *r, uint64_t i, uint32_t burst)
+static bool cancelled(const struct run *r)
+{
+    return r->o->cancel != NULL && atomic_load(r->o->cancel);
+}
+
+/* Waits (serving delivery reports) until record number i may enter a batch; false when a
+ * cancel came meanwhile (the wait may be long: 1 / rate per record). */
+static bool pace(struct run *r, uint64_t i, uint32_t burst)
 {
     double rate = r->o->rate;
     if (rate <= 0 || i < burst)
-        return;
+        return true;
     double due = (double)(i + 1 - burst) / rate;
     for (;;) {
         double now = since(&r->t0);
         if (now >= due)
-            return;
+            return true;
+        if (cancelled(r))
+            return false;
         double wait_ms = (due - now) * 1000.0;
         if (wait_ms >= 1.0) {
             rd_kafka_poll(r->rk, wait_ms > 100 ? 100 : (int)wait_ms);
@@ -523,7 +531,7 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
     }
     uint64_t i = 0;
     for (;; i++) {
-        if (o->cancel != NULL && atomic_load(o->cancel))
+        if (cancelled(&r))
             break;
         struct produce_rec x = {.partition = -1};
         int n = next(ctx, &x);
@@ -561,7 +569,8 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
         rc = check_rec(&x, b.dim, i, err);
         if (rc != ST_OK)
             goto out;
-        pace(&r, i, bsz);
+        if (!pace(&r, i, bsz))
+            break; /* cancelled while waiting: this record is not sent */
         if (b.n > 0 && x.partition != b.partition) {
             rc = send_batch(&r, &b, err);
             if (rc != ST_OK)

@@ -118,7 +118,8 @@ struct produce_opts {
     FILE *progress_file;       /* when progress is NULL: plain progress lines here (NULL = none) */
     int progress_ms;           /* 0 = 500 */
     int flush_timeout_ms;      /* final flush; 0 = 60000 */
-    const atomic_bool *cancel; /* stop early (still flushes) when it becomes true; may be NULL */
+    const atomic_bool *cancel; /* stop early, also out of a rate-limit wait (still flushes)
+                                  when it becomes true; may be NULL */
 };
 
 /*
