@@ -6,12 +6,16 @@
 #include <check.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
@@ -390,17 +394,19 @@ END_TEST
 
 struct cnt_src {
     int n, next, cancel_at;
-    atomic_bool *cancel;
+    atomic_bool *cancel, done;
     char id[16];
     float v[4];
 };
 
-/* Records "0".."n-1" of dim 4; sets *cancel as it hands out record cancel_at. */
+/* Records "0".."n-1" of dim 4; sets *cancel as it hands out record cancel_at, done at the end. */
 static int cnt_next(void *ctx, struct produce_rec *out)
 {
     struct cnt_src *g = ctx;
-    if (g->next >= g->n)
+    if (g->next >= g->n) {
+        atomic_store(&g->done, true);
         return 0;
+    }
     if (g->cancel != NULL && g->next == g->cancel_at)
         atomic_store(g->cancel, true);
     snprintf(g->id, sizeof(g->id), "%d", g->next);
@@ -435,6 +441,119 @@ START_TEST(test_cancel_while_pacing)
 }
 END_TEST
 
+struct abandon_arg {
+    struct cnt_src *g;
+    atomic_bool *abandon;
+};
+
+static void *abandon_later(void *arg)
+{
+    struct abandon_arg *a = arg;
+    /* once every record is handed to Kafka: produce_run is flushing (or about to) */
+    ck_assert(ST_WAIT_UNTIL(atomic_load(&a->g->done), 10000));
+    atomic_store(a->abandon, true);
+    return NULL;
+}
+
+START_TEST(test_abandon_flush)
+{
+    /* The final flush would wait 60 s for a broker that is not there; abandon ends it at once
+     * and every message still queued is reported as not acknowledged. */
+    atomic_bool abandon = false;
+    struct cnt_src g = {.n = 10};
+    struct produce_opts o = {.brokers = "127.0.0.1:1",
+                             .topic = "t",
+                             .batch = 1,
+                             .flush_timeout_ms = 60000,
+                             .abandon = &abandon};
+    struct abandon_arg a = {.g = &g, .abandon = &abandon};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, abandon_later, &a), 0);
+    struct produce_stats st;
+    struct st_err err = {0};
+    int64_t t0 = st_test_now_ms();
+    int rc = produce_run(&o, cnt_next, &g, &st, &err);
+    int64_t took = st_test_now_ms() - t0;
+    pthread_join(t, NULL);
+    ck_assert_msg(took < 5000, "an abandoned flush took %" PRId64 " ms", took);
+    ck_assert_int_eq(rc, ST_EIO);
+    ck_assert_uint_eq(st.messages, 10);
+    ck_assert_uint_eq(st.delivered, 0);
+    ck_assert_msg(strstr(err.msg, "10 of 10 messages not acknowledged"), "%s", err.msg);
+}
+END_TEST
+
+/* Reads the child's stderr (fd) into buf until it holds needle or deadline_ms passes. */
+static bool read_until(int fd, char *buf, size_t cap, size_t *len, const char *needle,
+                       int deadline_ms)
+{
+    int64_t end = st_test_now_ms() + deadline_ms;
+    while (strstr(buf, needle) == NULL) {
+        int64_t left = end - st_test_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return false;
+        ssize_t n = read(fd, buf + *len, cap - 1 - *len);
+        if (n <= 0)
+            return strstr(buf, needle) != NULL;
+        *len += (size_t)n;
+        buf[*len] = '\0';
+    }
+    return true;
+}
+
+START_TEST(test_cli_ctrl_c_twice)
+{
+    /* strata produce at 1 record/s to a Kafka that is not there: the first Ctrl-C stops
+     * reading and waits for acknowledgements (60 s by default), the second gives up waiting:
+     * exit 1 within moments, the undelivered messages counted. */
+    st_write_fvecs(tpath("c.fvecs"), 100, 4);
+    int errp[2];
+    ck_assert_int_eq(pipe(errp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(errp[1], 2);
+        close(errp[0]);
+        close(errp[1]);
+        execl(getenv("STRATA_CLI"), "strata", "produce", "--brokers", "127.0.0.1:1", "--topic", "t",
+              "--rate", "1", "--batch", "1", tpath("c.fvecs"), (char *)NULL);
+        _exit(127);
+    }
+    close(errp[1]);
+    static char buf[1 << 16];
+    size_t len = 0;
+    buf[0] = '\0';
+    bool running = read_until(errp[0], buf, sizeof(buf), &len, "produced ", 15000);
+    if (running) {
+        kill(pid, SIGINT);
+        running = read_until(errp[0], buf, sizeof(buf), &len, "again to give up", 5000);
+    }
+    int64_t t0 = st_test_now_ms();
+    kill(pid, SIGINT);
+    int status = 0;
+    bool exited = false;
+    while (!exited && st_test_now_ms() - t0 < 10000) {
+        exited = waitpid(pid, &status, WNOHANG) == pid;
+        if (!exited)
+            st_test_sleep_ms(20);
+    }
+    int64_t took = st_test_now_ms() - t0;
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    read_until(errp[0], buf, sizeof(buf), &len, "\x01", 1000); /* the rest, to EOF */
+    close(errp[0]);
+    ck_assert_msg(running, "no progress, or no word that a second Ctrl-C gives up:\n%s", buf);
+    ck_assert_msg(exited && took < 5000,
+                  "still running %" PRId64 " ms after the second Ctrl-C:\n%s", took, buf);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d:\n%s", status, buf);
+    ck_assert_msg(strstr(buf, "not acknowledged") && strstr(buf, "0 messages acknowledged"), "%s",
+                  buf);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("produce");
@@ -448,6 +567,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_usage);
     tcase_add_test(tc, test_inspect_index_files);
     tcase_add_test(tc, test_cancel_while_pacing);
+    tcase_add_test(tc, test_abandon_flush);
+    tcase_add_test(tc, test_cli_ctrl_c_twice);
     suite_add_tcase(s, tc);
     return s;
 }

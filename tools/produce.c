@@ -425,9 +425,14 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
     return ST_OK;
 }
 
+static bool abandoned(const struct run *r)
+{
+    return r->o->abandon != NULL && atomic_load(r->o->abandon);
+}
+
 static bool cancelled(const struct run *r)
 {
-    return r->o->cancel != NULL && atomic_load(r->o->cancel);
+    return (r->o->cancel != NULL && atomic_load(r->o->cancel)) || abandoned(r);
 }
 
 /* Waits (serving delivery reports) until record number i may enter a batch; false when a
@@ -510,6 +515,27 @@ static int start_producer(struct run *r, const struct produce_opts *o, struct st
         return st_err_set(err, ST_EINVAL, "kafka: %s", errstr);
     }
     return ST_OK;
+}
+
+/* The final flush: waits up to tmo ms for every delivery report, in slices so that an abandon
+ * is noticed. Abandoned, the queues are purged (those reports say so) and it returns true. */
+static bool final_flush(struct run *r, int tmo)
+{
+    double end = since(&r->t0) + tmo / 1000.0;
+    while (rd_kafka_outq_len(r->rk) > 0) {
+        if (abandoned(r)) {
+            rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            /* serve the purged messages' reports; bounded, nothing waits on a broker now */
+            for (int k = 0; k < 20 && rd_kafka_outq_len(r->rk) > 0; k++)
+                rd_kafka_poll(r->rk, 100);
+            return true;
+        }
+        double left = end - since(&r->t0);
+        if (left <= 0)
+            break;
+        rd_kafka_flush(r->rk, left > 0.1 ? 100 : (int)(left * 1000) + 1);
+    }
+    return false;
 }
 
 int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
@@ -598,12 +624,18 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
 out:
     if (r.rk != NULL) {
         int tmo = o->flush_timeout_ms > 0 ? o->flush_timeout_ms : 60000;
-        rd_kafka_flush(r.rk, tmo);
+        bool gave_up = final_flush(&r, tmo);
         int left = rd_kafka_outq_len(r.rk);
         char fatal[256];
         rd_kafka_resp_err_t fe = rd_kafka_fatal_error(r.rk, fatal, sizeof(fatal));
         if (rc == ST_OK && fe != RD_KAFKA_RESP_ERR_NO_ERROR)
             rc = st_err_set(err, ST_EIO, "kafka fatal error: %s", fatal);
+        if (rc == ST_OK && gave_up && r.st.delivered < r.st.messages)
+            rc = st_err_set(err, ST_EIO,
+                            "gave up waiting for acknowledgements: %" PRIu64 " of %" PRIu64
+                            " messages not acknowledged (any in flight may still have reached "
+                            "Kafka)",
+                            r.st.messages - r.st.delivered, r.st.messages);
         if (rc == ST_OK && r.failed > 0)
             rc = st_err_set(err, ST_EIO, "%" PRIu64 " of %" PRIu64 " messages not delivered: %s",
                             r.failed, r.st.messages, r.first_fail);
