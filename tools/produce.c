@@ -316,6 +316,8 @@ struct run {
     char first_fail[256];
     struct timespec t0;
     double last_progress;
+    bool bucket; /* the rate limit's token bucket (pace) */
+    double tokens, filled;
 };
 
 static double since(const struct timespec *t0)
@@ -435,21 +437,34 @@ static bool cancelled(const struct run *r)
     return (r->o->cancel != NULL && atomic_load(r->o->cancel)) || abandoned(r);
 }
 
-/* Waits (serving delivery reports) until record number i may enter a batch; false when a
- * cancel came meanwhile (the wait may be long: 1 / rate per record). */
-static bool pace(struct run *r, uint64_t i, uint32_t burst)
+/* The rate limit, a token bucket of `burst` tokens filled at rate per second (full at the
+ * start): waits (serving delivery reports) until the next record may enter a batch and takes
+ * its token. Idle time never banks more than one burst, so a stall (a slow source, a full
+ * queue) is not followed by a catch-up flood. False when a cancel came meanwhile (the wait may
+ * be long: 1 / rate per record). */
+static bool pace(struct run *r, uint32_t burst)
 {
     double rate = r->o->rate;
-    if (rate <= 0 || i < burst)
+    if (rate <= 0)
         return true;
-    double due = (double)(i + 1 - burst) / rate;
+    if (!r->bucket) {
+        r->bucket = true;
+        r->tokens = burst;
+        r->filled = since(&r->t0);
+    }
     for (;;) {
         double now = since(&r->t0);
-        if (now >= due)
+        r->tokens += (now - r->filled) * rate;
+        r->filled = now;
+        if (r->tokens > burst)
+            r->tokens = burst;
+        if (r->tokens >= 1) {
+            r->tokens -= 1;
             return true;
+        }
         if (cancelled(r))
             return false;
-        double wait_ms = (due - now) * 1000.0;
+        double wait_ms = (1 - r->tokens) / rate * 1000.0;
         if (wait_ms >= 1.0) {
             rd_kafka_poll(r->rk, wait_ms > 100 ? 100 : (int)wait_ms);
         } else {
@@ -595,7 +610,7 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
         rc = check_rec(&x, b.dim, i, err);
         if (rc != ST_OK)
             goto out;
-        if (!pace(&r, i, bsz))
+        if (!pace(&r, bsz))
             break; /* cancelled while waiting: this record is not sent */
         if (b.n > 0 && x.partition != b.partition) {
             rc = send_batch(&r, &b, err);
