@@ -27,8 +27,9 @@ static void problem(struct ictx *c, const char *fmt, ...)
     c->problems++;
 }
 
-/* dim 0: framing and batch headers only. */
-static int inspect_wal(struct ictx *c, const char *path, uint32_t dim)
+/* dim 0: framing and batch headers only. newest: the store's newest WAL file holding data,
+ * the only one where recovery takes a torn tail for a crash mid-append (store_open.c). */
+static int inspect_wal(struct ictx *c, const char *path, uint32_t dim, bool newest)
 {
     uint8_t *data;
     size_t len;
@@ -82,7 +83,12 @@ static int inspect_wal(struct ictx *c, const char *path, uint32_t dim)
     if (batches > 0)
         fprintf(c->out, " partitions=%d..%d offsets=%" PRId64 "..%" PRId64, minp, maxp, mino, maxo);
     fprintf(c->out, "%s\n", dim ? "" : " (framing and headers only: no dim known)");
-    if (r.end == STORE_LOG_END_TORN)
+    if (r.end == STORE_LOG_END_TORN && !newest)
+        problem(c,
+                "%s: damaged record at offset %zu (%s) in a WAL file that is not the newest "
+                "holding data: recovery refuses to start",
+                path, r.end_offset, r.why);
+    else if (r.end == STORE_LOG_END_TORN)
         fprintf(c->out, "  torn tail at offset %zu (%s): recovery truncates it\n", r.end_offset,
                 r.why);
     else if (r.end == STORE_LOG_END_CORRUPT)
@@ -159,13 +165,28 @@ static int inspect_store(struct ictx *c, const char *dir)
             rc = inspect_seg(c, p, st.dim);
         free(p);
     }
+    /* The newest live WAL file holding data (as recovery picks it). */
+    uint64_t newest = 0;
     DIR *d = opendir(dir);
+    for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;) {
+        uint64_t num;
+        struct stat sb;
+        char *p;
+        if (store_file_parse(de->d_name, &num) != STORE_FILE_LOG || num < st.log_number ||
+            num <= newest || (p = store_file_path(dir, STORE_FILE_LOG, num)) == NULL)
+            continue;
+        if (stat(p, &sb) != 0 || sb.st_size > 0)
+            newest = num;
+        free(p);
+    }
+    if (d != NULL)
+        rewinddir(d);
     for (struct dirent *de; rc == ST_OK && d != NULL && (de = readdir(d)) != NULL;) {
         uint64_t num;
         if (store_file_parse(de->d_name, &num) == STORE_FILE_LOG && num >= st.log_number) {
             char *p = store_file_path(dir, STORE_FILE_LOG, num);
             if (p != NULL)
-                rc = inspect_wal(c, p, st.dim);
+                rc = inspect_wal(c, p, st.dim, num >= newest);
             free(p);
         }
     }
@@ -277,7 +298,7 @@ static int inspect_path(struct ictx *c, const char *path, int depth)
     if (S_ISREG(sb.st_mode)) {
         switch (store_file_parse(base, &num)) {
         case STORE_FILE_LOG:
-            return inspect_wal(c, path, 0);
+            return inspect_wal(c, path, 0, true); /* alone: which is newest is unknown */
         case STORE_FILE_SEG:
             return inspect_seg(c, path, 0);
         case STORE_FILE_MANIFEST:

@@ -177,13 +177,15 @@ static bool all_zero(const uint8_t *p, size_t n)
 }
 
 static int reader_fail(struct store_log_reader *r, size_t rec_start, size_t bad_pos,
-                       const char *why, bool at_eof)
+                       const char *why)
 {
     if (all_zero(r->data + rec_start, r->len - rec_start) && rec_start == bad_pos) {
         r->end = STORE_LOG_END_CLEAN; /* preallocated or zero-filled tail */
-    } else if (at_eof) {
-        r->end = STORE_LOG_END_TORN; /* the damage runs into EOF: nothing can follow it */
     } else {
+        /* Even damage that seems to run into EOF (a fragment length past it) is corruption
+         * when valid records follow: a crash mid-append leaves nothing valid behind the torn
+         * record, but a flipped length byte mid-file does, and truncating there would drop
+         * acknowledged records. */
         r->end = valid_record_after(r, bad_pos + 1) ? STORE_LOG_END_CORRUPT : STORE_LOG_END_TORN;
     }
     r->end_offset = rec_start;
@@ -208,7 +210,7 @@ int store_log_next(struct store_log_reader *r, const uint8_t **payload, size_t *
         enum frag_res fr = frag_at(r, r->pos, &type, &pl, &n, &next, &why, &truncated);
         if (fr == FRAG_EOF) {
             if (in_record)
-                return reader_fail(r, rec_start, r->pos, "record without its LAST fragment", true);
+                return reader_fail(r, rec_start, r->pos, "record without its LAST fragment");
             r->end = STORE_LOG_END_CLEAN;
             r->end_offset = r->len;
             return 0;
@@ -220,20 +222,19 @@ int store_log_next(struct store_log_reader *r, const uint8_t **payload, size_t *
             continue;
         }
         if (fr == FRAG_BAD)
-            return reader_fail(r, rec_start, r->pos, why, truncated);
+            return reader_fail(r, rec_start, r->pos, why);
         bool starts = type == STORE_LOG_FULL || type == STORE_LOG_FIRST;
         if (in_record == starts)
             return reader_fail(r, rec_start, r->pos,
                                in_record ? "new record before LAST fragment"
-                                         : "MIDDLE/LAST fragment without FIRST",
-                               false);
+                                         : "MIDDLE/LAST fragment without FIRST");
         if (!in_record)
             rec_start = r->pos;
         if (r->rec_len + n > r->rec_cap) {
             size_t cap = (r->rec_len + n) * 2 + 64;
             uint8_t *b = realloc(r->rec, cap);
             if (b == NULL)
-                return reader_fail(r, rec_start, r->pos, "out of memory", false);
+                return reader_fail(r, rec_start, r->pos, "out of memory");
             r->rec = b;
             r->rec_cap = cap;
         }

@@ -6,12 +6,16 @@
 #include <check.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
@@ -386,6 +390,214 @@ START_TEST(test_inspect_index_files)
 }
 END_TEST
 
+/* ---- cancelling produce_run (Kafka unreachable: nothing is ever acknowledged) ---- */
+
+struct cnt_src {
+    int n, next, cancel_at;
+    atomic_bool *cancel, done;
+    char id[16];
+    float v[4];
+};
+
+/* Records "0".."n-1" of dim 4; sets *cancel as it hands out record cancel_at, done at the end. */
+static int cnt_next(void *ctx, struct produce_rec *out)
+{
+    struct cnt_src *g = ctx;
+    if (g->next >= g->n) {
+        atomic_store(&g->done, true);
+        return 0;
+    }
+    if (g->cancel != NULL && g->next == g->cancel_at)
+        atomic_store(g->cancel, true);
+    snprintf(g->id, sizeof(g->id), "%d", g->next);
+    for (int c = 0; c < 4; c++)
+        g->v[c] = (float)g->next;
+    *out = (struct produce_rec){.id = g->id, .vec = g->v, .dim = 4, .partition = -1};
+    g->next++;
+    return 1;
+}
+
+START_TEST(test_cancel_while_pacing)
+{
+    /* At 0.2 records/s in batches of 1, record 1 is due 5 s after the start. A cancel that
+     * comes while produce_run waits for it (Ctrl-C under --rate) ends the wait at once. */
+    atomic_bool cancel = false;
+    struct cnt_src g = {.n = 10, .cancel_at = 1, .cancel = &cancel};
+    struct produce_opts o = {.brokers = "127.0.0.1:1",
+                             .topic = "t",
+                             .batch = 1,
+                             .rate = 0.2,
+                             .flush_timeout_ms = 500,
+                             .cancel = &cancel};
+    struct produce_stats st;
+    struct st_err err = {0};
+    int64_t t0 = st_test_now_ms();
+    int rc = produce_run(&o, cnt_next, &g, &st, &err);
+    int64_t took = st_test_now_ms() - t0;
+    ck_assert_msg(took < 3000, "a cancel during the rate limit's wait took %" PRId64 " ms", took);
+    ck_assert_int_ne(rc, ST_OK); /* record 0 was never acknowledged */
+    ck_assert_uint_eq(st.records, 1);
+    ck_assert_uint_eq(st.delivered, 0);
+}
+END_TEST
+
+struct stall_src {
+    int next;
+    int64_t stalled_until, last_call;
+    char id[16];
+    float v[4];
+};
+
+/* 30 records; the source stalls for 1 s before record 10 (a slow disk, a busy broker). */
+static int stall_next(void *ctx, struct produce_rec *out)
+{
+    struct stall_src *g = ctx;
+    g->last_call = st_test_now_ms();
+    if (g->next == 30)
+        return 0;
+    if (g->next == 10) {
+        st_test_sleep_ms(1000);
+        g->stalled_until = st_test_now_ms();
+    }
+    snprintf(g->id, sizeof(g->id), "%d", g->next);
+    for (int c = 0; c < 4; c++)
+        g->v[c] = (float)g->next;
+    *out = (struct produce_rec){.id = g->id, .vec = g->v, .dim = 4, .partition = -1};
+    g->next++;
+    return 1;
+}
+
+START_TEST(test_rate_no_catch_up_burst)
+{
+    /* --rate 20 with batches of 5: a token bucket of 5. After the stall the bucket holds at
+     * most 5 tokens, so the 20 records after it take at least (20 - 5) / 20 = 0.75 s; a
+     * schedule fixed at the start would let them all out at once to catch up. */
+    struct stall_src g = {0};
+    struct produce_opts o = {
+        .brokers = "127.0.0.1:1", .topic = "t", .batch = 5, .rate = 20, .flush_timeout_ms = 100};
+    struct produce_stats st;
+    struct st_err err = {0};
+    /* no Kafka: nothing is acknowledged; the pacing is what is measured */
+    ck_assert_int_ne(produce_run(&o, stall_next, &g, &st, &err), ST_OK);
+    ck_assert_uint_eq(st.records, 30);
+    int64_t after = g.last_call - g.stalled_until;
+    ck_assert_msg(after >= 700, "20 records after a stall took %" PRId64 " ms at 20/s", after);
+}
+END_TEST
+
+struct abandon_arg {
+    struct cnt_src *g;
+    atomic_bool *abandon;
+};
+
+static void *abandon_later(void *arg)
+{
+    struct abandon_arg *a = arg;
+    /* once every record is handed to Kafka: produce_run is flushing (or about to) */
+    ck_assert(ST_WAIT_UNTIL(atomic_load(&a->g->done), 10000));
+    atomic_store(a->abandon, true);
+    return NULL;
+}
+
+START_TEST(test_abandon_flush)
+{
+    /* The final flush would wait 60 s for a broker that is not there; abandon ends it at once
+     * and every message still queued is reported as not acknowledged. */
+    atomic_bool abandon = false;
+    struct cnt_src g = {.n = 10};
+    struct produce_opts o = {.brokers = "127.0.0.1:1",
+                             .topic = "t",
+                             .batch = 1,
+                             .flush_timeout_ms = 60000,
+                             .abandon = &abandon};
+    struct abandon_arg a = {.g = &g, .abandon = &abandon};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, abandon_later, &a), 0);
+    struct produce_stats st;
+    struct st_err err = {0};
+    int64_t t0 = st_test_now_ms();
+    int rc = produce_run(&o, cnt_next, &g, &st, &err);
+    int64_t took = st_test_now_ms() - t0;
+    pthread_join(t, NULL);
+    ck_assert_msg(took < 5000, "an abandoned flush took %" PRId64 " ms", took);
+    ck_assert_int_eq(rc, ST_EIO);
+    ck_assert_uint_eq(st.messages, 10);
+    ck_assert_uint_eq(st.delivered, 0);
+    ck_assert_msg(strstr(err.msg, "10 of 10 messages not acknowledged"), "%s", err.msg);
+}
+END_TEST
+
+/* Reads the child's stderr (fd) into buf until it holds needle or deadline_ms passes. */
+static bool read_until(int fd, char *buf, size_t cap, size_t *len, const char *needle,
+                       int deadline_ms)
+{
+    int64_t end = st_test_now_ms() + deadline_ms;
+    while (strstr(buf, needle) == NULL) {
+        int64_t left = end - st_test_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return false;
+        ssize_t n = read(fd, buf + *len, cap - 1 - *len);
+        if (n <= 0)
+            return strstr(buf, needle) != NULL;
+        *len += (size_t)n;
+        buf[*len] = '\0';
+    }
+    return true;
+}
+
+START_TEST(test_cli_ctrl_c_twice)
+{
+    /* strata produce at 1 record/s to a Kafka that is not there: the first Ctrl-C stops
+     * reading and waits for acknowledgements (60 s by default), the second gives up waiting:
+     * exit 1 within moments, the undelivered messages counted. */
+    st_write_fvecs(tpath("c.fvecs"), 100, 4);
+    int errp[2];
+    ck_assert_int_eq(pipe(errp), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(errp[1], 2);
+        close(errp[0]);
+        close(errp[1]);
+        execl(getenv("STRATA_CLI"), "strata", "produce", "--brokers", "127.0.0.1:1", "--topic", "t",
+              "--rate", "1", "--batch", "1", tpath("c.fvecs"), (char *)NULL);
+        _exit(127);
+    }
+    close(errp[1]);
+    static char buf[1 << 16];
+    size_t len = 0;
+    buf[0] = '\0';
+    bool running = read_until(errp[0], buf, sizeof(buf), &len, "produced ", 15000);
+    if (running) {
+        kill(pid, SIGINT);
+        running = read_until(errp[0], buf, sizeof(buf), &len, "again to give up", 5000);
+    }
+    int64_t t0 = st_test_now_ms();
+    kill(pid, SIGINT);
+    int status = 0;
+    bool exited = false;
+    while (!exited && st_test_now_ms() - t0 < 10000) {
+        exited = waitpid(pid, &status, WNOHANG) == pid;
+        if (!exited)
+            st_test_sleep_ms(20);
+    }
+    int64_t took = st_test_now_ms() - t0;
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    read_until(errp[0], buf, sizeof(buf), &len, "\x01", 1000); /* the rest, to EOF */
+    close(errp[0]);
+    ck_assert_msg(running, "no progress, or no word that a second Ctrl-C gives up:\n%s", buf);
+    ck_assert_msg(exited && took < 5000,
+                  "still running %" PRId64 " ms after the second Ctrl-C:\n%s", took, buf);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d:\n%s", status, buf);
+    ck_assert_msg(strstr(buf, "not acknowledged") && strstr(buf, "0 messages acknowledged"), "%s",
+                  buf);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("produce");
@@ -398,6 +610,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_bad_inputs);
     tcase_add_test(tc, test_usage);
     tcase_add_test(tc, test_inspect_index_files);
+    tcase_add_test(tc, test_cancel_while_pacing);
+    tcase_add_test(tc, test_abandon_flush);
+    tcase_add_test(tc, test_rate_no_catch_up_burst);
+    tcase_add_test(tc, test_cli_ctrl_c_twice);
     suite_add_tcase(s, tc);
     return s;
 }

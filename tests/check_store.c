@@ -261,6 +261,13 @@ START_TEST(test_log_corruption_before_tail)
     c[starts[2] + 5] = 0xff;
     ck_assert_uint_eq(read_all_records(c, len, sizes, &end), 2);
     ck_assert_int_eq(end, STORE_LOG_END_CORRUPT);
+    /* A length that runs past EOF, with intact records after it: a flipped length byte, not a
+     * crash mid-append (that leaves nothing valid behind it). Truncating there would drop the
+     * acknowledged records 3 and 4. */
+    memcpy(c, data, len);
+    c[starts[2] + 5] ^= 0x40;
+    ck_assert_uint_eq(read_all_records(c, len, sizes, &end), 2);
+    ck_assert_int_eq(end, STORE_LOG_END_CORRUPT);
     /* The same damage in the last record is a torn tail. */
     memcpy(c, data, len);
     c[starts[4] + STORE_LOG_HEADER + 1] ^= 0x01;
@@ -740,6 +747,57 @@ START_TEST(test_next_file_never_regresses)
     for (int k = 0; k < 3000; k += 7)
         ck_assert_int_eq(get_val(s, k), k);
     ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A torn tail is only a crash's doing in the newest WAL file holding data (recovery then starts
+ * a new one); in an older one recovery refuses to start, so inspect must call it corruption. */
+START_TEST(test_inspect_torn_older_wal)
+{
+    char *dir = st_test_tmpdir("torn");
+    struct store *s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_eq(put(s, 1, k, k, 5000, k, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    /* the reopen replays that WAL file and starts a newer one, which gets records too; the
+     * old one stays live */
+    s = open_store(dir, NULL, STORE_SYNC_ALWAYS, false);
+    for (int k = 10; k < 15; k++)
+        ck_assert_int_eq(put(s, 1, k, k, 5000, k, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    char *older = NULL;
+    uint64_t oldest = UINT64_MAX;
+    size_t nlogs = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        uint64_t num;
+        if (store_file_parse(de->d_name, &num) == STORE_FILE_LOG) {
+            nlogs++;
+            if (num < oldest)
+                oldest = num;
+        }
+    }
+    closedir(d);
+    ck_assert_uint_ge(nlogs, 2);
+    older = store_file_path(dir, STORE_FILE_LOG, oldest);
+    struct stat sb;
+    ck_assert_int_eq(stat(older, &sb), 0);
+    ck_assert_int_eq(truncate(older, sb.st_size - 3), 0); /* its last record torn */
+    struct st_err err = {0};
+    struct store_opts o = {.dir = dir, .dim = DIM, .read_only = true, .no_background = true};
+    ck_assert_int_eq(store_open(&o, &s, &err), ST_ECORRUPT); /* what the daemon would do */
+    char *buf = NULL;
+    size_t blen = 0;
+    FILE *out = open_memstream(&buf, &blen);
+    err = (struct st_err){0};
+    ck_assert_int_eq(store_inspect(dir, out, &err), ST_ECORRUPT);
+    fclose(out);
+    ck_assert_msg(strstr(buf, "CORRUPT") && strstr(buf, older) && strstr(buf, "not the newest"),
+                  "%s", buf);
+    free(buf);
+    free(older);
     st_test_rmrf(dir);
     free(dir);
 }
@@ -2337,6 +2395,7 @@ int main(void)
     tcase_add_test(tc, test_reader_blocks_removal);
     tcase_add_test(tc, test_backpressure);
     tcase_add_test(tc, test_fault_points);
+    tcase_add_test(tc, test_inspect_torn_older_wal);
     tcase_add_test(tc, test_inspect);
     tcase_add_test(tc, test_inspect_layouts);
     tcase_add_test(tc, test_next_file_never_regresses);

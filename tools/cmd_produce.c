@@ -1,4 +1,5 @@
 /* strata produce — a file of vectors or records to a Kafka topic (produce.h). */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -42,16 +43,30 @@ static void help(void)
            "Progress goes to stderr: a bar with records/s and ETA on a terminal, a line every\n"
            "second otherwise. The summary line goes to stdout.\n"
            "\n"
-           "exit codes: 0 all delivered, 1 Kafka failure (nothing is silently dropped: the count\n"
-           "of undelivered messages is printed), 2 bad usage or bad INPUT\n");
+           "Ctrl-C stops reading, sends what was read and waits for its acknowledgements; a\n"
+           "second Ctrl-C gives up waiting (what is not acknowledged is counted as undelivered).\n"
+           "\n"
+           "exit codes: 0 all delivered, 1 Kafka failure or interrupted (nothing is silently\n"
+           "dropped: the count of undelivered messages is printed), 2 bad usage or bad INPUT\n");
 }
 
-static atomic_bool stop_flag;
+static atomic_bool stop_flag, abandon_flag;
 
+/* The first Ctrl-C (or SIGTERM) stops reading; the rest is still sent and waited for. The
+ * second stops the wait: what is not acknowledged by then is counted as undelivered. */
 static void on_signal(int sig)
 {
     (void)sig;
-    atomic_store(&stop_flag, true);
+    if (atomic_exchange(&stop_flag, true)) {
+        atomic_store(&abandon_flag, true);
+        return;
+    }
+    static const char msg[] = "\nstrata produce: interrupted: sending what was read and waiting "
+                              "for acknowledgements (Ctrl-C again to give up waiting)\n";
+    int e = errno;
+    if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
+    }
+    errno = e;
 }
 
 static void tty_progress(void *ud, const struct produce_stats *s, uint64_t total, bool final)
@@ -228,6 +243,7 @@ int cmd_produce(int argc, char **argv)
     o.props = props;
     o.total = produce_src_rows(src);
     o.cancel = &stop_flag;
+    o.abandon = &abandon_flag;
     if (!quiet) {
         if (isatty(STDERR_FILENO)) {
             o.progress = tty_progress;

@@ -316,6 +316,8 @@ struct run {
     char first_fail[256];
     struct timespec t0;
     double last_progress;
+    bool bucket; /* the rate limit's token bucket (pace) */
+    double tokens, filled;
 };
 
 static double since(const struct timespec *t0)
@@ -425,18 +427,44 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
     return ST_OK;
 }
 
-/* Waits (serving delivery reports) until record number i may enter a batch. */
-static void pace(struct run *r, uint64_t i, uint32_t burst)
+static bool abandoned(const struct run *r)
+{
+    return r->o->abandon != NULL && atomic_load(r->o->abandon);
+}
+
+static bool cancelled(const struct run *r)
+{
+    return (r->o->cancel != NULL && atomic_load(r->o->cancel)) || abandoned(r);
+}
+
+/* The rate limit, a token bucket of `burst` tokens filled at rate per second (full at the
+ * start): waits (serving delivery reports) until the next record may enter a batch and takes
+ * its token. Idle time never banks more than one burst, so a stall (a slow source, a full
+ * queue) is not followed by a catch-up flood. False when a cancel came meanwhile (the wait may
+ * be long: 1 / rate per record). */
+static bool pace(struct run *r, uint32_t burst)
 {
     double rate = r->o->rate;
-    if (rate <= 0 || i < burst)
-        return;
-    double due = (double)(i + 1 - burst) / rate;
+    if (rate <= 0)
+        return true;
+    if (!r->bucket) {
+        r->bucket = true;
+        r->tokens = burst;
+        r->filled = since(&r->t0);
+    }
     for (;;) {
         double now = since(&r->t0);
-        if (now >= due)
-            return;
-        double wait_ms = (due - now) * 1000.0;
+        r->tokens += (now - r->filled) * rate;
+        r->filled = now;
+        if (r->tokens > burst)
+            r->tokens = burst;
+        if (r->tokens >= 1) {
+            r->tokens -= 1;
+            return true;
+        }
+        if (cancelled(r))
+            return false;
+        double wait_ms = (1 - r->tokens) / rate * 1000.0;
         if (wait_ms >= 1.0) {
             rd_kafka_poll(r->rk, wait_ms > 100 ? 100 : (int)wait_ms);
         } else {
@@ -504,6 +532,27 @@ static int start_producer(struct run *r, const struct produce_opts *o, struct st
     return ST_OK;
 }
 
+/* The final flush: waits up to tmo ms for every delivery report, in slices so that an abandon
+ * is noticed. Abandoned, the queues are purged (those reports say so) and it returns true. */
+static bool final_flush(struct run *r, int tmo)
+{
+    double end = since(&r->t0) + tmo / 1000.0;
+    while (rd_kafka_outq_len(r->rk) > 0) {
+        if (abandoned(r)) {
+            rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            /* serve the purged messages' reports; bounded, nothing waits on a broker now */
+            for (int k = 0; k < 20 && rd_kafka_outq_len(r->rk) > 0; k++)
+                rd_kafka_poll(r->rk, 100);
+            return true;
+        }
+        double left = end - since(&r->t0);
+        if (left <= 0)
+            break;
+        rd_kafka_flush(r->rk, left > 0.1 ? 100 : (int)(left * 1000) + 1);
+    }
+    return false;
+}
+
 int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
                 struct produce_stats *out, struct st_err *err)
 {
@@ -523,7 +572,7 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
     }
     uint64_t i = 0;
     for (;; i++) {
-        if (o->cancel != NULL && atomic_load(o->cancel))
+        if (cancelled(&r))
             break;
         struct produce_rec x = {.partition = -1};
         int n = next(ctx, &x);
@@ -561,7 +610,8 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
         rc = check_rec(&x, b.dim, i, err);
         if (rc != ST_OK)
             goto out;
-        pace(&r, i, bsz);
+        if (!pace(&r, bsz))
+            break; /* cancelled while waiting: this record is not sent */
         if (b.n > 0 && x.partition != b.partition) {
             rc = send_batch(&r, &b, err);
             if (rc != ST_OK)
@@ -589,12 +639,18 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
 out:
     if (r.rk != NULL) {
         int tmo = o->flush_timeout_ms > 0 ? o->flush_timeout_ms : 60000;
-        rd_kafka_flush(r.rk, tmo);
+        bool gave_up = final_flush(&r, tmo);
         int left = rd_kafka_outq_len(r.rk);
         char fatal[256];
         rd_kafka_resp_err_t fe = rd_kafka_fatal_error(r.rk, fatal, sizeof(fatal));
         if (rc == ST_OK && fe != RD_KAFKA_RESP_ERR_NO_ERROR)
             rc = st_err_set(err, ST_EIO, "kafka fatal error: %s", fatal);
+        if (rc == ST_OK && gave_up && r.st.delivered < r.st.messages)
+            rc = st_err_set(err, ST_EIO,
+                            "gave up waiting for acknowledgements: %" PRIu64 " of %" PRIu64
+                            " messages not acknowledged (any in flight may still have reached "
+                            "Kafka)",
+                            r.st.messages - r.st.delivered, r.st.messages);
         if (rc == ST_OK && r.failed > 0)
             rc = st_err_set(err, ST_EIO, "%" PRIu64 " of %" PRIu64 " messages not delivered: %s",
                             r.failed, r.st.messages, r.first_fail);

@@ -115,10 +115,13 @@ struct produce_opts {
     uint64_t total; /* expected records for progress/ETA; 0 = unknown */
     produce_progress_fn progress; /* or NULL */
     void *progress_ud;
-    FILE *progress_file;       /* when progress is NULL: plain progress lines here (NULL = none) */
-    int progress_ms;           /* 0 = 500 */
-    int flush_timeout_ms;      /* final flush; 0 = 60000 */
-    const atomic_bool *cancel; /* stop early (still flushes) when it becomes true; may be NULL */
+    FILE *progress_file;        /* when progress is NULL: plain progress lines here (NULL = none) */
+    int progress_ms;            /* 0 = 500 */
+    int flush_timeout_ms;       /* final flush; 0 = 60000 */
+    const atomic_bool *cancel;  /* stop early, also out of a rate-limit wait (still flushes)
+                                   when it becomes true; may be NULL */
+    const atomic_bool *abandon; /* stop waiting for acknowledgements: the final flush gives up
+                                   at once and what is left counts as undelivered; may be NULL */
 };
 
 /*
