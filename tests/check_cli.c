@@ -47,18 +47,6 @@ struct env {
     int64_t w0; /* the old window the JSON Lines records are in */
 };
 
-static int cli(char *out, size_t cap, const char *fmt, ...) ST_PRINTF(3, 4);
-static int cli(char *out, size_t cap, const char *fmt, ...)
-{
-    char args[3000], cmd[3600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof(args), fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", getenv("STRATA_CLI"), args);
-    return st_test_run(cmd, out, cap);
-}
-
 static const char *path_in(const struct env *e, const char *name)
 {
     static char buf[4][700];
@@ -165,8 +153,9 @@ static void produce(const struct env *e, const char *coll, const char *fmt, cons
                     const char *extra, uint32_t want_records)
 {
     char o[8192];
-    int rc = cli(o, sizeof(o), "produce --brokers %s --topic %s --collection %s --format %s %s %s",
-                 e->brokers, topic_of(e, coll), coll, fmt, extra, file);
+    int rc = st_test_cli(o, sizeof(o),
+                         "produce --brokers %s --topic %s --collection %s --format %s %s %s",
+                         e->brokers, topic_of(e, coll), coll, fmt, extra, file);
     char want[64];
     snprintf(want, sizeof(want), "produced %u records", want_records);
     ck_assert_msg(rc == 0 && strstr(o, want) != NULL, "produce %s to %s: exit %d\n%s", file, coll,
@@ -433,10 +422,10 @@ START_TEST(test_cli_against_ingest)
     for (int b = 0; b < 2; b++) {
         const char *coll = b ? "npy_bin" : "npy_json";
         char o3[8192];
-        ck_assert_int_eq(cli(o3, sizeof(o3), "produce --brokers %s --topic %s --format %s %s",
-                             e.brokers, topic_of(&e, coll), b ? "binary" : "json",
-                             path_in(&e, "v.jsonl")),
-                         0);
+        ck_assert_int_eq(
+            st_test_cli(o3, sizeof(o3), "produce --brokers %s --topic %s --format %s %s", e.brokers,
+                        topic_of(&e, coll), b ? "binary" : "json", path_in(&e, "v.jsonl")),
+            0);
         check_collection(&e, coll, "rec-", ROWS, DIM, false, e.w0);
     }
 
@@ -450,10 +439,11 @@ START_TEST(test_cli_against_ingest)
     check_collection(&e, "rate", "", 100, DIM, false, 0);
     /* progress: plain lines when stderr is not a terminal, a bar with ETA on one */
     char o2[8192];
-    ck_assert_int_eq(cli(o2, sizeof(o2),
-                         "produce --brokers %s --topic %s --collection rate --rate 50 --batch 2 %s",
-                         e.brokers, topic_of(&e, "rate"), path_in(&e, "v.fvecs")),
-                     0);
+    ck_assert_int_eq(
+        st_test_cli(o2, sizeof(o2),
+                    "produce --brokers %s --topic %s --collection rate --rate 50 --batch 2 %s",
+                    e.brokers, topic_of(&e, "rate"), path_in(&e, "v.fvecs")),
+        0);
     ck_assert_msg(strstr(o2, "produced 20/20 records (100%)") && !strstr(o2, "ETA"), "%s", o2);
     char pcmd[2000];
     snprintf(pcmd, sizeof(pcmd),
@@ -470,9 +460,10 @@ START_TEST(test_cli_against_ingest)
     snprintf(url, sizeof(url), "http://127.0.0.1:%u", e.port);
     snprintf(vec, sizeof(vec), "[%.9g,%.9g,%.9g,%.9g]", (double)st_vec_value(5, 0),
              (double)st_vec_value(5, 1), (double)st_vec_value(5, 2), (double)st_vec_value(5, 3));
-    ck_assert_int_eq(
-        cli(o, sizeof(o), "search --url %s --collection fvecs_json --k 3 --vector '%s'", url, vec),
-        0);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o),
+                                 "search --url %s --collection fvecs_json --k 3 --vector '%s'", url,
+                                 vec),
+                     0);
     json_error_t je;
     json_t *j = json_loads(o, 0, &je);
     ck_assert_msg(j != NULL, "not JSON (stdout is not a terminal): %s", o);
@@ -501,9 +492,9 @@ START_TEST(test_cli_against_ingest)
     /* time pruning: the JSON Lines records are all in the window starting at w0 */
     for (int before = 0; before < 2; before++) {
         ck_assert_int_eq(
-            cli(o, sizeof(o),
-                "search --url %s --collection jsonl_json --k 5 --vector '%s' %s %" PRId64, url, vec,
-                before ? "--to-ts" : "--from-ts", before ? e.w0 - 1 : e.w0),
+            st_test_cli(o, sizeof(o),
+                        "search --url %s --collection jsonl_json --k 5 --vector '%s' %s %" PRId64,
+                        url, vec, before ? "--to-ts" : "--from-ts", before ? e.w0 - 1 : e.w0),
             0);
         j = json_loads(o, 0, &je);
         ck_assert_msg(j != NULL, "%s", o);
@@ -511,16 +502,17 @@ START_TEST(test_cli_against_ingest)
         json_decref(j);
     }
     /* errors: the server's message, exit 1 */
-    ck_assert_int_eq(cli(o, sizeof(o), "search --url %s --collection nope --vector '%s'", url, vec),
-                     1);
+    ck_assert_int_eq(
+        st_test_cli(o, sizeof(o), "search --url %s --collection nope --vector '%s'", url, vec), 1);
     ck_assert_msg(strstr(o, "HTTP 404") && strstr(o, "nope"), "%s", o);
     ck_assert_int_eq(
-        cli(o, sizeof(o), "search --url %s --collection fvecs_json --vector '[1,2]'", url), 1);
+        st_test_cli(o, sizeof(o), "search --url %s --collection fvecs_json --vector '[1,2]'", url),
+        1);
     ck_assert_msg(strstr(o, "HTTP 400") && strstr(o, "dim"), "%s", o);
-    ck_assert_int_eq(cli(o, sizeof(o),
-                         "search --url http://127.0.0.1:%u --collection c "
-                         "--vector [1] --timeout 5",
-                         st_free_port()),
+    ck_assert_int_eq(st_test_cli(o, sizeof(o),
+                                 "search --url http://127.0.0.1:%u --collection c "
+                                 "--vector [1] --timeout 5",
+                                 st_free_port()),
                      1);
 
     check_produce_lib(&e);
@@ -536,7 +528,7 @@ START_TEST(test_cli_against_ingest)
     st_daemon_kill(&e.d);
 
     /* ---- inspect: the intact data dir, counts ---- */
-    int rc = cli(o, sizeof(o), "inspect %s", e.data);
+    int rc = st_test_cli(o, sizeof(o), "inspect %s", e.data);
     ck_assert_msg(rc == 0 && strstr(o, "intact"), "exit %d\n%s", rc, o);
     char needle[700];
     snprintf(needle, sizeof(needle), "%s/ingest/fvecs_json/", e.data);
@@ -564,7 +556,7 @@ START_TEST(test_cli_against_ingest)
 
     /* ---- the indexer's half beside it ---- */
     char *hnsw = build_indexer_half(&e, "jsonl_json", seg);
-    rc = cli(o, sizeof(o), "inspect %s", e.data);
+    rc = st_test_cli(o, sizeof(o), "inspect %s", e.data);
     ck_assert_msg(rc == 0 && strstr(o, "indexer catalog") && strstr(o, "state=indexed") &&
                       strstr(o, hnsw) && strstr(o, "checksums=ok"),
                   "exit %d\n%s", rc, o);
@@ -580,12 +572,12 @@ START_TEST(test_cli_against_ingest)
     };
     for (size_t i = 0; i < 3; i++) {
         st_flip_byte(flips[i].file, flips[i].off, 0x20);
-        rc = cli(o, sizeof(o), "inspect %s", e.data);
+        rc = st_test_cli(o, sizeof(o), "inspect %s", e.data);
         ck_assert_msg(rc == 1 && strstr(o, "CORRUPT") && strstr(o, flips[i].file),
                       "%s flipped at %ld: exit %d\n%s", flips[i].file, flips[i].off, rc, o);
         st_flip_byte(flips[i].file, flips[i].off, 0x20);
     }
-    ck_assert_int_eq(cli(o, sizeof(o), "inspect %s", e.data), 0);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "inspect %s", e.data), 0);
     free(seg);
     free(wal);
     free(hnsw);
@@ -601,9 +593,10 @@ START_TEST(test_produce_undeliverable)
     char f[600], o[8192];
     snprintf(f, sizeof(f), "%s/v.fvecs", dir);
     st_write_fvecs(f, 10, DIM);
-    int rc = cli(o, sizeof(o),
-                 "produce --brokers 127.0.0.1:%u --topic t -X message.timeout.ms=1500 --quiet %s",
-                 st_free_port(), f);
+    int rc = st_test_cli(
+        o, sizeof(o),
+        "produce --brokers 127.0.0.1:%u --topic t -X message.timeout.ms=1500 --quiet %s",
+        st_free_port(), f);
     ck_assert_msg(rc == 1 && strstr(o, "not delivered") && strstr(o, "0 messages acknowledged"),
                   "exit %d\n%s", rc, o);
     st_test_rmrf(dir);

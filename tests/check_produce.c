@@ -181,19 +181,6 @@ START_TEST(test_fashion_mnist)
 }
 END_TEST
 
-/* Runs `strata ARGS 2>&1`; returns the exit status, output in out. */
-static int cli(char *out, size_t cap, const char *fmt, ...) ST_PRINTF(3, 4);
-static int cli(char *out, size_t cap, const char *fmt, ...)
-{
-    char args[2048], cmd[2600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof(args), fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", getenv("STRATA_CLI"), args);
-    return st_test_run(cmd, out, cap);
-}
-
 struct bad {
     const char *name;
     const char *data; /* NULL: built by the test */
@@ -251,7 +238,7 @@ START_TEST(test_bad_inputs)
         const char *p = tpath(b->name);
         if (b->data != NULL)
             st_write_bytes(p, b->data, b->len ? b->len : strlen(b->data));
-        int rc = cli(o, sizeof(o), "produce --brokers 127.0.0.1:1 --topic t %s", p);
+        int rc = st_test_cli(o, sizeof(o), "produce --brokers 127.0.0.1:1 --topic t %s", p);
         ck_assert_msg(rc == 2 && strstr(o, b->want) != NULL && strstr(o, p) != NULL,
                       "%s: exit %d, want 2 and '%s' with the file name:\n%s", b->name, rc, b->want,
                       o);
@@ -261,28 +248,29 @@ START_TEST(test_bad_inputs)
     memcpy(nanrow, "\x04\x00\x00\x00", 4);
     nanrow[3] = NAN;
     st_write_bytes(tpath("nan.fvecs"), nanrow, sizeof(nanrow));
-    ck_assert_int_eq(
-        cli(o, sizeof(o), "produce --brokers 127.0.0.1:1 --topic t --quiet %s", tpath("nan.fvecs")),
-        2);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --brokers 127.0.0.1:1 --topic t --quiet %s",
+                                 tpath("nan.fvecs")),
+                     2);
     ck_assert_msg(strstr(o, "row 0: value 2 is not finite") && strstr(o, "0 records"), "%s", o);
     /* --dim must match */
     st_write_fvecs(tpath("d.fvecs"), 2, 4);
     ck_assert_int_eq(
-        cli(o, sizeof(o), "produce --brokers b --topic t --dim 8 %s", tpath("d.fvecs")), 2);
+        st_test_cli(o, sizeof(o), "produce --brokers b --topic t --dim 8 %s", tpath("d.fvecs")), 2);
     ck_assert_msg(strstr(o, "vectors have 4 dims, --dim says 8"), "%s", o);
-    ck_assert_int_eq(cli(o, sizeof(o),
-                         "search --url http://127.0.0.1:1 --collection c "
-                         "--query-file %s --row 9",
-                         tpath("d.fvecs")),
+    ck_assert_int_eq(st_test_cli(o, sizeof(o),
+                                 "search --url http://127.0.0.1:1 --collection c "
+                                 "--query-file %s --row 9",
+                                 tpath("d.fvecs")),
                      2);
     ck_assert_msg(strstr(o, "no row 9 (2 rows)"), "%s", o);
     /* a librdkafka property it does not know */
-    ck_assert_int_eq(
-        cli(o, sizeof(o), "produce --brokers b --topic t -X no.such.prop=1 %s", tpath("d.fvecs")),
-        2);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --brokers b --topic t -X no.such.prop=1 %s",
+                                 tpath("d.fvecs")),
+                     2);
     ck_assert_msg(strstr(o, "kafka property 'no.such.prop'"), "%s", o);
     ck_assert_int_eq(
-        cli(o, sizeof(o), "produce --brokers b --topic t -X novalue %s", tpath("d.fvecs")), 2);
+        st_test_cli(o, sizeof(o), "produce --brokers b --topic t -X novalue %s", tpath("d.fvecs")),
+        2);
     ck_assert_msg(strstr(o, "'novalue': not key=value"), "%s", o);
 }
 END_TEST
@@ -292,12 +280,12 @@ START_TEST(test_usage)
     char o[16384];
     static const char *const helps[] = {"produce", "search", "inspect", "check-config"};
     for (size_t i = 0; i < 4; i++) {
-        ck_assert_int_eq(cli(o, sizeof(o), "%s --help", helps[i]), 0);
+        ck_assert_int_eq(st_test_cli(o, sizeof(o), "%s --help", helps[i]), 0);
         char want[64];
         snprintf(want, sizeof(want), "usage: strata %s", helps[i]);
         ck_assert_msg(strstr(o, want) && strstr(o, "exit codes"), "%s", o);
     }
-    ck_assert_int_eq(cli(o, sizeof(o), "--help"), 0);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "--help"), 0);
     static const char *const listed[] = {"check-config", "produce", "search", "inspect", "demo"};
     for (size_t i = 0; i < 5; i++)
         ck_assert_msg(strstr(o, listed[i]) != NULL, "--help lacks %s:\n%s", listed[i], o);
@@ -323,14 +311,14 @@ START_TEST(test_usage)
         {"frobnicate", "unknown command 'frobnicate'"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        int rc = cli(o, sizeof(o), "%s", bad[i].args);
+        int rc = st_test_cli(o, sizeof(o), "%s", bad[i].args);
         ck_assert_msg(rc == 2 && strstr(o, bad[i].want) != NULL,
                       "strata %s: exit %d, want 2 and '%s':\n%s", bad[i].args, rc, bad[i].want, o);
     }
     /* the reason is one line (plus the pointer to --help on it) */
-    ck_assert_int_eq(cli(o, sizeof(o), "produce --batch x"), 2);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --batch x"), 2);
     ck_assert_msg(strchr(o, '\n') == o + strlen(o) - 1, "not one line:\n%s", o);
-    ck_assert_int_eq(cli(o, sizeof(o), "inspect %s/nope", tmp), 2);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "inspect %s/nope", tmp), 2);
 }
 END_TEST
 
@@ -369,9 +357,9 @@ START_TEST(test_inspect_index_files)
     idx_ivfpq_free(q);
     free(v);
 
-    ck_assert_int_eq(cli(o, sizeof(o), "inspect %s", hp), 0);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "inspect %s", hp), 0);
     ck_assert_msg(strstr(o, "nodes=300 dim=16 m=8") && strstr(o, "checksums=ok"), "%s", o);
-    ck_assert_int_eq(cli(o, sizeof(o), "inspect %s", qp), 0);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "inspect %s", qp), 0);
     ck_assert_msg(strstr(o, "vectors=300 dim=16 nlist=8 m=4 nbits=8"), "%s", o);
     /* one flipped byte anywhere: the header, the middle, the footer */
     const char *files[] = {hp, qp};
@@ -380,12 +368,12 @@ START_TEST(test_inspect_index_files)
         long offs[] = {13, size / 2, size - 5};
         for (int i = 0; i < 3; i++) {
             st_flip_byte(files[f], offs[i], 0x04);
-            int rc = cli(o, sizeof(o), "inspect %s", files[f]);
+            int rc = st_test_cli(o, sizeof(o), "inspect %s", files[f]);
             ck_assert_msg(rc == 1 && strstr(o, "CORRUPT") && strstr(o, files[f]),
                           "%s flipped at %ld: exit %d\n%s", files[f], offs[i], rc, o);
             st_flip_byte(files[f], offs[i], 0x04);
         }
-        ck_assert_int_eq(cli(o, sizeof(o), "inspect %s", files[f]), 0);
+        ck_assert_int_eq(st_test_cli(o, sizeof(o), "inspect %s", files[f]), 0);
     }
 }
 END_TEST

@@ -2,6 +2,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,18 @@ void st_test_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
+}
+
+int st_test_cli(char *out, size_t outsz, const char *fmt, ...)
+{
+    char args[3000], cmd[3600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    const char *cli = getenv("STRATA_CLI");
+    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", cli != NULL ? cli : "strata", args);
+    return st_test_run(cmd, out, outsz);
 }
 
 int st_test_run_suite(Suite *su)

@@ -5,10 +5,12 @@
 #ifndef ST_TEST_H
 #define ST_TEST_H
 
-#include <stdbool.h>
 #include <check.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "st_error.h"
 
 /*
  * Address of a broker started by scripts/brokers: key is "STRATA_TEST_KAFKA" or
@@ -33,6 +35,8 @@ int64_t st_test_now_ms(void);
 /* Runs a shell command, captures its stdout into out (NUL-terminated), returns its exit
  * status; fails the test if it did not exit normally. */
 int st_test_run(const char *cmd, char *out, size_t outsz);
+/* Runs `$STRATA_CLI ARGS 2>&1` (ARGS from fmt): the exit status, the output in out. */
+int st_test_cli(char *out, size_t outsz, const char *fmt, ...) ST_PRINTF(3, 4);
 /* Runs a suite (check's normal output) and returns main's exit status; frees the suite. */
 int st_test_run_suite(Suite *su);
 
