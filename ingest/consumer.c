@@ -42,6 +42,7 @@ struct ing_consumer {
     int64_t next_commit_ms;
     struct ing_stats st;
     struct st_err fatal; /* set in the rebalance callback, reported by the next poll */
+    bool rebalanced;     /* the rebalance callback ran at least once */
 
     /* What /metrics reads from other threads, guarded by mu. */
     pthread_mutex_t mu;
@@ -234,6 +235,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     struct ing_consumer *c = opaque;
+    c->rebalanced = true;
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
             struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, true);
@@ -636,6 +638,15 @@ int ing_consumer_close(struct ing_consumer *c)
     if (c->rk != NULL) {
         struct st_err err = {0};
         rc = commit_round(c, NULL, &err);
+        /* librdkafka before 2.3 aborts when a cooperative-sticky consumer is destroyed after
+         * joining the group but before its first assignment (its issue 4312; Debian 12 ships
+         * 2.0.2): give that assignment up to 3 s to arrive. Messages polled meanwhile are not
+         * handled, so their offsets are not committed: they are consumed again later. */
+        for (int i = 0; i < 30 && !c->rebalanced; i++) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
+            if (m != NULL)
+                rd_kafka_message_destroy(m);
+        }
         rd_kafka_consumer_close(c->rk); /* revokes (the callback commits) and leaves */
         rd_kafka_destroy(c->rk);
     }
