@@ -23,6 +23,7 @@
 
 #include "st_clock.h"
 #include "st_daemon_test.h"
+#include "st_http_test.h"
 #include "st_kafka_test.h"
 #include "st_nats_test.h"
 #include "st_test.h"
@@ -126,57 +127,9 @@ static void env_init_cfg(struct env *e, const char *coll_extra)
 
 /* ---- HTTP ---- */
 
-struct resp {
-    long status;
-    char *body;
-    size_t len;
-};
-
-static size_t on_body(char *p, size_t sz, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    char *b = realloc(r->body, r->len + sz * n + 1);
-    if (b == NULL)
-        return 0;
-    memcpy(b + r->len, p, sz * n);
-    r->body = b;
-    r->len += sz * n;
-    b[r->len] = '\0';
-    return sz * n;
-}
-
-static struct resp http(unsigned port, const char *path, const char *token, const char *body)
-{
-    struct resp r = {0};
-    char url[1024], auth[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
-    CURL *c = curl_easy_init();
-    struct curl_slist *hs = NULL;
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hs = curl_slist_append(hs, auth);
-    }
-    if (body != NULL) {
-        hs = curl_slist_append(hs, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(hs);
-    curl_easy_cleanup(c);
-    if (r.body == NULL)
-        r.body = strdup("");
-    return r;
-}
-
 static long http_status(unsigned port, const char *path)
 {
-    struct resp r = http(port, path, TOKEN, NULL);
+    struct st_test_resp r = st_test_http_port(port, path, TOKEN, NULL);
     free(r.body);
     return r.status;
 }
@@ -184,7 +137,7 @@ static long http_status(unsigned port, const char *path)
 /* Does GET path (no auth) hold needle? */
 static bool http_has(unsigned port, const char *path, const char *needle)
 {
-    struct resp r = http(port, path, NULL, NULL);
+    struct st_test_resp r = st_test_http_port(port, path, NULL, NULL);
     bool has = strstr(r.body, needle) != NULL;
     free(r.body);
     return has;
@@ -192,7 +145,7 @@ static bool http_has(unsigned port, const char *path, const char *needle)
 
 static json_t *http_json(unsigned port, const char *path, const char *body, long want)
 {
-    struct resp r = http(port, path, TOKEN, body);
+    struct st_test_resp r = st_test_http_port(port, path, TOKEN, body);
     ck_assert_msg(r.status == want, "%s: HTTP %ld, want %ld: %s", path, r.status, want, r.body);
     json_t *j = json_loads(r.body, 0, NULL);
     ck_assert_msg(j != NULL, "%s: not JSON: %s", path, r.body);
@@ -296,7 +249,7 @@ static void wait_indexed_parts(struct st_daemon *d, unsigned port, int timeout_m
 {
     int64_t deadline = st_test_now_ms() + timeout_ms;
     for (;;) {
-        struct resp r = http(port, "/v1/collections/fm/windows", TOKEN, NULL);
+        struct st_test_resp r = st_test_http_port(port, "/v1/collections/fm/windows", TOKEN, NULL);
         json_t *a = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
         size_t indexed = 0, i;
         json_t *w;
@@ -542,8 +495,9 @@ START_TEST(test_indexer_end_to_end)
         bad[i].body = bodies[i];
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        struct resp r = http(port, bad[i].path ? bad[i].path : "/v1/collections/fm/search",
-                             bad[i].token, bad[i].body);
+        struct st_test_resp r =
+            st_test_http_port(port, bad[i].path ? bad[i].path : "/v1/collections/fm/search",
+                              bad[i].token, bad[i].body);
         ck_assert_msg(r.status == bad[i].status, "bad request %zu: HTTP %ld, want %ld: %s", i,
                       r.status, bad[i].status, r.body);
         json_t *j = json_loads(r.body, 0, NULL);
@@ -560,7 +514,7 @@ START_TEST(test_indexer_end_to_end)
     huge[0] = '{';
     huge[blen - 1] = '}';
     huge[blen] = '\0';
-    struct resp r413 = http(port, "/v1/collections/fm/search", TOKEN, huge);
+    struct st_test_resp r413 = st_test_http_port(port, "/v1/collections/fm/search", TOKEN, huge);
     ck_assert_int_eq(r413.status, 413);
     free(r413.body);
     free(huge);
@@ -794,7 +748,8 @@ static void *searcher_main(void *arg)
         char *body = malloc(cap);
         snprintf(body, cap, "{\"vector\": %s, \"k\": 10, \"consistency\": \"%s\"}", vt,
                  strong ? "strong" : "indexed");
-        struct resp r = http(sc->port, "/v1/collections/fm/search", TOKEN, body);
+        struct st_test_resp r =
+            st_test_http_port(sc->port, "/v1/collections/fm/search", TOKEN, body);
         json_t *j = json_loads(r.body, 0, NULL);
         size_t nh = json_array_size(json_object_get(j, "hits"));
         /* strong always has hits: the watermark records stay fresh in the open window */
@@ -877,7 +832,7 @@ START_TEST(test_search_during_swaps)
     bool saw_v2 = false, saw_cold = false, late_sent = false;
     int64_t deadline = st_test_now_ms() + 180000;
     for (;;) {
-        struct resp r = http(xp, "/v1/collections/fm/windows", TOKEN, NULL);
+        struct st_test_resp r = st_test_http_port(xp, "/v1/collections/fm/windows", TOKEN, NULL);
         json_t *a = json_loads(r.body, 0, NULL);
         free(r.body);
         size_t i, old = 0;
@@ -944,7 +899,7 @@ static long search_status(unsigned port, const char *consistency)
     size_t cap = strlen(vt) + 96;
     char *body = malloc(cap);
     snprintf(body, cap, "{\"vector\": %s, \"k\": 5, \"consistency\": \"%s\"}", vt, consistency);
-    struct resp r = http(port, "/v1/collections/fm/search", TOKEN, body);
+    struct st_test_resp r = st_test_http_port(port, "/v1/collections/fm/search", TOKEN, body);
     free(r.body);
     free(body);
     free(vt);

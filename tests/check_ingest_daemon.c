@@ -24,6 +24,7 @@
 #include "rec_format.h"
 #include "st_clock.h"
 #include "st_daemon_test.h"
+#include "st_http_test.h"
 #include "st_kafka_test.h"
 #include "st_nats_test.h"
 #include "st_test.h"
@@ -188,71 +189,9 @@ static char *last_event(const char *url, const char *stream, const char *subject
     return body;
 }
 
-struct http_resp {
-    long status;
-    char *body;
-    size_t len;
-    char checksum[64]; /* X-Strata-Checksum */
-};
-
-static size_t on_body(char *p, size_t sz, size_t n, void *ud)
-{
-    struct http_resp *r = ud;
-    char *b = realloc(r->body, r->len + sz * n + 1);
-    if (b == NULL)
-        return 0;
-    memcpy(b + r->len, p, sz * n);
-    r->body = b;
-    r->len += sz * n;
-    r->body[r->len] = '\0';
-    return sz * n;
-}
-
-static size_t on_header(char *p, size_t sz, size_t n, void *ud)
-{
-    struct http_resp *r = ud;
-    static const char h[] = "X-Strata-Checksum: ";
-    if (sz * n > sizeof(h) - 1 && strncasecmp(p, h, sizeof(h) - 1) == 0)
-        sscanf(p + sizeof(h) - 1, "%63[0-9]", r->checksum);
-    return sz * n;
-}
-
-/* One request; body NULL for GET. */
-static struct http_resp http(const char *url, const char *token, const char *body)
-{
-    struct http_resp r = {0};
-    CURL *c = curl_easy_init();
-    ck_assert_ptr_nonnull(c);
-    struct curl_slist *hs = NULL;
-    char auth[256];
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hs = curl_slist_append(hs, auth);
-    }
-    if (body != NULL) {
-        hs = curl_slist_append(hs, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    CURLcode cc = curl_easy_perform(c);
-    if (cc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(hs);
-    curl_easy_cleanup(c);
-    if (r.body == NULL)
-        r.body = strdup("");
-    return r;
-}
-
 static long http_status(const char *url, const char *token, const char *body)
 {
-    struct http_resp r = http(url, token, body);
+    struct st_test_resp r = st_test_http(url, token, body);
     free(r.body);
     return r.status;
 }
@@ -356,7 +295,7 @@ static double metric(const char *text, const char *series)
 /* Fetches url and returns one series' value (-1 when absent). */
 static double metric_at(const char *url, const char *series)
 {
-    struct http_resp r = http(url, NULL, NULL);
+    struct st_test_resp r = st_test_http(url, NULL, NULL);
     double v = metric(r.body, series);
     free(r.body);
     return v;
@@ -366,7 +305,7 @@ static double metric_at(const char *url, const char *series)
 static bool top_hit_is(const char *url, const char *token, const char *body, const char *id,
                        double dist)
 {
-    struct http_resp r = http(url, token, body);
+    struct st_test_resp r = st_test_http(url, token, body);
     json_t *j = json_loads(r.body, 0, NULL);
     json_t *h0 = json_array_get(json_object_get(j, "hits"), 0);
     bool ok = r.status == 200 && h0 != NULL &&
@@ -377,7 +316,7 @@ static bool top_hit_is(const char *url, const char *token, const char *body, con
     return ok;
 }
 
-static json_t *json_of(const struct http_resp *r)
+static json_t *json_of(const struct st_test_resp *r)
 {
     json_t *j = json_loads(r->body, 0, NULL);
     ck_assert_msg(j != NULL, "not JSON: %s", r->body);
@@ -406,7 +345,7 @@ START_TEST(test_daemon_http)
     ck_assert_int_eq(status_of(base, "/v1/collections", NULL, NULL), 401);
     ck_assert_int_eq(status_of(base, "/v1/collections", "wrong", NULL), 401);
     snprintf(url, sizeof(url), "%s/v1/collections", base);
-    struct http_resp r = http(url, tok, NULL);
+    struct st_test_resp r = st_test_http(url, tok, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"name\":\"docs\""));
     free(r.body);
@@ -423,7 +362,7 @@ START_TEST(test_daemon_http)
     ck_assert_ptr_nonnull(seg_url);
     ck_assert_msg(strncmp(seg_url, base, strlen(base)) == 0, "%s vs %s", seg_url, base);
     ck_assert_int_eq(json_integer_value(json_object_get(evj, "start")), w0);
-    r = http(seg_url, tok, NULL);
+    r = st_test_http(seg_url, tok, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_uint_eq(r.len, (size_t)json_integer_value(json_object_get(evj, "bytes")));
     ck_assert_uint_eq(strtoull(r.checksum, NULL, 10),
@@ -452,7 +391,7 @@ START_TEST(test_daemon_http)
 
     /* Get by id: the newest version with its meta; 404 for an unknown id or collection. */
     snprintf(url, sizeof(url), "%s/v1/collections/docs/records/r3", base);
-    r = http(url, tok, NULL);
+    r = st_test_http(url, tok, NULL);
     ck_assert_int_eq(r.status, 200);
     json_t *j = json_of(&r);
     ck_assert_double_eq(json_number_value(json_array_get(json_object_get(j, "vector"), 0)), 3.0);
@@ -464,7 +403,7 @@ START_TEST(test_daemon_http)
 
     /* Windows: the sealed one is listed. */
     snprintf(url, sizeof(url), "%s/v1/collections/docs/windows", base);
-    r = http(url, tok, NULL);
+    r = st_test_http(url, tok, NULL);
     ck_assert_int_eq(r.status, 200);
     j = json_of(&r);
     bool sealed_listed = false;
@@ -481,7 +420,7 @@ START_TEST(test_daemon_http)
     /* Search: exact over everything this node holds. */
     char surl[512];
     snprintf(surl, sizeof(surl), "%s/v1/collections/docs/search", base);
-    r = http(surl, tok, "{\"vector\": [5, 1, 2, 3], \"k\": 2}");
+    r = st_test_http(surl, tok, "{\"vector\": [5, 1, 2, 3], \"k\": 2}");
     ck_assert_int_eq(r.status, 200);
     j = json_of(&r);
     json_t *hits = json_object_get(j, "hits");
@@ -501,13 +440,13 @@ START_TEST(test_daemon_http)
              "{\"vector\": [5, 1, 2, 3], \"k\": 3, \"indexed\": [{\"start\": %" PRId64
              ", \"version\": 1}]}",
              w0);
-    r = http(surl, tok, body);
+    r = st_test_http(surl, tok, body);
     ck_assert_int_eq(r.status, 200);
     ck_assert_msg(strstr(r.body, "\"r") == NULL, "sealed records returned: %s", r.body);
     free(r.body);
     /* A time range before every window: pruned, nothing scanned. */
     snprintf(body, sizeof(body), "{\"vector\": [5, 1, 2, 3], \"to_ts\": %" PRId64 "}", w0 - 1);
-    r = http(surl, tok, body);
+    r = st_test_http(surl, tok, body);
     ck_assert_int_eq(r.status, 200);
     j = json_of(&r);
     ck_assert_uint_eq(json_array_size(json_object_get(j, "hits")), 0);
@@ -523,7 +462,8 @@ START_TEST(test_daemon_http)
     produce_one(&e, 1, json);
     snprintf(url, sizeof(url), "%s/v1/collections/docs/records/fresh", base);
     ck_assert(ST_WAIT_UNTIL(http_status(url, tok, NULL) == 200, 30000));
-    r = http(surl, tok, "{\"vector\": [99, 99, 99, 99], \"k\": 1, \"include_vector\": true}");
+    r = st_test_http(surl, tok,
+                     "{\"vector\": [99, 99, 99, 99], \"k\": 1, \"include_vector\": true}");
     ck_assert_int_eq(r.status, 200);
     j = json_of(&r);
     json_t *h0 = json_array_get(json_object_get(j, "hits"), 0);
@@ -540,7 +480,7 @@ START_TEST(test_daemon_http)
     produce_one(&e, 0, json);
     ck_assert(ST_WAIT_UNTIL(
         top_hit_is(surl, tok, "{\"vector\": [-100, -100, -100, -100]}", "fresh", 0.0), 30000));
-    r = http(surl, tok, "{\"vector\": [100, 100, 100, 100], \"k\": 20}");
+    r = st_test_http(surl, tok, "{\"vector\": [100, 100, 100, 100], \"k\": 20}");
     ck_assert_int_eq(r.status, 200);
     j = json_of(&r);
     hits = json_object_get(j, "hits");
@@ -557,7 +497,7 @@ START_TEST(test_daemon_http)
     free(r.body);
 
     /* Bad requests: 4xx with a message. */
-    r = http(surl, tok, "{\"vector\": [1, 2, 3]}");
+    r = st_test_http(surl, tok, "{\"vector\": [1, 2, 3]}");
     ck_assert_int_eq(r.status, 400);
     ck_assert_msg(strstr(r.body, "vector has 3 dims; collection 'docs' has 4") != NULL, "%s",
                   r.body);
@@ -576,7 +516,7 @@ START_TEST(test_daemon_http)
     big[0] = '{';
     big[sizeof(big) - 2] = '}';
     big[sizeof(big) - 1] = '\0';
-    r = http(surl, tok, big);
+    r = st_test_http(surl, tok, big);
     ck_assert_int_eq(r.status, 413);
     ck_assert_ptr_nonnull(strstr(r.body, "max_body"));
     free(r.body);
@@ -586,7 +526,7 @@ START_TEST(test_daemon_http)
 
     /* Metrics: the counters move with what happened above. */
     snprintf(url, sizeof(url), "%s/metrics", base);
-    r = http(url, NULL, NULL);
+    r = st_test_http(url, NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_msg(metric(r.body, "strata_ingest_records_total{collection=\"docs\"}") >= NMSG + 4,
                   "%s", r.body);

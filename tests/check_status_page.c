@@ -24,6 +24,7 @@
 
 #include "st_clock.h"
 #include "st_daemon_test.h"
+#include "st_http_test.h"
 #include "st_kafka_test.h"
 #include "st_nats_test.h"
 #include "st_test.h"
@@ -84,58 +85,9 @@ static void env_init(struct env *e)
 
 /* ---- HTTP ---- */
 
-struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char ctype[128];
-};
-
-static size_t on_body(char *p, size_t sz, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    char *b = realloc(r->body, r->len + sz * n + 1);
-    if (b == NULL)
-        return 0;
-    memcpy(b + r->len, p, sz * n);
-    r->body = b;
-    r->len += sz * n;
-    b[r->len] = '\0';
-    return sz * n;
-}
-
-static struct resp http(unsigned port, const char *path, const char *token)
-{
-    struct resp r = {0};
-    char url[1024], auth[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
-    CURL *c = curl_easy_init();
-    struct curl_slist *hs = NULL;
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hs = curl_slist_append(hs, auth);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    if (curl_easy_perform(c) == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-        char *ct = NULL;
-        curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-        snprintf(r.ctype, sizeof(r.ctype), "%s", ct != NULL ? ct : "");
-    }
-    curl_slist_free_all(hs);
-    curl_easy_cleanup(c);
-    if (r.body == NULL)
-        r.body = strdup("");
-    return r;
-}
-
 static json_t *http_json(unsigned port, const char *path, long want)
 {
-    struct resp r = http(port, path, TOKEN);
+    struct st_test_resp r = st_test_http_port(port, path, TOKEN, NULL);
     ck_assert_msg(r.status == want, "%s: HTTP %ld, want %ld: %s", path, r.status, want, r.body);
     json_t *j = json_loads(r.body, 0, NULL);
     ck_assert_msg(j != NULL, "%s: not JSON: %s", path, r.body);
@@ -226,7 +178,7 @@ static size_t count_state(json_t *coll, const char *state)
 /* Does the indexer's /v1/status show an indexed window and the open one? */
 static bool timeline_ready(unsigned port)
 {
-    struct resp r = http(port, "/v1/status", TOKEN);
+    struct st_test_resp r = st_test_http_port(port, "/v1/status", TOKEN, NULL);
     json_t *st = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
     free(r.body);
     json_t *c = st != NULL ? status_coll(st, "fm") : NULL;
@@ -333,12 +285,12 @@ START_TEST(test_status_page)
     /* Auth on: the page is open, its data is not. */
     unsigned ports[2] = {iport, xport};
     for (int i = 0; i < 2; i++) {
-        struct resp r = http(ports[i], "/", NULL);
+        struct st_test_resp r = st_test_http_port(ports[i], "/", NULL, NULL);
         ck_assert_int_eq(r.status, 200);
         ck_assert_str_eq(r.ctype, "text/html; charset=utf-8");
         ck_assert_ptr_nonnull(strstr(r.body, "<title>strata status</title>"));
         free(r.body);
-        r = http(ports[i], "/v1/status", NULL);
+        r = st_test_http_port(ports[i], "/v1/status", NULL, NULL);
         ck_assert_int_eq(r.status, 401);
         free(r.body);
     }

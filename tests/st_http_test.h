@@ -1,0 +1,24 @@
+/*
+ * st_http_test.h — one HTTP request from a test (libcurl): what the daemon tests ask of
+ * strata's HTTP API.
+ */
+#ifndef ST_HTTP_TEST_H
+#define ST_HTTP_TEST_H
+
+#include <stddef.h>
+
+struct st_test_resp {
+    long status; /* 0 when no answer came */
+    char *body;  /* never NULL (caller frees) */
+    size_t len;
+    char ctype[128];   /* Content-Type */
+    char checksum[64]; /* X-Strata-Checksum */
+};
+
+/* GET url (body NULL) or POST body as JSON, with a bearer token unless NULL; 60 s at most. */
+struct st_test_resp st_test_http(const char *url, const char *token, const char *body);
+/* The same on http://127.0.0.1:port + path. */
+struct st_test_resp st_test_http_port(unsigned port, const char *path, const char *token,
+                                      const char *body);
+
+#endif
