@@ -138,9 +138,18 @@ dpkg_root -r strata
   || fail "dpkg -r left the programs or units"
 [[ -f "$droot/etc/strata/strata.yaml" && -f "$droot/var/lib/strata/keep" ]] \
   || fail "dpkg -r removed the config or the data"
+# units enabled by the operator (systemctl enable: symlinks), a template instance among them
+wants=$droot/etc/systemd/system/multi-user.target.wants
+mkdir -p "$wants"
+ln -s /lib/systemd/system/strata-ingest.service "$wants/strata-ingest.service"
+ln -s /lib/systemd/system/strata-indexer@.service "$wants/strata-indexer@a.service"
+ln -s /lib/systemd/system/other.service "$wants/other.service"
 dpkg_root -P strata
+[[ ! -L "$wants/strata-ingest.service" && ! -L "$wants/strata-indexer@a.service" ]] \
+  || fail "dpkg -P left strata's units enabled"
+[[ -L "$wants/other.service" ]] || fail "dpkg -P removed another package's enablement"
 [[ -z "$(status)" || "$(status)" == "unknown ok not-installed" ]] || fail "after dpkg -P: status '$(status)'"
 [[ ! -e "$droot/etc/strata/strata.yaml" ]] || fail "dpkg -P left the conffile"
 [[ -f "$droot/var/lib/strata/keep" ]] || fail "dpkg -P removed /var/lib/strata's data"
-echo "   conffile kept on reinstall; remove keeps config and data; purge keeps data"
+echo "   conffile kept on reinstall; remove keeps config and data; purge keeps data, disables the units"
 echo "ops_deb_package: ok"
