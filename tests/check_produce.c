@@ -598,6 +598,13 @@ static Suite *suite(void)
     tcase_add_test(tc, test_bad_inputs);
     tcase_add_test(tc, test_usage);
     tcase_add_test(tc, test_inspect_index_files);
+    suite_add_tcase(s, tc);
+    /* A librdkafka producer in this process or a child (its threads): ctest runs this case as
+     * check_produce_kafka, outside the ThreadSanitizer build, whose interceptors crash in
+     * librdkafka's threads (uninstrumented) — as for every other librdkafka test. */
+    tc = tcase_create("kafka_client");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_cancel_while_pacing);
     tcase_add_test(tc, test_abandon_flush);
     tcase_add_test(tc, test_rate_no_catch_up_burst);
