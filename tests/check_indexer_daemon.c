@@ -37,25 +37,6 @@
 
 static float *train, *test;
 
-/* n images of an idx3-ubyte.gz as floats 0..255. */
-static float *load_idx(const char *name, size_t n)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "gzip -dc /usr/share/datasets/fashion-mnist/%s", name);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    unsigned char hdr[16];
-    ck_assert_uint_eq(fread(hdr, 1, 16, p), 16);
-    unsigned char *px = malloc(n * DIM);
-    ck_assert_uint_eq(fread(px, 1, n * DIM, p), n * DIM);
-    pclose(p);
-    float *v = malloc(n * DIM * sizeof(float));
-    for (size_t i = 0; i < n * DIM; i++)
-        v[i] = px[i];
-    free(px);
-    return v;
-}
-
 struct env {
     const char *brokers, *nats, *ingest_bin, *indexer_bin;
     char topic[128], dead[128], group[128], stream[64];
@@ -364,8 +345,8 @@ static int old_lines(const struct env *e, const char *log, const char *verb)
 
 START_TEST(test_indexer_end_to_end)
 {
-    train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
-    test = load_idx("t10k-images-idx3-ubyte.gz", NQ + 10);
+    train = st_test_fmnist("train-images-idx3-ubyte.gz", NTRAIN, DIM);
+    test = st_test_fmnist("t10k-images-idx3-ubyte.gz", NQ + 10, DIM);
     struct env e;
     env_init(&e);
     char log_i[700], log_a[700], log_b[700];
@@ -594,8 +575,8 @@ END_TEST
  * the other node wins; strong searches see fresh records held by either ingest node. */
 START_TEST(test_two_ingest_two_indexers)
 {
-    train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
-    test = load_idx("t10k-images-idx3-ubyte.gz", NQ + 10);
+    train = st_test_fmnist("train-images-idx3-ubyte.gz", NTRAIN, DIM);
+    test = st_test_fmnist("t10k-images-idx3-ubyte.gz", NQ + 10, DIM);
     struct env e;
     env_init(&e);
     char li_a[700], li_b[700], lx_a[700], lx_b[700];
@@ -781,8 +762,8 @@ static void *searcher_main(void *arg)
  * records without pause: no error, and every expired window's files are gone at the end. */
 START_TEST(test_search_during_swaps)
 {
-    train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
-    test = load_idx("t10k-images-idx3-ubyte.gz", NQ + 10);
+    train = st_test_fmnist("train-images-idx3-ubyte.gz", NTRAIN, DIM);
+    test = st_test_fmnist("t10k-images-idx3-ubyte.gz", NQ + 10, DIM);
     struct env e;
     env_init_cfg(&e, "    window: 10s\n    grace: 1s\n    max_lateness: 1m\n    ttl: 45s\n"
                      "    cold_after: 15s\n"
@@ -912,8 +893,8 @@ static long search_status(unsigned port, const char *consistency)
  * on; when NATS is back, strong searches work again once discovery has settled. */
 START_TEST(test_indexer_nats_outage)
 {
-    train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
-    test = load_idx("t10k-images-idx3-ubyte.gz", NQ + 10);
+    train = st_test_fmnist("train-images-idx3-ubyte.gz", NTRAIN, DIM);
+    test = st_test_fmnist("t10k-images-idx3-ubyte.gz", NQ + 10, DIM);
     struct st_own_nats n = {0};
     n.port = st_free_port();
     snprintf(n.url, sizeof(n.url), "nats://127.0.0.1:%u", n.port);

@@ -97,22 +97,6 @@ static json_t *http_json(unsigned port, const char *path, long want)
 
 /* ---- producing ---- */
 
-static float *load_train(size_t n)
-{
-    FILE *p = popen("gzip -dc /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", "r");
-    ck_assert_ptr_nonnull(p);
-    unsigned char hdr[16];
-    ck_assert_uint_eq(fread(hdr, 1, 16, p), 16);
-    unsigned char *px = malloc(n * DIM);
-    ck_assert_uint_eq(fread(px, 1, n * DIM, p), n * DIM);
-    pclose(p);
-    float *v = malloc(n * DIM * sizeof(float));
-    for (size_t i = 0; i < n * DIM; i++)
-        v[i] = px[i];
-    free(px);
-    return v;
-}
-
 static void send_rec(rd_kafka_t *p, const struct env *e, int part, const char *id, int64_t ts,
                      const float *v)
 {
@@ -266,7 +250,7 @@ START_TEST(test_status_page)
 {
     const char *browser = chromium(); /* fails first when the browser is missing */
     ck_assert_ptr_nonnull(browser);
-    float *train = load_train(NOLD * PER_WIN + NNOW);
+    float *train = st_test_fmnist("train-images-idx3-ubyte.gz", NOLD * PER_WIN + NNOW, DIM);
     struct env e;
     env_init(&e);
     char log_i[700], log_x[700];

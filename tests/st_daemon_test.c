@@ -1,5 +1,7 @@
 #include "st_daemon_test.h"
 
+#include "produce.h"
+
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -315,4 +317,16 @@ void st_own_nats_free(struct st_own_nats *n)
         st_test_rmrf(n->dir);
     free(n->dir);
     n->dir = NULL;
+}
+
+float *st_test_fmnist(const char *file, size_t n, unsigned dim)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "/usr/share/datasets/fashion-mnist/%s", file);
+    struct produce_matrix m;
+    struct st_err err = {0};
+    ck_assert_msg(produce_read_matrix(path, n, &m, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(m.rows == n && m.dim == dim, "%s: %zu rows of %u, want %zu of %u", path, m.rows,
+                  m.dim, n, dim);
+    return m.data;
 }

@@ -69,4 +69,9 @@ void st_own_nats_free(struct st_own_nats *n);
 /* A loopback port nothing listens on now. */
 unsigned st_free_port(void);
 
+/* The first n images of Debian's Fashion-MNIST file (e.g. "train-images-idx3-ubyte.gz") as
+ * floats 0..255, read with the producer's reader (produce_read_matrix); fails the test unless
+ * n rows of dim floats come back. Caller frees. */
+float *st_test_fmnist(const char *file, size_t n, unsigned dim);
+
 #endif
