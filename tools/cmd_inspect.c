@@ -33,6 +33,17 @@ static void problem(struct ictx *c, const char *path, const char *msg)
     c->problems++;
 }
 
+/* An index file that did not load: corruption (exit 1), or a read failure. */
+static void load_failed(struct ictx *c, const char *path, int rc, const char *msg)
+{
+    if (rc == ST_ECORRUPT || rc == ST_EUNSUPP) {
+        problem(c, path, msg);
+    } else {
+        printf("%s: cannot read: %s\n", path, msg);
+        c->failures++;
+    }
+}
+
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
@@ -71,12 +82,7 @@ static bool inspect_index(struct ictx *c, const char *path, uint64_t *count)
         struct idx_hnsw *x = NULL;
         int rc = idx_hnsw_load(path, &x, &err);
         if (rc != ST_OK) {
-            if (rc == ST_ECORRUPT || rc == ST_EUNSUPP)
-                problem(c, path, err.msg);
-            else {
-                printf("%s: cannot read: %s\n", path, err.msg);
-                c->failures++;
-            }
+            load_failed(c, path, rc, err.msg);
             return false;
         }
         uint32_t n = idx_hnsw_count(x);
@@ -92,12 +98,7 @@ static bool inspect_index(struct ictx *c, const char *path, uint64_t *count)
     struct idx_ivfpq *x = NULL;
     int rc = idx_ivfpq_load(path, &x, &err);
     if (rc != ST_OK) {
-        if (rc == ST_ECORRUPT || rc == ST_EUNSUPP)
-            problem(c, path, err.msg);
-        else {
-            printf("%s: cannot read: %s\n", path, err.msg);
-            c->failures++;
-        }
+        load_failed(c, path, rc, err.msg);
         return false;
     }
     uint32_t n = got == 64 ? le32(h + 32) : 0;
