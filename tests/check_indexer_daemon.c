@@ -225,8 +225,11 @@ static void produce_windows(struct env *e)
     rd_kafka_destroy(p);
 }
 
-/* Waits until the indexer on port serves NWIN windows, all indexed (part records summed). */
-static void wait_indexed_parts(struct st_daemon *d, unsigned port, int timeout_ms, size_t nparts)
+/* Waits until the indexer on port serves the NWIN produced windows indexed, each with at least
+ * nparts parts. Windows sealed later (fresh records, as the clock moves on) do not count: the
+ * indexer builds newest first, so counting them could return before the oldest window is in. */
+static void wait_indexed_parts(const struct env *e, struct st_daemon *d, unsigned port,
+                               int timeout_ms, size_t nparts)
 {
     int64_t deadline = st_test_now_ms() + timeout_ms;
     for (;;) {
@@ -238,7 +241,8 @@ static void wait_indexed_parts(struct st_daemon *d, unsigned port, int timeout_m
         {
             if (strcmp(json_string_value(json_object_get(w, "state")), "indexed") == 0 &&
                 json_array_size(json_object_get(w, "parts")) >= nparts &&
-                json_integer_value(json_object_get(w, "start")) < st_clock_wall_ms(NULL) - 120000)
+                json_integer_value(json_object_get(w, "start")) >= e->w0 &&
+                json_integer_value(json_object_get(w, "start")) < e->w0 + NWIN * 60000)
                 indexed++;
         }
         json_decref(a);
@@ -252,9 +256,9 @@ static void wait_indexed_parts(struct st_daemon *d, unsigned port, int timeout_m
     }
 }
 
-static void wait_indexed(struct st_daemon *d, unsigned port, int timeout_ms)
+static void wait_indexed(const struct env *e, struct st_daemon *d, unsigned port, int timeout_ms)
 {
-    wait_indexed_parts(d, port, timeout_ms, 1);
+    wait_indexed_parts(e, d, port, timeout_ms, 1);
 }
 
 static float l2(const float *a, const float *b)
@@ -362,7 +366,7 @@ START_TEST(test_indexer_end_to_end)
     st_daemon_wait_http_ok(&ia, port, "/readyz", 60000);
 
     produce_windows(&e);
-    wait_indexed(&ia, port, 240000);
+    wait_indexed(&e, &ia, port, 240000);
 
     /* Recall@10 of indexed search against exact search, over HTTP. */
     int found = 0;
@@ -511,7 +515,7 @@ START_TEST(test_indexer_end_to_end)
     ck_assert_int_ge(built, NWIN);
     port = start_indexer(&ia, &e, e.cfg, log_a); /* the log starts over */
     st_daemon_wait_http_ok(&ia, port, "/readyz", 60000);
-    wait_indexed(&ia, port, 60000);
+    wait_indexed(&e, &ia, port, 60000);
     char *after = answers(port);
     ck_assert_str_eq(after, before);
     ck_assert_int_eq(old_lines(&e, log_a, "building"), 0);
@@ -530,7 +534,7 @@ START_TEST(test_indexer_end_to_end)
     ck_assert_msg(b_done < NWIN, "the kill came after every build (%d)", b_done);
     pb = start_indexer(&ib, &e, e.cfg_b, log_b);
     st_daemon_wait_http_ok(&ib, pb, "/readyz", 60000);
-    wait_indexed(&ib, pb, 240000);
+    wait_indexed(&e, &ib, pb, 240000);
     char *other = answers(pb);
     ck_assert_str_eq(other, before);
 
@@ -603,8 +607,8 @@ START_TEST(test_two_ingest_two_indexers)
     st_daemon_wait_http_ok(&ixb, xb, "/readyz", 60000);
 
     produce_windows(&e);
-    wait_indexed_parts(&ixa, xa, 240000, 2);
-    wait_indexed_parts(&ixb, xb, 240000, 2);
+    wait_indexed_parts(&e, &ixa, xa, 240000, 2);
+    wait_indexed_parts(&e, &ixb, xb, 240000, 2);
     char *ans_a = answers(xa), *ans_b = answers(xb);
     ck_assert_str_eq(ans_a, ans_b);
     /* Both nodes' data: ids from both partitions are served by both indexers. */
@@ -927,7 +931,7 @@ START_TEST(test_indexer_nats_outage)
     st_daemon_wait_http_ok(&ing, ip, "/readyz", 60000);
     st_daemon_wait_http_ok(&ix, xp, "/readyz", 60000);
     produce_windows(&e);
-    wait_indexed(&ix, xp, 240000);
+    wait_indexed(&e, &ix, xp, 240000);
     ck_assert(ST_WAIT_UNTIL(search_status(xp, "strong") == 200, 30000));
 
     /* NATS lost: strong refused, indexed served. */
