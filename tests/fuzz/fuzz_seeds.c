@@ -4,6 +4,7 @@
  * Deterministic; the output is checked in under tests/fuzz/corpus/. Run it again only when a
  * format changes (findings live next to the seeds as crash-* / regress-* files).
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
 #include "rec_format.h"
+#include "store.h"
 #include "store_fs.h"
 #include "store_int.h"
 
@@ -226,6 +228,120 @@ static void ivfpqs(const char *tmp)
     }
 }
 
+/* A WAL and a manifest as a store writes them: batches with deletes and metas, a flush, a
+ * window and a key/value edit. */
+static void store_files(const char *tmp)
+{
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/store", tmp);
+    struct store_opts o = {
+        .dir = dir, .dim = 4, .wal_sync = STORE_SYNC_ALWAYS, .no_background = true};
+    struct store *s;
+    struct st_err err = {0};
+    if (store_open(&o, &s, &err) != ST_OK) {
+        fprintf(stderr, "fuzz_seeds: %s\n", err.msg);
+        exit(1);
+    }
+    static const float v[3][4] = {{1, 2, 3, 4}, {-1, 0.5f, 0, 8}, {0}};
+    for (int m = 0; m < 3; m++) {
+        struct store_record r[3];
+        char ids[3][16], meta[3][24];
+        for (int i = 0; i < 3; i++) {
+            snprintf(ids[i], sizeof(ids[i]), "id-%d-%d", m, i);
+            int ml = snprintf(meta[i], sizeof(meta[i]), "{\"m\":%d}", i);
+            r[i] = (struct store_record){(const uint8_t *)ids[i],
+                                         (uint32_t)strlen(ids[i]),
+                                         1000 * m + i,
+                                         0,
+                                         60000,
+                                         i == 2 && m == 1 ? STORE_OP_DELETE : STORE_OP_UPSERT,
+                                         v[i],
+                                         i == 1 ? NULL : (const uint8_t *)meta[i],
+                                         i == 1 ? 0 : (uint32_t)ml};
+        }
+        struct store_batch b = {.partition = m % 2, .offset = 10 + m, .n = 3, .recs = r};
+        if (store_write(s, &b, NULL) != ST_OK) {
+            fprintf(stderr, "fuzz_seeds: store_write\n");
+            exit(1);
+        }
+        if (m == 1 && store_flush(s) != ST_OK) {
+            fprintf(stderr, "fuzz_seeds: store_flush\n");
+            exit(1);
+        }
+    }
+    struct store_window w = {.start = 0, .end = 60000, .state = 1, .version = 2};
+    if (store_window_put(s, &w) != ST_OK || store_kv_put(s, "outbox/0", "{\"x\":1}", 7) != ST_OK) {
+        fprintf(stderr, "fuzz_seeds: window/kv\n");
+        exit(1);
+    }
+    /* Copy the files while the store is open: close would compact the manifest. */
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        char path[2048];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        uint8_t *bytes;
+        size_t n;
+        const char *target = strstr(de->d_name, ".log")                 ? "wal"
+                             : strncmp(de->d_name, "MANIFEST-", 9) == 0 ? "manifest"
+                                                                        : NULL;
+        if (target == NULL || store_fs_read_all(path, &bytes, &n, SIZE_MAX) != ST_OK || n == 0)
+            continue;
+        put(target, de->d_name, bytes, n);
+        free(bytes);
+    }
+    if (d != NULL)
+        closedir(d);
+    if (store_close(s) != ST_OK)
+        exit(1);
+    char cmd[1100];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        exit(1);
+}
+
+/* Configs: small documents that reach each part of the schema. */
+static void configs(void)
+{
+    static const char *const docs[] = {
+        "node_id: a\ndata_dir: /tmp/x\nkafka: {brokers: \"h:1\", group_id: g}\n"
+        "nats: {url: \"nats://h:4222\"}\ncollections:\n  - {name: c, dim: 3, metric: l2, topic: "
+        "t, window: 10m}\n",
+        "node_id: a\ndata_dir: /tmp/x\nkafka: {brokers: \"h:1\", group_id: g, properties: "
+        "{a.b: \"1\"}}\nnats: {url: \"nats://h:4222\"}\nstore: {memtable_size: 64MiB}\n"
+        "collections:\n  - name: c\n    dim: 8\n    metric: cosine\n    topic: t\n"
+        "    window: 1h\n    ttl: 7d\n    index: {type: ivfpq, nlist: 16, m: 4, nbits: 4}\n",
+        "collections: [1, 2\n",
+        "node_id: &a x\ndata_dir: *a\n",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "%zu", i);
+        put("config", name, docs[i], strlen(docs[i]));
+    }
+}
+
+/* Search bodies: valid ones, each field, and near misses. */
+static void searches(void)
+{
+    static const char *const bodies[] = {
+        "{\"vector\": [1, 2, 3]}",
+        "{\"vector\": [1, 2, 3], \"k\": 5, \"from_ts\": 1, \"to_ts\": 9, \"consistency\": "
+        "\"indexed\", \"ef\": 40, \"include\": [\"meta\", \"vector\"]}",
+        "{\"vector\": [0, 0, 0]}",
+        "{\"vector\": [1e999, 2, 3]}",
+        "{\"vector\": [1, 2], \"k\": 0}",
+        "{\"vector\": [1, 2, 3], \"nprobe\": 8, \"indexed_only\": true}",
+        "[1, 2, 3]",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "%zu", i);
+        put("search", name, bodies[i], strlen(bodies[i]));
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -244,6 +360,9 @@ int main(int argc, char **argv)
     segments(tmp);
     hnsws(tmp);
     ivfpqs(tmp);
+    store_files(tmp);
+    configs();
+    searches();
     rmdir(tmp);
     return 0;
 }
