@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "idx_client.h"
+#include "idx_event.h"
 #include "st_bus.h"
 #include "st_clock.h"
 #include "st_fault.h"
@@ -668,70 +669,55 @@ static void on_expired(struct idx_service *s, struct idx_coll *c, const char *no
     msg_ack(m);
 }
 
+_Static_assert(sizeof(((struct idx_event *)0)->url) == sizeof(((struct idx_cat_entry *)0)->url),
+               "an event's segment location fits a catalog entry");
+
 static void on_msg(struct idx_service *s, struct st_bus_msg *m)
 {
     size_t len = 0;
     const void *data = st_bus_msg_data(m, &len);
-    json_t *j = json_loadb(data, len, 0, NULL);
-    const char *kind = json_string_value(json_object_get(j, "kind"));
-    const char *coll = json_string_value(json_object_get(j, "collection"));
-    const char *node = json_string_value(json_object_get(j, "node"));
-    json_t *jstart = json_object_get(j, "start"), *jend = json_object_get(j, "end"),
-           *jver = json_object_get(j, "version");
-    struct idx_coll *c = coll != NULL ? idx_service_coll(s, coll, strlen(coll)) : NULL;
-    bool sealed = kind != NULL && strcmp(kind, "sealed") == 0;
-    bool expired = kind != NULL && strcmp(kind, "expired") == 0;
-    if (!sealed && !expired) { /* indexed events, announcements: not ours to handle */
+    struct idx_event ev;
+    const char *why = idx_event_parse(data, len, &ev);
+    if (ev.kind == IDX_EV_OTHER) { /* indexed events, announcements: not ours to handle */
         msg_ack(m);
-        json_decref(j);
         return;
     }
-    if (c == NULL || !idx_node_id_ok(node) || !json_is_integer(jstart) || !json_is_integer(jver) ||
-        json_integer_value(jver) < 0 || json_integer_value(jver) > UINT32_MAX) {
-        st_log_warn(LOG_COMP, "ignoring event on %s: %s", st_bus_msg_subject(m),
-                    c == NULL ? "collection not configured here" : "malformed");
+    struct idx_coll *c = ev.coll[0] != '\0' ? idx_service_coll(s, ev.coll, strlen(ev.coll)) : NULL;
+    if (why == NULL && c == NULL)
+        why = "collection not configured here";
+    if (why != NULL && (ev.kind == IDX_EV_EXPIRED || c == NULL || strcmp(why, "malformed") == 0)) {
+        st_log_warn(LOG_COMP, "ignoring event on %s: %s", st_bus_msg_subject(m), why);
         msg_ack(m);
-        json_decref(j);
         return;
     }
-    int64_t start = json_integer_value(jstart);
-    uint32_t version = (uint32_t)json_integer_value(jver);
-    if (expired) {
-        on_expired(s, c, node, start, version, m);
-        json_decref(j);
+    if (ev.kind == IDX_EV_EXPIRED) {
+        on_expired(s, c, ev.node, ev.start, ev.version, m);
         return;
     }
     atomic_fetch_add(&c->ev_sealed, 1);
-    const char *url = json_string_value(json_object_get(j, "segment"));
-    struct job *jb = calloc(1, sizeof(*jb));
-    json_int_t jrec = json_integer_value(json_object_get(j, "records"));
-    json_int_t jbytes = json_integer_value(json_object_get(j, "bytes"));
-    if (url == NULL || strlen(url) >= sizeof(jb->e.url) || !json_is_integer(jend) || jb == NULL ||
-        jrec < 0 || jrec > (json_int_t)UINT32_MAX || jbytes <= 0) {
+    struct job *jb = why == NULL ? calloc(1, sizeof(*jb)) : NULL;
+    if (jb == NULL) {
         st_log_warn(LOG_COMP, "ignoring sealed event on %s: %s", st_bus_msg_subject(m),
-                    jb == NULL ? "out of memory" : "no usable segment location");
-        if (jb == NULL)
+                    why != NULL ? why : "out of memory");
+        if (why == NULL)
             st_bus_msg_free(m); /* redelivered later */
         else
             msg_ack(m);
-        free(jb);
-        json_decref(j);
         return;
     }
     jb->kind = JOB_SEALED;
     jb->c = c;
     jb->msg = m;
-    strcpy(jb->e.node, node);
-    strcpy(jb->e.url, url);
-    jb->e.start = start;
-    jb->e.end = json_integer_value(jend);
-    jb->e.version = version;
-    jb->e.records = (uint64_t)json_integer_value(json_object_get(j, "records"));
-    jb->e.bytes = (uint64_t)json_integer_value(json_object_get(j, "bytes"));
-    jb->e.checksum = (uint32_t)json_integer_value(json_object_get(j, "checksum"));
+    strcpy(jb->e.node, ev.node);
+    strcpy(jb->e.url, ev.url); /* both bounded by the parser to these very sizes */
+    jb->e.start = ev.start;
+    jb->e.end = ev.end;
+    jb->e.version = ev.version;
+    jb->e.records = ev.records;
+    jb->e.bytes = ev.bytes;
+    jb->e.checksum = ev.checksum;
     jb->e.sealed_ms = wall_ms();
     jb->mem = idx_part_build_memory(&c->cfg->index, c->cfg->dim, jb->e.records);
-    json_decref(j);
     if (stale(c, &jb->e, false)) {
         atomic_fetch_add(&c->noops, 1);
         msg_ack(jb->msg); /* a redelivery of what is served, an older version, or expired */

@@ -342,6 +342,27 @@ static void searches(void)
     }
 }
 
+/* Window events (docs/events.md): sealed, expired, and the kinds an indexer ignores. */
+static void events(void)
+{
+    static const char *const evs[] = {
+        "{\"kind\":\"sealed\",\"collection\":\"docs\",\"node\":\"ingest-1\",\"start\":"
+        "1700000000000,\"end\":1700003600000,\"version\":1,\"records\":1000,\"bytes\":"
+        "3100000,\"checksum\":3735928559,\"segment\":\"http://10.0.0.5:8080/v1/segments/docs/"
+        "000042.seg\"}",
+        "{\"kind\":\"expired\",\"collection\":\"docs\",\"node\":\"ingest-1\",\"start\":"
+        "1700000000000,\"version\":2}",
+        "{\"kind\":\"indexed\",\"collection\":\"docs\",\"node\":\"indexer-1\"}",
+        "{\"kind\":\"sealed\",\"collection\":\"docs\",\"node\":\"..\",\"start\":1,"
+        "\"version\":1}",
+    };
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "%zu", i);
+        put("event", name, evs[i], strlen(evs[i]));
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -363,6 +384,7 @@ int main(int argc, char **argv)
     store_files(tmp);
     configs();
     searches();
+    events();
     rmdir(tmp);
     return 0;
 }
