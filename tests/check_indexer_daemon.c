@@ -508,6 +508,9 @@ START_TEST(test_indexer_end_to_end)
     free(vt);
     (void)big;
 
+    /* Every route wants the token (the probes and the status page do not). */
+    st_test_http_auth_walk(port, "fm", TOKEN, NULL);
+
     /* SIGKILL and restart: the catalog's indexes load, nothing is rebuilt, answers equal. */
     char *before = answers(port);
     st_daemon_kill(&ia);

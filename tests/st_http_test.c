@@ -1,5 +1,6 @@
 #include "st_http_test.h"
 
+#include <check.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,4 +71,48 @@ struct st_test_resp st_test_http_port(unsigned port, const char *path, const cha
     char url[2048];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
     return st_test_http(url, token, body);
+}
+
+void st_test_http_auth_walk(unsigned port, const char *coll, const char *token,
+                            const char *const *extra)
+{
+    char p[8][256];
+    snprintf(p[0], sizeof(p[0]), "/v1/collections");
+    snprintf(p[1], sizeof(p[1]), "/v1/collections/%s", coll);
+    snprintf(p[2], sizeof(p[2]), "/v1/collections/%s/windows", coll);
+    snprintf(p[3], sizeof(p[3]), "/v1/collections/%s/records/x", coll);
+    snprintf(p[4], sizeof(p[4]), "/v1/collections/%s/search", coll);
+    snprintf(p[5], sizeof(p[5]), "/v1/status");
+    snprintf(p[6], sizeof(p[6]), "/v1/collections/nope/windows"); /* 401 before 404 */
+    snprintf(p[7], sizeof(p[7]), "/v1/no-such-route");
+    struct route {
+        const char *path, *body;
+    } routes[32];
+    size_t n = 0;
+    for (size_t i = 0; i < 8; i++)
+        routes[n++] = (struct route){p[i], i == 4 ? "{\"vector\": [0]}" : NULL};
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 32; i++)
+        routes[n++] = (struct route){extra[i], NULL};
+    const char *const wrong[] = {NULL, "wrong", "", "x" /* a prefix-length mismatch */};
+    for (size_t i = 0; i < n; i++) {
+        for (size_t w = 0; w < sizeof(wrong) / sizeof(wrong[0]); w++) {
+            struct st_test_resp r =
+                st_test_http_port(port, routes[i].path, wrong[w], routes[i].body);
+            ck_assert_msg(r.status == 401 && strstr(r.body, "\"error\"") != NULL,
+                          "%s with token '%s': HTTP %ld %s", routes[i].path,
+                          wrong[w] ? wrong[w] : "(none)", r.status, r.body);
+            free(r.body);
+        }
+        struct st_test_resp r = st_test_http_port(port, routes[i].path, token, routes[i].body);
+        ck_assert_msg(r.status != 401 && r.status != 0, "%s with the token: HTTP %ld %s",
+                      routes[i].path, r.status, r.body);
+        free(r.body);
+    }
+    static const char *const open[] = {"/healthz", "/readyz", "/metrics", "/"};
+    for (size_t i = 0; i < sizeof(open) / sizeof(open[0]); i++) {
+        struct st_test_resp r = st_test_http_port(port, open[i], NULL, NULL);
+        ck_assert_msg(r.status != 401 && r.status != 0, "%s without a token: HTTP %ld", open[i],
+                      r.status);
+        free(r.body);
+    }
 }

@@ -21,4 +21,13 @@ struct st_test_resp st_test_http(const char *url, const char *token, const char 
 struct st_test_resp st_test_http_port(unsigned port, const char *path, const char *token,
                                       const char *body);
 
+/*
+ * Walks every route of a daemon serving collection coll on port with token set: each /v1
+ * route of SPEC.md §5 (plus the daemon's own `extra` paths, NULL-terminated, GET) answers 401
+ * with a JSON error without a token and with a wrong one, and something else with the right
+ * one; the probes and the status page answer without a token.
+ */
+void st_test_http_auth_walk(unsigned port, const char *coll, const char *token,
+                            const char *const *extra);
+
 #endif
