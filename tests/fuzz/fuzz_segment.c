@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint32_t mlen;
         if (store_segment_meta(g, i, &meta, &mlen) == ST_OK)
             free(meta);
-        sink += store_segment_vectors(g)[i * info.dim] != 0;
+        sink += store_segment_vector(g, i)[0] != 0;
     }
     for (uint64_t blk = 0; blk <= info.count / STORE_SEG_META_BLOCK; blk++)
         if (store_segment_meta_block(g, blk, &buf, &len, &err) == ST_OK)
