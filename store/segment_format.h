@@ -5,8 +5,9 @@
  * Two versions. Version 1: vector i is record i's. Version 2 (the "rows" layout, for vectors
  * written once in arrival order and never moved): the vectors section holds `nrows` rows in
  * any order, a row table names each record's row, and rows no record names (versions
- * superseded before the file was finished) are allowed. Everything else is the same; readers
- * take both. Differences are marked [v2] below.
+ * superseded before the file was finished) are allowed; no two records may name the same row
+ * (so count <= nrows). Everything else is the same; readers take both. Differences are
+ * marked [v2] below.
  *
  * Layout (sections in this order; every offset is from the file start):
  *
@@ -18,7 +19,7 @@
  *   64          count*dim*4       vectors, float32, record order; tombstones are zeros.
  *                                 64-byte aligned so an mmap can be scanned with SIMD loads.
  *                                 [v2] nrows*dim*4 bytes: row order, each record's row named
- *                                 by the row table.
+ *                                 by the row table; a delete's row is zeros.
  *   recs_off    count*40          record table (STORE_SEG_REC_SIZE bytes each):
  *                                   0  8 ts (ms)        8  8 offset (Kafka)
  *                                   16 4 partition      20 4 idx in batch
@@ -50,8 +51,10 @@
  *     248 4 checksum32 of footer bytes 0..247      252 4 zero
  *
  * Validity: magic, version, footer checksum, section bounds within the file, and the small
- * sections' checksums are checked on open; vector blocks and meta blocks are checked by
- * store_segment_verify (and meta blocks whenever read).
+ * sections' checksums are checked on open, as is [v2] every row the row table names (below
+ * nrows, none named twice); vector blocks and meta blocks are checked by
+ * store_segment_verify (and meta blocks whenever read). The footer's zero fields are not
+ * checked (the footer checksum covers them).
  */
 #ifndef SEGMENT_FORMAT_H
 #define SEGMENT_FORMAT_H

@@ -171,8 +171,10 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
 int store_segment_writer_add(struct store_segment_writer *w, const struct store_seg_in *r,
                              struct st_err *err) ST_WUR;
 /* Rows mode: appends one vector row (zeros when vec is NULL) and gives its number. Rows and
- * records may interleave; every record's row must exist by finish (else ST_EINVAL). A row no
- * record names (a version superseded before the file was finished) stays in the file. */
+ * records may interleave; every record's row must exist by finish (else ST_EINVAL), and no
+ * two records may name the same row (the second add is ST_EINVAL: readers refuse such a file).
+ * A row no record names (a version superseded before the file was finished) stays in the file.
+ * A delete's vector is its row's: put it as zeros (vec NULL), as version 1 stores tombstones. */
 int store_segment_writer_put_row(struct store_segment_writer *w, const float *vec, uint64_t *row,
                                  struct st_err *err) ST_WUR;
 int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,

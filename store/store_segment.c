@@ -64,7 +64,8 @@ static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t
  *     ~100 B plus the decompressed metas per record for an in-memory sort). Adding more records
  *     than expected keeps the file valid; the filter only gets denser.
  * The sparse index (16 B per 32 records) and the meta table (24 B per 256 records) stream to
- * side files like the rest, so nothing else grows with the record count.
+ * side files like the rest, so nothing else grows with the record count but, in rows mode,
+ * one bit per row up to the highest row a record names (two records may not share a row).
  */
 
 /* A multiple of every fixed entry size (40, 24, 16, 4 bytes: 240), so a side file and each
@@ -94,6 +95,8 @@ struct store_segment_writer {
     uint64_t n;
     uint64_t nrows;   /* vector rows written */
     uint64_t max_row; /* rows mode: the highest row a record named, +1 (0: none) */
+    uint8_t *named;   /* rows mode: bit r set once a record names row r (readers refuse two) */
+    size_t named_len; /* bytes of named */
     int64_t min_ts, max_ts;
     uint8_t *vblock;
     size_t vfill;
@@ -219,6 +222,7 @@ void store_segment_writer_close(struct store_segment_writer *w)
     free(w->raw.p);
     free(w->zbuf.p);
     free(w->bloom);
+    free(w->named);
     free(w);
 }
 
@@ -336,6 +340,27 @@ int store_segment_writer_add(struct store_segment_writer *w, const struct store_
                             (unsigned long long)w->n, (unsigned long long)r->row);
             goto out;
         }
+        if (r->row / 8 >= w->named_len) {
+            size_t want = w->named_len ? w->named_len : 4096;
+            while (want <= r->row / 8)
+                want *= 2;
+            uint8_t *nb = realloc(w->named, want);
+            if (nb == NULL) {
+                rc = ST_ENOMEM;
+                goto out;
+            }
+            memset(nb + w->named_len, 0, want - w->named_len);
+            sw_account(w, (int64_t)(want - w->named_len));
+            w->named = nb;
+            w->named_len = want;
+        }
+        uint8_t bit = (uint8_t)(1u << (r->row % 8));
+        if (w->named[r->row / 8] & bit) {
+            rc = st_err_set(err, ST_EINVAL, "%s: record %llu names row %llu, already another's",
+                            w->path, (unsigned long long)w->n, (unsigned long long)r->row);
+            goto out;
+        }
+        w->named[r->row / 8] |= bit;
         uint8_t rw[4];
         st_put_le32(rw, (uint32_t)r->row);
         if ((rc = side_put(w->fs, &w->side[SIDE_ROWS], rw, sizeof(rw))) != ST_OK)
@@ -627,12 +652,35 @@ static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out)
     return !__builtin_mul_overflow(a, b, out);
 }
 
+/* Version 2: every row the table names is below nrows, and no two records name one row (so
+ * count <= nrows: the vectors a file's records reach never exceed the vector bytes it holds).
+ * The bitmap is nrows / 8 bytes, and nrows * dim * 4 already lies inside the file. */
+static int check_rows(const struct store_segment *g, struct st_err *err)
+{
+    uint8_t *seen = calloc(g->nrows / 8 + 1, 1);
+    if (seen == NULL)
+        return ST_ENOMEM;
+    int rc = ST_OK;
+    for (uint64_t i = 0; rc == ST_OK && i < g->info.count; i++) {
+        uint32_t r = st_get_le32(g->rows + i * 4);
+        uint64_t at = (uint64_t)(g->rows - g->map) + i * 4;
+        if (r >= g->nrows)
+            rc = corrupt(err, g->path, at, "row table names a row beyond the vectors");
+        else if (seen[r / 8] & (1u << (r % 8)))
+            rc = corrupt(err, g->path, at, "row named by two records");
+        else
+            seen[r / 8] |= (uint8_t)(1u << (r % 8));
+    }
+    free(seen);
+    return rc;
+}
+
 /*
  * Everything the accessors rely on, checked once at open so they stay plain loads: the file
  * is untrusted (it may come over HTTP) and its checksums only prove it was written whole, not
  * that its writer told the truth. After this, for every record i < count: its id lies in the
  * ids section (the ids are packed in record order), id_len is 1..STORE_ID_MAX, op is 0 or 1,
- * its row (version 2) is below the row count,
+ * its row (version 2) is below the row count and no other record's,
  * meta_len <= STORE_META_MAX; sparse entry j names record 32*j; meta block b lies in the meta
  * section (blocks packed in order) and its raw length is the sum of its records' meta_len.
  */
@@ -648,9 +696,11 @@ static int check_tables(struct store_segment *g, uint64_t recs_off, uint64_t met
             r[34] > STORE_OP_DELETE || st_get_le32(r + 36) > STORE_META_MAX)
             return corrupt(err, path, recs_off + i * STORE_SEG_REC_SIZE, "bad record entry");
         at += l;
-        if (g->rows != NULL && st_get_le32(g->rows + i * 4) >= g->nrows)
-            return corrupt(err, path, (uint64_t)(g->rows - g->map) + i * 4,
-                           "row table names a row beyond the vectors");
+    }
+    if (g->rows != NULL) {
+        int rc = check_rows(g, err);
+        if (rc != ST_OK)
+            return rc;
     }
     if (at != g->ids_len)
         return corrupt(err, path, (uint64_t)(g->ids - g->map), "ids section length disagrees");
@@ -1064,22 +1114,7 @@ int store_segment_verify(const struct store_segment *g, struct st_err *err)
     }
     if (want != metas)
         return corrupt(err, g->path, (uint64_t)(g->mtab - g->map), "meta sizes disagree");
-    if (g->rows != NULL) {
-        /* Open checked every row is in range; no two records may share one. */
-        uint8_t *seen = calloc(g->nrows / 8 + 1, 1);
-        if (seen == NULL)
-            return ST_ENOMEM;
-        for (uint64_t i = 0; i < g->info.count; i++) {
-            uint32_t r = st_get_le32(g->rows + i * 4);
-            if (seen[r / 8] & (1u << (r % 8))) {
-                free(seen);
-                return corrupt(err, g->path, (uint64_t)(g->rows - g->map) + i * 4,
-                               "row named by two records");
-            }
-            seen[r / 8] |= (uint8_t)(1u << (r % 8));
-        }
-        free(seen);
-    }
+    /* Version 2's row table (in range, no row named twice) was checked by open. */
     return ST_OK;
 }
 
