@@ -55,7 +55,8 @@ static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t
  *
  * Memory (every buffer the writer owns is counted in its peak, store_segment_writer_peak):
  *   - one vector block: STORE_SEG_VEC_BLOCK (256 KiB);
- *   - one buffer of SEG_SIDE_BUF (64 KiB) per side file (6), and one copy buffer at finish;
+ *   - one buffer of SEG_SIDE_BUF (64 KiB) per side file (6; 7 in rows mode, the row table),
+ *     and one copy buffer at finish;
  *   - one raw meta block and its compressed form: at most STORE_SEG_META_BLOCK metas each
  *     (a few KiB typically; 16 MiB + zstd's bound at STORE_META_MAX metas);
  *   - the Bloom filter: STORE_SEG_BLOOM_BITS_PER_KEY (10) bits per *expected* record, sized at
@@ -254,6 +255,8 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
             sd->path = NULL;
             goto fail;
         }
+        if (i == SIDE_ROWS && !meta->rows)
+            continue; /* version 1 has no row table */
         if ((sd->buf = malloc(SEG_SIDE_BUF)) == NULL)
             goto fail;
         sw_account(w, SEG_SIDE_BUF);
