@@ -545,6 +545,33 @@ START_TEST(test_segment_rows_writer_refuses)
 }
 END_TEST
 
+/* A version-1 file reads footer bytes 192..247 as nothing: the v2 fields there (rows_off,
+ * nrows, the row table's checksum) mean nothing in version 1, so garbage in them (under a valid
+ * footer checksum) changes nothing a reader sees, as before version 2 existed. */
+START_TEST(test_segment_v1_ignores_v2_footer_fields)
+{
+    size_t len;
+    uint8_t *b = make_segment(NREC, &len);
+    ck_assert_uint_eq(st_get_le32(b + 8), STORE_SEG_VERSION);
+    memset(b + len - STORE_SEG_FOOTER + 192, 0xff, 56);
+    fuzz_reseal_segment(b, len);
+    struct store_segment *g;
+    struct st_err err = {0};
+    ck_assert_msg(store_segment_open_file(fuzz_memfile(b, len), &g, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(store_segment_verify(g, &err) == ST_OK, "%s", err.msg);
+    struct store_segment_info info;
+    store_segment_info(g, &info);
+    ck_assert_uint_eq(info.rows, NREC);
+    const float *all = store_segment_contiguous(g);
+    ck_assert_ptr_eq(all, (const float *)(const void *)(g->map + STORE_SEG_HEADER));
+    for (uint32_t i = 0; i < NREC; i++)
+        ck_assert_ptr_eq(store_segment_vector(g, i), all + (size_t)i * DIM);
+    exercise(g);
+    store_segment_unref(g);
+    free(b);
+}
+END_TEST
+
 /* Bytes no checksum covers: the header's dim and reserved zeros, the footer's last 4 zero
  * bytes. A flip there is bit rot all the same: store_segment_verify (what `strata inspect`
  * runs) must call it corruption, naming the offset (of the field, for the dim). */
@@ -593,6 +620,7 @@ int main(void)
     tcase_add_test(tc, test_segment_rows_layout);
     tcase_add_test(tc, test_segment_rows_lie);
     tcase_add_test(tc, test_segment_rows_writer_refuses);
+    tcase_add_test(tc, test_segment_v1_ignores_v2_footer_fields);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
