@@ -129,8 +129,8 @@ static int part_open(const struct idx_cat_entry *e, const char *seg_path, const 
         if (r.op == STORE_OP_UPSERT)
             p->rec[p->n++] = (uint32_t)i;
     }
-    const float *all = store_segment_vectors(p->seg);
-    if (p->n == si.count) {
+    const float *all = store_segment_contiguous(p->seg);
+    if (p->n == si.count && all != NULL) {
         p->raw = all;
     } else if (p->n > 0) {
         p->raw_owned = malloc((size_t)p->n * p->dim * sizeof(float));
@@ -139,7 +139,7 @@ static int part_open(const struct idx_cat_entry *e, const char *seg_path, const 
             return ST_ENOMEM;
         }
         for (uint32_t l = 0; l < p->n; l++)
-            memcpy(p->raw_owned + (size_t)l * p->dim, all + (size_t)p->rec[l] * p->dim,
+            memcpy(p->raw_owned + (size_t)l * p->dim, store_segment_vector(p->seg, p->rec[l]),
                    p->dim * sizeof(float));
         p->raw = p->raw_owned;
     }

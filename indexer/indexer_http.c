@@ -120,9 +120,9 @@ static json_t *indexed_record(struct idx_coll *c, struct idx_part *p, uint32_t r
     json_t *o =
         json_pack("{s:o,s:I,s:o,s:o,s:{s:I,s:I},s:I,s:I,s:s}", "id",
                   st_api_id_json(is_u64(c), r.id, r.id_len), "ts", (json_int_t)r.ts, "vector",
-                  st_api_vec_json(store_segment_vectors(p->seg) + (size_t)rec * cc->dim, cc->dim),
-                  "meta", st_api_meta_json(meta, ml), "window", "start", (json_int_t)p->e.start,
-                  "end", (json_int_t)p->e.end, "partition", (json_int_t)r.partition, "offset",
+                  st_api_vec_json(store_segment_vector(p->seg, rec), cc->dim), "meta",
+                  st_api_meta_json(meta, ml), "window", "start", (json_int_t)p->e.start, "end",
+                  (json_int_t)p->e.end, "partition", (json_int_t)r.partition, "offset",
                   (json_int_t)r.offset, "node", p->e.node);
     free(meta);
     return o;
@@ -311,8 +311,7 @@ static void do_search(struct indexer_http *h, struct idx_coll *c, const struct s
             if (sq.with_vec)
                 json_object_set_new(
                     o, "vector",
-                    st_api_vec_json(store_segment_vectors(x->part->seg) + (size_t)x->rec * cc->dim,
-                                    cc->dim));
+                    st_api_vec_json(store_segment_vector(x->part->seg, x->rec), cc->dim));
         }
         json_array_append_new(hits, o);
     }

@@ -154,6 +154,7 @@ struct store_segment_info {
     enum store_seg_kind kind;
     uint32_t version;
     uint64_t count;
+    uint64_t rows; /* vector rows: count, or more in a version-2 file (unreferenced rows) */
     uint64_t bytes;
     int64_t min_ts, max_ts;
     uint32_t dim;
@@ -173,8 +174,11 @@ struct store_seg_record {
 };
 
 void store_segment_info(const struct store_segment *g, struct store_segment_info *out);
-/* count * dim floats, contiguous and 64-byte aligned; valid while referenced. */
-const float *store_segment_vectors(const struct store_segment *g);
+/* Record i's vector (dim floats; zeros for a delete); valid while g is referenced. */
+const float *store_segment_vector(const struct store_segment *g, uint64_t i);
+/* All vectors in record order, count * dim floats, contiguous and 64-byte aligned; NULL when
+ * the file keeps its vectors in row order (format version 2: use store_segment_vector). */
+const float *store_segment_contiguous(const struct store_segment *g);
 void store_segment_record(const struct store_segment *g, uint64_t i, struct store_seg_record *out);
 /* Index of id in the segment, or ST_ENOTFOUND (Bloom filter first). */
 int store_segment_find(const struct store_segment *g, const uint8_t *id, uint32_t id_len,
@@ -209,7 +213,9 @@ struct store_scan_src {
     int64_t min_ts, max_ts;              /* segment */
     uint64_t n;
     uint32_t dim;
-    const float *vecs;        /* n * dim floats; record i's vector at i * dim (zeros for deletes) */
+    const float *vecs;        /* vectors: use store_scan_vec (record i's is at i * dim unless the
+                                 segment keeps a row table) */
+    const uint8_t *rows_;     /* private: a segment's row table, NULL when record i is row i */
     const void *memtable_;    /* private: the chunk's entries */
     uint64_t memtable_limit_; /* private: records of the memtable the scan covers */
 };
@@ -227,6 +233,16 @@ struct store_scan_rec {
 };
 
 void store_scan_record(const struct store_scan_src *src, uint64_t i, struct store_scan_rec *out);
+/* Record i's vector: dim floats (zeros for deletes). */
+static inline const float *store_scan_vec(const struct store_scan_src *src, uint64_t i)
+{
+    uint64_t row = i;
+    if (src->rows_ != NULL) {
+        const uint8_t *p = src->rows_ + i * 4;
+        row = (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
+    }
+    return src->vecs + row * src->dim;
+}
 
 /* Called once per source; a non-ST_OK return stops the scan and is returned. */
 typedef int (*store_scan_fn)(void *ctx, const struct store_scan_src *src);

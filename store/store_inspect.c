@@ -124,6 +124,9 @@ static int inspect_seg(struct ictx *c, const char *path, uint32_t want_dim)
                 path, in.window_start, in.window_end, in.kind <= 2 ? kinds[in.kind] : "?",
                 in.version, in.count, in.dim, in.bytes, in.min_ts, in.max_ts,
                 rc == ST_OK ? "ok" : "BAD");
+        if (store_segment_contiguous(g) == NULL) /* format version 2 */
+            fprintf(c->out, "  rows layout: %" PRIu64 " vector rows, %" PRIu64 " unreferenced\n",
+                    in.rows, in.rows > in.count ? in.rows - in.count : 0);
         if (want_dim && in.dim != want_dim)
             problem(c, "%s: dim %u differs from the store's %u", path, in.dim, want_dim);
         store_segment_unref(g);

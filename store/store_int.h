@@ -137,15 +137,17 @@ struct store_seg_in {
     int64_t offset;
     uint32_t idx;
     uint8_t op;
-    const float *vec; /* NULL for deletes */
+    const float *vec; /* NULL for deletes; unused by a writer in rows mode */
     const uint8_t *meta;
     uint32_t meta_len;
+    uint64_t row; /* rows mode: the vector row (store_segment_writer_put_row) */
 };
 
 struct store_seg_meta {
     int64_t window_start, window_end;
     enum store_seg_kind kind;
     uint32_t version;
+    bool rows; /* format version 2: vectors are rows put in any order, records name theirs */
 };
 
 /*
@@ -168,6 +170,13 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
                               struct store_segment_writer **out, struct st_err *err) ST_WUR;
 int store_segment_writer_add(struct store_segment_writer *w, const struct store_seg_in *r,
                              struct st_err *err) ST_WUR;
+/* Rows mode: appends one vector row (zeros when vec is NULL) and gives its number. Rows and
+ * records may interleave; every record's row must exist by finish (else ST_EINVAL), and no
+ * two records may name the same row (the second add is ST_EINVAL: readers refuse such a file).
+ * A row no record names (a version superseded before the file was finished) stays in the file.
+ * A delete's vector is its row's: put it as zeros (vec NULL), as version 1 stores tombstones. */
+int store_segment_writer_put_row(struct store_segment_writer *w, const float *vec, uint64_t *row,
+                                 struct st_err *err) ST_WUR;
 int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
                                 struct st_err *err) ST_WUR;
 void store_segment_writer_close(struct store_segment_writer *w);
@@ -180,7 +189,9 @@ uint64_t store_segment_writer_count(const struct store_segment_writer *w);
 uint64_t store_segment_writer_memory(uint64_t expect, uint32_t meta_max);
 
 /* Writes a complete segment to path through one writer (created exclusively, fsynced, not
- * renamed). in must be sorted by id with unique ids. *bytes gets the file size. */
+ * renamed). in must be sorted by id with unique ids. *bytes gets the file size. With
+ * meta->rows, each in[i].row places its vector: row r holds the vector of the record naming r
+ * (zeros when none does, up to the highest row named). */
 int store_segment_write(struct store_fs *fs, const char *path, uint32_t dim,
                         const struct store_seg_meta *meta, const struct store_seg_in *in, size_t n,
                         uint64_t *bytes, struct st_err *err) ST_WUR;
@@ -193,11 +204,15 @@ struct store_segment {
     size_t map_len;
     struct store_segment_info info;
     const uint8_t *recs, *ids, *sparse, *mtab, *bloom, *vsum;
-    uint64_t ids_len, nsparse, nmeta, bloom_len, nvblocks;
+    const uint8_t *rows; /* version 2: record i's row at rows + 4 i; NULL: row i */
+    uint64_t ids_len, nsparse, nmeta, bloom_len, nvblocks, nrows;
     uint32_t bloom_k;
     bool doomed; /* removed from the manifest: unlink when the last ref goes */
     struct store_fs *fs;
 };
+
+/* The vectors section: row r's vector at r * dim (record i's row: rows, or i). */
+const float *store_segment_rows_base(const struct store_segment *g);
 
 /* All metas of g concatenated in record order (malloc'd, caller frees; NULL when none). */
 int store_segment_meta_all(const struct store_segment *g, uint8_t **buf, size_t *len) ST_WUR;

@@ -253,7 +253,7 @@ static int merge_write(struct store *s, struct store_segment **in, size_t n, con
                                  .op = c->r.op,
                                  .meta_len = c->r.meta_len};
         if (c->r.op == STORE_OP_UPSERT)
-            r.vec = store_segment_vectors(c->g) + c->i * c->g->info.dim;
+            r.vec = store_segment_vector(c->g, c->i);
         if ((rc = cur_meta(&m, c, &r.meta)) != ST_OK)
             break;
         if ((rc = store_segment_writer_add(w, &r, err)) != ST_OK)

@@ -124,8 +124,7 @@ static int get_newest(struct store *s, const uint8_t *id, uint32_t id_len, struc
         out->offset = r.offset;
         out->idx = r.idx;
         if (out->vec != NULL)
-            memcpy(out->vec, store_segment_vectors(g) + idx * g->info.dim,
-                   g->info.dim * sizeof(float));
+            memcpy(out->vec, store_segment_vector(g, idx), g->info.dim * sizeof(float));
         free(out->meta);
         out->meta = NULL;
         out->meta_len = 0;
@@ -245,7 +244,8 @@ int store_scan(struct store *s, store_scan_fn fn, void *ctx)
                                      .max_ts = g->info.max_ts,
                                      .n = g->info.count,
                                      .dim = g->info.dim,
-                                     .vecs = store_segment_vectors(g)};
+                                     .vecs = store_segment_rows_base(g),
+                                     .rows_ = g->rows};
         rc = fn(ctx, &src);
     }
     store_snapshot_release(snap);

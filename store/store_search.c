@@ -268,7 +268,7 @@ static int scan_inline(struct search *x, const struct store_scan_src *src)
                 return rc;
         }
         x->scanned++;
-        float d = x->fn(q->vec, src->vecs + i * src->dim, src->dim);
+        float d = x->fn(q->vec, store_scan_vec(src, i), src->dim);
         if (!heap_admits(&x->best, x->k, d, r.id, r.id_len))
             continue;
         struct cand c;

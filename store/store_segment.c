@@ -55,7 +55,8 @@ static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t
  *
  * Memory (every buffer the writer owns is counted in its peak, store_segment_writer_peak):
  *   - one vector block: STORE_SEG_VEC_BLOCK (256 KiB);
- *   - one buffer of SEG_SIDE_BUF (64 KiB) per side file (6), and one copy buffer at finish;
+ *   - one buffer of SEG_SIDE_BUF (64 KiB) per side file (6; 7 in rows mode, the row table),
+ *     and one copy buffer at finish;
  *   - one raw meta block and its compressed form: at most STORE_SEG_META_BLOCK metas each
  *     (a few KiB typically; 16 MiB + zstd's bound at STORE_META_MAX metas);
  *   - the Bloom filter: STORE_SEG_BLOOM_BITS_PER_KEY (10) bits per *expected* record, sized at
@@ -64,7 +65,8 @@ static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t
  *     ~100 B plus the decompressed metas per record for an in-memory sort). Adding more records
  *     than expected keeps the file valid; the filter only gets denser.
  * The sparse index (16 B per 32 records) and the meta table (24 B per 256 records) stream to
- * side files like the rest, so nothing else grows with the record count.
+ * side files like the rest, so nothing else grows with the record count but, in rows mode,
+ * one bit per row up to the highest row a record names (two records may not share a row).
  */
 
 /* A multiple of every fixed entry size (40, 24, 16, 4 bytes: 240), so a side file and each
@@ -72,8 +74,9 @@ static void bloom_hashes(const uint8_t *id, uint32_t len, uint32_t *h1, uint32_t
 #define SEG_SIDE_BUF (273u * 240u) /* 65520 */
 #define SEG_COPY_BUF SEG_SIDE_BUF
 
-enum { SIDE_RECS, SIDE_IDS, SIDE_SPARSE, SIDE_META, SIDE_MTAB, SIDE_VSUM, SIDE_N };
-static const char *const side_name[SIDE_N] = {"recs", "ids", "sparse", "meta", "mtab", "vsum"};
+enum { SIDE_RECS, SIDE_IDS, SIDE_SPARSE, SIDE_META, SIDE_MTAB, SIDE_VSUM, SIDE_ROWS, SIDE_N };
+static const char *const side_name[SIDE_N] = {"recs", "ids",  "sparse", "meta",
+                                              "mtab", "vsum", "rows"};
 
 struct seg_side {
     struct store_file *f; /* created when the buffer first fills: small sections never spill */
@@ -91,6 +94,10 @@ struct store_segment_writer {
     uint32_t dim;
     struct store_seg_meta meta;
     uint64_t n;
+    uint64_t nrows;   /* vector rows written */
+    uint64_t max_row; /* rows mode: the highest row a record named, +1 (0: none) */
+    uint8_t *named;   /* rows mode: bit r set once a record names row r (readers refuse two) */
+    size_t named_len; /* bytes of named */
     int64_t min_ts, max_ts;
     uint8_t *vblock;
     size_t vfill;
@@ -216,6 +223,7 @@ void store_segment_writer_close(struct store_segment_writer *w)
     free(w->raw.p);
     free(w->zbuf.p);
     free(w->bloom);
+    free(w->named);
     free(w);
 }
 
@@ -247,6 +255,8 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
             sd->path = NULL;
             goto fail;
         }
+        if (i == SIDE_ROWS && !meta->rows)
+            continue; /* version 1 has no row table */
         if ((sd->buf = malloc(SEG_SIDE_BUF)) == NULL)
             goto fail;
         sw_account(w, SEG_SIDE_BUF);
@@ -257,7 +267,7 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
     }
     uint8_t head[STORE_SEG_HEADER] = {0};
     memcpy(head, STORE_SEG_MAGIC, 8);
-    st_put_le32(head + 8, STORE_SEG_VERSION);
+    st_put_le32(head + 8, meta->rows ? STORE_SEG_VERSION_ROWS : STORE_SEG_VERSION);
     st_put_le32(head + 12, dim);
     if ((rc = store_fs_write(w->f, head, sizeof(head), "store.seg.write")) != ST_OK) {
         st_err_set(err, rc, "write %s: %s", path, st_strerror(rc));
@@ -267,6 +277,50 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
     return ST_OK;
 fail:
     store_segment_writer_close(w);
+    return rc;
+}
+
+/* Appends one vector row (zeros when vec is NULL) to the vectors section. */
+static int vec_put(struct store_segment_writer *w, const float *vec)
+{
+    size_t vecbytes = (size_t)w->dim * sizeof(float);
+    for (size_t done = 0; done < vecbytes;) {
+        size_t take = vecbytes - done;
+        if (take > STORE_SEG_VEC_BLOCK - w->vfill)
+            take = STORE_SEG_VEC_BLOCK - w->vfill;
+        if (vec != NULL)
+            memcpy(w->vblock + w->vfill, (const uint8_t *)vec + done, take);
+        else
+            memset(w->vblock + w->vfill, 0, take);
+        w->vfill += take;
+        done += take;
+        if (w->vfill == STORE_SEG_VEC_BLOCK) {
+            int rc = vec_block_done(w);
+            if (rc != ST_OK)
+                return rc;
+        }
+    }
+    w->nrows++;
+    return ST_OK;
+}
+
+int store_segment_writer_put_row(struct store_segment_writer *w, const float *vec, uint64_t *row,
+                                 struct st_err *err)
+{
+    if (w->failed != ST_OK || w->done)
+        return w->done ? ST_EINVAL : w->failed;
+    if (!w->meta.rows || w->nrows >= UINT32_MAX) {
+        w->failed = st_err_set(err, ST_EINVAL, "%s: %s", w->path,
+                               w->meta.rows ? "more vector rows than a row table can name"
+                                            : "vector rows need a writer in rows mode");
+        return w->failed;
+    }
+    *row = w->nrows;
+    int rc = vec_put(w, vec);
+    if (rc != ST_OK) {
+        st_err_set(err, rc, "write %s: %s", w->path, st_strerror(rc));
+        w->failed = rc;
+    }
     return rc;
 }
 
@@ -282,20 +336,42 @@ int store_segment_writer_add(struct store_segment_writer *w, const struct store_
                         (unsigned long long)w->n);
         goto out;
     }
-    /* Vector: zeros for a delete. */
-    size_t vecbytes = (size_t)w->dim * sizeof(float);
-    for (size_t done = 0; done < vecbytes;) {
-        size_t take = vecbytes - done;
-        if (take > STORE_SEG_VEC_BLOCK - w->vfill)
-            take = STORE_SEG_VEC_BLOCK - w->vfill;
-        if (r->op == STORE_OP_UPSERT && r->vec != NULL)
-            memcpy(w->vblock + w->vfill, (const uint8_t *)r->vec + done, take);
-        else
-            memset(w->vblock + w->vfill, 0, take);
-        w->vfill += take;
-        done += take;
-        if (w->vfill == STORE_SEG_VEC_BLOCK && (rc = vec_block_done(w)) != ST_OK)
+    if (w->meta.rows) {
+        /* The vector is a row put earlier (or later: checked at finish). */
+        if (r->row >= UINT32_MAX) {
+            rc = st_err_set(err, ST_EINVAL, "%s: record %llu names row %llu", w->path,
+                            (unsigned long long)w->n, (unsigned long long)r->row);
+            goto out;
+        }
+        if (r->row / 8 >= w->named_len) {
+            size_t want = w->named_len ? w->named_len : 4096;
+            while (want <= r->row / 8)
+                want *= 2;
+            uint8_t *nb = realloc(w->named, want);
+            if (nb == NULL) {
+                rc = ST_ENOMEM;
+                goto out;
+            }
+            memset(nb + w->named_len, 0, want - w->named_len);
+            sw_account(w, (int64_t)(want - w->named_len));
+            w->named = nb;
+            w->named_len = want;
+        }
+        uint8_t bit = (uint8_t)(1u << (r->row % 8));
+        if (w->named[r->row / 8] & bit) {
+            rc = st_err_set(err, ST_EINVAL, "%s: record %llu names row %llu, already another's",
+                            w->path, (unsigned long long)w->n, (unsigned long long)r->row);
+            goto out;
+        }
+        w->named[r->row / 8] |= bit;
+        uint8_t rw[4];
+        st_put_le32(rw, (uint32_t)r->row);
+        if ((rc = side_put(w->fs, &w->side[SIDE_ROWS], rw, sizeof(rw))) != ST_OK)
             goto io;
+        if (r->row + 1 > w->max_row)
+            w->max_row = r->row + 1;
+    } else if ((rc = vec_put(w, r->op == STORE_OP_UPSERT ? r->vec : NULL)) != ST_OK) {
+        goto io; /* zeros for a delete */
     }
     uint8_t rec[STORE_SEG_REC_SIZE] = {0};
     st_put_le64(rec + 0, (uint64_t)r->ts);
@@ -414,6 +490,11 @@ int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
     }
     if (w->n % STORE_SEG_META_BLOCK != 0 && (rc = meta_block_done(w, err)) != ST_OK)
         goto out;
+    if (w->max_row > w->nrows) {
+        rc = st_err_set(err, ST_EINVAL, "%s: a record names row %llu of %llu", w->path,
+                        (unsigned long long)(w->max_row - 1), (unsigned long long)w->nrows);
+        goto out;
+    }
     if ((cbuf = malloc(SEG_COPY_BUF)) == NULL) {
         rc = ST_ENOMEM;
         goto out;
@@ -429,6 +510,7 @@ int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
     }
     uint64_t bloom_off = at;
     off[SIDE_VSUM] = bloom_off + w->bloom_len;
+    off[SIDE_ROWS] = off[SIDE_VSUM] + w->side[SIDE_VSUM].total;
     uint32_t sum[SIDE_N] = {0};
     for (size_t i = 0; rc == ST_OK && i < sizeof(order) / sizeof(order[0]); i++) {
         int k = order[i];
@@ -439,12 +521,14 @@ int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
         st_err_set(err, rc, "write %s: %s", w->path, st_strerror(rc));
     if (rc == ST_OK)
         rc = side_copy(w, &w->side[SIDE_VSUM], cbuf, 0, &sum[SIDE_VSUM], err);
+    if (rc == ST_OK && w->meta.rows)
+        rc = side_copy(w, &w->side[SIDE_ROWS], cbuf, 0, &sum[SIDE_ROWS], err);
     if (rc != ST_OK)
         goto out;
     int64_t min_ts = w->n ? w->min_ts : 0, max_ts = w->n ? w->max_ts : 0;
     uint8_t ft[STORE_SEG_FOOTER] = {0};
     memcpy(ft, STORE_SEG_FOOTER_MAGIC, 8);
-    st_put_le32(ft + 8, STORE_SEG_VERSION);
+    st_put_le32(ft + 8, w->meta.rows ? STORE_SEG_VERSION_ROWS : STORE_SEG_VERSION);
     st_put_le32(ft + 12, w->dim);
     st_put_le64(ft + 16, w->n);
     st_put_le64(ft + 24, (uint64_t)w->meta.window_start);
@@ -472,6 +556,11 @@ int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
     st_put_le32(ft + 180, sum[SIDE_MTAB]);
     st_put_le32(ft + 184, st_checksum32(w->bloom, w->bloom_len));
     st_put_le32(ft + 188, sum[SIDE_VSUM]);
+    if (w->meta.rows) {
+        st_put_le64(ft + 192, off[SIDE_ROWS]);
+        st_put_le64(ft + 200, w->nrows);
+        st_put_le32(ft + 208, sum[SIDE_ROWS]);
+    }
     st_put_le32(ft + 248, st_checksum32(ft, 248));
     if ((rc = store_fs_write(w->f, ft, sizeof(ft), "store.seg.write")) != ST_OK ||
         (rc = store_fs_sync(w->f, "store.seg.fsync")) != ST_OK) {
@@ -522,6 +611,23 @@ int store_segment_write(struct store_fs *fs, const char *path, uint32_t dim,
 {
     struct store_segment_writer *w;
     int rc = store_segment_writer_open(fs, path, dim, meta, n, &w, err);
+    if (rc == ST_OK && meta->rows) {
+        /* Rows mode: row r holds the vector of the record naming r; zeros when none does. */
+        uint64_t nrows = 0;
+        for (size_t i = 0; i < n; i++)
+            if (in[i].row < UINT32_MAX && in[i].row + 1 > nrows)
+                nrows = in[i].row + 1;
+        const struct store_seg_in **of = calloc(nrows ? nrows : 1, sizeof(*of));
+        if (of == NULL)
+            rc = ST_ENOMEM;
+        for (size_t i = 0; rc == ST_OK && i < n; i++)
+            if (in[i].row < nrows)
+                of[in[i].row] = &in[i];
+        for (uint64_t r = 0, got; rc == ST_OK && r < nrows; r++)
+            rc = store_segment_writer_put_row(
+                w, of[r] != NULL && of[r]->op == STORE_OP_UPSERT ? of[r]->vec : NULL, &got, err);
+        free(of);
+    }
     for (size_t i = 0; rc == ST_OK && i < n; i++)
         rc = store_segment_writer_add(w, &in[i], err);
     if (rc == ST_OK)
@@ -549,11 +655,35 @@ static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out)
     return !__builtin_mul_overflow(a, b, out);
 }
 
+/* Version 2: every row the table names is below nrows, and no two records name one row (so
+ * count <= nrows: the vectors a file's records reach never exceed the vector bytes it holds).
+ * The bitmap is nrows / 8 bytes, and nrows * dim * 4 already lies inside the file. */
+static int check_rows(const struct store_segment *g, struct st_err *err)
+{
+    uint8_t *seen = calloc(g->nrows / 8 + 1, 1);
+    if (seen == NULL)
+        return ST_ENOMEM;
+    int rc = ST_OK;
+    for (uint64_t i = 0; rc == ST_OK && i < g->info.count; i++) {
+        uint32_t r = st_get_le32(g->rows + i * 4);
+        uint64_t at = (uint64_t)(g->rows - g->map) + i * 4;
+        if (r >= g->nrows)
+            rc = corrupt(err, g->path, at, "row table names a row beyond the vectors");
+        else if (seen[r / 8] & (1u << (r % 8)))
+            rc = corrupt(err, g->path, at, "row named by two records");
+        else
+            seen[r / 8] |= (uint8_t)(1u << (r % 8));
+    }
+    free(seen);
+    return rc;
+}
+
 /*
  * Everything the accessors rely on, checked once at open so they stay plain loads: the file
  * is untrusted (it may come over HTTP) and its checksums only prove it was written whole, not
  * that its writer told the truth. After this, for every record i < count: its id lies in the
  * ids section (the ids are packed in record order), id_len is 1..STORE_ID_MAX, op is 0 or 1,
+ * its row (version 2) is below the row count and no other record's,
  * meta_len <= STORE_META_MAX; sparse entry j names record 32*j; meta block b lies in the meta
  * section (blocks packed in order) and its raw length is the sum of its records' meta_len.
  */
@@ -569,6 +699,11 @@ static int check_tables(struct store_segment *g, uint64_t recs_off, uint64_t met
             r[34] > STORE_OP_DELETE || st_get_le32(r + 36) > STORE_META_MAX)
             return corrupt(err, path, recs_off + i * STORE_SEG_REC_SIZE, "bad record entry");
         at += l;
+    }
+    if (g->rows != NULL) {
+        int rc = check_rows(g, err);
+        if (rc != ST_OK)
+            return rc;
     }
     if (at != g->ids_len)
         return corrupt(err, path, (uint64_t)(g->ids - g->map), "ids section length disagrees");
@@ -639,9 +774,10 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
         rc = corrupt(err, path, fo, "footer checksum mismatch");
         goto fail;
     }
-    if (st_get_le32(ft + 8) != STORE_SEG_VERSION || st_get_le32(m + 8) != STORE_SEG_VERSION) {
-        rc = st_err_set(err, ST_EUNSUPP, "%s: segment format version %u not supported", path,
-                        st_get_le32(ft + 8));
+    uint32_t fver = st_get_le32(ft + 8);
+    if ((fver != STORE_SEG_VERSION && fver != STORE_SEG_VERSION_ROWS) ||
+        st_get_le32(m + 8) != fver) {
+        rc = st_err_set(err, ST_EUNSUPP, "%s: segment format version %u not supported", path, fver);
         goto fail;
     }
     struct store_segment_info *in = &g->info;
@@ -669,10 +805,16 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
     g->bloom_k = st_get_le32(ft + 144);
     uint64_t vsum_off = st_get_le64(ft + 152);
     g->nvblocks = st_get_le64(ft + 160);
+    /* Version 2: vector rows in arrival order and a row table naming each record's row. */
+    bool rows = fver == STORE_SEG_VERSION_ROWS;
+    uint64_t rows_off = rows ? st_get_le64(ft + 192) : 0;
+    g->nrows = rows ? st_get_le64(ft + 200) : in->count;
+    in->rows = g->nrows;
     /* Section sizes: a product that overflows would wrap to a size that fits the file. */
-    uint64_t vbytes = 0, recs_len = 0, sparse_len = 0, mtab_len = 0, vsum_len = 0;
-    if (kind > STORE_SEG_DELTA || in->dim == 0 || !mul_ok(in->count, in->dim, &vbytes) ||
-        !mul_ok(vbytes, 4, &vbytes) || !mul_ok(in->count, STORE_SEG_REC_SIZE, &recs_len) ||
+    uint64_t vbytes = 0, recs_len = 0, sparse_len = 0, mtab_len = 0, vsum_len = 0, rows_len = 0;
+    if (kind > STORE_SEG_DELTA || in->dim == 0 || !mul_ok(g->nrows, in->dim, &vbytes) ||
+        !mul_ok(rows ? in->count : 0, 4, &rows_len) || !mul_ok(vbytes, 4, &vbytes) ||
+        !mul_ok(in->count, STORE_SEG_REC_SIZE, &recs_len) ||
         !mul_ok(g->nsparse, STORE_SEG_SPARSE_SIZE, &sparse_len) ||
         !mul_ok(g->nmeta, STORE_SEG_MTAB_SIZE, &mtab_len) || !mul_ok(g->nvblocks, 4, &vsum_len)) {
         rc = corrupt(err, path, fo, "footer values out of range");
@@ -683,6 +825,7 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
         !in_file(fo, sparse_off, sparse_len) || !in_file(fo, mtab_off, mtab_len) ||
         meta_off > mtab_off || !in_file(fo, meta_off, mtab_off - meta_off) ||
         !in_file(fo, bloom_off, g->bloom_len) || !in_file(fo, vsum_off, vsum_len) ||
+        !in_file(fo, rows_off, rows_len) ||
         g->nvblocks != (vbytes + STORE_SEG_VEC_BLOCK - 1) / STORE_SEG_VEC_BLOCK ||
         g->nsparse != (in->count + STORE_SEG_SPARSE_EVERY - 1) / STORE_SEG_SPARSE_EVERY ||
         g->nmeta != (in->count + STORE_SEG_META_BLOCK - 1) / STORE_SEG_META_BLOCK ||
@@ -696,14 +839,16 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
     g->mtab = m + mtab_off;
     g->bloom = m + bloom_off;
     g->vsum = m + vsum_off;
+    g->rows = rows ? m + rows_off : NULL;
     static const struct {
         const char *name;
         unsigned foot;
     } secs[] = {{"record table", 168}, {"ids", 172},   {"sparse index", 176},
-                {"meta table", 180},   {"bloom", 184}, {"vector checksums", 188}};
-    const uint8_t *sp[] = {g->recs, g->ids, g->sparse, g->mtab, g->bloom, g->vsum};
-    uint64_t sl[] = {recs_len, g->ids_len, sparse_len, mtab_len, g->bloom_len, vsum_len};
-    for (size_t i = 0; i < 6; i++) {
+                {"meta table", 180},   {"bloom", 184}, {"vector checksums", 188},
+                {"row table", 208}};
+    const uint8_t *sp[] = {g->recs, g->ids, g->sparse, g->mtab, g->bloom, g->vsum, m + rows_off};
+    uint64_t sl[] = {recs_len, g->ids_len, sparse_len, mtab_len, g->bloom_len, vsum_len, rows_len};
+    for (size_t i = 0; i < (rows ? 7u : 6u); i++) {
         if (st_checksum32(sp[i], sl[i]) != st_get_le32(ft + secs[i].foot)) {
             char what[64];
             snprintf(what, sizeof(what), "%s checksum mismatch", secs[i].name);
@@ -751,7 +896,18 @@ void store_segment_info(const struct store_segment *g, struct store_segment_info
     *out = g->info;
 }
 
-const float *store_segment_vectors(const struct store_segment *g)
+const float *store_segment_vector(const struct store_segment *g, uint64_t i)
+{
+    uint64_t row = g->rows != NULL ? st_get_le32(g->rows + i * 4) : i;
+    return (const float *)(const void *)(g->map + STORE_SEG_HEADER) + row * g->info.dim;
+}
+
+const float *store_segment_contiguous(const struct store_segment *g)
+{
+    return g->rows != NULL ? NULL : (const float *)(const void *)(g->map + STORE_SEG_HEADER);
+}
+
+const float *store_segment_rows_base(const struct store_segment *g)
 {
     return (const float *)(const void *)(g->map + STORE_SEG_HEADER);
 }
@@ -928,7 +1084,7 @@ int store_segment_verify(const struct store_segment *g, struct st_err *err)
     for (size_t i = g->map_len - 4; i < g->map_len; i++)
         if (g->map[i] != 0)
             return corrupt(err, g->path, i, "non-zero byte after the footer checksum");
-    uint64_t vbytes = g->info.count * g->info.dim * 4;
+    uint64_t vbytes = g->nrows * g->info.dim * 4;
     const uint8_t *v = g->map + STORE_SEG_HEADER;
     for (uint64_t b = 0; b < g->nvblocks; b++) {
         uint64_t off = b * STORE_SEG_VEC_BLOCK;
@@ -961,6 +1117,7 @@ int store_segment_verify(const struct store_segment *g, struct st_err *err)
     }
     if (want != metas)
         return corrupt(err, g->path, (uint64_t)(g->mtab - g->map), "meta sizes disagree");
+    /* Version 2's row table (in range, no row named twice) was checked by open. */
     return ST_OK;
 }
 

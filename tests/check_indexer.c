@@ -10,6 +10,8 @@
 #include "st_distance.h"
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
+#include "idx_part.h"
+#include "store_int.h"
 #include "st_test.h"
 #include "store_fs.h"
 #include "fuzz_reseal.h"
@@ -782,6 +784,75 @@ START_TEST(test_ivfpq_file_lies)
 }
 END_TEST
 
+/* The rows layout (segment format version 2: vectors in arrival order, a row table, rows no
+ * record names) indexes exactly like the same records in record order: same labels, same
+ * exact vectors for re-ranking, byte-identical index files (the builds are deterministic). */
+START_TEST(test_part_rows_layout)
+{
+    enum { N = 300, D = 16, EXTRA = 7 };
+    char *dir = st_test_tmpdir("part");
+    struct store_seg_in *in = calloc(N, sizeof(*in));
+    char(*ids)[16] = calloc(N, 16);
+    float *vecs = malloc((size_t)N * D * sizeof(float));
+    for (uint32_t i = 0; i < N; i++) {
+        snprintf(ids[i], 16, "r%05u", i);
+        for (uint32_t d = 0; d < D; d++)
+            vecs[(size_t)i * D + d] = frand();
+        in[i] = (struct store_seg_in){.id = (const uint8_t *)ids[i],
+                                      .id_len = 6,
+                                      .ts = 1000 + i,
+                                      .offset = i,
+                                      .op = i % 9 == 4 ? STORE_OP_DELETE : STORE_OP_UPSERT,
+                                      .vec = vecs + (size_t)i * D,
+                                      .row = (uint64_t)((i * 7u) % N) + EXTRA};
+    }
+    const struct cfg_index ixs[] = {{.type = CFG_INDEX_HNSW, .m = 8, .ef_construction = 40},
+                                    {.type = CFG_INDEX_IVFPQ, .nlist = 4, .pq_m = 4, .nbits = 8}};
+    for (size_t t = 0; t < 2; t++) {
+        struct idx_part *p[2];
+        char idx[2][700];
+        for (int layout = 0; layout < 2; layout++) {
+            char seg[600];
+            snprintf(seg, sizeof(seg), "%s/%d.seg", dir, layout);
+            snprintf(idx[layout], sizeof(idx[layout]), "%s/%d-%zu.idx", dir, layout, t);
+            unlink(seg);
+            struct store_seg_meta m = {0, 60000, STORE_SEG_SEALED, 1, layout == 1};
+            struct st_err err = {0};
+            uint64_t bytes;
+            ck_assert_msg(store_segment_write(NULL, seg, D, &m, in, N, &bytes, &err) == ST_OK, "%s",
+                          err.msg);
+            struct idx_cat_entry e = {.start = 0, .end = 60000, .version = 1};
+            ck_assert_msg(idx_part_build(&e, seg, idx[layout], &ixs[t], ST_METRIC_L2, 1, NULL,
+                                         &p[layout], &err) == ST_OK,
+                          "%s", err.msg);
+        }
+        ck_assert_ptr_null(store_segment_contiguous(p[1]->seg));
+        ck_assert_uint_eq(p[0]->n, p[1]->n);
+        ck_assert_uint_eq(p[0]->n, N - (N + 4) / 9);
+        ck_assert(memcmp(p[0]->rec, p[1]->rec, p[0]->n * sizeof(uint32_t)) == 0);
+        ck_assert(memcmp(p[0]->raw, p[1]->raw, (size_t)p[0]->n * D * sizeof(float)) == 0);
+        for (uint32_t l = 0; l < p[1]->n; l++)
+            ck_assert(memcmp(p[1]->raw + (size_t)l * D, vecs + (size_t)p[1]->rec[l] * D,
+                             D * sizeof(float)) == 0);
+        uint8_t *f0, *f1;
+        size_t l0, l1;
+        ck_assert_int_eq(store_fs_read_all(idx[0], &f0, &l0, SIZE_MAX), ST_OK);
+        ck_assert_int_eq(store_fs_read_all(idx[1], &f1, &l1, SIZE_MAX), ST_OK);
+        ck_assert_uint_eq(l0, l1);
+        ck_assert_msg(memcmp(f0, f1, l0) == 0, "index %zu differs between the layouts", t);
+        free(f0);
+        free(f1);
+        idx_part_unref(p[0]);
+        idx_part_unref(p[1]);
+    }
+    free(in);
+    free(ids);
+    free(vecs);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("indexer");
@@ -796,6 +867,7 @@ int main(void)
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
     tcase_add_test(tc, test_hnsw_file_lies);
     tcase_add_loop_test(tc, test_ivfpq_file_lies, 0, 2);
+    tcase_add_test(tc, test_part_rows_layout);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

@@ -20,8 +20,10 @@
 #define DIM  4u
 #define NREC 600u /* 19 sparse entries, 3 meta blocks (the last partial) */
 
-/* A segment of n records (ids "id-00000"...; every 7th a delete; most with a meta). */
-static uint8_t *make_segment(uint32_t n, size_t *len)
+/* A segment of n records (ids "id-00000"...; every 7th a delete; most with a meta). With
+ * extra > 0: the rows layout (format version 2), record i's vector in row n - 1 - i + extra,
+ * rows 0..extra-1 named by no record (versions superseded before the file was finished). */
+static uint8_t *make_segment_rows(uint32_t n, uint32_t extra, size_t *len)
 {
     char *dir = st_test_tmpdir("seg");
     char path[600];
@@ -43,9 +45,10 @@ static uint8_t *make_segment(uint32_t n, size_t *len)
                                       .op = i % 7 == 3 ? STORE_OP_DELETE : STORE_OP_UPSERT,
                                       .vec = vecs + (size_t)i * DIM,
                                       .meta = (const uint8_t *)metas[i],
-                                      .meta_len = i % 5 == 0 ? 0 : (uint32_t)ml};
+                                      .meta_len = i % 5 == 0 ? 0 : (uint32_t)ml,
+                                      .row = (uint64_t)(n - 1 - i + extra)};
     }
-    struct store_seg_meta meta = {0, 3600000, STORE_SEG_SEALED, 1};
+    struct store_seg_meta meta = {0, 3600000, STORE_SEG_SEALED, 1, extra > 0};
     struct st_err err = {0};
     uint64_t bytes;
     ck_assert_msg(store_segment_write(NULL, path, DIM, &meta, in, n, &bytes, &err) == ST_OK, "%s",
@@ -60,6 +63,11 @@ static uint8_t *make_segment(uint32_t n, size_t *len)
     free(metas);
     free(vecs);
     return b;
+}
+
+static uint8_t *make_segment(uint32_t n, size_t *len)
+{
+    return make_segment_rows(n, 0, len);
 }
 
 /* Everything a reader can do with an open segment (must stay in bounds whatever it holds). */
@@ -84,6 +92,14 @@ static void exercise(struct store_segment *g)
         uint32_t mlen;
         if (store_segment_meta(g, i, &meta, &mlen) == ST_OK)
             free(meta);
+        /* In the vectors section: a row past it would read the record table, still inside
+         * the mmap where ASan cannot see it, so check the pointer itself. */
+        const float *v = store_segment_vector(g, i);
+        const uint8_t *vlo = g->map + STORE_SEG_HEADER;
+        ck_assert((const uint8_t *)v >= vlo);
+        ck_assert((const uint8_t *)(v + info.dim) <= vlo + g->nrows * info.dim * 4);
+        volatile float f = v[info.dim - 1];
+        (void)f;
     }
     for (uint64_t b = 0; b * STORE_SEG_META_BLOCK < info.count; b++) {
         uint8_t *raw;
@@ -330,7 +346,7 @@ END_TEST
 START_TEST(test_segment_footer_bytes_resealed)
 {
     size_t len;
-    uint8_t *orig = make_segment(40, &len);
+    uint8_t *orig = make_segment_rows(40, (uint32_t)_i * 3, &len); /* both layouts */
     uint8_t *b = malloc(len);
     static const uint8_t vals[] = {0x00, 0x01, 0x7f, 0x80, 0xff};
     size_t refused = 0;
@@ -349,6 +365,210 @@ START_TEST(test_segment_footer_bytes_resealed)
     ck_assert_uint_gt(refused, 100);
     free(b);
     free(orig);
+}
+END_TEST
+
+/* The rows layout (version 2): vectors in any row order, unreferenced rows allowed; every
+ * accessor gives record i its own vector, and the file verifies. */
+START_TEST(test_segment_rows_layout)
+{
+    static const uint32_t counts[] = {0, 1, 33, NREC};
+    static const uint32_t extras[] = {1, 5, 64, 300};
+    for (size_t t = 0; t < sizeof(counts) / sizeof(counts[0]); t++) {
+        size_t len;
+        uint8_t *b = make_segment_rows(counts[t], extras[t], &len);
+        ck_assert_uint_eq(st_get_le32(b + 8), STORE_SEG_VERSION_ROWS);
+        struct store_segment *g;
+        struct st_err err = {0};
+        ck_assert_msg(store_segment_open_file(fuzz_memfile(b, len), &g, &err) == ST_OK,
+                      "count %u: %s", counts[t], err.msg);
+        ck_assert_msg(store_segment_verify(g, &err) == ST_OK, "%s", err.msg);
+        struct store_segment_info info;
+        store_segment_info(g, &info);
+        ck_assert_uint_eq(info.count, counts[t]);
+        /* store_segment_write writes rows up to the highest one named */
+        uint32_t rows = counts[t] ? counts[t] + extras[t] : 0;
+        ck_assert_uint_eq(info.rows, rows);
+        ck_assert_ptr_null(store_segment_contiguous(g));
+        exercise(g);
+        for (uint32_t i = 0; i < counts[t]; i++) {
+            char id[16];
+            snprintf(id, sizeof(id), "id-%05u", i);
+            uint64_t idx;
+            ck_assert_int_eq(store_segment_find(g, (const uint8_t *)id, 8, &idx), ST_OK);
+            ck_assert_uint_eq(idx, i);
+            const float *v = store_segment_vector(g, i);
+            for (uint32_t d = 0; d < DIM; d++)
+                ck_assert_float_eq(v[d], i % 7 == 3 ? 0.0f : (float)i + (float)d / 8);
+        }
+        /* The unreferenced rows are zeros (store_segment_write fills rows no record names). */
+        for (uint32_t r = 0; r < extras[t] && r < rows; r++)
+            ck_assert_float_eq(((const float *)(const void *)(b + STORE_SEG_HEADER))[r * DIM], 0);
+        store_segment_unref(g);
+        free(b);
+    }
+}
+END_TEST
+
+/* A version-2 file whose checksums are all valid but whose row table or row count lies. */
+START_TEST(test_segment_rows_lie)
+{
+    size_t len;
+    uint8_t *orig = make_segment_rows(NREC, 8, &len);
+    uint8_t *b = malloc(len);
+    uint8_t *ft = b + len - STORE_SEG_FOOTER;
+    uint64_t rows_off = foot64(orig, len, 192), nrows = foot64(orig, len, 200);
+    ck_assert_uint_eq(nrows, NREC + 8);
+    const struct {
+        unsigned off;
+        uint64_t val;
+        const char *what;
+    } feet[] = {
+        {200, 0, "no rows"},
+        {200, nrows - 1, "one row short of the highest row named"},
+        {200, nrows + 1, "one row over: the vectors run into the record table"},
+        {200, 1ull << 62, "nrows*dim*4 wraps"},
+        {200, UINT64_MAX, "nrows huge"},
+        {192, len, "row table past the end"},
+        {192, len - STORE_SEG_FOOTER - 4, "row table into the footer"},
+        {192, UINT64_MAX - 3, "rows_off wraps"},
+        {16, NREC + 1, "count one over (the row table too short)"},
+    };
+    for (size_t i = 0; i < sizeof(feet) / sizeof(feet[0]); i++) {
+        memcpy(b, orig, len);
+        st_put_le64(ft + feet[i].off, feet[i].val);
+        expect_corrupt(b, len, feet[i].what);
+    }
+    const struct {
+        uint32_t rec;
+        uint32_t val;
+        const char *what;
+    } rows[] = {
+        {0, NREC + 8, "row == nrows"},
+        {NREC - 1, UINT32_MAX, "row huge"},
+        {300, NREC + 9, "row past the vectors"},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        memcpy(b, orig, len);
+        st_put_le32(b + rows_off + (uint64_t)rows[i].rec * 4, rows[i].val);
+        expect_corrupt(b, len, rows[i].what);
+    }
+    /* Two records sharing a row: in bounds, but refused at open. Shared rows would let a
+     * file name far more vector bytes than it holds (count records on one row of a huge dim:
+     * the indexer's gather mallocs count * dim * 4, quadratic in the file size), and every
+     * consumer of an open segment relies on count <= rows. */
+    memcpy(b, orig, len);
+    st_put_le32(b + rows_off + 5 * 4, st_get_le32(orig + rows_off + 6 * 4));
+    struct st_err verr = {0};
+    ck_assert_int_eq(open_resealed(b, len, &verr), ST_ECORRUPT);
+    ck_assert_msg(strstr(verr.msg, "row named by two records") != NULL, "%s", verr.msg);
+    /* The extreme: every record on row 0 of a file whose footer claims one row. */
+    memcpy(b, orig, len);
+    for (uint32_t i = 0; i < NREC; i++)
+        st_put_le32(b + rows_off + (uint64_t)i * 4, 0);
+    expect_corrupt(b, len, "all records on one row");
+    /* Header and footer versions must agree, and only 1 and 2 exist. */
+    static const uint32_t vers[][2] = {{1, 2}, {2, 1}, {3, 3}, {0, 0}};
+    for (size_t i = 0; i < sizeof(vers) / sizeof(vers[0]); i++) {
+        memcpy(b, orig, len);
+        st_put_le32(b + 8, vers[i][0]);
+        st_put_le32(ft + 8, vers[i][1]);
+        struct st_err err = {0};
+        int rc = open_resealed(b, len, &err);
+        ck_assert_msg(rc == ST_EUNSUPP, "versions %u/%u: %d (%s)", vers[i][0], vers[i][1], rc,
+                      err.msg);
+    }
+    free(b);
+    free(orig);
+}
+END_TEST
+
+/* The writer refuses rows outside rows mode, a record naming a row never written, and a
+ * record naming a row another record names. */
+START_TEST(test_segment_rows_writer_refuses)
+{
+    char *dir = st_test_tmpdir("segw");
+    char path[600];
+    snprintf(path, sizeof(path), "%s/1.seg", dir);
+    float v[DIM] = {1, 2, 3, 4};
+    struct st_err err = {0};
+    uint64_t row, bytes;
+    struct store_segment_writer *w;
+    struct store_seg_meta m1 = {0, 1000, STORE_SEG_SEALED, 1, false};
+    ck_assert_int_eq(store_segment_writer_open(NULL, path, DIM, &m1, 4, &w, &err), ST_OK);
+    ck_assert_int_eq(store_segment_writer_put_row(w, v, &row, &err), ST_EINVAL);
+    store_segment_writer_close(w);
+    ck_assert_int_ne(access(path, F_OK), 0); /* an aborted writer leaves no file */
+    struct store_seg_meta m2 = {0, 1000, STORE_SEG_SEALED, 1, true};
+    ck_assert_int_eq(store_segment_writer_open(NULL, path, DIM, &m2, 4, &w, &err), ST_OK);
+    ck_assert_int_eq(store_segment_writer_put_row(w, v, &row, &err), ST_OK);
+    ck_assert_uint_eq(row, 0);
+    struct store_seg_in r = {
+        .id = (const uint8_t *)"a", .id_len = 1, .op = STORE_OP_UPSERT, .row = 1};
+    ck_assert_int_eq(store_segment_writer_add(w, &r, &err), ST_OK);
+    ck_assert_int_eq(store_segment_writer_finish(w, &bytes, &err), ST_EINVAL);
+    ck_assert_msg(strstr(err.msg, "row 1 of 1") != NULL, "%s", err.msg);
+    store_segment_writer_close(w);
+    ck_assert_int_ne(access(path, F_OK), 0);
+    /* Two records naming one row: a file no reader takes, so the writer refuses the second
+     * record (rows named before they are put included). */
+    for (int late = 0; late < 2; late++) {
+        ck_assert_int_eq(store_segment_writer_open(NULL, path, DIM, &m2, 4, &w, &err), ST_OK);
+        if (!late)
+            ck_assert_int_eq(store_segment_writer_put_row(w, v, &row, &err), ST_OK);
+        struct store_seg_in a = {
+            .id = (const uint8_t *)"a", .id_len = 1, .op = STORE_OP_UPSERT, .row = 0};
+        struct store_seg_in c = {
+            .id = (const uint8_t *)"c", .id_len = 1, .op = STORE_OP_UPSERT, .row = 0};
+        ck_assert_int_eq(store_segment_writer_add(w, &a, &err), ST_OK);
+        st_err_clear(&err);
+        ck_assert_int_eq(store_segment_writer_add(w, &c, &err), ST_EINVAL);
+        ck_assert_msg(strstr(err.msg, "row 0") != NULL, "%s", err.msg);
+        ck_assert_int_eq(store_segment_writer_finish(w, &bytes, &err), ST_EINVAL);
+        store_segment_writer_close(w);
+        ck_assert_int_ne(access(path, F_OK), 0);
+    }
+    /* The same through store_segment_write. */
+    float vv[2 * DIM] = {1, 2, 3, 4, 5, 6, 7, 8};
+    struct store_seg_in two[2] = {
+        {.id = (const uint8_t *)"a", .id_len = 1, .op = STORE_OP_UPSERT, .vec = vv, .row = 3},
+        {.id = (const uint8_t *)"b",
+         .id_len = 1,
+         .op = STORE_OP_UPSERT,
+         .vec = vv + DIM,
+         .row = 3}};
+    st_err_clear(&err);
+    ck_assert_int_eq(store_segment_write(NULL, path, DIM, &m2, two, 2, &bytes, &err), ST_EINVAL);
+    ck_assert_int_ne(access(path, F_OK), 0);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A version-1 file reads footer bytes 192..247 as nothing: the v2 fields there (rows_off,
+ * nrows, the row table's checksum) mean nothing in version 1, so garbage in them (under a valid
+ * footer checksum) changes nothing a reader sees, as before version 2 existed. */
+START_TEST(test_segment_v1_ignores_v2_footer_fields)
+{
+    size_t len;
+    uint8_t *b = make_segment(NREC, &len);
+    ck_assert_uint_eq(st_get_le32(b + 8), STORE_SEG_VERSION);
+    memset(b + len - STORE_SEG_FOOTER + 192, 0xff, 56);
+    fuzz_reseal_segment(b, len);
+    struct store_segment *g;
+    struct st_err err = {0};
+    ck_assert_msg(store_segment_open_file(fuzz_memfile(b, len), &g, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(store_segment_verify(g, &err) == ST_OK, "%s", err.msg);
+    struct store_segment_info info;
+    store_segment_info(g, &info);
+    ck_assert_uint_eq(info.rows, NREC);
+    const float *all = store_segment_contiguous(g);
+    ck_assert_ptr_eq(all, (const float *)(const void *)(g->map + STORE_SEG_HEADER));
+    for (uint32_t i = 0; i < NREC; i++)
+        ck_assert_ptr_eq(store_segment_vector(g, i), all + (size_t)i * DIM);
+    exercise(g);
+    store_segment_unref(g);
+    free(b);
 }
 END_TEST
 
@@ -395,8 +615,12 @@ int main(void)
     tcase_add_test(tc, test_segment_records_lie);
     tcase_add_test(tc, test_segment_sparse_lies);
     tcase_add_test(tc, test_segment_meta_table_lies);
-    tcase_add_test(tc, test_segment_footer_bytes_resealed);
+    tcase_add_loop_test(tc, test_segment_footer_bytes_resealed, 0, 2);
     tcase_add_test(tc, test_segment_unchecksummed_bytes_verified);
+    tcase_add_test(tc, test_segment_rows_layout);
+    tcase_add_test(tc, test_segment_rows_lie);
+    tcase_add_test(tc, test_segment_rows_writer_refuses);
+    tcase_add_test(tc, test_segment_v1_ignores_v2_footer_fields);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

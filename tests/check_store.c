@@ -317,7 +317,7 @@ START_TEST(test_roundtrip_flush_reopen)
         ck_assert_int_lt(info.max_ts, info.window_start + 1000);
         ck_assert_int_eq(info.window_end, info.window_start + 1000);
         ck_assert_int_eq(store_segment_verify(g, NULL), ST_OK);
-        ck_assert_uint_eq((uintptr_t)store_segment_vectors(g) % 64, 0);
+        ck_assert_uint_eq((uintptr_t)store_segment_contiguous(g) % 64, 0);
     }
     store_snapshot_release(snap);
     ck_assert_int_eq(store_close(s), ST_OK);
@@ -624,7 +624,7 @@ START_TEST(test_reader_blocks_removal)
     ck_assert_int_eq(store_segment_verify(g, NULL), ST_OK);
     uint64_t idx;
     ck_assert_int_eq(store_segment_find(g, (const uint8_t *)"id-3", 4, &idx), ST_OK);
-    ck_assert(store_segment_vectors(g)[idx * DIM] == 3.0f);
+    ck_assert(store_segment_vector(g, idx)[0] == 3.0f);
     ck_assert_int_eq(store_segment_find(g, (const uint8_t *)"id-77", 5, &idx), ST_ENOTFOUND);
     store_snapshot_release(snap);
     ck_assert_int_ne(access(path, F_OK), 0);
@@ -1101,7 +1101,7 @@ static void mw_check_segment(struct store *s, const struct mw_oracle *o, int nke
         ck_assert_int_eq(r.op, o->op[k]);
         deletes += r.op == STORE_OP_DELETE;
         if (r.op == STORE_OP_UPSERT)
-            ck_assert(store_segment_vectors(g)[i * DIM] == (float)o->val[k]);
+            ck_assert(store_segment_vector(g, i)[0] == (float)o->val[k]);
         uint8_t *meta;
         uint32_t mlen;
         ck_assert_int_eq(store_segment_meta(g, i, &meta, &mlen), ST_OK);
@@ -2273,7 +2273,7 @@ static int note_seen(void *ctx, const struct store_scan_src *src)
         int k = atoi(id + 3);
         ck_assert(k >= 0 && k < 3000);
         /* the vector is the one written with this version */
-        ck_assert_float_eq(src->vecs[i * src->dim], (float)(r.ts - 1000));
+        ck_assert_float_eq(store_scan_vec(src, i)[0], (float)(r.ts - 1000));
         sn->ids[k] = 1;
         if (r.ts - 1000 > sn->newest[k])
             sn->newest[k] = r.ts - 1000;

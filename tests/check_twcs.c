@@ -590,7 +590,7 @@ START_TEST(test_reader_during_drop)
     ck_assert_int_eq(store_segment_verify(g, NULL), ST_OK);
     uint64_t idx;
     ck_assert_int_eq(store_segment_find(g, (const uint8_t *)"id-5", 4, &idx), ST_OK);
-    ck_assert(store_segment_vectors(g)[idx * DIM] == 5.0f);
+    ck_assert(store_segment_vector(g, idx)[0] == 5.0f);
     store_snapshot_release(snap);
     ck_assert_int_ne(access(path, F_OK), 0);
     free(path);

@@ -46,8 +46,12 @@ void fuzz_reseal_segment(uint8_t *b, size_t len)
         uint8_t *t = b + mtab_off + i * 24;
         seal(b, len, t + 16, st_get_le64(t), st_get_le32(t + 8));
     }
-    uint64_t vbytes;
-    if (!__builtin_mul_overflow(count, dim * 4, &vbytes))
+    /* Version 2 keeps nrows vector rows and a row table of count entries. */
+    bool v2 = st_get_le32(ft + 8) == 2;
+    uint64_t rows = v2 ? st_get_le64(ft + 200) : count, vbytes;
+    if (v2 && span(len, st_get_le64(ft + 192), count, 4, &sz))
+        seal(b, len, ft + 208, st_get_le64(ft + 192), sz);
+    if (!__builtin_mul_overflow(rows, dim * 4, &vbytes))
         for (uint64_t i = 0; i < nvb && vsum_off <= fo && i < (fo - vsum_off) / 4; i++) {
             uint64_t off = i * (256u * 1024u);
             if (off >= vbytes)

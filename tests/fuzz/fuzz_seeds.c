@@ -116,8 +116,8 @@ static void jsons(void)
 
 static void segments(const char *tmp)
 {
-    static const uint32_t counts[] = {0, 1, 5, 33, 300};
-    static const uint32_t dims[] = {2, 3, 1, 4, 2};
+    static const uint32_t counts[] = {0, 1, 5, 33, 300, 70};
+    static const uint32_t dims[] = {2, 3, 1, 4, 2, 3};
     char path[1024];
     snprintf(path, sizeof(path), "%s/s.seg", tmp);
     for (size_t t = 0; t < sizeof(counts) / sizeof(counts[0]); t++) {
@@ -131,6 +131,7 @@ static void segments(const char *tmp)
             int ml = snprintf(metas[i], 16, "{\"i\":%u}", i);
             for (uint32_t d = 0; d < dim; d++)
                 vecs[(size_t)i * dim + d] = frand();
+            /* Odd seeds use the rows layout: rows in reverse, one unreferenced row first. */
             in[i] = (struct store_seg_in){(const uint8_t *)ids[i],
                                           (uint32_t)strlen(ids[i]),
                                           1000 + i,
@@ -140,9 +141,10 @@ static void segments(const char *tmp)
                                           i % 4 == 2 ? STORE_OP_DELETE : STORE_OP_UPSERT,
                                           vecs + (size_t)i * dim,
                                           (const uint8_t *)metas[i],
-                                          i % 3 == 0 ? 0 : (uint32_t)ml};
+                                          i % 3 == 0 ? 0 : (uint32_t)ml,
+                                          (uint64_t)(n - i)};
         }
-        struct store_seg_meta meta = {0, 60000, (enum store_seg_kind)(t % 3), 1};
+        struct store_seg_meta meta = {0, 60000, (enum store_seg_kind)(t % 3), 1, t % 2 == 1};
         struct st_err err = {0};
         uint64_t bytes;
         unlink(path);
