@@ -84,9 +84,12 @@ void idx_part_unref(struct idx_part *p)
         part_free(p);
 }
 
-/* Opens the segment and maps labels to its upsert records (deterministic: record order). */
+/* Opens the segment and maps labels to its upsert records (deterministic: record order).
+ * want_raw: also the label-ordered exact vectors (a build, IVF-PQ re-ranking) — the segment's
+ * own array when its upserts are its records in order, else a gathered heap copy. */
 static int part_open(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
-                     enum st_metric metric, struct idx_part **out, struct st_err *err)
+                     enum st_metric metric, bool want_raw, struct idx_part **out,
+                     struct st_err *err)
 {
     struct idx_part *p = calloc(1, sizeof(*p));
     if (p == NULL || (p->pool = calloc(1, sizeof(*p->pool))) == NULL ||
@@ -130,7 +133,9 @@ static int part_open(const struct idx_cat_entry *e, const char *seg_path, const 
             p->rec[p->n++] = (uint32_t)i;
     }
     const float *all = store_segment_contiguous(p->seg);
-    if (p->n == si.count && all != NULL) {
+    if (!want_raw) {
+        /* an HNSW part keeps its own copy of the vectors */
+    } else if (p->n == si.count && all != NULL) {
         p->raw = all;
     } else if (p->n > 0) {
         p->raw_owned = malloc((size_t)p->n * p->dim * sizeof(float));
@@ -153,7 +158,7 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
 {
     *out = NULL;
     struct idx_part *p;
-    int rc = part_open(e, seg_path, idx_path, metric, &p, err);
+    int rc = part_open(e, seg_path, idx_path, metric, true, &p, err);
     if (rc != ST_OK)
         return rc;
     if (stop != NULL && atomic_load(stop)) {
@@ -185,6 +190,10 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
             rc = idx_hnsw_save(p->hnsw, idx_path, err);
         if (p->hnsw != NULL)
             p->memory = idx_hnsw_memory(p->hnsw);
+        /* The graph holds its own copy: a gathered one is not needed past the build. */
+        free(p->raw_owned);
+        p->raw_owned = NULL;
+        p->raw = NULL;
     }
     if (rc == ST_OK && stop != NULL && atomic_load(stop))
         rc = ST_ECLOSED;
@@ -204,10 +213,11 @@ int idx_part_load(const struct idx_cat_entry *e, const char *seg_path, const cha
 {
     *out = NULL;
     struct idx_part *p;
-    int rc = part_open(e, seg_path, idx_path, metric, &p, err);
+    bool ivf = strcmp(e->index, "ivfpq") == 0;
+    int rc = part_open(e, seg_path, idx_path, metric, ivf, &p, err);
     if (rc != ST_OK)
         return rc;
-    if (p->n > 0 && strcmp(e->index, "ivfpq") == 0) {
+    if (p->n > 0 && ivf) {
         rc = idx_ivfpq_load(idx_path, &p->ivf, err);
         if (rc == ST_OK)
             p->memory = idx_ivfpq_memory(p->ivf);

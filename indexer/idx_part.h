@@ -39,8 +39,8 @@ struct idx_part {
     uint32_t *rec; /* label -> record index in seg */
     struct idx_hnsw *hnsw;
     struct idx_ivfpq *ivf;
-    const float *raw; /* label-ordered exact vectors (IVF-PQ re-ranking) */
-    float *raw_owned; /* when raw is not the segment's own array (a segment with deletes) */
+    const float *raw; /* label-ordered exact vectors (IVF-PQ re-ranking); NULL for HNSW */
+    float *raw_owned; /* when raw is not the segment's own array (deletes, rows layout) */
     int64_t min_ts, max_ts;
     size_t memory;                   /* bytes of the index in memory */
     _Atomic bool doom_seg, doom_idx; /* unlink the segment copy / index file at the last unref */

@@ -92,6 +92,7 @@ static int flush_oldest(struct store *s)
             g->vec = x->vec;
             g->meta = x->meta;
             g->meta_len = x->meta_len;
+            g->row = 0; /* version-1 run: vectors in record order */
             j++;
         }
         pthread_mutex_lock(&s->mu);

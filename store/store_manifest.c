@@ -309,7 +309,7 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
             break;
         case STORE_MF_ADD_SEGMENT: {
             NEED(8 * 3 + 4 * 2 + 8 * 4);
-            struct store_mf_seg g;
+            struct store_mf_seg g = {0};
             g.file_number = st_get_le64(p + i);
             g.meta.window_start = (int64_t)st_get_le64(p + i + 8);
             g.meta.window_end = (int64_t)st_get_le64(p + i + 16);

@@ -251,6 +251,7 @@ static char *build_indexer_half(const struct env *e, const char *coll, const cha
                                .seed = 1,
                                .threads = 1};
     struct idx_hnsw *h;
+    ck_assert_ptr_nonnull(store_segment_contiguous(g)); /* the store writes version 1 */
     ck_assert_int_eq(idx_hnsw_build(&ho, store_segment_contiguous(g), (uint32_t)in.count, &h),
                      ST_OK);
     ck_assert_msg(idx_hnsw_save(h, ix, &err) == ST_OK, "%s", err.msg);

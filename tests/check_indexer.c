@@ -830,10 +830,33 @@ START_TEST(test_part_rows_layout)
         ck_assert_uint_eq(p[0]->n, p[1]->n);
         ck_assert_uint_eq(p[0]->n, N - (N + 4) / 9);
         ck_assert(memcmp(p[0]->rec, p[1]->rec, p[0]->n * sizeof(uint32_t)) == 0);
-        ck_assert(memcmp(p[0]->raw, p[1]->raw, (size_t)p[0]->n * D * sizeof(float)) == 0);
         for (uint32_t l = 0; l < p[1]->n; l++)
-            ck_assert(memcmp(p[1]->raw + (size_t)l * D, vecs + (size_t)p[1]->rec[l] * D,
-                             D * sizeof(float)) == 0);
+            ck_assert(memcmp(store_segment_vector(p[1]->seg, p[1]->rec[l]),
+                             vecs + (size_t)p[1]->rec[l] * D, D * sizeof(float)) == 0);
+        if (ixs[t].type == CFG_INDEX_IVFPQ) { /* re-ranking reads the exact vectors */
+            ck_assert(memcmp(p[0]->raw, p[1]->raw, (size_t)p[0]->n * D * sizeof(float)) == 0);
+            for (uint32_t l = 0; l < p[1]->n; l++)
+                ck_assert(memcmp(p[1]->raw + (size_t)l * D, vecs + (size_t)p[1]->rec[l] * D,
+                                 D * sizeof(float)) == 0);
+        } else { /* the graph keeps its own copy: no gathered one is kept past the build */
+            ck_assert_ptr_null(p[1]->raw_owned);
+            ck_assert_ptr_null(p[1]->raw);
+        }
+        /* Loaded back from its files: the same labels; HNSW gathers nothing. */
+        for (int layout = 0; layout < 2; layout++) {
+            char seg[600];
+            snprintf(seg, sizeof(seg), "%s/%d.seg", dir, layout);
+            struct idx_cat_entry e = {.start = 0, .end = 60000, .version = 1};
+            snprintf(e.index, sizeof(e.index), "%s", t == 0 ? "hnsw" : "ivfpq");
+            struct idx_part *q;
+            struct st_err err = {0};
+            ck_assert_msg(idx_part_load(&e, seg, idx[layout], ST_METRIC_L2, &q, &err) == ST_OK,
+                          "%s", err.msg);
+            ck_assert_uint_eq(q->n, p[0]->n);
+            ck_assert(memcmp(q->rec, p[0]->rec, q->n * sizeof(uint32_t)) == 0);
+            ck_assert(t == 0 ? q->raw == NULL && q->raw_owned == NULL : q->raw != NULL);
+            idx_part_unref(q);
+        }
         uint8_t *f0, *f1;
         size_t l0, l1;
         ck_assert_int_eq(store_fs_read_all(idx[0], &f0, &l0, SIZE_MAX), ST_OK);
