@@ -330,6 +330,10 @@ int st_http_start(const struct st_http_opts *o, struct st_http **out, struct st_
         h->o.max_body = 16u << 20;
     if (h->o.threads == 0)
         h->o.threads = 2;
+    if (h->o.max_connections == 0)
+        h->o.max_connections = 512;
+    if (h->o.idle_timeout_s == 0)
+        h->o.idle_timeout_s = 30;
     int rc = ST_OK;
     if (o->auth_token_file != NULL && (rc = read_token(h, o->auth_token_file, err)) != ST_OK)
         goto fail;
@@ -339,8 +343,8 @@ int st_http_start(const struct st_http_opts *o, struct st_http **out, struct st_
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
         NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET,
         h->lfd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->o.threads, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, h, MHD_OPTION_END);
+        h->o.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, h->o.max_connections,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (h->d == NULL) {
         rc = st_err_set(err, ST_EIO, "cannot start the HTTP server on %s", o->listen);
         goto fail;

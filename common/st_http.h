@@ -52,6 +52,8 @@ struct st_http_opts {
     const char *auth_token_file;   /* NULL: no auth */
     const char *const *open_paths; /* NULL-terminated paths served without auth (or NULL) */
     unsigned threads;              /* worker threads (0: 2) */
+    unsigned max_connections;      /* open connections at most; more are closed (0: 512) */
+    unsigned idle_timeout_s;       /* a connection idle this long is closed (0: 30) */
     st_http_handler handler;
     void *ctx;
 };

@@ -1,0 +1,242 @@
+/*
+ * The HTTP server both daemons use (common/st_http.h) under what clients can do to it: bearer
+ * tokens, body limits, connections that never send a whole request (slow clients), headers
+ * larger than any real request, and more connections than it allows. Raw sockets, so the test
+ * controls every byte and every stall; each wait has a deadline.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "st_http.h"
+#include "st_test.h"
+
+static void handler(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)
+{
+    (void)ctx;
+    if (strcmp(req->path, "/echo") == 0)
+        st_http_json(resp, 200, json_pack("{s:I}", "len", (json_int_t)req->body_len));
+    else if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/v1/x") == 0)
+        st_http_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+    else
+        st_http_error(resp, 404, "not_found", "no route for %s", req->path);
+}
+
+static struct st_http *start(const char *token_file, unsigned max_conns, unsigned idle_s)
+{
+    static const char *const open_paths[] = {"/healthz", NULL};
+    struct st_http_opts o = {.listen = "127.0.0.1:0",
+                             .max_body = 1024,
+                             .auth_token_file = token_file,
+                             .open_paths = open_paths,
+                             .max_connections = max_conns,
+                             .idle_timeout_s = idle_s,
+                             .handler = handler};
+    struct st_http *h;
+    struct st_err err = {0};
+    ck_assert_msg(st_http_start(&o, &h, &err) == ST_OK, "%s", err.msg);
+    return h;
+}
+
+static int dial(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+static bool send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* The status of the response on fd (read until the status line is in), 0 when the server
+ * closed the connection without one, -1 when nothing came within timeout_ms. */
+static int read_status(int fd, int timeout_ms)
+{
+    char buf[256];
+    size_t len = 0;
+    int64_t deadline = st_test_now_ms() + timeout_ms;
+    while (len < sizeof(buf) - 1) {
+        int64_t left = deadline - st_test_now_ms();
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
+            return -1;
+        ssize_t r = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        buf[len] = '\0';
+        if (strstr(buf, "\r\n") != NULL)
+            break;
+    }
+    buf[len] = '\0';
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        return 0;
+    return status;
+}
+
+/* One whole request on a fresh connection: its status (0: closed without one). */
+static int request(uint16_t port, const char *method, const char *path, const char *token,
+                   const char *body)
+{
+    int fd = dial(port);
+    char req[4096];
+    int n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s%s%s"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     method, path, token ? "Authorization: Bearer " : "", token ? token : "",
+                     token ? "\r\n" : "", body ? strlen(body) : 0, body ? body : "");
+    ck_assert(n > 0 && (size_t)n < sizeof(req));
+    ck_assert(send_all(fd, req, (size_t)n));
+    int st = read_status(fd, 10000);
+    close(fd);
+    return st;
+}
+
+START_TEST(test_http_auth_and_limits)
+{
+    char *dir = st_test_tmpdir("http");
+    char tf[600];
+    snprintf(tf, sizeof(tf), "%s/token", dir);
+    FILE *f = fopen(tf, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("s3cret\n", f);
+    fclose(f);
+    struct st_http *h = start(tf, 0, 0);
+    uint16_t port = st_http_port(h);
+    ck_assert_int_eq(request(port, "GET", "/healthz", NULL, NULL), 200); /* open path */
+    ck_assert_int_eq(request(port, "GET", "/v1/x", NULL, NULL), 401);
+    ck_assert_int_eq(request(port, "GET", "/v1/x", "s3cre", NULL), 401);
+    ck_assert_int_eq(request(port, "GET", "/v1/x", "s3cret!", NULL), 401);
+    ck_assert_int_eq(request(port, "GET", "/v1/x", "s3cret", NULL), 200);
+    ck_assert_int_eq(request(port, "GET", "/healthz/../v1/x", NULL, NULL), 401);
+    ck_assert_int_eq(request(port, "GET", "/nope", "s3cret", NULL), 404);
+    char body[2048];
+    memset(body, 'a', sizeof(body) - 1);
+    body[sizeof(body) - 1] = '\0';
+    ck_assert_int_eq(request(port, "POST", "/echo", "s3cret", "{}"), 200);
+    ck_assert_int_eq(request(port, "POST", "/echo", "s3cret", body), 413); /* max_body 1024 */
+    st_http_stop(h);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Connections that open and say nothing, or stop in the middle of their headers or body, do
+ * not stop anyone else being served; the idle timeout closes them. */
+START_TEST(test_http_slow_clients)
+{
+    struct st_http *h = start(NULL, 0, 2);
+    uint16_t port = st_http_port(h);
+    enum { IDLE = 100, HALF = 60 };
+    int idle[IDLE], half[HALF];
+    for (int i = 0; i < IDLE; i++)
+        idle[i] = dial(port);
+    for (int i = 0; i < HALF; i++) {
+        half[i] = dial(port);
+        const char *part = i % 2 ? "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: abc"
+                                 : "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{";
+        ck_assert(send_all(half[i], part, strlen(part)));
+    }
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(request(port, "GET", "/healthz", NULL, NULL), 200);
+    /* The idle timeout (2 s) closes every stalled connection: each reads EOF (or a 408). */
+    for (int i = 0; i < IDLE + HALF; i++) {
+        int fd = i < IDLE ? idle[i] : half[i - IDLE];
+        int st = read_status(fd, 15000);
+        ck_assert_msg(st == 0 || st == 408, "stalled connection %d: %d", i, st);
+        close(fd);
+    }
+    ck_assert_int_eq(request(port, "GET", "/healthz", NULL, NULL), 200);
+    st_http_stop(h);
+}
+END_TEST
+
+/* A header far larger than any real request is refused (4xx or closed), the server lives. */
+START_TEST(test_http_oversized_header)
+{
+    struct st_http *h = start(NULL, 0, 0);
+    uint16_t port = st_http_port(h);
+    size_t big = 256 * 1024;
+    char *req = malloc(big + 256);
+    int n = snprintf(req, 256, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: ");
+    memset(req + n, 'x', big);
+    memcpy(req + n + big, "\r\n\r\n", 5);
+    int fd = dial(port);
+    send_all(fd, req, (size_t)n + big + 4); /* the server may close before all is sent */
+    int st = read_status(fd, 10000);
+    ck_assert_msg(st == 0 || (st >= 400 && st < 500), "oversized header: %d", st);
+    close(fd);
+    free(req);
+    ck_assert_int_eq(request(port, "GET", "/healthz", NULL, NULL), 200);
+    st_http_stop(h);
+}
+END_TEST
+
+/* More connections than allowed: past the limit the server stops accepting (clients wait in
+ * the listen backlog, using nothing of it) and serves them as soon as earlier ones leave. */
+START_TEST(test_http_connection_limit)
+{
+    enum { LIMIT = 16, EXTRA = 8 };
+    struct st_http *h = start(NULL, LIMIT, 30);
+    uint16_t port = st_http_port(h);
+    static const char rq[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    int fds[LIMIT + EXTRA];
+    for (int i = 0; i < LIMIT; i++) { /* keep-alive: each stays open after its answer */
+        fds[i] = dial(port);
+        ck_assert(send_all(fds[i], rq, sizeof(rq) - 1));
+        ck_assert_int_eq(read_status(fds[i], 10000), 200);
+    }
+    for (int i = LIMIT; i < LIMIT + EXTRA; i++) {
+        fds[i] = dial(port); /* the kernel completes the handshake; the server does not accept */
+        ck_assert(send_all(fds[i], rq, sizeof(rq) - 1));
+    }
+    for (int i = LIMIT; i < LIMIT + EXTRA; i++)
+        ck_assert_msg(read_status(fds[i], i == LIMIT ? 1500 : 50) == -1,
+                      "connection %d served past the limit", i);
+    for (int i = 0; i < LIMIT; i++)
+        close(fds[i]);
+    for (int i = LIMIT; i < LIMIT + EXTRA; i++) {
+        ck_assert_int_eq(read_status(fds[i], 10000), 200);
+        close(fds[i]);
+    }
+    ck_assert_int_eq(request(port, "GET", "/healthz", NULL, NULL), 200);
+    st_http_stop(h);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("http");
+    TCase *tc = tcase_create("http");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_http_auth_and_limits);
+    tcase_add_test(tc, test_http_slow_clients);
+    tcase_add_test(tc, test_http_oversized_header);
+    tcase_add_test(tc, test_http_connection_limit);
+    suite_add_tcase(su, tc);
+    return st_test_run_suite(su);
+}
