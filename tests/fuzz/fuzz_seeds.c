@@ -365,6 +365,20 @@ static void events(void)
     }
 }
 
+/* Node announcements (docs/events.md "Discovery"), NUL-separated as fuzz_announce splits. */
+static void announces(void)
+{
+    static const char a0[] =
+        "{\"node\": \"ingest-1\", \"role\": \"ingest\", \"url\": \"http://ingest-1:7070\", "
+        "\"collections\": [\"docs\"], \"partitions\": {\"embeddings.docs\": [0, 2]}, \"seq\": 17, "
+        "\"started\": 1763798400123, \"interval_ms\": 2000, \"bye\": false}\0"
+        "{\"node\": \"ingest-2\", \"role\": \"ingest\", \"url\": \"http://b:7070\", "
+        "\"collections\": [\"docs\", \"a\"], \"interval_ms\": 0}\0"
+        "{\"node\": \"ingest-1\", \"role\": \"ingest\", \"url\": \"http://ingest-1:7070\", "
+        "\"collections\": [], \"bye\": true}";
+    put("announce", "0", a0, sizeof(a0) - 1);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -387,6 +401,7 @@ int main(int argc, char **argv)
     configs();
     searches();
     events();
+    announces();
     rmdir(tmp);
     return 0;
 }
