@@ -60,9 +60,13 @@ static enum rec_reason diff(const struct rec_schema *s, const char *text, size_t
     const char *d = json_diff(fast, ref, s, text, len, &r, why, sizeof(why));
     /* if + ck_abort_msg in the hot paths: every ck_assert writes to check's pipe */
     if (d != NULL)
-        ck_abort_msg("%s\n  input (%zu bytes): %.*s", why, len, (int)(len > 400 ? 400 : len), text);
-    if (r == REC_OK && fast_count() != before + 1)
-        ck_abort_msg("the fast path declined a valid message: %.*s", (int)(len > 400 ? 400 : len),
+        ck_abort_msg("%s\n  input (%zu bytes): %.*s", why, len, (int)(len > 4000 ? 4000 : len),
+                     text);
+    /* jansson skips one NUL byte right after a number or true/false/null (its lexer's unget
+     * of the NUL ends its one-character buffer); simdjson refuses it, and the reference
+     * decides such messages */
+    if (r == REC_OK && fast_count() != before + 1 && memchr(text, 0, len) == NULL)
+        ck_abort_msg("the fast path declined a valid message: %.*s", (int)(len > 4000 ? 4000 : len),
                      text);
     return r;
 }
@@ -208,7 +212,7 @@ static void put_number(struct buf *b)
         break;
     case 7: { /* integers: small, around 2^24 and 2^53, and up to int64's ends */
         int64_t v;
-        switch (below(5)) {
+        switch (below(6)) {
         case 0:
             v = (int64_t)below(2001) - 1000;
             break;
@@ -221,6 +225,13 @@ static void put_number(struct buf *b)
         case 3:
             v = INT64_MAX - (int64_t)below(3);
             break;
+        case 4: { /* a float halfway point, +-1: lost in the double, so int64->double->float
+                   * ties to even where int64->float would not */
+            int sh = 31 + (int)below(8);
+            v = (int64_t)((1u << 23 | below(1u << 23))) << sh;
+            v += ((int64_t)1 << (sh - 1)) + (int64_t)below(3) - 1;
+            break;
+        }
         default:
             v = (int64_t)(rng() >> below(63));
             break;
@@ -378,6 +389,14 @@ START_TEST(test_documents)
     ck_assert_int_eq(diff(S, nul_after, sizeof(nul_after) - 2), REC_OK);
     ck_assert_int_eq(diff(S, nul_after, sizeof(nul_after) - 1), REC_GARBAGE);
     ck_assert_int_eq(diff(S, nul_in, sizeof(nul_in) - 1), REC_GARBAGE);
+    static const char nul_num[] = "{\"id\":\"a\",\"vector\":[1\0,2,3],\"ts\":5\0}";
+    static const char nul_lit[] = "{\"id\":\"a\",\"vector\":[1,2,3],\"meta\":null\0}";
+    static const char nul_two[] = "{\"id\":\"a\",\"vector\":[1\0\0,2,3]}";
+    static const char nul_ws[] = "{\"id\":\"a\",\"vector\":[1 \0,2,3]}";
+    ck_assert_int_eq(diff(S, nul_num, sizeof(nul_num) - 1), REC_OK); /* sic: jansson */
+    ck_assert_int_eq(diff(S, nul_lit, sizeof(nul_lit) - 1), REC_OK);
+    ck_assert_int_eq(diff(S, nul_two, sizeof(nul_two) - 1), REC_GARBAGE);
+    ck_assert_int_eq(diff(S, nul_ws, sizeof(nul_ws) - 1), REC_GARBAGE);
     EXPECT(S, "{\"id\":\"a\",\"vector\":[1,2,3]} // c", REC_GARBAGE);
     EXPECT(S, "", REC_GARBAGE);
     EXPECT(S, "   ", REC_GARBAGE);
