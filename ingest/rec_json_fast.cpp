@@ -216,10 +216,12 @@ bool parse_vector(struct rec_decoder *d, const struct rec_collection *c, const f
         if (e.type() != element_type::ARRAY)
             return false;
         simdjson::dom::array a(e);
-        if (a.size() != c->dim) /* saturated at 0xFFFFFF, beyond any dim */
+        if (a.size() != c->dim)
             return false;
         uint32_t j = 0;
         for (element x : a) {
+            if (j == c->dim) /* more than size() said (it saturates) */
+                return false;
             element_type t = x.type();
             if (t == element_type::DOUBLE)
                 v[j++] = float(double(x));
