@@ -10,6 +10,7 @@
 
 #include "frame_format.h"
 #include "rec_int.h"
+#include "rec_json_fast.h"
 
 static const char *const reasons[REC_REASON_COUNT] = {
     [REC_OK] = "ok",
@@ -46,6 +47,7 @@ void rec_decoder_free(struct rec_decoder *d)
         return;
     st_arena_free(&d->arena);
     json_decref(d->root);
+    rec_json_fast_free(d->fast);
     free(d->recs);
     free(d->order);
     free(d);
@@ -169,4 +171,20 @@ enum rec_reason rec_decode(struct rec_decoder *d, const struct rec_schema *s, en
     if (r != REC_OK)
         memset(out, 0, sizeof(*out));
     return r;
+}
+
+enum rec_reason rec_decode_ref(struct rec_decoder *d, const struct rec_schema *s,
+                               enum rec_kind kind, const void *value, size_t len,
+                               struct rec_batch *out, char *detail, size_t detail_cap)
+{
+    d->json_ref_only = true;
+    enum rec_reason r = rec_decode(d, s, kind, value, len, out, detail, detail_cap);
+    d->json_ref_only = false;
+    return r;
+}
+
+void rec_decoder_json_counts(const struct rec_decoder *d, uint64_t *fast, uint64_t *fallback)
+{
+    *fast = d->json_fast;
+    *fallback = d->json_fallback;
 }

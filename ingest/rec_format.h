@@ -94,6 +94,19 @@ enum rec_reason rec_decode(struct rec_decoder *d, const struct rec_schema *s, en
                            const void *value, size_t len, struct rec_batch *out, char *detail,
                            size_t detail_cap);
 
+/*
+ * rec_decode with JSON decoded by the jansson decoder only: the reference that rec_decode's
+ * faster simdjson path must match bit for bit (results, reasons). For the differential tests
+ * and the benchmark; frames decode as in rec_decode.
+ */
+enum rec_reason rec_decode_ref(struct rec_decoder *d, const struct rec_schema *s,
+                               enum rec_kind kind, const void *value, size_t len,
+                               struct rec_batch *out, char *detail, size_t detail_cap);
+
+/* How many JSON messages this decoder decoded on the fast path, and how many it handed to
+ * the reference (every rejection, and the rare valid message the fast path declines). */
+void rec_decoder_json_counts(const struct rec_decoder *d, uint64_t *fast, uint64_t *fallback);
+
 /* "application/json" -> JSON, "application/vnd.strata.batch" -> frame, else AUTO. */
 enum rec_kind rec_kind_of(const char *content_type, size_t len);
 

@@ -1,4 +1,8 @@
-/* The JSON format (SPEC.md §4.1), parsed with jansson. */
+/*
+ * The JSON format (SPEC.md §4.1). rec_decode_json_ref parses with jansson: the reference, and
+ * what finds the reason for every rejection. rec_decode_json first tries the simdjson decoder
+ * (rec_json_fast.h), which decodes the same bits or declines.
+ */
 #include <jansson.h>
 #include <math.h>
 #include <openssl/evp.h>
@@ -6,6 +10,7 @@
 #include <string.h>
 
 #include "rec_int.h"
+#include "rec_json_fast.h"
 
 static enum rec_reason parse_vector(struct rec_decoder *d, const struct rec_collection *c,
                                     uint32_t i, json_t *vec, json_t *b64, const float **out)
@@ -132,8 +137,8 @@ static enum rec_reason parse_record(struct rec_decoder *d, const struct rec_coll
     return REC_OK;
 }
 
-enum rec_reason rec_decode_json(struct rec_decoder *d, const struct rec_schema *s,
-                                const void *value, size_t len, struct rec_batch *out)
+enum rec_reason rec_decode_json_ref(struct rec_decoder *d, const struct rec_schema *s,
+                                    const void *value, size_t len, struct rec_batch *out)
 {
     json_error_t je;
     d->root = json_loadb(value, len, JSON_REJECT_DUPLICATES, &je);
@@ -190,4 +195,19 @@ enum rec_reason rec_decode_json(struct rec_decoder *d, const struct rec_schema *
     out->recs = d->recs;
     out->zero_copy = false;
     return REC_OK;
+}
+
+enum rec_reason rec_decode_json(struct rec_decoder *d, const struct rec_schema *s,
+                                const void *value, size_t len, struct rec_batch *out)
+{
+    if (!d->json_ref_only) {
+        if (rec_json_fast_decode(d, s, value, len, out)) {
+            d->json_fast++;
+            return REC_OK;
+        }
+        d->json_fallback++;
+        st_arena_reset(&d->arena);
+        memset(out, 0, sizeof(*out));
+    }
+    return rec_decode_json_ref(d, s, value, len, out);
 }

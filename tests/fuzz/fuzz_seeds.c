@@ -1,7 +1,7 @@
 /*
  * Writes the seed corpus of the fuzz targets: fuzz_seeds DIR creates DIR/<target>/seed-* for
- * frame, json, segment, hnsw and ivfpq (small valid inputs of each shape the decoders know).
- * Deterministic; the output is checked in under tests/fuzz/corpus/. Run it again only when a
+ * frame, json, json_diff, segment, hnsw and ivfpq (small valid inputs of each shape the decoders
+ * know). Deterministic; the output is checked in under tests/fuzz/corpus/. Run it again only when a
  * format changes (findings live next to the seeds as crash-* / regress-* files).
  */
 #include <dirent.h>
@@ -111,6 +111,27 @@ static void jsons(void)
         char name[32];
         snprintf(name, sizeof(name), "%zu", i);
         put("json", name, js[i], strlen(js[i]));
+        put("json_diff", name, js[i], strlen(js[i]));
+    }
+    /* fuzz_json_diff: numbers and strings where simdjson and jansson could part */
+    static const char *const diff[] = {
+        "{\"id\":\"a\",\"vector\":[0.12345677614212036,-1.1754943508222875e-38,1.401298464324817e-"
+        "45]}",
+        "{\"id\":\"a\",\"vector\":[-0,-0.0,0e999],\"ts\":-0}",
+        "{\"id\":\"a\",\"vector\":[16777217,9007199254740993,-9223372036854775808]}",
+        "{\"id\":\"a\",\"vector\":[1.00000005960464477539062500000000000000001,"
+        "3.4028235677973366e38,1e-400]}",
+        "{\"id\":\"\\u00e9\\ud83d\\ude00\\n\",\"vector\":[1,2,3],\"meta\":{\"a\":[1.0,-0,1e2,"
+        "\"\\u001f\"],\"b\":{}}}",
+        "{\"records\":[{\"id\":\"a\",\"op\":\"delete\",\"vector\":[18446744073709551615]},"
+        "{\"id\":\"b\",\"vector_b64\":\"AACAPwAAAEAAAEB\\u0041\"}]}",
+        "{\"collection\":\"events\",\"id\":9223372036854775807,\"vector\":[1,2,3,4],"
+        "\"meta\":{\"k\":1,\"k\":2}}",
+    };
+    for (size_t i = 0; i < sizeof(diff) / sizeof(diff[0]); i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "n%zu", i);
+        put("json_diff", name, diff[i], strlen(diff[i]));
     }
 }
 

@@ -8,7 +8,7 @@
 #    /lib/systemd/system, the sysusers.d and tmpfiles.d entries, /etc/strata/strata.yaml and
 #    the docs (operations.md among them);
 #  - dpkg-deb -I: Package strata, Version VERSION, Depends computed by dpkg-shlibdeps (libc6,
-#    librdkafka, libnats, libsystemd0, ...) plus adduser, the conffile /etc/strata/strata.yaml,
+#    librdkafka, libnats, libsystemd0, libsimdjson, ...) plus adduser, the conffile /etc/strata/strata.yaml,
 #    and maintainer scripts that parse (sh -n), create the user and never enable or start a
 #    service;
 #  - dpkg-deb -x: the extracted programs run (--version prints VERSION) and the extracted
@@ -56,7 +56,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [[ "$(field Package)" == strata ]] || fail "Package is '$(field Package)'"
 [[ "$(field Version)" == "$version" ]] || fail "Version is '$(field Version)', want $version"
 deps=$(field Depends)
-for d in libc6 librdkafka libnats libsystemd0 libyaml adduser; do
+for d in libc6 librdkafka libnats libsystemd0 libyaml libsimdjson adduser; do
   grep -q "$d" <<<"$deps" || fail "Depends lacks $d: $deps"
 done
 mkdir "$work/control"
