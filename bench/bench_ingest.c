@@ -5,9 +5,9 @@
  * same records durably, fed from the same topic. One run, one machine, one directory.
  *
  *   bench_ingest --brokers HOST:PORT [--dir /tmp] [--records 100000] [--json-records 20000]
- *                [--dims 768,384]
- *                [--formats binary,json] [--per-msg 100] [--partitions 4] [--windows 10]
- *                [--fifo-frac 0] [--rounds 1]
+ *                [--dims 768,384] [--formats binary,json] [--per-msg 100] [--partitions 4]
+ *                [--windows 10] [--fifo-frac 0.5] [--rounds 1]
+ *                [--systems nop,disk,strata,strata-fifo,rocksdb]
  *
  * For every configuration (dim x format) the records are produced once with the producer
  * behind `strata produce` (produce_run: binary frames by rec_frame_encode, or SPEC §4.1 JSON
@@ -18,22 +18,27 @@
  *   - nop:     a librdkafka consumer (fresh group) that polls and frees every message;
  *   - disk:    the vector payload's size written sequentially (1 MiB writes) + one fdatasync;
  *   - strata:  ing_consumer + twcs opened as ingest_node.c opens them (wal_sync batch 5 ms,
- *              default memtable_size, tick_ms 1000: the timer thread seals, merges and drops
- *              during the run); "durable" = every record handled and a final commit round done
+ *              default memtable_size, tick_ms 1000: the timer thread seals and merges during
+ *              the run); "durable" = every record handled and a final commit round done
  *              (fsync + offsets committed); "sealed" = every data window sealed, no merge running;
+ *   - strata-fifo: the same with a collection byte cap (max_bytes) of fifo-frac of the vector
+ *              bytes, so that the oldest sealed windows are dropped during the run (0: not run);
  *   - rocksdb: (when built with RocksDB) a plain librdkafka consumer decoding with the same
  *              decoder, one WriteBatch per message (key id, value ts + vector + meta) written
  *              with WAL on and sync=true, offsets stored after the write and auto-committed
  *              every 200 ms, a final synchronous commit ("durable"); "sealed" = memtable
  *              flushed and no compaction pending or running.
- * Times run from the first message received (group joins are not throughput). Prints the
- * details, then a markdown table for docs/benchmarks.md.
+ * Times run from the first message received (group joins are not throughput). JSON decoding
+ * is ~20x slower than frames, hence fewer JSON records by default (rates are per second).
+ * Prints the details, then markdown tables for docs/benchmarks.md. A phase that makes no
+ * progress for a minute fails with what it saw (per-partition lag for strata).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,9 +61,13 @@
 #include "st_log.h"
 #include "twcs.h"
 
-#define WINDOW_MS 60000
-#define GRACE_MS  1000
-#define SEAL_WAIT 300 /* seconds for the windows to seal after the last record */
+#define WINDOW_MS   60000
+#define GRACE_MS    1000
+#define SEAL_WAIT   300 /* seconds for the windows to seal after the last record */
+#define STALL_S     60  /* seconds without a message before a consumer gives up */
+#define PHASE_MAX_S 900 /* seconds before a phase is taken for hung and killed */
+#define STR2(x)     #x
+#define STR(x)      STR2(x)
 
 static const char META[] = "{\"lang\":\"en\",\"src\":\"bench\"}";
 
@@ -192,6 +201,7 @@ static struct res run_phase(phase_fn fn, const struct opts *o, const struct conf
         die("fork", strerror(errno));
     if (pid == 0) {
         close(fd[0]);
+        alarm(PHASE_MAX_S); /* a phase that hangs is killed, and the parent says so */
         struct res r = {0};
         fn(o, c, tag, &r);
         ssize_t w = write(fd[1], &r, sizeof(r));
@@ -210,8 +220,13 @@ static struct res run_phase(phase_fn fn, const struct opts *o, const struct conf
     int status;
     waitpid(pid, &status, 0);
     if (got != sizeof(r) || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "bench_ingest: the %s phase failed (exit status %d)\n", tag,
-                WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        if (WIFSIGNALED(status))
+            fprintf(
+                stderr, "bench_ingest: the %s phase died of signal %d%s\n", tag, WTERMSIG(status),
+                WTERMSIG(status) == SIGALRM ? " (still running after " STR(PHASE_MAX_S) " s)" : "");
+        else
+            fprintf(stderr, "bench_ingest: the %s phase failed (exit status %d)\n", tag,
+                    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         exit(1);
     }
     if (r.err[0] != '\0')
@@ -351,10 +366,17 @@ static void phase_nop(const struct opts *o, const struct conf *c, const char *ta
     subscribe(k, c->topic);
     uint64_t got = 0;
     struct sample a = {0};
+    double progress = now_s();
     while (got < c->msgs) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k, 100);
-        if (m == NULL)
+        if (m == NULL) {
+            if (now_s() - progress > STALL_S) {
+                fail(r, "no message for %d s: %" PRIu64 " of %" PRIu64, STALL_S, got, c->msgs);
+                break;
+            }
             continue;
+        }
+        progress = now_s();
         if (!m->err && got++ == 0)
             a = sample_now(); /* from the first message: the group join is not throughput */
         rd_kafka_message_destroy(m);
@@ -514,12 +536,31 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
     }
     struct ing_stats st = {0};
     struct sample a = {0};
+    uint64_t seen = 0;
+    double progress = now_s();
     while (st.records < c->records) {
         if (ing_consumer_poll(cons, 100, &err) != ST_OK) {
             fail(r, "poll: %s", err.msg);
             return;
         }
         ing_consumer_stats(cons, &st);
+        if (st.records + st.retries != seen) {
+            seen = st.records + st.retries;
+            progress = now_s();
+        } else if (now_s() - progress > STALL_S) {
+            struct ing_metrics mt;
+            if (ing_consumer_metrics(cons, &mt) == ST_OK) {
+                for (size_t i = 0; i < mt.nlag; i++)
+                    fprintf(stderr, "bench_ingest: stalled: %s/%d lag %" PRId64 "\n",
+                            mt.lag[i].topic, (int)mt.lag[i].partition, mt.lag[i].lag);
+                ing_metrics_free(&mt);
+            }
+            fail(r,
+                 "no progress for %d s: %" PRIu64 " of %" PRIu64 " records, %" PRIu64
+                 " messages, %" PRIu64 " duplicates, %" PRIu64 " pauses",
+                 STALL_S, st.records, c->records, st.messages, st.duplicates, st.retries);
+            return;
+        }
         if (a.t == 0 && st.messages > 0)
             a = sample_now();
         events_done(&ev, t);
@@ -634,10 +675,18 @@ static void phase_rocksdb(const struct opts *o, const struct conf *c, const char
     uint64_t recs = 0, msgs = 0;
     struct sample a = {0};
     double decode = 0;
+    double progress = now_s();
     while (recs < c->records) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k, 100);
-        if (m == NULL)
+        if (m == NULL) {
+            if (now_s() - progress > STALL_S) {
+                fail(r, "no message for %d s: %" PRIu64 " of %" PRIu64 " records", STALL_S, recs,
+                     c->records);
+                return;
+            }
             continue;
+        }
+        progress = now_s();
         if (m->err) {
             rd_kafka_message_destroy(m);
             continue;
