@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -101,6 +102,8 @@ struct res {
     uint64_t wbytes, wbytes_sealed; /* /proc/self/io write_bytes delta */
     double user, sys, user_sealed, sys_sealed;
     uint64_t hwm_kb;
+    double busy_durable, busy; /* the device's busy fraction (any process's I/O) up to durable,
+                                  and up to sealed */
     uint64_t records, retries, paused_ms;
     uint64_t sealed_at_durable, sealed, merges, dropped, tw_written, tw_ingested, compaction;
     double decode_s; /* rocksdb consumer: seconds inside rec_decode */
@@ -147,9 +150,34 @@ static uint64_t proc_field(const char *file, const char *key)
     return v;
 }
 
+/* The block device holding --dir (major, minor), for its busy time in /proc/diskstats. */
+static unsigned g_dev_major, g_dev_minor;
+
+/* Milliseconds the device has spent doing I/O since boot (io_ticks; all processes). */
+static uint64_t disk_busy_ms(void)
+{
+    FILE *f = fopen("/proc/diskstats", "r");
+    if (f == NULL)
+        return 0;
+    char line[512];
+    uint64_t v = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned ma, mi;
+        unsigned long long x[10];
+        if (sscanf(line, "%u %u %*s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &ma, &mi,
+                   &x[0], &x[1], &x[2], &x[3], &x[4], &x[5], &x[6], &x[7], &x[8], &x[9]) == 12 &&
+            ma == g_dev_major && mi == g_dev_minor) {
+            v = x[9];
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
 struct sample {
     double t, user, sys;
-    uint64_t wbytes;
+    uint64_t wbytes, busy_ms;
 };
 
 static struct sample sample_now(void)
@@ -161,6 +189,7 @@ static struct sample sample_now(void)
         .user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
         .sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
         .wbytes = proc_field("/proc/self/io", "write_bytes:"),
+        .busy_ms = disk_busy_ms(),
     };
 }
 
@@ -172,11 +201,14 @@ static void sample_diff(struct res *r, const struct sample *a, const struct samp
         r->wbytes_sealed = b->wbytes - a->wbytes;
         r->user_sealed = b->user - a->user;
         r->sys_sealed = b->sys - a->sys;
+        r->busy = b->t > a->t ? (double)(b->busy_ms - a->busy_ms) / 1000.0 / (b->t - a->t) : 0;
     } else {
         r->secs = b->t - a->t;
         r->wbytes = b->wbytes - a->wbytes;
         r->user = b->user - a->user;
         r->sys = b->sys - a->sys;
+        r->busy_durable =
+            b->t > a->t ? (double)(b->busy_ms - a->busy_ms) / 1000.0 / (b->t - a->t) : 0;
     }
     r->hwm_kb = proc_field("/proc/self/status", "VmHWM:");
 }
@@ -814,11 +846,12 @@ static void print_detail(const struct row *w)
     double gb = (double)w->c->vec_bytes / 1e9;
     printf("  %-11s %9.0f rec/s %8.1f MB/s  durable %6.2f s  sealed %6.2f s  written/ingested "
            "%.2f (durable) %.2f (sealed)  cpu %.2f user + %.2f sys = %.1f s/GB  peak RSS %.0f "
-           "MiB\n",
+           "MiB  disk busy %.0f%% (durable) %.0f%% (sealed)\n",
            w->name, (double)w->c->records / r->secs, rate_mb(w), r->secs, r->secs_sealed,
            (double)r->wbytes / (double)w->c->vec_bytes,
            (double)r->wbytes_sealed / (double)w->c->vec_bytes, r->user_sealed, r->sys_sealed,
-           (r->user_sealed + r->sys_sealed) / gb, (double)r->hwm_kb / 1024.0);
+           (r->user_sealed + r->sys_sealed) / gb, (double)r->hwm_kb / 1024.0, r->busy_durable * 100,
+           r->busy * 100);
     if (is_strata(w->name))
         printf("           windows sealed %" PRIu64 " (%" PRIu64 " by the durable point), merges "
                "%" PRIu64 ", dropped %" PRIu64 ", compaction %.0f MB; twcs written/ingested "
@@ -936,6 +969,11 @@ int main(int argc, char **argv)
         die("usage", "too few records: every partition needs messages in every window");
     st_log_set_level(ST_LOG_WARNING);
     mkdir(o.dir, 0755);
+    struct stat sd;
+    if (stat(o.dir, &sd) != 0)
+        die(o.dir, strerror(errno));
+    g_dev_major = major(sd.st_dev);
+    g_dev_minor = minor(sd.st_dev);
     print_machine(&o);
 
     struct conf confs[16];
@@ -1017,9 +1055,10 @@ int main(int argc, char **argv)
 
     printf("\n%s-run results (best of %u round%s; rates are of vector payload, float32):\n\n",
            o.rounds > 1 ? "Best" : "Single", o.rounds, o.rounds > 1 ? "s" : "");
-    printf("| config | system | records/s | MB/s | durable + committed | sealed | disk bytes "
-           "written / vector byte (durable; sealed) | CPU s/GB (user + sys) | peak RSS | "
-           "back-pressure paused |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    printf(
+        "| config | system | records/s | MB/s | durable + committed | sealed | disk bytes "
+        "written / vector byte (durable; sealed) | CPU s/GB (user + sys) | peak RSS | disk busy | "
+        "back-pressure paused |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < nr; i++) {
         const struct row *w = &rows[i];
         const struct res *r = &w->r;
@@ -1029,18 +1068,23 @@ int main(int argc, char **argv)
         if (is_strata(w->name))
             snprintf(bp, sizeof(bp), "%.1f s (%" PRIu64 " pauses)", (double)r->paused_ms / 1000.0,
                      r->retries);
-        printf("| %u-d %s | %s | %.0f | %.1f | %.2f s | %s%.2f s%s | %.2f; %.2f | %.1f (%.1f + "
-               "%.1f) | %.0f MiB | %s |\n",
+        char sealed[32] = "—";
+        if (store)
+            snprintf(sealed, sizeof(sealed), "%.2f s", r->secs_sealed);
+        printf("| %u-d %s | %s | %.0f | %.1f | %.2f s | %s | %.2f; %.2f | %.1f (%.1f + "
+               "%.1f) | %.0f MiB | %.0f%%; %.0f%% | %s |\n",
                w->c->dim, w->c->json ? "JSON" : "binary", label(w->name, &o),
-               (double)w->c->records / r->secs, rate_mb(w), r->secs, store ? "" : "(",
-               r->secs_sealed, store ? "" : ")", (double)r->wbytes / (double)w->c->vec_bytes,
+               (double)w->c->records / r->secs, rate_mb(w), r->secs, sealed,
+               (double)r->wbytes / (double)w->c->vec_bytes,
                (double)r->wbytes_sealed / (double)w->c->vec_bytes,
                (r->user_sealed + r->sys_sealed) / gb, r->user_sealed / gb, r->sys_sealed / gb,
-               (double)r->hwm_kb / 1024.0, bp);
+               (double)r->hwm_kb / 1024.0, r->busy_durable * 100, r->busy * 100, bp);
     }
-    printf("\n| config | system | ingest / min(do-nothing, disk) | ingest / RocksDB | windows "
-           "sealed (by the durable point) | seal merges (MB) | windows dropped | peak RSS / "
-           "memtable_size | decode MB/s, 1 core |\n|---|---|---|---|---|---|---|---|---|\n");
+    printf(
+        "\n| config | system | ingest / min(do-nothing, disk) | ingest / RocksDB | windows "
+        "sealed (by the durable point) | open-window merges | MB rewritten by merges and seals | "
+        "windows dropped | peak RSS / memtable_size (64 MiB) | decode MB/s, 1 core |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < nr; i++) {
         const struct row *s = &rows[i];
         if (!is_strata(s->name))
@@ -1070,7 +1114,7 @@ int main(int argc, char **argv)
                          (double)s->c->value_bytes / 1e6 / rocks->r.decode_s);
         }
         printf("| %u-d %s | %s | %s | %s | %" PRIu64 " (%" PRIu64 ") | %" PRIu64
-               " (%.0f) | %" PRIu64 " | %.1f | %s |\n",
+               " | %.0f | %" PRIu64 " | %.1f | %s |\n",
                s->c->dim, s->c->json ? "JSON" : "binary", label(s->name, &o), ref, rr, s->r.sealed,
                s->r.sealed_at_durable, s->r.merges, (double)s->r.compaction / 1e6, s->r.dropped,
                (double)s->r.hwm_kb * 1024.0 / (double)(64u << 20), dec);
