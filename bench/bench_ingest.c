@@ -1055,10 +1055,10 @@ int main(int argc, char **argv)
 
     printf("\n%s-run results (best of %u round%s; rates are of vector payload, float32):\n\n",
            o.rounds > 1 ? "Best" : "Single", o.rounds, o.rounds > 1 ? "s" : "");
-    printf(
-        "| config | system | records/s | MB/s | durable + committed | sealed | disk bytes "
-        "written / vector byte (durable; sealed) | CPU s/GB (user + sys) | peak RSS | disk busy | "
-        "back-pressure paused |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| config | system | records/s | MB/s | durable + committed | sealed | disk bytes "
+           "written / vector byte (durable; sealed) | CPU s/GB (user + sys) | peak RSS | disk busy "
+           "(durable; sealed) | back-pressure paused "
+           "|\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < nr; i++) {
         const struct row *w = &rows[i];
         const struct res *r = &w->r;
