@@ -20,6 +20,7 @@ struct part {
     bool paused;
     int64_t retry_offset; /* paused: the message to read again */
     int64_t resume_at_ms;
+    int64_t paused_at_ms; /* paused: since when (for ing_stats.paused_ms) */
 };
 
 struct topic_schema {
@@ -240,6 +241,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
         for (int i = 0; i < parts->cnt; i++) {
             struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, true);
             if (p != NULL) {
+                if (p->paused)
+                    c->st.paused_ms += (uint64_t)(now_ms() - p->paused_at_ms);
                 p->assigned = true;
                 p->paused = false;
                 p->handled = -1; /* resume from the committed offset: replays are skipped */
@@ -468,7 +471,8 @@ static int handle(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *
             rd_kafka_topic_partition_list_destroy(l);
             p->paused = true;
             p->retry_offset = m->offset;
-            p->resume_at_ms = now_ms() + c->o.pause_ms;
+            p->paused_at_ms = now_ms();
+            p->resume_at_ms = p->paused_at_ms + c->o.pause_ms;
             c->st.retries++;
             c->st.messages--;
             return ST_OK;
@@ -541,6 +545,7 @@ static void resume_due(struct ing_consumer *c)
         rd_kafka_resume_partitions(c->rk, l);
         rd_kafka_topic_partition_list_destroy(l);
         p->paused = false;
+        c->st.paused_ms += (uint64_t)(now - p->paused_at_ms);
     }
 }
 

@@ -71,6 +71,7 @@ struct ing_consumer_opts {
 
 struct ing_stats {
     uint64_t messages, records, duplicates, rejected, retries, commits;
+    uint64_t paused_ms; /* back-pressure: time partitions spent paused, summed over partitions */
 };
 
 struct ing_consumer;

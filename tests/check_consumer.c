@@ -748,6 +748,8 @@ START_TEST(test_backpressure_pause_resume)
     ck_assert_uint_eq(st.duplicates, 0);
     ck_assert_uint_eq(st.messages, NMSG); /* each message handled once, retries aside */
     ck_assert_uint_gt(st.retries, 0);
+    /* Every pause ended (everything is in) and none ends before the default 50 ms. */
+    ck_assert_uint_ge(st.paused_ms, st.retries * 50);
     for (int m = 0; m < NMSG; m++)
         ck_assert(has_id(tw, m, NREC - 1));
     ck_assert_int_eq(ing_consumer_close(c), ST_OK);
