@@ -14,13 +14,13 @@
  */
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "rec_format.h"
+#include "st_prom.h"
 
 /* CPU time of this thread: per-core throughput, steady on a machine shared with other work. */
 static double now_s(void)
@@ -36,31 +36,6 @@ static void die(const char *what)
     exit(1);
 }
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct buf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            die("vsnprintf");
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)n + 64;
-        if ((b->p = realloc(b->p, b->cap)) == NULL)
-            die("no memory");
-    }
-}
-
 static uint64_t rng(uint64_t *s)
 {
     *s ^= *s << 13;
@@ -70,7 +45,7 @@ static uint64_t rng(uint64_t *s)
 }
 
 /* The shortest "%.*g" that reads back as x (Python's repr of the double, near enough). */
-static void put_shortest(struct buf *b, double x)
+static void put_shortest(struct st_text *b, double x)
 {
     char t[40];
     for (int p = 1; p <= 17; p++) {
@@ -78,23 +53,23 @@ static void put_shortest(struct buf *b, double x)
         if (strtod(t, NULL) == x)
             break;
     }
-    put(b, "%s", t);
+    st_text_printf(b, "%s", t);
 }
 
 enum style { STYLE_REPR, STYLE_G9, STYLE_INT, STYLE_COUNT };
 static const char *const style_name[STYLE_COUNT] = {"repr", "%.9g", "int"};
 
-static void build(struct buf *b, uint32_t dim, uint32_t records, enum style st, uint64_t *seed)
+static void build(struct st_text *b, uint32_t dim, uint32_t records, enum style st, uint64_t *seed)
 {
     b->len = 0;
-    put(b, "{\"collection\": \"c%u\", \"records\": [", dim);
+    st_text_printf(b, "{\"collection\": \"c%u\", \"records\": [", dim);
     for (uint32_t i = 0; i < records; i++) {
-        put(b, "%s{\"id\": \"doc-%" PRIu64 "#%u\", \"ts\": %" PRId64 ", \"vector\": [",
-            i ? ", " : "", rng(seed) % 1000000, i,
-            (int64_t)1763798400000 + (int64_t)(rng(seed) % 3600000));
+        st_text_printf(b, "%s{\"id\": \"doc-%" PRIu64 "#%u\", \"ts\": %" PRId64 ", \"vector\": [",
+                       i ? ", " : "", rng(seed) % 1000000, i,
+                       (int64_t)1763798400000 + (int64_t)(rng(seed) % 3600000));
         for (uint32_t j = 0; j < dim; j++) {
             if (j)
-                put(b, ", ");
+                st_text_printf(b, ", ");
             /* embedding-like: roughly normal, scale 1/sqrt(dim) */
             double g = 0;
             for (int k = 0; k < 4; k++)
@@ -103,17 +78,17 @@ static void build(struct buf *b, uint32_t dim, uint32_t records, enum style st, 
             if (st == STYLE_REPR)
                 put_shortest(b, (double)f);
             else if (st == STYLE_G9)
-                put(b, "%.9g", (double)f);
+                st_text_printf(b, "%.9g", (double)f);
             else
-                put(b, "%d", (int)(rng(seed) % 255) - 127);
+                st_text_printf(b, "%d", (int)(rng(seed) % 255) - 127);
         }
-        put(b, "], \"meta\": {\"lang\": \"en\", \"chunk\": %u}}", i);
+        st_text_printf(b, "], \"meta\": {\"lang\": \"en\", \"chunk\": %u}}", i);
     }
-    put(b, "]}");
+    st_text_printf(b, "]}");
 }
 
-static double run(struct rec_decoder *d, const struct rec_schema *s, const struct buf *b, bool ref,
-                  double seconds, struct rec_batch *out)
+static double run(struct rec_decoder *d, const struct rec_schema *s, const struct st_text *b,
+                  bool ref, double seconds, struct rec_batch *out)
 {
     char detail[256];
     uint64_t n = 0;
@@ -154,12 +129,14 @@ int main(int argc, char **argv)
     struct rec_decoder *fast = rec_decoder_new(), *ref = rec_decoder_new();
     if (fast == NULL || ref == NULL)
         die("no memory");
-    struct buf b = {0};
+    struct st_text b = {0};
     printf("%-5s %-5s %9s | %12s %12s | %12s %12s | %7s\n", "dim", "style", "msg KiB", "jansson in",
            "vec MB/s", "simdjson in", "vec MB/s", "speedup");
     for (size_t di = 0; di < 2; di++) {
         for (int st = 0; st < STYLE_COUNT; st++) {
             build(&b, dims[di], records, (enum style)st, &seed);
+            if (b.oom)
+                die("no memory");
             struct rec_batch bf, br;
             double mr = run(ref, &schema, &b, true, seconds, &br);
             double mf = run(fast, &schema, &b, false, seconds, &bf);
