@@ -112,6 +112,18 @@ static void exercise(struct store_segment *g)
     ck_assert_int_eq(store_segment_find(g, (const uint8_t *)"a", 1, &idx), ST_ENOTFOUND);
 }
 
+/* Every id of make_segment_rows(n, ...) is found, at its record. */
+static void find_every_id(const struct store_segment *g, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "id-%05u", i);
+        uint64_t idx;
+        ck_assert_int_eq(store_segment_find(g, (const uint8_t *)id, 8, &idx), ST_OK);
+        ck_assert_uint_eq(idx, i);
+    }
+}
+
 /* Reseals b and opens it: the result of store_segment_open_file (the segment exercised and
  * released when it opened). */
 static int open_resealed(uint8_t *b, size_t len, struct st_err *err)
@@ -157,13 +169,7 @@ START_TEST(test_segment_resealed_opens)
                       "count %u: %s", counts[t], err.msg);
         ck_assert_msg(store_segment_verify(g, &err) == ST_OK, "%s", err.msg);
         exercise(g);
-        for (uint32_t i = 0; i < counts[t]; i++) {
-            char id[16];
-            snprintf(id, sizeof(id), "id-%05u", i);
-            uint64_t idx;
-            ck_assert_int_eq(store_segment_find(g, (const uint8_t *)id, 8, &idx), ST_OK);
-            ck_assert_uint_eq(idx, i);
-        }
+        find_every_id(g, counts[t]);
         store_segment_unref(g);
         free(b);
     }
@@ -391,12 +397,8 @@ START_TEST(test_segment_rows_layout)
         ck_assert_uint_eq(info.rows, rows);
         ck_assert_ptr_null(store_segment_contiguous(g));
         exercise(g);
+        find_every_id(g, counts[t]);
         for (uint32_t i = 0; i < counts[t]; i++) {
-            char id[16];
-            snprintf(id, sizeof(id), "id-%05u", i);
-            uint64_t idx;
-            ck_assert_int_eq(store_segment_find(g, (const uint8_t *)id, 8, &idx), ST_OK);
-            ck_assert_uint_eq(idx, i);
             const float *v = store_segment_vector(g, i);
             for (uint32_t d = 0; d < DIM; d++)
                 ck_assert_float_eq(v[d], i % 7 == 3 ? 0.0f : (float)i + (float)d / 8);
