@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,8 +122,19 @@ static double do_nothing(const char *brokers, const char *topic, const char *gro
     return t;
 }
 
+static double cpu_s(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
+/* What one strata round cost besides its wall time. */
+struct strata_cost {
+    double user_s, sys_s;         /* CPU of the whole process (all threads) during the round */
+    uint64_t messages, wal_syncs; /* fsyncs per message = wal_syncs / messages */
+};
+
 static double strata(const char *brokers, const char *topic, const char *group, const char *dir,
-                     uint32_t dim, uint32_t records)
+                     uint32_t dim, uint32_t records, struct strata_cost *cost)
 {
     struct st_err err = {0};
     struct twcs_opts to = {.store = {.dir = dir, .dim = dim, .wal_sync = STORE_SYNC_BATCH},
@@ -151,6 +163,8 @@ static double strata(const char *brokers, const char *topic, const char *group, 
         die("consumer", err.msg);
     struct ing_stats st = {0};
     double t0 = 0;
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
     while (st.records < records) {
         if (ing_consumer_poll(c, 100, &err) != ST_OK)
             die("poll", err.msg);
@@ -161,6 +175,13 @@ static double strata(const char *brokers, const char *topic, const char *group, 
     if (ing_consumer_commit(c, &err) != ST_OK) /* durable and committed */
         die("commit", err.msg);
     double secs = now_s() - t0;
+    getrusage(RUSAGE_SELF, &ru1);
+    struct store_stats ss;
+    store_stats(twcs_store(t), &ss);
+    ing_consumer_stats(c, &st);
+    *cost = (struct strata_cost){cpu_s(&ru1.ru_utime) - cpu_s(&ru0.ru_utime),
+                                 cpu_s(&ru1.ru_stime) - cpu_s(&ru0.ru_stime), st.messages,
+                                 ss.wal_syncs};
     ing_consumer_close(c);
     dlq_close(d);
     twcs_close(t);
@@ -228,7 +249,8 @@ int main(int argc, char **argv)
         double tn = do_nothing(brokers, topic, group, msgs);
         snprintf(group, sizeof(group), "bench-strata-%d-%u", (int)getpid(), r);
         snprintf(sdir, sizeof(sdir), "%s/bench-ingest-%d-%u", dir, (int)getpid(), r);
-        double ts = strata(brokers, topic, group, sdir, dim, records);
+        struct strata_cost cost;
+        double ts = strata(brokers, topic, group, sdir, dim, records, &cost);
         char cmd[600];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sdir);
         if (system(cmd) != 0)
@@ -236,6 +258,10 @@ int main(int argc, char **argv)
         printf("round %u: do-nothing %8.0f rec/s %7.1f MB/s | strata %8.0f rec/s %7.1f MB/s "
                "(durable + committed) | ratio %.2f\n",
                r + 1, records / tn, mb / tn, records / ts, mb / ts, tn / ts);
+        printf("         strata CPU user %.2f s sys %.2f s (%.2f CPU-s/GB) | %" PRIu64
+               " WAL fsyncs for %" PRIu64 " messages (%.3f per message)\n",
+               cost.user_s, cost.sys_s, (cost.user_s + cost.sys_s) / (mb / 1000), cost.wal_syncs,
+               cost.messages, cost.messages ? (double)cost.wal_syncs / (double)cost.messages : 0.0);
         best_n = tn < best_n ? tn : best_n;
         best_s = ts < best_s ? ts : best_s;
         fflush(stdout);
