@@ -371,6 +371,12 @@ struct store {
 
     uint8_t *wbuf;
     size_t wcap;
+    /* Group commit (wal_sync = batch; guarded by mu): bytes appended to the WAL so far, the
+     * count the last fsync covered, and when the oldest append not covered yet was made
+     * (0: none). The syncer fsyncs once that append is wal_sync_interval_ms old or
+     * STORE_SYNC_BYTES are waiting, whichever comes first. */
+    uint64_t wal_appended, wal_synced;
+    int64_t unsynced_since_ns;
 
     bool stop;
     bool have_syncer, have_flusher;

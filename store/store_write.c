@@ -68,11 +68,26 @@ int store_wal_new_file(struct store *s)
     return rc;
 }
 
-/* Publishes durability of everything written up to seq with marks `snap`. Caller holds mu. */
-static void durable_publish_locked(struct store *s, uint64_t seq, const struct store_marks *snap)
+/*
+ * Group commit: the syncer fsyncs when the oldest append not covered yet is
+ * wal_sync_interval_ms old, or when this many bytes wait (a burst then does not sit in the
+ * page cache for the whole interval, and one fsync never has to write back more than about
+ * this much).
+ */
+#define STORE_SYNC_BYTES (8u << 20)
+
+/* Publishes durability of everything written up to seq (appended bytes up to `bytes`) with
+ * marks `snap`; `started_ns`: when the fsync covering it began. Caller holds mu. */
+static void durable_publish_locked(struct store *s, uint64_t seq, uint64_t bytes,
+                                   int64_t started_ns, const struct store_marks *snap)
 {
     if (seq > s->durable_seq)
         s->durable_seq = seq;
+    if (bytes > s->wal_synced)
+        s->wal_synced = bytes;
+    /* Appends made during the fsync are not covered; the earliest of them is no older than
+     * the fsync's start, so the next deadline counts from there. */
+    s->unsynced_since_ns = s->written_seq > s->durable_seq ? started_ns : 0;
     if (store_marks_copy(&s->durable, snap) != ST_OK)
         store_fail_locked(s, ST_ENOMEM, "durable marks");
     pthread_cond_broadcast(&s->durable_cv);
@@ -91,19 +106,19 @@ int store_wal_sync_locked(struct store *s)
         pthread_mutex_unlock(&s->mu);
         return ST_OK;
     }
-    uint64_t seq = s->written_seq;
+    uint64_t seq = s->written_seq, bytes = s->wal_appended;
     struct store_marks snap = {0};
     int rc = store_marks_copy(&snap, &s->applied);
     struct store_file *f = s->wal_file;
     pthread_mutex_unlock(&s->mu);
+    int64_t t0 = st_clock_mono_ns(NULL);
     if (rc == ST_OK) {
-        int64_t t0 = st_clock_mono_ns(NULL);
         rc = store_fs_sync(f, "store.wal.fsync");
         st_hist_observe(&s->wal_sync_hist, (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
     }
     pthread_mutex_lock(&s->mu);
     if (rc == ST_OK) {
-        durable_publish_locked(s, seq, &snap);
+        durable_publish_locked(s, seq, bytes, t0, &snap);
         s->st.wal_syncs++;
     } else {
         /* After a failed fsync the page cache cannot be trusted: stop. */
@@ -122,18 +137,32 @@ int store_sync(struct store *s)
     return rc;
 }
 
+/*
+ * The group-commit thread (wal_sync = batch). It does not fsync per write: it sleeps until the
+ * oldest unsynced append is wal_sync_interval_ms old or STORE_SYNC_BYTES are unsynced (writers
+ * wake it for the first append after a sync and when they cross the byte threshold), so one
+ * fsync covers every message of every partition written meanwhile.
+ */
 void *store_syncer_main(void *arg)
 {
     struct store *s = arg;
-    int64_t interval = s->o.wal_sync_interval_ms > 0 ? s->o.wal_sync_interval_ms : 1;
+    int64_t interval_ns = (s->o.wal_sync_interval_ms > 0 ? s->o.wal_sync_interval_ms : 1) * 1000000;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
-        store_cond_wait_ms(&s->work_cv, &s->mu, interval);
-        bool need = s->written_seq > s->durable_seq && s->failed == ST_OK;
-        pthread_mutex_unlock(&s->mu);
-        if (need)
-            store_best_effort(store_sync(s));
-        pthread_mutex_lock(&s->mu);
+        int64_t wait_ms = 1000; /* nothing unsynced: a writer wakes us */
+        if (s->written_seq > s->durable_seq && s->failed == ST_OK) {
+            int64_t now = st_clock_mono_ns(NULL);
+            int64_t due = s->unsynced_since_ns + interval_ns;
+            if (s->unsynced_since_ns == 0 || now >= due ||
+                s->wal_appended - s->wal_synced >= STORE_SYNC_BYTES) {
+                pthread_mutex_unlock(&s->mu);
+                store_best_effort(store_sync(s));
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
+            wait_ms = (due - now + 999999) / 1000000;
+        }
+        store_cond_wait_ms(&s->work_cv, &s->mu, wait_ms);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -341,10 +370,11 @@ int store_freeze(struct store *s)
     }
     s->frozen = fz;
     s->rolling = true; /* from here no append until the swap */
-    uint64_t seq = s->written_seq;
+    uint64_t seq = s->written_seq, bytes = s->wal_appended;
     bool publish = s->durable_seq < seq;
     struct store_file *old = s->wal_file;
     pthread_mutex_unlock(&s->mu);
+    int64_t t0 = st_clock_mono_ns(NULL);
 
     /* Always, also with wal_sync none: a file that stops being the last must be complete. */
     rc = store_fs_sync(old, "store.wal.roll_fsync");
@@ -354,7 +384,7 @@ int store_freeze(struct store *s)
         rc = s->failed;
     if (rc == ST_OK) {
         if (publish)
-            durable_publish_locked(s, seq, &snap);
+            durable_publish_locked(s, seq, bytes, t0, &snap);
         old = wal_install(s, f, n);
         f = NULL;
         s->frozen[s->nfrozen++] = s->mem;
@@ -446,12 +476,20 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
         goto out;
     }
     uint64_t seq = ++s->written_seq;
+    s->wal_appended += len;
     if (applied != NULL)
         *applied = true;
     if (s->o.wal_sync == STORE_SYNC_NONE) {
-        durable_publish_locked(s, seq, &s->applied);
+        durable_publish_locked(s, seq, s->wal_appended, st_clock_mono_ns(NULL), &s->applied);
     } else if (s->o.wal_sync == STORE_SYNC_BATCH) {
-        pthread_cond_signal(&s->work_cv);
+        /* Wake the syncer only to arm its deadline (first unsynced append) or when enough
+         * bytes wait; other appends ride along with the fsync already due. */
+        bool first = s->unsynced_since_ns == 0;
+        if (first)
+            s->unsynced_since_ns = st_clock_mono_ns(NULL);
+        uint64_t waiting = s->wal_appended - s->wal_synced;
+        if (first || (waiting >= STORE_SYNC_BYTES && waiting - len < STORE_SYNC_BYTES))
+            pthread_cond_broadcast(&s->work_cv);
     }
     pthread_mutex_unlock(&s->mu);
     if (s->o.wal_sync == STORE_SYNC_ALWAYS ||
