@@ -189,13 +189,24 @@ int store_batch_validate(const struct store *s, const struct store_batch *b)
     return ST_OK;
 }
 
-static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
+/*
+ * Encodes b as a WAL payload (wal_format.h) into s->wiov: the fixed fields, ids and meta are
+ * written into s->wbuf, the vectors are referenced where the caller holds them (the format is
+ * little-endian float32, the host's layout), so store_log_appendv writes them without a copy.
+ * Caller holds mu (wbuf and wiov are the store's).
+ */
+static int wal_encode(struct store *s, const struct store_batch *b, int *iovcnt, size_t *len)
 {
     size_t vb = (size_t)s->o.dim * sizeof(float);
-    size_t need = STORE_WAL_BATCH_HEADER;
-    for (uint32_t i = 0; i < b->n; i++)
-        need += 1 + 10 + b->recs[i].id_len + 24 + 10 + b->recs[i].meta_len +
-                (b->recs[i].op == STORE_OP_UPSERT ? vb : 0);
+    bool inline_vecs = __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__;
+    size_t need = STORE_WAL_BATCH_HEADER, nv = 1;
+    for (uint32_t i = 0; i < b->n; i++) {
+        need += 1 + 10 + b->recs[i].id_len + 24 + 10 + b->recs[i].meta_len;
+        if (b->recs[i].op == STORE_OP_UPSERT) {
+            need += inline_vecs ? vb : 0;
+            nv += 2;
+        }
+    }
     if (need > s->wcap) {
         uint8_t *p = realloc(s->wbuf, need);
         if (p == NULL)
@@ -203,12 +214,20 @@ static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
         s->wbuf = p;
         s->wcap = need;
     }
+    if (nv > s->wiov_cap) {
+        struct iovec *v = realloc(s->wiov, nv * sizeof(*v));
+        if (v == NULL)
+            return ST_ENOMEM;
+        s->wiov = v;
+        s->wiov_cap = nv;
+    }
     uint8_t *p = s->wbuf;
     p[0] = STORE_WAL_BATCH;
     st_put_le32(p + 1, (uint32_t)b->partition);
     st_put_le64(p + 5, (uint64_t)b->offset);
     st_put_le32(p + 13, b->n);
-    size_t o = STORE_WAL_BATCH_HEADER;
+    size_t o = STORE_WAL_BATCH_HEADER, from = 0, total = 0; /* from: wbuf not yet in wiov */
+    int n = 0;
     for (uint32_t i = 0; i < b->n; i++) {
         const struct store_record *r = &b->recs[i];
         p[o++] = r->op;
@@ -223,17 +242,25 @@ static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
         if (r->meta_len)
             memcpy(p + o, r->meta, r->meta_len);
         o += r->meta_len;
-        if (r->op == STORE_OP_UPSERT) {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            memcpy(p + o, r->vec, vb); /* the format is little-endian float32 */
-#else
+        if (r->op != STORE_OP_UPSERT)
+            continue;
+        if (inline_vecs) {
             for (uint32_t d = 0; d < s->o.dim; d++)
                 st_put_f32(p + o + 4 * d, r->vec[d]);
-#endif
             o += vb;
+            continue;
         }
+        s->wiov[n++] = (struct iovec){p + from, o - from};
+        s->wiov[n++] = (struct iovec){(void *)(uintptr_t)r->vec, vb};
+        total += o - from + vb;
+        from = o;
     }
-    *len = o;
+    if (o > from) {
+        s->wiov[n++] = (struct iovec){p + from, o - from};
+        total += o - from;
+    }
+    *iovcnt = n;
+    *len = total;
     return ST_OK;
 }
 
@@ -461,9 +488,10 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             goto out;
     }
     size_t len;
-    if ((rc = wal_encode(s, b, &len)) != ST_OK)
+    int iovcnt;
+    if ((rc = wal_encode(s, b, &iovcnt, &len)) != ST_OK)
         goto out;
-    rc = store_log_append(&s->wal, s->wbuf, len);
+    rc = store_log_appendv(&s->wal, s->wiov, iovcnt);
     if (rc != ST_OK) {
         store_fail_locked(s, rc, "wal write");
         goto out;
