@@ -131,6 +131,7 @@ static double cpu_s(const struct timeval *tv)
 struct strata_cost {
     double user_s, sys_s;         /* CPU of the whole process (all threads) during the round */
     uint64_t messages, wal_syncs; /* fsyncs per message = wal_syncs / messages */
+    uint64_t retries;             /* back-pressure pauses (ST_EAGAIN) */
 };
 
 static double strata(const char *brokers, const char *topic, const char *group, const char *dir,
@@ -181,7 +182,7 @@ static double strata(const char *brokers, const char *topic, const char *group, 
     ing_consumer_stats(c, &st);
     *cost = (struct strata_cost){cpu_s(&ru1.ru_utime) - cpu_s(&ru0.ru_utime),
                                  cpu_s(&ru1.ru_stime) - cpu_s(&ru0.ru_stime), st.messages,
-                                 ss.wal_syncs};
+                                 ss.wal_syncs, st.retries};
     ing_consumer_close(c);
     dlq_close(d);
     twcs_close(t);
@@ -259,9 +260,11 @@ int main(int argc, char **argv)
                "(durable + committed) | ratio %.2f\n",
                r + 1, records / tn, mb / tn, records / ts, mb / ts, tn / ts);
         printf("         strata CPU user %.2f s sys %.2f s (%.2f CPU-s/GB) | %" PRIu64
-               " WAL fsyncs for %" PRIu64 " messages (%.3f per message)\n",
+               " WAL fsyncs for %" PRIu64 " messages (%.3f per message) | %" PRIu64
+               " back-pressure pauses\n",
                cost.user_s, cost.sys_s, (cost.user_s + cost.sys_s) / (mb / 1000), cost.wal_syncs,
-               cost.messages, cost.messages ? (double)cost.wal_syncs / (double)cost.messages : 0.0);
+               cost.messages, cost.messages ? (double)cost.wal_syncs / (double)cost.messages : 0.0,
+               cost.retries);
         best_n = tn < best_n ? tn : best_n;
         best_s = ts < best_s ? ts : best_s;
         fflush(stdout);
