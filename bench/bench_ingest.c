@@ -3,9 +3,10 @@
  * topic, in one run against one real broker (issue 5).
  *
  *   bench_ingest --brokers HOST:PORT [--records 100000] [--dim 768] [--per-msg 100]
- *                [--partitions 4] [--dir /tmp] [--rounds 2]
+ *                [--partitions 4] [--dir /tmp] [--rounds 2] [--json]
  *
- * Produces the records once as binary frames, then alternates, `rounds` times each: a
+ * Produces the records once as binary frames (--json: as JSON, whose decoding costs far more
+ * CPU), then alternates, `rounds` times each: a
  * librdkafka consumer in a fresh group that only polls and frees every message until it has
  * seen them all (the ceiling: fetch + deliver), and strata's consumer in a fresh group into a
  * fresh store (decode, WAL, memtable, group-commit fsync, offset commit) until every record is
@@ -39,8 +40,32 @@ static void die(const char *what, const char *why)
     exit(1);
 }
 
+/* The records as one JSON message (SPEC.md §4.1; floats printed with 9 significant digits,
+ * enough to read back the same float). Caller frees *out. */
+static void json_encode(const struct rec_record *r, uint32_t n, uint32_t dim, uint8_t **out,
+                        size_t *out_len)
+{
+    size_t cap = 64 + (size_t)n * (96 + (size_t)dim * 18), len = 0;
+    char *j = malloc(cap);
+    if (j == NULL)
+        die("json", "out of memory");
+    len += (size_t)snprintf(j + len, cap - len, "{\"collection\": \"docs\", \"records\": [");
+    for (uint32_t i = 0; i < n; i++) {
+        len += (size_t)snprintf(j + len, cap - len,
+                                "%s{\"id\": \"%.*s\", \"ts\": %" PRId64 ", \"vector\": [",
+                                i ? ", " : "", (int)r[i].id_len, (const char *)r[i].id, r[i].ts);
+        for (uint32_t d = 0; d < dim; d++)
+            len +=
+                (size_t)snprintf(j + len, cap - len, "%s%.9g", d ? "," : "", (double)r[i].vec[d]);
+        len += (size_t)snprintf(j + len, cap - len, "]}");
+    }
+    len += (size_t)snprintf(j + len, cap - len, "]}");
+    *out = (uint8_t *)j;
+    *out_len = len;
+}
+
 static void produce_all(const char *brokers, const char *topic, int parts, uint32_t dim,
-                        uint32_t records, uint32_t per_msg)
+                        uint32_t records, uint32_t per_msg, bool json)
 {
     char es[512];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
@@ -73,7 +98,9 @@ static void produce_all(const char *brokers, const char *topic, int parts, uint3
         }
         uint8_t *f;
         size_t len;
-        if (rec_frame_encode("docs", dim, false, r, n, &f, &len) != ST_OK)
+        if (json)
+            json_encode(r, n, dim, &f, &len);
+        else if (rec_frame_encode("docs", dim, false, r, n, &f, &len) != ST_OK)
             die("encode", "frame");
         while (
             rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic),
@@ -193,8 +220,16 @@ int main(int argc, char **argv)
 {
     const char *brokers = NULL, *dir = "/tmp";
     uint32_t records = 100000, dim = 768, per_msg = 100, rounds = 2;
+    bool json = false;
     int parts = 4;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i += 2) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc)
+            die("usage", argv[i]);
         if (strcmp(argv[i], "--brokers") == 0)
             brokers = argv[i + 1];
         else if (strcmp(argv[i], "--records") == 0)
@@ -237,11 +272,11 @@ int main(int argc, char **argv)
     }
     uint32_t msgs = (records + per_msg - 1) / per_msg;
     double mb = (double)records * dim * 4 / 1e6;
-    printf("Kafka -> durable: %u records x %u dims (%.0f MB of vectors) in %u frames of %u, "
+    printf("Kafka -> durable: %u records x %u dims (%.0f MB of vectors) in %u %s of %u, "
            "%d partitions, wal_sync=batch\n",
-           records, dim, mb, msgs, per_msg, parts);
+           records, dim, mb, msgs, json ? "JSON messages" : "frames", per_msg, parts);
     double t = now_s();
-    produce_all(brokers, topic, parts, dim, records, per_msg);
+    produce_all(brokers, topic, parts, dim, records, per_msg, json);
     printf("produced in %.1f s\n", now_s() - t);
     double best_n = 1e30, best_s = 1e30;
     for (uint32_t r = 0; r < rounds; r++) {
