@@ -1,9 +1,9 @@
 /*
  * The consumer loop: decode, write or dead-letter, group-commit offsets after fsync.
  *
- * Two stages on two threads. The thread in ing_consumer_poll polls Kafka and hands each
- * message to the decode stage (ing_pipe.h: a worker thread, a bounded queue of DECODE_DEPTH
- * slots, in order); the worker decodes and validates it (rec_decode, then ing_write_prepare:
+ * Two stages. The thread in ing_consumer_poll polls Kafka and hands each message to the
+ * decode stage (ing_pipe.h: DECODE_WORKERS threads, a bounded queue of DECODE_DEPTH slots,
+ * handed back in order); a worker decodes and validates it (rec_decode, then ing_write_prepare:
  * timestamps, cosine normalisation) into the slot's own decoder and writer, so message n+1 is
  * decoded while message n is written. The poll thread takes slots back in order and does
  * everything else: the store write, the DLQ, offsets, pause/seek, rebalances and stats — the
@@ -20,6 +20,7 @@
 #include "consumer.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,10 @@
 #include "st_clock.h"
 #include "st_log.h"
 
-/* Messages in the decode stage at most (read and not yet written). */
-#define DECODE_DEPTH 4
+/* Messages in the decode stage at most (read and not yet written), and the threads decoding
+ * them in parallel (JSON decoding is CPU-bound: a second thread uses the second core). */
+#define DECODE_DEPTH   4
+#define DECODE_WORKERS 2
 
 struct part {
     const struct ing_collection *coll; /* the topic's first collection (for twcs assignment) */
@@ -423,7 +426,9 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         rc = st_err_set(err, ST_EINVAL, "kafka subscribe: %s", rd_kafka_err2str(ke));
         goto fail;
     }
-    if ((rc = ing_pipe_open(DECODE_DEPTH, decode_slot, c, &c->pipe)) != ST_OK) {
+    /* jansson seeds its hash function on first use, racily when threads race to it. */
+    json_object_seed(0);
+    if ((rc = ing_pipe_open(DECODE_DEPTH, DECODE_WORKERS, decode_slot, c, &c->pipe)) != ST_OK) {
         rc = st_err_set(err, rc, "decode thread: %s", st_strerror(rc));
         goto fail;
     }

@@ -18,8 +18,8 @@
  * pauses its partition, seeks back to it and resumes after a short delay. On revoke the
  * partitions' data is made durable and committed before they are released.
  *
- * Decoding runs on a thread of the consumer's own (up to 4 messages ahead of the writes, in
- * order); everything else runs on the thread calling ing_consumer_poll. Messages decoded
+ * Decoding runs on two threads of the consumer's own (up to 4 messages ahead of the writes,
+ * handed back in order); everything else runs on the thread calling ing_consumer_poll. Messages decoded
  * ahead for a partition that was paused or revoked meanwhile are dropped and read again.
  */
 #ifndef CONSUMER_H

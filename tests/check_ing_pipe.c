@@ -30,13 +30,30 @@ static void work(void *arg, void *it)
     x->worker_order = atomic_fetch_add(&c->ran, 1);
 }
 
-/* Many items through a small pipe, fed and drained at uneven rates: every item comes back
- * once, in push order, with the worker's result. */
+static atomic_uint b_done;
+
+/* Like work, but only the item with seq 1 waits for the hold. */
+static void hold_first(void *arg, void *it)
+{
+    struct ctx *c = arg;
+    struct item *x = it;
+    while (x->seq == 1 && atomic_load(&c->hold))
+        st_test_sleep_ms(1);
+    if (x->seq == 2)
+        atomic_store(&b_done, 1);
+    x->result = x->seq * 2654435761u + 7;
+    atomic_fetch_add(&c->ran, 1);
+}
+
+/* Many items through a small pipe, fed and drained at uneven rates, by 1 and by 3 workers:
+ * every item comes back once, in push order, with the worker's result (one worker also runs
+ * them in push order). */
 START_TEST(test_order_and_results)
 {
+    size_t workers = _i == 0 ? 1 : 3;
     struct ctx c = {0};
     struct ing_pipe *p;
-    ck_assert_int_eq(ing_pipe_open(3, work, &c, &p), ST_OK);
+    ck_assert_int_eq(ing_pipe_open(3, workers, work, &c, &p), ST_OK);
     enum { N = 20000 };
     struct item *items = calloc(N, sizeof(*items));
     ck_assert_ptr_nonnull(items);
@@ -56,7 +73,8 @@ START_TEST(test_order_and_results)
             continue; /* not done yet (timeout 0) */
         ck_assert_ptr_eq(x, &items[popped]);
         ck_assert_uint_eq(x->result, x->seq * 2654435761u + 7);
-        ck_assert_int_eq(x->worker_order, (int)popped);
+        if (workers == 1)
+            ck_assert_int_eq(x->worker_order, (int)popped);
         popped++;
     }
     ck_assert_uint_eq(ing_pipe_count(p), 0);
@@ -73,7 +91,7 @@ START_TEST(test_pop_deadline)
     struct ctx c = {0};
     atomic_store(&c.hold, true);
     struct ing_pipe *p;
-    ck_assert_int_eq(ing_pipe_open(2, work, &c, &p), ST_OK);
+    ck_assert_int_eq(ing_pipe_open(2, 1, work, &c, &p), ST_OK);
     struct item a = {.seq = 1}, b = {.seq = 2};
     ing_pipe_push(p, &a);
     ing_pipe_push(p, &b);
@@ -90,15 +108,38 @@ START_TEST(test_pop_deadline)
 }
 END_TEST
 
+/* With two workers, an item that finishes before an older one is not handed back before it:
+ * the older one (held) blocks pop, then both come back in push order. */
+START_TEST(test_in_order_across_workers)
+{
+    struct ctx c = {0};
+    atomic_store(&c.hold, true);
+    struct ing_pipe *p;
+    ck_assert_int_eq(ing_pipe_open(2, 2, hold_first, &c, &p), ST_OK);
+    struct item a = {.seq = 1}, b = {.seq = 2};
+    ing_pipe_push(p, &a); /* held until released */
+    ing_pipe_push(p, &b); /* done at once by the other worker */
+    ck_assert(ST_WAIT_UNTIL(atomic_load(&c.ran) == 1, 10000));
+    ck_assert_uint_eq(atomic_load(&b_done), 1);
+    ck_assert_ptr_null(ing_pipe_pop(p, 50)); /* b is done, a is not: nothing */
+    atomic_store(&c.hold, false);
+    ck_assert_ptr_eq(ing_pipe_pop(p, -1), &a);
+    ck_assert_ptr_eq(ing_pipe_pop(p, -1), &b);
+    ing_pipe_close(p);
+}
+END_TEST
+
 /* Closing with items pushed but not popped finishes them and leaves them to the owner;
  * closing NULL is a no-op; a zero depth is refused. */
 START_TEST(test_close_with_items)
 {
     struct ctx c = {0};
     struct ing_pipe *p;
-    ck_assert_int_eq(ing_pipe_open(0, work, &c, &p), ST_EINVAL);
+    ck_assert_int_eq(ing_pipe_open(0, 1, work, &c, &p), ST_EINVAL);
     ck_assert_ptr_null(p);
-    ck_assert_int_eq(ing_pipe_open(4, work, &c, &p), ST_OK);
+    ck_assert_int_eq(ing_pipe_open(4, 0, work, &c, &p), ST_EINVAL);
+    ck_assert_ptr_null(p);
+    ck_assert_int_eq(ing_pipe_open(4, 2, work, &c, &p), ST_OK);
     struct item it[4] = {{.seq = 0}, {.seq = 1}, {.seq = 2}, {.seq = 3}};
     for (int i = 0; i < 4; i++)
         ing_pipe_push(p, &it[i]);
@@ -114,8 +155,9 @@ int main(void)
     Suite *su = suite_create("ing_pipe");
     TCase *tc = tcase_create("pipe");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_order_and_results);
+    tcase_add_loop_test(tc, test_order_and_results, 0, 2);
     tcase_add_test(tc, test_pop_deadline);
+    tcase_add_test(tc, test_in_order_across_workers);
     tcase_add_test(tc, test_close_with_items);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
