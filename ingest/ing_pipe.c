@@ -73,6 +73,8 @@ int ing_pipe_open(size_t depth, size_t workers, ing_pipe_fn fn, void *ctx, struc
         if (pthread_create(&p->workers[p->nworkers], NULL, worker_main, p) != 0) {
             ing_pipe_close(p); /* stops the ones started */
             return ST_ENOMEM;
+        } else {
+            (void)pthread_setname_np(p->workers[p->nworkers], "ing-pipe"); /* top -H, perf */
         }
     *out = p;
     return ST_OK;
