@@ -845,7 +845,18 @@ START_TEST(test_revoke_with_queued_messages)
     enum { NP = 6, N = 6 * NMSG };
     prepare("rvq", NP);
     char *da = st_test_tmpdir("rvq-a"), *db = st_test_tmpdir("rvq-b");
-    struct twcs *ta = open_twcs_at(da), *tb = open_twcs_at(db);
+    /* A writes slowly (an fsync of at least 15 ms per message), so that it is still working
+     * through its backlog, the decode stage full, when B's join revokes partitions from it. */
+    struct store_fs *fs = store_fs_sim_new();
+    store_fs_sim_sync_delay(fs, 15);
+    struct twcs_opts slow = {
+        .store = {.dir = da, .dim = DIM, .wal_sync = STORE_SYNC_ALWAYS, .fs = fs},
+        .window_ms = 3600000,
+        .grace_ms = 60000,
+        .max_lateness_ms = 3600000};
+    struct twcs *ta, *tb = open_twcs_at(db);
+    struct st_err oerr = {0};
+    ck_assert_msg(twcs_open(&slow, &ta, &oerr) == ST_OK, "%s", oerr.msg);
     struct st_err err = {0};
     struct dlq_opts dopt = {.brokers = brokers};
     ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
@@ -890,6 +901,7 @@ START_TEST(test_revoke_with_queued_messages)
     dlq_close(dq);
     ck_assert_int_eq(twcs_close(ta), ST_OK);
     ck_assert_int_eq(twcs_close(tb), ST_OK);
+    store_fs_free(fs);
     st_test_rmrf(da);
     st_test_rmrf(db);
     free(da);
