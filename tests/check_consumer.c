@@ -140,6 +140,9 @@ static void on_assignment(void *ctx, const struct ing_partition *p, size_t n)
 }
 
 static struct seen *hook_to; /* the next consumer() reports its assignments here (or not) */
+/* The next consumer() fetches about 1 KiB per partition at a time, so the messages it reads
+ * alternate between its partitions instead of coming a partition's backlog at a time. */
+static bool small_fetch;
 
 static struct ing_consumer *consumer(const char *group)
 {
@@ -147,10 +150,11 @@ static struct ing_consumer *consumer(const char *group)
     coll = (struct ing_collection){.rc = {"docs", DIM, false}, .topic = topic, .twcs = tw};
     /* Passed through to librdkafka: a killed member's partitions move on sooner. */
     static const char *const props[][2] = {{"session.timeout.ms", "6000"},
-                                           {"heartbeat.interval.ms", "500"}};
+                                           {"heartbeat.interval.ms", "500"},
+                                           {"fetch.message.max.bytes", "1024"}};
     struct ing_consumer_opts o = {.brokers = brokers,
                                   .properties = props,
-                                  .n_properties = 2,
+                                  .n_properties = small_fetch ? 3 : 2,
                                   .group_id = group,
                                   .colls = &coll,
                                   .n_colls = 1,
@@ -866,7 +870,9 @@ START_TEST(test_revoke_with_queued_messages)
         produce_good_to(p, m, m % NP);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     tw = ta;
+    small_fetch = true; /* A's decode stage holds messages of several partitions */
     struct ing_consumer *a = consumer(group);
+    small_fetch = false;
     poll_pair(a, NULL, 20); /* A is busy with its backlog ... */
     tw = tb;
     struct ing_consumer *b = consumer(group); /* ... when B joins and takes partitions */
