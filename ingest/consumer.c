@@ -770,6 +770,22 @@ static void drop_queued(struct ing_consumer *c)
     }
 }
 
+/* Handles the messages in the decode stage, in order, until one fails; the rest (all of them
+ * after an earlier fatal error) are dropped unhandled, to be read again later. */
+static int finish_queued(struct ing_consumer *c, struct st_err *err)
+{
+    bool go = c->fatal.code == ST_OK;
+    int rc = ST_OK;
+    struct slot *sl;
+    while (c->pipe != NULL && (sl = ing_pipe_pop(c->pipe, -1)) != NULL) {
+        if (go && rc == ST_OK)
+            rc = handle(c, sl, err);
+        rd_kafka_message_destroy(sl->m);
+        sl->m = NULL;
+    }
+    return rc;
+}
+
 int ing_consumer_close(struct ing_consumer *c)
 {
     if (c == NULL)
@@ -777,9 +793,11 @@ int ing_consumer_close(struct ing_consumer *c)
     int rc = ST_OK;
     if (c->rk != NULL) {
         struct st_err err = {0};
-        rc = commit_round(c, NULL, &err);
-        /* Messages still in the decode stage are not handled: dropped, read again later. */
-        drop_queued(c);
+        /* What was read is handled (as before the decode stage existed), then committed. */
+        rc = finish_queued(c, &err);
+        int crc = commit_round(c, NULL, &err);
+        if (rc == ST_OK)
+            rc = crc;
         /* librdkafka before 2.3 aborts when a cooperative-sticky consumer is destroyed after
          * joining the group but before its first assignment (its issue 4312; Debian 12 ships
          * 2.0.2): give that assignment up to 3 s to arrive. Messages polled meanwhile are not

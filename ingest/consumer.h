@@ -19,8 +19,8 @@
  * partitions' data is made durable and committed before they are released.
  *
  * Decoding runs on two threads of the consumer's own (up to 4 messages ahead of the writes,
- * handed back in order); everything else runs on the thread calling ing_consumer_poll. Messages decoded
- * ahead for a partition that was paused or revoked meanwhile are dropped and read again.
+ * handed back in order); everything else runs on the thread calling ing_consumer_poll. Messages
+ * decoded ahead for a partition that was paused or revoked meanwhile are dropped and read again.
  */
 #ifndef CONSUMER_H
 #define CONSUMER_H
@@ -121,7 +121,8 @@ int ing_consumer_metrics(struct ing_consumer *c, struct ing_metrics *out) ST_WUR
 void ing_metrics_free(struct ing_metrics *m);
 /* Any thread: ST_OK when a Kafka broker answers a metadata request within timeout_ms. */
 int ing_consumer_ping(struct ing_consumer *c, int timeout_ms) ST_WUR;
-/* Final commit round, leaves the group (partitions revoked cleanly), frees. */
+/* Handles the messages already read into the decode stage, runs a final commit round, leaves
+ * the group (partitions revoked cleanly), frees. */
 int ing_consumer_close(struct ing_consumer *c);
 
 #endif
