@@ -687,7 +687,7 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
         }
     }
     if (rc != ST_OK && c->fatal.code == ST_OK) /* nothing after the failed message is written */
-        st_err_set(&c->fatal, err->code, "%s", err->msg);
+        st_err_set(&c->fatal, rc, "%s", err != NULL ? err->msg : st_strerror(rc));
     if (rc == ST_OK && now_ms() >= c->next_commit_ms) {
         rc = durable_round(c);
         c->next_commit_ms = now_ms() + c->o.commit_interval_ms;
