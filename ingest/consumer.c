@@ -1,14 +1,39 @@
-/* The consumer loop: decode, write or dead-letter, group-commit offsets after fsync. */
+/*
+ * The consumer loop: decode, write or dead-letter, group-commit offsets after fsync.
+ *
+ * Two stages. The thread in ing_consumer_poll polls Kafka and hands each message to the
+ * decode stage (ing_pipe.h: DECODE_WORKERS threads, a bounded queue of DECODE_DEPTH slots,
+ * handed back in order); a worker decodes and validates it (rec_decode, then ing_write_prepare:
+ * timestamps, cosine normalisation) into the slot's own decoder and writer, so message n+1 is
+ * decoded while message n is written. The poll thread takes slots back in order and does
+ * everything else: the store write, the DLQ, offsets, pause/seek, rebalances and stats — the
+ * worker touches only its slot and the immutable schema.
+ *
+ * A decoded message is written only if its partition is still as it was when the message was
+ * read: each partition has an epoch, bumped when it is paused (back-pressure), assigned or
+ * revoked, and a slot read under an older epoch is dropped unhandled. So after a pause the
+ * messages queued behind the paused one are dropped and read again after the seek (order
+ * kept, nothing applied twice), and a revoked partition's queued messages are never written
+ * (its commit in the rebalance callback covers only what was handled, and the new owner
+ * reads them again).
+ */
 #include "consumer.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ing_pipe.h"
 #include "st_clock.h"
 #include "st_log.h"
+
+/* Messages in the decode stage at most (read and not yet written), and the threads decoding
+ * them in parallel (JSON decoding is CPU-bound: a second thread uses the second core). */
+#define DECODE_DEPTH   4
+#define DECODE_WORKERS 2
 
 struct part {
     const struct ing_collection *coll; /* the topic's first collection (for twcs assignment) */
@@ -21,6 +46,25 @@ struct part {
     int64_t retry_offset; /* paused: the message to read again */
     int64_t resume_at_ms;
     int64_t paused_at_ms; /* paused: since when (for ing_stats.paused_ms) */
+    uint64_t epoch; /* bumped by pause, assign and revoke: older queued messages are dropped */
+};
+
+struct topic_schema;
+
+/* One message in the decode stage. Filled by the poll thread (m, epoch, ts), then by the
+ * worker (the rest), then read back by the poll thread after ing_pipe_pop. */
+struct slot {
+    rd_kafka_message_t *m;
+    uint64_t epoch; /* its partition's epoch when it was read */
+    const struct topic_schema *ts;
+    struct rec_decoder *dec;     /* the records point into it (and into m) */
+    struct ing_writer **writers; /* per collection: the prepared store records */
+    enum rec_reason rr;
+    char detail[256];
+    size_t ci;             /* decoded: the collection (index into opts.colls) */
+    uint32_t n;            /* decoded: records in the batch */
+    int prc;               /* decoded: ing_write_prepare's return code */
+    struct ing_result pre; /* decoded: ING_APPLIED (prepared) or ING_REJECTED */
 };
 
 struct topic_schema {
@@ -34,8 +78,9 @@ struct topic_schema {
 struct ing_consumer {
     struct ing_consumer_opts o;
     rd_kafka_t *rk;
-    struct rec_decoder *dec;
-    struct ing_writer **writers; /* per collection */
+    struct slot slots[DECODE_DEPTH];
+    size_t next_slot;      /* the slot the next pushed message takes */
+    struct ing_pipe *pipe; /* the decode stage */
     struct topic_schema *topics;
     size_t n_topics;
     struct part *parts;
@@ -55,6 +100,8 @@ struct ing_consumer {
     size_t nlag;
     int64_t next_lag_ms;
 };
+
+static void decode_slot(void *ctx, void *item);
 
 static int64_t now_ms(void)
 {
@@ -245,6 +292,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                     c->st.paused_ms += (uint64_t)(now_ms() - p->paused_at_ms);
                 p->assigned = true;
                 p->paused = false;
+                p->epoch++;      /* anything still queued from an earlier assignment is stale */
                 p->handled = -1; /* resume from the committed offset: replays are skipped */
                 p->committed = -1;
             }
@@ -261,8 +309,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
             st_err_set(&c->fatal, err.code, "%s", err.msg);
         for (int i = 0; i < parts->cnt; i++) {
             struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, false);
-            if (p != NULL)
+            if (p != NULL) {
                 p->assigned = false;
+                p->epoch++; /* its queued messages are the next owner's to read */
+            }
         }
         rd_kafka_error_t *ke = rd_kafka_incremental_unassign(rk, parts);
         if (ke != NULL)
@@ -271,8 +321,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
         st_log_error("ingest", "rebalance error: %s", rd_kafka_err2str(e));
         for (int i = 0; i < parts->cnt; i++) { /* released: no longer ours to report */
             struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, false);
-            if (p != NULL)
+            if (p != NULL) {
                 p->assigned = false;
+                p->epoch++; /* its queued messages are the next owner's to read */
+            }
         }
         rd_kafka_error_t *ke = rd_kafka_incremental_unassign(rk, parts);
         if (ke != NULL)
@@ -298,16 +350,22 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
     if (c->o.pause_ms <= 0)
         c->o.pause_ms = 50;
     int rc = ST_ENOMEM;
-    c->dec = rec_decoder_new();
-    c->writers = calloc(o->n_colls, sizeof(*c->writers));
     c->coll_records = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->coll_records));
-    c->topics = calloc(o->n_colls, sizeof(*c->topics));
-    if (c->dec == NULL || c->writers == NULL || c->topics == NULL || c->coll_records == NULL)
+    c->topics = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->topics));
+    if (c->topics == NULL || c->coll_records == NULL)
         goto fail;
+    for (size_t k = 0; k < DECODE_DEPTH; k++) {
+        struct slot *sl = &c->slots[k];
+        sl->dec = rec_decoder_new();
+        sl->writers = calloc(o->n_colls ? o->n_colls : 1, sizeof(*sl->writers));
+        if (sl->dec == NULL || sl->writers == NULL)
+            goto fail;
+        for (size_t i = 0; i < o->n_colls; i++)
+            if ((sl->writers[i] = ing_writer_new(o->colls[i].rc.dim, o->colls[i].cosine)) == NULL)
+                goto fail;
+    }
     for (size_t i = 0; i < o->n_colls; i++) {
         const struct ing_collection *coll = &o->colls[i];
-        if ((c->writers[i] = ing_writer_new(coll->rc.dim, coll->cosine)) == NULL)
-            goto fail;
         struct topic_schema *ts = schema_of(c, coll->topic);
         if (ts == NULL) {
             ts = &c->topics[c->n_topics++];
@@ -371,6 +429,12 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         rc = st_err_set(err, ST_EINVAL, "kafka subscribe: %s", rd_kafka_err2str(ke));
         goto fail;
     }
+    /* jansson seeds its hash function on first use, racily when threads race to it. */
+    json_object_seed(0);
+    if ((rc = ing_pipe_open(DECODE_DEPTH, DECODE_WORKERS, decode_slot, c, &c->pipe)) != ST_OK) {
+        rc = st_err_set(err, rc, "decode thread: %s", st_strerror(rc));
+        goto fail;
+    }
     c->next_commit_ms = now_ms() + c->o.commit_interval_ms;
     *out = c;
     return ST_OK;
@@ -412,56 +476,101 @@ static void count_reject(struct ing_consumer *c, size_t coll, const char *reason
     pthread_mutex_unlock(&c->mu);
 }
 
-static int handle(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *err)
+/* The decode stage (worker thread): the message's records into the slot's decoder, then its
+ * store records into the slot's writer. Reads only the slot and the schema. */
+static void decode_slot(void *ctx, void *item)
 {
-    const char *topic = rd_kafka_topic_name(m->rkt);
-    struct part *p = part_get(c, topic, m->partition, true);
-    if (p == NULL)
-        return st_err_set(err, ST_ENOMEM, "out of memory");
-    if (p->paused || !p->assigned || m->offset <= p->handled)
-        return ST_OK; /* read again after the pause / not ours any more / already handled */
-    const struct topic_schema *ts = schema_of(c, topic);
+    struct ing_consumer *c = ctx;
+    struct slot *sl = item;
+    rd_kafka_message_t *m = sl->m;
     const char *ct = NULL;
     size_t ct_len = 0;
     rd_kafka_headers_t *h;
     if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR)
         rd_kafka_header_get_last(h, "content-type", (const void **)&ct, &ct_len);
     struct rec_batch b;
-    char detail[256];
-    enum rec_reason rr = rec_decode(c->dec, &ts->schema, rec_kind_of(ct, ct_len), m->payload,
-                                    m->len, &b, detail, sizeof(detail));
+    sl->ci = SIZE_MAX;
+    sl->prc = ST_OK;
+    sl->rr = rec_decode(sl->dec, &sl->ts->schema, rec_kind_of(ct, ct_len), m->payload, m->len, &b,
+                        sl->detail, sizeof(sl->detail));
+    if (sl->rr != REC_OK)
+        return;
+    sl->ci = coll_index(c, b.coll, sl->ts);
+    sl->n = b.n;
+    rd_kafka_timestamp_type_t tt;
+    int64_t mts = rd_kafka_message_timestamp(m, &tt);
+    sl->prc = ing_write_prepare(sl->writers[sl->ci], &b,
+                                tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : mts, &sl->pre);
+}
+
+/* Hands a polled message (owned: it is freed here or when its slot is handled) to the decode
+ * stage, unless it is not to be handled at all. The pipe has room. */
+static int feed(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *err)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    struct part *p = part_get(c, topic, m->partition, true);
+    const struct topic_schema *ts = schema_of(c, topic);
+    if (p == NULL) {
+        rd_kafka_message_destroy(m);
+        return st_err_set(err, ST_ENOMEM, "out of memory");
+    }
+    if (p->paused || !p->assigned || m->offset <= p->handled || ts == NULL) {
+        /* read again after the pause / not ours any more / already handled */
+        rd_kafka_message_destroy(m);
+        return ST_OK;
+    }
+    struct slot *sl = &c->slots[c->next_slot++ % DECODE_DEPTH];
+    sl->m = m;
+    sl->epoch = p->epoch;
+    sl->ts = ts;
+    ing_pipe_push(c->pipe, sl);
+    return ST_OK;
+}
+
+/* Writes or dead-letters a decoded message (poll thread). */
+static int handle(struct ing_consumer *c, struct slot *sl, struct st_err *err)
+{
+    rd_kafka_message_t *m = sl->m;
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    struct part *p = part_get(c, topic, m->partition, false);
+    if (p == NULL || p->epoch != sl->epoch || p->paused || !p->assigned || m->offset <= p->handled)
+        return ST_OK; /* paused, revoked or reassigned since it was read / already handled */
+    const struct topic_schema *ts = sl->ts;
     const char *reason = NULL;
+    char detail[256];
+    snprintf(detail, sizeof(detail), "%s", sl->detail);
     const struct ing_collection *dl = p->coll; /* whose dead-letter topic */
     /* Whose rejection it is: the decoded collection, else the topic's only one. */
     size_t mcoll = ts->n == 1 ? (size_t)(ts->src[0] - c->o.colls) : SIZE_MAX;
     c->st.messages++;
-    if (rr != REC_OK) {
-        reason = rec_reason_str(rr);
+    if (sl->rr != REC_OK) {
+        reason = rec_reason_str(sl->rr);
     } else {
-        size_t ci = coll_index(c, b.coll, ts);
+        size_t ci = sl->ci;
         mcoll = ci;
         dl = &c->o.colls[ci];
-        rd_kafka_timestamp_type_t tt;
-        int64_t mts = rd_kafka_message_timestamp(m, &tt);
-        struct ing_result res;
-        int rc = ing_write(c->writers[ci], c->o.colls[ci].twcs, &b, m->partition, m->offset,
-                           tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : mts, &res);
+        struct ing_result res = sl->pre;
+        int rc = sl->prc;
+        if (rc == ST_OK && res.outcome != ING_REJECTED)
+            rc = ing_write_prepared(sl->writers[ci], c->o.colls[ci].twcs, m->partition, m->offset,
+                                    &res);
         if (rc != ST_OK)
             return st_err_set(err, rc, "%s: writing %s/%" PRId32 "/%" PRId64 ": %s",
                               c->o.colls[ci].rc.name, topic, m->partition, m->offset,
                               st_strerror(rc));
         switch (res.outcome) {
         case ING_APPLIED:
-            c->st.records += b.n;
+            c->st.records += sl->n;
             pthread_mutex_lock(&c->mu);
-            c->coll_records[ci] += b.n;
+            c->coll_records[ci] += sl->n;
             pthread_mutex_unlock(&c->mu);
             break;
         case ING_DUPLICATE:
             c->st.duplicates++;
             break;
         case ING_RETRY: {
-            /* Full: pause the partition, come back to this very message later. */
+            /* Full: pause the partition, come back to this very message later. The messages
+             * queued behind it are dropped (new epoch) and read again after the seek. */
             rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
             rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = m->offset;
             rd_kafka_pause_partitions(c->rk, l);
@@ -470,6 +579,7 @@ static int handle(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *
                 rd_kafka_error_destroy(se);
             rd_kafka_topic_partition_list_destroy(l);
             p->paused = true;
+            p->epoch++;
             p->retry_offset = m->offset;
             p->paused_at_ms = now_ms();
             p->resume_at_ms = p->paused_at_ms + c->o.pause_ms;
@@ -554,15 +664,35 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     if (c->fatal.code != ST_OK)
         return st_err_set(err, c->fatal.code, "%s", c->fatal.msg);
     resume_due(c);
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
     int rc = ST_OK;
-    if (m != NULL) {
-        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            rc = handle(c, m, err);
-        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            st_log_warn("ingest", "kafka: %s", rd_kafka_message_errstr(m));
-        rd_kafka_message_destroy(m);
+    bool fed = false;
+    /* Read one message into the decode stage while it has room; block in the poll only when
+     * nothing is being decoded (else the decoded messages are what to wait for). */
+    if (!ing_pipe_full(c->pipe)) {
+        rd_kafka_message_t *m =
+            rd_kafka_consumer_poll(c->rk, ing_pipe_count(c->pipe) > 0 ? 0 : timeout_ms);
+        if (m != NULL && m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rc = feed(c, m, err);
+            fed = true;
+        } else if (m != NULL) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                st_log_warn("ingest", "kafka: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+        }
     }
+    /* Write the oldest decoded message: wait for it when the stage is full or nothing new
+     * came, so the stage stays busy but the loop never spins. */
+    if (rc == ST_OK) {
+        bool wait = !fed || ing_pipe_full(c->pipe);
+        struct slot *sl = ing_pipe_pop(c->pipe, wait ? timeout_ms : 0);
+        if (sl != NULL) {
+            rc = handle(c, sl, err);
+            rd_kafka_message_destroy(sl->m);
+            sl->m = NULL;
+        }
+    }
+    if (rc != ST_OK && c->fatal.code == ST_OK) /* nothing after the failed message is written */
+        st_err_set(&c->fatal, rc, "%s", err != NULL ? err->msg : st_strerror(rc));
     if (rc == ST_OK && now_ms() >= c->next_commit_ms) {
         rc = durable_round(c);
         c->next_commit_ms = now_ms() + c->o.commit_interval_ms;
@@ -635,6 +765,32 @@ void ing_consumer_stats(struct ing_consumer *c, struct ing_stats *out)
     *out = c->st;
 }
 
+/* Frees the messages in the decode stage, unhandled (waits for the one being decoded). */
+static void drop_queued(struct ing_consumer *c)
+{
+    struct slot *sl;
+    while (c->pipe != NULL && (sl = ing_pipe_pop(c->pipe, -1)) != NULL) {
+        rd_kafka_message_destroy(sl->m);
+        sl->m = NULL;
+    }
+}
+
+/* Handles the messages in the decode stage, in order, until one fails; the rest (all of them
+ * after an earlier fatal error) are dropped unhandled, to be read again later. */
+static int finish_queued(struct ing_consumer *c, struct st_err *err)
+{
+    bool go = c->fatal.code == ST_OK;
+    int rc = ST_OK;
+    struct slot *sl;
+    while (c->pipe != NULL && (sl = ing_pipe_pop(c->pipe, -1)) != NULL) {
+        if (go && rc == ST_OK)
+            rc = handle(c, sl, err);
+        rd_kafka_message_destroy(sl->m);
+        sl->m = NULL;
+    }
+    return rc;
+}
+
 int ing_consumer_close(struct ing_consumer *c)
 {
     if (c == NULL)
@@ -642,7 +798,11 @@ int ing_consumer_close(struct ing_consumer *c)
     int rc = ST_OK;
     if (c->rk != NULL) {
         struct st_err err = {0};
-        rc = commit_round(c, NULL, &err);
+        /* What was read is handled (as before the decode stage existed), then committed. */
+        rc = finish_queued(c, &err);
+        int crc = commit_round(c, NULL, &err);
+        if (rc == ST_OK)
+            rc = crc;
         /* librdkafka before 2.3 aborts when a cooperative-sticky consumer is destroyed after
          * joining the group but before its first assignment (its issue 4312; Debian 12 ships
          * 2.0.2): give that assignment up to 3 s to arrive. Messages polled meanwhile are not
@@ -658,15 +818,19 @@ int ing_consumer_close(struct ing_consumer *c)
     for (size_t i = 0; i < c->n_parts; i++)
         free(c->parts[i].topic);
     free(c->parts);
-    for (size_t i = 0; c->writers != NULL && i < c->o.n_colls; i++)
-        ing_writer_free(c->writers[i]);
-    free(c->writers);
+    drop_queued(c);
+    ing_pipe_close(c->pipe);
+    for (size_t k = 0; k < DECODE_DEPTH; k++) {
+        for (size_t i = 0; c->slots[k].writers != NULL && i < c->o.n_colls; i++)
+            ing_writer_free(c->slots[k].writers[i]);
+        free(c->slots[k].writers);
+        rec_decoder_free(c->slots[k].dec);
+    }
     for (size_t i = 0; c->topics != NULL && i < c->n_topics; i++) {
         free(c->topics[i].colls);
         free(c->topics[i].src);
     }
     free(c->topics);
-    rec_decoder_free(c->dec);
     free(c->coll_records);
     free(c->rej);
     free(c->lag);

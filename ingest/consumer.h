@@ -17,6 +17,10 @@
  * Back-pressure never blocks the poll loop: a message the store cannot take yet (ST_EAGAIN)
  * pauses its partition, seeks back to it and resumes after a short delay. On revoke the
  * partitions' data is made durable and committed before they are released.
+ *
+ * Decoding runs on two threads of the consumer's own (up to 4 messages ahead of the writes,
+ * handed back in order); everything else runs on the thread calling ing_consumer_poll. Messages
+ * decoded ahead for a partition that was paused or revoked meanwhile are dropped and read again.
  */
 #ifndef CONSUMER_H
 #define CONSUMER_H
@@ -103,9 +107,11 @@ struct ing_metrics {
 int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **out,
                       struct st_err *err) ST_WUR;
 /*
- * Polls up to timeout_ms for one message and handles it, and runs a commit round when one is
- * due. Returns ST_OK, or an error that must stop consuming (the store failed, or the DLQ is
- * unreachable: nothing after the failing message is committed).
+ * Reads one message into the decode stage (waiting up to timeout_ms only when nothing is being
+ * decoded), handles the oldest decoded one (waiting up to timeout_ms for it when the stage is
+ * full or nothing new came), and runs a commit round when one is due. Returns ST_OK, or an
+ * error that must stop consuming (the store failed, or the DLQ is unreachable: nothing at or
+ * after the failing message is written or committed; every later call returns the error).
  */
 int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err) ST_WUR;
 /* A commit round now (fsync all stores, commit what they cover). */
@@ -116,7 +122,8 @@ int ing_consumer_metrics(struct ing_consumer *c, struct ing_metrics *out) ST_WUR
 void ing_metrics_free(struct ing_metrics *m);
 /* Any thread: ST_OK when a Kafka broker answers a metadata request within timeout_ms. */
 int ing_consumer_ping(struct ing_consumer *c, int timeout_ms) ST_WUR;
-/* Final commit round, leaves the group (partitions revoked cleanly), frees. */
+/* Handles the messages already read into the decode stage, runs a final commit round, leaves
+ * the group (partitions revoked cleanly), frees. */
 int ing_consumer_close(struct ing_consumer *c);
 
 #endif

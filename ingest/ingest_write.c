@@ -12,6 +12,7 @@ struct ing_writer {
     struct store_record *recs;
     float *vecs; /* cosine: normalised copies */
     uint32_t cap;
+    uint32_t n; /* records prepared by the last ing_write_prepare */
 };
 
 struct ing_writer *ing_writer_new(uint32_t dim, bool cosine)
@@ -58,10 +59,11 @@ static void reject(struct ing_result *res, const char *reason, uint32_t i, const
     snprintf(res->detail, sizeof(res->detail), "record %u: %s", i, what);
 }
 
-int ing_write(struct ing_writer *w, struct twcs *t, const struct rec_batch *b, int32_t partition,
-              int64_t offset, int64_t msg_ts_ms, struct ing_result *res)
+int ing_write_prepare(struct ing_writer *w, const struct rec_batch *b, int64_t msg_ts_ms,
+                      struct ing_result *res)
 {
     memset(res, 0, sizeof(*res));
+    w->n = 0;
     if (b->coll->dim != w->dim)
         return ST_EINVAL;
     if (reserve(w, b->n) != ST_OK)
@@ -97,8 +99,19 @@ int ing_write(struct ing_writer *w, struct twcs *t, const struct rec_batch *b, i
             r->vec = v;
         }
     }
+    w->n = b->n;
+    res->outcome = ING_APPLIED;
+    return ST_OK;
+}
+
+int ing_write_prepared(struct ing_writer *w, struct twcs *t, int32_t partition, int64_t offset,
+                       struct ing_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    if (w->n == 0)
+        return ST_EINVAL;
     struct twcs_result tr;
-    int rc = twcs_write(t, partition, offset, w->recs, b->n, &tr);
+    int rc = twcs_write(t, partition, offset, w->recs, w->n, &tr);
     if (rc == ST_EAGAIN) {
         res->outcome = ING_RETRY;
         return ST_OK;
@@ -121,4 +134,13 @@ int ing_write(struct ing_writer *w, struct twcs *t, const struct rec_batch *b, i
         break;
     }
     return ST_OK;
+}
+
+int ing_write(struct ing_writer *w, struct twcs *t, const struct rec_batch *b, int32_t partition,
+              int64_t offset, int64_t msg_ts_ms, struct ing_result *res)
+{
+    int rc = ing_write_prepare(w, b, msg_ts_ms, res);
+    if (rc != ST_OK || res->outcome == ING_REJECTED)
+        return rc;
+    return ing_write_prepared(w, t, partition, offset, res);
 }

@@ -43,9 +43,23 @@ void ing_writer_free(struct ing_writer *w);
 /*
  * Writes b (from partition/offset, Kafka timestamp msg_ts_ms or -1) into t. Returns ST_OK with
  * res filled for the four outcomes, or an error when the store failed (I/O): stop consuming,
- * commit nothing more.
+ * commit nothing more. The same as ing_write_prepare then ing_write_prepared.
  */
 int ing_write(struct ing_writer *w, struct twcs *t, const struct rec_batch *b, int32_t partition,
               int64_t offset, int64_t msg_ts_ms, struct ing_result *res) ST_WUR;
+
+/*
+ * The part of ing_write that needs no store (the consumer runs it on its decode thread):
+ * converts b into w's store records — timestamps defaulted to msg_ts_ms, cosine vectors
+ * normalised into w. res->outcome is ING_REJECTED (bad_ts, zero_vector) or ING_APPLIED
+ * (prepared; nothing written yet). The records point into b's storage and w: both must stay
+ * unchanged until ing_write_prepared. Returns ST_ENOMEM or ST_EINVAL (b of another dim).
+ */
+int ing_write_prepare(struct ing_writer *w, const struct rec_batch *b, int64_t msg_ts_ms,
+                      struct ing_result *res) ST_WUR;
+/* Writes what the last successful ing_write_prepare on w prepared (which must not have been
+ * rejected) into t, with res as in ing_write. */
+int ing_write_prepared(struct ing_writer *w, struct twcs *t, int32_t partition, int64_t offset,
+                       struct ing_result *res) ST_WUR;
 
 #endif

@@ -276,6 +276,59 @@ int store_fs_write(struct store_file *f, const void *buf, size_t len, const char
     return rc;
 }
 
+int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, const char *site)
+{
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    int rc = ST_FAULT(site);
+    size_t limit = len;
+    if (rc == ST_ENOSPC || rc == ST_EIO)
+        limit = len / 2; /* a short write, as a full disk produces */
+    else if (rc != 0)
+        return rc;
+    if (!sim_enter(f->fs))
+        return ST_EIO;
+    size_t done = 0, skip = 0; /* skip: bytes of iov[i] already written */
+    int i = 0;
+    while (done < limit) {
+        struct iovec v[64];
+        int n = 0;
+        size_t want = 0;
+        for (int k = i; k < iovcnt && n < 64 && want < limit - done; k++) {
+            size_t off = k == i ? skip : 0, l = iov[k].iov_len - off;
+            if (l > limit - done - want)
+                l = limit - done - want;
+            if (l == 0)
+                continue;
+            v[n++] = (struct iovec){(uint8_t *)iov[k].iov_base + off, l};
+            want += l;
+        }
+        ssize_t w = pwritev(f->fd, v, n, (off_t)(f->size + done));
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = st_from_errno(errno);
+            break;
+        }
+        done += (size_t)w;
+        for (size_t adv = (size_t)w; adv > 0 || (i < iovcnt && iov[i].iov_len == skip);) {
+            size_t l = iov[i].iov_len - skip;
+            if (adv < l) {
+                skip += adv;
+                adv = 0;
+            } else {
+                adv -= l;
+                i++;
+                skip = 0;
+            }
+        }
+    }
+    f->size += done;
+    sim_leave(f->fs);
+    return rc;
+}
+
 int store_fs_sync(struct store_file *f, const char *site)
 {
     int rc = ST_FAULT(site);

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "st_error.h"
 
 struct store_fs; /* NULL means the real OS with no tracking */
@@ -37,6 +39,10 @@ int store_fs_create(struct store_fs *fs, const char *path, struct store_file **o
                     const char *site) ST_WUR;
 /* Appends len bytes. On failure the file may hold a prefix of buf (as after a short write). */
 int store_fs_write(struct store_file *f, const void *buf, size_t len, const char *site) ST_WUR;
+/* Appends the concatenation of iov[0..iovcnt) with as few syscalls as pwritev allows (any
+ * iovcnt). On failure the file may hold a prefix of it, as with store_fs_write. */
+int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt,
+                    const char *site) ST_WUR;
 int store_fs_sync(struct store_file *f, const char *site) ST_WUR;
 int store_fs_truncate(struct store_file *f, uint64_t size, const char *site) ST_WUR;
 /* Closes and frees f (NULL is a no-op). Does not sync. */

@@ -384,8 +384,16 @@ struct store {
     uint64_t written_seq, durable_seq;
     int failed; /* first fatal WAL/manifest error; sticky */
 
-    uint8_t *wbuf;
+    uint8_t *wbuf; /* a WAL record's bytes other than its vectors (wal_encode) */
     size_t wcap;
+    struct iovec *wiov; /* the record as wbuf pieces and the writer's vectors */
+    size_t wiov_cap;
+    /* Group commit (wal_sync = batch; guarded by mu): bytes appended to the WAL so far, the
+     * count the last fsync covered, and when the oldest append not covered yet was made
+     * (0: none). The syncer fsyncs once that append is wal_sync_interval_ms old or
+     * STORE_SYNC_BYTES are waiting, whichever comes first. */
+    uint64_t wal_appended, wal_synced;
+    int64_t unsynced_since_ns;
 
     bool stop;
     bool have_syncer, have_flusher;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "log_format.h"
 #include "st_checksum.h"
@@ -27,29 +28,65 @@ void store_log_writer_destroy(struct store_log_writer *w)
 {
     free(w->buf);
     w->buf = NULL;
+    free(w->iov);
+    w->iov = NULL;
+    XXH3_freeState(w->hash);
+    w->hash = NULL;
 }
 
 int store_log_append(struct store_log_writer *w, const void *payload, size_t len)
 {
-    /* Worst case: every fragment adds a header and may follow a block trailer's padding. */
+    struct iovec v = {(void *)(uintptr_t)payload, len};
+    return store_log_appendv(w, &v, 1);
+}
+
+/* Adds a piece to w->iov (room was reserved), merging it with the previous one when they are
+ * adjacent in memory. */
+static void iov_push(struct store_log_writer *w, size_t *n, const void *p, size_t len)
+{
+    if (len == 0)
+        return;
+    if (*n > 0 && (const uint8_t *)w->iov[*n - 1].iov_base + w->iov[*n - 1].iov_len == p) {
+        w->iov[*n - 1].iov_len += len;
+        return;
+    }
+    w->iov[(*n)++] = (struct iovec){(void *)(uintptr_t)p, len};
+}
+
+int store_log_appendv(struct store_log_writer *w, const struct iovec *iov, int iovcnt)
+{
+    static const uint8_t zeros[STORE_LOG_HEADER];
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    /* Worst case: every fragment has a header and may follow a block trailer's padding, and
+     * cuts one payload piece in two. */
     size_t nfrag = len / (STORE_LOG_BLOCK - STORE_LOG_HEADER) + 2;
-    size_t need = len + nfrag * (2 * STORE_LOG_HEADER);
-    if (need > w->cap) {
-        uint8_t *b = realloc(w->buf, need);
+    if (nfrag * STORE_LOG_HEADER > w->cap) {
+        uint8_t *b = realloc(w->buf, nfrag * STORE_LOG_HEADER);
         if (b == NULL)
             return ST_ENOMEM;
         w->buf = b;
-        w->cap = need;
+        w->cap = nfrag * STORE_LOG_HEADER;
     }
-    const uint8_t *p = payload;
-    size_t left = len, out = 0;
+    size_t need = (size_t)iovcnt + 3 * nfrag;
+    if (need > w->iov_cap) {
+        struct iovec *v = realloc(w->iov, need * sizeof(*v));
+        if (v == NULL)
+            return ST_ENOMEM;
+        w->iov = v;
+        w->iov_cap = need;
+    }
+    if (w->hash == NULL && (w->hash = XXH3_createState()) == NULL)
+        return ST_ENOMEM;
+    size_t left = len, nv = 0, frag = 0, skip = 0; /* skip: bytes of iov[pi] already framed */
+    int pi = 0;
     uint32_t boff = w->block_off;
     bool first = true;
     do {
         uint32_t room = STORE_LOG_BLOCK - boff;
         if (room < STORE_LOG_HEADER) {
-            memset(w->buf + out, 0, room);
-            out += room;
+            iov_push(w, &nv, zeros, room);
             boff = 0;
             room = STORE_LOG_BLOCK;
         }
@@ -60,18 +97,35 @@ int store_log_append(struct store_log_writer *w, const void *payload, size_t len
                        : first       ? STORE_LOG_FIRST
                        : last        ? STORE_LOG_LAST
                                      : STORE_LOG_MIDDLE;
-        st_put_le32(w->buf + out, frag_checksum(type, p, n));
-        st_put_le16(w->buf + out + 4, (uint16_t)n);
-        w->buf[out + 6] = type;
-        if (n > 0)
-            memcpy(w->buf + out + STORE_LOG_HEADER, p, n);
-        out += STORE_LOG_HEADER + n;
+        uint8_t *h = w->buf + frag++ * STORE_LOG_HEADER;
+        iov_push(w, &nv, h, STORE_LOG_HEADER);
+        /* The fragment's payload: the next n bytes of the pieces, hashed as they are listed
+         * (XXH3 streamed with the type as seed equals the one-shot hash of frag_checksum). */
+        XXH3_64bits_reset_withSeed(w->hash, type);
+        for (size_t take = n; take > 0;) {
+            size_t l = iov[pi].iov_len - skip;
+            if (l > take)
+                l = take;
+            const uint8_t *p = (const uint8_t *)iov[pi].iov_base + skip;
+            if (l > 0) {
+                XXH3_64bits_update(w->hash, p, l);
+                iov_push(w, &nv, p, l);
+            }
+            take -= l;
+            skip += l;
+            if (skip == iov[pi].iov_len) {
+                pi++;
+                skip = 0;
+            }
+        }
+        st_put_le32(h, (uint32_t)XXH3_64bits_digest(w->hash));
+        st_put_le16(h + 4, (uint16_t)n);
+        h[6] = type;
         boff += (uint32_t)(STORE_LOG_HEADER + n);
-        p += n;
         left -= n;
         first = false;
     } while (left > 0);
-    int rc = store_fs_write(w->file, w->buf, out, w->site_write);
+    int rc = store_fs_writev(w->file, w->iov, (int)nv, w->site_write);
     if (rc == ST_OK)
         w->block_off = boff % STORE_LOG_BLOCK;
     return rc;

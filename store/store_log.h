@@ -6,15 +6,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "st_error.h"
 #include "store_fs.h"
 
 struct store_log_writer {
     struct store_file *file; /* borrowed */
     uint32_t block_off;      /* position inside the current block */
-    uint8_t *buf;            /* framing scratch */
+    uint8_t *buf;            /* fragment headers of the record being appended */
     size_t cap;
-    const char *site_write; /* fault-point names */
+    struct iovec *iov; /* headers, paddings and payload pieces of that record */
+    size_t iov_cap;
+    struct XXH3_state_s *hash; /* fragment checksums over payload pieces */
+    const char *site_write;    /* fault-point names */
 };
 
 /* Starts appending to file at its current size. The file is borrowed. */
@@ -24,6 +29,10 @@ void store_log_writer_destroy(struct store_log_writer *w);
 /* Frames and appends one record with a single write. On error the file may end in a torn
  * record; the caller must stop using the log. */
 int store_log_append(struct store_log_writer *w, const void *payload, size_t len) ST_WUR;
+/* The same for a payload given in pieces (the concatenation of iov[0..iovcnt)): written with
+ * pwritev straight from the pieces, the fragment headers between them — the bytes on disk are
+ * those store_log_append writes for the concatenation, without copying the payload. */
+int store_log_appendv(struct store_log_writer *w, const struct iovec *iov, int iovcnt) ST_WUR;
 
 enum store_log_end {
     STORE_LOG_END_CLEAN = 0,

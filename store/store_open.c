@@ -180,6 +180,7 @@ static void store_free(struct store *s)
     store_marks_free(&s->applied);
     store_marks_free(&s->durable);
     free(s->wbuf);
+    free(s->wiov);
     free(s->dir);
     pthread_mutex_destroy(&s->flush_mu);
     pthread_mutex_destroy(&s->mf_mu);

@@ -68,11 +68,26 @@ int store_wal_new_file(struct store *s)
     return rc;
 }
 
-/* Publishes durability of everything written up to seq with marks `snap`. Caller holds mu. */
-static void durable_publish_locked(struct store *s, uint64_t seq, const struct store_marks *snap)
+/*
+ * Group commit: the syncer fsyncs when the oldest append not covered yet is
+ * wal_sync_interval_ms old, or when this many bytes wait (a burst then does not sit in the
+ * page cache for the whole interval, and one fsync never has to write back more than about
+ * this much).
+ */
+#define STORE_SYNC_BYTES (8u << 20)
+
+/* Publishes durability of everything written up to seq (appended bytes up to `bytes`) with
+ * marks `snap`; `started_ns`: when the fsync covering it began. Caller holds mu. */
+static void durable_publish_locked(struct store *s, uint64_t seq, uint64_t bytes,
+                                   int64_t started_ns, const struct store_marks *snap)
 {
     if (seq > s->durable_seq)
         s->durable_seq = seq;
+    if (bytes > s->wal_synced)
+        s->wal_synced = bytes;
+    /* Appends made during the fsync are not covered; the earliest of them is no older than
+     * the fsync's start, so the next deadline counts from there. */
+    s->unsynced_since_ns = s->written_seq > s->durable_seq ? started_ns : 0;
     if (store_marks_copy(&s->durable, snap) != ST_OK)
         store_fail_locked(s, ST_ENOMEM, "durable marks");
     pthread_cond_broadcast(&s->durable_cv);
@@ -91,19 +106,19 @@ int store_wal_sync_locked(struct store *s)
         pthread_mutex_unlock(&s->mu);
         return ST_OK;
     }
-    uint64_t seq = s->written_seq;
+    uint64_t seq = s->written_seq, bytes = s->wal_appended;
     struct store_marks snap = {0};
     int rc = store_marks_copy(&snap, &s->applied);
     struct store_file *f = s->wal_file;
     pthread_mutex_unlock(&s->mu);
+    int64_t t0 = st_clock_mono_ns(NULL);
     if (rc == ST_OK) {
-        int64_t t0 = st_clock_mono_ns(NULL);
         rc = store_fs_sync(f, "store.wal.fsync");
         st_hist_observe(&s->wal_sync_hist, (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
     }
     pthread_mutex_lock(&s->mu);
     if (rc == ST_OK) {
-        durable_publish_locked(s, seq, &snap);
+        durable_publish_locked(s, seq, bytes, t0, &snap);
         s->st.wal_syncs++;
     } else {
         /* After a failed fsync the page cache cannot be trusted: stop. */
@@ -122,18 +137,32 @@ int store_sync(struct store *s)
     return rc;
 }
 
+/*
+ * The group-commit thread (wal_sync = batch). It does not fsync per write: it sleeps until the
+ * oldest unsynced append is wal_sync_interval_ms old or STORE_SYNC_BYTES are unsynced (writers
+ * wake it for the first append after a sync and when they cross the byte threshold), so one
+ * fsync covers every message of every partition written meanwhile.
+ */
 void *store_syncer_main(void *arg)
 {
     struct store *s = arg;
-    int64_t interval = s->o.wal_sync_interval_ms > 0 ? s->o.wal_sync_interval_ms : 1;
+    int64_t interval_ns = (s->o.wal_sync_interval_ms > 0 ? s->o.wal_sync_interval_ms : 1) * 1000000;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
-        store_cond_wait_ms(&s->work_cv, &s->mu, interval);
-        bool need = s->written_seq > s->durable_seq && s->failed == ST_OK;
-        pthread_mutex_unlock(&s->mu);
-        if (need)
-            store_best_effort(store_sync(s));
-        pthread_mutex_lock(&s->mu);
+        int64_t wait_ms = 1000; /* nothing unsynced: a writer wakes us */
+        if (s->written_seq > s->durable_seq && s->failed == ST_OK) {
+            int64_t now = st_clock_mono_ns(NULL);
+            int64_t due = s->unsynced_since_ns + interval_ns;
+            if (s->unsynced_since_ns == 0 || now >= due ||
+                s->wal_appended - s->wal_synced >= STORE_SYNC_BYTES) {
+                pthread_mutex_unlock(&s->mu);
+                store_best_effort(store_sync(s));
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
+            wait_ms = (due - now + 999999) / 1000000;
+        }
+        store_cond_wait_ms(&s->work_cv, &s->mu, wait_ms);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -160,13 +189,24 @@ int store_batch_validate(const struct store *s, const struct store_batch *b)
     return ST_OK;
 }
 
-static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
+/*
+ * Encodes b as a WAL payload (wal_format.h) into s->wiov: the fixed fields, ids and meta are
+ * written into s->wbuf, the vectors are referenced where the caller holds them (the format is
+ * little-endian float32, the host's layout), so store_log_appendv writes them without a copy.
+ * Caller holds mu (wbuf and wiov are the store's).
+ */
+static int wal_encode(struct store *s, const struct store_batch *b, int *iovcnt, size_t *len)
 {
     size_t vb = (size_t)s->o.dim * sizeof(float);
-    size_t need = STORE_WAL_BATCH_HEADER;
-    for (uint32_t i = 0; i < b->n; i++)
-        need += 1 + 10 + b->recs[i].id_len + 24 + 10 + b->recs[i].meta_len +
-                (b->recs[i].op == STORE_OP_UPSERT ? vb : 0);
+    bool inline_vecs = __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__;
+    size_t need = STORE_WAL_BATCH_HEADER, nv = 1;
+    for (uint32_t i = 0; i < b->n; i++) {
+        need += 1 + 10 + b->recs[i].id_len + 24 + 10 + b->recs[i].meta_len;
+        if (b->recs[i].op == STORE_OP_UPSERT) {
+            need += inline_vecs ? vb : 0;
+            nv += 2;
+        }
+    }
     if (need > s->wcap) {
         uint8_t *p = realloc(s->wbuf, need);
         if (p == NULL)
@@ -174,12 +214,20 @@ static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
         s->wbuf = p;
         s->wcap = need;
     }
+    if (nv > s->wiov_cap) {
+        struct iovec *v = realloc(s->wiov, nv * sizeof(*v));
+        if (v == NULL)
+            return ST_ENOMEM;
+        s->wiov = v;
+        s->wiov_cap = nv;
+    }
     uint8_t *p = s->wbuf;
     p[0] = STORE_WAL_BATCH;
     st_put_le32(p + 1, (uint32_t)b->partition);
     st_put_le64(p + 5, (uint64_t)b->offset);
     st_put_le32(p + 13, b->n);
-    size_t o = STORE_WAL_BATCH_HEADER;
+    size_t o = STORE_WAL_BATCH_HEADER, from = 0, total = 0; /* from: wbuf not yet in wiov */
+    int n = 0;
     for (uint32_t i = 0; i < b->n; i++) {
         const struct store_record *r = &b->recs[i];
         p[o++] = r->op;
@@ -194,17 +242,25 @@ static int wal_encode(struct store *s, const struct store_batch *b, size_t *len)
         if (r->meta_len)
             memcpy(p + o, r->meta, r->meta_len);
         o += r->meta_len;
-        if (r->op == STORE_OP_UPSERT) {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            memcpy(p + o, r->vec, vb); /* the format is little-endian float32 */
-#else
+        if (r->op != STORE_OP_UPSERT)
+            continue;
+        if (inline_vecs) {
             for (uint32_t d = 0; d < s->o.dim; d++)
                 st_put_f32(p + o + 4 * d, r->vec[d]);
-#endif
             o += vb;
+            continue;
         }
+        s->wiov[n++] = (struct iovec){p + from, o - from};
+        s->wiov[n++] = (struct iovec){(void *)(uintptr_t)r->vec, vb};
+        total += o - from + vb;
+        from = o;
     }
-    *len = o;
+    if (o > from) {
+        s->wiov[n++] = (struct iovec){p + from, o - from};
+        total += o - from;
+    }
+    *iovcnt = n;
+    *len = total;
     return ST_OK;
 }
 
@@ -341,10 +397,11 @@ int store_freeze(struct store *s)
     }
     s->frozen = fz;
     s->rolling = true; /* from here no append until the swap */
-    uint64_t seq = s->written_seq;
+    uint64_t seq = s->written_seq, bytes = s->wal_appended;
     bool publish = s->durable_seq < seq;
     struct store_file *old = s->wal_file;
     pthread_mutex_unlock(&s->mu);
+    int64_t t0 = st_clock_mono_ns(NULL);
 
     /* Always, also with wal_sync none: a file that stops being the last must be complete. */
     rc = store_fs_sync(old, "store.wal.roll_fsync");
@@ -354,7 +411,7 @@ int store_freeze(struct store *s)
         rc = s->failed;
     if (rc == ST_OK) {
         if (publish)
-            durable_publish_locked(s, seq, &snap);
+            durable_publish_locked(s, seq, bytes, t0, &snap);
         old = wal_install(s, f, n);
         f = NULL;
         s->frozen[s->nfrozen++] = s->mem;
@@ -431,9 +488,10 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             goto out;
     }
     size_t len;
-    if ((rc = wal_encode(s, b, &len)) != ST_OK)
+    int iovcnt;
+    if ((rc = wal_encode(s, b, &iovcnt, &len)) != ST_OK)
         goto out;
-    rc = store_log_append(&s->wal, s->wbuf, len);
+    rc = store_log_appendv(&s->wal, s->wiov, iovcnt);
     if (rc != ST_OK) {
         store_fail_locked(s, rc, "wal write");
         goto out;
@@ -446,12 +504,20 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
         goto out;
     }
     uint64_t seq = ++s->written_seq;
+    s->wal_appended += len;
     if (applied != NULL)
         *applied = true;
     if (s->o.wal_sync == STORE_SYNC_NONE) {
-        durable_publish_locked(s, seq, &s->applied);
+        durable_publish_locked(s, seq, s->wal_appended, st_clock_mono_ns(NULL), &s->applied);
     } else if (s->o.wal_sync == STORE_SYNC_BATCH) {
-        pthread_cond_signal(&s->work_cv);
+        /* Wake the syncer only to arm its deadline (first unsynced append) or when enough
+         * bytes wait; other appends ride along with the fsync already due. */
+        bool first = s->unsynced_since_ns == 0;
+        if (first)
+            s->unsynced_since_ns = st_clock_mono_ns(NULL);
+        uint64_t waiting = s->wal_appended - s->wal_synced;
+        if (first || (waiting >= STORE_SYNC_BYTES && waiting - len < STORE_SYNC_BYTES))
+            pthread_cond_broadcast(&s->work_cv);
     }
     pthread_mutex_unlock(&s->mu);
     if (s->o.wal_sync == STORE_SYNC_ALWAYS ||

@@ -72,8 +72,16 @@ static void produce_str(rd_kafka_t *p, int partition, const char *s)
     produce(p, partition, s, strlen(s), NULL);
 }
 
+static void produce_good_to(rd_kafka_t *p, int m, int partition);
+
 /* Message m: records "m<m>-<i>" = {m, i, 1, 2}, JSON for even m and a frame for odd m. */
 static void produce_good(rd_kafka_t *p, int m)
+{
+    produce_good_to(p, m, m % NPART);
+}
+
+/* The same into the given partition. */
+static void produce_good_to(rd_kafka_t *p, int m, int partition)
 {
     if (m % 2 == 0) {
         char json[2048];
@@ -84,7 +92,7 @@ static void produce_good(rd_kafka_t *p, int m)
                          "%s{\"id\": \"m%d-%d\", \"ts\": %" PRId64 ", \"vector\": [%d, %d, 1, 2]}",
                          i ? ", " : "", m, i, t_base + m, m, i);
         snprintf(json + off, sizeof(json) - (size_t)off, "]}");
-        produce(p, m % NPART, json, strlen(json), m % 4 == 0 ? "application/json" : NULL);
+        produce(p, partition, json, strlen(json), m % 4 == 0 ? "application/json" : NULL);
         return;
     }
     char ids[NREC][16];
@@ -107,7 +115,7 @@ static void produce_good(rd_kafka_t *p, int m)
     uint8_t *f;
     size_t len;
     ck_assert_int_eq(rec_frame_encode("docs", DIM, false, r, NREC, &f, &len), ST_OK);
-    produce(p, m % NPART, f, len, m % 4 == 1 ? "application/vnd.strata.batch" : NULL);
+    produce(p, partition, f, len, m % 4 == 1 ? "application/vnd.strata.batch" : NULL);
     free(f);
 }
 
@@ -132,6 +140,9 @@ static void on_assignment(void *ctx, const struct ing_partition *p, size_t n)
 }
 
 static struct seen *hook_to; /* the next consumer() reports its assignments here (or not) */
+/* The next consumer() fetches about 1 KiB per partition at a time, so the messages it reads
+ * alternate between its partitions instead of coming a partition's backlog at a time. */
+static bool small_fetch;
 
 static struct ing_consumer *consumer(const char *group)
 {
@@ -139,10 +150,11 @@ static struct ing_consumer *consumer(const char *group)
     coll = (struct ing_collection){.rc = {"docs", DIM, false}, .topic = topic, .twcs = tw};
     /* Passed through to librdkafka: a killed member's partitions move on sooner. */
     static const char *const props[][2] = {{"session.timeout.ms", "6000"},
-                                           {"heartbeat.interval.ms", "500"}};
+                                           {"heartbeat.interval.ms", "500"},
+                                           {"fetch.message.max.bytes", "1024"}};
     struct ing_consumer_opts o = {.brokers = brokers,
                                   .properties = props,
-                                  .n_properties = 2,
+                                  .n_properties = small_fetch ? 3 : 2,
                                   .group_id = group,
                                   .colls = &coll,
                                   .n_colls = 1,
@@ -761,6 +773,150 @@ START_TEST(test_backpressure_pause_resume)
 }
 END_TEST
 
+/*
+ * Back-pressure on one partition with the decode stage full of that partition's messages:
+ * when a write gets ST_EAGAIN, the messages decoded behind it are dropped and read again
+ * after the seek. A queued message written after the paused one would make the paused one a
+ * "replay" (its offset below the store's mark): it would be counted as a duplicate and its
+ * records lost. So: every record stored, no duplicate, each message handled once, the store's
+ * mark at the last offset, everything committed.
+ */
+START_TEST(test_backpressure_queued_behind_pause)
+{
+    prepare("bpq", 1);
+    dir = st_test_tmpdir("bpq");
+    struct twcs_opts to = {.store = {.dir = dir,
+                                     .dim = DIM,
+                                     .wal_sync = STORE_SYNC_BATCH,
+                                     .memtable_size = 2048,
+                                     .max_frozen = 1,
+                                     .no_background = true},
+                           .window_ms = 3600000,
+                           .grace_ms = 60000,
+                           .max_lateness_ms = 3600000};
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+    rd_kafka_t *p = producer();
+    for (int m = 0; m < NMSG; m++)
+        produce_good_to(p, m, 0);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    const char *group = st_test_unique("bpq-g");
+    struct ing_consumer *c = consumer(group);
+    POLL_UNTIL(c, st_.retries >= 3);
+    int64_t dl = st_test_now_ms() + 90000;
+    struct ing_stats st;
+    uint64_t flushes = 0;
+    for (;;) {
+        ck_assert_msg(ing_consumer_poll(c, 20, &err) == ST_OK, "%s", err.msg);
+        ing_consumer_stats(c, &st);
+        if (st.messages == NMSG)
+            break;
+        /* Flush only every few polls, so that the stage fills up behind a paused message. */
+        if (st.retries > flushes) {
+            ck_assert_int_eq(store_flush(twcs_store(tw)), ST_OK);
+            flushes = st.retries;
+        }
+        ck_assert_msg(st_test_now_ms() < dl, "%" PRIu64 " messages", st.messages);
+    }
+    ck_assert_uint_eq(st.duplicates, 0);
+    ck_assert_uint_eq(st.records, NMSG * NREC);
+    ck_assert_uint_ge(st.retries, 3);
+    for (int m = 0; m < NMSG; m++)
+        for (int i = 0; i < NREC; i++)
+            (void)expect_record(tw, m, i);
+    int64_t applied = -1;
+    ck_assert_int_eq(store_applied_offset(twcs_store(tw), 0, &applied), ST_OK);
+    ck_assert_int_eq(applied, NMSG - 1);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * A member with a backlog in its decode stage loses partitions to a joining member: the
+ * queued messages of the revoked partitions are not written by the first member after its
+ * revoke commit (the new owner reads them from that commit). Every record is applied by
+ * exactly one member — the applied counts add up to the records, every other handling is a
+ * recognised duplicate — and is in exactly one of the two stores.
+ */
+START_TEST(test_revoke_with_queued_messages)
+{
+    enum { NP = 6, N = 6 * NMSG };
+    prepare("rvq", NP);
+    char *da = st_test_tmpdir("rvq-a"), *db = st_test_tmpdir("rvq-b");
+    /* A writes slowly (an fsync of at least 15 ms per message), so that it is still working
+     * through its backlog, the decode stage full, when B's join revokes partitions from it. */
+    struct store_fs *fs = store_fs_sim_new();
+    store_fs_sim_sync_delay(fs, 15);
+    struct twcs_opts slow = {
+        .store = {.dir = da, .dim = DIM, .wal_sync = STORE_SYNC_ALWAYS, .fs = fs},
+        .window_ms = 3600000,
+        .grace_ms = 60000,
+        .max_lateness_ms = 3600000};
+    struct twcs *ta, *tb = open_twcs_at(db);
+    struct st_err oerr = {0};
+    ck_assert_msg(twcs_open(&slow, &ta, &oerr) == ST_OK, "%s", oerr.msg);
+    struct st_err err = {0};
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+    const char *group = st_test_unique("rvq-g");
+    rd_kafka_t *p = producer();
+    for (int m = 0; m < N; m++)
+        produce_good_to(p, m, m % NP);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    tw = ta;
+    small_fetch = true; /* A's decode stage holds messages of several partitions */
+    struct ing_consumer *a = consumer(group);
+    small_fetch = false;
+    poll_pair(a, NULL, 20); /* A is busy with its backlog ... */
+    tw = tb;
+    struct ing_consumer *b = consumer(group); /* ... when B joins and takes partitions */
+    /* Until every record is applied somewhere. A message may be redelivered (a commit that
+     * failed during the rebalance): then it is a recognised duplicate, never applied again. */
+    int64_t dl = st_test_now_ms() + 90000;
+    struct ing_stats sa, sb;
+    for (;;) {
+        struct st_err e = {0};
+        ck_assert_msg(ing_consumer_poll(a, 5, &e) == ST_OK, "%s", e.msg);
+        ck_assert_msg(ing_consumer_poll(b, 5, &e) == ST_OK, "%s", e.msg);
+        ing_consumer_stats(a, &sa);
+        ing_consumer_stats(b, &sb);
+        if (sa.records + sb.records >= (uint64_t)N * NREC && sb.messages > 0)
+            break;
+        ck_assert_msg(st_test_now_ms() < dl, "records %" PRIu64 " + %" PRIu64, sa.records,
+                      sb.records);
+    }
+    ck_assert_msg(sa.records + sb.records == (uint64_t)N * NREC,
+                  "records %" PRIu64 " + %" PRIu64 " (duplicates %" PRIu64 " + %" PRIu64 ")",
+                  sa.records, sb.records, sa.duplicates, sb.duplicates);
+    ck_assert_uint_eq(sa.messages + sb.messages, N + sa.duplicates + sb.duplicates);
+    ck_assert_int_eq(ing_consumer_close(a), ST_OK);
+    ck_assert_int_eq(ing_consumer_close(b), ST_OK);
+    committed_at_end(group);
+    for (int m = 0; m < N; m++)
+        for (int i = 0; i < NREC; i++) {
+            bool in_a = has_id(ta, m, i), in_b = has_id(tb, m, i);
+            ck_assert_msg(in_a != in_b, "m%d-%d: in A %d, in B %d", m, i, in_a, in_b);
+        }
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(ta), ST_OK);
+    ck_assert_int_eq(twcs_close(tb), ST_OK);
+    store_fs_free(fs);
+    st_test_rmrf(da);
+    st_test_rmrf(db);
+    free(da);
+    free(db);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("consumer");
@@ -772,6 +928,8 @@ int main(void)
     tcase_add_test(tc, test_kill9_restart);
     tcase_add_test(tc, test_rebalance_join_leave);
     tcase_add_test(tc, test_backpressure_pause_resume);
+    tcase_add_test(tc, test_backpressure_queued_behind_pause);
+    tcase_add_test(tc, test_revoke_with_queued_messages);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "log_format.h"
+#include "st_checksum.h"
 #include "st_fault.h"
 #include "st_log.h"
 #include "st_test.h"
@@ -26,6 +27,9 @@
 #include "store_log.h"
 
 #define DIM 8
+/* The WAL of golden_batches (test_wal_bytes_golden). */
+#define WAL_GOLDEN_LEN  687302
+#define WAL_GOLDEN_HASH 0x75e3eac5370d38a7ull
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -2374,6 +2378,193 @@ START_TEST(test_store_dir_parent_fsynced)
 }
 END_TEST
 
+/* ---- WAL bytes and group commit --------------------------------------------------------- */
+
+/* Deterministic batches for the WAL golden hash: ids of varied length, deletes, meta from none
+ * to 40 KB (a record over several log blocks), batches from 1 to 1500 records. */
+static void golden_batches(struct store *s)
+{
+    static const uint32_t sizes[] = {1, 3, 700, 1, 50, 1500, 2, 9};
+    uint8_t *meta = malloc(40000);
+    float *vecs = malloc(1500 * DIM * sizeof(float));
+    struct store_record *recs = calloc(1500, sizeof(*recs));
+    char(*ids)[40] = calloc(1500, sizeof(*ids));
+    ck_assert(meta != NULL && vecs != NULL && recs != NULL && ids != NULL);
+    for (uint32_t i = 0; i < 40000; i++)
+        meta[i] = (uint8_t)('a' + i % 26);
+    uint32_t seq = 0;
+    for (size_t b = 0; b < sizeof(sizes) / sizeof(sizes[0]); b++) {
+        for (uint32_t i = 0; i < sizes[b]; i++, seq++) {
+            int n = snprintf(ids[i], sizeof(ids[i]), "k%u-%.*s", seq, (int)(seq % 30),
+                             "abcdefghijklmnopqrstuvwxyz0123");
+            fill_vec(vecs + (size_t)i * DIM, (int)seq);
+            uint32_t ml = seq % 7 == 0 ? 0 : seq % 331 == 5 ? 40000 - seq : seq % 300;
+            recs[i] = (struct store_record){.id = (const uint8_t *)ids[i],
+                                            .id_len = (uint32_t)n,
+                                            .ts = 1000 + seq,
+                                            .window = 0,
+                                            .window_end = 3600000,
+                                            .op = seq % 11 == 3 ? STORE_OP_DELETE : STORE_OP_UPSERT,
+                                            .vec = vecs + (size_t)i * DIM,
+                                            .meta = ml ? meta : NULL,
+                                            .meta_len = ml};
+        }
+        struct store_batch batch = {
+            .partition = (int32_t)(b % 3), .offset = (int64_t)b, .recs = recs, .n = sizes[b]};
+        bool applied;
+        ck_assert_int_eq(store_write(s, &batch, &applied), ST_OK);
+        ck_assert(applied);
+    }
+    free(meta);
+    free(vecs);
+    free(recs);
+    free(ids);
+}
+
+/*
+ * The WAL's bytes do not change with how the write path builds them (wal_format.h and
+ * log_format.h are on disk): the hash of the WAL written for golden_batches was taken with the
+ * copy-into-a-buffer writer, before the writev one replaced it.
+ */
+START_TEST(test_wal_bytes_golden)
+{
+    char *dir = st_test_tmpdir("walgold");
+    struct store *s = open_store(dir, NULL, STORE_SYNC_NONE, false);
+    golden_batches(s);
+    /* The live WAL, read while the store is open (a close would flush and remove it). */
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    int logs = 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t nl = strlen(e->d_name);
+        if (nl < 4 || strcmp(e->d_name + nl - 4, ".log") != 0)
+            continue;
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        ck_assert_ptr_nonnull(f);
+        fseek(f, 0, SEEK_END);
+        long n = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        if (n > 0) {
+            logs++;
+            bytes = malloc((size_t)n);
+            ck_assert_uint_eq(fread(bytes, 1, (size_t)n, f), (size_t)n);
+            len = (size_t)n;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    ck_assert_int_eq(logs, 1);
+    ck_assert_msg(len == WAL_GOLDEN_LEN && st_hash64(bytes, len) == WAL_GOLDEN_HASH,
+                  "WAL of %zu bytes, hash 0x%016llx", len,
+                  (unsigned long long)st_hash64(bytes, len));
+    free(bytes);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Small writes in a burst share fsyncs: the syncer waits for the oldest unsynced write to be
+ * wal_sync_interval_ms old instead of syncing after every write, and the marks become durable
+ * once it has. */
+START_TEST(test_group_commit_by_time)
+{
+    char *dir = st_test_tmpdir("gctime");
+    struct store_opts o = {
+        .dir = dir, .dim = DIM, .wal_sync = STORE_SYNC_BATCH, .wal_sync_interval_ms = 300};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
+    struct store_stats st0, st1;
+    store_stats(s, &st0);
+    int64_t t0 = st_test_now_ms();
+    const int n = 40;
+    for (int i = 0; i < n; i++) {
+        float v[DIM];
+        fill_vec(v, i);
+        char id[16];
+        snprintf(id, sizeof(id), "g%d", i);
+        struct store_record r = {.id = (const uint8_t *)id,
+                                 .id_len = (uint32_t)strlen(id),
+                                 .ts = 10,
+                                 .window = 0,
+                                 .window_end = 3600000,
+                                 .op = STORE_OP_UPSERT,
+                                 .vec = v};
+        struct store_batch b = {.partition = i % 2, .offset = i / 2, .recs = &r, .n = 1};
+        ck_assert_int_eq(store_write(s, &b, NULL), ST_OK);
+        st_test_sleep_ms(2); /* a message every 2 ms: the old syncer fsynced after each */
+    }
+    int64_t burst_ms = st_test_now_ms() - t0;
+    /* Both partitions become durable through the syncer alone. */
+    int64_t d0 = -1, d1 = -1;
+    ck_assert(ST_WAIT_UNTIL(store_durable_offset(s, 0, &d0) == ST_OK &&
+                                store_durable_offset(s, 1, &d1) == ST_OK && d0 == n / 2 - 1 &&
+                                d1 == n / 2 - 1,
+                            10000));
+    store_stats(s, &st1);
+    uint64_t syncs = st1.wal_syncs - st0.wal_syncs;
+    /* One fsync per started interval of the burst, and one for its tail. */
+    ck_assert_msg(syncs >= 1 && syncs <= (uint64_t)(burst_ms / 300 + 2),
+                  "%llu fsyncs for %d writes in %lld ms", (unsigned long long)syncs, n,
+                  (long long)burst_ms);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A write burst of more unsynced bytes than the group-commit threshold (8 MiB) is synced
+ * without waiting out a long interval. */
+START_TEST(test_group_commit_by_bytes)
+{
+    enum { BDIM = 1024, PER = 256 };
+    char *dir = st_test_tmpdir("gcbytes");
+    struct store_opts o = {.dir = dir,
+                           .dim = BDIM,
+                           .wal_sync = STORE_SYNC_BATCH,
+                           .wal_sync_interval_ms = 600000,
+                           .memtable_size = 256u << 20};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
+    float *v = calloc((size_t)PER * BDIM, sizeof(float));
+    struct store_record *r = calloc(PER, sizeof(*r));
+    char(*ids)[16] = calloc(PER, sizeof(*ids));
+    ck_assert(v != NULL && r != NULL && ids != NULL);
+    /* 10 batches of 1 MiB of vectors: past 8 MiB unsynced. */
+    for (int b = 0; b < 10; b++) {
+        for (int i = 0; i < PER; i++) {
+            snprintf(ids[i], sizeof(ids[i]), "b%d-%d", b, i);
+            v[(size_t)i * BDIM] = (float)(b * PER + i + 1);
+            r[i] = (struct store_record){.id = (const uint8_t *)ids[i],
+                                         .id_len = (uint32_t)strlen(ids[i]),
+                                         .ts = 10,
+                                         .window = 0,
+                                         .window_end = 3600000,
+                                         .op = STORE_OP_UPSERT,
+                                         .vec = v + (size_t)i * BDIM};
+        }
+        struct store_batch batch = {.partition = 0, .offset = b, .recs = r, .n = PER};
+        ck_assert_int_eq(store_write(s, &batch, NULL), ST_OK);
+    }
+    int64_t d = -1;
+    ck_assert_msg(ST_WAIT_UNTIL(store_durable_offset(s, 0, &d) == ST_OK && d >= 7, 30000),
+                  "durable mark %lld: the byte threshold did not trigger an fsync", (long long)d);
+    free(v);
+    free(r);
+    free(ids);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     st_log_set_level(ST_LOG_WARNING);
@@ -2402,6 +2593,9 @@ int main(void)
     tcase_add_test(tc, test_promotion_survives_reopen);
     tcase_add_test(tc, test_flush_alloc_failure_keeps_listed_files);
     tcase_add_test(tc, test_store_dir_parent_fsynced);
+    tcase_add_test(tc, test_wal_bytes_golden);
+    tcase_add_test(tc, test_group_commit_by_time);
+    tcase_add_test(tc, test_group_commit_by_bytes);
     suite_add_tcase(su, tc);
     tc = tcase_create("merge");
     tcase_set_timeout(tc, 300);
