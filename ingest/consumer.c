@@ -32,7 +32,10 @@
 
 /* Messages in the decode stage at most (read and not yet written), and the threads decoding
  * them in parallel (JSON decoding is CPU-bound: a second thread uses the second core). */
-#define DECODE_DEPTH   4
+#define DECODE_DEPTH 4
+/* Raw message bytes the stage holds at most (it always takes one message, however large):
+ * librdkafka's own queue limits stop counting a message once it is polled. */
+#define DECODE_BYTES   (64u << 20)
 #define DECODE_WORKERS 2
 
 struct part {
@@ -79,6 +82,7 @@ struct ing_consumer {
     struct ing_consumer_opts o;
     rd_kafka_t *rk;
     struct slot slots[DECODE_DEPTH];
+    size_t queued_bytes;   /* raw bytes of the messages in the decode stage (poll thread) */
     size_t next_slot;      /* the slot the next pushed message takes */
     struct ing_pipe *pipe; /* the decode stage */
     struct topic_schema *topics;
@@ -523,8 +527,18 @@ static int feed(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *er
     sl->m = m;
     sl->epoch = p->epoch;
     sl->ts = ts;
+    c->queued_bytes += m->len;
     ing_pipe_push(c->pipe, sl);
     return ST_OK;
+}
+
+/* A slot popped from the stage is done with: its message freed, its decoded data released. */
+static void slot_done(struct ing_consumer *c, struct slot *sl)
+{
+    c->queued_bytes -= sl->m->len;
+    rd_kafka_message_destroy(sl->m);
+    sl->m = NULL;
+    rec_decoder_release(sl->dec);
 }
 
 /* Writes or dead-letters a decoded message (poll thread). */
@@ -668,9 +682,16 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     bool fed = false;
     /* Read one message into the decode stage while it has room; block in the poll only when
      * nothing is being decoded (else the decoded messages are what to wait for). */
-    if (!ing_pipe_full(c->pipe)) {
+    bool room =
+        !ing_pipe_full(c->pipe) && (ing_pipe_count(c->pipe) == 0 || c->queued_bytes < DECODE_BYTES);
+    if (room) {
         rd_kafka_message_t *m =
             rd_kafka_consumer_poll(c->rk, ing_pipe_count(c->pipe) > 0 ? 0 : timeout_ms);
+        if (c->fatal.code != ST_OK) { /* the rebalance callback failed (commit, assign) */
+            if (m != NULL)
+                rd_kafka_message_destroy(m);
+            return st_err_set(err, c->fatal.code, "%s", c->fatal.msg);
+        }
         if (m != NULL && m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             rc = feed(c, m, err);
             fed = true;
@@ -683,12 +704,11 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     /* Write the oldest decoded message: wait for it when the stage is full or nothing new
      * came, so the stage stays busy but the loop never spins. */
     if (rc == ST_OK) {
-        bool wait = !fed || ing_pipe_full(c->pipe);
+        bool wait = !fed || ing_pipe_full(c->pipe) || c->queued_bytes >= DECODE_BYTES;
         struct slot *sl = ing_pipe_pop(c->pipe, wait ? timeout_ms : 0);
         if (sl != NULL) {
             rc = handle(c, sl, err);
-            rd_kafka_message_destroy(sl->m);
-            sl->m = NULL;
+            slot_done(c, sl);
         }
     }
     if (rc != ST_OK && c->fatal.code == ST_OK) /* nothing after the failed message is written */
@@ -769,10 +789,8 @@ void ing_consumer_stats(struct ing_consumer *c, struct ing_stats *out)
 static void drop_queued(struct ing_consumer *c)
 {
     struct slot *sl;
-    while (c->pipe != NULL && (sl = ing_pipe_pop(c->pipe, -1)) != NULL) {
-        rd_kafka_message_destroy(sl->m);
-        sl->m = NULL;
-    }
+    while (c->pipe != NULL && (sl = ing_pipe_pop(c->pipe, -1)) != NULL)
+        slot_done(c, sl);
 }
 
 /* Handles the messages in the decode stage, in order, until one fails; the rest (all of them
@@ -785,8 +803,7 @@ static int finish_queued(struct ing_consumer *c, struct st_err *err)
     while (c->pipe != NULL && (sl = ing_pipe_pop(c->pipe, -1)) != NULL) {
         if (go && rc == ST_OK)
             rc = handle(c, sl, err);
-        rd_kafka_message_destroy(sl->m);
-        sl->m = NULL;
+        slot_done(c, sl);
     }
     return rc;
 }
@@ -812,13 +829,13 @@ int ing_consumer_close(struct ing_consumer *c)
             if (m != NULL)
                 rd_kafka_message_destroy(m);
         }
+        drop_queued(c); /* empty already (finish_queued); never after the handle is gone */
         rd_kafka_consumer_close(c->rk); /* revokes (the callback commits) and leaves */
         rd_kafka_destroy(c->rk);
     }
     for (size_t i = 0; i < c->n_parts; i++)
         free(c->parts[i].topic);
     free(c->parts);
-    drop_queued(c);
     ing_pipe_close(c->pipe);
     for (size_t k = 0; k < DECODE_DEPTH; k++) {
         for (size_t i = 0; c->slots[k].writers != NULL && i < c->o.n_colls; i++)

@@ -112,6 +112,8 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
  * full or nothing new came), and runs a commit round when one is due. Returns ST_OK, or an
  * error that must stop consuming (the store failed, or the DLQ is unreachable: nothing at or
  * after the failing message is written or committed; every later call returns the error).
+ * Memory: the decode stage holds at most 4 messages and 64 MiB of them (always at least one
+ * message, however large); a decoder drops a message's decoded data once it is handled.
  */
 int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err) ST_WUR;
 /* A commit round now (fsync all stores, commit what they cover). */

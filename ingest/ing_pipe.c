@@ -27,6 +27,10 @@ struct ing_pipe {
 static void *worker_main(void *arg)
 {
     struct ing_pipe *p = arg;
+    /* Named by itself (top -H, perf): naming another thread makes glibc open
+     * /proc/self/task/TID/comm for writing, a write outside data_dir for the unit's sandbox
+     * (ops_sandbox_trace); a thread naming itself is a prctl. */
+    (void)pthread_setname_np(pthread_self(), "ing-pipe");
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->claimed == p->pushed && !p->stop)
@@ -73,8 +77,6 @@ int ing_pipe_open(size_t depth, size_t workers, ing_pipe_fn fn, void *ctx, struc
         if (pthread_create(&p->workers[p->nworkers], NULL, worker_main, p) != 0) {
             ing_pipe_close(p); /* stops the ones started */
             return ST_ENOMEM;
-        } else {
-            (void)pthread_setname_np(p->workers[p->nworkers], "ing-pipe"); /* top -H, perf */
         }
     *out = p;
     return ST_OK;

@@ -53,6 +53,15 @@ void rec_decoder_free(struct rec_decoder *d)
     free(d);
 }
 
+void rec_decoder_release(struct rec_decoder *d)
+{
+    if (d == NULL)
+        return;
+    json_decref(d->root);
+    d->root = NULL;
+    st_arena_reset(&d->arena);
+}
+
 enum rec_reason rec_fail(struct rec_decoder *d, enum rec_reason r, const char *fmt, ...)
 {
     if (d->detail != NULL && d->detail_cap > 0) {

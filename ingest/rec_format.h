@@ -84,6 +84,10 @@ enum rec_kind { REC_KIND_AUTO = 0, REC_KIND_JSON, REC_KIND_FRAME };
 struct rec_decoder;
 struct rec_decoder *rec_decoder_new(void);
 void rec_decoder_free(struct rec_decoder *d);
+/* Drops what the last rec_decode produced (its batch is invalid after this): the parsed JSON
+ * and the arena's chunks past its first, so an idle decoder does not keep a large message's
+ * memory until its next message. */
+void rec_decoder_release(struct rec_decoder *d);
 
 /*
  * Decodes one message value. kind: from the content-type header (rec_kind_of), or AUTO to

@@ -269,12 +269,20 @@ int store_fs_write(struct store_file *f, const void *buf, size_t len, const char
             rc = st_from_errno(errno);
             break;
         }
+        if (w == 0) { /* no progress and no error: never loop on it */
+            rc = ST_EIO;
+            break;
+        }
         done += (size_t)w;
     }
     f->size += done;
     sim_leave(f->fs);
     return rc;
 }
+
+/* Pieces per pwritev call: the kernel's limit (IOV_MAX, 1024 on Linux), so a batch of small
+ * vectors is one system call, not one per 64 pieces. */
+#define STORE_FS_IOV_BATCH 1024
 
 int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, const char *site)
 {
@@ -292,10 +300,10 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
     size_t done = 0, skip = 0; /* skip: bytes of iov[i] already written */
     int i = 0;
     while (done < limit) {
-        struct iovec v[64];
+        struct iovec v[STORE_FS_IOV_BATCH];
         int n = 0;
         size_t want = 0;
-        for (int k = i; k < iovcnt && n < 64 && want < limit - done; k++) {
+        for (int k = i; k < iovcnt && n < STORE_FS_IOV_BATCH && want < limit - done; k++) {
             size_t off = k == i ? skip : 0, l = iov[k].iov_len - off;
             if (l > limit - done - want)
                 l = limit - done - want;
@@ -309,6 +317,10 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
             if (errno == EINTR)
                 continue;
             rc = st_from_errno(errno);
+            break;
+        }
+        if (w == 0) { /* no progress and no error: never loop on it */
+            rc = ST_EIO;
             break;
         }
         done += (size_t)w;
