@@ -782,12 +782,13 @@ END_TEST
  * after the seek. A queued message written after the paused one would make the paused one a
  * "replay" (its offset below the store's mark): it would be counted as a duplicate and its
  * records lost. So: every record stored, no duplicate, each message handled once, the store's
- * mark at the last offset, everything committed.
+ * mark at the last offset, everything committed. pause: the consumer's pause_ms (0: default).
  */
-START_TEST(test_backpressure_queued_behind_pause)
+static void backpressure_queued(const char *name, int64_t pause)
 {
-    prepare("bpq", 1);
-    dir = st_test_tmpdir("bpq");
+    pause_ms = pause;
+    prepare(name, 1);
+    dir = st_test_tmpdir(name);
     struct twcs_opts to = {.store = {.dir = dir,
                                      .dim = DIM,
                                      .wal_sync = STORE_SYNC_BATCH,
@@ -805,7 +806,9 @@ START_TEST(test_backpressure_queued_behind_pause)
     for (int m = 0; m < NMSG; m++)
         produce_good_to(p, m, 0);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    const char *group = st_test_unique("bpq-g");
+    char gname[32];
+    snprintf(gname, sizeof(gname), "%s-g", name);
+    const char *group = st_test_unique(gname);
     struct ing_consumer *c = consumer(group);
     POLL_UNTIL(c, st_.retries >= 3);
     int64_t dl = st_test_now_ms() + 90000;
@@ -823,7 +826,9 @@ START_TEST(test_backpressure_queued_behind_pause)
         }
         ck_assert_msg(st_test_now_ms() < dl, "%" PRIu64 " messages", st.messages);
     }
-    ck_assert_uint_eq(st.duplicates, 0);
+    pause_ms = 0;
+    ck_assert_msg(st.duplicates == 0, "duplicates %" PRIu64 ", records %" PRIu64, st.duplicates,
+                  st.records);
     ck_assert_uint_eq(st.records, NMSG * NREC);
     ck_assert_uint_ge(st.retries, 3);
     for (int m = 0; m < NMSG; m++)
@@ -839,6 +844,11 @@ START_TEST(test_backpressure_queued_behind_pause)
     ck_assert_int_eq(twcs_close(tw), ST_OK);
     st_test_rmrf(dir);
     free(dir);
+}
+
+START_TEST(test_backpressure_queued_behind_pause)
+{
+    backpressure_queued("bpq", 0);
 }
 END_TEST
 
@@ -926,62 +936,7 @@ END_TEST
  * again, is dropped as already handled — lost and committed past (found in review). */
 START_TEST(test_backpressure_fast_resume)
 {
-    pause_ms = 1;
-    prepare("bpf", 1);
-    dir = st_test_tmpdir("bpf");
-    struct twcs_opts to = {.store = {.dir = dir,
-                                     .dim = DIM,
-                                     .wal_sync = STORE_SYNC_BATCH,
-                                     .memtable_size = 2048,
-                                     .max_frozen = 1,
-                                     .no_background = true},
-                           .window_ms = 3600000,
-                           .grace_ms = 60000,
-                           .max_lateness_ms = 3600000};
-    struct st_err err = {0};
-    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
-    struct dlq_opts dopt = {.brokers = brokers};
-    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
-    rd_kafka_t *p = producer();
-    for (int m = 0; m < NMSG; m++)
-        produce_good_to(p, m, 0);
-    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    const char *group = st_test_unique("bpf-g");
-    struct ing_consumer *c = consumer(group);
-    POLL_UNTIL(c, st_.retries >= 3);
-    int64_t dl = st_test_now_ms() + 90000;
-    struct ing_stats st;
-    uint64_t flushes = 0;
-    for (;;) {
-        ck_assert_msg(ing_consumer_poll(c, 20, &err) == ST_OK, "%s", err.msg);
-        ing_consumer_stats(c, &st);
-        if (st.messages == NMSG)
-            break;
-        /* Flush only every few polls, so that the stage fills up behind a paused message. */
-        if (st.retries > flushes) {
-            ck_assert_int_eq(store_flush(twcs_store(tw)), ST_OK);
-            flushes = st.retries;
-        }
-        ck_assert_msg(st_test_now_ms() < dl, "%" PRIu64 " messages", st.messages);
-    }
-    pause_ms = 0;
-    ck_assert_msg(st.duplicates == 0, "duplicates %" PRIu64 ", records %" PRIu64, st.duplicates,
-                  st.records);
-    ck_assert_uint_eq(st.records, NMSG * NREC);
-    ck_assert_uint_ge(st.retries, 3);
-    for (int m = 0; m < NMSG; m++)
-        for (int i = 0; i < NREC; i++)
-            (void)expect_record(tw, m, i);
-    int64_t applied = -1;
-    ck_assert_int_eq(store_applied_offset(twcs_store(tw), 0, &applied), ST_OK);
-    ck_assert_int_eq(applied, NMSG - 1);
-    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
-    committed_at_end(group);
-    rd_kafka_destroy(p);
-    dlq_close(dq);
-    ck_assert_int_eq(twcs_close(tw), ST_OK);
-    st_test_rmrf(dir);
-    free(dir);
+    backpressure_queued("bpf", 1);
 }
 END_TEST
 
