@@ -251,33 +251,8 @@ int store_fs_create(struct store_fs *fs, const char *path, struct store_file **o
 
 int store_fs_write(struct store_file *f, const void *buf, size_t len, const char *site)
 {
-    int rc = ST_FAULT(site);
-    size_t limit = len;
-    if (rc == ST_ENOSPC || rc == ST_EIO)
-        limit = len / 2; /* a short write, as a full disk produces */
-    else if (rc != 0)
-        return rc;
-    if (!sim_enter(f->fs))
-        return ST_EIO;
-    const uint8_t *p = buf;
-    size_t done = 0;
-    while (done < limit) {
-        ssize_t w = pwrite(f->fd, p + done, limit - done, (off_t)(f->size + done));
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = st_from_errno(errno);
-            break;
-        }
-        if (w == 0) { /* no progress and no error: never loop on it */
-            rc = ST_EIO;
-            break;
-        }
-        done += (size_t)w;
-    }
-    f->size += done;
-    sim_leave(f->fs);
-    return rc;
+    struct iovec v = {(void *)(uintptr_t)buf, len}; /* pwritev does not write through it */
+    return store_fs_writev(f, &v, 1, site);
 }
 
 /* Pieces per pwritev call: the kernel's limit (IOV_MAX, 1024 on Linux), so a batch of small
