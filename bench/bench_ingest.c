@@ -7,7 +7,7 @@
  *   bench_ingest --brokers HOST:PORT [--dir /tmp] [--records 100000] [--json-records 20000]
  *                [--dims 768,384] [--formats binary,json] [--per-msg 100] [--partitions 4]
  *                [--windows 10] [--fifo-frac 0.5] [--rounds 1]
- *                [--systems nop,disk,strata,strata-fifo,rocksdb]
+ *                [--systems nop,disk,strata,strata-inline,strata-fifo,rocksdb]
  *
  * For every configuration (dim x format) the records are produced once with the producer
  * behind `strata produce` (produce_run: binary frames by rec_frame_encode, or SPEC §4.1 JSON
@@ -21,6 +21,8 @@
  *              default memtable_size, tick_ms 1000: the timer thread seals and merges during
  *              the run); "durable" = every record handled and a final commit round done
  *              (fsync + offsets committed); "sealed" = every data window sealed, no merge running;
+ *   - strata-inline: the same with inline_vectors (the layout before vector logs: every vector
+ *              in the WAL, in a run and again in the sealed segment), for comparison;
  *   - strata-fifo: the same with a collection byte cap (max_bytes) of fifo-frac of the vector
  *              bytes, so that the oldest sealed windows are dropped during the run (0: not run);
  *   - rocksdb: (when built with RocksDB) a plain librdkafka consumer decoding with the same
@@ -570,7 +572,7 @@ static bool all_sealed(struct twcs *t, const struct opts *o, const struct conf *
 }
 
 static void strata_run(const struct opts *o, const struct conf *c, const char *tag,
-                       uint64_t max_bytes, struct res *r)
+                       uint64_t max_bytes, bool inline_vectors, struct res *r)
 {
     char sdir[1100], group[160];
     snprintf(sdir, sizeof(sdir), "%.900s/strata-%s-%d", o->dir, tag, (int)getpid());
@@ -584,7 +586,8 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
                   .dim = c->dim,
                   .wal_sync = STORE_SYNC_BATCH,
                   .wal_sync_interval_ms = 5,
-                  .memtable_size = 0},
+                  .memtable_size = 0,
+                  .inline_vectors = inline_vectors},
         .window_ms = WINDOW_MS,
         .grace_ms = GRACE_MS,
         .max_lateness_ms = WINDOW_MS,
@@ -701,7 +704,15 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
 /* As the daemon with its defaults: no byte cap, nothing dropped. */
 static void phase_strata(const struct opts *o, const struct conf *c, const char *tag, struct res *r)
 {
-    strata_run(o, c, tag, 0, r);
+    strata_run(o, c, tag, 0, false, r);
+}
+
+/* The layout before vector logs (vectors in the WAL, in every run and rewritten by the seal),
+ * for the comparison in the same run. */
+static void phase_strata_inline(const struct opts *o, const struct conf *c, const char *tag,
+                                struct res *r)
+{
+    strata_run(o, c, tag, 0, true, r);
 }
 
 /* With a FIFO byte cap (collection max_bytes) below the data's size: the oldest sealed windows
@@ -709,7 +720,7 @@ static void phase_strata(const struct opts *o, const struct conf *c, const char 
 static void phase_strata_fifo(const struct opts *o, const struct conf *c, const char *tag,
                               struct res *r)
 {
-    strata_run(o, c, tag, (uint64_t)(o->fifo_frac * (double)c->vec_bytes), r);
+    strata_run(o, c, tag, (uint64_t)(o->fifo_frac * (double)c->vec_bytes), false, r);
 }
 
 /* ---- RocksDB ----------------------------------------------------------------------------------
@@ -871,6 +882,8 @@ static const char *label(const char *name, const struct opts *o)
         return "do-nothing consumer";
     if (strcmp(name, "disk") == 0)
         return "disk: write + fdatasync";
+    if (strcmp(name, "strata-inline") == 0)
+        return "strata, vectors inline (before vector logs)";
     if (strcmp(name, "strata-fifo") == 0) {
         snprintf(fifo, sizeof(fifo), "strata, FIFO cap %.0f%%", o->fifo_frac * 100);
         return fifo;
@@ -975,7 +988,7 @@ int main(int argc, char **argv)
                      .rounds = 1,
                      .parts = 4,
                      .fifo_frac = 0.5,
-                     .systems = "nop,disk,strata,strata-fifo,rocksdb"};
+                     .systems = "nop,disk,strata,strata-inline,strata-fifo,rocksdb"};
     const char *dims = "768,384", *formats = "binary,json";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1068,6 +1081,7 @@ int main(int argc, char **argv)
             } all[] = {{"nop", phase_nop},
                        {"disk", phase_disk},
                        {"strata", phase_strata},
+                       {"strata-inline", phase_strata_inline},
                        {"strata-fifo", phase_strata_fifo},
 #ifdef STRATA_HAVE_ROCKSDB
                        {"rocksdb", phase_rocksdb}

@@ -176,9 +176,10 @@ int main(int argc, char **argv)
            mb / durable_t, (double)nvec / durable_t, (mb / durable_t) / (mb / seq_t));
     printf("  store, incl. flush to segments:           %8.1f MB/s  %10.0f vectors/s  ratio %.2f\n",
            mb / flushed_t, (double)nvec / flushed_t, (mb / flushed_t) / (mb / seq_t));
-    printf("  write amplification (WAL + segments) / ingested: %.2f   wal fsyncs: %" PRIu64
-           "   back-pressure retries: %" PRIu64 "\n",
-           (double)(st.wal_bytes_written + st.segment_bytes_written) / (double)st.bytes_ingested,
+    printf("  write amplification (WAL + vector logs + segments) / ingested: %.2f   wal fsyncs: "
+           "%" PRIu64 "   back-pressure retries: %" PRIu64 "\n",
+           (double)(st.wal_bytes_written + st.vlog_bytes_written + st.segment_bytes_written) /
+               (double)st.bytes_ingested,
            st.wal_syncs, eagain);
     char cmd[1200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%.1000s'", dir);

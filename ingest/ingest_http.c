@@ -496,7 +496,7 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
                        (double)ts[i].compaction_bytes);
     }
     st_prom_head(t, "strata_write_amplification_ratio", "gauge",
-                 "Bytes written (WAL + segments) per byte ingested.");
+                 "Bytes written (WAL + vector logs + segments) per byte ingested.");
     for (size_t i = 0; ts != NULL && i < h->n; i++) {
         const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
         st_prom_sample(t, "strata_write_amplification_ratio", l,

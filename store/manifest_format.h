@@ -18,6 +18,9 @@
  *   7 WINDOW        8 start, 8 end, 1 state (0xff: remove the entry), 4 version
  *   8 KV_SET        varint klen, key, varint vlen, value
  *   9 KV_DEL        varint klen, key
+ *  10 ADD_VLOG      8 file number, 8 window_start, 8 window_end: a window's vector log
+ *                   (NNNNNN.seg without a footer yet; its rows are named by runs and WAL records)
+ *  11 DEL_VLOG      8 file number (sealed into a segment of that number, or dropped)
  * An unknown tag is corruption (the file is newer than this code).
  */
 #ifndef MANIFEST_FORMAT_H
@@ -33,6 +36,8 @@ enum store_manifest_tag {
     STORE_MF_WINDOW = 7,
     STORE_MF_KV_SET = 8,
     STORE_MF_KV_DEL = 9,
+    STORE_MF_ADD_VLOG = 10,
+    STORE_MF_DEL_VLOG = 11,
 };
 
 #define STORE_MANIFEST_VERSION 1u

@@ -47,8 +47,14 @@
  *     168 4 checksum32(record table)  172 4 checksum32(ids)  176 4 checksum32(sparse)
  *     180 4 checksum32(meta table)    184 4 checksum32(bloom) 188 4 checksum32(vsum table)
  *     192 56 zero; [v2] 192 8 rows_off   200 8 nrows   208 4 checksum32(row table)
- *                       212 36 zero
+ *                       212 8 vector file (0: the rows are in this file)   220 28 zero
  *     248 4 checksum32 of footer bytes 0..247      252 4 zero
+ *
+ * [v2] External rows: a file whose footer names a vector file F (a metadata-only run of a window
+ * whose vectors go to the window's vector log, store/README.md) has no vectors section
+ * (recs_off = 64, nvblocks = 0); its rows are rows of file F in the same directory, whose bytes
+ * 64 .. 64 + nrows*dim*4 hold them (F has this header; F's own footer, once it has one, is not
+ * read). Such a file is never shipped to another host: only self-contained files are.
  *
  * Validity: magic, version, footer checksum, section bounds within the file, and the small
  * sections' checksums are checked on open, as is [v2] every row the row table names (below

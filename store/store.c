@@ -354,6 +354,7 @@ void store_stats(struct store *s, struct store_stats *out)
         out->memtable_records += s->frozen[i]->n;
     }
     out->segments = s->nsegs;
+    out->vlogs = s->nvlogs;
     out->segment_bytes = 0;
     for (size_t i = 0; i < s->nsegs; i++)
         out->segment_bytes += s->segs[i]->info.bytes;

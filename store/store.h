@@ -44,6 +44,8 @@ struct store_opts {
     bool point_in_time_recovery;  /* on mid-WAL corruption: keep the prefix instead of failing */
     bool read_only;               /* no writes, no recovery side effects (inspect) */
     bool no_background;           /* no threads: flushes run inside store_flush (tests) */
+    bool inline_vectors;          /* vectors in WAL records and runs, no vector logs (the layout
+                                     before vector logs: every vector written 2-3 times) */
     uint64_t manifest_max_bytes;  /* compact the manifest beyond this and twice its snapshot
                                      (default 4 MiB) */
     struct store_fs *fs;          /* NULL: the OS */
@@ -144,6 +146,17 @@ int store_get_version(struct store *s, const uint8_t *id, uint32_t id_len,
  * starts at window_start? (twcs: a sealed window with such records needs a re-seal.) */
 bool store_window_unflushed(struct store *s, int64_t window_start);
 
+/*
+ * Vector logs. Unless inline_vectors is set, the first upsert into a window creates the
+ * window's vector log (a file listed in the manifest), and every upsert's vector is appended
+ * to it once, in arrival order; WAL records and runs then name rows of it instead of holding
+ * the vector. A merge of the window into a SEALED segment completes the log into that segment
+ * (its vectors are not rewritten). Before sealing, close the window's log: later writes to the
+ * window keep their vectors inline (late data), and a store_flush afterwards leaves no record
+ * naming the log outside the runs a seal can take. No-op when the window has no log.
+ */
+void store_window_close_log(struct store *s, int64_t window_start);
+
 /* ---- segments and snapshots ---- */
 
 struct store_segment; /* immutable, refcounted, mmap'd */
@@ -158,8 +171,9 @@ struct store_segment_info {
     uint64_t bytes;
     int64_t min_ts, max_ts;
     uint32_t dim;
-    uint32_t checksum; /* the footer's checksum: identifies this exact file */
-    const char *path;  /* borrowed, valid while the segment is referenced */
+    uint32_t checksum;    /* the footer's checksum: identifies this exact file */
+    uint64_t vector_file; /* a run naming rows of a vector log: its number; 0: self-contained */
+    const char *path;     /* borrowed, valid while the segment is referenced */
 };
 
 struct store_seg_record {
@@ -307,6 +321,10 @@ struct store_edit_extra {
  * and `version`, in one manifest edit that also records `extra` (may be NULL). Newest version
  * per id wins; deletes are kept. With one input the file is kept and only its kind and version
  * change in the manifest (no rewrite); readers holding the old handle keep seeing the old kind.
+ * When the window has a vector log and kind is SEALED, the log becomes the output (its rows
+ * stay where they are, the inputs' other vectors are appended, then the tables): the log is
+ * closed first, and the inputs must include every run naming its rows and no memtable may
+ * name any (ST_EAGAIN: store_window_close_log, store_flush, re-plan).
  * The inputs' files go when their last reader does. out (may be NULL) describes the result;
  * its path is valid until the store closes.
  *
@@ -353,6 +371,9 @@ struct store_stats {
     uint64_t bytes_ingested; /* logical bytes of accepted batches */
     uint64_t wal_syncs;
     uint64_t wal_live_bytes; /* WAL files still needed (not yet flushed) */
+    uint64_t vlog_bytes;     /* vector logs of windows not sealed yet */
+    uint64_t vlogs;          /* how many */
+    uint64_t vlog_bytes_written;
     uint64_t manifest_bytes_written;
     uint64_t manifest_rewrites; /* manifest compactions, the one at open included */
     uint64_t roll_waits;        /* writes that waited for a WAL roll's fsync */

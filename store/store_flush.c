@@ -29,6 +29,8 @@ static int entry_cmp(const void *a, const void *b, void *arg)
     const struct store_mt_entry *y = store_mt_at(m, *(const uint32_t *)b);
     if (x->window != y->window)
         return x->window < y->window ? -1 : 1;
+    if (x->vfile != y->vfile)
+        return x->vfile < y->vfile ? -1 : 1;
     return store_id_cmp(x->id, x->id_len, y->id, y->id_len);
 }
 
@@ -76,10 +78,15 @@ static int flush_oldest(struct store *s)
         if (atomic_load_explicit(&store_mt_at(m, i)->superseded_by, memory_order_relaxed) == 0)
             order[n++] = (uint32_t)i;
     qsort_r(order, n, sizeof(*order), entry_cmp, m);
+    /* One run per window and vector log: the records whose rows are in a log get a
+     * metadata-only run naming them (format version 2, external rows); the others (deletes,
+     * late data after a log closed, inline_vectors) a run holding their vectors. */
     for (size_t i = 0; i < n;) {
         size_t j = i;
         int64_t w = store_mt_at(m, order[i])->window;
-        while (j < n && store_mt_at(m, order[j])->window == w) {
+        uint64_t vf = store_mt_at(m, order[i])->vfile, vrows = 0;
+        while (j < n && store_mt_at(m, order[j])->window == w &&
+               store_mt_at(m, order[j])->vfile == vf) {
             const struct store_mt_entry *x = store_mt_at(m, order[j]);
             struct store_seg_in *g = &in[j - i];
             g->id = x->id;
@@ -92,16 +99,26 @@ static int flush_oldest(struct store *s)
             g->vec = x->vec;
             g->meta = x->meta;
             g->meta_len = x->meta_len;
-            g->row = 0; /* version-1 run: vectors in record order */
+            g->row = x->row;
+            if (vf != 0 && (uint64_t)x->row + 1 > vrows)
+                vrows = (uint64_t)x->row + 1;
             j++;
         }
         pthread_mutex_lock(&s->mu);
         uint64_t fnum = s->mf.next_file++;
+        /* The run claims the log's rows up to the last it names, no further: those were
+         * fsynced before this memtable froze, while rows appended since may still be lost to a
+         * power cut (a run claiming them could not be opened after one). A log gone (its
+         * window dropped meanwhile) leaves the memtable's copies: the run holds the vectors. */
+        struct store_vlog *vl = vf != 0 ? store_vlog_by_number_locked(s, vf) : NULL;
         pthread_mutex_unlock(&s->mu);
         struct store_mf_seg mg = {.file_number = fnum,
                                   .meta = {.window_start = w,
                                            .window_end = store_mt_at(m, order[i])->window_end,
-                                           .kind = STORE_SEG_RUN}};
+                                           .kind = STORE_SEG_RUN,
+                                           .rows = vl != NULL,
+                                           .vfile = vl != NULL ? vf : 0,
+                                           .vrows = vrows}};
         char *path = store_file_path(s->dir, STORE_FILE_SEG, fnum);
         char *tmp = NULL;
         if (path == NULL || asprintf(&tmp, "%s.tmp", path) < 0) {
@@ -117,7 +134,7 @@ static int flush_oldest(struct store *s)
             store_best_effort(store_fs_unlink(s->o.fs, tmp, "store.seg.unlink_tmp"));
         struct store_segment *g = NULL;
         if (rc == ST_OK)
-            rc = store_segment_open_file(path, &g, &err);
+            rc = store_segment_open(path, true, &g, &err);
         free(tmp);
         free(path);
         if (rc != ST_OK)
@@ -163,11 +180,20 @@ static int flush_oldest(struct store *s)
         rc = ST_ENOMEM;
         goto out;
     }
-    /* One edit group: the new segments, the WAL files they make obsolete, the marks. */
+    /* One edit group: the new segments, the WAL files they make obsolete, the marks. A run
+     * naming rows of a log that a drop took out meanwhile is not installed: the next attempt
+     * writes those records' vectors from the memtable instead. */
     pthread_mutex_lock(&s->mu);
     uint64_t log_number = s->nfrozen > 1 ? s->frozen[1]->first_log : s->mem->first_log;
     uint64_t next_file = s->mf.next_file;
+    for (size_t i = 0; rc == ST_OK && i < ngs; i++)
+        if (gs[i].meta.vfile != 0 && store_vlog_by_number_locked(s, gs[i].meta.vfile) == NULL)
+            rc = ST_ENOTFOUND;
     pthread_mutex_unlock(&s->mu);
+    if (rc != ST_OK) {
+        pthread_mutex_unlock(&s->mf_mu);
+        goto out;
+    }
     for (size_t i = 0; rc == ST_OK && i < ngs; i++)
         rc = store_mf_edit_add_segment(&e, &gs[i]);
     for (size_t i = 0; rc == ST_OK && i < m->marks.n; i++)

@@ -240,13 +240,13 @@ out:
 int store_fs_open_append(struct store_fs *fs, const char *path, struct store_file **out,
                          const char *site)
 {
-    return file_open(fs, path, O_WRONLY | O_CREAT, out, site);
+    return file_open(fs, path, O_RDWR | O_CREAT, out, site);
 }
 
 int store_fs_create(struct store_fs *fs, const char *path, struct store_file **out,
                     const char *site)
 {
-    return file_open(fs, path, O_WRONLY | O_CREAT | O_EXCL, out, site);
+    return file_open(fs, path, O_RDWR | O_CREAT | O_EXCL, out, site);
 }
 
 int store_fs_write(struct store_file *f, const void *buf, size_t len, const char *site)
@@ -311,7 +311,8 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
             }
         }
     }
-    f->size += done;
+    /* Relaxed atomic: a group commit's fsync reads the size on another thread (below). */
+    __atomic_store_n(&f->size, f->size + done, __ATOMIC_RELAXED);
     sim_leave(f->fs);
     return rc;
 }
@@ -326,12 +327,15 @@ int store_fs_sync(struct store_file *f, const char *site)
         nanosleep(&(struct timespec){delay / 1000, (long)(delay % 1000) * 1000000L}, NULL);
     if (!sim_enter(f->fs))
         return ST_EIO;
+    /* What was written before the fsync began is durable after it; appends made meanwhile
+     * (by a writer on another thread) are not known to be. */
+    uint64_t size = __atomic_load_n(&f->size, __ATOMIC_RELAXED);
     if (fdatasync(f->fd) != 0) {
         rc = st_from_errno(errno);
     } else if (f->fs != NULL) {
         struct sim_file *sf = sim_file_get(f->fs, f->path, true);
-        if (sf != NULL)
-            sf->synced = f->size;
+        if (sf != NULL && size > sf->synced)
+            sf->synced = size;
     }
     sim_leave(f->fs);
     return rc;

@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 
 #include "manifest_format.h"
+#include "segment_format.h"
 #include "st_checksum.h"
+#include "st_coding.h"
 #include "store_int.h"
 
 struct ictx {
@@ -50,14 +52,16 @@ static int inspect_wal(struct ictx *c, const char *path, uint32_t dim, bool newe
         if (dim > 0) {
             struct store_record *recs;
             float *vecs;
-            if (store_wal_decode(dim, p, n, &b, &recs, &vecs) != ST_OK) {
+            struct store_vref *refs;
+            if (store_wal_decode(dim, p, n, &b, &recs, &vecs, &refs) != ST_OK) {
                 problem(c, "%s: undecodable WAL record at offset %zu", path, off);
                 continue;
             }
             free(recs);
             free(vecs);
+            free(refs);
         } else {
-            if (n < 17 || p[0] != 1) {
+            if (n < 17 || (p[0] != 1 && p[0] != 2)) {
                 problem(c, "%s: bad batch header at offset %zu", path, off);
                 continue;
             }
@@ -98,11 +102,13 @@ static int inspect_wal(struct ictx *c, const char *path, uint32_t dim, bool newe
     return ST_OK;
 }
 
-static int inspect_seg(struct ictx *c, const char *path, uint32_t want_dim)
+/* in_store: a segment a store's manifest lists (a run may name rows of the store's vector
+ * logs); otherwise a file that must stand alone (a copy, a file named on the command line). */
+static int inspect_seg(struct ictx *c, const char *path, uint32_t want_dim, bool in_store)
 {
     struct store_segment *g;
     struct st_err err = {0};
-    int rc = store_segment_open_file(path, &g, &err);
+    int rc = store_segment_open(path, in_store, &g, &err);
     if (rc == ST_OK)
         rc = store_segment_verify(g, &err);
     if (rc == ST_ECORRUPT || rc == ST_EUNSUPP) {
@@ -165,7 +171,36 @@ static int inspect_store(struct ictx *c, const char *dir)
         if (stat(p, &sb) != 0)
             problem(c, "%s: listed in the manifest but missing", p);
         else
-            rc = inspect_seg(c, p, st.dim);
+            rc = inspect_seg(c, p, st.dim, true);
+        free(p);
+    }
+    /* Vector logs: a header and whole rows (a torn row at the end is cut by recovery). */
+    for (size_t i = 0; i < st.nvlogs && rc == ST_OK; i++) {
+        char *p = store_file_path(dir, STORE_FILE_SEG, st.vlogs[i].file_number);
+        if (p == NULL) {
+            rc = ST_ENOMEM;
+            break;
+        }
+        struct stat sb;
+        uint8_t head[64];
+        FILE *f = fopen(p, "rb");
+        if (f == NULL || stat(p, &sb) != 0) {
+            problem(c, "%s: vector log listed in the manifest but missing", p);
+        } else if (fread(head, 1, sizeof(head), f) != sizeof(head) ||
+                   memcmp(head, STORE_SEG_MAGIC, 8) != 0 ||
+                   st_get_le32(head + 8) != STORE_SEG_VERSION_ROWS ||
+                   st_get_le32(head + 12) != st.dim) {
+            problem(c, "%s: bad vector log header at offset 0", p);
+        } else {
+            uint64_t rb = (uint64_t)st.dim * 4;
+            fprintf(c->out,
+                    "  vector log %s: window=[%" PRId64 ",%" PRId64 ") rows=%" PRIu64
+                    " tail_bytes=%" PRIu64 "\n",
+                    p, st.vlogs[i].window_start, st.vlogs[i].window_end,
+                    ((uint64_t)sb.st_size - 64) / rb, ((uint64_t)sb.st_size - 64) % rb);
+        }
+        if (f != NULL)
+            fclose(f);
         free(p);
     }
     /* The newest live WAL file holding data (as recovery picks it). */
@@ -269,7 +304,7 @@ static int inspect_indexer(struct ictx *c, const char *dir)
                 rc = ST_ENOMEM;
                 break;
             }
-            rc = inspect_seg(c, p, 0);
+            rc = inspect_seg(c, p, 0, false);
             if (rc != ST_OK && stat(p, &sb) != 0)
                 rc = ST_OK; /* the indexer replaced or dropped it meanwhile */
             else
@@ -303,7 +338,7 @@ static int inspect_path(struct ictx *c, const char *path, int depth)
         case STORE_FILE_LOG:
             return inspect_wal(c, path, 0, true); /* alone: which is newest is unknown */
         case STORE_FILE_SEG:
-            return inspect_seg(c, path, 0);
+            return inspect_seg(c, path, 0, true); /* a store's run: its log is beside it */
         case STORE_FILE_MANIFEST:
             return inspect_manifest_file(c, path);
         default:

@@ -65,8 +65,10 @@ struct store_mt_entry {
     int64_t window;
     int64_t window_end;
     int64_t offset;
+    uint64_t vfile; /* the vector's row is also row `row` of vector log vfile; 0: only here */
     int32_t partition;
     uint32_t idx;
+    uint32_t row;
     uint32_t meta_len;
     uint16_t id_len;
     uint8_t op;
@@ -94,6 +96,8 @@ struct store_memtable {
     uint64_t bytes; /* really allocated */
     int64_t *wins;  /* distinct windows of its records (a memtable spans few) */
     size_t nwins, capwins;
+    uint64_t *vfiles; /* distinct vector logs its records' rows are in */
+    size_t nvfiles, capvfiles;
     uint64_t first_log;       /* oldest WAL file holding its batches */
     struct store_marks marks; /* max offset per partition in this memtable */
 };
@@ -102,9 +106,19 @@ struct store_memtable {
 struct store_memtable *store_mt_new(uint32_t dim, uint64_t first_log, uint64_t size_hint);
 void store_mt_ref(struct store_memtable *m);
 void store_mt_unref(struct store_memtable *m);
-/* Inserts one record (superseding an older version of its id). Caller holds the store lock. */
+/* Where an upsert's vector was also written: row `row` of vector log `vfile` (whose bytes
+ * checksum32 to `sum`). vfile 0: nowhere but the WAL record. */
+struct store_vref {
+    uint64_t vfile;
+    uint32_t row;
+    uint32_t sum;
+};
+/* Inserts one record (superseding an older version of its id); ref (NULL: none) says where
+ * its vector's row is. Caller holds the store lock. */
 int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t partition,
-                 int64_t offset, uint32_t idx) ST_WUR;
+                 int64_t offset, uint32_t idx, const struct store_vref *ref) ST_WUR;
+/* Does the memtable hold a record whose row is in vector log vfile? (Caller as above.) */
+bool store_mt_has_vfile(const struct store_memtable *m, uint64_t vfile);
 /* Newest entry for id, or NULL. Active memtable: caller holds the store lock. */
 const struct store_mt_entry *store_mt_get(const struct store_memtable *m, const uint8_t *id,
                                           uint32_t id_len);
@@ -148,6 +162,11 @@ struct store_seg_meta {
     enum store_seg_kind kind;
     uint32_t version;
     bool rows; /* format version 2: vectors are rows put in any order, records name theirs */
+    /* Rows mode, external rows: the vectors are rows 0..vrows of file number vfile in the same
+     * directory (a window's vector log); the writer writes no vectors (put_row is refused) and
+     * records may name any row below vrows. 0: the rows are in the file itself. */
+    uint64_t vfile;
+    uint64_t vrows;
 };
 
 /*
@@ -177,6 +196,18 @@ int store_segment_writer_add(struct store_segment_writer *w, const struct store_
  * A delete's vector is its row's: put it as zeros (vec NULL), as version 1 stores tombstones. */
 int store_segment_writer_put_row(struct store_segment_writer *w, const float *vec, uint64_t *row,
                                  struct st_err *err) ST_WUR;
+/*
+ * Extend mode: completes the existing file at path (a window's vector log: the version-2 header
+ * and rows 0..nrows) into a segment whose vectors section starts with those rows. Bytes past
+ * the rows (a torn earlier attempt) are cut first, and the rows themselves are never rewritten
+ * (readers may have them mapped): their block checksums are computed by reading them back.
+ * meta->rows must be set and meta->vfile 0. More rows may be put, records name any of them.
+ * close without finish leaves the file (a vector log) in place, possibly with bytes past its
+ * rows: the next extend or recovery cuts them.
+ */
+int store_segment_writer_extend(struct store_fs *fs, const char *path, uint32_t dim,
+                                const struct store_seg_meta *meta, uint64_t expect, uint64_t nrows,
+                                struct store_segment_writer **out, struct st_err *err) ST_WUR;
 int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
                                 struct st_err *err) ST_WUR;
 void store_segment_writer_close(struct store_segment_writer *w);
@@ -206,11 +237,23 @@ struct store_segment {
     const uint8_t *recs, *ids, *sparse, *mtab, *bloom, *vsum;
     const uint8_t *rows; /* version 2: record i's row at rows + 4 i; NULL: row i */
     uint64_t ids_len, nsparse, nmeta, bloom_len, nvblocks, nrows;
+    uint64_t max_row; /* version 2: highest row a record names, + 1 (0: none) */
+    /* External rows (segment_format.h): the vector file's number and its mapped rows (the
+     * first 64 + nrows*dim*4 bytes of it); vmap is NULL when the rows are in the file. */
+    uint64_t vfile;
+    uint8_t *vmap;
+    size_t vmap_len;
     uint32_t bloom_k;
     bool doomed; /* removed from the manifest: unlink when the last ref goes */
     struct store_fs *fs;
 };
 
+/* store_segment_open_file, and with external_ok a run naming rows of a vector log in its own
+ * directory (the store's own files only: store_segment_open_file refuses those). */
+int store_segment_open(const char *path, bool external_ok, struct store_segment **out,
+                       struct st_err *err) ST_WUR;
+/* Record i's vector row (in g's vectors section, or in its vector file). */
+uint64_t store_segment_row(const struct store_segment *g, uint64_t i);
 /* The vectors section: row r's vector at r * dim (record i's row: rows, or i). */
 const float *store_segment_rows_base(const struct store_segment *g);
 
@@ -261,6 +304,12 @@ struct store_mf_seg {
     int64_t min_ts, max_ts;
 };
 
+/* A window's vector log, as the manifest lists it. */
+struct store_mf_vlog {
+    uint64_t file_number;
+    int64_t window_start, window_end;
+};
+
 /* The state a manifest describes. */
 struct store_mf_state {
     uint32_t dim;
@@ -274,6 +323,8 @@ struct store_mf_state {
     size_t nwindows, capwindows;
     struct store_kv *kv;
     size_t nkv, capkv;
+    struct store_mf_vlog *vlogs;
+    size_t nvlogs, capvlogs;
 };
 
 /* An edit group being built. */
@@ -291,6 +342,8 @@ int store_mf_edit_next_file(struct store_mf_edit *e, uint64_t n) ST_WUR;
 int store_mf_edit_mark(struct store_mf_edit *e, int32_t partition, int64_t offset) ST_WUR;
 int store_mf_edit_window(struct store_mf_edit *e, const struct store_window_rec *w) ST_WUR;
 int store_mf_edit_kv(struct store_mf_edit *e, const struct store_kv *kv) ST_WUR;
+int store_mf_edit_add_vlog(struct store_mf_edit *e, const struct store_mf_vlog *v) ST_WUR;
+int store_mf_edit_del_vlog(struct store_mf_edit *e, uint64_t file_number) ST_WUR;
 /* Applies an encoded edit group to st. ST_ECORRUPT on a malformed group. */
 int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len) ST_WUR;
 /* Encodes the whole state as one edit group (manifest compaction). */
@@ -303,10 +356,12 @@ int store_mf_load(const char *dir, struct store_mf_state *st, uint64_t *mf_numbe
                   struct st_err *err) ST_WUR;
 
 /* ---- WAL records (wal_format.h) ---- */
-/* Decodes one WAL payload. On success *recs and *vecs are malloc'd (caller frees both); the
- * records point into p for ids and meta. ST_ECORRUPT when malformed. */
+/* Decodes one WAL payload. On success *recs, *vecs and *refs are malloc'd (caller frees all);
+ * the records point into p for ids and meta. An upsert whose vector is a row of a vector log
+ * has refs[i].vfile != 0 and its vector (in *vecs) is zeros until the caller reads the row;
+ * every other refs[i] is zero. ST_ECORRUPT when malformed. */
 int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_batch *b,
-                     struct store_record **recs, float **vecs) ST_WUR;
+                     struct store_record **recs, float **vecs, struct store_vref **refs) ST_WUR;
 
 /* ---- file names ---- */
 enum store_file_kind { STORE_FILE_LOG, STORE_FILE_SEG, STORE_FILE_MANIFEST, STORE_FILE_OTHER };
@@ -324,9 +379,9 @@ enum store_file_kind store_file_parse(const char *name, uint64_t *number);
  *              held to build and append an edit and install its result, never across segment
  *              I/O (a flush or merge writes, fsyncs and renames its files first)
  *   sync_mu  — serialises WAL fsyncs and WAL rolls (the file being synced stays open)
- *   mu       — everything else: memtables, segment list, marks, counters, s->mf reads; never
- *              held across I/O except the WAL append of a write and the manifest's own
- *              in-memory apply
+ *   mu       — everything else: memtables, segment list, vector log table, marks, counters,
+ *              s->mf reads; never held across I/O except a write's appends (its vector-log
+ *              rows, then its WAL record) and the manifest's own in-memory apply
  * A WAL fsync runs without mu, so writers keep appending while a sync is in flight. A WAL
  * roll (store_freeze) creates the new file and fsyncs the old one without mu; writers wait
  * for it on roll_cv (s->rolling) so that nothing is appended to the new file before the old
@@ -351,6 +406,42 @@ struct store_snapshot {
     struct store_segment **segs;
     size_t n;
 };
+
+/*
+ * A window's vector log (store_vlog.c): file `number` (NNNNNN.seg, a version-2 header then
+ * rows), appended to under mu by writers, fsynced by group commit before the WAL. Listed in
+ * s->vlogs while the window is unsealed; a seal or a drop takes it out. Referenced (refs,
+ * atomic) by the table and by a sync in flight, so the file handle outlives neither.
+ */
+struct store_vlog {
+    _Atomic int refs;
+    uint64_t number;
+    int64_t window, window_end;
+    struct store_file *f; /* append handle: f->size = 64 + nrows * dim * 4 between writes */
+    uint64_t nrows;       /* mu */
+    bool dirty;           /* mu: appended since the last capture for an fsync */
+    bool closed;          /* mu: no more appends (a seal is coming) */
+};
+
+struct store_vlog *store_vlog_find_locked(const struct store *s, int64_t window);
+struct store_vlog *store_vlog_by_number_locked(const struct store *s, uint64_t number);
+void store_vlog_unref(struct store_vlog *v);
+/* Creates the vector log of a window (file, directory entry and manifest edit durable before it
+ * is used): the file I/O with no lock, then mf_mu and mu for the edit and the table. Caller
+ * holds none. ST_OK when one exists already (a racing writer's: ours is then removed). */
+int store_vlog_create(struct store *s, int64_t window, int64_t window_end) ST_WUR;
+/* Group commit: refs every log appended since the last capture and clears its dirty flag.
+ * Caller holds sync_mu and mu. *out is malloc'd (NULL when none). */
+int store_vlog_capture_dirty_locked(struct store *s, struct store_vlog ***out, size_t *n) ST_WUR;
+/* fsyncs the captured logs and unrefs them (all, whatever fails); frees arr. No lock. */
+int store_vlog_sync_captured(struct store_vlog **arr, size_t n) ST_WUR;
+/* Takes the log out of the table (caller holds mu); returns the table's reference. */
+struct store_vlog *store_vlog_detach_locked(struct store *s, uint64_t number);
+/* Open: opens the manifest's logs, checks their headers and sizes. Before WAL replay. */
+int store_vlogs_open(struct store *s, struct st_err *err) ST_WUR;
+/* Open, after WAL replay: cuts every log to the rows runs and replayed records name
+ * (named[k]: rows named for s->vlogs[k]) and fsyncs it. */
+int store_vlogs_settle(struct store *s, const uint64_t *named, struct st_err *err) ST_WUR;
 
 struct store {
     struct store_opts o;
@@ -383,6 +474,19 @@ struct store {
     struct store_marks applied, durable;
     uint64_t written_seq, durable_seq;
     int failed; /* first fatal WAL/manifest error; sticky */
+
+    struct store_vlog **vlogs; /* mu: vector logs of unsealed windows */
+    size_t nvlogs, capvlogs;
+    struct store_vref *wrefs; /* per record of the batch being written (mu) */
+    struct store_wplan {      /* per log the batch appends to (mu) */
+        struct store_vlog *v;
+        uint64_t next;  /* its next row */
+        uint32_t count; /* rows of the batch */
+    } * wplan;
+    size_t nwplan, wplan_cap;
+    size_t wrefs_cap;
+    struct iovec *viov; /* the vectors appended to one log (mu) */
+    size_t viov_cap;
 
     uint8_t *wbuf; /* a WAL record's bytes other than its vectors (wal_encode) */
     size_t wcap;
@@ -419,7 +523,9 @@ int store_wal_sync_locked(struct store *s) ST_WUR;
 void *store_syncer_main(void *arg);
 void *store_flusher_main(void *arg);
 int store_batch_validate(const struct store *s, const struct store_batch *b) ST_WUR;
-int store_apply_locked(struct store *s, const struct store_batch *b) ST_WUR;
+/* refs: per record, where its vector's row is (NULL: nowhere but the WAL). */
+int store_apply_locked(struct store *s, const struct store_batch *b,
+                       const struct store_vref *refs) ST_WUR;
 /* Freezes the active memtable (if it holds anything) and rolls the WAL. Caller holds sync_mu,
  * not mu. */
 int store_freeze(struct store *s) ST_WUR;

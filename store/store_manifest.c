@@ -131,6 +131,22 @@ static int ed_tag_u64(struct store_mf_edit *e, uint8_t tag, uint64_t v)
     return ST_OK;
 }
 
+int store_mf_edit_add_vlog(struct store_mf_edit *e, const struct store_mf_vlog *v)
+{
+    if (ed_reserve(e, 25) != ST_OK)
+        return ST_ENOMEM;
+    ed_u8(e, STORE_MF_ADD_VLOG);
+    ed_u64(e, v->file_number);
+    ed_u64(e, (uint64_t)v->window_start);
+    ed_u64(e, (uint64_t)v->window_end);
+    return ST_OK;
+}
+
+int store_mf_edit_del_vlog(struct store_mf_edit *e, uint64_t file_number)
+{
+    return ed_tag_u64(e, STORE_MF_DEL_VLOG, file_number);
+}
+
 int store_mf_edit_del_segment(struct store_mf_edit *e, uint64_t n)
 {
     return ed_tag_u64(e, STORE_MF_DEL_SEGMENT, n);
@@ -194,7 +210,39 @@ void store_mf_state_free(struct store_mf_state *st)
         free(st->kv[i].val);
     }
     free(st->kv);
+    free(st->vlogs);
     memset(st, 0, sizeof(*st));
+}
+
+static int st_add_vlog(struct store_mf_state *st, const struct store_mf_vlog *v)
+{
+    for (size_t i = 0; i < st->nvlogs; i++)
+        if (st->vlogs[i].file_number == v->file_number)
+            return ST_ECORRUPT; /* listed twice */
+    for (size_t i = 0; i < st->nsegs; i++)
+        if (st->segs[i].file_number == v->file_number)
+            return ST_ECORRUPT; /* a segment already */
+    if (st->nvlogs == st->capvlogs) {
+        size_t cap = st->capvlogs ? st->capvlogs * 2 : 8;
+        struct store_mf_vlog *n = realloc(st->vlogs, cap * sizeof(*n));
+        if (n == NULL)
+            return ST_ENOMEM;
+        st->vlogs = n;
+        st->capvlogs = cap;
+    }
+    st->vlogs[st->nvlogs++] = *v;
+    return ST_OK;
+}
+
+static int st_del_vlog(struct store_mf_state *st, uint64_t n)
+{
+    for (size_t i = 0; i < st->nvlogs; i++) {
+        if (st->vlogs[i].file_number == n) {
+            st->vlogs[i] = st->vlogs[--st->nvlogs];
+            return ST_OK;
+        }
+    }
+    return ST_ECORRUPT; /* removing what is not there */
 }
 
 static int st_add_seg(struct store_mf_state *st, const struct store_mf_seg *g)
@@ -202,6 +250,9 @@ static int st_add_seg(struct store_mf_state *st, const struct store_mf_seg *g)
     for (size_t i = 0; i < st->nsegs; i++)
         if (st->segs[i].file_number == g->file_number)
             return ST_ECORRUPT; /* listed twice */
+    for (size_t i = 0; i < st->nvlogs; i++)
+        if (st->vlogs[i].file_number == g->file_number)
+            return ST_ECORRUPT; /* still a vector log: a seal deletes that first */
     if (st->nsegs == st->capsegs) {
         size_t cap = st->capsegs ? st->capsegs * 2 : 16;
         struct store_mf_seg *s = realloc(st->segs, cap * sizeof(*s));
@@ -379,6 +430,20 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
             rc = st_kv(st, k, kl, v, vl, tag == STORE_MF_KV_DEL);
             break;
         }
+        case STORE_MF_ADD_VLOG: {
+            NEED(24);
+            struct store_mf_vlog v = {st_get_le64(p + i), (int64_t)st_get_le64(p + i + 8),
+                                      (int64_t)st_get_le64(p + i + 16)};
+            i += 24;
+            rc = v.window_end > v.window_start && v.file_number != 0 ? st_add_vlog(st, &v)
+                                                                     : ST_ECORRUPT;
+            break;
+        }
+        case STORE_MF_DEL_VLOG:
+            NEED(8);
+            rc = st_del_vlog(st, st_get_le64(p + i));
+            i += 8;
+            break;
         default:
             return ST_ECORRUPT;
         }
@@ -404,6 +469,8 @@ int store_mf_snapshot(const struct store_mf_state *st, struct store_mf_edit *e)
         rc = store_mf_edit_window(e, &st->windows[i]);
     for (size_t i = 0; rc == ST_OK && i < st->nkv; i++)
         rc = store_mf_edit_kv(e, &st->kv[i]);
+    for (size_t i = 0; rc == ST_OK && i < st->nvlogs; i++)
+        rc = store_mf_edit_add_vlog(e, &st->vlogs[i]);
     return rc;
 }
 

@@ -107,6 +107,7 @@ void store_mt_unref(struct store_memtable *m)
     free(m->heaps);
     free(m->slots);
     free(m->wins);
+    free(m->vfiles);
     store_marks_free(&m->marks);
     free(m);
 }
@@ -237,11 +238,37 @@ static int note_window(struct store_memtable *m, int64_t start)
     return ST_OK;
 }
 
+bool store_mt_has_vfile(const struct store_memtable *m, uint64_t vfile)
+{
+    for (size_t i = 0; i < m->nvfiles; i++)
+        if (m->vfiles[i] == vfile)
+            return true;
+    return false;
+}
+
+static int note_vfile(struct store_memtable *m, uint64_t vfile)
+{
+    if (vfile == 0 || store_mt_has_vfile(m, vfile))
+        return ST_OK;
+    if (m->nvfiles == m->capvfiles) {
+        size_t cap = m->capvfiles ? m->capvfiles * 2 : 8;
+        uint64_t *v = realloc(m->vfiles, cap * sizeof(*v));
+        if (v == NULL)
+            return ST_ENOMEM;
+        m->vfiles = v;
+        m->capvfiles = cap;
+    }
+    m->vfiles[m->nvfiles++] = vfile;
+    return ST_OK;
+}
+
 int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t partition,
-                 int64_t offset, uint32_t idx)
+                 int64_t offset, uint32_t idx, const struct store_vref *ref)
 {
     int rc;
-    if ((rc = note_window(m, r->window)) != ST_OK)
+    bool has_ref = ref != NULL && ref->vfile != 0 && r->op == STORE_OP_UPSERT;
+    if ((rc = note_window(m, r->window)) != ST_OK ||
+        (rc = note_vfile(m, has_ref ? ref->vfile : 0)) != ST_OK)
         return rc;
     if (m->n == m->nchunks * m->chunk_recs && (rc = chunk_add(m)) != ST_OK)
         return rc;
@@ -277,6 +304,8 @@ int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t
     e->offset = offset;
     e->partition = partition;
     e->idx = idx;
+    e->vfile = has_ref ? ref->vfile : 0;
+    e->row = has_ref ? ref->row : 0;
     e->meta_len = r->meta_len;
     e->id_len = (uint16_t)r->id_len;
     e->op = r->op;

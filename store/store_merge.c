@@ -19,6 +19,18 @@
 
 #define LOG_COMP "store"
 
+/* Does a memtable (active or frozen) hold a record naming rows of vector log vfile? Caller
+ * holds mu. */
+static bool mt_names_locked(const struct store *s, uint64_t vfile)
+{
+    if (store_mt_has_vfile(s->mem, vfile))
+        return true;
+    for (size_t i = 0; i < s->nfrozen; i++)
+        if (store_mt_has_vfile(s->frozen[i], vfile))
+            return true;
+    return false;
+}
+
 int store_drop_window(struct store *s, int64_t window_start, const struct store_edit_extra *extra,
                       size_t *removed)
 {
@@ -37,11 +49,33 @@ int store_drop_window(struct store *s, int64_t window_start, const struct store_
             ndel++;
         }
     }
+    /* The window's vector log goes too (unsealed data of a dropped window): closed first, so
+     * no write appends to it from here, and only once no memtable names its rows (their WAL
+     * records would name a log the manifest no longer lists): ST_EAGAIN, flush first. */
+    struct store_vlog *vl = store_vlog_find_locked(s, window_start);
+    uint64_t vnum = vl != NULL ? vl->number : 0;
+    if (vl != NULL) {
+        vl->closed = true;
+        if (rc == ST_OK && mt_names_locked(s, vnum))
+            rc = ST_EAGAIN;
+    }
+    if (rc == ST_OK && vnum != 0)
+        rc = store_mf_edit_del_vlog(&e, vnum);
     pthread_mutex_unlock(&s->mu);
     if (rc == ST_OK)
         rc = store_mf_edit_extra(&e, extra);
     if (rc == ST_OK && e.len > 0)
         rc = store_mf_append(s, &e); /* the intent is durable before any file goes */
+    if (rc == ST_OK && vnum != 0) {
+        pthread_mutex_lock(&s->mu);
+        vl = store_vlog_detach_locked(s, vnum);
+        pthread_mutex_unlock(&s->mu);
+        store_vlog_unref(vl); /* a sync in flight keeps the handle until it is done */
+        char *vp = store_file_path(s->dir, STORE_FILE_SEG, vnum);
+        if (vp != NULL) /* readers of its runs keep their mappings; a leftover is an orphan */
+            store_best_effort(store_fs_unlink(s->o.fs, vp, "store.vlog.unlink"));
+        free(vp);
+    }
     struct store_segment **gone = NULL;
     if (rc == ST_OK && ndel > 0) {
         pthread_mutex_lock(&s->mu);
@@ -214,11 +248,24 @@ uint64_t store_merge_memory(size_t n, uint64_t expect, uint32_t meta_max)
     return n * per_input + store_segment_writer_memory(expect, meta_max);
 }
 
-/* Streams the merge of in[0..n) into a new segment at path. *count gets its records, *bytes
- * its size, *peak the bytes buffered at most (cursors plus writer). */
+/*
+ * What a merge writes:
+ *   MERGE_PROMOTE  one self-contained input: no file written, the manifest changes its kind
+ *   MERGE_REWRITE  a new self-contained file holding every vector (version 1)
+ *   MERGE_META     inputs that all name rows of one vector log: a new metadata-only run
+ *                  naming the same rows (nothing but the small tables written)
+ *   MERGE_EXTEND   a seal of a window with a vector log: the log is completed into the
+ *                  segment; rows in it stay, the other inputs' vectors are appended as rows
+ */
+enum merge_mode { MERGE_PROMOTE, MERGE_REWRITE, MERGE_META, MERGE_EXTEND };
+
+/* Streams the merge of in[0..n) into the segment at path (meta->vfile: a metadata-only run of
+ * that log; extend_rows != UINT64_MAX: completing the vector log at path, which holds that
+ * many rows). Records of inputs whose rows are in file `own` keep those rows (0: none).
+ * *bytes gets its size, *peak the bytes buffered at most (cursors plus writer). */
 static int merge_write(struct store *s, struct store_segment **in, size_t n, const char *path,
-                       const struct store_seg_meta *meta, uint64_t *bytes, uint64_t *peak,
-                       struct st_err *err)
+                       const struct store_seg_meta *meta, uint64_t extend_rows, uint64_t own,
+                       uint64_t *bytes, uint64_t *peak, struct st_err *err)
 {
     struct merge_state m = {.err = err};
     struct store_segment_writer *w = NULL;
@@ -240,7 +287,14 @@ static int merge_write(struct store *s, struct store_segment **in, size_t n, con
     }
     for (size_t i = m.nheap; i-- > 0;)
         heap_down(&m, i);
-    if ((rc = store_segment_writer_open(s->o.fs, path, s->o.dim, meta, expect, &w, err)) != ST_OK)
+    /* own: inputs naming rows of this file keep their rows (META, EXTEND) */
+    if (extend_rows != UINT64_MAX) {
+        rc = store_segment_writer_extend(s->o.fs, path, s->o.dim, meta, expect, extend_rows, &w,
+                                         err);
+    } else {
+        rc = store_segment_writer_open(s->o.fs, path, s->o.dim, meta, expect, &w, err);
+    }
+    if (rc != ST_OK)
         goto out;
     while (rc == ST_OK && m.nheap > 0) {
         struct merge_cur *c = m.heap[0]; /* the newest version of the smallest id left */
@@ -254,6 +308,16 @@ static int merge_write(struct store *s, struct store_segment **in, size_t n, con
                                  .meta_len = c->r.meta_len};
         if (c->r.op == STORE_OP_UPSERT)
             r.vec = store_segment_vector(c->g, c->i);
+        if (meta->rows && own != 0 && c->g->vfile == own) {
+            r.row = store_segment_row(c->g, c->i); /* already a row of the output */
+        } else if (meta->rows && meta->vfile != 0) {
+            rc = st_err_set(err, ST_EINTERNAL, "%s: input %s names no row of log %llu", path,
+                            c->g->path, (unsigned long long)meta->vfile);
+            break;
+        } else if (meta->rows &&
+                   (rc = store_segment_writer_put_row(w, r.vec, &r.row, err)) != ST_OK) {
+            break; /* a delete's row is zeros (vec NULL) */
+        }
         if ((rc = cur_meta(&m, c, &r.meta)) != ST_OK)
             break;
         if ((rc = store_segment_writer_add(w, &r, err)) != ST_OK)
@@ -303,10 +367,12 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
         return ST_ENOMEM;
     struct store_mf_edit e = {0};
     struct store_segment *ng = NULL;
+    struct store_vlog *vl = NULL; /* MERGE_EXTEND: the log being completed (a reference) */
     struct st_err err = {0};
     char *path = NULL, *tmp = NULL;
     bool renamed = false, append_failed = false;
-    uint64_t written = 0, peak = 0;
+    uint64_t written = 0, peak = 0, extend_rows = UINT64_MAX;
+    enum merge_mode mode = n == 1 ? MERGE_PROMOTE : MERGE_REWRITE;
     int rc = ST_OK;
 
     /* References to the inputs (and, for a rewrite, the output's file number) under mu. */
@@ -333,20 +399,74 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
                                        .window_end = in[0] ? in[0]->info.window_end : 0,
                                        .kind = kind,
                                        .version = version}};
-    if (rc == ST_OK && n > 1)
+    if (rc == ST_OK) {
+        /* Inputs naming rows of one log merge into a run naming the same rows; a seal of a
+         * window with a log completes the log; a lone input naming rows it does not hold is
+         * never promoted (it is not self-contained). */
+        uint64_t vf = in[0]->vfile;
+        uint64_t vrows = 0;
+        for (size_t k = 0; k < n; k++) {
+            if (in[k]->vfile != vf)
+                vf = 0;
+            if (in[k]->max_row > vrows) /* rows named, not claimed: see store_flush.c */
+                vrows = in[k]->max_row;
+            if (in[k]->vfile != 0 && mode == MERGE_PROMOTE)
+                mode = MERGE_REWRITE;
+        }
+        struct store_vlog *wl = store_vlog_find_locked(s, mg.meta.window_start);
+        if (kind == STORE_SEG_SEALED && wl != NULL) {
+            wl->closed = true; /* no appends from here: the tables go after the rows */
+            if (mt_names_locked(s, wl->number))
+                rc = ST_EAGAIN; /* records naming its rows are not in runs yet: flush first */
+            for (size_t i = 0; rc == ST_OK && i < s->nsegs; i++) {
+                bool listed = false;
+                for (size_t k = 0; k < n && !listed; k++)
+                    listed = in[k] == s->segs[i];
+                if (s->segs[i]->vfile == wl->number && !listed)
+                    rc = ST_ENOTFOUND; /* a run naming its rows is not an input: re-plan */
+            }
+            if (rc == ST_OK) {
+                mode = MERGE_EXTEND;
+                vl = wl;
+                atomic_fetch_add(&vl->refs, 1);
+                extend_rows = vl->nrows;
+                mg.file_number = vl->number;
+                mg.meta.rows = true;
+            }
+        } else if (kind != STORE_SEG_SEALED && vf != 0 && n > 1) {
+            mode = MERGE_META;
+            mg.meta.rows = true;
+            mg.meta.vfile = vf;
+            mg.meta.vrows = vrows;
+        }
+    }
+    if (rc == ST_OK && mode != MERGE_PROMOTE && mode != MERGE_EXTEND)
         mg.file_number = s->mf.next_file++;
     pthread_mutex_unlock(&s->mu);
     if (rc != ST_OK)
         goto out;
 
     /* The I/O, with no store lock held. */
-    if (n == 1) {
+    if (mode == MERGE_PROMOTE) {
         /* Promotion: the file already is the window's only run; only the manifest changes. A
          * published segment never changes, so readers holding the old handle keep seeing a
          * run: the promoted segment is a new handle of the same file. */
         mg.file_number = in[0]->file_number;
-        if ((rc = store_segment_open_file(in[0]->path, &ng, &err)) != ST_OK)
+        if ((rc = store_segment_open(in[0]->path, true, &ng, &err)) != ST_OK)
             goto out;
+    } else if (mode == MERGE_EXTEND) {
+        /* The log is completed in place: rows stay, the tables and footer are appended and
+         * fsynced. Until the manifest edit lands it is still a log (recovery cuts the tail). */
+        if ((path = store_file_path(s->dir, STORE_FILE_SEG, mg.file_number)) == NULL) {
+            rc = ST_ENOMEM;
+            goto out;
+        }
+        rc = merge_write(s, in, n, path, &mg.meta, extend_rows, mg.file_number, &written, &peak,
+                         &err);
+        atomic_store(&store_merge_probe.last_peak, peak);
+        if (rc != ST_OK || (rc = store_segment_open(path, true, &ng, &err)) != ST_OK)
+            goto out;
+        written -= STORE_SEG_HEADER + extend_rows * s->o.dim * 4; /* what this merge wrote */
     } else {
         path = store_file_path(s->dir, STORE_FILE_SEG, mg.file_number);
         if (path == NULL || asprintf(&tmp, "%s.tmp", path) < 0) {
@@ -354,7 +474,7 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
             rc = ST_ENOMEM;
             goto out;
         }
-        rc = merge_write(s, in, n, tmp, &mg.meta, &written, &peak, &err);
+        rc = merge_write(s, in, n, tmp, &mg.meta, UINT64_MAX, mg.meta.vfile, &written, &peak, &err);
         atomic_store(&store_merge_probe.last_peak, peak);
         if (rc == ST_OK)
             rc = store_fs_rename(s->o.fs, tmp, path, "store.merge.rename");
@@ -365,7 +485,7 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
         renamed = true;
         if ((rc = store_fs_sync_dir(s->o.fs, s->dir, "store.merge.sync_dir")) != ST_OK)
             goto out;
-        if ((rc = store_segment_open_file(path, &ng, &err)) != ST_OK)
+        if ((rc = store_segment_open(path, true, &ng, &err)) != ST_OK)
             goto out;
     }
     ng->fs = s->o.fs;
@@ -374,7 +494,7 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
     ng->info.kind = kind;
     ng->info.version = version;
     mg.count = ng->info.count;
-    mg.bytes = n == 1 ? in[0]->info.bytes : written;
+    mg.bytes = mode == MERGE_PROMOTE ? in[0]->info.bytes : ng->info.bytes;
     mg.min_ts = ng->info.min_ts;
     mg.max_ts = ng->info.max_ts;
     probe_in_flight();
@@ -386,18 +506,23 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
     for (size_t k = 0; rc == ST_OK && k < n; k++)
         if (!seg_live_locked(s, in[k]))
             rc = ST_ENOTFOUND; /* dropped or merged away while this merge ran */
+    if (rc == ST_OK && vl != NULL && store_vlog_by_number_locked(s, vl->number) != vl)
+        rc = ST_ENOTFOUND; /* the window was dropped meanwhile */
     uint64_t next_file = s->mf.next_file;
     pthread_mutex_unlock(&s->mu);
     for (size_t k = 0; rc == ST_OK && k < n; k++)
         rc = store_mf_edit_del_segment(&e, in[k]->file_number);
+    if (rc == ST_OK && vl != NULL)
+        rc = store_mf_edit_del_vlog(&e, vl->number); /* before the segment of its number */
     if (rc == ST_OK)
         rc = store_mf_edit_add_segment(&e, &mg);
-    if (rc == ST_OK && n > 1)
+    if (rc == ST_OK && mode != MERGE_PROMOTE)
         rc = store_mf_edit_next_file(&e, next_file);
     if (rc == ST_OK)
         rc = store_mf_edit_extra(&e, extra);
     if (rc == ST_OK && (rc = store_mf_append(s, &e)) != ST_OK)
         append_failed = true;
+    struct store_vlog *sealed_log = NULL;
     if (rc == ST_OK) {
         pthread_mutex_lock(&s->mu);
         size_t keep = 0;
@@ -408,7 +533,7 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
             if (gone) {
                 /* A rewritten input's file goes with its last reader; a promoted one's file
                  * lives on in ng. */
-                s->segs[i]->doomed = n > 1;
+                s->segs[i]->doomed = mode != MERGE_PROMOTE;
                 store_segment_unref(s->segs[i]); /* the list's reference */
             } else {
                 s->segs[keep++] = s->segs[i];
@@ -416,7 +541,9 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
         }
         s->segs[keep++] = ng; /* the list had room for the n >= 1 inputs */
         s->nsegs = keep;
-        if (n > 1)
+        if (vl != NULL)
+            sealed_log = store_vlog_detach_locked(s, vl->number);
+        if (mode != MERGE_PROMOTE)
             s->st.segment_bytes_written += written;
         if (out != NULL)
             *out = ng->info;
@@ -424,26 +551,34 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
         pthread_mutex_unlock(&s->mu);
     }
     pthread_mutex_unlock(&s->mf_mu);
+    store_vlog_unref(sealed_log); /* the table's reference */
 out:
-    /* A discarded output goes; a promotion's file is not ours. After a failed manifest append
-     * the edit may yet be on disk (the store is failed now): the next open decides. */
+    /* A discarded output goes; a promotion's file is not ours, nor a completed log's (still a
+     * log until the edit lands: the next extend or open cuts its tail). After a failed
+     * manifest append the edit may yet be on disk (the store is failed now): the next open
+     * decides. */
     if (ng != NULL) {
-        ng->doomed = n > 1 && !append_failed;
+        ng->doomed = (mode == MERGE_REWRITE || mode == MERGE_META) && !append_failed;
         store_segment_unref(ng);
     } else if (renamed && rc != ST_OK) {
         store_best_effort(store_fs_unlink(s->o.fs, path, "store.merge.unlink_output"));
     }
+    store_vlog_unref(vl);
     for (size_t k = 0; k < n; k++)
         if (in[k] != NULL)
             store_segment_unref(in[k]);
-    if (rc != ST_OK)
+    if (rc != ST_OK && rc != ST_EAGAIN)
         st_log_warn(LOG_COMP, "merge failed dir=%s inputs=%zu error=\"%s\" detail=\"%s\"", s->dir,
                     n, st_strerror(rc), err.msg);
-    else if (n > 1)
+    else if (rc == ST_OK && mode != MERGE_PROMOTE)
         st_log_info(LOG_COMP,
                     "merged dir=%s window=%" PRId64 " inputs=%zu records=%" PRIu64 " bytes=%" PRIu64
-                    " peak_buffered=%" PRIu64,
-                    s->dir, mg.meta.window_start, n, mg.count, written, peak);
+                    " mode=%s peak_buffered=%" PRIu64,
+                    s->dir, mg.meta.window_start, n, mg.count, written,
+                    mode == MERGE_EXTEND ? "extend"
+                    : mode == MERGE_META ? "meta"
+                                         : "rewrite",
+                    peak);
     free(in);
     free(path);
     free(tmp);

@@ -9,7 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "segment_format.h"
+#include "st_checksum.h"
 #include "st_coding.h"
 #include "st_log.h"
 #include "st_prom.h"
@@ -26,8 +29,53 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/*
+ * Reads the rows a replayed record names from their vector logs into its vectors, checking
+ * each against the checksum the record carries, and raises named[] (rows named per log, by
+ * position in s->vlogs). *torn: a row is missing or does not match (the log's bytes never
+ * reached the disk: this record and everything after it were never acknowledged).
+ */
+static int read_rows(struct store *s, const struct store_batch *b, const struct store_vref *refs,
+                     uint64_t *named, bool *torn, const char *path, size_t off, struct st_err *err)
+{
+    size_t vb = (size_t)s->o.dim * sizeof(float);
+    *torn = false;
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (refs[i].vfile == 0)
+            continue;
+        size_t k = 0;
+        while (k < s->nvlogs && s->vlogs[k]->number != refs[i].vfile)
+            k++;
+        if (k == s->nvlogs)
+            return st_err_set(err, ST_ECORRUPT,
+                              "%s: WAL record at offset %zu names vector log %llu, which the "
+                              "manifest does not list",
+                              path, off, (unsigned long long)refs[i].vfile);
+        struct store_vlog *v = s->vlogs[k];
+        float *dst = (float *)(uintptr_t)b->recs[i].vec;
+        if (refs[i].row >= v->nrows ||
+            pread(v->f->fd, dst, vb, (off_t)(STORE_SEG_HEADER + (uint64_t)refs[i].row * vb)) !=
+                (ssize_t)vb ||
+            st_checksum32(dst, vb) != refs[i].sum) {
+            *torn = true;
+            st_log_warn(LOG_COMP,
+                        "wal record names a vector row that is not on disk file=%s offset=%zu "
+                        "log=%llu row=%u",
+                        path, off, (unsigned long long)refs[i].vfile, refs[i].row);
+            return ST_OK;
+        }
+    }
+    for (uint32_t i = 0; i < b->n; i++) {
+        for (size_t k = 0; refs[i].vfile != 0 && k < s->nvlogs; k++)
+            if (s->vlogs[k]->number == refs[i].vfile && refs[i].row + 1ull > named[k])
+                named[k] = refs[i].row + 1ull;
+    }
+    return ST_OK;
+}
+
 /* Replays WAL files >= log_number, oldest first, into the memtable. */
-static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, struct st_err *err)
+static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, uint64_t *named,
+                       struct st_err *err)
 {
     /* The "last" file is the newest one holding any bytes: a roll that failed (or crashed)
      * after creating its new file leaves that file empty, and the older file before it may
@@ -61,11 +109,13 @@ static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, stru
         size_t plen, off;
         uint64_t batches = 0, skipped = 0;
         s->st.wal_live_bytes += len;
+        bool rows_torn = false;
         while (rc == ST_OK && store_log_next(&r, &p, &plen, &off)) {
             struct store_batch b;
             struct store_record *recs = NULL;
             float *vecs = NULL;
-            rc = store_wal_decode(s->o.dim, p, plen, &b, &recs, &vecs);
+            struct store_vref *refs = NULL;
+            rc = store_wal_decode(s->o.dim, p, plen, &b, &recs, &vecs, &refs);
             if (rc != ST_OK) {
                 st_err_set(err, ST_ECORRUPT, "%s: undecodable WAL record at offset %zu", path, off);
                 rc = ST_ECORRUPT;
@@ -75,13 +125,21 @@ static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, stru
             if (b.partition >= 0 && store_marks_get(&s->applied, b.partition, &mark) &&
                 b.offset <= mark) {
                 skipped++;
-            } else {
-                rc = store_apply_locked(s, &b);
+            } else if ((rc = read_rows(s, &b, refs, named, &rows_torn, path, off, err)) == ST_OK &&
+                       !rows_torn) {
+                rc = store_apply_locked(s, &b, refs);
                 batches++;
                 s->written_seq++;
             }
             free(recs);
             free(vecs);
+            free(refs);
+            if (rows_torn) {
+                r.end = STORE_LOG_END_TORN;
+                r.end_offset = off;
+                snprintf(r.why, sizeof(r.why), "a named vector row is not on disk");
+                break;
+            }
         }
         bool truncate_here = false;
         if (rc == ST_OK && r.end == STORE_LOG_END_TORN && last) {
@@ -172,6 +230,12 @@ static void store_free(struct store *s)
         store_mt_unref(s->frozen[i]);
     free(s->frozen);
     store_mt_unref(s->mem);
+    for (size_t i = 0; i < s->nvlogs; i++)
+        store_vlog_unref(s->vlogs[i]);
+    free(s->vlogs);
+    free(s->wrefs);
+    free(s->wplan);
+    free(s->viov);
     store_log_writer_destroy(&s->wal);
     store_fs_close(s->wal_file);
     store_log_writer_destroy(&s->mfw);
@@ -222,7 +286,7 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     store_cond_init_mono(&s->flushed_cv);
     store_cond_init_mono(&s->roll_cv);
     st_hist_init(&s->wal_sync_hist, &st_hist_latency);
-    uint64_t *logs = NULL;
+    uint64_t *logs = NULL, *named = NULL;
     size_t nlogs = 0;
     DIR *d = NULL;
     int rc = ST_ENOMEM;
@@ -267,7 +331,7 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         if (p == NULL)
             goto fail;
         struct store_segment *g = NULL;
-        rc = store_segment_open_file(p, &g, err);
+        rc = store_segment_open(p, true, &g, err);
         free(p);
         if (rc != ST_OK)
             goto fail;
@@ -321,6 +385,10 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
             bool listed = false;
             for (size_t i = 0; i < s->mf.nsegs && !listed; i++)
                 listed = s->mf.segs[i].file_number == num;
+            for (size_t i = 0; i < s->mf.nvlogs && !listed; i++)
+                listed = s->mf.vlogs[i].file_number == num; /* a vector log */
+            for (size_t i = 0; i < s->nsegs && !listed; i++)
+                listed = s->segs[i]->vfile == num; /* rows a run names: never removed */
             orphan = !listed; /* written by a flush whose manifest edit never landed */
         } else if (k == STORE_FILE_MANIFEST) {
             orphan = num != s->mf_number;
@@ -345,6 +413,9 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     for (size_t i = 0; i < s->mf.nsegs; i++)
         if (s->mf.segs[i].file_number >= s->mf.next_file)
             s->mf.next_file = s->mf.segs[i].file_number + 1;
+    for (size_t i = 0; i < s->mf.nvlogs; i++)
+        if (s->mf.vlogs[i].file_number >= s->mf.next_file)
+            s->mf.next_file = s->mf.vlogs[i].file_number + 1;
     if (s->mf_number >= s->mf.next_file)
         s->mf.next_file = s->mf_number + 1;
 
@@ -353,7 +424,25 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         rc = ST_ENOMEM;
         goto fail;
     }
-    if ((rc = recover_wal(s, logs, nlogs, err)) != ST_OK)
+    /* Vector logs: rows named by runs, then by replayed records; the rest is cut. */
+    if ((rc = store_vlogs_open(s, err)) != ST_OK)
+        goto fail;
+    named = calloc(s->nvlogs ? s->nvlogs : 1, sizeof(*named));
+    if (named == NULL) {
+        rc = ST_ENOMEM;
+        goto fail;
+    }
+    /* A run maps (and so needs) the rows its footer claims, which are the rows it names. */
+    for (size_t i = 0; i < s->nsegs; i++) {
+        const struct store_segment *g = s->segs[i];
+        uint64_t need = g->max_row > g->nrows ? g->max_row : g->nrows;
+        for (size_t k = 0; g->vfile != 0 && k < s->nvlogs; k++)
+            if (s->vlogs[k]->number == g->vfile && need > named[k])
+                named[k] = need;
+    }
+    if ((rc = recover_wal(s, logs, nlogs, named, err)) != ST_OK)
+        goto fail;
+    if ((rc = store_vlogs_settle(s, named, err)) != ST_OK)
         goto fail;
     if ((rc = store_marks_copy(&s->durable, &s->applied)) != ST_OK)
         goto fail;
@@ -388,12 +477,14 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         }
     }
     free(logs);
+    free(named);
     *out = s;
     return ST_OK;
 fail:
     if (d != NULL)
         closedir(d);
     free(logs);
+    free(named);
     stop_threads(s);
     if (err->code == ST_OK)
         st_err_set(err, rc, "%s: %s", o->dir, st_strerror(rc));

@@ -109,8 +109,10 @@ struct store_segment_writer {
     uint8_t last_id[STORE_ID_MAX];
     uint32_t last_len;
     uint64_t buffered, peak;
-    int failed; /* sticky: after a failed add or finish only close is allowed */
-    bool done;  /* finish succeeded: close keeps the file */
+    size_t vskip; /* bytes at the start of vblock already in the file (extend mode) */
+    int failed;   /* sticky: after a failed add or finish only close is allowed */
+    bool done;    /* finish succeeded: close keeps the file */
+    bool extend;  /* the file was a vector log: close never removes it */
 };
 
 static void sw_account(struct store_segment_writer *w, int64_t delta)
@@ -173,8 +175,8 @@ static int vec_block_done(struct store_segment_writer *w)
     st_put_le32(t, st_checksum32(w->vblock, w->vfill));
     int rc = side_put(w->fs, &w->side[SIDE_VSUM], t, 4);
     if (rc == ST_OK)
-        rc = store_fs_write(w->f, w->vblock, w->vfill, "store.seg.write");
-    w->vfill = 0;
+        rc = store_fs_write(w->f, w->vblock + w->vskip, w->vfill - w->vskip, "store.seg.write");
+    w->vfill = w->vskip = 0;
     return rc;
 }
 
@@ -215,7 +217,7 @@ void store_segment_writer_close(struct store_segment_writer *w)
     }
     if (w->f != NULL) {
         store_fs_close(w->f);
-        if (!w->done)
+        if (!w->done && !w->extend)
             store_best_effort(store_fs_unlink(w->fs, w->path, "store.seg.unlink_tmp"));
     }
     free(w->path);
@@ -227,9 +229,10 @@ void store_segment_writer_close(struct store_segment_writer *w)
     free(w);
 }
 
-int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t dim,
-                              const struct store_seg_meta *meta, uint64_t expect,
-                              struct store_segment_writer **out, struct st_err *err)
+/* The writer's buffers, before its destination exists. */
+static int writer_new(struct store_fs *fs, const char *path, uint32_t dim,
+                      const struct store_seg_meta *meta, uint64_t expect,
+                      struct store_segment_writer **out)
 {
     *out = NULL;
     struct store_segment_writer *w = calloc(1, sizeof(*w));
@@ -244,7 +247,6 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
     if (nbits < 64)
         nbits = 64;
     w->bloom_len = (nbits + 7) / 8;
-    int rc = ST_ENOMEM;
     if ((w->path = strdup(path)) == NULL || (w->vblock = malloc(STORE_SEG_VEC_BLOCK)) == NULL ||
         (w->bloom = calloc(1, w->bloom_len)) == NULL)
         goto fail;
@@ -261,6 +263,26 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
             goto fail;
         sw_account(w, SEG_SIDE_BUF);
     }
+    *out = w;
+    return ST_OK;
+fail:
+    store_segment_writer_close(w);
+    return ST_ENOMEM;
+}
+
+int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t dim,
+                              const struct store_seg_meta *meta, uint64_t expect,
+                              struct store_segment_writer **out, struct st_err *err)
+{
+    *out = NULL;
+    if (meta->vfile != 0 && (!meta->rows || meta->vrows >= UINT32_MAX))
+        return st_err_set(err, ST_EINVAL, "%s: external rows need rows mode and < 2^32 rows", path);
+    struct store_segment_writer *w;
+    int rc = writer_new(fs, path, dim, meta, expect, &w);
+    if (rc != ST_OK)
+        return rc;
+    if (meta->vfile != 0)
+        w->nrows = meta->vrows; /* rows that exist already, in the vector file */
     if ((rc = store_fs_create(fs, path, &w->f, "store.seg.create")) != ST_OK) {
         st_err_set(err, rc, "create %s: %s", path, st_strerror(rc));
         goto fail;
@@ -273,6 +295,88 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
         st_err_set(err, rc, "write %s: %s", path, st_strerror(rc));
         goto fail;
     }
+    *out = w;
+    return ST_OK;
+fail:
+    store_segment_writer_close(w);
+    return rc;
+}
+
+/* Reads len bytes at off of f's file (EINTR and short reads retried). */
+static int pread_full(struct store_file *f, void *buf, size_t len, uint64_t off, struct st_err *err)
+{
+    for (size_t have = 0; have < len;) {
+        ssize_t got = pread(f->fd, (uint8_t *)buf + have, len - have, (off_t)(off + have));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return got < 0 ? st_err_sys(err, errno, "read %s", f->path)
+                           : st_err_set(err, ST_EIO, "%s: short at offset %llu", f->path,
+                                        (unsigned long long)(off + have));
+        have += (size_t)got;
+    }
+    return ST_OK;
+}
+
+int store_segment_writer_extend(struct store_fs *fs, const char *path, uint32_t dim,
+                                const struct store_seg_meta *meta, uint64_t expect, uint64_t nrows,
+                                struct store_segment_writer **out, struct st_err *err)
+{
+    *out = NULL;
+    uint64_t vbytes;
+    if (!meta->rows || meta->vfile != 0 || nrows >= UINT32_MAX ||
+        __builtin_mul_overflow(nrows, (uint64_t)dim * 4, &vbytes))
+        return st_err_set(err, ST_EINVAL, "%s: extend needs rows mode and < 2^32 rows", path);
+    struct store_segment_writer *w;
+    int rc = writer_new(fs, path, dim, meta, expect, &w);
+    if (rc != ST_OK)
+        return rc;
+    w->extend = true; /* close never removes the file: it is a vector log */
+    uint8_t head[STORE_SEG_HEADER];
+    if ((rc = store_fs_open_append(fs, path, &w->f, "store.seg.extend_open")) != ST_OK) {
+        st_err_set(err, rc, "open %s: %s", path, st_strerror(rc));
+        goto fail;
+    }
+    if (w->f->size < STORE_SEG_HEADER + vbytes) {
+        rc = st_err_set(err, ST_ECORRUPT, "%s: %llu bytes, too short for %llu rows", path,
+                        (unsigned long long)w->f->size, (unsigned long long)nrows);
+        goto fail;
+    }
+    if ((rc = pread_full(w->f, head, sizeof(head), 0, err)) != ST_OK)
+        goto fail;
+    if (memcmp(head, STORE_SEG_MAGIC, 8) != 0 || st_get_le32(head + 8) != STORE_SEG_VERSION_ROWS ||
+        st_get_le32(head + 12) != dim) {
+        rc = st_err_set(err, ST_ECORRUPT, "%s: not a vector log of dim %u", path, dim);
+        goto fail;
+    }
+    /* Cut what follows the rows (a torn earlier attempt): never the rows, which readers of
+     * the window's runs may have mapped. */
+    if (w->f->size > STORE_SEG_HEADER + vbytes &&
+        (rc = store_fs_truncate(w->f, STORE_SEG_HEADER + vbytes, "store.seg.extend_truncate")) !=
+            ST_OK) {
+        st_err_set(err, rc, "truncate %s: %s", path, st_strerror(rc));
+        goto fail;
+    }
+    /* Block checksums of the rows there: whole blocks now, the partial last block stays in
+     * vblock (vskip: already in the file) and is completed by the rows put next. */
+    for (uint64_t off = 0; off < vbytes;) {
+        size_t take =
+            vbytes - off < STORE_SEG_VEC_BLOCK ? (size_t)(vbytes - off) : STORE_SEG_VEC_BLOCK;
+        if ((rc = pread_full(w->f, w->vblock, take, STORE_SEG_HEADER + off, err)) != ST_OK)
+            goto fail;
+        off += take;
+        if (take < STORE_SEG_VEC_BLOCK) {
+            w->vfill = w->vskip = take;
+            break;
+        }
+        uint8_t t[4];
+        st_put_le32(t, st_checksum32(w->vblock, take));
+        if ((rc = side_put(fs, &w->side[SIDE_VSUM], t, 4)) != ST_OK) {
+            st_err_set(err, rc, "write %s: %s", path, st_strerror(rc));
+            goto fail;
+        }
+    }
+    w->nrows = nrows;
     *out = w;
     return ST_OK;
 fail:
@@ -309,10 +413,11 @@ int store_segment_writer_put_row(struct store_segment_writer *w, const float *ve
 {
     if (w->failed != ST_OK || w->done)
         return w->done ? ST_EINVAL : w->failed;
-    if (!w->meta.rows || w->nrows >= UINT32_MAX) {
+    if (!w->meta.rows || w->meta.vfile != 0 || w->nrows >= UINT32_MAX) {
         w->failed = st_err_set(err, ST_EINVAL, "%s: %s", w->path,
-                               w->meta.rows ? "more vector rows than a row table can name"
-                                            : "vector rows need a writer in rows mode");
+                               !w->meta.rows        ? "vector rows need a writer in rows mode"
+                               : w->meta.vfile != 0 ? "external rows are not written here"
+                                                    : "more vector rows than a row table can name");
         return w->failed;
     }
     *row = w->nrows;
@@ -495,6 +600,10 @@ int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
                         (unsigned long long)(w->max_row - 1), (unsigned long long)w->nrows);
         goto out;
     }
+    /* External rows: claim exactly the rows named. Readers map (and so need) what the footer
+     * claims, and recovery cuts a log to the rows named: never below what a run claims. */
+    if (w->meta.vfile != 0)
+        w->nrows = w->max_row;
     if ((cbuf = malloc(SEG_COPY_BUF)) == NULL) {
         rc = ST_ENOMEM;
         goto out;
@@ -560,6 +669,7 @@ int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
         st_put_le64(ft + 192, off[SIDE_ROWS]);
         st_put_le64(ft + 200, w->nrows);
         st_put_le32(ft + 208, sum[SIDE_ROWS]);
+        st_put_le64(ft + 212, w->meta.vfile);
     }
     st_put_le32(ft + 248, st_checksum32(ft, 248));
     if ((rc = store_fs_write(w->f, ft, sizeof(ft), "store.seg.write")) != ST_OK ||
@@ -611,7 +721,7 @@ int store_segment_write(struct store_fs *fs, const char *path, uint32_t dim,
 {
     struct store_segment_writer *w;
     int rc = store_segment_writer_open(fs, path, dim, meta, n, &w, err);
-    if (rc == ST_OK && meta->rows) {
+    if (rc == ST_OK && meta->rows && meta->vfile == 0) {
         /* Rows mode: row r holds the vector of the record naming r; zeros when none does. */
         uint64_t nrows = 0;
         for (size_t i = 0; i < n; i++)
@@ -658,7 +768,7 @@ static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out)
 /* Version 2: every row the table names is below nrows, and no two records name one row (so
  * count <= nrows: the vectors a file's records reach never exceed the vector bytes it holds).
  * The bitmap is nrows / 8 bytes, and nrows * dim * 4 already lies inside the file. */
-static int check_rows(const struct store_segment *g, struct st_err *err)
+static int check_rows(struct store_segment *g, struct st_err *err)
 {
     uint8_t *seen = calloc(g->nrows / 8 + 1, 1);
     if (seen == NULL)
@@ -673,6 +783,8 @@ static int check_rows(const struct store_segment *g, struct st_err *err)
             rc = corrupt(err, g->path, at, "row named by two records");
         else
             seen[r / 8] |= (uint8_t)(1u << (r % 8));
+        if (rc == ST_OK && (uint64_t)r + 1 > g->max_row)
+            g->max_row = (uint64_t)r + 1;
     }
     free(seen);
     return rc;
@@ -728,7 +840,61 @@ static int check_tables(struct store_segment *g, uint64_t recs_off, uint64_t met
     return ST_OK;
 }
 
+/* External rows: maps the first 64 + vbytes bytes of file g->vfile of g's directory, after
+ * checking that it is that long and has a version-2 header of g's dim. */
+static int map_vector_file(struct store_segment *g, uint64_t vbytes, struct st_err *err)
+{
+    const char *slash = strrchr(g->path, '/');
+    char *dir = slash != NULL ? strndup(g->path, (size_t)(slash - g->path)) : strdup(".");
+    char *vp = dir != NULL ? store_file_path(dir, STORE_FILE_SEG, g->vfile) : NULL;
+    free(dir);
+    if (vp == NULL)
+        return ST_ENOMEM;
+    int rc = ST_OK;
+    int fd = open(vp, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        rc = st_err_sys(err, errno, "%s: its vector file %s", g->path, vp);
+        goto out;
+    }
+    uint64_t end;
+    if (__builtin_add_overflow(vbytes, (uint64_t)STORE_SEG_HEADER, &end) || end > SIZE_MAX) {
+        rc = corrupt(err, g->path, 0, "vector file size out of range");
+        goto out;
+    }
+    size_t want = (size_t)end;
+    if ((uint64_t)st.st_size < end) {
+        rc = corrupt(err, vp, (uint64_t)st.st_size, "vector file shorter than the rows named");
+        goto out;
+    }
+    void *map = mmap(NULL, want, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        rc = st_err_sys(err, errno, "mmap %s", vp);
+        goto out;
+    }
+    const uint8_t *h = map;
+    if (memcmp(h, STORE_SEG_MAGIC, 8) != 0 || st_get_le32(h + 8) != STORE_SEG_VERSION_ROWS ||
+        st_get_le32(h + 12) != g->info.dim) {
+        munmap(map, want);
+        rc = corrupt(err, vp, 0, "not a vector file of this dim");
+        goto out;
+    }
+    g->vmap = map;
+    g->vmap_len = want;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(vp);
+    return rc;
+}
+
 int store_segment_open_file(const char *path, struct store_segment **out, struct st_err *err)
+{
+    return store_segment_open(path, false, out, err);
+}
+
+int store_segment_open(const char *path, bool external_ok, struct store_segment **out,
+                       struct st_err *err)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -809,6 +975,18 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
     bool rows = fver == STORE_SEG_VERSION_ROWS;
     uint64_t rows_off = rows ? st_get_le64(ft + 192) : 0;
     g->nrows = rows ? st_get_le64(ft + 200) : in->count;
+    g->vfile = rows ? st_get_le64(ft + 212) : 0; /* external rows: no vectors section here */
+    in->vector_file = g->vfile;
+    if (g->vfile != 0 && !external_ok) {
+        /* before anything is sized from its footer: such a file never leaves its store */
+        rc = corrupt(err, path, fo + 212,
+                     "names the rows of another file (a run inside a store, never shipped)");
+        goto fail;
+    }
+    if (rows && g->nrows > UINT32_MAX) { /* rows are named by 32-bit entries */
+        rc = corrupt(err, path, fo + 200, "more rows than a row table can name");
+        goto fail;
+    }
     in->rows = g->nrows;
     /* Section sizes: a product that overflows would wrap to a size that fits the file. */
     uint64_t vbytes = 0, recs_len = 0, sparse_len = 0, mtab_len = 0, vsum_len = 0, rows_len = 0;
@@ -819,6 +997,11 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
         !mul_ok(g->nmeta, STORE_SEG_MTAB_SIZE, &mtab_len) || !mul_ok(g->nvblocks, 4, &vsum_len)) {
         rc = corrupt(err, path, fo, "footer values out of range");
         goto fail;
+    }
+    uint64_t ext_vbytes = 0;
+    if (g->vfile != 0) {
+        ext_vbytes = vbytes;
+        vbytes = 0;
     }
     if (!in_file(fo, STORE_SEG_HEADER, vbytes) || STORE_SEG_HEADER + vbytes != recs_off ||
         !in_file(fo, recs_off, recs_len) || !in_file(fo, ids_off, g->ids_len) ||
@@ -858,6 +1041,8 @@ int store_segment_open_file(const char *path, struct store_segment **out, struct
     }
     if ((rc = check_tables(g, recs_off, meta_off, mtab_off, err)) != ST_OK)
         goto fail;
+    if (g->vfile != 0 && (rc = map_vector_file(g, ext_vbytes, err)) != ST_OK)
+        goto fail;
     *out = g;
     return ST_OK;
 fail:
@@ -877,6 +1062,8 @@ void store_segment_unref(struct store_segment *g)
     if (g == NULL || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     munmap(g->map, g->map_len);
+    if (g->vmap != NULL)
+        munmap(g->vmap, g->vmap_len);
     if (g->doomed) {
         /* Removed from the manifest and no reader left: rename aside, then unlink. A crash in
          * between leaves a *.deleting file that the next open removes. */
@@ -899,7 +1086,12 @@ void store_segment_info(const struct store_segment *g, struct store_segment_info
 const float *store_segment_vector(const struct store_segment *g, uint64_t i)
 {
     uint64_t row = g->rows != NULL ? st_get_le32(g->rows + i * 4) : i;
-    return (const float *)(const void *)(g->map + STORE_SEG_HEADER) + row * g->info.dim;
+    return store_segment_rows_base(g) + row * g->info.dim;
+}
+
+uint64_t store_segment_row(const struct store_segment *g, uint64_t i)
+{
+    return g->rows != NULL ? st_get_le32(g->rows + i * 4) : i;
 }
 
 const float *store_segment_contiguous(const struct store_segment *g)
@@ -909,7 +1101,8 @@ const float *store_segment_contiguous(const struct store_segment *g)
 
 const float *store_segment_rows_base(const struct store_segment *g)
 {
-    return (const float *)(const void *)(g->map + STORE_SEG_HEADER);
+    const uint8_t *base = g->vmap != NULL ? g->vmap : g->map;
+    return (const float *)(const void *)(base + STORE_SEG_HEADER);
 }
 
 void store_segment_record(const struct store_segment *g, uint64_t i, struct store_seg_record *o)

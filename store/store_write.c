@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "segment_format.h"
+#include "st_checksum.h"
 #include "st_coding.h"
 #include "st_log.h"
 #include "st_prom.h"
@@ -108,10 +110,16 @@ int store_wal_sync_locked(struct store *s)
     }
     uint64_t seq = s->written_seq, bytes = s->wal_appended;
     struct store_marks snap = {0};
+    struct store_vlog **logs = NULL;
+    size_t nlogs = 0;
     int rc = store_marks_copy(&snap, &s->applied);
+    if (rc == ST_OK) /* every row the records up to seq name: appended before them */
+        rc = store_vlog_capture_dirty_locked(s, &logs, &nlogs);
     struct store_file *f = s->wal_file;
     pthread_mutex_unlock(&s->mu);
     int64_t t0 = st_clock_mono_ns(NULL);
+    if (rc == ST_OK)
+        rc = store_vlog_sync_captured(logs, nlogs); /* the rows before the records naming them */
     if (rc == ST_OK) {
         rc = store_fs_sync(f, "store.wal.fsync");
         st_hist_observe(&s->wal_sync_hist, (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
@@ -191,17 +199,20 @@ int store_batch_validate(const struct store *s, const struct store_batch *b)
 
 /*
  * Encodes b as a WAL payload (wal_format.h) into s->wiov: the fixed fields, ids and meta are
- * written into s->wbuf, the vectors are referenced where the caller holds them (the format is
- * little-endian float32, the host's layout), so store_log_appendv writes them without a copy.
+ * written into s->wbuf, inline vectors are referenced where the caller holds them (the format
+ * is little-endian float32, the host's layout), so store_log_appendv writes them without a
+ * copy. refs (NULL: a BATCH record, every vector inline) gives per record the vector log row
+ * its vector is in (vfile 0: inline), making a BATCH_REFS record.
  * Caller holds mu (wbuf and wiov are the store's).
  */
-static int wal_encode(struct store *s, const struct store_batch *b, int *iovcnt, size_t *len)
+static int wal_encode(struct store *s, const struct store_batch *b, const struct store_vref *refs,
+                      int *iovcnt, size_t *len)
 {
     size_t vb = (size_t)s->o.dim * sizeof(float);
     bool inline_vecs = __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__;
     size_t need = STORE_WAL_BATCH_HEADER, nv = 1;
     for (uint32_t i = 0; i < b->n; i++) {
-        need += 1 + 10 + b->recs[i].id_len + 24 + 10 + b->recs[i].meta_len;
+        need += 1 + 10 + b->recs[i].id_len + 24 + 10 + b->recs[i].meta_len + 17;
         if (b->recs[i].op == STORE_OP_UPSERT) {
             need += inline_vecs ? vb : 0;
             nv += 2;
@@ -222,7 +233,7 @@ static int wal_encode(struct store *s, const struct store_batch *b, int *iovcnt,
         s->wiov_cap = nv;
     }
     uint8_t *p = s->wbuf;
-    p[0] = STORE_WAL_BATCH;
+    p[0] = refs != NULL ? STORE_WAL_BATCH_REFS : STORE_WAL_BATCH;
     st_put_le32(p + 1, (uint32_t)b->partition);
     st_put_le64(p + 5, (uint64_t)b->offset);
     st_put_le32(p + 13, b->n);
@@ -244,6 +255,16 @@ static int wal_encode(struct store *s, const struct store_batch *b, int *iovcnt,
         o += r->meta_len;
         if (r->op != STORE_OP_UPSERT)
             continue;
+        if (refs != NULL && refs[i].vfile != 0) {
+            p[o++] = STORE_WAL_VEC_REF;
+            st_put_le64(p + o, refs[i].vfile);
+            st_put_le32(p + o + 8, refs[i].row);
+            st_put_le32(p + o + 12, refs[i].sum);
+            o += 16;
+            continue;
+        }
+        if (refs != NULL)
+            p[o++] = STORE_WAL_VEC_INLINE;
         if (inline_vecs) {
             for (uint32_t d = 0; d < s->o.dim; d++)
                 st_put_f32(p + o + 4 * d, r->vec[d]);
@@ -264,22 +285,121 @@ static int wal_encode(struct store *s, const struct store_batch *b, int *iovcnt,
     return ST_OK;
 }
 
-/* Decodes a WAL payload into records pointing into p (vectors copied into *vecs). */
-int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_batch *b,
-                     struct store_record **recs, float **vecs)
+/*
+ * Where each upsert of b puts its vector (s->wrefs): the next rows of its window's vector log,
+ * in record order, or inline when the window's log is closed. The distinct logs the batch
+ * appends to go to s->wplan (a batch spans few windows: the work is records x logs).
+ * *create gets a window that has no log yet (the caller creates it without mu and plans
+ * again). Caller holds mu.
+ */
+static int vlog_plan_locked(struct store *s, const struct store_batch *b, bool *create, int64_t *cw,
+                            int64_t *cwe)
 {
-    if (len < STORE_WAL_BATCH_HEADER || p[0] != STORE_WAL_BATCH)
+    *create = false;
+    s->nwplan = 0;
+    if (b->n > s->wrefs_cap) {
+        struct store_vref *r = realloc(s->wrefs, b->n * sizeof(*r));
+        if (r == NULL)
+            return ST_ENOMEM;
+        s->wrefs = r;
+        s->wrefs_cap = b->n;
+    }
+    for (uint32_t i = 0; i < b->n; i++) {
+        const struct store_record *r = &b->recs[i];
+        s->wrefs[i] = (struct store_vref){0};
+        if (r->op != STORE_OP_UPSERT)
+            continue;
+        size_t k = 0;
+        while (k < s->nwplan && s->wplan[k].v->window != r->window)
+            k++;
+        if (k == s->nwplan) {
+            struct store_vlog *v = store_vlog_find_locked(s, r->window);
+            if (v == NULL) {
+                *create = true;
+                *cw = r->window;
+                *cwe = r->window_end;
+                return ST_OK;
+            }
+            if (s->nwplan == s->wplan_cap) {
+                size_t cap = s->wplan_cap ? s->wplan_cap * 2 : 4;
+                struct store_wplan *p = realloc(s->wplan, cap * sizeof(*p));
+                if (p == NULL)
+                    return ST_ENOMEM;
+                s->wplan = p;
+                s->wplan_cap = cap;
+            }
+            s->wplan[s->nwplan++] = (struct store_wplan){v, v->nrows, 0};
+        }
+        struct store_wplan *pl = &s->wplan[k];
+        if (pl->v->closed)
+            continue;
+        if (pl->next >= UINT32_MAX)
+            return ST_ERANGE; /* more rows than a row table names: see store/README.md */
+        s->wrefs[i].vfile = pl->v->number;
+        s->wrefs[i].row = (uint32_t)pl->next++;
+        s->wrefs[i].sum = st_checksum32(r->vec, (size_t)s->o.dim * sizeof(float));
+        pl->count++;
+    }
+    return ST_OK;
+}
+
+/*
+ * Appends the planned rows to their logs (one writev per log, straight from the caller's
+ * vectors). On failure the store is failed by the caller (a log may hold part of the rows:
+ * recovery cuts rows no record names). *bytes gets the vector bytes written. Caller holds mu,
+ * as it did for the plan.
+ */
+static int vlog_append_locked(struct store *s, const struct store_batch *b, uint64_t *bytes)
+{
+    size_t vb = (size_t)s->o.dim * sizeof(float);
+    *bytes = 0;
+    if (b->n > s->viov_cap) {
+        struct iovec *v = realloc(s->viov, b->n * sizeof(*v));
+        if (v == NULL)
+            return ST_ENOMEM;
+        s->viov = v;
+        s->viov_cap = b->n;
+    }
+    for (size_t k = 0; k < s->nwplan; k++) {
+        struct store_vlog *v = s->wplan[k].v;
+        if (s->wplan[k].count == 0)
+            continue; /* closed: its records are inline */
+        int cnt = 0;
+        for (uint32_t i = 0; i < b->n; i++)
+            if (s->wrefs[i].vfile == v->number)
+                s->viov[cnt++] = (struct iovec){(void *)(uintptr_t)b->recs[i].vec, vb};
+        if (v->f->size != STORE_SEG_HEADER + v->nrows * vb)
+            return ST_EINTERNAL; /* the log's append position disagrees with its rows */
+        int rc = store_fs_writev(v->f, s->viov, cnt, "store.vlog.write");
+        if (rc != ST_OK)
+            return rc;
+        v->nrows += (uint64_t)cnt;
+        v->dirty = true;
+        s->st.vlog_bytes += (uint64_t)cnt * vb;
+        *bytes += (uint64_t)cnt * vb;
+    }
+    return ST_OK;
+}
+
+/* Decodes a WAL payload into records pointing into p (inline vectors copied into *vecs). */
+int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_batch *b,
+                     struct store_record **recs, float **vecs, struct store_vref **refs)
+{
+    if (len < STORE_WAL_BATCH_HEADER || (p[0] != STORE_WAL_BATCH && p[0] != STORE_WAL_BATCH_REFS))
         return ST_ECORRUPT;
+    bool with_refs = p[0] == STORE_WAL_BATCH_REFS;
     b->partition = (int32_t)st_get_le32(p + 1);
     b->offset = (int64_t)st_get_le64(p + 5);
     b->n = st_get_le32(p + 13);
     if (b->n == 0 || b->n > len)
         return ST_ECORRUPT;
     struct store_record *r = calloc(b->n, sizeof(*r));
-    float *v = malloc((size_t)b->n * dim * sizeof(float));
-    if (r == NULL || v == NULL) {
+    float *v = calloc((size_t)b->n * dim, sizeof(float));
+    struct store_vref *f = calloc(b->n, sizeof(*f));
+    if (r == NULL || v == NULL || f == NULL) {
         free(r);
         free(v);
+        free(f);
         return ST_ENOMEM;
     }
     size_t o = STORE_WAL_BATCH_HEADER;
@@ -311,37 +431,55 @@ int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_ba
         r[i].meta = ml ? p + o : NULL;
         r[i].meta_len = (uint32_t)ml;
         o += ml;
-        if (r[i].op == STORE_OP_UPSERT) {
-            if (len - o < (size_t)dim * 4)
+        if (r[i].op != STORE_OP_UPSERT)
+            continue;
+        float *dst = v + (size_t)i * dim;
+        r[i].vec = dst;
+        if (with_refs) {
+            if (o >= len || p[o] > STORE_WAL_VEC_REF)
                 goto bad;
-            float *dst = v + (size_t)i * dim;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            memcpy(dst, p + o, (size_t)dim * 4);
-#else
-            for (uint32_t d = 0; d < dim; d++)
-                dst[d] = st_get_f32(p + o + 4 * d);
-#endif
-            r[i].vec = dst;
-            o += (size_t)dim * 4;
+            if (p[o++] == STORE_WAL_VEC_REF) {
+                if (len - o < 16)
+                    goto bad;
+                f[i].vfile = st_get_le64(p + o);
+                f[i].row = st_get_le32(p + o + 8);
+                f[i].sum = st_get_le32(p + o + 12);
+                if (f[i].vfile == 0)
+                    goto bad;
+                o += 16;
+                continue;
+            }
         }
+        if (len - o < (size_t)dim * 4)
+            goto bad;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(dst, p + o, (size_t)dim * 4);
+#else
+        for (uint32_t d = 0; d < dim; d++)
+            dst[d] = st_get_f32(p + o + 4 * d);
+#endif
+        o += (size_t)dim * 4;
     }
     if (o != len)
         goto bad;
     b->recs = r;
     *recs = r;
     *vecs = v;
+    *refs = f;
     return ST_OK;
 bad:
     free(r);
     free(v);
+    free(f);
     return ST_ECORRUPT;
 }
 
 /* Applies a batch to the memtable and marks. Caller holds mu. */
-int store_apply_locked(struct store *s, const struct store_batch *b)
+int store_apply_locked(struct store *s, const struct store_batch *b, const struct store_vref *refs)
 {
     for (uint32_t i = 0; i < b->n; i++) {
-        int rc = store_mt_add(s->mem, &b->recs[i], b->partition, b->offset, i);
+        int rc = store_mt_add(s->mem, &b->recs[i], b->partition, b->offset, i,
+                              refs != NULL ? &refs[i] : NULL);
         if (rc != ST_OK)
             return rc;
     }
@@ -400,11 +538,18 @@ int store_freeze(struct store *s)
     uint64_t seq = s->written_seq, bytes = s->wal_appended;
     bool publish = s->durable_seq < seq;
     struct store_file *old = s->wal_file;
+    struct store_vlog **logs = NULL;
+    size_t nlogs = 0;
+    rc = store_vlog_capture_dirty_locked(s, &logs, &nlogs);
     pthread_mutex_unlock(&s->mu);
     int64_t t0 = st_clock_mono_ns(NULL);
 
-    /* Always, also with wal_sync none: a file that stops being the last must be complete. */
-    rc = store_fs_sync(old, "store.wal.roll_fsync");
+    /* Always, also with wal_sync none: a file that stops being the last must be complete,
+     * and so must the rows its records name (recovery refuses a bad row before the last file). */
+    if (rc == ST_OK)
+        rc = store_vlog_sync_captured(logs, nlogs);
+    if (rc == ST_OK)
+        rc = store_fs_sync(old, "store.wal.roll_fsync");
 
     pthread_mutex_lock(&s->mu);
     if (rc == ST_OK)
@@ -467,8 +612,23 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             rc = ST_OK; /* a replay: already applied */
             goto out;
         }
-        if (s->mem->bytes < s->o.memtable_size)
-            break;
+        if (s->mem->bytes < s->o.memtable_size) {
+            if (s->o.inline_vectors)
+                break;
+            bool create;
+            int64_t cw, cwe;
+            if ((rc = vlog_plan_locked(s, b, &create, &cw, &cwe)) != ST_OK)
+                goto out;
+            if (!create)
+                break;
+            /* The window's first vector: its log first (file and manifest edit, no mu). */
+            pthread_mutex_unlock(&s->mu);
+            rc = store_vlog_create(s, cw, cwe);
+            pthread_mutex_lock(&s->mu);
+            if (rc != ST_OK)
+                goto out;
+            continue;
+        }
         if (s->nfrozen >= s->o.max_frozen) {
             rc = ST_EAGAIN; /* flushes are behind: back-pressure */
             goto out;
@@ -489,7 +649,13 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
     }
     size_t len;
     int iovcnt;
-    if ((rc = wal_encode(s, b, &iovcnt, &len)) != ST_OK)
+    uint64_t vbytes = 0;
+    const struct store_vref *refs = s->o.inline_vectors ? NULL : s->wrefs;
+    if (refs != NULL && (rc = vlog_append_locked(s, b, &vbytes)) != ST_OK) {
+        store_fail_locked(s, rc, "vector log write");
+        goto out;
+    }
+    if ((rc = wal_encode(s, b, refs, &iovcnt, &len)) != ST_OK)
         goto out;
     rc = store_log_appendv(&s->wal, s->wiov, iovcnt);
     if (rc != ST_OK) {
@@ -498,13 +664,14 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
     }
     s->st.wal_bytes_written += len;
     s->st.wal_live_bytes += len;
-    s->st.bytes_ingested += len;
-    if ((rc = store_apply_locked(s, b)) != ST_OK) {
+    s->st.vlog_bytes_written += vbytes;
+    s->st.bytes_ingested += len + vbytes;
+    if ((rc = store_apply_locked(s, b, refs)) != ST_OK) {
         store_fail_locked(s, rc, "memtable insert");
         goto out;
     }
     uint64_t seq = ++s->written_seq;
-    s->wal_appended += len;
+    s->wal_appended += len + vbytes; /* group commit counts the log rows it must fsync too */
     if (applied != NULL)
         *applied = true;
     if (s->o.wal_sync == STORE_SYNC_NONE) {
@@ -516,7 +683,7 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
         if (first)
             s->unsynced_since_ns = st_clock_mono_ns(NULL);
         uint64_t waiting = s->wal_appended - s->wal_synced;
-        if (first || (waiting >= STORE_SYNC_BYTES && waiting - len < STORE_SYNC_BYTES))
+        if (first || (waiting >= STORE_SYNC_BYTES && waiting - len - vbytes < STORE_SYNC_BYTES))
             pthread_cond_broadcast(&s->work_cv);
     }
     pthread_mutex_unlock(&s->mu);

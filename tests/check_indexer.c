@@ -816,7 +816,7 @@ START_TEST(test_part_rows_layout)
             snprintf(seg, sizeof(seg), "%s/%d.seg", dir, layout);
             snprintf(idx[layout], sizeof(idx[layout]), "%s/%d-%zu.idx", dir, layout, t);
             unlink(seg);
-            struct store_seg_meta m = {0, 60000, STORE_SEG_SEALED, 1, layout == 1};
+            struct store_seg_meta m = {0, 60000, STORE_SEG_SEALED, 1, layout == 1, 0, 0};
             struct st_err err = {0};
             uint64_t bytes;
             ck_assert_msg(store_segment_write(NULL, seg, D, &m, in, N, &bytes, &err) == ST_OK, "%s",

@@ -48,7 +48,7 @@ static uint8_t *make_segment_rows(uint32_t n, uint32_t extra, size_t *len)
                                       .meta_len = i % 5 == 0 ? 0 : (uint32_t)ml,
                                       .row = (uint64_t)(n - 1 - i + extra)};
     }
-    struct store_seg_meta meta = {0, 3600000, STORE_SEG_SEALED, 1, extra > 0};
+    struct store_seg_meta meta = {0, 3600000, STORE_SEG_SEALED, 1, extra > 0, 0, 0};
     struct st_err err = {0};
     uint64_t bytes;
     ck_assert_msg(store_segment_write(NULL, path, DIM, &meta, in, n, &bytes, &err) == ST_OK, "%s",
@@ -496,12 +496,12 @@ START_TEST(test_segment_rows_writer_refuses)
     struct st_err err = {0};
     uint64_t row, bytes;
     struct store_segment_writer *w;
-    struct store_seg_meta m1 = {0, 1000, STORE_SEG_SEALED, 1, false};
+    struct store_seg_meta m1 = {0, 1000, STORE_SEG_SEALED, 1, false, 0, 0};
     ck_assert_int_eq(store_segment_writer_open(NULL, path, DIM, &m1, 4, &w, &err), ST_OK);
     ck_assert_int_eq(store_segment_writer_put_row(w, v, &row, &err), ST_EINVAL);
     store_segment_writer_close(w);
     ck_assert_int_ne(access(path, F_OK), 0); /* an aborted writer leaves no file */
-    struct store_seg_meta m2 = {0, 1000, STORE_SEG_SEALED, 1, true};
+    struct store_seg_meta m2 = {0, 1000, STORE_SEG_SEALED, 1, true, 0, 0};
     ck_assert_int_eq(store_segment_writer_open(NULL, path, DIM, &m2, 4, &w, &err), ST_OK);
     ck_assert_int_eq(store_segment_writer_put_row(w, v, &row, &err), ST_OK);
     ck_assert_uint_eq(row, 0);

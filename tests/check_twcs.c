@@ -642,6 +642,42 @@ START_TEST(test_drop_cost_independent_of_size)
 }
 END_TEST
 
+/* A window whose records were all superseded by the same ids in a later window (inside one
+ * memtable) has no run when it is due: it leaves the table without a seal, and its vector log
+ * goes with it (else the log's bytes would count against the FIFO cap forever). */
+START_TEST(test_empty_window_drops_its_log)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k, NULL), TWCS_ACCEPTED);
+    for (int k = 0; k < 10; k++) /* the same ids, newer, in the next window */
+        ck_assert_int_eq(st_twcs_put(t, 0, 10 + k, k, s + 1000 + k, NULL), TWCS_ACCEPTED);
+    struct store_stats st;
+    store_stats(twcs_store(t), &st);
+    ck_assert_uint_eq(st.vlogs, 2);
+    ck_assert_int_eq(st_twcs_put(t, 0, 30, 100, s + 1250, NULL), TWCS_ACCEPTED); /* watermark */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    win(t, s, &f);
+    ck_assert(!f); /* removed, not sealed */
+    ck_assert_int_eq(n_sealed, 0);
+    store_stats(twcs_store(t), &st);
+    ck_assert_uint_eq(st.vlogs, 1); /* the next window's */
+    for (int k = 0; k < 10; k++)
+        ck_assert(has(t, k));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    t = topen(&o);
+    store_stats(twcs_store(t), &st);
+    ck_assert_uint_eq(st.vlogs, 1);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_write_amplification)
 {
     char *dir = st_test_tmpdir("twcs");
@@ -977,7 +1013,8 @@ START_TEST(test_write_amplification_many_runs)
     store_stats(twcs_store(t), &ss);
     /* The seal rewrote the window: its bytes are compaction bytes too. */
     ck_assert_uint_ge(st.compaction_bytes, merged + w.bytes);
-    ck_assert_uint_eq(st.bytes_written, ss.wal_bytes_written + ss.segment_bytes_written);
+    ck_assert_uint_eq(st.bytes_written,
+                      ss.wal_bytes_written + ss.vlog_bytes_written + ss.segment_bytes_written);
     ck_assert_uint_ge(ss.segment_bytes_written, st.compaction_bytes);
     double wa = (double)st.bytes_written / (double)st.bytes_ingested;
     /* WAL (1) + flushes (~1) + size-tiered merges (~2-4 with 64 KiB runs) + the seal (1):
@@ -1007,6 +1044,7 @@ int main(void)
     tcase_add_test(tc, test_reader_during_drop);
     tcase_add_test(tc, test_drop_cost_independent_of_size);
     tcase_add_test(tc, test_write_amplification);
+    tcase_add_test(tc, test_empty_window_drops_its_log);
     tcase_add_test(tc, test_open_window_cap_and_run_merging);
     tcase_add_test(tc, test_background_tick);
     tcase_add_test(tc, test_late_during_seal_is_resealed);

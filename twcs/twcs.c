@@ -443,7 +443,7 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
     if (t->o.max_bytes > 0) {
         struct store_stats ss;
         store_stats(t->s, &ss);
-        if (ss.segment_bytes + ss.wal_live_bytes > t->o.max_bytes)
+        if (ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes > t->o.max_bytes)
             return ST_EAGAIN; /* FIFO cap: pause until the tick drops sealed windows */
     }
     pthread_rwlock_rdlock(&t->gate);
@@ -505,6 +505,7 @@ struct wsegs {
     uint64_t sealed; /* file number of the SEALED base, 0 if none */
     uint64_t records, bytes;
     uint64_t *run_bytes;
+    uint64_t *run_vfile; /* the vector log a run names rows of (0: it holds its vectors) */
 };
 
 static int segs_of(struct twcs *t, int64_t start, struct wsegs *ws)
@@ -517,7 +518,8 @@ static int segs_of(struct twcs *t, int64_t start, struct wsegs *ws)
     size_t n = store_snapshot_count(snap);
     ws->runs = malloc((n ? n : 1) * sizeof(*ws->runs));
     ws->run_bytes = malloc((n ? n : 1) * sizeof(*ws->run_bytes));
-    if (ws->runs == NULL || ws->run_bytes == NULL) {
+    ws->run_vfile = malloc((n ? n : 1) * sizeof(*ws->run_vfile));
+    if (ws->runs == NULL || ws->run_bytes == NULL || ws->run_vfile == NULL) {
         store_snapshot_release(snap);
         return ST_ENOMEM;
     }
@@ -532,6 +534,7 @@ static int segs_of(struct twcs *t, int64_t start, struct wsegs *ws)
             ws->sealed = in.file_number;
         } else {
             ws->run_bytes[ws->nruns] = in.bytes;
+            ws->run_vfile[ws->nruns] = in.vector_file;
             ws->runs[ws->nruns++] = in.file_number;
         }
     }
@@ -569,6 +572,7 @@ static void segs_free(struct wsegs *ws)
 {
     free(ws->runs);
     free(ws->run_bytes);
+    free(ws->run_vfile);
 }
 
 /* Seals (version 1) or re-seals (version+1) window w. Caller holds tick_mu. */
@@ -592,9 +596,13 @@ static int seal_window(struct twcs *t, struct store_window w)
         if (rc == ST_OK)
             segs_free(&ws);
         if (empty) {
+            /* With its vector log, if it has one (its rows all superseded elsewhere): a drop
+             * of no segment, in one manifest edit with the window's removal. */
             struct store_window rm = w;
             rm.state = STORE_WINDOW_REMOVE;
-            rc = store_window_put(t->s, &rm);
+            struct store_edit_extra x = {.windows = &rm, .nwindows = 1};
+            size_t removed;
+            rc = store_drop_window(t->s, w.start, &x, &removed);
             pthread_mutex_lock(&t->mu);
             if (rc == ST_OK) /* the cache too, or every tick would remove it again */
                 rc = reload_windows(t);
@@ -711,13 +719,21 @@ fail:
     return rc;
 }
 
-static int cmp_u64pair(const void *a, const void *b)
+static int cmp_u64triple(const void *a, const void *b)
 {
     const uint64_t *x = a, *y = b;
-    return x[0] < y[0] ? -1 : x[0] > y[0];
+    for (int i = 0; i < 3; i++)
+        if (x[i] != y[i])
+            return x[i] < y[i] ? -1 : 1;
+    return 0;
 }
 
-/* Size-tiered merge of an open window's runs: merge the smallest runs once there are enough. */
+/*
+ * Size-tiered merge of an open window's runs: merge the smallest runs once there are enough.
+ * Runs are merged only with runs of their kind: those naming rows of the same vector log (the
+ * merge writes only their tables), or those holding their own vectors (deletes, late data).
+ * Mixing would copy the log's vectors into a new file: a second write of each.
+ */
 static int merge_runs(struct twcs *t, struct store_window w)
 {
     struct wsegs ws;
@@ -726,36 +742,52 @@ static int merge_runs(struct twcs *t, struct store_window w)
         segs_free(&ws);
         return rc;
     }
-    uint64_t(*pairs)[2] = malloc(ws.nruns * sizeof(*pairs));
-    if (pairs == NULL) {
+    uint64_t(*trip)[3] = malloc(ws.nruns * sizeof(*trip)); /* vector file, bytes, number */
+    if (trip == NULL) {
         segs_free(&ws);
         return ST_ENOMEM;
     }
     for (size_t i = 0; i < ws.nruns; i++) {
-        pairs[i][0] = ws.run_bytes[i];
-        pairs[i][1] = ws.runs[i];
+        trip[i][0] = ws.run_vfile[i];
+        trip[i][1] = ws.run_bytes[i];
+        trip[i][2] = ws.runs[i];
     }
-    qsort(pairs, ws.nruns, sizeof(*pairs), cmp_u64pair);
-    size_t n = ws.nruns < t->o.runs_max_merge ? ws.nruns : t->o.runs_max_merge;
-    uint64_t *in = malloc(n * sizeof(*in));
-    if (in != NULL) {
-        for (size_t i = 0; i < n; i++)
-            in[i] = pairs[i][1];
-        struct store_segment_info mi = {0};
-        atomic_fetch_add(&t->merging, 1);
-        rc = store_merge(t->s, in, n, STORE_SEG_RUN, 0, NULL, &mi);
-        atomic_fetch_sub(&t->merging, 1);
-        if (rc == ST_OK) {
-            pthread_mutex_lock(&t->mu);
-            t->st.merges++;
-            t->st.compaction_bytes += mi.bytes;
-            pthread_mutex_unlock(&t->mu);
+    qsort(trip, ws.nruns, sizeof(*trip), cmp_u64triple);
+    /* the kind with the most runs */
+    size_t best = 0, best_n = 0;
+    for (size_t i = 0; i < ws.nruns;) {
+        size_t j = i;
+        while (j < ws.nruns && trip[j][0] == trip[i][0])
+            j++;
+        if (j - i > best_n) {
+            best = i;
+            best_n = j - i;
         }
-    } else {
-        rc = ST_ENOMEM;
+        i = j;
+    }
+    uint64_t *in = NULL;
+    if (best_n >= t->o.runs_min_merge) {
+        size_t n = best_n < t->o.runs_max_merge ? best_n : t->o.runs_max_merge;
+        in = malloc(n * sizeof(*in));
+        if (in == NULL) {
+            rc = ST_ENOMEM;
+        } else {
+            for (size_t i = 0; i < n; i++)
+                in[i] = trip[best + i][2]; /* the smallest of that kind */
+            struct store_segment_info mi = {0};
+            atomic_fetch_add(&t->merging, 1);
+            rc = store_merge(t->s, in, n, STORE_SEG_RUN, 0, NULL, &mi);
+            atomic_fetch_sub(&t->merging, 1);
+            if (rc == ST_OK) {
+                pthread_mutex_lock(&t->mu);
+                t->st.merges++;
+                t->st.compaction_bytes += mi.bytes;
+                pthread_mutex_unlock(&t->mu);
+            }
+        }
     }
     free(in);
-    free(pairs);
+    free(trip);
     segs_free(&ws);
     return rc;
 }
@@ -829,25 +861,34 @@ int twcs_tick(struct twcs *t)
     free(runs);
 
     /* 1. Seal every open window the watermark has passed (oldest first), and re-seal sealed
-     *    windows whose late deltas have waited long enough. One flush serves them all. */
-    bool flushed = false;
-    for (size_t i = 0; i < nw; i++) {
+     *    windows whose late deltas have waited long enough. Their vector logs are closed
+     *    first (later records keep their vectors inline), then one flush serves them all: it
+     *    leaves every record naming a log's rows in the runs the seal takes. */
+    bool *sealing = calloc(nw ? nw : 1, sizeof(*sealing));
+    size_t nsealing = 0;
+    for (size_t i = 0; sealing != NULL && i < nw; i++) {
         bool due =
             ws[i].state == TWCS_OPEN && wm != INT64_MIN && wm >= sat_add(ws[i].end, t->o.grace_ms);
         bool reseal = ws[i].state == TWCS_SEALED && ds[i] != 0 &&
                       now_mono - (ds[i] - 1) >= t->o.reseal_delay_ms;
         if (!due && !reseal)
             continue;
-        if (!flushed) {
-            rc = store_flush(t->s);
-            if (rc != ST_OK)
-                break;
-            flushed = true;
-        }
-        rc = seal_window(t, ws[i]);
-        if (rc != ST_OK && first == ST_OK)
-            first = rc;
+        store_window_close_log(t->s, ws[i].start);
+        sealing[i] = true;
+        nsealing++;
     }
+    if (sealing == NULL)
+        rc = ST_ENOMEM;
+    else if (nsealing > 0)
+        rc = store_flush(t->s);
+    for (size_t i = 0; rc == ST_OK && i < nw; i++) {
+        if (!sealing[i])
+            continue;
+        int src = seal_window(t, ws[i]);
+        if (src != ST_OK && first == ST_OK)
+            first = src;
+    }
+    free(sealing);
     /* 2. Bound the number of runs of open windows. */
     for (size_t i = 0; rc == ST_OK && i < nw; i++)
         if (ws[i].state == TWCS_OPEN)
@@ -879,7 +920,7 @@ int twcs_tick(struct twcs *t)
     while (t->o.max_bytes > 0 && drops < t->o.drops_per_tick) {
         struct store_stats ss;
         store_stats(t->s, &ss);
-        if (ss.segment_bytes + ss.wal_live_bytes <= t->o.max_bytes)
+        if (ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes <= t->o.max_bytes)
             break;
         pthread_mutex_lock(&t->mu);
         struct store_window victim = {0};
@@ -962,7 +1003,7 @@ void twcs_stats(struct twcs *t, struct twcs_stats *out)
     *out = t->st;
     pthread_mutex_unlock(&t->mu);
     out->bytes_ingested = ss.bytes_ingested;
-    out->bytes_written = ss.wal_bytes_written + ss.segment_bytes_written;
+    out->bytes_written = ss.wal_bytes_written + ss.vlog_bytes_written + ss.segment_bytes_written;
     out->merging = (uint32_t)atomic_load(&t->merging);
 }
 

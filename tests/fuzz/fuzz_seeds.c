@@ -165,7 +165,7 @@ static void segments(const char *tmp)
                                           i % 3 == 0 ? 0 : (uint32_t)ml,
                                           (uint64_t)(n - i)};
         }
-        struct store_seg_meta meta = {0, 60000, (enum store_seg_kind)(t % 3), 1, t % 2 == 1};
+        struct store_seg_meta meta = {0, 60000, (enum store_seg_kind)(t % 3), 1, t % 2 == 1, 0, 0};
         struct st_err err = {0};
         uint64_t bytes;
         unlink(path);

@@ -26,7 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             struct store_batch b;
             struct store_record *recs;
             float *vecs;
-            if (store_wal_decode(dims[d], p, len, &b, &recs, &vecs) != ST_OK)
+            struct store_vref *refs;
+            if (store_wal_decode(dims[d], p, len, &b, &recs, &vecs, &refs) != ST_OK)
                 continue;
             for (uint32_t i = 0; i < b.n; i++) {
                 sink += recs[i].id_len + recs[i].meta_len;
@@ -36,7 +37,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     sink += recs[i].meta[recs[i].meta_len - 1];
                 if (recs[i].vec != NULL)
                     sink += recs[i].vec[dims[d] - 1] != 0;
+                if (refs[i].vfile != 0 && recs[i].op != STORE_OP_UPSERT)
+                    abort(); /* only an upsert's vector is a row */
+                sink += refs[i].row;
             }
+            free(refs);
             free(recs);
             free(vecs);
         }

@@ -1,0 +1,1147 @@
+/*
+ * check_vlog.c — the write-once path: window vector logs, metadata-only runs, seal by
+ * completing the log, and recovery when a log and the WAL reached the disk unevenly.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "segment_format.h"
+#include "st_checksum.h"
+#include "st_coding.h"
+#include "st_fault.h"
+#include "st_test.h"
+#include "store.h"
+#include "store_int.h"
+
+#define WIN 1000 /* windows are [k*1000, (k+1)*1000) ms */
+
+struct vt {
+    char *dir;
+    uint32_t dim;
+    struct store *s;
+};
+
+static struct store *vt_open_opts(const char *dir, uint32_t dim, uint64_t memtable, bool pitr,
+                                  struct st_err *err, int *rc)
+{
+    struct store_opts o = {.dir = dir,
+                           .dim = dim,
+                           .wal_sync = STORE_SYNC_NONE,
+                           .no_background = true,
+                           .memtable_size = memtable,
+                           .max_frozen = 64,
+                           .point_in_time_recovery = pitr};
+    struct store *s = NULL;
+    *rc = store_open(&o, &s, err);
+    return s;
+}
+
+static struct store *vt_open(const char *dir, uint32_t dim, uint64_t memtable)
+{
+    struct st_err err = {0};
+    int rc;
+    struct store *s = vt_open_opts(dir, dim, memtable, false, &err, &rc);
+    ck_assert_msg(rc == ST_OK, "store_open(%s): %s", dir, err.msg);
+    return s;
+}
+
+static void vec_of(float *v, uint32_t dim, int val)
+{
+    for (uint32_t d = 0; d < dim; d++)
+        v[d] = (float)val + (float)d / 1024.0f;
+}
+
+/* One batch (Kafka offset off) of n records id-<k0+i>, value val+i, in the window of ts. */
+static int put_batch(struct store *s, uint32_t dim, int64_t off, int k0, int n, int64_t ts, int val,
+                     uint8_t op)
+{
+    struct store_record *r = calloc((size_t)n, sizeof(*r));
+    float *v = malloc((size_t)n * dim * sizeof(float));
+    char(*ids)[32] = malloc((size_t)n * 32);
+    ck_assert(r != NULL && v != NULL && ids != NULL);
+    for (int i = 0; i < n; i++) {
+        snprintf(ids[i], 32, "id-%d", k0 + i);
+        vec_of(v + (size_t)i * dim, dim, val + i);
+        r[i] = (struct store_record){.id = (const uint8_t *)ids[i],
+                                     .id_len = (uint32_t)strlen(ids[i]),
+                                     .ts = ts,
+                                     .window = ts - ts % WIN,
+                                     .window_end = ts - ts % WIN + WIN,
+                                     .op = op,
+                                     .vec = v + (size_t)i * dim};
+    }
+    struct store_batch b = {.partition = 0, .offset = off, .n = (uint32_t)n, .recs = r};
+    bool applied;
+    int rc;
+    while ((rc = store_write(s, &b, &applied)) == ST_EAGAIN)
+        ck_assert_int_eq(store_flush(s), ST_OK);
+    free(r);
+    free(v);
+    free(ids);
+    return rc;
+}
+
+/* The value of id-<k> (its vector checked against it), or -1 when absent or deleted. */
+static int val_of(struct store *s, uint32_t dim, int k)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    float *v = malloc(dim * sizeof(float)), *want = malloc(dim * sizeof(float));
+    struct store_value val = {.vec = v};
+    int rc = store_get(s, (const uint8_t *)id, (uint32_t)strlen(id), &val);
+    int out = -1;
+    if (rc == ST_OK) {
+        out = (int)v[0];
+        vec_of(want, dim, out);
+        ck_assert_msg(memcmp(v, want, dim * sizeof(float)) == 0, "id-%d: vector differs", k);
+        free(val.meta);
+    } else {
+        ck_assert_int_eq(rc, ST_ENOTFOUND);
+    }
+    free(v);
+    free(want);
+    return out;
+}
+
+/* File numbers of the segments of one window, and how many of them are sealed. */
+static uint64_t *segs_of(struct store *s, int64_t start, size_t *n, size_t *sealed)
+{
+    struct store_snapshot *snap;
+    ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
+    uint64_t *out = calloc(store_snapshot_count(snap) + 1, sizeof(*out));
+    *n = 0;
+    if (sealed != NULL)
+        *sealed = 0;
+    for (size_t i = 0; i < store_snapshot_count(snap); i++) {
+        struct store_segment_info in;
+        store_segment_info(store_snapshot_segment(snap, i), &in);
+        if (in.window_start != start)
+            continue;
+        out[(*n)++] = in.file_number;
+        if (sealed != NULL && in.kind == STORE_SEG_SEALED)
+            (*sealed)++;
+    }
+    store_snapshot_release(snap);
+    return out;
+}
+
+/* Seals window start as twcs does: close its log, flush, merge every segment of it. */
+static int seal(struct store *s, int64_t start, uint32_t version, struct store_segment_info *out)
+{
+    store_window_close_log(s, start);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    size_t n;
+    uint64_t *in = segs_of(s, start, &n, NULL);
+    ck_assert_uint_gt(n, 0);
+    int rc = store_merge(s, in, n, STORE_SEG_SEALED, version, NULL, out);
+    free(in);
+    return rc;
+}
+
+static uint64_t file_size(const char *dir, uint64_t number)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/%06llu.seg", dir, (unsigned long long)number);
+    struct stat st;
+    return stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Every vector byte reaches the disk once: the log holds each upsert's vector, the runs and
+ * the seal write only tables, the sealed segment is the log itself, and all bytes written
+ * (WAL, logs, runs, seal) stay within 1.2x the vectors for 768-d. */
+START_TEST(test_write_once)
+{
+    const uint32_t dim = 768;
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = vt_open(dir, dim, 4u << 20); /* ~1300 records a memtable: many runs */
+    int64_t off = 0;
+    uint64_t upserts = 0;
+    for (int w = 0; w < 3; w++) {
+        for (int b = 0; b < 60; b++) { /* 60 batches of 50: 3000 records, 300 ids rewritten */
+            int k0 = w * 100000 + (b % 54) * 50;
+            ck_assert_int_eq(
+                put_batch(s, dim, off++, k0, 50, w * WIN + b, w * 100000 + b * 50, STORE_OP_UPSERT),
+                ST_OK);
+            upserts += 50;
+        }
+        ck_assert_int_eq(
+            put_batch(s, dim, off++, w * 100000, 10, w * WIN + 500, 0, STORE_OP_DELETE), ST_OK);
+    }
+    struct store_stats st;
+    store_stats(s, &st);
+    ck_assert_uint_eq(st.vlogs, 3);
+    ck_assert_uint_eq(st.vlog_bytes_written, upserts * dim * 4); /* each vector once */
+    for (int w = 0; w < 3; w++) {
+        size_t n;
+        free(segs_of(s, w * WIN, &n, NULL));
+        struct store_segment_info out;
+        ck_assert_int_eq(seal(s, w * WIN, 1, &out), ST_OK);
+        ck_assert_int_eq(out.kind, STORE_SEG_SEALED);
+        ck_assert_uint_eq(out.count, 54 * 50);     /* deletes included, rewritten ids once */
+        ck_assert_uint_eq(out.rows, 60 * 50 + 10); /* superseded rows stay; deletes' zero rows */
+        ck_assert_uint_eq(file_size(dir, out.file_number), out.bytes);
+    }
+    store_stats(s, &st);
+    ck_assert_uint_eq(st.vlogs, 0);
+    uint64_t vec_bytes = upserts * dim * 4;
+    uint64_t written = st.wal_bytes_written + st.vlog_bytes_written + st.segment_bytes_written;
+    ck_assert_msg(written <= vec_bytes * 12 / 10, "wrote %llu bytes for %llu of vectors",
+                  (unsigned long long)written, (unsigned long long)vec_bytes);
+    /* deletes' rows (zeros) are appended at the seal: that is all a seal writes of vectors */
+    ck_assert_uint_lt(st.segment_bytes_written, vec_bytes / 10);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int w = 0; w < 3; w++) {
+            for (int i = 0; i < 54 * 50; i++) {
+                int k = w * 100000 + i;
+                /* ids 0..299 of each window were written twice (b and b + 54), then the first
+                 * 10 deleted */
+                int want = i < 10 ? -1 : i < 300 ? w * 100000 + 54 * 50 + i : w * 100000 + i;
+                ck_assert_int_eq(val_of(s, dim, k), want);
+            }
+        }
+        struct store_snapshot *snap;
+        ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
+        ck_assert_uint_eq(store_snapshot_count(snap), 3);
+        for (size_t i = 0; i < 3; i++) {
+            struct st_err err = {0};
+            ck_assert_msg(store_segment_verify(store_snapshot_segment(snap, i), &err) == ST_OK,
+                          "%s", err.msg);
+        }
+        store_snapshot_release(snap);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        s = vt_open(dir, dim, 4u << 20);
+    }
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The process dies (no close, no fsync) after writing batches 0..9 of window 0: what the page
+ * cache holds survives a process crash, so everything is there. */
+static void crash_after_batches(const char *dir, int batches, bool roll)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct store *s = vt_open(dir, 8, 1u << 20);
+        for (int b = 0; b < batches; b++) {
+            if (put_batch(s, 8, b, b * 10, 10, 100 + b, b * 10, STORE_OP_UPSERT) != ST_OK)
+                _exit(2);
+            if (roll && b == batches / 2) {
+                /* a WAL roll: the first file stops being the last one (no flush: no_background
+                 * keeps the frozen memtable, and its WAL file, until store_flush) */
+                pthread_mutex_lock(&s->sync_mu);
+                int rc = store_freeze(s);
+                pthread_mutex_unlock(&s->sync_mu);
+                if (rc != ST_OK)
+                    _exit(3);
+            }
+        }
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static uint64_t only_vlog(const char *dir)
+{
+    /* the window's log is the only .seg in a store that never flushed */
+    DIR *d = opendir(dir);
+    uint64_t num = 0;
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        size_t l = strlen(de->d_name);
+        if (l > 4 && strcmp(de->d_name + l - 4, ".seg") == 0) {
+            num = strtoull(de->d_name, NULL, 10);
+            n++;
+        }
+    }
+    closedir(d);
+    ck_assert_int_eq(n, 1);
+    return num;
+}
+
+static void check_prefix(struct store *s, int kept, int batches)
+{
+    int64_t mark = -2;
+    int rc = store_applied_offset(s, 0, &mark);
+    if (kept == 0)
+        ck_assert_int_eq(rc, ST_ENOTFOUND);
+    else
+        ck_assert_int_eq(mark, kept - 1);
+    for (int b = 0; b < batches; b++)
+        for (int i = 0; i < 10; i++)
+            ck_assert_int_eq(val_of(s, 8, b * 10 + i), b < kept ? b * 10 + i : -1);
+}
+
+/* "The WAL reached the disk, the log did not": rows cut from the end of the log (or a byte of
+ * one row damaged) end the replay at the first record naming a missing row; the records before
+ * it are intact, the log is cut to the rows they name, and writing goes on from there. */
+START_TEST(test_rows_missing_end_replay)
+{
+    const uint32_t rb = 8 * 4;
+    for (int variant = 0; variant < 3; variant++) {
+        char *dir = st_test_tmpdir("vlog");
+        crash_after_batches(dir, 10, false);
+        uint64_t vnum = only_vlog(dir);
+        char p[600];
+        snprintf(p, sizeof(p), "%s/%06llu.seg", dir, (unsigned long long)vnum);
+        ck_assert_uint_eq(file_size(dir, vnum), STORE_SEG_HEADER + 100 * rb);
+        int kept;
+        if (variant == 0) { /* the last 25 rows (batch 7's last 5, 8, 9) never made it */
+            ck_assert_int_eq(truncate(p, STORE_SEG_HEADER + 75 * rb), 0);
+            kept = 7;
+        } else if (variant == 1) { /* a torn row: half of row 42 */
+            ck_assert_int_eq(truncate(p, STORE_SEG_HEADER + 42 * rb + rb / 2), 0);
+            kept = 4;
+        } else { /* row 55 holds other bytes (written back out of order, then lost) */
+            int fd = open(p, O_RDWR);
+            uint8_t x = 0x5a;
+            ck_assert_int_eq(pwrite(fd, &x, 1, STORE_SEG_HEADER + 55 * rb + 3), 1);
+            close(fd);
+            kept = 5;
+        }
+        struct store *s = vt_open(dir, 8, 1u << 20);
+        check_prefix(s, kept, 10);
+        ck_assert_uint_eq(file_size(dir, vnum), STORE_SEG_HEADER + (uint64_t)kept * 10 * rb);
+        /* the lost batches come again from Kafka and land after the rows kept */
+        for (int b = kept; b < 10; b++)
+            ck_assert_int_eq(put_batch(s, 8, b, b * 10, 10, 100 + b, b * 10, STORE_OP_UPSERT),
+                             ST_OK);
+        check_prefix(s, 10, 10);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        s = vt_open(dir, 8, 1u << 20);
+        check_prefix(s, 10, 10);
+        struct store_segment_info out;
+        ck_assert_int_eq(seal(s, 0, 1, &out), ST_OK);
+        ck_assert_uint_eq(out.file_number, vnum);
+        check_prefix(s, 10, 10);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        st_test_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
+/* A missing row named by a WAL file that is not the last one cannot be a torn group commit
+ * (a roll fsyncs the logs, then the old file): refused as corruption, with its file; point-in-
+ * time recovery keeps the prefix. */
+START_TEST(test_rows_missing_before_last_wal)
+{
+    char *dir = st_test_tmpdir("vlog");
+    crash_after_batches(dir, 10, true); /* roll after batch 5: batches 0..5 in the first file */
+    uint64_t vnum = only_vlog(dir);
+    char p[600];
+    snprintf(p, sizeof(p), "%s/%06llu.seg", dir, (unsigned long long)vnum);
+    int fd = open(p, O_RDWR);
+    uint8_t x = 0xa5;
+    ck_assert_int_eq(pwrite(fd, &x, 1, STORE_SEG_HEADER + 21 * 32), 1); /* row 21: batch 2 */
+    close(fd);
+    struct st_err err = {0};
+    int rc;
+    struct store *s = vt_open_opts(dir, 8, 1u << 20, false, &err, &rc);
+    ck_assert_int_eq(rc, ST_ECORRUPT);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err.msg, ".log") != NULL && strstr(err.msg, "vector row") != NULL, "%s",
+                  err.msg);
+    s = vt_open_opts(dir, 8, 1u << 20, true, &err, &rc);
+    ck_assert_msg(rc == ST_OK, "%s", err.msg);
+    check_prefix(s, 2, 10);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Late data: records written after the log closed keep their vectors inline and join the seal
+ * as appended rows; records after the seal get a new log, whose re-seal takes the sealed
+ * segment's vectors as appended rows. Each step survives a reopen. */
+START_TEST(test_late_data_and_reseal)
+{
+    const uint32_t dim = 8;
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = vt_open(dir, dim, 1u << 20);
+    ck_assert_int_eq(put_batch(s, dim, 0, 0, 50, 100, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 1, 50, 50, 200, 50, STORE_OP_UPSERT), ST_OK);
+    store_window_close_log(s, 0);
+    /* after the close: inline (ids 100..119 new, 0..9 rewritten) */
+    ck_assert_int_eq(put_batch(s, dim, 2, 100, 20, 300, 1100, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 3, 0, 10, 301, 1000, STORE_OP_UPSERT), ST_OK);
+    struct store_stats st;
+    store_stats(s, &st);
+    ck_assert_uint_eq(st.vlog_bytes_written, 100 * dim * 4); /* the closed log got no more */
+    struct store_segment_info s1;
+    ck_assert_int_eq(seal(s, 0, 1, &s1), ST_OK);
+    ck_assert_uint_eq(s1.count, 120);
+    ck_assert_uint_eq(s1.rows, 100 + 30); /* the log's 100 rows, then 30 inline ones appended */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < 120; k++)
+            ck_assert_int_eq(val_of(s, dim, k), k < 10 ? 1000 + k : k < 100 ? k : 1000 + k);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        s = vt_open(dir, dim, 1u << 20);
+    }
+    /* after the seal: a new log for the same window */
+    ck_assert_int_eq(put_batch(s, dim, 4, 200, 10, 400, 200, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 5, 20, 5, 401, 2020, STORE_OP_UPSERT), ST_OK);
+    store_stats(s, &st);
+    ck_assert_uint_eq(st.vlogs, 1);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = vt_open(dir, dim, 1u << 20); /* the new log's rows come back from the WAL */
+    struct store_segment_info s2;
+    ck_assert_int_eq(seal(s, 0, 2, &s2), ST_OK);
+    ck_assert_uint_ne(s2.file_number, s1.file_number);
+    ck_assert_uint_eq(s2.count, 130);
+    /* its own 15 rows, then the old sealed segment's 120 records but the 5 superseded here */
+    ck_assert_uint_eq(s2.rows, 15 + 115);
+    ck_assert_uint_eq(file_size(dir, s1.file_number), 0); /* the old sealed segment is gone */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < 120; k++)
+            ck_assert_int_eq(val_of(s, dim, k), k < 10    ? 1000 + k
+                                                : k < 20  ? k
+                                                : k < 25  ? 2000 + k
+                                                : k < 100 ? k
+                                                          : 1000 + k);
+        for (int k = 200; k < 210; k++)
+            ck_assert_int_eq(val_of(s, dim, k), k);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        s = vt_open(dir, dim, 1u << 20);
+    }
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A seal must take every record naming the log's rows: while a memtable still names some it is
+ * refused with ST_EAGAIN, and a run naming them left out of the inputs is ST_ENOTFOUND. */
+START_TEST(test_seal_takes_every_row)
+{
+    const uint32_t dim = 8;
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = vt_open(dir, dim, 1u << 20);
+    ck_assert_int_eq(put_batch(s, dim, 0, 0, 20, 100, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 1, 20, 20, 100, 20, STORE_OP_UPSERT), ST_OK);
+    size_t n;
+    uint64_t *in = segs_of(s, 0, &n, NULL);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(store_merge(s, in, n, STORE_SEG_SEALED, 1, NULL, NULL), ST_EAGAIN);
+    free(in);
+    /* the merge closed the log: the next records are inline */
+    ck_assert_int_eq(put_batch(s, dim, 2, 40, 5, 100, 40, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    in = segs_of(s, 0, &n, NULL);
+    ck_assert_uint_eq(n, 3); /* two runs naming log rows, one holding the inline vectors */
+    ck_assert_int_eq(store_merge(s, in, 1, STORE_SEG_SEALED, 1, NULL, NULL), ST_ENOTFOUND);
+    struct store_segment_info out;
+    ck_assert_int_eq(store_merge(s, in, n, STORE_SEG_SEALED, 1, NULL, &out), ST_OK);
+    ck_assert_uint_eq(out.count, 45);
+    for (int k = 0; k < 45; k++)
+        ck_assert_int_eq(val_of(s, dim, k), k);
+    free(in);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Dropping a window whose log is open removes the log with its runs; nothing is left over. */
+START_TEST(test_drop_open_window)
+{
+    const uint32_t dim = 8;
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = vt_open(dir, dim, 1u << 20);
+    ck_assert_int_eq(put_batch(s, dim, 0, 0, 20, 100, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 1, 100, 20, 1100, 100, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    /* a snapshot reading a run of the window keeps reading while the drop unlinks */
+    struct store_snapshot *snap;
+    ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
+    size_t removed;
+    ck_assert_int_eq(store_drop_window(s, 0, NULL, &removed), ST_OK);
+    ck_assert_uint_eq(removed, 1);
+    struct store_stats st;
+    store_stats(s, &st);
+    ck_assert_uint_eq(st.vlogs, 1);
+    for (size_t i = 0; i < store_snapshot_count(snap); i++) {
+        struct store_segment *g = store_snapshot_segment(snap, i);
+        struct store_segment_info in;
+        store_segment_info(g, &in);
+        for (uint64_t r = 0; r < in.count; r++)
+            ck_assert(store_segment_vector(g, r)[0] >= 0.0f); /* mapped, readable */
+    }
+    store_snapshot_release(snap);
+    for (int k = 0; k < 20; k++) {
+        ck_assert_int_eq(val_of(s, dim, k), -1);
+        ck_assert_int_eq(val_of(s, dim, 100 + k), 100 + k);
+    }
+    ck_assert_int_eq(store_close(s), ST_OK);
+    /* two .seg files: the other window's log and its run */
+    DIR *d = opendir(dir);
+    int segs = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        segs += strstr(de->d_name, ".seg") != NULL;
+    closedir(d);
+    ck_assert_int_eq(segs, 2);
+    s = vt_open(dir, dim, 1u << 20);
+    for (int k = 0; k < 20; k++)
+        ck_assert_int_eq(val_of(s, dim, 100 + k), 100 + k);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A run naming rows of a vector file is only as good as that file: one too short for the rows
+ * it claims, one of another dim, or none at all is refused with the file named. */
+START_TEST(test_external_rows_untrusted)
+{
+    const uint32_t dim = 4;
+    char *dir = st_test_tmpdir("vlog");
+    char vpath[600], rpath[600];
+    snprintf(vpath, sizeof(vpath), "%s/000007.seg", dir);
+    snprintf(rpath, sizeof(rpath), "%s/000008.seg", dir);
+    struct store_seg_in in[2] = {
+        {.id = (const uint8_t *)"a", .id_len = 1, .ts = 5, .row = 3},
+        {.id = (const uint8_t *)"b", .id_len = 1, .ts = 6, .row = 1},
+    };
+    struct store_seg_meta meta = {0, 1000, STORE_SEG_RUN, 0, true, 7, 4};
+    struct st_err err = {0};
+    uint64_t bytes;
+    ck_assert_int_eq(store_segment_write(NULL, rpath, dim, &meta, in, 2, &bytes, &err), ST_OK);
+    struct store_segment *g = NULL;
+    for (int variant = 0; variant < 4; variant++) {
+        unlink(vpath);
+        uint8_t head[STORE_SEG_HEADER] = {0};
+        memcpy(head, STORE_SEG_MAGIC, 8);
+        head[8] = STORE_SEG_VERSION_ROWS;
+        head[12] = (uint8_t)(variant == 2 ? dim + 1 : dim);
+        size_t rows = variant == 1 ? 3 : 4;
+        if (variant != 0) {
+            FILE *f = fopen(vpath, "wb");
+            fwrite(head, 1, sizeof(head), f);
+            for (size_t r = 0; r < rows; r++) {
+                float v[4] = {(float)r, 1, 2, 3};
+                fwrite(v, 1, sizeof(v), f);
+            }
+            fclose(f);
+        }
+        st_err_clear(&err);
+        int rc = store_segment_open(rpath, true, &g, &err);
+        if (variant == 3) {
+            ck_assert_msg(rc == ST_OK, "%s", err.msg);
+            ck_assert(store_segment_vector(g, 0)[0] == 3.0f); /* "a" names row 3 */
+            ck_assert(store_segment_vector(g, 1)[0] == 1.0f);
+            ck_assert_ptr_null(store_segment_contiguous(g));
+            ck_assert_int_eq(store_segment_verify(g, &err), ST_OK);
+            store_segment_unref(g);
+            /* what may travel to another host (store_segment_open_file: indexers, fuzzers)
+             * must stand alone: a run naming another file's rows is refused, unopened */
+            g = NULL;
+            ck_assert_int_eq(store_segment_open_file(rpath, &g, &err), ST_ECORRUPT);
+            ck_assert_ptr_null(g);
+            ck_assert_msg(strstr(err.msg, "another file") != NULL, "%s", err.msg);
+        } else {
+            ck_assert_int_ne(rc, ST_OK);
+            ck_assert_msg(strstr(err.msg, "000007.seg") != NULL, "%s", err.msg);
+        }
+    }
+    /* a run may not name a row at or past the rows it claims (checked as for any v2 file) */
+    in[0].row = 4;
+    unlink(rpath);
+    ck_assert_int_eq(store_segment_write(NULL, rpath, dim, &meta, in, 2, &bytes, &err), ST_EINVAL);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * The write path's crash matrix: a workload that creates two windows' logs, appends rows,
+ * group-commits every batch (wal_sync always), rolls the WAL, flushes metadata-only runs and
+ * seals one window by completing its log — killed at every I/O site it passes (three hit
+ * counts each). After each kill the store opens, every batch acknowledged before the kill is
+ * there with its vectors, nothing is there that was never written, and the workload finishes
+ * on top of what survived (the lost batches written again, as Kafka would redeliver them).
+ */
+#define CM_BATCHES 12
+
+/* The workload from batch `from` on, with fs (NULL: the OS). Every batch whose write returned
+ * goes to wfd (when >= 0) and *acked (when not NULL). Returns 0, or the step that failed. */
+static int cm_run(const char *dir, struct store_fs *fs, int from, int wfd, int *acked)
+{
+    struct store_opts o = {.dir = dir,
+                           .dim = 8,
+                           .wal_sync = STORE_SYNC_ALWAYS,
+                           .no_background = true,
+                           .memtable_size = 1u << 20,
+                           .max_frozen = 64,
+                           .fs = fs};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    if (store_open(&o, &s, &err) != ST_OK)
+        return 4;
+    int rc = 0;
+    for (int b = from; rc == 0 && b < CM_BATCHES; b++) {
+        /* batches alternate between windows 0 and 1; ids are per batch */
+        int64_t ts = (b % 2) * WIN + 100 + b;
+        if (put_batch(s, 8, b, b * 10, 10, ts, b * 10, STORE_OP_UPSERT) != ST_OK) {
+            rc = 5;
+            break;
+        }
+        if (wfd >= 0 && write(wfd, &b, sizeof(b)) != (ssize_t)sizeof(b))
+            rc = 6;
+        if (acked != NULL)
+            *acked = b;
+        if (b == 5) {
+            pthread_mutex_lock(&s->sync_mu);
+            int frc = store_freeze(s); /* a roll: logs fsynced, then the old WAL file */
+            pthread_mutex_unlock(&s->sync_mu);
+            if (frc != ST_OK)
+                rc = 7;
+        }
+        if (rc == 0 && b == 8 && store_flush(s) != ST_OK) /* metadata-only runs */
+            rc = 8;
+    }
+    /* seal window 0 by completing its log (a second run of the workload finds it sealed) */
+    struct store_snapshot *snap;
+    if (rc == 0 && store_snapshot_acquire(s, &snap) != ST_OK)
+        rc = 9;
+    if (rc == 0) {
+        size_t sealed = 0;
+        for (size_t i = 0; i < store_snapshot_count(snap); i++) {
+            struct store_segment_info in;
+            store_segment_info(store_snapshot_segment(snap, i), &in);
+            sealed += in.window_start == 0 && in.kind == STORE_SEG_SEALED;
+        }
+        store_snapshot_release(snap);
+        if (sealed == 0) {
+            store_window_close_log(s, 0);
+            size_t n;
+            if (store_flush(s) != ST_OK)
+                rc = 10;
+            uint64_t *in = rc == 0 ? segs_of(s, 0, &n, NULL) : NULL;
+            if (rc == 0 && store_merge(s, in, n, STORE_SEG_SEALED, 1, NULL, NULL) != ST_OK)
+                rc = 11;
+            free(in);
+        }
+    }
+    if (store_close(s) != ST_OK && rc == 0)
+        rc = 12;
+    return rc;
+}
+
+static void cm_workload(const char *dir, int from, int wfd)
+{
+    int rc = cm_run(dir, NULL, from, wfd, NULL);
+    if (rc != 0)
+        _exit(rc);
+}
+
+/* Opens dir and checks every batch: acknowledged ones (<= acked) present; others present or
+ * absent but never wrong. Returns the first batch not present (batches are present as a
+ * prefix: each waits for the one before to be durable). */
+static int cm_check_fs(const char *dir, struct store_fs *fs, int acked)
+{
+    struct store_opts o = {.dir = dir, .dim = 8, .no_background = true, .fs = fs};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s: %s", dir, err.msg);
+    int first_missing = CM_BATCHES;
+    for (int b = 0; b < CM_BATCHES; b++) {
+        int present = 0;
+        for (int i = 0; i < 10; i++) {
+            int v = val_of(s, 8, b * 10 + i);
+            ck_assert(v == -1 || v == b * 10 + i);
+            present += v != -1;
+        }
+        ck_assert_msg(present == 0 || present == 10, "batch %d half there", b);
+        if (b <= acked)
+            ck_assert_msg(present == 10, "acknowledged batch %d lost", b);
+        if (present == 0 && first_missing == CM_BATCHES)
+            first_missing = b;
+        if (present == 10)
+            ck_assert_msg(first_missing == CM_BATCHES, "batch %d there after a missing one", b);
+    }
+    ck_assert_int_eq(store_close(s), ST_OK);
+    return first_missing;
+}
+
+static int cm_check(const char *dir, int acked)
+{
+    return cm_check_fs(dir, NULL, acked);
+}
+
+START_TEST(test_write_crash_matrix)
+{
+    char *dir = st_test_tmpdir("vlog");
+    st_fault_record(true);
+    cm_workload(dir, 0, -1);
+    st_fault_record(false);
+    const char *sites[128];
+    size_t nsites = st_fault_recorded(sites, 128);
+    size_t vlog_sites = 0, extend_sites = 0;
+    for (size_t i = 0; i < nsites; i++) {
+        vlog_sites += strncmp(sites[i], "store.vlog.", 11) == 0;
+        extend_sites += strncmp(sites[i], "store.seg.extend", 16) == 0;
+    }
+    ck_assert_uint_ge(vlog_sites, 4); /* create, write, fsync, sync_dir */
+    ck_assert_uint_ge(extend_sites, 1);
+    ck_assert_int_eq(cm_check(dir, CM_BATCHES - 1), CM_BATCHES);
+    int kills = 0;
+    for (size_t i = 0; i < nsites; i++) {
+        for (uint32_t skip = 0; skip < 3; skip++) {
+            st_test_rmrf(dir);
+            ck_assert_int_eq(mkdir(dir, 0755), 0);
+            int p[2];
+            ck_assert_int_eq(pipe(p), 0);
+            pid_t pid = fork();
+            ck_assert_int_ge(pid, 0);
+            if (pid == 0) {
+                close(p[0]);
+                if (st_fault_arm(sites[i], skip, 1, ST_FAULT_CRASH) != ST_OK)
+                    _exit(3);
+                cm_workload(dir, 0, p[1]);
+                _exit(0);
+            }
+            close(p[1]);
+            int acked = -1, b;
+            while (read(p[0], &b, sizeof(b)) == (ssize_t)sizeof(b))
+                acked = b;
+            close(p[0]);
+            int status;
+            ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+            ck_assert_msg(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0),
+                          "site %s skip %u: exit %d", sites[i], skip, WEXITSTATUS(status));
+            kills += WIFSIGNALED(status);
+            int from = cm_check(dir, acked);
+            /* the rest comes again; then everything is there, window 0 sealed */
+            pid = fork();
+            ck_assert_int_ge(pid, 0);
+            if (pid == 0) {
+                cm_workload(dir, from, -1);
+                _exit(0);
+            }
+            ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+            ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                          "site %s skip %u: finishing exited %d", sites[i], skip,
+                          WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+            ck_assert_int_eq(cm_check(dir, CM_BATCHES - 1), CM_BATCHES);
+        }
+    }
+    fprintf(stderr, "write crash matrix: %zu sites, %d kills\n", nsites, kills);
+    ck_assert_int_gt(kills, (int)nsites); /* most sites are passed more than once */
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * The same workload with the power cut (simulated file system) at every I/O site it passes,
+ * three hit counts each: only what was fsynced survives. Every batch whose write returned
+ * (wal_sync always: acknowledged durable) is there after the cut, as a prefix; the store opens
+ * and the workload finishes on top. Unlike a kill, this fails if any fsync that durability
+ * needs is missing (a log's before the WAL's in group commit or a roll, a log's at recovery).
+ */
+struct cut {
+    struct store_fs *fs;
+    uint32_t at, seen;
+};
+
+static void cut_power(void *ctx)
+{
+    struct cut *c = ctx;
+    if (c->seen++ == c->at)
+        store_fs_sim_crash(c->fs); /* from here every write and fsync fails, nothing lands */
+}
+
+START_TEST(test_power_cut_matrix)
+{
+    char *dir = st_test_tmpdir("vlog");
+    st_fault_record(true);
+    ck_assert_int_eq(cm_run(dir, NULL, 0, -1, NULL), 0);
+    st_fault_record(false);
+    const char *sites[128];
+    size_t nsites = st_fault_recorded(sites, 128);
+    ck_assert_uint_ge(nsites, 10);
+    int cuts = 0;
+    for (size_t i = 0; i < nsites; i++) {
+        for (uint32_t at = 0; at < 3; at++) {
+            st_test_rmrf(dir);
+            ck_assert_int_eq(mkdir(dir, 0755), 0);
+            struct store_fs *fs = store_fs_sim_new();
+            struct cut c = {fs, at, 0};
+            ck_assert_int_eq(st_fault_hook(sites[i], cut_power, &c), ST_OK);
+            int acked = -1;
+            int rc = cm_run(dir, fs, 0, -1, &acked);
+            st_fault_disarm_all();
+            cuts += c.seen > at;
+            ck_assert_msg(rc == 0 || c.seen > at, "site %s at %u: step %d failed, no cut", sites[i],
+                          at, rc);
+            store_fs_sim_revive(fs);
+            int from = cm_check_fs(dir, fs, acked);
+            ck_assert_int_eq(cm_run(dir, fs, from, -1, NULL), 0);
+            ck_assert_int_eq(cm_check_fs(dir, fs, CM_BATCHES - 1), CM_BATCHES);
+            store_fs_free(fs);
+        }
+    }
+    ck_assert_int_gt(cuts, (int)nsites);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A flush writes window 0's run, then window 1's; while the first is being fsynced a writer
+ * appends rows to window 1's log (not fsynced: wal_sync none). Window 1's run must claim only
+ * the rows it names, so that after a power cut (the new rows gone) it still opens. */
+static struct store *hook_store;
+static int hook_calls;
+
+static void append_during_flush(void *ctx)
+{
+    (void)ctx;
+    if (hook_calls++ == 0) /* the first segment fsync: window 0's run */
+        ck_assert_int_eq(put_batch(hook_store, 8, 100, 5000, 10, WIN + 50, 5000, STORE_OP_UPSERT),
+                         ST_OK);
+}
+
+START_TEST(test_run_claims_only_named_rows)
+{
+    char *dir = st_test_tmpdir("vlog");
+    struct store_fs *fs = store_fs_sim_new();
+    struct store_opts o = {.dir = dir,
+                           .dim = 8,
+                           .wal_sync = STORE_SYNC_NONE,
+                           .no_background = true,
+                           .memtable_size = 1u << 20,
+                           .fs = fs};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
+    ck_assert_int_eq(put_batch(s, 8, 0, 0, 10, 50, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, 8, 1, 1000, 10, WIN + 50, 1000, STORE_OP_UPSERT), ST_OK);
+    hook_store = s;
+    hook_calls = 0;
+    ck_assert_int_eq(st_fault_hook("store.seg.fsync", append_during_flush, NULL), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK); /* the roll fsyncs rows 0..9 of both logs */
+    st_fault_disarm_all();
+    ck_assert_int_ge(hook_calls, 2);
+    store_fs_sim_crash(fs); /* window 1's rows 10..19 were never fsynced */
+    (void)store_close(s);
+    store_fs_sim_revive(fs);
+    s = NULL;
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "reopen: %s", err.msg);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(val_of(s, 8, i), i);
+        ck_assert_int_eq(val_of(s, 8, 1000 + i), 1000 + i);
+        ck_assert_int_eq(val_of(s, 8, 5000 + i), -1);
+    }
+    ck_assert_int_eq(store_close(s), ST_OK);
+    store_fs_free(fs);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * Power loss while the flusher writes runs and writers keep appending rows (slow fsyncs, so
+ * rows appended after a memtable froze are often not durable when its run is written). After
+ * every cut the store opens, keeps everything it reported durable and nothing else; a run
+ * never claims rows a power cut can take.
+ */
+START_TEST(test_power_loss_during_flushes)
+{
+    char *dir = st_test_tmpdir("vlog");
+    struct store_fs *fs = store_fs_sim_new();
+    store_fs_sim_sync_delay(fs, 3);
+    int64_t next = 0; /* next batch offset; batch b holds ids b*10 .. b*10+9 */
+    uint64_t runs_seen = 0;
+    for (int round = 0; round < 8; round++) {
+        /* wal_sync none: nothing is fsynced but by a WAL roll, so rows appended while the
+         * flusher sorts a frozen memtable are certainly not durable when its run is written */
+        bool none = round % 2 == 1;
+        struct store_opts o = {.dir = dir,
+                               .dim = 8,
+                               .wal_sync = none ? STORE_SYNC_NONE : STORE_SYNC_BATCH,
+                               .wal_sync_interval_ms = 2,
+                               .memtable_size = 48 * 1024,
+                               .max_frozen = 4,
+                               .fs = fs};
+        struct store *s = NULL;
+        struct st_err err = {0};
+        ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "round %d: %s", round, err.msg);
+        int64_t reported = -1;
+        for (int i = 0; i < 400; i++, next++) {
+            int rc = put_batch(s, 8, next, (int)next * 10, 10, (next % 2) * WIN + 10,
+                               (int)next * 10, STORE_OP_UPSERT);
+            ck_assert_int_eq(rc, ST_OK);
+            if (i % 25 == 0 && store_durable_offset(s, 0, &reported) != ST_OK)
+                reported = -1;
+        }
+        if (store_durable_offset(s, 0, &reported) != ST_OK)
+            reported = -1;
+        struct store_stats st;
+        store_stats(s, &st);
+        runs_seen += st.segments;
+        store_fs_sim_crash(fs);
+        (void)store_close(s);
+        store_fs_sim_revive(fs);
+        s = NULL;
+        ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "round %d: reopen: %s", round, err.msg);
+        int64_t recovered = -1;
+        if (store_durable_offset(s, 0, &recovered) != ST_OK)
+            recovered = -1;
+        /* (with wal_sync none "durable" means a process crash cannot lose it, not a power cut) */
+        ck_assert_msg(none || recovered >= reported, "round %d: recovered %lld < reported %lld",
+                      round, (long long)recovered, (long long)reported);
+        for (int64_t b = 0; b < next; b++)
+            for (int i = 0; i < 10; i += 3)
+                ck_assert_int_eq(val_of(s, 8, (int)b * 10 + i),
+                                 b <= recovered ? (int)b * 10 + i : -1);
+        next = recovered + 1;
+        ck_assert_int_eq(store_close(s), ST_OK);
+    }
+    ck_assert_uint_gt(runs_seen, 10); /* the flusher did write runs under the writers */
+    store_fs_free(fs);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* the log's last row is superseded in the memtable (upsert then delete of the same
+ * id); the flush drops it. Open #1 cuts the log to the rows named; open #2 must still open. */
+START_TEST(test_reopen_twice_after_flush)
+{
+    const uint32_t dim = 8;
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = vt_open(dir, dim, 1u << 20);
+    ck_assert_int_eq(put_batch(s, dim, 0, 0, 10, 100, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 1, 9, 1, 101, 0, STORE_OP_DELETE), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    for (int pass = 0; pass < 2; pass++) {
+        struct st_err err = {0};
+        int rc;
+        s = vt_open_opts(dir, dim, 1u << 20, false, &err, &rc);
+        ck_assert_msg(rc == ST_OK, "reopen %d: %s", pass, err.msg);
+        ck_assert_int_eq(val_of(s, dim, 3), 3);
+        ck_assert_int_eq(val_of(s, dim, 9), -1);
+        ck_assert_int_eq(store_close(s), ST_OK);
+    }
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* a run merge (MERGE_META) drops the log's highest named row (an older-ts version
+ * of an id the other input holds newer). Open #1 cuts the log to the rows still named; open
+ * #2 must still open. */
+START_TEST(test_reopen_twice_after_meta_merge)
+{
+    const uint32_t dim = 8;
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = vt_open(dir, dim, 1u << 20);
+    ck_assert_int_eq(put_batch(s, dim, 0, 0, 5, 100, 0, STORE_OP_UPSERT), ST_OK); /* rows 0..4 */
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 1, 5, 4, 100, 5, STORE_OP_UPSERT), ST_OK); /* rows 5..8 */
+    ck_assert_int_eq(put_batch(s, dim, 2, 0, 1, 50, 900, STORE_OP_UPSERT),
+                     ST_OK); /* row 9, older ts */
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    size_t n;
+    uint64_t *in = segs_of(s, 0, &n, NULL);
+    ck_assert_uint_eq(n, 2);
+    struct store_segment_info out;
+    ck_assert_int_eq(store_merge(s, in, n, STORE_SEG_RUN, 0, NULL, &out), ST_OK);
+    free(in);
+    ck_assert_uint_ne(out.vector_file, 0); /* MERGE_META */
+    ck_assert_int_eq(val_of(s, dim, 0), 0);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    for (int pass = 0; pass < 2; pass++) {
+        struct st_err err = {0};
+        int rc;
+        s = vt_open_opts(dir, dim, 1u << 20, false, &err, &rc);
+        ck_assert_msg(rc == ST_OK, "reopen %d: %s", pass, err.msg);
+        ck_assert_int_eq(val_of(s, dim, 0), 0);
+        ck_assert_int_eq(val_of(s, dim, 8), 8);
+        ck_assert_int_eq(store_close(s), ST_OK);
+    }
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* drop a window whose records are still only in the memtable/WAL (no flush first):
+ * the store must still open afterwards. */
+START_TEST(test_drop_unflushed)
+{
+    const uint32_t dim = 8;
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = vt_open(dir, dim, 1u << 20);
+    ck_assert_int_eq(put_batch(s, dim, 0, 0, 10, 100, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 1, 100, 10, 1100, 100, STORE_OP_UPSERT), ST_OK);
+    size_t removed;
+    /* the memtable names the log's rows: refused, nothing changed (the log is closed) */
+    ck_assert_int_eq(store_drop_window(s, 0, NULL, &removed), ST_EAGAIN);
+    ck_assert_int_eq(val_of(s, dim, 3), 3);
+    ck_assert_int_eq(put_batch(s, dim, 2, 50, 5, 100, 50, STORE_OP_UPSERT), ST_OK); /* inline */
+    ck_assert_int_eq(store_close(s), ST_OK);
+    struct st_err err = {0};
+    int rc;
+    s = vt_open_opts(dir, dim, 1u << 20, false, &err, &rc);
+    ck_assert_msg(rc == ST_OK, "reopen after a refused drop: %s", err.msg);
+    ck_assert_int_eq(val_of(s, dim, 3), 3);
+    ck_assert_int_eq(val_of(s, dim, 52), 52);
+    ck_assert_int_eq(store_flush(s), ST_OK); /* as twcs does before a drop */
+    ck_assert_int_eq(store_drop_window(s, 0, NULL, &removed), ST_OK);
+    ck_assert_uint_gt(removed, 0);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = vt_open_opts(dir, dim, 1u << 20, false, &err, &rc);
+    ck_assert_msg(rc == ST_OK, "reopen after drop: %s", err.msg);
+    ck_assert_int_eq(val_of(s, dim, 3), -1);
+    ck_assert_int_eq(val_of(s, dim, 100), 100);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* a process crash leaves WAL records and their log rows in the page cache only.
+ * Recovery replays them, fsyncs the WAL and reports them durable; the logs it read the rows
+ * from are not fsynced. A power cut then must not lose what the reopen reported durable. */
+START_TEST(test_recovery_fsyncs_logs)
+{
+    char *dir = st_test_tmpdir("vlog");
+    struct store_fs *fs = store_fs_sim_new();
+    struct store_opts o = {.dir = dir,
+                           .dim = 8,
+                           .wal_sync = STORE_SYNC_NONE,
+                           .no_background = true,
+                           .memtable_size = 1u << 20,
+                           .fs = fs};
+    struct store *crashed = NULL, *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &crashed, &err) == ST_OK, "%s", err.msg);
+    for (int b = 0; b < 10; b++)
+        ck_assert_int_eq(put_batch(crashed, 8, b, b * 10, 10, 100 + b, b * 10, STORE_OP_UPSERT),
+                         ST_OK);
+    /* the process dies here: nothing fsynced, the page cache keeps it all; a new process */
+    o.wal_sync = STORE_SYNC_ALWAYS;
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
+    int64_t reported = -1;
+    ck_assert_int_eq(store_durable_offset(s, 0, &reported), ST_OK);
+    ck_assert_int_eq(reported, 9);
+    store_fs_sim_crash(fs); /* power cut: unsynced bytes vanish */
+    (void)store_close(s);
+    (void)store_close(crashed);
+    store_fs_sim_revive(fs);
+    s = NULL;
+    int rc = store_open(&o, &s, &err);
+    ck_assert_msg(rc == ST_OK, "reopen after power cut: %s", err.msg);
+    int64_t recovered = -1;
+    if (store_durable_offset(s, 0, &recovered) != ST_OK)
+        recovered = -1;
+    ck_assert_msg(recovered >= reported, "recovered %lld < reported durable %lld",
+                  (long long)recovered, (long long)reported);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    store_fs_free(fs);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* a fetched run naming another file's rows with a lying row count: refused as
+ * corruption (not ENOMEM, no giant allocation first). */
+START_TEST(test_external_huge_nrows)
+{
+    char *dir = st_test_tmpdir("vlog");
+    char rpath[600];
+    snprintf(rpath, sizeof(rpath), "%s/000008.seg", dir);
+    struct store_seg_in in[1] = {{.id = (const uint8_t *)"a", .id_len = 1, .ts = 5, .row = 3}};
+    struct store_seg_meta meta = {0, 1000, STORE_SEG_RUN, 0, true, 7, 4};
+    struct st_err err = {0};
+    uint64_t bytes;
+    ck_assert_int_eq(store_segment_write(NULL, rpath, 4, &meta, in, 1, &bytes, &err), ST_OK);
+    int fd = open(rpath, O_RDWR);
+    uint8_t ft[256];
+    ck_assert_int_eq(pread(fd, ft, 256, (off_t)bytes - 256), 256);
+    st_put_le64(ft + 200, 1ull << 45); /* 4 PiB bitmap / 2^45 rows */
+    st_put_le32(ft + 248, st_checksum32(ft, 248));
+    ck_assert_int_eq(pwrite(fd, ft, 256, (off_t)bytes - 256), 256);
+    close(fd);
+    struct store_segment *g = NULL;
+    int rc = store_segment_open_file(rpath, &g, &err);
+    ck_assert_int_eq(rc, ST_ECORRUPT);
+    ck_assert_ptr_null(g);
+    /* inside its store too: more rows than 32-bit row entries name */
+    rc = store_segment_open(rpath, true, &g, &err);
+    ck_assert_int_eq(rc, ST_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "row table") != NULL, "%s", err.msg);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* every record of window 0 is superseded (same ids, newer ts, window 1) inside one
+ * memtable: window 0 gets no run, so twcs's seal_window takes the nin == 0 path and removes the
+ * window without a store_merge; nothing ever takes window 0's log out. */
+START_TEST(test_log_of_empty_window)
+{
+    const uint32_t dim = 8;
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = vt_open(dir, dim, 1u << 20);
+    ck_assert_int_eq(put_batch(s, dim, 0, 0, 100, 100, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, dim, 1, 0, 100, WIN + 100, 0, STORE_OP_UPSERT), ST_OK);
+    store_window_close_log(s, 0);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    size_t n;
+    free(segs_of(s, 0, &n, NULL));
+    struct store_stats st;
+    store_stats(s, &st);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_uint_eq(st.vlogs, 2);
+    /* twcs removes such a window with a drop of no segment, which takes its log */
+    size_t removed;
+    ck_assert_int_eq(store_drop_window(s, 0, NULL, &removed), ST_OK);
+    ck_assert_uint_eq(removed, 0);
+    store_stats(s, &st);
+    ck_assert_uint_eq(st.vlogs, 1); /* only window 1's log remains */
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("vlog");
+    TCase *tc = tcase_create("vlog");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_write_once);
+    tcase_add_test(tc, test_rows_missing_end_replay);
+    tcase_add_test(tc, test_rows_missing_before_last_wal);
+    tcase_add_test(tc, test_late_data_and_reseal);
+    tcase_add_test(tc, test_seal_takes_every_row);
+    tcase_add_test(tc, test_drop_open_window);
+    tcase_add_test(tc, test_external_rows_untrusted);
+    tcase_add_test(tc, test_write_crash_matrix);
+    tcase_add_test(tc, test_power_cut_matrix);
+    tcase_add_test(tc, test_power_loss_during_flushes);
+    tcase_add_test(tc, test_run_claims_only_named_rows);
+    tcase_add_test(tc, test_reopen_twice_after_flush);
+    tcase_add_test(tc, test_reopen_twice_after_meta_merge);
+    tcase_add_test(tc, test_drop_unflushed);
+    tcase_add_test(tc, test_recovery_fsyncs_logs);
+    tcase_add_test(tc, test_external_huge_nrows);
+    tcase_add_test(tc, test_log_of_empty_window);
+    suite_add_tcase(su, tc);
+    return st_test_run_suite(su);
+}
