@@ -673,6 +673,15 @@ static void resume_due(struct ing_consumer *c)
     }
 }
 
+/* Errors librdkafka reports for bad credentials or certificates (SASL authentication failed,
+ * TLS handshake failed: an unknown CA, a wrong key, a protocol mismatch). It keeps retrying
+ * them, so a daemon would wait forever for a broker that will never let it in. */
+static bool credentials_error(rd_kafka_resp_err_t e)
+{
+    return e == RD_KAFKA_RESP_ERR__AUTHENTICATION || e == RD_KAFKA_RESP_ERR__SSL ||
+           e == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED;
+}
+
 int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err)
 {
     if (c->fatal.code != ST_OK)
@@ -696,8 +705,18 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
             rc = feed(c, m, err);
             fed = true;
         } else if (m != NULL) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            if (credentials_error(m->err)) {
+                /* Retrying cannot help: the credentials or the certificates are wrong. Stop
+                 * with the reason rather than retry forever (nothing was read, so nothing is
+                 * committed). */
+                rc = st_err_set(err, ST_EIO,
+                                "kafka %s (check kafka.properties: security.protocol, sasl.*, "
+                                "ssl.*): %s",
+                                m->err == RD_KAFKA_RESP_ERR__SSL ? "TLS" : "authentication",
+                                rd_kafka_message_errstr(m));
+            } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 st_log_warn("ingest", "kafka: %s", rd_kafka_message_errstr(m));
+            }
             rd_kafka_message_destroy(m);
         }
     }
