@@ -98,7 +98,7 @@ void st_bus_url_redact(const char *url, char *out, size_t cap)
         size_t len = strcspn(p, ",");
         const char *sch = strstr(p, "://");
         const char *host = sch != NULL && (size_t)(sch - p) < len ? sch + 3 : p;
-        const char *at = memchr(host, '@', len - (size_t)(host - p));
+        const char *at = memrchr(host, '@', len - (size_t)(host - p)); /* a password may hold '@' */
         const char *keep_end = p + len, *resume = p + len;
         if (at != NULL) {
             const char *colon = memchr(host, ':', (size_t)(at - host));

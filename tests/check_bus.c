@@ -923,6 +923,7 @@ START_TEST(test_url_redact_and_auth_checks)
         {"nats://u:hunter2@h:4222", "nats://u:***@h:4222"},
         {"tls://t0ken@h:4222,nats://a:b@h2:1", "tls://***@h:4222,nats://a:***@h2:1"},
         {"nats://h1:1,nats://h2:2", "nats://h1:1,nats://h2:2"},
+        {"nats://u:p@ss@h:4222", "nats://u:***@h:4222"},
         {"embedded", "embedded"},
     };
     char out[128];

@@ -473,6 +473,42 @@ START_TEST(test_daemon_wrong_nats_password)
 }
 END_TEST
 
+/* strata-indexer on the same config: consumes the stream over TLS with the password; with a
+ * wrong one it says why it cannot (once, not every second), without the password. */
+START_TEST(test_indexer_nats_tls)
+{
+    struct env e;
+    env_init(&e, "idx", P_SASL_SSL);
+    const char *bin = getenv("STRATA_INDEXER");
+    ck_assert_ptr_nonnull(bin);
+    const char *const argv[] = {bin, "--config", e.cfg, NULL};
+    char nv[300], log2[700];
+    snprintf(nv, sizeof(nv), "STRATA_T_NATS_PW=%s", S.npw);
+    const char *const good[] = {"STRATA_T_KAFKA_PW=unused", nv, NULL};
+    struct st_daemon d;
+    st_daemon_start(&d, e.log, argv, good);
+    ck_assert_msg(ST_WAIT_UNTIL(st_daemon_log_has(&d, "consuming stream="), 30000),
+                  "the indexer did not consume over TLS");
+    ck_assert(st_daemon_log_has(&d, "connected to NATS tls://"));
+    st_daemon_stop(&d, STOP_MS);
+    assert_file_lacks(e.log, S.npw);
+
+    snprintf(log2, sizeof(log2), "%s/indexer-bad.log", e.dir);
+    const char *const bad[] = {"STRATA_T_KAFKA_PW=unused", "STRATA_T_NATS_PW=not-the-password",
+                               NULL};
+    st_daemon_start(&d, log2, argv, bad);
+    ck_assert_msg(ST_WAIT_UNTIL(st_daemon_log_has(&d, "Authorization Violation"), 30000),
+                  "the refusal is not logged");
+    st_daemon_stop(&d, STOP_MS);
+    assert_file_lacks(log2, "not-the-password");
+    char cmd[800], out[4096];
+    snprintf(cmd, sizeof(cmd), "grep -c 'Authorization Violation' %s", log2);
+    st_test_run(cmd, out, sizeof(out));
+    ck_assert_msg(atoi(out) == 1, "logged %s times", out);
+    env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("secure_brokers");
@@ -486,6 +522,7 @@ int main(void)
     tcase_add_test(tc, test_wrong_kafka_password);
     tcase_add_test(tc, test_untrusted_kafka_certificate);
     tcase_add_test(tc, test_daemon_wrong_nats_password);
+    tcase_add_test(tc, test_indexer_nats_tls);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
