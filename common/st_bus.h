@@ -72,6 +72,9 @@ struct st_bus_auth {
     const char *token;
     const char *creds_file; /* a NATS .creds file (user JWT and nkey seed) */
     const char *tls_ca, *tls_cert, *tls_key;
+    /* The host name the server's certificate must name (NULL: the chain alone is verified:
+     * nats.c checks no host name by itself). */
+    const char *tls_server_name;
 };
 
 struct st_bus_opts {

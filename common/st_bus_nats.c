@@ -168,7 +168,8 @@ static natsStatus set_auth(natsOptions *no, const char *url, const struct st_bus
     natsStatus s = NATS_OK;
     bool tls = strstr(url, "tls://") != NULL;
     if (a != NULL)
-        tls = tls || has(a->tls_ca) || has(a->tls_cert) || has(a->tls_key);
+        tls =
+            tls || has(a->tls_ca) || has(a->tls_cert) || has(a->tls_key) || has(a->tls_server_name);
     if (tls && (s = natsOptions_SetSecure(no, true)) != NATS_OK) {
         *what = "TLS";
         return s;
@@ -195,6 +196,11 @@ static natsStatus set_auth(natsOptions *no, const char *url, const struct st_bus
     if (has(a->tls_cert) &&
         (s = natsOptions_LoadCertificatesChain(no, a->tls_cert, a->tls_key)) != NATS_OK) {
         *what = a->tls_cert;
+        return s;
+    }
+    if (has(a->tls_server_name) &&
+        (s = natsOptions_SetExpectedHostname(no, a->tls_server_name)) != NATS_OK) {
+        *what = "TLS server name";
         return s;
     }
     return NATS_OK;

@@ -78,7 +78,7 @@ struct cfg {
         /* Credentials (at most one way: user + password, token, or creds_file) and TLS (on
          * with a tls:// URL or any tls file; cert and key together). NULL: not set. */
         char *user, *password, *token, *creds_file;
-        char *tls_ca_file, *tls_cert_file, *tls_key_file;
+        char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
     } nats;
     struct cfg_collection *collections;
     size_t n_collections;

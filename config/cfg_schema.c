@@ -411,10 +411,17 @@ static const char *check_readable(const char *s)
     return access(s, R_OK) == 0 ? NULL : "cannot be read (no such file, or no permission)";
 }
 
+/* A DNS name (wildcards are the certificate's business, not ours). */
+static const char *check_server_name(const char *s)
+{
+    return check_chars(s, 253, ".-", "must be a DNS host name (A-Z a-z 0-9 . -)");
+}
+
 static const struct cfg_field nats_tls_fields[] = {
     STR("ca_file", struct cfg, nats.tls_ca_file, false, true, check_readable),
     STR("cert_file", struct cfg, nats.tls_cert_file, false, true, check_readable),
     STR("key_file", struct cfg, nats.tls_key_file, false, true, check_readable),
+    STR("server_name", struct cfg, nats.tls_server_name, false, true, check_server_name),
     {0},
 };
 
@@ -744,7 +751,8 @@ void cfg_nats_auth(const struct cfg *c, struct st_bus_auth *out)
                                 .creds_file = c->nats.creds_file,
                                 .tls_ca = c->nats.tls_ca_file,
                                 .tls_cert = c->nats.tls_cert_file,
-                                .tls_key = c->nats.tls_key_file};
+                                .tls_key = c->nats.tls_key_file,
+                                .tls_server_name = c->nats.tls_server_name};
 }
 
 int cfg_ingest_advertise_url(const struct cfg *c, uint16_t bound_port, char *out, size_t cap)

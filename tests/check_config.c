@@ -495,6 +495,12 @@ START_TEST(test_nats_security_keys)
              "t.yaml:6:23: nats.tls.ca_file:", "cannot be read");
     load_bad(BASE ONE_COLL "nats: {tls: {ca_fil: x}}\n",
              "t.yaml:6:14: nats.tls.ca_fil:", "unknown key");
+    c = load_ok(BASE ONE_COLL "nats: {tls: {server_name: nats-1.example.net}}\n");
+    cfg_nats_auth(c, &a);
+    ck_assert_str_eq(a.tls_server_name, "nats-1.example.net");
+    cfg_free(c);
+    load_bad(BASE ONE_COLL "nats: {tls: {server_name: 'nats:4222'}}\n",
+             "t.yaml:6:27: nats.tls.server_name:", "must be a DNS host name");
     load_bad(BASE ONE_COLL "nats: {tls: 5}\n", "t.yaml:6:13: nats.tls:", "expected a mapping");
     snprintf(y, sizeof(y), BASE ONE_COLL "nats: {tls: {cert_file: %s}}\n", cert);
     load_bad(y, "t.yaml:6:25: nats.tls.cert_file:", "go together");

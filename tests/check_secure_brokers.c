@@ -422,6 +422,16 @@ START_TEST(test_nats_tls_credentials)
     ck_assert_str_eq(ev, "{}");
     free(ev);
 
+    /* the host name in the server's certificate: localhost is in it, another name is not */
+    struct st_bus_auth named = nats_auth(S.npw);
+    named.tls_server_name = "localhost";
+    o.auth = &named;
+    ck_assert_msg(st_bus_connect(&o, &b, &err) == ST_OK, "%s", err.msg);
+    st_bus_close(b);
+    named.tls_server_name = "nats.example.net";
+    ck_assert_int_eq(st_bus_connect(&o, &b, &err), ST_EIO);
+    ck_assert_msg(strstr(err.msg, "hostname") != NULL, "%s", err.msg);
+
     struct st_bus_auth bad = nats_auth("not-the-password");
     o.auth = &bad;
     int64_t t0 = st_test_now_ms();
