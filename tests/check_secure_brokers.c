@@ -475,8 +475,12 @@ START_TEST(test_daemon_wrong_nats_password)
     env_init(&e, "badnats", P_SASL_SSL);
     struct st_daemon d;
     start_daemon(&d, &e, S.pw, "not-the-password");
+    unsigned port = st_daemon_wait_logged_number(&d, "HTTP on port ", 30000);
     ck_assert_msg(ST_WAIT_UNTIL(st_daemon_log_has(&d, "Authorization Violation"), 30000),
                   "the refusal is not logged");
+    char body[2048];
+    ck_assert_int_eq(st_daemon_http_get(port, "/readyz", body, sizeof(body)), 503);
+    ck_assert_msg(strstr(body, "nats") != NULL || strstr(body, "NATS") != NULL, "%s", body);
     st_daemon_stop(&d, STOP_MS);
     assert_file_lacks(e.log, "not-the-password");
     env_free(&e);
