@@ -45,7 +45,9 @@ int st_bus_connect(const struct st_bus_opts *o, struct st_bus **out, struct st_e
         return st_err_set(err, ST_EINVAL, "bus: '%s' is neither \"%s\" nor nats://host:port",
                           o->url, ST_BUS_EMBEDDED);
     struct st_bus *b = calloc(1, sizeof(*b));
-    if (b == NULL || (b->url = strdup(o->url)) == NULL) {
+    char shown[1024];
+    st_bus_url_redact(o->url, shown, sizeof(shown));
+    if (b == NULL || (b->url = strdup(shown)) == NULL) {
         free(b);
         return st_err_set(err, ST_ENOMEM, "bus: out of memory");
     }
@@ -83,6 +85,41 @@ void st_bus_close(struct st_bus *b)
 bool st_bus_connected(struct st_bus *b)
 {
     return b->ops->connected(b->impl);
+}
+
+void st_bus_url_redact(const char *url, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t o = 0;
+    const char *p = url;
+    while (*p != '\0') {
+        /* one server: scheme://[userinfo@]host:port, up to the next ',' */
+        size_t len = strcspn(p, ",");
+        const char *sch = strstr(p, "://");
+        const char *host = sch != NULL && (size_t)(sch - p) < len ? sch + 3 : p;
+        const char *at = memrchr(host, '@', len - (size_t)(host - p)); /* a password may hold '@' */
+        const char *keep_end = p + len, *resume = p + len;
+        if (at != NULL) {
+            const char *colon = memchr(host, ':', (size_t)(at - host));
+            keep_end = colon != NULL ? colon + 1 : host; /* user: kept; a token alone is not */
+            resume = at;
+        }
+        for (const char *q = p; q < keep_end && o + 1 < cap; q++)
+            out[o++] = *q;
+        if (at != NULL)
+            for (const char *q = "***"; *q && o + 1 < cap; q++)
+                out[o++] = *q;
+        for (const char *q = resume; q < p + len && o + 1 < cap; q++)
+            out[o++] = *q;
+        p += len;
+        if (*p == ',') {
+            if (o + 1 < cap)
+                out[o++] = ',';
+            p++;
+        }
+    }
+    out[o] = '\0';
 }
 
 const char *st_bus_url(const struct st_bus *b)

@@ -60,12 +60,30 @@ enum st_bus_state {
     ST_BUS_RECONNECTED = 2,  /* back (subscriptions and consumers resume by themselves) */
 };
 
+/*
+ * Credentials and TLS for a NATS server (all optional; the embedded bus ignores them). At most
+ * one of user+password, token, creds_file. TLS is on when the URL is tls://… or any tls_* is
+ * set: the server's certificate chain is verified against tls_ca (PEM; without it the
+ * system's default CAs), and tls_cert + tls_key (PEM, both or neither) are presented to a
+ * server that asks for a client certificate. Strings are borrowed for the call.
+ */
+struct st_bus_auth {
+    const char *user, *password; /* both or neither */
+    const char *token;
+    const char *creds_file; /* a NATS .creds file (user JWT and nkey seed) */
+    const char *tls_ca, *tls_cert, *tls_key;
+    /* The host name the server's certificate must name (NULL: the chain alone is verified:
+     * nats.c checks no host name by itself). */
+    const char *tls_server_name;
+};
+
 struct st_bus_opts {
-    const char *url;        /* nats://host:port[,nats://…] or ST_BUS_EMBEDDED */
-    const char *name;       /* connection name shown by the server (may be NULL) */
-    int connect_timeout_ms; /* 0: 2000 */
-    int reconnect_wait_ms;  /* 0: 250 */
-    int close_wait_ms;      /* st_bus_close waits this long for nats.c's closed callback; 0: 5000 */
+    const char *url;                /* nats://host:port[,nats://…] or ST_BUS_EMBEDDED */
+    const struct st_bus_auth *auth; /* NULL: none */
+    const char *name;               /* connection name shown by the server (may be NULL) */
+    int connect_timeout_ms;         /* 0: 2000 */
+    int reconnect_wait_ms;          /* 0: 250 */
+    int close_wait_ms; /* st_bus_close waits this long for nats.c's closed callback; 0: 5000 */
     /* Optional; runs on a bus thread. */
     void (*on_state)(void *ctx, enum st_bus_state state);
     void *ctx;
@@ -80,8 +98,15 @@ void st_bus_close(struct st_bus *b);
 /* Whether the connection is up right now. */
 bool st_bus_connected(struct st_bus *b);
 
-/* The URL it was opened with (for messages). */
+/* The URL it was opened with, any password in it replaced by "***" (for messages). */
 const char *st_bus_url(const struct st_bus *b);
+
+/*
+ * url with the password of every "user:password@" in it replaced by "***" (a token alone,
+ * "token@", likewise), for log lines and errors: nats://u:***@host:4222. Always
+ * NUL-terminated; truncated to cap.
+ */
+void st_bus_url_redact(const char *url, char *out, size_t cap);
 
 /* ---- core NATS ------------------------------------------------------------------------ */
 

@@ -19,6 +19,7 @@
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -146,8 +147,80 @@ static void nconn_free(struct nconn *c)
 
 static void n_close(void *impl);
 
+/* nats.c's reason for the last failure on this thread (it has the server's "Authorization
+ * Violation", the TLS error), else the status's text. */
+static const char *nats_reason(natsStatus s)
+{
+    natsStatus ls = NATS_OK;
+    const char *t = nats_GetLastError(&ls);
+    return t != NULL && t[0] != '\0' ? t : natsStatus_GetText(s);
+}
+
+static bool has(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* Credentials and TLS (st_bus.h) into no. `what` names the option that failed. */
+static natsStatus set_auth(natsOptions *no, const char *url, const struct st_bus_auth *a,
+                           const char **what)
+{
+    natsStatus s = NATS_OK;
+    bool tls = strstr(url, "tls://") != NULL;
+    if (a != NULL)
+        tls =
+            tls || has(a->tls_ca) || has(a->tls_cert) || has(a->tls_key) || has(a->tls_server_name);
+    if (tls && (s = natsOptions_SetSecure(no, true)) != NATS_OK) {
+        *what = "TLS";
+        return s;
+    }
+    if (a == NULL)
+        return NATS_OK;
+    if (has(a->user) && (s = natsOptions_SetUserInfo(no, a->user, a->password)) != NATS_OK) {
+        *what = "user";
+        return s;
+    }
+    if (has(a->token) && (s = natsOptions_SetToken(no, a->token)) != NATS_OK) {
+        *what = "token";
+        return s;
+    }
+    if (has(a->creds_file) &&
+        (s = natsOptions_SetUserCredentialsFromFiles(no, a->creds_file, NULL)) != NATS_OK) {
+        *what = a->creds_file;
+        return s;
+    }
+    if (has(a->tls_ca) && (s = natsOptions_LoadCATrustedCertificates(no, a->tls_ca)) != NATS_OK) {
+        *what = a->tls_ca;
+        return s;
+    }
+    if (has(a->tls_cert) &&
+        (s = natsOptions_LoadCertificatesChain(no, a->tls_cert, a->tls_key)) != NATS_OK) {
+        *what = a->tls_cert;
+        return s;
+    }
+    if (has(a->tls_server_name) &&
+        (s = natsOptions_SetExpectedHostname(no, a->tls_server_name)) != NATS_OK) {
+        *what = "TLS server name";
+        return s;
+    }
+    return NATS_OK;
+}
+
 static int n_connect(const struct st_bus_opts *o, void **impl, struct st_err *err)
 {
+    const struct st_bus_auth *a = o->auth;
+    if (a != NULL) {
+        int ways = has(a->user) + has(a->token) + has(a->creds_file);
+        if (ways > 1)
+            return st_err_set(err, ST_EINVAL,
+                              "bus: give one of user+password, token, creds_file (not %d)", ways);
+        if (has(a->user) != has(a->password))
+            return st_err_set(err, ST_EINVAL, "bus: user and password go together");
+        if (has(a->tls_cert) != has(a->tls_key))
+            return st_err_set(err, ST_EINVAL, "bus: TLS cert and key go together");
+    }
+    char shown[1024];
+    st_bus_url_redact(o->url, shown, sizeof(shown));
     struct nconn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return st_err_set(err, ST_ENOMEM, "bus: out of memory");
@@ -160,6 +233,14 @@ static int n_connect(const struct st_bus_opts *o, void **impl, struct st_err *er
     natsStatus s = natsOptions_Create(&no);
     if (s == NATS_OK)
         s = natsOptions_SetURL(no, o->url);
+    const char *what = NULL;
+    if (s == NATS_OK && (s = set_auth(no, o->url, a, &what)) != NATS_OK) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s", nats_reason(s));
+        natsOptions_Destroy(no);
+        nconn_free(c);
+        return st_err_set(err, ST_EINVAL, "NATS %s: %s", what, why);
+    }
     if (s == NATS_OK && o->name != NULL)
         s = natsOptions_SetName(no, o->name);
     if (s == NATS_OK)
@@ -179,12 +260,12 @@ static int n_connect(const struct st_bus_opts *o, void **impl, struct st_err *er
     natsOptions_Destroy(no);
     if (s != NATS_OK) { /* a failed connect makes no callbacks */
         nconn_free(c);
-        return st_err_set(err, ST_EIO, "connecting to %s: %s", o->url, natsStatus_GetText(s));
+        return st_err_set(err, ST_EIO, "connecting to %s: %s", shown, nats_reason(s));
     }
     s = natsConnection_JetStream(&c->js, c->nc, NULL);
     if (s != NATS_OK) {
         n_close(c);
-        return st_err_set(err, ST_EIO, "JetStream on %s: %s", o->url, natsStatus_GetText(s));
+        return st_err_set(err, ST_EIO, "JetStream on %s: %s", shown, natsStatus_GetText(s));
     }
     *impl = c;
     return ST_OK;

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "st_bus.h"
 #include "st_error.h"
 
 #define CFG_NAME_MAX 64
@@ -74,6 +75,10 @@ struct cfg {
     struct {
         char *url; /* "nats://..." or "embedded" */
         char *stream;
+        /* Credentials (at most one way: user + password, token, or creds_file) and TLS (on
+         * with a tls:// URL or any tls file; cert and key together). NULL: not set. */
+        char *user, *password, *token, *creds_file;
+        char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
     } nats;
     struct cfg_collection *collections;
     size_t n_collections;
@@ -127,6 +132,9 @@ void cfg_free(struct cfg *c);
 
 void cfg_errors_clear(struct cfg_errors *errs);
 void cfg_errors_print(const struct cfg_errors *errs, FILE *f);
+
+/* nats.user/password/token/creds_file/tls.* as the bus takes them (strings borrowed from c). */
+void cfg_nats_auth(const struct cfg *c, struct st_bus_auth *out);
 
 /* Looks a collection up by name; borrowed pointer valid while c lives. NULL if absent. */
 const struct cfg_collection *cfg_collection_find(const struct cfg *c, const char *name);

@@ -501,6 +501,14 @@ void cfg_free(struct cfg *c)
     free(c->kafka.properties);
     free(c->nats.url);
     free(c->nats.stream);
+    free(c->nats.user);
+    free(c->nats.password);
+    free(c->nats.token);
+    free(c->nats.creds_file);
+    free(c->nats.tls_ca_file);
+    free(c->nats.tls_cert_file);
+    free(c->nats.tls_key_file);
+    free(c->nats.tls_server_name);
     for (size_t i = 0; i < c->n_collections; i++) {
         free(c->collections[i].name);
         free(c->collections[i].topic);

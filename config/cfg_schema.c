@@ -393,9 +393,51 @@ static const struct cfg_field kafka_fields[] = {
     {0},
 };
 
+static const char *check_user(const char *s)
+{
+    if (s[0] == '\0')
+        return "must not be empty (leave the key out instead)";
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == ':' || *p == '@' || *p == '/')
+            return "must not contain spaces, control characters, ':', '@' or '/'";
+    return NULL;
+}
+
+/* A file the daemon reads at start: readable now, so a typo is found by --check-config. */
+static const char *check_readable(const char *s)
+{
+    if (s[0] == '\0')
+        return "must not be empty (leave the key out instead)";
+    return access(s, R_OK) == 0 ? NULL : "cannot be read (no such file, or no permission)";
+}
+
+/* A DNS name (wildcards are the certificate's business, not ours). */
+static const char *check_server_name(const char *s)
+{
+    return check_chars(s, 253, ".-", "must be a DNS host name (A-Z a-z 0-9 . -)");
+}
+
+static const struct cfg_field nats_tls_fields[] = {
+    STR("ca_file", struct cfg, nats.tls_ca_file, false, true, check_readable),
+    STR("cert_file", struct cfg, nats.tls_cert_file, false, true, check_readable),
+    STR("key_file", struct cfg, nats.tls_key_file, false, true, check_readable),
+    STR("server_name", struct cfg, nats.tls_server_name, false, true, check_server_name),
+    {0},
+};
+
 static const struct cfg_field nats_fields[] = {
     STR("url", struct cfg, nats.url, false, false, check_nats_url),
     STR("stream", struct cfg, nats.stream, false, false, check_stream),
+    STR("user", struct cfg, nats.user, false, true, check_user),
+    /* no check may print these values: parse_field quotes the value it rejects */
+    STR("password", struct cfg, nats.password, false, true, NULL),
+    STR("token", struct cfg, nats.token, false, true, NULL),
+    STR("creds_file", struct cfg, nats.creds_file, false, true, check_readable),
+    {.key = "tls",
+     .type = CFG_F_SECTION,
+     .required = false,
+     .nullable = true,
+     .sub = nats_tls_fields},
     {0},
 };
 
@@ -614,6 +656,43 @@ static void validate_index(struct cfg_ld *ld, yaml_node_t *coll_node, const char
     }
 }
 
+/* The NATS credentials: one way at most, its parts together. */
+static void validate_nats(struct cfg_ld *ld, yaml_node_t *root, const struct cfg *c)
+{
+    yaml_node_t *nn = cfg_mapping_get(ld, root, "nats");
+    yaml_node_t *tn = cfg_mapping_get(ld, nn, "tls");
+    const char *ways[] = {c->nats.user != NULL ? "user" : NULL,
+                          c->nats.token != NULL ? "token" : NULL,
+                          c->nats.creds_file != NULL ? "creds_file" : NULL};
+    const char *first = NULL;
+    for (size_t i = 0; i < 3; i++) {
+        if (ways[i] == NULL)
+            continue;
+        if (first != NULL) {
+            char p[CFG_PATH_MAX];
+            cfg_path_join(p, "nats", ways[i]);
+            cfg_ld_error(ld, cfg_mapping_get(ld, nn, ways[i]), p,
+                         "give one of user + password, token, creds_file (%s is set too)", first);
+        } else {
+            first = ways[i];
+        }
+    }
+    if ((c->nats.user != NULL) != (c->nats.password != NULL)) {
+        const char *set = c->nats.user != NULL ? "user" : "password";
+        char p[CFG_PATH_MAX];
+        cfg_path_join(p, "nats", set);
+        cfg_ld_error(ld, cfg_mapping_get(ld, nn, set), p,
+                     "nats.user and nats.password go together");
+    }
+    if ((c->nats.tls_cert_file != NULL) != (c->nats.tls_key_file != NULL)) {
+        const char *set = c->nats.tls_cert_file != NULL ? "cert_file" : "key_file";
+        char p[CFG_PATH_MAX];
+        cfg_path_join(p, "nats.tls", set);
+        cfg_ld_error(ld, cfg_mapping_get(ld, tn, set), p,
+                     "nats.tls.cert_file and nats.tls.key_file go together");
+    }
+}
+
 void cfg_validate(struct cfg_ld *ld, yaml_node_t *root, struct cfg *c)
 {
     if (!c->kafka.group_id || !c->kafka.dead_letter_topic || !c->nats.url || !c->nats.stream ||
@@ -623,6 +702,7 @@ void cfg_validate(struct cfg_ld *ld, yaml_node_t *root, struct cfg *c)
     }
     if (c->ingest.advertise_url != NULL)
         url_trim(c->ingest.advertise_url);
+    validate_nats(ld, root, c);
     yaml_node_t *seq = cfg_mapping_get(ld, root, "collections");
     for (size_t i = 0; i < c->n_collections; i++) {
         struct cfg_collection *cc = &c->collections[i];
@@ -662,6 +742,18 @@ void cfg_validate(struct cfg_ld *ld, yaml_node_t *root, struct cfg *c)
 }
 
 /* ---- derived values ---------------------------------------------------------------------- */
+
+void cfg_nats_auth(const struct cfg *c, struct st_bus_auth *out)
+{
+    *out = (struct st_bus_auth){.user = c->nats.user,
+                                .password = c->nats.password,
+                                .token = c->nats.token,
+                                .creds_file = c->nats.creds_file,
+                                .tls_ca = c->nats.tls_ca_file,
+                                .tls_cert = c->nats.tls_cert_file,
+                                .tls_key = c->nats.tls_key_file,
+                                .tls_server_name = c->nats.tls_server_name};
+}
 
 int cfg_ingest_advertise_url(const struct cfg *c, uint16_t bound_port, char *out, size_t cap)
 {

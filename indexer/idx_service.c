@@ -57,8 +57,9 @@ struct idx_service {
     char durable[80];
     struct idx_coll *colls;
     size_t ncoll;
-    struct st_bus *bus;       /* set by the puller once connected; read by others after `up` */
-    struct st_bus_pull *pull; /* the puller's */
+    struct st_bus *bus;         /* set by the puller once connected; read by others after `up` */
+    struct st_bus_pull *pull;   /* the puller's */
+    char last_connect_err[512]; /* the puller's: the last NATS connect failure it logged */
     _Atomic bool up, subscribed, stop;
     struct idx_nodes *nodes;
     pthread_mutex_t mu; /* the job list and the memory account */
@@ -762,7 +763,10 @@ static void *puller_main(void *arg)
         if (s->bus == NULL) {
             /* Connect here, not at start: NATS may be down; searches are served meanwhile
              * and SIGTERM is honoured (each attempt is bounded by the connect timeout). */
+            struct st_bus_auth auth;
+            cfg_nats_auth(s->cfg, &auth);
             struct st_bus_opts bo = {.url = s->cfg->nats.url,
+                                     .auth = &auth,
                                      .name = s->durable,
                                      .connect_timeout_ms = 2000,
                                      .reconnect_wait_ms = 250,
@@ -771,13 +775,19 @@ static void *puller_main(void *arg)
             struct st_bus *b = NULL;
             struct st_err err = {0};
             if (st_bus_connect(&bo, &b, &err) != ST_OK) {
+                /* said once per reason: a refused password must not go unnoticed, nor flood */
+                if (strcmp(err.msg, s->last_connect_err) != 0) {
+                    st_log_warn(LOG_COMP, "%s (retrying every second)", err.msg);
+                    snprintf(s->last_connect_err, sizeof(s->last_connect_err), "%s", err.msg);
+                }
                 wait_ms(s, 1000);
                 continue;
             }
             s->bus = b;
+            s->last_connect_err[0] = '\0';
             if (idx_nodes_attach(s->nodes, b, &err) != ST_OK)
                 st_log_warn(LOG_COMP, "%s (retrying)", err.msg);
-            st_log_info(LOG_COMP, "connected to NATS %s", s->cfg->nats.url);
+            st_log_info(LOG_COMP, "connected to NATS %s", st_bus_url(b));
             continue;
         }
         if (s->pull == NULL) {
@@ -1157,12 +1167,16 @@ int idx_coll_windows(struct idx_coll *c, struct idx_window_info **out, size_t *n
 bool idx_service_ready(struct idx_service *s, char *why, size_t cap)
 {
     if (!atomic_load(&s->subscribed)) {
+        char shown[512];
+        st_bus_url_redact(s->cfg->nats.url, shown, sizeof(shown));
         snprintf(why, cap, "nats: JetStream consumer %s not subscribed yet (%s)", s->durable,
-                 s->cfg->nats.url);
+                 shown);
         return false;
     }
     if (!atomic_load(&s->up) || !st_bus_connected(s->bus)) {
-        snprintf(why, cap, "nats: not connected to %s", s->cfg->nats.url);
+        char shown[512];
+        st_bus_url_redact(s->cfg->nats.url, shown, sizeof(shown));
+        snprintf(why, cap, "nats: not connected to %s", shown);
         return false;
     }
     if (!idx_nodes_settled(s->nodes)) {

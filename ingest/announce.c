@@ -129,6 +129,7 @@ static int bus_connect(struct ingest_announce *a, struct st_bus **b, struct st_e
     char name[200];
     snprintf(name, sizeof(name), "strata-ingest %s announcements", a->node);
     struct st_bus_opts bo = {.url = a->nats_url,
+                             .auth = a->o.auth,
                              .name = name,
                              .connect_timeout_ms = (int)a->o.connect_timeout_ms,
                              .reconnect_wait_ms = 200, /* then it reconnects on its own */

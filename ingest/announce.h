@@ -29,10 +29,12 @@
 #include <stdint.h>
 
 #include "consumer.h"
+#include "st_bus.h"
 #include "st_error.h"
 
 struct ingest_announce_opts {
     const char *nats_url;           /* nats://host:port[,...] (st_bus.h; or "embedded") */
+    const struct st_bus_auth *auth; /* credentials and TLS (NULL: none); borrowed until stop */
     const char *node_id;            /* subject strata.nodes.<node_id> */
     const char *url;                /* the advertise URL (cfg_ingest_advertise_url) */
     const char *const *collections; /* the collections this node serves */
@@ -47,7 +49,8 @@ struct ingest_announce_opts {
 
 struct ingest_announce;
 
-/* Copies o (strings included) and starts the thread; it connects in the background. */
+/* Copies o (strings included; auth is borrowed) and starts the thread; it connects in the
+ * background. */
 int ingest_announce_start(const struct ingest_announce_opts *o, struct ingest_announce **out,
                           struct st_err *err) ST_WUR;
 

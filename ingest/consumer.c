@@ -283,6 +283,32 @@ static void tell_hook(struct ing_consumer *c)
     free(l);
 }
 
+/* Errors librdkafka reports for bad credentials or certificates (SASL authentication failed,
+ * TLS handshake failed: an unknown CA, a wrong key, a protocol mismatch). It keeps retrying
+ * them, so a daemon would wait forever for a broker that will never let it in. */
+static bool credentials_error(rd_kafka_resp_err_t e)
+{
+    return e == RD_KAFKA_RESP_ERR__AUTHENTICATION || e == RD_KAFKA_RESP_ERR__SSL ||
+           e == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED;
+}
+
+/* librdkafka's error events (served by rd_kafka_consumer_poll, on the polling thread). Bad
+ * credentials or certificates make the consumer fail with the reason — nothing was read
+ * under them, so nothing is committed; the rest are logged (librdkafka retries them). */
+static void on_error(rd_kafka_t *rk, int e, const char *reason, void *opaque)
+{
+    (void)rk;
+    struct ing_consumer *c = opaque;
+    if (credentials_error((rd_kafka_resp_err_t)e)) {
+        if (c->fatal.code == ST_OK)
+            st_err_set(&c->fatal, ST_EIO,
+                       "kafka %s (check kafka.properties: security.protocol, sasl.*, ssl.*): %s",
+                       e == RD_KAFKA_RESP_ERR__SSL ? "TLS" : "authentication", reason);
+        return;
+    }
+    st_log_warn("ingest", "kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)e), reason);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -417,6 +443,7 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], es, sizeof(es)) != RD_KAFKA_CONF_OK)
             goto conf_fail;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_opaque(conf, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, es, sizeof(es));
     if (c->rk == NULL) {

@@ -111,7 +111,9 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
  * decoded), handles the oldest decoded one (waiting up to timeout_ms for it when the stage is
  * full or nothing new came), and runs a commit round when one is due. Returns ST_OK, or an
  * error that must stop consuming (the store failed, or the DLQ is unreachable: nothing at or
- * after the failing message is written or committed; every later call returns the error).
+ * after the failing message is written or committed; every later call returns the error; or
+ * the brokers refused the credentials or the TLS handshake — ST_EIO "kafka authentication: …"
+ * or "kafka TLS: …" — which librdkafka would retry forever).
  * Memory: the decode stage holds at most 4 messages and 64 MiB of them (always at least one
  * message, however large); a decoder drops a message's decoded data once it is handled.
  */

@@ -37,7 +37,8 @@ struct ingest_node {
     struct dlq *dlq;
     struct ing_consumer *cons;
     struct ingest_http *http;
-    struct ingest_announce *ann; /* read by on_assignment (consumer thread) */
+    struct ingest_announce *ann;  /* read by on_assignment (consumer thread) */
+    struct st_bus_auth nats_auth; /* from cfg; the publishers and the announcer borrow it */
     char url[512];
 };
 
@@ -50,8 +51,8 @@ static void on_assignment(void *ctx, const struct ing_partition *parts, size_t n
 }
 
 /* The announcer of this node (announce.h): its URL, collections and topics. */
-static int start_announcer(const struct cfg *cfg, const char *url, int64_t started_ms,
-                           struct ingest_announce **out, struct st_err *err)
+static int start_announcer(const struct cfg *cfg, const struct st_bus_auth *auth, const char *url,
+                           int64_t started_ms, struct ingest_announce **out, struct st_err *err)
 {
     size_t nc = cfg->n_collections, nt = 0;
     const char **names = calloc(nc ? nc : 1, sizeof(*names));
@@ -67,6 +68,7 @@ static int start_announcer(const struct cfg *cfg, const char *url, int64_t start
                 topics[nt++] = cfg->collections[i].topic;
         }
         struct ingest_announce_opts ao = {.nats_url = cfg->nats.url,
+                                          .auth = auth,
                                           .node_id = cfg->node_id,
                                           .url = url,
                                           .collections = names,
@@ -97,6 +99,7 @@ static int open_collection(struct ingest_node *n, size_t i, struct st_err *err)
     char seg_base[700];
     snprintf(seg_base, sizeof(seg_base), "%s/v1/segments/%s", n->url, cc->name);
     struct outbox_pub_opts po = {.url = cfg->nats.url,
+                                 .auth = &n->nats_auth,
                                  .stream = cfg->nats.stream,
                                  .node_id = cfg->node_id,
                                  .collection = cc->name,
@@ -144,6 +147,7 @@ int ingest_node_start(const struct cfg *cfg, int64_t started_ms, struct ingest_n
     if (n == NULL)
         return st_err_set(err, ST_ENOMEM, "out of memory");
     n->cfg = cfg;
+    cfg_nats_auth(cfg, &n->nats_auth);
     n->rt = calloc(nc ? nc : 1, sizeof(*n->rt));
     n->ic = calloc(nc ? nc : 1, sizeof(*n->ic));
     n->props = calloc(cfg->kafka.n_properties + 1, sizeof(*n->props));
@@ -197,7 +201,7 @@ int ingest_node_start(const struct cfg *cfg, int64_t started_ms, struct ingest_n
         goto fail;
     ingest_http_ready(n->http, n->hc, nc, n->cons);
     /* Announced once it serves (SPEC.md §7): an indexer may ask for fresh data at once. */
-    if ((rc = start_announcer(cfg, n->url, started_ms, &n->ann, err)) != ST_OK)
+    if ((rc = start_announcer(cfg, &n->nats_auth, n->url, started_ms, &n->ann, err)) != ST_OK)
         goto fail;
     *out = n;
     return ST_OK;

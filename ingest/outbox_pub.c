@@ -131,6 +131,7 @@ static int connect_bus(struct outbox_pub *p, struct st_bus **out, struct st_err 
     char name[200];
     snprintf(name, sizeof(name), "strata-ingest %s outbox %s", p->node, p->coll);
     struct st_bus_opts bo = {.url = p->url,
+                             .auth = p->o.auth,
                              .name = name,
                              .connect_timeout_ms = 2000,
                              .reconnect_wait_ms = 200,

@@ -15,11 +15,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "st_bus.h"
 #include "st_error.h"
 #include "twcs.h"
 
 struct outbox_pub_opts {
-    const char *url;          /* nats://host:port (st_bus.h; "embedded": strata demo) */
+    const char *url;                /* nats://host:port (st_bus.h; "embedded": strata demo) */
+    const struct st_bus_auth *auth; /* credentials and TLS (NULL: none); borrowed until stop */
     const char *stream;       /* JetStream stream, created if missing with subjects strata.*.sealed,
                                * .expired, .indexed (an old one holding strata.> is narrowed) */
     const char *node_id;      /* this ingest node */

@@ -914,6 +914,51 @@ static void add_common(TCase *tc)
     tcase_add_test(tc, test_msg_outlives_pull);
 }
 
+/* Passwords in NATS URLs never reach a message; bad credential sets are refused before any
+ * connection attempt (no server needed: nothing listens on port 1). */
+START_TEST(test_url_redact_and_auth_checks)
+{
+    static const char *const cases[][2] = {
+        {"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+        {"nats://u:hunter2@h:4222", "nats://u:***@h:4222"},
+        {"tls://t0ken@h:4222,nats://a:b@h2:1", "tls://***@h:4222,nats://a:***@h2:1"},
+        {"nats://h1:1,nats://h2:2", "nats://h1:1,nats://h2:2"},
+        {"nats://u:p@ss@h:4222", "nats://u:***@h:4222"},
+        {"embedded", "embedded"},
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        st_bus_url_redact(cases[i][0], out, sizeof(out));
+        ck_assert_str_eq(out, cases[i][1]);
+    }
+    st_bus_url_redact("nats://u:hunter2@h:4222", out, 12); /* truncated, terminated */
+    ck_assert_str_eq(out, "nats://u:**");
+    struct st_bus *b = NULL;
+    struct st_err err = {0};
+    struct st_bus_auth both = {.user = "u", .password = "p", .token = "t"};
+    struct st_bus_opts o = {.url = "nats://u:hunter2@127.0.0.1:1", .auth = &both};
+    ck_assert_int_eq(st_bus_connect(&o, &b, &err), ST_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "give one of"));
+    struct st_bus_auth half = {.user = "u"};
+    o.auth = &half;
+    ck_assert_int_eq(st_bus_connect(&o, &b, &err), ST_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "user and password go together"));
+    struct st_bus_auth cert = {.tls_cert = "/x.pem"};
+    o.auth = &cert;
+    ck_assert_int_eq(st_bus_connect(&o, &b, &err), ST_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "cert and key go together"));
+    struct st_bus_auth noca = {.tls_ca = "/nonexistent/ca.pem"};
+    o.auth = &noca;
+    ck_assert_int_eq(st_bus_connect(&o, &b, &err), ST_EINVAL);
+    ck_assert_msg(strstr(err.msg, "/nonexistent/ca.pem") != NULL, "%s", err.msg);
+    o.auth = NULL; /* nothing listens: the failure names the URL without its password */
+    o.connect_timeout_ms = 500;
+    ck_assert_int_eq(st_bus_connect(&o, &b, &err), ST_EIO);
+    ck_assert_msg(strstr(err.msg, "nats://u:***@127.0.0.1:1") != NULL, "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, "hunter2") == NULL, "%s", err.msg);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("bus");
@@ -921,6 +966,7 @@ int main(void)
     tcase_add_checked_fixture(emb, setup_embedded, NULL);
     add_common(emb);
     tcase_add_test(emb, test_embedded_url);
+    tcase_add_test(emb, test_url_redact_and_auth_checks);
     suite_add_tcase(su, emb);
     TCase *nats = tcase_create("nats");
     tcase_add_checked_fixture(nats, setup_nats, NULL);

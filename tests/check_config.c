@@ -432,6 +432,94 @@ START_TEST(test_advertise_url)
 }
 END_TEST
 
+/* nats.user/password/token/creds_file/tls.*: optional, ${ENV} for secrets, one way to log in,
+ * parts together, files readable; no error line shows a password. */
+START_TEST(test_nats_security_keys)
+{
+    char dir[] = "/tmp/strata-cfg-natsXXXXXX", ca[64], cert[64], key[64], creds[64], y[2048];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    snprintf(cert, sizeof(cert), "%s/c.pem", dir);
+    snprintf(key, sizeof(key), "%s/c.key", dir);
+    snprintf(creds, sizeof(creds), "%s/u.creds", dir);
+    const char *files[] = {ca, cert, key, creds};
+    for (size_t i = 0; i < 4; i++) {
+        FILE *f = fopen(files[i], "w");
+        ck_assert_ptr_nonnull(f);
+        fputs("x\n", f);
+        fclose(f);
+    }
+    /* none: all NULL */
+    struct cfg *c = load_ok(BASE ONE_COLL);
+    struct st_bus_auth a;
+    cfg_nats_auth(c, &a);
+    ck_assert(a.user == NULL && a.password == NULL && a.token == NULL && a.creds_file == NULL &&
+              a.tls_ca == NULL && a.tls_cert == NULL && a.tls_key == NULL);
+    cfg_free(c);
+    /* user + password (from the environment) and TLS with a client certificate */
+    setenv("STRATA_T_NATS_PW", "s3cret pw", 1);
+    snprintf(y, sizeof(y),
+             BASE ONE_COLL "nats:\n  url: tls://127.0.0.1:4443\n  user: strata\n"
+                           "  password: ${STRATA_T_NATS_PW}\n"
+                           "  tls: {ca_file: %s, cert_file: %s, key_file: %s}\n",
+             ca, cert, key);
+    c = load_ok(y);
+    cfg_nats_auth(c, &a);
+    ck_assert_str_eq(a.user, "strata");
+    ck_assert_str_eq(a.password, "s3cret pw");
+    ck_assert_str_eq(a.tls_ca, ca);
+    ck_assert_str_eq(a.tls_cert, cert);
+    ck_assert_str_eq(a.tls_key, key);
+    ck_assert_ptr_null(a.token);
+    cfg_free(c);
+    snprintf(y, sizeof(y), BASE ONE_COLL "nats: {creds_file: %s, tls: {ca_file: %s}}\n", creds, ca);
+    c = load_ok(y);
+    ck_assert_str_eq(c->nats.creds_file, creds);
+    ck_assert_ptr_null(c->nats.tls_cert_file);
+    cfg_free(c);
+    c = load_ok(BASE ONE_COLL "nats: {token: t0k, tls: null}\n");
+    ck_assert_str_eq(c->nats.token, "t0k");
+    cfg_free(c);
+    /* errors, with their positions */
+    load_bad(BASE ONE_COLL "nats: {user: strata}\n",
+             "t.yaml:6:14: nats.user:", "nats.user and nats.password go together");
+    load_bad(BASE ONE_COLL "nats: {password: hunter2}\n",
+             "t.yaml:6:18: nats.password:", "go together");
+    load_bad(BASE ONE_COLL "nats: {user: u, password: p, token: t}\n", "t.yaml:6:37: nats.token:",
+             "give one of user + password, token, creds_file (user is set too)");
+    load_bad(BASE ONE_COLL "nats: {user: 'a:b', password: p}\n",
+             "t.yaml:6:14: nats.user:", "must not contain");
+    load_bad(BASE ONE_COLL "nats: {user: u, password: ''}\n",
+             "t.yaml:6:27: nats.password:", "must not be empty");
+    load_bad(BASE ONE_COLL "nats: {tls: {ca_file: /nonexistent/ca.pem}}\n",
+             "t.yaml:6:23: nats.tls.ca_file:", "cannot be read");
+    load_bad(BASE ONE_COLL "nats: {tls: {ca_fil: x}}\n",
+             "t.yaml:6:14: nats.tls.ca_fil:", "unknown key");
+    c = load_ok(BASE ONE_COLL "nats: {tls: {server_name: nats-1.example.net}}\n");
+    cfg_nats_auth(c, &a);
+    ck_assert_str_eq(a.tls_server_name, "nats-1.example.net");
+    cfg_free(c);
+    load_bad(BASE ONE_COLL "nats: {tls: {server_name: 'nats:4222'}}\n",
+             "t.yaml:6:27: nats.tls.server_name:", "must be a DNS host name");
+    load_bad(BASE ONE_COLL "nats: {tls: 5}\n", "t.yaml:6:13: nats.tls:", "expected a mapping");
+    snprintf(y, sizeof(y), BASE ONE_COLL "nats: {tls: {cert_file: %s}}\n", cert);
+    load_bad(y, "t.yaml:6:25: nats.tls.cert_file:", "go together");
+    load_bad(BASE ONE_COLL "nats: {creds_file: /nonexistent.creds}\n",
+             "t.yaml:6:20: nats.creds_file:", "cannot be read");
+    /* a rejected config never echoes the password */
+    struct cfg_errors errs = {0};
+    const char *t = BASE ONE_COLL "nats: {password: hunter2, token: t0k, user: [x]}\n";
+    ck_assert_int_eq(cfg_load_string("t.yaml", t, strlen(t), &c, &errs), ST_EINVAL);
+    ck_assert_uint_gt(errs.n, 0);
+    for (size_t i = 0; i < errs.n; i++)
+        ck_assert_msg(strstr(errs.lines[i], "hunter2") == NULL, "%s", errs.lines[i]);
+    cfg_errors_clear(&errs);
+    for (size_t i = 0; i < 4; i++)
+        unlink(files[i]);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(test_all_errors_reported)
 {
     struct cfg_errors errs = {0};
@@ -502,6 +590,7 @@ int main(void)
     tcase_add_test(tc, test_all_errors_reported);
     tcase_add_test(tc, test_nodes_keys);
     tcase_add_test(tc, test_advertise_url);
+    tcase_add_test(tc, test_nats_security_keys);
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_cli_check_config);
     suite_add_tcase(s, tc);

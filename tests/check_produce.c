@@ -319,6 +319,27 @@ START_TEST(test_usage)
     ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --batch x"), 2);
     ck_assert_msg(strchr(o, '\n') == o + strlen(o) - 1, "not one line:\n%s", o);
     ck_assert_int_eq(st_test_cli(o, sizeof(o), "inspect %s/nope", tmp), 2);
+    /* --config: its errors as FILE:LINE:COL, an unknown collection, "embedded" brokers */
+    char cp[600];
+    snprintf(cp, sizeof(cp), "%s/p.yaml", tmp);
+    FILE *f = fopen(cp, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "node_id: n\ndata_dir: /tmp/x\nkafka: {brokers: embedded}\n"
+               "collections:\n  - {name: docs, dim: 4, topic: t.docs, window: 1h}\n");
+    fclose(f);
+    ck_assert_int_eq(
+        st_test_cli(o, sizeof(o), "produce --config %s --brokers b:1 --collection nope f", cp), 2);
+    ck_assert_msg(strstr(o, "has no collection 'nope'") != NULL, "%s", o);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s --collection docs f", cp), 2);
+    ck_assert_msg(strstr(o, "kafka.brokers is \"embedded\"") != NULL, "%s", o);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s/nope.yaml --topic t f", tmp),
+                     2);
+    ck_assert_msg(strstr(o, "nope.yaml") != NULL, "%s", o);
+    f = fopen(cp, "w");
+    fprintf(f, "node_id: n\ndata_dir: /tmp/x\nkafka: {brokers: 'h:1', propertes: {}}\n");
+    fclose(f);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s --topic t f", cp), 2);
+    ck_assert_msg(strstr(o, "p.yaml:3:") != NULL && strstr(o, "unknown key") != NULL, "%s", o);
 }
 END_TEST
 

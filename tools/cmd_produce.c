@@ -7,12 +7,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cfg.h"
 #include "cmd.h"
 #include "produce.h"
 
 static void help(void)
 {
     printf("usage: strata produce --brokers B --topic T [options] INPUT\n"
+           "       strata produce --config strata.yaml --collection C [options] INPUT\n"
            "\n"
            "Sends the records of INPUT to Kafka topic T in strata's record formats (SPEC.md §4),\n"
            "batch records per message, with an idempotent producer; exits 0 only when every\n"
@@ -27,6 +29,9 @@ static void help(void)
            "Ids are row numbers (0, 1, ...) unless a JSON line has an id.\n"
            "\n"
            "options:\n"
+           "  --config FILE        the daemons' YAML: kafka.brokers and kafka.properties (TLS,\n"
+           "                       SASL: ${ENV} expanded) unless given here, and the topic of\n"
+           "                       --collection\n"
            "  --brokers B          Kafka bootstrap servers (host:port,...)\n"
            "  --topic T            the topic the collection is fed from\n"
            "  --collection C       name C in every message (default: the topic's collection)\n"
@@ -36,7 +41,9 @@ static void help(void)
            "  --dim D              refuse INPUT unless its vectors have D dims\n"
            "  --u64-ids            ids are unsigned integers (collections with id_type uint64)\n"
            "  --input-format F     fvecs | npy | idx | jsonl (default: by file name)\n"
-           "  -X, --property K=V   a librdkafka property (repeatable), e.g. -X linger.ms=20\n"
+           "  -X, --property K=V   a librdkafka property (repeatable), e.g. -X linger.ms=20;\n"
+           "                       after the config's kafka.properties (a secret is better\n"
+           "                       kept there than on a command line)\n"
            "  --quiet              no progress output\n"
            "  --help               this help\n"
            "\n"
@@ -106,6 +113,7 @@ int cmd_produce(int argc, char **argv)
         O_U64,
         O_IN,
         O_QUIET,
+        O_CONFIG,
         O_HELP
     };
     static const struct option lo[] = {
@@ -120,6 +128,7 @@ int cmd_produce(int argc, char **argv)
         {"input-format", required_argument, NULL, O_IN},
         {"property", required_argument, NULL, 'X'},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"config", required_argument, NULL, O_CONFIG},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -127,11 +136,15 @@ int cmd_produce(int argc, char **argv)
     enum produce_in in = PRODUCE_IN_AUTO;
     bool u64 = false, quiet = false;
     unsigned long dim = 0;
-    const char **props = calloc((size_t)argc + 1, sizeof(char *));
-    size_t nprops = 0;
+    const char **cli_props = calloc((size_t)argc + 1, sizeof(char *));
+    size_t n_cli = 0;
+    const char **props = NULL; /* the config's kafka.properties, then -X */
+    char **cfg_kv = NULL;      /* "key=value" of the config's, owned */
+    const char *config = NULL;
+    struct cfg *cfg = NULL;
     int rc = 2, c;
     struct produce_src *src = NULL;
-    if (props == NULL)
+    if (cli_props == NULL)
         return 1;
     opterr = 0;
     optind = 1;
@@ -201,7 +214,10 @@ int cmd_produce(int argc, char **argv)
             }
             break;
         case 'X':
-            props[nprops++] = optarg;
+            cli_props[n_cli++] = optarg;
+            break;
+        case O_CONFIG:
+            config = optarg;
             break;
         case O_QUIET:
             quiet = true;
@@ -218,10 +234,65 @@ int cmd_produce(int argc, char **argv)
             goto out;
         }
     }
+    size_t n_cfg = 0;
+    if (config != NULL) {
+        struct cfg_errors errs = {0};
+        if (cfg_load(config, &cfg, &errs) != ST_OK) {
+            cfg_errors_print(&errs, stderr);
+            if (errs.n == 0)
+                fprintf(stderr, "strata produce: %s: cannot be read\n", config);
+            cfg_errors_clear(&errs);
+            rc = 2;
+            goto out;
+        }
+        if (o.brokers == NULL) {
+            if (strcmp(cfg->kafka.brokers, "embedded") == 0) {
+                rc = cmd_usage_error("produce",
+                                     "%s: kafka.brokers is \"embedded\" (strata demo "
+                                     "only); give --brokers",
+                                     config);
+                goto out;
+            }
+            o.brokers = cfg->kafka.brokers;
+        }
+        if (o.topic == NULL && o.collection != NULL) {
+            const struct cfg_collection *cc = cfg_collection_find(cfg, o.collection);
+            if (cc == NULL) {
+                rc = cmd_usage_error("produce", "%s has no collection '%s'", config, o.collection);
+                goto out;
+            }
+            o.topic = cc->topic;
+        }
+        n_cfg = cfg->kafka.n_properties;
+        cfg_kv = calloc(n_cfg + 1, sizeof(*cfg_kv));
+        if (cfg_kv == NULL) {
+            rc = 1;
+            goto out;
+        }
+        for (size_t i = 0; i < n_cfg; i++) {
+            const struct cfg_kv *kv = &cfg->kafka.properties[i];
+            size_t len = strlen(kv->key) + strlen(kv->value) + 2;
+            if ((cfg_kv[i] = malloc(len)) == NULL) {
+                rc = 1;
+                goto out;
+            }
+            snprintf(cfg_kv[i], len, "%s=%s", kv->key, kv->value);
+        }
+    }
     if (o.brokers == NULL || o.topic == NULL) {
-        rc = cmd_usage_error("produce", "--brokers and --topic are required");
+        rc = cmd_usage_error("produce", "--brokers and --topic are required (or --config with "
+                                        "--collection)");
         goto out;
     }
+    props = calloc(n_cfg + n_cli + 1, sizeof(*props));
+    if (props == NULL) {
+        rc = 1;
+        goto out;
+    }
+    for (size_t i = 0; i < n_cfg; i++)
+        props[i] = cfg_kv[i];
+    for (size_t i = 0; i < n_cli; i++)
+        props[n_cfg + i] = cli_props[i];
     if (optind != argc - 1) {
         rc = cmd_usage_error("produce", optind == argc ? "no INPUT file" : "more than one INPUT");
         goto out;
@@ -284,5 +355,10 @@ int cmd_produce(int argc, char **argv)
 out:
     produce_src_close(src);
     free(props);
+    free(cli_props);
+    for (size_t i = 0; cfg_kv != NULL && cfg_kv[i] != NULL; i++)
+        free(cfg_kv[i]);
+    free(cfg_kv);
+    cfg_free(cfg);
     return rc;
 }

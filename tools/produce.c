@@ -314,6 +314,7 @@ struct run {
     struct produce_stats st;
     uint64_t failed;
     char first_fail[256];
+    char refused[512]; /* the brokers refused the credentials or the TLS handshake */
     struct timespec t0;
     double last_progress;
     bool bucket; /* the rate limit's token bucket (pace) */
@@ -427,9 +428,22 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
     return ST_OK;
 }
 
+/* Bad credentials or certificates: librdkafka would retry until message.timeout.ms (5
+ * minutes); nothing will be delivered, so the run gives up at once with the reason. */
+static void on_error(rd_kafka_t *rk, int e, const char *reason, void *opaque)
+{
+    (void)rk;
+    struct run *r = opaque;
+    if ((e == RD_KAFKA_RESP_ERR__AUTHENTICATION || e == RD_KAFKA_RESP_ERR__SSL ||
+         e == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED) &&
+        r->refused[0] == '\0')
+        snprintf(r->refused, sizeof(r->refused), "kafka %s: %s",
+                 e == RD_KAFKA_RESP_ERR__SSL ? "TLS" : "authentication", reason);
+}
+
 static bool abandoned(const struct run *r)
 {
-    return r->o->abandon != NULL && atomic_load(r->o->abandon);
+    return (r->o->abandon != NULL && atomic_load(r->o->abandon)) || r->refused[0] != '\0';
 }
 
 static bool cancelled(const struct run *r)
@@ -523,6 +537,7 @@ static int start_producer(struct run *r, const struct produce_opts *o, struct st
         }
     }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_opaque(conf, r);
     r->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (r->rk == NULL) {
@@ -643,6 +658,11 @@ out:
         int left = rd_kafka_outq_len(r.rk);
         char fatal[256];
         rd_kafka_resp_err_t fe = rd_kafka_fatal_error(r.rk, fatal, sizeof(fatal));
+        if (rc == ST_OK && r.refused[0] != '\0')
+            rc = st_err_set(err, ST_EIO,
+                            "%s (check the security.protocol, sasl.* and ssl.* "
+                            "properties)",
+                            r.refused);
         if (rc == ST_OK && fe != RD_KAFKA_RESP_ERR_NO_ERROR)
             rc = st_err_set(err, ST_EIO, "kafka fatal error: %s", fatal);
         if (rc == ST_OK && gave_up && r.st.delivered < r.st.messages)
