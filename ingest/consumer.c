@@ -91,8 +91,9 @@ struct ing_consumer {
     size_t n_parts, cap_parts;
     int64_t next_commit_ms;
     struct ing_stats st;
-    struct st_err fatal; /* set in the rebalance callback, reported by the next poll */
-    bool rebalanced;     /* the rebalance callback ran at least once */
+    struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
+    struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
+    bool rebalanced;             /* the rebalance callback ran at least once */
 
     /* What /metrics reads from other threads, guarded by mu. */
     pthread_mutex_t mu;
@@ -293,12 +294,23 @@ static bool credentials_error(rd_kafka_resp_err_t e)
 }
 
 /* librdkafka's error events (served by rd_kafka_consumer_poll, on the polling thread). Bad
- * credentials or certificates make the consumer fail with the reason — nothing was read
- * under them, so nothing is committed; the rest are logged (librdkafka retries them). */
+ * credentials or certificates before anything was consumed make the consumer fail with the
+ * reason (a misconfiguration: nothing was read, nothing is committed). Once messages flowed
+ * the same errors are taken for transient (a broker restarting its listeners, a rotation in
+ * progress): logged, rate-limited, and left to librdkafka's retries, with consumer lag
+ * showing whether they last. The rest are logged. */
 static void on_error(rd_kafka_t *rk, int e, const char *reason, void *opaque)
 {
     (void)rk;
     struct ing_consumer *c = opaque;
+    if (credentials_error((rd_kafka_resp_err_t)e) && c->st.messages > 0) {
+        uint32_t sup;
+        if (st_ratelimit_ok(&c->auth_rl, 1, 10000, &sup))
+            st_log_warn("ingest",
+                        "kafka %s failed after consuming (retrying; %u more suppressed): %s",
+                        e == RD_KAFKA_RESP_ERR__SSL ? "TLS" : "authentication", sup, reason);
+        return;
+    }
     if (credentials_error((rd_kafka_resp_err_t)e)) {
         if (c->fatal.code == ST_OK)
             st_err_set(&c->fatal, ST_EIO,
