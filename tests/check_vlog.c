@@ -1014,7 +1014,7 @@ START_TEST(test_drop_unflushed)
 }
 END_TEST
 
-/* a process crash leaves WAL records and their log rows in the page cache only.
+/* A process crash leaves WAL records and their log rows in the page cache only.
  * Recovery replays them, fsyncs the WAL and reports them durable; the logs it read the rows
  * from are not fsynced. A power cut then must not lose what the reopen reported durable. */
 START_TEST(test_recovery_fsyncs_logs)
