@@ -808,6 +808,16 @@ static void *puller_main(void *arg)
         struct st_err err = {0};
         int n = st_bus_pull_fetch(s->pull, msgs, 32, 1000, &err);
         if (n < 0) {
+            /* Disconnected: nats.c subscribes again once back. Connected, yet the fetch failed:
+             * the stream or the consumer is gone (deleted under us) — bind again, which
+             * creates both anew (a retry alone would fail forever, without a word). Messages
+             * still held keep the old binding until they are freed. */
+            if (st_bus_connected(s->bus)) {
+                st_log_warn(LOG_COMP, "consumer %s on stream %s: %s; binding again", s->durable,
+                            s->cfg->nats.stream, err.msg);
+                st_bus_pull_close(s->pull);
+                s->pull = NULL;
+            }
             wait_ms(s, 500);
             continue;
         }

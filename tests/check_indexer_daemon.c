@@ -951,6 +951,40 @@ START_TEST(test_indexer_nats_outage)
     /* Back: strong works again (after re-settling). */
     st_own_nats_start(&n);
     ck_assert(ST_WAIT_UNTIL(search_status(xp, "strong") == 200, 60000));
+
+    /* The stream deleted under the running indexer (its durable consumer goes with it): the
+     * indexer binds again, creating both, and consumes what is published there afterwards (a
+     * sealed event of a window it serves: acked as a no-op). */
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    st_nats_js_open(n.url, &nc, &js);
+    natsMsg *m = NULL;
+    NATS_OK(js_GetLastMsg(&m, js, e.stream, "strata.fm.sealed", NULL, &jerr));
+    NATS_OK(js_DeleteStream(js, e.stream, NULL, &jerr));
+    jsConsumerInfo *ci = NULL;
+    ck_assert(ST_WAIT_UNTIL(
+        js_GetConsumerInfo(&ci, js, e.stream, "host-a-indexer", NULL, &jerr) == NATS_OK, 30000));
+    jsConsumerInfo_Destroy(ci);
+    ci = NULL;
+    ck_assert_int_ge(count_in_log(lx, "binding again"), 1);
+    jsPubAck *pa = NULL;
+    NATS_OK(js_Publish(&pa, js, "strata.fm.sealed", natsMsg_GetData(m), natsMsg_GetDataLength(m),
+                       NULL, &jerr));
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(m);
+    bool acked = false;
+    int64_t dl = st_test_now_ms() + 30000;
+    while (!acked && st_test_now_ms() < dl) {
+        if (js_GetConsumerInfo(&ci, js, e.stream, "host-a-indexer", NULL, &jerr) == NATS_OK)
+            acked = ci->AckFloor.Stream >= 1 && ci->NumAckPending == 0;
+        jsConsumerInfo_Destroy(ci);
+        ci = NULL;
+        if (!acked)
+            st_test_sleep_ms(100);
+    }
+    ck_assert_msg(acked, "the sealed event on the new stream was not consumed");
+    st_nats_js_close(nc, js);
     st_daemon_stop(&ix, 45000);
     st_daemon_stop(&ing, 45000);
     nats_override = NULL;
