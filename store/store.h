@@ -173,6 +173,8 @@ struct store_segment_info {
     uint32_t dim;
     uint32_t checksum;    /* the footer's checksum: identifies this exact file */
     uint64_t vector_file; /* a run naming rows of a vector log: its number; 0: self-contained */
+    uint64_t written;     /* store_merge's out only: bytes the merge wrote (0 for a promotion;
+                             what it appended when it completed a vector log) */
     const char *path;     /* borrowed, valid while the segment is referenced */
 };
 

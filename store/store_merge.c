@@ -545,8 +545,10 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
             sealed_log = store_vlog_detach_locked(s, vl->number);
         if (mode != MERGE_PROMOTE)
             s->st.segment_bytes_written += written;
-        if (out != NULL)
+        if (out != NULL) {
             *out = ng->info;
+            out->written = mode == MERGE_PROMOTE ? 0 : written;
+        }
         ng = NULL;
         pthread_mutex_unlock(&s->mu);
     }

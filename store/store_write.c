@@ -526,6 +526,23 @@ int store_freeze(struct store *s)
     }
     if ((m = store_mt_new(s->o.dim, n, s->o.memtable_size)) == NULL)
         goto nomem;
+    /* Most of the logs' dirty rows are fsynced before writers are held (they keep appending
+     * meanwhile): inside the roll only what they add during this fsync remains. */
+    pthread_mutex_lock(&s->mu);
+    struct store_vlog **early = NULL;
+    size_t nearly = 0;
+    rc = store_vlog_capture_dirty_locked(s, &early, &nearly);
+    pthread_mutex_unlock(&s->mu);
+    if (rc == ST_OK)
+        rc = store_vlog_sync_captured(early, nearly);
+    if (rc != ST_OK) {
+        store_fs_close(f);
+        store_mt_unref(m);
+        pthread_mutex_lock(&s->mu);
+        rc = store_fail_locked(s, rc, "vector log fsync at roll");
+        pthread_mutex_unlock(&s->mu);
+        return rc;
+    }
 
     pthread_mutex_lock(&s->mu);
     struct store_memtable **fz = realloc(s->frozen, (s->nfrozen + 1) * sizeof(*fz));

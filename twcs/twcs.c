@@ -639,8 +639,8 @@ static int seal_window(struct twcs *t, struct store_window w)
     if (rc != ST_OK)
         return rc;
     pthread_mutex_lock(&t->mu);
-    if (nin > 1) /* one input is promoted in the manifest, not rewritten */
-        t->st.compaction_bytes += mi.bytes;
+    t->st.compaction_bytes += mi.written; /* a promotion writes nothing, a completed log its
+                                           * tables (and the vectors not in it) */
     if (nw.version == 1)
         t->st.sealed++;
     else
@@ -781,7 +781,7 @@ static int merge_runs(struct twcs *t, struct store_window w)
             if (rc == ST_OK) {
                 pthread_mutex_lock(&t->mu);
                 t->st.merges++;
-                t->st.compaction_bytes += mi.bytes;
+                t->st.compaction_bytes += mi.written;
                 pthread_mutex_unlock(&t->mu);
             }
         }
