@@ -321,6 +321,20 @@ static void on_error(rd_kafka_t *rk, int e, const char *reason, void *opaque)
     st_log_warn("ingest", "kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)e), reason);
 }
 
+/* librdkafka's log lines, through ours (priority and journald fields like every other line,
+ * not its own stderr format). kafka.properties is shared with the DLQ producer, so warnings
+ * about producer-only properties say nothing to an operator. Called on librdkafka's threads. */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "producer property") != NULL)
+        return;
+    st_log(level <= 3   ? ST_LOG_ERROR
+           : level <= 4 ? ST_LOG_WARNING
+                        : ST_LOG_INFO,
+           "ingest", "librdkafka %s: %s", fac, buf);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -456,6 +470,7 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
             goto conf_fail;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_opaque(conf, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, es, sizeof(es));
     if (c->rk == NULL) {
