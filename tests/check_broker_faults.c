@@ -70,13 +70,7 @@ struct env {
 
 static void env_init(struct env *e, const char *tag, const char *nats, const char *window)
 {
-    char t[64];
-    snprintf(t, sizeof(t), "%s-docs", tag);
-    snprintf(e->topic, sizeof(e->topic), "%s", st_test_unique(t));
-    snprintf(t, sizeof(t), "%s-dlq", tag);
-    snprintf(e->dead, sizeof(e->dead), "%s", st_test_unique(t));
-    snprintf(t, sizeof(t), "%s-g", tag);
-    snprintf(e->group, sizeof(e->group), "%s", st_test_unique(t));
+    st_kafka_names(tag, e->topic, e->dead, e->group);
     snprintf(e->stream, sizeof(e->stream), "F%d%s", (int)getpid(), tag);
     st_kafka_create_topic(g_kafka, e->topic, 2);
     st_kafka_create_topic(g_kafka, e->dead, 1);
@@ -202,7 +196,7 @@ START_TEST(test_kafka_restart_mid_ingest)
                   scraped(port, RECORDS_DOCS));
     assert_all_there(port, 0, 600);
     ck_assert_double_eq(scraped(port, RECORDS_DOCS), 600); /* none applied twice */
-    st_daemon_stop(&ing, 60000); /* commits everything handled */
+    st_daemon_stop(&ing, 60000);                           /* commits everything handled */
     st_kafka_assert_committed_at_end(g_kafka, e.group, e.topic, 2);
     st_test_rmrf(e.dir);
     free(e.dir);

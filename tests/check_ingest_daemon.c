@@ -57,13 +57,7 @@ static void env_init_nats(struct env *e, const char *tag, bool with_token, const
     const char *ingest_keys = next_ingest_keys != NULL ? next_ingest_keys : "";
     next_node = next_ingest_keys = NULL;
     ck_assert_ptr_nonnull(e->bin);
-    char t[64];
-    snprintf(t, sizeof(t), "%s-docs", tag);
-    snprintf(e->topic, sizeof(e->topic), "%s", st_test_unique(t));
-    snprintf(t, sizeof(t), "%s-dlq", tag);
-    snprintf(e->dead, sizeof(e->dead), "%s", st_test_unique(t));
-    snprintf(t, sizeof(t), "%s-g", tag);
-    snprintf(e->group, sizeof(e->group), "%s", st_test_unique(t));
+    st_kafka_names(tag, e->topic, e->dead, e->group);
     snprintf(e->stream, sizeof(e->stream), "%c%d%s", tag[0] & ~0x20, (int)getpid(), tag);
     for (char *c = e->stream; *c; c++)
         if (*c == '-')

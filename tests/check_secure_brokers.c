@@ -173,13 +173,7 @@ struct env {
  * nats_pw_env are the values the daemon's STRATA_T_*_PW get (see daemon_env). */
 static void env_init(struct env *e, const char *tag, enum proto p)
 {
-    char t[64];
-    snprintf(t, sizeof(t), "%s-docs", tag);
-    snprintf(e->topic, sizeof(e->topic), "%s", st_test_unique(t));
-    snprintf(t, sizeof(t), "%s-dlq", tag);
-    snprintf(e->dead, sizeof(e->dead), "%s", st_test_unique(t));
-    snprintf(t, sizeof(t), "%s-g", tag);
-    snprintf(e->group, sizeof(e->group), "%s", st_test_unique(t));
+    st_kafka_names(tag, e->topic, e->dead, e->group);
     snprintf(e->stream, sizeof(e->stream), "SEC%d_%s", (int)getpid(), tag);
     for (char *c = e->stream; *c; c++)
         if (*c == '-')

@@ -3,7 +3,10 @@
 
 #include <check.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#include "st_test.h"
 
 void st_kafka_create_topic(const char *brokers, const char *topic, int partitions)
 {
@@ -96,6 +99,17 @@ void st_kafka_assert_committed_at_end(const char *brokers, const char *group, co
     }
     rd_kafka_destroy(c);
     free(offs);
+}
+
+void st_kafka_names(const char *tag, char topic[128], char dead[128], char group[128])
+{
+    static const char *const kind[3] = {"docs", "dlq", "g"};
+    char *out[3] = {topic, dead, group};
+    for (int i = 0; i < 3; i++) {
+        char t[96];
+        snprintf(t, sizeof(t), "%.80s-%s", tag, kind[i]);
+        snprintf(out[i], 128, "%s", st_test_unique(t));
+    }
 }
 
 rd_kafka_t *st_kafka_producer(const char *brokers)

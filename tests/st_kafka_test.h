@@ -20,6 +20,10 @@ void st_kafka_assert_committed_at_end(const char *brokers, const char *group, co
 /* A consumer handle of group that subscribes to nothing (committed offsets, watermarks). */
 rd_kafka_t *st_kafka_group_client(const char *brokers, const char *group);
 
+/* Names unique to this process and call for a test's topic, dead-letter topic and consumer
+ * group: "<tag>-docs-…", "<tag>-dlq-…", "<tag>-g-…" (each buffer 128 bytes). */
+void st_kafka_names(const char *tag, char topic[128], char dead[128], char group[128]);
+
 /* A plain producer (acks=all by default). */
 rd_kafka_t *st_kafka_producer(const char *brokers);
 /* Queues one message (copied) to topic's partition; fails the test on error. Flush after. */
