@@ -16,6 +16,9 @@
 #include "store_fs.h"
 #include "fuzz_reseal.h"
 #include "st_coding.h"
+#include "st_fault.h"
+#include "idx_catalog.h"
+#include <sys/wait.h>
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void)
@@ -876,6 +879,152 @@ START_TEST(test_part_rows_layout)
 }
 END_TEST
 
+/*
+ * Faults at every I/O site of the indexer's commit points. The catalog (the commit of every
+ * index, expiry and swap) and an index file are saved once to record the sites they pass; then,
+ * at each site: an injected EIO and ENOSPC make the save fail, and what is on disk still loads
+ * as the version before or (after its rename) the new one — never damaged, never a half file;
+ * a kill there (in a child) leaves the same; and with the fault cleared the save succeeds.
+ */
+static struct idx_cat_entry cat_entry(const char *node, int64_t start)
+{
+    struct idx_cat_entry e = {.start = start, .end = start + 60000, .version = 1, .records = 5};
+    snprintf(e.node, sizeof(e.node), "%s", node);
+    snprintf(e.index, sizeof(e.index), "hnsw");
+    snprintf(e.url, sizeof(e.url), "http://h/seg/%lld", (long long)start);
+    return e;
+}
+
+/* What the catalog in dir holds now: 1 (entry A), 2 (A and B); fails the test if it cannot be
+ * opened (damaged) or holds anything else. */
+static int cat_state(const char *dir)
+{
+    struct idx_catalog *c;
+    struct st_err err = {0};
+    ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
+    ck_assert_ptr_nonnull(idx_catalog_find(c, "a", 0));
+    int n = (int)c->n;
+    ck_assert(n == 1 || (n == 2 && idx_catalog_find(c, "b", 60000) != NULL));
+    idx_catalog_free(c);
+    return n;
+}
+
+static int cat_save_ab(const char *dir, struct st_err *err)
+{
+    struct idx_catalog *c;
+    int rc = idx_catalog_open(dir, &c, err);
+    if (rc != ST_OK)
+        return rc;
+    struct idx_cat_entry b = cat_entry("b", 60000);
+    rc = idx_catalog_put(c, &b);
+    if (rc == ST_OK)
+        rc = idx_catalog_save(c, err);
+    idx_catalog_free(c);
+    return rc;
+}
+
+static void cat_reset(const char *dir)
+{
+    st_test_rmrf(dir);
+    struct idx_catalog *c;
+    struct st_err err = {0};
+    ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_OK);
+    struct idx_cat_entry a = cat_entry("a", 0);
+    ck_assert_int_eq(idx_catalog_put(c, &a), ST_OK);
+    ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
+    idx_catalog_free(c);
+}
+
+START_TEST(test_index_io_faults)
+{
+    char *dir = st_test_tmpdir("idxfault");
+    struct st_err err = {0};
+    /* the catalog */
+    cat_reset(dir);
+    st_fault_record(true);
+    ck_assert_int_eq(cat_save_ab(dir, &err), ST_OK);
+    st_fault_record(false);
+    const char *sites[64];
+    size_t nsites = st_fault_recorded(sites, 64);
+    size_t cat_sites = 0;
+    for (size_t i = 0; i < nsites; i++)
+        cat_sites += strncmp(sites[i], "idx.catalog.", 12) == 0;
+    ck_assert_uint_ge(cat_sites, 4); /* create, write, fsync, rename (and the directory) */
+    int failed = 0, killed = 0;
+    for (size_t i = 0; i < nsites; i++) {
+        static const int codes[] = {ST_EIO, ST_ENOSPC};
+        for (size_t k = 0; k < 2; k++) {
+            cat_reset(dir);
+            ck_assert_int_eq(st_fault_arm(sites[i], 0, 1, codes[k]), ST_OK);
+            st_err_clear(&err);
+            int rc = cat_save_ab(dir, &err);
+            st_fault_disarm_all();
+            failed += rc != ST_OK;
+            ck_assert_msg(rc == ST_OK || err.msg[0] != '\0', "site %s: %s without a message",
+                          sites[i], st_strerror(rc));
+            int st = cat_state(dir);
+            ck_assert_msg(rc != ST_OK || st == 2, "site %s: saved but not there", sites[i]);
+            ck_assert_int_eq(cat_save_ab(dir, &err), ST_OK); /* the fault cleared: it saves */
+            ck_assert_int_eq(cat_state(dir), 2);
+        }
+        cat_reset(dir);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            if (st_fault_arm(sites[i], 0, 1, ST_FAULT_CRASH) != ST_OK)
+                _exit(3);
+            struct st_err e2 = {0};
+            _exit(cat_save_ab(dir, &e2) == ST_OK ? 0 : 4);
+        }
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        killed += WIFSIGNALED(status);
+        cat_state(dir); /* opens, undamaged: the old catalog or the new */
+        ck_assert_int_eq(cat_save_ab(dir, &err), ST_OK);
+    }
+    ck_assert_int_ge(failed, (int)cat_sites); /* every catalog site's fault is reported */
+    ck_assert_int_eq(killed, (int)nsites);
+
+    /* an index file: version 1 saved, then version 2 (other points) at every fault */
+    uint32_t dim = 8;
+    float *b1 = dataset(300, dim, 5, 3), *b2 = dataset(400, dim, 5, 4);
+    struct idx_hnsw_opts o = {
+        .dim = dim, .metric = ST_METRIC_L2, .m = 8, .ef_construction = 40, .seed = 1, .threads = 1};
+    struct idx_hnsw *h1, *h2, *l;
+    ck_assert_int_eq(idx_hnsw_build(&o, b1, 300, &h1), ST_OK);
+    ck_assert_int_eq(idx_hnsw_build(&o, b2, 400, &h2), ST_OK);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/x.hnsw", dir);
+    ck_assert_int_eq(idx_hnsw_save(h1, path, &err), ST_OK);
+    st_fault_record(true);
+    ck_assert_int_eq(idx_hnsw_save(h2, path, &err), ST_OK);
+    st_fault_record(false);
+    nsites = st_fault_recorded(sites, 64);
+    size_t file_sites = 0;
+    for (size_t i = 0; i < nsites; i++)
+        file_sites +=
+            strncmp(sites[i], "idx.file.", 9) == 0 || strncmp(sites[i], "idx.hnsw.", 9) == 0;
+    ck_assert_uint_ge(file_sites, 4);
+    for (size_t i = 0; i < nsites; i++) {
+        ck_assert_int_eq(idx_hnsw_save(h1, path, &err), ST_OK);
+        ck_assert_int_eq(st_fault_arm(sites[i], 0, 1, ST_ENOSPC), ST_OK);
+        int rc = idx_hnsw_save(h2, path, &err);
+        st_fault_disarm_all();
+        ck_assert_msg(idx_hnsw_load(path, &l, &err) == ST_OK, "site %s: %s", sites[i], err.msg);
+        uint32_t n = idx_hnsw_count(l);
+        ck_assert_msg(n == 300 || n == 400, "site %s: %u points", sites[i], n);
+        ck_assert_msg(rc != ST_OK || n == 400, "site %s: saved but old", sites[i]);
+        idx_hnsw_free(l);
+    }
+    idx_hnsw_free(h1);
+    idx_hnsw_free(h2);
+    free(b1);
+    free(b2);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("indexer");
@@ -889,6 +1038,7 @@ int main(void)
     tcase_add_test(tc, test_pq4_lut);
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
     tcase_add_test(tc, test_hnsw_file_lies);
+    tcase_add_test(tc, test_index_io_faults);
     tcase_add_loop_test(tc, test_ivfpq_file_lies, 0, 2);
     tcase_add_test(tc, test_part_rows_layout);
     suite_add_tcase(su, tc);
