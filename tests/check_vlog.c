@@ -929,10 +929,7 @@ START_TEST(test_reopen_twice_after_flush)
     ck_assert_int_eq(store_flush(s), ST_OK);
     ck_assert_int_eq(store_close(s), ST_OK);
     for (int pass = 0; pass < 2; pass++) {
-        struct st_err err = {0};
-        int rc;
-        s = vt_open_opts(dir, dim, 1u << 20, false, &err, &rc);
-        ck_assert_msg(rc == ST_OK, "reopen %d: %s", pass, err.msg);
+        s = vt_open(dir, dim, 1u << 20); /* fails the test, with its message, unless it opens */
         ck_assert_int_eq(val_of(s, dim, 3), 3);
         ck_assert_int_eq(val_of(s, dim, 9), -1);
         ck_assert_int_eq(store_close(s), ST_OK);
@@ -966,10 +963,7 @@ START_TEST(test_reopen_twice_after_meta_merge)
     ck_assert_int_eq(val_of(s, dim, 0), 0);
     ck_assert_int_eq(store_close(s), ST_OK);
     for (int pass = 0; pass < 2; pass++) {
-        struct st_err err = {0};
-        int rc;
-        s = vt_open_opts(dir, dim, 1u << 20, false, &err, &rc);
-        ck_assert_msg(rc == ST_OK, "reopen %d: %s", pass, err.msg);
+        s = vt_open(dir, dim, 1u << 20); /* fails the test, with its message, unless it opens */
         ck_assert_int_eq(val_of(s, dim, 0), 0);
         ck_assert_int_eq(val_of(s, dim, 8), 8);
         ck_assert_int_eq(store_close(s), ST_OK);
@@ -994,18 +988,14 @@ START_TEST(test_drop_unflushed)
     ck_assert_int_eq(val_of(s, dim, 3), 3);
     ck_assert_int_eq(put_batch(s, dim, 2, 50, 5, 100, 50, STORE_OP_UPSERT), ST_OK); /* inline */
     ck_assert_int_eq(store_close(s), ST_OK);
-    struct st_err err = {0};
-    int rc;
-    s = vt_open_opts(dir, dim, 1u << 20, false, &err, &rc);
-    ck_assert_msg(rc == ST_OK, "reopen after a refused drop: %s", err.msg);
+    s = vt_open(dir, dim, 1u << 20); /* reopens after a refused drop */
     ck_assert_int_eq(val_of(s, dim, 3), 3);
     ck_assert_int_eq(val_of(s, dim, 52), 52);
     ck_assert_int_eq(store_flush(s), ST_OK); /* as twcs does before a drop */
     ck_assert_int_eq(store_drop_window(s, 0, NULL, &removed), ST_OK);
     ck_assert_uint_gt(removed, 0);
     ck_assert_int_eq(store_close(s), ST_OK);
-    s = vt_open_opts(dir, dim, 1u << 20, false, &err, &rc);
-    ck_assert_msg(rc == ST_OK, "reopen after drop: %s", err.msg);
+    s = vt_open(dir, dim, 1u << 20); /* and after the drop */
     ck_assert_int_eq(val_of(s, dim, 3), -1);
     ck_assert_int_eq(val_of(s, dim, 100), 100);
     ck_assert_int_eq(store_close(s), ST_OK);
