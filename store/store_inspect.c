@@ -187,9 +187,7 @@ static int inspect_store(struct ictx *c, const char *dir)
         if (f == NULL || stat(p, &sb) != 0) {
             problem(c, "%s: vector log listed in the manifest but missing", p);
         } else if (fread(head, 1, sizeof(head), f) != sizeof(head) ||
-                   memcmp(head, STORE_SEG_MAGIC, 8) != 0 ||
-                   st_get_le32(head + 8) != STORE_SEG_VERSION_ROWS ||
-                   st_get_le32(head + 12) != st.dim) {
+                   !store_seg_header_is_log(head, st.dim)) {
             problem(c, "%s: bad vector log header at offset 0", p);
         } else {
             uint64_t rb = (uint64_t)st.dim * 4;

@@ -252,6 +252,10 @@ struct store_segment {
  * directory (the store's own files only: store_segment_open_file refuses those). */
 int store_segment_open(const char *path, bool external_ok, struct store_segment **out,
                        struct st_err *err) ST_WUR;
+/* The 64-byte segment header (segment_format.h) of a file of format `version` and dim. */
+void store_seg_header_put(uint8_t *head, uint32_t version, uint32_t dim);
+/* Is head (64 bytes) the header of a vector log of dim (a version-2 segment header)? */
+bool store_seg_header_is_log(const uint8_t *head, uint32_t dim);
 /* Record i's vector row (in g's vectors section, or in its vector file). */
 uint64_t store_segment_row(const struct store_segment *g, uint64_t i);
 /* The vectors section: row r's vector at r * dim (record i's row: rows, or i). */

@@ -229,6 +229,20 @@ void store_segment_writer_close(struct store_segment_writer *w)
     free(w);
 }
 
+void store_seg_header_put(uint8_t *head, uint32_t version, uint32_t dim)
+{
+    memset(head, 0, STORE_SEG_HEADER);
+    memcpy(head, STORE_SEG_MAGIC, 8);
+    st_put_le32(head + 8, version);
+    st_put_le32(head + 12, dim);
+}
+
+bool store_seg_header_is_log(const uint8_t *head, uint32_t dim)
+{
+    return memcmp(head, STORE_SEG_MAGIC, 8) == 0 &&
+           st_get_le32(head + 8) == STORE_SEG_VERSION_ROWS && st_get_le32(head + 12) == dim;
+}
+
 /* The writer's buffers, before its destination exists. */
 static int writer_new(struct store_fs *fs, const char *path, uint32_t dim,
                       const struct store_seg_meta *meta, uint64_t expect,
@@ -287,10 +301,8 @@ int store_segment_writer_open(struct store_fs *fs, const char *path, uint32_t di
         st_err_set(err, rc, "create %s: %s", path, st_strerror(rc));
         goto fail;
     }
-    uint8_t head[STORE_SEG_HEADER] = {0};
-    memcpy(head, STORE_SEG_MAGIC, 8);
-    st_put_le32(head + 8, meta->rows ? STORE_SEG_VERSION_ROWS : STORE_SEG_VERSION);
-    st_put_le32(head + 12, dim);
+    uint8_t head[STORE_SEG_HEADER];
+    store_seg_header_put(head, meta->rows ? STORE_SEG_VERSION_ROWS : STORE_SEG_VERSION, dim);
     if ((rc = store_fs_write(w->f, head, sizeof(head), "store.seg.write")) != ST_OK) {
         st_err_set(err, rc, "write %s: %s", path, st_strerror(rc));
         goto fail;
@@ -344,8 +356,7 @@ int store_segment_writer_extend(struct store_fs *fs, const char *path, uint32_t 
     }
     if ((rc = pread_full(w->f, head, sizeof(head), 0, err)) != ST_OK)
         goto fail;
-    if (memcmp(head, STORE_SEG_MAGIC, 8) != 0 || st_get_le32(head + 8) != STORE_SEG_VERSION_ROWS ||
-        st_get_le32(head + 12) != dim) {
+    if (!store_seg_header_is_log(head, dim)) {
         rc = st_err_set(err, ST_ECORRUPT, "%s: not a vector log of dim %u", path, dim);
         goto fail;
     }
@@ -872,9 +883,7 @@ static int map_vector_file(struct store_segment *g, uint64_t vbytes, struct st_e
         rc = st_err_sys(err, errno, "mmap %s", vp);
         goto out;
     }
-    const uint8_t *h = map;
-    if (memcmp(h, STORE_SEG_MAGIC, 8) != 0 || st_get_le32(h + 8) != STORE_SEG_VERSION_ROWS ||
-        st_get_le32(h + 12) != g->info.dim) {
+    if (!store_seg_header_is_log(map, g->info.dim)) {
         munmap(map, want);
         rc = corrupt(err, vp, 0, "not a vector file of this dim");
         goto out;

@@ -97,10 +97,8 @@ int store_vlog_create(struct store *s, int64_t window, int64_t window_end)
     v->window = window;
     v->window_end = window_end;
     /* The file, its header and its directory entry, with no store lock held. */
-    uint8_t head[STORE_SEG_HEADER] = {0};
-    memcpy(head, STORE_SEG_MAGIC, 8);
-    st_put_le32(head + 8, STORE_SEG_VERSION_ROWS);
-    st_put_le32(head + 12, s->o.dim);
+    uint8_t head[STORE_SEG_HEADER];
+    store_seg_header_put(head, STORE_SEG_VERSION_ROWS, s->o.dim);
     if ((rc = store_fs_create(s->o.fs, path, &v->f, "store.vlog.create")) != ST_OK ||
         (rc = store_fs_write(v->f, head, sizeof(head), "store.vlog.write")) != ST_OK ||
         (rc = store_fs_sync(v->f, "store.vlog.fsync")) != ST_OK ||
@@ -234,11 +232,9 @@ int store_vlogs_open(struct store *s, struct st_err *err)
                 st_err_set(err, rc, "%s: vector log the manifest lists: %s", path, st_strerror(rc));
         }
         uint8_t head[STORE_SEG_HEADER];
-        if (rc == ST_OK &&
-            (v->f->size < STORE_SEG_HEADER ||
-             pread(v->f->fd, head, sizeof(head), 0) != (ssize_t)sizeof(head) ||
-             memcmp(head, STORE_SEG_MAGIC, 8) != 0 ||
-             st_get_le32(head + 8) != STORE_SEG_VERSION_ROWS || st_get_le32(head + 12) != s->o.dim))
+        if (rc == ST_OK && (v->f->size < STORE_SEG_HEADER ||
+                            pread(v->f->fd, head, sizeof(head), 0) != (ssize_t)sizeof(head) ||
+                            !store_seg_header_is_log(head, s->o.dim)))
             rc = st_err_set(err, ST_ECORRUPT, "%s: bad vector log header at offset 0", path);
         if (rc == ST_OK) {
             v->nrows = (v->f->size - STORE_SEG_HEADER) / rb; /* until settled */
