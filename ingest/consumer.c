@@ -44,6 +44,7 @@ struct part {
     int32_t partition;
     int64_t handled;   /* last offset whose effect is in a store or the DLQ (-1: none) */
     int64_t committed; /* next offset committed to Kafka (-1: none by us) */
+    bool lost;         /* given up by a failed member (not to another one) until reassigned */
     bool assigned;
     bool paused;
     int64_t retry_offset; /* paused: the message to read again */
@@ -166,8 +167,9 @@ static int tell_twcs(struct ing_consumer *c)
     return ST_OK;
 }
 
-/* Commits l (offsets whose messages are durable) and remembers what was committed. */
-static void commit_list(struct ing_consumer *c, rd_kafka_topic_partition_list_t *l)
+/* Commits l (offsets whose messages are durable) and remembers what was committed; returns
+ * librdkafka's answer. */
+static rd_kafka_resp_err_t commit_list(struct ing_consumer *c, rd_kafka_topic_partition_list_t *l)
 {
     rd_kafka_resp_err_t ke = rd_kafka_commit(c->rk, l, 0 /* sync */);
     if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -182,6 +184,18 @@ static void commit_list(struct ing_consumer *c, rd_kafka_topic_partition_list_t 
          * between means redelivery, which the applied marks skip). */
         st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
     }
+    return ke;
+}
+
+/* A commit refused because the group is between generations: it succeeds once the consumer
+ * has served the rebalance (rejoined with the new generation). */
+static bool commit_retriable(rd_kafka_resp_err_t ke)
+{
+    return ke == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+           ke == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+           ke == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID || ke == RD_KAFKA_RESP_ERR_NOT_COORDINATOR ||
+           ke == RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE ||
+           ke == RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
 }
 
 /*
@@ -189,8 +203,9 @@ static void commit_list(struct ing_consumer *c, rd_kafka_topic_partition_list_t 
  * assigned ones) the position after its last handled message.
  */
 static int commit_round(struct ing_consumer *c, const rd_kafka_topic_partition_list_t *only,
-                        struct st_err *err)
+                        rd_kafka_resp_err_t *ke, struct st_err *err)
 {
+    *ke = RD_KAFKA_RESP_ERR_NO_ERROR;
     /* Snapshot first: what is handled now is covered by the fsync below. */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->n_parts);
     for (size_t i = 0; i < c->n_parts; i++) {
@@ -216,7 +231,7 @@ static int commit_round(struct ing_consumer *c, const rd_kafka_topic_partition_l
                               st_strerror(rc));
         }
     }
-    commit_list(c, l);
+    *ke = commit_list(c, l);
     rd_kafka_topic_partition_list_destroy(l);
     return ST_OK;
 }
@@ -252,7 +267,7 @@ static int durable_round(struct ing_consumer *c)
             rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = pos;
     }
     if (l->cnt > 0)
-        commit_list(c, l);
+        (void)commit_list(c, l); /* a refused round is tried again at the next interval */
     rd_kafka_topic_partition_list_destroy(l);
     return ST_OK;
 }
@@ -341,6 +356,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     struct ing_consumer *c = opaque;
     c->rebalanced = true;
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (size_t i = 0; i < c->n_parts; i++) /* the assignment after a rejoin is whole */
+            c->parts[i].lost = false;
         for (int i = 0; i < parts->cnt; i++) {
             struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, true);
             if (p != NULL) {
@@ -361,12 +378,15 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         /* Durable, committed, then released. */
         struct st_err err = {0};
-        if (commit_round(c, parts, &err) != ST_OK)
+        rd_kafka_resp_err_t cke; /* refused: the next owner reads those again and skips them */
+        if (commit_round(c, parts, &cke, &err) != ST_OK)
             st_err_set(&c->fatal, err.code, "%s", err.msg);
+        bool lost = rd_kafka_assignment_lost(rk);
         for (int i = 0; i < parts->cnt; i++) {
             struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, false);
             if (p != NULL) {
                 p->assigned = false;
+                p->lost = lost;
                 p->epoch++; /* its queued messages are the next owner's to read */
             }
         }
@@ -379,6 +399,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
             struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, false);
             if (p != NULL) {
                 p->assigned = false;
+                p->lost = true;
                 p->epoch++; /* its queued messages are the next owner's to read */
             }
         }
@@ -831,7 +852,8 @@ int ing_consumer_ping(struct ing_consumer *c, int timeout_ms)
 
 int ing_consumer_commit(struct ing_consumer *c, struct st_err *err)
 {
-    return commit_round(c, NULL, err);
+    rd_kafka_resp_err_t ke;
+    return commit_round(c, NULL, &ke, err);
 }
 
 void ing_consumer_stats(struct ing_consumer *c, struct ing_stats *out)
@@ -862,6 +884,44 @@ static int finish_queued(struct ing_consumer *c, struct st_err *err)
     return rc;
 }
 
+/*
+ * The last commit, made to stick. A commit refused because the group is between generations (a
+ * member joined or left a moment ago) makes librdkafka give the assignment up as lost and
+ * rejoin; a partition assigned again resumes from its committed offset, so what was written
+ * since is read again and skipped by the stores' applied marks. Consumption therefore goes on
+ * (for up to 10 s) until every partition still ours, or lost and not yet assigned again, has
+ * its last handled offset committed: a
+ * clean shutdown leaves the group's offsets at what was written. Past the deadline, or for a
+ * partition that moved to another member, the data is still durable and merely read again.
+ * After a failure (!go_on) what was handled is committed once and nothing more is read.
+ */
+static int commit_at_close(struct ing_consumer *c, bool go_on, struct st_err *err)
+{
+    size_t n = c->n_parts; /* parts only grow: an index stays the same partition */
+    int64_t *want = calloc(n > 0 ? n : 1, sizeof(*want));
+    if (want == NULL)
+        return st_err_set(err, ST_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        want[i] = c->parts[i].assigned ? c->parts[i].handled + 1 : 0;
+    rd_kafka_resp_err_t ke;
+    int rc = commit_round(c, NULL, &ke, err);
+    for (int64_t dl = now_ms() + 10000;
+         go_on && rc == ST_OK && c->fatal.code == ST_OK && now_ms() < dl;) {
+        bool behind = false;
+        for (size_t i = 0; i < n; i++)
+            behind |= (c->parts[i].assigned || c->parts[i].lost) && c->parts[i].committed < want[i];
+        if (!behind && !commit_retriable(ke))
+            break;
+        rc = ing_consumer_poll(c, 100, err);
+        if (rc == ST_OK)
+            rc = finish_queued(c, err);
+        if (rc == ST_OK)
+            rc = commit_round(c, NULL, &ke, err);
+    }
+    free(want);
+    return rc;
+}
+
 int ing_consumer_close(struct ing_consumer *c)
 {
     if (c == NULL)
@@ -871,7 +931,7 @@ int ing_consumer_close(struct ing_consumer *c)
         struct st_err err = {0};
         /* What was read is handled (as before the decode stage existed), then committed. */
         rc = finish_queued(c, &err);
-        int crc = commit_round(c, NULL, &err);
+        int crc = commit_at_close(c, rc == ST_OK, &err);
         if (rc == ST_OK)
             rc = crc;
         /* librdkafka before 2.3 aborts when a cooperative-sticky consumer is destroyed after

@@ -4,6 +4,7 @@
 #include <check.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +146,7 @@ static struct seen *hook_to; /* the next consumer() reports its assignments here
  * alternate between its partitions instead of coming a partition's backlog at a time. */
 static bool small_fetch;
 static int64_t pause_ms; /* the next consumer()'s back-pressure pause (0: the default) */
+static int commit_ms;    /* the next consumer()'s commit interval (0: 100 ms) */
 
 static struct ing_consumer *consumer(const char *group)
 {
@@ -162,7 +164,7 @@ static struct ing_consumer *consumer(const char *group)
                                   .n_colls = 1,
                                   .dlq = dq,
                                   .dead_letter_topic = dead,
-                                  .commit_interval_ms = 100,
+                                  .commit_interval_ms = commit_ms > 0 ? commit_ms : 100,
                                   .pause_ms = pause_ms,
                                   .max_value = max_value,
                                   .on_assignment = hook_to != NULL ? on_assignment : NULL,
@@ -632,6 +634,59 @@ START_TEST(test_commit_only_durable_power_loss)
 }
 END_TEST
 
+/*
+ * Fault injection (librdkafka's mock cluster, the only broker that refuses on request): the
+ * commits at close are refused twice with "illegal generation", as when a member joined or left
+ * a moment before a shutdown. The consumer serves the rebalance and commits again, so the
+ * group's offsets end at what it wrote and the records are stored once.
+ */
+START_TEST(test_close_commit_through_rebalance)
+{
+    st_log_set_level(ST_LOG_WARNING);
+    char es[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* The mock's own handle has no bootstrap servers, which librdkafka notes on stderr. */
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "log_level", "4", es, sizeof(es)), RD_KAFKA_CONF_OK);
+    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
+    ck_assert_msg(mrk != NULL, "%s", es);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
+    ck_assert_ptr_nonnull(mc);
+    brokers = rd_kafka_mock_cluster_bootstraps(mc);
+    snprintf(topic, sizeof(topic), "%s", st_test_unique("cr"));
+    snprintf(dead, sizeof(dead), "%s", st_test_unique("cr-dlq"));
+    nparts = NPART;
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topic, NPART, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, dead, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    t_base = st_clock_wall_ms(NULL) - 60000;
+    dir = st_test_tmpdir("cr");
+    open_store();
+    rd_kafka_t *p = producer();
+    for (int m = 0; m < NMSG; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    const char *group = st_test_unique("cr-g");
+    commit_ms = 3600000; /* only the close commits */
+    struct ing_consumer *c = consumer(group);
+    commit_ms = 0;
+    POLL_UNTIL(c, st_.messages == NMSG);
+    ck_assert_uint_eq(handled(c), NMSG);
+    rd_kafka_mock_push_request_errors(mc, 8 /* OffsetCommit */, 2,
+                                      RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+                                      RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+    for (int m = 0; m < NMSG; m++)
+        (void)expect_record(tw, m, 0);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mrk);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* A second member joins and later the first leaves: partitions move with their commits, so
  * every message is applied by exactly one of the two members' stores — none lost, none twice.
  * The assignment hook tells each member's partitions as they move. */
@@ -1037,6 +1092,7 @@ int main(void)
     tcase_add_test(tc, test_commit_only_durable_power_loss);
     tcase_add_test(tc, test_kill9_restart);
     tcase_add_test(tc, test_rebalance_join_leave);
+    tcase_add_test(tc, test_close_commit_through_rebalance);
     tcase_add_test(tc, test_backpressure_pause_resume);
     tcase_add_test(tc, test_backpressure_queued_behind_pause);
     tcase_add_test(tc, test_revoke_with_queued_messages);
