@@ -83,13 +83,17 @@ void st_daemon_arm_test_faults(const char *comp)
          site = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(site, '=');
         int code = ST_EIO;
-        if (eq != NULL) { /* "site=crash": SIGKILL there (a crash point) */
+        unsigned long skip = 0;
+        if (eq != NULL) { /* "site=crash[@N]": SIGKILL there, after N passes (a crash point) */
             *eq = '\0';
-            code = strcmp(eq + 1, "crash") == 0 ? ST_FAULT_CRASH : ST_EIO;
+            code = strncmp(eq + 1, "crash", 5) == 0 ? ST_FAULT_CRASH : ST_EIO;
+            const char *at = strchr(eq + 1, '@');
+            if (at != NULL)
+                skip = strtoul(at + 1, NULL, 10);
         }
-        if (st_fault_arm(site, 0, 0, code) == ST_OK)
-            st_log_warn(comp, "test fault point armed: %s%s", site,
-                        code == ST_FAULT_CRASH ? " (crash)" : "");
+        if (st_fault_arm(site, (uint32_t)skip, 0, code) == ST_OK)
+            st_log_warn(comp, "test fault point armed: %s%s after %lu passes", site,
+                        code == ST_FAULT_CRASH ? " (crash)" : "", skip);
     }
 #else
     (void)comp;

@@ -20,9 +20,10 @@ int st_daemon_args(int argc, char **argv, const char *name, const char *about, c
 void st_daemon_signals(volatile sig_atomic_t *flag);
 /*
  * Builds with assertions (the sanitizer builds the tests run in) arm the fault points named in
- * $STRATA_FAULT_POINTS ("site,site=crash": each fires every time it is evaluated, failing with
- * ST_EIO, or with "=crash" killing the process there): how black-box tests make a race lose
- * or crash a daemon at a chosen point (docs/testing.md). Release builds ignore the variable.
+ * $STRATA_FAULT_POINTS ("site,site=crash,site=crash@N": each fires every time it is evaluated,
+ * failing with ST_EIO, or with "=crash" killing the process there; "@N" lets the first N
+ * evaluations pass): how black-box tests make a race lose or crash a daemon at a chosen point
+ * (docs/testing.md). Release builds ignore the variable.
  */
 void st_daemon_arm_test_faults(const char *comp);
 

@@ -247,6 +247,42 @@ static bool is_path(const char *url)
     return url[0] == '/' || strncmp(url, "file://", 7) == 0;
 }
 
+/*
+ * Points e's URL at its node's current address: an ingest node restarted on another address
+ * (an ephemeral port, a host moved) serves its segments there, and the address it sealed
+ * under, baked into the event, would be retried for ever. The node's live announcement gives
+ * the address; the part from "/v1/segments/" on stays (the segment is checked against the
+ * event's checksum all the same). Unchanged when the node is not live or the URL is a path.
+ */
+static void url_now(struct idx_service *s, const struct idx_coll *c, struct idx_cat_entry *e)
+{
+    const char *path = strstr(e->url, "/v1/segments/");
+    struct idx_node *ns = NULL;
+    size_t n = 0;
+    if (is_path(e->url) || path == NULL || idx_nodes_live(s->nodes, c->cfg->name, &ns, &n) != ST_OK)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ns[i].node, e->node) != 0)
+            continue;
+        size_t bl = strlen(ns[i].url);
+        while (bl > 0 && ns[i].url[bl - 1] == '/')
+            bl--;
+        if (bl == (size_t)(path - e->url) && strncmp(ns[i].url, e->url, bl) == 0)
+            break; /* the same address */
+        char u[sizeof(e->url)];
+        int w = snprintf(u, sizeof(u), "%.*s%s", (int)bl, ns[i].url, path);
+        if (w > 0 && (size_t)w < sizeof(u)) {
+            st_log_info(LOG_COMP,
+                        "coll=%s node=%s start=%" PRId64 ": fetching from the node's "
+                        "current address %s (the event named %s)",
+                        c->cfg->name, e->node, e->start, u, e->url);
+            memcpy(e->url, u, sizeof(u));
+        }
+        break;
+    }
+    free(ns);
+}
+
 /* Copies a segment from a shared filesystem path into path (fsynced), at most max bytes,
  * through a 1 MiB buffer. */
 static int copy_file(const char *src, const char *path, uint64_t max, struct st_err *err)
@@ -402,6 +438,7 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
         err = (struct st_err){0};
         if (!have) {
             uint64_t max = e.bytes; /* the event's size: verified exactly below */
+            url_now(s, c, &e);
             rc = is_path(e.url) ? copy_file(e.url, tmp, max, &err)
                                 : idx_client_fetch(e.url, tmp, s->o.token, max,
                                                    s->o.fetch_timeout_ms, &s->stop, &hdr, &err);

@@ -104,20 +104,6 @@ static unsigned start_ingest(struct st_daemon *d, const struct env *e)
     return port;
 }
 
-/* A metric sample's value ("name{labels} value"), -1 when absent or unreachable. */
-static double scraped(unsigned port, const char *series)
-{
-    struct st_test_resp r = st_test_http_port(port, "/metrics", NULL, NULL);
-    double v = -1;
-    size_t n = strlen(series);
-    for (const char *p = r.body; r.status == 200 && p != NULL && *p;
-         p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, series, n) == 0 && p[n] == ' ')
-            v = strtod(p + n + 1, NULL);
-    free(r.body);
-    return v;
-}
-
 /* An idempotent producer: its retries across the broker's restart write each message once. */
 static rd_kafka_t *producer(void)
 {
@@ -180,23 +166,23 @@ START_TEST(test_kafka_restart_mid_ingest)
     rd_kafka_t *p = producer();
     produce(p, &e, 0, 300, ts);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    ck_assert(ST_WAIT_UNTIL(scraped(port, RECORDS_DOCS) == 300, 60000));
+    ck_assert(ST_WAIT_UNTIL(st_test_metric_port(port, RECORDS_DOCS) == 300, 60000));
 
     run_brokers("kafka-stop");
     produce(p, &e, 300, 600, ts); /* buffered by the producer until the broker is back */
     /* ingest notices (its consumer's librdkafka lines, through its logger) and keeps serving */
     ck_assert(ST_WAIT_UNTIL(st_daemon_log_has(&ing, "ingest: librdkafka"), 60000));
-    ck_assert_double_eq(scraped(port, RECORDS_DOCS), 300);
+    ck_assert_double_eq(st_test_metric_port(port, RECORDS_DOCS), 300);
     st_daemon_assert_clean(&ing);
 
     run_brokers("kafka-start");
     ck_assert_int_eq(rd_kafka_flush(p, 120000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(p);
-    ck_assert_msg(ST_WAIT_UNTIL(scraped(port, RECORDS_DOCS) >= 600, 120000), "applied %g of 600",
-                  scraped(port, RECORDS_DOCS));
+    ck_assert_msg(ST_WAIT_UNTIL(st_test_metric_port(port, RECORDS_DOCS) >= 600, 120000),
+                  "applied %g of 600", st_test_metric_port(port, RECORDS_DOCS));
     assert_all_there(port, 0, 600);
-    ck_assert_double_eq(scraped(port, RECORDS_DOCS), 600); /* none applied twice */
-    st_daemon_stop(&ing, 60000);                           /* commits everything handled */
+    ck_assert_double_eq(st_test_metric_port(port, RECORDS_DOCS), 600); /* none applied twice */
+    st_daemon_stop(&ing, 60000); /* commits everything handled */
     st_kafka_assert_committed_at_end(g_kafka, e.group, e.topic, 2);
     st_test_rmrf(e.dir);
     free(e.dir);
@@ -239,7 +225,7 @@ START_TEST(test_nats_down_while_windows_seal)
     env_init(&e, "nats-down", n.url, "1m");
     struct st_daemon ing;
     unsigned port = start_ingest(&ing, &e);
-    ck_assert(ST_WAIT_UNTIL(scraped(port, OUTBOX_DOCS) == 0, 30000));
+    ck_assert(ST_WAIT_UNTIL(st_test_metric_port(port, OUTBOX_DOCS) == 0, 30000));
     uint64_t before = stream_msgs(n.url, e.stream);
 
     st_own_nats_kill(&n);
@@ -260,18 +246,18 @@ START_TEST(test_nats_down_while_windows_seal)
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(p);
     /* The windows seal without NATS; their events wait in the outbox, visible in /metrics. */
-    ck_assert_msg(ST_WAIT_UNTIL(scraped(port, OUTBOX_DOCS) == 3, 60000), "outbox pending %g",
-                  scraped(port, OUTBOX_DOCS));
+    ck_assert_msg(ST_WAIT_UNTIL(st_test_metric_port(port, OUTBOX_DOCS) == 3, 60000),
+                  "outbox pending %g", st_test_metric_port(port, OUTBOX_DOCS));
     assert_all_there(port, 0, 50);
     /* A minute down, counted from the kill: ingest keeps running, the events keep waiting. */
     while (st_test_now_ms() - down_at < 60000) {
         st_daemon_assert_clean(&ing);
-        ck_assert_double_eq(scraped(port, OUTBOX_DOCS), 3);
+        ck_assert_double_eq(st_test_metric_port(port, OUTBOX_DOCS), 3);
         st_test_sleep_ms(500);
     }
     st_own_nats_start(&n); /* same port, same JetStream directory */
-    ck_assert_msg(ST_WAIT_UNTIL(scraped(port, OUTBOX_DOCS) == 0, 120000), "outbox pending %g",
-                  scraped(port, OUTBOX_DOCS));
+    ck_assert_msg(ST_WAIT_UNTIL(st_test_metric_port(port, OUTBOX_DOCS) == 0, 120000),
+                  "outbox pending %g", st_test_metric_port(port, OUTBOX_DOCS));
     ck_assert_uint_eq(stream_msgs(n.url, e.stream), before + 3); /* each once */
     st_daemon_stop(&ing, 60000);
     st_kafka_assert_committed_at_end(g_kafka, e.group, e.topic, 2);

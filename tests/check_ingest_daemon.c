@@ -276,25 +276,6 @@ START_TEST(test_daemon_consume_seal_publish_stop)
 }
 END_TEST
 
-/* A metric sample's value ("name{labels} value" at the start of a line), -1 when absent. */
-static double metric(const char *text, const char *series)
-{
-    size_t n = strlen(series);
-    for (const char *p = text; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, series, n) == 0 && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-    return -1;
-}
-
-/* Fetches url and returns one series' value (-1 when absent). */
-static double metric_at(const char *url, const char *series)
-{
-    struct st_test_resp r = st_test_http(url, NULL, NULL);
-    double v = metric(r.body, series);
-    free(r.body);
-    return v;
-}
-
 /* Whether a search's closest hit is id at distance dist. */
 static bool top_hit_is(const char *url, const char *token, const char *body, const char *id,
                        double dist)
@@ -522,25 +503,29 @@ START_TEST(test_daemon_http)
     snprintf(url, sizeof(url), "%s/metrics", base);
     r = st_test_http(url, NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    ck_assert_msg(metric(r.body, "strata_ingest_records_total{collection=\"docs\"}") >= NMSG + 4,
+    ck_assert_msg(st_test_metric(r.body, "strata_ingest_records_total{collection=\"docs\"}") >=
+                      NMSG + 4,
                   "%s", r.body);
     ck_assert_double_eq(
-        metric(r.body, "strata_ingest_rejected_total{collection=\"docs\",reason=\"wrong_dim\"}"),
+        st_test_metric(r.body,
+                       "strata_ingest_rejected_total{collection=\"docs\",reason=\"wrong_dim\"}"),
         1);
-    ck_assert_double_eq(metric(r.body, "strata_windows{collection=\"docs\",state=\"sealed\"}"), 1);
-    ck_assert(metric(r.body, "strata_wal_sync_seconds_count{collection=\"docs\"}") >= 1);
-    ck_assert(metric(r.body, "strata_freshness_seconds_count{collection=\"docs\",stage="
-                             "\"sealed\"}") >= 1);
-    ck_assert(metric(r.body, "strata_search_seconds_count") >= 5);
-    ck_assert_double_eq(metric(r.body, "strata_segments_total{collection=\"docs\",state="
-                                       "\"sealed\"}"),
+    ck_assert_double_eq(
+        st_test_metric(r.body, "strata_windows{collection=\"docs\",state=\"sealed\"}"), 1);
+    ck_assert(st_test_metric(r.body, "strata_wal_sync_seconds_count{collection=\"docs\"}") >= 1);
+    ck_assert(st_test_metric(r.body, "strata_freshness_seconds_count{collection=\"docs\",stage="
+                                     "\"sealed\"}") >= 1);
+    ck_assert(st_test_metric(r.body, "strata_search_seconds_count") >= 5);
+    ck_assert_double_eq(st_test_metric(r.body, "strata_segments_total{collection=\"docs\",state="
+                                               "\"sealed\"}"),
                         1);
     free(r.body);
     /* Lag per assigned partition (refreshed every second). */
     char lag0[300];
     snprintf(lag0, sizeof(lag0), "strata_kafka_consumer_lag{topic=\"%s\",partition=\"0\"}",
              e.topic);
-    ck_assert_msg(ST_WAIT_UNTIL(metric_at(url, lag0) == 0, 30000), "no lag 0 for partition 0");
+    ck_assert_msg(ST_WAIT_UNTIL(st_test_metric_at(url, lag0) == 0, 30000),
+                  "no lag 0 for partition 0");
 
     st_daemon_stop(&d, STOP_MS);
     st_kafka_assert_committed_at_end(e.brokers, e.group, e.topic, 2);
@@ -956,7 +941,7 @@ static double scraped(const struct st_daemon *d, unsigned port, const char *seri
         st_daemon_assert_clean(d);
         return -1;
     }
-    return metric(body, series);
+    return st_test_metric(body, series);
 }
 
 /* Messages in topic (one partition) now: its high watermark. */

@@ -252,6 +252,18 @@ void st_daemon_kill(struct st_daemon *d)
     st_daemon_assert_clean(d);
 }
 
+bool st_daemon_wait_killed(struct st_daemon *d, int timeout_ms)
+{
+    ck_assert_msg(d->pid > 0, "%s is not running", d->name);
+    int status = 0;
+    if (!ST_WAIT_UNTIL(!alive(d, &status), timeout_ms))
+        return false;
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+        fail_with_log(d, "exited, but not at its crash point", status);
+    st_daemon_assert_clean(d);
+    return true;
+}
+
 /* ---- a nats-server of the test's own ---- */
 
 unsigned st_free_port(void)

@@ -52,6 +52,10 @@ void st_daemon_stop(struct st_daemon *d, int timeout_ms);
 /* SIGKILL (a crash the test wants) and reap; the log up to then must be clean. */
 void st_daemon_kill(struct st_daemon *d);
 
+/* Whether the daemon has died of SIGKILL (a crash point it was armed with) within timeout_ms;
+ * false while it still runs. Any other exit fails the test with its log. */
+bool st_daemon_wait_killed(struct st_daemon *d, int timeout_ms);
+
 /* A nats-server of the test's own (with JetStream, in dir), which the test kills and
  * restarts; it dies with the test. url is nats://127.0.0.1:<port>. */
 struct st_own_nats {

@@ -116,3 +116,27 @@ void st_test_http_auth_walk(unsigned port, const char *coll, const char *token,
         free(r.body);
     }
 }
+
+double st_test_metric(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+double st_test_metric_at(const char *url, const char *series)
+{
+    struct st_test_resp r = st_test_http(url, NULL, NULL);
+    double v = r.status == 200 ? st_test_metric(r.body, series) : -1;
+    free(r.body);
+    return v;
+}
+
+double st_test_metric_port(unsigned port, const char *series)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics", port);
+    return st_test_metric_at(url, series);
+}

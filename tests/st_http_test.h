@@ -21,6 +21,14 @@ struct st_test_resp st_test_http(const char *url, const char *token, const char 
 struct st_test_resp st_test_http_port(unsigned port, const char *path, const char *token,
                                       const char *body);
 
+/* A Prometheus sample's value in text ("name{labels} value" at the start of a line), -1 when
+ * absent. */
+double st_test_metric(const char *text, const char *series);
+/* The same from GET url (the scrape's /metrics URL), -1 also when nothing answered. */
+double st_test_metric_at(const char *url, const char *series);
+/* The same from http://127.0.0.1:port/metrics. */
+double st_test_metric_port(unsigned port, const char *series);
+
 /*
  * Walks every route of a daemon serving collection coll on port with token set: each /v1
  * route of SPEC.md §5 (plus the daemon's own `extra` paths, NULL-terminated, GET) answers 401
