@@ -2,21 +2,22 @@
  * DESIGN.md §8 case 15 (issue 16): an error at every I/O site of the store.
  *
  * A representative workload (group-committed writes, WAL rolls, flushes of runs, a manifest
- * compaction, kv puts, a seal merge of one window, a drop of another, close, reopen with
- * recovery, more writes) runs once recording every fault site it passes. Then, for each site,
- * each error (EIO; ENOSPC, which at a write site is also a short write: store_fs writes half
- * the bytes) and each skip (0, 1), the site fails from that pass on (a disk that stays broken)
- * while the workload runs to its end. Every call must return (no crash, no hang: the tcase
- * timeout) and a fault that fired must surface as an error of some call, unless the site is
- * a cleanup unlink (documented as best effort). Then the power is cut (simulated file system:
- * only what was fsynced survives), the fault cleared and the store reopened: every batch whose
- * write returned ST_OK (wal_sync batch without a syncer thread: the write's own group commit
- * fsync returned ST_OK), every offset store_durable_offset reported and every acknowledged kv
- * is there, with the values written; nothing that was never written is; a window whose drop
+ * compaction, kv puts, a seal merge of one window, a drop of another, a power cut, reopen with
+ * recovery of a torn WAL tail, more writes, a compaction merge) runs once recording every fault
+ * site it passes. Then, for each site, each error (EIO; ENOSPC, which at a write site is also a
+ * short write: store_fs writes half the bytes) and each skip (0, 1), the site fails from that pass
+ * on (a disk that stays broken) while the workload runs to its end. Every call must return (no
+ * crash, no hang: the tcase timeout) and a fault that fired must surface as an error of some call,
+ * unless the site is a cleanup unlink (documented as best effort). Then the power is cut (simulated
+ * file system: only what was fsynced survives), the fault cleared and the store reopened: every
+ * batch whose write returned ST_OK (wal_sync batch without a syncer thread: the write's own group
+ * commit fsync returned ST_OK), every offset store_durable_offset reported and every acknowledged
+ * kv is there, with the values written; nothing that was never written is; a window whose drop
  * returned ST_OK stays dropped. Finally the whole workload runs again on top (replays are
  * no-ops) and must succeed at every step, leaving everything in place.
  */
 #include <check.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +203,30 @@ static struct store_opts fw_opts(const char *dir, struct store_fs *fs)
                                .fs = fs};
 }
 
+/* A torn WAL tail, as a write cut by the power loss leaves: junk after the last record of the
+ * newest WAL file. Recovery truncates it (store.wal.truncate). */
+static void fw_tear(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    unsigned long best = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        unsigned long n;
+        char ext[8];
+        if (sscanf(de->d_name, "%lu.%7s", &n, ext) == 2 && strcmp(ext, "log") == 0 && n > best)
+            best = n;
+    }
+    closedir(d);
+    if (best == 0)
+        return;
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%06lu.log", dir, best);
+    FILE *f = fopen(path, "ab");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite("\x17torn\xff\x01", 1, 7, f), 7);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
 /* The workload: two sessions (the second reopens: recovery). Every call's error is noted;
  * nothing stops early except a session whose open failed. */
 static void fw_run(const char *dir, struct store_fs *fs, struct fw_out *r, bool cut_power)
@@ -235,6 +260,8 @@ static void fw_run(const char *dir, struct store_fs *fs, struct fw_out *r, bool 
         rc = store_close(s);
         if (cut)
             store_fs_sim_revive(fs);
+        if (session == 0)
+            fw_tear(dir);
         else
             fw_note(r, rc, "close");
     }
