@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "st_distance.h"
@@ -20,6 +21,8 @@
 #include "st_fault.h"
 #include "st_log.h"
 #include "idx_catalog.h"
+#include "idx_client.h"
+#include "st_http.h"
 #include <sys/wait.h>
 
 static uint64_t rng = 88172645463325252ull;
@@ -1029,17 +1032,19 @@ END_TEST
 
 /*
  * DESIGN.md §8 case 15 for the indexer: an error at every I/O site of the commit sequence the
- * service runs for a sealed event (build the part from its segment copy: index file tmp →
- * fsync → rename → directory fsync; catalog save: the commit point, before which the event is
- * not acked), for the swap that retires the replaced version's files and for an expiry (catalog
- * save, then the part's files go) and the sweep — the same calls idx_service makes, in its
- * order, for HNSW and IVF-PQ. Sites are recorded on a clean run; then each fails (EIO; ENOSPC,
- * a short write at write sites) from its first or second pass on. Every call returns; a fault
- * that fired is reported unless the site is a best-effort unlink; what is acknowledged (the
- * catalog save returned ST_OK) is on disk; the catalog loads and every part it names loads
- * (fully verified) and answers; with the fault cleared the same events are handled again
- * (redelivery) and the index answers. Not covered here: idx.fetch.* (the download from an
- * ingest node), idx.mkdir and idx.build.before_commit, which only the running service passes.
+ * service runs for a sealed event (the segment download from the ingest node, served here by
+ * an st_http server, to <seg>.fetch, fsynced; the part build: index file tmp → fsync → rename →
+ * directory fsync; the catalog save: the commit point, before which the event is not acked),
+ * for the swap that retires the replaced version's files, for an expiry (catalog save, then
+ * the part's files go) and the sweep — the calls idx_service makes, in its order, for HNSW and
+ * IVF-PQ. Sites are recorded on a clean run (and on the error paths the runs reach); each then
+ * fails (EIO; ENOSPC, a short write at write sites) from its first or second pass on. Every
+ * call returns; a fault that fired is reported unless the site is a best-effort unlink; a
+ * failed download leaves no file; what is acknowledged (the catalog save returned ST_OK) is on
+ * disk; the catalog loads and every part it names loads (fully verified) and answers; with the
+ * fault cleared the same events are handled again (redelivery), the index answers and no stray
+ * file is left. Not covered here: the service's own idx.fetch.rename / .sync_dir / .unlink_bad,
+ * idx.mkdir and idx.build.before_commit, which only the running service passes.
  */
 enum { IC_N = 160, IC_D = 8 };
 #define IC_W0 0
@@ -1069,6 +1074,30 @@ static void ic_write_src(const char *path, const float *vecs, int64_t start, uin
     uint64_t bytes;
     ck_assert_msg(store_segment_write(NULL, path, IC_D, &m, in, IC_N, &bytes, &err) == ST_OK, "%s",
                   err.msg);
+}
+
+/* The ingest node's side of the fetch: GET /seg serves version 2's segment with its checksum
+ * header, as ingest does. */
+static char ic_url[128];
+static const char *ic_served;
+static uint32_t ic_served_sum;
+
+static void ic_serve(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)
+{
+    (void)ctx;
+    struct stat st;
+    int fd = strcmp(req->path, "/seg") == 0 ? open(ic_served, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
+        st_http_error(resp, 404, "not_found", "no such segment");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "application/octet-stream";
+    resp->fd = fd;
+    resp->fd_len = (uint64_t)st.st_size;
+    st_http_resp_header(resp, "X-Strata-Checksum", "%u", ic_served_sum);
 }
 
 static struct idx_cat_entry ic_entry(int64_t start, uint32_t version, const char *iname)
@@ -1164,10 +1193,24 @@ static void ic_run(const char *dir, const struct ic_src *src, const struct cfg_i
         e.checksum = src->checksum[2];
         char *seg = idx_catalog_seg_path(c, "n1", IC_W1, 2);
         char *ip = idx_catalog_index_path(c, "n1", IC_W1, 2, iname, false);
-        ic_copy(src->path[2], seg);
+        /* the fetch: downloaded to <seg>.fetch (fsynced), checked, then renamed in place */
+        char tmp[700];
+        snprintf(tmp, sizeof(tmp), "%s.fetch", seg);
+        uint32_t hdr = 0;
+        rc = idx_client_fetch(ic_url, tmp, NULL, 1u << 30, 10000, NULL, &hdr, &err);
+        ic_note(r, rc, "fetch");
+        ck_assert_msg(rc == ST_OK || err.msg[0] != '\0', "a failed fetch without a message");
+        if (rc != ST_OK && st_fault_fired("idx.fetch.unlink_failed") == 0)
+            ck_assert_msg(access(tmp, F_OK) != 0, "a failed download left %s", tmp);
+        if (rc == ST_OK) {
+            ck_assert_uint_eq(hdr, src->checksum[2]);
+            ck_assert_int_eq(rename(tmp, seg), 0);
+        }
         struct idx_part *p = NULL;
-        rc = idx_part_build(&e, seg, ip, ix, ST_METRIC_L2, 1, NULL, &p, &err);
-        ic_note(r, rc, "build");
+        if (rc == ST_OK) {
+            rc = idx_part_build(&e, seg, ip, ix, ST_METRIC_L2, 1, NULL, &p, &err);
+            ic_note(r, rc, "build");
+        }
         if (rc == ST_OK) {
             ck_assert_int_eq(idx_catalog_put(c, &e), ST_OK);
             rc = idx_catalog_save(c, &err);
@@ -1311,6 +1354,14 @@ START_TEST(test_index_commit_faults)
         src.checksum[f] = si.checksum;
         store_segment_unref(g);
     }
+    ic_served = src.path[2];
+    ic_served_sum = src.checksum[2];
+    ck_assert_int_eq(idx_client_init(), ST_OK);
+    struct st_http_opts ho = {.listen = "127.0.0.1:0", .handler = ic_serve};
+    struct st_http *http;
+    struct st_err herr = {0};
+    ck_assert_msg(st_http_start(&ho, &http, &herr) == ST_OK, "%s", herr.msg);
+    snprintf(ic_url, sizeof(ic_url), "http://127.0.0.1:%u/seg", (unsigned)st_http_port(http));
     st_log_set_level(ST_LOG_ERROR); /* the matrix fails on purpose */
     ic_reset(dir, &src, ix, iname);
     struct ic_out r0 = {0};
@@ -1364,11 +1415,13 @@ START_TEST(test_index_commit_faults)
     }
     /* catalog (mkdir, unlink_stale, create, write, fsync, rename, sync_dir, sweep,
      * sweep_sync), index file (create, write, fsync, rename, sync_dir), parts' unlinks */
-    ck_assert_uint_ge(idx_sites, 17);
+    ck_assert_uint_ge(idx_sites, 22);
     fprintf(stderr, "%s commit faults: %zu sites (%zu idx.*), %d runs fired, %d left v1\n", iname,
             nsites, idx_sites, fired_runs, acked_v1);
     ck_assert_int_gt(acked_v1, 0); /* faults did stop builds: the matrix is not vacuous */
     ck_assert_int_ge(fired_runs, (int)(2 * nsites));
+    st_http_stop(http);
+    idx_client_cleanup();
     for (int v = 0; v < 2; v++)
         free(src.vecs[v]);
     st_test_rmrf(base);
