@@ -1,10 +1,12 @@
 /* Tests for indexer/: distance kernels, exact top-k, HNSW recall, filter, files. */
 #include <check.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "st_distance.h"
@@ -17,7 +19,10 @@
 #include "fuzz_reseal.h"
 #include "st_coding.h"
 #include "st_fault.h"
+#include "st_log.h"
 #include "idx_catalog.h"
+#include "idx_client.h"
+#include "st_http.h"
 #include <sys/wait.h>
 
 static uint64_t rng = 88172645463325252ull;
@@ -1025,6 +1030,405 @@ START_TEST(test_index_io_faults)
 }
 END_TEST
 
+/*
+ * DESIGN.md §8 case 15 for the indexer: an error at every I/O site of the commit sequence the
+ * service runs for a sealed event (the segment download from the ingest node, served here by
+ * an st_http server, to <seg>.fetch, fsynced; the part build: index file tmp → fsync → rename →
+ * directory fsync; the catalog save: the commit point, before which the event is not acked),
+ * for the swap that retires the replaced version's files, for an expiry (catalog save, then
+ * the part's files go) and the sweep — the calls idx_service makes, in its order, for HNSW and
+ * IVF-PQ. Sites are recorded on a clean run (and on the error paths the runs reach); each then
+ * fails (EIO; ENOSPC, a short write at write sites) from its first or second pass on. Every
+ * call returns; a fault that fired is reported unless the site is a best-effort unlink; a
+ * failed download leaves no file; what is acknowledged (the catalog save returned ST_OK) is on
+ * disk; the catalog loads and every part it names loads (fully verified) and answers; with the
+ * fault cleared the same events are handled again (redelivery), the index answers and no stray
+ * file is left. Not covered here: the service's own idx.fetch.rename / .sync_dir / .unlink_bad,
+ * idx.mkdir and idx.build.before_commit, which only the running service passes.
+ */
+enum { IC_N = 160, IC_D = 8 };
+#define IC_W0 0
+#define IC_W1 60000
+
+struct ic_src {
+    char path[3][600]; /* W0 v1, W1 v1, W1 v2 (the v1 parts hold the same vectors) */
+    float *vecs[2];    /* by version */
+    uint32_t checksum[3];
+};
+
+static void ic_write_src(const char *path, const float *vecs, int64_t start, uint32_t version)
+{
+    static char ids[IC_N][16];
+    struct store_seg_in in[IC_N];
+    for (uint32_t i = 0; i < IC_N; i++) {
+        snprintf(ids[i], 16, "r%05u", i);
+        in[i] = (struct store_seg_in){.id = (const uint8_t *)ids[i],
+                                      .id_len = 6,
+                                      .ts = 1000 + i,
+                                      .offset = i,
+                                      .op = STORE_OP_UPSERT,
+                                      .vec = vecs + (size_t)i * IC_D};
+    }
+    struct store_seg_meta m = {start, start + 60000, STORE_SEG_SEALED, version, false, 0, 0};
+    struct st_err err = {0};
+    uint64_t bytes;
+    ck_assert_msg(store_segment_write(NULL, path, IC_D, &m, in, IC_N, &bytes, &err) == ST_OK, "%s",
+                  err.msg);
+}
+
+/* The ingest node's side of the fetch: GET /seg serves version 2's segment with its checksum
+ * header, as ingest does. */
+static char ic_url[128];
+static const char *ic_served;
+static uint32_t ic_served_sum;
+
+static void ic_serve(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)
+{
+    (void)ctx;
+    struct stat st;
+    int fd = strcmp(req->path, "/seg") == 0 ? open(ic_served, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
+        st_http_error(resp, 404, "not_found", "no such segment");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "application/octet-stream";
+    resp->fd = fd;
+    resp->fd_len = (uint64_t)st.st_size;
+    st_http_resp_header(resp, "X-Strata-Checksum", "%u", ic_served_sum);
+}
+
+static struct idx_cat_entry ic_entry(int64_t start, uint32_t version, const char *iname)
+{
+    struct idx_cat_entry e = {
+        .start = start, .end = start + 60000, .version = version, .records = IC_N};
+    snprintf(e.node, sizeof(e.node), "n1");
+    snprintf(e.index, sizeof(e.index), "%s", iname);
+    snprintf(e.url, sizeof(e.url), "http://n1/seg/%lld/%u", (long long)start, version);
+    return e;
+}
+
+/* The segment copy: what the fetch leaves (plain copy, no fault site of its own here). */
+static void ic_copy(const char *from, const char *to)
+{
+    uint8_t *b;
+    size_t len;
+    ck_assert_int_eq(store_fs_read_all(from, &b, &len, SIZE_MAX), ST_OK);
+    FILE *f = fopen(to, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(b, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+    free(b);
+}
+
+/* Does part p find record i of vecs among its 5 nearest to that vector? */
+static bool ic_answers(struct idx_part *p, const float *vecs)
+{
+    for (uint32_t i = 0; i < IC_N; i += 37) {
+        struct idx_part_hit hits[5];
+        size_t n = idx_part_search(p, vecs + (size_t)i * IC_D, 5, 100, 64, NULL, NULL, hits);
+        bool found = false;
+        for (size_t h = 0; h < n; h++)
+            found |= hits[h].rec == i;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+static struct idx_part *ic_load(struct idx_catalog *c, const struct idx_cat_entry *e,
+                                struct st_err *err)
+{
+    char *seg = idx_catalog_seg_path(c, e->node, e->start, e->version);
+    char *ip = idx_catalog_index_path(c, e->node, e->start, e->version, e->index, e->cold);
+    struct idx_part *p = NULL;
+    int rc = idx_part_load(e, seg, ip, ST_METRIC_L2, &p, err);
+    free(seg);
+    free(ip);
+    return rc == ST_OK ? p : NULL;
+}
+
+struct ic_out {
+    bool build_acked, expire_acked;
+    int errors;
+    const char *first_step;
+};
+
+static void ic_note(struct ic_out *r, int rc, const char *step)
+{
+    if (rc != ST_OK && r->errors++ == 0)
+        r->first_step = step;
+}
+
+/*
+ * Handles the events "sealed W1 v2" and "expired W0 v1" as the service does, on the catalog in
+ * dir (W0 v1 and W1 v1 served, or what an earlier run left). An event for a version already
+ * served or expired is a no-op (acked).
+ */
+static void ic_run(const char *dir, const struct ic_src *src, const struct cfg_index *ix,
+                   const char *iname, struct ic_out *r)
+{
+    struct st_err err = {0};
+    struct idx_catalog *c;
+    int rc = idx_catalog_open(dir, &c, &err);
+    ic_note(r, rc, "catalog open");
+    if (rc != ST_OK)
+        return;
+    /* restart: the catalog's parts are loaded, files it does not name are removed */
+    struct idx_part *parts[2] = {NULL, NULL};
+    for (size_t i = 0; i < c->n && i < 2; i++) {
+        parts[i] = ic_load(c, &c->e[i], &err);
+        ck_assert_msg(parts[i] != NULL, "a part the catalog names does not load: %s", err.msg);
+    }
+    (void)idx_catalog_sweep(c);
+    /* sealed W1 v2: build, commit (catalog), swap, ack */
+    struct idx_cat_entry *x = idx_catalog_find(c, "n1", IC_W1);
+    ck_assert_ptr_nonnull(x);
+    if (x->version >= 2) {
+        r->build_acked = true;
+    } else {
+        struct idx_cat_entry prev = *x, e = ic_entry(IC_W1, 2, iname);
+        e.checksum = src->checksum[2];
+        char *seg = idx_catalog_seg_path(c, "n1", IC_W1, 2);
+        char *ip = idx_catalog_index_path(c, "n1", IC_W1, 2, iname, false);
+        /* the fetch: downloaded to <seg>.fetch (fsynced), checked, then renamed in place */
+        char tmp[700];
+        snprintf(tmp, sizeof(tmp), "%s.fetch", seg);
+        uint32_t hdr = 0;
+        rc = idx_client_fetch(ic_url, tmp, NULL, 1u << 30, 10000, NULL, &hdr, &err);
+        ic_note(r, rc, "fetch");
+        ck_assert_msg(rc == ST_OK || err.msg[0] != '\0', "a failed fetch without a message");
+        if (rc != ST_OK && st_fault_fired("idx.fetch.unlink_failed") == 0)
+            ck_assert_msg(access(tmp, F_OK) != 0, "a failed download left %s", tmp);
+        if (rc == ST_OK) {
+            ck_assert_uint_eq(hdr, src->checksum[2]);
+            ck_assert_int_eq(rename(tmp, seg), 0);
+        }
+        struct idx_part *p = NULL;
+        if (rc == ST_OK) {
+            rc = idx_part_build(&e, seg, ip, ix, ST_METRIC_L2, 1, NULL, &p, &err);
+            ic_note(r, rc, "build");
+        }
+        if (rc == ST_OK) {
+            ck_assert_int_eq(idx_catalog_put(c, &e), ST_OK);
+            rc = idx_catalog_save(c, &err);
+            ic_note(r, rc, "catalog save (build)");
+            ck_assert_msg(rc == ST_OK || err.msg[0] != '\0', "a failed save without a message");
+            if (rc != ST_OK) {
+                ck_assert_int_eq(idx_catalog_put(c, &prev), ST_OK); /* memory as before */
+                idx_part_retire(p, true, true);
+            } else {
+                for (int i = 0; i < 2; i++) /* the swap: version 1's files go at the unref */
+                    if (parts[i] != NULL && parts[i]->e.start == IC_W1) {
+                        idx_part_retire(parts[i], true, true);
+                        idx_part_unref(parts[i]);
+                        parts[i] = p;
+                        p = NULL;
+                    }
+                r->build_acked = true;
+            }
+            idx_part_unref(p);
+        }
+        free(seg);
+        free(ip);
+    }
+    /* expired W0 v1: catalog save, then the part's files go */
+    if (idx_catalog_is_gone(c, "n1", IC_W0, 1)) {
+        r->expire_acked = true;
+    } else {
+        x = idx_catalog_find(c, "n1", IC_W0);
+        ck_assert_ptr_nonnull(x);
+        struct idx_cat_entry prev = *x;
+        ck_assert_int_eq(idx_catalog_mark_gone(c, "n1", IC_W0, 1), ST_OK);
+        idx_catalog_del(c, "n1", IC_W0);
+        rc = idx_catalog_save(c, &err);
+        ic_note(r, rc, "catalog save (expiry)");
+        if (rc != ST_OK) {
+            idx_catalog_restore_gone(c, "n1", IC_W0, false, 0);
+            ck_assert_int_eq(idx_catalog_put(c, &prev), ST_OK);
+        } else {
+            for (int i = 0; i < 2; i++)
+                if (parts[i] != NULL && parts[i]->e.start == IC_W0) {
+                    idx_part_retire(parts[i], true, true);
+                    idx_part_unref(parts[i]);
+                    parts[i] = NULL;
+                }
+            r->expire_acked = true;
+        }
+    }
+    (void)idx_catalog_sweep(c);
+    idx_part_unref(parts[0]);
+    idx_part_unref(parts[1]);
+    idx_catalog_free(c);
+}
+
+/* The catalog on disk loads, every part it names loads and answers; what was acked is there.
+ * Returns the version of W1 served. */
+static uint32_t ic_check(const char *dir, const struct ic_src *src, const struct ic_out *r,
+                         const char *ctx)
+{
+    struct st_err err = {0};
+    struct idx_catalog *c;
+    ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s: catalog: %s", ctx, err.msg);
+    struct idx_cat_entry *w0 = idx_catalog_find(c, "n1", IC_W0),
+                         *w1 = idx_catalog_find(c, "n1", IC_W1);
+    ck_assert_msg(w1 != NULL, "%s: window 1 not served", ctx);
+    ck_assert_msg(w0 != NULL || idx_catalog_is_gone(c, "n1", IC_W0, 1),
+                  "%s: window 0 neither served nor expired", ctx);
+    if (r->build_acked)
+        ck_assert_msg(w1->version == 2, "%s: acknowledged build of v2 not in the catalog", ctx);
+    if (r->expire_acked)
+        ck_assert_msg(w0 == NULL, "%s: acknowledged expiry not in the catalog", ctx);
+    for (size_t i = 0; i < c->n; i++) {
+        struct idx_part *p = ic_load(c, &c->e[i], &err);
+        ck_assert_msg(p != NULL, "%s: the catalog names a part that does not load: %s", ctx,
+                      err.msg);
+        ck_assert_msg(ic_answers(p, src->vecs[c->e[i].version - 1]), "%s: part v%u answers wrong",
+                      ctx, c->e[i].version);
+        idx_part_unref(p);
+    }
+    uint32_t v = w1->version;
+    idx_catalog_free(c);
+    return v;
+}
+
+static int ic_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void ic_reset(const char *dir, const struct ic_src *src, const struct cfg_index *ix,
+                     const char *iname)
+{
+    st_test_rmrf(dir);
+    struct st_err err = {0};
+    struct idx_catalog *c;
+    ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_OK);
+    const int64_t starts[2] = {IC_W0, IC_W1};
+    for (int w = 0; w < 2; w++) {
+        struct idx_cat_entry e = ic_entry(starts[w], 1, iname);
+        e.checksum = src->checksum[w];
+        char *seg = idx_catalog_seg_path(c, "n1", starts[w], 1);
+        char *ip = idx_catalog_index_path(c, "n1", starts[w], 1, iname, false);
+        ic_copy(src->path[w], seg);
+        struct idx_part *p;
+        ck_assert_msg(idx_part_build(&e, seg, ip, ix, ST_METRIC_L2, 1, NULL, &p, &err) == ST_OK,
+                      "%s", err.msg);
+        idx_part_unref(p);
+        ck_assert_int_eq(idx_catalog_put(c, &e), ST_OK);
+        free(seg);
+        free(ip);
+    }
+    ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
+    idx_catalog_free(c);
+}
+
+START_TEST(test_index_commit_faults)
+{
+    const struct cfg_index ixs[] = {{.type = CFG_INDEX_HNSW, .m = 8, .ef_construction = 40},
+                                    {.type = CFG_INDEX_IVFPQ, .nlist = 4, .pq_m = 4, .nbits = 8}};
+    const char *iname = _i == 0 ? "hnsw" : "ivfpq";
+    const struct cfg_index *ix = &ixs[_i];
+    char *base = st_test_tmpdir("idxcommit");
+    char dir[600];
+    snprintf(dir, sizeof(dir), "%s/coll", base);
+    struct ic_src src;
+    src.vecs[0] = dataset(IC_N, IC_D, 6, 50);
+    src.vecs[1] = dataset(IC_N, IC_D, 6, 51);
+    for (int f = 0; f < 3; f++) {
+        snprintf(src.path[f], sizeof(src.path[f]), "%s/src-%d.seg", base, f);
+        ic_write_src(src.path[f], src.vecs[f / 2], f == 0 ? IC_W0 : IC_W1, f == 2 ? 2 : 1);
+        struct store_segment *g;
+        struct st_err err = {0};
+        ck_assert_int_eq(store_segment_open_file(src.path[f], &g, &err), ST_OK);
+        struct store_segment_info si;
+        store_segment_info(g, &si);
+        src.checksum[f] = si.checksum;
+        store_segment_unref(g);
+    }
+    ic_served = src.path[2];
+    ic_served_sum = src.checksum[2];
+    ck_assert_int_eq(idx_client_init(), ST_OK);
+    struct st_http_opts ho = {.listen = "127.0.0.1:0", .handler = ic_serve};
+    struct st_http *http;
+    struct st_err herr = {0};
+    ck_assert_msg(st_http_start(&ho, &http, &herr) == ST_OK, "%s", herr.msg);
+    snprintf(ic_url, sizeof(ic_url), "http://127.0.0.1:%u/seg", (unsigned)st_http_port(http));
+    st_log_set_level(ST_LOG_ERROR); /* the matrix fails on purpose */
+    ic_reset(dir, &src, ix, iname);
+    struct ic_out r0 = {0};
+    st_fault_record(true); /* on through the matrix: error paths reach more sites */
+    ic_run(dir, &src, ix, iname, &r0);
+    ck_assert_msg(r0.errors == 0, "fault-free run: %s failed", r0.first_step);
+    ck_assert_int_eq(ic_check(dir, &src, &r0, "fault-free"), 2);
+    const char *sites[64];
+    size_t nsites = st_fault_recorded(sites, 64), clean_sites = nsites;
+    static const int codes[] = {ST_EIO, ST_ENOSPC};
+    int fired_runs = 0, acked_v1 = 0;
+    for (size_t i = 0; i < nsites; i++) {
+        for (size_t k = 0; k < 2; k++) {
+            for (uint32_t skip = 0; skip < 2; skip++) {
+                char ctx[160];
+                snprintf(ctx, sizeof(ctx), "%s %s %s skip %u", iname, sites[i],
+                         st_strerror(codes[k]), skip);
+                ic_reset(dir, &src, ix, iname);
+                struct ic_out r = {0};
+                ck_assert_int_eq(st_fault_arm(sites[i], skip, 0, codes[k]), ST_OK);
+                ic_run(dir, &src, ix, iname, &r);
+                uint32_t fired = st_fault_fired(sites[i]);
+                st_fault_disarm_all();
+                if (fired > 0) {
+                    fired_runs++;
+                    bool best_effort =
+                        strstr(sites[i], "unlink") != NULL || strstr(sites[i], "sweep") != NULL;
+                    ck_assert_msg(r.errors > 0 || best_effort,
+                                  "%s: fired %u times, every call returned ST_OK", ctx, fired);
+                }
+                acked_v1 += ic_check(dir, &src, &r, ctx) == 1;
+                /* the fault cleared: the unacked events come again and are handled */
+                struct ic_out r2 = {0};
+                ic_run(dir, &src, ix, iname, &r2);
+                ck_assert_msg(r2.errors == 0 && r2.build_acked && r2.expire_acked,
+                              "%s: after the fault cleared: %s failed", ctx, r2.first_step);
+                ck_assert_int_eq(ic_check(dir, &src, &r2, ctx), 2);
+                /* and nothing is left behind: CATALOG and window 1's segment copy and index */
+                ck_assert_msg(ic_files(dir) == 3, "%s: %d files, leftovers", ctx, ic_files(dir));
+                /* sites only error paths reach (an abandoned build, the sweep of leftovers)
+                 * join the matrix as the runs discover them */
+                nsites = st_fault_recorded(sites, 64);
+            }
+        }
+    }
+    st_fault_record(false);
+    size_t idx_sites = 0;
+    for (size_t i = 0; i < nsites; i++) {
+        idx_sites += strncmp(sites[i], "idx.", 4) == 0;
+        fprintf(stderr, "  %s%s\n", sites[i], i < clean_sites ? "" : " (error path)");
+    }
+    /* catalog (mkdir, unlink_stale, create, write, fsync, rename, sync_dir, sweep,
+     * sweep_sync), index file (create, write, fsync, rename, sync_dir), parts' unlinks */
+    ck_assert_uint_ge(idx_sites, 22);
+    fprintf(stderr, "%s commit faults: %zu sites (%zu idx.*), %d runs fired, %d left v1\n", iname,
+            nsites, idx_sites, fired_runs, acked_v1);
+    ck_assert_int_gt(acked_v1, 0); /* faults did stop builds: the matrix is not vacuous */
+    ck_assert_int_ge(fired_runs, (int)(2 * nsites));
+    st_http_stop(http);
+    idx_client_cleanup();
+    for (int v = 0; v < 2; v++)
+        free(src.vecs[v]);
+    st_test_rmrf(base);
+    free(base);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("indexer");
@@ -1039,6 +1443,7 @@ int main(void)
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
     tcase_add_test(tc, test_hnsw_file_lies);
     tcase_add_test(tc, test_index_io_faults);
+    tcase_add_loop_test(tc, test_index_commit_faults, 0, 2);
     tcase_add_loop_test(tc, test_ivfpq_file_lies, 0, 2);
     tcase_add_test(tc, test_part_rows_layout);
     suite_add_tcase(su, tc);
