@@ -421,37 +421,100 @@ static void prepare(const char *dir, bool sealed, int runs)
     ck_assert_int_eq(twcs_close(t), ST_OK);
 }
 
-/* 0: window open with all 40 records; 1: sealed v1 with all; 2: dropped entirely.
- * With seal_events: the outbox holds the sealed event exactly when the window is sealed, it
- * names the live sealed segment, and an open window seals and publishes exactly once. */
-static int observe(const char *dir, bool seal_events)
+/* The operations the crash matrix cuts, all on the window prepared above: its seal, its drop
+ * by TTL or by the FIFO cap, and late records written into it once sealed (a delta run, then
+ * more in the WAL) with its re-seal as version 2. */
+enum cm_mode { CM_SEAL, CM_DROP_TTL, CM_DROP_FIFO, CM_RESEAL };
+
+#define LATE_N 5    /* late records, ids id-<LATE_K + i> */
+#define LATE_K 2000 /* their k (vector {k, 1, 2, 3}) */
+
+static uint64_t fifo_cap; /* CM_DROP_FIFO: below the store's bytes, above them minus the window */
+
+static struct twcs_opts matrix_opts(const char *dir, enum cm_mode mode)
 {
     struct twcs_opts o = base_opts(dir);
     o.ttl_ms = 60000;
-    if (!seal_events)
-        o.on_event = NULL;
-    n_sealed = 0;
+    if (mode == CM_DROP_FIFO)
+        o.max_bytes = fifo_cap;
+    return o;
+}
+
+/* Present with the vector st_twcs_put wrote ({k, 1, 2, 3})? */
+static bool has_vec(struct twcs *t, int k)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    float vec[DIM] = {0};
+    struct store_value v = {.vec = vec};
+    int rc = store_get(twcs_store(t), (const uint8_t *)id, (uint32_t)strlen(id), &v);
+    free(v.meta);
+    ck_assert(rc == ST_OK || rc == ST_ENOTFOUND);
+    if (rc == ST_OK)
+        ck_assert_msg(vec[0] == (float)k && vec[1] == 1 && vec[2] == 2 && vec[3] == 3,
+                      "id-%d has another vector", k);
+    return rc == ST_OK;
+}
+
+/* Runs the operation; ack >= 0: one byte written there per acknowledged late record. */
+static void matrix_op(struct twcs *t, enum cm_mode mode, int ack)
+{
+    if (mode == CM_DROP_TTL)
+        st_clock_manual_advance(&clk, 51500); /* the first window only */
+    for (int i = 0; mode == CM_RESEAL && i < LATE_N; i++) {
+        if (i == 3) /* the first three as a delta run, the rest in the WAL */
+            ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+        ck_assert_int_eq(st_twcs_put(t, 0, 100 + i, LATE_K + i, T0 - 10000 + 500 + i, NULL),
+                         TWCS_ACCEPTED);
+        uint8_t b = (uint8_t)i;
+        if (ack >= 0)
+            ck_assert_int_eq(write(ack, &b, 1), 1);
+    }
+    int rc = twcs_tick(t); /* in a crash run the crash usually comes first */
+    if (ack < 0)
+        ck_assert_int_eq(rc, ST_OK);
+}
+
+/* States: 0 window open with all 40 records; 1 sealed v1 with all (for CM_RESEAL: the late
+ * records acknowledged, `acked`, there and pending a re-seal); 2 dropped entirely; 3 sealed v2
+ * with all 40 + LATE_N. Then lets the operation finish (tick; for a drop its trigger) and
+ * checks the outbox delivered each event exactly once: on open exactly when the operation was
+ * durable, and once more only when the tick completed it. */
+static int observe(const char *dir, enum cm_mode mode, unsigned acked)
+{
+    struct twcs_opts o = matrix_opts(dir, mode);
+    n_sealed = n_expired = 0;
     last_sealed_version = 0;
+    last_reason[0] = '\0';
     struct twcs *t = topen(&o);
     int64_t s = T0 - 10000;
     bool f;
     struct twcs_window_info w = win(t, s, &f);
     int present = 0;
     for (int k = 0; k < 40; k++)
-        present += has(t, k);
+        present += has_vec(t, k);
+    int late = 0;
+    for (int i = 0; i < LATE_N; i++) {
+        bool p = has_vec(t, LATE_K + i);
+        ck_assert_msg(p || (unsigned)i >= acked, "acknowledged late record %d lost", i);
+        ck_assert(!p || late == i); /* written in order: a prefix */
+        late += p;
+    }
     int state;
     if (!f) {
         ck_assert_int_eq(present, 0);
         state = 2;
     } else {
         ck_assert_int_eq(present, 40);
-        ck_assert(w.state == TWCS_OPEN || (w.state == TWCS_SEALED && w.version == 1));
-        state = w.state == TWCS_OPEN ? 0 : 1;
-        if (state == 1)
+        ck_assert(w.state == TWCS_OPEN || (w.state == TWCS_SEALED && w.version <= 2));
+        state = w.state == TWCS_OPEN ? 0 : w.version == 1 ? 1 : 3;
+        if (state == 1 && mode != CM_RESEAL)
             ck_assert_uint_eq(w.segments, 1);
     }
-    ck_assert(has(t, 1000));
-    if (seal_events) {
+    ck_assert(has_vec(t, 1000)); /* the open window is never touched */
+    ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    if (mode == CM_SEAL) {
         /* Delivered again on open (not confirmed): exactly when the seal is durable. */
         ck_assert_int_eq(n_sealed, state == 1 ? 1 : 0);
         if (state == 1) {
@@ -462,8 +525,55 @@ static int observe(const char *dir, bool seal_events)
         ck_assert_int_eq(n_sealed, 1); /* an interrupted seal completes, once */
         ck_assert_int_eq(twcs_tick(t), ST_OK);
         ck_assert_int_eq(n_sealed, 1);
-        struct twcs_window_info w2 = win(t, T0 - 10000, &f);
+        struct twcs_window_info w2 = win(t, s, &f);
         ck_assert(f && w2.state == TWCS_SEALED && w2.version == 1 && w2.segments == 1);
+    } else if (mode == CM_RESEAL) {
+        ck_assert(state == 1 || state == 3);
+        /* v1's event (prepare never confirmed it) until v2 is durable; then only v2's. */
+        ck_assert_int_eq(n_sealed, 1);
+        ck_assert_uint_eq(last_sealed_version, state == 3 ? 2 : 1);
+        if (state == 3) {
+            ck_assert_int_eq(late, LATE_N); /* the re-seal came after every write */
+            ck_assert_uint_eq(last_sealed_records, 40 + LATE_N);
+        } else {
+            ck_assert_uint_eq(last_sealed_records, 40);
+        }
+        for (int round = 0; round < 2; round++) { /* the pending re-seal, then nothing */
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            struct twcs_window_info w2 = win(t, s, &f);
+            ck_assert(f && w2.state == TWCS_SEALED && w2.segments == 1);
+            ck_assert_uint_eq(w2.version, late > 0 ? 2 : 1);
+            ck_assert_uint_eq(w2.records, 40 + (uint64_t)late);
+            ck_assert_int_eq(n_sealed, state == 1 && late > 0 ? 2 : 1);
+            ck_assert_uint_eq(last_sealed_version, w2.version);
+            ck_assert_uint_eq(last_sealed_records, 40 + (uint64_t)late);
+        }
+        for (int i = 0; i < LATE_N; i++)
+            ck_assert(has_vec(t, LATE_K + i) == (i < late));
+    } else {
+        const char *reason = mode == CM_DROP_TTL ? "ttl" : "fifo";
+        ck_assert(state == 1 || state == 2);
+        /* The expired event on open exactly when the drop is durable; the sealed one (never
+         * confirmed) exactly while its segment lives. */
+        ck_assert_int_eq(n_expired, state == 2 ? 1 : 0);
+        ck_assert_int_eq(n_sealed, state == 1 ? 1 : 0);
+        if (state == 2)
+            ck_assert_str_eq(last_reason, reason);
+        for (int round = 0; round < 2; round++) {
+            if (mode == CM_DROP_TTL)
+                st_clock_manual_advance(&clk, round == 0 ? 51500 : 0);
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            win(t, s, &f);
+            ck_assert(!f);
+            ck_assert_int_eq(n_expired, 1); /* an interrupted drop completes, once */
+            ck_assert_str_eq(last_reason, reason);
+            ck_assert(has_vec(t, 1000));
+            ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN);
+            ck_assert(f);
+        }
+        for (int k = 0; k < 40; k++)
+            ck_assert(!has_vec(t, k));
+        st_clock_manual_set_wall(&clk, T0);
     }
     ck_assert_int_eq(twcs_close(t), ST_OK);
     /* And nothing on disk that the manifest does not account for. */
@@ -474,65 +584,80 @@ static int observe(const char *dir, bool seal_events)
     return state;
 }
 
-static void crash_matrix(bool drop, int runs)
+static void crash_matrix(enum cm_mode mode, int runs)
 {
     char *dir = st_test_tmpdir("twcs");
     char *work = NULL;
     ck_assert_int_ge(asprintf(&work, "%s.work", dir), 0);
-    prepare(dir, drop, runs);
+    prepare(dir, mode != CM_SEAL, runs);
+    if (mode == CM_DROP_FIFO) {
+        /* A cap the store exceeds by half the sealed window: dropping it is enough. */
+        struct twcs_opts o = base_opts(dir);
+        struct twcs *t = topen(&o);
+        struct store_stats ss;
+        store_stats(twcs_store(t), &ss);
+        bool f;
+        uint64_t wb = win(t, T0 - 10000, &f).bytes;
+        ck_assert(f && wb > 0);
+        fifo_cap = ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes - wb / 2;
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+    }
+    int dry_state = mode == CM_SEAL ? 1 : mode == CM_RESEAL ? 3 : 2;
+    int before = mode == CM_SEAL ? 0 : 1;
     /* Dry run: which sites does the operation pass? */
     char cmd[1400];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'", work, dir, work);
     ck_assert_int_eq(system(cmd), 0);
     st_fault_record(true);
     {
-        struct twcs_opts o = base_opts(work);
-        o.ttl_ms = 60000;
+        struct twcs_opts o = matrix_opts(work, mode);
         struct twcs *t = topen(&o);
-        if (drop)
-            st_clock_manual_advance(&clk, 51500); /* the first window only */
-        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        matrix_op(t, mode, -1);
         ck_assert_int_eq(twcs_close(t), ST_OK);
-        if (drop)
-            st_clock_manual_set_wall(&clk, T0);
+        st_clock_manual_set_wall(&clk, T0);
     }
     const char *sites[128];
     size_t nsites = st_fault_recorded(sites, 128);
     st_fault_record(false);
     ck_assert_int_gt(nsites, 5);
-    ck_assert_int_eq(observe(work, !drop), drop ? 2 : 1);
-    int seen[3] = {0};
+    ck_assert_int_eq(observe(work, mode, mode == CM_RESEAL ? LATE_N : 0), dry_state);
+    int seen[4] = {0};
     for (size_t i = 0; i < nsites; i++) {
         for (uint32_t skip = 0; skip < 3; skip++) {
             ck_assert_int_eq(system(cmd), 0);
+            int pfd[2];
+            ck_assert_int_eq(pipe(pfd), 0);
             pid_t pid = fork();
             ck_assert_int_ge(pid, 0);
             if (pid == 0) {
-                struct twcs_opts o = base_opts(work);
-                o.ttl_ms = 60000;
+                close(pfd[0]);
+                struct twcs_opts o = matrix_opts(work, mode);
                 struct twcs *t = topen(&o);
-                if (drop)
-                    st_clock_manual_advance(&clk, 51500); /* the first window only */
                 if (st_fault_arm(sites[i], skip, 1, ST_FAULT_CRASH) != ST_OK)
                     _exit(3);
-                int trc = twcs_tick(t); /* the crash usually comes first */
-                (void)trc;
+                matrix_op(t, mode, pfd[1]);
                 st_fault_disarm_all();
                 (void)twcs_close(t);
                 _exit(0);
             }
+            close(pfd[1]);
             int status;
             ck_assert_int_eq(waitpid(pid, &status, 0), pid);
             ck_assert(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0));
-            int state = observe(work, !drop);
-            ck_assert_msg(drop ? (state == 1 || state == 2) : (state == 0 || state == 1),
-                          "site %s skip %u: state %d", sites[i], skip, state);
+            unsigned acked = 0;
+            uint8_t b;
+            while (read(pfd[0], &b, 1) == 1)
+                acked++;
+            close(pfd[0]);
+            int state = observe(work, mode, acked);
+            ck_assert_msg(state == dry_state || state == before, "site %s skip %u: state %d",
+                          sites[i], skip, state);
             seen[state]++;
         }
     }
     /* Both outcomes occurred: the matrix really cut the operation at different points. */
-    ck_assert_int_gt(seen[drop ? 1 : 0], 0);
-    ck_assert_int_gt(seen[drop ? 2 : 1], 0);
+    ck_assert_int_gt(seen[before], 0);
+    ck_assert_int_gt(seen[dry_state], 0);
     st_test_rmrf(work);
     st_test_rmrf(dir);
     free(work);
@@ -541,7 +666,7 @@ static void crash_matrix(bool drop, int runs)
 
 START_TEST(test_crash_during_seal)
 {
-    crash_matrix(false, 2);
+    crash_matrix(CM_SEAL, 2);
 }
 END_TEST
 
@@ -549,13 +674,30 @@ END_TEST
  * restart that used to turn the window back into a run and drop its sealed event. */
 START_TEST(test_crash_during_promotion_seal)
 {
-    crash_matrix(false, 1);
+    crash_matrix(CM_SEAL, 1);
 }
 END_TEST
 
 START_TEST(test_crash_during_drop)
 {
-    crash_matrix(true, 2);
+    crash_matrix(CM_DROP_TTL, 2);
+}
+END_TEST
+
+/* The FIFO cap's drop: the sealed window sealed and intact or gone entirely, the open window
+ * never dropped, the expired event (reason fifo) delivered once. */
+START_TEST(test_crash_during_fifo_drop)
+{
+    crash_matrix(CM_DROP_FIFO, 2);
+}
+END_TEST
+
+/* Late records for the sealed window (a delta run, then WAL), and the re-seal as version 2,
+ * cut at every site: every acknowledged late record there with its vector; the window sealed
+ * v1 with them pending (the next tick re-seals it) or v2 with all; v2's event exactly once. */
+START_TEST(test_crash_during_late_reseal)
+{
+    crash_matrix(CM_RESEAL, 2);
 }
 END_TEST
 
@@ -1042,6 +1184,8 @@ int main(void)
     tcase_add_test(tc, test_crash_during_seal);
     tcase_add_test(tc, test_crash_during_promotion_seal);
     tcase_add_test(tc, test_crash_during_drop);
+    tcase_add_test(tc, test_crash_during_fifo_drop);
+    tcase_add_test(tc, test_crash_during_late_reseal);
     tcase_add_test(tc, test_reader_during_drop);
     tcase_add_test(tc, test_drop_cost_independent_of_size);
     tcase_add_test(tc, test_write_amplification);
