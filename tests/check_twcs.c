@@ -34,6 +34,7 @@ static int64_t last_sealed_start;
 static uint32_t last_sealed_version;
 static uint64_t last_sealed_records;
 static char last_reason[16];
+static int64_t expired_start[8]; /* the first expired events' windows, in order */
 
 static void on_event(void *ctx, const struct twcs_event *ev)
 {
@@ -44,6 +45,8 @@ static void on_event(void *ctx, const struct twcs_event *ev)
         last_sealed_version = ev->version;
         last_sealed_records = ev->records;
     } else {
+        if (n_expired < 8)
+            expired_start[n_expired] = ev->start;
         n_expired++;
         snprintf(last_reason, sizeof(last_reason), "%s", ev->reason ? ev->reason : "");
     }
@@ -701,6 +704,238 @@ START_TEST(test_crash_during_late_reseal)
 }
 END_TEST
 
+/* Writes records id-<k0>..id-<k0 + n - 1> (vector {k, 1, 2, 3}, meta_len bytes of metadata
+ * each) at ts as one batch; returns twcs_write's code, fails the test on any verdict but
+ * accepted. */
+static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts, uint32_t meta_len)
+{
+    struct store_record r[64];
+    char ids[64][32];
+    float vecs[64][DIM];
+    static const uint8_t meta[512];
+    ck_assert(n <= 64 && meta_len <= sizeof(meta));
+    for (uint32_t i = 0; i < n; i++) {
+        int k = k0 + (int)i;
+        snprintf(ids[i], sizeof(ids[i]), "id-%d", k);
+        vecs[i][0] = (float)k;
+        vecs[i][1] = 1;
+        vecs[i][2] = 2;
+        vecs[i][3] = 3;
+        r[i] = (struct store_record){.id = (const uint8_t *)ids[i],
+                                     .id_len = (uint32_t)strlen(ids[i]),
+                                     .ts = ts,
+                                     .op = STORE_OP_UPSERT,
+                                     .vec = vecs[i],
+                                     .meta = meta_len ? meta : NULL,
+                                     .meta_len = meta_len};
+    }
+    struct twcs_result res;
+    int rc = twcs_write(t, 0, off, r, n, &res);
+    if (rc == ST_OK)
+        ck_assert_int_eq(res.verdict, TWCS_ACCEPTED);
+    return rc;
+}
+
+static uint64_t fifo_used(struct twcs *t)
+{
+    struct store_stats ss;
+    store_stats(twcs_store(t), &ss);
+    return ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes;
+}
+
+/* §8 case 12, "WAL alone over the cap": no segment exists and the WAL by itself (records with
+ * metadata, which lives only there until a flush; the last batch large) is over the cap. Writes get
+ * ST_EAGAIN; a tick drops nothing (there is only the open window); every acknowledged record stays
+ * with its vector, also across a restart with the same cap; with the cap raised writes resume. */
+START_TEST(test_fifo_wal_alone_over_cap)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_bytes = 16 * 1024;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int acked = 0, rc = ST_OK;
+    int64_t off = 0;
+    while (rc == ST_OK && acked < 5000) {
+        /* Near the cap one large batch: the WAL alone ends up over it. */
+        uint32_t n = fifo_used(t) + 400 < o.max_bytes ? 1 : 60;
+        if ((rc = put_batch(t, off, acked, n, s + acked % 1000, 256)) == ST_OK) {
+            off++;
+            acked += (int)n;
+        }
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    struct store_stats ss;
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.segment_bytes, 0);
+    ck_assert_uint_gt(ss.wal_live_bytes, o.max_bytes);
+    for (int round = 0; round < 2; round++) {
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        bool f;
+        ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+        ck_assert(f);
+        ck_assert_int_eq(n_expired, 0);
+        ck_assert_int_eq(put_raw_eagain(t, s), ST_EAGAIN);
+        for (int k = 0; k < acked; k++)
+            ck_assert(has_vec(t, k));
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+        if (round == 1)
+            o.max_bytes = 16u << 20;
+        t = topen(&o);
+    }
+    /* The cap raised: writes resume, nothing was lost. */
+    ck_assert_int_eq(st_twcs_put(t, 0, 10000, 9000, s + 10, NULL), TWCS_ACCEPTED);
+    ck_assert(has_vec(t, 9000));
+    for (int k = 0; k < acked; k++)
+        ck_assert(has_vec(t, k));
+    ck_assert_int_eq(n_expired, 0);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+struct hold {
+    struct twcs *t;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stage; /* 0 waiting for the merge, 1 held in it, 2 released */
+};
+
+/* A fault hook: holds the first merge that passes the site (a flush passes it too: only while
+ * twcs counts a merge running) until the test releases it. */
+static void hold_merge(void *ctx)
+{
+    struct hold *h = ctx;
+    struct twcs_stats st;
+    twcs_stats(h->t, &st);
+    pthread_mutex_lock(&h->mu);
+    if (h->stage == 0 && st.merging > 0) {
+        h->stage = 1;
+        pthread_cond_broadcast(&h->cv);
+        while (h->stage != 2)
+            pthread_cond_wait(&h->cv, &h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+struct tick_arg {
+    struct twcs *t;
+    int rc;
+};
+
+static void *tick_thread(void *arg)
+{
+    struct tick_arg *a = arg;
+    a->rc = twcs_tick(a->t);
+    return NULL;
+}
+
+/* §8 case 12, "cap hit during a seal merge": sealed windows A and B (150 records each); C's
+ * seal (three runs merged) is held inside its merge while the open window D is written until
+ * the cap says ST_EAGAIN (the last batch overshoots the cap by more than the merge saves).
+ * When the merge lets go the same tick drops the oldest sealed window by event time, A, and
+ * only it: B (older than C, younger than A), C (just sealed) and D (open) keep every record;
+ * then D's writes resume. */
+START_TEST(test_fifo_cap_hit_during_seal_merge)
+{
+    enum { KA = 10000, KB = 11000, KC = 12000, KD = 13000, NAB = 150 };
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    int64_t s = T0 - 100000; /* windows A = s, B = s + 1000, C = s + 2000, D = s + 3000 */
+    struct twcs *t = topen(&o);
+    int64_t off = 0;
+    for (int w = 0; w < 2; w++)
+        for (int k = 0; k < NAB; k++)
+            ck_assert_int_eq(st_twcs_put(t, 0, off++, (w ? KB : KA) + k, s + w * 1000 + k, NULL),
+                             TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, KC + 20, s + 2300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* seals A and B; C gets its first run */
+    for (int k = 0; k < 20; k++) {
+        if (k == 10)
+            ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KC + k, s + 2000 + k * 10, NULL), TWCS_ACCEPTED);
+    }
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, KD, s + 3300, NULL), TWCS_ACCEPTED); /* C due */
+    ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_SEALED);
+    ck_assert_int_eq(win(t, s + 2000, &f).state, TWCS_OPEN);
+    ck_assert_uint_eq(win(t, s + 2000, &f).segments, 3);
+    uint64_t used = fifo_used(t);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    o.max_bytes = used + 4096;
+    n_sealed = n_expired = 0;
+    t = topen(&o);
+    struct hold h = {t, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    ck_assert_int_eq(st_fault_hook("store.seg.write", hold_merge, &h), ST_OK);
+    struct tick_arg ta = {t, ST_OK};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, tick_thread, &ta), 0);
+    pthread_mutex_lock(&h.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 30;
+    while (h.stage == 0)
+        ck_assert_int_eq(pthread_cond_timedwait(&h.cv, &h.mu, &dl), 0);
+    pthread_mutex_unlock(&h.mu);
+    /* C's seal is inside its merge: D's writes reach the cap, the last batch (60 records)
+     * starting within 400 bytes of it. */
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.merging, 1);
+    int d = 1, rc = ST_OK;
+    while (rc == ST_OK && d < 5000) {
+        uint32_t n = fifo_used(t) + 400 < o.max_bytes ? 1 : 60;
+        if ((rc = put_batch(t, off, KD + d, n, s + 3000 + d % 300, 0)) == ST_OK) {
+            off++;
+            d += (int)n;
+        }
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    ck_assert_uint_gt(fifo_used(t), o.max_bytes);
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.merging, 1); /* the cap was hit while the merge ran */
+    ck_assert_int_eq(n_expired, 0);
+    pthread_mutex_lock(&h.mu);
+    h.stage = 2;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    st_fault_disarm("store.seg.write");
+    ck_assert_int_eq(ta.rc, ST_OK);
+    /* Dropped: A, the oldest by event time, and nothing else. */
+    ck_assert_int_eq(n_expired, 1);
+    ck_assert_int_eq(expired_start[0], s);
+    ck_assert_str_eq(last_reason, "fifo");
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.dropped_fifo, 1);
+    ck_assert_uint_le(fifo_used(t), o.max_bytes);
+    win(t, s, &f);
+    ck_assert(!f);
+    struct twcs_window_info wb = win(t, s + 1000, &f);
+    ck_assert(f && wb.state == TWCS_SEALED && wb.records == NAB);
+    for (int k = 0; k < NAB; k++)
+        ck_assert(!has_vec(t, KA + k) && has_vec(t, KB + k));
+    struct twcs_window_info wc = win(t, s + 2000, &f);
+    ck_assert(f && wc.state == TWCS_SEALED && wc.version == 1 && wc.segments == 1);
+    ck_assert_uint_eq(wc.records, 21);
+    for (int k = 0; k <= 20; k++)
+        ck_assert(has_vec(t, KC + k));
+    ck_assert_int_eq(win(t, s + 3000, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    for (int k = 0; k < d; k++)
+        ck_assert(has_vec(t, KD + k));
+    /* Under the cap again: D's writes resume. */
+    ck_assert_int_eq(put_batch(t, off, KD + d, 1, s + 3100, 0), ST_OK);
+    ck_assert(has_vec(t, KD + d));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_reader_during_drop)
 {
     char *dir = st_test_tmpdir("twcs");
@@ -1186,6 +1421,8 @@ int main(void)
     tcase_add_test(tc, test_crash_during_drop);
     tcase_add_test(tc, test_crash_during_fifo_drop);
     tcase_add_test(tc, test_crash_during_late_reseal);
+    tcase_add_test(tc, test_fifo_wal_alone_over_cap);
+    tcase_add_test(tc, test_fifo_cap_hit_during_seal_merge);
     tcase_add_test(tc, test_reader_during_drop);
     tcase_add_test(tc, test_drop_cost_independent_of_size);
     tcase_add_test(tc, test_write_amplification);
