@@ -1,8 +1,9 @@
 /*
  * Tests for twcs/: window math and assignment, watermarks (idle, returning, skewed
  * partitions), seal timing, late data within/beyond max_lateness and re-seal versions, future
- * and absurd timestamps, TTL with no ingestion, clock jumps, FIFO caps, crash at every step of
- * seal and drop, readers during drops, drop cost independent of window size, write
+ * and absurd timestamps, TTL with no ingestion, clock jumps, FIFO caps (the WAL alone over
+ * one, one hit during a seal merge), crash at every step of seal, TTL and FIFO drop and
+ * late-delta write + re-seal, readers during drops, drop cost independent of window size, write
  * amplification. All with a manual clock and manual ticks.
  */
 #include <check.h>
