@@ -1,8 +1,9 @@
 /*
  * Tests for twcs/: window math and assignment, watermarks (idle, returning, skewed
  * partitions), seal timing, late data within/beyond max_lateness and re-seal versions, future
- * and absurd timestamps, TTL with no ingestion, clock jumps, FIFO caps, crash at every step of
- * seal and drop, readers during drops, drop cost independent of window size, write
+ * and absurd timestamps, TTL with no ingestion, clock jumps, FIFO caps (the WAL alone over
+ * one, one hit during a seal merge), crash at every step of seal, TTL and FIFO drop and
+ * late-delta write + re-seal, readers during drops, drop cost independent of window size, write
  * amplification. All with a manual clock and manual ticks.
  */
 #include <check.h>
@@ -34,6 +35,7 @@ static int64_t last_sealed_start;
 static uint32_t last_sealed_version;
 static uint64_t last_sealed_records;
 static char last_reason[16];
+static int64_t expired_start[8]; /* the first expired events' windows, in order */
 
 static void on_event(void *ctx, const struct twcs_event *ev)
 {
@@ -44,6 +46,8 @@ static void on_event(void *ctx, const struct twcs_event *ev)
         last_sealed_version = ev->version;
         last_sealed_records = ev->records;
     } else {
+        if (n_expired < 8)
+            expired_start[n_expired] = ev->start;
         n_expired++;
         snprintf(last_reason, sizeof(last_reason), "%s", ev->reason ? ev->reason : "");
     }
@@ -421,37 +425,100 @@ static void prepare(const char *dir, bool sealed, int runs)
     ck_assert_int_eq(twcs_close(t), ST_OK);
 }
 
-/* 0: window open with all 40 records; 1: sealed v1 with all; 2: dropped entirely.
- * With seal_events: the outbox holds the sealed event exactly when the window is sealed, it
- * names the live sealed segment, and an open window seals and publishes exactly once. */
-static int observe(const char *dir, bool seal_events)
+/* The operations the crash matrix cuts, all on the window prepared above: its seal, its drop
+ * by TTL or by the FIFO cap, and late records written into it once sealed (a delta run, then
+ * more in the WAL) with its re-seal as version 2. */
+enum cm_mode { CM_SEAL, CM_DROP_TTL, CM_DROP_FIFO, CM_RESEAL };
+
+#define LATE_N 5    /* late records, ids id-<LATE_K + i> */
+#define LATE_K 2000 /* their k (vector {k, 1, 2, 3}) */
+
+static uint64_t fifo_cap; /* CM_DROP_FIFO: below the store's bytes, above them minus the window */
+
+static struct twcs_opts matrix_opts(const char *dir, enum cm_mode mode)
 {
     struct twcs_opts o = base_opts(dir);
     o.ttl_ms = 60000;
-    if (!seal_events)
-        o.on_event = NULL;
-    n_sealed = 0;
+    if (mode == CM_DROP_FIFO)
+        o.max_bytes = fifo_cap;
+    return o;
+}
+
+/* Present with the vector st_twcs_put wrote ({k, 1, 2, 3})? */
+static bool has_vec(struct twcs *t, int k)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    float vec[DIM] = {0};
+    struct store_value v = {.vec = vec};
+    int rc = store_get(twcs_store(t), (const uint8_t *)id, (uint32_t)strlen(id), &v);
+    free(v.meta);
+    ck_assert(rc == ST_OK || rc == ST_ENOTFOUND);
+    if (rc == ST_OK)
+        ck_assert_msg(vec[0] == (float)k && vec[1] == 1 && vec[2] == 2 && vec[3] == 3,
+                      "id-%d has another vector", k);
+    return rc == ST_OK;
+}
+
+/* Runs the operation; ack >= 0: one byte written there per acknowledged late record. */
+static void matrix_op(struct twcs *t, enum cm_mode mode, int ack)
+{
+    if (mode == CM_DROP_TTL)
+        st_clock_manual_advance(&clk, 51500); /* the first window only */
+    for (int i = 0; mode == CM_RESEAL && i < LATE_N; i++) {
+        if (i == 3) /* the first three as a delta run, the rest in the WAL */
+            ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+        ck_assert_int_eq(st_twcs_put(t, 0, 100 + i, LATE_K + i, T0 - 10000 + 500 + i, NULL),
+                         TWCS_ACCEPTED);
+        uint8_t b = (uint8_t)i;
+        if (ack >= 0)
+            ck_assert_int_eq(write(ack, &b, 1), 1);
+    }
+    int rc = twcs_tick(t); /* in a crash run the crash usually comes first */
+    if (ack < 0)
+        ck_assert_int_eq(rc, ST_OK);
+}
+
+/* States: 0 window open with all 40 records; 1 sealed v1 with all (for CM_RESEAL: the late
+ * records acknowledged, `acked`, there and pending a re-seal); 2 dropped entirely; 3 sealed v2
+ * with all 40 + LATE_N. Then lets the operation finish (tick; for a drop its trigger) and
+ * checks the outbox delivered each event exactly once: on open exactly when the operation was
+ * durable, and once more only when the tick completed it. */
+static int observe(const char *dir, enum cm_mode mode, unsigned acked)
+{
+    struct twcs_opts o = matrix_opts(dir, mode);
+    n_sealed = n_expired = 0;
     last_sealed_version = 0;
+    last_reason[0] = '\0';
     struct twcs *t = topen(&o);
     int64_t s = T0 - 10000;
     bool f;
     struct twcs_window_info w = win(t, s, &f);
     int present = 0;
     for (int k = 0; k < 40; k++)
-        present += has(t, k);
+        present += has_vec(t, k);
+    int late = 0;
+    for (int i = 0; i < LATE_N; i++) {
+        bool p = has_vec(t, LATE_K + i);
+        ck_assert_msg(p || (unsigned)i >= acked, "acknowledged late record %d lost", i);
+        ck_assert(!p || late == i); /* written in order: a prefix */
+        late += p;
+    }
     int state;
     if (!f) {
         ck_assert_int_eq(present, 0);
         state = 2;
     } else {
         ck_assert_int_eq(present, 40);
-        ck_assert(w.state == TWCS_OPEN || (w.state == TWCS_SEALED && w.version == 1));
-        state = w.state == TWCS_OPEN ? 0 : 1;
-        if (state == 1)
+        ck_assert(w.state == TWCS_OPEN || (w.state == TWCS_SEALED && w.version <= 2));
+        state = w.state == TWCS_OPEN ? 0 : w.version == 1 ? 1 : 3;
+        if (state == 1 && mode != CM_RESEAL)
             ck_assert_uint_eq(w.segments, 1);
     }
-    ck_assert(has(t, 1000));
-    if (seal_events) {
+    ck_assert(has_vec(t, 1000)); /* the open window is never touched */
+    ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    if (mode == CM_SEAL) {
         /* Delivered again on open (not confirmed): exactly when the seal is durable. */
         ck_assert_int_eq(n_sealed, state == 1 ? 1 : 0);
         if (state == 1) {
@@ -462,8 +529,55 @@ static int observe(const char *dir, bool seal_events)
         ck_assert_int_eq(n_sealed, 1); /* an interrupted seal completes, once */
         ck_assert_int_eq(twcs_tick(t), ST_OK);
         ck_assert_int_eq(n_sealed, 1);
-        struct twcs_window_info w2 = win(t, T0 - 10000, &f);
+        struct twcs_window_info w2 = win(t, s, &f);
         ck_assert(f && w2.state == TWCS_SEALED && w2.version == 1 && w2.segments == 1);
+    } else if (mode == CM_RESEAL) {
+        ck_assert(state == 1 || state == 3);
+        /* v1's event (prepare never confirmed it) until v2 is durable; then only v2's. */
+        ck_assert_int_eq(n_sealed, 1);
+        ck_assert_uint_eq(last_sealed_version, state == 3 ? 2 : 1);
+        if (state == 3) {
+            ck_assert_int_eq(late, LATE_N); /* the re-seal came after every write */
+            ck_assert_uint_eq(last_sealed_records, 40 + LATE_N);
+        } else {
+            ck_assert_uint_eq(last_sealed_records, 40);
+        }
+        for (int round = 0; round < 2; round++) { /* the pending re-seal, then nothing */
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            struct twcs_window_info w2 = win(t, s, &f);
+            ck_assert(f && w2.state == TWCS_SEALED && w2.segments == 1);
+            ck_assert_uint_eq(w2.version, late > 0 ? 2 : 1);
+            ck_assert_uint_eq(w2.records, 40 + (uint64_t)late);
+            ck_assert_int_eq(n_sealed, state == 1 && late > 0 ? 2 : 1);
+            ck_assert_uint_eq(last_sealed_version, w2.version);
+            ck_assert_uint_eq(last_sealed_records, 40 + (uint64_t)late);
+        }
+        for (int i = 0; i < LATE_N; i++)
+            ck_assert(has_vec(t, LATE_K + i) == (i < late));
+    } else {
+        const char *reason = mode == CM_DROP_TTL ? "ttl" : "fifo";
+        ck_assert(state == 1 || state == 2);
+        /* The expired event on open exactly when the drop is durable; the sealed one (never
+         * confirmed) exactly while its segment lives. */
+        ck_assert_int_eq(n_expired, state == 2 ? 1 : 0);
+        ck_assert_int_eq(n_sealed, state == 1 ? 1 : 0);
+        if (state == 2)
+            ck_assert_str_eq(last_reason, reason);
+        for (int round = 0; round < 2; round++) {
+            if (mode == CM_DROP_TTL)
+                st_clock_manual_advance(&clk, round == 0 ? 51500 : 0);
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            win(t, s, &f);
+            ck_assert(!f);
+            ck_assert_int_eq(n_expired, 1); /* an interrupted drop completes, once */
+            ck_assert_str_eq(last_reason, reason);
+            ck_assert(has_vec(t, 1000));
+            ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN);
+            ck_assert(f);
+        }
+        for (int k = 0; k < 40; k++)
+            ck_assert(!has_vec(t, k));
+        st_clock_manual_set_wall(&clk, T0);
     }
     ck_assert_int_eq(twcs_close(t), ST_OK);
     /* And nothing on disk that the manifest does not account for. */
@@ -474,65 +588,80 @@ static int observe(const char *dir, bool seal_events)
     return state;
 }
 
-static void crash_matrix(bool drop, int runs)
+static void crash_matrix(enum cm_mode mode, int runs)
 {
     char *dir = st_test_tmpdir("twcs");
     char *work = NULL;
     ck_assert_int_ge(asprintf(&work, "%s.work", dir), 0);
-    prepare(dir, drop, runs);
+    prepare(dir, mode != CM_SEAL, runs);
+    if (mode == CM_DROP_FIFO) {
+        /* A cap the store exceeds by half the sealed window: dropping it is enough. */
+        struct twcs_opts o = base_opts(dir);
+        struct twcs *t = topen(&o);
+        struct store_stats ss;
+        store_stats(twcs_store(t), &ss);
+        bool f;
+        uint64_t wb = win(t, T0 - 10000, &f).bytes;
+        ck_assert(f && wb > 0);
+        fifo_cap = ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes - wb / 2;
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+    }
+    int dry_state = mode == CM_SEAL ? 1 : mode == CM_RESEAL ? 3 : 2;
+    int before = mode == CM_SEAL ? 0 : 1;
     /* Dry run: which sites does the operation pass? */
     char cmd[1400];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'", work, dir, work);
     ck_assert_int_eq(system(cmd), 0);
     st_fault_record(true);
     {
-        struct twcs_opts o = base_opts(work);
-        o.ttl_ms = 60000;
+        struct twcs_opts o = matrix_opts(work, mode);
         struct twcs *t = topen(&o);
-        if (drop)
-            st_clock_manual_advance(&clk, 51500); /* the first window only */
-        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        matrix_op(t, mode, -1);
         ck_assert_int_eq(twcs_close(t), ST_OK);
-        if (drop)
-            st_clock_manual_set_wall(&clk, T0);
+        st_clock_manual_set_wall(&clk, T0);
     }
     const char *sites[128];
     size_t nsites = st_fault_recorded(sites, 128);
     st_fault_record(false);
     ck_assert_int_gt(nsites, 5);
-    ck_assert_int_eq(observe(work, !drop), drop ? 2 : 1);
-    int seen[3] = {0};
+    ck_assert_int_eq(observe(work, mode, mode == CM_RESEAL ? LATE_N : 0), dry_state);
+    int seen[4] = {0};
     for (size_t i = 0; i < nsites; i++) {
         for (uint32_t skip = 0; skip < 3; skip++) {
             ck_assert_int_eq(system(cmd), 0);
+            int pfd[2];
+            ck_assert_int_eq(pipe(pfd), 0);
             pid_t pid = fork();
             ck_assert_int_ge(pid, 0);
             if (pid == 0) {
-                struct twcs_opts o = base_opts(work);
-                o.ttl_ms = 60000;
+                close(pfd[0]);
+                struct twcs_opts o = matrix_opts(work, mode);
                 struct twcs *t = topen(&o);
-                if (drop)
-                    st_clock_manual_advance(&clk, 51500); /* the first window only */
                 if (st_fault_arm(sites[i], skip, 1, ST_FAULT_CRASH) != ST_OK)
                     _exit(3);
-                int trc = twcs_tick(t); /* the crash usually comes first */
-                (void)trc;
+                matrix_op(t, mode, pfd[1]);
                 st_fault_disarm_all();
                 (void)twcs_close(t);
                 _exit(0);
             }
+            close(pfd[1]);
             int status;
             ck_assert_int_eq(waitpid(pid, &status, 0), pid);
             ck_assert(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0));
-            int state = observe(work, !drop);
-            ck_assert_msg(drop ? (state == 1 || state == 2) : (state == 0 || state == 1),
-                          "site %s skip %u: state %d", sites[i], skip, state);
+            unsigned acked = 0;
+            uint8_t b;
+            while (read(pfd[0], &b, 1) == 1)
+                acked++;
+            close(pfd[0]);
+            int state = observe(work, mode, acked);
+            ck_assert_msg(state == dry_state || state == before, "site %s skip %u: state %d",
+                          sites[i], skip, state);
             seen[state]++;
         }
     }
     /* Both outcomes occurred: the matrix really cut the operation at different points. */
-    ck_assert_int_gt(seen[drop ? 1 : 0], 0);
-    ck_assert_int_gt(seen[drop ? 2 : 1], 0);
+    ck_assert_int_gt(seen[before], 0);
+    ck_assert_int_gt(seen[dry_state], 0);
     st_test_rmrf(work);
     st_test_rmrf(dir);
     free(work);
@@ -541,7 +670,7 @@ static void crash_matrix(bool drop, int runs)
 
 START_TEST(test_crash_during_seal)
 {
-    crash_matrix(false, 2);
+    crash_matrix(CM_SEAL, 2);
 }
 END_TEST
 
@@ -549,13 +678,262 @@ END_TEST
  * restart that used to turn the window back into a run and drop its sealed event. */
 START_TEST(test_crash_during_promotion_seal)
 {
-    crash_matrix(false, 1);
+    crash_matrix(CM_SEAL, 1);
 }
 END_TEST
 
 START_TEST(test_crash_during_drop)
 {
-    crash_matrix(true, 2);
+    crash_matrix(CM_DROP_TTL, 2);
+}
+END_TEST
+
+/* The FIFO cap's drop: the sealed window sealed and intact or gone entirely, the open window
+ * never dropped, the expired event (reason fifo) delivered once. */
+START_TEST(test_crash_during_fifo_drop)
+{
+    crash_matrix(CM_DROP_FIFO, 2);
+}
+END_TEST
+
+/* Late records for the sealed window (a delta run, then WAL), and the re-seal as version 2,
+ * cut at every site: every acknowledged late record there with its vector; the window sealed
+ * v1 with them pending (the next tick re-seals it) or v2 with all; v2's event exactly once. */
+START_TEST(test_crash_during_late_reseal)
+{
+    crash_matrix(CM_RESEAL, 2);
+}
+END_TEST
+
+/* Writes records id-<k0>..id-<k0 + n - 1> (vector {k, 1, 2, 3}, meta_len bytes of metadata
+ * each) at ts as one batch; returns twcs_write's code, fails the test on any verdict but
+ * accepted. */
+static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts, uint32_t meta_len)
+{
+    struct store_record r[64];
+    char ids[64][32];
+    float vecs[64][DIM];
+    static const uint8_t meta[512];
+    ck_assert(n <= 64 && meta_len <= sizeof(meta));
+    for (uint32_t i = 0; i < n; i++) {
+        int k = k0 + (int)i;
+        snprintf(ids[i], sizeof(ids[i]), "id-%d", k);
+        vecs[i][0] = (float)k;
+        vecs[i][1] = 1;
+        vecs[i][2] = 2;
+        vecs[i][3] = 3;
+        r[i] = (struct store_record){.id = (const uint8_t *)ids[i],
+                                     .id_len = (uint32_t)strlen(ids[i]),
+                                     .ts = ts,
+                                     .op = STORE_OP_UPSERT,
+                                     .vec = vecs[i],
+                                     .meta = meta_len ? meta : NULL,
+                                     .meta_len = meta_len};
+    }
+    struct twcs_result res;
+    int rc = twcs_write(t, 0, off, r, n, &res);
+    if (rc == ST_OK)
+        ck_assert_int_eq(res.verdict, TWCS_ACCEPTED);
+    return rc;
+}
+
+static uint64_t fifo_used(struct twcs *t)
+{
+    struct store_stats ss;
+    store_stats(twcs_store(t), &ss);
+    return ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes;
+}
+
+/* §8 case 12, "WAL alone over the cap": no segment exists and the WAL by itself (records with
+ * metadata, which lives only there until a flush; the last batch large) is over the cap. Writes get
+ * ST_EAGAIN; a tick drops nothing (there is only the open window); every acknowledged record stays
+ * with its vector, also across a restart with the same cap; with the cap raised writes resume. */
+START_TEST(test_fifo_wal_alone_over_cap)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_bytes = 16 * 1024;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int acked = 0, rc = ST_OK;
+    int64_t off = 0;
+    while (rc == ST_OK && acked < 5000) {
+        /* Near the cap one large batch: the WAL alone ends up over it. */
+        uint32_t n = fifo_used(t) + 400 < o.max_bytes ? 1 : 60;
+        if ((rc = put_batch(t, off, acked, n, s + acked % 1000, 256)) == ST_OK) {
+            off++;
+            acked += (int)n;
+        }
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    struct store_stats ss;
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.segment_bytes, 0);
+    ck_assert_uint_gt(ss.wal_live_bytes, o.max_bytes);
+    for (int round = 0; round < 2; round++) {
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        bool f;
+        ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+        ck_assert(f);
+        ck_assert_int_eq(n_expired, 0);
+        ck_assert_int_eq(put_raw_eagain(t, s), ST_EAGAIN);
+        for (int k = 0; k < acked; k++)
+            ck_assert(has_vec(t, k));
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+        if (round == 1)
+            o.max_bytes = 16u << 20;
+        t = topen(&o);
+    }
+    /* The cap raised: writes resume, nothing was lost. */
+    ck_assert_int_eq(st_twcs_put(t, 0, 10000, 9000, s + 10, NULL), TWCS_ACCEPTED);
+    ck_assert(has_vec(t, 9000));
+    for (int k = 0; k < acked; k++)
+        ck_assert(has_vec(t, k));
+    ck_assert_int_eq(n_expired, 0);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+struct hold {
+    struct twcs *t;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stage; /* 0 waiting for the merge, 1 held in it, 2 released */
+};
+
+/* A fault hook: holds the first merge that passes the site (a flush passes it too: only while
+ * twcs counts a merge running) until the test releases it. */
+static void hold_merge(void *ctx)
+{
+    struct hold *h = ctx;
+    struct twcs_stats st;
+    twcs_stats(h->t, &st);
+    pthread_mutex_lock(&h->mu);
+    if (h->stage == 0 && st.merging > 0) {
+        h->stage = 1;
+        pthread_cond_broadcast(&h->cv);
+        while (h->stage != 2)
+            pthread_cond_wait(&h->cv, &h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+struct tick_arg {
+    struct twcs *t;
+    int rc;
+};
+
+static void *tick_thread(void *arg)
+{
+    struct tick_arg *a = arg;
+    a->rc = twcs_tick(a->t);
+    return NULL;
+}
+
+/* §8 case 12, "cap hit during a seal merge": sealed windows A and B (150 records each); C's
+ * seal (three runs merged) is held inside its merge while the open window D is written until
+ * the cap says ST_EAGAIN (the last batch overshoots the cap by more than the merge saves).
+ * When the merge lets go the same tick drops the oldest sealed window by event time, A, and
+ * only it: B (older than C, younger than A), C (just sealed) and D (open) keep every record;
+ * then D's writes resume. */
+START_TEST(test_fifo_cap_hit_during_seal_merge)
+{
+    enum { KA = 10000, KB = 11000, KC = 12000, KD = 13000, NAB = 150 };
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    int64_t s = T0 - 100000; /* windows A = s, B = s + 1000, C = s + 2000, D = s + 3000 */
+    struct twcs *t = topen(&o);
+    int64_t off = 0;
+    for (int w = 0; w < 2; w++)
+        for (int k = 0; k < NAB; k++)
+            ck_assert_int_eq(st_twcs_put(t, 0, off++, (w ? KB : KA) + k, s + w * 1000 + k, NULL),
+                             TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, KC + 20, s + 2300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* seals A and B; C gets its first run */
+    for (int k = 0; k < 20; k++) {
+        if (k == 10)
+            ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KC + k, s + 2000 + k * 10, NULL), TWCS_ACCEPTED);
+    }
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, KD, s + 3300, NULL), TWCS_ACCEPTED); /* C due */
+    ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_SEALED);
+    ck_assert_int_eq(win(t, s + 2000, &f).state, TWCS_OPEN);
+    ck_assert_uint_eq(win(t, s + 2000, &f).segments, 3);
+    uint64_t used = fifo_used(t);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    o.max_bytes = used + 4096;
+    n_sealed = n_expired = 0;
+    t = topen(&o);
+    struct hold h = {t, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    ck_assert_int_eq(st_fault_hook("store.seg.write", hold_merge, &h), ST_OK);
+    struct tick_arg ta = {t, ST_OK};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, tick_thread, &ta), 0);
+    pthread_mutex_lock(&h.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 30;
+    while (h.stage == 0)
+        ck_assert_int_eq(pthread_cond_timedwait(&h.cv, &h.mu, &dl), 0);
+    pthread_mutex_unlock(&h.mu);
+    /* C's seal is inside its merge: D's writes reach the cap, the last batch (60 records)
+     * starting within 400 bytes of it. */
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.merging, 1);
+    int d = 1, rc = ST_OK;
+    while (rc == ST_OK && d < 5000) {
+        uint32_t n = fifo_used(t) + 400 < o.max_bytes ? 1 : 60;
+        if ((rc = put_batch(t, off, KD + d, n, s + 3000 + d % 300, 0)) == ST_OK) {
+            off++;
+            d += (int)n;
+        }
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    ck_assert_uint_gt(fifo_used(t), o.max_bytes);
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.merging, 1); /* the cap was hit while the merge ran */
+    ck_assert_int_eq(n_expired, 0);
+    pthread_mutex_lock(&h.mu);
+    h.stage = 2;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    st_fault_disarm("store.seg.write");
+    ck_assert_int_eq(ta.rc, ST_OK);
+    /* Dropped: A, the oldest by event time, and nothing else. */
+    ck_assert_int_eq(n_expired, 1);
+    ck_assert_int_eq(expired_start[0], s);
+    ck_assert_str_eq(last_reason, "fifo");
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.dropped_fifo, 1);
+    ck_assert_uint_le(fifo_used(t), o.max_bytes);
+    win(t, s, &f);
+    ck_assert(!f);
+    struct twcs_window_info wb = win(t, s + 1000, &f);
+    ck_assert(f && wb.state == TWCS_SEALED && wb.records == NAB);
+    for (int k = 0; k < NAB; k++)
+        ck_assert(!has_vec(t, KA + k) && has_vec(t, KB + k));
+    struct twcs_window_info wc = win(t, s + 2000, &f);
+    ck_assert(f && wc.state == TWCS_SEALED && wc.version == 1 && wc.segments == 1);
+    ck_assert_uint_eq(wc.records, 21);
+    for (int k = 0; k <= 20; k++)
+        ck_assert(has_vec(t, KC + k));
+    ck_assert_int_eq(win(t, s + 3000, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    for (int k = 0; k < d; k++)
+        ck_assert(has_vec(t, KD + k));
+    /* Under the cap again: D's writes resume. */
+    ck_assert_int_eq(put_batch(t, off, KD + d, 1, s + 3100, 0), ST_OK);
+    ck_assert(has_vec(t, KD + d));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
 }
 END_TEST
 
@@ -1042,6 +1420,10 @@ int main(void)
     tcase_add_test(tc, test_crash_during_seal);
     tcase_add_test(tc, test_crash_during_promotion_seal);
     tcase_add_test(tc, test_crash_during_drop);
+    tcase_add_test(tc, test_crash_during_fifo_drop);
+    tcase_add_test(tc, test_crash_during_late_reseal);
+    tcase_add_test(tc, test_fifo_wal_alone_over_cap);
+    tcase_add_test(tc, test_fifo_cap_hit_during_seal_merge);
     tcase_add_test(tc, test_reader_during_drop);
     tcase_add_test(tc, test_drop_cost_independent_of_size);
     tcase_add_test(tc, test_write_amplification);
