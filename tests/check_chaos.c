@@ -82,7 +82,11 @@ struct env {
     char cfg[600], data[600];
 };
 
-static void env_init(struct env *e)
+struct proc;
+static void procs_init(const struct env *e, struct proc *ing, struct proc *idx);
+
+/* A fresh topic, stream and data dir with their YAML; ing and idx to run on them. */
+static void env_init(struct env *e, struct proc *ing, struct proc *idx)
 {
     e->brokers = st_test_broker("STRATA_TEST_KAFKA");
     e->nats = st_test_broker("STRATA_TEST_NATS");
@@ -117,6 +121,7 @@ static void env_init(struct env *e)
             "log: {level: info}\n",
             e->data, e->brokers, e->group, e->dead, e->nats, e->stream, DIM, e->topic, token);
     fclose(f);
+    procs_init(e, ing, idx);
 }
 
 /* ---- the daemons and their kills ---- */
@@ -151,6 +156,16 @@ static const char *const indexer_points[] = {
     "idx.catalog.rename",      /* the catalog update */
     "idx.part.unlink_index",   /* an expired window's files */
 };
+
+static void procs_init(const struct env *e, struct proc *ing, struct proc *idx)
+{
+    *ing = (struct proc){.bin = getenv("STRATA_INGEST")};
+    *idx = (struct proc){.bin = getenv("STRATA_INDEXER")};
+    ck_assert_ptr_nonnull(ing->bin);
+    ck_assert_ptr_nonnull(idx->bin);
+    snprintf(ing->log, sizeof(ing->log), "%s/ingest.log", e->dir);
+    snprintf(idx->log, sizeof(idx->log), "%s/indexer.log", e->dir);
+}
 
 static unsigned rnd(unsigned n)
 {
@@ -368,12 +383,8 @@ START_TEST(test_chaos)
     int64_t chaos_ms = (secs != NULL ? atoll(secs) : 60) * 1000;
     srand((unsigned)getpid());
     struct env e;
-    env_init(&e);
-    struct proc ing = {.bin = getenv("STRATA_INGEST")}, idx = {.bin = getenv("STRATA_INDEXER")};
-    ck_assert_ptr_nonnull(ing.bin);
-    ck_assert_ptr_nonnull(idx.bin);
-    snprintf(ing.log, sizeof(ing.log), "%s/ingest.log", e.dir);
-    snprintf(idx.log, sizeof(idx.log), "%s/indexer.log", e.dir);
+    struct proc ing, idx;
+    env_init(&e, &ing, &idx);
     proc_start(&ing, &e, NULL);
     proc_start(&idx, &e, NULL);
 
@@ -546,12 +557,8 @@ END_TEST
 START_TEST(test_ingest_moved_before_fetch)
 {
     struct env e;
-    env_init(&e);
-    struct proc ing = {.bin = getenv("STRATA_INGEST")}, idx = {.bin = getenv("STRATA_INDEXER")};
-    ck_assert_ptr_nonnull(ing.bin);
-    ck_assert_ptr_nonnull(idx.bin);
-    snprintf(ing.log, sizeof(ing.log), "%s/ingest.log", e.dir);
-    snprintf(idx.log, sizeof(idx.log), "%s/indexer.log", e.dir);
+    struct proc ing, idx;
+    env_init(&e, &ing, &idx);
     proc_start(&ing, &e, NULL);
     unsigned before = port_of(&ing);
     rd_kafka_t *pr = producer(e.brokers);
