@@ -792,6 +792,34 @@ START_TEST(test_nats_reconnect)
 }
 END_TEST
 
+/* A nats-server that wants a token: the right one connects and publishes to JetStream; a wrong
+ * one and none are refused with the server's reason, and the token never shows in an error. */
+START_TEST(test_nats_token)
+{
+    struct st_own_nats n = {.token = "t0ken-s3cret"};
+    st_own_nats_start(&n);
+    struct st_bus_auth good = {.token = "t0ken-s3cret"};
+    struct st_bus_opts o = {.url = n.url, .auth = &good, .connect_timeout_ms = 3000};
+    struct st_bus *b = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(st_bus_connect(&o, &b, &err) == ST_OK, "%s", err.msg);
+    const char *subj[] = {"tok.>"};
+    ensure(b, "TOK", subj, 1, NULL, NULL);
+    ck_assert_int_eq(jpub(b, "tok.a", "hello", NULL), ST_OK);
+    st_bus_close(b);
+
+    struct st_bus_auth bad = {.token = "not-the-token"};
+    o.auth = &bad;
+    ck_assert_int_eq(st_bus_connect(&o, &b, &err), ST_EIO);
+    ck_assert_msg(strstr(err.msg, "Authorization Violation") != NULL, "%s", err.msg);
+    ck_assert_ptr_null(strstr(err.msg, "not-the-token"));
+    o.auth = NULL;
+    ck_assert_int_eq(st_bus_connect(&o, &b, &err), ST_EIO);
+    ck_assert_msg(strstr(err.msg, "Authorization Violation") != NULL, "%s", err.msg);
+    st_own_nats_free(&n);
+}
+END_TEST
+
 /* A state callback that blocks while hold (the connection's on_state). */
 struct blocked_state {
     atomic_bool hold, in_cb, exited, gone;
@@ -972,6 +1000,7 @@ int main(void)
     tcase_add_checked_fixture(nats, setup_nats, NULL);
     add_common(nats);
     tcase_add_test(nats, test_nats_reconnect);
+    tcase_add_test(nats, test_nats_token);
     tcase_add_test(nats, test_nats_close_waits_for_state);
     suite_add_tcase(su, nats);
     return st_test_run_suite(su);

@@ -305,8 +305,12 @@ void st_own_nats_start(struct st_own_nats *n)
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
-        execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", n->dir,
-               (char *)NULL);
+        if (n->token != NULL)
+            execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd",
+                   n->dir, "--auth", n->token, (char *)NULL);
+        else
+            execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd",
+                   n->dir, (char *)NULL);
         _exit(127);
     }
     ck_assert_msg(ST_WAIT_UNTIL(port_open(n->port), 30000), "nats-server not up on %s", n->url);

@@ -63,6 +63,7 @@ struct st_own_nats {
     unsigned port;
     char url[64];
     char *dir;
+    const char *token; /* set before the start: clients must present it (--auth) */
 };
 /* Picks a free port and a directory (the first time) and starts it; waits until it answers. */
 void st_own_nats_start(struct st_own_nats *n);
