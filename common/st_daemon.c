@@ -1,6 +1,8 @@
 /* st_daemon.c — command line, signals and test faults shared by the daemons. */
 #include "st_daemon.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,16 +86,27 @@ void st_daemon_arm_test_faults(const char *comp)
         char *eq = strchr(site, '=');
         int code = ST_EIO;
         unsigned long skip = 0;
-        if (eq != NULL) { /* "site=crash[@N]": SIGKILL there, after N passes (a crash point) */
+        if (eq != NULL) { /* "site=crash" or "site=crash@N": SIGKILL there, after N passes */
             *eq = '\0';
-            code = strncmp(eq + 1, "crash", 5) == 0 ? ST_FAULT_CRASH : ST_EIO;
-            const char *at = strchr(eq + 1, '@');
-            if (at != NULL)
-                skip = strtoul(at + 1, NULL, 10);
+            char *end = NULL;
+            errno = 0;
+            if (strncmp(eq + 1, "crash", 5) == 0 && eq[6] == '@')
+                skip = strtoul(eq + 7, &end, 10);
+            bool ok = strcmp(eq + 1, "crash") == 0 ||
+                      (end != NULL && end != eq + 7 && *end == '\0' && errno == 0 &&
+                       skip <= UINT32_MAX);
+            if (!ok) {
+                st_log_warn(comp, "test fault point %s: \"%s\" is not crash or crash@N; ignored",
+                            site, eq + 1);
+                continue;
+            }
+            code = ST_FAULT_CRASH;
         }
         if (st_fault_arm(site, (uint32_t)skip, 0, code) == ST_OK)
             st_log_warn(comp, "test fault point armed: %s%s after %lu passes", site,
                         code == ST_FAULT_CRASH ? " (crash)" : "", skip);
+        else
+            st_log_warn(comp, "test fault point %s: the table of armed sites is full", site);
     }
 #else
     (void)comp;

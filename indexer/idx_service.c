@@ -252,14 +252,22 @@ static bool is_path(const char *url)
  * (an ephemeral port, a host moved) serves its segments there, and the address it sealed
  * under, baked into the event, would be retried for ever. The node's live announcement gives
  * the address; the part from "/v1/segments/" on stays (the segment is checked against the
- * event's checksum all the same). Unchanged when the node is not live or the URL is a path.
+ * event's checksum all the same). Only an http(s) URL is replaced, and only by one: an
+ * announcement never turns a download into a local file read. Unchanged when the node is not
+ * live. Called on retries only (a pinned node's id may cost a request to learn).
  */
+static bool is_http(const char *url)
+{
+    return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
+}
+
 static void url_now(struct idx_service *s, const struct idx_coll *c, struct idx_cat_entry *e)
 {
     const char *path = strstr(e->url, "/v1/segments/");
     struct idx_node *ns = NULL;
     size_t n = 0;
-    if (is_path(e->url) || path == NULL || idx_nodes_live(s->nodes, c->cfg->name, &ns, &n) != ST_OK)
+    if (!is_http(e->url) || path == NULL ||
+        idx_nodes_live(s->nodes, c->cfg->name, &ns, &n) != ST_OK)
         return;
     for (size_t i = 0; i < n; i++) {
         if (strcmp(ns[i].node, e->node) != 0)
@@ -267,8 +275,9 @@ static void url_now(struct idx_service *s, const struct idx_coll *c, struct idx_
         size_t bl = strlen(ns[i].url);
         while (bl > 0 && ns[i].url[bl - 1] == '/')
             bl--;
-        if (bl == (size_t)(path - e->url) && strncmp(ns[i].url, e->url, bl) == 0)
-            break; /* the same address */
+        if (!is_http(ns[i].url) ||
+            (bl == (size_t)(path - e->url) && strncmp(ns[i].url, e->url, bl) == 0))
+            break; /* not a web address, or the same one */
         char u[sizeof(e->url)];
         int w = snprintf(u, sizeof(u), "%.*s%s", (int)bl, ns[i].url, path);
         if (w > 0 && (size_t)w < sizeof(u)) {
@@ -276,7 +285,12 @@ static void url_now(struct idx_service *s, const struct idx_coll *c, struct idx_
                         "coll=%s node=%s start=%" PRId64 ": fetching from the node's "
                         "current address %s (the event named %s)",
                         c->cfg->name, e->node, e->start, u, e->url);
-            memcpy(e->url, u, sizeof(u));
+            memcpy(e->url, u, (size_t)w + 1);
+        } else {
+            st_log_warn(LOG_COMP,
+                        "coll=%s node=%s start=%" PRId64 ": the node's current address %s "
+                        "makes the segment URL too long; fetching from %s",
+                        c->cfg->name, e->node, e->start, ns[i].url, e->url);
         }
         break;
     }
@@ -438,7 +452,8 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
         err = (struct st_err){0};
         if (!have) {
             uint64_t max = e.bytes; /* the event's size: verified exactly below */
-            url_now(s, c, &e);
+            if (j->attempts > 0)
+                url_now(s, c, &e);
             rc = is_path(e.url) ? copy_file(e.url, tmp, max, &err)
                                 : idx_client_fetch(e.url, tmp, s->o.token, max,
                                                    s->o.fetch_timeout_ms, &s->stop, &hdr, &err);

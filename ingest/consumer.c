@@ -42,9 +42,10 @@ struct part {
     const struct ing_collection *coll; /* the topic's first collection (for twcs assignment) */
     char *topic;
     int32_t partition;
-    int64_t handled;   /* last offset whose effect is in a store or the DLQ (-1: none) */
-    int64_t committed; /* next offset committed to Kafka (-1: none by us) */
-    bool lost;         /* given up by a failed member (not to another one) until reassigned */
+    int64_t handled;    /* last offset whose effect is in a store or the DLQ (-1: none) */
+    int64_t committed;  /* next offset committed to Kafka (-1: none by us) */
+    bool lost;          /* given up by a failed member (not to another one) until reassigned */
+    int64_t close_upto; /* while closing: messages at or past it are not read (-1: none) */
     bool assigned;
     bool paused;
     int64_t retry_offset; /* paused: the message to read again */
@@ -95,6 +96,7 @@ struct ing_consumer {
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
     struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
     bool rebalanced;             /* the rebalance callback ran at least once */
+    bool closing;                /* ing_consumer_close is under way: feed reads nothing new */
 
     /* What /metrics reads from other threads, guarded by mu. */
     pthread_mutex_t mu;
@@ -424,6 +426,8 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
     pthread_mutex_init(&c->mu, NULL);
     if (c->o.commit_interval_ms <= 0)
         c->o.commit_interval_ms = 200;
+    if (c->o.close_catchup_ms <= 0)
+        c->o.close_catchup_ms = 10000;
     if (c->o.pause_ms <= 0)
         c->o.pause_ms = 50;
     int rc = ST_ENOMEM;
@@ -593,8 +597,10 @@ static int feed(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *er
         rd_kafka_message_destroy(m);
         return st_err_set(err, ST_ENOMEM, "out of memory");
     }
-    if (p->paused || !p->assigned || m->offset <= p->handled || ts == NULL) {
-        /* read again after the pause / not ours any more / already handled */
+    if (p->paused || !p->assigned || m->offset <= p->handled || ts == NULL ||
+        (c->closing && m->offset >= p->close_upto)) {
+        /* read again after the pause / not ours any more / already handled / closing: only
+         * what had been handled before is read again */
         rd_kafka_message_destroy(m);
         return ST_OK;
     }
@@ -889,8 +895,9 @@ static int finish_queued(struct ing_consumer *c, struct st_err *err)
  * member joined or left a moment ago) makes librdkafka give the assignment up as lost and
  * rejoin; a partition assigned again resumes from its committed offset, so what was written
  * since is read again and skipped by the stores' applied marks. Consumption therefore goes on
- * (for up to 10 s) until every partition still ours, or lost and not yet assigned again, has
- * its last handled offset committed: a
+ * (for up to close_catchup_ms, reading nothing past what had been handled) until every
+ * partition still ours, or lost and not yet assigned again, has its last handled offset
+ * committed: a
  * clean shutdown leaves the group's offsets at what was written. Past the deadline, or for a
  * partition that moved to another member, the data is still durable and merely read again.
  * After a failure (!go_on) what was handled is committed once and nothing more is read.
@@ -898,18 +905,21 @@ static int finish_queued(struct ing_consumer *c, struct st_err *err)
 static int commit_at_close(struct ing_consumer *c, bool go_on, struct st_err *err)
 {
     size_t n = c->n_parts; /* parts only grow: an index stays the same partition */
-    int64_t *want = calloc(n > 0 ? n : 1, sizeof(*want));
-    if (want == NULL)
-        return st_err_set(err, ST_ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++)
-        want[i] = c->parts[i].assigned ? c->parts[i].handled + 1 : 0;
+    for (size_t i = 0; i < c->n_parts; i++) {
+        struct part *p = &c->parts[i];
+        p->close_upto = p->assigned && p->handled >= 0 ? p->handled + 1 : -1;
+    }
+    c->closing = true; /* from here on nothing new is read (feed) */
     rd_kafka_resp_err_t ke;
     int rc = commit_round(c, NULL, &ke, err);
-    for (int64_t dl = now_ms() + 10000;
+    for (int64_t dl = now_ms() + c->o.close_catchup_ms;
          go_on && rc == ST_OK && c->fatal.code == ST_OK && now_ms() < dl;) {
         bool behind = false;
-        for (size_t i = 0; i < n; i++)
-            behind |= (c->parts[i].assigned || c->parts[i].lost) && c->parts[i].committed < want[i];
+        for (size_t i = 0; i < n; i++) {
+            const struct part *p = &c->parts[i];
+            behind |=
+                p->close_upto >= 0 && (p->assigned || p->lost) && p->committed < p->close_upto;
+        }
         if (!behind && !commit_retriable(ke))
             break;
         rc = ing_consumer_poll(c, 100, err);
@@ -918,7 +928,6 @@ static int commit_at_close(struct ing_consumer *c, bool go_on, struct st_err *er
         if (rc == ST_OK)
             rc = commit_round(c, NULL, &ke, err);
     }
-    free(want);
     return rc;
 }
 

@@ -69,6 +69,8 @@ struct ing_consumer_opts {
     int64_t commit_interval_ms;      /* commit round of what is durable (default 200) */
     int64_t pause_ms;                /* back-pressure pause before retrying (default 50) */
     size_t max_value;                /* largest accepted message value (default 64 MiB) */
+    int64_t close_catchup_ms;        /* how long a close re-reads to make a refused commit stick
+                                      * (default 10 s; keep it well inside the shutdown timeout) */
     ing_assignment_fn on_assignment; /* NULL: nobody is told */
     void *assignment_ctx;
 };

@@ -195,6 +195,7 @@ int ingest_node_start(const struct cfg *cfg, int64_t started_ms, struct ingest_n
                                    .n_colls = nc,
                                    .dlq = n->dlq,
                                    .dead_letter_topic = cfg->kafka.dead_letter_topic,
+                                   .close_catchup_ms = cfg->shutdown_timeout_ms / 3,
                                    .on_assignment = on_assignment,
                                    .assignment_ctx = &n->ann};
     if ((rc = ing_consumer_open(&co, &n->cons, err)) != ST_OK)

@@ -39,11 +39,14 @@
 #define TOKEN     "chaos"
 #define WINDOW_MS 10000
 #define GRACE_MS  1000
-#define TTL_MS    180000
+#define TTL_MS    600000
 #define PER_MSG   5
 #define NPARTS    2
 /* Around the TTL's edge a window may or may not be dropped yet: neither checked. */
 #define EDGE_MS 25000
+/* The checks after the load finish within this; a window expected present must stay inside
+ * the TTL for all of it, so none can age out while the test waits for it. */
+#define VERIFY_MS 300000
 
 struct rec {
     int64_t ts;
@@ -80,6 +83,7 @@ struct env {
     char topic[128], dead[128], group[128], stream[64];
     char *dir;
     char cfg[600], data[600];
+    char cfg_b[600], data_b[600]; /* a second ingest node, "another host" */
 };
 
 struct proc;
@@ -96,32 +100,46 @@ static void env_init(struct env *e, struct proc *ing, struct proc *idx)
     st_kafka_create_topic(e->brokers, e->dead, 1);
     st_nats_clean(e->nats);
     e->dir = st_test_tmpdir("chaos");
-    snprintf(e->cfg, sizeof(e->cfg), "%s/strata.yaml", e->dir);
-    snprintf(e->data, sizeof(e->data), "%s/data", e->dir);
     char token[700];
     snprintf(token, sizeof(token), "%s/token", e->dir);
     FILE *f = fopen(token, "w");
     ck_assert_ptr_nonnull(f);
     fprintf(f, TOKEN "\n");
     fclose(f);
-    f = fopen(e->cfg, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "node_id: chaos\n"
-            "data_dir: %s\n"
-            "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  dead_letter_topic: %s\n"
-            "  properties: {session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}\n"
-            "nats:\n  url: \"%s\"\n  stream: %s\n"
-            "collections:\n  - name: ch\n    dim: %d\n    metric: l2\n    topic: %s\n"
-            "    window: 10s\n    grace: 1s\n    max_lateness: 10m\n    ttl: 3m\n"
-            "    index: {type: hnsw, m: 8, ef_construction: 64}\n"
-            "ingest: {listen: \"127.0.0.1:0\", announce_interval: 500ms}\n"
-            "indexer: {listen: \"127.0.0.1:0\", build_threads: 1, memory_budget: 256MiB}\n"
-            "http: {auth_token_file: \"%s\"}\n"
-            "log: {level: info}\n",
-            e->data, e->brokers, e->group, e->dead, e->nats, e->stream, DIM, e->topic, token);
-    fclose(f);
+    for (int k = 0; k < 2; k++) {
+        snprintf(k ? e->cfg_b : e->cfg, sizeof(e->cfg), "%s/%s.yaml", e->dir,
+                 k ? "strata-b" : "strata");
+        snprintf(k ? e->data_b : e->data, sizeof(e->data), "%s/%s", e->dir, k ? "data-b" : "data");
+        f = fopen(k ? e->cfg_b : e->cfg, "w");
+        ck_assert_ptr_nonnull(f);
+        fprintf(f,
+                "node_id: %s\n"
+                "data_dir: %s\n"
+                "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  dead_letter_topic: %s\n"
+                "  properties: {session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}\n"
+                "nats:\n  url: \"%s\"\n  stream: %s\n"
+                "collections:\n  - name: ch\n    dim: %d\n    metric: l2\n    topic: %s\n"
+                "    window: 10s\n    grace: 1s\n    max_lateness: 10m\n    ttl: 10m\n"
+                "    index: {type: hnsw, m: 8, ef_construction: 64}\n"
+                "ingest: {listen: \"127.0.0.1:0\", announce_interval: 500ms}\n"
+                "indexer: {listen: \"127.0.0.1:0\", build_threads: 1, memory_budget: 256MiB}\n"
+                "http: {auth_token_file: \"%s\"}\n"
+                "log: {level: info}\n",
+                k ? "chaos-b" : "chaos", k ? e->data_b : e->data, e->brokers, e->group, e->dead,
+                e->nats, e->stream, DIM, e->topic, token);
+        fclose(f);
+    }
     procs_init(e, ing, idx);
+}
+
+/* Removes the test's files and forgets its records. */
+static void env_free(struct env *e)
+{
+    free(recs);
+    recs = NULL;
+    n_recs = cap_recs = 0;
+    st_test_rmrf(e->dir);
+    free(e->dir);
 }
 
 /* ---- the daemons and their kills ---- */
@@ -130,37 +148,38 @@ enum who { INGEST, INDEXER };
 
 struct proc {
     struct st_daemon d;
-    const char *bin;
+    const char *bin, *cfg;
     char log[700];
     int64_t next_kill;   /* when the next kill is due (ms) */
     int64_t armed_until; /* > 0: started armed with a kill point, which must fire by then */
-    unsigned runs, kills, crashed_at_point;
+    unsigned runs, kills, crashed_at_point, armed;
 };
 
 /* Kill points per daemon: "site" (armed as "site=crash@N", N random in 0..1). */
+/* The first of each list is passed often: a daemon's first armed restart uses it, so every
+ * run crashes at a kill point at least once. */
 static const char *const ingest_points[] = {
+    "store.vlog.fsync",      /* group commit */
     "store.seg.create",      /* a run flushed, a seal's output */
     "store.seg.fsync",       /* flush and seal durability */
     "store.seg.extend_open", /* a seal completing the window's vector log */
     "store.vlog.write",      /* vectors appended */
-    "store.vlog.fsync",      /* group commit */
-    "store.manifest.write",  /* every manifest edit: flush, seal, re-seal, drop */
+    "store.manifest.write",  /* every manifest edit: flush, seal, re-seal, drop, watermark */
     "store.seg.unlink",      /* a TTL drop, a superseded run */
     "store.vlog.unlink",     /* a drop of a window's log */
-    "twcs.watermark",        /* persisting the watermark */
 };
 static const char *const indexer_points[] = {
+    "idx.catalog.rename",      /* the catalog update */
     "idx.fetch.rename",        /* a fetched segment made durable */
     "idx.build.before_commit", /* a built index before the catalog names it */
     "idx.file.rename",         /* an index file into place (the swap) */
-    "idx.catalog.rename",      /* the catalog update */
     "idx.part.unlink_index",   /* an expired window's files */
 };
 
 static void procs_init(const struct env *e, struct proc *ing, struct proc *idx)
 {
-    *ing = (struct proc){.bin = getenv("STRATA_INGEST")};
-    *idx = (struct proc){.bin = getenv("STRATA_INDEXER")};
+    *ing = (struct proc){.bin = getenv("STRATA_INGEST"), .cfg = e->cfg};
+    *idx = (struct proc){.bin = getenv("STRATA_INDEXER"), .cfg = e->cfg};
     ck_assert_ptr_nonnull(ing->bin);
     ck_assert_ptr_nonnull(idx->bin);
     snprintf(ing->log, sizeof(ing->log), "%s/ingest.log", e->dir);
@@ -172,9 +191,9 @@ static unsigned rnd(unsigned n)
     return (unsigned)(mix((uint64_t)st_test_now_ms() ^ ((uint64_t)rand() << 20)) % n);
 }
 
-static void proc_start(struct proc *p, const struct env *e, const char *point)
+static void proc_start(struct proc *p, const char *point)
 {
-    const char *const argv[] = {p->bin, "--config", e->cfg, NULL};
+    const char *const argv[] = {p->bin, "--config", p->cfg, NULL};
     char fault[200];
     const char *env[] = {NULL, NULL};
     if (point != NULL) {
@@ -191,21 +210,20 @@ static void proc_start(struct proc *p, const struct env *e, const char *point)
 
 /* One step of a daemon's life under chaos: a kill when due (at a random moment, or by
  * restarting it armed with a kill point), and a restart after every death. */
-static void proc_step(struct proc *p, const struct env *e, const char *const *points,
-                      size_t n_points)
+static void proc_step(struct proc *p, const char *const *points, size_t n_points)
 {
     int64_t now = st_test_now_ms();
     if (p->armed_until > 0) {
         if (st_daemon_wait_killed(&p->d, 0)) {
             p->crashed_at_point++;
             p->kills++;
-            proc_start(p, e, NULL);
+            proc_start(p, NULL);
         } else if (now >= p->armed_until) { /* the point was not reached: a random kill */
             ck_assert_msg(st_daemon_log_has(&p->d, "test fault point armed"),
                           "%s ignored STRATA_FAULT_POINTS", p->d.name);
             st_daemon_kill(&p->d);
             p->kills++;
-            proc_start(p, e, NULL);
+            proc_start(p, NULL);
         }
         return;
     }
@@ -214,15 +232,15 @@ static void proc_step(struct proc *p, const struct env *e, const char *const *po
     st_daemon_kill(&p->d);
     p->kills++;
 #ifndef NDEBUG
-    if (rnd(2) == 0) { /* restarted with a kill point */
-        proc_start(p, e, points[rnd((unsigned)n_points)]);
+    if (p->armed == 0 || rnd(2) == 0) { /* restarted with a kill point */
+        proc_start(p, points[p->armed++ == 0 ? 0 : rnd((unsigned)n_points)]);
         return;
     }
 #else
     (void)points;
     (void)n_points;
 #endif
-    proc_start(p, e, NULL);
+    proc_start(p, NULL);
 }
 
 /* ---- producing, with the oracle ---- */
@@ -345,147 +363,149 @@ static size_t oracle_count(int64_t w)
     return n;
 }
 
-/* The number of indexed windows well inside the TTL (and before open_from), if each holds
- * exactly the oracle's records; 0 (and why) when one does not. */
-static size_t exact_windows(unsigned port, int64_t open_from, char *why, size_t cap)
+/* Whether each window of starts[0..n) is listed by the indexer as indexed with exactly the
+ * oracle's records (why not, when not). */
+static bool exact_windows(unsigned port, const int64_t *starts, size_t n, char *why, size_t cap)
 {
     long st;
     json_t *wins = get_json(port, "/v1/collections/ch/windows", &st);
     if (wins == NULL) {
         snprintf(why, cap, "windows: HTTP %ld", st);
-        return 0;
+        return false;
     }
-    size_t wi, exact = 0;
-    json_t *w;
-    json_array_foreach(wins, wi, w)
-    {
-        int64_t ws = json_integer_value(json_object_get(w, "start"));
-        if (ws + WINDOW_MS < st_clock_wall_ms(NULL) - TTL_MS + EDGE_MS || ws >= open_from)
-            continue;
-        const char *state = json_string_value(json_object_get(w, "state"));
-        int64_t have = json_integer_value(json_object_get(w, "records"));
-        size_t want = oracle_count(ws);
-        if (state == NULL || strcmp(state, "indexed") != 0 || have != (int64_t)want) {
-            snprintf(why, cap, "window %" PRId64 ": %s with %" PRId64 " records, %zu produced", ws,
-                     state ? state : "?", have, want);
-            exact = 0;
-            break;
+    bool all = true;
+    for (size_t k = 0; k < n && all; k++) {
+        size_t wi;
+        json_t *w, *found = NULL;
+        json_array_foreach(wins, wi, w)
+        {
+            if (json_integer_value(json_object_get(w, "start")) == starts[k])
+                found = w;
         }
-        exact++;
+        const char *state = found ? json_string_value(json_object_get(found, "state")) : NULL;
+        int64_t have = found ? json_integer_value(json_object_get(found, "records")) : -1;
+        size_t want = oracle_count(starts[k]);
+        if (state == NULL || strcmp(state, "indexed") != 0 || have != (int64_t)want) {
+            snprintf(why, cap, "window %" PRId64 ": %s with %" PRId64 " records, %zu produced",
+                     starts[k], state ? state : "not listed", have, want);
+            all = false;
+        }
     }
     json_decref(wins);
-    return exact;
+    return all;
 }
 
-START_TEST(test_chaos)
+/* The load: a batch every ~40 ms for ms, event time from just inside the TTL at 20× the
+ * clock until it catches up with it, every 16th batch three windows late; step(ctx) after
+ * each batch. Returns the number of messages. */
+static unsigned run_load(const struct env *e, rd_kafka_t *pr, int64_t ms, void (*step)(void *),
+                         void *ctx)
 {
-    const char *secs = getenv("STRATA_CHAOS_SECONDS");
-    int64_t chaos_ms = (secs != NULL ? atoll(secs) : 60) * 1000;
-    srand((unsigned)getpid());
-    struct env e;
-    struct proc ing, idx;
-    env_init(&e, &ing, &idx);
-    proc_start(&ing, &e, NULL);
-    proc_start(&idx, &e, NULL);
-
-    /* Event time: from just inside the TTL, 20× the clock until it catches up with it. */
-    rd_kafka_t *pr = producer(e.brokers);
     int64_t t0 = st_clock_wall_ms(NULL), ts0 = t0 - TTL_MS + 20000;
-    int64_t end = st_test_now_ms() + chaos_ms;
+    int64_t end = st_test_now_ms() + ms;
     unsigned msgs = 0;
     while (st_test_now_ms() < end) {
         int64_t wall = st_clock_wall_ms(NULL);
         int64_t ts = ts0 + (wall - t0) * 20;
         if (ts > wall - 1500)
             ts = wall - 1500;
-        /* Every 16th message is late: three windows back, sealed already. */
-        send_batch(pr, &e, (int)(msgs % NPARTS), msgs % 16 == 15 ? ts - 3 * WINDOW_MS : ts,
-                   PER_MSG);
+        send_batch(pr, e, (int)(msgs % NPARTS), msgs % 16 == 15 ? ts - 3 * WINDOW_MS : ts, PER_MSG);
         msgs++;
         rd_kafka_poll(pr, 0);
-        proc_step(&ing, &e, ingest_points, sizeof(ingest_points) / sizeof(ingest_points[0]));
-        proc_step(&idx, &e, indexer_points, sizeof(indexer_points) / sizeof(indexer_points[0]));
+        step(ctx);
         st_test_sleep_ms(40);
     }
-    /* Settle: no more kills; an armed daemon is restarted plain. */
-    for (struct proc *p = &ing; p != NULL; p = p == &ing ? &idx : NULL)
-        if (p->armed_until > 0) {
-            if (!st_daemon_wait_killed(&p->d, 0)) {
-                st_daemon_kill(&p->d);
-            } else
-                p->crashed_at_point++;
-            p->kills++;
-            proc_start(p, &e, NULL);
-        }
+    return msgs;
+}
+
+struct outcome {
+    size_t checked, indexed, gone, windows_exact;
+    unsigned asked;
+};
+
+/*
+ * After the load, with every daemon running (ing[0..n_ing), on e->cfg and e->cfg_b, and idx):
+ * the final records, then every check of the file's header comment; stops the daemons.
+ */
+static struct outcome verify(const struct env *e, rd_kafka_t *pr, struct proc *ing, size_t n_ing,
+                             struct proc *idx)
+{
     /* One record per partition at the clock moves the watermark past every window produced. */
     int64_t final_ts = st_clock_wall_ms(NULL);
     size_t n_data = n_recs;
     for (int part = 0; part < NPARTS; part++)
-        send_batch(pr, &e, part, final_ts, 1);
+        send_batch(pr, e, part, final_ts, 1);
     ck_assert_int_eq(rd_kafka_flush(pr, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(pr);
 
-    unsigned iport = port_of(&ing), xport = port_of(&idx);
-    st_daemon_wait_http_ok(&ing.d, iport, "/readyz", 120000);
-    st_daemon_wait_http_ok(&idx.d, xport, "/readyz", 120000);
-    ck_assert_msg(ST_WAIT_UNTIL(committed_at_end(&e), 180000),
+    for (size_t k = 0; k < n_ing; k++)
+        st_daemon_wait_http_ok(&ing[k].d, port_of(&ing[k]), "/readyz", 120000);
+    unsigned xport = port_of(idx);
+    st_daemon_wait_http_ok(&idx->d, xport, "/readyz", 120000);
+    ck_assert_msg(ST_WAIT_UNTIL(committed_at_end(e), 180000),
                   "the group's offsets did not reach the end");
-    ck_assert_int_eq(dead_letters(&e), 0);
+    ck_assert_int_eq(dead_letters(e), 0);
 
-    /* Every record the TTL keeps: from an index once its window is sealed (every window but
-     * the last data window, which the final records may share), by get-by-id. Waits for the
-     * indexer's backlog to drain (one deadline for all). */
+    /* Which records are checked is decided once, now: present when their window stays inside
+     * the TTL until the checks' deadline, absent when it was dropped already; the band between
+     * is checked neither way. So no wait below can end because a window aged out. */
     int64_t open_from = win_start(final_ts - GRACE_MS);
-    int64_t dl = st_test_now_ms() + 240000;
-    size_t checked = 0, indexed = 0, gone = 0;
+    int64_t dl = st_test_now_ms() + VERIFY_MS, t0 = st_clock_wall_ms(NULL);
+    int64_t present_from = t0 - TTL_MS + EDGE_MS + VERIFY_MS, gone_until = t0 - TTL_MS - EDGE_MS;
+    struct outcome o = {0};
+    int64_t *starts = calloc(n_data, sizeof(*starts));
+    size_t n_starts = 0;
+    ck_assert_ptr_nonnull(starts);
     for (size_t i = 0; i < n_data; i++) {
-        int64_t wend = win_start(recs[i].ts) + WINDOW_MS;
-        int64_t cutoff = st_clock_wall_ms(NULL) - TTL_MS; /* windows ending before it: dropped */
-        if (wend < cutoff + EDGE_MS && wend > cutoff - EDGE_MS)
-            continue;
-        if (wend <= cutoff - EDGE_MS) { /* dropped: absent everywhere (eventually) */
-            long st = 0;
+        int64_t ws = win_start(recs[i].ts), wend = ws + WINDOW_MS;
+        long st = 0;
+        if (wend <= gone_until) { /* dropped: absent everywhere (eventually) */
             ck_assert_msg(ST_WAIT_UNTIL((st = check_record(xport, i, "strong")) == 404,
                                         dl - st_test_now_ms()),
                           "c%zu (window ended %" PRId64 " ms ago) still answers %ld", i,
                           st_clock_wall_ms(NULL) - wend, st);
-            gone++;
+            o.gone++;
             continue;
         }
-        bool sealed = win_start(recs[i].ts) < open_from;
-        long st = 0;
-        /* Waiting for the indexer's backlog, the window may reach the TTL's edge: then it may
-         * be dropped any moment, and is checked neither way. */
+        if (wend < present_from)
+            continue;
+        /* From an index once its window is sealed (every window but the last data window,
+         * which the final records may share); by get-by-id. */
+        bool sealed = ws < open_from;
         ck_assert_msg(
-            ST_WAIT_UNTIL((st = check_record(xport, i, sealed ? "indexed" : "strong")) == 0 ||
-                              wend < st_clock_wall_ms(NULL) - TTL_MS + EDGE_MS,
+            ST_WAIT_UNTIL((st = check_record(xport, i, sealed ? "indexed" : "strong")) == 0,
                           dl - st_test_now_ms()),
             "lost: c%zu (ts %" PRId64 ", partition %d) answers %ld", i, recs[i].ts, recs[i].part,
             st);
-        if (st != 0)
-            continue;
-        checked++;
-        indexed += sealed;
+        o.checked++;
+        o.indexed += sealed;
+        if (sealed && (n_starts == 0 || starts[n_starts - 1] != ws)) {
+            bool seen = false;
+            for (size_t k = 0; k < n_starts && !seen; k++)
+                seen = starts[k] == ws;
+            if (!seen)
+                starts[n_starts++] = ws;
+        }
     }
-    ck_assert_uint_gt(checked, 500);
-    ck_assert_uint_gt(indexed, 200);
+    ck_assert_uint_gt(o.checked, 500);
+    ck_assert_uint_gt(o.indexed, 200);
 
-    /* Each indexed window well inside the TTL holds exactly the oracle's records, once the
-     * re-seals its late records caused are indexed. */
-    size_t windows_exact = 0;
+    /* Each of those sealed windows holds exactly the oracle's records (its parts summed),
+     * once the re-seals its late records caused are indexed. */
     char why[256] = "";
-    ck_assert_msg(
-        ST_WAIT_UNTIL((windows_exact = exact_windows(xport, open_from, why, sizeof(why))) > 0,
-                      dl - st_test_now_ms()),
-        "%s", why);
-    ck_assert_uint_gt(windows_exact, 3);
+    ck_assert_msg(ST_WAIT_UNTIL(exact_windows(xport, starts, n_starts, why, sizeof(why)),
+                                dl - st_test_now_ms()),
+                  "%s", why);
+    o.windows_exact = n_starts;
+    free(starts);
+    ck_assert_uint_gt(o.windows_exact, 3);
 
     /* Searchable: sampled indexed records are their own nearest neighbour; no hit list repeats
      * an id. */
-    unsigned found = 0, asked = 0;
-    for (size_t i = 0; i < n_data && asked < 100; i += 1 + n_data / 150) {
+    unsigned found = 0;
+    for (size_t i = 0; i < n_data && o.asked < 100; i += 1 + n_data / 150) {
         int64_t wend = win_start(recs[i].ts) + WINDOW_MS;
-        if (wend < st_clock_wall_ms(NULL) - TTL_MS + EDGE_MS || win_start(recs[i].ts) >= open_from)
+        if (wend < present_from || win_start(recs[i].ts) >= open_from)
             continue;
         float v[DIM];
         vec_of(i, v);
@@ -516,18 +536,60 @@ START_TEST(test_chaos)
                            json_string_value(json_object_get(json_array_get(hits, b), "id"))) != 0,
                     "search for %s returned an id twice", id);
         json_decref(res);
-        asked++;
+        o.asked++;
     }
-    ck_assert_uint_ge(asked, 50);
-    ck_assert_msg(found == asked, "%u of %u records found as their own nearest neighbour", found,
-                  asked);
+    ck_assert_uint_ge(o.asked, 50);
+    /* HNSW promises no exact recall; 98 of 100 found is far above what a broken index or a
+     * lost record allows (a missing record is caught above by get-by-id anyway). */
+    ck_assert_msg(found * 100 >= o.asked * 98,
+                  "%u of %u records found as their own nearest neighbour", found, o.asked);
 
-    st_daemon_stop(&idx.d, 60000);
-    st_daemon_stop(&ing.d, 60000);
-    char out[8192];
-    int rc = st_test_cli(out, sizeof(out), "inspect '%s'", e.data);
-    ck_assert_msg(rc == 0, "strata inspect: exit %d\n%s", rc, out);
+    st_daemon_stop(&idx->d, 60000);
+    for (size_t k = 0; k < n_ing; k++)
+        st_daemon_stop(&ing[k].d, 60000);
+    for (size_t k = 0; k < n_ing; k++) { /* each node's data dir (the first with the indexer's) */
+        char out[8192];
+        int rc = st_test_cli(out, sizeof(out), "inspect '%s'", k ? e->data_b : e->data);
+        ck_assert_msg(rc == 0, "strata inspect: exit %d\n%s", rc, out);
+    }
+    return o;
+}
 
+struct chaos {
+    struct proc *ing, *idx;
+};
+
+static void chaos_step(void *ctx)
+{
+    struct chaos *c = ctx;
+    proc_step(c->ing, ingest_points, sizeof(ingest_points) / sizeof(ingest_points[0]));
+    proc_step(c->idx, indexer_points, sizeof(indexer_points) / sizeof(indexer_points[0]));
+}
+
+START_TEST(test_chaos)
+{
+    const char *secs = getenv("STRATA_CHAOS_SECONDS");
+    int64_t chaos_ms = (secs != NULL ? atoll(secs) : 60) * 1000;
+    srand((unsigned)getpid());
+    struct env e;
+    struct proc ing, idx;
+    env_init(&e, &ing, &idx);
+    proc_start(&ing, NULL);
+    proc_start(&idx, NULL);
+    rd_kafka_t *pr = producer(e.brokers);
+    struct chaos c = {&ing, &idx};
+    unsigned msgs = run_load(&e, pr, chaos_ms, chaos_step, &c);
+    /* Settle: no more kills; an armed daemon is restarted plain. */
+    for (struct proc *p = &ing; p != NULL; p = p == &ing ? &idx : NULL)
+        if (p->armed_until > 0) {
+            if (!st_daemon_wait_killed(&p->d, 0))
+                st_daemon_kill(&p->d);
+            else
+                p->crashed_at_point++;
+            p->kills++;
+            proc_start(p, NULL);
+        }
+    struct outcome o = verify(&e, pr, &ing, 1, &idx);
 #ifndef NDEBUG
     ck_assert_uint_gt(ing.crashed_at_point + idx.crashed_at_point, 0);
 #endif
@@ -537,13 +599,63 @@ START_TEST(test_chaos)
            "(at a kill point %u); records checked %zu (from an index %zu), dropped by TTL %zu, "
            "windows exact %zu, searches %u; lost 0, duplicated 0\n",
            chaos_ms / 1000, msgs + NPARTS, ing.kills, ing.crashed_at_point, idx.kills,
-           idx.crashed_at_point, checked, indexed, gone, windows_exact, asked);
+           idx.crashed_at_point, o.checked, o.indexed, o.gone, o.windows_exact, o.asked);
     fflush(stdout);
-    free(recs);
-    recs = NULL;
-    n_recs = cap_recs = 0;
-    st_test_rmrf(e.dir);
-    free(e.dir);
+    env_free(&e);
+}
+END_TEST
+
+/* The second node's schedule: joins at 10 s, leaves (SIGTERM) at 25 s, joins again at 40 s. */
+struct join_leave {
+    struct proc *b;
+    int64_t t0;
+    int phase;
+};
+
+static void join_leave_step(void *ctx)
+{
+    struct join_leave *j = ctx;
+    int64_t t = st_test_now_ms() - j->t0;
+    if ((j->phase == 0 && t >= 10000) || (j->phase == 2 && t >= 40000)) {
+        proc_start(j->b, NULL);
+        j->phase++;
+    } else if (j->phase == 1 && t >= 25000) {
+        st_daemon_stop(&j->b->d, 60000);
+        j->phase++;
+    }
+}
+
+/*
+ * A second ingest node (another "host": its own YAML and data dir) joins the group while the
+ * producer runs, leaves with SIGTERM, and joins again. Partitions move with their commits, so
+ * every record is held by exactly one node: the indexer serves every record from an index,
+ * and each window's parts (one per node) add up to exactly the oracle's records — none lost,
+ * none held twice.
+ */
+START_TEST(test_ingest_join_leave)
+{
+    struct env e;
+    struct proc ing[2], idx;
+    env_init(&e, &ing[0], &idx);
+    ing[1] = ing[0];
+    ing[1].cfg = e.cfg_b;
+    snprintf(ing[1].log, sizeof(ing[1].log), "%s/ingest-b.log", e.dir);
+    proc_start(&ing[0], NULL);
+    proc_start(&idx, NULL);
+    rd_kafka_t *pr = producer(e.brokers);
+    struct join_leave j = {&ing[1], st_test_now_ms(), 0};
+    (void)run_load(&e, pr, 55000, join_leave_step, &j);
+    ck_assert_int_eq(j.phase, 3);
+    /* The second node really holds records (of its second run). */
+    unsigned bport = port_of(&ing[1]);
+    ck_assert_msg(ST_WAIT_UNTIL(st_test_metric_port(
+                                    bport, "strata_ingest_records_total{collection=\"ch\"}") > 0,
+                                60000),
+                  "the second node applied nothing");
+    struct outcome o = verify(&e, pr, ing, 2, &idx);
+    printf("join/leave: records checked %zu (from an index %zu), windows exact %zu\n", o.checked,
+           o.indexed, o.windows_exact);
+    env_free(&e);
 }
 END_TEST
 
@@ -559,7 +671,7 @@ START_TEST(test_ingest_moved_before_fetch)
     struct env e;
     struct proc ing, idx;
     env_init(&e, &ing, &idx);
-    proc_start(&ing, &e, NULL);
+    proc_start(&ing, NULL);
     unsigned before = port_of(&ing);
     rd_kafka_t *pr = producer(e.brokers);
     int64_t now = st_clock_wall_ms(NULL);
@@ -576,12 +688,12 @@ START_TEST(test_ingest_moved_before_fetch)
     st_daemon_stop(&ing.d, 60000);
     unsigned after;
     do { /* another address: a port that is not the one the event names */
-        proc_start(&ing, &e, NULL);
+        proc_start(&ing, NULL);
         after = port_of(&ing);
         if (after == before)
             st_daemon_stop(&ing.d, 60000);
     } while (after == before);
-    proc_start(&idx, &e, NULL);
+    proc_start(&idx, NULL);
     unsigned xport = port_of(&idx);
     st_daemon_wait_http_ok(&idx.d, xport, "/readyz", 120000);
     for (size_t i = 0; i < 10; i++) {
@@ -592,11 +704,7 @@ START_TEST(test_ingest_moved_before_fetch)
     }
     st_daemon_stop(&idx.d, 60000);
     st_daemon_stop(&ing.d, 60000);
-    free(recs);
-    recs = NULL;
-    n_recs = cap_recs = 0;
-    st_test_rmrf(e.dir);
-    free(e.dir);
+    env_free(&e);
 }
 END_TEST
 
@@ -606,6 +714,7 @@ int main(void)
     TCase *tc = tcase_create("chaos");
     tcase_set_timeout(tc, 0);
     tcase_add_test(tc, test_ingest_moved_before_fetch);
+    tcase_add_test(tc, test_ingest_join_leave);
     tcase_add_test(tc, test_chaos);
     suite_add_tcase(s, tc);
     return st_test_run_suite(s);

@@ -145,8 +145,9 @@ static struct seen *hook_to; /* the next consumer() reports its assignments here
 /* The next consumer() fetches about 1 KiB per partition at a time, so the messages it reads
  * alternate between its partitions instead of coming a partition's backlog at a time. */
 static bool small_fetch;
-static int64_t pause_ms; /* the next consumer()'s back-pressure pause (0: the default) */
-static int commit_ms;    /* the next consumer()'s commit interval (0: 100 ms) */
+static int64_t pause_ms;   /* the next consumer()'s back-pressure pause (0: the default) */
+static int commit_ms;      /* the next consumer()'s commit interval (0: 100 ms) */
+static int64_t catchup_ms; /* the next consumer()'s close_catchup_ms (0: its default) */
 
 static struct ing_consumer *consumer(const char *group)
 {
@@ -167,6 +168,7 @@ static struct ing_consumer *consumer(const char *group)
                                   .commit_interval_ms = commit_ms > 0 ? commit_ms : 100,
                                   .pause_ms = pause_ms,
                                   .max_value = max_value,
+                                  .close_catchup_ms = catchup_ms,
                                   .on_assignment = hook_to != NULL ? on_assignment : NULL,
                                   .assignment_ctx = hook_to};
     struct ing_consumer *c;
@@ -637,8 +639,11 @@ END_TEST
 /*
  * Fault injection (librdkafka's mock cluster, the only broker that refuses on request): the
  * commits at close are refused twice with "illegal generation", as when a member joined or left
- * a moment before a shutdown. The consumer serves the rebalance and commits again, so the
- * group's offsets end at what it wrote and the records are stored once.
+ * a moment before a shutdown (librdkafka then gives the assignment up as lost and rejoins). The
+ * consumer reads again what it had handled and commits again, so the group's offsets end at
+ * what it wrote and the records are stored once. Meanwhile it reads nothing new: messages
+ * produced just before the close are neither stored nor committed. An idle partition (nothing
+ * to catch up) does not hold the close until its deadline.
  */
 START_TEST(test_close_commit_through_rebalance)
 {
@@ -654,8 +659,9 @@ START_TEST(test_close_commit_through_rebalance)
     brokers = rd_kafka_mock_cluster_bootstraps(mc);
     snprintf(topic, sizeof(topic), "%s", st_test_unique("cr"));
     snprintf(dead, sizeof(dead), "%s", st_test_unique("cr-dlq"));
-    nparts = NPART;
-    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topic, NPART, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    nparts = NPART + 1; /* the last one stays idle */
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topic, NPART + 1, 1),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
     ck_assert_int_eq(rd_kafka_mock_topic_create(mc, dead, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
     t_base = st_clock_wall_ms(NULL) - 60000;
     dir = st_test_tmpdir("cr");
@@ -666,17 +672,31 @@ START_TEST(test_close_commit_through_rebalance)
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     const char *group = st_test_unique("cr-g");
     commit_ms = 3600000; /* only the close commits */
+    catchup_ms = 60000;
     struct ing_consumer *c = consumer(group);
     commit_ms = 0;
+    catchup_ms = 0;
     POLL_UNTIL(c, st_.messages == NMSG);
     ck_assert_uint_eq(handled(c), NMSG);
+    for (int m = NMSG; m < NMSG + 3; m++) /* after the last poll: not to be read by the close */
+        produce_good_to(p, m, 0);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_mock_push_request_errors(mc, 8 /* OffsetCommit */, 2,
                                       RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
                                       RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION);
+    int64_t t0 = st_test_now_ms();
     ck_assert_int_eq(ing_consumer_close(c), ST_OK);
-    committed_at_end(group);
+    ck_assert_msg(st_test_now_ms() - t0 < 30000, "the close waited %" PRId64 " ms for nothing",
+                  st_test_now_ms() - t0);
+    int64_t offs[NPART + 1];
+    st_kafka_committed(brokers, group, topic, NPART + 1, offs);
+    for (int part = 0; part < NPART; part++) /* what it had handled, nothing more */
+        ck_assert_int_eq(offs[part], NMSG / NPART);
+    ck_assert_int_lt(offs[NPART], 0); /* the idle one: nothing */
     for (int m = 0; m < NMSG; m++)
         (void)expect_record(tw, m, 0);
+    for (int m = NMSG; m < NMSG + 3; m++)
+        ck_assert_msg(!has_id(tw, m, 0), "m%d was read during the close", m);
     rd_kafka_destroy(p);
     dlq_close(dq);
     ck_assert_int_eq(twcs_close(tw), ST_OK);
