@@ -396,7 +396,7 @@ static bool exact_windows(unsigned port, const int64_t *starts, size_t n, char *
 }
 
 /* The load: a batch every ~40 ms for ms, event time from just inside the TTL at 20× the
- * clock until it catches up with it, every 16th batch three windows late; step(ctx) after
+ * clock until it catches up with it, every 64th batch three windows late; step(ctx) after
  * each batch. Returns the number of messages. */
 static unsigned run_load(const struct env *e, rd_kafka_t *pr, int64_t ms, void (*step)(void *),
                          void *ctx)
@@ -409,7 +409,7 @@ static unsigned run_load(const struct env *e, rd_kafka_t *pr, int64_t ms, void (
         int64_t ts = ts0 + (wall - t0) * 20;
         if (ts > wall - 1500)
             ts = wall - 1500;
-        send_batch(pr, e, (int)(msgs % NPARTS), msgs % 16 == 15 ? ts - 3 * WINDOW_MS : ts, PER_MSG);
+        send_batch(pr, e, (int)(msgs % NPARTS), msgs % 64 == 63 ? ts - 3 * WINDOW_MS : ts, PER_MSG);
         msgs++;
         rd_kafka_poll(pr, 0);
         step(ctx);
