@@ -605,60 +605,6 @@ START_TEST(test_chaos)
 }
 END_TEST
 
-/* The second node's schedule: joins at 10 s, leaves (SIGTERM) at 25 s, joins again at 40 s. */
-struct join_leave {
-    struct proc *b;
-    int64_t t0;
-    int phase;
-};
-
-static void join_leave_step(void *ctx)
-{
-    struct join_leave *j = ctx;
-    int64_t t = st_test_now_ms() - j->t0;
-    if ((j->phase == 0 && t >= 10000) || (j->phase == 2 && t >= 40000)) {
-        proc_start(j->b, NULL);
-        j->phase++;
-    } else if (j->phase == 1 && t >= 25000) {
-        st_daemon_stop(&j->b->d, 60000);
-        j->phase++;
-    }
-}
-
-/*
- * A second ingest node (another "host": its own YAML and data dir) joins the group while the
- * producer runs, leaves with SIGTERM, and joins again. Partitions move with their commits, so
- * every record is held by exactly one node: the indexer serves every record from an index,
- * and each window's parts (one per node) add up to exactly the oracle's records — none lost,
- * none held twice.
- */
-START_TEST(test_ingest_join_leave)
-{
-    struct env e;
-    struct proc ing[2], idx;
-    env_init(&e, &ing[0], &idx);
-    ing[1] = ing[0];
-    ing[1].cfg = e.cfg_b;
-    snprintf(ing[1].log, sizeof(ing[1].log), "%s/ingest-b.log", e.dir);
-    proc_start(&ing[0], NULL);
-    proc_start(&idx, NULL);
-    rd_kafka_t *pr = producer(e.brokers);
-    struct join_leave j = {&ing[1], st_test_now_ms(), 0};
-    (void)run_load(&e, pr, 55000, join_leave_step, &j);
-    ck_assert_int_eq(j.phase, 3);
-    /* The second node really holds records (of its second run). */
-    unsigned bport = port_of(&ing[1]);
-    ck_assert_msg(ST_WAIT_UNTIL(st_test_metric_port(
-                                    bport, "strata_ingest_records_total{collection=\"ch\"}") > 0,
-                                60000),
-                  "the second node applied nothing");
-    struct outcome o = verify(&e, pr, ing, 2, &idx);
-    printf("join/leave: records checked %zu (from an index %zu), windows exact %zu\n", o.checked,
-           o.indexed, o.windows_exact);
-    env_free(&e);
-}
-END_TEST
-
 /*
  * A sealed event names the segment's URL at the address the ingest node had when it sealed.
  * Sealed while no indexer runs, the node then restarts on another address (its port is
@@ -714,7 +660,6 @@ int main(void)
     TCase *tc = tcase_create("chaos");
     tcase_set_timeout(tc, 0);
     tcase_add_test(tc, test_ingest_moved_before_fetch);
-    tcase_add_test(tc, test_ingest_join_leave);
     tcase_add_test(tc, test_chaos);
     suite_add_tcase(s, tc);
     return st_test_run_suite(s);
