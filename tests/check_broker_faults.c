@@ -104,22 +104,6 @@ static unsigned start_ingest(struct st_daemon *d, const struct env *e)
     return port;
 }
 
-/* An idempotent producer: its retries across the broker's restart write each message once. */
-static rd_kafka_t *producer(void)
-{
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[][2] = {{"bootstrap.servers", g_kafka},
-                           {"enable.idempotence", "true"},
-                           {"message.timeout.ms", "300000"}};
-    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-        ck_assert_int_eq(rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr)),
-                         RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    ck_assert_msg(p != NULL, "producer: %s", errstr);
-    return p;
-}
-
 static void produce(rd_kafka_t *p, const struct env *e, int from, int to, int64_t ts)
 {
     char json[256];
@@ -163,7 +147,7 @@ START_TEST(test_kafka_restart_mid_ingest)
     struct st_daemon ing;
     unsigned port = start_ingest(&ing, &e);
     int64_t ts = st_clock_wall_ms(NULL) - 600000;
-    rd_kafka_t *p = producer();
+    rd_kafka_t *p = st_kafka_producer_idempotent(g_kafka);
     produce(p, &e, 0, 300, ts);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     ck_assert(ST_WAIT_UNTIL(st_test_metric_port(port, RECORDS_DOCS) == 300, 60000));
@@ -232,7 +216,7 @@ START_TEST(test_nats_down_while_windows_seal)
     int64_t down_at = st_test_now_ms();
     int64_t now = st_clock_wall_ms(NULL);
     int64_t w0 = (now - 20 * 60000) / 60000 * 60000;
-    rd_kafka_t *p = producer();
+    rd_kafka_t *p = st_kafka_producer_idempotent(g_kafka);
     for (int w = 0; w < 3; w++)
         produce(p, &e, w * 100, w * 100 + 50, w0 + (int64_t)w * 60000);
     char json[256];

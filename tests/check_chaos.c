@@ -274,21 +274,6 @@ static void send_batch(rd_kafka_t *pr, const struct env *e, int part, int64_t ts
     json_decref(msg);
 }
 
-/* An idempotent producer: a message is in the topic once however the broker answers. */
-static rd_kafka_t *producer(const char *brokers)
-{
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[][2] = {
-        {"bootstrap.servers", brokers}, {"enable.idempotence", "true"}, {"linger.ms", "5"}};
-    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-        ck_assert_int_eq(rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr)),
-                         RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    ck_assert_msg(p != NULL, "producer: %s", errstr);
-    return p;
-}
-
 /* ---- checking ---- */
 
 static json_t *get_json(unsigned port, const char *path, long *status)
@@ -576,7 +561,7 @@ START_TEST(test_chaos)
     env_init(&e, &ing, &idx);
     proc_start(&ing, NULL);
     proc_start(&idx, NULL);
-    rd_kafka_t *pr = producer(e.brokers);
+    rd_kafka_t *pr = st_kafka_producer_idempotent(e.brokers);
     struct chaos c = {&ing, &idx};
     unsigned msgs = run_load(&e, pr, chaos_ms, chaos_step, &c);
     /* Settle: no more kills; an armed daemon is restarted plain. */
@@ -619,7 +604,7 @@ START_TEST(test_ingest_moved_before_fetch)
     env_init(&e, &ing, &idx);
     proc_start(&ing, NULL);
     unsigned before = port_of(&ing);
-    rd_kafka_t *pr = producer(e.brokers);
+    rd_kafka_t *pr = st_kafka_producer_idempotent(e.brokers);
     int64_t now = st_clock_wall_ms(NULL);
     send_batch(pr, &e, 0, now - 60000, 10); /* a window sealed as soon as ... */
     for (int part = 0; part < NPARTS; part++)

@@ -123,6 +123,21 @@ rd_kafka_t *st_kafka_producer(const char *brokers)
     return p;
 }
 
+rd_kafka_t *st_kafka_producer_idempotent(const char *brokers)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *kv[][2] = {{"bootstrap.servers", brokers},
+                           {"enable.idempotence", "true"},
+                           {"message.timeout.ms", "300000"}};
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+        ck_assert_int_eq(rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr)),
+                         RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(p != NULL, "producer: %s", errstr);
+    return p;
+}
+
 void st_kafka_send(rd_kafka_t *p, const char *topic, int partition, const void *value, size_t len)
 {
     ck_assert_int_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),

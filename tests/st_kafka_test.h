@@ -26,6 +26,9 @@ void st_kafka_names(const char *tag, char topic[128], char dead[128], char group
 
 /* A plain producer (acks=all by default). */
 rd_kafka_t *st_kafka_producer(const char *brokers);
+/* An idempotent producer whose messages wait up to 5 minutes for a broker: each message is in
+ * the topic once however the broker answers (restarts included). */
+rd_kafka_t *st_kafka_producer_idempotent(const char *brokers);
 /* Queues one message (copied) to topic's partition; fails the test on error. Flush after. */
 void st_kafka_send(rd_kafka_t *p, const char *topic, int partition, const void *value, size_t len);
 
