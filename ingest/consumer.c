@@ -897,9 +897,9 @@ static int finish_queued(struct ing_consumer *c, struct st_err *err)
  * since is read again and skipped by the stores' applied marks. Consumption therefore goes on
  * (for up to close_catchup_ms, reading nothing past what had been handled) until every
  * partition still ours, or lost and not yet assigned again, has its last handled offset
- * committed: a
- * clean shutdown leaves the group's offsets at what was written. Past the deadline, or for a
- * partition that moved to another member, the data is still durable and merely read again.
+ * committed: a clean shutdown leaves the group's offsets at what was written. Idle partitions
+ * (nothing handled) are not waited for. Past the deadline, or for a partition that moved to
+ * another member, the data is still durable and merely read again.
  * After a failure (!go_on) what was handled is committed once and nothing more is read.
  */
 static int commit_at_close(struct ing_consumer *c, bool go_on, struct st_err *err)
