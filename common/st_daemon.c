@@ -92,9 +92,9 @@ void st_daemon_arm_test_faults(const char *comp)
             errno = 0;
             if (strncmp(eq + 1, "crash", 5) == 0 && eq[6] == '@')
                 skip = strtoul(eq + 7, &end, 10);
-            bool ok = strcmp(eq + 1, "crash") == 0 ||
-                      (end != NULL && end != eq + 7 && *end == '\0' && errno == 0 &&
-                       skip <= UINT32_MAX);
+            bool ok =
+                strcmp(eq + 1, "crash") == 0 ||
+                (end != NULL && end != eq + 7 && *end == '\0' && errno == 0 && skip <= UINT32_MAX);
             if (!ok) {
                 st_log_warn(comp, "test fault point %s: \"%s\" is not crash or crash@N; ignored",
                             site, eq + 1);

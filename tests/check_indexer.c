@@ -1408,11 +1408,7 @@ START_TEST(test_index_commit_faults)
         }
     }
     st_fault_record(false);
-    size_t idx_sites = 0;
-    for (size_t i = 0; i < nsites; i++) {
-        idx_sites += strncmp(sites[i], "idx.", 4) == 0;
-        fprintf(stderr, "  %s%s\n", sites[i], i < clean_sites ? "" : " (error path)");
-    }
+    size_t idx_sites = st_test_fault_sites(sites, nsites, clean_sites, "idx.");
     /* catalog (mkdir, unlink_stale, create, write, fsync, rename, sync_dir, sweep,
      * sweep_sync), index file (create, write, fsync, rename, sync_dir), parts' unlinks */
     ck_assert_uint_ge(idx_sites, 22);

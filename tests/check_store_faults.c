@@ -134,26 +134,34 @@ static void fw_writes(struct store *s, int from, int to, struct fw_out *r)
     }
 }
 
+/* The file numbers (up to 64) of window start's segments (its runs only, if runs_only). */
+static int fw_inputs(struct store *s, int64_t start, bool runs_only, uint64_t in[64], size_t *n)
+{
+    struct store_snapshot *snap;
+    int rc = store_snapshot_acquire(s, &snap);
+    if (rc != ST_OK)
+        return rc;
+    *n = 0;
+    for (size_t i = 0; i < store_snapshot_count(snap) && *n < 64; i++) {
+        struct store_segment_info si;
+        store_segment_info(store_snapshot_segment(snap, i), &si);
+        if (si.window_start == start && (!runs_only || si.kind == STORE_SEG_RUN))
+            in[(*n)++] = si.file_number;
+    }
+    store_snapshot_release(snap);
+    return ST_OK;
+}
+
 /* Seals window B: every segment of it merged into one SEALED segment. */
 static int fw_seal(struct store *s, uint32_t version)
 {
     store_window_close_log(s, WB);
     int rc = store_flush(s);
     for (int attempt = 0; rc == ST_OK && attempt < 2; attempt++) {
-        struct store_snapshot *snap;
-        if ((rc = store_snapshot_acquire(s, &snap)) != ST_OK)
-            return rc;
         uint64_t in[64];
         size_t n = 0;
-        for (size_t i = 0; i < store_snapshot_count(snap) && n < 64; i++) {
-            struct store_segment_info si;
-            store_segment_info(store_snapshot_segment(snap, i), &si);
-            if (si.window_start == WB)
-                in[n++] = si.file_number;
-        }
-        store_snapshot_release(snap);
-        if (n == 0)
-            return ST_OK;
+        if ((rc = fw_inputs(s, WB, false, in, &n)) != ST_OK || n == 0)
+            return rc;
         struct store_window w = {.start = WB, .end = WB + WIN, .state = 1, .version = version};
         struct store_edit_extra ex = {.windows = &w, .nwindows = 1};
         rc = store_merge(s, in, n, STORE_SEG_SEALED, version, &ex, NULL);
@@ -167,19 +175,11 @@ static int fw_seal(struct store *s, uint32_t version)
 /* Compacts window A's runs into one run (a merge that writes a new file). */
 static int fw_compact(struct store *s)
 {
-    struct store_snapshot *snap;
-    int rc = store_snapshot_acquire(s, &snap);
-    if (rc != ST_OK)
-        return rc;
     uint64_t in[64];
     size_t n = 0;
-    for (size_t i = 0; i < store_snapshot_count(snap) && n < 64; i++) {
-        struct store_segment_info si;
-        store_segment_info(store_snapshot_segment(snap, i), &si);
-        if (si.window_start == WA && si.kind == STORE_SEG_RUN)
-            in[n++] = si.file_number;
-    }
-    store_snapshot_release(snap);
+    int rc = fw_inputs(s, WA, true, in, &n);
+    if (rc != ST_OK)
+        return rc;
     return n < 2 ? ST_OK : store_merge(s, in, n, STORE_SEG_RUN, 0, NULL, NULL);
 }
 
@@ -419,11 +419,7 @@ START_TEST(test_error_at_every_store_site)
         }
     }
     st_fault_record(false);
-    size_t store_sites = 0;
-    for (size_t i = 0; i < nsites; i++) {
-        store_sites += strncmp(sites[i], "store.", 6) == 0;
-        fprintf(stderr, "  %s%s\n", sites[i], i < clean_sites ? "" : " (error path)");
-    }
+    size_t store_sites = st_test_fault_sites(sites, nsites, clean_sites, "store.");
     fprintf(stderr, "store fault matrix: %zu sites (%zu on the clean run), ", store_sites,
             clean_sites);
     /* The workload passes (nearly) every named site of the store: not a vacuous matrix. */

@@ -135,3 +135,13 @@ int st_test_run_suite(Suite *su)
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+size_t st_test_fault_sites(const char *const *sites, size_t n, size_t clean, const char *prefix)
+{
+    size_t matching = 0;
+    for (size_t i = 0; i < n; i++) {
+        matching += strncmp(sites[i], prefix, strlen(prefix)) == 0;
+        fprintf(stderr, "  %s%s\n", sites[i], i < clean ? "" : " (error path)");
+    }
+    return matching;
+}

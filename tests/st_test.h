@@ -59,4 +59,8 @@ int st_test_run_suite(Suite *su);
 
 void st_test_sleep_ms(int ms);
 
+/* A fault matrix's sites (st_fault_recorded) listed on stderr, those after the first clean
+ * ones marked "(error path)"; returns how many start with prefix. */
+size_t st_test_fault_sites(const char *const *sites, size_t n, size_t clean, const char *prefix);
+
 #endif
