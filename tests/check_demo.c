@@ -4,6 +4,7 @@
  * latency probes supersede distinct records.
  */
 #include <jansson.h>
+#include <inttypes.h>
 #include <stdint.h>
 
 #include "demo_recall.h"
@@ -86,6 +87,26 @@ START_TEST(test_probe_ids_distinct)
 }
 END_TEST
 
+START_TEST(test_windows_seal_at_any_minute)
+{
+    /* CI once ran the demo in an hour's first minute: its data ended at that hour's start,
+     * the probes (event time now) left the watermark short of end + grace and the last
+     * window never sealed. Every second of two hours, every --windows: the windows are whole
+     * hours, end more than grace before now, and not needlessly far back. */
+    const int64_t hour = 3600 * 1000LL, grace = 60 * 1000LL;
+    const int64_t h0 = 1795651200000LL; /* 2026-11-24T00:00:00Z, an hour's start */
+    for (int64_t now = h0; now < h0 + 2 * hour; now += 1000) {
+        for (int w = 1; w <= 48; w++) {
+            int64_t first = demo_first_window(now, w, grace);
+            int64_t end = first + w * hour;
+            if (first % hour != 0 || end + grace >= now || end < now - 2 * hour)
+                ck_abort_msg("now %" PRId64 " windows %d: first %" PRId64 " end %" PRId64, now, w,
+                             first, end);
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("demo");
@@ -96,6 +117,7 @@ int main(void)
     tcase_add_test(tc, test_bad_ids_miss);
     tcase_add_test(tc, test_only_first_k);
     tcase_add_test(tc, test_probe_ids_distinct);
+    tcase_add_test(tc, test_windows_seal_at_any_minute);
     suite_add_tcase(s, tc);
     return st_test_run_suite(s);
 }

@@ -50,6 +50,7 @@
 #define DEMO_BATCH      250             /* 784-d float frames: ~0.8 MB, under the broker's 1 MB */
 #define DEMO_PROBES     DEMO_PARTITIONS /* one a partition: every watermark moves */
 #define HOUR_MS         (3600 * 1000LL)
+#define DEMO_GRACE_MS   (60 * 1000LL) /* the collection's grace */
 
 static volatile sig_atomic_t demo_stop;
 
@@ -248,14 +249,14 @@ static int write_config(struct demo *d)
             "    id_type: uint64\n"
             "    topic: " DEMO_TOPIC "\n"
             "    window: 1h\n"
-            "    grace: 1m\n"
+            "    grace: %llds\n"
             "    max_lateness: 1d\n"
             "    index: %s\n"
             "store: {memtable_size: 64MiB, wal_sync: batch}\n"
             "ingest: {listen: 127.0.0.1:0, announce_interval: 1s}\n"
             "indexer: {listen: %s, build_threads: 2}\n"
             "log: {level: warning}\n",
-            q_dir, q_brokers, q_nats, d->dim, index, q_listen);
+            q_dir, q_brokers, q_nats, d->dim, (long long)(DEMO_GRACE_MS / 1000), index, q_listen);
     free(q_dir);
     free(q_brokers);
     free(q_nats);
@@ -347,7 +348,7 @@ static void progress(void *ctx, const struct produce_stats *st, uint64_t total, 
 static int produce_train(struct demo *d)
 {
     int64_t now = st_clock_wall_ms(NULL);
-    int64_t first = (now / HOUR_MS - d->o.windows) * HOUR_MS; /* w whole hours before this */
+    int64_t first = demo_first_window(now, d->o.windows, DEMO_GRACE_MS);
     struct train_src src = {
         .d = d, .base = first, .step = (int64_t)d->o.windows * HOUR_MS / (int64_t)d->ntrain};
     struct produce_opts po = {.brokers = d->bootstrap,

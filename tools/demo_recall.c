@@ -65,3 +65,12 @@ size_t demo_probe_id(size_t p, size_t nprobes, size_t ntrain)
 {
     return p * (ntrain / nprobes) % ntrain;
 }
+
+int64_t demo_first_window(int64_t now_ms, int windows, int64_t grace_ms)
+{
+    const int64_t hour = 3600 * 1000LL;
+    /* Ending at this hour's start stranded the last window open whenever the demo ran in
+     * an hour's first grace. The margin covers the seconds between this and the probes. */
+    int64_t end = (now_ms - grace_ms - 5 * 60 * 1000LL) / hour * hour;
+    return end - (int64_t)windows * hour;
+}

@@ -23,4 +23,9 @@ size_t demo_recall_hits(json_t *hits, const float *q, const float *base, size_t 
  * long as ntrain >= nprobes, so each probe supersedes exactly one stored record. */
 size_t demo_probe_id(size_t p, size_t nprobes, size_t ntrain);
 
+/* Where the demo's data starts (ms, an hour's start): `windows` one-hour windows that end
+ * more than grace_ms (plus a margin) before now_ms, so records with event time now — the
+ * probes — move the watermark past the last one's end + grace and every window seals. */
+int64_t demo_first_window(int64_t now_ms, int windows, int64_t grace_ms);
+
 #endif
