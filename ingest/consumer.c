@@ -95,7 +95,6 @@ struct ing_consumer {
     struct ing_stats st;
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
     struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
-    bool rebalanced;             /* the rebalance callback ran at least once */
     bool closing;                /* ing_consumer_close is under way: feed reads nothing new */
 
     /* What /metrics reads from other threads, guarded by mu. */
@@ -352,11 +351,42 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
            "ingest", "librdkafka %s: %s", fac, buf);
 }
 
+/*
+ * The group uses the eager protocol: a rebalance revokes every member's whole assignment
+ * before anyone rejoins, so the revoke callback's commit runs in the generation that owned
+ * the partitions and is accepted. With cooperative-sticky, librdkafka 2.0.2 (Debian 12's; fixed
+ * upstream in 2025) sends that commit while a second join bumps the generation: it is refused with
+ * ILLEGAL_GENERATION, the assignment is declared lost (its issue 4059), and the next owner
+ * reads the handled messages again into its own store — a record held by two nodes. These two
+ * work for either protocol, should a later librdkafka make cooperative safe again.
+ */
+static int take_partitions(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+{
+    if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") != 0)
+        return (int)rd_kafka_assign(rk, parts);
+    rd_kafka_error_t *ke = rd_kafka_incremental_assign(rk, parts);
+    if (ke == NULL)
+        return 0;
+    int rc = (int)rd_kafka_error_code(ke);
+    rd_kafka_error_destroy(ke);
+    return rc;
+}
+
+static void release_partitions(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+{
+    if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") != 0) {
+        (void)rd_kafka_assign(rk, NULL);
+        return;
+    }
+    rd_kafka_error_t *ke = rd_kafka_incremental_unassign(rk, parts);
+    if (ke != NULL)
+        rd_kafka_error_destroy(ke);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     struct ing_consumer *c = opaque;
-    c->rebalanced = true;
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (size_t i = 0; i < c->n_parts; i++) /* the assignment after a rejoin is whole */
             c->parts[i].lost = false;
@@ -372,11 +402,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                 p->committed = -1;
             }
         }
-        rd_kafka_error_t *ke = rd_kafka_incremental_assign(rk, parts);
-        if (ke != NULL) {
-            st_err_set(&c->fatal, ST_EIO, "incremental assign: %s", rd_kafka_error_string(ke));
-            rd_kafka_error_destroy(ke);
-        }
+        int rc = take_partitions(rk, parts);
+        if (rc != ST_OK)
+            st_err_set(&c->fatal, ST_EIO, "assign: %s", rd_kafka_err2str((rd_kafka_resp_err_t)rc));
     } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         /* Durable, committed, then released. */
         struct st_err err = {0};
@@ -392,9 +420,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                 p->epoch++; /* its queued messages are the next owner's to read */
             }
         }
-        rd_kafka_error_t *ke = rd_kafka_incremental_unassign(rk, parts);
-        if (ke != NULL)
-            rd_kafka_error_destroy(ke);
+        release_partitions(rk, parts);
     } else {
         st_log_error("ingest", "rebalance error: %s", rd_kafka_err2str(e));
         for (int i = 0; i < parts->cnt; i++) { /* released: no longer ours to report */
@@ -405,9 +431,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                 p->epoch++; /* its queued messages are the next owner's to read */
             }
         }
-        rd_kafka_error_t *ke = rd_kafka_incremental_unassign(rk, parts);
-        if (ke != NULL)
-            rd_kafka_error_destroy(ke);
+        release_partitions(rk, parts);
     }
     int rc = tell_twcs(c);
     if (rc != ST_OK && c->fatal.code == ST_OK)
@@ -474,8 +498,8 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
     const char *fixed[][2] = {
         {"bootstrap.servers", o->brokers},
         {"group.id", o->group_id},
-        {"partition.assignment.strategy", "cooperative-sticky"},
-        {"enable.auto.commit", "false"}, /* offsets only after fsync */
+        {"partition.assignment.strategy", "roundrobin"}, /* eager: see take_partitions */
+        {"enable.auto.commit", "false"},                 /* offsets only after fsync */
         {"enable.auto.offset.store", "false"},
         {"auto.offset.reset", "earliest"},
         {"enable.partition.eof", "false"},
@@ -943,15 +967,6 @@ int ing_consumer_close(struct ing_consumer *c)
         int crc = commit_at_close(c, rc == ST_OK, &err);
         if (rc == ST_OK)
             rc = crc;
-        /* librdkafka before 2.3 aborts when a cooperative-sticky consumer is destroyed after
-         * joining the group but before its first assignment (its issue 4312; Debian 12 ships
-         * 2.0.2): give that assignment up to 3 s to arrive. Messages polled meanwhile are not
-         * handled, so their offsets are not committed: they are consumed again later. */
-        for (int i = 0; i < 30 && !c->rebalanced; i++) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
-            if (m != NULL)
-                rd_kafka_message_destroy(m);
-        }
         drop_queued(c); /* empty already (finish_queued); never after the handle is gone */
         rd_kafka_consumer_close(c->rk); /* revokes (the callback commits) and leaves */
         rd_kafka_destroy(c->rk);

@@ -1,6 +1,7 @@
 /*
- * consumer.h — the Kafka side of strata-ingest: a consumer-group member (cooperative-sticky,
- * incremental assign) that turns messages into window writes with exactly-once effect.
+ * consumer.h — the Kafka side of strata-ingest: a consumer-group member (eager protocol,
+ * roundrobin: a revoke commits before anyone rejoins) that turns messages into window writes with
+ * exactly-once effect.
  *
  * For every message: decode (rec_format.h) → write through the collection's twcs
  * (ingest_write.h) or, when rejected, produce it to the dead-letter topic (dlq.h). Offsets are

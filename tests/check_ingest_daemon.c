@@ -768,8 +768,7 @@ START_TEST(test_daemon_announces)
     rd_kafka_t *other = st_kafka_consumer(e.brokers, e.group, e.topic);
     j = wait_announced(&ns, &e, NULL, other, 90000);
     json_decref(j);
-    /* librdkafka 2.0 aborts when a cooperative-sticky member is destroyed before its first
-     * assignment (its issue 4312): the daemon announces its half first, so wait for ours. */
+    /* The daemon announces its half first: wait until this member holds the other half. */
     int64_t until = st_test_now_ms() + 60000;
     for (;;) {
         rd_kafka_topic_partition_list_t *mine = NULL;

@@ -40,7 +40,7 @@ rd_kafka_t *st_kafka_consumer(const char *brokers, const char *group, const char
         {"group.id", group},
         {"auto.offset.reset", "earliest"},
         {"enable.auto.commit", "false"},
-        {"partition.assignment.strategy", "cooperative-sticky"},
+        {"partition.assignment.strategy", "roundrobin"}, /* strata-ingest's: joins its groups */
         {"session.timeout.ms", "6000"},
     };
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)

@@ -7,8 +7,8 @@
 
 /* Creates topic with partitions (replication 1); fails the test on error. */
 void st_kafka_create_topic(const char *brokers, const char *topic, int partitions);
-/* A cooperative-sticky group consumer subscribed to topic, from the earliest offset, with
- * auto-commit off. */
+/* A group consumer (roundrobin, the eager protocol strata-ingest uses) subscribed to topic, from
+ * the earliest offset, with auto-commit off. */
 rd_kafka_t *st_kafka_consumer(const char *brokers, const char *group, const char *topic);
 
 /* group's committed offsets of topic's partitions 0..nparts-1 into offs (-1: none). */
