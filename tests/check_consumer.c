@@ -743,7 +743,7 @@ START_TEST(test_rebalance_join_leave)
     ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     poll_pair(a, b, 2 * NMSG);
     ck_assert_uint_gt(handled(b), 0); /* B really got partitions */
-    /* Once the cooperative rebalance is over, the hooks split the partitions between A and B:
+    /* Once the rebalance is over, the hooks split the partitions between A and B:
      * each partition in exactly one member's last report. */
     int64_t dl = st_test_now_ms() + 60000;
     while (sa.n + sb.n != NPART * 2 || sa.n == 0 || sb.n == 0) {
@@ -793,6 +793,87 @@ START_TEST(test_rebalance_join_leave)
     st_test_rmrf(db);
     free(da);
     free(db);
+}
+END_TEST
+
+/*
+ * Members come and go while messages keep arriving and every member commits every 5 ms, so
+ * commits race the group's rebalances. With cooperative-sticky, librdkafka 2.0.2 sends a
+ * member's commit while its own rejoin bumps the generation; the commit is refused, the
+ * assignment declared lost (librdkafka issue 4059), and a partition's next owner reads again
+ * what the old one had stored: a record held by two members' stores. Every message must be in
+ * exactly one store, and the group's offsets at the end.
+ */
+START_TEST(test_rebalance_churn)
+{
+    prepare("churn", NPART * 2);
+    char *dirs[3];
+    struct twcs *ts[3];
+    for (int k = 0; k < 3; k++) {
+        dirs[k] = st_test_tmpdir("churn-m");
+        ts[k] = open_twcs_at(dirs[k]);
+    }
+    struct st_err err = {0};
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+    const char *group = st_test_unique("churn-g");
+    rd_kafka_t *p = producer();
+    struct ing_consumer *m[3] = {NULL, NULL, NULL};
+    commit_ms = 5;
+    for (int k = 0; k < 2; k++) {
+        tw = ts[k];
+        m[k] = consumer(group);
+    }
+    int sent = 0;
+    for (int cycle = 0; cycle < 8; cycle++) {
+        if (m[2] == NULL) { /* the third member joins (again, with its own store) ... */
+            tw = ts[2];
+            m[2] = consumer(group);
+        } else { /* ... and leaves */
+            ck_assert_int_eq(ing_consumer_close(m[2]), ST_OK);
+            m[2] = NULL;
+        }
+        for (int64_t until = st_test_now_ms() + 2500; st_test_now_ms() < until;) {
+            produce_good(p, sent++);
+            rd_kafka_poll(p, 0);
+            for (int k = 0; k < 3; k++)
+                ck_assert_msg(m[k] == NULL || ing_consumer_poll(m[k], 10, &err) == ST_OK, "%s",
+                              err.msg);
+        }
+    }
+    commit_ms = 0;
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    /* The rest is read by whoever holds the partitions now. */
+    int64_t dl = st_test_now_ms() + 90000;
+    for (int next = 0; next < sent;) {
+        for (int k = 0; k < 3; k++)
+            ck_assert_msg(m[k] == NULL || ing_consumer_poll(m[k], 50, &err) == ST_OK, "%s",
+                          err.msg);
+        while (next < sent &&
+               (has_id(ts[0], next, 0) || has_id(ts[1], next, 0) || has_id(ts[2], next, 0)))
+            next++;
+        ck_assert_msg(st_test_now_ms() < dl, "message %d of %d stored nowhere", next, sent);
+    }
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(ing_consumer_close(m[k]), ST_OK);
+    committed_at_end(group);
+    int twice = 0, first = -1;
+    for (int msg = 0; msg < sent; msg++)
+        for (int i = 0; i < NREC; i++) {
+            int in = has_id(ts[0], msg, i) + has_id(ts[1], msg, i) + has_id(ts[2], msg, i);
+            ck_assert_msg(in >= 1, "m%d-%d is stored nowhere", msg, i);
+            if (in > 1 && twice++ == 0)
+                first = msg;
+        }
+    ck_assert_msg(twice == 0, "%d of %d records are held by two members (the first: m%d)", twice,
+                  sent * NREC, first);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(twcs_close(ts[k]), ST_OK);
+        st_test_rmrf(dirs[k]);
+        free(dirs[k]);
+    }
 }
 END_TEST
 
@@ -1112,6 +1193,7 @@ int main(void)
     tcase_add_test(tc, test_commit_only_durable_power_loss);
     tcase_add_test(tc, test_kill9_restart);
     tcase_add_test(tc, test_rebalance_join_leave);
+    tcase_add_test(tc, test_rebalance_churn);
     tcase_add_test(tc, test_close_commit_through_rebalance);
     tcase_add_test(tc, test_backpressure_pause_resume);
     tcase_add_test(tc, test_backpressure_queued_behind_pause);
