@@ -83,6 +83,7 @@ struct env {
     char topic[128], dead[128], group[128], stream[64];
     char *dir;
     char cfg[600], data[600];
+    char cfg_b[600], data_b[600]; /* a second ingest node, "another host" */
 };
 
 struct proc;
@@ -105,25 +106,29 @@ static void env_init(struct env *e, struct proc *ing, struct proc *idx)
     ck_assert_ptr_nonnull(f);
     fprintf(f, TOKEN "\n");
     fclose(f);
-    snprintf(e->cfg, sizeof(e->cfg), "%s/strata.yaml", e->dir);
-    snprintf(e->data, sizeof(e->data), "%s/data", e->dir);
-    f = fopen(e->cfg, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "node_id: chaos\n"
-            "data_dir: %s\n"
-            "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  dead_letter_topic: %s\n"
-            "  properties: {session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}\n"
-            "nats:\n  url: \"%s\"\n  stream: %s\n"
-            "collections:\n  - name: ch\n    dim: %d\n    metric: l2\n    topic: %s\n"
-            "    window: 10s\n    grace: 1s\n    max_lateness: 10m\n    ttl: 10m\n"
-            "    index: {type: hnsw, m: 8, ef_construction: 64}\n"
-            "ingest: {listen: \"127.0.0.1:0\", announce_interval: 500ms}\n"
-            "indexer: {listen: \"127.0.0.1:0\", build_threads: 1, memory_budget: 256MiB}\n"
-            "http: {auth_token_file: \"%s\"}\n"
-            "log: {level: info}\n",
-            e->data, e->brokers, e->group, e->dead, e->nats, e->stream, DIM, e->topic, token);
-    fclose(f);
+    for (int k = 0; k < 2; k++) {
+        snprintf(k ? e->cfg_b : e->cfg, sizeof(e->cfg), "%s/%s.yaml", e->dir,
+                 k ? "strata-b" : "strata");
+        snprintf(k ? e->data_b : e->data, sizeof(e->data), "%s/%s", e->dir, k ? "data-b" : "data");
+        f = fopen(k ? e->cfg_b : e->cfg, "w");
+        ck_assert_ptr_nonnull(f);
+        fprintf(f,
+                "node_id: %s\n"
+                "data_dir: %s\n"
+                "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  dead_letter_topic: %s\n"
+                "  properties: {session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}\n"
+                "nats:\n  url: \"%s\"\n  stream: %s\n"
+                "collections:\n  - name: ch\n    dim: %d\n    metric: l2\n    topic: %s\n"
+                "    window: 10s\n    grace: 1s\n    max_lateness: 10m\n    ttl: 10m\n"
+                "    index: {type: hnsw, m: 8, ef_construction: 64}\n"
+                "ingest: {listen: \"127.0.0.1:0\", announce_interval: 500ms}\n"
+                "indexer: {listen: \"127.0.0.1:0\", build_threads: 1, memory_budget: 256MiB}\n"
+                "http: {auth_token_file: \"%s\"}\n"
+                "log: {level: info}\n",
+                k ? "chaos-b" : "chaos", k ? e->data_b : e->data, e->brokers, e->group, e->dead,
+                e->nats, e->stream, DIM, e->topic, token);
+        fclose(f);
+    }
     procs_init(e, ing, idx);
 }
 
@@ -404,10 +409,10 @@ struct outcome {
 };
 
 /*
- * After the load, with both daemons running:
+ * After the load, with every daemon running (ing[0..n_ing), on e->cfg and e->cfg_b, and idx):
  * the final records, then every check of the file's header comment; stops the daemons.
  */
-static struct outcome verify(const struct env *e, rd_kafka_t *pr, struct proc *ing,
+static struct outcome verify(const struct env *e, rd_kafka_t *pr, struct proc *ing, size_t n_ing,
                              struct proc *idx)
 {
     /* One record per partition at the clock moves the watermark past every window produced. */
@@ -418,7 +423,8 @@ static struct outcome verify(const struct env *e, rd_kafka_t *pr, struct proc *i
     ck_assert_int_eq(rd_kafka_flush(pr, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(pr);
 
-    st_daemon_wait_http_ok(&ing->d, port_of(ing), "/readyz", 120000);
+    for (size_t k = 0; k < n_ing; k++)
+        st_daemon_wait_http_ok(&ing[k].d, port_of(&ing[k]), "/readyz", 120000);
     unsigned xport = port_of(idx);
     st_daemon_wait_http_ok(&idx->d, xport, "/readyz", 120000);
     ck_assert_msg(ST_WAIT_UNTIL(committed_at_end(e), 180000),
@@ -524,10 +530,13 @@ static struct outcome verify(const struct env *e, rd_kafka_t *pr, struct proc *i
                   "%u of %u records found as their own nearest neighbour", found, o.asked);
 
     st_daemon_stop(&idx->d, 60000);
-    st_daemon_stop(&ing->d, 60000);
-    char out[8192];
-    int rc = st_test_cli(out, sizeof(out), "inspect '%s'", e->data);
-    ck_assert_msg(rc == 0, "strata inspect: exit %d\n%s", rc, out);
+    for (size_t k = 0; k < n_ing; k++)
+        st_daemon_stop(&ing[k].d, 60000);
+    for (size_t k = 0; k < n_ing; k++) { /* each node's data dir (the first with the indexer's) */
+        char out[8192];
+        int rc = st_test_cli(out, sizeof(out), "inspect '%s'", k ? e->data_b : e->data);
+        ck_assert_msg(rc == 0, "strata inspect: exit %d\n%s", rc, out);
+    }
     return o;
 }
 
@@ -565,7 +574,7 @@ START_TEST(test_chaos)
             p->kills++;
             proc_start(p, NULL);
         }
-    struct outcome o = verify(&e, pr, &ing, &idx);
+    struct outcome o = verify(&e, pr, &ing, 1, &idx);
 #ifndef NDEBUG
     ck_assert_uint_gt(ing.crashed_at_point + idx.crashed_at_point, 0);
 #endif
@@ -577,6 +586,60 @@ START_TEST(test_chaos)
            chaos_ms / 1000, msgs + NPARTS, ing.kills, ing.crashed_at_point, idx.kills,
            idx.crashed_at_point, o.checked, o.indexed, o.gone, o.windows_exact, o.asked);
     fflush(stdout);
+    env_free(&e);
+}
+END_TEST
+
+/* The second node's schedule: joins at 10 s, leaves (SIGTERM) at 25 s, joins again at 40 s. */
+struct join_leave {
+    struct proc *b;
+    int64_t t0;
+    int phase;
+};
+
+static void join_leave_step(void *ctx)
+{
+    struct join_leave *j = ctx;
+    int64_t t = st_test_now_ms() - j->t0;
+    if ((j->phase == 0 && t >= 10000) || (j->phase == 2 && t >= 40000)) {
+        proc_start(j->b, NULL);
+        j->phase++;
+    } else if (j->phase == 1 && t >= 25000) {
+        st_daemon_stop(&j->b->d, 60000);
+        j->phase++;
+    }
+}
+
+/*
+ * A second ingest node (another "host": its own YAML and data dir) joins the group while the
+ * producer runs, leaves with SIGTERM, and joins again. Partitions move with their commits, so
+ * every record is held by exactly one node: the indexer serves every record from an index,
+ * and each window's parts (one per node) add up to exactly the oracle's records — none lost,
+ * none held twice.
+ */
+START_TEST(test_ingest_join_leave)
+{
+    struct env e;
+    struct proc ing[2], idx;
+    env_init(&e, &ing[0], &idx);
+    ing[1] = ing[0];
+    ing[1].cfg = e.cfg_b;
+    snprintf(ing[1].log, sizeof(ing[1].log), "%s/ingest-b.log", e.dir);
+    proc_start(&ing[0], NULL);
+    proc_start(&idx, NULL);
+    rd_kafka_t *pr = st_kafka_producer_idempotent(e.brokers);
+    struct join_leave j = {&ing[1], st_test_now_ms(), 0};
+    (void)run_load(&e, pr, 55000, join_leave_step, &j);
+    ck_assert_int_eq(j.phase, 3);
+    /* The second node really holds records (of its second run). */
+    unsigned bport = port_of(&ing[1]);
+    ck_assert_msg(ST_WAIT_UNTIL(st_test_metric_port(
+                                    bport, "strata_ingest_records_total{collection=\"ch\"}") > 0,
+                                60000),
+                  "the second node applied nothing");
+    struct outcome o = verify(&e, pr, ing, 2, &idx);
+    printf("join/leave: records checked %zu (from an index %zu), windows exact %zu\n", o.checked,
+           o.indexed, o.windows_exact);
     env_free(&e);
 }
 END_TEST
@@ -636,6 +699,7 @@ int main(void)
     TCase *tc = tcase_create("chaos");
     tcase_set_timeout(tc, 0);
     tcase_add_test(tc, test_ingest_moved_before_fetch);
+    tcase_add_test(tc, test_ingest_join_leave);
     tcase_add_test(tc, test_chaos);
     suite_add_tcase(s, tc);
     return st_test_run_suite(s);
