@@ -2,7 +2,8 @@
  * Integration smoke test against the real brokers started by scripts/brokers (ctest fixture):
  * Apache Kafka through librdkafka (topic creation, produce, consumer group with the eager
  * roundrobin protocol strata-ingest uses, committed offsets read back, resume from them) and
- * nats-server through nats.c (JetStream stream, Nats-Msg-Id de-duplication, durable pull consumer, acks persisted).
+ * nats-server through nats.c (JetStream stream, Nats-Msg-Id de-duplication, durable pull consumer,
+ * acks persisted).
  */
 #include <check.h>
 #include <librdkafka/rdkafka.h>
