@@ -35,7 +35,8 @@ static int64_t last_sealed_start;
 static uint32_t last_sealed_version;
 static uint64_t last_sealed_records;
 static char last_reason[16];
-static int64_t expired_start[8]; /* the first expired events' windows, in order */
+static int64_t expired_start[8];  /* the first expired events' windows, in order */
+static char expired_reason[8][8]; /* and their reasons */
 
 static void on_event(void *ctx, const struct twcs_event *ev)
 {
@@ -46,8 +47,11 @@ static void on_event(void *ctx, const struct twcs_event *ev)
         last_sealed_version = ev->version;
         last_sealed_records = ev->records;
     } else {
-        if (n_expired < 8)
+        if (n_expired < 8) {
             expired_start[n_expired] = ev->start;
+            snprintf(expired_reason[n_expired], sizeof(expired_reason[0]), "%s",
+                     ev->reason ? ev->reason : "");
+        }
         n_expired++;
         snprintf(last_reason, sizeof(last_reason), "%s", ev->reason ? ev->reason : "");
     }
@@ -102,17 +106,7 @@ static bool has(struct twcs *t, int k)
 
 static struct twcs_window_info win(struct twcs *t, int64_t start, bool *found)
 {
-    struct twcs_window_info *w, r = {0};
-    size_t n;
-    ck_assert_int_eq(twcs_windows(t, &w, &n), ST_OK);
-    *found = false;
-    for (size_t i = 0; i < n; i++)
-        if (w[i].start == start) {
-            r = w[i];
-            *found = true;
-        }
-    free(w);
-    return r;
+    return st_twcs_window(t, start, found);
 }
 
 START_TEST(test_window_math)
