@@ -1399,6 +1399,129 @@ START_TEST(test_write_amplification_many_runs)
 }
 END_TEST
 
+/* ---- §8 cases 8, 9, 12 and 15: absurd units, rebalances, several FIFO drops, changed TTL ---- */
+
+/* Writes id-<k> at ts as (part, off) like st_twcs_put; returns the verdict and its reason. */
+static enum twcs_verdict put_why(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
+                                 const char **reason)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    float v[DIM] = {(float)k, 1, 2, 3};
+    struct store_record r = {.id = (const uint8_t *)id,
+                             .id_len = (uint32_t)strlen(id),
+                             .ts = ts,
+                             .op = STORE_OP_UPSERT,
+                             .vec = v};
+    struct twcs_result res;
+    ck_assert_int_eq(twcs_write(t, part, off, &r, 1, &res), ST_OK);
+    *reason = res.reason ? res.reason : "";
+    return res.verdict;
+}
+
+/* Fails unless t lists exactly the windows w0 (bounds, state, version, segments, records). */
+static void same_windows(struct twcs *t, const struct twcs_window_info *w0, size_t n0)
+{
+    struct twcs_window_info *w;
+    size_t n;
+    ck_assert_int_eq(twcs_windows(t, &w, &n), ST_OK);
+    ck_assert_uint_eq(n, n0);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(w[i].start, w0[i].start);
+        ck_assert_int_eq(w[i].end, w0[i].end);
+        ck_assert_int_eq(w[i].state, w0[i].state);
+        ck_assert_uint_eq(w[i].version, w0[i].version);
+        ck_assert_uint_eq(w[i].segments, w0[i].segments);
+        ck_assert_uint_eq(w[i].records, w0[i].records);
+    }
+    free(w);
+}
+
+/*
+ * §8 case 8, timestamps in the wrong unit: seconds instead of milliseconds (January 1970), 0,
+ * negative ones (pre-epoch, as seconds and as milliseconds) and nanoseconds (about 50,000
+ * years ahead). Nanoseconds are rejected (ts_future). Under a TTL (30 days) the others are
+ * older than it: accepted and counted as expired, not stored, no window made for them (SPEC:
+ * records older than the TTL are counted and dropped). Reopened without a TTL they are beyond
+ * max_lateness of the watermark: rejected (late). Either way the watermark does not move and
+ * the live windows (one sealed, two open) keep state, version, segments and records through
+ * the next ticks: no seal, no drop.
+ */
+START_TEST(test_absurd_units_no_mass_seal)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 30ll * 86400000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int64_t off = 0;
+    for (int k = 0; k < 10; k++) /* window s: sealed below */
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, k, s + k * 10, NULL), TWCS_ACCEPTED);
+    for (int k = 10; k < 20; k++) /* window s + 1000: open, due at s + 2200 */
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, k, s + 1000 + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, 20, s + 2100, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    ck_assert_int_eq(n_sealed, 1);
+    ck_assert_int_eq(twcs_watermark(t), s + 2100);
+    struct twcs_window_info *live;
+    size_t nlive;
+    ck_assert_int_eq(twcs_windows(t, &live, &nlive), ST_OK);
+    ck_assert_uint_eq(nlive, 3);
+    const int64_t absurd[] = {T0 / 1000, 0, -1, -(T0 / 1000), -T0};
+    const int nabs = (int)(sizeof(absurd) / sizeof(absurd[0]));
+    const int64_t ns = T0 * 1000000; /* < INT64_MAX: a valid int64, 50,000 years ahead */
+    for (int round = 0; round < 2; round++) {
+        const char *why;
+        for (int i = 0; i < nabs; i++) {
+            uint32_t expired = 0;
+            if (round == 0) { /* under the TTL: counted as expired */
+                ck_assert_int_eq(st_twcs_put(t, 0, off++, 100 + i, absurd[i], &expired),
+                                 TWCS_ACCEPTED);
+                ck_assert_uint_eq(expired, 1);
+            } else { /* no TTL: too late for the watermark */
+                ck_assert_int_eq(put_why(t, 0, off++, 100 + i, absurd[i], &why), TWCS_REJECT_LATE);
+                ck_assert_str_eq(why, "late");
+            }
+            ck_assert(!has(t, 100 + i));
+        }
+        ck_assert_int_eq(put_why(t, 0, off++, 200, ns, &why), TWCS_REJECT_FUTURE);
+        ck_assert_str_eq(why, "ts_future");
+        ck_assert(!has(t, 200));
+        struct twcs_stats st;
+        twcs_stats(t, &st);
+        ck_assert_uint_eq(st.expired_records, round == 0 ? (uint64_t)nabs : 0);
+        ck_assert_uint_eq(st.rejected_late, round == 0 ? 0 : (uint64_t)nabs);
+        ck_assert_uint_eq(st.rejected_future, 1);
+        ck_assert_int_eq(twcs_watermark(t), s + 2100);
+        same_windows(t, live, nlive);
+        /* The next ticks (wall time moving on by seconds, far from the TTL) change nothing. */
+        for (int tick = 0; tick < 2; tick++) {
+            st_clock_manual_advance(&clk, 1000);
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_int_eq(n_sealed, 1);
+            ck_assert_int_eq(n_expired, 0);
+            ck_assert_int_eq(twcs_watermark(t), s + 2100);
+            same_windows(t, live, nlive);
+        }
+        for (int k = 0; k <= 20; k++)
+            ck_assert(has(t, k));
+        twcs_stats(t, &st);
+        ck_assert_uint_eq(st.sealed, round == 0 ? 1 : 0);
+        ck_assert_uint_eq(st.dropped_ttl + st.dropped_fifo, 0);
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+        o.ttl_ms = 0;
+        t = topen(&o);
+        n_sealed = 1; /* the unconfirmed sealed event of window s is delivered again on open */
+    }
+    free(live);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("twcs");
@@ -1429,6 +1552,7 @@ int main(void)
     tcase_add_test(tc, test_window_math_extremes);
     tcase_add_test(tc, test_write_does_not_hold_twcs_lock_across_io);
     tcase_add_test(tc, test_write_amplification_many_runs);
+    tcase_add_test(tc, test_absurd_units_no_mass_seal);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
