@@ -1522,6 +1522,89 @@ START_TEST(test_absurd_units_no_mass_seal)
 }
 END_TEST
 
+/*
+ * §8 case 9, a partition revoked and handed back mid-window (a cooperative rebalance: a revoke,
+ * then an assign). Partition 0 is far ahead (s + 6000), partition 1 holds the watermark at
+ * s + 1100, short of window s's seal (s + 1200). Back-to-back revoke and reassign: the
+ * watermark does not jump to partition 0's time (partition 1 has said nothing since), a replay
+ * and an older record of partition 1 do not make it regress, partition 0's progress carries
+ * over (partition 1 alone moves it on), and window s seals exactly at end + grace. Revoked for
+ * good, partition 1 stops counting: the watermark moves to partition 0's time and the windows
+ * it passed seal; assigned again it pulls nothing back.
+ */
+START_TEST(test_watermark_revoke_reassign)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    const int32_t both[] = {0, 1}, only0[] = {0};
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    int64_t s = T0 - 100000;
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 1, s + 6000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 1, 0, 2, s + 500, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 1, 1, 3, s + 600, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 1, 2, 4, s + 1100, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1100);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    /* Revoked and handed straight back. */
+    ck_assert_int_eq(twcs_partitions_assigned(t, only0, 1), ST_OK);
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    ck_assert_int_eq(twcs_watermark(t), s + 1100); /* no jump to s + 6000 */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(n_sealed, 0);
+    /* Partition 1 resumes from its committed offset: the replay is a duplicate, then a record
+     * older than its last one. Neither moves the watermark, backwards or forwards. */
+    ck_assert_int_eq(st_twcs_put(t, 1, 2, 4, s + 1100, NULL), TWCS_DUPLICATE);
+    ck_assert_int_eq(twcs_watermark(t), s + 1100);
+    ck_assert_int_eq(st_twcs_put(t, 1, 3, 6, s + 1050, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1100);
+    /* Partition 0's s + 6000 carried over the rebalance: partition 1 alone moves the
+     * watermark on. end + grace - 1: still open. */
+    ck_assert_int_eq(st_twcs_put(t, 1, 4, 7, s + 1199, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1199);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(n_sealed, 0);
+    /* end + grace: sealed, version 1, with its two records. */
+    ck_assert_int_eq(st_twcs_put(t, 1, 5, 8, s + 1200, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1200);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    struct twcs_window_info w = win(t, s, &f);
+    ck_assert(f && w.state == TWCS_SEALED && w.version == 1);
+    ck_assert_uint_eq(w.records, 2);
+    ck_assert_int_eq(n_sealed, 1);
+    ck_assert_int_eq(last_sealed_start, s);
+    ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN); /* due at s + 2200 */
+    /* Revoked for good: partition 0 alone counts, the windows it passed seal. */
+    ck_assert_int_eq(twcs_partitions_assigned(t, only0, 1), ST_OK);
+    ck_assert_int_eq(twcs_watermark(t), s + 6000);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    w = win(t, s + 1000, &f);
+    ck_assert(f && w.state == TWCS_SEALED && w.version == 1);
+    ck_assert_uint_eq(w.records, 4);                         /* ids 4, 6, 7, 8 */
+    ck_assert_int_eq(win(t, s + 6000, &f).state, TWCS_OPEN); /* due at s + 7200 */
+    ck_assert(f);
+    ck_assert_int_eq(n_sealed, 2);
+    /* Assigned again, nothing said yet, then a late record: the watermark stays. */
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    ck_assert_int_eq(twcs_watermark(t), s + 6000);
+    ck_assert_int_eq(st_twcs_put(t, 1, 6, 9, s + 1300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 6000);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    w = win(t, s + 1000, &f);
+    ck_assert(f && w.state == TWCS_SEALED && w.version == 2); /* the late record re-sealed */
+    ck_assert_uint_eq(w.records, 5);
+    ck_assert_int_eq(win(t, s + 6000, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("twcs");
@@ -1553,6 +1636,7 @@ int main(void)
     tcase_add_test(tc, test_write_does_not_hold_twcs_lock_across_io);
     tcase_add_test(tc, test_write_amplification_many_runs);
     tcase_add_test(tc, test_absurd_units_no_mass_seal);
+    tcase_add_test(tc, test_watermark_revoke_reassign);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
