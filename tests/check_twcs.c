@@ -1605,6 +1605,85 @@ START_TEST(test_watermark_revoke_reassign)
 }
 END_TEST
 
+/*
+ * §8 case 12, several FIFO drops in one tick. Sealed windows A = s, B = s + 1000 and
+ * E = s + 2000, sealed in the order B, E, A (A's records arrive late, within max_lateness, so
+ * the oldest by event time is the newest by seal and file number), and the open window C. The
+ * cap is lowered so that no single drop is enough and two are: one tick drops A, then B (their
+ * expired events in that order, both reason fifo) and keeps E and C with every record. A drop
+ * by seal order would have taken B and E.
+ */
+START_TEST(test_fifo_several_drops_oldest_first)
+{
+    enum { KA = 10000, KB = 11000, KE = 12000, KC = 13000, N = 100 };
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int64_t off = 0;
+    for (int k = 0; k < N; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KB + k, s + 1000 + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, KE + N, s + 2300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* B */
+    ck_assert_int_eq(last_sealed_start, s + 1000);
+    for (int k = 0; k < N; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KE + k, s + 2000 + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, KC + N, s + 3300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* E */
+    ck_assert_int_eq(last_sealed_start, s + 2000);
+    for (int k = 0; k < N; k++) /* late for the watermark (s + 3300), within max_lateness */
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KA + k, s + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* A */
+    ck_assert_int_eq(last_sealed_start, s);
+    ck_assert_int_eq(n_sealed, 3);
+    for (int k = 0; k < N; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KC + k, s + 3000 + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK); /* usage settles: C in a run */
+    bool f;
+    uint64_t wa = win(t, s, &f).bytes, wb = win(t, s + 1000, &f).bytes,
+             we = win(t, s + 2000, &f).bytes;
+    ck_assert_int_eq(win(t, s + 3000, &f).state, TWCS_OPEN);
+    uint64_t used = fifo_used(t);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    uint64_t least = wa < wb ? (wa < we ? wa : we) : (wb < we ? wb : we);
+    ck_assert_uint_gt(least, 0);
+    o.max_bytes = used - wa - wb + least / 2; /* any one drop leaves it over, two under */
+    n_sealed = n_expired = 0;
+    t = topen(&o);
+    ck_assert_uint_eq(fifo_used(t), used);
+    ck_assert_int_eq(n_expired, 0);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_expired, 2);
+    ck_assert_int_eq(expired_start[0], s);
+    ck_assert_int_eq(expired_start[1], s + 1000);
+    ck_assert_str_eq(expired_reason[0], "fifo");
+    ck_assert_str_eq(expired_reason[1], "fifo");
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.dropped_fifo, 2);
+    ck_assert_uint_le(fifo_used(t), o.max_bytes);
+    win(t, s, &f);
+    ck_assert(!f);
+    win(t, s + 1000, &f);
+    ck_assert(!f);
+    struct twcs_window_info we_ = win(t, s + 2000, &f);
+    ck_assert(f && we_.state == TWCS_SEALED && we_.records == N + 1);
+    ck_assert_int_eq(win(t, s + 3000, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    for (int k = 0; k < N; k++) {
+        ck_assert(!has_vec(t, KA + k) && !has_vec(t, KB + k));
+        ck_assert(has_vec(t, KE + k) && has_vec(t, KC + k));
+    }
+    ck_assert(has_vec(t, KE + N) && has_vec(t, KC + N));
+    /* Under the cap: the next tick drops nothing more. */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_expired, 2);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("twcs");
@@ -1637,6 +1716,7 @@ int main(void)
     tcase_add_test(tc, test_write_amplification_many_runs);
     tcase_add_test(tc, test_absurd_units_no_mass_seal);
     tcase_add_test(tc, test_watermark_revoke_reassign);
+    tcase_add_test(tc, test_fifo_several_drops_oldest_first);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
