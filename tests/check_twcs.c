@@ -1684,6 +1684,82 @@ START_TEST(test_fifo_several_drops_oldest_first)
 }
 END_TEST
 
+/*
+ * §8 case 15, a restart with a changed TTL. Windows W0..W2 sealed, W3 open, under a 60 s TTL.
+ * Reopened with a longer TTL (1 h): a tick drops nothing. With a shorter one (7.5 s, so the
+ * windows ending at or before now - 7.5 s, W0 and W1, are past it): the next tick drops W0,
+ * then W1 (reason ttl), keeps W2 and W3 with their bounds and records, a second tick nothing
+ * more. Back to the longer TTL: nothing comes back or goes, and a record for W0 is counted as
+ * expired, not stored, W0 not recreated.
+ */
+START_TEST(test_restart_changed_ttl)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 60000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000; /* W<w> = [s + w * 1000, + 1000) */
+    int64_t off = 0;
+    for (int w = 0; w < 4; w++)
+        for (int k = 0; k < 5; k++)
+            ck_assert_int_eq(st_twcs_put(t, 0, off++, w * 100 + k, s + w * 1000 + k * 10, NULL),
+                             TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, 399, s + 3300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_sealed, 3);
+    ck_assert_int_eq(n_expired, 0);
+    struct twcs_window_info *all;
+    size_t nall;
+    ck_assert_int_eq(twcs_windows(t, &all, &nall), ST_OK);
+    ck_assert_uint_eq(nall, 4);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    const int64_t ttls[] = {3600000, 7500, 3600000};
+    for (int round = 0; round < 3; round++) {
+        o.ttl_ms = ttls[round];
+        t = topen(&o);
+        n_sealed = n_expired = 0; /* unconfirmed events are delivered again on open */
+        bool f;
+        if (round != 1) {
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_int_eq(n_expired, 0);
+            same_windows(t, round == 0 ? all : all + 2, round == 0 ? nall : nall - 2);
+        } else {
+            same_windows(t, all, nall); /* the open changed nothing */
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_int_eq(n_expired, 2);
+            ck_assert_int_eq(expired_start[0], s);
+            ck_assert_int_eq(expired_start[1], s + 1000);
+            ck_assert_str_eq(expired_reason[0], "ttl");
+            ck_assert_str_eq(expired_reason[1], "ttl");
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_int_eq(n_expired, 2);
+            same_windows(t, all + 2, nall - 2); /* bounds, state, version and records kept */
+        }
+        for (int w = 0; w < 4; w++)
+            for (int k = 0; k < 5; k++)
+                ck_assert(has(t, w * 100 + k) == (round == 0 || w >= 2));
+        ck_assert_int_eq(win(t, s + 3000, &f).state, TWCS_OPEN);
+        ck_assert(f);
+        struct twcs_stats st;
+        twcs_stats(t, &st);
+        ck_assert_uint_eq(st.dropped_ttl, round == 1 ? 2 : 0);
+        ck_assert_uint_eq(st.sealed, 0);
+        if (round == 2) {
+            uint32_t expired = 0;
+            ck_assert_int_eq(st_twcs_put(t, 0, off++, 5000, s + 10, &expired), TWCS_ACCEPTED);
+            ck_assert_uint_eq(expired, 1);
+            ck_assert(!has(t, 5000));
+            win(t, s, &f);
+            ck_assert(!f);
+        }
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+    }
+    free(all);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("twcs");
@@ -1717,6 +1793,7 @@ int main(void)
     tcase_add_test(tc, test_absurd_units_no_mass_seal);
     tcase_add_test(tc, test_watermark_revoke_reassign);
     tcase_add_test(tc, test_fifo_several_drops_oldest_first);
+    tcase_add_test(tc, test_restart_changed_ttl);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
