@@ -21,6 +21,7 @@
 #include "st_log.h"
 #include "st_fault.h"
 #include "st_test.h"
+#include "st_twcs_test.h"
 #include "twcs.h"
 
 #define NPART 3
@@ -200,12 +201,17 @@ static void committed_at_end(const char *group)
     st_kafka_assert_committed_at_end(brokers, group, topic, nparts);
 }
 
+static struct st_clock *twcs_clk; /* the next open_twcs_fs's clock (NULL: the system's) */
+static int64_t twcs_ttl_ms;       /* and its TTL (0: none) */
+
 static struct twcs *open_twcs_fs(const char *d, struct store_fs *fs)
 {
-    struct twcs_opts to = {.store = {.dir = d, .dim = DIM, .wal_sync = STORE_SYNC_BATCH, .fs = fs},
-                           .window_ms = 3600000,
-                           .grace_ms = 60000,
-                           .max_lateness_ms = 3600000};
+    struct twcs_opts to = {
+        .store = {.dir = d, .dim = DIM, .wal_sync = STORE_SYNC_BATCH, .fs = fs, .clock = twcs_clk},
+        .window_ms = 3600000,
+        .grace_ms = 60000,
+        .max_lateness_ms = 3600000,
+        .ttl_ms = twcs_ttl_ms};
     struct twcs *t;
     struct st_err err = {0};
     ck_assert_msg(twcs_open(&to, &t, &err) == ST_OK, "%s", err.msg);
@@ -1183,6 +1189,149 @@ START_TEST(test_dlq_failure_sticky)
 }
 END_TEST
 
+/* Is id stored in t? */
+static bool has_key(struct twcs *t, const char *id)
+{
+    struct store_value sv = {0};
+    int rc = store_get(twcs_store(t), (const uint8_t *)id, (uint32_t)strlen(id), &sv);
+    free(sv.meta);
+    ck_assert(rc == ST_OK || rc == ST_ENOTFOUND);
+    return rc == ST_OK;
+}
+
+/*
+ * §8 case 7 through Kafka, on one partition, windows of 1 h with max_lateness 1 h and a TTL of
+ * 12 h on a manual clock. Window A gets ten records and a record 2.5 h after A's start moves
+ * the watermark 1.5 h past A's end: a tick seals A. A record for A then is beyond
+ * max_lateness: it reaches the dead-letter topic unchanged with strata.error = late (counted
+ * by the consumer and by twcs), and is not stored. The clock passes A's end + TTL: a tick
+ * drops A; the clock steps back, so that only A's being dropped decides the next record: one
+ * for A, counted as expired, not stored, A not recreated, nothing dead-lettered, and its offset
+ * is committed by the consumer's periodic round (the committed position reaches the end).
+ */
+START_TEST(test_late_and_dropped_through_kafka)
+{
+    const int64_t H = 3600000;
+    prepare("late", 1);
+    dir = st_test_tmpdir("late");
+    struct st_clock clk;
+    int64_t now = st_clock_wall_ms(NULL);
+    st_clock_manual_init(&clk, now);
+    int64_t a = now / H * H - 10 * H; /* window A = [a, a + H) */
+    twcs_clk = &clk;
+    twcs_ttl_ms = 12 * H;
+    open_store();
+    t_base = a + 60000; /* produce_good's records: in A */
+    rd_kafka_t *p = producer();
+    produce_good_to(p, 0, 0);
+    produce_good_to(p, 1, 0);
+    char ahead[256], late[256], gone[256];
+    snprintf(ahead, sizeof(ahead),
+             "{\"id\": \"ahead\", \"ts\": %" PRId64 ", \"vector\": [1,2,3,4]}", a + 2 * H + H / 2);
+    snprintf(late, sizeof(late), "{\"id\": \"late\", \"ts\": %" PRId64 ", \"vector\": [1,2,3,4]}",
+             a + 5 * 60000);
+    snprintf(gone, sizeof(gone), "{\"id\": \"gone\", \"ts\": %" PRId64 ", \"vector\": [1,2,3,4]}",
+             a + 6 * 60000);
+    produce_str(p, 0, ahead);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    const char *group = st_test_unique("late-g");
+    struct ing_consumer *c = consumer(group);
+    POLL_UNTIL(c, st_.records == 2 * NREC + 1);
+    ck_assert_int_eq(twcs_tick(tw), ST_OK);
+    bool f;
+    ck_assert_int_eq(st_twcs_window(tw, a, &f).state, TWCS_SEALED);
+    ck_assert(f);
+    ck_assert_int_eq(twcs_watermark(tw), a + 2 * H + H / 2);
+
+    /* Beyond max_lateness: dead-lettered as late. */
+    produce_str(p, 0, late);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    POLL_UNTIL(c, st_.rejected == 1);
+    struct twcs_stats ts;
+    twcs_stats(tw, &ts);
+    ck_assert_uint_eq(ts.rejected_late, 1);
+    ck_assert(!has_key(tw, "late"));
+    struct twcs_window_info wa = st_twcs_window(tw, a, &f);
+    ck_assert(f && wa.state == TWCS_SEALED && wa.version == 1 && wa.records == 2 * NREC);
+    struct ing_metrics im;
+    ck_assert_int_eq(ing_consumer_metrics(c, &im), ST_OK);
+    ck_assert_uint_eq(im.nrej, 1);
+    ck_assert_str_eq(im.rej[0].reason, "late");
+    ck_assert_uint_eq(im.rej[0].n, 1);
+    ing_metrics_free(&im);
+
+    /* A expires, then the clock steps back below A's end + TTL. */
+    st_clock_manual_set_wall(&clk, a + H + twcs_ttl_ms + 1);
+    ck_assert_int_eq(twcs_tick(tw), ST_OK);
+    (void)st_twcs_window(tw, a, &f);
+    ck_assert(!f);
+    ck_assert(!has_id(tw, 0, 0) && !has_id(tw, 1, 0));
+    twcs_stats(tw, &ts);
+    ck_assert_uint_eq(ts.dropped_ttl, 1);
+    st_clock_manual_set_wall(&clk, now);
+
+    /* A record for the dropped window: counted as expired, not stored, A not recreated. */
+    uint64_t commits0;
+    {
+        struct ing_stats is;
+        ing_consumer_stats(c, &is);
+        commits0 = is.commits;
+    }
+    produce_str(p, 0, gone);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    POLL_UNTIL(c, (twcs_stats(tw, &ts), ts.expired_records == 1));
+    ck_assert(!has_key(tw, "gone"));
+    (void)st_twcs_window(tw, a, &f);
+    ck_assert(!f);
+    /* Its offset (4, the partition's last) is committed without a commit call or a close. */
+    POLL_UNTIL(c, st_.commits > commits0 && committed_sum(group) == 5);
+    struct ing_stats is;
+    ing_consumer_stats(c, &is);
+    ck_assert_uint_eq(is.rejected, 1);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+
+    /* The dead-letter topic: the late record, unchanged, with its reason and a detail. */
+    rd_kafka_t *dc = st_kafka_consumer(brokers, st_test_unique("late-dlq-g"), dead);
+    int got = 0;
+    int64_t dl = st_test_now_ms() + 60000;
+    while (got == 0 && st_test_now_ms() < dl) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(dc, 200);
+        if (m == NULL)
+            continue;
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        rd_kafka_headers_t *h;
+        const void *val, *det;
+        size_t n, dn;
+        ck_assert_int_eq(rd_kafka_message_headers(m, &h), RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error", &val, &n),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error.detail", &det, &dn),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_uint_gt(dn, 0);
+        ck_assert_msg(n == 4 && memcmp(val, "late", 4) == 0, "reason %.*s (%.*s)", (int)n,
+                      (const char *)val, (int)dn, (const char *)det);
+        ck_assert_uint_eq(m->len, strlen(late));
+        ck_assert(memcmp(m->payload, late, m->len) == 0);
+        got++;
+        rd_kafka_message_destroy(m);
+    }
+    ck_assert_int_eq(got, 1);
+    rd_kafka_consumer_close(dc);
+    rd_kafka_destroy(dc);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    twcs_clk = NULL;
+    twcs_ttl_ms = 0;
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("consumer");
@@ -1201,6 +1350,7 @@ int main(void)
     tcase_add_test(tc, test_backpressure_fast_resume);
     tcase_add_test(tc, test_write_failure_sticky);
     tcase_add_test(tc, test_dlq_failure_sticky);
+    tcase_add_test(tc, test_late_and_dropped_through_kafka);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

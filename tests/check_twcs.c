@@ -35,7 +35,8 @@ static int64_t last_sealed_start;
 static uint32_t last_sealed_version;
 static uint64_t last_sealed_records;
 static char last_reason[16];
-static int64_t expired_start[8]; /* the first expired events' windows, in order */
+static int64_t expired_start[8];  /* the first expired events' windows, in order */
+static char expired_reason[8][8]; /* and their reasons */
 
 static void on_event(void *ctx, const struct twcs_event *ev)
 {
@@ -46,8 +47,11 @@ static void on_event(void *ctx, const struct twcs_event *ev)
         last_sealed_version = ev->version;
         last_sealed_records = ev->records;
     } else {
-        if (n_expired < 8)
+        if (n_expired < 8) {
             expired_start[n_expired] = ev->start;
+            snprintf(expired_reason[n_expired], sizeof(expired_reason[0]), "%s",
+                     ev->reason ? ev->reason : "");
+        }
         n_expired++;
         snprintf(last_reason, sizeof(last_reason), "%s", ev->reason ? ev->reason : "");
     }
@@ -102,17 +106,7 @@ static bool has(struct twcs *t, int k)
 
 static struct twcs_window_info win(struct twcs *t, int64_t start, bool *found)
 {
-    struct twcs_window_info *w, r = {0};
-    size_t n;
-    ck_assert_int_eq(twcs_windows(t, &w, &n), ST_OK);
-    *found = false;
-    for (size_t i = 0; i < n; i++)
-        if (w[i].start == start) {
-            r = w[i];
-            *found = true;
-        }
-    free(w);
-    return r;
+    return st_twcs_window(t, start, found);
 }
 
 START_TEST(test_window_math)
@@ -1405,6 +1399,367 @@ START_TEST(test_write_amplification_many_runs)
 }
 END_TEST
 
+/* ---- §8 cases 8, 9, 12 and 15: absurd units, rebalances, several FIFO drops, changed TTL ---- */
+
+/* Writes id-<k> at ts as (part, off) like st_twcs_put; returns the verdict and its reason. */
+static enum twcs_verdict put_why(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
+                                 const char **reason)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "id-%d", k);
+    float v[DIM] = {(float)k, 1, 2, 3};
+    struct store_record r = {.id = (const uint8_t *)id,
+                             .id_len = (uint32_t)strlen(id),
+                             .ts = ts,
+                             .op = STORE_OP_UPSERT,
+                             .vec = v};
+    struct twcs_result res;
+    ck_assert_int_eq(twcs_write(t, part, off, &r, 1, &res), ST_OK);
+    *reason = res.reason ? res.reason : "";
+    return res.verdict;
+}
+
+/* Fails unless t lists exactly the windows w0 (bounds, state, version, segments, records). */
+static void same_windows(struct twcs *t, const struct twcs_window_info *w0, size_t n0)
+{
+    struct twcs_window_info *w;
+    size_t n;
+    ck_assert_int_eq(twcs_windows(t, &w, &n), ST_OK);
+    ck_assert_uint_eq(n, n0);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(w[i].start, w0[i].start);
+        ck_assert_int_eq(w[i].end, w0[i].end);
+        ck_assert_int_eq(w[i].state, w0[i].state);
+        ck_assert_uint_eq(w[i].version, w0[i].version);
+        ck_assert_uint_eq(w[i].segments, w0[i].segments);
+        ck_assert_uint_eq(w[i].records, w0[i].records);
+    }
+    free(w);
+}
+
+/*
+ * §8 case 8, timestamps in the wrong unit: seconds instead of milliseconds (January 1970), 0,
+ * negative ones (pre-epoch, as seconds and as milliseconds) and nanoseconds (about 50,000
+ * years ahead). Nanoseconds are rejected (ts_future). Under a TTL (30 days) the others are
+ * older than it: accepted and counted as expired, not stored, no window made for them (SPEC:
+ * records older than the TTL are counted and dropped). Reopened without a TTL they are beyond
+ * max_lateness of the watermark: rejected (late). Either way the watermark does not move and
+ * the live windows (one sealed, two open) keep state, version, segments and records through
+ * the next ticks: no seal, no drop.
+ */
+START_TEST(test_absurd_units_no_mass_seal)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 30ll * 86400000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int64_t off = 0;
+    for (int k = 0; k < 10; k++) /* window s: sealed below */
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, k, s + k * 10, NULL), TWCS_ACCEPTED);
+    for (int k = 10; k < 20; k++) /* window s + 1000: open, due at s + 2200 */
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, k, s + 1000 + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, 20, s + 2100, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    ck_assert_int_eq(n_sealed, 1);
+    ck_assert_int_eq(twcs_watermark(t), s + 2100);
+    struct twcs_window_info *live;
+    size_t nlive;
+    ck_assert_int_eq(twcs_windows(t, &live, &nlive), ST_OK);
+    ck_assert_uint_eq(nlive, 3);
+    const int64_t absurd[] = {T0 / 1000, 0, -1, -(T0 / 1000), -T0};
+    const int nabs = (int)(sizeof(absurd) / sizeof(absurd[0]));
+    const int64_t ns = T0 * 1000000; /* < INT64_MAX: a valid int64, 50,000 years ahead */
+    for (int round = 0; round < 2; round++) {
+        const char *why;
+        for (int i = 0; i < nabs; i++) {
+            uint32_t expired = 0;
+            if (round == 0) { /* under the TTL: counted as expired */
+                ck_assert_int_eq(st_twcs_put(t, 0, off++, 100 + i, absurd[i], &expired),
+                                 TWCS_ACCEPTED);
+                ck_assert_uint_eq(expired, 1);
+            } else { /* no TTL: too late for the watermark */
+                ck_assert_int_eq(put_why(t, 0, off++, 100 + i, absurd[i], &why), TWCS_REJECT_LATE);
+                ck_assert_str_eq(why, "late");
+            }
+            ck_assert(!has(t, 100 + i));
+        }
+        ck_assert_int_eq(put_why(t, 0, off++, 200, ns, &why), TWCS_REJECT_FUTURE);
+        ck_assert_str_eq(why, "ts_future");
+        ck_assert(!has(t, 200));
+        struct twcs_stats st;
+        twcs_stats(t, &st);
+        ck_assert_uint_eq(st.expired_records, round == 0 ? (uint64_t)nabs : 0);
+        ck_assert_uint_eq(st.rejected_late, round == 0 ? 0 : (uint64_t)nabs);
+        ck_assert_uint_eq(st.rejected_future, 1);
+        ck_assert_int_eq(twcs_watermark(t), s + 2100);
+        same_windows(t, live, nlive);
+        /* The next ticks (wall time moving on by seconds, far from the TTL) change nothing. */
+        for (int tick = 0; tick < 2; tick++) {
+            st_clock_manual_advance(&clk, 1000);
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_int_eq(n_sealed, 1);
+            ck_assert_int_eq(n_expired, 0);
+            ck_assert_int_eq(twcs_watermark(t), s + 2100);
+            same_windows(t, live, nlive);
+        }
+        for (int k = 0; k <= 20; k++)
+            ck_assert(has(t, k));
+        twcs_stats(t, &st);
+        ck_assert_uint_eq(st.sealed, round == 0 ? 1 : 0);
+        ck_assert_uint_eq(st.dropped_ttl + st.dropped_fifo, 0);
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+        o.ttl_ms = 0;
+        t = topen(&o);
+        n_sealed = 1; /* the unconfirmed sealed event of window s is delivered again on open */
+    }
+    free(live);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * §8 case 9, a partition revoked and handed back mid-window (a cooperative rebalance: a revoke,
+ * then an assign). Partition 0 is far ahead (s + 6000), partition 1 holds the watermark at
+ * s + 1100, short of window s's seal (s + 1200). Back-to-back revoke and reassign: the
+ * watermark does not jump to partition 0's time (partition 1 has said nothing since), a replay
+ * and an older record of partition 1 do not make it regress, partition 0's progress carries
+ * over (partition 1 alone moves it on), and window s seals exactly at end + grace. Revoked for
+ * good, partition 1 stops counting: the watermark moves to partition 0's time and the windows
+ * it passed seal; assigned again it pulls nothing back.
+ */
+START_TEST(test_watermark_revoke_reassign)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    const int32_t both[] = {0, 1}, only0[] = {0};
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    int64_t s = T0 - 100000;
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 1, s + 6000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 1, 0, 2, s + 500, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 1, 1, 3, s + 600, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 1, 2, 4, s + 1100, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1100);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    /* Revoked and handed straight back. */
+    ck_assert_int_eq(twcs_partitions_assigned(t, only0, 1), ST_OK);
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    ck_assert_int_eq(twcs_watermark(t), s + 1100); /* no jump to s + 6000 */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(n_sealed, 0);
+    /* Partition 1 resumes from its committed offset: the replay is a duplicate, then a record
+     * older than its last one. Neither moves the watermark, backwards or forwards. */
+    ck_assert_int_eq(st_twcs_put(t, 1, 2, 4, s + 1100, NULL), TWCS_DUPLICATE);
+    ck_assert_int_eq(twcs_watermark(t), s + 1100);
+    ck_assert_int_eq(st_twcs_put(t, 1, 3, 6, s + 1050, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1100);
+    /* Partition 0's s + 6000 carried over the rebalance: partition 1 alone moves the
+     * watermark on. end + grace - 1: still open. */
+    ck_assert_int_eq(st_twcs_put(t, 1, 4, 7, s + 1199, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1199);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(n_sealed, 0);
+    /* end + grace: sealed, version 1, with its two records. */
+    ck_assert_int_eq(st_twcs_put(t, 1, 5, 8, s + 1200, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 1200);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    struct twcs_window_info w = win(t, s, &f);
+    ck_assert(f && w.state == TWCS_SEALED && w.version == 1);
+    ck_assert_uint_eq(w.records, 2);
+    ck_assert_int_eq(n_sealed, 1);
+    ck_assert_int_eq(last_sealed_start, s);
+    ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN); /* due at s + 2200 */
+    /* Revoked for good: partition 0 alone counts, the windows it passed seal. */
+    ck_assert_int_eq(twcs_partitions_assigned(t, only0, 1), ST_OK);
+    ck_assert_int_eq(twcs_watermark(t), s + 6000);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    w = win(t, s + 1000, &f);
+    ck_assert(f && w.state == TWCS_SEALED && w.version == 1);
+    ck_assert_uint_eq(w.records, 4);                         /* ids 4, 6, 7, 8 */
+    ck_assert_int_eq(win(t, s + 6000, &f).state, TWCS_OPEN); /* due at s + 7200 */
+    ck_assert(f);
+    ck_assert_int_eq(n_sealed, 2);
+    /* Assigned again, nothing said yet, then a late record: the watermark stays. */
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    ck_assert_int_eq(twcs_watermark(t), s + 6000);
+    ck_assert_int_eq(st_twcs_put(t, 1, 6, 9, s + 1300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_watermark(t), s + 6000);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    w = win(t, s + 1000, &f);
+    ck_assert(f && w.state == TWCS_SEALED && w.version == 2); /* the late record re-sealed */
+    ck_assert_uint_eq(w.records, 5);
+    ck_assert_int_eq(win(t, s + 6000, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * §8 case 12, several FIFO drops in one tick. Sealed windows A = s, B = s + 1000 and
+ * E = s + 2000, sealed in the order B, E, A (A's records arrive late, within max_lateness, so
+ * the oldest by event time is the newest by seal and file number), and the open window C. The
+ * cap is lowered so that no single drop is enough and two are: one tick drops A, then B (their
+ * expired events in that order, both reason fifo) and keeps E and C with every record. A drop
+ * by seal order would have taken B and E.
+ */
+START_TEST(test_fifo_several_drops_oldest_first)
+{
+    enum { KA = 10000, KB = 11000, KE = 12000, KC = 13000, N = 100 };
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int64_t off = 0;
+    for (int k = 0; k < N; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KB + k, s + 1000 + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, KE + N, s + 2300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* B */
+    ck_assert_int_eq(last_sealed_start, s + 1000);
+    for (int k = 0; k < N; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KE + k, s + 2000 + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, KC + N, s + 3300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* E */
+    ck_assert_int_eq(last_sealed_start, s + 2000);
+    for (int k = 0; k < N; k++) /* late for the watermark (s + 3300), within max_lateness */
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KA + k, s + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* A */
+    ck_assert_int_eq(last_sealed_start, s);
+    ck_assert_int_eq(n_sealed, 3);
+    for (int k = 0; k < N; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, off++, KC + k, s + 3000 + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK); /* usage settles: C in a run */
+    bool f;
+    uint64_t wa = win(t, s, &f).bytes, wb = win(t, s + 1000, &f).bytes,
+             we = win(t, s + 2000, &f).bytes;
+    ck_assert_int_eq(win(t, s + 3000, &f).state, TWCS_OPEN);
+    uint64_t used = fifo_used(t);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    uint64_t least = wa < wb ? (wa < we ? wa : we) : (wb < we ? wb : we);
+    ck_assert_uint_gt(least, 0);
+    o.max_bytes = used - wa - wb + least / 2; /* any one drop leaves it over, two under */
+    n_sealed = n_expired = 0;
+    t = topen(&o);
+    ck_assert_uint_eq(fifo_used(t), used);
+    ck_assert_int_eq(n_expired, 0);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_expired, 2);
+    ck_assert_int_eq(expired_start[0], s);
+    ck_assert_int_eq(expired_start[1], s + 1000);
+    ck_assert_str_eq(expired_reason[0], "fifo");
+    ck_assert_str_eq(expired_reason[1], "fifo");
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.dropped_fifo, 2);
+    ck_assert_uint_le(fifo_used(t), o.max_bytes);
+    win(t, s, &f);
+    ck_assert(!f);
+    win(t, s + 1000, &f);
+    ck_assert(!f);
+    struct twcs_window_info we_ = win(t, s + 2000, &f);
+    ck_assert(f && we_.state == TWCS_SEALED && we_.records == N + 1);
+    ck_assert_int_eq(win(t, s + 3000, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    for (int k = 0; k < N; k++) {
+        ck_assert(!has_vec(t, KA + k) && !has_vec(t, KB + k));
+        ck_assert(has_vec(t, KE + k) && has_vec(t, KC + k));
+    }
+    ck_assert(has_vec(t, KE + N) && has_vec(t, KC + N));
+    /* Under the cap: the next tick drops nothing more. */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_expired, 2);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * §8 case 15, a restart with a changed TTL. Windows W0..W2 sealed, W3 open, under a 60 s TTL.
+ * Reopened with a longer TTL (1 h): a tick drops nothing. With a shorter one (7.5 s, so the
+ * windows ending at or before now - 7.5 s, W0 and W1, are past it): the next tick drops W0,
+ * then W1 (reason ttl), keeps W2 and W3 with their bounds and records, a second tick nothing
+ * more. Back to the longer TTL: nothing comes back or goes, and a record for W0 is counted as
+ * expired, not stored, W0 not recreated.
+ */
+START_TEST(test_restart_changed_ttl)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 60000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000; /* W<w> = [s + w * 1000, + 1000) */
+    int64_t off = 0;
+    for (int w = 0; w < 4; w++)
+        for (int k = 0; k < 5; k++)
+            ck_assert_int_eq(st_twcs_put(t, 0, off++, w * 100 + k, s + w * 1000 + k * 10, NULL),
+                             TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, off++, 399, s + 3300, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(n_sealed, 3);
+    ck_assert_int_eq(n_expired, 0);
+    struct twcs_window_info *all;
+    size_t nall;
+    ck_assert_int_eq(twcs_windows(t, &all, &nall), ST_OK);
+    ck_assert_uint_eq(nall, 4);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    const int64_t ttls[] = {3600000, 7500, 3600000};
+    for (int round = 0; round < 3; round++) {
+        o.ttl_ms = ttls[round];
+        t = topen(&o);
+        n_sealed = n_expired = 0; /* unconfirmed events are delivered again on open */
+        bool f;
+        if (round != 1) {
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_int_eq(n_expired, 0);
+            same_windows(t, round == 0 ? all : all + 2, round == 0 ? nall : nall - 2);
+        } else {
+            same_windows(t, all, nall); /* the open changed nothing */
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_int_eq(n_expired, 2);
+            ck_assert_int_eq(expired_start[0], s);
+            ck_assert_int_eq(expired_start[1], s + 1000);
+            ck_assert_str_eq(expired_reason[0], "ttl");
+            ck_assert_str_eq(expired_reason[1], "ttl");
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_int_eq(n_expired, 2);
+            same_windows(t, all + 2, nall - 2); /* bounds, state, version and records kept */
+        }
+        for (int w = 0; w < 4; w++)
+            for (int k = 0; k < 5; k++)
+                ck_assert(has(t, w * 100 + k) == (round == 0 || w >= 2));
+        ck_assert_int_eq(win(t, s + 3000, &f).state, TWCS_OPEN);
+        ck_assert(f);
+        struct twcs_stats st;
+        twcs_stats(t, &st);
+        ck_assert_uint_eq(st.dropped_ttl, round == 1 ? 2 : 0);
+        ck_assert_uint_eq(st.sealed, 0);
+        if (round == 2) {
+            uint32_t expired = 0;
+            ck_assert_int_eq(st_twcs_put(t, 0, off++, 5000, s + 10, &expired), TWCS_ACCEPTED);
+            ck_assert_uint_eq(expired, 1);
+            ck_assert(!has(t, 5000));
+            win(t, s, &f);
+            ck_assert(!f);
+        }
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+    }
+    free(all);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("twcs");
@@ -1435,6 +1790,10 @@ int main(void)
     tcase_add_test(tc, test_window_math_extremes);
     tcase_add_test(tc, test_write_does_not_hold_twcs_lock_across_io);
     tcase_add_test(tc, test_write_amplification_many_runs);
+    tcase_add_test(tc, test_absurd_units_no_mass_seal);
+    tcase_add_test(tc, test_watermark_revoke_reassign);
+    tcase_add_test(tc, test_fifo_several_drops_oldest_first);
+    tcase_add_test(tc, test_restart_changed_ttl);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

@@ -3,6 +3,7 @@
 
 #include <check.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "st_error.h"
@@ -24,4 +25,19 @@ enum twcs_verdict st_twcs_put(struct twcs *t, int32_t part, int64_t off, int k, 
     if (expired)
         *expired = res.expired;
     return res.verdict;
+}
+
+struct twcs_window_info st_twcs_window(struct twcs *t, int64_t start, bool *found)
+{
+    struct twcs_window_info *w, r = {0};
+    size_t n;
+    ck_assert_int_eq(twcs_windows(t, &w, &n), ST_OK);
+    *found = false;
+    for (size_t i = 0; i < n; i++)
+        if (w[i].start == start) {
+            r = w[i];
+            *found = true;
+        }
+    free(w);
+    return r;
 }

@@ -2,6 +2,7 @@
 #ifndef ST_TWCS_TEST_H
 #define ST_TWCS_TEST_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "twcs.h"
@@ -12,5 +13,9 @@
  * errs. Returns the verdict; *expired (may be NULL) the records dropped as expired. */
 enum twcs_verdict st_twcs_put(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
                               uint32_t *expired);
+
+/* The window starting at start as twcs_windows lists it (expired windows are not listed);
+ * *found says whether it is. Fails the test if the listing errs. */
+struct twcs_window_info st_twcs_window(struct twcs *t, int64_t start, bool *found);
 
 #endif
