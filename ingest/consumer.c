@@ -679,9 +679,11 @@ static int handle(struct ing_consumer *c, struct slot *sl, struct st_err *err)
                               st_strerror(rc));
         switch (res.outcome) {
         case ING_APPLIED:
-            c->st.records += sl->n;
+            /* Records older than the TTL were dropped, not applied: twcs counts them
+             * (strata_expired_records_total), the records counter must not. */
+            c->st.records += sl->n - res.expired;
             pthread_mutex_lock(&c->mu);
-            c->coll_records[ci] += sl->n;
+            c->coll_records[ci] += sl->n - res.expired;
             pthread_mutex_unlock(&c->mu);
             break;
         case ING_DUPLICATE:
