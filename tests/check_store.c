@@ -267,22 +267,30 @@ START_TEST(test_log_corruption_before_tail)
     c[starts[1] + STORE_LOG_HEADER + 5] ^= 0x10;
     ck_assert_uint_eq(read_all_records(c, len, sizes, &end), 1);
     ck_assert_int_eq(end, STORE_LOG_END_CORRUPT);
-    /* Bad fragment order: record 2 claims to be a MIDDLE, with its checksum re-seeded with
-     * that type so that it is valid: only the order check can refuse it. */
-    memcpy(c, data, len);
-    c[starts[1] + 6] = STORE_LOG_MIDDLE;
-    size_t plen = (size_t)c[starts[1] + 4] | (size_t)c[starts[1] + 5] << 8;
-    st_put_le32(c + starts[1],
-                (uint32_t)st_hash64_seed(c + starts[1] + STORE_LOG_HEADER, plen, STORE_LOG_MIDDLE));
-    struct store_log_reader lr;
-    store_log_reader_init(&lr, c, len);
-    const uint8_t *lp;
-    size_t ll, lo;
-    ck_assert(store_log_next(&lr, &lp, &ll, &lo));
-    ck_assert(!store_log_next(&lr, &lp, &ll, &lo));
-    ck_assert_int_eq(lr.end, STORE_LOG_END_CORRUPT);
-    ck_assert_msg(strstr(lr.why, "checksum") == NULL, "refused for its checksum: %s", lr.why);
-    store_log_reader_destroy(&lr);
+    /* Bad fragment order, its checksum re-seeded with the new type so that it is valid and only
+     * the order check can refuse it: record 2 claims to be a MIDDLE (no FIRST before it), or a
+     * FIRST (then record 3, a FULL, starts a new record before the LAST). */
+    static const struct {
+        uint8_t type;
+        const char *why;
+    } order[] = {{STORE_LOG_MIDDLE, "without FIRST"}, {STORE_LOG_FIRST, "before LAST"}};
+    for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+        memcpy(c, data, len);
+        c[starts[1] + 6] = order[k].type;
+        size_t plen = (size_t)c[starts[1] + 4] | (size_t)c[starts[1] + 5] << 8;
+        st_put_le32(c + starts[1], (uint32_t)st_hash64_seed(c + starts[1] + STORE_LOG_HEADER, plen,
+                                                            order[k].type));
+        struct store_log_reader lr;
+        store_log_reader_init(&lr, c, len);
+        const uint8_t *lp;
+        size_t ll, lo;
+        ck_assert(store_log_next(&lr, &lp, &ll, &lo));
+        ck_assert(!store_log_next(&lr, &lp, &ll, &lo));
+        ck_assert_int_eq(lr.end, STORE_LOG_END_CORRUPT);
+        ck_assert_msg(strstr(lr.why, order[k].why) != NULL, "type %u refused for: %s",
+                      order[k].type, lr.why);
+        store_log_reader_destroy(&lr);
+    }
     /* Length past the block end. */
     memcpy(c, data, len);
     c[starts[2] + 4] = 0xff;
