@@ -346,6 +346,52 @@ static uint8_t *frame_of(const float *v, size_t *len)
     return f;
 }
 
+/* A message expected on the dead-letter topic: its payload and the reason it carries. */
+struct dead_letter {
+    const void *v;
+    size_t len;
+    const char *reason;
+};
+
+/* Reads the dead-letter topic from the start (a group of its own named after tag) and asserts
+ * that it holds exactly want[0..n) first, in order, each unchanged, with its reason and a
+ * non-empty detail. */
+static void expect_dead_letters(const char *tag, const struct dead_letter *want, int n)
+{
+    rd_kafka_t *dc = st_kafka_consumer(brokers, st_test_unique(tag), dead);
+    int got = 0;
+    int64_t dl = st_test_now_ms() + 60000;
+    while (got < n && st_test_now_ms() < dl) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(dc, 200);
+        if (m == NULL)
+            continue;
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        rd_kafka_headers_t *h;
+        const void *val, *det;
+        size_t vn, dn;
+        ck_assert_int_eq(rd_kafka_message_headers(m, &h), RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error", &val, &vn),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error.detail", &det, &dn),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_uint_gt(dn, 0);
+        /* In order on the one partition: the got-th expected message. */
+        ck_assert_msg(vn == strlen(want[got].reason) && memcmp(val, want[got].reason, vn) == 0,
+                      "message %d: reason %.*s, expected %s (%.*s)", got, (int)vn,
+                      (const char *)val, want[got].reason, (int)dn, (const char *)det);
+        ck_assert_uint_eq(m->len, want[got].len);
+        ck_assert(memcmp(m->payload, want[got].v, m->len) == 0);
+        got++;
+        rd_kafka_message_destroy(m);
+    }
+    ck_assert_int_eq(got, n);
+    rd_kafka_consumer_close(dc);
+    rd_kafka_destroy(dc);
+}
+
 /*
  * One message of every bad-input class (SPEC.md §4.3 and the issue's list), each between two
  * good messages: every one lands in the dead-letter topic unchanged with its reason, every
@@ -375,11 +421,7 @@ START_TEST(test_every_bad_class)
     char future[256];
     snprintf(future, sizeof(future), "{\"id\": \"t\", \"ts\": %" PRId64 ", \"vector\": [1,2,3,4]}",
              st_clock_wall_ms(NULL) + 3 * 3600000);
-    struct {
-        const void *v;
-        size_t len;
-        const char *reason;
-    } bad[] = {
+    struct dead_letter bad[] = {
         {"garbage!", 8, "garbage"},
         {"{\"collection\": \"nope\", \"id\": \"x\", \"vector\": [1, 2, 3, 4]}", 0,
          "unknown_collection"},
@@ -431,38 +473,7 @@ START_TEST(test_every_bad_class)
     committed_at_end(group);
 
     /* Each bad message, unchanged, with its reason and a detail. */
-    rd_kafka_t *dc = st_kafka_consumer(brokers, st_test_unique("bad-dlq-g"), dead);
-    int got = 0;
-    int64_t dl = st_test_now_ms() + 60000;
-    while (got < nbad && st_test_now_ms() < dl) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(dc, 200);
-        if (m == NULL)
-            continue;
-        if (m->err) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        rd_kafka_headers_t *h;
-        const void *val, *det;
-        size_t n, dn;
-        ck_assert_int_eq(rd_kafka_message_headers(m, &h), RD_KAFKA_RESP_ERR_NO_ERROR);
-        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error", &val, &n),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error.detail", &det, &dn),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-        ck_assert_uint_gt(dn, 0);
-        /* In order on the one partition: the got-th bad message. */
-        ck_assert_msg(n == strlen(bad[got].reason) && memcmp(val, bad[got].reason, n) == 0,
-                      "message %d: reason %.*s, expected %s (%.*s)", got, (int)n, (const char *)val,
-                      bad[got].reason, (int)dn, (const char *)det);
-        ck_assert_uint_eq(m->len, bad[got].len);
-        ck_assert(memcmp(m->payload, bad[got].v, m->len) == 0);
-        got++;
-        rd_kafka_message_destroy(m);
-    }
-    ck_assert_int_eq(got, nbad);
-    rd_kafka_consumer_close(dc);
-    rd_kafka_destroy(dc);
+    expect_dead_letters("bad-dlq-g", bad, nbad);
     rd_kafka_destroy(p);
     free(huge);
     free(f_nan);
@@ -1293,36 +1304,7 @@ START_TEST(test_late_and_dropped_through_kafka)
     committed_at_end(group);
 
     /* The dead-letter topic: the late record, unchanged, with its reason and a detail. */
-    rd_kafka_t *dc = st_kafka_consumer(brokers, st_test_unique("late-dlq-g"), dead);
-    int got = 0;
-    int64_t dl = st_test_now_ms() + 60000;
-    while (got == 0 && st_test_now_ms() < dl) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(dc, 200);
-        if (m == NULL)
-            continue;
-        if (m->err) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        rd_kafka_headers_t *h;
-        const void *val, *det;
-        size_t n, dn;
-        ck_assert_int_eq(rd_kafka_message_headers(m, &h), RD_KAFKA_RESP_ERR_NO_ERROR);
-        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error", &val, &n),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-        ck_assert_int_eq(rd_kafka_header_get_last(h, "strata.error.detail", &det, &dn),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-        ck_assert_uint_gt(dn, 0);
-        ck_assert_msg(n == 4 && memcmp(val, "late", 4) == 0, "reason %.*s (%.*s)", (int)n,
-                      (const char *)val, (int)dn, (const char *)det);
-        ck_assert_uint_eq(m->len, strlen(late));
-        ck_assert(memcmp(m->payload, late, m->len) == 0);
-        got++;
-        rd_kafka_message_destroy(m);
-    }
-    ck_assert_int_eq(got, 1);
-    rd_kafka_consumer_close(dc);
-    rd_kafka_destroy(dc);
+    expect_dead_letters("late-dlq-g", &(struct dead_letter){late, strlen(late), "late"}, 1);
     rd_kafka_destroy(p);
     dlq_close(dq);
     ck_assert_int_eq(twcs_close(tw), ST_OK);

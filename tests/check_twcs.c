@@ -1401,24 +1401,6 @@ END_TEST
 
 /* ---- §8 cases 8, 9, 12 and 15: absurd units, rebalances, several FIFO drops, changed TTL ---- */
 
-/* Writes id-<k> at ts as (part, off) like st_twcs_put; returns the verdict and its reason. */
-static enum twcs_verdict put_why(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
-                                 const char **reason)
-{
-    char id[32];
-    snprintf(id, sizeof(id), "id-%d", k);
-    float v[DIM] = {(float)k, 1, 2, 3};
-    struct store_record r = {.id = (const uint8_t *)id,
-                             .id_len = (uint32_t)strlen(id),
-                             .ts = ts,
-                             .op = STORE_OP_UPSERT,
-                             .vec = v};
-    struct twcs_result res;
-    ck_assert_int_eq(twcs_write(t, part, off, &r, 1, &res), ST_OK);
-    *reason = res.reason ? res.reason : "";
-    return res.verdict;
-}
-
 /* Fails unless t lists exactly the windows w0 (bounds, state, version, segments, records). */
 static void same_windows(struct twcs *t, const struct twcs_window_info *w0, size_t n0)
 {
@@ -1481,12 +1463,13 @@ START_TEST(test_absurd_units_no_mass_seal)
                                  TWCS_ACCEPTED);
                 ck_assert_uint_eq(expired, 1);
             } else { /* no TTL: too late for the watermark */
-                ck_assert_int_eq(put_why(t, 0, off++, 100 + i, absurd[i], &why), TWCS_REJECT_LATE);
+                ck_assert_int_eq(st_twcs_put_why(t, 0, off++, 100 + i, absurd[i], NULL, &why),
+                                 TWCS_REJECT_LATE);
                 ck_assert_str_eq(why, "late");
             }
             ck_assert(!has(t, 100 + i));
         }
-        ck_assert_int_eq(put_why(t, 0, off++, 200, ns, &why), TWCS_REJECT_FUTURE);
+        ck_assert_int_eq(st_twcs_put_why(t, 0, off++, 200, ns, NULL, &why), TWCS_REJECT_FUTURE);
         ck_assert_str_eq(why, "ts_future");
         ck_assert(!has(t, 200));
         struct twcs_stats st;

@@ -11,6 +11,12 @@
 enum twcs_verdict st_twcs_put(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
                               uint32_t *expired)
 {
+    return st_twcs_put_why(t, part, off, k, ts, expired, NULL);
+}
+
+enum twcs_verdict st_twcs_put_why(struct twcs *t, int32_t part, int64_t off, int k, int64_t ts,
+                                  uint32_t *expired, const char **reason)
+{
     char id[32];
     snprintf(id, sizeof(id), "id-%d", k);
     float v[ST_TWCS_TEST_DIM] = {(float)k, 1, 2, 3};
@@ -24,6 +30,8 @@ enum twcs_verdict st_twcs_put(struct twcs *t, int32_t part, int64_t off, int k, 
     ck_assert_msg(rc == ST_OK, "twcs_write: %s", st_strerror(rc));
     if (expired)
         *expired = res.expired;
+    if (reason)
+        *reason = res.reason ? res.reason : "";
     return res.verdict;
 }
 
