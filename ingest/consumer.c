@@ -43,7 +43,8 @@ struct part {
     char *topic;
     int32_t partition;
     int64_t handled;    /* last offset whose effect is in a store or the DLQ (-1: none) */
-    int64_t committed;  /* next offset committed to Kafka (-1: none by us) */
+    int64_t committed;  /* the group's next offset as far as we know: what we committed, or
+                         * where the fetch started after an assign (-1: not known yet) */
     bool lost;          /* given up by a failed member (not to another one) until reassigned */
     int64_t close_upto; /* while closing: messages at or past it are not read (-1: none) */
     bool assigned;
@@ -355,18 +356,35 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
  * The group uses the eager protocol: a rebalance revokes every member's whole assignment
  * before anyone rejoins, so the revoke callback's commit runs in the generation that owned
  * the partitions and is accepted. With cooperative-sticky, librdkafka 2.0.2 (Debian 12's; fixed
- * upstream in 2025) sends that commit while a second join bumps the generation: it is refused with
+ * in v2.10.0) sends that commit while a second join bumps the generation: it is refused with
  * ILLEGAL_GENERATION, the assignment is declared lost (its issue 4059), and the next owner
  * reads the handled messages again into its own store — a record held by two nodes. These two
  * work for either protocol, should a later librdkafka make cooperative safe again.
  */
+static bool cooperative(rd_kafka_t *rk)
+{
+    const char *proto = rd_kafka_rebalance_protocol(rk); /* NULL when not in a group */
+    return proto != NULL && strcmp(proto, "COOPERATIVE") == 0;
+}
+
+/*
+ * Takes parts and resumes them: a pause set by rd_kafka_pause_partitions (back-pressure)
+ * survives a release and a new assign in librdkafka, and the assign branch forgets it
+ * (p->paused = false), so nothing else would ever resume the partition.
+ */
 static int take_partitions(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
 {
-    if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") != 0)
-        return (int)rd_kafka_assign(rk, parts);
+    if (!cooperative(rk)) {
+        rd_kafka_resp_err_t ke = rd_kafka_assign(rk, parts);
+        if (ke == RD_KAFKA_RESP_ERR_NO_ERROR)
+            (void)rd_kafka_resume_partitions(rk, parts);
+        return (int)ke;
+    }
     rd_kafka_error_t *ke = rd_kafka_incremental_assign(rk, parts);
-    if (ke == NULL)
+    if (ke == NULL) {
+        (void)rd_kafka_resume_partitions(rk, parts);
         return 0;
+    }
     int rc = (int)rd_kafka_error_code(ke);
     rd_kafka_error_destroy(ke);
     return rc;
@@ -374,7 +392,7 @@ static int take_partitions(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *part
 
 static void release_partitions(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
 {
-    if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") != 0) {
+    if (!cooperative(rk)) {
         (void)rd_kafka_assign(rk, NULL);
         return;
     }
@@ -421,11 +439,22 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
             }
         }
         release_partitions(rk, parts);
+        /* Eager: the assign that follows names the whole new assignment. Telling twcs the
+         * empty set in between would throw away the progress and idleness of every partition
+         * that stays ours, freezing the watermark until each writes again (and announce an
+         * empty assignment on every rebalance). Leaving the group is told. */
+        if (!cooperative(rk) && !c->closing)
+            return;
     } else {
         st_log_error("ingest", "rebalance error: %s", rd_kafka_err2str(e));
-        for (int i = 0; i < parts->cnt; i++) { /* released: no longer ours to report */
-            struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, false);
-            if (p != NULL) {
+        bool all = !cooperative(rk);              /* eager releases the whole assignment */
+        for (size_t i = 0; i < c->n_parts; i++) { /* released: no longer ours to report */
+            struct part *p = &c->parts[i];
+            bool named = all;
+            for (int k = 0; k < parts->cnt && !named; k++)
+                named = p->partition == parts->elems[k].partition &&
+                        strcmp(p->topic, parts->elems[k].topic) == 0;
+            if (named) {
                 p->assigned = false;
                 p->lost = true;
                 p->epoch++; /* its queued messages are the next owner's to read */
@@ -621,6 +650,11 @@ static int feed(struct ing_consumer *c, rd_kafka_message_t *m, struct st_err *er
         rd_kafka_message_destroy(m);
         return st_err_set(err, ST_ENOMEM, "out of memory");
     }
+    /* The first message after an assign is fetched at the group's committed offset: never
+     * commit below it (a store's older durable mark, from before the partition last moved
+     * away, would move the group's offset back). */
+    if (p->assigned && !p->paused && p->handled < 0 && p->committed < 0)
+        p->committed = m->offset;
     if (p->paused || !p->assigned || m->offset <= p->handled || ts == NULL ||
         (c->closing && m->offset >= p->close_upto)) {
         /* read again after the pause / not ours any more / already handled / closing: only

@@ -894,6 +894,140 @@ START_TEST(test_rebalance_churn)
 }
 END_TEST
 
+/*
+ * Another member joins the group on a topic of its own: under the eager protocol every member's
+ * whole assignment is revoked and given again, so c keeps its partitions but goes through a
+ * rebalance. Polls c and the new member until c's hook (seen) has been told an assignment again
+ * with all nparts partitions; returns the new member (the caller closes it).
+ */
+static rd_kafka_t *rebalance_in_place(struct ing_consumer *c, const char *group, struct seen *seen)
+{
+    char other[128];
+    snprintf(other, sizeof(other), "%s", st_test_unique("other"));
+    st_kafka_create_topic(brokers, other, 1);
+    int calls = seen->calls;
+    rd_kafka_t *b = st_kafka_consumer(brokers, group, other);
+    struct st_err err = {0};
+    int64_t dl = st_test_now_ms() + 60000;
+    while (seen->calls == calls || seen->n != (size_t)nparts) {
+        ck_assert_msg(ing_consumer_poll(c, 50, &err) == ST_OK, "%s", err.msg);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(b, 10);
+        if (m != NULL)
+            rd_kafka_message_destroy(m);
+        ck_assert_msg(st_test_now_ms() < dl, "no rebalance: %d hook calls, %zu partitions",
+                      seen->calls, seen->n);
+    }
+    return b;
+}
+
+/*
+ * A rebalance keeps the event-time progress of the partitions that stay: p0 at t+1 and p1 at
+ * t+5 hold the watermark at t+1; after a rebalance that gives both back, a new record on p0 at
+ * t+9 moves it to t+5 (p1's progress carried over). Telling twcs the empty set during the eager
+ * revoke restarted every partition from nothing: the watermark stayed frozen at t+1 until p1
+ * wrote again or went idle (60 s).
+ */
+START_TEST(test_watermark_kept_across_rebalance)
+{
+    prepare("wmr", 2);
+    dir = st_test_tmpdir("wmr");
+    open_store();
+    rd_kafka_t *p = producer();
+    produce_good_to(p, 1, 0);
+    produce_good_to(p, 5, 1);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    const char *group = st_test_unique("wmr-g");
+    struct seen seen = {0};
+    hook_to = &seen;
+    struct ing_consumer *c = consumer(group);
+    hook_to = NULL;
+    POLL_UNTIL(c, st_.records == 2 * NREC);
+    ck_assert_int_eq(twcs_tick(tw), ST_OK);
+    ck_assert_int_eq(twcs_watermark(tw), t_base + 1);
+    rd_kafka_t *b = rebalance_in_place(c, group, &seen);
+    produce_good_to(p, 9, 0);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    POLL_UNTIL(c, st_.records == 3 * NREC);
+    ck_assert_int_eq(twcs_tick(tw), ST_OK);
+    ck_assert_int_eq(twcs_watermark(tw), t_base + 5);
+    ck_assert(!seen.bad);
+    rd_kafka_consumer_close(b);
+    rd_kafka_destroy(b);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * A partition paused for back-pressure (a long pause: 30 s) when a rebalance gives it back:
+ * librdkafka keeps an application's pause across a release and a new assign, so unless the
+ * assign resumes it, nothing ever does (the consumer forgets the pause with the assignment).
+ * Every record is in long before the pause would have ended by itself, each applied once.
+ */
+START_TEST(test_pause_across_rebalance)
+{
+    prepare("pr", NPART);
+    dir = st_test_tmpdir("pr");
+    struct twcs_opts to = {.store = {.dir = dir,
+                                     .dim = DIM,
+                                     .wal_sync = STORE_SYNC_BATCH,
+                                     .memtable_size = 4096,
+                                     .max_frozen = 1,
+                                     .no_background = true},
+                           .window_ms = 3600000,
+                           .grace_ms = 60000,
+                           .max_lateness_ms = 3600000};
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+    rd_kafka_t *p = producer();
+    for (int m = 0; m < NMSG; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    const char *group = st_test_unique("pr-g");
+    struct seen seen = {0};
+    hook_to = &seen;
+    pause_ms = 30000;
+    struct ing_consumer *c = consumer(group);
+    pause_ms = 0;
+    hook_to = NULL;
+    POLL_UNTIL(c, st_.retries >= 1); /* a partition is paused, for 30 s */
+    int64_t t0 = st_test_now_ms();
+    rd_kafka_t *b = rebalance_in_place(c, group, &seen);
+    struct ing_stats st;
+    for (;;) { /* flush whenever full, until everything is in */
+        ck_assert_msg(ing_consumer_poll(c, 50, &err) == ST_OK, "%s", err.msg);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(b, 0);
+        if (m != NULL)
+            rd_kafka_message_destroy(m);
+        ing_consumer_stats(c, &st);
+        if (st.records == NMSG * NREC)
+            break;
+        ck_assert_int_eq(store_flush(twcs_store(tw)), ST_OK);
+        ck_assert_msg(st_test_now_ms() < t0 + 25000,
+                      "%" PRIu64 " of %d records before the 30 s pause could end by itself",
+                      st.records, NMSG * NREC);
+    }
+    for (int m = 0; m < NMSG; m++)
+        ck_assert(has_id(tw, m, NREC - 1));
+    rd_kafka_consumer_close(b);
+    rd_kafka_destroy(b);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* A store that cannot take more (frozen memtables not flushed yet) pauses the partitions
  * instead of blocking or dropping; once flushed, the same messages are read again and
  * applied — each once. */
@@ -1326,6 +1460,8 @@ int main(void)
     tcase_add_test(tc, test_kill9_restart);
     tcase_add_test(tc, test_rebalance_join_leave);
     tcase_add_test(tc, test_rebalance_churn);
+    tcase_add_test(tc, test_watermark_kept_across_rebalance);
+    tcase_add_test(tc, test_pause_across_rebalance);
     tcase_add_test(tc, test_close_commit_through_rebalance);
     tcase_add_test(tc, test_backpressure_pause_resume);
     tcase_add_test(tc, test_backpressure_queued_behind_pause);
