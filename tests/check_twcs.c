@@ -1506,9 +1506,11 @@ START_TEST(test_absurd_units_no_mass_seal)
 END_TEST
 
 /*
- * §8 case 9, a partition revoked and handed back mid-window (a cooperative rebalance: a revoke,
- * then an assign). Partition 0 is far ahead (s + 6000), partition 1 holds the watermark at
- * s + 1100, short of window s's seal (s + 1200). Back-to-back revoke and reassign: the
+ * §8 case 9, a partition revoked and handed back mid-window (a revoke, then an assign: a
+ * partition that moved to another member and came back; under the eager protocol the consumer
+ * tells twcs only the assignment after a rebalance, check_consumer's
+ * test_watermark_kept_across_rebalance). Partition 0 is far ahead (s + 6000), partition 1 holds the
+ * watermark at s + 1100, short of window s's seal (s + 1200). Back-to-back revoke and reassign: the
  * watermark does not jump to partition 0's time (partition 1 has said nothing since), a replay
  * and an older record of partition 1 do not make it regress, partition 0's progress carries
  * over (partition 1 alone moves it on), and window s seals exactly at end + grace. Revoked for
