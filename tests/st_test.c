@@ -129,6 +129,10 @@ int st_test_cli(char *out, size_t outsz, const char *fmt, ...)
 
 int st_test_run_suite(Suite *su)
 {
+    /* Failure messages quote command output and logs; past check's default 4 KiB the child
+     * exits with "Message string too long" and the failure itself is never shown. */
+    if (getenv("CK_MAX_MSG_SIZE") == NULL)
+        check_set_max_msg_size(256 * 1024);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
