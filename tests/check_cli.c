@@ -88,8 +88,12 @@ static void env_start(struct env *e)
         st_kafka_create_topic(e->brokers, e->topics[i], 1);
         fprintf(f,
                 "  - name: %s\n    dim: %d\n    metric: l2\n    topic: %s\n"
-                "    window: 1m\n    grace: 1s\n    max_lateness: 1h\n",
-                colls[i], strncmp(colls[i], "idx", 3) == 0 ? IDXDIM : DIM, e->topics[i]);
+                "    window: 1m\n    grace: %s\n    max_lateness: 1h\n",
+                colls[i], strncmp(colls[i], "idx", 3) == 0 ? IDXDIM : DIM, e->topics[i],
+                /* "rate" is produced at the clock for a second or more and its WAL must keep
+                 * every version (inspect below): a minute boundary inside the run would seal
+                 * the first window a second later, merging the versions away */
+                strcmp(colls[i], "rate") == 0 ? "1h" : "1s");
     }
     fclose(f);
     const char *const argv[] = {getenv("STRATA_INGEST"), "--config", e->cfg, NULL};
