@@ -895,6 +895,35 @@ START_TEST(test_rebalance_churn)
 END_TEST
 
 /*
+ * A topic of NPART partitions holding NMSG good messages, and tw on a store with tiny
+ * memtables (one frozen at most) flushed only when the test says so: it fills up at once.
+ * Returns the producer.
+ */
+static rd_kafka_t *tiny_store_backlog(const char *tag)
+{
+    prepare(tag, NPART);
+    dir = st_test_tmpdir(tag);
+    struct twcs_opts to = {.store = {.dir = dir,
+                                     .dim = DIM,
+                                     .wal_sync = STORE_SYNC_BATCH,
+                                     .memtable_size = 4096,
+                                     .max_frozen = 1,
+                                     .no_background = true},
+                           .window_ms = 3600000,
+                           .grace_ms = 60000,
+                           .max_lateness_ms = 3600000};
+    struct st_err err = {0};
+    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
+    struct dlq_opts dopt = {.brokers = brokers};
+    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
+    rd_kafka_t *p = producer();
+    for (int m = 0; m < NMSG; m++)
+        produce_good(p, m);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    return p;
+}
+
+/*
  * Another member joins the group on a topic of its own: under the eager protocol every member's
  * whole assignment is revoked and given again, so c keeps its partitions but goes through a
  * rebalance. Polls c and the new member until c's hook (seen) has been told an assignment again
@@ -971,25 +1000,8 @@ END_TEST
  */
 START_TEST(test_pause_across_rebalance)
 {
-    prepare("pr", NPART);
-    dir = st_test_tmpdir("pr");
-    struct twcs_opts to = {.store = {.dir = dir,
-                                     .dim = DIM,
-                                     .wal_sync = STORE_SYNC_BATCH,
-                                     .memtable_size = 4096,
-                                     .max_frozen = 1,
-                                     .no_background = true},
-                           .window_ms = 3600000,
-                           .grace_ms = 60000,
-                           .max_lateness_ms = 3600000};
+    rd_kafka_t *p = tiny_store_backlog("pr");
     struct st_err err = {0};
-    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
-    struct dlq_opts dopt = {.brokers = brokers};
-    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
-    rd_kafka_t *p = producer();
-    for (int m = 0; m < NMSG; m++)
-        produce_good(p, m);
-    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     const char *group = st_test_unique("pr-g");
     struct seen seen = {0};
     hook_to = &seen;
@@ -1033,26 +1045,8 @@ END_TEST
  * applied — each once. */
 START_TEST(test_backpressure_pause_resume)
 {
-    prepare("bp", NPART);
-    dir = st_test_tmpdir("bp");
-    /* Tiny memtables, one frozen at most, flushed only when the test says so. */
-    struct twcs_opts to = {.store = {.dir = dir,
-                                     .dim = DIM,
-                                     .wal_sync = STORE_SYNC_BATCH,
-                                     .memtable_size = 4096,
-                                     .max_frozen = 1,
-                                     .no_background = true},
-                           .window_ms = 3600000,
-                           .grace_ms = 60000,
-                           .max_lateness_ms = 3600000};
+    rd_kafka_t *p = tiny_store_backlog("bp");
     struct st_err err = {0};
-    ck_assert_msg(twcs_open(&to, &tw, &err) == ST_OK, "%s", err.msg);
-    struct dlq_opts dopt = {.brokers = brokers};
-    ck_assert_msg(dlq_open(&dopt, &dq, &err) == ST_OK, "%s", err.msg);
-    rd_kafka_t *p = producer();
-    for (int m = 0; m < NMSG; m++)
-        produce_good(p, m);
-    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     struct ing_consumer *c = consumer(st_test_unique("bp-g"));
     /* Full: the consumer keeps polling (never blocks) and retries. */
     POLL_UNTIL(c, st_.retries >= 3);
