@@ -70,6 +70,13 @@ static void dots_t_scalar(const float *x, const float *ct, size_t d, size_t k, f
             out[c] += x[i] * ct[i * k + c];
 }
 
+static void dots_tn_scalar(const float *x, size_t nx, size_t ldx, const float *ct, size_t d,
+                           size_t k, float *out)
+{
+    for (size_t r = 0; r < nx; r++)
+        dots_t_scalar(x + r * ldx, ct, d, k, out + r * k);
+}
+
 static void add_scalar(float *out, const float *a, const float *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -246,6 +253,61 @@ __attribute__((target("avx2,fma"))) static void dots_t_avx2(const float *x, cons
     }
 }
 
+/*
+ * Four rows at a time against 16 columns (eight accumulators: each column load serves four
+ * rows, each broadcast two loads), then the single-row kernel for the columns left and the
+ * rows left.
+ */
+__attribute__((target("avx2,fma"))) static void
+dots_tn_avx2(const float *x, size_t nx, size_t ldx, const float *ct, size_t d, size_t k, float *out)
+{
+    size_t r = 0, k16 = k & ~(size_t)15;
+    for (; r + 4 <= nx; r += 4) {
+        const float *x0 = x + r * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+        for (size_t c = 0; c < k16; c += 16) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0,
+                   d1 = a0;
+            for (size_t i = 0; i < d; i++) {
+                const float *row = ct + i * k + c;
+                __m256 l0 = _mm256_loadu_ps(row), l1 = _mm256_loadu_ps(row + 8);
+                __m256 v = _mm256_broadcast_ss(x0 + i);
+                a0 = _mm256_fmadd_ps(v, l0, a0);
+                a1 = _mm256_fmadd_ps(v, l1, a1);
+                v = _mm256_broadcast_ss(x1 + i);
+                b0 = _mm256_fmadd_ps(v, l0, b0);
+                b1 = _mm256_fmadd_ps(v, l1, b1);
+                v = _mm256_broadcast_ss(x2 + i);
+                c0 = _mm256_fmadd_ps(v, l0, c0);
+                c1 = _mm256_fmadd_ps(v, l1, c1);
+                v = _mm256_broadcast_ss(x3 + i);
+                d0 = _mm256_fmadd_ps(v, l0, d0);
+                d1 = _mm256_fmadd_ps(v, l1, d1);
+            }
+            float *o = out + r * k + c;
+            _mm256_storeu_ps(o, a0);
+            _mm256_storeu_ps(o + 8, a1);
+            _mm256_storeu_ps(o + k, b0);
+            _mm256_storeu_ps(o + k + 8, b1);
+            _mm256_storeu_ps(o + 2 * k, c0);
+            _mm256_storeu_ps(o + 2 * k + 8, c1);
+            _mm256_storeu_ps(o + 3 * k, d0);
+            _mm256_storeu_ps(o + 3 * k + 8, d1);
+        }
+        if (k16 < k) /* the last k % 16 columns, one row at a time */
+            for (size_t q = 0; q < 4; q++) {
+                const float *xq = x + (r + q) * ldx;
+                float *o = out + (r + q) * k;
+                for (size_t c = k16; c < k; c++)
+                    o[c] = 0;
+                for (size_t i = 0; i < d; i++)
+                    for (size_t c = k16; c < k; c++)
+                        o[c] += xq[i] * ct[i * k + c];
+            }
+    }
+    for (; r < nx; r++)
+        dots_t_avx2(x + r * ldx, ct, d, k, out + r * k);
+}
+
 /* Same operations as pq4_lut_scalar, two 8-float halves per row (results are identical). */
 __attribute__((target("avx2"))) static float pq4_lut_avx2(const float *a, const float *b,
                                                           const float *lo, float range, size_t m,
@@ -358,16 +420,229 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+/*
+ * Four sub-quantizers per 64-byte load (AVX-512BW): lane l of the load holds j+l's 16 bytes,
+ * and so does the table load, so one in-lane vpshufb looks up all four. Sums as in the AVX2
+ * kernel (u16 pairs, even and odd vectors apart); a trailing pair (m2 % 4 == 2) is a masked
+ * 32-byte load whose upper lanes are zero codes against zero tables, adding nothing, and
+ * reading nothing past the block.
+ */
+__attribute__((target("avx512f,avx512bw"))) static uint32_t
+pq4_block_avx512(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
+                 uint16_t out[32])
+{
+    const __m512i low4 = _mm512_set1_epi8(0x0f), low8 = _mm512_set1_epi16(0x00ff);
+    __m512i lo_even = _mm512_setzero_si512(), lo_odd = lo_even, hi_even = lo_even, hi_odd = lo_even;
+    for (size_t j = 0; j < m2; j += 4) {
+        __m512i c, t;
+        if (j + 4 <= m2) {
+            c = _mm512_loadu_si512((const void *)(codes + 16 * j));
+            t = _mm512_loadu_si512((const void *)(lut + 16 * j));
+        } else {
+            c = _mm512_maskz_loadu_epi8((__mmask64)0xffffffffu, codes + 16 * j);
+            t = _mm512_maskz_loadu_epi8((__mmask64)0xffffffffu, lut + 16 * j);
+        }
+        __m512i dl = _mm512_shuffle_epi8(t, _mm512_and_si512(c, low4));
+        __m512i dh = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(c, 4), low4));
+        lo_even = _mm512_add_epi16(lo_even, _mm512_and_si512(dl, low8));
+        lo_odd = _mm512_add_epi16(lo_odd, _mm512_srli_epi16(dl, 8));
+        hi_even = _mm512_add_epi16(hi_even, _mm512_and_si512(dh, low8));
+        hi_odd = _mm512_add_epi16(hi_odd, _mm512_srli_epi16(dh, 8));
+    }
+    /* Fold the four lanes: 512 -> 256 -> 128 bits. */
+    __m128i s[4];
+    __m512i acc[4] = {lo_even, lo_odd, hi_even, hi_odd};
+    for (int i = 0; i < 4; i++) {
+        __m256i h =
+            _mm256_add_epi16(_mm512_castsi512_si256(acc[i]), _mm512_extracti64x4_epi64(acc[i], 1));
+        s[i] = _mm_add_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    }
+    __m128i v0 = _mm_unpacklo_epi16(s[0], s[1]), v1 = _mm_unpackhi_epi16(s[0], s[1]);
+    __m128i v2 = _mm_unpacklo_epi16(s[2], s[3]), v3 = _mm_unpackhi_epi16(s[2], s[3]);
+    _mm_storeu_si128((__m128i *)(void *)out, v0);
+    _mm_storeu_si128((__m128i *)(void *)(out + 8), v1);
+    _mm_storeu_si128((__m128i *)(void *)(out + 16), v2);
+    _mm_storeu_si128((__m128i *)(void *)(out + 24), v3);
+    __m128i th = _mm_set1_epi16((short)thr);
+    __m128i c0 = _mm_cmpeq_epi16(_mm_min_epu16(v0, th), v0);
+    __m128i c1 = _mm_cmpeq_epi16(_mm_min_epu16(v1, th), v1);
+    __m128i c2 = _mm_cmpeq_epi16(_mm_min_epu16(v2, th), v2);
+    __m128i c3 = _mm_cmpeq_epi16(_mm_min_epu16(v3, th), v3);
+    uint32_t lo16 = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(c0, c1));
+    uint32_t hi16 = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(c2, c3));
+    return lo16 | hi16 << 16;
+}
+
+static inline __mmask16 tail16(size_t left)
+{
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* 64 columns at a time (four accumulators share each broadcast), then 16 with a masked tail. */
+__attribute__((target("avx512f"))) static void dots_t_avx512(const float *x, const float *ct,
+                                                             size_t d, size_t k, float *out)
+{
+    size_t c = 0;
+    for (; c + 64 <= k; c += 64) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t i = 0; i < d; i++) {
+            __m512 xi = _mm512_set1_ps(x[i]);
+            const float *row = ct + i * k + c;
+            a0 = _mm512_fmadd_ps(xi, _mm512_loadu_ps(row), a0);
+            a1 = _mm512_fmadd_ps(xi, _mm512_loadu_ps(row + 16), a1);
+            a2 = _mm512_fmadd_ps(xi, _mm512_loadu_ps(row + 32), a2);
+            a3 = _mm512_fmadd_ps(xi, _mm512_loadu_ps(row + 48), a3);
+        }
+        _mm512_storeu_ps(out + c, a0);
+        _mm512_storeu_ps(out + c + 16, a1);
+        _mm512_storeu_ps(out + c + 32, a2);
+        _mm512_storeu_ps(out + c + 48, a3);
+    }
+    for (; c < k; c += 16) {
+        __mmask16 m = tail16(k - c);
+        __m512 a0 = _mm512_setzero_ps();
+        for (size_t i = 0; i < d; i++)
+            a0 =
+                _mm512_fmadd_ps(_mm512_set1_ps(x[i]), _mm512_maskz_loadu_ps(m, ct + i * k + c), a0);
+        _mm512_mask_storeu_ps(out + c, m, a0);
+    }
+}
+
+/*
+ * Four rows against 64 columns (sixteen accumulators: a column load serves four rows, so the
+ * loop is bound by the FMAs rather than the loads, where the single-row kernel is not); the
+ * last columns with masks, then the rows left one at a time.
+ */
+__attribute__((target("avx512f"))) static void dots_tn_avx512(const float *x, size_t nx, size_t ldx,
+                                                              const float *ct, size_t d, size_t k,
+                                                              float *out)
+{
+    size_t r = 0;
+    for (; r + 4 <= nx; r += 4) {
+        const float *x0 = x + r * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+        size_t c = 0;
+        for (; c + 64 <= k; c += 64) {
+            __m512 a[16];
+            for (int t = 0; t < 16; t++)
+                a[t] = _mm512_setzero_ps();
+            for (size_t i = 0; i < d; i++) {
+                const float *row = ct + i * k + c;
+                __m512 l0 = _mm512_loadu_ps(row), l1 = _mm512_loadu_ps(row + 16);
+                __m512 l2 = _mm512_loadu_ps(row + 32), l3 = _mm512_loadu_ps(row + 48);
+                __m512 v0 = _mm512_set1_ps(x0[i]), v1 = _mm512_set1_ps(x1[i]);
+                __m512 v2 = _mm512_set1_ps(x2[i]), v3 = _mm512_set1_ps(x3[i]);
+                a[0] = _mm512_fmadd_ps(v0, l0, a[0]);
+                a[1] = _mm512_fmadd_ps(v0, l1, a[1]);
+                a[2] = _mm512_fmadd_ps(v0, l2, a[2]);
+                a[3] = _mm512_fmadd_ps(v0, l3, a[3]);
+                a[4] = _mm512_fmadd_ps(v1, l0, a[4]);
+                a[5] = _mm512_fmadd_ps(v1, l1, a[5]);
+                a[6] = _mm512_fmadd_ps(v1, l2, a[6]);
+                a[7] = _mm512_fmadd_ps(v1, l3, a[7]);
+                a[8] = _mm512_fmadd_ps(v2, l0, a[8]);
+                a[9] = _mm512_fmadd_ps(v2, l1, a[9]);
+                a[10] = _mm512_fmadd_ps(v2, l2, a[10]);
+                a[11] = _mm512_fmadd_ps(v2, l3, a[11]);
+                a[12] = _mm512_fmadd_ps(v3, l0, a[12]);
+                a[13] = _mm512_fmadd_ps(v3, l1, a[13]);
+                a[14] = _mm512_fmadd_ps(v3, l2, a[14]);
+                a[15] = _mm512_fmadd_ps(v3, l3, a[15]);
+            }
+            for (int q = 0; q < 4; q++)
+                for (int t = 0; t < 4; t++)
+                    _mm512_storeu_ps(out + (r + (size_t)q) * k + c + 16 * (size_t)t, a[4 * q + t]);
+        }
+        for (; c < k; c += 16) {
+            __mmask16 m = tail16(k - c);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (size_t i = 0; i < d; i++) {
+                __m512 l = _mm512_maskz_loadu_ps(m, ct + i * k + c);
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(x0[i]), l, a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(x1[i]), l, a1);
+                a2 = _mm512_fmadd_ps(_mm512_set1_ps(x2[i]), l, a2);
+                a3 = _mm512_fmadd_ps(_mm512_set1_ps(x3[i]), l, a3);
+            }
+            _mm512_mask_storeu_ps(out + r * k + c, m, a0);
+            _mm512_mask_storeu_ps(out + (r + 1) * k + c, m, a1);
+            _mm512_mask_storeu_ps(out + (r + 2) * k + c, m, a2);
+            _mm512_mask_storeu_ps(out + (r + 3) * k + c, m, a3);
+        }
+    }
+    for (; r < nx; r++)
+        dots_t_avx512(x + r * ldx, ct, d, k, out + r * k);
+}
+
+/*
+ * Same operations as pq4_lut_scalar, one 16-float row per register (results are identical:
+ * min and max are exact, and the multiply and add are rounded separately — the explicit
+ * rounding forms keep the compiler from fusing them into an FMA the scalar code lacks).
+ */
+__attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, const float *b,
+                                                               const float *lo, float range,
+                                                               size_t m, size_t m2, float *tab,
+                                                               uint8_t *lut, float *bias)
+{
+    const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    float sum = 0;
+    if (lo == NULL) {
+        float rg = 0;
+        for (size_t j = 0; j < m; j++) {
+            __m512 t = _mm512_loadu_ps(a + 16 * j);
+            if (b != NULL)
+                t = _mm512_add_round_ps(t, _mm512_loadu_ps(b + 16 * j), rn);
+            float mn = _mm512_reduce_min_ps(t), mx = _mm512_reduce_max_ps(t);
+            _mm512_storeu_ps(tab + 16 * j, _mm512_sub_round_ps(t, _mm512_set1_ps(mn), rn));
+            rg = mx - mn > rg ? mx - mn : rg;
+            sum += mn;
+        }
+        range = rg;
+    }
+    float qmax = pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
+    __m512 vs = _mm512_set1_ps(scale), half = _mm512_set1_ps(0.5f);
+    __m512 vmax = _mm512_set1_ps(qmax), zero = _mm512_setzero_ps();
+    for (size_t j = 0; j < m; j++) {
+        __m512 t;
+        if (lo == NULL) {
+            t = _mm512_loadu_ps(tab + 16 * j);
+        } else {
+            t = _mm512_loadu_ps(a + 16 * j);
+            if (b != NULL)
+                t = _mm512_add_round_ps(t, _mm512_loadu_ps(b + 16 * j), rn);
+            t = _mm512_sub_round_ps(t, _mm512_set1_ps(lo[j]), rn);
+            sum += lo[j];
+        }
+        t = _mm512_add_round_ps(_mm512_mul_round_ps(t, vs, rn), half, rn);
+        t = _mm512_min_ps(_mm512_max_ps(t, zero), vmax);
+        _mm_storeu_si128((__m128i *)(void *)(lut + 16 * j),
+                         _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(t)));
+    }
+    *bias = sum;
+    return scale;
+}
+
+__attribute__((target("avx512f"))) static void add_avx512(float *out, const float *a,
+                                                          const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        _mm512_mask_storeu_ps(
+            out + i, m,
+            _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i)));
+    }
+}
+
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
-/* AVX-512 machines run the AVX2 fast-scan (tables are 16 entries, one 128-bit lane) and the
- * AVX2 transposed dots (columns are few and short). */
-static const struct st_kernels k_scalar = {
-    "scalar", l2sq_scalar, dot_scalar, pq4_block_scalar, dots_t_scalar, pq4_lut_scalar, add_scalar};
-static const struct st_kernels k_avx2 = {"avx2",      l2sq_avx2,    dot_avx2, pq4_block_avx2,
-                                         dots_t_avx2, pq4_lut_avx2, add_avx2};
-static const struct st_kernels k_avx512 = {"avx512",    l2sq_avx512,  dot_avx512, pq4_block_avx2,
-                                           dots_t_avx2, pq4_lut_avx2, add_avx2};
+#define KERNELS(tag)                                                                               \
+    {                                                                                              \
+        .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
+        .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .add = add_##tag,                        \
+        .dots_tn = dots_tn_##tag                                                                   \
+    }
+static const struct st_kernels k_scalar = KERNELS(scalar);
+static const struct st_kernels k_avx2 = KERNELS(avx2);
+static const struct st_kernels k_avx512 = KERNELS(avx512);
+#undef KERNELS
 
 const struct st_kernels *st_kernels_scalar(void)
 {
@@ -383,7 +658,9 @@ const struct st_kernels *st_kernels_avx2(void)
 const struct st_kernels *st_kernels_avx512(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? &k_avx512 : NULL;
+    /* BW for fast-scan's byte shuffles (every AVX-512 CPU since Skylake-SP has it). */
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? &k_avx512
+                                                                                   : NULL;
 }
 
 static const struct st_kernels *chosen;
@@ -391,7 +668,7 @@ static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static void choose(void)
 {
-    const char *force = getenv("STRATA_KERNELS"); /* "scalar" / "avx2": for tests and bench */
+    const char *force = getenv("STRATA_KERNELS"); /* "scalar" / "avx2" / "avx512": tests, bench */
     const struct st_kernels *k = NULL;
     if (force == NULL || strcmp(force, "avx512") == 0)
         k = st_kernels_avx512();

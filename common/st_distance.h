@@ -33,6 +33,12 @@ typedef uint32_t (*st_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m
  * transposed): one query against many short centroids (PQ tables, k-means assignment). */
 typedef void (*st_dots_fn)(const float *x, const float *ct, size_t d, size_t k, float *out);
 
+/* out[r * k + c] = <row r of x, column c of ct> for r < nx, c < k; rows of x are ldx floats
+ * apart. Many queries or points against the same transposed centroids (k-means assignment,
+ * batched coarse quantization): each loaded column block serves several rows. */
+typedef void (*st_dots_tn_fn)(const float *x, size_t nx, size_t ldx, const float *ct, size_t d,
+                              size_t k, float *out);
+
 /*
  * The 4-bit fast-scan tables: tab = a + b (b may be NULL), m rows of 16 floats, each row
  * shifted to start at 0 and all scaled by one factor so that every entry is at most
@@ -57,6 +63,7 @@ struct st_kernels {
     st_dots_fn dots_t;
     st_pq4_lut_fn pq4_lut;
     st_add_fn add;
+    st_dots_tn_fn dots_tn;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */

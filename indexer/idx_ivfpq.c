@@ -101,11 +101,12 @@ static void transpose_norms(const float *c, uint32_t k, uint32_t d, float *ct, f
     }
 }
 
-/* argmin_c ||x - c||^2 = argmin_c ||c||^2 - 2<x, c>; dots: k floats of scratch. */
-static uint32_t nearest_t(const float *x, const float *ct, const float *norms, uint32_t d,
-                          uint32_t k, float *dots)
+/* Points per call of the batched dots kernel: each centroid column it loads serves them all. */
+#define NEAREST_BATCH 16
+
+/* argmin_c ||c||^2 - 2 dots[c] (= argmin_c ||x - c||^2 for dots[c] = <x, c>). */
+static uint32_t argmin_t(const float *dots, const float *norms, uint32_t k)
 {
-    st_kernels()->dots_t(x, ct, d, k, dots);
     uint32_t bi = 0;
     float best = INFINITY;
     for (uint32_t c = 0; c < k; c++) {
@@ -118,6 +119,20 @@ static uint32_t nearest_t(const float *x, const float *ct, const float *norms, u
     return bi;
 }
 
+/* The nearest centroid of n points (rows ldx floats apart): out[i] for point i.
+ * dots: NEAREST_BATCH * k floats of scratch. */
+static void nearest_n(const float *x, uint32_t n, size_t ldx, const float *ct, const float *norms,
+                      uint32_t d, uint32_t k, float *dots, uint32_t *out)
+{
+    st_dots_tn_fn tn = st_kernels()->dots_tn;
+    for (uint32_t i = 0; i < n; i += NEAREST_BATCH) {
+        uint32_t nb = n - i < NEAREST_BATCH ? n - i : NEAREST_BATCH;
+        tn(x + (size_t)i * ldx, nb, ldx, ct, d, k, dots);
+        for (uint32_t b = 0; b < nb; b++)
+            out[i + b] = argmin_t(dots + (size_t)b * k, norms, k);
+    }
+}
+
 struct assign_job {
     const float *x, *ct, *norms;
     uint32_t n, d, k, from, to;
@@ -127,11 +142,11 @@ struct assign_job {
 static void *assign_range(void *arg)
 {
     struct assign_job *j = arg;
-    float *dots = malloc(j->k * sizeof(float));
+    float *dots = malloc((size_t)NEAREST_BATCH * j->k * sizeof(float));
     if (dots == NULL)
         return (void *)1;
-    for (uint32_t i = j->from; i < j->to; i++)
-        j->out[i] = nearest_t(j->x + (size_t)i * j->d, j->ct, j->norms, j->d, j->k, dots);
+    nearest_n(j->x + (size_t)j->from * j->d, j->to - j->from, j->d, j->ct, j->norms, j->d, j->k,
+              dots, j->out + j->from);
     free(dots);
     return NULL;
 }
@@ -376,8 +391,10 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     float *resid = malloc((size_t)ntrain * ix->dim * sizeof(float));
     float *subv = malloc((size_t)ntrain * ix->dsub * sizeof(float));
     uint32_t *asg = malloc((size_t)(ntrain > n ? ntrain : n) * sizeof(uint32_t));
-    uint8_t *code = malloc(m);
-    float *r = malloc(ix->dim * sizeof(float)), *dots = malloc((1u << nbits) * sizeof(float));
+    uint8_t *code = malloc((size_t)NEAREST_BATCH * m);
+    uint32_t idx8[NEAREST_BATCH];
+    float *r = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float));
+    float *dots = malloc((size_t)NEAREST_BATCH * (1u << nbits) * sizeof(float));
     ix->centroids = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
     ix->codebooks = calloc((size_t)m * ix->ksub * ix->dsub, sizeof(float));
     ix->lists = calloc(ix->nlist, sizeof(*ix->lists));
@@ -428,16 +445,24 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     /* Encode everything. */
     if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, asg, threads)) != ST_OK)
         goto out;
-    for (uint32_t i = 0; i < n; i++) {
-        const float *v = vecs + (size_t)i * ix->dim;
-        const float *c = ix->centroids + (size_t)asg[i] * ix->dim;
-        for (uint32_t d = 0; d < ix->dim; d++)
-            r[d] = v[d] - c[d];
-        for (uint32_t j = 0; j < m; j++)
-            code[j] = (uint8_t)nearest_t(r + (size_t)j * ix->dsub, cbt_of(ix, j),
-                                         ix->cbn + (size_t)j * ksub, ix->dsub, ksub, dots);
-        if ((rc = list_add(&ix->lists[asg[i]], i, code, m)) != ST_OK)
-            goto out;
+    /* In batches of points: residuals, then per sub-space the nearest codeword of each. */
+    for (uint32_t i0 = 0; i0 < n; i0 += NEAREST_BATCH) {
+        uint32_t nb = n - i0 < NEAREST_BATCH ? n - i0 : NEAREST_BATCH;
+        for (uint32_t b = 0; b < nb; b++) {
+            const float *v = vecs + (size_t)(i0 + b) * ix->dim;
+            const float *c = ix->centroids + (size_t)asg[i0 + b] * ix->dim;
+            for (uint32_t d = 0; d < ix->dim; d++)
+                r[(size_t)b * ix->dim + d] = v[d] - c[d];
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            nearest_n(r + (size_t)j * ix->dsub, nb, ix->dim, cbt_of(ix, j),
+                      ix->cbn + (size_t)j * ksub, ix->dsub, ksub, dots, idx8);
+            for (uint32_t b = 0; b < nb; b++)
+                code[(size_t)b * m + j] = (uint8_t)idx8[b];
+        }
+        for (uint32_t b = 0; b < nb; b++)
+            if ((rc = list_add(&ix->lists[asg[i0 + b]], i0 + b, code + (size_t)b * m, m)) != ST_OK)
+                goto out;
     }
     for (uint32_t li = 0; nbits == 4 && li < ix->nlist; li++)
         if ((rc = pack4(ix, &ix->lists[li])) != ST_OK)
@@ -506,6 +531,7 @@ struct idx_ivfpq_searcher {
     float *q_mm;  /* m * 2: min and max of each qterm row (4 bits with pre) */
     float *lo;    /* m: lower bounds of this list's table rows (4 bits with pre) */
     float *cdots; /* nlist: <q, centroid> */
+    float *bdots; /* NEAREST_BATCH * nlist: a batch's <q, centroid> (allocated on first use) */
     const struct st_kernels *k;
     float *r; /* residual query */
     struct st_hit *coarse;
@@ -548,6 +574,7 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s->q_mm);
     free(s->lo);
     free(s->cdots);
+    free(s->bdots);
     free(s->r);
     free(s->coarse);
     free(s->cand);
@@ -674,34 +701,43 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
     }
 }
 
-size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k, uint32_t nprobe,
-                        uint32_t rerank, const float *raw, st_filter_fn filter, void *fctx,
-                        struct st_hit *out)
+/* Starts fetching the first 8 cache lines of a raw row of row bytes. */
+static inline void prefetch_head(const float *v, size_t row)
+{
+    const char *p = (const char *)v;
+    for (size_t off = 0; off < row && off < 8 * 64; off += 64)
+        __builtin_prefetch(p + off);
+}
+
+/* Room for keep candidates; false when out of memory. */
+static bool cand_room(struct idx_ivfpq_searcher *s, size_t keep)
+{
+    if (keep <= s->cand_cap)
+        return true;
+    struct st_hit *c = realloc(s->cand, keep * sizeof(*c));
+    if (c == NULL)
+        return false;
+    s->cand = c;
+    s->cand_cap = keep;
+    return true;
+}
+
+/* One query, its centroid dot products cdots[c] = <q, centroid c> already computed. */
+static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const float *cdots,
+                         uint32_t k, uint32_t nprobe, size_t keep, const float *raw,
+                         st_filter_fn filter, void *fctx, struct st_hit *out)
 {
     const struct idx_ivfpq *ix = s->ix;
-    if (k == 0 || ix->n == 0)
-        return 0;
-    if (nprobe == 0)
-        nprobe = 1;
-    if (nprobe > ix->nlist)
-        nprobe = ix->nlist;
-    size_t keep = raw != NULL && rerank > k ? rerank : k;
-    if (keep > s->cand_cap) {
-        struct st_hit *c = realloc(s->cand, keep * sizeof(*c));
-        if (c == NULL)
-            return 0;
-        s->cand = c;
-        s->cand_cap = keep;
-    }
-    /* Coarse: the nprobe closest lists, all centroid dot products in one pass over the
-     * transposed centroids; ||q - c||^2 = ||q||^2 + ||c||^2 - 2<q, c>. */
-    s->k->dots_t(q, ix->ct, ix->dim, ix->nlist, s->cdots);
+    /* Coarse: the nprobe closest lists; ||q - c||^2 = ||q||^2 + ||c||^2 - 2<q, c>. */
     float qn = ix->metric == ST_METRIC_L2 ? s->k->dot(q, q, ix->dim) : 0;
     size_t nc = 0;
     for (uint32_t c = 0; c < ix->nlist; c++) {
-        float d = ix->metric == ST_METRIC_L2 ? qn + ix->cn[c] - 2 * s->cdots[c] : -s->cdots[c];
-        st_topk_push(s->coarse, &nc, nprobe,
-                     (struct st_hit){c, d > 0 || ix->metric != ST_METRIC_L2 ? d : 0});
+        float d = ix->metric == ST_METRIC_L2 ? qn + ix->cn[c] - 2 * cdots[c] : -cdots[c];
+        if (ix->metric == ST_METRIC_L2 && d < 0)
+            d = 0;
+        if (nc == nprobe && d >= s->coarse[0].dist)
+            continue; /* cannot enter the heap: spare the call */
+        st_topk_push(s->coarse, &nc, nprobe, (struct st_hit){c, d});
     }
     st_hits_sort(s->coarse, nc);
     if (ix->metric != ST_METRIC_L2 || ix->pre != NULL) {
@@ -735,16 +771,16 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
     size_t nk = sc.nk;
     if (keep > k) {
         /* Exact re-ranking from the raw vectors. */
-        /* The candidates' rows are scattered: start fetching the next one while this one is
-         * summed (its first lines; the hardware prefetcher follows the stream — more lines
-         * only fill the line-fill buffers, measured). */
+        /* The candidates' rows are scattered: start fetching the one two ahead while this one
+         * is summed (its first 8 lines; the hardware prefetcher follows the stream). Measured
+         * on Fashion-MNIST (3 KiB rows, 100 candidates): 2 ahead x 8 lines beat 1 x 16 by
+         * ~8%, none by ~12%; whole rows only fill the line-fill buffers. */
         size_t row = (size_t)ix->dim * sizeof(float);
+        for (size_t i = 0; i < nk && i < 2; i++)
+            prefetch_head(raw + (size_t)s->cand[i].id * ix->dim, row);
         for (size_t i = 0; i < nk; i++) {
-            if (i + 1 < nk) {
-                const char *nx = (const char *)(raw + (size_t)s->cand[i + 1].id * ix->dim);
-                for (size_t off = 0; off < row && off < 16 * 64; off += 64)
-                    __builtin_prefetch(nx + off);
-            }
+            if (i + 2 < nk)
+                prefetch_head(raw + (size_t)s->cand[i + 2].id * ix->dim, row);
             s->cand[i].dist = ix->dist(q, raw + (size_t)s->cand[i].id * ix->dim, ix->dim);
         }
     }
@@ -752,6 +788,54 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
     size_t n = nk < k ? nk : k;
     memcpy(out, s->cand, n * sizeof(*out));
     return n;
+}
+
+/* nprobe clamped to [1, nlist]. */
+static uint32_t clamp_nprobe(const struct idx_ivfpq *ix, uint32_t nprobe)
+{
+    return nprobe == 0 ? 1 : nprobe > ix->nlist ? ix->nlist : nprobe;
+}
+
+size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k, uint32_t nprobe,
+                        uint32_t rerank, const float *raw, st_filter_fn filter, void *fctx,
+                        struct st_hit *out)
+{
+    const struct idx_ivfpq *ix = s->ix;
+    size_t keep = raw != NULL && rerank > k ? rerank : k;
+    if (k == 0 || ix->n == 0 || !cand_room(s, keep))
+        return 0;
+    /* All centroid dot products in one pass over the transposed centroids. */
+    s->k->dots_t(q, ix->ct, ix->dim, ix->nlist, s->cdots);
+    return search_one(s, q, s->cdots, k, clamp_nprobe(ix, nprobe), keep, raw, filter, fctx, out);
+}
+
+int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t nq, uint32_t k,
+                           uint32_t nprobe, uint32_t rerank, const float *raw, st_filter_fn filter,
+                           void *fctx, struct st_hit *out, size_t *counts)
+{
+    const struct idx_ivfpq *ix = s->ix;
+    size_t keep = raw != NULL && rerank > k ? rerank : k;
+    if (k == 0 || ix->n == 0) {
+        for (size_t i = 0; i < nq; i++)
+            counts[i] = 0;
+        return ST_OK;
+    }
+    if (!cand_room(s, keep))
+        return ST_ENOMEM;
+    if (s->bdots == NULL &&
+        (s->bdots = malloc((size_t)NEAREST_BATCH * ix->nlist * sizeof(float))) == NULL)
+        return ST_ENOMEM;
+    nprobe = clamp_nprobe(ix, nprobe);
+    for (size_t i = 0; i < nq; i += NEAREST_BATCH) {
+        size_t nb = nq - i < NEAREST_BATCH ? nq - i : NEAREST_BATCH;
+        /* The coarse products of the whole batch: each centroid column loaded serves them all
+         * (summed in the same order as the one-query kernel: the same lists are probed). */
+        s->k->dots_tn(qs + i * ix->dim, nb, ix->dim, ix->ct, ix->dim, ix->nlist, s->bdots);
+        for (size_t b = 0; b < nb; b++)
+            counts[i + b] = search_one(s, qs + (i + b) * ix->dim, s->bdots + b * ix->nlist, k,
+                                       nprobe, keep, raw, filter, fctx, out + (i + b) * k);
+    }
+    return ST_OK;
 }
 
 /* ---- files --------------------------------------------------------------------------------- */

@@ -83,7 +83,7 @@ static void check_kernel(const struct st_kernels *k)
         ck_assert(memcmp(s1, s2, n * sizeof(float)) == 0);
     }
     /* Transposed dots: column counts around the 32- and 8-wide blocks, short and long rows. */
-    static const size_t ks[] = {1, 7, 8, 16, 33, 50, 256};
+    static const size_t ks[] = {1, 7, 8, 16, 17, 33, 50, 64, 100, 256};
     static const size_t ds[] = {1, 2, 4, 8, 16, 49};
     float ct[49 * 256], o1[256], o2[256];
     for (size_t i = 0; i < 49 * 256; i++)
@@ -97,6 +97,30 @@ static void check_kernel(const struct st_kernels *k)
                               "%s dots_t d=%zu k=%zu col %zu: %g vs %g", k->name, ds[di], ks[ki], c,
                               o1[c], o2[c]);
         }
+    /* Batched transposed dots: row counts around the 4-row tile, rows ldx apart (ldx > d), each
+     * row equal to the single-row reference. */
+    static const size_t nxs[] = {1, 3, 4, 5, 9};
+    float xs[9 * 53], ob[9 * 256 + 1];
+    for (size_t i = 0; i < 9 * 53; i++)
+        xs[i] = frand() * 4 - 2;
+    for (size_t ni = 0; ni < sizeof(nxs) / sizeof(nxs[0]); ni++)
+        for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++)
+            for (size_t di = 0; di < sizeof(ds) / sizeof(ds[0]); di++) {
+                size_t nx = nxs[ni], kk = ks[ki], d = ds[di];
+                memset(ob, 0xff, sizeof(ob));
+                k->dots_tn(xs, nx, 53, ct, d, kk, ob);
+                for (size_t r = 0; r < nx; r++) {
+                    ref->dots_t(xs + r * 53, ct, d, kk, o1);
+                    for (size_t c = 0; c < kk; c++)
+                        ck_assert_msg(fabsf(o1[c] - ob[r * kk + c]) <= 1e-4f * (fabsf(o1[c]) + 1),
+                                      "%s dots_tn nx=%zu d=%zu k=%zu row %zu col %zu: %g vs %g",
+                                      k->name, nx, d, kk, r, c, o1[c], ob[r * kk + c]);
+                }
+                /* Nothing written past nx rows of k. */
+                uint32_t w;
+                memcpy(&w, &ob[nx * kk], 4);
+                ck_assert_uint_eq(w, 0xffffffffu);
+            }
 }
 
 START_TEST(test_kernels)
@@ -110,14 +134,17 @@ START_TEST(test_kernels)
     if (k2 != NULL)
         check_kernel(k2);
     const struct st_kernels *k5 = st_kernels_avx512();
-    ck_assert_int_eq(k5 != NULL, __builtin_cpu_supports("avx512f") != 0);
+    ck_assert_int_eq(k5 != NULL,
+                     __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"));
     if (k5 != NULL)
         check_kernel(k5);
-    /* Dispatch picks the widest available, unless STRATA_KERNELS forces one (the scalar run
-     * of this suite stands in for a CPU without AVX). */
+    /* Dispatch picks the widest available, unless STRATA_KERNELS forces one (the scalar and
+     * avx2 runs of this suite stand in for CPUs without AVX, or without AVX-512). */
     const char *force = getenv("STRATA_KERNELS");
     if (force != NULL && strcmp(force, "scalar") == 0)
         ck_assert_str_eq(best->name, "scalar");
+    else if (force != NULL && strcmp(force, "avx2") == 0)
+        ck_assert_str_eq(best->name, k2 ? "avx2" : "scalar");
     else
         ck_assert_str_eq(best->name, k5 ? "avx512" : k2 ? "avx2" : "scalar");
     /* Metric functions: smaller is closer. */
@@ -482,6 +509,38 @@ START_TEST(test_ivfpq)
     ck_assert_msg(rf >= 0.85, "filtered recall@10: %.4f", rf);
     double r1 = ivfpq_recall(ix, base, n, qs, nq, dim, ST_METRIC_L2, 1, 100, NULL);
     ck_assert_msg(r1 < r, "nprobe=1 (%.4f) should be below nprobe=16 (%.4f)", r1, r);
+    /* The batched entry point gives each query exactly the hits of a call of its own (nq = 200
+     * is not a multiple of the batch: the last batch is short), with and without re-ranking
+     * and a filter; k = 0 gives no hits. */
+    {
+        struct idx_ivfpq_searcher *sb = idx_ivfpq_searcher_new(ix);
+        struct st_hit *hb = malloc((size_t)nq * 10 * sizeof(*hb)), one[10];
+        size_t *cnt = malloc(nq * sizeof(*cnt));
+        const struct {
+            uint32_t nprobe, rerank;
+            st_filter_fn filter;
+        } cases[] = {{4, 0, NULL}, {16, 100, NULL}, {8, 50, keep_even}};
+        for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+            ck_assert_int_eq(idx_ivfpq_search_batch(sb, qs, nq, 10, cases[ci].nprobe,
+                                                    cases[ci].rerank, base, cases[ci].filter, NULL,
+                                                    hb, cnt),
+                             ST_OK);
+            for (uint32_t q = 0; q < nq; q++) {
+                size_t n1 = idx_ivfpq_search(sb, qs + (size_t)q * dim, 10, cases[ci].nprobe,
+                                             cases[ci].rerank, base, cases[ci].filter, NULL, one);
+                ck_assert_msg(cnt[q] == n1 && n1 > 0 &&
+                                  memcmp(one, hb + (size_t)q * 10, n1 * sizeof(one[0])) == 0,
+                              "nbits=%u case %zu query %u: batched hits differ", nbits, ci, q);
+            }
+        }
+        cnt[0] = 99;
+        ck_assert_int_eq(idx_ivfpq_search_batch(sb, qs, 1, 0, 4, 0, NULL, NULL, NULL, hb, cnt),
+                         ST_OK);
+        ck_assert_uint_eq(cnt[0], 0);
+        free(hb);
+        free(cnt);
+        idx_ivfpq_searcher_free(sb);
+    }
     /* Save / load round trip gives identical results; damage is rejected with its offset. */
     char *dir = st_test_tmpdir("ivf");
     char path[600];
