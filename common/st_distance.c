@@ -576,22 +576,23 @@ __attribute__((target("avx512f"))) static void dots_tn_avx512(const float *x, si
  * Same operations as pq4_lut_scalar, one 16-float row per register (results are identical:
  * min and max are exact, and the multiply and add are rounded separately — the explicit
  * rounding forms keep the compiler from fusing them into an FMA the scalar code lacks).
+ * The rounding operand must be a constant expression, at -O0 too.
  */
+#define PQ4_RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, const float *b,
                                                                const float *lo, float range,
                                                                size_t m, size_t m2, float *tab,
                                                                uint8_t *lut, float *bias)
 {
-    const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     float sum = 0;
     if (lo == NULL) {
         float rg = 0;
         for (size_t j = 0; j < m; j++) {
             __m512 t = _mm512_loadu_ps(a + 16 * j);
             if (b != NULL)
-                t = _mm512_add_round_ps(t, _mm512_loadu_ps(b + 16 * j), rn);
+                t = _mm512_add_round_ps(t, _mm512_loadu_ps(b + 16 * j), PQ4_RN);
             float mn = _mm512_reduce_min_ps(t), mx = _mm512_reduce_max_ps(t);
-            _mm512_storeu_ps(tab + 16 * j, _mm512_sub_round_ps(t, _mm512_set1_ps(mn), rn));
+            _mm512_storeu_ps(tab + 16 * j, _mm512_sub_round_ps(t, _mm512_set1_ps(mn), PQ4_RN));
             rg = mx - mn > rg ? mx - mn : rg;
             sum += mn;
         }
@@ -607,11 +608,11 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
         } else {
             t = _mm512_loadu_ps(a + 16 * j);
             if (b != NULL)
-                t = _mm512_add_round_ps(t, _mm512_loadu_ps(b + 16 * j), rn);
-            t = _mm512_sub_round_ps(t, _mm512_set1_ps(lo[j]), rn);
+                t = _mm512_add_round_ps(t, _mm512_loadu_ps(b + 16 * j), PQ4_RN);
+            t = _mm512_sub_round_ps(t, _mm512_set1_ps(lo[j]), PQ4_RN);
             sum += lo[j];
         }
-        t = _mm512_add_round_ps(_mm512_mul_round_ps(t, vs, rn), half, rn);
+        t = _mm512_add_round_ps(_mm512_mul_round_ps(t, vs, PQ4_RN), half, PQ4_RN);
         t = _mm512_min_ps(_mm512_max_ps(t, zero), vmax);
         _mm_storeu_si128((__m128i *)(void *)(lut + 16 * j),
                          _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(t)));
@@ -670,6 +671,8 @@ static void choose(void)
 {
     const char *force = getenv("STRATA_KERNELS"); /* "scalar" / "avx2" / "avx512": tests, bench */
     const struct st_kernels *k = NULL;
+    if (force != NULL && *force == '\0')
+        force = NULL; /* set but empty: as unset */
     if (force == NULL || strcmp(force, "avx512") == 0)
         k = st_kernels_avx512();
     if (k == NULL && (force == NULL || strcmp(force, "scalar") != 0))

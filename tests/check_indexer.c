@@ -141,6 +141,8 @@ START_TEST(test_kernels)
     /* Dispatch picks the widest available, unless STRATA_KERNELS forces one (the scalar and
      * avx2 runs of this suite stand in for CPUs without AVX, or without AVX-512). */
     const char *force = getenv("STRATA_KERNELS");
+    if (force != NULL && *force == '\0')
+        force = NULL; /* set but empty: as unset */
     if (force != NULL && strcmp(force, "scalar") == 0)
         ck_assert_str_eq(best->name, "scalar");
     else if (force != NULL && strcmp(force, "avx2") == 0)
