@@ -746,14 +746,21 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
         for (uint32_t j = 0; j < ix->m; j++) {
             float *row = s->qterm + (size_t)j * ix->ksub;
             dots(q + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
-            float mn = INFINITY, mx = -INFINITY;
-            for (uint32_t c = 0; c < ix->ksub; c++) {
+            for (uint32_t c = 0; c < ix->ksub; c++)
                 row[c] *= f;
-                mn = row[c] < mn ? row[c] : mn;
-                mx = row[c] > mx ? row[c] : mx;
+            if (ix->nbits != 4)
+                continue;
+            /* Only fast-scan's table bounds read the rows' extremes (a serial min/max chain
+             * over 8-bit rows of 256 cost ~a third of a query at nprobe 1). Two chains. */
+            float mn0 = row[0], mx0 = row[0], mn1 = row[1], mx1 = row[1];
+            for (uint32_t c = 2; c < 16; c += 2) {
+                mn0 = row[c] < mn0 ? row[c] : mn0;
+                mx0 = row[c] > mx0 ? row[c] : mx0;
+                mn1 = row[c + 1] < mn1 ? row[c + 1] : mn1;
+                mx1 = row[c + 1] > mx1 ? row[c + 1] : mx1;
             }
-            s->q_mm[2 * j] = mn;
-            s->q_mm[2 * j + 1] = mx;
+            s->q_mm[2 * j] = mn0 < mn1 ? mn0 : mn1;
+            s->q_mm[2 * j + 1] = mx0 > mx1 ? mx0 : mx1;
         }
     }
     struct scan sc = {s->cand, 0, keep, filter, fctx};
