@@ -427,12 +427,16 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
         for (uint32_t d = 0; d < ix->dim; d++)
             resid[(size_t)i * ix->dim + d] =
                 train[(size_t)i * ix->dim + d] - ix->centroids[(size_t)asg[i] * ix->dim + d];
+    /* Each codebook learns from at most 256 points per codeword (the sample is already in
+     * random order, so its head is a random subset): 4,096 for 4 bits instead of every
+     * training vector, which made the 4-bit build twice FAISS's; 8 bits keep 65,536. */
     uint32_t ksub = ix->ksub, k = ntrain < ksub ? ntrain : ksub;
+    uint32_t npq = ntrain < 256 * ksub ? ntrain : 256 * ksub;
     for (uint32_t j = 0; j < m; j++) {
-        for (uint32_t i = 0; i < ntrain; i++)
+        for (uint32_t i = 0; i < npq; i++)
             memcpy(subv + (size_t)i * ix->dsub, resid + (size_t)i * ix->dim + (size_t)j * ix->dsub,
                    ix->dsub * sizeof(float));
-        if ((rc = kmeans(subv, ntrain, ix->dsub, k, iters, seed + j + 1, 1,
+        if ((rc = kmeans(subv, npq, ix->dsub, k, iters, seed + j + 1, 1,
                          ix->codebooks + (size_t)j * ksub * ix->dsub)) != ST_OK)
             goto out;
         /* Unused slots (tiny training sets) repeat slot 0 so they are never closer. */
