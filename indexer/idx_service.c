@@ -474,10 +474,25 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
             }
             if (rc == ST_OK && (rc = verify_segment(c, &e, tmp, hdr, &err)) != ST_OK)
                 st_best_effort(store_fs_unlink(NULL, tmp, "idx.fetch.unlink_bad"));
-            if (rc == ST_OK)
-                rc = store_fs_rename(NULL, tmp, seg, "idx.fetch.rename");
-            if (rc == ST_OK)
-                rc = store_fs_sync_dir(NULL, c->cat->dir, "idx.fetch.sync_dir");
+            if (rc == ST_OK &&
+                (rc = store_fs_rename(NULL, tmp, seg, "idx.fetch.rename")) != ST_OK) {
+                st_err_set(&err, rc, "%s: cannot rename to %s: %s", tmp, seg, st_strerror(rc));
+                /* The download is of no use to the retry, which fetches again. */
+                st_best_effort(store_fs_unlink(NULL, tmp, "idx.fetch.unlink_failed"));
+            }
+            if (rc == ST_OK &&
+                (rc = store_fs_sync_dir(NULL, c->cat->dir, "idx.fetch.sync_dir")) != ST_OK) {
+                st_err_set(&err, rc, "%s: cannot sync the directory after renaming %s: %s",
+                           c->cat->dir, seg, st_strerror(rc));
+                /* The renamed copy goes too. The catalog does not name this version yet (it
+                 * is committed after the build), so no part uses the file, and the retry
+                 * fetches again to tmp and renames over it. Kept, it would be a copy whose
+                 * directory entry may not be durable and, should the window never come back
+                 * (an expiry, a newer version), it would stay until the next start. If this
+                 * unlink fails too, or a crash comes before it is durable, the sweep at the
+                 * next start removes it: the catalog does not name it. */
+                st_best_effort(store_fs_unlink(NULL, seg, "idx.fetch.unlink_unsynced"));
+            }
             if (rc != ST_OK) {
                 st_log_warn(LOG_COMP,
                             "fetch failed coll=%s node=%s start=%" PRId64
@@ -527,7 +542,11 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
     }
     st_hist_observe(&s->build_hist[ix->type == CFG_INDEX_IVFPQ],
                     (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
-    if (ST_FAULT("idx.build.before_commit") != 0) {
+    if ((rc = ST_FAULT("idx.build.before_commit")) != 0) {
+        st_log_warn(LOG_COMP,
+                    "commit failed coll=%s node=%s start=%" PRId64
+                    " version=%u attempt=%d: %s before the catalog commit; retrying",
+                    c->cfg->name, e.node, e.start, e.version, j->attempts + 1, st_strerror(rc));
         idx_part_retire(p, j->kind != JOB_RETIER, true);
         idx_part_unref(p);
         p = NULL;
