@@ -49,6 +49,7 @@ struct idx_coll {
     struct idx_view_slot view;
     bool view_stale; /* under mu: the published view lags the parts (build failed) */
     _Atomic uint64_t ev_sealed, ev_expired, builds, failures, noops;
+    _Atomic uint64_t retries; /* jobs that failed and wait for another attempt */
 };
 
 struct idx_service {
@@ -665,6 +666,7 @@ static void *worker_main(void *arg)
         s->running--;
         j->running = false;
         if (rc == JOB_RETRY && !atomic_load(&s->stop)) {
+            atomic_fetch_add(&j->c->retries, 1);
             j->attempts++;
             int64_t b = 1000LL << (j->attempts < 5 ? j->attempts : 5);
             j->not_before = mono_ms() + (b < BACKOFF_MAX ? b : BACKOFF_MAX);
@@ -1296,11 +1298,12 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
                  "Memory reserved by running builds (estimate)");
     st_prom_sample(t, "strata_index_build_memory_bytes", NULL, (double)mem);
     size_t nc = s->ncoll;
-    double *val = calloc(nc * 7 + 1, sizeof(*val));
+    enum { NCOL = 8 }; /* values per collection, by fam[].col */
+    double *val = calloc(nc * NCOL + 1, sizeof(*val));
     for (size_t i = 0; val != NULL && i < nc; i++) {
         struct idx_coll *c = &s->colls[i];
         struct idx_view *v = idx_coll_view(c);
-        double *x = val + i * 7;
+        double *x = val + i * NCOL;
         for (size_t k = 0; v != NULL && k < v->n; k++) {
             x[1] += v->parts[k]->n;
             x[2] += (double)v->parts[k]->memory;
@@ -1311,6 +1314,7 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
         x[4] = (double)atomic_load(&c->ev_expired);
         x[5] = (double)atomic_load(&c->noops);
         x[6] = (double)atomic_load(&c->failures);
+        x[7] = (double)atomic_load(&c->retries);
     }
     static const struct {
         const char *name, *type, *help, *kind;
@@ -1323,6 +1327,8 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
         {NULL, NULL, NULL, "expired", 4},
         {NULL, NULL, NULL, "noop", 5},
         {"strata_index_failures_total", "counter", "Windows given up", NULL, 6},
+        {"strata_index_retries_total", "counter",
+         "Window fetches, builds or commits that failed and are retried", NULL, 7},
     };
     const char *cur = NULL;
     for (size_t f = 0; val != NULL && f < sizeof(fam) / sizeof(fam[0]); f++) {
@@ -1333,7 +1339,7 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
         for (size_t i = 0; i < nc; i++) {
             const char *l[] = {"collection", s->colls[i].cfg->name, fam[f].kind ? "kind" : NULL,
                                fam[f].kind, NULL};
-            st_prom_sample(t, cur, l, val[i * 7 + (size_t)fam[f].col]);
+            st_prom_sample(t, cur, l, val[i * NCOL + (size_t)fam[f].col]);
         }
     }
     free(val);
