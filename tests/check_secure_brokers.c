@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "st_bus.h"
@@ -320,22 +319,6 @@ START_TEST(test_ingest_ssl)
 }
 END_TEST
 
-/* Waits up to timeout_ms for the daemon to exit by itself; its exit status. */
-static int wait_exit(struct st_daemon *d, int timeout_ms)
-{
-    int status = 0;
-    bool gone = ST_WAIT_UNTIL(waitpid(d->pid, &status, WNOHANG) == d->pid, timeout_ms);
-    if (!gone) {
-        char cmd[700], out[3000]; /* check's messages are bounded */
-        snprintf(cmd, sizeof(cmd), "tail -c 2500 %s", d->log);
-        st_test_run(cmd, out, sizeof(out));
-        ck_abort_msg("%s still runs after %d ms; its log:\n%s", d->name, timeout_ms, out);
-    }
-    d->pid = 0;
-    st_daemon_assert_clean(d);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 /* A wrong SCRAM password: the daemon stops with the reason (not a retry loop), commits
  * nothing, and never logs the password; `strata produce` fails at once the same way. */
 START_TEST(test_wrong_kafka_password)
@@ -357,7 +340,7 @@ START_TEST(test_wrong_kafka_password)
     ck_assert_int_eq(produce_cli(&e, S.pw, in, out, sizeof(out)), 0);
     struct st_daemon d;
     start_daemon(&d, &e, "not-the-password", S.npw);
-    ck_assert_int_eq(wait_exit(&d, 60000), 1);
+    ck_assert_int_eq(st_daemon_wait_exit(&d, 60000), 1);
     ck_assert_msg(st_daemon_log_has(&d, "kafka authentication"), "no reason logged");
     ck_assert(st_daemon_log_has(&d, "SCRAM-SHA-512"));
     assert_file_lacks(e.log, "not-the-password");
@@ -388,7 +371,7 @@ START_TEST(test_untrusted_kafka_certificate)
     fclose(f);
     struct st_daemon d;
     start_daemon(&d, &e, S.pw, S.npw);
-    ck_assert_int_eq(wait_exit(&d, 60000), 1);
+    ck_assert_int_eq(st_daemon_wait_exit(&d, 60000), 1);
     ck_assert_msg(st_daemon_log_has(&d, "kafka TLS"), "no TLS reason logged");
     env_free(&e);
 }

@@ -252,6 +252,23 @@ void st_daemon_kill(struct st_daemon *d)
     st_daemon_assert_clean(d);
 }
 
+int st_daemon_wait_exit(struct st_daemon *d, int timeout_ms)
+{
+    ck_assert_msg(d->pid > 0, "%s is not running", d->name);
+    int status = 0;
+    if (!ST_WAIT_UNTIL(!alive(d, &status), timeout_ms)) {
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, &status, 0);
+        d->pid = 0;
+        char what[96];
+        snprintf(what, sizeof(what), "still running %d ms after it started to be waited for",
+                 timeout_ms);
+        fail_with_log(d, what, status);
+    }
+    st_daemon_assert_clean(d);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 bool st_daemon_wait_killed(struct st_daemon *d, int timeout_ms)
 {
     ck_assert_msg(d->pid > 0, "%s is not running", d->name);

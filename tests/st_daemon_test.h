@@ -52,6 +52,11 @@ void st_daemon_stop(struct st_daemon *d, int timeout_ms);
 /* SIGKILL (a crash the test wants) and reap; the log up to then must be clean. */
 void st_daemon_kill(struct st_daemon *d);
 
+/* Waits up to timeout_ms for the daemon to exit by itself (a start-up it must refuse): its
+ * exit status, or 128 + the signal that ended it. Fails the test, quoting the log, when it still
+ * runs at the deadline (it is then killed) or its log holds a sanitizer report. */
+int st_daemon_wait_exit(struct st_daemon *d, int timeout_ms);
+
 /* Whether the daemon has died of SIGKILL (a crash point it was armed with) within timeout_ms;
  * false while it still runs. Any other exit fails the test with its log. */
 bool st_daemon_wait_killed(struct st_daemon *d, int timeout_ms);
