@@ -1105,7 +1105,8 @@ END_TEST
  * disk; the catalog loads and every part it names loads (fully verified) and answers; with the
  * fault cleared the same events are handled again (redelivery), the index answers and no stray
  * file is left. Not covered here: the service's own idx.fetch.rename / .sync_dir / .unlink_bad,
- * idx.mkdir and idx.build.before_commit, which only the running service passes.
+ * idx.mkdir and idx.build.before_commit, which only the running service passes:
+ * check_indexer_daemon test_indexer_fault_sites arms them in the daemon.
  */
 enum { IC_N = 160, IC_D = 8 };
 #define IC_W0 0

@@ -4,7 +4,9 @@
  * indexed and searched over HTTP (recall against exact search), fresh records are found with
  * `strong` and not with `indexed`, get-by-id, upserts into a later window and deletes, every
  * bad request's 4xx, a SIGKILL and restart without rebuilds, a second indexer killed in the
- * middle of its builds that then answers exactly as the first, and redelivered events.
+ * middle of its builds that then answers exactly as the first, and redelivered events. The
+ * tcase "faults": an error (or a SIGKILL) at each I/O site only the running indexer passes,
+ * its sealed events left unacknowledged on JetStream, then a clean restart (issue 16).
  */
 #include <check.h>
 #include <dirent.h>
@@ -45,8 +47,10 @@ struct env {
     int64_t w0; /* first window start */
 };
 
+/* A YAML for node on data; coll_extra goes into collection fm's block, more_colls after it
+ * (further collections, "" for none). */
 static void write_cfg(const struct env *e, const char *path, const char *node, const char *data,
-                      const char *coll_extra)
+                      const char *coll_extra, const char *more_colls)
 {
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
@@ -57,13 +61,13 @@ static void write_cfg(const struct env *e, const char *path, const char *node, c
             "  properties: {session.timeout.ms: \"6000\"}\n"
             "nats:\n  url: \"%s\"\n  stream: %s\n"
             "collections:\n  - name: fm\n    dim: %d\n    metric: l2\n    topic: %s\n%s"
-            "    index: {type: hnsw, m: 16, ef_construction: 100}\n"
+            "    index: {type: hnsw, m: 16, ef_construction: 100}\n%s"
             "ingest: {listen: \"127.0.0.1:0\", announce_interval: 500ms}\n"
             "indexer: {listen: \"127.0.0.1:0\", build_threads: 1, memory_budget: 1GiB}\n"
             "http: {auth_token_file: \"%s\", max_body: 64KiB}\n"
             "log: {level: info}\n",
             node, data, e->brokers, e->group, e->dead, e->nats, e->stream, DIM, e->topic,
-            coll_extra, e->token);
+            coll_extra, more_colls, e->token);
     fclose(f);
 }
 
@@ -102,8 +106,8 @@ static void env_init_cfg(struct env *e, const char *coll_extra)
     ck_assert_ptr_nonnull(tf);
     fprintf(tf, TOKEN "\n");
     fclose(tf);
-    write_cfg(e, e->cfg, "host-a", e->data, coll_extra);
-    write_cfg(e, e->cfg_b, "host-b", e->data_b, coll_extra); /* another "host" */
+    write_cfg(e, e->cfg, "host-a", e->data, coll_extra, "");
+    write_cfg(e, e->cfg_b, "host-b", e->data_b, coll_extra, ""); /* another "host" */
 }
 
 /* ---- HTTP ---- */
@@ -996,6 +1000,666 @@ START_TEST(test_indexer_nats_outage)
 }
 END_TEST
 
+/* ---- error returns at the running indexer's own I/O sites (issue 16) ---- */
+
+/*
+ * The daemons come from the same build as this test: with assertions (the ASan build) the
+ * fault points STRATA_FAULT_POINTS names are armed; under NDEBUG (the normal build) they are
+ * compiled out and the variable must change nothing.
+ */
+#ifdef NDEBUG
+#define FX_LIVE false
+#else
+#define FX_LIVE true
+#endif
+
+#define FX_WIN       3   /* windows produced */
+#define FX_PER       100 /* records per window */
+#define FX_N         (FX_WIN * FX_PER)
+#define FX_Q         20 /* queries compared */
+#define FX_WINDOWING "    window: 1m\n    grace: 1s\n    max_lateness: 1h\n"
+
+/* Polls cond every 100 ms until it holds or ms pass; yields whether it held. */
+#define FX_WAIT(cond, ms)                                                                          \
+    __extension__({                                                                                \
+        int64_t fx_dl_ = st_test_now_ms() + (ms);                                                  \
+        bool fx_ok_;                                                                               \
+        while (!(fx_ok_ = (cond)) && st_test_now_ms() < fx_dl_)                                    \
+            st_test_sleep_ms(100);                                                                 \
+        fx_ok_;                                                                                    \
+    })
+
+enum { FX_RENAME, FX_SYNC, FX_COMMIT, FX_CRASH, FX_MKDIR, FX_BAD, FX_OK, FX_COUNT };
+
+struct fx_idx {
+    const char *node;   /* its node_id: its own durable consumer <node>-indexer */
+    const char *fault;  /* STRATA_FAULT_POINTS of its first run (NULL: none) */
+    const char *step;   /* the log line of a failed attempt ("fetch failed", "commit failed") */
+    const char *reason; /* and what that line must say */
+    struct st_daemon d;
+    unsigned port;
+    char cfg[700], data[700], dir[720], log[2][700];
+};
+
+static struct fx_idx fx[FX_COUNT] = {
+    [FX_RENAME] = {.node = "fx-rename",
+                   .fault = "idx.fetch.rename",
+                   .step = "fetch failed",
+                   .reason = "cannot rename to"},
+    [FX_SYNC] = {.node = "fx-sync",
+                 .fault = "idx.fetch.sync_dir",
+                 .step = "fetch failed",
+                 .reason = "cannot sync the directory after renaming"},
+    [FX_COMMIT] = {.node = "fx-commit",
+                   .fault = "idx.build.before_commit",
+                   .step = "commit failed",
+                   .reason = "before the catalog commit"},
+    [FX_CRASH] = {.node = "fx-crash", .fault = "idx.build.before_commit=crash@0"},
+    [FX_MKDIR] = {.node = "fx-mkdir", .fault = "idx.mkdir"},
+    [FX_BAD] = {.node = "fx-bad", .fault = "idx.fetch.unlink_bad"},
+    [FX_OK] = {.node = "fx-ok"},
+};
+
+static void fx_start(struct fx_idx *x, const struct env *e, int run)
+{
+    char fault[160];
+    snprintf(fault, sizeof(fault), "STRATA_FAULT_POINTS=%s", x->fault ? x->fault : "");
+    const char *const env[] = {fault, NULL};
+    const char *const argv[] = {e->indexer_bin, "--config", x->cfg, NULL};
+    st_daemon_start(&x->d, x->log[run], argv, run == 0 && x->fault != NULL ? env : NULL);
+}
+
+static void fx_start_port(struct fx_idx *x, const struct env *e, int run)
+{
+    fx_start(x, e, run);
+    x->port = st_daemon_wait_logged_number(&x->d, "HTTP on port ", 60000);
+}
+
+/* Lines of the log at path holding a and (unless NULL) b. */
+static int fx_lines(const char *path, const char *a, const char *b)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    char line[8192];
+    int n = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL);
+    fclose(f);
+    return n;
+}
+
+static int64_t fx_start_of(const struct env *e, int w)
+{
+    return e->w0 + (int64_t)w * 60000;
+}
+
+/* "<verb> coll=fm node=host-a start=<window w> " */
+static const char *fx_about(const struct env *e, const char *verb, const char *coll, int w)
+{
+    static char s[160];
+    snprintf(s, sizeof(s), "%s coll=%s node=host-a start=%" PRId64 " ", verb, coll,
+             fx_start_of(e, w));
+    return s;
+}
+
+/* FX_WIN windows of FX_PER train vectors (t0, t1, ...), 13-15 minutes old, then one record
+ * per partition near now that moves the watermark past them. */
+static void fx_produce(struct env *e)
+{
+    int64_t now = st_clock_wall_ms(NULL);
+    e->w0 = (now - 15 * 60000) / 60000 * 60000;
+    rd_kafka_t *p = st_kafka_producer(e->brokers);
+    for (int b = 0; b < FX_N / 20; b++) {
+        json_t *recs = json_array();
+        for (int i = b * 20; i < (b + 1) * 20; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "t%d", i);
+            json_array_append_new(
+                recs, rec(id, fx_start_of(e, i / FX_PER) + i % FX_PER, train + (size_t)i * DIM));
+        }
+        send_json(p, e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
+    }
+    for (int part = 0; part < 2; part++)
+        send_json(p, e, part,
+                  rec(part ? "wm-1" : "wm-0", now - 1000, test + (size_t)(NQ + 9) * DIM));
+    ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+}
+
+/* The stream's sealed events of collection fm up to stream sequence upto. */
+struct fx_sealed {
+    int n;          /* how many (the produced windows' and any sealed since) */
+    int ours;       /* of the FX_WIN produced windows */
+    uint64_t first; /* stream sequence of the first, 0 when none */
+    uint64_t last_ours;
+    char *w0_event; /* the first window's event (malloc'd JSON), NULL when not there */
+};
+
+static struct fx_sealed fx_scan(jsCtx *js, const struct env *e, uint64_t upto)
+{
+    struct fx_sealed r = {0};
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    NATS_OK(js_GetStreamInfo(&si, js, e->stream, NULL, &jerr));
+    uint64_t last = si->State.LastSeq < upto ? si->State.LastSeq : upto;
+    jsStreamInfo_Destroy(si);
+    for (uint64_t seq = 1; seq <= last; seq++) {
+        natsMsg *m = NULL;
+        if (js_GetMsg(&m, js, e->stream, seq, NULL, &jerr) != NATS_OK)
+            continue;
+        if (strcmp(natsMsg_GetSubject(m), "strata.fm.sealed") == 0) {
+            json_t *j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+            int64_t start = json_integer_value(json_object_get(j, "start"));
+            r.n++;
+            if (r.first == 0)
+                r.first = seq;
+            if (start >= e->w0 && start < fx_start_of(e, FX_WIN)) {
+                r.ours++;
+                r.last_ours = seq;
+            }
+            if (start == e->w0 && r.w0_event == NULL)
+                r.w0_event = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+            json_decref(j);
+        }
+        natsMsg_Destroy(m);
+    }
+    return r;
+}
+
+/* A durable consumer's state, and the sealed events of fm delivered to it. */
+struct fx_cons {
+    bool exists;
+    int64_t pending; /* delivered, not acknowledged */
+    uint64_t floor;  /* stream sequence below which everything is acknowledged */
+    struct fx_sealed sealed;
+};
+
+static struct fx_cons fx_consumer(jsCtx *js, const struct env *e, const char *node)
+{
+    struct fx_cons c = {0};
+    char durable[96];
+    snprintf(durable, sizeof(durable), "%s-indexer", node);
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    if (js_GetConsumerInfo(&ci, js, e->stream, durable, NULL, &jerr) != NATS_OK)
+        return c;
+    c.exists = true;
+    c.pending = ci->NumAckPending;
+    c.floor = ci->AckFloor.Stream;
+    uint64_t delivered = ci->Delivered.Stream;
+    jsConsumerInfo_Destroy(ci);
+    c.sealed = fx_scan(js, e, delivered);
+    free(c.sealed.w0_event);
+    c.sealed.w0_event = NULL;
+    return c;
+}
+
+/* Every sealed event of fm delivered to node's consumer is unacknowledged, the produced
+ * windows' among them, and nothing else is: the pending count is theirs, the ack floor below
+ * the first. */
+static bool fx_all_held(jsCtx *js, const struct env *e, const char *node, char *why, size_t cap)
+{
+    struct fx_cons c = fx_consumer(js, e, node);
+    snprintf(why, cap,
+             "consumer %s: exists %d, %" PRId64 " pending, ack floor %" PRIu64
+             ", %d sealed events of fm delivered (%d of the produced windows, the first at %" PRIu64
+             ")",
+             node, c.exists, c.pending, c.floor, c.sealed.n, c.sealed.ours, c.sealed.first);
+    return c.exists && c.sealed.ours == FX_WIN && c.pending == c.sealed.n &&
+           c.floor < c.sealed.first;
+}
+
+/* node's consumer holds `pending` messages unacknowledged, and has acknowledged every sealed
+ * event of the produced windows (its ack floor at or past the last). */
+static bool fx_acked(jsCtx *js, const struct env *e, const char *node, int64_t pending, char *why,
+                     size_t cap)
+{
+    struct fx_cons c = fx_consumer(js, e, node);
+    snprintf(why, cap,
+             "consumer %s: exists %d, %" PRId64 " pending (want %" PRId64 "), ack floor %" PRIu64
+             ", the produced windows' last sealed event at %" PRIu64,
+             node, c.exists, c.pending, pending, c.floor, c.sealed.last_ours);
+    return c.exists && c.sealed.ours == FX_WIN && c.pending == pending &&
+           c.floor >= c.sealed.last_ours;
+}
+
+/* How many of the produced windows the indexer lists as indexed with one part of FX_PER
+ * records; *listed: how many of them it lists at all (indexed or not). */
+static int fx_indexed(const struct env *e, unsigned port, int *listed)
+{
+    struct st_test_resp r = st_test_http_port(port, "/v1/collections/fm/windows", TOKEN, NULL);
+    json_t *a = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+    free(r.body);
+    int indexed = 0, all = 0;
+    size_t i;
+    json_t *w;
+    json_array_foreach(a, i, w)
+    {
+        int64_t start = json_integer_value(json_object_get(w, "start"));
+        if (start < e->w0 || start >= fx_start_of(e, FX_WIN))
+            continue;
+        all++;
+        json_t *parts = json_object_get(w, "parts");
+        indexed +=
+            strcmp(json_string_value(json_object_get(w, "state")), "indexed") == 0 &&
+            json_array_size(parts) == 1 &&
+            json_integer_value(json_object_get(json_array_get(parts, 0), "records")) == FX_PER;
+    }
+    json_decref(a);
+    if (listed != NULL)
+        *listed = all;
+    return indexed;
+}
+
+static void fx_wait_indexed(const struct env *e, struct fx_idx *x, int timeout_ms)
+{
+    int n = 0;
+    bool ok = FX_WAIT((st_daemon_assert_clean(&x->d), n = fx_indexed(e, x->port, NULL)) == FX_WIN,
+                      timeout_ms);
+    ck_assert_msg(ok, "%s: %d of the %d windows indexed in time", x->node, n, FX_WIN);
+}
+
+/* The files of the produced windows in a collection's directory (other windows' and the
+ * CATALOG aside): how many; *parts: how many of them are a part's files at version 1 (the
+ * segment, the HNSW index); the first other name goes to stray. */
+static int fx_files(const struct env *e, const char *dir, int *parts, char *stray, size_t cap)
+{
+    int n = 0;
+    *parts = 0;
+    stray[0] = '\0';
+    DIR *d = opendir(dir);
+    for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;) {
+        long long start = 0;
+        if (de->d_name[0] == '.' || sscanf(de->d_name, "host-a@%lld@", &start) != 1 ||
+            start < e->w0 || start >= fx_start_of(e, FX_WIN))
+            continue;
+        n++;
+        char seg[96], hnsw[96];
+        snprintf(seg, sizeof(seg), "host-a@%lld@v1.seg", start);
+        snprintf(hnsw, sizeof(hnsw), "host-a@%lld@v1.hnsw", start);
+        if (strcmp(de->d_name, seg) == 0 || strcmp(de->d_name, hnsw) == 0)
+            (*parts)++;
+        else if (stray[0] == '\0')
+            snprintf(stray, cap, "%s", de->d_name);
+    }
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
+/* An indexed search over the produced windows only (a window sealed since, as the clock moves
+ * on, is not in every indexer yet). */
+static json_t *fx_search(const struct env *e, unsigned port, const float *q)
+{
+    char *vt = vec_text(q);
+    size_t cap = strlen(vt) + 256;
+    char *body = malloc(cap);
+    snprintf(body, cap,
+             "{\"vector\": %s, \"k\": 10, \"consistency\": \"indexed\", \"ef\": 96, "
+             "\"from_ts\": %" PRId64 ", \"to_ts\": %" PRId64 "}",
+             vt, e->w0, fx_start_of(e, FX_WIN) - 1);
+    json_t *j = http_json(port, "/v1/collections/fm/search", body, 200);
+    free(body);
+    free(vt);
+    return j;
+}
+
+/* The hit ids of FX_Q searches, as one string. */
+static char *fx_answers(const struct env *e, unsigned port)
+{
+    size_t cap = FX_Q * 10 * 8 + FX_Q + 1, n = 0;
+    char *s = calloc(1, cap);
+    for (int q = 0; q < FX_Q; q++) {
+        json_t *r = fx_search(e, port, test + (size_t)q * DIM);
+        size_t i;
+        json_t *h;
+        json_array_foreach(json_object_get(r, "hits"), i, h) n +=
+            (size_t)snprintf(s + n, cap - n, "%s,", json_string_value(json_object_get(h, "id")));
+        n += (size_t)snprintf(s + n, cap - n, ";");
+        json_decref(r);
+    }
+    return s;
+}
+
+static const float *fx_dist_base;
+static float fx_dist[FX_N];
+
+static int fx_by_dist(const void *a, const void *b)
+{
+    float x = fx_dist[*(const int *)a], y = fx_dist[*(const int *)b];
+    return x < y ? -1 : x > y;
+}
+
+/* The healthy indexer's answers are the exact top-10 of the produced records (a query whose
+ * 10th and 11th nearest tie is skipped: either is right); at least most queries count. */
+static void fx_assert_exact(const struct env *e, unsigned port)
+{
+    int checked = 0;
+    for (int q = 0; q < FX_Q; q++) {
+        fx_dist_base = test + (size_t)q * DIM;
+        int order[FX_N];
+        for (int i = 0; i < FX_N; i++) {
+            fx_dist[i] = l2(fx_dist_base, train + (size_t)i * DIM);
+            order[i] = i;
+        }
+        qsort(order, FX_N, sizeof(order[0]), fx_by_dist);
+        if (fx_dist[order[9]] == fx_dist[order[10]])
+            continue;
+        json_t *r = fx_search(e, port, fx_dist_base);
+        ck_assert_uint_eq(json_array_size(json_object_get(r, "hits")), 10);
+        for (int k = 0; k < 10; k++) {
+            char id[32];
+            snprintf(id, sizeof(id), "t%d", order[k]);
+            ck_assert_msg(hits_have(r, id), "query %d: %s (exact rank %d) not found", q, id, k);
+        }
+        json_decref(r);
+        checked++;
+    }
+    ck_assert_int_ge(checked, FX_Q - 2);
+}
+
+/* Get-by-id from the indexes finds every produced record with its timestamp (and, sampled,
+ * its vector). */
+static void fx_assert_records(const struct fx_idx *x, const struct env *e)
+{
+    for (int i = 0; i < FX_N; i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/collections/fm/records/t%d?consistency=indexed", i);
+        struct st_test_resp r = st_test_http_port(x->port, path, TOKEN, NULL);
+        ck_assert_msg(r.status == 200, "%s: GET %s: HTTP %ld %s", x->node, path, r.status, r.body);
+        json_t *g = json_loads(r.body, 0, NULL);
+        free(r.body);
+        ck_assert_int_eq(json_integer_value(json_object_get(g, "ts")),
+                         fx_start_of(e, i / FX_PER) + i % FX_PER);
+        if (i % 29 == 0) {
+            json_t *v = json_object_get(g, "vector");
+            ck_assert_uint_eq(json_array_size(v), DIM);
+            for (int dd = 0; dd < DIM; dd += 7)
+                ck_assert_double_eq_tol(json_number_value(json_array_get(v, (size_t)dd)),
+                                        train[(size_t)i * DIM + (size_t)dd], 1e-3);
+        }
+        json_decref(g);
+    }
+}
+
+static double fx_metric(unsigned port, const char *name, const char *coll)
+{
+    char series[128];
+    snprintf(series, sizeof(series), "%s{collection=\"%s\"}", name, coll);
+    return st_test_metric_port(port, series);
+}
+
+/* A faulted indexer of the first run serves nothing of the produced windows: none listed as
+ * indexed (each still waiting: listed), no indexed search hit, no record by id. */
+static void fx_assert_nothing_served(const struct env *e, const struct fx_idx *x)
+{
+    int listed = 0;
+    ck_assert_int_eq(fx_indexed(e, x->port, &listed), 0);
+    ck_assert_msg(listed == FX_WIN, "%s lists %d of the %d windows as waiting", x->node, listed,
+                  FX_WIN);
+    json_t *r = fx_search(e, x->port, test);
+    ck_assert_uint_eq(json_array_size(json_object_get(r, "hits")), 0);
+    json_decref(r);
+    ck_assert_int_eq(http_status(x->port, "/v1/collections/fm/records/t0?consistency=indexed"),
+                     404);
+}
+
+/* fx-bad lists fmbad's one window, not indexed, and finds nothing there. */
+static void fx_assert_bad_unserved(const struct fx_idx *x)
+{
+    json_t *a = http_json(x->port, "/v1/collections/fmbad/windows", NULL, 200);
+    ck_assert_uint_eq(json_array_size(a), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(a, 0), "state")), "indexing");
+    json_decref(a);
+    char *vt = vec_text(train);
+    size_t cap = strlen(vt) + 64;
+    char *body = malloc(cap);
+    snprintf(body, cap, "{\"vector\": %s, \"k\": 10, \"consistency\": \"indexed\"}", vt);
+    json_t *r = http_json(x->port, "/v1/collections/fmbad/search", body, 200);
+    ck_assert_uint_eq(json_array_size(json_object_get(r, "hits")), 0);
+    json_decref(r);
+    free(body);
+    free(vt);
+}
+
+/*
+ * Issue 16: an error (EIO, every time) at each I/O site only the running indexer passes, one
+ * indexer daemon per site (each its own node_id, durable consumer and data_dir), against one
+ * ingest node's FX_WIN sealed windows: the segment's rename into place (idx.fetch.rename), the
+ * directory sync after it (idx.fetch.sync_dir), the point between a finished build and the
+ * catalog commit (idx.build.before_commit), and there a SIGKILL at the first build; the
+ * creation of the indexer's directory (idx.mkdir); the unlink of a download that failed
+ * verification (idx.fetch.unlink_bad), provoked by a sealed event whose checksum does not match
+ * the segment the ingest node serves (a bad announcement or transfer), on a collection only
+ * that indexer has. While faulted: every sealed event stays unacknowledged on the indexer's
+ * JetStream consumer (pending = the sealed events delivered, ack floor below the first),
+ * nothing of those windows is searchable or found by id, each window's failure is logged with
+ * the step and the reason, strata_index_retries_total moves and no window is given up, no file
+ * is left beside the catalog (a killed build leaves its files to the sweep; a failed unlink of
+ * a bad download leaves that download); idx.mkdir ends the daemon with exit 1 and the
+ * directory named, without a consumer. Restarted without the fault, each indexer indexes every
+ * window exactly once over both runs (the log's "indexed" lines), acknowledges every sealed
+ * event, keeps only the parts' files (the sweep removes the killed build's files and the bad
+ * download), finds every record by id and answers exactly as a healthy indexer, whose answers
+ * are the exact top-10. Under NDEBUG the fault points are compiled out: the same indexers must
+ * then index everything normally on the first run (the variable is ignored).
+ */
+START_TEST(test_indexer_fault_sites)
+{
+    train = st_test_fmnist("train-images-idx3-ubyte.gz", FX_N, DIM);
+    test = st_test_fmnist("t10k-images-idx3-ubyte.gz", NQ + 10, DIM);
+    if (!FX_LIVE)
+        fprintf(stderr, "test_indexer_fault_sites: NDEBUG build, fault points compiled out: "
+                        "asserting STRATA_FAULT_POINTS is ignored\n");
+    struct env e;
+    env_init(&e);
+    char bad_topic[160];
+    snprintf(bad_topic, sizeof(bad_topic), "%s-bad", e.topic);
+    char more[512];
+    snprintf(more, sizeof(more),
+             "  - name: fmbad\n    dim: %d\n    metric: l2\n    topic: %s\n" FX_WINDOWING
+             "    index: {type: hnsw, m: 16, ef_construction: 100}\n",
+             DIM, bad_topic);
+    for (int i = 0; i < FX_COUNT; i++) {
+        struct fx_idx *x = &fx[i];
+        snprintf(x->cfg, sizeof(x->cfg), "%s/%s.yaml", e.dir, x->node);
+        snprintf(x->data, sizeof(x->data), "%s/%s", e.dir, x->node);
+        snprintf(x->dir, sizeof(x->dir), "%s/%s/indexer/fm", e.dir, x->node);
+        for (int run = 0; run < 2; run++)
+            snprintf(x->log[run], sizeof(x->log[run]), "%s/%s-%d.log", e.dir, x->node, run + 1);
+        write_cfg(&e, x->cfg, x->node, x->data, FX_WINDOWING, i == FX_BAD ? more : "");
+    }
+    char log_i[700];
+    snprintf(log_i, sizeof(log_i), "%s/ingest.log", e.dir);
+    struct st_daemon ing;
+    const char *const iargv[] = {e.ingest_bin, "--config", e.cfg, NULL};
+    st_daemon_start(&ing, log_i, iargv, NULL);
+    unsigned iport = st_daemon_wait_logged_number(&ing, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(&ing, iport, "/readyz", 60000);
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    st_nats_js_open(e.nats, &nc, &js);
+
+    /* The windows sealed: their events in the stream before any indexer runs. */
+    fx_produce(&e);
+    struct fx_sealed sealed = {0};
+    ck_assert_msg(FX_WAIT((free(sealed.w0_event), sealed = fx_scan(js, &e, UINT64_MAX),
+                           st_daemon_assert_clean(&ing), sealed.ours == FX_WIN),
+                          120000),
+                  "%d of %d windows sealed", sealed.ours, FX_WIN);
+    ck_assert_ptr_nonnull(sealed.w0_event);
+    char why[512];
+
+    /* SIGKILL at the first build's commit point, alone: nothing but sealed events is in the
+     * stream, so an ack it sent and did not flush before dying cannot blur its pending count. */
+    struct fx_idx *x = &fx[FX_CRASH];
+    fx_start_port(x, &e, 0);
+    if (FX_LIVE) {
+        ck_assert_msg(st_daemon_wait_killed(&x->d, 120000), "%s not killed at its crash point",
+                      x->node);
+        ck_assert(st_daemon_log_has(&x->d, "test fault point armed: idx.build.before_commit"));
+        ck_assert_int_ge(fx_lines(x->log[0], "building coll=fm ", NULL), 1);
+        ck_assert_int_eq(fx_lines(x->log[0], "indexed coll=fm ", NULL), 0);
+        ck_assert_msg(FX_WAIT(fx_all_held(js, &e, x->node, why, sizeof(why)), 30000), "%s", why);
+        int parts = 0;
+        char stray[256];
+        ck_assert_msg(fx_files(&e, x->dir, &parts, stray, sizeof(stray)) >= 1,
+                      "the killed build left no file for the sweep");
+    } else {
+        fx_wait_indexed(&e, x, 120000);
+        ck_assert_msg(FX_WAIT(fx_acked(js, &e, x->node, 0, why, sizeof(why)), 30000), "%s", why);
+    }
+
+    /* A sealed event for collection fmbad (only fx-bad has it) naming w0's real segment with a
+     * checksum that is not the segment's: fx-bad's download never verifies. */
+    json_t *bad = json_loads(sealed.w0_event, 0, NULL);
+    ck_assert_ptr_nonnull(bad);
+    uint32_t sum = (uint32_t)json_integer_value(json_object_get(bad, "checksum"));
+    json_object_set_new(bad, "collection", json_string("fmbad"));
+    json_object_set_new(bad, "checksum", json_integer((json_int_t)(sum ^ 0x5a5a5a5au)));
+    char *bad_body = json_dumps(bad, JSON_COMPACT);
+    json_decref(bad);
+    jsPubAck *pa = NULL;
+    NATS_OK(
+        js_Publish(&pa, js, "strata.fmbad.sealed", bad_body, (int)strlen(bad_body), NULL, &jerr));
+    uint64_t bad_seq = pa->Sequence;
+    jsPubAck_Destroy(pa);
+    free(bad_body);
+
+    /* The other faulted indexers, side by side. */
+    for (int i = 0; i < FX_OK; i++)
+        if (i != FX_CRASH && i != FX_MKDIR)
+            fx_start_port(&fx[i], &e, 0);
+    x = &fx[FX_MKDIR];
+    fx_start(x, &e, 0);
+    if (FX_LIVE) {
+        char want[800];
+        snprintf(want, sizeof(want), "%s/indexer: cannot create: I/O error", x->data);
+        ck_assert_int_eq(st_daemon_wait_exit(&x->d, 60000), 1);
+        ck_assert_msg(st_daemon_log_has(&x->d, want), "%s: no \"%s\" in %s", x->node, want,
+                      x->log[0]);
+        ck_assert(!fx_consumer(js, &e, x->node).exists);
+    } else {
+        x->port = st_daemon_wait_logged_number(&x->d, "HTTP on port ", 60000);
+    }
+    for (int i = FX_RENAME; i <= FX_COMMIT; i++) {
+        x = &fx[i];
+        if (!FX_LIVE) {
+            fx_wait_indexed(&e, x, 120000);
+            continue;
+        }
+        /* every window fails at the step, with the reason, and waits for a retry */
+        for (int w = 0; w < FX_WIN; w++) {
+            const char *about = fx_about(&e, x->step, "fm", w);
+            ck_assert_msg(
+                FX_WAIT((st_daemon_assert_clean(&x->d), fx_lines(x->log[0], about, x->reason) >= 1),
+                        120000),
+                "%s: no \"%s... %s\" in %s", x->node, about, x->reason, x->log[0]);
+        }
+        char armed[128];
+        snprintf(armed, sizeof(armed), "test fault point armed: %s", x->fault);
+        ck_assert(st_daemon_log_has(&x->d, armed));
+        ck_assert_int_eq(fx_lines(x->log[0], "indexed coll=fm ", NULL), 0);
+        ck_assert_msg(FX_WAIT(fx_all_held(js, &e, x->node, why, sizeof(why)), 30000), "%s", why);
+        fx_assert_nothing_served(&e, x);
+        ck_assert_double_ge(fx_metric(x->port, "strata_index_retries_total", "fm"), FX_WIN);
+        ck_assert_double_eq(fx_metric(x->port, "strata_index_failures_total", "fm"), 0);
+        /* only an attempt in flight has a file (the next one starts seconds later) */
+        int n = 0, parts = 0;
+        char stray[256];
+        ck_assert_msg(FX_WAIT((n = fx_files(&e, x->dir, &parts, stray, sizeof(stray))) == 0, 15000),
+                      "%s left %d file(s) in %s, e.g. %s", x->node, n, x->dir, stray);
+    }
+    /* fx-bad: fm indexed as usual; the bad download of fmbad fails verification every time */
+    x = &fx[FX_BAD];
+    fx_wait_indexed(&e, x, 120000);
+    char bad_dir[760], bad_fetch[900];
+    snprintf(bad_dir, sizeof(bad_dir), "%s/indexer/fmbad", x->data);
+    snprintf(bad_fetch, sizeof(bad_fetch), "%s/host-a@%" PRId64 "@v1.seg.fetch", bad_dir, e.w0);
+    char bad_about[160];
+    snprintf(bad_about, sizeof(bad_about), "%s", fx_about(&e, "fetch failed", "fmbad", 0));
+    ck_assert_msg(FX_WAIT(fx_lines(x->log[0], bad_about, "the sealed event says") >= 1, 60000),
+                  "no \"%s... the sealed event says\" in %s", bad_about, x->log[0]);
+    fx_assert_bad_unserved(x);
+    ck_assert_double_ge(fx_metric(x->port, "strata_index_retries_total", "fmbad"), 1);
+    ck_assert_double_eq(fx_metric(x->port, "strata_index_failures_total", "fmbad"), 0);
+    /* fm's events acked, fmbad's held */
+    ck_assert_msg(FX_WAIT(fx_acked(js, &e, x->node, 1, why, sizeof(why)), 30000), "%s", why);
+    ck_assert_int_lt(fx_consumer(js, &e, x->node).floor, bad_seq);
+    if (FX_LIVE) /* the failed unlink leaves the download (the next attempt replaces it) */
+        ck_assert_msg(access(bad_fetch, F_OK) == 0, "%s: no download left behind", bad_fetch);
+    else
+        ck_assert_msg(FX_WAIT(access(bad_fetch, F_OK) != 0, 15000), "%s left behind", bad_fetch);
+    for (int i = 0; i < FX_OK; i++)
+        if (!FX_LIVE && i != FX_BAD)
+            ck_assert_msg(FX_WAIT(fx_acked(js, &e, fx[i].node, 0, why, sizeof(why)), 30000), "%s",
+                          why);
+
+    /* Restart without faults, beside a healthy indexer: held events come back after their
+     * ack wait (60 s). */
+    for (int i = 0; i < FX_COUNT; i++) {
+        x = &fx[i];
+        if (x->d.pid != 0)
+            st_daemon_stop(&x->d, 45000);
+        fx_start_port(x, &e, i == FX_OK ? 0 : 1);
+    }
+    for (int i = 0; i < FX_COUNT; i++)
+        fx_wait_indexed(&e, &fx[i], 240000);
+    struct fx_idx *ok = &fx[FX_OK];
+    fx_assert_exact(&e, ok->port);
+    char *want = fx_answers(&e, ok->port);
+    for (int i = 0; i < FX_COUNT; i++) {
+        x = &fx[i];
+        ck_assert_msg(
+            FX_WAIT(fx_acked(js, &e, x->node, i == FX_BAD ? 1 : 0, why, sizeof(why)), 30000), "%s",
+            why);
+        /* each window indexed exactly once over both runs */
+        for (int w = 0; w < FX_WIN; w++) {
+            const char *about = fx_about(&e, "indexed", "fm", w);
+            int n = fx_lines(x->log[0], about, NULL) +
+                    (i == FX_OK ? 0 : fx_lines(x->log[1], about, NULL));
+            ck_assert_msg(n == 1, "%s: window %d indexed %d times", x->node, w, n);
+        }
+        int parts = 0;
+        char stray[256];
+        int n = fx_files(&e, x->dir, &parts, stray, sizeof(stray));
+        ck_assert_msg(n == 2 * FX_WIN && parts == n,
+                      "%s: %d file(s) of the windows, %d a part's; e.g. %s", x->node, n, parts,
+                      stray);
+        ck_assert_double_eq(fx_metric(x->port, "strata_index_failures_total", "fm"), 0);
+        char *got = fx_answers(&e, x->port);
+        ck_assert_msg(strcmp(got, want) == 0, "%s answers differ from the healthy indexer's",
+                      x->node);
+        free(got);
+        fx_assert_records(x, &e);
+    }
+    if (FX_LIVE) { /* what the faults left, the sweep removed */
+        ck_assert_int_ge(fx_lines(fx[FX_CRASH].log[1], "removing leftover file=", NULL), 1);
+        ck_assert_int_ge(fx_lines(fx[FX_BAD].log[1], "removing leftover file=", ".seg.fetch"), 1);
+    }
+    /* fmbad's event, back after its ack wait, still fails; its downloads no longer stay */
+    x = &fx[FX_BAD];
+    ck_assert_msg(FX_WAIT(fx_lines(x->log[1], bad_about, "the sealed event says") >= 1, 120000),
+                  "no \"%s... the sealed event says\" in %s", bad_about, x->log[1]);
+    ck_assert_msg(FX_WAIT(access(bad_fetch, F_OK) != 0, 15000), "%s left behind", bad_fetch);
+    ck_assert_int_eq(fx_indexed(&e, x->port, NULL), FX_WIN); /* fm: all of them */
+    fx_assert_bad_unserved(x);
+
+    free(want);
+    free(sealed.w0_event);
+    st_nats_js_close(nc, js);
+    for (int i = 0; i < FX_COUNT; i++)
+        st_daemon_stop(&fx[i].d, 45000);
+    st_daemon_stop(&ing, 45000);
+    st_test_rmrf(e.dir);
+    free(e.dir);
+    free(train);
+    free(test);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1006,6 +1670,10 @@ int main(void)
     tcase_add_test(tc, test_two_ingest_two_indexers);
     tcase_add_test(tc, test_search_during_swaps);
     tcase_add_test(tc, test_indexer_nats_outage);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("faults");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_indexer_fault_sites);
     suite_add_tcase(s, tc);
     int rc = st_test_run_suite(s);
     curl_global_cleanup();
