@@ -219,11 +219,11 @@ pq4_block_avx2(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr
     return lo16 | hi16 << 16;
 }
 
-/* 32 columns at a time (four accumulators share each broadcast), then 8, then the tail. */
-__attribute__((target("avx2,fma"))) static void dots_t_avx2(const float *x, const float *ct,
-                                                            size_t d, size_t k, float *out)
+/* Columns [c, k) (c a multiple of 8): 32 at a time (four accumulators share each broadcast),
+ * then 8, then the tail. dots_tn_avx2 runs its last columns through here: same bits. */
+__attribute__((target("avx2,fma"))) static void
+dots_t_avx2_cols(const float *x, const float *ct, size_t d, size_t k, size_t c, float *out)
 {
-    size_t c = 0;
     for (; c + 32 <= k; c += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (size_t i = 0; i < d; i++) {
@@ -251,6 +251,12 @@ __attribute__((target("avx2,fma"))) static void dots_t_avx2(const float *x, cons
             a += x[i] * ct[i * k + c];
         out[c] = a;
     }
+}
+
+__attribute__((target("avx2,fma"))) static void dots_t_avx2(const float *x, const float *ct,
+                                                            size_t d, size_t k, float *out)
+{
+    dots_t_avx2_cols(x, ct, d, k, 0, out);
 }
 
 /*
@@ -293,16 +299,9 @@ dots_tn_avx2(const float *x, size_t nx, size_t ldx, const float *ct, size_t d, s
             _mm256_storeu_ps(o + 3 * k, d0);
             _mm256_storeu_ps(o + 3 * k + 8, d1);
         }
-        if (k16 < k) /* the last k % 16 columns, one row at a time */
-            for (size_t q = 0; q < 4; q++) {
-                const float *xq = x + (r + q) * ldx;
-                float *o = out + (r + q) * k;
-                for (size_t c = k16; c < k; c++)
-                    o[c] = 0;
-                for (size_t i = 0; i < d; i++)
-                    for (size_t c = k16; c < k; c++)
-                        o[c] += xq[i] * ct[i * k + c];
-            }
+        if (k16 < k) /* the last k % 16 columns, one row at a time, as dots_t sums them */
+            for (size_t q = 0; q < 4; q++)
+                dots_t_avx2_cols(x + (r + q) * ldx, ct, d, k, k16, out + (r + q) * k);
     }
     for (; r < nx; r++)
         dots_t_avx2(x + r * ldx, ct, d, k, out + r * k);

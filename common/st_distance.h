@@ -35,7 +35,8 @@ typedef void (*st_dots_fn)(const float *x, const float *ct, size_t d, size_t k, 
 
 /* out[r * k + c] = <row r of x, column c of ct> for r < nx, c < k; rows of x are ldx floats
  * apart. Many queries or points against the same transposed centroids (k-means assignment,
- * batched coarse quantization): each loaded column block serves several rows. */
+ * batched coarse quantization): each loaded column block serves several rows. Within one
+ * kernel set each row equals dots_t's result bit for bit. */
 typedef void (*st_dots_tn_fn)(const float *x, size_t nx, size_t ldx, const float *ct, size_t d,
                               size_t k, float *out);
 

@@ -737,8 +737,8 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     size_t nc = 0;
     for (uint32_t c = 0; c < ix->nlist; c++) {
         float d = ix->metric == ST_METRIC_L2 ? qn + ix->cn[c] - 2 * cdots[c] : -cdots[c];
-        if (ix->metric == ST_METRIC_L2 && d < 0)
-            d = 0;
+        if (ix->metric == ST_METRIC_L2 && !(d > 0))
+            d = 0; /* rounding below 0, or NaN from overflowing inputs: as before */
         if (nc == nprobe && d >= s->coarse[0].dist)
             continue; /* cannot enter the heap: spare the call */
         st_topk_push(s->coarse, &nc, nprobe, (struct st_hit){c, d});

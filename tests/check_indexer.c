@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1487,6 +1488,115 @@ START_TEST(test_index_commit_faults)
 }
 END_TEST
 
+/* Every kernel set's batched dots equal its own one-row dots bit for bit (idx_ivfpq_search_batch
+ * relies on it to probe the same lists as idx_ivfpq_search), for every k and row count. */
+START_TEST(test_dots_tn_bitwise)
+{
+    const struct st_kernels *ks[] = {st_kernels_scalar(), st_kernels_avx2(), st_kernels_avx512()};
+    static float ct[33 * 100], xs[9 * 37], ob[9 * 100], o1[100];
+    for (size_t i = 0; i < 33 * 100; i++)
+        ct[i] = frand() * 4 - 2;
+    for (size_t i = 0; i < 9 * 37; i++)
+        xs[i] = frand() * 4 - 2;
+    for (size_t t = 0; t < 3; t++) {
+        if (ks[t] == NULL)
+            continue;
+        for (size_t nx = 1; nx <= 9; nx++)
+            for (size_t k = 1; k <= 100; k++)
+                for (size_t d = 1; d <= 33; d += 8) {
+                    ks[t]->dots_tn(xs, nx, 37, ct, d, k, ob);
+                    for (size_t r = 0; r < nx; r++) {
+                        ks[t]->dots_t(xs + r * 37, ct, d, k, o1);
+                        ck_assert_msg(memcmp(o1, ob + r * k, k * sizeof(float)) == 0,
+                                      "%s dots_tn nx=%zu k=%zu d=%zu row %zu differs from dots_t",
+                                      ks[t]->name, nx, k, d, r);
+                    }
+                }
+    }
+}
+END_TEST
+
+/* Batched search equals one call per query when nlist % 16 >= 8 (the AVX2 column tail). */
+START_TEST(test_ivfpq_batch_nlist24)
+{
+    uint32_t n = 3000, dim = 32, nq = 37, nbits = _i == 0 ? 8 : 4;
+    float *base = dataset(n, dim, 40, 5), *qs = dataset(nq, dim, 40, 6);
+    struct idx_ivfpq_opts o = {.dim = dim,
+                               .metric = ST_METRIC_L2,
+                               .nlist = 24,
+                               .m = 8,
+                               .nbits = nbits,
+                               .seed = 3,
+                               .threads = 1};
+    struct idx_ivfpq *ix;
+    ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_OK);
+    struct idx_ivfpq_searcher *s = idx_ivfpq_searcher_new(ix);
+    struct st_hit hb[37 * 10], one[10];
+    size_t cnt[37];
+    ck_assert_int_eq(idx_ivfpq_search_batch(s, qs, nq, 10, 3, 0, NULL, NULL, NULL, hb, cnt), ST_OK);
+    for (uint32_t q = 0; q < nq; q++) {
+        size_t n1 = idx_ivfpq_search(s, qs + (size_t)q * dim, 10, 3, 0, NULL, NULL, NULL, one);
+        ck_assert_msg(cnt[q] == n1 && memcmp(one, hb + (size_t)q * 10, n1 * sizeof(one[0])) == 0,
+                      "%s nbits=%u query %u: batched hits differ", st_kernels()->name, nbits, q);
+    }
+    idx_ivfpq_searcher_free(s);
+    idx_ivfpq_free(ix);
+    free(base);
+    free(qs);
+}
+END_TEST
+
+/* Buffers that end where an unreadable page begins: any over-read or over-write faults, also
+ * through masked AVX-512 loads and stores, which ASan does not instrument. */
+static uint8_t *guard_end(uint8_t *region, size_t len, size_t bytes)
+{
+    return region + len - bytes;
+}
+
+START_TEST(test_kernels_guard_page)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), len = 16 * pg;
+    uint8_t *r[5];
+    for (int i = 0; i < 5; i++) {
+        r[i] = mmap(NULL, len + pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ck_assert(r[i] != MAP_FAILED);
+        ck_assert_int_eq(mprotect(r[i] + len, pg, PROT_NONE), 0);
+    }
+#define GEND(i, bytes) ((void *)guard_end(r[i], len, (bytes)))
+    const struct st_kernels *ks[] = {st_kernels_scalar(), st_kernels_avx2(), st_kernels_avx512()};
+    for (size_t t = 0; t < 3; t++) {
+        const struct st_kernels *k = ks[t];
+        if (k == NULL)
+            continue;
+        uint16_t acc[32];
+        for (size_t m2 = 2; m2 <= 100; m2 += 2)
+            (void)k->pq4_block(GEND(0, 16 * m2), GEND(1, 16 * m2), m2, 100, acc);
+        for (size_t kk = 1; kk <= 130; kk++)
+            for (size_t d = 1; d <= 9; d += 4) {
+                k->dots_t(GEND(0, d * 4), GEND(1, d * kk * 4), d, kk, GEND(2, kk * 4));
+                for (size_t nx = 1; nx <= 9; nx++) /* ldx = d + 3 > d: the last row ends early */
+                    k->dots_tn(GEND(3, ((nx - 1) * (d + 3) + d) * 4), nx, d + 3,
+                               GEND(1, d * kk * 4), d, kk, GEND(4, nx * kk * 4));
+            }
+        for (size_t n = 0; n <= 100; n++)
+            k->add(GEND(0, n * 4), GEND(1, n * 4), GEND(2, n * 4), n);
+        for (size_t m = 1; m <= 40; m++) {
+            float bias;
+            size_t m2 = (m + 1) & ~(size_t)1;
+            memset(r[0], 0, len);
+            memset(r[1], 0, len);
+            (void)k->pq4_lut(GEND(0, 64 * m), GEND(1, 64 * m), NULL, 0, m, m2, GEND(3, 64 * m),
+                             GEND(4, 16 * m), &bias);
+            (void)k->pq4_lut(GEND(0, 64 * m), NULL, GEND(2, 4 * m), 1, m, m2, GEND(3, 64 * m),
+                             GEND(4, 16 * m), &bias);
+        }
+    }
+#undef GEND
+    for (int i = 0; i < 5; i++)
+        munmap(r[i], len + pg);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("indexer");
@@ -1499,6 +1609,9 @@ int main(void)
     tcase_add_test(tc, test_pq4_kernels);
     tcase_add_test(tc, test_pq4_lut);
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
+    tcase_add_test(tc, test_dots_tn_bitwise);
+    tcase_add_loop_test(tc, test_ivfpq_batch_nlist24, 0, 2);
+    tcase_add_test(tc, test_kernels_guard_page);
     tcase_add_test(tc, test_hnsw_file_lies);
     tcase_add_test(tc, test_index_io_faults);
     tcase_add_loop_test(tc, test_index_commit_faults, 0, 2);
