@@ -200,33 +200,48 @@ static json_t *rec(const char *id, int64_t ts, const float *v)
  * test[NQ+1]; "del-1" upserted in w0 with test[NQ+2] and deleted in w1. Then one record per
  * partition near now moves the watermark past every window.
  */
-static void produce_windows(struct env *e)
+/* Sets e->w0 to a minute 15 minutes ago and sends train vectors t0..t<n-1>, per_win to each
+ * one-minute window from w0, in batches of 20 alternating over the two partitions. */
+static rd_kafka_t *produce_train(struct env *e, int n, int per_win)
 {
-    int64_t now = st_clock_wall_ms(NULL);
-    e->w0 = (now - 15 * 60000) / 60000 * 60000;
+    e->w0 = (st_clock_wall_ms(NULL) - 15 * 60000) / 60000 * 60000;
     rd_kafka_t *p = st_kafka_producer(e->brokers);
-    for (int b = 0; b < NTRAIN / 20; b++) {
+    for (int b = 0; b < n / 20; b++) {
         json_t *recs = json_array();
         for (int i = b * 20; i < (b + 1) * 20; i++) {
             char id[32];
             snprintf(id, sizeof(id), "t%d", i);
             json_array_append_new(recs,
-                                  rec(id, e->w0 + (int64_t)(i / PER_WIN) * 60000 + i % PER_WIN,
+                                  rec(id, e->w0 + (int64_t)(i / per_win) * 60000 + i % per_win,
                                       train + (size_t)i * DIM));
         }
         send_json(p, e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
     }
+    return p;
+}
+
+/* One record per partition near now (moves the watermark past every produced window), then
+ * flushes and closes the producer. */
+static void finish_produce(struct env *e, rd_kafka_t *p)
+{
+    int64_t now = st_clock_wall_ms(NULL);
+    for (int part = 0; part < 2; part++)
+        send_json(p, e, part,
+                  rec(part ? "wm-1" : "wm-0", now - 1000, test + (size_t)(NQ + 9) * DIM));
+    ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+}
+
+static void produce_windows(struct env *e)
+{
+    rd_kafka_t *p = produce_train(e, NTRAIN, PER_WIN);
     send_json(p, e, 0, rec("up-1", e->w0 + 700, test + (size_t)NQ * DIM));
     send_json(p, e, 0, rec("del-1", e->w0 + 701, test + (size_t)(NQ + 2) * DIM));
     send_json(p, e, 1, rec("up-1", e->w0 + 2 * 60000 + 700, test + (size_t)(NQ + 1) * DIM));
     send_json(p, e, 0,
               json_pack("{s:s,s:s,s:I}", "id", "del-1", "op", "delete", "ts",
                         (json_int_t)(e->w0 + 60000 + 702)));
-    for (int part = 0; part < 2; part++)
-        send_json(p, e, part,
-                  rec(part ? "wm-1" : "wm-0", now - 1000, test + (size_t)(NQ + 9) * DIM));
-    ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    rd_kafka_destroy(p);
+    finish_produce(e, p);
 }
 
 /* Waits until the indexer on port serves the NWIN produced windows indexed, each with at least
@@ -1107,24 +1122,7 @@ static const char *fx_about(const struct env *e, const char *verb, const char *c
  * per partition near now that moves the watermark past them. */
 static void fx_produce(struct env *e)
 {
-    int64_t now = st_clock_wall_ms(NULL);
-    e->w0 = (now - 15 * 60000) / 60000 * 60000;
-    rd_kafka_t *p = st_kafka_producer(e->brokers);
-    for (int b = 0; b < FX_N / 20; b++) {
-        json_t *recs = json_array();
-        for (int i = b * 20; i < (b + 1) * 20; i++) {
-            char id[32];
-            snprintf(id, sizeof(id), "t%d", i);
-            json_array_append_new(
-                recs, rec(id, fx_start_of(e, i / FX_PER) + i % FX_PER, train + (size_t)i * DIM));
-        }
-        send_json(p, e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
-    }
-    for (int part = 0; part < 2; part++)
-        send_json(p, e, part,
-                  rec(part ? "wm-1" : "wm-0", now - 1000, test + (size_t)(NQ + 9) * DIM));
-    ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    rd_kafka_destroy(p);
+    finish_produce(e, produce_train(e, FX_N, FX_PER));
 }
 
 /* The stream's sealed events of collection fm up to stream sequence upto. */
