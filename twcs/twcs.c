@@ -49,6 +49,7 @@ struct twcs {
     struct st_ratelimit alarm_rl;
     pthread_t thread;
     bool have_thread, stop;
+    bool kicked; /* a writer hit the FIFO cap: tick now, not at the next period (mu) */
     pthread_cond_t cv;
 };
 
@@ -443,8 +444,15 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
     if (t->o.max_bytes > 0) {
         struct store_stats ss;
         store_stats(t->s, &ss);
-        if (ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes > t->o.max_bytes)
-            return ST_EAGAIN; /* FIFO cap: pause until the tick drops sealed windows */
+        if (ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes > t->o.max_bytes) {
+            /* FIFO cap: pause until a tick drops sealed windows, and ask for one now — a
+             * writer must not wait out the tick period (a window's worth per second). */
+            pthread_mutex_lock(&t->mu);
+            t->kicked = true;
+            pthread_cond_signal(&t->cv);
+            pthread_mutex_unlock(&t->mu);
+            return ST_EAGAIN;
+        }
     }
     pthread_rwlock_rdlock(&t->gate);
     struct classify c;
@@ -1027,9 +1035,11 @@ static void *tick_main(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
-        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+        if (!t->kicked)
+            pthread_cond_timedwait(&t->cv, &t->mu, &ts);
         if (t->stop)
             break;
+        t->kicked = false;
         pthread_mutex_unlock(&t->mu);
         int rc = twcs_tick(t);
         if (rc != ST_OK && rc != ST_EAGAIN)
