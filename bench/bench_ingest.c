@@ -106,7 +106,7 @@ struct res {
     uint64_t hwm_kb;
     double busy_durable, busy; /* the device's busy fraction (any process's I/O) up to durable,
                                   and up to sealed */
-    uint64_t records, retries, paused_ms;
+    uint64_t records, retries, paused_ms, holds, held_ms;
     uint64_t sealed_at_durable, sealed, merges, dropped, tw_written, tw_ingested, compaction;
     double decode_s; /* rocksdb consumer: seconds inside rec_decode */
     uint64_t value_bytes, msgs;
@@ -683,6 +683,8 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
     r->records = st.records;
     r->retries = st.retries;
     r->paused_ms = st.paused_ms;
+    r->holds = st.holds;
+    r->held_ms = st.held_ms;
     r->sealed = ts.sealed;
     r->merges = ts.merges;
     r->dropped = ts.dropped_fifo + ts.dropped_ttl;
@@ -918,11 +920,11 @@ static void print_detail(const struct row *w)
     if (is_strata(w->name))
         printf("           windows sealed %" PRIu64 " (%" PRIu64 " by the durable point), merges "
                "%" PRIu64 ", dropped %" PRIu64 ", compaction %.0f MB; twcs written/ingested "
-               "%.2f; back-pressure: %" PRIu64 " pauses, %" PRIu64 " ms paused (summed over "
-               "partitions)\n",
+               "%.2f; back-pressure: %" PRIu64 " waits in place (%" PRIu64 " ms), %" PRIu64
+               " pauses (%" PRIu64 " ms, summed over partitions)\n",
                r->sealed, r->sealed_at_durable, r->merges, r->dropped, (double)r->compaction / 1e6,
-               r->tw_ingested ? (double)r->tw_written / (double)r->tw_ingested : 0.0, r->retries,
-               r->paused_ms);
+               r->tw_ingested ? (double)r->tw_written / (double)r->tw_ingested : 0.0, r->holds,
+               r->held_ms, r->retries, r->paused_ms);
     if (strcmp(w->name, "rocksdb") == 0 && r->decode_s > 0)
         printf("           decode (strata's decoder, 1 thread): %.2f s, %.0f MB/s of message "
                "value\n",
@@ -1030,7 +1032,7 @@ int main(int argc, char **argv)
     if ((o.records < o.json_records ? o.records : o.json_records) / o.per_msg <
         (uint32_t)o.parts * o.windows)
         die("usage", "too few records: every partition needs messages in every window");
-    st_log_set_level(ST_LOG_WARNING);
+    st_log_set_level(getenv("BENCH_LOG_INFO") ? ST_LOG_INFO : ST_LOG_WARNING);
     mkdir(o.dir, 0755);
     struct stat sd;
     if (stat(o.dir, &sd) != 0)
@@ -1121,16 +1123,18 @@ int main(int argc, char **argv)
            o.rounds > 1 ? "Best" : "Single", o.rounds, o.rounds > 1 ? "s" : "");
     printf("| config | system | records/s | MB/s | durable + committed | sealed | disk bytes "
            "written / vector byte (durable; sealed) | CPU s/GB (user + sys) | peak RSS | disk busy "
-           "(durable; sealed) | back-pressure paused "
+           "(durable; sealed) | back-pressure (waited in place; paused) "
            "|\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < nr; i++) {
         const struct row *w = &rows[i];
         const struct res *r = &w->r;
         double gb = (double)w->c->vec_bytes / 1e9;
         bool store = is_strata(w->name) || strcmp(w->name, "rocksdb") == 0;
-        char bp[64] = "";
+        char bp[96] = "";
         if (is_strata(w->name))
-            snprintf(bp, sizeof(bp), "%.1f s (%" PRIu64 " pauses)", (double)r->paused_ms / 1000.0,
+            snprintf(bp, sizeof(bp),
+                     "%.1f s waiting (%" PRIu64 " waits), %.1f s paused (%" PRIu64 " pauses)",
+                     (double)r->held_ms / 1000.0, r->holds, (double)r->paused_ms / 1000.0,
                      r->retries);
         char sealed[32] = "—";
         if (store)

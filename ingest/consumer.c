@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ing_pipe.h"
 #include "st_clock.h"
@@ -483,6 +484,8 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         c->o.close_catchup_ms = 10000;
     if (c->o.pause_ms <= 0)
         c->o.pause_ms = 50;
+    if (c->o.hold_ms == 0)
+        c->o.hold_ms = 1000;
     int rc = ST_ENOMEM;
     c->coll_records = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->coll_records));
     c->topics = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->topics));
@@ -680,6 +683,41 @@ static void slot_done(struct ing_consumer *c, struct slot *sl)
     rec_decoder_release(sl->dec);
 }
 
+/*
+ * The store write, with short back-pressure waited out in place: a full memtable is flushed,
+ * and a FIFO cap makes room, within milliseconds, while a paused partition is fetched again
+ * only when librdkafka's broker thread next looks at it (up to a second later with 2.0.2: it
+ * is not woken by a resume). So a write told to retry is tried again with a growing sleep
+ * (1 ms doubling to 16 ms) for up to hold_ms; only back-pressure that lasts longer (a cap with
+ * nothing droppable, a failing flush) pauses the partition. Nothing else is polled meanwhile:
+ * the wait is bounded far below max.poll.interval.ms.
+ */
+static int write_held(struct ing_consumer *c, struct ing_writer *w, struct twcs *t,
+                      int32_t partition, int64_t offset, struct ing_result *res)
+{
+    int64_t t0 = -1, sleep_us = 1000;
+    int rc;
+    for (;;) {
+        rc = ing_write_prepared(w, t, partition, offset, res);
+        if (rc != ST_OK || res->outcome != ING_RETRY || c->o.hold_ms < 0)
+            break;
+        int64_t now = now_ms();
+        if (t0 < 0) {
+            t0 = now;
+            c->st.holds++;
+        }
+        if (now - t0 >= c->o.hold_ms)
+            break; /* it lasts: the caller pauses the partition */
+        struct timespec ts = {0, (long)sleep_us * 1000};
+        nanosleep(&ts, NULL);
+        if (sleep_us < 16000)
+            sleep_us *= 2;
+    }
+    if (t0 >= 0)
+        c->st.held_ms += (uint64_t)(now_ms() - t0);
+    return rc;
+}
+
 /* Writes or dead-letters a decoded message (poll thread). */
 static int handle(struct ing_consumer *c, struct slot *sl, struct st_err *err)
 {
@@ -705,8 +743,7 @@ static int handle(struct ing_consumer *c, struct slot *sl, struct st_err *err)
         struct ing_result res = sl->pre;
         int rc = sl->prc;
         if (rc == ST_OK && res.outcome != ING_REJECTED)
-            rc = ing_write_prepared(sl->writers[ci], c->o.colls[ci].twcs, m->partition, m->offset,
-                                    &res);
+            rc = write_held(c, sl->writers[ci], c->o.colls[ci].twcs, m->partition, m->offset, &res);
         if (rc != ST_OK)
             return st_err_set(err, rc, "%s: writing %s/%" PRId32 "/%" PRId64 ": %s",
                               c->o.colls[ci].rc.name, topic, m->partition, m->offset,

@@ -69,6 +69,8 @@ struct ing_consumer_opts {
     const char *dead_letter_topic;   /* kafka.dead_letter_topic */
     int64_t commit_interval_ms;      /* commit round of what is durable (default 200) */
     int64_t pause_ms;                /* back-pressure pause before retrying (default 50) */
+    int64_t hold_ms;                 /* back-pressure first retried in place for this long
+                                      * (0: default 1000; < 0: pause at once) */
     size_t max_value;                /* largest accepted message value (default 64 MiB) */
     int64_t close_catchup_ms;        /* how long a close re-reads to make a refused commit stick
                                       * (default 10 s; keep it well inside the shutdown timeout) */
@@ -79,6 +81,8 @@ struct ing_consumer_opts {
 struct ing_stats {
     uint64_t messages, records, duplicates, rejected, retries, commits;
     uint64_t paused_ms; /* back-pressure: time partitions spent paused, summed over partitions */
+    uint64_t holds;     /* back-pressure waited out in place (no pause) */
+    uint64_t held_ms;   /* time spent waiting in place */
 };
 
 struct ing_consumer;

@@ -415,19 +415,26 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
     }
     struct {
         const char *name, *help;
-        uint64_t v;
+        double v;
     } tot[] = {
-        {"strata_ingest_messages_total", "Kafka messages handled.", im.total.messages},
+        {"strata_ingest_messages_total", "Kafka messages handled.", (double)im.total.messages},
         {"strata_ingest_duplicates_total", "Redelivered messages skipped as already applied.",
-         im.total.duplicates},
-        {"strata_ingest_backpressure_total", "Messages paused and retried (store full).",
-         im.total.retries},
+         (double)im.total.duplicates},
+        {"strata_ingest_backpressure_total",
+         "Partitions paused for back-pressure (store full for longer than the in-place wait).",
+         (double)im.total.retries},
+        {"strata_ingest_backpressure_waits_total",
+         "Writes that waited in place for the store to take them (a flush, a FIFO drop).",
+         (double)im.total.holds},
+        {"strata_ingest_backpressure_wait_seconds_total",
+         "Time the consumer spent waiting in place for back-pressure.",
+         (double)im.total.held_ms / 1000.0},
         {"strata_ingest_commits_total", "Offset commit rounds (each after an fsync).",
-         im.total.commits},
+         (double)im.total.commits},
     };
     for (size_t i = 0; have && i < sizeof(tot) / sizeof(tot[0]); i++) {
         st_prom_head(t, tot[i].name, "counter", tot[i].help);
-        st_prom_sample(t, tot[i].name, NULL, (double)tot[i].v);
+        st_prom_sample(t, tot[i].name, NULL, tot[i].v);
     }
     st_prom_head(t, "strata_kafka_consumer_lag", "gauge",
                  "High watermark minus position, per assigned partition.");

@@ -6,11 +6,14 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "consumer.h"
@@ -147,6 +150,8 @@ static struct seen *hook_to; /* the next consumer() reports its assignments here
  * alternate between its partitions instead of coming a partition's backlog at a time. */
 static bool small_fetch;
 static int64_t pause_ms;   /* the next consumer()'s back-pressure pause (0: the default) */
+static int64_t hold_ms;    /* the next consumer()'s in-place wait (0: none, so the tests of
+                            * the pause see one at every retry) */
 static int commit_ms;      /* the next consumer()'s commit interval (0: 100 ms) */
 static int64_t catchup_ms; /* the next consumer()'s close_catchup_ms (0: its default) */
 
@@ -168,6 +173,7 @@ static struct ing_consumer *consumer(const char *group)
                                   .dead_letter_topic = dead,
                                   .commit_interval_ms = commit_ms > 0 ? commit_ms : 100,
                                   .pause_ms = pause_ms,
+                                  .hold_ms = hold_ms != 0 ? hold_ms : -1,
                                   .max_value = max_value,
                                   .close_catchup_ms = catchup_ms,
                                   .on_assignment = hook_to != NULL ? on_assignment : NULL,
@@ -1013,7 +1019,12 @@ START_TEST(test_pause_across_rebalance)
     int64_t t0 = st_test_now_ms();
     rd_kafka_t *b = rebalance_in_place(c, group, &seen);
     struct ing_stats st;
-    for (;;) { /* flush whenever full, until everything is in */
+    /* Flush before every poll (a poll handles one message at most), until everything is in:
+     * the store still full when the resumed partitions' first message comes would pause them
+     * again for 30 s — a failure that says nothing about the resume (seen when that message
+     * came with the first poll after the rebalance). */
+    for (;;) {
+        ck_assert_int_eq(store_flush(twcs_store(tw)), ST_OK);
         ck_assert_msg(ing_consumer_poll(c, 50, &err) == ST_OK, "%s", err.msg);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(b, 0);
         if (m != NULL)
@@ -1021,7 +1032,6 @@ START_TEST(test_pause_across_rebalance)
         ing_consumer_stats(c, &st);
         if (st.records == NMSG * NREC)
             break;
-        ck_assert_int_eq(store_flush(twcs_store(tw)), ST_OK);
         ck_assert_msg(st_test_now_ms() < t0 + 25000,
                       "%" PRIu64 " of %d records before the 30 s pause could end by itself",
                       st.records, NMSG * NREC);
@@ -1238,6 +1248,106 @@ END_TEST
 START_TEST(test_backpressure_fast_resume)
 {
     backpressure_queued("bpf", 1);
+}
+END_TEST
+
+struct flusher {
+    struct store *s;
+    _Atomic bool stop;
+    int failed;
+};
+
+static void *flush_every_5ms(void *arg)
+{
+    struct flusher *f = arg;
+    while (!atomic_load(&f->stop)) {
+        int rc = store_flush(f->s);
+        if (rc != ST_OK)
+            f->failed = rc;
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/*
+ * Back-pressure that ends within hold_ms is waited out in place: a store that is full all the
+ * time (tiny memtables, one frozen at most) but flushed every 5 ms by another thread takes
+ * every message without a single pause (a paused partition is fetched again only when
+ * librdkafka's broker thread next looks, up to a second later), each message once.
+ */
+START_TEST(test_backpressure_held_in_place)
+{
+    rd_kafka_t *p = tiny_store_backlog("bh");
+    struct flusher f = {.s = twcs_store(tw)};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, flush_every_5ms, &f), 0);
+    const char *group = st_test_unique("bh-g");
+    hold_ms = 20000;
+    struct ing_consumer *c = consumer(group);
+    hold_ms = 0;
+    POLL_UNTIL(c, st_.records == NMSG * NREC);
+    atomic_store(&f.stop, true);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(f.failed, ST_OK);
+    struct ing_stats st;
+    ing_consumer_stats(c, &st);
+    ck_assert_uint_eq(st.retries, 0); /* never paused */
+    ck_assert_uint_eq(st.paused_ms, 0);
+    ck_assert_uint_gt(st.holds, 0); /* the store did push back */
+    ck_assert_uint_eq(st.messages, NMSG);
+    ck_assert_uint_eq(st.duplicates, 0);
+    for (int m = 0; m < NMSG; m++)
+        for (int i = 0; i < NREC; i++)
+            (void)expect_record(tw, m, i);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * Back-pressure that outlasts hold_ms (nobody flushes) pauses the partition after waiting
+ * hold_ms in place, every time: each pause follows a wait of at least hold_ms. Once the test
+ * flushes, everything goes in, each message once.
+ */
+START_TEST(test_backpressure_hold_then_pause)
+{
+    rd_kafka_t *p = tiny_store_backlog("bhp");
+    const char *group = st_test_unique("bhp-g");
+    hold_ms = 30;
+    struct ing_consumer *c = consumer(group);
+    hold_ms = 0;
+    POLL_UNTIL(c, st_.retries >= 2);
+    struct ing_stats st;
+    ing_consumer_stats(c, &st);
+    ck_assert_uint_ge(st.holds, st.retries);
+    ck_assert_uint_ge(st.held_ms, st.retries * 30);
+    int64_t dl = st_test_now_ms() + 90000;
+    for (;;) {
+        struct st_err err = {0};
+        ck_assert_msg(ing_consumer_poll(c, 50, &err) == ST_OK, "%s", err.msg);
+        ing_consumer_stats(c, &st);
+        if (st.records == NMSG * NREC)
+            break;
+        ck_assert_int_eq(store_flush(twcs_store(tw)), ST_OK);
+        ck_assert_msg(st_test_now_ms() < dl, "%" PRIu64 " records", st.records);
+    }
+    ck_assert_uint_eq(st.messages, NMSG);
+    ck_assert_uint_eq(st.duplicates, 0);
+    for (int m = 0; m < NMSG; m++)
+        ck_assert(has_id(tw, m, NREC - 1));
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    committed_at_end(group);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
 }
 END_TEST
 
@@ -1461,6 +1571,8 @@ int main(void)
     tcase_add_test(tc, test_backpressure_queued_behind_pause);
     tcase_add_test(tc, test_revoke_with_queued_messages);
     tcase_add_test(tc, test_backpressure_fast_resume);
+    tcase_add_test(tc, test_backpressure_held_in_place);
+    tcase_add_test(tc, test_backpressure_hold_then_pause);
     tcase_add_test(tc, test_write_failure_sticky);
     tcase_add_test(tc, test_dlq_failure_sticky);
     tcase_add_test(tc, test_late_and_dropped_through_kafka);
