@@ -7,7 +7,7 @@
  *   bench_ingest --brokers HOST:PORT [--dir /tmp] [--records 100000] [--json-records 20000]
  *                [--dims 768,384] [--formats binary,json] [--per-msg 100] [--partitions 4]
  *                [--windows 10] [--fifo-frac 0.5] [--rounds 1]
- *                [--systems nop,disk,strata,strata-inline,strata-fifo,rocksdb]
+ *                [--systems nop,disk,strata,strata-syncw,strata-inline,strata-fifo,rocksdb]
  *
  * For every configuration (dim x format) the records are produced once with the producer
  * behind `strata produce` (produce_run: binary frames by rec_frame_encode, or SPEC §4.1 JSON
@@ -21,6 +21,8 @@
  *              default memtable_size, tick_ms 1000: the timer thread seals and merges during
  *              the run); "durable" = every record handled and a final commit round done
  *              (fsync + offsets committed); "sealed" = every data window sealed, no merge running;
+ *   - strata-syncw: the same with vlog_append_in_write (vector-log rows appended by the write on
+ *              the polling thread, as before the store's writer thread), for comparison;
  *   - strata-inline: the same with inline_vectors (the layout before vector logs: every vector
  *              in the WAL, in a run and again in the sealed segment), for comparison;
  *   - strata-fifo: the same with a collection byte cap (max_bytes) of fifo-frac of the vector
@@ -32,8 +34,9 @@
  *              flushed and no compaction pending or running.
  * Times run from the first message received (group joins are not throughput). JSON decoding
  * is ~20x slower than frames, hence fewer JSON records by default (rates are per second).
- * Prints the details, then markdown tables for docs/benchmarks.md. A phase that makes no
- * progress for a minute fails with what it saw (per-partition lag for strata).
+ * Prints the details, then markdown tables for docs/benchmarks.md. BENCH_LOG_INFO=1 in the
+ * environment shows the store's and twcs's info lines (flushes, seals, drops). A phase that makes
+ * no progress for a minute fails with what it saw (per-partition lag for strata).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -571,8 +574,10 @@ static bool all_sealed(struct twcs *t, const struct opts *o, const struct conf *
     return ok;
 }
 
+enum layout { L_DEFAULT, L_INLINE, L_APPEND_IN_WRITE };
+
 static void strata_run(const struct opts *o, const struct conf *c, const char *tag,
-                       uint64_t max_bytes, bool inline_vectors, struct res *r)
+                       uint64_t max_bytes, enum layout lay, struct res *r)
 {
     char sdir[1100], group[160];
     snprintf(sdir, sizeof(sdir), "%.900s/strata-%s-%d", o->dir, tag, (int)getpid());
@@ -587,7 +592,8 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
                   .wal_sync = STORE_SYNC_BATCH,
                   .wal_sync_interval_ms = 5,
                   .memtable_size = 0,
-                  .inline_vectors = inline_vectors},
+                  .inline_vectors = lay == L_INLINE,
+                  .vlog_append_in_write = lay == L_APPEND_IN_WRITE},
         .window_ms = WINDOW_MS,
         .grace_ms = GRACE_MS,
         .max_lateness_ms = WINDOW_MS,
@@ -706,7 +712,15 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
 /* As the daemon with its defaults: no byte cap, nothing dropped. */
 static void phase_strata(const struct opts *o, const struct conf *c, const char *tag, struct res *r)
 {
-    strata_run(o, c, tag, 0, false, r);
+    strata_run(o, c, tag, 0, L_DEFAULT, r);
+}
+
+/* Vector-log rows appended by the write itself on the polling thread (before the store's
+ * writer thread), for the comparison in the same run. */
+static void phase_strata_syncw(const struct opts *o, const struct conf *c, const char *tag,
+                               struct res *r)
+{
+    strata_run(o, c, tag, 0, L_APPEND_IN_WRITE, r);
 }
 
 /* The layout before vector logs (vectors in the WAL, in every run and rewritten by the seal),
@@ -714,7 +728,7 @@ static void phase_strata(const struct opts *o, const struct conf *c, const char 
 static void phase_strata_inline(const struct opts *o, const struct conf *c, const char *tag,
                                 struct res *r)
 {
-    strata_run(o, c, tag, 0, true, r);
+    strata_run(o, c, tag, 0, L_INLINE, r);
 }
 
 /* With a FIFO byte cap (collection max_bytes) below the data's size: the oldest sealed windows
@@ -722,7 +736,7 @@ static void phase_strata_inline(const struct opts *o, const struct conf *c, cons
 static void phase_strata_fifo(const struct opts *o, const struct conf *c, const char *tag,
                               struct res *r)
 {
-    strata_run(o, c, tag, (uint64_t)(o->fifo_frac * (double)c->vec_bytes), false, r);
+    strata_run(o, c, tag, (uint64_t)(o->fifo_frac * (double)c->vec_bytes), L_DEFAULT, r);
 }
 
 /* ---- RocksDB ----------------------------------------------------------------------------------
@@ -886,6 +900,8 @@ static const char *label(const char *name, const struct opts *o)
         return "disk: write + fdatasync";
     if (strcmp(name, "strata-inline") == 0)
         return "strata, vectors inline (before vector logs)";
+    if (strcmp(name, "strata-syncw") == 0)
+        return "strata, rows appended in the write (before the writer thread)";
     if (strcmp(name, "strata-fifo") == 0) {
         snprintf(fifo, sizeof(fifo), "strata, FIFO cap %.0f%%", o->fifo_frac * 100);
         return fifo;
@@ -990,7 +1006,7 @@ int main(int argc, char **argv)
                      .rounds = 1,
                      .parts = 4,
                      .fifo_frac = 0.5,
-                     .systems = "nop,disk,strata,strata-inline,strata-fifo,rocksdb"};
+                     .systems = "nop,disk,strata,strata-syncw,strata-inline,strata-fifo,rocksdb"};
     const char *dims = "768,384", *formats = "binary,json";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1084,6 +1100,7 @@ int main(int argc, char **argv)
                        {"disk", phase_disk},
                        {"strata", phase_strata},
                        {"strata-inline", phase_strata_inline},
+                       {"strata-syncw", phase_strata_syncw},
                        {"strata-fifo", phase_strata_fifo},
 #ifdef STRATA_HAVE_ROCKSDB
                        {"rocksdb", phase_rocksdb}

@@ -46,6 +46,8 @@ struct store_opts {
     bool no_background;           /* no threads: flushes run inside store_flush (tests) */
     bool inline_vectors;          /* vectors in WAL records and runs, no vector logs (the layout
                                      before vector logs: every vector written 2-3 times) */
+    bool vlog_append_in_write;    /* rows appended by the write itself, not by the vector-log
+                                     writer thread (the path before it; benchmarks, tests) */
     uint64_t manifest_max_bytes;  /* compact the manifest beyond this and twice its snapshot
                                      (default 4 MiB) */
     struct store_fs *fs;          /* NULL: the OS */
@@ -379,6 +381,7 @@ struct store_stats {
     uint64_t manifest_bytes_written;
     uint64_t manifest_rewrites; /* manifest compactions, the one at open included */
     uint64_t roll_waits;        /* writes that waited for a WAL roll's fsync */
+    uint64_t vlog_waits;        /* writes that waited for the vector-log writer thread */
 };
 void store_stats(struct store *s, struct store_stats *out);
 

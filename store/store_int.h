@@ -114,9 +114,12 @@ struct store_vref {
     uint32_t sum;
 };
 /* Inserts one record (superseding an older version of its id); ref (NULL: none) says where
- * its vector's row is. Caller holds the store lock. */
+ * its vector's row is. *vec (may be NULL) gets the memtable's copy of the vector, or NULL when
+ * the record was older than the version held and was not inserted. Caller holds the store
+ * lock. */
 int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t partition,
-                 int64_t offset, uint32_t idx, const struct store_vref *ref) ST_WUR;
+                 int64_t offset, uint32_t idx, const struct store_vref *ref,
+                 const float **vec) ST_WUR;
 /* Does the memtable hold a record whose row is in vector log vfile? (Caller as above.) */
 bool store_mt_has_vfile(const struct store_memtable *m, uint64_t vfile);
 /* Newest entry for id, or NULL. Active memtable: caller holds the store lock. */
@@ -482,6 +485,7 @@ struct store {
     struct store_vlog **vlogs; /* mu: vector logs of unsealed windows */
     size_t nvlogs, capvlogs;
     struct store_vref *wrefs; /* per record of the batch being written (mu) */
+    const float **wvec;       /* per record: the memtable's copy of its vector (mu) */
     struct store_wplan {      /* per log the batch appends to (mu) */
         struct store_vlog *v;
         uint64_t next;  /* its next row */
@@ -503,9 +507,21 @@ struct store {
     uint64_t wal_appended, wal_synced;
     int64_t unsynced_since_ns;
 
+    /* The vector-log writer (background stores with wal_sync batch or always; see "The
+     * vector-log writer" in store/README.md). A write reserves its rows and queues one job per
+     * log (appending the rows from the memtable's copy of the vectors); the writer thread
+     * appends them in queue order with no lock held and removes a job only once its bytes are
+     * in the file. An fsync of the logs first waits until no job of the writes it covers is
+     * left (store_vw_wait_locked). Guarded by mu. */
+    bool vw_async;
+    struct store_vjob *vj_head, *vj_tail;
+    size_t vj_n;
+    pthread_cond_t vw_cv;      /* jobs queued, or stop: the writer wakes */
+    pthread_cond_t vw_done_cv; /* a job done (or the store failed): waiters look again */
+
     bool stop;
-    bool have_syncer, have_flusher;
-    pthread_t syncer, flusher;
+    bool have_syncer, have_flusher, have_vwriter;
+    pthread_t syncer, flusher, vwriter;
     struct store_stats st;
     struct st_hist wal_sync_hist;
 };
@@ -524,12 +540,21 @@ int store_mf_rewrite(struct store *s, bool *switched, struct st_err *err) ST_WUR
 int store_mf_edit_extra(struct store_mf_edit *e, const struct store_edit_extra *x) ST_WUR;
 int store_wal_new_file(struct store *s) ST_WUR;
 int store_wal_sync_locked(struct store *s) ST_WUR;
+/* Waits (mu released meanwhile) until every vector-log job of the writes up to seq is in its
+ * file; returns s->failed. Caller holds mu. */
+int store_vw_wait_locked(struct store *s, uint64_t seq) ST_WUR;
+void *store_vwriter_main(void *arg);
+/* Is a job of log v queued or being written? Caller holds mu. */
+bool store_vw_pending_locked(const struct store *s, const struct store_vlog *v);
+/* Frees every queued job (close, after the writer stopped). Caller holds no lock. */
+void store_vw_free_jobs(struct store *s);
 void *store_syncer_main(void *arg);
 void *store_flusher_main(void *arg);
 int store_batch_validate(const struct store *s, const struct store_batch *b) ST_WUR;
-/* refs: per record, where its vector's row is (NULL: nowhere but the WAL). */
-int store_apply_locked(struct store *s, const struct store_batch *b,
-                       const struct store_vref *refs) ST_WUR;
+/* refs: per record, where its vector's row is (NULL: nowhere but the WAL). vecs (may be NULL)
+ * gets per record the memtable's copy of its vector (NULL: not inserted, an older version). */
+int store_apply_locked(struct store *s, const struct store_batch *b, const struct store_vref *refs,
+                       const float **vecs) ST_WUR;
 /* Freezes the active memtable (if it holds anything) and rolls the WAL. Caller holds sync_mu,
  * not mu. */
 int store_freeze(struct store *s) ST_WUR;

@@ -263,9 +263,11 @@ static int note_vfile(struct store_memtable *m, uint64_t vfile)
 }
 
 int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t partition,
-                 int64_t offset, uint32_t idx, const struct store_vref *ref)
+                 int64_t offset, uint32_t idx, const struct store_vref *ref, const float **vec_out)
 {
     int rc;
+    if (vec_out != NULL)
+        *vec_out = NULL;
     bool has_ref = ref != NULL && ref->vfile != 0 && r->op == STORE_OP_UPSERT;
     if ((rc = note_window(m, r->window)) != ST_OK ||
         (rc = note_vfile(m, has_ref ? ref->vfile : 0)) != ST_OK)
@@ -310,6 +312,8 @@ int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t
     e->id_len = (uint16_t)r->id_len;
     e->op = r->op;
     atomic_init(&e->superseded_by, 0);
+    if (vec_out != NULL)
+        *vec_out = vec;
     m->slots[slot] = (uint32_t)(m->n + 1);
     m->n++;
     /* The entry, its vector and its id are complete: readers may see it now. */

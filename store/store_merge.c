@@ -56,7 +56,7 @@ int store_drop_window(struct store *s, int64_t window_start, const struct store_
     uint64_t vnum = vl != NULL ? vl->number : 0;
     if (vl != NULL) {
         vl->closed = true;
-        if (rc == ST_OK && mt_names_locked(s, vnum))
+        if (rc == ST_OK && (mt_names_locked(s, vnum) || store_vw_pending_locked(s, vl)))
             rc = ST_EAGAIN;
     }
     if (rc == ST_OK && vnum != 0)
@@ -416,7 +416,7 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
         struct store_vlog *wl = store_vlog_find_locked(s, mg.meta.window_start);
         if (kind == STORE_SEG_SEALED && wl != NULL) {
             wl->closed = true; /* no appends from here: the tables go after the rows */
-            if (mt_names_locked(s, wl->number))
+            if (mt_names_locked(s, wl->number) || store_vw_pending_locked(s, wl))
                 rc = ST_EAGAIN; /* records naming its rows are not in runs yet: flush first */
             for (size_t i = 0; rc == ST_OK && i < s->nsegs; i++) {
                 bool listed = false;

@@ -127,7 +127,7 @@ static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, uint
                 skipped++;
             } else if ((rc = read_rows(s, &b, refs, named, &rows_torn, path, off, err)) == ST_OK &&
                        !rows_torn) {
-                rc = store_apply_locked(s, &b, refs);
+                rc = store_apply_locked(s, &b, refs, NULL);
                 batches++;
                 s->written_seq++;
             }
@@ -216,7 +216,14 @@ static void stop_threads(struct store *s)
         pthread_join(s->syncer, NULL);
     if (s->have_flusher)
         pthread_join(s->flusher, NULL);
-    s->have_syncer = s->have_flusher = false;
+    /* Last: it empties its queue before it stops (the close's sync waits for nothing). */
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->vw_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->have_vwriter)
+        pthread_join(s->vwriter, NULL);
+    s->vw_async = false;
+    s->have_syncer = s->have_flusher = s->have_vwriter = false;
 }
 
 static void store_free(struct store *s)
@@ -233,7 +240,9 @@ static void store_free(struct store *s)
     for (size_t i = 0; i < s->nvlogs; i++)
         store_vlog_unref(s->vlogs[i]);
     free(s->vlogs);
+    store_vw_free_jobs(s); /* none after a clean stop of the writer */
     free(s->wrefs);
+    free(s->wvec);
     free(s->wplan);
     free(s->viov);
     store_log_writer_destroy(&s->wal);
@@ -254,6 +263,8 @@ static void store_free(struct store *s)
     pthread_cond_destroy(&s->durable_cv);
     pthread_cond_destroy(&s->flushed_cv);
     pthread_cond_destroy(&s->roll_cv);
+    pthread_cond_destroy(&s->vw_cv);
+    pthread_cond_destroy(&s->vw_done_cv);
     free(s);
 }
 
@@ -285,6 +296,8 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     store_cond_init_mono(&s->durable_cv);
     store_cond_init_mono(&s->flushed_cv);
     store_cond_init_mono(&s->roll_cv);
+    store_cond_init_mono(&s->vw_cv);
+    store_cond_init_mono(&s->vw_done_cv);
     st_hist_init(&s->wal_sync_hist, &st_hist_latency);
     uint64_t *logs = NULL, *named = NULL;
     size_t nlogs = 0;
@@ -474,6 +487,17 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
                 goto fail;
             }
             s->have_flusher = true;
+        }
+        /* Also without the other threads (no_background): a write then waits for its rows
+         * in its own sync. wal_sync none publishes durability at the write itself, so its
+         * rows must be in the file by then: it appends them in the write. */
+        if (!o->inline_vectors && !o->vlog_append_in_write && o->wal_sync != STORE_SYNC_NONE) {
+            if (pthread_create(&s->vwriter, NULL, store_vwriter_main, s) != 0) {
+                rc = st_err_set(err, ST_ENOMEM, "cannot start the vector-log writer thread");
+                goto fail;
+            }
+            s->have_vwriter = true;
+            s->vw_async = true;
         }
     }
     free(logs);

@@ -113,7 +113,11 @@ int store_wal_sync_locked(struct store *s)
     struct store_vlog **logs = NULL;
     size_t nlogs = 0;
     int rc = store_marks_copy(&snap, &s->applied);
-    if (rc == ST_OK) /* every row the records up to seq name: appended before them */
+    /* Every row the records up to seq name is in its log first (the writer thread may still
+     * hold some: mu is released while waiting, sync_mu keeps the WAL file ours). */
+    if (rc == ST_OK)
+        rc = store_vw_wait_locked(s, seq);
+    if (rc == ST_OK)
         rc = store_vlog_capture_dirty_locked(s, &logs, &nlogs);
     struct store_file *f = s->wal_file;
     pthread_mutex_unlock(&s->mu);
@@ -302,6 +306,10 @@ static int vlog_plan_locked(struct store *s, const struct store_batch *b, bool *
         if (r == NULL)
             return ST_ENOMEM;
         s->wrefs = r;
+        const float **w = realloc(s->wvec, b->n * sizeof(*w));
+        if (w == NULL)
+            return ST_ENOMEM;
+        s->wvec = w;
         s->wrefs_cap = b->n;
     }
     for (uint32_t i = 0; i < b->n; i++) {
@@ -370,7 +378,7 @@ static int vlog_append_locked(struct store *s, const struct store_batch *b, uint
                 s->viov[cnt++] = (struct iovec){(void *)(uintptr_t)b->recs[i].vec, vb};
         if (v->f->size != STORE_SEG_HEADER + v->nrows * vb)
             return ST_EINTERNAL; /* the log's append position disagrees with its rows */
-        int rc = store_fs_writev(v->f, s->viov, cnt, "store.vlog.write");
+        int rc = store_fs_writev(v->f, s->viov, cnt, "store.vlog.append");
         if (rc != ST_OK)
             return rc;
         v->nrows += (uint64_t)cnt;
@@ -379,6 +387,169 @@ static int vlog_append_locked(struct store *s, const struct store_batch *b, uint
         *bytes += (uint64_t)cnt * vb;
     }
     return ST_OK;
+}
+
+/* ---- the vector-log writer ------------------------------------------------------------------ */
+
+/* One log's rows of one write, appended by the writer thread. */
+struct store_vjob {
+    struct store_vjob *next;
+    struct store_vlog *v;     /* referenced */
+    struct store_memtable *m; /* referenced: holds the rows' bytes */
+    uint64_t seq;             /* the write's written_seq */
+    uint64_t off;             /* where the rows go: the log's end when they were reserved */
+    uint8_t *own;             /* copies of rows the memtable did not take (older versions) */
+    int iovcnt;
+    struct iovec iov[];
+};
+
+/* Jobs queued at most before writers wait for the writer thread (each names rows the
+ * memtables hold anyway: the bound keeps the file's page-cache backlog short, not memory). */
+#define STORE_VJ_MAX 64
+
+/* Reserves the planned rows at the end of their logs (async: the writer appends them later).
+ * *bytes gets the vector bytes reserved. Caller holds mu, as it did for the plan. */
+static void vlog_reserve_locked(struct store *s, uint64_t *bytes)
+{
+    size_t vb = (size_t)s->o.dim * sizeof(float);
+    *bytes = 0;
+    for (size_t k = 0; k < s->nwplan; k++) {
+        struct store_vlog *v = s->wplan[k].v;
+        uint32_t cnt = s->wplan[k].count;
+        v->nrows += cnt;
+        s->st.vlog_bytes += (uint64_t)cnt * vb;
+        *bytes += (uint64_t)cnt * vb;
+    }
+}
+
+/*
+ * Queues one job per log of the write just applied: its rows, in row order, from the
+ * memtable's copies (contiguous rows of a chunk coalesced into one iovec), or from a copy of
+ * the caller's vector for a record the memtable did not insert (an older version of an id:
+ * its row exists all the same, and recovery checks it against the WAL's checksum). Caller
+ * holds mu; on failure (ST_ENOMEM) the caller fails the store.
+ */
+static int vlog_enqueue_locked(struct store *s, const struct store_batch *b, uint64_t seq)
+{
+    size_t vb = (size_t)s->o.dim * sizeof(float);
+    for (size_t k = 0; k < s->nwplan; k++) {
+        struct store_vlog *v = s->wplan[k].v;
+        uint32_t cnt = s->wplan[k].count;
+        if (cnt == 0)
+            continue; /* closed: its records are inline */
+        size_t nown = 0;
+        for (uint32_t i = 0; i < b->n; i++)
+            nown += s->wrefs[i].vfile == v->number && s->wvec[i] == NULL;
+        struct store_vjob *j = malloc(sizeof(*j) + cnt * sizeof(struct iovec));
+        uint8_t *own = nown > 0 ? malloc(nown * vb) : NULL;
+        if (j == NULL || (nown > 0 && own == NULL)) {
+            free(j);
+            free(own);
+            return ST_ENOMEM;
+        }
+        *j = (struct store_vjob){.v = v, .m = s->mem, .seq = seq, .own = own};
+        j->off = STORE_SEG_HEADER + (s->wplan[k].next - cnt) * vb;
+        uint8_t *o = own;
+        for (uint32_t i = 0; i < b->n; i++) {
+            if (s->wrefs[i].vfile != v->number)
+                continue;
+            const uint8_t *src = (const uint8_t *)s->wvec[i];
+            if (src == NULL) {
+                memcpy(o, b->recs[i].vec, vb);
+                src = o;
+                o += vb;
+            }
+            struct iovec *last = j->iovcnt > 0 ? &j->iov[j->iovcnt - 1] : NULL;
+            if (last != NULL && (const uint8_t *)last->iov_base + last->iov_len == src)
+                last->iov_len += vb;
+            else
+                j->iov[j->iovcnt++] = (struct iovec){(void *)(uintptr_t)src, vb};
+        }
+        atomic_fetch_add(&v->refs, 1);
+        store_mt_ref(s->mem);
+        if (s->vj_tail != NULL)
+            s->vj_tail->next = j;
+        else
+            s->vj_head = j;
+        s->vj_tail = j;
+        s->vj_n++;
+    }
+    pthread_cond_signal(&s->vw_cv);
+    return ST_OK;
+}
+
+static void vjob_free(struct store_vjob *j)
+{
+    store_vlog_unref(j->v);
+    store_mt_unref(j->m);
+    free(j->own);
+    free(j);
+}
+
+int store_vw_wait_locked(struct store *s, uint64_t seq)
+{
+    while (s->failed == ST_OK && s->vj_head != NULL && s->vj_head->seq <= seq)
+        pthread_cond_wait(&s->vw_done_cv, &s->mu);
+    return s->failed;
+}
+
+/*
+ * The writer thread: appends the oldest job's rows with no lock held, then marks its log
+ * dirty (for the next group commit) and removes the job, waking whoever waits for it. A
+ * failed append fails the store (sticky: nothing after it becomes durable); the remaining
+ * jobs are then dropped unwritten. It stops once told to and the queue is empty.
+ */
+void *store_vwriter_main(void *arg)
+{
+    struct store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->vj_head == NULL && !s->stop)
+            pthread_cond_wait(&s->vw_cv, &s->mu);
+        struct store_vjob *j = s->vj_head;
+        if (j == NULL)
+            break; /* stop, and nothing left */
+        int rc = s->failed;
+        pthread_mutex_unlock(&s->mu);
+        if (rc == ST_OK && j->v->f->size != j->off)
+            rc = ST_EINTERNAL; /* the log's end disagrees with the rows reserved before */
+        if (rc == ST_OK)
+            rc = store_fs_writev(j->v->f, j->iov, j->iovcnt, "store.vlog.append");
+        pthread_mutex_lock(&s->mu);
+        if (rc != ST_OK && s->failed == ST_OK)
+            store_fail_locked(s, rc, "vector log write");
+        if (rc == ST_OK)
+            j->v->dirty = true;
+        s->vj_head = j->next;
+        if (s->vj_head == NULL)
+            s->vj_tail = NULL;
+        s->vj_n--;
+        pthread_cond_broadcast(&s->vw_done_cv);
+        pthread_mutex_unlock(&s->mu);
+        vjob_free(j);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+bool store_vw_pending_locked(const struct store *s, const struct store_vlog *v)
+{
+    for (const struct store_vjob *j = s->vj_head; j != NULL; j = j->next)
+        if (j->v == v)
+            return true;
+    return false;
+}
+
+void store_vw_free_jobs(struct store *s)
+{
+    while (s->vj_head != NULL) {
+        struct store_vjob *j = s->vj_head;
+        s->vj_head = j->next;
+        vjob_free(j);
+    }
+    s->vj_tail = NULL;
+    s->vj_n = 0;
 }
 
 /* Decodes a WAL payload into records pointing into p (inline vectors copied into *vecs). */
@@ -475,11 +646,12 @@ bad:
 }
 
 /* Applies a batch to the memtable and marks. Caller holds mu. */
-int store_apply_locked(struct store *s, const struct store_batch *b, const struct store_vref *refs)
+int store_apply_locked(struct store *s, const struct store_batch *b, const struct store_vref *refs,
+                       const float **vecs)
 {
     for (uint32_t i = 0; i < b->n; i++) {
         int rc = store_mt_add(s->mem, &b->recs[i], b->partition, b->offset, i,
-                              refs != NULL ? &refs[i] : NULL);
+                              refs != NULL ? &refs[i] : NULL, vecs != NULL ? &vecs[i] : NULL);
         if (rc != ST_OK)
             return rc;
     }
@@ -557,7 +729,11 @@ int store_freeze(struct store *s)
     struct store_file *old = s->wal_file;
     struct store_vlog **logs = NULL;
     size_t nlogs = 0;
-    rc = store_vlog_capture_dirty_locked(s, &logs, &nlogs);
+    /* The frozen memtable's rows are all in their logs before they are fsynced (and before a
+     * flush can name them in a run): the writer thread finishes what it holds. */
+    rc = store_vw_wait_locked(s, seq);
+    if (rc == ST_OK)
+        rc = store_vlog_capture_dirty_locked(s, &logs, &nlogs);
     pthread_mutex_unlock(&s->mu);
     int64_t t0 = st_clock_mono_ns(NULL);
 
@@ -629,6 +805,11 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             rc = ST_OK; /* a replay: already applied */
             goto out;
         }
+        if (s->vw_async && s->vj_n >= STORE_VJ_MAX) {
+            s->st.vlog_waits++;
+            pthread_cond_wait(&s->vw_done_cv, &s->mu); /* the writer thread is behind */
+            continue;
+        }
         if (s->mem->bytes < s->o.memtable_size) {
             if (s->o.inline_vectors)
                 break;
@@ -668,7 +849,9 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
     int iovcnt;
     uint64_t vbytes = 0;
     const struct store_vref *refs = s->o.inline_vectors ? NULL : s->wrefs;
-    if (refs != NULL && (rc = vlog_append_locked(s, b, &vbytes)) != ST_OK) {
+    if (refs != NULL && s->vw_async) {
+        vlog_reserve_locked(s, &vbytes);
+    } else if (refs != NULL && (rc = vlog_append_locked(s, b, &vbytes)) != ST_OK) {
         store_fail_locked(s, rc, "vector log write");
         goto out;
     }
@@ -683,11 +866,15 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
     s->st.wal_live_bytes += len;
     s->st.vlog_bytes_written += vbytes;
     s->st.bytes_ingested += len + vbytes;
-    if ((rc = store_apply_locked(s, b, refs)) != ST_OK) {
+    if ((rc = store_apply_locked(s, b, refs, refs != NULL ? s->wvec : NULL)) != ST_OK) {
         store_fail_locked(s, rc, "memtable insert");
         goto out;
     }
     uint64_t seq = ++s->written_seq;
+    if (refs != NULL && s->vw_async && (rc = vlog_enqueue_locked(s, b, seq)) != ST_OK) {
+        store_fail_locked(s, rc, "vector log queue");
+        goto out;
+    }
     s->wal_appended += len + vbytes; /* group commit counts the log rows it must fsync too */
     if (applied != NULL)
         *applied = true;

@@ -163,7 +163,7 @@ static const char *const ingest_points[] = {
     "store.seg.create",      /* a run flushed, a seal's output */
     "store.seg.fsync",       /* flush and seal durability */
     "store.seg.extend_open", /* a seal completing the window's vector log */
-    "store.vlog.write",      /* vectors appended */
+    "store.vlog.append",     /* vectors appended (the writer thread) */
     "store.manifest.write",  /* every manifest edit: flush, seal, re-seal, drop, watermark */
     "store.seg.unlink",      /* a TTL drop, a superseded run */
     "store.vlog.unlink",     /* a drop of a window's log */

@@ -5,6 +5,8 @@
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -577,6 +579,8 @@ END_TEST
 
 /* The workload from batch `from` on, with fs (NULL: the OS). Every batch whose write returned
  * goes to wfd (when >= 0) and *acked (when not NULL). Returns 0, or the step that failed. */
+static bool cm_in_write; /* rows appended by the write itself, not the writer thread */
+
 static int cm_run(const char *dir, struct store_fs *fs, int from, int wfd, int *acked)
 {
     struct store_opts o = {.dir = dir,
@@ -585,6 +589,7 @@ static int cm_run(const char *dir, struct store_fs *fs, int from, int wfd, int *
                            .no_background = true,
                            .memtable_size = 1u << 20,
                            .max_frozen = 64,
+                           .vlog_append_in_write = cm_in_write,
                            .fs = fs};
     struct store *s = NULL;
     struct st_err err = {0};
@@ -681,9 +686,35 @@ static int cm_check(const char *dir, int acked)
     return cm_check_fs(dir, NULL, acked);
 }
 
+/* Where "store.vlog.append" ran: on the writer thread (async) or the writing thread. */
+static pthread_t append_thread;
+static int appends;
+
+static void note_append_thread(void *ctx)
+{
+    (void)ctx;
+    append_thread = pthread_self();
+    appends++;
+}
+
+/* _i 0: rows appended by the store's writer thread; 1: by the write itself (wal_sync none's
+ * path, and the one before the writer thread). The append runs where the variant says. */
+static void cm_variant(int i, const char *dir)
+{
+    cm_in_write = i == 1;
+    ck_assert_int_eq(st_fault_hook("store.vlog.append", note_append_thread, NULL), ST_OK);
+    ck_assert_int_eq(cm_run(dir, NULL, 0, -1, NULL), 0);
+    st_fault_disarm_all();
+    ck_assert_int_gt(appends, 0);
+    ck_assert_int_eq(pthread_equal(append_thread, pthread_self()) != 0, cm_in_write);
+    st_test_rmrf(dir);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+}
+
 START_TEST(test_write_crash_matrix)
 {
     char *dir = st_test_tmpdir("vlog");
+    cm_variant(_i, dir);
     st_fault_record(true);
     cm_workload(dir, 0, -1);
     st_fault_record(false);
@@ -767,6 +798,7 @@ static void cut_power(void *ctx)
 START_TEST(test_power_cut_matrix)
 {
     char *dir = st_test_tmpdir("vlog");
+    cm_variant(_i, dir);
     st_fault_record(true);
     ck_assert_int_eq(cm_run(dir, NULL, 0, -1, NULL), 0);
     st_fault_record(false);
@@ -1110,6 +1142,247 @@ START_TEST(test_log_of_empty_window)
 }
 END_TEST
 
+/* ---- the vector-log writer thread ------------------------------------------------------------ */
+
+/* Holds the writer thread inside "store.vlog.append" (before its pwritev) while `hold`. */
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool hold;
+    int entered;
+};
+
+static struct gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+
+static void gate_fn(void *ctx)
+{
+    struct gate *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    g->entered++;
+    pthread_cond_broadcast(&g->cv);
+    while (g->hold)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_set(bool hold)
+{
+    pthread_mutex_lock(&gate.mu);
+    gate.hold = hold;
+    if (hold)
+        gate.entered = 0;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static int gate_entered(void)
+{
+    pthread_mutex_lock(&gate.mu);
+    int e = gate.entered;
+    pthread_mutex_unlock(&gate.mu);
+    return e;
+}
+
+static struct store *bg_open(const char *dir)
+{
+    struct store_opts o = {.dir = dir,
+                           .dim = 8,
+                           .wal_sync = STORE_SYNC_BATCH,
+                           .wal_sync_interval_ms = 1,
+                           .memtable_size = 1u << 20};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
+    return s;
+}
+
+static int64_t durable0(struct store *s)
+{
+    int64_t d = -1;
+    if (store_durable_offset(s, 0, &d) != ST_OK)
+        return -1;
+    return d;
+}
+
+static uint64_t log_number(struct store *s, int64_t window)
+{
+    pthread_mutex_lock(&s->mu);
+    struct store_vlog *v = store_vlog_find_locked(s, window);
+    uint64_t n = v != NULL ? v->number : 0;
+    pthread_mutex_unlock(&s->mu);
+    ck_assert_uint_gt(n, 0);
+    return n;
+}
+
+/*
+ * A write returns once its WAL record and memtable copy are in, before the writer thread has
+ * appended its rows: held inside the append, the rows are not in the log file, the batch is
+ * readable (from the memtable) but never reported durable, however often the group commit
+ * (every millisecond) runs; released, it becomes durable and the file holds exactly its rows.
+ */
+START_TEST(test_writer_thread_held)
+{
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = bg_open(dir);
+    ck_assert_int_eq(put_batch(s, 8, 0, 0, 10, 100, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert(ST_WAIT_UNTIL(durable0(s) == 0, 10000));
+    uint64_t num = log_number(s, 0);
+    uint64_t before = file_size(dir, num);
+    ck_assert_uint_eq(before, STORE_SEG_HEADER + 10 * 8 * 4);
+    gate_set(true);
+    ck_assert_int_eq(st_fault_hook("store.vlog.append", gate_fn, &gate), ST_OK);
+    ck_assert_int_eq(put_batch(s, 8, 1, 10, 10, 200, 10, STORE_OP_UPSERT), ST_OK);
+    ck_assert(ST_WAIT_UNTIL(gate_entered() == 1, 10000)); /* the writer is inside the append */
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(val_of(s, 8, 10 + i), 10 + i);
+    /* 200 group-commit periods: the batch is never durable while its rows are not written */
+    for (int64_t dl = st_test_now_ms() + 200; st_test_now_ms() < dl;)
+        ck_assert_int_eq(durable0(s), 0);
+    ck_assert_uint_eq(file_size(dir, num), before);
+    gate_set(false);
+    ck_assert(ST_WAIT_UNTIL(durable0(s) == 1, 10000));
+    st_fault_disarm_all();
+    ck_assert_uint_eq(file_size(dir, num), before + 10 * 8 * 4);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = bg_open(dir);
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(val_of(s, 8, i), i);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * Killed (SIGKILL) while the writer thread holds two written batches' rows: their WAL records
+ * are in the page cache, their rows are not in the log, so they were never durable (the child
+ * saw the durable mark stay at batch 0) and recovery cuts them off whole: batch 0 is there,
+ * batches 1 and 2 are not, the store opens, and they can be written again.
+ */
+START_TEST(test_writer_thread_killed_while_held)
+{
+    char *dir = st_test_tmpdir("vlog");
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(p[0]);
+        struct store *s = bg_open(dir);
+        if (put_batch(s, 8, 0, 0, 10, 100, 0, STORE_OP_UPSERT) != ST_OK ||
+            !ST_WAIT_UNTIL(durable0(s) == 0, 10000))
+            _exit(3);
+        gate_set(true);
+        if (st_fault_hook("store.vlog.append", gate_fn, &gate) != ST_OK ||
+            put_batch(s, 8, 1, 10, 10, 200, 10, STORE_OP_UPSERT) != ST_OK ||
+            put_batch(s, 8, 2, 20, 10, 300, 20, STORE_OP_UPSERT) != ST_OK ||
+            !ST_WAIT_UNTIL(gate_entered() == 1, 10000))
+            _exit(4);
+        int64_t d = durable0(s);
+        if (write(p[1], &d, sizeof(d)) != (ssize_t)sizeof(d))
+            _exit(5);
+        for (;;)
+            pause(); /* held until killed */
+    }
+    close(p[1]);
+    int64_t d = -2;
+    ck_assert_int_eq(read(p[0], &d, sizeof(d)), (ssize_t)sizeof(d));
+    close(p[0]);
+    ck_assert_int_eq(d, 0);
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status));
+    struct store *s = bg_open(dir);
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(val_of(s, 8, i), i);
+    for (int i = 10; i < 30; i++)
+        ck_assert_int_eq(val_of(s, 8, i), -1);
+    ck_assert_int_eq(put_batch(s, 8, 1, 10, 10, 200, 10, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, 8, 2, 20, 10, 300, 20, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_sync(s), ST_OK);
+    ck_assert_int_eq(durable0(s), 2);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = bg_open(dir);
+    for (int i = 0; i < 30; i++)
+        ck_assert_int_eq(val_of(s, 8, i), i);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+struct writer_arg {
+    struct store *s;
+    int n;
+    int rc;
+};
+
+static void *write_many(void *arg)
+{
+    struct writer_arg *w = arg;
+    for (int b = 0; b < w->n && w->rc == ST_OK; b++)
+        w->rc = put_batch(w->s, 8, b, b, 1, 100 + b, b, STORE_OP_UPSERT);
+    return NULL;
+}
+
+/* The writer thread's queue is bounded: with the writer held, a writer of many batches stops
+ * (counted in vlog_waits) instead of queueing without end, and goes on once released. */
+START_TEST(test_writer_thread_queue_bound)
+{
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = bg_open(dir);
+    gate_set(true);
+    ck_assert_int_eq(st_fault_hook("store.vlog.append", gate_fn, &gate), ST_OK);
+    struct writer_arg w = {s, 200, ST_OK};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, write_many, &w), 0);
+    struct store_stats st;
+    ck_assert(ST_WAIT_UNTIL((store_stats(s, &st), st.vlog_waits > 0), 10000));
+    ck_assert_uint_lt(st.memtable_records, 200); /* it stopped short of the end */
+    gate_set(false);
+    pthread_join(th, NULL);
+    st_fault_disarm_all();
+    ck_assert_int_eq(w.rc, ST_OK);
+    ck_assert_int_eq(store_sync(s), ST_OK);
+    ck_assert_int_eq(durable0(s), 199);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = bg_open(dir);
+    for (int i = 0; i < 200; i++)
+        ck_assert_int_eq(val_of(s, 8, i), i);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * A record older than the version the memtable holds is not inserted, but its row was
+ * reserved and its WAL record names it with a checksum: the writer must append that row's real
+ * bytes (from a copy: the caller's buffer is gone). Recovery checks every named row, so with
+ * wrong bytes it would cut the WAL there and lose the batch after it.
+ */
+START_TEST(test_writer_thread_older_version_row)
+{
+    char *dir = st_test_tmpdir("vlog");
+    struct store *s = bg_open(dir);
+    ck_assert_int_eq(put_batch(s, 8, 0, 0, 10, 500, 0, STORE_OP_UPSERT), ST_OK);
+    /* ids 0..9 again, older (ts 100 < 500), other values: stored as rows, not inserted */
+    ck_assert_int_eq(put_batch(s, 8, 1, 0, 10, 100, 70, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(put_batch(s, 8, 2, 10, 10, 600, 10, STORE_OP_UPSERT), ST_OK);
+    ck_assert_int_eq(store_sync(s), ST_OK);
+    ck_assert_int_eq(durable0(s), 2);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    s = bg_open(dir); /* replays all three records, each row checked */
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(val_of(s, 8, i), i);
+    ck_assert_int_eq(durable0(s), 2);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("vlog");
@@ -1122,8 +1395,12 @@ int main(void)
     tcase_add_test(tc, test_seal_takes_every_row);
     tcase_add_test(tc, test_drop_open_window);
     tcase_add_test(tc, test_external_rows_untrusted);
-    tcase_add_test(tc, test_write_crash_matrix);
-    tcase_add_test(tc, test_power_cut_matrix);
+    tcase_add_loop_test(tc, test_write_crash_matrix, 0, 2);
+    tcase_add_loop_test(tc, test_power_cut_matrix, 0, 2);
+    tcase_add_test(tc, test_writer_thread_held);
+    tcase_add_test(tc, test_writer_thread_killed_while_held);
+    tcase_add_test(tc, test_writer_thread_queue_bound);
+    tcase_add_test(tc, test_writer_thread_older_version_row);
     tcase_add_test(tc, test_power_loss_during_flushes);
     tcase_add_test(tc, test_run_claims_only_named_rows);
     tcase_add_test(tc, test_reopen_twice_after_flush);
