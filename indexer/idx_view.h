@@ -64,6 +64,8 @@ struct idx_view_query {
     const float *vec; /* normalised for cosine */
     uint32_t k, ef, nprobe;
     int64_t from_ts, to_ts; /* inclusive */
+    bool exhaustive; /* every part searched in view order for k with the full ef / nprobe and
+                        nothing shared between parts: the reference for tests and benchmarks */
 };
 
 struct idx_view_stats {
