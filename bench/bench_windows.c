@@ -65,7 +65,8 @@ static float *load_idx(const char *name, size_t n)
     FILE *p = popen(cmd, "r");
     unsigned char hdr[16];
     unsigned char *px = malloc(n * DIM);
-    if (p == NULL || px == NULL || fread(hdr, 1, 16, p) != 16 || fread(px, 1, n * DIM, p) != n * DIM)
+    if (p == NULL || px == NULL || fread(hdr, 1, 16, p) != 16 ||
+        fread(px, 1, n * DIM, p) != n * DIM)
         die(name, "cannot read (is dataset-fashion-mnist installed?)");
     pclose(p);
     float *v = malloc(n * DIM * sizeof(float));
@@ -130,9 +131,36 @@ static void ground_truth(void)
 
 /* ---- layouts ---- */
 
+/* Train rows ordered by class (stable): windows of a "c" layout hold one or a few classes
+ * each, as windows of drifting content would. */
+static uint32_t *by_class;
+
+static int u32_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void load_classes(void)
+{
+    FILE *p = popen("gzip -dc /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz", "r");
+    unsigned char hdr[8], *lab = malloc(NTRAIN);
+    if (p == NULL || lab == NULL || fread(hdr, 1, 8, p) != 8 || fread(lab, 1, NTRAIN, p) != NTRAIN)
+        die("train-labels-idx1-ubyte.gz", "cannot read");
+    pclose(p);
+    by_class = malloc(NTRAIN * sizeof(*by_class));
+    size_t n = 0;
+    for (unsigned c = 0; c < 256; c++)
+        for (unsigned i = 0; i < NTRAIN; i++)
+            if (lab[i] == c)
+                by_class[n++] = i;
+    free(lab);
+}
+
 struct layout {
     char name[32];
     unsigned windows, nodes;
+    bool by_class;           /* "c": rows ordered by class before the split (drifting content) */
     struct idx_part **parts; /* newest window first, as a view orders them */
     size_t nparts;
     struct idx_view *view;
@@ -145,21 +173,31 @@ static struct idx_part *make_part(const struct layout *l, unsigned w, unsigned n
 {
     unsigned lo = (unsigned)((uint64_t)w * NTRAIN / l->windows);
     unsigned hi = (unsigned)((uint64_t)(w + 1) * NTRAIN / l->windows);
+    /* The rows of the window (by class in "c" layouts), ascending: ids sorted. */
+    uint32_t *rows = malloc((hi - lo) * sizeof(*rows));
+    size_t nr = 0;
+    for (unsigned i = lo; i < hi; i++)
+        if (l->nodes == 1 || i % l->nodes == node)
+            rows[nr++] = l->by_class ? by_class[i] : i;
+    qsort(rows, nr, sizeof(*rows), u32_cmp);
     int64_t start = (int64_t)w * WINDOW;
     struct idx_cat_entry e = {.start = start, .end = start + WINDOW, .version = 1};
     snprintf(e.node, sizeof(e.node), "n%u", node);
     snprintf(e.index, sizeof(e.index), "hnsw");
     char seg[4096], ix[4096];
-    if (snprintf(seg, sizeof(seg), "%s/%s/%s@%lld@v1.seg", dir, l->name, e.node,
-                 (long long)start) >= (int)sizeof(seg) ||
-        snprintf(ix, sizeof(ix), "%s/%s/%s@%lld@v1.hnsw", dir, l->name, e.node,
-                 (long long)start) >= (int)sizeof(ix))
+    char sub[40];
+    snprintf(sub, sizeof(sub), "%ux%u%s", l->windows, l->nodes, l->by_class ? "-by-class" : "");
+    if (snprintf(seg, sizeof(seg), "%s/%s/%s@%lld@v1.seg", dir, sub, e.node, (long long)start) >=
+            (int)sizeof(seg) ||
+        snprintf(ix, sizeof(ix), "%s/%s/%s@%lld@v1.hnsw", dir, sub, e.node, (long long)start) >=
+            (int)sizeof(ix))
         die(dir, "path too long");
     struct idx_part *p = NULL;
     struct st_err err = {0};
     if (access(seg, F_OK) == 0 && access(ix, F_OK) == 0 &&
         idx_part_load(&e, seg, ix, ST_METRIC_L2, &p, &err) == ST_OK)
         return p;
+    err = (struct st_err){0};
     unlink(seg);
     unlink(ix);
     size_t n = 0;
@@ -167,19 +205,19 @@ static struct idx_part *make_part(const struct layout *l, unsigned w, unsigned n
     char(*ids)[8] = calloc(hi - lo, 8);
     if (in == NULL || ids == NULL)
         die("segment", "out of memory");
-    for (unsigned i = lo; i < hi; i++) {
-        if (l->nodes > 1 && i % l->nodes != node)
-            continue;
-        snprintf(ids[n], 8, "%06u", i); /* ids sorted: rows ascend */
+    for (size_t j = 0; j < nr; j++) {
+        uint32_t i = rows[j];
+        snprintf(ids[n], 8, "%06u", i);
         in[n] = (struct store_seg_in){.id = (const uint8_t *)ids[n],
                                       .id_len = 6,
-                                      .ts = start + (i - lo),
+                                      .ts = start + (int64_t)j,
                                       .partition = (int32_t)node,
                                       .offset = i,
                                       .op = STORE_OP_UPSERT,
                                       .vec = train + (size_t)i * DIM};
         n++;
     }
+    free(rows);
     struct store_seg_meta m = {start, start + WINDOW, STORE_SEG_SEALED, 1, false, 0, 0};
     uint64_t bytes;
     if (store_segment_write(NULL, seg, DIM, &m, in, n, &bytes, &err) != ST_OK)
@@ -196,7 +234,8 @@ static struct idx_part *make_part(const struct layout *l, unsigned w, unsigned n
 static void layout_open(struct layout *l)
 {
     char path[700];
-    snprintf(path, sizeof(path), "%s/%s", dir, l->name);
+    snprintf(path, sizeof(path), "%s/%ux%u%s", dir, l->windows, l->nodes,
+             l->by_class ? "-by-class" : "");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         die(dir, strerror(errno));
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
@@ -301,10 +340,9 @@ int main(int argc, char **argv)
             continue;
         }
         if (v == NULL) {
-            fprintf(stderr,
-                    "usage: bench_windows [--dir D] [--queries N] [--layouts 1,6,24,24x2] "
-                    "[--ef 10,16,...] [--full] [--passes N] [--threads N] [--exhaustive] "
-                    "[--gt-cache FILE]\n");
+            fprintf(stderr, "usage: bench_windows [--dir D] [--queries N] [--layouts 1,6,24,24x2] "
+                            "[--ef 10,16,...] [--full] [--passes N] [--threads N] [--exhaustive] "
+                            "[--gt-cache FILE]\n");
             return 2;
         }
         if (strcmp(a, "--dir") == 0)
@@ -344,9 +382,16 @@ int main(int argc, char **argv)
         char *end;
         l->windows = (unsigned)strtoul(s, &end, 10);
         l->nodes = *end == 'x' ? (unsigned)strtoul(end + 1, &end, 10) : 1;
+        if (*end == 'c') {
+            l->by_class = true;
+            end++;
+            if (by_class == NULL)
+                load_classes();
+        }
         if (l->windows == 0 || l->nodes == 0)
-            die("--layouts", "expects e.g. 1,6,24,24x2");
-        snprintf(l->name, sizeof(l->name), "%ux%u", l->windows, l->nodes);
+            die("--layouts", "expects e.g. 1,6,24,24x2,24c");
+        snprintf(l->name, sizeof(l->name), "%ux%u%s", l->windows, l->nodes,
+                 l->by_class ? " by class" : "");
         s = *end == ',' ? end + 1 : end;
         layout_open(l);
         printf("layout %s: %zu parts %s in %.1f s\n", l->name, l->nparts,
