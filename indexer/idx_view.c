@@ -177,8 +177,13 @@ static int hit_cmp(const void *a, const void *b)
     const struct idx_view_hit *x = a, *y = b;
     if (x->dist != y->dist)
         return x->dist < y->dist ? -1 : 1;
-    if (x->part != y->part)
+    if (x->part->e.start != y->part->e.start) /* newer window first */
         return x->part->e.start > y->part->e.start ? -1 : 1;
+    /* Two nodes' parts of one window: by node, so that the order is total (a heap and qsort
+     * need cmp(a, b) = -cmp(b, a); "-1 : 1" on the start alone gave 1 both ways). */
+    int c = x->part != y->part ? strcmp(x->part->e.node, y->part->e.node) : 0;
+    if (c != 0)
+        return c;
     return x->rec < y->rec ? -1 : x->rec > y->rec;
 }
 

@@ -506,6 +506,95 @@ START_TEST(test_hnsw_search_bound)
 }
 END_TEST
 
+/* Exact ties between the two ingest nodes' parts of one window (the same vectors under other
+ * ids): one order, newer window, then node, then record — the same from both searches, and a
+ * tie never drops a hit that fits. */
+START_TEST(test_ties_across_nodes)
+{
+    struct fx f;
+    memset(&f, 0, sizeof(f));
+    rng = 99;
+    for (int c = 0; c < 12; c++)
+        for (int d = 0; d < D; d++)
+            centres[c][d] = frand() * 4;
+    enum { N = 40 };
+    const char *types[] = {"hnsw", "ivfpq"};
+    for (int t = 0; t < 2; t++) {
+        f.nrecs = 0;
+        f.next_id = 0;
+        f.dir = st_test_tmpdir("idxties");
+        /* node 0 then node 1 of window 0, both fresh ids; then node 1 again, with node 0's
+         * vectors in node 0's order */
+        struct idx_part *p0 = fx_part(&f, 0, 0, N, 0, false, types[t]);
+        size_t first = f.nrecs;
+        struct idx_part *p1 = fx_part(&f, 0, 1, N, 0, false, types[t]);
+        ck_assert_uint_eq(f.nrecs, 2 * N);
+        for (size_t i = first; i < f.nrecs; i++)
+            memcpy(f.recs[i].vec, f.recs[i - first].vec, sizeof(f.recs[i].vec));
+        idx_part_unref(p1);
+        struct store_seg_in in[N];
+        char ids[N][12];
+        for (size_t i = 0; i < N; i++) {
+            snprintf(ids[i], 12, "%08u", f.recs[first + i].id);
+            in[i] = (struct store_seg_in){.id = (const uint8_t *)ids[i],
+                                          .id_len = 8,
+                                          .ts = f.recs[first + i].ts,
+                                          .partition = 1,
+                                          .offset = f.recs[first + i].offset,
+                                          .op = STORE_OP_UPSERT,
+                                          .vec = f.recs[first + i].vec};
+        }
+        char seg[600], ix[600];
+        snprintf(seg, sizeof(seg), "%s/tie-%d.seg", f.dir, t);
+        snprintf(ix, sizeof(ix), "%s/tie-%d.%s", f.dir, t, types[t]);
+        struct store_seg_meta m = {0, WINDOW, STORE_SEG_SEALED, 1, false, 0, 0};
+        struct st_err err = {0};
+        uint64_t bytes;
+        ck_assert_int_eq(store_segment_write(NULL, seg, D, &m, in, N, &bytes, &err), ST_OK);
+        struct idx_cat_entry e = {.start = 0, .end = WINDOW, .version = 1};
+        snprintf(e.node, sizeof(e.node), "n1");
+        snprintf(e.index, sizeof(e.index), "%s", types[t]);
+        struct cfg_index cix = {.type = CFG_INDEX_HNSW, .m = 8, .ef_construction = 32};
+        if (t == 1)
+            cix = (struct cfg_index){.type = CFG_INDEX_IVFPQ, .nlist = 2, .pq_m = 4, .nbits = 8};
+        ck_assert_int_eq(idx_part_build(&e, seg, ix, &cix, ST_METRIC_L2, 1, NULL, &p1, &err),
+                         ST_OK);
+        /* node 1 listed first in the view: the order must not come from the view's order */
+        struct idx_part *parts[2] = {p1, p0};
+        struct idx_view *v;
+        ck_assert_int_eq(idx_view_build(parts, 2, &v), ST_OK);
+        for (int qi = 0; qi < 50; qi++) {
+            const float *q = f.recs[(size_t)qi % N].vec; /* distance 0 to one in each part */
+            struct idx_view_hit a[7], b[7];
+            size_t na, nb;
+            struct idx_view_stats st;
+            struct idx_view_query vq = {q, 7, 40, 2, INT64_MIN, INT64_MAX, true};
+            ck_assert_int_eq(idx_view_search(v, &vq, a, &na, &st), ST_OK);
+            vq.exhaustive = false;
+            ck_assert_int_eq(idx_view_search(v, &vq, b, &nb, &st), ST_OK);
+            ck_assert_uint_eq(na, 7);
+            ck_assert_uint_eq(nb, 7);
+            ck_assert(a[0].dist == 0 && a[1].dist == 0);
+            ck_assert_ptr_eq(a[0].part, p0); /* node n0 before n1 at a tie */
+            ck_assert_ptr_eq(a[1].part, p1);
+            for (size_t i = 0; i < na; i++) {
+                ck_assert_ptr_eq(a[i].part, b[i].part);
+                ck_assert_uint_eq(a[i].rec, b[i].rec);
+                ck_assert(a[i].dist == b[i].dist);
+                if (i > 0 && a[i].dist == a[i - 1].dist && a[i].part != a[i - 1].part)
+                    ck_assert_ptr_eq(a[i - 1].part, p0);
+            }
+        }
+        idx_view_release(v);
+        idx_part_unref(p0);
+        idx_part_unref(p1);
+        st_test_rmrf(f.dir);
+        free(f.dir);
+    }
+    free(f.recs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("idx_view");
@@ -516,6 +605,7 @@ int main(void)
     tcase_add_test(tc, test_bound_hnsw_recall);
     tcase_add_test(tc, test_bound_ivfpq_exact);
     tcase_add_test(tc, test_bound_k_beyond_total);
+    tcase_add_test(tc, test_ties_across_nodes);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
