@@ -438,20 +438,33 @@ int main(int argc, char **argv)
                    "| layout | parts | ef | recall@10 | QPS | ratio to 1 window |\n"
                    "|---|---|---|---|---|---|\n",
                    target, what);
-            double base = 0;
+            /* The one-window layout (one part), else the first, at its own lowest such ef. */
+            size_t bi = 0;
+            for (size_t li = 0; li < nl; li++)
+                if (ls[li].nparts == 1 && !ls[li].by_class) {
+                    bi = li;
+                    break;
+                }
+            size_t lowest[8];
             for (size_t li = 0; li < nl; li++) {
-                size_t e = 0;
-                while (e < done[mode][li] && res[mode][li][e].recall < target)
-                    e++;
+                lowest[li] = 0;
+                while (lowest[li] < done[mode][li] && res[mode][li][lowest[li]].recall < target)
+                    lowest[li]++;
+            }
+            double base = lowest[bi] < done[mode][bi] ? res[mode][bi][lowest[bi]].qps : 0;
+            for (size_t li = 0; li < nl; li++) {
+                size_t e = lowest[li];
                 if (e == done[mode][li]) {
                     printf("| %s | %zu | — | not reached | | |\n", ls[li].name, ls[li].nparts);
                     continue;
                 }
                 const struct result *r = &res[mode][li][e];
-                if (li == 0)
-                    base = r->qps;
-                printf("| %s | %zu | %u | %.4f | %.0f | %.2f× |\n", ls[li].name, ls[li].nparts,
-                       efs[e], r->recall, r->qps, base > 0 ? r->qps / base : 0);
+                if (base > 0)
+                    printf("| %s | %zu | %u | %.4f | %.0f | %.2f× |\n", ls[li].name, ls[li].nparts,
+                           efs[e], r->recall, r->qps, r->qps / base);
+                else
+                    printf("| %s | %zu | %u | %.4f | %.0f | — |\n", ls[li].name, ls[li].nparts,
+                           efs[e], r->recall, r->qps);
             }
         }
     }
