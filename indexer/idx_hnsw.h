@@ -34,6 +34,9 @@ uint32_t idx_hnsw_count(const struct idx_hnsw *h);
 size_t idx_hnsw_memory(const struct idx_hnsw *h);
 /* Vector of id (borrowed while h lives). */
 const float *idx_hnsw_vector(const struct idx_hnsw *h, uint32_t id);
+/* The distance from q to the entry node (where every search starts): one kernel call, a cheap
+ * hint of how close the graph's nodes come to q. INFINITY for an empty graph. */
+float idx_hnsw_entry_distance(const struct idx_hnsw *h, const float *q);
 
 struct idx_hnsw_searcher;
 struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h);
@@ -45,6 +48,20 @@ void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s);
  */
 size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
                        st_filter_fn filter, void *fctx, struct st_hit *out);
+
+/*
+ * The same search as one part of a search over many indexes. bound (INFINITY: none, then this
+ * is idx_hnsw_search node for node) is the k-th best distance the other indexes have already
+ * found: only hits within it can enter the caller's result, and hits beyond it are not
+ * returned. As long as this search has found nothing within the bound and already has its own
+ * max(k, ef/2) best, nodes beyond both are neither explored nor waited for: a graph whose nodes
+ * all lie beyond the bound costs about an ef/2 search instead of an ef one. Once it finds a
+ * node within the bound it searches with its whole beam. Not exact (neither is ef): recall@10
+ * within 0.002 of the plain search at the same ef on Fashion-MNIST (bench/bench_windows.c,
+ * docs/benchmarks.md) and in tests/check_idx_view.c.
+ */
+size_t idx_hnsw_search_bound(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
+                             float bound, st_filter_fn filter, void *fctx, struct st_hit *out);
 
 /* Index files (hnsw_format.h): written to path.tmp, fsynced, renamed. */
 int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err) ST_WUR;

@@ -728,7 +728,7 @@ static bool cand_room(struct idx_ivfpq_searcher *s, size_t keep)
 
 /* One query, its centroid dot products cdots[c] = <q, centroid c> already computed. */
 static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const float *cdots,
-                         uint32_t k, uint32_t nprobe, size_t keep, const float *raw,
+                         uint32_t k, uint32_t nprobe, size_t keep, const float *raw, float bound,
                          st_filter_fn filter, void *fctx, struct st_hit *out)
 {
     const struct idx_ivfpq *ix = s->ix;
@@ -797,6 +797,9 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     }
     st_hits_sort(s->cand, nk);
     size_t n = nk < k ? nk : k;
+    /* Beyond the bound: of no use to the caller (ties at it are kept). */
+    while (n > 0 && s->cand[n - 1].dist > bound)
+        n--;
     memcpy(out, s->cand, n * sizeof(*out));
     return n;
 }
@@ -811,13 +814,21 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
                         uint32_t rerank, const float *raw, st_filter_fn filter, void *fctx,
                         struct st_hit *out)
 {
+    return idx_ivfpq_search_bound(s, q, k, nprobe, rerank, raw, INFINITY, filter, fctx, out);
+}
+
+size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint32_t k,
+                              uint32_t nprobe, uint32_t rerank, const float *raw, float bound,
+                              st_filter_fn filter, void *fctx, struct st_hit *out)
+{
     const struct idx_ivfpq *ix = s->ix;
     size_t keep = raw != NULL && rerank > k ? rerank : k;
     if (k == 0 || ix->n == 0 || !cand_room(s, keep))
         return 0;
     /* All centroid dot products in one pass over the transposed centroids. */
     s->k->dots_t(q, ix->ct, ix->dim, ix->nlist, s->cdots);
-    return search_one(s, q, s->cdots, k, clamp_nprobe(ix, nprobe), keep, raw, filter, fctx, out);
+    return search_one(s, q, s->cdots, k, clamp_nprobe(ix, nprobe), keep, raw, bound, filter, fctx,
+                      out);
 }
 
 int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t nq, uint32_t k,
@@ -843,8 +854,9 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
          * (summed in the same order as the one-query kernel: the same lists are probed). */
         s->k->dots_tn(qs + i * ix->dim, nb, ix->dim, ix->ct, ix->dim, ix->nlist, s->bdots);
         for (size_t b = 0; b < nb; b++)
-            counts[i + b] = search_one(s, qs + (i + b) * ix->dim, s->bdots + b * ix->nlist, k,
-                                       nprobe, keep, raw, filter, fctx, out + (i + b) * k);
+            counts[i + b] =
+                search_one(s, qs + (i + b) * ix->dim, s->bdots + b * ix->nlist, k, nprobe, keep,
+                           raw, INFINITY, filter, fctx, out + (i + b) * k);
     }
     return ST_OK;
 }

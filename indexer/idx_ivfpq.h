@@ -48,6 +48,15 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
                         struct st_hit *out);
 
 /*
+ * The same search when only hits at distance <= bound are of use (the k-th best found so far
+ * in other indexes; INFINITY: none, then it is idx_ivfpq_search exactly). Exact: the hits are
+ * those of idx_ivfpq_search that lie within the bound, with the same distances.
+ */
+size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint32_t k,
+                              uint32_t nprobe, uint32_t rerank, const float *raw, float bound,
+                              st_filter_fn filter, void *fctx, struct st_hit *out);
+
+/*
  * The same search for nq queries (rows of dim floats at qs): query i's hits at out + i * k,
  * their count in counts[i]. The coarse step runs for several queries at once through the
  * batched kernel (each centroid loaded once for them all); hits equal those of nq calls of

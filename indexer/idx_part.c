@@ -1,6 +1,7 @@
 /* idx_part.c — a served window part: segment copy + index (idx_part.h). */
 #include "idx_part.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,26 +266,35 @@ static void pool_put(struct idx_part *p, void *s)
 }
 
 size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t ef, uint32_t nprobe,
-                       idx_part_filter filter, void *fctx, struct idx_part_hit *out)
+                       float bound, idx_part_filter filter, void *fctx, struct idx_part_hit *out)
 {
     if (p->n == 0 || k == 0)
         return 0;
-    struct st_hit *hits = malloc(k * sizeof(*hits));
+    struct st_hit stack[64];
+    struct st_hit *hits = k <= 64 ? stack : malloc(k * sizeof(*hits));
     void *s = hits != NULL ? pool_get(p) : NULL;
     if (s == NULL) {
-        free(hits);
+        if (hits != stack)
+            free(hits);
         return 0;
     }
     size_t n;
     if (p->hnsw != NULL) {
-        n = idx_hnsw_search(s, q, k, ef ? ef : (k > 64 ? k : 64), filter, fctx, hits);
+        n = idx_hnsw_search_bound(s, q, k, ef ? ef : (k > 64 ? k : 64), bound, filter, fctx, hits);
     } else {
         uint32_t rerank = k * 4 > 64 ? k * 4 : 64;
-        n = idx_ivfpq_search(s, q, k, nprobe ? nprobe : 16, rerank, p->raw, filter, fctx, hits);
+        n = idx_ivfpq_search_bound(s, q, k, nprobe ? nprobe : 16, rerank, p->raw, bound, filter,
+                                   fctx, hits);
     }
     pool_put(p, s);
     for (size_t i = 0; i < n; i++)
         out[i] = (struct idx_part_hit){p->rec[hits[i].id], hits[i].dist};
-    free(hits);
+    if (hits != stack)
+        free(hits);
     return n;
+}
+
+float idx_part_probe(const struct idx_part *p, const float *q)
+{
+    return p->hnsw != NULL ? idx_hnsw_entry_distance(p->hnsw, q) : -INFINITY;
 }

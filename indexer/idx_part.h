@@ -82,8 +82,19 @@ typedef bool (*idx_part_filter)(void *ctx, uint32_t label);
 /*
  * k nearest of q in the part (ef: HNSW beam, nprobe: IVF-PQ lists; 0 = defaults). Writes up
  * to k hits closest first, returns the count (0 on allocation failure of scratch).
+ * bound: in a search over many parts, the k-th best distance the other parts have found so far
+ * — only hits <= bound can enter the result (INFINITY: none, the plain search). Hits beyond it
+ * are not returned, and the index search uses it to do less: an HNSW search that finds nothing
+ * within it stops at about the cost of an ef = k search (idx_hnsw_search_bound: not exact, but
+ * within the recall the plain search has at the same ef, measured); IVF-PQ is exact (the plain
+ * search's hits within the bound).
  */
 size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t ef, uint32_t nprobe,
-                       idx_part_filter filter, void *fctx, struct idx_part_hit *out);
+                       float bound, idx_part_filter filter, void *fctx, struct idx_part_hit *out);
+
+/* A cheap hint of how close the part's vectors come to q, smaller = closer, for ordering a
+ * search over many parts (HNSW: the distance to the graph's entry node; IVF-PQ and empty
+ * parts: -INFINITY, searched first). One kernel call at most. */
+float idx_part_probe(const struct idx_part *p, const float *q);
 
 #endif

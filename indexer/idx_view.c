@@ -1,6 +1,7 @@
 /* idx_view.c — serving snapshots, the id index and the merged search (idx_view.h). */
 #include "idx_view.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -176,9 +177,56 @@ static int hit_cmp(const void *a, const void *b)
     const struct idx_view_hit *x = a, *y = b;
     if (x->dist != y->dist)
         return x->dist < y->dist ? -1 : 1;
-    if (x->part != y->part)
+    if (x->part->e.start != y->part->e.start) /* newer window first */
         return x->part->e.start > y->part->e.start ? -1 : 1;
+    /* Two nodes' parts of one window: by node, so that the order is total (a heap and qsort
+     * need cmp(a, b) = -cmp(b, a); "-1 : 1" on the start alone gave 1 both ways). */
+    int c = x->part != y->part ? strcmp(x->part->e.node, y->part->e.node) : 0;
+    if (c != 0)
+        return c;
     return x->rec < y->rec ? -1 : x->rec > y->rec;
+}
+
+/* The best k hits as a max-heap under hit_cmp (the root is the worst kept). */
+static void best_push(struct idx_view_hit *h, size_t *n, size_t k, struct idx_view_hit x)
+{
+    size_t i;
+    if (*n < k) {
+        i = (*n)++;
+        while (i > 0 && hit_cmp(&h[(i - 1) / 2], &x) < 0) {
+            h[i] = h[(i - 1) / 2];
+            i = (i - 1) / 2;
+        }
+        h[i] = x;
+        return;
+    }
+    if (hit_cmp(&x, &h[0]) >= 0)
+        return;
+    for (i = 0;;) { /* replace the root, sift down */
+        size_t c = 2 * i + 1;
+        if (c >= k)
+            break;
+        if (c + 1 < k && hit_cmp(&h[c + 1], &h[c]) > 0)
+            c++;
+        if (hit_cmp(&h[c], &x) <= 0)
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+struct probe {
+    float d;
+    uint32_t i; /* position in the view */
+};
+
+static int probe_cmp(const void *a, const void *b)
+{
+    const struct probe *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d < y->d ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
 }
 
 int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
@@ -190,35 +238,54 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         return ST_OK;
     struct idx_part_hit *ph = malloc(q->k * sizeof(*ph));
     struct idx_view_hit *all = malloc(q->k * 2 * sizeof(*all));
-    if (ph == NULL || all == NULL) {
+    struct probe *order = malloc((v->n ? v->n : 1) * sizeof(*order));
+    if (ph == NULL || all == NULL || order == NULL) {
         free(ph);
         free(all);
+        free(order);
         return ST_ENOMEM;
     }
-    size_t have = 0;
+    /* The parts to search, pruned by the window, then by the part's event-time range. */
+    size_t np = 0;
     int64_t last_window = INT64_MIN;
-    bool any_window = false;
     for (size_t i = 0; i < v->n; i++) {
         struct idx_part *p = v->parts[i];
-        /* Prune by the window, then by the part's event-time range. */
         if (p->e.end - 1 < q->from_ts || p->e.start > q->to_ts || p->max_ts < q->from_ts ||
             p->min_ts > q->to_ts || p->n == 0)
             continue;
+        if (st->parts_searched == 0 || p->e.start != last_window)
+            st->windows_searched++;
+        st->parts_searched++;
+        last_window = p->e.start;
+        order[np++] = (struct probe){q->exhaustive ? 0 : idx_part_probe(p, q->vec), (uint32_t)i};
+    }
+    /* Most promising first (a cheap hint each), so that the k-th best distance found so far,
+     * which bounds every next part's search, tightens early. */
+    if (!q->exhaustive && np > 1)
+        qsort(order, np, sizeof(*order), probe_cmp);
+    size_t have = 0;
+    for (size_t oi = 0; oi < np; oi++) {
+        size_t i = order[oi].i;
+        struct idx_part *p = v->parts[i];
         struct filt f = {p, v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts, q->from_ts,
                          q->to_ts};
-        size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, keep, &f, ph);
-        st->parts_searched++;
-        if (!any_window || p->e.start != last_window)
-            st->windows_searched++;
-        any_window = true;
-        last_window = p->e.start;
-        for (size_t j = 0; j < got; j++)
-            all[have++] = (struct idx_view_hit){p, ph[j].rec, ph[j].dist};
-        if (have >= q->k) { /* keep the best k of what we have */
-            if (have > 1)
-                qsort(all, have, sizeof(*all), hit_cmp);
-            have = q->k;
+        if (q->exhaustive) { /* the reference: every part for k, the merge by sorting */
+            size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, INFINITY, keep, &f, ph);
+            for (size_t j = 0; j < got; j++)
+                all[have++] = (struct idx_view_hit){p, ph[j].rec, ph[j].dist};
+            if (have >= q->k) { /* keep the best k of what we have */
+                if (have > 1)
+                    qsort(all, have, sizeof(*all), hit_cmp);
+                have = q->k;
+            }
+            continue;
         }
+        /* Only what beats the k-th best so far can enter the result (ties are kept: the merge
+         * orders them); the part's search does less with that bound (idx_part_search). */
+        float bound = have == q->k ? all[0].dist : INFINITY;
+        size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, bound, keep, &f, ph);
+        for (size_t j = 0; j < got; j++)
+            best_push(all, &have, q->k, (struct idx_view_hit){p, ph[j].rec, ph[j].dist});
     }
     if (have > 1)
         qsort(all, have, sizeof(*all), hit_cmp);
@@ -226,6 +293,7 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
     *n = have;
     free(ph);
     free(all);
+    free(order);
     return ST_OK;
 }
 

@@ -64,6 +64,10 @@ struct idx_view_query {
     const float *vec; /* normalised for cosine */
     uint32_t k, ef, nprobe;
     int64_t from_ts, to_ts; /* inclusive */
+    /* Every part searched in view order for k with its full ef / nprobe and nothing passed from
+     * one part to the next (the search before issue 15): the reference for tests and
+     * benchmarks. */
+    bool exhaustive;
 };
 
 struct idx_view_stats {
@@ -77,6 +81,12 @@ struct idx_view_stats {
  * closest first (ties by part order, then record). Hidden labels and records outside the time
  * range are filtered inside each index search, so k results come back when k exist. *n gets
  * the number of hits written to out (capacity k).
+ *
+ * Parts are searched most promising first (idx_part_probe: one distance each), and each part's
+ * search gets the k-th best distance found so far (idx_part_search's bound): hits beyond it
+ * are dropped, IVF-PQ parts give exactly the hits they would without it, and an HNSW part
+ * that finds nothing within it stops at about half its beam. Every part passing the time range
+ * is still searched (the bound narrows a search, it never skips a part).
  */
 int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
                     struct idx_view_hit *out, size_t *n, struct idx_view_stats *st) ST_WUR;

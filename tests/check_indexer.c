@@ -1191,7 +1191,8 @@ static bool ic_answers(struct idx_part *p, const float *vecs)
 {
     for (uint32_t i = 0; i < IC_N; i += 37) {
         struct idx_part_hit hits[5];
-        size_t n = idx_part_search(p, vecs + (size_t)i * IC_D, 5, 100, 64, NULL, NULL, hits);
+        size_t n =
+            idx_part_search(p, vecs + (size_t)i * IC_D, 5, 100, 64, INFINITY, NULL, NULL, hits);
         bool found = false;
         for (size_t h = 0; h < n; h++)
             found |= hits[h].rec == i;

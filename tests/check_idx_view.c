@@ -1,0 +1,611 @@
+/*
+ * Tests for the search over many window parts (indexer/idx_view.h, idx_part.h): the bounded
+ * search (the k-th / ef-th best distance found so far passed into each next part's search,
+ * parts ordered by a cheap hint) against the exhaustive reference (every part for k with the
+ * full ef) and against brute force over the records a search may return — the newest version
+ * of each id, not deleted, inside the time range.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idx_hnsw.h"
+#include "idx_part.h"
+#include "idx_view.h"
+#include "st_distance.h"
+#include "st_test.h"
+#include "store_int.h"
+
+#define D      16
+#define WINDOW 60000
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static uint32_t urand(uint32_t n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+static float frand(void)
+{
+    return (float)urand(1u << 24) / (float)(1u << 24);
+}
+
+/* Clustered vectors, as embeddings are: 12 centres, each point near one. */
+static float centres[12][D];
+
+static void clustered(float *v)
+{
+    const float *c = centres[urand(12)];
+    for (int d = 0; d < D; d++)
+        v[d] = c[d] + (frand() - 0.5f) * 0.6f;
+}
+
+/* Every record written to any part (the reference). */
+struct rec {
+    uint32_t id;
+    int64_t ts;
+    int32_t partition;
+    int64_t offset;
+    uint8_t op;
+    float vec[D];
+};
+
+struct fx {
+    char *dir;
+    struct rec *recs;
+    size_t nrecs, cap;
+    uint32_t next_id;
+    struct idx_part *parts[64]; /* newest window first */
+    size_t nparts;
+    struct idx_view *view;
+};
+
+static int rec_id_cmp(const void *a, const void *b)
+{
+    const struct rec *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * Writes part (window w, node) with up to n records and builds its index (type: "hnsw" |
+ * "ivfpq"). A record reuses an id of an older window with probability reuse% (a newer version:
+ * the old one must be hidden), one in three of those as a delete; all_deletes: every record
+ * deletes an older id (the part indexes nothing).
+ */
+static struct idx_part *fx_part(struct fx *f, unsigned w, unsigned node, size_t n, unsigned reuse,
+                                bool all_deletes, const char *type)
+{
+    struct rec *mine = calloc(n ? n : 1, sizeof(*mine));
+    size_t older = f->nrecs; /* records of older windows (built before this one) */
+    size_t got = 0;
+    for (size_t j = 0; j < n; j++) {
+        struct rec r = {.ts = (int64_t)w * WINDOW + (int64_t)j * 7,
+                        .partition = (int32_t)node,
+                        .offset = (int64_t)(f->nrecs + got),
+                        .op = STORE_OP_UPSERT};
+        bool again = older > 0 && (all_deletes || urand(100) < reuse);
+        if (again) {
+            r.id = f->recs[urand((uint32_t)older)].id;
+            if (all_deletes || urand(3) == 0)
+                r.op = STORE_OP_DELETE;
+            bool dup = false; /* ids are unique within a segment */
+            for (size_t k = 0; k < got && !dup; k++)
+                dup = mine[k].id == r.id;
+            if (dup)
+                continue;
+        } else {
+            r.id = f->next_id++;
+        }
+        if (r.op == STORE_OP_UPSERT)
+            clustered(r.vec);
+        mine[got++] = r;
+    }
+    qsort(mine, got, sizeof(*mine), rec_id_cmp);
+    struct store_seg_in *in = calloc(got ? got : 1, sizeof(*in));
+    char(*ids)[12] = calloc(got ? got : 1, 12);
+    for (size_t j = 0; j < got; j++) {
+        snprintf(ids[j], 12, "%08u", mine[j].id);
+        in[j] = (struct store_seg_in){.id = (const uint8_t *)ids[j],
+                                      .id_len = 8,
+                                      .ts = mine[j].ts,
+                                      .partition = mine[j].partition,
+                                      .offset = mine[j].offset,
+                                      .op = mine[j].op,
+                                      .vec = mine[j].op == STORE_OP_UPSERT ? mine[j].vec : NULL};
+    }
+    int64_t start = (int64_t)w * WINDOW;
+    char seg[600], ix[600];
+    snprintf(seg, sizeof(seg), "%s/n%u@%lld.seg", f->dir, node, (long long)start);
+    snprintf(ix, sizeof(ix), "%s/n%u@%lld.%s", f->dir, node, (long long)start, type);
+    struct store_seg_meta m = {start, start + WINDOW, STORE_SEG_SEALED, 1, false, 0, 0};
+    struct st_err err = {0};
+    uint64_t bytes;
+    ck_assert_msg(store_segment_write(NULL, seg, D, &m, in, got, &bytes, &err) == ST_OK, "%s",
+                  err.msg);
+    struct idx_cat_entry e = {.start = start, .end = start + WINDOW, .version = 1};
+    snprintf(e.node, sizeof(e.node), "n%u", node);
+    snprintf(e.index, sizeof(e.index), "%s", type);
+    struct cfg_index cix = {.type = CFG_INDEX_HNSW, .m = 6, .ef_construction = 24};
+    if (strcmp(type, "ivfpq") == 0)
+        cix = (struct cfg_index){.type = CFG_INDEX_IVFPQ, .nlist = 4, .pq_m = 4, .nbits = 8};
+    struct idx_part *p;
+    ck_assert_msg(idx_part_build(&e, seg, ix, &cix, ST_METRIC_L2, 1, NULL, &p, &err) == ST_OK, "%s",
+                  err.msg);
+    for (size_t j = 0; j < got; j++) {
+        if (f->nrecs == f->cap) {
+            f->cap = f->cap ? 2 * f->cap : 1024;
+            f->recs = realloc(f->recs, f->cap * sizeof(*f->recs));
+        }
+        f->recs[f->nrecs++] = mine[j];
+    }
+    free(in);
+    free(ids);
+    free(mine);
+    return p;
+}
+
+/*
+ * windows x nodes parts of per records each (oldest built first, so reused ids are older
+ * versions), then an all-delete part and a one-vector part in the newest windows; the view.
+ */
+static void fx_open(struct fx *f, unsigned windows, unsigned nodes, size_t per, const char *type)
+{
+    memset(f, 0, sizeof(*f));
+    rng = 0x2545f4914f6cdd1dull;
+    for (int c = 0; c < 12; c++)
+        for (int d = 0; d < D; d++)
+            centres[c][d] = frand() * 4;
+    f->dir = st_test_tmpdir("idxview");
+    struct idx_part *built[64];
+    size_t nb = 0;
+    for (unsigned w = 0; w < windows; w++)
+        for (unsigned node = 0; node < nodes; node++)
+            built[nb++] = fx_part(f, w, node, per, 15, false, type);
+    built[nb++] = fx_part(f, windows, 0, 5, 0, true, type);      /* deletes only: indexes nothing */
+    built[nb++] = fx_part(f, windows + 1, 0, 1, 0, false, type); /* one vector */
+    ck_assert_uint_eq(built[nb - 2]->n, 0);
+    ck_assert_uint_eq(built[nb - 1]->n, 1);
+    for (size_t i = nb; i-- > 0;) /* newest window first */
+        f->parts[f->nparts++] = built[i];
+    ck_assert_int_eq(idx_view_build(f->parts, f->nparts, &f->view), ST_OK);
+    ck_assert_uint_gt(f->view->hidden, 0); /* superseded and deleted versions exist */
+}
+
+static void fx_close(struct fx *f)
+{
+    idx_view_release(f->view);
+    for (size_t i = 0; i < f->nparts; i++)
+        idx_part_unref(f->parts[i]);
+    free(f->recs);
+    st_test_rmrf(f->dir);
+    free(f->dir);
+}
+
+static bool newer(const struct rec *a, const struct rec *b)
+{
+    if (a->ts != b->ts)
+        return a->ts > b->ts;
+    if (a->partition != b->partition)
+        return a->partition > b->partition;
+    return a->offset > b->offset;
+}
+
+/* The record a search may return for each id (NULL: none), by id. */
+static const struct rec **fx_visible(const struct fx *f, int64_t from, int64_t to)
+{
+    const struct rec **newest = calloc(f->next_id, sizeof(*newest));
+    for (size_t i = 0; i < f->nrecs; i++) {
+        const struct rec *r = &f->recs[i];
+        if (newest[r->id] == NULL || newer(r, newest[r->id]))
+            newest[r->id] = r;
+    }
+    for (uint32_t id = 0; id < f->next_id; id++)
+        if (newest[id] != NULL &&
+            (newest[id]->op != STORE_OP_UPSERT || newest[id]->ts < from || newest[id]->ts > to))
+            newest[id] = NULL;
+    return newest;
+}
+
+/* Exact top-k ids over the visible records; returns the count. */
+static size_t brute(const struct fx *f, const struct rec **vis, const float *q, size_t k,
+                    uint32_t *ids)
+{
+    struct st_hit *heap = malloc(k * sizeof(*heap));
+    size_t n = 0;
+    st_dist_fn dist = st_metric_fn(st_kernels(), ST_METRIC_L2);
+    for (uint32_t id = 0; id < f->next_id; id++)
+        if (vis[id] != NULL)
+            st_topk_push(heap, &n, k, (struct st_hit){id, dist(q, vis[id]->vec, D)});
+    st_hits_sort(heap, n);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = heap[i].id;
+    free(heap);
+    return n;
+}
+
+/* Checks one result as every search must hold it: each hit is its id's visible version (so
+ * never a superseded, deleted or out-of-range one), its distance is exact, no id twice, sorted.
+ * Fills ids. */
+static void check_hits(const struct fx *f, const struct rec **vis, const float *q,
+                       const struct idx_view_hit *h, size_t n, uint32_t *ids)
+{
+    st_dist_fn dist = st_metric_fn(st_kernels(), ST_METRIC_L2);
+    for (size_t i = 0; i < n; i++) {
+        struct store_seg_record r;
+        store_segment_record(h[i].part->seg, h[i].rec, &r);
+        ck_assert_uint_eq(r.id_len, 8);
+        char s[9];
+        memcpy(s, r.id, 8);
+        s[8] = '\0';
+        uint32_t id = (uint32_t)strtoul(s, NULL, 10);
+        ck_assert_uint_lt(id, f->next_id);
+        ck_assert_msg(vis[id] != NULL, "id %u returned: superseded, deleted or out of range", id);
+        ck_assert_int_eq(r.ts, vis[id]->ts); /* this very version */
+        ck_assert_int_eq(r.offset, vis[id]->offset);
+        ck_assert(h[i].dist == dist(q, vis[id]->vec, D));
+        if (i > 0)
+            ck_assert(h[i - 1].dist <= h[i].dist);
+        for (size_t j = 0; j < i; j++)
+            ck_assert_uint_ne(ids[j], id);
+        ids[i] = id;
+    }
+}
+
+static size_t overlap(const uint32_t *a, size_t na, const uint32_t *b, size_t nb)
+{
+    size_t hit = 0;
+    for (size_t i = 0; i < na; i++)
+        for (size_t j = 0; j < nb; j++)
+            if (a[i] == b[j]) {
+                hit++;
+                break;
+            }
+    return hit;
+}
+
+struct run {
+    double recall_exh, recall_bnd;
+    size_t same;        /* queries where both returned the same hits, in order */
+    size_t truth_total; /* brute-force hits over all queries */
+};
+
+/* nq queries of k through both searches; every hit checked; recall against brute force. */
+static struct run compare(const struct fx *f, size_t nq, uint32_t k, uint32_t ef, int64_t from,
+                          int64_t to)
+{
+    const struct rec **vis = fx_visible(f, from, to);
+    struct idx_view_hit *a = malloc(k * sizeof(*a)), *b = malloc(k * sizeof(*b));
+    uint32_t *ia = malloc(k * sizeof(*ia)), *ib = malloc(k * sizeof(*ib)),
+             *truth = malloc(k * sizeof(*truth));
+    size_t fa = 0, fb = 0;
+    struct run r = {0};
+    for (size_t qi = 0; qi < nq; qi++) {
+        float q[D];
+        clustered(q);
+        struct idx_view_query vq = {q, k, ef, 4, from, to, true};
+        struct idx_view_stats sa, sb;
+        size_t na, nb;
+        ck_assert_int_eq(idx_view_search(f->view, &vq, a, &na, &sa), ST_OK);
+        vq.exhaustive = false;
+        ck_assert_int_eq(idx_view_search(f->view, &vq, b, &nb, &sb), ST_OK);
+        /* the same parts and windows are searched either way (the bound narrows, never skips) */
+        ck_assert_uint_eq(sa.parts_searched, sb.parts_searched);
+        ck_assert_uint_eq(sa.windows_searched, sb.windows_searched);
+        check_hits(f, vis, q, a, na, ia);
+        check_hits(f, vis, q, b, nb, ib);
+        size_t nt = brute(f, vis, q, k, truth);
+        r.truth_total += nt;
+        fa += overlap(ia, na, truth, nt);
+        fb += overlap(ib, nb, truth, nt);
+        bool same = na == nb;
+        for (size_t i = 0; same && i < na; i++)
+            same = a[i].part == b[i].part && a[i].rec == b[i].rec && a[i].dist == b[i].dist;
+        r.same += same;
+    }
+    r.recall_exh = r.truth_total ? (double)fa / (double)r.truth_total : 1;
+    r.recall_bnd = r.truth_total ? (double)fb / (double)r.truth_total : 1;
+    free(a);
+    free(b);
+    free(ia);
+    free(ib);
+    free(truth);
+    free(vis);
+    return r;
+}
+
+/* HNSW parts: the bounded search keeps the reference's recall (within 0.005) at several ef,
+ * with and without a time range cutting windows and parts in two; masked labels never come
+ * back either way. */
+START_TEST(test_bound_hnsw_recall)
+{
+    struct fx f;
+    fx_open(&f, 8, 2, 500, "hnsw");
+    const struct {
+        uint32_t k, ef;
+        int64_t from, to;
+    } cases[] = {
+        {10, 10, INT64_MIN, INT64_MAX},
+        {10, 40, INT64_MIN, INT64_MAX},
+        {10, 0, INT64_MIN, INT64_MAX}, /* default ef */
+        {5, 24, INT64_MIN, INT64_MAX},
+        {10, 32, 2 * WINDOW + 500, 7 * WINDOW + 300}, /* partial first and last windows */
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct run r = compare(&f, 400, cases[c].k, cases[c].ef, cases[c].from, cases[c].to);
+        ck_assert_uint_gt(r.truth_total, 0);
+        ck_assert_msg(r.recall_bnd >= r.recall_exh - 0.005,
+                      "case %zu: bounded recall %.4f, exhaustive %.4f", c, r.recall_bnd,
+                      r.recall_exh);
+        ck_assert_msg(r.recall_bnd >= 0.9, "case %zu: recall %.4f", c, r.recall_bnd);
+        /* mostly the very same answer */
+        ck_assert_msg(r.same >= 400 * 9 / 10, "case %zu: %zu of 400 the same", c, r.same);
+    }
+    fx_close(&f);
+}
+END_TEST
+
+/* IVF-PQ parts: the bound only drops what cannot enter the result, so the bounded search
+ * returns exactly the reference's hits (parts, records, distances, order). */
+START_TEST(test_bound_ivfpq_exact)
+{
+    struct fx f;
+    fx_open(&f, 5, 2, 300, "ivfpq");
+    for (int c = 0; c < 3; c++) {
+        int64_t from = c == 2 ? WINDOW + 100 : INT64_MIN, to = c == 2 ? 4 * WINDOW : INT64_MAX;
+        struct run r = compare(&f, 300, c == 1 ? 3 : 10, 0, from, to);
+        ck_assert_uint_eq(r.same, 300);
+        ck_assert(r.recall_bnd == r.recall_exh);
+    }
+    fx_close(&f);
+}
+END_TEST
+
+/* k larger than everything there is: every visible record comes back, exactly, closest first,
+ * from both searches — over parts of 0, 1 and a few vectors, masked ones included. */
+START_TEST(test_bound_k_beyond_total)
+{
+    const char *types[] = {"hnsw", "ivfpq"};
+    for (int t = 0; t < 2; t++) {
+        struct fx f;
+        fx_open(&f, 3, 2, 6, types[t]);
+        const struct rec **vis = fx_visible(&f, INT64_MIN, INT64_MAX);
+        size_t visible = 0;
+        for (uint32_t id = 0; id < f.next_id; id++)
+            visible += vis[id] != NULL;
+        ck_assert_uint_gt(visible, 5);
+        ck_assert_uint_lt(visible, 40);
+        enum { K = 50 };
+        for (int qi = 0; qi < 50; qi++) {
+            float q[D];
+            clustered(q);
+            for (int exh = 0; exh < 2; exh++) {
+                struct idx_view_query vq = {q, K, 0, 4, INT64_MIN, INT64_MAX, exh == 1};
+                struct idx_view_hit h[K];
+                struct idx_view_stats st;
+                size_t n;
+                ck_assert_int_eq(idx_view_search(f.view, &vq, h, &n, &st), ST_OK);
+                ck_assert_uint_eq(n, visible);
+                uint32_t ids[K], truth[K];
+                check_hits(&f, vis, q, h, n, ids);
+                ck_assert_uint_eq(brute(&f, vis, q, K, truth), visible);
+                ck_assert_uint_eq(overlap(ids, n, truth, visible), visible);
+                ck_assert_uint_eq(st.parts_searched, f.nparts - 1); /* not the empty one */
+            }
+        }
+        free(vis);
+        fx_close(&f);
+    }
+}
+END_TEST
+
+/* idx_part_search with a bound: an infinite bound or one above every distance is the plain
+ * search; hits never lie beyond the bound (IVF-PQ: exactly the plain search's hits within it);
+ * a bound below everything finds none. */
+START_TEST(test_part_search_bound)
+{
+    const char *types[] = {"hnsw", "ivfpq"};
+    for (int t = 0; t < 2; t++) {
+        struct fx f;
+        fx_open(&f, 1, 1, 400, types[t]);
+        struct idx_part *p = f.parts[f.nparts - 1]; /* the 400-record window */
+        ck_assert_uint_gt(p->n, 300);
+        size_t cut = 0, total = 0;
+        for (int qi = 0; qi < 200; qi++) {
+            float q[D];
+            clustered(q);
+            struct idx_part_hit a[10], b[10];
+            size_t na = idx_part_search(p, q, 10, 40, 4, INFINITY, NULL, NULL, a);
+            ck_assert_uint_eq(na, 10);
+            const float same[] = {INFINITY, 1e30f};
+            for (int s = 0; s < 2; s++) {
+                size_t nb = idx_part_search(p, q, 10, 40, 4, same[s], NULL, NULL, b);
+                ck_assert_uint_eq(nb, na);
+                for (size_t i = 0; i < na; i++) {
+                    ck_assert_uint_eq(a[i].rec, b[i].rec);
+                    ck_assert(a[i].dist == b[i].dist);
+                }
+            }
+            /* The 4th best as the bound: hits beyond it are never returned; IVF-PQ returns
+             * exactly the plain search's first hits (ties at the bound kept). */
+            float mid = a[3].dist;
+            size_t nb = idx_part_search(p, q, 10, 40, 4, mid, NULL, NULL, b);
+            for (size_t i = 0; i < nb; i++)
+                ck_assert(b[i].dist <= mid);
+            size_t within = 0;
+            while (within < na && a[within].dist <= mid)
+                within++;
+            if (t == 1) {
+                ck_assert_uint_eq(nb, within);
+                for (size_t i = 0; i < nb; i++)
+                    ck_assert_uint_eq(a[i].rec, b[i].rec);
+            }
+            cut += na - nb;
+            total += na;
+            /* squared L2 is never below 0 */
+            ck_assert_uint_eq(idx_part_search(p, q, 10, 40, 4, -1.0f, NULL, NULL, b), 0);
+        }
+        ck_assert_uint_gt(cut, total / 2); /* the bound did drop hits */
+        fx_close(&f);
+    }
+}
+END_TEST
+
+/* idx_hnsw_search_bound: INFINITY is idx_hnsw_search node for node; a bound never lets a hit
+ * beyond it through, and with a generous ef it keeps the hits that are within it. */
+START_TEST(test_hnsw_search_bound)
+{
+    enum { N = 2000, NQ = 200 };
+    rng = 7;
+    for (int c = 0; c < 12; c++)
+        for (int d = 0; d < D; d++)
+            centres[c][d] = frand() * 4;
+    float *v = malloc((size_t)N * D * sizeof(float));
+    for (int i = 0; i < N; i++)
+        clustered(v + (size_t)i * D);
+    struct idx_hnsw_opts o = {
+        .dim = D, .metric = ST_METRIC_L2, .m = 8, .ef_construction = 64, .seed = 3, .threads = 1};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, v, N, &h), ST_OK);
+    struct idx_hnsw_searcher *s = idx_hnsw_searcher_new(h);
+    ck_assert_ptr_nonnull(s);
+    size_t kept = 0, within = 0;
+    for (int qi = 0; qi < NQ; qi++) {
+        float q[D];
+        clustered(q);
+        struct st_hit a[10], b[10], wide[64];
+        size_t na = idx_hnsw_search(s, q, 10, 48, NULL, NULL, a);
+        size_t nb = idx_hnsw_search_bound(s, q, 10, 48, INFINITY, NULL, NULL, b);
+        ck_assert_uint_eq(na, 10);
+        ck_assert_uint_eq(nb, na);
+        for (size_t i = 0; i < na; i++) {
+            ck_assert_uint_eq(a[i].id, b[i].id);
+            ck_assert(a[i].dist == b[i].dist);
+        }
+        /* Bound at the plain search's 5th best: nothing beyond it, and most of what lies within
+         * it is still found though the beam narrows to about k = 10 (not 48). */
+        float bound = a[4].dist;
+        nb = idx_hnsw_search_bound(s, q, 10, 48, bound, NULL, NULL, b);
+        for (size_t i = 0; i < nb; i++)
+            ck_assert(b[i].dist <= bound);
+        size_t nw = idx_hnsw_search(s, q, 64, 64, NULL, NULL, wide);
+        for (size_t i = 0; i < nw && wide[i].dist <= bound; i++)
+            within++;
+        kept += nb;
+    }
+    ck_assert_msg((double)kept >= 0.9 * (double)within, "kept %zu of %zu within the bound", kept,
+                  within);
+    idx_hnsw_searcher_free(s);
+    idx_hnsw_free(h);
+    free(v);
+}
+END_TEST
+
+/* Exact ties between the two ingest nodes' parts of one window (the same vectors under other
+ * ids): one order, newer window, then node, then record — the same from both searches, and a
+ * tie never drops a hit that fits. */
+START_TEST(test_ties_across_nodes)
+{
+    struct fx f;
+    memset(&f, 0, sizeof(f));
+    rng = 99;
+    for (int c = 0; c < 12; c++)
+        for (int d = 0; d < D; d++)
+            centres[c][d] = frand() * 4;
+    enum { N = 40 };
+    const char *types[] = {"hnsw", "ivfpq"};
+    for (int t = 0; t < 2; t++) {
+        f.nrecs = 0;
+        f.next_id = 0;
+        f.dir = st_test_tmpdir("idxties");
+        /* node 0 then node 1 of window 0, both fresh ids; then node 1 again, with node 0's
+         * vectors in node 0's order */
+        struct idx_part *p0 = fx_part(&f, 0, 0, N, 0, false, types[t]);
+        size_t first = f.nrecs;
+        struct idx_part *p1 = fx_part(&f, 0, 1, N, 0, false, types[t]);
+        ck_assert_uint_eq(f.nrecs, 2 * N);
+        for (size_t i = first; i < f.nrecs; i++)
+            memcpy(f.recs[i].vec, f.recs[i - first].vec, sizeof(f.recs[i].vec));
+        idx_part_unref(p1);
+        struct store_seg_in in[N];
+        char ids[N][12];
+        for (size_t i = 0; i < N; i++) {
+            snprintf(ids[i], 12, "%08u", f.recs[first + i].id);
+            in[i] = (struct store_seg_in){.id = (const uint8_t *)ids[i],
+                                          .id_len = 8,
+                                          .ts = f.recs[first + i].ts,
+                                          .partition = 1,
+                                          .offset = f.recs[first + i].offset,
+                                          .op = STORE_OP_UPSERT,
+                                          .vec = f.recs[first + i].vec};
+        }
+        char seg[600], ix[600];
+        snprintf(seg, sizeof(seg), "%s/tie-%d.seg", f.dir, t);
+        snprintf(ix, sizeof(ix), "%s/tie-%d.%s", f.dir, t, types[t]);
+        struct store_seg_meta m = {0, WINDOW, STORE_SEG_SEALED, 1, false, 0, 0};
+        struct st_err err = {0};
+        uint64_t bytes;
+        ck_assert_int_eq(store_segment_write(NULL, seg, D, &m, in, N, &bytes, &err), ST_OK);
+        struct idx_cat_entry e = {.start = 0, .end = WINDOW, .version = 1};
+        snprintf(e.node, sizeof(e.node), "n1");
+        snprintf(e.index, sizeof(e.index), "%s", types[t]);
+        struct cfg_index cix = {.type = CFG_INDEX_HNSW, .m = 8, .ef_construction = 32};
+        if (t == 1)
+            cix = (struct cfg_index){.type = CFG_INDEX_IVFPQ, .nlist = 2, .pq_m = 4, .nbits = 8};
+        ck_assert_int_eq(idx_part_build(&e, seg, ix, &cix, ST_METRIC_L2, 1, NULL, &p1, &err),
+                         ST_OK);
+        /* node 1 listed first in the view: the order must not come from the view's order */
+        struct idx_part *parts[2] = {p1, p0};
+        struct idx_view *v;
+        ck_assert_int_eq(idx_view_build(parts, 2, &v), ST_OK);
+        for (int qi = 0; qi < 50; qi++) {
+            const float *q = f.recs[(size_t)qi % N].vec; /* distance 0 to one in each part */
+            struct idx_view_hit a[7], b[7];
+            size_t na, nb;
+            struct idx_view_stats st;
+            struct idx_view_query vq = {q, 7, 40, 2, INT64_MIN, INT64_MAX, true};
+            ck_assert_int_eq(idx_view_search(v, &vq, a, &na, &st), ST_OK);
+            vq.exhaustive = false;
+            ck_assert_int_eq(idx_view_search(v, &vq, b, &nb, &st), ST_OK);
+            ck_assert_uint_eq(na, 7);
+            ck_assert_uint_eq(nb, 7);
+            ck_assert(a[0].dist == 0 && a[1].dist == 0);
+            ck_assert_ptr_eq(a[0].part, p0); /* node n0 before n1 at a tie */
+            ck_assert_ptr_eq(a[1].part, p1);
+            for (size_t i = 0; i < na; i++) {
+                ck_assert_ptr_eq(a[i].part, b[i].part);
+                ck_assert_uint_eq(a[i].rec, b[i].rec);
+                ck_assert(a[i].dist == b[i].dist);
+                if (i > 0 && a[i].dist == a[i - 1].dist && a[i].part != a[i - 1].part)
+                    ck_assert_ptr_eq(a[i - 1].part, p0);
+            }
+        }
+        idx_view_release(v);
+        idx_part_unref(p0);
+        idx_part_unref(p1);
+        st_test_rmrf(f.dir);
+        free(f.dir);
+    }
+    free(f.recs);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("idx_view");
+    TCase *tc = tcase_create("idx_view");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_hnsw_search_bound);
+    tcase_add_test(tc, test_part_search_bound);
+    tcase_add_test(tc, test_bound_hnsw_recall);
+    tcase_add_test(tc, test_bound_ivfpq_exact);
+    tcase_add_test(tc, test_bound_k_beyond_total);
+    tcase_add_test(tc, test_ties_across_nodes);
+    suite_add_tcase(su, tc);
+    return st_test_run_suite(su);
+}
