@@ -1058,7 +1058,7 @@ int main(int argc, char **argv)
     print_machine(&o);
 
     struct conf confs[16];
-    struct row rows[64];
+    struct row rows[64] = {0}; /* best[k].have must start false */
     size_t nc = 0, nr = 0;
     char dbuf[64], fbuf[64];
     snprintf(dbuf, sizeof(dbuf), "%s", dims);
