@@ -251,7 +251,7 @@ static void layout_open(struct layout *l)
         for (unsigned node = 0; node < l->nodes; node++)
             l->parts[i++] = make_part(l, w, node, &l->built);
     l->build_s = now_s() - t0;
-    if (idx_view_build(l->parts, l->nparts, &l->view) != ST_OK)
+    if (idx_view_build(l->parts, l->nparts, NULL, &l->view) != ST_OK)
         die(l->name, "idx_view_build failed");
 }
 
@@ -259,7 +259,7 @@ static void layout_open(struct layout *l)
 static uint32_t hit_row(const struct idx_view_hit *h)
 {
     struct store_seg_record r;
-    store_segment_record(h->part->seg, h->rec, &r);
+    idx_part_record(h->part, h->rec, &r);
     uint32_t row = 0;
     for (uint32_t i = 0; i < r.id_len; i++)
         row = row * 10 + (uint32_t)(r.id[i] - '0');

@@ -49,19 +49,31 @@ static void part_free(struct idx_part *p)
     }
     idx_hnsw_free(p->hnsw);
     idx_ivfpq_free(p->ivf);
-    if (p->seg != NULL)
-        store_segment_unref(p->seg);
-    bool di = atomic_load(&p->doom_idx), ds = atomic_load(&p->doom_seg);
+    bool di = atomic_load(&p->doom_idx);
     if (di && p->idx_path != NULL)
         st_best_effort(store_fs_unlink(NULL, p->idx_path, "idx.part.unlink_index"));
-    if (ds && p->seg_path != NULL)
-        st_best_effort(store_fs_unlink(NULL, p->seg_path, "idx.part.unlink_segment"));
-    if (di || ds)
-        st_log_info("indexer", "removed part node=%s start=%lld version=%u files=%s", p->e.node,
-                    (long long)p->e.start, p->e.version, ds ? "segment+index" : "index");
+    size_t segs = 0;
+    for (size_t i = 0; p->mem != NULL && i < p->nmem; i++) {
+        struct idx_part_member *m = &p->mem[i];
+        if (m->seg != NULL)
+            store_segment_unref(m->seg);
+        if (atomic_load(&m->doom_seg) && m->seg_path != NULL) {
+            st_best_effort(store_fs_unlink(NULL, m->seg_path, "idx.part.unlink_segment"));
+            segs++;
+        }
+        free(m->seg_path);
+    }
+    if (di || segs > 0) {
+        if (p->unit == 0)
+            st_log_info("indexer", "removed part node=%s start=%lld version=%u files=%s", p->e.node,
+                        (long long)p->e.start, p->e.version, segs > 0 ? "segment+index" : "index");
+        else
+            st_log_info("indexer", "removed unit=%llu generation=%u files=%s segments=%zu",
+                        (unsigned long long)p->unit, p->e.version, di ? "index" : "none", segs);
+    }
+    free(p->mem);
     free(p->raw_owned);
     free(p->rec);
-    free(p->seg_path);
     free(p->idx_path);
     free(p);
 }
@@ -73,10 +85,16 @@ void idx_part_ref(struct idx_part *p)
 
 void idx_part_retire(struct idx_part *p, bool seg, bool idx)
 {
-    if (seg)
-        atomic_store(&p->doom_seg, true);
+    for (size_t i = 0; seg && i < p->nmem; i++)
+        atomic_store(&p->mem[i].doom_seg, true);
     if (idx)
         atomic_store(&p->doom_idx, true);
+}
+
+void idx_part_retire_member(struct idx_part *p, size_t member)
+{
+    if (member < p->nmem)
+        atomic_store(&p->mem[member].doom_seg, true);
 }
 
 void idx_part_unref(struct idx_part *p)
@@ -85,58 +103,127 @@ void idx_part_unref(struct idx_part *p)
         part_free(p);
 }
 
-/* Opens the segment and maps labels to its upsert records (deterministic: record order).
- * want_raw: also the label-ordered exact vectors (a build, IVF-PQ re-ranking) — the segment's
- * own array when its upserts are its records in order, else a gathered heap copy. */
-static int part_open(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
+const struct idx_part_member *idx_part_member_of(const struct idx_part *p, uint32_t rec)
+{
+    size_t lo = 0, hi = p->nmem; /* the last member whose first <= rec */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (p->mem[mid].first <= rec)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return &p->mem[lo];
+}
+
+long idx_part_find_member(const struct idx_part *p, const char *node, int64_t start)
+{
+    for (size_t i = 0; i < p->nmem; i++)
+        if (p->mem[i].e.start == start && strcmp(p->mem[i].e.node, node) == 0)
+            return (long)i;
+    return -1;
+}
+
+void idx_part_record(const struct idx_part *p, uint32_t rec, struct store_seg_record *out)
+{
+    const struct idx_part_member *m = idx_part_member_of(p, rec);
+    store_segment_record(m->seg, rec - m->first, out);
+}
+
+const float *idx_part_vector(const struct idx_part *p, uint32_t rec)
+{
+    const struct idx_part_member *m = idx_part_member_of(p, rec);
+    return store_segment_vector(m->seg, rec - m->first);
+}
+
+int idx_part_meta(const struct idx_part *p, uint32_t rec, uint8_t **meta, uint32_t *len)
+{
+    const struct idx_part_member *m = idx_part_member_of(p, rec);
+    return store_segment_meta(m->seg, rec - m->first, meta, len);
+}
+
+/* Opens the members' segments and maps labels to their upsert records (deterministic: member
+ * order, then record order). want_raw: also the label-ordered exact vectors (a build, IVF-PQ
+ * re-ranking) — a one-member part's own array when its upserts are its records in order, else a
+ * gathered heap copy. */
+static int part_open(const struct idx_cat_entry *e, uint64_t unit, const struct idx_cat_entry *mem,
+                     const char *const *seg_paths, size_t nmem, const char *idx_path,
                      enum st_metric metric, bool want_raw, struct idx_part **out,
                      struct st_err *err)
 {
+    if (nmem == 0)
+        return st_err_set(err, ST_EINVAL, "%s: a part needs a member", idx_path);
     struct idx_part *p = calloc(1, sizeof(*p));
     if (p == NULL || (p->pool = calloc(1, sizeof(*p->pool))) == NULL ||
-        (p->seg_path = strdup(seg_path)) == NULL || (p->idx_path = strdup(idx_path)) == NULL) {
+        (p->mem = calloc(nmem, sizeof(*p->mem))) == NULL ||
+        (p->idx_path = strdup(idx_path)) == NULL) {
         part_free(p);
         return ST_ENOMEM;
     }
     pthread_mutex_init(&p->pool->mu, NULL);
     atomic_init(&p->refs, 1);
     p->e = *e;
+    p->unit = unit;
     p->metric = metric;
-    int rc = store_segment_open_file(seg_path, &p->seg, err);
+    p->min_ts = INT64_MAX;
+    p->max_ts = INT64_MIN;
+    p->nmem = nmem;
+    uint64_t total = 0;
+    int rc = ST_OK;
+    for (size_t i = 0; i < nmem && rc == ST_OK; i++) {
+        struct idx_part_member *m = &p->mem[i];
+        m->e = mem[i];
+        atomic_init(&m->doom_seg, false);
+        if ((m->seg_path = strdup(seg_paths[i])) == NULL) {
+            rc = ST_ENOMEM;
+            break;
+        }
+        if ((rc = store_segment_open_file(m->seg_path, &m->seg, err)) != ST_OK)
+            break;
+        struct store_segment_info si;
+        store_segment_info(m->seg, &si);
+        if (mem[i].end != 0 && si.window_start != mem[i].start)
+            rc = st_err_set(err, ST_ECORRUPT, "%s: holds window %lld, the catalog says %lld",
+                            m->seg_path, (long long)si.window_start, (long long)mem[i].start);
+        else if (i > 0 && si.dim != p->dim)
+            rc = st_err_set(err, ST_ECORRUPT, "%s: %u dims, the unit's other members %u",
+                            m->seg_path, si.dim, p->dim);
+        else if (total + si.count > UINT32_MAX)
+            rc = st_err_set(err, ST_ERANGE, "%s: %llu records: more than one index holds",
+                            m->seg_path, (unsigned long long)(total + si.count));
+        if (rc != ST_OK)
+            break;
+        p->dim = si.dim;
+        m->first = (uint32_t)total;
+        m->count = (uint32_t)si.count;
+        total += si.count;
+        if (si.count > 0) {
+            p->min_ts = si.min_ts < p->min_ts ? si.min_ts : p->min_ts;
+            p->max_ts = si.max_ts > p->max_ts ? si.max_ts : p->max_ts;
+        }
+    }
+    if (rc == ST_OK && (p->rec = malloc((total ? total : 1) * sizeof(*p->rec))) == NULL)
+        rc = ST_ENOMEM;
     if (rc != ST_OK) {
         part_free(p);
         return rc;
     }
-    struct store_segment_info si;
-    store_segment_info(p->seg, &si);
-    p->dim = si.dim;
-    if (e->end != 0 && si.window_start != e->start) {
-        part_free(p);
-        return st_err_set(err, ST_ECORRUPT, "%s: holds window %lld, the catalog says %lld",
-                          seg_path, (long long)si.window_start, (long long)e->start);
+    if (total == 0) { /* empty: the ranges mean nothing, keep them empty */
+        p->min_ts = INT64_MAX;
+        p->max_ts = INT64_MIN;
     }
-    p->min_ts = si.min_ts;
-    p->max_ts = si.max_ts;
-    if (si.count > UINT32_MAX) {
-        part_free(p);
-        return st_err_set(err, ST_ERANGE, "%s: %llu records: more than one index holds", seg_path,
-                          (unsigned long long)si.count);
-    }
-    p->rec = malloc((si.count ? si.count : 1) * sizeof(*p->rec));
-    if (p->rec == NULL) {
-        part_free(p);
-        return ST_ENOMEM;
-    }
-    for (uint64_t i = 0; i < si.count; i++) {
-        struct store_seg_record r;
-        store_segment_record(p->seg, i, &r);
-        if (r.op == STORE_OP_UPSERT)
-            p->rec[p->n++] = (uint32_t)i;
-    }
-    const float *all = store_segment_contiguous(p->seg);
+    p->nrec = (uint32_t)total;
+    for (size_t i = 0; i < nmem; i++)
+        for (uint32_t r = 0; r < p->mem[i].count; r++) {
+            struct store_seg_record x;
+            store_segment_record(p->mem[i].seg, r, &x);
+            if (x.op == STORE_OP_UPSERT)
+                p->rec[p->n++] = p->mem[i].first + r;
+        }
+    const float *all = nmem == 1 ? store_segment_contiguous(p->mem[0].seg) : NULL;
     if (!want_raw) {
         /* an HNSW part keeps its own copy of the vectors */
-    } else if (p->n == si.count && all != NULL) {
+    } else if (p->n == p->nrec && all != NULL) {
         p->raw = all;
     } else if (p->n > 0) {
         p->raw_owned = malloc((size_t)p->n * p->dim * sizeof(float));
@@ -145,7 +232,7 @@ static int part_open(const struct idx_cat_entry *e, const char *seg_path, const 
             return ST_ENOMEM;
         }
         for (uint32_t l = 0; l < p->n; l++)
-            memcpy(p->raw_owned + (size_t)l * p->dim, store_segment_vector(p->seg, p->rec[l]),
+            memcpy(p->raw_owned + (size_t)l * p->dim, idx_part_vector(p, p->rec[l]),
                    p->dim * sizeof(float));
         p->raw = p->raw_owned;
     }
@@ -153,42 +240,34 @@ static int part_open(const struct idx_cat_entry *e, const char *seg_path, const 
     return ST_OK;
 }
 
-int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
-                   const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
-                   const _Atomic bool *stop, struct idx_part **out, struct st_err *err)
+/* Builds p's index (p opened with its raw vectors) and saves it to p->idx_path. */
+static int part_index(struct idx_part *p, const struct cfg_index *ix, uint64_t seed,
+                      uint32_t threads, const _Atomic bool *stop, struct st_err *err)
 {
-    *out = NULL;
-    struct idx_part *p;
-    int rc = part_open(e, seg_path, idx_path, metric, true, &p, err);
-    if (rc != ST_OK)
-        return rc;
-    if (stop != NULL && atomic_load(stop)) {
-        part_free(p);
-        return ST_ECLOSED;
-    }
+    int rc = ST_OK;
     if (p->n > 0 && ix->type == CFG_INDEX_IVFPQ) {
         struct idx_ivfpq_opts o = {.dim = p->dim,
-                                   .metric = metric,
+                                   .metric = p->metric,
                                    .nlist = ix->nlist,
                                    .m = ix->pq_m,
                                    .nbits = ix->nbits,
-                                   .seed = (uint64_t)e->start ^ e->version,
+                                   .seed = seed,
                                    .threads = threads ? threads : 1};
         rc = idx_ivfpq_build(&o, p->raw, p->n, &p->ivf);
         if (rc == ST_OK && !(stop != NULL && atomic_load(stop)))
-            rc = idx_ivfpq_save(p->ivf, idx_path, err);
+            rc = idx_ivfpq_save(p->ivf, p->idx_path, err);
         if (p->ivf != NULL)
             p->memory = idx_ivfpq_memory(p->ivf);
     } else if (p->n > 0) {
         struct idx_hnsw_opts o = {.dim = p->dim,
-                                  .metric = metric,
+                                  .metric = p->metric,
                                   .m = ix->m,
                                   .ef_construction = ix->ef_construction,
-                                  .seed = (uint64_t)e->start ^ e->version,
+                                  .seed = seed,
                                   .threads = threads ? threads : 1};
         rc = idx_hnsw_build(&o, p->raw, p->n, &p->hnsw);
         if (rc == ST_OK && !(stop != NULL && atomic_load(stop)))
-            rc = idx_hnsw_save(p->hnsw, idx_path, err);
+            rc = idx_hnsw_save(p->hnsw, p->idx_path, err);
         if (p->hnsw != NULL)
             p->memory = idx_hnsw_memory(p->hnsw);
         /* The graph holds its own copy: a gathered one is not needed past the build. */
@@ -200,8 +279,45 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
         rc = ST_ECLOSED;
     if (rc != ST_OK) {
         if (err->code == ST_OK)
-            st_err_set(err, rc, "%s: index build: %s", idx_path, st_strerror(rc));
-        st_best_effort(store_fs_unlink(NULL, idx_path, "idx.part.unlink_abandoned"));
+            st_err_set(err, rc, "%s: index build: %s", p->idx_path, st_strerror(rc));
+        st_best_effort(store_fs_unlink(NULL, p->idx_path, "idx.part.unlink_abandoned"));
+    }
+    return rc;
+}
+
+/* Loads p's index file (p opened, with raw vectors for IVF-PQ) and checks it covers p. */
+static int part_load_index(struct idx_part *p, struct st_err *err)
+{
+    int rc = ST_OK;
+    if (p->n > 0 && strcmp(p->e.index, "ivfpq") == 0) {
+        rc = idx_ivfpq_load(p->idx_path, &p->ivf, err);
+        if (rc == ST_OK)
+            p->memory = idx_ivfpq_memory(p->ivf);
+    } else if (p->n > 0) {
+        rc = idx_hnsw_load(p->idx_path, &p->hnsw, err);
+        if (rc == ST_OK && idx_hnsw_count(p->hnsw) != p->n)
+            rc = st_err_set(err, ST_ECORRUPT, "%s: %u vectors; its segments have %u upserts",
+                            p->idx_path, idx_hnsw_count(p->hnsw), p->n);
+        if (rc == ST_OK)
+            p->memory = idx_hnsw_memory(p->hnsw);
+    }
+    return rc;
+}
+
+int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
+                   const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
+                   const _Atomic bool *stop, struct idx_part **out, struct st_err *err)
+{
+    *out = NULL;
+    struct idx_part *p;
+    int rc = part_open(e, 0, e, &seg_path, 1, idx_path, metric, true, &p, err);
+    if (rc != ST_OK)
+        return rc;
+    if (stop != NULL && atomic_load(stop))
+        rc = ST_ECLOSED;
+    else
+        rc = part_index(p, ix, (uint64_t)e->start ^ e->version, threads, stop, err);
+    if (rc != ST_OK) {
         part_free(p);
         return rc;
     }
@@ -215,27 +331,51 @@ int idx_part_load(const struct idx_cat_entry *e, const char *seg_path, const cha
     *out = NULL;
     struct idx_part *p;
     bool ivf = strcmp(e->index, "ivfpq") == 0;
-    int rc = part_open(e, seg_path, idx_path, metric, ivf, &p, err);
+    int rc = part_open(e, 0, e, &seg_path, 1, idx_path, metric, ivf, &p, err);
+    if (rc == ST_OK && (rc = part_load_index(p, err)) != ST_OK)
+        part_free(p);
+    if (rc == ST_OK)
+        *out = p;
+    return rc;
+}
+
+int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
+                        const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
+                        const _Atomic bool *stop, struct idx_part **out, struct st_err *err)
+{
+    *out = NULL;
+    if (u->id == 0)
+        return st_err_set(err, ST_EINVAL, "%s: a unit's id is not 0", idx_path);
+    struct idx_part *p;
+    int rc = part_open(&u->e, u->id, u->mem, u->seg_paths, u->n, idx_path, metric, true, &p, err);
     if (rc != ST_OK)
         return rc;
-    if (p->n > 0 && ivf) {
-        rc = idx_ivfpq_load(idx_path, &p->ivf, err);
-        if (rc == ST_OK)
-            p->memory = idx_ivfpq_memory(p->ivf);
-    } else if (p->n > 0) {
-        rc = idx_hnsw_load(idx_path, &p->hnsw, err);
-        if (rc == ST_OK && idx_hnsw_count(p->hnsw) != p->n)
-            rc = st_err_set(err, ST_ECORRUPT, "%s: %u vectors; its segment has %u upserts",
-                            idx_path, idx_hnsw_count(p->hnsw), p->n);
-        if (rc == ST_OK)
-            p->memory = idx_hnsw_memory(p->hnsw);
-    }
+    if (stop != NULL && atomic_load(stop))
+        rc = ST_ECLOSED;
+    else
+        rc = part_index(p, ix, u->id * 0x9E3779B97F4A7C15ull ^ u->e.version, threads, stop, err);
     if (rc != ST_OK) {
         part_free(p);
         return rc;
     }
     *out = p;
     return ST_OK;
+}
+
+int idx_part_load_unit(const struct idx_part_unit *u, const char *idx_path, enum st_metric metric,
+                       struct idx_part **out, struct st_err *err)
+{
+    *out = NULL;
+    if (u->id == 0)
+        return st_err_set(err, ST_EINVAL, "%s: a unit's id is not 0", idx_path);
+    struct idx_part *p;
+    bool ivf = strcmp(u->e.index, "ivfpq") == 0;
+    int rc = part_open(&u->e, u->id, u->mem, u->seg_paths, u->n, idx_path, metric, ivf, &p, err);
+    if (rc == ST_OK && (rc = part_load_index(p, err)) != ST_OK)
+        part_free(p);
+    if (rc == ST_OK)
+        *out = p;
+    return rc;
 }
 
 static void *pool_get(struct idx_part *p)

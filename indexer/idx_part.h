@@ -28,24 +28,47 @@
 #include "st_error.h"
 #include "store.h"
 
+/* One window part inside a part: a unit holds several, a plain part exactly one. */
+struct idx_part_member {
+    struct idx_cat_entry e; /* the (node, window, version) the records come from */
+    char *seg_path;
+    struct store_segment *seg;
+    uint32_t first, count; /* its records, as the part's record numbers [first, first + count) */
+    _Atomic bool doom_seg; /* unlink the segment copy at the part's last unref */
+};
+
 struct idx_part {
     _Atomic int refs;
+    /* A plain part: its catalog entry. A unit: node "", start/end the span of its members'
+     * windows, version its generation, index/cold its index. */
     struct idx_cat_entry e;
-    char *seg_path, *idx_path;
-    struct store_segment *seg;
+    uint64_t unit; /* 0: one window part; else the id of the unit (index compaction) */
+    struct idx_part_member *mem;
+    size_t nmem;
+    uint32_t nrec; /* records of all members (upserts and deletes) */
+    char *idx_path;
     uint32_t dim;
     enum st_metric metric;
     uint32_t n;    /* vectors indexed (upserts) */
-    uint32_t *rec; /* label -> record index in seg */
+    uint32_t *rec; /* label -> record number */
     struct idx_hnsw *hnsw;
     struct idx_ivfpq *ivf;
     const float *raw; /* label-ordered exact vectors (IVF-PQ re-ranking); NULL for HNSW */
-    float *raw_owned; /* when raw is not the segment's own array (deletes, rows layout) */
+    float *raw_owned; /* when raw is not the segment's own array (deletes, rows layout, units) */
     int64_t min_ts, max_ts;
-    size_t memory;                   /* bytes of the index in memory */
-    _Atomic bool doom_seg, doom_idx; /* unlink the segment copy / index file at the last unref */
+    size_t memory;         /* bytes of the index in memory */
+    _Atomic bool doom_idx; /* unlink the index file at the last unref */
     struct idx_part_pool *pool;
 };
+
+/* Record rec of the part (rec < p->nrec), its vector, its meta (malloc'd, caller frees), and
+ * the member it belongs to. */
+void idx_part_record(const struct idx_part *p, uint32_t rec, struct store_seg_record *out);
+const float *idx_part_vector(const struct idx_part *p, uint32_t rec);
+int idx_part_meta(const struct idx_part *p, uint32_t rec, uint8_t **meta, uint32_t *len) ST_WUR;
+const struct idx_part_member *idx_part_member_of(const struct idx_part *p, uint32_t rec);
+/* The position of (node, start) among p's members, or -1. */
+long idx_part_find_member(const struct idx_part *p, const char *node, int64_t start);
 
 /* Bytes a build of a window with `records` records of dim floats is expected to need at its
  * peak (vectors copied into the index, graph or codes, build scratch): the unit of the
@@ -65,9 +88,33 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
 int idx_part_load(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
                   enum st_metric metric, struct idx_part **out, struct st_err *err) ST_WUR;
 
+/*
+ * A unit (index compaction): one index over the upserts of several window parts — of one
+ * window from several ingest nodes, and of adjacent windows as they age. Its members keep
+ * their own segment copies (the files of the plain parts they were; nothing is rewritten);
+ * record numbers run through the members in order, labels through their upserts in record
+ * order. A member that expires or is replaced by a newer version is hidden by the view (its
+ * records masked: idx_view_build's dead) until the unit is built again without it.
+ */
+struct idx_part_unit {
+    uint64_t id;
+    struct idx_cat_entry e;          /* the unit's own entry (span, generation, index, cold) */
+    const struct idx_cat_entry *mem; /* members, in record order */
+    const char *const *seg_paths;    /* their segment copies */
+    size_t n;                        /* >= 1 */
+};
+int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
+                        const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
+                        const _Atomic bool *stop, struct idx_part **out, struct st_err *err) ST_WUR;
+int idx_part_load_unit(const struct idx_part_unit *u, const char *idx_path, enum st_metric metric,
+                       struct idx_part **out, struct st_err *err) ST_WUR;
+
 void idx_part_ref(struct idx_part *p);
-/* Marks files for removal at the last unref: the segment copy and/or the index file. */
+/* Marks files for removal at the last unref: every member's segment copy and/or the index
+ * file. */
 void idx_part_retire(struct idx_part *p, bool seg, bool idx);
+/* Marks one member's segment copy for removal at the last unref. */
+void idx_part_retire_member(struct idx_part *p, size_t member);
 /* Drops a reference; the last one frees the part, and unlinks its files if it is doomed. */
 void idx_part_unref(struct idx_part *p);
 

@@ -31,16 +31,18 @@ static char *node_body(const struct idx_coll *c, const struct idx_search_req *q,
     json_object_set_new(b, "include_meta", json_boolean(q->with_meta));
     json_object_set_new(b, "include_vector", json_boolean(q->with_vec));
     json_t *ix = json_array();
-    for (size_t i = 0; i < v->n; i++)
-        if (strcmp(v->parts[i]->e.node, node) == 0)
-            json_array_append_new(ix,
-                                  json_pack("{s:I,s:I}", "start", (json_int_t)v->parts[i]->e.start,
-                                            "version", (json_int_t)v->parts[i]->e.version));
+    for (size_t i = 0; i < v->n; i++) /* every live window part of node, units' members too */
+        for (size_t j = 0; j < v->parts[i]->nmem; j++) {
+            const struct idx_cat_entry *m = &v->parts[i]->mem[j].e;
+            if (strcmp(m->node, node) == 0 && idx_view_member_live(v, i, j))
+                json_array_append_new(ix, json_pack("{s:I,s:I}", "start", (json_int_t)m->start,
+                                                    "version", (json_int_t)m->version));
+        }
     json_object_set_new(b, "indexed", ix);
     json_t *ck = json_array();
     for (size_t i = 0; i < ncand; i++) {
         struct store_seg_record r;
-        store_segment_record(cand[i].part->seg, cand[i].rec, &r);
+        idx_part_record(cand[i].part, cand[i].rec, &r);
         json_array_append_new(
             ck, json_pack("{s:o,s:I,s:I,s:I,s:I}", "id", st_api_id_json(u64_ids(c), r.id, r.id_len),
                           "ts", (json_int_t)r.ts, "partition", (json_int_t)r.partition, "offset",
@@ -278,7 +280,7 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
                     continue;
                 for (size_t j = 0; j < ncand; j++) {
                     struct store_seg_record r;
-                    store_segment_record(cand[j].part->seg, cand[j].rec, &r);
+                    idx_part_record(cand[j].part, cand[j].rec, &r);
                     if (!superseded[j] && r.id_len == len && memcmp(r.id, id, len) == 0) {
                         superseded[j] = true;
                         nsup++;
@@ -306,7 +308,7 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
         if (superseded != NULL && superseded[j])
             continue;
         struct store_seg_record r;
-        store_segment_record(cand[j].part->seg, cand[j].rec, &r);
+        idx_part_record(cand[j].part, cand[j].rec, &r);
         struct idx_search_hit h = {.dist = cand[j].dist,
                                    .ts = r.ts,
                                    .id_len = r.id_len,
@@ -339,7 +341,7 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
             uint32_t rec;
             if (idx_view_get(res->view, h.id, h.id_len, true, &p, &rec) == ST_OK) {
                 struct store_seg_record r;
-                store_segment_record(p->seg, rec, &r);
+                idx_part_record(p, rec, &r);
                 struct idx_search_hit ix = {
                     .ts = r.ts, .partition = r.partition, .offset = r.offset, .idx = r.idx};
                 if (newer(&ix, &h))

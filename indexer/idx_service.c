@@ -118,7 +118,7 @@ static void msg_ack(struct st_bus_msg *m)
 static int republish_locked(struct idx_coll *c)
 {
     struct idx_view *v;
-    int rc = idx_view_build(c->parts, c->nparts, &v);
+    int rc = idx_view_build(c->parts, c->nparts, NULL, &v);
     if (rc == ST_OK)
         idx_view_swap(&c->view, v);
     return rc;
@@ -150,7 +150,7 @@ static int install_locked(struct idx_coll *c, struct idx_part *p)
     } else {
         idx_part_ref(p);
         struct idx_part *old = c->parts[i];
-        bool same_seg = strcmp(old->seg_path, p->seg_path) == 0;
+        bool same_seg = strcmp(old->mem[0].seg_path, p->mem[0].seg_path) == 0;
         bool same_idx = strcmp(old->idx_path, p->idx_path) == 0;
         idx_part_retire(old, !same_seg, !same_idx);
         c->parts[i] = p;

@@ -9,7 +9,7 @@
 
 static void rec_at(struct idx_part *const *parts, uint64_t slot, struct store_seg_record *r)
 {
-    store_segment_record(parts[(slot >> 32) - 1]->seg, (uint32_t)slot, r);
+    idx_part_record(parts[(slot >> 32) - 1], (uint32_t)slot, r);
 }
 
 static bool id_eq(const struct store_seg_record *r, const uint8_t *id, uint32_t len)
@@ -32,7 +32,18 @@ static size_t find_slot(struct idx_part *const *parts, const uint64_t *slots, si
     }
 }
 
-int idx_view_build(struct idx_part *const *parts, size_t n, struct idx_view **out)
+static bool dead_bit(const uint8_t *d, size_t j)
+{
+    return d != NULL && (d[j / 8] & (1u << (j % 8))) != 0;
+}
+
+bool idx_view_member_live(const struct idx_view *v, size_t part, size_t member)
+{
+    return !dead_bit(v->dead[part], member);
+}
+
+int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const *dead,
+                   struct idx_view **out)
 {
     *out = NULL;
     struct idx_view *v = calloc(1, sizeof(*v));
@@ -40,18 +51,16 @@ int idx_view_build(struct idx_part *const *parts, size_t n, struct idx_view **ou
         return ST_ENOMEM;
     atomic_init(&v->refs, 1);
     uint64_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct store_segment_info si;
-        store_segment_info(parts[i]->seg, &si);
-        total += si.count;
-    }
+    for (size_t i = 0; i < n; i++)
+        total += parts[i]->nrec;
     size_t ns = 16;
     while (ns < total * 2)
         ns *= 2;
     v->parts = calloc(n ? n : 1, sizeof(*v->parts));
     v->mask = calloc(n ? n : 1, sizeof(*v->mask));
+    v->dead = calloc(n ? n : 1, sizeof(*v->dead));
     v->slots = calloc(ns, sizeof(*v->slots));
-    if (v->parts == NULL || v->mask == NULL || v->slots == NULL) {
+    if (v->parts == NULL || v->mask == NULL || v->dead == NULL || v->slots == NULL) {
         idx_view_release(v);
         return ST_ENOMEM;
     }
@@ -60,13 +69,31 @@ int idx_view_build(struct idx_part *const *parts, size_t n, struct idx_view **ou
         idx_part_ref(parts[i]);
         v->parts[v->n++] = parts[i];
     }
-    /* The newest version of every id, deletes included. */
+    for (size_t i = 0; dead != NULL && i < n; i++) {
+        bool any = false;
+        for (size_t j = 0; dead[i] != NULL && j < parts[i]->nmem; j++)
+            any = any || dead_bit(dead[i], j);
+        if (!any)
+            continue;
+        size_t bytes = parts[i]->nmem / 8 + 1;
+        if ((v->dead[i] = malloc(bytes)) == NULL) {
+            idx_view_release(v);
+            return ST_ENOMEM;
+        }
+        memcpy(v->dead[i], dead[i], bytes);
+    }
+    /* The newest version of every id, deletes included; a dead member's records are no
+     * version of anything (expired, or replaced by a newer version of its window). */
     for (size_t pi = 0; pi < n; pi++) {
-        struct store_segment_info si;
-        store_segment_info(parts[pi]->seg, &si);
-        for (uint64_t ri = 0; ri < si.count; ri++) {
+        const struct idx_part *p = parts[pi];
+        for (uint32_t ri = 0; ri < p->nrec; ri++) {
+            const struct idx_part_member *m = idx_part_member_of(p, ri);
+            if (dead_bit(v->dead[pi], (size_t)(m - p->mem))) {
+                ri = m->first + m->count - 1;
+                continue;
+            }
             struct store_seg_record r;
-            store_segment_record(parts[pi]->seg, ri, &r);
+            idx_part_record(p, ri, &r);
             size_t s = find_slot(v->parts, v->slots, ns, r.id, r.id_len);
             uint64_t mine = (uint64_t)(pi + 1) << 32 | ri;
             if (v->slots[s] == 0) {
@@ -91,7 +118,7 @@ int idx_view_build(struct idx_part *const *parts, size_t n, struct idx_view **ou
         }
         for (uint32_t l = 0; l < p->n; l++) {
             struct store_seg_record r;
-            store_segment_record(p->seg, p->rec[l], &r);
+            idx_part_record(p, p->rec[l], &r);
             size_t s = find_slot(v->parts, v->slots, ns, r.id, r.id_len);
             if (v->slots[s] != ((uint64_t)(pi + 1) << 32 | p->rec[l])) {
                 v->mask[pi][l / 8] |= (uint8_t)(1u << (l % 8));
@@ -110,9 +137,12 @@ void idx_view_release(struct idx_view *v)
     for (size_t i = 0; i < v->n; i++) {
         if (v->mask != NULL)
             free(v->mask[i]);
+        if (v->dead != NULL)
+            free(v->dead[i]);
         idx_part_unref(v->parts[i]);
     }
     free(v->mask);
+    free(v->dead);
     free(v->parts);
     free(v->slots);
     free(v);
@@ -166,7 +196,7 @@ static bool keep(void *ctx, uint32_t label)
         return false;
     if (f->by_ts) {
         struct store_seg_record r;
-        store_segment_record(f->p->seg, f->p->rec[label], &r);
+        idx_part_record(f->p, f->p->rec[label], &r);
         return r.ts >= f->from && r.ts <= f->to;
     }
     return true;
@@ -253,8 +283,19 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         if (p->e.end - 1 < q->from_ts || p->e.start > q->to_ts || p->max_ts < q->from_ts ||
             p->min_ts > q->to_ts || p->n == 0)
             continue;
-        if (st->parts_searched == 0 || p->e.start != last_window)
+        if (p->unit != 0) { /* a unit: the distinct windows of its live members in range */
+            int64_t prev = INT64_MIN;
+            for (size_t j = 0; j < p->nmem; j++) {
+                const struct idx_cat_entry *m = &p->mem[j].e;
+                if (m->start == prev || dead_bit(v->dead[i], j) || m->end - 1 < q->from_ts ||
+                    m->start > q->to_ts)
+                    continue;
+                st->windows_searched++;
+                prev = m->start;
+            }
+        } else if (st->parts_searched == 0 || p->e.start != last_window) {
             st->windows_searched++;
+        }
         st->parts_searched++;
         last_window = p->e.start;
         order[np++] = (struct probe){q->exhaustive ? 0 : idx_part_probe(p, q->vec), (uint32_t)i};

@@ -29,6 +29,7 @@ struct idx_view {
     struct idx_part **parts; /* newest window first */
     size_t n;
     uint8_t **mask;  /* per part: bit l set = label l hidden */
+    uint8_t **dead;  /* per part: NULL, or bit j set = member j dead (its records hidden) */
     uint64_t hidden; /* labels masked, all parts */
     /* id index: open addressing over (part, record) of each id's newest version */
     uint64_t *slots; /* (part + 1) << 32 | record, 0 = empty */
@@ -36,8 +37,14 @@ struct idx_view {
     uint64_t ids;
 };
 
-/* Builds a view over parts (each referenced by the view). */
-int idx_view_build(struct idx_part *const *parts, size_t n, struct idx_view **out) ST_WUR;
+/* Builds a view over parts (each referenced by the view). dead (NULL: none; dead[i] NULL: none
+ * in part i): bit j of dead[i] set = member j of part i is dead — expired, or replaced by a
+ * newer version of its window served elsewhere: its records are no version of any id and are
+ * never returned (a unit keeps such members until it is built again). */
+int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const *dead,
+                   struct idx_view **out) ST_WUR;
+/* Is member j of part i served (not dead) in v? */
+bool idx_view_member_live(const struct idx_view *v, size_t part, size_t member);
 void idx_view_release(struct idx_view *v);
 
 /* The published view of a collection, exchanged atomically. */

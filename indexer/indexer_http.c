@@ -112,18 +112,18 @@ static json_t *indexed_record(struct idx_coll *c, struct idx_part *p, uint32_t r
 {
     const struct cfg_collection *cc = idx_coll_cfg(c);
     struct store_seg_record r;
-    store_segment_record(p->seg, rec, &r);
+    idx_part_record(p, rec, &r);
     uint8_t *meta = NULL;
     uint32_t ml = 0;
-    if (store_segment_meta(p->seg, rec, &meta, &ml) != ST_OK)
+    if (idx_part_meta(p, rec, &meta, &ml) != ST_OK)
         return NULL;
-    json_t *o =
-        json_pack("{s:o,s:I,s:o,s:o,s:{s:I,s:I},s:I,s:I,s:s}", "id",
-                  st_api_id_json(is_u64(c), r.id, r.id_len), "ts", (json_int_t)r.ts, "vector",
-                  st_api_vec_json(store_segment_vector(p->seg, rec), cc->dim), "meta",
-                  st_api_meta_json(meta, ml), "window", "start", (json_int_t)p->e.start, "end",
-                  (json_int_t)p->e.end, "partition", (json_int_t)r.partition, "offset",
-                  (json_int_t)r.offset, "node", p->e.node);
+    const struct idx_cat_entry *w = &idx_part_member_of(p, rec)->e; /* its window part */
+    json_t *o = json_pack("{s:o,s:I,s:o,s:o,s:{s:I,s:I},s:I,s:I,s:s}", "id",
+                          st_api_id_json(is_u64(c), r.id, r.id_len), "ts", (json_int_t)r.ts,
+                          "vector", st_api_vec_json(idx_part_vector(p, rec), cc->dim), "meta",
+                          st_api_meta_json(meta, ml), "window", "start", (json_int_t)w->start,
+                          "end", (json_int_t)w->end, "partition", (json_int_t)r.partition, "offset",
+                          (json_int_t)r.offset, "node", w->node);
     free(meta);
     return o;
 }
@@ -167,11 +167,11 @@ static void do_record(struct indexer_http *h, struct idx_coll *c, const char *id
     if (idx_view_get(v, id, len, true, &p, &rec) == ST_OK) {
         if ((best = indexed_record(c, p, rec)) == NULL) {
             st_http_error(resp, 500, "internal", "reading '%s' from %s: damaged or no memory", ids,
-                          p->seg_path);
+                          idx_part_member_of(p, rec)->seg_path);
             goto out;
         }
         struct store_seg_record r;
-        store_segment_record(p->seg, rec, &r);
+        idx_part_record(p, rec, &r);
         best_deleted = r.op != STORE_OP_UPSERT;
     }
     if (strong) {
@@ -296,22 +296,21 @@ static void do_search(struct indexer_http *h, struct idx_coll *c, const struct s
             if (sq.with_meta) {
                 uint8_t *meta = NULL;
                 uint32_t ml = 0;
-                if (store_segment_meta(x->part->seg, x->rec, &meta, &ml) != ST_OK) {
+                if (idx_part_meta(x->part, x->rec, &meta, &ml) != ST_OK) {
                     json_decref(o);
                     json_decref(hits);
                     st_http_error(resp, 500, "internal",
                                   "reading a meta from %s: damaged or no "
                                   "memory",
-                                  x->part->seg_path);
+                                  idx_part_member_of(x->part, x->rec)->seg_path);
                     goto out;
                 }
                 json_object_set_new(o, "meta", st_api_meta_json(meta, ml));
                 free(meta);
             }
             if (sq.with_vec)
-                json_object_set_new(
-                    o, "vector",
-                    st_api_vec_json(store_segment_vector(x->part->seg, x->rec), cc->dim));
+                json_object_set_new(o, "vector",
+                                    st_api_vec_json(idx_part_vector(x->part, x->rec), cc->dim));
         }
         json_array_append_new(hits, o);
     }
@@ -551,7 +550,7 @@ static json_t *sample_id(struct idx_coll *c)
             continue;
         uint32_t rec = p->rec[(x >> 20) % p->n];
         struct store_seg_record r;
-        store_segment_record(p->seg, rec, &r);
+        idx_part_record(p, rec, &r);
         struct idx_part *np;
         uint32_t nrec;
         if (idx_view_get(v, r.id, r.id_len, false, &np, &nrec) == ST_OK && np == p && nrec == rec) {

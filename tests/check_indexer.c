@@ -896,12 +896,12 @@ START_TEST(test_part_rows_layout)
                                          &p[layout], &err) == ST_OK,
                           "%s", err.msg);
         }
-        ck_assert_ptr_null(store_segment_contiguous(p[1]->seg));
+        ck_assert_ptr_null(store_segment_contiguous(p[1]->mem[0].seg));
         ck_assert_uint_eq(p[0]->n, p[1]->n);
         ck_assert_uint_eq(p[0]->n, N - (N + 4) / 9);
         ck_assert(memcmp(p[0]->rec, p[1]->rec, p[0]->n * sizeof(uint32_t)) == 0);
         for (uint32_t l = 0; l < p[1]->n; l++)
-            ck_assert(memcmp(store_segment_vector(p[1]->seg, p[1]->rec[l]),
+            ck_assert(memcmp(store_segment_vector(p[1]->mem[0].seg, p[1]->rec[l]),
                              vecs + (size_t)p[1]->rec[l] * D, D * sizeof(float)) == 0);
         if (ixs[t].type == CFG_INDEX_IVFPQ) { /* re-ranking reads the exact vectors */
             ck_assert(memcmp(p[0]->raw, p[1]->raw, (size_t)p[0]->n * D * sizeof(float)) == 0);
