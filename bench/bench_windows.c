@@ -12,9 +12,12 @@
  * or two of the ten classes, as windows of drifting content would. Each part is a sealed
  * segment written with the store's segment writer and indexed by idx_part_build (HNSW, M=16,
  * ef_construction=200) — the indexer's own code — and kept under --dir: a later run loads the
- * parts instead of building them. A view over a layout's parts is searched through
- * idx_view_search, single-threaded, with the 10,000 test images (k=10) for each ef of the
- * sweep; recall@10 against exact ground truth (computed once with st_exact_topk and cached in
+ * parts instead of building them. A "uK" suffix (e.g. "24x2u6") compacts the layout as the
+ * indexer's index compaction does: one unit (idx_part_build_unit, same parameters) per K
+ * windows, over every node's parts of them, searched instead of the parts. A view over a layout's
+ * parts is searched through idx_view_search, single-threaded, with the 10,000 test images (k=10)
+ * for each ef of the sweep; recall@10 against exact ground truth (computed once with st_exact_topk
+ * and cached in
  * --gt-cache, the file bench_ann uses).
  *
  * Each layout's sweep stops after the first ef reaching recall 0.995, or the third reaching
@@ -164,6 +167,7 @@ struct layout {
     char name[32];
     unsigned windows, nodes;
     bool by_class;           /* "c": rows ordered by class before the split (drifting content) */
+    unsigned unit;           /* "uK": parts compacted into units of K windows (0: none) */
     struct idx_part **parts; /* newest window first, as a view orders them */
     size_t nparts;
     struct idx_view *view;
@@ -250,6 +254,47 @@ static void layout_open(struct layout *l)
     for (unsigned w = l->windows; w-- > 0;) /* newest first */
         for (unsigned node = 0; node < l->nodes; node++)
             l->parts[i++] = make_part(l, w, node, &l->built);
+    if (l->unit > 0) { /* index compaction: one unit per K windows (every node's parts) */
+        size_t nu = (l->windows + l->unit - 1) / l->unit;
+        struct idx_part **units = calloc(nu, sizeof(*units));
+        for (size_t u = 0; u < nu; u++) {
+            unsigned w0 = (unsigned)u * l->unit, w1 = w0 + l->unit;
+            w1 = w1 < l->windows ? w1 : l->windows;
+            size_t nm = 0;
+            struct idx_cat_entry *mem = calloc((w1 - w0) * l->nodes, sizeof(*mem));
+            const char **segs = calloc((w1 - w0) * l->nodes, sizeof(*segs));
+            for (size_t pi = l->nparts; pi-- > 0;) { /* oldest first */
+                const struct idx_part *p = l->parts[pi];
+                if (p->e.start >= (int64_t)w0 * WINDOW && p->e.start < (int64_t)w1 * WINDOW) {
+                    mem[nm] = p->e;
+                    segs[nm++] = p->mem[0].seg_path;
+                }
+            }
+            struct idx_part_unit spec = {.id = u + 1, .mem = mem, .seg_paths = segs, .n = nm};
+            spec.e = (struct idx_cat_entry){
+                .start = (int64_t)w0 * WINDOW, .end = (int64_t)w1 * WINDOW, .version = 1};
+            snprintf(spec.e.index, sizeof(spec.e.index), "hnsw");
+            char ix[800];
+            snprintf(ix, sizeof(ix), "%s/unit%u-%zu@g1.hnsw", path, l->unit, u);
+            struct st_err err = {0};
+            if (access(ix, F_OK) != 0 ||
+                idx_part_load_unit(&spec, ix, ST_METRIC_L2, &units[nu - 1 - u], &err) != ST_OK) {
+                struct cfg_index cix = {.type = CFG_INDEX_HNSW, .m = 16, .ef_construction = 200};
+                err = (struct st_err){0};
+                if (idx_part_build_unit(&spec, ix, &cix, ST_METRIC_L2, threads, NULL,
+                                        &units[nu - 1 - u], &err) != ST_OK)
+                    die(ix, err.msg);
+                l->built = true;
+            }
+            free(mem);
+            free(segs);
+        }
+        for (size_t pi = 0; pi < l->nparts; pi++)
+            idx_part_unref(l->parts[pi]);
+        free(l->parts);
+        l->parts = units;
+        l->nparts = nu;
+    }
     l->build_s = now_s() - t0;
     if (idx_view_build(l->parts, l->nparts, NULL, &l->view) != ST_OK)
         die(l->name, "idx_view_build failed");
@@ -391,10 +436,15 @@ int main(int argc, char **argv)
             if (by_class == NULL)
                 load_classes();
         }
+        if (*end == 'u')
+            l->unit = (unsigned)strtoul(end + 1, &end, 10);
         if (l->windows == 0 || l->nodes == 0)
             die("--layouts", "expects e.g. 1,6,24,24x2,24c");
         snprintf(l->name, sizeof(l->name), "%ux%u%s", l->windows, l->nodes,
                  l->by_class ? " by class" : "");
+        if (l->unit > 0)
+            snprintf(l->name + strlen(l->name), sizeof(l->name) - strlen(l->name), ", units of %u",
+                     l->unit);
         s = *end == ',' ? end + 1 : end;
         layout_open(l);
         printf("layout %s: %zu parts %s in %.1f s\n", l->name, l->nparts,

@@ -58,6 +58,9 @@ struct cfg_collection {
     struct cfg_index index;
     int64_t cold_after_ms; /* 0: no age tiering */
     struct cfg_index cold_index;
+    int64_t compact_after_ms; /* 0: no index compaction (one index per window part) */
+    int64_t compact_span_ms;  /* the event time one compacted index covers (default: a day,
+                               * rounded up to whole windows) */
 };
 
 struct cfg {

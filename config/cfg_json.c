@@ -25,5 +25,9 @@ json_t *cfg_collection_json(const struct cfg_collection *cc, json_t *stats)
         json_object_set_new(o, "cold_after_ms", json_integer(cc->cold_after_ms));
         json_object_set_new(o, "cold_index", cfg_index_json(&cc->cold_index));
     }
+    if (o != NULL && cc->compact_after_ms > 0) {
+        json_object_set_new(o, "compact_after_ms", json_integer(cc->compact_after_ms));
+        json_object_set_new(o, "compact_span_ms", json_integer(cc->compact_span_ms));
+    }
     return o;
 }

@@ -289,6 +289,8 @@ static const struct cfg_field collection_fields[] = {
      .custom = parse_cold_index,
      .sub = hnsw_fields,
      .sub_alt = ivfpq_fields},
+    DUR("compact_after", struct cfg_collection, compact_after_ms, false, true, SEC, 100 * YEAR),
+    DUR("compact_span", struct cfg_collection, compact_span_ms, false, false, SEC, 100 * YEAR),
     {0},
 };
 
@@ -737,6 +739,23 @@ void cfg_validate(struct cfg_ld *ld, yaml_node_t *root, struct cfg *c)
                 cfg_ld_error(ld, cfg_mapping_get(ld, cn, "cold_after"), tp,
                              "cold_after must be at least one window");
             }
+        }
+        if (cc->compact_after_ms != 0 && cc->compact_after_ms < cc->window_ms) {
+            char tp[CFG_PATH_MAX];
+            cfg_path_join(tp, path, "compact_after");
+            cfg_ld_error(ld, cfg_mapping_get(ld, cn, "compact_after"), tp,
+                         "compact_after must be at least one window");
+        }
+        if (cc->compact_span_ms == 0 && cc->window_ms > 0) /* a day, in whole windows */
+            cc->compact_span_ms = (DAY + cc->window_ms - 1) / cc->window_ms * cc->window_ms;
+        else if (cc->window_ms > 0 && (cc->compact_span_ms < cc->window_ms ||
+                                       cc->compact_span_ms % cc->window_ms != 0)) {
+            char tp[CFG_PATH_MAX];
+            cfg_path_join(tp, path, "compact_span");
+            yaml_node_t *sn = cfg_mapping_get(ld, cn, "compact_span");
+            cfg_ld_error(ld, sn != NULL ? sn : cn, tp,
+                         "compact_span (%lldms) must be a whole number of windows (%lldms)",
+                         (long long)cc->compact_span_ms, (long long)cc->window_ms);
         }
     }
 }

@@ -27,6 +27,82 @@ bool idx_node_id_ok(const char *s)
     return true;
 }
 
+/* One entry (or unit member) from its JSON object; false when malformed. */
+static bool parse_entry(json_t *o, struct idx_cat_entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    const char *node = json_string_value(json_object_get(o, "node"));
+    const char *ix = json_string_value(json_object_get(o, "index"));
+    if (!json_is_object(o) || node == NULL || !idx_node_id_ok(node) || ix == NULL ||
+        (strcmp(ix, "hnsw") != 0 && strcmp(ix, "ivfpq") != 0))
+        return false;
+    strcpy(e->node, node);
+    strcpy(e->index, ix);
+    e->start = json_integer_value(json_object_get(o, "start"));
+    e->end = json_integer_value(json_object_get(o, "end"));
+    e->version = (uint32_t)json_integer_value(json_object_get(o, "version"));
+    e->records = (uint64_t)json_integer_value(json_object_get(o, "records"));
+    e->bytes = (uint64_t)json_integer_value(json_object_get(o, "bytes"));
+    e->checksum = (uint32_t)json_integer_value(json_object_get(o, "checksum"));
+    e->cold = json_is_true(json_object_get(o, "cold"));
+    e->sealed_ms = json_integer_value(json_object_get(o, "sealed_ms"));
+    e->indexed_ms = json_integer_value(json_object_get(o, "indexed_ms"));
+    e->unit = (uint64_t)json_integer_value(json_object_get(o, "unit"));
+    const char *url = json_string_value(json_object_get(o, "url"));
+    snprintf(e->url, sizeof(e->url), "%s", url != NULL ? url : "");
+    return true;
+}
+
+#define UNIT_MEMBERS_MAX 100000
+
+/* The units (absent in catalogs written before index compaction). */
+static int load_units(struct idx_catalog *c, const char *path, json_t *units, struct st_err *err)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(units, i, o)
+    {
+        json_t *mem = json_object_get(o, "members");
+        struct idx_cat_unit u = {0};
+        json_int_t id = json_integer_value(json_object_get(o, "id"));
+        const char *ix = json_string_value(json_object_get(o, "index"));
+        if (!json_is_object(o) || id <= 0 || ix == NULL ||
+            (strcmp(ix, "hnsw") != 0 && strcmp(ix, "ivfpq") != 0) || !json_is_array(mem) ||
+            json_array_size(mem) == 0 || json_array_size(mem) > UNIT_MEMBERS_MAX ||
+            idx_catalog_unit(c, (uint64_t)id) != NULL)
+            return st_err_set(err, ST_ECORRUPT, "%s: unit %zu is malformed", path, i);
+        u.id = (uint64_t)id;
+        strcpy(u.e.index, ix);
+        u.e.start = json_integer_value(json_object_get(o, "start"));
+        u.e.end = json_integer_value(json_object_get(o, "end"));
+        u.e.version = (uint32_t)json_integer_value(json_object_get(o, "generation"));
+        u.e.records = (uint64_t)json_integer_value(json_object_get(o, "records"));
+        u.e.cold = json_is_true(json_object_get(o, "cold"));
+        u.e.indexed_ms = json_integer_value(json_object_get(o, "indexed_ms"));
+        u.nmem = json_array_size(mem);
+        if ((u.mem = calloc(u.nmem, sizeof(*u.mem))) == NULL)
+            return ST_ENOMEM;
+        size_t k;
+        json_t *m;
+        json_array_foreach(mem, k, m)
+        {
+            if (!parse_entry(m, &u.mem[k])) {
+                free(u.mem);
+                return st_err_set(err, ST_ECORRUPT, "%s: unit %zu member %zu is malformed", path, i,
+                                  k);
+            }
+            u.mem[k].unit = u.id;
+        }
+        int rc = idx_catalog_unit_put(c, &u);
+        free(u.mem);
+        if (rc != ST_OK)
+            return rc;
+        if (u.id >= c->next_unit)
+            c->next_unit = u.id + 1;
+    }
+    return ST_OK;
+}
+
 static int load(struct idx_catalog *c, const char *path, struct st_err *err)
 {
     uint8_t *buf = NULL;
@@ -40,40 +116,31 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
     json_t *j = json_loadb((const char *)buf, len, 0, &je);
     free(buf);
     json_t *ents = json_object_get(j, "entries"), *gone = json_object_get(j, "gone");
+    json_t *units = json_object_get(j, "units");
     if (j == NULL || !json_is_array(ents) || !json_is_array(gone) ||
+        (units != NULL && !json_is_array(units)) ||
         json_integer_value(json_object_get(j, "format")) != CATALOG_FORMAT) {
         json_decref(j);
         return st_err_set(err, ST_ECORRUPT, "%s: not an indexer catalog (format %d)%s%s", path,
                           CATALOG_FORMAT, j == NULL ? ": " : "", j == NULL ? je.text : "");
     }
+    c->next_unit = 1;
+    json_int_t next = json_integer_value(json_object_get(j, "next_unit"));
+    if (next > 0)
+        c->next_unit = (uint64_t)next;
     size_t i;
     json_t *o;
-    rc = ST_OK;
+    rc = units != NULL ? load_units(c, path, units, err) : ST_OK;
     json_array_foreach(ents, i, o)
     {
-        struct idx_cat_entry e = {0};
-        const char *node = json_string_value(json_object_get(o, "node"));
-        const char *ix = json_string_value(json_object_get(o, "index"));
-        if (node == NULL || !idx_node_id_ok(node) || ix == NULL ||
-            (strcmp(ix, "hnsw") != 0 && strcmp(ix, "ivfpq") != 0)) {
+        struct idx_cat_entry e;
+        if (rc != ST_OK)
+            break;
+        if (!parse_entry(o, &e) || (e.unit != 0 && idx_catalog_unit(c, e.unit) == NULL)) {
             rc = st_err_set(err, ST_ECORRUPT, "%s: entry %zu is malformed", path, i);
             break;
         }
-        strcpy(e.node, node);
-        strcpy(e.index, ix);
-        e.start = json_integer_value(json_object_get(o, "start"));
-        e.end = json_integer_value(json_object_get(o, "end"));
-        e.version = (uint32_t)json_integer_value(json_object_get(o, "version"));
-        e.records = (uint64_t)json_integer_value(json_object_get(o, "records"));
-        e.bytes = (uint64_t)json_integer_value(json_object_get(o, "bytes"));
-        e.checksum = (uint32_t)json_integer_value(json_object_get(o, "checksum"));
-        e.cold = json_is_true(json_object_get(o, "cold"));
-        e.sealed_ms = json_integer_value(json_object_get(o, "sealed_ms"));
-        e.indexed_ms = json_integer_value(json_object_get(o, "indexed_ms"));
-        const char *url = json_string_value(json_object_get(o, "url"));
-        snprintf(e.url, sizeof(e.url), "%s", url != NULL ? url : "");
-        if ((rc = idx_catalog_put(c, &e)) != ST_OK)
-            break;
+        rc = idx_catalog_put(c, &e);
     }
     json_array_foreach(gone, i, o)
     {
@@ -100,6 +167,7 @@ int idx_catalog_open(const char *dir, struct idx_catalog **out, struct st_err *e
         idx_catalog_free(c);
         return ST_ENOMEM;
     }
+    c->next_unit = 1;
     int rc = store_fs_mkdir(NULL, dir, "idx.catalog.mkdir");
     if (rc != ST_OK)
         st_err_set(err, rc, "%s: cannot create: %s", dir, st_strerror(rc));
@@ -121,7 +189,89 @@ void idx_catalog_free(struct idx_catalog *c)
     free(c->dir);
     free(c->e);
     free(c->gone);
+    for (size_t i = 0; i < c->nunits; i++)
+        free(c->units[i].mem);
+    free(c->units);
     free(c);
+}
+
+struct idx_cat_unit *idx_catalog_unit(struct idx_catalog *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->nunits; i++)
+        if (c->units[i].id == id)
+            return &c->units[i];
+    return NULL;
+}
+
+static int unit_dup(const struct idx_cat_unit *u, struct idx_cat_unit *out)
+{
+    *out = *u;
+    out->mem = malloc((u->nmem ? u->nmem : 1) * sizeof(*out->mem));
+    if (out->mem == NULL)
+        return ST_ENOMEM;
+    memcpy(out->mem, u->mem, u->nmem * sizeof(*out->mem));
+    return ST_OK;
+}
+
+int idx_catalog_unit_put(struct idx_catalog *c, const struct idx_cat_unit *u)
+{
+    struct idx_cat_unit copy;
+    if (u->id == 0 || unit_dup(u, &copy) != ST_OK)
+        return u->id == 0 ? ST_EINVAL : ST_ENOMEM;
+    struct idx_cat_unit *x = idx_catalog_unit(c, u->id);
+    if (x != NULL) {
+        free(x->mem);
+        *x = copy;
+        return ST_OK;
+    }
+    if (c->nunits == c->capunits) {
+        size_t cap = c->capunits ? 2 * c->capunits : 4;
+        struct idx_cat_unit *nu = realloc(c->units, cap * sizeof(*nu));
+        if (nu == NULL) {
+            free(copy.mem);
+            return ST_ENOMEM;
+        }
+        c->units = nu;
+        c->capunits = cap;
+    }
+    c->units[c->nunits++] = copy;
+    if (u->id >= c->next_unit)
+        c->next_unit = u->id + 1;
+    return ST_OK;
+}
+
+void idx_catalog_unit_del(struct idx_catalog *c, uint64_t id)
+{
+    struct idx_cat_unit *x = idx_catalog_unit(c, id);
+    if (x != NULL) {
+        free(x->mem);
+        *x = c->units[--c->nunits];
+    }
+}
+
+int idx_catalog_unit_copy(const struct idx_catalog *c, uint64_t id, struct idx_cat_unit *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < c->nunits; i++)
+        if (c->units[i].id == id)
+            return unit_dup(&c->units[i], out);
+    return ST_ENOTFOUND;
+}
+
+void idx_catalog_unit_free(struct idx_cat_unit *u)
+{
+    free(u->mem);
+    u->mem = NULL;
+    u->nmem = 0;
+}
+
+bool idx_catalog_member_live(const struct idx_catalog *c, uint64_t id,
+                             const struct idx_cat_entry *m)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->e[i].start == m->start && strcmp(c->e[i].node, m->node) == 0)
+            return c->e[i].unit == id && c->e[i].version == m->version;
+    return false;
 }
 
 struct idx_cat_entry *idx_catalog_find(struct idx_catalog *c, const char *node, int64_t start)
@@ -221,24 +371,40 @@ void idx_catalog_restore_gone(struct idx_catalog *c, const char *node, int64_t s
     }
 }
 
+static json_t *entry_json(const struct idx_cat_entry *e)
+{
+    return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:b,s:I,s:I,s:s,s:I}", "node", e->node,
+                     "start", (json_int_t)e->start, "end", (json_int_t)e->end, "version",
+                     (json_int_t)e->version, "records", (json_int_t)e->records, "bytes",
+                     (json_int_t)e->bytes, "checksum", (json_int_t)e->checksum, "index", e->index,
+                     "cold", e->cold, "sealed_ms", (json_int_t)e->sealed_ms, "indexed_ms",
+                     (json_int_t)e->indexed_ms, "url", e->url, "unit", (json_int_t)e->unit);
+}
+
 int idx_catalog_save(struct idx_catalog *c, struct st_err *err)
 {
     json_t *ents = json_array(), *gone = json_array();
-    for (size_t i = 0; i < c->n; i++) {
-        const struct idx_cat_entry *e = &c->e[i];
+    json_t *units = json_array();
+    for (size_t i = 0; i < c->n; i++)
+        json_array_append_new(ents, entry_json(&c->e[i]));
+    for (size_t i = 0; i < c->nunits; i++) {
+        const struct idx_cat_unit *u = &c->units[i];
+        json_t *mem = json_array();
+        for (size_t k = 0; k < u->nmem; k++)
+            json_array_append_new(mem, entry_json(&u->mem[k]));
         json_array_append_new(
-            ents, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:b,s:I,s:I,s:s}", "node", e->node,
-                            "start", (json_int_t)e->start, "end", (json_int_t)e->end, "version",
-                            (json_int_t)e->version, "records", (json_int_t)e->records, "bytes",
-                            (json_int_t)e->bytes, "checksum", (json_int_t)e->checksum, "index",
-                            e->index, "cold", e->cold, "sealed_ms", (json_int_t)e->sealed_ms,
-                            "indexed_ms", (json_int_t)e->indexed_ms, "url", e->url));
+            units, json_pack("{s:I,s:I,s:I,s:I,s:I,s:s,s:b,s:I,s:o}", "id", (json_int_t)u->id,
+                             "start", (json_int_t)u->e.start, "end", (json_int_t)u->e.end,
+                             "generation", (json_int_t)u->e.version, "records",
+                             (json_int_t)u->e.records, "index", u->e.index, "cold", u->e.cold,
+                             "indexed_ms", (json_int_t)u->e.indexed_ms, "members", mem));
     }
     for (size_t i = 0; i < c->ngone; i++)
         json_array_append_new(gone, json_pack("{s:s,s:I,s:I}", "node", c->gone[i].node, "start",
                                               (json_int_t)c->gone[i].start, "version",
                                               (json_int_t)c->gone[i].version));
-    json_t *j = json_pack("{s:i,s:o,s:o}", "format", CATALOG_FORMAT, "entries", ents, "gone", gone);
+    json_t *j = json_pack("{s:i,s:o,s:o,s:o,s:I}", "format", CATALOG_FORMAT, "entries", ents,
+                          "gone", gone, "units", units, "next_unit", (json_int_t)c->next_unit);
     char *text = j != NULL ? json_dumps(j, JSON_INDENT(1)) : NULL;
     json_decref(j);
     char *path = NULL, *tmp = NULL;
@@ -282,7 +448,25 @@ char *idx_catalog_index_path(const struct idx_catalog *c, const char *node, int6
                : p;
 }
 
-/* Is name one of the catalog's files? */
+char *idx_catalog_unit_path(const struct idx_catalog *c, uint64_t id, uint32_t generation,
+                            const char *index, bool cold)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s/unit-%" PRIu64 "@g%" PRIu32 ".%s%s", c->dir, id, generation,
+                    cold ? "cold." : "", index) < 0
+               ? NULL
+               : p;
+}
+
+static bool is_seg_of(const struct idx_cat_entry *e, const char *name)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s@%" PRId64 "@v%" PRIu32 ".seg", e->node, e->start, e->version);
+    return strcmp(buf, name) == 0;
+}
+
+/* Is name one of the catalog's files? An entry served by a unit keeps its segment copy only;
+ * a unit keeps every member's (dead ones too: its index has their vectors) and its index. */
 static bool named(const struct idx_catalog *c, const char *name)
 {
     if (strcmp(name, "CATALOG") == 0)
@@ -290,14 +474,23 @@ static bool named(const struct idx_catalog *c, const char *name)
     for (size_t i = 0; i < c->n; i++) {
         const struct idx_cat_entry *e = &c->e[i];
         char buf[256];
-        snprintf(buf, sizeof(buf), "%s@%" PRId64 "@v%" PRIu32 ".seg", e->node, e->start,
-                 e->version);
-        if (strcmp(buf, name) == 0)
+        if (is_seg_of(e, name))
             return true;
         snprintf(buf, sizeof(buf), "%s@%" PRId64 "@v%" PRIu32 ".%s%s", e->node, e->start,
                  e->version, e->cold ? "cold." : "", e->index);
+        if (e->unit == 0 && strcmp(buf, name) == 0)
+            return true;
+    }
+    for (size_t i = 0; i < c->nunits; i++) {
+        const struct idx_cat_unit *u = &c->units[i];
+        char buf[256];
+        snprintf(buf, sizeof(buf), "unit-%" PRIu64 "@g%" PRIu32 ".%s%s", u->id, u->e.version,
+                 u->e.cold ? "cold." : "", u->e.index);
         if (strcmp(buf, name) == 0)
             return true;
+        for (size_t k = 0; k < u->nmem; k++)
+            if (is_seg_of(&u->mem[k], name))
+                return true;
     }
     return false;
 }

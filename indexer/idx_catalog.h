@@ -40,6 +40,22 @@ struct idx_cat_entry {
     int64_t sealed_ms;  /* when the event said the window sealed (0: unknown) */
     int64_t indexed_ms; /* wall clock when the index was recorded */
     char url[512];      /* where the segment came from (a rebuild fetches it again) */
+    uint64_t unit;      /* 0: served by its own index; else by that unit's (its index is gone) */
+};
+
+/*
+ * A unit (index compaction): one index over several window parts' upserts, their segment
+ * copies kept as they are. Members are copies of the entries they were when the unit was built
+ * (record order). A member is live while the catalog's entry of its (node, window) is that
+ * version and names this unit; an expired or replaced member is dead: hidden at once, its
+ * segment copy kept (the unit's index still has its vectors) until the unit is built again or
+ * dropped.
+ */
+struct idx_cat_unit {
+    uint64_t id;
+    struct idx_cat_entry e; /* start/end: the span; version: generation; index, cold, records */
+    struct idx_cat_entry *mem;
+    size_t nmem;
 };
 
 struct idx_cat_gone {
@@ -54,6 +70,9 @@ struct idx_catalog {
     size_t n, cap;
     struct idx_cat_gone *gone;
     size_t ngone, capgone;
+    struct idx_cat_unit *units;
+    size_t nunits, capunits;
+    uint64_t next_unit; /* ids are never reused */
 };
 
 /* Opens dir (created if missing, parent fsynced) and loads its CATALOG (empty when none).
@@ -78,6 +97,24 @@ bool idx_catalog_gone_at(const struct idx_catalog *c, const char *node, int64_t 
 /* Puts the horizon of (node, start) back as it was (had: *version then), after a failed save. */
 void idx_catalog_restore_gone(struct idx_catalog *c, const char *node, int64_t start, bool had,
                               uint32_t version);
+/* The unit of id, or NULL. */
+struct idx_cat_unit *idx_catalog_unit(struct idx_catalog *c, uint64_t id);
+/* Inserts or replaces unit u->id (members copied) in memory. */
+int idx_catalog_unit_put(struct idx_catalog *c, const struct idx_cat_unit *u) ST_WUR;
+/* Removes unit id in memory (no-op when absent). */
+void idx_catalog_unit_del(struct idx_catalog *c, uint64_t id);
+/* A deep copy of unit id (free with idx_catalog_unit_free), or ST_ENOTFOUND / ST_ENOMEM. */
+int idx_catalog_unit_copy(const struct idx_catalog *c, uint64_t id,
+                          struct idx_cat_unit *out) ST_WUR;
+void idx_catalog_unit_free(struct idx_cat_unit *u);
+/* Is member m of unit id live (the catalog's entry of its window is that version, served by
+ * the unit)? */
+bool idx_catalog_member_live(const struct idx_catalog *c, uint64_t id,
+                             const struct idx_cat_entry *m);
+/* The index file of a unit: "unit-<id>@g<generation>.[cold.]<index>". Caller frees. */
+char *idx_catalog_unit_path(const struct idx_catalog *c, uint64_t id, uint32_t generation,
+                            const char *index, bool cold);
+
 /* Writes the whole catalog durably (the commit point of every change). */
 int idx_catalog_save(struct idx_catalog *c, struct st_err *err) ST_WUR;
 

@@ -23,7 +23,8 @@
 #define ATTEMPTS_MAX 8     /* a segment that keeps failing verification is given up */
 #define BACKOFF_MAX  30000
 
-enum job_kind { JOB_SEALED, JOB_RETIER, JOB_REBUILD };
+/* JOB_COMPACT: e.node "" and e.start the bucket (compact_span) whose unit it builds. */
+enum job_kind { JOB_SEALED, JOB_RETIER, JOB_REBUILD, JOB_COMPACT };
 enum job_rc { JOB_DONE, JOB_RETRY, JOB_ABANDON };
 
 struct job {
@@ -50,6 +51,7 @@ struct idx_coll {
     bool view_stale; /* under mu: the published view lags the parts (build failed) */
     _Atomic uint64_t ev_sealed, ev_expired, builds, failures, noops;
     _Atomic uint64_t retries; /* jobs that failed and wait for another attempt */
+    _Atomic uint64_t compactions;
 };
 
 struct idx_service {
@@ -114,14 +116,42 @@ static void msg_ack(struct st_bus_msg *m)
 
 /* ---- views ---- */
 
-/* Publishes a view over c's parts. Caller holds c->mu. */
+/* Publishes a view over c's parts; a unit's members the catalog no longer serves through it
+ * (expired, or replaced by a newer version) are dead in it. Caller holds c->mu. */
 static int republish_locked(struct idx_coll *c)
 {
+    uint8_t **dead = calloc(c->nparts ? c->nparts : 1, sizeof(*dead));
+    int rc = dead != NULL ? ST_OK : ST_ENOMEM;
+    for (size_t i = 0; rc == ST_OK && i < c->nparts; i++) {
+        const struct idx_part *p = c->parts[i];
+        for (size_t j = 0; p->unit != 0 && j < p->nmem; j++) {
+            if (idx_catalog_member_live(c->cat, p->unit, &p->mem[j].e))
+                continue;
+            if (dead[i] == NULL && (dead[i] = calloc(p->nmem / 8 + 1, 1)) == NULL) {
+                rc = ST_ENOMEM;
+                break;
+            }
+            dead[i][j / 8] |= (uint8_t)(1u << (j % 8));
+        }
+    }
     struct idx_view *v;
-    int rc = idx_view_build(c->parts, c->nparts, NULL, &v);
-    if (rc == ST_OK)
+    if (rc == ST_OK &&
+        (rc = idx_view_build(c->parts, c->nparts, (const uint8_t *const *)dead, &v)) == ST_OK)
         idx_view_swap(&c->view, v);
+    for (size_t i = 0; dead != NULL && i < c->nparts; i++)
+        free(dead[i]);
+    free(dead);
     return rc;
+}
+
+/* Publishes, or leaves it to the ticker when there is no memory for a view now. */
+static void republish_or_later_locked(struct idx_coll *c, const char *after)
+{
+    if (republish_locked(c) != ST_OK) {
+        c->view_stale = true;
+        st_log_warn(LOG_COMP, "coll=%s: no memory for a new view after %s; retrying", c->cfg->name,
+                    after);
+    }
 }
 
 static int part_cmp(const void *a, const void *b)
@@ -160,26 +190,51 @@ static int install_locked(struct idx_coll *c, struct idx_part *p)
         qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
     /* The part is installed (the catalog names it): a view that cannot be built now is built
      * again by the ticker; nothing of the part may be undone. */
-    if (republish_locked(c) != ST_OK) {
-        c->view_stale = true;
-        st_log_warn(LOG_COMP, "coll=%s: no memory for a new view; retrying", c->cfg->name);
-    }
+    republish_or_later_locked(c, "an install");
     return ST_OK;
+}
+
+/* Removes part i from c's parts, retiring its index and (seg) its segment copies. Caller
+ * holds c->mu. */
+static void drop_at_locked(struct idx_coll *c, size_t i, bool seg)
+{
+    struct idx_part *p = c->parts[i];
+    memmove(c->parts + i, c->parts + i + 1, (c->nparts - i - 1) * sizeof(*c->parts));
+    c->nparts--;
+    idx_part_retire(p, seg, true);
+    idx_part_unref(p);
+}
+
+/* The position of the plain part of (node, start), or of unit (node NULL), in c's parts; -1
+ * when none. Caller holds c->mu. */
+static long find_part_locked(const struct idx_coll *c, const char *node, int64_t start,
+                             uint64_t unit)
+{
+    for (size_t i = 0; i < c->nparts; i++) {
+        const struct idx_part *p = c->parts[i];
+        if (node == NULL ? p->unit == unit
+                         : p->unit == 0 && p->e.start == start && strcmp(p->e.node, node) == 0)
+            return (long)i;
+    }
+    return -1;
 }
 
 /* Removes (node, start) from c's parts, retiring its files. Caller holds c->mu. */
 static void remove_locked(struct idx_coll *c, const char *node, int64_t start)
 {
-    for (size_t i = 0; i < c->nparts; i++) {
-        if (c->parts[i]->e.start == start && strcmp(c->parts[i]->e.node, node) == 0) {
-            struct idx_part *p = c->parts[i];
-            memmove(c->parts + i, c->parts + i + 1, (c->nparts - i - 1) * sizeof(*c->parts));
-            c->nparts--;
-            idx_part_retire(p, true, true);
-            idx_part_unref(p);
-            return;
-        }
-    }
+    long i = find_part_locked(c, node, start, 0);
+    if (i >= 0)
+        drop_at_locked(c, (size_t)i, true);
+}
+
+/* Does any catalog entry still name unit id? Caller holds c->mu. */
+static bool unit_has_live_locked(const struct idx_coll *c, uint64_t id)
+{
+    const struct idx_cat_unit *u = idx_catalog_unit(c->cat, id);
+    for (size_t k = 0; u != NULL && k < u->nmem; k++)
+        if (idx_catalog_member_live(c->cat, id, &u->mem[k]))
+            return true;
+    return false;
 }
 
 /* ---- the job list ---- */
@@ -419,8 +474,12 @@ static const char *index_name(enum cfg_index_type t)
     return t == CFG_INDEX_IVFPQ ? "ivfpq" : "hnsw";
 }
 
+static enum job_rc run_compact(struct idx_service *s, struct job *j);
+
 static enum job_rc run_job(struct idx_service *s, struct job *j)
 {
+    if (j->kind == JOB_COMPACT)
+        return run_compact(s, j);
     struct idx_coll *c = j->c;
     struct idx_cat_entry e = j->e;
     struct st_err err = {0};
@@ -436,7 +495,7 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
         /* The served part of exactly this version, re-indexed with cold_index. */
         pthread_mutex_lock(&c->mu);
         const struct idx_cat_entry *x = idx_catalog_find(c->cat, e.node, e.start);
-        bool ok = x != NULL && x->version == e.version && !x->cold;
+        bool ok = x != NULL && x->version == e.version && !x->cold && x->unit == 0;
         if (ok)
             e = *x;
         pthread_mutex_unlock(&c->mu);
@@ -617,6 +676,314 @@ done:
     return out;
 }
 
+/* ---- index compaction ---- */
+
+/* The unit of the bucket starting at b0, or NULL. Caller holds c->mu. */
+static struct idx_cat_unit *bucket_unit_locked(struct idx_coll *c, int64_t b0)
+{
+    for (size_t i = 0; i < c->cat->nunits; i++)
+        if (c->cat->units[i].e.start == b0)
+            return &c->cat->units[i];
+    return NULL;
+}
+
+static int64_t bucket_of(const struct idx_coll *c, int64_t start)
+{
+    int64_t span = c->cfg->compact_span_ms;
+    int64_t q = start / span;
+    if (start % span != 0 && start < 0)
+        q--;
+    return q * span;
+}
+
+/* A plain entry that compaction takes: its window ended compact_after ago. */
+static bool compactable(const struct idx_coll *c, const struct idx_cat_entry *e, int64_t now)
+{
+    return e->unit == 0 && e->end <= now - c->cfg->compact_after_ms;
+}
+
+static int member_cmp(const void *a, const void *b)
+{
+    const struct idx_cat_entry *x = a, *y = b;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    return strcmp(x->node, y->node);
+}
+
+/*
+ * Builds the unit of bucket j->e.start: the live members of the bucket's unit (if any) and
+ * every plain entry of the bucket that is old enough, one index over them; commit = index file
+ * fsynced and renamed → catalog (unit + entries naming it) durable → parts swapped (the plain
+ * parts' index files and the old unit's index go, and the segment copies of the old unit's dead
+ * members) → view. Anything that changed meanwhile (an expiry, a newer version) abandons the
+ * build; the next check plans again.
+ */
+static enum job_rc run_compact(struct idx_service *s, struct job *j)
+{
+    struct idx_coll *c = j->c;
+    int64_t b0 = j->e.start, now = wall_ms();
+    struct idx_cat_unit old = {0}, nu = {0};
+    char **segs = NULL, *idxp = NULL;
+    struct idx_part *p = NULL;
+    struct st_err err = {0};
+    enum job_rc out = JOB_DONE;
+    bool had_old = false;
+    size_t from_old = 0; /* members that were live members of the unit before */
+
+    /* Plan. */
+    pthread_mutex_lock(&c->mu);
+    const struct idx_cat_unit *ou = bucket_unit_locked(c, b0);
+    int rc = ou != NULL ? idx_catalog_unit_copy(c->cat, ou->id, &old) : ST_OK;
+    had_old = ou != NULL && rc == ST_OK;
+    size_t cap = c->cat->n + (had_old ? old.nmem : 0);
+    nu.mem = rc == ST_OK ? calloc(cap ? cap : 1, sizeof(*nu.mem)) : NULL;
+    if (nu.mem != NULL) {
+        for (size_t k = 0; had_old && k < old.nmem; k++)
+            if (idx_catalog_member_live(c->cat, old.id, &old.mem[k]))
+                nu.mem[nu.nmem++] = old.mem[k];
+        size_t first_new = from_old = nu.nmem;
+        for (size_t k = 0; k < c->cat->n; k++)
+            if (bucket_of(c, c->cat->e[k].start) == b0 && compactable(c, &c->cat->e[k], now))
+                nu.mem[nu.nmem++] = c->cat->e[k];
+        qsort(nu.mem + first_new, nu.nmem - first_new, sizeof(*nu.mem), member_cmp);
+        nu.id = had_old ? old.id : c->cat->next_unit++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (nu.mem == NULL) {
+        out = JOB_RETRY;
+        goto done;
+    }
+    if (nu.nmem == 0) { /* a unit with no live member left (the expiry normally drops it) */
+        pthread_mutex_lock(&c->mu);
+        struct idx_cat_unit *cur = had_old ? idx_catalog_unit(c->cat, old.id) : NULL;
+        if (cur != NULL && cur->e.version == old.e.version && !unit_has_live_locked(c, old.id)) {
+            idx_catalog_unit_del(c->cat, old.id);
+            if ((rc = idx_catalog_save(c->cat, &err)) != ST_OK) {
+                st_best_effort(idx_catalog_unit_put(c->cat, &old));
+                out = JOB_RETRY;
+            } else {
+                long ui = find_part_locked(c, NULL, 0, old.id);
+                if (ui >= 0)
+                    drop_at_locked(c, (size_t)ui, true);
+                republish_or_later_locked(c, "a unit drop");
+                st_log_info(LOG_COMP, "coll=%s unit=%" PRIu64 " dropped: no live window part",
+                            c->cfg->name, old.id);
+            }
+        }
+        pthread_mutex_unlock(&c->mu);
+        goto done;
+    }
+    if (!had_old && nu.nmem < 2)
+        goto done; /* one part: nothing to merge */
+    for (size_t k = 0; k < nu.nmem; k++) {
+        nu.e.records += nu.mem[k].records;
+        nu.mem[k].unit = nu.id;
+    }
+    nu.e.start = b0;
+    nu.e.end = b0 + c->cfg->compact_span_ms;
+    nu.e.version = had_old ? old.e.version + 1 : 1;
+    nu.e.cold = cold_now(c, &nu.e);
+    const struct cfg_index *ix = nu.e.cold ? &c->cfg->cold_index : &c->cfg->index;
+    snprintf(nu.e.index, sizeof(nu.e.index), "%s", index_name(ix->type));
+    segs = calloc(nu.nmem, sizeof(*segs));
+    for (size_t k = 0; segs != NULL && k < nu.nmem; k++)
+        if ((segs[k] = idx_catalog_seg_path(c->cat, nu.mem[k].node, nu.mem[k].start,
+                                            nu.mem[k].version)) == NULL)
+            break;
+    idxp = idx_catalog_unit_path(c->cat, nu.id, nu.e.version, nu.e.index, nu.e.cold);
+    if (segs == NULL || segs[nu.nmem - 1] == NULL || idxp == NULL) {
+        out = JOB_RETRY;
+        goto done;
+    }
+    st_log_info(LOG_COMP,
+                "compacting coll=%s unit=%" PRIu64 " generation=%u span=[%" PRId64 ",%" PRId64
+                ") parts=%zu (%zu from the unit before) records=%" PRIu64 " index=%s%s",
+                c->cfg->name, nu.id, nu.e.version, nu.e.start, nu.e.end, nu.nmem, from_old,
+                nu.e.records, nu.e.index, nu.e.cold ? " (cold)" : "");
+    int64_t t0 = st_clock_mono_ns(NULL);
+    struct idx_part_unit spec = {.id = nu.id,
+                                 .e = nu.e,
+                                 .mem = nu.mem,
+                                 .seg_paths = (const char *const *)segs,
+                                 .n = nu.nmem};
+    rc = idx_part_build_unit(&spec, idxp, ix, c->metric, 1, &s->stop, &p, &err);
+    if (rc == ST_ECLOSED) {
+        out = JOB_ABANDON;
+        goto done;
+    }
+    if (rc == ST_OK && (rc = ST_FAULT("idx.compact.before_commit")) != 0) {
+        st_err_set(&err, rc, "%s before the catalog commit", st_strerror(rc));
+        idx_part_retire(p, false, true);
+    }
+    if (rc != ST_OK) {
+        st_log_warn(LOG_COMP, "compaction failed coll=%s unit=%" PRIu64 ": %s; retrying",
+                    c->cfg->name, nu.id, err.msg);
+        out = JOB_RETRY;
+        goto done;
+    }
+    /* Commit. */
+    nu.e.indexed_ms = wall_ms();
+    p->e = nu.e;
+    pthread_mutex_lock(&c->mu);
+    struct idx_cat_unit *cur = idx_catalog_unit(c->cat, nu.id);
+    bool valid = had_old ? cur != NULL && cur->e.version == old.e.version : cur == NULL;
+    for (size_t k = 0; valid && k < nu.nmem; k++) {
+        const struct idx_cat_entry *x = idx_catalog_find(c->cat, nu.mem[k].node, nu.mem[k].start);
+        valid = x != NULL && x->version == nu.mem[k].version &&
+                (x->unit == 0 || (had_old && x->unit == old.id));
+    }
+    /* every member's entry as it was: 0, or (from the unit before) the same id; and room in the
+     * list for the unit, before anything changes */
+    uint64_t *prev = valid ? calloc(nu.nmem, sizeof(*prev)) : NULL;
+    struct idx_part **room = valid ? realloc(c->parts, (c->nparts + 1) * sizeof(*room)) : NULL;
+    if (room != NULL)
+        c->parts = room;
+    if (valid && (prev == NULL || room == NULL))
+        rc = ST_ENOMEM;
+    if (prev != NULL && (rc = idx_catalog_unit_put(c->cat, &nu)) == ST_OK) {
+        for (size_t k = 0; k < nu.nmem; k++) {
+            struct idx_cat_entry *x = idx_catalog_find(c->cat, nu.mem[k].node, nu.mem[k].start);
+            prev[k] = x->unit;
+            x->unit = nu.id;
+        }
+        if ((rc = idx_catalog_save(c->cat, &err)) != ST_OK) {
+            /* memory as before (the file holds one or the other: a restart sweeps either) */
+            for (size_t k = 0; k < nu.nmem; k++)
+                idx_catalog_find(c->cat, nu.mem[k].node, nu.mem[k].start)->unit = prev[k];
+            if (had_old)
+                st_best_effort(idx_catalog_unit_put(c->cat, &old)); /* fits: replaces */
+            else
+                idx_catalog_unit_del(c->cat, nu.id);
+        }
+    }
+    free(prev);
+    if (valid && rc == ST_OK) {
+        /* The plain parts it takes lose their index files (their segment copies are the
+         * unit's now); the unit before loses its index and its dead members' copies. */
+        for (size_t k = 0; k < nu.nmem; k++) {
+            long pi = find_part_locked(c, nu.mem[k].node, nu.mem[k].start, 0);
+            if (pi >= 0)
+                drop_at_locked(c, (size_t)pi, false);
+        }
+        long ui = find_part_locked(c, NULL, 0, nu.id);
+        idx_part_ref(p);
+        if (ui >= 0) {
+            struct idx_part *op = c->parts[ui];
+            for (size_t k = 0; k < op->nmem; k++) { /* its members the new one leaves out */
+                long m = idx_part_find_member(p, op->mem[k].e.node, op->mem[k].e.start);
+                if (m < 0 || p->mem[m].e.version != op->mem[k].e.version)
+                    idx_part_retire_member(op, k);
+            }
+            idx_part_retire(op, false, true);
+            c->parts[ui] = p;
+            idx_part_unref(op);
+        } else {
+            c->parts[c->nparts++] = p; /* room made above */
+        }
+        if (c->nparts > 1)
+            qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
+        republish_or_later_locked(c, "a compaction");
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!valid) {
+        st_log_info(LOG_COMP,
+                    "compaction coll=%s unit=%" PRIu64 " abandoned: its parts changed meanwhile",
+                    c->cfg->name, nu.id);
+        idx_part_retire(p, false, true);
+        goto done;
+    }
+    if (rc != ST_OK) {
+        st_log_warn(LOG_COMP, "recording coll=%s unit=%" PRIu64 " failed: %s; retrying",
+                    c->cfg->name, nu.id, err.msg[0] ? err.msg : st_strerror(rc));
+        idx_part_retire(p, false, true);
+        out = JOB_RETRY;
+        goto done;
+    }
+    atomic_fetch_add(&c->compactions, 1);
+    st_log_info(LOG_COMP,
+                "compacted coll=%s unit=%" PRIu64 " generation=%u parts=%zu records=%" PRIu64
+                " seconds=%.2f",
+                c->cfg->name, nu.id, nu.e.version, nu.nmem, nu.e.records,
+                (double)(st_clock_mono_ns(NULL) - t0) / 1e9);
+done:
+    if (p != NULL)
+        idx_part_unref(p);
+    for (size_t k = 0; segs != NULL && k < nu.nmem; k++)
+        free(segs[k]);
+    free(segs);
+    free(idxp);
+    idx_catalog_unit_free(&old);
+    idx_catalog_unit_free(&nu);
+    return out;
+}
+
+/* Queues the compactions due in c: buckets with old enough plain parts to merge (two, or one
+ * and the bucket's unit), units with no live member, with more dead records than live ones, or
+ * due for cold_index. */
+static void plan_compactions(struct idx_service *s, struct idx_coll *c)
+{
+    int64_t now = wall_ms();
+    pthread_mutex_lock(&c->mu);
+    size_t cap = c->cat->n + c->cat->nunits;
+    int64_t *due = calloc(cap ? cap : 1, sizeof(*due));
+    uint64_t *recs = calloc(cap ? cap : 1, sizeof(*recs));
+    size_t nd = 0;
+    for (size_t k = 0; due != NULL && recs != NULL && k < c->cat->n; k++) {
+        const struct idx_cat_entry *e = &c->cat->e[k];
+        if (!compactable(c, e, now))
+            continue;
+        int64_t b = bucket_of(c, e->start);
+        size_t i = 0;
+        while (i < nd && due[i] != b)
+            i++;
+        if (i == nd) {
+            due[nd] = b;
+            recs[nd++] = 0;
+        }
+        recs[i] += 1; /* plain parts of the bucket */
+    }
+    size_t keep = 0; /* buckets with two plain parts, or one and a unit */
+    for (size_t i = 0; due != NULL && recs != NULL && i < nd; i++)
+        if (recs[i] >= 2 || bucket_unit_locked(c, due[i]) != NULL)
+            due[keep++] = due[i];
+    nd = keep;
+    for (size_t u = 0; due != NULL && recs != NULL && u < c->cat->nunits; u++) {
+        const struct idx_cat_unit *x = &c->cat->units[u];
+        uint64_t live = 0, all = 0;
+        for (size_t k = 0; k < x->nmem; k++) {
+            all += x->mem[k].records;
+            if (idx_catalog_member_live(c->cat, x->id, &x->mem[k]))
+                live += x->mem[k].records + 1;
+        }
+        bool again = live == 0 || 2 * live < all || x->e.cold != cold_now(c, &x->e);
+        size_t i = 0;
+        while (i < nd && due[i] != x->e.start)
+            i++;
+        if (again && i == nd)
+            due[nd++] = x->e.start;
+    }
+    pthread_mutex_unlock(&c->mu);
+    for (size_t i = 0; due != NULL && recs != NULL && i < nd; i++) {
+        struct job *jb = calloc(1, sizeof(*jb));
+        if (jb == NULL)
+            break;
+        jb->kind = JOB_COMPACT;
+        jb->c = c;
+        jb->e.start = due[i];
+        jb->e.end = due[i] + c->cfg->compact_span_ms;
+        /* the build's memory: the bucket's records (an upper bound: dead ones are left out) */
+        pthread_mutex_lock(&c->mu);
+        for (size_t k = 0; k < c->cat->n; k++)
+            if (bucket_of(c, c->cat->e[k].start) == due[i])
+                jb->e.records += c->cat->e[k].records;
+        pthread_mutex_unlock(&c->mu);
+        jb->mem = idx_part_build_memory(&c->cfg->index, c->cfg->dim, jb->e.records);
+        enqueue(s, jb); /* one per bucket: a queued or running one makes this a no-op */
+    }
+    free(due);
+    free(recs);
+}
+
 /* The job to run next: not running, due, newest window first among those that fit the memory
  * budget (a build larger than the whole budget runs alone). Caller holds s->mu. */
 static struct job *pick_locked(struct idx_service *s)
@@ -695,25 +1062,37 @@ static void on_expired(struct idx_service *s, struct idx_coll *c, const char *no
     const struct idx_cat_entry *x = idx_catalog_find(c->cat, node, start);
     struct idx_cat_entry prev = x != NULL ? *x : (struct idx_cat_entry){0};
     bool had = x != NULL && x->version <= version;
+    uint64_t unit = had ? x->unit : 0;
     uint32_t gone_prev = 0;
     bool gone_had = idx_catalog_gone_at(c->cat, node, start, &gone_prev);
     int rc = idx_catalog_mark_gone(c->cat, node, start, version);
     if (rc == ST_OK && had)
         idx_catalog_del(c->cat, node, start);
+    /* Served by a unit: the member is dead from now on (hidden at once). The unit goes with its
+     * last live member; until then its files stay (its index has the member's vectors) and
+     * index compaction builds it again without the dead ones. */
+    struct idx_cat_unit uprev = {0};
+    bool drop_unit = rc == ST_OK && unit != 0 && !unit_has_live_locked(c, unit) &&
+                     idx_catalog_unit_copy(c->cat, unit, &uprev) == ST_OK;
+    if (drop_unit)
+        idx_catalog_unit_del(c->cat, unit);
     if (rc == ST_OK)
         rc = idx_catalog_save(c->cat, &err);
     if (rc != ST_OK) { /* memory as before: the event comes back (nak) */
         idx_catalog_restore_gone(c->cat, node, start, gone_had, gone_prev);
         if (had)
             st_best_effort(idx_catalog_put(c->cat, &prev)); /* fits: the entry was there */
+        if (drop_unit)
+            st_best_effort(idx_catalog_unit_put(c->cat, &uprev)); /* fits: it was there */
     }
+    idx_catalog_unit_free(&uprev);
     if (rc == ST_OK && had) {
-        remove_locked(c, node, start);
-        if (republish_locked(c) != ST_OK) {
-            c->view_stale = true;
-            st_log_warn(LOG_COMP, "coll=%s: no memory for a new view after an expiry; retrying",
-                        c->cfg->name);
-        }
+        long ui = unit != 0 && drop_unit ? find_part_locked(c, NULL, 0, unit) : -1;
+        if (unit == 0)
+            remove_locked(c, node, start);
+        else if (ui >= 0)
+            drop_at_locked(c, (size_t)ui, true);
+        republish_or_later_locked(c, "an expiry");
     }
     pthread_mutex_unlock(&c->mu);
     if (rc != ST_OK) {
@@ -931,6 +1310,9 @@ static void *ticker_main(void *arg)
         if (now - last_tier < s->o.tier_check_ms)
             continue;
         last_tier = now;
+        for (size_t i = 0; i < s->ncoll; i++)
+            if (s->colls[i].cfg->compact_after_ms > 0)
+                plan_compactions(s, &s->colls[i]);
         for (size_t i = 0; i < s->ncoll; i++) {
             struct idx_coll *c = &s->colls[i];
             if (c->cfg->cold_after_ms <= 0 || c->cfg->cold_index.type == CFG_INDEX_NONE)
@@ -939,8 +1321,8 @@ static void *ticker_main(void *arg)
             size_t n = c->cat->n;
             struct idx_cat_entry *due = calloc(n ? n : 1, sizeof(*due));
             size_t nd = 0;
-            for (size_t k = 0; due != NULL && k < n; k++)
-                if (!c->cat->e[k].cold && cold_now(c, &c->cat->e[k]))
+            for (size_t k = 0; due != NULL && k < n; k++) /* units are retiered whole */
+                if (!c->cat->e[k].cold && c->cat->e[k].unit == 0 && cold_now(c, &c->cat->e[k]))
                     due[nd++] = c->cat->e[k];
             pthread_mutex_unlock(&c->mu);
             for (size_t k = 0; k < nd; k++) {
@@ -970,6 +1352,62 @@ static void *ticker_main(void *arg)
 
 /* ---- start / stop ---- */
 
+/* Loads unit u at start. One that does not load is removed from the catalog (in memory; the
+ * next save writes it) with its live members turned back into plain entries: ST_ECORRUPT. */
+static int load_unit(struct idx_coll *c, const struct idx_cat_unit *u)
+{
+    char **segs = calloc(u->nmem, sizeof(*segs));
+    char *idxp = idx_catalog_unit_path(c->cat, u->id, u->e.version, u->e.index, u->e.cold);
+    int rc = segs != NULL && idxp != NULL ? ST_OK : ST_ENOMEM;
+    for (size_t k = 0; rc == ST_OK && k < u->nmem; k++)
+        if ((segs[k] = idx_catalog_seg_path(c->cat, u->mem[k].node, u->mem[k].start,
+                                            u->mem[k].version)) == NULL)
+            rc = ST_ENOMEM;
+    struct idx_part *p = NULL;
+    struct st_err perr = {0};
+    struct idx_part_unit spec = {.id = u->id,
+                                 .e = u->e,
+                                 .mem = u->mem,
+                                 .seg_paths = (const char *const *)segs,
+                                 .n = u->nmem};
+    if (rc == ST_OK)
+        rc = idx_part_load_unit(&spec, idxp, c->metric, &p, &perr);
+    for (size_t k = 0; segs != NULL && k < u->nmem; k++)
+        free(segs[k]);
+    free(segs);
+    free(idxp);
+    if (rc == ST_ENOMEM)
+        return rc;
+    if (rc == ST_OK && p->dim != c->cfg->dim) {
+        rc = st_err_set(&perr, ST_ECORRUPT, "%u dims; collection '%s' now has %u", p->dim,
+                        c->cfg->name, c->cfg->dim);
+        idx_part_unref(p);
+        p = NULL;
+    }
+    struct idx_part **np = rc == ST_OK ? realloc(c->parts, (c->nparts + 1) * sizeof(*np)) : NULL;
+    if (rc == ST_OK && np == NULL) {
+        idx_part_unref(p);
+        return ST_ENOMEM;
+    }
+    if (rc == ST_OK) {
+        c->parts = np;
+        c->parts[c->nparts++] = p;
+        return ST_OK;
+    }
+    st_log_warn(LOG_COMP,
+                "coll=%s unit=%" PRIu64 " does not load (%s); its window parts are indexed one "
+                "by one again",
+                c->cfg->name, u->id, perr.msg);
+    uint64_t id = u->id;
+    for (size_t k = 0; k < u->nmem; k++) {
+        struct idx_cat_entry *x = idx_catalog_find(c->cat, u->mem[k].node, u->mem[k].start);
+        if (x != NULL && x->unit == id)
+            x->unit = 0;
+    }
+    idx_catalog_unit_del(c->cat, id); /* u is gone from here on */
+    return ST_ECORRUPT;
+}
+
 static int open_coll(struct idx_service *s, struct idx_coll *c, const struct cfg_collection *cc,
                      struct st_err *err)
 {
@@ -986,9 +1424,21 @@ static int open_coll(struct idx_service *s, struct idx_coll *c, const struct cfg
     if (rc != ST_OK)
         return rc;
     idx_catalog_sweep(c->cat);
+    /* Units first: one that does not load gives its live members back to their own parts,
+     * which then do not load either (no index file of their own) and are rebuilt below. */
+    for (size_t ui = 0; ui < c->cat->nunits;) {
+        if ((rc = load_unit(c, &c->cat->units[ui])) == ST_ENOMEM)
+            return rc;
+        if (rc == ST_OK)
+            ui++;
+    }
     /* Load what the catalog names; a part that does not load is rebuilt. */
     for (size_t i = 0; i < c->cat->n;) {
         struct idx_cat_entry e = c->cat->e[i];
+        if (e.unit != 0) { /* served by its unit (loaded above) */
+            i++;
+            continue;
+        }
         char *seg = idx_catalog_seg_path(c->cat, e.node, e.start, e.version);
         char *idxp = idx_catalog_index_path(c->cat, e.node, e.start, e.version, e.index, e.cold);
         struct idx_part *p = NULL;
@@ -1223,13 +1673,15 @@ int idx_coll_windows(struct idx_coll *c, struct idx_window_info **out, size_t *n
         x->indexed = true;
         x->records = e->records;
         x->bytes = e->bytes;
-        snprintf(x->index, sizeof(x->index), "%s", e->index);
-        x->cold = e->cold;
+        const struct idx_cat_unit *u = e->unit != 0 ? idx_catalog_unit(c->cat, e->unit) : NULL;
+        snprintf(x->index, sizeof(x->index), "%s", u != NULL ? u->e.index : e->index);
+        x->cold = u != NULL ? u->e.cold : e->cold;
+        x->unit = e->unit;
     }
     pthread_mutex_unlock(&c->mu);
     pthread_mutex_lock(&s->mu);
     for (struct job *j = s->jobs; j != NULL && k < cap; j = j->next) {
-        if (j->c != c || j->kind == JOB_RETIER)
+        if (j->c != c || j->kind == JOB_RETIER || j->kind == JOB_COMPACT)
             continue;
         struct idx_window_info *x = &w[k++];
         strcpy(x->node, j->e.node);
@@ -1298,17 +1750,21 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
                  "Memory reserved by running builds (estimate)");
     st_prom_sample(t, "strata_index_build_memory_bytes", NULL, (double)mem);
     size_t nc = s->ncoll;
-    enum { NCOL = 8 }; /* values per collection, by fam[].col */
+    enum { NCOL = 10 }; /* values per collection, by fam[].col */
     double *val = calloc(nc * NCOL + 1, sizeof(*val));
     for (size_t i = 0; val != NULL && i < nc; i++) {
         struct idx_coll *c = &s->colls[i];
         struct idx_view *v = idx_coll_view(c);
         double *x = val + i * NCOL;
         for (size_t k = 0; v != NULL && k < v->n; k++) {
-            x[1] += v->parts[k]->n;
-            x[2] += (double)v->parts[k]->memory;
+            const struct idx_part *p = v->parts[k];
+            x[1] += p->n;
+            x[2] += (double)p->memory;
+            for (size_t m = 0; m < p->nmem; m++) /* live window parts, in units too */
+                x[0] += p->unit == 0 || idx_view_member_live(v, k, m);
         }
-        x[0] = v != NULL ? (double)v->n : 0;
+        x[8] = v != NULL ? (double)v->n : 0;
+        x[9] = (double)atomic_load(&c->compactions);
         idx_view_release(v);
         x[3] = (double)atomic_load(&c->ev_sealed);
         x[4] = (double)atomic_load(&c->ev_expired);
@@ -1329,6 +1785,10 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
         {"strata_index_failures_total", "counter", "Windows given up", NULL, 6},
         {"strata_index_retries_total", "counter",
          "Window fetches, builds or commits that failed and are retried", NULL, 7},
+        {"strata_indexer_indexes", "gauge",
+         "Indexes served (a unit of index compaction counts once)", NULL, 8},
+        {"strata_index_compactions_total", "counter", "Units built by index compaction (committed)",
+         NULL, 9},
     };
     const char *cur = NULL;
     for (size_t f = 0; val != NULL && f < sizeof(fam) / sizeof(fam[0]); f++) {

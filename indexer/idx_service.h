@@ -72,6 +72,7 @@ struct idx_window_info {
     uint64_t records, bytes;
     char index[8]; /* "hnsw", "ivfpq", "none" */
     bool cold;
+    uint64_t unit; /* 0, or the unit (index compaction) whose index serves it */
 };
 int idx_coll_windows(struct idx_coll *c, struct idx_window_info **out, size_t *n) ST_WUR;
 

@@ -38,14 +38,16 @@ static json_t *coll_json(struct idx_coll *c)
         for (size_t i = 0; i < nw; i++)
             w[i].indexed ? indexed++ : indexing++;
     free(w);
-    uint64_t recs = 0, bytes = 0;
+    uint64_t recs = 0, bytes = 0, parts = 0;
     for (size_t i = 0; v != NULL && i < v->n; i++) {
         recs += v->parts[i]->n;
         bytes += v->parts[i]->memory;
+        for (size_t m = 0; m < v->parts[i]->nmem; m++) /* live window parts, in units too */
+            parts += v->parts[i]->unit == 0 || idx_view_member_live(v, i, m);
     }
     json_t *stats =
-        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "windows_indexed", (json_int_t)indexed,
-                  "windows_indexing", (json_int_t)indexing, "parts",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "windows_indexed", (json_int_t)indexed,
+                  "windows_indexing", (json_int_t)indexing, "parts", (json_int_t)parts, "indexes",
                   (json_int_t)(v != NULL ? v->n : 0), "vectors", (json_int_t)recs, "ids",
                   (json_int_t)(v != NULL ? v->ids : 0), "index_bytes", (json_int_t)bytes);
     idx_view_release(v);
@@ -92,10 +94,11 @@ static void do_windows(struct idx_coll *c, struct st_http_resp *resp)
             }
             if (w[j].version > version)
                 version = w[j].version;
-            json_array_append_new(parts, json_pack("{s:s,s:I,s:s,s:I}", "node", w[j].node,
+            json_array_append_new(parts, json_pack("{s:s,s:I,s:s,s:I,s:I}", "node", w[j].node,
                                                    "version", (json_int_t)w[j].version, "state",
                                                    w[j].indexed ? "indexed" : "indexing", "records",
-                                                   (json_int_t)w[j].records));
+                                                   (json_int_t)w[j].records, "unit",
+                                                   (json_int_t)w[j].unit));
         }
         json_array_append_new(
             a, json_pack("{s:I,s:I,s:s,s:I,s:I,s:I,s:s,s:b,s:o}", "start", (json_int_t)w[i].start,

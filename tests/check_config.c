@@ -109,6 +109,8 @@ START_TEST(test_defaults)
     ck_assert_ptr_null(a->dead_letter_topic);
     ck_assert_int_eq(a->index.type, CFG_INDEX_HNSW);
     ck_assert_uint_eq(a->index.m, 16);
+    ck_assert_int_eq(a->compact_after_ms, 0); /* index compaction is off */
+    ck_assert_int_eq(a->compact_span_ms, 86400000);
     ck_assert_int_eq(c->shutdown_timeout_ms, 30000);
     ck_assert_str_eq(c->nats.stream, "STRATA");
     ck_assert_int_eq(c->store.wal_sync, CFG_WAL_SYNC_BATCH);
@@ -133,7 +135,10 @@ START_TEST(test_ivfpq_and_cold)
                                  "    dim: 96\n"
                                  "    topic: fmnist\n"
                                  "    window: 90m\n"
-                                 "    index: {type: ivfpq, m: 12}\n");
+                                 "    compact_after: 3h\n"
+                                 "    index: {type: ivfpq, m: 12}\n"
+                                 "  - {name: c, dim: 8, topic: t, window: 1h, compact_after: 1h, "
+                                 "compact_span: 6h}\n");
     const struct cfg_collection *img = &c->collections[0];
     ck_assert_int_eq(img->id_type, CFG_ID_UINT64);
     ck_assert_str_eq(img->dead_letter_topic, "img.dlq");
@@ -148,6 +153,10 @@ START_TEST(test_ivfpq_and_cold)
     ck_assert_uint_eq(b->index.pq_m, 12);
     ck_assert_uint_eq(b->index.nlist, 1024);
     ck_assert_uint_eq(b->index.nbits, 8);
+    ck_assert_int_eq(b->compact_after_ms, 3 * 3600000);
+    ck_assert_int_eq(b->compact_span_ms, 16 * 90 * 60000); /* a day, in whole 90m windows */
+    ck_assert_int_eq(c->collections[2].compact_span_ms, 6 * 3600000);
+    ck_assert_int_eq(img->compact_after_ms, 0);
     cfg_free(c);
 }
 END_TEST
@@ -289,6 +298,10 @@ START_TEST(test_error_positions)
              "t.yaml:5:50: collections[0].ttl:", "at least one window");
     load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1d, cold_after: 7d}\n",
              "t.yaml:5:5: collections[0]:", "together");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1d, compact_after: 1h}\n",
+             "t.yaml:5:60: collections[0].compact_after:", "at least one window");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, compact_span: 90m}\n",
+             "t.yaml:5:59: collections[0].compact_span:", "whole number of windows");
     load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, index: {type: "
                   "hnsw, m: 64, ef_construction: 32}}\n",
              "t.yaml:5:52: collections[0].index:", "ef_construction (32) must be at least m");

@@ -1598,12 +1598,161 @@ START_TEST(test_kernels_guard_page)
 }
 END_TEST
 
+static void cu_touch(const char *dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+}
+
+static bool cu_exists(const char *dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+static void cu_write(const char *dir, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/CATALOG", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Units in the catalog (index compaction): they survive a save and load with their members and
+ * the entries that name them; a member is live while its window's entry is that version and
+ * names the unit; the sweep keeps every unit's index and members' segment copies (dead ones
+ * too) and the entries' copies, and removes the own index files of entries a unit serves and
+ * an older generation's index; catalogs that lie about units do not load. */
+START_TEST(test_catalog_units)
+{
+    char *dir = st_test_tmpdir("catunits");
+    struct st_err err = {0};
+    struct idx_catalog *c;
+    ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_OK);
+    ck_assert_uint_eq(c->next_unit, 1);
+    struct idx_cat_entry e[3];
+    for (int i = 0; i < 3; i++) {
+        e[i] = (struct idx_cat_entry){
+            .start = i * 60000, .end = (i + 1) * 60000, .version = 1, .records = 10u + (unsigned)i};
+        snprintf(e[i].node, sizeof(e[i].node), "n%d", i % 2);
+        snprintf(e[i].index, sizeof(e[i].index), "hnsw");
+    }
+    struct idx_cat_unit u = {.id = c->next_unit, .mem = e, .nmem = 2};
+    u.e = (struct idx_cat_entry){.start = 0, .end = 180000, .version = 3, .records = 21};
+    snprintf(u.e.index, sizeof(u.e.index), "ivfpq");
+    u.e.cold = true;
+    ck_assert_int_eq(idx_catalog_unit_put(c, &u), ST_OK);
+    ck_assert_uint_eq(c->next_unit, 2);
+    for (int i = 0; i < 3; i++) {
+        struct idx_cat_entry x = e[i];
+        x.unit = i < 2 ? u.id : 0;
+        ck_assert_int_eq(idx_catalog_put(c, &x), ST_OK);
+    }
+    ck_assert(idx_catalog_member_live(c, u.id, &e[0]));
+    ck_assert(idx_catalog_member_live(c, u.id, &e[1]));
+    ck_assert(!idx_catalog_member_live(c, u.id, &e[2])); /* served by its own index */
+    ck_assert(!idx_catalog_member_live(c, 9, &e[0]));
+    ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
+    idx_catalog_free(c);
+
+    ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_OK);
+    ck_assert_uint_eq(c->nunits, 1);
+    ck_assert_uint_eq(c->next_unit, 2);
+    struct idx_cat_unit *lu = idx_catalog_unit(c, 1);
+    ck_assert_ptr_nonnull(lu);
+    ck_assert_uint_eq(lu->nmem, 2);
+    ck_assert_int_eq(lu->e.version, 3);
+    ck_assert_int_eq(lu->e.end, 180000);
+    ck_assert_str_eq(lu->e.index, "ivfpq");
+    ck_assert(lu->e.cold);
+    ck_assert_str_eq(lu->mem[1].node, "n1");
+    ck_assert_int_eq(lu->mem[1].start, 60000);
+    ck_assert_uint_eq(idx_catalog_find(c, "n0", 0)->unit, 1);
+    ck_assert_uint_eq(idx_catalog_find(c, "n0", 120000)->unit, 0);
+    /* version 2 of window 1 replaces the member: dead, its segment copy still the unit's */
+    struct idx_cat_entry v2 = e[1];
+    v2.version = 2;
+    ck_assert_int_eq(idx_catalog_put(c, &v2), ST_OK);
+    ck_assert(!idx_catalog_member_live(c, 1, &e[1]));
+    ck_assert(idx_catalog_member_live(c, 1, &e[0]));
+    const char *keep[] = {"n0@0@v1.seg",         "n1@60000@v1.seg",  "n1@60000@v2.seg",
+                          "n1@60000@v2.hnsw",    "n0@120000@v1.seg", "n0@120000@v1.hnsw",
+                          "unit-1@g3.cold.ivfpq"};
+    const char *drop[] = {"n0@0@v1.hnsw", "n1@60000@v1.hnsw", "unit-1@g2.cold.ivfpq",
+                          "unit-1@g3.ivfpq", "unit-2@g1.hnsw"};
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+        cu_touch(dir, keep[i]);
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        cu_touch(dir, drop[i]);
+    ck_assert_uint_eq(idx_catalog_sweep(c), sizeof(drop) / sizeof(drop[0]));
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+        ck_assert_msg(cu_exists(dir, keep[i]), "%s swept", keep[i]);
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        ck_assert_msg(!cu_exists(dir, drop[i]), "%s kept", drop[i]);
+    char *up = idx_catalog_unit_path(c, 1, 3, "ivfpq", true);
+    ck_assert_ptr_nonnull(strstr(up, "/unit-1@g3.cold.ivfpq"));
+    free(up);
+    struct idx_cat_unit cp;
+    ck_assert_int_eq(idx_catalog_unit_copy(c, 1, &cp), ST_OK);
+    ck_assert_uint_eq(cp.nmem, 2);
+    idx_catalog_unit_del(c, 1);
+    ck_assert_ptr_null(idx_catalog_unit(c, 1));
+    struct idx_cat_unit none;
+    ck_assert_int_eq(idx_catalog_unit_copy(c, 1, &none), ST_ENOTFOUND);
+    idx_catalog_unit_free(&cp);
+    idx_catalog_free(c);
+
+    /* Catalogs that lie about units. */
+    const char *bad[] = {
+        /* an entry names a unit there is none of */
+        "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": 0, \"index\": "
+        "\"hnsw\", \"version\": 1, \"unit\": 4}]}",
+        /* a unit without members, with id 0, with a bad member, twice the same id */
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 1, \"index\": "
+        "\"hnsw\", \"members\": []}]}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 0, \"index\": "
+        "\"hnsw\", \"members\": [{\"node\": \"n0\", \"index\": \"hnsw\"}]}]}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 1, \"index\": "
+        "\"hnsw\", \"members\": [{\"node\": \"../x\", \"index\": \"hnsw\"}]}]}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 1, \"index\": "
+        "\"hnsw\", \"members\": [{\"node\": \"n0\", \"index\": \"hnsw\"}]}, {\"id\": 1, \"index\": "
+        "\"hnsw\", \"members\": [{\"node\": \"n1\", \"index\": \"hnsw\"}]}]}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 1, \"index\": "
+        "\"flat\", \"members\": [{\"node\": \"n0\", \"index\": \"hnsw\"}]}]}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": {}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cu_write(dir, bad[i]);
+        err = (struct st_err){0};
+        ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_ECORRUPT, "bad catalog %zu loaded", i);
+        ck_assert_ptr_nonnull(strstr(err.msg, "CATALOG"));
+    }
+    /* a catalog written before units (no "units", no "next_unit") still loads */
+    cu_write(dir, "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": 0, "
+                  "\"index\": \"hnsw\", \"version\": 1}]}");
+    ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_OK);
+    ck_assert_uint_eq(c->nunits, 0);
+    ck_assert_uint_eq(c->next_unit, 1);
+    ck_assert_uint_eq(c->e[0].unit, 0);
+    idx_catalog_free(c);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("indexer");
     TCase *tc = tcase_create("indexer");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_kernels);
+    tcase_add_test(tc, test_catalog_units);
     tcase_add_test(tc, test_exact_topk);
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
     tcase_add_test(tc, test_hnsw_files);

@@ -1658,6 +1658,249 @@ START_TEST(test_indexer_fault_sites)
 }
 END_TEST
 
+/* The unit id serving every part of the windows [w0, w0 + n * 10 s) of a compaction test's
+ * collection (0 unless all n are indexed, each with one part, all served by one unit), and
+ * the version of window w0 + 10 s. */
+static uint64_t cx_unit(unsigned port, int64_t w0, int n, int64_t *v_mid)
+{
+    struct st_test_resp r = st_test_http_port(port, "/v1/collections/fm/windows", TOKEN, NULL);
+    json_t *a = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+    free(r.body);
+    uint64_t unit = 0;
+    int seen = 0;
+    bool ok = true;
+    size_t i;
+    json_t *w;
+    json_array_foreach(a, i, w)
+    {
+        int64_t st = json_integer_value(json_object_get(w, "start"));
+        if (st < w0 || st >= w0 + n * 10000)
+            continue;
+        json_t *parts = json_object_get(w, "parts");
+        json_t *p0 = json_array_get(parts, 0);
+        uint64_t u = (uint64_t)json_integer_value(json_object_get(p0, "unit"));
+        ok = ok && json_array_size(parts) == 1 && u != 0 && (unit == 0 || u == unit) &&
+             strcmp(json_string_value(json_object_get(w, "state")), "indexed") == 0;
+        unit = u;
+        seen++;
+        if (st == w0 + 10000 && v_mid != NULL)
+            *v_mid = json_integer_value(json_object_get(p0, "version"));
+    }
+    json_decref(a);
+    return ok && seen == n ? unit : 0;
+}
+
+static bool cx_file(const char *dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* recall@10 of NQ/2 indexed searches against the exact top-10 over t0..t<n-1> */
+static double cx_recall(unsigned port, int n)
+{
+    int found = 0, total = 0;
+    for (int q = 0; q < NQ / 2; q++) {
+        const float *qv = test + (size_t)q * DIM;
+        float best[10];
+        int ids[10];
+        for (int k = 0; k < 10; k++) {
+            best[k] = INFINITY;
+            ids[k] = -1;
+        }
+        for (int i = 0; i < n; i++) {
+            float d = l2(qv, train + (size_t)i * DIM);
+            if (d >= best[9])
+                continue;
+            int j = 9;
+            while (j > 0 && best[j - 1] > d) {
+                best[j] = best[j - 1];
+                ids[j] = ids[j - 1];
+                j--;
+            }
+            best[j] = d;
+            ids[j] = i;
+        }
+        json_t *r = search(port, qv, 10, "indexed", false, 200);
+        for (int k = 0; k < 10; k++) {
+            char id[32];
+            snprintf(id, sizeof(id), "t%d", ids[k]);
+            found += hits_have(r, id);
+            total++;
+        }
+        json_decref(r);
+    }
+    return (double)found / total;
+}
+
+/*
+ * Index compaction (compact_after 10 s, compact_span 30 s, windows of 10 s) in a running
+ * indexer, with real brokers: three sealed windows of one span are served by one index (a
+ * unit): the windows list names it, the parts' own index files are gone, recall holds; a
+ * restart loads the unit (no rebuild) and answers the same; late data re-seals a member
+ * (version 2), which is served at once by its own part (the old version hidden in the unit) and
+ * then compacted into the unit's next generation, whose files replace the first's; TTL expires
+ * the windows one by one inside the unit and, with the last, the unit and every file of it go.
+ * Four clients search and get by id throughout without an error.
+ */
+START_TEST(test_index_compaction)
+{
+    enum { PER = 300, N = 3 * PER };
+    train = st_test_fmnist("train-images-idx3-ubyte.gz", N, DIM);
+    test = st_test_fmnist("t10k-images-idx3-ubyte.gz", NQ + 10, DIM);
+    struct env e;
+    env_init_cfg(&e, "    window: 10s\n    grace: 1s\n    max_lateness: 2m\n    ttl: 180s\n"
+                     "    compact_after: 10s\n    compact_span: 30s\n");
+    char li[700], lx[700], idir[700];
+    snprintf(li, sizeof(li), "%s/ingest.log", e.dir);
+    snprintf(lx, sizeof(lx), "%s/indexer.log", e.dir);
+    snprintf(idir, sizeof(idir), "%s/indexer/fm", e.data);
+    struct st_daemon ing, ix;
+    const char *const aa[] = {e.ingest_bin, "--config", e.cfg, NULL};
+    st_daemon_start(&ing, li, aa, NULL);
+    unsigned ip = st_daemon_wait_logged_number(&ing, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(&ing, ip, "/readyz", 60000);
+    unsigned xp = start_indexer(&ix, &e, e.cfg, lx);
+    st_daemon_wait_http_ok(&ix, xp, "/readyz", 60000);
+
+    /* Three windows of one 30 s span, ended 15-65 s ago, 300 records each; the watermark. */
+    int64_t now = st_clock_wall_ms(NULL);
+    int64_t w0 = (now - 45000) / 30000 * 30000;
+    rd_kafka_t *p = st_kafka_producer(e.brokers);
+    for (int b = 0; b < N / 20; b++) {
+        json_t *recs = json_array();
+        for (int i = b * 20; i < (b + 1) * 20; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "t%d", i);
+            json_array_append_new(
+                recs, rec(id, w0 + (int64_t)(i / PER) * 10000 + i % PER, train + (size_t)i * DIM));
+        }
+        send_json(p, &e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
+    }
+    for (int part = 0; part < 2; part++)
+        send_json(p, &e, part,
+                  rec(part ? "wm-1" : "wm-0", now - 500, test + (size_t)(NQ + 9) * DIM));
+    ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
+
+    /* One unit serves the three windows. */
+    uint64_t unit = 0;
+    ck_assert_msg(ST_WAIT_UNTIL((unit = cx_unit(xp, w0, 3, NULL)) != 0, 240000),
+                  "the three windows are not served by one unit");
+    ck_assert_int_ge(fx_metric(xp, "strata_index_compactions_total", "fm"), 1);
+    ck_assert_int_eq(fx_metric(xp, "strata_indexer_parts", "fm") -
+                         fx_metric(xp, "strata_indexer_indexes", "fm"),
+                     2); /* 3 window parts in 1 index (+ the open window's, if it sealed) */
+    char name[256];
+    for (int w = 0; w < 3; w++) {
+        snprintf(name, sizeof(name), "host-a@%" PRId64 "@v1.seg", w0 + w * 10000);
+        ck_assert_msg(cx_file(idir, name), "%s missing: the unit reads it", name);
+        snprintf(name, sizeof(name), "host-a@%" PRId64 "@v1.hnsw", w0 + w * 10000);
+        ck_assert_msg(ST_WAIT_UNTIL(!cx_file(idir, name), 30000), "%s stays", name);
+    }
+    double recall = cx_recall(xp, N);
+    fprintf(stderr, "compacted recall@10 = %.4f\n", recall);
+    ck_assert_msg(recall >= 0.95, "recall@10 %.4f", recall);
+    char *before = answers(xp);
+
+    /* A restart loads the unit as it is: the same answers, no build of it or its windows. */
+    st_daemon_stop(&ix, 45000);
+    snprintf(lx, sizeof(lx), "%s/indexer-2.log", e.dir);
+    xp = start_indexer(&ix, &e, e.cfg, lx);
+    st_daemon_wait_http_ok(&ix, xp, "/readyz", 60000);
+    ck_assert_uint_eq(cx_unit(xp, w0, 3, NULL), unit);
+    char *after = answers(xp);
+    ck_assert_str_eq(before, after);
+    free(before);
+    free(after);
+    snprintf(name, sizeof(name), "compacting coll=fm unit=%" PRIu64 " ", unit);
+    ck_assert_int_eq(count_in_log(lx, name), 0);
+    for (int w = 0; w < 3; w++) {
+        snprintf(name, sizeof(name), "building coll=fm node=host-a start=%" PRId64 " ",
+                 w0 + w * 10000);
+        ck_assert_int_eq(count_in_log(lx, name), 0);
+    }
+
+    _Atomic bool stop = false;
+    struct searcher sc[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        sc[i] = (struct searcher){.port = xp, .seed = i, .stop = &stop};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, searcher_main, &sc[i]), 0);
+    }
+    /* Late data re-seals the middle window: version 2 is served at once (by its own part or a
+     * unit), then the unit's next generation takes it and the first generation's files go. */
+    send_json(p, &e, 0, rec("late-1", w0 + 10000 + 400, test + (size_t)(NQ + 5) * DIM));
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+    ck_assert(ST_WAIT_UNTIL(
+        http_status(xp, "/v1/collections/fm/records/late-1?consistency=indexed") == 200, 120000));
+    json_t *r = search(xp, test + (size_t)(NQ + 5) * DIM, 3, "indexed", false, 200);
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(json_object_get(r, "hits"), 0), "id")),
+        "late-1");
+    json_decref(r);
+    int64_t vmid = 0;
+    ck_assert_msg(ST_WAIT_UNTIL(cx_unit(xp, w0, 3, &vmid) == unit && vmid == 2, 120000),
+                  "version 2 of the middle window not compacted into the unit");
+    snprintf(name, sizeof(name), "unit-%" PRIu64 "@g1.hnsw", unit);
+    ck_assert_msg(ST_WAIT_UNTIL(!cx_file(idir, name), 30000), "%s stays", name);
+    snprintf(name, sizeof(name), "host-a@%" PRId64 "@v1.seg", w0 + 10000);
+    ck_assert_msg(ST_WAIT_UNTIL(!cx_file(idir, name), 30000), "%s stays", name);
+    recall = cx_recall(xp, N);
+    ck_assert_msg(recall >= 0.95, "recall@10 %.4f after the re-seal", recall);
+
+    /* TTL: the windows expire inside the unit, then the unit goes with every file of it. */
+    ck_assert_msg(ST_WAIT_UNTIL(cx_unit(xp, w0, 0, NULL) == 0 &&
+                                    http_status(xp, "/v1/collections/fm/records/t0") == 404 &&
+                                    http_status(xp, "/v1/collections/fm/records/t899") == 404,
+                                300000),
+                  "the windows did not expire");
+    atomic_store(&stop, true);
+    long total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        total += sc[i].total;
+        ck_assert_msg(sc[i].errors == 0, "searcher %d: %ld errors of %ld, last: %s", i,
+                      sc[i].errors, sc[i].total, sc[i].last_error);
+    }
+    ck_assert_int_gt(total, 100);
+    bool clean = false;
+    char left[300] = "";
+    for (int64_t deadline = st_test_now_ms() + 30000; !clean && st_test_now_ms() < deadline;) {
+        clean = true;
+        DIR *d = opendir(idir);
+        ck_assert_ptr_nonnull(d);
+        for (struct dirent *de; (de = readdir(d)) != NULL;) {
+            long long st = 0;
+            const char *at = strchr(de->d_name, '@');
+            if (de->d_name[0] == '.' || strcmp(de->d_name, "CATALOG") == 0 ||
+                (strncmp(de->d_name, "host-a@", 7) == 0 && at != NULL &&
+                 sscanf(at + 1, "%lld", &st) == 1 && st >= w0 + 30000))
+                continue; /* later windows (the watermark's) may be served */
+            char mine[64];
+            snprintf(mine, sizeof(mine), "unit-%" PRIu64 "@", unit);
+            if (strncmp(de->d_name, "unit-", 5) == 0 && strncmp(de->d_name, mine, strlen(mine)))
+                continue; /* a later span's unit */
+            clean = false;
+            snprintf(left, sizeof(left), "%s", de->d_name);
+        }
+        closedir(d);
+        if (!clean)
+            st_test_sleep_ms(200);
+    }
+    ck_assert_msg(clean, "%s left behind", left);
+    ck_assert_int_eq(count_in_log(lx, "unit=") > 0, 1);
+    st_daemon_stop(&ix, 45000);
+    st_daemon_stop(&ing, 45000);
+    st_test_rmrf(e.dir);
+    free(e.dir);
+    free(train);
+    free(test);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1668,6 +1911,10 @@ int main(void)
     tcase_add_test(tc, test_two_ingest_two_indexers);
     tcase_add_test(tc, test_search_during_swaps);
     tcase_add_test(tc, test_indexer_nats_outage);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("compaction");
+    tcase_set_timeout(tc, 900);
+    tcase_add_test(tc, test_index_compaction);
     suite_add_tcase(s, tc);
     tc = tcase_create("faults");
     tcase_set_timeout(tc, 600);

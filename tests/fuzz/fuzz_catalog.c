@@ -27,12 +27,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct st_err err = {0};
     if (idx_catalog_open(dir, &c, &err) != ST_OK)
         return 0;
-    size_t n = c->n, ng = c->ngone;
+    size_t n = c->n, ng = c->ngone, nu = c->nunits, nm = 0;
+    for (size_t i = 0; i < c->nunits; i++)
+        nm += c->units[i].nmem;
     if (idx_catalog_save(c, &err) != ST_OK)
         abort();
     idx_catalog_free(c);
-    if (idx_catalog_open(dir, &c, &err) != ST_OK || c->n != n || c->ngone != ng)
+    if (idx_catalog_open(dir, &c, &err) != ST_OK || c->n != n || c->ngone != ng || c->nunits != nu)
         abort(); /* what was written back must load as it was */
+    for (size_t i = 0; i < c->nunits; i++)
+        nm -= c->units[i].nmem;
+    if (nm != 0)
+        abort();
     idx_catalog_free(c);
     return 0;
 }
