@@ -75,7 +75,7 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
             any = any || dead_bit(dead[i], j);
         if (!any)
             continue;
-        size_t bytes = parts[i]->nmem / 8 + 1;
+        size_t bytes = (parts[i]->nmem + 7) / 8; /* what the caller's bitmap holds */
         if ((v->dead[i] = malloc(bytes)) == NULL) {
             idx_view_release(v);
             return ST_ENOMEM;

@@ -38,9 +38,10 @@ struct idx_view {
 };
 
 /* Builds a view over parts (each referenced by the view). dead (NULL: none; dead[i] NULL: none
- * in part i): bit j of dead[i] set = member j of part i is dead — expired, or replaced by a
- * newer version of its window served elsewhere: its records are no version of any id and are
- * never returned (a unit keeps such members until it is built again). */
+ * in part i): bit j of dead[i] (a bitmap of at least (nmem + 7) / 8 bytes) set = member j of part i
+ * is dead — expired, or replaced by a newer version of its window served elsewhere: its records are
+ * no version of any id and are never returned (a unit keeps such members until it is built again).
+ */
 int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const *dead,
                    struct idx_view **out) ST_WUR;
 /* Is member j of part i served (not dead) in v? */
