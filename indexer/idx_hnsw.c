@@ -127,7 +127,6 @@ struct build {
     _Atomic uint8_t *locks; /* one spinlock per node; NULL when single-threaded */
     pthread_mutex_t entry_mu;
     _Atomic uint32_t next;
-    uint64_t seed;
     int rc;
 };
 
@@ -446,6 +445,70 @@ int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
     return ST_OK;
 }
 
+/*
+ * Nodes from..h->n-1 get their vectors (rows of vecs, the first for node `from`) and their
+ * levels, floor(-ln(U) / ln(m)) as in the paper, U from a xorshift generator seeded with seed
+ * (0: a fixed default), one draw per node in id order; upper lists allocated, empty.
+ */
+static int place_nodes(struct idx_hnsw *h, uint32_t from, const float *vecs, uint64_t seed)
+{
+    uint64_t x = seed ? seed : 0x9e3779b97f4a7c15ull;
+    double ml = 1.0 / log((double)h->m);
+    for (uint32_t i = from; i < h->n; i++) {
+        memcpy(h->level0 + (size_t)i * h->stride, vecs + (size_t)(i - from) * h->dim,
+               h->dim * sizeof(float));
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0;
+        int lv = (int)(-log(u) * ml);
+        if (lv > 15)
+            lv = 15;
+        h->levels[i] = (uint8_t)lv;
+        if (lv > 0 && (h->upper[i] = calloc((size_t)lv * (1 + h->m), sizeof(uint32_t))) == NULL)
+            return ST_ENOMEM;
+    }
+    return ST_OK;
+}
+
+/*
+ * Inserts nodes from..h->n-1 (placed, no links yet) into the graph nodes 0..from-1 form (its
+ * entry and max_level set; max_level -1 when from is 0), in id order on one thread, or on
+ * `threads` sharing them with per-node spinlocks. The one insertion loop of build and extend.
+ */
+static int insert_nodes(struct idx_hnsw *h, uint32_t from, uint32_t threads)
+{
+    struct build b = {.h = h};
+    atomic_init(&b.next, from);
+    pthread_mutex_init(&b.entry_mu, NULL);
+    _Atomic uint8_t *lock_mem = NULL;
+    if (threads > 1) {
+        lock_mem = calloc(h->n ? h->n : 1, sizeof(*lock_mem));
+        b.locks = lock_mem;
+        if (b.locks == NULL) {
+            pthread_mutex_destroy(&b.entry_mu);
+            return ST_ENOMEM;
+        }
+    }
+    if (threads <= 1) {
+        build_worker(&b);
+    } else {
+        pthread_t *t = calloc(threads, sizeof(*t));
+        uint32_t started = 0;
+        for (; t != NULL && started < threads; started++)
+            if (pthread_create(&t[started], NULL, build_worker, &b) != 0)
+                break;
+        if (started == 0)
+            build_worker(&b);
+        for (uint32_t i = 0; i < started; i++)
+            pthread_join(t[i], NULL);
+        free(t);
+    }
+    free((void *)(uintptr_t)lock_mem);
+    pthread_mutex_destroy(&b.entry_mu);
+    return b.rc;
+}
+
 int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
                    struct idx_hnsw **out)
 {
@@ -464,67 +527,16 @@ int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
         h->ef_construction = h->m;
     h->max_level = -1;
     int rc = idx_hnsw_alloc(h, n);
-    if (rc != ST_OK)
-        goto fail;
-    /* Levels from a seeded generator: floor(-ln(U) / ln(m)), as in the paper. */
-    uint64_t x = o->seed ? o->seed : 0x9e3779b97f4a7c15ull;
-    double ml = 1.0 / log((double)h->m);
-    for (uint32_t i = 0; i < n; i++) {
-        memcpy(h->level0 + (size_t)i * h->stride, vecs + (size_t)i * h->dim,
-               h->dim * sizeof(float));
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0;
-        int lv = (int)(-log(u) * ml);
-        if (lv > 15)
-            lv = 15;
-        h->levels[i] = (uint8_t)lv;
-        if (lv > 0) {
-            h->upper[i] = calloc((size_t)lv * (1 + h->m), sizeof(uint32_t));
-            if (h->upper[i] == NULL) {
-                rc = ST_ENOMEM;
-                goto fail;
-            }
-        }
+    if (rc == ST_OK)
+        rc = place_nodes(h, 0, vecs, o->seed);
+    if (rc == ST_OK)
+        rc = insert_nodes(h, 0, o->threads ? o->threads : 1);
+    if (rc != ST_OK) {
+        idx_hnsw_free(h);
+        return rc;
     }
-    struct build b = {.h = h, .seed = x};
-    pthread_mutex_init(&b.entry_mu, NULL);
-    uint32_t threads = o->threads ? o->threads : 1;
-    _Atomic uint8_t *lock_mem = NULL;
-    if (threads > 1) {
-        lock_mem = calloc(n ? n : 1, sizeof(*lock_mem));
-        b.locks = lock_mem;
-        if (b.locks == NULL) {
-            rc = ST_ENOMEM;
-            pthread_mutex_destroy(&b.entry_mu);
-            goto fail;
-        }
-    }
-    if (threads == 1) {
-        build_worker(&b);
-    } else {
-        pthread_t *t = calloc(threads, sizeof(*t));
-        uint32_t started = 0;
-        for (; t != NULL && started < threads; started++)
-            if (pthread_create(&t[started], NULL, build_worker, &b) != 0)
-                break;
-        if (started == 0)
-            build_worker(&b);
-        for (uint32_t i = 0; i < started; i++)
-            pthread_join(t[i], NULL);
-        free(t);
-    }
-    free((void *)(uintptr_t)lock_mem);
-    pthread_mutex_destroy(&b.entry_mu);
-    rc = b.rc;
-    if (rc != ST_OK)
-        goto fail;
     *out = h;
     return ST_OK;
-fail:
-    idx_hnsw_free(h);
-    return rc;
 }
 
 void idx_hnsw_free(struct idx_hnsw *h)
