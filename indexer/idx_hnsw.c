@@ -351,6 +351,14 @@ static void add_link(const struct idx_hnsw *h, uint32_t to, uint32_t add, int l)
     links[0] = (uint32_t)select_neighbors(h, c, cnt + 1, max, links + 1);
 }
 
+/*
+ * Inserts node i: its own lists at every level first, then the links to it. Until the second
+ * phase no list names i, so no other thread can reach it half-linked: a node met through an
+ * upper level whose lower lists were still empty became the only neighbour other nodes found
+ * there (barely reachable), and links added to a list i had not written yet were then written
+ * over (nodes left with no link to them at all). On one thread the order changes nothing: a
+ * search on level l reads only level-l lists.
+ */
 static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
 {
     struct idx_hnsw *h = b->h;
@@ -370,8 +378,10 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
         pthread_mutex_unlock(&b->entry_mu);
     if (level < top)
         ep = descend(h, b, q, ep, top, level);
+    int from = level < top ? level : top;
     struct cand *sorted = malloc((h->ef_construction + 1) * sizeof(*sorted));
-    uint32_t *sel = malloc((h->m0 + 1) * sizeof(*sel));
+    /* per level l <= from: the count, then the neighbours chosen (at most m) */
+    uint32_t *sel = malloc((size_t)(from + 1) * (1 + h->m) * sizeof(*sel));
     if (sorted == NULL || sel == NULL) {
         free(sorted);
         free(sel);
@@ -379,24 +389,26 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
             pthread_mutex_unlock(&b->entry_mu);
         return ST_ENOMEM;
     }
-    for (int l = level < top ? level : top; l >= 0; l--) {
+    for (int l = from; l >= 0; l--) {
         search_layer(s, b, q, ep, h->ef_construction, h->ef_construction, INFINITY, l, NULL, NULL);
         size_t n = s->res.n;
         for (size_t j = n; j-- > 0;)
             sorted[j] = heap_pop(&s->res, true);
-        uint32_t maxl = l == 0 ? h->m0 : h->m;
-        size_t kept = select_neighbors(h, sorted, n, h->m < maxl ? h->m : maxl, sel);
+        uint32_t *sl = sel + (size_t)l * (1 + h->m);
+        sl[0] = (uint32_t)select_neighbors(h, sorted, n, h->m, sl + 1);
         node_lock(b, i);
         uint32_t *links = hnsw_links(h, i, l);
-        memcpy(links + 1, sel, kept * sizeof(uint32_t));
-        links[0] = (uint32_t)kept;
+        memcpy(links, sl, (1 + sl[0]) * sizeof(uint32_t));
         node_unlock(b, i);
-        for (size_t j = 0; j < kept; j++) {
-            node_lock(b, sel[j]);
-            add_link(h, sel[j], i, l);
-            node_unlock(b, sel[j]);
-        }
         ep = sorted[0].id;
+    }
+    for (int l = from; l >= 0; l--) {
+        const uint32_t *sl = sel + (size_t)l * (1 + h->m);
+        for (uint32_t j = 0; j < sl[0]; j++) {
+            node_lock(b, sl[1 + j]);
+            add_link(h, sl[1 + j], i, l);
+            node_unlock(b, sl[1 + j]);
+        }
     }
     free(sorted);
     free(sel);
