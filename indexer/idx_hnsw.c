@@ -551,6 +551,51 @@ int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
     return ST_OK;
 }
 
+int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, uint32_t threads,
+                    uint64_t seed, struct idx_hnsw **out)
+{
+    *out = NULL;
+    uint32_t nb = base->n;
+    if ((n > 0 && vecs == NULL) || n > UINT32_MAX - nb)
+        return ST_EINVAL;
+    struct idx_hnsw *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return ST_ENOMEM;
+    h->dim = base->dim;
+    h->metric = base->metric;
+    h->m = base->m;
+    h->m0 = base->m0;
+    h->ef_construction = base->ef_construction;
+    /* An empty file may name any entry and top level (nothing reads them): start empty. */
+    h->entry = nb > 0 ? base->entry : 0;
+    h->max_level = nb > 0 ? base->max_level : -1;
+    int rc = idx_hnsw_alloc(h, nb + n);
+    /* base's nodes as they are, node by node: a loaded base is laid out with the file's
+     * stride and vec_bytes (any the format allows), and its upper lists live in its map.
+     * Whole lists are copied, unused slots too, so the bytes are those a build would hold. */
+    size_t list0 = (1 + (size_t)h->m0) * sizeof(uint32_t);
+    for (uint32_t i = 0; rc == ST_OK && i < nb; i++) {
+        memcpy(h->level0 + (size_t)i * h->stride, hnsw_vec(base, i), h->dim * sizeof(float));
+        memcpy(hnsw_links0(h, i), hnsw_links0(base, i), list0);
+        h->levels[i] = base->levels[i];
+        size_t up = (size_t)base->levels[i] * (1 + h->m) * sizeof(uint32_t);
+        if (up > 0 && (h->upper[i] = malloc(up)) == NULL)
+            rc = ST_ENOMEM;
+        else if (up > 0)
+            memcpy(h->upper[i], base->upper[i], up);
+    }
+    if (rc == ST_OK)
+        rc = place_nodes(h, nb, vecs, seed);
+    if (rc == ST_OK)
+        rc = insert_nodes(h, nb, threads ? threads : 1);
+    if (rc != ST_OK) {
+        idx_hnsw_free(h);
+        return rc;
+    }
+    *out = h;
+    return ST_OK;
+}
+
 void idx_hnsw_free(struct idx_hnsw *h)
 {
     if (h == NULL)
