@@ -512,6 +512,46 @@ out:
     return rc;
 }
 
+int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n, uint32_t threads,
+                     struct idx_ivfpq **out)
+{
+    *out = NULL;
+    if ((n > 0 && vecs == NULL) || n > UINT32_MAX - base->n)
+        return ST_EINVAL;
+    struct idx_ivfpq *ix = calloc(1, sizeof(*ix));
+    if (ix == NULL)
+        return ST_ENOMEM;
+    ix->dim = base->dim;
+    ix->nlist = base->nlist;
+    ix->m = base->m;
+    ix->dsub = base->dsub;
+    ix->nbits = base->nbits;
+    ix->ksub = base->ksub;
+    ix->m2 = base->m2;
+    ix->metric = base->metric;
+    ix->dist = st_metric_fn(st_kernels(), ix->metric);
+    size_t cb = (size_t)ix->nlist * ix->dim * sizeof(float);
+    size_t kb = (size_t)ix->m * ix->ksub * ix->dsub * sizeof(float);
+    ix->centroids = malloc(cb);
+    ix->codebooks = malloc(kb);
+    ix->lists = calloc(ix->nlist, sizeof(*ix->lists));
+    int rc = ST_ENOMEM;
+    if (ix->centroids == NULL || ix->codebooks == NULL || ix->lists == NULL)
+        goto out;
+    /* base's quantizers (it may be mmap'd: copied), the derived tables as a build or a load
+     * derives them, then base's lists followed by the new vectors. */
+    memcpy(ix->centroids, base->centroids, cb);
+    memcpy(ix->codebooks, base->codebooks, kb);
+    if ((rc = prepare(ix)) == ST_OK)
+        rc = add_vectors(ix, base, vecs, n, threads ? threads : 1);
+out:
+    if (rc != ST_OK)
+        idx_ivfpq_free(ix);
+    else
+        *out = ix;
+    return rc;
+}
+
 void idx_ivfpq_free(struct idx_ivfpq *ix)
 {
     if (ix == NULL)
