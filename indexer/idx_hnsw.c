@@ -127,7 +127,6 @@ struct build {
     _Atomic uint8_t *locks; /* one spinlock per node; NULL when single-threaded */
     pthread_mutex_t entry_mu;
     _Atomic uint32_t next;
-    uint64_t seed;
     int rc;
 };
 
@@ -352,6 +351,14 @@ static void add_link(const struct idx_hnsw *h, uint32_t to, uint32_t add, int l)
     links[0] = (uint32_t)select_neighbors(h, c, cnt + 1, max, links + 1);
 }
 
+/*
+ * Inserts node i: its own lists at every level first, then the links to it. Until the second
+ * phase no list names i, so no other thread can reach it half-linked: a node met through an
+ * upper level whose lower lists were still empty became the only neighbour other nodes found
+ * there (barely reachable), and links added to a list i had not written yet were then written
+ * over (nodes left with no link to them at all). On one thread the order changes nothing: a
+ * search on level l reads only level-l lists.
+ */
 static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
 {
     struct idx_hnsw *h = b->h;
@@ -371,8 +378,10 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
         pthread_mutex_unlock(&b->entry_mu);
     if (level < top)
         ep = descend(h, b, q, ep, top, level);
+    int from = level < top ? level : top;
     struct cand *sorted = malloc((h->ef_construction + 1) * sizeof(*sorted));
-    uint32_t *sel = malloc((h->m0 + 1) * sizeof(*sel));
+    /* per level l <= from: the count, then the neighbours chosen (at most m) */
+    uint32_t *sel = malloc((size_t)(from + 1) * (1 + h->m) * sizeof(*sel));
     if (sorted == NULL || sel == NULL) {
         free(sorted);
         free(sel);
@@ -380,24 +389,26 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
             pthread_mutex_unlock(&b->entry_mu);
         return ST_ENOMEM;
     }
-    for (int l = level < top ? level : top; l >= 0; l--) {
+    for (int l = from; l >= 0; l--) {
         search_layer(s, b, q, ep, h->ef_construction, h->ef_construction, INFINITY, l, NULL, NULL);
         size_t n = s->res.n;
         for (size_t j = n; j-- > 0;)
             sorted[j] = heap_pop(&s->res, true);
-        uint32_t maxl = l == 0 ? h->m0 : h->m;
-        size_t kept = select_neighbors(h, sorted, n, h->m < maxl ? h->m : maxl, sel);
+        uint32_t *sl = sel + (size_t)l * (1 + h->m);
+        sl[0] = (uint32_t)select_neighbors(h, sorted, n, h->m, sl + 1);
         node_lock(b, i);
         uint32_t *links = hnsw_links(h, i, l);
-        memcpy(links + 1, sel, kept * sizeof(uint32_t));
-        links[0] = (uint32_t)kept;
+        memcpy(links, sl, (1 + sl[0]) * sizeof(uint32_t));
         node_unlock(b, i);
-        for (size_t j = 0; j < kept; j++) {
-            node_lock(b, sel[j]);
-            add_link(h, sel[j], i, l);
-            node_unlock(b, sel[j]);
-        }
         ep = sorted[0].id;
+    }
+    for (int l = from; l >= 0; l--) {
+        const uint32_t *sl = sel + (size_t)l * (1 + h->m);
+        for (uint32_t j = 0; j < sl[0]; j++) {
+            node_lock(b, sl[1 + j]);
+            add_link(h, sl[1 + j], i, l);
+            node_unlock(b, sl[1 + j]);
+        }
     }
     free(sorted);
     free(sel);
@@ -446,6 +457,70 @@ int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
     return ST_OK;
 }
 
+/*
+ * Nodes from..h->n-1 get their vectors (rows of vecs, the first for node `from`) and their
+ * levels, floor(-ln(U) / ln(m)) as in the paper, U from a xorshift generator seeded with seed
+ * (0: a fixed default), one draw per node in id order; upper lists allocated, empty.
+ */
+static int place_nodes(struct idx_hnsw *h, uint32_t from, const float *vecs, uint64_t seed)
+{
+    uint64_t x = seed ? seed : 0x9e3779b97f4a7c15ull;
+    double ml = 1.0 / log((double)h->m);
+    for (uint32_t i = from; i < h->n; i++) {
+        memcpy(h->level0 + (size_t)i * h->stride, vecs + (size_t)(i - from) * h->dim,
+               h->dim * sizeof(float));
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0;
+        int lv = (int)(-log(u) * ml);
+        if (lv > 15)
+            lv = 15;
+        h->levels[i] = (uint8_t)lv;
+        if (lv > 0 && (h->upper[i] = calloc((size_t)lv * (1 + h->m), sizeof(uint32_t))) == NULL)
+            return ST_ENOMEM;
+    }
+    return ST_OK;
+}
+
+/*
+ * Inserts nodes from..h->n-1 (placed, no links yet) into the graph nodes 0..from-1 form (its
+ * entry and max_level set; max_level -1 when from is 0), in id order on one thread, or on
+ * `threads` sharing them with per-node spinlocks. The one insertion loop of build and extend.
+ */
+static int insert_nodes(struct idx_hnsw *h, uint32_t from, uint32_t threads)
+{
+    struct build b = {.h = h};
+    atomic_init(&b.next, from);
+    pthread_mutex_init(&b.entry_mu, NULL);
+    _Atomic uint8_t *lock_mem = NULL;
+    if (threads > 1) {
+        lock_mem = calloc(h->n ? h->n : 1, sizeof(*lock_mem));
+        b.locks = lock_mem;
+        if (b.locks == NULL) {
+            pthread_mutex_destroy(&b.entry_mu);
+            return ST_ENOMEM;
+        }
+    }
+    if (threads <= 1) {
+        build_worker(&b);
+    } else {
+        pthread_t *t = calloc(threads, sizeof(*t));
+        uint32_t started = 0;
+        for (; t != NULL && started < threads; started++)
+            if (pthread_create(&t[started], NULL, build_worker, &b) != 0)
+                break;
+        if (started == 0)
+            build_worker(&b);
+        for (uint32_t i = 0; i < started; i++)
+            pthread_join(t[i], NULL);
+        free(t);
+    }
+    free((void *)(uintptr_t)lock_mem);
+    pthread_mutex_destroy(&b.entry_mu);
+    return b.rc;
+}
+
 int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
                    struct idx_hnsw **out)
 {
@@ -464,67 +539,61 @@ int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
         h->ef_construction = h->m;
     h->max_level = -1;
     int rc = idx_hnsw_alloc(h, n);
-    if (rc != ST_OK)
-        goto fail;
-    /* Levels from a seeded generator: floor(-ln(U) / ln(m)), as in the paper. */
-    uint64_t x = o->seed ? o->seed : 0x9e3779b97f4a7c15ull;
-    double ml = 1.0 / log((double)h->m);
-    for (uint32_t i = 0; i < n; i++) {
-        memcpy(h->level0 + (size_t)i * h->stride, vecs + (size_t)i * h->dim,
-               h->dim * sizeof(float));
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0;
-        int lv = (int)(-log(u) * ml);
-        if (lv > 15)
-            lv = 15;
-        h->levels[i] = (uint8_t)lv;
-        if (lv > 0) {
-            h->upper[i] = calloc((size_t)lv * (1 + h->m), sizeof(uint32_t));
-            if (h->upper[i] == NULL) {
-                rc = ST_ENOMEM;
-                goto fail;
-            }
-        }
+    if (rc == ST_OK)
+        rc = place_nodes(h, 0, vecs, o->seed);
+    if (rc == ST_OK)
+        rc = insert_nodes(h, 0, o->threads ? o->threads : 1);
+    if (rc != ST_OK) {
+        idx_hnsw_free(h);
+        return rc;
     }
-    struct build b = {.h = h, .seed = x};
-    pthread_mutex_init(&b.entry_mu, NULL);
-    uint32_t threads = o->threads ? o->threads : 1;
-    _Atomic uint8_t *lock_mem = NULL;
-    if (threads > 1) {
-        lock_mem = calloc(n ? n : 1, sizeof(*lock_mem));
-        b.locks = lock_mem;
-        if (b.locks == NULL) {
-            rc = ST_ENOMEM;
-            pthread_mutex_destroy(&b.entry_mu);
-            goto fail;
-        }
-    }
-    if (threads == 1) {
-        build_worker(&b);
-    } else {
-        pthread_t *t = calloc(threads, sizeof(*t));
-        uint32_t started = 0;
-        for (; t != NULL && started < threads; started++)
-            if (pthread_create(&t[started], NULL, build_worker, &b) != 0)
-                break;
-        if (started == 0)
-            build_worker(&b);
-        for (uint32_t i = 0; i < started; i++)
-            pthread_join(t[i], NULL);
-        free(t);
-    }
-    free((void *)(uintptr_t)lock_mem);
-    pthread_mutex_destroy(&b.entry_mu);
-    rc = b.rc;
-    if (rc != ST_OK)
-        goto fail;
     *out = h;
     return ST_OK;
-fail:
-    idx_hnsw_free(h);
-    return rc;
+}
+
+int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, uint32_t threads,
+                    uint64_t seed, struct idx_hnsw **out)
+{
+    *out = NULL;
+    uint32_t nb = base->n;
+    if ((n > 0 && vecs == NULL) || n > UINT32_MAX - nb)
+        return ST_EINVAL;
+    struct idx_hnsw *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return ST_ENOMEM;
+    h->dim = base->dim;
+    h->metric = base->metric;
+    h->m = base->m;
+    h->m0 = base->m0;
+    h->ef_construction = base->ef_construction;
+    /* An empty file may name any entry and top level (nothing reads them): start empty. */
+    h->entry = nb > 0 ? base->entry : 0;
+    h->max_level = nb > 0 ? base->max_level : -1;
+    int rc = idx_hnsw_alloc(h, nb + n);
+    /* base's nodes as they are, node by node: a loaded base is laid out with the file's
+     * stride and vec_bytes (any the format allows), and its upper lists live in its map.
+     * Whole lists are copied, unused slots too, so the bytes are those a build would hold. */
+    size_t list0 = (1 + (size_t)h->m0) * sizeof(uint32_t);
+    for (uint32_t i = 0; rc == ST_OK && i < nb; i++) {
+        memcpy(h->level0 + (size_t)i * h->stride, hnsw_vec(base, i), h->dim * sizeof(float));
+        memcpy(hnsw_links0(h, i), hnsw_links0(base, i), list0);
+        h->levels[i] = base->levels[i];
+        size_t up = (size_t)base->levels[i] * (1 + h->m) * sizeof(uint32_t);
+        if (up > 0 && (h->upper[i] = malloc(up)) == NULL)
+            rc = ST_ENOMEM;
+        else if (up > 0)
+            memcpy(h->upper[i], base->upper[i], up);
+    }
+    if (rc == ST_OK)
+        rc = place_nodes(h, nb, vecs, seed);
+    if (rc == ST_OK)
+        rc = insert_nodes(h, nb, threads ? threads : 1);
+    if (rc != ST_OK) {
+        idx_hnsw_free(h);
+        return rc;
+    }
+    *out = h;
+    return ST_OK;
 }
 
 void idx_hnsw_free(struct idx_hnsw *h)

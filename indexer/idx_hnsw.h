@@ -27,6 +27,22 @@ struct idx_hnsw;
 /* Builds over n vectors (copied). Caller owns *out (idx_hnsw_free). */
 int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
                    struct idx_hnsw **out) ST_WUR;
+
+/*
+ * A new graph holding every node of base (ids 0..nb-1, their levels and links as they are)
+ * and the n vectors vecs (copied) inserted as ids nb..nb+n-1, exactly as a build inserts them
+ * (the same insertion code), with base's dim, metric, m and ef_construction; the entry node
+ * moves to a new node whose level is above base's top. base is borrowed, never changed (it
+ * may be a loaded, mmap'd index; searchers of base may run meanwhile). threads: 1 =
+ * deterministic (the same result on every run for the same inputs and seed), more = parallel
+ * inserts as in idx_hnsw_build. seed: the level generator for the new nodes (0: the build's
+ * default); the generator's state after a build's first nb draws gives node for node the graph
+ * a one-thread build over base's vectors then vecs would. n = 0 gives a copy. The new graph is
+ * allocated once for nb + n nodes. Caller owns *out (idx_hnsw_free). ST_EINVAL when nb + n
+ * does not fit 32 bits or vecs is NULL with n > 0.
+ */
+int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, uint32_t threads,
+                    uint64_t seed, struct idx_hnsw **out) ST_WUR;
 void idx_hnsw_free(struct idx_hnsw *h);
 
 uint32_t idx_hnsw_count(const struct idx_hnsw *h);

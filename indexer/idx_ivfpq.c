@@ -66,23 +66,12 @@ static size_t code_bytes(const struct idx_ivfpq *ix, uint32_t n)
     return (size_t)((n + PQ4_BLOCK - 1) / PQ4_BLOCK) * 16 * ix->m2;
 }
 
-/* Rewrites a list's unpacked 4-bit codes (n * m bytes, one per code) as blocks of 32. */
-static int pack4(const struct idx_ivfpq *ix, struct ivf_list *l)
+/* Sets entry e's 4-bit code c for sub-quantizer j in a list's blocks (replacing what the slot
+ * held): byte 16*j + e%16 of block e/32, bits 0-3 for e%32 < 16, else bits 4-7. */
+static void put4(const struct idx_ivfpq *ix, uint8_t *blocks, uint32_t e, uint32_t j, uint8_t c)
 {
-    uint8_t *p = calloc(code_bytes(ix, l->n) + 1, 1);
-    if (p == NULL)
-        return ST_ENOMEM;
-    for (uint32_t e = 0; e < l->n; e++) {
-        uint8_t *blk = p + (size_t)(e / PQ4_BLOCK) * 16 * ix->m2;
-        uint32_t i = e % PQ4_BLOCK;
-        for (uint32_t j = 0; j < ix->m; j++) {
-            uint8_t c = l->codes[(size_t)e * ix->m + j];
-            blk[16 * j + (i & 15)] |= (uint8_t)(i < 16 ? c : c << 4);
-        }
-    }
-    free(l->codes);
-    l->codes = p;
-    return ST_OK;
+    uint8_t *b = blocks + (size_t)(e / PQ4_BLOCK) * 16 * ix->m2 + 16 * j + e % 16;
+    *b = e % PQ4_BLOCK < 16 ? (uint8_t)((*b & 0xf0) | c) : (uint8_t)((*b & 0x0f) | c << 4);
 }
 
 /* ---- k-means ------------------------------------------------------------------------------ */
@@ -328,24 +317,86 @@ static int prepare(struct idx_ivfpq *ix)
 
 /* ---- build --------------------------------------------------------------------------------- */
 
-static int list_add(struct ivf_list *l, uint32_t id, const uint8_t *code, uint32_t m)
+/*
+ * Adds the n vectors vecs to ix (quantizers trained, derived tables prepared, lists empty) as
+ * ids base_n..base_n+n-1, base_n = base's count (0 without base): each to its nearest list,
+ * encoded as the nearest codeword of its residual in every sub-space, after base's entries of
+ * that list (base: NULL, or an index with ix's quantizers and layout; its ids and codes are
+ * copied as they are). Every list is allocated once, for its final size. The one encoder of
+ * the build and of extend.
+ */
+static int add_vectors(struct idx_ivfpq *ix, const struct idx_ivfpq *base, const float *vecs,
+                       uint32_t n, uint32_t threads)
 {
-    if (l->n == l->cap) {
-        uint32_t cap = l->cap ? l->cap * 2 : 16;
-        uint32_t *ids = realloc(l->ids, cap * sizeof(*ids));
-        if (ids == NULL)
-            return ST_ENOMEM;
-        l->ids = ids;
-        uint8_t *codes = realloc(l->codes, (size_t)cap * m);
-        if (codes == NULL)
-            return ST_ENOMEM;
-        l->codes = codes;
-        l->cap = cap;
+    uint32_t m = ix->m, ksub = ix->ksub, idx8[NEAREST_BATCH];
+    uint32_t *asg = malloc((size_t)(n ? n : 1) * sizeof(*asg));
+    uint32_t *add = calloc(ix->nlist, sizeof(*add));
+    uint8_t *code = malloc((size_t)NEAREST_BATCH * m);
+    float *r = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float));
+    float *dots = malloc((size_t)NEAREST_BATCH * ksub * sizeof(float));
+    int rc = ST_ENOMEM;
+    if (!asg || !add || !code || !r || !dots)
+        goto out;
+    if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, asg, threads)) != ST_OK)
+        goto out;
+    for (uint32_t i = 0; i < n; i++)
+        add[asg[i]]++;
+    rc = ST_ENOMEM;
+    for (uint32_t li = 0; li < ix->nlist; li++) {
+        struct ivf_list *l = &ix->lists[li];
+        uint32_t have = base != NULL ? base->lists[li].n : 0, total = have + add[li];
+        l->ids = malloc((size_t)(total ? total : 1) * sizeof(*l->ids));
+        l->codes = calloc(code_bytes(ix, total) + 1, 1);
+        if (l->ids == NULL || l->codes == NULL)
+            goto out;
+        l->cap = total;
+        if (have == 0)
+            continue;
+        memcpy(l->ids, base->lists[li].ids, (size_t)have * sizeof(*l->ids));
+        memcpy(l->codes, base->lists[li].codes, code_bytes(ix, have));
+        l->n = have;
+        /* The slots past base's last entry in its last block are zero by the format; make
+         * sure (a file is not checked for it), so the new index is a valid file whatever. */
+        for (uint32_t e = have; ix->nbits == 4 && e % PQ4_BLOCK != 0; e++)
+            for (uint32_t j = 0; j < ix->m2; j++)
+                put4(ix, l->codes, e, j, 0);
     }
-    l->ids[l->n] = id;
-    memcpy(l->codes + (size_t)l->n * m, code, m);
-    l->n++;
-    return ST_OK;
+    uint32_t id0 = base != NULL ? base->n : 0;
+    /* In batches of points: residuals, then per sub-space the nearest codeword of each. */
+    for (uint32_t i0 = 0; i0 < n; i0 += NEAREST_BATCH) {
+        uint32_t nb = n - i0 < NEAREST_BATCH ? n - i0 : NEAREST_BATCH;
+        for (uint32_t b = 0; b < nb; b++) {
+            const float *v = vecs + (size_t)(i0 + b) * ix->dim;
+            const float *c = ix->centroids + (size_t)asg[i0 + b] * ix->dim;
+            for (uint32_t d = 0; d < ix->dim; d++)
+                r[(size_t)b * ix->dim + d] = v[d] - c[d];
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            nearest_n(r + (size_t)j * ix->dsub, nb, ix->dim, cbt_of(ix, j),
+                      ix->cbn + (size_t)j * ksub, ix->dsub, ksub, dots, idx8);
+            for (uint32_t b = 0; b < nb; b++)
+                code[(size_t)b * m + j] = (uint8_t)idx8[b];
+        }
+        for (uint32_t b = 0; b < nb; b++) {
+            struct ivf_list *l = &ix->lists[asg[i0 + b]];
+            uint32_t e = l->n++;
+            l->ids[e] = id0 + i0 + b;
+            if (ix->nbits == 8)
+                memcpy(l->codes + (size_t)e * m, code + (size_t)b * m, m);
+            else
+                for (uint32_t j = 0; j < m; j++)
+                    put4(ix, l->codes, e, j, code[(size_t)b * m + j]);
+        }
+    }
+    ix->n = id0 + n;
+    rc = ST_OK;
+out:
+    free(asg);
+    free(add);
+    free(code);
+    free(r);
+    free(dots);
+    return rc;
 }
 
 int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t n,
@@ -390,16 +441,11 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     float *train = malloc((size_t)ntrain * ix->dim * sizeof(float));
     float *resid = malloc((size_t)ntrain * ix->dim * sizeof(float));
     float *subv = malloc((size_t)ntrain * ix->dsub * sizeof(float));
-    uint32_t *asg = malloc((size_t)(ntrain > n ? ntrain : n) * sizeof(uint32_t));
-    uint8_t *code = malloc((size_t)NEAREST_BATCH * m);
-    uint32_t idx8[NEAREST_BATCH];
-    float *r = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float));
-    float *dots = malloc((size_t)NEAREST_BATCH * (1u << nbits) * sizeof(float));
+    uint32_t *asg = malloc((size_t)ntrain * sizeof(uint32_t));
     ix->centroids = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
     ix->codebooks = calloc((size_t)m * ix->ksub * ix->dsub, sizeof(float));
     ix->lists = calloc(ix->nlist, sizeof(*ix->lists));
-    if (!train || !resid || !subv || !asg || !code || !r || !dots || !ix->centroids ||
-        !ix->codebooks || !ix->lists)
+    if (!train || !resid || !subv || !asg || !ix->centroids || !ix->codebooks || !ix->lists)
         goto out;
     /* A deterministic sample without replacement (partial Fisher-Yates over row numbers). */
     uint32_t *perm = malloc((size_t)n * sizeof(*perm));
@@ -446,41 +492,59 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     }
     if ((rc = prepare(ix)) != ST_OK)
         goto out;
-    /* Encode everything. */
-    if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, asg, threads)) != ST_OK)
-        goto out;
-    /* In batches of points: residuals, then per sub-space the nearest codeword of each. */
-    for (uint32_t i0 = 0; i0 < n; i0 += NEAREST_BATCH) {
-        uint32_t nb = n - i0 < NEAREST_BATCH ? n - i0 : NEAREST_BATCH;
-        for (uint32_t b = 0; b < nb; b++) {
-            const float *v = vecs + (size_t)(i0 + b) * ix->dim;
-            const float *c = ix->centroids + (size_t)asg[i0 + b] * ix->dim;
-            for (uint32_t d = 0; d < ix->dim; d++)
-                r[(size_t)b * ix->dim + d] = v[d] - c[d];
-        }
-        for (uint32_t j = 0; j < m; j++) {
-            nearest_n(r + (size_t)j * ix->dsub, nb, ix->dim, cbt_of(ix, j),
-                      ix->cbn + (size_t)j * ksub, ix->dsub, ksub, dots, idx8);
-            for (uint32_t b = 0; b < nb; b++)
-                code[(size_t)b * m + j] = (uint8_t)idx8[b];
-        }
-        for (uint32_t b = 0; b < nb; b++)
-            if ((rc = list_add(&ix->lists[asg[i0 + b]], i0 + b, code + (size_t)b * m, m)) != ST_OK)
-                goto out;
-    }
-    for (uint32_t li = 0; nbits == 4 && li < ix->nlist; li++)
-        if ((rc = pack4(ix, &ix->lists[li])) != ST_OK)
-            goto out;
-    ix->n = n;
-    rc = ST_OK;
+    /* Encode everything (the training buffers are no longer needed). */
+    free(train);
+    free(resid);
+    free(subv);
+    free(asg);
+    train = resid = subv = NULL;
+    asg = NULL;
+    rc = add_vectors(ix, NULL, vecs, n, threads);
 out:
     free(train);
     free(resid);
     free(subv);
     free(asg);
-    free(code);
-    free(r);
-    free(dots);
+    if (rc != ST_OK)
+        idx_ivfpq_free(ix);
+    else
+        *out = ix;
+    return rc;
+}
+
+int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n, uint32_t threads,
+                     struct idx_ivfpq **out)
+{
+    *out = NULL;
+    if ((n > 0 && vecs == NULL) || n > UINT32_MAX - base->n)
+        return ST_EINVAL;
+    struct idx_ivfpq *ix = calloc(1, sizeof(*ix));
+    if (ix == NULL)
+        return ST_ENOMEM;
+    ix->dim = base->dim;
+    ix->nlist = base->nlist;
+    ix->m = base->m;
+    ix->dsub = base->dsub;
+    ix->nbits = base->nbits;
+    ix->ksub = base->ksub;
+    ix->m2 = base->m2;
+    ix->metric = base->metric;
+    ix->dist = st_metric_fn(st_kernels(), ix->metric);
+    size_t cb = (size_t)ix->nlist * ix->dim * sizeof(float);
+    size_t kb = (size_t)ix->m * ix->ksub * ix->dsub * sizeof(float);
+    ix->centroids = malloc(cb);
+    ix->codebooks = malloc(kb);
+    ix->lists = calloc(ix->nlist, sizeof(*ix->lists));
+    int rc = ST_ENOMEM;
+    if (ix->centroids == NULL || ix->codebooks == NULL || ix->lists == NULL)
+        goto out;
+    /* base's quantizers (it may be mmap'd: copied), the derived tables as a build or a load
+     * derives them, then base's lists followed by the new vectors. */
+    memcpy(ix->centroids, base->centroids, cb);
+    memcpy(ix->codebooks, base->codebooks, kb);
+    if ((rc = prepare(ix)) == ST_OK)
+        rc = add_vectors(ix, base, vecs, n, threads ? threads : 1);
+out:
     if (rc != ST_OK)
         idx_ivfpq_free(ix);
     else

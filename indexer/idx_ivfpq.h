@@ -31,6 +31,19 @@ struct idx_ivfpq;
 /* Trains on a sample of vecs and adds all n. Caller owns *out (idx_ivfpq_free). */
 int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t n,
                     struct idx_ivfpq **out) ST_WUR;
+/*
+ * A new index with base's coarse centroids, PQ codebooks, nbits and layout, holding base's
+ * encoded vectors (ids 0..nb-1, their lists and codes unchanged) and the n vectors vecs
+ * assigned to their nearest list and encoded as ids nb..nb+n-1 exactly as a build encodes them
+ * (the same code; no training), after base's entries of each list. 8-bit codes and 4-bit
+ * fast-scan blocks alike (a list's last block takes the new codes where base's ended). The
+ * per-list L2 terms are derived from the quantizers as a build derives them. threads share the
+ * list assignment (the result does not depend on them). base is borrowed, never changed (it
+ * may be a loaded, mmap'd index). n = 0 gives a copy. Caller owns *out (idx_ivfpq_free).
+ * ST_EINVAL when nb + n does not fit 32 bits or vecs is NULL with n > 0.
+ */
+int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n, uint32_t threads,
+                     struct idx_ivfpq **out) ST_WUR;
 void idx_ivfpq_free(struct idx_ivfpq *ix);
 size_t idx_ivfpq_memory(const struct idx_ivfpq *ix); /* codes, ids, centroids, codebooks */
 
