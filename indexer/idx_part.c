@@ -240,12 +240,30 @@ static int part_open(const struct idx_cat_entry *e, uint64_t unit, const struct 
     return ST_OK;
 }
 
-/* Builds p's index (p opened with its raw vectors) and saves it to p->idx_path. */
-static int part_index(struct idx_part *p, const struct cfg_index *ix, uint64_t seed,
-                      uint32_t threads, const _Atomic bool *stop, struct st_err *err)
+/* Builds p's index (p opened with its raw vectors) and saves it to p->idx_path. With base (its
+ * labels the first base->n of p's, its index of ix's type): base's index grown by the rest. */
+static int part_index(struct idx_part *p, const struct idx_part *base, const struct cfg_index *ix,
+                      uint64_t seed, uint32_t threads, const _Atomic bool *stop, struct st_err *err)
 {
     int rc = ST_OK;
-    if (p->n > 0 && ix->type == CFG_INDEX_IVFPQ) {
+    const float *more = base != NULL && p->raw != NULL ? p->raw + (size_t)base->n * p->dim : NULL;
+    uint32_t nmore = base != NULL ? p->n - base->n : 0;
+    if (base != NULL && base->ivf != NULL) {
+        rc = idx_ivfpq_extend(base->ivf, more, nmore, threads ? threads : 1, &p->ivf);
+        if (rc == ST_OK && !(stop != NULL && atomic_load(stop)))
+            rc = idx_ivfpq_save(p->ivf, p->idx_path, err);
+        if (p->ivf != NULL)
+            p->memory = idx_ivfpq_memory(p->ivf);
+    } else if (base != NULL && base->hnsw != NULL) {
+        rc = idx_hnsw_extend(base->hnsw, more, nmore, threads ? threads : 1, seed, &p->hnsw);
+        if (rc == ST_OK && !(stop != NULL && atomic_load(stop)))
+            rc = idx_hnsw_save(p->hnsw, p->idx_path, err);
+        if (p->hnsw != NULL)
+            p->memory = idx_hnsw_memory(p->hnsw);
+        free(p->raw_owned);
+        p->raw_owned = NULL;
+        p->raw = NULL;
+    } else if (p->n > 0 && ix->type == CFG_INDEX_IVFPQ) {
         struct idx_ivfpq_opts o = {.dim = p->dim,
                                    .metric = p->metric,
                                    .nlist = ix->nlist,
@@ -316,7 +334,7 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
     if (stop != NULL && atomic_load(stop))
         rc = ST_ECLOSED;
     else
-        rc = part_index(p, ix, (uint64_t)e->start ^ e->version, threads, stop, err);
+        rc = part_index(p, NULL, ix, (uint64_t)e->start ^ e->version, threads, stop, err);
     if (rc != ST_OK) {
         part_free(p);
         return rc;
@@ -346,14 +364,30 @@ int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
     *out = NULL;
     if (u->id == 0)
         return st_err_set(err, ST_EINVAL, "%s: a unit's id is not 0", idx_path);
+    const struct idx_part *b = u->base;
+    if (b != NULL && b->n > 0) { /* its members must be the first ones, its index of ix's type */
+        bool ok = b->unit == u->id && b->nmem <= u->n &&
+                  (ix->type == CFG_INDEX_IVFPQ ? b->ivf != NULL : b->hnsw != NULL);
+        for (size_t i = 0; ok && i < b->nmem; i++)
+            ok = b->mem[i].e.start == u->mem[i].start && b->mem[i].e.version == u->mem[i].version &&
+                 strcmp(b->mem[i].e.node, u->mem[i].node) == 0;
+        if (!ok)
+            return st_err_set(err, ST_EINVAL,
+                              "%s: the unit to grow is not this one's first members", idx_path);
+    } else {
+        b = NULL; /* nothing indexed to grow: a build */
+    }
     struct idx_part *p;
     int rc = part_open(&u->e, u->id, u->mem, u->seg_paths, u->n, idx_path, metric, true, &p, err);
     if (rc != ST_OK)
         return rc;
-    if (stop != NULL && atomic_load(stop))
+    if (b != NULL && p->n < b->n) /* the same members cannot hold fewer upserts */
+        rc = st_err_set(err, ST_ECORRUPT, "%s: %u upserts, fewer than the unit it grows (%u)",
+                        idx_path, p->n, b->n);
+    else if (stop != NULL && atomic_load(stop))
         rc = ST_ECLOSED;
     else
-        rc = part_index(p, ix, u->id * 0x9E3779B97F4A7C15ull ^ u->e.version, threads, stop, err);
+        rc = part_index(p, b, ix, u->id * 0x9E3779B97F4A7C15ull ^ u->e.version, threads, stop, err);
     if (rc != ST_OK) {
         part_free(p);
         return rc;

@@ -102,6 +102,11 @@ struct idx_part_unit {
     const struct idx_cat_entry *mem; /* members, in record order */
     const char *const *seg_paths;    /* their segment copies */
     size_t n;                        /* >= 1 */
+    /* Build only: NULL, or the unit's previous generation when its members are exactly
+     * mem[0 .. base->nmem) (none dead) and its index is of the type being built: its graph or
+     * codes are grown by the other members' upserts (idx_hnsw_extend / idx_ivfpq_extend: the
+     * same labels, no retraining) instead of a build from scratch. */
+    const struct idx_part *base;
 };
 int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
                         const struct cfg_index *ix, enum st_metric metric, uint32_t threads,

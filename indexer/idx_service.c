@@ -728,7 +728,8 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
     struct st_err err = {0};
     enum job_rc out = JOB_DONE;
     bool had_old = false;
-    size_t from_old = 0; /* members that were live members of the unit before */
+    size_t from_old = 0;          /* members that were live members of the unit before */
+    struct idx_part *base = NULL; /* the unit before, to grow, when none of it is dead */
 
     /* Plan. */
     pthread_mutex_lock(&c->mu);
@@ -747,6 +748,11 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
                 nu.mem[nu.nmem++] = c->cat->e[k];
         qsort(nu.mem + first_new, nu.nmem - first_new, sizeof(*nu.mem), member_cmp);
         nu.id = had_old ? old.id : c->cat->next_unit++;
+        long bi = had_old && from_old == old.nmem ? find_part_locked(c, NULL, 0, old.id) : -1;
+        if (bi >= 0 && c->parts[bi]->nmem == old.nmem) {
+            base = c->parts[bi];
+            idx_part_ref(base);
+        }
     }
     pthread_mutex_unlock(&c->mu);
     if (nu.mem == NULL) {
@@ -785,6 +791,10 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
     nu.e.cold = cold_now(c, &nu.e);
     const struct cfg_index *ix = nu.e.cold ? &c->cfg->cold_index : &c->cfg->index;
     snprintf(nu.e.index, sizeof(nu.e.index), "%s", index_name(ix->type));
+    if (base != NULL && (base->e.cold != nu.e.cold || strcmp(base->e.index, nu.e.index) != 0)) {
+        idx_part_unref(base); /* another index type now (cold_index): a build */
+        base = NULL;
+    }
     segs = calloc(nu.nmem, sizeof(*segs));
     for (size_t k = 0; segs != NULL && k < nu.nmem; k++)
         if ((segs[k] = idx_catalog_seg_path(c->cat, nu.mem[k].node, nu.mem[k].start,
@@ -797,15 +807,17 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
     }
     st_log_info(LOG_COMP,
                 "compacting coll=%s unit=%" PRIu64 " generation=%u span=[%" PRId64 ",%" PRId64
-                ") parts=%zu (%zu from the unit before) records=%" PRIu64 " index=%s%s",
+                ") parts=%zu (%zu from the unit before) records=%" PRIu64 " index=%s%s (%s)",
                 c->cfg->name, nu.id, nu.e.version, nu.e.start, nu.e.end, nu.nmem, from_old,
-                nu.e.records, nu.e.index, nu.e.cold ? " (cold)" : "");
+                nu.e.records, nu.e.index, nu.e.cold ? " (cold)" : "",
+                base != NULL ? "growing the unit before" : "a build");
     int64_t t0 = st_clock_mono_ns(NULL);
     struct idx_part_unit spec = {.id = nu.id,
                                  .e = nu.e,
                                  .mem = nu.mem,
                                  .seg_paths = (const char *const *)segs,
-                                 .n = nu.nmem};
+                                 .n = nu.nmem,
+                                 .base = base};
     rc = idx_part_build_unit(&spec, idxp, ix, c->metric, 1, &s->stop, &p, &err);
     if (rc == ST_ECLOSED) {
         out = JOB_ABANDON;
@@ -908,6 +920,8 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
 done:
     if (p != NULL)
         idx_part_unref(p);
+    if (base != NULL)
+        idx_part_unref(base);
     for (size_t k = 0; segs != NULL && k < nu.nmem; k++)
         free(segs[k]);
     free(segs);

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "idx_hnsw.h"
+#include "idx_hnsw_int.h"
+#include "ivfpq_format.h"
 #include "idx_part.h"
 #include "idx_view.h"
 #include "st_distance.h"
@@ -603,13 +605,42 @@ START_TEST(test_ties_across_nodes)
 END_TEST
 
 /* A unit over parts (members oldest first, as the service orders them); unit id 7. */
+static struct idx_part *fx_unit_grow(struct fx *f, struct idx_part *const *parts, size_t n,
+                                     const char *type, uint32_t generation,
+                                     const struct idx_part *base);
+
+/* Do two IVF-PQ files hold the same quantizers (coarse centroids and codebooks)? */
+static bool same_quantizers(const char *a, const char *b, size_t bytes)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    ck_assert_ptr_nonnull(fa);
+    ck_assert_ptr_nonnull(fb);
+    uint8_t *x = malloc(bytes), *y = malloc(bytes);
+    ck_assert(fseek(fa, IDX_IVFPQ_HEADER, SEEK_SET) == 0 && fread(x, 1, bytes, fa) == bytes);
+    ck_assert(fseek(fb, IDX_IVFPQ_HEADER, SEEK_SET) == 0 && fread(y, 1, bytes, fb) == bytes);
+    bool same = memcmp(x, y, bytes) == 0;
+    free(x);
+    free(y);
+    fclose(fa);
+    fclose(fb);
+    return same;
+}
+
 static struct idx_part *fx_unit(struct fx *f, struct idx_part *const *parts, size_t n,
                                 const char *type, uint32_t generation)
+{
+    return fx_unit_grow(f, parts, n, type, generation, NULL);
+}
+
+/* A unit over parts (newest first, as views hold them); base: its previous generation, grown. */
+static struct idx_part *fx_unit_grow(struct fx *f, struct idx_part *const *parts, size_t n,
+                                     const char *type, uint32_t generation,
+                                     const struct idx_part *base)
 {
     struct idx_cat_entry mem[64];
     const char *segs[64];
     ck_assert_uint_le(n, 64);
-    struct idx_part_unit u = {.id = 7, .mem = mem, .seg_paths = segs, .n = n};
+    struct idx_part_unit u = {.id = 7, .mem = mem, .seg_paths = segs, .n = n, .base = base};
     u.e.start = INT64_MAX;
     u.e.end = INT64_MIN;
     for (size_t i = 0; i < n; i++) {
@@ -634,6 +665,7 @@ static struct idx_part *fx_unit(struct fx *f, struct idx_part *const *parts, siz
     ck_assert_msg(idx_part_build_unit(&u, ix, &cix, ST_METRIC_L2, 1, NULL, &out, &err) == ST_OK,
                   "%s", err.msg);
     /* and it loads back as built */
+    u.base = NULL;
     struct idx_part *again;
     ck_assert_msg(idx_part_load_unit(&u, ix, ST_METRIC_L2, &again, &err) == ST_OK, "%s", err.msg);
     ck_assert_uint_eq(again->n, out->n);
@@ -760,6 +792,79 @@ START_TEST(test_unit_dead_member)
 }
 END_TEST
 
+/* A unit's next generation grown from the previous one (HNSW and IVF-PQ): the old labels keep
+ * their records, the new members' upserts follow; it finds what a unit built from scratch over
+ * the same members finds (recall within 0.01), and what searching the parts finds; a base that
+ * is not the first members is refused. */
+START_TEST(test_unit_grow)
+{
+    const char *types[] = {"hnsw", "ivfpq"};
+    for (int t = 0; t < 2; t++) {
+        struct fx f;
+        fx_open(&f, 6, 2, 300, types[t]);
+        /* generation 1: windows 0-2 (the oldest 6 parts); generation 2: every part */
+        size_t half = 6, first = f.nparts - half;
+        struct idx_part *g1 = fx_unit(&f, f.parts + first, half, types[t], 1);
+        struct idx_part *g2 = fx_unit_grow(&f, f.parts, f.nparts, types[t], 2, g1);
+        struct idx_part *fresh = fx_unit(&f, f.parts, f.nparts, types[t], 3);
+        ck_assert_uint_eq(g2->n, fresh->n);
+        ck_assert_uint_gt(g2->n, g1->n);
+        for (uint32_t l = 0; l < g2->n; l++) /* labels: the same records either way */
+            ck_assert_uint_eq(g2->rec[l], fresh->rec[l]);
+        for (uint32_t l = 0; l < g1->n; l++)
+            ck_assert_uint_eq(g1->rec[l], g2->rec[l]);
+        if (t == 0) { /* grown: the old nodes keep their levels (a build draws new ones) */
+            size_t same = 0, same_fresh = 0;
+            for (uint32_t l = 0; l < g1->n; l++) {
+                same += g1->hnsw->levels[l] == g2->hnsw->levels[l];
+                same_fresh += g1->hnsw->levels[l] == fresh->hnsw->levels[l];
+            }
+            ck_assert_uint_eq(same, g1->n);
+            ck_assert_uint_lt(same_fresh, g1->n);
+        } else { /* grown: no retraining, the quantizers are the old ones */
+            size_t qbytes = (4 * D + 8 * 256 * (D / 8)) * sizeof(float);
+            ck_assert(same_quantizers(g1->idx_path, g2->idx_path, qbytes));
+            ck_assert(!same_quantizers(g1->idx_path, fresh->idx_path, qbytes));
+        }
+        struct idx_view *parts_view = f.view;
+        rng = 4321;
+        struct run a = compare(&f, 300, 10, 160, INT64_MIN, INT64_MAX);
+        ck_assert_int_eq(idx_view_build(&fresh, 1, NULL, &f.view), ST_OK);
+        rng = 4321;
+        struct run b = compare(&f, 300, 10, 160, INT64_MIN, INT64_MAX);
+        idx_view_release(f.view);
+        ck_assert_int_eq(idx_view_build(&g2, 1, NULL, &f.view), ST_OK);
+        rng = 4321;
+        struct run g = compare(&f, 300, 10, 160, INT64_MIN, INT64_MAX);
+        idx_view_release(f.view);
+        f.view = parts_view;
+        ck_assert_msg(g.recall_bnd >= b.recall_bnd - 0.01, "%s: grown %.4f, fresh %.4f", types[t],
+                      g.recall_bnd, b.recall_bnd);
+        ck_assert_msg(g.recall_bnd >= a.recall_bnd - 0.01, "%s: grown %.4f, parts %.4f", types[t],
+                      g.recall_bnd, a.recall_bnd);
+        /* a base that is not the new unit's first members */
+        struct idx_cat_entry mem[2] = {f.parts[0]->e, f.parts[1]->e};
+        const char *segs[2] = {f.parts[0]->mem[0].seg_path, f.parts[1]->mem[0].seg_path};
+        struct idx_part_unit bad = {.id = 7, .mem = mem, .seg_paths = segs, .n = 2, .base = g1};
+        bad.e = f.parts[0]->e;
+        struct cfg_index cix = {.type = CFG_INDEX_HNSW, .m = 12, .ef_construction = 64};
+        if (t == 1)
+            cix = (struct cfg_index){.type = CFG_INDEX_IVFPQ, .nlist = 4, .pq_m = 8, .nbits = 8};
+        char ix[600];
+        snprintf(ix, sizeof(ix), "%s/bad.%s", f.dir, types[t]);
+        struct idx_part *out = NULL;
+        struct st_err err = {0};
+        ck_assert_int_eq(idx_part_build_unit(&bad, ix, &cix, ST_METRIC_L2, 1, NULL, &out, &err),
+                         ST_EINVAL);
+        ck_assert_ptr_null(out);
+        idx_part_unref(g1);
+        idx_part_unref(g2);
+        idx_part_unref(fresh);
+        fx_close(&f);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("idx_view");
@@ -773,6 +878,7 @@ int main(void)
     tcase_add_test(tc, test_ties_across_nodes);
     tcase_add_test(tc, test_unit_matches_parts);
     tcase_add_test(tc, test_unit_dead_member);
+    tcase_add_test(tc, test_unit_grow);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
