@@ -250,19 +250,8 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
     uint32_t nmore = base != NULL ? p->n - base->n : 0;
     if (base != NULL && base->ivf != NULL) {
         rc = idx_ivfpq_extend(base->ivf, more, nmore, threads ? threads : 1, &p->ivf);
-        if (rc == ST_OK && !(stop != NULL && atomic_load(stop)))
-            rc = idx_ivfpq_save(p->ivf, p->idx_path, err);
-        if (p->ivf != NULL)
-            p->memory = idx_ivfpq_memory(p->ivf);
     } else if (base != NULL && base->hnsw != NULL) {
         rc = idx_hnsw_extend(base->hnsw, more, nmore, threads ? threads : 1, seed, &p->hnsw);
-        if (rc == ST_OK && !(stop != NULL && atomic_load(stop)))
-            rc = idx_hnsw_save(p->hnsw, p->idx_path, err);
-        if (p->hnsw != NULL)
-            p->memory = idx_hnsw_memory(p->hnsw);
-        free(p->raw_owned);
-        p->raw_owned = NULL;
-        p->raw = NULL;
     } else if (p->n > 0 && ix->type == CFG_INDEX_IVFPQ) {
         struct idx_ivfpq_opts o = {.dim = p->dim,
                                    .metric = p->metric,
@@ -272,10 +261,6 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
                                    .seed = seed,
                                    .threads = threads ? threads : 1};
         rc = idx_ivfpq_build(&o, p->raw, p->n, &p->ivf);
-        if (rc == ST_OK && !(stop != NULL && atomic_load(stop)))
-            rc = idx_ivfpq_save(p->ivf, p->idx_path, err);
-        if (p->ivf != NULL)
-            p->memory = idx_ivfpq_memory(p->ivf);
     } else if (p->n > 0) {
         struct idx_hnsw_opts o = {.dim = p->dim,
                                   .metric = p->metric,
@@ -284,10 +269,16 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
                                   .seed = seed,
                                   .threads = threads ? threads : 1};
         rc = idx_hnsw_build(&o, p->raw, p->n, &p->hnsw);
-        if (rc == ST_OK && !(stop != NULL && atomic_load(stop)))
+    }
+    bool stopped = stop != NULL && atomic_load(stop);
+    if (p->ivf != NULL) {
+        if (rc == ST_OK && !stopped)
+            rc = idx_ivfpq_save(p->ivf, p->idx_path, err);
+        p->memory = idx_ivfpq_memory(p->ivf);
+    } else if (p->hnsw != NULL) {
+        if (rc == ST_OK && !stopped)
             rc = idx_hnsw_save(p->hnsw, p->idx_path, err);
-        if (p->hnsw != NULL)
-            p->memory = idx_hnsw_memory(p->hnsw);
+        p->memory = idx_hnsw_memory(p->hnsw);
         /* The graph holds its own copy: a gathered one is not needed past the build. */
         free(p->raw_owned);
         p->raw_owned = NULL;

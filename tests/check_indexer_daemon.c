@@ -339,6 +339,21 @@ static unsigned start_indexer(struct st_daemon *d, const struct env *e, const ch
     return port;
 }
 
+/* One ingest daemon and one indexer on e->cfg, both ready; lx gets the indexer's log path. */
+static void start_pair(const struct env *e, struct st_daemon *ing, struct st_daemon *ix, char *lx,
+                       size_t cap, unsigned *ip, unsigned *xp)
+{
+    char li[700];
+    snprintf(li, sizeof(li), "%s/ingest.log", e->dir);
+    snprintf(lx, cap, "%s/indexer.log", e->dir);
+    const char *const aa[] = {e->ingest_bin, "--config", e->cfg, NULL};
+    st_daemon_start(ing, li, aa, NULL);
+    *ip = st_daemon_wait_logged_number(ing, "HTTP on port ", 60000);
+    st_daemon_wait_http_ok(ing, *ip, "/readyz", 60000);
+    *xp = start_indexer(ix, e, e->cfg, lx);
+    st_daemon_wait_http_ok(ix, *xp, "/readyz", 60000);
+}
+
 static int count_in_log(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
@@ -796,16 +811,10 @@ START_TEST(test_search_during_swaps)
     env_init_cfg(&e, "    window: 10s\n    grace: 1s\n    max_lateness: 1m\n    ttl: 80s\n"
                      "    cold_after: 15s\n"
                      "    cold_index: {type: ivfpq, nlist: 16, m: 98, nbits: 8}\n");
-    char li[700], lx[700];
-    snprintf(li, sizeof(li), "%s/ingest.log", e.dir);
-    snprintf(lx, sizeof(lx), "%s/indexer.log", e.dir);
+    char lx[700];
     struct st_daemon ing, ix;
-    const char *const aa[] = {e.ingest_bin, "--config", e.cfg, NULL};
-    st_daemon_start(&ing, li, aa, NULL);
-    unsigned ip = st_daemon_wait_logged_number(&ing, "HTTP on port ", 60000);
-    st_daemon_wait_http_ok(&ing, ip, "/readyz", 60000);
-    unsigned xp = start_indexer(&ix, &e, e.cfg, lx);
-    st_daemon_wait_http_ok(&ix, xp, "/readyz", 60000);
+    unsigned ip, xp;
+    start_pair(&e, &ing, &ix, lx, sizeof(lx), &ip, &xp);
 
     /* Three windows ending 5-25 s ago, 300 records each, then the watermark. */
     int64_t now = st_clock_wall_ms(NULL);
@@ -1753,17 +1762,11 @@ START_TEST(test_index_compaction)
     struct env e;
     env_init_cfg(&e, "    window: 10s\n    grace: 1s\n    max_lateness: 2m\n    ttl: 180s\n"
                      "    compact_after: 10s\n    compact_span: 30s\n");
-    char li[700], lx[700], idir[700];
-    snprintf(li, sizeof(li), "%s/ingest.log", e.dir);
-    snprintf(lx, sizeof(lx), "%s/indexer.log", e.dir);
+    char lx[700], idir[700];
     snprintf(idir, sizeof(idir), "%s/indexer/fm", e.data);
     struct st_daemon ing, ix;
-    const char *const aa[] = {e.ingest_bin, "--config", e.cfg, NULL};
-    st_daemon_start(&ing, li, aa, NULL);
-    unsigned ip = st_daemon_wait_logged_number(&ing, "HTTP on port ", 60000);
-    st_daemon_wait_http_ok(&ing, ip, "/readyz", 60000);
-    unsigned xp = start_indexer(&ix, &e, e.cfg, lx);
-    st_daemon_wait_http_ok(&ix, xp, "/readyz", 60000);
+    unsigned ip, xp;
+    start_pair(&e, &ing, &ix, lx, sizeof(lx), &ip, &xp);
 
     /* Three windows of one 30 s span, ended 15-65 s ago, 300 records each; the watermark. */
     int64_t now = st_clock_wall_ms(NULL);
