@@ -798,6 +798,52 @@ static void *searcher_main(void *arg)
     return NULL;
 }
 
+/* Train vectors t0..t899, 300 to each of the three 10 s windows from w0, in batches of 20
+ * alternating over the two partitions, then one record per partition at now - 500 ms (the
+ * watermark). Returns the producer (not flushed). */
+static rd_kafka_t *produce_three(struct env *e, int64_t w0, int64_t now)
+{
+    rd_kafka_t *p = st_kafka_producer(e->brokers);
+    for (int b = 0; b < 900 / 20; b++) {
+        json_t *recs = json_array();
+        for (int i = b * 20; i < (b + 1) * 20; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "t%d", i);
+            json_array_append_new(
+                recs, rec(id, w0 + (int64_t)(i / 300) * 10000 + i % 300, train + (size_t)i * DIM));
+        }
+        send_json(p, e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
+    }
+    for (int part = 0; part < 2; part++)
+        send_json(p, e, part,
+                  rec(part ? "wm-1" : "wm-0", now - 500, test + (size_t)(NQ + 9) * DIM));
+    return p;
+}
+
+/* Four clients searching and getting by id on port until stop. */
+static void searchers_start(struct searcher sc[4], pthread_t th[4], unsigned port,
+                            _Atomic bool *stop)
+{
+    for (int i = 0; i < 4; i++) {
+        sc[i] = (struct searcher){.port = port, .seed = i, .stop = stop};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, searcher_main, &sc[i]), 0);
+    }
+}
+
+/* Stops them: none may have seen an error, and together they made more than 100 requests. */
+static void searchers_stop(struct searcher sc[4], pthread_t th[4], _Atomic bool *stop)
+{
+    atomic_store(stop, true);
+    long total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        total += sc[i].total;
+        ck_assert_msg(sc[i].errors == 0, "searcher %d: %ld errors of %ld, last: %s", i,
+                      sc[i].errors, sc[i].total, sc[i].last_error);
+    }
+    ck_assert_int_gt(total, 100);
+}
+
 /* Windows of 10 s: sealed, indexed, re-sealed with late data (version 2), tiered to IVF-PQ
  * after cold_after, expired by TTL — while four clients search (strong and indexed) and get
  * records without pause: no error, and every expired window's files are gone at the end. */
@@ -819,20 +865,7 @@ START_TEST(test_search_during_swaps)
     /* Three windows ending 5-25 s ago, 300 records each, then the watermark. */
     int64_t now = st_clock_wall_ms(NULL);
     int64_t w0 = (now - 35000) / 10000 * 10000;
-    rd_kafka_t *p = st_kafka_producer(e.brokers);
-    for (int b = 0; b < 900 / 20; b++) {
-        json_t *recs = json_array();
-        for (int i = b * 20; i < (b + 1) * 20; i++) {
-            char id[32];
-            snprintf(id, sizeof(id), "t%d", i);
-            json_array_append_new(
-                recs, rec(id, w0 + (int64_t)(i / 300) * 10000 + i % 300, train + (size_t)i * DIM));
-        }
-        send_json(p, &e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
-    }
-    for (int part = 0; part < 2; part++)
-        send_json(p, &e, part,
-                  rec(part ? "wm-1" : "wm-0", now - 500, test + (size_t)(NQ + 9) * DIM));
+    rd_kafka_t *p = produce_three(&e, w0, now);
     ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
     /* The searchers start once the watermark records are fresh on the ingest node: from then
      * on a strong search always has hits. */
@@ -842,10 +875,7 @@ START_TEST(test_search_during_swaps)
     _Atomic bool stop = false;
     struct searcher sc[4];
     pthread_t th[4];
-    for (int i = 0; i < 4; i++) {
-        sc[i] = (struct searcher){.port = xp, .seed = i, .stop = &stop};
-        ck_assert_int_eq(pthread_create(&th[i], NULL, searcher_main, &sc[i]), 0);
-    }
+    searchers_start(sc, th, xp, &stop);
     /* Watch: a window at version 2 (after the late record below), a cold window, then none. */
     bool saw_v2 = false, saw_cold = false, late_sent = false;
     int64_t deadline = st_test_now_ms() + 240000;
@@ -880,15 +910,7 @@ START_TEST(test_search_during_swaps)
         st_test_sleep_ms(100);
     }
     rd_kafka_destroy(p);
-    atomic_store(&stop, true);
-    long total = 0;
-    for (int i = 0; i < 4; i++) {
-        pthread_join(th[i], NULL);
-        total += sc[i].total;
-        ck_assert_msg(sc[i].errors == 0, "searcher %d: %ld errors of %ld, last: %s", i,
-                      sc[i].errors, sc[i].total, sc[i].last_error);
-    }
-    ck_assert_int_gt(total, 100);
+    searchers_stop(sc, th, &stop);
     /* Only the catalog (and the open window's parts, if it sealed) remain on disk. */
     char idir[700];
     snprintf(idir, sizeof(idir), "%s/indexer/fm", e.data);
@@ -1771,20 +1793,7 @@ START_TEST(test_index_compaction)
     /* Three windows of one 30 s span, ended 15-65 s ago, 300 records each; the watermark. */
     int64_t now = st_clock_wall_ms(NULL);
     int64_t w0 = (now - 45000) / 30000 * 30000;
-    rd_kafka_t *p = st_kafka_producer(e.brokers);
-    for (int b = 0; b < N / 20; b++) {
-        json_t *recs = json_array();
-        for (int i = b * 20; i < (b + 1) * 20; i++) {
-            char id[32];
-            snprintf(id, sizeof(id), "t%d", i);
-            json_array_append_new(
-                recs, rec(id, w0 + (int64_t)(i / PER) * 10000 + i % PER, train + (size_t)i * DIM));
-        }
-        send_json(p, &e, b % 2, json_pack("{s:s,s:o}", "collection", "fm", "records", recs));
-    }
-    for (int part = 0; part < 2; part++)
-        send_json(p, &e, part,
-                  rec(part ? "wm-1" : "wm-0", now - 500, test + (size_t)(NQ + 9) * DIM));
+    rd_kafka_t *p = produce_three(&e, w0, now);
     ck_assert_int_eq(rd_kafka_flush(p, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
 
     /* One unit serves the three windows. */
@@ -1828,10 +1837,7 @@ START_TEST(test_index_compaction)
     _Atomic bool stop = false;
     struct searcher sc[4];
     pthread_t th[4];
-    for (int i = 0; i < 4; i++) {
-        sc[i] = (struct searcher){.port = xp, .seed = i, .stop = &stop};
-        ck_assert_int_eq(pthread_create(&th[i], NULL, searcher_main, &sc[i]), 0);
-    }
+    searchers_start(sc, th, xp, &stop);
     /* Late data re-seals the middle window: version 2 is served at once (by its own part or a
      * unit), then the unit's next generation takes it and the first generation's files go. */
     send_json(p, &e, 0, rec("late-1", w0 + 10000 + 400, test + (size_t)(NQ + 5) * DIM));
@@ -1860,15 +1866,7 @@ START_TEST(test_index_compaction)
                                     http_status(xp, "/v1/collections/fm/records/t899") == 404,
                                 300000),
                   "the windows did not expire");
-    atomic_store(&stop, true);
-    long total = 0;
-    for (int i = 0; i < 4; i++) {
-        pthread_join(th[i], NULL);
-        total += sc[i].total;
-        ck_assert_msg(sc[i].errors == 0, "searcher %d: %ld errors of %ld, last: %s", i,
-                      sc[i].errors, sc[i].total, sc[i].last_error);
-    }
-    ck_assert_int_gt(total, 100);
+    searchers_stop(sc, th, &stop);
     bool clean = false;
     char left[300] = "";
     for (int64_t deadline = st_test_now_ms() + 30000; !clean && st_test_now_ms() < deadline;) {
