@@ -895,6 +895,8 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
         if (c->nparts > 1)
             qsort(c->parts, c->nparts, sizeof(*c->parts), part_cmp);
         republish_or_later_locked(c, "a compaction");
+        /* counted with the commit, under the lock: whoever sees the unit listed sees it */
+        atomic_fetch_add(&c->compactions, 1);
     }
     pthread_mutex_unlock(&c->mu);
     if (!valid) {
@@ -911,7 +913,6 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
         out = JOB_RETRY;
         goto done;
     }
-    atomic_fetch_add(&c->compactions, 1);
     st_log_info(LOG_COMP,
                 "compacted coll=%s unit=%" PRIu64 " generation=%u parts=%zu records=%" PRIu64
                 " seconds=%.2f",
