@@ -427,7 +427,7 @@ START_TEST(test_fifo_cap_kicks_tick)
     ck_assert_uint_gt(wbytes, 1000);
     ck_assert_int_eq(twcs_close(t), ST_OK);
     o.max_bytes = used - wbytes / 2; /* over by half the window: it must go */
-    o.tick_ms = 3600000;    /* the timer would not tick by itself during the test */
+    o.tick_ms = 3600000;             /* the timer would not tick by itself during the test */
     t = topen(&o);
     ck_assert_int_eq(put_raw_eagain(t, s + 1600), ST_EAGAIN);
     ck_assert_msg(ST_WAIT_UNTIL((win(t, s, &f), !f), 10000), "the sealed window is still there");
@@ -435,6 +435,64 @@ START_TEST(test_fifo_cap_kicks_tick)
     ck_assert_str_eq(last_reason, "fifo");
     ck_assert_int_eq(put_raw_eagain(t, s + 1600), ST_OK);
     ck_assert(has(t, 9000) && !has(t, 0));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* twcs_write retried with the same array after ST_EAGAIN (as the consumer's hold in place does)
+ * writes the batch's live records exactly once: an expired record in it is not duplicated over
+ * by the kept ones (it once was: [expired, A, B] became [A, B, B] and the retry stored B twice). */
+START_TEST(test_retry_same_array)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.ttl_ms = 10000;
+    o.store.memtable_size = 64 * 1024;
+    o.store.max_frozen = 1;
+    struct twcs *t = topen(&o);
+    int64_t ts = T0 - 500;
+    int rc = ST_OK;
+    float vec[DIM] = {1, 2, 3, 4};
+    for (int k = 0; k < 100000 && rc == ST_OK; k++) { /* the memtable full: back-pressure */
+        char id[32];
+        snprintf(id, sizeof(id), "fill-%d", k);
+        struct store_record r = {.id = (const uint8_t *)id,
+                                 .id_len = (uint32_t)strlen(id),
+                                 .ts = ts,
+                                 .op = STORE_OP_UPSERT,
+                                 .vec = vec};
+        struct twcs_result res;
+        rc = twcs_write(t, 0, k, &r, 1, &res);
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    struct store_record recs[3] = {
+        {.id = (const uint8_t *)"old",
+         .id_len = 3,
+         .ts = T0 - 20000,
+         .op = STORE_OP_UPSERT,
+         .vec = vec},
+        {.id = (const uint8_t *)"A", .id_len = 1, .ts = ts, .op = STORE_OP_UPSERT, .vec = vec},
+        {.id = (const uint8_t *)"B", .id_len = 1, .ts = ts, .op = STORE_OP_UPSERT, .vec = vec}};
+    struct twcs_result res;
+    ck_assert_int_eq(twcs_write(t, 0, 500000, recs, 3, &res), ST_EAGAIN);
+    /* a permutation of the batch */
+    int seen_old = 0, seen_a = 0, seen_b = 0;
+    for (int i = 0; i < 3; i++) {
+        seen_old += recs[i].id_len == 3;
+        seen_a += recs[i].id_len == 1 && recs[i].id[0] == 'A';
+        seen_b += recs[i].id_len == 1 && recs[i].id[0] == 'B';
+    }
+    ck_assert(seen_old == 1 && seen_a == 1 && seen_b == 1);
+    ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+    struct store_stats a, b;
+    store_stats(twcs_store(t), &a);
+    ck_assert_int_eq(twcs_write(t, 0, 500000, recs, 3, &res), ST_OK);
+    store_stats(twcs_store(t), &b);
+    ck_assert_int_eq(res.verdict, TWCS_ACCEPTED);
+    ck_assert_uint_eq(res.expired, 1);
+    ck_assert_uint_eq(b.memtable_records - a.memtable_records, 2);
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
@@ -773,7 +831,6 @@ static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts
         ck_assert_int_eq(res.verdict, TWCS_ACCEPTED);
     return rc;
 }
-
 
 /* §8 case 12, "WAL alone over the cap": no segment exists and the WAL by itself (records with
  * metadata, which lives only there until a flush; the last batch large) is over the cap. Writes get
@@ -1795,6 +1852,7 @@ int main(void)
     tcase_add_test(tc, test_ttl_idle_and_clock_jumps);
     tcase_add_test(tc, test_fifo_cap);
     tcase_add_test(tc, test_fifo_cap_kicks_tick);
+    tcase_add_test(tc, test_retry_same_array);
     tcase_add_test(tc, test_crash_during_seal);
     tcase_add_test(tc, test_crash_during_promotion_seal);
     tcase_add_test(tc, test_crash_during_drop);

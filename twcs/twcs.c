@@ -332,7 +332,8 @@ static int classify_locked(struct twcs *t, int64_t now, struct store_record *rec
         struct store_record *r = &recs[i];
         if ((t->horizon != INT64_MIN && r->ts < t->horizon) ||
             (t->o.ttl_ms > 0 && r->ts < sat_sub(now, t->o.ttl_ms))) {
-            res->expired++; /* older than the TTL or in a dropped window: never recreated */
+            res->expired++;        /* older than the TTL or in a dropped window: never recreated */
+            r->window = INT64_MIN; /* marked (no window starts there: ts is range-checked) */
             continue;
         }
         long next;
@@ -379,9 +380,26 @@ static int classify_locked(struct twcs *t, int64_t now, struct store_record *rec
         }
         r->window = w.start;
         r->window_end = w.end;
-        recs[c->keep++] = *r;
+        c->keep++;
         if (r->ts > c->max_ts)
             c->max_ts = r->ts;
+    }
+    /* The kept records first, in their order, the expired after them: the caller's array stays
+     * a permutation of its batch, so a retry of the same array after ST_EAGAIN (or another
+     * round here) classifies the same records again, none twice and none lost. */
+    if (res->expired > 0) {
+        struct store_record *x = malloc(res->expired * sizeof(*x));
+        if (x == NULL)
+            return ST_ENOMEM;
+        uint32_t k = 0, e = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (recs[i].window == INT64_MIN)
+                x[e++] = recs[i];
+            else
+                recs[k++] = recs[i];
+        }
+        memcpy(recs + k, x, e * sizeof(*x));
+        free(x);
     }
     return ST_OK;
 }

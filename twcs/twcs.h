@@ -82,11 +82,12 @@ struct twcs_result {
 };
 
 /*
- * Writes one Kafka message's records (their window fields are ignored and set here). A
- * rejected batch applies nothing. Returns ST_EAGAIN for back-pressure (memtable full,
- * FIFO cap reached): pause the partition and retry later. Hitting the FIFO cap wakes the
- * timer thread (when there is one) for a tick at once, so sealed windows are dropped without
- * waiting for the next period.
+ * Writes one Kafka message's records (their window fields are ignored and set here). The
+ * array is reordered (kept records first, in order) but stays a permutation of the batch, so
+ * after ST_EAGAIN the same array is retried as it is. A rejected batch applies nothing. Returns
+ * ST_EAGAIN for back-pressure (memtable full, FIFO cap reached): pause the partition and retry
+ * later. Hitting the FIFO cap wakes the timer thread (when there is one) for a tick at once, so
+ * sealed windows are dropped without waiting for the next period.
  */
 int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_record *recs,
                uint32_t n, struct twcs_result *res) ST_WUR;
