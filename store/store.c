@@ -45,6 +45,7 @@ int store_fail_locked(struct store *s, int rc, const char *what)
     pthread_cond_broadcast(&s->durable_cv);
     pthread_cond_broadcast(&s->flushed_cv);
     pthread_cond_broadcast(&s->roll_cv);
+    pthread_cond_broadcast(&s->vw_done_cv); /* waiters on the writer thread see it at once */
     return rc;
 }
 

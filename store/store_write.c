@@ -855,8 +855,13 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
         store_fail_locked(s, rc, "vector log write");
         goto out;
     }
-    if ((rc = wal_encode(s, b, refs, &iovcnt, &len)) != ST_OK)
+    if ((rc = wal_encode(s, b, refs, &iovcnt, &len)) != ST_OK) {
+        /* Rows reserved in the vector logs with no job to write them would leave a hole that
+         * every later job and the seal's extend would trip over: fail instead. */
+        if (refs != NULL && s->vw_async)
+            store_fail_locked(s, rc, "wal encode after reserving vector-log rows");
         goto out;
+    }
     rc = store_log_appendv(&s->wal, s->wiov, iovcnt);
     if (rc != ST_OK) {
         store_fail_locked(s, rc, "wal write");
