@@ -142,6 +142,18 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
         }
         rc = idx_catalog_put(c, &e);
     }
+    /* An entry naming a unit it is no member of (that version) is served by nothing: make it
+     * a plain entry again (its own index, missing, is then rebuilt), never a window lost. */
+    for (size_t k = 0; rc == ST_OK && k < c->n; k++) {
+        struct idx_cat_entry *e = &c->e[k];
+        const struct idx_cat_unit *u = e->unit != 0 ? idx_catalog_unit(c, e->unit) : NULL;
+        bool member = false;
+        for (size_t m = 0; u != NULL && m < u->nmem && !member; m++)
+            member = u->mem[m].start == e->start && u->mem[m].version == e->version &&
+                     strcmp(u->mem[m].node, e->node) == 0;
+        if (!member)
+            e->unit = 0;
+    }
     json_array_foreach(gone, i, o)
     {
         const char *node = json_string_value(json_object_get(o, "node"));

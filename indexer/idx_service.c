@@ -618,9 +618,12 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
     p->e = e;
     pthread_mutex_lock(&c->mu);
     const struct idx_cat_entry *x = idx_catalog_find(c->cat, e.node, e.start);
+    /* A retier of a window a compaction took meanwhile is moot too: writing the entry back
+     * with unit 0 would give one segment copy two owners (the unit and the plain part). */
     bool lost = idx_catalog_is_gone(c->cat, e.node, e.start, e.version) ||
                 (x != NULL &&
-                 (x->version > e.version || (x->version == e.version && j->kind != JOB_RETIER)));
+                 (x->version > e.version || (x->version == e.version && j->kind != JOB_RETIER) ||
+                  (j->kind == JOB_RETIER && x->unit != 0)));
     struct idx_cat_entry prev = x != NULL ? *x : (struct idx_cat_entry){0};
     bool had = x != NULL;
     if (!lost && (rc = idx_catalog_put(c->cat, &e)) == ST_OK &&
@@ -785,8 +788,14 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
         nu.e.records += nu.mem[k].records;
         nu.mem[k].unit = nu.id;
     }
+    /* The span, widened to its members' windows (members of a unit built under a longer
+     * compact_span stay searchable by time range) */
     nu.e.start = b0;
     nu.e.end = b0 + c->cfg->compact_span_ms;
+    for (size_t k = 0; k < nu.nmem; k++) {
+        nu.e.start = nu.mem[k].start < nu.e.start ? nu.mem[k].start : nu.e.start;
+        nu.e.end = nu.mem[k].end > nu.e.end ? nu.mem[k].end : nu.e.end;
+    }
     nu.e.version = had_old ? old.e.version + 1 : 1;
     nu.e.cold = cold_now(c, &nu.e);
     const struct cfg_index *ix = nu.e.cold ? &c->cfg->cold_index : &c->cfg->index;
@@ -909,7 +918,9 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
     if (rc != ST_OK) {
         st_log_warn(LOG_COMP, "recording coll=%s unit=%" PRIu64 " failed: %s; retrying",
                     c->cfg->name, nu.id, err.msg[0] ? err.msg : st_strerror(rc));
-        idx_part_retire(p, false, true);
+        /* The index file stays: a failed save may still have reached the disk (renamed, its
+         * directory not synced), and then the catalog there names it. The retry writes the
+         * same generation over it; the next start's sweep removes it if nothing names it. */
         out = JOB_RETRY;
         goto done;
     }

@@ -1734,6 +1734,15 @@ START_TEST(test_catalog_units)
         ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_ECORRUPT, "bad catalog %zu loaded", i);
         ck_assert_ptr_nonnull(strstr(err.msg, "CATALOG"));
     }
+    /* an entry naming a unit it is no member of becomes a plain entry (rebuilt, not lost) */
+    cu_write(dir, "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": "
+                  "0, \"index\": \"hnsw\", \"version\": 2, \"unit\": 1}], \"units\": [{\"id\": 1, "
+                  "\"index\": \"hnsw\", \"members\": [{\"node\": \"n0\", \"start\": 0, "
+                  "\"version\": 1, \"index\": \"hnsw\"}]}]}");
+    ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_OK);
+    ck_assert_uint_eq(c->e[0].unit, 0);
+    ck_assert(!idx_catalog_member_live(c, 1, &c->units[0].mem[0]));
+    idx_catalog_free(c);
     /* a catalog written before units (no "units", no "next_unit") still loads */
     cu_write(dir, "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": 0, "
                   "\"index\": \"hnsw\", \"version\": 1}]}");
