@@ -948,32 +948,30 @@ done:
  * due for cold_index. */
 static void plan_compactions(struct idx_service *s, struct idx_coll *c)
 {
+    struct bucket {
+        int64_t start;
+        size_t plain;     /* compactable plain parts */
+        uint64_t records; /* of every entry in it: the build's memory, an upper bound */
+        bool due;
+    };
     int64_t now = wall_ms();
     pthread_mutex_lock(&c->mu);
-    size_t cap = c->cat->n + c->cat->nunits;
-    int64_t *due = calloc(cap ? cap : 1, sizeof(*due));
-    uint64_t *recs = calloc(cap ? cap : 1, sizeof(*recs));
-    size_t nd = 0;
-    for (size_t k = 0; due != NULL && recs != NULL && k < c->cat->n; k++) {
+    size_t cap = c->cat->n + c->cat->nunits, nb = 0;
+    struct bucket *b = calloc(cap ? cap : 1, sizeof(*b));
+    for (size_t k = 0; b != NULL && k < c->cat->n; k++) {
         const struct idx_cat_entry *e = &c->cat->e[k];
-        if (!compactable(c, e, now))
-            continue;
-        int64_t b = bucket_of(c, e->start);
+        int64_t start = bucket_of(c, e->start);
         size_t i = 0;
-        while (i < nd && due[i] != b)
+        while (i < nb && b[i].start != start)
             i++;
-        if (i == nd) {
-            due[nd] = b;
-            recs[nd++] = 0;
-        }
-        recs[i] += 1; /* plain parts of the bucket */
+        if (i == nb)
+            b[nb++] = (struct bucket){.start = start};
+        b[i].records += e->records;
+        b[i].plain += compactable(c, e, now);
     }
-    size_t keep = 0; /* buckets with two plain parts, or one and a unit */
-    for (size_t i = 0; due != NULL && recs != NULL && i < nd; i++)
-        if (recs[i] >= 2 || bucket_unit_locked(c, due[i]) != NULL)
-            due[keep++] = due[i];
-    nd = keep;
-    for (size_t u = 0; due != NULL && recs != NULL && u < c->cat->nunits; u++) {
+    for (size_t i = 0; b != NULL && i < nb; i++) /* two plain parts, or one and the unit */
+        b[i].due = b[i].plain >= 2 || (b[i].plain == 1 && bucket_unit_locked(c, b[i].start));
+    for (size_t u = 0; b != NULL && u < c->cat->nunits; u++) {
         const struct idx_cat_unit *x = &c->cat->units[u];
         uint64_t live = 0, all = 0;
         for (size_t k = 0; k < x->nmem; k++) {
@@ -981,33 +979,29 @@ static void plan_compactions(struct idx_service *s, struct idx_coll *c)
             if (idx_catalog_member_live(c->cat, x->id, &x->mem[k]))
                 live += x->mem[k].records + 1;
         }
-        bool again = live == 0 || 2 * live < all || x->e.cold != cold_now(c, &x->e);
+        if (!(live == 0 || 2 * live < all || x->e.cold != cold_now(c, &x->e)))
+            continue;
         size_t i = 0;
-        while (i < nd && due[i] != x->e.start)
+        while (i < nb && b[i].start != x->e.start)
             i++;
-        if (again && i == nd)
-            due[nd++] = x->e.start;
+        if (i == nb)
+            b[nb++] = (struct bucket){.start = x->e.start};
+        b[i].due = true;
     }
     pthread_mutex_unlock(&c->mu);
-    for (size_t i = 0; due != NULL && recs != NULL && i < nd; i++) {
-        struct job *jb = calloc(1, sizeof(*jb));
+    for (size_t i = 0; b != NULL && i < nb; i++) {
+        struct job *jb = b[i].due ? calloc(1, sizeof(*jb)) : NULL;
         if (jb == NULL)
-            break;
+            continue;
         jb->kind = JOB_COMPACT;
         jb->c = c;
-        jb->e.start = due[i];
-        jb->e.end = due[i] + c->cfg->compact_span_ms;
-        /* the build's memory: the bucket's records (an upper bound: dead ones are left out) */
-        pthread_mutex_lock(&c->mu);
-        for (size_t k = 0; k < c->cat->n; k++)
-            if (bucket_of(c, c->cat->e[k].start) == due[i])
-                jb->e.records += c->cat->e[k].records;
-        pthread_mutex_unlock(&c->mu);
+        jb->e.start = b[i].start;
+        jb->e.end = b[i].start + c->cfg->compact_span_ms;
+        jb->e.records = b[i].records;
         jb->mem = idx_part_build_memory(&c->cfg->index, c->cfg->dim, jb->e.records);
         enqueue(s, jb); /* one per bucket: a queued or running one makes this a no-op */
     }
-    free(due);
-    free(recs);
+    free(b);
 }
 
 /* The job to run next: not running, due, newest window first among those that fit the memory
@@ -1786,9 +1780,8 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
             const struct idx_part *p = v->parts[k];
             x[1] += p->n;
             x[2] += (double)p->memory;
-            for (size_t m = 0; m < p->nmem; m++) /* live window parts, in units too */
-                x[0] += p->unit == 0 || idx_view_member_live(v, k, m);
         }
+        x[0] = (double)idx_view_live_parts(v);
         x[8] = v != NULL ? (double)v->n : 0;
         x[9] = (double)atomic_load(&c->compactions);
         idx_view_release(v);

@@ -42,6 +42,15 @@ bool idx_view_member_live(const struct idx_view *v, size_t part, size_t member)
     return !dead_bit(v->dead[part], member);
 }
 
+uint64_t idx_view_live_parts(const struct idx_view *v)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; v != NULL && i < v->n; i++)
+        for (size_t j = 0; j < v->parts[i]->nmem; j++)
+            n += v->parts[i]->unit == 0 || !dead_bit(v->dead[i], j);
+    return n;
+}
+
 int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const *dead,
                    struct idx_view **out)
 {

@@ -46,6 +46,8 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
                    struct idx_view **out) ST_WUR;
 /* Is member j of part i served (not dead) in v? */
 bool idx_view_member_live(const struct idx_view *v, size_t part, size_t member);
+/* The window parts v serves: plain parts and the live members of units. */
+uint64_t idx_view_live_parts(const struct idx_view *v);
 void idx_view_release(struct idx_view *v);
 
 /* The published view of a collection, exchanged atomically. */

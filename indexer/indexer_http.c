@@ -38,12 +38,10 @@ static json_t *coll_json(struct idx_coll *c)
         for (size_t i = 0; i < nw; i++)
             w[i].indexed ? indexed++ : indexing++;
     free(w);
-    uint64_t recs = 0, bytes = 0, parts = 0;
+    uint64_t recs = 0, bytes = 0, parts = idx_view_live_parts(v);
     for (size_t i = 0; v != NULL && i < v->n; i++) {
         recs += v->parts[i]->n;
         bytes += v->parts[i]->memory;
-        for (size_t m = 0; m < v->parts[i]->nmem; m++) /* live window parts, in units too */
-            parts += v->parts[i]->unit == 0 || idx_view_member_live(v, i, m);
     }
     json_t *stats =
         json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "windows_indexed", (json_int_t)indexed,

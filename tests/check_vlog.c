@@ -1204,6 +1204,39 @@ static int64_t durable0(struct store *s)
     return d;
 }
 
+/* A background store in dir with batch 0 (ids 0-9, offset 0) written and durable. */
+static struct store *open_first_durable(const char *dir)
+{
+    struct store *s = bg_open(dir);
+    ck_assert_int_eq(put_batch(s, 8, 0, 0, 10, 100, 0, STORE_OP_UPSERT), ST_OK);
+    ck_assert(ST_WAIT_UNTIL(durable0(s) == 0, 10000));
+    return s;
+}
+
+/* Holds the writer thread at its next vector-log append (gate_set(false) lets it go). */
+static void hold_writer(void)
+{
+    gate_set(true);
+    ck_assert_int_eq(st_fault_hook("store.vlog.append", gate_fn, &gate), ST_OK);
+}
+
+/* Lets the held writer thread go, joins th (the thread that waited on it), disarms the hook. */
+static void release_writer(pthread_t th)
+{
+    gate_set(false);
+    pthread_join(th, NULL);
+    st_fault_disarm_all();
+}
+
+/* Reopens dir and finds ids 0..n-1 with their values, then closes it. */
+static void assert_reopened(const char *dir, int n)
+{
+    struct store *s = bg_open(dir);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(val_of(s, 8, i), i);
+    ck_assert_int_eq(store_close(s), ST_OK);
+}
+
 static uint64_t log_number(struct store *s, int64_t window)
 {
     pthread_mutex_lock(&s->mu);
@@ -1223,14 +1256,11 @@ static uint64_t log_number(struct store *s, int64_t window)
 START_TEST(test_writer_thread_held)
 {
     char *dir = st_test_tmpdir("vlog");
-    struct store *s = bg_open(dir);
-    ck_assert_int_eq(put_batch(s, 8, 0, 0, 10, 100, 0, STORE_OP_UPSERT), ST_OK);
-    ck_assert(ST_WAIT_UNTIL(durable0(s) == 0, 10000));
+    struct store *s = open_first_durable(dir);
     uint64_t num = log_number(s, 0);
     uint64_t before = file_size(dir, num);
     ck_assert_uint_eq(before, STORE_SEG_HEADER + 10 * 8 * 4);
-    gate_set(true);
-    ck_assert_int_eq(st_fault_hook("store.vlog.append", gate_fn, &gate), ST_OK);
+    hold_writer();
     ck_assert_int_eq(put_batch(s, 8, 1, 10, 10, 200, 10, STORE_OP_UPSERT), ST_OK);
     ck_assert(ST_WAIT_UNTIL(gate_entered() == 1, 10000)); /* the writer is inside the append */
     for (int i = 0; i < 10; i++)
@@ -1244,10 +1274,7 @@ START_TEST(test_writer_thread_held)
     st_fault_disarm_all();
     ck_assert_uint_eq(file_size(dir, num), before + 10 * 8 * 4);
     ck_assert_int_eq(store_close(s), ST_OK);
-    s = bg_open(dir);
-    for (int i = 0; i < 20; i++)
-        ck_assert_int_eq(val_of(s, 8, i), i);
-    ck_assert_int_eq(store_close(s), ST_OK);
+    assert_reopened(dir, 20);
     st_test_rmrf(dir);
     free(dir);
 }
@@ -1303,10 +1330,7 @@ START_TEST(test_writer_thread_killed_while_held)
     ck_assert_int_eq(store_sync(s), ST_OK);
     ck_assert_int_eq(durable0(s), 2);
     ck_assert_int_eq(store_close(s), ST_OK);
-    s = bg_open(dir);
-    for (int i = 0; i < 30; i++)
-        ck_assert_int_eq(val_of(s, 8, i), i);
-    ck_assert_int_eq(store_close(s), ST_OK);
+    assert_reopened(dir, 30);
     st_test_rmrf(dir);
     free(dir);
 }
@@ -1332,25 +1356,19 @@ START_TEST(test_writer_thread_queue_bound)
 {
     char *dir = st_test_tmpdir("vlog");
     struct store *s = bg_open(dir);
-    gate_set(true);
-    ck_assert_int_eq(st_fault_hook("store.vlog.append", gate_fn, &gate), ST_OK);
+    hold_writer();
     struct writer_arg w = {s, 200, ST_OK};
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, write_many, &w), 0);
     struct store_stats st;
     ck_assert(ST_WAIT_UNTIL((store_stats(s, &st), st.vlog_waits > 0), 10000));
     ck_assert_uint_lt(st.memtable_records, 200); /* it stopped short of the end */
-    gate_set(false);
-    pthread_join(th, NULL);
-    st_fault_disarm_all();
+    release_writer(th);
     ck_assert_int_eq(w.rc, ST_OK);
     ck_assert_int_eq(store_sync(s), ST_OK);
     ck_assert_int_eq(durable0(s), 199);
     ck_assert_int_eq(store_close(s), ST_OK);
-    s = bg_open(dir);
-    for (int i = 0; i < 200; i++)
-        ck_assert_int_eq(val_of(s, 8, i), i);
-    ck_assert_int_eq(store_close(s), ST_OK);
+    assert_reopened(dir, 200);
     st_test_rmrf(dir);
     free(dir);
 }
@@ -1397,11 +1415,8 @@ static void *flush_thread(void *arg)
 START_TEST(test_writer_thread_freeze_waits)
 {
     char *dir = st_test_tmpdir("vlog");
-    struct store *s = bg_open(dir);
-    ck_assert_int_eq(put_batch(s, 8, 0, 0, 10, 100, 0, STORE_OP_UPSERT), ST_OK);
-    ck_assert(ST_WAIT_UNTIL(durable0(s) == 0, 10000));
-    gate_set(true);
-    ck_assert_int_eq(st_fault_hook("store.vlog.append", gate_fn, &gate), ST_OK);
+    struct store *s = open_first_durable(dir);
+    hold_writer();
     ck_assert_int_eq(put_batch(s, 8, 1, 10, 10, 200, 10, STORE_OP_UPSERT), ST_OK);
     ck_assert(ST_WAIT_UNTIL(gate_entered() == 1, 10000));
     struct writer_arg w = {s, 0, ST_OK};
@@ -1410,16 +1425,11 @@ START_TEST(test_writer_thread_freeze_waits)
     /* for as long as the writer is held (300 ms here), offset 1 never becomes durable */
     for (int64_t dl = st_test_now_ms() + 300; st_test_now_ms() < dl;)
         ck_assert_int_eq(durable0(s), 0);
-    gate_set(false);
-    pthread_join(th, NULL);
-    st_fault_disarm_all();
+    release_writer(th);
     ck_assert_int_eq(w.rc, ST_OK);
     ck_assert_int_eq(durable0(s), 1);
     ck_assert_int_eq(store_close(s), ST_OK);
-    s = bg_open(dir);
-    for (int i = 0; i < 20; i++)
-        ck_assert_int_eq(val_of(s, 8, i), i);
-    ck_assert_int_eq(store_close(s), ST_OK);
+    assert_reopened(dir, 20);
     st_test_rmrf(dir);
     free(dir);
 }
@@ -1430,11 +1440,8 @@ END_TEST
 START_TEST(test_writer_thread_eio)
 {
     char *dir = st_test_tmpdir("vlog");
-    struct store *s = bg_open(dir);
-    ck_assert_int_eq(put_batch(s, 8, 0, 0, 10, 100, 0, STORE_OP_UPSERT), ST_OK);
-    ck_assert(ST_WAIT_UNTIL(durable0(s) == 0, 10000));
-    gate_set(true);
-    ck_assert_int_eq(st_fault_hook("store.vlog.append", gate_fn, &gate), ST_OK);
+    struct store *s = open_first_durable(dir);
+    hold_writer();
     struct writer_arg w = {s, 200, ST_OK};
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, write_many, &w), 0);
