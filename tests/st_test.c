@@ -11,6 +11,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#undef _mark_point /* the real one, declared by check.h */
+
+void st_mark_point(const char *file, int line)
+{
+    enum { RECENT = 8 };
+    static _Thread_local struct {
+        const char *file;
+        int line;
+    } recent[RECENT];
+    static _Thread_local unsigned next;
+    for (unsigned i = 0; i < RECENT; i++)
+        if (recent[i].line == line && recent[i].file == file)
+            return;
+    recent[next % RECENT].file = file;
+    recent[next % RECENT].line = line;
+    next++;
+    _mark_point(file, line);
+}
+
 const char *st_test_broker(const char *key)
 {
     const char *v = getenv(key);
