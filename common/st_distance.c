@@ -42,6 +42,22 @@ static float dot_scalar(const float *a, const float *b, size_t d)
     return (s0 + s1) + (s2 + s3);
 }
 
+static uint32_t l2u8_scalar(const uint8_t *a, const uint8_t *b, size_t d)
+{
+    uint32_t s0 = 0, s1 = 0;
+    size_t i = 0;
+    for (; i + 2 <= d; i += 2) {
+        int e0 = (int)a[i] - (int)b[i], e1 = (int)a[i + 1] - (int)b[i + 1];
+        s0 += (uint32_t)(e0 * e0);
+        s1 += (uint32_t)(e1 * e1);
+    }
+    if (i < d) {
+        int e = (int)a[i] - (int)b[i];
+        s0 += (uint32_t)(e * e);
+    }
+    return s0 + s1;
+}
+
 static uint32_t pq4_block_scalar(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
                                  uint16_t out[32])
 {
@@ -156,6 +172,30 @@ __attribute__((target("avx2,fma"))) static float l2sq_avx2(const float *a, const
         s += e * e;
     }
     return s;
+}
+
+/* |a - b| per byte (two saturating subtractions), widened to u16 by unpacking against zero (the
+ * order of the lanes does not matter to a sum), squared and pair-summed into i32 by vpmaddwd:
+ * 255^2 * 2 fits. */
+__attribute__((target("avx2"))) static uint32_t l2u8_avx2(const uint8_t *a, const uint8_t *b,
+                                                          size_t d)
+{
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256(), z = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(a + i));
+        __m256i y = _mm256_loadu_si256((const __m256i *)(const void *)(b + i));
+        __m256i e = _mm256_or_si256(_mm256_subs_epu8(x, y), _mm256_subs_epu8(y, x));
+        __m256i lo = _mm256_unpacklo_epi8(e, z), hi = _mm256_unpackhi_epi8(e, z);
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(lo, lo));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(hi, hi));
+    }
+    __m256i sv = _mm256_add_epi32(s0, s1);
+    __m128i v = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
+    uint32_t s = (uint32_t)_mm_cvtsi128_si32(v);
+    return s + l2u8_scalar(a + i, b + i, d - i);
 }
 
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, size_t d)
@@ -403,6 +443,23 @@ __attribute__((target("avx512f"))) static float l2sq_avx512(const float *a, cons
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+/* As l2u8_avx2, 64 bytes a step, the tail a masked load (zero bytes add nothing). */
+__attribute__((target("avx512f,avx512bw"))) static uint32_t l2u8_avx512(const uint8_t *a,
+                                                                        const uint8_t *b, size_t d)
+{
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), z = _mm512_setzero_si512();
+    for (size_t i = 0; i < d; i += 64) {
+        size_t left = d - i;
+        __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        __m512i x = _mm512_maskz_loadu_epi8(m, a + i), y = _mm512_maskz_loadu_epi8(m, b + i);
+        __m512i e = _mm512_or_si512(_mm512_subs_epu8(x, y), _mm512_subs_epu8(y, x));
+        __m512i lo = _mm512_unpacklo_epi8(e, z), hi = _mm512_unpackhi_epi8(e, z);
+        s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(lo, lo));
+        s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(hi, hi));
+    }
+    return (uint32_t)_mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+}
+
 __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const float *b, size_t d)
 {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
@@ -637,7 +694,7 @@ __attribute__((target("avx512f"))) static void add_avx512(float *out, const floa
     {                                                                                              \
         .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
         .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .add = add_##tag,                        \
-        .dots_tn = dots_tn_##tag                                                                   \
+        .dots_tn = dots_tn_##tag, .l2u8 = l2u8_##tag                                               \
     }
 static const struct st_kernels k_scalar = KERNELS(scalar);
 static const struct st_kernels k_avx2 = KERNELS(avx2);

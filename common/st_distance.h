@@ -53,6 +53,10 @@ typedef void (*st_dots_tn_fn)(const float *x, size_t nx, size_t ldx, const float
 typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, float range,
                                size_t m, size_t m2, float *tab, uint8_t *lut, float *bias);
 
+/* Squared L2 distance of two byte vectors (scalar-quantized codes), exact: every variant gives
+ * the same integer. d up to 33,000 (the sum fits 32 bits). */
+typedef uint32_t (*st_l2u8_fn)(const uint8_t *a, const uint8_t *b, size_t d);
+
 /* out[i] = a[i] + b[i] (per-list ADC tables). */
 typedef void (*st_add_fn)(float *out, const float *a, const float *b, size_t n);
 
@@ -65,6 +69,7 @@ struct st_kernels {
     st_pq4_lut_fn pq4_lut;
     st_add_fn add;
     st_dots_tn_fn dots_tn;
+    st_l2u8_fn l2u8;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */

@@ -73,6 +73,8 @@ static inline struct cand heap_pop(struct heap *h, bool max)
     return top;
 }
 
+static int cand_cmp(const void *a, const void *b);
+
 /* ---- searcher scratch --------------------------------------------------------------------- */
 
 struct idx_hnsw_searcher {
@@ -82,6 +84,10 @@ struct idx_hnsw_searcher {
     struct heap cand, res;
     struct heap kth;      /* bounded searches: the f best found (a max-heap), and the best */
     uint32_t *links_copy; /* build: a stable copy of a neighbour list */
+    uint8_t *qcode;       /* the query's codes (cstride bytes) when traversing on codes */
+    bool codes_off;       /* idx_hnsw_searcher_use_codes(false) */
+    bool on_codes;        /* this search traverses on codes: distance = cscale * l2u8 + cbias */
+    float cscale, cbias;
 };
 
 struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h)
@@ -92,6 +98,10 @@ struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h)
     s->h = h;
     s->tags = calloc(h->n ? h->n : 1, sizeof(*s->tags));
     s->links_copy = malloc((1 + h->m0) * sizeof(uint32_t));
+    if (h->codes != NULL && (s->qcode = aligned_alloc(64, h->cstride)) == NULL) {
+        idx_hnsw_searcher_free(s);
+        return NULL;
+    }
     if (s->tags == NULL || s->links_copy == NULL || heap_reserve(&s->cand, 256) != ST_OK ||
         heap_reserve(&s->res, 256) != ST_OK || heap_reserve(&s->kth, 64) != ST_OK) {
         idx_hnsw_searcher_free(s);
@@ -109,7 +119,33 @@ void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s)
     free(s->res.a);
     free(s->kth.a);
     free(s->links_copy);
+    free(s->qcode);
     free(s);
+}
+
+void idx_hnsw_searcher_use_codes(struct idx_hnsw_searcher *s, bool on)
+{
+    s->codes_off = !on;
+}
+
+/* The distance from q to node id as this search measures it (on codes or on the vector). */
+static inline float node_dist(const struct idx_hnsw_searcher *s, const float *q, uint32_t id)
+{
+    const struct idx_hnsw *h = s->h;
+    if (s->on_codes)
+        return s->cscale * (float)h->l2u8(s->qcode, h->codes + (size_t)id * h->cstride, h->dim) +
+               s->cbias;
+    return h->dist(q, hnsw_vec(h, id), h->dim);
+}
+
+/* The first two cache lines of what node_dist will read for id. */
+static inline void node_prefetch(const struct idx_hnsw_searcher *s, uint32_t id)
+{
+    const struct idx_hnsw *h = s->h;
+    const char *p = s->on_codes ? (const char *)(h->codes + (size_t)id * h->cstride)
+                                : (const char *)hnsw_vec(h, id);
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + 64);
 }
 
 static void new_generation(struct idx_hnsw_searcher *s)
@@ -184,7 +220,7 @@ static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const flo
     s->kth.best = INFINITY;
     size_t f = k > ef / 2 ? k : ef / 2; /* the floor of a bounded beam (above) */
     bool bounded = gbound < INFINITY && f < ef;
-    float d = h->dist(q, hnsw_vec(h, ep), h->dim);
+    float d = node_dist(s, q, ep);
     s->tags[ep] = s->gen;
     heap_push(&s->cand, (struct cand){d, ep}, false);
     if (filter == NULL || filter(fctx, ep)) {
@@ -212,18 +248,15 @@ static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const flo
         }
         uint32_t cnt = links[0];
         for (uint32_t j = 0; j < cnt && j < 4; j++)
-            __builtin_prefetch(hnsw_vec(h, links[1 + j]));
+            node_prefetch(s, links[1 + j]);
         for (uint32_t j = 0; j < cnt; j++) {
             uint32_t e = links[1 + j];
-            if (j + 4 < cnt) {
-                const char *pv = (const char *)hnsw_vec(h, links[1 + j + 4]);
-                __builtin_prefetch(pv);
-                __builtin_prefetch(pv + 64);
-            }
+            if (j + 4 < cnt)
+                node_prefetch(s, links[1 + j + 4]);
             if (s->tags[e] == s->gen)
                 continue;
             s->tags[e] = s->gen;
-            float de = h->dist(q, hnsw_vec(h, e), h->dim);
+            float de = node_dist(s, q, e);
             if (!(de < bound))
                 continue;
             heap_push(&s->cand, (struct cand){de, e}, false);
@@ -244,10 +277,11 @@ static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const flo
 }
 
 /* Greedy descent through the upper levels to level `to` + 1's best node. */
-static uint32_t descend(const struct idx_hnsw *h, struct build *b, const float *q, uint32_t ep,
-                        int from, int to)
+static uint32_t descend(const struct idx_hnsw_searcher *s, struct build *b, const float *q,
+                        uint32_t ep, int from, int to)
 {
-    float best = h->dist(q, hnsw_vec(h, ep), h->dim);
+    const struct idx_hnsw *h = s->h;
+    float best = node_dist(s, q, ep);
     for (int l = from; l > to; l--) {
         bool changed = true;
         while (changed) {
@@ -258,7 +292,7 @@ static uint32_t descend(const struct idx_hnsw *h, struct build *b, const float *
             memcpy(copy, links + 1, cnt * sizeof(uint32_t));
             node_unlock(b, ep);
             for (uint32_t j = 0; j < cnt; j++) {
-                float d = h->dist(q, hnsw_vec(h, copy[j]), h->dim);
+                float d = node_dist(s, q, copy[j]);
                 if (d < best) {
                     best = d;
                     ep = copy[j];
@@ -268,6 +302,29 @@ static uint32_t descend(const struct idx_hnsw *h, struct build *b, const float *
         }
     }
     return ep;
+}
+
+/* The query's codes (clamped to the codes' range) and the map from code distance to metric:
+ * l2: step^2 * D; cosine (unit-length nodes): -q.x = (|q - x|^2 - |q|^2 - 1) / 2. */
+static void quantize_query(struct idx_hnsw_searcher *s, const float *q)
+{
+    const struct idx_hnsw *h = s->h;
+    float inv = 1.0f / h->sq_step, qq = 0;
+    for (uint32_t i = 0; i < h->dim; i++) {
+        float c = (q[i] - h->sq_lo) * inv;
+        c = c > 0 ? c : 0; /* NaN too */
+        s->qcode[i] = (uint8_t)lrintf(c < 255 ? c : 255);
+        qq += q[i] * q[i];
+    }
+    memset(s->qcode + h->dim, 0, h->cstride - h->dim);
+    float st2 = h->sq_step * h->sq_step;
+    if (h->metric == ST_METRIC_COSINE) {
+        s->cscale = st2 / 2;
+        s->cbias = -(qq + 1) / 2;
+    } else {
+        s->cscale = st2;
+        s->cbias = 0;
+    }
 }
 
 size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
@@ -284,14 +341,34 @@ size_t idx_hnsw_search_bound(struct idx_hnsw_searcher *s, const float *q, uint32
         return 0;
     if (ef < k)
         ef = k;
-    uint32_t ep = descend(h, NULL, q, h->entry, h->max_level, 0);
+    s->on_codes = h->codes != NULL && !s->codes_off;
+    if (s->on_codes)
+        quantize_query(s, q);
+    uint32_t ep = descend(s, NULL, q, h->entry, h->max_level, 0);
     search_layer(s, NULL, q, ep, ef, k, bound, 0, filter, fctx);
-    while (s->res.n > k)
-        heap_pop(&s->res, true);
-    size_t n = s->res.n;
-    for (size_t i = n; i-- > 0;) {
-        struct cand c = heap_pop(&s->res, true);
-        out[i] = (struct st_hit){c.id, c.d};
+    size_t n;
+    if (s->on_codes) {
+        /* Re-rank the beam on the vectors: every distance returned is exact. */
+        struct cand *c = s->res.a;
+        n = s->res.n;
+        for (size_t i = 0; i < n; i++) {
+            if (i + 2 < n)
+                __builtin_prefetch(hnsw_vec(h, c[i + 2].id));
+            c[i].d = h->dist(q, hnsw_vec(h, c[i].id), h->dim);
+        }
+        qsort(c, n, sizeof(*c), cand_cmp);
+        n = n < k ? n : k;
+        for (size_t i = 0; i < n; i++)
+            out[i] = (struct st_hit){c[i].id, c[i].d};
+        s->res.n = 0;
+    } else {
+        while (s->res.n > k)
+            heap_pop(&s->res, true);
+        n = s->res.n;
+        for (size_t i = n; i-- > 0;) {
+            struct cand c = heap_pop(&s->res, true);
+            out[i] = (struct st_hit){c.id, c.d};
+        }
     }
     /* Beyond the bound: of no use to the caller (ties at it are kept). */
     size_t kept = 0;
@@ -377,7 +454,7 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
     if (!hold)
         pthread_mutex_unlock(&b->entry_mu);
     if (level < top)
-        ep = descend(h, b, q, ep, top, level);
+        ep = descend(s, b, q, ep, top, level);
     int from = level < top ? level : top;
     struct cand *sorted = malloc((h->ef_construction + 1) * sizeof(*sorted));
     /* per level l <= from: the count, then the neighbours chosen (at most m) */
@@ -451,6 +528,7 @@ int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
     h->upper = calloc(n ? n : 1, sizeof(*h->upper));
     h->levels = calloc(n ? n : 1, 1);
     h->dist = st_metric_fn(st_kernels(), h->metric);
+    h->l2u8 = st_kernels()->l2u8;
     if (h->level0 == NULL || h->upper == NULL || h->levels == NULL)
         return ST_ENOMEM;
     memset(h->level0, 0, h->stride * n);
@@ -543,6 +621,8 @@ int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
         rc = place_nodes(h, 0, vecs, o->seed);
     if (rc == ST_OK)
         rc = insert_nodes(h, 0, o->threads ? o->threads : 1);
+    if (rc == ST_OK)
+        rc = idx_hnsw_make_codes(h);
     if (rc != ST_OK) {
         idx_hnsw_free(h);
         return rc;
@@ -588,6 +668,8 @@ int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, 
         rc = place_nodes(h, nb, vecs, seed);
     if (rc == ST_OK)
         rc = insert_nodes(h, nb, threads ? threads : 1);
+    if (rc == ST_OK)
+        rc = idx_hnsw_make_codes(h);
     if (rc != ST_OK) {
         idx_hnsw_free(h);
         return rc;
@@ -609,7 +691,46 @@ void idx_hnsw_free(struct idx_hnsw *h)
         free(h->levels);
     }
     free(h->upper);
+    free(h->codes);
     free(h);
+}
+
+int idx_hnsw_make_codes(struct idx_hnsw *h)
+{
+    free(h->codes);
+    h->codes = NULL;
+    h->l2u8 = st_kernels()->l2u8;
+    if (h->metric == ST_METRIC_IP || h->n == 0)
+        return ST_OK;
+    float lo = INFINITY, hi = -INFINITY;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const float *v = hnsw_vec(h, i);
+        for (uint32_t j = 0; j < h->dim; j++) {
+            if (!isfinite(v[j]))
+                return ST_OK; /* no codes: the search traverses on the vectors */
+            lo = v[j] < lo ? v[j] : lo;
+            hi = v[j] > hi ? v[j] : hi;
+        }
+    }
+    float step = (hi - lo) / 255.0f;
+    if (!(step > 0) || !isfinite(step) || !isfinite(1.0f / step))
+        step = 1.0f; /* one value everywhere (or a range too narrow to divide): all codes 0 */
+    h->cstride = ((size_t)h->dim + 63) & ~(size_t)63;
+    if ((h->codes = aligned_alloc(64, h->cstride * h->n)) == NULL)
+        return ST_ENOMEM;
+    memset(h->codes, 0, h->cstride * h->n);
+    float inv = 1.0f / step;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const float *v = hnsw_vec(h, i);
+        uint8_t *c = h->codes + (size_t)i * h->cstride;
+        for (uint32_t j = 0; j < h->dim; j++) {
+            float x = (v[j] - lo) * inv;
+            c[j] = (uint8_t)lrintf(x < 0 ? 0 : x < 255 ? x : 255);
+        }
+    }
+    h->sq_lo = lo;
+    h->sq_step = step;
+    return ST_OK;
 }
 
 uint32_t idx_hnsw_count(const struct idx_hnsw *h)
@@ -620,6 +741,8 @@ uint32_t idx_hnsw_count(const struct idx_hnsw *h)
 size_t idx_hnsw_memory(const struct idx_hnsw *h)
 {
     size_t m = h->stride * h->n + h->n * (sizeof(*h->upper) + 1);
+    if (h->codes != NULL)
+        m += h->cstride * h->n;
     for (uint32_t i = 0; i < h->n; i++)
         m += (size_t)h->levels[i] * (1 + h->m) * sizeof(uint32_t);
     return m;

@@ -189,6 +189,9 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
         }
     }
     h->dist = st_metric_fn(st_kernels(), h->metric);
+    rc = idx_hnsw_make_codes(h);
+    if (rc != ST_OK)
+        goto fail;
     *out = h;
     return ST_OK;
 fail:

@@ -24,6 +24,17 @@ struct idx_hnsw {
     int max_level;
     st_dist_fn dist;
     size_t vec_bytes;
+    /*
+     * Traversal codes (idx_hnsw_make_codes; search only, never saved): one byte per dimension,
+     * x ~ sq_lo + sq_step * code with one scale for every dimension, so that the L2 distance of
+     * codes orders nodes as the vectors' distance does (up to rounding); cstride bytes a node,
+     * a multiple of 64, zero past dim. NULL for the ip metric (code L2 does not order like
+     * -dot) and for vectors that are not all finite.
+     */
+    uint8_t *codes;
+    size_t cstride;
+    float sq_lo, sq_step;
+    st_l2u8_fn l2u8;
     void *map; /* loaded from a file: level0 and upper point into it */
     size_t map_len;
 };
@@ -47,5 +58,7 @@ static inline uint32_t *hnsw_links(const struct idx_hnsw *h, uint32_t i, int l)
 }
 
 int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n);
+/* Derives the traversal codes from the vectors (after a build, an extend or a load). */
+int idx_hnsw_make_codes(struct idx_hnsw *h);
 
 #endif

@@ -77,6 +77,23 @@ static void check_kernel(const struct st_kernels *k)
         /* Reads never go past dim: a tail right before unmapped memory would crash. */
         ck_assert(k->l2sq(a + 1024 - d, b + 1024 - d, d) >= 0);
     }
+    /* Byte L2 (traversal codes): exact, every length around the 32- and 64-byte steps, the
+     * largest differences (0 against 255) included. */
+    uint8_t ua[1100], ub[1100];
+    for (size_t d = 0; d <= 1100; d += d < 140 ? 1 : 96) {
+        for (int trial = 0; trial < 3; trial++) {
+            uint32_t want = 0;
+            for (size_t i = 0; i < d; i++) {
+                ua[i] = trial == 0 ? 255 : (uint8_t)(frand() * 128 + 128);
+                ub[i] = trial == 0 ? 0 : (uint8_t)(frand() * 128 + 128);
+                int e = (int)ua[i] - (int)ub[i];
+                want += (uint32_t)(e * e);
+            }
+            ck_assert_msg(k->l2u8(ua, ub, d) == want && k->l2u8(ub, ua, d) == want,
+                          "%s l2u8 dim %zu trial %d: %u vs %u", k->name, d, trial,
+                          k->l2u8(ua, ub, d), want);
+        }
+    }
     /* Table addition: exact, any length. */
     for (size_t n = 0; n < 40; n += 3) {
         float s1[40], s2[40];
@@ -1582,6 +1599,8 @@ START_TEST(test_kernels_guard_page)
             }
         for (size_t n = 0; n <= 100; n++)
             k->add(GEND(0, n * 4), GEND(1, n * 4), GEND(2, n * 4), n);
+        for (size_t d = 0; d <= 200; d++)
+            (void)k->l2u8(GEND(0, d), GEND(1, d), d);
         for (size_t m = 1; m <= 40; m++) {
             float bias;
             size_t m2 = (m + 1) & ~(size_t)1;
@@ -1806,6 +1825,145 @@ static void hnsw_same_hits(const struct idx_hnsw *a, const struct idx_hnsw *b, c
     idx_hnsw_searcher_free(sa);
     idx_hnsw_searcher_free(sb);
 }
+
+/* Searches of h with the two searchers (codes on, codes off) for nq queries: both return the
+ * same count (k when full); on codes every distance is exact (the metric on the vectors, as
+ * returned by the float traversal). Returns recall@k of each against exact search. */
+static void codes_vs_vectors(struct idx_hnsw *h, const float *base, uint32_t n, const float *qs,
+                             uint32_t nq, uint32_t dim, enum st_metric metric, uint32_t ef,
+                             bool full, double *r_codes, double *r_vecs)
+{
+    struct idx_hnsw_searcher *sc = idx_hnsw_searcher_new(h), *sv = idx_hnsw_searcher_new(h);
+    idx_hnsw_searcher_use_codes(sv, false);
+    st_dist_fn dist = st_metric_fn(st_kernels(), metric);
+    size_t hit_c = 0, hit_v = 0, total = 0;
+    for (uint32_t q = 0; q < nq; q++) {
+        const float *qv = qs + (size_t)q * dim;
+        struct st_hit c[10], v[10], want[10];
+        size_t nc = idx_hnsw_search(sc, qv, 10, ef, NULL, NULL, c);
+        size_t nv = idx_hnsw_search(sv, qv, 10, ef, NULL, NULL, v);
+        size_t nw = st_exact_topk(qv, base, n, dim, metric, 10, NULL, NULL, want);
+        ck_assert_uint_eq(nc, nv);
+        ck_assert(nc == nw || (!full && nc <= nw));
+        for (size_t i = 0; i < nc; i++) {
+            ck_assert_msg(c[i].dist == dist(qv, base + (size_t)c[i].id * dim, dim),
+                          "query %u hit %zu: distance %g is not the exact one", q, i, c[i].dist);
+            ck_assert(i == 0 || c[i].dist >= c[i - 1].dist);
+            for (size_t j = 0; j < nw; j++) {
+                hit_c += c[i].id == want[j].id;
+                hit_v += v[i].id == want[j].id;
+            }
+        }
+        total += nw;
+    }
+    idx_hnsw_searcher_free(sc);
+    idx_hnsw_searcher_free(sv);
+    *r_codes = (double)hit_c / (double)total;
+    *r_vecs = (double)hit_v / (double)total;
+}
+
+START_TEST(test_hnsw_codes)
+{
+    uint32_t n = 3000, dim = 16, nq = 100;
+    struct idx_hnsw_opts o = {.dim = dim, .metric = ST_METRIC_L2, .m = 8, .seed = 3, .threads = 1};
+    /* Integer values spanning 0..255 (as Fashion-MNIST's pixels): the codes are the values and
+     * every sum is exact in float (16 * 255^2 < 2^24), so both traversals visit the same nodes
+     * and return the same distances, hit for hit (ids may differ only between equal ones). */
+    float *iv = malloc((size_t)(n + nq) * dim * sizeof(float));
+    rng = 41;
+    for (size_t i = 0; i < (size_t)(n + nq) * dim; i++)
+        iv[i] = (float)(uint32_t)((frand() + 1) * 127.9f);
+    iv[0] = 0;
+    iv[1] = 255;
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, iv, n, &h), ST_OK);
+    size_t mem = idx_hnsw_memory(h);
+    struct idx_hnsw_searcher *sc = idx_hnsw_searcher_new(h), *sv = idx_hnsw_searcher_new(h);
+    idx_hnsw_searcher_use_codes(sv, false);
+    for (uint32_t q = 0; q < nq; q++) {
+        const float *qv = iv + (size_t)(n + q) * dim;
+        struct st_hit c[10], v[10];
+        size_t nc = idx_hnsw_search(sc, qv, 10, 24, NULL, NULL, c);
+        size_t nv = idx_hnsw_search(sv, qv, 10, 24, NULL, NULL, v);
+        ck_assert_uint_eq(nc, nv);
+        for (size_t i = 0; i < nc; i++) {
+            ck_assert_msg(c[i].dist == v[i].dist, "query %u hit %zu: %g on codes, %g on vectors", q,
+                          i, c[i].dist, v[i].dist);
+            bool tie =
+                (i > 0 && c[i - 1].dist == c[i].dist) || (i + 1 < nc && c[i + 1].dist == c[i].dist);
+            ck_assert_msg(tie || c[i].id == v[i].id, "query %u hit %zu: id %u vs %u", q, i, c[i].id,
+                          v[i].id);
+        }
+        /* Filter and bound hold on codes too: only even ids, none beyond the bound. */
+        float bound = c[nc / 2].dist;
+        size_t nb = idx_hnsw_search_bound(sc, qv, 10, 24, bound, keep_even, NULL, c);
+        for (size_t i = 0; i < nb; i++)
+            ck_assert(c[i].id % 2 == 0 && c[i].dist <= bound);
+    }
+    idx_hnsw_searcher_free(sc);
+    idx_hnsw_searcher_free(sv);
+    /* A saved and loaded index derives the same codes: the same hits. */
+    char *dir = st_test_tmpdir("hnsw-codes"), path[512];
+    snprintf(path, sizeof(path), "%s/h.hnsw", dir);
+    struct st_err err = {0};
+    ck_assert_int_eq(idx_hnsw_save(h, path, &err), ST_OK);
+    struct idx_hnsw *hl;
+    ck_assert_int_eq(idx_hnsw_load(path, &hl, &err), ST_OK);
+    ck_assert_uint_eq(idx_hnsw_memory(hl), mem);
+    hnsw_same_hits(h, hl, iv + (size_t)n * dim, nq, dim);
+    idx_hnsw_free(hl);
+    idx_hnsw_free(h);
+
+    /* Float data in blobs: recall on codes within 0.01 of the float traversal, distances
+     * exact. The codes add a quarter of the vectors' bytes to the index. */
+    uint32_t d2 = 32;
+    float *base = dataset(n, d2, 30, 19), *qs = dataset(nq, d2, 30, 20);
+    o.dim = d2;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    double rc, rv;
+    codes_vs_vectors(h, base, n, qs, nq, d2, ST_METRIC_L2, 64, true, &rc, &rv);
+    ck_assert_msg(rc >= 0.9 && rc >= rv - 0.01, "l2 recall on codes %.4f, on vectors %.4f", rc, rv);
+    size_t mem_l2 = idx_hnsw_memory(h);
+    idx_hnsw_free(h);
+    /* Cosine (unit vectors): the code distance is mapped to -dot, results exact. */
+    for (uint32_t i = 0; i < n; i++)
+        st_normalize(base + (size_t)i * d2, d2);
+    for (uint32_t i = 0; i < nq; i++)
+        st_normalize(qs + (size_t)i * d2, d2);
+    o.metric = ST_METRIC_COSINE;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    codes_vs_vectors(h, base, n, qs, nq, d2, ST_METRIC_COSINE, 64, true, &rc, &rv);
+    ck_assert_msg(rc >= 0.9 && rc >= rv - 0.01, "cosine recall on codes %.4f, on vectors %.4f", rc,
+                  rv);
+    idx_hnsw_free(h);
+    /* ip has no codes (code L2 does not order like -dot): both searchers are the same search. */
+    o.metric = ST_METRIC_IP;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    codes_vs_vectors(h, base, n, qs, nq, d2, ST_METRIC_IP, 48, true, &rc, &rv);
+    ck_assert(rc == rv);
+    /* The same levels (seed) and layout: the l2 index holds exactly n codes of 64 bytes more. */
+    ck_assert_uint_eq(mem_l2 - idx_hnsw_memory(h), (size_t)n * 64);
+    idx_hnsw_free(h);
+    /* A vector that is not finite: no codes, the search traverses on the vectors. One value
+     * everywhere: every code is 0, the re-ranking still returns exact distances. */
+    o.metric = ST_METRIC_L2;
+    base[5] = INFINITY;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, 500, &h), ST_OK);
+    codes_vs_vectors(h, base, 500, qs, 20, d2, ST_METRIC_L2, 48, true, &rc, &rv);
+    ck_assert(rc == rv);
+    idx_hnsw_free(h);
+    for (size_t i = 0; i < (size_t)500 * d2; i++)
+        base[i] = 0.25f;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, 500, &h), ST_OK);
+    codes_vs_vectors(h, base, 500, qs, 20, d2, ST_METRIC_L2, 48, false, &rc, &rv);
+    idx_hnsw_free(h);
+    st_test_rmrf(dir);
+    free(dir);
+    free(base);
+    free(qs);
+    free(iv);
+}
+END_TEST
 
 START_TEST(test_hnsw_extend)
 {
@@ -2335,6 +2493,7 @@ int main(void)
     tcase_add_loop_test(tc, test_ivfpq_file_lies, 0, 2);
     tcase_add_test(tc, test_part_rows_layout);
     tcase_add_test(tc, test_hnsw_extend);
+    tcase_add_test(tc, test_hnsw_codes);
     tcase_add_loop_test(tc, test_hnsw_extend_new_top, 0, 2);
     tcase_add_test(tc, test_hnsw_parallel_reachable);
     tcase_add_loop_test(tc, test_ivfpq_extend, 0, 4);
