@@ -738,6 +738,16 @@ uint32_t idx_hnsw_count(const struct idx_hnsw *h)
     return h->n;
 }
 
+uint32_t idx_hnsw_dim(const struct idx_hnsw *h)
+{
+    return h->dim;
+}
+
+enum st_metric idx_hnsw_metric(const struct idx_hnsw *h)
+{
+    return h->metric;
+}
+
 size_t idx_hnsw_memory(const struct idx_hnsw *h)
 {
     size_t m = h->stride * h->n + h->n * (sizeof(*h->upper) + 1);

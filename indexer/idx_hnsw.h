@@ -47,6 +47,9 @@ int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, 
 void idx_hnsw_free(struct idx_hnsw *h);
 
 uint32_t idx_hnsw_count(const struct idx_hnsw *h);
+/* The dimension and metric the index was built with (a loaded file's own claim). */
+uint32_t idx_hnsw_dim(const struct idx_hnsw *h);
+enum st_metric idx_hnsw_metric(const struct idx_hnsw *h);
 /* Bytes of memory held by the index (graph + vectors + traversal codes). */
 size_t idx_hnsw_memory(const struct idx_hnsw *h);
 /* Vector of id (borrowed while h lives). */

@@ -577,6 +577,21 @@ void idx_ivfpq_free(struct idx_ivfpq *ix)
 }
 
 /* Everything searching needs in memory, derived tables included. */
+uint32_t idx_ivfpq_count(const struct idx_ivfpq *ix)
+{
+    return ix->n;
+}
+
+uint32_t idx_ivfpq_dim(const struct idx_ivfpq *ix)
+{
+    return ix->dim;
+}
+
+enum st_metric idx_ivfpq_metric(const struct idx_ivfpq *ix)
+{
+    return ix->metric;
+}
+
 size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 {
     size_t b = (size_t)ix->nlist * ix->dim * 4 + (size_t)ix->m * ix->ksub * ix->dsub * 4;

@@ -46,6 +46,10 @@ int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n
                      struct idx_ivfpq **out) ST_WUR;
 void idx_ivfpq_free(struct idx_ivfpq *ix);
 size_t idx_ivfpq_memory(const struct idx_ivfpq *ix); /* codes, ids, centroids, codebooks */
+/* The vector count, dimension and metric (a loaded file's own claims). */
+uint32_t idx_ivfpq_count(const struct idx_ivfpq *ix);
+uint32_t idx_ivfpq_dim(const struct idx_ivfpq *ix);
+enum st_metric idx_ivfpq_metric(const struct idx_ivfpq *ix);
 
 struct idx_ivfpq_searcher;
 struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix);

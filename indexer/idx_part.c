@@ -296,6 +296,24 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
     return rc;
 }
 
+/* An index file that checks out on its own may still not be p's: its vector count, dimension
+ * and metric must be p's, or a search would read query and raw vectors past their ends (ids up
+ * to its count index p's rows) and measure with the wrong metric. */
+static int part_index_fits(struct idx_part *p, uint32_t n, uint32_t dim, enum st_metric metric,
+                           struct st_err *err)
+{
+    if (n != p->n)
+        return st_err_set(err, ST_ECORRUPT, "%s: %u vectors; its segments have %u upserts",
+                          p->idx_path, n, p->n);
+    if (dim != p->dim)
+        return st_err_set(err, ST_ECORRUPT, "%s: dimension %u; its segments have %u", p->idx_path,
+                          dim, p->dim);
+    if (metric != p->metric)
+        return st_err_set(err, ST_ECORRUPT, "%s: metric %d; the collection's is %d", p->idx_path,
+                          (int)metric, (int)p->metric);
+    return ST_OK;
+}
+
 /* Loads p's index file (p opened, with raw vectors for IVF-PQ) and checks it covers p. */
 static int part_load_index(struct idx_part *p, struct st_err *err)
 {
@@ -303,12 +321,15 @@ static int part_load_index(struct idx_part *p, struct st_err *err)
     if (p->n > 0 && strcmp(p->e.index, "ivfpq") == 0) {
         rc = idx_ivfpq_load(p->idx_path, &p->ivf, err);
         if (rc == ST_OK)
+            rc = part_index_fits(p, idx_ivfpq_count(p->ivf), idx_ivfpq_dim(p->ivf),
+                                 idx_ivfpq_metric(p->ivf), err);
+        if (rc == ST_OK)
             p->memory = idx_ivfpq_memory(p->ivf);
     } else if (p->n > 0) {
         rc = idx_hnsw_load(p->idx_path, &p->hnsw, err);
-        if (rc == ST_OK && idx_hnsw_count(p->hnsw) != p->n)
-            rc = st_err_set(err, ST_ECORRUPT, "%s: %u vectors; its segments have %u upserts",
-                            p->idx_path, idx_hnsw_count(p->hnsw), p->n);
+        if (rc == ST_OK)
+            rc = part_index_fits(p, idx_hnsw_count(p->hnsw), idx_hnsw_dim(p->hnsw),
+                                 idx_hnsw_metric(p->hnsw), err);
         if (rc == ST_OK)
             p->memory = idx_hnsw_memory(p->hnsw);
     }

@@ -1413,6 +1413,71 @@ static void ic_reset(const char *dir, const struct ic_src *src, const struct cfg
     idx_catalog_free(c);
 }
 
+/*
+ * An index file that verifies on its own (checksums, links) but is not the part's: built over
+ * one vector fewer, over vectors of another dimension, or for another metric. Loading it as
+ * the part's must fail as corrupt (the service then rebuilds from the segment copy): searching
+ * it would read raw rows and the query past their ends. The part's own file loads.
+ */
+START_TEST(test_part_index_must_fit)
+{
+    char *dir = st_test_tmpdir("idxfit"), seg[600], ip[600];
+    snprintf(seg, sizeof(seg), "%s/w.seg", dir);
+    snprintf(ip, sizeof(ip), "%s/w.idx", dir);
+    float *vecs = dataset(IC_N, IC_D, 4, 7);
+    ic_write_src(seg, vecs, 0, 1);
+    struct idx_cat_entry e = {.start = 0, .end = 60000, .version = 1, .records = IC_N};
+    const struct cfg_index ixs[] = {{.type = CFG_INDEX_HNSW, .m = 8, .ef_construction = 40},
+                                    {.type = CFG_INDEX_IVFPQ, .nlist = 4, .pq_m = 4, .nbits = 8}};
+    struct {
+        uint32_t n, dim;
+        enum st_metric metric;
+        const char *why;
+    } lies[] = {{IC_N - 1, IC_D, ST_METRIC_L2, "vectors"},
+                {IC_N, IC_D / 2, ST_METRIC_L2, "dimension"},
+                {IC_N, IC_D, ST_METRIC_IP, "metric"}};
+    for (size_t t = 0; t < 2; t++) {
+        snprintf(e.index, sizeof(e.index), "%s", t == 0 ? "hnsw" : "ivfpq");
+        struct idx_part *p = NULL;
+        struct st_err err = {0};
+        ck_assert_msg(idx_part_build(&e, seg, ip, &ixs[t], ST_METRIC_L2, 1, NULL, &p, &err) ==
+                          ST_OK,
+                      "%s", err.msg);
+        idx_part_unref(p);
+        ck_assert_msg(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err) == ST_OK, "%s", err.msg);
+        ck_assert(ic_answers(p, vecs));
+        idx_part_unref(p);
+        for (size_t l = 0; l < sizeof(lies) / sizeof(lies[0]); l++) {
+            unlink(ip);
+            if (t == 0) {
+                struct idx_hnsw_opts o = {.dim = lies[l].dim, .metric = lies[l].metric, .m = 8};
+                struct idx_hnsw *h;
+                ck_assert_int_eq(idx_hnsw_build(&o, vecs, lies[l].n, &h), ST_OK);
+                ck_assert_int_eq(idx_hnsw_save(h, ip, &err), ST_OK);
+                idx_hnsw_free(h);
+            } else {
+                struct idx_ivfpq_opts o = {
+                    .dim = lies[l].dim, .metric = lies[l].metric, .nlist = 4, .m = 4, .nbits = 8};
+                struct idx_ivfpq *ix;
+                ck_assert_int_eq(idx_ivfpq_build(&o, vecs, lies[l].n, &ix), ST_OK);
+                ck_assert_int_eq(idx_ivfpq_save(ix, ip, &err), ST_OK);
+                idx_ivfpq_free(ix);
+            }
+            memset(&err, 0, sizeof(err));
+            p = NULL;
+            ck_assert_int_eq(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err), ST_ECORRUPT);
+            ck_assert_ptr_null(p);
+            ck_assert_msg(strstr(err.msg, lies[l].why) != NULL, "%s lie %zu: %s", e.index, l,
+                          err.msg);
+        }
+        unlink(ip);
+    }
+    free(vecs);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_index_commit_faults)
 {
     const struct cfg_index ixs[] = {{.type = CFG_INDEX_HNSW, .m = 8, .ef_construction = 40},
@@ -2494,6 +2559,7 @@ int main(void)
     tcase_add_test(tc, test_part_rows_layout);
     tcase_add_test(tc, test_hnsw_extend);
     tcase_add_test(tc, test_hnsw_codes);
+    tcase_add_test(tc, test_part_index_must_fit);
     tcase_add_loop_test(tc, test_hnsw_extend_new_top, 0, 2);
     tcase_add_test(tc, test_hnsw_parallel_reachable);
     tcase_add_loop_test(tc, test_ivfpq_extend, 0, 4);
