@@ -98,6 +98,8 @@ struct ing_consumer {
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
     struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
     bool closing;                /* ing_consumer_close is under way: feed reads nothing new */
+    bool *held_out; /* per collection: its last hold outlasted hold_ms, so its writes pause at
+                       once until one goes through (poll thread) */
 
     /* What /metrics reads from other threads, guarded by mu. */
     pthread_mutex_t mu;
@@ -488,8 +490,9 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         c->o.hold_ms = 1000;
     int rc = ST_ENOMEM;
     c->coll_records = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->coll_records));
+    c->held_out = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->held_out));
     c->topics = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->topics));
-    if (c->topics == NULL || c->coll_records == NULL)
+    if (c->topics == NULL || c->coll_records == NULL || c->held_out == NULL)
         goto fail;
     for (size_t k = 0; k < DECODE_DEPTH; k++) {
         struct slot *sl = &c->slots[k];
@@ -690,24 +693,32 @@ static void slot_done(struct ing_consumer *c, struct slot *sl)
  * is not woken by a resume). So a write told to retry is tried again with a growing sleep
  * (1 ms doubling to 16 ms) for up to hold_ms; only back-pressure that lasts longer (a cap with
  * nothing droppable, a failing flush) pauses the partition. Nothing else is polled meanwhile:
- * the wait is bounded far below max.poll.interval.ms.
+ * the wait is bounded far below max.poll.interval.ms. Once a hold of collection ci has lasted
+ * hold_ms, its writes told to retry pause at once, without waiting, until one goes through:
+ * messages of its other partitions (and of other collections, behind them on the one poll
+ * thread) do not each wait hold_ms on a store known to be stuck. Nor does a consumer closing.
  */
-static int write_held(struct ing_consumer *c, struct ing_writer *w, struct twcs *t,
+static int write_held(struct ing_consumer *c, size_t ci, struct ing_writer *w, struct twcs *t,
                       int32_t partition, int64_t offset, struct ing_result *res)
 {
     int64_t t0 = -1, sleep_us = 1000;
     int rc;
     for (;;) {
         rc = ing_write_prepared(w, t, partition, offset, res);
-        if (rc != ST_OK || res->outcome != ING_RETRY || c->o.hold_ms < 0)
+        if (rc == ST_OK && res->outcome != ING_RETRY)
+            c->held_out[ci] = false;
+        if (rc != ST_OK || res->outcome != ING_RETRY || c->o.hold_ms < 0 || c->held_out[ci] ||
+            c->closing)
             break;
         int64_t now = now_ms();
         if (t0 < 0) {
             t0 = now;
             c->st.holds++;
         }
-        if (now - t0 >= c->o.hold_ms)
+        if (now - t0 >= c->o.hold_ms) {
+            c->held_out[ci] = true;
             break; /* it lasts: the caller pauses the partition */
+        }
         struct timespec ts = {0, (long)sleep_us * 1000};
         nanosleep(&ts, NULL);
         if (sleep_us < 16000)
@@ -743,7 +754,8 @@ static int handle(struct ing_consumer *c, struct slot *sl, struct st_err *err)
         struct ing_result res = sl->pre;
         int rc = sl->prc;
         if (rc == ST_OK && res.outcome != ING_REJECTED)
-            rc = write_held(c, sl->writers[ci], c->o.colls[ci].twcs, m->partition, m->offset, &res);
+            rc = write_held(c, ci, sl->writers[ci], c->o.colls[ci].twcs, m->partition, m->offset,
+                            &res);
         if (rc != ST_OK)
             return st_err_set(err, rc, "%s: writing %s/%" PRId32 "/%" PRId64 ": %s",
                               c->o.colls[ci].rc.name, topic, m->partition, m->offset,
@@ -1060,6 +1072,7 @@ int ing_consumer_close(struct ing_consumer *c)
     }
     free(c->topics);
     free(c->coll_records);
+    free(c->held_out);
     free(c->rej);
     free(c->lag);
     pthread_mutex_destroy(&c->mu);
