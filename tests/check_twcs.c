@@ -836,6 +836,40 @@ static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts
  * metadata, which lives only there until a flush; the last batch large) is over the cap. Writes get
  * ST_EAGAIN; a tick drops nothing (there is only the open window); every acknowledged record stays
  * with its vector, also across a restart with the same cap; with the cap raised writes resume. */
+/*
+ * Over the FIFO cap with only an open window there is nothing a tick could drop: refused writes
+ * do not kick the timer (a writer retrying every few milliseconds made it tick back to back;
+ * test_fifo_cap_kicks_tick: with a sealed window they do). 200 refused writes, then 200 ms:
+ * not one tick (the period is an hour).
+ */
+START_TEST(test_fifo_cap_open_window_no_kick)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_bytes = 16 * 1024;
+    o.tick_ms = 3600000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int rc = ST_OK;
+    for (int k = 0; rc == ST_OK && k < 5000; k++)
+        rc = put_batch(t, k, k * 60, 60, s + k % 1000, 256);
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    struct twcs_stats st0, st1;
+    twcs_stats(t, &st0);
+    for (int k = 0; k < 200; k++)
+        ck_assert_int_eq(put_raw_eagain(t, s), ST_EAGAIN);
+    struct timespec pause = {0, 200 * 1000000};
+    nanosleep(&pause, NULL); /* proving an absence: a kicked tick would run within it */
+    twcs_stats(t, &st1);
+    ck_assert_uint_eq(st1.ticks, st0.ticks);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_fifo_wal_alone_over_cap)
 {
     char *dir = st_test_tmpdir("twcs");
@@ -1852,6 +1886,7 @@ int main(void)
     tcase_add_test(tc, test_ttl_idle_and_clock_jumps);
     tcase_add_test(tc, test_fifo_cap);
     tcase_add_test(tc, test_fifo_cap_kicks_tick);
+    tcase_add_test(tc, test_fifo_cap_open_window_no_kick);
     tcase_add_test(tc, test_retry_same_array);
     tcase_add_test(tc, test_crash_during_seal);
     tcase_add_test(tc, test_crash_during_promotion_seal);

@@ -50,6 +50,7 @@ struct twcs {
     pthread_t thread;
     bool have_thread, stop;
     bool kicked; /* a writer hit the FIFO cap: tick now, not at the next period (mu) */
+    struct st_ratelimit cap_rl; /* "over the FIFO cap with no sealed window" (mu) */
     pthread_cond_t cv;
 };
 
@@ -464,10 +465,26 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
         store_stats(t->s, &ss);
         if (ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes > t->o.max_bytes) {
             /* FIFO cap: pause until a tick drops sealed windows, and ask for one now — a
-             * writer must not wait out the tick period (a window's worth per second). */
+             * writer must not wait out the tick period (a window's worth per second). With no
+             * sealed window a tick has nothing to drop: no kick (a writer retrying every few
+             * ms would make the timer tick back to back), a warning a minute; the tick that
+             * seals a window drops it. */
             pthread_mutex_lock(&t->mu);
-            t->kicked = true;
-            pthread_cond_signal(&t->cv);
+            bool sealed = false;
+            for (size_t i = 0; i < t->nwin && !sealed; i++)
+                sealed = t->win[i].state == TWCS_SEALED;
+            uint32_t sup;
+            if (sealed) {
+                t->kicked = true;
+                pthread_cond_signal(&t->cv);
+            } else if (st_ratelimit_ok(&t->cap_rl, 1, 60000, &sup)) {
+                st_log_warn(LOG_COMP,
+                            "over the FIFO cap (max_bytes=%" PRIu64 " used=%" PRIu64
+                            ") with no sealed window to drop: writes wait until a window seals "
+                            "(raise the cap or shorten the window) suppressed=%u",
+                            t->o.max_bytes, ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes,
+                            sup);
+            }
             pthread_mutex_unlock(&t->mu);
             return ST_EAGAIN;
         }
@@ -840,6 +857,7 @@ int twcs_tick(struct twcs *t)
     pthread_mutex_lock(&t->tick_mu);
     int rc = ST_OK, first = ST_OK;
     pthread_mutex_lock(&t->mu);
+    t->st.ticks++;
     watermark_update(t);
     int64_t wm = t->watermark;
     size_t nw = t->nwin;
@@ -1057,11 +1075,16 @@ static void *tick_main(void *arg)
             pthread_cond_timedwait(&t->cv, &t->mu, &ts);
         if (t->stop)
             break;
+        bool kicked = t->kicked;
         t->kicked = false;
         pthread_mutex_unlock(&t->mu);
         int rc = twcs_tick(t);
         if (rc != ST_OK && rc != ST_EAGAIN)
             st_log_warn(LOG_COMP, "tick failed error=\"%s\"; retrying next tick", st_strerror(rc));
+        if (kicked) { /* kicks come from writers retrying: at most one kicked tick per 10 ms */
+            struct timespec gap = {0, 10 * 1000000};
+            nanosleep(&gap, NULL);
+        }
         pthread_mutex_lock(&t->mu);
     }
     pthread_mutex_unlock(&t->mu);

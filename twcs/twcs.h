@@ -87,7 +87,9 @@ struct twcs_result {
  * after ST_EAGAIN the same array is retried as it is. A rejected batch applies nothing. Returns
  * ST_EAGAIN for back-pressure (memtable full, FIFO cap reached): pause the partition and retry
  * later. Hitting the FIFO cap wakes the timer thread (when there is one) for a tick at once, so
- * sealed windows are dropped without waiting for the next period.
+ * sealed windows are dropped without waiting for the next period (at most one such tick per
+ * 10 ms); with no sealed window there is nothing to drop, no tick is asked for, and a warning
+ * (once a minute) says writes wait until a window seals.
  */
 int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_record *recs,
                uint32_t n, struct twcs_result *res) ST_WUR;
@@ -129,6 +131,7 @@ struct twcs_stats {
     uint64_t bytes_ingested, bytes_written; /* write amplification = written / ingested */
     uint64_t compaction_bytes; /* segment bytes written by merges and seals (not flushes) */
     uint32_t merging;          /* merges running now */
+    uint64_t ticks;            /* twcs_tick runs (the timer's and callers') */
 };
 void twcs_stats(struct twcs *t, struct twcs_stats *out);
 
