@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "st_log.h"
+#include "st_utf8.h"
 
 struct st_http {
     struct st_http_opts o;
@@ -61,9 +62,13 @@ void st_http_json(struct st_http_resp *resp, int status, json_t *j)
     resp->body = NULL;
     resp->len = 0;
     resp->content_type = "application/json";
-    if (s == NULL) {
+    if (s == NULL) { /* still a JSON error body, as every error response has */
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"response not encodable\"}}";
         resp->status = 500;
-        return;
+        if ((s = strdup(oom)) == NULL)
+            return;
+        status = 500;
     }
     resp->status = status;
     resp->len = strlen(s);
@@ -78,6 +83,9 @@ void st_http_error(struct st_http_resp *resp, int status, const char *code, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* A message may quote a client's bytes (a JSON parse error near them) or be cut inside a
+     * character by the buffer: jansson would refuse it and the client get an empty 500. */
+    st_utf8_scrub(msg);
     st_http_json(resp, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
 }
 

@@ -138,6 +138,9 @@ static inline float node_dist(const struct idx_hnsw_searcher *s, const float *q,
     return h->dist(q, hnsw_vec(h, id), h->dim);
 }
 
+/* How many neighbours ahead a layer search prefetches. */
+#define PREFETCH_AHEAD 4
+
 /* The first two cache lines of what node_dist will read for id. */
 static inline void node_prefetch(const struct idx_hnsw_searcher *s, uint32_t id)
 {
@@ -246,16 +249,22 @@ static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const flo
         } else {
             links = hnsw_links(h, c.id, l);
         }
-        uint32_t cnt = links[0];
-        for (uint32_t j = 0; j < cnt && j < 4; j++)
-            node_prefetch(s, links[1 + j]);
+        /* The neighbours not visited yet (marked now), then their distances with the data of
+         * the ones PREFETCH_AHEAD further on in flight: no bandwidth spent on visited ones. */
+        uint32_t cnt = links[0], todo[256], nt = 0; /* cnt <= m0 <= 256 (build, loader) */
         for (uint32_t j = 0; j < cnt; j++) {
             uint32_t e = links[1 + j];
-            if (j + 4 < cnt)
-                node_prefetch(s, links[1 + j + 4]);
-            if (s->tags[e] == s->gen)
-                continue;
-            s->tags[e] = s->gen;
+            if (s->tags[e] != s->gen) {
+                s->tags[e] = s->gen;
+                todo[nt++] = e;
+            }
+        }
+        for (uint32_t j = 0; j < nt && j < PREFETCH_AHEAD; j++)
+            node_prefetch(s, todo[j]);
+        for (uint32_t j = 0; j < nt; j++) {
+            uint32_t e = todo[j];
+            if (j + PREFETCH_AHEAD < nt)
+                node_prefetch(s, todo[j + PREFETCH_AHEAD]);
             float de = node_dist(s, q, e);
             if (!(de < bound))
                 continue;

@@ -8,6 +8,7 @@
 #include "rec_int.h"
 #include "st_checksum.h"
 #include "st_coding.h"
+#include "st_utf8.h"
 
 static uint64_t pad8(uint64_t x)
 {
@@ -161,6 +162,9 @@ enum rec_reason rec_decode_frame(struct rec_decoder *d, const struct rec_schema 
             rec->id = ids + id_prev;
             rec->id_len = e - id_prev;
             id_prev = e;
+            /* SPEC §3: string ids are UTF-8 (they are JSON strings in every response). */
+            if (!st_utf8_valid(rec->id, rec->id_len))
+                return rec_fail(d, REC_BAD_ID, "record %u: id is not UTF-8", i);
         }
         rec->ts = (int64_t)st_get_le64(ts + (size_t)i * 8);
         if (ops[i] > REC_DELETE)

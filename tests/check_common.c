@@ -15,6 +15,7 @@
 #include "st_fault.h"
 #include "st_log.h"
 #include "st_test.h"
+#include "st_utf8.h"
 
 START_TEST(test_error_codes)
 {
@@ -38,6 +39,41 @@ START_TEST(test_error_codes)
     ck_assert_int_eq(st_err_set(NULL, ST_EIO, "ignored"), ST_EIO);
     st_err_clear(&e);
     ck_assert_str_eq(e.msg, "");
+}
+END_TEST
+
+/* UTF-8 well-formedness at every boundary of RFC 3629's table, and the scrub of what is not. */
+START_TEST(test_utf8)
+{
+    static const struct {
+        const char *s;
+        size_t n;
+        bool ok;
+    } cases[] = {{"", 0, true},
+                 {"ascii \x7f", 7, true},
+                 {"\xc2\x80 \xdf\xbf", 5, true},                 /* U+0080, U+07FF */
+                 {"\xe0\xa0\x80 \xef\xbf\xbf", 7, true},         /* U+0800, U+FFFF */
+                 {"\xed\x9f\xbf \xee\x80\x80", 7, true},         /* around the surrogates */
+                 {"\xf0\x90\x80\x80 \xf4\x8f\xbf\xbf", 9, true}, /* U+10000, U+10FFFF */
+                 {"a\0b", 3, true},                              /* NUL is a character */
+                 {"\xc0\x80", 2, false},                         /* overlong NUL */
+                 {"\xc1\xbf", 2, false},
+                 {"\xe0\x9f\xbf", 3, false},     /* overlong 3-byte */
+                 {"\xed\xa0\x80", 3, false},     /* surrogate U+D800 */
+                 {"\xf0\x8f\xbf\xbf", 4, false}, /* overlong 4-byte */
+                 {"\xf4\x90\x80\x80", 4, false}, /* U+110000 */
+                 {"\xf5\x80\x80\x80", 4, false},
+                 {"\x80", 1, false},
+                 {"\xc3", 1, false}, /* cut */
+                 {"\xe2\x82", 2, false},
+                 {"\xe2\x28\xa1", 3, false}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(st_utf8_valid((const uint8_t *)cases[i].s, cases[i].n) == cases[i].ok,
+                      "case %zu", i);
+    char buf[] = "ok \xc3\xa9 \xc3 \x80\x80 \xf0\x9f\x98\x80 \xe2\x82";
+    st_utf8_scrub(buf);
+    ck_assert_str_eq(buf, "ok \xc3\xa9 ? ?? \xf0\x9f\x98\x80 ??");
+    ck_assert(st_utf8_valid((const uint8_t *)buf, strlen(buf)));
 }
 END_TEST
 
@@ -405,6 +441,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_error_codes);
     tcase_add_test(tc, test_coding_le);
+    tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_varint);
     tcase_add_test(tc, test_checksum);
     tcase_add_test(tc, test_clock_manual);

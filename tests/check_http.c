@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -115,6 +116,50 @@ static int request(uint16_t port, const char *method, const char *path, const ch
     close(fd);
     return st;
 }
+
+/*
+ * An error message is JSON whatever bytes it quotes: a client's invalid UTF-8 (a JSON parse error
+ * near them; fuzz_search found a 500 with an empty body), a character cut by the message buffer,
+ * overlong forms and surrogates. Each bad byte becomes '?', valid characters stay.
+ */
+START_TEST(test_http_error_utf8)
+{
+    char cut[700];
+    for (size_t i = 0; i + 2 < sizeof(cut); i += 2)
+        memcpy(cut + i, "\xc3\xa9", 2); /* e-acute: the 512-byte buffer ends inside one */
+    cut[sizeof(cut) - 1] = 0;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {{"near '(t\\\xc5\x9c\x01\x30`'", "near '(t\\\xc5\x9c\x01\x30`'"},
+                 {"bad \xc5 lead", "bad ? lead"},
+                 {"stray \x80\xbf", "stray ??"},
+                 {"overlong \xc0\xaf \xe0\x80\xaf", "overlong ?? ???"},
+                 {"surrogate \xed\xa0\x80", "surrogate ???"},
+                 {"too big \xf4\x90\x80\x80 \xf5", "too big ???? ?"},
+                 {"ok \xf0\x9f\x98\x80 \xe2\x82\xac", "ok \xf0\x9f\x98\x80 \xe2\x82\xac"},
+                 {"end \xe2\x82", "end ??"}};
+    for (size_t i = 0; i <= sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *in = i < sizeof(cases) / sizeof(cases[0]) ? cases[i].in : cut;
+        struct st_http_resp resp = {.fd = -1};
+        st_http_error(&resp, 400, "bad_request", "%s", in);
+        ck_assert_int_eq(resp.status, 400);
+        json_error_t je;
+        json_t *j = json_loadb(resp.body, resp.len, 0, &je);
+        ck_assert_msg(j != NULL, "case %zu: body is not JSON: %s", i, je.text);
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+        ck_assert_ptr_nonnull(msg);
+        if (i < sizeof(cases) / sizeof(cases[0]))
+            ck_assert_str_eq(msg, cases[i].want);
+        else /* 510 bytes of whole characters kept, the cut one replaced */
+            ck_assert_msg(strlen(msg) == 511 && msg[510] == '?' &&
+                              strncmp(msg + 508, "\xc3\xa9", 2) == 0,
+                          "cut: %zu bytes, last %02x", strlen(msg), (unsigned char)msg[510]);
+        json_decref(j);
+        free(resp.body);
+    }
+}
+END_TEST
 
 START_TEST(test_http_auth_and_limits)
 {
@@ -234,6 +279,7 @@ int main(void)
     TCase *tc = tcase_create("http");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_http_auth_and_limits);
+    tcase_add_test(tc, test_http_error_utf8);
     tcase_add_test(tc, test_http_slow_clients);
     tcase_add_test(tc, test_http_oversized_header);
     tcase_add_test(tc, test_http_connection_limit);
