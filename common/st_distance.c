@@ -42,19 +42,16 @@ static float dot_scalar(const float *a, const float *b, size_t d)
     return (s0 + s1) + (s2 + s3);
 }
 
-static uint32_t l2u8_scalar(const uint8_t *a, const uint8_t *b, size_t d)
+static int32_t dotu8_scalar(const uint8_t *a, const int8_t *b, size_t d)
 {
-    uint32_t s0 = 0, s1 = 0;
+    int32_t s0 = 0, s1 = 0;
     size_t i = 0;
     for (; i + 2 <= d; i += 2) {
-        int e0 = (int)a[i] - (int)b[i], e1 = (int)a[i + 1] - (int)b[i + 1];
-        s0 += (uint32_t)(e0 * e0);
-        s1 += (uint32_t)(e1 * e1);
+        s0 += (int32_t)a[i] * b[i];
+        s1 += (int32_t)a[i + 1] * b[i + 1];
     }
-    if (i < d) {
-        int e = (int)a[i] - (int)b[i];
-        s0 += (uint32_t)(e * e);
-    }
+    if (i < d)
+        s0 += (int32_t)a[i] * b[i];
     return s0 + s1;
 }
 
@@ -174,28 +171,51 @@ __attribute__((target("avx2,fma"))) static float l2sq_avx2(const float *a, const
     return s;
 }
 
-/* |a - b| per byte (two saturating subtractions), widened to u16 by unpacking against zero (the
- * order of the lanes does not matter to a sum), squared and pair-summed into i32 by vpmaddwd:
- * 255^2 * 2 fits. */
-__attribute__((target("avx2"))) static uint32_t l2u8_avx2(const uint8_t *a, const uint8_t *b,
+/* u8 x s8 without VNNI: both widened to i16, vpmaddwd sums pairs into i32 (255 * 127 * 2 fits). */
+__attribute__((target("avx2"))) static int32_t dotu8_avx2(const uint8_t *a, const int8_t *b,
                                                           size_t d)
 {
-    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256(), z = _mm256_setzero_si256();
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
     size_t i = 0;
     for (; i + 32 <= d; i += 32) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(a + i));
-        __m256i y = _mm256_loadu_si256((const __m256i *)(const void *)(b + i));
-        __m256i e = _mm256_or_si256(_mm256_subs_epu8(x, y), _mm256_subs_epu8(y, x));
-        __m256i lo = _mm256_unpacklo_epi8(e, z), hi = _mm256_unpackhi_epi8(e, z);
-        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(lo, lo));
-        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(hi, hi));
+        __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(a + i)));
+        __m256i x1 =
+            _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(a + i + 16)));
+        __m256i y0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(b + i)));
+        __m256i y1 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(b + i + 16)));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(x0, y0));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(x1, y1));
     }
     __m256i sv = _mm256_add_epi32(s0, s1);
     __m128i v = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
-    uint32_t s = (uint32_t)_mm_cvtsi128_si32(v);
-    return s + l2u8_scalar(a + i, b + i, d - i);
+    return _mm_cvtsi128_si32(v) + dotu8_scalar(a + i, b + i, d - i);
+}
+
+/* AVX-VNNI (256-bit vpdpbusd): four u8 x s8 products summed into each i32 lane, one
+ * instruction per 32 bytes. */
+__attribute__((target("avx2,avxvnni"))) static int32_t dotu8_avxvnni(const uint8_t *a,
+                                                                     const int8_t *b, size_t d)
+{
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 64 <= d; i += 64) {
+        s0 = _mm256_dpbusd_avx_epi32(s0, _mm256_loadu_si256((const __m256i *)(const void *)(a + i)),
+                                     _mm256_loadu_si256((const __m256i *)(const void *)(b + i)));
+        s1 = _mm256_dpbusd_avx_epi32(
+            s1, _mm256_loadu_si256((const __m256i *)(const void *)(a + i + 32)),
+            _mm256_loadu_si256((const __m256i *)(const void *)(b + i + 32)));
+    }
+    for (; i + 32 <= d; i += 32)
+        s0 = _mm256_dpbusd_avx_epi32(s0, _mm256_loadu_si256((const __m256i *)(const void *)(a + i)),
+                                     _mm256_loadu_si256((const __m256i *)(const void *)(b + i)));
+    __m256i sv = _mm256_add_epi32(s0, s1);
+    __m128i v = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
+    return _mm_cvtsi128_si32(v) + dotu8_scalar(a + i, b + i, d - i);
 }
 
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, size_t d)
@@ -443,21 +463,44 @@ __attribute__((target("avx512f"))) static float l2sq_avx512(const float *a, cons
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-/* As l2u8_avx2, 64 bytes a step, the tail a masked load (zero bytes add nothing). */
-__attribute__((target("avx512f,avx512bw"))) static uint32_t l2u8_avx512(const uint8_t *a,
-                                                                        const uint8_t *b, size_t d)
+/* As dotu8_avx2, 64 bytes a step (a masked load at the tail: zero bytes add nothing), each half
+ * widened; F and BW only. */
+__attribute__((target("avx512f,avx512bw"))) static int32_t dotu8_avx512(const uint8_t *a,
+                                                                        const int8_t *b, size_t d)
 {
-    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), z = _mm512_setzero_si512();
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
     for (size_t i = 0; i < d; i += 64) {
         size_t left = d - i;
         __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
         __m512i x = _mm512_maskz_loadu_epi8(m, a + i), y = _mm512_maskz_loadu_epi8(m, b + i);
-        __m512i e = _mm512_or_si512(_mm512_subs_epu8(x, y), _mm512_subs_epu8(y, x));
-        __m512i lo = _mm512_unpacklo_epi8(e, z), hi = _mm512_unpackhi_epi8(e, z);
-        s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(lo, lo));
-        s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(hi, hi));
+        __m512i x0 = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(x));
+        __m512i x1 = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(x, 1));
+        __m512i y0 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(y));
+        __m512i y1 = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(y, 1));
+        s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(x0, y0));
+        s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(x1, y1));
     }
-    return (uint32_t)_mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+}
+
+/* AVX512-VNNI: one vpdpbusd per 64 bytes (two accumulators), the tail a masked load. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static int32_t
+dotu8_avx512vnni(const uint8_t *a, const int8_t *b, size_t d)
+{
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 128 <= d; i += 128) {
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_loadu_si512(a + i), _mm512_loadu_si512(b + i));
+        s1 =
+            _mm512_dpbusd_epi32(s1, _mm512_loadu_si512(a + i + 64), _mm512_loadu_si512(b + i + 64));
+    }
+    for (; i < d; i += 64) {
+        size_t left = d - i;
+        __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_maskz_loadu_epi8(m, a + i),
+                                 _mm512_maskz_loadu_epi8(m, b + i));
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
 }
 
 __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const float *b, size_t d)
@@ -694,7 +737,7 @@ __attribute__((target("avx512f"))) static void add_avx512(float *out, const floa
     {                                                                                              \
         .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
         .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .add = add_##tag,                        \
-        .dots_tn = dots_tn_##tag, .l2u8 = l2u8_##tag                                               \
+        .dots_tn = dots_tn_##tag, .dotu8 = dotu8_##tag                                             \
     }
 static const struct st_kernels k_scalar = KERNELS(scalar);
 static const struct st_kernels k_avx2 = KERNELS(avx2);
@@ -706,18 +749,49 @@ const struct st_kernels *st_kernels_scalar(void)
     return &k_scalar;
 }
 
-const struct st_kernels *st_kernels_avx2(void)
+/* The AVX2 and AVX-512 sets again with the VNNI byte dot product (vpdpbusd) where the CPU
+ * has it; everything else is the same function. */
+static struct st_kernels k_avx2_vnni, k_avx512_vnni;
+static bool has_avxvnni, has_avx512vnni;
+static pthread_once_t vnni_once = PTHREAD_ONCE_INIT;
+
+static void vnni_init(void)
+{
+    __builtin_cpu_init();
+    has_avxvnni = __builtin_cpu_supports("avxvnni");
+    has_avx512vnni = __builtin_cpu_supports("avx512vnni");
+    k_avx2_vnni = k_avx2;
+    k_avx2_vnni.dotu8 = dotu8_avxvnni;
+    k_avx512_vnni = k_avx512;
+    k_avx512_vnni.dotu8 = dotu8_avx512vnni;
+}
+
+const struct st_kernels *st_kernels_avx2_novnni(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &k_avx2 : NULL;
 }
 
-const struct st_kernels *st_kernels_avx512(void)
+const struct st_kernels *st_kernels_avx2(void)
+{
+    const struct st_kernels *k = st_kernels_avx2_novnni();
+    pthread_once(&vnni_once, vnni_init);
+    return k != NULL && has_avxvnni ? &k_avx2_vnni : k;
+}
+
+const struct st_kernels *st_kernels_avx512_novnni(void)
 {
     __builtin_cpu_init();
     /* BW for fast-scan's byte shuffles (every AVX-512 CPU since Skylake-SP has it). */
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? &k_avx512
                                                                                    : NULL;
+}
+
+const struct st_kernels *st_kernels_avx512(void)
+{
+    const struct st_kernels *k = st_kernels_avx512_novnni();
+    pthread_once(&vnni_once, vnni_init);
+    return k != NULL && has_avx512vnni ? &k_avx512_vnni : k;
 }
 
 static const struct st_kernels *chosen;

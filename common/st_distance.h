@@ -53,9 +53,9 @@ typedef void (*st_dots_tn_fn)(const float *x, size_t nx, size_t ldx, const float
 typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, float range,
                                size_t m, size_t m2, float *tab, uint8_t *lut, float *bias);
 
-/* Squared L2 distance of two byte vectors (scalar-quantized codes), exact: every variant gives
- * the same integer. d up to 33,000 (the sum fits 32 bits). */
-typedef uint32_t (*st_l2u8_fn)(const uint8_t *a, const uint8_t *b, size_t d);
+/* The dot product of unsigned bytes a (scalar-quantized codes) and signed bytes b, exact: every
+ * variant gives the same integer. d up to 66,000 (|sum| fits 31 bits). */
+typedef int32_t (*st_dotu8_fn)(const uint8_t *a, const int8_t *b, size_t d);
 
 /* out[i] = a[i] + b[i] (per-list ADC tables). */
 typedef void (*st_add_fn)(float *out, const float *a, const float *b, size_t n);
@@ -69,7 +69,7 @@ struct st_kernels {
     st_pq4_lut_fn pq4_lut;
     st_add_fn add;
     st_dots_tn_fn dots_tn;
-    st_l2u8_fn l2u8;
+    st_dotu8_fn dotu8; /* VNNI (vpdpbusd) in the avx2 and avx512 sets where the CPU has it */
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */
@@ -78,6 +78,9 @@ const struct st_kernels *st_kernels(void);
 const struct st_kernels *st_kernels_scalar(void);
 const struct st_kernels *st_kernels_avx2(void);
 const struct st_kernels *st_kernels_avx512(void);
+/* The same sets without the VNNI byte dot product (tests: the widening kernels run there too). */
+const struct st_kernels *st_kernels_avx2_novnni(void);
+const struct st_kernels *st_kernels_avx512_novnni(void);
 
 /* The smaller-is-closer distance function for a metric. */
 st_dist_fn st_metric_fn(const struct st_kernels *k, enum st_metric m);

@@ -82,12 +82,12 @@ struct idx_hnsw_searcher {
     uint16_t *tags;
     uint16_t gen;
     struct heap cand, res;
-    struct heap kth;      /* bounded searches: the f best found (a max-heap), and the best */
-    uint32_t *links_copy; /* build: a stable copy of a neighbour list */
-    uint8_t *qcode;       /* the query's codes (cstride bytes) when traversing on codes */
-    bool codes_off;       /* idx_hnsw_searcher_use_codes(false) */
-    bool on_codes;        /* this search traverses on codes: distance = cscale * l2u8 + cbias */
-    float cscale, cbias;
+    struct heap kth;       /* bounded searches: the f best found (a max-heap), and the best */
+    uint32_t *links_copy;  /* build: a stable copy of a neighbour list */
+    int8_t *qcode;         /* the query's 7-bit codes (cstride bytes) when traversing on codes */
+    bool codes_off;        /* idx_hnsw_searcher_use_codes(false) */
+    bool on_codes;         /* this search traverses on codes (quantize_query) */
+    float cx, cdot, cbias; /* distance = cx * |x|^2 - cdot * x.q + cbias, in codes */
 };
 
 struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h)
@@ -132,9 +132,12 @@ void idx_hnsw_searcher_use_codes(struct idx_hnsw_searcher *s, bool on)
 static inline float node_dist(const struct idx_hnsw_searcher *s, const float *q, uint32_t id)
 {
     const struct idx_hnsw *h = s->h;
-    if (s->on_codes)
-        return s->cscale * (float)h->l2u8(s->qcode, h->codes + (size_t)id * h->cstride, h->dim) +
-               s->cbias;
+    if (s->on_codes) {
+        const uint8_t *c = h->codes + (size_t)id * h->cstride;
+        uint32_t xx;
+        memcpy(&xx, c + h->cstride - 4, 4);
+        return s->cx * (float)xx - s->cdot * (float)h->dotu8(c, s->qcode, h->dim) + s->cbias;
+    }
     return h->dist(q, hnsw_vec(h, id), h->dim);
 }
 
@@ -313,27 +316,31 @@ static uint32_t descend(const struct idx_hnsw_searcher *s, struct build *b, cons
     return ep;
 }
 
-/* The query's codes (clamped to the codes' range) and the map from code distance to metric:
- * l2: step^2 * D; cosine (unit-length nodes): -q.x = (|q - x|^2 - |q|^2 - 1) / 2. */
+/*
+ * The query's codes, 7 bits (0..127, signed bytes for the u8 x s8 dot product; clamped to the
+ * nodes' range) on the same offset with twice the nodes' step, and the map from codes to the
+ * metric. With x = lo + t cx, q = lo + u cq (u = step * 255 / 127):
+ *   l2: |q - x|^2 = t^2 |cx|^2 - 2 t u cx.cq + u^2 |cq|^2;
+ *   cosine (unit-length nodes): -q.x = (|q - x|^2 - |q|^2 - 1) / 2.
+ */
 static void quantize_query(struct idx_hnsw_searcher *s, const float *q)
 {
     const struct idx_hnsw *h = s->h;
-    float inv = 1.0f / h->sq_step, qq = 0;
+    float t = h->sq_step, u = t * (255.0f / 127.0f), inv = 1.0f / u, qq = 0;
+    uint32_t cqq = 0;
     for (uint32_t i = 0; i < h->dim; i++) {
         float c = (q[i] - h->sq_lo) * inv;
         c = c > 0 ? c : 0; /* NaN too */
-        s->qcode[i] = (uint8_t)lrintf(c < 255 ? c : 255);
+        int v = (int)lrintf(c < 127 ? c : 127);
+        s->qcode[i] = (int8_t)v;
+        cqq += (uint32_t)(v * v);
         qq += q[i] * q[i];
     }
     memset(s->qcode + h->dim, 0, h->cstride - h->dim);
-    float st2 = h->sq_step * h->sq_step;
-    if (h->metric == ST_METRIC_COSINE) {
-        s->cscale = st2 / 2;
-        s->cbias = -(qq + 1) / 2;
-    } else {
-        s->cscale = st2;
-        s->cbias = 0;
-    }
+    float half = h->metric == ST_METRIC_COSINE ? 0.5f : 1.0f;
+    s->cx = half * t * t;
+    s->cdot = half * 2 * t * u;
+    s->cbias = half * u * u * (float)cqq - (h->metric == ST_METRIC_COSINE ? (qq + 1) / 2 : 0);
 }
 
 size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
@@ -537,7 +544,7 @@ int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
     h->upper = calloc(n ? n : 1, sizeof(*h->upper));
     h->levels = calloc(n ? n : 1, 1);
     h->dist = st_metric_fn(st_kernels(), h->metric);
-    h->l2u8 = st_kernels()->l2u8;
+    h->dotu8 = st_kernels()->dotu8;
     if (h->level0 == NULL || h->upper == NULL || h->levels == NULL)
         return ST_ENOMEM;
     memset(h->level0, 0, h->stride * n);
@@ -708,8 +715,10 @@ int idx_hnsw_make_codes(struct idx_hnsw *h)
 {
     free(h->codes);
     h->codes = NULL;
-    h->l2u8 = st_kernels()->l2u8;
-    if (h->metric == ST_METRIC_IP || h->n == 0)
+    h->dotu8 = st_kernels()->dotu8;
+    /* Past 65,536 dimensions the sums could overflow 32 bits: no codes (a loaded file may
+     * claim any dimension; collections are smaller). */
+    if (h->metric == ST_METRIC_IP || h->n == 0 || h->dim > 65536)
         return ST_OK;
     float lo = INFINITY, hi = -INFINITY;
     for (uint32_t i = 0; i < h->n; i++) {
@@ -724,7 +733,7 @@ int idx_hnsw_make_codes(struct idx_hnsw *h)
     float step = (hi - lo) / 255.0f;
     if (!(step > 0) || !isfinite(step) || !isfinite(1.0f / step))
         step = 1.0f; /* one value everywhere (or a range too narrow to divide): all codes 0 */
-    h->cstride = ((size_t)h->dim + 63) & ~(size_t)63;
+    h->cstride = ((size_t)h->dim + 4 + 63) & ~(size_t)63; /* codes, then |codes|^2 */
     if ((h->codes = aligned_alloc(64, h->cstride * h->n)) == NULL)
         return ST_ENOMEM;
     memset(h->codes, 0, h->cstride * h->n);
@@ -732,10 +741,13 @@ int idx_hnsw_make_codes(struct idx_hnsw *h)
     for (uint32_t i = 0; i < h->n; i++) {
         const float *v = hnsw_vec(h, i);
         uint8_t *c = h->codes + (size_t)i * h->cstride;
+        uint32_t xx = 0; /* <= 255^2 * dim: fits for dim < 66,000 */
         for (uint32_t j = 0; j < h->dim; j++) {
             float x = (v[j] - lo) * inv;
             c[j] = (uint8_t)lrintf(x < 0 ? 0 : x < 255 ? x : 255);
+            xx += (uint32_t)c[j] * c[j];
         }
+        memcpy(c + h->cstride - 4, &xx, 4);
     }
     h->sq_lo = lo;
     h->sq_step = step;

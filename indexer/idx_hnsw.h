@@ -64,11 +64,10 @@ void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s);
 
 /*
  * Searches traverse the graph on one-byte scalar codes of the vectors (a quarter of the bytes
- * a float32 node costs to read) and re-rank the ef candidates they end with on the vectors
- * themselves, so every distance returned is exact. On by default for the l2 and cosine
- * metrics; on = false traverses on the vectors (the ip metric always does). On data whose
- * values are integers spanning 0..255 (Fashion-MNIST's pixels) the codes are the values and
- * the two traversals differ only where float sums round.
+ * a float32 node costs to read; the query quantized to 7 bits, so that one u8 x s8 dot product
+ * — vpdpbusd where the CPU has VNNI — gives the distance) and re-rank the ef candidates they
+ * end with on the vectors themselves, so every distance returned is exact. On by default for
+ * the l2 and cosine metrics; on = false traverses on the vectors (the ip metric always does).
  */
 void idx_hnsw_searcher_use_codes(struct idx_hnsw_searcher *s, bool on);
 

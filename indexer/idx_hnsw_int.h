@@ -26,15 +26,16 @@ struct idx_hnsw {
     size_t vec_bytes;
     /*
      * Traversal codes (idx_hnsw_make_codes; search only, never saved): one byte per dimension,
-     * x ~ sq_lo + sq_step * code with one scale for every dimension, so that the L2 distance of
-     * codes orders nodes as the vectors' distance does (up to rounding); cstride bytes a node,
-     * a multiple of 64, zero past dim. NULL for the ip metric (code L2 does not order like
-     * -dot) and for vectors that are not all finite.
+     * x ~ sq_lo + sq_step * code with one scale for every dimension, so that distances of codes
+     * order nodes as the vectors' distances do (up to rounding); cstride bytes a node, a
+     * multiple of 64: dim codes, zeros, and in the last 4 bytes the node's sum of squared codes
+     * (u32), so that |q - x|^2 = |q|^2 + |x|^2 - 2 q.x takes one byte dot product. NULL for
+     * the ip metric (code L2 does not order like -dot) and for vectors not all finite.
      */
     uint8_t *codes;
     size_t cstride;
     float sq_lo, sq_step;
-    st_l2u8_fn l2u8;
+    st_dotu8_fn dotu8;
     void *map; /* loaded from a file: level0 and upper point into it */
     size_t map_len;
 };

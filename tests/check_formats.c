@@ -345,7 +345,11 @@ START_TEST(test_frame_bad)
     ck_assert_int_eq(frame(&schema, c, len), REC_BAD_ID);
     /* String ids are UTF-8 (SPEC §3; every response carries them as JSON strings): record 1's
      * "doc-22" (bytes 57..62) with a lone lead byte, a stray continuation, a surrogate. */
-    static const char *const bad_ids[] = {"doc-2\xc3", "d\x80c-22", "do\xed\xa0\x80c"};
+    static const char *const bad_ids[] = {"doc-2\xc3",
+                                          "d\x80"
+                                          "c-22",
+                                          "do\xed\xa0\x80"
+                                          "c"};
     for (size_t b = 0; b < sizeof(bad_ids) / sizeof(bad_ids[0]); b++) {
         memcpy(c, f, len);
         memcpy(c + 57, bad_ids[b], 6);
@@ -354,7 +358,10 @@ START_TEST(test_frame_bad)
         ck_assert_msg(strstr(detail, "record 1: id is not UTF-8") != NULL, "%s", detail);
     }
     memcpy(c, f, len);
-    memcpy(c + 57, "d\xc3\xa9c-2", 6); /* "déc-2": well-formed, taken */
+    memcpy(c + 57,
+           "d\xc3\xa9"
+           "c-2",
+           6); /* "déc-2": well-formed, taken */
     reseal(c, len);
     ck_assert_int_eq(frame(&schema, c, len), REC_OK);
     free(c);
