@@ -833,9 +833,10 @@ st_dist_fn st_metric_fn(const struct st_kernels *k, enum st_metric m)
 {
     if (m == ST_METRIC_L2)
         return k->l2sq;
-    if (k == &k_avx512)
+    /* By the set's dot kernel, not its address: the VNNI sets are copies of these. */
+    if (k->dot == dot_avx512)
         return neg_dot_avx512;
-    if (k == &k_avx2)
+    if (k->dot == dot_avx2)
         return neg_dot_avx2;
     return neg_dot_scalar;
 }
