@@ -70,6 +70,10 @@ void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s);
  * the l2 and cosine metrics; on = false traverses on the vectors (the ip metric always does).
  */
 void idx_hnsw_searcher_use_codes(struct idx_hnsw_searcher *s, bool on);
+/* Does h have traversal codes? Not for ip, for vectors or ranges that are not finite, nor
+ * where a self-check at build and load time (64 nodes as queries) found the codes' hits
+ * agreeing with the vectors' on less than 97 %: then every search traverses on the vectors. */
+bool idx_hnsw_has_codes(const struct idx_hnsw *h);
 
 /*
  * k nearest of q with beam width ef (>= k; raised to k if smaller). Ids the filter rejects

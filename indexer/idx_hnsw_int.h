@@ -26,15 +26,17 @@ struct idx_hnsw {
     size_t vec_bytes;
     /*
      * Traversal codes (idx_hnsw_make_codes; search only, never saved): one byte per dimension,
-     * x ~ sq_lo + sq_step * code with one scale for every dimension, so that distances of codes
-     * order nodes as the vectors' distances do (up to rounding); cstride bytes a node, a
-     * multiple of 64: dim codes, zeros, and in the last 4 bytes the node's sum of squared codes
-     * (u32), so that |q - x|^2 = |q|^2 + |x|^2 - 2 q.x takes one byte dot product. NULL for
-     * the ip metric (code L2 does not order like -dot) and for vectors not all finite.
+     * x[j] ~ sq_lo[j] + sq_t[j] * code[j], the offset and step of each dimension from its own
+     * range over the nodes (a wide or outlying dimension squeezes only itself; a constant one
+     * is exact with step 0); cstride bytes a node (dim rounded up to 64, zeros past it), and
+     * cnorm[i] = sum_j (sq_t[j] code[j])^2, so that with r = q - sq_lo,
+     * |q - x|^2 ~ |r|^2 - 2 sum_j (sq_t[j] r[j]) code[j] + cnorm: one byte dot product against
+     * the query's weights quantized to signed bytes. NULL for the ip metric (L2 does not order
+     * like -dot), for vectors or ranges that are not finite, and past 65,536 dimensions.
      */
     uint8_t *codes;
     size_t cstride;
-    float sq_lo, sq_step;
+    float *sq_lo, *sq_t, *cnorm;
     st_dotu8_fn dotu8;
     void *map; /* loaded from a file: level0 and upper point into it */
     size_t map_len;

@@ -31,7 +31,7 @@ uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_
     /* HNSW: vector + level-0 links (2m) + upper levels (~m/ln m each) + locks and scratch,
      * + the traversal codes (dim bytes rounded up to 64) */
     uint64_t m = ix->m ? ix->m : 16;
-    uint64_t codes = ((uint64_t)dim + 63) & ~(uint64_t)63;
+    uint64_t codes = (((uint64_t)dim + 63) & ~(uint64_t)63) + 4; /* and the norm */
     return records * (vec + codes + 2 * m * 4 + m * 4 / 2 + 64) + (16u << 20);
 }
 

@@ -1994,6 +1994,7 @@ START_TEST(test_hnsw_codes)
     ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
     codes_vs_vectors(h, base, n, qs, nq, d2, ST_METRIC_L2, 64, true, &rc, &rv);
     ck_assert_msg(rc >= 0.9 && rc >= rv - 0.01, "l2 recall on codes %.4f, on vectors %.4f", rc, rv);
+    ck_assert(idx_hnsw_has_codes(h));
     size_t mem_l2 = idx_hnsw_memory(h);
     idx_hnsw_free(h);
     /* Cosine (unit vectors): the code distance is mapped to -dot, results exact. */
@@ -2012,9 +2013,38 @@ START_TEST(test_hnsw_codes)
     ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
     codes_vs_vectors(h, base, n, qs, nq, d2, ST_METRIC_IP, 48, true, &rc, &rv);
     ck_assert(rc == rv);
-    /* The same levels (seed) and layout: the l2 index holds exactly n codes of 64 bytes more. */
-    ck_assert_uint_eq(mem_l2 - idx_hnsw_memory(h), (size_t)n * 64);
+    /* The same levels (seed) and layout: the l2 index holds exactly n codes of 64 bytes and n
+     * norms more, and each dimension's offset and step. */
+    ck_assert_uint_eq(mem_l2 - idx_hnsw_memory(h), (size_t)n * (64 + 4) + 8 * d2);
     idx_hnsw_free(h);
+    /* Data that one global scale would serve badly (recall on codes fell to 0.14 at ef 32 with
+     * one outlying value, helper-49's review): each dimension has its own range, and queries
+     * outside the nodes' range are not clamped. */
+    o.metric = ST_METRIC_L2;
+    float *b2 = malloc((size_t)n * d2 * sizeof(float)),
+          *q2 = malloc((size_t)nq * d2 * sizeof(float));
+    for (int lie = 0; lie < 3; lie++) {
+        free(b2);
+        free(q2);
+        b2 = dataset(n, d2, 30, 19);
+        q2 = dataset(nq, d2, 30, 20);
+        if (lie == 0) /* one value of one vector */
+            b2[7] = 1000;
+        for (uint32_t i = 0; lie == 1 && i < n + nq; i++) /* one dimension 30x wider */
+            (i < n ? b2 : q2)[(size_t)(i < n ? i : i - n) * d2] *= 30;
+        for (size_t i = 0; lie == 2 && i < (size_t)nq * d2; i++) /* queries off the data */
+            q2[i] += 12;
+        ck_assert_int_eq(idx_hnsw_build(&o, b2, n, &h), ST_OK);
+        codes_vs_vectors(h, b2, n, q2, nq, d2, ST_METRIC_L2, 32, true, &rc, &rv);
+        ck_assert_msg(rc >= rv - 0.02, "case %d: recall on codes %.4f, on vectors %.4f", lie, rc,
+                      rv);
+        /* Robust ranges keep the codes for the outlier, unclamped weights for the far queries;
+         * the wide dimension is beyond one byte of weight: the self-check drops the codes. */
+        ck_assert_int_eq(idx_hnsw_has_codes(h), lie != 1);
+        idx_hnsw_free(h);
+    }
+    free(b2);
+    free(q2);
     /* A vector that is not finite: no codes, the search traverses on the vectors. One value
      * everywhere: every code is 0, the re-ranking still returns exact distances. */
     o.metric = ST_METRIC_L2;
