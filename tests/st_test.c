@@ -21,9 +21,15 @@ void st_mark_point(const char *file, int line)
         int line;
     } recent[RECENT];
     static _Thread_local unsigned next;
-    for (unsigned i = 0; i < RECENT; i++)
+    static _Thread_local int64_t last_ms;
+    /* A repeated location still goes out every 50 ms, so that a hang or crash in a loop names
+     * a line it reached lately rather than one of the last 8 new ones. */
+    int64_t now = st_test_now_ms();
+    bool stale = now - last_ms >= 50;
+    for (unsigned i = 0; i < RECENT && !stale; i++)
         if (recent[i].line == line && recent[i].file == file)
             return;
+    last_ms = now;
     recent[next % RECENT].file = file;
     recent[next % RECENT].line = line;
     next++;
