@@ -98,8 +98,8 @@ struct ing_consumer {
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
     struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
     bool closing;                /* ing_consumer_close is under way: feed reads nothing new */
-    bool *held_out; /* per collection: its last hold outlasted hold_ms, so its writes pause at
-                       once until one goes through (poll thread) */
+    bool *held_out; /* per collection: its last hold outlasted hold_ms, so its writes wait at
+                       most HOLD_SHORT_MS until one goes through (poll thread) */
 
     /* What /metrics reads from other threads, guarded by mu. */
     pthread_mutex_t mu;
@@ -411,6 +411,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (size_t i = 0; i < c->n_parts; i++) /* the assignment after a rejoin is whole */
             c->parts[i].lost = false;
+        memset(c->held_out, 0, (c->o.n_colls ? c->o.n_colls : 1) * sizeof(*c->held_out));
         for (int i = 0; i < parts->cnt; i++) {
             struct part *p = part_get(c, parts->elems[i].topic, parts->elems[i].partition, true);
             if (p != NULL) {
@@ -694,10 +695,15 @@ static void slot_done(struct ing_consumer *c, struct slot *sl)
  * (1 ms doubling to 16 ms) for up to hold_ms; only back-pressure that lasts longer (a cap with
  * nothing droppable, a failing flush) pauses the partition. Nothing else is polled meanwhile:
  * the wait is bounded far below max.poll.interval.ms. Once a hold of collection ci has lasted
- * hold_ms, its writes told to retry pause at once, without waiting, until one goes through:
+ * hold_ms, its writes wait at most HOLD_SHORT_MS until one goes through (or a rebalance): the
  * messages of its other partitions (and of other collections, behind them on the one poll
- * thread) do not each wait hold_ms on a store known to be stuck. Nor does a consumer closing.
+ * thread) do not each wait hold_ms on a store known to be stuck, while a stall that ends soon
+ * after still passes without a pause per partition. A consumer past its close's first commit
+ * does not wait at all (what it cannot write is read again by the next owner).
  */
+/* The wait of a collection whose last hold outlasted hold_ms. */
+#define HOLD_SHORT_MS 20
+
 static int write_held(struct ing_consumer *c, size_t ci, struct ing_writer *w, struct twcs *t,
                       int32_t partition, int64_t offset, struct ing_result *res)
 {
@@ -707,15 +713,16 @@ static int write_held(struct ing_consumer *c, size_t ci, struct ing_writer *w, s
         rc = ing_write_prepared(w, t, partition, offset, res);
         if (rc == ST_OK && res->outcome != ING_RETRY)
             c->held_out[ci] = false;
-        if (rc != ST_OK || res->outcome != ING_RETRY || c->o.hold_ms < 0 || c->held_out[ci] ||
-            c->closing)
+        if (rc != ST_OK || res->outcome != ING_RETRY || c->o.hold_ms < 0 || c->closing)
             break;
         int64_t now = now_ms();
         if (t0 < 0) {
             t0 = now;
             c->st.holds++;
         }
-        if (now - t0 >= c->o.hold_ms) {
+        int64_t limit =
+            c->held_out[ci] && c->o.hold_ms > HOLD_SHORT_MS ? HOLD_SHORT_MS : c->o.hold_ms;
+        if (now - t0 >= limit) {
             c->held_out[ci] = true;
             break; /* it lasts: the caller pauses the partition */
         }

@@ -441,6 +441,40 @@ START_TEST(test_fifo_cap_kicks_tick)
 }
 END_TEST
 
+/*
+ * A window the watermark has passed but no tick has sealed yet is as good as sealed for the
+ * FIFO cap: a refused write kicks the timer, whose tick seals it (step 1) and drops it (step 4)
+ * within seconds with a period of an hour. (Only sealed windows kicked: the write waited for
+ * the next period.)
+ */
+START_TEST(test_fifo_cap_kicks_for_due_window)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    int64_t s = T0 - 100000;
+    struct twcs *t = topen(&o);
+    for (int k = 0; k < 200; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 200, 9000, s + 1500, NULL), TWCS_ACCEPTED);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN); /* due (watermark past end + grace) */
+    uint64_t used = fifo_used(t); /* nearly all of it window s's (200 of 201 records) */
+    ck_assert_uint_gt(used, 1000);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    o.max_bytes = used / 2;
+    o.tick_ms = 3600000;
+    t = topen(&o);
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(put_raw_eagain(t, s + 1600), ST_EAGAIN);
+    ck_assert_msg(ST_WAIT_UNTIL((win(t, s, &f), !f), 10000), "the due window is still there");
+    ck_assert_str_eq(last_reason, "fifo");
+    ck_assert_int_eq(put_raw_eagain(t, s + 1600), ST_OK);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* twcs_write retried with the same array after ST_EAGAIN (as the consumer's hold in place does)
  * writes the batch's live records exactly once: an expired record in it is not duplicated over
  * by the kept ones (it once was: [expired, A, B] became [A, B, B] and the retry stored B twice). */
@@ -832,10 +866,6 @@ static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts
     return rc;
 }
 
-/* §8 case 12, "WAL alone over the cap": no segment exists and the WAL by itself (records with
- * metadata, which lives only there until a flush; the last batch large) is over the cap. Writes get
- * ST_EAGAIN; a tick drops nothing (there is only the open window); every acknowledged record stays
- * with its vector, also across a restart with the same cap; with the cap raised writes resume. */
 /*
  * Over the FIFO cap with only an open window there is nothing a tick could drop: refused writes
  * do not kick the timer (a writer retrying every few milliseconds made it tick back to back;
@@ -870,6 +900,10 @@ START_TEST(test_fifo_cap_open_window_no_kick)
 }
 END_TEST
 
+/* §8 case 12, "WAL alone over the cap": no segment exists and the WAL by itself (records with
+ * metadata, which lives only there until a flush; the last batch large) is over the cap. Writes get
+ * ST_EAGAIN; a tick drops nothing (there is only the open window); every acknowledged record stays
+ * with its vector, also across a restart with the same cap; with the cap raised writes resume. */
 START_TEST(test_fifo_wal_alone_over_cap)
 {
     char *dir = st_test_tmpdir("twcs");
@@ -1887,6 +1921,7 @@ int main(void)
     tcase_add_test(tc, test_fifo_cap);
     tcase_add_test(tc, test_fifo_cap_kicks_tick);
     tcase_add_test(tc, test_fifo_cap_open_window_no_kick);
+    tcase_add_test(tc, test_fifo_cap_kicks_for_due_window);
     tcase_add_test(tc, test_retry_same_array);
     tcase_add_test(tc, test_crash_during_seal);
     tcase_add_test(tc, test_crash_during_promotion_seal);

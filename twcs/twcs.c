@@ -470,9 +470,12 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
              * ms would make the timer tick back to back), a warning a minute; the tick that
              * seals a window drops it. */
             pthread_mutex_lock(&t->mu);
-            bool sealed = false;
+            watermark_update(t);
+            bool sealed = false; /* or due: the tick seals it (step 1) before the FIFO drop */
             for (size_t i = 0; i < t->nwin && !sealed; i++)
-                sealed = t->win[i].state == TWCS_SEALED;
+                sealed = t->win[i].state == TWCS_SEALED ||
+                         (t->win[i].state == TWCS_OPEN && t->watermark != INT64_MIN &&
+                          t->watermark >= sat_add(t->win[i].end, t->o.grace_ms));
             uint32_t sup;
             if (sealed) {
                 t->kicked = true;
@@ -1061,6 +1064,7 @@ struct store *twcs_store(struct twcs *t)
 static void *tick_main(void *arg)
 {
     struct twcs *t = arg;
+    int64_t gap_ms = 10;
     pthread_mutex_lock(&t->mu);
     while (!t->stop) {
         struct timespec ts;
@@ -1081,8 +1085,12 @@ static void *tick_main(void *arg)
         int rc = twcs_tick(t);
         if (rc != ST_OK && rc != ST_EAGAIN)
             st_log_warn(LOG_COMP, "tick failed error=\"%s\"; retrying next tick", st_strerror(rc));
-        if (kicked) { /* kicks come from writers retrying: at most one kicked tick per 10 ms */
-            struct timespec gap = {0, 10 * 1000000};
+        if (kicked) { /* kicks come from writers retrying: kicked ticks at least 10 ms apart,
+                       * and, while they fail (a drop refused by the disk), twice as far each
+                       * time up to the period */
+            int64_t cap = t->o.tick_ms < 1000 ? t->o.tick_ms : 1000; /* close waits <= 1 s */
+            gap_ms = rc != ST_OK && rc != ST_EAGAIN ? (gap_ms * 2 < cap ? gap_ms * 2 : cap) : 10;
+            struct timespec gap = {gap_ms / 1000, (long)(gap_ms % 1000) * 1000000};
             nanosleep(&gap, NULL);
         }
         pthread_mutex_lock(&t->mu);
