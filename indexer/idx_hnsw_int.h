@@ -37,6 +37,7 @@ struct idx_hnsw {
     uint8_t *codes;
     size_t cstride;
     float *sq_lo, *sq_t, *cnorm;
+    float sq_bias; /* sum_j sq_t[j]^2 / 12: what rounding adds to a code distance on average */
     st_dotu8_fn dotu8;
     void *map; /* loaded from a file: level0 and upper point into it */
     size_t map_len;
