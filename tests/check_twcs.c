@@ -405,6 +405,17 @@ START_TEST(test_fifo_cap)
 }
 END_TEST
 
+/* A twcs on o with window s holding 200 records (ids 0..199) and the watermark past its end
+ * and grace (one record, id 9000, in a later window): due for a seal, not sealed. */
+static struct twcs *kick_setup(const struct twcs_opts *o, int64_t s)
+{
+    struct twcs *t = topen(o);
+    for (int k = 0; k < 200; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 200, 9000, s + 1500, NULL), TWCS_ACCEPTED);
+    return t;
+}
+
 /*
  * A write refused at the FIFO cap asks the timer thread for a tick at once: with a period of an
  * hour, the sealed window over the cap is dropped within seconds of the refused write, and the
@@ -416,10 +427,7 @@ START_TEST(test_fifo_cap_kicks_tick)
     char *dir = st_test_tmpdir("twcs");
     struct twcs_opts o = base_opts(dir);
     int64_t s = T0 - 100000;
-    struct twcs *t = topen(&o);
-    for (int k = 0; k < 200; k++)
-        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(st_twcs_put(t, 0, 200, 9000, s + 1500, NULL), TWCS_ACCEPTED);
+    struct twcs *t = kick_setup(&o, s);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     bool f;
     ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
@@ -452,10 +460,7 @@ START_TEST(test_fifo_cap_kicks_for_due_window)
     char *dir = st_test_tmpdir("twcs");
     struct twcs_opts o = base_opts(dir);
     int64_t s = T0 - 100000;
-    struct twcs *t = topen(&o);
-    for (int k = 0; k < 200; k++)
-        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k, NULL), TWCS_ACCEPTED);
-    ck_assert_int_eq(st_twcs_put(t, 0, 200, 9000, s + 1500, NULL), TWCS_ACCEPTED);
+    struct twcs *t = kick_setup(&o, s);
     bool f;
     ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN); /* due (watermark past end + grace) */
     uint64_t used = fifo_used(t); /* nearly all of it window s's (200 of 201 records) */
