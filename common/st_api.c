@@ -1,5 +1,6 @@
 /* st_api.c — SPEC.md §5 request and response JSON shared by strata-ingest and strata-indexer. */
 #include "st_api.h"
+#include "st_utf8.h"
 
 #include "st_distance.h"
 
@@ -23,7 +24,17 @@ json_t *st_api_id_json(bool u64, const uint8_t *id, uint32_t len)
         }
         return json_integer((json_int_t)v);
     }
-    return json_stringn((const char *)id, len);
+    json_t *j = json_stringn((const char *)id, len);
+    if (j == NULL && len <= ST_API_ID_MAX) {
+        /* Not UTF-8: stored before frames' ids were checked. Shown with '?' for the bad bytes
+         * rather than dropped from a response (or failing it). */
+        char s[ST_API_ID_MAX + 1];
+        memcpy(s, id, len);
+        s[len] = '\0';
+        st_utf8_scrub(s);
+        j = json_string(s);
+    }
+    return j;
 }
 
 json_t *st_api_id_path_json(bool u64, const uint8_t *id, uint32_t len)
@@ -75,6 +86,11 @@ bool st_api_parse_id(bool u64, const char *coll, const char *s, uint8_t *buf, ui
     if (n == 0 || n > ST_API_ID_MAX) {
         st_http_error(resp, 400, "invalid_argument", "an id has 1..%u bytes; this one has %zu",
                       ST_API_ID_MAX, n);
+        return false;
+    }
+    if (!st_utf8_valid((const uint8_t *)s, n)) { /* no record has it (SPEC §3): and it would
+                                                     not survive the JSON of a forwarded lookup */
+        st_http_error(resp, 400, "invalid_argument", "an id is UTF-8; this one is not");
         return false;
     }
     memcpy(buf, s, n);

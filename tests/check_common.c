@@ -293,6 +293,25 @@ START_TEST(test_api_u64_ids)
         ck_assert_msg(!st_api_json_id(true, k, buf, &len), "%s accepted", bad[i]);
         json_decref(k);
     }
+    /* A string id from a URL path must be UTF-8: "%C3" once became a NULL JSON string and the
+     * indexer asked the ingest nodes for id "0". */
+    struct st_http_resp resp = {.fd = -1};
+    ck_assert(!st_api_parse_id(false, "c", "\xc3", buf, &len, &resp));
+    ck_assert_int_eq(resp.status, 400);
+    free(resp.body);
+    memset(&resp, 0, sizeof(resp));
+    resp.fd = -1;
+    ck_assert(st_api_parse_id(false, "c", "d\xc3\xa9j\xc3\xa0", buf, &len, &resp));
+    ck_assert_uint_eq(len, 6);
+    /* An id stored before frames' ids were checked is shown scrubbed, not dropped. */
+    json_t *bj = st_api_id_json(false,
+                                (const uint8_t *)"a\xc3"
+                                                 "b",
+                                3);
+    ck_assert_ptr_nonnull(bj);
+    ck_assert_str_eq(json_string_value(bj), "a?b");
+    json_decref(bj);
+    free(resp.body);
 }
 END_TEST
 
