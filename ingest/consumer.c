@@ -98,8 +98,9 @@ struct ing_consumer {
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
     struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
     bool closing;                /* ing_consumer_close is under way: feed reads nothing new */
-    bool *held_out; /* per collection: its last hold outlasted hold_ms, so its writes wait at
-                       most HOLD_SHORT_MS until one goes through (poll thread) */
+    bool *held_out;    /* per collection: its last hold outlasted hold_ms, so its writes wait at
+                          most HOLD_SHORT_MS until one goes through (poll thread) */
+    int64_t *short_at; /* per collection: when its last short wait began (poll thread) */
 
     /* What /metrics reads from other threads, guarded by mu. */
     pthread_mutex_t mu;
@@ -492,8 +493,9 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
     int rc = ST_ENOMEM;
     c->coll_records = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->coll_records));
     c->held_out = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->held_out));
+    c->short_at = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->short_at));
     c->topics = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->topics));
-    if (c->topics == NULL || c->coll_records == NULL || c->held_out == NULL)
+    if (c->topics == NULL || c->coll_records == NULL || c->held_out == NULL || c->short_at == NULL)
         goto fail;
     for (size_t k = 0; k < DECODE_DEPTH; k++) {
         struct slot *sl = &c->slots[k];
@@ -701,32 +703,42 @@ static void slot_done(struct ing_consumer *c, struct slot *sl)
  * after still passes without a pause per partition. A consumer past its close's first commit
  * does not wait at all (what it cannot write is read again by the next owner).
  */
-/* The wait of a collection whose last hold outlasted hold_ms. */
-#define HOLD_SHORT_MS 20
+/* The wait of a collection whose last hold outlasted hold_ms, and the least time between two
+ * such waits (the poll thread spends at most ~8 % of its time in them per stuck collection). */
+#define HOLD_SHORT_MS     20
+#define HOLD_SHORT_GAP_MS 250
 
 static int write_held(struct ing_consumer *c, size_t ci, struct ing_writer *w, struct twcs *t,
                       int32_t partition, int64_t offset, struct ing_result *res)
 {
-    int64_t t0 = -1, sleep_us = 1000;
+    int64_t t0 = -1, sleep_us = 1000, limit = c->o.hold_ms;
     int rc;
     for (;;) {
         rc = ing_write_prepared(w, t, partition, offset, res);
-        if (rc == ST_OK && res->outcome != ING_RETRY)
-            c->held_out[ci] = false;
+        if (rc == ST_OK && res->outcome == ING_APPLIED)
+            c->held_out[ci] = false; /* taken: the store has room again */
         if (rc != ST_OK || res->outcome != ING_RETRY || c->o.hold_ms < 0 || c->closing)
             break;
         int64_t now = now_ms();
         if (t0 < 0) {
+            if (c->held_out[ci]) {
+                /* Stuck lately: one short wait per HOLD_SHORT_GAP_MS at most, so that a
+                 * topic of many partitions does not fill the poll thread with short waits. */
+                if (now - c->short_at[ci] < HOLD_SHORT_GAP_MS)
+                    break;
+                c->short_at[ci] = now;
+                limit = c->o.hold_ms > HOLD_SHORT_MS ? HOLD_SHORT_MS : c->o.hold_ms;
+            }
             t0 = now;
             c->st.holds++;
         }
-        int64_t limit =
-            c->held_out[ci] && c->o.hold_ms > HOLD_SHORT_MS ? HOLD_SHORT_MS : c->o.hold_ms;
         if (now - t0 >= limit) {
+            c->st.holds_long += limit == c->o.hold_ms;
             c->held_out[ci] = true;
             break; /* it lasts: the caller pauses the partition */
         }
-        struct timespec ts = {0, (long)sleep_us * 1000};
+        int64_t left_us = (limit - (now - t0)) * 1000;
+        struct timespec ts = {0, (long)(sleep_us < left_us ? sleep_us : left_us) * 1000};
         nanosleep(&ts, NULL);
         if (sleep_us < 16000)
             sleep_us *= 2;
@@ -1080,6 +1092,7 @@ int ing_consumer_close(struct ing_consumer *c)
     free(c->topics);
     free(c->coll_records);
     free(c->held_out);
+    free(c->short_at);
     free(c->rej);
     free(c->lag);
     pthread_mutex_destroy(&c->mu);

@@ -80,9 +80,10 @@ struct ing_consumer_opts {
 
 struct ing_stats {
     uint64_t messages, records, duplicates, rejected, retries, commits;
-    uint64_t paused_ms; /* back-pressure: time partitions spent paused, summed over partitions */
-    uint64_t holds;     /* back-pressure waited out in place (no pause) */
-    uint64_t held_ms;   /* time spent waiting in place */
+    uint64_t paused_ms;  /* back-pressure: time partitions spent paused, summed over partitions */
+    uint64_t holds;      /* back-pressure waited out in place (no pause) */
+    uint64_t held_ms;    /* time spent waiting in place */
+    uint64_t holds_long; /* waits that lasted the whole hold_ms (then a pause) */
 };
 
 struct ing_consumer;

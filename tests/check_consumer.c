@@ -1313,9 +1313,9 @@ END_TEST
 /*
  * Back-pressure that outlasts hold_ms (nobody flushes) pauses the partition after waiting
  * hold_ms in place once; from then on the collection's writes told to retry wait only 20 ms
- * before pausing, until one goes through (the poll thread does not wait hold_ms per message on
- * a store known to be stuck): three pauses cost one long wait and two short ones, where each
- * waited hold_ms before. Once the test flushes, everything goes in, each message once.
+ * (one such wait per 250 ms) before pausing, until one goes through (the poll thread does not
+ * wait hold_ms per message on a store known to be stuck): six pauses cost one long wait, where
+ * each waited hold_ms before. Once the test flushes, everything goes in, each message once.
  */
 START_TEST(test_backpressure_hold_then_pause)
 {
@@ -1324,13 +1324,13 @@ START_TEST(test_backpressure_hold_then_pause)
     hold_ms = 400;
     struct ing_consumer *c = consumer(group);
     hold_ms = 0;
-    POLL_UNTIL(c, st_.retries >= 3);
+    POLL_UNTIL(c, st_.retries >= 6);
     struct ing_stats st;
     ing_consumer_stats(c, &st);
-    ck_assert_uint_ge(st.holds, st.retries);
+    /* One long wait (one more after a group rejoin, which clears the mark), the rest short. */
+    ck_assert_msg(st.holds_long >= 1 && st.holds_long <= 2,
+                  "%" PRIu64 " long waits for %" PRIu64 " pauses", st.holds_long, st.retries);
     ck_assert_uint_ge(st.held_ms, 400);
-    ck_assert_msg(st.held_ms < 400 + st.retries * 150, "%" PRIu64 " ms held for %" PRIu64 " pauses",
-                  st.held_ms, st.retries);
     int64_t dl = st_test_now_ms() + 90000;
     for (;;) {
         struct st_err err = {0};

@@ -1088,10 +1088,21 @@ static void *tick_main(void *arg)
         if (kicked) { /* kicks come from writers retrying: kicked ticks at least 10 ms apart,
                        * and, while they fail (a drop refused by the disk), twice as far each
                        * time up to the period */
-            int64_t cap = t->o.tick_ms < 1000 ? t->o.tick_ms : 1000; /* close waits <= 1 s */
+            int64_t cap = t->o.tick_ms < 1000 ? t->o.tick_ms : 1000;
             gap_ms = rc != ST_OK && rc != ST_EAGAIN ? (gap_ms * 2 < cap ? gap_ms * 2 : cap) : 10;
-            struct timespec gap = {gap_ms / 1000, (long)(gap_ms % 1000) * 1000000};
-            nanosleep(&gap, NULL);
+            /* on the condition variable, not asleep: close (stop) ends the wait */
+            pthread_mutex_lock(&t->mu);
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_sec += gap_ms / 1000;
+            dl.tv_nsec += (gap_ms % 1000) * 1000000;
+            if (dl.tv_nsec >= 1000000000) {
+                dl.tv_sec++;
+                dl.tv_nsec -= 1000000000;
+            }
+            while (!t->stop && pthread_cond_timedwait(&t->cv, &t->mu, &dl) == 0)
+                ; /* a kick meanwhile waits for the gap's end */
+            pthread_mutex_unlock(&t->mu);
         }
         pthread_mutex_lock(&t->mu);
     }
