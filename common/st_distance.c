@@ -1,5 +1,6 @@
 #include "st_distance.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
@@ -757,9 +758,11 @@ static pthread_once_t vnni_once = PTHREAD_ONCE_INIT;
 
 static void vnni_init(void)
 {
-    __builtin_cpu_init();
-    has_avxvnni = __builtin_cpu_supports("avxvnni");
-    has_avx512vnni = __builtin_cpu_supports("avx512vnni");
+    /* CPUID directly: clang's __builtin_cpu_supports knows no "avxvnni". The sets these
+     * patch are handed out only where AVX2 / AVX-512 (and the OS's state for them) are. */
+    unsigned a, b, c, d;
+    has_avxvnni = __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1);     /* EAX 4 */
+    has_avx512vnni = __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1); /* ECX 11 */
     k_avx2_vnni = k_avx2;
     k_avx2_vnni.dotu8 = dotu8_avxvnni;
     k_avx512_vnni = k_avx512;
