@@ -254,20 +254,20 @@ static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const flo
         }
         /* The neighbours not visited yet (marked now), then their distances with the data of
          * the ones PREFETCH_AHEAD further on in flight: no bandwidth spent on visited ones. */
-        uint32_t cnt = links[0], todo[256], nt = 0; /* cnt <= m0 <= 256 (build, loader) */
+        uint32_t cnt = links[0], fresh[256], nt = 0; /* cnt <= m0 <= 256 (build, loader) */
         for (uint32_t j = 0; j < cnt; j++) {
             uint32_t e = links[1 + j];
             if (s->tags[e] != s->gen) {
                 s->tags[e] = s->gen;
-                todo[nt++] = e;
+                fresh[nt++] = e;
             }
         }
         for (uint32_t j = 0; j < nt && j < PREFETCH_AHEAD; j++)
-            node_prefetch(s, todo[j]);
+            node_prefetch(s, fresh[j]);
         for (uint32_t j = 0; j < nt; j++) {
-            uint32_t e = todo[j];
+            uint32_t e = fresh[j];
             if (j + PREFETCH_AHEAD < nt)
-                node_prefetch(s, todo[j + PREFETCH_AHEAD]);
+                node_prefetch(s, fresh[j + PREFETCH_AHEAD]);
             float de = node_dist(s, q, e);
             if (!(de < bound))
                 continue;
