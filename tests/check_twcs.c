@@ -849,7 +849,8 @@ END_TEST
 /* Writes records id-<k0>..id-<k0 + n - 1> (vector {k, 1, 2, 3}, meta_len bytes of metadata
  * each) at ts as one batch; returns twcs_write's code, fails the test on any verdict but
  * accepted. */
-static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts, uint32_t meta_len)
+static int put_part_batch(struct twcs *t, int32_t part, int64_t off, int k0, uint32_t n, int64_t ts,
+                          uint32_t meta_len)
 {
     struct store_record r[64];
     char ids[64][32];
@@ -872,10 +873,15 @@ static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts
                                      .meta_len = meta_len};
     }
     struct twcs_result res;
-    int rc = twcs_write(t, 0, off, r, n, &res);
+    int rc = twcs_write(t, part, off, r, n, &res);
     if (rc == ST_OK)
         ck_assert_int_eq(res.verdict, TWCS_ACCEPTED);
     return rc;
+}
+
+static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts, uint32_t meta_len)
+{
+    return put_part_batch(t, 0, off, k0, n, ts, meta_len);
 }
 
 /*
@@ -906,6 +912,146 @@ START_TEST(test_fifo_cap_open_window_no_kick)
     ck_assert_uint_eq(st1.ticks, st0.ticks);
     bool f;
     ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Window s sealed (and, if that left the store over the cap, dropped). */
+static bool left_open(struct twcs *t, int64_t s)
+{
+    bool f;
+    struct twcs_window_info w = win(t, s, &f);
+    return !f || w.state != TWCS_OPEN;
+}
+
+/*
+ * Over the FIFO cap with two partitions and only open windows: partition 0 has passed window s's
+ * end + grace, partition 1 (which the watermark waits for) has not. Before, both waited until
+ * the idle timeout released the watermark (a minute by default, at every window the cap is
+ * reached in). Now partition 0's writes wait and partition 1's are taken, as they are what lets
+ * s seal; once partition 1 passes s's end + grace, s is due, a refused write kicks the tick
+ * that seals it (and drops it if the store is still over the cap), and both partitions write
+ * again. The test clock never moves: the idle timeout cannot be what releases anything here.
+ */
+START_TEST(test_fifo_cap_lagging_partition_writes)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_bytes = 24 * 1024;
+    o.tick_ms = 3600000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int32_t both[] = {0, 1};
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    int k = 0, rc = ST_OK;
+    int64_t off0 = 0, off1 = 0;
+    /* Partition 1 fills window s nearly to the cap; partition 0 moves past s's end + grace
+     * (into window s + 1000), then fills until the cap refuses it. */
+    while (fifo_used(t) + 6000 < o.max_bytes) {
+        ck_assert_int_eq(put_part_batch(t, 1, off1++, k, 8, s + k % 500, 256), ST_OK);
+        k += 8;
+    }
+    while ((rc = put_part_batch(t, 0, off0, k, 8, s + 1300, 256)) == ST_OK) {
+        off0++;
+        k += 8;
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    bool f;
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    ck_assert_int_lt(twcs_watermark(t), s + 1000 + 200); /* s is not due: partition 1 holds it */
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.fifo_lagging_writes, 0);
+    /* Over the cap: partition 1 still writes window s (twice), partition 0 waits. */
+    ck_assert_uint_gt(fifo_used(t), o.max_bytes);
+    int k1 = k;
+    ck_assert_int_eq(put_part_batch(t, 1, off1++, k, 8, s + 600, 256), ST_OK);
+    ck_assert_int_eq(put_part_batch(t, 1, off1++, k + 8, 8, s + 700, 256), ST_OK);
+    k += 16;
+    ck_assert_int_eq(put_part_batch(t, 0, off0, k, 8, s + 1300, 256), ST_EAGAIN);
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.fifo_lagging_writes, 2);
+    ck_assert_int_eq(n_expired, 0);
+    /* Partition 1's next batch is past s's end + grace: refused, but it shows partition 1 has
+     * left s, so s is due and the refusal kicks the tick that seals and drops it (the oldest
+     * sealed window); then both partitions write. */
+    ck_assert_int_eq(put_part_batch(t, 1, off1, k, 1, s + 1250, 0), ST_EAGAIN);
+    ck_assert_int_ge(twcs_watermark(t), s + 1200);
+    ck_assert_msg(ST_WAIT_UNTIL(left_open(t, s), 10000), "window s is still open");
+    if (__atomic_load_n(&n_expired, __ATOMIC_ACQUIRE) > 0)
+        ck_assert_str_eq(last_reason, "fifo"); /* dropped whole, its records with it */
+    else
+        ck_assert(has(t, k1) && has(t, k1 + 15) && has(t, 0)); /* sealed: the lagging too */
+    ck_assert_int_eq(put_part_batch(t, 1, off1++, k, 1, s + 1250, 0), ST_OK);
+    ck_assert_int_eq(put_part_batch(t, 0, off0++, k + 1, 8, s + 1300, 256), ST_OK);
+    ck_assert_int_eq(put_part_batch(t, 1, off1++, k + 9, 8, s + 1400, 256), ST_OK);
+    ck_assert(has(t, k) && has(t, k + 1) && has(t, k + 9) && has(t, k - 1));
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.fifo_lagging_writes, 2);
+    ck_assert_int_le(n_expired, 1);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * The same stall after a restart, where no partition's progress is in memory and the cap
+ * refuses every write: a refused batch's earliest event time counts for its partition. Before,
+ * nothing moved until the idle timeout (the test clock never reaches it). Partition 1's batch
+ * straddles s's end: refused while no partition is past s, its earliest time (in s) keeps s
+ * open, so none of its records is made late by its own refusal; once partition 0's refused
+ * batch shows it has left s, partition 1's is taken as the lagging one's, s becomes due, and a
+ * refused write kicks the tick that seals it (dropping it if still over the cap).
+ */
+START_TEST(test_fifo_cap_refused_batches_move_watermark)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int k = 0;
+    for (int i = 0; i < 40; i++, k += 8)
+        ck_assert_int_eq(put_part_batch(t, i % 2, i / 2, k, 8, s + i, 256), ST_OK);
+    uint64_t used = fifo_used(t);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    o.max_bytes = used / 2;
+    o.tick_ms = 3600000;
+    t = topen(&o);
+    int32_t both[] = {0, 1};
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    struct store_record r[2];
+    float v[DIM] = {1, 2, 3, 4};
+    r[0] = (struct store_record){.id = (const uint8_t *)"late?", .id_len = 5, .ts = s + 900,
+                                 .op = STORE_OP_UPSERT, .vec = v};
+    r[1] = (struct store_record){.id = (const uint8_t *)"next", .id_len = 4, .ts = s + 1300,
+                                 .op = STORE_OP_UPSERT, .vec = v};
+    struct twcs_result res;
+    ck_assert_int_eq(twcs_write(t, 1, 20, r, 2, &res), ST_EAGAIN);
+    ck_assert_int_eq(put_part_batch(t, 0, 20, k, 8, s + 1300, 256), ST_EAGAIN);
+    bool f;
+    ck_assert_int_lt(twcs_watermark(t), s + 1200); /* partition 1's earliest record holds s */
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.fifo_lagging_writes, 0);
+    /* The retry of partition 1's batch is the lagging partition's: taken, over the cap. */
+    ck_assert_int_eq(twcs_write(t, 1, 20, r, 2, &res), ST_OK);
+    ck_assert_int_eq(res.verdict, TWCS_ACCEPTED);
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.fifo_lagging_writes, 1);
+    ck_assert_int_ge(twcs_watermark(t), s + 1200);
+    ck_assert_int_eq(n_expired, 0);
+    ck_assert_int_eq(put_part_batch(t, 0, 20, k, 8, s + 1300, 256), ST_EAGAIN);
+    ck_assert_msg(ST_WAIT_UNTIL(left_open(t, s), 10000), "window s is still open");
+    if (__atomic_load_n(&n_expired, __ATOMIC_ACQUIRE) > 0)
+        ck_assert_str_eq(last_reason, "fifo");
+    else
+        ck_assert(has(t, 0) && has(t, k - 1));
+    ck_assert_int_eq(put_part_batch(t, 0, 20, k, 8, s + 1300, 256), ST_OK);
+    ck_assert(has(t, k));
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
@@ -1933,6 +2079,8 @@ int main(void)
     tcase_add_test(tc, test_fifo_cap);
     tcase_add_test(tc, test_fifo_cap_kicks_tick);
     tcase_add_test(tc, test_fifo_cap_open_window_no_kick);
+    tcase_add_test(tc, test_fifo_cap_lagging_partition_writes);
+    tcase_add_test(tc, test_fifo_cap_refused_batches_move_watermark);
     tcase_add_test(tc, test_fifo_cap_kicks_for_due_window);
     tcase_add_test(tc, test_retry_same_array);
     tcase_add_test(tc, test_crash_during_seal);

@@ -180,6 +180,61 @@ static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts)
     return ST_OK;
 }
 
+/*
+ * A batch refused at the FIFO cap still shows how far its partition has come: it is retried as
+ * it is, after everything before it. Its earliest event time counts towards the partition's
+ * watermark (not its latest: none of its own records can become late by it), so a window that
+ * every partition has left can seal, and the cap's drop follow, while writes wait. Not when
+ * the batch would open a window beyond max_open_windows (it will be rejected, not retried).
+ */
+static void fifo_note_refused_locked(struct twcs *t, int32_t partition,
+                                     const struct store_record *recs, uint32_t n)
+{
+    if (partition < 0 || n == 0)
+        return;
+    int64_t lo = INT64_MAX;
+    for (uint32_t i = 0; i < n; i++)
+        if (recs[i].ts < lo)
+            lo = recs[i].ts;
+    long next;
+    uint32_t open = 0;
+    for (size_t i = 0; i < t->nwin; i++)
+        open += t->win[i].state == TWCS_OPEN;
+    if (find_window(t, lo, &next) >= 0 || open < t->o.max_open_windows)
+        (void)pw_note(t, partition, lo); /* ST_ENOMEM: not noted, the write waits as before */
+}
+
+/*
+ * Over the FIFO cap with no window sealed or due, may this partition write anyway? Yes when it
+ * is one of those holding the oldest open window's seal back while another partition is already
+ * past it: its records are what lets that window seal (and the cap's drop follow). Pausing it
+ * would stall every partition until the idle timeout released the watermark. With one
+ * partition, or none ahead, nothing is admitted: ingest pauses (SPEC 3). The overshoot is at
+ * most the lagging partitions' rest of one window, plus a batch.
+ */
+static bool fifo_lagging_locked(struct twcs *t, int32_t partition)
+{
+    if (partition < 0)
+        return false;
+    int64_t oldest = INT64_MAX, end = 0;
+    for (size_t i = 0; i < t->nwin; i++)
+        if (t->win[i].state == TWCS_OPEN && t->win[i].start < oldest) {
+            oldest = t->win[i].start;
+            end = t->win[i].end;
+        }
+    if (oldest == INT64_MAX)
+        return false;
+    int64_t due_at = sat_add(end, t->o.grace_ms), now = mono_ms(t);
+    bool ahead = false, lagging = false;
+    for (size_t i = 0; i < t->npw; i++) {
+        if (t->pw[i].max_ts >= due_at)
+            ahead = true;
+        else if (t->pw[i].partition == partition && now - t->pw[i].last_seen_ms < t->o.idle_timeout_ms)
+            lagging = true; /* active and behind: it holds the watermark below due_at */
+    }
+    return ahead && lagging;
+}
+
 int twcs_partitions_assigned(struct twcs *t, const int32_t *partitions, size_t n)
 {
     pthread_mutex_lock(&t->mu);
@@ -470,6 +525,7 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
              * ms would make the timer tick back to back), a warning a minute; the tick that
              * seals a window drops it. */
             pthread_mutex_lock(&t->mu);
+            fifo_note_refused_locked(t, partition, recs, n);
             watermark_update(t);
             bool sealed = false; /* or due: the tick seals it (step 1) before the FIFO drop */
             for (size_t i = 0; i < t->nwin && !sealed; i++)
@@ -477,7 +533,10 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
                          (t->win[i].state == TWCS_OPEN && t->watermark != INT64_MIN &&
                           t->watermark >= sat_add(t->win[i].end, t->o.grace_ms));
             uint32_t sup;
-            if (sealed) {
+            bool admit = !sealed && fifo_lagging_locked(t, partition);
+            if (admit) {
+                t->st.fifo_lagging_writes++; /* over the cap, so that a window can seal */
+            } else if (sealed) {
                 t->kicked = true;
                 pthread_cond_signal(&t->cv);
             } else if (st_ratelimit_ok(&t->cap_rl, 1, 60000, &sup)) {
@@ -489,7 +548,8 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
                             sup);
             }
             pthread_mutex_unlock(&t->mu);
-            return ST_EAGAIN;
+            if (!admit)
+                return ST_EAGAIN;
         }
     }
     pthread_rwlock_rdlock(&t->gate);

@@ -89,7 +89,13 @@ struct twcs_result {
  * later. Hitting the FIFO cap wakes the timer thread (when there is one) for a tick at once, so
  * sealed windows are dropped without waiting for the next period (at most one such tick per
  * 10 ms); with no sealed window there is nothing to drop, no tick is asked for, and a warning
- * (once a minute) says writes wait until a window seals.
+ * (once a minute) says writes wait until a window seals. Two rules keep that wait finite when
+ * windows can seal: a refused batch's earliest event time counts towards its partition's
+ * watermark (it is retried after everything before it), and over the cap with no window sealed
+ * or due, a partition whose event time is still before the oldest open window's end + grace
+ * while another partition's is past it writes anyway (its records are what lets that window
+ * seal; stats.fifo_lagging_writes counts them). Before, every partition waited for the idle
+ * timeout to release the watermark.
  */
 int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_record *recs,
                uint32_t n, struct twcs_result *res) ST_WUR;
@@ -132,6 +138,8 @@ struct twcs_stats {
     uint64_t compaction_bytes; /* segment bytes written by merges and seals (not flushes) */
     uint32_t merging;          /* merges running now */
     uint64_t ticks;            /* twcs_tick runs (the timer's and callers') */
+    uint64_t fifo_lagging_writes; /* writes over the FIFO cap from a partition holding the
+                                   * oldest open window's seal back (see twcs_write) */
 };
 void twcs_stats(struct twcs *t, struct twcs_stats *out);
 
