@@ -19,18 +19,16 @@ import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 import minilm  # noqa: E402
+from strata_bench import Daemons, Failed, create_topic, http, wait_for  # noqa: E402
 
 WINDOW_MS = 60000
 SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -41,8 +39,7 @@ def log(*a):
 
 
 def die(msg):
-    log("error:", msg)
-    sys.exit(1)
+    raise Failed(msg)
 
 
 def doc_files(root="/usr/share/doc"):
@@ -106,40 +103,6 @@ def embed_cached(model, texts, cache):
     return v, dt
 
 
-def http(method, url, body=None, timeout=30):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-
-
-def wait_for(what, deadline_s, fn, every=0.2):
-    t_end = time.time() + deadline_s
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.time() > t_end:
-            die(f"{what}: not within {deadline_s} s")
-        time.sleep(every)
-
-
-def logged_port(path, proc):
-    def find():
-        if proc.poll() is not None:
-            die(f"{path}: the daemon exited with status {proc.returncode}")
-        try:
-            m = re.search(r"HTTP on port (\d+)", Path(path).read_text(errors="replace"))
-        except OSError:
-            return None
-        return int(m.group(1)) if m else None
-    return wait_for(f"{path}: HTTP port logged", 60, find, 0.1)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -183,49 +146,17 @@ def main():
     truth = np.argsort(-(qv @ dv.T), axis=1, kind="stable")[:, :10]
 
     # Daemons: one YAML, both programs, as SPEC section 6 has it.
-    run = out / f"text-run-{os.getpid()}"
-    run.mkdir()
     topic = f"text-{os.getpid()}"
     from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-    adm = AdminClient({"bootstrap.servers": a.kafka})
-    fut = adm.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    for f in fut.values():
-        f.result(timeout=60)
-    cfg = run / "strata.yaml"
-    cfg.write_text(
-        f"node_id: text-bench\ndata_dir: {run / 'data'}\n"
-        f"kafka: {{brokers: \"{a.kafka}\", group_id: text-{os.getpid()}}}\n"
-        f"nats: {{url: \"{a.nats}\", stream: TEXT{os.getpid()}}}\n"
-        "collections:\n"
-        f"  - {{name: text, dim: {model.dim}, metric: cosine, topic: {topic}, window: 1m,\n"
-        "     grace: 1s, index: {type: hnsw, m: 16, ef_construction: 200}}\n"
-        "ingest: {listen: \"127.0.0.1:0\"}\n"
-        "indexer: {listen: \"127.0.0.1:0\", build_threads: 2}\n"
-        "log: {level: notice}\n")
-    procs = []
-
-    def start(binary, name):
-        lg = run / f"{name}.log"
-        p = subprocess.Popen([str(Path(a.build) / binary), "--config", str(cfg)],
-                             stdout=subprocess.DEVNULL, stderr=open(lg, "w"))
-        procs.append(p)
-        return logged_port(str(lg), p)
-
-    def stop_all():
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
+    create_topic(a.kafka, topic)
+    d = Daemons(a.build, out / f"text-run-{os.getpid()}", a.kafka, a.nats,
+                [f"{{name: text, dim: {model.dim}, metric: cosine, topic: {topic}, window: 1m, "
+                 "grace: 1s, index: {type: hnsw, m: 16, ef_construction: 200}}"],
+                node_id="text-bench")
     try:
-        start("ingest/strata-ingest", "ingest")
-        port = start("indexer/strata-indexer", "indexer")
-        base = f"http://127.0.0.1:{port}/v1/collections/text"
+        d.start_ingest()
+        d.start_indexer()
+        base = d.base("text")
 
         # Produce: JSON batches of 50, event times spread in order over the windows (so each
         # window holds a different stretch of the documentation), then one record in the
@@ -279,13 +210,7 @@ def main():
         hits_at = {}
         to_ts = w0 + a.windows * WINDOW_MS - 1
 
-        def strong_ready():  # 503 until the indexer has heard from the ingest nodes (SPEC 5)
-            st, _ = http("POST", base + "/search", {"vector": [float(x) for x in qv[0]],
-                                                    "consistency": "strong"})
-            if st not in (200, 503):
-                die(f"strong search: HTTP {st}")
-            return st == 200
-        wait_for("a strong search served (ingest nodes discovered)", 60, strong_ready, 0.25)
+        d.wait_strong_ready("text", [float(x) for x in qv[0]])
         for mode, ef in [("indexed", 16), ("indexed", 32), ("indexed", 64), ("indexed", 128),
                          ("strong", 64)]:
             rec, lat, bad = 0.0, [], 0
@@ -313,7 +238,7 @@ def main():
                          "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))]})
             log(f"{mode} ef={ef}: recall@10 {rows[-1]['recall@10']:.4f}")
     finally:
-        stop_all()
+        d.stop()
 
     # Not a speed assertion: an engine that loses records or returns the wrong ones fails here.
     worst = min(r["recall@10"] for r in rows if r["ef"] >= 64)
@@ -361,4 +286,8 @@ def get_version():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Failed as e:
+        log("error:", e)
+        sys.exit(1)

@@ -1,0 +1,133 @@
+"""
+What the Python benchmarks share: the two daemons started from one YAML (SPEC section 6) against
+brokers that bench/*/run started, HTTP calls, and waiting for a condition with a deadline.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def log(tag, *a):
+    print(f"{tag}:", *a, file=sys.stderr, flush=True)
+
+
+class Failed(Exception):
+    """A step failed or missed its deadline: the benchmark stops with this message."""
+
+
+def http(method, url, body=None, timeout=30):
+    """(status, parsed JSON body or the error text)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def wait_for(what, deadline_s, fn, every=0.2):
+    t_end = time.time() + deadline_s
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.time() > t_end:
+            raise Failed(f"{what}: not within {deadline_s} s")
+        time.sleep(every)
+
+
+def metric(text, name, labels=""):
+    """The value of one Prometheus sample (name{labels...}) in text, or None."""
+    m = re.search(r"^" + re.escape(name) + r"(\{[^}]*" + re.escape(labels) + r"[^}]*\})? (\S+)$",
+                  text, re.M)
+    return float(m.group(2)) if m else None
+
+
+class Daemons:
+    """strata-ingest and strata-indexer of BUILD on one YAML in RUN_DIR; stop() ends both.
+    For experiments, STRATA_BENCH_PREFIX_INGEST / _INDEXER put a command before a daemon's
+    (e.g. "nice -n 19", "taskset -c 1")."""
+
+    def __init__(self, build, run_dir, kafka, nats, collections, node_id="bench"):
+        self.build = Path(build)
+        self.run = Path(run_dir)
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.cfg = self.run / "strata.yaml"
+        pid = os.getpid()
+        self.cfg.write_text(
+            f"node_id: {node_id}\ndata_dir: {self.run / 'data'}\n"
+            f"kafka: {{brokers: \"{kafka}\", group_id: {node_id}-{pid}}}\n"
+            f"nats: {{url: \"{nats}\", stream: B{pid}}}\n"
+            "collections:\n" + "".join(f"  - {c}\n" for c in collections) +
+            "ingest: {listen: \"127.0.0.1:0\"}\n"
+            "indexer: {listen: \"127.0.0.1:0\", build_threads: 2}\n"
+            "log: {level: notice}\n")
+        self.procs = []
+        self.ingest_port = self.indexer_port = None
+
+    def _start(self, binary, name):
+        lg = self.run / f"{name}.log"
+        pre = os.environ.get("STRATA_BENCH_PREFIX_" + name.upper(), "").split()
+        p = subprocess.Popen(pre + [str(self.build / binary), "--config", str(self.cfg)],
+                             stdout=subprocess.DEVNULL, stderr=open(lg, "w"))
+        self.procs.append(p)
+
+        def port():
+            if p.poll() is not None:
+                raise Failed(f"{lg}: the daemon exited with status {p.returncode}")
+            m = re.search(r"HTTP on port (\d+)", lg.read_text(errors="replace"))
+            return int(m.group(1)) if m else None
+        return wait_for(f"{lg}: HTTP port logged", 60, port, 0.1)
+
+    def start_ingest(self):
+        self.ingest_port = self._start("ingest/strata-ingest", "ingest")
+        return self.ingest_port
+
+    def start_indexer(self):
+        self.indexer_port = self._start("indexer/strata-indexer", "indexer")
+        return self.indexer_port
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def base(self, coll):
+        return f"http://127.0.0.1:{self.indexer_port}/v1/collections/{coll}"
+
+    def wait_strong_ready(self, coll, vector, deadline_s=60):
+        """A strong search answers 503 until the indexer has heard from the ingest nodes."""
+        def ready():
+            st, _ = http("POST", self.base(coll) + "/search",
+                         {"vector": vector, "consistency": "strong"})
+            if st not in (200, 503):
+                raise Failed(f"strong search: HTTP {st}")
+            return st == 200
+        wait_for("a strong search served (ingest nodes discovered)", deadline_s, ready, 0.25)
+
+
+def create_topic(kafka, topic, partitions=2):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    adm = AdminClient({"bootstrap.servers": kafka})  # kept alive until the futures resolve
+    fut = adm.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    for f in fut.values():
+        f.result(timeout=60)
+
+
+def percentile(v, p):
+    s = sorted(v)
+    return s[min(len(s) - 1, int(len(s) * p))] if s else float("nan")
