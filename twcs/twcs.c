@@ -162,13 +162,17 @@ static void watermark_update(struct twcs *t)
         t->watermark = cand; /* never moves backwards */
 }
 
-static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts)
+/* Partition's event time has reached max_ts. seen: a write was taken (the partition is active
+ * now); a refused batch shows progress without keeping its partition from going idle, so the
+ * idle timeout stays the backstop that releases the watermark. */
+static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts, bool seen)
 {
     for (size_t i = 0; i < t->npw; i++) {
         if (t->pw[i].partition == partition) {
             if (max_ts > t->pw[i].max_ts)
                 t->pw[i].max_ts = max_ts;
-            t->pw[i].last_seen_ms = mono_ms(t);
+            if (seen)
+                t->pw[i].last_seen_ms = mono_ms(t);
             return ST_OK;
         }
     }
@@ -185,7 +189,9 @@ static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts)
  * it is, after everything before it. Its earliest event time counts towards the partition's
  * watermark (not its latest: none of its own records can become late by it), so a window that
  * every partition has left can seal, and the cap's drop follow, while writes wait. Not when
- * the batch would open a window beyond max_open_windows (it will be rejected, not retried).
+ * even its earliest record would need a window beyond max_open_windows. (A batch noted here and
+ * later rejected for its other records goes to the dead-letter topic: its partition moves on
+ * past it all the same.)
  */
 static void fifo_note_refused_locked(struct twcs *t, int32_t partition,
                                      const struct store_record *recs, uint32_t n)
@@ -201,20 +207,22 @@ static void fifo_note_refused_locked(struct twcs *t, int32_t partition,
     for (size_t i = 0; i < t->nwin; i++)
         open += t->win[i].state == TWCS_OPEN;
     if (find_window(t, lo, &next) >= 0 || open < t->o.max_open_windows)
-        (void)pw_note(t, partition, lo); /* ST_ENOMEM: not noted, the write waits as before */
+        (void)pw_note(t, partition, lo, false); /* ST_ENOMEM: not noted, the write waits */
 }
 
 /*
- * Over the FIFO cap with no window sealed or due, may this partition write anyway? Yes when it
- * is one of those holding the oldest open window's seal back while another partition is already
- * past it: its records are what lets that window seal (and the cap's drop follow). Pausing it
- * would stall every partition until the idle timeout released the watermark. With one
- * partition, or none ahead, nothing is admitted: ingest pauses (SPEC 3). The overshoot is at
- * most the lagging partitions' rest of one window, plus a batch.
+ * Over the FIFO cap (used bytes) with no window sealed or due, may this partition write anyway?
+ * Yes when it is one of those holding the oldest open window's seal back while another
+ * partition is already past it: its records are what lets that window seal (and the cap's drop
+ * follow). Pausing it would stall every partition until the idle timeout released the
+ * watermark. With one partition, or none ahead, nothing is admitted: ingest pauses (SPEC 3).
+ * The overshoot is bounded: nothing is admitted past max_bytes + max_bytes / 8 (a lagging
+ * partition whose event time does not move, a stuck producer clock, would otherwise write
+ * without end); then every partition waits, and the idle timeout is the backstop.
  */
-static bool fifo_lagging_locked(struct twcs *t, int32_t partition)
+static bool fifo_lagging_locked(struct twcs *t, int32_t partition, uint64_t used)
 {
-    if (partition < 0)
+    if (partition < 0 || used > t->o.max_bytes + t->o.max_bytes / 8)
         return false;
     int64_t oldest = INT64_MAX, end = 0;
     for (size_t i = 0; i < t->nwin; i++)
@@ -229,7 +237,8 @@ static bool fifo_lagging_locked(struct twcs *t, int32_t partition)
     for (size_t i = 0; i < t->npw; i++) {
         if (t->pw[i].max_ts >= due_at)
             ahead = true;
-        else if (t->pw[i].partition == partition && now - t->pw[i].last_seen_ms < t->o.idle_timeout_ms)
+        else if (t->pw[i].partition == partition &&
+                 now - t->pw[i].last_seen_ms < t->o.idle_timeout_ms)
             lagging = true; /* active and behind: it holds the watermark below due_at */
     }
     return ahead && lagging;
@@ -533,7 +542,9 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
                          (t->win[i].state == TWCS_OPEN && t->watermark != INT64_MIN &&
                           t->watermark >= sat_add(t->win[i].end, t->o.grace_ms));
             uint32_t sup;
-            bool admit = !sealed && fifo_lagging_locked(t, partition);
+            bool admit = !sealed &&
+                         fifo_lagging_locked(t, partition,
+                                             ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes);
             if (admit) {
                 t->st.fifo_lagging_writes++; /* over the cap, so that a window can seal */
             } else if (sealed) {
@@ -590,7 +601,7 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
     res->verdict = was_applied ? TWCS_ACCEPTED : TWCS_DUPLICATE;
     if (was_applied) {
         pthread_mutex_lock(&t->mu);
-        rc = pw_note(t, partition, c.max_ts);
+        rc = pw_note(t, partition, c.max_ts, true);
         for (uint32_t i = 0; i < c.keep; i++) {
             long next, wi = find_window(t, recs[i].ts, &next);
             if (wi >= 0 && t->win[wi].state == TWCS_SEALED && t->delta_since[wi] == 0)

@@ -94,8 +94,9 @@ struct twcs_result {
  * watermark (it is retried after everything before it), and over the cap with no window sealed
  * or due, a partition whose event time is still before the oldest open window's end + grace
  * while another partition's is past it writes anyway (its records are what lets that window
- * seal; stats.fifo_lagging_writes counts them). Before, every partition waited for the idle
- * timeout to release the watermark.
+ * seal; stats.fifo_lagging_writes counts them), up to max_bytes + max_bytes / 8. Before, every
+ * partition waited for the idle timeout to release the watermark; past that slack they still
+ * do (refused batches do not keep a partition from going idle).
  */
 int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_record *recs,
                uint32_t n, struct twcs_result *res) ST_WUR;
@@ -135,9 +136,9 @@ struct twcs_stats {
     uint64_t dropped_ttl, dropped_fifo;
     uint64_t sealed, resealed, merges;
     uint64_t bytes_ingested, bytes_written; /* write amplification = written / ingested */
-    uint64_t compaction_bytes; /* segment bytes written by merges and seals (not flushes) */
-    uint32_t merging;          /* merges running now */
-    uint64_t ticks;            /* twcs_tick runs (the timer's and callers') */
+    uint64_t compaction_bytes;    /* segment bytes written by merges and seals (not flushes) */
+    uint32_t merging;             /* merges running now */
+    uint64_t ticks;               /* twcs_tick runs (the timer's and callers') */
     uint64_t fifo_lagging_writes; /* writes over the FIFO cap from a partition holding the
                                    * oldest open window's seal back (see twcs_write) */
 };
