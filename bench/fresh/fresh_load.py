@@ -19,7 +19,6 @@ of the maximum rate measured in the same run, through the real daemons and broke
 
 bench/fresh/run starts the brokers; results in DIR/fresh.md and DIR/fresh.csv.
 """
-import argparse
 import base64
 import csv
 import os
@@ -32,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from strata_bench import Daemons, Failed, create_topic, http, metric, percentile, wait_for  # noqa: E402
+from strata_bench import (Daemons, Failed, arg_parser, create_topic, http,  # noqa: E402
+                          main_guard, metric, percentile, wait_for)
 
 PER_MSG = 100
 
@@ -74,19 +74,14 @@ class Load:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--kafka", required=True)
-    ap.add_argument("--nats", required=True)
-    ap.add_argument("--quick", action="store_true")
+    ap = arg_parser()
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--backlog", type=int, default=0, help="records (default 200000; 20000 quick)")
+    ap.add_argument("--backlog", type=int, default=0, help="records (default 400000; 40000 quick)")
     ap.add_argument("--seconds", type=float, default=0, help="per phase (default 10; 3 quick)")
     ap.add_argument("--loads", default="0,0.5,0.9")
     ap.add_argument("--probe-ms", type=float, default=50)
     a = ap.parse_args()
-    backlog = a.backlog or (20000 if a.quick else 200000)
+    backlog = a.backlog or (40000 if a.quick else 400000)
     secs = a.seconds or (3 if a.quick else 10)
     loads = [float(x) for x in a.loads.split(",")]
     out = Path(a.out).resolve()
@@ -139,9 +134,13 @@ def main():
             if v is not None and v > 0:
                 samples.append((time.time(), v))
             return v is not None and v >= backlog
-        wait_for("the backlog applied", 600, through, 0.02)
+        wait_for("the backlog applied", 120 if a.quick else 600, through, 0.02)
         (t0, c0), (t1, c1) = samples[0], samples[-1]
-        max_rate = (c1 - c0) / max(t1 - t0, 1e-3)
+        if len(samples) < 5 or c1 - c0 < backlog / 2:
+            raise Failed(f"the backlog was applied too fast to measure ({len(samples)} samples "
+                         f"of the count, {c1 - c0:.0f} records between the first and the last): "
+                         "raise --backlog")
+        max_rate = (c1 - c0) / (t1 - t0)
         log(f"maximum ingest rate {max_rate:.0f} records/s ({c1 - c0:.0f} records in "
             f"{t1 - t0:.2f} s)")
 
@@ -158,7 +157,7 @@ def main():
             return (st == 200 and sum(w["records"] for w in ws if w["state"] == "indexed") >=
                     backlog and all(w["state"] in ("indexed", "open") for w in ws))
         tq = time.time()
-        wait_for("every window of the backlog indexed", 900, quiet, 0.1)
+        wait_for("every window of the backlog indexed", 180 if a.quick else 900, quiet, 0.1)
         trickle.flush(30)
         log(f"backlog indexed {time.time() - tq:.1f} s later")
         probe_vec = rng.standard_normal((100000, a.dim), dtype=np.float32)
@@ -178,32 +177,34 @@ def main():
             lock = threading.Lock()
             done = threading.Event()
 
-            def poller():
+            def poller(stage):
+                # One thread per stage, so that probes waiting to be indexed (many, under load)
+                # do not delay the first strong search of a new one.
+                col = 3 if stage == "strong" else 4
                 while not done.is_set():
                     with lock:
-                        pending = [p for p in probes if p[4] is None]
+                        pending = [p for p in probes
+                                   if p[col] is None and (col == 3 or p[3] is not None)]
                     if not pending:
                         time.sleep(0.001)
                     for p in pending:
-                        cons = "strong" if p[3] is None else "indexed"
                         ms = int(p[2] * 1000)
                         # the message timestamp (its event time) is taken in produce(): at
                         # or just after t0; the range keeps the search to one or two windows
                         st, r = http("POST", base + "/search",
-                                     {"vector": p[1], "k": 1, "consistency": cons,
+                                     {"vector": p[1], "k": 1, "consistency": stage,
                                       "from_ts": ms - 100, "to_ts": ms + 2000,
                                       "include_meta": False})
-                        if st == 200 and cons == "strong":
+                        if st == 200 and stage == "strong":
                             took.append(r["took_ms"])
                         if st == 200 and r["hits"] and r["hits"][0]["id"] == p[0]:
                             el = time.time() - p[2]
                             with lock:
-                                if cons == "strong":
-                                    p[3] = el
-                                else:
-                                    p[4] = el
-            pt = threading.Thread(target=poller, daemon=True)
-            pt.start()
+                                p[col] = el
+            pts = [threading.Thread(target=poller, args=(st,), daemon=True)
+                   for st in ("strong", "indexed")]
+            for pt in pts:
+                pt.start()
             t_phase = time.time()
             while time.time() - t_phase < secs:
                 v = [float(x) for x in probe_vec[nprobe]]
@@ -235,7 +236,8 @@ def main():
                 k += 1
                 time.sleep(0.1)
             done.set()
-            pt.join()
+            for pt in pts:
+                pt.join()
             prod.flush(30)
             probe_p.flush(30)
             s_lat = [p[3] * 1000 for p in probes if p[3] is not None]
@@ -285,8 +287,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Failed as e:
-        log("error:", e)
-        sys.exit(1)
+    main_guard("fresh_load", main)

@@ -2,6 +2,7 @@
 What the Python benchmarks share: the two daemons started from one YAML (SPEC section 6) against
 brokers that bench/*/run started, HTTP calls, and waiting for a condition with a deadline.
 """
+import atexit
 import json
 import os
 import re
@@ -12,6 +13,18 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+
+def arg_parser():
+    """The options every bench/lib/run-with-brokers script takes."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--kafka", required=True)
+    ap.add_argument("--nats", required=True)
+    ap.add_argument("--quick", action="store_true")
+    return ap
 
 
 def log(tag, *a):
@@ -78,8 +91,11 @@ class Daemons:
         lg = self.run / f"{name}.log"
         pre = os.environ.get("STRATA_BENCH_PREFIX_" + name.upper(), "").split()
         p = subprocess.Popen(pre + [str(self.build / binary), "--config", str(self.cfg)],
-                             stdout=subprocess.DEVNULL, stderr=open(lg, "w"))
+                             stdout=subprocess.DEVNULL, stderr=open(lg, "w"),
+                             start_new_session=True)
         self.procs.append(p)
+        if len(self.procs) == 1:  # stopped however Python exits (SIGTERM: see main_guard)
+            atexit.register(self.stop)
 
         def port():
             if p.poll() is not None:
@@ -126,6 +142,19 @@ def create_topic(kafka, topic, partitions=2):
     fut = adm.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     for f in fut.values():
         f.result(timeout=60)
+
+
+def main_guard(tag, main):
+    """Runs main(): a Failed step ends the run with its message and status 1; SIGTERM (a
+    timeout, a cancelled CI job) ends it as an exception, so the daemons are stopped."""
+    def term(signum, frame):
+        raise SystemExit(143)
+    signal.signal(signal.SIGTERM, term)
+    try:
+        sys.exit(main())
+    except Failed as e:
+        log(tag, "error:", e)
+        sys.exit(1)
 
 
 def percentile(v, p):

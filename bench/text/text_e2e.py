@@ -12,7 +12,6 @@ queries with their top hits.
 bench/text/run starts the brokers and calls this; the results go to DIR/text.md and
 DIR/text.csv. Exits non-zero if a step fails or misses its deadline.
 """
-import argparse
 import csv
 import gzip
 import hashlib
@@ -28,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 import minilm  # noqa: E402
-from strata_bench import Daemons, Failed, create_topic, http, wait_for  # noqa: E402
+from strata_bench import (Daemons, Failed, arg_parser, create_topic, http,  # noqa: E402
+                          main_guard, wait_for)
 
 WINDOW_MS = 60000
 SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -91,7 +91,10 @@ def corpus(want, per_file=15):
 
 
 def embed_cached(model, texts, cache):
-    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    h = hashlib.sha256(Path(minilm.__file__).read_bytes())  # the encoder, the model, the texts
+    h.update((minilm.model_dir() / "model.safetensors").stat().st_size.to_bytes(8, "little"))
+    h.update("\n".join(texts).encode())
+    key = h.hexdigest()[:16]
     path = Path(cache) / f"minilm-{len(texts)}-{key}.npy"
     if path.exists():
         return np.load(path), 0.0
@@ -104,12 +107,7 @@ def embed_cached(model, texts, cache):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--kafka", required=True)
-    ap.add_argument("--nats", required=True)
-    ap.add_argument("--quick", action="store_true")
+    ap = arg_parser()
     ap.add_argument("--sentences", type=int, default=0, help="corpus size (default 7500; 1500 quick)")
     ap.add_argument("--queries", type=int, default=0, help="held-out queries (default 375; 75 quick)")
     ap.add_argument("--windows", type=int, default=4)
@@ -121,8 +119,9 @@ def main():
 
     # Every 20th sentence is held out as a query; the rest is the corpus.
     sents = corpus(nsent + nsent // 19 + 1)
-    if len(sents) < 200:
-        die(f"only {len(sents)} sentences found under /usr/share/doc")
+    if len(sents) < nsent // 2:
+        die(f"only {len(sents)} sentences found under /usr/share/doc (READMEs, NEWS, changelogs;"
+            f" {nsent} wanted): a slim image without documentation? --sentences sets the size")
     held = [s for i, s in enumerate(sents) if i % 20 == 19][:nq]
     docs = [s for i, s in enumerate(sents) if i % 20 != 19][:nsent]
     nfiles = len({p for _, p in docs})
@@ -142,8 +141,11 @@ def main():
     log(f"embedded in {time.time() - t0:.1f} s")
     eps = len(docs) / t_docs if t_docs > 0 else float("nan")
 
-    # Exact ground truth: cosine over unit vectors (the model normalises; so does strata).
-    truth = np.argsort(-(qv @ dv.T), axis=1, kind="stable")[:, :10]
+    # Exact ground truth: cosine over unit vectors (the model normalises; so does strata). A hit
+    # counts when it is as close as the 10th true neighbour: sentences that differ only in
+    # punctuation or spacing embed identically, and either of two tied ids is right.
+    sims = qv @ dv.T
+    kth = -np.sort(-sims, axis=1)[:, 9]
 
     # Daemons: one YAML, both programs, as SPEC section 6 has it.
     topic = f"text-{os.getpid()}"
@@ -225,8 +227,8 @@ def main():
                     if bad <= 3:
                         log(f"search {mode} ef={ef}: HTTP {st}: {str(r)[:200]}")
                     continue
-                got = [int(h["id"][1:]) for h in r["hits"]]
-                rec += len(set(got) & set(truth[qi].tolist())) / 10.0
+                got = {int(h["id"][1:]) for h in r["hits"]}
+                rec += sum(sims[qi, i] >= kth[qi] - 1e-6 for i in got) / 10.0
                 if mode == "indexed" and ef == 64:
                     hits_at[qi] = r["hits"]
             if bad:
@@ -286,8 +288,4 @@ def get_version():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Failed as e:
-        log("error:", e)
-        sys.exit(1)
+    main_guard("text_e2e", main)
