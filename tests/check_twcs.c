@@ -847,16 +847,17 @@ START_TEST(test_crash_during_late_reseal)
 END_TEST
 
 /* Writes records id-<k0>..id-<k0 + n - 1> (vector {k, 1, 2, 3}, meta_len bytes of metadata
- * each) at ts as one batch; returns twcs_write's code, fails the test on any verdict but
+ * each: zeros, or with noise bytes that do not compress, so a segment's size follows what was
+ * written) at ts as one batch; returns twcs_write's code, fails the test on any verdict but
  * accepted. */
-static int put_part_batch(struct twcs *t, int32_t part, int64_t off, int k0, uint32_t n, int64_t ts,
-                          uint32_t meta_len)
+static int put_batch_meta(struct twcs *t, int32_t part, int64_t off, int k0, uint32_t n, int64_t ts,
+                          uint32_t meta_len, bool noise)
 {
     struct store_record r[64];
     char ids[64][32];
     float vecs[64][DIM];
-    static const uint8_t meta[512];
-    ck_assert(n <= 64 && meta_len <= sizeof(meta));
+    static uint8_t meta[64][512];
+    ck_assert(n <= 64 && meta_len <= sizeof(meta[0]));
     for (uint32_t i = 0; i < n; i++) {
         int k = k0 + (int)i;
         snprintf(ids[i], sizeof(ids[i]), "id-%d", k);
@@ -864,12 +865,23 @@ static int put_part_batch(struct twcs *t, int32_t part, int64_t off, int k0, uin
         vecs[i][1] = 1;
         vecs[i][2] = 2;
         vecs[i][3] = 3;
+        uint64_t x = (uint64_t)k * 0x9e3779b97f4a7c15u + 1;
+        for (uint32_t j = 0; j < meta_len; j++) {
+            if (!noise) {
+                meta[i][j] = 0;
+                continue;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            meta[i][j] = (uint8_t)x;
+        }
         r[i] = (struct store_record){.id = (const uint8_t *)ids[i],
                                      .id_len = (uint32_t)strlen(ids[i]),
                                      .ts = ts,
                                      .op = STORE_OP_UPSERT,
                                      .vec = vecs[i],
-                                     .meta = meta_len ? meta : NULL,
+                                     .meta = meta_len ? meta[i] : NULL,
                                      .meta_len = meta_len};
     }
     struct twcs_result res;
@@ -877,6 +889,12 @@ static int put_part_batch(struct twcs *t, int32_t part, int64_t off, int k0, uin
     if (rc == ST_OK)
         ck_assert_int_eq(res.verdict, TWCS_ACCEPTED);
     return rc;
+}
+
+static int put_part_batch(struct twcs *t, int32_t part, int64_t off, int k0, uint32_t n, int64_t ts,
+                          uint32_t meta_len)
+{
+    return put_batch_meta(t, part, off, k0, n, ts, meta_len, false);
 }
 
 static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts, uint32_t meta_len)
@@ -930,61 +948,78 @@ static bool left_open(struct twcs *t, int64_t s)
  * Over the FIFO cap with two partitions and only open windows: partition 0 has passed window s's
  * end + grace, partition 1 (which the watermark waits for) has not. Before, both waited until
  * the idle timeout released the watermark (a minute by default, at every window the cap is
- * reached in). Now partition 0's writes wait and partition 1's are taken, as they are what lets
- * s seal — but only up to max_bytes + max_bytes / 8: a partition whose event time does not
- * move (a stuck producer clock) is refused past that. Once partition 1 shows a batch past s's
- * end + grace, s is due and the refused write kicks the tick that seals it; sealed, the store
- * is under the cap again (the WAL's copies are gone) and both partitions write. The test clock
- * never moves: the idle timeout cannot be what releases anything here. (The drop that follows
- * a seal when the store is still over the cap: test_fifo_cap_kicks_for_due_window.)
+ * reached in). Now partition 1's writes are taken as they are what lets s seal; partition 0's
+ * wait. lagging_setup brings a store there: partition 1 fills s to 6 kB below the cap,
+ * partition 0 moves past s's end + grace (into window s + 1000) and writes until the cap
+ * refuses it. Returns the bytes one 8-record batch adds; *k, *off0, *off1 are the next id and
+ * offsets.
  */
-START_TEST(test_fifo_cap_lagging_partition_writes)
+static uint64_t lagging_setup(struct twcs *t, const struct twcs_opts *o, int64_t s, int *k,
+                              int64_t *off0, int64_t *off1)
 {
-    char *dir = st_test_tmpdir("twcs");
-    struct twcs_opts o = base_opts(dir);
-    o.max_bytes = 24 * 1024;
-    o.tick_ms = 3600000;
-    struct twcs *t = topen(&o);
-    int64_t s = T0 - 100000;
     int32_t both[] = {0, 1};
     ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
-    int k = 0, rc = ST_OK;
-    int64_t off0 = 0, off1 = 0;
-    /* Partition 1 fills window s to 6 kB below the cap; partition 0 moves past s's end + grace
-     * (into window s + 1000), then writes until the cap refuses it. */
-    while (fifo_used(t) + 6000 < o.max_bytes) {
-        ck_assert_int_eq(put_part_batch(t, 1, off1++, k, 8, s + k % 500, 256), ST_OK);
-        k += 8;
+    while (fifo_used(t) + 6000 < o->max_bytes) {
+        ck_assert_int_eq(put_part_batch(t, 1, (*off1)++, *k, 8, s + *k % 500, 256), ST_OK);
+        *k += 8;
     }
     uint64_t before = fifo_used(t);
-    while ((rc = put_part_batch(t, 0, off0, k, 8, s + 1300, 256)) == ST_OK) {
-        off0++;
-        k += 8;
+    int64_t first0 = *off0;
+    int rc;
+    while ((rc = put_part_batch(t, 0, *off0, *k, 8, s + 1300, 256)) == ST_OK) {
+        (*off0)++;
+        *k += 8;
     }
     ck_assert_int_eq(rc, ST_EAGAIN);
-    uint64_t batch = (fifo_used(t) - before) / (uint64_t)off0 + 1; /* bytes one batch adds */
+    ck_assert_int_gt(*off0, first0);
     bool f;
     ck_assert_int_eq(win(t, s, &f).state, TWCS_OPEN);
     ck_assert_int_lt(twcs_watermark(t), s + 1000 + 200); /* s is not due: partition 1 holds it */
     struct twcs_stats st;
     twcs_stats(t, &st);
     ck_assert_uint_eq(st.fifo_lagging_writes, 0);
-    /* Over the cap: partition 1 still writes window s, partition 0 waits. */
-    ck_assert_uint_gt(fifo_used(t), o.max_bytes);
+    ck_assert_uint_gt(fifo_used(t), o->max_bytes);
+    return (fifo_used(t) - before) / (uint64_t)(*off0 - first0) + 1;
+}
+
+/*
+ * lagging_setup's stall, and the bound on what a lagging partition may write over the cap: its
+ * writes are taken, partition 0's refused, up to the slack (max_bytes / 8 here: no window is
+ * larger), then partition 1 is refused like everyone. Refused retries do not keep it active:
+ * the idle timeout (the test clock is moved by hand) releases the watermark, s becomes due, and
+ * a refused write kicks the tick that seals it; sealed, the store is under the cap again (the
+ * WAL's copies are gone) and both partitions write. (The drop that follows a seal when the
+ * store is still over the cap: test_fifo_cap_kicks_for_due_window.)
+ */
+START_TEST(test_fifo_cap_lagging_partition_writes)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_bytes = 64 * 1024;
+    o.tick_ms = 3600000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int k = 0, rc = ST_OK;
+    int64_t off0 = 0, off1 = 0;
+    uint64_t batch = lagging_setup(t, &o, s, &k, &off0, &off1);
     int k1 = k;
     ck_assert_int_eq(put_part_batch(t, 1, off1++, k, 8, s + 600, 256), ST_OK);
     k += 8;
     ck_assert_int_eq(put_part_batch(t, 0, off0, k, 8, s + 1300, 256), ST_EAGAIN);
+    struct twcs_stats st;
     twcs_stats(t, &st);
     ck_assert_uint_eq(st.fifo_lagging_writes, 1);
-    /* Partition 1 stuck inside s: taken up to the slack, then refused like everyone. */
+    /* Partition 1 moving inside s: taken up to the slack, then refused. */
     int taken = 0;
-    while ((rc = put_part_batch(t, 1, off1, k, 8, s + 700, 256)) == ST_OK && taken < 1000) {
+    while ((rc = put_part_batch(t, 1, off1, k, 8, s + 601 + taken, 256)) == ST_OK && taken < 1000) {
         off1++;
         k += 8;
         taken++;
     }
     ck_assert_int_eq(rc, ST_EAGAIN);
+    ck_assert_int_ge(taken, 1);
+    ck_assert_int_lt(taken, TWCS_FIFO_LAG_STALLS); /* its time moved: the slack refused it */
+    ck_assert_uint_gt(fifo_used(t), o.max_bytes + o.max_bytes / 8);
     ck_assert_uint_le(fifo_used(t), o.max_bytes + o.max_bytes / 8 + batch);
     twcs_stats(t, &st);
     ck_assert_uint_eq(st.fifo_lagging_writes, 1 + (uint64_t)taken);
@@ -997,10 +1032,9 @@ START_TEST(test_fifo_cap_lagging_partition_writes)
     ck_assert_int_lt(twcs_watermark(t), s + 1200);
     st_clock_manual_advance(&clk, 200); /* past the timeout since the last write taken */
     ck_assert_int_ge(twcs_watermark(t), s + 1200);
-    /* Partition 1's next batch, past s's end + grace, is refused: s is due, and the refusal
-     * kicks the tick that seals it. */
-    ck_assert_int_eq(put_part_batch(t, 1, off1, k, 1, s + 1250, 0), ST_EAGAIN);
-    ck_assert_int_ge(twcs_watermark(t), s + 1200);
+    /* s is due: the next refused write kicks the tick that seals it. */
+    ck_assert_int_eq(put_part_batch(t, 1, off1, k, 8, s + 700, 256), ST_EAGAIN);
+    bool f;
     ck_assert_msg(ST_WAIT_UNTIL(left_open(t, s), 10000), "window s is still open");
     ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
     ck_assert_uint_le(fifo_used(t), o.max_bytes);
@@ -1010,6 +1044,120 @@ START_TEST(test_fifo_cap_lagging_partition_writes)
     ck_assert_int_eq(put_part_batch(t, 0, off0++, k + 1, 8, s + 1300, 256), ST_OK);
     ck_assert_int_eq(put_part_batch(t, 1, off1++, k + 9, 8, s + 1400, 256), ST_OK);
     ck_assert(has(t, k) && has(t, k + 1) && has(t, k + 9));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * A lagging partition whose event time does not move (a stuck producer clock) is taken for
+ * TWCS_FIFO_LAG_STALLS writes after the last one that moved it, then refused, well inside the
+ * slack; a batch whose time moves is taken again. Then the lagging partition finishes its share
+ * of s: its batch past s's end + grace is refused (s is due at once), and that refusal kicks the
+ * tick that seals s, with no idle timeout (the test clock never moves).
+ */
+START_TEST(test_fifo_cap_lagging_partition_stuck_clock)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_bytes = 64 * 1024;
+    o.tick_ms = 3600000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int k = 0, rc = ST_OK;
+    int64_t off0 = 0, off1 = 0;
+    (void)lagging_setup(t, &o, s, &k, &off0, &off1);
+    uint64_t over = fifo_used(t);
+    int taken = 0;
+    while ((rc = put_part_batch(t, 1, off1, k, 1, s + 700, 0)) == ST_OK && taken < 1000) {
+        off1++;
+        k++;
+        taken++;
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    ck_assert_int_eq(taken, TWCS_FIFO_LAG_STALLS + 1);        /* the first moved it to s + 700 */
+    ck_assert_uint_lt(fifo_used(t) - over, o.max_bytes / 16); /* not the slack: the clock */
+    ck_assert_int_eq(put_part_batch(t, 1, off1, k, 1, s + 700, 0), ST_EAGAIN);
+    ck_assert_int_eq(put_part_batch(t, 1, off1++, k++, 1, s + 701, 0), ST_OK);
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.fifo_lagging_writes, (uint64_t)taken + 1);
+    ck_assert_int_eq(put_part_batch(t, 0, off0, k, 8, s + 1300, 256), ST_EAGAIN);
+    ck_assert_int_eq(put_part_batch(t, 1, off1, k, 1, s + 1250, 0), ST_EAGAIN);
+    ck_assert_int_ge(twcs_watermark(t), s + 1200);
+    bool f;
+    ck_assert_msg(ST_WAIT_UNTIL(left_open(t, s), 10000), "window s is still open");
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    ck_assert_uint_le(fifo_used(t), o.max_bytes);
+    ck_assert_int_eq(n_expired, 0);
+    ck_assert(has(t, 0) && has(t, k - 1));
+    ck_assert_int_eq(put_part_batch(t, 1, off1++, k, 1, s + 1250, 0), ST_OK);
+    ck_assert_int_eq(put_part_batch(t, 0, off0++, k + 1, 8, s + 1300, 256), ST_OK);
+    ck_assert(has(t, k) && has(t, k + 1));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * The slack follows the windows: where a sealed window has been larger than max_bytes / 8, a
+ * lagging partition may go that far over the cap (its share of one window can be that large;
+ * a fixed fraction of the cap stalled it until the idle timeout). Window s - 1000 is filled to
+ * half the cap and sealed, then dropped by the cap; lagging_setup's stall follows in s, and
+ * partition 1 (its time moving) is taken past max_bytes + max_bytes / 8.
+ */
+START_TEST(test_fifo_cap_lagging_slack_follows_window_size)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.max_bytes = 64 * 1024;
+    o.tick_ms = 3600000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int k = 0, rc = ST_OK;
+    int64_t off0 = 0, off1 = 0;
+    int32_t both[] = {0, 1};
+    ck_assert_int_eq(twcs_partitions_assigned(t, both, 2), ST_OK);
+    while (fifo_used(t) < o.max_bytes / 2) {
+        ck_assert_int_eq(put_batch_meta(t, k / 8 % 2, k / 8 % 2 ? off1++ : off0++, k, 8,
+                                        s - 1000 + k % 500, 256, true),
+                         ST_OK);
+        k += 8;
+    }
+    ck_assert_int_eq(put_part_batch(t, 0, off0++, k, 1, s + 250, 0), ST_OK);
+    ck_assert_int_eq(put_part_batch(t, 1, off1++, k + 1, 1, s + 250, 0), ST_OK);
+    k += 2;
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    struct twcs_window_info old = win(t, s - 1000, &f);
+    ck_assert(f);
+    ck_assert_int_eq(old.state, TWCS_SEALED);
+    ck_assert_uint_gt(old.bytes, o.max_bytes / 4);
+    /* Over the cap with a sealed window: the refusal kicks the drop. */
+    while ((rc = put_part_batch(t, 1, off1, k, 8, s + 300, 256)) == ST_OK) {
+        off1++;
+        k += 8;
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    ck_assert_msg(ST_WAIT_UNTIL((win(t, s - 1000, &f), !f), 10000), "window s - 1000 not dropped");
+    ck_assert_int_eq(n_expired, 1);
+    (void)lagging_setup(t, &o, s, &k, &off0, &off1);
+    int taken = 0;
+    while ((rc = put_part_batch(t, 1, off1, k, 8, s + 600 + taken, 256)) == ST_OK && taken < 1000) {
+        off1++;
+        k += 8;
+        taken++;
+    }
+    ck_assert_int_eq(rc, ST_EAGAIN);
+    ck_assert_uint_gt(fifo_used(t), o.max_bytes + o.max_bytes / 8 + o.max_bytes / 16);
+    ck_assert_uint_gt(fifo_used(t), o.max_bytes + old.bytes);
+    ck_assert_uint_lt(fifo_used(t), o.max_bytes + old.bytes + o.max_bytes / 8);
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_eq(st.fifo_lagging_writes, (uint64_t)taken);
+    ck_assert_int_eq(n_expired, 1);
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
@@ -2105,6 +2253,8 @@ int main(void)
     tcase_add_test(tc, test_fifo_cap_kicks_tick);
     tcase_add_test(tc, test_fifo_cap_open_window_no_kick);
     tcase_add_test(tc, test_fifo_cap_lagging_partition_writes);
+    tcase_add_test(tc, test_fifo_cap_lagging_partition_stuck_clock);
+    tcase_add_test(tc, test_fifo_cap_lagging_slack_follows_window_size);
     tcase_add_test(tc, test_fifo_cap_refused_batches_move_watermark);
     tcase_add_test(tc, test_fifo_cap_kicks_for_due_window);
     tcase_add_test(tc, test_retry_same_array);

@@ -23,6 +23,8 @@ struct part_wm {
     int32_t partition;
     int64_t max_ts;
     int64_t last_seen_ms; /* monotonic */
+    int64_t lag_ts;       /* max_ts at the last lagging write that moved it (FIFO cap) */
+    uint32_t lag_stalls;  /* lagging writes since, none of which moved it */
 };
 
 struct twcs {
@@ -42,6 +44,7 @@ struct twcs {
     int64_t horizon;      /* every window ending at or before it has been dropped */
     struct part_wm *pw;
     size_t npw;
+    uint64_t big_window; /* bytes of the largest sealed segment seen (the FIFO cap's slack) */
     int64_t watermark;
     int64_t wm_persisted; /* last watermark written to the manifest */
     struct twcs_stats st;
@@ -180,7 +183,7 @@ static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts, bool seen)
     if (n == NULL)
         return ST_ENOMEM;
     t->pw = n;
-    t->pw[t->npw++] = (struct part_wm){partition, max_ts, mono_ms(t)};
+    t->pw[t->npw++] = (struct part_wm){partition, max_ts, mono_ms(t), INT64_MIN, 0};
     return ST_OK;
 }
 
@@ -216,32 +219,47 @@ static void fifo_note_refused_locked(struct twcs *t, int32_t partition,
  * partition is already past it: its records are what lets that window seal (and the cap's drop
  * follow). Pausing it would stall every partition until the idle timeout released the
  * watermark. With one partition, or none ahead, nothing is admitted: ingest pauses (SPEC 3).
- * The overshoot is bounded: nothing is admitted past max_bytes + max_bytes / 8 (a lagging
- * partition whose event time does not move, a stuck producer clock, would otherwise write
- * without end); then every partition waits, and the idle timeout is the backstop.
+ * Two bounds keep a partition that never gets there (a stuck producer clock) from writing
+ * without end: its event time must move, at least once per TWCS_FIFO_LAG_STALLS + 1 such
+ * writes; and the overshoot stays within the larger of max_bytes / 8 and the largest sealed
+ * window seen (what a partition may have to write to finish its share of one; a fixed
+ * fraction of the cap would stall again wherever windows are larger than it). Past either,
+ * every partition waits and the idle timeout is the backstop.
  */
 static bool fifo_lagging_locked(struct twcs *t, int32_t partition, uint64_t used)
 {
-    if (partition < 0 || used > t->o.max_bytes + t->o.max_bytes / 8)
+    if (partition < 0)
         return false;
+    uint64_t slack = t->o.max_bytes / 8 > t->big_window ? t->o.max_bytes / 8 : t->big_window;
     int64_t oldest = INT64_MAX, end = 0;
-    for (size_t i = 0; i < t->nwin; i++)
+    for (size_t i = 0; i < t->nwin; i++) {
         if (t->win[i].state == TWCS_OPEN && t->win[i].start < oldest) {
             oldest = t->win[i].start;
             end = t->win[i].end;
         }
-    if (oldest == INT64_MAX)
+    }
+    if (oldest == INT64_MAX || used - t->o.max_bytes > slack) /* used > max_bytes here */
         return false;
     int64_t due_at = sat_add(end, t->o.grace_ms), now = mono_ms(t);
-    bool ahead = false, lagging = false;
+    bool ahead = false;
+    struct part_wm *lag = NULL;
     for (size_t i = 0; i < t->npw; i++) {
         if (t->pw[i].max_ts >= due_at)
             ahead = true;
         else if (t->pw[i].partition == partition &&
                  now - t->pw[i].last_seen_ms < t->o.idle_timeout_ms)
-            lagging = true; /* active and behind: it holds the watermark below due_at */
+            lag = &t->pw[i]; /* active and behind: it holds the watermark below due_at */
     }
-    return ahead && lagging;
+    if (!ahead || lag == NULL)
+        return false;
+    if (lag->max_ts > lag->lag_ts) {
+        lag->lag_ts = lag->max_ts;
+        lag->lag_stalls = 0;
+    } else if (lag->lag_stalls++ >= TWCS_FIFO_LAG_STALLS) {
+        lag->lag_stalls = TWCS_FIFO_LAG_STALLS; /* stays refused until its time moves */
+        return false;
+    }
+    return true;
 }
 
 int twcs_partitions_assigned(struct twcs *t, const int32_t *partitions, size_t n)
@@ -253,7 +271,7 @@ int twcs_partitions_assigned(struct twcs *t, const int32_t *partitions, size_t n
         return ST_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        nw[i] = (struct part_wm){partitions[i], INT64_MIN, mono_ms(t)};
+        nw[i] = (struct part_wm){partitions[i], INT64_MIN, mono_ms(t), INT64_MIN, 0};
         for (size_t j = 0; j < t->npw; j++)
             if (t->pw[j].partition == partitions[i])
                 nw[i] = t->pw[j]; /* kept: its progress and idleness carry over */
@@ -313,6 +331,14 @@ static void ev_decode(const uint8_t *p, struct twcs_event *e)
     e->reason = p[45] == 2 ? "fifo" : p[45] == 1 ? "ttl" : NULL;
 }
 
+static void note_big_window(struct twcs *t, uint64_t bytes)
+{
+    pthread_mutex_lock(&t->mu);
+    if (bytes > t->big_window)
+        t->big_window = bytes;
+    pthread_mutex_unlock(&t->mu);
+}
+
 /* Emits e. A sealed event gets its segment's details from the current state; one whose
  * version is no longer the window's sealed segment (re-sealed or dropped since) is stale and
  * is removed from the outbox instead. */
@@ -335,6 +361,7 @@ static void emit(struct twcs *t, struct twcs_event *e, const char *key)
                 e->checksum = in.checksum;
                 e->path = in.path;
                 found = true;
+                note_big_window(t, in.bytes);
             }
         }
         if (!found) {
@@ -1218,6 +1245,16 @@ int twcs_open(const struct twcs_opts *o, struct twcs **out, struct st_err *err)
         goto fail;
     if ((rc = reload_windows(t)) != ST_OK)
         goto fail;
+    struct store_snapshot *snap;
+    if ((rc = store_snapshot_acquire(t->s, &snap)) != ST_OK)
+        goto fail;
+    for (size_t i = 0; i < store_snapshot_count(snap); i++) {
+        struct store_segment_info in;
+        store_segment_info(store_snapshot_segment(snap, i), &in);
+        if (in.kind == STORE_SEG_SEALED)
+            note_big_window(t, in.bytes);
+    }
+    store_snapshot_release(snap);
     size_t len;
     int64_t wm;
     t->wm_persisted = INT64_MIN;
