@@ -460,6 +460,14 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
         const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
         st_prom_sample(t, "strata_memtable_size_bytes", l, (double)ss.memtable_bytes);
     }
+    st_prom_head(t, "strata_store_reclaim_pending_bytes", "gauge",
+                 "Bytes of dropped or merged files not freed yet (the reclaimer thread).");
+    for (size_t i = 0; i < h->n; i++) {
+        struct store_stats ss;
+        store_stats(twcs_store(h->colls[i].twcs), &ss);
+        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
+        st_prom_sample(t, "strata_store_reclaim_pending_bytes", l, (double)ss.reclaim_bytes);
+    }
     st_prom_head(t, "strata_segments_total", "gauge", "Live segment files by state.");
     for (size_t i = 0; i < h->n; i++) {
         uint64_t kinds[3] = {0};

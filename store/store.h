@@ -382,6 +382,9 @@ struct store_stats {
     uint64_t manifest_rewrites; /* manifest compactions, the one at open included */
     uint64_t roll_waits;        /* writes that waited for a WAL roll's fsync */
     uint64_t vlog_waits;        /* writes that waited for the vector-log writer thread */
+    uint64_t reclaim_files;     /* files out of the manifest whose space is not freed yet */
+    uint64_t reclaim_bytes;     /* (the reclaimer thread unlinks them; segment_bytes and the
+                                 * FIFO cap no longer count them) */
 };
 void store_stats(struct store *s, struct store_stats *out);
 

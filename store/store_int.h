@@ -230,6 +230,9 @@ int store_segment_write(struct store_fs *fs, const char *path, uint32_t dim,
                         const struct store_seg_meta *meta, const struct store_seg_in *in, size_t n,
                         uint64_t *bytes, struct st_err *err) ST_WUR;
 
+struct store_reclaim;
+struct store_reclaim_job;
+
 struct store_segment {
     _Atomic int refs;
     char *path;
@@ -247,9 +250,45 @@ struct store_segment {
     uint8_t *vmap;
     size_t vmap_len;
     uint32_t bloom_k;
-    bool doomed; /* removed from the manifest: unlink when the last ref goes */
+    bool doomed;              /* removed from the manifest: unlink when the last ref goes */
+    struct store_reclaim *rq; /* where a doomed one's last reference sends it (NULL: inline) */
     struct store_fs *fs;
 };
+
+/* The reclaimer (store_reclaim.c): unmaps and unlinks files the manifest no longer lists on a
+ * thread of its own, so that a drop or a merge costs its manifest edit, not the kernel's work
+ * of freeing a large file. Without it (no_background, read-only, or once stopped) the same
+ * work is done inline by whoever calls. */
+struct store_reclaim {
+    pthread_mutex_t mu;
+    pthread_cond_t cv, idle_cv;
+    struct store_reclaim_job *head, *tail;
+    uint64_t pending, pending_bytes, done;
+    bool inited, running, stop;
+    pthread_t thread;
+    struct store_fs *fs;
+};
+/* Starts the thread (rq zeroed, as in a new store); rq->fs must be set either way. */
+int store_reclaim_start(struct store_reclaim *rq, struct store_fs *fs) ST_WUR;
+/* Empties the queue, then stops the thread. */
+void store_reclaim_stop(struct store_reclaim *rq);
+/* Takes a doomed segment's last reference: false when the caller must release it itself. */
+bool store_reclaim_segment(struct store_reclaim *rq, struct store_segment *g);
+/* Unlinks path (takes it, malloc'd; site: its fault-injection site) there, or at once when
+ * there is no thread. */
+void store_reclaim_unlink(struct store_reclaim *rq, char *path, const char *site, uint64_t bytes);
+void store_reclaim_pending(struct store_reclaim *rq, uint64_t *files, uint64_t *bytes);
+/* Waits up to timeout_ms for the queue to empty; true if it did. */
+bool store_reclaim_wait(struct store_reclaim *rq, int64_t timeout_ms);
+/* A segment's last reference: unmaps it, and unlinks a doomed one (rename aside first). */
+void store_segment_release(struct store_segment *g);
+/* Marks g removed from the manifest: its last reference unlinks it (on the reclaimer). */
+static inline void store_segment_doom(struct store_segment *g, struct store_reclaim *rq,
+                                      bool doomed)
+{
+    g->doomed = doomed;
+    g->rq = doomed ? rq : NULL;
+}
 
 /* store_segment_open_file, and with external_ok a run naming rows of a vector log in its own
  * directory (the store's own files only: store_segment_open_file refuses those). */
@@ -518,6 +557,8 @@ struct store {
     size_t vj_n;
     pthread_cond_t vw_cv;      /* jobs queued, or stop: the writer wakes */
     pthread_cond_t vw_done_cv; /* a job done (or the store failed): waiters look again */
+
+    struct store_reclaim reclaim;
 
     bool stop;
     bool have_syncer, have_flusher, have_vwriter;

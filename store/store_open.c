@@ -240,7 +240,8 @@ static void store_free(struct store *s)
     for (size_t i = 0; i < s->nvlogs; i++)
         store_vlog_unref(s->vlogs[i]);
     free(s->vlogs);
-    store_vw_free_jobs(s); /* none after a clean stop of the writer */
+    store_vw_free_jobs(s);           /* none after a clean stop of the writer */
+    store_reclaim_stop(&s->reclaim); /* last: the references above may have queued files */
     free(s->wrefs);
     free(s->wvec);
     free(s->wplan);
@@ -280,6 +281,7 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     if (s == NULL)
         return ST_ENOMEM;
     s->o = *o;
+    s->reclaim.fs = o->fs; /* the reclaimer's thread starts with the others */
     if (s->o.memtable_size == 0)
         s->o.memtable_size = 64u << 20;
     if (s->o.max_frozen == 0)
@@ -475,6 +477,10 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         if ((rc = store_mf_rewrite(s, &switched, err)) != ST_OK)
             goto fail;
         if (!o->no_background) {
+            if (store_reclaim_start(&s->reclaim, o->fs) != ST_OK) {
+                rc = st_err_set(err, ST_ENOMEM, "cannot start the reclaim thread");
+                goto fail;
+            }
             if (o->wal_sync == STORE_SYNC_BATCH) {
                 if (pthread_create(&s->syncer, NULL, store_syncer_main, s) != 0) {
                     rc = st_err_set(err, ST_ENOMEM, "cannot start the WAL sync thread");

@@ -1070,6 +1070,13 @@ void store_segment_unref(struct store_segment *g)
 {
     if (g == NULL || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
+    if (g->doomed && store_reclaim_segment(g->rq, g))
+        return;
+    store_segment_release(g);
+}
+
+void store_segment_release(struct store_segment *g)
+{
     munmap(g->map, g->map_len);
     if (g->vmap != NULL)
         munmap(g->vmap, g->vmap_len);

@@ -519,6 +519,8 @@ START_TEST(test_daemon_http)
     ck_assert_double_eq(st_test_metric(r.body, "strata_segments_total{collection=\"docs\",state="
                                                "\"sealed\"}"),
                         1);
+    ck_assert(st_test_metric(r.body, "strata_store_reclaim_pending_bytes{collection=\"docs\"}") >=
+              0);
     free(r.body);
     /* Lag per assigned partition (refreshed every second). */
     char lag0[300];

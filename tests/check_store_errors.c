@@ -449,6 +449,106 @@ START_TEST(test_drop_unlinks_under_store_mutex)
 }
 END_TEST
 
+/*
+ * The reclaimer: a drop returns once its manifest edit is durable; the files' unlink (held here
+ * by a hook on the reclaimer thread) comes after. Meanwhile the window is gone from reads and
+ * from segment_bytes, and reclaim_files counts what is not freed yet; released, the files go.
+ * Before, the unlink (0.2 s per GB: the kernel freeing the file's pages) ran inside the drop.
+ * Then a close with an unlink still queued (a slow one) finishes it before it returns.
+ */
+static _Atomic int rc_held;
+static _Atomic bool rc_release;
+static _Atomic int rc_slow_ms;
+static void rc_hold(void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&rc_held, 1);
+    while (!atomic_load(&rc_release))
+        st_test_sleep_ms(1);
+    st_test_sleep_ms(atomic_load(&rc_slow_ms));
+}
+struct rc_drop {
+    struct store *s;
+    size_t removed;
+    int rc;
+    _Atomic bool done;
+};
+static void *rc_drop_main(void *arg)
+{
+    struct rc_drop *j = arg;
+    j->rc = store_drop_window(j->s, 5000, NULL, &j->removed);
+    atomic_store(&j->done, true);
+    return NULL;
+}
+static int count_seg_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL)
+        n += strstr(e->d_name, ".seg") != NULL; /* the segments, and any *.seg.deleting */
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+static struct store *bg_open(const char *dir)
+{
+    struct store_opts o = {.dir = dir, .dim = DIM, .wal_sync = STORE_SYNC_ALWAYS};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
+    return s;
+}
+START_TEST(test_drop_frees_space_on_reclaimer)
+{
+    char *dir = st_test_tmpdir("reclaim");
+    struct store *s = bg_open(dir);
+    for (int k = 0; k < 20; k++)
+        ck_assert_int_eq(put(s, k, k), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    ck_assert_int_ge(count_seg_files(dir), 1);
+    ck_assert_int_eq(st_fault_hook("store.seg.unlink", rc_hold, NULL), ST_OK);
+    struct rc_drop j = {.s = s};
+    pthread_t th;
+    pthread_create(&th, NULL, rc_drop_main, &j);
+    bool returned = ST_WAIT_UNTIL(atomic_load(&j.done), 5000);
+    bool held = ST_WAIT_UNTIL(atomic_load(&rc_held) >= 1, 5000);
+    struct store_stats st;
+    store_stats(s, &st);
+    bool files_left = count_seg_files(dir) >= 1;
+    bool read_gone = !has(s, 0) && !has(s, 19);
+    atomic_store(&rc_release, true); /* before any assertion: the test must not hang */
+    pthread_join(th, NULL);
+    ck_assert_msg(returned, "the drop waited for its files' unlink");
+    ck_assert_int_eq(j.rc, ST_OK);
+    ck_assert_uint_ge(j.removed, 1);
+    ck_assert(held && files_left && read_gone);
+    ck_assert_uint_ge(st.reclaim_files, 1);
+    ck_assert_uint_gt(st.reclaim_bytes, 0);
+    ck_assert_uint_eq(st.segment_bytes, 0);
+    ck_assert_msg(ST_WAIT_UNTIL(count_seg_files(dir) == 0, 5000), "the files were not unlinked");
+    ck_assert(ST_WAIT_UNTIL((store_stats(s, &st), st.reclaim_files == 0), 5000));
+    ck_assert_uint_eq(st.reclaim_bytes, 0);
+    /* A close with a slow unlink queued waits for it. */
+    atomic_store(&rc_slow_ms, 300);
+    for (int k = 0; k < 20; k++)
+        ck_assert_int_eq(put(s, 100 + k, k), ST_OK);
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    ck_assert_int_ge(count_seg_files(dir), 1);
+    size_t removed;
+    ck_assert_int_eq(store_drop_window(s, 5000, NULL, &removed), ST_OK);
+    ck_assert_uint_ge(removed, 1);
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_fault_disarm_all();
+    ck_assert_int_eq(count_seg_files(dir), 0);
+    s = bg_open(dir); /* and the store opens clean, the window gone */
+    ck_assert(!has(s, 0));
+    ck_assert_int_eq(store_close(s), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* R8: store_flush waits for nfrozen == 0, which never happens while a saturated writer keeps
  * refreezing (nfrozen oscillates max_frozen-1 .. max_frozen): the tick (seal, drop) starves
  * for as long as ingest is catching up. */
@@ -521,6 +621,7 @@ int main(void)
     tcase_add_test(tc, test_empty_window_resealed_every_tick);
     tcase_add_test(tc, test_store_flush_unbounded_wait_on_enospc);
     tcase_add_test(tc, test_drop_unlinks_under_store_mutex);
+    tcase_add_test(tc, test_drop_frees_space_on_reclaimer);
     tcase_add_test(tc, test_store_flush_starves_under_saturated_ingest);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);

@@ -179,14 +179,16 @@ def main():
 
             def poller(stage):
                 # One thread per stage, so that probes waiting to be indexed (many, under load)
-                # do not delay the first strong search of a new one.
+                # do not delay the first strong search of a new one. One search at a time per
+                # stage, and sweeps paced (strong: 2 ms apart; indexed: 100 ms, its resolution)
+                # so that the probing does not take the cores the load needs.
                 col = 3 if stage == "strong" else 4
+                pace = 0.002 if stage == "strong" else 0.1
                 while not done.is_set():
+                    t_sweep = time.time()
                     with lock:
                         pending = [p for p in probes
                                    if p[col] is None and (col == 3 or p[3] is not None)]
-                    if not pending:
-                        time.sleep(0.001)
                     for p in pending:
                         ms = int(p[2] * 1000)
                         # the message timestamp (its event time) is taken in produce(): at
@@ -201,6 +203,7 @@ def main():
                             el = time.time() - p[2]
                             with lock:
                                 p[col] = el
+                    time.sleep(max(0.0, pace - (time.time() - t_sweep)))
             pts = [threading.Thread(target=poller, args=(st,), daemon=True)
                    for st in ("strong", "indexed")]
             for pt in pts:

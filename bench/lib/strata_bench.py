@@ -6,6 +6,7 @@ import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,7 +91,11 @@ class Daemons:
     def _start(self, binary, name):
         lg = self.run / f"{name}.log"
         pre = os.environ.get("STRATA_BENCH_PREFIX_" + name.upper(), "").split()
-        p = subprocess.Popen(pre + [str(self.build / binary), "--config", str(self.cfg)],
+        # A session of its own (a Ctrl-C reaches the benchmark, which stops the daemons in
+        # order), and SIGTERM when this process dies, even by SIGKILL (a time limit's
+        # kill-after), so that no daemon outlives its benchmark.
+        death = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+        p = subprocess.Popen(death + pre + [str(self.build / binary), "--config", str(self.cfg)],
                              stdout=subprocess.DEVNULL, stderr=open(lg, "w"),
                              start_new_session=True)
         self.procs.append(p)

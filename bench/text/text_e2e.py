@@ -91,8 +91,15 @@ def corpus(want, per_file=15):
 
 
 def embed_cached(model, texts, cache):
-    h = hashlib.sha256(Path(minilm.__file__).read_bytes())  # the encoder, the model, the texts
-    h.update((minilm.model_dir() / "model.safetensors").stat().st_size.to_bytes(8, "little"))
+    # the encoder, the model (its configuration and tokenizer whole, the weights by size and
+    # mtime: hashing 90 MB each run would cost more than a small corpus), the texts
+    h = hashlib.sha256(Path(minilm.__file__).read_bytes())
+    d = minilm.model_dir()
+    for f in ("config.json", "sentence_bert_config.json", "tokenizer.json",
+              "1_Pooling/config.json"):
+        h.update((d / f).read_bytes())
+    w = (d / "model.safetensors").stat()
+    h.update(f"{w.st_size}:{w.st_mtime_ns}".encode())
     h.update("\n".join(texts).encode())
     key = h.hexdigest()[:16]
     path = Path(cache) / f"minilm-{len(texts)}-{key}.npy"
