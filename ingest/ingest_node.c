@@ -121,6 +121,10 @@ static int open_collection(struct ingest_node *n, size_t i, struct st_err *err)
         .max_future_ms = cc->max_future_ms,
         .ttl_ms = cc->ttl_ms,
         .max_bytes = cc->max_bytes,
+        /* Late data re-seals its window once it is an eighth of it, after a window's time, or
+         * for the last time once max_lateness has passed (strong searches scan it meanwhile;
+         * docs/operations.md, Late data). */
+        .reseal_min_ratio = 8,
         .tick_ms = 1000,
         .on_event = outbox_pub_event,
         .ctx = rt->pub,

@@ -209,6 +209,91 @@ START_TEST(test_watermark_partitions)
 }
 END_TEST
 
+static int put_batch_meta(struct twcs *t, int32_t part, int64_t off, int k0, uint32_t n, int64_t ts,
+                          uint32_t meta_len, bool noise);
+static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts,
+                     uint32_t meta_len);
+
+/*
+ * reseal_min_ratio: a re-seal rewrites the whole window (and the indexer rebuilds it), so late
+ * data that trickles in waits until it is worth it. Window s (80 records of 256 B noise
+ * metadata) sealed; one late record (flushed: a small delta run) is not re-sealed, tick after
+ * tick, though the re-seal delay is 0 — but is found by reads. Late records up to an eighth of
+ * the sealed segment's bytes: re-sealed (version 2). Another small one waits until
+ * reseal_max_wait has passed (the test clock moved by hand): version 3. Another, until the
+ * watermark passes end + max_lateness (no more late data can come: this re-seal is the last):
+ * version 4. Nothing is lost on the way.
+ */
+START_TEST(test_reseal_waits_until_worth_it)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.reseal_min_ratio = 8;
+    o.reseal_max_wait_ms = 30000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int k = 0;
+    int64_t off = 0;
+    for (; k < 80; k += 8)
+        ck_assert_int_eq(put_batch_meta(t, 0, off++, k, 8, s + k, 256, true), ST_OK);
+    ck_assert_int_eq(put_batch(t, off++, 1000, 1, s + 1200, 0), ST_OK); /* end + grace */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    struct twcs_window_info w = win(t, s, &f);
+    ck_assert_int_eq(w.state, TWCS_SEALED);
+    ck_assert_uint_eq(w.version, 1);
+    uint64_t base = w.bytes;
+    ck_assert_uint_gt(base, 80 * 256);
+    /* One small late record: a delta run, not worth a rewrite yet. */
+    ck_assert_int_eq(put_batch(t, off++, 2000, 1, s + 500, 0), ST_OK);
+    ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+    w = win(t, s, &f);
+    ck_assert_uint_eq(w.version, 1);
+    ck_assert_uint_eq(w.segments, 2); /* the sealed segment and the delta run */
+    ck_assert(has(t, 2000));
+    /* Late records up to an eighth of the window: re-sealed. */
+    int late = 0;
+    while (win(t, s, &f).version == 1 && late < 40) {
+        ck_assert_int_eq(put_batch_meta(t, 0, off++, 3000 + late * 8, 8, s + 600, 256, true),
+                         ST_OK);
+        ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        late++;
+    }
+    w = win(t, s, &f);
+    ck_assert_uint_eq(w.version, 2);
+    ck_assert_uint_eq(w.segments, 1);
+    ck_assert_int_ge(late, 2); /* one batch (~2.4 kB) is not an eighth of ~25 kB */
+    ck_assert_int_le(late, (int)(base / 8 / (8 * 256)) + 2);
+    ck_assert_uint_eq(w.records, 80 + 1 + (uint64_t)late * 8);
+    /* A small one again: waits for reseal_max_wait. */
+    ck_assert_int_eq(put_batch(t, off++, 4000, 1, s + 700, 0), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK); /* starts its wait */
+    st_clock_manual_advance(&clk, o.reseal_max_wait_ms - 100);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_uint_eq(win(t, s, &f).version, 2);
+    st_clock_manual_advance(&clk, 200);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_uint_eq(win(t, s, &f).version, 3);
+    /* And again: the last re-seal comes when the watermark passes end + max_lateness. */
+    ck_assert_int_eq(put_batch(t, off++, 5000, 1, s + 800, 0), ST_OK);
+    ck_assert_int_eq(put_batch(t, off++, 5001, 1, s + 1000 + o.max_lateness_ms, 0), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_uint_eq(win(t, s, &f).version, 3); /* at end + max_lateness: one may still come */
+    ck_assert_int_eq(put_batch(t, off++, 5002, 1, s + 1001 + o.max_lateness_ms, 0), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    w = win(t, s, &f);
+    ck_assert_uint_eq(w.version, 4);
+    ck_assert_uint_eq(w.records, 80 + 1 + (uint64_t)late * 8 + 2);
+    ck_assert(has(t, 0) && has(t, 79) && has(t, 2000) && has(t, 4000) && has(t, 5000));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_seal_late_reseal)
 {
     char *dir = st_test_tmpdir("twcs");
@@ -2248,6 +2333,7 @@ int main(void)
     tcase_add_test(tc, test_boundaries_and_changed_window);
     tcase_add_test(tc, test_watermark_partitions);
     tcase_add_test(tc, test_seal_late_reseal);
+    tcase_add_test(tc, test_reseal_waits_until_worth_it);
     tcase_add_test(tc, test_ttl_idle_and_clock_jumps);
     tcase_add_test(tc, test_fifo_cap);
     tcase_add_test(tc, test_fifo_cap_kicks_tick);

@@ -47,16 +47,21 @@ struct twcs_opts {
     int64_t window_ms;       /* size of new windows */
     int64_t grace_ms;
     int64_t max_lateness_ms;
-    int64_t max_future_ms;     /* 0: 1h */
-    int64_t ttl_ms;            /* 0: none */
-    uint64_t max_bytes;        /* 0: no FIFO cap */
-    int64_t idle_timeout_ms;   /* 0: 60s; silent partitions stop holding the watermark back */
-    uint32_t max_open_windows; /* 0: 64 */
-    uint32_t drops_per_tick;   /* 0: 4 */
-    uint32_t runs_min_merge;   /* 0: 4 runs of an open window trigger a merge */
-    uint32_t runs_max_merge;   /* 0: 32 */
-    int64_t reseal_delay_ms;   /* late deltas re-seal after this long (0: next tick) */
-    int64_t tick_ms;           /* timer period; 0: no thread, call twcs_tick yourself */
+    int64_t max_future_ms;      /* 0: 1h */
+    int64_t ttl_ms;             /* 0: none */
+    uint64_t max_bytes;         /* 0: no FIFO cap */
+    int64_t idle_timeout_ms;    /* 0: 60s; silent partitions stop holding the watermark back */
+    uint32_t max_open_windows;  /* 0: 64 */
+    uint32_t drops_per_tick;    /* 0: 4 */
+    uint32_t runs_min_merge;    /* 0: 4 runs of an open window trigger a merge */
+    uint32_t runs_max_merge;    /* 0: 32 */
+    int64_t reseal_delay_ms;    /* late deltas re-seal after this long (0: next tick) */
+    uint32_t reseal_min_ratio;  /* 0: re-seal after reseal_delay whatever the deltas; N: only
+                                 * once they reach 1/N of the sealed segment's bytes, or have
+                                 * waited reseal_max_wait, or the window is past max_lateness
+                                 * (each re-seal rewrites the window and rebuilds its index) */
+    int64_t reseal_max_wait_ms; /* with reseal_min_ratio; 0: window_ms */
+    int64_t tick_ms;            /* timer period; 0: no thread, call twcs_tick yourself */
     twcs_event_fn on_event;
     void *ctx;
 };
