@@ -360,5 +360,5 @@ void store_stats(struct store *s, struct store_stats *out)
     for (size_t i = 0; i < s->nsegs; i++)
         out->segment_bytes += s->segs[i]->info.bytes;
     pthread_mutex_unlock(&s->mu);
-    store_reclaim_pending(&s->reclaim, &out->reclaim_files, &out->reclaim_bytes);
+    store_reclaim_pending(s->reclaim, &out->reclaim_files, &out->reclaim_bytes);
 }

@@ -260,17 +260,22 @@ struct store_segment {
  * of freeing a large file. Without it (no_background, read-only, or once stopped) the same
  * work is done inline by whoever calls. */
 struct store_reclaim {
+    _Atomic uint32_t refs; /* the store's, and one per doomed segment sent here */
     pthread_mutex_t mu;
     pthread_cond_t cv, idle_cv;
     struct store_reclaim_job *head, *tail;
     uint64_t pending, pending_bytes, done;
-    bool inited, running, stop;
+    bool running, stop; /* under mu (running is also set before the thread can see it) */
     pthread_t thread;
     struct store_fs *fs;
 };
-/* Starts the thread (rq zeroed, as in a new store); rq->fs must be set either way. */
-int store_reclaim_start(struct store_reclaim *rq, struct store_fs *fs) ST_WUR;
-/* Empties the queue, then stops the thread. */
+/* A reclaimer without its thread (work is done inline until store_reclaim_start); NULL on
+ * ENOMEM. Refcounted: a doomed segment keeps it alive, even past the store's close. */
+struct store_reclaim *store_reclaim_new(struct store_fs *fs);
+void store_reclaim_ref(struct store_reclaim *rq);
+void store_reclaim_unref(struct store_reclaim *rq);
+int store_reclaim_start(struct store_reclaim *rq) ST_WUR;
+/* Empties the queue, then stops the thread; later work is done inline. */
 void store_reclaim_stop(struct store_reclaim *rq);
 /* Takes a doomed segment's last reference: false when the caller must release it itself. */
 bool store_reclaim_segment(struct store_reclaim *rq, struct store_segment *g);
@@ -282,12 +287,19 @@ void store_reclaim_pending(struct store_reclaim *rq, uint64_t *files, uint64_t *
 bool store_reclaim_wait(struct store_reclaim *rq, int64_t timeout_ms);
 /* A segment's last reference: unmaps it, and unlinks a doomed one (rename aside first). */
 void store_segment_release(struct store_segment *g);
-/* Marks g removed from the manifest: its last reference unlinks it (on the reclaimer). */
+/* Marks g removed from the manifest (or, doomed false, not): its last reference unlinks it, on
+ * rq's thread when there is one. */
 static inline void store_segment_doom(struct store_segment *g, struct store_reclaim *rq,
                                       bool doomed)
 {
+    if (doomed && g->rq == NULL && rq != NULL) {
+        store_reclaim_ref(rq);
+        g->rq = rq;
+    } else if (!doomed && g->rq != NULL) {
+        store_reclaim_unref(g->rq);
+        g->rq = NULL;
+    }
     g->doomed = doomed;
-    g->rq = doomed ? rq : NULL;
 }
 
 /* store_segment_open_file, and with external_ok a run naming rows of a vector log in its own
@@ -558,7 +570,7 @@ struct store {
     pthread_cond_t vw_cv;      /* jobs queued, or stop: the writer wakes */
     pthread_cond_t vw_done_cv; /* a job done (or the store failed): waiters look again */
 
-    struct store_reclaim reclaim;
+    struct store_reclaim *reclaim;
 
     bool stop;
     bool have_syncer, have_flusher, have_vwriter;

@@ -74,7 +74,7 @@ int store_drop_window(struct store *s, int64_t window_start, const struct store_
         store_vlog_unref(vl); /* a sync in flight keeps the handle until it is done */
         char *vp = store_file_path(s->dir, STORE_FILE_SEG, vnum);
         if (vp != NULL) /* readers of its runs keep their mappings; a leftover is an orphan */
-            store_reclaim_unlink(&s->reclaim, vp, "store.vlog.unlink", vbytes);
+            store_reclaim_unlink(s->reclaim, vp, "store.vlog.unlink", vbytes);
     }
     struct store_segment **gone = NULL;
     if (rc == ST_OK && ndel > 0) {
@@ -84,7 +84,7 @@ int store_drop_window(struct store *s, int64_t window_start, const struct store_
         for (size_t i = 0; i < s->nsegs; i++) {
             struct store_segment *g = s->segs[i];
             if (g->info.window_start == window_start) {
-                store_segment_doom(g, &s->reclaim, true); /* goes with its last reader */
+                store_segment_doom(g, s->reclaim, true); /* goes with its last reader */
                 if (gone != NULL)
                     gone[(*removed)++] = g;
                 else {
@@ -533,7 +533,7 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
             if (gone) {
                 /* A rewritten input's file goes with its last reader; a promoted one's file
                  * lives on in ng. */
-                store_segment_doom(s->segs[i], &s->reclaim, mode != MERGE_PROMOTE);
+                store_segment_doom(s->segs[i], s->reclaim, mode != MERGE_PROMOTE);
                 store_segment_unref(s->segs[i]); /* the list's reference */
             } else {
                 s->segs[keep++] = s->segs[i];

@@ -240,8 +240,9 @@ static void store_free(struct store *s)
     for (size_t i = 0; i < s->nvlogs; i++)
         store_vlog_unref(s->vlogs[i]);
     free(s->vlogs);
-    store_vw_free_jobs(s);           /* none after a clean stop of the writer */
-    store_reclaim_stop(&s->reclaim); /* last: the references above may have queued files */
+    store_vw_free_jobs(s);          /* none after a clean stop of the writer */
+    store_reclaim_stop(s->reclaim); /* last: the references above may have queued files */
+    store_reclaim_unref(s->reclaim);
     free(s->wrefs);
     free(s->wvec);
     free(s->wplan);
@@ -281,7 +282,10 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     if (s == NULL)
         return ST_ENOMEM;
     s->o = *o;
-    s->reclaim.fs = o->fs; /* the reclaimer's thread starts with the others */
+    if ((s->reclaim = store_reclaim_new(o->fs)) == NULL) { /* its thread starts with the others */
+        free(s);
+        return ST_ENOMEM;
+    }
     if (s->o.memtable_size == 0)
         s->o.memtable_size = 64u << 20;
     if (s->o.max_frozen == 0)
@@ -477,7 +481,7 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         if ((rc = store_mf_rewrite(s, &switched, err)) != ST_OK)
             goto fail;
         if (!o->no_background) {
-            if (store_reclaim_start(&s->reclaim, o->fs) != ST_OK) {
+            if (store_reclaim_start(s->reclaim) != ST_OK) {
                 rc = st_err_set(err, ST_ENOMEM, "cannot start the reclaim thread");
                 goto fail;
             }

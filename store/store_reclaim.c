@@ -61,13 +61,36 @@ static void *reclaim_main(void *arg)
     return NULL;
 }
 
-int store_reclaim_start(struct store_reclaim *rq, struct store_fs *fs)
+struct store_reclaim *store_reclaim_new(struct store_fs *fs)
 {
+    struct store_reclaim *rq = calloc(1, sizeof(*rq));
+    if (rq == NULL)
+        return NULL;
     rq->fs = fs;
+    atomic_init(&rq->refs, 1);
     pthread_mutex_init(&rq->mu, NULL);
     pthread_cond_init(&rq->cv, NULL);
     store_cond_init_mono(&rq->idle_cv);
-    rq->inited = true;
+    return rq;
+}
+
+void store_reclaim_ref(struct store_reclaim *rq)
+{
+    atomic_fetch_add(&rq->refs, 1);
+}
+
+void store_reclaim_unref(struct store_reclaim *rq)
+{
+    if (rq == NULL || atomic_fetch_sub(&rq->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&rq->mu);
+    pthread_cond_destroy(&rq->cv);
+    pthread_cond_destroy(&rq->idle_cv);
+    free(rq);
+}
+
+int store_reclaim_start(struct store_reclaim *rq)
+{
     if (pthread_create(&rq->thread, NULL, reclaim_main, rq) != 0)
         return ST_ENOMEM;
     rq->running = true;
@@ -76,33 +99,29 @@ int store_reclaim_start(struct store_reclaim *rq, struct store_fs *fs)
 
 void store_reclaim_stop(struct store_reclaim *rq)
 {
-    if (!rq->inited)
+    if (rq == NULL || !rq->running)
         return;
-    if (rq->running) {
-        pthread_mutex_lock(&rq->mu);
-        rq->stop = true; /* it empties the queue first */
-        pthread_cond_signal(&rq->cv);
-        pthread_mutex_unlock(&rq->mu);
-        pthread_join(rq->thread, NULL);
-        rq->running = false;
-    }
-    pthread_mutex_destroy(&rq->mu);
-    pthread_cond_destroy(&rq->cv);
-    pthread_cond_destroy(&rq->idle_cv);
-    rq->inited = false;
+    pthread_mutex_lock(&rq->mu);
+    rq->stop = true; /* it empties the queue first; later work is done inline */
+    pthread_cond_signal(&rq->cv);
+    pthread_mutex_unlock(&rq->mu);
+    pthread_join(rq->thread, NULL);
+    pthread_mutex_lock(&rq->mu);
+    rq->running = false;
+    pthread_mutex_unlock(&rq->mu);
 }
 
 static bool push(struct store_reclaim *rq, struct store_segment *seg, char *path, const char *site,
                  uint64_t bytes)
 {
-    if (rq == NULL || !rq->running)
+    if (rq == NULL)
         return false;
     struct store_reclaim_job *j = malloc(sizeof(*j));
     if (j == NULL)
         return false; /* the caller does it itself */
     *j = (struct store_reclaim_job){NULL, seg, path, site, bytes};
     pthread_mutex_lock(&rq->mu);
-    bool ok = !rq->stop;
+    bool ok = rq->running && !rq->stop;
     if (ok) {
         if (rq->tail != NULL)
             rq->tail->next = j;
@@ -121,7 +140,7 @@ static bool push(struct store_reclaim *rq, struct store_segment *seg, char *path
 
 bool store_reclaim_segment(struct store_reclaim *rq, struct store_segment *g)
 {
-    return push(rq, g, NULL, NULL, g->map_len + g->vmap_len);
+    return push(rq, g, NULL, NULL, g->info.bytes); /* its own file (runs map a log's rows) */
 }
 
 void store_reclaim_unlink(struct store_reclaim *rq, char *path, const char *site, uint64_t bytes)
@@ -135,7 +154,7 @@ void store_reclaim_unlink(struct store_reclaim *rq, char *path, const char *site
 void store_reclaim_pending(struct store_reclaim *rq, uint64_t *files, uint64_t *bytes)
 {
     *files = *bytes = 0;
-    if (rq == NULL || !rq->inited)
+    if (rq == NULL)
         return;
     pthread_mutex_lock(&rq->mu);
     *files = rq->pending;
@@ -145,7 +164,7 @@ void store_reclaim_pending(struct store_reclaim *rq, uint64_t *files, uint64_t *
 
 bool store_reclaim_wait(struct store_reclaim *rq, int64_t timeout_ms)
 {
-    if (rq == NULL || !rq->inited)
+    if (rq == NULL)
         return true;
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);

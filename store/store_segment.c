@@ -1090,8 +1090,10 @@ void store_segment_release(struct store_segment *g)
             free(del);
         }
     }
+    struct store_reclaim *rq = g->rq;
     free(g->path);
     free(g);
+    store_reclaim_unref(rq); /* a doomed segment's hold on the reclaimer */
 }
 
 void store_segment_info(const struct store_segment *g, struct store_segment_info *out)

@@ -11,6 +11,7 @@
 
 #include "st_clock.h"
 #include "st_coding.h"
+#include "st_fault.h"
 #include "st_log.h"
 
 #define LOG_COMP     "twcs"
@@ -23,8 +24,9 @@ struct part_wm {
     int32_t partition;
     int64_t max_ts;
     int64_t last_seen_ms; /* monotonic */
-    int64_t lag_ts;       /* max_ts at the last lagging write that moved it (FIFO cap) */
-    uint32_t lag_stalls;  /* lagging writes since, none of which moved it */
+    int64_t lag_ts;       /* FIFO cap: the earliest time of the last lagging batch counted */
+    int64_t lag_off;      /* the offset of the last lagging batch counted */
+    uint32_t lag_stalls;  /* lagging batches since lag_ts last rose */
 };
 
 struct twcs {
@@ -183,7 +185,7 @@ static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts, bool seen)
     if (n == NULL)
         return ST_ENOMEM;
     t->pw = n;
-    t->pw[t->npw++] = (struct part_wm){partition, max_ts, mono_ms(t), INT64_MIN, 0};
+    t->pw[t->npw++] = (struct part_wm){partition, max_ts, mono_ms(t), INT64_MIN, INT64_MIN, 0};
     return ST_OK;
 }
 
@@ -196,15 +198,10 @@ static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts, bool seen)
  * later rejected for its other records goes to the dead-letter topic: its partition moves on
  * past it all the same.)
  */
-static void fifo_note_refused_locked(struct twcs *t, int32_t partition,
-                                     const struct store_record *recs, uint32_t n)
+static void fifo_note_refused_locked(struct twcs *t, int32_t partition, int64_t lo)
 {
-    if (partition < 0 || n == 0)
+    if (partition < 0)
         return;
-    int64_t lo = INT64_MAX;
-    for (uint32_t i = 0; i < n; i++)
-        if (recs[i].ts < lo)
-            lo = recs[i].ts;
     long next;
     uint32_t open = 0;
     for (size_t i = 0; i < t->nwin; i++)
@@ -220,13 +217,16 @@ static void fifo_note_refused_locked(struct twcs *t, int32_t partition,
  * follow). Pausing it would stall every partition until the idle timeout released the
  * watermark. With one partition, or none ahead, nothing is admitted: ingest pauses (SPEC 3).
  * Two bounds keep a partition that never gets there (a stuck producer clock) from writing
- * without end: its event time must move, at least once per TWCS_FIFO_LAG_STALLS + 1 such
- * writes; and the overshoot stays within the larger of max_bytes / 8 and the largest sealed
- * window seen (what a partition may have to write to finish its share of one; a fixed
- * fraction of the cap would stall again wherever windows are larger than it). Past either,
- * every partition waits and the idle timeout is the backstop.
+ * without end: a batch's earliest event time (lo) must rise above the previous one's at least
+ * once per TWCS_FIFO_LAG_STALLS + 1 batches (one record ahead of the others does not stall the
+ * batches after it; a retry of a batch already counted, at the same offset, does not count
+ * again); and the overshoot stays within the larger of
+ * max_bytes / 8 and the largest sealed window seen (what a partition may have to write to
+ * finish its share of one; a fixed fraction of the cap would stall again wherever windows are
+ * larger than it). Past either, every partition waits and the idle timeout is the backstop.
  */
-static bool fifo_lagging_locked(struct twcs *t, int32_t partition, uint64_t used)
+static bool fifo_lagging_locked(struct twcs *t, int32_t partition, int64_t offset, int64_t lo,
+                                uint64_t used)
 {
     if (partition < 0)
         return false;
@@ -252,13 +252,19 @@ static bool fifo_lagging_locked(struct twcs *t, int32_t partition, uint64_t used
     }
     if (!ahead || lag == NULL)
         return false;
-    if (lag->max_ts > lag->lag_ts) {
-        lag->lag_ts = lag->max_ts;
+    if (lo > lag->lag_ts) {
+        lag->lag_ts = lo;
+        lag->lag_off = offset;
         lag->lag_stalls = 0;
-    } else if (lag->lag_stalls++ >= TWCS_FIFO_LAG_STALLS) {
-        lag->lag_stalls = TWCS_FIFO_LAG_STALLS; /* stays refused until its time moves */
-        return false;
+        return true;
     }
+    if (offset <= lag->lag_off)
+        return true; /* a retry of a batch taken before (the store pushed back) */
+    if (lag->lag_stalls >= TWCS_FIFO_LAG_STALLS)
+        return false; /* until a batch's time rises */
+    lag->lag_stalls++;
+    lag->lag_ts = lo;
+    lag->lag_off = offset;
     return true;
 }
 
@@ -271,7 +277,7 @@ int twcs_partitions_assigned(struct twcs *t, const int32_t *partitions, size_t n
         return ST_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        nw[i] = (struct part_wm){partitions[i], INT64_MIN, mono_ms(t), INT64_MIN, 0};
+        nw[i] = (struct part_wm){partitions[i], INT64_MIN, mono_ms(t), INT64_MIN, INT64_MIN, 0};
         for (size_t j = 0; j < t->npw; j++)
             if (t->pw[j].partition == partitions[i])
                 nw[i] = t->pw[j]; /* kept: its progress and idleness carry over */
@@ -554,14 +560,22 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
     if (t->o.max_bytes > 0) {
         struct store_stats ss;
         store_stats(t->s, &ss);
-        if (ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes > t->o.max_bytes) {
+        /* Files a drop or merge let go count until the reclaimer has freed them: the cap is
+         * on the disk space (the tick's drops look at the live bytes only, or they would
+         * drop more than the cap asks for while an unlink is under way). */
+        uint64_t used = ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes + ss.reclaim_bytes;
+        if (used > t->o.max_bytes) {
             /* FIFO cap: pause until a tick drops sealed windows, and ask for one now — a
              * writer must not wait out the tick period (a window's worth per second). With no
              * sealed window a tick has nothing to drop: no kick (a writer retrying every few
              * ms would make the timer tick back to back), a warning a minute; the tick that
              * seals a window drops it. */
+            int64_t lo = INT64_MAX;
+            for (uint32_t i = 0; i < n; i++)
+                if (recs[i].ts < lo)
+                    lo = recs[i].ts;
             pthread_mutex_lock(&t->mu);
-            fifo_note_refused_locked(t, partition, recs, n);
+            fifo_note_refused_locked(t, partition, lo);
             watermark_update(t);
             bool sealed = false; /* or due: the tick seals it (step 1) before the FIFO drop */
             for (size_t i = 0; i < t->nwin && !sealed; i++)
@@ -569,9 +583,7 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
                          (t->win[i].state == TWCS_OPEN && t->watermark != INT64_MIN &&
                           t->watermark >= sat_add(t->win[i].end, t->o.grace_ms));
             uint32_t sup;
-            bool admit = !sealed &&
-                         fifo_lagging_locked(t, partition,
-                                             ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes);
+            bool admit = !sealed && fifo_lagging_locked(t, partition, offset, lo, used);
             if (admit) {
                 t->st.fifo_lagging_writes++; /* over the cap, so that a window can seal */
             } else if (sealed) {
@@ -582,8 +594,7 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
                             "over the FIFO cap (max_bytes=%" PRIu64 " used=%" PRIu64
                             ") with no sealed window to drop: writes wait until a window seals "
                             "(raise the cap or shorten the window) suppressed=%u",
-                            t->o.max_bytes, ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes,
-                            sup);
+                            t->o.max_bytes, used, sup);
             }
             pthread_mutex_unlock(&t->mu);
             if (!admit)
@@ -622,7 +633,9 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
      * records (in a memtable or a run) and re-seals it (tick_needs_reseal). */
     struct store_batch b = {.partition = partition, .offset = offset, .n = c.keep, .recs = recs};
     bool was_applied = false;
-    rc = store_write(t->s, &b, &was_applied);
+    rc = ST_FAULT("twcs.write.store"); /* tests: the store pushing back (ST_EAGAIN) */
+    if (rc == ST_OK)
+        rc = store_write(t->s, &b, &was_applied);
     if (rc != ST_OK)
         goto out;
     res->verdict = was_applied ? TWCS_ACCEPTED : TWCS_DUPLICATE;

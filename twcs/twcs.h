@@ -99,10 +99,10 @@ struct twcs_result {
  * watermark (it is retried after everything before it), and over the cap with no window sealed
  * or due, a partition whose event time is still before the oldest open window's end + grace
  * while another partition's is past it writes anyway (its records are what lets that window
- * seal; stats.fifo_lagging_writes counts them) while its event time moves (at least once per
- * TWCS_FIFO_LAG_STALLS + 1 such writes) and the store stays within the larger of
- * max_bytes / 8 and the largest sealed window seen over the cap. Before, every partition
- * waited for the idle timeout to release the watermark; past those bounds they still do
+ * seal; stats.fifo_lagging_writes counts them, retries included) while its batches' earliest
+ * event time rises (at least once per TWCS_FIFO_LAG_STALLS + 1 batches) and the store stays within
+ * the larger of max_bytes / 8 and the largest sealed window seen over the cap. Before, every
+ * partition waited for the idle timeout to release the watermark; past those bounds they still do
  * (refused batches do not keep a partition from going idle).
  */
 #define TWCS_FIFO_LAG_STALLS 16

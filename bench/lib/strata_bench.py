@@ -16,6 +16,14 @@ import urllib.request
 from pathlib import Path
 
 
+def _has_pdeathsig():
+    """setpriv --pdeathsig is util-linux 2.33 or later."""
+    if shutil.which("setpriv") is None:
+        return False
+    r = subprocess.run(["setpriv", "--help"], capture_output=True, text=True)
+    return "--pdeathsig" in r.stdout
+
+
 def arg_parser():
     """The options every bench/lib/run-with-brokers script takes."""
     import argparse
@@ -94,7 +102,7 @@ class Daemons:
         # A session of its own (a Ctrl-C reaches the benchmark, which stops the daemons in
         # order), and SIGTERM when this process dies, even by SIGKILL (a time limit's
         # kill-after), so that no daemon outlives its benchmark.
-        death = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+        death = ["setpriv", "--pdeathsig", "TERM", "--"] if _has_pdeathsig() else []
         p = subprocess.Popen(death + pre + [str(self.build / binary), "--config", str(self.cfg)],
                              stdout=subprocess.DEVNULL, stderr=open(lg, "w"),
                              start_new_session=True)
