@@ -10,7 +10,7 @@
  * directory: rewriting the same bytes (read the window's files, write them to a new file,
  * fdatasync), which is what a store that deletes by compaction pays at least once.
  *
- *   build/bench/bench_drop [--dir /tmp] [--sizes-mb 1,10,100,1000]
+ *   build/bench/bench_drop [--dir /tmp] [--sizes-mb 1,10,100,1000] [--csv FILE]
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -130,14 +130,16 @@ static double rewrite(const char *dir)
 
 int main(int argc, char **argv)
 {
-    const char *base = "/tmp", *sizes = "1,10,100,1000";
+    const char *base = "/tmp", *sizes = "1,10,100,1000", *csv_path = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--dir") == 0)
             base = argv[i + 1];
         else if (strcmp(argv[i], "--sizes-mb") == 0)
             sizes = argv[i + 1];
+        else if (strcmp(argv[i], "--csv") == 0)
+            csv_path = argv[i + 1];
         else
-            die("usage", "bench_drop [--dir D] [--sizes-mb 1,10,100,1000]");
+            die("usage", "bench_drop [--dir D] [--sizes-mb 1,10,100,1000] [--csv FILE]");
     }
     st_log_set_level(ST_LOG_WARNING);
     printf("window drop time against window size: %d-d float32 records, one window per store, "
@@ -151,6 +153,12 @@ int main(int argc, char **argv)
            "drop ms, cold | space freed ms, cold | rewrite ms | drop / rewrite | "
            "drop / the first size's drop |\n"
            "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    FILE *csv = csv_path != NULL ? fopen(csv_path, "w") : NULL;
+    if (csv_path != NULL && csv == NULL)
+        die(csv_path, "cannot write");
+    if (csv != NULL)
+        fprintf(csv, "window_mb,records,store_mb,seal_s,drop_ms,freed_ms,drop_cold_ms,"
+                     "freed_cold_ms,rewrite_ms\n");
     double first = 0;
     char *list = strdup(sizes);
     for (char *tok = strtok(list, ","); tok != NULL; tok = strtok(NULL, ",")) {
@@ -256,11 +264,17 @@ int main(int argc, char **argv)
                mb, nrec, store_mb, seal, drop * 1e3, drop_freed * 1e3, cold * 1e3, cold_freed * 1e3,
                rw * 1e3, drop / rw, drop / first);
         fflush(stdout);
+        if (csv != NULL)
+            fprintf(csv, "%ld,%" PRIu64 ",%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", mb, nrec,
+                    store_mb, seal, drop * 1e3, drop_freed * 1e3, cold * 1e3, cold_freed * 1e3,
+                    rw * 1e3);
         char cmd[2600];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s.cold'", dir, dir);
         if (system(cmd) != 0)
             fprintf(stderr, "bench_drop: could not remove %s\n", dir);
     }
     free(list);
+    if (csv != NULL && fclose(csv) != 0)
+        die(csv_path, "write failed");
     return 0;
 }
