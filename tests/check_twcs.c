@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <signal.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,100 @@ START_TEST(test_reseal_waits_until_worth_it)
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
+}
+END_TEST
+
+/* The re-seal wait survives restarts (review): a node restarted more often than
+ * reseal_max_wait used to start the wait again at every open, and its late rows stayed out of
+ * `indexed` searches until max_lateness, or forever on a quiet stream. Restarts every 10 s
+ * (one a reboot: the monotonic clock starts again at 0), max_wait 30 s: re-sealed once 30 s
+ * have passed in all, not before. A stale record (a re-seal since, or its window gone) is
+ * removed at open and starts nothing; a wall clock set back waits from the open. */
+static size_t rs_records(struct twcs *t)
+{
+    char **keys = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_kv_keys(twcs_store(t), "rs/", &keys, &n), ST_OK);
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+    return n;
+}
+
+START_TEST(test_reseal_wait_survives_restart)
+{
+    for (int flushed = 0; flushed < 2; flushed++) {
+        char *dir = st_test_tmpdir("twcs");
+        struct twcs_opts o = base_opts(dir);
+        o.reseal_min_ratio = 8;
+        o.reseal_max_wait_ms = 30000;
+        o.max_lateness_ms = 3600000; /* the last re-seal is far away */
+        struct twcs *t = topen(&o);
+        int64_t s = T0 - 100000;
+        int64_t off = 0;
+        for (int k = 0; k < 80; k += 8)
+            ck_assert_int_eq(put_batch_meta(t, 0, off++, k, 8, s + k, 256, true), ST_OK);
+        ck_assert_int_eq(put_batch(t, off++, 1000, 1, s + 1200, 0), ST_OK);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        bool f;
+        ck_assert_uint_eq(win(t, s, &f).version, 1);
+        ck_assert_uint_eq(rs_records(t), 0);
+        /* One small late record: not worth a rewrite, waits 30 s. */
+        ck_assert_int_eq(put_batch(t, off++, 2000, 1, s + 500, 0), ST_OK);
+        if (flushed)
+            ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+        ck_assert_int_eq(twcs_tick(t), ST_OK); /* its wait starts, and is recorded */
+        ck_assert_uint_eq(rs_records(t), 1);
+        for (int cycle = 1; cycle <= 3; cycle++) {
+            st_clock_manual_advance(&clk, 10000 - (cycle == 3 ? 1 : 0));
+            ck_assert_int_eq(twcs_close(t), ST_OK);
+            if (cycle == 2) /* a reboot: the monotonic clock starts again */
+                st_clock_manual_init(&clk, st_clock_wall_ms(&clk));
+            t = topen(&o);
+            ck_assert_int_eq(twcs_tick(t), ST_OK);
+            ck_assert_msg(win(t, s, &f).version == 1, "re-sealed %d ms early (cycle %d)",
+                          30000 - cycle * 10000 + (cycle == 3), cycle);
+        }
+        st_clock_manual_advance(&clk, 1);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_msg(win(t, s, &f).version == 2,
+                      "late data still waiting 30 s and three restarts later (flushed=%d)",
+                      flushed);
+        ck_assert(has(t, 2000));
+        ck_assert_uint_eq(rs_records(t), 0); /* the re-seal removed its record */
+        /* A stale record (as a crash between the re-seal and its removal leaves): removed at
+         * open, and it starts no wait. */
+        struct {
+            int64_t wall_ms;
+            uint32_t version;
+        } stale = {st_clock_wall_ms(&clk) - 100000, 1};
+        char key[48];
+        snprintf(key, sizeof(key), "rs/%" PRId64, s);
+        ck_assert_int_eq(store_kv_put(twcs_store(t), key, &stale, sizeof(stale)), ST_OK);
+        ck_assert_int_eq(store_kv_put(twcs_store(t), "rs/12345", &stale, sizeof(stale)), ST_OK);
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+        t = topen(&o);
+        ck_assert_uint_eq(rs_records(t), 0);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_uint_eq(win(t, s, &f).version, 2);
+        /* A wall clock set back behind the record: the wait counts from the open. */
+        ck_assert_int_eq(put_batch(t, off++, 3000, 1, s + 600, 0), ST_OK);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_uint_eq(rs_records(t), 1);
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+        st_clock_manual_set_wall(&clk, st_clock_wall_ms(&clk) - 3600000);
+        t = topen(&o);
+        st_clock_manual_advance(&clk, 29999);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_uint_eq(win(t, s, &f).version, 2);
+        st_clock_manual_advance(&clk, 1);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_uint_eq(win(t, s, &f).version, 3);
+        ck_assert(has(t, 3000));
+        ck_assert_int_eq(twcs_close(t), ST_OK);
+        st_test_rmrf(dir);
+        free(dir);
+    }
 }
 END_TEST
 
@@ -2349,6 +2444,7 @@ int main(void)
     tcase_add_test(tc, test_watermark_partitions);
     tcase_add_test(tc, test_seal_late_reseal);
     tcase_add_test(tc, test_reseal_waits_until_worth_it);
+    tcase_add_test(tc, test_reseal_wait_survives_restart);
     tcase_add_test(tc, test_ttl_idle_and_clock_jumps);
     tcase_add_test(tc, test_fifo_cap);
     tcase_add_test(tc, test_fifo_cap_kicks_tick);

@@ -18,6 +18,7 @@
 #define TWCS_EXPIRED 2 /* window-table state of the newest dropped window: the horizon */
 #define KV_WATERMARK "twcs.watermark"
 #define EV_PREFIX    "ev/"
+#define RS_PREFIX    "rs/" /* a sealed window's first pending late data: wall ms + version */
 #define EV_LEN       53
 
 struct part_wm {
@@ -42,7 +43,9 @@ struct twcs {
     size_t nwin;
     int64_t *delta_since; /* per window: monotonic ms + 1 when a pending re-seal was first
                            * seen, or 0. A cache: whether a sealed window needs a re-seal is
-                           * derived from durable state (runs, unflushed rows) every tick. */
+                           * derived from durable state (runs, unflushed rows) every tick, and
+                           * when it was first seen is kept under RS_PREFIX (rs_persist), so a
+                           * restart does not start the wait again. */
     int64_t horizon;      /* every window ending at or before it has been dropped */
     struct part_wm *pw;
     size_t npw;
@@ -91,6 +94,89 @@ static int64_t mono_ms(const struct twcs *t)
 static int64_t wall_ms(const struct twcs *t)
 {
     return st_clock_wall_ms(t->o.store.clock);
+}
+
+/* ---- the re-seal clock, across restarts ------------------------------------------------------ */
+
+/*
+ * The time a sealed window's pending late data was first seen, kept in the manifest as
+ * rs/<start> = {wall ms, the window's version then}. Without it every restart started
+ * reseal_max_wait again, and late rows of a node restarted more often than that stayed out
+ * of `indexed` searches until max_lateness (or forever on a quiet stream). A record whose
+ * version is not the window's (re-sealed since) or whose window is gone is stale: removed at
+ * open and after each re-seal. Written by the tick, never under mu.
+ */
+struct rs_rec {
+    int64_t wall_ms;
+    uint32_t version;
+};
+
+static void rs_key(char *buf, size_t n, int64_t start)
+{
+    snprintf(buf, n, RS_PREFIX "%" PRId64, start);
+}
+
+/* Records window w's re-seal clock (since_mono: monotonic ms + 1) unless it is already. */
+static int rs_persist(struct twcs *t, const struct store_window *w, int64_t since_mono)
+{
+    char key[48];
+    rs_key(key, sizeof(key), w->start);
+    struct rs_rec r;
+    size_t len;
+    if (store_kv_get(t->s, key, &r, sizeof(r), &len) == ST_OK && len == sizeof(r) &&
+        r.version == w->version)
+        return ST_OK;
+    r = (struct rs_rec){wall_ms(t) - (mono_ms(t) - (since_mono - 1)), w->version};
+    return store_kv_put(t->s, key, &r, sizeof(r));
+}
+
+/* Removes window start's record, if any (failing, it stays stale until the next open's). */
+static void rs_forget(struct twcs *t, int64_t start)
+{
+    char key[48];
+    rs_key(key, sizeof(key), start);
+    struct rs_rec r;
+    size_t len;
+    int rc;
+    if (store_kv_get(t->s, key, &r, sizeof(r), &len) == ST_OK &&
+        (rc = store_kv_del(t->s, key)) != ST_OK)
+        st_log_warn(LOG_COMP, "cannot remove %s (removed at the next open): %s", key,
+                    st_strerror(rc));
+}
+
+/* At open: each sealed window's clock from its record (the wall time since, as monotonic). */
+static int rs_load(struct twcs *t)
+{
+    char **keys = NULL;
+    size_t nk = 0;
+    int rc = store_kv_keys(t->s, RS_PREFIX, &keys, &nk);
+    if (rc != ST_OK)
+        return rc;
+    int64_t now_wall = wall_ms(t), now_mono = mono_ms(t);
+    for (size_t i = 0; i < nk; i++) {
+        struct rs_rec r;
+        size_t len;
+        char *end;
+        long long start = strtoll(keys[i] + strlen(RS_PREFIX), &end, 10);
+        bool live = false;
+        if (*end == '\0' && store_kv_get(t->s, keys[i], &r, sizeof(r), &len) == ST_OK &&
+            len == sizeof(r)) {
+            for (size_t j = 0; j < t->nwin; j++) {
+                if (t->win[j].start != start || t->win[j].state != TWCS_SEALED ||
+                    t->win[j].version != r.version)
+                    continue;
+                int64_t waited = now_wall - r.wall_ms; /* a clock set back: no wait yet */
+                int64_t since = (waited > 0 ? sat_sub(now_mono, waited) : now_mono) + 1;
+                t->delta_since[j] = since != 0 ? since : -1; /* 0 means "no delta" */
+                live = true;
+            }
+        }
+        if (!live && rc == ST_OK)
+            rc = store_kv_del(t->s, keys[i]);
+        free(keys[i]);
+    }
+    free(keys);
+    return rc;
 }
 
 /* ---- window cache ---------------------------------------------------------------------------- */
@@ -843,6 +929,8 @@ static int seal_window(struct twcs *t, struct store_window w)
         if (t->win[i].start == w.start)
             t->delta_since[i] = 0;
     pthread_mutex_unlock(&t->mu);
+    if (nw.version > 1)
+        rs_forget(t, w.start); /* its re-seal clock is stale now */
     st_log_info(LOG_COMP, "sealed window=[%" PRId64 ",%" PRId64 ") version=%u inputs=%zu", w.start,
                 w.end, nw.version, nin);
     emit(t, &ev, key);
@@ -901,6 +989,7 @@ static int drop_window(struct twcs *t, struct store_window w, const char *reason
         t->st.dropped_ttl++;
     rc = reload_windows(t);
     pthread_mutex_unlock(&t->mu);
+    rs_forget(t, w.start); /* its re-seal clock, if it had one */
     st_log_info(LOG_COMP, "dropped window=[%" PRId64 ",%" PRId64 ") reason=%s segments=%zu",
                 w.start, w.end, reason, removed);
     emit(t, &ev, key);
@@ -1051,6 +1140,14 @@ int twcs_tick(struct twcs *t)
             if (t->win[j].start == ws[i].start && t->delta_since[j] == 0)
                 t->delta_since[j] = ds[i];
         pthread_mutex_unlock(&t->mu);
+    }
+    /* The clocks survive a restart (a manifest edit for each window's first late data). */
+    for (size_t i = 0; i < nw; i++) {
+        if (ws[i].state != TWCS_SEALED || ds[i] == 0)
+            continue;
+        int prc = rs_persist(t, &ws[i], ds[i]);
+        if (prc != ST_OK && first == ST_OK)
+            first = prc;
     }
 
     /* 1. Seal every open window the watermark has passed (oldest first), and re-seal sealed
@@ -1294,6 +1391,8 @@ int twcs_open(const struct twcs_opts *o, struct twcs **out, struct st_err *err)
     if (rc != ST_OK)
         goto fail;
     if ((rc = reload_windows(t)) != ST_OK)
+        goto fail;
+    if ((rc = rs_load(t)) != ST_OK)
         goto fail;
     struct store_snapshot *snap;
     if ((rc = store_snapshot_acquire(t->s, &snap)) != ST_OK)
