@@ -264,8 +264,12 @@ struct store_reclaim {
     pthread_mutex_t mu;
     pthread_cond_t cv, idle_cv;
     struct store_reclaim_job *head, *tail;
-    uint64_t pending, pending_bytes, done;
-    bool running, stop; /* under mu (running is also set before the thread can see it) */
+    uint64_t pending, done;              /* queued jobs (store_reclaim_wait), jobs run */
+    uint64_t unlink_files, unlink_bytes; /* queued unlinks of files without a segment */
+    uint64_t doomed_files, doomed_bytes; /* doomed segments not freed yet: held by a reader
+                                          * (a snapshot, a download) or queued */
+    bool running, stop; /* under mu (running is set by the store's open, before the thread can
+                         * see it and while no other thread has the store) */
     pthread_t thread;
     struct store_fs *fs;
 };
@@ -274,6 +278,8 @@ struct store_reclaim {
 struct store_reclaim *store_reclaim_new(struct store_fs *fs);
 void store_reclaim_ref(struct store_reclaim *rq);
 void store_reclaim_unref(struct store_reclaim *rq);
+/* A segment of `bytes` doomed (+1) or freed or reprieved (-1): counted as pending until then. */
+void store_reclaim_doomed(struct store_reclaim *rq, int sign, uint64_t bytes);
 int store_reclaim_start(struct store_reclaim *rq) ST_WUR;
 /* Empties the queue, then stops the thread; later work is done inline. */
 void store_reclaim_stop(struct store_reclaim *rq);
@@ -282,6 +288,8 @@ bool store_reclaim_segment(struct store_reclaim *rq, struct store_segment *g);
 /* Unlinks path (takes it, malloc'd; site: its fault-injection site) there, or at once when
  * there is no thread. */
 void store_reclaim_unlink(struct store_reclaim *rq, char *path, const char *site, uint64_t bytes);
+/* Files and bytes given up but not freed yet: doomed segments (queued or still held by a
+ * reader) and queued unlinks. */
 void store_reclaim_pending(struct store_reclaim *rq, uint64_t *files, uint64_t *bytes);
 /* Waits up to timeout_ms for the queue to empty; true if it did. */
 bool store_reclaim_wait(struct store_reclaim *rq, int64_t timeout_ms);
@@ -294,8 +302,10 @@ static inline void store_segment_doom(struct store_segment *g, struct store_recl
 {
     if (doomed && g->rq == NULL && rq != NULL) {
         store_reclaim_ref(rq);
+        store_reclaim_doomed(rq, 1, g->info.bytes);
         g->rq = rq;
     } else if (!doomed && g->rq != NULL) {
+        store_reclaim_doomed(g->rq, -1, g->info.bytes);
         store_reclaim_unref(g->rq);
         g->rq = NULL;
     }

@@ -49,11 +49,15 @@ static void *reclaim_main(void *arg)
         if (rq->head == NULL)
             rq->tail = NULL;
         pthread_mutex_unlock(&rq->mu);
+        bool unlink = j->seg == NULL;
         uint64_t bytes = j->bytes;
-        run_job(rq, j);
+        run_job(rq, j); /* a segment's own release counts its bytes off (doomed_bytes) */
         pthread_mutex_lock(&rq->mu);
         rq->pending--;
-        rq->pending_bytes -= bytes;
+        if (unlink) {
+            rq->unlink_files--;
+            rq->unlink_bytes -= bytes;
+        }
         rq->done++;
         pthread_cond_broadcast(&rq->idle_cv);
     }
@@ -77,6 +81,19 @@ struct store_reclaim *store_reclaim_new(struct store_fs *fs)
 void store_reclaim_ref(struct store_reclaim *rq)
 {
     atomic_fetch_add(&rq->refs, 1);
+}
+
+void store_reclaim_doomed(struct store_reclaim *rq, int sign, uint64_t bytes)
+{
+    pthread_mutex_lock(&rq->mu);
+    if (sign > 0) {
+        rq->doomed_files++;
+        rq->doomed_bytes += bytes;
+    } else {
+        rq->doomed_files--;
+        rq->doomed_bytes -= bytes;
+    }
+    pthread_mutex_unlock(&rq->mu);
 }
 
 void store_reclaim_unref(struct store_reclaim *rq)
@@ -129,7 +146,10 @@ static bool push(struct store_reclaim *rq, struct store_segment *seg, char *path
             rq->head = j;
         rq->tail = j;
         rq->pending++;
-        rq->pending_bytes += bytes;
+        if (seg == NULL) {
+            rq->unlink_files++;
+            rq->unlink_bytes += bytes;
+        }
         pthread_cond_signal(&rq->cv);
     }
     pthread_mutex_unlock(&rq->mu);
@@ -140,7 +160,7 @@ static bool push(struct store_reclaim *rq, struct store_segment *seg, char *path
 
 bool store_reclaim_segment(struct store_reclaim *rq, struct store_segment *g)
 {
-    return push(rq, g, NULL, NULL, g->info.bytes); /* its own file (runs map a log's rows) */
+    return push(rq, g, NULL, NULL, 0); /* its bytes count from its doom to its release */
 }
 
 void store_reclaim_unlink(struct store_reclaim *rq, char *path, const char *site, uint64_t bytes)
@@ -157,8 +177,8 @@ void store_reclaim_pending(struct store_reclaim *rq, uint64_t *files, uint64_t *
     if (rq == NULL)
         return;
     pthread_mutex_lock(&rq->mu);
-    *files = rq->pending;
-    *bytes = rq->pending_bytes;
+    *files = rq->doomed_files + rq->unlink_files;
+    *bytes = rq->doomed_bytes + rq->unlink_bytes;
     pthread_mutex_unlock(&rq->mu);
 }
 

@@ -1091,6 +1091,8 @@ void store_segment_release(struct store_segment *g)
         }
     }
     struct store_reclaim *rq = g->rq;
+    if (g->doomed && rq != NULL)
+        store_reclaim_doomed(rq, -1, g->info.bytes); /* (its own file: runs map a log's rows) */
     free(g->path);
     free(g);
     store_reclaim_unref(rq); /* a doomed segment's hold on the reclaimer */

@@ -585,10 +585,33 @@ START_TEST(test_snapshot_released_after_close)
     size_t removed;
     ck_assert_int_eq(store_drop_window(s, 5000, NULL, &removed), ST_OK);
     ck_assert_uint_ge(removed, 1);
+    /* Held by the snapshot, the dropped files still take their space: pending (review: they
+     * were in neither the live bytes nor the reclaimer's, and the FIFO cap missed them). */
+    struct store_stats st;
+    store_stats(s, &st);
+    ck_assert_uint_eq(st.segment_bytes, 0);
+    ck_assert_uint_ge(st.reclaim_files, 1);
+    ck_assert_uint_gt(st.reclaim_bytes, 0);
     ck_assert_int_eq(store_close(s), ST_OK);
     ck_assert_int_ge(count_seg_files(dir), 1); /* the snapshot still maps them */
     store_snapshot_release(snap);
     ck_assert_int_eq(count_seg_files(dir), 0);
+    /* Released while the store is open: the reclaimer frees them and the count goes back. */
+    s = bg_open(dir);
+    for (int k = 0; k < 20; k++)
+        ck_assert_int_eq(put(s, 100 + k, k), ST_OK); /* offsets past the first round's */
+    ck_assert_int_eq(store_flush(s), ST_OK);
+    ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
+    ck_assert_int_eq(store_drop_window(s, 5000, NULL, &removed), ST_OK);
+    store_stats(s, &st);
+    ck_assert_uint_ge(removed, 1);
+    ck_assert_uint_gt(st.reclaim_bytes, 0);
+    ck_assert_int_ge(count_seg_files(dir), 1);
+    store_snapshot_release(snap);
+    ck_assert(ST_WAIT_UNTIL((store_stats(s, &st), st.reclaim_bytes == 0), 5000));
+    ck_assert_uint_eq(st.reclaim_files, 0);
+    ck_assert(ST_WAIT_UNTIL(count_seg_files(dir) == 0, 5000));
+    ck_assert_int_eq(store_close(s), ST_OK);
     st_test_rmrf(dir);
     free(dir);
 }

@@ -25,9 +25,10 @@ struct part_wm {
     int32_t partition;
     int64_t max_ts;
     int64_t last_seen_ms; /* monotonic */
-    int64_t lag_ts;       /* FIFO cap: the earliest time of the last lagging batch counted */
-    int64_t lag_off;      /* the offset of the last lagging batch counted */
-    uint32_t lag_stalls;  /* lagging batches since lag_ts last rose */
+    int64_t lag_ts;       /* FIFO cap: the earliest time of the last lagging batch taken */
+    int64_t lag_hwm;      /* the highest of those earliest times */
+    int64_t lag_off;      /* the offset of the last lagging batch taken */
+    uint32_t lag_stalls;  /* batches not rising since lag_hwm last rose */
 };
 
 struct twcs {
@@ -271,7 +272,8 @@ static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts, bool seen)
     if (n == NULL)
         return ST_ENOMEM;
     t->pw = n;
-    t->pw[t->npw++] = (struct part_wm){partition, max_ts, mono_ms(t), INT64_MIN, INT64_MIN, 0};
+    t->pw[t->npw++] =
+        (struct part_wm){partition, max_ts, mono_ms(t), INT64_MIN, INT64_MIN, INT64_MIN, 0};
     return ST_OK;
 }
 
@@ -303,13 +305,16 @@ static void fifo_note_refused_locked(struct twcs *t, int32_t partition, int64_t 
  * follow). Pausing it would stall every partition until the idle timeout released the
  * watermark. With one partition, or none ahead, nothing is admitted: ingest pauses (SPEC 3).
  * Two bounds keep a partition that never gets there (a stuck producer clock) from writing
- * without end: a batch's earliest event time (lo) must rise above the previous one's at least
- * once per TWCS_FIFO_LAG_STALLS + 1 batches (one record ahead of the others does not stall the
- * batches after it; a retry of a batch already counted, at the same offset, does not count
- * again); and the overshoot stays within the larger of
- * max_bytes / 8 and the largest sealed window seen (what a partition may have to write to
- * finish its share of one; a fixed fraction of the cap would stall again wherever windows are
- * larger than it). Past either, every partition waits and the idle timeout is the backstop.
+ * without end: its event time must move — a batch whose earliest event time (lo) is above every
+ * earlier one's resets the count; one below the previous batch's, or equal to it, counts; a
+ * batch rising from below (the batches after one record ahead of the others) does not count
+ * and does not reset it, so at most TWCS_FIFO_LAG_STALLS batches that do not raise the high
+ * mark are counted (up to twice as many taken when they alternate down and up) and a retry of
+ * a batch already counted, at the same offset, does not count again; and the overshoot stays
+ * within the larger of max_bytes / 8 and the largest sealed window seen (what a partition may
+ * have to write to finish its share of one; a fixed fraction of the cap would stall again
+ * wherever windows are larger than it), never more than max_bytes / 2. Past either, every
+ * partition waits and the idle timeout is the backstop.
  */
 static bool fifo_lagging_locked(struct twcs *t, int32_t partition, int64_t offset, int64_t lo,
                                 uint64_t used)
@@ -317,6 +322,8 @@ static bool fifo_lagging_locked(struct twcs *t, int32_t partition, int64_t offse
     if (partition < 0)
         return false;
     uint64_t slack = t->o.max_bytes / 8 > t->big_window ? t->o.max_bytes / 8 : t->big_window;
+    if (slack > t->o.max_bytes / 2)
+        slack = t->o.max_bytes / 2; /* one oversized window does not double the cap */
     int64_t oldest = INT64_MAX, end = 0;
     for (size_t i = 0; i < t->nwin; i++) {
         if (t->win[i].state == TWCS_OPEN && t->win[i].start < oldest) {
@@ -338,14 +345,19 @@ static bool fifo_lagging_locked(struct twcs *t, int32_t partition, int64_t offse
     }
     if (!ahead || lag == NULL)
         return false;
-    if (lo > lag->lag_ts) {
-        lag->lag_ts = lo;
+    if (lo > lag->lag_hwm) {
+        lag->lag_hwm = lag->lag_ts = lo;
         lag->lag_off = offset;
         lag->lag_stalls = 0;
         return true;
     }
     if (offset <= lag->lag_off)
-        return true; /* a retry of a batch taken before (the store pushed back) */
+        return true;        /* a retry of a batch taken before (the store pushed back) */
+    if (lo > lag->lag_ts) { /* rising, below the high mark: neither counted nor a reset */
+        lag->lag_ts = lo;
+        lag->lag_off = offset;
+        return true;
+    }
     if (lag->lag_stalls >= TWCS_FIFO_LAG_STALLS)
         return false; /* until a batch's time rises */
     lag->lag_stalls++;
@@ -363,7 +375,8 @@ int twcs_partitions_assigned(struct twcs *t, const int32_t *partitions, size_t n
         return ST_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        nw[i] = (struct part_wm){partitions[i], INT64_MIN, mono_ms(t), INT64_MIN, INT64_MIN, 0};
+        nw[i] = (struct part_wm){partitions[i], INT64_MIN, mono_ms(t), INT64_MIN,
+                                 INT64_MIN,     INT64_MIN, 0};
         for (size_t j = 0; j < t->npw; j++)
             if (t->pw[j].partition == partitions[i])
                 nw[i] = t->pw[j]; /* kept: its progress and idleness carry over */
@@ -646,9 +659,11 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
     if (t->o.max_bytes > 0) {
         struct store_stats ss;
         store_stats(t->s, &ss);
-        /* Files a drop or merge let go count until the reclaimer has freed them: the cap is
-         * on the disk space (the tick's drops look at the live bytes only, or they would
-         * drop more than the cap asks for while an unlink is under way). */
+        /* Files a drop or merge let go count until they are freed (queued for the reclaimer
+         * or still held by a reader): the cap is on the disk space. The tick's drops look at
+         * the live bytes only, or they would drop more than the cap asks for while an unlink
+         * is under way; so a writer at the cap waits for the space itself, not only for the
+         * drop. */
         uint64_t used = ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes + ss.reclaim_bytes;
         if (used > t->o.max_bytes) {
             /* FIFO cap: pause until a tick drops sealed windows, and ask for one now — a
@@ -673,8 +688,12 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
             if (admit) {
                 t->st.fifo_lagging_writes++; /* over the cap, so that a window can seal */
             } else if (sealed) {
-                t->kicked = true;
-                pthread_cond_signal(&t->cv);
+                /* Over only by what is being freed, there is no drop to ask for (a kick per
+                 * retry would tick back to back for nothing): the write waits for the space. */
+                if (used - ss.reclaim_bytes > t->o.max_bytes) {
+                    t->kicked = true;
+                    pthread_cond_signal(&t->cv);
+                }
             } else if (st_ratelimit_ok(&t->cap_rl, 1, 60000, &sup)) {
                 st_log_warn(LOG_COMP,
                             "over the FIFO cap (max_bytes=%" PRIu64 " used=%" PRIu64

@@ -100,8 +100,10 @@ struct twcs_result {
  * or due, a partition whose event time is still before the oldest open window's end + grace
  * while another partition's is past it writes anyway (its records are what lets that window
  * seal; stats.fifo_lagging_writes counts them, retries included) while its batches' earliest
- * event time rises (at least once per TWCS_FIFO_LAG_STALLS + 1 batches) and the store stays within
- * the larger of max_bytes / 8 and the largest sealed window seen over the cap. Before, every
+ * event time moves (at most TWCS_FIFO_LAG_STALLS batches that do not raise its high mark are
+ * counted) and the store stays within the larger of max_bytes / 8 and the largest sealed window
+ * seen, at most max_bytes / 2, over the cap. The cap counts files given up but not freed yet
+ * (store_stats.reclaim_bytes): over it only by those, no tick is asked for. Before, every
  * partition waited for the idle timeout to release the watermark; past those bounds they still do
  * (refused batches do not keep a partition from going idle).
  */
