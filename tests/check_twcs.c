@@ -389,6 +389,49 @@ START_TEST(test_reseal_wait_survives_restart)
 }
 END_TEST
 
+/* Late data waiting for its re-seal arrives in a delta run per memtable flush; they are merged
+ * like an open window's runs (review: 9 segments in one sealed window in bench_storage with a
+ * small memtable, each visited by every get and strong search), and nothing is lost. */
+START_TEST(test_sealed_window_delta_runs_merged)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.reseal_min_ratio = 8;
+    o.reseal_max_wait_ms = 3600000;
+    o.max_lateness_ms = 3600000;
+    o.runs_min_merge = 4;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    int64_t off = 0;
+    for (int k = 0; k < 800; k += 8)
+        ck_assert_int_eq(put_batch_meta(t, 0, off++, k, 8, s + k % 1000, 256, true), ST_OK);
+    ck_assert_int_eq(put_batch(t, off++, 1000, 1, s + 1200, 0), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_uint_eq(win(t, s, &f).version, 1);
+    uint32_t most = 0;
+    for (int i = 0; i < 12; i++) {
+        ck_assert_int_eq(put_batch(t, off++, 2000 + i, 1, s + 500 + i, 0), ST_OK);
+        ck_assert_int_eq(store_flush(twcs_store(t)), ST_OK);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        struct twcs_window_info w = win(t, s, &f);
+        ck_assert_uint_eq(w.version, 1); /* still waiting: 12 records are not an eighth */
+        if (w.segments > most)
+            most = w.segments;
+    }
+    ck_assert_uint_le(most, 1 + o.runs_min_merge); /* base + fewer runs than a merge takes */
+    struct twcs_stats st;
+    twcs_stats(t, &st);
+    ck_assert_uint_ge(st.merges, 2);
+    for (int i = 0; i < 12; i++)
+        ck_assert(has(t, 2000 + i));
+    ck_assert(has(t, 0) && has(t, 792));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_seal_late_reseal)
 {
     char *dir = st_test_tmpdir("twcs");
@@ -2560,6 +2603,7 @@ int main(void)
     tcase_add_test(tc, test_seal_late_reseal);
     tcase_add_test(tc, test_reseal_waits_until_worth_it);
     tcase_add_test(tc, test_reseal_wait_survives_restart);
+    tcase_add_test(tc, test_sealed_window_delta_runs_merged);
     tcase_add_test(tc, test_ttl_idle_and_clock_jumps);
     tcase_add_test(tc, test_fifo_cap);
     tcase_add_test(tc, test_fifo_cap_kicks_tick);

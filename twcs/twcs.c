@@ -1200,9 +1200,12 @@ int twcs_tick(struct twcs *t)
     }
     free(sealing);
     free(segs);
-    /* 2. Bound the number of runs of open windows. */
+    /* 2. Bound the number of runs of open windows, and of the delta runs of sealed windows
+     *    whose late data waits for its re-seal (one per memtable flush: every get and strong
+     *    search visits each; merging them rewrites only the deltas). A window sealed or
+     *    re-sealed in step 1 has none left. */
     for (size_t i = 0; rc == ST_OK && i < nw; i++)
-        if (ws[i].state == TWCS_OPEN)
+        if (ws[i].state == TWCS_OPEN || ws[i].state == TWCS_SEALED)
             (void)merge_runs(t, ws[i]);
 
     /* 3. TTL: whole windows whose end is older than the TTL, oldest first, capped per tick. */
