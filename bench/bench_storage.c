@@ -5,14 +5,18 @@
  *
  * The stream: W event-time windows of R records each (dim-d float32 vectors, 64 bytes of
  * metadata, 16-byte ids), in event-time order, 256 records a batch. A share --late of the
- * records belongs to the previous window (which has sealed by then: its re-seal writes a
- * delta), a share --upserts re-writes an id written earlier in the same window with a new
- * vector, and a TTL keeps the last --ttl-windows windows. strata gets it through twcs as the
- * ingest node writes it (WAL group commit, vector logs, seals, re-seals, TTL drops; a manual
- * clock that follows event time, so the TTL sees the stream's time); RocksDB (leveled, no
- * compression, WAL on, a synced write per batch as bench_ingest's reference) gets key = window
+ * records belongs to an earlier window (which has sealed by then: its re-seal writes a
+ * delta) — the previous one, or with --late-spread N one of the N before, evenly (strata's
+ * max_lateness is N + 1 windows) — a share --upserts re-writes an id written earlier in the same
+ * window with a new vector, and a TTL keeps the last --ttl-windows windows. strata gets it through
+ * twcs as the ingest node writes it (WAL, vector logs, seals, re-seals, TTL drops; a manual clock
+ * that follows event time, so the TTL sees the stream's time), each batch fsynced before the next;
+ * RocksDB (leveled, no compression, WAL on, a synced write per batch as bench_ingest's
+ * reference: the same durability) gets key = window
  * start (8 bytes, big-endian) + id and value = ts + vector + metadata, and a DeleteRange of each
- * window the same TTL expires. Both end with everything flushed and compacted.
+ * window the same TTL expires. Both end with everything flushed; RocksDB then runs a full
+ * compaction, the only way its deleted ranges give their space back before its own compactions
+ * reach them: its bytes are shown apart (write amp with and without it).
  *
  * Written bytes: what the store says it wrote (strata: WAL + vector logs + segments +
  * manifest; RocksDB: WAL + flushes + compactions, from its statistics) and what the kernel
@@ -21,7 +25,7 @@
  * approximate size of its key range), against the live logical bytes of the windows kept.
  *
  *   build/bench/bench_storage [--dir /tmp] [--windows 24] [--records 20000] [--dim 384]
- *                             [--late 0.05] [--upserts 0.10] [--ttl-windows 8]
+ *                             [--late 0.05] [--late-spread 1] [--upserts 0.10] [--ttl-windows 8]
  *                             [--reseal-delay-ms 0] [--reseal-ratio 8]
  *                             [--systems strata,rocksdb] [--csv FILE]
  * (strata's re-seal settings default to the ingest node's: reseal_delay 0, reseal_min_ratio 8;
@@ -54,7 +58,7 @@
 
 struct opts {
     const char *dir, *systems, *csv;
-    int windows, records, dim, ttl_windows;
+    int windows, records, dim, ttl_windows, late_spread;
     long reseal_ms;
     int reseal_ratio;
     double late, upserts;
@@ -84,6 +88,7 @@ struct sysres {
     uint64_t disk_bytes;            /* files under the directory at the end */
     uint64_t wal, vlog, seg, other; /* strata's breakdown (RocksDB: wal, flush, compaction) */
     uint64_t seals, reseals, drops; /* strata */
+    uint64_t final_compaction;      /* RocksDB: bytes the closing full compaction wrote */
     bool ran;
 };
 
@@ -177,9 +182,10 @@ static void gen_next(struct gen *g, int w, int i, struct rec *r, struct wstat *w
     int64_t span = WIN_MS - 1;
     r->seed = xs(&g->rng);
     if (w > 0 && u < o->late) {
-        int lw = w - 1;
+        int spread = o->late_spread < w ? o->late_spread : w;
+        int lw = w - 1 - (int)(xs(&g->rng) % (uint64_t)spread);
         r->win = lw;
-        snprintf(r->id, sizeof(r->id), "L%05d%010" PRIu32, lw % 100000, g->late[lw]++);
+        snprintf(r->id, sizeof(r->id), "L%05u%010" PRIu32, (unsigned)lw % 100000u, g->late[lw]++);
         r->ts = win_start(o, lw) + (int64_t)(xs(&g->rng) % (uint64_t)span);
         ws[lw].written++;
         ws[lw].live++;
@@ -324,11 +330,11 @@ static void run_strata(const struct opts *o, struct sysres *res, struct wstat *w
     struct twcs_opts to = {
         .store = {.dir = dir,
                   .dim = (uint32_t)o->dim,
-                  .wal_sync = STORE_SYNC_BATCH,
+                  .wal_sync = STORE_SYNC_ALWAYS, /* as RocksDB's synced writes */
                   .clock = &c.clk},
         .window_ms = WIN_MS,
         .grace_ms = GRACE,
-        .max_lateness_ms = 2 * WIN_MS,
+        .max_lateness_ms = (int64_t)(o->late_spread + 1) * WIN_MS,
         .ttl_ms = (int64_t)o->ttl_windows * WIN_MS,
         .reseal_delay_ms = o->reseal_ms,
         .reseal_min_ratio = (uint32_t)o->reseal_ratio,
@@ -451,6 +457,23 @@ static uint64_t rprop(rocksdb_t *db, const char *name)
     return v;
 }
 
+/* A statistics ticker's count (name as in its "NAME COUNT : n" line). */
+static uint64_t rocks_stat(rocksdb_options_t *ro, const char *name)
+{
+    char *st = rocksdb_options_statistics_get_string(ro);
+    uint64_t out = 0;
+    size_t nl = strlen(name);
+    for (char *p = st; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        unsigned long long v;
+        if (strncmp(p, name, nl) == 0 && sscanf(p + nl, " COUNT : %llu", &v) == 1) {
+            out = v;
+            break;
+        }
+    }
+    rocksdb_free(st);
+    return out;
+}
+
 static void run_rocks(const struct opts *o, struct sysres *res, struct wstat *ws)
 {
     char dir[1100];
@@ -479,6 +502,7 @@ static void run_rocks(const struct opts *o, struct sysres *res, struct wstat *ws
     if (e != NULL)
         die("rocksdb_flush", e);
     /* A full compaction: what the deleted ranges cost to give back, and the space after. */
+    uint64_t comp_before = rocks_stat(ro, "rocksdb.compact.write.bytes");
     rocksdb_compact_range(c.db, NULL, 0, NULL, 0);
     while (rprop(c.db, "rocksdb.compaction-pending") != 0 ||
            rprop(c.db, "rocksdb.num-running-compactions") != 0)
@@ -497,18 +521,10 @@ static void run_rocks(const struct opts *o, struct sysres *res, struct wstat *ws
         ws[w].rocks_mb = (double)sz[0] / 1e6;
     }
     /* Its own account: WAL, flush and compaction bytes (statistics tickers). */
-    char *st = rocksdb_options_statistics_get_string(ro);
-    uint64_t wal = 0, flush = 0, comp = 0;
-    for (char *p = st; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-        unsigned long long v;
-        if (sscanf(p, "rocksdb.wal.bytes COUNT : %llu", &v) == 1)
-            wal = v;
-        else if (sscanf(p, "rocksdb.flush.write.bytes COUNT : %llu", &v) == 1)
-            flush = v;
-        else if (sscanf(p, "rocksdb.compact.write.bytes COUNT : %llu", &v) == 1)
-            comp = v;
-    }
-    rocksdb_free(st);
+    uint64_t wal = rocks_stat(ro, "rocksdb.wal.bytes");
+    uint64_t flush = rocks_stat(ro, "rocksdb.flush.write.bytes");
+    uint64_t comp = rocks_stat(ro, "rocksdb.compact.write.bytes");
+    res->final_compaction = comp - comp_before;
     res->wal = wal;
     res->seg = flush;
     res->other = comp;
@@ -538,6 +554,7 @@ int main(int argc, char **argv)
                      .records = 20000,
                      .dim = 384,
                      .ttl_windows = 8,
+                     .late_spread = 1,
                      .late = 0.05,
                      .upserts = 0.10,
                      .reseal_ms = 0,
@@ -560,6 +577,8 @@ int main(int argc, char **argv)
             o.ttl_windows = atoi(v);
         else if (strcmp(a, "--late") == 0)
             o.late = atof(v);
+        else if (strcmp(a, "--late-spread") == 0)
+            o.late_spread = atoi(v);
         else if (strcmp(a, "--upserts") == 0)
             o.upserts = atof(v);
         else if (strcmp(a, "--reseal-delay-ms") == 0)
@@ -574,9 +593,10 @@ int main(int argc, char **argv)
     if (o.reseal_ratio < 0 || o.reseal_ms < 0)
         die("usage", "--reseal-ratio and --reseal-delay-ms are >= 0");
     if (o.windows < 2 || o.records < BATCH || o.dim < 1 || o.dim > 4096 || o.ttl_windows < 1 ||
-        o.late < 0 || o.upserts < 0 || o.late + o.upserts > 0.9)
+        o.late < 0 || o.upserts < 0 || o.late + o.upserts > 0.9 || o.late_spread < 1 ||
+        o.late_spread >= o.ttl_windows)
         die("usage", "windows >= 2, records >= 256, dim 1..4096, ttl-windows >= 1, "
-                     "late + upserts <= 0.9");
+                     "late + upserts <= 0.9, 1 <= late-spread < ttl-windows");
     st_log_set_level(ST_LOG_WARNING);
     bool want_rocks = strstr(o.systems, "rocksdb") != NULL;
 #ifndef STRATA_HAVE_ROCKSDB
@@ -611,22 +631,24 @@ int main(int argc, char **argv)
             live_kept += ws[w].live;
     }
     printf("storage costs: %d windows x %d records of %d-d float32 + %d B metadata + %d B id "
-           "(%" PRIu64 " B a record), %.0f%% late (into the previous, sealed window), %.0f%% "
-           "upserts (an earlier id of the same window), TTL %d windows, strata's reseal_delay "
-           "%ld ms and reseal_min_ratio %d (a window is %d ms of event time, a tick every %d "
-           "records); %.1f MB written, %.1f MB live in the windows kept\n\n",
-           o.windows, o.records, o.dim, META, IDLEN, rb, o.late * 100, o.upserts * 100,
-           o.ttl_windows, o.reseal_ms, o.reseal_ratio, WIN_MS, 8 * BATCH,
+           "(%" PRIu64 " B a record), %.0f%% late (into one of the %d sealed windows before), "
+           "%.0f%% upserts (an earlier id of the same window), TTL %d windows, strata's "
+           "reseal_delay %ld ms and reseal_min_ratio %d (a window is %d ms of event time, a tick "
+           "every %d records); %.1f MB written, %.1f MB live in the windows kept\n\n",
+           o.windows, o.records, o.dim, META, IDLEN, rb, o.late * 100, o.late_spread,
+           o.upserts * 100, o.ttl_windows, o.reseal_ms, o.reseal_ratio, WIN_MS, 8 * BATCH,
            (double)(written * rb) / 1e6, (double)(live_kept * rb) / 1e6);
     printf("| system | seconds | written by the store MB | write amp (store) | written, kernel "
-           "count MB | write amp (kernel) | on disk at the end MB | space amp | breakdown |\n"
-           "|---|---|---|---|---|---|---|---|---|\n");
+           "count MB | write amp (kernel) | write amp without a final full compaction | on disk "
+           "at the end MB | space amp | breakdown |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
     FILE *csv = o.csv != NULL ? fopen(o.csv, "w") : NULL;
     if (o.csv != NULL && csv == NULL)
         die(o.csv, "cannot write");
     if (csv != NULL)
         fprintf(csv, "kind,system,window,records_written,records_live,logical_mb,store_mb,"
-                     "store_written_mb,kernel_written_mb,write_amp,kernel_write_amp,space_amp\n");
+                     "store_written_mb,kernel_written_mb,write_amp,kernel_write_amp,space_amp,"
+                     "late_spread,write_amp_no_final,seals,reseals\n");
     double logical = (double)(written * rb), live = (double)(live_kept * rb);
     for (int i = 0; i < 2; i++) {
         struct sysres *r = &rs[i];
@@ -640,18 +662,23 @@ int main(int argc, char **argv)
                      (double)r->wal / 1e6, (double)r->vlog / 1e6, (double)r->seg / 1e6,
                      (double)r->other / 1e6, r->seals, r->reseals, r->drops);
         else
-            snprintf(bd, sizeof(bd), "WAL %.0f + flushes %.0f + compactions %.0f",
-                     (double)r->wal / 1e6, (double)r->seg / 1e6, (double)r->other / 1e6);
-        printf("| %s | %.1f | %.1f | %.2f | %.1f | %.2f | %.1f | %.2f | %s |\n", r->name, r->secs,
-               (double)r->store_written / 1e6, (double)r->store_written / logical,
-               (double)r->dev_written / 1e6, (double)r->dev_written / logical,
+            snprintf(bd, sizeof(bd),
+                     "WAL %.0f + flushes %.0f + compactions %.0f (the final full one: %.0f)",
+                     (double)r->wal / 1e6, (double)r->seg / 1e6, (double)r->other / 1e6,
+                     (double)r->final_compaction / 1e6);
+        double no_final = (double)(r->store_written - r->final_compaction) / logical;
+        printf("| %s | %.1f | %.1f | %.2f | %.1f | %.2f | %.2f | %.1f | %.2f | %s |\n", r->name,
+               r->secs, (double)r->store_written / 1e6, (double)r->store_written / logical,
+               (double)r->dev_written / 1e6, (double)r->dev_written / logical, no_final,
                (double)r->disk_bytes / 1e6, (double)r->disk_bytes / live, bd);
         if (csv != NULL)
-            fprintf(csv, "total,%s,,%" PRIu64 ",%" PRIu64 ",%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f\n",
+            fprintf(csv,
+                    "total,%s,,%" PRIu64 ",%" PRIu64 ",%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%d,%.4f,"
+                    "%" PRIu64 ",%" PRIu64 "\n",
                     r->name, written, live_kept, logical / 1e6, (double)r->disk_bytes / 1e6,
                     (double)r->store_written / 1e6, (double)r->dev_written / 1e6,
                     (double)r->store_written / logical, (double)r->dev_written / logical,
-                    (double)r->disk_bytes / live);
+                    (double)r->disk_bytes / live, o.late_spread, no_final, r->seals, r->reseals);
     }
     printf("\nper window kept (space amp = its bytes on disk / its live logical bytes; strata: "
            "its segments, RocksDB: the approximate size of its key range):\n\n"
@@ -666,8 +693,8 @@ int main(int argc, char **argv)
         for (int i = 0; csv != NULL && i < 2; i++)
             if (rs[i].ran) {
                 double mb = i == 0 ? ws[w].strata_mb : ws[w].rocks_mb;
-                fprintf(csv, "window,%s,%d,%" PRIu64 ",%" PRIu64 ",%.3f,%.3f,,,,,%.4f\n",
-                        rs[i].name, w, ws[w].written, ws[w].live, lmb, mb, mb / lmb);
+                fprintf(csv, "window,%s,%d,%" PRIu64 ",%" PRIu64 ",%.3f,%.3f,,,,,%.4f,%d,,,\n",
+                        rs[i].name, w, ws[w].written, ws[w].live, lmb, mb, mb / lmb, o.late_spread);
             }
     }
     if (csv != NULL && fclose(csv) != 0)

@@ -33,7 +33,8 @@ def rows_of(path):
 
 
 def provenance(out, name):
-    cmd = (out / name / "cmd").read_text().strip() if (out / name / "cmd").exists() else "?"
+    cmd = ((out / name / "cmd").read_text().strip() if (out / name / "cmd").exists()
+           else "?").replace("\n", "` and `")
     head = (out / "report.md").read_text() if (out / "report.md").exists() else ""
     commit = re.search(r"^- commit: (.*)$", head, re.M)
     date = re.search(r"^- date: ([^;]*)", head, re.M)
@@ -53,24 +54,38 @@ def block_storage(out, plots):
     tot = {r["system"]: r for r in rows if r["kind"] == "total"}
     if "strata" not in tot:
         raise ValueError("storage.csv has no strata total")
-    ref = tot.get("RocksDB")
-    md = ["| system | written by the store MB | write amp | write amp, kernel count "
-          "| on disk at the end MB | space amp |"
-          + (" write amp / RocksDB's | space amp / RocksDB's |" if ref else ""),
-          "|---|---|---|---|---|---|" + ("---|---|" if ref else "")]
-    for name, r in tot.items():
-        line = (f"| {name} | {f(r['store_written_mb'], 1)} | {f(r['write_amp'])} | "
-                f"{f(r['kernel_write_amp'])} | {f(r['store_mb'], 1)} | {f(r['space_amp'])} |")
-        if ref:
-            line += (f" {float(r['write_amp']) / float(ref['write_amp']):.2f} | "
-                     f"{float(r['space_amp']) / float(ref['space_amp']):.2f} |")
-        md.append(line)
+    runs = [(rows, tot)]
+    spread_csv = out / "storage" / "storage-spread.csv"
+    if spread_csv.exists():  # the same stream with late data spread over more windows
+        srows = rows_of(spread_csv)
+        runs.append((srows, {r["system"]: r for r in srows if r["kind"] == "total"}))
+    md = ["| late data into | system | re-seals | written by the store MB | write amp "
+          "| write amp, kernel count | write amp without RocksDB's final full compaction "
+          "| on disk at the end MB | space amp | write amp / RocksDB's | space amp / RocksDB's |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, t in runs:
+        ref = t.get("RocksDB")
+        for name, r in t.items():
+            spread = int(r.get("late_spread") or 1)
+            where = "the previous window" if spread == 1 else f"one of the {spread} before"
+            line = (f"| {where} | {name} | {r.get('reseals') if name == 'strata' else '-'} | "
+                    f"{f(r['store_written_mb'], 1)} | {f(r['write_amp'])} | "
+                    f"{f(r['kernel_write_amp'])} | {f(r.get('write_amp_no_final') or r['write_amp'])}"
+                    f" | {f(r['store_mb'], 1)} | {f(r['space_amp'])} |")
+            if ref:
+                line += (f" {float(r['write_amp']) / float(ref['write_amp']):.2f} | "
+                         f"{float(r['space_amp']) / float(ref['space_amp']):.2f} |")
+            else:
+                line += " - | - |"
+            md.append(line)
     win = [r for r in rows if r["kind"] == "window"]
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
-    names = list(tot)
-    ax[0].bar(names, [float(tot[n]["write_amp"]) for n in names], color=["C0", "C1"][:len(names)])
+    bars = [(f"{n}\n{'late: 1 window' if i == 0 else 'late: spread'}", float(t[n]["write_amp"]),
+             "C0" if n == "strata" else "C1") for i, (_, t) in enumerate(runs) for n in t]
+    ax[0].bar([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
     ax[0].set_ylabel("bytes written / byte ingested")
     ax[0].set_title("write amplification")
+    names = list(tot)
     for n, c in zip(names, ("C0", "C1")):
         pts = [(int(r["window"]), float(r["space_amp"])) for r in win if r["system"] == n]
         ax[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=c, label=n)

@@ -269,10 +269,11 @@ START_TEST(test_reseal_waits_until_worth_it)
     ck_assert_int_ge(late, 2); /* one batch (~2.4 kB) is not an eighth of ~25 kB */
     ck_assert_int_le(late, (int)(base / 8 / (8 * 256)) + 2);
     ck_assert_uint_eq(w.records, 80 + 1 + (uint64_t)late * 8);
-    /* A small one again: waits for reseal_max_wait. */
+    /* A small one again: waits for reseal_max_wait, twice as long as after the first seal
+     * (version 2 now: each re-seal doubles the wait). */
     ck_assert_int_eq(put_batch(t, off++, 4000, 1, s + 700, 0), ST_OK);
     ck_assert_int_eq(twcs_tick(t), ST_OK); /* starts its wait */
-    st_clock_manual_advance(&clk, o.reseal_max_wait_ms - 100);
+    st_clock_manual_advance(&clk, 2 * o.reseal_max_wait_ms - 100);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     ck_assert_uint_eq(win(t, s, &f).version, 2);
     st_clock_manual_advance(&clk, 200);
@@ -368,14 +369,15 @@ START_TEST(test_reseal_wait_survives_restart)
         ck_assert_uint_eq(rs_records(t), 0);
         ck_assert_int_eq(twcs_tick(t), ST_OK);
         ck_assert_uint_eq(win(t, s, &f).version, 2);
-        /* A wall clock set back behind the record: the wait counts from the open. */
+        /* A wall clock set back behind the record: the wait (60 s at version 2) counts from
+         * the open. */
         ck_assert_int_eq(put_batch(t, off++, 3000, 1, s + 600, 0), ST_OK);
         ck_assert_int_eq(twcs_tick(t), ST_OK);
         ck_assert_uint_eq(rs_records(t), 1);
         ck_assert_int_eq(twcs_close(t), ST_OK);
         st_clock_manual_set_wall(&clk, st_clock_wall_ms(&clk) - 3600000);
         t = topen(&o);
-        st_clock_manual_advance(&clk, 29999);
+        st_clock_manual_advance(&clk, 59999);
         ck_assert_int_eq(twcs_tick(t), ST_OK);
         ck_assert_uint_eq(win(t, s, &f).version, 2);
         st_clock_manual_advance(&clk, 1);
