@@ -3,16 +3,17 @@
 The tables and plots of docs/benchmarks.md, regenerated from a bench/run output directory's
 CSVs (issue 17): bench/report.py OUT_DIR [--docs docs/benchmarks.md]
 
-For each benchmark whose CSV is in OUT_DIR (fresh, drop, storage, text, ann), writes a block
-of markdown (the command that produced it from OUT_DIR/NAME/cmd, the run's date and commit
-from OUT_DIR/report.md, the table with each figure's reference and ratio) and a PNG plot into
-OUT_DIR/plots/. All blocks go to OUT_DIR/tables.md. With --docs, each block replaces the text
+For each benchmark whose results are in OUT_DIR (the CSVs of fresh, drop, storage, text and
+ann; the tables ingest, search and windows print, with their ratios), writes a block of
+markdown (the command that produced it from OUT_DIR/NAME/cmd, the run's date and commit from
+OUT_DIR/report.md, the table with each figure's reference and ratio) and a PNG plot (where
+there is one) into OUT_DIR/plots/. All blocks go to OUT_DIR/tables.md. With --docs, each block replaces the text
 between the markers
 
     <!-- bench/report.py: NAME -->  ...  <!-- /bench/report.py: NAME -->
 
-in that file, and its plot is copied next to it (docs/img/NAME.png); a benchmark without a
-CSV in OUT_DIR leaves its block as it was. Uses Debian's python3-matplotlib.
+in that file, and its plot is copied next to it (docs/img/NAME.png); a benchmark without
+results in OUT_DIR leaves its block as it was. Uses Debian's python3-matplotlib.
 """
 import argparse
 import csv
@@ -208,7 +209,86 @@ def block_ann(out, plots):
     return md
 
 
+def md_tables(text):
+    """The markdown tables of a benchmark's output: [(header cells, rows of cells)]."""
+    tables, cur = [], None
+    for line in text.splitlines():
+        if line.startswith("|") and line.rstrip().endswith("|"):
+            cells = [c.strip() for c in line.strip()[1:-1].split("|")]
+            if cur is None:
+                cur = (cells, [])
+                tables.append(cur)
+            elif not all(set(c) <= set("-: ") for c in cells):
+                cur[1].append(cells)
+        else:
+            cur = None
+    return tables
+
+
+def breaks(lines):
+    """Lines of a benchmark's output as markdown: a blank line before each table (a header row
+    is the row above a |---| one), and text lines kept apart (a hard line break)."""
+    md = []
+    for i, ln in enumerate(lines):
+        header = (ln.startswith("|") and i + 1 < len(lines)
+                  and re.match(r"^\|[-:| ]+\|$", lines[i + 1].strip()) is not None)
+        if header and md and md[-1] != "":
+            md.append("")
+        if not ln.startswith("|") and ln.strip() and md and md[-1].startswith("|"):
+            md.append("")
+        md.append(ln + ("  " if ln.strip() and not ln.startswith(("|", "**")) else ""))
+    return md
+
+
+def block_ingest(out, plots):
+    """bench_ingest's own tables (each system beside the do-nothing consumer, the disk and
+    RocksDB, with the ratios), and a plot of the first one's MB/s."""
+    text = (out / "ingest" / "result.txt").read_text()
+    keep = [ln for ln in text.splitlines()
+            if re.match(r"^(\||machine|librdkafka|date|filesystem)", ln)]
+    md = breaks(keep)
+    tables = md_tables(text)
+    if not tables or "MB/s" not in tables[0][0]:
+        raise ValueError("no ingest table with an MB/s column")
+    head, rows = tables[0]
+    ci, si, mi = head.index("config"), head.index("system"), head.index("MB/s")
+    configs = list(dict.fromkeys(r[ci] for r in rows))
+    systems = list(dict.fromkeys(r[si] for r in rows))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    width = 0.8 / max(len(systems), 1)
+    for k, sysname in enumerate(systems):
+        vals = []
+        for c in configs:
+            v = [float(r[mi]) for r in rows if r[ci] == c and r[si] == sysname]
+            vals.append(v[0] if v else 0.0)
+        ax.bar([i + k * width for i in range(len(configs))], vals, width, label=sysname)
+    ax.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(configs))])
+    ax.set_xticklabels(configs)
+    ax.set_ylabel("MB/s of vectors, Kafka to durable")
+    ax.set_title("ingest")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(plots / "ingest.png", dpi=100)
+    plt.close(fig)
+    return md
+
+
+def block_verbatim(name, fname):
+    """A benchmark whose output is already its report (tables with their ratios): the output,
+    its headings made bold so that they do not become sections of the docs."""
+    def block(out, plots):
+        text = (out / name / fname).read_text().rstrip("\n")
+        if not md_tables(text):  # plain text: kept as it is printed
+            return ["```", text, "```"]
+        return breaks([re.sub(r"^#+ (.*)$", r"**\1**", ln) for ln in text.splitlines()])
+    return block
+
+
 BLOCKS = {"storage": ("storage/storage.csv", block_storage),
+          "ingest": ("ingest/result.txt", block_ingest),
+          "search": ("search/out.txt", block_verbatim("search", "out.txt")),
+          "windows": ("windows/out.txt", block_verbatim("windows", "out.txt")),
           "drop": ("drop/drop.csv", block_drop),
           "fresh": ("fresh/fresh.csv", block_fresh),
           "text": ("text/text.csv", block_text),
