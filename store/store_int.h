@@ -267,7 +267,10 @@ struct store_reclaim {
     uint64_t pending, done;              /* queued jobs (store_reclaim_wait), jobs run */
     uint64_t unlink_files, unlink_bytes; /* queued unlinks of files without a segment */
     uint64_t doomed_files, doomed_bytes; /* doomed segments not freed yet: held by a reader
-                                          * (a snapshot, a download) or queued */
+                                          * (a snapshot) or queued. Not counted: a file a
+                                          * segment download still has open after its
+                                          * snapshot went, and a vector log unlinked while
+                                          * runs naming its rows are still mapped */
     bool running, stop; /* under mu (running is set by the store's open, before the thread can
                          * see it and while no other thread has the store) */
     pthread_t thread;

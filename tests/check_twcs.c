@@ -269,11 +269,11 @@ START_TEST(test_reseal_waits_until_worth_it)
     ck_assert_int_ge(late, 2); /* one batch (~2.4 kB) is not an eighth of ~25 kB */
     ck_assert_int_le(late, (int)(base / 8 / (8 * 256)) + 2);
     ck_assert_uint_eq(w.records, 80 + 1 + (uint64_t)late * 8);
-    /* A small one again: waits for reseal_max_wait, twice as long as after the first seal
-     * (version 2 now: each re-seal doubles the wait). */
+    /* A small one again: waits for reseal_max_wait (not doubled at version 2: a wait never
+     * exceeds the larger of max_wait and max_lateness, 5 s here; test_reseal_clock_edges). */
     ck_assert_int_eq(put_batch(t, off++, 4000, 1, s + 700, 0), ST_OK);
     ck_assert_int_eq(twcs_tick(t), ST_OK); /* starts its wait */
-    st_clock_manual_advance(&clk, 2 * o.reseal_max_wait_ms - 100);
+    st_clock_manual_advance(&clk, o.reseal_max_wait_ms - 100);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     ck_assert_uint_eq(win(t, s, &f).version, 2);
     st_clock_manual_advance(&clk, 200);
@@ -428,6 +428,106 @@ START_TEST(test_sealed_window_delta_runs_merged)
     for (int i = 0; i < 12; i++)
         ck_assert(has(t, 2000 + i));
     ck_assert(has(t, 0) && has(t, 792));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The re-seal clock's edges (review): with the defaults (re-seal at the next tick) no rs/
+ * record is written at all — a window re-sealed in the tick that found its late data needs
+ * none (two manifest appends per re-seal before); a record with nothing pending, as a writer
+ * racing a re-seal could leave, re-seals nothing and goes; and the doubled wait stops at
+ * max_lateness, so a stalled watermark cannot hold late data out of indexed search longer. */
+static struct twcs *rs_watch;
+static _Atomic size_t rs_seen;
+static void rs_watch_hook(void *ctx)
+{
+    (void)ctx;
+    if (rs_watch != NULL) {
+        char **keys = NULL;
+        size_t n = 0;
+        if (store_kv_keys(twcs_store(rs_watch), "rs/", &keys, &n) == ST_OK) {
+            for (size_t i = 0; i < n; i++)
+                free(keys[i]);
+            free(keys);
+            if (n > atomic_load(&rs_seen))
+                atomic_store(&rs_seen, n);
+        }
+    }
+}
+
+START_TEST(test_reseal_clock_edges)
+{
+    /* 1. Defaults: sealed, late record, re-sealed at the next tick, and no rs/ record seen at
+     *    any manifest append. */
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_eq(st_twcs_put(t, 0, k, k, s + k * 10, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 10, 100, s + 1200, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    bool f;
+    ck_assert_uint_eq(win(t, s, &f).version, 1);
+    rs_watch = t;
+    atomic_store(&rs_seen, 0);
+    ck_assert_int_eq(st_fault_hook("store.manifest.fsync", rs_watch_hook, NULL), ST_OK);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(st_twcs_put(t, 0, 11 + i, 500 + i, s + 500 + i, NULL), TWCS_ACCEPTED);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_uint_eq(win(t, s, &f).version, 2 + (uint32_t)i);
+    }
+    st_fault_disarm_all();
+    rs_watch = NULL;
+    ck_assert_uint_eq(atomic_load(&rs_seen), 0);
+    ck_assert_uint_eq(rs_records(t), 0);
+    /* 2. A record with nothing pending: no re-seal, no event, the record gone. */
+    struct {
+        int64_t wall_ms;
+        uint32_t version;
+    } rec = {st_clock_wall_ms(&clk) - 3600000, 4};
+    char key[48];
+    snprintf(key, sizeof(key), "rs/%" PRId64, s);
+    ck_assert_int_eq(store_kv_put(twcs_store(t), key, &rec, sizeof(rec)), ST_OK);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    t = topen(&o);
+    int events = n_sealed;
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_uint_eq(win(t, s, &f).version, 4);
+    ck_assert_int_eq(n_sealed, events);
+    ck_assert_uint_eq(rs_records(t), 0);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+
+    /* 3. The doubled wait stops at max_lateness: 1 s, 2 s, then 3 s (not 4) at version 3. */
+    dir = st_test_tmpdir("twcs");
+    o = base_opts(dir);
+    o.reseal_min_ratio = 8;
+    o.reseal_max_wait_ms = 1000;
+    o.max_lateness_ms = 3000;
+    t = topen(&o);
+    int64_t off = 0;
+    for (int k = 0; k < 80; k += 8)
+        ck_assert_int_eq(put_batch_meta(t, 0, off++, k, 8, s + k, 256, true), ST_OK);
+    ck_assert_int_eq(put_batch(t, off++, 1000, 1, s + 1200, 0), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    int64_t waits[] = {1000, 2000, 3000, 3000};
+    for (int v = 0; v < 4; v++) {
+        ck_assert_uint_eq(win(t, s, &f).version, 1 + (uint32_t)v);
+        ck_assert_int_eq(put_batch(t, off++, 2000 + v, 1, s + 500 + v, 0), ST_OK);
+        ck_assert_int_eq(twcs_tick(t), ST_OK); /* starts the wait */
+        st_clock_manual_advance(&clk, waits[v] - 1);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_msg(win(t, s, &f).version == 1 + (uint32_t)v, "re-sealed early at v%d", v + 1);
+        st_clock_manual_advance(&clk, 1);
+        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        ck_assert_msg(win(t, s, &f).version == 2 + (uint32_t)v,
+                      "not re-sealed after %" PRId64 " ms at v%d", waits[v], v + 1);
+    }
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
@@ -2606,6 +2706,7 @@ int main(void)
     tcase_add_test(tc, test_reseal_waits_until_worth_it);
     tcase_add_test(tc, test_reseal_wait_survives_restart);
     tcase_add_test(tc, test_sealed_window_delta_runs_merged);
+    tcase_add_test(tc, test_reseal_clock_edges);
     tcase_add_test(tc, test_ttl_idle_and_clock_jumps);
     tcase_add_test(tc, test_fifo_cap);
     tcase_add_test(tc, test_fifo_cap_kicks_tick);

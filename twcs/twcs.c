@@ -166,7 +166,9 @@ static int rs_load(struct twcs *t)
                 if (t->win[j].start != start || t->win[j].state != TWCS_SEALED ||
                     t->win[j].version != r.version)
                     continue;
-                int64_t waited = now_wall - r.wall_ms; /* a clock set back: no wait yet */
+                int64_t waited = sat_sub(now_wall, r.wall_ms); /* set back: no wait yet */
+                if (waited > ((int64_t)1 << 50)) /* an absurd record: long enough, no overflow */
+                    waited = (int64_t)1 << 50;
                 int64_t since = (waited > 0 ? sat_sub(now_mono, waited) : now_mono) + 1;
                 t->delta_since[j] = since != 0 ? since : -1; /* 0 means "no delta" */
                 live = true;
@@ -693,6 +695,13 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
                 if (used - ss.reclaim_bytes > t->o.max_bytes) {
                     t->kicked = true;
                     pthread_cond_signal(&t->cv);
+                } else if (st_ratelimit_ok(&t->cap_rl, 1, 60000, &sup)) {
+                    st_log_warn(LOG_COMP,
+                                "over the FIFO cap (max_bytes=%" PRIu64 " used=%" PRIu64
+                                ") by files given up but not freed yet (pending=%" PRIu64
+                                " files=%" PRIu64 "): writes wait for the reclaimer, or for "
+                                "a search holding them suppressed=%u",
+                                t->o.max_bytes, used, ss.reclaim_bytes, ss.reclaim_files, sup);
                 }
             } else if (st_ratelimit_ok(&t->cap_rl, 1, 60000, &sup)) {
                 st_log_warn(LOG_COMP,
@@ -855,9 +864,12 @@ static bool reseal_worth_it(struct twcs *t, const struct store_window *w, int64_
     /* Twice as long after each re-seal of the window: late data spread over many windows
      * re-sealed each of them once per max_wait until max_lateness (123 re-seals of 24 windows
      * and write amplification 5.7 with max_lateness 7 windows in bench_storage); now about
-     * log2(max_lateness / max_wait) + 2 times. */
-    for (uint32_t v = 1; v < w->version && max_wait < INT64_MAX / 2; v++)
-        max_wait *= 2;
+     * log2(max_lateness / max_wait) + 2 times. At most max_lateness (or max_wait if longer). */
+    int64_t cap = max_wait > t->o.max_lateness_ms ? max_wait : t->o.max_lateness_ms;
+    for (uint32_t v = 1; v < w->version && max_wait < cap; v++)
+        max_wait = max_wait < cap / 2 ? max_wait * 2 : cap; /* no longer than max_lateness:
+                                                             * a stalled watermark never
+                                                             * reaches the last re-seal */
     if (waited >= max_wait || (wm != INT64_MIN && wm > sat_add(w->end, t->o.max_lateness_ms)))
         return true;
     uint64_t delta = 0, base = 0;
@@ -1152,27 +1164,26 @@ int twcs_tick(struct twcs *t)
         return rc;
     }
     for (size_t i = 0; i < nw; i++) {
-        if (ws[i].state != TWCS_SEALED || ds[i] != 0)
+        if (ws[i].state != TWCS_SEALED)
             continue;
         bool pending = store_window_unflushed(t->s, ws[i].start);
         for (size_t k = 0; k < nsegs && !pending; k++)
             pending = !segs[k].sealed && segs[k].start == ws[i].start;
-        if (!pending)
+        if (pending == (ds[i] != 0))
             continue;
-        ds[i] = now_mono + 1; /* the re-seal delay starts now */
+        /* Pending with no clock: the re-seal delay starts now. A clock with nothing pending
+         * (a writer set it just after a re-seal took its record; or a record of it, loaded at
+         * open): dropped, or it would re-seal the window for nothing — a new version, and the
+         * indexer rebuilding it. */
+        int64_t was = ds[i];
+        ds[i] = pending ? now_mono + 1 : 0;
         pthread_mutex_lock(&t->mu);
         for (size_t j = 0; j < t->nwin; j++)
-            if (t->win[j].start == ws[i].start && t->delta_since[j] == 0)
+            if (t->win[j].start == ws[i].start && t->delta_since[j] == was)
                 t->delta_since[j] = ds[i];
         pthread_mutex_unlock(&t->mu);
-    }
-    /* The clocks survive a restart (a manifest edit for each window's first late data). */
-    for (size_t i = 0; i < nw; i++) {
-        if (ws[i].state != TWCS_SEALED || ds[i] == 0)
-            continue;
-        int prc = rs_persist(t, &ws[i], ds[i]);
-        if (prc != ST_OK && first == ST_OK)
-            first = prc;
+        if (!pending)
+            rs_forget(t, ws[i].start);
     }
 
     /* 1. Seal every open window the watermark has passed (oldest first), and re-seal sealed
@@ -1203,6 +1214,15 @@ int twcs_tick(struct twcs *t)
         int src = seal_window(t, ws[i]);
         if (src != ST_OK && first == ST_OK)
             first = src;
+    }
+    /* The clocks of the windows still waiting survive a restart: a manifest edit once per
+     * wait (none for a window re-sealed above: its wait is over). */
+    for (size_t i = 0; rc == ST_OK && sealing != NULL && i < nw; i++) {
+        if (ws[i].state != TWCS_SEALED || ds[i] == 0 || sealing[i])
+            continue;
+        int prc = rs_persist(t, &ws[i], ds[i]);
+        if (prc != ST_OK && first == ST_OK)
+            first = prc;
     }
     free(sealing);
     free(segs);
@@ -1402,6 +1422,8 @@ int twcs_open(const struct twcs_opts *o, struct twcs **out, struct st_err *err)
         t->o.drops_per_tick = 4;
     if (t->o.runs_min_merge == 0)
         t->o.runs_min_merge = 4;
+    else if (t->o.runs_min_merge < 2)
+        t->o.runs_min_merge = 2; /* one run "merged" alone: a rewrite at every tick */
     if (t->o.runs_max_merge < t->o.runs_min_merge)
         t->o.runs_max_merge = t->o.runs_min_merge > 32 ? t->o.runs_min_merge : 32;
     t->horizon = INT64_MIN;
