@@ -225,6 +225,16 @@ static int put_batch(struct twcs *t, int64_t off, int k0, uint32_t n, int64_t ts
  * watermark passes end + max_lateness (no more late data can come: this re-seal is the last):
  * version 4. Nothing is lost on the way.
  */
+/* Window s sealed (version 1) with 80 incompressible records (ids 0..79), partition 0 from
+ * *off, and the watermark just past its end + grace (id 1000). */
+static void seal_base(struct twcs *t, int64_t s, int64_t *off)
+{
+    for (int k = 0; k < 80; k += 8)
+        ck_assert_int_eq(put_batch_meta(t, 0, (*off)++, k, 8, s + k, 256, true), ST_OK);
+    ck_assert_int_eq(put_batch(t, (*off)++, 1000, 1, s + 1200, 0), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+}
+
 START_TEST(test_reseal_waits_until_worth_it)
 {
     char *dir = st_test_tmpdir("twcs");
@@ -233,12 +243,8 @@ START_TEST(test_reseal_waits_until_worth_it)
     o.reseal_max_wait_ms = 30000;
     struct twcs *t = topen(&o);
     int64_t s = T0 - 100000;
-    int k = 0;
     int64_t off = 0;
-    for (; k < 80; k += 8)
-        ck_assert_int_eq(put_batch_meta(t, 0, off++, k, 8, s + k, 256, true), ST_OK);
-    ck_assert_int_eq(put_batch(t, off++, 1000, 1, s + 1200, 0), ST_OK); /* end + grace */
-    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    seal_base(t, s, &off);
     bool f;
     struct twcs_window_info w = win(t, s, &f);
     ck_assert_int_eq(w.state, TWCS_SEALED);
@@ -324,10 +330,7 @@ START_TEST(test_reseal_wait_survives_restart)
         struct twcs *t = topen(&o);
         int64_t s = T0 - 100000;
         int64_t off = 0;
-        for (int k = 0; k < 80; k += 8)
-            ck_assert_int_eq(put_batch_meta(t, 0, off++, k, 8, s + k, 256, true), ST_OK);
-        ck_assert_int_eq(put_batch(t, off++, 1000, 1, s + 1200, 0), ST_OK);
-        ck_assert_int_eq(twcs_tick(t), ST_OK);
+        seal_base(t, s, &off);
         bool f;
         ck_assert_uint_eq(win(t, s, &f).version, 1);
         ck_assert_uint_eq(rs_records(t), 0);
@@ -511,10 +514,7 @@ START_TEST(test_reseal_clock_edges)
     o.max_lateness_ms = 3000;
     t = topen(&o);
     int64_t off = 0;
-    for (int k = 0; k < 80; k += 8)
-        ck_assert_int_eq(put_batch_meta(t, 0, off++, k, 8, s + k, 256, true), ST_OK);
-    ck_assert_int_eq(put_batch(t, off++, 1000, 1, s + 1200, 0), ST_OK);
-    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    seal_base(t, s, &off);
     int64_t waits[] = {1000, 2000, 3000, 3000};
     for (int v = 0; v < 4; v++) {
         ck_assert_uint_eq(win(t, s, &f).version, 1 + (uint32_t)v);
