@@ -195,11 +195,11 @@ static void gen_next(struct gen *g, int w, int i, struct rec *r, struct wstat *w
     r->ts = win_start(o, w) + (int64_t)i * span / o->records;
     if (g->ids[w] > 0 && u < o->late + o->upserts) {
         uint32_t k = (uint32_t)(xs(&g->rng) % g->ids[w]);
-        snprintf(r->id, sizeof(r->id), "F%05d%010" PRIu32, w % 100000, k);
+        snprintf(r->id, sizeof(r->id), "F%05u%010" PRIu32, (unsigned)w % 100000u, k);
         ws[w].written++; /* the id is live already */
         return;
     }
-    snprintf(r->id, sizeof(r->id), "F%05d%010" PRIu32, w % 100000, g->ids[w]++);
+    snprintf(r->id, sizeof(r->id), "F%05u%010" PRIu32, (unsigned)w % 100000u, g->ids[w]++);
     ws[w].written++;
     ws[w].live++;
 }
