@@ -159,7 +159,11 @@ def block_fresh(out, plots):
 
 def block_text(out, plots):
     rows = rows_of(out / "text" / "text.csv")
-    md = ["| consistency | ef | recall@10 (reference: exact cosine) | QPS, 1 client | p50 ms "
+    text = (out / "text" / "text.md").read_text() if (out / "text" / "text.md").exists() else ""
+    head = [ln + "  " for ln in text.splitlines()[:3] if re.match(r"^(corpus|model|produced):", ln)]
+    ex = text[text.index("Example queries"):].rstrip("\n").splitlines() \
+        if "Example queries" in text else []
+    md = head + ([""] if head else []) + ["| consistency | ef | recall@10 (reference: exact cosine) | QPS, 1 client | p50 ms "
           "| p99 ms |", "|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['mode']} | {r['ef']} | {float(r['recall@10']):.4f} | "
@@ -172,7 +176,7 @@ def block_text(out, plots):
     ax.set_xlabel("recall@10 vs exact cosine")
     ax.set_ylabel("queries per second, 1 client over HTTP")
     finish(fig, ax, "MiniLM embeddings of /usr/share/doc", plots / "text.png")
-    return md
+    return md + ([""] + ex if ex else [])
 
 
 def block_ann(out, plots):
