@@ -265,9 +265,8 @@ int main(int argc, char **argv)
                rw * 1e3, drop / rw, drop / first);
         fflush(stdout);
         if (csv != NULL)
-            fprintf(csv, "%ld,%" PRIu64 ",%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", mb, nrec,
-                    store_mb, seal, drop * 1e3, drop_freed * 1e3, cold * 1e3, cold_freed * 1e3,
-                    rw * 1e3);
+            fprintf(csv, "%ld,%" PRIu64 ",%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", mb, nrec, store_mb,
+                    seal, drop * 1e3, drop_freed * 1e3, cold * 1e3, cold_freed * 1e3, rw * 1e3);
         char cmd[2600];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s.cold'", dir, dir);
         if (system(cmd) != 0)
