@@ -1446,15 +1446,16 @@ START_TEST(test_fifo_cap_lagging_partition_writes)
 END_TEST
 
 /*
- * What counts as a lagging partition's progress: its batches' earliest event time rising above
- * the previous batch's. One record ahead of the rest (s + 900, its own batch) does not stall
- * the batches after it (s + 601, s + 602, ...: each rises above the one before). A batch the
- * store pushes back (fault twcs.write.store: ST_EAGAIN) is retried at the same offset without
- * using up the partition's budget. A stuck producer clock (every batch at s + 700) is taken
- * for TWCS_FIFO_LAG_STALLS batches after the last that rose, then refused, well inside the
- * slack; a batch whose time rises is taken again. Then the lagging partition finishes its share
- * of s: its batch past s's end + grace is refused (s is due at once), and that refusal kicks the
- * tick that seals s, with no idle timeout (the test clock never moves).
+ * What counts as a lagging partition's progress: its batches' earliest event time moving. One
+ * record ahead of the rest (s + 900, its own batch, the high mark) does not stall the batches
+ * after it (s + 601, s + 602, ...: each rises above the one before; only the descent to s + 601
+ * is counted). A batch the store pushes back (fault twcs.write.store: ST_EAGAIN) is retried at
+ * the same offset without using up the partition's budget. A stuck producer clock (every batch
+ * at s + 700) is counted batch by batch until TWCS_FIFO_LAG_STALLS have not raised the high
+ * mark, then refused, well inside the slack; a batch whose time rises is taken again. Then the
+ * lagging partition finishes its share of s: its batch past s's end + grace is refused (s is due at
+ * once), and that refusal kicks the tick that seals s, with no idle timeout (the test clock never
+ * moves).
  */
 START_TEST(test_fifo_cap_lagging_partition_stuck_clock)
 {
