@@ -130,6 +130,56 @@ START_TEST(test_readers)
 }
 END_TEST
 
+/* produce_src_repeat: the rows again and again with ids counting on, or fewer; never JSON
+ * Lines past their lines (their ids would repeat). */
+START_TEST(test_repeat)
+{
+    st_write_npy(tpath("r.npy"), "<f4", "(3, 4)", 3, 4);
+    struct produce_src *s;
+    struct st_err err = {0};
+    struct produce_rec r;
+    for (int u64 = 0; u64 < 2; u64++) {
+        ck_assert_int_eq(produce_src_open(tpath("r.npy"), PRODUCE_IN_AUTO, u64, &s, &err), ST_OK);
+        ck_assert_int_eq(produce_src_repeat(s, 8, &err), ST_OK);
+        ck_assert_uint_eq(produce_src_rows(s), 8);
+        for (uint32_t i = 0; i < 8; i++) {
+            ck_assert_int_eq(produce_src_next(s, &r), 1);
+            if (u64) {
+                ck_assert(r.u64 && r.id_u64 == i);
+            } else {
+                char id[16];
+                snprintf(id, sizeof(id), "%" PRIu32, i);
+                ck_assert_str_eq(r.id, id);
+            }
+            for (uint32_t c = 0; c < 4; c++)
+                ck_assert(r.vec[c] == st_vec_value(i % 3, c));
+        }
+        ck_assert_int_eq(produce_src_next(s, &r), 0);
+        ck_assert_int_eq(produce_src_seek(s, 7), ST_OK); /* a record of a later pass */
+        ck_assert_int_eq(produce_src_next(s, &r), 1);
+        ck_assert(r.vec[0] == st_vec_value(1, 0));
+        ck_assert_int_eq(produce_src_seek(s, 8), ST_ERANGE);
+        produce_src_close(s);
+    }
+    /* fewer than the rows */
+    ck_assert_int_eq(produce_src_open(tpath("r.npy"), PRODUCE_IN_AUTO, false, &s, &err), ST_OK);
+    ck_assert_int_eq(produce_src_repeat(s, 2, &err), ST_OK);
+    ck_assert_int_eq(produce_src_next(s, &r), 1);
+    ck_assert_int_eq(produce_src_next(s, &r), 1);
+    ck_assert_int_eq(produce_src_next(s, &r), 0);
+    ck_assert_int_eq(produce_src_repeat(s, 0, &err), ST_EINVAL);
+    produce_src_close(s);
+    /* JSON Lines: up to their lines, not past them */
+    st_write_jsonl(tpath("r.jsonl"), 3, 4, 0);
+    ck_assert_int_eq(produce_src_open(tpath("r.jsonl"), PRODUCE_IN_AUTO, false, &s, &err), ST_OK);
+    ck_assert_int_eq(produce_src_repeat(s, 3, &err), ST_OK);
+    ck_assert_int_eq(produce_src_repeat(s, 4, &err), ST_EINVAL);
+    ck_assert_msg(strstr(err.msg, "r.jsonl") && strstr(err.msg, "more than once"), "%s", err.msg);
+    ck_assert_uint_eq(produce_src_rows(s), 3);
+    produce_src_close(s);
+}
+END_TEST
+
 START_TEST(test_read_matrix)
 {
     st_write_fvecs(tpath("m.fvecs"), 9, 3);
@@ -297,6 +347,9 @@ START_TEST(test_usage)
         {"produce --brokers b --topic t --format xml f", "--format must be json or binary"},
         {"produce --brokers b --topic t --batch 0 f", "--batch must be"},
         {"produce --brokers b --topic t --rate -3 f", "--rate must be a positive number"},
+        {"produce --brokers b --topic t --count 0 f", "--count must be 1..2^48"},
+        {"produce --brokers b --topic t --count -1 f", "--count must be 1..2^48"},
+        {"produce --brokers b --topic t --count 5x f", "--count must be 1..2^48"},
         {"produce --brokers b --topic t --frobnicate f", "unknown option '--frobnicate'"},
         {"produce --brokers", "--brokers needs a value"},
         {"search --collection c --vector [1]", "--url and --collection are required"},
@@ -340,6 +393,13 @@ START_TEST(test_usage)
     fclose(f);
     ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s --topic t f", cp), 2);
     ck_assert_msg(strstr(o, "p.yaml:3:") != NULL && strstr(o, "unknown key") != NULL, "%s", o);
+    /* --count past JSON Lines: refused before any broker is asked */
+    st_write_jsonl(tpath("c.jsonl"), 2, 4, 0);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o),
+                                 "produce --brokers 127.0.0.1:1 --topic t --count 3 %s",
+                                 tpath("c.jsonl")),
+                     2);
+    ck_assert_msg(strstr(o, "c.jsonl: 3 records from 2 lines") != NULL, "%s", o);
 }
 END_TEST
 
@@ -614,6 +674,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_readers);
+    tcase_add_test(tc, test_repeat);
     tcase_add_test(tc, test_read_matrix);
     tcase_add_test(tc, test_fashion_mnist);
     tcase_add_test(tc, test_bad_inputs);

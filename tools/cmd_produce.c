@@ -38,6 +38,9 @@ static void help(void)
            "  --format json|binary record format on the wire (default json)\n"
            "  --batch N            records per Kafka message (default 100)\n"
            "  --rate R             at most R records per second (default: as fast as possible)\n"
+           "  --count N            send N records: fewer than INPUT holds, or its rows again and\n"
+           "                       again with ids counting on (N, N+1, ...) for a long load from\n"
+           "                       a small file (not JSON Lines, whose ids are their own)\n"
            "  --dim D              refuse INPUT unless its vectors have D dims\n"
            "  --u64-ids            ids are unsigned integers (collections with id_type uint64)\n"
            "  --input-format F     fvecs | npy | idx | jsonl (default: by file name)\n"
@@ -109,6 +112,7 @@ int cmd_produce(int argc, char **argv)
         O_FORMAT,
         O_BATCH,
         O_RATE,
+        O_COUNT,
         O_DIM,
         O_U64,
         O_IN,
@@ -123,6 +127,7 @@ int cmd_produce(int argc, char **argv)
         {"format", required_argument, NULL, O_FORMAT},
         {"batch", required_argument, NULL, O_BATCH},
         {"rate", required_argument, NULL, O_RATE},
+        {"count", required_argument, NULL, O_COUNT},
         {"dim", required_argument, NULL, O_DIM},
         {"u64-ids", no_argument, NULL, O_U64},
         {"input-format", required_argument, NULL, O_IN},
@@ -136,6 +141,7 @@ int cmd_produce(int argc, char **argv)
     enum produce_in in = PRODUCE_IN_AUTO;
     bool u64 = false, quiet = false;
     unsigned long dim = 0;
+    unsigned long long count = 0; /* 0: the input's rows */
     const char **cli_props = calloc((size_t)argc + 1, sizeof(char *));
     size_t n_cli = 0;
     const char **props = NULL; /* the config's kafka.properties, then -X */
@@ -185,6 +191,14 @@ int cmd_produce(int argc, char **argv)
             if (*optarg == '\0' || *end != '\0' || !(o.rate > 0) || o.rate > 1e9) {
                 rc = cmd_usage_error("produce", "--rate must be a positive number, not '%s'",
                                      optarg);
+                goto out;
+            }
+            break;
+        case O_COUNT:
+            count = strtoull(optarg, &end, 10);
+            if (*optarg == '\0' || *optarg == '-' || *end != '\0' || count < 1 ||
+                count > (1ull << 48)) {
+                rc = cmd_usage_error("produce", "--count must be 1..2^48, not '%s'", optarg);
                 goto out;
             }
             break;
@@ -308,6 +322,11 @@ int cmd_produce(int argc, char **argv)
     if (dim != 0 && produce_src_dim(src) != dim) {
         fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %lu\n", input,
                 produce_src_dim(src), dim);
+        rc = 2;
+        goto out;
+    }
+    if (count != 0 && (r = produce_src_repeat(src, count, &err)) != ST_OK) {
+        fprintf(stderr, "strata produce: %s\n", err.msg);
         rc = 2;
         goto out;
     }

@@ -76,10 +76,16 @@ void produce_src_close(struct produce_src *s);
 
 /* A produce_next_fn: ctx is the struct produce_src. */
 int produce_src_next(void *ctx, struct produce_rec *out);
-/* Rows in the input and their dim (known after open for every format). */
+/* Records the source yields (the input's rows, or produce_src_repeat's count) and their dim
+ * (known after open for every format). */
 uint64_t produce_src_rows(const struct produce_src *s);
+/* Yields count records instead of the input's rows: fewer, or the rows again and again, ids
+ * going on counting (row r of pass k gets id k * rows + r), so a small file drives a long load.
+ * ST_EINVAL for 0, or for more than the lines of JSON Lines (their ids are their own). */
+int produce_src_repeat(struct produce_src *s, uint64_t count, struct st_err *err) ST_WUR;
 uint32_t produce_src_dim(const struct produce_src *s);
-/* Makes row the next one produce_src_next returns (ST_ERANGE past the end). */
+/* Makes record `row` (of produce_src_rows) the next one produce_src_next returns (ST_ERANGE
+ * past the end). */
 int produce_src_seek(struct produce_src *s, uint64_t row) ST_WUR;
 /* The detail of the last error produce_src_next returned ("path: row N: message"). */
 const struct st_err *produce_src_error(const struct produce_src *s);

@@ -37,6 +37,7 @@ struct produce_src {
     uint8_t *owned; /* inflated gzip data, freed at close */
 
     uint64_t rows, next;
+    uint64_t count; /* records to yield: rows, or produce_src_repeat's count (next counts them) */
     uint32_t dim;
     size_t first;  /* offset of row 0 (npy, idx) */
     size_t stride; /* bytes per row (fvecs, npy, idx) */
@@ -531,6 +532,7 @@ static int src_init(struct produce_src *s, enum produce_in kind, struct st_err *
         return rc;
     if (s->rows == 0)
         return st_err_set(err, ST_EINVAL, "%s: no records", s->name);
+    s->count = s->rows;
     s->row = malloc((size_t)s->dim * sizeof(float));
     if (s->row == NULL)
         return st_err_set(err, ST_ENOMEM, "%s: no memory", s->name);
@@ -623,7 +625,22 @@ void produce_src_close(struct produce_src *s)
 
 uint64_t produce_src_rows(const struct produce_src *s)
 {
-    return s->rows;
+    return s->count;
+}
+
+int produce_src_repeat(struct produce_src *s, uint64_t count, struct st_err *err)
+{
+    if (count == 0)
+        return st_err_set(err, ST_EINVAL, "%s: a count of 0 records", s->name);
+    if (count > s->rows && s->kind == PRODUCE_IN_JSONL)
+        return st_err_set(err, ST_EINVAL,
+                          "%s: %" PRIu64 " records from %" PRIu64 " lines: only inputs whose ids "
+                          "are row numbers (fvecs, npy, idx) can be sent more than once",
+                          s->name, count, s->rows);
+    s->count = count;
+    if (s->next > count)
+        s->next = count;
+    return ST_OK;
 }
 
 uint32_t produce_src_dim(const struct produce_src *s)
@@ -633,7 +650,7 @@ uint32_t produce_src_dim(const struct produce_src *s)
 
 int produce_src_seek(struct produce_src *s, uint64_t row)
 {
-    if (row >= s->rows)
+    if (row >= s->count)
         return ST_ERANGE;
     s->next = row;
     return ST_OK;
@@ -706,13 +723,14 @@ static int next_jsonl(struct produce_src *s, struct produce_rec *out, uint64_t r
 int produce_src_next(void *ctx, struct produce_rec *out)
 {
     struct produce_src *s = ctx;
-    if (s->next >= s->rows)
+    if (s->next >= s->count)
         return 0;
-    uint64_t row = s->next++;
+    uint64_t seq = s->next++;     /* the record's id: row numbers go on counting when repeated */
+    uint64_t row = seq % s->rows; /* JSON Lines never wrap (produce_src_repeat) */
     *out = (struct produce_rec){.u64 = s->u64, .dim = s->dim, .partition = -1};
     if (s->kind == PRODUCE_IN_JSONL)
         return next_jsonl(s, out, row);
-    row_id(s, out, row);
+    row_id(s, out, seq);
     const uint8_t *p = s->data + s->first + row * s->stride;
     if (s->kind == PRODUCE_IN_IDX) {
         for (uint32_t i = 0; i < s->dim; i++)
