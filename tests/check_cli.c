@@ -439,6 +439,26 @@ START_TEST(test_cli_against_ingest)
         check_collection(&e, coll, "rec-", ROWS, DIM, false, e.w0);
     }
 
+    /* ---- --start S --count N past the rows: ids S.., vectors of the rows again ---- */
+    produce(&e, "fvecs_bin", "binary", path_in(&e, "v.fvecs"), "--start 30 --count 7 --batch 3", 7);
+    for (uint32_t id = 30; id < 37; id++) {
+        char ids[16];
+        snprintf(ids, sizeof(ids), "%u", id);
+        json_t *j = NULL;
+        ck_assert_msg(ST_WAIT_UNTIL((j = get_record(&e, "fvecs_bin", ids)) != NULL, 60000),
+                      "--start/--count: record %s never served", ids);
+        json_t *v = json_object_get(j, "vector");
+        for (uint32_t c = 0; c < DIM; c++)
+            ck_assert(json_number_value(json_array_get(v, c)) ==
+                      (double)st_vec_value(id % ROWS, c));
+        json_decref(j);
+    }
+    ck_assert_ptr_null(get_record(&e, "fvecs_bin", "37"));
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --brokers %s --topic t --start 20 %s",
+                                 e.brokers, path_in(&e, "v.fvecs")),
+                     2);
+    ck_assert_msg(strstr(o, "--start 20 is past its 20 records") != NULL, "%s", o);
+
     /* ---- --rate: N records at R/s in bursts of one batch take at least (N - batch) / R ---- */
     st_write_fvecs(path_in(&e, "r.fvecs"), 100, DIM);
     int64_t t0 = st_test_now_ms();

@@ -41,6 +41,8 @@ static void help(void)
            "  --count N            send N records: fewer than INPUT holds, or its rows again and\n"
            "                       again with ids counting on (N, N+1, ...) for a long load from\n"
            "                       a small file (not JSON Lines, whose ids are their own)\n"
+           "  --start S            begin at record S (id S; with --count, S past the rows is a\n"
+           "                       later pass): runs that must not share ids start apart\n"
            "  --dim D              refuse INPUT unless its vectors have D dims\n"
            "  --u64-ids            ids are unsigned integers (collections with id_type uint64)\n"
            "  --input-format F     fvecs | npy | idx | jsonl (default: by file name)\n"
@@ -113,6 +115,7 @@ int cmd_produce(int argc, char **argv)
         O_BATCH,
         O_RATE,
         O_COUNT,
+        O_START,
         O_DIM,
         O_U64,
         O_IN,
@@ -128,6 +131,7 @@ int cmd_produce(int argc, char **argv)
         {"batch", required_argument, NULL, O_BATCH},
         {"rate", required_argument, NULL, O_RATE},
         {"count", required_argument, NULL, O_COUNT},
+        {"start", required_argument, NULL, O_START},
         {"dim", required_argument, NULL, O_DIM},
         {"u64-ids", no_argument, NULL, O_U64},
         {"input-format", required_argument, NULL, O_IN},
@@ -142,6 +146,7 @@ int cmd_produce(int argc, char **argv)
     bool u64 = false, quiet = false;
     unsigned long dim = 0;
     unsigned long long count = 0; /* 0: the input's rows */
+    unsigned long long start = 0; /* the first record sent */
     const char **cli_props = calloc((size_t)argc + 1, sizeof(char *));
     size_t n_cli = 0;
     const char **props = NULL; /* the config's kafka.properties, then -X */
@@ -199,6 +204,13 @@ int cmd_produce(int argc, char **argv)
             if (*optarg == '\0' || *optarg == '-' || *end != '\0' || count < 1 ||
                 count > (1ull << 48)) {
                 rc = cmd_usage_error("produce", "--count must be 1..2^48, not '%s'", optarg);
+                goto out;
+            }
+            break;
+        case O_START:
+            start = strtoull(optarg, &end, 10);
+            if (*optarg == '\0' || *optarg == '-' || *end != '\0' || start > (1ull << 48)) {
+                rc = cmd_usage_error("produce", "--start must be 0..2^48, not '%s'", optarg);
                 goto out;
             }
             break;
@@ -325,13 +337,21 @@ int cmd_produce(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (count != 0 && (r = produce_src_repeat(src, count, &err)) != ST_OK) {
+    /* --start S --count N: records S .. S+N-1 (without --count: to the input's end) */
+    uint64_t end_rec = count != 0 ? start + count : produce_src_rows(src);
+    if (end_rec != produce_src_rows(src) && (r = produce_src_repeat(src, end_rec, &err)) != ST_OK) {
         fprintf(stderr, "strata produce: %s\n", err.msg);
         rc = 2;
         goto out;
     }
+    if (start > 0 && produce_src_seek(src, start) != ST_OK) {
+        fprintf(stderr, "strata produce: %s: --start %llu is past its %" PRIu64 " records\n", input,
+                start, produce_src_rows(src));
+        rc = 2;
+        goto out;
+    }
     o.props = props;
-    o.total = produce_src_rows(src);
+    o.total = produce_src_rows(src) - start;
     o.cancel = &stop_flag;
     o.abandon = &abandon_flag;
     if (!quiet) {
