@@ -3,13 +3,17 @@ Freshness under load (issue 17): how long after it is produced a record is found
 search, and by an indexed one, while the ingest node takes a steady load of 0 %, 50 % and 90 %
 of the maximum rate measured in the same run, through the real daemons and brokers.
 
-1. The maximum: BACKLOG records are produced before strata-ingest starts; the rate is the
-   records it applies per second while working through them (strata_ingest_records_total on
-   its /metrics, from its first record to the last). The run then waits until the indexer has
-   indexed every window, so the phases start from a quiet system.
-2. Each phase: a producer thread sends records at the phase's share of that rate (100 per
-   message, JSON with vector_b64, no ts: the message timestamp is the event time) while a probe
-   record goes out every PROBE_MS on a producer of its own (linger 0). A poller searches for
+1. The references. Catch-up: BACKLOG records are produced before strata-ingest starts; the
+   rate at which it applies them (strata_ingest_records_total on its /metrics, first record to
+   last), nothing else running. The maximum ingest rate, which the loads are shares of: then
+   `strata produce` offers all it can for REF_SECONDS while the node ingests live and the
+   indexer builds, as in the phases; the node's applied rate over the run's last two thirds.
+   The run then waits until the indexer has indexed every window, so the phases start from a
+   quiet system.
+2. Each phase: `strata produce` sends the phase's share of that rate for SECONDS (binary
+   frames, 100 records a message, ids after every earlier run's, no ts: the message timestamp
+   is the event time) while a probe record goes out every PROBE_MS on a Python producer of
+   its own (JSON, linger 0). A poller searches for
    each probe (k=1, its own vector, its time range) with consistency strong until found, then
    indexed until found. Latencies are from just before the probe's produce call to the search
    response that has it. After the phase a trickle (one record per 100 ms) keeps the watermark
@@ -17,11 +21,15 @@ of the maximum rate measured in the same run, through the real daemons and broke
 
   fresh_load.py --build BUILD --out DIR --kafka HOST:PORT --nats URL [--quick]
 
-bench/fresh/run starts the brokers; results in DIR/fresh.md and DIR/fresh.csv.
+bench/fresh/run starts the brokers; results in DIR/fresh.md, DIR/fresh.csv (a row per load),
+DIR/fresh-ref.csv (the references) and DIR/fresh-probes.csv (every probe's latencies).
 """
 import base64
 import csv
 import os
+import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +43,7 @@ from strata_bench import (Daemons, Failed, arg_parser, create_topic, http,  # no
                           main_guard, metric, percentile, wait_for)
 
 PER_MSG = 100
+STRONG_WORKERS = 4
 
 
 def log(*a):
@@ -42,46 +51,58 @@ def log(*a):
 
 
 class Load:
-    """Sends records at rate/s in messages of PER_MSG until stopped; counts what it sent."""
+    """`strata produce` of the pool as binary frames (PER_MSG records a message) at rate/s
+    (0: as fast as it can), `count` records from id `first` on: a C producer, so that the load
+    generator takes little of the cores the daemons need. stop() interrupts it (it still
+    flushes what it read); records()/secs() are from its summary line."""
 
-    def __init__(self, producer, topic, pool, rate, tag):
-        self.p, self.topic, self.pool, self.rate, self.tag = producer, topic, pool, rate, tag
-        self.sent = 0
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.secs = 0.0
+    def __init__(self, build, kafka, topic, pool, rate, count, first, log_path):
+        cmd = [str(Path(build) / "tools" / "strata"), "produce", "--brokers", kafka,
+               "--topic", topic, "--collection", "load", "--format", "binary",
+               "--batch", str(PER_MSG), "--count", str(int(count)), "--start", str(int(first)),
+               "--quiet", "-X", "linger.ms=5", str(pool)]
+        if rate > 0:
+            cmd[2:2] = ["--rate", f"{rate:.0f}"]
+        self.log_path = log_path
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log_path, "w"),
+                                  text=True)
+        self.out = ""
 
-    def message(self, n0):
-        recs = ",".join(f'{{"id":"{self.tag}{n}","vector_b64":"{self.pool[n % len(self.pool)]}"}}'
-                        for n in range(n0, n0 + PER_MSG))
-        return ('{"collection":"load","records":[' + recs + "]}").encode()
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
 
-    def run(self):
-        t0 = time.time()
-        while not self.stop.is_set():
-            due = int((time.time() - t0) * self.rate)
-            while self.sent + PER_MSG <= due and not self.stop.is_set():
-                try:
-                    self.p.produce(self.topic, self.message(self.sent))
-                except BufferError:  # the producer's queue is full: the rate is not reached
-                    self.p.poll(0.01)
-                    continue
-                self.sent += PER_MSG
-                self.p.poll(0)
-            time.sleep(0.002)
-        self.secs = time.time() - t0
-        self.p.flush(60)
+    def wait(self, timeout):
+        try:
+            self.out, _ = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            raise Failed(f"strata produce did not finish within {timeout:.0f} s "
+                         f"(see {self.log_path})")
+        m = re.search(r"produced (\d+) records in \d+ messages in ([0-9.]+) s", self.out)
+        if m is None or self.p.returncode not in (0, 1):
+            raise Failed(f"strata produce: exit {self.p.returncode}: {self.out} "
+                         f"(see {self.log_path})")
+        if self.p.returncode == 1 and "interrupted" not in Path(self.log_path).read_text():
+            raise Failed(f"strata produce failed: see {self.log_path}")
+        self.records, self.secs = int(m.group(1)), float(m.group(2))
 
 
 def main():
     ap = arg_parser()
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--backlog", type=int, default=0, help="records (default 400000; 40000 quick)")
+    ap.add_argument("--backlog", type=int, default=0, help="records (default 200000; 40000 quick)")
+    ap.add_argument("--ref-seconds", type=float, default=0,
+                    help="the sustained maximum's run (default 12; 4 quick)")
     ap.add_argument("--seconds", type=float, default=0, help="per phase (default 10; 3 quick)")
     ap.add_argument("--loads", default="0,0.5,0.9")
     ap.add_argument("--probe-ms", type=float, default=50)
+    ap.add_argument("--rate", type=float, default=0,
+                    help="records/s that the loads are shares of, instead of the maximum measured "
+                    "(for comparing configurations at one load; the maximum is still reported)")
     a = ap.parse_args()
-    backlog = a.backlog or (40000 if a.quick else 400000)
+    backlog = a.backlog or (40000 if a.quick else 200000)
+    ref_secs = a.ref_seconds or (4 if a.quick else 12)
     secs = a.seconds or (3 if a.quick else 10)
     loads = [float(x) for x in a.loads.split(",")]
     out = Path(a.out).resolve()
@@ -89,24 +110,21 @@ def main():
     from confluent_kafka import Producer
 
     rng = np.random.default_rng(7)
-    pool = [base64.b64encode(v.astype("<f4").tobytes()).decode()
-            for v in rng.standard_normal((1000, a.dim), dtype=np.float32)]
+    pool = out / "pool.npy"  # what the load sends, again and again (ids count on)
+    np.save(pool, rng.standard_normal((10000, a.dim), dtype=np.float32))
+    pool0 = base64.b64encode(np.load(pool)[0].astype("<f4").tobytes()).decode()
     topic = f"load-{os.getpid()}"
     create_topic(a.kafka, topic)
-    bulk = Producer({"bootstrap.servers": a.kafka, "linger.ms": 20, "message.max.bytes": 8 << 20,
-                     "queue.buffering.max.kbytes": 1 << 20})
+    next_id = [0]  # the next load record's id: every run of the producer starts after the last
+
+    def load(rate, count, tag):
+        ld = Load(a.build, a.kafka, topic, pool, rate, count, next_id[0],
+                  out / f"produce-{tag}.log")
+        next_id[0] += int(count)
+        return ld
     t = time.time()
-    pre = Load(bulk, topic, pool, 0, "b")
-    for n in range(0, backlog, PER_MSG):
-        while True:
-            try:
-                bulk.produce(topic, pre.message(n))
-                break
-            except BufferError:
-                bulk.poll(0.05)
-        bulk.poll(0)
-    if bulk.flush(120) != 0:
-        raise Failed("backlog: messages left unflushed")
+    pre = load(0, backlog, "backlog")
+    pre.wait(600)
     log(f"backlog of {backlog} records produced in {time.time() - t:.1f} s")
 
     d = Daemons(a.build, out / f"fresh-run-{os.getpid()}", a.kafka, a.nats,
@@ -114,19 +132,25 @@ def main():
                  "grace: 200ms, max_lateness: 1m, index: {type: hnsw, m: 16, ef_construction: 100}}"],
                 node_id="fresh-bench")
     rows = []
+    probe_rows = []
     try:
         iport = d.start_ingest()
         d.start_indexer()
         base = d.base("load")
 
-        # 1. The maximum ingest rate, from the ingest node's own count.
-        def applied():
+        def metrics():
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{iport}/metrics", timeout=10) as r:
-                    text = r.read().decode()
+                    return r.read().decode()
             except OSError:
                 return None
-            return metric(text, "strata_ingest_records_total", 'collection="load"')
+
+        def applied():
+            text = metrics()
+            return None if text is None else metric(text, "strata_ingest_records_total",
+                                                    'collection="load"')
+
+        # 1a. Catch-up: the rate at which the node works through a backlog it alone is busy with.
         samples = []
 
         def through():
@@ -140,55 +164,83 @@ def main():
             raise Failed(f"the backlog was applied too fast to measure ({len(samples)} samples "
                          f"of the count, {c1 - c0:.0f} records between the first and the last): "
                          "raise --backlog")
-        max_rate = (c1 - c0) / (t1 - t0)
-        log(f"maximum ingest rate {max_rate:.0f} records/s ({c1 - c0:.0f} records in "
-            f"{t1 - t0:.2f} s)")
+        catchup = (c1 - c0) / (t1 - t0)
+        log(f"catch-up rate {catchup:.0f} records/s ({c1 - c0:.0f} records in {t1 - t0:.2f} s)")
 
-        # A trickle moves the watermark past the backlog's windows; they seal and are indexed.
+        # 1b. The maximum ingest rate, the reference: the producer as fast as it can while the
+        # node ingests live (the broker taking the produce load and the indexer building, as in
+        # the phases); the rate the node applies records at over the run's last two thirds.
+        ld = load(0, 1 << 40, "max")
+        samples = []
+        t_ref = time.time()
+        while time.time() - t_ref < ref_secs:
+            v = applied()
+            if v is not None:
+                samples.append((time.time() - t_ref, v))
+            time.sleep(0.1)
+        ld.stop()
+        ld.wait(120)
+        late = [x for x in samples if x[0] >= ref_secs / 3]
+        if len(late) < 5:
+            raise Failed(f"{len(late)} samples of the applied count in the reference run")
+        max_rate = (late[-1][1] - late[0][1]) / (late[-1][0] - late[0][0])
+        offered = ld.records / ld.secs if ld.secs > 0 else 0.0
+        next_id[0] = backlog + ld.records
+        total = backlog + ld.records
+        log(f"maximum ingest rate {max_rate:.0f} records/s sustained (the producer offered "
+            f"{offered:.0f} records/s; catch-up {catchup:.0f})")
+        ref_rate = a.rate or max_rate
+
+        # A trickle moves the watermark past the windows so far; they seal and are indexed.
         trickle = Producer({"bootstrap.servers": a.kafka, "linger.ms": 0})
         tk = [0]
 
         def quiet():
             trickle.produce(topic, ('{"collection":"load","records":[{"id":"q%d",'
-                                    '"vector_b64":"%s"}]}' % (tk[0], pool[0])).encode())
+                                    '"vector_b64":"%s"}]}' % (tk[0], pool0)).encode())
             trickle.poll(0)
             tk[0] += 1
             st, ws = http("GET", base + "/windows")
             return (st == 200 and sum(w["records"] for w in ws if w["state"] == "indexed") >=
-                    backlog and all(w["state"] in ("indexed", "open") for w in ws))
+                    total and all(w["state"] in ("indexed", "open") for w in ws))
         tq = time.time()
-        wait_for("every window of the backlog indexed", 180 if a.quick else 900, quiet, 0.1)
+        wait_for("every window so far indexed", 300 if a.quick else 1200, quiet, 0.1)
         trickle.flush(30)
-        log(f"backlog indexed {time.time() - tq:.1f} s later")
+        log(f"backlog and reference run indexed {time.time() - tq:.1f} s later")
         probe_vec = rng.standard_normal((100000, a.dim), dtype=np.float32)
         d.wait_strong_ready("load", [float(x) for x in probe_vec[0]])
 
         # 2. The phases.
         nprobe = 0
         for li, share in enumerate(loads):
-            prod = Producer({"bootstrap.servers": a.kafka, "linger.ms": 5,
-                             "message.max.bytes": 8 << 20})
             probe_p = Producer({"bootstrap.servers": a.kafka, "linger.ms": 0})
-            load = Load(prod, topic, pool, share * max_rate, f"l{li}-")
-            if share > 0:
-                load.t.start()
+            # the phase's records at its rate, for its time (it ends by itself, in time)
+            ld = load(share * ref_rate, share * ref_rate * secs, f"load{li}") if share > 0 else None
             probes = []  # [id, vector, t0, strong_s, indexed_s]
             took = []  # the strong searches' own time (took_ms), for the reading
             lock = threading.Lock()
             done = threading.Event()
 
+            busy = set()  # probes a strong worker is searching for right now
+
             def poller(stage):
-                # One thread per stage, so that probes waiting to be indexed (many, under load)
-                # do not delay the first strong search of a new one. One search at a time per
-                # stage, and sweeps paced (strong: 2 ms apart; indexed: 100 ms, its resolution)
-                # so that the probing does not take the cores the load needs.
+                # Strong: STRONG_WORKERS threads, each taking the oldest pending probe that no
+                # other worker holds, one search, then the next: a probe that became visible
+                # waits for one search, not for a sweep over every pending probe (a sequential
+                # sweep measured its own queue under load: seconds with ~30 probes pending and
+                # searches slowed by the busy cores). Each worker paced to a search per 2 ms at
+                # most, so that only probes waiting add searches. Indexed: one thread sweeping every 100 ms (its resolution).
                 col = 3 if stage == "strong" else 4
                 pace = 0.002 if stage == "strong" else 0.1
                 while not done.is_set():
                     t_sweep = time.time()
                     with lock:
                         pending = [p for p in probes
-                                   if p[col] is None and (col == 3 or p[3] is not None)]
+                                   if p[col] is None and (col == 3 or p[3] is not None)
+                                   and id(p) not in busy]
+                        if stage == "strong":
+                            pending = pending[:1]
+                            busy.update(id(p) for p in pending)
                     for p in pending:
                         ms = int(p[2] * 1000)
                         # the message timestamp (its event time) is taken in produce(): at
@@ -199,13 +251,13 @@ def main():
                                       "include_meta": False})
                         if st == 200 and stage == "strong":
                             took.append(r["took_ms"])
-                        if st == 200 and r["hits"] and r["hits"][0]["id"] == p[0]:
-                            el = time.time() - p[2]
-                            with lock:
-                                p[col] = el
+                        with lock:
+                            if st == 200 and r["hits"] and r["hits"][0]["id"] == p[0]:
+                                p[col] = time.time() - p[2]
+                            busy.discard(id(p))
                     time.sleep(max(0.0, pace - (time.time() - t_sweep)))
             pts = [threading.Thread(target=poller, args=(st,), daemon=True)
-                   for st in ("strong", "indexed")]
+                   for st in ["strong"] * STRONG_WORKERS + ["indexed"]]
             for pt in pts:
                 pt.start()
             t_phase = time.time()
@@ -221,10 +273,10 @@ def main():
                 with lock:
                     probes.append([pid, v, t0, None, None])
                 time.sleep(max(0.0, a.probe_ms / 1000 - (time.time() - t0)))
-            load.stop.set()
-            if share > 0:
-                load.t.join()
-            achieved = load.sent / load.secs if load.secs > 0 else 0.0
+            achieved = 0.0
+            if ld is not None:
+                ld.wait(secs + 120)
+                achieved = ld.records / ld.secs if ld.secs > 0 else 0.0
             # The trickle: windows seal only when newer records move the watermark.
             deadline = time.time() + (30 if a.quick else 60)
             k = 0
@@ -234,18 +286,21 @@ def main():
                 if left == 0:
                     break
                 probe_p.produce(topic, ('{"collection":"load","records":[{"id":"t%d-%d",'
-                                        '"vector_b64":"%s"}]}' % (li, k, pool[0])).encode())
+                                        '"vector_b64":"%s"}]}' % (li, k, pool0)).encode())
                 probe_p.poll(0)
                 k += 1
                 time.sleep(0.1)
             done.set()
             for pt in pts:
                 pt.join()
-            prod.flush(30)
             probe_p.flush(30)
+            for p in probes:  # each probe's own latencies, for finding what a tail lines up with
+                probe_rows.append({"load": share, "id": p[0], "produced_unix_s": round(p[2], 3),
+                                   "strong_ms": None if p[3] is None else round(p[3] * 1000, 1),
+                                   "indexed_ms": None if p[4] is None else round(p[4] * 1000)})
             s_lat = [p[3] * 1000 for p in probes if p[3] is not None]
             i_lat = [p[4] * 1000 for p in probes if p[4] is not None]
-            row = {"load": share, "target_rec_s": round(share * max_rate),
+            row = {"load": share, "target_rec_s": round(share * ref_rate),
                    "achieved_rec_s": round(achieved), "probes": len(probes),
                    "strong_found": len(s_lat),
                    "strong_p50_ms": percentile(s_lat, 0.5), "strong_p99_ms": percentile(s_lat, 0.99),
@@ -263,14 +318,29 @@ def main():
                              "by a strong search (an acknowledged record must be)")
     finally:
         d.stop()
+        d.remove_data()
 
+    with open(out / "fresh-probes.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(probe_rows[0]))
+        w.writeheader()
+        w.writerows(probe_rows)
+    ref = {"max_rec_s": round(max_rate), "offered_rec_s": round(offered),
+           "catchup_rec_s": round(catchup), "loads_of_rec_s": round(ref_rate),
+           "ref_seconds": ref_secs, "backlog": backlog, "dim": a.dim}
+    with open(out / "fresh-ref.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(ref))
+        w.writeheader()
+        w.writerow(ref)
     with open(out / "fresh.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     md = [f"maximum ingest rate (reference, this run): {max_rate:.0f} records/s of {a.dim}-d "
-          f"float32 as JSON with vector_b64, 100 per message, through strata-ingest working "
-          f"through a backlog of {backlog} records",
+          f"float32 in binary frames, 100 per message, sustained by strata-ingest over the last "
+          f"two thirds of {ref_secs:.0f} s with `strata produce` offering all it could "
+          f"({offered:.0f} records/s) and the indexer building; the same node works through a "
+          f"backlog of {backlog} records (nothing else running) at {catchup:.0f} records/s"
+          + (f"; loads are shares of {ref_rate:.0f} records/s (--rate)" if a.rate else ""),
           f"probes: one every {a.probe_ms:.0f} ms for {secs:.0f} s per load; windows of 2 s, "
           "grace 200 ms; HNSW (M=16, ef_construction=100) built per window by strata-indexer",
           "",

@@ -77,7 +77,8 @@ def metric(text, name, labels=""):
 class Daemons:
     """strata-ingest and strata-indexer of BUILD on one YAML in RUN_DIR; stop() ends both.
     For experiments, STRATA_BENCH_PREFIX_INGEST / _INDEXER put a command before a daemon's
-    (e.g. "nice -n 19", "taskset -c 1")."""
+    (e.g. "nice -n 19", "taskset -c 1"), and STRATA_BENCH_KAFKA_PROPERTIES adds librdkafka
+    properties to the YAML's kafka.properties (e.g. "fetch.wait.max.ms: 10")."""
 
     def __init__(self, build, run_dir, kafka, nats, collections, node_id="bench"):
         self.build = Path(build)
@@ -85,9 +86,11 @@ class Daemons:
         self.run.mkdir(parents=True, exist_ok=True)
         self.cfg = self.run / "strata.yaml"
         pid = os.getpid()
+        extra = os.environ.get("STRATA_BENCH_KAFKA_PROPERTIES", "").strip()
+        props = f", properties: {{{extra}}}" if extra else ""
         self.cfg.write_text(
             f"node_id: {node_id}\ndata_dir: {self.run / 'data'}\n"
-            f"kafka: {{brokers: \"{kafka}\", group_id: {node_id}-{pid}}}\n"
+            f"kafka: {{brokers: \"{kafka}\", group_id: {node_id}-{pid}{props}}}\n"
             f"nats: {{url: \"{nats}\", stream: B{pid}}}\n"
             "collections:\n" + "".join(f"  - {c}\n" for c in collections) +
             "ingest: {listen: \"127.0.0.1:0\"}\n"
@@ -134,6 +137,12 @@ class Daemons:
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+    def remove_data(self):
+        """Removes the daemons' data_dir (gigabytes after a load; the logs stay) unless
+        STRATA_BENCH_KEEP_DATA is set. Call after stop()."""
+        if not os.environ.get("STRATA_BENCH_KEEP_DATA"):
+            shutil.rmtree(self.run / "data", ignore_errors=True)
 
     def base(self, coll):
         return f"http://127.0.0.1:{self.indexer_port}/v1/collections/{coll}"
