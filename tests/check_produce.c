@@ -158,6 +158,7 @@ START_TEST(test_repeat)
         ck_assert_int_eq(produce_src_seek(s, 7), ST_OK); /* a record of a later pass */
         ck_assert_int_eq(produce_src_next(s, &r), 1);
         ck_assert(r.vec[0] == st_vec_value(1, 0));
+        ck_assert(u64 ? r.id_u64 == 7 : strcmp(r.id, "7") == 0);
         ck_assert_int_eq(produce_src_seek(s, 8), ST_ERANGE);
         produce_src_close(s);
     }
@@ -350,6 +351,9 @@ START_TEST(test_usage)
         {"produce --brokers b --topic t --count 0 f", "--count must be 1..2^48"},
         {"produce --brokers b --topic t --count -1 f", "--count must be 1..2^48"},
         {"produce --brokers b --topic t --count 5x f", "--count must be 1..2^48"},
+        {"produce --brokers b --topic t --start -1 f", "--start must be 0..2^48"},
+        {"produce --brokers b --topic t --start x f", "--start must be 0..2^48"},
+        {"produce --brokers b --topic t --start 281474976710657 f", "--start must be 0..2^48"},
         {"produce --brokers b --topic t --frobnicate f", "unknown option '--frobnicate'"},
         {"produce --brokers", "--brokers needs a value"},
         {"search --collection c --vector [1]", "--url and --collection are required"},
@@ -399,7 +403,14 @@ START_TEST(test_usage)
                                  "produce --brokers 127.0.0.1:1 --topic t --count 3 %s",
                                  tpath("c.jsonl")),
                      2);
-    ck_assert_msg(strstr(o, "c.jsonl: 3 records from 2 lines") != NULL, "%s", o);
+    ck_assert_msg(strstr(o, "c.jsonl: records up to #3 (--start + --count) from 2 lines") != NULL,
+                  "%s", o);
+    /* --start within JSON Lines is allowed (it only skips); past the rows it is refused */
+    ck_assert_int_eq(st_test_cli(o, sizeof(o),
+                                 "produce --brokers 127.0.0.1:1 --topic t --start 2 %s",
+                                 tpath("c.jsonl")),
+                     2);
+    ck_assert_msg(strstr(o, "--start 2 is past its 2 records") != NULL, "%s", o);
 }
 END_TEST
 

@@ -412,6 +412,13 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
             break;
         if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            if (o->abandon != NULL && atomic_load(o->abandon)) { /* a second Ctrl-C */
+                free(val);
+                return st_err_set(err, ST_EIO,
+                                  "producing to %s: the queue stayed full and the wait was "
+                                  "abandoned",
+                                  o->topic);
+            }
             rd_kafka_poll(r->rk, 50);
             continue;
         }

@@ -634,8 +634,9 @@ int produce_src_repeat(struct produce_src *s, uint64_t count, struct st_err *err
         return st_err_set(err, ST_EINVAL, "%s: a count of 0 records", s->name);
     if (count > s->rows && s->kind == PRODUCE_IN_JSONL)
         return st_err_set(err, ST_EINVAL,
-                          "%s: %" PRIu64 " records from %" PRIu64 " lines: only inputs whose ids "
-                          "are row numbers (fvecs, npy, idx) can be sent more than once",
+                          "%s: records up to #%" PRIu64 " (--start + --count) from %" PRIu64
+                          " lines: only inputs whose ids are row numbers (fvecs, npy, idx) can be "
+                          "sent more than once",
                           s->name, count, s->rows);
     s->count = count;
     if (s->next > count)

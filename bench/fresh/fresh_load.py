@@ -39,11 +39,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from strata_bench import (Daemons, Failed, arg_parser, create_topic, http,  # noqa: E402
+from strata_bench import (Daemons, Failed, _has_pdeathsig, arg_parser, create_topic,  # noqa: E402
+                          http,
                           main_guard, metric, percentile, wait_for)
 
 PER_MSG = 100
 STRONG_WORKERS = 4
+LIVE = []  # every Load started: killed when the run ends, however it ends
 
 
 def log(*a):
@@ -64,9 +66,16 @@ class Load:
         if rate > 0:
             cmd[2:2] = ["--rate", f"{rate:.0f}"]
         self.log_path = log_path
-        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log_path, "w"),
-                                  text=True)
+        death = ["setpriv", "--pdeathsig", "TERM", "--"] if _has_pdeathsig() else []
+        with open(log_path, "w") as lf:  # stopped with this process, even by SIGKILL
+            self.p = subprocess.Popen(death + cmd, stdout=subprocess.PIPE, stderr=lf, text=True)
+        LIVE.append(self)
         self.out = ""
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
 
     def stop(self):
         if self.p.poll() is None:
@@ -76,7 +85,7 @@ class Load:
         try:
             self.out, _ = self.p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.p.kill()
+            self.kill()
             raise Failed(f"strata produce did not finish within {timeout:.0f} s "
                          f"(see {self.log_path})")
         m = re.search(r"produced (\d+) records in \d+ messages in ([0-9.]+) s", self.out)
@@ -184,11 +193,16 @@ def main():
         if len(late) < 5:
             raise Failed(f"{len(late)} samples of the applied count in the reference run")
         max_rate = (late[-1][1] - late[0][1]) / (late[-1][0] - late[0][0])
+        if max_rate < 100:
+            raise Failed(f"the node applied {max_rate:.0f} records/s in the reference run")
         offered = ld.records / ld.secs if ld.secs > 0 else 0.0
         next_id[0] = backlog + ld.records
         total = backlog + ld.records
         log(f"maximum ingest rate {max_rate:.0f} records/s sustained (the producer offered "
             f"{offered:.0f} records/s; catch-up {catchup:.0f})")
+        if offered < max_rate * 1.05:
+            log("warning: the producer offered no more than the node took: the reference may "
+                "be the producer's limit, not the node's")
         ref_rate = a.rate or max_rate
 
         # A trickle moves the watermark past the windows so far; they seal and are indexed.
@@ -215,13 +229,15 @@ def main():
         for li, share in enumerate(loads):
             probe_p = Producer({"bootstrap.servers": a.kafka, "linger.ms": 0})
             # the phase's records at its rate, for its time (it ends by itself, in time)
-            ld = load(share * ref_rate, share * ref_rate * secs, f"load{li}") if share > 0 else None
-            probes = []  # [id, vector, t0, strong_s, indexed_s]
+            rate = share * ref_rate
+            ld = load(rate, rate * secs, f"load{li}") if rate >= 1 else None
+            probes = []  # [id, vector, t0, strong_s, indexed_s, last searched]
             took = []  # the strong searches' own time (took_ms), for the reading
             lock = threading.Lock()
             done = threading.Event()
 
             busy = set()  # probes a strong worker is searching for right now
+            errors = []  # searches that failed (the run fails on any)
 
             def poller(stage):
                 # Strong: STRONG_WORKERS threads, each taking the oldest pending probe that no
@@ -238,25 +254,41 @@ def main():
                         pending = [p for p in probes
                                    if p[col] is None and (col == 3 or p[3] is not None)
                                    and id(p) not in busy]
-                        if stage == "strong":
-                            pending = pending[:1]
+                        if stage == "strong":  # the one searched least recently (never first)
+                            pending = sorted(pending, key=lambda p: p[5])[:1]
                             busy.update(id(p) for p in pending)
                     for p in pending:
                         ms = int(p[2] * 1000)
-                        # the message timestamp (its event time) is taken in produce(): at
-                        # or just after t0; the range keeps the search to one or two windows
-                        st, r = http("POST", base + "/search",
-                                     {"vector": p[1], "k": 1, "consistency": stage,
-                                      "from_ts": ms - 100, "to_ts": ms + 2000,
-                                      "include_meta": False})
-                        if st == 200 and stage == "strong":
-                            took.append(r["took_ms"])
-                        with lock:
-                            if st == 200 and r["hits"] and r["hits"][0]["id"] == p[0]:
-                                p[col] = time.time() - p[2]
-                            busy.discard(id(p))
+                        try:
+                            # the message timestamp (its event time) is taken in produce(): at
+                            # or just after t0; the range keeps the search to one or two windows
+                            st, r = http("POST", base + "/search",
+                                         {"vector": p[1], "k": 1, "consistency": stage,
+                                          "from_ts": ms - 100, "to_ts": ms + 2000,
+                                          "include_meta": False})
+                            now = time.time()
+                            hit = st == 200 and r["hits"] and r["hits"][0]["id"] == p[0]
+                            if st == 200 and stage == "strong":
+                                took.append(r["took_ms"])
+                            if st != 200:
+                                errors.append(f"{stage} search: HTTP {st}")
+                        except (OSError, ValueError, KeyError, TypeError) as e:
+                            now, hit = time.time(), False
+                            errors.append(f"{stage} search: {e!r}")
+                        finally:
+                            with lock:
+                                p[5] = time.time()
+                                busy.discard(id(p))
+                        if hit:
+                            with lock:
+                                p[col] = now - p[2]
                     time.sleep(max(0.0, pace - (time.time() - t_sweep)))
-            pts = [threading.Thread(target=poller, args=(st,), daemon=True)
+            def guarded(stage):  # a poller that dies fails the run, never silently
+                try:
+                    poller(stage)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(f"{stage} poller died: {e!r}")
+            pts = [threading.Thread(target=guarded, args=(st,), daemon=True)
                    for st in ["strong"] * STRONG_WORKERS + ["indexed"]]
             for pt in pts:
                 pt.start()
@@ -271,7 +303,7 @@ def main():
                                             np.asarray(v, "<f4").tobytes()).decode())).encode())
                 probe_p.poll(0)
                 with lock:
-                    probes.append([pid, v, t0, None, None])
+                    probes.append([pid, v, t0, None, None, 0.0])  # [5]: last searched
                 time.sleep(max(0.0, a.probe_ms / 1000 - (time.time() - t0)))
             achieved = 0.0
             if ld is not None:
@@ -313,12 +345,17 @@ def main():
             log(f"load {share:.0%}: strong p50 {row['strong_p50_ms']:.1f} ms p99 "
                 f"{row['strong_p99_ms']:.1f} ms; indexed p50 {row['indexed_p50_ms']:.0f} ms p99 "
                 f"{row['indexed_p99_ms']:.0f} ms ({len(i_lat)}/{len(probes)} indexed)")
+            if errors:
+                raise Failed(f"load {share:.0%}: {len(errors)} searches failed, the first: "
+                             f"{errors[0]}")
             if len(s_lat) < len(probes):
                 raise Failed(f"load {share:.0%}: {len(probes) - len(s_lat)} probes never found "
                              "by a strong search (an acknowledged record must be)")
     finally:
+        for ld in LIVE:
+            ld.kill()
         d.stop()
-        d.remove_data()
+    d.remove_data()  # after a failed run the data stays, for finding out why
 
     with open(out / "fresh-probes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(probe_rows[0]))
