@@ -100,7 +100,6 @@ struct cfg {
     struct {
         char *listen;
         uint32_t build_threads;
-        uint32_t build_nice; /* 0-19: build threads run this much nicer than the process */
         uint64_t memory_budget;
         /* Pinned ingest node URLs instead of discovery on NATS (NULL and 0: discover); when
          * set, at least one, distinct, without trailing '/'. */

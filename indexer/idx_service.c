@@ -1,17 +1,13 @@
 /* idx_service.c — strata-indexer's engine: events, builds, catalogs, views (idx_service.h). */
 #include "idx_service.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "idx_client.h"
 #include "idx_event.h"
@@ -1035,29 +1031,9 @@ static void unlink_job_locked(struct idx_service *s, struct job *j)
     }
 }
 
-/* Lowers the calling thread's CPU priority by `by` nice steps (19 at most). On Linux the nice
- * value is per thread, and threads a build starts inherit it: a build then takes the cores
- * only when ingest and searches on the same host leave them idle, instead of delaying their
- * requests by a scheduler slice each time (docs/operations.md, "Sharing a host"). */
-static void build_thread_nice(unsigned by)
-{
-    if (by == 0)
-        return;
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    errno = 0;
-    int cur = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (cur == -1 && errno != 0)
-        return;
-    int want = cur + (int)by > 19 ? 19 : cur + (int)by;
-    if (setpriority(PRIO_PROCESS, (id_t)tid, want) != 0)
-        st_log_warn(LOG_COMP, "build thread: setpriority(%d): %s (builds run at nice %d)", want,
-                    strerror(errno), cur);
-}
-
 static void *worker_main(void *arg)
 {
     struct idx_service *s = arg;
-    build_thread_nice(s->cfg->indexer.build_nice);
     pthread_mutex_lock(&s->mu);
     while (!atomic_load(&s->stop)) {
         struct job *j = pick_locked(s);

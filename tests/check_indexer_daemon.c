@@ -330,43 +330,6 @@ static char *answers(unsigned port)
     return s;
 }
 
-/* The nice value of thread tid of process pid (field 19 of its stat), or -100 when gone. */
-static int thread_nice(pid_t pid, const char *tid)
-{
-    char path[128], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)pid, tid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -100;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the name may hold spaces */
-    ck_assert_ptr_nonnull(p);
-    int field = 2, nice = -100;
-    for (char *t = strtok(p + 1, " "); t != NULL; t = strtok(NULL, " "))
-        if (++field == 19) {
-            nice = atoi(t);
-            break;
-        }
-    return nice;
-}
-
-/* Threads of pid whose nice value is want. */
-static int threads_at_nice(pid_t pid, int want)
-{
-    char dir[64];
-    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
-    DIR *d = opendir(dir);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    for (struct dirent *de; (de = readdir(d)) != NULL;)
-        if (de->d_name[0] != '.' && thread_nice(pid, de->d_name) == want)
-            n++;
-    closedir(d);
-    return n;
-}
-
 static unsigned start_indexer(struct st_daemon *d, const struct env *e, const char *cfg,
                               const char *log)
 {
@@ -435,17 +398,6 @@ START_TEST(test_indexer_end_to_end)
     st_daemon_wait_http_ok(&ing, iport, "/readyz", 60000);
     unsigned port = start_indexer(&ia, &e, e.cfg, log_a);
     st_daemon_wait_http_ok(&ia, port, "/readyz", 60000);
-    /* indexer.build_nice (default 10): the build worker runs 10 nicer than the process, the
-     * rest (HTTP, searches, the event consumer) as the process does */
-    char main_tid[16];
-    snprintf(main_tid, sizeof(main_tid), "%d", (int)ia.pid);
-    int base_nice = thread_nice(ia.pid, main_tid);
-    ck_assert_int_ne(base_nice, -100);
-    int build_nice = base_nice + 10 > 19 ? 19 : base_nice + 10;
-    if (build_nice != base_nice) {
-        ck_assert_int_eq(threads_at_nice(ia.pid, build_nice), 1); /* build_threads: 1 */
-        ck_assert_int_ge(threads_at_nice(ia.pid, base_nice), 3);
-    }
 
     produce_windows(&e);
     wait_indexed(&e, &ia, port, 240000);

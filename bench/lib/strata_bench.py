@@ -78,8 +78,7 @@ class Daemons:
     """strata-ingest and strata-indexer of BUILD on one YAML in RUN_DIR; stop() ends both.
     For experiments, STRATA_BENCH_PREFIX_INGEST / _INDEXER put a command before a daemon's
     (e.g. "nice -n 19", "taskset -c 1"), and STRATA_BENCH_KAFKA_PROPERTIES adds librdkafka
-    properties to the YAML's kafka.properties (e.g. "fetch.wait.max.ms: 10"), and
-    STRATA_BENCH_BUILD_NICE sets indexer.build_nice (default: the config's)."""
+    properties to the YAML's kafka.properties (e.g. "fetch.wait.max.ms: 10")."""
 
     def __init__(self, build, run_dir, kafka, nats, collections, node_id="bench"):
         self.build = Path(build)
@@ -95,9 +94,7 @@ class Daemons:
             f"nats: {{url: \"{nats}\", stream: B{pid}}}\n"
             "collections:\n" + "".join(f"  - {c}\n" for c in collections) +
             "ingest: {listen: \"127.0.0.1:0\"}\n"
-            "indexer: {listen: \"127.0.0.1:0\", build_threads: 2"
-            + (f", build_nice: {int(os.environ['STRATA_BENCH_BUILD_NICE'])}"
-               if os.environ.get("STRATA_BENCH_BUILD_NICE") else "") + "}\n"
+            "indexer: {listen: \"127.0.0.1:0\", build_threads: 2}\n"
             "log: {level: notice}\n")
         self.procs = []
         self.ingest_port = self.indexer_port = None
