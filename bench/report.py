@@ -132,23 +132,17 @@ def block_drop(out, plots):
 
 def block_fresh(out, plots):
     rows = rows_of(out / "fresh" / "fresh.csv")
-    refs = out / "fresh" / "fresh-ref.csv"
-    if refs.exists():
-        rf = rows_of(refs)[0]
-        head = [f"Reference, measured first in the same run: the maximum ingest rate, "
-                f"{float(rf['max_rec_s']):,.0f} records/s of {rf['dim']}-d vectors (binary "
-                f"frames), sustained over the last two thirds of {float(rf['ref_seconds']):.0f} s "
-                f"while `strata produce` offered {float(rf['offered_rec_s']):,.0f} records/s and "
-                f"the indexer built; working through a backlog of {rf['backlog']} records with "
-                f"nothing else running the node applies {float(rf['catchup_rec_s']):,.0f} "
-                f"records/s (catch-up, {float(rf['catchup_rec_s']) / float(rf['max_rec_s']):.1f}× "
-                "the sustained rate).", ""]
-        if round(float(rf["loads_of_rec_s"])) != round(float(rf["max_rec_s"])):
-            head[0] += f" Loads are shares of {float(rf['loads_of_rec_s']):,.0f} records/s (--rate)."
-    else:
-        ref = [float(r["target_rec_s"]) / float(r["load"]) for r in rows if float(r["load"]) > 0]
-        head = ([f"Reference, measured first in the same run: the maximum ingest rate, "
-                 f"{ref[0]:,.0f} records/s.", ""] if ref else [])
+    rf = rows_of(out / "fresh" / "fresh-ref.csv")[0]
+    head = [f"Reference, measured first in the same run: the maximum ingest rate, "
+            f"{float(rf['max_rec_s']):,.0f} records/s of {rf['dim']}-d vectors (binary "
+            f"frames), sustained over the last two thirds of {float(rf['ref_seconds']):.0f} s "
+            f"while `strata produce` offered {float(rf['offered_rec_s']):,.0f} records/s and "
+            f"the indexer built; working through a backlog of {rf['backlog']} records with "
+            f"nothing else running the node applies {float(rf['catchup_rec_s']):,.0f} "
+            f"records/s (catch-up, {float(rf['catchup_rec_s']) / float(rf['max_rec_s']):.1f}× "
+            "the sustained rate).", ""]
+    if round(float(rf["loads_of_rec_s"])) != round(float(rf["max_rec_s"])):
+        head[0] += f" Loads are shares of {float(rf['loads_of_rec_s']):,.0f} records/s (--rate)."
     md = head + ["| load (of the maximum ingest rate, the reference) | achieved records/s "
           "| strong p50 ms | strong p99 ms | p99 / the 50 ms goal | indexed p50 ms "
           "| indexed p99 ms | indexed |",
@@ -314,7 +308,7 @@ def main():
             continue
         try:
             md = fn(a.out, plots)
-        except (KeyError, ValueError, ZeroDivisionError, IndexError) as e:
+        except (OSError, KeyError, ValueError, ZeroDivisionError, IndexError) as e:
             sys.exit(f"bench/report.py: {a.out / rel}: {e!r}")
         img = f"img/{name}.png" if (plots / f"{name}.png").exists() else None
         blocks[name] = ([provenance(a.out, name), ""] + md

@@ -106,6 +106,17 @@ static void tty_progress(void *ud, const struct produce_stats *s, uint64_t total
     fflush(stderr);
 }
 
+/* A whole decimal number in lo..hi (no sign, nothing after it) into *v. */
+static bool parse_count(const char *arg, unsigned long long lo, unsigned long long hi,
+                        unsigned long long *v)
+{
+    char *end = NULL;
+    if (*arg == '\0' || *arg == '-')
+        return false;
+    *v = strtoull(arg, &end, 10);
+    return *end == '\0' && *v >= lo && *v <= hi;
+}
+
 int cmd_produce(int argc, char **argv)
 {
     enum {
@@ -145,7 +156,7 @@ int cmd_produce(int argc, char **argv)
     struct produce_opts o = {0};
     enum produce_in in = PRODUCE_IN_AUTO;
     bool u64 = false, quiet = false;
-    unsigned long dim = 0;
+    unsigned long long dim = 0;
     unsigned long long count = 0; /* 0: the input's rows */
     unsigned long long start = 0; /* the first record sent */
     const char **cli_props = calloc((size_t)argc + 1, sizeof(char *));
@@ -184,8 +195,8 @@ int cmd_produce(int argc, char **argv)
             }
             break;
         case O_BATCH: {
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || v < 1 || v > 1000000) {
+            unsigned long long v;
+            if (!parse_count(optarg, 1, 1000000, &v)) {
                 rc = cmd_usage_error("produce", "--batch must be 1..1000000, not '%s'", optarg);
                 goto out;
             }
@@ -201,23 +212,19 @@ int cmd_produce(int argc, char **argv)
             }
             break;
         case O_COUNT:
-            count = strtoull(optarg, &end, 10);
-            if (*optarg == '\0' || *optarg == '-' || *end != '\0' || count < 1 ||
-                count > (1ull << 48)) {
+            if (!parse_count(optarg, 1, 1ull << 48, &count)) {
                 rc = cmd_usage_error("produce", "--count must be 1..2^48, not '%s'", optarg);
                 goto out;
             }
             break;
         case O_START:
-            start = strtoull(optarg, &end, 10);
-            if (*optarg == '\0' || *optarg == '-' || *end != '\0' || start > (1ull << 48)) {
+            if (!parse_count(optarg, 0, 1ull << 48, &start)) {
                 rc = cmd_usage_error("produce", "--start must be 0..2^48, not '%s'", optarg);
                 goto out;
             }
             break;
         case O_DIM:
-            dim = strtoul(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || dim < 1 || dim > PRODUCE_DIM_MAX) {
+            if (!parse_count(optarg, 1, PRODUCE_DIM_MAX, &dim)) {
                 rc = cmd_usage_error("produce", "--dim must be 1..%u, not '%s'", PRODUCE_DIM_MAX,
                                      optarg);
                 goto out;
@@ -333,7 +340,7 @@ int cmd_produce(int argc, char **argv)
         goto out;
     }
     if (dim != 0 && produce_src_dim(src) != dim) {
-        fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %lu\n", input,
+        fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %llu\n", input,
                 produce_src_dim(src), dim);
         rc = 2;
         goto out;

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from strata_bench import (Daemons, Failed, _has_pdeathsig, arg_parser, create_topic,  # noqa: E402
+from strata_bench import (Daemons, Failed, arg_parser, create_topic, death_prefix,  # noqa: E402
                           http,
                           main_guard, metric, percentile, wait_for)
 
@@ -66,9 +66,8 @@ class Load:
         if rate > 0:
             cmd[2:2] = ["--rate", f"{rate:.0f}"]
         self.log_path = log_path
-        death = ["setpriv", "--pdeathsig", "TERM", "--"] if _has_pdeathsig() else []
         with open(log_path, "w") as lf:  # stopped with this process, even by SIGKILL
-            self.p = subprocess.Popen(death + cmd, stdout=subprocess.PIPE, stderr=lf, text=True)
+            self.p = subprocess.Popen(list(death_prefix()) + cmd, stdout=subprocess.PIPE, stderr=lf, text=True)
         LIVE.append(self)
         self.out = ""
 
@@ -196,8 +195,7 @@ def main():
         if max_rate < 100:
             raise Failed(f"the node applied {max_rate:.0f} records/s in the reference run")
         offered = ld.records / ld.secs if ld.secs > 0 else 0.0
-        next_id[0] = backlog + ld.records
-        total = backlog + ld.records
+        total = next_id[0] = backlog + ld.records  # the run was stopped: what it sent
         log(f"maximum ingest rate {max_rate:.0f} records/s sustained (the producer offered "
             f"{offered:.0f} records/s; catch-up {catchup:.0f})")
         if offered < max_rate * 1.05:

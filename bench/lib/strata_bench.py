@@ -3,6 +3,7 @@ What the Python benchmarks share: the two daemons started from one YAML (SPEC se
 brokers that bench/*/run started, HTTP calls, and waiting for a condition with a deadline.
 """
 import atexit
+import functools
 import json
 import os
 import re
@@ -16,12 +17,14 @@ import urllib.request
 from pathlib import Path
 
 
-def _has_pdeathsig():
-    """setpriv --pdeathsig is util-linux 2.33 or later."""
+@functools.lru_cache(maxsize=None)
+def death_prefix():
+    """The command prefix that sends SIGTERM to a child when this process dies, even by
+    SIGKILL: setpriv --pdeathsig (util-linux 2.33 or later), or nothing where it is missing."""
     if shutil.which("setpriv") is None:
-        return False
+        return ()
     r = subprocess.run(["setpriv", "--help"], capture_output=True, text=True)
-    return "--pdeathsig" in r.stdout
+    return ("setpriv", "--pdeathsig", "TERM", "--") if "--pdeathsig" in r.stdout else ()
 
 
 def arg_parser():
@@ -105,8 +108,7 @@ class Daemons:
         # A session of its own (a Ctrl-C reaches the benchmark, which stops the daemons in
         # order), and SIGTERM when this process dies, even by SIGKILL (a time limit's
         # kill-after), so that no daemon outlives its benchmark.
-        death = ["setpriv", "--pdeathsig", "TERM", "--"] if _has_pdeathsig() else []
-        p = subprocess.Popen(death + pre + [str(self.build / binary), "--config", str(self.cfg)],
+        p = subprocess.Popen(list(death_prefix()) + pre + [str(self.build / binary), "--config", str(self.cfg)],
                              stdout=subprocess.DEVNULL, stderr=open(lg, "w"),
                              start_new_session=True)
         self.procs.append(p)
