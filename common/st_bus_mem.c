@@ -178,6 +178,7 @@ static int mem_flush(void *impl, int timeout_ms)
 
 static void *sub_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "bus-sub"); /* by itself: a prctl (ing_pipe.c) */
     struct mem_sub *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {

@@ -140,6 +140,13 @@ static void *assign_range(void *arg)
     return NULL;
 }
 
+/* An assignment thread of its own: named, unlike the caller running assign_range itself. */
+static void *assign_thread(void *arg)
+{
+    (void)pthread_setname_np(pthread_self(), "idx-ivf-assign"); /* by itself: a prctl */
+    return assign_range(arg);
+}
+
 /* Nearest centroid of each of n points (threads share the range). */
 static int assign_all(const float *x, uint32_t n, uint32_t d, const float *c, uint32_t k,
                       uint32_t *out, uint32_t threads)
@@ -169,7 +176,7 @@ static int assign_all(const float *x, uint32_t n, uint32_t d, const float *c, ui
                                       (uint32_t)((uint64_t)n * t / threads),
                                       (uint32_t)((uint64_t)n * (t + 1) / threads),
                                       out};
-        if (t > 0 && pthread_create(&th[t], NULL, assign_range, &jobs[t]) == 0)
+        if (t > 0 && pthread_create(&th[t], NULL, assign_thread, &jobs[t]) == 0)
             started |= 1u << t;
         else if (t > 0 && assign_range(&jobs[t]) != NULL)
             rc = ST_ENOMEM;

@@ -1033,6 +1033,7 @@ static void unlink_job_locked(struct idx_service *s, struct job *j)
 
 static void *worker_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "idx-worker"); /* by itself: a prctl (ing_pipe.c) */
     struct idx_service *s = arg;
     pthread_mutex_lock(&s->mu);
     while (!atomic_load(&s->stop)) {
@@ -1230,6 +1231,7 @@ static int js_connect(struct idx_service *s)
 
 static void *puller_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "idx-puller"); /* by itself: a prctl (ing_pipe.c) */
     struct idx_service *s = arg;
     while (!atomic_load(&s->stop)) {
         if (s->bus == NULL) {
@@ -1307,6 +1309,7 @@ static void *puller_main(void *arg)
  * rebuilds. */
 static void *ticker_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "idx-ticker"); /* by itself: a prctl (ing_pipe.c) */
     struct idx_service *s = arg;
     int64_t last_touch = mono_ms(), last_tier = 0;
     while (!atomic_load(&s->stop)) {

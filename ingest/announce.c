@@ -155,6 +155,7 @@ static int send_one(struct ingest_announce *a, struct st_bus *b, bool bye)
 
 static void *run(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "ing-announce"); /* by itself: a prctl (ing_pipe.c) */
     struct ingest_announce *a = arg;
     struct st_bus *b = NULL;
     int64_t backoff = BACKOFF_MIN_MS, next = 0;

@@ -468,6 +468,45 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
         const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
         st_prom_sample(t, "strata_store_reclaim_pending_bytes", l, (double)ss.reclaim_bytes);
     }
+    /* Where writes stalled on the write path, by cause (the consumer waits with them): the
+     * count and the seconds, so that a latency tail can be lined up with its cause. */
+    static const char *const wait_cause[4] = {"window_create", "vector_log_create", "wal_roll",
+                                              "vector_log_queue"};
+    uint64_t(*wv)[8] = calloc(h->n ? h->n : 1, sizeof(*wv)); /* counts, then ns: one snapshot */
+    for (size_t i = 0; wv != NULL && i < h->n; i++) {
+        struct store_stats ss;
+        struct twcs_stats tw;
+        store_stats(twcs_store(h->colls[i].twcs), &ss);
+        twcs_stats(h->colls[i].twcs, &tw);
+        const uint64_t v[8] = {tw.window_creates, ss.vlog_creates,     ss.roll_waits,
+                               ss.vlog_waits,     tw.window_create_ns, ss.vlog_create_ns,
+                               ss.roll_wait_ns,   ss.vlog_wait_ns};
+        memcpy(wv[i], v, sizeof(v));
+    }
+    for (int sec = 0; sec < 2; sec++) {
+        const char *name = sec ? "strata_write_wait_seconds_total" : "strata_write_waits_total";
+        st_prom_head(t, name, "counter",
+                     sec ? "Time writes waited on the write path, by cause."
+                         : "Waits on the write path, by cause: a window not in the table yet "
+                           "(window_create) or without its vector log (vector_log_create), "
+                           "a WAL roll's fsync (wal_roll), the vector-log writer thread behind "
+                           "(vector_log_queue).");
+        for (size_t i = 0; wv != NULL && i < h->n; i++)
+            for (int c = 0; c < 4; c++) {
+                const char *l[] = {"collection", h->colls[i].cfg->name, "cause", wait_cause[c],
+                                   NULL};
+                st_prom_sample(t, name, l, sec ? (double)wv[i][4 + c] / 1e9 : (double)wv[i][c]);
+            }
+    }
+    free(wv);
+    st_prom_head(t, "strata_windows_prepared_total", "counter",
+                 "Windows the tick created ahead of their data, with their vector logs.");
+    for (size_t i = 0; i < h->n; i++) {
+        struct twcs_stats tw;
+        twcs_stats(h->colls[i].twcs, &tw);
+        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
+        st_prom_sample(t, "strata_windows_prepared_total", l, (double)tw.windows_prepared);
+    }
     st_prom_head(t, "strata_segments_total", "gauge", "Live segment files by state.");
     for (size_t i = 0; i < h->n; i++) {
         uint64_t kinds[3] = {0};

@@ -160,6 +160,7 @@ static int connect_bus(struct outbox_pub *p, struct st_bus **out, struct st_err 
 
 static void *run(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "ing-outbox"); /* by itself: a prctl (ing_pipe.c) */
     struct outbox_pub *p = arg;
     struct st_bus *b = NULL;
     int64_t backoff = 100;

@@ -158,6 +158,16 @@ bool store_window_unflushed(struct store *s, int64_t window_start);
  * naming the log outside the runs a seal can take. No-op when the window has no log.
  */
 void store_window_close_log(struct store *s, int64_t window_start);
+/*
+ * Creates the vector log of the window [window_start, window_end) ahead of its first upsert:
+ * the file, its header and directory entry, then the manifest edit listing it (three fsyncs), so
+ * that the write reaching the window does not wait for them. twcs calls it from its tick for the
+ * window after the newest, once that window is in the table (store_window_put). Any thread;
+ * takes mf_mu, then mu, never across the file I/O. ST_OK and nothing done with inline_vectors,
+ * or when the window has a log already (a writer's won a race); ST_EINVAL on a read-only store
+ * or empty bounds. A log that never receives a row goes with its window (store_drop_window).
+ */
+int store_prepare_window_log(struct store *s, int64_t window_start, int64_t window_end) ST_WUR;
 
 /* ---- segments and snapshots ---- */
 
@@ -382,9 +392,11 @@ struct store_stats {
     uint64_t manifest_rewrites; /* manifest compactions, the one at open included */
     uint64_t roll_waits;        /* writes that waited for a WAL roll's fsync */
     uint64_t vlog_waits;        /* writes that waited for the vector-log writer thread */
-    uint64_t reclaim_files;     /* files out of the manifest whose space is not freed yet */
-    uint64_t reclaim_bytes;     /* (the reclaimer thread unlinks them; segment_bytes and the
-                                 * FIFO cap no longer count them) */
+    uint64_t vlog_creates;      /* writes that created their window's vector log themselves */
+    uint64_t roll_wait_ns, vlog_wait_ns, vlog_create_ns; /* the time those writes waited */
+    uint64_t reclaim_files; /* files out of the manifest whose space is not freed yet */
+    uint64_t reclaim_bytes; /* (the reclaimer thread unlinks them; segment_bytes and the
+                             * FIFO cap no longer count them) */
 };
 void store_stats(struct store *s, struct store_stats *out);
 

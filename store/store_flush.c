@@ -280,6 +280,7 @@ out:
 
 void *store_flusher_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "st-flush"); /* by itself: a prctl (ing_pipe.c) */
     struct store *s = arg;
     int64_t backoff = 0;
     pthread_mutex_lock(&s->mu);

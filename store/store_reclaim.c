@@ -35,6 +35,7 @@ static void run_job(struct store_reclaim *rq, struct store_reclaim_job *j)
 
 static void *reclaim_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "st-reclaim"); /* by itself: a prctl (ing_pipe.c) */
     struct store_reclaim *rq = arg;
     pthread_mutex_lock(&rq->mu);
     for (;;) {

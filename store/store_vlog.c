@@ -148,6 +148,15 @@ out:
     return rc;
 }
 
+int store_prepare_window_log(struct store *s, int64_t window_start, int64_t window_end)
+{
+    if (s->o.read_only || window_end <= window_start)
+        return ST_EINVAL;
+    if (s->o.inline_vectors)
+        return ST_OK;
+    return store_vlog_create(s, window_start, window_end);
+}
+
 int store_vlog_capture_dirty_locked(struct store *s, struct store_vlog ***out, size_t *n)
 {
     *out = NULL;

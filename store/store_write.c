@@ -157,6 +157,7 @@ int store_sync(struct store *s)
  */
 void *store_syncer_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "st-wal-sync"); /* by itself: a prctl (ing_pipe.c) */
     struct store *s = arg;
     int64_t interval_ns = (s->o.wal_sync_interval_ms > 0 ? s->o.wal_sync_interval_ms : 1) * 1000000;
     pthread_mutex_lock(&s->mu);
@@ -501,6 +502,7 @@ int store_vw_wait_locked(struct store *s, uint64_t seq)
  */
 void *store_vwriter_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "st-vlog-write"); /* by itself: a prctl (ing_pipe.c) */
     struct store *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -795,8 +797,10 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             goto out;
         }
         if (s->rolling) {
+            int64_t w0 = st_clock_mono_ns(NULL);
             s->st.roll_waits++;
             pthread_cond_wait(&s->roll_cv, &s->mu);
+            s->st.roll_wait_ns += (uint64_t)(st_clock_mono_ns(NULL) - w0);
             continue;
         }
         int64_t mark;
@@ -806,8 +810,10 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
             goto out;
         }
         if (s->vw_async && s->vj_n >= STORE_VJ_MAX) {
+            int64_t w0 = st_clock_mono_ns(NULL);
             s->st.vlog_waits++;
             pthread_cond_wait(&s->vw_done_cv, &s->mu); /* the writer thread is behind */
+            s->st.vlog_wait_ns += (uint64_t)(st_clock_mono_ns(NULL) - w0);
             continue;
         }
         if (s->mem->bytes < s->o.memtable_size) {
@@ -819,10 +825,14 @@ int store_write(struct store *s, const struct store_batch *b, bool *applied)
                 goto out;
             if (!create)
                 break;
-            /* The window's first vector: its log first (file and manifest edit, no mu). */
+            /* The window's first vector: its log first (file and manifest edit, no mu), unless
+             * twcs's tick created it ahead (store_prepare_window_log). */
             pthread_mutex_unlock(&s->mu);
+            int64_t w0 = st_clock_mono_ns(NULL);
             rc = store_vlog_create(s, cw, cwe);
             pthread_mutex_lock(&s->mu);
+            s->st.vlog_creates++;
+            s->st.vlog_create_ns += (uint64_t)(st_clock_mono_ns(NULL) - w0);
             if (rc != ST_OK)
                 goto out;
             continue;

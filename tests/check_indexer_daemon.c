@@ -401,6 +401,9 @@ START_TEST(test_indexer_end_to_end)
 
     produce_windows(&e);
     wait_indexed(&e, &ia, port, 240000);
+    static const char *const threads[] = {"idx-worker", "idx-puller", "idx-ticker"};
+    for (size_t i = 0; i < sizeof(threads) / sizeof(threads[0]); i++)
+        ck_assert_msg(st_daemon_has_thread(&ia, threads[i]), "no thread named %s", threads[i]);
 
     /* Recall@10 of indexed search against exact search, over HTTP. */
     int found = 0;

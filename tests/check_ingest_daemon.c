@@ -317,6 +317,13 @@ START_TEST(test_daemon_http)
     ck_assert_int_eq(status_of(base, "/healthz", NULL, NULL), 200);
     snprintf(url, sizeof(url), "%s/readyz", base);
     ck_assert_msg(ST_WAIT_UNTIL(http_status(url, NULL, NULL) == 200, 60000), "never ready");
+    /* Every thread of ours is named for top -H, perf and /proc (operators profile by role). */
+    static const char *const threads[] = {"st-wal-sync", "st-flush", "st-vlog-write", "st-reclaim",
+                                          "st-tick",     "ing-pipe", "ing-announce",  "ing-outbox"};
+    for (size_t i = 0; i < sizeof(threads) / sizeof(threads[0]); i++)
+        ck_assert_msg(ST_WAIT_UNTIL(st_daemon_has_thread(&d, threads[i]), 10000),
+                      "no thread named %s", threads[i]);
+    ck_assert(!st_daemon_has_thread(&d, "no-such-thread"));
     static const char *const own[] = {"/v1/segments/docs/000001.seg", NULL};
     st_test_http_auth_walk(port, "docs", tok, own);
     snprintf(url, sizeof(url), "%s/v1/collections", base);
@@ -521,6 +528,21 @@ START_TEST(test_daemon_http)
                         1);
     ck_assert(st_test_metric(r.body, "strata_store_reclaim_pending_bytes{collection=\"docs\"}") >=
               0);
+    /* The first records of a window created it and its vector log on the write path (nothing
+     * was there for the tick to prepare ahead): counted, with the time they took. */
+    static const char *const causes[] = {"window_create", "vector_log_create", "wal_roll",
+                                         "vector_log_queue"};
+    for (int c = 0; c < 4; c++) {
+        char sn[160], ss[160];
+        snprintf(sn, sizeof(sn), "strata_write_waits_total{collection=\"docs\",cause=\"%s\"}",
+                 causes[c]);
+        snprintf(ss, sizeof(ss),
+                 "strata_write_wait_seconds_total{collection=\"docs\",cause=\"%s\"}", causes[c]);
+        double n = st_test_metric(r.body, sn), sec = st_test_metric(r.body, ss);
+        ck_assert_msg(n >= (c < 2 ? 1 : 0) && sec >= 0 && (n == 0) == (sec == 0) && sec < 60,
+                      "%s %g, %s %g", sn, n, ss, sec);
+    }
+    ck_assert(st_test_metric(r.body, "strata_windows_prepared_total{collection=\"docs\"}") >= 0);
     free(r.body);
     /* Lag per assigned partition (refreshed every second). */
     char lag0[300];

@@ -1986,13 +1986,206 @@ START_TEST(test_empty_window_drops_its_log)
     ck_assert(!f); /* removed, not sealed */
     ck_assert_int_eq(n_sealed, 0);
     store_stats(twcs_store(t), &st);
-    ck_assert_uint_eq(st.vlogs, 1); /* the next window's */
+    /* the next window's, and the log of the window the tick prepared after it (empty) */
+    ck_assert_uint_eq(st.vlogs, 2);
+    ck_assert_int_eq(win(t, s + 2000, &f).state, TWCS_OPEN);
+    ck_assert(f);
+    struct twcs_stats ts;
+    twcs_stats(t, &ts);
+    ck_assert_uint_eq(ts.windows_prepared, 1);
     for (int k = 0; k < 10; k++)
         ck_assert(has(t, k));
     ck_assert_int_eq(twcs_close(t), ST_OK);
     t = topen(&o);
     store_stats(twcs_store(t), &st);
-    ck_assert_uint_eq(st.vlogs, 1);
+    ck_assert_uint_eq(st.vlogs, 2);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * The window after the newest is prepared by the tick (its table entry and vector log) once the
+ * newest records come within the lead of the newest window's end, so the write crossing the
+ * boundary creates nothing; never more than one ahead, never far from the data, never the last
+ * open slot, never past max_future; it survives a restart, and left empty it goes without a
+ * seal when the watermark passes it.
+ */
+START_TEST(test_prepare_next_window)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    o.window_ms = 60000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 600000; /* W = [s, s + 60000) */
+    bool f;
+    /* Data at the window's start: 59 s from its end, beyond the lead: nothing prepared. */
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s + 1000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, s + 60000, &f);
+    ck_assert(!f);
+    struct twcs_stats ts;
+    twcs_stats(t, &ts);
+    ck_assert_uint_eq(ts.windows_prepared, 0);
+    ck_assert_uint_eq(ts.window_creates, 1); /* W, by the write */
+    /* Within the lead (2 s) of the end: the next tick prepares W+1, with its vector log. */
+    ck_assert_int_eq(st_twcs_put(t, 0, 1, 1, s + 58500, NULL), TWCS_ACCEPTED);
+    struct store_stats ss;
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.vlogs, 1);
+    ck_assert_uint_eq(ss.vlog_creates, 1);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    struct twcs_window_info w1 = win(t, s + 60000, &f);
+    ck_assert(f);
+    ck_assert_int_eq(w1.state, TWCS_OPEN);
+    ck_assert_int_eq(w1.end, s + 120000);
+    ck_assert_uint_eq(w1.records, 0);
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.vlogs, 2);
+    twcs_stats(t, &ts);
+    ck_assert_uint_eq(ts.windows_prepared, 1);
+    /* Never more than one ahead: W+1 holds no data, so the next ticks prepare nothing. */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, s + 120000, &f);
+    ck_assert(!f);
+    twcs_stats(t, &ts);
+    ck_assert_uint_eq(ts.windows_prepared, 1);
+    /* A restart keeps it; the write crossing the boundary then creates neither the window nor
+     * its log (the four fsyncs the tick took off the write path). */
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    t = topen(&o);
+    win(t, s + 60000, &f);
+    ck_assert(f);
+    ck_assert_int_eq(st_twcs_put(t, 0, 2, 2, s + 60001, NULL), TWCS_ACCEPTED);
+    twcs_stats(t, &ts);
+    ck_assert_uint_eq(ts.window_creates, 0);
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.vlog_creates, 0);
+    ck_assert_uint_eq(ss.vlogs, 2);
+    ck_assert(has_vec(t, 2));
+    /* W+1 now holds data near its end: W+2 is prepared; then the data skips it for W+3 (a gap
+     * in event time): W+2, empty, leaves the table without a seal, its log with it. */
+    n_sealed = 0;
+    ck_assert_int_eq(st_twcs_put(t, 0, 3, 3, s + 119000, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, s + 120000, &f);
+    ck_assert(f);
+    ck_assert_int_eq(n_sealed, 1); /* W, passed by the watermark */
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.vlogs, 2); /* W+1's and W+2's (W's became its sealed segment) */
+    ck_assert_int_eq(st_twcs_put(t, 0, 4, 4, s + 185000, NULL), TWCS_ACCEPTED); /* W+3 */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, s + 120000, &f);
+    ck_assert(!f);
+    ck_assert_int_eq(n_sealed, 2); /* W and W+1, not the empty W+2 */
+    ck_assert_int_eq(win(t, s, &f).state, TWCS_SEALED);
+    ck_assert_int_eq(win(t, s + 60000, &f).state, TWCS_SEALED);
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.vlogs, 1); /* W+3's; sealed logs became segments, W+2's went */
+    for (int k = 0; k < 5; k++)
+        ck_assert(has_vec(t, k));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+
+    /* max_open_windows: with every slot taken nothing is prepared; with one free it is, and the
+     * prepared window takes no slot a record needs (a late record still opens its window). */
+    dir = st_test_tmpdir("twcs");
+    o = base_opts(dir);
+    o.max_open_windows = 2;
+    t = topen(&o);
+    s = T0 - 100000;
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s + 10, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_twcs_put(t, 0, 1, 1, s + 1010, NULL), TWCS_ACCEPTED); /* 2 open */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, s + 2000, &f);
+    ck_assert(!f);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+    dir = st_test_tmpdir("twcs");
+    o = base_opts(dir);
+    o.max_open_windows = 2;
+    t = topen(&o);
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s + 500, NULL), TWCS_ACCEPTED); /* 1 open */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN); /* prepared: 2 open */
+    ck_assert(f);
+    /* A late record for the window before: 1 open with data + 1 new = 2, accepted (counting
+     * the prepared one, 3 > 2 would have sent it to the dead-letter topic). */
+    ck_assert_int_eq(st_twcs_put(t, 0, 1, 1, s - 500, NULL), TWCS_ACCEPTED);
+    ck_assert(has_vec(t, 1));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+
+    /* A prepared window that never gets data and ages past the TTL goes without an event and
+     * without counting as a dropped window; its neighbour with data is dropped as always. */
+    dir = st_test_tmpdir("twcs");
+    o = base_opts(dir);
+    o.ttl_ms = 60000;
+    t = topen(&o);
+    s = T0 - 10000;
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s + 500, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, s + 1000, &f);
+    ck_assert(f);
+    n_expired = 0;
+    st_clock_manual_advance(&clk, 70000);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, s, &f);
+    ck_assert(!f);
+    win(t, s + 1000, &f);
+    ck_assert(!f);
+    ck_assert_int_eq(n_expired, 1); /* the window with data only */
+    twcs_stats(t, &ts);
+    ck_assert_uint_eq(ts.dropped_ttl, 1);
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.vlogs, 0);
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+    st_clock_manual_set_wall(&clk, T0);
+
+    /* The prepare failing (its vector log cannot be created) is no error of the tick: the
+     * window is there, and the first write into it creates the log itself. */
+    dir = st_test_tmpdir("twcs");
+    o = base_opts(dir);
+    t = topen(&o);
+    s = T0 - 100000;
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s + 500, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(st_fault_arm("store.vlog.create", 0, 1, ST_EIO), ST_OK);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    st_fault_disarm_all();
+    win(t, s + 1000, &f);
+    ck_assert(f);
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.vlogs, 1);
+    ck_assert_uint_eq(ss.vlog_creates, 1);
+    ck_assert_int_eq(st_twcs_put(t, 0, 1, 1, s + 1500, NULL), TWCS_ACCEPTED);
+    store_stats(twcs_store(t), &ss);
+    ck_assert_uint_eq(ss.vlogs, 2);
+    ck_assert_uint_eq(ss.vlog_creates, 2);
+    twcs_stats(t, &ts);
+    ck_assert_uint_eq(ts.window_creates, 1); /* the window was there: only the first write's */
+    ck_assert(has_vec(t, 1));
+    ck_assert_int_eq(twcs_close(t), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+    dir = st_test_tmpdir("twcs");
+    o = base_opts(dir);
+    o.max_future_ms = 500;
+    t = topen(&o);
+    ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, T0 + 400, NULL), TWCS_ACCEPTED); /* [T0, T0+1000) */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    win(t, T0 + 1000, &f);
+    ck_assert(!f); /* T0 + 1000 > now + 500: no write could fill it yet */
+    st_clock_manual_advance(&clk, 600);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, T0 + 1000, &f).state, TWCS_OPEN);
+    ck_assert(f);
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
@@ -2399,7 +2592,7 @@ START_TEST(test_absurd_units_no_mass_seal)
     struct twcs_window_info *live;
     size_t nlive;
     ck_assert_int_eq(twcs_windows(t, &live, &nlive), ST_OK);
-    ck_assert_uint_eq(nlive, 3);
+    ck_assert_uint_eq(nlive, 4); /* and s + 3000, prepared by the tick (prepare_next) */
     const int64_t absurd[] = {T0 / 1000, 0, -1, -(T0 / 1000), -T0};
     const int nabs = (int)(sizeof(absurd) / sizeof(absurd[0]));
     const int64_t ns = T0 * 1000000; /* < INT64_MAX: a valid int64, 50,000 years ahead */
@@ -2645,7 +2838,7 @@ START_TEST(test_restart_changed_ttl)
     struct twcs_window_info *all;
     size_t nall;
     ck_assert_int_eq(twcs_windows(t, &all, &nall), ST_OK);
-    ck_assert_uint_eq(nall, 4);
+    ck_assert_uint_eq(nall, 5); /* W4 prepared by the tick, empty */
     ck_assert_int_eq(twcs_close(t), ST_OK);
     const int64_t ttls[] = {3600000, 7500, 3600000};
     for (int round = 0; round < 3; round++) {
@@ -2742,6 +2935,7 @@ int main(void)
     tcase_add_test(tc, test_watermark_revoke_reassign);
     tcase_add_test(tc, test_fifo_several_drops_oldest_first);
     tcase_add_test(tc, test_restart_changed_ttl);
+    tcase_add_test(tc, test_prepare_next_window);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -98,6 +99,31 @@ bool st_daemon_log_has(const struct st_daemon *d, const char *needle)
     bool has = strstr(text, needle) != NULL;
     free(text);
     return has;
+}
+
+bool st_daemon_has_thread(const struct st_daemon *d, const char *comm)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)d->pid);
+    DIR *dp = d->pid > 0 ? opendir(dir) : NULL;
+    bool found = false;
+    for (struct dirent *e; dp != NULL && !found && (e = readdir(dp)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[400], name[32] = {0};
+        snprintf(path, sizeof(path), "%s/%s/comm", dir, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue; /* the thread ended meanwhile */
+        if (fgets(name, sizeof(name), f) != NULL) {
+            name[strcspn(name, "\n")] = 0;
+            found = strcmp(name, comm) == 0;
+        }
+        fclose(f);
+    }
+    if (dp != NULL)
+        closedir(dp);
+    return found;
 }
 
 /* Whether the child is still running (reaps it, keeping its status, when it is not). */

@@ -43,6 +43,9 @@ int st_daemon_http_get(unsigned port, const char *path, char *body, size_t cap);
 /* Waits up to timeout_ms for GET path to answer 200; fails the test when it does not. */
 void st_daemon_wait_http_ok(struct st_daemon *d, unsigned port, const char *path, int timeout_ms);
 
+/* Whether one of the daemon's threads is named comm (/proc/PID/task/TID/comm). */
+bool st_daemon_has_thread(const struct st_daemon *d, const char *comm);
+
 /* Fails the test, quoting it, when the log holds a sanitizer report. */
 void st_daemon_assert_clean(const struct st_daemon *d);
 

@@ -48,6 +48,8 @@ struct twcs {
                            * when it was first seen is kept under RS_PREFIX (rs_persist), so a
                            * restart does not start the wait again. */
     int64_t horizon;      /* every window ending at or before it has been dropped */
+    int64_t prepared;     /* start of the window prepare_next created that no write has reached
+                           * yet (INT64_MIN: none): it takes no slot of max_open_windows */
     struct part_wm *pw;
     size_t npw;
     uint64_t big_window; /* bytes of the largest sealed segment seen (the FIFO cap's slack) */
@@ -59,7 +61,8 @@ struct twcs {
     pthread_t thread;
     bool have_thread, stop;
     bool kicked; /* a writer hit the FIFO cap: tick now, not at the next period (mu) */
-    struct st_ratelimit cap_rl; /* "over the FIFO cap with no sealed window" (mu) */
+    struct st_ratelimit cap_rl;  /* "over the FIFO cap with no sealed window" (mu) */
+    struct st_ratelimit prep_rl; /* "could not prepare the next window" (tick_mu) */
     pthread_cond_t cv;
 };
 
@@ -295,7 +298,7 @@ static void fifo_note_refused_locked(struct twcs *t, int32_t partition, int64_t 
     long next;
     uint32_t open = 0;
     for (size_t i = 0; i < t->nwin; i++)
-        open += t->win[i].state == TWCS_OPEN;
+        open += t->win[i].state == TWCS_OPEN && t->win[i].start != t->prepared;
     if (find_window(t, lo, &next) >= 0 || open < t->o.max_open_windows)
         (void)pw_note(t, partition, lo, false); /* ST_ENOMEM: not noted, the write waits */
 }
@@ -557,8 +560,8 @@ static int classify_locked(struct twcs *t, int64_t now, struct store_record *rec
                         w.end = c->created[k].start;
                 }
                 size_t open = 0;
-                for (size_t k = 0; k < t->nwin; k++)
-                    open += t->win[k].state == TWCS_OPEN;
+                for (size_t k = 0; k < t->nwin; k++) /* a prepared window takes no slot */
+                    open += t->win[k].state == TWCS_OPEN && t->win[k].start != t->prepared;
                 if (open + c->ncreated + 1 > t->o.max_open_windows ||
                     c->ncreated == sizeof(c->created) / sizeof(c->created[0])) {
                     res->verdict = TWCS_REJECT_WINDOWS;
@@ -718,6 +721,7 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
     pthread_rwlock_rdlock(&t->gate);
     struct classify c;
     int rc;
+    int64_t create_ns = -1; /* time spent creating windows (this write's or another's) */
     for (int round = 0;; round++) {
         pthread_mutex_lock(&t->mu);
         rc = classify_locked(t, now, recs, n, res, &c);
@@ -731,7 +735,10 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
         }
         pthread_mutex_unlock(&t->mu);
         /* New windows first: durable before any record in them is. */
-        if ((rc = create_windows(t, now, recs, n, res)) != ST_OK)
+        int64_t w0 = st_clock_mono_ns(NULL);
+        rc = create_windows(t, now, recs, n, res);
+        create_ns = (create_ns < 0 ? 0 : create_ns) + (st_clock_mono_ns(NULL) - w0);
+        if (rc != ST_OK)
             goto out;
     }
     if (rc != ST_OK || res->verdict != TWCS_ACCEPTED)
@@ -757,6 +764,8 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
         pthread_mutex_lock(&t->mu);
         rc = pw_note(t, partition, c.max_ts, true);
         for (uint32_t i = 0; i < c.keep; i++) {
+            if (recs[i].window == t->prepared)
+                t->prepared = INT64_MIN; /* reached by data: an open window like any other */
             long next, wi = find_window(t, recs[i].ts, &next);
             if (wi >= 0 && t->win[wi].state == TWCS_SEALED && t->delta_since[wi] == 0)
                 t->delta_since[wi] = mono_ms(t) + 1; /* +1: 0 means "no delta" */
@@ -765,10 +774,92 @@ int twcs_write(struct twcs *t, int32_t partition, int64_t offset, struct store_r
     }
 out:
     pthread_rwlock_unlock(&t->gate);
+    if (create_ns >= 0) {
+        pthread_mutex_lock(&t->mu);
+        t->st.window_creates++;
+        t->st.window_create_ns += (uint64_t)create_ns;
+        pthread_mutex_unlock(&t->mu);
+    }
     return rc;
 }
 
 /* ---- tick: seal, re-seal, merge, drop -------------------------------------------------------- */
+
+/*
+ * The window after the newest, created ahead of its data. A write whose record opens a window
+ * waits for the window's manifest edit and, unless vectors are inline, for its vector log (file,
+ * directory entry, manifest edit): four fsyncs, 100 ms and more on a disk shared with a broker,
+ * stalling every partition behind it at each window boundary. So once the newest records come
+ * within PREPARE_LEAD of the newest window's end, the tick creates the next window and its log.
+ * Never more than one ahead (the newest must hold data), never a window the writes could not fill
+ * yet (max_future_ms), never past the FIFO cap or max_open_windows, never after the newest window
+ * is due for its seal. Until a write reaches it, it takes no slot of max_open_windows (a batch
+ * needing other windows is classified as if it were not there). Left empty, it goes without an
+ * event when the watermark passes it (seal_window) or the TTL does (remove_if_empty). Failures
+ * are logged, not returned: the first write creates what is missing. Caller holds tick_mu.
+ */
+#define PREPARE_LEAD_TICKS  2
+#define PREPARE_LEAD_MIN_MS 2000
+
+static void prepare_next(struct twcs *t)
+{
+    if (t->o.max_bytes > 0) { /* at the FIFO cap writes wait: nothing to prepare for */
+        struct store_stats ss;
+        store_stats(t->s, &ss);
+        if (ss.segment_bytes + ss.wal_live_bytes + ss.vlog_bytes + ss.reclaim_bytes >=
+            t->o.max_bytes)
+            return;
+    }
+    pthread_mutex_lock(&t->create_mu);
+    pthread_mutex_lock(&t->mu);
+    watermark_update(t);
+    int64_t max_ts = INT64_MIN;
+    for (size_t i = 0; i < t->npw; i++)
+        if (t->pw[i].max_ts > max_ts)
+            max_ts = t->pw[i].max_ts;
+    uint32_t open = 0;
+    for (size_t i = 0; i < t->nwin; i++)
+        open += t->win[i].state == TWCS_OPEN;
+    int64_t lead = t->o.tick_ms * PREPARE_LEAD_TICKS;
+    if (lead < PREPARE_LEAD_MIN_MS)
+        lead = PREPARE_LEAD_MIN_MS;
+    const struct store_window *nw = t->nwin > 0 ? &t->win[t->nwin - 1] : NULL;
+    struct store_window w = {0};
+    /* The newest window: open, holding data near its end, not due for its seal yet (else the
+     * window after it would be sealed away empty right after), and room for one more. */
+    bool want = nw != NULL && nw->state == TWCS_OPEN && t->prepared == INT64_MIN &&
+                max_ts >= nw->start && max_ts < nw->end && max_ts >= sat_sub(nw->end, lead) &&
+                (t->watermark == INT64_MIN || t->watermark < sat_add(nw->end, t->o.grace_ms)) &&
+                open + 1 <= t->o.max_open_windows &&
+                nw->end <= sat_add(wall_ms(t), t->o.max_future_ms) &&
+                nw->end <= INT64_MAX - t->o.window_ms;
+    if (want)
+        new_window(t, nw->end, (long)t->nwin, &w);
+    pthread_mutex_unlock(&t->mu);
+    int rc = ST_OK;
+    if (want && w.end > w.start) {
+        rc = store_window_put(t->s, &w);
+        if (rc == ST_OK) {
+            pthread_mutex_lock(&t->mu);
+            rc = reload_windows(t);
+            if (rc == ST_OK) {
+                t->st.windows_prepared++;
+                t->prepared = w.start;
+            }
+            pthread_mutex_unlock(&t->mu);
+        }
+        if (rc == ST_OK) /* a failure leaves the window without its log: the write makes it */
+            rc = store_prepare_window_log(t->s, w.start, w.end);
+    }
+    pthread_mutex_unlock(&t->create_mu);
+    uint32_t sup;
+    /* Only a head start: the write creates what is missing, and fails on what fails for it. */
+    if (rc != ST_OK && st_ratelimit_ok(&t->prep_rl, 1, 60000, &sup))
+        st_log_warn(LOG_COMP,
+                    "could not prepare the next window start=%" PRId64 " error=%s (its first "
+                    "write creates it) suppressed=%u",
+                    w.start, st_strerror(rc), sup);
+}
 
 struct wsegs {
     uint64_t *runs; /* RUN segments */
@@ -891,6 +982,43 @@ static void segs_free(struct wsegs *ws)
     free(ws->run_vfile);
 }
 
+/*
+ * Removes window w from the table if it holds nothing (its records all superseded elsewhere, or
+ * never written: a window prepared ahead that got no data), with its vector log if it has one,
+ * in one manifest edit and with no event: nothing of it was ever searchable. A write may be
+ * between creating this window and storing its records: the gate waits for writes classified
+ * before, and what they stored is looked for (in segments and memtables); if anything is there,
+ * *gone stays false. Caller holds tick_mu.
+ */
+static int remove_if_empty(struct twcs *t, struct store_window w, bool *gone)
+{
+    *gone = false;
+    struct wsegs ws;
+    pthread_rwlock_wrlock(&t->gate);
+    int rc = segs_of(t, w.start, &ws);
+    bool empty =
+        rc == ST_OK && ws.nruns == 0 && ws.sealed == 0 && !store_window_unflushed(t->s, w.start);
+    if (rc == ST_OK)
+        segs_free(&ws);
+    if (empty) {
+        struct store_window rm = w;
+        rm.state = STORE_WINDOW_REMOVE;
+        struct store_edit_extra x = {.windows = &rm, .nwindows = 1};
+        size_t removed;
+        rc = store_drop_window(t->s, w.start, &x, &removed);
+        pthread_mutex_lock(&t->mu);
+        if (rc == ST_OK) { /* the cache too, or every tick would remove it again */
+            rc = reload_windows(t);
+            *gone = true;
+            if (t->prepared == w.start)
+                t->prepared = INT64_MIN;
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    pthread_rwlock_unlock(&t->gate);
+    return rc;
+}
+
 /* Seals (version 1) or re-seals (version+1) window w. Caller holds tick_mu. */
 static int seal_window(struct twcs *t, struct store_window w)
 {
@@ -900,32 +1028,9 @@ static int seal_window(struct twcs *t, struct store_window w)
         return rc;
     size_t nin = ws.nruns + (ws.sealed ? 1 : 0);
     if (nin == 0) {
-        /* An empty window (its records all superseded elsewhere, or never written) leaves the
-         * table. But a write may be between creating this window and storing its records: the
-         * gate waits for writes classified before, and what they stored is looked for again
-         * (in segments and memtables); if anything is there now, the next tick seals it. */
         segs_free(&ws);
-        pthread_rwlock_wrlock(&t->gate);
-        rc = segs_of(t, w.start, &ws);
-        bool empty = rc == ST_OK && ws.nruns == 0 && ws.sealed == 0 &&
-                     !store_window_unflushed(t->s, w.start);
-        if (rc == ST_OK)
-            segs_free(&ws);
-        if (empty) {
-            /* With its vector log, if it has one (its rows all superseded elsewhere): a drop
-             * of no segment, in one manifest edit with the window's removal. */
-            struct store_window rm = w;
-            rm.state = STORE_WINDOW_REMOVE;
-            struct store_edit_extra x = {.windows = &rm, .nwindows = 1};
-            size_t removed;
-            rc = store_drop_window(t->s, w.start, &x, &removed);
-            pthread_mutex_lock(&t->mu);
-            if (rc == ST_OK) /* the cache too, or every tick would remove it again */
-                rc = reload_windows(t);
-            pthread_mutex_unlock(&t->mu);
-        }
-        pthread_rwlock_unlock(&t->gate);
-        return rc;
+        bool gone;
+        return remove_if_empty(t, w, &gone);
     }
     uint64_t *in = malloc(nin * sizeof(*in));
     if (in == NULL) {
@@ -1150,6 +1255,9 @@ int twcs_tick(struct twcs *t)
         pthread_mutex_unlock(&t->tick_mu);
         return ST_ENOMEM;
     }
+    /* 0. The next window ahead of its data (prepare_next), before the seals: a tick busy
+     *    sealing would otherwise create it late. */
+    prepare_next(t);
     int64_t now_wall = wall_ms(t), now_mono = mono_ms(t);
     /* Which sealed windows need a re-seal is derived from durable state every tick — runs
      * (late data already flushed) or unflushed rows of the window — not only from the
@@ -1240,6 +1348,14 @@ int twcs_tick(struct twcs *t)
         if (ws[i].state == TWCS_EXPIRED || t->o.ttl_ms == 0 ||
             ws[i].end > sat_sub(now_wall, t->o.ttl_ms))
             continue;
+        if (ws[i].state == TWCS_OPEN) { /* never written (prepared ahead): no drop, no event */
+            bool gone;
+            rc = remove_if_empty(t, ws[i], &gone);
+            if (rc != ST_OK && first == ST_OK)
+                first = rc;
+            if (gone || rc != ST_OK)
+                continue;
+        }
         droppable++;
         if (drops >= t->o.drops_per_tick)
             continue;
@@ -1356,6 +1472,7 @@ struct store *twcs_store(struct twcs *t)
 
 static void *tick_main(void *arg)
 {
+    (void)pthread_setname_np(pthread_self(), "st-tick"); /* by itself: a prctl (ing_pipe.c) */
     struct twcs *t = arg;
     int64_t gap_ms = 10;
     pthread_mutex_lock(&t->mu);
@@ -1427,6 +1544,7 @@ int twcs_open(const struct twcs_opts *o, struct twcs **out, struct st_err *err)
     if (t->o.runs_max_merge < t->o.runs_min_merge)
         t->o.runs_max_merge = t->o.runs_min_merge > 32 ? t->o.runs_min_merge : 32;
     t->horizon = INT64_MIN;
+    t->prepared = INT64_MIN;
     t->watermark = INT64_MIN;
     pthread_mutex_init(&t->mu, NULL);
     pthread_mutex_init(&t->tick_mu, NULL);

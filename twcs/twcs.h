@@ -151,6 +151,10 @@ struct twcs_stats {
     uint64_t ticks;               /* twcs_tick runs (the timer's and callers') */
     uint64_t fifo_lagging_writes; /* writes over the FIFO cap from a partition holding the
                                    * oldest open window's seal back (see twcs_write) */
+    uint64_t windows_prepared;    /* created ahead of their data by the tick (prepare_next) */
+    uint64_t window_creates;      /* writes whose records needed a window not in the table:
+                                   * they waited for its creation (theirs or another's) */
+    uint64_t window_create_ns;    /* the time those writes waited */
 };
 void twcs_stats(struct twcs *t, struct twcs_stats *out);
 
