@@ -143,16 +143,23 @@ def block_fresh(out, plots):
             "the sustained rate).", ""]
     if round(float(rf["loads_of_rec_s"])) != round(float(rf["max_rec_s"])):
         head[0] += f" Loads are shares of {float(rf['loads_of_rec_s']):,.0f} records/s (--rate)."
+    if rf.get("cpu_weights"):
+        head[0] += (f" CPU weights (each daemon in a cgroup of its own, as systemd's CPUWeight= "
+                    f"puts its unit): {rf['cpu_weights']}.")
     md = head + ["| load (of the maximum ingest rate, the reference) | achieved records/s "
           "| strong p50 ms | strong p99 ms | p99 / the 50 ms goal | indexed p50 ms "
-          "| indexed p99 ms | indexed |",
-          "|---|---|---|---|---|---|---|---|"]
+          "| indexed p99 ms | indexed | writes waited, ms: window / log created, WAL roll, "
+          "log queue |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {float(r['load']):.0%} of {r['target_rec_s'] if float(r['load']) else '-'}"
                   f" | {r['achieved_rec_s']} | {f(r['strong_p50_ms'], 1)} | "
                   f"{f(r['strong_p99_ms'], 1)} | {float(r['strong_p99_ms']) / 50:.1f}× | "
                   f"{f(r['indexed_p50_ms'], 0)} | {f(r['indexed_p99_ms'], 0)} | "
-                  f"{r['indexed_found']}/{r['probes']} |")
+                  f"{r['indexed_found']}/{r['probes']} | " +
+                  " / ".join(f(r[f"wait_{c}_ms"], 0) if r.get(f"wait_{c}_ms") else "-" for c in
+                             ("window_create", "vector_log_create", "wal_roll",
+                              "vector_log_queue")) + " |")
     loads = [float(r["load"]) * 100 for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, style in (("strong_p50_ms", "o-"), ("strong_p99_ms", "o--"),

@@ -96,6 +96,20 @@ class Load:
         self.records, self.secs = int(m.group(1)), float(m.group(2))
 
 
+WAIT_CAUSES = ("window_create", "vector_log_create", "wal_roll", "vector_log_queue")
+
+
+def write_waits(port):
+    """Seconds the ingest node's writes have waited so far, by cause (its /metrics)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError as e:
+        raise Failed(f"ingest /metrics: {e!r}") from e
+    return {c: metric(text, "strata_write_wait_seconds_total", f'cause="{c}"') or 0.0
+            for c in WAIT_CAUSES}
+
+
 def main():
     ap = arg_parser()
     ap.add_argument("--dim", type=int, default=384)
@@ -108,7 +122,17 @@ def main():
     ap.add_argument("--rate", type=float, default=0,
                     help="records/s that the loads are shares of, instead of the maximum measured "
                     "(for comparing configurations at one load; the maximum is still reported)")
+    ap.add_argument("--cpu-weights", default="",
+                    help="e.g. ingest=100,indexer=20: each daemon in a CPU cgroup of that weight, "
+                    "as systemd's CPUWeight= puts its unit (needs root and a writable cgroup cpu "
+                    "controller)")
     a = ap.parse_args()
+    try:
+        weights = {k: int(v) for k, v in (x.split("=") for x in a.cpu_weights.split(",") if x)}
+    except ValueError:
+        ap.error("--cpu-weights: NAME=WEIGHT[,NAME=WEIGHT], NAME ingest or indexer")
+    if set(weights) - {"ingest", "indexer"}:
+        ap.error("--cpu-weights: NAME is ingest or indexer")
     backlog = a.backlog or (40000 if a.quick else 200000)
     ref_secs = a.ref_seconds or (4 if a.quick else 12)
     secs = a.seconds or (3 if a.quick else 10)
@@ -138,7 +162,7 @@ def main():
     d = Daemons(a.build, out / f"fresh-run-{os.getpid()}", a.kafka, a.nats,
                 [f"{{name: load, dim: {a.dim}, metric: l2, topic: {topic}, window: 2s, "
                  "grace: 200ms, max_lateness: 1m, index: {type: hnsw, m: 16, ef_construction: 100}}"],
-                node_id="fresh-bench")
+                node_id="fresh-bench", cpu_weights=weights)
     rows = []
     probe_rows = []
     try:
@@ -286,6 +310,7 @@ def main():
                     poller(stage)
                 except Exception as e:  # noqa: BLE001
                     errors.append(f"{stage} poller died: {e!r}")
+            waits0 = write_waits(iport)
             pts = [threading.Thread(target=guarded, args=(st,), daemon=True)
                    for st in ["strong"] * STRONG_WORKERS + ["indexed"]]
             for pt in pts:
@@ -307,6 +332,8 @@ def main():
             if ld is not None:
                 ld.wait(secs + 120)
                 achieved = ld.records / ld.secs if ld.secs > 0 else 0.0
+            # where the node's writes waited during the phase (strata_write_wait_seconds_total)
+            waits = {c: (write_waits(iport)[c] - waits0[c]) * 1000 for c in WAIT_CAUSES}
             # The trickle: windows seal only when newer records move the watermark.
             deadline = time.time() + (30 if a.quick else 60)
             k = 0
@@ -338,7 +365,8 @@ def main():
                    "indexed_p50_ms": percentile(i_lat, 0.5),
                    "indexed_p99_ms": percentile(i_lat, 0.99),
                    "strong_search_p50_ms": percentile(took, 0.5),
-                   "strong_search_p99_ms": percentile(took, 0.99)}
+                   "strong_search_p99_ms": percentile(took, 0.99),
+                   **{f"wait_{c}_ms": round(waits[c], 1) for c in WAIT_CAUSES}}
             rows.append(row)
             log(f"load {share:.0%}: strong p50 {row['strong_p50_ms']:.1f} ms p99 "
                 f"{row['strong_p99_ms']:.1f} ms; indexed p50 {row['indexed_p50_ms']:.0f} ms p99 "
@@ -361,7 +389,8 @@ def main():
         w.writerows(probe_rows)
     ref = {"max_rec_s": round(max_rate), "offered_rec_s": round(offered),
            "catchup_rec_s": round(catchup), "loads_of_rec_s": round(ref_rate),
-           "ref_seconds": ref_secs, "backlog": backlog, "dim": a.dim}
+           "ref_seconds": ref_secs, "backlog": backlog, "dim": a.dim,
+           "cpu_weights": a.cpu_weights}
     with open(out / "fresh-ref.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(ref))
         w.writeheader()
@@ -377,18 +406,22 @@ def main():
           f"backlog of {backlog} records (nothing else running) at {catchup:.0f} records/s"
           + (f"; loads are shares of {ref_rate:.0f} records/s (--rate)" if a.rate else ""),
           f"probes: one every {a.probe_ms:.0f} ms for {secs:.0f} s per load; windows of 2 s, "
-          "grace 200 ms; HNSW (M=16, ef_construction=100) built per window by strata-indexer",
+          "grace 200 ms; HNSW (M=16, ef_construction=100) built per window by strata-indexer"
+          + ("; CPU weights (a cgroup each, as systemd's CPUWeight=): " +
+             ", ".join(f"{k} {v}" for k, v in sorted(weights.items())) if weights else ""),
           "",
           "| load | target records/s | achieved | probes | strong p50 ms | strong p99 ms "
           "| indexed p50 ms | indexed p99 ms | indexed within the deadline "
-          "| a strong search's took_ms p50 / p99 |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| a strong search's took_ms p50 / p99 "
+          "| writes waited, ms: window / vector log created, WAL roll, log queue |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['load']:.0%} | {r['target_rec_s']} | {r['achieved_rec_s']} | "
                   f"{r['probes']} | {r['strong_p50_ms']:.1f} | {r['strong_p99_ms']:.1f} | "
                   f"{r['indexed_p50_ms']:.0f} | {r['indexed_p99_ms']:.0f} | "
                   f"{r['indexed_found']}/{r['probes']} | "
-                  f"{r['strong_search_p50_ms']:.1f} / {r['strong_search_p99_ms']:.1f} |")
+                  f"{r['strong_search_p50_ms']:.1f} / {r['strong_search_p99_ms']:.1f} | "
+                  + " / ".join(f"{r[f'wait_{c}_ms']:.0f}" for c in WAIT_CAUSES) + " |")
     (out / "fresh.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

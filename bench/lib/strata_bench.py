@@ -77,13 +77,53 @@ def metric(text, name, labels=""):
     return float(m.group(2)) if m else None
 
 
+CGROUPS = []  # CPU cgroups made by cgroup_prefix, removed at exit
+
+
+def _rm_cgroups():
+    for d in CGROUPS:
+        try:
+            d.rmdir()  # empty once its daemon has exited
+        except OSError:
+            pass
+
+
+def cgroup_prefix(name, weight):
+    """A command prefix that runs a daemon in a CPU cgroup of its own with `weight` (1-10000,
+    what `CPUWeight=` gives a systemd unit: its share of contended cores against sibling units,
+    default 100), on cgroup v2 (cpu.weight) or v1 (cpu.shares = weight * 1024 / 100). Raises
+    Failed saying why when the cgroup cannot be made here."""
+    if not 1 <= weight <= 10000:
+        raise Failed(f"CPU weight {weight} for {name}: 1 to 10000")
+    root = Path("/sys/fs/cgroup")
+    try:
+        if (root / "cgroup.controllers").exists():  # v2
+            if "cpu" not in (root / "cgroup.subtree_control").read_text().split():
+                (root / "cgroup.subtree_control").write_text("+cpu")
+            d, knob, value = root / f"strata-bench-{name}-{os.getpid()}", "cpu.weight", weight
+        else:
+            d = root / "cpu" / f"strata-bench-{name}-{os.getpid()}"
+            knob, value = "cpu.shares", max(2, round(weight * 1024 / 100))
+        d.mkdir(exist_ok=True)
+        if not CGROUPS:
+            atexit.register(_rm_cgroups)
+        CGROUPS.append(d)
+        (d / knob).write_text(str(value))
+    except OSError as e:
+        raise Failed(f"cannot make a CPU cgroup for {name}: {e} (needs root and a writable "
+                     "cgroup cpu controller; run without the CPU weights)") from e
+    return ["sh", "-c", f'echo $$ > {d}/cgroup.procs && exec "$@"', "sh"]
+
+
 class Daemons:
     """strata-ingest and strata-indexer of BUILD on one YAML in RUN_DIR; stop() ends both.
     For experiments, STRATA_BENCH_PREFIX_INGEST / _INDEXER put a command before a daemon's
     (e.g. "nice -n 19", "taskset -c 1"), and STRATA_BENCH_KAFKA_PROPERTIES adds librdkafka
     properties to the YAML's kafka.properties (e.g. "fetch.wait.max.ms: 10")."""
 
-    def __init__(self, build, run_dir, kafka, nats, collections, node_id="bench"):
+    def __init__(self, build, run_dir, kafka, nats, collections, node_id="bench",
+                 cpu_weights=None):
+        self.cpu_weights = cpu_weights or {}  # {"ingest": 100, "indexer": 20}: cgroup_prefix
         self.build = Path(build)
         self.run = Path(run_dir)
         self.run.mkdir(parents=True, exist_ok=True)
@@ -105,6 +145,8 @@ class Daemons:
     def _start(self, binary, name):
         lg = self.run / f"{name}.log"
         pre = os.environ.get("STRATA_BENCH_PREFIX_" + name.upper(), "").split()
+        if name in self.cpu_weights:
+            pre = cgroup_prefix(name, self.cpu_weights[name]) + pre
         # A session of its own (a Ctrl-C reaches the benchmark, which stops the daemons in
         # order), and SIGTERM when this process dies, even by SIGKILL (a time limit's
         # kill-after), so that no daemon outlives its benchmark.
