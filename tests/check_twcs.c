@@ -2008,9 +2008,8 @@ END_TEST
 /*
  * The window after the newest is prepared by the tick (its table entry and vector log) once the
  * newest records come within the lead of the newest window's end, so the write crossing the
- * boundary creates nothing; never more than one ahead, never far from the data, never the last
- * open slot, never past max_future; it survives a restart, and left empty it goes without a
- * seal when the watermark passes it.
+ * boundary creates nothing; never more than one ahead, never far from the data; it survives a
+ * restart, and left empty it goes without a seal when the watermark passes it.
  */
 START_TEST(test_prepare_next_window)
 {
@@ -2089,14 +2088,19 @@ START_TEST(test_prepare_next_window)
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
+}
+END_TEST
 
-    /* max_open_windows: with every slot taken nothing is prepared; with one free it is, and the
-     * prepared window takes no slot a record needs (a late record still opens its window). */
-    dir = st_test_tmpdir("twcs");
-    o = base_opts(dir);
+/* max_open_windows: with every slot taken nothing is prepared; with one free it is, and the
+ * prepared window takes no slot a record needs (a late record still opens its window). */
+START_TEST(test_prepare_next_slots)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
     o.max_open_windows = 2;
-    t = topen(&o);
-    s = T0 - 100000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    bool f;
     ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s + 10, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(st_twcs_put(t, 0, 1, 1, s + 1010, NULL), TWCS_ACCEPTED); /* 2 open */
     ck_assert_int_eq(twcs_tick(t), ST_OK);
@@ -2120,14 +2124,21 @@ START_TEST(test_prepare_next_window)
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
+}
+END_TEST
 
-    /* A prepared window that never gets data and ages past the TTL goes without an event and
-     * without counting as a dropped window; its neighbour with data is dropped as always. */
-    dir = st_test_tmpdir("twcs");
-    o = base_opts(dir);
+/* A prepared window that never gets data and ages past the TTL goes without an event and
+ * without counting as a dropped window; its neighbour with data is dropped as always. */
+START_TEST(test_prepare_next_ttl)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
     o.ttl_ms = 60000;
-    t = topen(&o);
-    s = T0 - 10000;
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 10000;
+    bool f;
+    struct twcs_stats ts;
+    struct store_stats ss;
     ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s + 500, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     win(t, s + 1000, &f);
@@ -2148,13 +2159,21 @@ START_TEST(test_prepare_next_window)
     st_test_rmrf(dir);
     free(dir);
     st_clock_manual_set_wall(&clk, T0);
+}
+END_TEST
 
-    /* The prepare failing (its vector log cannot be created) is no error of the tick: the
-     * window is there, and the first write into it creates the log itself. */
-    dir = st_test_tmpdir("twcs");
-    o = base_opts(dir);
-    t = topen(&o);
-    s = T0 - 100000;
+/* The prepare failing (its vector log cannot be created) is no error of the tick: the window is
+ * there, and the first write into it creates the log itself. Nothing is prepared past
+ * max_future. */
+START_TEST(test_prepare_next_failure_and_future)
+{
+    char *dir = st_test_tmpdir("twcs");
+    struct twcs_opts o = base_opts(dir);
+    struct twcs *t = topen(&o);
+    int64_t s = T0 - 100000;
+    bool f;
+    struct twcs_stats ts;
+    struct store_stats ss;
     ck_assert_int_eq(st_twcs_put(t, 0, 0, 0, s + 500, NULL), TWCS_ACCEPTED);
     ck_assert_int_eq(st_fault_arm("store.vlog.create", 0, 1, ST_EIO), ST_OK);
     ck_assert_int_eq(twcs_tick(t), ST_OK);
@@ -2936,6 +2955,9 @@ int main(void)
     tcase_add_test(tc, test_fifo_several_drops_oldest_first);
     tcase_add_test(tc, test_restart_changed_ttl);
     tcase_add_test(tc, test_prepare_next_window);
+    tcase_add_test(tc, test_prepare_next_slots);
+    tcase_add_test(tc, test_prepare_next_ttl);
+    tcase_add_test(tc, test_prepare_next_failure_and_future);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
