@@ -2085,6 +2085,11 @@ START_TEST(test_prepare_next_window)
     ck_assert_uint_eq(ss.vlogs, 1); /* W+3's; sealed logs became segments, W+2's went */
     for (int k = 0; k < 5; k++)
         ck_assert(has_vec(t, k));
+    /* W+2's removal let go of it as the prepared window: W+3 near its end gets W+4. */
+    ck_assert_int_eq(st_twcs_put(t, 0, 5, 5, s + 239500, NULL), TWCS_ACCEPTED);
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, s + 240000, &f).state, TWCS_OPEN);
+    ck_assert(f);
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);
@@ -2117,6 +2122,8 @@ START_TEST(test_prepare_next_slots)
     ck_assert_int_eq(twcs_tick(t), ST_OK);
     ck_assert_int_eq(win(t, s + 1000, &f).state, TWCS_OPEN); /* prepared: 2 open */
     ck_assert(f);
+    ck_assert_int_eq(twcs_close(t), ST_OK); /* and a restart finds it again as prepared */
+    t = topen(&o);
     /* A late record for the window before: 1 open with data + 1 new = 2, accepted (counting
      * the prepared one, 3 > 2 would have sent it to the dead-letter topic). */
     ck_assert_int_eq(st_twcs_put(t, 0, 1, 1, s - 500, NULL), TWCS_ACCEPTED);
@@ -2151,6 +2158,7 @@ START_TEST(test_prepare_next_ttl)
     win(t, s + 1000, &f);
     ck_assert(!f);
     ck_assert_int_eq(n_expired, 1); /* the window with data only */
+    ck_assert_str_eq(last_reason, "ttl");
     twcs_stats(t, &ts);
     ck_assert_uint_eq(ts.dropped_ttl, 1);
     store_stats(twcs_store(t), &ss);
@@ -2190,6 +2198,10 @@ START_TEST(test_prepare_next_failure_and_future)
     twcs_stats(t, &ts);
     ck_assert_uint_eq(ts.window_creates, 1); /* the window was there: only the first write's */
     ck_assert(has_vec(t, 1));
+    /* Reached by data, it is an open window like any other: near its end the next comes. */
+    ck_assert_int_eq(twcs_tick(t), ST_OK);
+    ck_assert_int_eq(win(t, s + 2000, &f).state, TWCS_OPEN);
+    ck_assert(f);
     ck_assert_int_eq(twcs_close(t), ST_OK);
     st_test_rmrf(dir);
     free(dir);

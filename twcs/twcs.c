@@ -831,6 +831,7 @@ static void prepare_next(struct twcs *t)
                 max_ts >= nw->start && max_ts < nw->end && max_ts >= sat_sub(nw->end, lead) &&
                 (t->watermark == INT64_MIN || t->watermark < sat_add(nw->end, t->o.grace_ms)) &&
                 open + 1 <= t->o.max_open_windows &&
+                (t->o.ttl_ms == 0 || nw->end > sat_sub(wall_ms(t), t->o.ttl_ms)) &&
                 nw->end <= sat_add(wall_ms(t), t->o.max_future_ms) &&
                 nw->end <= INT64_MAX - t->o.window_ms;
     if (want)
@@ -1316,6 +1317,8 @@ int twcs_tick(struct twcs *t)
         rc = ST_ENOMEM;
     else if (nsealing > 0)
         rc = store_flush(t->s);
+    if (rc != ST_OK && first == ST_OK)
+        first = rc; /* kept: a later step's ST_OK must not hide it */
     for (size_t i = 0; rc == ST_OK && i < nw; i++) {
         if (!sealing[i])
             continue;
@@ -1572,6 +1575,17 @@ int twcs_open(const struct twcs_opts *o, struct twcs **out, struct st_err *err)
             note_big_window(t, in.bytes);
     }
     store_snapshot_release(snap);
+    /* A window prepared before the restart that no write has reached (the newest, open, with
+     * nothing in segments or in the memtables replay filled) is again one that takes no slot. */
+    if (t->nwin > 0 && t->win[t->nwin - 1].state == TWCS_OPEN) {
+        struct wsegs pw;
+        if ((rc = segs_of(t, t->win[t->nwin - 1].start, &pw)) != ST_OK)
+            goto fail;
+        if (pw.nruns == 0 && pw.sealed == 0 &&
+            !store_window_unflushed(t->s, t->win[t->nwin - 1].start))
+            t->prepared = t->win[t->nwin - 1].start;
+        segs_free(&pw);
+    }
     size_t len;
     int64_t wm;
     t->wm_persisted = INT64_MIN;
