@@ -91,8 +91,12 @@ def _rm_cgroups():
 def cgroup_prefix(name, weight):
     """A command prefix that runs a daemon in a CPU cgroup of its own with `weight` (1-10000,
     what `CPUWeight=` gives a systemd unit: its share of contended cores against sibling units,
-    default 100), on cgroup v2 (cpu.weight) or v1 (cpu.shares = weight * 1024 / 100). Raises
-    Failed saying why when the cgroup cannot be made here."""
+    default 100), on cgroup v2 (cpu.weight) or v1 (cpu.shares = weight * 1024 / 100). The
+    cgroup is made at the hierarchy's root: a daemon there competes with the root's other
+    children (on v1 with every root-level thread, the broker and the load generator among them,
+    at 1024 each; on v2 with the slices), so the weights compare the daemons with each other as
+    sibling units would, and with the rest of the machine only roughly. Raises Failed saying why
+    when the cgroup cannot be made here."""
     if not 1 <= weight <= 10000:
         raise Failed(f"CPU weight {weight} for {name}: 1 to 10000")
     root = Path("/sys/fs/cgroup")
