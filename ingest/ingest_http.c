@@ -499,14 +499,6 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
             }
     }
     free(wv);
-    st_prom_head(t, "strata_windows_prepared_total", "counter",
-                 "Windows the tick created ahead of their data, with their vector logs.");
-    for (size_t i = 0; i < h->n; i++) {
-        struct twcs_stats tw;
-        twcs_stats(h->colls[i].twcs, &tw);
-        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
-        st_prom_sample(t, "strata_windows_prepared_total", l, (double)tw.windows_prepared);
-    }
     st_prom_head(t, "strata_segments_total", "gauge", "Live segment files by state.");
     for (size_t i = 0; i < h->n; i++) {
         uint64_t kinds[3] = {0};
@@ -539,6 +531,12 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
     for (size_t i = 0; ts != NULL && i < h->n; i++) {
         twcs_stats(h->colls[i].twcs, &ts[i]);
         merging += ts[i].merging;
+    }
+    st_prom_head(t, "strata_windows_prepared_total", "counter",
+                 "Windows the tick created ahead of their data, with their vector logs.");
+    for (size_t i = 0; ts != NULL && i < h->n; i++) {
+        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
+        st_prom_sample(t, "strata_windows_prepared_total", l, (double)ts[i].windows_prepared);
     }
     st_prom_head(t, "strata_compaction_running", "gauge", "Merges (seals, run merges) running.");
     st_prom_sample(t, "strata_compaction_running", NULL, merging);

@@ -291,15 +291,22 @@ static int pw_note(struct twcs *t, int32_t partition, int64_t max_ts, bool seen)
  * later rejected for its other records goes to the dead-letter topic: its partition moves on
  * past it all the same.)
  */
+/* Open windows against max_open_windows: a prepared window no write has reached takes no slot
+ * (prepare_next). Caller holds mu. */
+static uint32_t open_slots_locked(const struct twcs *t)
+{
+    uint32_t open = 0;
+    for (size_t i = 0; i < t->nwin; i++)
+        open += t->win[i].state == TWCS_OPEN && t->win[i].start != t->prepared;
+    return open;
+}
+
 static void fifo_note_refused_locked(struct twcs *t, int32_t partition, int64_t lo)
 {
     if (partition < 0)
         return;
     long next;
-    uint32_t open = 0;
-    for (size_t i = 0; i < t->nwin; i++)
-        open += t->win[i].state == TWCS_OPEN && t->win[i].start != t->prepared;
-    if (find_window(t, lo, &next) >= 0 || open < t->o.max_open_windows)
+    if (find_window(t, lo, &next) >= 0 || open_slots_locked(t) < t->o.max_open_windows)
         (void)pw_note(t, partition, lo, false); /* ST_ENOMEM: not noted, the write waits */
 }
 
@@ -559,10 +566,7 @@ static int classify_locked(struct twcs *t, int64_t now, struct store_record *rec
                     if (c->created[k].start < w.end && c->created[k].start > r->ts)
                         w.end = c->created[k].start;
                 }
-                size_t open = 0;
-                for (size_t k = 0; k < t->nwin; k++) /* a prepared window takes no slot */
-                    open += t->win[k].state == TWCS_OPEN && t->win[k].start != t->prepared;
-                if (open + c->ncreated + 1 > t->o.max_open_windows ||
+                if (open_slots_locked(t) + c->ncreated + 1 > t->o.max_open_windows ||
                     c->ncreated == sizeof(c->created) / sizeof(c->created[0])) {
                     res->verdict = TWCS_REJECT_WINDOWS;
                     res->reason = "too_many_windows";
@@ -817,9 +821,6 @@ static void prepare_next(struct twcs *t)
     for (size_t i = 0; i < t->npw; i++)
         if (t->pw[i].max_ts > max_ts)
             max_ts = t->pw[i].max_ts;
-    uint32_t open = 0;
-    for (size_t i = 0; i < t->nwin; i++)
-        open += t->win[i].state == TWCS_OPEN;
     int64_t lead = t->o.tick_ms * PREPARE_LEAD_TICKS;
     if (lead < PREPARE_LEAD_MIN_MS)
         lead = PREPARE_LEAD_MIN_MS;
@@ -830,7 +831,7 @@ static void prepare_next(struct twcs *t)
     bool want = nw != NULL && nw->state == TWCS_OPEN && t->prepared == INT64_MIN &&
                 max_ts >= nw->start && max_ts < nw->end && max_ts >= sat_sub(nw->end, lead) &&
                 (t->watermark == INT64_MIN || t->watermark < sat_add(nw->end, t->o.grace_ms)) &&
-                open + 1 <= t->o.max_open_windows &&
+                open_slots_locked(t) + 1 <= t->o.max_open_windows &&
                 (t->o.ttl_ms == 0 || nw->end > sat_sub(wall_ms(t), t->o.ttl_ms)) &&
                 nw->end <= sat_add(wall_ms(t), t->o.max_future_ms) &&
                 nw->end <= INT64_MAX - t->o.window_ms;
@@ -991,16 +992,23 @@ static void segs_free(struct wsegs *ws)
  * before, and what they stored is looked for (in segments and memtables); if anything is there,
  * *gone stays false. Caller holds tick_mu.
  */
+/* Does the window starting at start hold nothing, in segments or in memtables? */
+static int window_empty(struct twcs *t, int64_t start, bool *empty)
+{
+    struct wsegs ws;
+    int rc = segs_of(t, start, &ws);
+    *empty = rc == ST_OK && ws.nruns == 0 && ws.sealed == 0 && !store_window_unflushed(t->s, start);
+    if (rc == ST_OK)
+        segs_free(&ws);
+    return rc;
+}
+
 static int remove_if_empty(struct twcs *t, struct store_window w, bool *gone)
 {
     *gone = false;
-    struct wsegs ws;
+    bool empty;
     pthread_rwlock_wrlock(&t->gate);
-    int rc = segs_of(t, w.start, &ws);
-    bool empty =
-        rc == ST_OK && ws.nruns == 0 && ws.sealed == 0 && !store_window_unflushed(t->s, w.start);
-    if (rc == ST_OK)
-        segs_free(&ws);
+    int rc = window_empty(t, w.start, &empty);
     if (empty) {
         struct store_window rm = w;
         rm.state = STORE_WINDOW_REMOVE;
@@ -1578,13 +1586,11 @@ int twcs_open(const struct twcs_opts *o, struct twcs **out, struct st_err *err)
     /* A window prepared before the restart that no write has reached (the newest, open, with
      * nothing in segments or in the memtables replay filled) is again one that takes no slot. */
     if (t->nwin > 0 && t->win[t->nwin - 1].state == TWCS_OPEN) {
-        struct wsegs pw;
-        if ((rc = segs_of(t, t->win[t->nwin - 1].start, &pw)) != ST_OK)
+        bool empty;
+        if ((rc = window_empty(t, t->win[t->nwin - 1].start, &empty)) != ST_OK)
             goto fail;
-        if (pw.nruns == 0 && pw.sealed == 0 &&
-            !store_window_unflushed(t->s, t->win[t->nwin - 1].start))
+        if (empty)
             t->prepared = t->win[t->nwin - 1].start;
-        segs_free(&pw);
     }
     size_t len;
     int64_t wm;

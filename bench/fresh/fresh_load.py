@@ -99,13 +99,10 @@ class Load:
 WAIT_CAUSES = ("window_create", "vector_log_create", "wal_roll", "vector_log_queue")
 
 
-def write_waits(port):
-    """Seconds the ingest node's writes have waited so far, by cause (its /metrics)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            text = r.read().decode()
-    except OSError as e:
-        raise Failed(f"ingest /metrics: {e!r}") from e
+def write_waits(text):
+    """Seconds the ingest node's writes have waited so far, by cause, from its /metrics text."""
+    if text is None:
+        raise Failed("ingest /metrics did not answer")
     return {c: metric(text, "strata_write_wait_seconds_total", f'cause="{c}"') or 0.0
             for c in WAIT_CAUSES}
 
@@ -310,7 +307,7 @@ def main():
                     poller(stage)
                 except Exception as e:  # noqa: BLE001
                     errors.append(f"{stage} poller died: {e!r}")
-            waits0 = write_waits(iport)
+            waits0 = write_waits(metrics())
             pts = [threading.Thread(target=guarded, args=(st,), daemon=True)
                    for st in ["strong"] * STRONG_WORKERS + ["indexed"]]
             for pt in pts:
@@ -333,7 +330,7 @@ def main():
                 ld.wait(secs + 120)
                 achieved = ld.records / ld.secs if ld.secs > 0 else 0.0
             # where the node's writes waited during the phase (strata_write_wait_seconds_total)
-            waits = {c: (write_waits(iport)[c] - waits0[c]) * 1000 for c in WAIT_CAUSES}
+            waits = {c: (write_waits(metrics())[c] - waits0[c]) * 1000 for c in WAIT_CAUSES}
             # The trickle: windows seal only when newer records move the watermark.
             deadline = time.time() + (30 if a.quick else 60)
             k = 0
