@@ -48,6 +48,9 @@ struct store_opts {
                                      before vector logs: every vector written 2-3 times) */
     bool vlog_append_in_write;    /* rows appended by the write itself, not by the vector-log
                                      writer thread (the path before it; benchmarks, tests) */
+    bool vlog_buffered;           /* vector-log rows through the page cache, not O_DIRECT (the
+                                     path before it; benchmarks, tests). File systems without
+                                     O_DIRECT (tmpfs) get this anyway */
     uint64_t manifest_max_bytes;  /* compact the manifest beyond this and twice its snapshot
                                      (default 4 MiB) */
     struct store_fs *fs;          /* NULL: the OS */

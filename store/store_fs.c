@@ -213,6 +213,7 @@ static int file_open(struct store_fs *fs, const char *path, int flags, struct st
         goto out;
     }
     f->fd = fd;
+    f->dfd = -1;
     f->size = (uint64_t)st.st_size;
     f->path = p;
     f->fs = fs;
@@ -259,19 +260,12 @@ int store_fs_write(struct store_file *f, const void *buf, size_t len, const char
  * vectors is one system call, not one per 64 pieces. */
 #define STORE_FS_IOV_BATCH 1024
 
-int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, const char *site)
+/* Writes up to limit bytes of iov at the file's end through the page cache; *done gets the
+ * bytes written. */
+static int buffered_writev(struct store_file *f, const struct iovec *iov, int iovcnt, size_t limit,
+                           size_t *done_out)
 {
-    size_t len = 0;
-    for (int i = 0; i < iovcnt; i++)
-        len += iov[i].iov_len;
-    int rc = ST_FAULT(site);
-    size_t limit = len;
-    if (rc == ST_ENOSPC || rc == ST_EIO)
-        limit = len / 2; /* a short write, as a full disk produces */
-    else if (rc != 0)
-        return rc;
-    if (!sim_enter(f->fs))
-        return ST_EIO;
+    int rc = ST_OK;
     size_t done = 0, skip = 0; /* skip: bytes of iov[i] already written */
     int i = 0;
     while (done < limit) {
@@ -311,6 +305,178 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
             }
         }
     }
+    *done_out = done;
+    return rc;
+}
+
+/* ---- direct appends ------------------------------------------------------------------------ */
+
+/* Offsets, lengths and buffer addresses of O_DIRECT writes are multiples of this: the largest
+ * logical block size in use (4 KiB sectors), so no device needs a probe. */
+#define DIO_ALIGN 4096u
+/* Bytes staged per O_DIRECT write: large enough that the device streams, small enough that a
+ * window's buffer is no burden (one per open vector log). */
+#define DIO_STAGE (1u << 20)
+
+static void direct_off(struct store_file *f)
+{
+    if (f->dfd >= 0)
+        close(f->dfd);
+    f->dfd = -1;
+    free(f->stage);
+    f->stage = NULL;
+    f->tail = 0;
+}
+
+/* Reads the file's last partial block into the stage (the bytes a direct append rewrites). */
+static bool direct_load_tail(struct store_file *f)
+{
+    size_t tail = (size_t)(f->size % DIO_ALIGN);
+    for (size_t got = 0; got < tail;) {
+        ssize_t r = pread(f->fd, f->stage + got, tail - got, (off_t)(f->size - tail + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    f->tail = tail;
+    return true;
+}
+
+bool store_fs_direct(struct store_file *f)
+{
+    if (f->dfd >= 0)
+        return true;
+    void *stage = NULL;
+    if (posix_memalign(&stage, DIO_ALIGN, DIO_STAGE) != 0)
+        return false;
+    int dfd = open(f->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (dfd < 0) { /* EINVAL: the file system has no O_DIRECT */
+        free(stage);
+        return false;
+    }
+    f->dfd = dfd;
+    f->stage = stage;
+    if (!direct_load_tail(f)) {
+        direct_off(f);
+        return false;
+    }
+    return true;
+}
+
+bool store_fs_is_direct(const struct store_file *f)
+{
+    return f->dfd >= 0;
+}
+
+static int pwrite_full(int fd, const uint8_t *b, size_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t w = pwrite(fd, b, len, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return st_from_errno(errno);
+        if (w == 0)
+            return ST_EIO;
+        b += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return ST_OK;
+}
+
+/* Writes len aligned bytes of the stage at an aligned offset, straight to the device; what an
+ * O_DIRECT write leaves undone (a short write, or a device that refuses the alignment: direct
+ * appends then stop for this file) goes through the page cache. */
+static int direct_write(struct store_file *f, size_t len, uint64_t off)
+{
+    size_t done = 0;
+    while (f->dfd >= 0 && done < len) {
+        ssize_t w = pwrite(f->dfd, f->stage + done, len - done, (off_t)(off + done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno != EINVAL)
+            return st_from_errno(errno);
+        if (w <= 0) {
+            close(f->dfd); /* the stage stays: this append still goes through it */
+            f->dfd = -1;
+            break;
+        }
+        done += (size_t)w;
+        if (done < len)
+            break; /* short: the rest, unaligned now, through the page cache */
+    }
+    return pwrite_full(f->fd, f->stage + done, len - done, off + done);
+}
+
+/* Appends up to limit bytes of iov through the stage (see store_fs_direct); *done gets the
+ * bytes of iov known to be in the file. On failure direct appends stop (the stage's contents
+ * no longer match the file's last block for certain). */
+static int direct_writev(struct store_file *f, const struct iovec *iov, int iovcnt, size_t limit,
+                         size_t *done_out)
+{
+    uint64_t end0 = f->size;
+    uint64_t base = end0 - f->tail; /* aligned: where stage[0] goes */
+    size_t fill = f->tail, taken = 0;
+    int rc = ST_OK;
+    for (int i = 0; i < iovcnt && taken < limit && rc == ST_OK; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len < limit - taken ? iov[i].iov_len : limit - taken;
+        while (left > 0) {
+            size_t c = DIO_STAGE - fill < left ? DIO_STAGE - fill : left;
+            memcpy(f->stage + fill, p, c);
+            fill += c;
+            p += c;
+            left -= c;
+            taken += c;
+            if (fill == DIO_STAGE) {
+                if ((rc = direct_write(f, DIO_STAGE, base)) != ST_OK)
+                    break;
+                base += DIO_STAGE;
+                fill = 0;
+            }
+        }
+    }
+    size_t full = fill & ~(size_t)(DIO_ALIGN - 1);
+    if (rc == ST_OK && full > 0)
+        rc = direct_write(f, full, base);
+    if (rc == ST_OK && fill > full)
+        rc = pwrite_full(f->fd, f->stage + full, fill - full, base + full);
+    if (rc != ST_OK) {
+        /* What is certainly there: the blocks written before the failing one, and never less
+         * than before the call. */
+        *done_out = base > end0 ? (size_t)(base - end0) : 0;
+        direct_off(f);
+        return rc;
+    }
+    memmove(f->stage, f->stage + full, fill - full);
+    f->tail = fill - full;
+    if (f->dfd < 0) /* refused on the way: later appends go the plain way */
+        direct_off(f);
+    *done_out = taken;
+    return ST_OK;
+}
+
+int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, const char *site)
+{
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    int rc = ST_FAULT(site);
+    size_t limit = len;
+    if (rc == ST_ENOSPC || rc == ST_EIO)
+        limit = len / 2; /* a short write, as a full disk produces */
+    else if (rc != 0)
+        return rc;
+    if (!sim_enter(f->fs))
+        return ST_EIO;
+    size_t done = 0;
+    int wrc = f->dfd >= 0 ? direct_writev(f, iov, iovcnt, limit, &done)
+                          : buffered_writev(f, iov, iovcnt, limit, &done);
+    if (rc == ST_OK)
+        rc = wrc;
     /* Relaxed atomic: a group commit's fsync reads the size on another thread (below). */
     __atomic_store_n(&f->size, f->size + done, __ATOMIC_RELAXED);
     sim_leave(f->fs);
@@ -352,6 +518,8 @@ int store_fs_truncate(struct store_file *f, uint64_t size, const char *site)
         rc = st_from_errno(errno);
     } else {
         f->size = size;
+        if (f->dfd >= 0 && !direct_load_tail(f))
+            direct_off(f);
         struct sim_file *sf = f->fs ? sim_file_get(f->fs, f->path, false) : NULL;
         if (sf != NULL && sf->synced > size)
             sf->synced = size;
@@ -364,6 +532,7 @@ void store_fs_close(struct store_file *f)
 {
     if (f == NULL)
         return;
+    direct_off(f);
     close(f->fd);
     free(f->path);
     free(f);

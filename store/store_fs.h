@@ -15,6 +15,7 @@
 #ifndef STORE_FS_H
 #define STORE_FS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,11 @@ struct store_file {
     uint64_t size; /* bytes written so far = append position */
     char *path;
     struct store_fs *fs;
+    /* Direct appends (store_fs_direct): a second descriptor opened with O_DIRECT and an aligned
+     * staging buffer whose first `tail` bytes are the file's last partial block, as written. */
+    int dfd; /* -1: appends go through the page cache */
+    uint8_t *stage;
+    size_t tail;
 };
 
 /* Opens path for appending, creating it if missing. Caller owns *out (store_fs_close). */
@@ -44,6 +50,18 @@ int store_fs_write(struct store_file *f, const void *buf, size_t len, const char
 int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt,
                     const char *site) ST_WUR;
 int store_fs_sync(struct store_file *f, const char *site) ST_WUR;
+/*
+ * Makes f's later appends bypass the page cache (O_DIRECT): whole blocks are staged in an
+ * aligned buffer and written straight to the device; the last partial block of each append is
+ * written through the page cache as well, so the file's size is always the bytes appended and
+ * readers see every byte, and it is written again, completed, by the next append. What is
+ * durable is unchanged: store_fs_sync (fdatasync) still makes every append durable.
+ * Returns false, and leaves f as it was, where the file system refuses O_DIRECT (tmpfs) or
+ * the buffer cannot be had; a device that later refuses an aligned write turns it off again.
+ */
+bool store_fs_direct(struct store_file *f);
+/* Whether f's appends currently bypass the page cache. */
+bool store_fs_is_direct(const struct store_file *f);
 int store_fs_truncate(struct store_file *f, uint64_t size, const char *site) ST_WUR;
 /* Closes and frees f (NULL is a no-op). Does not sync. */
 void store_fs_close(struct store_file *f);

@@ -76,6 +76,15 @@ struct store_vlog *store_vlog_detach_locked(struct store *s, uint64_t number)
     return NULL;
 }
 
+/* Rows bypass the page cache unless the store says otherwise: each is written once and read
+ * back rarely (a seal's block checksums, a scan of a run), while copying it into the page
+ * cache cost more CPU than everything else on the write path (docs/benchmarks.md, issue 14). */
+static void direct_appends(const struct store *s, struct store_file *f)
+{
+    if (!s->o.vlog_buffered && !s->o.read_only && !store_fs_direct(f))
+        st_log_debug(LOG_COMP, "vector log without O_DIRECT file=%s", f->path);
+}
+
 int store_vlog_create(struct store *s, int64_t window, int64_t window_end)
 {
     pthread_mutex_lock(&s->mu);
@@ -104,6 +113,7 @@ int store_vlog_create(struct store *s, int64_t window, int64_t window_end)
         (rc = store_fs_sync(v->f, "store.vlog.fsync")) != ST_OK ||
         (rc = store_fs_sync_dir(s->o.fs, s->dir, "store.vlog.sync_dir")) != ST_OK)
         goto out;
+    direct_appends(s, v->f);
     /* Then the manifest edit, unless another writer listed a log for the window meanwhile. */
     pthread_mutex_lock(&s->mf_mu);
     pthread_mutex_lock(&s->mu);
@@ -246,6 +256,7 @@ int store_vlogs_open(struct store *s, struct st_err *err)
                             !store_seg_header_is_log(head, s->o.dim)))
             rc = st_err_set(err, ST_ECORRUPT, "%s: bad vector log header at offset 0", path);
         if (rc == ST_OK) {
+            direct_appends(s, v->f);
             v->nrows = (v->f->size - STORE_SEG_HEADER) / rb; /* until settled */
             rc = table_add_locked(s, v);
         }

@@ -494,16 +494,48 @@ int store_vw_wait_locked(struct store *s, uint64_t seq)
     return s->failed;
 }
 
+/* Bytes one append of the writer thread takes at most: queued jobs of one log whose rows
+ * follow each other go to the file in one call (large writes keep the device streaming; each
+ * call costs one system call and, with O_DIRECT, one wait for the device). */
+#define STORE_VW_COALESCE (8u << 20)
+
+/* The jobs from the head that one append can take: same log, each starting where the previous
+ * ends, within STORE_VW_COALESCE bytes (the first one always). *iovcnt gets their pieces.
+ * Caller holds mu. */
+static size_t vw_take_locked(const struct store *s, int *iovcnt)
+{
+    const struct store_vjob *h = s->vj_head;
+    size_t n = 0, bytes = 0;
+    uint64_t end = h->off;
+    *iovcnt = 0;
+    for (const struct store_vjob *j = h; j != NULL; j = j->next) {
+        size_t jb = 0;
+        for (int i = 0; i < j->iovcnt; i++)
+            jb += j->iov[i].iov_len;
+        if (n > 0 && (j->v != h->v || j->off != end || bytes + jb > STORE_VW_COALESCE ||
+                      *iovcnt > INT32_MAX / 2 - j->iovcnt))
+            break;
+        n++;
+        bytes += jb;
+        end = j->off + jb;
+        *iovcnt += j->iovcnt;
+    }
+    return n;
+}
+
 /*
- * The writer thread: appends the oldest job's rows with no lock held, then marks its log
- * dirty (for the next group commit) and removes the job, waking whoever waits for it. A
- * failed append fails the store (sticky: nothing after it becomes durable); the remaining
- * jobs are then dropped unwritten. It stops once told to and the queue is empty.
+ * The writer thread: appends the oldest jobs' rows with no lock held (the run of jobs at the
+ * head that continue one log, in one call), then marks the log dirty (for the next group
+ * commit) and removes the jobs, waking whoever waits for them. A failed append fails the store
+ * (sticky: nothing after it becomes durable); the remaining jobs are then dropped unwritten.
+ * It stops once told to and the queue is empty.
  */
 void *store_vwriter_main(void *arg)
 {
     (void)pthread_setname_np(pthread_self(), "st-vlog-write"); /* by itself: a prctl (ing_pipe.c) */
     struct store *s = arg;
+    struct iovec *iov = NULL;
+    int iovcap = 0;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->vj_head == NULL && !s->stop)
@@ -511,27 +543,56 @@ void *store_vwriter_main(void *arg)
         struct store_vjob *j = s->vj_head;
         if (j == NULL)
             break; /* stop, and nothing left */
-        int rc = s->failed;
+        int rc = s->failed, cnt;
+        size_t n = vw_take_locked(s, &cnt);
+        if (cnt > iovcap) {
+            struct iovec *g = realloc(iov, (size_t)cnt * sizeof(*g));
+            if (g != NULL) {
+                iov = g;
+                iovcap = cnt;
+            } else {
+                n = 1; /* the head's own pieces need no gathering */
+                cnt = j->iovcnt;
+            }
+        }
+        const struct iovec *w = j->iov;
+        if (n > 1) { /* the jobs stay queued (and their memtables referenced) until written */
+            int k = 0;
+            size_t m = 0;
+            for (const struct store_vjob *x = j; m < n; x = x->next, m++)
+                for (int i = 0; i < x->iovcnt; i++)
+                    iov[k++] = x->iov[i];
+            w = iov;
+        }
         pthread_mutex_unlock(&s->mu);
         if (rc == ST_OK && j->v->f->size != j->off)
             rc = ST_EINTERNAL; /* the log's end disagrees with the rows reserved before */
         if (rc == ST_OK)
-            rc = store_fs_writev(j->v->f, j->iov, j->iovcnt, "store.vlog.append");
+            rc = store_fs_writev(j->v->f, w, cnt, "store.vlog.append");
         pthread_mutex_lock(&s->mu);
         if (rc != ST_OK && s->failed == ST_OK)
             store_fail_locked(s, rc, "vector log write");
         if (rc == ST_OK)
             j->v->dirty = true;
-        s->vj_head = j->next;
+        struct store_vjob *done = j;
+        for (size_t m = 0; m < n; m++) {
+            struct store_vjob *x = s->vj_head;
+            s->vj_head = x->next;
+            s->vj_n--;
+        }
         if (s->vj_head == NULL)
             s->vj_tail = NULL;
-        s->vj_n--;
         pthread_cond_broadcast(&s->vw_done_cv);
         pthread_mutex_unlock(&s->mu);
-        vjob_free(j);
+        for (size_t m = 0; m < n; m++) {
+            struct store_vjob *next = done->next;
+            vjob_free(done);
+            done = next;
+        }
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
+    free(iov);
     return NULL;
 }
 

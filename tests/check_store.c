@@ -2612,6 +2612,200 @@ START_TEST(test_group_commit_by_bytes)
 }
 END_TEST
 
+/* ---- direct appends (store_fs_direct) ---------------------------------------------------------
+ */
+
+/* A directory of the test's on a file system that takes O_DIRECT: TMPDIR or /tmp, else the
+ * working directory (the build tree); NULL when none does (then only the fallback is tested). */
+static char *direct_dir(void)
+{
+    char *dirs[2] = {st_test_tmpdir("direct"), NULL};
+    char cwd[512];
+    if (getcwd(cwd, sizeof(cwd)) != NULL) {
+        char *p = NULL;
+        if (asprintf(&p, "%s/strata-direct-XXXXXX", cwd) >= 0 && mkdtemp(p) != NULL)
+            dirs[1] = p;
+        else
+            free(p);
+    }
+    char *out = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (dirs[i] == NULL)
+            continue;
+        char probe[600];
+        snprintf(probe, sizeof(probe), "%s/probe", dirs[i]);
+        int fd = out == NULL ? open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0644) : -1;
+        if (fd >= 0) {
+            close(fd);
+            unlink(probe);
+            out = dirs[i];
+            continue;
+        }
+        st_test_rmrf(dirs[i]);
+        free(dirs[i]);
+    }
+    return out;
+}
+
+/* Appends the same bytes to a plain file and to a direct one, as 1-3 pieces each. */
+static void twin_append(struct store_file *a, struct store_file *b, const uint8_t *src, size_t len,
+                        int pieces, int want_rc)
+{
+    struct iovec v[3];
+    size_t at = 0;
+    for (int i = 0; i < pieces; i++) {
+        size_t l = i == pieces - 1 ? len - at : len / (size_t)pieces;
+        v[i] = (struct iovec){(void *)(uintptr_t)(src + at), l};
+        at += l;
+    }
+    ck_assert_int_eq(store_fs_writev(a, v, pieces, "t.plain"), want_rc);
+    ck_assert_int_eq(store_fs_writev(b, v, pieces, "t.direct"), want_rc);
+}
+
+/* The direct file's size, on disk and in f->size, and every byte equal to the plain twin's. */
+static void twin_same(const struct store_file *a, const struct store_file *b)
+{
+    ck_assert_uint_eq(b->size, a->size);
+    struct stat st;
+    ck_assert_int_eq(fstat(b->fd, &st), 0);
+    ck_assert_uint_eq((uint64_t)st.st_size, b->size); /* never padded past the bytes */
+    uint8_t *x, *y;
+    size_t lx, ly;
+    ck_assert_int_eq(store_fs_read_all(a->path, &x, &lx, SIZE_MAX), ST_OK);
+    ck_assert_int_eq(store_fs_read_all(b->path, &y, &ly, SIZE_MAX), ST_OK);
+    ck_assert_uint_eq(lx, ly);
+    ck_assert_msg(memcmp(x, y, lx) == 0, "direct file differs from the plain one");
+    free(x);
+    free(y);
+}
+
+/* Appends of every shape around the 4 KiB alignment and the 1 MiB stage, a truncate, a short
+ * write and a reopen: the direct file always holds exactly the bytes the plain one does. */
+START_TEST(test_direct_appends_match_plain)
+{
+    char *dir = direct_dir();
+    ck_assert_msg(dir != NULL, "no directory here takes O_DIRECT (TMPDIR, /tmp, the build tree)");
+    char pa[700], pb[700];
+    snprintf(pa, sizeof(pa), "%s/plain", dir);
+    snprintf(pb, sizeof(pb), "%s/direct", dir);
+    struct store_file *a, *b;
+    ck_assert_int_eq(store_fs_create(NULL, pa, &a, "t.open"), ST_OK);
+    ck_assert_int_eq(store_fs_create(NULL, pb, &b, "t.open"), ST_OK);
+    size_t max = (3u << 20) + 4099;
+    uint8_t *src = malloc(max);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < max; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        src[i] = (uint8_t)x;
+    }
+    twin_append(a, b, src, 64, 1, ST_OK); /* a header, written before direct appends begin */
+    ck_assert(store_fs_direct(b));
+    ck_assert(store_fs_is_direct(b));
+    const size_t sizes[] = {1,    4095,       4096, 4097,           3072 * 100, 0,    8191,
+                            8192, (1u << 20), 3,    (1u << 20) + 3, max,        5000, 12288};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        twin_append(a, b, src + (k * 977) % 4096, sizes[k] > max - 4096 ? max - 4096 : sizes[k],
+                    1 + (int)(k % 3), ST_OK);
+        twin_same(a, b);
+        ck_assert(store_fs_is_direct(b));
+    }
+    /* A cut to an unaligned size, then appends after it. */
+    uint64_t cut = a->size - 5000 - 17;
+    ck_assert_int_eq(store_fs_truncate(a, cut, "t.cut"), ST_OK);
+    ck_assert_int_eq(store_fs_truncate(b, cut, "t.cut"), ST_OK);
+    twin_same(a, b);
+    twin_append(a, b, src + 11, 70000, 2, ST_OK);
+    twin_same(a, b);
+    ck_assert(store_fs_is_direct(b));
+    /* A short write (a full disk): the first half of the bytes lands, and appends go on. */
+    ck_assert_int_eq(st_fault_arm("t.plain", 0, 1, ST_ENOSPC), ST_OK);
+    ck_assert_int_eq(st_fault_arm("t.direct", 0, 1, ST_ENOSPC), ST_OK);
+    twin_append(a, b, src + 5, 300001, 3, ST_ENOSPC);
+    st_fault_disarm_all();
+    twin_same(a, b);
+    twin_append(a, b, src + 7, 9000, 1, ST_OK);
+    twin_same(a, b);
+    /* Reopened at an unaligned size: the last partial block is read back and completed. */
+    ck_assert_uint_ne(b->size % 4096, 0);
+    store_fs_close(b);
+    ck_assert_int_eq(store_fs_open_append(NULL, pb, &b, "t.open"), ST_OK);
+    ck_assert(store_fs_direct(b));
+    twin_append(a, b, src + 3, (1u << 20) + 12345, 2, ST_OK);
+    twin_same(a, b);
+    ck_assert_int_eq(store_fs_sync(b, "t.sync"), ST_OK);
+    store_fs_close(a);
+    store_fs_close(b);
+    free(src);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A power loss takes direct appends made after the last fsync and keeps the ones before. */
+START_TEST(test_direct_appends_power_loss)
+{
+    char *dir = direct_dir();
+    ck_assert_msg(dir != NULL, "no directory here takes O_DIRECT (TMPDIR, /tmp, the build tree)");
+    char p[700];
+    snprintf(p, sizeof(p), "%s/log", dir);
+    struct store_fs *fs = store_fs_sim_new();
+    struct store_file *f;
+    ck_assert_int_eq(store_fs_create(fs, p, &f, "t.open"), ST_OK);
+    ck_assert_int_eq(store_fs_sync_dir(fs, dir, "t.dir"), ST_OK);
+    ck_assert(store_fs_direct(f));
+    uint8_t buf[10000];
+    memset(buf, 0xab, sizeof(buf));
+    ck_assert_int_eq(store_fs_write(f, buf, 6000, "t.w"), ST_OK);
+    ck_assert_int_eq(store_fs_sync(f, "t.sync"), ST_OK);
+    memset(buf, 0xcd, sizeof(buf));
+    ck_assert_int_eq(store_fs_write(f, buf, 10000, "t.w"), ST_OK);
+    store_fs_sim_crash(fs);
+    ck_assert_int_eq(store_fs_write(f, buf, 10, "t.w"), ST_EIO); /* the machine is off */
+    store_fs_close(f);
+    uint8_t *got;
+    size_t len;
+    ck_assert_int_eq(store_fs_read_all(p, &got, &len, SIZE_MAX), ST_OK);
+    ck_assert_uint_eq(len, 6000);
+    for (size_t i = 0; i < len; i++)
+        ck_assert_uint_eq(got[i], 0xab);
+    free(got);
+    store_fs_free(fs);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Where the file system refuses O_DIRECT (tmpfs), store_fs_direct says so and appends go on
+ * through the page cache. */
+START_TEST(test_direct_refused_falls_back)
+{
+    struct stat st;
+    const char *base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : NULL;
+    ck_assert_msg(base != NULL, "no /dev/shm (tmpfs) here");
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/strata-direct-XXXXXX", base);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char p[300];
+    snprintf(p, sizeof(p), "%s/log", dir);
+    struct store_file *f;
+    ck_assert_int_eq(store_fs_create(NULL, p, &f, "t.open"), ST_OK);
+    int probe = open(p, O_WRONLY | O_DIRECT);
+    bool refused = probe < 0;
+    if (probe >= 0)
+        close(probe);
+    ck_assert_int_eq(store_fs_direct(f), !refused);
+    ck_assert_int_eq(store_fs_is_direct(f), !refused);
+    uint8_t buf[5000] = {1, 2, 3};
+    ck_assert_int_eq(store_fs_write(f, buf, sizeof(buf), "t.w"), ST_OK);
+    ck_assert_int_eq(store_fs_write(f, buf, 7, "t.w"), ST_OK);
+    ck_assert_uint_eq(f->size, sizeof(buf) + 7);
+    ck_assert_int_eq(fstat(f->fd, &st), 0);
+    ck_assert_uint_eq((uint64_t)st.st_size, sizeof(buf) + 7);
+    store_fs_close(f);
+    st_test_rmrf(dir);
+}
+END_TEST
+
 int main(void)
 {
     st_log_set_level(ST_LOG_WARNING);
@@ -2668,6 +2862,13 @@ int main(void)
     tcase_add_test(tc, test_memtable_counts_real_bytes);
     tcase_add_test(tc, test_scan_does_not_block_writers);
     tcase_add_test(tc, test_scan_concurrent_with_writers);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("direct");
+    tcase_add_checked_fixture(tc, reset_layout, NULL);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_direct_appends_match_plain);
+    tcase_add_test(tc, test_direct_appends_power_loss);
+    tcase_add_test(tc, test_direct_refused_falls_back);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

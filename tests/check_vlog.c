@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1469,12 +1470,87 @@ START_TEST(test_writer_thread_eio)
 }
 END_TEST
 
+/* Page-cache pages of path's first len bytes that are resident (mincore on a mapping). */
+static size_t resident_pages(const char *path, size_t len)
+{
+    int fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = (len + pg - 1) / pg, in = 0;
+    unsigned char *vec = malloc(n);
+    ck_assert_int_eq(mincore(m, len, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        in += vec[i] & 1;
+    free(vec);
+    munmap(m, len);
+    close(fd);
+    return in;
+}
+
+/* A window's rows go to its log with O_DIRECT, not through the page cache (unless the store
+ * is opened with vlog_buffered), where the file system takes O_DIRECT; either way the rows
+ * read back whole, before and after a reopen. */
+START_TEST(test_log_rows_bypass_page_cache)
+{
+    const uint32_t dim = 256; /* 1 KiB rows */
+    for (int buffered = 0; buffered < 2; buffered++) {
+        char *dir = st_test_tmpdir("vlog");
+        char probe[600];
+        snprintf(probe, sizeof(probe), "%s/probe", dir);
+        int pfd = open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0644);
+        ck_assert_msg(pfd >= 0, "%s does not take O_DIRECT: set TMPDIR to a disk's directory", dir);
+        close(pfd);
+        unlink(probe);
+        struct store_opts o = {.dir = dir,
+                               .dim = dim,
+                               .wal_sync = STORE_SYNC_NONE,
+                               .no_background = true,
+                               .memtable_size = 64u << 20,
+                               .vlog_buffered = buffered};
+        struct store *s = NULL;
+        struct st_err err = {0};
+        ck_assert_int_eq(store_open(&o, &s, &err), ST_OK);
+        for (int b = 0; b < 40; b++) /* 4000 rows: 4 MB */
+            ck_assert_int_eq(put_batch(s, dim, b, b * 100, 100, 100, b * 100, STORE_OP_UPSERT),
+                             ST_OK);
+        ck_assert_int_eq(store_sync(s), ST_OK);
+        pthread_mutex_lock(&s->mu);
+        ck_assert_uint_eq(s->nvlogs, 1);
+        ck_assert_int_eq(store_fs_is_direct(s->vlogs[0]->f), !buffered);
+        char *path = strdup(s->vlogs[0]->f->path);
+        size_t len = (size_t)s->vlogs[0]->f->size;
+        pthread_mutex_unlock(&s->mu);
+        ck_assert_uint_eq(len, STORE_SEG_HEADER + 4000u * dim * 4);
+        size_t in = resident_pages(path, len), all = len / 4096;
+        if (buffered)
+            ck_assert_msg(in > all / 2, "%zu of %zu pages cached through the page cache", in, all);
+        else
+            ck_assert_msg(in <= 2, "%zu of %zu pages of direct rows in the page cache", in, all);
+        for (int k = 0; k < 4000; k += 7)
+            ck_assert_int_eq(val_of(s, dim, k), k);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        ck_assert_int_eq(store_open(&o, &s, &err), ST_OK);
+        for (int b = 40; b < 45; b++)
+            ck_assert_int_eq(put_batch(s, dim, b, b * 100, 100, 100, b * 100, STORE_OP_UPSERT),
+                             ST_OK);
+        for (int k = 0; k < 4500; k += 7)
+            ck_assert_int_eq(val_of(s, dim, k), k);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        free(path);
+        st_test_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("vlog");
     TCase *tc = tcase_create("vlog");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_write_once);
+    tcase_add_test(tc, test_log_rows_bypass_page_cache);
     tcase_add_test(tc, test_rows_missing_end_replay);
     tcase_add_test(tc, test_rows_missing_before_last_wal);
     tcase_add_test(tc, test_late_data_and_reseal);
