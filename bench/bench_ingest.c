@@ -112,7 +112,9 @@ struct res {
     uint64_t records, retries, paused_ms, holds, held_ms;
     uint64_t rejected; /* messages to the dead-letter topic (FIFO: windows already dropped) */
     uint64_t sealed_at_durable, sealed, merges, dropped, tw_written, tw_ingested, compaction;
-    double decode_s; /* rocksdb consumer: seconds inside rec_decode */
+    uint64_t wait_ms[3]; /* strata, to the durable point: writes waiting on the vector-log queue,
+                            on a WAL roll, on creating a window */
+    double decode_s;     /* rocksdb consumer: seconds inside rec_decode */
     uint64_t value_bytes, msgs;
 };
 
@@ -696,6 +698,11 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
     struct twcs_stats ts;
     twcs_stats(t, &ts);
     r->sealed_at_durable = ts.sealed;
+    struct store_stats ss;
+    store_stats(twcs_store(t), &ss);
+    r->wait_ms[0] = ss.vlog_wait_ns / 1000000;
+    r->wait_ms[1] = ss.roll_wait_ns / 1000000;
+    r->wait_ms[2] = ts.window_create_ns / 1000000;
     /* The daemon keeps polling while the timer thread seals what the watermark passed. */
     double deadline = now_s() + SEAL_WAIT;
     while (!all_sealed(t, o, c)) {
@@ -978,10 +985,13 @@ static void print_detail(const struct row *w)
                "%" PRIu64 ", dropped %" PRIu64 ", compaction %.0f MB; twcs written/ingested "
                "%.2f; back-pressure: %" PRIu64 " waits in place (%" PRIu64 " ms), %" PRIu64
                " pauses (%" PRIu64 " ms, summed over partitions); %" PRIu64
-               " messages rejected (for windows the FIFO cap had dropped)\n",
+               " messages rejected (for windows the FIFO cap had dropped); writes waited %" PRIu64
+               " ms on the vector-log queue, %" PRIu64 " ms on WAL rolls, %" PRIu64
+               " ms on window creation\n",
                r->sealed, r->sealed_at_durable, r->merges, r->dropped, (double)r->compaction / 1e6,
                r->tw_ingested ? (double)r->tw_written / (double)r->tw_ingested : 0.0, r->holds,
-               r->held_ms, r->retries, r->paused_ms, r->rejected);
+               r->held_ms, r->retries, r->paused_ms, r->rejected, r->wait_ms[0], r->wait_ms[1],
+               r->wait_ms[2]);
     if (strcmp(w->name, "rocksdb") == 0 && r->decode_s > 0)
         printf("           decode (strata's decoder, 1 thread): %.2f s, %.0f MB/s of message "
                "value\n",

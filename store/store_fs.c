@@ -314,26 +314,54 @@ static int buffered_writev(struct store_file *f, const struct iovec *iov, int io
 /* Offsets, lengths and buffer addresses of O_DIRECT writes are multiples of this: the largest
  * logical block size in use (4 KiB sectors), so no device needs a probe. */
 #define DIO_ALIGN 4096u
-/* Bytes staged per O_DIRECT write: large enough that the device streams, small enough that a
- * window's buffer is no burden (one per open vector log). */
+/* Bytes staged per O_DIRECT write: large enough that the device streams. The stage belongs to
+ * the appending thread (one per store's vector-log writer), not to the file, so that an open
+ * log costs one 4 KiB block of memory however many windows are open. */
 #define DIO_STAGE (1u << 20)
+
+static pthread_key_t stage_key;
+static pthread_once_t stage_once = PTHREAD_ONCE_INIT;
+static bool stage_key_ok;
+
+static void stage_key_make(void)
+{
+    stage_key_ok = pthread_key_create(&stage_key, free) == 0;
+}
+
+/* The calling thread's stage (NULL when it cannot be had: the append goes the plain way). */
+static uint8_t *thread_stage(void)
+{
+    pthread_once(&stage_once, stage_key_make);
+    if (!stage_key_ok)
+        return NULL;
+    void *p = pthread_getspecific(stage_key);
+    if (p == NULL) {
+        if (posix_memalign(&p, DIO_ALIGN, DIO_STAGE) != 0)
+            return NULL;
+        if (pthread_setspecific(stage_key, p) != 0) {
+            free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
 
 static void direct_off(struct store_file *f)
 {
     if (f->dfd >= 0)
         close(f->dfd);
     f->dfd = -1;
-    free(f->stage);
-    f->stage = NULL;
+    free(f->tailblk);
+    f->tailblk = NULL;
     f->tail = 0;
 }
 
-/* Reads the file's last partial block into the stage (the bytes a direct append rewrites). */
+/* Reads the file's last partial block (the bytes a direct append writes again) into tailblk. */
 static bool direct_load_tail(struct store_file *f)
 {
     size_t tail = (size_t)(f->size % DIO_ALIGN);
     for (size_t got = 0; got < tail;) {
-        ssize_t r = pread(f->fd, f->stage + got, tail - got, (off_t)(f->size - tail + got));
+        ssize_t r = pread(f->fd, f->tailblk + got, tail - got, (off_t)(f->size - tail + got));
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -348,16 +376,16 @@ bool store_fs_direct(struct store_file *f)
 {
     if (f->dfd >= 0)
         return true;
-    void *stage = NULL;
-    if (posix_memalign(&stage, DIO_ALIGN, DIO_STAGE) != 0)
+    void *blk = NULL;
+    if (posix_memalign(&blk, DIO_ALIGN, DIO_ALIGN) != 0)
         return false;
     int dfd = open(f->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
     if (dfd < 0) { /* EINVAL: the file system has no O_DIRECT */
-        free(stage);
+        free(blk);
         return false;
     }
     f->dfd = dfd;
-    f->stage = stage;
+    f->tailblk = blk;
     if (!direct_load_tail(f)) {
         direct_off(f);
         return false;
@@ -387,20 +415,20 @@ static int pwrite_full(int fd, const uint8_t *b, size_t len, uint64_t off)
     return ST_OK;
 }
 
-/* Writes len aligned bytes of the stage at an aligned offset, straight to the device; what an
+/* Writes len aligned bytes of stage at an aligned offset, straight to the device; what an
  * O_DIRECT write leaves undone (a short write, or a device that refuses the alignment: direct
  * appends then stop for this file) goes through the page cache. */
-static int direct_write(struct store_file *f, size_t len, uint64_t off)
+static int direct_write(struct store_file *f, const uint8_t *stage, size_t len, uint64_t off)
 {
     size_t done = 0;
     while (f->dfd >= 0 && done < len) {
-        ssize_t w = pwrite(f->dfd, f->stage + done, len - done, (off_t)(off + done));
+        ssize_t w = pwrite(f->dfd, stage + done, len - done, (off_t)(off + done));
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && errno != EINVAL)
             return st_from_errno(errno);
         if (w <= 0) {
-            close(f->dfd); /* the stage stays: this append still goes through it */
+            close(f->dfd); /* tailblk stays until the end of this append */
             f->dfd = -1;
             break;
         }
@@ -408,17 +436,23 @@ static int direct_write(struct store_file *f, size_t len, uint64_t off)
         if (done < len)
             break; /* short: the rest, unaligned now, through the page cache */
     }
-    return pwrite_full(f->fd, f->stage + done, len - done, off + done);
+    return pwrite_full(f->fd, stage + done, len - done, off + done);
 }
 
-/* Appends up to limit bytes of iov through the stage (see store_fs_direct); *done gets the
- * bytes of iov known to be in the file. On failure direct appends stop (the stage's contents
- * no longer match the file's last block for certain). */
+/* Appends up to limit bytes of iov through the calling thread's stage, after the file's last
+ * partial block (see store_fs_direct); *done gets the bytes of iov known to be in the file.
+ * ST_EAGAIN (nothing done) when the thread has no stage. On failure direct appends stop (the
+ * last block's contents are no longer known for certain). */
 static int direct_writev(struct store_file *f, const struct iovec *iov, int iovcnt, size_t limit,
                          size_t *done_out)
 {
+    *done_out = 0;
+    uint8_t *stage = thread_stage();
+    if (stage == NULL)
+        return ST_EAGAIN;
     uint64_t end0 = f->size;
     uint64_t base = end0 - f->tail; /* aligned: where stage[0] goes */
+    memcpy(stage, f->tailblk, f->tail);
     size_t fill = f->tail, taken = 0;
     int rc = ST_OK;
     for (int i = 0; i < iovcnt && taken < limit && rc == ST_OK; i++) {
@@ -426,13 +460,13 @@ static int direct_writev(struct store_file *f, const struct iovec *iov, int iovc
         size_t left = iov[i].iov_len < limit - taken ? iov[i].iov_len : limit - taken;
         while (left > 0) {
             size_t c = DIO_STAGE - fill < left ? DIO_STAGE - fill : left;
-            memcpy(f->stage + fill, p, c);
+            memcpy(stage + fill, p, c);
             fill += c;
             p += c;
             left -= c;
             taken += c;
             if (fill == DIO_STAGE) {
-                if ((rc = direct_write(f, DIO_STAGE, base)) != ST_OK)
+                if ((rc = direct_write(f, stage, DIO_STAGE, base)) != ST_OK)
                     break;
                 base += DIO_STAGE;
                 fill = 0;
@@ -441,9 +475,9 @@ static int direct_writev(struct store_file *f, const struct iovec *iov, int iovc
     }
     size_t full = fill & ~(size_t)(DIO_ALIGN - 1);
     if (rc == ST_OK && full > 0)
-        rc = direct_write(f, full, base);
+        rc = direct_write(f, stage, full, base);
     if (rc == ST_OK && fill > full)
-        rc = pwrite_full(f->fd, f->stage + full, fill - full, base + full);
+        rc = pwrite_full(f->fd, stage + full, fill - full, base + full);
     if (rc != ST_OK) {
         /* What is certainly there: the blocks written before the failing one, and never less
          * than before the call. */
@@ -451,7 +485,7 @@ static int direct_writev(struct store_file *f, const struct iovec *iov, int iovc
         direct_off(f);
         return rc;
     }
-    memmove(f->stage, f->stage + full, fill - full);
+    memcpy(f->tailblk, stage + full, fill - full);
     f->tail = fill - full;
     if (f->dfd < 0) /* refused on the way: later appends go the plain way */
         direct_off(f);
@@ -473,8 +507,9 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
     if (!sim_enter(f->fs))
         return ST_EIO;
     size_t done = 0;
-    int wrc = f->dfd >= 0 ? direct_writev(f, iov, iovcnt, limit, &done)
-                          : buffered_writev(f, iov, iovcnt, limit, &done);
+    int wrc = f->dfd >= 0 ? direct_writev(f, iov, iovcnt, limit, &done) : ST_EAGAIN;
+    if (wrc == ST_EAGAIN) /* not direct, or no stage for this thread */
+        wrc = buffered_writev(f, iov, iovcnt, limit, &done);
     if (rc == ST_OK)
         rc = wrc;
     /* Relaxed atomic: a group commit's fsync reads the size on another thread (below). */

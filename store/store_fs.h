@@ -30,10 +30,10 @@ struct store_file {
     uint64_t size; /* bytes written so far = append position */
     char *path;
     struct store_fs *fs;
-    /* Direct appends (store_fs_direct): a second descriptor opened with O_DIRECT and an aligned
-     * staging buffer whose first `tail` bytes are the file's last partial block, as written. */
+    /* Direct appends (store_fs_direct): a second descriptor opened with O_DIRECT, and the file's
+     * last partial block as written (tailblk[0..tail), one aligned 4 KiB block). */
     int dfd; /* -1: appends go through the page cache */
-    uint8_t *stage;
+    uint8_t *tailblk;
     size_t tail;
 };
 
@@ -52,7 +52,8 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt,
 int store_fs_sync(struct store_file *f, const char *site) ST_WUR;
 /*
  * Makes f's later appends bypass the page cache (O_DIRECT): whole blocks are staged in an
- * aligned buffer and written straight to the device; the last partial block of each append is
+ * aligned buffer of the appending thread's (1 MiB, kept until the thread ends) and written
+ * straight to the device; the last partial block of each append is
  * written through the page cache as well, so the file's size is always the bytes appended and
  * readers see every byte, and it is written again, completed, by the next append. What is
  * durable is unchanged: store_fs_sync (fdatasync) still makes every append durable.
