@@ -4,10 +4,11 @@
  * sequential write + fdatasync of the same bytes in the same directory, and RocksDB storing the
  * same records durably, fed from the same topic. One run, one machine, one directory.
  *
- *   bench_ingest --brokers HOST:PORT [--dir /tmp] [--records 100000] [--json-records 20000]
+ *   bench_ingest --brokers HOST:PORT [--dir /tmp] [--records 400000] [--json-records 20000]
  *                [--dims 768,384] [--formats binary,json] [--per-msg 100] [--partitions 4]
  *                [--windows 10] [--fifo-frac 0.5] [--rounds 1]
- *                [--systems nop,disk,strata,strata-syncw,strata-inline,strata-fifo,rocksdb]
+ *                [--systems nop,disk,disk-direct,strata,strata-buffered,strata-syncw,
+ *                           strata-inline,strata-fifo,rocksdb]
  *
  * For every configuration (dim x format) the records are produced once with the producer
  * behind `strata produce` (produce_run: binary frames by rec_frame_encode, or SPEC §4.1 JSON
@@ -17,12 +18,16 @@
  * getrusage and VmHWM are that system's alone):
  *   - nop:     a librdkafka consumer (fresh group) that polls and frees every message;
  *   - disk:    the vector payload's size written sequentially (1 MiB writes) + one fdatasync;
+ *   - disk-direct: the same with O_DIRECT from an aligned buffer (no page-cache copy); the
+ *              disk's ceiling in the ratios is the faster of the two;
  *   - strata:  ing_consumer + twcs opened as ingest_node.c opens them (wal_sync batch 5 ms,
  *              default memtable_size, tick_ms 1000: the timer thread seals and merges during
  *              the run); "durable" = every record handled and a final commit round done
  *              (fsync + offsets committed); "sealed" = every data window sealed, no merge running;
  *   - strata-syncw: the same with vlog_append_in_write (vector-log rows appended by the write on
  *              the polling thread, as before the store's writer thread), for comparison;
+ *   - strata-buffered: the same with vlog_buffered (vector-log rows through the page cache, as
+ *              before O_DIRECT), for comparison;
  *   - strata-inline: the same with inline_vectors (the layout before vector logs: every vector
  *              in the WAL, in a run and again in the sealed segment), for comparison;
  *   - strata-fifo: the same with a collection byte cap (max_bytes) of fifo-frac of the vector
@@ -1050,7 +1055,8 @@ static void print_machine(const struct opts *o)
 int main(int argc, char **argv)
 {
     struct opts o = {.dir = "/tmp",
-                     .records = 100000,
+                     .records = 400000, /* 1.2 GB at 768-d: at 100,000 the references ended
+                                           within 0.2 s, inside the page cache and startup */
                      .json_records = 20000,
                      .per_msg = 100,
                      .windows = 10,

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "st_checksum.h"
+
 struct ing_writer {
     uint32_t dim;
     bool cosine;
@@ -97,6 +99,10 @@ int ing_write_prepare(struct ing_writer *w, const struct rec_batch *b, int64_t m
             for (uint32_t j = 0; j < w->dim; j++)
                 v[j] = in->vec[j] * inv;
             r->vec = v;
+        }
+        if (r->op == STORE_OP_UPSERT) { /* the row checksum here, on the decode worker */
+            r->vec_sum = st_checksum32(r->vec, (size_t)w->dim * sizeof(float));
+            r->vec_sum_set = true;
         }
     }
     w->n = b->n;

@@ -90,6 +90,11 @@ struct store_record {
     const float *vec;   /* dim floats for upserts; ignored for deletes */
     const uint8_t *meta;
     uint32_t meta_len; /* <= STORE_META_MAX */
+    /* st_checksum32 of vec's dim * 4 bytes, when vec_sum_set: a caller that decodes on threads
+     * of its own (the ingest decode stage) computes it there, off the store's lock and the
+     * writing thread; else the store computes it. A wrong sum is a row recovery refuses. */
+    uint32_t vec_sum;
+    bool vec_sum_set;
 };
 
 /* One Kafka message. */

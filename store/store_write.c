@@ -346,7 +346,8 @@ static int vlog_plan_locked(struct store *s, const struct store_batch *b, bool *
             return ST_ERANGE; /* more rows than a row table names: see store/README.md */
         s->wrefs[i].vfile = pl->v->number;
         s->wrefs[i].row = (uint32_t)pl->next++;
-        s->wrefs[i].sum = st_checksum32(r->vec, (size_t)s->o.dim * sizeof(float));
+        s->wrefs[i].sum =
+            r->vec_sum_set ? r->vec_sum : st_checksum32(r->vec, (size_t)s->o.dim * sizeof(float));
         pl->count++;
     }
     return ST_OK;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ingest_layout.h"
 #include "ingest_write.h"
@@ -61,8 +63,7 @@ static void decode(const char *json, struct rec_batch *b)
     ck_assert_msg(r == REC_OK, "%s: %s", rec_reason_str(r), detail);
 }
 
-static struct ing_result write(struct ing_writer *w, const char *json, int64_t offset,
-                               int64_t msg_ts)
+static struct ing_result put(struct ing_writer *w, const char *json, int64_t offset, int64_t msg_ts)
 {
     struct rec_batch b;
     decode(json, &b);
@@ -79,7 +80,7 @@ START_TEST(test_write_ts_replay_reject)
              "{\"records\": [{\"id\": \"a\", \"ts\": %lld, \"vector\": [1, 2, 3]},"
              " {\"id\": \"b\", \"vector\": [4, 5, 6], \"meta\": {\"k\": 1}}]}",
              (long long)T0 + 10);
-    struct ing_result r = write(w, json, 7, T0 + 300);
+    struct ing_result r = put(w, json, 7, T0 + 300);
     ck_assert_int_eq(r.outcome, ING_APPLIED);
     struct store_value v = {0};
     float vec[3];
@@ -96,14 +97,14 @@ START_TEST(test_write_ts_replay_reject)
     ck_assert(memcmp(v.meta, "{\"k\":1}", 7) == 0);
     free(v.meta);
     /* The same message again (a redelivery after a crash or rebalance): skipped. */
-    r = write(w, "{\"id\": \"a\", \"vector\": [9, 9, 9]}", 7, T0 + 300);
+    r = put(w, "{\"id\": \"a\", \"vector\": [9, 9, 9]}", 7, T0 + 300);
     ck_assert_int_eq(r.outcome, ING_DUPLICATE);
     v = (struct store_value){.vec = vec};
     ck_assert_int_eq(store_get(twcs_store(t), (const uint8_t *)"a", 1, &v), ST_OK);
     ck_assert_float_eq(vec[0], 1.0f);
     free(v.meta);
     /* No ts anywhere: rejected, nothing written. */
-    r = write(w, "{\"id\": \"c\", \"vector\": [1, 1, 1]}", 8, -1);
+    r = put(w, "{\"id\": \"c\", \"vector\": [1, 1, 1]}", 8, -1);
     ck_assert_int_eq(r.outcome, ING_REJECTED);
     ck_assert_str_eq(r.reason, "bad_ts");
     ck_assert_ptr_nonnull(strstr(r.detail, "record 0"));
@@ -111,7 +112,7 @@ START_TEST(test_write_ts_replay_reject)
     /* Far in the future of the wall clock: twcs's reason comes through. */
     snprintf(json, sizeof(json), "{\"id\": \"d\", \"ts\": %lld, \"vector\": [1, 1, 1]}",
              (long long)T0 + 3600000);
-    r = write(w, json, 9, -1);
+    r = put(w, json, 9, -1);
     ck_assert_int_eq(r.outcome, ING_REJECTED);
     ck_assert_str_eq(r.reason, "ts_future");
     ing_writer_free(w);
@@ -121,7 +122,7 @@ END_TEST
 START_TEST(test_write_cosine)
 {
     struct ing_writer *w = ing_writer_new(3, true);
-    struct ing_result r = write(w, "{\"id\": \"u\", \"vector\": [3, 0, 4]}", 1, T0 + 1);
+    struct ing_result r = put(w, "{\"id\": \"u\", \"vector\": [3, 0, 4]}", 1, T0 + 1);
     ck_assert_int_eq(r.outcome, ING_APPLIED);
     struct store_value v = {0};
     float vec[3];
@@ -137,6 +138,62 @@ START_TEST(test_write_cosine)
     ck_assert_int_eq(r.outcome, ING_REJECTED);
     ck_assert_str_eq(r.reason, "zero_vector");
     ing_writer_free(w);
+}
+END_TEST
+
+/* The writer computes each row's checksum on the decode worker, after cosine normalisation:
+ * the normalised vectors replay after a crash (a sum of the raw vector would name rows that
+ * recovery refuses, and the records would be gone). */
+START_TEST(test_write_row_sums_replay)
+{
+    char *d2 = st_test_tmpdir("ingw2");
+    struct twcs_opts o = {
+        .store = {.dir = d2, .dim = 3, .wal_sync = STORE_SYNC_ALWAYS, .clock = &clk},
+        .window_ms = 1000,
+        .grace_ms = 200,
+        .max_lateness_ms = 1000,
+        .max_future_ms = 60000,
+    };
+    struct st_err err = {0};
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* its own twcs: the threads of one opened before the fork are not here */
+        struct twcs *t2;
+        if (twcs_open(&o, &t2, &err) != ST_OK)
+            _exit(3);
+        struct ing_writer *w = ing_writer_new(3, true);
+        for (int k = 0; k < 5; k++) {
+            char json[128];
+            snprintf(json, sizeof(json), "{\"id\": \"c%d\", \"vector\": [3, %d, 4]}", k, k);
+            struct rec_batch b;
+            decode(json, &b);
+            struct ing_result res;
+            if (ing_write(w, t2, &b, 0, 10 + k, T0 + 1, &res) != ST_OK ||
+                res.outcome != ING_APPLIED)
+                _exit(2);
+        }
+        _exit(0); /* no close: the reopen replays the WAL and checks every row's sum */
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    struct twcs *t2;
+    ck_assert_msg(twcs_open(&o, &t2, &err) == ST_OK, "%s", err.msg);
+    for (int k = 0; k < 5; k++) {
+        char id[8];
+        snprintf(id, sizeof(id), "c%d", k);
+        float vec[3];
+        struct store_value v = {.vec = vec};
+        ck_assert_msg(store_get(twcs_store(t2), (const uint8_t *)id, 2, &v) == ST_OK,
+                      "%s lost in the replay", id);
+        float n = sqrtf(25.0f + (float)(k * k));
+        ck_assert_float_eq_tol(vec[0], 3.0f / n, 1e-6f);
+        ck_assert_float_eq_tol(vec[1], (float)k / n, 1e-6f);
+        free(v.meta);
+    }
+    ck_assert_int_eq(twcs_close(t2), ST_OK);
+    st_test_rmrf(d2);
+    free(d2);
 }
 END_TEST
 
@@ -242,6 +299,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_write_ts_replay_reject);
     tcase_add_test(tc, test_write_cosine);
+    tcase_add_test(tc, test_write_row_sums_replay);
     suite_add_tcase(su, tc);
     tc = tcase_create("layout");
     tcase_add_test(tc, test_layout);

@@ -1470,6 +1470,56 @@ START_TEST(test_writer_thread_eio)
 }
 END_TEST
 
+/* A caller's row checksum (vec_sum_set, computed on its own threads) is what the WAL carries:
+ * the right one replays after a crash like the store's own; a wrong one names a row that
+ * recovery refuses, so the replay ends before that batch (it was never acknowledged as
+ * durable here: wal_sync none) and the batches before it stay. */
+START_TEST(test_caller_row_sums)
+{
+    const uint32_t dim = 8;
+    for (int wrong = 0; wrong < 2; wrong++) {
+        char *dir = st_test_tmpdir("vlog");
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            struct store *s = vt_open(dir, dim, 1u << 20);
+            for (int b = 0; b < 4; b++) {
+                struct store_record r[10];
+                float v[10][8];
+                char ids[10][16];
+                for (int i = 0; i < 10; i++) {
+                    snprintf(ids[i], sizeof(ids[i]), "id-%d", b * 10 + i);
+                    vec_of(v[i], dim, b * 10 + i);
+                    uint32_t sum = st_checksum32(v[i], sizeof(v[i]));
+                    r[i] =
+                        (struct store_record){.id = (const uint8_t *)ids[i],
+                                              .id_len = (uint32_t)strlen(ids[i]),
+                                              .ts = 100,
+                                              .window = 0,
+                                              .window_end = WIN,
+                                              .op = STORE_OP_UPSERT,
+                                              .vec = v[i],
+                                              .vec_sum = wrong && b == 2 && i == 3 ? sum ^ 1 : sum,
+                                              .vec_sum_set = true};
+                }
+                struct store_batch batch = {.partition = 0, .offset = b, .n = 10, .recs = r};
+                if (store_write(s, &batch, NULL) != ST_OK)
+                    _exit(2);
+            }
+            _exit(0); /* no close: recovery replays the WAL and checks every row */
+        }
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        struct store *s = vt_open(dir, dim, 1u << 20);
+        check_prefix(s, wrong ? 2 : 4, 4);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        st_test_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
 /* Page-cache pages of path's first len bytes that are resident (mincore on a mapping). */
 static size_t resident_pages(const char *path, size_t len)
 {
@@ -1551,6 +1601,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_write_once);
     tcase_add_test(tc, test_log_rows_bypass_page_cache);
+    tcase_add_test(tc, test_caller_row_sums);
     tcase_add_test(tc, test_rows_missing_end_replay);
     tcase_add_test(tc, test_rows_missing_before_last_wal);
     tcase_add_test(tc, test_late_data_and_reseal);

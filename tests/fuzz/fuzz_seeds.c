@@ -272,15 +272,15 @@ static void store_files(const char *tmp)
         for (int i = 0; i < 3; i++) {
             snprintf(ids[i], sizeof(ids[i]), "id-%d-%d", m, i);
             int ml = snprintf(meta[i], sizeof(meta[i]), "{\"m\":%d}", i);
-            r[i] = (struct store_record){(const uint8_t *)ids[i],
-                                         (uint32_t)strlen(ids[i]),
-                                         1000 * m + i,
-                                         0,
-                                         60000,
-                                         i == 2 && m == 1 ? STORE_OP_DELETE : STORE_OP_UPSERT,
-                                         v[i],
-                                         i == 1 ? NULL : (const uint8_t *)meta[i],
-                                         i == 1 ? 0 : (uint32_t)ml};
+            r[i] = (struct store_record){.id = (const uint8_t *)ids[i],
+                                         .id_len = (uint32_t)strlen(ids[i]),
+                                         .ts = 1000 * m + i,
+                                         .window = 0,
+                                         .window_end = 60000,
+                                         .op = i == 2 && m == 1 ? STORE_OP_DELETE : STORE_OP_UPSERT,
+                                         .vec = v[i],
+                                         .meta = i == 1 ? NULL : (const uint8_t *)meta[i],
+                                         .meta_len = i == 1 ? 0 : (uint32_t)ml};
         }
         struct store_batch b = {.partition = m % 2, .offset = 10 + m, .n = 3, .recs = r};
         if (store_write(s, &b, NULL) != ST_OK) {
