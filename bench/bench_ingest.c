@@ -117,6 +117,8 @@ struct res {
     uint64_t records, retries, paused_ms, holds, held_ms;
     uint64_t rejected; /* messages to the dead-letter topic (FIFO: windows already dropped) */
     uint64_t sealed_at_durable, sealed, merges, dropped, tw_written, tw_ingested, compaction;
+    uint64_t poll_ms[4]; /* strata: the polling thread in librdkafka, waiting for decode,
+                            writing, committing (ing_stats) */
     uint64_t wait_ms[3]; /* strata, to the durable point: writes waiting on the vector-log queue,
                             on a WAL roll, on creating a window */
     double decode_s;     /* rocksdb consumer: seconds inside rec_decode */
@@ -652,6 +654,19 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
                                    .n_colls = 1,
                                    .dlq = d,
                                    .dead_letter_topic = "bench-dlq"};
+    static const char *props[1][2];
+    if (getenv("BENCH_KPROP") != NULL) { /* NAME=VALUE: a librdkafka property (experiments) */
+        static char kv[256];
+        snprintf(kv, sizeof(kv), "%s", getenv("BENCH_KPROP"));
+        char *eq = strchr(kv, '=');
+        if (eq != NULL) {
+            *eq = 0;
+            props[0][0] = kv;
+            props[0][1] = eq + 1;
+            co.properties = (const char *const (*)[2])props;
+            co.n_properties = 1;
+        }
+    }
     struct ing_consumer *cons;
     if (ing_consumer_open(&co, &cons, &err) != ST_OK) {
         fail(r, "consumer: %s", err.msg);
@@ -708,6 +723,12 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
     r->wait_ms[0] = ss.vlog_wait_ns / 1000000;
     r->wait_ms[1] = ss.roll_wait_ns / 1000000;
     r->wait_ms[2] = ts.window_create_ns / 1000000;
+    struct ing_stats pst;
+    ing_consumer_stats(cons, &pst);
+    r->poll_ms[0] = pst.kafka_ns / 1000000;
+    r->poll_ms[1] = pst.decode_wait_ns / 1000000;
+    r->poll_ms[2] = pst.write_ns / 1000000;
+    r->poll_ms[3] = pst.commit_ns / 1000000;
     /* The daemon keeps polling while the timer thread seals what the watermark passed. */
     double deadline = now_s() + SEAL_WAIT;
     while (!all_sealed(t, o, c)) {
@@ -992,11 +1013,13 @@ static void print_detail(const struct row *w)
                " pauses (%" PRIu64 " ms, summed over partitions); %" PRIu64
                " messages rejected (for windows the FIFO cap had dropped); writes waited %" PRIu64
                " ms on the vector-log queue, %" PRIu64 " ms on WAL rolls, %" PRIu64
-               " ms on window creation\n",
+               " ms on window creation; the polling thread to the durable point: %" PRIu64
+               " ms in librdkafka, %" PRIu64 " ms waiting for decode, %" PRIu64
+               " ms writing, %" PRIu64 " ms committing\n",
                r->sealed, r->sealed_at_durable, r->merges, r->dropped, (double)r->compaction / 1e6,
                r->tw_ingested ? (double)r->tw_written / (double)r->tw_ingested : 0.0, r->holds,
                r->held_ms, r->retries, r->paused_ms, r->rejected, r->wait_ms[0], r->wait_ms[1],
-               r->wait_ms[2]);
+               r->wait_ms[2], r->poll_ms[0], r->poll_ms[1], r->poll_ms[2], r->poll_ms[3]);
     if (strcmp(w->name, "rocksdb") == 0 && r->decode_s > 0)
         printf("           decode (strata's decoder, 1 thread): %.2f s, %.0f MB/s of message "
                "value\n",

@@ -894,8 +894,10 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     bool room =
         !ing_pipe_full(c->pipe) && (ing_pipe_count(c->pipe) == 0 || c->queued_bytes < DECODE_BYTES);
     if (room) {
+        int64_t t0 = st_clock_mono_ns(NULL);
         rd_kafka_message_t *m =
             rd_kafka_consumer_poll(c->rk, ing_pipe_count(c->pipe) > 0 ? 0 : timeout_ms);
+        c->st.kafka_ns += (uint64_t)(st_clock_mono_ns(NULL) - t0);
         if (c->fatal.code != ST_OK) { /* the rebalance callback failed (commit, assign) */
             if (m != NULL)
                 rd_kafka_message_destroy(m);
@@ -914,16 +916,22 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
      * came, so the stage stays busy but the loop never spins. */
     if (rc == ST_OK) {
         bool wait = !fed || ing_pipe_full(c->pipe) || c->queued_bytes >= DECODE_BYTES;
+        int64_t t0 = st_clock_mono_ns(NULL);
         struct slot *sl = ing_pipe_pop(c->pipe, wait ? timeout_ms : 0);
+        int64_t t1 = st_clock_mono_ns(NULL);
+        c->st.decode_wait_ns += (uint64_t)(t1 - t0);
         if (sl != NULL) {
             rc = handle(c, sl, err);
             slot_done(c, sl);
+            c->st.write_ns += (uint64_t)(st_clock_mono_ns(NULL) - t1);
         }
     }
     if (rc != ST_OK && c->fatal.code == ST_OK) /* nothing after the failed message is written */
         st_err_set(&c->fatal, rc, "%s", err != NULL ? err->msg : st_strerror(rc));
     if (rc == ST_OK && now_ms() >= c->next_commit_ms) {
+        int64_t t0 = st_clock_mono_ns(NULL);
         rc = durable_round(c);
+        c->st.commit_ns += (uint64_t)(st_clock_mono_ns(NULL) - t0);
         c->next_commit_ms = now_ms() + c->o.commit_interval_ms;
     }
     if (rc == ST_OK && c->fatal.code != ST_OK)

@@ -84,6 +84,10 @@ struct ing_stats {
     uint64_t holds;      /* back-pressure waited out in place (no pause) */
     uint64_t held_ms;    /* time spent waiting in place */
     uint64_t holds_long; /* waits that lasted the whole hold_ms (then a pause) */
+    /* Where the polling thread's time goes, ns: inside librdkafka's poll, waiting for the
+     * decode stage's oldest message, writing decoded messages (the store and twcs, back-pressure
+     * waits included), and the periodic durable-offset commits. */
+    uint64_t kafka_ns, decode_wait_ns, write_ns, commit_ns;
 };
 
 struct ing_consumer;

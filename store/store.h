@@ -49,8 +49,9 @@ struct store_opts {
     bool vlog_append_in_write;    /* rows appended by the write itself, not by the vector-log
                                      writer thread (the path before it; benchmarks, tests) */
     bool vlog_buffered;           /* vector-log rows through the page cache, not O_DIRECT (the
-                                     path before it; benchmarks, tests). File systems without
-                                     O_DIRECT (tmpfs) get this anyway */
+                                     path before it; benchmarks, tests). tmpfs, file systems
+                                     without O_DIRECT and stores whose writes append their own
+                                     rows (wal_sync none, vlog_append_in_write) get it anyway */
     uint64_t manifest_max_bytes;  /* compact the manifest beyond this and twice its snapshot
                                      (default 4 MiB) */
     struct store_fs *fs;          /* NULL: the OS */

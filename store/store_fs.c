@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -318,6 +320,12 @@ static int buffered_writev(struct store_file *f, const struct iovec *iov, int io
  * the appending thread (one per store's vector-log writer), not to the file, so that an open
  * log costs one 4 KiB block of memory however many windows are open. */
 #define DIO_STAGE (1u << 20)
+/* Appends smaller than this (with the partial block before them) go through the page cache
+ * even on a direct file: an O_DIRECT write waits for the device, and before it the kernel
+ * writes back the partial block the previous append left in the cache — ~130 µs for a 4 KiB
+ * append against ~2 µs buffered on the VMs here. Large appends are where the kernel's copy
+ * costs more than the wait (docs/benchmarks.md, issue 14). */
+#define DIO_MIN (256u << 10)
 
 static pthread_key_t stage_key;
 static pthread_once_t stage_once = PTHREAD_ONCE_INIT;
@@ -372,14 +380,43 @@ static bool direct_load_tail(struct store_file *f)
     return true;
 }
 
+/* After done bytes of iov were appended through the page cache (size already advanced):
+ * tailblk again holds the file's last partial block, from the old tail and the bytes of iov. */
+static void tail_after(struct store_file *f, const struct iovec *iov, int iovcnt, size_t done)
+{
+    /* Either no block boundary was crossed (done < nt: the old tail stays in front, nt =
+     * old_tail + done) or the new tail is the last nt bytes appended. */
+    size_t nt = (size_t)(f->size % DIO_ALIGN), from_iov = done < nt ? done : nt;
+    size_t skip = done - from_iov, at = nt - from_iov; /* at: the old tail's length if kept */
+    for (int i = 0; i < iovcnt && at < nt; i++) {
+        size_t l = iov[i].iov_len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        size_t c = l - skip < nt - at ? l - skip : nt - at;
+        memcpy(f->tailblk + at, (const uint8_t *)iov[i].iov_base + skip, c);
+        at += c;
+        skip = 0;
+    }
+    f->tail = nt;
+}
+
 bool store_fs_direct(struct store_file *f)
 {
     if (f->dfd >= 0)
         return true;
+    struct statfs sfs;
+    if (ST_FAULT("store.fs.direct") != 0 || fstatfs(f->fd, &sfs) != 0 ||
+        sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC)
+        return false; /* memory file systems (O_DIRECT since Linux 6.6): no cache to bypass */
     void *blk = NULL;
     if (posix_memalign(&blk, DIO_ALIGN, DIO_ALIGN) != 0)
         return false;
-    int dfd = open(f->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    /* The same file as f->fd, whatever became of its path meanwhile. */
+    char self[64];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", f->fd);
+    int dfd = open(self, O_WRONLY | O_DIRECT | O_CLOEXEC);
     if (dfd < 0) { /* EINVAL: the file system has no O_DIRECT */
         free(blk);
         return false;
@@ -447,7 +484,7 @@ static int direct_writev(struct store_file *f, const struct iovec *iov, int iovc
                          size_t *done_out)
 {
     *done_out = 0;
-    uint8_t *stage = thread_stage();
+    uint8_t *stage = ST_FAULT("store.fs.stage") != 0 ? NULL : thread_stage();
     if (stage == NULL)
         return ST_EAGAIN;
     uint64_t end0 = f->size;
@@ -507,9 +544,20 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
     if (!sim_enter(f->fs))
         return ST_EIO;
     size_t done = 0;
-    int wrc = f->dfd >= 0 ? direct_writev(f, iov, iovcnt, limit, &done) : ST_EAGAIN;
-    if (wrc == ST_EAGAIN) /* not direct, or no stage for this thread */
+    int wrc = f->dfd >= 0 && f->tail + limit >= DIO_MIN
+                  ? direct_writev(f, iov, iovcnt, limit, &done)
+                  : ST_EAGAIN;
+    if (wrc == ST_EAGAIN) { /* not direct, a small append, or no stage for this thread */
         wrc = buffered_writev(f, iov, iovcnt, limit, &done);
+        if (f->dfd >= 0 && wrc != ST_OK)
+            direct_off(f); /* the last block is no longer known for certain */
+        if (f->dfd >= 0) {
+            __atomic_store_n(&f->size, f->size + done, __ATOMIC_RELAXED);
+            tail_after(f, iov, iovcnt, done);
+            sim_leave(f->fs);
+            return rc;
+        }
+    }
     if (rc == ST_OK)
         rc = wrc;
     /* Relaxed atomic: a group commit's fsync reads the size on another thread (below). */

@@ -57,10 +57,16 @@ int store_fs_sync(struct store_file *f, const char *site) ST_WUR;
  * written through the page cache as well, so the file's size is always the bytes appended and
  * readers see every byte, and it is written again, completed, by the next append. What is
  * durable is unchanged: store_fs_sync (fdatasync) still makes every append durable.
- * Returns false, and leaves f as it was, where the file system refuses O_DIRECT (tmpfs) or
- * the buffer cannot be had; a device that later refuses an aligned write turns it off again.
+ * Returns false, and leaves f as it was, on a memory file system (tmpfs, ramfs: no cache to
+ * bypass), where O_DIRECT is refused (fault site store.fs.direct) or the block cannot be had;
+ * a device that later refuses an aligned write turns it off again. An append on a thread
+ * whose stage cannot be had goes through the page cache (fault site store.fs.stage).
  */
 bool store_fs_direct(struct store_file *f);
+/* Appends smaller than 256 KiB (with the partial block before them) still go through the page
+ * cache: an O_DIRECT write waits for the device. After a failed append f->size may be less
+ * than the file's size (a direct write landed but was not counted): the store fails on any
+ * append error and recovery cuts a log to the rows its records name. */
 /* Whether f's appends currently bypass the page cache. */
 bool store_fs_is_direct(const struct store_file *f);
 int store_fs_truncate(struct store_file *f, uint64_t size, const char *site) ST_WUR;

@@ -91,7 +91,7 @@ struct store_memtable {
     size_t nheaps, capheaps;
     size_t heap_len, heap_cap; /* use of the newest heap chunk */
     size_t heap_chunk;         /* default heap chunk size */
-    uint32_t *slots;           /* open addressing: entry index + 1, 0 = empty */
+    uint64_t *slots;           /* open addressing: id hash << 32 | entry index + 1, 0 = empty */
     size_t nslots;
     uint64_t bytes; /* really allocated */
     int64_t *wins;  /* distinct windows of its records (a memtable spans few) */

@@ -112,10 +112,18 @@ void store_mt_unref(struct store_memtable *m)
     free(m);
 }
 
-static uint64_t id_hash(const uint8_t *id, uint32_t len)
+static uint32_t id_hash(const uint8_t *id, uint32_t len)
 {
-    return st_hash64(id, len);
+    return (uint32_t)st_hash64(id, len);
 }
+
+/* A slot: the id's 32-bit hash above its entry index + 1 (0 = empty). A probe compares hashes
+ * before it touches an entry, and a growth re-places slots from their hashes alone: with ids
+ * unique in the stream almost every probe would otherwise miss the cache twice (the entry,
+ * then its id). The table stays below 2^32 slots (entry indexes are 32-bit anyway). */
+#define SLOT(h, v)   (((uint64_t)(h) << 32) | (uint64_t)(v))
+#define SLOT_HASH(s) ((uint32_t)((s) >> 32))
+#define SLOT_V(s)    ((uint32_t)(s))
 
 static const struct store_mt_entry *entry_at(const struct store_memtable *m, uint32_t v)
 {
@@ -125,15 +133,16 @@ static const struct store_mt_entry *entry_at(const struct store_memtable *m, uin
 static int slots_grow(struct store_memtable *m)
 {
     size_t ns = m->nslots ? m->nslots * 2 : 256;
-    uint32_t *s = calloc(ns, sizeof(*s));
+    if (ns > ((size_t)1 << 32))
+        return ST_ENOMEM;
+    uint64_t *s = calloc(ns, sizeof(*s));
     if (s == NULL)
         return ST_ENOMEM;
     for (size_t i = 0; i < m->nslots; i++) {
-        uint32_t v = m->slots[i];
+        uint64_t v = m->slots[i];
         if (v == 0)
             continue;
-        const struct store_mt_entry *e = entry_at(m, v);
-        size_t h = id_hash(e->id, e->id_len) & (ns - 1);
+        size_t h = SLOT_HASH(v) & (ns - 1);
         while (s[h] != 0)
             h = (h + 1) & (ns - 1);
         s[h] = v;
@@ -146,17 +155,20 @@ static int slots_grow(struct store_memtable *m)
 }
 
 /* Slot holding id, or the empty slot where it would go. */
-static size_t slot_find(const struct store_memtable *m, const uint8_t *id, uint32_t len)
+static size_t slot_find(const struct store_memtable *m, const uint8_t *id, uint32_t len,
+                        uint32_t hash)
 {
     size_t mask = m->nslots - 1;
-    size_t h = id_hash(id, len) & mask;
+    size_t h = hash & mask;
     for (;;) {
-        uint32_t v = m->slots[h];
+        uint64_t v = m->slots[h];
         if (v == 0)
             return h;
-        const struct store_mt_entry *e = entry_at(m, v);
-        if (e->id_len == len && memcmp(e->id, id, len) == 0)
-            return h;
+        if (SLOT_HASH(v) == hash) {
+            const struct store_mt_entry *e = entry_at(m, SLOT_V(v));
+            if (e->id_len == len && memcmp(e->id, id, len) == 0)
+                return h;
+        }
         h = (h + 1) & mask;
     }
 }
@@ -277,10 +289,11 @@ int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t
     if ((m->n + 1) * 2 > m->nslots && (rc = slots_grow(m)) != ST_OK)
         return rc;
     struct store_version nv = {r->ts, partition, offset, idx};
-    size_t slot = slot_find(m, r->id, r->id_len);
+    uint32_t hash = id_hash(r->id, r->id_len);
+    size_t slot = slot_find(m, r->id, r->id_len, hash);
     struct store_mt_entry *old = NULL;
     if (m->slots[slot] != 0) {
-        old = (struct store_mt_entry *)(uintptr_t)entry_at(m, m->slots[slot]);
+        old = (struct store_mt_entry *)(uintptr_t)entry_at(m, SLOT_V(m->slots[slot]));
         struct store_version ov = {old->ts, old->partition, old->offset, old->idx};
         if (store_version_cmp(&nv, &ov) <= 0)
             return ST_OK; /* an older (or the same) version: it never becomes visible */
@@ -314,7 +327,7 @@ int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t
     atomic_init(&e->superseded_by, 0);
     if (vec_out != NULL)
         *vec_out = vec;
-    m->slots[slot] = (uint32_t)(m->n + 1);
+    m->slots[slot] = SLOT(hash, m->n + 1);
     m->n++;
     /* The entry, its vector and its id are complete: readers may see it now. */
     atomic_store_explicit(&m->published, m->n, memory_order_release);
@@ -328,6 +341,6 @@ const struct store_mt_entry *store_mt_get(const struct store_memtable *m, const 
 {
     if (m->nslots == 0)
         return NULL;
-    uint32_t v = m->slots[slot_find(m, id, id_len)];
-    return v ? entry_at(m, v) : NULL;
+    uint64_t v = m->slots[slot_find(m, id, id_len, id_hash(id, id_len))];
+    return v ? entry_at(m, SLOT_V(v)) : NULL;
 }

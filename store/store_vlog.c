@@ -78,10 +78,16 @@ struct store_vlog *store_vlog_detach_locked(struct store *s, uint64_t number)
 
 /* Rows bypass the page cache unless the store says otherwise: each is written once and read
  * back rarely (a seal's block checksums, a scan of a run), while copying it into the page
- * cache cost more CPU than everything else on the write path (docs/benchmarks.md, issue 14). */
+ * cache cost more CPU than everything else on the write path (docs/benchmarks.md, issue 14).
+ * Only where the vector-log writer thread appends (store_open starts it on the same terms):
+ * an O_DIRECT write waits for the device, which a write appending under mu must not. */
 static void direct_appends(const struct store *s, struct store_file *f)
 {
-    if (!s->o.vlog_buffered && !s->o.read_only && !store_fs_direct(f))
+    bool writer =
+        !s->o.inline_vectors && !s->o.vlog_append_in_write && s->o.wal_sync != STORE_SYNC_NONE;
+    if (!writer || s->o.vlog_buffered || s->o.read_only)
+        return;
+    if (!store_fs_direct(f))
         st_log_debug(LOG_COMP, "vector log without O_DIRECT file=%s", f->path);
 }
 

@@ -496,8 +496,9 @@ int store_vw_wait_locked(struct store *s, uint64_t seq)
 }
 
 /* Bytes one append of the writer thread takes at most: queued jobs of one log whose rows
- * follow each other go to the file in one call (large writes keep the device streaming; each
- * call costs one system call and, with O_DIRECT, one wait for the device). */
+ * follow each other go to the file in one call, so that with O_DIRECT they go as whole 1 MiB
+ * blocks (store_fs.c's stage) rather than one small direct write, or one buffered one, per
+ * job. */
 #define STORE_VW_COALESCE (8u << 20)
 
 /* The jobs from the head that one append can take: same log, each starting where the previous
@@ -546,7 +547,7 @@ void *store_vwriter_main(void *arg)
             break; /* stop, and nothing left */
         int rc = s->failed, cnt;
         size_t n = vw_take_locked(s, &cnt);
-        if (cnt > iovcap) {
+        if (n > 1 && cnt > iovcap) {
             struct iovec *g = realloc(iov, (size_t)cnt * sizeof(*g));
             if (g != NULL) {
                 iov = g;

@@ -6,6 +6,7 @@
  */
 #include <check.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -2476,7 +2477,17 @@ START_TEST(test_wal_bytes_golden)
 {
     g_inline = true; /* the layout before vector logs */
     char *dir = st_test_tmpdir("walgold");
-    struct store *s = open_store(dir, NULL, STORE_SYNC_NONE, false);
+    /* A memtable large enough that the batches stay in one WAL file whatever the memtable's
+     * own bookkeeping costs (the bytes of the WAL do not depend on it). */
+    struct store_opts o = {.dir = dir,
+                           .dim = DIM,
+                           .wal_sync = STORE_SYNC_NONE,
+                           .no_background = true,
+                           .memtable_size = 16u << 20,
+                           .inline_vectors = true};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
     golden_batches(s);
     /* The live WAL, read while the store is open (a close would flush and remove it). */
     DIR *d = opendir(dir);
@@ -2615,36 +2626,17 @@ END_TEST
 /* ---- direct appends (store_fs_direct) ---------------------------------------------------------
  */
 
-/* A directory of the test's on a file system that takes O_DIRECT: TMPDIR or /tmp, else the
- * working directory (the build tree); NULL when none does (then only the fallback is tested). */
+/* A directory of the test's on a disk's file system, which takes O_DIRECT. */
 static char *direct_dir(void)
 {
-    char *dirs[2] = {st_test_tmpdir("direct"), NULL};
-    char cwd[512];
-    if (getcwd(cwd, sizeof(cwd)) != NULL) {
-        char *p = NULL;
-        if (asprintf(&p, "%s/strata-direct-XXXXXX", cwd) >= 0 && mkdtemp(p) != NULL)
-            dirs[1] = p;
-        else
-            free(p);
-    }
-    char *out = NULL;
-    for (int i = 0; i < 2; i++) {
-        if (dirs[i] == NULL)
-            continue;
-        char probe[600];
-        snprintf(probe, sizeof(probe), "%s/probe", dirs[i]);
-        int fd = out == NULL ? open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0644) : -1;
-        if (fd >= 0) {
-            close(fd);
-            unlink(probe);
-            out = dirs[i];
-            continue;
-        }
-        st_test_rmrf(dirs[i]);
-        free(dirs[i]);
-    }
-    return out;
+    char *dir = st_test_disk_tmpdir("direct");
+    char probe[600];
+    snprintf(probe, sizeof(probe), "%s/probe", dir);
+    int fd = open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0644);
+    ck_assert_msg(fd >= 0, "%s does not take O_DIRECT: %s", dir, strerror(errno));
+    close(fd);
+    unlink(probe);
+    return dir;
 }
 
 /* Appends the same bytes to a plain file and to a direct one, as 1-3 pieces each. */
@@ -2725,6 +2717,16 @@ START_TEST(test_direct_appends_match_plain)
     twin_same(a, b);
     twin_append(a, b, src + 7, 9000, 1, ST_OK);
     twin_same(a, b);
+    /* An append whose thread has no stage goes through the page cache; the next large one
+     * starts from the right block again. */
+    ck_assert_int_eq(st_fault_arm("store.fs.stage", 0, 1, ST_ENOMEM), ST_OK);
+    twin_append(a, b, src + 9, (1u << 20) + 4001, 2, ST_OK);
+    ck_assert_uint_eq(st_fault_fired("store.fs.stage"), 1);
+    st_fault_disarm_all();
+    twin_same(a, b);
+    twin_append(a, b, src + 21, (2u << 20) + 333, 3, ST_OK);
+    twin_same(a, b);
+    ck_assert(store_fs_is_direct(b));
     /* Reopened at an unaligned size: the last partial block is read back and completed. */
     ck_assert_uint_ne(b->size % 4096, 0);
     store_fs_close(b);
@@ -2775,34 +2777,46 @@ START_TEST(test_direct_appends_power_loss)
 }
 END_TEST
 
-/* Where the file system refuses O_DIRECT (tmpfs), store_fs_direct says so and appends go on
- * through the page cache. */
+/* Where O_DIRECT is refused (an open that fails: site store.fs.direct), or pointless (tmpfs,
+ * which takes it since Linux 6.6 but has no cache to bypass), store_fs_direct says so and
+ * appends go on through the page cache. */
 START_TEST(test_direct_refused_falls_back)
 {
+    char *disk = direct_dir();
     struct stat st;
-    const char *base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : NULL;
-    ck_assert_msg(base != NULL, "no /dev/shm (tmpfs) here");
-    char dir[256];
-    snprintf(dir, sizeof(dir), "%s/strata-direct-XXXXXX", base);
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    char p[300];
-    snprintf(p, sizeof(p), "%s/log", dir);
-    struct store_file *f;
-    ck_assert_int_eq(store_fs_create(NULL, p, &f, "t.open"), ST_OK);
-    int probe = open(p, O_WRONLY | O_DIRECT);
-    bool refused = probe < 0;
-    if (probe >= 0)
-        close(probe);
-    ck_assert_int_eq(store_fs_direct(f), !refused);
-    ck_assert_int_eq(store_fs_is_direct(f), !refused);
-    uint8_t buf[5000] = {1, 2, 3};
-    ck_assert_int_eq(store_fs_write(f, buf, sizeof(buf), "t.w"), ST_OK);
-    ck_assert_int_eq(store_fs_write(f, buf, 7, "t.w"), ST_OK);
-    ck_assert_uint_eq(f->size, sizeof(buf) + 7);
-    ck_assert_int_eq(fstat(f->fd, &st), 0);
-    ck_assert_uint_eq((uint64_t)st.st_size, sizeof(buf) + 7);
-    store_fs_close(f);
-    st_test_rmrf(dir);
+    const char *shm = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : NULL;
+    for (int k = 0; k < 2; k++) {
+        char dir[600];
+        if (k == 0) {
+            snprintf(dir, sizeof(dir), "%s", disk);
+        } else {
+            ck_assert_msg(shm != NULL, "no /dev/shm (tmpfs) here");
+            snprintf(dir, sizeof(dir), "%s/strata-direct-XXXXXX", shm);
+            ck_assert_ptr_nonnull(mkdtemp(dir));
+        }
+        char p[700];
+        snprintf(p, sizeof(p), "%s/log", dir);
+        struct store_file *f;
+        ck_assert_int_eq(store_fs_create(NULL, p, &f, "t.open"), ST_OK);
+        if (k == 0)
+            ck_assert_int_eq(st_fault_arm("store.fs.direct", 0, 1, ST_EIO), ST_OK);
+        ck_assert(!store_fs_direct(f));
+        ck_assert(!store_fs_is_direct(f));
+        st_fault_disarm_all();
+        uint8_t *buf = calloc(1, 300000);
+        buf[0] = 1;
+        ck_assert_int_eq(store_fs_write(f, buf, 300000, "t.w"), ST_OK);
+        ck_assert_int_eq(store_fs_write(f, buf, 7, "t.w"), ST_OK);
+        ck_assert_uint_eq(f->size, 300007);
+        ck_assert_int_eq(fstat(f->fd, &st), 0);
+        ck_assert_uint_eq((uint64_t)st.st_size, 300007);
+        free(buf);
+        store_fs_close(f);
+        if (k == 1)
+            st_test_rmrf(dir);
+    }
+    st_test_rmrf(disk);
+    free(disk);
 }
 END_TEST
 

@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
+#include <linux/magic.h>
 #include <unistd.h>
 
 #undef _mark_point /* the real one, declared by check.h */
@@ -78,6 +81,28 @@ char *st_test_tmpdir(const char *tag)
         ck_abort_msg("asprintf failed");
     if (mkdtemp(p) == NULL)
         ck_abort_msg("mkdtemp(%s): %s", p, strerror(errno));
+    return p;
+}
+
+char *st_test_disk_tmpdir(const char *tag)
+{
+    char *p = st_test_tmpdir(tag);
+    struct statfs sfs;
+    if (statfs(p, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC && sfs.f_type != RAMFS_MAGIC)
+        return p;
+    st_test_rmrf(p);
+    free(p);
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        ck_abort_msg("getcwd: %s", strerror(errno));
+    p = NULL;
+    if (asprintf(&p, "%s/strata-%s-XXXXXX", cwd, tag) < 0)
+        ck_abort_msg("asprintf failed");
+    if (mkdtemp(p) == NULL)
+        ck_abort_msg("mkdtemp(%s): %s", p, strerror(errno));
+    if (statfs(p, &sfs) != 0 || sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC)
+        ck_abort_msg("neither TMPDIR nor the working directory (%s) is on a disk's file system",
+                     cwd);
     return p;
 }
 

@@ -34,6 +34,9 @@ const char *st_test_broker(const char *key);
 
 /* A fresh directory under $TMPDIR (caller frees the string; st_test_rmrf removes it). */
 char *st_test_tmpdir(const char *tag);
+/* The same on a disk's file system (not tmpfs): TMPDIR's, else the working directory's (the
+ * build tree) — for tests of what only a disk does (O_DIRECT, the page cache). */
+char *st_test_disk_tmpdir(const char *tag);
 void st_test_rmrf(const char *path);
 
 /* A name unique to this process and call, e.g. for topics and streams: "<prefix>-<pid>-<n>". */
