@@ -438,6 +438,9 @@ static rd_kafka_t *plain_consumer(const struct opts *o, const char *group, bool 
     rd_kafka_conf_set(kc, "enable.auto.commit", auto_commit ? "true" : "false", es, sizeof(es));
     rd_kafka_conf_set(kc, "auto.commit.interval.ms", "200", es, sizeof(es));
     rd_kafka_conf_set(kc, "enable.auto.offset.store", "false", es, sizeof(es));
+    /* The prefetch strata's consumer uses (consumer.c: librdkafka 2.0 pauses fetching for a
+     * second once its queue holds this much), so no reference runs with less. */
+    rd_kafka_conf_set(kc, "queued.max.messages.kbytes", "262144", es, sizeof(es));
     rd_kafka_t *k = rd_kafka_new(RD_KAFKA_CONSUMER, kc, es, sizeof(es));
     if (k == NULL)
         die("consumer", es);
@@ -663,7 +666,7 @@ static void strata_run(const struct opts *o, const struct conf *c, const char *t
             *eq = 0;
             props[0][0] = kv;
             props[0][1] = eq + 1;
-            co.properties = (const char *const (*)[2])props;
+            co.properties = (const char *const(*)[2])props;
             co.n_properties = 1;
         }
     }

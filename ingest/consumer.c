@@ -542,7 +542,18 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         {"auto.offset.reset", "earliest"},
         {"enable.partition.eof", "false"},
     };
-    /* The operator's properties first, ours last: the guarantees depend on ours. */
+    /* Defaults an operator may override. queued.max.messages.kbytes: librdkafka 2.0 (Debian
+     * 12) stops fetching for a whole second once its local queue holds that much
+     * (confluentinc/librdkafka#2879; fetch.queue.backoff.ms came in 2.2), so a consumer that is
+     * slower than the broker — any catch-up — ingests at about that much per second: 64 MiB,
+     * the library's default, held 768-d ingest to 278 MB/s where 256 MiB gave 699 and 1 GiB 926
+     * (docs/benchmarks.md, issue 14), at the cost of that much prefetched memory. */
+    const char *defaults[][2] = {{"queued.max.messages.kbytes", "262144"}};
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], es, sizeof(es)) !=
+            RD_KAFKA_CONF_OK)
+            goto conf_fail;
+    /* The operator's properties next, ours last: the guarantees depend on ours. */
     for (size_t i = 0; i < o->n_properties; i++) {
         for (size_t j = 0; j < sizeof(fixed) / sizeof(fixed[0]); j++)
             if (strcmp(o->properties[i][0], fixed[j][0]) == 0 && j >= 2)
