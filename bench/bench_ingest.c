@@ -441,6 +441,7 @@ static rd_kafka_t *plain_consumer(const struct opts *o, const char *group, bool 
     /* The prefetch strata's consumer uses (consumer.c: librdkafka 2.0 pauses fetching for a
      * second once its queue holds this much), so no reference runs with less. */
     rd_kafka_conf_set(kc, "queued.max.messages.kbytes", "262144", es, sizeof(es));
+    rd_kafka_conf_set(kc, "queued.min.messages", "10000000", es, sizeof(es));
     rd_kafka_t *k = rd_kafka_new(RD_KAFKA_CONSUMER, kc, es, sizeof(es));
     if (k == NULL)
         die("consumer", es);

@@ -547,8 +547,11 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
      * (confluentinc/librdkafka#2879; fetch.queue.backoff.ms came in 2.2), so a consumer that is
      * slower than the broker — any catch-up — ingests at about that much per second: 64 MiB,
      * the library's default, held 768-d ingest to 278 MB/s where 256 MiB gave 699 and 1 GiB 926
-     * (docs/benchmarks.md, issue 14), at the cost of that much prefetched memory. */
-    const char *defaults[][2] = {{"queued.max.messages.kbytes", "262144"}};
+     * (docs/benchmarks.md, issue 14), at the cost of that much prefetched memory. The same
+     * pause follows queued.min.messages (100,000 by default) messages queued in a partition,
+     * which small messages reach first: the byte bound is the one that counts. */
+    const char *defaults[][2] = {{"queued.max.messages.kbytes", "262144"},
+                                 {"queued.min.messages", "10000000"}};
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
         if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], es, sizeof(es)) !=
             RD_KAFKA_CONF_OK)

@@ -417,6 +417,8 @@ bool store_fs_direct(struct store_file *f)
     char self[64];
     snprintf(self, sizeof(self), "/proc/self/fd/%d", f->fd);
     int dfd = open(self, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (dfd < 0 && errno == ENOENT) /* no /proc (a minimal chroot): the path, as opened */
+        dfd = open(f->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
     if (dfd < 0) { /* EINVAL: the file system has no O_DIRECT */
         free(blk);
         return false;

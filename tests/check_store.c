@@ -2715,6 +2715,13 @@ START_TEST(test_direct_appends_match_plain)
     twin_append(a, b, src + 5, 300001, 3, ST_ENOSPC);
     st_fault_disarm_all();
     twin_same(a, b);
+    /* The same on the direct path (half of it still over the direct threshold). */
+    ck_assert_int_eq(st_fault_arm("t.plain", 0, 1, ST_ENOSPC), ST_OK);
+    ck_assert_int_eq(st_fault_arm("t.direct", 0, 1, ST_ENOSPC), ST_OK);
+    twin_append(a, b, src + 6, 700001, 2, ST_ENOSPC);
+    st_fault_disarm_all();
+    twin_same(a, b);
+    ck_assert(store_fs_is_direct(b));
     twin_append(a, b, src + 7, 9000, 1, ST_OK);
     twin_same(a, b);
     /* An append whose thread has no stage goes through the page cache; the next large one
