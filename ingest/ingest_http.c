@@ -436,6 +436,22 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
         st_prom_head(t, tot[i].name, "counter", tot[i].help);
         st_prom_sample(t, tot[i].name, NULL, tot[i].v);
     }
+    /* Where the polling thread's time goes: a consumer that spends its time in librdkafka
+     * with lag on its partitions is waiting for fetches (docs/operations.md, "Capacity"). */
+    st_prom_head(t, "strata_ingest_poll_seconds_total", "counter",
+                 "The consumer's polling thread: seconds in librdkafka's poll, waiting for the "
+                 "decode stage, writing to the store, committing offsets.");
+    const struct {
+        const char *what;
+        uint64_t ns;
+    } poll[] = {{"kafka", im.total.kafka_ns},
+                {"decode_wait", im.total.decode_wait_ns},
+                {"write", im.total.write_ns},
+                {"commit", im.total.commit_ns}};
+    for (size_t i = 0; have && i < sizeof(poll) / sizeof(poll[0]); i++) {
+        const char *l[] = {"activity", poll[i].what, NULL};
+        st_prom_sample(t, "strata_ingest_poll_seconds_total", l, (double)poll[i].ns / 1e9);
+    }
     st_prom_head(t, "strata_kafka_consumer_lag", "gauge",
                  "High watermark minus position, per assigned partition.");
     for (size_t i = 0; have && i < im.nlag; i++) {

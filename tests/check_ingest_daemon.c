@@ -543,6 +543,20 @@ START_TEST(test_daemon_http)
                       "%s %g, %s %g", sn, n, ss, sec);
     }
     ck_assert(st_test_metric(r.body, "strata_windows_prepared_total{collection=\"docs\"}") >= 0);
+    /* The polling thread's time by activity: it wrote records and waited in librdkafka (idle
+     * between the batches), and the four add up to no more than the daemon has lived. */
+    double poll_sum = 0;
+    static const char *const acts[] = {"kafka", "decode_wait", "write", "commit"};
+    for (int a = 0; a < 4; a++) {
+        char pn[160];
+        snprintf(pn, sizeof(pn), "strata_ingest_poll_seconds_total{activity=\"%s\"}", acts[a]);
+        double v = st_test_metric(r.body, pn);
+        ck_assert_msg(a >= 2 ? v >= 0 : v > 0, "%s %g", pn, v);
+        if (a == 2)
+            ck_assert_msg(v > 0, "%s %g: records were written", pn, v);
+        poll_sum += v;
+    }
+    ck_assert_msg(poll_sum < 600, "polling thread seconds %g", poll_sum);
     free(r.body);
     /* Lag per assigned partition (refreshed every second). */
     char lag0[300];
