@@ -1017,6 +1017,15 @@ void ing_consumer_stats(struct ing_consumer *c, struct ing_stats *out)
     *out = c->st;
 }
 
+int ing_consumer_kafka_setting(struct ing_consumer *c, const char *name, char *buf, size_t len)
+{
+    size_t n = len;
+    rd_kafka_conf_res_t r = rd_kafka_conf_get(rd_kafka_conf(c->rk), name, buf, &n);
+    if (r == RD_KAFKA_CONF_UNKNOWN)
+        return ST_ENOTFOUND;
+    return r == RD_KAFKA_CONF_OK && n <= len ? ST_OK : ST_ERANGE;
+}
+
 /* Frees the messages in the decode stage, unhandled (waits for the one being decoded). */
 static void drop_queued(struct ing_consumer *c)
 {

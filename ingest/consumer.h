@@ -133,6 +133,11 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
 /* A commit round now (fsync all stores, commit what they cover). */
 int ing_consumer_commit(struct ing_consumer *c, struct st_err *err) ST_WUR;
 void ing_consumer_stats(struct ing_consumer *c, struct ing_stats *out);
+/* The value librdkafka runs with for property name (strata's fixed settings, its defaults,
+ * the operator's properties, librdkafka's own defaults, in that order of precedence) into
+ * buf: ST_OK, ST_ENOTFOUND for a name librdkafka does not know, ST_ERANGE if buf is short. */
+int ing_consumer_kafka_setting(struct ing_consumer *c, const char *name, char *buf,
+                               size_t len) ST_WUR;
 /* Any thread: the counters as of the last poll. Free with ing_metrics_free. */
 int ing_consumer_metrics(struct ing_consumer *c, struct ing_metrics *out) ST_WUR;
 void ing_metrics_free(struct ing_metrics *m);

@@ -1004,6 +1004,52 @@ END_TEST
  * assign resumes it, nothing ever does (the consumer forgets the pause with the assignment).
  * Every record is in long before the pause would have ended by itself, each applied once.
  */
+/* What librdkafka runs with: strata's prefetch defaults unless kafka.properties sets them, and
+ * strata's fixed delivery settings whatever kafka.properties says. */
+START_TEST(test_kafka_settings)
+{
+    prepare("ks", 1);
+    dir = st_test_tmpdir("ks");
+    open_store();
+    static struct ing_collection coll;
+    coll = (struct ing_collection){.rc = {"docs", DIM, false}, .topic = topic, .twcs = tw};
+    static const char *const props[][2] = {{"queued.max.messages.kbytes", "65536"},
+                                           {"enable.auto.commit", "true"}};
+    for (int own = 0; own < 2; own++) {
+        struct ing_consumer_opts o = {.brokers = brokers,
+                                      .properties = own ? props : NULL,
+                                      .n_properties = own ? 2 : 0,
+                                      .group_id = "settings",
+                                      .colls = &coll,
+                                      .n_colls = 1,
+                                      .dlq = dq,
+                                      .dead_letter_topic = dead};
+        struct ing_consumer *c;
+        struct st_err err = {0};
+        ck_assert_msg(ing_consumer_open(&o, &c, &err) == ST_OK, "%s", err.msg);
+        char v[64];
+        ck_assert_int_eq(ing_consumer_kafka_setting(c, "queued.max.messages.kbytes", v, sizeof(v)),
+                         ST_OK);
+        ck_assert_str_eq(v, own ? "65536" : "262144");
+        ck_assert_int_eq(ing_consumer_kafka_setting(c, "queued.min.messages", v, sizeof(v)), ST_OK);
+        ck_assert_str_eq(v, "10000000");
+        ck_assert_int_eq(ing_consumer_kafka_setting(c, "enable.auto.commit", v, sizeof(v)), ST_OK);
+        ck_assert_str_eq(v, "false"); /* offsets only after fsync, whatever the properties say */
+        ck_assert_int_eq(ing_consumer_kafka_setting(c, "no.such.property", v, sizeof(v)),
+                         ST_ENOTFOUND);
+        char tiny[2];
+        ck_assert_int_eq(
+            ing_consumer_kafka_setting(c, "queued.max.messages.kbytes", tiny, sizeof(tiny)),
+            ST_ERANGE);
+        ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    }
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_pause_across_rebalance)
 {
     rd_kafka_t *p = tiny_store_backlog("pr");
@@ -1569,6 +1615,7 @@ int main(void)
     tcase_add_test(tc, test_rebalance_join_leave);
     tcase_add_test(tc, test_rebalance_churn);
     tcase_add_test(tc, test_watermark_kept_across_rebalance);
+    tcase_add_test(tc, test_kafka_settings);
     tcase_add_test(tc, test_pause_across_rebalance);
     tcase_add_test(tc, test_close_commit_through_rebalance);
     tcase_add_test(tc, test_backpressure_pause_resume);
