@@ -549,21 +549,18 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
     int wrc = f->dfd >= 0 && f->tail + limit >= DIO_MIN
                   ? direct_writev(f, iov, iovcnt, limit, &done)
                   : ST_EAGAIN;
-    if (wrc == ST_EAGAIN) { /* not direct, a small append, or no stage for this thread */
+    bool buffered = wrc == ST_EAGAIN; /* not direct, a small append, or no stage here */
+    if (buffered) {
         wrc = buffered_writev(f, iov, iovcnt, limit, &done);
         if (f->dfd >= 0 && wrc != ST_OK)
             direct_off(f); /* the last block is no longer known for certain */
-        if (f->dfd >= 0) {
-            __atomic_store_n(&f->size, f->size + done, __ATOMIC_RELAXED);
-            tail_after(f, iov, iovcnt, done);
-            sim_leave(f->fs);
-            return rc;
-        }
     }
     if (rc == ST_OK)
         rc = wrc;
     /* Relaxed atomic: a group commit's fsync reads the size on another thread (below). */
     __atomic_store_n(&f->size, f->size + done, __ATOMIC_RELAXED);
+    if (buffered && f->dfd >= 0) /* a direct file's last block, kept from the bytes written */
+        tail_after(f, iov, iovcnt, done);
     sim_leave(f->fs);
     return rc;
 }

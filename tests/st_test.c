@@ -3,6 +3,7 @@
 #include <check.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,34 +74,41 @@ const char *st_test_broker(const char *key)
     return NULL;
 }
 
-char *st_test_tmpdir(const char *tag)
+/* A new directory strata-TAG-XXXXXX under base. */
+static char *tmpdir_in(const char *base, const char *tag)
 {
-    const char *base = getenv("TMPDIR");
     char *p = NULL;
-    if (asprintf(&p, "%s/strata-%s-XXXXXX", base ? base : "/tmp", tag) < 0)
+    if (asprintf(&p, "%s/strata-%s-XXXXXX", base, tag) < 0)
         ck_abort_msg("asprintf failed");
     if (mkdtemp(p) == NULL)
         ck_abort_msg("mkdtemp(%s): %s", p, strerror(errno));
     return p;
 }
 
+char *st_test_tmpdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    return tmpdir_in(base ? base : "/tmp", tag);
+}
+
+static bool on_memory_fs(const char *path)
+{
+    struct statfs sfs;
+    return statfs(path, &sfs) != 0 || sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
+}
+
 char *st_test_disk_tmpdir(const char *tag)
 {
     char *p = st_test_tmpdir(tag);
-    struct statfs sfs;
-    if (statfs(p, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC && sfs.f_type != RAMFS_MAGIC)
+    if (!on_memory_fs(p))
         return p;
     st_test_rmrf(p);
     free(p);
     char cwd[4096];
     if (getcwd(cwd, sizeof(cwd)) == NULL)
         ck_abort_msg("getcwd: %s", strerror(errno));
-    p = NULL;
-    if (asprintf(&p, "%s/strata-%s-XXXXXX", cwd, tag) < 0)
-        ck_abort_msg("asprintf failed");
-    if (mkdtemp(p) == NULL)
-        ck_abort_msg("mkdtemp(%s): %s", p, strerror(errno));
-    if (statfs(p, &sfs) != 0 || sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC)
+    p = tmpdir_in(cwd, tag);
+    if (on_memory_fs(p))
         ck_abort_msg("neither TMPDIR nor the working directory (%s) is on a disk's file system",
                      cwd);
     return p;
