@@ -247,7 +247,8 @@ struct store_scan_src {
     int64_t window_start, window_end;    /* segment: its window; memtable: INT64_MIN/MAX */
     enum store_seg_kind kind;            /* segment */
     uint32_t version;                    /* segment */
-    int64_t min_ts, max_ts;              /* segment */
+    int64_t min_ts, max_ts; /* least and greatest ts of its records (a memtable chunk: of the
+                               records written into it, possibly more than this scan covers) */
     uint64_t n;
     uint32_t dim;
     const float *vecs;        /* vectors: use store_scan_vec (record i's is at i * dim unless the

@@ -134,6 +134,18 @@ static inline struct store_mt_entry *store_mt_chunk_entries(const struct store_m
 {
     return (struct store_mt_entry *)(void *)((uint8_t *)(uintptr_t)chunk + m->chunk_vbytes);
 }
+/* A chunk's event-time span: the least and greatest ts of the records written into it, so a
+ * time-bounded scan skips chunks wholly outside its range. Written by store_mt_add before it
+ * publishes the record (relaxed: the release store of `published` orders them); a reader that
+ * acquired `published` sees a span covering every record it may read (the span only widens). */
+struct store_mt_span {
+    _Atomic int64_t min_ts, max_ts;
+};
+static inline struct store_mt_span *store_mt_chunk_span(const struct store_memtable *m,
+                                                        const uint8_t *chunk)
+{
+    return (struct store_mt_span *)(void *)(store_mt_chunk_entries(m, chunk) + m->chunk_recs);
+}
 static inline const struct store_mt_entry *store_mt_at(const struct store_memtable *m, size_t i)
 {
     return store_mt_chunk_entries(m, m->chunks[i / m->chunk_recs]) + i % m->chunk_recs;

@@ -215,10 +215,14 @@ static int chunk_add(struct store_memtable *m)
 {
     if (grow_dir(&m->chunks, &m->capchunks, m->nchunks + 1) != ST_OK)
         return ST_ENOMEM;
-    size_t sz = m->chunk_vbytes + m->chunk_recs * sizeof(struct store_mt_entry);
+    size_t sz = m->chunk_vbytes + m->chunk_recs * sizeof(struct store_mt_entry) +
+                sizeof(struct store_mt_span);
     uint8_t *c = aligned_alloc(64, (sz + 63) & ~(size_t)63);
     if (c == NULL)
         return ST_ENOMEM;
+    struct store_mt_span *span = store_mt_chunk_span(m, c);
+    atomic_init(&span->min_ts, INT64_MAX);
+    atomic_init(&span->max_ts, INT64_MIN);
     m->chunks[m->nchunks++] = c;
     m->bytes += (sz + 63) & ~(size_t)63;
     return ST_OK;
@@ -325,6 +329,11 @@ int store_mt_add(struct store_memtable *m, const struct store_record *r, int32_t
     e->id_len = (uint16_t)r->id_len;
     e->op = r->op;
     atomic_init(&e->superseded_by, 0);
+    struct store_mt_span *span = store_mt_chunk_span(m, chunk);
+    if (r->ts < atomic_load_explicit(&span->min_ts, memory_order_relaxed))
+        atomic_store_explicit(&span->min_ts, r->ts, memory_order_relaxed);
+    if (r->ts > atomic_load_explicit(&span->max_ts, memory_order_relaxed))
+        atomic_store_explicit(&span->max_ts, r->ts, memory_order_relaxed);
     if (vec_out != NULL)
         *vec_out = vec;
     m->slots[slot] = SLOT(hash, m->n + 1);

@@ -34,7 +34,7 @@ struct search {
     size_t capbest;
     float *best_vecs; /* with_vector: slot i's vector at i * dim */
     float *vec;       /* dim floats: store_get's copy */
-    uint64_t scanned, lookups, peak;
+    uint64_t scanned, lookups, peak, pruned;
     uint32_t segments;
     int64_t *wins;
     size_t nwins, capwins;
@@ -284,8 +284,10 @@ static int scan_segment(struct search *x, const struct store_scan_src *src)
 {
     const struct store_search_query *q = x->q;
     if (src->window_end <= q->from_ts || src->window_start > q->to_ts || src->max_ts < q->from_ts ||
-        src->min_ts > q->to_ts)
+        src->min_ts > q->to_ts) {
+        x->pruned += src->n;
         return ST_OK; /* pruned by time */
+    }
     if (src->kind == STORE_SEG_SEALED && is_indexed(q, src->window_start, src->version))
         return ST_OK; /* the caller searched its index */
     x->segments++;
@@ -300,7 +302,13 @@ static int on_src(void *ctx, const struct store_scan_src *src)
     struct search *x = ctx;
     if (src->dim != x->q->dim)
         return ST_EINVAL;
-    return src->memtable ? scan_inline(x, src) : scan_segment(x, src);
+    if (!src->memtable)
+        return scan_segment(x, src);
+    if (src->max_ts < x->q->from_ts || src->min_ts > x->q->to_ts) {
+        x->pruned += src->n;
+        return ST_OK; /* a memtable chunk pruned by time */
+    }
+    return scan_inline(x, src);
 }
 
 /* Moves the confirmed hits, closest first, into out (heap sort: pop the worst to the end). */
@@ -354,6 +362,7 @@ int store_search(struct store *s, const struct store_search_query *q,
     rc = take_hits(&x, out);
     out->scanned = x.scanned;
     out->segments = x.segments;
+    out->pruned = x.pruned;
     out->windows = (uint32_t)x.nwins;
     out->lookups = x.lookups;
     out->peak_candidates = x.peak;

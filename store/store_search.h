@@ -7,8 +7,9 @@
  * sealed window versions it searched by index; their sealed segments are skipped, everything
  * else is scanned exactly (store_scan). Only the newest version of an id is ever returned,
  * deletes never are, and an id is returned at most once (a record that moves from a memtable
- * to a segment during the scan is seen twice). Windows and segments wholly outside
- * [from_ts, to_ts] are pruned before any distance.
+ * to a segment during the scan is seen twice). Windows, segments and memtable chunks (a few
+ * hundred records written in a row: fresh data arrives roughly in event-time order) wholly
+ * outside [from_ts, to_ts] are pruned before any record is read.
  *
  * Memory is bounded whatever the data: at most k confirmed hits (peak_candidates <= k), however
  * many of the closest records turn out to be superseded in another source or deleted. A record
@@ -73,6 +74,7 @@ struct store_search_result {
     uint64_t scanned;         /* records whose distance was computed (first pass) */
     uint32_t windows;         /* distinct windows with scanned records */
     uint32_t segments;        /* segments scanned */
+    uint64_t pruned;          /* records skipped unread: segments and memtable chunks out of range */
     uint64_t lookups;         /* store_get calls made to confirm candidates */
     uint64_t peak_candidates; /* most candidates held at once (<= k) */
 };

@@ -13,6 +13,7 @@
 #include "store_search.h"
 #include "st_test.h"
 #include "store.h"
+#include "store_int.h" /* store_freeze */
 
 #define W 1000 /* window size, ms */
 
@@ -56,16 +57,24 @@ static void seal(struct store *s, int64_t start)
                      ST_OK);
 }
 
-static struct store *open_store(char **dir)
+static struct store *open_store_mt(char **dir, uint64_t memtable_size)
 {
     *dir = st_test_tmpdir("fresh");
-    struct store_opts o = {
-        .dir = *dir, .dim = 2, .wal_sync = STORE_SYNC_NONE, .no_background = true};
+    struct store_opts o = {.dir = *dir,
+                           .dim = 2,
+                           .wal_sync = STORE_SYNC_NONE,
+                           .no_background = true,
+                           .memtable_size = memtable_size};
     struct store *s;
     struct st_err err = {0};
     ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "%s", err.msg);
     next_offset = 0;
     return s;
+}
+
+static struct store *open_store(char **dir)
+{
+    return open_store_mt(dir, 0);
 }
 
 static void close_store(struct store *s, char *dir)
@@ -457,6 +466,103 @@ START_TEST(test_fresh_ids_once_while_flushing)
 }
 END_TEST
 
+/*
+ * Memtable chunks wholly outside the query's time range are skipped unread, and a late record
+ * widens its chunk's span so it is never skipped: 6000 records in event-time order over
+ * several chunks of a small memtable, then one far older record written last.
+ */
+START_TEST(test_fresh_prunes_memtable_chunks)
+{
+    char *dir;
+    struct store *s = open_store_mt(&dir, 1u << 20); /* chunks of ~64 KiB: ~650 records */
+    const int n = 6000;
+    char id[16];
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "p%05d", i);
+        put(s, id, 1000 + (int64_t)i * 2, (float)(i % 100), STORE_OP_UPSERT);
+    }
+    put(s, "late", 3, 0.5f, STORE_OP_UPSERT);
+    const uint64_t total = (uint64_t)n + 1;
+    /* 50 records in range, in one or two chunks; the late record's chunk is read as well. */
+    struct store_search_result r = search(s, 0, 1000, 5000, 5099, NULL, 0);
+    ck_assert_uint_eq(r.n, 50);
+    for (size_t j = 0; j < r.n; j++)
+        ck_assert(r.hits[j].ts >= 5000 && r.hits[j].ts <= 5099);
+    ck_assert_uint_eq(r.scanned, 50);
+    ck_assert_uint_ge(r.pruned, total / 2);
+    ck_assert_uint_lt(r.pruned, total);
+    store_search_result_free(&r);
+    /* The late record sits in the newest chunk among records 10 s younger: still found. */
+    r = search(s, 0, 10, 0, 1003, NULL, 0);
+    ck_assert_uint_eq(r.n, 3);
+    ck_assert_str_eq((const char *)r.hits[0].id, "p00000");
+    ck_assert_ptr_nonnull(hit(&r, "late"));
+    ck_assert_ptr_nonnull(hit(&r, "p00001"));
+    ck_assert_uint_ge(r.pruned, total / 2);
+    store_search_result_free(&r);
+    /* Nothing in range: every chunk skipped. */
+    r = search(s, 0, 10, 100000, 200000, NULL, 0);
+    ck_assert_uint_eq(r.n, 0);
+    ck_assert_uint_eq(r.pruned, total);
+    store_search_result_free(&r);
+    /* Frozen: the same spans. */
+    ck_assert_int_eq(store_freeze(s), ST_OK);
+    r = search(s, 0, 1000, 5000, 5099, NULL, 0);
+    ck_assert_uint_eq(r.n, 50);
+    ck_assert_uint_ge(r.pruned, total / 2);
+    store_search_result_free(&r);
+    close_store(s, dir);
+}
+END_TEST
+
+struct appender {
+    struct store *s;
+    _Atomic int64_t last; /* ts of the newest record whose write returned */
+    _Atomic bool stop;
+};
+
+static void *append_loop(void *arg)
+{
+    struct appender *a = arg;
+    char id[16];
+    for (int64_t i = 0; i < 20000 && !atomic_load(&a->stop); i++) {
+        snprintf(id, sizeof(id), "t%06d", (int)i);
+        put(a->s, id, 10000 + i, (float)i, STORE_OP_UPSERT);
+        atomic_store(&a->last, 10000 + i);
+    }
+    return NULL;
+}
+
+/* While another thread writes, a search bounded to the newest record written so far finds it:
+ * a chunk's span covers every record published before the search began. */
+START_TEST(test_fresh_prunes_while_writing)
+{
+    char *dir;
+    struct store *s = open_store_mt(&dir, 4u << 20);
+    struct appender a = {.s = s, .last = -1};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, append_loop, &a), 0);
+    int searches = 0;
+    for (;;) {
+        int64_t last = atomic_load(&a.last);
+        if (last < 0)
+            continue;
+        char id[16];
+        snprintf(id, sizeof(id), "t%06d", (int)(last - 10000));
+        struct store_search_result r = search(s, 0, 1, last, last, NULL, 0);
+        ck_assert_uint_eq(r.n, 1);
+        ck_assert_str_eq((const char *)r.hits[0].id, id);
+        store_search_result_free(&r);
+        searches++;
+        if (last == 10000 + 19999)
+            break;
+    }
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_gt(searches, 10);
+    close_store(s, dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("fresh");
@@ -470,6 +576,8 @@ int main(void)
     tcase_add_test(tc, test_fresh_everything_deleted);
     tcase_add_test(tc, test_fresh_duplicates_across_sources);
     tcase_add_test(tc, test_fresh_ids_once_while_flushing);
+    tcase_add_test(tc, test_fresh_prunes_memtable_chunks);
+    tcase_add_test(tc, test_fresh_prunes_while_writing);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
