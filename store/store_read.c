@@ -192,18 +192,17 @@ static int scan_mt(const struct store_memtable *m, size_t n, uint8_t *const *chu
     for (size_t c = 0; rc == ST_OK && c * m->chunk_recs < n; c++) {
         size_t left = n - c * m->chunk_recs;
         const struct store_mt_span *span = store_mt_chunk_span(m, chunks[c]);
-        struct store_scan_src src = {.memtable = true,
-                                     .window_start = INT64_MIN,
-                                     .window_end = INT64_MAX,
-                                     .min_ts = atomic_load_explicit(&span->min_ts,
-                                                                    memory_order_relaxed),
-                                     .max_ts = atomic_load_explicit(&span->max_ts,
-                                                                    memory_order_relaxed),
-                                     .n = left < m->chunk_recs ? left : m->chunk_recs,
-                                     .dim = m->dim,
-                                     .vecs = (const float *)(const void *)chunks[c],
-                                     .memtable_ = store_mt_chunk_entries(m, chunks[c]),
-                                     .memtable_limit_ = n};
+        struct store_scan_src src = {
+            .memtable = true,
+            .window_start = INT64_MIN,
+            .window_end = INT64_MAX,
+            .min_ts = atomic_load_explicit(&span->min_ts, memory_order_relaxed),
+            .max_ts = atomic_load_explicit(&span->max_ts, memory_order_relaxed),
+            .n = left < m->chunk_recs ? left : m->chunk_recs,
+            .dim = m->dim,
+            .vecs = (const float *)(const void *)chunks[c],
+            .memtable_ = store_mt_chunk_entries(m, chunks[c]),
+            .memtable_limit_ = n};
         rc = fn(ctx, &src);
     }
     return rc;

@@ -175,33 +175,67 @@ static int best_reserve(struct search *x)
     return ST_OK;
 }
 
+static bool same_version(const struct cand *a, const struct cand *b)
+{
+    return a->ts == b->ts && a->partition == b->partition && a->offset == b->offset &&
+           a->idx == b->idx;
+}
+
+static bool window_indexed(const struct store_search_query *q, int64_t start)
+{
+    for (size_t i = 0; i < q->n_indexed; i++)
+        if (q->indexed[i].start == start)
+            return true;
+    return false;
+}
+
 /*
  * Admits c into the confirmed top-k if it ranks there and is live: its id's newest version is
  * c's own (not a delete, not superseded anywhere). No store lock is held here (store_scan).
+ *
+ * A candidate superseded by a newer upsert is replaced by that version, ranked on its own
+ * vector and time: when the newer version was written after the scan captured its sources,
+ * nothing else visits it, and the id — live throughout — would be missing from the answer (a
+ * later write may be seen; an acknowledged id may not vanish). A newer version the scan also
+ * visits is then a duplicate. Not when it lies outside the query's time range, or in a window
+ * the caller searched by index (its index answers for that window's sealed data).
  */
-static int confirm(struct search *x, const struct cand *c)
+static int confirm(struct search *x, const struct cand *c0)
 {
-    if (!heap_admits(&x->best, x->k, c->dist, c->id, c->id_len))
+    if (!heap_admits(&x->best, x->k, c0->dist, c0->id, c0->id_len))
         return ST_OK;
+    const struct cand *c = c0;
     size_t dup = SIZE_MAX;
     for (size_t i = 0; i < x->best.n && dup == SIZE_MAX; i++) {
         const struct cand *b = &x->best.c[i];
         if (b->hash == c->hash && b->id_len == c->id_len && memcmp(b->id, c->id, c->id_len) == 0)
             dup = i;
     }
-    if (dup != SIZE_MAX && x->best.c[dup].ts == c->ts && x->best.c[dup].partition == c->partition &&
-        x->best.c[dup].offset == c->offset && x->best.c[dup].idx == c->idx)
+    if (dup != SIZE_MAX && same_version(&x->best.c[dup], c))
         return ST_OK; /* seen twice: it moved from a memtable to a segment during the scan */
-    struct store_value v = {.vec = x->q->with_vector ? x->vec : NULL};
+    struct store_value v = {.vec = x->vec};
     x->lookups++;
     int rc = store_get(x->s, c->id, c->id_len, &v);
     if (rc == ST_ENOTFOUND)
         return ST_OK; /* deleted */
     if (rc != ST_OK)
         return rc;
+    struct cand newer;
     if (v.ts != c->ts || v.partition != c->partition || v.offset != c->offset || v.idx != c->idx) {
-        free(v.meta); /* superseded by a newer version elsewhere */
-        return ST_OK;
+        newer = *c;
+        newer.dist = x->fn(x->q->vec, x->vec, x->q->dim);
+        newer.ts = v.ts;
+        newer.window = v.window;
+        newer.partition = v.partition;
+        newer.offset = v.offset;
+        newer.idx = v.idx;
+        if (v.ts < x->q->from_ts || v.ts > x->q->to_ts || window_indexed(x->q, v.window) ||
+            !heap_admits(&x->best, x->k, newer.dist, newer.id, newer.id_len) ||
+            (dup != SIZE_MAX && same_version(&x->best.c[dup], &newer))) {
+            free(v.meta);
+            return ST_OK;
+        }
+        c = &newer;
     }
     if (!x->q->with_meta) {
         free(v.meta);

@@ -25,6 +25,8 @@
  *
  * Thread safety: any thread, concurrently with writers, flushes and merges; the search holds
  * no lock of its own. Records applied before the call are seen; later writes may or may not be.
+ * An id live throughout the call is never missing for having been updated during it: a met
+ * version found superseded is replaced by the newest one (ranked on its own vector and ts).
  */
 #ifndef STORE_SEARCH_H
 #define STORE_SEARCH_H
@@ -71,11 +73,11 @@ struct store_search_hit {
 struct store_search_result {
     struct store_search_hit *hits; /* closest first (ties by id); owned, store_search_result_free */
     size_t n;
-    uint64_t scanned;         /* records whose distance was computed (first pass) */
-    uint32_t windows;         /* distinct windows with scanned records */
-    uint32_t segments;        /* segments scanned */
-    uint64_t pruned;          /* records skipped unread: segments and memtable chunks out of range */
-    uint64_t lookups;         /* store_get calls made to confirm candidates */
+    uint64_t scanned;  /* records whose distance was computed (first pass) */
+    uint32_t windows;  /* distinct windows with scanned records */
+    uint32_t segments; /* segments scanned */
+    uint64_t pruned;   /* records skipped unread: segments and memtable chunks out of range */
+    uint64_t lookups;  /* store_get calls made to confirm candidates */
     uint64_t peak_candidates; /* most candidates held at once (<= k) */
 };
 

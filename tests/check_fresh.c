@@ -477,12 +477,18 @@ START_TEST(test_fresh_prunes_memtable_chunks)
     struct store *s = open_store_mt(&dir, 1u << 20); /* chunks of ~64 KiB: ~650 records */
     const int n = 6000;
     char id[16];
+    /* u and d: early versions in the first chunk, superseded by an update and a delete in the
+     * last one (out of the range asked below): a skipped chunk must not bring them back. */
+    put(s, "u", 1500, 7.5f, STORE_OP_UPSERT);
+    put(s, "d", 1501, 7.5f, STORE_OP_UPSERT);
     for (int i = 0; i < n; i++) {
         snprintf(id, sizeof(id), "p%05d", i);
         put(s, id, 1000 + (int64_t)i * 2, (float)(i % 100), STORE_OP_UPSERT);
     }
     put(s, "late", 3, 0.5f, STORE_OP_UPSERT);
-    const uint64_t total = (uint64_t)n + 1;
+    put(s, "u", 20000, 7.5f, STORE_OP_UPSERT);
+    put(s, "d", 20001, 0, STORE_OP_DELETE);
+    const uint64_t total = (uint64_t)n + 5; /* memtable entries, old versions included */
     /* 50 records in range, in one or two chunks; the late record's chunk is read as well. */
     struct store_search_result r = search(s, 0, 1000, 5000, 5099, NULL, 0);
     ck_assert_uint_eq(r.n, 50);
@@ -500,16 +506,36 @@ START_TEST(test_fresh_prunes_memtable_chunks)
     ck_assert_ptr_nonnull(hit(&r, "p00001"));
     ck_assert_uint_ge(r.pruned, total / 2);
     store_search_result_free(&r);
+    /* Around x = 7.5 in [1000, 2000): fillers only; u's and d's first versions are stale. */
+    r = search(s, 7.5f, 1000, 1000, 1999, NULL, 0);
+    ck_assert_uint_eq(r.n, 500);
+    ck_assert_ptr_null(hit(&r, "u"));
+    ck_assert_ptr_null(hit(&r, "d"));
+    store_search_result_free(&r);
     /* Nothing in range: every chunk skipped. */
     r = search(s, 0, 10, 100000, 200000, NULL, 0);
     ck_assert_uint_eq(r.n, 0);
     ck_assert_uint_eq(r.pruned, total);
     store_search_result_free(&r);
-    /* Frozen: the same spans. */
+    /* Frozen: the same spans; then v's first version frozen and its update in the new active
+     * memtable, outside the range. */
+    put(s, "v", 1502, 7.5f, STORE_OP_UPSERT);
+    pthread_mutex_lock(&s->sync_mu); /* store_freeze's contract */
     ck_assert_int_eq(store_freeze(s), ST_OK);
+    pthread_mutex_unlock(&s->sync_mu);
+    put(s, "v", 20002, 7.5f, STORE_OP_UPSERT);
     r = search(s, 0, 1000, 5000, 5099, NULL, 0);
     ck_assert_uint_eq(r.n, 50);
     ck_assert_uint_ge(r.pruned, total / 2);
+    store_search_result_free(&r);
+    r = search(s, 7.5f, 1000, 1000, 1999, NULL, 0);
+    ck_assert_uint_eq(r.n, 500);
+    ck_assert_ptr_null(hit(&r, "u"));
+    ck_assert_ptr_null(hit(&r, "d"));
+    ck_assert_ptr_null(hit(&r, "v"));
+    store_search_result_free(&r);
+    r = search(s, 7.5f, 10, 20000, 30000, NULL, 0);
+    ck_assert_uint_eq(r.n, 2); /* u and v, newest versions; d deleted */
     store_search_result_free(&r);
     close_store(s, dir);
 }
@@ -542,7 +568,7 @@ START_TEST(test_fresh_prunes_while_writing)
     struct appender a = {.s = s, .last = -1};
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, append_loop, &a), 0);
-    int searches = 0;
+    int searches = 0, during = 0;
     for (;;) {
         int64_t last = atomic_load(&a.last);
         if (last < 0)
@@ -554,11 +580,60 @@ START_TEST(test_fresh_prunes_while_writing)
         ck_assert_str_eq((const char *)r.hits[0].id, id);
         store_search_result_free(&r);
         searches++;
-        if (last == 10000 + 19999)
+        during += last < 10000 + 19999;
+        if (last == 10000 + 19999 && searches >= 10)
             break;
     }
     ck_assert_int_eq(pthread_join(t, NULL), 0);
-    ck_assert_int_gt(searches, 10);
+    ck_assert_int_gt(during, 0); /* at least one search raced the writer */
+    close_store(s, dir);
+}
+END_TEST
+
+struct reupserter {
+    struct store *s;
+    _Atomic bool done;
+};
+
+/* Fillers near 0, and every 20th record a new version of x (far from them, newer ts): x's
+ * newest version often opens a chunk of its own while its old one is already superseded. */
+static void *reupsert_loop(void *arg)
+{
+    struct reupserter *a = arg;
+    char id[16];
+    for (int i = 0; i < 4000; i++) {
+        snprintf(id, sizeof(id), "f%05d", i);
+        put(a->s, id, 10 + i, (float)(i % 50), STORE_OP_UPSERT);
+        if (i % 20 == 19)
+            put(a->s, "x", 10 + i, 1000, STORE_OP_UPSERT);
+    }
+    atomic_store(&a->done, true);
+    return NULL;
+}
+
+/* While x is re-upserted, a search always finds it. Two ways it went missing: (1) the version
+ * the scan met was superseded by one written after the scan captured its sources, which
+ * nothing visits — the search now ranks that newer version instead (before: x vanished in
+ * every run); (2) the chunk holding its newest version lacked that version in its span when
+ * the version was published (an empty span, INT64_MAX..INT64_MIN, is skipped for any
+ * from_ts): the span is widened before `published` is. */
+START_TEST(test_fresh_id_kept_while_superseded)
+{
+    char *dir;
+    struct store *s = open_store_mt(&dir, 1u << 20);
+    put(s, "x", 1, 1000, STORE_OP_UPSERT);
+    struct reupserter a = {.s = s};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, reupsert_loop, &a), 0);
+    int searches = 0;
+    while (!atomic_load(&a.done) || searches < 10) {
+        struct store_search_result r = search(s, 1000, 1, 0, INT64_MAX, NULL, 0);
+        ck_assert_uint_eq(r.n, 1);
+        ck_assert_str_eq((const char *)r.hits[0].id, "x");
+        store_search_result_free(&r);
+        searches++;
+    }
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
     close_store(s, dir);
 }
 END_TEST
@@ -578,6 +653,7 @@ int main(void)
     tcase_add_test(tc, test_fresh_ids_once_while_flushing);
     tcase_add_test(tc, test_fresh_prunes_memtable_chunks);
     tcase_add_test(tc, test_fresh_prunes_while_writing);
+    tcase_add_test(tc, test_fresh_id_kept_while_superseded);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
