@@ -8,11 +8,16 @@
  *
  * For L2 the per-list table ||r_j - cb_jc||^2 (r = q - centroid) is split as
  * ||q_j - c_j||^2 + ||cb_jc||^2 + 2<c_j, cb_jc> - 2<q_j, cb_jc>: the middle terms depend on
- * the list only and are precomputed once per index, the last once per query, so a probe
- * costs m*ksub additions instead of dim*ksub multiply-adds.
+ * the list only and the last on the query only. At 4 bits the middle terms are precomputed
+ * once per index (`pre`), so a probe costs m*ksub additions instead of dim*ksub multiply-adds.
+ * At 8 bits they are summed over each vector's own codes once, at build or load: one float
+ * per vector (`vn`: ||r^||^2 + 2<c, r^> of its reconstructed residual r^), so a probe scans
+ * with the query's table alone and builds no table at all (the per-list sum of 100 KB was a
+ * quarter of an 8-bit search, and the per-list terms 24.5 MiB of memory on Fashion-MNIST).
  */
 #include "idx_ivfpq.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -37,6 +42,7 @@
 struct ivf_list {
     uint32_t *ids;
     uint8_t *codes; /* 8 bits: n * m bytes; 4 bits: ceil(n/32) blocks of 16 * m2 bytes */
+    float *vn;      /* 8-bit L2: per entry ||r^||^2 + 2<c, r^> (derived, never stored), else NULL */
     uint32_t n, cap;
 };
 
@@ -58,6 +64,12 @@ struct idx_ivfpq {
     void *map; /* loaded from a file: arrays point into it */
     size_t map_len;
 };
+
+/* 8-bit L2: each vector's list-dependent terms summed once (vn) instead of a table per probe. */
+static bool per_vector_terms(const struct idx_ivfpq *ix)
+{
+    return ix->nbits == 8 && ix->metric == ST_METRIC_L2;
+}
 
 static size_t code_bytes(const struct idx_ivfpq *ix, uint32_t n)
 {
@@ -295,7 +307,8 @@ static int prepare(struct idx_ivfpq *ix)
     if (ix->ct == NULL || ix->cn == NULL)
         return ST_ENOMEM;
     transpose_norms(ix->centroids, ix->nlist, ix->dim, ix->ct, ix->cn);
-    if (ix->metric != ST_METRIC_L2 || (uint64_t)ix->nlist * mk * 4 > PRE_MAX)
+    if (ix->metric != ST_METRIC_L2 || per_vector_terms(ix) ||
+        (uint64_t)ix->nlist * mk * 4 > PRE_MAX)
         return ST_OK;
     if ((ix->pre = malloc((size_t)ix->nlist * mk * sizeof(float))) == NULL)
         return ST_ENOMEM;
@@ -320,6 +333,64 @@ static int prepare(struct idx_ivfpq *ix)
             }
         }
     return ST_OK;
+}
+
+/*
+ * 8-bit L2: every entry's vn, the sum over its codes of ||cb_jc||^2 + 2<c_j, cb_jc>. A list of
+ * at least ksub/2 entries gets its terms in a scratch table first (dim * ksub multiply-adds,
+ * then m lookups an entry); a shorter one sums each entry's own terms (2 * dim an entry), so a
+ * load costs O(n * dim) whatever nlist is. Empty lists keep vn NULL. Lists must be complete.
+ */
+static int derive_vn(struct idx_ivfpq *ix)
+{
+    if (!per_vector_terms(ix))
+        return ST_OK;
+    uint32_t m = ix->m, ksub = ix->ksub;
+    float *t = malloc((size_t)m * ksub * sizeof(float));
+    if (t == NULL)
+        return ST_ENOMEM;
+    st_dots_fn dots = st_kernels()->dots_t;
+    int rc = ST_OK;
+    for (uint32_t li = 0; li < ix->nlist && rc == ST_OK; li++) {
+        struct ivf_list *l = &ix->lists[li];
+        free(l->vn);
+        l->vn = NULL;
+        if (l->n == 0)
+            continue;
+        if ((l->vn = malloc((size_t)l->n * sizeof(float))) == NULL) {
+            rc = ST_ENOMEM;
+            break;
+        }
+        const float *cen = ix->centroids + (size_t)li * ix->dim;
+        if (l->n < ksub / 2) {
+            for (uint32_t e = 0; e < l->n; e++) {
+                const uint8_t *code = l->codes + (size_t)e * m;
+                float v = 0;
+                for (uint32_t j = 0; j < m; j++) {
+                    const float *cb = ix->codebooks + ((size_t)j * ksub + code[j]) * ix->dsub;
+                    v += ix->cbn[(size_t)j * ksub + code[j]] +
+                         2 * st_kernels()->dot(cen + (size_t)j * ix->dsub, cb, ix->dsub);
+                }
+                l->vn[e] = v;
+            }
+            continue;
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            float *row = t + (size_t)j * ksub;
+            dots(cen + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ksub, row);
+            for (uint32_t c = 0; c < ksub; c++)
+                row[c] = ix->cbn[(size_t)j * ksub + c] + 2 * row[c];
+        }
+        for (uint32_t e = 0; e < l->n; e++) {
+            const uint8_t *code = l->codes + (size_t)e * m;
+            float v = 0;
+            for (uint32_t j = 0; j < m; j++)
+                v += t[(size_t)j * ksub + code[j]];
+            l->vn[e] = v;
+        }
+    }
+    free(t);
+    return rc;
 }
 
 /* ---- build --------------------------------------------------------------------------------- */
@@ -506,7 +577,8 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     free(asg);
     train = resid = subv = NULL;
     asg = NULL;
-    rc = add_vectors(ix, NULL, vecs, n, threads);
+    if ((rc = add_vectors(ix, NULL, vecs, n, threads)) == ST_OK)
+        rc = derive_vn(ix);
 out:
     free(train);
     free(resid);
@@ -549,8 +621,9 @@ int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n
      * derives them, then base's lists followed by the new vectors. */
     memcpy(ix->centroids, base->centroids, cb);
     memcpy(ix->codebooks, base->codebooks, kb);
-    if ((rc = prepare(ix)) == ST_OK)
-        rc = add_vectors(ix, base, vecs, n, threads ? threads : 1);
+    if ((rc = prepare(ix)) == ST_OK &&
+        (rc = add_vectors(ix, base, vecs, n, threads ? threads : 1)) == ST_OK)
+        rc = derive_vn(ix);
 out:
     if (rc != ST_OK)
         idx_ivfpq_free(ix);
@@ -573,6 +646,8 @@ void idx_ivfpq_free(struct idx_ivfpq *ix)
         free(ix->centroids);
         free(ix->codebooks);
     }
+    for (uint32_t i = 0; ix->lists != NULL && i < ix->nlist; i++)
+        free(ix->lists[i].vn);
     free(ix->cbt);
     free(ix->cbn);
     free(ix->ct);
@@ -599,6 +674,32 @@ enum st_metric idx_ivfpq_metric(const struct idx_ivfpq *ix)
     return ix->metric;
 }
 
+int idx_ivfpq_reconstruct(const struct idx_ivfpq *ix, uint32_t id, float *out)
+{
+    for (uint32_t li = 0; li < ix->nlist; li++) {
+        const struct ivf_list *l = &ix->lists[li];
+        for (uint32_t e = 0; e < l->n; e++) {
+            if (l->ids[e] != id)
+                continue;
+            for (uint32_t j = 0; j < ix->m; j++) {
+                uint32_t c;
+                if (ix->nbits == 8) {
+                    c = l->codes[(size_t)e * ix->m + j];
+                } else {
+                    uint8_t b = l->codes[(size_t)(e / PQ4_BLOCK) * 16 * ix->m2 + 16 * j + e % 16];
+                    c = e % PQ4_BLOCK < 16 ? b & 0x0fu : b >> 4;
+                }
+                const float *cb = ix->codebooks + ((size_t)j * ix->ksub + c) * ix->dsub;
+                const float *cen = ix->centroids + (size_t)li * ix->dim + (size_t)j * ix->dsub;
+                for (uint32_t d = 0; d < ix->dsub; d++)
+                    out[(size_t)j * ix->dsub + d] = cen[d] + cb[d];
+            }
+            return ST_OK;
+        }
+    }
+    return ST_ENOTFOUND;
+}
+
 size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 {
     size_t b = (size_t)ix->nlist * ix->dim * 4 + (size_t)ix->m * ix->ksub * ix->dsub * 4;
@@ -606,7 +707,8 @@ size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
     if (ix->pre != NULL)
         b += (size_t)ix->nlist * ix->m * ix->ksub * 4;
     for (uint32_t i = 0; i < ix->nlist; i++)
-        b += (size_t)ix->lists[i].n * 4 + code_bytes(ix, ix->lists[i].n);
+        b += (size_t)ix->lists[i].n * (per_vector_terms(ix) ? 8 : 4) +
+             code_bytes(ix, ix->lists[i].n);
     return b;
 }
 
@@ -686,6 +788,10 @@ static float list_table(struct idx_ivfpq_searcher *s, const float *q, const stru
         *ta = s->qterm; /* -<q, c + r> = -<q, c> - sum_j <q_j, cb> */
         return probe->dist;
     }
+    if (per_vector_terms(ix)) {
+        *ta = s->qterm; /* ||q - c||^2 + vn - 2 sum_j <q_j, cb> */
+        return probe->dist;
+    }
     if (ix->pre != NULL) {
         const float *pre = ix->pre + (size_t)probe->id * mk;
         if (sum)
@@ -730,6 +836,8 @@ static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
                   float base, struct scan *sc)
 {
     uint32_t m = s->ix->m, ksub = s->ix->ksub;
+    const float *vn = per_vector_terms(s->ix) ? l->vn : NULL;
+    assert(!per_vector_terms(s->ix) || vn != NULL); /* derive_vn ran: lists scanned are not empty */
     for (uint32_t e = 0; e < l->n; e++) {
         const uint8_t *code = l->codes + (size_t)e * m;
         if (e + 1 < l->n)
@@ -745,7 +853,8 @@ static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
         }
         for (; j < m; j++)
             d0 += t[j * ksub + code[j]];
-        consider(sc, l->ids[e], base + ((d0 + d1) + (d2 + d3)));
+        float d = (d0 + d1) + (d2 + d3);
+        consider(sc, l->ids[e], base + (vn != NULL ? vn[e] + d : d));
     }
 }
 
@@ -830,7 +939,7 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
         st_topk_push(s->coarse, &nc, nprobe, (struct st_hit){c, d});
     }
     st_hits_sort(s->coarse, nc);
-    if (ix->metric != ST_METRIC_L2 || ix->pre != NULL) {
+    if (ix->metric != ST_METRIC_L2 || ix->pre != NULL || per_vector_terms(ix)) {
         st_dots_fn dots = s->k->dots_t;
         float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
         for (uint32_t j = 0; j < ix->m; j++) {
@@ -1086,7 +1195,8 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
             rc = idx_file_corrupt(err, path, (uint64_t)(q - m), "list past the end");
             goto fail;
         }
-        ix->lists[i] = (struct ivf_list){(uint32_t *)(void *)q, q + (size_t)cnt * 4, cnt, cnt};
+        ix->lists[i] = (struct ivf_list){
+            .ids = (uint32_t *)(void *)q, .codes = q + (size_t)cnt * 4, .n = cnt, .cap = cnt};
         for (uint32_t e = 0; e < cnt; e++)
             if (ix->lists[i].ids[e] >= ix->n) {
                 rc = idx_file_corrupt(err, path, (uint64_t)(q - m) + (uint64_t)e * 4,
@@ -1101,7 +1211,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
         goto fail;
     }
     ix->dist = st_metric_fn(st_kernels(), ix->metric);
-    if ((rc = prepare(ix)) != ST_OK)
+    if ((rc = prepare(ix)) != ST_OK || (rc = derive_vn(ix)) != ST_OK)
         goto fail;
     *out = ix;
     return ST_OK;

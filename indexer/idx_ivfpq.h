@@ -45,7 +45,12 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
 int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n, uint32_t threads,
                      struct idx_ivfpq **out) ST_WUR;
 void idx_ivfpq_free(struct idx_ivfpq *ix);
-size_t idx_ivfpq_memory(const struct idx_ivfpq *ix); /* codes, ids, centroids, codebooks */
+/* Codes, ids, centroids, codebooks and what is derived from them (8-bit L2: a float per vector;
+ * 4-bit L2: per-list terms). */
+size_t idx_ivfpq_memory(const struct idx_ivfpq *ix);
+/* The vector that id's codes stand for (its list's centroid plus its codewords): dim floats
+ * into out; ST_ENOTFOUND when no list holds id. O(n): for tests and tools. */
+int idx_ivfpq_reconstruct(const struct idx_ivfpq *ix, uint32_t id, float *out) ST_WUR;
 /* The vector count, dimension and metric (a loaded file's own claims). */
 uint32_t idx_ivfpq_count(const struct idx_ivfpq *ix);
 uint32_t idx_ivfpq_dim(const struct idx_ivfpq *ix);

@@ -379,6 +379,15 @@ START_TEST(test_hnsw_files)
 }
 END_TEST
 
+/* Squared L2 summed in double: the reference the kernels' float sums are held to. */
+static float ref_l2(const float *a, const float *b, uint32_t d)
+{
+    double s = 0;
+    for (uint32_t i = 0; i < d; i++)
+        s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    return (float)s;
+}
+
 static double ivfpq_recall(struct idx_ivfpq *ix, const float *base, uint32_t n, const float *qs,
                            uint32_t nq, uint32_t dim, enum st_metric m, uint32_t nprobe,
                            uint32_t rerank, st_filter_fn f)
@@ -578,6 +587,47 @@ START_TEST(test_ivfpq)
         free(cnt);
         idx_ivfpq_searcher_free(sb);
     }
+    /* Without re-ranking, an 8-bit hit's distance is its reconstruction's distance to the
+     * query (the ADC sum, up to float rounding), and probing every list returns the ten
+     * closest reconstructions (4 bits: the quantized tables' estimates, not checked here). */
+    {
+        struct idx_ivfpq_searcher *sr = idx_ivfpq_searcher_new(ix);
+        float *rec = malloc((size_t)n * dim * sizeof(float));
+        for (uint32_t i = 0; i < n; i++)
+            ck_assert_int_eq(idx_ivfpq_reconstruct(ix, i, rec + (size_t)i * dim), ST_OK);
+        ck_assert_int_eq(idx_ivfpq_reconstruct(ix, n, rec), ST_ENOTFOUND);
+        /* The codes stand for the vectors: a reconstruction is far closer to its own vector than
+         * the vectors are to each other (a misread nibble or codeword would not be). */
+        double err2 = 0, spread = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            err2 += ref_l2(base + (size_t)i * dim, rec + (size_t)i * dim, dim);
+            spread += ref_l2(base + (size_t)i * dim, base + (size_t)((i + 1) % n) * dim, dim);
+        }
+        ck_assert_msg(err2 < 0.1 * spread, "nbits=%u: reconstruction error %g, spread %g", nbits,
+                      err2 / n, spread / n);
+        for (uint32_t q = 0; q < 40; q++) {
+            const float *qv = qs + (size_t)q * dim;
+            struct st_hit h[10];
+            size_t nh = idx_ivfpq_search(sr, qv, 10, o.nlist, 0, NULL, NULL, NULL, h);
+            ck_assert_uint_eq(nh, 10);
+            float worst = 0;
+            for (size_t i = 0; i < nh; i++) {
+                float d = ref_l2(qv, rec + (size_t)h[i].id * dim, dim);
+                if (nbits == 8)
+                    ck_assert_msg(fabsf(h[i].dist - d) <= 1e-3f * (1 + d), "q=%u hit %zu: %g vs %g",
+                                  q, i, h[i].dist, d);
+                worst = d > worst ? d : worst;
+            }
+            size_t closer = 0; /* reconstructions clearly closer than the worst hit */
+            for (uint32_t i = 0; i < n; i++)
+                closer += ref_l2(qv, rec + (size_t)i * dim, dim) < worst * (1 - 1e-3f);
+            if (nbits == 8)
+                ck_assert_msg(closer < 10, "q=%u: %zu reconstructions closer than hit 10", q,
+                              closer);
+        }
+        free(rec);
+        idx_ivfpq_searcher_free(sr);
+    }
     /* Save / load round trip gives identical results; damage is rejected with its offset. */
     char *dir = st_test_tmpdir("ivf");
     char path[600];
@@ -587,13 +637,14 @@ START_TEST(test_ivfpq)
     struct idx_ivfpq *lx;
     ck_assert_msg(idx_ivfpq_load(path, &lx, &err) == ST_OK, "%s", err.msg);
     struct idx_ivfpq_searcher *s1 = idx_ivfpq_searcher_new(ix), *s2 = idx_ivfpq_searcher_new(lx);
-    for (uint32_t q = 0; q < 50; q++) {
-        struct st_hit a[10], b[10];
-        size_t na = idx_ivfpq_search(s1, qs + q * dim, 10, 8, 50, base, NULL, NULL, a);
-        size_t nb = idx_ivfpq_search(s2, qs + q * dim, 10, 8, 50, base, NULL, NULL, b);
-        ck_assert_uint_eq(na, nb);
-        ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
-    }
+    for (uint32_t q = 0; q < 50; q++)
+        for (uint32_t rr = 0; rr <= 50; rr += 50) { /* rr 0: the PQ distances, bit for bit */
+            struct st_hit a[10], b[10];
+            size_t na = idx_ivfpq_search(s1, qs + q * dim, 10, 8, rr, base, NULL, NULL, a);
+            size_t nb = idx_ivfpq_search(s2, qs + q * dim, 10, 8, rr, base, NULL, NULL, b);
+            ck_assert_uint_eq(na, nb);
+            ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
+        }
     idx_ivfpq_searcher_free(s1);
     idx_ivfpq_searcher_free(s2);
     idx_ivfpq_free(lx);
@@ -2552,16 +2603,28 @@ START_TEST(test_ivfpq_extend)
     ck_assert(same_file(pe, px));
     idx_ivfpq_free(x);
     ck_assert_msg(idx_ivfpq_load(pe, &le, &err) == ST_OK, "%s", err.msg);
-    struct idx_ivfpq_searcher *s1 = idx_ivfpq_searcher_new(e), *s2 = idx_ivfpq_searcher_new(le);
-    for (uint32_t q = 0; q < 100; q++) {
-        struct st_hit h1[10], h2[10];
-        size_t n1 = idx_ivfpq_search(s1, qs + (size_t)q * dim, 10, 8, 50, all, NULL, NULL, h1);
-        size_t n2 = idx_ivfpq_search(s2, qs + (size_t)q * dim, 10, 8, 50, all, NULL, NULL, h2);
-        ck_assert_uint_eq(n1, n2);
-        ck_assert(memcmp(h1, h2, n1 * sizeof(h1[0])) == 0);
-    }
+    /* Extended in memory, loaded from its file, extended from a loaded (mapped) base: the same
+     * hits to the bit, re-ranked and not (rerank 0: the PQ distances themselves, which every
+     * derived term feeds). */
+    ck_assert_int_eq(idx_ivfpq_extend(la, vb, nb, 1, &x), ST_OK);
+    struct idx_ivfpq_searcher *s1 = idx_ivfpq_searcher_new(e), *s2 = idx_ivfpq_searcher_new(le),
+                              *s3 = idx_ivfpq_searcher_new(x);
+    for (uint32_t q = 0; q < 100; q++)
+        for (uint32_t rr = 0; rr <= 50; rr += 50) {
+            struct st_hit h1[10], h2[10], h3[10];
+            const float *qv = qs + (size_t)q * dim;
+            size_t n1 = idx_ivfpq_search(s1, qv, 10, 8, rr, all, NULL, NULL, h1);
+            size_t n2 = idx_ivfpq_search(s2, qv, 10, 8, rr, all, NULL, NULL, h2);
+            size_t n3 = idx_ivfpq_search(s3, qv, 10, 8, rr, all, NULL, NULL, h3);
+            ck_assert_uint_eq(n1, n2);
+            ck_assert_uint_eq(n1, n3);
+            ck_assert(memcmp(h1, h2, n1 * sizeof(h1[0])) == 0);
+            ck_assert(memcmp(h1, h3, n1 * sizeof(h1[0])) == 0);
+        }
     idx_ivfpq_searcher_free(s1);
     idx_ivfpq_searcher_free(s2);
+    idx_ivfpq_searcher_free(s3);
+    idx_ivfpq_free(x);
     idx_ivfpq_free(le);
     /* n = 0: a copy, of a loaded base too. */
     ck_assert_int_eq(idx_ivfpq_extend(la, NULL, 0, 1, &x), ST_OK);
