@@ -91,12 +91,6 @@ static void dots_tn_scalar(const float *x, size_t nx, size_t ldx, const float *c
         dots_t_scalar(x + r * ldx, ct, d, k, out + r * k);
 }
 
-static void add_scalar(float *out, const float *a, const float *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
-}
-
 static float pq4_qmax(size_t m2)
 {
     return (float)(65535 / m2 < 255 ? 65535 / m2 : 255);
@@ -429,16 +423,6 @@ __attribute__((target("avx2"))) static float pq4_lut_avx2(const float *a, const 
     return scale;
 }
 
-__attribute__((target("avx2"))) static void add_avx2(float *out, const float *a, const float *b,
-                                                     size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-    for (; i < n; i++)
-        out[i] = a[i] + b[i];
-}
-
 /* ---- AVX-512F ----------------------------------------------------------------------------- */
 
 __attribute__((target("avx512f"))) static float l2sq_avx512(const float *a, const float *b,
@@ -721,24 +705,13 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
     return scale;
 }
 
-__attribute__((target("avx512f"))) static void add_avx512(float *out, const float *a,
-                                                          const float *b, size_t n)
-{
-    for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i);
-        _mm512_mask_storeu_ps(
-            out + i, m,
-            _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i)));
-    }
-}
-
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
 #define KERNELS(tag)                                                                               \
     {                                                                                              \
         .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
-        .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .add = add_##tag,                        \
-        .dots_tn = dots_tn_##tag, .dotu8 = dotu8_##tag                                             \
+        .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .dots_tn = dots_tn_##tag,                \
+        .dotu8 = dotu8_##tag                                                                       \
     }
 static const struct st_kernels k_scalar = KERNELS(scalar);
 static const struct st_kernels k_avx2 = KERNELS(avx2);

@@ -57,9 +57,6 @@ typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, 
  * variant gives the same integer. d up to 66,000 (|sum| fits 31 bits). */
 typedef int32_t (*st_dotu8_fn)(const uint8_t *a, const int8_t *b, size_t d);
 
-/* out[i] = a[i] + b[i] (per-list ADC tables). */
-typedef void (*st_add_fn)(float *out, const float *a, const float *b, size_t n);
-
 struct st_kernels {
     const char *name; /* "avx512", "avx2", "scalar" */
     st_dist_fn l2sq;
@@ -67,7 +64,6 @@ struct st_kernels {
     st_pq4_fn pq4_block;
     st_dots_fn dots_t;
     st_pq4_lut_fn pq4_lut;
-    st_add_fn add;
     st_dots_tn_fn dots_tn;
     st_dotu8_fn dotu8; /* VNNI (vpdpbusd) in the avx2 and avx512 sets where the CPU has it */
 };

@@ -6,14 +6,14 @@
  * (André et al., "Cache locality is not enough", VLDB 2015); the quantized sums only choose
  * candidates, and their float estimates (or the exact re-rank) decide.
  *
- * For L2 the per-list table ||r_j - cb_jc||^2 (r = q - centroid) is split as
- * ||q_j - c_j||^2 + ||cb_jc||^2 + 2<c_j, cb_jc> - 2<q_j, cb_jc>: the middle terms depend on
- * the list only and the last on the query only. At 4 bits the middle terms are precomputed
- * once per index (`pre`), so a probe costs m*ksub additions instead of dim*ksub multiply-adds.
- * At 8 bits they are summed over each vector's own codes once, at build or load: one float
- * per vector (`vn`: ||r^||^2 + 2<c, r^> of its reconstructed residual r^), so a probe scans
- * with the query's table alone and builds no table at all (the per-list sum of 100 KB was a
- * quarter of an 8-bit search, and the per-list terms 24.5 MiB of memory on Fashion-MNIST).
+ * Every probe scans with the query's own table, built (and at 4 bits quantized) once per
+ * query. For L2, ||q - c - r^||^2 (c the list's centroid, r^ the vector's reconstructed
+ * residual) = ||q - c||^2 + (||r^||^2 + 2<c, r^>) - 2<q, r^>: the middle term depends on the
+ * vector only and is summed over its codes once, at build or load, into one float per vector
+ * (`vn`); the last is the query's table. Before, each probe built its list's table (list
+ * terms + query terms, precomputed per list: 24.5 MiB on Fashion-MNIST at 8 bits) and, at 4
+ * bits, quantized it: the 8-bit sum was a quarter of a search, the 4-bit quantization a tenth.
+ * For inner product -<q, c + r^> = -<q, c> - <q, r^> has no per-vector term.
  */
 #include "idx_ivfpq.h"
 
@@ -37,12 +37,12 @@
 #include "store_fs.h"
 
 #define PQ4_BLOCK 32u
-#define PRE_MAX   (256u << 20) /* bytes of precomputed L2 terms we are willing to hold */
 
 struct ivf_list {
     uint32_t *ids;
     uint8_t *codes; /* 8 bits: n * m bytes; 4 bits: ceil(n/32) blocks of 16 * m2 bytes */
-    float *vn;      /* 8-bit L2: per entry ||r^||^2 + 2<c, r^> (derived, never stored), else NULL */
+    float *vn;      /* L2: per entry ||r^||^2 + 2<c, r^> (derived, never stored), else NULL */
+    float *vmin;    /* 4-bit L2: per block of 32 the least vn (its threshold for the kernel) */
     uint32_t n, cap;
 };
 
@@ -56,8 +56,6 @@ struct idx_ivfpq {
     float *cbn;       /* m * ksub squared norms of the codebook centroids */
     float *ct;        /* coarse centroids transposed (dim rows of nlist), for one-pass probing */
     float *cn;        /* nlist squared norms of the coarse centroids */
-    float *pre;       /* L2: nlist * m * ksub list terms, or NULL (too big: computed per probe) */
-    float *pre_mm;    /* 4 bits with pre: each pre row's min and max (nlist * m * 2) */
     struct ivf_list *lists;
     uint32_t n;
     st_dist_fn dist;
@@ -65,10 +63,10 @@ struct idx_ivfpq {
     size_t map_len;
 };
 
-/* 8-bit L2: each vector's list-dependent terms summed once (vn) instead of a table per probe. */
+/* L2: each vector's list-dependent terms summed once (vn) instead of a table per probe. */
 static bool per_vector_terms(const struct idx_ivfpq *ix)
 {
-    return ix->nbits == 8 && ix->metric == ST_METRIC_L2;
+    return ix->metric == ST_METRIC_L2;
 }
 
 static size_t code_bytes(const struct idx_ivfpq *ix, uint32_t n)
@@ -289,8 +287,7 @@ static const float *cbt_of(const struct idx_ivfpq *ix, uint32_t j)
 
 /*
  * Derived in memory after training or loading (never stored): the transposed codebooks and
- * their norms, and for L2 ||cb_jc||^2 + 2<c_j, cb_jc> for every list, sub-quantizer and
- * centroid.
+ * coarse centroids, and their norms. (The per-vector terms follow the lists: derive_vn.)
  */
 static int prepare(struct idx_ivfpq *ix)
 {
@@ -307,39 +304,24 @@ static int prepare(struct idx_ivfpq *ix)
     if (ix->ct == NULL || ix->cn == NULL)
         return ST_ENOMEM;
     transpose_norms(ix->centroids, ix->nlist, ix->dim, ix->ct, ix->cn);
-    if (ix->metric != ST_METRIC_L2 || per_vector_terms(ix) ||
-        (uint64_t)ix->nlist * mk * 4 > PRE_MAX)
-        return ST_OK;
-    if ((ix->pre = malloc((size_t)ix->nlist * mk * sizeof(float))) == NULL)
-        return ST_ENOMEM;
-    if (ix->nbits == 4 &&
-        (ix->pre_mm = malloc((size_t)ix->nlist * ix->m * 2 * sizeof(float))) == NULL)
-        return ST_ENOMEM;
-    st_dots_fn dots = st_kernels()->dots_t;
-    for (uint32_t l = 0; l < ix->nlist; l++)
-        for (uint32_t j = 0; j < ix->m; j++) {
-            float *row = ix->pre + ((size_t)l * ix->m + j) * ix->ksub;
-            dots(ix->centroids + (size_t)l * ix->dim + (size_t)j * ix->dsub, cbt_of(ix, j),
-                 ix->dsub, ix->ksub, row);
-            float mn = INFINITY, mx = -INFINITY;
-            for (uint32_t c = 0; c < ix->ksub; c++) {
-                row[c] = ix->cbn[(size_t)j * ix->ksub + c] + 2 * row[c];
-                mn = row[c] < mn ? row[c] : mn;
-                mx = row[c] > mx ? row[c] : mx;
-            }
-            if (ix->pre_mm != NULL) {
-                ix->pre_mm[((size_t)l * ix->m + j) * 2] = mn;
-                ix->pre_mm[((size_t)l * ix->m + j) * 2 + 1] = mx;
-            }
-        }
     return ST_OK;
 }
 
+/* Entry e's code for sub-quantizer j (j < m) in a list's codes, either width. */
+static uint32_t code_at(const struct idx_ivfpq *ix, const uint8_t *codes, uint32_t e, uint32_t j)
+{
+    if (ix->nbits == 8)
+        return codes[(size_t)e * ix->m + j];
+    uint8_t b = codes[(size_t)(e / PQ4_BLOCK) * 16 * ix->m2 + 16 * j + e % 16];
+    return e % PQ4_BLOCK < 16 ? b & 0x0fu : (uint32_t)b >> 4;
+}
+
 /*
- * 8-bit L2: every entry's vn, the sum over its codes of ||cb_jc||^2 + 2<c_j, cb_jc>. A list of
- * at least ksub/2 entries gets its terms in a scratch table first (dim * ksub multiply-adds,
- * then m lookups an entry); a shorter one sums each entry's own terms (2 * dim an entry), so a
- * load costs O(n * dim) whatever nlist is. Empty lists keep vn NULL. Lists must be complete.
+ * L2: every entry's vn, the sum over its codes of ||cb_jc||^2 + 2<c_j, cb_jc>, and at 4 bits
+ * each block's least vn. A list of at least ksub/2 entries gets its terms in a scratch table
+ * first (dim * ksub multiply-adds, then m lookups an entry); a shorter one sums each entry's
+ * own terms (2 * dim an entry), so a load costs O(n * dim) whatever nlist is. Empty lists keep
+ * vn NULL. Lists must be complete; codes are bytes < ksub, so any file's codes stay in range.
  */
 static int derive_vn(struct idx_ivfpq *ix)
 {
@@ -349,45 +331,49 @@ static int derive_vn(struct idx_ivfpq *ix)
     float *t = malloc((size_t)m * ksub * sizeof(float));
     if (t == NULL)
         return ST_ENOMEM;
-    st_dots_fn dots = st_kernels()->dots_t;
+    const struct st_kernels *k = st_kernels();
     int rc = ST_OK;
     for (uint32_t li = 0; li < ix->nlist && rc == ST_OK; li++) {
         struct ivf_list *l = &ix->lists[li];
         free(l->vn);
-        l->vn = NULL;
+        free(l->vmin);
+        l->vn = l->vmin = NULL;
         if (l->n == 0)
             continue;
-        if ((l->vn = malloc((size_t)l->n * sizeof(float))) == NULL) {
+        /* 4 bits: vn padded to whole blocks (+inf: never a candidate), read 32 at a time. */
+        uint32_t nblocks = (l->n + PQ4_BLOCK - 1) / PQ4_BLOCK;
+        size_t nvn = ix->nbits == 4 ? (size_t)nblocks * PQ4_BLOCK : l->n;
+        if ((l->vn = malloc(nvn * sizeof(float))) == NULL ||
+            (ix->nbits == 4 && (l->vmin = malloc((size_t)nblocks * sizeof(float))) == NULL)) {
             rc = ST_ENOMEM;
             break;
         }
         const float *cen = ix->centroids + (size_t)li * ix->dim;
-        if (l->n < ksub / 2) {
-            for (uint32_t e = 0; e < l->n; e++) {
-                const uint8_t *code = l->codes + (size_t)e * m;
-                float v = 0;
-                for (uint32_t j = 0; j < m; j++) {
-                    const float *cb = ix->codebooks + ((size_t)j * ksub + code[j]) * ix->dsub;
-                    v += ix->cbn[(size_t)j * ksub + code[j]] +
-                         2 * st_kernels()->dot(cen + (size_t)j * ix->dsub, cb, ix->dsub);
-                }
-                l->vn[e] = v;
-            }
-            continue;
-        }
-        for (uint32_t j = 0; j < m; j++) {
+        bool table = l->n >= ksub / 2;
+        for (uint32_t j = 0; table && j < m; j++) {
             float *row = t + (size_t)j * ksub;
-            dots(cen + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ksub, row);
+            k->dots_t(cen + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ksub, row);
             for (uint32_t c = 0; c < ksub; c++)
                 row[c] = ix->cbn[(size_t)j * ksub + c] + 2 * row[c];
         }
         for (uint32_t e = 0; e < l->n; e++) {
-            const uint8_t *code = l->codes + (size_t)e * m;
             float v = 0;
-            for (uint32_t j = 0; j < m; j++)
-                v += t[(size_t)j * ksub + code[j]];
+            for (uint32_t j = 0; j < m; j++) {
+                uint32_t c = code_at(ix, l->codes, e, j);
+                if (table) {
+                    v += t[(size_t)j * ksub + c];
+                } else {
+                    const float *cb = ix->codebooks + ((size_t)j * ksub + c) * ix->dsub;
+                    v += ix->cbn[(size_t)j * ksub + c] +
+                         2 * k->dot(cen + (size_t)j * ix->dsub, cb, ix->dsub);
+                }
+            }
             l->vn[e] = v;
+            if (l->vmin != NULL && (e % PQ4_BLOCK == 0 || v < l->vmin[e / PQ4_BLOCK]))
+                l->vmin[e / PQ4_BLOCK] = v;
         }
+        for (size_t e = l->n; e < nvn; e++)
+            l->vn[e] = INFINITY;
     }
     free(t);
     return rc;
@@ -646,14 +632,14 @@ void idx_ivfpq_free(struct idx_ivfpq *ix)
         free(ix->centroids);
         free(ix->codebooks);
     }
-    for (uint32_t i = 0; ix->lists != NULL && i < ix->nlist; i++)
+    for (uint32_t i = 0; ix->lists != NULL && i < ix->nlist; i++) {
         free(ix->lists[i].vn);
+        free(ix->lists[i].vmin);
+    }
     free(ix->cbt);
     free(ix->cbn);
     free(ix->ct);
     free(ix->cn);
-    free(ix->pre);
-    free(ix->pre_mm);
     free(ix->lists);
     free(ix);
 }
@@ -682,13 +668,7 @@ int idx_ivfpq_reconstruct(const struct idx_ivfpq *ix, uint32_t id, float *out)
             if (l->ids[e] != id)
                 continue;
             for (uint32_t j = 0; j < ix->m; j++) {
-                uint32_t c;
-                if (ix->nbits == 8) {
-                    c = l->codes[(size_t)e * ix->m + j];
-                } else {
-                    uint8_t b = l->codes[(size_t)(e / PQ4_BLOCK) * 16 * ix->m2 + 16 * j + e % 16];
-                    c = e % PQ4_BLOCK < 16 ? b & 0x0fu : b >> 4;
-                }
+                uint32_t c = code_at(ix, l->codes, e, j);
                 const float *cb = ix->codebooks + ((size_t)j * ix->ksub + c) * ix->dsub;
                 const float *cen = ix->centroids + (size_t)li * ix->dim + (size_t)j * ix->dsub;
                 for (uint32_t d = 0; d < ix->dsub; d++)
@@ -704,11 +684,12 @@ size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 {
     size_t b = (size_t)ix->nlist * ix->dim * 4 + (size_t)ix->m * ix->ksub * ix->dsub * 4;
     b += (size_t)ix->nlist * (ix->dim + 1) * 4 + (size_t)ix->m * ix->ksub * (ix->dsub + 1) * 4;
-    if (ix->pre != NULL)
-        b += (size_t)ix->nlist * ix->m * ix->ksub * 4;
-    for (uint32_t i = 0; i < ix->nlist; i++)
-        b += (size_t)ix->lists[i].n * (per_vector_terms(ix) ? 8 : 4) +
-             code_bytes(ix, ix->lists[i].n);
+    for (uint32_t i = 0; i < ix->nlist; i++) {
+        uint32_t n = ix->lists[i].n;
+        b += (size_t)n * 4 + code_bytes(ix, n);
+        if (per_vector_terms(ix)) /* vn, and at 4 bits each block's least */
+            b += (size_t)n * 4 + (ix->nbits == 4 ? (size_t)(n + PQ4_BLOCK - 1) / PQ4_BLOCK * 4 : 0);
+    }
     return b;
 }
 
@@ -717,15 +698,13 @@ size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 struct idx_ivfpq_searcher {
     const struct idx_ivfpq *ix;
     float *qterm; /* m * ksub: -2<q_j, cb> (L2) or -<q_j, cb> (inner product) */
-    float *table; /* m * ksub: this list's float table */
-    uint8_t *lut; /* m2 * 16: this list's quantized table (4 bits) */
+    uint8_t *lut; /* m2 * 16: qterm quantized (4 bits), once per query */
+    float scale;  /* 4 bits: lut entries per distance unit */
+    float bias;   /* 4 bits: what the lut's rows were shifted by, summed */
     float *qtab;  /* m * 16: scratch of the quantizer (4 bits) */
-    float *q_mm;  /* m * 2: min and max of each qterm row (4 bits with pre) */
-    float *lo;    /* m: lower bounds of this list's table rows (4 bits with pre) */
     float *cdots; /* nlist: <q, centroid> */
     float *bdots; /* NEAREST_BATCH * nlist: a batch's <q, centroid> (allocated on first use) */
     const struct st_kernels *k;
-    float *r; /* residual query */
     struct st_hit *coarse;
     struct st_hit *cand;
     size_t cand_cap;
@@ -738,17 +717,12 @@ struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix)
         return NULL;
     s->ix = ix;
     s->qterm = malloc((size_t)ix->m * ix->ksub * sizeof(float));
-    s->table = malloc((size_t)ix->m * ix->ksub * sizeof(float));
     s->lut = calloc((size_t)ix->m2 * 16 + 32, 1);
     s->qtab = malloc((size_t)ix->m * 16 * sizeof(float));
-    s->q_mm = malloc((size_t)ix->m * 2 * sizeof(float));
-    s->lo = malloc((size_t)ix->m * sizeof(float));
     s->cdots = malloc((size_t)ix->nlist * sizeof(float));
     s->k = st_kernels();
-    s->r = malloc(ix->dim * sizeof(float));
     s->coarse = malloc(ix->nlist * sizeof(*s->coarse));
-    if (!s->qterm || !s->table || !s->lut || !s->qtab || !s->q_mm || !s->lo || !s->cdots || !s->r ||
-        !s->coarse) {
+    if (!s->qterm || !s->lut || !s->qtab || !s->cdots || !s->coarse) {
         idx_ivfpq_searcher_free(s);
         return NULL;
     }
@@ -760,60 +734,13 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     if (s == NULL)
         return;
     free(s->qterm);
-    free(s->table);
     free(s->lut);
     free(s->qtab);
-    free(s->q_mm);
-    free(s->lo);
     free(s->cdots);
     free(s->bdots);
-    free(s->r);
     free(s->coarse);
     free(s->cand);
     free(s);
-}
-
-/*
- * The float table of a probed list is *ta + *tb (tb may be NULL); returns the constant every
- * code distance adds. sum: whether the caller needs the two added into s->table.
- */
-static float list_table(struct idx_ivfpq_searcher *s, const float *q, const struct st_hit *probe,
-                        bool sum, const float **ta, const float **tb)
-{
-    const struct idx_ivfpq *ix = s->ix;
-    size_t mk = (size_t)ix->m * ix->ksub;
-    *ta = s->table;
-    *tb = NULL;
-    if (ix->metric != ST_METRIC_L2) {
-        *ta = s->qterm; /* -<q, c + r> = -<q, c> - sum_j <q_j, cb> */
-        return probe->dist;
-    }
-    if (per_vector_terms(ix)) {
-        *ta = s->qterm; /* ||q - c||^2 + vn - 2 sum_j <q_j, cb> */
-        return probe->dist;
-    }
-    if (ix->pre != NULL) {
-        const float *pre = ix->pre + (size_t)probe->id * mk;
-        if (sum)
-            s->k->add(s->table, pre, s->qterm, mk);
-        else
-            *ta = pre, *tb = s->qterm;
-        return probe->dist; /* ||q - c||^2 */
-    }
-    /* ||r_j - cb||^2 = ||r_j||^2 + ||cb||^2 - 2<r_j, cb>, r = q - c */
-    const struct st_kernels *kn = s->k;
-    const float *c = ix->centroids + (size_t)probe->id * ix->dim;
-    for (uint32_t d = 0; d < ix->dim; d++)
-        s->r[d] = q[d] - c[d];
-    for (uint32_t j = 0; j < ix->m; j++) {
-        const float *rj = s->r + (size_t)j * ix->dsub;
-        float *row = s->table + (size_t)j * ix->ksub;
-        float rn = kn->dot(rj, rj, ix->dsub);
-        kn->dots_t(rj, cbt_of(ix, j), ix->dsub, ix->ksub, row);
-        for (uint32_t c2 = 0; c2 < ix->ksub; c2++)
-            row[c2] = rn + ix->cbn[(size_t)j * ix->ksub + c2] - 2 * row[c2];
-    }
-    return 0;
 }
 
 struct scan {
@@ -832,10 +759,12 @@ static inline void consider(struct scan *sc, uint32_t id, float d)
     st_topk_push(sc->cand, &sc->nk, sc->keep, (struct st_hit){id, d});
 }
 
-static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const float *t,
-                  float base, struct scan *sc)
+/* Scans a list's 8-bit codes with the query's float table; base = the probe's coarse term. */
+static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float base,
+                  struct scan *sc)
 {
     uint32_t m = s->ix->m, ksub = s->ix->ksub;
+    const float *t = s->qterm;
     const float *vn = per_vector_terms(s->ix) ? l->vn : NULL;
     assert(!per_vector_terms(s->ix) || vn != NULL); /* derive_vn ran: lists scanned are not empty */
     for (uint32_t e = 0; e < l->n; e++) {
@@ -858,26 +787,16 @@ static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
     }
 }
 
-/* Scans a list's 4-bit blocks with the quantized table; candidates get float estimates. */
-static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const float *ta,
-                  const float *tb, float base, struct scan *sc)
+/* Scans a list's 4-bit blocks with the query's quantized table; candidates get float
+ * estimates (base + vn + sum / scale). One kernel threshold a block, from its least vn. */
+static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float base,
+                  struct scan *sc)
 {
     const struct idx_ivfpq *ix = s->ix;
-    float bias, range = 0;
-    const float *lo = NULL;
-    if (tb != NULL && ix->pre_mm != NULL) {
-        /* Table = pre + qterm: row bounds from both rows' known minima and maxima. */
-        const float *pm = ix->pre_mm + (size_t)(ta - ix->pre) / 16 * 2;
-        for (uint32_t j = 0; j < ix->m; j++) {
-            s->lo[j] = pm[2 * j] + s->q_mm[2 * j];
-            float w = pm[2 * j + 1] + s->q_mm[2 * j + 1] - s->lo[j];
-            range = w > range ? w : range;
-        }
-        lo = s->lo;
-    }
-    float scale = s->k->pq4_lut(ta, tb, lo, range, ix->m, ix->m2, s->qtab, s->lut, &bias);
-    float inv = 1.0f / scale;
-    base += bias;
+    float scale = s->scale, inv = 1.0f / scale;
+    base += s->bias;
+    const float *vn = per_vector_terms(ix) ? l->vn : NULL;
+    assert(!per_vector_terms(ix) || (vn != NULL && l->vmin != NULL));
     st_pq4_fn block = s->k->pq4_block;
     uint16_t acc[PQ4_BLOCK];
     size_t bstride = (size_t)16 * ix->m2;
@@ -885,7 +804,7 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
         /* Only sums that can beat the worst kept candidate come out of the kernel's mask. */
         uint32_t thr = UINT16_MAX, end = l->n - b * PQ4_BLOCK;
         if (sc->nk == sc->keep) {
-            float t = (sc->cand[0].dist - base) * scale + 1;
+            float t = (sc->cand[0].dist - base - (vn != NULL ? l->vmin[b] : 0)) * scale + 1;
             if (t < 0)
                 continue;
             thr = t < UINT16_MAX ? (uint32_t)t : UINT16_MAX;
@@ -893,9 +812,21 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, const 
         uint32_t mask = block(l->codes + b * bstride, s->lut, ix->m2, (uint16_t)thr, acc);
         if (end < PQ4_BLOCK)
             mask &= (1u << end) - 1; /* the zero codes past the list's end */
+        if (vn != NULL && mask != 0 && sc->nk == sc->keep) {
+            /* The block's threshold used its least vn: each vector's own estimate against
+             * the worst kept, 32 at a time (a loop the compiler vectorizes), before any of
+             * them costs a call. */
+            const float *v = vn + (size_t)b * PQ4_BLOCK;
+            float lim = sc->cand[0].dist - base;
+            uint32_t own = 0;
+            for (uint32_t i = 0; i < PQ4_BLOCK; i++)
+                own |= (uint32_t)(v[i] + acc[i] * inv < lim) << i;
+            mask &= own;
+        }
         for (; mask != 0; mask &= mask - 1) {
-            uint32_t i = (uint32_t)__builtin_ctz(mask);
-            consider(sc, l->ids[b * PQ4_BLOCK + i], base + acc[i] * inv);
+            uint32_t i = (uint32_t)__builtin_ctz(mask), e = b * PQ4_BLOCK + i;
+            float d = acc[i] * inv;
+            consider(sc, l->ids[e], base + (vn != NULL ? vn[e] + d : d));
         }
     }
 }
@@ -939,40 +870,27 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
         st_topk_push(s->coarse, &nc, nprobe, (struct st_hit){c, d});
     }
     st_hits_sort(s->coarse, nc);
-    if (ix->metric != ST_METRIC_L2 || ix->pre != NULL || per_vector_terms(ix)) {
-        st_dots_fn dots = s->k->dots_t;
-        float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
-        for (uint32_t j = 0; j < ix->m; j++) {
-            float *row = s->qterm + (size_t)j * ix->ksub;
-            dots(q + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
-            for (uint32_t c = 0; c < ix->ksub; c++)
-                row[c] *= f;
-            if (ix->nbits != 4)
-                continue;
-            /* Only fast-scan's table bounds read the rows' extremes (a serial min/max chain
-             * over 8-bit rows of 256 cost ~a third of a query at nprobe 1). Two chains. */
-            float mn0 = row[0], mx0 = row[0], mn1 = row[1], mx1 = row[1];
-            for (uint32_t c = 2; c < 16; c += 2) {
-                mn0 = row[c] < mn0 ? row[c] : mn0;
-                mx0 = row[c] > mx0 ? row[c] : mx0;
-                mn1 = row[c + 1] < mn1 ? row[c + 1] : mn1;
-                mx1 = row[c + 1] > mx1 ? row[c + 1] : mx1;
-            }
-            s->q_mm[2 * j] = mn0 < mn1 ? mn0 : mn1;
-            s->q_mm[2 * j + 1] = mx0 > mx1 ? mx0 : mx1;
-        }
+    /* The query's table: -2<q_j, cb> (L2) or -<q_j, cb> (inner product), at 4 bits also
+     * quantized, once for every list probed. */
+    float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
+    for (uint32_t j = 0; j < ix->m; j++) {
+        float *row = s->qterm + (size_t)j * ix->ksub;
+        s->k->dots_t(q + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
+        for (uint32_t c = 0; c < ix->ksub; c++)
+            row[c] *= f;
     }
+    if (ix->nbits == 4)
+        s->scale = s->k->pq4_lut(s->qterm, NULL, NULL, 0, ix->m, ix->m2, s->qtab, s->lut, &s->bias);
     struct scan sc = {s->cand, 0, keep, filter, fctx};
     for (size_t p = 0; p < nc; p++) {
         const struct ivf_list *l = &ix->lists[s->coarse[p].id];
         if (l->n == 0)
             continue;
-        const float *ta, *tb;
-        float base = list_table(s, q, &s->coarse[p], ix->nbits == 8, &ta, &tb);
+        /* ||q - c||^2 (L2) or -<q, c> (inner product) */
         if (ix->nbits == 8)
-            scan8(s, l, ta, base, &sc);
+            scan8(s, l, s->coarse[p].dist, &sc);
         else
-            scan4(s, l, ta, tb, base, &sc);
+            scan4(s, l, s->coarse[p].dist, &sc);
     }
     size_t nk = sc.nk;
     if (keep > k) {

@@ -101,13 +101,6 @@ static void check_kernel(const struct st_kernels *k)
         ck_assert(st_metric_fn(k, ST_METRIC_IP)(a, b, d) == -k->dot(a, b, d));
         ck_assert(st_metric_fn(k, ST_METRIC_COSINE)(a, b, d) == -k->dot(a, b, d));
     }
-    /* Table addition: exact, any length. */
-    for (size_t n = 0; n < 40; n += 3) {
-        float s1[40], s2[40];
-        ref->add(s1, a, b, n);
-        k->add(s2, a, b, n);
-        ck_assert(memcmp(s1, s2, n * sizeof(float)) == 0);
-    }
     /* Transposed dots: column counts around the 32- and 8-wide blocks, short and long rows. */
     static const size_t ks[] = {1, 7, 8, 16, 17, 33, 50, 64, 100, 256};
     static const size_t ds[] = {1, 2, 4, 8, 16, 49};
@@ -1730,8 +1723,6 @@ START_TEST(test_kernels_guard_page)
                     k->dots_tn(GEND(3, ((nx - 1) * (d + 3) + d) * 4), nx, d + 3,
                                GEND(1, d * kk * 4), d, kk, GEND(4, nx * kk * 4));
             }
-        for (size_t n = 0; n <= 100; n++)
-            k->add(GEND(0, n * 4), GEND(1, n * 4), GEND(2, n * 4), n);
         for (size_t d = 0; d <= 200; d++)
             (void)k->dotu8(GEND(0, d), GEND(1, d), d);
         for (size_t m = 1; m <= 40; m++) {
