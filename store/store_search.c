@@ -181,12 +181,23 @@ static bool same_version(const struct cand *a, const struct cand *b)
            a->idx == b->idx;
 }
 
-static bool window_indexed(const struct store_search_query *q, int64_t start)
+/* Drops kept slot `slot` (a version known to be superseded): the last slot moves into it and
+ * the heap is rebuilt (rare: only when an id changes during the scan). */
+static void best_remove(struct search *x, size_t slot)
 {
-    for (size_t i = 0; i < q->n_indexed; i++)
-        if (q->indexed[i].start == start)
-            return true;
-    return false;
+    size_t last = x->best.n - 1;
+    free(x->best.c[slot].meta);
+    if (slot != last) {
+        x->best.c[slot] = x->best.c[last];
+        if (x->q->with_vector)
+            memcpy(x->best_vecs + slot * x->q->dim, x->best_vecs + last * x->q->dim,
+                   x->q->dim * sizeof(float));
+    }
+    x->best.n = last;
+    for (size_t i = 0; i < x->best.n; i++)
+        x->best.h[i] = (uint32_t)i;
+    for (size_t i = x->best.n / 2; i-- > 0;)
+        heap_down(&x->best, i);
 }
 
 /*
@@ -197,8 +208,10 @@ static bool window_indexed(const struct store_search_query *q, int64_t start)
  * vector and time: when the newer version was written after the scan captured its sources,
  * nothing else visits it, and the id — live throughout — would be missing from the answer (a
  * later write may be seen; an acknowledged id may not vanish). A newer version the scan also
- * visits is then a duplicate. Not when it lies outside the query's time range, or in a window
- * the caller searched by index (its index answers for that window's sealed data).
+ * visits is then a duplicate. One outside the query's time range is not admitted, and an
+ * older version of the id already kept is dropped with it (known stale); one that is kept is
+ * replaced in place by the newer. (A caller merging index hits keeps the newest version of an
+ * id: a version its index also holds is not returned twice.)
  */
 static int confirm(struct search *x, const struct cand *c0)
 {
@@ -229,9 +242,16 @@ static int confirm(struct search *x, const struct cand *c0)
         newer.partition = v.partition;
         newer.offset = v.offset;
         newer.idx = v.idx;
-        if (v.ts < x->q->from_ts || v.ts > x->q->to_ts || window_indexed(x->q, v.window) ||
-            !heap_admits(&x->best, x->k, newer.dist, newer.id, newer.id_len) ||
-            (dup != SIZE_MAX && same_version(&x->best.c[dup], &newer))) {
+        struct store_version nv = {v.ts, v.partition, v.offset, v.idx},
+                             cv = {c->ts, c->partition, c->offset, c->idx};
+        bool later = store_version_cmp(&nv, &cv) > 0;
+        bool kept = dup != SIZE_MAX && same_version(&x->best.c[dup], &newer);
+        bool admit =
+            later && !kept && v.ts >= x->q->from_ts && v.ts <= x->q->to_ts &&
+            (dup != SIZE_MAX || heap_admits(&x->best, x->k, newer.dist, newer.id, newer.id_len));
+        if (!admit) {
+            if (later && !kept && dup != SIZE_MAX)
+                best_remove(x, dup); /* an older version of the id, out of range now */
             free(v.meta);
             return ST_OK;
         }

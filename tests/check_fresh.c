@@ -604,8 +604,8 @@ static void *reupsert_loop(void *arg)
     for (int i = 0; i < 4000; i++) {
         snprintf(id, sizeof(id), "f%05d", i);
         put(a->s, id, 10 + i, (float)(i % 50), STORE_OP_UPSERT);
-        if (i % 20 == 19)
-            put(a->s, "x", 10 + i, 1000, STORE_OP_UPSERT);
+        if (i % 20 == 19) /* each version its own vector, told by its ts: x = 1000 + (ts % 3) */
+            put(a->s, "x", 10 + i, 1000 + (float)((10 + i) % 3), STORE_OP_UPSERT);
     }
     atomic_store(&a->done, true);
     return NULL;
@@ -621,19 +621,39 @@ START_TEST(test_fresh_id_kept_while_superseded)
 {
     char *dir;
     struct store *s = open_store_mt(&dir, 1u << 20);
-    put(s, "x", 1, 1000, STORE_OP_UPSERT);
+    put(s, "x", 1, 1001, STORE_OP_UPSERT); /* 1000 + 1 % 3 */
+    put(s, "g1", 2, 0, STORE_OP_UPSERT);   /* so that every answer has three hits */
+    put(s, "g2", 3, 0, STORE_OP_UPSERT);
     struct reupserter a = {.s = s};
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, reupsert_loop, &a), 0);
-    int searches = 0;
+    int searches = 0, during = 0;
     while (!atomic_load(&a.done) || searches < 10) {
-        struct store_search_result r = search(s, 1000, 1, 0, INT64_MAX, NULL, 0);
-        ck_assert_uint_eq(r.n, 1);
+        bool racing = !atomic_load(&a.done);
+        float q[2] = {1000, 0};
+        struct store_search_query fq = {.vec = q,
+                                        .dim = 2,
+                                        .metric = ST_METRIC_L2,
+                                        .k = 3,
+                                        .from_ts = 0,
+                                        .to_ts = INT64_MAX,
+                                        .with_vector = true};
+        struct store_search_result r;
+        ck_assert_int_eq(store_search(s, &fq, &r), ST_OK);
+        /* x once, first (the fillers are at 0..49), as one version: its ts, vector and
+         * distance agree. */
+        ck_assert_uint_eq(r.n, 3);
         ck_assert_str_eq((const char *)r.hits[0].id, "x");
+        ck_assert_ptr_eq(hit(&r, "x"), &r.hits[0]);
+        float want = 1000 + (float)(r.hits[0].ts % 3);
+        ck_assert_float_eq(r.hits[0].vec[0], want);
+        ck_assert_float_eq(r.hits[0].dist, (want - 1000) * (want - 1000));
         store_search_result_free(&r);
         searches++;
+        during += racing;
     }
     ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_gt(during, 0);
     close_store(s, dir);
 }
 END_TEST
