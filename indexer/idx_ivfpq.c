@@ -8,9 +8,10 @@
  *
  * Every probe scans with the query's own table, built (and at 4 bits quantized) once per
  * query. For L2, ||q - c - r^||^2 (c the list's centroid, r^ the vector's reconstructed
- * residual) = ||q - c||^2 + (||r^||^2 + 2<c, r^>) - 2<q, r^>: the middle term depends on the
- * vector only and is summed over its codes once, at build or load, into one float per vector
- * (`vn`); the last is the query's table. Before, each probe built its list's table (list
+ * residual) = ||q - c||^2 + (||r^||^2 + 2<c - mu, r^>) - 2<q - mu, r^> for any mu (the
+ * centroids' mean: the table's spread then follows |q - mu|, not |q|): the middle term depends
+ * on the vector only and is summed over its codes once, at build or load, into one float per
+ * vector (`vn`); the last is the query's table. Before, each probe built its list's table (list
  * terms + query terms, precomputed per list: 24.5 MiB on Fashion-MNIST at 8 bits) and, at 4
  * bits, quantized it: the 8-bit sum was a quarter of a search, the 4-bit quantization a tenth.
  * For inner product -<q, c + r^> = -<q, c> - <q, r^> has no per-vector term.
@@ -41,7 +42,7 @@
 struct ivf_list {
     uint32_t *ids;
     uint8_t *codes; /* 8 bits: n * m bytes; 4 bits: ceil(n/32) blocks of 16 * m2 bytes */
-    float *vn;      /* L2: per entry ||r^||^2 + 2<c, r^> (derived, never stored), else NULL */
+    float *vn;      /* L2: per entry ||r^||^2 + 2<c - mu, r^> (derived, never stored) */
     float *vmin;    /* 4-bit L2: per block of 32 the least vn (its threshold for the kernel) */
     uint32_t n, cap;
 };
@@ -56,6 +57,7 @@ struct idx_ivfpq {
     float *cbn;       /* m * ksub squared norms of the codebook centroids */
     float *ct;        /* coarse centroids transposed (dim rows of nlist), for one-pass probing */
     float *cn;        /* nlist squared norms of the coarse centroids */
+    float *mu;        /* L2: the coarse centroids' mean, the origin of the per-vector terms */
     struct ivf_list *lists;
     uint32_t n;
     st_dist_fn dist;
@@ -304,6 +306,18 @@ static int prepare(struct idx_ivfpq *ix)
     if (ix->ct == NULL || ix->cn == NULL)
         return ST_ENOMEM;
     transpose_norms(ix->centroids, ix->nlist, ix->dim, ix->ct, ix->cn);
+    if (ix->metric != ST_METRIC_L2)
+        return ST_OK;
+    /* Terms measured from the centroids' mean: the query's table is -2<q_j - mu_j, cb>, whose
+     * spread (and at 4 bits its quantization step) follows |q - mu|, not |q|, so data far
+     * from the origin quantizes as finely as centred data. */
+    if ((ix->mu = calloc(ix->dim, sizeof(float))) == NULL)
+        return ST_ENOMEM;
+    for (uint32_t l = 0; l < ix->nlist; l++)
+        for (uint32_t d = 0; d < ix->dim; d++)
+            ix->mu[d] += ix->centroids[(size_t)l * ix->dim + d];
+    for (uint32_t d = 0; d < ix->dim; d++)
+        ix->mu[d] /= (float)ix->nlist;
     return ST_OK;
 }
 
@@ -317,7 +331,7 @@ static uint32_t code_at(const struct idx_ivfpq *ix, const uint8_t *codes, uint32
 }
 
 /*
- * L2: every entry's vn, the sum over its codes of ||cb_jc||^2 + 2<c_j, cb_jc>, and at 4 bits
+ * L2: every entry's vn, the sum over its codes of ||cb_jc||^2 + 2<c_j - mu_j, cb_jc>, and at 4 bits
  * each block's least vn. A list of at least ksub/2 entries gets its terms in a scratch table
  * first (dim * ksub multiply-adds, then m lookups an entry); a shorter one sums each entry's
  * own terms (2 * dim an entry), so a load costs O(n * dim) whatever nlist is. Empty lists keep
@@ -329,8 +343,12 @@ static int derive_vn(struct idx_ivfpq *ix)
         return ST_OK;
     uint32_t m = ix->m, ksub = ix->ksub;
     float *t = malloc((size_t)m * ksub * sizeof(float));
-    if (t == NULL)
+    float *cen = malloc((size_t)ix->dim * sizeof(float));
+    if (t == NULL || cen == NULL) {
+        free(t);
+        free(cen);
         return ST_ENOMEM;
+    }
     const struct st_kernels *k = st_kernels();
     int rc = ST_OK;
     for (uint32_t li = 0; li < ix->nlist && rc == ST_OK; li++) {
@@ -348,7 +366,8 @@ static int derive_vn(struct idx_ivfpq *ix)
             rc = ST_ENOMEM;
             break;
         }
-        const float *cen = ix->centroids + (size_t)li * ix->dim;
+        for (uint32_t d = 0; d < ix->dim; d++) /* c - mu */
+            cen[d] = ix->centroids[(size_t)li * ix->dim + d] - ix->mu[d];
         bool table = l->n >= ksub / 2;
         for (uint32_t j = 0; table && j < m; j++) {
             float *row = t + (size_t)j * ksub;
@@ -376,6 +395,7 @@ static int derive_vn(struct idx_ivfpq *ix)
             l->vn[e] = INFINITY;
     }
     free(t);
+    free(cen);
     return rc;
 }
 
@@ -640,6 +660,7 @@ void idx_ivfpq_free(struct idx_ivfpq *ix)
     free(ix->cbn);
     free(ix->ct);
     free(ix->cn);
+    free(ix->mu);
     free(ix->lists);
     free(ix);
 }
@@ -697,7 +718,8 @@ size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 
 struct idx_ivfpq_searcher {
     const struct idx_ivfpq *ix;
-    float *qterm; /* m * ksub: -2<q_j, cb> (L2) or -<q_j, cb> (inner product) */
+    float *qterm; /* m * ksub: -2<q_j - mu_j, cb> (L2) or -<q_j, cb> (inner product) */
+    float *qc;    /* dim: q - mu (L2) */
     uint8_t *lut; /* m2 * 16: qterm quantized (4 bits), once per query */
     float scale;  /* 4 bits: lut entries per distance unit */
     float bias;   /* 4 bits: what the lut's rows were shifted by, summed */
@@ -717,12 +739,13 @@ struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix)
         return NULL;
     s->ix = ix;
     s->qterm = malloc((size_t)ix->m * ix->ksub * sizeof(float));
+    s->qc = malloc((size_t)ix->dim * sizeof(float));
     s->lut = calloc((size_t)ix->m2 * 16 + 32, 1);
     s->qtab = malloc((size_t)ix->m * 16 * sizeof(float));
     s->cdots = malloc((size_t)ix->nlist * sizeof(float));
     s->k = st_kernels();
     s->coarse = malloc(ix->nlist * sizeof(*s->coarse));
-    if (!s->qterm || !s->lut || !s->qtab || !s->cdots || !s->coarse) {
+    if (!s->qterm || !s->qc || !s->lut || !s->qtab || !s->cdots || !s->coarse) {
         idx_ivfpq_searcher_free(s);
         return NULL;
     }
@@ -734,6 +757,7 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     if (s == NULL)
         return;
     free(s->qterm);
+    free(s->qc);
     free(s->lut);
     free(s->qtab);
     free(s->cdots);
@@ -817,10 +841,10 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float 
              * the worst kept, 32 at a time (a loop the compiler vectorizes), before any of
              * them costs a call. */
             const float *v = vn + (size_t)b * PQ4_BLOCK;
-            float lim = sc->cand[0].dist - base;
-            uint32_t own = 0;
+            float worst = sc->cand[0].dist;
+            uint32_t own = 0; /* the very sum consider() makes: the same rounding */
             for (uint32_t i = 0; i < PQ4_BLOCK; i++)
-                own |= (uint32_t)(v[i] + acc[i] * inv < lim) << i;
+                own |= (uint32_t)(base + (v[i] + acc[i] * inv) < worst) << i;
             mask &= own;
         }
         for (; mask != 0; mask &= mask - 1) {
@@ -870,12 +894,18 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
         st_topk_push(s->coarse, &nc, nprobe, (struct st_hit){c, d});
     }
     st_hits_sort(s->coarse, nc);
-    /* The query's table: -2<q_j, cb> (L2) or -<q_j, cb> (inner product), at 4 bits also
-     * quantized, once for every list probed. */
+    /* The query's table: -2<q_j - mu_j, cb> (L2) or -<q_j, cb> (inner product), at 4 bits
+     * also quantized, once for every list probed. */
     float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
+    const float *qt = q;
+    if (ix->mu != NULL) {
+        for (uint32_t d = 0; d < ix->dim; d++)
+            s->qc[d] = q[d] - ix->mu[d];
+        qt = s->qc;
+    }
     for (uint32_t j = 0; j < ix->m; j++) {
         float *row = s->qterm + (size_t)j * ix->ksub;
-        s->k->dots_t(q + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
+        s->k->dots_t(qt + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
         for (uint32_t c = 0; c < ix->ksub; c++)
             row[c] *= f;
     }
