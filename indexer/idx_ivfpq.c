@@ -705,11 +705,14 @@ size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 {
     size_t b = (size_t)ix->nlist * ix->dim * 4 + (size_t)ix->m * ix->ksub * ix->dsub * 4;
     b += (size_t)ix->nlist * (ix->dim + 1) * 4 + (size_t)ix->m * ix->ksub * (ix->dsub + 1) * 4;
+    if (ix->mu != NULL)
+        b += (size_t)ix->dim * 4;
     for (uint32_t i = 0; i < ix->nlist; i++) {
         uint32_t n = ix->lists[i].n;
         b += (size_t)n * 4 + code_bytes(ix, n);
-        if (per_vector_terms(ix)) /* vn, and at 4 bits each block's least */
-            b += (size_t)n * 4 + (ix->nbits == 4 ? (size_t)(n + PQ4_BLOCK - 1) / PQ4_BLOCK * 4 : 0);
+        if (per_vector_terms(ix)) /* vn (4 bits: padded to whole blocks), each block's least */
+            b += ix->nbits == 4 ? (size_t)(n + PQ4_BLOCK - 1) / PQ4_BLOCK * (PQ4_BLOCK + 1) * 4
+                                : (size_t)n * 4;
     }
     return b;
 }

@@ -37,7 +37,7 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
  * assigned to their nearest list and encoded as ids nb..nb+n-1 exactly as a build encodes them
  * (the same code; no training), after base's entries of each list. 8-bit codes and 4-bit
  * fast-scan blocks alike (a list's last block takes the new codes where base's ended). The
- * per-list L2 terms are derived from the quantizers as a build derives them. threads share the
+ * per-vector L2 terms are derived for every entry as a build derives them. threads share the
  * list assignment (the result does not depend on them). base is borrowed, never changed (it
  * may be a loaded, mmap'd index). n = 0 gives a copy. Caller owns *out (idx_ivfpq_free).
  * ST_EINVAL when nb + n does not fit 32 bits or vecs is NULL with n > 0.
@@ -45,8 +45,8 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
 int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n, uint32_t threads,
                      struct idx_ivfpq **out) ST_WUR;
 void idx_ivfpq_free(struct idx_ivfpq *ix);
-/* Codes, ids, centroids, codebooks and what is derived from them (8-bit L2: a float per vector;
- * 4-bit L2: per-list terms). */
+/* Codes, ids, centroids, codebooks and what is derived from them (L2: a float per vector, and
+ * at 4 bits one per block of 32). */
 size_t idx_ivfpq_memory(const struct idx_ivfpq *ix);
 /* The vector that id's codes stand for (its list's centroid plus its codewords): dim floats
  * into out; ST_ENOTFOUND when no list holds id. O(n): for tests and tools. */
