@@ -471,6 +471,28 @@ END_TEST
  * widens its chunk's span so it is never skipped: 6000 records in event-time order over
  * several chunks of a small memtable, then one far older record written last.
  */
+/* The two ranges test_fresh_prunes_memtable_chunks asks, active or frozen: 50 records in
+ * [5000, 5099] (one or two chunks; the late record's chunk is read as well), and around
+ * x = 7.5 in [1000, 2000) fillers only, the superseded first versions of u, d (and v) never. */
+static void check_pruned_ranges(struct store *s, uint64_t total, bool v_stale)
+{
+    struct store_search_result r = search(s, 0, 1000, 5000, 5099, NULL, 0);
+    ck_assert_uint_eq(r.n, 50);
+    for (size_t j = 0; j < r.n; j++)
+        ck_assert(r.hits[j].ts >= 5000 && r.hits[j].ts <= 5099);
+    ck_assert_uint_eq(r.scanned, 50);
+    ck_assert_uint_ge(r.pruned, total / 2);
+    ck_assert_uint_lt(r.pruned, total);
+    store_search_result_free(&r);
+    r = search(s, 7.5f, 1000, 1000, 1999, NULL, 0);
+    ck_assert_uint_eq(r.n, 500);
+    ck_assert_ptr_null(hit(&r, "u"));
+    ck_assert_ptr_null(hit(&r, "d"));
+    if (v_stale)
+        ck_assert_ptr_null(hit(&r, "v"));
+    store_search_result_free(&r);
+}
+
 START_TEST(test_fresh_prunes_memtable_chunks)
 {
     char *dir;
@@ -489,28 +511,14 @@ START_TEST(test_fresh_prunes_memtable_chunks)
     put(s, "u", 20000, 7.5f, STORE_OP_UPSERT);
     put(s, "d", 20001, 0, STORE_OP_DELETE);
     const uint64_t total = (uint64_t)n + 5; /* memtable entries, old versions included */
-    /* 50 records in range, in one or two chunks; the late record's chunk is read as well. */
-    struct store_search_result r = search(s, 0, 1000, 5000, 5099, NULL, 0);
-    ck_assert_uint_eq(r.n, 50);
-    for (size_t j = 0; j < r.n; j++)
-        ck_assert(r.hits[j].ts >= 5000 && r.hits[j].ts <= 5099);
-    ck_assert_uint_eq(r.scanned, 50);
-    ck_assert_uint_ge(r.pruned, total / 2);
-    ck_assert_uint_lt(r.pruned, total);
-    store_search_result_free(&r);
+    check_pruned_ranges(s, total, false);
     /* The late record sits in the newest chunk among records 10 s younger: still found. */
-    r = search(s, 0, 10, 0, 1003, NULL, 0);
+    struct store_search_result r = search(s, 0, 10, 0, 1003, NULL, 0);
     ck_assert_uint_eq(r.n, 3);
     ck_assert_str_eq((const char *)r.hits[0].id, "p00000");
     ck_assert_ptr_nonnull(hit(&r, "late"));
     ck_assert_ptr_nonnull(hit(&r, "p00001"));
     ck_assert_uint_ge(r.pruned, total / 2);
-    store_search_result_free(&r);
-    /* Around x = 7.5 in [1000, 2000): fillers only; u's and d's first versions are stale. */
-    r = search(s, 7.5f, 1000, 1000, 1999, NULL, 0);
-    ck_assert_uint_eq(r.n, 500);
-    ck_assert_ptr_null(hit(&r, "u"));
-    ck_assert_ptr_null(hit(&r, "d"));
     store_search_result_free(&r);
     /* Nothing in range: every chunk skipped. */
     r = search(s, 0, 10, 100000, 200000, NULL, 0);
@@ -524,16 +532,7 @@ START_TEST(test_fresh_prunes_memtable_chunks)
     ck_assert_int_eq(store_freeze(s), ST_OK);
     pthread_mutex_unlock(&s->sync_mu);
     put(s, "v", 20002, 7.5f, STORE_OP_UPSERT);
-    r = search(s, 0, 1000, 5000, 5099, NULL, 0);
-    ck_assert_uint_eq(r.n, 50);
-    ck_assert_uint_ge(r.pruned, total / 2);
-    store_search_result_free(&r);
-    r = search(s, 7.5f, 1000, 1000, 1999, NULL, 0);
-    ck_assert_uint_eq(r.n, 500);
-    ck_assert_ptr_null(hit(&r, "u"));
-    ck_assert_ptr_null(hit(&r, "d"));
-    ck_assert_ptr_null(hit(&r, "v"));
-    store_search_result_free(&r);
+    check_pruned_ranges(s, total + 1, true); /* v's first version frozen: one more entry */
     r = search(s, 7.5f, 10, 20000, 30000, NULL, 0);
     ck_assert_uint_eq(r.n, 2); /* u and v, newest versions; d deleted */
     store_search_result_free(&r);
