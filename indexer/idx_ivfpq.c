@@ -826,6 +826,7 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float 
     assert(!per_vector_terms(ix) || (vn != NULL && l->vmin != NULL));
     st_pq4_fn block = s->k->pq4_block;
     uint16_t acc[PQ4_BLOCK];
+    float est[PQ4_BLOCK];
     size_t bstride = (size_t)16 * ix->m2;
     for (uint32_t b = 0; b * PQ4_BLOCK < l->n; b++) {
         /* Only sums that can beat the worst kept candidate come out of the kernel's mask. */
@@ -839,21 +840,25 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float 
         uint32_t mask = block(l->codes + b * bstride, s->lut, ix->m2, (uint16_t)thr, acc);
         if (end < PQ4_BLOCK)
             mask &= (1u << end) - 1; /* the zero codes past the list's end */
-        if (vn != NULL && mask != 0 && sc->nk == sc->keep) {
-            /* The block's threshold used its least vn: each vector's own estimate against
-             * the worst kept, 32 at a time (a loop the compiler vectorizes), before any of
-             * them costs a call. */
+        if (vn != NULL && mask != 0) {
+            /* The block's threshold used its least vn: each vector's own estimate, 32 at a
+             * time (a loop the compiler vectorizes), held against the worst kept before any
+             * of them costs a call; consider() gets the very same values (no second sum that
+             * a contracted multiply-add could round otherwise). */
             const float *v = vn + (size_t)b * PQ4_BLOCK;
-            float worst = sc->cand[0].dist;
-            uint32_t own = 0; /* the very sum consider() makes: the same rounding */
             for (uint32_t i = 0; i < PQ4_BLOCK; i++)
-                own |= (uint32_t)(base + (v[i] + acc[i] * inv) < worst) << i;
-            mask &= own;
+                est[i] = base + (v[i] + acc[i] * inv);
+            if (sc->nk == sc->keep) {
+                float worst = sc->cand[0].dist;
+                uint32_t own = 0;
+                for (uint32_t i = 0; i < PQ4_BLOCK; i++)
+                    own |= (uint32_t)(est[i] < worst) << i;
+                mask &= own;
+            }
         }
         for (; mask != 0; mask &= mask - 1) {
-            uint32_t i = (uint32_t)__builtin_ctz(mask), e = b * PQ4_BLOCK + i;
-            float d = acc[i] * inv;
-            consider(sc, l->ids[e], base + (vn != NULL ? vn[e] + d : d));
+            uint32_t i = (uint32_t)__builtin_ctz(mask);
+            consider(sc, l->ids[b * PQ4_BLOCK + i], vn != NULL ? est[i] : base + acc[i] * inv);
         }
     }
 }

@@ -229,8 +229,11 @@ static int confirm(struct search *x, const struct cand *c0)
     struct store_value v = {.vec = x->vec};
     x->lookups++;
     int rc = store_get(x->s, c->id, c->id_len, &v);
-    if (rc == ST_ENOTFOUND)
-        return ST_OK; /* deleted */
+    if (rc == ST_ENOTFOUND) {
+        if (dup != SIZE_MAX)
+            best_remove(x, dup); /* deleted during the scan: the version kept is stale */
+        return ST_OK;
+    }
     if (rc != ST_OK)
         return rc;
     struct cand newer;

@@ -27,6 +27,10 @@
  * no lock of its own. Records applied before the call are seen; later writes may or may not be.
  * An id live throughout the call is never missing for having been updated during it: a met
  * version found superseded is replaced by the newest one (ranked on its own vector and ts).
+ * While writes race the scan the answer is not a snapshot: a kept version replaced by a farther
+ * one, or dropped (deleted, or its newest version out of range), leaves room that records
+ * passed over earlier do not fill, so such an answer may be short of k or miss a record that
+ * would rank.
  */
 #ifndef STORE_SEARCH_H
 #define STORE_SEARCH_H

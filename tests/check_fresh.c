@@ -605,6 +605,8 @@ static void *reupsert_loop(void *arg)
         put(a->s, id, 10 + i, (float)(i % 50), STORE_OP_UPSERT);
         if (i % 20 == 19) /* each version its own vector, told by its ts: x = 1000 + (ts % 3) */
             put(a->s, "x", 10 + i, 1000 + (float)((10 + i) % 3), STORE_OP_UPSERT);
+        if (i % 400 == 399) /* older versions into runs: x met in two sources of one scan */
+            ck_assert_int_eq(store_flush(a->s), ST_OK);
     }
     atomic_store(&a->done, true);
     return NULL;
@@ -647,6 +649,19 @@ START_TEST(test_fresh_id_kept_while_superseded)
         float want = 1000 + (float)(r.hits[0].ts % 3);
         ck_assert_float_eq(r.hits[0].vec[0], want);
         ck_assert_float_eq(r.hits[0].dist, (want - 1000) * (want - 1000));
+        store_search_result_free(&r);
+        /* Bounded to ts 2000, which x's versions pass mid-run: a version of x only while in
+         * range, once, as one version; none at all once the newest is past it (a kept older
+         * version is dropped, not returned). */
+        bool past = !racing;
+        fq.to_ts = 2000;
+        ck_assert_int_eq(store_search(s, &fq, &r), ST_OK);
+        const struct store_search_hit *xh = hit(&r, "x");
+        if (xh != NULL) {
+            ck_assert_int_le(xh->ts, 2000);
+            ck_assert_float_eq(xh->vec[0], 1000 + (float)(xh->ts % 3));
+            ck_assert(!past);
+        }
         store_search_result_free(&r);
         searches++;
         during += racing;

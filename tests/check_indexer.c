@@ -660,10 +660,13 @@ START_TEST(test_ivfpq)
         ck_assert_int_eq(idx_ivfpq_build(&o, bt, n, &tx), ST_OK);
         double r0 = ivfpq_recall(ix, base, n, qs, nq, dim, ST_METRIC_L2, 16, 0, NULL);
         double rt = ivfpq_recall(tx, bt, n, qt, nq, dim, ST_METRIC_L2, 16, 0, NULL);
-        /* (0.6950 and 0.6795 at 4 bits; 0.1065 moved before the centring. 8 bits: 0.7515 and
-         * 0.7140 either way: training and the coarse step lose float precision far out.) */
-        ck_assert_msg(fabs(r0 - rt) <= 0.05, "nbits=%u recall %.4f, moved by 1000: %.4f", nbits, r0,
-                      rt);
+        /* (0.6950 and 0.6795 at 4 bits; 0.1065 moved before the centring. 8 bits, not held
+         * here: 0.7515 and 0.7140 either way, training and the coarse step lose float
+         * precision far out, by amounts that depend on the kernels.) */
+        if (nbits == 4)
+            ck_assert_msg(fabs(r0 - rt) <= 0.03, "recall %.4f, moved by 1000: %.4f", r0, rt);
+        else
+            ck_assert_msg(rt > 0.5, "8 bits moved by 1000: recall %.4f", rt);
         idx_ivfpq_free(tx);
         free(bt);
         free(qt);
