@@ -330,6 +330,18 @@ static uint32_t code_at(const struct idx_ivfpq *ix, const uint8_t *codes, uint32
     return e % PQ4_BLOCK < 16 ? b & 0x0fu : (uint32_t)b >> 4;
 }
 
+/* Sub-quantizer j's codeword c: ||cb_jc||^2 + 2<cen_j, cb_jc>, from the list's table t when
+ * there is one (cen = c - mu). */
+static float code_term(const struct idx_ivfpq *ix, const float *t, const float *cen, uint32_t j,
+                       uint32_t c)
+{
+    if (t != NULL)
+        return t[(size_t)j * ix->ksub + c];
+    const float *cb = ix->codebooks + ((size_t)j * ix->ksub + c) * ix->dsub;
+    return ix->cbn[(size_t)j * ix->ksub + c] +
+           2 * st_kernels()->dot(cen + (size_t)j * ix->dsub, cb, ix->dsub);
+}
+
 /*
  * L2: every entry's vn, the sum over its codes of ||cb_jc||^2 + 2<c_j - mu_j, cb_jc>, and at 4 bits
  * each block's least vn. A list of at least ksub/2 entries gets its terms in a scratch table
@@ -377,16 +389,8 @@ static int derive_vn(struct idx_ivfpq *ix)
         }
         for (uint32_t e = 0; e < l->n; e++) {
             float v = 0;
-            for (uint32_t j = 0; j < m; j++) {
-                uint32_t c = code_at(ix, l->codes, e, j);
-                if (table) {
-                    v += t[(size_t)j * ksub + c];
-                } else {
-                    const float *cb = ix->codebooks + ((size_t)j * ksub + c) * ix->dsub;
-                    v += ix->cbn[(size_t)j * ksub + c] +
-                         2 * k->dot(cen + (size_t)j * ix->dsub, cb, ix->dsub);
-                }
-            }
+            for (uint32_t j = 0; j < m; j++)
+                v += code_term(ix, table ? t : NULL, cen, j, code_at(ix, l->codes, e, j));
             l->vn[e] = v;
             if (l->vmin != NULL && (e % PQ4_BLOCK == 0 || v < l->vmin[e / PQ4_BLOCK]))
                 l->vmin[e / PQ4_BLOCK] = v;

@@ -175,10 +175,15 @@ static int best_reserve(struct search *x)
     return ST_OK;
 }
 
+static struct store_version cand_version(const struct cand *c)
+{
+    return (struct store_version){c->ts, c->partition, c->offset, c->idx};
+}
+
 static bool same_version(const struct cand *a, const struct cand *b)
 {
-    return a->ts == b->ts && a->partition == b->partition && a->offset == b->offset &&
-           a->idx == b->idx;
+    struct store_version va = cand_version(a), vb = cand_version(b);
+    return store_version_cmp(&va, &vb) == 0;
 }
 
 /* Drops kept slot `slot` (a version known to be superseded): the last slot moves into it and
@@ -237,7 +242,9 @@ static int confirm(struct search *x, const struct cand *c0)
     if (rc != ST_OK)
         return rc;
     struct cand newer;
-    if (v.ts != c->ts || v.partition != c->partition || v.offset != c->offset || v.idx != c->idx) {
+    struct store_version nv = {v.ts, v.partition, v.offset, v.idx}, cv = cand_version(c);
+    int cmp = store_version_cmp(&nv, &cv);
+    if (cmp != 0) {
         newer = *c;
         newer.dist = x->fn(x->q->vec, x->vec, x->q->dim);
         newer.ts = v.ts;
@@ -245,9 +252,7 @@ static int confirm(struct search *x, const struct cand *c0)
         newer.partition = v.partition;
         newer.offset = v.offset;
         newer.idx = v.idx;
-        struct store_version nv = {v.ts, v.partition, v.offset, v.idx},
-                             cv = {c->ts, c->partition, c->offset, c->idx};
-        bool later = store_version_cmp(&nv, &cv) > 0;
+        bool later = cmp > 0;
         bool kept = dup != SIZE_MAX && same_version(&x->best.c[dup], &newer);
         bool admit =
             later && !kept && v.ts >= x->q->from_ts && v.ts <= x->q->to_ts &&
@@ -340,11 +345,6 @@ static int scan_inline(struct search *x, const struct store_scan_src *src)
 static int scan_segment(struct search *x, const struct store_scan_src *src)
 {
     const struct store_search_query *q = x->q;
-    if (src->window_end <= q->from_ts || src->window_start > q->to_ts || src->max_ts < q->from_ts ||
-        src->min_ts > q->to_ts) {
-        x->pruned += src->n;
-        return ST_OK; /* pruned by time */
-    }
     if (src->kind == STORE_SEG_SEALED && is_indexed(q, src->window_start, src->version))
         return ST_OK; /* the caller searched its index */
     x->segments++;
@@ -357,15 +357,17 @@ static int scan_segment(struct search *x, const struct store_scan_src *src)
 static int on_src(void *ctx, const struct store_scan_src *src)
 {
     struct search *x = ctx;
-    if (src->dim != x->q->dim)
+    const struct store_search_query *q = x->q;
+    if (src->dim != q->dim)
         return ST_EINVAL;
-    if (!src->memtable)
-        return scan_segment(x, src);
-    if (src->max_ts < x->q->from_ts || src->min_ts > x->q->to_ts) {
+    /* Pruned by time, unread: a segment by its window or the ts it holds, a memtable chunk
+     * (records of any window) by the ts written into it. */
+    if ((!src->memtable && (src->window_end <= q->from_ts || src->window_start > q->to_ts)) ||
+        src->max_ts < q->from_ts || src->min_ts > q->to_ts) {
         x->pruned += src->n;
-        return ST_OK; /* a memtable chunk pruned by time */
+        return ST_OK;
     }
-    return scan_inline(x, src);
+    return src->memtable ? scan_inline(x, src) : scan_segment(x, src);
 }
 
 /* Moves the confirmed hits, closest first, into out (heap sort: pop the worst to the end). */
