@@ -323,6 +323,8 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
         res->segments += (uint32_t)json_integer_value(json_object_get(a, "segments_searched"));
         res->fresh_scanned +=
             (uint64_t)json_integer_value(json_object_get(a, "fresh_records_scanned"));
+        res->fresh_pruned +=
+            (uint64_t)json_integer_value(json_object_get(a, "fresh_records_pruned"));
         size_t k;
         json_t *x;
         json_array_foreach(json_object_get(a, "hits"), k, x)

@@ -54,7 +54,7 @@ struct idx_search_res {
     struct idx_search_hit *hits;
     size_t n;
     uint32_t windows, segments; /* searched: indexed parts + the nodes' fresh sources */
-    uint64_t fresh_scanned;
+    uint64_t fresh_scanned, fresh_pruned;
     uint32_t nodes; /* ingest nodes asked */
 };
 

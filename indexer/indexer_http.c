@@ -318,9 +318,10 @@ static void do_search(struct indexer_http *h, struct idx_coll *c, const struct s
     double took = (double)(st_clock_mono_ns(NULL) - t0) / 1e9;
     st_hist_observe(&h->search_hist, took);
     st_http_json(resp, 200,
-                 json_pack("{s:o,s:I,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
+                 json_pack("{s:o,s:I,s:I,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
                            (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
-                           "fresh_records_scanned", (json_int_t)res.fresh_scanned, "ingest_nodes",
+                           "fresh_records_scanned", (json_int_t)res.fresh_scanned,
+                           "fresh_records_pruned", (json_int_t)res.fresh_pruned, "ingest_nodes",
                            (json_int_t)res.nodes, "took_ms", took * 1e3));
 out:
     idx_search_res_free(&res);

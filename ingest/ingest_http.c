@@ -30,6 +30,11 @@ struct ingest_http {
     struct ing_consumer *cons;
     _Atomic bool ready;
     struct st_hist search_hist;
+    /* Per collection (index as in colls): records a strong search read, and records it
+     * skipped unread because their segment or memtable chunk lay outside its time range. */
+    struct search_counts {
+        _Atomic uint64_t scanned, pruned;
+    } * counts;
 };
 
 static const struct ingest_http_coll *coll_find(const struct ingest_http *h, const char *name,
@@ -318,10 +323,13 @@ static void do_search(struct ingest_http *h, const struct ingest_http_coll *c,
     }
     double took = (double)(st_clock_mono_ns(NULL) - t0) / 1e9;
     st_hist_observe(&h->search_hist, took);
-    json_t *body =
-        json_pack("{s:o,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
-                  (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
-                  "fresh_records_scanned", (json_int_t)res.scanned, "took_ms", took * 1e3);
+    struct search_counts *sc = &h->counts[c - h->colls];
+    atomic_fetch_add_explicit(&sc->scanned, res.scanned, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sc->pruned, res.pruned, memory_order_relaxed);
+    json_t *body = json_pack("{s:o,s:I,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
+                             (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
+                             "fresh_records_scanned", (json_int_t)res.scanned,
+                             "fresh_records_pruned", (json_int_t)res.pruned, "took_ms", took * 1e3);
     if (superseded != NULL && body != NULL)
         json_object_set_new(body, "superseded", superseded);
     else
@@ -599,6 +607,15 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
     }
     st_prom_head(t, "strata_search_seconds", "histogram", "Search latency (exact fresh scans).");
     st_prom_hist(t, "strata_search_seconds", NULL, &h->search_hist);
+    st_prom_head(t, "strata_search_records_total", "counter",
+                 "Records of unindexed data a search read (scanned) or skipped unread as outside "
+                 "its time range (pruned).");
+    for (size_t i = 0; i < h->n; i++) {
+        const char *l[] = {"collection", h->colls[i].cfg->name, "outcome", "scanned", NULL};
+        st_prom_sample(t, "strata_search_records_total", l, (double)h->counts[i].scanned);
+        l[3] = "pruned";
+        st_prom_sample(t, "strata_search_records_total", l, (double)h->counts[i].pruned);
+    }
 }
 
 /* ---- the status page's data (GET /v1/status) ---------------------------------------------- */
@@ -820,13 +837,16 @@ uint16_t ingest_http_port(const struct ingest_http *h)
     return st_http_port(h->srv);
 }
 
-void ingest_http_ready(struct ingest_http *h, const struct ingest_http_coll *colls, size_t n,
-                       struct ing_consumer *c)
+int ingest_http_ready(struct ingest_http *h, const struct ingest_http_coll *colls, size_t n,
+                      struct ing_consumer *c)
 {
+    if ((h->counts = calloc(n ? n : 1, sizeof(*h->counts))) == NULL)
+        return ST_ENOMEM;
     h->colls = colls;
     h->n = n;
     h->cons = c;
     atomic_store(&h->ready, true);
+    return ST_OK;
 }
 
 void ingest_http_stop(struct ingest_http *h)
@@ -834,6 +854,7 @@ void ingest_http_stop(struct ingest_http *h)
     if (h == NULL)
         return;
     st_http_stop(h->srv);
+    free(h->counts);
     free(h->node);
     free(h);
 }

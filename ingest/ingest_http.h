@@ -44,8 +44,8 @@ int ingest_http_start(const struct ingest_http_opts *o, struct ingest_http **out
                       struct st_err *err) ST_WUR;
 uint16_t ingest_http_port(const struct ingest_http *h);
 /* Serves colls (same order as the consumer's collections) from now on; borrowed until stop. */
-void ingest_http_ready(struct ingest_http *h, const struct ingest_http_coll *colls, size_t n,
-                       struct ing_consumer *c);
+int ingest_http_ready(struct ingest_http *h, const struct ingest_http_coll *colls, size_t n,
+                      struct ing_consumer *c) ST_WUR;
 void ingest_http_stop(struct ingest_http *h);
 
 #endif

@@ -204,7 +204,10 @@ int ingest_node_start(const struct cfg *cfg, int64_t started_ms, struct ingest_n
                                    .assignment_ctx = &n->ann};
     if ((rc = ing_consumer_open(&co, &n->cons, err)) != ST_OK)
         goto fail;
-    ingest_http_ready(n->http, n->hc, nc, n->cons);
+    if ((rc = ingest_http_ready(n->http, n->hc, nc, n->cons)) != ST_OK) {
+        st_err_set(err, rc, "out of memory");
+        goto fail;
+    }
     /* Announced once it serves (SPEC.md §7): an indexer may ask for fresh data at once. */
     if ((rc = start_announcer(cfg, &n->nats_auth, n->url, started_ms, &n->ann, err)) != ST_OK)
         goto fail;

@@ -483,6 +483,20 @@ START_TEST(test_indexer_end_to_end)
         ck_assert(!hits_have(r, id));
         json_decref(r);
     }
+    /* A range after every record: the nodes skip their fresh data unread, and say how much. */
+    {
+        char *fv = vec_text(test + (size_t)(NQ + 3) * DIM);
+        size_t cap = strlen(fv) + 128;
+        char *body = malloc(cap);
+        snprintf(body, cap, "{\"vector\": %s, \"k\": 5, \"from_ts\": %" PRId64 "}", fv, now - 99);
+        json_t *r = http_json(port, "/v1/collections/fm/search", body, 200);
+        ck_assert_uint_eq(json_array_size(json_object_get(r, "hits")), 0);
+        ck_assert_int_eq(json_integer_value(json_object_get(r, "fresh_records_scanned")), 0);
+        ck_assert_int_ge(json_integer_value(json_object_get(r, "fresh_records_pruned")), 3);
+        json_decref(r);
+        free(body);
+        free(fv);
+    }
 
     /* Bad requests: each its 4xx with a message. */
     char *vt = vec_text(test);

@@ -414,6 +414,7 @@ START_TEST(test_daemon_http)
         json_integer_value(json_object_get(json_object_get(json_array_get(hits, 0), "meta"), "n")),
         5);
     ck_assert_int_ge(json_integer_value(json_object_get(j, "fresh_records_scanned")), NMSG);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "fresh_records_pruned")), 0);
     json_decref(j);
     free(r.body);
     /* The sealed window listed as indexed by the caller: skipped, only fresh data answers. */
@@ -433,6 +434,8 @@ START_TEST(test_daemon_http)
     j = json_of(&r);
     ck_assert_uint_eq(json_array_size(json_object_get(j, "hits")), 0);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "fresh_records_scanned")), 0);
+    json_int_t pruned = json_integer_value(json_object_get(j, "fresh_records_pruned"));
+    ck_assert_int_ge(pruned, NMSG); /* the sealed window's records, skipped unread */
     json_decref(j);
     free(r.body);
     /* Strong consistency: a record is searchable as soon as it is applied (memtable). */
@@ -523,6 +526,10 @@ START_TEST(test_daemon_http)
     ck_assert(st_test_metric(r.body, "strata_freshness_seconds_count{collection=\"docs\",stage="
                                      "\"sealed\"}") >= 1);
     ck_assert(st_test_metric(r.body, "strata_search_seconds_count") >= 5);
+    ck_assert(st_test_metric(r.body, "strata_search_records_total{collection=\"docs\",outcome="
+                                     "\"scanned\"}") >= NMSG);
+    ck_assert(st_test_metric(r.body, "strata_search_records_total{collection=\"docs\",outcome="
+                                     "\"pruned\"}") >= (double)pruned);
     ck_assert_double_eq(st_test_metric(r.body, "strata_segments_total{collection=\"docs\",state="
                                                "\"sealed\"}"),
                         1);

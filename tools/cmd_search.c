@@ -159,10 +159,11 @@ static void print_table(json_t *resp)
     json_t *took = json_object_get(resp, "took_ms");
     printf("%zu hit(s); windows_searched=%" JSON_INTEGER_FORMAT
            " segments_searched=%" JSON_INTEGER_FORMAT " fresh_records_scanned=%" JSON_INTEGER_FORMAT
-           " took_ms=%.3f\n",
+           " fresh_records_pruned=%" JSON_INTEGER_FORMAT " took_ms=%.3f\n",
            json_array_size(hits), json_integer_value(json_object_get(resp, "windows_searched")),
            json_integer_value(json_object_get(resp, "segments_searched")),
            json_integer_value(json_object_get(resp, "fresh_records_scanned")),
+           json_integer_value(json_object_get(resp, "fresh_records_pruned")),
            json_number_value(took));
 }
 
