@@ -55,8 +55,8 @@ struct idx_ivfpq {
     float *codebooks; /* m * ksub * dsub: sub-quantizer j's centroid c at (j*ksub + c)*dsub */
     float *cbt;       /* per sub-quantizer: its codebook transposed (dsub rows of ksub) */
     float *cbn;       /* m * ksub squared norms of the codebook centroids */
-    float *ct;        /* coarse centroids transposed (dim rows of nlist), for one-pass probing */
-    float *cn;        /* nlist squared norms of the coarse centroids */
+    float *ct;        /* coarse centroids (L2: minus mu) transposed (dim rows of nlist) */
+    float *cn;        /* nlist squared norms of the coarse centroids (L2: minus mu) */
     float *mu;        /* L2: the coarse centroids' mean, the origin of the per-vector terms */
     struct ivf_list *lists;
     uint32_t n;
@@ -120,22 +120,39 @@ static uint32_t argmin_t(const float *dots, const float *norms, uint32_t k)
     return bi;
 }
 
-/* The nearest centroid of n points (rows ldx floats apart): out[i] for point i.
- * dots: NEAREST_BATCH * k floats of scratch. */
-static void nearest_n(const float *x, uint32_t n, size_t ldx, const float *ct, const float *norms,
-                      uint32_t d, uint32_t k, float *dots, uint32_t *out)
+/* Rows x[0..nb) (ldx floats apart) minus origin, into xb (nb * d); x itself without one. */
+static const float *centred(const float *x, uint32_t nb, size_t ldx, uint32_t d,
+                            const float *origin, float *xb)
+{
+    if (origin == NULL)
+        return x;
+    for (uint32_t b = 0; b < nb; b++)
+        for (uint32_t j = 0; j < d; j++)
+            xb[(size_t)b * d + j] = x[(size_t)b * ldx + j] - origin[j];
+    return xb;
+}
+
+/* The nearest centroid of n points (rows ldx floats apart): out[i] for point i. ct and norms
+ * are of the centroids minus origin (NULL: none), and so are the points before their dot
+ * products: ||c||^2 - 2<x, c> cancels catastrophically in float when the data lie far from the
+ * origin, measured from near their middle it does not. dots: NEAREST_BATCH * k floats of
+ * scratch; xb: NEAREST_BATCH * d (unused without origin). */
+static void nearest_n(const float *x, uint32_t n, size_t ldx, const float *origin, const float *ct,
+                      const float *norms, uint32_t d, uint32_t k, float *dots, float *xb,
+                      uint32_t *out)
 {
     st_dots_tn_fn tn = st_kernels()->dots_tn;
     for (uint32_t i = 0; i < n; i += NEAREST_BATCH) {
         uint32_t nb = n - i < NEAREST_BATCH ? n - i : NEAREST_BATCH;
-        tn(x + (size_t)i * ldx, nb, ldx, ct, d, k, dots);
+        const float *xc = centred(x + (size_t)i * ldx, nb, ldx, d, origin, xb);
+        tn(xc, nb, origin != NULL ? d : ldx, ct, d, k, dots);
         for (uint32_t b = 0; b < nb; b++)
             out[i + b] = argmin_t(dots + (size_t)b * k, norms, k);
     }
 }
 
 struct assign_job {
-    const float *x, *ct, *norms;
+    const float *x, *origin, *ct, *norms;
     uint32_t n, d, k, from, to;
     uint32_t *out;
 };
@@ -144,11 +161,16 @@ static void *assign_range(void *arg)
 {
     struct assign_job *j = arg;
     float *dots = malloc((size_t)NEAREST_BATCH * j->k * sizeof(float));
-    if (dots == NULL)
+    float *xb = malloc((size_t)NEAREST_BATCH * j->d * sizeof(float));
+    if (dots == NULL || xb == NULL) {
+        free(dots);
+        free(xb);
         return (void *)1;
-    nearest_n(j->x + (size_t)j->from * j->d, j->to - j->from, j->d, j->ct, j->norms, j->d, j->k,
-              dots, j->out + j->from);
+    }
+    nearest_n(j->x + (size_t)j->from * j->d, j->to - j->from, j->d, j->origin, j->ct, j->norms,
+              j->d, j->k, dots, xb, j->out + j->from);
     free(dots);
+    free(xb);
     return NULL;
 }
 
@@ -159,27 +181,38 @@ static void *assign_thread(void *arg)
     return assign_range(arg);
 }
 
-/* Nearest centroid of each of n points (threads share the range). */
+/* Nearest centroid of each of n points (threads share the range), the distances measured
+ * from origin (NULL: from 0; see nearest_n). */
 static int assign_all(const float *x, uint32_t n, uint32_t d, const float *c, uint32_t k,
-                      uint32_t *out, uint32_t threads)
+                      const float *origin, uint32_t *out, uint32_t threads)
 {
     if (threads < 1)
         threads = 1;
     if (threads > 16)
         threads = 16;
     float *ct = malloc((size_t)k * d * sizeof(float)), *norms = malloc(k * sizeof(float));
-    if (ct == NULL || norms == NULL) {
+    float *cc = origin != NULL ? malloc((size_t)k * d * sizeof(float)) : NULL;
+    if (ct == NULL || norms == NULL || (origin != NULL && cc == NULL)) {
         free(ct);
         free(norms);
+        free(cc);
         return ST_ENOMEM;
     }
+    if (origin != NULL) {
+        for (uint32_t i = 0; i < k; i++)
+            for (uint32_t j = 0; j < d; j++)
+                cc[(size_t)i * d + j] = c[(size_t)i * d + j] - origin[j];
+        c = cc;
+    }
     transpose_norms(c, k, d, ct, norms);
+    free(cc);
     struct assign_job jobs[16];
     pthread_t th[16];
     uint32_t started = 0;
     int rc = ST_OK;
     for (uint32_t t = 0; t < threads; t++) {
         jobs[t] = (struct assign_job){x,
+                                      origin,
                                       ct,
                                       norms,
                                       n,
@@ -241,7 +274,7 @@ static int kmeans(const float *x, uint32_t n, uint32_t d, uint32_t k, uint32_t i
     }
     int rc = ST_OK;
     for (uint32_t it = 0; it < iters && rc == ST_OK; it++) {
-        if ((rc = assign_all(x, n, d, c, k, a, threads)) != ST_OK)
+        if ((rc = assign_all(x, n, d, c, k, NULL, a, threads)) != ST_OK)
             break;
         memset(cnt, 0, k * sizeof(*cnt));
         memset(sum, 0, (size_t)k * d * sizeof(*sum));
@@ -305,19 +338,33 @@ static int prepare(struct idx_ivfpq *ix)
     ix->cn = malloc((size_t)ix->nlist * sizeof(float));
     if (ix->ct == NULL || ix->cn == NULL)
         return ST_ENOMEM;
-    transpose_norms(ix->centroids, ix->nlist, ix->dim, ix->ct, ix->cn);
-    if (ix->metric != ST_METRIC_L2)
+    if (ix->metric != ST_METRIC_L2) {
+        transpose_norms(ix->centroids, ix->nlist, ix->dim, ix->ct, ix->cn);
         return ST_OK;
-    /* Terms measured from the centroids' mean: the query's table is -2<q_j - mu_j, cb>, whose
-     * spread (and at 4 bits its quantization step) follows |q - mu|, not |q|, so data far
-     * from the origin quantizes as finely as centred data. */
-    if ((ix->mu = calloc(ix->dim, sizeof(float))) == NULL)
+    }
+    /* L2 terms are measured from the centroids' mean: the query's table is -2<q_j - mu_j, cb>,
+     * whose spread (and at 4 bits its quantization step) follows |q - mu|, not |q|, so data
+     * far from the origin quantizes as finely as centred data; and the coarse step's
+     * ||q - mu||^2 + ||c - mu||^2 - 2<q - mu, c - mu> keeps its digits there (ct, cn are of
+     * c - mu). */
+    double *sum = calloc(ix->dim, sizeof(*sum));
+    float *cc = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
+    if ((ix->mu = malloc(ix->dim * sizeof(float))) == NULL || sum == NULL || cc == NULL) {
+        free(sum);
+        free(cc);
         return ST_ENOMEM;
+    }
     for (uint32_t l = 0; l < ix->nlist; l++)
         for (uint32_t d = 0; d < ix->dim; d++)
-            ix->mu[d] += ix->centroids[(size_t)l * ix->dim + d];
+            sum[d] += ix->centroids[(size_t)l * ix->dim + d];
     for (uint32_t d = 0; d < ix->dim; d++)
-        ix->mu[d] /= (float)ix->nlist;
+        ix->mu[d] = (float)(sum[d] / ix->nlist);
+    for (uint32_t l = 0; l < ix->nlist; l++)
+        for (uint32_t d = 0; d < ix->dim; d++)
+            cc[(size_t)l * ix->dim + d] = ix->centroids[(size_t)l * ix->dim + d] - ix->mu[d];
+    transpose_norms(cc, ix->nlist, ix->dim, ix->ct, ix->cn);
+    free(sum);
+    free(cc);
     return ST_OK;
 }
 
@@ -425,7 +472,8 @@ static int add_vectors(struct idx_ivfpq *ix, const struct idx_ivfpq *base, const
     int rc = ST_ENOMEM;
     if (!asg || !add || !code || !r || !dots)
         goto out;
-    if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, asg, threads)) != ST_OK)
+    if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, ix->mu, asg, threads)) !=
+        ST_OK)
         goto out;
     for (uint32_t i = 0; i < n; i++)
         add[asg[i]]++;
@@ -460,8 +508,8 @@ static int add_vectors(struct idx_ivfpq *ix, const struct idx_ivfpq *base, const
                 r[(size_t)b * ix->dim + d] = v[d] - c[d];
         }
         for (uint32_t j = 0; j < m; j++) {
-            nearest_n(r + (size_t)j * ix->dsub, nb, ix->dim, cbt_of(ix, j),
-                      ix->cbn + (size_t)j * ksub, ix->dsub, ksub, dots, idx8);
+            nearest_n(r + (size_t)j * ix->dsub, nb, ix->dim, NULL, cbt_of(ix, j),
+                      ix->cbn + (size_t)j * ksub, ix->dsub, ksub, dots, NULL, idx8);
             for (uint32_t b = 0; b < nb; b++)
                 code[(size_t)b * m + j] = (uint8_t)idx8[b];
         }
@@ -551,16 +599,36 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
                ix->dim * sizeof(float));
     }
     free(perm);
-    if ((rc = kmeans(train, ntrain, ix->dim, ix->nlist, iters, seed, threads, ix->centroids)) !=
-        ST_OK)
+    /* The coarse quantizer learns on the sample moved to its mean: k-means' assignments sum
+     * ||c||^2 - 2<x, c>, which loses every digit that matters when the data lie far from the
+     * origin (the centroids are moved back after). */
+    double *mean = calloc(ix->dim, sizeof(*mean));
+    if (mean == NULL)
         goto out;
-    /* Residuals of the sample, then one codebook per sub-space. */
-    if ((rc = assign_all(train, ntrain, ix->dim, ix->centroids, ix->nlist, asg, threads)) != ST_OK)
+    for (uint32_t i = 0; i < ntrain; i++)
+        for (uint32_t d = 0; d < ix->dim; d++)
+            mean[d] += train[(size_t)i * ix->dim + d];
+    for (uint32_t d = 0; d < ix->dim; d++)
+        mean[d] /= ntrain;
+    for (uint32_t i = 0; i < ntrain; i++)
+        for (uint32_t d = 0; d < ix->dim; d++)
+            train[(size_t)i * ix->dim + d] -= (float)mean[d];
+    rc = kmeans(train, ntrain, ix->dim, ix->nlist, iters, seed, threads, ix->centroids);
+    /* Residuals of the sample (centred, like the centroids), then one codebook per sub-space. */
+    if (rc == ST_OK)
+        rc = assign_all(train, ntrain, ix->dim, ix->centroids, ix->nlist, NULL, asg, threads);
+    if (rc != ST_OK) {
+        free(mean);
         goto out;
+    }
     for (uint32_t i = 0; i < ntrain; i++)
         for (uint32_t d = 0; d < ix->dim; d++)
             resid[(size_t)i * ix->dim + d] =
                 train[(size_t)i * ix->dim + d] - ix->centroids[(size_t)asg[i] * ix->dim + d];
+    for (uint32_t c = 0; c < ix->nlist; c++)
+        for (uint32_t d = 0; d < ix->dim; d++)
+            ix->centroids[(size_t)c * ix->dim + d] += (float)mean[d];
+    free(mean);
     /* Each codebook learns from at most 256 points per codeword (the sample is already in
      * random order, so its head is a random subset): 4,096 for 4 bits instead of every
      * training vector, which made the 4-bit build twice FAISS's; 8 bits keep 65,536. */
@@ -731,8 +799,9 @@ struct idx_ivfpq_searcher {
     float scale;  /* 4 bits: lut entries per distance unit */
     float bias;   /* 4 bits: what the lut's rows were shifted by, summed */
     float *qtab;  /* m * 16: scratch of the quantizer (4 bits) */
-    float *cdots; /* nlist: <q, centroid> */
+    float *cdots; /* nlist: <q, centroid> (L2: <q - mu, centroid - mu>) */
     float *bdots; /* NEAREST_BATCH * nlist: a batch's <q, centroid> (allocated on first use) */
+    float *bq;    /* NEAREST_BATCH * dim: a batch's queries - mu (L2; allocated on first use) */
     const struct st_kernels *k;
     struct st_hit *coarse;
     struct st_hit *cand;
@@ -769,6 +838,7 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s->qtab);
     free(s->cdots);
     free(s->bdots);
+    free(s->bq);
     free(s->coarse);
     free(s->cand);
     free(s);
@@ -888,14 +958,28 @@ static bool cand_room(struct idx_ivfpq_searcher *s, size_t keep)
     return true;
 }
 
-/* One query, its centroid dot products cdots[c] = <q, centroid c> already computed. */
-static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const float *cdots,
-                         uint32_t k, uint32_t nprobe, size_t keep, const float *raw, float bound,
-                         st_filter_fn filter, void *fctx, struct st_hit *out)
+/* The query as the coarse step and the tables take it: q - mu for L2 (into buf, dim floats),
+ * q itself for inner product. */
+static const float *query_origin(const struct idx_ivfpq *ix, const float *q, float *buf)
+{
+    if (ix->mu == NULL)
+        return q;
+    for (uint32_t d = 0; d < ix->dim; d++)
+        buf[d] = q[d] - ix->mu[d];
+    return buf;
+}
+
+/* One query q (qt: query_origin's), its centroid dot products cdots[c] = <qt, ct's c> already
+ * computed. */
+static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const float *qt,
+                         const float *cdots, uint32_t k, uint32_t nprobe, size_t keep,
+                         const float *raw, float bound, st_filter_fn filter, void *fctx,
+                         struct st_hit *out)
 {
     const struct idx_ivfpq *ix = s->ix;
-    /* Coarse: the nprobe closest lists; ||q - c||^2 = ||q||^2 + ||c||^2 - 2<q, c>. */
-    float qn = ix->metric == ST_METRIC_L2 ? s->k->dot(q, q, ix->dim) : 0;
+    /* Coarse: the nprobe closest lists; L2 from mu: ||q - c||^2 = ||q - mu||^2 + ||c - mu||^2
+     * - 2<q - mu, c - mu>. */
+    float qn = ix->metric == ST_METRIC_L2 ? s->k->dot(qt, qt, ix->dim) : 0;
     size_t nc = 0;
     for (uint32_t c = 0; c < ix->nlist; c++) {
         float d = ix->metric == ST_METRIC_L2 ? qn + ix->cn[c] - 2 * cdots[c] : -cdots[c];
@@ -909,12 +993,6 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     /* The query's table: -2<q_j - mu_j, cb> (L2) or -<q_j, cb> (inner product), at 4 bits
      * also quantized, once for every list probed. */
     float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
-    const float *qt = q;
-    if (ix->mu != NULL) {
-        for (uint32_t d = 0; d < ix->dim; d++)
-            s->qc[d] = q[d] - ix->mu[d];
-        qt = s->qc;
-    }
     for (uint32_t j = 0; j < ix->m; j++) {
         float *row = s->qterm + (size_t)j * ix->ksub;
         s->k->dots_t(qt + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
@@ -981,9 +1059,10 @@ size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint
     if (k == 0 || ix->n == 0 || !cand_room(s, keep))
         return 0;
     /* All centroid dot products in one pass over the transposed centroids. */
-    s->k->dots_t(q, ix->ct, ix->dim, ix->nlist, s->cdots);
-    return search_one(s, q, s->cdots, k, clamp_nprobe(ix, nprobe), keep, raw, bound, filter, fctx,
-                      out);
+    const float *qt = query_origin(ix, q, s->qc);
+    s->k->dots_t(qt, ix->ct, ix->dim, ix->nlist, s->cdots);
+    return search_one(s, q, qt, s->cdots, k, clamp_nprobe(ix, nprobe), keep, raw, bound, filter,
+                      fctx, out);
 }
 
 int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t nq, uint32_t k,
@@ -1002,16 +1081,22 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
     if (s->bdots == NULL &&
         (s->bdots = malloc((size_t)NEAREST_BATCH * ix->nlist * sizeof(float))) == NULL)
         return ST_ENOMEM;
+    if (s->bq == NULL && ix->mu != NULL &&
+        (s->bq = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float))) == NULL)
+        return ST_ENOMEM;
     nprobe = clamp_nprobe(ix, nprobe);
     for (size_t i = 0; i < nq; i += NEAREST_BATCH) {
         size_t nb = nq - i < NEAREST_BATCH ? nq - i : NEAREST_BATCH;
         /* The coarse products of the whole batch: each centroid column loaded serves them all
          * (summed in the same order as the one-query kernel: the same lists are probed). */
-        s->k->dots_tn(qs + i * ix->dim, nb, ix->dim, ix->ct, ix->dim, ix->nlist, s->bdots);
+        const float *qt = qs + i * ix->dim;
+        if (ix->mu != NULL)
+            qt = centred(qt, (uint32_t)nb, ix->dim, ix->dim, ix->mu, s->bq);
+        s->k->dots_tn(qt, nb, ix->dim, ix->ct, ix->dim, ix->nlist, s->bdots);
         for (size_t b = 0; b < nb; b++)
             counts[i + b] =
-                search_one(s, qs + (i + b) * ix->dim, s->bdots + b * ix->nlist, k, nprobe, keep,
-                           raw, INFINITY, filter, fctx, out + (i + b) * k);
+                search_one(s, qs + (i + b) * ix->dim, qt + b * ix->dim, s->bdots + b * ix->nlist, k,
+                           nprobe, keep, raw, INFINITY, filter, fctx, out + (i + b) * k);
     }
     return ST_OK;
 }
