@@ -630,6 +630,124 @@ static int insert_nodes(struct idx_hnsw *h, uint32_t from, uint32_t threads)
     return b.rc;
 }
 
+/* Marks in seen[] every node reachable on level 0 from `from` (not yet marked); stack: n
+ * entries of scratch. Returns how many it marked. */
+static uint32_t mark_reachable(const struct idx_hnsw *h, uint32_t from, uint8_t *seen,
+                               uint32_t *stack)
+{
+    uint32_t top = 0, marked = 0;
+    if (seen[from])
+        return 0;
+    seen[from] = 1;
+    stack[top++] = from;
+    while (top > 0) {
+        const uint32_t *links = hnsw_links0(h, stack[--top]);
+        marked++;
+        for (uint32_t j = 0; j < links[0]; j++) {
+            uint32_t e = links[1 + j];
+            if (!seen[e]) {
+                seen[e] = 1;
+                stack[top++] = e;
+            }
+        }
+    }
+    return marked;
+}
+
+/* One repair pass of connect_unreached over the nodes seen[] does not mark. */
+static void connect_pass(struct idx_hnsw *h, struct idx_hnsw_searcher *s, uint8_t *seen,
+                         uint32_t *stack, uint32_t *indeg, struct cand *near)
+{
+    memset(indeg, 0, (size_t)h->n * sizeof(*indeg));
+    for (uint32_t i = 0; i < h->n; i++) {
+        const uint32_t *links = hnsw_links0(h, i);
+        for (uint32_t j = 0; j < links[0]; j++)
+            indeg[links[1 + j]]++;
+    }
+    for (uint32_t u = 0; u < h->n; u++) {
+        if (seen[u])
+            continue;
+        const float *q = hnsw_vec(h, u);
+        uint32_t ep = descend(s, NULL, q, h->entry, h->max_level, 0);
+        search_layer(s, NULL, q, ep, h->ef_construction, h->ef_construction, INFINITY, 0, NULL,
+                     NULL);
+        size_t nn = 0;
+        while (s->res.n > 0) {
+            struct cand c = heap_pop(&s->res, true);
+            if (seen[c.id] && c.id != u)
+                near[nn++] = c;
+        }
+        if (nn == 0) /* the descent landed outside what the entry reaches */
+            near[nn++] = (struct cand){h->dist(q, hnsw_vec(h, h->entry), h->dim), h->entry};
+        qsort(near, nn, sizeof(*near), cand_cmp);
+        uint32_t *links = NULL;
+        for (size_t j = 0; j < nn && links == NULL; j++) {
+            uint32_t *l = hnsw_links0(h, near[j].id);
+            if (l[0] < h->m0)
+                links = l;
+        }
+        if (links != NULL) {
+            links[1 + links[0]++] = u;
+        } else { /* all full: the nearest gives up its link to the node most linked to */
+            links = hnsw_links0(h, near[0].id);
+            uint32_t w = 0;
+            for (uint32_t j = 1; j < links[0]; j++)
+                if (indeg[links[1 + j]] > indeg[links[1 + w]])
+                    w = j;
+            indeg[links[1 + w]]--;
+            links[1 + w] = u;
+        }
+        indeg[u]++;
+        mark_reachable(h, u, seen, stack);
+    }
+}
+
+/*
+ * Every node reachable on level 0 from the entry. Insertion cannot promise it: a neighbour's
+ * list that re-selects when full may drop the only link to a node, and with threads the order
+ * of those re-selections varies from run to run (check_indexer's exhaustive search missed one
+ * node in 40 parallel builds, once in many CI runs). A node no search can reach is a record no
+ * search can return, so after the inserts each unreached node (in id order) gets a link from
+ * the nearest reached node whose level-0 list has room — or, when the ef_construction nearest
+ * are all full, in place of the nearest one's link to the node most linked to (which keeps
+ * another way in) — and what it reaches is reached from then on. Single-threaded; a graph
+ * with nothing unreached costs one traversal.
+ */
+static int connect_unreached(struct idx_hnsw *h)
+{
+    if (h->n < 2 || h->max_level < 0)
+        return ST_OK;
+    uint8_t *seen = malloc(h->n);
+    uint32_t *stack = malloc((size_t)h->n * sizeof(*stack));
+    uint32_t *indeg = NULL;
+    struct idx_hnsw_searcher *s = NULL;
+    struct cand *near = NULL;
+    int rc = seen != NULL && stack != NULL ? ST_OK : ST_ENOMEM;
+    /* A link given up (connect_pass) may have been some node's only way in: passes until one
+     * traversal reaches everything (the second nearly always does; bounded anyway). */
+    for (int pass = 0; pass < 8 && rc == ST_OK; pass++) {
+        memset(seen, 0, h->n);
+        if (mark_reachable(h, h->entry, seen, stack) == h->n)
+            break;
+        if (s == NULL) {
+            indeg = malloc((size_t)h->n * sizeof(*indeg));
+            s = idx_hnsw_searcher_new(h);
+            near = malloc((h->ef_construction + 1) * sizeof(*near));
+            if (indeg == NULL || s == NULL || near == NULL) {
+                rc = ST_ENOMEM;
+                break;
+            }
+        }
+        connect_pass(h, s, seen, stack, indeg, near);
+    }
+    free(seen);
+    free(stack);
+    free(indeg);
+    free(near);
+    idx_hnsw_searcher_free(s);
+    return rc;
+}
+
 int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
                    struct idx_hnsw **out)
 {
@@ -652,6 +770,8 @@ int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
         rc = place_nodes(h, 0, vecs, o->seed);
     if (rc == ST_OK)
         rc = insert_nodes(h, 0, o->threads ? o->threads : 1);
+    if (rc == ST_OK)
+        rc = connect_unreached(h);
     if (rc == ST_OK)
         rc = idx_hnsw_make_codes(h);
     if (rc != ST_OK) {
@@ -699,6 +819,8 @@ int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, 
         rc = place_nodes(h, nb, vecs, seed);
     if (rc == ST_OK)
         rc = insert_nodes(h, nb, threads ? threads : 1);
+    if (rc == ST_OK)
+        rc = connect_unreached(h);
     if (rc == ST_OK)
         rc = idx_hnsw_make_codes(h);
     if (rc != ST_OK) {
