@@ -344,9 +344,6 @@ static int scan_inline(struct search *x, const struct store_scan_src *src)
 
 static int scan_segment(struct search *x, const struct store_scan_src *src)
 {
-    const struct store_search_query *q = x->q;
-    if (src->kind == STORE_SEG_SEALED && is_indexed(q, src->window_start, src->version))
-        return ST_OK; /* the caller searched its index */
     x->segments++;
     int rc = note_window(x, src->window_start);
     if (rc != ST_OK)
@@ -360,6 +357,9 @@ static int on_src(void *ctx, const struct store_scan_src *src)
     const struct store_search_query *q = x->q;
     if (src->dim != q->dim)
         return ST_EINVAL;
+    if (!src->memtable && src->kind == STORE_SEG_SEALED &&
+        is_indexed(q, src->window_start, src->version))
+        return ST_OK; /* the caller searched its index: neither scanned nor pruned here */
     /* Pruned by time, unread: a segment by its window or the ts it holds, a memtable chunk
      * (records of any window) by the ts written into it. */
     if ((!src->memtable && (src->window_end <= q->from_ts || src->window_start > q->to_ts)) ||

@@ -182,6 +182,14 @@ START_TEST(test_fresh_skips_indexed_and_prunes_time)
     ck_assert_ptr_nonnull(hit(&r, "c1"));
     ck_assert_uint_eq(r.segments, 1);
     ck_assert_uint_eq(r.scanned, 2);
+    ck_assert_uint_eq(r.pruned, 3); /* A's sealed a1..a3; the memtable's chunk spans 40..1500 */
+    store_search_result_free(&r);
+    /* The same range with A v1 searched by index: A's segment is the caller's, not pruned
+     * here (pruned counts only unindexed data skipped unread). */
+    r = search(s, 1, 10, 1000, 1999, &ix, 1);
+    ck_assert_uint_eq(r.n, 2);
+    ck_assert_uint_eq(r.scanned, 2);
+    ck_assert_uint_eq(r.pruned, 0);
     store_search_result_free(&r);
     /* Nothing in range. */
     r = search(s, 1, 10, 5000, 6000, NULL, 0);
