@@ -6,7 +6,7 @@
  *   0             8               magic "STRHNSW\0"
  *   8             4               format version (1)
  *   12            4               dim
- *   16            4               m            20  4  ef_construction
+ *   16            4               m            20  4  ef_construction (<= 2^20)
  *   24            4               metric (0 l2, 1 ip, 2 cosine)
  *   28            4               n (nodes)    32  4  entry node
  *   36            4               max level (i32, -1 when empty)

@@ -480,7 +480,7 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
     if (level < top)
         ep = descend(s, b, q, ep, top, level);
     int from = level < top ? level : top;
-    struct cand *sorted = malloc((h->ef_construction + 1) * sizeof(*sorted));
+    struct cand *sorted = malloc(((size_t)h->ef_construction + 1) * sizeof(*sorted));
     /* per level l <= from: the count, then the neighbours chosen (at most m) */
     uint32_t *sel = malloc((size_t)(from + 1) * (1 + h->m) * sizeof(*sel));
     if (sorted == NULL || sel == NULL) {
@@ -654,97 +654,244 @@ static uint32_t mark_reachable(const struct idx_hnsw *h, uint32_t from, uint8_t 
     return marked;
 }
 
-/* One repair pass of connect_unreached over the nodes seen[] does not mark. */
-static void connect_pass(struct idx_hnsw *h, struct idx_hnsw_searcher *s, uint8_t *seen,
-                         uint32_t *stack, uint32_t *indeg, struct cand *near)
+/* Scratch of the reachability repair (connect_all). */
+struct reach {
+    struct idx_hnsw *h;
+    struct idx_hnsw_searcher *s;
+    uint8_t *fwd;      /* reached from the entry on level 0 */
+    uint8_t *chk;      /* a fresh traversal, to verify a link given up */
+    uint8_t *back;     /* can reach the entry on level 0 */
+    uint32_t *stack;   /* n */
+    uint32_t *indeg;   /* n: links to each node */
+    size_t *roff;      /* n + 1: the reversed lists (CSR), built once for the backward step */
+    uint32_t *radj;    /* sum of list lengths */
+    struct cand *near; /* ef_construction + 1 */
+    uint32_t verifies; /* traversals left for verifying replaced links */
+};
+
+/* Verifications (one level-0 traversal each) a repair may spend on links given up in full
+ * lists; the lists nearly always have room (none were needed on Fashion-MNIST). */
+#define REACH_VERIFY_BUDGET 64
+
+/* The nodes nearest to q that pass ok[] (nonzero), closest first, in r->near; returns how many.
+ * The entry is always a candidate if it passes. */
+static size_t nearest_marked(struct reach *r, const float *q, uint32_t self, const uint8_t *ok)
 {
-    memset(indeg, 0, (size_t)h->n * sizeof(*indeg));
-    for (uint32_t i = 0; i < h->n; i++) {
-        const uint32_t *links = hnsw_links0(h, i);
-        for (uint32_t j = 0; j < links[0]; j++)
-            indeg[links[1 + j]]++;
+    struct idx_hnsw *h = r->h;
+    uint32_t ep = descend(r->s, NULL, q, h->entry, h->max_level, 0);
+    search_layer(r->s, NULL, q, ep, h->ef_construction, h->ef_construction, INFINITY, 0, NULL,
+                 NULL);
+    size_t nn = 0;
+    bool entry_in = false;
+    while (r->s->res.n > 0) {
+        struct cand c = heap_pop(&r->s->res, true);
+        if (ok[c.id] && c.id != self) {
+            r->near[nn++] = c;
+            entry_in |= c.id == h->entry;
+        }
     }
+    if (!entry_in && ok[h->entry] && h->entry != self)
+        r->near[nn++] = (struct cand){h->dist(q, hnsw_vec(h, h->entry), h->dim), h->entry};
+    qsort(r->near, nn, sizeof(*r->near), cand_cmp);
+    return nn;
+}
+
+/* Does every node r->fwd marks stay reached from the entry? (One traversal into r->chk.) */
+static bool still_reached(struct reach *r)
+{
+    uint32_t n = r->h->n;
+    memset(r->chk, 0, n);
+    mark_reachable(r->h, r->h->entry, r->chk, r->stack);
+    for (uint32_t i = 0; i < n; i++)
+        if (r->fwd[i] && !r->chk[i])
+            return false;
+    return true;
+}
+
+/* Puts `to` into node v's full level-0 list in place of one of its links, most-linked target
+ * first, keeping the change only if everything reached stays reached (a verified traversal;
+ * r->chk then holds the new reach). False when no swap passed or the budget is spent. */
+static bool swap_link(struct reach *r, uint32_t v, uint32_t to)
+{
+    uint32_t *links = hnsw_links0(r->h, v);
+    uint8_t tried[256] = {0};
+    for (int attempt = 0; attempt < 2 && r->verifies > 0; attempt++) {
+        uint32_t w = UINT32_MAX;
+        for (uint32_t j = 0; j < links[0]; j++)
+            if (!tried[j] && links[1 + j] != to &&
+                (w == UINT32_MAX || r->indeg[links[1 + j]] > r->indeg[links[1 + w]]))
+                w = j;
+        if (w == UINT32_MAX || r->indeg[links[1 + w]] < 2)
+            return false; /* a target linked from v alone would be cut off */
+        tried[w] = 1;
+        uint32_t old = links[1 + w];
+        links[1 + w] = to;
+        r->verifies--;
+        if (still_reached(r)) {
+            r->indeg[old]--;
+            r->indeg[to]++;
+            return true;
+        }
+        links[1 + w] = old;
+    }
+    return false;
+}
+
+/* Forward: a link to each node the entry does not reach, from the nearest reached node with
+ * room (else one swap_link in a near one); what the node reaches is reached from then on. */
+static void connect_forward(struct reach *r)
+{
+    struct idx_hnsw *h = r->h;
     for (uint32_t u = 0; u < h->n; u++) {
-        if (seen[u])
+        if (r->fwd[u])
             continue;
-        const float *q = hnsw_vec(h, u);
-        uint32_t ep = descend(s, NULL, q, h->entry, h->max_level, 0);
-        search_layer(s, NULL, q, ep, h->ef_construction, h->ef_construction, INFINITY, 0, NULL,
-                     NULL);
-        size_t nn = 0;
-        while (s->res.n > 0) {
-            struct cand c = heap_pop(&s->res, true);
-            if (seen[c.id] && c.id != u)
-                near[nn++] = c;
+        size_t nn = nearest_marked(r, hnsw_vec(h, u), u, r->fwd);
+        bool linked = false;
+        for (size_t j = 0; j < nn && !linked; j++) {
+            uint32_t *l = hnsw_links0(h, r->near[j].id);
+            if (l[0] < h->m0) {
+                l[1 + l[0]++] = u;
+                r->indeg[u]++;
+                mark_reachable(h, u, r->fwd, r->stack);
+                linked = true;
+            }
         }
-        if (nn == 0) /* the descent landed outside what the entry reaches */
-            near[nn++] = (struct cand){h->dist(q, hnsw_vec(h, h->entry), h->dim), h->entry};
-        qsort(near, nn, sizeof(*near), cand_cmp);
-        uint32_t *links = NULL;
-        for (size_t j = 0; j < nn && links == NULL; j++) {
-            uint32_t *l = hnsw_links0(h, near[j].id);
-            if (l[0] < h->m0)
-                links = l;
+        for (size_t j = 0; j < nn && j < 4 && !linked; j++) {
+            if (swap_link(r, r->near[j].id, u)) {
+                memcpy(r->fwd, r->chk, h->n); /* u and what it reaches, nothing lost */
+                linked = true;
+            }
         }
-        if (links != NULL) {
-            links[1 + links[0]++] = u;
-        } else { /* all full: the nearest gives up its link to the node most linked to */
-            links = hnsw_links0(h, near[0].id);
-            uint32_t w = 0;
-            for (uint32_t j = 1; j < links[0]; j++)
-                if (indeg[links[1 + j]] > indeg[links[1 + w]])
-                    w = j;
-            indeg[links[1 + w]]--;
-            links[1 + w] = u;
-        }
-        indeg[u]++;
-        mark_reachable(h, u, seen, stack);
     }
 }
 
-/*
- * Every node reachable on level 0 from the entry. Insertion cannot promise it: a neighbour's
- * list that re-selects when full may drop the only link to a node, and with threads the order
- * of those re-selections varies from run to run (check_indexer's exhaustive search missed one
- * node in 40 parallel builds, once in many CI runs). A node no search can reach is a record no
- * search can return, so after the inserts each unreached node (in id order) gets a link from
- * the nearest reached node whose level-0 list has room — or, when the ef_construction nearest
- * are all full, in place of the nearest one's link to the node most linked to (which keeps
- * another way in) — and what it reaches is reached from then on. Single-threaded; a graph
- * with nothing unreached costs one traversal.
- */
-static int connect_unreached(struct idx_hnsw *h)
+/* Marks in r->back every node that reaches `to` (not yet marked) through the reversed lists
+ * built at the start of the backward step (links added since only lead into marked nodes). */
+static void mark_reaching(struct reach *r, uint32_t to)
 {
-    if (h->n < 2 || h->max_level < 0)
-        return ST_OK;
-    uint8_t *seen = malloc(h->n);
-    uint32_t *stack = malloc((size_t)h->n * sizeof(*stack));
-    uint32_t *indeg = NULL;
-    struct idx_hnsw_searcher *s = NULL;
-    struct cand *near = NULL;
-    int rc = seen != NULL && stack != NULL ? ST_OK : ST_ENOMEM;
-    /* A link given up (connect_pass) may have been some node's only way in: passes until one
-     * traversal reaches everything (the second nearly always does; bounded anyway). */
-    for (int pass = 0; pass < 8 && rc == ST_OK; pass++) {
-        memset(seen, 0, h->n);
-        if (mark_reachable(h, h->entry, seen, stack) == h->n)
-            break;
-        if (s == NULL) {
-            indeg = malloc((size_t)h->n * sizeof(*indeg));
-            s = idx_hnsw_searcher_new(h);
-            near = malloc((h->ef_construction + 1) * sizeof(*near));
-            if (indeg == NULL || s == NULL || near == NULL) {
-                rc = ST_ENOMEM;
-                break;
+    uint32_t top = 0;
+    if (r->back[to])
+        return;
+    r->back[to] = 1;
+    r->stack[top++] = to;
+    while (top > 0) {
+        uint32_t x = r->stack[--top];
+        for (size_t j = r->roff[x]; j < r->roff[x + 1]; j++) {
+            uint32_t e = r->radj[j];
+            if (!r->back[e]) {
+                r->back[e] = 1;
+                r->stack[top++] = e;
             }
         }
-        connect_pass(h, s, seen, stack, indeg, near);
     }
-    free(seen);
-    free(stack);
-    free(indeg);
-    free(near);
-    idx_hnsw_searcher_free(s);
+}
+
+/* Backward: a search lands on level 0 wherever the upper levels lead it, so each node must
+ * also reach the entry (then the level-0 graph is strongly connected). A node that cannot gets
+ * a link to the nearest node that can, appended when its list has room, else by swap_link. */
+static int connect_backward(struct reach *r)
+{
+    struct idx_hnsw *h = r->h;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < h->n; i++)
+        total += hnsw_links0(h, i)[0];
+    r->roff = calloc((size_t)h->n + 1, sizeof(*r->roff));
+    r->radj = malloc((size_t)(total ? total : 1) * sizeof(*r->radj));
+    if (r->roff == NULL || r->radj == NULL)
+        return ST_ENOMEM;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const uint32_t *l = hnsw_links0(h, i);
+        for (uint32_t j = 0; j < l[0]; j++)
+            r->roff[l[1 + j] + 1]++;
+    }
+    for (uint32_t i = 0; i < h->n; i++)
+        r->roff[i + 1] += r->roff[i];
+    size_t *fill = malloc((size_t)h->n * sizeof(*fill)); /* each node's next in-link slot */
+    if (fill == NULL)
+        return ST_ENOMEM;
+    memcpy(fill, r->roff, (size_t)h->n * sizeof(*fill));
+    for (uint32_t i = 0; i < h->n; i++) {
+        const uint32_t *l = hnsw_links0(h, i);
+        for (uint32_t j = 0; j < l[0]; j++)
+            r->radj[fill[l[1 + j]]++] = i;
+    }
+    free(fill);
+    memset(r->back, 0, h->n);
+    mark_reaching(r, h->entry);
+    for (uint32_t w = 0; w < h->n; w++) {
+        if (r->back[w])
+            continue;
+        size_t nn = nearest_marked(r, hnsw_vec(h, w), w, r->back);
+        if (nn == 0)
+            continue;
+        uint32_t *l = hnsw_links0(h, w);
+        uint32_t x = r->near[0].id;
+        bool linked = false;
+        if (l[0] < h->m0) {
+            l[1 + l[0]++] = x;
+            r->indeg[x]++;
+            linked = true;
+        } else {
+            for (size_t j = 0; j < nn && j < 4 && !linked; j++)
+                linked = swap_link(r, w, r->near[j].id);
+        }
+        if (linked)
+            mark_reaching(r, w);
+    }
+    return ST_OK;
+}
+
+/*
+ * Makes the level-0 graph strongly connected, as far as it can without growing a list. A
+ * search can only return nodes its traversal reaches, and insertion does not promise that: a
+ * full list's re-selection can drop the only link to a node (a one-thread build over
+ * Fashion-MNIST left 136 of 60,000 unreached from the entry), threads vary the order of those
+ * re-selections from run to run, and a search starts level 0 wherever the upper levels lead
+ * it, not at the entry. So after the inserts: every node the entry does not reach gets a link
+ * from its nearest reached node, then every node that cannot reach the entry a link to its
+ * nearest node that can — appended where the list has room, else in place of a link to a
+ * node linked from elsewhere too, kept only if a traversal shows nothing reached was cut off
+ * (REACH_VERIFY_BUDGET such traversals at most). Single-threaded, after every insert thread
+ * has joined; a graph with nothing to repair costs two traversals. *left gets the nodes still
+ * unreached or unable to reach the entry (0 unless lists are full everywhere near them).
+ */
+static int connect_all(struct idx_hnsw *h, uint32_t *left)
+{
+    *left = 0;
+    if (h->n < 2 || h->max_level < 0)
+        return ST_OK;
+    struct reach r = {.h = h, .verifies = REACH_VERIFY_BUDGET};
+    int rc = ST_ENOMEM;
+    r.fwd = calloc(h->n, 1);
+    r.chk = malloc(h->n);
+    r.back = malloc(h->n);
+    r.stack = malloc((size_t)h->n * sizeof(*r.stack));
+    r.indeg = calloc(h->n, sizeof(*r.indeg));
+    r.s = idx_hnsw_searcher_new(h);
+    r.near = malloc(((size_t)h->ef_construction + 1) * sizeof(*r.near));
+    if (!r.fwd || !r.chk || !r.back || !r.stack || !r.indeg || !r.s || !r.near)
+        goto out;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const uint32_t *l = hnsw_links0(h, i);
+        for (uint32_t j = 0; j < l[0]; j++)
+            r.indeg[l[1 + j]]++;
+    }
+    if (mark_reachable(h, h->entry, r.fwd, r.stack) < h->n)
+        connect_forward(&r);
+    if ((rc = connect_backward(&r)) != ST_OK)
+        goto out;
+    for (uint32_t i = 0; i < h->n; i++)
+        *left += !r.fwd[i] || !r.back[i];
+out:
+    free(r.fwd);
+    free(r.chk);
+    free(r.back);
+    free(r.stack);
+    free(r.indeg);
+    free(r.roff);
+    free(r.radj);
+    free(r.near);
+    idx_hnsw_searcher_free(r.s);
     return rc;
 }
 
@@ -771,7 +918,7 @@ int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
     if (rc == ST_OK)
         rc = insert_nodes(h, 0, o->threads ? o->threads : 1);
     if (rc == ST_OK)
-        rc = connect_unreached(h);
+        rc = connect_all(h, &h->unreached);
     if (rc == ST_OK)
         rc = idx_hnsw_make_codes(h);
     if (rc != ST_OK) {
@@ -820,7 +967,7 @@ int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, 
     if (rc == ST_OK)
         rc = insert_nodes(h, nb, threads ? threads : 1);
     if (rc == ST_OK)
-        rc = connect_unreached(h);
+        rc = connect_all(h, &h->unreached);
     if (rc == ST_OK)
         rc = idx_hnsw_make_codes(h);
     if (rc != ST_OK) {
@@ -1020,6 +1167,11 @@ int idx_hnsw_make_codes(struct idx_hnsw *h)
 uint32_t idx_hnsw_count(const struct idx_hnsw *h)
 {
     return h->n;
+}
+
+uint32_t idx_hnsw_unreached(const struct idx_hnsw *h)
+{
+    return h->unreached;
 }
 
 bool idx_hnsw_has_codes(const struct idx_hnsw *h)

@@ -47,6 +47,10 @@ int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, 
 void idx_hnsw_free(struct idx_hnsw *h);
 
 uint32_t idx_hnsw_count(const struct idx_hnsw *h);
+/* After a build or extend: nodes the reachability repair could not make reachable from the
+ * entry and able to reach it on level 0 (0 normally; a search may miss such a node's record
+ * whatever its ef). 0 for a loaded file. */
+uint32_t idx_hnsw_unreached(const struct idx_hnsw *h);
 /* The dimension and metric the index was built with (a loaded file's own claim). */
 uint32_t idx_hnsw_dim(const struct idx_hnsw *h);
 enum st_metric idx_hnsw_metric(const struct idx_hnsw *h);

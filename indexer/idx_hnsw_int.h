@@ -16,6 +16,7 @@ struct idx_hnsw {
     uint32_t dim, m, m0, ef_construction;
     enum st_metric metric;
     uint32_t n;
+    uint32_t unreached; /* after a build or extend: connect_all's nodes left (0 normally) */
     size_t stride;
     uint8_t *level0;
     uint32_t **upper;

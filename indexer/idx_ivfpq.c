@@ -469,10 +469,23 @@ static int add_vectors(struct idx_ivfpq *ix, const struct idx_ivfpq *base, const
     uint8_t *code = malloc((size_t)NEAREST_BATCH * m);
     float *r = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float));
     float *dots = malloc((size_t)NEAREST_BATCH * ksub * sizeof(float));
+    float *own = NULL;
     int rc = ST_ENOMEM;
     if (!asg || !add || !code || !r || !dots)
         goto out;
-    if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, ix->mu, asg, threads)) !=
+    /* Lists are the nearest centroid in L2 whatever the metric, measured from the centroids'
+     * mean as k-means measured from the sample's (mu for L2; the same mean for inner product,
+     * whose search terms stay uncentred). */
+    const float *origin = ix->mu;
+    if (origin == NULL) {
+        if ((own = calloc(ix->dim, sizeof(*own))) == NULL)
+            goto out;
+        for (uint32_t c = 0; c < ix->nlist; c++)
+            for (uint32_t d = 0; d < ix->dim; d++)
+                own[d] += ix->centroids[(size_t)c * ix->dim + d] / (float)ix->nlist;
+        origin = own;
+    }
+    if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, origin, asg, threads)) !=
         ST_OK)
         goto out;
     for (uint32_t i = 0; i < n; i++)
@@ -532,6 +545,7 @@ out:
     free(code);
     free(r);
     free(dots);
+    free(own);
     return rc;
 }
 

@@ -278,6 +278,11 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
             rc = idx_ivfpq_save(p->ivf, p->idx_path, err);
         p->memory = idx_ivfpq_memory(p->ivf);
     } else if (p->hnsw != NULL) {
+        if (rc == ST_OK && idx_hnsw_unreached(p->hnsw) > 0)
+            st_log_warn("indexer",
+                        "index %s: %u of %u nodes not mutually reachable with the entry (full "
+                        "neighbour lists); searches may miss their records",
+                        p->idx_path, idx_hnsw_unreached(p->hnsw), idx_hnsw_count(p->hnsw));
         if (rc == ST_OK && !stopped)
             rc = idx_hnsw_save(p->hnsw, p->idx_path, err);
         p->memory = idx_hnsw_memory(p->hnsw);

@@ -665,8 +665,27 @@ START_TEST(test_ivfpq)
         double rt = ivfpq_recall(tx, bt, n, qt, nq, dim, ST_METRIC_L2, 16, 0, NULL);
         /* Measured: 8 bits 0.7515 and 0.7545 (0.7140 moved before the coarse centring), 4 bits
          * 0.6950 and 0.6965 (0.1065 before the table centring, 0.6795 before the coarse). */
-        ck_assert_msg(fabs(r0 - rt) <= 0.02, "nbits=%u: recall %.4f, moved by 1000: %.4f", nbits,
+        ck_assert_msg(fabs(r0 - rt) <= 0.01, "nbits=%u: recall %.4f, moved by 1000: %.4f", nbits,
                       r0, rt);
+        /* The batch (queries centred a block at a time) answers as one query at a time. */
+        {
+            struct idx_ivfpq_searcher *s1 = idx_ivfpq_searcher_new(tx),
+                                      *sb = idx_ivfpq_searcher_new(tx);
+            struct st_hit *hb = malloc((size_t)40 * 10 * sizeof(*hb)), h1[10];
+            size_t cnt[40];
+            ck_assert_int_eq(
+                idx_ivfpq_search_batch(sb, qt, 40, 10, 4, 0, NULL, NULL, NULL, hb, cnt), ST_OK);
+            for (uint32_t q = 0; q < 40; q++) {
+                size_t n1 =
+                    idx_ivfpq_search(s1, qt + (size_t)q * dim, 10, 4, 0, NULL, NULL, NULL, h1);
+                ck_assert_uint_eq(n1, cnt[q]);
+                ck_assert_msg(memcmp(h1, hb + (size_t)q * 10, n1 * sizeof(*h1)) == 0,
+                              "nbits=%u moved query %u: batched hits differ", nbits, q);
+            }
+            free(hb);
+            idx_ivfpq_searcher_free(s1);
+            idx_ivfpq_searcher_free(sb);
+        }
         if (nbits == 8) {
             struct idx_ivfpq_searcher *st = idx_ivfpq_searcher_new(tx);
             float *rc = malloc((size_t)dim * sizeof(float));
@@ -850,6 +869,7 @@ START_TEST(test_hnsw_file_lies)
         const char *what;
     } lies[] = {
         {40, 8, 1ull << 63, "stride 2^63 (n * (stride + 1) wraps with n = 2)"},
+        {20, 4, UINT32_MAX, "ef_construction 2^32 - 1 (an extend's scratch of ef + 1 wraps)"},
         {40, 8, UINT64_MAX - 63, "stride near 2^64"},
         {48, 8, UINT64_MAX - 3, "vec_bytes near 2^64 (vec_bytes + links wraps)"},
         {48, 8, vb + 2, "vec_bytes not a multiple of 4 (misaligned links)"},
@@ -2277,7 +2297,7 @@ START_TEST(test_hnsw_extend)
     idx_hnsw_free(x);
     /* Inserted exactly as a build inserts: with the build's generator state after na nodes,
      * the extended graph is the one-thread build over A then B — every node's level, the
-     * entry and every upper-level list the same. (Level 0 is not compared: the build over A
+     * entry and every upper-level list the same. (Level 0 only nearly: the build over A
      * linked the nodes its inserts had left unreached before B came, the build over A + B
      * links its own only at the end, and the searches at level 0 that placed B saw that.) */
     ck_assert_int_eq(idx_hnsw_extend(a, vb, nb, 1, hnsw_level_state(o.seed, na), &x), ST_OK);
@@ -2290,6 +2310,12 @@ START_TEST(test_hnsw_extend)
                                  (1 + (size_t)x->m) * sizeof(uint32_t)) == 0,
                           "extend differs from the build over A then B: node %u level %d", i, l);
     }
+    /* Level 0: equal but for the lists near what the repairs linked (2 of 8,000 measured). */
+    uint32_t differ = 0;
+    for (uint32_t i = 0; i < n; i++)
+        differ += memcmp(hnsw_links0(x, i), hnsw_links0(fresh, i),
+                         (1 + (size_t)hnsw_links0(x, i)[0]) * sizeof(uint32_t)) != 0;
+    ck_assert_msg(differ <= n / 100, "%u of %u level-0 lists differ", differ, n);
     idx_hnsw_free(x);
     /* A loaded (mmap'd) base extends to the same graph. */
     struct idx_hnsw *la;
@@ -2400,13 +2426,6 @@ START_TEST(test_hnsw_extend_new_top)
 }
 END_TEST
 
-/*
- * Parallel inserts leave every node reachable (regression: a node was met through an upper level
- * before its lower lists were written, so nodes arriving through it took it as their only
- * neighbour, and links added to its empty lists were then written over; small graphs on two
- * threads lost a node in ~13% of builds, ~40% of extends). Searched with ef = n, a node's own
- * vector finds it unless no path leads to it.
- */
 /* Every node a search can reach: 1 if an exhaustive search (ef = n) for each node's own vector
  * returns it, else 0 (first unreached node in *miss). */
 static int hnsw_all_reached(const struct idx_hnsw *h, const float *all, uint32_t n, uint32_t dim,
@@ -2426,54 +2445,136 @@ static int hnsw_all_reached(const struct idx_hnsw *h, const float *all, uint32_t
     return ok;
 }
 
-/* A node that no list links to (insertion can leave one: a full list's re-selection drops
- * the only link, in an order threads vary) is linked again by the build and by extend: here
- * taken out of a built graph by hand, then the graph extended by nothing. First with room in
- * its neighbours' lists; then with every list full, where the nearest node gives up its link
- * to the node most linked to, and nothing else may be left unreached by that. */
+/* Level-0 traversal from `from` over h's lists, or over the reversed lists when rev (rev:
+ * radj/roff the reversed graph); returns how many nodes it reached. */
+static uint32_t l0_reach(const struct idx_hnsw *h, uint32_t from, const uint32_t *radj,
+                         const uint32_t *roff, uint8_t *seen, uint32_t *stack)
+{
+    memset(seen, 0, h->n);
+    uint32_t top = 0, cnt = 0;
+    seen[from] = 1;
+    stack[top++] = from;
+    while (top > 0) {
+        uint32_t x = stack[--top];
+        cnt++;
+        const uint32_t *l = hnsw_links0(h, x);
+        uint32_t nl = radj != NULL ? roff[x + 1] - roff[x] : l[0];
+        for (uint32_t j = 0; j < nl; j++) {
+            uint32_t e = radj != NULL ? radj[roff[x] + j] : l[1 + j];
+            if (!seen[e]) {
+                seen[e] = 1;
+                stack[top++] = e;
+            }
+        }
+    }
+    return cnt;
+}
+
+/* Is h's level-0 graph well formed (no list over m0, no self-link, no duplicate) and strongly
+ * connected (the entry reaches every node and every node reaches the entry)? */
+static bool l0_strong(const struct idx_hnsw *h, const char **why)
+{
+    uint32_t n = h->n, *roff = calloc(n + 1, 4), *stack = malloc(n * 4);
+    uint8_t *seen = malloc(n);
+    size_t total = 0;
+    *why = NULL;
+    for (uint32_t i = 0; i < n && *why == NULL; i++) {
+        const uint32_t *l = hnsw_links0(h, i);
+        if (l[0] > h->m0)
+            *why = "list over m0";
+        for (uint32_t j = 0; j < l[0] && *why == NULL; j++) {
+            if (l[1 + j] == i || l[1 + j] >= n)
+                *why = "self or out-of-range link";
+            for (uint32_t k = 0; k < j && *why == NULL; k++)
+                if (l[1 + k] == l[1 + j])
+                    *why = "duplicate link";
+            roff[l[1 + j] + 1]++;
+            total++;
+        }
+    }
+    uint32_t *radj = malloc((total + 1) * 4), *fill = malloc(n * 4);
+    for (uint32_t i = 0; i < n; i++)
+        roff[i + 1] += roff[i];
+    memcpy(fill, roff, n * 4);
+    for (uint32_t i = 0; i < n && *why == NULL; i++) {
+        const uint32_t *l = hnsw_links0(h, i);
+        for (uint32_t j = 0; j < l[0]; j++)
+            radj[fill[l[1 + j]]++] = i;
+    }
+    if (*why == NULL && l0_reach(h, h->entry, NULL, NULL, seen, stack) != n)
+        *why = "a node the entry does not reach";
+    if (*why == NULL && l0_reach(h, h->entry, radj, roff, seen, stack) != n)
+        *why = "a node that does not reach the entry";
+    free(roff);
+    free(stack);
+    free(seen);
+    free(radj);
+    free(fill);
+    return *why == NULL;
+}
+
+/* The repair (build and extend: every node reachable from the entry and reaching it on level
+ * 0, since a search lands on level 0 wherever the upper levels lead it) on graphs damaged by
+ * hand, then extended by nothing:
+ *   0: a node no list links to, its neighbours' lists with room;
+ *   1: the same with every list full (ring neighbours added): a link is given up, verified;
+ *   2: a sink — 1 + m0 nodes linking only to each other, so they cannot reach the entry —
+ *      with full lists: each gives up a link inside the sink for one out of it;
+ *   3: the same sink with room (half the links removed): links appended. */
 START_TEST(test_hnsw_unreached_linked)
 {
     uint32_t n = 300, dim = 16;
     float *all = dataset(n, dim, 6, 23);
     struct idx_hnsw_opts o = {.dim = dim, .metric = ST_METRIC_L2, .m = 6, .ef_construction = 40};
-    for (int full = 0; full < 2; full++) {
+    const char *why;
+    for (int mode = 0; mode < 4; mode++) {
         struct idx_hnsw *h;
         ck_assert_int_eq(idx_hnsw_build(&o, all, n, &h), ST_OK);
+        ck_assert_msg(l0_strong(h, &why), "as built: %s", why);
+        ck_assert_uint_eq(idx_hnsw_unreached(h), 0);
         uint32_t miss = 0;
         ck_assert(hnsw_all_reached(h, all, n, dim, &miss));
         uint32_t x = 0; /* a level-0 node that is not the entry: only level-0 lists name it */
         while (h->levels[x] != 0 || x == h->entry)
             x++;
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t *l = hnsw_links0(h, i), k = 0;
-            for (uint32_t j = 0; j < l[0]; j++)
-                if (l[1 + j] != x)
-                    l[1 + k++] = l[1 + j];
-            l[0] = k;
-            /* full: every list topped up to m0 with nodes other than x (and itself) */
-            for (uint32_t c = (i + 1) % n; full && l[0] < h->m0; c = (c + 1) % n) {
-                bool dup = c == x || c == i;
-                for (uint32_t j = 0; j < l[0] && !dup; j++)
-                    dup = l[1 + j] == c;
-                if (!dup)
-                    l[1 + l[0]++] = c;
+        if (mode < 2) {
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t *l = hnsw_links0(h, i), k = 0;
+                for (uint32_t j = 0; j < l[0]; j++)
+                    if (l[1 + j] != x)
+                        l[1 + k++] = l[1 + j];
+                l[0] = k;
+                for (uint32_t c = (i + 1) % n; mode == 1 && l[0] < h->m0; c = (c + 1) % n) {
+                    bool dup = c == x || c == i;
+                    for (uint32_t j = 0; j < l[0] && !dup; j++)
+                        dup = l[1 + j] == c;
+                    if (!dup)
+                        l[1 + l[0]++] = c;
+                }
+            }
+            ck_assert_msg(!hnsw_all_reached(h, all, n, dim, &miss) && miss == x,
+                          "node %u should be unreached", x);
+        } else {
+            /* the sink: the first 1 + m0 level-0 nodes other than the entry */
+            uint32_t sink[257], ns = 0;
+            for (uint32_t i = 0; i < n && ns < 1 + h->m0; i++)
+                if (h->levels[i] == 0 && i != h->entry)
+                    sink[ns++] = i;
+            for (uint32_t a = 0; a < ns; a++) {
+                uint32_t *l = hnsw_links0(h, sink[a]);
+                l[0] = 0;
+                for (uint32_t b = 0; b < ns; b++)
+                    if (b != a && (mode == 2 || b % 2 == 0))
+                        l[1 + l[0]++] = sink[b];
             }
         }
-        ck_assert_msg(!hnsw_all_reached(h, all, n, dim, &miss) && miss == x,
-                      "node %u should be unreached", x);
+        ck_assert(!l0_strong(h, &why));
         struct idx_hnsw *r;
         ck_assert_int_eq(idx_hnsw_extend(h, NULL, 0, 1, 7, &r), ST_OK);
-        ck_assert_msg(hnsw_all_reached(r, all, n, dim, &miss), "full=%d: node %u unreached", full,
+        ck_assert_msg(l0_strong(r, &why), "mode %d: %s", mode, why);
+        ck_assert_uint_eq(idx_hnsw_unreached(r), 0);
+        ck_assert_msg(hnsw_all_reached(r, all, n, dim, &miss), "mode %d: node %u unreached", mode,
                       miss);
-        uint32_t in = 0, over = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            const uint32_t *l = hnsw_links0(r, i);
-            over += l[0] > r->m0;
-            for (uint32_t j = 0; j < l[0]; j++)
-                in += l[1 + j] == x;
-        }
-        ck_assert_uint_ge(in, 1);
-        ck_assert_uint_eq(over, 0);
         idx_hnsw_free(r);
         idx_hnsw_free(h);
     }
@@ -2481,6 +2582,53 @@ START_TEST(test_hnsw_unreached_linked)
 }
 END_TEST
 
+/* Data with many exact duplicates (300 distinct points, 10 copies each) and small lists: what
+ * inserts leave unreached in both directions is the most the repair sees in one build; after
+ * it the graph is strongly connected on level 0, and an exhaustive search for a point returns
+ * all ten copies (they tie at 0), from whichever node the upper levels lead it to. */
+START_TEST(test_hnsw_duplicates_reachable)
+{
+    uint32_t distinct = 300, copies = 10, n = distinct * copies, dim = 8;
+    float *base = dataset(distinct, dim, 4, 41), *all = malloc((size_t)n * dim * sizeof(float));
+    for (uint32_t i = 0; i < n; i++)
+        memcpy(all + (size_t)i * dim, base + (size_t)(i % distinct) * dim, dim * sizeof(float));
+    for (uint32_t threads = 1; threads <= 2; threads++) {
+        struct idx_hnsw_opts o = {.dim = dim,
+                                  .metric = ST_METRIC_L2,
+                                  .m = 6,
+                                  .ef_construction = 40,
+                                  .threads = threads,
+                                  .seed = 99};
+        struct idx_hnsw *h;
+        ck_assert_int_eq(idx_hnsw_build(&o, all, n, &h), ST_OK);
+        const char *why;
+        ck_assert_msg(l0_strong(h, &why), "threads %u: %s", threads, why);
+        ck_assert_uint_eq(idx_hnsw_unreached(h), 0);
+        struct idx_hnsw_searcher *s = idx_hnsw_searcher_new(h);
+        struct st_hit hit[10];
+        for (uint32_t p = 0; p < distinct; p++) {
+            ck_assert_uint_eq(
+                idx_hnsw_search(s, base + (size_t)p * dim, copies, n, NULL, NULL, hit), copies);
+            for (uint32_t c = 0; c < copies; c++)
+                ck_assert_msg(hit[c].dist == 0 && hit[c].id % distinct == p,
+                              "threads %u point %u: hit %u is %u at %g", threads, p, c, hit[c].id,
+                              hit[c].dist);
+        }
+        idx_hnsw_searcher_free(s);
+        idx_hnsw_free(h);
+    }
+    free(base);
+    free(all);
+}
+END_TEST
+
+/*
+ * Parallel inserts leave every node reachable (regression: a node was met through an upper level
+ * before its lower lists were written, so nodes arriving through it took it as their only
+ * neighbour, and links added to its empty lists were then written over; small graphs on two
+ * threads lost a node in ~13% of builds, ~40% of extends). Searched with ef = n, a node's own
+ * vector finds it unless no path leads to it.
+ */
 START_TEST(test_hnsw_parallel_reachable)
 {
     uint32_t n = 420, dim = 16;
@@ -2824,6 +2972,7 @@ int main(void)
     tcase_add_loop_test(tc, test_hnsw_extend_new_top, 0, 2);
     tcase_add_test(tc, test_hnsw_parallel_reachable);
     tcase_add_test(tc, test_hnsw_unreached_linked);
+    tcase_add_test(tc, test_hnsw_duplicates_reachable);
     tcase_add_loop_test(tc, test_ivfpq_extend, 0, 4);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
