@@ -4,7 +4,7 @@
  *
  *   bench_windows [--dir /tmp/strata-bench-windows] [--queries 10000] [--layouts 1,6,24,24x2,24c]
  *                 [--ef 10,12,16,...] [--full] [--passes 1] [--threads 2] [--exhaustive]
- *                 [--gt-cache /tmp/strata-fmnist-gt.bin]
+ *                 [--search-threads 1] [--gt-cache /tmp/strata-fmnist-gt.bin]
  *
  * Fashion-MNIST train (Debian dataset-fashion-mnist, 60,000 x 784) is split in row order into
  * W one-minute windows; "24x2" also splits each window's records between two ingest nodes
@@ -16,8 +16,9 @@
  * indexer's index compaction does: one unit (idx_part_build_unit, same parameters) per K
  * windows, over every node's parts of them, searched instead of the parts. A view over a layout's
  * parts is searched through idx_view_search, single-threaded, with the 10,000 test images (k=10)
- * for each ef of the sweep; recall@10 against exact ground truth (computed once with st_exact_topk
- * and cached in
+ * for each ef of the sweep (--search-threads N > 1: each query's parts searched side by side on
+ * N threads, the indexer's indexer.search_threads; queries still one after another); recall@10
+ * against exact ground truth (computed once with st_exact_topk and cached in
  * --gt-cache, the file bench_ann uses).
  *
  * Each layout's sweep stops after the first ef reaching recall 0.995, or the third reaching
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include "idx_part.h"
+#include "idx_pool.h"
 #include "idx_view.h"
 #include "st_clock.h"
 #include "st_distance.h"
@@ -311,6 +313,10 @@ static uint32_t hit_row(const struct idx_view_hit *h)
     return row;
 }
 
+/* --search-threads N > 1: the helpers each query lends its parts to. */
+static unsigned search_threads = 1;
+static struct idx_pool *search_pool;
+
 struct result {
     double recall, qps, parts_per_query;
 };
@@ -330,7 +336,8 @@ static struct result run(const struct layout *l, uint32_t ef, bool exhaustive)
                                         .ef = ef,
                                         .from_ts = INT64_MIN,
                                         .to_ts = INT64_MAX,
-                                        .exhaustive = exhaustive};
+                                        .exhaustive = exhaustive,
+                                        .pool = search_pool};
             struct idx_view_stats st;
             if (idx_view_search(l->view, &vq, hits + (size_t)q * K, &counts[q], &st) != ST_OK)
                 die(l->name, "idx_view_search failed");
@@ -390,7 +397,7 @@ int main(int argc, char **argv)
         if (v == NULL) {
             fprintf(stderr, "usage: bench_windows [--dir D] [--queries N] [--layouts 1,6,24,24x2] "
                             "[--ef 10,16,...] [--full] [--passes N] [--threads N] [--exhaustive] "
-                            "[--gt-cache FILE]\n");
+                            "[--search-threads N] [--gt-cache FILE]\n");
             return 2;
         }
         if (strcmp(a, "--dir") == 0)
@@ -407,6 +414,8 @@ int main(int argc, char **argv)
             threads = (unsigned)atoi(v);
         else if (strcmp(a, "--gt-cache") == 0)
             gt_cache = v;
+        else if (strcmp(a, "--search-threads") == 0)
+            search_threads = (unsigned)atoi(v);
         else
             die(a, "unknown option");
         i++;
@@ -417,9 +426,16 @@ int main(int argc, char **argv)
         passes = 1;
     train = load_idx("train-images-idx3-ubyte.gz", NTRAIN);
     test = load_idx("t10k-images-idx3-ubyte.gz", NTEST);
-    printf("Fashion-MNIST: %u x %u, %u queries, k=%u, HNSW M=16 ef_construction=200, "
-           "kernels=%s, single-threaded search\n",
-           NTRAIN, DIM, nq, K, st_kernels()->name);
+    if (search_threads > 1 && idx_pool_new(search_threads - 1, &search_pool) != ST_OK)
+        die("--search-threads", "cannot start the threads");
+    if (search_threads > 1)
+        printf("Fashion-MNIST: %u x %u, %u queries, k=%u, HNSW M=16 ef_construction=200, "
+               "kernels=%s, each query's parts searched on %u threads\n",
+               NTRAIN, DIM, nq, K, st_kernels()->name, search_threads);
+    else
+        printf("Fashion-MNIST: %u x %u, %u queries, k=%u, HNSW M=16 ef_construction=200, "
+               "kernels=%s, single-threaded search\n",
+               NTRAIN, DIM, nq, K, st_kernels()->name);
     ground_truth();
 
     struct layout ls[8];

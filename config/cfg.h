@@ -100,6 +100,8 @@ struct cfg {
     struct {
         char *listen;
         uint32_t build_threads;
+        uint32_t
+            search_threads; /* threads one search's index parts are searched on, its own included */
         uint64_t memory_budget;
         /* Pinned ingest node URLs instead of discovery on NATS (NULL and 0: discover); when
          * set, at least one, distinct, without trailing '/'. */

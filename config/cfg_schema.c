@@ -563,6 +563,7 @@ static const struct cfg_field ingest_fields[] = {
 static const struct cfg_field indexer_fields[] = {
     STR("listen", struct cfg, indexer.listen, false, false, check_listen),
     U32("build_threads", struct cfg, indexer.build_threads, false, 1, 256),
+    U32("search_threads", struct cfg, indexer.search_threads, false, 1, 256),
     SIZE("memory_budget", struct cfg, indexer.memory_budget, false, false, 64 * MiB, 0),
     {.key = "ingest_nodes", .type = CFG_F_CUSTOM, .custom = parse_ingest_nodes},
     {0},
@@ -619,6 +620,7 @@ void cfg_set_defaults(struct cfg *c)
     c->ingest.announce_interval_ms = 2 * SEC;
     c->indexer.listen = strdup("127.0.0.1:7080");
     c->indexer.build_threads = 2;
+    c->indexer.search_threads = 2;
     c->indexer.memory_budget = 8 * GiB;
     c->http.max_body = 16 * MiB;
     c->log.level = ST_LOG_INFO;

@@ -1,6 +1,8 @@
 /* idx_service.c — strata-indexer's engine: events, builds, catalogs, views (idx_service.h). */
 #include "idx_service.h"
 
+#include "idx_pool.h"
+
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -65,7 +67,8 @@ struct idx_service {
     char last_connect_err[512]; /* the puller's: the last NATS connect failure it logged */
     _Atomic bool up, subscribed, stop;
     struct idx_nodes *nodes;
-    pthread_mutex_t mu; /* the job list and the memory account */
+    struct idx_pool *search_pool; /* indexer.search_threads - 1 helpers; NULL with 1 */
+    pthread_mutex_t mu;           /* the job list and the memory account */
     pthread_cond_t cv;
     struct job *jobs;
     uint64_t mem_in_use;
@@ -1556,6 +1559,11 @@ int idx_service_start(const struct idx_service_opts *o, struct idx_service **out
                                  .settle_ms = o->settle_ms};
     if ((rc = idx_nodes_start(&no2, &s->nodes, err)) != ST_OK)
         goto fail;
+    if (s->cfg->indexer.search_threads > 1 &&
+        (rc = idx_pool_new(s->cfg->indexer.search_threads - 1, &s->search_pool)) != ST_OK) {
+        st_err_set(err, rc, "cannot start the search threads");
+        goto fail;
+    }
     unsigned nw = s->cfg->indexer.build_threads ? s->cfg->indexer.build_threads : 1;
     s->workers = calloc(nw, sizeof(*s->workers));
     if (s->workers == NULL) {
@@ -1611,6 +1619,7 @@ void idx_service_stop(struct idx_service *s)
         idx_nodes_detach(s->nodes); /* before the close, as st_bus asks */
     st_bus_close(s->bus);           /* on_state touches s->nodes: after it, none runs */
     idx_nodes_stop(s->nodes);
+    idx_pool_free(s->search_pool); /* after the HTTP server: no search is running */
     for (size_t i = 0; i < s->ncoll; i++) {
         struct idx_coll *c = &s->colls[i];
         idx_view_slot_destroy(&c->view);
@@ -1659,6 +1668,11 @@ struct idx_view *idx_coll_view(struct idx_coll *c)
 struct idx_nodes *idx_service_nodes(struct idx_service *s)
 {
     return s->nodes;
+}
+
+struct idx_pool *idx_service_search_pool(struct idx_service *s)
+{
+    return s->search_pool;
 }
 
 const struct idx_service_opts *idx_service_opts(const struct idx_service *s)

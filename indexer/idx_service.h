@@ -77,6 +77,8 @@ struct idx_window_info {
 int idx_coll_windows(struct idx_coll *c, struct idx_window_info **out, size_t *n) ST_WUR;
 
 struct idx_nodes *idx_service_nodes(struct idx_service *s);
+/* The threads a search lends its index parts to (indexer.search_threads; NULL: none). */
+struct idx_pool *idx_service_search_pool(struct idx_service *s);
 const struct idx_service_opts *idx_service_opts(const struct idx_service *s);
 /* Ready: catalogs loaded and the JetStream consumer subscribed (else why). */
 bool idx_service_ready(struct idx_service *s, char *why, size_t cap);

@@ -1,7 +1,10 @@
 /* idx_view.c — serving snapshots, the id index and the merged search (idx_view.h). */
 #include "idx_view.h"
 
+#include "idx_pool.h"
+
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,6 +271,50 @@ static int probe_cmp(const void *a, const void *b)
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
+/* One bounded search over the ordered parts, shared by the threads idx_pool_run lends it. */
+struct vjob {
+    const struct idx_view *v;
+    const struct idx_view_query *q;
+    const struct probe *order;
+    size_t np;
+    _Atomic size_t next;      /* the next part (in order) to claim */
+    pthread_mutex_t mu;       /* guards all and have */
+    struct idx_view_hit *all; /* the best k so far, a max-heap under hit_cmp */
+    size_t have;
+};
+
+/* Claims parts in order until none is left; a run that cannot get its scratch claims none
+ * (the others, or the caller's run, search them). */
+static void vjob_work(void *arg)
+{
+    struct vjob *j = arg;
+    const struct idx_view_query *q = j->q;
+    struct idx_part_hit *ph = malloc(q->k * sizeof(*ph));
+    if (ph == NULL)
+        return;
+    for (;;) {
+        size_t oi = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (oi >= j->np)
+            break;
+        size_t i = j->order[oi].i;
+        struct idx_part *p = j->v->parts[i];
+        struct filt f = {p, j->v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts,
+                         q->from_ts, q->to_ts};
+        /* Only what beats the k-th best so far can enter the result (ties are kept: the merge
+         * orders them); the part's search does less with that bound (idx_part_search). Parts
+         * searched side by side see the bound as it stands when they start. */
+        pthread_mutex_lock(&j->mu);
+        float bound = j->have == q->k ? j->all[0].dist : INFINITY;
+        pthread_mutex_unlock(&j->mu);
+        size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, bound, keep, &f, ph);
+        pthread_mutex_lock(&j->mu);
+        for (size_t h = 0; h < got; h++)
+            best_push(j->all, &j->have, q->k, (struct idx_view_hit){p, ph[h].rec, ph[h].dist});
+        pthread_mutex_unlock(&j->mu);
+    }
+    free(ph);
+}
+
 int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
                     struct idx_view_hit *out, size_t *n, struct idx_view_stats *st)
 {
@@ -309,17 +356,14 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         last_window = p->e.start;
         order[np++] = (struct probe){q->exhaustive ? 0 : idx_part_probe(p, q->vec), (uint32_t)i};
     }
-    /* Most promising first (a cheap hint each), so that the k-th best distance found so far,
-     * which bounds every next part's search, tightens early. */
-    if (!q->exhaustive && np > 1)
-        qsort(order, np, sizeof(*order), probe_cmp);
     size_t have = 0;
-    for (size_t oi = 0; oi < np; oi++) {
-        size_t i = order[oi].i;
-        struct idx_part *p = v->parts[i];
-        struct filt f = {p, v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts, q->from_ts,
-                         q->to_ts};
-        if (q->exhaustive) { /* the reference: every part for k, the merge by sorting */
+    int rc = ST_OK;
+    if (q->exhaustive) { /* the reference: every part for k, in view order, merged by sorting */
+        for (size_t oi = 0; oi < np; oi++) {
+            size_t i = order[oi].i;
+            struct idx_part *p = v->parts[i];
+            struct filt f = {p, v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts,
+                             q->from_ts, q->to_ts};
             size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, INFINITY, keep, &f, ph);
             for (size_t j = 0; j < got; j++)
                 all[have++] = (struct idx_view_hit){p, ph[j].rec, ph[j].dist};
@@ -328,23 +372,35 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
                     qsort(all, have, sizeof(*all), hit_cmp);
                 have = q->k;
             }
-            continue;
         }
-        /* Only what beats the k-th best so far can enter the result (ties are kept: the merge
-         * orders them); the part's search does less with that bound (idx_part_search). */
-        float bound = have == q->k ? all[0].dist : INFINITY;
-        size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, bound, keep, &f, ph);
-        for (size_t j = 0; j < got; j++)
-            best_push(all, &have, q->k, (struct idx_view_hit){p, ph[j].rec, ph[j].dist});
+    } else {
+        /* Most promising first (a cheap hint each), so that the k-th best distance found so
+         * far, which bounds every next part's search, tightens early; with a pool, the next
+         * parts in that order are searched side by side. */
+        if (np > 1)
+            qsort(order, np, sizeof(*order), probe_cmp);
+        struct vjob j = {.v = v, .q = q, .order = order, .np = np, .all = all};
+        atomic_init(&j.next, 0);
+        pthread_mutex_init(&j.mu, NULL);
+        uint32_t helpers = idx_pool_threads(q->pool);
+        if (helpers > np - (np > 0))
+            helpers = (uint32_t)(np - (np > 0));
+        idx_pool_run(q->pool, helpers, vjob_work, &j);
+        pthread_mutex_destroy(&j.mu);
+        have = j.have;
+        if (atomic_load(&j.next) < np)
+            rc = ST_ENOMEM; /* no run got its scratch: parts left unsearched */
     }
-    if (have > 1)
-        qsort(all, have, sizeof(*all), hit_cmp);
-    memcpy(out, all, have * sizeof(*out));
-    *n = have;
+    if (rc == ST_OK) {
+        if (have > 1)
+            qsort(all, have, sizeof(*all), hit_cmp);
+        memcpy(out, all, have * sizeof(*out));
+        *n = have;
+    }
     free(ph);
     free(all);
     free(order);
-    return ST_OK;
+    return rc;
 }
 
 int idx_view_get(const struct idx_view *v, const uint8_t *id, uint32_t id_len, bool deletes,

@@ -78,7 +78,13 @@ struct idx_view_query {
      * one part to the next (the search before issue 15): the reference for tests and
      * benchmarks. */
     bool exhaustive;
+    /* Threads lent to this query (NULL: its own thread alone): the next parts in the order are
+     * searched side by side, each bounded by the k-th best found when it starts. Not used by
+     * an exhaustive search. */
+    struct idx_pool *pool;
 };
+
+struct idx_pool;
 
 struct idx_view_stats {
     uint32_t windows_searched; /* distinct windows with a part searched */

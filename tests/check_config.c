@@ -87,6 +87,7 @@ START_TEST(test_spec_sample)
     ck_assert_str_eq(c->ingest.listen, "127.0.0.1:7070");
     ck_assert_str_eq(c->indexer.listen, "127.0.0.1:7080");
     ck_assert_uint_eq(c->indexer.build_threads, 2);
+    ck_assert_uint_eq(c->indexer.search_threads, 2);
     ck_assert_uint_eq(c->indexer.memory_budget, 8ull << 30);
     ck_assert_ptr_null(c->http.auth_token_file);
     ck_assert_uint_eq(c->http.max_body, 16u << 20);

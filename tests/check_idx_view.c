@@ -6,6 +6,9 @@
  * of each id, not deleted, inside the time range.
  */
 #include <check.h>
+#include <time.h>
+#include <stdatomic.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,7 @@
 #include "idx_hnsw_int.h"
 #include "ivfpq_format.h"
 #include "idx_part.h"
+#include "idx_pool.h"
 #include "idx_view.h"
 #include "st_distance.h"
 #include "st_test.h"
@@ -283,9 +287,10 @@ struct run {
     size_t truth_total; /* brute-force hits over all queries */
 };
 
-/* nq queries of k through both searches; every hit checked; recall against brute force. */
-static struct run compare(const struct fx *f, size_t nq, uint32_t k, uint32_t ef, int64_t from,
-                          int64_t to)
+/* nq queries of k through both searches (the bounded one on pool's threads; NULL: its own);
+ * every hit checked; recall against brute force. */
+static struct run compare_on(const struct fx *f, size_t nq, uint32_t k, uint32_t ef, int64_t from,
+                             int64_t to, struct idx_pool *pool)
 {
     const struct rec **vis = fx_visible(f, from, to);
     struct idx_view_hit *a = malloc(k * sizeof(*a)), *b = malloc(k * sizeof(*b));
@@ -296,11 +301,12 @@ static struct run compare(const struct fx *f, size_t nq, uint32_t k, uint32_t ef
     for (size_t qi = 0; qi < nq; qi++) {
         float q[D];
         clustered(q);
-        struct idx_view_query vq = {q, k, ef, 4, from, to, true};
+        struct idx_view_query vq = {q, k, ef, 4, from, to, true, NULL};
         struct idx_view_stats sa, sb;
         size_t na, nb;
         ck_assert_int_eq(idx_view_search(f->view, &vq, a, &na, &sa), ST_OK);
         vq.exhaustive = false;
+        vq.pool = pool;
         ck_assert_int_eq(idx_view_search(f->view, &vq, b, &nb, &sb), ST_OK);
         /* the same parts and windows are searched either way (the bound narrows, never skips) */
         ck_assert_uint_eq(sa.parts_searched, sb.parts_searched);
@@ -327,6 +333,12 @@ static struct run compare(const struct fx *f, size_t nq, uint32_t k, uint32_t ef
     return r;
 }
 
+static struct run compare(const struct fx *f, size_t nq, uint32_t k, uint32_t ef, int64_t from,
+                          int64_t to)
+{
+    return compare_on(f, nq, k, ef, from, to, NULL);
+}
+
 /* HNSW parts: the bounded search keeps the reference's recall (within 0.005) at several ef,
  * with and without a time range cutting windows and parts in two; masked labels never come
  * back either way. */
@@ -344,16 +356,22 @@ START_TEST(test_bound_hnsw_recall)
         {5, 24, INT64_MIN, INT64_MAX},
         {10, 32, 2 * WINDOW + 500, 7 * WINDOW + 300}, /* partial first and last windows */
     };
-    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-        struct run r = compare(&f, 400, cases[c].k, cases[c].ef, cases[c].from, cases[c].to);
-        ck_assert_uint_gt(r.truth_total, 0);
-        ck_assert_msg(r.recall_bnd >= r.recall_exh - 0.005,
-                      "case %zu: bounded recall %.4f, exhaustive %.4f", c, r.recall_bnd,
-                      r.recall_exh);
-        ck_assert_msg(r.recall_bnd >= 0.9, "case %zu: recall %.4f", c, r.recall_bnd);
-        /* mostly the very same answer */
-        ck_assert_msg(r.same >= 400 * 9 / 10, "case %zu: %zu of 400 the same", c, r.same);
-    }
+    struct idx_pool *pool;
+    ck_assert_int_eq(idx_pool_new(2, &pool), ST_OK);
+    for (int par = 0; par < 2; par++) /* the parts one after another, then side by side */
+        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+            struct run r = compare_on(&f, 400, cases[c].k, cases[c].ef, cases[c].from, cases[c].to,
+                                      par ? pool : NULL);
+            ck_assert_uint_gt(r.truth_total, 0);
+            ck_assert_msg(r.recall_bnd >= r.recall_exh - 0.005,
+                          "case %zu, pool %d: bounded recall %.4f, exhaustive %.4f", c, par,
+                          r.recall_bnd, r.recall_exh);
+            ck_assert_msg(r.recall_bnd >= 0.9, "case %zu: recall %.4f", c, r.recall_bnd);
+            /* mostly the very same answer */
+            ck_assert_msg(r.same >= 400 * 9 / 10, "case %zu, pool %d: %zu of 400 the same", c, par,
+                          r.same);
+        }
+    idx_pool_free(pool);
     fx_close(&f);
 }
 END_TEST
@@ -364,12 +382,16 @@ START_TEST(test_bound_ivfpq_exact)
 {
     struct fx f;
     fx_open(&f, 5, 2, 300, "ivfpq");
-    for (int c = 0; c < 3; c++) {
-        int64_t from = c == 2 ? WINDOW + 100 : INT64_MIN, to = c == 2 ? 4 * WINDOW : INT64_MAX;
-        struct run r = compare(&f, 300, c == 1 ? 3 : 10, 0, from, to);
+    struct idx_pool *pool;
+    ck_assert_int_eq(idx_pool_new(3, &pool), ST_OK);
+    for (int c = 0; c < 6; c++) { /* c >= 3: the parts searched side by side, as exactly */
+        int64_t from = c % 3 == 2 ? WINDOW + 100 : INT64_MIN,
+                to = c % 3 == 2 ? 4 * WINDOW : INT64_MAX;
+        struct run r = compare_on(&f, 300, c % 3 == 1 ? 3 : 10, 0, from, to, c >= 3 ? pool : NULL);
         ck_assert_uint_eq(r.same, 300);
         ck_assert(r.recall_bnd == r.recall_exh);
     }
+    idx_pool_free(pool);
     fx_close(&f);
 }
 END_TEST
@@ -393,7 +415,7 @@ START_TEST(test_bound_k_beyond_total)
             float q[D];
             clustered(q);
             for (int exh = 0; exh < 2; exh++) {
-                struct idx_view_query vq = {q, K, 0, 4, INT64_MIN, INT64_MAX, exh == 1};
+                struct idx_view_query vq = {q, K, 0, 4, INT64_MIN, INT64_MAX, exh == 1, NULL};
                 struct idx_view_hit h[K];
                 struct idx_view_stats st;
                 size_t n;
@@ -577,7 +599,7 @@ START_TEST(test_ties_across_nodes)
             struct idx_view_hit a[7], b[7];
             size_t na, nb;
             struct idx_view_stats st;
-            struct idx_view_query vq = {q, 7, 40, 2, INT64_MIN, INT64_MAX, true};
+            struct idx_view_query vq = {q, 7, 40, 2, INT64_MIN, INT64_MAX, true, NULL};
             ck_assert_int_eq(idx_view_search(v, &vq, a, &na, &st), ST_OK);
             vq.exhaustive = false;
             ck_assert_int_eq(idx_view_search(v, &vq, b, &nb, &st), ST_OK);
@@ -768,7 +790,7 @@ START_TEST(test_unit_dead_member)
             if (r->partition != 1 || r->ts < 2 * WINDOW || r->ts >= 3 * WINDOW ||
                 r->op != STORE_OP_UPSERT)
                 continue;
-            struct idx_view_query vq = {r->vec, 5, 64, 4, INT64_MIN, INT64_MAX, false};
+            struct idx_view_query vq = {r->vec, 5, 64, 4, INT64_MIN, INT64_MAX, false, NULL};
             struct idx_view_hit h[5];
             struct idx_view_stats st;
             size_t n;
@@ -896,6 +918,123 @@ START_TEST(test_unit_grow)
 }
 END_TEST
 
+/* The pool: fn runs on the caller and on at most `helpers` of the pool's threads (fewer when
+ * the pool has fewer), every run has returned when idx_pool_run does, and a NULL pool or 0
+ * helpers is the caller alone. */
+struct pool_probe {
+    _Atomic unsigned calls, inside, most;
+    _Atomic unsigned left; /* work items, taken one by one */
+};
+
+static void pool_fn(void *arg)
+{
+    struct pool_probe *p = arg;
+    atomic_fetch_add(&p->calls, 1);
+    unsigned in = atomic_fetch_add(&p->inside, 1) + 1, m = atomic_load(&p->most);
+    while (in > m && !atomic_compare_exchange_weak(&p->most, &m, in))
+        ;
+    for (;;) { /* a few items, so helpers have time to join */
+        unsigned l = atomic_load(&p->left);
+        if (l == 0)
+            break;
+        if (atomic_compare_exchange_weak(&p->left, &l, l - 1)) {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    atomic_fetch_sub(&p->inside, 1);
+}
+
+START_TEST(test_pool_runs)
+{
+    struct idx_pool *pool;
+    ck_assert_int_eq(idx_pool_new(3, &pool), ST_OK);
+    ck_assert_uint_eq(idx_pool_threads(pool), 3);
+    const struct {
+        struct idx_pool *p;
+        uint32_t helpers, most;
+    } cases[] = {{NULL, 5, 1}, {pool, 0, 1}, {pool, 1, 2}, {pool, 3, 4}, {pool, 9, 4}};
+    bool joined = false;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+        for (int rep = 0; rep < 20; rep++) {
+            struct pool_probe pr = {0};
+            atomic_store(&pr.left, 40);
+            idx_pool_run(cases[c].p, cases[c].helpers, pool_fn, &pr);
+            ck_assert_uint_eq(atomic_load(&pr.left), 0);
+            ck_assert_uint_eq(atomic_load(&pr.inside), 0); /* every run returned */
+            ck_assert_uint_le(atomic_load(&pr.calls), cases[c].most);
+            ck_assert_uint_le(atomic_load(&pr.most), cases[c].most);
+            ck_assert_uint_ge(atomic_load(&pr.calls), 1);
+            joined |= atomic_load(&pr.most) > 1;
+        }
+    ck_assert_msg(joined, "no helper ever ran beside the caller");
+    idx_pool_free(pool);
+    idx_pool_free(NULL);
+}
+END_TEST
+
+/* Many searches at once sharing one pool (helpers offered to whichever query asks; a query
+ * that finds them busy searches alone): IVF-PQ parts give exactly the one-thread answer. */
+struct shared_q {
+    const struct fx *f;
+    struct idx_pool *pool;
+    unsigned seed;
+    size_t same, total;
+};
+
+static void *shared_thread(void *arg)
+{
+    struct shared_q *t = arg;
+    enum { K = 10 };
+    for (int qi = 0; qi < 150; qi++) {
+        float q[D];
+        for (int d = 0; d < D; d++)
+            q[d] = (float)((t->seed * 2654435761u + (unsigned)qi * 40503u + (unsigned)d * 977u) %
+                           1000) /
+                   100.0f;
+        struct idx_view_query vq = {q, K, 0, 4, INT64_MIN, INT64_MAX, false, NULL};
+        struct idx_view_hit a[K], b[K];
+        struct idx_view_stats st;
+        size_t na, nb;
+        if (idx_view_search(t->f->view, &vq, a, &na, &st) != ST_OK)
+            return (void *)1;
+        vq.pool = t->pool;
+        if (idx_view_search(t->f->view, &vq, b, &nb, &st) != ST_OK)
+            return (void *)1;
+        bool same = na == nb;
+        for (size_t i = 0; same && i < na; i++)
+            same = a[i].part == b[i].part && a[i].rec == b[i].rec && a[i].dist == b[i].dist;
+        t->same += same;
+        t->total++;
+    }
+    return NULL;
+}
+
+START_TEST(test_pool_shared_by_searches)
+{
+    struct fx f;
+    fx_open(&f, 6, 2, 200, "ivfpq");
+    struct idx_pool *pool;
+    ck_assert_int_eq(idx_pool_new(2, &pool), ST_OK);
+    enum { T = 4 };
+    pthread_t th[T];
+    struct shared_q qs[T];
+    for (unsigned i = 0; i < T; i++) {
+        qs[i] = (struct shared_q){&f, pool, i + 1, 0, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, shared_thread, &qs[i]), 0);
+    }
+    for (unsigned i = 0; i < T; i++) {
+        void *ret;
+        ck_assert_int_eq(pthread_join(th[i], &ret), 0);
+        ck_assert_ptr_null(ret);
+        ck_assert_uint_eq(qs[i].total, 150);
+        ck_assert_uint_eq(qs[i].same, 150);
+    }
+    idx_pool_free(pool);
+    fx_close(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("idx_view");
@@ -910,6 +1049,8 @@ int main(void)
     tcase_add_test(tc, test_unit_matches_parts);
     tcase_add_test(tc, test_unit_dead_member);
     tcase_add_test(tc, test_unit_grow);
+    tcase_add_test(tc, test_pool_runs);
+    tcase_add_test(tc, test_pool_shared_by_searches);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
