@@ -696,21 +696,36 @@ static size_t nearest_marked(struct reach *r, const float *q, uint32_t self, con
     return nn;
 }
 
-/* Does every node r->fwd marks stay reached from the entry? (One traversal into r->chk.) */
-static bool still_reached(struct reach *r)
+/* Is `node` reached from the entry? A traversal that stops when it finds it (r->chk scratch).
+ * After a swap that dropped a link to `node`, this is exact for the whole graph: whatever
+ * lost its way in lost it through `node`. */
+static bool reached_now(struct reach *r, uint32_t node)
 {
-    uint32_t n = r->h->n;
-    memset(r->chk, 0, n);
-    mark_reachable(r->h, r->h->entry, r->chk, r->stack);
-    for (uint32_t i = 0; i < n; i++)
-        if (r->fwd[i] && !r->chk[i])
-            return false;
-    return true;
+    const struct idx_hnsw *h = r->h;
+    uint32_t top = 0;
+    memset(r->chk, 0, h->n);
+    r->chk[h->entry] = 1;
+    r->stack[top++] = h->entry;
+    while (top > 0) {
+        uint32_t x = r->stack[--top];
+        if (x == node)
+            return true;
+        const uint32_t *links = hnsw_links0(h, x);
+        for (uint32_t j = 0; j < links[0]; j++) {
+            uint32_t e = links[1 + j];
+            if (!r->chk[e]) {
+                r->chk[e] = 1;
+                r->stack[top++] = e;
+            }
+        }
+    }
+    return false;
 }
 
 /* Puts `to` into node v's full level-0 list in place of one of its links, most-linked target
- * first, keeping the change only if everything reached stays reached (a verified traversal;
- * r->chk then holds the new reach). False when no swap passed or the budget is spent. */
+ * first, keeping the change only if the target dropped is still reached (reached_now: then
+ * nothing reached was cut off). The caller marks what `to` reaches. False when no swap passed
+ * or the budget is spent. */
 static bool swap_link(struct reach *r, uint32_t v, uint32_t to)
 {
     uint32_t *links = hnsw_links0(r->h, v);
@@ -727,7 +742,7 @@ static bool swap_link(struct reach *r, uint32_t v, uint32_t to)
         uint32_t old = links[1 + w];
         links[1 + w] = to;
         r->verifies--;
-        if (still_reached(r)) {
+        if (!r->fwd[old] || reached_now(r, old)) {
             r->indeg[old]--;
             r->indeg[to]++;
             return true;
@@ -738,31 +753,30 @@ static bool swap_link(struct reach *r, uint32_t v, uint32_t to)
 }
 
 /* Forward: a link to each node the entry does not reach, from the nearest reached node with
- * room (else one swap_link in a near one); what the node reaches is reached from then on. */
+ * room; only once no append is left, by swap_link in a near one (an append elsewhere may
+ * already have brought a node in); what the node reaches is reached from then on. */
 static void connect_forward(struct reach *r)
 {
     struct idx_hnsw *h = r->h;
-    for (uint32_t u = 0; u < h->n; u++) {
-        if (r->fwd[u])
-            continue;
-        size_t nn = nearest_marked(r, hnsw_vec(h, u), u, r->fwd);
-        bool linked = false;
-        for (size_t j = 0; j < nn && !linked; j++) {
-            uint32_t *l = hnsw_links0(h, r->near[j].id);
-            if (l[0] < h->m0) {
-                l[1 + l[0]++] = u;
-                r->indeg[u]++;
+    for (int swaps = 0; swaps < 2; swaps++)
+        for (uint32_t u = 0; u < h->n; u++) {
+            if (r->fwd[u])
+                continue;
+            size_t nn = nearest_marked(r, hnsw_vec(h, u), u, r->fwd);
+            bool linked = false;
+            for (size_t j = 0; j < nn && !linked; j++) {
+                uint32_t *l = hnsw_links0(h, r->near[j].id);
+                if (l[0] < h->m0) {
+                    l[1 + l[0]++] = u;
+                    r->indeg[u]++;
+                    linked = true;
+                }
+            }
+            for (size_t j = 0; swaps && j < nn && j < 4 && !linked; j++)
+                linked = swap_link(r, r->near[j].id, u);
+            if (linked)
                 mark_reachable(h, u, r->fwd, r->stack);
-                linked = true;
-            }
         }
-        for (size_t j = 0; j < nn && j < 4 && !linked; j++) {
-            if (swap_link(r, r->near[j].id, u)) {
-                memcpy(r->fwd, r->chk, h->n); /* u and what it reaches, nothing lost */
-                linked = true;
-            }
-        }
-    }
 }
 
 /* Marks in r->back every node that reaches `to` (not yet marked) through the reversed lists
@@ -797,8 +811,11 @@ static int connect_backward(struct reach *r)
         total += hnsw_links0(h, i)[0];
     r->roff = calloc((size_t)h->n + 1, sizeof(*r->roff));
     r->radj = malloc((size_t)(total ? total : 1) * sizeof(*r->radj));
-    if (r->roff == NULL || r->radj == NULL)
-        return ST_ENOMEM;
+    size_t *fill = malloc((size_t)h->n * sizeof(*fill)); /* each node's next in-link slot */
+    if (r->roff == NULL || r->radj == NULL || fill == NULL) {
+        free(fill);
+        return ST_ENOMEM; /* the caller skips this step: the build stands, unrepaired here */
+    }
     for (uint32_t i = 0; i < h->n; i++) {
         const uint32_t *l = hnsw_links0(h, i);
         for (uint32_t j = 0; j < l[0]; j++)
@@ -806,9 +823,6 @@ static int connect_backward(struct reach *r)
     }
     for (uint32_t i = 0; i < h->n; i++)
         r->roff[i + 1] += r->roff[i];
-    size_t *fill = malloc((size_t)h->n * sizeof(*fill)); /* each node's next in-link slot */
-    if (fill == NULL)
-        return ST_ENOMEM;
     memcpy(fill, r->roff, (size_t)h->n * sizeof(*fill));
     for (uint32_t i = 0; i < h->n; i++) {
         const uint32_t *l = hnsw_links0(h, i);
@@ -818,26 +832,30 @@ static int connect_backward(struct reach *r)
     free(fill);
     memset(r->back, 0, h->n);
     mark_reaching(r, h->entry);
-    for (uint32_t w = 0; w < h->n; w++) {
-        if (r->back[w])
-            continue;
-        size_t nn = nearest_marked(r, hnsw_vec(h, w), w, r->back);
-        if (nn == 0)
-            continue;
-        uint32_t *l = hnsw_links0(h, w);
-        uint32_t x = r->near[0].id;
-        bool linked = false;
-        if (l[0] < h->m0) {
-            l[1 + l[0]++] = x;
-            r->indeg[x]++;
-            linked = true;
-        } else {
-            for (size_t j = 0; j < nn && j < 4 && !linked; j++)
-                linked = swap_link(r, w, r->near[j].id);
-        }
-        if (linked)
+    /* Appends first (one may bring a whole sink in); swaps only for what is left. */
+    for (int swaps = 0; swaps < 2; swaps++)
+        for (uint32_t w = 0; w < h->n; w++) {
+            if (r->back[w])
+                continue;
+            size_t nn = nearest_marked(r, hnsw_vec(h, w), w, r->back);
+            if (nn == 0)
+                continue;
+            uint32_t *l = hnsw_links0(h, w);
+            uint32_t x = UINT32_MAX;
+            if (l[0] < h->m0) {
+                x = r->near[0].id;
+                l[1 + l[0]++] = x;
+                r->indeg[x]++;
+            }
+            for (size_t j = 0; swaps && x == UINT32_MAX && j < nn && j < 4; j++)
+                if (swap_link(r, w, r->near[j].id))
+                    x = r->near[j].id;
+            if (x == UINT32_MAX)
+                continue;
             mark_reaching(r, w);
-    }
+            if (r->fwd[w]) /* a node forward linking left out may be reached through w now */
+                mark_reachable(h, x, r->fwd, r->stack);
+        }
     return ST_OK;
 }
 
@@ -850,10 +868,13 @@ static int connect_backward(struct reach *r)
  * it, not at the entry. So after the inserts: every node the entry does not reach gets a link
  * from its nearest reached node, then every node that cannot reach the entry a link to its
  * nearest node that can — appended where the list has room, else in place of a link to a
- * node linked from elsewhere too, kept only if a traversal shows nothing reached was cut off
- * (REACH_VERIFY_BUDGET such traversals at most). Single-threaded, after every insert thread
- * has joined; a graph with nothing to repair costs two traversals. *left gets the nodes still
- * unreached or unable to reach the entry (0 unless lists are full everywhere near them).
+ * node linked from elsewhere too, kept only if a traversal from the entry still finds that
+ * node (REACH_VERIFY_BUDGET such traversals at most); appends are tried for every node before
+ * any swap. Single-threaded, after every insert thread has joined; a graph with nothing to
+ * repair costs two traversals and the reversed lists (4 bytes a link, 8 a node; without the
+ * memory for them the backward step is skipped, not the build). *left gets the nodes still
+ * unreached or unable to reach the entry (0 unless lists are full everywhere near them; the
+ * backward step's when it was skipped are not counted).
  */
 static int connect_all(struct idx_hnsw *h, uint32_t *left)
 {
@@ -878,8 +899,9 @@ static int connect_all(struct idx_hnsw *h, uint32_t *left)
     }
     if (mark_reachable(h, h->entry, r.fwd, r.stack) < h->n)
         connect_forward(&r);
-    if ((rc = connect_backward(&r)) != ST_OK)
-        goto out;
+    rc = ST_OK;
+    if (connect_backward(&r) != ST_OK) /* no memory for the reversed lists: not repaired */
+        memset(r.back, 1, h->n);
     for (uint32_t i = 0; i < h->n; i++)
         *left += !r.fwd[i] || !r.back[i];
 out:
@@ -899,8 +921,8 @@ int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
                    struct idx_hnsw **out)
 {
     *out = NULL;
-    if (o->dim == 0 || (o->m != 0 && (o->m < 2 || o->m > 128)))
-        return ST_EINVAL;
+    if (o->dim == 0 || (o->m != 0 && (o->m < 2 || o->m > 128)) || o->ef_construction > (1u << 20))
+        return ST_EINVAL; /* (ef_construction: as the loader bounds it) */
     struct idx_hnsw *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return ST_ENOMEM;

@@ -4,6 +4,9 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "st_log.h"
 
 /* One caller's run: the tickets it offered and the helpers running fn now. */
 struct run {
@@ -33,7 +36,8 @@ static void *worker(void *arg)
             pthread_cond_wait(&p->work, &p->mu);
         if (p->stop)
             break;
-        struct run *r = p->queue[--p->nq];
+        struct run *r = p->queue[0]; /* oldest offer first */
+        memmove(p->queue, p->queue + 1, --p->nq * sizeof(*p->queue));
         r->running++;
         pthread_mutex_unlock(&p->mu);
         r->fn(r->arg);
@@ -72,6 +76,8 @@ int idx_pool_new(uint32_t threads, struct idx_pool **out)
         idx_pool_free(p);
         return ST_EIO;
     }
+    if (p->nth < threads)
+        st_log_warn("indexer", "search threads: %u of %u started", p->nth, threads);
     *out = p;
     return ST_OK;
 }

@@ -6,8 +6,8 @@
  * pool threads that take it up while the caller's own run lasts, and returns only when every
  * run of fn has returned: fn shares its work through arg (an atomic cursor), so a helper that
  * arrives late finds nothing left and returns at once, and one that never arrives is simply
- * withdrawn. Runs of different callers share the threads first come, first served; a pool
- * busy with other queries leaves a caller to do its work alone, never waiting for a thread.
+ * withdrawn. Offers of different callers are taken oldest first; a pool busy with other
+ * queries leaves a caller to do its work alone, never waiting for a thread.
  */
 #ifndef IDX_POOL_H
 #define IDX_POOL_H

@@ -277,9 +277,11 @@ struct vjob {
     const struct idx_view_query *q;
     const struct probe *order;
     size_t np;
-    _Atomic size_t next;      /* the next part (in order) to claim */
-    pthread_mutex_t mu;       /* guards all and have */
-    struct idx_view_hit *all; /* the best k so far, a max-heap under hit_cmp */
+    _Atomic size_t next; /* the next part (in order) to claim */
+    pthread_t caller;
+    _Atomic uint32_t by_helpers; /* parts claimed by runs on other threads than the caller's */
+    pthread_mutex_t mu;          /* guards all and have */
+    struct idx_view_hit *all;    /* the best k so far, a max-heap under hit_cmp */
     size_t have;
 };
 
@@ -289,6 +291,8 @@ static void vjob_work(void *arg)
 {
     struct vjob *j = arg;
     const struct idx_view_query *q = j->q;
+    if (atomic_load_explicit(&j->next, memory_order_relaxed) >= j->np)
+        return; /* a helper arriving after the work: nothing to allocate for */
     struct idx_part_hit *ph = malloc(q->k * sizeof(*ph));
     if (ph == NULL)
         return;
@@ -296,6 +300,8 @@ static void vjob_work(void *arg)
         size_t oi = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (oi >= j->np)
             break;
+        if (!pthread_equal(pthread_self(), j->caller))
+            atomic_fetch_add_explicit(&j->by_helpers, 1, memory_order_relaxed);
         size_t i = j->order[oi].i;
         struct idx_part *p = j->v->parts[i];
         struct filt f = {p, j->v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts,
@@ -381,6 +387,8 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
             qsort(order, np, sizeof(*order), probe_cmp);
         struct vjob j = {.v = v, .q = q, .order = order, .np = np, .all = all};
         atomic_init(&j.next, 0);
+        j.caller = pthread_self();
+        atomic_init(&j.by_helpers, 0);
         pthread_mutex_init(&j.mu, NULL);
         uint32_t helpers = idx_pool_threads(q->pool);
         if (helpers > np - (np > 0))
@@ -388,6 +396,7 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         idx_pool_run(q->pool, helpers, vjob_work, &j);
         pthread_mutex_destroy(&j.mu);
         have = j.have;
+        st->parts_by_helpers = atomic_load(&j.by_helpers);
         if (atomic_load(&j.next) < np)
             rc = ST_ENOMEM; /* no run got its scratch: parts left unsearched */
     }

@@ -64,6 +64,8 @@ void idx_view_swap(struct idx_view_slot *s, struct idx_view *v);
 void idx_view_slot_destroy(struct idx_view_slot *s);
 
 /* ---- queries ---- */
+struct idx_pool;
+
 struct idx_view_hit {
     struct idx_part *part; /* borrowed from the view */
     uint32_t rec;
@@ -84,11 +86,10 @@ struct idx_view_query {
     struct idx_pool *pool;
 };
 
-struct idx_pool;
-
 struct idx_view_stats {
     uint32_t windows_searched; /* distinct windows with a part searched */
     uint32_t parts_searched;
+    uint32_t parts_by_helpers; /* of them, searched on the pool's threads (query.pool) */
 };
 
 /*

@@ -262,6 +262,12 @@ START_TEST(test_error_positions)
                   "indexer: {build_threads: 0}\n",
              "t.yaml:6:26: indexer.build_threads:", "out of range");
     load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "indexer: {search_threads: 0}\n",
+             "t.yaml:6:27: indexer.search_threads:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "indexer: {search_threads: 257}\n",
+             "t.yaml:6:27: indexer.search_threads:", "out of range");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
                   "http: {max_body: 2GiB}\n",
              "t.yaml:6:18: http.max_body:", "out of range");
     load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"

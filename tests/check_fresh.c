@@ -169,6 +169,7 @@ START_TEST(test_fresh_skips_indexed_and_prunes_time)
     ck_assert_ptr_nonnull(hit(&r, "b1"));
     ck_assert_ptr_nonnull(hit(&r, "c1"));
     ck_assert_uint_eq(r.segments, 1);
+    ck_assert_uint_eq(r.pruned, 0); /* A's indexed segment is the caller's: not counted */
     store_search_result_free(&r);
     /* Another version listed: A v1 is still unindexed for this caller. */
     struct store_window_ver other = {0, 2};

@@ -918,31 +918,48 @@ START_TEST(test_unit_grow)
 }
 END_TEST
 
-/* The pool: fn runs on the caller and on at most `helpers` of the pool's threads (fewer when
- * the pool has fewer), every run has returned when idx_pool_run does, and a NULL pool or 0
- * helpers is the caller alone. */
+/* The pool, deterministically: the caller's run waits (up to a deadline) until `want` helper
+ * runs have started, so a helper joining is observed, not hoped for; fn never runs on more
+ * than helpers + 1 threads; every run has returned when idx_pool_run does. */
 struct pool_probe {
-    _Atomic unsigned calls, inside, most;
-    _Atomic unsigned left; /* work items, taken one by one */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t caller;
+    unsigned want, helpers_in, caller_runs, inside, most;
+    bool block; /* helper runs wait here until released (see test_pool_busy) */
 };
 
 static void pool_fn(void *arg)
 {
     struct pool_probe *p = arg;
-    atomic_fetch_add(&p->calls, 1);
-    unsigned in = atomic_fetch_add(&p->inside, 1) + 1, m = atomic_load(&p->most);
-    while (in > m && !atomic_compare_exchange_weak(&p->most, &m, in))
-        ;
-    for (;;) { /* a few items, so helpers have time to join */
-        unsigned l = atomic_load(&p->left);
-        if (l == 0)
-            break;
-        if (atomic_compare_exchange_weak(&p->left, &l, l - 1)) {
-            struct timespec ts = {0, 200000};
-            nanosleep(&ts, NULL);
-        }
+    pthread_mutex_lock(&p->mu);
+    bool caller = pthread_equal(pthread_self(), p->caller);
+    p->inside++;
+    p->most = p->inside > p->most ? p->inside : p->most;
+    if (caller) {
+        p->caller_runs++;
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 10;
+        while (p->helpers_in < p->want && pthread_cond_timedwait(&p->cv, &p->mu, &dl) == 0)
+            ;
+    } else {
+        p->helpers_in++;
+        pthread_cond_broadcast(&p->cv);
+        while (p->block)
+            pthread_cond_wait(&p->cv, &p->mu);
     }
-    atomic_fetch_sub(&p->inside, 1);
+    p->inside--;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void probe_init(struct pool_probe *p, unsigned want)
+{
+    memset(p, 0, sizeof(*p));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->caller = pthread_self();
+    p->want = want;
 }
 
 START_TEST(test_pool_runs)
@@ -952,24 +969,75 @@ START_TEST(test_pool_runs)
     ck_assert_uint_eq(idx_pool_threads(pool), 3);
     const struct {
         struct idx_pool *p;
-        uint32_t helpers, most;
-    } cases[] = {{NULL, 5, 1}, {pool, 0, 1}, {pool, 1, 2}, {pool, 3, 4}, {pool, 9, 4}};
-    bool joined = false;
+        uint32_t helpers, want;
+    } cases[] = {{NULL, 5, 0}, {pool, 0, 0}, {pool, 1, 1}, {pool, 3, 3}, {pool, 9, 3}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
         for (int rep = 0; rep < 20; rep++) {
-            struct pool_probe pr = {0};
-            atomic_store(&pr.left, 40);
+            struct pool_probe pr;
+            probe_init(&pr, cases[c].want);
             idx_pool_run(cases[c].p, cases[c].helpers, pool_fn, &pr);
-            ck_assert_uint_eq(atomic_load(&pr.left), 0);
-            ck_assert_uint_eq(atomic_load(&pr.inside), 0); /* every run returned */
-            ck_assert_uint_le(atomic_load(&pr.calls), cases[c].most);
-            ck_assert_uint_le(atomic_load(&pr.most), cases[c].most);
-            ck_assert_uint_ge(atomic_load(&pr.calls), 1);
-            joined |= atomic_load(&pr.most) > 1;
+            pthread_mutex_lock(&pr.mu);
+            ck_assert_uint_eq(pr.inside, 0); /* every run returned */
+            ck_assert_uint_eq(pr.caller_runs, 1);
+            ck_assert_msg(pr.helpers_in == cases[c].want, "case %zu: %u helpers, want %u", c,
+                          pr.helpers_in, cases[c].want);
+            ck_assert_uint_le(pr.most, cases[c].want + 1);
+            pthread_mutex_unlock(&pr.mu);
         }
-    ck_assert_msg(joined, "no helper ever ran beside the caller");
     idx_pool_free(pool);
     idx_pool_free(NULL);
+}
+END_TEST
+
+/* Every helper busy with another caller's run: a second caller neither waits for them nor
+ * leaves a ticket behind (its offers are withdrawn); once the first run is released it
+ * finishes, and the pool serves again. */
+struct busy_arg {
+    struct idx_pool *pool;
+    struct pool_probe *pr;
+};
+
+static void *busy_thread(void *arg)
+{
+    struct busy_arg *b = arg;
+    b->pr->caller = pthread_self();
+    idx_pool_run(b->pool, 2, pool_fn, b->pr);
+    return NULL;
+}
+
+START_TEST(test_pool_busy)
+{
+    struct idx_pool *pool;
+    ck_assert_int_eq(idx_pool_new(2, &pool), ST_OK);
+    struct pool_probe held;
+    probe_init(&held, 2);
+    held.block = true;
+    pthread_mutex_lock(&held.mu);
+    struct busy_arg ba = {pool, &held};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, busy_thread, &ba), 0);
+    while (held.helpers_in < 2) /* both helpers inside the held run */
+        pthread_cond_wait(&held.cv, &held.mu);
+    pthread_mutex_unlock(&held.mu);
+    for (int rep = 0; rep < 50; rep++) {
+        struct pool_probe quick;
+        probe_init(&quick, 0);
+        idx_pool_run(pool, 2, pool_fn, &quick); /* returns: nobody to wait for */
+        ck_assert_uint_eq(quick.caller_runs, 1);
+        ck_assert_uint_eq(quick.helpers_in, 0);
+    }
+    pthread_mutex_lock(&held.mu);
+    held.block = false;
+    pthread_cond_broadcast(&held.cv);
+    pthread_mutex_unlock(&held.mu);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_uint_eq(held.inside, 0);
+    /* The withdrawn offers did not linger: a new run gets both helpers. */
+    struct pool_probe again;
+    probe_init(&again, 2);
+    idx_pool_run(pool, 2, pool_fn, &again);
+    ck_assert_uint_eq(again.helpers_in, 2);
+    idx_pool_free(pool);
 }
 END_TEST
 
@@ -979,7 +1047,7 @@ struct shared_q {
     const struct fx *f;
     struct idx_pool *pool;
     unsigned seed;
-    size_t same, total;
+    size_t same, total, by_helpers;
 };
 
 static void *shared_thread(void *arg)
@@ -1001,6 +1069,7 @@ static void *shared_thread(void *arg)
         vq.pool = t->pool;
         if (idx_view_search(t->f->view, &vq, b, &nb, &st) != ST_OK)
             return (void *)1;
+        t->by_helpers += st.parts_by_helpers;
         bool same = na == nb;
         for (size_t i = 0; same && i < na; i++)
             same = a[i].part == b[i].part && a[i].rec == b[i].rec && a[i].dist == b[i].dist;
@@ -1020,16 +1089,21 @@ START_TEST(test_pool_shared_by_searches)
     pthread_t th[T];
     struct shared_q qs[T];
     for (unsigned i = 0; i < T; i++) {
-        qs[i] = (struct shared_q){&f, pool, i + 1, 0, 0};
+        qs[i] = (struct shared_q){&f, pool, i + 1, 0, 0, 0};
         ck_assert_int_eq(pthread_create(&th[i], NULL, shared_thread, &qs[i]), 0);
     }
+    size_t by_helpers = 0;
     for (unsigned i = 0; i < T; i++) {
         void *ret;
         ck_assert_int_eq(pthread_join(th[i], &ret), 0);
         ck_assert_ptr_null(ret);
         ck_assert_uint_eq(qs[i].total, 150);
         ck_assert_uint_eq(qs[i].same, 150);
+        by_helpers += qs[i].by_helpers;
     }
+    /* Over 600 searches of 12 parts, the helpers took some: the answers above came from
+     * parts searched side by side, not only from the callers' own runs. */
+    ck_assert_uint_gt(by_helpers, 0);
     idx_pool_free(pool);
     fx_close(&f);
 }
@@ -1050,6 +1124,7 @@ int main(void)
     tcase_add_test(tc, test_unit_dead_member);
     tcase_add_test(tc, test_unit_grow);
     tcase_add_test(tc, test_pool_runs);
+    tcase_add_test(tc, test_pool_busy);
     tcase_add_test(tc, test_pool_shared_by_searches);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
