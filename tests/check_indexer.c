@@ -2582,6 +2582,50 @@ START_TEST(test_hnsw_unreached_linked)
 }
 END_TEST
 
+/* A swap that would cut a node off is undone. Twelve nodes, m = 2 (lists of 4), level 0 only,
+ * written by hand: the reached core E a b c v t has every list full; t is reached only through
+ * v's link, yet is the most linked-to node of v's list (five unreached y's link to it). x, the
+ * unreached node nearest to v, can only come in by a swap in v's list: dropping v -> t first
+ * would cut t off, so that swap must be undone and the next one (v -> E) kept. */
+START_TEST(test_hnsw_swap_verified)
+{
+    enum { E, A, B, C, V, T, X, Y1, N = 12 };
+    const float pts[N][2] = {{0, 0},  {1, 0},   {0, 1},   {1, 1},   {10, 0},  {-10, 5},
+                             {11, 0}, {-20, 0}, {-20, 1}, {-20, 2}, {-20, 3}, {-20, 4}};
+    struct idx_hnsw_opts o = {.dim = 2, .metric = ST_METRIC_L2, .m = 2, .ef_construction = 16};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, &pts[0][0], N, &h), ST_OK);
+    ck_assert_uint_eq(h->m0, 4);
+    static const uint32_t lists[N][5] = {{4, A, B, C, V}, {4, E, B, C, V}, {4, E, A, C, V},
+                                         {4, E, A, B, V}, {4, T, E, A, B}, {4, E, A, B, C},
+                                         {1, V},          {1, T},          {1, T},
+                                         {1, T},          {1, T},          {1, T}};
+    for (uint32_t i = 0; i < N; i++) {
+        h->levels[i] = 0;
+        memcpy(hnsw_links0(h, i), lists[i], (1 + (size_t)lists[i][0]) * sizeof(uint32_t));
+    }
+    h->entry = E;
+    h->max_level = 0;
+    const char *why;
+    ck_assert(!l0_strong(h, &why));
+    struct idx_hnsw *r;
+    ck_assert_int_eq(idx_hnsw_extend(h, NULL, 0, 1, 7, &r), ST_OK);
+    ck_assert_msg(l0_strong(r, &why), "%s", why);
+    ck_assert_uint_eq(idx_hnsw_unreached(r), 0);
+    const uint32_t *lv = hnsw_links0(r, V);
+    bool has_t = false, has_x = false, has_e = false;
+    for (uint32_t j = 0; j < lv[0]; j++) {
+        has_t |= lv[1 + j] == T;
+        has_x |= lv[1 + j] == X;
+        has_e |= lv[1 + j] == E;
+    }
+    ck_assert_msg(has_t && has_x && !has_e, "v's list: t %d, x %d, E %d", has_t, has_x, has_e);
+    (void)Y1;
+    idx_hnsw_free(r);
+    idx_hnsw_free(h);
+}
+END_TEST
+
 /* Data with many exact duplicates (300 distinct points, 10 copies each) and small lists: what
  * inserts leave unreached in both directions is the most the repair sees in one build; after
  * it the graph is strongly connected on level 0, and an exhaustive search for a point returns
@@ -2973,6 +3017,7 @@ int main(void)
     tcase_add_test(tc, test_hnsw_parallel_reachable);
     tcase_add_test(tc, test_hnsw_unreached_linked);
     tcase_add_test(tc, test_hnsw_duplicates_reachable);
+    tcase_add_test(tc, test_hnsw_swap_verified);
     tcase_add_loop_test(tc, test_ivfpq_extend, 0, 4);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
