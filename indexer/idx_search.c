@@ -211,6 +211,8 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
             goto out;
         res->windows = vs.windows_searched;
         res->segments = vs.parts_searched;
+        res->parts += vs.parts_searched; /* every round's, as the work done */
+        res->parts_by_helpers += vs.parts_by_helpers;
         if (!q->strong || nn == 0)
             break;
         /* Ask every live node; all must answer. */

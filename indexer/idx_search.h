@@ -55,7 +55,8 @@ struct idx_search_res {
     size_t n;
     uint32_t windows, segments; /* searched: indexed parts + the nodes' fresh sources */
     uint64_t fresh_scanned, fresh_pruned;
-    uint32_t nodes; /* ingest nodes asked */
+    uint64_t parts, parts_by_helpers; /* index parts searched, and of them on the pool's threads */
+    uint32_t nodes;                   /* ingest nodes asked */
 };
 
 /* On error *res is empty and err says why: ST_EBUSY when an ingest node (named) did not

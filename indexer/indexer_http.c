@@ -22,6 +22,7 @@ struct indexer_http {
     _Atomic bool ready;
     struct st_hist search_hist;
     _Atomic uint64_t searches, search_errors;
+    _Atomic uint64_t parts_request, parts_helper; /* index parts searched, by which thread */
 };
 
 static bool is_u64(const struct idx_coll *c)
@@ -317,6 +318,8 @@ static void do_search(struct indexer_http *h, struct idx_coll *c, const struct s
     }
     double took = (double)(st_clock_mono_ns(NULL) - t0) / 1e9;
     st_hist_observe(&h->search_hist, took);
+    atomic_fetch_add(&h->parts_request, res.parts - res.parts_by_helpers);
+    atomic_fetch_add(&h->parts_helper, res.parts_by_helpers);
     st_http_json(resp, 200,
                  json_pack("{s:o,s:I,s:I,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
                            (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
@@ -621,6 +624,12 @@ static void metrics_text(struct indexer_http *h, struct st_text *t)
     st_prom_hist(t, "strata_search_seconds", NULL, &h->search_hist);
     st_prom_head(t, "strata_search_errors_total", "counter", "Searches answered with an error");
     st_prom_sample(t, "strata_search_errors_total", NULL, (double)atomic_load(&h->search_errors));
+    st_prom_head(t, "strata_search_parts_total", "counter",
+                 "Index parts searched, on the request's thread or on a helper of "
+                 "indexer.search_threads");
+    const char *lr[] = {"thread", "request", NULL}, *lh[] = {"thread", "helper", NULL};
+    st_prom_sample(t, "strata_search_parts_total", lr, (double)atomic_load(&h->parts_request));
+    st_prom_sample(t, "strata_search_parts_total", lh, (double)atomic_load(&h->parts_helper));
 }
 
 static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)

@@ -497,6 +497,12 @@ START_TEST(test_indexer_end_to_end)
         free(body);
         free(fv);
     }
+    /* The index parts those searches went through, by thread: both series there, and together
+     * at least one part for each of the searches above (dozens, over several windows). */
+    double on_req = st_test_metric_port(port, "strata_search_parts_total{thread=\"request\"}");
+    double on_help = st_test_metric_port(port, "strata_search_parts_total{thread=\"helper\"}");
+    ck_assert_msg(on_req >= 0 && on_help >= 0 && on_req + on_help >= NQ,
+                  "parts searched: %g on the request's thread, %g on helpers", on_req, on_help);
 
     /* Bad requests: each its 4xx with a message. */
     char *vt = vec_text(test);
