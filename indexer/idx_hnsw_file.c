@@ -116,9 +116,9 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     size_t body = len - IDX_HNSW_HEADER - IDX_HNSW_FOOTER;
     uint64_t l0 = 0;
     if (h->dim == 0 || h->m < 2 || h->m > 128 || h->ef_construction > (1u << 20) ||
-        h->metric > ST_METRIC_COSINE || h->stride % 64 ||
-        h->stride > body || h->vec_bytes > h->stride || h->vec_bytes % 4 != 0 ||
-        h->vec_bytes < (size_t)h->dim * 4 || h->stride - h->vec_bytes < (1 + h->m0) * 4 ||
+        h->metric > ST_METRIC_COSINE || h->stride % 64 || h->stride > body ||
+        h->vec_bytes > h->stride || h->vec_bytes % 4 != 0 || h->vec_bytes < (size_t)h->dim * 4 ||
+        h->stride - h->vec_bytes < (1 + h->m0) * 4 ||
         (h->n > 0 && (h->entry >= h->n || h->max_level < 0 || h->max_level > 15)) ||
         __builtin_mul_overflow((uint64_t)h->n, h->stride + 1, &l0) || l0 > body) {
         rc = idx_file_corrupt(err, path, 12, "header values out of range");

@@ -77,12 +77,12 @@ struct store_search_hit {
 struct store_search_result {
     struct store_search_hit *hits; /* closest first (ties by id); owned, store_search_result_free */
     size_t n;
-    uint64_t scanned;  /* records whose distance was computed (first pass) */
-    uint32_t windows;  /* distinct windows with scanned records */
-    uint32_t segments; /* segments scanned */
-    uint64_t pruned;   /* records skipped unread: segments and memtable chunks out of range
-                        * (not the sealed windows listed in `indexed`: counted nowhere) */
-    uint64_t lookups;  /* store_get calls made to confirm candidates */
+    uint64_t scanned;         /* records whose distance was computed (first pass) */
+    uint32_t windows;         /* distinct windows with scanned records */
+    uint32_t segments;        /* segments scanned */
+    uint64_t pruned;          /* records skipped unread: segments and memtable chunks out of range
+                               * (not the sealed windows listed in `indexed`: counted nowhere) */
+    uint64_t lookups;         /* store_get calls made to confirm candidates */
     uint64_t peak_candidates; /* most candidates held at once (<= k) */
 };
 
