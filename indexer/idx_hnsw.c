@@ -630,23 +630,26 @@ static int insert_nodes(struct idx_hnsw *h, uint32_t from, uint32_t threads)
     return b.rc;
 }
 
-/* Marks in seen[] every node reachable on level 0 from `from` (not yet marked); stack: n
- * entries of scratch. Returns how many it marked. */
+/* Marks in seen[] every node reachable on level 0 from `from` (not yet marked), or stops as
+ * soon as it marks `stop` (UINT32_MAX: never); stack: n entries of scratch. Returns how many
+ * nodes it went through. */
 static uint32_t mark_reachable(const struct idx_hnsw *h, uint32_t from, uint8_t *seen,
-                               uint32_t *stack)
+                               uint32_t *stack, uint32_t stop)
 {
     uint32_t top = 0, marked = 0;
     if (seen[from])
         return 0;
     seen[from] = 1;
     stack[top++] = from;
-    while (top > 0) {
+    while (top > 0 && from != stop) {
         const uint32_t *links = hnsw_links0(h, stack[--top]);
         marked++;
         for (uint32_t j = 0; j < links[0]; j++) {
             uint32_t e = links[1 + j];
             if (!seen[e]) {
                 seen[e] = 1;
+                if (e == stop)
+                    return marked;
                 stack[top++] = e;
             }
         }
@@ -701,25 +704,9 @@ static size_t nearest_marked(struct reach *r, const float *q, uint32_t self, con
  * lost its way in lost it through `node`. */
 static bool reached_now(struct reach *r, uint32_t node)
 {
-    const struct idx_hnsw *h = r->h;
-    uint32_t top = 0;
-    memset(r->chk, 0, h->n);
-    r->chk[h->entry] = 1;
-    r->stack[top++] = h->entry;
-    while (top > 0) {
-        uint32_t x = r->stack[--top];
-        if (x == node)
-            return true;
-        const uint32_t *links = hnsw_links0(h, x);
-        for (uint32_t j = 0; j < links[0]; j++) {
-            uint32_t e = links[1 + j];
-            if (!r->chk[e]) {
-                r->chk[e] = 1;
-                r->stack[top++] = e;
-            }
-        }
-    }
-    return false;
+    memset(r->chk, 0, r->h->n);
+    mark_reachable(r->h, r->h->entry, r->chk, r->stack, node);
+    return r->chk[node];
 }
 
 /* Puts `to` into node v's full level-0 list in place of one of its links, most-linked target
@@ -775,7 +762,7 @@ static void connect_forward(struct reach *r)
             for (size_t j = 0; swaps && j < nn && j < 4 && !linked; j++)
                 linked = swap_link(r, r->near[j].id, u);
             if (linked)
-                mark_reachable(h, u, r->fwd, r->stack);
+                mark_reachable(h, u, r->fwd, r->stack, UINT32_MAX);
         }
 }
 
@@ -854,7 +841,7 @@ static int connect_backward(struct reach *r)
                 continue;
             mark_reaching(r, w);
             if (r->fwd[w]) /* a node forward linking left out may be reached through w now */
-                mark_reachable(h, x, r->fwd, r->stack);
+                mark_reachable(h, x, r->fwd, r->stack, UINT32_MAX);
         }
     return ST_OK;
 }
@@ -897,7 +884,7 @@ static int connect_all(struct idx_hnsw *h, uint32_t *left)
         for (uint32_t j = 0; j < l[0]; j++)
             r.indeg[l[1 + j]]++;
     }
-    if (mark_reachable(h, h->entry, r.fwd, r.stack) < h->n)
+    if (mark_reachable(h, h->entry, r.fwd, r.stack, UINT32_MAX) < h->n)
         connect_forward(&r);
     rc = ST_OK;
     if (connect_backward(&r) != ST_OK) /* no memory for the reversed lists: not repaired */

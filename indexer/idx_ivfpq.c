@@ -198,13 +198,7 @@ static int assign_all(const float *x, uint32_t n, uint32_t d, const float *c, ui
         free(cc);
         return ST_ENOMEM;
     }
-    if (origin != NULL) {
-        for (uint32_t i = 0; i < k; i++)
-            for (uint32_t j = 0; j < d; j++)
-                cc[(size_t)i * d + j] = c[(size_t)i * d + j] - origin[j];
-        c = cc;
-    }
-    transpose_norms(c, k, d, ct, norms);
+    transpose_norms(centred(c, k, d, d, origin, cc), k, d, ct, norms);
     free(cc);
     struct assign_job jobs[16];
     pthread_t th[16];
@@ -359,10 +353,8 @@ static int prepare(struct idx_ivfpq *ix)
             sum[d] += ix->centroids[(size_t)l * ix->dim + d];
     for (uint32_t d = 0; d < ix->dim; d++)
         ix->mu[d] = (float)(sum[d] / ix->nlist);
-    for (uint32_t l = 0; l < ix->nlist; l++)
-        for (uint32_t d = 0; d < ix->dim; d++)
-            cc[(size_t)l * ix->dim + d] = ix->centroids[(size_t)l * ix->dim + d] - ix->mu[d];
-    transpose_norms(cc, ix->nlist, ix->dim, ix->ct, ix->cn);
+    transpose_norms(centred(ix->centroids, ix->nlist, ix->dim, ix->dim, ix->mu, cc), ix->nlist,
+                    ix->dim, ix->ct, ix->cn);
     free(sum);
     free(cc);
     return ST_OK;
@@ -972,19 +964,8 @@ static bool cand_room(struct idx_ivfpq_searcher *s, size_t keep)
     return true;
 }
 
-/* The query as the coarse step and the tables take it: q - mu for L2 (into buf, dim floats),
- * q itself for inner product. */
-static const float *query_origin(const struct idx_ivfpq *ix, const float *q, float *buf)
-{
-    if (ix->mu == NULL)
-        return q;
-    for (uint32_t d = 0; d < ix->dim; d++)
-        buf[d] = q[d] - ix->mu[d];
-    return buf;
-}
-
-/* One query q (qt: query_origin's), its centroid dot products cdots[c] = <qt, ct's c> already
- * computed. */
+/* One query q (qt: q - mu for L2 (centred), q for inner product), its centroid dot products
+ * cdots[c] = <qt, ct's c> already computed. */
 static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const float *qt,
                          const float *cdots, uint32_t k, uint32_t nprobe, size_t keep,
                          const float *raw, float bound, st_filter_fn filter, void *fctx,
@@ -1073,7 +1054,7 @@ size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint
     if (k == 0 || ix->n == 0 || !cand_room(s, keep))
         return 0;
     /* All centroid dot products in one pass over the transposed centroids. */
-    const float *qt = query_origin(ix, q, s->qc);
+    const float *qt = centred(q, 1, ix->dim, ix->dim, ix->mu, s->qc); /* mu: L2 only */
     s->k->dots_t(qt, ix->ct, ix->dim, ix->nlist, s->cdots);
     return search_one(s, q, qt, s->cdots, k, clamp_nprobe(ix, nprobe), keep, raw, bound, filter,
                       fctx, out);
@@ -1103,9 +1084,7 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
         size_t nb = nq - i < NEAREST_BATCH ? nq - i : NEAREST_BATCH;
         /* The coarse products of the whole batch: each centroid column loaded serves them all
          * (summed in the same order as the one-query kernel: the same lists are probed). */
-        const float *qt = qs + i * ix->dim;
-        if (ix->mu != NULL)
-            qt = centred(qt, (uint32_t)nb, ix->dim, ix->dim, ix->mu, s->bq);
+        const float *qt = centred(qs + i * ix->dim, (uint32_t)nb, ix->dim, ix->dim, ix->mu, s->bq);
         s->k->dots_tn(qt, nb, ix->dim, ix->ct, ix->dim, ix->nlist, s->bdots);
         for (size_t b = 0; b < nb; b++)
             counts[i + b] =

@@ -328,10 +328,11 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
     memset(st, 0, sizeof(*st));
     if (v == NULL || q->k == 0)
         return ST_OK;
-    struct idx_part_hit *ph = malloc(q->k * sizeof(*ph));
+    /* (the bounded search's runs hold their own part-hit scratch: vjob_work) */
+    struct idx_part_hit *ph = q->exhaustive ? malloc(q->k * sizeof(*ph)) : NULL;
     struct idx_view_hit *all = malloc(q->k * 2 * sizeof(*all));
     struct probe *order = malloc((v->n ? v->n : 1) * sizeof(*order));
-    if (ph == NULL || all == NULL || order == NULL) {
+    if ((q->exhaustive && ph == NULL) || all == NULL || order == NULL) {
         free(ph);
         free(all);
         free(order);
