@@ -94,6 +94,15 @@ struct ing_consumer {
     struct part *parts;
     size_t n_parts, cap_parts;
     int64_t next_commit_ms;
+    /* The periodic round's commits are asynchronous (a broker round trip, tens of ms on a busy
+     * host, must not hold up the writes behind it): their results come back on commit_q,
+     * served by the poll thread. One round is in flight at a time. A result is applied only if
+     * no rebalance came in between (commit_gen, bumped by assign and revoke): an older round's
+     * answer must not stand for an assignment it was not made for. */
+    rd_kafka_queue_t *commit_q;
+    uint64_t commit_gen;
+    bool commit_inflight;
+    int64_t commit_sent_ms;
     struct ing_stats st;
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
     struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
@@ -242,12 +251,38 @@ static int commit_round(struct ing_consumer *c, const rd_kafka_topic_partition_l
     return ST_OK;
 }
 
+/* The answer to an asynchronous round (poll thread, served from commit_q). */
+static void on_commit_async(rd_kafka_t *rk, rd_kafka_resp_err_t ke,
+                            rd_kafka_topic_partition_list_t *l, void *opaque)
+{
+    struct ing_consumer *c = rd_kafka_opaque(rk);
+    c->commit_inflight = false;
+    if (ke != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* Not fatal: the data is durable, the next round commits again. */
+        if (!commit_retriable(ke))
+            st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
+        return;
+    }
+    c->st.commits++;
+    if ((uint64_t)(uintptr_t)opaque != c->commit_gen)
+        return; /* a rebalance came in between: what is committed now is not known */
+    for (int i = 0; l != NULL && i < l->cnt; i++) {
+        struct part *p = part_get(c, l->elems[i].topic, l->elems[i].partition, false);
+        if (p != NULL && p->assigned && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            l->elems[i].offset > p->committed)
+            p->committed = l->elems[i].offset;
+    }
+}
+
+/* Results not served after this long are given up for lost: the next round goes out. */
+#define COMMIT_INFLIGHT_MAX_MS 10000
+
 /*
- * The periodic round, which never waits for an fsync: per assigned partition it commits the
- * position up to which every handled message is durable, read from the stores' marks (the WAL
- * syncer's group commits advance them in the background). For each store of the partition's
- * topic that holds an applied but not yet durable message of it, the commit stops just after
- * that store's durable mark; messages between that point and the last handled one are
+ * The periodic round, which never waits for an fsync nor for the broker: per assigned partition it
+ * commits the position up to which every handled message is durable, read from the stores' marks
+ * (the WAL syncer's group commits advance them in the background). For each store of the
+ * partition's topic that holds an applied but not yet durable message of it, the commit stops just
+ * after that store's durable mark; messages between that point and the last handled one are
  * redelivered after a crash and recognised as duplicates.
  */
 static int durable_round(struct ing_consumer *c)
@@ -272,8 +307,17 @@ static int durable_round(struct ing_consumer *c)
         if (pos > 0 && pos > p->committed)
             rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = pos;
     }
-    if (l->cnt > 0)
-        (void)commit_list(c, l); /* a refused round is tried again at the next interval */
+    if (l->cnt > 0) {
+        /* A refused or failed round is tried again at the next interval. */
+        rd_kafka_resp_err_t ke = rd_kafka_commit_queue(c->rk, l, c->commit_q, on_commit_async,
+                                                       (void *)(uintptr_t)c->commit_gen);
+        if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            c->commit_inflight = true;
+            c->commit_sent_ms = now_ms();
+        } else {
+            st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
+        }
+    }
     rd_kafka_topic_partition_list_destroy(l);
     return ST_OK;
 }
@@ -409,6 +453,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     struct ing_consumer *c = opaque;
+    c->commit_gen++; /* an asynchronous round's answer no longer tells what is committed */
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (size_t i = 0; i < c->n_parts; i++) /* the assignment after a rejoin is whole */
             c->parts[i].lost = false;
@@ -579,6 +624,10 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         goto fail;
     }
     rd_kafka_poll_set_consumer(c->rk);
+    if ((c->commit_q = rd_kafka_queue_new(c->rk)) == NULL) {
+        rc = st_err_set(err, ST_ENOMEM, "kafka commit queue: out of memory");
+        goto fail;
+    }
     rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new((int)c->n_topics);
     for (size_t i = 0; i < c->n_topics; i++)
         rd_kafka_topic_partition_list_add(sub, c->topics[i].topic, RD_KAFKA_PARTITION_UA);
@@ -942,7 +991,9 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     }
     if (rc != ST_OK && c->fatal.code == ST_OK) /* nothing after the failed message is written */
         st_err_set(&c->fatal, rc, "%s", err != NULL ? err->msg : st_strerror(rc));
-    if (rc == ST_OK && now_ms() >= c->next_commit_ms) {
+    (void)rd_kafka_queue_poll_callback(c->commit_q, 0); /* answers to earlier rounds */
+    if (rc == ST_OK && now_ms() >= c->next_commit_ms &&
+        (!c->commit_inflight || now_ms() - c->commit_sent_ms >= COMMIT_INFLIGHT_MAX_MS)) {
         int64_t t0 = st_clock_mono_ns(NULL);
         rc = durable_round(c);
         c->st.commit_ns += (uint64_t)(st_clock_mono_ns(NULL) - t0);
@@ -1104,6 +1155,11 @@ int ing_consumer_close(struct ing_consumer *c)
             rc = crc;
         drop_queued(c); /* empty already (finish_queued); never after the handle is gone */
         rd_kafka_consumer_close(c->rk); /* revokes (the callback commits) and leaves */
+        if (c->commit_q != NULL) {
+            /* An asynchronous round still out is superseded by the synchronous ones above. */
+            (void)rd_kafka_queue_poll_callback(c->commit_q, 0);
+            rd_kafka_queue_destroy(c->commit_q);
+        }
         rd_kafka_destroy(c->rk);
     }
     for (size_t i = 0; i < c->n_parts; i++)

@@ -10,8 +10,10 @@
  * syncer (group commit: one fsync covers many messages) — and commits, per partition, the
  * position after the last handled message that is durable everywhere (dead-lettered and
  * duplicate messages count as done; a store with an applied but unsynced message of the
- * partition holds the position just after its durable mark). On revoke, close and
- * ing_consumer_commit the round fsyncs every store first and commits everything handled.
+ * partition holds the position just after its durable mark). Nor does it wait for the broker:
+ * the round's commit is asynchronous, its answer served by a later poll, one round in flight at
+ * a time. On revoke, close and ing_consumer_commit the round fsyncs every store first and
+ * commits everything handled (synchronously).
  * A message applied but not yet covered by a commit is redelivered after a crash or a
  * rebalance and recognised as a duplicate by its (partition, offset) — never applied twice.
  *

@@ -730,6 +730,99 @@ START_TEST(test_close_commit_through_rebalance)
 }
 END_TEST
 
+/*
+ * Fault injection (the mock cluster): the group coordinator answers each of the first three
+ * offset commits 1.5 s late, as a broker on a busy host does. The periodic commits must not
+ * hold up the writes (a strong search sees a record only once it is written): no poll call
+ * takes anywhere near that long while the messages go in. One round is in flight at a time
+ * (the three slow answers come one after another, not together), and once they are through
+ * the asynchronous rounds commit everything handled, before any close.
+ */
+START_TEST(test_commit_does_not_block_polls)
+{
+    st_log_set_level(ST_LOG_WARNING);
+    char es[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "log_level", "4", es, sizeof(es)), RD_KAFKA_CONF_OK);
+    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
+    ck_assert_msg(mrk != NULL, "%s", es);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
+    ck_assert_ptr_nonnull(mc);
+    brokers = rd_kafka_mock_cluster_bootstraps(mc);
+    snprintf(topic, sizeof(topic), "%s", st_test_unique("ca"));
+    snprintf(dead, sizeof(dead), "%s", st_test_unique("ca-dlq"));
+    nparts = NPART;
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topic, NPART, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, dead, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    t_base = st_clock_wall_ms(NULL) - 60000;
+    dir = st_test_tmpdir("ca");
+    open_store();
+    rd_kafka_t *p = producer();
+    const char *group = st_test_unique("ca-g");
+    struct ing_consumer *c = consumer(group);
+    /* Joined and fetching (one message handled) before the coordinator slows down. */
+    produce_good(p, 0);
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    POLL_UNTIL(c, st_.messages == 1);
+    POLL_UNTIL(c, st_.commits >= 1);
+    ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                         mc, 1, 8 /* OffsetCommit */, 3, RD_KAFKA_RESP_ERR_NO_ERROR, 1500,
+                         RD_KAFKA_RESP_ERR_NO_ERROR, 1500, RD_KAFKA_RESP_ERR_NO_ERROR, 1500),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    struct ing_stats st;
+    ing_consumer_stats(c, &st);
+    uint64_t commits0 = st.commits;
+    /* When the first slow commit was taken off the stack and when the last was. */
+    int64_t first = -1, last = -1, slowest = 0, dl = st_test_now_ms() + 120000;
+    for (int m = 1; m < NMSG || st.commits < commits0 + 3;) {
+        if (m < NMSG && handled(c) == (uint64_t)m) { /* one message at a time */
+            produce_good(p, m++);
+            ck_assert_int_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+        }
+        struct st_err e = {0};
+        int64_t a = st_test_now_ms();
+        ck_assert_msg(ing_consumer_poll(c, 20, &e) == ST_OK, "%s", e.msg);
+        int64_t now = st_test_now_ms();
+        if (now - a > slowest)
+            slowest = now - a;
+        size_t left = 3;
+        ck_assert_int_eq(rd_kafka_mock_broker_error_stack_cnt(mc, 1, 8 /* OffsetCommit */, &left),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        if (left < 3 && first < 0)
+            first = now;
+        if (left == 0 && last < 0)
+            last = now;
+        ing_consumer_stats(c, &st);
+        ck_assert_msg(now < dl, "timed out at message %d, %" PRIu64 " commits", m,
+                      st.commits - commits0);
+    }
+    ck_assert_msg(slowest < 750, "a poll took %" PRId64 " ms: it waited for a commit", slowest);
+    /* Each slow round was sent only after the one before was answered (1.5 s each). */
+    ck_assert_int_ge(first, 0);
+    ck_assert_int_ge(last, 0);
+    ck_assert_msg(last - first >= 2500, "three slow commits sent within %" PRId64 " ms",
+                  last - first);
+    /* Two more rounds, both sent after every message was durable: everything is committed. */
+    ing_consumer_stats(c, &st);
+    uint64_t k = st.commits;
+    POLL_UNTIL(c, st_.commits >= k + 2);
+    int64_t offs[NPART];
+    st_kafka_committed(brokers, group, topic, NPART, offs);
+    for (int part = 0; part < NPART; part++)
+        ck_assert_int_eq(offs[part], NMSG / NPART);
+    ck_assert_int_eq(ing_consumer_close(c), ST_OK);
+    for (int m = 0; m < NMSG; m++)
+        (void)expect_record(tw, m, 0);
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mrk);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* A second member joins and later the first leaves: partitions move with their commits, so
  * every message is applied by exactly one of the two members' stores — none lost, none twice.
  * The assignment hook tells each member's partitions as they move. */
@@ -1618,6 +1711,7 @@ int main(void)
     tcase_add_test(tc, test_kafka_settings);
     tcase_add_test(tc, test_pause_across_rebalance);
     tcase_add_test(tc, test_close_commit_through_rebalance);
+    tcase_add_test(tc, test_commit_does_not_block_polls);
     tcase_add_test(tc, test_backpressure_pause_resume);
     tcase_add_test(tc, test_backpressure_queued_behind_pause);
     tcase_add_test(tc, test_revoke_with_queued_messages);
