@@ -101,7 +101,8 @@ struct ing_consumer {
      * answer must not stand for an assignment it was not made for. */
     rd_kafka_queue_t *commit_q;
     uint64_t commit_gen;
-    bool commit_inflight;
+    int commit_inflight; /* rounds sent and not answered yet (more than one only after
+                            COMMIT_INFLIGHT_MAX_MS without an answer) */
     int64_t commit_sent_ms;
     struct ing_stats st;
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
@@ -213,6 +214,45 @@ static bool commit_retriable(rd_kafka_resp_err_t ke)
            ke == RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
 }
 
+/* The answer to an asynchronous round (poll thread, served from commit_q). */
+static void on_commit_async(rd_kafka_t *rk, rd_kafka_resp_err_t ke,
+                            rd_kafka_topic_partition_list_t *l, void *opaque)
+{
+    struct ing_consumer *c = rd_kafka_opaque(rk);
+    if (c->commit_inflight > 0)
+        c->commit_inflight--;
+    if (ke != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* Not fatal: the data is durable, the next round commits again. */
+        if (!commit_retriable(ke))
+            st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
+        return;
+    }
+    c->st.commits++;
+    if ((uint64_t)(uintptr_t)opaque != c->commit_gen)
+        return; /* a rebalance came in between: what is committed now is not known */
+    for (int i = 0; l != NULL && i < l->cnt; i++) {
+        struct part *p = part_get(c, l->elems[i].topic, l->elems[i].partition, false);
+        if (p != NULL && p->assigned && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            l->elems[i].offset > p->committed)
+            p->committed = l->elems[i].offset;
+    }
+}
+
+/* Results not served after this long are given up for lost: the next round goes out. */
+#define COMMIT_INFLIGHT_MAX_MS 10000
+
+/*
+ * Waits (serving commit_q, at most COMMIT_INFLIGHT_MAX_MS) until no asynchronous round is out. A
+ * synchronous commit must not go out while one is: librdkafka sends a commit refused with a
+ * retriable error (coordinator moving, timeout) again later, after requests queued meanwhile,
+ * so the older offsets could land after the newer ones and move the group's position back.
+ */
+static void await_async_commits(struct ing_consumer *c)
+{
+    for (int64_t dl = now_ms() + COMMIT_INFLIGHT_MAX_MS; c->commit_inflight > 0 && now_ms() < dl;)
+        (void)rd_kafka_queue_poll_callback(c->commit_q, 50);
+}
+
 /*
  * Makes everything written so far durable, then commits for each partition in `only` (or all
  * assigned ones) the position after its last handled message.
@@ -246,36 +286,11 @@ static int commit_round(struct ing_consumer *c, const rd_kafka_topic_partition_l
                               st_strerror(rc));
         }
     }
+    await_async_commits(c);
     *ke = commit_list(c, l);
     rd_kafka_topic_partition_list_destroy(l);
     return ST_OK;
 }
-
-/* The answer to an asynchronous round (poll thread, served from commit_q). */
-static void on_commit_async(rd_kafka_t *rk, rd_kafka_resp_err_t ke,
-                            rd_kafka_topic_partition_list_t *l, void *opaque)
-{
-    struct ing_consumer *c = rd_kafka_opaque(rk);
-    c->commit_inflight = false;
-    if (ke != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        /* Not fatal: the data is durable, the next round commits again. */
-        if (!commit_retriable(ke))
-            st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
-        return;
-    }
-    c->st.commits++;
-    if ((uint64_t)(uintptr_t)opaque != c->commit_gen)
-        return; /* a rebalance came in between: what is committed now is not known */
-    for (int i = 0; l != NULL && i < l->cnt; i++) {
-        struct part *p = part_get(c, l->elems[i].topic, l->elems[i].partition, false);
-        if (p != NULL && p->assigned && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            l->elems[i].offset > p->committed)
-            p->committed = l->elems[i].offset;
-    }
-}
-
-/* Results not served after this long are given up for lost: the next round goes out. */
-#define COMMIT_INFLIGHT_MAX_MS 10000
 
 /*
  * The periodic round, which never waits for an fsync nor for the broker: per assigned partition it
@@ -312,7 +327,7 @@ static int durable_round(struct ing_consumer *c)
         rd_kafka_resp_err_t ke = rd_kafka_commit_queue(c->rk, l, c->commit_q, on_commit_async,
                                                        (void *)(uintptr_t)c->commit_gen);
         if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            c->commit_inflight = true;
+            c->commit_inflight++;
             c->commit_sent_ms = now_ms();
         } else {
             st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
@@ -992,8 +1007,8 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     if (rc != ST_OK && c->fatal.code == ST_OK) /* nothing after the failed message is written */
         st_err_set(&c->fatal, rc, "%s", err != NULL ? err->msg : st_strerror(rc));
     (void)rd_kafka_queue_poll_callback(c->commit_q, 0); /* answers to earlier rounds */
-    if (rc == ST_OK && now_ms() >= c->next_commit_ms &&
-        (!c->commit_inflight || now_ms() - c->commit_sent_ms >= COMMIT_INFLIGHT_MAX_MS)) {
+    if (rc == ST_OK && now_ms() >= c->next_commit_ms && !c->closing &&
+        (c->commit_inflight == 0 || now_ms() - c->commit_sent_ms >= COMMIT_INFLIGHT_MAX_MS)) {
         int64_t t0 = st_clock_mono_ns(NULL);
         rc = durable_round(c);
         c->st.commit_ns += (uint64_t)(st_clock_mono_ns(NULL) - t0);
