@@ -149,8 +149,9 @@ def block_fresh(out, plots):
     md = head + ["| load (of the maximum ingest rate, the reference) | achieved records/s "
           "| strong p50 ms | strong p99 ms | p99 / the 50 ms goal | indexed p50 ms "
           "| indexed p99 ms | indexed | writes waited, ms: window / log created, WAL roll, "
-          "log queue |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "log queue | ingest polling thread, ms: librdkafka / decode wait / write / commit "
+          "| messages applied > 50 ms after produce |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {float(r['load']):.0%} of {r['target_rec_s'] if float(r['load']) else '-'}"
                   f" | {r['achieved_rec_s']} | {f(r['strong_p50_ms'], 1)} | "
@@ -159,7 +160,11 @@ def block_fresh(out, plots):
                   f"{r['indexed_found']}/{r['probes']} | " +
                   " / ".join(f(r[f"wait_{c}_ms"], 0) if r.get(f"wait_{c}_ms") else "-" for c in
                              ("window_create", "vector_log_create", "wal_roll",
-                              "vector_log_queue")) + " |")
+                              "vector_log_queue")) + " | " +
+                  " / ".join(f(r[f"poll_{c}_ms"], 0) if r.get(f"poll_{c}_ms") else "-" for c in
+                             ("kafka", "decode_wait", "write", "commit")) + " | " +
+                  (f"{float(r['apply_over_50ms']):.2%} of {r['apply_messages']}"
+                   if r.get("apply_messages") else "-") + " |")
     loads = [float(r["load"]) * 100 for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, style in (("strong_p50_ms", "o-"), ("strong_p99_ms", "o--"),

@@ -116,6 +116,7 @@ struct ing_consumer {
     pthread_mutex_t mu;
     struct ing_stats pub_st;
     uint64_t *coll_records;
+    struct st_hist *apply_lag; /* per collection: message timestamp to applied (atomic) */
     struct ing_reject_count *rej;
     size_t nrej, caprej;
     struct ing_lag *lag;
@@ -552,10 +553,14 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         c->o.hold_ms = 1000;
     int rc = ST_ENOMEM;
     c->coll_records = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->coll_records));
+    c->apply_lag = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->apply_lag));
+    for (size_t i = 0; c->apply_lag != NULL && i < o->n_colls; i++)
+        st_hist_init(&c->apply_lag[i], &st_hist_latency);
     c->held_out = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->held_out));
     c->short_at = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->short_at));
     c->topics = calloc(o->n_colls ? o->n_colls : 1, sizeof(*c->topics));
-    if (c->topics == NULL || c->coll_records == NULL || c->held_out == NULL || c->short_at == NULL)
+    if (c->topics == NULL || c->coll_records == NULL || c->apply_lag == NULL ||
+        c->held_out == NULL || c->short_at == NULL)
         goto fail;
     for (size_t k = 0; k < DECODE_DEPTH; k++) {
         struct slot *sl = &c->slots[k];
@@ -826,6 +831,19 @@ static int write_held(struct ing_consumer *c, size_t ci, struct ing_writer *w, s
     return rc;
 }
 
+/* How long after its Kafka timestamp (the producer's CreateTime, or the broker's
+ * LogAppendTime) a message's records became visible to searches; clocks of other hosts may
+ * disagree with ours, so a timestamp in the future counts as no delay. */
+static void observe_apply_lag(struct ing_consumer *c, size_t ci, const rd_kafka_message_t *m)
+{
+    rd_kafka_timestamp_type_t tt;
+    int64_t mts = rd_kafka_message_timestamp(m, &tt);
+    if (tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE || mts < 0)
+        return;
+    int64_t lag = st_clock_wall_ms(NULL) - mts;
+    st_hist_observe(&c->apply_lag[ci], lag > 0 ? (double)lag / 1e3 : 0.0);
+}
+
 /* Writes or dead-letters a decoded message (poll thread). */
 static int handle(struct ing_consumer *c, struct slot *sl, struct st_err *err)
 {
@@ -865,6 +883,7 @@ static int handle(struct ing_consumer *c, struct slot *sl, struct st_err *err)
             pthread_mutex_lock(&c->mu);
             c->coll_records[ci] += sl->n - res.expired;
             pthread_mutex_unlock(&c->mu);
+            observe_apply_lag(c, ci, m);
             break;
         case ING_DUPLICATE:
             c->st.duplicates++;
@@ -1063,6 +1082,11 @@ void ing_metrics_free(struct ing_metrics *m)
     *m = (struct ing_metrics){0};
 }
 
+const struct st_hist *ing_consumer_apply_lag(const struct ing_consumer *c, size_t coll)
+{
+    return &c->apply_lag[coll];
+}
+
 int ing_consumer_ping(struct ing_consumer *c, int timeout_ms)
 {
     const struct rd_kafka_metadata *md = NULL;
@@ -1193,6 +1217,7 @@ int ing_consumer_close(struct ing_consumer *c)
     }
     free(c->topics);
     free(c->coll_records);
+    free(c->apply_lag);
     free(c->held_out);
     free(c->short_at);
     free(c->rej);

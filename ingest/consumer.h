@@ -35,6 +35,7 @@
 #include "ingest_write.h"
 #include "rec_format.h"
 #include "st_error.h"
+#include "st_prom.h"
 #include "twcs.h"
 
 struct ing_collection {
@@ -143,6 +144,9 @@ int ing_consumer_kafka_setting(struct ing_consumer *c, const char *name, char *b
 /* Any thread: the counters as of the last poll. Free with ing_metrics_free. */
 int ing_consumer_metrics(struct ing_consumer *c, struct ing_metrics *out) ST_WUR;
 void ing_metrics_free(struct ing_metrics *m);
+/* Any thread: per collection (index into opts.colls), how long after its Kafka timestamp each
+ * applied message became visible to searches. Valid while c lives. */
+const struct st_hist *ing_consumer_apply_lag(const struct ing_consumer *c, size_t coll);
 /* Any thread: ST_OK when a Kafka broker answers a metadata request within timeout_ms. */
 int ing_consumer_ping(struct ing_consumer *c, int timeout_ms) ST_WUR;
 /* Handles the messages already read into the decode stage, runs a final commit round, leaves

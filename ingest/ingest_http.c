@@ -600,6 +600,13 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
         const char *l[] = {"collection", h->colls[i].cfg->name, "stage", "sealed", NULL};
         st_prom_hist(t, "strata_freshness_seconds", l, outbox_pub_freshness(h->colls[i].pub));
     }
+    st_prom_head(t, "strata_ingest_apply_lag_seconds", "histogram",
+                 "Kafka message timestamp to its records applied (searchable by a strong "
+                 "search), per message.");
+    for (size_t i = 0; i < h->n; i++) {
+        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
+        st_prom_hist(t, "strata_ingest_apply_lag_seconds", l, ing_consumer_apply_lag(h->cons, i));
+    }
     st_prom_head(t, "strata_outbox_pending", "gauge", "Window events not yet stored by NATS.");
     for (size_t i = 0; i < h->n; i++) {
         const char *l[] = {"collection", h->colls[i].cfg->name, NULL};

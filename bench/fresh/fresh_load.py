@@ -99,6 +99,57 @@ class Load:
 WAIT_CAUSES = ("window_create", "vector_log_create", "wal_roll", "vector_log_queue")
 
 
+POLL_ACTIVITIES = ("kafka", "decode_wait", "write", "commit")
+
+
+def poll_seconds(text):
+    """Seconds the ingest node's polling thread has spent so far, by activity."""
+    if text is None:
+        raise Failed("ingest /metrics did not answer")
+    return {c: metric(text, "strata_ingest_poll_seconds_total", f'activity="{c}"') or 0.0
+            for c in POLL_ACTIVITIES}
+
+
+APPLY_LE = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "+Inf")
+
+
+def apply_lag(text):
+    """The ingest node's apply-lag histogram so far (message timestamp to applied): cumulative
+    counts at the bounds in APPLY_LE."""
+    if text is None:
+        raise Failed("ingest /metrics did not answer")
+    return {le: metric(text, "strata_ingest_apply_lag_seconds_bucket",
+                       f'collection="load",le="{le}"') or 0.0 for le in APPLY_LE}
+
+
+def probe_append_times(kafka, topic):
+    """{probe id: the broker's append time, s} for every probe message in topic."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": kafka, "group.id": f"fresh-times-{os.getpid()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    meta = c.list_topics(topic, timeout=30).topics[topic]
+    parts = [TopicPartition(topic, p) for p in meta.partitions]
+    ends = {p.partition: c.get_watermark_offsets(p, timeout=30)[1] for p in parts}
+    c.assign(parts)
+    pos = {p: 0 for p in ends}
+    out = {}
+    deadline = time.time() + 300
+    while any(pos[p] < ends[p] for p in ends):
+        if time.time() > deadline:
+            raise Failed("reading the probes' append times back took more than 300 s")
+        for m in c.consume(10000, timeout=1.0):
+            if m.error():
+                continue
+            pos[m.partition()] = m.offset() + 1
+            v = m.value()
+            i = v.find(b'"id":"probe-') if v[:1] == b"{" else -1
+            if i >= 0:
+                j = v.index(b'"', i + 6)
+                out[v[i + 6:j].decode()] = m.timestamp()[1] / 1000
+    c.close()
+    return out
+
+
 def write_waits(text):
     """Seconds the ingest node's writes have waited so far, by cause, from its /metrics text."""
     if text is None:
@@ -115,6 +166,9 @@ def main():
                     help="the sustained maximum's run (default 12; 4 quick)")
     ap.add_argument("--seconds", type=float, default=0, help="per phase (default 10; 3 quick)")
     ap.add_argument("--loads", default="0,0.5,0.9")
+    ap.add_argument("--append-times", action="store_true",
+                    help="topic with LogAppendTime: split each probe's latency at the broker's "
+                         "append (event times are then the broker's)")
     ap.add_argument("--probe-ms", type=float, default=50)
     ap.add_argument("--rate", type=float, default=0,
                     help="records/s that the loads are shares of, instead of the maximum measured "
@@ -143,7 +197,11 @@ def main():
     np.save(pool, rng.standard_normal((10000, a.dim), dtype=np.float32))
     pool0 = base64.b64encode(np.load(pool)[0].astype("<f4").tobytes()).decode()
     topic = f"load-{os.getpid()}"
-    create_topic(a.kafka, topic)
+    # --append-times: the broker stamps each message when it appends it (LogAppendTime), so
+    # each probe's way splits into produce → appended (read back after the run) and appended →
+    # searchable; the ingest node's apply lag then starts at the append too.
+    create_topic(a.kafka, topic, config={"message.timestamp.type": "LogAppendTime"}
+                 if a.append_times else None)
     next_id = [0]  # the next load record's id: every run of the producer starts after the last
 
     def load(rate, count, tag):
@@ -307,7 +365,8 @@ def main():
                     poller(stage)
                 except Exception as e:  # noqa: BLE001
                     errors.append(f"{stage} poller died: {e!r}")
-            waits0 = write_waits(metrics())
+            text0 = metrics()
+            waits0, poll0, lag0 = write_waits(text0), poll_seconds(text0), apply_lag(text0)
             pts = [threading.Thread(target=guarded, args=(st,), daemon=True)
                    for st in ["strong"] * STRONG_WORKERS + ["indexed"]]
             for pt in pts:
@@ -330,7 +389,16 @@ def main():
                 ld.wait(secs + 120)
                 achieved = ld.records / ld.secs if ld.secs > 0 else 0.0
             # where the node's writes waited during the phase (strata_write_wait_seconds_total)
-            waits = {c: (write_waits(metrics())[c] - waits0[c]) * 1000 for c in WAIT_CAUSES}
+            text1 = metrics()
+            waits = {c: (write_waits(text1)[c] - waits0[c]) * 1000 for c in WAIT_CAUSES}
+            # and where its polling thread's time went (strata_ingest_poll_seconds_total)
+            polled = {c: (poll_seconds(text1)[c] - poll0[c]) * 1000 for c in POLL_ACTIVITIES}
+            # and how late after produce its messages were applied (load and probes alike)
+            lag1 = apply_lag(text1)
+            lagd = {le: lag1[le] - lag0[le] for le in APPLY_LE}
+            applied = lagd["+Inf"]
+            over50 = (applied - lagd["0.05"]) / applied if applied else 0.0
+            lag_p99 = next((le for le in APPLY_LE if applied and lagd[le] >= 0.99 * applied), "-")
             # The trickle: windows seal only when newer records move the watermark.
             deadline = time.time() + (30 if a.quick else 60)
             k = 0
@@ -363,7 +431,10 @@ def main():
                    "indexed_p99_ms": percentile(i_lat, 0.99),
                    "strong_search_p50_ms": percentile(took, 0.5),
                    "strong_search_p99_ms": percentile(took, 0.99),
-                   **{f"wait_{c}_ms": round(waits[c], 1) for c in WAIT_CAUSES}}
+                   **{f"wait_{c}_ms": round(waits[c], 1) for c in WAIT_CAUSES},
+                   **{f"poll_{c}_ms": round(polled[c], 1) for c in POLL_ACTIVITIES},
+                   "apply_messages": round(applied), "apply_over_50ms": round(over50, 4),
+                   "apply_p99_le_s": lag_p99}
             rows.append(row)
             log(f"load {share:.0%}: strong p50 {row['strong_p50_ms']:.1f} ms p99 "
                 f"{row['strong_p99_ms']:.1f} ms; indexed p50 {row['indexed_p50_ms']:.0f} ms p99 "
@@ -380,6 +451,23 @@ def main():
         d.stop()
     d.remove_data()  # after a failed run the data stays, for finding out why
 
+    if a.append_times:  # each probe's broker append time, read back from the topic
+        appended = probe_append_times(a.kafka, topic)
+        for r in probe_rows:
+            t = appended.get(r["id"])
+            r["appended_ms"] = None if t is None else round((t - r["produced_unix_s"]) * 1000, 1)
+        for row in rows:
+            mine = [r for r in probe_rows if r["load"] == row["load"] and
+                    r["appended_ms"] is not None and r["strong_ms"] is not None]
+            row["append_p50_ms"] = percentile([r["appended_ms"] for r in mine], 0.5)
+            row["append_p99_ms"] = percentile([r["appended_ms"] for r in mine], 0.99)
+            rest = [r["strong_ms"] - r["appended_ms"] for r in mine]
+            row["appended_to_strong_p50_ms"] = percentile(rest, 0.5)
+            row["appended_to_strong_p99_ms"] = percentile(rest, 0.99)
+            log(f"load {row['load']:.0%}: produce → appended p50 {row['append_p50_ms']:.1f} "
+                f"p99 {row['append_p99_ms']:.1f} ms; appended → strong p50 "
+                f"{row['appended_to_strong_p50_ms']:.1f} p99 "
+                f"{row['appended_to_strong_p99_ms']:.1f} ms")
     with open(out / "fresh-probes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(probe_rows[0]))
         w.writeheader()
@@ -410,15 +498,26 @@ def main():
           "| load | target records/s | achieved | probes | strong p50 ms | strong p99 ms "
           "| indexed p50 ms | indexed p99 ms | indexed within the deadline "
           "| a strong search's took_ms p50 / p99 "
-          "| writes waited, ms: window / vector log created, WAL roll, log queue |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| writes waited, ms: window / vector log created, WAL roll, log queue "
+          "| polling thread, ms: librdkafka / decode wait / write / commit "
+          "| messages applied > 50 ms after produce; their p99 within (s) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['load']:.0%} | {r['target_rec_s']} | {r['achieved_rec_s']} | "
                   f"{r['probes']} | {r['strong_p50_ms']:.1f} | {r['strong_p99_ms']:.1f} | "
                   f"{r['indexed_p50_ms']:.0f} | {r['indexed_p99_ms']:.0f} | "
                   f"{r['indexed_found']}/{r['probes']} | "
                   f"{r['strong_search_p50_ms']:.1f} / {r['strong_search_p99_ms']:.1f} | "
-                  + " / ".join(f"{r[f'wait_{c}_ms']:.0f}" for c in WAIT_CAUSES) + " |")
+                  + " / ".join(f"{r[f'wait_{c}_ms']:.0f}" for c in WAIT_CAUSES) + " | "
+                  + " / ".join(f"{r[f'poll_{c}_ms']:.0f}" for c in POLL_ACTIVITIES) + " | "
+                  f"{r['apply_over_50ms']:.2%} of {r['apply_messages']}; ≤ {r['apply_p99_le_s']} |")
+    if a.append_times:
+        md += ["", "Each probe's way split at the broker's append (LogAppendTime):", "",
+               "| load | produce → appended p50 / p99 ms | appended → strong p50 / p99 ms |",
+               "|---|---|---|"]
+        md += [f"| {r['load']:.0%} | {r['append_p50_ms']:.1f} / {r['append_p99_ms']:.1f} | "
+               f"{r['appended_to_strong_p50_ms']:.1f} / {r['appended_to_strong_p99_ms']:.1f} |"
+               for r in rows]
     (out / "fresh.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -206,10 +206,11 @@ class Daemons:
         wait_for("a strong search served (ingest nodes discovered)", deadline_s, ready, 0.25)
 
 
-def create_topic(kafka, topic, partitions=2):
+def create_topic(kafka, topic, partitions=2, config=None):
     from confluent_kafka.admin import AdminClient, NewTopic
     adm = AdminClient({"bootstrap.servers": kafka})  # kept alive until the futures resolve
-    fut = adm.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    fut = adm.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+                                      config=config or {})])
     for f in fut.values():
         f.result(timeout=60)
 
