@@ -166,6 +166,8 @@ def main():
                     help="the sustained maximum's run (default 12; 4 quick)")
     ap.add_argument("--seconds", type=float, default=0, help="per phase (default 10; 3 quick)")
     ap.add_argument("--loads", default="0,0.5,0.9")
+    ap.add_argument("--strong-pace-ms", type=float, default=2,
+                    help="least time between two strong searches of one worker (default 2)")
     ap.add_argument("--append-times", action="store_true",
                     help="topic with LogAppendTime: split each probe's latency at the broker's "
                          "append (event times are then the broker's)")
@@ -324,7 +326,7 @@ def main():
                 # searches slowed by the busy cores). Each worker paced to a search per 2 ms at
                 # most, so that only probes waiting add searches. Indexed: one thread sweeping every 100 ms (its resolution).
                 col = 3 if stage == "strong" else 4
-                pace = 0.002 if stage == "strong" else 0.1
+                pace = a.strong_pace_ms / 1000 if stage == "strong" else 0.1
                 while not done.is_set():
                     t_sweep = time.time()
                     with lock:
@@ -429,6 +431,7 @@ def main():
                    "indexed_found": len(i_lat),
                    "indexed_p50_ms": percentile(i_lat, 0.5),
                    "indexed_p99_ms": percentile(i_lat, 0.99),
+                   "strong_searches": len(took),
                    "strong_search_p50_ms": percentile(took, 0.5),
                    "strong_search_p99_ms": percentile(took, 0.99),
                    **{f"wait_{c}_ms": round(waits[c], 1) for c in WAIT_CAUSES},
