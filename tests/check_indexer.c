@@ -2626,6 +2626,54 @@ START_TEST(test_hnsw_swap_verified)
 }
 END_TEST
 
+/* The repair's verification budget spent: a reached clique of five nodes (m = 2, lists of 4,
+ * all full) and 100 nodes nothing links to, each with a full list into the clique (so each
+ * reaches the entry but can only be reached through a swap, one verifying traversal each).
+ * Past the budget (64) the rest stay unreached: the extend still succeeds, the lists stay well
+ * formed, nothing reached before is cut off, and idx_hnsw_unreached reports exactly the nodes
+ * the entry does not reach. */
+START_TEST(test_hnsw_repair_budget_spent)
+{
+    enum { CORE = 5, OUT = 100, N = CORE + OUT };
+    float pts[N][2];
+    for (uint32_t i = 0; i < N; i++) {
+        pts[i][0] = i < CORE ? (float)(i % 2) : 10.0f + (float)i;
+        pts[i][1] = i < CORE ? (float)(i / 2) : (float)(i % 7);
+    }
+    struct idx_hnsw_opts o = {.dim = 2, .metric = ST_METRIC_L2, .m = 2, .ef_construction = 16};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, &pts[0][0], N, &h), ST_OK);
+    ck_assert_uint_eq(h->m0, 4);
+    for (uint32_t i = 0; i < N; i++) {
+        uint32_t *l = hnsw_links0(h, i);
+        h->levels[i] = 0;
+        l[0] = 0;
+        for (uint32_t c = 0; c < CORE && l[0] < 4; c++)
+            if (c != i)
+                l[1 + l[0]++] = c;
+    }
+    h->entry = 0;
+    h->max_level = 0;
+    struct idx_hnsw *r;
+    ck_assert_int_eq(idx_hnsw_extend(h, NULL, 0, 1, 7, &r), ST_OK);
+    const char *why;
+    ck_assert(!l0_strong(r, &why));
+    ck_assert_str_eq(why, "a node the entry does not reach"); /* the lists are well formed */
+    uint8_t *seen = malloc(N);
+    uint32_t *stack = malloc(N * sizeof(uint32_t));
+    uint32_t reached = l0_reach(r, r->entry, NULL, NULL, seen, stack);
+    for (uint32_t c = 0; c < CORE; c++)
+        ck_assert_msg(seen[c], "clique node %u cut off", c);
+    ck_assert_uint_eq(idx_hnsw_unreached(r), N - reached);
+    ck_assert_uint_ge(idx_hnsw_unreached(r), OUT - 64); /* 64 verifications at most */
+    ck_assert_uint_gt(reached, CORE);                   /* and they were spent */
+    free(seen);
+    free(stack);
+    idx_hnsw_free(r);
+    idx_hnsw_free(h);
+}
+END_TEST
+
 /* Data with many exact duplicates (300 distinct points, 10 copies each) and small lists: what
  * inserts leave unreached in both directions is the most the repair sees in one build; after
  * it the graph is strongly connected on level 0, and an exhaustive search for a point returns
@@ -3016,6 +3064,7 @@ int main(void)
     tcase_add_loop_test(tc, test_hnsw_extend_new_top, 0, 2);
     tcase_add_test(tc, test_hnsw_parallel_reachable);
     tcase_add_test(tc, test_hnsw_unreached_linked);
+    tcase_add_test(tc, test_hnsw_repair_budget_spent);
     tcase_add_test(tc, test_hnsw_duplicates_reachable);
     tcase_add_test(tc, test_hnsw_swap_verified);
     tcase_add_loop_test(tc, test_ivfpq_extend, 0, 4);
