@@ -659,6 +659,45 @@ START_TEST(test_commit_only_durable_power_loss)
 }
 END_TEST
 
+/* A mock cluster (fault injection only: the one broker that refuses or delays on request) of
+ * one broker, with a fresh topic of `parts` partitions and its dead-letter topic named after
+ * tag, and a fresh store; *mrk is the mock's own handle. */
+static rd_kafka_mock_cluster_t *mock_start(const char *tag, int parts, rd_kafka_t **mrk)
+{
+    st_log_set_level(ST_LOG_WARNING);
+    char es[256], dl[64];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* The mock's own handle has no bootstrap servers, which librdkafka notes on stderr. */
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "log_level", "4", es, sizeof(es)), RD_KAFKA_CONF_OK);
+    *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
+    ck_assert_msg(*mrk != NULL, "%s", es);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(*mrk, 1);
+    ck_assert_ptr_nonnull(mc);
+    brokers = rd_kafka_mock_cluster_bootstraps(mc);
+    snprintf(dl, sizeof(dl), "%s-dlq", tag);
+    snprintf(topic, sizeof(topic), "%s", st_test_unique(tag));
+    snprintf(dead, sizeof(dead), "%s", st_test_unique(dl));
+    nparts = parts;
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topic, parts, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, dead, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    t_base = st_clock_wall_ms(NULL) - 60000;
+    dir = st_test_tmpdir(tag);
+    open_store();
+    return mc;
+}
+
+/* Undoes mock_start (and destroys producer p). */
+static void mock_finish(rd_kafka_mock_cluster_t *mc, rd_kafka_t *mrk, rd_kafka_t *p)
+{
+    rd_kafka_destroy(p);
+    dlq_close(dq);
+    ck_assert_int_eq(twcs_close(tw), ST_OK);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mrk);
+    st_test_rmrf(dir);
+    free(dir);
+}
+
 /*
  * Fault injection (librdkafka's mock cluster, the only broker that refuses on request): the
  * commits at close are refused twice with "illegal generation", as when a member joined or left
@@ -670,25 +709,8 @@ END_TEST
  */
 START_TEST(test_close_commit_through_rebalance)
 {
-    st_log_set_level(ST_LOG_WARNING);
-    char es[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* The mock's own handle has no bootstrap servers, which librdkafka notes on stderr. */
-    ck_assert_int_eq(rd_kafka_conf_set(conf, "log_level", "4", es, sizeof(es)), RD_KAFKA_CONF_OK);
-    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
-    ck_assert_msg(mrk != NULL, "%s", es);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
-    ck_assert_ptr_nonnull(mc);
-    brokers = rd_kafka_mock_cluster_bootstraps(mc);
-    snprintf(topic, sizeof(topic), "%s", st_test_unique("cr"));
-    snprintf(dead, sizeof(dead), "%s", st_test_unique("cr-dlq"));
-    nparts = NPART + 1; /* the last one stays idle */
-    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topic, NPART + 1, 1),
-                     RD_KAFKA_RESP_ERR_NO_ERROR);
-    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, dead, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    t_base = st_clock_wall_ms(NULL) - 60000;
-    dir = st_test_tmpdir("cr");
-    open_store();
+    rd_kafka_t *mrk;
+    rd_kafka_mock_cluster_t *mc = mock_start("cr", NPART + 1, &mrk); /* the last one stays idle */
     rd_kafka_t *p = producer();
     for (int m = 0; m < NMSG; m++)
         produce_good(p, m);
@@ -720,13 +742,7 @@ START_TEST(test_close_commit_through_rebalance)
         (void)expect_record(tw, m, 0);
     for (int m = NMSG; m < NMSG + 3; m++)
         ck_assert_msg(!has_id(tw, m, 0), "m%d was read during the close", m);
-    rd_kafka_destroy(p);
-    dlq_close(dq);
-    ck_assert_int_eq(twcs_close(tw), ST_OK);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(mrk);
-    st_test_rmrf(dir);
-    free(dir);
+    mock_finish(mc, mrk, p);
 }
 END_TEST
 
@@ -740,23 +756,8 @@ END_TEST
  */
 START_TEST(test_commit_does_not_block_polls)
 {
-    st_log_set_level(ST_LOG_WARNING);
-    char es[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(conf, "log_level", "4", es, sizeof(es)), RD_KAFKA_CONF_OK);
-    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
-    ck_assert_msg(mrk != NULL, "%s", es);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
-    ck_assert_ptr_nonnull(mc);
-    brokers = rd_kafka_mock_cluster_bootstraps(mc);
-    snprintf(topic, sizeof(topic), "%s", st_test_unique("ca"));
-    snprintf(dead, sizeof(dead), "%s", st_test_unique("ca-dlq"));
-    nparts = NPART;
-    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topic, NPART, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, dead, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    t_base = st_clock_wall_ms(NULL) - 60000;
-    dir = st_test_tmpdir("ca");
-    open_store();
+    rd_kafka_t *mrk;
+    rd_kafka_mock_cluster_t *mc = mock_start("ca", NPART, &mrk);
     rd_kafka_t *p = producer();
     const char *group = st_test_unique("ca-g");
     struct ing_consumer *c = consumer(group);
@@ -826,13 +827,7 @@ START_TEST(test_commit_does_not_block_polls)
     ck_assert_int_eq(ing_consumer_close(c), ST_OK);
     for (int m = 0; m < NMSG; m++)
         (void)expect_record(tw, m, 0);
-    rd_kafka_destroy(p);
-    dlq_close(dq);
-    ck_assert_int_eq(twcs_close(tw), ST_OK);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(mrk);
-    st_test_rmrf(dir);
-    free(dir);
+    mock_finish(mc, mrk, p);
 }
 END_TEST
 
@@ -844,23 +839,9 @@ END_TEST
  */
 START_TEST(test_sync_commit_after_async_retry)
 {
-    st_log_set_level(ST_LOG_ERROR);
-    char es[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ck_assert_int_eq(rd_kafka_conf_set(conf, "log_level", "4", es, sizeof(es)), RD_KAFKA_CONF_OK);
-    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
-    ck_assert_msg(mrk != NULL, "%s", es);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
-    ck_assert_ptr_nonnull(mc);
-    brokers = rd_kafka_mock_cluster_bootstraps(mc);
-    snprintf(topic, sizeof(topic), "%s", st_test_unique("cs"));
-    snprintf(dead, sizeof(dead), "%s", st_test_unique("cs-dlq"));
-    nparts = 1;
-    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topic, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, dead, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    t_base = st_clock_wall_ms(NULL) - 60000;
-    dir = st_test_tmpdir("cs");
-    open_store();
+    rd_kafka_t *mrk;
+    rd_kafka_mock_cluster_t *mc = mock_start("cs", 1, &mrk);
+    st_log_set_level(ST_LOG_ERROR); /* the refused commit is logged */
     rd_kafka_t *p = producer();
     const char *group = st_test_unique("cs-g");
     struct ing_consumer *c = consumer(group);
@@ -898,13 +879,7 @@ START_TEST(test_sync_commit_after_async_retry)
     st_kafka_committed(brokers, group, topic, 1, &off);
     ck_assert_int_eq(off, 4);
     ck_assert_int_eq(ing_consumer_close(c), ST_OK);
-    rd_kafka_destroy(p);
-    dlq_close(dq);
-    ck_assert_int_eq(twcs_close(tw), ST_OK);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(mrk);
-    st_test_rmrf(dir);
-    free(dir);
+    mock_finish(mc, mrk, p);
 }
 END_TEST
 
