@@ -150,7 +150,7 @@ def block_fresh(out, plots):
           "| strong p50 ms | strong p99 ms | p99 / the 50 ms goal | indexed p50 ms "
           "| indexed p99 ms | indexed | writes waited, ms: window / log created, WAL roll, "
           "log queue | ingest polling thread, ms: librdkafka / decode wait / write / commit "
-          "| messages applied > 50 ms after produce |",
+          "| messages applied > 50 ms after their Kafka timestamp |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {float(r['load']):.0%} of {r['target_rec_s'] if float(r['load']) else '-'}"

@@ -672,10 +672,6 @@ struct reach {
     uint32_t verifies; /* traversals left for verifying replaced links */
 };
 
-/* Verifications (one level-0 traversal each) a repair may spend on links given up in full
- * lists; the lists nearly always have room (none were needed on Fashion-MNIST). */
-#define REACH_VERIFY_BUDGET 64
-
 /* The nodes nearest to q that pass ok[] (nonzero), closest first, in r->near; returns how many.
  * The entry is always a candidate if it passes. */
 static size_t nearest_marked(struct reach *r, const float *q, uint32_t self, const uint8_t *ok)

@@ -31,10 +31,10 @@ uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_
     /* HNSW: vector + level-0 links (2m) + upper levels (~m/ln m each) + locks and scratch,
      * + the traversal codes (dim bytes rounded up to 64), + the reachability repair after the
      * inserts (idx_hnsw.c connect_all: three marks, a stack and an in-degree a node, and the
-     * reversed level-0 lists, 8 bytes a node and 4 a link) */
+     * reversed level-0 lists: offsets and fill cursors, 16 bytes a node, and 4 a link) */
     uint64_t m = ix->m ? ix->m : 16;
     uint64_t codes = (((uint64_t)dim + 63) & ~(uint64_t)63) + 4; /* and the norm */
-    uint64_t repair = 3 + 4 + 4 + 8 + 2 * m * 4;
+    uint64_t repair = 3 + 4 + 4 + 16 + 2 * m * 4;
     return records * (vec + codes + 2 * m * 4 + m * 4 / 2 + 64 + repair) + (16u << 20);
 }
 

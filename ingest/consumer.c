@@ -101,9 +101,7 @@ struct ing_consumer {
      * answer must not stand for an assignment it was not made for. */
     rd_kafka_queue_t *commit_q;
     uint64_t commit_gen;
-    int commit_inflight; /* rounds sent and not answered yet (more than one only after
-                            COMMIT_INFLIGHT_MAX_MS without an answer) */
-    int64_t commit_sent_ms;
+    int commit_inflight; /* rounds sent and not answered yet (0 or 1) */
     struct ing_stats st;
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
     struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
@@ -239,19 +237,22 @@ static void on_commit_async(rd_kafka_t *rk, rd_kafka_resp_err_t ke,
     }
 }
 
-/* Results not served after this long are given up for lost: the next round goes out. */
-#define COMMIT_INFLIGHT_MAX_MS 10000
+/* How long a synchronous commit waits for the asynchronous round still out. */
+#define COMMIT_AWAIT_MS 10000
 
 /*
- * Waits (serving commit_q, at most COMMIT_INFLIGHT_MAX_MS) until no asynchronous round is out. A
- * synchronous commit must not go out while one is: librdkafka sends a commit refused with a
- * retriable error (coordinator moving, timeout) again later, after requests queued meanwhile,
- * so the older offsets could land after the newer ones and move the group's position back.
+ * Waits (serving commit_q, at most COMMIT_AWAIT_MS) until no asynchronous round is out; true
+ * if none is. A synchronous commit must not go out while one is: librdkafka sends a commit
+ * refused with a retriable error (coordinator moving, timeout) again later, after requests
+ * queued meanwhile, so the older offsets could land after the newer ones and move the group's
+ * position back. librdkafka answers every commit in the end (an error or a timeout at worst),
+ * so no second round is ever sent beside one still out.
  */
-static void await_async_commits(struct ing_consumer *c)
+static bool await_async_commits(struct ing_consumer *c)
 {
-    for (int64_t dl = now_ms() + COMMIT_INFLIGHT_MAX_MS; c->commit_inflight > 0 && now_ms() < dl;)
+    for (int64_t dl = now_ms() + COMMIT_AWAIT_MS; c->commit_inflight > 0 && now_ms() < dl;)
         (void)rd_kafka_queue_poll_callback(c->commit_q, 50);
+    return c->commit_inflight == 0;
 }
 
 /*
@@ -287,8 +288,14 @@ static int commit_round(struct ing_consumer *c, const rd_kafka_topic_partition_l
                               st_strerror(rc));
         }
     }
-    await_async_commits(c);
-    *ke = commit_list(c, l);
+    if (!await_async_commits(c)) {
+        /* Not committed (the data is durable): what follows is redelivered and skipped. */
+        st_log_warn("ingest", "offset commit skipped: an earlier commit is unanswered after %d ms",
+                    COMMIT_AWAIT_MS);
+        *ke = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    } else {
+        *ke = commit_list(c, l);
+    }
     rd_kafka_topic_partition_list_destroy(l);
     return ST_OK;
 }
@@ -329,7 +336,6 @@ static int durable_round(struct ing_consumer *c)
                                                        (void *)(uintptr_t)c->commit_gen);
         if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
             c->commit_inflight++;
-            c->commit_sent_ms = now_ms();
         } else {
             st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
         }
@@ -1026,8 +1032,7 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     if (rc != ST_OK && c->fatal.code == ST_OK) /* nothing after the failed message is written */
         st_err_set(&c->fatal, rc, "%s", err != NULL ? err->msg : st_strerror(rc));
     (void)rd_kafka_queue_poll_callback(c->commit_q, 0); /* answers to earlier rounds */
-    if (rc == ST_OK && now_ms() >= c->next_commit_ms && !c->closing &&
-        (c->commit_inflight == 0 || now_ms() - c->commit_sent_ms >= COMMIT_INFLIGHT_MAX_MS)) {
+    if (rc == ST_OK && now_ms() >= c->next_commit_ms && !c->closing && c->commit_inflight == 0) {
         int64_t t0 = st_clock_mono_ns(NULL);
         rc = durable_round(c);
         c->st.commit_ns += (uint64_t)(st_clock_mono_ns(NULL) - t0);
