@@ -101,7 +101,7 @@ struct ing_consumer {
      * answer must not stand for an assignment it was not made for. */
     rd_kafka_queue_t *commit_q;
     uint64_t commit_gen;
-    int commit_inflight; /* rounds sent and not answered yet (0 or 1) */
+    bool commit_out; /* a round is sent and not answered yet */
     struct ing_stats st;
     struct st_ratelimit auth_rl; /* credentials/TLS errors once running (polling thread) */
     struct st_err fatal;         /* set in the rebalance callback, reported by the next poll */
@@ -182,17 +182,25 @@ static int tell_twcs(struct ing_consumer *c)
     return ST_OK;
 }
 
+/* Remembers what an accepted commit of l committed, for the partitions still ours (an offset
+ * only moves forward). */
+static void took_commit(struct ing_consumer *c, const rd_kafka_topic_partition_list_t *l)
+{
+    for (int i = 0; i < l->cnt; i++) {
+        struct part *p = part_get(c, l->elems[i].topic, l->elems[i].partition, false);
+        if (p != NULL && p->assigned && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            l->elems[i].offset > p->committed)
+            p->committed = l->elems[i].offset;
+    }
+}
+
 /* Commits l (offsets whose messages are durable) and remembers what was committed; returns
  * librdkafka's answer. */
 static rd_kafka_resp_err_t commit_list(struct ing_consumer *c, rd_kafka_topic_partition_list_t *l)
 {
     rd_kafka_resp_err_t ke = rd_kafka_commit(c->rk, l, 0 /* sync */);
     if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (int i = 0; i < l->cnt; i++) {
-            struct part *p = part_get(c, l->elems[i].topic, l->elems[i].partition, false);
-            if (p != NULL && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-                p->committed = l->elems[i].offset;
-        }
+        took_commit(c, l);
         c->st.commits++;
     } else {
         /* Not fatal: the data is durable, the next round commits again (a rebalance in
@@ -218,8 +226,7 @@ static void on_commit_async(rd_kafka_t *rk, rd_kafka_resp_err_t ke,
                             rd_kafka_topic_partition_list_t *l, void *opaque)
 {
     struct ing_consumer *c = rd_kafka_opaque(rk);
-    if (c->commit_inflight > 0)
-        c->commit_inflight--;
+    c->commit_out = false;
     if (ke != RD_KAFKA_RESP_ERR_NO_ERROR) {
         /* Not fatal: the data is durable, the next round commits again. */
         if (!commit_retriable(ke))
@@ -229,12 +236,8 @@ static void on_commit_async(rd_kafka_t *rk, rd_kafka_resp_err_t ke,
     c->st.commits++;
     if ((uint64_t)(uintptr_t)opaque != c->commit_gen)
         return; /* a rebalance came in between: what is committed now is not known */
-    for (int i = 0; l != NULL && i < l->cnt; i++) {
-        struct part *p = part_get(c, l->elems[i].topic, l->elems[i].partition, false);
-        if (p != NULL && p->assigned && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            l->elems[i].offset > p->committed)
-            p->committed = l->elems[i].offset;
-    }
+    if (l != NULL)
+        took_commit(c, l);
 }
 
 /* How long a synchronous commit waits for the asynchronous round still out. */
@@ -250,9 +253,9 @@ static void on_commit_async(rd_kafka_t *rk, rd_kafka_resp_err_t ke,
  */
 static bool await_async_commits(struct ing_consumer *c)
 {
-    for (int64_t dl = now_ms() + COMMIT_AWAIT_MS; c->commit_inflight > 0 && now_ms() < dl;)
+    for (int64_t dl = now_ms() + COMMIT_AWAIT_MS; c->commit_out && now_ms() < dl;)
         (void)rd_kafka_queue_poll_callback(c->commit_q, 50);
-    return c->commit_inflight == 0;
+    return !c->commit_out;
 }
 
 /*
@@ -335,7 +338,7 @@ static int durable_round(struct ing_consumer *c)
         rd_kafka_resp_err_t ke = rd_kafka_commit_queue(c->rk, l, c->commit_q, on_commit_async,
                                                        (void *)(uintptr_t)c->commit_gen);
         if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            c->commit_inflight++;
+            c->commit_out = true;
         } else {
             st_log_warn("ingest", "offset commit failed: %s", rd_kafka_err2str(ke));
         }
@@ -1032,7 +1035,7 @@ int ing_consumer_poll(struct ing_consumer *c, int timeout_ms, struct st_err *err
     if (rc != ST_OK && c->fatal.code == ST_OK) /* nothing after the failed message is written */
         st_err_set(&c->fatal, rc, "%s", err != NULL ? err->msg : st_strerror(rc));
     (void)rd_kafka_queue_poll_callback(c->commit_q, 0); /* answers to earlier rounds */
-    if (rc == ST_OK && now_ms() >= c->next_commit_ms && !c->closing && c->commit_inflight == 0) {
+    if (rc == ST_OK && now_ms() >= c->next_commit_ms && !c->closing && !c->commit_out) {
         int64_t t0 = st_clock_mono_ns(NULL);
         rc = durable_round(c);
         c->st.commit_ns += (uint64_t)(st_clock_mono_ns(NULL) - t0);

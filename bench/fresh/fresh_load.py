@@ -100,35 +100,23 @@ WAIT_CAUSES = ("window_create", "vector_log_create", "wal_roll", "vector_log_que
 
 
 POLL_ACTIVITIES = ("kafka", "decode_wait", "write", "commit")
-
-
-def poll_seconds(text):
-    """Seconds the ingest node's polling thread has spent so far, by activity."""
-    if text is None:
-        raise Failed("ingest /metrics did not answer")
-    return {c: metric(text, "strata_ingest_poll_seconds_total", f'activity="{c}"') or 0.0
-            for c in POLL_ACTIVITIES}
-
-
 APPLY_LE = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60",
             "+Inf")
 
 
-def apply_lag(text):
-    """The ingest node's apply-lag histogram so far (message timestamp to applied): cumulative
-    counts at the bounds in APPLY_LE."""
+def node_counters(text):
+    """What a phase reads from the ingest node's /metrics text, so far: seconds its writes
+    waited by cause (wait_*), seconds its polling thread spent by activity (poll_*), and its
+    apply-lag histogram's cumulative counts (le_*: message timestamp to applied)."""
     if text is None:
         raise Failed("ingest /metrics did not answer")
-    return {le: metric(text, "strata_ingest_apply_lag_seconds_bucket",
-                       f'collection="load",le="{le}"') or 0.0 for le in APPLY_LE}
-
-
-def write_waits(text):
-    """Seconds the ingest node's writes have waited so far, by cause, from its /metrics text."""
-    if text is None:
-        raise Failed("ingest /metrics did not answer")
-    return {c: metric(text, "strata_write_wait_seconds_total", f'cause="{c}"') or 0.0
-            for c in WAIT_CAUSES}
+    series = ([(f"wait_{c}", "strata_write_wait_seconds_total", f'cause="{c}"')
+               for c in WAIT_CAUSES] +
+              [(f"poll_{c}", "strata_ingest_poll_seconds_total", f'activity="{c}"')
+               for c in POLL_ACTIVITIES] +
+              [(f"le_{le}", "strata_ingest_apply_lag_seconds_bucket",
+                f'collection="load",le="{le}"') for le in APPLY_LE])
+    return {k: metric(text, name, labels) or 0.0 for k, name, labels in series}
 
 
 def main():
@@ -279,13 +267,14 @@ def main():
 
         # 2. The phases.
         nprobe = 0
+
+        def delivered(err, msg, pid):  # --append-times: the broker's stamp of each probe
+            ty, ts = msg.timestamp()
+            if err is None and ty == TIMESTAMP_LOG_APPEND_TIME and ts > 0:
+                appended[pid] = ts / 1000
+
         for li, share in enumerate(loads):
             probe_p = Producer({"bootstrap.servers": a.kafka, "linger.ms": 0})
-
-            def delivered(err, msg, pid):  # --append-times: the broker's stamp of each probe
-                ty, ts = msg.timestamp()
-                if err is None and ty == TIMESTAMP_LOG_APPEND_TIME and ts > 0:
-                    appended[pid] = ts / 1000
             # the phase's records at its rate, for its time (it ends by itself, in time)
             rate = share * ref_rate
             ld = load(rate, rate * secs, f"load{li}") if rate >= 1 else None
@@ -302,8 +291,8 @@ def main():
                 # other worker holds, one search, then the next: a probe that became visible
                 # waits for one search, not for a sweep over every pending probe (a sequential
                 # sweep measured its own queue under load: seconds with ~30 probes pending and
-                # searches slowed by the busy cores). Each worker paced to a search per --strong-pace-ms at
-                # most, so that only probes waiting add searches. Indexed: one thread sweeping every 100 ms (its resolution).
+                # searches slowed by the busy cores). Each worker paced to a search per
+                # --strong-pace-ms at most, so that only probes waiting add searches. Indexed: one thread sweeping every 100 ms (its resolution).
                 col = 3 if stage == "strong" else 4
                 pace = a.strong_pace_ms / 1000 if stage == "strong" else 0.1
                 while not done.is_set():
@@ -346,8 +335,7 @@ def main():
                     poller(stage)
                 except Exception as e:  # noqa: BLE001
                     errors.append(f"{stage} poller died: {e!r}")
-            text0 = metrics()
-            waits0, poll0, lag0 = write_waits(text0), poll_seconds(text0), apply_lag(text0)
+            counters0 = node_counters(metrics())
             pts = [threading.Thread(target=guarded, args=(st,), daemon=True)
                    for st in ["strong"] * STRONG_WORKERS + ["indexed"]]
             for pt in pts:
@@ -371,13 +359,12 @@ def main():
                 ld.wait(secs + 120)
                 achieved = ld.records / ld.secs if ld.secs > 0 else 0.0
             # where the node's writes waited during the phase (strata_write_wait_seconds_total)
-            text1 = metrics()
-            waits = {c: (write_waits(text1)[c] - waits0[c]) * 1000 for c in WAIT_CAUSES}
-            # and where its polling thread's time went (strata_ingest_poll_seconds_total)
-            polled = {c: (poll_seconds(text1)[c] - poll0[c]) * 1000 for c in POLL_ACTIVITIES}
-            # and how late after produce its messages were applied (load and probes alike)
-            lag1 = apply_lag(text1)
-            lagd = {le: lag1[le] - lag0[le] for le in APPLY_LE}
+            # the node's counters over the phase: where its writes waited, where its polling
+            # thread's time went, and how late after their timestamps its messages were applied
+            # (load and probes alike)
+            counters1 = node_counters(metrics())
+            delta = {k: counters1[k] - counters0[k] for k in counters0}
+            lagd = {le: delta[f"le_{le}"] for le in APPLY_LE}
             n_applied = lagd["+Inf"]
             over50 = (n_applied - lagd["0.05"]) / n_applied if n_applied else 0.0
             lag_p99 = next((le for le in APPLY_LE if n_applied and lagd[le] >= 0.99 * n_applied),
@@ -415,8 +402,8 @@ def main():
                    "strong_searches": len(took),
                    "strong_search_p50_ms": percentile(took, 0.5),
                    "strong_search_p99_ms": percentile(took, 0.99),
-                   **{f"wait_{c}_ms": round(waits[c], 1) for c in WAIT_CAUSES},
-                   **{f"poll_{c}_ms": round(polled[c], 1) for c in POLL_ACTIVITIES},
+                   **{f"{k}_ms": round(v * 1000, 1) for k, v in delta.items()
+                      if not k.startswith("le_")},
                    "apply_messages": round(n_applied), "apply_over_50ms": round(over50, 4),
                    "apply_p99_le_s": lag_p99}
             rows.append(row)
