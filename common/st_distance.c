@@ -43,6 +43,18 @@ static float dot_scalar(const float *a, const float *b, size_t d)
     return (s0 + s1) + (s2 + s3);
 }
 
+/* Index of the first value that is not finite (exponent bits all ones: inf or NaN), or n. */
+static size_t finite_prefix_scalar(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof(u));
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            return i;
+    }
+    return n;
+}
+
 static int32_t dotu8_scalar(const uint8_t *a, const int8_t *b, size_t d)
 {
     int32_t s0 = 0, s1 = 0;
@@ -187,6 +199,21 @@ __attribute__((target("avx2"))) static int32_t dotu8_avx2(const uint8_t *a, cons
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
     return _mm_cvtsi128_si32(v) + dotu8_scalar(a + i, b + i, d - i);
+}
+
+/* Eight floats a step: the exponent field masked and compared with all ones; the scalar loop
+ * names the index once a step finds one (and takes the tail). */
+__attribute__((target("avx2"))) static size_t finite_prefix_avx2(const float *v, size_t n)
+{
+    const __m256i em = _mm256_set1_epi32(0x7f800000);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i x =
+            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(v + i)), em);
+        if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(x, em)) != 0)
+            break;
+    }
+    return i + finite_prefix_scalar(v + i, n - i);
 }
 
 /* AVX-VNNI (256-bit vpdpbusd): four u8 x s8 products summed into each i32 lane, one
@@ -450,6 +477,25 @@ __attribute__((target("avx512f"))) static float l2sq_avx512(const float *a, cons
 
 /* As dotu8_avx2, 64 bytes a step (a masked load at the tail: zero bytes add nothing), each half
  * widened; F and BW only. */
+/* Sixteen floats a step, as finite_prefix_avx2; the tail through a masked load. */
+__attribute__((target("avx512f"))) static size_t finite_prefix_avx512(const float *v, size_t n)
+{
+    const __m512i em = _mm512_set1_epi32(0x7f800000);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i x = _mm512_and_si512(_mm512_loadu_si512((const void *)(v + i)), em);
+        if (_mm512_cmpeq_epi32_mask(x, em) != 0)
+            break;
+    }
+    if (i + 16 > n && i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        __m512i x = _mm512_and_si512(_mm512_maskz_loadu_epi32(k, (const void *)(v + i)), em);
+        if (_mm512_mask_cmpeq_epi32_mask(k, x, em) == 0)
+            return n;
+    }
+    return i + finite_prefix_scalar(v + i, n - i);
+}
+
 __attribute__((target("avx512f,avx512bw"))) static int32_t dotu8_avx512(const uint8_t *a,
                                                                         const int8_t *b, size_t d)
 {
@@ -711,7 +757,7 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
     {                                                                                              \
         .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
         .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .dots_tn = dots_tn_##tag,                \
-        .dotu8 = dotu8_##tag                                                                       \
+        .dotu8 = dotu8_##tag, .finite_prefix = finite_prefix_##tag                                 \
     }
 static const struct st_kernels k_scalar = KERNELS(scalar);
 static const struct st_kernels k_avx2 = KERNELS(avx2);

@@ -57,6 +57,9 @@ typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, 
  * variant gives the same integer. d up to 66,000 (|sum| fits 31 bits). */
 typedef int32_t (*st_dotu8_fn)(const uint8_t *a, const int8_t *b, size_t d);
 
+/* The index of the first of v[0..n) that is not finite (inf or NaN), or n when all are. */
+typedef size_t (*st_finite_fn)(const float *v, size_t n);
+
 struct st_kernels {
     const char *name; /* "avx512", "avx2", "scalar" */
     st_dist_fn l2sq;
@@ -66,6 +69,7 @@ struct st_kernels {
     st_pq4_lut_fn pq4_lut;
     st_dots_tn_fn dots_tn;
     st_dotu8_fn dotu8; /* VNNI (vpdpbusd) in the avx2 and avx512 sets where the CPU has it */
+    st_finite_fn finite_prefix;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */

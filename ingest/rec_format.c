@@ -11,6 +11,7 @@
 #include "frame_format.h"
 #include "rec_int.h"
 #include "rec_json_fast.h"
+#include "st_distance.h"
 
 static const char *const reasons[REC_REASON_COUNT] = {
     [REC_OK] = "ok",
@@ -110,13 +111,14 @@ static int id_cmp(const void *a, const void *b)
 
 enum rec_reason rec_check_batch(struct rec_decoder *d, const struct rec_batch *b)
 {
+    st_finite_fn finite = st_kernels()->finite_prefix; /* SIMD: a scalar loop was ~20 % of decode */
     for (uint32_t i = 0; i < b->n; i++) {
         const struct rec_record *r = &b->recs[i];
         if (r->op != REC_UPSERT)
             continue;
-        for (uint32_t j = 0; j < b->coll->dim; j++)
-            if (!isfinite(r->vec[j]))
-                return rec_fail(d, REC_NON_FINITE, "record %u: vector[%u] is not finite", i, j);
+        size_t j = finite(r->vec, b->coll->dim);
+        if (j < b->coll->dim)
+            return rec_fail(d, REC_NON_FINITE, "record %u: vector[%zu] is not finite", i, j);
     }
     for (uint32_t i = 0; i < b->n; i++)
         d->order[i] = i;

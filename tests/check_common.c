@@ -17,6 +17,8 @@
 #include "st_test.h"
 #include "st_utf8.h"
 
+#include <xxhash.h> /* the library's plain (SSE2) entry points: the reference below */
+
 START_TEST(test_error_codes)
 {
     ck_assert_str_eq(st_strerror(ST_OK), "ok");
@@ -141,6 +143,41 @@ START_TEST(test_checksum)
     buf[17] ^= 0x04;
     ck_assert_uint_ne(st_checksum32(buf, 40), c);
     ck_assert_uint_ne(st_hash64_seed(s, 8, 1), st_hash64_seed(s, 8, 2));
+}
+END_TEST
+
+/* st_checksum.c hashes through libxxhash's runtime dispatch (AVX-512 or AVX2 where the CPU has
+ * them): every length class of XXH3 (short, mid, the long-input loop and its stripes' tail)
+ * gives what the library's plain SSE2 entry points give, seeded and streamed alike. */
+START_TEST(test_checksum_dispatch_matches_plain)
+{
+    enum { MAX = 9000 };
+    uint8_t *buf = malloc(MAX);
+    ck_assert_ptr_nonnull(buf);
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < MAX; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        buf[i] = (uint8_t)x;
+    }
+    for (size_t len = 0; len <= MAX; len += len < 300 ? 1 : len < 2100 ? 7 : 97) {
+        const uint8_t *p = buf + (len % 13); /* unaligned starts too */
+        size_t n = len + (len % 13) <= MAX ? len : MAX - (len % 13);
+        ck_assert_uint_eq(st_hash64(p, n), XXH3_64bits(p, n));
+        ck_assert_uint_eq(st_checksum32(p, n), (uint32_t)XXH3_64bits(p, n));
+        ck_assert_uint_eq(st_hash64_seed(p, n, len * 31 + 1),
+                          XXH3_64bits_withSeed(p, n, len * 31 + 1));
+    }
+    struct st_hash_stream *hs = st_hash_stream_new();
+    ck_assert_ptr_nonnull(hs);
+    for (size_t o = 0; o < MAX;) { /* pieces of uneven sizes */
+        size_t k = 1 + (o * 7919) % 1500;
+        k = k < MAX - o ? k : MAX - o;
+        st_hash_stream_update(hs, buf + o, k);
+        o += k;
+    }
+    ck_assert_uint_eq(st_hash_stream_digest(hs), XXH3_64bits(buf, MAX));
+    st_hash_stream_free(hs);
+    free(buf);
 }
 END_TEST
 
@@ -463,6 +500,7 @@ int main(void)
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_varint);
     tcase_add_test(tc, test_checksum);
+    tcase_add_test(tc, test_checksum_dispatch_matches_plain);
     tcase_add_test(tc, test_clock_manual);
     tcase_add_test(tc, test_fault_points);
     tcase_add_test(tc, test_fault_crash);

@@ -462,6 +462,45 @@ START_TEST(test_pq4_kernels)
 }
 END_TEST
 
+/* finite_prefix on every variant: the first inf or NaN (either sign, quiet or signalling, any
+ * payload) at every position of every length around the 8- and 16-float steps and the masked
+ * tail; the largest finite values, subnormals and -0 are finite. Each input sits at the end of
+ * its buffer, so a read past n would be a heap overflow under ASan. */
+START_TEST(test_finite_prefix_kernels)
+{
+    const struct st_kernels *ks[] = {st_kernels_scalar(),        st_kernels_avx2(),
+                                     st_kernels_avx512(),        st_kernels_avx2_novnni(),
+                                     st_kernels_avx512_novnni(), st_kernels()};
+    const uint32_t bad[] = {0x7f800000u, 0xff800000u, 0x7fc00000u,
+                            0xffc00001u, 0x7f800001u, 0x7fffffffu};
+    const uint32_t good[] = {0x7f7fffffu, 0xff7fffffu, 0x00000001u, 0x80000000u, 0x3f800000u};
+    for (size_t n = 0; n <= 70; n++) {
+        float *v = malloc((n ? n : 1) * sizeof(float));
+        ck_assert_ptr_nonnull(v);
+        for (size_t i = 0; i < n; i++)
+            memcpy(&v[i], &good[i % 5], sizeof(float));
+        for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++)
+            if (ks[k] != NULL)
+                ck_assert_msg(ks[k]->finite_prefix(v, n) == n, "%s n=%zu all finite", ks[k]->name,
+                              n);
+        for (size_t at = 0; at < n; at++) {
+            uint32_t b = bad[(at + n) % 6];
+            memcpy(&v[at], &b, sizeof(float));
+            if (at + 3 < n) /* a second one further on: the first is reported */
+                memcpy(&v[at + 3], &bad[(at + 1) % 6], sizeof(float));
+            for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++)
+                if (ks[k] != NULL)
+                    ck_assert_msg(ks[k]->finite_prefix(v, n) == at, "%s n=%zu at=%zu: %zu",
+                                  ks[k]->name, n, at, ks[k]->finite_prefix(v, n));
+            memcpy(&v[at], &good[at % 5], sizeof(float));
+            if (at + 3 < n)
+                memcpy(&v[at + 3], &good[(at + 3) % 5], sizeof(float));
+        }
+        free(v);
+    }
+}
+END_TEST
+
 START_TEST(test_pq4_lut)
 {
     const size_t ms[] = {1, 3, 98, 196, 300};
@@ -3049,6 +3088,7 @@ int main(void)
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
     tcase_add_test(tc, test_hnsw_files);
     tcase_add_test(tc, test_pq4_kernels);
+    tcase_add_test(tc, test_finite_prefix_kernels);
     tcase_add_test(tc, test_pq4_lut);
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
     tcase_add_test(tc, test_dots_tn_bitwise);
