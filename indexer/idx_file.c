@@ -109,7 +109,8 @@ int idx_file_open(const char *path, const struct idx_file_kind *k, void **map, s
         rc = idx_file_corrupt(err, path, 0, "bad magic");
     else if (st_get_le32(m + 60) != st_checksum32(m, 60))
         rc = idx_file_corrupt(err, path, 60, "header checksum mismatch");
-    else if (st_get_le32(m + 8) != k->version)
+    else if (st_get_le32(m + 8) > k->version ||
+             st_get_le32(m + 8) < (k->oldest ? k->oldest : k->version))
         rc = st_err_set(err, ST_EUNSUPP, "%s: index format version %u not supported", path,
                         st_get_le32(m + 8));
     else if (memcmp(ft, k->footer_magic, 8) != 0 || st_get_le32(ft + 28) != st_checksum32(ft, 28) ||

@@ -43,11 +43,12 @@ int idx_file_finish(struct idx_file_out *o, int rc, struct st_err *err) ST_WUR;
 #define IDX_FILE_FOOTER 32u
 struct idx_file_kind {
     const char *magic, *footer_magic; /* 8 bytes each */
-    uint32_t version;
+    uint32_t version;                 /* the newest version read */
     size_t size_off;
+    uint32_t oldest; /* the oldest version read (0: only `version`) */
 };
 /* Maps path (idx_file_map) and verifies the envelope: ST_ECORRUPT with the offset, or
- * ST_EUNSUPP for another format version. */
+ * ST_EUNSUPP for a format version outside oldest..version. */
 int idx_file_open(const char *path, const struct idx_file_kind *k, void **map, size_t *len,
                   struct st_err *err) ST_WUR;
 

@@ -37,7 +37,9 @@ int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err
     struct store_file *f = o.f;
     uint8_t hd[IDX_HNSW_HEADER] = {0};
     memcpy(hd, IDX_HNSW_MAGIC, 8);
-    st_put_le32(hd + 8, IDX_HNSW_VERSION);
+    /* Version 1 unless the nodes were renumbered: then the labels follow the blocks. */
+    bool labeled = h->labels != NULL;
+    st_put_le32(hd + 8, labeled ? IDX_HNSW_VERSION_LABELS : IDX_HNSW_VERSION);
     st_put_le32(hd + 12, h->dim);
     st_put_le32(hd + 16, h->m);
     st_put_le32(hd + 20, h->ef_construction);
@@ -47,12 +49,16 @@ int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err
     st_put_le32(hd + 36, (uint32_t)h->max_level);
     st_put_le64(hd + 40, h->stride);
     st_put_le64(hd + 48, h->vec_bytes);
+    if (labeled)
+        st_put_le32(hd + 56, st_checksum32(h->labels, (size_t)h->n * sizeof(uint32_t)));
     st_put_le32(hd + 60, st_checksum32(hd, 60));
     uint32_t c0, c1;
     if ((rc = put(f, hd, sizeof(hd), NULL)) != ST_OK)
         goto out;
     c0 = st_checksum32(h->level0, h->stride * h->n);
     if ((rc = put(f, h->level0, h->stride * h->n, NULL)) != ST_OK)
+        goto out;
+    if (labeled && (rc = put(f, h->labels, (size_t)h->n * sizeof(uint32_t), NULL)) != ST_OK)
         goto out;
     c1 = st_checksum32(h->levels, h->n);
     if ((rc = put(f, h->levels, h->n, NULL)) != ST_OK)
@@ -86,7 +92,7 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     void *map;
     size_t len;
     static const struct idx_file_kind kind = {IDX_HNSW_MAGIC, IDX_HNSW_FOOTER_MAGIC,
-                                              IDX_HNSW_VERSION, 20};
+                                              IDX_HNSW_VERSION_LABELS, 20, IDX_HNSW_VERSION};
     int mrc = idx_file_open(path, &kind, &map, &len, err);
     if (mrc != ST_OK)
         return mrc;
@@ -110,6 +116,7 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     h->max_level = (int32_t)st_get_le32(m + 36);
     h->stride = st_get_le64(m + 40);
     h->vec_bytes = st_get_le64(m + 48);
+    bool labeled = st_get_le32(m + 8) == IDX_HNSW_VERSION_LABELS;
     /* The file is untrusted: every size is bounded by the body before anything adds or
      * multiplies with it (a stride near 2^64 once wrapped n * (stride + 1) to a small value),
      * and the link lists must be 4-byte aligned inside a block. */
@@ -120,7 +127,8 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
         h->vec_bytes > h->stride || h->vec_bytes % 4 != 0 || h->vec_bytes < (size_t)h->dim * 4 ||
         h->stride - h->vec_bytes < (1 + h->m0) * 4 ||
         (h->n > 0 && (h->entry >= h->n || h->max_level < 0 || h->max_level > 15)) ||
-        __builtin_mul_overflow((uint64_t)h->n, h->stride + 1, &l0) || l0 > body) {
+        __builtin_mul_overflow((uint64_t)h->n, h->stride + 1 + (labeled ? 4 : 0), &l0) ||
+        l0 > body) {
         rc = idx_file_corrupt(err, path, 12, "header values out of range");
         goto fail;
     }
@@ -130,9 +138,38 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
         rc = idx_file_corrupt(err, path, IDX_HNSW_HEADER, "level-0 checksum mismatch");
         goto fail;
     }
+    if (labeled) { /* 64-byte aligned: right after the blocks */
+        h->labels = (uint32_t *)(void *)h->levels;
+        h->levels += (size_t)h->n * sizeof(uint32_t);
+        if (st_checksum32(h->labels, (size_t)h->n * sizeof(uint32_t)) != st_get_le32(m + 56)) {
+            rc = idx_file_corrupt(err, path, IDX_HNSW_HEADER + h->stride * h->n,
+                                  "labels checksum mismatch");
+            goto fail;
+        }
+        /* Ids are used to index per-record arrays (masks, record tables): each must be below
+         * n and named once, whatever the checksums say. */
+        uint8_t *seen = calloc((size_t)h->n / 8 + 1, 1);
+        if (seen == NULL) {
+            rc = ST_ENOMEM;
+            goto fail;
+        }
+        uint32_t bad = UINT32_MAX;
+        for (uint32_t i = 0; i < h->n && bad == UINT32_MAX; i++) {
+            uint32_t id = h->labels[i];
+            if (id >= h->n || (seen[id / 8] >> (id % 8)) & 1)
+                bad = i;
+            else
+                seen[id / 8] |= (uint8_t)(1u << (id % 8));
+        }
+        free(seen);
+        if (bad != UINT32_MAX) {
+            rc = idx_file_corrupt(err, path, IDX_HNSW_HEADER + h->stride * h->n + (uint64_t)bad * 4,
+                                  "labels are not a permutation of the node ids");
+            goto fail;
+        }
+    }
     if (st_checksum32(h->levels, h->n) != st_get_le32(ft + 12)) {
-        rc = idx_file_corrupt(err, path, IDX_HNSW_HEADER + h->stride * h->n,
-                              "levels checksum mismatch");
+        rc = idx_file_corrupt(err, path, (uint64_t)(h->levels - m), "levels checksum mismatch");
         goto fail;
     }
     h->upper = calloc(h->n ? h->n : 1, sizeof(*h->upper));

@@ -40,6 +40,9 @@ struct idx_hnsw {
     float *sq_lo, *sq_t, *cnorm;
     float sq_bias; /* sum_j sq_t[j]^2 / 12: what rounding adds to a code distance on average */
     st_dotu8_fn dotu8;
+    /* labels[node]: the id a node is returned and filtered as (its row in the vectors the
+     * graph was built from) once idx_hnsw_reorder has renumbered the nodes; NULL: node = id. */
+    uint32_t *labels;
     void *map; /* loaded from a file: level0 and upper point into it */
     size_t map_len;
 };
@@ -60,6 +63,11 @@ static inline uint32_t *hnsw_links(const struct idx_hnsw *h, uint32_t i, int l)
     if (l == 0)
         return hnsw_links0(h, i);
     return h->upper[i] + (size_t)(l - 1) * (1 + h->m);
+}
+
+static inline uint32_t hnsw_label(const struct idx_hnsw *h, uint32_t node)
+{
+    return h->labels != NULL ? h->labels[node] : node;
 }
 
 int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n);

@@ -1163,7 +1163,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     void *map;
     size_t len;
     static const struct idx_file_kind kind = {IDX_IVFPQ_MAGIC, IDX_IVFPQ_FOOTER_MAGIC,
-                                              IDX_IVFPQ_VERSION, 16};
+                                              IDX_IVFPQ_VERSION, 16, IDX_IVFPQ_VERSION};
     int mrc = idx_file_open(path, &kind, &map, &len, err);
     if (mrc != ST_OK)
         return mrc;

