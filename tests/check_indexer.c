@@ -863,15 +863,41 @@ static int hnsw_load_resealed(uint8_t *b, size_t len, const float *q, struct st_
     return rc;
 }
 
+/* Every header byte (8..59) flipped in turn and resealed: a clean load or a refusal, never
+ * anything else (the searches of a loaded one stay in bounds). */
+static void hnsw_every_header_byte(const uint8_t *orig, uint8_t *b, size_t len, const float *q)
+{
+    struct st_err err = {0};
+    for (size_t at = 8; at < 60; at++) {
+        memcpy(b, orig, len);
+        b[at] ^= 0xff;
+        int rc = hnsw_load_resealed(b, len, q, &err);
+        ck_assert_msg(rc == ST_OK || rc == ST_ECORRUPT || rc == ST_EUNSUPP, "byte %zu: %d", at, rc);
+    }
+}
+
+/* The small graph the file tests lie about: 301 nodes (the upper links start at an odd
+ * offset, after n level bytes) of 20 dimensions, m = 4. */
+#define LIE_N   301u
+#define LIE_DIM 20u
+static struct idx_hnsw *lie_graph(const float *base)
+{
+    struct idx_hnsw_opts o = {.dim = LIE_DIM,
+                              .metric = ST_METRIC_L2,
+                              .m = 4,
+                              .ef_construction = 32,
+                              .seed = 2,
+                              .threads = 1};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, base, LIE_N, &h), ST_OK);
+    return h;
+}
+
 START_TEST(test_hnsw_file_lies)
 {
-    /* n = 301: the upper links start at an odd offset (after n level bytes). */
-    uint32_t n = 301, dim = 20;
+    uint32_t n = LIE_N, dim = LIE_DIM;
     float *base = dataset(n, dim, 10, 17);
-    struct idx_hnsw_opts o = {
-        .dim = dim, .metric = ST_METRIC_L2, .m = 4, .ef_construction = 32, .seed = 2, .threads = 1};
-    struct idx_hnsw *h;
-    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    struct idx_hnsw *h = lie_graph(base);
     char *dir = st_test_tmpdir("hnswlie");
     char path[600];
     snprintf(path, sizeof(path), "%s/w.hnsw", dir);
@@ -955,13 +981,7 @@ START_TEST(test_hnsw_file_lies)
     st_put_le32(b + up + 4, low);
     ck_assert_int_eq(hnsw_load_resealed(b, len, base, &err), ST_ECORRUPT);
     ck_assert_msg(strstr(err.msg, "bad link") != NULL, "%s", err.msg);
-    /* Every single header byte changed, resealed: loads cleanly or is refused. */
-    for (size_t at = 8; at < 60; at++) {
-        memcpy(b, orig, len);
-        b[at] ^= 0xff;
-        int rc = hnsw_load_resealed(b, len, base, &err);
-        ck_assert_msg(rc == ST_OK || rc == ST_ECORRUPT || rc == ST_EUNSUPP, "byte %zu: %d", at, rc);
-    }
+    hnsw_every_header_byte(orig, b, len, base);
     free(b);
     free(orig);
     idx_hnsw_free(h);
@@ -1130,12 +1150,9 @@ END_TEST
  * every header byte changed: refused with an offset (or a clean load), never out of bounds. */
 START_TEST(test_hnsw_file_labels_lie)
 {
-    uint32_t n = 301, dim = 20;
-    float *base = dataset(n, dim, 10, 19);
-    struct idx_hnsw_opts o = {
-        .dim = dim, .metric = ST_METRIC_L2, .m = 4, .ef_construction = 32, .seed = 2, .threads = 1};
-    struct idx_hnsw *h;
-    ck_assert_int_eq(idx_hnsw_build(&o, base, n, &h), ST_OK);
+    uint32_t n = LIE_N;
+    float *base = dataset(n, LIE_DIM, 10, 19);
+    struct idx_hnsw *h = lie_graph(base);
     char *dir = st_test_tmpdir("hnswlabels");
     char p1[600], p2[600];
     snprintf(p1, sizeof(p1), "%s/v1.hnsw", dir);
@@ -1186,12 +1203,7 @@ START_TEST(test_hnsw_file_labels_lie)
     st_put_le32(c + 8, 3);
     ck_assert_int_eq(hnsw_load_resealed(c, len1, base, &err), ST_EUNSUPP);
     free(c);
-    for (size_t at = 8; at < 60; at++) {
-        memcpy(b, orig, len);
-        b[at] ^= 0xff;
-        int rc = hnsw_load_resealed(b, len, base, &err);
-        ck_assert_msg(rc == ST_OK || rc == ST_ECORRUPT || rc == ST_EUNSUPP, "byte %zu: %d", at, rc);
-    }
+    hnsw_every_header_byte(orig, b, len, base);
     free(b);
     free(orig);
     free(v1);
