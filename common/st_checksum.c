@@ -1,7 +1,7 @@
 #include "st_checksum.h"
 
 #include <xxhash.h>
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(STRATA_HAVE_XXH_DISPATCH) && (defined(__x86_64__) || defined(__i386__))
 /* XXH3 through the library's runtime dispatch (AVX-512, AVX2 or SSE2, whichever the CPU has):
  * the plain entry points of Debian's build are SSE2 only, ~1.7x slower on 3 KiB rows. Same
  * function, same values on every variant. */

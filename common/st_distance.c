@@ -475,8 +475,6 @@ __attribute__((target("avx512f"))) static float l2sq_avx512(const float *a, cons
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-/* As dotu8_avx2, 64 bytes a step (a masked load at the tail: zero bytes add nothing), each half
- * widened; F and BW only. */
 /* Sixteen floats a step, as finite_prefix_avx2; the tail through a masked load. */
 __attribute__((target("avx512f"))) static size_t finite_prefix_avx512(const float *v, size_t n)
 {
@@ -496,6 +494,8 @@ __attribute__((target("avx512f"))) static size_t finite_prefix_avx512(const floa
     return i + finite_prefix_scalar(v + i, n - i);
 }
 
+/* As dotu8_avx2, 64 bytes a step (a masked load at the tail: zero bytes add nothing), each half
+ * widened; F and BW only. */
 __attribute__((target("avx512f,avx512bw"))) static int32_t dotu8_avx512(const uint8_t *a,
                                                                         const int8_t *b, size_t d)
 {

@@ -1227,7 +1227,7 @@ size_t idx_hnsw_memory(const struct idx_hnsw *h)
         m += (h->cstride + sizeof(float)) * h->n + 2 * sizeof(float) * h->dim;
     for (uint32_t i = 0; i < h->n; i++)
         m += (size_t)h->levels[i] * (1 + h->m) * sizeof(uint32_t);
-    if (h->labels != NULL && h->map == NULL)
+    if (h->labels != NULL) /* read in full on load and by every search, like the blocks */
         m += h->n * sizeof(*h->labels);
     return m;
 }
@@ -1252,9 +1252,10 @@ float idx_hnsw_entry_distance(const struct idx_hnsw *h, const float *q)
  * reaches last, in id order), so that a node's neighbours sit near it in memory: a search reads
  * their codes and vectors from fewer pages (Coleman et al., "Graph reordering for cache-efficient
  * near neighbor search", 2022, measured BFS-like orders among the best for HNSW). Ids as callers
- * see them do not change: labels[node] keeps each node's id. The level-0 blocks are permuted in
- * place along the permutation's cycles (one block of scratch), so the graph's memory is not
- * held twice; the rest takes 21 bytes a node for the call. Codes are derived again.
+ * see them do not change: labels[node] keeps each node's id. The level-0 blocks, code rows and
+ * norms are permuted in place along the permutation's cycles (one block of scratch), so the
+ * graph's memory is not held twice; the rest takes 21 bytes a node for the call. Fails
+ * (ST_ENOMEM) only before anything changed.
  */
 int idx_hnsw_reorder(struct idx_hnsw *h)
 {
@@ -1267,11 +1268,12 @@ int idx_hnsw_reorder(struct idx_hnsw *h)
     uint32_t *pos = malloc((size_t)n * sizeof(*pos));     /* old -> new */
     uint32_t *labels = malloc((size_t)n * sizeof(*labels));
     uint8_t *levels = malloc(n), *tmp = aligned_alloc(64, h->stride);
+    uint8_t *ctmp = h->codes != NULL ? malloc(h->cstride) : NULL;
     uint32_t **upper = malloc((size_t)n * sizeof(*upper));
     int rc = ST_ENOMEM;
     if (order == NULL || pos == NULL || labels == NULL || levels == NULL || tmp == NULL ||
-        upper == NULL)
-        goto out;
+        upper == NULL || (h->codes != NULL && ctmp == NULL))
+        goto out; /* nothing changed yet: the graph stays as it was */
     memset(pos, 0xff, (size_t)n * sizeof(*pos));
     uint32_t head = 0, tail = 0;
     order[tail++] = h->entry;
@@ -1301,21 +1303,31 @@ int idx_hnsw_reorder(struct idx_hnsw *h)
         upper[v] = h->upper[order[v]];
         labels[v] = hnsw_label(h, order[v]);
     }
-    /* Block v takes old block order[v]: follow each cycle once, pos[] marking what is done. */
+    /* Block v takes old block order[v] (and its code row and norm: the codes are derived by id,
+     * so moved rows are what a derivation would give): follow each cycle once, pos[] marking
+     * what is done. */
+    size_t cs = h->cstride;
     for (uint32_t start = 0; start < n; start++) {
         if (pos[start] == UINT32_MAX || order[start] == start)
             continue;
         memcpy(tmp, h->level0 + (size_t)start * h->stride, h->stride);
+        float tnorm = h->codes != NULL ? h->cnorm[start] : 0;
+        if (h->codes != NULL)
+            memcpy(ctmp, h->codes + (size_t)start * cs, cs);
         uint32_t v = start;
         for (;;) {
             uint32_t from = order[v];
             pos[v] = UINT32_MAX;
-            if (from == start) {
-                memcpy(h->level0 + (size_t)v * h->stride, tmp, h->stride);
-                break;
+            uint32_t src = from == start ? UINT32_MAX : from;
+            memcpy(h->level0 + (size_t)v * h->stride,
+                   src == UINT32_MAX ? tmp : h->level0 + (size_t)src * h->stride, h->stride);
+            if (h->codes != NULL) {
+                memcpy(h->codes + (size_t)v * cs,
+                       src == UINT32_MAX ? ctmp : h->codes + (size_t)src * cs, cs);
+                h->cnorm[v] = src == UINT32_MAX ? tnorm : h->cnorm[src];
             }
-            memcpy(h->level0 + (size_t)v * h->stride, h->level0 + (size_t)from * h->stride,
-                   h->stride);
+            if (src == UINT32_MAX)
+                break;
             v = from;
         }
     }
@@ -1327,8 +1339,7 @@ int idx_hnsw_reorder(struct idx_hnsw *h)
     h->upper = upper;
     h->labels = labels;
     levels = NULL, upper = NULL, labels = NULL;
-    drop_codes(h);
-    rc = idx_hnsw_make_codes(h);
+    rc = ST_OK;
 out:
     free(order);
     free(pos);
@@ -1336,5 +1347,6 @@ out:
     free(levels);
     free(upper);
     free(tmp);
+    free(ctmp);
     return rc;
 }

@@ -39,9 +39,10 @@ int idx_hnsw_build(const struct idx_hnsw_opts *o, const float *vecs, uint32_t n,
  * deterministic (the same result on every run for the same inputs and seed), more = parallel
  * inserts as in idx_hnsw_build. seed: the level generator for the new nodes (0: the build's
  * default); the generator's state after a build's first nb draws gives node for node the graph
- * a one-thread build over base's vectors then vecs would. n = 0 gives a copy. The new graph is
- * allocated once for nb + n nodes. Caller owns *out (idx_hnsw_free). ST_EINVAL when nb + n
- * does not fit 32 bits or vecs is NULL with n > 0.
+ * a one-thread build over base's vectors then vecs would (for a base never renumbered: a
+ * renumbered one gives an equally built graph, node for node only where no distances tie). n = 0
+ * gives a copy. The new graph is allocated once for nb + n nodes. Caller owns *out (idx_hnsw_free).
+ * ST_EINVAL when nb + n does not fit 32 bits or vecs is NULL with n > 0.
  */
 int idx_hnsw_extend(const struct idx_hnsw *base, const float *vecs, uint32_t n, uint32_t threads,
                     uint64_t seed, struct idx_hnsw **out) ST_WUR;
@@ -53,8 +54,11 @@ void idx_hnsw_free(struct idx_hnsw *h);
  * change for callers: searches return and filter the ids the build gave (rows of its vectors),
  * an extend of a reordered graph keeps them (its new nodes are nb..nb+n-1 as always), and a
  * saved reordered graph carries them (format version 2). The graph is otherwise the same: a
- * search visits the same nodes in the same order and returns the same hits. Memory: 4 bytes a
- * node for the ids, and 21 bytes a node during the call. ST_EINVAL for a loaded (mmap'd) graph.
+ * search visits the same nodes in the same order and returns the same hits (an extend of it
+ * may choose other neighbours than an extend of the graph before where distances tie: ties in
+ * neighbour selection are broken by node number). Memory: 4 bytes a node for the ids, and 21
+ * bytes a node during the call. Not while h is searched (it changes the graph in place); on
+ * failure (ST_ENOMEM) h is as it was. ST_EINVAL for a loaded (mmap'd) graph.
  */
 int idx_hnsw_reorder(struct idx_hnsw *h) ST_WUR;
 

@@ -277,10 +277,15 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
                                   .threads = threads ? threads : 1};
         rc = idx_hnsw_build(&o, p->raw, p->n, &p->hnsw);
     }
-    /* Neighbours near each other in memory (ids unchanged): ~10 % more searches a second. */
-    if (rc == ST_OK && p->hnsw != NULL)
-        rc = idx_hnsw_reorder(p->hnsw);
+    /* Neighbours near each other in memory (ids unchanged): ~10 % more searches a second. An
+     * optimisation only: without the memory for it the graph is served in insertion order. */
     bool stopped = stop != NULL && atomic_load(stop);
+    if (rc == ST_OK && p->hnsw != NULL && !stopped) {
+        int rr = idx_hnsw_reorder(p->hnsw);
+        if (rr != ST_OK)
+            st_log_warn("indexer", "index %s: nodes not renumbered for locality: %s", p->idx_path,
+                        st_strerror(rr));
+    }
     if (p->ivf != NULL) {
         if (rc == ST_OK && !stopped)
             rc = idx_ivfpq_save(p->ivf, p->idx_path, err);

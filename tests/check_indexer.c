@@ -1038,6 +1038,21 @@ static void assert_same_searches(const struct idx_hnsw *a, const struct idx_hnsw
     idx_hnsw_searcher_free(sb);
 }
 
+/* b (renumbered) has a's codes (a never renumbered), node for node by id: their ranges are
+ * sampled by id, not by position. */
+static void assert_same_codes(const struct idx_hnsw *a, const struct idx_hnsw *b)
+{
+    ck_assert(a->codes != NULL && b->codes != NULL);
+    ck_assert(memcmp(a->sq_lo, b->sq_lo, a->dim * sizeof(float)) == 0);
+    ck_assert(memcmp(a->sq_t, b->sq_t, a->dim * sizeof(float)) == 0);
+    for (uint32_t x = 0; x < b->n; x++) {
+        uint32_t id = idx_hnsw_label(b, x);
+        ck_assert(memcmp(b->codes + (size_t)x * b->cstride, a->codes + (size_t)id * a->cstride,
+                         a->cstride) == 0);
+        ck_assert(b->cnorm[x] == a->cnorm[id]);
+    }
+}
+
 /* Every node of h holds the row of rows its id names; the ids are a permutation of 0..n-1. */
 static void assert_labels_name_rows(const struct idx_hnsw *h, const float *rows, uint32_t dim)
 {
@@ -1081,15 +1096,7 @@ START_TEST(test_hnsw_reorder)
     double near1 = near_links(b);
     ck_assert_msg(near1 > 3 * near0, "links within 64 nodes: %.3f -> %.3f", near0, near1);
     ck_assert(idx_hnsw_has_codes(b));
-    /* The same codes, node for node by id (their ranges sampled by id, not by position). */
-    ck_assert(memcmp(a->sq_lo, b->sq_lo, dim * sizeof(float)) == 0);
-    ck_assert(memcmp(a->sq_t, b->sq_t, dim * sizeof(float)) == 0);
-    for (uint32_t x = 0; x < n; x++) {
-        uint32_t id = idx_hnsw_label(b, x);
-        ck_assert(memcmp(b->codes + (size_t)x * b->cstride, a->codes + (size_t)id * a->cstride,
-                         a->cstride) == 0);
-        ck_assert(b->cnorm[x] == a->cnorm[id]);
-    }
+    assert_same_codes(a, b);
     ck_assert_uint_eq(idx_hnsw_memory(b), mem + (size_t)n * 4);
     ck_assert_uint_eq(b->entry, 0);
     ck_assert_uint_eq(idx_hnsw_label(b, 0), a->entry);
@@ -1114,6 +1121,7 @@ START_TEST(test_hnsw_reorder)
     struct idx_hnsw *lb2;
     ck_assert_msg(idx_hnsw_load(pb, &lb2, &err) == ST_OK, "%s", err.msg);
     assert_labels_name_rows(lb2, all, dim);
+    assert_same_codes(a, lb2); /* derived again on load: by id, so the same */
     assert_same_searches(a, lb2, qs, nq, dim);
     ck_assert_int_eq(idx_hnsw_reorder(lb2), ST_EINVAL); /* mapped: used in place */
 
@@ -2095,6 +2103,9 @@ START_TEST(test_kernels_guard_page)
             }
         for (size_t d = 0; d <= 200; d++)
             (void)k->dotu8(GEND(0, d), GEND(1, d), d);
+        memset(r[2], 0, len); /* all finite: every variant reads up to the very last float */
+        for (size_t n = 0; n <= 70; n++)
+            ck_assert_uint_eq(k->finite_prefix(GEND(2, n * 4), n), n);
         for (size_t m = 1; m <= 40; m++) {
             float bias;
             size_t m2 = (m + 1) & ~(size_t)1;

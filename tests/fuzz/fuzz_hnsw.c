@@ -1,5 +1,7 @@
 /* libFuzzer target: the HNSW index loader (indexer/hnsw_format.h), resealed like
- * fuzz_segment.c; a loaded index is searched from one of its own vectors. */
+ * fuzz_segment.c; a loaded index is searched from its own vectors (with and without a filter
+ * that reads a byte per id: ids must name records) and grown by two vectors. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,6 +9,12 @@
 #include "idx_hnsw.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool fuzz_mask_filter(void *ctx, uint32_t id)
+{
+    const uint8_t *mask = ctx;
+    return mask[id] == 0; /* out of bounds (ASan) for an id past the records */
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -23,12 +31,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint32_t n = idx_hnsw_count(h);
     struct idx_hnsw_searcher *s = idx_hnsw_searcher_new(h);
-    if (s != NULL && n > 0) {
+    /* Ids index per-record arrays (the indexer's masks): the filter reads one byte per id, and
+     * every hit must name a record. */
+    uint8_t *mask = calloc(n ? n : 1, 1);
+    if (s != NULL && mask != NULL && n > 0) {
         struct st_hit hits[8];
-        for (uint32_t q = 0; q < n && q < 4; q++)
-            (void)idx_hnsw_search(s, idx_hnsw_vector(h, q * (n / 4 + 1) % n), 8, 16, NULL, NULL,
-                                  hits);
+        for (uint32_t q = 0; q < n && q < 4; q++) {
+            size_t got = idx_hnsw_search(s, idx_hnsw_vector(h, q * (n / 4 + 1) % n), 8, 16,
+                                         q % 2 ? fuzz_mask_filter : NULL, mask, hits);
+            for (size_t i = 0; i < got; i++)
+                if (hits[i].id >= n)
+                    __builtin_trap();
+        }
+        /* Grown by two vectors (its ids kept, the new ones n and n + 1). */
+        struct idx_hnsw *e;
+        uint32_t dim = idx_hnsw_dim(h);
+        float *more = calloc(2 * (size_t)dim, sizeof(float));
+        if (more != NULL && dim <= 4096 && idx_hnsw_extend(h, more, 2, 1, 7, &e) == ST_OK) {
+            struct idx_hnsw_searcher *se = idx_hnsw_searcher_new(e);
+            size_t got = se != NULL ? idx_hnsw_search(se, more, 8, 16, NULL, NULL, hits) : 0;
+            for (size_t i = 0; i < got; i++)
+                if (hits[i].id >= n + 2)
+                    __builtin_trap();
+            idx_hnsw_searcher_free(se);
+            idx_hnsw_free(e);
+        }
+        free(more);
     }
+    free(mask);
     idx_hnsw_searcher_free(s);
     idx_hnsw_free(h);
     return 0;
