@@ -1247,6 +1247,27 @@ float idx_hnsw_entry_distance(const struct idx_hnsw *h, const float *q)
     return h->n == 0 ? INFINITY : h->dist(q, hnsw_vec(h, h->entry), h->dim);
 }
 
+/* Row v of rows (n rows of size bytes) takes old row order[v], in place: each cycle of the
+ * permutation is followed once with one row of scratch (tmp); mark (n words) is scratch too. */
+static void permute_rows(uint8_t *rows, size_t size, const uint32_t *order, uint32_t n,
+                         uint32_t *mark, uint8_t *tmp)
+{
+    memset(mark, 0, (size_t)n * sizeof(*mark));
+    for (uint32_t start = 0; start < n; start++) {
+        if (mark[start] || order[start] == start)
+            continue;
+        memcpy(tmp, rows + (size_t)start * size, size);
+        uint32_t v = start;
+        while (order[v] != start) {
+            mark[v] = 1;
+            memcpy(rows + (size_t)v * size, rows + (size_t)order[v] * size, size);
+            v = order[v];
+        }
+        mark[v] = 1;
+        memcpy(rows + (size_t)v * size, tmp, size);
+    }
+}
+
 /*
  * Renumbers the nodes in breadth-first order over level 0 from the entry (nodes no traversal
  * reaches last, in id order), so that a node's neighbours sit near it in memory: a search reads
@@ -1267,12 +1288,11 @@ int idx_hnsw_reorder(struct idx_hnsw *h)
     uint32_t *order = malloc((size_t)n * sizeof(*order)); /* new -> old */
     uint32_t *pos = malloc((size_t)n * sizeof(*pos));     /* old -> new */
     uint32_t *labels = malloc((size_t)n * sizeof(*labels));
-    uint8_t *levels = malloc(n), *tmp = aligned_alloc(64, h->stride);
-    uint8_t *ctmp = h->codes != NULL ? malloc(h->cstride) : NULL;
+    uint8_t *levels = malloc(n), *tmp = malloc(h->stride); /* >= a code row (dim <= vec) */
     uint32_t **upper = malloc((size_t)n * sizeof(*upper));
     int rc = ST_ENOMEM;
     if (order == NULL || pos == NULL || labels == NULL || levels == NULL || tmp == NULL ||
-        upper == NULL || (h->codes != NULL && ctmp == NULL))
+        upper == NULL)
         goto out; /* nothing changed yet: the graph stays as it was */
     memset(pos, 0xff, (size_t)n * sizeof(*pos));
     uint32_t head = 0, tail = 0;
@@ -1303,33 +1323,12 @@ int idx_hnsw_reorder(struct idx_hnsw *h)
         upper[v] = h->upper[order[v]];
         labels[v] = hnsw_label(h, order[v]);
     }
-    /* Block v takes old block order[v] (and its code row and norm: the codes are derived by id,
-     * so moved rows are what a derivation would give): follow each cycle once, pos[] marking
-     * what is done. */
-    size_t cs = h->cstride;
-    for (uint32_t start = 0; start < n; start++) {
-        if (pos[start] == UINT32_MAX || order[start] == start)
-            continue;
-        memcpy(tmp, h->level0 + (size_t)start * h->stride, h->stride);
-        float tnorm = h->codes != NULL ? h->cnorm[start] : 0;
-        if (h->codes != NULL)
-            memcpy(ctmp, h->codes + (size_t)start * cs, cs);
-        uint32_t v = start;
-        for (;;) {
-            uint32_t from = order[v];
-            pos[v] = UINT32_MAX;
-            uint32_t src = from == start ? UINT32_MAX : from;
-            memcpy(h->level0 + (size_t)v * h->stride,
-                   src == UINT32_MAX ? tmp : h->level0 + (size_t)src * h->stride, h->stride);
-            if (h->codes != NULL) {
-                memcpy(h->codes + (size_t)v * cs,
-                       src == UINT32_MAX ? ctmp : h->codes + (size_t)src * cs, cs);
-                h->cnorm[v] = src == UINT32_MAX ? tnorm : h->cnorm[src];
-            }
-            if (src == UINT32_MAX)
-                break;
-            v = from;
-        }
+    /* Block v takes old block order[v], and so do the code rows and norms (the codes are
+     * derived by id, so moved rows are what a derivation would give). */
+    permute_rows(h->level0, h->stride, order, n, pos, tmp);
+    if (h->codes != NULL) {
+        permute_rows(h->codes, h->cstride, order, n, pos, tmp);
+        permute_rows((uint8_t *)h->cnorm, sizeof(float), order, n, pos, tmp);
     }
     h->entry = 0; /* the search starts where the order does */
     free(h->levels);
@@ -1347,6 +1346,5 @@ out:
     free(levels);
     free(upper);
     free(tmp);
-    free(ctmp);
     return rc;
 }
