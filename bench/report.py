@@ -214,7 +214,7 @@ def block_ann(out, plots):
         md.append(f"| {e} | {best[e][0]:.0f} | {float(best[e][1]['recall']):.4f} |")
     md.append("")
     for a in sorted(best):  # each strata engine beside its reference
-        b = "hnswlib" if a == "strata-hnsw" else None
+        b = "hnswlib" if a.startswith("strata-hnsw") else None
         if a.startswith("strata-ivf"):
             b = "faiss-" + a[len("strata-"):]
             b = b[:-2] + "x4fs" if b.endswith("x4") else b

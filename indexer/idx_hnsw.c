@@ -77,18 +77,62 @@ static int cand_cmp(const void *a, const void *b);
 
 /* ---- searcher scratch --------------------------------------------------------------------- */
 
-struct idx_hnsw_searcher {
-    const struct idx_hnsw *h;
-    uint16_t *tags;
+/* How many neighbours ahead a layer search prefetches. */
+#define PREFETCH_AHEAD 4
+/* Queries a batched search (idx_hnsw_search_batch) runs in lock step. */
+#define BATCH_LANES 4
+
+/*
+ * One search in progress on one layer: what it has found, its query's side of the code
+ * distance, and the neighbours of the node it is expanding (between layer_expand and
+ * layer_score). A searcher has BATCH_LANES; single searches and builds use the first.
+ */
+struct lane {
+    uint16_t *tags; /* h->n: visited when equal to gen */
     uint16_t gen;
     struct heap cand, res;
     struct heap kth;       /* bounded searches: the f best found (a max-heap), and the best */
-    uint32_t *links_copy;  /* build: a stable copy of a neighbour list */
     int8_t *qcode;         /* the query's weights as signed bytes (cstride) on codes */
-    bool codes_off;        /* idx_hnsw_searcher_use_codes(false) */
     bool on_codes;         /* this search traverses on codes (quantize_query) */
     float cx, cdot, cbias; /* distance = cx * cnorm - cdot * code.qcode + cbias */
+    /* the layer search (layer_begin) */
+    const float *q;
+    size_t ef, f;
+    float gbound, bound;
+    bool bounded, done;
+    int level;
+    st_filter_fn filter;
+    void *fctx;
+    uint32_t nt, fresh[256]; /* neighbours to score: cnt <= m0 <= 256 (build, loader) */
 };
+
+struct idx_hnsw_searcher {
+    const struct idx_hnsw *h;
+    struct lane lane[BATCH_LANES]; /* lane[1..]: allocated by the first batched search */
+    bool batch_ready;
+    uint32_t *links_copy; /* build: a stable copy of a neighbour list */
+    bool codes_off;       /* idx_hnsw_searcher_use_codes(false) */
+};
+
+static void lane_free(struct lane *L)
+{
+    free(L->tags);
+    free(L->cand.a);
+    free(L->res.a);
+    free(L->kth.a);
+    free(L->qcode);
+}
+
+static int lane_init(struct lane *L, const struct idx_hnsw *h)
+{
+    L->tags = calloc(h->n ? h->n : 1, sizeof(*L->tags));
+    if (h->codes != NULL && (L->qcode = aligned_alloc(64, h->cstride)) == NULL)
+        return ST_ENOMEM;
+    if (L->tags == NULL || heap_reserve(&L->cand, 256) != ST_OK ||
+        heap_reserve(&L->res, 256) != ST_OK || heap_reserve(&L->kth, 64) != ST_OK)
+        return ST_ENOMEM;
+    return ST_OK;
+}
 
 struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h)
 {
@@ -96,14 +140,8 @@ struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h)
     if (s == NULL)
         return NULL;
     s->h = h;
-    s->tags = calloc(h->n ? h->n : 1, sizeof(*s->tags));
     s->links_copy = malloc((1 + h->m0) * sizeof(uint32_t));
-    if (h->codes != NULL && (s->qcode = aligned_alloc(64, h->cstride)) == NULL) {
-        idx_hnsw_searcher_free(s);
-        return NULL;
-    }
-    if (s->tags == NULL || s->links_copy == NULL || heap_reserve(&s->cand, 256) != ST_OK ||
-        heap_reserve(&s->res, 256) != ST_OK || heap_reserve(&s->kth, 64) != ST_OK) {
+    if (s->links_copy == NULL || lane_init(&s->lane[0], h) != ST_OK) {
         idx_hnsw_searcher_free(s);
         return NULL;
     }
@@ -114,12 +152,9 @@ void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s)
 {
     if (s == NULL)
         return;
-    free(s->tags);
-    free(s->cand.a);
-    free(s->res.a);
-    free(s->kth.a);
+    for (size_t i = 0; i < BATCH_LANES; i++)
+        lane_free(&s->lane[i]);
     free(s->links_copy);
-    free(s->qcode);
     free(s);
 }
 
@@ -128,37 +163,33 @@ void idx_hnsw_searcher_use_codes(struct idx_hnsw_searcher *s, bool on)
     s->codes_off = !on;
 }
 
-/* The distance from q to node id as this search measures it (on codes or on the vector). */
-static inline float node_dist(const struct idx_hnsw_searcher *s, const float *q, uint32_t id)
+/* The distance from q to node id as lane L measures it (on codes or on the vector). */
+static inline float node_dist(const struct idx_hnsw *h, const struct lane *L, const float *q,
+                              uint32_t id)
 {
-    const struct idx_hnsw *h = s->h;
-    if (s->on_codes) {
+    if (L->on_codes) {
         const uint8_t *c = h->codes + (size_t)id * h->cstride;
-        return s->cx * h->cnorm[id] - s->cdot * (float)h->dotu8(c, s->qcode, h->dim) + s->cbias;
+        return L->cx * h->cnorm[id] - L->cdot * (float)h->dotu8(c, L->qcode, h->dim) + L->cbias;
     }
     return h->dist(q, hnsw_vec(h, id), h->dim);
 }
 
-/* How many neighbours ahead a layer search prefetches. */
-#define PREFETCH_AHEAD 4
-
 /* The first two cache lines of what node_dist will read for id. */
-static inline void node_prefetch(const struct idx_hnsw_searcher *s, uint32_t id)
+static inline void node_prefetch(const struct idx_hnsw *h, const struct lane *L, uint32_t id)
 {
-    const struct idx_hnsw *h = s->h;
-    const char *p = s->on_codes ? (const char *)(h->codes + (size_t)id * h->cstride)
+    const char *p = L->on_codes ? (const char *)(h->codes + (size_t)id * h->cstride)
                                 : (const char *)hnsw_vec(h, id);
     __builtin_prefetch(p);
     __builtin_prefetch(p + 64);
-    if (s->on_codes)
+    if (L->on_codes)
         __builtin_prefetch(h->cnorm + id);
 }
 
-static void new_generation(struct idx_hnsw_searcher *s)
+static void new_generation(const struct idx_hnsw *h, struct lane *L)
 {
-    if (++s->gen == 0) {
-        memset(s->tags, 0, s->h->n * sizeof(*s->tags));
-        s->gen = 1;
+    if (++L->gen == 0) {
+        memset(L->tags, 0, h->n * sizeof(*L->tags));
+        L->gen = 1;
     }
 }
 
@@ -189,8 +220,9 @@ static inline void node_unlock(struct build *b, uint32_t i)
 /* ---- search one layer ---------------------------------------------------------------------- */
 
 /*
- * Beam search on level l from entry ep. Leaves the best ef in s->res (a max-heap). With a
- * filter, rejected nodes guide the search but never enter the results.
+ * Beam search on level l from entry ep (search_layer; a batched search runs several lanes of it
+ * in lock step, layer_expand then layer_score). Leaves the best ef in the lane's res (a
+ * max-heap). With a filter, rejected nodes guide the search but never enter the results.
  *
  * gbound (INFINITY: none) is the k-th best distance the caller has already found elsewhere (the
  * other indexes of a multi-index search): only nodes within it can enter the caller's result.
@@ -206,94 +238,139 @@ static inline void node_unlock(struct build *b, uint32_t i)
  *     recall stays within 0.002 of the plain search there and on Fashion-MNIST.)
  * With gbound = INFINITY (or f >= ef) T = W_ef: the plain search, node for node.
  */
-static inline float beam_bound(const struct idx_hnsw_searcher *s, size_t ef, size_t f, float gbound,
-                               bool bounded)
+static inline float beam_bound(const struct lane *L)
 {
-    float t = s->res.n >= ef ? s->res.a[0].d : INFINITY;
-    if (bounded && s->kth.n >= f && s->kth.best > gbound) {
-        float w = s->kth.a[0].d > gbound ? s->kth.a[0].d : gbound;
+    float t = L->res.n >= L->ef ? L->res.a[0].d : INFINITY;
+    if (L->bounded && L->kth.n >= L->f && L->kth.best > L->gbound) {
+        float w = L->kth.a[0].d > L->gbound ? L->kth.a[0].d : L->gbound;
         t = w < t ? w : t;
     }
     return t;
 }
 
-static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const float *q, uint32_t ep,
-                         size_t ef, size_t k, float gbound, int l, st_filter_fn filter, void *fctx)
+/* Starts lane L's search of level l from ep (the parameters as search_layer's). */
+static void layer_begin(const struct idx_hnsw *h, struct lane *L, const float *q, uint32_t ep,
+                        size_t ef, size_t k, float gbound, int l, st_filter_fn filter, void *fctx)
 {
-    const struct idx_hnsw *h = s->h;
-    new_generation(s);
-    s->cand.n = s->res.n = s->kth.n = 0;
-    s->kth.best = INFINITY;
-    size_t f = k > ef / 2 ? k : ef / 2; /* the floor of a bounded beam (above) */
-    bool bounded = gbound < INFINITY && f < ef;
-    float d = node_dist(s, q, ep);
-    s->tags[ep] = s->gen;
-    heap_push(&s->cand, (struct cand){d, ep}, false);
+    new_generation(h, L);
+    L->cand.n = L->res.n = L->kth.n = 0;
+    L->kth.best = INFINITY;
+    L->q = q;
+    L->ef = ef;
+    L->f = k > ef / 2 ? k : ef / 2; /* the floor of a bounded beam (above) */
+    L->gbound = gbound;
+    L->bounded = gbound < INFINITY && L->f < ef;
+    L->level = l;
+    L->filter = filter;
+    L->fctx = fctx;
+    L->done = false;
+    L->nt = 0;
+    float d = node_dist(h, L, q, ep);
+    L->tags[ep] = L->gen;
+    heap_push(&L->cand, (struct cand){d, ep}, false);
     if (filter == NULL || filter(fctx, hnsw_label(h, ep))) {
-        heap_push(&s->res, (struct cand){d, ep}, true);
-        if (bounded) {
-            heap_push(&s->kth, (struct cand){d, ep}, true);
-            s->kth.best = d;
+        heap_push(&L->res, (struct cand){d, ep}, true);
+        if (L->bounded) {
+            heap_push(&L->kth, (struct cand){d, ep}, true);
+            L->kth.best = d;
         }
     }
     /* bound: T above; beyond it nothing is admitted and the search stops. */
-    float bound = beam_bound(s, ef, f, gbound, bounded);
-    while (s->cand.n > 0) {
-        struct cand c = heap_pop(&s->cand, false);
-        if (c.d > bound)
+    L->bound = beam_bound(L);
+}
+
+/*
+ * The next step of lane L's layer search: takes the closest candidate (done when there is none
+ * within the bound), marks its neighbours not visited yet and puts the data of the first
+ * `ahead` of them in flight; layer_score then measures them.
+ */
+static void layer_expand(const struct idx_hnsw *h, struct lane *L, struct build *b,
+                         uint32_t *links_copy, uint32_t ahead)
+{
+    L->nt = 0;
+    if (L->cand.n == 0) {
+        L->done = true;
+        return;
+    }
+    struct cand c = heap_pop(&L->cand, false);
+    if (c.d > L->bound) {
+        L->done = true;
+        return;
+    }
+    const uint32_t *links;
+    if (b != NULL && b->locks != NULL) {
+        node_lock(b, c.id);
+        const uint32_t *src = hnsw_links(h, c.id, L->level);
+        memcpy(links_copy, src, (1 + src[0]) * sizeof(uint32_t));
+        node_unlock(b, c.id);
+        links = links_copy;
+    } else {
+        links = hnsw_links(h, c.id, L->level);
+    }
+    /* The neighbours not visited yet (marked now): no bandwidth spent on visited ones. */
+    uint32_t cnt = links[0], nt = 0; /* cnt <= m0 <= 256 (build, loader) */
+    for (uint32_t j = 0; j < cnt; j++) {
+        uint32_t e = links[1 + j];
+        if (L->tags[e] != L->gen) {
+            L->tags[e] = L->gen;
+            L->fresh[nt++] = e;
+        }
+    }
+    L->nt = nt;
+    for (uint32_t j = 0; j < nt && j < ahead; j++)
+        node_prefetch(h, L, L->fresh[j]);
+}
+
+/* Measures the neighbours layer_expand found, with the data of the ones PREFETCH_AHEAD further
+ * on in flight, and admits those within the bound; then puts the next candidate's neighbour
+ * list in flight. */
+static void layer_score(const struct idx_hnsw *h, struct lane *L)
+{
+    const float *q = L->q;
+    for (uint32_t j = 0; j < L->nt; j++) {
+        uint32_t e = L->fresh[j];
+        if (j + PREFETCH_AHEAD < L->nt)
+            node_prefetch(h, L, L->fresh[j + PREFETCH_AHEAD]);
+        float de = node_dist(h, L, q, e);
+        if (!(de < L->bound))
+            continue;
+        heap_push(&L->cand, (struct cand){de, e}, false);
+        if (L->filter != NULL && !L->filter(L->fctx, hnsw_label(h, e)))
+            continue;
+        heap_push(&L->res, (struct cand){de, e}, true);
+        if (L->res.n > L->ef)
+            heap_pop(&L->res, true);
+        if (L->bounded && (L->kth.n < L->f || de < L->kth.a[0].d)) {
+            heap_push(&L->kth, (struct cand){de, e}, true);
+            L->kth.best = de < L->kth.best ? de : L->kth.best;
+            if (L->kth.n > L->f)
+                heap_pop(&L->kth, true);
+        }
+        L->bound = beam_bound(L);
+    }
+    L->nt = 0;
+    if (L->cand.n > 0)
+        __builtin_prefetch(hnsw_links(h, L->cand.a[0].id, L->level));
+}
+
+static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const float *q, uint32_t ep,
+                         size_t ef, size_t k, float gbound, int l, st_filter_fn filter, void *fctx)
+{
+    struct lane *L = &s->lane[0];
+    layer_begin(s->h, L, q, ep, ef, k, gbound, l, filter, fctx);
+    for (;;) {
+        layer_expand(s->h, L, b, s->links_copy, PREFETCH_AHEAD);
+        if (L->done)
             break;
-        const uint32_t *links;
-        if (b != NULL && b->locks != NULL) {
-            node_lock(b, c.id);
-            const uint32_t *src = hnsw_links(h, c.id, l);
-            memcpy(s->links_copy, src, (1 + src[0]) * sizeof(uint32_t));
-            node_unlock(b, c.id);
-            links = s->links_copy;
-        } else {
-            links = hnsw_links(h, c.id, l);
-        }
-        /* The neighbours not visited yet (marked now), then their distances with the data of
-         * the ones PREFETCH_AHEAD further on in flight: no bandwidth spent on visited ones. */
-        uint32_t cnt = links[0], fresh[256], nt = 0; /* cnt <= m0 <= 256 (build, loader) */
-        for (uint32_t j = 0; j < cnt; j++) {
-            uint32_t e = links[1 + j];
-            if (s->tags[e] != s->gen) {
-                s->tags[e] = s->gen;
-                fresh[nt++] = e;
-            }
-        }
-        for (uint32_t j = 0; j < nt && j < PREFETCH_AHEAD; j++)
-            node_prefetch(s, fresh[j]);
-        for (uint32_t j = 0; j < nt; j++) {
-            uint32_t e = fresh[j];
-            if (j + PREFETCH_AHEAD < nt)
-                node_prefetch(s, fresh[j + PREFETCH_AHEAD]);
-            float de = node_dist(s, q, e);
-            if (!(de < bound))
-                continue;
-            heap_push(&s->cand, (struct cand){de, e}, false);
-            if (filter != NULL && !filter(fctx, hnsw_label(h, e)))
-                continue;
-            heap_push(&s->res, (struct cand){de, e}, true);
-            if (s->res.n > ef)
-                heap_pop(&s->res, true);
-            if (bounded && (s->kth.n < f || de < s->kth.a[0].d)) {
-                heap_push(&s->kth, (struct cand){de, e}, true);
-                s->kth.best = de < s->kth.best ? de : s->kth.best;
-                if (s->kth.n > f)
-                    heap_pop(&s->kth, true);
-            }
-            bound = beam_bound(s, ef, f, gbound, bounded);
-        }
+        layer_score(s->h, L);
     }
 }
 
 /* Greedy descent through the upper levels to level `to` + 1's best node. */
-static uint32_t descend(const struct idx_hnsw_searcher *s, struct build *b, const float *q,
-                        uint32_t ep, int from, int to)
+static uint32_t descend(const struct idx_hnsw *h, const struct lane *L, struct build *b,
+                        const float *q, uint32_t ep, int from, int to)
 {
-    const struct idx_hnsw *h = s->h;
-    float best = node_dist(s, q, ep);
+    float best = node_dist(h, L, q, ep);
     for (int l = from; l > to; l--) {
         bool changed = true;
         while (changed) {
@@ -304,7 +381,7 @@ static uint32_t descend(const struct idx_hnsw_searcher *s, struct build *b, cons
             memcpy(copy, links + 1, cnt * sizeof(uint32_t));
             node_unlock(b, ep);
             for (uint32_t j = 0; j < cnt; j++) {
-                float d = node_dist(s, q, copy[j]);
+                float d = node_dist(h, L, q, copy[j]);
                 if (d < best) {
                     best = d;
                     ep = copy[j];
@@ -323,9 +400,8 @@ static uint32_t descend(const struct idx_hnsw_searcher *s, struct build *b, cons
  *   l2: |q - x|^2 ~ |r|^2 - 2 sw (code . qcode) + cnorm[x];
  *   cosine (unit-length nodes): -q.x = (|q - x|^2 - |q|^2 - 1) / 2.
  */
-static void quantize_query(struct idx_hnsw_searcher *s, const float *q)
+static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float *q)
 {
-    const struct idx_hnsw *h = s->h;
     double rr = 0, qq = 0;
     float wmax = 0;
     for (uint32_t i = 0; i < h->dim; i++) {
@@ -339,16 +415,64 @@ static void quantize_query(struct idx_hnsw_searcher *s, const float *q)
     for (uint32_t i = 0; i < h->dim; i++) {
         float w = h->sq_t[i] * (q[i] - h->sq_lo[i]) * inv;
         w = w > -127 ? (w < 127 ? w : 127) : -127; /* NaN: -127 */
-        s->qcode[i] = (int8_t)lrintf(w);
+        L->qcode[i] = (int8_t)lrintf(w);
     }
-    memset(s->qcode + h->dim, 0, h->cstride - h->dim);
+    memset(L->qcode + h->dim, 0, h->cstride - h->dim);
     float half = h->metric == ST_METRIC_COSINE ? 0.5f : 1.0f;
-    s->cx = half;
-    s->cdot = half * 2 * sw;
+    L->cx = half;
+    L->cdot = half * 2 * sw;
     /* Less the rounding's mean, so that the estimates compare fairly with a bound found
      * exactly in other indexes (the ordering among nodes does not change). */
-    s->cbias =
+    L->cbias =
         half * ((float)rr - h->sq_bias) - (h->metric == ST_METRIC_COSINE ? (float)(qq + 1) / 2 : 0);
+}
+
+/* Sets lane L up for a search of q (codes or vectors) and takes it down to level 0's entry. */
+static uint32_t query_begin(const struct idx_hnsw_searcher *s, struct lane *L, const float *q)
+{
+    const struct idx_hnsw *h = s->h;
+    L->on_codes = h->codes != NULL && !s->codes_off;
+    if (L->on_codes)
+        quantize_query(h, L, q);
+    return descend(h, L, NULL, q, h->entry, h->max_level, 0);
+}
+
+/* Lane L's hits once its level-0 search is done: the k best of its beam (re-ranked on the
+ * vectors when it traversed codes), within the bound, closest first, ties by id. */
+static size_t query_finish(const struct idx_hnsw *h, struct lane *L, const float *q, uint32_t k,
+                           float bound, struct st_hit *out)
+{
+    size_t n;
+    if (L->on_codes) {
+        /* Re-rank the beam on the vectors: every distance returned is exact. */
+        struct cand *c = L->res.a;
+        n = L->res.n;
+        for (size_t i = 0; i < n; i++) {
+            if (i + 2 < n)
+                __builtin_prefetch(hnsw_vec(h, c[i + 2].id));
+            c[i].d = h->dist(q, hnsw_vec(h, c[i].id), h->dim);
+        }
+        for (size_t i = 0; h->labels != NULL && i < n; i++)
+            c[i].id = h->labels[c[i].id]; /* ties ordered by id, however the nodes lie */
+        qsort(c, n, sizeof(*c), cand_cmp);
+        n = n < k ? n : k;
+        for (size_t i = 0; i < n; i++)
+            out[i] = (struct st_hit){c[i].id, c[i].d};
+        L->res.n = 0;
+    } else {
+        while (L->res.n > k)
+            heap_pop(&L->res, true);
+        n = L->res.n;
+        for (size_t i = n; i-- > 0;) {
+            struct cand c = heap_pop(&L->res, true);
+            out[i] = (struct st_hit){hnsw_label(h, c.id), c.d};
+        }
+    }
+    /* Beyond the bound: of no use to the caller (ties at it are kept). */
+    size_t kept = 0;
+    while (kept < n && !(out[kept].dist > bound))
+        kept++;
+    return kept;
 }
 
 size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
@@ -365,42 +489,55 @@ size_t idx_hnsw_search_bound(struct idx_hnsw_searcher *s, const float *q, uint32
         return 0;
     if (ef < k)
         ef = k;
-    s->on_codes = h->codes != NULL && !s->codes_off;
-    if (s->on_codes)
-        quantize_query(s, q);
-    uint32_t ep = descend(s, NULL, q, h->entry, h->max_level, 0);
+    struct lane *L = &s->lane[0];
+    uint32_t ep = query_begin(s, L, q);
     search_layer(s, NULL, q, ep, ef, k, bound, 0, filter, fctx);
-    size_t n;
-    if (s->on_codes) {
-        /* Re-rank the beam on the vectors: every distance returned is exact. */
-        struct cand *c = s->res.a;
-        n = s->res.n;
-        for (size_t i = 0; i < n; i++) {
-            if (i + 2 < n)
-                __builtin_prefetch(hnsw_vec(h, c[i + 2].id));
-            c[i].d = h->dist(q, hnsw_vec(h, c[i].id), h->dim);
-        }
-        for (size_t i = 0; h->labels != NULL && i < n; i++)
-            c[i].id = h->labels[c[i].id]; /* ties ordered by id, however the nodes lie */
-        qsort(c, n, sizeof(*c), cand_cmp);
-        n = n < k ? n : k;
-        for (size_t i = 0; i < n; i++)
-            out[i] = (struct st_hit){c[i].id, c[i].d};
-        s->res.n = 0;
-    } else {
-        while (s->res.n > k)
-            heap_pop(&s->res, true);
-        n = s->res.n;
-        for (size_t i = n; i-- > 0;) {
-            struct cand c = heap_pop(&s->res, true);
-            out[i] = (struct st_hit){hnsw_label(h, c.id), c.d};
-        }
+    return query_finish(h, L, q, k, bound, out);
+}
+
+int idx_hnsw_search_batch(struct idx_hnsw_searcher *s, const float *qs, size_t nq, uint32_t k,
+                          uint32_t ef, st_filter_fn filter, void *fctx, struct st_hit *out,
+                          size_t *counts)
+{
+    const struct idx_hnsw *h = s->h;
+    if (!s->batch_ready) {
+        for (size_t i = 1; i < BATCH_LANES; i++)
+            if (lane_init(&s->lane[i], h) != ST_OK)
+                return ST_ENOMEM; /* the lanes made are kept for the next call */
+        s->batch_ready = true;
     }
-    /* Beyond the bound: of no use to the caller (ties at it are kept). */
-    size_t kept = 0;
-    while (kept < n && !(out[kept].dist > bound))
-        kept++;
-    return kept;
+    if (ef < k)
+        ef = k;
+    for (size_t q0 = 0; q0 < nq; q0 += BATCH_LANES) {
+        size_t g = nq - q0 < BATCH_LANES ? nq - q0 : BATCH_LANES;
+        if (h->n == 0 || k == 0) {
+            for (size_t i = 0; i < g; i++)
+                counts[q0 + i] = 0;
+            continue;
+        }
+        for (size_t i = 0; i < g; i++) {
+            struct lane *L = &s->lane[i];
+            const float *q = qs + (q0 + i) * h->dim;
+            uint32_t ep = query_begin(s, L, q);
+            layer_begin(h, L, q, ep, ef, k, INFINITY, 0, filter, fctx);
+        }
+        /* In lock step: each lane's neighbour data is in flight while the others score. */
+        for (size_t active = g; active > 0;) {
+            active = 0;
+            for (size_t i = 0; i < g; i++)
+                if (!s->lane[i].done)
+                    layer_expand(h, &s->lane[i], NULL, NULL, PREFETCH_AHEAD);
+            for (size_t i = 0; i < g; i++)
+                if (!s->lane[i].done) {
+                    layer_score(h, &s->lane[i]);
+                    active++;
+                }
+        }
+        for (size_t i = 0; i < g; i++)
+            counts[q0 + i] = query_finish(h, &s->lane[i], qs + (q0 + i) * h->dim, k, INFINITY,
+                                          out + (q0 + i) * k);
+    }
+    return ST_OK;
 }
 
 /* ---- build --------------------------------------------------------------------------------- */
@@ -480,7 +617,7 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
     if (!hold)
         pthread_mutex_unlock(&b->entry_mu);
     if (level < top)
-        ep = descend(s, b, q, ep, top, level);
+        ep = descend(h, &s->lane[0], b, q, ep, top, level);
     int from = level < top ? level : top;
     struct cand *sorted = malloc(((size_t)h->ef_construction + 1) * sizeof(*sorted));
     /* per level l <= from: the count, then the neighbours chosen (at most m) */
@@ -494,9 +631,10 @@ static int insert(struct build *b, struct idx_hnsw_searcher *s, uint32_t i)
     }
     for (int l = from; l >= 0; l--) {
         search_layer(s, b, q, ep, h->ef_construction, h->ef_construction, INFINITY, l, NULL, NULL);
-        size_t n = s->res.n;
+        struct heap *res = &s->lane[0].res;
+        size_t n = res->n;
         for (size_t j = n; j-- > 0;)
-            sorted[j] = heap_pop(&s->res, true);
+            sorted[j] = heap_pop(res, true);
         uint32_t *sl = sel + (size_t)l * (1 + h->m);
         sl[0] = (uint32_t)select_neighbors(h, sorted, n, h->m, sl + 1);
         node_lock(b, i);
@@ -679,13 +817,14 @@ struct reach {
 static size_t nearest_marked(struct reach *r, const float *q, uint32_t self, const uint8_t *ok)
 {
     struct idx_hnsw *h = r->h;
-    uint32_t ep = descend(r->s, NULL, q, h->entry, h->max_level, 0);
+    r->s->lane[0].on_codes = false;
+    uint32_t ep = descend(h, &r->s->lane[0], NULL, q, h->entry, h->max_level, 0);
     search_layer(r->s, NULL, q, ep, h->ef_construction, h->ef_construction, INFINITY, 0, NULL,
                  NULL);
     size_t nn = 0;
     bool entry_in = false;
-    while (r->s->res.n > 0) {
-        struct cand c = heap_pop(&r->s->res, true);
+    while (r->s->lane[0].res.n > 0) {
+        struct cand c = heap_pop(&r->s->lane[0].res, true);
         if (ok[c.id] && c.id != self) {
             r->near[nn++] = c;
             entry_in |= c.id == h->entry;

@@ -118,6 +118,17 @@ size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, 
 size_t idx_hnsw_search_bound(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
                              float bound, st_filter_fn filter, void *fctx, struct st_hit *out);
 
+/*
+ * The same search for nq queries (rows of dim floats at qs), as nq calls of idx_hnsw_search
+ * would give them: query i's hits at out + i * k, their count in counts[i]; out holds nq * k
+ * hits. Queries run a few at a time in lock step, each one's next nodes read from memory while
+ * the others compute. ST_ENOMEM (counts not set) when the scratch of the extra queries cannot
+ * be allocated (the first batched call of a searcher allocates it: 2 bytes a node for each).
+ */
+int idx_hnsw_search_batch(struct idx_hnsw_searcher *s, const float *qs, size_t nq, uint32_t k,
+                          uint32_t ef, st_filter_fn filter, void *fctx, struct st_hit *out,
+                          size_t *counts) ST_WUR;
+
 /* Index files (hnsw_format.h): written to path.tmp, fsynced, renamed. */
 int idx_hnsw_save(const struct idx_hnsw *h, const char *path, struct st_err *err) ST_WUR;
 int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err) ST_WUR;

@@ -1153,6 +1153,90 @@ START_TEST(test_hnsw_reorder)
 }
 END_TEST
 
+/* Batched searches (queries in lock step, each with scratch of its own) return exactly what
+ * one search per query returns: ids and distances bit for bit, on codes and on the vectors,
+ * with a filter, with ef < k, for a count of queries that is not a multiple of the lanes,
+ * interleaved with single searches on the same searcher, and on a renumbered graph. */
+static void assert_batch_is_singles(const struct idx_hnsw *h, bool codes, const float *qs,
+                                    uint32_t nq, uint32_t dim, uint32_t k, uint32_t ef,
+                                    st_filter_fn filter)
+{
+    struct idx_hnsw_searcher *sb = idx_hnsw_searcher_new(h), *s1 = idx_hnsw_searcher_new(h);
+    idx_hnsw_searcher_use_codes(sb, codes);
+    idx_hnsw_searcher_use_codes(s1, codes);
+    struct st_hit *hb = calloc((size_t)nq * k + 1, sizeof(*hb)), one[64];
+    size_t *cnt = calloc(nq + 1, sizeof(*cnt));
+    for (int round = 0; round < 2; round++) { /* the second reuses the lanes' scratch */
+        for (uint32_t i = 0; i <= nq; i++)
+            cnt[i] = 999;
+        ck_assert_int_eq(idx_hnsw_search_batch(sb, qs, nq, k, ef, filter, NULL, hb, cnt), ST_OK);
+        ck_assert_uint_eq(cnt[nq], 999); /* nothing past the last query */
+        for (uint32_t q = 0; q < nq; q++) {
+            size_t n1 =
+                idx_hnsw_search(round ? sb : s1, qs + (size_t)q * dim, k, ef, filter, NULL, one);
+            ck_assert_msg(cnt[q] == n1, "query %u: %zu hits batched, %zu alone", q, cnt[q], n1);
+            ck_assert_msg(memcmp(hb + (size_t)q * k, one, n1 * sizeof(one[0])) == 0,
+                          "query %u: batched hits differ (codes %d, k %u, ef %u)", q, codes, k, ef);
+            for (size_t j = 0; filter != NULL && j < n1; j++)
+                ck_assert(filter(NULL, one[j].id));
+        }
+    }
+    free(hb);
+    free(cnt);
+    idx_hnsw_searcher_free(sb);
+    idx_hnsw_searcher_free(s1);
+}
+
+START_TEST(test_hnsw_search_batch)
+{
+    uint32_t n = 3001, dim = 24, nq = 23; /* 23: five lane groups, the last of three */
+    float *all = dataset(n + nq, dim, 12, 31);
+    float *qs = all + (size_t)n * dim;
+    memcpy(qs + 5 * dim, all + 77 * dim, dim * sizeof(float)); /* a query that is a node */
+    struct idx_hnsw_opts o = {
+        .dim = dim, .metric = ST_METRIC_L2, .m = 8, .ef_construction = 64, .seed = 9, .threads = 1};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, all, n, &h), ST_OK);
+    ck_assert(idx_hnsw_has_codes(h));
+    for (int reordered = 0; reordered < 2; reordered++) {
+        for (int codes = 0; codes < 2; codes++) {
+            assert_batch_is_singles(h, codes, qs, nq, dim, 10, 32, NULL);
+            assert_batch_is_singles(h, codes, qs, nq, dim, 10, 32, keep_even);
+            assert_batch_is_singles(h, codes, qs, nq, dim, 7, 3, NULL); /* ef raised to k */
+            assert_batch_is_singles(h, codes, qs, 1, dim, 1, 16, NULL);
+        }
+        ck_assert_int_eq(idx_hnsw_reorder(h), ST_OK);
+    }
+    /* The query that is a node finds it at distance 0, batched. */
+    struct idx_hnsw_searcher *s = idx_hnsw_searcher_new(h);
+    struct st_hit hb[23 * 3];
+    size_t cnt[23];
+    ck_assert_int_eq(idx_hnsw_search_batch(s, qs, nq, 3, 32, NULL, NULL, hb, cnt), ST_OK);
+    ck_assert_uint_eq(cnt[5], 3);
+    ck_assert_uint_eq(hb[5 * 3].id, 77);
+    ck_assert(hb[5 * 3].dist == 0);
+    /* k = 0 and no queries. */
+    ck_assert_int_eq(idx_hnsw_search_batch(s, qs, nq, 0, 32, NULL, NULL, hb, cnt), ST_OK);
+    for (uint32_t q = 0; q < nq; q++)
+        ck_assert_uint_eq(cnt[q], 0);
+    ck_assert_int_eq(idx_hnsw_search_batch(s, qs, 0, 3, 32, NULL, NULL, hb, cnt), ST_OK);
+    idx_hnsw_searcher_free(s);
+    idx_hnsw_free(h);
+    /* An empty graph: every query has no hits. */
+    struct idx_hnsw *z;
+    ck_assert_int_eq(idx_hnsw_build(&o, all, 0, &z), ST_OK);
+    s = idx_hnsw_searcher_new(z);
+    for (uint32_t q = 0; q < nq; q++)
+        cnt[q] = 999;
+    ck_assert_int_eq(idx_hnsw_search_batch(s, qs, nq, 3, 32, NULL, NULL, hb, cnt), ST_OK);
+    for (uint32_t q = 0; q < nq; q++)
+        ck_assert_uint_eq(cnt[q], 0);
+    idx_hnsw_searcher_free(s);
+    idx_hnsw_free(z);
+    free(all);
+}
+END_TEST
+
 /* A version-2 file (labels) whose checksums are all valid but whose labels lie: an id past n,
  * an id named twice, a version-1 file claiming labels, a version-2 one claiming none, and
  * every header byte changed: refused with an offset (or a clean load), never out of bounds. */
@@ -3350,6 +3434,7 @@ int main(void)
     tcase_add_test(tc, test_kernels_guard_page);
     tcase_add_test(tc, test_hnsw_file_lies);
     tcase_add_test(tc, test_hnsw_reorder);
+    tcase_add_test(tc, test_hnsw_search_batch);
     tcase_add_test(tc, test_hnsw_file_labels_lie);
     tcase_add_test(tc, test_index_io_faults);
     tcase_add_loop_test(tc, test_index_commit_faults, 0, 2);

@@ -1,6 +1,7 @@
 /* libFuzzer target: the HNSW index loader (indexer/hnsw_format.h), resealed like
  * fuzz_segment.c; a loaded index is searched from its own vectors (with and without a filter
- * that reads a byte per id: ids must name records) and grown by two vectors. */
+ * that reads a byte per id: ids must name records), searched batched (the same hits as one
+ * search a query) and grown by two vectors. */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (hits[i].id >= n)
                     __builtin_trap();
         }
+        /* Five queries batched (two lane groups) give what five searches give. */
+        uint32_t dim0 = idx_hnsw_dim(h), nb = 5;
+        float *qb = dim0 <= 4096 ? malloc((size_t)nb * dim0 * sizeof(float)) : NULL;
+        struct st_hit bh[5 * 8], one[8];
+        size_t cnt[5];
+        if (qb != NULL) {
+            for (uint32_t q = 0; q < nb; q++)
+                memcpy(qb + (size_t)q * dim0, idx_hnsw_vector(h, q * (n / 5 + 1) % n),
+                       dim0 * sizeof(float));
+            if (idx_hnsw_search_batch(s, qb, nb, 8, 16, fuzz_mask_filter, mask, bh, cnt) == ST_OK)
+                for (uint32_t q = 0; q < nb; q++) {
+                    size_t got = idx_hnsw_search(s, qb + (size_t)q * dim0, 8, 16, fuzz_mask_filter,
+                                                 mask, one);
+                    if (got != cnt[q] || memcmp(one, bh + (size_t)q * 8, got * sizeof(*one)) != 0)
+                        __builtin_trap();
+                }
+        }
+        free(qb);
         /* Grown by two vectors (its ids kept, the new ones n and n + 1). */
         struct idx_hnsw *e;
         uint32_t dim = idx_hnsw_dim(h);
