@@ -402,29 +402,39 @@ static uint32_t descend(const struct idx_hnsw *h, const struct lane *L, struct b
  */
 static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float *q)
 {
-    double rr = 0, qq = 0;
-    float wmax = 0;
-    for (uint32_t i = 0; i < h->dim; i++) {
-        double r = (double)q[i] - h->sq_lo[i];
-        rr += r * r;
-        qq += (double)q[i] * q[i];
-        float w = fabsf((float)(h->sq_t[i] * r));
-        wmax = w > wmax ? w : wmax; /* NaN stays out */
+    /* Per-part work of every query of a search over many windows: the sums on the SIMD
+     * kernels, the largest weight with eight independent maxima, rounding without a libm call
+     * per dimension (the weights are clamped to +-127 first). */
+    const struct st_kernels *kn = st_kernels();
+    uint32_t dim = h->dim, i = 0;
+    float rr = kn->l2sq(q, h->sq_lo, dim);
+    float qq = h->metric == ST_METRIC_COSINE ? kn->dot(q, q, dim) : 0;
+    float m[8] = {0};
+    for (; i + 8 <= dim; i += 8)
+        for (uint32_t j = 0; j < 8; j++) {
+            float w = fabsf(h->sq_t[i + j] * (q[i + j] - h->sq_lo[i + j]));
+            m[j] = w > m[j] ? w : m[j]; /* NaN stays out */
+        }
+    for (; i < dim; i++) {
+        float w = fabsf(h->sq_t[i] * (q[i] - h->sq_lo[i]));
+        m[0] = w > m[0] ? w : m[0];
     }
+    float wmax = 0;
+    for (uint32_t j = 0; j < 8; j++)
+        wmax = m[j] > wmax ? m[j] : wmax;
     float sw = wmax > 0 && isfinite(wmax) ? wmax / 127.0f : 1.0f, inv = 1.0f / sw;
-    for (uint32_t i = 0; i < h->dim; i++) {
+    for (i = 0; i < dim; i++) {
         float w = h->sq_t[i] * (q[i] - h->sq_lo[i]) * inv;
         w = w > -127 ? (w < 127 ? w : 127) : -127; /* NaN: -127 */
-        L->qcode[i] = (int8_t)lrintf(w);
+        L->qcode[i] = (int8_t)(int)(w + (w >= 0 ? 0.5f : -0.5f));
     }
-    memset(L->qcode + h->dim, 0, h->cstride - h->dim);
+    memset(L->qcode + dim, 0, h->cstride - dim);
     float half = h->metric == ST_METRIC_COSINE ? 0.5f : 1.0f;
     L->cx = half;
     L->cdot = half * 2 * sw;
     /* Less the rounding's mean, so that the estimates compare fairly with a bound found
      * exactly in other indexes (the ordering among nodes does not change). */
-    L->cbias =
-        half * ((float)rr - h->sq_bias) - (h->metric == ST_METRIC_COSINE ? (float)(qq + 1) / 2 : 0);
+    L->cbias = half * (rr - h->sq_bias) - (h->metric == ST_METRIC_COSINE ? (qq + 1) / 2 : 0);
 }
 
 /* Sets lane L up for a search of q (codes or vectors) and takes it down to level 0's entry. */
