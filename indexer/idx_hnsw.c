@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include "idx_hnsw_int.h"
+#include "st_fault.h"
 
 /* ---- heaps of (dist, id) ----------------------------------------------------------------- */
 
@@ -123,13 +124,18 @@ static void lane_free(struct lane *L)
     free(L->qcode);
 }
 
+/* Allocates what L still lacks (a lane left half-made by a failure is completed by the next
+ * call, never allocated twice). */
 static int lane_init(struct lane *L, const struct idx_hnsw *h)
 {
-    L->tags = calloc(h->n ? h->n : 1, sizeof(*L->tags));
-    if (h->codes != NULL && (L->qcode = aligned_alloc(64, h->cstride)) == NULL)
+    if (ST_FAULT("idx.hnsw.lane") != 0)
         return ST_ENOMEM;
-    if (L->tags == NULL || heap_reserve(&L->cand, 256) != ST_OK ||
-        heap_reserve(&L->res, 256) != ST_OK || heap_reserve(&L->kth, 64) != ST_OK)
+    if (L->tags == NULL && (L->tags = calloc(h->n ? h->n : 1, sizeof(*L->tags))) == NULL)
+        return ST_ENOMEM;
+    if (h->codes != NULL && L->qcode == NULL && (L->qcode = aligned_alloc(64, h->cstride)) == NULL)
+        return ST_ENOMEM;
+    if (heap_reserve(&L->cand, 256) != ST_OK || heap_reserve(&L->res, 256) != ST_OK ||
+        heap_reserve(&L->kth, 64) != ST_OK)
         return ST_ENOMEM;
     return ST_OK;
 }
@@ -404,7 +410,7 @@ static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float
 {
     /* Per-part work of every query of a search over many windows: the sums on the SIMD
      * kernels, the largest weight with eight independent maxima, rounding without a libm call
-     * per dimension (the weights are clamped to +-127 first). */
+     * per dimension (the weights are clamped to +-127 first; the same rounding as lrintf). */
     const struct st_kernels *kn = st_kernels();
     uint32_t dim = h->dim, i = 0;
     float rr = kn->l2sq(q, h->sq_lo, dim);
@@ -426,7 +432,9 @@ static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float
     for (i = 0; i < dim; i++) {
         float w = h->sq_t[i] * (q[i] - h->sq_lo[i]) * inv;
         w = w > -127 ? (w < 127 ? w : 127) : -127; /* NaN: -127 */
-        L->qcode[i] = (int8_t)(int)(w + (w >= 0 ? 0.5f : -0.5f));
+        /* Rounded to nearest, ties to even, as lrintf in the default mode: adding and
+         * subtracting 1.5 * 2^23 leaves no fraction bits for |w| <= 127. */
+        L->qcode[i] = (int8_t)(int)((w + 0x1.8p23f) - 0x1.8p23f);
     }
     memset(L->qcode + dim, 0, h->cstride - dim);
     float half = h->metric == ST_METRIC_COSINE ? 0.5f : 1.0f;
@@ -485,6 +493,17 @@ static size_t query_finish(const struct idx_hnsw *h, struct lane *L, const float
     return kept;
 }
 
+float idx_hnsw_code_estimate(const struct idx_hnsw *h, const float *q, uint32_t node)
+{
+    struct lane L = {.on_codes = true};
+    if (h->codes == NULL || node >= h->n || (L.qcode = aligned_alloc(64, h->cstride)) == NULL)
+        return NAN;
+    quantize_query(h, &L, q);
+    float d = node_dist(h, &L, q, node);
+    free(L.qcode);
+    return d;
+}
+
 size_t idx_hnsw_search(struct idx_hnsw_searcher *s, const float *q, uint32_t k, uint32_t ef,
                        st_filter_fn filter, void *fctx, struct st_hit *out)
 {
@@ -513,7 +532,7 @@ int idx_hnsw_search_batch(struct idx_hnsw_searcher *s, const float *qs, size_t n
     if (!s->batch_ready) {
         for (size_t i = 1; i < BATCH_LANES; i++)
             if (lane_init(&s->lane[i], h) != ST_OK)
-                return ST_ENOMEM; /* the lanes made are kept for the next call */
+                return ST_ENOMEM; /* what was made is kept; the next call completes it */
         s->batch_ready = true;
     }
     if (ef < k)

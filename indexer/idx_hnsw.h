@@ -120,10 +120,14 @@ size_t idx_hnsw_search_bound(struct idx_hnsw_searcher *s, const float *q, uint32
 
 /*
  * The same search for nq queries (rows of dim floats at qs), as nq calls of idx_hnsw_search
- * would give them: query i's hits at out + i * k, their count in counts[i]; out holds nq * k
- * hits. Queries run a few at a time in lock step, each one's next nodes read from memory while
- * the others compute. ST_ENOMEM (counts not set) when the scratch of the extra queries cannot
- * be allocated (the first batched call of a searcher allocates it: 2 bytes a node for each).
+ * would give them, bit for bit: query i's hits at out + i * k, their count in counts[i]; out
+ * holds nq * k hits. Queries run four at a time in lock step, each with scratch of its own (a
+ * lane), so that one query's reads from memory overlap the others' arithmetic. There is no
+ * bound (idx_hnsw_search_bound): a search over many indexes searches one query at a time.
+ * The filter is called for the four queries interleaved, so it must not depend on which query
+ * asks. The first batched call of a searcher allocates the three extra lanes (2 bytes a node
+ * each, plus about 5 KB), kept until idx_hnsw_searcher_free; ST_ENOMEM (counts not set) when it
+ * cannot, and a later call completes them.
  */
 int idx_hnsw_search_batch(struct idx_hnsw_searcher *s, const float *qs, size_t nq, uint32_t k,
                           uint32_t ef, st_filter_fn filter, void *fctx, struct st_hit *out,

@@ -71,6 +71,8 @@ static inline uint32_t hnsw_label(const struct idx_hnsw *h, uint32_t node)
 }
 
 int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n);
+/* Tests: the distance from q to node as a search on codes estimates it (NAN without codes). */
+float idx_hnsw_code_estimate(const struct idx_hnsw *h, const float *q, uint32_t node);
 /* Derives the traversal codes from the vectors (after a build, an extend or a load). */
 int idx_hnsw_make_codes(struct idx_hnsw *h);
 
