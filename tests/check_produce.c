@@ -115,6 +115,26 @@ START_TEST(test_readers)
     ck_assert_int_eq(produce_src_next(s, &r), 0);
     produce_src_close(s);
 
+    /* Deletes only: no dim (0), every record a delete; not a matrix of queries (and no
+     * division by its dim there). */
+    static const char dj[] = "{\"id\": \"a\", \"op\": \"delete\"}\n"
+                             "{\"id\": \"b\", \"op\": \"delete\", \"ts\": 5}\n";
+    st_write_bytes(tpath("d.jsonl"), dj, strlen(dj));
+    ck_assert_msg(produce_src_open(tpath("d.jsonl"), PRODUCE_IN_AUTO, false, &s, &err) == ST_OK,
+                  "%s", err.msg);
+    ck_assert_uint_eq(produce_src_rows(s), 2);
+    ck_assert_uint_eq(produce_src_dim(s), 0);
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(produce_src_next(s, &r), 1);
+        ck_assert(r.del && r.vec == NULL);
+        ck_assert_str_eq(r.id, k ? "b" : "a");
+    }
+    ck_assert_int_eq(produce_src_next(s, &r), 0);
+    produce_src_close(s);
+    struct produce_matrix pm;
+    ck_assert_int_eq(produce_read_matrix(tpath("d.jsonl"), 10, &pm, &err), ST_EINVAL);
+    ck_assert_msg(strstr(err.msg, "no record has a vector") != NULL, "%s", err.msg);
+
     /* uint64 ids: row numbers, or the JSON integers */
     ck_assert_int_eq(produce_src_open(tpath("a.fvecs"), PRODUCE_IN_AUTO, true, &s, &err), ST_OK);
     ck_assert_int_eq(produce_src_seek(s, 3), ST_OK);

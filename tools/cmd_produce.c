@@ -44,7 +44,9 @@ static void help(void)
            "                       JSON Lines, whose ids are their own)\n"
            "  --start S            begin at record S (id S; with --count, S past the rows is a\n"
            "                       later pass): runs that must not share ids start apart\n"
-           "  --dim D              refuse INPUT unless its vectors have D dims\n"
+           "  --dim D              refuse INPUT unless its vectors have D dims (JSON Lines of\n"
+           "                       deletes only: the dim their binary frames carry, else\n"
+           "                       --collection's in --config)\n"
            "  --u64-ids            ids are unsigned integers (collections with id_type uint64)\n"
            "  --input-format F     fvecs | npy | idx | jsonl (default: by file name)\n"
            "  -X, --property K=V   a librdkafka property (repeatable), e.g. -X linger.ms=20;\n"
@@ -157,6 +159,7 @@ int cmd_produce(int argc, char **argv)
     enum produce_in in = PRODUCE_IN_AUTO;
     bool u64 = false, quiet = false;
     unsigned long long dim = 0;
+    uint32_t cfg_dim = 0;         /* the dim of --collection in --config */
     unsigned long long count = 0; /* 0: the input's rows */
     unsigned long long start = 0; /* the first record sent */
     const char **cli_props = calloc((size_t)argc + 1, sizeof(char *));
@@ -289,13 +292,17 @@ int cmd_produce(int argc, char **argv)
             }
             o.brokers = cfg->kafka.brokers;
         }
-        if (o.topic == NULL && o.collection != NULL) {
+        if (o.collection != NULL) {
             const struct cfg_collection *cc = cfg_collection_find(cfg, o.collection);
-            if (cc == NULL) {
+            if (cc == NULL && o.topic == NULL) {
                 rc = cmd_usage_error("produce", "%s has no collection '%s'", config, o.collection);
                 goto out;
             }
-            o.topic = cc->topic;
+            if (cc != NULL) {
+                if (o.topic == NULL)
+                    o.topic = cc->topic;
+                cfg_dim = cc->dim;
+            }
         }
         n_cfg = cfg->kafka.n_properties;
         cfg_kv = calloc(n_cfg + 1, sizeof(*cfg_kv));
@@ -339,9 +346,25 @@ int cmd_produce(int argc, char **argv)
         rc = r == ST_EIO || r == ST_ENOMEM ? 1 : 2;
         goto out;
     }
-    if (dim != 0 && produce_src_dim(src) != dim) {
-        fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %llu\n", input,
-                produce_src_dim(src), dim);
+    uint32_t sdim = produce_src_dim(src); /* 0: deletes only */
+    if (dim != 0 && sdim != 0 && sdim != dim) {
+        fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %llu\n", input, sdim,
+                dim);
+        rc = 2;
+        goto out;
+    }
+    if (dim == 0 && cfg_dim != 0 && sdim != 0 && sdim != cfg_dim) {
+        fprintf(stderr, "strata produce: %s: vectors have %u dims, collection %s has %u\n", input,
+                sdim, o.collection, cfg_dim);
+        rc = 2;
+        goto out;
+    }
+    o.dim = dim != 0 ? (uint32_t)dim : cfg_dim != 0 ? cfg_dim : sdim;
+    if (o.dim == 0 && o.format == PRODUCE_BINARY) {
+        fprintf(stderr,
+                "strata produce: %s: deletes only: binary frames carry the collection's dim; "
+                "give --dim (or --config with --collection)\n",
+                input);
         rc = 2;
         goto out;
     }

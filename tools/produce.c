@@ -51,6 +51,9 @@ static void buf_add(struct buf *b, const void *s, size_t n)
     b->p[b->n] = '\0';
 }
 
+/* A string literal without its NUL: the length is the compiler's, never counted by hand. */
+#define BUF_LIT(b, lit) buf_add((b), "" lit, sizeof(lit) - 1)
+
 static void buf_printf(struct buf *b, const char *fmt, ...) ST_PRINTF(2, 3);
 static void buf_printf(struct buf *b, const char *fmt, ...)
 {
@@ -79,7 +82,7 @@ static void buf_printf(struct buf *b, const char *fmt, ...)
 /* A JSON string literal of s (len bytes). */
 static void buf_json_str(struct buf *b, const char *s, size_t len)
 {
-    buf_add(b, "\"", 1);
+    BUF_LIT(b, "\"");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
@@ -91,7 +94,7 @@ static void buf_json_str(struct buf *b, const char *s, size_t len)
             buf_add(b, &s[i], 1);
         }
     }
-    buf_add(b, "\"", 1);
+    BUF_LIT(b, "\"");
 }
 
 /* A float as JSON that parses back to the same float32: 9 significant digits, with a fast
@@ -240,15 +243,17 @@ static bool batch_add(struct batch *b, const struct produce_rec *r)
 
 static int batch_json(const struct batch *b, const char *coll, struct buf *o)
 {
-    buf_add(o, "{", 1);
+    BUF_LIT(o, "{");
     if (coll != NULL) {
-        buf_add(o, "\"collection\":", 13);
+        BUF_LIT(o, "\"collection\":");
         buf_json_str(o, coll, strlen(coll));
-        buf_add(o, ",", 1);
+        BUF_LIT(o, ",");
     }
-    buf_add(o, "\"records\":[", 11);
+    BUF_LIT(o, "\"records\":[");
     for (uint32_t i = 0; i < b->n; i++) {
-        buf_add(o, i ? ",{\"id\":" : "{\"id\":", i ? 7 : 6);
+        if (i > 0)
+            BUF_LIT(o, ",");
+        BUF_LIT(o, "{\"id\":");
         if (b->u64) {
             uint64_t v = 0;
             for (int k = 0; k < 8; k++)
@@ -261,22 +266,22 @@ static int batch_json(const struct batch *b, const char *coll, struct buf *o)
         if (b->ts[i] != 0)
             buf_printf(o, ",\"ts\":%" PRId64, b->ts[i]);
         if (b->op[i] == REC_DELETE) {
-            buf_add(o, ",\"op\":\"delete\"", 15);
+            BUF_LIT(o, ",\"op\":\"delete\"");
         } else {
-            buf_add(o, ",\"vector\":[", 11);
+            BUF_LIT(o, ",\"vector\":[");
             const float *v = b->vecs + (size_t)i * b->dim;
             for (uint32_t d = 0; d < b->dim; d++)
                 buf_float(o, v[d], d > 0);
-            buf_add(o, "]", 1);
+            BUF_LIT(o, "]");
         }
         if (b->meta_off[i] != SIZE_MAX) {
-            buf_add(o, ",\"meta\":", 8);
+            BUF_LIT(o, ",\"meta\":");
             const char *m = b->metas.p + b->meta_off[i];
             buf_add(o, m, strlen(m));
         }
-        buf_add(o, "}", 1);
+        BUF_LIT(o, "}");
     }
-    buf_add(o, "]}", 2);
+    BUF_LIT(o, "]}");
     return o->oom ? ST_ENOMEM : ST_OK;
 }
 
@@ -611,7 +616,7 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
             rc = start_producer(&r, o, err);
             if (rc != ST_OK)
                 goto out;
-            uint32_t dim = x.dim ? x.dim : 1;
+            uint32_t dim = o->dim ? o->dim : x.dim ? x.dim : 1;
             if ((uint64_t)bsz * dim * sizeof(float) > PRODUCE_BATCH_MAX) {
                 rc = st_err_set(err, ST_EINVAL,
                                 "a batch of %u records of dim %u is over %u MiB: use a smaller "
@@ -734,6 +739,10 @@ int produce_read_matrix(const char *path, size_t max_rows, struct produce_matrix
         return rc;
     uint64_t rows = produce_src_rows(s);
     uint32_t dim = produce_src_dim(s);
+    if (dim == 0) { /* deletes only */
+        produce_src_close(s);
+        return st_err_set(err, ST_EINVAL, "%s: no record has a vector", path);
+    }
     if (rows > max_rows)
         rows = max_rows;
     if (rows > SIZE_MAX / sizeof(float) / dim) {

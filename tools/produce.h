@@ -83,6 +83,7 @@ uint64_t produce_src_rows(const struct produce_src *s);
  * going on counting (row r of pass k gets id k * rows + r), so a small file drives a long load.
  * ST_EINVAL for 0, or for more than the lines of JSON Lines (their ids are their own). */
 int produce_src_repeat(struct produce_src *s, uint64_t count, struct st_err *err) ST_WUR;
+/* The vectors' dim; 0 for JSON Lines of deletes only (none has a vector). */
 uint32_t produce_src_dim(const struct produce_src *s);
 /* Makes record `row` (of produce_src_rows) the next one produce_src_next returns (ST_ERANGE
  * past the end). */
@@ -115,6 +116,8 @@ struct produce_opts {
     const char *collection; /* named in every message; NULL = the topic's collection */
     enum produce_wire format;
     uint32_t batch; /* records per Kafka message; 0 = 100 */
+    uint32_t dim;   /* the collection's dim (binary frames carry it); 0 = the records' own (a
+                       source of deletes only has none: its frames need this) */
     double rate; /* records per second (token bucket, bursts of at most one batch); 0 = no limit */
     const char *const
         *props;     /* extra librdkafka properties "key=value", NULL-terminated, or NULL */

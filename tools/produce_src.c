@@ -481,9 +481,7 @@ static int open_jsonl(struct produce_src *s, struct st_err *err)
         }
         s->lines[s->rows++] = (struct jl_line){a, b - a};
     }
-    if (s->rows > 0 && dim == 0)
-        return st_err_set(err, ST_EINVAL, "%s: no record has a vector (dim unknown)", s->name);
-    s->dim = dim;
+    s->dim = dim; /* 0: deletes only (produce_src_dim) */
     return ST_OK;
 }
 
@@ -533,7 +531,7 @@ static int src_init(struct produce_src *s, enum produce_in kind, struct st_err *
     if (s->rows == 0)
         return st_err_set(err, ST_EINVAL, "%s: no records", s->name);
     s->count = s->rows;
-    s->row = malloc((size_t)s->dim * sizeof(float));
+    s->row = malloc((size_t)(s->dim ? s->dim : 1) * sizeof(float));
     if (s->row == NULL)
         return st_err_set(err, ST_ENOMEM, "%s: no memory", s->name);
     return ST_OK;
