@@ -20,6 +20,7 @@
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
 #include "produce.h"
+#include "rec_format.h"
 #include "st_test.h"
 #include "st_vecfile_test.h"
 
@@ -152,6 +153,87 @@ END_TEST
 
 /* produce_src_repeat: the rows again and again with ids counting on, or fewer; never JSON
  * Lines past their lines (their ids would repeat). */
+/* What produce sends decodes as the ingest decodes it: upserts with meta and ts, deletes, in
+ * JSON and in binary frames, with no stray byte (a delete's JSON once carried a NUL, and the
+ * ingest sent every such batch to the dead-letter topic); deletes alone decode as JSON, and as
+ * frames once given the collection's dim. */
+static void expect_decodes(const struct produce_opts *o, const struct produce_rec *recs, size_t n,
+                           uint32_t dim)
+{
+    static const struct rec_collection coll = {"docs", 4, false};
+    const struct rec_schema schema = {&coll, 1, &coll, 0};
+    uint8_t *msg;
+    size_t len;
+    struct st_err err = {0};
+    ck_assert_msg(produce_encode(o, recs, n, &msg, &len, &err) == ST_OK, "%s", err.msg);
+    if (o->format == PRODUCE_JSON)
+        ck_assert_msg(memchr(msg, 0, len) == NULL, "a NUL in %.*s", (int)len, msg);
+    struct rec_decoder *d = rec_decoder_new();
+    struct rec_batch b;
+    char detail[256] = "";
+    enum rec_reason why =
+        rec_decode(d, &schema, REC_KIND_AUTO, msg, len, &b, detail, sizeof(detail));
+    ck_assert_msg(why == REC_OK, "%s (%s): %.*s", rec_reason_str(why), detail,
+                  o->format == PRODUCE_JSON ? (int)len : 0, msg);
+    ck_assert_uint_eq(b.n, n);
+    for (size_t i = 0; i < n; i++) {
+        const struct rec_record *r = &b.recs[i];
+        ck_assert_uint_eq(r->id_len, strlen(recs[i].id));
+        ck_assert(memcmp(r->id, recs[i].id, r->id_len) == 0);
+        ck_assert_int_eq(r->op, recs[i].del ? REC_DELETE : REC_UPSERT);
+        ck_assert_int_eq(r->ts, recs[i].ts ? recs[i].ts : REC_TS_ABSENT);
+        if (recs[i].del) {
+            ck_assert_ptr_null(r->vec);
+        } else {
+            for (uint32_t c = 0; c < dim; c++)
+                ck_assert(r->vec[c] == recs[i].vec[c]);
+        }
+        ck_assert_uint_eq(r->meta_len, recs[i].meta_json ? strlen(recs[i].meta_json) : 0);
+    }
+    rec_decoder_free(d);
+    free(msg);
+}
+
+START_TEST(test_encode_decodes)
+{
+    static const float v[2][4] = {{1, -2.5f, 3e-7f, 4}, {0, 0.125f, -1, 1e30f}};
+    const struct produce_rec mixed[] = {
+        {.id = "a", .vec = v[0], .dim = 4, .ts = 1700000000001, .meta_json = "{\"k\":[1,\"v\"]}"},
+        {.id = "b", .dim = 4, .del = true, .ts = 1700000000002},
+        {.id = "c", .vec = v[1], .dim = 4},
+        {.id = "d", .dim = 4, .del = true, .meta_json = "{}"},
+    };
+    const struct produce_rec dels[] = {{.id = "x", .del = true}, {.id = "y", .del = true, .ts = 9}};
+    for (int f = 0; f < 2; f++) {
+        struct produce_opts o = {.collection = "docs", .format = f ? PRODUCE_BINARY : PRODUCE_JSON};
+        expect_decodes(&o, mixed, 4, 4);
+        o.collection = NULL; /* the topic's collection */
+        expect_decodes(&o, mixed + 1, 3, 4);
+        if (f == 0) {
+            expect_decodes(&o, dels, 2, 0); /* JSON deletes need no dim */
+        } else {
+            uint8_t *m = NULL;
+            size_t len;
+            struct st_err err = {0};
+            ck_assert_int_eq(produce_encode(&o, dels, 2, &m, &len, &err), ST_EINVAL);
+            ck_assert_msg(strstr(err.msg, "opts.dim") != NULL, "%s", err.msg);
+            ck_assert_ptr_null(m);
+            o.dim = 4;
+            expect_decodes(&o, dels, 2, 0);
+        }
+    }
+    /* An id twice in one batch (the ingest refuses such a batch): refused here. */
+    const struct produce_rec twice[] = {{.id = "a", .vec = v[0], .dim = 4},
+                                        {.id = "a", .dim = 4, .del = true}};
+    struct produce_opts o = {.format = PRODUCE_JSON};
+    uint8_t *m = NULL;
+    size_t len;
+    struct st_err err = {0};
+    ck_assert_int_eq(produce_encode(&o, twice, 2, &m, &len, &err), ST_EINVAL);
+    ck_assert_ptr_null(m);
+}
+END_TEST
+
 START_TEST(test_repeat)
 {
     st_write_npy(tpath("r.npy"), "<f4", "(3, 4)", 3, 4);
@@ -417,6 +499,32 @@ START_TEST(test_usage)
     fclose(f);
     ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s --topic t f", cp), 2);
     ck_assert_msg(strstr(o, "p.yaml:3:") != NULL && strstr(o, "unknown key") != NULL, "%s", o);
+    /* dims, checked before any broker is asked: vectors or --dim against --collection's in
+     * --config (with --topic too), and deletes alone as binary frames without a dim */
+    f = fopen(cp, "w");
+    fprintf(f, "node_id: n\ndata_dir: /tmp/x\nkafka: {brokers: '127.0.0.1:1'}\n"
+               "collections:\n  - {name: docs, dim: 4, topic: t.docs, window: 1h}\n");
+    fclose(f);
+    static const char v2[] = "{\"id\": \"a\", \"vector\": [1, 2]}\n";
+    static const char dl[] = "{\"id\": \"a\", \"op\": \"delete\"}\n";
+    st_write_bytes(tpath("v2.jsonl"), v2, strlen(v2));
+    st_write_bytes(tpath("dl.jsonl"), dl, strlen(dl));
+    for (int t = 0; t < 2; t++) {
+        ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s --collection docs %s %s",
+                                     cp, t ? "--topic other" : "", tpath("v2.jsonl")),
+                         2);
+        ck_assert_msg(strstr(o, "vectors have 2 dims, collection docs has 4") != NULL, "%s", o);
+    }
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s --collection docs --dim 3 %s",
+                                 cp, tpath("dl.jsonl")),
+                     2);
+    ck_assert_msg(strstr(o, "--dim 3, but collection docs has 4") != NULL, "%s", o);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o),
+                                 "produce --brokers 127.0.0.1:1 --topic t --format "
+                                 "binary %s",
+                                 tpath("dl.jsonl")),
+                     2);
+    ck_assert_msg(strstr(o, "deletes only") != NULL && strstr(o, "--dim") != NULL, "%s", o);
     /* --count past JSON Lines: refused before any broker is asked */
     st_write_jsonl(tpath("c.jsonl"), 2, 4, 0);
     ck_assert_int_eq(st_test_cli(o, sizeof(o),
@@ -705,6 +813,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_readers);
+    tcase_add_test(tc, test_encode_decodes);
     tcase_add_test(tc, test_repeat);
     tcase_add_test(tc, test_read_matrix);
     tcase_add_test(tc, test_fashion_mnist);

@@ -346,6 +346,11 @@ int cmd_produce(int argc, char **argv)
         rc = r == ST_EIO || r == ST_ENOMEM ? 1 : 2;
         goto out;
     }
+    if (dim != 0 && cfg_dim != 0 && dim != cfg_dim) {
+        rc = cmd_usage_error("produce", "--dim %llu, but collection %s has %u in %s", dim,
+                             o.collection, cfg_dim, config);
+        goto out;
+    }
     uint32_t sdim = produce_src_dim(src); /* 0: deletes only */
     if (dim != 0 && sdim != 0 && sdim != dim) {
         fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %llu\n", input, sdim,
@@ -359,7 +364,12 @@ int cmd_produce(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    o.dim = dim != 0 ? (uint32_t)dim : cfg_dim != 0 ? cfg_dim : sdim;
+    /* JSON deletes carry no vector: only frames need a dim (and a batch of JSON deletes no
+     * buffer sized by it) */
+    o.dim = sdim != 0 || o.format == PRODUCE_BINARY ? (dim != 0       ? (uint32_t)dim
+                                                       : cfg_dim != 0 ? cfg_dim
+                                                                      : sdim)
+                                                    : 0;
     if (o.dim == 0 && o.format == PRODUCE_BINARY) {
         fprintf(stderr,
                 "strata produce: %s: deletes only: binary frames carry the collection's dim; "

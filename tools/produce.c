@@ -368,6 +368,37 @@ static void progress(struct run *r, bool final)
     }
 }
 
+/* The message of batch b as o->format says: *val (malloc'd) of *len bytes, its content-type. */
+static int encode_batch(const struct produce_opts *o, const struct batch *b, uint64_t first,
+                        uint8_t **val, size_t *len, const char **ctype, struct st_err *err)
+{
+    int rc;
+    *val = NULL;
+    *len = 0;
+    if (o->format == PRODUCE_BINARY) {
+        rc = batch_frame(b, o->collection, val, len);
+        *ctype = "application/vnd.strata.batch";
+        if (rc == ST_EINVAL)
+            return st_err_set(err, rc,
+                              "record %" PRIu64 "..%" PRIu64 ": the binary frame cannot carry "
+                              "them (id or meta too long?)",
+                              first, first + b->n - 1);
+    } else {
+        struct buf jb = {0};
+        rc = batch_json(b, o->collection, &jb);
+        *val = (uint8_t *)jb.p;
+        *len = jb.n;
+        *ctype = "application/json";
+        if (rc != ST_OK) {
+            free(jb.p);
+            *val = NULL;
+        }
+    }
+    if (rc != ST_OK)
+        return st_err_set(err, rc, "encoding a batch: %s", st_strerror(rc));
+    return ST_OK;
+}
+
 static int send_batch(struct run *r, struct batch *b, struct st_err *err)
 {
     if (b->n == 0)
@@ -375,27 +406,10 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
     const struct produce_opts *o = r->o;
     uint8_t *val = NULL;
     size_t len = 0;
-    int rc;
     const char *ctype;
-    if (o->format == PRODUCE_BINARY) {
-        rc = batch_frame(b, o->collection, &val, &len);
-        ctype = "application/vnd.strata.batch";
-        if (rc == ST_EINVAL)
-            return st_err_set(err, rc,
-                              "record %" PRIu64 "..%" PRIu64 ": the binary frame cannot carry "
-                              "them (id or meta too long?)",
-                              r->st.records, r->st.records + b->n - 1);
-    } else {
-        struct buf jb = {0};
-        rc = batch_json(b, o->collection, &jb);
-        val = (uint8_t *)jb.p;
-        len = jb.n;
-        ctype = "application/json";
-        if (rc != ST_OK)
-            free(jb.p);
-    }
+    int rc = encode_batch(o, b, r->st.records, &val, &len, &ctype, err);
     if (rc != ST_OK)
-        return st_err_set(err, rc, "encoding a batch: %s", st_strerror(rc));
+        return rc;
     char key[32];
     const char *k;
     if (b->u64) {
@@ -580,6 +594,20 @@ static bool final_flush(struct run *r, int tmo)
     return false;
 }
 
+/* The dim of a batch whose first record is x (record i): opts.dim, else x's own; a delete
+ * without one makes no frame (frames carry the collection's dim), and JSON needs none. */
+static int batch_dim(const struct produce_opts *o, const struct produce_rec *x, uint64_t i,
+                     uint32_t *dim, struct st_err *err)
+{
+    if (o->format == PRODUCE_BINARY && o->dim == 0 && x->dim == 0)
+        return st_err_set(err, ST_EINVAL,
+                          "record %" PRIu64 ": a delete without a dim: binary frames carry the "
+                          "collection's dim (set opts.dim)",
+                          i);
+    *dim = o->dim ? o->dim : x->dim ? x->dim : 1;
+    return ST_OK;
+}
+
 int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
                 struct produce_stats *out, struct st_err *err)
 {
@@ -616,7 +644,9 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
             rc = start_producer(&r, o, err);
             if (rc != ST_OK)
                 goto out;
-            uint32_t dim = o->dim ? o->dim : x.dim ? x.dim : 1;
+            uint32_t dim = 0;
+            if ((rc = batch_dim(o, &x, i, &dim, err)) != ST_OK)
+                goto out;
             if ((uint64_t)bsz * dim * sizeof(float) > PRODUCE_BATCH_MAX) {
                 rc = st_err_set(err, ST_EINVAL,
                                 "a batch of %u records of dim %u is over %u MiB: use a smaller "
@@ -699,6 +729,38 @@ out:
         progress(&r, true);
     if (out != NULL)
         *out = r.st;
+    return rc;
+}
+
+int produce_encode(const struct produce_opts *o, const struct produce_rec *recs, size_t n,
+                   uint8_t **out, size_t *len, struct st_err *err)
+{
+    *out = NULL;
+    *len = 0;
+    if (n == 0 || n > UINT32_MAX / 2)
+        return st_err_set(err, ST_EINVAL, "a batch of 1..%u records", UINT32_MAX / 2);
+    uint32_t dim = 0;
+    int rc = batch_dim(o, &recs[0], 0, &dim, err);
+    if (rc != ST_OK)
+        return rc;
+    if ((uint64_t)n * dim * sizeof(float) > PRODUCE_BATCH_MAX)
+        return st_err_set(err, ST_EINVAL, "a batch of %zu records of dim %u is over %u MiB", n, dim,
+                          (unsigned)(PRODUCE_BATCH_MAX >> 20));
+    struct batch b = {0};
+    if (batch_init(&b, (uint32_t)n, dim, recs[0].u64) != ST_OK)
+        return st_err_set(err, ST_ENOMEM, "no memory for a batch of %zu records", n);
+    for (size_t i = 0; i < n && rc == ST_OK; i++) {
+        if (recs[i].u64 != b.u64)
+            rc = st_err_set(err, ST_EINVAL, "record %zu: mixes integer and string ids", i);
+        else if ((rc = check_rec(&recs[i], b.dim, i, err)) == ST_OK && !batch_add(&b, &recs[i]))
+            rc = st_err_set(err, ST_EINVAL, "record %zu: its id is already in the batch", i);
+        else if (rc == ST_OK && (b.ids.oom || b.metas.oom))
+            rc = st_err_set(err, ST_ENOMEM, "no memory for the batch's ids");
+    }
+    const char *ctype;
+    if (rc == ST_OK)
+        rc = encode_batch(o, &b, 0, out, len, &ctype, err);
+    batch_free(&b);
     return rc;
 }
 

@@ -116,8 +116,8 @@ struct produce_opts {
     const char *collection; /* named in every message; NULL = the topic's collection */
     enum produce_wire format;
     uint32_t batch; /* records per Kafka message; 0 = 100 */
-    uint32_t dim;   /* the collection's dim (binary frames carry it); 0 = the records' own (a
-                       source of deletes only has none: its frames need this) */
+    uint32_t dim;   /* the collection's dim (binary frames carry it); 0 = the first record's
+                       (a delete's may be 0: then binary is refused, ST_EINVAL) */
     double rate; /* records per second (token bucket, bursts of at most one batch); 0 = no limit */
     const char *const
         *props;     /* extra librdkafka properties "key=value", NULL-terminated, or NULL */
@@ -147,6 +147,15 @@ struct produce_opts {
  */
 int produce_run(const struct produce_opts *opts, produce_next_fn next, void *ctx,
                 struct produce_stats *out, struct st_err *err) ST_WUR;
+
+/*
+ * The message produce_run sends for recs[0..n) as one batch (JSON or a binary frame, as
+ * opts->format says, naming opts->collection, with opts->dim as produce_run takes it): for
+ * tests and for tools that hand messages to Kafka themselves. *out is malloc'd (caller frees).
+ * ST_EINVAL for a record the format cannot carry (as produce_run) or an id twice.
+ */
+int produce_encode(const struct produce_opts *opts, const struct produce_rec *recs, size_t n,
+                   uint8_t **out, size_t *len, struct st_err *err) ST_WUR;
 
 /* One record as one message (binary frame, the topic's collection), delivered before it
  * returns: what a produce-to-searchable probe times. */
