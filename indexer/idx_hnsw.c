@@ -288,10 +288,10 @@ static void layer_begin(const struct idx_hnsw *h, struct lane *L, const float *q
 /*
  * The next step of lane L's layer search: takes the closest candidate (done when there is none
  * within the bound), marks its neighbours not visited yet and puts the data of the first
- * `ahead` of them in flight; layer_score then measures them.
+ * PREFETCH_AHEAD of them in flight; layer_score then measures them.
  */
 static void layer_expand(const struct idx_hnsw *h, struct lane *L, struct build *b,
-                         uint32_t *links_copy, uint32_t ahead)
+                         uint32_t *links_copy)
 {
     L->nt = 0;
     if (L->cand.n == 0) {
@@ -323,7 +323,7 @@ static void layer_expand(const struct idx_hnsw *h, struct lane *L, struct build 
         }
     }
     L->nt = nt;
-    for (uint32_t j = 0; j < nt && j < ahead; j++)
+    for (uint32_t j = 0; j < nt && j < PREFETCH_AHEAD; j++)
         node_prefetch(h, L, L->fresh[j]);
 }
 
@@ -354,7 +354,6 @@ static void layer_score(const struct idx_hnsw *h, struct lane *L)
         }
         L->bound = beam_bound(L);
     }
-    L->nt = 0;
     if (L->cand.n > 0)
         __builtin_prefetch(hnsw_links(h, L->cand.a[0].id, L->level));
 }
@@ -365,7 +364,7 @@ static void search_layer(struct idx_hnsw_searcher *s, struct build *b, const flo
     struct lane *L = &s->lane[0];
     layer_begin(s->h, L, q, ep, ef, k, gbound, l, filter, fctx);
     for (;;) {
-        layer_expand(s->h, L, b, s->links_copy, PREFETCH_AHEAD);
+        layer_expand(s->h, L, b, s->links_copy);
         if (L->done)
             break;
         layer_score(s->h, L);
@@ -535,15 +534,15 @@ int idx_hnsw_search_batch(struct idx_hnsw_searcher *s, const float *qs, size_t n
                 return ST_ENOMEM; /* what was made is kept; the next call completes it */
         s->batch_ready = true;
     }
+    if (h->n == 0 || k == 0) {
+        for (size_t i = 0; i < nq; i++)
+            counts[i] = 0;
+        return ST_OK;
+    }
     if (ef < k)
         ef = k;
     for (size_t q0 = 0; q0 < nq; q0 += BATCH_LANES) {
         size_t g = nq - q0 < BATCH_LANES ? nq - q0 : BATCH_LANES;
-        if (h->n == 0 || k == 0) {
-            for (size_t i = 0; i < g; i++)
-                counts[q0 + i] = 0;
-            continue;
-        }
         for (size_t i = 0; i < g; i++) {
             struct lane *L = &s->lane[i];
             const float *q = qs + (q0 + i) * h->dim;
@@ -555,7 +554,7 @@ int idx_hnsw_search_batch(struct idx_hnsw_searcher *s, const float *qs, size_t n
             active = 0;
             for (size_t i = 0; i < g; i++)
                 if (!s->lane[i].done)
-                    layer_expand(h, &s->lane[i], NULL, NULL, PREFETCH_AHEAD);
+                    layer_expand(h, &s->lane[i], NULL, NULL);
             for (size_t i = 0; i < g; i++)
                 if (!s->lane[i].done) {
                     layer_score(h, &s->lane[i]);

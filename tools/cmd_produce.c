@@ -351,25 +351,21 @@ int cmd_produce(int argc, char **argv)
                              o.collection, cfg_dim, config);
         goto out;
     }
-    uint32_t sdim = produce_src_dim(src); /* 0: deletes only */
-    if (dim != 0 && sdim != 0 && sdim != dim) {
-        fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %llu\n", input, sdim,
-                dim);
-        rc = 2;
-        goto out;
-    }
-    if (dim == 0 && cfg_dim != 0 && sdim != 0 && sdim != cfg_dim) {
-        fprintf(stderr, "strata produce: %s: vectors have %u dims, collection %s has %u\n", input,
-                sdim, o.collection, cfg_dim);
+    uint32_t sdim = produce_src_dim(src);               /* 0: deletes only */
+    uint32_t want = dim != 0 ? (uint32_t)dim : cfg_dim; /* the collection's, when known */
+    if (want != 0 && sdim != 0 && sdim != want) {
+        if (dim != 0)
+            fprintf(stderr, "strata produce: %s: vectors have %u dims, --dim says %llu\n", input,
+                    sdim, dim);
+        else
+            fprintf(stderr, "strata produce: %s: vectors have %u dims, collection %s has %u\n",
+                    input, sdim, o.collection, cfg_dim);
         rc = 2;
         goto out;
     }
     /* JSON deletes carry no vector: only frames need a dim (and a batch of JSON deletes no
      * buffer sized by it) */
-    o.dim = sdim != 0 || o.format == PRODUCE_BINARY ? (dim != 0       ? (uint32_t)dim
-                                                       : cfg_dim != 0 ? cfg_dim
-                                                                      : sdim)
-                                                    : 0;
+    o.dim = sdim != 0 ? sdim : o.format == PRODUCE_BINARY ? want : 0;
     if (o.dim == 0 && o.format == PRODUCE_BINARY) {
         fprintf(stderr,
                 "strata produce: %s: deletes only: binary frames carry the collection's dim; "

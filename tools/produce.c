@@ -594,10 +594,11 @@ static bool final_flush(struct run *r, int tmo)
     return false;
 }
 
-/* The dim of a batch whose first record is x (record i): opts.dim, else x's own; a delete
- * without one makes no frame (frames carry the collection's dim), and JSON needs none. */
+/* The dim of a batch of up to nrec records whose first is x (record i): opts.dim, else x's
+ * own; a delete without one makes no frame (frames carry the collection's dim), and JSON needs
+ * none. ST_EINVAL too when the batch's vectors would pass PRODUCE_BATCH_MAX. */
 static int batch_dim(const struct produce_opts *o, const struct produce_rec *x, uint64_t i,
-                     uint32_t *dim, struct st_err *err)
+                     uint64_t nrec, uint32_t *dim, struct st_err *err)
 {
     if (o->format == PRODUCE_BINARY && o->dim == 0 && x->dim == 0)
         return st_err_set(err, ST_EINVAL,
@@ -605,6 +606,11 @@ static int batch_dim(const struct produce_opts *o, const struct produce_rec *x, 
                           "collection's dim (set opts.dim)",
                           i);
     *dim = o->dim ? o->dim : x->dim ? x->dim : 1;
+    if (nrec * *dim * sizeof(float) > PRODUCE_BATCH_MAX)
+        return st_err_set(err, ST_EINVAL,
+                          "a batch of %" PRIu64 " records of dim %u is over %u MiB: use a smaller "
+                          "batch",
+                          nrec, *dim, (unsigned)(PRODUCE_BATCH_MAX >> 20));
     return ST_OK;
 }
 
@@ -645,15 +651,8 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
             if (rc != ST_OK)
                 goto out;
             uint32_t dim = 0;
-            if ((rc = batch_dim(o, &x, i, &dim, err)) != ST_OK)
+            if ((rc = batch_dim(o, &x, i, bsz, &dim, err)) != ST_OK)
                 goto out;
-            if ((uint64_t)bsz * dim * sizeof(float) > PRODUCE_BATCH_MAX) {
-                rc = st_err_set(err, ST_EINVAL,
-                                "a batch of %u records of dim %u is over %u MiB: use a smaller "
-                                "batch",
-                                bsz, dim, (unsigned)(PRODUCE_BATCH_MAX >> 20));
-                goto out;
-            }
             if (batch_init(&b, bsz, dim, x.u64) != ST_OK) {
                 rc = st_err_set(err, ST_ENOMEM, "no memory for a batch of %u records", bsz);
                 goto out;
@@ -740,12 +739,9 @@ int produce_encode(const struct produce_opts *o, const struct produce_rec *recs,
     if (n == 0 || n > UINT32_MAX / 2)
         return st_err_set(err, ST_EINVAL, "a batch of 1..%u records", UINT32_MAX / 2);
     uint32_t dim = 0;
-    int rc = batch_dim(o, &recs[0], 0, &dim, err);
+    int rc = batch_dim(o, &recs[0], 0, n, &dim, err);
     if (rc != ST_OK)
         return rc;
-    if ((uint64_t)n * dim * sizeof(float) > PRODUCE_BATCH_MAX)
-        return st_err_set(err, ST_EINVAL, "a batch of %zu records of dim %u is over %u MiB", n, dim,
-                          (unsigned)(PRODUCE_BATCH_MAX >> 20));
     struct batch b = {0};
     if (batch_init(&b, (uint32_t)n, dim, recs[0].u64) != ST_OK)
         return st_err_set(err, ST_ENOMEM, "no memory for a batch of %zu records", n);
