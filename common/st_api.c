@@ -1,10 +1,10 @@
 /* st_api.c — SPEC.md §5 request and response JSON shared by strata-ingest and strata-indexer. */
 #include "st_api.h"
+#include "st_coding.h"
 #include "st_utf8.h"
 
 #include "st_distance.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,9 +14,7 @@
 json_t *st_api_id_json(bool u64, const uint8_t *id, uint32_t len)
 {
     if (u64 && len == 8) {
-        uint64_t v = 0;
-        for (int i = 0; i < 8; i++)
-            v = v << 8 | id[i];
+        uint64_t v = st_get_be64(id);
         if (v > (uint64_t)INT64_MAX) { /* beyond JSON integers as jansson writes them */
             char d[24];
             snprintf(d, sizeof(d), "%" PRIu64, v);
@@ -70,16 +68,13 @@ bool st_api_parse_id(bool u64, const char *coll, const char *s, uint8_t *buf, ui
 {
     size_t n = strlen(s);
     if (u64) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (n == 0 || *end != '\0' || errno != 0 || s[0] == '-' || s[0] == '+') {
+        uint64_t v;
+        if (!st_parse_u64_dec(s, n, &v)) {
             st_http_error(resp, 400, "invalid_argument",
                           "collection '%s' has uint64 ids: '%.64s' is not one", coll, s);
             return false;
         }
-        for (int i = 7; i >= 0; i--, v >>= 8)
-            buf[i] = (uint8_t)v;
+        st_put_be64(buf, v);
         *len = 8;
         return true;
     }
@@ -103,20 +98,14 @@ bool st_api_json_id(bool u64, json_t *j, uint8_t *buf, uint32_t *len)
     if (u64) {
         uint64_t v;
         if (json_is_string(j)) { /* ids >= 2^63 travel as decimal strings */
-            const char *t = json_string_value(j);
-            char *end;
-            errno = 0;
-            unsigned long long x = strtoull(t, &end, 10);
-            if (t[0] < '0' || t[0] > '9' || *end != '\0' || errno != 0)
+            if (!st_parse_u64_dec(json_string_value(j), json_string_length(j), &v))
                 return false;
-            v = x;
         } else if (json_is_integer(j) && json_integer_value(j) >= 0) {
             v = (uint64_t)json_integer_value(j);
         } else {
             return false;
         }
-        for (int i = 7; i >= 0; i--, v >>= 8)
-            buf[i] = (uint8_t)v;
+        st_put_be64(buf, v);
         *len = 8;
         return true;
     }

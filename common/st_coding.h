@@ -6,6 +6,8 @@
 #ifndef ST_CODING_H
 #define ST_CODING_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -88,6 +90,42 @@ static inline size_t st_get_varint(const uint8_t *p, size_t avail, uint64_t *out
         }
     }
     return 0;
+}
+
+/*
+ * A uint64 written in decimal: s[0..n) must be one or more ASCII digits and nothing else (no
+ * sign, space or terminator needed; leading zeros allowed). False when it is not, or when the
+ * value exceeds 2^64 - 1. How u64 ids of 2^63 and above travel in JSON, which jansson's
+ * integers (int64) cannot hold.
+ */
+static inline bool st_parse_u64_dec(const char *s, size_t n, uint64_t *out)
+{
+    if (n == 0)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+/* v as 8 bytes big-endian (u64 ids: stored so that they sort numerically), and back. */
+static inline void st_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static inline uint64_t st_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
 }
 
 #endif

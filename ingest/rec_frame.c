@@ -22,20 +22,6 @@ static uint64_t room(uint64_t len, uint64_t p)
     return p > len ? 0 : len - p;
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
 /* Reads n u32 end offsets at v+*p and the bytes after them; checks each length <= max (and
  * >= min). Sets *bytes to where the bytes start and advances *p past them (padded). */
 static enum rec_reason ends_section(struct rec_decoder *d, const uint8_t *v, uint64_t len,
@@ -154,7 +140,7 @@ enum rec_reason rec_decode_frame(struct rec_decoder *d, const struct rec_schema 
     for (uint32_t i = 0; i < n; i++) {
         struct rec_record *rec = &d->recs[i];
         if (u64) {
-            put_be64(be + (size_t)i * 8, st_get_le64(ids + (size_t)i * 8));
+            st_put_be64(be + (size_t)i * 8, st_get_le64(ids + (size_t)i * 8));
             rec->id = be + (size_t)i * 8;
             rec->id_len = 8;
         } else {
@@ -236,7 +222,7 @@ int rec_frame_encode(const char *coll_name, uint32_t dim, bool u64_ids,
     p = pad8(p + name_len);
     if (u64_ids) {
         for (uint32_t i = 0; i < n; i++, p += 8)
-            st_put_le64(f + p, get_be64(recs[i].id));
+            st_put_le64(f + p, st_get_be64(recs[i].id));
     } else {
         uint64_t b = p + (uint64_t)n * 4;
         uint32_t end = 0;

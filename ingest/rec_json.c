@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "rec_int.h"
+#include "st_api.h"
 #include "rec_json_fast.h"
 
 static enum rec_reason parse_vector(struct rec_decoder *d, const struct rec_collection *c,
@@ -77,17 +78,17 @@ static enum rec_reason parse_record(struct rec_decoder *d, const struct rec_coll
     memset(r, 0, sizeof(*r));
     json_t *id = json_object_get(o, "id");
     if (c->u64_ids) {
-        if (!json_is_integer(id) || json_integer_value(id) < 0)
-            return rec_fail(d, REC_BAD_ID,
-                            "record %u: '%s' has u64 ids: id must be an integer >= 0", i, c->name);
+        /* An integer, or (2^63 and above, beyond JSON integers as jansson reads them) its
+         * decimal digits as a string, as the HTTP API writes such ids. */
         uint8_t *be = st_arena_alloc(&d->arena, 8);
         if (be == NULL)
             return rec_fail(d, REC_TOO_LARGE, "no memory");
-        uint64_t v = (uint64_t)json_integer_value(id);
-        for (int k = 7; k >= 0; k--, v >>= 8)
-            be[k] = (uint8_t)v;
+        if (!st_api_json_id(true, id, be, &r->id_len))
+            return rec_fail(d, REC_BAD_ID,
+                            "record %u: '%s' has u64 ids: id must be an integer >= 0 or a string "
+                            "of its decimal digits (up to 18446744073709551615)",
+                            i, c->name);
         r->id = be;
-        r->id_len = 8;
     } else {
         if (!json_is_string(id) || json_string_length(id) < 1 ||
             json_string_length(id) > REC_ID_MAX)
@@ -147,7 +148,11 @@ enum rec_reason rec_decode_json_ref(struct rec_decoder *d, const struct rec_sche
         if (strstr(je.text, "overflow") != NULL && strstr(je.text, "real") != NULL)
             return rec_fail(d, REC_NON_FINITE, "line %d column %d: %s", je.line, je.column,
                             je.text);
-        return rec_fail(d, REC_GARBAGE, "JSON line %d column %d: %s", je.line, je.column, je.text);
+        return rec_fail(d, REC_GARBAGE, "JSON line %d column %d: %s%s", je.line, je.column, je.text,
+                        strncmp(je.text, "too big integer", 15) == 0
+                            ? " (integers above 9223372036854775807, such as u64 ids, go as "
+                              "strings of their decimal digits)"
+                            : "");
     }
     if (!json_is_object(d->root))
         return rec_fail(d, REC_GARBAGE, "the value is JSON but not an object");

@@ -6,7 +6,8 @@
  * Why the results are the reference's, bit for bit:
  * - simdjson's DOM types a number as jansson does: int64 for integer syntax (so "-0" is the
  *   integer 0, as for jansson), double for a "." or an exponent; integers beyond int64 are a
- *   uint64 or an error (jansson: "too big integer"), doubles beyond double range an error
+ *   uint64 or an error (jansson: "too big integer"; u64 ids that large come as strings of
+ *   digits, which both decoders read with st_parse_u64_dec), doubles beyond double range an error
  *   (jansson: "real number overflow"): we decline both. simdjson's doubles are correctly
  *   rounded, as glibc's strtod; the float is then (float)double, as the reference's
  *   (float)json_number_value, and an integer goes (float)(double)int64 as there.
@@ -28,6 +29,7 @@
 
 extern "C" {
 #include "rec_int.h"
+#include "st_coding.h"
 }
 
 using simdjson::dom::element;
@@ -271,14 +273,21 @@ bool parse_record(struct rec_decoder *d, const struct rec_collection *c, element
     memset(r, 0, sizeof(*r));
     element id = f.get(K_ID);
     if (c->u64_ids) {
-        if (id.type() != element_type::INT64 || int64_t(id) < 0)
+        uint64_t v = 0;
+        if (id.type() == element_type::INT64 && int64_t(id) >= 0) {
+            v = uint64_t(int64_t(id));
+        } else if (id.type() == element_type::STRING) {
+            /* Digits only: no escape, NUL or UTF-8 question for jansson to differ on. */
+            std::string_view s(id);
+            if (!st_parse_u64_dec(s.data(), s.size(), &v))
+                return false;
+        } else {
             return false;
+        }
         auto *be = static_cast<uint8_t *>(st_arena_alloc(&d->arena, 8));
         if (be == nullptr)
             return false;
-        uint64_t v = uint64_t(int64_t(id));
-        for (int k = 7; k >= 0; k--, v >>= 8)
-            be[k] = uint8_t(v);
+        st_put_be64(be, v);
         r->id = be;
         r->id_len = 8;
     } else {

@@ -1,5 +1,6 @@
 /* Unit tests for common/: errors, coding, checksums, clock, fault points, logging. */
 #include <check.h>
+#include <inttypes.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -97,6 +98,45 @@ START_TEST(test_coding_le)
     st_put_f32(b, -1.5f);
     ck_assert_uint_eq(st_get_le32(b), 0xbfc00000u);
     ck_assert(st_get_f32(b) == -1.5f);
+    st_put_be64(b, 0x0102030405060708ull);
+    ck_assert_uint_eq(b[0], 0x01);
+    ck_assert_uint_eq(b[7], 0x08);
+    ck_assert_uint_eq(st_get_be64(b), 0x0102030405060708ull);
+    /* decimal u64: digits only, every value up to 2^64 - 1, nothing past it */
+    static const struct {
+        const char *s;
+        bool ok;
+        uint64_t v;
+    } dec[] = {{"0", true, 0},
+               {"7", true, 7},
+               {"007", true, 7},
+               {"000000000000000000000000018446744073709551615", true, UINT64_MAX},
+               {"18446744073709551615", true, UINT64_MAX},
+               {"18446744073709551610", true, UINT64_MAX - 5},
+               {"9223372036854775808", true, 9223372036854775808ull},
+               {"18446744073709551616", false, 0},
+               {"18446744073709551620", false, 0},
+               {"99999999999999999999", false, 0},
+               {"184467440737095516150", false, 0},
+               {"", false, 0},
+               {" 7", false, 0},
+               {"7 ", false, 0},
+               {"+7", false, 0},
+               {"-7", false, 0},
+               {"7a", false, 0},
+               {"0x7", false, 0},
+               {"/", false, 0},
+               {":", false, 0}};
+    for (size_t i = 0; i < sizeof(dec) / sizeof(dec[0]); i++) {
+        uint64_t v = 12345;
+        bool ok = st_parse_u64_dec(dec[i].s, strlen(dec[i].s), &v);
+        ck_assert_msg(ok == dec[i].ok, "'%s'", dec[i].s);
+        ck_assert_msg(ok ? v == dec[i].v : v == 12345, "'%s': %" PRIu64, dec[i].s, v);
+    }
+    /* the length bounds the digits: a NUL or anything after it is not read */
+    uint64_t v;
+    ck_assert(st_parse_u64_dec("12x", 2, &v) && v == 12);
+    ck_assert(!st_parse_u64_dec("1\0", 2, &v));
 }
 END_TEST
 
@@ -329,6 +369,21 @@ START_TEST(test_api_u64_ids)
         json_t *k = json_loads(bad[i], JSON_DECODE_ANY, NULL);
         ck_assert_msg(!st_api_json_id(true, k, buf, &len), "%s accepted", bad[i]);
         json_decref(k);
+    }
+    /* a u64 id in a URL path: its digits and nothing else */
+    static const char *const path_ok[] = {"7", "18446744073709551615"};
+    static const char *const path_bad[] = {" 7", "+7", "-7", "7 ", "", "18446744073709551616", "x"};
+    for (size_t i = 0; i < 2; i++) {
+        struct st_http_resp r = {.fd = -1};
+        ck_assert_msg(st_api_parse_id(true, "c", path_ok[i], buf, &len, &r), "%s", path_ok[i]);
+        ck_assert_uint_eq(len, 8);
+        free(r.body);
+    }
+    for (size_t i = 0; i < sizeof(path_bad) / sizeof(path_bad[0]); i++) {
+        struct st_http_resp r = {.fd = -1};
+        ck_assert_msg(!st_api_parse_id(true, "c", path_bad[i], buf, &len, &r), "'%s'", path_bad[i]);
+        ck_assert_int_eq(r.status, 400);
+        free(r.body);
     }
     /* A string id from a URL path must be UTF-8: "%C3" once became a NULL JSON string and the
      * indexer asked the ingest nodes for id "0". */

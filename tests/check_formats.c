@@ -109,6 +109,29 @@ START_TEST(test_json_good)
     static const uint8_t be258[8] = {0, 0, 0, 0, 0, 0, 1, 2};
     ck_assert_uint_eq(batch.recs[0].id_len, 8);
     ck_assert(memcmp(batch.recs[0].id, be258, 8) == 0);
+    /* 2^63 and above as strings of digits (JSON integers as jansson reads them stop at 2^63-1),
+     * as the HTTP API writes them; a small one as a string is the same id as the integer. */
+    EXPECT_JSON(&schema,
+                "{\"collection\": \"events\", \"records\": [{\"id\": \"18446744073709551615\", "
+                "\"vector\": [1,2,3,4]}, {\"id\": \"258\", \"vector\": [1,2,3,4]}, {\"id\": "
+                "\"9223372036854775808\", \"vector\": [1,2,3,4]}]}",
+                REC_OK);
+    static const uint8_t bemax[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t be263[8] = {0x80, 0, 0, 0, 0, 0, 0, 0};
+    ck_assert_uint_eq(batch.n, 3);
+    ck_assert(batch.recs[0].id_len == 8 && memcmp(batch.recs[0].id, bemax, 8) == 0);
+    ck_assert(batch.recs[1].id_len == 8 && memcmp(batch.recs[1].id, be258, 8) == 0);
+    ck_assert(batch.recs[2].id_len == 8 && memcmp(batch.recs[2].id, be263, 8) == 0);
+    /* ... and an integer that large is refused with the way to send it */
+    EXPECT_JSON(&schema,
+                "{\"collection\": \"events\", \"id\": 9223372036854775808, \"vector\": [1,2,3,4]}",
+                REC_GARBAGE);
+    ck_assert_msg(strstr(detail, "strings of their decimal digits") != NULL, "%s", detail);
+    EXPECT_JSON(
+        &schema,
+        "{\"collection\": \"events\", \"id\": \"18446744073709551616\", \"vector\": [1,2,3,4]}",
+        REC_BAD_ID);
+    ck_assert_msg(strstr(detail, "18446744073709551615") != NULL, "%s", detail);
     /* vector_b64: little-endian float32 1.0, -2.0, 0.5 */
     EXPECT_JSON(&schema_docs, "{\"id\": \"b\", \"vector_b64\": \"AACAPwAAAMAAAAA/\"}", REC_OK);
     ck_assert_float_eq(batch.recs[0].vec[0], 1.0f);
@@ -138,7 +161,7 @@ START_TEST(test_json_bad)
                 REC_NON_FINITE);
     EXPECT_JSON(&schema_docs, "{\"id\": 7, \"vector\": [1, 2, 3]}", REC_BAD_ID);
     EXPECT_JSON(&schema_docs, "{\"id\": \"\", \"vector\": [1, 2, 3]}", REC_BAD_ID);
-    EXPECT_JSON(&schema, "{\"collection\": \"events\", \"id\": \"7\", \"vector\": [1,2,3,4]}",
+    EXPECT_JSON(&schema, "{\"collection\": \"events\", \"id\": \"7a\", \"vector\": [1,2,3,4]}",
                 REC_BAD_ID);
     EXPECT_JSON(&schema, "{\"collection\": \"events\", \"id\": -1, \"vector\": [1,2,3,4]}",
                 REC_BAD_ID);

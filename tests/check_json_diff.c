@@ -442,13 +442,29 @@ START_TEST(test_documents)
     } u64[] = {{"0", REC_OK},
                {"-0", REC_OK},
                {"9223372036854775807", REC_OK},
-               {"9223372036854775808", REC_GARBAGE},
+               {"9223372036854775808", REC_GARBAGE}, /* jansson: too big integer */
                {"18446744073709551615", REC_GARBAGE},
                {"-1", REC_BAD_ID},
                {"1.0", REC_BAD_ID},
                {"1e3", REC_BAD_ID},
-               {"\"7\"", REC_BAD_ID},
-               {"true", REC_BAD_ID}};
+               {"true", REC_BAD_ID},
+               /* 2^63 and above as strings of digits (as the HTTP API writes them) */
+               {"\"7\"", REC_OK},
+               {"\"0\"", REC_OK},
+               {"\"007\"", REC_OK},
+               {"\"9223372036854775808\"", REC_OK},
+               {"\"18446744073709551615\"", REC_OK},
+               {"\"\\u0031\\u0038\"", REC_OK},           /* escaped digits: 18 */
+               {"\"18446744073709551616\"", REC_BAD_ID}, /* 2^64 */
+               {"\"99999999999999999999\"", REC_BAD_ID},
+               {"\"\"", REC_BAD_ID},
+               {"\"-1\"", REC_BAD_ID},
+               {"\"+1\"", REC_BAD_ID},
+               {"\" 1\"", REC_BAD_ID},
+               {"\"1 \"", REC_BAD_ID},
+               {"\"0x10\"", REC_BAD_ID},
+               {"\"1e3\"", REC_BAD_ID},
+               {"\"1\\u0000\"", REC_GARBAGE}};
     for (size_t i = 0; i < sizeof(u64) / sizeof(u64[0]); i++) {
         char t[200];
         snprintf(t, sizeof(t), "{\"collection\":\"events\",\"id\":%s,\"vector\":[1,2,3,4]}",
@@ -769,6 +785,8 @@ static void put_record(struct st_text *b, bool u64, uint32_t dim, bool single, c
         if (strcmp(k, "id") == 0) {
             if (below(15) == 0)
                 put_value(b, 2);
+            else if (u64 && below(4) == 0)
+                st_text_printf(b, "\"%" PRIu64 "\"", below(2) == 0 ? rng() : below(1000));
             else if (u64)
                 st_text_printf(b, "%" PRIu64, below(4) == 0 ? rng() : below(1000));
             else

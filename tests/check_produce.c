@@ -20,6 +20,7 @@
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
 #include "produce.h"
+#include "st_coding.h"
 #include "rec_format.h"
 #include "st_test.h"
 #include "st_vecfile_test.h"
@@ -148,6 +149,77 @@ START_TEST(test_readers)
     ck_assert_int_eq(produce_src_next(s, &r), 1);
     ck_assert(r.u64 && r.id_u64 == 18446744073709551ull);
     produce_src_close(s);
+    /* 2^63 and above as strings of digits (as the HTTP API writes them); an integer literal
+     * that large is refused with the way to write it; a delete names its id */
+    static const char uj2[] = "{\"id\": \"18446744073709551615\", \"vector\": [1]}\n"
+                              "{\"id\": \"9223372036854775808\", \"op\": \"delete\"}\n"
+                              "{\"id\": \"42\", \"vector\": [2]}\n";
+    st_write_bytes(tpath("u2.jsonl"), uj2, strlen(uj2));
+    ck_assert_int_eq(produce_src_open(tpath("u2.jsonl"), PRODUCE_IN_AUTO, true, &s, &err), ST_OK);
+    static const uint64_t want[] = {UINT64_MAX, 9223372036854775808ull, 42};
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(produce_src_next(s, &r), 1);
+        ck_assert(r.u64 && r.id_u64 == want[k]);
+        ck_assert(r.del == (k == 1));
+    }
+    produce_src_close(s);
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"{\"id\": 9223372036854775808, \"vector\": [1]}\n", "strings of their decimal digits"},
+        {"{\"id\": \"18446744073709551616\", \"vector\": [1]}\n", "up to 18446744073709551615"},
+        {"{\"id\": \"0x10\", \"vector\": [1]}\n", "string of its decimal digits"},
+        {"{\"id\": -1, \"vector\": [1]}\n", "integer >= 0"},
+        {"{\"vector\": [1]}\n{\"op\": \"delete\"}\n", "line 2: a delete needs an id"},
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        st_write_bytes(tpath("ub.jsonl"), bad[k].text, strlen(bad[k].text));
+        ck_assert_int_eq(produce_src_open(tpath("ub.jsonl"), PRODUCE_IN_AUTO, true, &s, &err),
+                         ST_EINVAL);
+        ck_assert_msg(strstr(err.msg, bad[k].want) != NULL, "%s: %s", bad[k].text, err.msg);
+    }
+    /* string ids: a delete without an id is refused too */
+    st_write_bytes(tpath("ub.jsonl"), bad[4].text, strlen(bad[4].text));
+    ck_assert_int_eq(produce_src_open(tpath("ub.jsonl"), PRODUCE_IN_AUTO, false, &s, &err),
+                     ST_EINVAL);
+    ck_assert_msg(strstr(err.msg, "a delete needs an id") != NULL, "%s", err.msg);
+}
+END_TEST
+
+/* uint64 ids, both wire formats: what produce sends decodes to the same ids at the ingest,
+ * 2^63 and above included (JSON carries those as strings of digits). */
+START_TEST(test_encode_u64_ids)
+{
+    static const struct rec_collection coll = {"events", 2, true};
+    const struct rec_schema schema = {&coll, 1, &coll, 0};
+    static const float v[2] = {1, 2};
+    static const uint64_t ids[] = {0, 258, INT64_MAX, 9223372036854775808ull, UINT64_MAX};
+    struct produce_rec recs[5];
+    for (int i = 0; i < 5; i++)
+        recs[i] =
+            (struct produce_rec){.u64 = true, .id_u64 = ids[i], .vec = v, .dim = 2, .del = i == 3};
+    for (int f = 0; f < 2; f++) {
+        struct produce_opts o = {.format = f ? PRODUCE_BINARY : PRODUCE_JSON, .dim = 2};
+        uint8_t *msg;
+        size_t len;
+        struct st_err err = {0};
+        ck_assert_msg(produce_encode(&o, recs, 5, &msg, &len, &err) == ST_OK, "%s", err.msg);
+        struct rec_decoder *d = rec_decoder_new();
+        struct rec_batch b;
+        char detail[256] = "";
+        enum rec_reason why =
+            rec_decode(d, &schema, REC_KIND_AUTO, msg, len, &b, detail, sizeof(detail));
+        ck_assert_msg(why == REC_OK, "%s (%s): %.*s", rec_reason_str(why), detail, f ? 0 : (int)len,
+                      msg);
+        ck_assert_uint_eq(b.n, 5);
+        for (int i = 0; i < 5; i++) {
+            ck_assert_uint_eq(b.recs[i].id_len, 8);
+            ck_assert(st_get_be64(b.recs[i].id) == ids[i]);
+            ck_assert_int_eq(b.recs[i].op, i == 3 ? REC_DELETE : REC_UPSERT);
+        }
+        rec_decoder_free(d);
+        free(msg);
+    }
 }
 END_TEST
 
@@ -814,6 +886,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_readers);
     tcase_add_test(tc, test_encode_decodes);
+    tcase_add_test(tc, test_encode_u64_ids);
     tcase_add_test(tc, test_repeat);
     tcase_add_test(tc, test_read_matrix);
     tcase_add_test(tc, test_fashion_mnist);

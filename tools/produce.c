@@ -16,6 +16,7 @@
 
 #include "produce.h"
 #include "rec_format.h"
+#include "st_coding.h"
 
 /* ---- a growable byte buffer ---- */
 
@@ -255,10 +256,13 @@ static int batch_json(const struct batch *b, const char *coll, struct buf *o)
             BUF_LIT(o, ",");
         BUF_LIT(o, "{\"id\":");
         if (b->u64) {
-            uint64_t v = 0;
-            for (int k = 0; k < 8; k++)
-                v = v << 8 | b->id_be[(size_t)i * 8 + (size_t)k];
-            buf_printf(o, "%" PRIu64, v);
+            /* 2^63 and above as a string of digits: JSON integers stop at 2^63 - 1 for the
+             * ingest's reader (and for most others). */
+            uint64_t v = st_get_be64(b->id_be + (size_t)i * 8);
+            if (v > INT64_MAX)
+                buf_printf(o, "\"%" PRIu64 "\"", v);
+            else
+                buf_printf(o, "%" PRIu64, v);
         } else {
             const char *id = b->ids.p + b->id_off[i];
             buf_json_str(o, id, strlen(id));
@@ -413,10 +417,7 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
     char key[32];
     const char *k;
     if (b->u64) {
-        uint64_t v = 0;
-        for (int i = 0; i < 8; i++)
-            v = v << 8 | b->id_be[i];
-        snprintf(key, sizeof(key), "%" PRIu64, v);
+        snprintf(key, sizeof(key), "%" PRIu64, st_get_be64(b->id_be));
         k = key;
     } else {
         k = b->ids.p;

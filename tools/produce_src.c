@@ -21,6 +21,8 @@
 #include <zlib.h>
 
 #include "produce.h"
+#include "st_api.h"
+#include "st_coding.h"
 
 struct jl_line {
     size_t off, len;
@@ -385,10 +387,13 @@ static int jl_check(struct produce_src *s, uint64_t row, json_t *o, uint32_t *di
     }
     json_t *id = json_object_get(o, "id");
     if (id != NULL) {
-        if (s->u64 && !(json_is_integer(id) && json_integer_value(id) >= 0))
+        uint8_t be[8];
+        uint32_t len;
+        if (s->u64 && !st_api_json_id(true, id, be, &len))
             return st_err_set(err, ST_EINVAL,
                               "%s: line %" PRIu64
-                              ": id must be a non-negative integer (uint64 ids)",
+                              ": id must be an integer >= 0 or a string of its decimal digits "
+                              "(uint64 ids, up to 18446744073709551615)",
                               s->name, row + 1);
         if (!s->u64 &&
             !(json_is_string(id) && json_string_length(id) >= 1 && json_string_length(id) <= 256 &&
@@ -416,6 +421,9 @@ static int jl_check(struct produce_src *s, uint64_t row, json_t *o, uint32_t *di
                               "%s: line %" PRIu64 ": op must be \"upsert\" or \"delete\"", s->name,
                               row + 1);
     }
+    if (del && id == NULL) /* the row's number would delete a record nobody named */
+        return st_err_set(err, ST_EINVAL, "%s: line %" PRIu64 ": a delete needs an id", s->name,
+                          row + 1);
     json_t *vec = json_object_get(o, "vector");
     *dim = 0;
     if (vec == NULL) {
@@ -458,8 +466,12 @@ static int open_jsonl(struct produce_src *s, struct st_err *err)
         json_error_t je;
         json_t *o = json_loadb((const char *)s->data + a, b - a, JSON_REJECT_DUPLICATES, &je);
         if (o == NULL)
-            return st_err_set(err, ST_EINVAL, "%s: line %" PRIu64 ": %s", s->name, s->rows + 1,
-                              je.text);
+            return st_err_set(err, ST_EINVAL, "%s: line %" PRIu64 ": %s%s", s->name, s->rows + 1,
+                              je.text,
+                              strncmp(je.text, "too big integer", 15) == 0
+                                  ? " (uint64 ids above 9223372036854775807 go as strings of "
+                                    "their decimal digits)"
+                                  : "");
         uint32_t d;
         int rc = jl_check(s, s->rows, o, &d, err);
         json_decref(o);
@@ -674,6 +686,14 @@ static void row_id(struct produce_src *s, struct produce_rec *out, uint64_t row)
     }
 }
 
+/* A u64 id jl_check accepted (an integer, or a string of its digits). */
+static uint64_t json_u64_id(json_t *id)
+{
+    uint8_t be[8];
+    uint32_t len;
+    return st_api_json_id(true, id, be, &len) ? st_get_be64(be) : 0;
+}
+
 static int next_jsonl(struct produce_src *s, struct produce_rec *out, uint64_t row)
 {
     json_decref(s->cur);
@@ -693,7 +713,7 @@ static int next_jsonl(struct produce_src *s, struct produce_rec *out, uint64_t r
     if (id == NULL)
         row_id(s, out, row);
     else if (s->u64)
-        out->id_u64 = (uint64_t)json_integer_value(id);
+        out->id_u64 = json_u64_id(id);
     else
         out->id = json_string_value(id);
     json_t *ts = json_object_get(s->cur, "ts");
