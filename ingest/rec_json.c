@@ -150,8 +150,8 @@ enum rec_reason rec_decode_json_ref(struct rec_decoder *d, const struct rec_sche
                             je.text);
         return rec_fail(d, REC_GARBAGE, "JSON line %d column %d: %s%s", je.line, je.column, je.text,
                         strncmp(je.text, "too big integer", 15) == 0
-                            ? " (integers above 9223372036854775807, such as u64 ids, go as "
-                              "strings of their decimal digits)"
+                            ? " (JSON integers stop at 9223372036854775807; a uint64 id "
+                              "beyond it goes as a string of its decimal digits)"
                             : "");
     }
     if (!json_is_object(d->root))

@@ -126,7 +126,7 @@ START_TEST(test_json_good)
     EXPECT_JSON(&schema,
                 "{\"collection\": \"events\", \"id\": 9223372036854775808, \"vector\": [1,2,3,4]}",
                 REC_GARBAGE);
-    ck_assert_msg(strstr(detail, "strings of their decimal digits") != NULL, "%s", detail);
+    ck_assert_msg(strstr(detail, "a string of its decimal digits") != NULL, "%s", detail);
     EXPECT_JSON(
         &schema,
         "{\"collection\": \"events\", \"id\": \"18446744073709551616\", \"vector\": [1,2,3,4]}",

@@ -166,7 +166,7 @@ START_TEST(test_readers)
     static const struct {
         const char *text, *want;
     } bad[] = {
-        {"{\"id\": 9223372036854775808, \"vector\": [1]}\n", "strings of their decimal digits"},
+        {"{\"id\": 9223372036854775808, \"vector\": [1]}\n", "a string of its decimal digits"},
         {"{\"id\": \"18446744073709551616\", \"vector\": [1]}\n", "up to 18446744073709551615"},
         {"{\"id\": \"0x10\", \"vector\": [1]}\n", "string of its decimal digits"},
         {"{\"id\": -1, \"vector\": [1]}\n", "integer >= 0"},
@@ -591,6 +591,25 @@ START_TEST(test_usage)
                                  cp, tpath("dl.jsonl")),
                      2);
     ck_assert_msg(strstr(o, "--dim 3, but collection docs has 4") != NULL, "%s", o);
+    /* the id type follows --collection's in --config: uint64 ids read as such without
+     * --u64-ids (a string id is refused before any broker is asked; as string ids, binary
+     * frames to that collection would all go to the dead-letter topic), and --u64-ids with a
+     * string collection is a usage error */
+    f = fopen(cp, "w");
+    fprintf(f, "node_id: n\ndata_dir: /tmp/x\nkafka: {brokers: '127.0.0.1:1'}\n"
+               "collections:\n  - {name: docs, dim: 2, topic: t.docs, window: 1h}\n"
+               "  - {name: events, dim: 2, topic: t.ev, window: 1h, id_type: uint64}\n");
+    fclose(f);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s --collection events %s", cp,
+                                 tpath("v2.jsonl")),
+                     2);
+    ck_assert_msg(strstr(o, "line 1: id must be an integer >= 0 or a string of its decimal") !=
+                      NULL,
+                  "%s", o);
+    ck_assert_int_eq(st_test_cli(o, sizeof(o), "produce --config %s --collection docs --u64-ids %s",
+                                 cp, tpath("v2.jsonl")),
+                     2);
+    ck_assert_msg(strstr(o, "--u64-ids, but collection 'docs'") != NULL, "%s", o);
     ck_assert_int_eq(st_test_cli(o, sizeof(o),
                                  "produce --brokers 127.0.0.1:1 --topic t --format "
                                  "binary %s",

@@ -47,7 +47,8 @@ static void help(void)
            "  --dim D              refuse INPUT unless its vectors have D dims (JSON Lines of\n"
            "                       deletes only: the dim their binary frames carry, else\n"
            "                       --collection's in --config)\n"
-           "  --u64-ids            ids are unsigned integers (collections with id_type uint64)\n"
+           "  --u64-ids            ids are unsigned integers (collections with id_type uint64;\n"
+           "                       implied by --collection's id_type in --config)\n"
            "  --input-format F     fvecs | npy | idx | jsonl (default: by file name)\n"
            "  -X, --property K=V   a librdkafka property (repeatable), e.g. -X linger.ms=20;\n"
            "                       after the config's kafka.properties (a secret is better\n"
@@ -302,6 +303,15 @@ int cmd_produce(int argc, char **argv)
                 if (o.topic == NULL)
                     o.topic = cc->topic;
                 cfg_dim = cc->dim;
+                /* The collection's id type decides: string ids in a frame to a uint64
+                 * collection would all go to the dead-letter topic while this reports success. */
+                if (u64 && cc->id_type != CFG_ID_UINT64) {
+                    rc = cmd_usage_error("produce",
+                                         "--u64-ids, but collection '%s' in %s has string ids",
+                                         o.collection, config);
+                    goto out;
+                }
+                u64 = cc->id_type == CFG_ID_UINT64;
             }
         }
         n_cfg = cfg->kafka.n_properties;

@@ -36,7 +36,9 @@
 #include "indexer_node.h"
 #include "ingest_node.h"
 #include "produce.h"
+#include "st_api.h"
 #include "st_clock.h"
+#include "st_coding.h"
 #include "st_distance.h"
 #include "st_log.h"
 
@@ -478,9 +480,9 @@ static bool has_hit(json_t *j, uint64_t id, int64_t ts)
     json_array_foreach(hits, i, h)
     {
         json_t *jid = json_object_get(h, "id");
-        uint64_t got = json_is_integer(jid)  ? (uint64_t)json_integer_value(jid)
-                       : json_is_string(jid) ? strtoull(json_string_value(jid), NULL, 10)
-                                             : UINT64_MAX;
+        uint8_t be[8];
+        uint32_t len;
+        uint64_t got = st_api_json_id(true, jid, be, &len) ? st_get_be64(be) : UINT64_MAX;
         if (got == id && json_integer_value(json_object_get(h, "ts")) == ts)
             return true;
     }

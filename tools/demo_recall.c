@@ -3,28 +3,22 @@
  */
 #include "demo_recall.h"
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "st_api.h"
+#include "st_coding.h"
 #include "st_distance.h"
 
-/* The hit's id, or false when it is not a decimal id. */
+/* The hit's id, or false when it is not a uint64 id (an integer, or a string of digits). */
 static bool hit_id(json_t *jid, uint64_t *out)
 {
-    if (json_is_integer(jid)) {
-        if (json_integer_value(jid) < 0)
-            return false;
-        *out = (uint64_t)json_integer_value(jid);
-        return true;
-    }
-    const char *s = json_string_value(jid);
-    if (s == NULL || *s < '0' || *s > '9')
+    uint8_t be[8];
+    uint32_t len;
+    if (!st_api_json_id(true, jid, be, &len))
         return false;
-    char *end;
-    errno = 0;
-    *out = strtoull(s, &end, 10);
-    return errno == 0 && *end == '\0';
+    *out = st_get_be64(be);
+    return true;
 }
 
 size_t demo_recall_hits(json_t *hits, const float *q, const float *base, size_t n, uint32_t dim,

@@ -208,8 +208,7 @@ static bool batch_add(struct batch *b, const struct produce_rec *r)
     uint32_t i = b->n;
     size_t ids_before = b->ids.n;
     if (b->u64) {
-        for (int k = 0; k < 8; k++)
-            b->id_be[(size_t)i * 8 + (size_t)k] = (uint8_t)(r->id_u64 >> (56 - 8 * k));
+        st_put_be64(b->id_be + (size_t)i * 8, r->id_u64);
     } else {
         b->id_off[i] = b->ids.n;
         buf_add(&b->ids, r->id, strlen(r->id) + 1);

@@ -469,8 +469,8 @@ static int open_jsonl(struct produce_src *s, struct st_err *err)
             return st_err_set(err, ST_EINVAL, "%s: line %" PRIu64 ": %s%s", s->name, s->rows + 1,
                               je.text,
                               strncmp(je.text, "too big integer", 15) == 0
-                                  ? " (uint64 ids above 9223372036854775807 go as strings of "
-                                    "their decimal digits)"
+                                  ? " (JSON integers stop at 9223372036854775807; a uint64 id "
+                                    "beyond it goes as a string of its decimal digits)"
                                   : "");
         uint32_t d;
         int rc = jl_check(s, s->rows, o, &d, err);
