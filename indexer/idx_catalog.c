@@ -54,10 +54,119 @@ static bool parse_entry(json_t *o, struct idx_cat_entry *e)
 }
 
 #define UNIT_MEMBERS_MAX 100000
+/* Unit ids are counted up from 1 and saved as JSON integers: far below 2^63 for ever. */
+#define UNIT_ID_MAX (UINT64_C(1) << 62)
 
-/* The units (absent in catalogs written before index compaction). */
+/*
+ * Loading is O(n log n) in what the file holds: entries, tombstones and units are appended
+ * as parsed, then duplicates are found by sorting (a lookup per item, as put does at run time,
+ * made a catalog of 100,000 windows take 22 s to open). Keys are compared through an index
+ * array, so the catalog's own order is kept.
+ */
+struct keyed {
+    const void *base; /* entries (struct idx_cat_entry) or tombstones (struct idx_cat_gone) */
+    bool gone;
+};
+
+static const char *key_node(const struct keyed *k, size_t i, int64_t *start)
+{
+    if (k->gone) {
+        const struct idx_cat_gone *g = (const struct idx_cat_gone *)k->base + i;
+        *start = g->start;
+        return g->node;
+    }
+    const struct idx_cat_entry *e = (const struct idx_cat_entry *)k->base + i;
+    *start = e->start;
+    return e->node;
+}
+
+/* By (start, node), then position: equal keys end up together, in file order. */
+static int key_cmp(const void *a, const void *b, void *arg)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int64_t sx, sy;
+    const char *nx = key_node(arg, x, &sx), *ny = key_node(arg, y, &sy);
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
+    int c = strcmp(nx, ny);
+    return c != 0 ? c : x < y ? -1 : x > y;
+}
+
+/* The positions 0..n-1 of k's items sorted by key (NULL: no memory). */
+static size_t *key_order(struct keyed *k, size_t n)
+{
+    size_t *ix = malloc((n ? n : 1) * sizeof(*ix));
+    if (ix == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        ix[i] = i;
+    qsort_r(ix, n, sizeof(*ix), key_cmp, k);
+    return ix;
+}
+
+/*
+ * Entries or tombstones (gone) with one key more than once, made one as the run-time
+ * put makes them: the first one's place, and the last one's value (an entry) or the greatest
+ * version (a tombstone). The rest are removed, the order otherwise kept.
+ */
+static int dedupe(void *base, size_t *n, bool gone)
+{
+    struct keyed k = {base, gone};
+    size_t size = gone ? sizeof(struct idx_cat_gone) : sizeof(struct idx_cat_entry);
+    size_t *ix = key_order(&k, *n);
+    uint8_t *dead = calloc(*n ? *n : 1, 1);
+    if (ix == NULL || dead == NULL) {
+        free(ix);
+        free(dead);
+        return ST_ENOMEM;
+    }
+    char *b = base;
+    for (size_t i = 0; i < *n;) {
+        size_t j = i + 1;
+        int64_t s0, s1;
+        const char *n0 = key_node(&k, ix[i], &s0);
+        while (j < *n && strcmp(key_node(&k, ix[j], &s1), n0) == 0 && s1 == s0)
+            j++;
+        size_t first = ix[i]; /* the least position: sorted by position within a key */
+        for (size_t m = i + 1; m < j; m++) {
+            dead[ix[m]] = 1;
+            if (gone) {
+                struct idx_cat_gone *g = (void *)(b + first * size),
+                                    *o = (void *)(b + ix[m] * size);
+                if (o->version > g->version)
+                    g->version = o->version;
+            }
+        }
+        if (!gone && j - i > 1)
+            memcpy(b + first * size, b + ix[j - 1] * size, size);
+        i = j;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < *n; i++)
+        if (!dead[i]) {
+            if (w != i)
+                memcpy(b + w * size, b + i * size, size);
+            w++;
+        }
+    *n = w;
+    free(ix);
+    free(dead);
+    return ST_OK;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The units (absent in catalogs written before index compaction), appended as they come. */
 static int load_units(struct idx_catalog *c, const char *path, json_t *units, struct st_err *err)
 {
+    size_t nu = json_array_size(units);
+    if (nu > 0 && (c->units = calloc(nu, sizeof(*c->units))) == NULL)
+        return ST_ENOMEM;
+    c->capunits = nu;
     size_t i;
     json_t *o;
     json_array_foreach(units, i, o)
@@ -66,10 +175,9 @@ static int load_units(struct idx_catalog *c, const char *path, json_t *units, st
         struct idx_cat_unit u = {0};
         json_int_t id = json_integer_value(json_object_get(o, "id"));
         const char *ix = json_string_value(json_object_get(o, "index"));
-        if (!json_is_object(o) || id <= 0 || ix == NULL ||
+        if (!json_is_object(o) || id <= 0 || (uint64_t)id >= UNIT_ID_MAX || ix == NULL ||
             (strcmp(ix, "hnsw") != 0 && strcmp(ix, "ivfpq") != 0) || !json_is_array(mem) ||
-            json_array_size(mem) == 0 || json_array_size(mem) > UNIT_MEMBERS_MAX ||
-            idx_catalog_unit(c, (uint64_t)id) != NULL)
+            json_array_size(mem) == 0 || json_array_size(mem) > UNIT_MEMBERS_MAX)
             return st_err_set(err, ST_ECORRUPT, "%s: unit %zu is malformed", path, i);
         u.id = (uint64_t)id;
         strcpy(u.e.index, ix);
@@ -82,25 +190,94 @@ static int load_units(struct idx_catalog *c, const char *path, json_t *units, st
         u.nmem = json_array_size(mem);
         if ((u.mem = calloc(u.nmem, sizeof(*u.mem))) == NULL)
             return ST_ENOMEM;
+        c->units[c->nunits++] = u; /* owned by c from here (freed with it) */
         size_t k;
         json_t *m;
         json_array_foreach(mem, k, m)
         {
-            if (!parse_entry(m, &u.mem[k])) {
-                free(u.mem);
+            if (!parse_entry(m, &u.mem[k]))
                 return st_err_set(err, ST_ECORRUPT, "%s: unit %zu member %zu is malformed", path, i,
                                   k);
-            }
             u.mem[k].unit = u.id;
         }
-        int rc = idx_catalog_unit_put(c, &u);
-        free(u.mem);
-        if (rc != ST_OK)
-            return rc;
         if (u.id >= c->next_unit)
             c->next_unit = u.id + 1;
     }
-    return ST_OK;
+    uint64_t *ids = malloc((nu ? nu : 1) * sizeof(*ids));
+    if (ids == NULL)
+        return ST_ENOMEM;
+    for (size_t k = 0; k < nu; k++)
+        ids[k] = c->units[k].id;
+    qsort(ids, nu, sizeof(*ids), u64_cmp);
+    int rc = ST_OK;
+    for (size_t k = 1; k < nu && rc == ST_OK; k++)
+        if (ids[k] == ids[k - 1])
+            rc = st_err_set(err, ST_ECORRUPT, "%s: unit id %" PRIu64 " twice", path, ids[k]);
+    free(ids);
+    return rc;
+}
+
+/* Units by id, for the entries' references (c->units keeps its order). */
+struct unit_ix {
+    uint64_t id;
+    size_t at;
+};
+
+static int unit_ix_cmp(const void *a, const void *b)
+{
+    return u64_cmp(&((const struct unit_ix *)a)->id, &((const struct unit_ix *)b)->id);
+}
+
+static struct idx_cat_unit *unit_by_id(struct idx_catalog *c, const struct unit_ix *ux, uint64_t id)
+{
+    struct unit_ix key = {id, 0};
+    const struct unit_ix *f = bsearch(&key, ux, c->nunits, sizeof(*ux), unit_ix_cmp);
+    return f != NULL ? &c->units[f->at] : NULL;
+}
+
+/* (start, version, node) of unit members, for the membership check. */
+static int member_cmp(const void *a, const void *b)
+{
+    const struct idx_cat_entry *x = a, *y = b;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    if (x->version != y->version)
+        return x->version < y->version ? -1 : 1;
+    return strcmp(x->node, y->node);
+}
+
+/*
+ * An entry naming a unit it is no member of (that version) is served by nothing: make it a
+ * plain entry again (its own index, missing, is then rebuilt), never a window lost. Each
+ * unit's members are sorted in a scratch copy and searched.
+ */
+static int check_membership(struct idx_catalog *c, const struct unit_ix *ux)
+{
+    struct idx_cat_entry **sorted = calloc(c->nunits ? c->nunits : 1, sizeof(*sorted));
+    if (sorted == NULL)
+        return ST_ENOMEM;
+    int rc = ST_OK;
+    for (size_t k = 0; k < c->n && rc == ST_OK; k++) {
+        struct idx_cat_entry *e = &c->e[k];
+        if (e->unit == 0)
+            continue;
+        struct idx_cat_unit *u = unit_by_id(c, ux, e->unit);
+        size_t at = (size_t)(u - c->units);
+        if (sorted[at] == NULL) {
+            if ((sorted[at] = malloc(u->nmem * sizeof(**sorted))) == NULL) {
+                rc = ST_ENOMEM;
+                break;
+            }
+            memcpy(sorted[at], u->mem, u->nmem * sizeof(**sorted));
+            qsort(sorted[at], u->nmem, sizeof(**sorted), member_cmp);
+        }
+        if (bsearch(e, sorted[at], u->nmem, sizeof(**sorted), member_cmp) == NULL)
+            e->unit = 0;
+    }
+    for (size_t k = 0; k < c->nunits; k++)
+        free(sorted[k]);
+    free(sorted);
+    return rc;
 }
 
 static int load(struct idx_catalog *c, const char *path, struct st_err *err)
@@ -126,33 +303,50 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
     }
     c->next_unit = 1;
     json_int_t next = json_integer_value(json_object_get(j, "next_unit"));
-    if (next > 0)
+    if (next > 0 && (uint64_t)next <= UNIT_ID_MAX)
         c->next_unit = (uint64_t)next;
-    size_t i;
-    json_t *o;
+    else if (next != 0) {
+        json_decref(j);
+        return st_err_set(err, ST_ECORRUPT, "%s: next_unit %" PRId64 " is out of range", path,
+                          (int64_t)next);
+    }
     rc = units != NULL ? load_units(c, path, units, err) : ST_OK;
+    struct unit_ix *ux = NULL;
+    if (rc == ST_OK && (ux = malloc((c->nunits ? c->nunits : 1) * sizeof(*ux))) == NULL)
+        rc = ST_ENOMEM;
+    for (size_t k = 0; rc == ST_OK && k < c->nunits; k++)
+        ux[k] = (struct unit_ix){c->units[k].id, k};
+    if (rc == ST_OK)
+        qsort(ux, c->nunits, sizeof(*ux), unit_ix_cmp);
+    size_t ne = json_array_size(ents), ng = json_array_size(gone), i;
+    if (rc == ST_OK && ne > 0) {
+        if ((c->e = calloc(ne, sizeof(*c->e))) == NULL)
+            rc = ST_ENOMEM;
+        else
+            c->cap = ne;
+    }
+    json_t *o;
     json_array_foreach(ents, i, o)
     {
-        struct idx_cat_entry e;
         if (rc != ST_OK)
             break;
-        if (!parse_entry(o, &e) || (e.unit != 0 && idx_catalog_unit(c, e.unit) == NULL)) {
+        struct idx_cat_entry *e = &c->e[c->n];
+        if (!parse_entry(o, e) || (e->unit != 0 && unit_by_id(c, ux, e->unit) == NULL)) {
             rc = st_err_set(err, ST_ECORRUPT, "%s: entry %zu is malformed", path, i);
             break;
         }
-        rc = idx_catalog_put(c, &e);
+        c->n++;
     }
-    /* An entry naming a unit it is no member of (that version) is served by nothing: make it
-     * a plain entry again (its own index, missing, is then rebuilt), never a window lost. */
-    for (size_t k = 0; rc == ST_OK && k < c->n; k++) {
-        struct idx_cat_entry *e = &c->e[k];
-        const struct idx_cat_unit *u = e->unit != 0 ? idx_catalog_unit(c, e->unit) : NULL;
-        bool member = false;
-        for (size_t m = 0; u != NULL && m < u->nmem && !member; m++)
-            member = u->mem[m].start == e->start && u->mem[m].version == e->version &&
-                     strcmp(u->mem[m].node, e->node) == 0;
-        if (!member)
-            e->unit = 0;
+    if (rc == ST_OK)
+        rc = dedupe(c->e, &c->n, false);
+    if (rc == ST_OK)
+        rc = check_membership(c, ux);
+    free(ux);
+    if (rc == ST_OK && ng > 0) {
+        if ((c->gone = calloc(ng, sizeof(*c->gone))) == NULL)
+            rc = ST_ENOMEM;
+        else
+            c->capgone = ng;
     }
     json_array_foreach(gone, i, o)
     {
@@ -163,9 +357,13 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
             rc = st_err_set(err, ST_ECORRUPT, "%s: gone %zu is malformed", path, i);
             break;
         }
-        rc = idx_catalog_mark_gone(c, node, json_integer_value(json_object_get(o, "start")),
-                                   (uint32_t)json_integer_value(json_object_get(o, "version")));
+        struct idx_cat_gone *g = &c->gone[c->ngone++];
+        strcpy(g->node, node);
+        g->start = json_integer_value(json_object_get(o, "start"));
+        g->version = (uint32_t)json_integer_value(json_object_get(o, "version"));
     }
+    if (rc == ST_OK)
+        rc = dedupe(c->gone, &c->ngone, true);
     json_decref(j);
     return rc;
 }

@@ -1041,7 +1041,8 @@ static int connect_all(struct idx_hnsw *h, uint32_t *left)
     r.stack = malloc((size_t)h->n * sizeof(*r.stack));
     r.indeg = calloc(h->n, sizeof(*r.indeg));
     r.s = idx_hnsw_searcher_new(h);
-    r.near = malloc(((size_t)h->ef_construction + 1) * sizeof(*r.near));
+    /* A search's results (at most max(ef, 1)) and the entry node when they lack it. */
+    r.near = malloc(((size_t)h->ef_construction + 2) * sizeof(*r.near));
     if (!r.fwd || !r.chk || !r.back || !r.stack || !r.indeg || !r.s || !r.near)
         goto out;
     for (uint32_t i = 0; i < h->n; i++) {

@@ -122,7 +122,10 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
      * and the link lists must be 4-byte aligned inside a block. */
     size_t body = len - IDX_HNSW_HEADER - IDX_HNSW_FOOTER;
     uint64_t l0 = 0;
-    if (h->dim == 0 || h->m < 2 || h->m > 128 || h->ef_construction > (1u << 20) ||
+    /* ef_construction >= m as every build makes it: growing a loaded graph (index compaction)
+     * sizes its scratch by it, and 0 once let a repair write past that scratch. */
+    if (h->dim == 0 || h->m < 2 || h->m > 128 || h->ef_construction < h->m ||
+        h->ef_construction > (1u << 20) ||
         h->metric > ST_METRIC_COSINE || h->stride % 64 || h->stride > body ||
         h->vec_bytes > h->stride || h->vec_bytes % 4 != 0 || h->vec_bytes < (size_t)h->dim * 4 ||
         h->stride - h->vec_bytes < (1 + h->m0) * 4 ||

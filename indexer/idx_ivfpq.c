@@ -1195,6 +1195,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     uint8_t *m = map;
     const uint8_t *ft = m + len - IDX_IVFPQ_FOOTER;
     struct idx_ivfpq *ix = calloc(1, sizeof(*ix));
+    uint8_t *seen = NULL; /* ids met so far, a bit each */
     int rc = ST_OK;
     if (ix == NULL) {
         munmap(map, len);
@@ -1246,6 +1247,17 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
         goto fail;
     }
     uint64_t total = 0;
+    /* Every id once: a list naming one id twice would hide others (and fill a top-k with
+     * copies). Each id takes 4 bytes of the file: n is bounded by it before sizing by it. */
+    if ((uint64_t)ix->n * 4 > (uint64_t)(end - q)) {
+        rc = idx_file_corrupt(err, path, 32, "more vectors than the file has room for");
+        goto fail;
+    }
+    seen = calloc((size_t)ix->n / 8 + 1, 1);
+    if (seen == NULL) {
+        rc = ST_ENOMEM;
+        goto fail;
+    }
     for (uint32_t i = 0; i < ix->nlist; i++) {
         uint32_t cnt = st_get_le32(sizes + (size_t)i * 4);
         /* An entry takes at least its 4-byte id: bound cnt before sizing codes by it. */
@@ -1260,15 +1272,20 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
         }
         ix->lists[i] = (struct ivf_list){
             .ids = (uint32_t *)(void *)q, .codes = q + (size_t)cnt * 4, .n = cnt, .cap = cnt};
-        for (uint32_t e = 0; e < cnt; e++)
-            if (ix->lists[i].ids[e] >= ix->n) {
+        for (uint32_t e = 0; e < cnt; e++) {
+            uint32_t id = ix->lists[i].ids[e];
+            if (id >= ix->n || (seen[id / 8] >> (id % 8) & 1) != 0) {
                 rc = idx_file_corrupt(err, path, (uint64_t)(q - m) + (uint64_t)e * 4,
-                                      "id out of range");
+                                      id >= ix->n ? "id out of range" : "id listed twice");
                 goto fail;
             }
+            seen[id / 8] |= (uint8_t)(1u << (id % 8));
+        }
         q += need;
         total += cnt;
     }
+    free(seen);
+    seen = NULL;
     if (q != end || total != ix->n) {
         rc = idx_file_corrupt(err, path, (uint64_t)(q - m), "list sizes disagree with n");
         goto fail;
@@ -1279,6 +1296,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     *out = ix;
     return ST_OK;
 fail:
+    free(seen);
     idx_ivfpq_free(ix);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* Tests for indexer/: distance kernels, exact top-k, HNSW recall, filter, files. */
 #include <check.h>
+#include <inttypes.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
@@ -844,7 +845,8 @@ static uint8_t *index_bytes(const char *path, size_t *len)
     return b;
 }
 
-/* Loads b resealed as an HNSW file; a loaded index is searched (must stay in bounds). */
+/* Loads b resealed as an HNSW file; a loaded index is searched and grown by 100 vectors, as
+ * index compaction grows a loaded unit (both must stay in bounds). */
 static int hnsw_load_resealed(uint8_t *b, size_t len, const float *q, struct st_err *err)
 {
     fuzz_reseal_hnsw(b, len);
@@ -858,6 +860,18 @@ static int hnsw_load_resealed(uint8_t *b, size_t len, const float *q, struct st_
         struct st_hit hits[10];
         ck_assert_uint_le(idx_hnsw_search(s, q, 10, 32, NULL, NULL, hits), 10);
         idx_hnsw_searcher_free(s);
+        uint32_t dim = idx_hnsw_dim(h);
+        if (dim <= 4096) {
+            float *more = malloc((size_t)100 * dim * sizeof(float));
+            ck_assert_ptr_nonnull(more);
+            for (size_t i = 0; i < (size_t)100 * dim; i++)
+                more[i] = (float)((i * 2654435761u) % 1000) / 100.0f;
+            struct idx_hnsw *g = NULL;
+            int xr = idx_hnsw_extend(h, more, 100, 1, 3, &g);
+            ck_assert_msg(xr == ST_OK || xr == ST_ENOMEM, "extend: %d", xr);
+            idx_hnsw_free(g);
+            free(more);
+        }
         idx_hnsw_free(h);
     }
     return rc;
@@ -935,6 +949,8 @@ START_TEST(test_hnsw_file_lies)
     } lies[] = {
         {40, 8, 1ull << 63, "stride 2^63 (n * (stride + 1) wraps with n = 2)"},
         {20, 4, UINT32_MAX, "ef_construction 2^32 - 1 (an extend's scratch of ef + 1 wraps)"},
+        {20, 4, 0, "ef_construction 0 (an extend's repair wrote past its scratch)"},
+        {20, 4, 3, "ef_construction below m (no build writes it)"},
         {40, 8, UINT64_MAX - 63, "stride near 2^64"},
         {48, 8, UINT64_MAX - 3, "vec_bytes near 2^64 (vec_bytes + links wraps)"},
         {48, 8, vb + 2, "vec_bytes not a multiple of 4 (misaligned links)"},
@@ -1422,12 +1438,16 @@ START_TEST(test_ivfpq_file_lies)
          "last list past the end"},
         {ids0, n, "id == n"},
         {ids0, UINT32_MAX, "id 2^32 - 1"},
+        {ids0, st_get_le32(orig + ids0 + 4), "an id listed twice (another hidden)"},
+        {32, 0x7fffffffu, "n far past the file (the id bitmap is sized by n)"},
     };
     for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
         memcpy(b, orig, len);
         st_put_le32(b + lies[i].off, lies[i].val);
         if (lies[i].off == 16 && lies[i].val == 0x80000000u)
             st_put_le32(b + 12, 0x80000000u), st_put_le32(b + 20, 1);
+        if (lies[i].off == ids0 && lies[i].val == st_get_le32(orig + ids0 + 4) && nbits == 8)
+            memcpy(b + ids0 + (uint64_t)first * 4, b + ids0 + (uint64_t)first * 4 + o.m, o.m);
         int rc = ivfpq_load_resealed(b, len, base, base, &err);
         ck_assert_msg(rc == ST_ECORRUPT, "%s: rc %d", lies[i].what, rc);
         ck_assert_msg(strstr(err.msg, "offset") != NULL, "%s: %s", lies[i].what, err.msg);
@@ -2387,6 +2407,13 @@ START_TEST(test_catalog_units)
         "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 1, \"index\": "
         "\"flat\", \"members\": [{\"node\": \"n0\", \"index\": \"hnsw\"}]}]}",
         "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": {}}",
+        /* unit ids and next_unit past what a catalog can count to: the next id would be saved
+         * as a negative JSON integer and the catalog would not open again */
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": "
+        "9223372036854775807, \"index\": \"hnsw\", \"members\": [{\"node\": \"n0\", "
+        "\"index\": \"hnsw\"}]}]}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"next_unit\": 9223372036854775807}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"next_unit\": -5}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cu_write(dir, bad[i]);
@@ -2403,6 +2430,17 @@ START_TEST(test_catalog_units)
     ck_assert_uint_eq(c->e[0].unit, 0);
     ck_assert(!idx_catalog_member_live(c, 1, &c->units[0].mem[0]));
     idx_catalog_free(c);
+    /* the largest unit id a catalog takes: the next one saves and loads again */
+    cu_write(dir, "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": "
+                  "4611686018427387903, \"index\": \"hnsw\", \"members\": [{\"node\": "
+                  "\"n0\", \"index\": \"hnsw\"}]}]}");
+    ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
+    ck_assert_uint_eq(c->next_unit, UINT64_C(1) << 62);
+    ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
+    idx_catalog_free(c);
+    ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
+    ck_assert_uint_eq(c->next_unit, UINT64_C(1) << 62);
+    idx_catalog_free(c);
     /* a catalog written before units (no "units", no "next_unit") still loads */
     cu_write(dir, "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": 0, "
                   "\"index\": \"hnsw\", \"version\": 1}]}");
@@ -2411,6 +2449,93 @@ START_TEST(test_catalog_units)
     ck_assert_uint_eq(c->next_unit, 1);
     ck_assert_uint_eq(c->e[0].unit, 0);
     idx_catalog_free(c);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/*
+ * A catalog of 100,000 windows (a month of 1-minute windows from two nodes, and more): it
+ * loads as put would have built it — one entry per (node, window) at its first place with its
+ * last value, one tombstone per key with the greatest version, units found by id, members
+ * checked — and saves and loads again unchanged. (Loading once looked each item up in turn:
+ * 22 s for this file; nothing here is timed, the suite's timeout is the bound.)
+ */
+START_TEST(test_catalog_load_at_scale)
+{
+    enum { NE = 100000, NG = 20000, NU = 500, MEM = 40 };
+    char *dir = st_test_tmpdir("catscale");
+    char *text = NULL;
+    size_t tlen = 0;
+    FILE *f = open_memstream(&text, &tlen);
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{\"format\": 1, \"next_unit\": %d, \"units\": [", NU + 1);
+    /* unit u: the windows u*MEM .. u*MEM+MEM-1 of node n0, version 1 */
+    for (int u = 0; u < NU; u++) {
+        fprintf(f, "%s{\"id\": %d, \"index\": \"hnsw\", \"members\": [", u ? "," : "", u + 1);
+        for (int m = 0; m < MEM; m++)
+            fprintf(f, "%s{\"node\": \"n0\", \"start\": %lld, \"version\": 1, \"index\": \"hnsw\"}",
+                    m ? "," : "", (long long)(u * MEM + m) * 60000);
+        fprintf(f, "]}");
+    }
+    fprintf(f, "], \"entries\": [");
+    /* entry i: node n(i%2), window i/2; the first NU*MEM windows of n0 name their unit, and
+     * every 997th entry comes again at the end with version 7 (and window 5's n0 entry names
+     * unit 1, which does not hold version 7: it becomes a plain entry) */
+    int dups = 0;
+    for (int i = 0; i < NE; i++) {
+        int w = i / 2, node = i % 2, unit = node == 0 && w < NU * MEM ? w / MEM + 1 : 0;
+        fprintf(f,
+                "%s{\"node\": \"n%d\", \"start\": %lld, \"version\": 1, \"index\": \"hnsw\", "
+                "\"unit\": %d}",
+                i ? "," : "", node, (long long)w * 60000, unit);
+    }
+    for (int i = 0; i < NE; i += 997, dups++) {
+        int w = i / 2, node = i % 2;
+        fprintf(f,
+                ",{\"node\": \"n%d\", \"start\": %lld, \"version\": 7, \"index\": \"hnsw\", "
+                "\"unit\": %d}",
+                node, (long long)w * 60000, node == 0 && w < NU * MEM ? w / MEM + 1 : 0);
+    }
+    fprintf(f, "], \"gone\": [");
+    for (int g = 0; g < NG; g++)
+        fprintf(f, "%s{\"node\": \"x%d\", \"start\": %lld, \"version\": %d}", g ? "," : "", g % 3,
+                (long long)(g / 3) * 60000, g % 5);
+    /* the same keys again, lower versions: the greatest stays */
+    for (int g = 0; g < NG; g += 7)
+        fprintf(f, ",{\"node\": \"x%d\", \"start\": %lld, \"version\": 0}", g % 3, (long long)(g / 3) * 60000);
+    fprintf(f, "]}");
+    fclose(f);
+    cu_write(dir, text);
+    free(text);
+    struct st_err err = {0};
+    struct idx_catalog *c;
+    for (int round = 0; round < 2; round++) {
+        ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
+        ck_assert_uint_eq(c->n, NE);
+        ck_assert_uint_eq(c->ngone, NG);
+        ck_assert_uint_eq(c->nunits, NU);
+        ck_assert_uint_eq(c->next_unit, NU + 1);
+        for (int i = 0; i < NE; i++) {
+            const struct idx_cat_entry *e = &c->e[i];
+            int w = i / 2, node = i % 2;
+            ck_assert_int_eq(e->start, (int64_t)w * 60000);
+            ck_assert_int_eq(e->node[1] - '0', node);
+            ck_assert_uint_eq(e->version, i % 997 == 0 ? 7 : 1);
+            /* in its unit only where the unit holds that version */
+            uint64_t unit = node == 0 && w < NU * MEM && i % 997 != 0 ? (uint64_t)(w / MEM + 1) : 0;
+            ck_assert_msg(e->unit == unit, "entry %d: unit %" PRIu64 ", want %" PRIu64, i, e->unit,
+                          unit);
+        }
+        for (int g = 0; g < NG; g++) {
+            const struct idx_cat_gone *x = &c->gone[g];
+            ck_assert_int_eq(x->start, (int64_t)(g / 3) * 60000);
+            ck_assert_uint_eq(x->version, (uint32_t)(g % 5));
+        }
+        ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
+        idx_catalog_free(c);
+    }
+    ck_assert_int_gt(dups, 100);
     st_test_rmrf(dir);
     free(dir);
 }
@@ -3530,6 +3655,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_kernels);
     tcase_add_test(tc, test_catalog_units);
+    tcase_add_test(tc, test_catalog_load_at_scale);
     tcase_add_test(tc, test_exact_topk);
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
     tcase_add_test(tc, test_hnsw_files);
