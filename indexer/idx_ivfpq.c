@@ -1015,36 +1015,11 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
          * on Fashion-MNIST (3 KiB rows, 100 candidates): 2 ahead x 8 lines beat 1 x 16 by
          * ~8%, none by ~12%; whole rows only fill the line-fill buffers. */
         size_t row = (size_t)ix->dim * sizeof(float);
-        static int mode = -1, dist = 2, lines = 8;
-        if (mode < 0) {
-            const char *e = getenv("PFMODE");
-            mode = e ? atoi(e) : 0;
-            e = getenv("PFDIST");
-            dist = e ? atoi(e) : 2;
-            e = getenv("PFLINES");
-            lines = e ? atoi(e) : 8;
-        }
-        for (size_t i = 0; i < nk && i < (size_t)dist; i++)
+        for (size_t i = 0; i < nk && i < 2; i++)
             prefetch_head(raw + (size_t)s->cand[i].id * ix->dim, row);
         for (size_t i = 0; i < nk; i++) {
-            if (i + dist < nk) {
-                const char *p = (const char *)(raw + (size_t)s->cand[i + dist].id * ix->dim);
-                if (mode == 0) {
-                    prefetch_head((const float *)p, row);
-                } else if (mode == 1) { /* head to L1, rest to L2 */
-                    size_t off = 0;
-                    for (; off < row && off < (size_t)lines * 64; off += 64)
-                        __builtin_prefetch(p + off);
-                    for (; off < row; off += 64)
-                        __builtin_prefetch(p + off, 0, 1);
-                } else if (mode == 2) { /* all to L2 */
-                    for (size_t off = 0; off < row; off += 64)
-                        __builtin_prefetch(p + off, 0, 1);
-                } else if (mode == 3) { /* lines head to L1 */
-                    for (size_t off = 0; off < row && off < (size_t)lines * 64; off += 64)
-                        __builtin_prefetch(p + off);
-                }
-            }
+            if (i + 2 < nk)
+                prefetch_head(raw + (size_t)s->cand[i + 2].id * ix->dim, row);
             s->cand[i].dist = ix->dist(q, raw + (size_t)s->cand[i].id * ix->dim, ix->dim);
         }
     }
