@@ -928,6 +928,53 @@ void st_hits_sort(struct st_hit *hits, size_t n)
     qsort(hits, n, sizeof(*hits), hit_cmp);
 }
 
+#define ST_SWAP(T, a, b)                                                                           \
+    do {                                                                                           \
+        T t_ = (a);                                                                                \
+        (a) = (b);                                                                                 \
+        (b) = t_;                                                                                  \
+    } while (0)
+
+static inline bool hit_less(struct st_hit a, struct st_hit b)
+{
+    return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+}
+
+void st_hits_select(struct st_hit *h, size_t n, size_t k)
+{
+    if (k == 0 || k >= n)
+        return;
+    size_t lo = 0, hi = n - 1; /* the k-th smallest (index k - 1) lies in [lo, hi] */
+    while (lo < hi) {
+        /* median of three as the pivot, then Hoare's partition */
+        size_t mid = lo + (hi - lo) / 2;
+        if (hit_less(h[mid], h[lo]))
+            ST_SWAP(struct st_hit, h[mid], h[lo]);
+        if (hit_less(h[hi], h[lo]))
+            ST_SWAP(struct st_hit, h[hi], h[lo]);
+        if (hit_less(h[hi], h[mid]))
+            ST_SWAP(struct st_hit, h[hi], h[mid]);
+        struct st_hit pivot = h[mid];
+        size_t i = lo, j = hi;
+        for (;;) {
+            while (hit_less(h[i], pivot))
+                i++;
+            while (hit_less(pivot, h[j]))
+                j--;
+            if (i >= j)
+                break;
+            ST_SWAP(struct st_hit, h[i], h[j]);
+            i++;
+            j--;
+        }
+        /* h[lo..j] <= pivot <= h[j+1..hi] */
+        if (k - 1 <= j)
+            hi = j;
+        else
+            lo = j + 1;
+    }
+}
+
 size_t st_exact_topk(const float *query, const float *base, size_t n, size_t dim, enum st_metric m,
                      size_t k, st_filter_fn filter, void *fctx, struct st_hit *out)
 {

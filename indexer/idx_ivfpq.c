@@ -38,6 +38,9 @@
 #include "store_fs.h"
 
 #define PQ4_BLOCK 32u
+/* 4 bits: m2 sums of table entries must fit 16 bits with at least one step per entry (beyond,
+ * the tables quantize to nothing and every estimate is NaN). */
+#define PQ4_M_MAX 65534u
 
 struct ivf_list {
     uint32_t *ids;
@@ -555,7 +558,7 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
             if (o->dim % sub[i] == 0)
                 m = o->dim / sub[i];
     }
-    if (o->dim % m != 0)
+    if (o->dim % m != 0 || (nbits == 4 && m > PQ4_M_MAX))
         return ST_EINVAL;
     struct idx_ivfpq *ix = calloc(1, sizeof(*ix));
     if (ix == NULL)
@@ -850,20 +853,40 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s);
 }
 
+/*
+ * The best `keep` candidates of a query's scan, as a reservoir: candidates are appended until
+ * there are 2 * keep, then the best keep are selected (expected O(keep)) and the worst of them
+ * becomes the bar (thr) a candidate must beat to be appended. A heap paid a sift for every
+ * candidate that entered (a tenth of a 4-bit search's time).
+ */
 struct scan {
-    struct st_hit *cand;
+    struct st_hit *cand; /* room for 2 * keep */
     size_t nk, keep;
+    float thr; /* INFINITY until the first selection */
     st_filter_fn filter;
     void *fctx;
 };
 
+/* cand[0..keep) the best keep of the nk (nk > keep), thr the worst of them. */
+static void scan_select(struct scan *sc)
+{
+    st_hits_select(sc->cand, sc->nk, sc->keep);
+    sc->nk = sc->keep;
+    float w = sc->cand[0].dist;
+    for (size_t i = 1; i < sc->keep; i++)
+        w = sc->cand[i].dist > w ? sc->cand[i].dist : w;
+    sc->thr = w;
+}
+
 static inline void consider(struct scan *sc, uint32_t id, float d)
 {
-    if (sc->nk == sc->keep && d >= sc->cand[0].dist)
+    if (!(d < sc->thr)) /* also a NaN estimate (overflowing inputs): no candidate */
         return;
     if (sc->filter != NULL && !sc->filter(sc->fctx, id))
         return;
-    st_topk_push(sc->cand, &sc->nk, sc->keep, (struct st_hit){id, d});
+    sc->cand[sc->nk++] = (struct st_hit){id, d};
+    if (sc->nk == 2 * sc->keep)
+        scan_select(sc);
 }
 
 /* Scans a list's 8-bit codes with the query's float table; base = the probe's coarse term. */
@@ -911,8 +934,8 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float 
     for (uint32_t b = 0; b * PQ4_BLOCK < l->n; b++) {
         /* Only sums that can beat the worst kept candidate come out of the kernel's mask. */
         uint32_t thr = UINT16_MAX, end = l->n - b * PQ4_BLOCK;
-        if (sc->nk == sc->keep) {
-            float t = (sc->cand[0].dist - base - (vn != NULL ? l->vmin[b] : 0)) * scale + 1;
+        if (sc->thr < INFINITY) {
+            float t = (sc->thr - base - (vn != NULL ? l->vmin[b] : 0)) * scale + 1;
             if (t < 0)
                 continue;
             thr = t < UINT16_MAX ? (uint32_t)t : UINT16_MAX;
@@ -928,8 +951,8 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float 
             const float *v = vn + (size_t)b * PQ4_BLOCK;
             for (uint32_t i = 0; i < PQ4_BLOCK; i++)
                 est[i] = base + (v[i] + acc[i] * inv);
-            if (sc->nk == sc->keep) {
-                float worst = sc->cand[0].dist;
+            if (sc->thr < INFINITY) {
+                float worst = sc->thr;
                 uint32_t own = 0;
                 for (uint32_t i = 0; i < PQ4_BLOCK; i++)
                     own |= (uint32_t)(est[i] < worst) << i;
@@ -996,7 +1019,7 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     }
     if (ix->nbits == 4)
         s->scale = s->k->pq4_lut(s->qterm, NULL, NULL, 0, ix->m, ix->m2, s->qtab, s->lut, &s->bias);
-    struct scan sc = {s->cand, 0, keep, filter, fctx};
+    struct scan sc = {s->cand, 0, keep, INFINITY, filter, fctx};
     for (size_t p = 0; p < nc; p++) {
         const struct ivf_list *l = &ix->lists[s->coarse[p].id];
         if (l->n == 0)
@@ -1007,6 +1030,8 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
         else
             scan4(s, l, s->coarse[p].dist, &sc);
     }
+    if (sc.nk > keep)
+        scan_select(&sc);
     size_t nk = sc.nk;
     if (keep > k) {
         /* Exact re-ranking from the raw vectors. */
@@ -1051,7 +1076,7 @@ size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint
 {
     const struct idx_ivfpq *ix = s->ix;
     size_t keep = raw != NULL && rerank > k ? rerank : k;
-    if (k == 0 || ix->n == 0 || !cand_room(s, keep))
+    if (k == 0 || ix->n == 0 || !cand_room(s, 2 * keep))
         return 0;
     /* All centroid dot products in one pass over the transposed centroids. */
     const float *qt = centred(q, 1, ix->dim, ix->dim, ix->mu, s->qc); /* mu: L2 only */
@@ -1071,7 +1096,7 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
             counts[i] = 0;
         return ST_OK;
     }
-    if (!cand_room(s, keep))
+    if (!cand_room(s, 2 * keep))
         return ST_ENOMEM;
     if (s->bdots == NULL &&
         (s->bdots = malloc((size_t)NEAREST_BATCH * ix->nlist * sizeof(float))) == NULL)
@@ -1193,7 +1218,7 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     size_t body = len - IDX_IVFPQ_HEADER - IDX_IVFPQ_FOOTER;
     uint64_t cb = 0, kb = 0;
     if (ix->dim == 0 || ix->m == 0 || ix->dim % ix->m != 0 || ix->nlist == 0 ||
-        ix->metric > ST_METRIC_COSINE ||
+        ix->metric > ST_METRIC_COSINE || (ix->nbits == 4 && ix->m > PQ4_M_MAX) ||
         __builtin_mul_overflow((uint64_t)ix->nlist, (uint64_t)ix->dim * 4, &cb) || cb > body ||
         (kb = ((uint64_t)ix->dim * 4) << ix->nbits) > body - cb ||
         (uint64_t)ix->nlist * 4 > body - cb - kb) {

@@ -228,6 +228,40 @@ START_TEST(test_exact_topk)
 }
 END_TEST
 
+/* st_hits_select leaves the k smallest by (dist, id) first — the same set a sort's first k
+ * is — for every k, on distinct, tied, sorted, reversed and constant distances. */
+START_TEST(test_hits_select)
+{
+    enum { N = 301 };
+    struct st_hit h[N], want[N];
+    for (int shape = 0; shape < 5; shape++)
+        for (size_t k = 0; k <= N + 1; k += k < 20 ? 1 : 17) {
+            for (uint32_t i = 0; i < N; i++) {
+                float d = shape == 0   ? frand()
+                          : shape == 1 ? (float)(rand() % 7)
+                          : shape == 2 ? (float)i
+                          : shape == 3 ? (float)(N - i)
+                                       : 1.0f;
+                h[i] = want[i] = (struct st_hit){(i * 7919u) % N, d};
+            }
+            st_hits_select(h, N, k);
+            st_hits_sort(want, N);
+            size_t m = k < N ? k : N;
+            struct st_hit got[N];
+            memcpy(got, h, sizeof(h));
+            st_hits_sort(got, m);
+            for (size_t i = 0; i < m; i++)
+                ck_assert_msg(got[i].id == want[i].id && got[i].dist == want[i].dist,
+                              "shape %d k %zu: %zu-th is %u, want %u", shape, k, i, got[i].id,
+                              want[i].id);
+            /* nothing lost: the rest are the others */
+            st_hits_sort(h, N);
+            for (size_t i = 0; i < N; i++)
+                ck_assert_uint_eq(h[i].id, want[i].id);
+        }
+}
+END_TEST
+
 /* Recall@k of an HNSW over base for nq queries against exact search (optionally filtered). */
 static double hnsw_recall(struct idx_hnsw *h, const float *base, uint32_t n, const float *qs,
                           uint32_t nq, uint32_t dim, uint32_t k, uint32_t ef, st_filter_fn f)
@@ -2503,7 +2537,8 @@ START_TEST(test_catalog_load_at_scale)
                 (long long)(g / 3) * 60000, g % 5);
     /* the same keys again, lower versions: the greatest stays */
     for (int g = 0; g < NG; g += 7)
-        fprintf(f, ",{\"node\": \"x%d\", \"start\": %lld, \"version\": 0}", g % 3, (long long)(g / 3) * 60000);
+        fprintf(f, ",{\"node\": \"x%d\", \"start\": %lld, \"version\": 0}", g % 3,
+                (long long)(g / 3) * 60000);
     fprintf(f, "]}");
     fclose(f);
     cu_write(dir, text);
@@ -3657,6 +3692,7 @@ int main(void)
     tcase_add_test(tc, test_catalog_units);
     tcase_add_test(tc, test_catalog_load_at_scale);
     tcase_add_test(tc, test_exact_topk);
+    tcase_add_test(tc, test_hits_select);
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
     tcase_add_test(tc, test_hnsw_files);
     tcase_add_test(tc, test_pq4_kernels);
