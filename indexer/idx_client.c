@@ -2,10 +2,14 @@
 #include "idx_client.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "st_fault.h"
 #include "store_fs.h"
@@ -230,4 +234,62 @@ void idx_call_free(struct idx_call *c)
     free(c->resp);
     c->resp = NULL;
     c->resp_len = 0;
+}
+
+/* Copies a segment from a shared filesystem path into path (fsynced), at most max bytes,
+ * through a 1 MiB buffer. Only a regular file no larger than max is read (an event naming a
+ * device, a FIFO or a directory is refused before any byte is copied: /dev/zero once filled
+ * the disk), and a stop abandons the copy (ST_ECLOSED). */
+int idx_client_copy_path(const char *src, const char *path, uint64_t max, const _Atomic bool *stop,
+                         struct st_err *err)
+{
+    if (strncmp(src, "file://", 7) == 0)
+        src += 7;
+    int fd = open(src, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return st_err_set(err, ST_EIO, "%s: cannot open", src); /* retried: a mount may be back */
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+        bool reg = S_ISREG(st.st_mode);
+        close(fd);
+        st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_stale"));
+        return st_err_set(err, reg ? ST_ERANGE : ST_EINVAL, "%s: %s", src,
+                          reg ? "larger than its sealed event said" : "not a regular file");
+    }
+    struct store_file *f = NULL;
+    st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_stale"));
+    int rc = store_fs_create(NULL, path, &f, "idx.fetch.create");
+    char *buf = rc == ST_OK ? malloc(1u << 20) : NULL;
+    uint64_t total = 0;
+    if (rc == ST_OK && buf == NULL)
+        rc = ST_ENOMEM;
+    while (rc == ST_OK) {
+        if (stop != NULL && atomic_load(stop)) {
+            rc = ST_ECLOSED;
+            break;
+        }
+        ssize_t n = read(fd, buf, 1u << 20);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n < 0)
+                rc = ST_EIO;
+            break;
+        }
+        if ((total += (uint64_t)n) > max)
+            rc = ST_ERANGE;
+        else
+            rc = store_fs_write(f, buf, (size_t)n, "idx.fetch.write");
+    }
+    if (rc == ST_OK)
+        rc = store_fs_sync(f, "idx.fetch.fsync");
+    free(buf);
+    close(fd);
+    store_fs_close(f);
+    if (rc != ST_OK) {
+        st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_failed"));
+        return st_err_set(err, rc, "%s: %s", src,
+                          rc == ST_ERANGE ? "larger than its sealed event said" : st_strerror(rc));
+    }
+    return ST_OK;
 }

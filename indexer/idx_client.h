@@ -29,6 +29,17 @@ int idx_client_fetch(const char *url, const char *path, const char *token, uint6
                      int64_t timeout_ms, const _Atomic bool *stop, uint32_t *checksum,
                      struct st_err *err) ST_WUR;
 
+/*
+ * Copies src (a path on a shared file system, or file://path) into path (created, fsynced;
+ * not renamed), the local twin of idx_client_fetch for sealed events that name a path. Only a
+ * regular file of at most max_bytes is read: anything else (a device, a FIFO, a directory) is
+ * ST_EINVAL and a larger file ST_ERANGE before a byte is copied; ST_EIO when src cannot be
+ * opened (retry later). When *stop (may be NULL) becomes true the copy is abandoned with
+ * ST_ECLOSED. A failed copy leaves no file behind.
+ */
+int idx_client_copy_path(const char *src, const char *path, uint64_t max_bytes,
+                         const _Atomic bool *stop, struct st_err *err) ST_WUR;
+
 struct idx_call {
     const char *url;
     const char *body; /* JSON for a POST; NULL: GET */

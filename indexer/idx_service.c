@@ -356,47 +356,6 @@ static void url_now(struct idx_service *s, const struct idx_coll *c, struct idx_
     free(ns);
 }
 
-/* Copies a segment from a shared filesystem path into path (fsynced), at most max bytes,
- * through a 1 MiB buffer. */
-static int copy_file(const char *src, const char *path, uint64_t max, struct st_err *err)
-{
-    if (strncmp(src, "file://", 7) == 0)
-        src += 7;
-    FILE *in = fopen(src, "rb");
-    if (in == NULL)
-        return st_err_set(err, ST_EIO, "%s: cannot open", src); /* retried: a mount may be back */
-    struct store_file *f = NULL;
-    st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_stale"));
-    int rc = store_fs_create(NULL, path, &f, "idx.fetch.create");
-    char *buf = rc == ST_OK ? malloc(1u << 20) : NULL;
-    uint64_t total = 0;
-    if (rc == ST_OK && buf == NULL)
-        rc = ST_ENOMEM;
-    while (rc == ST_OK) {
-        size_t n = fread(buf, 1, 1u << 20, in);
-        if (n == 0) {
-            if (ferror(in))
-                rc = ST_EIO;
-            break;
-        }
-        if ((total += n) > max)
-            rc = ST_ERANGE;
-        else
-            rc = store_fs_write(f, buf, n, "idx.fetch.write");
-    }
-    if (rc == ST_OK)
-        rc = store_fs_sync(f, "idx.fetch.fsync");
-    free(buf);
-    fclose(in);
-    store_fs_close(f);
-    if (rc != ST_OK) {
-        st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_failed"));
-        return st_err_set(err, rc, "%s: %s", src,
-                          rc == ST_ERANGE ? "larger than its sealed event said" : st_strerror(rc));
-    }
-    return ST_OK;
-}
-
 /* Is the downloaded file at path the segment the event describes? */
 static int verify_segment(const struct idx_coll *c, const struct idx_cat_entry *e, const char *path,
                           uint32_t hdr_checksum, struct st_err *err)
@@ -517,7 +476,7 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
             uint64_t max = e.bytes; /* the event's size: verified exactly below */
             if (j->attempts > 0)
                 url_now(s, c, &e);
-            rc = is_path(e.url) ? copy_file(e.url, tmp, max, &err)
+            rc = is_path(e.url) ? idx_client_copy_path(e.url, tmp, max, &s->stop, &err)
                                 : idx_client_fetch(e.url, tmp, s->o.token, max,
                                                    s->o.fetch_timeout_ms, &s->stop, &hdr, &err);
             if (rc == ST_ECLOSED) {

@@ -228,6 +228,58 @@ START_TEST(test_exact_topk)
 }
 END_TEST
 
+/* A sealed event naming a path: only a regular file within the event's size is copied; a
+ * device (/dev/zero once filled the disk), a FIFO (would block, and shutdown with it) or a
+ * directory is refused before a byte is written; a stop abandons the copy; no failure leaves a
+ * file behind. */
+START_TEST(test_copy_path)
+{
+    char *dir = st_test_tmpdir("cpath");
+    char src[600], dst[600], fifo[600], url[700];
+    snprintf(src, sizeof(src), "%s/seg", dir);
+    snprintf(dst, sizeof(dst), "%s/copy", dir);
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+    static char data[3 << 20];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 31 + 7);
+    FILE *sf = fopen(src, "wb");
+    ck_assert_ptr_nonnull(sf);
+    ck_assert_uint_eq(fwrite(data, 1, sizeof(data), sf), sizeof(data));
+    fclose(sf);
+    struct st_err err = {0};
+    ck_assert_msg(idx_client_copy_path(src, dst, sizeof(data), NULL, &err) == ST_OK, "%s", err.msg);
+    uint8_t *got;
+    size_t len;
+    ck_assert_int_eq(store_fs_read_all(dst, &got, &len, SIZE_MAX), ST_OK);
+    ck_assert(len == sizeof(data) && memcmp(got, data, len) == 0);
+    free(got);
+    snprintf(url, sizeof(url), "file://%s", src);
+    ck_assert_int_eq(idx_client_copy_path(url, dst, sizeof(data), NULL, &err), ST_OK);
+    /* larger than the event said */
+    ck_assert_int_eq(idx_client_copy_path(src, dst, sizeof(data) - 1, NULL, &err), ST_ERANGE);
+    ck_assert_msg(strstr(err.msg, "larger than its sealed event said") != NULL, "%s", err.msg);
+    ck_assert(access(dst, F_OK) != 0);
+    /* not regular files */
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    const char *odd[] = {"/dev/zero", fifo, dir};
+    for (size_t i = 0; i < 3; i++) {
+        err = (struct st_err){0};
+        ck_assert_int_eq(idx_client_copy_path(odd[i], dst, UINT64_MAX, NULL, &err), ST_EINVAL);
+        ck_assert_msg(strstr(err.msg, "not a regular file") != NULL, "%s", err.msg);
+        ck_assert(access(dst, F_OK) != 0);
+    }
+    /* missing (a mount may come back: retried) */
+    snprintf(url, sizeof(url), "%s/nope", dir);
+    ck_assert_int_eq(idx_client_copy_path(url, dst, UINT64_MAX, NULL, &err), ST_EIO);
+    /* stopping */
+    _Atomic bool stop = true;
+    ck_assert_int_eq(idx_client_copy_path(src, dst, sizeof(data), &stop, &err), ST_ECLOSED);
+    ck_assert(access(dst, F_OK) != 0);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* st_hits_select leaves the k smallest by (dist, id) first — the same set a sort's first k
  * is — for every k, on distinct, tied, sorted, reversed and constant distances. */
 START_TEST(test_hits_select)
@@ -3693,6 +3745,7 @@ int main(void)
     tcase_add_test(tc, test_catalog_load_at_scale);
     tcase_add_test(tc, test_exact_topk);
     tcase_add_test(tc, test_hits_select);
+    tcase_add_test(tc, test_copy_path);
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
     tcase_add_test(tc, test_hnsw_files);
     tcase_add_test(tc, test_pq4_kernels);
