@@ -11,6 +11,10 @@
 #include "st_log.h"
 
 #define COLL_MAX 64
+/* Ingest nodes known at once (about 5 KB each). A new node first makes room by forgetting the
+ * gone ones; past this, announcements of further new nodes are ignored (and logged): a flood
+ * of invented node names once grew the table by 1 GB. */
+#define NODES_MAX 1024
 
 struct entry {
     struct idx_node n;
@@ -29,6 +33,8 @@ struct idx_nodes {
     int64_t since_ms, settle_ms; /* since: when discovery (re)started hearing; under mu */
     bool connected;              /* under mu */
     struct st_bus_sub *sub;
+    struct st_ratelimit full_rl; /* under mu */
+    uint32_t full_suppressed;
 };
 
 static int64_t now_ms(void)
@@ -43,7 +49,7 @@ void idx_nodes_announce(struct idx_nodes *ns, const char *json, size_t len)
     const char *url = json_string_value(json_object_get(j, "url"));
     const char *role = json_string_value(json_object_get(j, "role"));
     json_t *colls = json_object_get(j, "collections");
-    if (node == NULL || url == NULL || strlen(node) > IDX_NODE_MAX || strlen(url) >= 512 ||
+    if (node == NULL || url == NULL || !idx_node_id_ok(node) || strlen(url) >= 512 ||
         (role != NULL && strcmp(role, "ingest") != 0) || !json_is_array(colls)) {
         json_decref(j);
         return;
@@ -62,6 +68,26 @@ void idx_nodes_announce(struct idx_nodes *ns, const char *json, size_t len)
             ns->e[i] = ns->e[--ns->n];
         }
     } else {
+        if (i == ns->n) { /* a new node: forget the gone ones first */
+            int64_t now = now_ms();
+            for (size_t k = 0; k < ns->n;)
+                if (now - ns->e[k].last_ms > 3 * ns->e[k].interval_ms)
+                    ns->e[k] = ns->e[--ns->n];
+                else
+                    k++;
+            i = ns->n;
+        }
+        if (i == ns->n && ns->n >= NODES_MAX) {
+            bool say = st_ratelimit_ok(&ns->full_rl, 1, 60000, &ns->full_suppressed);
+            pthread_mutex_unlock(&ns->mu);
+            if (say)
+                st_log_warn("indexer",
+                            "ingest node %s ignored: %d live ingest nodes already announce "
+                            "themselves (%u more ignored since the last warning)",
+                            node, NODES_MAX, ns->full_suppressed);
+            json_decref(j);
+            return;
+        }
         if (i == ns->n && ns->n == ns->cap) {
             size_t cap = ns->cap ? 2 * ns->cap : 8;
             struct entry *ne = realloc(ns->e, cap * sizeof(*ne));

@@ -25,6 +25,7 @@
 #include "st_log.h"
 #include "idx_catalog.h"
 #include "idx_client.h"
+#include "idx_nodes.h"
 #include "st_http.h"
 #include <sys/wait.h>
 
@@ -277,6 +278,76 @@ START_TEST(test_copy_path)
     ck_assert(access(dst, F_OK) != 0);
     st_test_rmrf(dir);
     free(dir);
+}
+END_TEST
+
+static size_t live_count(struct idx_nodes *ns, const char *want, bool *found)
+{
+    struct idx_node *v;
+    size_t n;
+    ck_assert_int_eq(idx_nodes_live(ns, "c", &v, &n), ST_OK);
+    *found = false;
+    for (size_t i = 0; i < n; i++)
+        *found |= strcmp(v[i].node, want) == 0;
+    free(v);
+    return n;
+}
+
+static void announce(struct idx_nodes *ns, const char *node, int interval_ms)
+{
+    char m[512];
+    int len = snprintf(m, sizeof(m),
+                       "{\"node\": \"%s\", \"url\": \"http://h:1\", \"collections\": [\"c\"], "
+                       "\"interval_ms\": %d}",
+                       node, interval_ms);
+    idx_nodes_announce(ns, m, (size_t)len);
+}
+
+/* Announcements cannot grow the node table without bound: invented names must be valid node
+ * ids, a new node first makes room by forgetting the gone ones, and past 1024 live nodes a new
+ * one is ignored (a node already known still refreshes). */
+START_TEST(test_nodes_bounded)
+{
+    struct idx_nodes_opts o = {0};
+    struct idx_nodes *ns;
+    struct st_err err = {0};
+    ck_assert_int_eq(idx_nodes_start(&o, &ns, &err), ST_OK);
+    char name[32];
+    bool found;
+    for (int i = 0; i < 1024; i++) {
+        snprintf(name, sizeof(name), "old%d", i);
+        announce(ns, name, 1); /* gone after 3 ms of silence */
+    }
+    int64_t t0 = st_clock_mono_ns(NULL);
+    while (st_clock_mono_ns(NULL) - t0 < 10 * 1000000)
+        usleep(1000);
+    ck_assert_uint_eq(live_count(ns, "old0", &found), 0);
+    for (int i = 0; i < 1024; i++) {
+        snprintf(name, sizeof(name), "n%d", i);
+        announce(ns, name, 600000);
+    }
+    ck_assert_uint_eq(live_count(ns, "n1023", &found), 1024);
+    ck_assert(found);
+    announce(ns, "extra", 600000);
+    ck_assert_uint_eq(live_count(ns, "extra", &found), 1024);
+    ck_assert(!found);
+    announce(ns, "n5", 600000); /* known: refreshed, not refused */
+    ck_assert_uint_eq(live_count(ns, "n5", &found), 1024);
+    ck_assert(found);
+    static const char *const bad[] = {
+        "../x", "a/b", "", "x y",
+        "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"};
+    announce(ns, "n0\", \"bye\": true, \"x\": \"", 600000); /* a goodbye frees a place */
+    ck_assert_uint_eq(live_count(ns, "n0", &found), 1023);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        announce(ns, bad[i], 600000);
+        ck_assert_uint_eq(live_count(ns, bad[i], &found), 1023);
+        ck_assert_msg(!found, "'%s' taken as a node id", bad[i]);
+    }
+    announce(ns, "extra", 600000);
+    ck_assert_uint_eq(live_count(ns, "extra", &found), 1024);
+    ck_assert(found);
+    idx_nodes_stop(ns);
 }
 END_TEST
 
@@ -3745,6 +3816,7 @@ int main(void)
     tcase_add_test(tc, test_catalog_load_at_scale);
     tcase_add_test(tc, test_exact_topk);
     tcase_add_test(tc, test_hits_select);
+    tcase_add_test(tc, test_nodes_bounded);
     tcase_add_test(tc, test_copy_path);
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
     tcase_add_test(tc, test_hnsw_files);
