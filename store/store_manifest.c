@@ -355,6 +355,9 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
             st->dim = st_get_le32(p + i);
             if (st_get_le32(p + i + 4) != STORE_MANIFEST_VERSION)
                 return ST_EUNSUPP;
+            /* a collection's dim (1..65536, cfg): 0 once reached a division in inspect */
+            if (st->dim == 0 || st->dim > 65536)
+                return ST_ECORRUPT;
             st->have_info = true;
             i += 8;
             break;

@@ -767,6 +767,21 @@ START_TEST(test_next_file_never_regresses)
     ck_assert_uint_eq(st.next_file, 12);
     store_mf_edit_free(&e);
     store_mf_state_free(&st);
+    /* an INFO edit with a dim no collection can have is corruption (inspect divided by it) */
+    static const uint32_t dims[] = {0, 65537, UINT32_MAX};
+    for (size_t i = 0; i < 3; i++) {
+        struct store_mf_state bad = {0};
+        ck_assert_int_eq(store_mf_edit_info(&e, dims[i]), ST_OK);
+        ck_assert_int_eq(store_mf_apply(&bad, e.buf, e.len), ST_ECORRUPT);
+        store_mf_edit_free(&e);
+        store_mf_state_free(&bad);
+    }
+    struct store_mf_state good = {0};
+    ck_assert_int_eq(store_mf_edit_info(&e, 65536), ST_OK);
+    ck_assert_int_eq(store_mf_apply(&good, e.buf, e.len), ST_OK);
+    ck_assert_uint_eq(good.dim, 65536);
+    store_mf_edit_free(&e);
+    store_mf_state_free(&good);
 
     /* And end to end: many freezes racing the background flusher. */
     char *dir = st_test_tmpdir("store");
