@@ -632,7 +632,9 @@ int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_ba
     b->partition = (int32_t)st_get_le32(p + 1);
     b->offset = (int64_t)st_get_le64(p + 5);
     b->n = st_get_le32(p + 13);
-    if (b->n == 0 || b->n > len)
+    /* The smallest record is 28 bytes (op, id length, a 1-byte id, ts and window, meta
+     * length): n is bounded by what the payload can hold before anything is sized by it. */
+    if (b->n == 0 || b->n > (len - STORE_WAL_BATCH_HEADER) / 28)
         return ST_ECORRUPT;
     struct store_record *r = calloc(b->n, sizeof(*r));
     float *v = calloc((size_t)b->n * dim, sizeof(float));

@@ -26,6 +26,7 @@
 #include "st_test.h"
 #include "store.h"
 #include "store_int.h"
+#include "wal_format.h"
 #include "store_log.h"
 
 #define DIM 8
@@ -748,6 +749,45 @@ START_TEST(test_fault_points)
     (void)store_close(s);
     st_test_rmrf(dir);
     free(dir);
+}
+END_TEST
+
+/* A WAL payload's record count is bounded by what its bytes can hold (the smallest record is
+ * 28 bytes) before anything is sized by it: a count of `len` once asked calloc for
+ * len * dim * 4 bytes. */
+START_TEST(test_wal_decode_count_bound)
+{
+    enum { K = 10 };
+    uint8_t p[STORE_WAL_BATCH_HEADER + K * 28];
+    memset(p, 0, sizeof(p));
+    p[0] = STORE_WAL_BATCH;
+    st_put_le32(p + 13, K);
+    for (int i = 0; i < K; i++) {
+        uint8_t *r = p + STORE_WAL_BATCH_HEADER + i * 28;
+        r[0] = STORE_OP_DELETE;
+        r[1] = 1;                  /* id length */
+        r[2] = 'a';                /* id */
+        st_put_le64(r + 3, 1000);  /* ts */
+        st_put_le64(r + 11, 0);    /* window */
+        st_put_le64(r + 19, 6000); /* window end */
+        r[27] = 0;                 /* meta length */
+    }
+    struct store_batch b;
+    struct store_record *recs;
+    float *vecs;
+    struct store_vref *refs;
+    ck_assert_int_eq(store_wal_decode(65536, p, sizeof(p), &b, &recs, &vecs, &refs), ST_OK);
+    ck_assert_uint_eq(b.n, K);
+    ck_assert_int_eq(recs[K - 1].op, STORE_OP_DELETE);
+    free(recs);
+    free(vecs);
+    free(refs);
+    static const uint32_t lies[] = {K + 1, sizeof(p), UINT32_MAX};
+    for (size_t i = 0; i < 3; i++) {
+        st_put_le32(p + 13, lies[i]);
+        ck_assert_int_eq(store_wal_decode(65536, p, sizeof(p), &b, &recs, &vecs, &refs),
+                         ST_ECORRUPT);
+    }
 }
 END_TEST
 
@@ -2869,6 +2909,7 @@ int main(void)
     tcase_add_test(tc, test_inspect);
     tcase_add_test(tc, test_inspect_layouts);
     tcase_add_test(tc, test_next_file_never_regresses);
+    tcase_add_test(tc, test_wal_decode_count_bound);
     tcase_add_test(tc, test_promotion_survives_reopen);
     tcase_add_test(tc, test_flush_alloc_failure_keeps_listed_files);
     tcase_add_test(tc, test_store_dir_parent_fsynced);
