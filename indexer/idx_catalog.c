@@ -54,8 +54,7 @@ static bool parse_entry(json_t *o, struct idx_cat_entry *e)
 }
 
 #define UNIT_MEMBERS_MAX 100000
-/* Unit ids are counted up from 1 and saved as JSON integers: far below 2^63 for ever. */
-#define UNIT_ID_MAX (UINT64_C(1) << 62)
+#define UNIT_ID_MAX      IDX_UNIT_ID_MAX
 
 /*
  * Loading is O(n log n) in what the file holds: entries, tombstones and units are appended
@@ -420,6 +419,14 @@ static int unit_dup(const struct idx_cat_unit *u, struct idx_cat_unit *out)
     if (out->mem == NULL)
         return ST_ENOMEM;
     memcpy(out->mem, u->mem, u->nmem * sizeof(*out->mem));
+    return ST_OK;
+}
+
+int idx_catalog_take_unit_id(struct idx_catalog *c, uint64_t *id)
+{
+    if (c->next_unit >= UNIT_ID_MAX)
+        return ST_ERANGE;
+    *id = c->next_unit++;
     return ST_OK;
 }
 

@@ -64,6 +64,10 @@ struct idx_cat_gone {
     uint32_t version; /* versions <= this of (node, start) are expired */
 };
 
+/* Unit ids are counted up from 1 and saved as JSON integers: ids stay below this bound (a
+ * catalog naming one at or past it, or a next_unit past it, does not load). */
+#define IDX_UNIT_ID_MAX (UINT64_C(1) << 62)
+
 struct idx_catalog {
     char *dir;
     struct idx_cat_entry *e;
@@ -100,6 +104,8 @@ void idx_catalog_restore_gone(struct idx_catalog *c, const char *node, int64_t s
 /* The unit of id, or NULL. */
 struct idx_cat_unit *idx_catalog_unit(struct idx_catalog *c, uint64_t id);
 /* Inserts or replaces unit u->id (members copied) in memory. */
+/* The next unit id (counted on), or ST_ERANGE once IDX_UNIT_ID_MAX is reached. */
+int idx_catalog_take_unit_id(struct idx_catalog *c, uint64_t *id) ST_WUR;
 int idx_catalog_unit_put(struct idx_catalog *c, const struct idx_cat_unit *u) ST_WUR;
 /* Removes unit id in memory (no-op when absent). */
 void idx_catalog_unit_del(struct idx_catalog *c, uint64_t id);

@@ -249,11 +249,17 @@ int idx_client_copy_path(const char *src, const char *path, uint64_t max, const 
     if (fd < 0)
         return st_err_set(err, ST_EIO, "%s: cannot open", src); /* retried: a mount may be back */
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return st_err_set(err, ST_EIO, "%s: cannot stat", src);
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
         bool reg = S_ISREG(st.st_mode);
         close(fd);
         st_best_effort(store_fs_unlink(NULL, path, "idx.fetch.unlink_stale"));
-        return st_err_set(err, reg ? ST_ERANGE : ST_EINVAL, "%s: %s", src,
+        /* permanent: the service gives up on the event after its attempts (ST_EINVAL would
+         * be retried for ever) */
+        return st_err_set(err, reg ? ST_ERANGE : ST_ECORRUPT, "%s: %s", src,
                           reg ? "larger than its sealed event said" : "not a regular file");
     }
     struct store_file *f = NULL;

@@ -33,7 +33,8 @@ int idx_client_fetch(const char *url, const char *path, const char *token, uint6
  * Copies src (a path on a shared file system, or file://path) into path (created, fsynced;
  * not renamed), the local twin of idx_client_fetch for sealed events that name a path. Only a
  * regular file of at most max_bytes is read: anything else (a device, a FIFO, a directory) is
- * ST_EINVAL and a larger file ST_ERANGE before a byte is copied; ST_EIO when src cannot be
+ * ST_ECORRUPT and a larger file ST_ERANGE before a byte is copied (both permanent: not the
+ * segment the event describes); ST_EIO when src cannot be
  * opened (retry later). When *stop (may be NULL) becomes true the copy is abandoned with
  * ST_ECLOSED. A failed copy leaves no file behind.
  */

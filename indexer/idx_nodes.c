@@ -34,7 +34,6 @@ struct idx_nodes {
     bool connected;              /* under mu */
     struct st_bus_sub *sub;
     struct st_ratelimit full_rl; /* under mu */
-    uint32_t full_suppressed;
 };
 
 static int64_t now_ms(void)
@@ -78,13 +77,14 @@ void idx_nodes_announce(struct idx_nodes *ns, const char *json, size_t len)
             i = ns->n;
         }
         if (i == ns->n && ns->n >= NODES_MAX) {
-            bool say = st_ratelimit_ok(&ns->full_rl, 1, 60000, &ns->full_suppressed);
+            uint32_t before = 0;
+            bool say = st_ratelimit_ok(&ns->full_rl, 1, 60000, &before);
             pthread_mutex_unlock(&ns->mu);
             if (say)
                 st_log_warn("indexer",
                             "ingest node %s ignored: %d live ingest nodes already announce "
                             "themselves (%u more ignored since the last warning)",
-                            node, NODES_MAX, ns->full_suppressed);
+                            node, NODES_MAX, before);
             json_decref(j);
             return;
         }

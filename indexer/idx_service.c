@@ -692,7 +692,7 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
     struct idx_part *p = NULL;
     struct st_err err = {0};
     enum job_rc out = JOB_DONE;
-    bool had_old = false;
+    bool had_old = false, exhausted = false;
     size_t from_old = 0;          /* members that were live members of the unit before */
     struct idx_part *base = NULL; /* the unit before, to grow, when none of it is dead */
 
@@ -712,7 +712,10 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
             if (bucket_of(c, c->cat->e[k].start) == b0 && compactable(c, &c->cat->e[k], now))
                 nu.mem[nu.nmem++] = c->cat->e[k];
         qsort(nu.mem + first_new, nu.nmem - first_new, sizeof(*nu.mem), member_cmp);
-        nu.id = had_old ? old.id : c->cat->next_unit++;
+        if (had_old)
+            nu.id = old.id;
+        else if (idx_catalog_take_unit_id(c->cat, &nu.id) != ST_OK)
+            nu.nmem = 0, exhausted = true; /* no id left: the parts stay served as they are */
         long bi = had_old && from_old == old.nmem ? find_part_locked(c, NULL, 0, old.id) : -1;
         if (bi >= 0 && c->parts[bi]->nmem == old.nmem) {
             base = c->parts[bi];
@@ -722,6 +725,11 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
     pthread_mutex_unlock(&c->mu);
     if (nu.mem == NULL) {
         out = JOB_RETRY;
+        goto done;
+    }
+    if (exhausted) {
+        st_log_error(LOG_COMP, "coll=%s: no unit id left (%" PRIu64 " used): windows not compacted",
+                     c->cfg->name, IDX_UNIT_ID_MAX);
         goto done;
     }
     if (nu.nmem == 0) { /* a unit with no live member left (the expiry normally drops it) */

@@ -265,7 +265,7 @@ START_TEST(test_copy_path)
     const char *odd[] = {"/dev/zero", fifo, dir};
     for (size_t i = 0; i < 3; i++) {
         err = (struct st_err){0};
-        ck_assert_int_eq(idx_client_copy_path(odd[i], dst, UINT64_MAX, NULL, &err), ST_EINVAL);
+        ck_assert_int_eq(idx_client_copy_path(odd[i], dst, UINT64_MAX, NULL, &err), ST_ECORRUPT);
         ck_assert_msg(strstr(err.msg, "not a regular file") != NULL, "%s", err.msg);
         ck_assert(access(dst, F_OK) != 0);
     }
@@ -2597,6 +2597,16 @@ START_TEST(test_catalog_units)
     idx_catalog_free(c);
     ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
     ck_assert_uint_eq(c->next_unit, UINT64_C(1) << 62);
+    /* no id is handed out at the bound (the next save would not load) */
+    uint64_t uid = 0;
+    ck_assert_int_eq(idx_catalog_take_unit_id(c, &uid), ST_ERANGE);
+    ck_assert_uint_eq(c->next_unit, UINT64_C(1) << 62);
+    c->next_unit = (UINT64_C(1) << 62) - 1;
+    ck_assert_int_eq(idx_catalog_take_unit_id(c, &uid), ST_OK);
+    ck_assert_uint_eq(uid, (UINT64_C(1) << 62) - 1);
+    ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
+    idx_catalog_free(c);
+    ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
     idx_catalog_free(c);
     /* a catalog written before units (no "units", no "next_unit") still loads */
     cu_write(dir, "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": 0, "
@@ -2658,10 +2668,11 @@ START_TEST(test_catalog_load_at_scale)
     for (int g = 0; g < NG; g++)
         fprintf(f, "%s{\"node\": \"x%d\", \"start\": %lld, \"version\": %d}", g ? "," : "", g % 3,
                 (long long)(g / 3) * 60000, g % 5);
-    /* the same keys again, lower versions: the greatest stays */
+    /* the same keys again, lower versions (even g) and higher ones (odd g): the greatest
+     * stays */
     for (int g = 0; g < NG; g += 7)
-        fprintf(f, ",{\"node\": \"x%d\", \"start\": %lld, \"version\": 0}", g % 3,
-                (long long)(g / 3) * 60000);
+        fprintf(f, ",{\"node\": \"x%d\", \"start\": %lld, \"version\": %d}", g % 3,
+                (long long)(g / 3) * 60000, g % 2 ? g % 5 + 3 : 0);
     fprintf(f, "]}");
     fclose(f);
     cu_write(dir, text);
@@ -2688,7 +2699,7 @@ START_TEST(test_catalog_load_at_scale)
         for (int g = 0; g < NG; g++) {
             const struct idx_cat_gone *x = &c->gone[g];
             ck_assert_int_eq(x->start, (int64_t)(g / 3) * 60000);
-            ck_assert_uint_eq(x->version, (uint32_t)(g % 5));
+            ck_assert_uint_eq(x->version, (uint32_t)(g % 5 + (g % 7 == 0 && g % 2 ? 3 : 0)));
         }
         ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
         idx_catalog_free(c);
