@@ -125,10 +125,9 @@ int idx_hnsw_load(const char *path, struct idx_hnsw **out, struct st_err *err)
     /* ef_construction >= m as every build makes it: growing a loaded graph (index compaction)
      * sizes its scratch by it, and 0 once let a repair write past that scratch. */
     if (h->dim == 0 || h->m < 2 || h->m > 128 || h->ef_construction < h->m ||
-        h->ef_construction > (1u << 20) ||
-        h->metric > ST_METRIC_COSINE || h->stride % 64 || h->stride > body ||
-        h->vec_bytes > h->stride || h->vec_bytes % 4 != 0 || h->vec_bytes < (size_t)h->dim * 4 ||
-        h->stride - h->vec_bytes < (1 + h->m0) * 4 ||
+        h->ef_construction > (1u << 20) || h->metric > ST_METRIC_COSINE || h->stride % 64 ||
+        h->stride > body || h->vec_bytes > h->stride || h->vec_bytes % 4 != 0 ||
+        h->vec_bytes < (size_t)h->dim * 4 || h->stride - h->vec_bytes < (1 + h->m0) * 4 ||
         (h->n > 0 && (h->entry >= h->n || h->max_level < 0 || h->max_level > 15)) ||
         __builtin_mul_overflow((uint64_t)h->n, h->stride + 1 + (labeled ? 4 : 0), &l0) ||
         l0 > body) {
