@@ -54,7 +54,6 @@ static bool parse_entry(json_t *o, struct idx_cat_entry *e)
 }
 
 #define UNIT_MEMBERS_MAX 100000
-#define UNIT_ID_MAX      IDX_UNIT_ID_MAX
 
 /*
  * Loading is O(n log n) in what the file holds: entries, tombstones and units are appended
@@ -174,7 +173,7 @@ static int load_units(struct idx_catalog *c, const char *path, json_t *units, st
         struct idx_cat_unit u = {0};
         json_int_t id = json_integer_value(json_object_get(o, "id"));
         const char *ix = json_string_value(json_object_get(o, "index"));
-        if (!json_is_object(o) || id <= 0 || (uint64_t)id >= UNIT_ID_MAX || ix == NULL ||
+        if (!json_is_object(o) || id <= 0 || (uint64_t)id >= IDX_UNIT_ID_MAX || ix == NULL ||
             (strcmp(ix, "hnsw") != 0 && strcmp(ix, "ivfpq") != 0) || !json_is_array(mem) ||
             json_array_size(mem) == 0 || json_array_size(mem) > UNIT_MEMBERS_MAX)
             return st_err_set(err, ST_ECORRUPT, "%s: unit %zu is malformed", path, i);
@@ -302,7 +301,7 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
     }
     c->next_unit = 1;
     json_int_t next = json_integer_value(json_object_get(j, "next_unit"));
-    if (next > 0 && (uint64_t)next <= UNIT_ID_MAX)
+    if (next > 0 && (uint64_t)next <= IDX_UNIT_ID_MAX)
         c->next_unit = (uint64_t)next;
     else if (next != 0) {
         json_decref(j);
@@ -424,7 +423,7 @@ static int unit_dup(const struct idx_cat_unit *u, struct idx_cat_unit *out)
 
 int idx_catalog_take_unit_id(struct idx_catalog *c, uint64_t *id)
 {
-    if (c->next_unit >= UNIT_ID_MAX)
+    if (c->next_unit >= IDX_UNIT_ID_MAX)
         return ST_ERANGE;
     *id = c->next_unit++;
     return ST_OK;

@@ -715,7 +715,7 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
         if (had_old)
             nu.id = old.id;
         else if (idx_catalog_take_unit_id(c->cat, &nu.id) != ST_OK)
-            nu.nmem = 0, exhausted = true; /* no id left: the parts stay served as they are */
+            exhausted = true; /* no id left: the parts stay served as they are */
         long bi = had_old && from_old == old.nmem ? find_part_locked(c, NULL, 0, old.id) : -1;
         if (bi >= 0 && c->parts[bi]->nmem == old.nmem) {
             base = c->parts[bi];
