@@ -429,7 +429,8 @@ int store_mf_edit_add_vlog(struct store_mf_edit *e, const struct store_mf_vlog *
 int store_mf_edit_del_vlog(struct store_mf_edit *e, uint64_t file_number) ST_WUR;
 /* Applies an encoded edit group to st. ST_ECORRUPT on a malformed group. */
 int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len) ST_WUR;
-/* Encodes the whole state as one edit group (manifest compaction). */
+/* Encodes the whole state as one edit group (manifest compaction). ST_EINVAL for a state whose
+ * dim no INFO edit could carry (it would not load again). */
 int store_mf_snapshot(const struct store_mf_state *st, struct store_mf_edit *e) ST_WUR;
 void store_mf_state_free(struct store_mf_state *st);
 

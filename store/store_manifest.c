@@ -31,6 +31,12 @@ char *store_file_path(const char *dir, enum store_file_kind kind, uint64_t numbe
     return r < 0 ? NULL : p;
 }
 
+/* A collection's dim as config allows it (1..65536); an INFO edit outside that is corruption. */
+static bool store_mf_dim_ok(uint32_t dim)
+{
+    return dim >= 1 && dim <= 65536;
+}
+
 static bool parse_digits(const char *s, size_t n, uint64_t *out)
 {
     uint64_t v = 0;
@@ -352,12 +358,12 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
         switch (tag) {
         case STORE_MF_INFO:
             NEED(8);
-            st->dim = st_get_le32(p + i);
             if (st_get_le32(p + i + 4) != STORE_MANIFEST_VERSION)
                 return ST_EUNSUPP;
             /* a collection's dim (1..65536, cfg): 0 once reached a division in inspect */
-            if (st->dim == 0 || st->dim > 65536)
+            if (!store_mf_dim_ok(st_get_le32(p + i)))
                 return ST_ECORRUPT;
+            st->dim = st_get_le32(p + i);
             st->have_info = true;
             i += 8;
             break;
@@ -459,6 +465,8 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
 
 int store_mf_snapshot(const struct store_mf_state *st, struct store_mf_edit *e)
 {
+    if (!store_mf_dim_ok(st->dim))
+        return ST_EINVAL; /* a snapshot that would not load again is never written */
     int rc = store_mf_edit_info(e, st->dim);
     for (size_t i = 0; rc == ST_OK && i < st->nsegs; i++)
         rc = store_mf_edit_add_segment(e, &st->segs[i]);

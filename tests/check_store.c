@@ -813,6 +813,11 @@ START_TEST(test_next_file_never_regresses)
         struct store_mf_state bad = {0};
         ck_assert_int_eq(store_mf_edit_info(&e, dims[i]), ST_OK);
         ck_assert_int_eq(store_mf_apply(&bad, e.buf, e.len), ST_ECORRUPT);
+        ck_assert_uint_eq(bad.dim, 0); /* a refused edit leaves nothing behind */
+        store_mf_edit_free(&e);
+        /* nor is such a state snapshotted (it would not load again: fuzz_manifest) */
+        bad.dim = dims[i];
+        ck_assert_int_eq(store_mf_snapshot(&bad, &e), ST_EINVAL);
         store_mf_edit_free(&e);
         store_mf_state_free(&bad);
     }
