@@ -30,13 +30,98 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /*
+ * The rows of the vector logs that recovery finds named, per log (by position in s->vlogs):
+ * named[k], how many rows of log k must stay (the highest named + 1), and seen[k], a bit per
+ * row once a run or a replayed record names it. A row is written once and named by one record
+ * only: a second naming (bytes with valid checksums that lie) would make every later flush or
+ * seal of the window refuse its run forever, so open refuses it instead, saying where.
+ */
+struct row_claims {
+    size_t n;
+    uint64_t *named;
+    uint8_t **seen;
+    uint64_t *seen_rows; /* bits in seen[k] */
+};
+
+static void claims_free(struct row_claims *c)
+{
+    for (size_t k = 0; c->seen != NULL && k < c->n; k++)
+        free(c->seen[k]);
+    free(c->seen);
+    free(c->named);
+    free(c->seen_rows);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Claims row `row` of log k: false if something named it already (or it is past the map). */
+static bool claims_take(struct row_claims *c, size_t k, uint64_t row)
+{
+    if (row >= c->seen_rows[k])
+        return false;
+    uint8_t bit = (uint8_t)(1u << (row % 8));
+    if (c->seen[k][row / 8] & bit)
+        return false;
+    c->seen[k][row / 8] |= bit;
+    if (row + 1 > c->named[k])
+        c->named[k] = row + 1;
+    return true;
+}
+
+/* The runs' claims: a run maps (and so needs) the rows its footer claims, and names each of
+ * its records' rows once (checked by its open); two runs naming one row is corruption. */
+static int claims_init(struct store *s, struct row_claims *c, struct st_err *err)
+{
+    c->n = s->nvlogs;
+    size_t n = c->n ? c->n : 1;
+    c->named = calloc(n, sizeof(*c->named));
+    c->seen = calloc(n, sizeof(*c->seen));
+    c->seen_rows = calloc(n, sizeof(*c->seen_rows));
+    if (c->named == NULL || c->seen == NULL || c->seen_rows == NULL)
+        return ST_ENOMEM;
+    for (size_t i = 0; i < s->nsegs; i++) {
+        const struct store_segment *g = s->segs[i];
+        uint64_t need = g->max_row > g->nrows ? g->max_row : g->nrows;
+        for (size_t k = 0; g->vfile != 0 && k < c->n; k++)
+            if (s->vlogs[k]->number == g->vfile && need > c->named[k])
+                c->named[k] = need;
+    }
+    /* Bits for every row on disk or claimed by a run's footer (a claim past the file is
+     * reported by store_vlogs_settle); a replayed record naming a row past the file is torn. */
+    for (size_t k = 0; k < c->n; k++) {
+        uint64_t rows = c->named[k] > s->vlogs[k]->nrows ? c->named[k] : s->vlogs[k]->nrows;
+        c->seen_rows[k] = rows;
+        if ((c->seen[k] = calloc(rows / 8 + 1, 1)) == NULL)
+            return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < s->nsegs; i++) {
+        const struct store_segment *g = s->segs[i];
+        size_t k = 0;
+        while (g->vfile != 0 && k < c->n && s->vlogs[k]->number != g->vfile)
+            k++;
+        if (g->vfile == 0 || k == c->n)
+            continue; /* its rows are its own, or in a sealed window's file */
+        for (uint64_t r = 0; r < g->info.count; r++) {
+            uint64_t row = store_segment_row(g, r);
+            if (!claims_take(c, k, row))
+                return st_err_set(err, ST_ECORRUPT,
+                                  "%s: record %llu names row %llu of vector log %llu, which "
+                                  "another run names too",
+                                  g->path, (unsigned long long)r, (unsigned long long)row,
+                                  (unsigned long long)g->vfile);
+        }
+    }
+    return ST_OK;
+}
+
+/*
  * Reads the rows a replayed record names from their vector logs into its vectors, checking
- * each against the checksum the record carries, and raises named[] (rows named per log, by
- * position in s->vlogs). *torn: a row is missing or does not match (the log's bytes never
- * reached the disk: this record and everything after it were never acknowledged).
+ * each against the checksum the record carries, and claims them. *torn: a row is missing or
+ * does not match (the log's bytes never reached the disk: this record and everything after it
+ * were never acknowledged). ST_ECORRUPT: a row that a run or an earlier record names.
  */
 static int read_rows(struct store *s, const struct store_batch *b, const struct store_vref *refs,
-                     uint64_t *named, bool *torn, const char *path, size_t off, struct st_err *err)
+                     struct row_claims *c, bool *torn, const char *path, size_t off,
+                     struct st_err *err)
 {
     size_t vb = (size_t)s->o.dim * sizeof(float);
     *torn = false;
@@ -67,15 +152,18 @@ static int read_rows(struct store *s, const struct store_batch *b, const struct 
     }
     for (uint32_t i = 0; i < b->n; i++) {
         for (size_t k = 0; refs[i].vfile != 0 && k < s->nvlogs; k++)
-            if (s->vlogs[k]->number == refs[i].vfile && refs[i].row + 1ull > named[k])
-                named[k] = refs[i].row + 1ull;
+            if (s->vlogs[k]->number == refs[i].vfile && !claims_take(c, k, refs[i].row))
+                return st_err_set(err, ST_ECORRUPT,
+                                  "%s: WAL record at offset %zu names row %u of vector log "
+                                  "%llu, which a run or an earlier record names too",
+                                  path, off, refs[i].row, (unsigned long long)refs[i].vfile);
     }
     return ST_OK;
 }
 
 /* Replays WAL files >= log_number, oldest first, into the memtable. */
-static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, uint64_t *named,
-                       struct st_err *err)
+static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs,
+                       struct row_claims *claims, struct st_err *err)
 {
     /* The "last" file is the newest one holding any bytes: a roll that failed (or crashed)
      * after creating its new file leaves that file empty, and the older file before it may
@@ -125,7 +213,7 @@ static int recover_wal(struct store *s, const uint64_t *logs, size_t nlogs, uint
             if (b.partition >= 0 && store_marks_get(&s->applied, b.partition, &mark) &&
                 b.offset <= mark) {
                 skipped++;
-            } else if ((rc = read_rows(s, &b, refs, named, &rows_torn, path, off, err)) == ST_OK &&
+            } else if ((rc = read_rows(s, &b, refs, claims, &rows_torn, path, off, err)) == ST_OK &&
                        !rows_torn) {
                 rc = store_apply_locked(s, &b, refs, NULL);
                 batches++;
@@ -305,7 +393,8 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     store_cond_init_mono(&s->vw_cv);
     store_cond_init_mono(&s->vw_done_cv);
     st_hist_init(&s->wal_sync_hist, &st_hist_latency);
-    uint64_t *logs = NULL, *named = NULL;
+    uint64_t *logs = NULL;
+    struct row_claims claims = {0};
     size_t nlogs = 0;
     DIR *d = NULL;
     int rc = ST_ENOMEM;
@@ -446,22 +535,11 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
     /* Vector logs: rows named by runs, then by replayed records; the rest is cut. */
     if ((rc = store_vlogs_open(s, err)) != ST_OK)
         goto fail;
-    named = calloc(s->nvlogs ? s->nvlogs : 1, sizeof(*named));
-    if (named == NULL) {
-        rc = ST_ENOMEM;
+    if ((rc = claims_init(s, &claims, err)) != ST_OK)
         goto fail;
-    }
-    /* A run maps (and so needs) the rows its footer claims, which are the rows it names. */
-    for (size_t i = 0; i < s->nsegs; i++) {
-        const struct store_segment *g = s->segs[i];
-        uint64_t need = g->max_row > g->nrows ? g->max_row : g->nrows;
-        for (size_t k = 0; g->vfile != 0 && k < s->nvlogs; k++)
-            if (s->vlogs[k]->number == g->vfile && need > named[k])
-                named[k] = need;
-    }
-    if ((rc = recover_wal(s, logs, nlogs, named, err)) != ST_OK)
+    if ((rc = recover_wal(s, logs, nlogs, &claims, err)) != ST_OK)
         goto fail;
-    if ((rc = store_vlogs_settle(s, named, err)) != ST_OK)
+    if ((rc = store_vlogs_settle(s, claims.named, err)) != ST_OK)
         goto fail;
     if ((rc = store_marks_copy(&s->durable, &s->applied)) != ST_OK)
         goto fail;
@@ -511,14 +589,14 @@ int store_open(const struct store_opts *o, struct store **out, struct st_err *er
         }
     }
     free(logs);
-    free(named);
+    claims_free(&claims);
     *out = s;
     return ST_OK;
 fail:
     if (d != NULL)
         closedir(d);
     free(logs);
-    free(named);
+    claims_free(&claims);
     stop_threads(s);
     if (err->code == ST_OK)
         st_err_set(err, rc, "%s: %s", o->dir, st_strerror(rc));

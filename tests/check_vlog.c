@@ -22,6 +22,8 @@
 #include "st_test.h"
 #include "store.h"
 #include "store_int.h"
+#include "store_log.h"
+#include "store_fs.h"
 
 #define WIN 1000 /* windows are [k*1000, (k+1)*1000) ms */
 
@@ -1113,6 +1115,208 @@ START_TEST(test_external_huge_nrows)
 }
 END_TEST
 
+/* The newest .log file of dir (its number). */
+static uint64_t newest_wal(const char *dir)
+{
+    DIR *d = opendir(dir);
+    uint64_t num = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        size_t l = strlen(de->d_name);
+        uint64_t n = strtoull(de->d_name, NULL, 10);
+        if (l > 4 && strcmp(de->d_name + l - 4, ".log") == 0 && n > num)
+            num = n;
+    }
+    closedir(d);
+    ck_assert_uint_gt(num, 0);
+    return num;
+}
+
+/* Rewrites WAL file `num`: its record `rec` (a BATCH_REFS record whose first record is an
+ * upsert with a 1-byte id length and no meta) names row `row` of its log with checksum sum.
+ * Every frame is written again, so every checksum is valid: the bytes lie only about layout. */
+static void wal_rename_row(const char *dir, uint64_t num, size_t rec, uint32_t row, uint32_t sum)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%06llu.log", dir, (unsigned long long)num);
+    uint8_t *data;
+    size_t len;
+    ck_assert_int_eq(store_fs_read_all(path, &data, &len, SIZE_MAX), ST_OK);
+    struct store_log_reader r;
+    store_log_reader_init(&r, data, len);
+    uint8_t *pay[64];
+    size_t plen[64], n = 0, off;
+    const uint8_t *p;
+    while (n < 64 && store_log_next(&r, &p, &plen[n], &off) == 1) {
+        pay[n] = malloc(plen[n]);
+        memcpy(pay[n], p, plen[n]);
+        n++;
+    }
+    store_log_reader_destroy(&r);
+    free(data);
+    ck_assert_uint_gt(n, rec);
+    uint8_t *q = pay[rec];
+    ck_assert_uint_eq(q[0], 2); /* BATCH_REFS */
+    size_t o = 17;
+    ck_assert_uint_eq(q[o++], STORE_OP_UPSERT);
+    ck_assert_uint_lt(q[o], 128);
+    o += 1 + q[o] + 24;           /* id, ts, window */
+    ck_assert_uint_eq(q[o++], 0); /* no meta */
+    ck_assert_uint_eq(q[o++], 1); /* the vector is a row of a log */
+    st_put_le32(q + o + 8, row);
+    st_put_le32(q + o + 12, sum);
+    ck_assert_int_eq(unlink(path), 0);
+    struct store_file *f;
+    ck_assert_int_eq(store_fs_open_append(NULL, path, &f, "t.open"), ST_OK);
+    struct store_log_writer w;
+    ck_assert_int_eq(store_log_writer_init(&w, f, "t.write"), ST_OK);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(store_log_append(&w, pay[i], plen[i]), ST_OK);
+        free(pay[i]);
+    }
+    store_log_writer_destroy(&w);
+    store_fs_close(f);
+}
+
+/* The checksum of row `row` of log vnum as a WAL record carries it. */
+static uint32_t row_sum(const char *dir, uint64_t vnum, uint32_t dim, uint32_t row)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/%06llu.seg", dir, (unsigned long long)vnum);
+    float v[64];
+    ck_assert_uint_le(dim, 64);
+    int fd = open(p, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pread(fd, v, dim * 4, (off_t)(STORE_SEG_HEADER + (uint64_t)row * dim * 4)),
+                     (ssize_t)(dim * 4));
+    close(fd);
+    return st_checksum32(v, dim * 4);
+}
+
+/* A child writes batches 0..batches-1 (flushing after batch 0 when asked) and dies unclosed. */
+static void crash_after_flush(const char *dir, int batches, bool flush_first)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct store *s = vt_open(dir, 8, 1u << 20);
+        for (int b = 0; b < batches; b++) {
+            if (put_batch(s, 8, b, b * 10, 10, 100 + b, b * 10, STORE_OP_UPSERT) != ST_OK)
+                _exit(2);
+            if (b == 0 && flush_first && store_flush(s) != ST_OK)
+                _exit(3);
+        }
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Appends one edit group to the manifest CURRENT names (the store closed). */
+static void mf_append(const char *dir, const struct store_mf_edit *e)
+{
+    char p[600], name[128] = {0};
+    snprintf(p, sizeof(p), "%s/CURRENT", dir);
+    FILE *cf = fopen(p, "r");
+    ck_assert_ptr_nonnull(cf);
+    ck_assert_ptr_nonnull(fgets(name, sizeof(name), cf));
+    fclose(cf);
+    name[strcspn(name, "\n")] = 0;
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    struct store_file *f;
+    ck_assert_int_eq(store_fs_open_append(NULL, p, &f, "t.open"), ST_OK);
+    struct store_log_writer w;
+    ck_assert_int_eq(store_log_writer_init(&w, f, "t.write"), ST_OK);
+    ck_assert_int_eq(store_log_append(&w, e->buf, e->len), ST_OK);
+    store_log_writer_destroy(&w);
+    store_fs_close(f);
+}
+
+/*
+ * A vector-log row is written once and named by one record. Bytes with valid checksums that
+ * name one row twice — two WAL records, a WAL record and a run, two runs — once opened, made
+ * every later flush or seal of the window refuse its run ("names row R, already another's")
+ * and retry forever while writes stalled behind it. Open refuses them, saying where; the same
+ * store without the lie opens and seals.
+ */
+START_TEST(test_row_named_twice_refused)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        char *dir = st_test_tmpdir("vlog");
+        if (variant == 0) {
+            crash_after_flush(dir, 2, false); /* rows 0..19, both batches in one WAL file */
+            uint64_t vnum = only_vlog(dir);
+            /* batch 1's id-10 names row 0 (id-0's) with row 0's true checksum */
+            wal_rename_row(dir, newest_wal(dir), 1, 0, row_sum(dir, vnum, 8, 0));
+        } else if (variant == 1) {
+            crash_after_flush(dir, 2, true); /* a run names rows 0..9; batch 1 in a new WAL */
+            struct st_err err = {0};
+            struct store_mf_state mf = {0};
+            uint64_t mfn;
+            ck_assert_int_eq(store_mf_load(dir, &mf, &mfn, &err), ST_OK);
+            ck_assert_uint_eq(mf.nvlogs, 1);
+            uint64_t vnum = mf.vlogs[0].file_number;
+            store_mf_state_free(&mf);
+            wal_rename_row(dir, newest_wal(dir), 0, 3, row_sum(dir, vnum, 8, 3));
+        } else {
+            crash_after_flush(dir, 1, true); /* a run names rows 0..9 */
+            struct st_err err = {0};
+            struct store_mf_state mf = {0};
+            uint64_t mfn;
+            ck_assert_int_eq(store_mf_load(dir, &mf, &mfn, &err), ST_OK);
+            ck_assert_uint_eq(mf.nvlogs, 1);
+            uint64_t vnum = mf.vlogs[0].file_number, num = mf.next_file;
+            store_mf_state_free(&mf);
+            /* a second run, listed by the manifest, whose "x" names row 3 too */
+            char rpath[600];
+            snprintf(rpath, sizeof(rpath), "%s/%06llu.seg", dir, (unsigned long long)num);
+            struct store_seg_in in = {.id = (const uint8_t *)"x", .id_len = 1, .ts = 150, .row = 3};
+            struct store_seg_meta meta = {0, WIN, STORE_SEG_RUN, 0, true, vnum, 10};
+            uint64_t bytes;
+            ck_assert_int_eq(store_segment_write(NULL, rpath, 8, &meta, &in, 1, &bytes, &err),
+                             ST_OK);
+            struct store_mf_edit e = {0};
+            struct store_mf_seg g = {.file_number = num,
+                                     .meta = meta,
+                                     .count = 1,
+                                     .bytes = bytes,
+                                     .min_ts = 150,
+                                     .max_ts = 150};
+            ck_assert_int_eq(store_mf_edit_add_segment(&e, &g), ST_OK);
+            ck_assert_int_eq(store_mf_edit_next_file(&e, num + 1), ST_OK);
+            mf_append(dir, &e);
+            store_mf_edit_free(&e);
+        }
+        struct st_err err = {0};
+        int rc;
+        struct store *s = vt_open_opts(dir, 8, 1u << 20, false, &err, &rc);
+        ck_assert_msg(rc == ST_ECORRUPT, "variant %d: open gave %d (%s)", variant, rc, err.msg);
+        ck_assert_ptr_null(s);
+        const char *want[] = {"names row 0 of vector log", "names row 3 of vector log",
+                              "another run names too"};
+        ck_assert_msg(strstr(err.msg, want[variant]) != NULL, "variant %d: %s", variant, err.msg);
+        /* point-in-time recovery does not paper over it either: it is not a torn tail */
+        st_err_clear(&err);
+        s = vt_open_opts(dir, 8, 1u << 20, true, &err, &rc);
+        ck_assert_int_eq(rc, ST_ECORRUPT);
+        ck_assert_ptr_null(s);
+        st_test_rmrf(dir);
+        free(dir);
+        /* the same history without the lie opens, and its window seals */
+        dir = st_test_tmpdir("vlog");
+        crash_after_flush(dir, variant == 2 ? 1 : 2, variant != 0);
+        s = vt_open(dir, 8, 1u << 20);
+        struct store_segment_info out;
+        ck_assert_int_eq(seal(s, 0, 1, &out), ST_OK);
+        for (int k = 0; k < (variant == 2 ? 10 : 20); k++)
+            ck_assert_int_eq(val_of(s, 8, k), k);
+        ck_assert_int_eq(store_close(s), ST_OK);
+        st_test_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
 /* every record of window 0 is superseded (same ids, newer ts, window 1) inside one
  * memtable: window 0 gets no run, so twcs's seal_window takes the nin == 0 path and removes the
  * window without a store_merge; nothing ever takes window 0's log out. */
@@ -1664,6 +1868,7 @@ int main(void)
     tcase_add_test(tc, test_seal_takes_every_row);
     tcase_add_test(tc, test_drop_open_window);
     tcase_add_test(tc, test_external_rows_untrusted);
+    tcase_add_test(tc, test_row_named_twice_refused);
     tcase_add_loop_test(tc, test_write_crash_matrix, 0, 2);
     tcase_add_loop_test(tc, test_power_cut_matrix, 0, 2);
     tcase_add_test(tc, test_writer_thread_held);
