@@ -545,15 +545,8 @@ START_TEST(test_corruption_reported)
 
     /* Manifest: damage before its end refuses to start. */
     copy_dir(dir, work);
-    char cur[600], mname[64] = {0};
-    snprintf(cur, sizeof(cur), "%s/CURRENT", work);
-    FILE *f = fopen(cur, "r");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_ptr_nonnull(fgets(mname, sizeof(mname), f));
-    fclose(f);
-    mname[strcspn(mname, "\n")] = '\0';
-    char mpath[700];
-    snprintf(mpath, sizeof(mpath), "%s/%s", work, mname);
+    char *mpath = st_test_manifest_path(work);
+    const char *mname = strrchr(mpath, '/') + 1;
     flip_byte(mpath, 12, 0x04);
     /* Append a valid-looking second group so the damage is not at the tail. */
     st_err_clear(&err);
@@ -561,6 +554,7 @@ START_TEST(test_corruption_reported)
     ck_assert_int_ne(rc, ST_OK);
     ck_assert_msg(strstr(err.msg, mname) != NULL && strstr(err.msg, "offset") != NULL, "%s",
                   err.msg);
+    free(mpath);
 
     st_test_rmrf(work);
     st_test_rmrf(dir);

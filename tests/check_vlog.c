@@ -231,7 +231,7 @@ END_TEST
 
 /* The process dies (no close, no fsync) after writing batches 0..9 of window 0: what the page
  * cache holds survives a process crash, so everything is there. */
-static void crash_after_batches(const char *dir, int batches, bool roll)
+static void crash_after_batches(const char *dir, int batches, bool roll, bool flush_first)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -240,6 +240,8 @@ static void crash_after_batches(const char *dir, int batches, bool roll)
         for (int b = 0; b < batches; b++) {
             if (put_batch(s, 8, b, b * 10, 10, 100 + b, b * 10, STORE_OP_UPSERT) != ST_OK)
                 _exit(2);
+            if (flush_first && b == 0 && store_flush(s) != ST_OK)
+                _exit(4); /* batch 0 in a run, the rest in a newer WAL file */
             if (roll && b == batches / 2) {
                 /* a WAL roll: the first file stops being the last one (no flush: no_background
                  * keeps the frozen memtable, and its WAL file, until store_flush) */
@@ -296,7 +298,7 @@ START_TEST(test_rows_missing_end_replay)
     const uint32_t rb = 8 * 4;
     for (int variant = 0; variant < 3; variant++) {
         char *dir = st_test_tmpdir("vlog");
-        crash_after_batches(dir, 10, false);
+        crash_after_batches(dir, 10, false, false);
         uint64_t vnum = only_vlog(dir);
         char p[600];
         snprintf(p, sizeof(p), "%s/%06llu.seg", dir, (unsigned long long)vnum);
@@ -343,7 +345,8 @@ END_TEST
 START_TEST(test_rows_missing_before_last_wal)
 {
     char *dir = st_test_tmpdir("vlog");
-    crash_after_batches(dir, 10, true); /* roll after batch 5: batches 0..5 in the first file */
+    crash_after_batches(dir, 10, true,
+                        false); /* roll after batch 5: batches 0..5 in the first file */
     uint64_t vnum = only_vlog(dir);
     char p[600];
     snprintf(p, sizeof(p), "%s/%06llu.seg", dir, (unsigned long long)vnum);
@@ -1192,37 +1195,10 @@ static uint32_t row_sum(const char *dir, uint64_t vnum, uint32_t dim, uint32_t r
     return st_checksum32(v, dim * 4);
 }
 
-/* A child writes batches 0..batches-1 (flushing after batch 0 when asked) and dies unclosed. */
-static void crash_after_flush(const char *dir, int batches, bool flush_first)
-{
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        struct store *s = vt_open(dir, 8, 1u << 20);
-        for (int b = 0; b < batches; b++) {
-            if (put_batch(s, 8, b, b * 10, 10, 100 + b, b * 10, STORE_OP_UPSERT) != ST_OK)
-                _exit(2);
-            if (b == 0 && flush_first && store_flush(s) != ST_OK)
-                _exit(3);
-        }
-        _exit(0);
-    }
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-}
-
 /* Appends one edit group to the manifest CURRENT names (the store closed). */
 static void mf_append(const char *dir, const struct store_mf_edit *e)
 {
-    char p[600], name[128] = {0};
-    snprintf(p, sizeof(p), "%s/CURRENT", dir);
-    FILE *cf = fopen(p, "r");
-    ck_assert_ptr_nonnull(cf);
-    ck_assert_ptr_nonnull(fgets(name, sizeof(name), cf));
-    fclose(cf);
-    name[strcspn(name, "\n")] = 0;
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    char *p = st_test_manifest_path(dir);
     struct store_file *f;
     ck_assert_int_eq(store_fs_open_append(NULL, p, &f, "t.open"), ST_OK);
     struct store_log_writer w;
@@ -1230,6 +1206,7 @@ static void mf_append(const char *dir, const struct store_mf_edit *e)
     ck_assert_int_eq(store_log_append(&w, e->buf, e->len), ST_OK);
     store_log_writer_destroy(&w);
     store_fs_close(f);
+    free(p);
 }
 
 /*
@@ -1244,12 +1221,14 @@ START_TEST(test_row_named_twice_refused)
     for (int variant = 0; variant < 3; variant++) {
         char *dir = st_test_tmpdir("vlog");
         if (variant == 0) {
-            crash_after_flush(dir, 2, false); /* rows 0..19, both batches in one WAL file */
+            crash_after_batches(dir, 2, false,
+                                false); /* rows 0..19, both batches in one WAL file */
             uint64_t vnum = only_vlog(dir);
             /* batch 1's id-10 names row 0 (id-0's) with row 0's true checksum */
             wal_rename_row(dir, newest_wal(dir), 1, 0, row_sum(dir, vnum, 8, 0));
         } else if (variant == 1) {
-            crash_after_flush(dir, 2, true); /* a run names rows 0..9; batch 1 in a new WAL */
+            crash_after_batches(dir, 2, false,
+                                true); /* a run names rows 0..9; batch 1 in a new WAL */
             struct st_err err = {0};
             struct store_mf_state mf = {0};
             uint64_t mfn;
@@ -1259,7 +1238,7 @@ START_TEST(test_row_named_twice_refused)
             store_mf_state_free(&mf);
             wal_rename_row(dir, newest_wal(dir), 0, 3, row_sum(dir, vnum, 8, 3));
         } else {
-            crash_after_flush(dir, 1, true); /* a run names rows 0..9 */
+            crash_after_batches(dir, 1, false, true); /* a run names rows 0..9 */
             struct st_err err = {0};
             struct store_mf_state mf = {0};
             uint64_t mfn;
@@ -1304,7 +1283,7 @@ START_TEST(test_row_named_twice_refused)
         free(dir);
         /* the same history without the lie opens, and its window seals */
         dir = st_test_tmpdir("vlog");
-        crash_after_flush(dir, variant == 2 ? 1 : 2, variant != 0);
+        crash_after_batches(dir, variant == 2 ? 1 : 2, false, variant != 0);
         s = vt_open(dir, 8, 1u << 20);
         struct store_segment_info out;
         ck_assert_int_eq(seal(s, 0, 1, &out), ST_OK);

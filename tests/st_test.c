@@ -91,6 +91,20 @@ char *st_test_tmpdir(const char *tag)
     return tmpdir_in(base ? base : "/tmp", tag);
 }
 
+char *st_test_manifest_path(const char *dir)
+{
+    char cur[4200], name[128] = {0};
+    snprintf(cur, sizeof(cur), "%s/CURRENT", dir);
+    FILE *f = fopen(cur, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(name, sizeof(name), f));
+    fclose(f);
+    name[strcspn(name, "\n")] = '\0';
+    char *out = NULL;
+    ck_assert_int_ge(asprintf(&out, "%s/%s", dir, name), 0);
+    return out;
+}
+
 static bool on_memory_fs(const char *path)
 {
     struct statfs sfs;

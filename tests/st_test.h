@@ -38,6 +38,8 @@ char *st_test_tmpdir(const char *tag);
  * build tree) — for tests of what only a disk does (O_DIRECT, the page cache). */
 char *st_test_disk_tmpdir(const char *tag);
 void st_test_rmrf(const char *path);
+/* The path of the manifest a store directory's CURRENT names (malloc'd). */
+char *st_test_manifest_path(const char *dir);
 
 /* A name unique to this process and call, e.g. for topics and streams: "<prefix>-<pid>-<n>". */
 const char *st_test_unique(const char *prefix);
