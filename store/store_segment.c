@@ -867,12 +867,22 @@ static int check_tables(struct store_segment *g, uint64_t recs_off, uint64_t met
 {
     const char *path = g->path;
     uint64_t count = g->info.count, at = 0;
+    uint32_t prev_len = 0;
     for (uint64_t i = 0; i < count; i++) {
         const uint8_t *r = g->recs + i * STORE_SEG_REC_SIZE;
         uint32_t l = st_get_le16(r + 32);
         if (st_get_le64(r + 24) != at || l == 0 || l > STORE_ID_MAX || l > g->ids_len - at ||
             r[34] > STORE_OP_DELETE || st_get_le32(r + 36) > STORE_META_MAX)
             return corrupt(err, path, recs_off + i * STORE_SEG_REC_SIZE, "bad record entry");
+        /* Lookups search the ids and merges stream them: strictly increasing, or a get misses
+         * and every merge of the window refuses the file. Time pruning trusts min/max ts. */
+        if (i > 0 && store_id_cmp(g->ids + at - prev_len, prev_len, g->ids + at, l) >= 0)
+            return corrupt(err, path, recs_off + i * STORE_SEG_REC_SIZE, "record ids out of order");
+        int64_t ts = (int64_t)st_get_le64(r);
+        if (ts < g->info.min_ts || ts > g->info.max_ts)
+            return corrupt(err, path, recs_off + i * STORE_SEG_REC_SIZE,
+                           "record ts outside the footer's min/max");
+        prev_len = l;
         at += l;
     }
     if (g->rows != NULL) {

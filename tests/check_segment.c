@@ -260,6 +260,9 @@ START_TEST(test_segment_records_lie)
         {11, 36, 4, UINT32_MAX, "meta_len huge"},
         {12, 36, 4, 1, "meta_len disagrees with the block's raw length"},
         {NREC - 1, 36, 4, 0, "last meta missing from the raw length"},
+        /* min_ts = 1000, max_ts = 1000 + NREC - 1: pruning by time trusts them */
+        {5, 0, 8, 999, "ts below the footer's min_ts"},
+        {5, 0, 8, 1000 + NREC, "ts above the footer's max_ts"},
     };
     for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
         memcpy(b, orig, len);
@@ -274,6 +277,16 @@ START_TEST(test_segment_records_lie)
             *r = (uint8_t)lies[i].val;
         expect_corrupt(b, len, lies[i].what);
     }
+    /* Ids that are not strictly increasing (lookups bisect them, merges stream them): two
+     * neighbours swapped ("id-00004" before "id-00003"), then one id equal to the next. */
+    uint64_t ids = foot64(orig, len, 72);
+    memcpy(b, orig, len);
+    memcpy(b + ids + 3 * 8, "id-00004", 8);
+    memcpy(b + ids + 4 * 8, "id-00003", 8);
+    expect_corrupt(b, len, "ids out of order");
+    memcpy(b, orig, len);
+    memcpy(b + ids + 3 * 8, "id-00004", 8);
+    expect_corrupt(b, len, "an id twice");
     free(b);
     free(orig);
 }
