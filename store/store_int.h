@@ -449,6 +449,9 @@ int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_ba
 
 /* ---- file names ---- */
 enum store_file_kind { STORE_FILE_LOG, STORE_FILE_SEG, STORE_FILE_MANIFEST, STORE_FILE_OTHER };
+/* The largest file number a manifest may name: names have at most 19 digits (parse_digits), so
+ * numbers handed out after it (next_file++) still name files that open recognises. */
+#define STORE_FILE_NUMBER_MAX 1000000000000000000ull
 /* "dir/000012.log" etc. Caller frees. */
 char *store_file_path(const char *dir, enum store_file_kind kind, uint64_t number);
 /* Parses a directory entry name. */

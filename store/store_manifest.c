@@ -380,7 +380,8 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
             g.min_ts = (int64_t)st_get_le64(p + i + 48);
             g.max_ts = (int64_t)st_get_le64(p + i + 56);
             i += 64;
-            rc = st_add_seg(st, &g);
+            rc = g.file_number != 0 && g.file_number <= STORE_FILE_NUMBER_MAX ? st_add_seg(st, &g)
+                                                                              : ST_ECORRUPT;
             break;
         }
         case STORE_MF_DEL_SEGMENT:
@@ -390,13 +391,17 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
             break;
         case STORE_MF_LOG_NUMBER:
             NEED(8);
+            if (st_get_le64(p + i) > STORE_FILE_NUMBER_MAX)
+                return ST_ECORRUPT;
             st->log_number = st_get_le64(p + i);
             i += 8;
             break;
         case STORE_MF_NEXT_FILE:
             NEED(8);
             /* Monotonic: an edit built before a later allocation must not hand out a file
-             * number twice. */
+             * number twice. Bounded: numbers past the bound name files open would not see. */
+            if (st_get_le64(p + i) > STORE_FILE_NUMBER_MAX)
+                return ST_ECORRUPT;
             if (st_get_le64(p + i) > st->next_file)
                 st->next_file = st_get_le64(p + i);
             i += 8;
@@ -444,8 +449,10 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
             struct store_mf_vlog v = {st_get_le64(p + i), (int64_t)st_get_le64(p + i + 8),
                                       (int64_t)st_get_le64(p + i + 16)};
             i += 24;
-            rc = v.window_end > v.window_start && v.file_number != 0 ? st_add_vlog(st, &v)
-                                                                     : ST_ECORRUPT;
+            rc = v.window_end > v.window_start && v.file_number != 0 &&
+                         v.file_number <= STORE_FILE_NUMBER_MAX
+                     ? st_add_vlog(st, &v)
+                     : ST_ECORRUPT;
             break;
         }
         case STORE_MF_DEL_VLOG:

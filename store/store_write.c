@@ -663,8 +663,8 @@ int store_wal_decode(uint32_t dim, const uint8_t *p, size_t len, struct store_ba
         r[i].ts = (int64_t)st_get_le64(p + o);
         r[i].window = (int64_t)st_get_le64(p + o + 8);
         r[i].window_end = (int64_t)st_get_le64(p + o + 16);
-        if (r[i].window_end <= r[i].window)
-            goto bad;
+        if (r[i].window_end <= r[i].window || r[i].ts < r[i].window || r[i].ts >= r[i].window_end)
+            goto bad; /* as store_batch_validate: a record lies inside the window it names */
         o += 24;
         if ((c = st_get_varint(p + o, len - o, &ml)) == 0)
             goto bad;

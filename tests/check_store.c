@@ -776,6 +776,18 @@ START_TEST(test_wal_decode_count_bound)
     free(recs);
     free(vecs);
     free(refs);
+    /* a record lies inside the window it names, as a write checks (time pruning trusts it) */
+    static const int64_t ts_lies[] = {-1, 6000, 6001};
+    for (size_t i = 0; i < 3; i++) {
+        st_put_le64(p + STORE_WAL_BATCH_HEADER + 3, (uint64_t)ts_lies[i]);
+        ck_assert_int_eq(store_wal_decode(65536, p, sizeof(p), &b, &recs, &vecs, &refs),
+                         ST_ECORRUPT);
+    }
+    st_put_le64(p + STORE_WAL_BATCH_HEADER + 3, 5999);
+    ck_assert_int_eq(store_wal_decode(65536, p, sizeof(p), &b, &recs, &vecs, &refs), ST_OK);
+    free(recs);
+    free(vecs);
+    free(refs);
     static const uint32_t lies[] = {K + 1, sizeof(p), UINT32_MAX};
     for (size_t i = 0; i < 3; i++) {
         st_put_le32(p + 13, lies[i]);
@@ -812,6 +824,31 @@ START_TEST(test_next_file_never_regresses)
         /* nor is such a state snapshotted (it would not load again: fuzz_manifest) */
         bad.dim = dims[i];
         ck_assert_int_eq(store_mf_snapshot(&bad, &e), ST_EINVAL);
+        store_mf_edit_free(&e);
+        store_mf_state_free(&bad);
+    }
+    /* File numbers past STORE_FILE_NUMBER_MAX would name files (20 digits) that open does not
+     * recognise: their WALs never replayed, next_file never raised past them. */
+    const uint64_t big = STORE_FILE_NUMBER_MAX + 1;
+    for (int kind = 0; kind < 4; kind++) {
+        struct store_mf_state bad = {.dim = 4, .have_info = true};
+        struct store_mf_seg sg = {.file_number = big, .meta = {0, 1000, STORE_SEG_RUN}};
+        struct store_mf_vlog vl = {big, 0, 1000};
+        int erc = kind == 0   ? store_mf_edit_next_file(&e, big)
+                  : kind == 1 ? store_mf_edit_log_number(&e, big)
+                  : kind == 2 ? store_mf_edit_add_segment(&e, &sg)
+                              : store_mf_edit_add_vlog(&e, &vl);
+        ck_assert_int_eq(erc, ST_OK);
+        ck_assert_int_eq(store_mf_apply(&bad, e.buf, e.len), ST_ECORRUPT);
+        store_mf_edit_free(&e);
+        /* the bound itself is a file number like any other */
+        sg.file_number = vl.file_number = STORE_FILE_NUMBER_MAX;
+        erc = kind == 0   ? store_mf_edit_next_file(&e, STORE_FILE_NUMBER_MAX)
+              : kind == 1 ? store_mf_edit_log_number(&e, STORE_FILE_NUMBER_MAX)
+              : kind == 2 ? store_mf_edit_add_segment(&e, &sg)
+                          : store_mf_edit_add_vlog(&e, &vl);
+        ck_assert_int_eq(erc, ST_OK);
+        ck_assert_int_eq(store_mf_apply(&bad, e.buf, e.len), ST_OK);
         store_mf_edit_free(&e);
         store_mf_state_free(&bad);
     }
