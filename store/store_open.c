@@ -32,15 +32,17 @@ static int cmp_u64(const void *a, const void *b)
 /*
  * The rows of the vector logs that recovery finds named, per log (by position in s->vlogs):
  * named[k], how many rows of log k must stay (the highest named + 1), and seen[k], a bit per
- * row once a run or a replayed record names it. A row is written once and named by one record
- * only: a second naming (bytes with valid checksums that lie) would make every later flush or
- * seal of the window refuse its run forever, so open refuses it instead, saying where.
+ * row once a run or a replayed record names it — grown as rows are named, so its size follows
+ * what is named (rows are 32-bit), never a log's file size. A row is written once and named by
+ * one record only: a second naming (bytes with valid checksums that lie) would make every later
+ * seal of the window (and, for two records, every flush) refuse its run forever, so open
+ * refuses it instead, saying where.
  */
 struct row_claims {
     size_t n;
     uint64_t *named;
     uint8_t **seen;
-    uint64_t *seen_rows; /* bits in seen[k] */
+    size_t *seen_len; /* bytes of seen[k] */
 };
 
 static void claims_free(struct row_claims *c)
@@ -49,22 +51,32 @@ static void claims_free(struct row_claims *c)
         free(c->seen[k]);
     free(c->seen);
     free(c->named);
-    free(c->seen_rows);
+    free(c->seen_len);
     memset(c, 0, sizeof(*c));
 }
 
-/* Claims row `row` of log k: false if something named it already (or it is past the map). */
-static bool claims_take(struct row_claims *c, size_t k, uint64_t row)
+/* Claims row `row` (< 2^32) of log k: 1, or 0 if something named it already, or -1 (ENOMEM). */
+static int claims_take(struct row_claims *c, size_t k, uint32_t row)
 {
-    if (row >= c->seen_rows[k])
-        return false;
+    size_t byte = row / 8;
+    if (byte >= c->seen_len[k]) {
+        size_t want = c->seen_len[k] ? c->seen_len[k] : 4096;
+        while (want <= byte)
+            want *= 2;
+        uint8_t *nb = realloc(c->seen[k], want);
+        if (nb == NULL)
+            return -1;
+        memset(nb + c->seen_len[k], 0, want - c->seen_len[k]);
+        c->seen[k] = nb;
+        c->seen_len[k] = want;
+    }
     uint8_t bit = (uint8_t)(1u << (row % 8));
-    if (c->seen[k][row / 8] & bit)
-        return false;
-    c->seen[k][row / 8] |= bit;
-    if (row + 1 > c->named[k])
-        c->named[k] = row + 1;
-    return true;
+    if (c->seen[k][byte] & bit)
+        return 0;
+    c->seen[k][byte] |= bit;
+    if (row + 1ull > c->named[k])
+        c->named[k] = row + 1ull;
+    return 1;
 }
 
 /* The runs' claims: a run maps (and so needs) the rows its footer claims, and names each of
@@ -75,34 +87,34 @@ static int claims_init(struct store *s, struct row_claims *c, struct st_err *err
     size_t n = c->n ? c->n : 1;
     c->named = calloc(n, sizeof(*c->named));
     c->seen = calloc(n, sizeof(*c->seen));
-    c->seen_rows = calloc(n, sizeof(*c->seen_rows));
-    if (c->named == NULL || c->seen == NULL || c->seen_rows == NULL)
+    c->seen_len = calloc(n, sizeof(*c->seen_len));
+    if (c->named == NULL || c->seen == NULL || c->seen_len == NULL)
         return ST_ENOMEM;
     for (size_t i = 0; i < s->nsegs; i++) {
         const struct store_segment *g = s->segs[i];
-        uint64_t need = g->max_row > g->nrows ? g->max_row : g->nrows;
-        for (size_t k = 0; g->vfile != 0 && k < c->n; k++)
-            if (s->vlogs[k]->number == g->vfile && need > c->named[k])
-                c->named[k] = need;
-    }
-    /* Bits for every row on disk or claimed by a run's footer (a claim past the file is
-     * reported by store_vlogs_settle); a replayed record naming a row past the file is torn. */
-    for (size_t k = 0; k < c->n; k++) {
-        uint64_t rows = c->named[k] > s->vlogs[k]->nrows ? c->named[k] : s->vlogs[k]->nrows;
-        c->seen_rows[k] = rows;
-        if ((c->seen[k] = calloc(rows / 8 + 1, 1)) == NULL)
-            return ST_ENOMEM;
-    }
-    for (size_t i = 0; i < s->nsegs; i++) {
-        const struct store_segment *g = s->segs[i];
+        if (g->vfile == 0)
+            continue; /* its rows are its own */
         size_t k = 0;
-        while (g->vfile != 0 && k < c->n && s->vlogs[k]->number != g->vfile)
+        while (k < c->n && s->vlogs[k]->number != g->vfile)
             k++;
-        if (g->vfile == 0 || k == c->n)
-            continue; /* its rows are its own, or in a sealed window's file */
+        /* A run names rows of its own window's log, which a seal or a drop takes out in the
+         * edit that takes out the run: anything else would make the window's seal fail for
+         * good, or a drop delete rows another window's run still names. */
+        if (k == c->n || s->vlogs[k]->window != g->info.window_start)
+            return st_err_set(err, ST_ECORRUPT,
+                              "%s: names rows of file %llu, which is not the vector log of its "
+                              "window %lld",
+                              g->path, (unsigned long long)g->vfile,
+                              (long long)g->info.window_start);
+        uint64_t need = g->max_row > g->nrows ? g->max_row : g->nrows;
+        if (need > c->named[k])
+            c->named[k] = need;
         for (uint64_t r = 0; r < g->info.count; r++) {
-            uint64_t row = store_segment_row(g, r);
-            if (!claims_take(c, k, row))
+            uint64_t row = store_segment_row(g, r); /* a u32 row table entry */
+            int t = claims_take(c, k, (uint32_t)row);
+            if (t < 0)
+                return st_err_set(err, ST_ENOMEM, "%s: no memory for the rows it names", g->path);
+            if (t == 0)
                 return st_err_set(err, ST_ECORRUPT,
                                   "%s: record %llu names row %llu of vector log %llu, which "
                                   "another run names too",
@@ -137,6 +149,12 @@ static int read_rows(struct store *s, const struct store_batch *b, const struct 
                               "manifest does not list",
                               path, off, (unsigned long long)refs[i].vfile);
         struct store_vlog *v = s->vlogs[k];
+        if (v->window != b->recs[i].window)
+            return st_err_set(err, ST_ECORRUPT,
+                              "%s: WAL record at offset %zu names vector log %llu of window "
+                              "%lld for a record of window %lld",
+                              path, off, (unsigned long long)refs[i].vfile, (long long)v->window,
+                              (long long)b->recs[i].window);
         float *dst = (float *)(uintptr_t)b->recs[i].vec;
         if (refs[i].row >= v->nrows ||
             pread(v->f->fd, dst, vb, (off_t)(STORE_SEG_HEADER + (uint64_t)refs[i].row * vb)) !=
@@ -152,11 +170,16 @@ static int read_rows(struct store *s, const struct store_batch *b, const struct 
     }
     for (uint32_t i = 0; i < b->n; i++) {
         for (size_t k = 0; refs[i].vfile != 0 && k < s->nvlogs; k++)
-            if (s->vlogs[k]->number == refs[i].vfile && !claims_take(c, k, refs[i].row))
-                return st_err_set(err, ST_ECORRUPT,
-                                  "%s: WAL record at offset %zu names row %u of vector log "
-                                  "%llu, which a run or an earlier record names too",
-                                  path, off, refs[i].row, (unsigned long long)refs[i].vfile);
+            if (s->vlogs[k]->number == refs[i].vfile) {
+                int t = claims_take(c, k, refs[i].row);
+                if (t < 0)
+                    return st_err_set(err, ST_ENOMEM, "%s: no memory for the rows it names", path);
+                if (t == 0)
+                    return st_err_set(err, ST_ECORRUPT,
+                                      "%s: WAL record at offset %zu names row %u of vector log "
+                                      "%llu, which a run or an earlier record names too",
+                                      path, off, refs[i].row, (unsigned long long)refs[i].vfile);
+            }
     }
     return ST_OK;
 }

@@ -1279,6 +1279,11 @@ START_TEST(test_row_named_twice_refused)
         s = vt_open_opts(dir, 8, 1u << 20, true, &err, &rc);
         ck_assert_int_eq(rc, ST_ECORRUPT);
         ck_assert_ptr_null(s);
+        /* and `strata inspect` says so (exit 1), though every file's checksums are valid */
+        char text[8192];
+        ck_assert_int_eq(st_test_cli(text, sizeof(text), "inspect '%s'", dir), 1);
+        ck_assert_msg(strstr(text, "CORRUPT") != NULL && strstr(text, want[variant]) != NULL, "%s",
+                      text);
         st_test_rmrf(dir);
         free(dir);
         /* the same history without the lie opens, and its window seals */
@@ -1290,6 +1295,120 @@ START_TEST(test_row_named_twice_refused)
         for (int k = 0; k < (variant == 2 ? 10 : 20); k++)
             ck_assert_int_eq(val_of(s, 8, k), k);
         ck_assert_int_eq(store_close(s), ST_OK);
+        st_test_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
+/* Rewrites WAL file `num`'s record `rec` (as wal_rename_row) so that its first record moves
+ * to window [win, win + WIN) with ts win + 50, still naming the same row of the same log. */
+static void wal_move_window(const char *dir, uint64_t num, size_t rec, int64_t win)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%06llu.log", dir, (unsigned long long)num);
+    uint8_t *data;
+    size_t len, off, plen[64], n = 0;
+    ck_assert_int_eq(store_fs_read_all(path, &data, &len, SIZE_MAX), ST_OK);
+    struct store_log_reader r;
+    store_log_reader_init(&r, data, len);
+    uint8_t *pay[64];
+    const uint8_t *p;
+    while (n < 64 && store_log_next(&r, &p, &plen[n], &off) == 1) {
+        pay[n] = malloc(plen[n]);
+        memcpy(pay[n], p, plen[n]);
+        n++;
+    }
+    store_log_reader_destroy(&r);
+    free(data);
+    ck_assert_uint_gt(n, rec);
+    uint8_t *q = pay[rec];
+    size_t o = 17 + 1;
+    ck_assert_uint_lt(q[o], 128);
+    o += 1 + q[o]; /* id */
+    st_put_le64(q + o, (uint64_t)(win + 50));
+    st_put_le64(q + o + 8, (uint64_t)win);
+    st_put_le64(q + o + 16, (uint64_t)(win + WIN));
+    ck_assert_int_eq(unlink(path), 0);
+    struct store_file *f;
+    ck_assert_int_eq(store_fs_open_append(NULL, path, &f, "t.open"), ST_OK);
+    struct store_log_writer w;
+    ck_assert_int_eq(store_log_writer_init(&w, f, "t.write"), ST_OK);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(store_log_append(&w, pay[i], plen[i]), ST_OK);
+        free(pay[i]);
+    }
+    store_log_writer_destroy(&w);
+    store_fs_close(f);
+}
+
+/*
+ * A run or a WAL record names rows of its own window's vector log, which a seal or a drop takes
+ * out together with the runs naming it. Valid bytes that say otherwise — a WAL record of window
+ * 1000 naming a row of window 0's log, a run of window 1000 naming window 0's log, a run naming
+ * a file the manifest lists as no log (a copy of the log numbered past next_file, which a later
+ * flush would have been handed and renamed over) — opened, made window 0's seal fail for good
+ * and a drop delete rows another window still named. Open refuses them, and removes nothing.
+ */
+START_TEST(test_log_of_another_window_refused)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        char *dir = st_test_tmpdir("vlog");
+        char keep[600] = "";
+        if (variant == 0) {
+            crash_after_batches(dir, 2, false, false);
+            wal_move_window(dir, newest_wal(dir), 1, WIN);
+        } else {
+            crash_after_batches(dir, 1, false, true); /* a run names rows 0..9 of log L */
+            struct st_err err = {0};
+            struct store_mf_state mf = {0};
+            uint64_t mfn;
+            ck_assert_int_eq(store_mf_load(dir, &mf, &mfn, &err), ST_OK);
+            ck_assert_uint_eq(mf.nvlogs, 1);
+            uint64_t vnum = mf.vlogs[0].file_number, num = mf.next_file;
+            store_mf_state_free(&mf);
+            uint64_t vf = vnum;
+            if (variant == 2) { /* a copy of the log, numbered past next_file, listed nowhere */
+                vf = num + 5;
+                char from[600], cmd[1400];
+                snprintf(from, sizeof(from), "%s/%06llu.seg", dir, (unsigned long long)vnum);
+                snprintf(keep, sizeof(keep), "%s/%06llu.seg", dir, (unsigned long long)vf);
+                snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, keep);
+                ck_assert_int_eq(system(cmd), 0);
+            }
+            int64_t win = variant == 1 ? WIN : 0;
+            char rpath[600];
+            snprintf(rpath, sizeof(rpath), "%s/%06llu.seg", dir, (unsigned long long)num);
+            struct store_seg_in in = {
+                .id = (const uint8_t *)"x", .id_len = 1, .ts = win + 50, .row = 3};
+            struct store_seg_meta meta = {win, win + WIN, STORE_SEG_RUN, 0, true, vf, 10};
+            uint64_t bytes;
+            ck_assert_int_eq(store_segment_write(NULL, rpath, 8, &meta, &in, 1, &bytes, &err),
+                             ST_OK);
+            struct store_mf_edit e = {0};
+            struct store_mf_seg g = {.file_number = num,
+                                     .meta = meta,
+                                     .count = 1,
+                                     .bytes = bytes,
+                                     .min_ts = win + 50,
+                                     .max_ts = win + 50};
+            ck_assert_int_eq(store_mf_edit_add_segment(&e, &g), ST_OK);
+            ck_assert_int_eq(store_mf_edit_next_file(&e, num + 1), ST_OK);
+            mf_append(dir, &e);
+            store_mf_edit_free(&e);
+        }
+        struct st_err err = {0};
+        int rc;
+        struct store *s = vt_open_opts(dir, 8, 1u << 20, false, &err, &rc);
+        ck_assert_msg(rc == ST_ECORRUPT, "variant %d: open gave %d (%s)", variant, rc, err.msg);
+        ck_assert_ptr_null(s);
+        const char *want = variant == 0 ? "of window 0 for a record of window 1000"
+                                        : "which is not the vector log of its window";
+        ck_assert_msg(strstr(err.msg, want) != NULL, "variant %d: %s", variant, err.msg);
+        if (variant == 2) { /* what a listed run names is never removed as a leftover */
+            struct stat st;
+            ck_assert_int_eq(stat(keep, &st), 0);
+        }
         st_test_rmrf(dir);
         free(dir);
     }
@@ -1848,6 +1967,7 @@ int main(void)
     tcase_add_test(tc, test_drop_open_window);
     tcase_add_test(tc, test_external_rows_untrusted);
     tcase_add_test(tc, test_row_named_twice_refused);
+    tcase_add_test(tc, test_log_of_another_window_refused);
     tcase_add_loop_test(tc, test_write_crash_matrix, 0, 2);
     tcase_add_loop_test(tc, test_power_cut_matrix, 0, 2);
     tcase_add_test(tc, test_writer_thread_held);

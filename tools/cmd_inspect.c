@@ -273,15 +273,22 @@ static void inspect_indexer_root(struct ictx *c, const char *dir)
     closedir(d);
 }
 
-/* The window table twcs keeps in a store's manifest, through a read-only open. */
-static void print_windows(const char *dir, uint32_t dim)
+/* The window table twcs keeps in a store's manifest, through a read-only open — which also
+ * checks what only recovery sees whole (a vector-log row named twice, a run naming another
+ * window's log, WAL records against the logs): a store it refuses as corrupt is a problem. */
+static void print_windows(struct ictx *c, const char *dir, uint32_t dim)
 {
     struct store_opts o = {.dir = dir, .dim = dim, .read_only = true, .no_background = true};
     struct store *s = NULL;
     struct st_err err = {0};
     struct store_window *w = NULL;
     size_t n = 0;
-    if (store_open(&o, &s, &err) != ST_OK || store_windows(s, &w, &n) != ST_OK) {
+    int rc = store_open(&o, &s, &err);
+    if (rc == ST_ECORRUPT) {
+        problem(c, dir, err.msg);
+        return;
+    }
+    if (rc != ST_OK || store_windows(s, &w, &n) != ST_OK) {
         printf("  windows: not listed (%s)\n", err.msg[0] ? err.msg : "cannot open read-only");
         if (s != NULL)
             st_best_effort(store_close(s));
@@ -322,7 +329,7 @@ static void inspect_store_path(struct ictx *c, const char *path, bool missing_ok
         char *sep = strstr(line, ": MANIFEST-"), *d = strstr(line, " dim=");
         if (strncmp(line, "store ", 6) == 0 && sep != NULL && d != NULL && rc == ST_OK) {
             *sep = '\0';
-            print_windows(line + 6, (uint32_t)strtoul(d + 5, NULL, 10));
+            print_windows(c, line + 6, (uint32_t)strtoul(d + 5, NULL, 10));
         }
     }
     free(text);
