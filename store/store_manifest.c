@@ -380,8 +380,12 @@ int store_mf_apply(struct store_mf_state *st, const uint8_t *p, size_t len)
             g.min_ts = (int64_t)st_get_le64(p + i + 48);
             g.max_ts = (int64_t)st_get_le64(p + i + 56);
             i += 64;
-            rc = g.file_number != 0 && g.file_number <= STORE_FILE_NUMBER_MAX ? st_add_seg(st, &g)
-                                                                              : ST_ECORRUPT;
+            /* the manifest, not the footer, says what a segment is: a kind no code knows is
+             * corruption here as in a footer */
+            rc = g.file_number != 0 && g.file_number <= STORE_FILE_NUMBER_MAX &&
+                         (uint32_t)g.meta.kind <= STORE_SEG_DELTA
+                     ? st_add_seg(st, &g)
+                     : ST_ECORRUPT;
             break;
         }
         case STORE_MF_DEL_SEGMENT:

@@ -852,6 +852,14 @@ START_TEST(test_next_file_never_regresses)
         store_mf_edit_free(&e);
         store_mf_state_free(&bad);
     }
+    {
+        struct store_mf_state bad = {.dim = 4, .have_info = true};
+        struct store_mf_seg sg = {.file_number = 9, .meta = {0, 1000, STORE_SEG_DELTA + 1}};
+        ck_assert_int_eq(store_mf_edit_add_segment(&e, &sg), ST_OK);
+        ck_assert_int_eq(store_mf_apply(&bad, e.buf, e.len), ST_ECORRUPT); /* unknown kind */
+        store_mf_edit_free(&e);
+        store_mf_state_free(&bad);
+    }
     struct store_mf_state good = {0};
     ck_assert_int_eq(store_mf_edit_info(&e, 65536), ST_OK);
     ck_assert_int_eq(store_mf_apply(&good, e.buf, e.len), ST_OK);
