@@ -27,6 +27,12 @@ bool idx_node_id_ok(const char *s)
     return true;
 }
 
+bool idx_window_ok(int64_t start, int64_t end)
+{
+    return start >= -IDX_TIME_MAX && start <= IDX_TIME_MAX && end <= IDX_TIME_MAX &&
+           (end == 0 || end > start);
+}
+
 /* One entry (or unit member) from its JSON object; false when malformed. */
 static bool parse_entry(json_t *o, struct idx_cat_entry *e)
 {
@@ -50,7 +56,7 @@ static bool parse_entry(json_t *o, struct idx_cat_entry *e)
     e->unit = (uint64_t)json_integer_value(json_object_get(o, "unit"));
     const char *url = json_string_value(json_object_get(o, "url"));
     snprintf(e->url, sizeof(e->url), "%s", url != NULL ? url : "");
-    return true;
+    return idx_window_ok(e->start, e->end);
 }
 
 #define UNIT_MEMBERS_MAX 100000
@@ -185,6 +191,9 @@ static int load_units(struct idx_catalog *c, const char *path, json_t *units, st
         u.e.records = (uint64_t)json_integer_value(json_object_get(o, "records"));
         u.e.cold = json_is_true(json_object_get(o, "cold"));
         u.e.indexed_ms = json_integer_value(json_object_get(o, "indexed_ms"));
+        if (!idx_window_ok(u.e.start, u.e.end))
+            return st_err_set(err, ST_ECORRUPT, "%s: unit %zu spans [%" PRId64 ",%" PRId64 ")",
+                              path, i, u.e.start, u.e.end);
         u.nmem = json_array_size(mem);
         if ((u.mem = calloc(u.nmem, sizeof(*u.mem))) == NULL)
             return ST_ENOMEM;
@@ -249,8 +258,40 @@ static int member_cmp(const void *a, const void *b)
  * plain entry again (its own index, missing, is then rebuilt), never a window lost. Each
  * unit's members are sorted in a scratch copy and searched.
  */
-static int check_membership(struct idx_catalog *c, const struct unit_ix *ux)
+/* By (start, node): a unit's members, to find one listed twice. */
+static int start_node_cmp(const void *a, const void *b)
 {
+    const struct idx_cat_entry *x = a, *y = b;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    return strcmp(x->node, y->node);
+}
+
+static int check_membership(struct idx_catalog *c, const struct unit_ix *ux, const char *path,
+                            struct st_err *err)
+{
+    /* A unit names each window part once: a compaction takes an entry's current version, and
+     * a second listing would map its segment copy once more per listing (a crafted list of
+     * 70,000 ran the service out of mappings at every start). */
+    for (size_t k = 0; k < c->nunits; k++) {
+        struct idx_cat_unit *u = &c->units[k];
+        struct idx_cat_entry *m = malloc(u->nmem * sizeof(*m));
+        if (m == NULL)
+            return ST_ENOMEM;
+        memcpy(m, u->mem, u->nmem * sizeof(*m));
+        qsort(m, u->nmem, sizeof(*m), start_node_cmp);
+        size_t i = 1;
+        while (i < u->nmem && start_node_cmp(&m[i], &m[i - 1]) != 0)
+            i++;
+        int64_t start = i < u->nmem ? m[i].start : 0;
+        char node[IDX_NODE_MAX + 1];
+        snprintf(node, sizeof(node), "%s", i < u->nmem ? m[i].node : "");
+        free(m);
+        if (i < u->nmem)
+            return st_err_set(err, ST_ECORRUPT,
+                              "%s: unit %" PRIu64 " lists window %s/%" PRId64 " twice", path, u->id,
+                              node, start);
+    }
     struct idx_cat_entry **sorted = calloc(c->nunits ? c->nunits : 1, sizeof(*sorted));
     if (sorted == NULL)
         return ST_ENOMEM;
@@ -276,6 +317,59 @@ static int check_membership(struct idx_catalog *c, const struct unit_ix *ux)
         free(sorted[k]);
     free(sorted);
     return rc;
+}
+
+/*
+ * An entry at or below its window's tombstone was expired: the expiry removes the entry and
+ * records the tombstone in one save, so a catalog holding both lies (by hand, or bytes gone
+ * bad), and the entry would be served for good — no later event removes it. It is dropped
+ * here, as the expiry would have; its files are then leftovers for the sweep. Entries and
+ * tombstones are each one per key (deduped) and matched by one merge walk.
+ */
+static int drop_expired(struct idx_catalog *c, const char *path)
+{
+    struct keyed ke = {c->e, false}, kg = {c->gone, true};
+    size_t *ie = key_order(&ke, c->n), *ig = key_order(&kg, c->ngone);
+    uint8_t *dead = calloc(c->n ? c->n : 1, 1);
+    if (ie == NULL || ig == NULL || dead == NULL) {
+        free(ie);
+        free(ig);
+        free(dead);
+        return ST_ENOMEM;
+    }
+    size_t a = 0, b = 0, ndead = 0;
+    while (a < c->n && b < c->ngone) {
+        const struct idx_cat_entry *e = &c->e[ie[a]];
+        const struct idx_cat_gone *g = &c->gone[ig[b]];
+        int cmp = e->start != g->start ? (e->start < g->start ? -1 : 1) : strcmp(e->node, g->node);
+        if (cmp < 0) {
+            a++;
+        } else if (cmp > 0) {
+            b++;
+        } else {
+            if (e->version <= g->version) {
+                st_log_warn("indexer",
+                            "%s: entry node=%s start=%" PRId64 " version=%u is at or below its "
+                            "tombstone (version %u): dropped as expired",
+                            path, e->node, e->start, e->version, g->version);
+                dead[ie[a]] = 1;
+                ndead++;
+            }
+            a++;
+            b++;
+        }
+    }
+    if (ndead > 0) {
+        size_t w = 0;
+        for (size_t i = 0; i < c->n; i++)
+            if (!dead[i])
+                c->e[w++] = c->e[i];
+        c->n = w;
+    }
+    free(ie);
+    free(ig);
+    free(dead);
+    return ST_OK;
 }
 
 static int load(struct idx_catalog *c, const char *path, struct st_err *err)
@@ -338,7 +432,7 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
     if (rc == ST_OK)
         rc = dedupe(c->e, &c->n, false);
     if (rc == ST_OK)
-        rc = check_membership(c, ux);
+        rc = check_membership(c, ux, path, err);
     free(ux);
     if (rc == ST_OK && ng > 0) {
         if ((c->gone = calloc(ng, sizeof(*c->gone))) == NULL)
@@ -362,6 +456,8 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
     }
     if (rc == ST_OK)
         rc = dedupe(c->gone, &c->ngone, true);
+    if (rc == ST_OK)
+        rc = drop_expired(c, path);
     json_decref(j);
     return rc;
 }

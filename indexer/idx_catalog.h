@@ -29,6 +29,12 @@
  * Node ids from events name files: anything else is refused. */
 bool idx_node_id_ok(const char *s);
 
+/* Window bounds (ms) as events and the catalog may carry them: |t| <= IDX_TIME_MAX (2^62 ms,
+ * ~146 million years; sums with a span or a TTL cannot overflow), and start < end — end 0 also
+ * passes (a catalog written before entries carried their end). */
+#define IDX_TIME_MAX (INT64_C(1) << 62)
+bool idx_window_ok(int64_t start, int64_t end);
+
 struct idx_cat_entry {
     char node[IDX_NODE_MAX + 1];
     int64_t start, end;

@@ -40,6 +40,10 @@ const char *idx_event_parse(const void *data, size_t len, struct idx_event *ev)
     strcpy(ev->node, node); /* idx_node_id_ok: at most IDX_NODE_MAX bytes */
     ev->start = json_integer_value(jstart);
     ev->version = (uint32_t)json_integer_value(jver);
+    if (!idx_window_ok(ev->start, 0)) {
+        why = "malformed"; /* a window no clock reaches: its arithmetic would overflow */
+        goto out;
+    }
     if (ev->kind == IDX_EV_EXPIRED)
         goto out;
     json_t *jend = json_object_get(j, "end");
@@ -51,6 +55,10 @@ const char *idx_event_parse(const void *data, size_t len, struct idx_event *ev)
         goto out;
     }
     ev->end = json_integer_value(jend);
+    if (ev->end <= ev->start || !idx_window_ok(ev->start, ev->end)) {
+        why = "malformed";
+        goto out;
+    }
     ev->records = (uint64_t)rec;
     ev->bytes = (uint64_t)bytes;
     ev->checksum = (uint32_t)json_integer_value(json_object_get(j, "checksum"));

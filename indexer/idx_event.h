@@ -31,9 +31,9 @@ struct idx_event {
  * Parses one event. Returns NULL with *ev filled (kind IDX_EV_OTHER for events that are not
  * an indexer's), or a static string saying what is malformed: then only ev->kind and ev->coll
  * (possibly empty) are meaningful. A sealed or expired event names a collection (1..
- * CFG_NAME_MAX bytes), a valid node id, an integer start and a version 0..UINT32_MAX; a
- * sealed one also an integer end, a segment location shorter than url, records
- * 0..UINT32_MAX and bytes > 0.
+ * CFG_NAME_MAX bytes), a valid node id, an integer start within +-IDX_TIME_MAX and a version
+ * 0..UINT32_MAX; a sealed one also an integer end > start (<= IDX_TIME_MAX), a segment
+ * location shorter than url, records 0..UINT32_MAX and bytes > 0.
  */
 const char *idx_event_parse(const void *data, size_t len, struct idx_event *ev);
 

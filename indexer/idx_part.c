@@ -192,6 +192,11 @@ static int part_open(const struct idx_cat_entry *e, uint64_t unit, const struct 
         if (mem[i].end != 0 && si.window_start != mem[i].start)
             rc = st_err_set(err, ST_ECORRUPT, "%s: holds window %lld, the catalog says %lld",
                             m->seg_path, (long long)si.window_start, (long long)mem[i].start);
+        else if (mem[i].checksum != 0 && si.checksum != mem[i].checksum)
+            rc = st_err_set(err, ST_ECORRUPT,
+                            "%s: footer checksum %08x, the catalog's (the sealed event's) %08x: "
+                            "not the segment it names",
+                            m->seg_path, si.checksum, mem[i].checksum);
         else if (i > 0 && si.dim != p->dim)
             rc = st_err_set(err, ST_ECORRUPT, "%s: %u dims, the unit's other members %u",
                             m->seg_path, si.dim, p->dim);

@@ -165,6 +165,16 @@ static int part_cmp(const void *a, const void *b)
     return strcmp(x->e.node, y->e.node);
 }
 
+/* Is the segment copy of a part's member e still named by the catalog (the entry of its
+ * window at its version)? Then no drop deletes it: a copy has one owner in a catalog written by
+ * this code, and a catalog that says otherwise (a unit's dead member that is also a plain
+ * entry) must not lose a window that is served. Caller holds c->mu. */
+static bool copy_named_locked(const struct idx_coll *c, const struct idx_cat_entry *e)
+{
+    const struct idx_cat_entry *x = idx_catalog_find(c->cat, e->node, e->start);
+    return x != NULL && x->version == e->version;
+}
+
 /* Puts p in c's parts (replacing the part of the same (node, window), which is retired with
  * the files it does not share with p) and publishes a new view. Caller holds c->mu. */
 static int install_locked(struct idx_coll *c, struct idx_part *p)
@@ -204,7 +214,10 @@ static void drop_at_locked(struct idx_coll *c, size_t i, bool seg)
     struct idx_part *p = c->parts[i];
     memmove(c->parts + i, c->parts + i + 1, (c->nparts - i - 1) * sizeof(*c->parts));
     c->nparts--;
-    idx_part_retire(p, seg, true);
+    idx_part_retire(p, false, true);
+    for (size_t k = 0; seg && k < p->nmem; k++)
+        if (!copy_named_locked(c, &p->mem[k].e))
+            idx_part_retire_member(p, k);
     idx_part_unref(p);
 }
 
@@ -862,7 +875,8 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
             struct idx_part *op = c->parts[ui];
             for (size_t k = 0; k < op->nmem; k++) { /* its members the new one leaves out */
                 long m = idx_part_find_member(p, op->mem[k].e.node, op->mem[k].e.start);
-                if (m < 0 || p->mem[m].e.version != op->mem[k].e.version)
+                if ((m < 0 || p->mem[m].e.version != op->mem[k].e.version) &&
+                    !copy_named_locked(c, &op->mem[k].e))
                     idx_part_retire_member(op, k);
             }
             idx_part_retire(op, false, true);

@@ -15,7 +15,12 @@
 #include "idx_hnsw.h"
 #include "idx_hnsw_int.h"
 #include "idx_ivfpq.h"
+#include "idx_event.h"
 #include "idx_part.h"
+#include "idx_service.h"
+#include "idx_view.h"
+#include "cfg.h"
+#include "st_clock.h"
 #include "store_int.h"
 #include "st_test.h"
 #include "store_fs.h"
@@ -2170,6 +2175,98 @@ static void ic_reset(const char *dir, const struct ic_src *src, const struct cfg
  * the part's must fail as corrupt (the service then rebuilds from the segment copy): searching
  * it would read raw rows and the query past their ends. The part's own file loads.
  */
+/*
+ * A segment copy has one owner in a catalog this code writes; one that says otherwise — a
+ * unit's dead member (node, window, version) that a plain entry also serves — used to lose the
+ * plain part's copy when the unit, with no live member, was dropped (and the window with it at
+ * the next start, when its source is gone). A drop now keeps any copy the catalog still names:
+ * the unit's index goes, the plain part is still served after a restart.
+ */
+START_TEST(test_unit_drop_keeps_named_copy)
+{
+    char *dir = st_test_tmpdir("unitdrop"), idir[700], cdir[720];
+    snprintf(idir, sizeof(idir), "%s/indexer", dir);
+    snprintf(cdir, sizeof(cdir), "%s/c", idir);
+    ck_assert_int_eq(mkdir(idir, 0755), 0);
+    struct st_err err = {0};
+    struct idx_catalog *c;
+    ck_assert_int_eq(idx_catalog_open(cdir, &c, &err), ST_OK);
+    int64_t now = st_clock_wall_ms(NULL) / 60000 * 60000;
+    float *vecs = dataset(IC_N, IC_D, 4, 11);
+    struct idx_cat_entry a = {.start = now, .end = now + 60000, .version = 1, .records = IC_N};
+    struct idx_cat_entry b = {.start = 0, .end = 60000, .version = 1, .records = IC_N};
+    snprintf(a.node, sizeof(a.node), "a");
+    snprintf(b.node, sizeof(b.node), "b");
+    snprintf(a.index, sizeof(a.index), "hnsw");
+    snprintf(b.index, sizeof(b.index), "hnsw");
+    snprintf(a.url, sizeof(a.url), "/nonexistent/a");
+    snprintf(b.url, sizeof(b.url), "/nonexistent/b");
+    char *sa = idx_catalog_seg_path(c, "a", now, 1), *sb = idx_catalog_seg_path(c, "b", 0, 1);
+    char *ia = idx_catalog_index_path(c, "a", now, 1, "hnsw", false);
+    char *up = idx_catalog_unit_path(c, 1, 1, "hnsw", false);
+    ic_write_src(sa, vecs, now, 1);
+    ic_write_src(sb, vecs, 0, 1);
+    struct cfg_index ix = {.type = CFG_INDEX_HNSW, .m = 8, .ef_construction = 40};
+    struct idx_part *p = NULL;
+    ck_assert_msg(idx_part_build(&a, sa, ia, &ix, ST_METRIC_L2, 1, NULL, &p, &err) == ST_OK, "%s",
+                  err.msg);
+    idx_part_unref(p);
+    struct idx_cat_entry m[2] = {b, a};
+    m[0].unit = m[1].unit = 1;
+    const char *segs[2] = {sb, sa};
+    struct idx_cat_entry ue = {.start = 0, .end = now + 60000, .version = 1, .records = 2 * IC_N};
+    snprintf(ue.index, sizeof(ue.index), "hnsw");
+    struct idx_part_unit spec = {.id = 1, .e = ue, .mem = m, .seg_paths = segs, .n = 2};
+    ck_assert_msg(idx_part_build_unit(&spec, up, &ix, ST_METRIC_L2, 1, NULL, &p, &err) == ST_OK,
+                  "%s", err.msg);
+    idx_part_unref(p);
+    struct idx_cat_unit u = {.id = 1, .e = ue, .mem = m, .nmem = 2};
+    ck_assert_int_eq(idx_catalog_unit_put(c, &u), ST_OK);
+    ck_assert_int_eq(idx_catalog_put(c, &a), ST_OK); /* plain: unit 0 */
+    ck_assert_int_eq(idx_catalog_mark_gone(c, "b", 0, 1), ST_OK);
+    ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
+    idx_catalog_free(c);
+
+    char text[1024];
+    int tl = snprintf(text, sizeof(text),
+                      "node_id: n1\ndata_dir: %s\nkafka: {brokers: '127.0.0.1:9'}\n"
+                      "nats: {url: 'nats://127.0.0.1:9'}\ncollections:\n  - name: c\n"
+                      "    dim: %d\n    topic: t\n    window: 1m\n    compact_after: 1m\n",
+                      dir, IC_D);
+    struct cfg_errors errs = {0};
+    struct cfg *cf = NULL;
+    ck_assert_int_eq(cfg_load_string("t.yaml", text, (size_t)tl, &cf, &errs), ST_OK);
+    struct idx_service_opts o = {.cfg = cf, .dir = idir, .tier_check_ms = 100};
+    for (int run = 0; run < 2; run++) {
+        struct idx_service *s = NULL;
+        ck_assert_msg(idx_service_start(&o, &s, &err) == ST_OK, "%s", err.msg);
+        if (run == 0) { /* the unit, with no live member, is dropped: its index goes */
+            int64_t deadline = st_test_now_ms() + 30000;
+            while (access(up, F_OK) == 0 && st_test_now_ms() < deadline)
+                st_test_sleep_ms(20);
+            ck_assert_msg(access(up, F_OK) != 0, "the unit was not dropped within 30 s");
+        }
+        ck_assert_msg(access(sa, F_OK) == 0, "run %d: the plain part's copy was deleted", run);
+        struct idx_view *v = idx_coll_view(idx_service_coll(s, "c", 1));
+        struct idx_part *hp = NULL;
+        uint32_t rec;
+        ck_assert_int_eq(idx_view_get(v, (const uint8_t *)"r00007", 6, false, &hp, &rec), ST_OK);
+        ck_assert_str_eq(hp->e.node, "a");
+        ck_assert_uint_eq(hp->unit, 0);
+        idx_view_release(v);
+        idx_service_stop(s);
+    }
+    cfg_free(cf);
+    free(sa);
+    free(sb);
+    free(ia);
+    free(up);
+    free(vecs);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_part_index_must_fit)
 {
     char *dir = st_test_tmpdir("idxfit"), seg[600], ip[600];
@@ -2197,7 +2294,20 @@ START_TEST(test_part_index_must_fit)
         idx_part_unref(p);
         ck_assert_msg(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err) == ST_OK, "%s", err.msg);
         ck_assert(ic_answers(p, vecs));
+        struct store_segment_info si;
+        store_segment_info(p->mem[0].seg, &si);
         idx_part_unref(p);
+        /* the entry's checksum (the sealed event's) must be the copy's: else it is another
+         * segment at that path, whatever its window says */
+        e.checksum = si.checksum;
+        ck_assert_msg(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err) == ST_OK, "%s", err.msg);
+        idx_part_unref(p);
+        e.checksum = si.checksum ^ 0x100u;
+        p = NULL;
+        ck_assert_int_eq(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err), ST_ECORRUPT);
+        ck_assert_ptr_null(p);
+        ck_assert_msg(strstr(err.msg, "not the segment it names") != NULL, "%s", err.msg);
+        e.checksum = 0;
         for (size_t l = 0; l < sizeof(lies) / sizeof(lies[0]); l++) {
             unlink(ip);
             if (t == 0) {
@@ -2467,6 +2577,44 @@ static void cu_write(const char *dir, const char *text)
  * names the unit; the sweep keeps every unit's index and members' segment copies (dead ones
  * too) and the entries' copies, and removes the own index files of entries a unit serves and
  * an older generation's index; catalogs that lie about units do not load. */
+/* Sealed and expired events carry windows no clock reaches, or sealed ones that end before
+ * they start: malformed (acked and logged), never a catalog entry whose span or TTL arithmetic
+ * overflows (plan_compactions added the span to a start near INT64_MAX). */
+START_TEST(test_event_windows)
+{
+    const struct {
+        const char *kind, *start, *end;
+        bool ok;
+    } cases[] = {
+        {"sealed", "0", "60000", true},
+        {"sealed", "-60000", "0", true},
+        {"sealed", "4611686018427327904", "4611686018427387904", true}, /* end at 2^62 */
+        {"sealed", "9223372036828800000", "9223372036828860000", false},
+        {"sealed", "60000", "60000", false},
+        {"sealed", "60000", "0", false},
+        {"sealed", "-9223372036854775807", "0", false},
+        {"expired", "0", "0", true},
+        {"expired", "-4611686018427387904", "0", true},
+        {"expired", "9223372036854775807", "0", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[512];
+        int n = snprintf(buf, sizeof(buf),
+                         "{\"kind\": \"%s\", \"collection\": \"c\", \"node\": \"n0\", "
+                         "\"start\": %s, \"end\": %s, \"version\": 1, \"segment\": "
+                         "\"http://h/s\", \"records\": 1, \"bytes\": 10}",
+                         cases[i].kind, cases[i].start, cases[i].end);
+        struct idx_event ev;
+        const char *why = idx_event_parse(buf, (size_t)n, &ev);
+        if (cases[i].ok)
+            ck_assert_msg(why == NULL, "case %zu: %s", i, why);
+        else
+            ck_assert_msg(why != NULL && strcmp(why, "malformed") == 0, "case %zu: %s", i,
+                          why != NULL ? why : "accepted");
+    }
+}
+END_TEST
+
 START_TEST(test_catalog_units)
 {
     char *dir = st_test_tmpdir("catunits");
@@ -2571,6 +2719,19 @@ START_TEST(test_catalog_units)
         "\"index\": \"hnsw\"}]}]}",
         "{\"format\": 1, \"gone\": [], \"entries\": [], \"next_unit\": 9223372036854775807}",
         "{\"format\": 1, \"gone\": [], \"entries\": [], \"next_unit\": -5}",
+        /* a unit listing one window twice (each listing maps its segment copy once more) */
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 1, \"index\": "
+        "\"hnsw\", \"members\": [{\"node\": \"n0\", \"start\": 5, \"version\": 1, \"index\": "
+        "\"hnsw\"}, {\"node\": \"n1\", \"start\": 5, \"index\": \"hnsw\"}, {\"node\": \"n0\", "
+        "\"start\": 5, \"version\": 2, \"index\": \"hnsw\"}]}]}",
+        /* windows whose arithmetic (+ a span, a TTL) would overflow, or that end first */
+        "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": "
+        "9223372036828800000, \"end\": 9223372036828860000, \"index\": \"hnsw\"}]}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": 60000, "
+        "\"end\": 1000, \"index\": \"hnsw\"}]}",
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 1, \"index\": "
+        "\"hnsw\", \"start\": -9223372036854775807, \"end\": 5, \"members\": [{\"node\": "
+        "\"n0\", \"index\": \"hnsw\"}]}]}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cu_write(dir, bad[i]);
@@ -2578,6 +2739,20 @@ START_TEST(test_catalog_units)
         ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_ECORRUPT, "bad catalog %zu loaded", i);
         ck_assert_ptr_nonnull(strstr(err.msg, "CATALOG"));
     }
+    /* an entry at or below its window's tombstone was expired (the expiry removes the entry
+     * with the tombstone in one save): dropped, never served; a newer version stays */
+    cu_write(dir, "{\"format\": 1, \"gone\": [{\"node\": \"n0\", \"start\": 0, \"version\": "
+                  "3}, {\"node\": \"n1\", \"start\": 0, \"version\": 3}], \"entries\": [{\"node\": "
+                  "\"n0\", \"start\": 0, \"end\": 60000, \"index\": \"hnsw\", \"version\": 3}, "
+                  "{\"node\": \"n1\", \"start\": 0, \"end\": 60000, \"index\": \"hnsw\", "
+                  "\"version\": 4}, {\"node\": \"n2\", \"start\": 0, \"end\": 60000, \"index\": "
+                  "\"hnsw\", \"version\": 1}]}");
+    ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
+    ck_assert_uint_eq(c->n, 2);
+    ck_assert_ptr_null(idx_catalog_find(c, "n0", 0));
+    ck_assert_uint_eq(idx_catalog_find(c, "n1", 0)->version, 4);
+    ck_assert_uint_eq(idx_catalog_find(c, "n2", 0)->version, 1);
+    idx_catalog_free(c);
     /* an entry naming a unit it is no member of becomes a plain entry (rebuilt, not lost) */
     cu_write(dir, "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": "
                   "0, \"index\": \"hnsw\", \"version\": 2, \"unit\": 1}], \"units\": [{\"id\": 1, "
@@ -3823,6 +3998,7 @@ int main(void)
     TCase *tc = tcase_create("indexer");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_kernels);
+    tcase_add_test(tc, test_event_windows);
     tcase_add_test(tc, test_catalog_units);
     tcase_add_test(tc, test_catalog_load_at_scale);
     tcase_add_test(tc, test_exact_topk);
@@ -3849,6 +4025,7 @@ int main(void)
     tcase_add_test(tc, test_hnsw_extend);
     tcase_add_test(tc, test_hnsw_codes);
     tcase_add_test(tc, test_part_index_must_fit);
+    tcase_add_test(tc, test_unit_drop_keeps_named_copy);
     tcase_add_loop_test(tc, test_hnsw_extend_new_top, 0, 2);
     tcase_add_test(tc, test_hnsw_parallel_reachable);
     tcase_add_test(tc, test_hnsw_unreached_linked);
