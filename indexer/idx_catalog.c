@@ -220,6 +220,16 @@ static int load_units(struct idx_catalog *c, const char *path, json_t *units, st
     for (size_t k = 1; k < nu && rc == ST_OK; k++)
         if (ids[k] == ids[k - 1])
             rc = st_err_set(err, ST_ECORRUPT, "%s: unit id %" PRIu64 " twice", path, ids[k]);
+    /* One unit per span start: compaction finds a bucket's unit by its start (a twin would
+     * never be rebuilt or dropped, and its bucket rebuilt at every check). The starts are
+     * sorted as unsigned with the sign bit flipped, which orders them as signed. */
+    for (size_t k = 0; k < nu; k++)
+        ids[k] = (uint64_t)c->units[k].e.start ^ (UINT64_C(1) << 63);
+    qsort(ids, nu, sizeof(*ids), u64_cmp);
+    for (size_t k = 1; k < nu && rc == ST_OK; k++)
+        if (ids[k] == ids[k - 1])
+            rc = st_err_set(err, ST_ECORRUPT, "%s: two units start at %" PRId64, path,
+                            (int64_t)(ids[k] ^ (UINT64_C(1) << 63)));
     free(ids);
     return rc;
 }

@@ -2724,6 +2724,11 @@ START_TEST(test_catalog_units)
         "\"hnsw\", \"members\": [{\"node\": \"n0\", \"start\": 5, \"version\": 1, \"index\": "
         "\"hnsw\"}, {\"node\": \"n1\", \"start\": 5, \"index\": \"hnsw\"}, {\"node\": \"n0\", "
         "\"start\": 5, \"version\": 2, \"index\": \"hnsw\"}]}]}",
+        /* two units with one span start (compaction finds a bucket's unit by its start) */
+        "{\"format\": 1, \"gone\": [], \"entries\": [], \"units\": [{\"id\": 1, \"index\": "
+        "\"hnsw\", \"start\": 0, \"end\": 60000, \"members\": [{\"node\": \"n0\", \"index\": "
+        "\"hnsw\"}]}, {\"id\": 2, \"index\": \"hnsw\", \"start\": 0, \"end\": 60000, "
+        "\"members\": [{\"node\": \"n1\", \"index\": \"hnsw\"}]}]}",
         /* windows whose arithmetic (+ a span, a TTL) would overflow, or that end first */
         "{\"format\": 1, \"gone\": [], \"entries\": [{\"node\": \"n0\", \"start\": "
         "9223372036828800000, \"end\": 9223372036828860000, \"index\": \"hnsw\"}]}",
@@ -2814,7 +2819,10 @@ START_TEST(test_catalog_load_at_scale)
     fprintf(f, "{\"format\": 1, \"next_unit\": %d, \"units\": [", NU + 1);
     /* unit u: the windows u*MEM .. u*MEM+MEM-1 of node n0, version 1 */
     for (int u = 0; u < NU; u++) {
-        fprintf(f, "%s{\"id\": %d, \"index\": \"hnsw\", \"members\": [", u ? "," : "", u + 1);
+        fprintf(f,
+                "%s{\"id\": %d, \"index\": \"hnsw\", \"start\": %lld, \"end\": %lld, "
+                "\"members\": [",
+                u ? "," : "", u + 1, (long long)u * MEM * 60000, (long long)(u + 1) * MEM * 60000);
         for (int m = 0; m < MEM; m++)
             fprintf(f, "%s{\"node\": \"n0\", \"start\": %lld, \"version\": 1, \"index\": \"hnsw\"}",
                     m ? "," : "", (long long)(u * MEM + m) * 60000);

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -273,9 +274,36 @@ static void inspect_indexer_root(struct ictx *c, const char *dir)
     closedir(d);
 }
 
+/* What a store's manifest is at this moment: CURRENT's text and the size of the manifest it
+ * names (every edit appends to it; a compaction switches CURRENT). Empty when unreadable. */
+static void manifest_stamp(const char *dir, char *out, size_t cap)
+{
+    char *p = NULL, name[128] = {0};
+    out[0] = '\0';
+    if (asprintf(&p, "%s/CURRENT", dir) < 0)
+        return;
+    FILE *f = fopen(p, "r");
+    free(p);
+    if (f == NULL)
+        return;
+    size_t n = fread(name, 1, sizeof(name) - 1, f);
+    fclose(f);
+    name[n] = '\0';
+    name[strcspn(name, "\n")] = '\0';
+    struct stat st;
+    if (asprintf(&p, "%s/%s", dir, name) < 0)
+        return;
+    if (stat(p, &st) == 0)
+        snprintf(out, cap, "%s:%lld", name, (long long)st.st_size);
+    free(p);
+}
+
 /* The window table twcs keeps in a store's manifest, through a read-only open — which also
  * checks what only recovery sees whole (a vector-log row named twice, a run naming another
- * window's log, WAL records against the logs): a store it refuses as corrupt is a problem. */
+ * window's log, WAL records against the logs): a store it refuses as corrupt is a problem.
+ * A daemon may be writing the store meanwhile: a log created after the manifest was read is
+ * named by WAL records the open reads later. A refusal counts only when the manifest did not
+ * change during the open; otherwise the open is tried again (a few times). */
 static void print_windows(struct ictx *c, const char *dir, uint32_t dim)
 {
     struct store_opts o = {.dir = dir, .dim = dim, .read_only = true, .no_background = true};
@@ -283,8 +311,17 @@ static void print_windows(struct ictx *c, const char *dir, uint32_t dim)
     struct st_err err = {0};
     struct store_window *w = NULL;
     size_t n = 0;
-    int rc = store_open(&o, &s, &err);
-    if (rc == ST_ECORRUPT) {
+    int rc = ST_ECORRUPT;
+    bool changed = true;
+    for (int attempt = 0; attempt < 5 && rc == ST_ECORRUPT && changed; attempt++) {
+        char before[256], after[256];
+        manifest_stamp(dir, before, sizeof(before));
+        st_err_clear(&err);
+        rc = store_open(&o, &s, &err);
+        manifest_stamp(dir, after, sizeof(after));
+        changed = strcmp(before, after) != 0;
+    }
+    if (rc == ST_ECORRUPT && !changed) {
         problem(c, dir, err.msg);
         return;
     }
