@@ -302,8 +302,9 @@ static void manifest_stamp(const char *dir, char *out, size_t cap)
  * checks what only recovery sees whole (a vector-log row named twice, a run naming another
  * window's log, WAL records against the logs): a store it refuses as corrupt is a problem.
  * A daemon may be writing the store meanwhile: a log created after the manifest was read is
- * named by WAL records the open reads later. A refusal counts only when the manifest did not
- * change during the open; otherwise the open is tried again (a few times). */
+ * named by WAL records the open reads later, a WAL file a flush retired is gone when the open
+ * reads it. A refusal counts only when the manifest did not change during the open; otherwise
+ * the open is tried again (a few times). */
 static void print_windows(struct ictx *c, const char *dir, uint32_t dim)
 {
     struct store_opts o = {.dir = dir, .dim = dim, .read_only = true, .no_background = true};
@@ -313,7 +314,8 @@ static void print_windows(struct ictx *c, const char *dir, uint32_t dim)
     size_t n = 0;
     int rc = ST_ECORRUPT;
     bool changed = true;
-    for (int attempt = 0; attempt < 5 && rc == ST_ECORRUPT && changed; attempt++) {
+    for (int attempt = 0; attempt < 5 && (rc == ST_ECORRUPT || rc == ST_ENOTFOUND) && changed;
+         attempt++) {
         char before[256], after[256];
         manifest_stamp(dir, before, sizeof(before));
         st_err_clear(&err);
