@@ -27,10 +27,19 @@ bool idx_node_id_ok(const char *s)
     return true;
 }
 
+static bool bounded(int64_t start, int64_t end, int64_t max)
+{
+    return start >= -max && start <= max && end <= max && (end == 0 || end > start);
+}
+
 bool idx_window_ok(int64_t start, int64_t end)
 {
-    return start >= -IDX_TIME_MAX && start <= IDX_TIME_MAX && end <= IDX_TIME_MAX &&
-           (end == 0 || end > start);
+    return bounded(start, end, IDX_TIME_MAX);
+}
+
+bool idx_span_ok(int64_t start, int64_t end)
+{
+    return bounded(start, end, IDX_SPAN_MAX);
 }
 
 /* One entry (or unit member) from its JSON object; false when malformed. */
@@ -191,7 +200,7 @@ static int load_units(struct idx_catalog *c, const char *path, json_t *units, st
         u.e.records = (uint64_t)json_integer_value(json_object_get(o, "records"));
         u.e.cold = json_is_true(json_object_get(o, "cold"));
         u.e.indexed_ms = json_integer_value(json_object_get(o, "indexed_ms"));
-        if (!idx_window_ok(u.e.start, u.e.end))
+        if (!idx_span_ok(u.e.start, u.e.end))
             return st_err_set(err, ST_ECORRUPT, "%s: unit %zu spans [%" PRId64 ",%" PRId64 ")",
                               path, i, u.e.start, u.e.end);
         u.nmem = json_array_size(mem);

@@ -29,11 +29,15 @@
  * Node ids from events name files: anything else is refused. */
 bool idx_node_id_ok(const char *s);
 
-/* Window bounds (ms) as events and the catalog may carry them: |t| <= IDX_TIME_MAX (2^62 ms,
- * ~146 million years; sums with a span or a TTL cannot overflow), and start < end — end 0 also
- * passes (a catalog written before entries carried their end). */
-#define IDX_TIME_MAX (INT64_C(1) << 62)
+/* Window bounds (ms) as events and catalog entries may carry them: |t| <= IDX_TIME_MAX (2^61
+ * ms, ~73 million years; sums with a span or a TTL cannot overflow), and start < end — end 0
+ * also passes (a catalog written before entries carried their end). A unit's span, widened to
+ * its bucket (which starts up to a compaction span before its members), is bounded by
+ * IDX_SPAN_MAX (2^62) instead (idx_span_ok). */
+#define IDX_TIME_MAX (INT64_C(1) << 61)
+#define IDX_SPAN_MAX (INT64_C(1) << 62)
 bool idx_window_ok(int64_t start, int64_t end);
+bool idx_span_ok(int64_t start, int64_t end);
 
 struct idx_cat_entry {
     char node[IDX_NODE_MAX + 1];

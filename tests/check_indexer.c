@@ -2588,13 +2588,17 @@ START_TEST(test_event_windows)
     } cases[] = {
         {"sealed", "0", "60000", true},
         {"sealed", "-60000", "0", true},
-        {"sealed", "4611686018427327904", "4611686018427387904", true}, /* end at 2^62 */
+        {"sealed", "2305843009213633952", "2305843009213693952", true},    /* end at 2^61 */
+        {"sealed", "-2305843009213693952", "-2305843009213633952", true},  /* start at -2^61 */
+        {"sealed", "-4611686018427387904", "-4611686018427327904", false}, /* a bucket of it
+                                                                            * would pass -2^62 */
         {"sealed", "9223372036828800000", "9223372036828860000", false},
         {"sealed", "60000", "60000", false},
         {"sealed", "60000", "0", false},
         {"sealed", "-9223372036854775807", "0", false},
         {"expired", "0", "0", true},
-        {"expired", "-4611686018427387904", "0", true},
+        {"expired", "-2305843009213693952", "0", true},
+        {"expired", "-4611686018427387904", "0", false},
         {"expired", "9223372036854775807", "0", false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -1,7 +1,7 @@
 /*
  * libFuzzer target: the window events an indexer consumes from NATS (indexer/idx_event.h,
  * docs/events.md). Whatever the bytes, a parsed sealed/expired event has bounded, valid
- * fields: a collection name that fits, a valid node id, a window within +-2^62 ms that ends
+ * fields: a collection name that fits, a valid node id, a window within +-2^61 ms that ends
  * after it starts, a version and record count that fit 32 bits, a positive byte count and a
  * NUL-terminated segment location.
  */
