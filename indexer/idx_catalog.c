@@ -261,75 +261,54 @@ static struct idx_cat_unit *unit_by_id(struct idx_catalog *c, const struct unit_
     return f != NULL ? &c->units[f->at] : NULL;
 }
 
-/* (start, version, node) of unit members, for the membership check. */
+/* (start, node, version) of unit members: a window listed twice sorts next to itself, and an
+ * entry's exact member is found by bsearch. */
 static int member_cmp(const void *a, const void *b)
 {
     const struct idx_cat_entry *x = a, *y = b;
     if (x->start != y->start)
         return x->start < y->start ? -1 : 1;
-    if (x->version != y->version)
-        return x->version < y->version ? -1 : 1;
-    return strcmp(x->node, y->node);
+    int c = strcmp(x->node, y->node);
+    if (c != 0)
+        return c;
+    return x->version != y->version ? (x->version < y->version ? -1 : 1) : 0;
 }
 
 /*
- * An entry naming a unit it is no member of (that version) is served by nothing: make it a
- * plain entry again (its own index, missing, is then rebuilt), never a window lost. Each
- * unit's members are sorted in a scratch copy and searched.
+ * Each unit's members are sorted once in a scratch copy. A unit names each window part once: a
+ * compaction takes an entry's current version, and a second listing would map its segment copy
+ * once more per listing (a crafted list of 70,000 ran the service out of mappings at every
+ * start). An entry naming a unit it is no member of (that version) is served by nothing: make
+ * it a plain entry again (its own index, missing, is then rebuilt), never a window lost.
  */
-/* By (start, node): a unit's members, to find one listed twice. */
-static int start_node_cmp(const void *a, const void *b)
-{
-    const struct idx_cat_entry *x = a, *y = b;
-    if (x->start != y->start)
-        return x->start < y->start ? -1 : 1;
-    return strcmp(x->node, y->node);
-}
-
 static int check_membership(struct idx_catalog *c, const struct unit_ix *ux, const char *path,
                             struct st_err *err)
 {
-    /* A unit names each window part once: a compaction takes an entry's current version, and
-     * a second listing would map its segment copy once more per listing (a crafted list of
-     * 70,000 ran the service out of mappings at every start). */
-    for (size_t k = 0; k < c->nunits; k++) {
-        struct idx_cat_unit *u = &c->units[k];
-        struct idx_cat_entry *m = malloc(u->nmem * sizeof(*m));
-        if (m == NULL)
-            return ST_ENOMEM;
-        memcpy(m, u->mem, u->nmem * sizeof(*m));
-        qsort(m, u->nmem, sizeof(*m), start_node_cmp);
-        size_t i = 1;
-        while (i < u->nmem && start_node_cmp(&m[i], &m[i - 1]) != 0)
-            i++;
-        int64_t start = i < u->nmem ? m[i].start : 0;
-        char node[IDX_NODE_MAX + 1];
-        snprintf(node, sizeof(node), "%s", i < u->nmem ? m[i].node : "");
-        free(m);
-        if (i < u->nmem)
-            return st_err_set(err, ST_ECORRUPT,
-                              "%s: unit %" PRIu64 " lists window %s/%" PRId64 " twice", path, u->id,
-                              node, start);
-    }
     struct idx_cat_entry **sorted = calloc(c->nunits ? c->nunits : 1, sizeof(*sorted));
     if (sorted == NULL)
         return ST_ENOMEM;
     int rc = ST_OK;
+    for (size_t k = 0; k < c->nunits && rc == ST_OK; k++) {
+        const struct idx_cat_unit *u = &c->units[k];
+        if ((sorted[k] = malloc(u->nmem * sizeof(**sorted))) == NULL) {
+            rc = ST_ENOMEM;
+            break;
+        }
+        struct idx_cat_entry *m = sorted[k];
+        memcpy(m, u->mem, u->nmem * sizeof(*m));
+        qsort(m, u->nmem, sizeof(*m), member_cmp);
+        for (size_t i = 1; i < u->nmem && rc == ST_OK; i++)
+            if (m[i].start == m[i - 1].start && strcmp(m[i].node, m[i - 1].node) == 0)
+                rc = st_err_set(err, ST_ECORRUPT,
+                                "%s: unit %" PRIu64 " lists window %s/%" PRId64 " twice", path,
+                                u->id, m[i].node, m[i].start);
+    }
     for (size_t k = 0; k < c->n && rc == ST_OK; k++) {
         struct idx_cat_entry *e = &c->e[k];
         if (e->unit == 0)
             continue;
-        struct idx_cat_unit *u = unit_by_id(c, ux, e->unit);
-        size_t at = (size_t)(u - c->units);
-        if (sorted[at] == NULL) {
-            if ((sorted[at] = malloc(u->nmem * sizeof(**sorted))) == NULL) {
-                rc = ST_ENOMEM;
-                break;
-            }
-            memcpy(sorted[at], u->mem, u->nmem * sizeof(**sorted));
-            qsort(sorted[at], u->nmem, sizeof(**sorted), member_cmp);
-        }
-        if (bsearch(e, sorted[at], u->nmem, sizeof(**sorted), member_cmp) == NULL)
+        size_t at = (size_t)(unit_by_id(c, ux, e->unit) - c->units);
+        if (bsearch(e, sorted[at], c->units[at].nmem, sizeof(**sorted), member_cmp) == NULL)
             e->unit = 0;
     }
     for (size_t k = 0; k < c->nunits; k++)

@@ -797,6 +797,18 @@ START_TEST(test_wal_decode_count_bound)
 }
 END_TEST
 
+/* An edit naming file number n: NEXT_FILE, LOG_NUMBER, ADD_SEGMENT or ADD_VLOG (kind 0..3). */
+static void file_number_edit(struct store_mf_edit *e, int kind, uint64_t n)
+{
+    struct store_mf_seg sg = {.file_number = n, .meta = {0, 1000, STORE_SEG_RUN}};
+    struct store_mf_vlog vl = {n, 0, 1000};
+    int rc = kind == 0   ? store_mf_edit_next_file(e, n)
+             : kind == 1 ? store_mf_edit_log_number(e, n)
+             : kind == 2 ? store_mf_edit_add_segment(e, &sg)
+                         : store_mf_edit_add_vlog(e, &vl);
+    ck_assert_int_eq(rc, ST_OK);
+}
+
 /* Regression: a flush built its manifest edit with next_file = N, a concurrent WAL roll took
  * N, and applying the edit lowered the counter back to N: file N was handed out twice. */
 START_TEST(test_next_file_never_regresses)
@@ -829,25 +841,13 @@ START_TEST(test_next_file_never_regresses)
     }
     /* File numbers past STORE_FILE_NUMBER_MAX would name files (20 digits) that open does not
      * recognise: their WALs never replayed, next_file never raised past them. */
-    const uint64_t big = STORE_FILE_NUMBER_MAX + 1;
     for (int kind = 0; kind < 4; kind++) {
         struct store_mf_state bad = {.dim = 4, .have_info = true};
-        struct store_mf_seg sg = {.file_number = big, .meta = {0, 1000, STORE_SEG_RUN}};
-        struct store_mf_vlog vl = {big, 0, 1000};
-        int erc = kind == 0   ? store_mf_edit_next_file(&e, big)
-                  : kind == 1 ? store_mf_edit_log_number(&e, big)
-                  : kind == 2 ? store_mf_edit_add_segment(&e, &sg)
-                              : store_mf_edit_add_vlog(&e, &vl);
-        ck_assert_int_eq(erc, ST_OK);
+        file_number_edit(&e, kind, STORE_FILE_NUMBER_MAX + 1);
         ck_assert_int_eq(store_mf_apply(&bad, e.buf, e.len), ST_ECORRUPT);
         store_mf_edit_free(&e);
         /* the bound itself is a file number like any other */
-        sg.file_number = vl.file_number = STORE_FILE_NUMBER_MAX;
-        erc = kind == 0   ? store_mf_edit_next_file(&e, STORE_FILE_NUMBER_MAX)
-              : kind == 1 ? store_mf_edit_log_number(&e, STORE_FILE_NUMBER_MAX)
-              : kind == 2 ? store_mf_edit_add_segment(&e, &sg)
-                          : store_mf_edit_add_vlog(&e, &vl);
-        ck_assert_int_eq(erc, ST_OK);
+        file_number_edit(&e, kind, STORE_FILE_NUMBER_MAX);
         ck_assert_int_eq(store_mf_apply(&bad, e.buf, e.len), ST_OK);
         store_mf_edit_free(&e);
         store_mf_state_free(&bad);
