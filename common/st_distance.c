@@ -302,7 +302,8 @@ pq4_block_avx2(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr
 }
 
 /* Columns [c, k) (c a multiple of 8): 32 at a time (four accumulators share each broadcast),
- * then 8, then the tail. dots_tn_avx2 runs its last columns through here: same bits. */
+ * then 8, then the tail, every column the same chain of fused multiply-adds in row order.
+ * dots_tn_avx2 runs its last columns through here: same bits. */
 __attribute__((target("avx2,fma"))) static void
 dots_t_avx2_cols(const float *x, const float *ct, size_t d, size_t k, size_t c, float *out)
 {
@@ -327,10 +328,10 @@ dots_t_avx2_cols(const float *x, const float *ct, size_t d, size_t k, size_t c, 
             a0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), _mm256_loadu_ps(ct + i * k + c), a0);
         _mm256_storeu_ps(out + c, a0);
     }
-    for (; c < k; c++) {
+    for (; c < k; c++) { /* fused as the vector columns are: a column's bits do not depend on k */
         float a = 0;
         for (size_t i = 0; i < d; i++)
-            a += x[i] * ct[i * k + c];
+            a = __builtin_fmaf(x[i], ct[i * k + c], a);
         out[c] = a;
     }
 }

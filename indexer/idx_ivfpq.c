@@ -63,6 +63,7 @@ struct idx_ivfpq {
     float *mu;        /* L2: the coarse centroids' mean, the origin of the per-vector terms */
     struct ivf_list *lists;
     uint32_t n;
+    uint64_t qid; /* the quantizer's identity: a hash of its shape, centroids and codebooks */
     st_dist_fn dist;
     void *map; /* loaded from a file: arrays point into it */
     size_t map_len;
@@ -324,6 +325,11 @@ static const float *cbt_of(const struct idx_ivfpq *ix, uint32_t j)
 static int prepare(struct idx_ivfpq *ix)
 {
     size_t mk = (size_t)ix->m * ix->ksub;
+    uint32_t shape[5] = {ix->dim, ix->nlist, ix->m, ix->nbits, (uint32_t)ix->metric};
+    ix->qid =
+        st_hash64_seed(ix->codebooks, mk * ix->dsub * sizeof(float),
+                       st_hash64_seed(ix->centroids, (size_t)ix->nlist * ix->dim * sizeof(float),
+                                      st_hash64(shape, sizeof(shape))));
     ix->cbt = malloc(mk * ix->dsub * sizeof(float));
     ix->cbn = malloc(mk * sizeof(float));
     if (ix->cbt == NULL || ix->cbn == NULL)
@@ -373,15 +379,19 @@ static uint32_t code_at(const struct idx_ivfpq *ix, const uint8_t *codes, uint32
 }
 
 /* Sub-quantizer j's codeword c: ||cb_jc||^2 + 2<cen_j, cb_jc>, from the list's table t when
- * there is one (cen = c - mu). */
+ * there is one (cen = c - mu). Without, the same bits: the codeword's own dsub floats are a
+ * one-column transposed table, and every kernel set's dots_t sums a column alike whatever
+ * the column count — so a vector's term does not depend on the size of the list it is in
+ * (an adopted index's short lists and an extended index's long ones agree to the bit). */
 static float code_term(const struct idx_ivfpq *ix, const float *t, const float *cen, uint32_t j,
                        uint32_t c)
 {
     if (t != NULL)
         return t[(size_t)j * ix->ksub + c];
     const float *cb = ix->codebooks + ((size_t)j * ix->ksub + c) * ix->dsub;
-    return ix->cbn[(size_t)j * ix->ksub + c] +
-           2 * st_kernels()->dot(cen + (size_t)j * ix->dsub, cb, ix->dsub);
+    float dot;
+    st_kernels()->dots_t(cen + (size_t)j * ix->dsub, cb, ix->dsub, 1, &dot);
+    return ix->cbn[(size_t)j * ix->ksub + c] + 2 * dot;
 }
 
 /*
@@ -544,6 +554,23 @@ out:
     return rc;
 }
 
+/* The sub-quantizer count a build with o uses: o->m, or dim/8 (dim/4, dim/2, dim) by default. */
+static uint32_t opts_m(const struct idx_ivfpq_opts *o)
+{
+    uint32_t m = o->m;
+    static const uint32_t sub[] = {8, 4, 2, 1};
+    for (size_t i = 0; i < 4 && m == 0; i++)
+        if (o->dim % sub[i] == 0)
+            m = o->dim / sub[i];
+    return m;
+}
+
+bool idx_ivfpq_built_as(const struct idx_ivfpq *ix, const struct idx_ivfpq_opts *o)
+{
+    return ix->dim == o->dim && ix->metric == o->metric && ix->m == opts_m(o) &&
+           ix->nbits == (o->nbits ? o->nbits : 8) && ix->nlist == (o->nlist ? o->nlist : 1024);
+}
+
 int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t n,
                     struct idx_ivfpq **out)
 {
@@ -551,13 +578,7 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     uint32_t nbits = o->nbits ? o->nbits : 8;
     if (o->dim == 0 || (nbits != 8 && nbits != 4) || n == 0)
         return ST_EINVAL;
-    uint32_t m = o->m;
-    if (m == 0) {
-        static const uint32_t sub[] = {8, 4, 2, 1};
-        for (size_t i = 0; i < 4 && m == 0; i++)
-            if (o->dim % sub[i] == 0)
-                m = o->dim / sub[i];
-    }
+    uint32_t m = opts_m(o);
     if (o->dim % m != 0 || (nbits == 4 && m > PQ4_M_MAX))
         return ST_EINVAL;
     struct idx_ivfpq *ix = calloc(1, sizeof(*ix));
@@ -678,11 +699,13 @@ out:
     return rc;
 }
 
-int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n, uint32_t threads,
-                     struct idx_ivfpq **out)
+/* A new index with base's quantizers holding n vectors vecs, after base's entries when keep
+ * (idx_ivfpq_extend) or alone (idx_ivfpq_adopt). */
+static int derive_from(const struct idx_ivfpq *base, bool keep, const float *vecs, uint32_t n,
+                       uint32_t threads, struct idx_ivfpq **out)
 {
     *out = NULL;
-    if ((n > 0 && vecs == NULL) || n > UINT32_MAX - base->n)
+    if ((n > 0 && vecs == NULL) || (keep && n > UINT32_MAX - base->n))
         return ST_EINVAL;
     struct idx_ivfpq *ix = calloc(1, sizeof(*ix));
     if (ix == NULL)
@@ -709,7 +732,7 @@ int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n
     memcpy(ix->centroids, base->centroids, cb);
     memcpy(ix->codebooks, base->codebooks, kb);
     if ((rc = prepare(ix)) == ST_OK &&
-        (rc = add_vectors(ix, base, vecs, n, threads ? threads : 1)) == ST_OK)
+        (rc = add_vectors(ix, keep ? base : NULL, vecs, n, threads ? threads : 1)) == ST_OK)
         rc = derive_vn(ix);
 out:
     if (rc != ST_OK)
@@ -717,6 +740,97 @@ out:
     else
         *out = ix;
     return rc;
+}
+
+int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n, uint32_t threads,
+                     struct idx_ivfpq **out)
+{
+    return derive_from(base, true, vecs, n, threads, out);
+}
+
+int idx_ivfpq_adopt(const struct idx_ivfpq *q, const float *vecs, uint32_t n, uint32_t threads,
+                    struct idx_ivfpq **out)
+{
+    return derive_from(q, false, vecs, n, threads, out);
+}
+
+bool idx_ivfpq_same_quantizer(const struct idx_ivfpq *a, const struct idx_ivfpq *b)
+{
+    if (a == b)
+        return true;
+    if (a->qid != b->qid || a->dim != b->dim || a->nlist != b->nlist || a->m != b->m ||
+        a->nbits != b->nbits || a->metric != b->metric)
+        return false;
+    return memcmp(a->centroids, b->centroids, (size_t)a->nlist * a->dim * sizeof(float)) == 0 &&
+           memcmp(a->codebooks, b->codebooks, (size_t)a->m * a->ksub * a->dsub * sizeof(float)) ==
+               0;
+}
+
+uint64_t idx_ivfpq_quantizer_id(const struct idx_ivfpq *ix)
+{
+    return ix->qid;
+}
+
+double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uint32_t n,
+                              uint32_t sample, bool own)
+{
+    if (n == 0 || sample == 0)
+        return 0;
+    uint32_t ns = n < sample ? n : sample;
+    float *x = malloc((size_t)ns * ix->dim * sizeof(float));
+    float *dots = malloc((size_t)NEAREST_BATCH * ix->nlist * sizeof(float));
+    float *xb = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float));
+    uint32_t *asg = malloc((size_t)ns * sizeof(*asg));
+    double err = -1;
+    if (x != NULL && dots != NULL && xb != NULL && asg != NULL) {
+        /* Rows spread evenly over the input (row i * n / ns), as the lists assign them: the
+         * nearest centroid in L2 measured from mu (the centroids' mean; computed here for
+         * inner product, whose mu the index does not keep). */
+        for (uint32_t i = 0; i < ns; i++)
+            memcpy(x + (size_t)i * ix->dim, vecs + (size_t)((uint64_t)i * n / ns) * ix->dim,
+                   ix->dim * sizeof(float));
+        const float *origin = ix->mu, *ct = ix->ct, *cn = ix->cn;
+        float *mid = NULL, *oct = NULL, *ocn = NULL, *cc = NULL;
+        if (origin == NULL) {
+            mid = calloc(ix->dim, sizeof(*mid));
+            oct = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
+            ocn = malloc((size_t)ix->nlist * sizeof(float));
+            cc = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
+            if (mid != NULL && oct != NULL && ocn != NULL && cc != NULL) {
+                for (uint32_t c = 0; c < ix->nlist; c++)
+                    for (uint32_t d = 0; d < ix->dim; d++)
+                        mid[d] += ix->centroids[(size_t)c * ix->dim + d] / (float)ix->nlist;
+                transpose_norms(centred(ix->centroids, ix->nlist, ix->dim, ix->dim, mid, cc),
+                                ix->nlist, ix->dim, oct, ocn);
+                origin = mid, ct = oct, cn = ocn;
+            }
+        }
+        if (origin != NULL) {
+            nearest_n(x, ns, ix->dim, origin, ct, cn, ix->dim, ix->nlist, dots, xb, asg);
+            double sum = 0;
+            for (uint32_t i = 0; i < ns; i++) {
+                const float *v = x + (size_t)i * ix->dim;
+                const float *c = ix->centroids + (size_t)asg[i] * ix->dim;
+                double e = 0;
+                for (uint32_t d = 0; d < ix->dim; d++)
+                    e += ((double)v[d] - c[d]) * ((double)v[d] - c[d]);
+                /* Its own vector pulled the centroid towards it: without it, the mean of the
+                 * s - 1 others lies s / (s - 1) times as far. */
+                double s = own ? ix->lists[asg[i]].n : 0;
+                sum += s >= 2 ? e * (s / (s - 1)) * (s / (s - 1)) : e;
+            }
+            err = sum / ns;
+        }
+        free(mid);
+        free(oct);
+        free(ocn);
+        free(cc);
+    }
+    free(x);
+    free(dots);
+    free(xb);
+    free(asg);
+    return err;
 }
 
 void idx_ivfpq_free(struct idx_ivfpq *ix)
@@ -815,6 +929,8 @@ struct idx_ivfpq_searcher {
     struct st_hit *coarse;
     struct st_hit *cand;
     size_t cand_cap;
+    uint32_t *off; /* idx_ivfpq_search_shared: each member's first id */
+    size_t off_cap;
 };
 
 struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix)
@@ -850,6 +966,7 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s->bq);
     free(s->coarse);
     free(s->cand);
+    free(s->off);
     free(s);
 }
 
@@ -865,6 +982,7 @@ struct scan {
     float thr; /* INFINITY until the first selection */
     st_filter_fn filter;
     void *fctx;
+    uint32_t off; /* added to the ids of the index scanned (its first id among the members) */
 };
 
 /* cand[0..keep) the best keep of the nk (nk > keep), thr the worst of them. */
@@ -884,7 +1002,7 @@ static inline void consider(struct scan *sc, uint32_t id, float d)
         return;
     if (sc->filter != NULL && !sc->filter(sc->fctx, id))
         return;
-    sc->cand[sc->nk++] = (struct st_hit){id, d};
+    sc->cand[sc->nk++] = (struct st_hit){id + sc->off, d};
     if (sc->nk == 2 * sc->keep)
         scan_select(sc);
 }
@@ -987,12 +1105,40 @@ static bool cand_room(struct idx_ivfpq_searcher *s, size_t keep)
     return true;
 }
 
+/* The member holding candidate id (ids run through the members: off[i] is member i's first). */
+static size_t member_of(const uint32_t *off, size_t nmem, uint32_t id);
+
+/* The raw row of candidate id among the members. */
+static const float *raw_row(const struct idx_ivfpq_member *mem, const uint32_t *off, size_t nmem,
+                            uint32_t id, uint32_t dim)
+{
+    size_t w = member_of(off, nmem, id);
+    return mem[w].raw + (size_t)(id - off[w]) * dim;
+}
+
+/* The member holding candidate id (ids run through the members: off[i] is member i's first). */
+static size_t member_of(const uint32_t *off, size_t nmem, uint32_t id)
+{
+    size_t lo = 0, hi = nmem;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (off[mid] <= id)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* One query q (qt: q - mu for L2 (centred), q for inner product), its centroid dot products
- * cdots[c] = <qt, ct's c> already computed. */
+ * cdots[c] = <qt, ct's c> already computed, over the nmem indexes mem of s's quantizer (their
+ * ids offset by off[]) as one index: each probed list scanned in every member, one candidate
+ * set, the best keep re-ranked from each member's own raw vectors. which (NULL with one
+ * member): the member of each hit. */
 static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const float *qt,
                          const float *cdots, uint32_t k, uint32_t nprobe, size_t keep,
-                         const float *raw, float bound, st_filter_fn filter, void *fctx,
-                         struct st_hit *out)
+                         const struct idx_ivfpq_member *mem, const uint32_t *off, size_t nmem,
+                         float bound, struct st_hit *out, uint32_t *which)
 {
     const struct idx_ivfpq *ix = s->ix;
     /* Coarse: the nprobe closest lists; L2 from mu: ||q - c||^2 = ||q - mu||^2 + ||c - mu||^2
@@ -1019,16 +1165,21 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     }
     if (ix->nbits == 4)
         s->scale = s->k->pq4_lut(s->qterm, NULL, NULL, 0, ix->m, ix->m2, s->qtab, s->lut, &s->bias);
-    struct scan sc = {s->cand, 0, keep, INFINITY, filter, fctx};
+    struct scan sc = {s->cand, 0, keep, INFINITY, NULL, NULL, 0};
     for (size_t p = 0; p < nc; p++) {
-        const struct ivf_list *l = &ix->lists[s->coarse[p].id];
-        if (l->n == 0)
-            continue;
-        /* ||q - c||^2 (L2) or -<q, c> (inner product) */
-        if (ix->nbits == 8)
-            scan8(s, l, s->coarse[p].dist, &sc);
-        else
-            scan4(s, l, s->coarse[p].dist, &sc);
+        for (size_t i = 0; i < nmem; i++) {
+            const struct ivf_list *l = &mem[i].ix->lists[s->coarse[p].id];
+            if (l->n == 0)
+                continue;
+            sc.filter = mem[i].filter;
+            sc.fctx = mem[i].fctx;
+            sc.off = off[i];
+            /* ||q - c||^2 (L2) or -<q, c> (inner product) */
+            if (ix->nbits == 8)
+                scan8(s, l, s->coarse[p].dist, &sc);
+            else
+                scan4(s, l, s->coarse[p].dist, &sc);
+        }
     }
     if (sc.nk > keep)
         scan_select(&sc);
@@ -1040,20 +1191,28 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
          * on Fashion-MNIST (3 KiB rows, 100 candidates): 2 ahead x 8 lines beat 1 x 16 by
          * ~8%, none by ~12%; whole rows only fill the line-fill buffers. */
         size_t row = (size_t)ix->dim * sizeof(float);
+#define RAW_ROW(c)                                                                                 \
+    (nmem == 1 ? mem[0].raw + (size_t)(c).id * ix->dim : raw_row(mem, off, nmem, (c).id, ix->dim))
         for (size_t i = 0; i < nk && i < 2; i++)
-            prefetch_head(raw + (size_t)s->cand[i].id * ix->dim, row);
+            prefetch_head(RAW_ROW(s->cand[i]), row);
         for (size_t i = 0; i < nk; i++) {
             if (i + 2 < nk)
-                prefetch_head(raw + (size_t)s->cand[i + 2].id * ix->dim, row);
-            s->cand[i].dist = ix->dist(q, raw + (size_t)s->cand[i].id * ix->dim, ix->dim);
+                prefetch_head(RAW_ROW(s->cand[i + 2]), row);
+            s->cand[i].dist = ix->dist(q, RAW_ROW(s->cand[i]), ix->dim);
         }
+#undef RAW_ROW
     }
     st_hits_sort(s->cand, nk);
     size_t n = nk < k ? nk : k;
-    /* Beyond the bound: of no use to the caller (ties at it are kept). */
+    /* Beyond the bound: of no use to the caller (ties are kept). */
     while (n > 0 && s->cand[n - 1].dist > bound)
         n--;
-    memcpy(out, s->cand, n * sizeof(*out));
+    for (size_t i = 0; i < n; i++) {
+        size_t w = nmem == 1 ? 0 : member_of(off, nmem, s->cand[i].id);
+        out[i] = (struct st_hit){s->cand[i].id - off[w], s->cand[i].dist};
+        if (which != NULL)
+            which[i] = (uint32_t)w;
+    }
     return n;
 }
 
@@ -1081,8 +1240,53 @@ size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint
     /* All centroid dot products in one pass over the transposed centroids. */
     const float *qt = centred(q, 1, ix->dim, ix->dim, ix->mu, s->qc); /* mu: L2 only */
     s->k->dots_t(qt, ix->ct, ix->dim, ix->nlist, s->cdots);
-    return search_one(s, q, qt, s->cdots, k, clamp_nprobe(ix, nprobe), keep, raw, bound, filter,
-                      fctx, out);
+    struct idx_ivfpq_member one = {ix, raw, filter, fctx};
+    static const uint32_t off0 = 0;
+    return search_one(s, q, qt, s->cdots, k, clamp_nprobe(ix, nprobe), keep, &one, &off0, 1, bound,
+                      out, NULL);
+}
+
+int idx_ivfpq_search_shared(struct idx_ivfpq_searcher *s, const struct idx_ivfpq_member *mem,
+                            size_t nmem, const float *q, uint32_t k, uint32_t nprobe,
+                            uint32_t rerank, float bound, struct st_hit *out, uint32_t *which,
+                            size_t *n)
+{
+    const struct idx_ivfpq *ix = s->ix;
+    *n = 0;
+    bool raw = true;
+    uint64_t total = 0;
+    for (size_t i = 0; i < nmem; i++) {
+        /* The query's coarse step and table serve every member: the caller has seen that the
+         * quantizers are the same (idx_ivfpq_same_quantizer: byte for byte, too slow for every
+         * query); the shape, which every scan's reads depend on, is checked here. */
+        const struct idx_ivfpq *x = mem[i].ix;
+        if (x->qid != ix->qid || x->dim != ix->dim || x->nlist != ix->nlist || x->m != ix->m ||
+            x->nbits != ix->nbits || x->metric != ix->metric)
+            return ST_EINVAL;
+        raw = raw && mem[i].raw != NULL;
+        total += mem[i].ix->n;
+    }
+    size_t keep = raw && rerank > k ? rerank : k;
+    if (total > UINT32_MAX)
+        return ST_EINVAL;
+    if (k == 0 || total == 0)
+        return ST_OK;
+    if (!cand_room(s, 2 * keep))
+        return ST_ENOMEM;
+    if (nmem > s->off_cap) {
+        uint32_t *o = realloc(s->off, nmem * sizeof(*o));
+        if (o == NULL)
+            return ST_ENOMEM;
+        s->off = o;
+        s->off_cap = nmem;
+    }
+    for (size_t i = 0, at = 0; i < nmem; at += mem[i].ix->n, i++)
+        s->off[i] = (uint32_t)at;
+    const float *qt = centred(q, 1, ix->dim, ix->dim, ix->mu, s->qc);
+    s->k->dots_t(qt, ix->ct, ix->dim, ix->nlist, s->cdots);
+    *n = search_one(s, q, qt, s->cdots, k, clamp_nprobe(ix, nprobe), keep, mem, s->off, nmem, bound,
+                    out, which);
+    return ST_OK;
 }
 
 int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t nq, uint32_t k,
@@ -1111,10 +1315,12 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
          * (summed in the same order as the one-query kernel: the same lists are probed). */
         const float *qt = centred(qs + i * ix->dim, (uint32_t)nb, ix->dim, ix->dim, ix->mu, s->bq);
         s->k->dots_tn(qt, nb, ix->dim, ix->ct, ix->dim, ix->nlist, s->bdots);
+        struct idx_ivfpq_member one = {ix, raw, filter, fctx};
+        static const uint32_t off0 = 0;
         for (size_t b = 0; b < nb; b++)
             counts[i + b] =
                 search_one(s, qs + (i + b) * ix->dim, qt + b * ix->dim, s->bdots + b * ix->nlist, k,
-                           nprobe, keep, raw, INFINITY, filter, fctx, out + (i + b) * k);
+                           nprobe, keep, &one, &off0, 1, INFINITY, out + (i + b) * k, NULL);
     }
     return ST_OK;
 }

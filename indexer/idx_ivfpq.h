@@ -8,6 +8,7 @@
 #ifndef IDX_IVFPQ_H
 #define IDX_IVFPQ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,31 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
  */
 int idx_ivfpq_extend(const struct idx_ivfpq *base, const float *vecs, uint32_t n, uint32_t threads,
                      struct idx_ivfpq **out) ST_WUR;
+/*
+ * A new index with q's coarse centroids, PQ codebooks, nbits and layout (its quantizer, copied)
+ * holding only the n vectors vecs, as ids 0..n-1, encoded exactly as a build encodes them (no
+ * training; none of q's entries). Indexes that share one quantizer are searched together as
+ * one (idx_ivfpq_search_shared). q is borrowed. Caller owns *out.
+ */
+int idx_ivfpq_adopt(const struct idx_ivfpq *q, const float *vecs, uint32_t n, uint32_t threads,
+                    struct idx_ivfpq **out) ST_WUR;
+/* Do a and b have the same quantizer: shape, metric, coarse centroids and codebooks equal byte
+ * for byte (an adopted index and its source, or indexes extended from one)? */
+bool idx_ivfpq_same_quantizer(const struct idx_ivfpq *a, const struct idx_ivfpq *b);
+/* A hash of the quantizer (equal for the same quantizer; unequal ones almost surely differ):
+ * for grouping; idx_ivfpq_same_quantizer decides. */
+uint64_t idx_ivfpq_quantizer_id(const struct idx_ivfpq *ix);
+/* Has ix the shape a build with o gives when it is not capped: o's dim, metric, m, nbits and
+ * nlist, defaults resolved (a build over fewer than nlist vectors has fewer lists)? */
+bool idx_ivfpq_built_as(const struct idx_ivfpq *ix, const struct idx_ivfpq_opts *o);
+/* Mean squared L2 distance from up to `sample` of the n rows vecs (spread evenly) to their
+ * nearest coarse centroid: how well the quantizer fits those vectors (0 for none; -1 without
+ * memory). own: vecs are the vectors ix was trained on, and each distance is scaled by
+ * (s / (s - 1))^2 for a list of s of them (its centroid without that vector's pull, had it been
+ * their mean): an estimate of the error on unseen vectors like them, which the in-sample error
+ * understates (by ~1.35x with ~10 vectors a list). */
+double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uint32_t n,
+                              uint32_t sample, bool own);
 void idx_ivfpq_free(struct idx_ivfpq *ix);
 /* Codes, ids, centroids, codebooks and what is derived from them (L2: a float per vector, and
  * at 4 bits one per block of 32). */
@@ -77,6 +103,30 @@ size_t idx_ivfpq_search(struct idx_ivfpq_searcher *s, const float *q, uint32_t k
 size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint32_t k,
                               uint32_t nprobe, uint32_t rerank, const float *raw, float bound,
                               st_filter_fn filter, void *fctx, struct st_hit *out);
+
+/* One index among several that share a quantizer: its raw vectors (NULL: no re-ranking) and
+ * the filter of its ids. */
+struct idx_ivfpq_member {
+    const struct idx_ivfpq *ix;
+    const float *raw;
+    st_filter_fn filter;
+    void *fctx;
+};
+
+/*
+ * The k nearest of q over the nmem indexes mem, all of s's quantizer (the caller's to know:
+ * idx_ivfpq_same_quantizer; only the shape and the hash are checked), searched as one index over
+ * their union: the coarse step and the query's table once, each of the nprobe closest lists scanned
+ * in every member into one candidate set, the best `rerank` (when every member has raw and rerank >
+ * k) re-ranked from each member's own raw vectors; bound as idx_ivfpq_search_bound. *n hits at out,
+ * closest first: ids are the member's own, which[i] the member of hit i. ST_EINVAL when a member's
+ * quantizer has another shape or hash, or their vectors together do not fit 32 bits, ST_ENOMEM
+ * without scratch.
+ */
+int idx_ivfpq_search_shared(struct idx_ivfpq_searcher *s, const struct idx_ivfpq_member *mem,
+                            size_t nmem, const float *q, uint32_t k, uint32_t nprobe,
+                            uint32_t rerank, float bound, struct st_hit *out, uint32_t *which,
+                            size_t *n) ST_WUR;
 
 /*
  * The same search for nq queries (rows of dim floats at qs): query i's hits at out + i * k,

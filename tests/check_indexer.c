@@ -3826,6 +3826,130 @@ static void ivfpq_save_ok(const struct idx_ivfpq *ix, const char *path)
 }
 
 /* _i: bit 0 = 4-bit codes (else 8), bit 1 = an odd m (4 bits: a pad sub-quantizer). */
+/* Keeps ids not divisible by 3 (ctx: the id offset of the index filtered). */
+static bool not_third(void *ctx, uint32_t id)
+{
+    return (id + *(const uint32_t *)ctx) % 3 != 0;
+}
+
+/*
+ * Indexes sharing a quantizer (idx_ivfpq_adopt) searched together (idx_ivfpq_search_shared) are
+ * the index over their union: the hits, to the bit, of idx_ivfpq_extend's index over the same
+ * vectors (the same codes; each list scanned base's entries first, as the shared search scans
+ * the members in order), at 4 and 8 bits, re-ranked or not, filtered, bounded. A member of
+ * another quantizer is refused; the fit measure tells the same data from drifted data.
+ */
+START_TEST(test_ivfpq_shared)
+{
+    uint32_t nbits = _i & 1 ? 4 : 8;
+    uint32_t na = 3000, nb = 2000, n = na + nb, dim = 32, nq = 200;
+    float *all = dataset(n, dim, 40, 31 + (uint64_t)_i);
+    float *qs = dataset(nq, dim, 40, 31 + (uint64_t)_i);
+    const float *vb = all + (size_t)na * dim;
+    struct idx_ivfpq_opts o = {
+        .dim = dim, .metric = ST_METRIC_L2, .nlist = 32, .m = 8, .nbits = nbits, .seed = 5};
+    struct idx_ivfpq *a, *b, *e, *c;
+    ck_assert_int_eq(idx_ivfpq_build(&o, all, na, &a), ST_OK);
+    ck_assert_int_eq(idx_ivfpq_adopt(a, vb, nb, 2, &b), ST_OK);
+    ck_assert_int_eq(idx_ivfpq_extend(a, vb, nb, 1, &e), ST_OK);
+    ck_assert_int_eq(idx_ivfpq_build(&o, vb, nb, &c), ST_OK); /* a quantizer of its own */
+    ck_assert_uint_eq(idx_ivfpq_count(b), nb);
+    ck_assert(idx_ivfpq_same_quantizer(a, b) && idx_ivfpq_same_quantizer(b, e));
+    ck_assert(idx_ivfpq_quantizer_id(a) == idx_ivfpq_quantizer_id(b));
+    ck_assert(!idx_ivfpq_same_quantizer(a, c));
+    ck_assert(idx_ivfpq_quantizer_id(a) != idx_ivfpq_quantizer_id(c));
+    ck_assert(idx_ivfpq_built_as(a, &o) && idx_ivfpq_built_as(b, &o));
+    struct idx_ivfpq_opts o16 = o;
+    o16.nlist = 16;
+    ck_assert(!idx_ivfpq_built_as(a, &o16));
+    struct idx_ivfpq_searcher *ss = idx_ivfpq_searcher_new(a), *se = idx_ivfpq_searcher_new(e);
+    enum { K = 10 };
+    uint32_t off_a = 0, off_b = na;
+    struct idx_ivfpq_member mem[2] = {{a, all, NULL, NULL}, {b, vb, NULL, NULL}};
+    uint32_t compared = 0;
+    for (int mode = 0; mode < 4; mode++) { /* plain, no re-rank, filtered, bounded */
+        uint32_t rerank = mode == 1 ? 0 : 40;
+        mem[0].filter = mem[1].filter = mode == 2 ? not_third : NULL;
+        mem[0].fctx = &off_a;
+        mem[1].fctx = &off_b;
+        for (uint32_t qi = 0; qi < nq; qi++) {
+            const float *q = qs + (size_t)qi * dim;
+            struct st_hit he[K], hs[K];
+            uint32_t which[K];
+            float bound = INFINITY;
+            if (mode == 3) { /* the 5th best of the plain search: half the hits are beyond */
+                size_t m0 = idx_ivfpq_search(se, q, K, 4, rerank, all, NULL, NULL, he);
+                ck_assert_uint_eq(m0, K);
+                bound = he[4].dist;
+            }
+            size_t ne = idx_ivfpq_search_bound(se, q, K, 4, rerank, all, bound,
+                                               mode == 2 ? not_third : NULL, &off_a, he);
+            size_t ns;
+            ck_assert_int_eq(
+                idx_ivfpq_search_shared(ss, mem, 2, q, K, 4, rerank, bound, hs, which, &ns), ST_OK);
+            ck_assert_uint_eq(ns, ne);
+            ck_assert_uint_gt(ns, 0);
+            for (size_t i = 0; i < ns; i++) {
+                ck_assert_uint_lt(which[i], 2);
+                uint32_t id = hs[i].id + (which[i] ? na : 0);
+                ck_assert_uint_lt(hs[i].id, which[i] ? nb : na);
+                ck_assert_msg(id == he[i].id && hs[i].dist == he[i].dist,
+                              "mode %d query %u hit %zu: shared %u %g, extended %u %g", mode, qi, i,
+                              id, hs[i].dist, he[i].id, he[i].dist);
+                if (mode == 2)
+                    ck_assert_uint_ne(id % 3, 0);
+                if (mode == 3)
+                    ck_assert(hs[i].dist <= bound);
+                compared++;
+            }
+        }
+    }
+    ck_assert_uint_gt(compared, 3 * nq * K);
+    /* Both members' hits come back (the union is searched, not the first member alone). */
+    size_t ns, from_b = 0;
+    for (uint32_t qi = 0; qi < nq; qi++) {
+        struct st_hit hs[K];
+        uint32_t which[K];
+        mem[0].filter = mem[1].filter = NULL;
+        ck_assert_int_eq(idx_ivfpq_search_shared(ss, mem, 2, qs + (size_t)qi * dim, K, 4, 40,
+                                                 INFINITY, hs, which, &ns),
+                         ST_OK);
+        for (size_t i = 0; i < ns; i++)
+            from_b += which[i] == 1;
+    }
+    ck_assert_uint_gt(from_b, nq * K / 5);
+    /* A member of another quantizer (same shape) is refused. */
+    struct idx_ivfpq_member bad[2] = {{a, all, NULL, NULL}, {c, vb, NULL, NULL}};
+    struct st_hit hs[K];
+    uint32_t which[K];
+    ck_assert_int_eq(idx_ivfpq_search_shared(ss, bad, 2, qs, K, 4, 40, INFINITY, hs, which, &ns),
+                     ST_EINVAL);
+    ck_assert_uint_eq(ns, 0);
+    /* The fit: vectors like the training ones lie about as far from the centroids as the
+     * training vectors would unseen (the leave-one-out estimate is above the in-sample error);
+     * the same vectors moved far away lie many times farther. */
+    double in = idx_ivfpq_coarse_error(a, all, na, 1024, false);
+    double own = idx_ivfpq_coarse_error(a, all, na, 1024, true);
+    double same = idx_ivfpq_coarse_error(a, vb, nb, 1024, false);
+    float *moved = malloc((size_t)nb * dim * sizeof(float));
+    for (size_t i = 0; i < (size_t)nb * dim; i++)
+        moved[i] = vb[i] + (i % dim < dim / 2 ? 30.0f : -30.0f);
+    double far = idx_ivfpq_coarse_error(a, moved, nb, 1024, false);
+    ck_assert_msg(in > 0 && own > in && same < 1.5 * own && far > 3 * own,
+                  "in-sample %g, leave-one-out %g, same data %g, moved %g", in, own, same, far);
+    ck_assert(idx_ivfpq_coarse_error(a, vb, 0, 1024, false) == 0);
+    free(moved);
+    idx_ivfpq_searcher_free(ss);
+    idx_ivfpq_searcher_free(se);
+    idx_ivfpq_free(a);
+    idx_ivfpq_free(b);
+    idx_ivfpq_free(c);
+    idx_ivfpq_free(e);
+    free(all);
+    free(qs);
+}
+END_TEST
+
 START_TEST(test_ivfpq_extend)
 {
     uint32_t nbits = _i & 1 ? 4 : 8, odd = _i >> 1 & 1;
@@ -4045,6 +4169,7 @@ int main(void)
     tcase_add_test(tc, test_hnsw_duplicates_reachable);
     tcase_add_test(tc, test_hnsw_swap_verified);
     tcase_add_loop_test(tc, test_ivfpq_extend, 0, 4);
+    tcase_add_loop_test(tc, test_ivfpq_shared, 0, 2);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
