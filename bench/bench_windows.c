@@ -166,10 +166,13 @@ static void load_classes(void)
 }
 
 struct layout {
-    char name[32];
+    char name[64];
     unsigned windows, nodes;
     bool by_class;           /* "c": rows ordered by class before the split (drifting content) */
     unsigned unit;           /* "uK": parts compacted into units of K windows (0: none) */
+    bool shared;             /* "s" (--index ivfpq): each window adopts the previous window's
+                                quantizer when it fits (idx_part_build_on, as the indexer does) */
+    unsigned adopted;        /* of the parts built, how many adopted a quantizer */
     struct idx_part **parts; /* newest window first, as a view orders them */
     size_t nparts;
     struct idx_view *view;
@@ -177,8 +180,28 @@ struct layout {
     bool built; /* false: every part loaded from --dir */
 };
 
-/* Writes the segment of (window w, node) if it is not there, then builds or loads its part. */
-static struct idx_part *make_part(const struct layout *l, unsigned w, unsigned node, bool *built)
+/* --index ivfpq: IVF-PQ parts (nlist 256, 196 x 4-bit fast-scan, bench_ann's 4-bit
+ * settings; the sweep's values are nprobe) instead of HNSW. */
+static bool ivf;
+static const char *ix_ext(void)
+{
+    return ivf ? "ivfpq" : "hnsw";
+}
+static const char *ix_desc(void)
+{
+    return ivf ? "IVF-PQ nlist=256 m=196 nbits=4 rerank 64 (the sweep's values are nprobe)"
+               : "HNSW M=16 ef_construction=200";
+}
+static struct cfg_index bench_cix(void)
+{
+    return ivf ? (struct cfg_index){.type = CFG_INDEX_IVFPQ, .nlist = 256, .pq_m = 196, .nbits = 4}
+               : (struct cfg_index){.type = CFG_INDEX_HNSW, .m = 16, .ef_construction = 200};
+}
+
+/* Writes the segment of (window w, node) if it is not there, then builds or loads its part
+ * (built: with donor's quantizer when it fits, donor NULL or not). */
+static struct idx_part *make_part(struct layout *l, unsigned w, unsigned node,
+                                  const struct idx_part *donor, bool *built)
 {
     unsigned lo = (unsigned)((uint64_t)w * NTRAIN / l->windows);
     unsigned hi = (unsigned)((uint64_t)(w + 1) * NTRAIN / l->windows);
@@ -192,18 +215,19 @@ static struct idx_part *make_part(const struct layout *l, unsigned w, unsigned n
     int64_t start = (int64_t)w * WINDOW;
     struct idx_cat_entry e = {.start = start, .end = start + WINDOW, .version = 1};
     snprintf(e.node, sizeof(e.node), "n%u", node);
-    snprintf(e.index, sizeof(e.index), "hnsw");
+    snprintf(e.index, sizeof(e.index), "%s", ix_ext());
     char seg[4096], ix[4096];
     char sub[40];
     snprintf(sub, sizeof(sub), "%ux%u%s", l->windows, l->nodes, l->by_class ? "-by-class" : "");
     if (snprintf(seg, sizeof(seg), "%s/%s/%s@%lld@v1.seg", dir, sub, e.node, (long long)start) >=
             (int)sizeof(seg) ||
-        snprintf(ix, sizeof(ix), "%s/%s/%s@%lld@v1.hnsw", dir, sub, e.node, (long long)start) >=
-            (int)sizeof(ix))
+        snprintf(ix, sizeof(ix), "%s/%s/%s@%lld@v1%s.%s", dir, sub, e.node, (long long)start,
+                 l->shared ? "-shared" : "", ix_ext()) >= (int)sizeof(ix))
         die(dir, "path too long");
     struct idx_part *p = NULL;
     struct st_err err = {0};
-    if (access(seg, F_OK) == 0 && access(ix, F_OK) == 0 &&
+    /* A shared layout's parts depend on their donors: built again all together. */
+    if (!l->shared && access(seg, F_OK) == 0 && access(ix, F_OK) == 0 &&
         idx_part_load(&e, seg, ix, ST_METRIC_L2, &p, &err) == ST_OK)
         return p;
     err = (struct st_err){0};
@@ -233,9 +257,10 @@ static struct idx_part *make_part(const struct layout *l, unsigned w, unsigned n
         die(seg, err.msg);
     free(in);
     free(ids);
-    struct cfg_index cix = {.type = CFG_INDEX_HNSW, .m = 16, .ef_construction = 200};
-    if (idx_part_build(&e, seg, ix, &cix, ST_METRIC_L2, threads, NULL, &p, &err) != ST_OK)
+    struct cfg_index cix = bench_cix();
+    if (idx_part_build_on(&e, seg, ix, &cix, ST_METRIC_L2, threads, donor, NULL, &p, &err) != ST_OK)
         die(ix, err.msg);
+    l->adopted += p->adopted;
     *built = true;
     return p;
 }
@@ -253,9 +278,16 @@ static void layout_open(struct layout *l)
     l->parts = calloc(l->nparts, sizeof(*l->parts));
     double t0 = now_s();
     size_t i = 0;
-    for (unsigned w = l->windows; w-- > 0;) /* newest first */
-        for (unsigned node = 0; node < l->nodes; node++)
-            l->parts[i++] = make_part(l, w, node, &l->built);
+    /* Built oldest first, as windows seal (a shared layout's donor is the part built last),
+     * kept newest first, as a view orders them. */
+    (void)i;
+    const struct idx_part *donor = NULL;
+    for (unsigned w = 0; w < l->windows; w++)
+        for (unsigned node = 0; node < l->nodes; node++) {
+            struct idx_part *p = make_part(l, w, node, l->shared ? donor : NULL, &l->built);
+            l->parts[(size_t)(l->windows - 1 - w) * l->nodes + node] = p;
+            donor = p;
+        }
     if (l->unit > 0) { /* index compaction: one unit per K windows (every node's parts) */
         size_t nu = (l->windows + l->unit - 1) / l->unit;
         struct idx_part **units = calloc(nu, sizeof(*units));
@@ -275,13 +307,13 @@ static void layout_open(struct layout *l)
             struct idx_part_unit spec = {.id = u + 1, .mem = mem, .seg_paths = segs, .n = nm};
             spec.e = (struct idx_cat_entry){
                 .start = (int64_t)w0 * WINDOW, .end = (int64_t)w1 * WINDOW, .version = 1};
-            snprintf(spec.e.index, sizeof(spec.e.index), "hnsw");
+            snprintf(spec.e.index, sizeof(spec.e.index), "%s", ix_ext());
             char ix[800];
-            snprintf(ix, sizeof(ix), "%s/unit%u-%zu@g1.hnsw", path, l->unit, u);
+            snprintf(ix, sizeof(ix), "%s/unit%u-%zu@g1.%s", path, l->unit, u, ix_ext());
             struct st_err err = {0};
             if (access(ix, F_OK) != 0 ||
                 idx_part_load_unit(&spec, ix, ST_METRIC_L2, &units[nu - 1 - u], &err) != ST_OK) {
-                struct cfg_index cix = {.type = CFG_INDEX_HNSW, .m = 16, .ef_construction = 200};
+                struct cfg_index cix = bench_cix();
                 err = (struct st_err){0};
                 if (idx_part_build_unit(&spec, ix, &cix, ST_METRIC_L2, threads, NULL,
                                         &units[nu - 1 - u], &err) != ST_OK)
@@ -333,7 +365,8 @@ static struct result run(const struct layout *l, uint32_t ef, bool exhaustive)
         for (unsigned q = 0; q < nq; q++) {
             struct idx_view_query vq = {.vec = test + (size_t)q * DIM,
                                         .k = K,
-                                        .ef = ef,
+                                        .ef = ivf ? 0 : ef,
+                                        .nprobe = ivf ? ef : 0,
                                         .from_ts = INT64_MIN,
                                         .to_ts = INT64_MAX,
                                         .exhaustive = exhaustive,
@@ -416,6 +449,8 @@ int main(int argc, char **argv)
             gt_cache = v;
         else if (strcmp(a, "--search-threads") == 0)
             search_threads = (unsigned)atoi(v);
+        else if (strcmp(a, "--index") == 0 && (strcmp(v, "ivfpq") == 0 || strcmp(v, "hnsw") == 0))
+            ivf = strcmp(v, "ivfpq") == 0;
         else
             die(a, "unknown option");
         i++;
@@ -429,13 +464,13 @@ int main(int argc, char **argv)
     if (search_threads > 1 && idx_pool_new(search_threads - 1, &search_pool) != ST_OK)
         die("--search-threads", "cannot start the threads");
     if (search_threads > 1)
-        printf("Fashion-MNIST: %u x %u, %u queries, k=%u, HNSW M=16 ef_construction=200, "
+        printf("Fashion-MNIST: %u x %u, %u queries, k=%u, %s, "
                "kernels=%s, each query's parts searched on %u threads\n",
-               NTRAIN, DIM, nq, K, st_kernels()->name, search_threads);
+               NTRAIN, DIM, nq, K, ix_desc(), st_kernels()->name, search_threads);
     else
-        printf("Fashion-MNIST: %u x %u, %u queries, k=%u, HNSW M=16 ef_construction=200, "
+        printf("Fashion-MNIST: %u x %u, %u queries, k=%u, %s, "
                "kernels=%s, single-threaded search\n",
-               NTRAIN, DIM, nq, K, st_kernels()->name);
+               NTRAIN, DIM, nq, K, ix_desc(), st_kernels()->name);
     ground_truth();
 
     struct layout ls[8];
@@ -452,19 +487,28 @@ int main(int argc, char **argv)
             if (by_class == NULL)
                 load_classes();
         }
+        if (*end == 's') {
+            if (!ivf)
+                die("--layouts", "the \"s\" suffix (a shared quantizer) needs --index ivfpq");
+            l->shared = true;
+            end++;
+        }
         if (*end == 'u')
             l->unit = (unsigned)strtoul(end + 1, &end, 10);
         if (l->windows == 0 || l->nodes == 0)
             die("--layouts", "expects e.g. 1,6,24,24x2,24c");
-        snprintf(l->name, sizeof(l->name), "%ux%u%s", l->windows, l->nodes,
-                 l->by_class ? " by class" : "");
+        snprintf(l->name, sizeof(l->name), "%ux%u%s%s", l->windows, l->nodes,
+                 l->by_class ? " by class" : "", l->shared ? " shared" : "");
         if (l->unit > 0)
             snprintf(l->name + strlen(l->name), sizeof(l->name) - strlen(l->name), ", units of %u",
                      l->unit);
         s = *end == ',' ? end + 1 : end;
         layout_open(l);
-        printf("layout %s: %zu parts %s in %.1f s\n", l->name, l->nparts,
+        printf("layout %s: %zu parts %s in %.1f s", l->name, l->nparts,
                l->built ? "built" : "loaded", l->build_s);
+        if (l->shared)
+            printf(" (%u of them adopted the previous window's quantizer)", l->adopted);
+        printf("\n");
         fflush(stdout);
         nl++;
     }

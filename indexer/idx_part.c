@@ -252,10 +252,39 @@ static int part_open(const struct idx_cat_entry *e, uint64_t unit, const struct 
     return ST_OK;
 }
 
+/* Vectors sampled from each side to tell whether a quantizer fits a new window. */
+#define FIT_SAMPLE 1024u
+
+/* How far vectors like those a quantizer was trained on lie from its coarse centroids, as the
+ * part knows it: recorded at the build that trained it and handed on to the parts that adopt
+ * it; a loaded part (0: not recorded) measures its own vectors as if they had trained it
+ * (lenient by the leave-one-out factor when they did not). */
+static double fit_ref(const struct idx_part *p)
+{
+    return p->fit_ref > 0 ? p->fit_ref
+                          : idx_ivfpq_coarse_error(p->ivf, p->raw, p->n, FIT_SAMPLE, true);
+}
+
+/* Does donor's IVF-PQ quantizer fit p's vectors: the shape a build with o gives, and p's
+ * vectors (a sample) no farther from its coarse centroids than IDX_PART_FIT_RATIO times the
+ * vectors it was trained on (content that drifted trains its own)? */
+static bool quantizer_fits(const struct idx_part *donor, const struct idx_part *p,
+                           const struct idx_ivfpq_opts *o, double *ref)
+{
+    if (donor == NULL || donor->ivf == NULL || donor->raw == NULL || donor->n == 0 ||
+        !idx_ivfpq_built_as(donor->ivf, o))
+        return false;
+    *ref = fit_ref(donor);
+    double mine = idx_ivfpq_coarse_error(donor->ivf, p->raw, p->n, FIT_SAMPLE, false);
+    return *ref > 0 && mine >= 0 && mine <= IDX_PART_FIT_RATIO * *ref;
+}
+
 /* Builds p's index (p opened with its raw vectors) and saves it to p->idx_path. With base (its
- * labels the first base->n of p's, its index of ix's type): base's index grown by the rest. */
-static int part_index(struct idx_part *p, const struct idx_part *base, const struct cfg_index *ix,
-                      uint64_t seed, uint32_t threads, const _Atomic bool *stop, struct st_err *err)
+ * labels the first base->n of p's, its index of ix's type): base's index grown by the rest.
+ * Without, an IVF-PQ index adopts donor's quantizer when it fits (quantizer_fits). */
+static int part_index(struct idx_part *p, const struct idx_part *base, const struct idx_part *donor,
+                      const struct cfg_index *ix, uint64_t seed, uint32_t threads,
+                      const _Atomic bool *stop, struct st_err *err)
 {
     int rc = ST_OK;
     const float *more = base != NULL && p->raw != NULL ? p->raw + (size_t)base->n * p->dim : NULL;
@@ -272,7 +301,14 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
                                    .nbits = ix->nbits,
                                    .seed = seed,
                                    .threads = threads ? threads : 1};
-        rc = idx_ivfpq_build(&o, p->raw, p->n, &p->ivf);
+        double ref = 0;
+        if (quantizer_fits(donor, p, &o, &ref)) {
+            rc = idx_ivfpq_adopt(donor->ivf, p->raw, p->n, o.threads, &p->ivf);
+            p->adopted = rc == ST_OK;
+            p->fit_ref = ref;
+        } else if ((rc = idx_ivfpq_build(&o, p->raw, p->n, &p->ivf)) == ST_OK) {
+            p->fit_ref = idx_ivfpq_coarse_error(p->ivf, p->raw, p->n, FIT_SAMPLE, true);
+        }
     } else if (p->n > 0) {
         struct idx_hnsw_opts o = {.dim = p->dim,
                                   .metric = p->metric,
@@ -363,6 +399,14 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
                    const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
                    const _Atomic bool *stop, struct idx_part **out, struct st_err *err)
 {
+    return idx_part_build_on(e, seg_path, idx_path, ix, metric, threads, NULL, stop, out, err);
+}
+
+int idx_part_build_on(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
+                      const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
+                      const struct idx_part *donor, const _Atomic bool *stop, struct idx_part **out,
+                      struct st_err *err)
+{
     *out = NULL;
     struct idx_part *p;
     int rc = part_open(e, 0, e, &seg_path, 1, idx_path, metric, true, &p, err);
@@ -371,7 +415,7 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
     if (stop != NULL && atomic_load(stop))
         rc = ST_ECLOSED;
     else
-        rc = part_index(p, NULL, ix, (uint64_t)e->start ^ e->version, threads, stop, err);
+        rc = part_index(p, NULL, donor, ix, (uint64_t)e->start ^ e->version, threads, stop, err);
     if (rc != ST_OK) {
         part_free(p);
         return rc;
@@ -424,7 +468,8 @@ int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
     else if (stop != NULL && atomic_load(stop))
         rc = ST_ECLOSED;
     else
-        rc = part_index(p, b, ix, u->id * 0x9E3779B97F4A7C15ull ^ u->e.version, threads, stop, err);
+        rc = part_index(p, b, NULL, ix, u->id * 0x9E3779B97F4A7C15ull ^ u->e.version, threads, stop,
+                        err);
     if (rc != ST_OK) {
         part_free(p);
         return rc;
@@ -503,6 +548,44 @@ size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t 
     if (hits != stack)
         free(hits);
     return n;
+}
+
+bool idx_part_same_quantizer(const struct idx_part *a, const struct idx_part *b)
+{
+    return a->ivf != NULL && b->ivf != NULL && a->n > 0 && b->n > 0 &&
+           idx_ivfpq_quantizer_id(a->ivf) == idx_ivfpq_quantizer_id(b->ivf) &&
+           idx_ivfpq_same_quantizer(a->ivf, b->ivf);
+}
+
+int idx_part_search_shared(const struct idx_part_shared *parts, size_t n, const float *q,
+                           uint32_t k, uint32_t nprobe, float bound, struct idx_part_hit *out,
+                           uint32_t *which, size_t *got)
+{
+    *got = 0;
+    if (n == 0 || k == 0)
+        return ST_OK;
+    struct idx_part *p0 = parts[0].p;
+    if (p0->ivf == NULL || p0->n == 0)
+        return ST_EINVAL;
+    struct idx_ivfpq_member *mem = malloc(n * sizeof(*mem));
+    struct st_hit *hits = malloc(k * sizeof(*hits));
+    void *s = mem != NULL && hits != NULL ? pool_get(p0) : NULL;
+    int rc = ST_ENOMEM;
+    if (s != NULL) {
+        for (size_t i = 0; i < n; i++)
+            mem[i] = (struct idx_ivfpq_member){parts[i].p->ivf, parts[i].p->raw, parts[i].filter,
+                                               parts[i].fctx};
+        /* As idx_part_search re-ranks one part: the union is searched as one index. */
+        uint32_t rerank = k * 4 > 64 ? k * 4 : 64;
+        rc = idx_ivfpq_search_shared(s, mem, n, q, k, nprobe ? nprobe : 16, rerank, bound, hits,
+                                     which, got);
+        pool_put(p0, s);
+        for (size_t i = 0; i < *got; i++)
+            out[i] = (struct idx_part_hit){parts[which[i]].p->rec[hits[i].id], hits[i].dist};
+    }
+    free(mem);
+    free(hits);
+    return rc;
 }
 
 float idx_part_probe(const struct idx_part *p, const float *q)

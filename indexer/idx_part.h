@@ -58,6 +58,8 @@ struct idx_part {
     int64_t min_ts, max_ts;
     size_t memory;         /* bytes of the index in memory */
     _Atomic bool doom_idx; /* unlink the index file at the last unref */
+    bool adopted;          /* built here with a donor's IVF-PQ quantizer (idx_part_build_on) */
+    double fit_ref;        /* IVF-PQ: its quantizer's error on its training vectors (0: unknown) */
     struct idx_part_pool *pool;
 };
 
@@ -84,6 +86,21 @@ uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_
 int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
                    const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
                    const _Atomic bool *stop, struct idx_part **out, struct st_err *err) ST_WUR;
+/*
+ * idx_part_build, where an IVF-PQ index may adopt the quantizer of donor (NULL: none), another
+ * part of the collection, instead of training one (idx_ivfpq_adopt): when donor's index has
+ * the shape ix asks for (its nlist not capped by a small window) and the new window's vectors
+ * lie no farther from its coarse centroids, on average over a sample, than IDX_PART_FIT_RATIO
+ * times the vectors it was trained on (p->fit_ref, handed on from part to part; measured on
+ * the donor's own vectors when it was loaded): content that drifted trains its own. Parts sharing a
+ * quantizer are searched as one index (idx_part_search_shared). p->adopted says which happened.
+ * donor is borrowed for the call.
+ */
+#define IDX_PART_FIT_RATIO 1.5
+int idx_part_build_on(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
+                      const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
+                      const struct idx_part *donor, const _Atomic bool *stop, struct idx_part **out,
+                      struct st_err *err) ST_WUR;
 /* Loads a part whose files are complete (at start, from the catalog). */
 int idx_part_load(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
                   enum st_metric metric, struct idx_part **out, struct st_err *err) ST_WUR;
@@ -143,6 +160,26 @@ typedef bool (*idx_part_filter)(void *ctx, uint32_t label);
  */
 size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t ef, uint32_t nprobe,
                        float bound, idx_part_filter filter, void *fctx, struct idx_part_hit *out);
+
+/* Do a and b hold IVF-PQ indexes (not empty) of the same quantizer (idx_ivfpq_same_quantizer)? */
+bool idx_part_same_quantizer(const struct idx_part *a, const struct idx_part *b);
+
+/* One part of a shared-quantizer search, with the filter of its labels. */
+struct idx_part_shared {
+    struct idx_part *p;
+    idx_part_filter filter;
+    void *fctx;
+};
+/*
+ * The k nearest of q over n IVF-PQ parts of one quantizer (idx_part_same_quantizer with the
+ * first) searched as one index: one coarse step and query table, one candidate set re-ranked
+ * as idx_part_search re-ranks one part (idx_ivfpq_search_shared). *got hits closest first
+ * (out and which: capacity k), which[i] the position in parts of hit i. ST_EINVAL for parts of
+ * another quantizer (or not IVF-PQ), ST_ENOMEM without scratch.
+ */
+int idx_part_search_shared(const struct idx_part_shared *parts, size_t n, const float *q,
+                           uint32_t k, uint32_t nprobe, float bound, struct idx_part_hit *out,
+                           uint32_t *which, size_t *got) ST_WUR;
 
 /* A cheap hint of how close the part's vectors come to q, smaller = closer, for ordering a
  * search over many parts (HNSW: the distance to the graph's entry node; IVF-PQ and empty

@@ -52,7 +52,8 @@ struct idx_coll {
     struct idx_view_slot view;
     bool view_stale; /* under mu: the published view lags the parts (build failed) */
     _Atomic uint64_t ev_sealed, ev_expired, builds, failures, noops;
-    _Atomic uint64_t retries; /* jobs that failed and wait for another attempt */
+    _Atomic uint64_t adoptions; /* windows built with another part's IVF-PQ quantizer */
+    _Atomic uint64_t retries;   /* jobs that failed and wait for another attempt */
     _Atomic uint64_t compactions;
 };
 
@@ -451,6 +452,23 @@ static const char *index_name(enum cfg_index_type t)
 
 static enum job_rc run_compact(struct idx_service *s, struct job *j);
 
+/* The part whose IVF-PQ quantizer a new window's build may adopt (idx_part_build_on decides
+ * whether it fits): the served IVF-PQ part of the newest window, so that a quantizer follows
+ * content that drifts. NULL when none; else a reference the caller drops. */
+static struct idx_part *quantizer_donor(struct idx_coll *c)
+{
+    struct idx_part *best = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->nparts; i++) {
+        struct idx_part *p = c->parts[i];
+        if (p->ivf != NULL && p->n > 0 && (best == NULL || p->e.end > best->e.end))
+            best = p;
+    }
+    if (best != NULL)
+        idx_part_ref(best);
+    pthread_mutex_unlock(&c->mu);
+    return best;
+}
 static enum job_rc run_job(struct idx_service *s, struct job *j)
 {
     if (j->kind == JOB_COMPACT)
@@ -564,7 +582,12 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
         "building coll=%s node=%s start=%" PRId64 " version=%u records=%" PRIu64 " index=%s%s",
         c->cfg->name, e.node, e.start, e.version, e.records, e.index, cold ? " (cold)" : "");
     int64_t t0 = st_clock_mono_ns(NULL);
-    rc = idx_part_build(&e, seg, idxp, ix, c->metric, 1, &s->stop, &p, &err);
+    struct idx_part *donor = ix->type == CFG_INDEX_IVFPQ ? quantizer_donor(c) : NULL;
+    rc = idx_part_build_on(&e, seg, idxp, ix, c->metric, 1, donor, &s->stop, &p, &err);
+    if (donor != NULL)
+        idx_part_unref(donor);
+    if (rc == ST_OK && p->adopted)
+        atomic_fetch_add(&c->adoptions, 1);
     if (rc == ST_ECLOSED) {
         out = JOB_ABANDON;
         goto done;
@@ -1768,7 +1791,7 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
                  "Memory reserved by running builds (estimate)");
     st_prom_sample(t, "strata_index_build_memory_bytes", NULL, (double)mem);
     size_t nc = s->ncoll;
-    enum { NCOL = 10 }; /* values per collection, by fam[].col */
+    enum { NCOL = 12 }; /* values per collection, by fam[].col */
     double *val = calloc(nc * NCOL + 1, sizeof(*val));
     for (size_t i = 0; val != NULL && i < nc; i++) {
         struct idx_coll *c = &s->colls[i];
@@ -1778,7 +1801,9 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
             const struct idx_part *p = v->parts[k];
             x[1] += p->n;
             x[2] += (double)p->memory;
+            x[10] += p->ivf != NULL && p->n > 0 && v->qgroup[k] == k;
         }
+        x[11] = (double)atomic_load(&c->adoptions);
         x[0] = (double)idx_view_live_parts(v);
         x[8] = v != NULL ? (double)v->n : 0;
         x[9] = (double)atomic_load(&c->compactions);
@@ -1806,6 +1831,11 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
          "Indexes served (a unit of index compaction counts once)", NULL, 8},
         {"strata_index_compactions_total", "counter", "Units built by index compaction (committed)",
          NULL, 9},
+        {"strata_indexer_quantizers", "gauge",
+         "Distinct IVF-PQ quantizers served (parts sharing one are searched as one index)", NULL,
+         10},
+        {"strata_index_quantizers_adopted_total", "counter",
+         "Window indexes built with the quantizer of an earlier window (IVF-PQ)", NULL, 11},
     };
     const char *cur = NULL;
     for (size_t f = 0; val != NULL && f < sizeof(fam) / sizeof(fam[0]); f++) {

@@ -72,7 +72,9 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
     v->mask = calloc(n ? n : 1, sizeof(*v->mask));
     v->dead = calloc(n ? n : 1, sizeof(*v->dead));
     v->slots = calloc(ns, sizeof(*v->slots));
-    if (v->parts == NULL || v->mask == NULL || v->dead == NULL || v->slots == NULL) {
+    v->qgroup = calloc(n ? n : 1, sizeof(*v->qgroup));
+    if (v->parts == NULL || v->mask == NULL || v->dead == NULL || v->slots == NULL ||
+        v->qgroup == NULL || n > UINT32_MAX) {
         idx_view_release(v);
         return ST_ENOMEM;
     }
@@ -80,6 +82,16 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
     for (size_t i = 0; i < n; i++) {
         idx_part_ref(parts[i]);
         v->parts[v->n++] = parts[i];
+    }
+    /* Quantizer groups: each part against the first part of every group so far (the
+     * quantizers are compared byte for byte once here, not per search). */
+    for (size_t i = 0; i < n; i++) {
+        v->qgroup[i] = (uint32_t)i;
+        for (size_t j = 0; j < i; j++)
+            if (v->qgroup[j] == j && idx_part_same_quantizer(parts[j], parts[i])) {
+                v->qgroup[i] = (uint32_t)j;
+                break;
+            }
     }
     for (size_t i = 0; dead != NULL && i < n; i++) {
         bool any = false;
@@ -155,6 +167,7 @@ void idx_view_release(struct idx_view *v)
     }
     free(v->mask);
     free(v->dead);
+    free(v->qgroup);
     free(v->parts);
     free(v->slots);
     free(v);
@@ -271,19 +284,130 @@ static int probe_cmp(const void *a, const void *b)
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
+/*
+ * The parts of one IVF-PQ quantizer among the np to search, each group of two or more turned
+ * into one entry of order (i = v->n + g for group g, whose parts are gmem[gstart[g] ..
+ * gstart[g + 1])); np shrinks accordingly. ST_ENOMEM leaves order as it was.
+ */
+static int group_parts(const struct idx_view *v, struct probe *order, size_t *np, uint32_t **gmem,
+                       uint32_t **gstart)
+{
+    *gmem = *gstart = NULL;
+    /* per part of the view: how many of the parts to search have it as their group's first,
+     * then (groups of two or more) the group's number + 1 */
+    uint32_t *cnt = calloc(v->n ? v->n : 1, sizeof(*cnt));
+    if (cnt == NULL)
+        return ST_ENOMEM;
+    size_t ng = 0, grouped = 0;
+    for (size_t oi = 0; oi < *np; oi++)
+        cnt[v->qgroup[order[oi].i]]++;
+    for (size_t i = 0; i < v->n; i++)
+        if (cnt[i] >= 2) {
+            ng++;
+            grouped += cnt[i];
+        }
+    if (ng == 0) {
+        free(cnt);
+        return ST_OK;
+    }
+    uint32_t *mem = malloc(grouped * sizeof(*mem));
+    uint32_t *start = malloc((ng + 1) * sizeof(*start));
+    uint32_t *fill = malloc(ng * sizeof(*fill));
+    if (mem == NULL || start == NULL || fill == NULL) {
+        free(cnt);
+        free(mem);
+        free(start);
+        free(fill);
+        return ST_ENOMEM;
+    }
+    uint32_t g = 0, at = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (cnt[i] < 2) {
+            cnt[i] = 0;
+            continue;
+        }
+        start[g] = fill[g] = at;
+        at += cnt[i];
+        cnt[i] = ++g;
+    }
+    start[ng] = at;
+    /* Grouped parts leave order (in their order: a group's parts keep the view's order); each
+     * group takes the place of its first. */
+    size_t keep = 0;
+    for (size_t oi = 0; oi < *np; oi++) {
+        struct probe o = order[oi]; /* order[keep] may be this very entry */
+        uint32_t gi = cnt[v->qgroup[o.i]];
+        if (gi == 0) {
+            order[keep++] = o;
+            continue;
+        }
+        if (fill[gi - 1] == start[gi - 1])
+            order[keep++] = (struct probe){o.d, (uint32_t)(v->n + gi - 1)};
+        mem[fill[gi - 1]++] = o.i;
+    }
+    *np = keep;
+    free(cnt);
+    free(fill);
+    *gmem = mem;
+    *gstart = start;
+    return ST_OK;
+}
+
 /* One bounded search over the ordered parts, shared by the threads idx_pool_run lends it. */
 struct vjob {
     const struct idx_view *v;
     const struct idx_view_query *q;
     const struct probe *order;
     size_t np;
-    _Atomic size_t next; /* the next part (in order) to claim */
+    const uint32_t *gmem, *gstart; /* group_parts */
+    _Atomic bool failed;           /* a group's scratch could not be allocated */
+    _Atomic size_t next;           /* the next part (in order) to claim */
     pthread_t caller;
     _Atomic uint32_t by_helpers; /* parts claimed by runs on other threads than the caller's */
     pthread_mutex_t mu;          /* guards all and have */
     struct idx_view_hit *all;    /* the best k so far, a max-heap under hit_cmp */
     size_t have;
 };
+
+/* The filter of part i of v for query q: its mask, and its records' times when the part's
+ * range is not wholly inside the query's. */
+static struct filt part_filter(const struct idx_view *v, size_t i, const struct idx_view_query *q)
+{
+    const struct idx_part *p = v->parts[i];
+    return (struct filt){p, v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts, q->from_ts,
+                         q->to_ts};
+}
+
+/* Searches group g (group_parts) as one index and merges its hits. Without scratch the group
+ * is left unsearched and the search fails (ST_ENOMEM) rather than answer without it. */
+static void search_group(struct vjob *j, size_t g, float bound, struct idx_part_hit *ph)
+{
+    const struct idx_view_query *q = j->q;
+    size_t n = j->gstart[g + 1] - j->gstart[g];
+    const uint32_t *gm = j->gmem + j->gstart[g];
+    struct filt *fs = malloc(n * sizeof(*fs));
+    struct idx_part_shared *sh = malloc(n * sizeof(*sh));
+    uint32_t *which = malloc(q->k * sizeof(*which));
+    size_t got = 0;
+    if (fs != NULL && sh != NULL && which != NULL) {
+        for (size_t m = 0; m < n; m++) {
+            fs[m] = part_filter(j->v, gm[m], q);
+            sh[m] = (struct idx_part_shared){j->v->parts[gm[m]], keep, &fs[m]};
+        }
+        if (idx_part_search_shared(sh, n, q->vec, q->k, q->nprobe, bound, ph, which, &got) != ST_OK)
+            atomic_store(&j->failed, true);
+        pthread_mutex_lock(&j->mu);
+        for (size_t h = 0; h < got; h++)
+            best_push(j->all, &j->have, q->k,
+                      (struct idx_view_hit){sh[which[h]].p, ph[h].rec, ph[h].dist});
+        pthread_mutex_unlock(&j->mu);
+    } else {
+        atomic_store(&j->failed, true);
+    }
+    free(fs);
+    free(sh);
+    free(which);
+}
 
 /* Claims parts in order until none is left; a run that cannot get its scratch claims none
  * (the others, or the caller's run, search them). */
@@ -303,15 +427,18 @@ static void vjob_work(void *arg)
         if (!pthread_equal(pthread_self(), j->caller))
             atomic_fetch_add_explicit(&j->by_helpers, 1, memory_order_relaxed);
         size_t i = j->order[oi].i;
-        struct idx_part *p = j->v->parts[i];
-        struct filt f = {p, j->v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts,
-                         q->from_ts, q->to_ts};
         /* Only what beats the k-th best so far can enter the result (ties are kept: the merge
          * orders them); the part's search does less with that bound (idx_part_search). Parts
          * searched side by side see the bound as it stands when they start. */
         pthread_mutex_lock(&j->mu);
         float bound = j->have == q->k ? j->all[0].dist : INFINITY;
         pthread_mutex_unlock(&j->mu);
+        if (i >= j->v->n) {
+            search_group(j, i - j->v->n, bound, ph);
+            continue;
+        }
+        struct idx_part *p = j->v->parts[i];
+        struct filt f = part_filter(j->v, i, q);
         size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, bound, keep, &f, ph);
         pthread_mutex_lock(&j->mu);
         for (size_t h = 0; h < got; h++)
@@ -369,8 +496,7 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         for (size_t oi = 0; oi < np; oi++) {
             size_t i = order[oi].i;
             struct idx_part *p = v->parts[i];
-            struct filt f = {p, v->mask[i], p->min_ts < q->from_ts || p->max_ts > q->to_ts,
-                             q->from_ts, q->to_ts};
+            struct filt f = part_filter(v, i, q);
             size_t got = idx_part_search(p, q->vec, q->k, q->ef, q->nprobe, INFINITY, keep, &f, ph);
             for (size_t j = 0; j < got; j++)
                 all[have++] = (struct idx_view_hit){p, ph[j].rec, ph[j].dist};
@@ -384,10 +510,18 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         /* Most promising first (a cheap hint each), so that the k-th best distance found so
          * far, which bounds every next part's search, tightens early; with a pool, the next
          * parts in that order are searched side by side. */
+        uint32_t *gmem = NULL, *gstart = NULL;
+        if (np > 1 && (rc = group_parts(v, order, &np, &gmem, &gstart)) != ST_OK) {
+            free(all);
+            free(order);
+            return rc;
+        }
         if (np > 1)
             qsort(order, np, sizeof(*order), probe_cmp);
-        struct vjob j = {.v = v, .q = q, .order = order, .np = np, .all = all};
+        struct vjob j = {
+            .v = v, .q = q, .order = order, .np = np, .gmem = gmem, .gstart = gstart, .all = all};
         atomic_init(&j.next, 0);
+        atomic_init(&j.failed, false);
         j.caller = pthread_self();
         atomic_init(&j.by_helpers, 0);
         pthread_mutex_init(&j.mu, NULL);
@@ -398,8 +532,10 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         pthread_mutex_destroy(&j.mu);
         have = j.have;
         st->parts_by_helpers = atomic_load(&j.by_helpers);
-        if (atomic_load(&j.next) < np)
+        if (atomic_load(&j.next) < np || atomic_load(&j.failed))
             rc = ST_ENOMEM; /* no run got its scratch: parts left unsearched */
+        free(gmem);
+        free(gstart);
     }
     if (rc == ST_OK) {
         if (have > 1)

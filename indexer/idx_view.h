@@ -28,8 +28,11 @@ struct idx_view {
     _Atomic int refs;
     struct idx_part **parts; /* newest window first */
     size_t n;
-    uint8_t **mask;  /* per part: bit l set = label l hidden */
-    uint8_t **dead;  /* per part: NULL, or bit j set = member j dead (its records hidden) */
+    uint8_t **mask; /* per part: bit l set = label l hidden */
+    uint8_t **dead; /* per part: NULL, or bit j set = member j dead (its records hidden) */
+    /* per part: the first part of the view with the same IVF-PQ quantizer
+     * (idx_part_same_quantizer; itself when none before it, and for HNSW parts) */
+    uint32_t *qgroup;
     uint64_t hidden; /* labels masked, all parts */
     /* id index: open addressing over (part, record) of each id's newest version */
     uint64_t *slots; /* (part + 1) << 32 | record, 0 = empty */
@@ -103,7 +106,9 @@ struct idx_view_stats {
  * search gets the k-th best distance found so far (idx_part_search's bound): hits beyond it
  * are dropped, IVF-PQ parts give exactly the hits they would without it, and an HNSW part
  * that finds nothing within it stops at about half its beam. Every part passing the time range
- * is still searched (the bound narrows a search, it never skips a part).
+ * is still searched (the bound narrows a search, it never skips a part). IVF-PQ parts of one
+ * quantizer (windows that adopted it: idx_part_build_on) are searched together as one index
+ * (idx_part_search_shared: one coarse step, one table, one re-ranking), not one by one.
  */
 int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
                     struct idx_view_hit *out, size_t *n, struct idx_view_stats *st) ST_WUR;

@@ -867,9 +867,13 @@ static void searchers_stop(struct searcher sc[4], pthread_t th[4], _Atomic bool 
     ck_assert_int_gt(total, 100);
 }
 
+static double fx_metric(unsigned port, const char *name, const char *coll);
+
 /* Windows of 10 s: sealed, indexed, re-sealed with late data (version 2), tiered to IVF-PQ
  * after cold_after, expired by TTL — while four clients search (strong and indexed) and get
- * records without pause: no error, and every expired window's files are gone at the end. */
+ * records without pause: no error, and every expired window's files are gone at the end. The
+ * newest window goes cold after the others: its IVF-PQ index adopts their quantizer (the
+ * records are alike), and the searches above ran over parts searched as one index. */
 START_TEST(test_search_during_swaps)
 {
     train = st_test_fmnist("train-images-idx3-ubyte.gz", NTRAIN, DIM);
@@ -934,6 +938,7 @@ START_TEST(test_search_during_swaps)
     }
     rd_kafka_destroy(p);
     searchers_stop(sc, th, &stop);
+    ck_assert_double_ge(fx_metric(xp, "strata_index_quantizers_adopted_total", "fm"), 1);
     /* Only the catalog (and the open window's parts, if it sealed) remain on disk. */
     char idir[700];
     snprintf(idir, sizeof(idir), "%s/indexer/fm", e.data);
