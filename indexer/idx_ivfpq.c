@@ -771,6 +771,15 @@ uint64_t idx_ivfpq_quantizer_id(const struct idx_ivfpq *ix)
     return ix->qid;
 }
 
+/* NaN sorts last. */
+static int double_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    if (isnan(x) || isnan(y))
+        return isnan(x) - isnan(y);
+    return x < y ? -1 : x > y;
+}
+
 double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uint32_t n,
                               uint32_t sample, bool own)
 {
@@ -807,19 +816,28 @@ double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uin
         }
         if (origin != NULL) {
             nearest_n(x, ns, ix->dim, origin, ct, cn, ix->dim, ix->nlist, dots, xb, asg);
-            double sum = 0;
-            for (uint32_t i = 0; i < ns; i++) {
+            /* Each row's squared distance (reusing dots: ns <= sample doubles would not fit
+             * it, so a buffer of their own), then their median: one far record cannot move it
+             * as it moves a mean. */
+            double *e = malloc((size_t)ns * sizeof(*e));
+            for (uint32_t i = 0; e != NULL && i < ns; i++) {
                 const float *v = x + (size_t)i * ix->dim;
                 const float *c = ix->centroids + (size_t)asg[i] * ix->dim;
-                double e = 0;
+                double d2 = 0;
                 for (uint32_t d = 0; d < ix->dim; d++)
-                    e += ((double)v[d] - c[d]) * ((double)v[d] - c[d]);
+                    d2 += ((double)v[d] - c[d]) * ((double)v[d] - c[d]);
                 /* Its own vector pulled the centroid towards it: without it, the mean of the
-                 * s - 1 others lies s / (s - 1) times as far. */
+                 * s - 1 others in its list lies s / (s - 1) times as far. */
                 double s = own ? ix->lists[asg[i]].n : 0;
-                sum += s >= 2 ? e * (s / (s - 1)) * (s / (s - 1)) : e;
+                e[i] = s >= 2 ? d2 * (s / (s - 1)) * (s / (s - 1)) : d2;
             }
-            err = sum / ns;
+            if (e != NULL) {
+                qsort(e, ns, sizeof(*e), double_cmp);
+                err = ns % 2 ? e[ns / 2] : (e[ns / 2 - 1] + e[ns / 2]) / 2;
+                if (isnan(err))
+                    err = -1; /* not finite vectors: no fit */
+            }
+            free(e);
         }
         free(mid);
         free(oct);
@@ -1167,8 +1185,23 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
         s->scale = s->k->pq4_lut(s->qterm, NULL, NULL, 0, ix->m, ix->m2, s->qtab, s->lut, &s->bias);
     struct scan sc = {s->cand, 0, keep, INFINITY, NULL, NULL, 0};
     for (size_t p = 0; p < nc; p++) {
+        uint32_t li = s->coarse[p].id;
+        if (nmem > 1) /* the members' lists are apart in memory: their headers in flight */
+            __builtin_prefetch(&mem[0].ix->lists[li]);
         for (size_t i = 0; i < nmem; i++) {
-            const struct ivf_list *l = &mem[i].ix->lists[s->coarse[p].id];
+            const struct ivf_list *l = &mem[i].ix->lists[li];
+            if (i + 1 < nmem) {
+                /* The next member's list header, and the heads of the arrays of the one after
+                 * (whose header the previous step put in flight). */
+                __builtin_prefetch(&mem[i + 1].ix->lists[li]);
+                if (i + 2 < nmem)
+                    __builtin_prefetch(&mem[i + 2].ix->lists[li]);
+                const struct ivf_list *nl = &mem[i + 1].ix->lists[li];
+                __builtin_prefetch(nl->codes);
+                __builtin_prefetch(nl->ids);
+                __builtin_prefetch(nl->vn);
+                __builtin_prefetch(nl->vmin);
+            }
             if (l->n == 0)
                 continue;
             sc.filter = mem[i].filter;

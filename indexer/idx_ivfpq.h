@@ -62,10 +62,11 @@ uint64_t idx_ivfpq_quantizer_id(const struct idx_ivfpq *ix);
 /* Has ix the shape a build with o gives when it is not capped: o's dim, metric, m, nbits and
  * nlist, defaults resolved (a build over fewer than nlist vectors has fewer lists)? */
 bool idx_ivfpq_built_as(const struct idx_ivfpq *ix, const struct idx_ivfpq_opts *o);
-/* Mean squared L2 distance from up to `sample` of the n rows vecs (spread evenly) to their
- * nearest coarse centroid: how well the quantizer fits those vectors (0 for none; -1 without
- * memory). own: vecs are the vectors ix was trained on, and each distance is scaled by
- * (s / (s - 1))^2 for a list of s of them (its centroid without that vector's pull, had it been
+/* The median squared L2 distance from up to `sample` of the n rows vecs (spread evenly) to
+ * their nearest coarse centroid: how well the quantizer fits those vectors, which a few far
+ * records do not move (0 for none; -1 without memory or when the median is not a number).
+ * own: vecs are the vectors ix holds and was trained on, and each distance is scaled by
+ * (s / (s - 1))^2 for a list of s entries (its centroid without that vector's pull, had it been
  * their mean): an estimate of the error on unseen vectors like them, which the in-sample error
  * understates (by ~1.35x with ~10 vectors a list). */
 double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uint32_t n,

@@ -255,24 +255,49 @@ static int part_open(const struct idx_cat_entry *e, uint64_t unit, const struct 
 /* Vectors sampled from each side to tell whether a quantizer fits a new window. */
 #define FIT_SAMPLE 1024u
 
+/* The IVF-PQ build options of ix for p's vectors. */
+static struct idx_ivfpq_opts ivf_opts(const struct cfg_index *ix, uint32_t dim,
+                                      enum st_metric metric, uint64_t seed, uint32_t threads)
+{
+    return (struct idx_ivfpq_opts){.dim = dim,
+                                   .metric = metric,
+                                   .nlist = ix->nlist,
+                                   .m = ix->pq_m,
+                                   .nbits = ix->nbits,
+                                   .seed = seed,
+                                   .threads = threads ? threads : 1};
+}
+
+bool idx_part_can_donate(const struct idx_part *p, const struct cfg_index *ix)
+{
+    if (p->ivf == NULL || p->raw == NULL || p->n == 0 || ix->type != CFG_INDEX_IVFPQ)
+        return false;
+    struct idx_ivfpq_opts o = ivf_opts(ix, p->dim, p->metric, 0, 1);
+    return idx_ivfpq_built_as(p->ivf, &o);
+}
+
 /* How far vectors like those a quantizer was trained on lie from its coarse centroids, as the
- * part knows it: recorded at the build that trained it and handed on to the parts that adopt
- * it; a loaded part (0: not recorded) measures its own vectors as if they had trained it
- * (lenient by the leave-one-out factor when they did not). */
+ * part knows it: recorded at the build that trained it (a leave-one-out estimate) and handed
+ * on to the parts that adopt it. A loaded part (0: not recorded) measures its own vectors as
+ * they are: for a part that trained its quantizer that is the in-sample error, below the
+ * estimate (so a restart can make adoption stricter, never looser); for one that adopted it,
+ * its vectors were unseen by the training, as a new window's are. */
 static double fit_ref(const struct idx_part *p)
 {
     return p->fit_ref > 0 ? p->fit_ref
-                          : idx_ivfpq_coarse_error(p->ivf, p->raw, p->n, FIT_SAMPLE, true);
+                          : idx_ivfpq_coarse_error(p->ivf, p->raw, p->n, FIT_SAMPLE, false);
 }
 
-/* Does donor's IVF-PQ quantizer fit p's vectors: the shape a build with o gives, and p's
- * vectors (a sample) no farther from its coarse centroids than IDX_PART_FIT_RATIO times the
- * vectors it was trained on (content that drifted trains its own)? */
+/* Does donor's IVF-PQ quantizer fit p's vectors: the shape a build with o gives, at least as
+ * many vectors as its lists (a smaller window builds fewer lists: adopting would carry a
+ * quantizer far larger than its data), and p's vectors (a sample) no farther from its coarse
+ * centroids than IDX_PART_FIT_RATIO times the vectors it was trained on (medians: content
+ * that drifted trains its own)? */
 static bool quantizer_fits(const struct idx_part *donor, const struct idx_part *p,
                            const struct idx_ivfpq_opts *o, double *ref)
 {
     if (donor == NULL || donor->ivf == NULL || donor->raw == NULL || donor->n == 0 ||
-        !idx_ivfpq_built_as(donor->ivf, o))
+        !idx_ivfpq_built_as(donor->ivf, o) || p->n < (o->nlist ? o->nlist : 1024))
         return false;
     *ref = fit_ref(donor);
     double mine = idx_ivfpq_coarse_error(donor->ivf, p->raw, p->n, FIT_SAMPLE, false);
@@ -294,13 +319,7 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
     } else if (base != NULL && base->hnsw != NULL) {
         rc = idx_hnsw_extend(base->hnsw, more, nmore, threads ? threads : 1, seed, &p->hnsw);
     } else if (p->n > 0 && ix->type == CFG_INDEX_IVFPQ) {
-        struct idx_ivfpq_opts o = {.dim = p->dim,
-                                   .metric = p->metric,
-                                   .nlist = ix->nlist,
-                                   .m = ix->pq_m,
-                                   .nbits = ix->nbits,
-                                   .seed = seed,
-                                   .threads = threads ? threads : 1};
+        struct idx_ivfpq_opts o = ivf_opts(ix, p->dim, p->metric, seed, threads);
         double ref = 0;
         if (quantizer_fits(donor, p, &o, &ref)) {
             rc = idx_ivfpq_adopt(donor->ivf, p->raw, p->n, o.threads, &p->ivf);
@@ -468,8 +487,8 @@ int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
     else if (stop != NULL && atomic_load(stop))
         rc = ST_ECLOSED;
     else
-        rc = part_index(p, b, NULL, ix, u->id * 0x9E3779B97F4A7C15ull ^ u->e.version, threads, stop,
-                        err);
+        rc = part_index(p, b, b == NULL ? u->donor : NULL, ix,
+                        u->id * 0x9E3779B97F4A7C15ull ^ u->e.version, threads, stop, err);
     if (rc != ST_OK) {
         part_free(p);
         return rc;
@@ -565,8 +584,9 @@ int idx_part_search_shared(const struct idx_part_shared *parts, size_t n, const 
     if (n == 0 || k == 0)
         return ST_OK;
     struct idx_part *p0 = parts[0].p;
-    if (p0->ivf == NULL || p0->n == 0)
-        return ST_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (parts[i].p->ivf == NULL || parts[i].p->n == 0)
+            return ST_EINVAL;
     struct idx_ivfpq_member *mem = malloc(n * sizeof(*mem));
     struct st_hit *hits = malloc(k * sizeof(*hits));
     void *s = mem != NULL && hits != NULL ? pool_get(p0) : NULL;

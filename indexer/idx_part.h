@@ -89,14 +89,18 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
 /*
  * idx_part_build, where an IVF-PQ index may adopt the quantizer of donor (NULL: none), another
  * part of the collection, instead of training one (idx_ivfpq_adopt): when donor's index has
- * the shape ix asks for (its nlist not capped by a small window) and the new window's vectors
- * lie no farther from its coarse centroids, on average over a sample, than IDX_PART_FIT_RATIO
- * times the vectors it was trained on (p->fit_ref, handed on from part to part; measured on
- * the donor's own vectors when it was loaded): content that drifted trains its own. Parts sharing a
+ * the shape ix asks for (its nlist not capped by a small window), the new window has at least
+ * nlist vectors, and they lie no farther from its coarse centroids (the median over a sample)
+ * than IDX_PART_FIT_RATIO times the vectors it was trained on (p->fit_ref, handed on from part
+ * to part; measured on the donor's own vectors when it was loaded): content that drifted
+ * trains its own. Parts sharing a
  * quantizer are searched as one index (idx_part_search_shared). p->adopted says which happened.
  * donor is borrowed for the call.
  */
 #define IDX_PART_FIT_RATIO 1.5
+/* Could p's quantizer serve a build with ix (an IVF-PQ part with its vectors, of the shape ix
+ * asks for)? The service picks its donor among such parts. */
+bool idx_part_can_donate(const struct idx_part *p, const struct cfg_index *ix);
 int idx_part_build_on(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
                       const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
                       const struct idx_part *donor, const _Atomic bool *stop, struct idx_part **out,
@@ -124,6 +128,10 @@ struct idx_part_unit {
      * codes are grown by the other members' upserts (idx_hnsw_extend / idx_ivfpq_extend: the
      * same labels, no retraining) instead of a build from scratch. */
     const struct idx_part *base;
+    /* Build only, without base: NULL, or a part whose IVF-PQ quantizer the unit adopts when it
+     * fits its vectors, as a window's build does (idx_part_build_on): windows that shared a
+     * quantizer still share it once compacted. */
+    const struct idx_part *donor;
 };
 int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
                         const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
@@ -174,8 +182,9 @@ struct idx_part_shared {
  * The k nearest of q over n IVF-PQ parts of one quantizer (idx_part_same_quantizer with the
  * first) searched as one index: one coarse step and query table, one candidate set re-ranked
  * as idx_part_search re-ranks one part (idx_ivfpq_search_shared). *got hits closest first
- * (out and which: capacity k), which[i] the position in parts of hit i. ST_EINVAL for parts of
- * another quantizer (or not IVF-PQ), ST_ENOMEM without scratch.
+ * (out and which: capacity k), which[i] the position in parts of hit i. ST_EINVAL for a part
+ * that is not IVF-PQ or holds no vectors, parts of another quantizer's shape or hash, or more
+ * than 2^32 - 1 vectors together; ST_ENOMEM without scratch.
  */
 int idx_part_search_shared(const struct idx_part_shared *parts, size_t n, const float *q,
                            uint32_t k, uint32_t nprobe, float bound, struct idx_part_hit *out,

@@ -452,16 +452,20 @@ static const char *index_name(enum cfg_index_type t)
 
 static enum job_rc run_compact(struct idx_service *s, struct job *j);
 
-/* The part whose IVF-PQ quantizer a new window's build may adopt (idx_part_build_on decides
- * whether it fits): the served IVF-PQ part of the newest window, so that a quantizer follows
- * content that drifts. NULL when none; else a reference the caller drops. */
-static struct idx_part *quantizer_donor(struct idx_coll *c)
+/* The part whose IVF-PQ quantizer a build with ix may adopt (idx_part_build_on decides whether
+ * it fits): of the served parts whose quantizer has the shape ix asks for
+ * (idx_part_can_donate), the one reaching furthest in event time, so that a quantizer follows
+ * content that drifts. NULL when none (or ix is not IVF-PQ); else a reference the caller
+ * drops. */
+static struct idx_part *quantizer_donor(struct idx_coll *c, const struct cfg_index *ix)
 {
     struct idx_part *best = NULL;
+    if (ix->type != CFG_INDEX_IVFPQ)
+        return NULL;
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < c->nparts; i++) {
         struct idx_part *p = c->parts[i];
-        if (p->ivf != NULL && p->n > 0 && (best == NULL || p->e.end > best->e.end))
+        if ((best == NULL || p->e.end > best->e.end) && idx_part_can_donate(p, ix))
             best = p;
     }
     if (best != NULL)
@@ -582,7 +586,7 @@ static enum job_rc run_job(struct idx_service *s, struct job *j)
         "building coll=%s node=%s start=%" PRId64 " version=%u records=%" PRIu64 " index=%s%s",
         c->cfg->name, e.node, e.start, e.version, e.records, e.index, cold ? " (cold)" : "");
     int64_t t0 = st_clock_mono_ns(NULL);
-    struct idx_part *donor = ix->type == CFG_INDEX_IVFPQ ? quantizer_donor(c) : NULL;
+    struct idx_part *donor = quantizer_donor(c, ix);
     rc = idx_part_build_on(&e, seg, idxp, ix, c->metric, 1, donor, &s->stop, &p, &err);
     if (donor != NULL)
         idx_part_unref(donor);
@@ -827,13 +831,19 @@ static enum job_rc run_compact(struct idx_service *s, struct job *j)
                 nu.e.records, nu.e.index, nu.e.cold ? " (cold)" : "",
                 base != NULL ? "growing the unit before" : "a build");
     int64_t t0 = st_clock_mono_ns(NULL);
+    struct idx_part *udonor = base == NULL ? quantizer_donor(c, ix) : NULL;
     struct idx_part_unit spec = {.id = nu.id,
                                  .e = nu.e,
                                  .mem = nu.mem,
                                  .seg_paths = (const char *const *)segs,
                                  .n = nu.nmem,
-                                 .base = base};
+                                 .base = base,
+                                 .donor = udonor};
     rc = idx_part_build_unit(&spec, idxp, ix, c->metric, 1, &s->stop, &p, &err);
+    if (udonor != NULL)
+        idx_part_unref(udonor);
+    if (rc == ST_OK && p->adopted)
+        atomic_fetch_add(&c->adoptions, 1);
     if (rc == ST_ECLOSED) {
         out = JOB_ABANDON;
         goto done;

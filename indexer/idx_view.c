@@ -73,8 +73,12 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
     v->dead = calloc(n ? n : 1, sizeof(*v->dead));
     v->slots = calloc(ns, sizeof(*v->slots));
     v->qgroup = calloc(n ? n : 1, sizeof(*v->qgroup));
+    if (n > UINT32_MAX) { /* parts are numbered in 32 bits (slots, groups) */
+        idx_view_release(v);
+        return ST_EINVAL;
+    }
     if (v->parts == NULL || v->mask == NULL || v->dead == NULL || v->slots == NULL ||
-        v->qgroup == NULL || n > UINT32_MAX) {
+        v->qgroup == NULL) {
         idx_view_release(v);
         return ST_ENOMEM;
     }
@@ -83,16 +87,27 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
         idx_part_ref(parts[i]);
         v->parts[v->n++] = parts[i];
     }
-    /* Quantizer groups: each part against the first part of every group so far (the
-     * quantizers are compared byte for byte once here, not per search). */
+    /* Quantizer groups: each IVF-PQ part against the first part of every group so far (their
+     * hashes first; the quantizers are compared byte for byte once here, not per search). */
+    size_t nrep = 0; /* the groups so far: their first parts */
+    uint32_t *rep = malloc((n ? n : 1) * sizeof(*rep));
+    if (rep == NULL) {
+        idx_view_release(v);
+        return ST_ENOMEM;
+    }
     for (size_t i = 0; i < n; i++) {
         v->qgroup[i] = (uint32_t)i;
-        for (size_t j = 0; j < i; j++)
-            if (v->qgroup[j] == j && idx_part_same_quantizer(parts[j], parts[i])) {
-                v->qgroup[i] = (uint32_t)j;
-                break;
-            }
+        if (parts[i]->ivf == NULL || parts[i]->n == 0)
+            continue; /* HNSW and empty parts: no group */
+        size_t r = 0;
+        while (r < nrep && !idx_part_same_quantizer(parts[rep[r]], parts[i]))
+            r++;
+        if (r < nrep)
+            v->qgroup[i] = rep[r];
+        else
+            rep[nrep++] = (uint32_t)i;
     }
+    free(rep);
     for (size_t i = 0; dead != NULL && i < n; i++) {
         bool any = false;
         for (size_t j = 0; dead[i] != NULL && j < parts[i]->nmem; j++)
@@ -360,7 +375,8 @@ struct vjob {
     const struct probe *order;
     size_t np;
     const uint32_t *gmem, *gstart; /* group_parts */
-    _Atomic bool failed;           /* a group's scratch could not be allocated */
+    _Atomic int rc;                /* a group's search failed: its error (ST_OK: none) */
+    _Atomic uint32_t grouped;      /* parts searched within groups */
     _Atomic size_t next;           /* the next part (in order) to claim */
     pthread_t caller;
     _Atomic uint32_t by_helpers; /* parts claimed by runs on other threads than the caller's */
@@ -378,8 +394,9 @@ static struct filt part_filter(const struct idx_view *v, size_t i, const struct 
                          q->to_ts};
 }
 
-/* Searches group g (group_parts) as one index and merges its hits. Without scratch the group
- * is left unsearched and the search fails (ST_ENOMEM) rather than answer without it. */
+/* Searches group g (group_parts) as one index — in slices of at most 2^32 - 1 vectors, what
+ * one shared search can number — and merges its hits. A failure (no scratch) is kept in j->rc
+ * and fails the whole search rather than answer without the group. */
 static void search_group(struct vjob *j, size_t g, float bound, struct idx_part_hit *ph)
 {
     const struct idx_view_query *q = j->q;
@@ -388,22 +405,33 @@ static void search_group(struct vjob *j, size_t g, float bound, struct idx_part_
     struct filt *fs = malloc(n * sizeof(*fs));
     struct idx_part_shared *sh = malloc(n * sizeof(*sh));
     uint32_t *which = malloc(q->k * sizeof(*which));
-    size_t got = 0;
-    if (fs != NULL && sh != NULL && which != NULL) {
-        for (size_t m = 0; m < n; m++) {
-            fs[m] = part_filter(j->v, gm[m], q);
-            sh[m] = (struct idx_part_shared){j->v->parts[gm[m]], keep, &fs[m]};
-        }
-        if (idx_part_search_shared(sh, n, q->vec, q->k, q->nprobe, bound, ph, which, &got) != ST_OK)
-            atomic_store(&j->failed, true);
+    int rc = fs != NULL && sh != NULL && which != NULL ? ST_OK : ST_ENOMEM;
+    for (size_t m = 0; rc == ST_OK && m < n; m++) {
+        fs[m] = part_filter(j->v, gm[m], q);
+        sh[m] = (struct idx_part_shared){j->v->parts[gm[m]], keep, &fs[m]};
+    }
+    for (size_t at = 0; rc == ST_OK && at < n;) {
+        size_t end = at;
+        uint64_t total = 0;
+        while (end < n && (end == at || total + sh[end].p->n <= UINT32_MAX))
+            total += sh[end++].p->n;
+        size_t got = 0;
+        rc = idx_part_search_shared(sh + at, end - at, q->vec, q->k, q->nprobe, bound, ph, which,
+                                    &got);
         pthread_mutex_lock(&j->mu);
         for (size_t h = 0; h < got; h++)
             best_push(j->all, &j->have, q->k,
-                      (struct idx_view_hit){sh[which[h]].p, ph[h].rec, ph[h].dist});
+                      (struct idx_view_hit){sh[at + which[h]].p, ph[h].rec, ph[h].dist});
+        if (end < n && j->have == q->k)
+            bound = j->all[0].dist; /* the next slice starts from what this one found */
         pthread_mutex_unlock(&j->mu);
-    } else {
-        atomic_store(&j->failed, true);
+        at = end;
     }
+    if (rc != ST_OK) {
+        int none = ST_OK;
+        atomic_compare_exchange_strong(&j->rc, &none, rc);
+    }
+    atomic_fetch_add_explicit(&j->grouped, (uint32_t)n, memory_order_relaxed);
     free(fs);
     free(sh);
     free(which);
@@ -424,9 +452,12 @@ static void vjob_work(void *arg)
         size_t oi = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (oi >= j->np)
             break;
-        if (!pthread_equal(pthread_self(), j->caller))
-            atomic_fetch_add_explicit(&j->by_helpers, 1, memory_order_relaxed);
         size_t i = j->order[oi].i;
+        if (!pthread_equal(pthread_self(), j->caller)) /* parts: a group's members count */
+            atomic_fetch_add_explicit(
+                &j->by_helpers,
+                i >= j->v->n ? j->gstart[i - j->v->n + 1] - j->gstart[i - j->v->n] : 1,
+                memory_order_relaxed);
         /* Only what beats the k-th best so far can enter the result (ties are kept: the merge
          * orders them); the part's search does less with that bound (idx_part_search). Parts
          * searched side by side see the bound as it stands when they start. */
@@ -521,7 +552,8 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         struct vjob j = {
             .v = v, .q = q, .order = order, .np = np, .gmem = gmem, .gstart = gstart, .all = all};
         atomic_init(&j.next, 0);
-        atomic_init(&j.failed, false);
+        atomic_init(&j.rc, ST_OK);
+        atomic_init(&j.grouped, 0);
         j.caller = pthread_self();
         atomic_init(&j.by_helpers, 0);
         pthread_mutex_init(&j.mu, NULL);
@@ -532,7 +564,10 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         pthread_mutex_destroy(&j.mu);
         have = j.have;
         st->parts_by_helpers = atomic_load(&j.by_helpers);
-        if (atomic_load(&j.next) < np || atomic_load(&j.failed))
+        st->parts_grouped = atomic_load(&j.grouped);
+        if (atomic_load(&j.rc) != ST_OK)
+            rc = atomic_load(&j.rc); /* a group left unsearched */
+        else if (atomic_load(&j.next) < np)
             rc = ST_ENOMEM; /* no run got its scratch: parts left unsearched */
         free(gmem);
         free(gstart);

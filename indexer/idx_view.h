@@ -92,12 +92,15 @@ struct idx_view_query {
 struct idx_view_stats {
     uint32_t windows_searched; /* distinct windows with a part searched */
     uint32_t parts_searched;
-    uint32_t parts_by_helpers; /* of them, searched on the pool's threads (query.pool) */
+    uint32_t parts_by_helpers; /* of them, searched on the pool's threads (query.pool; a
+                                  group's members all count) */
+    uint32_t parts_grouped;    /* of them, searched in groups of one IVF-PQ quantizer */
 };
 
 /*
  * Top-k over the parts whose windows and event-time range meet [from_ts, to_ts] (the others
- * are pruned before any distance), each searched for k with the query's ef / nprobe, merged
+ * are pruned before any distance), each searched for k with the query's ef / nprobe (IVF-PQ
+ * parts of one quantizer together, below), merged
  * closest first (ties by part order, then record). Hidden labels and records outside the time
  * range are filtered inside each index search, so k results come back when k exist. *n gets
  * the number of hits written to out (capacity k).
@@ -108,7 +111,9 @@ struct idx_view_stats {
  * that finds nothing within it stops at about half its beam. Every part passing the time range
  * is still searched (the bound narrows a search, it never skips a part). IVF-PQ parts of one
  * quantizer (windows that adopted it: idx_part_build_on) are searched together as one index
- * (idx_part_search_shared: one coarse step, one table, one re-ranking), not one by one.
+ * (idx_part_search_shared: one coarse step, one table, one re-ranking; the recall of one index
+ * over them at that nprobe), not one by one; a group is one item of work for the pool. A
+ * group whose search fails fails the search with its error.
  */
 int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
                     struct idx_view_hit *out, size_t *n, struct idx_view_stats *st) ST_WUR;

@@ -72,7 +72,7 @@ struct fx {
     struct idx_view *view;
     int64_t skip_start; /* with skip_node >= 0: that node's part of that window is dead */
     int skip_node;
-    struct idx_part *donor; /* "ivfpq-shared": the last part built with vectors (borrowed) */
+    struct idx_part *donor; /* "ivfpq-shared": the last part built that can donate (borrowed) */
     unsigned adopted;       /* parts built with the donor's quantizer */
 };
 
@@ -81,6 +81,9 @@ static int rec_id_cmp(const void *a, const void *b)
     const struct rec *x = a, *y = b;
     return x->id < y->id ? -1 : x->id > y->id;
 }
+
+/* fx_part writes its first record far from every cluster. */
+static bool fx_one_far;
 
 /*
  * Writes part (window w, node) with up to n records and builds its index (type: "hnsw" |
@@ -117,6 +120,9 @@ static struct idx_part *fx_part(struct fx *f, unsigned w, unsigned node, size_t 
             clustered(r.vec);
         mine[got++] = r;
     }
+    if (fx_one_far && got > 0) /* one record far from everything else */
+        for (int d = 0; d < D; d++)
+            mine[0].vec[d] = 1000.0f;
     qsort(mine, got, sizeof(*mine), rec_id_cmp);
     struct store_seg_in *in = calloc(got ? got : 1, sizeof(*in));
     char(*ids)[12] = calloc(got ? got : 1, 12);
@@ -151,7 +157,7 @@ static struct idx_part *fx_part(struct fx *f, unsigned w, unsigned node, size_t 
                                     NULL, &p, &err) == ST_OK,
                   "%s", err.msg);
     f->adopted += p->adopted;
-    if (shared && p->n > 0)
+    if (shared && idx_part_can_donate(p, &cix)) /* not the one-vector part (one list) */
         f->donor = p;
     for (size_t j = 0; j < got; j++) {
         if (f->nrecs == f->cap) {
@@ -423,8 +429,32 @@ START_TEST(test_shared_quantizer)
         if (f.parts[k]->n > 0)
             ck_assert(idx_part_same_quantizer(f.parts[k], f.parts[f.view->qgroup[k]]));
     }
-    ck_assert_uint_ge(f.adopted, 9); /* 10 windows like the first (the one-vector part may not) */
+    /* the 9 windows after the first; not the one-vector part (fewer vectors than lists) */
+    ck_assert_uint_eq(f.adopted, 9);
+    ck_assert(!f.parts[0]->adopted && f.parts[0]->n == 1);
     ck_assert_uint_eq(groups, with - f.adopted);
+    /* Searched as groups: the 10 windows of the one quantizer, not the one-vector part. */
+    float q0[D];
+    clustered(q0);
+    struct idx_view_query vq = {q0, 10, 0, 4, INT64_MIN, INT64_MAX, false, NULL};
+    struct idx_view_hit h[10];
+    struct idx_view_stats st;
+    size_t nh;
+    ck_assert_int_eq(idx_view_search(f.view, &vq, h, &nh, &st), ST_OK);
+    ck_assert_uint_eq(st.parts_grouped, 10);
+    ck_assert_uint_eq(st.parts_searched, 11);
+    vq.exhaustive = true;
+    ck_assert_int_eq(idx_view_search(f.view, &vq, h, &nh, &st), ST_OK);
+    ck_assert_uint_eq(st.parts_grouped, 0);
+    /* Only IVF-PQ parts with vectors can be searched together. */
+    struct idx_part_shared bad[2] = {{f.parts[2], NULL, NULL}, {f.parts[1], NULL, NULL}};
+    struct idx_part_hit ph[10];
+    uint32_t which[10];
+    size_t got = 99;
+    ck_assert_uint_eq(f.parts[1]->n, 0);
+    ck_assert_int_eq(idx_part_search_shared(bad, 2, q0, 10, 4, INFINITY, ph, which, &got),
+                     ST_EINVAL);
+    ck_assert_uint_eq(got, 0);
     struct idx_pool *pool;
     ck_assert_int_eq(idx_pool_new(3, &pool), ST_OK);
     for (int c = 0; c < 6; c++) {
@@ -439,6 +469,36 @@ START_TEST(test_shared_quantizer)
                       "case %d: shared %.4f, per part %.4f", c, r.recall_bnd, r.recall_exh);
     }
     idx_pool_free(pool);
+    /* A unit of index compaction over windows of the quantizer adopts it too (the windows stay
+     * one group once compacted); of another shape (m 8) it trains its own. */
+    for (int shape = 0; shape < 2; shape++) {
+        struct idx_cat_entry mem[2] = {f.parts[3]->e, f.parts[2]->e};
+        const char *segs[2] = {f.parts[3]->mem[0].seg_path, f.parts[2]->mem[0].seg_path};
+        struct idx_part_unit u = {
+            .id = 9, .mem = mem, .seg_paths = segs, .n = 2, .donor = f.parts[2]};
+        u.e = (struct idx_cat_entry){.start = mem[0].start, .end = mem[1].end, .version = 1};
+        snprintf(u.e.index, sizeof(u.e.index), "ivfpq");
+        char ixp[600];
+        snprintf(ixp, sizeof(ixp), "%s/unit-9.%d.ivfpq", f.dir, shape);
+        struct cfg_index cix = {
+            .type = CFG_INDEX_IVFPQ, .nlist = 4, .pq_m = shape ? 8 : 4, .nbits = 8};
+        struct idx_part *up;
+        struct st_err err = {0};
+        ck_assert_msg(idx_part_build_unit(&u, ixp, &cix, ST_METRIC_L2, 1, NULL, &up, &err) == ST_OK,
+                      "%s", err.msg);
+        ck_assert(up->adopted == (shape == 0));
+        ck_assert(idx_part_same_quantizer(up, f.parts[2]) == (shape == 0));
+        ck_assert(idx_part_can_donate(f.parts[2], &cix) == (shape == 0));
+        idx_part_unref(up);
+    }
+    /* One far record does not move the fit: a window with one adopts, and as the donor of a
+     * loaded part (its reference measured again from its own vectors, as after a restart) it
+     * still refuses content moved away. */
+    fx_one_far = true;
+    struct idx_part *outlier = fx_part(&f, 19, 0, 300, 0, false, "ivfpq-shared");
+    fx_one_far = false;
+    ck_assert(outlier->adopted);
+    outlier->fit_ref = 0;
     /* Drift: content moved far away trains a quantizer of its own; the next like it adopts
      * that one (the donor is the last window built). */
     for (int c = 0; c < 12; c++)
@@ -447,9 +507,10 @@ START_TEST(test_shared_quantizer)
     unsigned before = f.adopted;
     struct idx_part *moved = fx_part(&f, 20, 0, 300, 0, false, "ivfpq-shared");
     ck_assert(!moved->adopted && f.adopted == before);
-    ck_assert(!idx_part_same_quantizer(moved, f.parts[0]));
+    ck_assert(!idx_part_same_quantizer(moved, f.parts[2]));
     struct idx_part *next = fx_part(&f, 21, 0, 300, 0, false, "ivfpq-shared");
     ck_assert(next->adopted && idx_part_same_quantizer(next, moved));
+    idx_part_unref(outlier);
     idx_part_unref(moved);
     idx_part_unref(next);
     fx_close(&f);
