@@ -533,9 +533,10 @@ int main(int argc, char **argv)
 
     for (int mode = 0; mode < modes; mode++) {
         const char *what = !both ? "" : mode == 0 ? " — exhaustive (as before)" : " — bounded";
-        printf("\n### per ef%s\n\n| layout | parts | ef | recall@10 | QPS | parts searched |\n"
+        const char *knob = ivf ? "nprobe" : "ef";
+        printf("\n### per %s%s\n\n| layout | parts | %s | recall@10 | QPS | parts searched |\n"
                "|---|---|---|---|---|---|\n",
-               what);
+               knob, what, knob);
         for (size_t li = 0; li < nl; li++)
             for (size_t e = 0; e < done[mode][li]; e++) {
                 const struct result *r = &res[mode][li][e];
@@ -544,10 +545,10 @@ int main(int argc, char **argv)
             }
         for (int t = 0; t < 2; t++) {
             double target = t == 0 ? 0.95 : 0.99;
-            printf("\n### lowest ef with recall@10 >= %.2f%s\n\n"
-                   "| layout | parts | ef | recall@10 | QPS | ratio to 1 window |\n"
+            printf("\n### lowest %s with recall@10 >= %.2f%s\n\n"
+                   "| layout | parts | %s | recall@10 | QPS | ratio to 1 window |\n"
                    "|---|---|---|---|---|---|\n",
-                   target, what);
+                   knob, target, what, knob);
             /* The one-window layout (one part), else the first, at its own lowest such ef. */
             size_t bi = 0;
             for (size_t li = 0; li < nl; li++)
