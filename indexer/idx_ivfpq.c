@@ -63,7 +63,8 @@ struct idx_ivfpq {
     float *mu;        /* L2: the coarse centroids' mean, the origin of the per-vector terms */
     struct ivf_list *lists;
     uint32_t n;
-    uint64_t qid; /* the quantizer's identity: a hash of its shape, centroids and codebooks */
+    uint64_t qid;   /* the quantizer's identity: a hash of its shape, centroids and codebooks */
+    double fit_ref; /* the quantizer's fit reference (idx_ivfpq_fit_ref); 0: unknown */
     st_dist_fn dist;
     void *map; /* loaded from a file: arrays point into it */
     size_t map_len;
@@ -718,6 +719,7 @@ static int derive_from(const struct idx_ivfpq *base, bool keep, const float *vec
     ix->ksub = base->ksub;
     ix->m2 = base->m2;
     ix->metric = base->metric;
+    ix->fit_ref = base->fit_ref; /* the same quantizer */
     ix->dist = st_metric_fn(st_kernels(), ix->metric);
     size_t cb = (size_t)ix->nlist * ix->dim * sizeof(float);
     size_t kb = (size_t)ix->m * ix->ksub * ix->dsub * sizeof(float);
@@ -771,6 +773,19 @@ uint64_t idx_ivfpq_quantizer_id(const struct idx_ivfpq *ix)
     return ix->qid;
 }
 
+double idx_ivfpq_fit_ref(const struct idx_ivfpq *ix)
+{
+    return ix->fit_ref;
+}
+
+void idx_ivfpq_set_fit_ref(struct idx_ivfpq *ix, double ref)
+{
+    ix->fit_ref = isfinite(ref) && ref > 0 ? ref : 0;
+}
+
+/* The percentile idx_ivfpq_coarse_error reports. */
+#define FIT_PERCENTILE 95u
+
 /* NaN sorts last. */
 static int double_cmp(const void *a, const void *b)
 {
@@ -816,9 +831,9 @@ double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uin
         }
         if (origin != NULL) {
             nearest_n(x, ns, ix->dim, origin, ct, cn, ix->dim, ix->nlist, dots, xb, asg);
-            /* Each row's squared distance (reusing dots: ns <= sample doubles would not fit
-             * it, so a buffer of their own), then their median: one far record cannot move it
-             * as it moves a mean. */
+            /* Each row's squared distance, then their 95th percentile: a few far records (up
+             * to 5 %) cannot move it as they move a mean, and a share of drifted content
+             * beyond that does (a median would hide up to half). */
             double *e = malloc((size_t)ns * sizeof(*e));
             for (uint32_t i = 0; e != NULL && i < ns; i++) {
                 const float *v = x + (size_t)i * ix->dim;
@@ -833,7 +848,7 @@ double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uin
             }
             if (e != NULL) {
                 qsort(e, ns, sizeof(*e), double_cmp);
-                err = ns % 2 ? e[ns / 2] : (e[ns / 2 - 1] + e[ns / 2]) / 2;
+                err = e[(size_t)((uint64_t)(ns - 1) * FIT_PERCENTILE / 100)];
                 if (isnan(err))
                     err = -1; /* not finite vectors: no fit */
             }
@@ -1379,6 +1394,9 @@ int idx_ivfpq_save(const struct idx_ivfpq *ix, const char *path, struct st_err *
     st_put_le32(hd + 24, ix->nbits);
     st_put_le32(hd + 28, (uint32_t)ix->metric);
     st_put_le32(hd + 32, ix->n);
+    uint64_t fr;
+    memcpy(&fr, &ix->fit_ref, sizeof(fr));
+    st_put_le64(hd + 36, fr);
     st_put_le32(hd + 60, st_checksum32(hd, 60));
     size_t cb = (size_t)ix->nlist * ix->dim * 4, kb = (size_t)ix->m * ix->ksub * ix->dsub * 4;
     st_hash_stream_update(h1, ix->centroids, cb);
@@ -1452,6 +1470,12 @@ int idx_ivfpq_load(const char *path, struct idx_ivfpq **out, struct st_err *err)
     ix->m = st_get_le32(m + 20);
     ix->metric = (enum st_metric)st_get_le32(m + 28);
     ix->n = st_get_le32(m + 32);
+    uint64_t fr = st_get_le64(m + 36);
+    memcpy(&ix->fit_ref, &fr, sizeof(fr));
+    if (!isfinite(ix->fit_ref) || ix->fit_ref < 0) { /* a build writes 0 or a positive value */
+        rc = idx_file_corrupt(err, path, 36, "fit reference is not a finite positive number");
+        goto fail;
+    }
     /* The file is untrusted: sizes are computed without overflow and bounded by the body
      * before anything is allocated or mapped by them. */
     size_t body = len - IDX_IVFPQ_HEADER - IDX_IVFPQ_FOOTER;

@@ -62,15 +62,21 @@ uint64_t idx_ivfpq_quantizer_id(const struct idx_ivfpq *ix);
 /* Has ix the shape a build with o gives when it is not capped: o's dim, metric, m, nbits and
  * nlist, defaults resolved (a build over fewer than nlist vectors has fewer lists)? */
 bool idx_ivfpq_built_as(const struct idx_ivfpq *ix, const struct idx_ivfpq_opts *o);
-/* The median squared L2 distance from up to `sample` of the n rows vecs (spread evenly) to
- * their nearest coarse centroid: how well the quantizer fits those vectors, which a few far
- * records do not move (0 for none; -1 without memory or when the median is not a number).
+/* The 95th percentile of the squared L2 distances from up to `sample` of the n rows vecs
+ * (spread evenly) to their nearest coarse centroid: how well the quantizer fits those vectors,
+ * which a few far records (under 5 %) do not move and a larger share of drifted ones does (0
+ * for none; -1 without memory or when it is not a number).
  * own: vecs are the vectors ix holds and was trained on, and each distance is scaled by
  * (s / (s - 1))^2 for a list of s entries (its centroid without that vector's pull, had it been
  * their mean): an estimate of the error on unseen vectors like them, which the in-sample error
  * understates (by ~1.35x with ~10 vectors a list). */
 double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uint32_t n,
                               uint32_t sample, bool own);
+/* The quantizer's fit reference: idx_ivfpq_coarse_error of the vectors it was trained on,
+ * as its builder recorded it (idx_ivfpq_set_fit_ref: not finite or <= 0 records 0, unknown).
+ * Saved in the index file, copied by idx_ivfpq_adopt and idx_ivfpq_extend. */
+double idx_ivfpq_fit_ref(const struct idx_ivfpq *ix);
+void idx_ivfpq_set_fit_ref(struct idx_ivfpq *ix, double ref);
 void idx_ivfpq_free(struct idx_ivfpq *ix);
 /* Codes, ids, centroids, codebooks and what is derived from them (L2: a float per vector, and
  * at 4 bits one per block of 32). */

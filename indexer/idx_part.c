@@ -276,23 +276,21 @@ bool idx_part_can_donate(const struct idx_part *p, const struct cfg_index *ix)
     return idx_ivfpq_built_as(p->ivf, &o);
 }
 
-/* How far vectors like those a quantizer was trained on lie from its coarse centroids, as the
- * part knows it: recorded at the build that trained it (a leave-one-out estimate) and handed
- * on to the parts that adopt it. A loaded part (0: not recorded) measures its own vectors as
- * they are: for a part that trained its quantizer that is the in-sample error, below the
- * estimate (so a restart can make adoption stricter, never looser); for one that adopted it,
- * its vectors were unseen by the training, as a new window's are. */
+/* How far vectors like those a quantizer was trained on lie from its coarse centroids: the
+ * reference the build that trained it recorded in the index (a leave-one-out estimate,
+ * saved in the file, handed on to the indexes that adopt or extend it). An index from before
+ * that reference existed (0: unknown) measures its own vectors as they are. */
 static double fit_ref(const struct idx_part *p)
 {
-    return p->fit_ref > 0 ? p->fit_ref
-                          : idx_ivfpq_coarse_error(p->ivf, p->raw, p->n, FIT_SAMPLE, false);
+    double r = idx_ivfpq_fit_ref(p->ivf);
+    return r > 0 ? r : idx_ivfpq_coarse_error(p->ivf, p->raw, p->n, FIT_SAMPLE, false);
 }
 
 /* Does donor's IVF-PQ quantizer fit p's vectors: the shape a build with o gives, at least as
  * many vectors as its lists (a smaller window builds fewer lists: adopting would carry a
  * quantizer far larger than its data), and p's vectors (a sample) no farther from its coarse
- * centroids than IDX_PART_FIT_RATIO times the vectors it was trained on (medians: content
- * that drifted trains its own)? */
+ * centroids than IDX_PART_FIT_RATIO times the vectors it was trained on (95th percentiles:
+ * content that drifted, even a part of the window's, trains its own)? */
 static bool quantizer_fits(const struct idx_part *donor, const struct idx_part *p,
                            const struct idx_ivfpq_opts *o, double *ref)
 {
@@ -322,11 +320,12 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
         struct idx_ivfpq_opts o = ivf_opts(ix, p->dim, p->metric, seed, threads);
         double ref = 0;
         if (quantizer_fits(donor, p, &o, &ref)) {
-            rc = idx_ivfpq_adopt(donor->ivf, p->raw, p->n, o.threads, &p->ivf);
+            if ((rc = idx_ivfpq_adopt(donor->ivf, p->raw, p->n, o.threads, &p->ivf)) == ST_OK)
+                idx_ivfpq_set_fit_ref(p->ivf, ref); /* the donor's, measured if it had none */
             p->adopted = rc == ST_OK;
-            p->fit_ref = ref;
         } else if ((rc = idx_ivfpq_build(&o, p->raw, p->n, &p->ivf)) == ST_OK) {
-            p->fit_ref = idx_ivfpq_coarse_error(p->ivf, p->raw, p->n, FIT_SAMPLE, true);
+            idx_ivfpq_set_fit_ref(p->ivf,
+                                  idx_ivfpq_coarse_error(p->ivf, p->raw, p->n, FIT_SAMPLE, true));
         }
     } else if (p->n > 0) {
         struct idx_hnsw_opts o = {.dim = p->dim,

@@ -59,7 +59,6 @@ struct idx_part {
     size_t memory;         /* bytes of the index in memory */
     _Atomic bool doom_idx; /* unlink the index file at the last unref */
     bool adopted;          /* built here with a donor's IVF-PQ quantizer (idx_part_build_on) */
-    double fit_ref;        /* IVF-PQ: its quantizer's error on its training vectors (0: unknown) */
     struct idx_part_pool *pool;
 };
 
@@ -90,10 +89,10 @@ int idx_part_build(const struct idx_cat_entry *e, const char *seg_path, const ch
  * idx_part_build, where an IVF-PQ index may adopt the quantizer of donor (NULL: none), another
  * part of the collection, instead of training one (idx_ivfpq_adopt): when donor's index has
  * the shape ix asks for (its nlist not capped by a small window), the new window has at least
- * nlist vectors, and they lie no farther from its coarse centroids (the median over a sample)
- * than IDX_PART_FIT_RATIO times the vectors it was trained on (p->fit_ref, handed on from part
- * to part; measured on the donor's own vectors when it was loaded): content that drifted
- * trains its own. Parts sharing a
+ * nlist vectors, and they lie no farther from its coarse centroids (the 95th percentile over a
+ * sample) than IDX_PART_FIT_RATIO times the vectors it was trained on (idx_ivfpq_fit_ref,
+ * recorded at training, saved with the index and handed on): content that drifted, even a
+ * twentieth of the window's, trains its own. Parts sharing a
  * quantizer are searched as one index (idx_part_search_shared). p->adopted says which happened.
  * donor is borrowed for the call.
  */

@@ -452,9 +452,19 @@ static const char *index_name(enum cfg_index_type t)
 
 static enum job_rc run_compact(struct idx_service *s, struct job *j);
 
+/* The end of the newest window p holds: its own for a plain part, its newest member's for a
+ * unit (whose own end is its span's, which may lie ahead of every window it holds). */
+static int64_t newest_window_end(const struct idx_part *p)
+{
+    int64_t end = p->unit == 0 ? p->e.end : INT64_MIN;
+    for (size_t j = 0; p->unit != 0 && j < p->nmem; j++)
+        end = p->mem[j].e.end > end ? p->mem[j].e.end : end;
+    return end;
+}
+
 /* The part whose IVF-PQ quantizer a build with ix may adopt (idx_part_build_on decides whether
  * it fits): of the served parts whose quantizer has the shape ix asks for
- * (idx_part_can_donate), the one reaching furthest in event time, so that a quantizer follows
+ * (idx_part_can_donate), the one holding the newest window, so that a quantizer follows
  * content that drifts. NULL when none (or ix is not IVF-PQ); else a reference the caller
  * drops. */
 static struct idx_part *quantizer_donor(struct idx_coll *c, const struct cfg_index *ix)
@@ -463,10 +473,14 @@ static struct idx_part *quantizer_donor(struct idx_coll *c, const struct cfg_ind
     if (ix->type != CFG_INDEX_IVFPQ)
         return NULL;
     pthread_mutex_lock(&c->mu);
+    int64_t best_end = INT64_MIN;
     for (size_t i = 0; i < c->nparts; i++) {
         struct idx_part *p = c->parts[i];
-        if ((best == NULL || p->e.end > best->e.end) && idx_part_can_donate(p, ix))
+        int64_t end = newest_window_end(p);
+        if ((best == NULL || end > best_end) && idx_part_can_donate(p, ix)) {
             best = p;
+            best_end = end;
+        }
     }
     if (best != NULL)
         idx_part_ref(best);

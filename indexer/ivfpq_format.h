@@ -6,7 +6,8 @@
  *   0        8                         magic "STRIVFPQ"
  *   8        4                         format version (1)
  *   12       4 dim     16 4 nlist      20 4 m       24 4 nbits (8 or 4)
- *   28       4 metric  32 4 n (vectors) 36 24 zero  60 4 checksum32 of bytes 0..59
+ *   28       4 metric  32 4 n (vectors) 36 8 fit reference (float64; 0: unknown, else
+ *                                      finite and > 0)  44 16 zero  60 4 checksum32 of 0..59
  *   64       nlist*dim*4               coarse centroids, float32
  *   ...      m*K*(dim/m)*4             PQ codebooks, float32, K = 2^nbits (sub-quantizer j,
  *                                      centroid c at (j*K + c) * dim/m)
@@ -20,8 +21,9 @@
  *                                      codebooks), 12 4 checksum32(list sizes and lists),
  *                                      16 8 file size, 24 4 zero, 28 4 checksum32 of bytes 0..27
  *
- * Loading verifies magic, version, both checksums, sizes, that list sizes sum to n and that
- * every id is < n.
+ * Loading verifies magic, version, both checksums, sizes, that list sizes sum to n, that
+ * every id is < n and that the fit reference is finite and not negative. (The fit reference
+ * came in 2026-11 into bytes that were zero: files from before read as "unknown".)
  */
 #ifndef IVFPQ_FORMAT_H
 #define IVFPQ_FORMAT_H

@@ -17,6 +17,7 @@
 #include "idx_hnsw.h"
 #include "idx_hnsw_int.h"
 #include "ivfpq_format.h"
+#include "idx_ivfpq.h"
 #include "idx_part.h"
 #include "idx_pool.h"
 #include "idx_view.h"
@@ -82,8 +83,8 @@ static int rec_id_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* fx_part writes its first record far from every cluster. */
-static bool fx_one_far;
+/* fx_part writes its first fx_far records far from every cluster (the first very far). */
+static size_t fx_far;
 
 /*
  * Writes part (window w, node) with up to n records and builds its index (type: "hnsw" |
@@ -120,9 +121,9 @@ static struct idx_part *fx_part(struct fx *f, unsigned w, unsigned node, size_t 
             clustered(r.vec);
         mine[got++] = r;
     }
-    if (fx_one_far && got > 0) /* one record far from everything else */
+    for (size_t j = 0; j < fx_far && j < got; j++) /* records far from every cluster */
         for (int d = 0; d < D; d++)
-            mine[0].vec[d] = 1000.0f;
+            mine[j].vec[d] = j == 0 ? 1000.0f : mine[j].vec[d] + 40.0f;
     qsort(mine, got, sizeof(*mine), rec_id_cmp);
     struct store_seg_in *in = calloc(got ? got : 1, sizeof(*in));
     char(*ids)[12] = calloc(got ? got : 1, 12);
@@ -494,11 +495,18 @@ START_TEST(test_shared_quantizer)
     /* One far record does not move the fit: a window with one adopts, and as the donor of a
      * loaded part (its reference measured again from its own vectors, as after a restart) it
      * still refuses content moved away. */
-    fx_one_far = true;
+    fx_far = 1;
     struct idx_part *outlier = fx_part(&f, 19, 0, 300, 0, false, "ivfpq-shared");
-    fx_one_far = false;
+    fx_far = 0;
     ck_assert(outlier->adopted);
-    outlier->fit_ref = 0;
+    /* as an index written before the reference was saved (0: unknown, measured again) */
+    idx_ivfpq_set_fit_ref(outlier->ivf, 0);
+    /* A tenth of a window moved away is drift too (a median would not see it). */
+    fx_far = 30;
+    struct idx_part *tenth = fx_part(&f, 18, 0, 300, 0, false, "ivfpq-shared");
+    fx_far = 0;
+    ck_assert(!tenth->adopted);
+    f.donor = outlier;
     /* Drift: content moved far away trains a quantizer of its own; the next like it adopts
      * that one (the donor is the last window built). */
     for (int c = 0; c < 12; c++)
@@ -511,6 +519,7 @@ START_TEST(test_shared_quantizer)
     struct idx_part *next = fx_part(&f, 21, 0, 300, 0, false, "ivfpq-shared");
     ck_assert(next->adopted && idx_part_same_quantizer(next, moved));
     idx_part_unref(outlier);
+    idx_part_unref(tenth);
     idx_part_unref(moved);
     idx_part_unref(next);
     fx_close(&f);

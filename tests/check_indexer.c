@@ -3938,6 +3938,58 @@ START_TEST(test_ivfpq_shared)
     ck_assert_msg(in > 0 && own > in && same < 1.5 * own && far > 3 * own,
                   "in-sample %g, leave-one-out %g, same data %g, moved %g", in, own, same, far);
     ck_assert(idx_ivfpq_coarse_error(a, vb, 0, 1024, false) == 0);
+    /* A tenth of a window moved away: the 95th percentile sees it, the median would not. */
+    float *tenth = malloc((size_t)nb * dim * sizeof(float));
+    memcpy(tenth, vb, (size_t)nb * dim * sizeof(float));
+    for (uint32_t r = 0; r < nb; r += 10)
+        for (uint32_t d = 0; d < dim; d++)
+            tenth[(size_t)r * dim + d] = moved[(size_t)r * dim + d];
+    double part = idx_ivfpq_coarse_error(a, tenth, nb, 1024, false);
+    ck_assert_msg(part > 3 * own, "a tenth moved: %g against %g", part, own);
+    /* One far row does not move it. */
+    for (uint32_t d = 0; d < dim; d++)
+        tenth[d] = 1e6f;
+    memcpy(tenth + dim, vb + dim, ((size_t)nb - 1) * dim * sizeof(float));
+    ck_assert(idx_ivfpq_coarse_error(a, tenth, nb, 1024, false) < 1.5 * own);
+    free(tenth);
+    /* The fit reference: recorded, handed on by adopt and extend, saved and loaded; a file
+     * claiming one that is not a finite positive number is refused. */
+    ck_assert(idx_ivfpq_fit_ref(a) == 0);
+    idx_ivfpq_set_fit_ref(a, NAN);
+    ck_assert(idx_ivfpq_fit_ref(a) == 0);
+    idx_ivfpq_set_fit_ref(a, own);
+    struct idx_ivfpq *a2, *e2, *la;
+    ck_assert_int_eq(idx_ivfpq_adopt(a, vb, 10, 1, &a2), ST_OK);
+    ck_assert_int_eq(idx_ivfpq_extend(a, vb, 10, 1, &e2), ST_OK);
+    ck_assert(idx_ivfpq_fit_ref(a2) == own && idx_ivfpq_fit_ref(e2) == own);
+    char *fdir = st_test_tmpdir("ifit");
+    char fp[600];
+    snprintf(fp, sizeof(fp), "%s/a.ivfpq", fdir);
+    ivfpq_save_ok(a2, fp);
+    struct st_err ferr = {0};
+    ck_assert_msg(idx_ivfpq_load(fp, &la, &ferr) == ST_OK, "%s", ferr.msg);
+    ck_assert(idx_ivfpq_fit_ref(la) == own);
+    ck_assert(idx_ivfpq_same_quantizer(la, a));
+    idx_ivfpq_free(la);
+    size_t flen;
+    uint8_t *fb = index_bytes(fp, &flen);
+    const double lies[] = {NAN, INFINITY, -1.0};
+    for (size_t li = 0; li < 3; li++) {
+        uint64_t bits;
+        memcpy(&bits, &lies[li], sizeof(bits));
+        st_put_le64(fb + 36, bits);
+        fuzz_reseal_ivfpq(fb, flen);
+        const char *lp = fuzz_memfile(fb, flen);
+        ck_assert_ptr_nonnull(lp);
+        st_err_clear(&ferr);
+        ck_assert_int_eq(idx_ivfpq_load(lp, &la, &ferr), ST_ECORRUPT);
+        ck_assert_msg(strstr(ferr.msg, "fit reference") != NULL, "%s", ferr.msg);
+    }
+    free(fb);
+    idx_ivfpq_free(a2);
+    idx_ivfpq_free(e2);
+    st_test_rmrf(fdir);
+    free(fdir);
     free(moved);
     idx_ivfpq_searcher_free(ss);
     idx_ivfpq_searcher_free(se);
