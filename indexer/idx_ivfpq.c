@@ -459,6 +459,25 @@ static int derive_vn(struct idx_ivfpq *ix)
 /* ---- build --------------------------------------------------------------------------------- */
 
 /*
+ * Where list assignment measures from: lists are the nearest centroid in L2 whatever the
+ * metric, measured from the centroids' mean as k-means measured from the sample's (mu for L2;
+ * the same mean, computed into *own (caller frees), for inner product, whose search terms stay
+ * uncentred). NULL without memory.
+ */
+static const float *list_origin(const struct idx_ivfpq *ix, float **own)
+{
+    *own = NULL;
+    if (ix->mu != NULL)
+        return ix->mu;
+    if ((*own = calloc(ix->dim, sizeof(**own))) == NULL)
+        return NULL;
+    for (uint32_t c = 0; c < ix->nlist; c++)
+        for (uint32_t d = 0; d < ix->dim; d++)
+            (*own)[d] += ix->centroids[(size_t)c * ix->dim + d] / (float)ix->nlist;
+    return *own;
+}
+
+/*
  * Adds the n vectors vecs to ix (quantizers trained, derived tables prepared, lists empty) as
  * ids base_n..base_n+n-1, base_n = base's count (0 without base): each to its nearest list,
  * encoded as the nearest codeword of its residual in every sub-space, after base's entries of
@@ -479,18 +498,9 @@ static int add_vectors(struct idx_ivfpq *ix, const struct idx_ivfpq *base, const
     int rc = ST_ENOMEM;
     if (!asg || !add || !code || !r || !dots)
         goto out;
-    /* Lists are the nearest centroid in L2 whatever the metric, measured from the centroids'
-     * mean as k-means measured from the sample's (mu for L2; the same mean for inner product,
-     * whose search terms stay uncentred). */
-    const float *origin = ix->mu;
-    if (origin == NULL) {
-        if ((own = calloc(ix->dim, sizeof(*own))) == NULL)
-            goto out;
-        for (uint32_t c = 0; c < ix->nlist; c++)
-            for (uint32_t d = 0; d < ix->dim; d++)
-                own[d] += ix->centroids[(size_t)c * ix->dim + d] / (float)ix->nlist;
-        origin = own;
-    }
+    const float *origin = list_origin(ix, &own);
+    if (origin == NULL)
+        goto out;
     if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, origin, asg, threads)) !=
         ST_OK)
         goto out;
@@ -801,68 +811,40 @@ double idx_ivfpq_coarse_error(const struct idx_ivfpq *ix, const float *vecs, uin
     if (n == 0 || sample == 0)
         return 0;
     uint32_t ns = n < sample ? n : sample;
-    float *x = malloc((size_t)ns * ix->dim * sizeof(float));
-    float *dots = malloc((size_t)NEAREST_BATCH * ix->nlist * sizeof(float));
-    float *xb = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float));
+    float *x = malloc((size_t)ns * ix->dim * sizeof(float)), *mid;
     uint32_t *asg = malloc((size_t)ns * sizeof(*asg));
+    double *e = malloc((size_t)ns * sizeof(*e));
+    const float *origin = list_origin(ix, &mid);
     double err = -1;
-    if (x != NULL && dots != NULL && xb != NULL && asg != NULL) {
-        /* Rows spread evenly over the input (row i * n / ns), as the lists assign them: the
-         * nearest centroid in L2 measured from mu (the centroids' mean; computed here for
-         * inner product, whose mu the index does not keep). */
-        for (uint32_t i = 0; i < ns; i++)
-            memcpy(x + (size_t)i * ix->dim, vecs + (size_t)((uint64_t)i * n / ns) * ix->dim,
-                   ix->dim * sizeof(float));
-        const float *origin = ix->mu, *ct = ix->ct, *cn = ix->cn;
-        float *mid = NULL, *oct = NULL, *ocn = NULL, *cc = NULL;
-        if (origin == NULL) {
-            mid = calloc(ix->dim, sizeof(*mid));
-            oct = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
-            ocn = malloc((size_t)ix->nlist * sizeof(float));
-            cc = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
-            if (mid != NULL && oct != NULL && ocn != NULL && cc != NULL) {
-                for (uint32_t c = 0; c < ix->nlist; c++)
-                    for (uint32_t d = 0; d < ix->dim; d++)
-                        mid[d] += ix->centroids[(size_t)c * ix->dim + d] / (float)ix->nlist;
-                transpose_norms(centred(ix->centroids, ix->nlist, ix->dim, ix->dim, mid, cc),
-                                ix->nlist, ix->dim, oct, ocn);
-                origin = mid, ct = oct, cn = ocn;
-            }
+    /* Rows spread evenly over the input (row i * n / ns), each in the list a build assigns it. */
+    for (uint32_t i = 0; x != NULL && i < ns; i++)
+        memcpy(x + (size_t)i * ix->dim, vecs + (size_t)((uint64_t)i * n / ns) * ix->dim,
+               ix->dim * sizeof(float));
+    if (x != NULL && asg != NULL && e != NULL && origin != NULL &&
+        assign_all(x, ns, ix->dim, ix->centroids, ix->nlist, origin, asg, 1) == ST_OK) {
+        for (uint32_t i = 0; i < ns; i++) {
+            const float *v = x + (size_t)i * ix->dim;
+            const float *c = ix->centroids + (size_t)asg[i] * ix->dim;
+            double d2 = 0;
+            for (uint32_t d = 0; d < ix->dim; d++)
+                d2 += ((double)v[d] - c[d]) * ((double)v[d] - c[d]);
+            /* Its own vector pulled the centroid towards it: without it, the mean of the
+             * s - 1 others in its list lies s / (s - 1) times as far. */
+            double s = own ? ix->lists[asg[i]].n : 0;
+            e[i] = s >= 2 ? d2 * (s / (s - 1)) * (s / (s - 1)) : d2;
         }
-        if (origin != NULL) {
-            nearest_n(x, ns, ix->dim, origin, ct, cn, ix->dim, ix->nlist, dots, xb, asg);
-            /* Each row's squared distance, then their 95th percentile: a few far records (up
-             * to 5 %) cannot move it as they move a mean, and a share of drifted content
-             * beyond that does (a median would hide up to half). */
-            double *e = malloc((size_t)ns * sizeof(*e));
-            for (uint32_t i = 0; e != NULL && i < ns; i++) {
-                const float *v = x + (size_t)i * ix->dim;
-                const float *c = ix->centroids + (size_t)asg[i] * ix->dim;
-                double d2 = 0;
-                for (uint32_t d = 0; d < ix->dim; d++)
-                    d2 += ((double)v[d] - c[d]) * ((double)v[d] - c[d]);
-                /* Its own vector pulled the centroid towards it: without it, the mean of the
-                 * s - 1 others in its list lies s / (s - 1) times as far. */
-                double s = own ? ix->lists[asg[i]].n : 0;
-                e[i] = s >= 2 ? d2 * (s / (s - 1)) * (s / (s - 1)) : d2;
-            }
-            if (e != NULL) {
-                qsort(e, ns, sizeof(*e), double_cmp);
-                err = e[(size_t)((uint64_t)(ns - 1) * FIT_PERCENTILE / 100)];
-                if (isnan(err))
-                    err = -1; /* not finite vectors: no fit */
-            }
-            free(e);
-        }
-        free(mid);
-        free(oct);
-        free(ocn);
-        free(cc);
+        /* Their 95th percentile: a few far records (up to 5 %) cannot move it as they move a
+         * mean, and a share of drifted content beyond that does (a median would hide up to
+         * half). */
+        qsort(e, ns, sizeof(*e), double_cmp);
+        err = e[(size_t)((uint64_t)(ns - 1) * FIT_PERCENTILE / 100)];
+        if (isnan(err))
+            err = -1; /* not finite vectors: no fit */
     }
     free(x);
-    free(dots);
-    free(xb);
     free(asg);
+    free(e);
+    free(mid);
     return err;
 }
 

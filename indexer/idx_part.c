@@ -512,6 +512,12 @@ int idx_part_load_unit(const struct idx_part_unit *u, const char *idx_path, enum
     return rc;
 }
 
+/* The IVF-PQ candidates a search for k re-ranks exactly. */
+static uint32_t part_rerank(uint32_t k)
+{
+    return k * 4 > 64 ? k * 4 : 64;
+}
+
 static void *pool_get(struct idx_part *p)
 {
     void *s = NULL;
@@ -556,9 +562,8 @@ size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t 
     if (p->hnsw != NULL) {
         n = idx_hnsw_search_bound(s, q, k, ef ? ef : (k > 64 ? k : 64), bound, filter, fctx, hits);
     } else {
-        uint32_t rerank = k * 4 > 64 ? k * 4 : 64;
-        n = idx_ivfpq_search_bound(s, q, k, nprobe ? nprobe : 16, rerank, p->raw, bound, filter,
-                                   fctx, hits);
+        n = idx_ivfpq_search_bound(s, q, k, nprobe ? nprobe : 16, part_rerank(k), p->raw, bound,
+                                   filter, fctx, hits);
     }
     pool_put(p, s);
     for (size_t i = 0; i < n; i++)
@@ -595,9 +600,8 @@ int idx_part_search_shared(const struct idx_part_shared *parts, size_t n, const 
             mem[i] = (struct idx_ivfpq_member){parts[i].p->ivf, parts[i].p->raw, parts[i].filter,
                                                parts[i].fctx};
         /* As idx_part_search re-ranks one part: the union is searched as one index. */
-        uint32_t rerank = k * 4 > 64 ? k * 4 : 64;
-        rc = idx_ivfpq_search_shared(s, mem, n, q, k, nprobe ? nprobe : 16, rerank, bound, hits,
-                                     which, got);
+        rc = idx_ivfpq_search_shared(s, mem, n, q, k, nprobe ? nprobe : 16, part_rerank(k), bound,
+                                     hits, which, got);
         pool_put(p0, s);
         for (size_t i = 0; i < *got; i++)
             out[i] = (struct idx_part_hit){parts[which[i]].p->rec[hits[i].id], hits[i].dist};
