@@ -336,8 +336,6 @@ int st_http_start(const struct st_http_opts *o, struct st_http **out, struct st_
     h->lfd = -1;
     if (h->o.max_body == 0)
         h->o.max_body = 16u << 20;
-    if (h->o.threads == 0)
-        h->o.threads = 2;
     if (h->o.max_connections == 0)
         h->o.max_connections = 512;
     if (h->o.idle_timeout_s == 0)
@@ -347,12 +345,17 @@ int st_http_start(const struct st_http_opts *o, struct st_http **out, struct st_
         goto fail;
     if ((rc = listen_on(h, o->listen, err)) != ST_OK)
         goto fail;
-    h->d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
-        NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET,
-        h->lfd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->o.threads, MHD_OPTION_CONNECTION_TIMEOUT,
-        h->o.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, h->o.max_connections,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+    /* A thread per connection: a handler blocks for as long as its request takes (a search
+     * over many windows, a strong search waiting for ingest nodes), and with a pool of
+     * threads each serving many connections a keep-alive connection's request waited behind
+     * another connection's on a busy thread while other threads idled (check_http,
+     * test_http_keepalive_no_head_of_line). max_connections bounds the threads. */
+    h->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                                MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+                            0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+                            MHD_OPTION_LISTEN_SOCKET, h->lfd, MHD_OPTION_CONNECTION_TIMEOUT,
+                            h->o.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, h->o.max_connections,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (h->d == NULL) {
         rc = st_err_set(err, ST_EIO, "cannot start the HTTP server on %s", o->listen);
         goto fail;

@@ -2,10 +2,11 @@
  * st_http.h — the daemons' HTTP server: libmicrohttpd underneath, one handler callback, JSON
  * bodies (jansson), the SPEC.md §5 error shape, bearer-token auth and a body size cap.
  *
- * The handler runs on one of the server's worker threads (opts.threads of them) with the
- * whole request body read; it fills a response and returns. Requests whose body exceeds
- * max_body get 413 without reaching the handler; with an auth token set, requests to paths
- * not listed in open_paths need "Authorization: Bearer <token>" or get 401.
+ * Each connection is served by a thread of its own (at most max_connections of them), so a
+ * handler may block for as long as its request takes without delaying another connection's;
+ * it runs with the whole request body read, fills a response and returns. Requests whose
+ * body exceeds max_body get 413 without reaching the handler; with an auth token set,
+ * requests to paths not listed in open_paths need "Authorization: Bearer <token>" or get 401.
  */
 #ifndef ST_HTTP_H
 #define ST_HTTP_H
@@ -51,8 +52,8 @@ struct st_http_opts {
     size_t max_body;               /* 0: 16 MiB */
     const char *auth_token_file;   /* NULL: no auth */
     const char *const *open_paths; /* NULL-terminated paths served without auth (or NULL) */
-    unsigned threads;              /* worker threads (0: 2) */
-    unsigned max_connections;      /* open connections at most; more are closed (0: 512) */
+    unsigned max_connections;      /* connections (a thread each) at most; a new one
+                                    * past it is closed at once (0: 512) */
     unsigned idle_timeout_s;       /* a connection idle this long is closed (0: 30) */
     st_http_handler handler;
     void *ctx;

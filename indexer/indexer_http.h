@@ -23,7 +23,6 @@ struct indexer_http_opts {
     size_t max_body;
     const char *auth_token_file;
     const char *node_id;
-    unsigned threads; /* HTTP worker threads (default 4) */
 };
 
 struct indexer_http;
