@@ -148,23 +148,37 @@ def block_fresh(out, plots):
                     f"puts its unit): {rf['cpu_weights']}.")
     md = head + ["| load (of the maximum ingest rate, the reference) | achieved records/s "
           "| strong p50 ms | strong p99 ms | p99 / the 50 ms goal | indexed p50 ms "
-          "| indexed p99 ms | indexed | writes waited, ms: window / log created, WAL roll, "
+          "| indexed p99 ms | indexed | a strong search's took_ms p99; its client waited "
+          "beyond it, p99 ms | writes waited, ms: window / log created, WAL roll, "
           "log queue | ingest polling thread, ms: librdkafka / decode wait / write / commit "
-          "| messages applied > 50 ms after their Kafka timestamp |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| messages applied > 50 ms after their Kafka timestamp "
+          "| broker GC pauses: count, total / longest ms "
+          "| machine stops > 20 ms: count, longest ms "
+          "| probes found after 50 ms: all, with a broker GC pause, with a machine stop on "
+          "their way |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {float(r['load']):.0%} of {r['target_rec_s'] if float(r['load']) else '-'}"
                   f" | {r['achieved_rec_s']} | {f(r['strong_p50_ms'], 1)} | "
                   f"{f(r['strong_p99_ms'], 1)} | {float(r['strong_p99_ms']) / 50:.1f}× | "
                   f"{f(r['indexed_p50_ms'], 0)} | {f(r['indexed_p99_ms'], 0)} | "
                   f"{r['indexed_found']}/{r['probes']} | " +
+                  (f"{f(r['strong_search_p99_ms'], 1)}; {f(r['client_over_took_p99_ms'], 1)}"
+                   if r.get("client_over_took_p99_ms") else "-") + " | " +
                   " / ".join(f(r[f"wait_{c}_ms"], 0) if r.get(f"wait_{c}_ms") else "-" for c in
                              ("window_create", "vector_log_create", "wal_roll",
                               "vector_log_queue")) + " | " +
                   " / ".join(f(r[f"poll_{c}_ms"], 0) if r.get(f"poll_{c}_ms") else "-" for c in
                              ("kafka", "decode_wait", "write", "commit")) + " | " +
                   (f"{float(r['apply_over_50ms']):.2%} of {r['apply_messages']}"
-                   if r.get("apply_messages") else "-") + " |")
+                   if r.get("apply_messages") else "-") + " | " +
+                  (f"{r['broker_gc_pauses']}, {f(r['broker_gc_ms'], 0)} / "
+                   f"{f(r['broker_gc_max_ms'], 0)}" if r.get("broker_gc_pauses") else "-") +
+                  " | " + (f"{r['machine_stops']}, {f(r['machine_stop_max_ms'], 0)}"
+                           f" ({r['sleeper']})" if r.get("sleeper") else "-") +
+                  " | " + (f"{r['strong_over_50ms']}, {r['strong_over_50ms_in_gc']}, "
+                           f"{r['strong_over_50ms_in_stop']}"
+                           if r.get("strong_over_50ms") else "-") + " |")
     loads = [float(r["load"]) * 100 for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, style in (("strong_p50_ms", "o-"), ("strong_p99_ms", "o--"),

@@ -22,10 +22,12 @@ of the maximum rate measured in the same run, through the real daemons and broke
   fresh_load.py --build BUILD --out DIR --kafka HOST:PORT --nats URL [--quick]
 
 bench/fresh/run starts the brokers; results in DIR/fresh.md, DIR/fresh.csv (a row per load),
-DIR/fresh-ref.csv (the references) and DIR/fresh-probes.csv (every probe's latencies).
+DIR/fresh-ref.csv (the references), DIR/fresh-probes.csv (every probe's latencies) and
+DIR/fresh-searches.csv (every strong search: its took_ms, the time the client saw, what it scanned).
 """
 import base64
 import csv
+import json
 import os
 import re
 import signal
@@ -34,18 +36,19 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from strata_bench import (Daemons, Failed, arg_parser, create_topic, death_prefix,  # noqa: E402
-                          http,
+from strata_bench import (Client, Daemons, Failed, arg_parser, create_topic,  # noqa: E402
+                          death_prefix, http,
                           main_guard, metric, percentile, wait_for)
 
 PER_MSG = 100
 STRONG_WORKERS = 4
-LIVE = []  # every Load started: killed when the run ends, however it ends
+LIVE = []  # every Load (and the Sleeper) started: killed when the run ends, however it ends
 
 
 def log(*a):
@@ -96,12 +99,82 @@ class Load:
         self.records, self.secs = int(m.group(1)), float(m.group(2))
 
 
+# A sleeper that wakes every millisecond at real-time priority (SCHED_FIFO) when it may and
+# logs each wake-up later than 5 ms: then nothing in the machine kept it from a core, so a gap
+# is the machine itself stopped (the hypervisor, a non-preemptible kernel path), which no
+# process here can help. Without the privilege it runs at normal priority and its gaps
+# include waiting for a core.
+SLEEPER = r"""
+import os, sys, time
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    print("fifo", flush=True)
+except OSError:
+    print("normal", flush=True)
+last = time.monotonic()
+while True:
+    time.sleep(0.001)
+    now = time.monotonic()
+    if now - last > 0.005:
+        print(f"{time.time():.4f} {(now - last) * 1000:.2f}", flush=True)
+    last = now
+"""
+
+
+class Sleeper:
+    """SLEEPER in a process of its own (not under this one's GIL); gaps() -> [(start, end)]."""
+
+    def __init__(self):
+        self.p = subprocess.Popen(list(death_prefix()) + [sys.executable, "-c", SLEEPER],
+                                  stdout=subprocess.PIPE, text=True)
+        self.policy = self.p.stdout.readline().strip()
+        self.lines = []
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for ln in self.p.stdout:
+            self.lines.append(ln)
+
+    def gaps(self):
+        out = []
+        for ln in list(self.lines):
+            end, ms = ln.split()
+            out.append((float(end) - float(ms) / 1000, float(end)))
+        return out
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
 WAIT_CAUSES = ("window_create", "vector_log_create", "wal_roll", "vector_log_queue")
 
 
 POLL_ACTIVITIES = ("kafka", "decode_wait", "write", "commit")
 APPLY_LE = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60",
             "+Inf")
+
+
+GC_PAUSE = re.compile(r"^\[([^\]]+)\].*\bPause\b.*?([\d.]+)ms\s*$")
+
+
+def broker_pauses():
+    """The Kafka broker's stop-the-world GC pauses so far, [(start, end)] in Unix seconds,
+    from its GC log (scripts/brokers writes BROKERS/kafka-gc.log); [] without one. A pause is
+    logged when it ends, with its length."""
+    d = os.environ.get("STRATA_BENCH_BROKERS")
+    path = Path(d) / "kafka-gc.log" if d else None
+    if path is None or not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = GC_PAUSE.match(line)
+        if m:
+            end = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+            out.append((end - float(m.group(2)) / 1000, end))
+    return out
 
 
 def node_counters(text):
@@ -183,6 +256,7 @@ def main():
                 node_id="fresh-bench", cpu_weights=weights)
     rows = []
     probe_rows = []
+    searches = []  # every strong search's own figures, for finding what a slow one did
     appended = {}  # probe id -> the broker's append time, s (--append-times)
     try:
         iport = d.start_ingest()
@@ -267,6 +341,8 @@ def main():
 
         # 2. The phases.
         nprobe = 0
+        sleeper = Sleeper()
+        LIVE.append(sleeper)
 
         def delivered(err, msg, pid):  # --append-times: the broker's stamp of each probe
             ty, ts = msg.timestamp()
@@ -295,6 +371,7 @@ def main():
                 # --strong-pace-ms at most, so that only probes waiting add searches. Indexed: one thread sweeping every 100 ms (its resolution).
                 col = 3 if stage == "strong" else 4
                 pace = a.strong_pace_ms / 1000 if stage == "strong" else 0.1
+                client = Client(base)  # a keep-alive connection of this worker's own
                 while not done.is_set():
                     t_sweep = time.time()
                     with lock:
@@ -305,18 +382,20 @@ def main():
                             pending = sorted(pending, key=lambda p: p[5])[:1]
                             busy.update(id(p) for p in pending)
                     for p in pending:
-                        ms = int(p[2] * 1000)
                         try:
-                            # the message timestamp (its event time) is taken in produce(): at
-                            # or just after t0; the range keeps the search to one or two windows
-                            st, r = http("POST", base + "/search",
-                                         {"vector": p[1], "k": 1, "consistency": stage,
-                                          "from_ts": ms - 100, "to_ts": ms + 2000,
-                                          "include_meta": False})
+                            t_req = time.time()
+                            st, r = client.post("/search", p[6][stage])
                             now = time.time()
                             hit = st == 200 and r["hits"] and r["hits"][0]["id"] == p[0]
                             if st == 200 and stage == "strong":
                                 took.append(r["took_ms"])
+                                searches.append({
+                                    "load": share, "start_unix_s": round(t_req, 4),
+                                    "took_ms": r["took_ms"],
+                                    "client_ms": round((now - t_req) * 1000, 2),
+                                    "fresh_records_scanned": r.get("fresh_records_scanned"),
+                                    "segments_searched": r.get("segments_searched"),
+                                    "windows_searched": r.get("windows_searched")})
                             if st != 200:
                                 errors.append(f"{stage} search: HTTP {st}")
                         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -330,6 +409,7 @@ def main():
                             with lock:
                                 p[col] = now - p[2]
                     time.sleep(max(0.0, pace - (time.time() - t_sweep)))
+                client.close()
             def guarded(stage):  # a poller that dies fails the run, never silently
                 try:
                     poller(stage)
@@ -345,14 +425,22 @@ def main():
                 v = [float(x) for x in probe_vec[nprobe]]
                 pid = f"probe-{nprobe}"
                 nprobe += 1
+                msg = ('{"collection":"load","records":[{"id":"%s","vector_b64":"%s"}]}'
+                       % (pid, base64.b64encode(np.asarray(v, "<f4").tobytes()).decode())).encode()
+                # its searches' requests, encoded once and before the clock starts: the range
+                # is from 100 ms before (the message timestamp, its event time, is taken in
+                # produce(), just after) to 2 s after, one or two windows
+                ms = int(time.time() * 1000)
+                bodies = {st: json.dumps({"vector": v, "k": 1, "consistency": st,
+                                          "from_ts": ms - 100, "to_ts": ms + 2000,
+                                          "include_meta": False}).encode()
+                          for st in ("strong", "indexed")}
                 t0 = time.time()
-                probe_p.produce(topic, ('{"collection":"load","records":[{"id":"%s","vector_b64":"%s"}]}'
-                                        % (pid, base64.b64encode(
-                                            np.asarray(v, "<f4").tobytes()).decode())).encode(),
-                               on_delivery=lambda err, msg, pid=pid: delivered(err, msg, pid))
+                probe_p.produce(topic, msg,
+                                on_delivery=lambda err, msg, pid=pid: delivered(err, msg, pid))
                 probe_p.poll(0)
-                with lock:
-                    probes.append([pid, v, t0, None, None, 0.0])  # [5]: last searched
+                with lock:  # [5]: last searched, [6]: the requests
+                    probes.append([pid, v, t0, None, None, 0.0, bodies])
                 time.sleep(max(0.0, a.probe_ms / 1000 - (time.time() - t0)))
             achieved = 0.0
             if ld is not None:
@@ -363,6 +451,7 @@ def main():
             # thread's time went, and how late after their timestamps its messages were applied
             # (load and probes alike)
             counters1 = node_counters(metrics())
+            t_phase_end = time.time()
             delta = {k: counters1[k] - counters0[k] for k in counters0}
             lagd = {le: delta[f"le_{le}"] for le in APPLY_LE}
             n_applied = lagd["+Inf"]
@@ -391,6 +480,15 @@ def main():
                                    "strong_ms": None if p[3] is None else round(p[3] * 1000, 1),
                                    "indexed_ms": None if p[4] is None else round(p[4] * 1000)})
             s_lat = [p[3] * 1000 for p in probes if p[3] is not None]
+            # The broker's GC pauses in the phase, and how many of the probes a strong search
+            # found only after 50 ms had a pause within their way (produce to found).
+            gc = [(b, e) for b, e in broker_pauses() if e > t_phase and b < t_phase_end]
+            slow = [(p[2], p[2] + p[3]) for p in probes if p[3] is not None and p[3] > 0.05]
+            slow_gc = sum(any(e > b0 and b < e0 for b, e in gc) for b0, e0 in slow)
+            # and the machine's own stops (the sleeper's gaps over 20 ms) in the phase
+            stops = [(b, e) for b, e in sleeper.gaps()
+                     if e - b > 0.02 and e > t_phase and b < t_phase_end]
+            slow_stop = sum(any(e > b0 and b < e0 for b, e in stops) for b0, e0 in slow)
             i_lat = [p[4] * 1000 for p in probes if p[4] is not None]
             row = {"load": share, "target_rec_s": round(share * ref_rate),
                    "achieved_rec_s": round(achieved), "probes": len(probes),
@@ -402,10 +500,23 @@ def main():
                    "strong_searches": len(took),
                    "strong_search_p50_ms": percentile(took, 0.5),
                    "strong_search_p99_ms": percentile(took, 0.99),
+                   # what the client waited beyond the search's own took_ms: HTTP, the
+                   # daemon's threads getting a core, this harness
+                   "client_over_took_p99_ms": percentile(
+                       [x["client_ms"] - x["took_ms"] for x in searches if x["load"] == share],
+                       0.99),
                    **{f"{k}_ms": round(v * 1000, 1) for k, v in delta.items()
                       if not k.startswith("le_")},
                    "apply_messages": round(n_applied), "apply_over_50ms": round(over50, 4),
-                   "apply_p99_le_s": lag_p99}
+                   "apply_p99_le_s": lag_p99,
+                   "broker_gc_pauses": len(gc),
+                   "broker_gc_ms": round(sum(e - b for b, e in gc) * 1000, 1),
+                   "broker_gc_max_ms": round(max((e - b for b, e in gc), default=0) * 1000, 1),
+                   "strong_over_50ms": len(slow), "strong_over_50ms_in_gc": slow_gc,
+                   "machine_stops": len(stops), "sleeper": sleeper.policy,
+                   "machine_stop_max_ms":
+                       round(max((e - b for b, e in stops), default=0) * 1000, 1),
+                   "strong_over_50ms_in_stop": slow_stop}
             rows.append(row)
             log(f"load {share:.0%}: strong p50 {row['strong_p50_ms']:.1f} ms p99 "
                 f"{row['strong_p99_ms']:.1f} ms; indexed p50 {row['indexed_p50_ms']:.0f} ms p99 "
@@ -446,6 +557,11 @@ def main():
            "catchup_rec_s": round(catchup), "loads_of_rec_s": round(ref_rate),
            "ref_seconds": ref_secs, "backlog": backlog, "dim": a.dim,
            "cpu_weights": a.cpu_weights}
+    if searches:
+        with open(out / "fresh-searches.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(searches[0]))
+            w.writeheader()
+            w.writerows(searches)
     with open(out / "fresh-ref.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(ref))
         w.writeheader()
@@ -467,21 +583,31 @@ def main():
           "",
           "| load | target records/s | achieved | probes | strong p50 ms | strong p99 ms "
           "| indexed p50 ms | indexed p99 ms | indexed within the deadline "
-          "| a strong search's took_ms p50 / p99 "
+          "| a strong search's took_ms p50 / p99; its client waited beyond it, p99 "
           "| writes waited, ms: window / vector log created, WAL roll, log queue "
           "| polling thread, ms: librdkafka / decode wait / write / commit "
           "| messages applied > 50 ms after their timestamp (produce; the append with "
-          "--append-times); their p99 within (s) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "--append-times); their p99 within (s) "
+          "| broker GC pauses: count, total / longest ms "
+          "| machine stops > 20 ms (a sleeper's late wake-ups): count, longest ms "
+          "| probes found after 50 ms: all, with a broker GC pause, with a machine stop on "
+          "their way |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['load']:.0%} | {r['target_rec_s']} | {r['achieved_rec_s']} | "
                   f"{r['probes']} | {r['strong_p50_ms']:.1f} | {r['strong_p99_ms']:.1f} | "
                   f"{r['indexed_p50_ms']:.0f} | {r['indexed_p99_ms']:.0f} | "
                   f"{r['indexed_found']}/{r['probes']} | "
-                  f"{r['strong_search_p50_ms']:.1f} / {r['strong_search_p99_ms']:.1f} | "
+                  f"{r['strong_search_p50_ms']:.1f} / {r['strong_search_p99_ms']:.1f}; "
+                  f"{r['client_over_took_p99_ms']:.1f} | "
                   + " / ".join(f"{r[f'wait_{c}_ms']:.0f}" for c in WAIT_CAUSES) + " | "
                   + " / ".join(f"{r[f'poll_{c}_ms']:.0f}" for c in POLL_ACTIVITIES) + " | "
-                  f"{r['apply_over_50ms']:.2%} of {r['apply_messages']}; ≤ {r['apply_p99_le_s']} |")
+                  f"{r['apply_over_50ms']:.2%} of {r['apply_messages']}; "
+                  f"≤ {r['apply_p99_le_s']} | {r['broker_gc_pauses']}, "
+                  f"{r['broker_gc_ms']:.0f} / {r['broker_gc_max_ms']:.0f} | "
+                  f"{r['machine_stops']}, {r['machine_stop_max_ms']:.0f} ({r['sleeper']}) | "
+                  f"{r['strong_over_50ms']}, {r['strong_over_50ms_in_gc']}, "
+                  f"{r['strong_over_50ms_in_stop']} |")
     if a.append_times:
         md += ["", "Each probe's way split at the broker's append (LogAppendTime):", "",
                "| load | produce → appended p50 / p99 ms | appended → strong p50 / p99 ms |",

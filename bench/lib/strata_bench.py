@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 
 
@@ -57,6 +59,45 @@ def http(method, url, body=None, timeout=30):
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection to one daemon, for a thread that sends it many
+    requests, as a real client would: no connect and no urllib machinery per request, so that
+    a latency measured through it is the daemon's more than the harness's. post(path, body
+    bytes) -> (status, parsed JSON or the text); a reused connection the daemon has closed
+    meanwhile is opened again once; other failures raise OSError."""
+
+    def __init__(self, base, timeout=30):
+        u = urllib.parse.urlsplit(base)
+        self.host, self.port, self.prefix, self.timeout = u.hostname, u.port, u.path, timeout
+        self.conn = None
+
+    def post(self, path, body):
+        for attempt in (0, 1):
+            reused = self.conn is not None
+            if self.conn is None:
+                self.conn = HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                self.conn.request("POST", self.prefix + path, body=body,
+                                  headers={"content-type": "application/json"})
+                r = self.conn.getresponse()
+                data = r.read()
+                break
+            except (OSError, HTTPException) as e:
+                self.conn.close()
+                self.conn = None
+                if not reused or attempt == 1:
+                    raise OSError(f"POST {self.prefix}{path}: {e!r}") from e
+        try:
+            return r.status, json.loads(data or b"null")
+        except ValueError:
+            return r.status, data.decode(errors="replace")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def wait_for(what, deadline_s, fn, every=0.2):
@@ -123,7 +164,8 @@ class Daemons:
     """strata-ingest and strata-indexer of BUILD on one YAML in RUN_DIR; stop() ends both.
     For experiments, STRATA_BENCH_PREFIX_INGEST / _INDEXER put a command before a daemon's
     (e.g. "nice -n 19", "taskset -c 1"), and STRATA_BENCH_KAFKA_PROPERTIES adds librdkafka
-    properties to the YAML's kafka.properties (e.g. "fetch.wait.max.ms: 10")."""
+    properties to the YAML's kafka.properties (e.g. "fetch.wait.max.ms: 10");
+    STRATA_BENCH_BUILD_THREADS sets indexer.build_threads (default 2)."""
 
     def __init__(self, build, run_dir, kafka, nats, collections, node_id="bench",
                  cpu_weights=None):
@@ -141,7 +183,8 @@ class Daemons:
             f"nats: {{url: \"{nats}\", stream: B{pid}}}\n"
             "collections:\n" + "".join(f"  - {c}\n" for c in collections) +
             "ingest: {listen: \"127.0.0.1:0\"}\n"
-            "indexer: {listen: \"127.0.0.1:0\", build_threads: 2}\n"
+            "indexer: {listen: \"127.0.0.1:0\", build_threads: "
+            f"{os.environ.get('STRATA_BENCH_BUILD_THREADS', '2')}}}\n"
             "log: {level: notice}\n")
         self.procs = []
         self.ingest_port = self.indexer_port = None
