@@ -5,6 +5,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,11 @@ struct st_http {
     uint16_t port;
     char *token;
     size_t token_len;
+    /* Handlers running at once, at most o.max_active (guarded by amu); a request past it
+     * waits on acv, in its own connection's thread. */
+    pthread_mutex_t amu;
+    pthread_cond_t acv;
+    unsigned active;
 };
 
 struct conn_state {
@@ -247,7 +253,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   .body = cs->buf != NULL ? cs->buf : (const uint8_t *)"",
                                   .body_len = cs->len,
                                   .conn_ = conn};
+        /* The open paths (health, readiness, metrics, the status page) are cheap and must
+         * answer under load; every other request takes one of max_active slots. */
+        bool slot = !is_open_path(h, url);
+        if (slot) {
+            pthread_mutex_lock(&h->amu);
+            while (h->active >= h->o.max_active)
+                pthread_cond_wait(&h->acv, &h->amu);
+            h->active++;
+            pthread_mutex_unlock(&h->amu);
+        }
         h->o.handler(h->o.ctx, &req, &resp);
+        if (slot) {
+            pthread_mutex_lock(&h->amu);
+            h->active--;
+            pthread_cond_signal(&h->acv);
+            pthread_mutex_unlock(&h->amu);
+        }
     }
     return send_resp(conn, &resp);
 }
@@ -269,6 +291,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
+    /* At the connection limit MHD accepts and closes each new connection and says so each
+     * time: a flood of clients must not become a flood of log lines. */
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static struct st_ratelimit rl;
+    uint32_t dropped = 0;
+    pthread_mutex_lock(&mu);
+    bool ok = st_ratelimit_ok(&rl, 10, 10000, &dropped);
+    pthread_mutex_unlock(&mu);
+    if (!ok)
+        return;
+    if (dropped > 0)
+        st_log_warn("http", "%u messages of the HTTP server suppressed", dropped);
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t n = strlen(msg);
@@ -338,6 +372,10 @@ int st_http_start(const struct st_http_opts *o, struct st_http **out, struct st_
         h->o.max_body = 16u << 20;
     if (h->o.max_connections == 0)
         h->o.max_connections = 512;
+    if (h->o.max_active == 0)
+        h->o.max_active = 4;
+    pthread_mutex_init(&h->amu, NULL);
+    pthread_cond_init(&h->acv, NULL);
     if (h->o.idle_timeout_s == 0)
         h->o.idle_timeout_s = 30;
     int rc = ST_OK;
@@ -365,6 +403,8 @@ int st_http_start(const struct st_http_opts *o, struct st_http **out, struct st_
 fail:
     if (h->lfd >= 0)
         close(h->lfd);
+    pthread_cond_destroy(&h->acv);
+    pthread_mutex_destroy(&h->amu);
     free(h->token);
     free(h);
     return rc;
@@ -383,6 +423,8 @@ void st_http_stop(struct st_http *h)
     MHD_stop_daemon(h->d);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+    pthread_cond_destroy(&h->acv);
+    pthread_mutex_destroy(&h->amu);
     free(h->token);
     free(h);
 }

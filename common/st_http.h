@@ -4,7 +4,10 @@
  *
  * Each connection is served by a thread of its own (at most max_connections of them), so a
  * handler may block for as long as its request takes without delaying another connection's;
- * it runs with the whole request body read, fills a response and returns. Requests whose
+ * at most max_active handlers run at once (the open paths, cheap and needed under load, do
+ * not count), a request past that waiting in its own thread for a slot, so that a burst of
+ * clients cannot run unbounded searches side by side. The handler runs with the whole
+ * request body read, fills a response and returns. Requests whose
  * body exceeds max_body get 413 without reaching the handler; with an auth token set,
  * requests to paths not listed in open_paths need "Authorization: Bearer <token>" or get 401.
  */
@@ -55,6 +58,7 @@ struct st_http_opts {
     unsigned max_connections;      /* connections (a thread each) at most; a new one
                                     * past it is closed at once (0: 512) */
     unsigned idle_timeout_s;       /* a connection idle this long is closed (0: 30) */
+    unsigned max_active;           /* handlers running at once, open paths aside (0: 4) */
     st_http_handler handler;
     void *ctx;
 };

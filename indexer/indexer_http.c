@@ -712,6 +712,7 @@ int indexer_http_start(const struct indexer_http_opts *o, struct indexer_http **
                               .max_body = o->max_body,
                               .auth_token_file = o->auth_token_file,
                               .open_paths = open_paths,
+                              .max_active = 4, /* searches at once (fan-outs included) */
                               .handler = handle,
                               .ctx = h};
     int rc = st_http_start(&ho, &h->srv, err);

@@ -826,6 +826,8 @@ int ingest_http_start(const struct ingest_http_opts *o, struct ingest_http **out
                               .max_body = o->max_body,
                               .auth_token_file = o->auth_token_file,
                               .open_paths = open_paths,
+                              /* scans beside the polling thread: two at a time, as before */
+                              .max_active = 2,
                               .handler = handle,
                               .ctx = h};
     int rc = st_http_start(&ho, &h->srv, err);

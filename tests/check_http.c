@@ -62,7 +62,8 @@ static void handler(void *ctx, const struct st_http_req *req, struct st_http_res
         st_http_error(resp, 404, "not_found", "no route for %s", req->path);
 }
 
-static struct st_http *start(const char *token_file, unsigned max_conns, unsigned idle_s)
+static struct st_http *start_n(const char *token_file, unsigned max_conns, unsigned idle_s,
+                               unsigned max_active)
 {
     static const char *const open_paths[] = {"/healthz", NULL};
     struct st_http_opts o = {.listen = "127.0.0.1:0",
@@ -71,11 +72,17 @@ static struct st_http *start(const char *token_file, unsigned max_conns, unsigne
                              .open_paths = open_paths,
                              .max_connections = max_conns,
                              .idle_timeout_s = idle_s,
+                             .max_active = max_active,
                              .handler = handler};
     struct st_http *h;
     struct st_err err = {0};
     ck_assert_msg(st_http_start(&o, &h, &err) == ST_OK, "%s", err.msg);
     return h;
+}
+
+static struct st_http *start(const char *token_file, unsigned max_conns, unsigned idle_s)
+{
+    return start_n(token_file, max_conns, idle_s, 0);
 }
 
 static int dial(uint16_t port)
@@ -131,6 +138,38 @@ static int read_status(int fd, int timeout_ms)
     return status;
 }
 
+/* A whole response on a keep-alive connection (headers and Content-Length bytes of body),
+ * so that the next one starts clean: its status, 0 when closed first, -1 when it did not all
+ * come within timeout_ms. */
+static int read_whole(int fd, int timeout_ms)
+{
+    char buf[4096];
+    size_t len = 0;
+    int64_t deadline = st_test_now_ms() + timeout_ms;
+    for (;;) {
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end != NULL) {
+            const char *cl = strcasestr(buf, "\r\nContent-Length:");
+            size_t want = (size_t)(end + 4 - buf) + (cl != NULL ? strtoul(cl + 17, NULL, 10) : 0);
+            if (len >= want) {
+                int status = 0;
+                return sscanf(buf, "HTTP/1.%*d %d", &status) == 1 ? status : 0;
+            }
+        }
+        int64_t left = deadline - st_test_now_ms();
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (len >= sizeof(buf) - 1 || left <= 0 || poll(&pf, 1, (int)left) <= 0)
+            return -1;
+        ssize_t r = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return 0;
+        len += (size_t)r;
+    }
+}
+
 /* One whole request on a fresh connection: its status (0: closed without one). */
 static int request(uint16_t port, const char *method, const char *path, const char *token,
                    const char *body)
@@ -154,8 +193,11 @@ static int request(uint16_t port, const char *method, const char *path, const ch
 static int request_within(uint16_t port, int ms)
 {
     int st = 0;
-    for (int64_t dl = st_test_now_ms() + ms; st != 200 && st_test_now_ms() < dl;)
-        st = request(port, "GET", "/healthz", NULL, NULL);
+    for (int64_t dl = st_test_now_ms() + ms; st_test_now_ms() < dl;) {
+        if ((st = request(port, "GET", "/healthz", NULL, NULL)) == 200)
+            break;
+        usleep(5000); /* between attempts only: each is answered or closed at once */
+    }
     return st;
 }
 
@@ -296,7 +338,7 @@ START_TEST(test_http_connection_limit)
     for (int i = 0; i < LIMIT; i++) { /* keep-alive: each stays open after its answer */
         fds[i] = dial(port);
         ck_assert(send_all(fds[i], rq, sizeof(rq) - 1));
-        ck_assert_int_eq(read_status(fds[i], 10000), 200);
+        ck_assert_int_eq(read_whole(fds[i], 10000), 200);
     }
     for (int i = 0; i < EXTRA; i++) {
         int fd = dial(port); /* the kernel completes the handshake; the server closes it */
@@ -306,11 +348,8 @@ START_TEST(test_http_connection_limit)
         close(fd);
     }
     for (int i = 0; i < LIMIT; i++) { /* the ones within the limit are still served */
-        char drain[512];
-        while (recv(fds[i], drain, sizeof(drain), MSG_DONTWAIT) > 0)
-            ;
         ck_assert(send_all(fds[i], rq, sizeof(rq) - 1));
-        ck_assert_int_eq(read_status(fds[i], 10000), 200);
+        ck_assert_int_eq(read_whole(fds[i], 10000), 200);
     }
     close(fds[0]);
     /* once one has left, a new connection is served: as soon as the server has seen the close
@@ -341,9 +380,7 @@ START_TEST(test_http_keepalive_no_head_of_line)
     for (int i = 0; i < CONNS; i++) { /* each connection opened and served once */
         fds[i] = dial(port);
         ck_assert(send_all(fds[i], rq, sizeof(rq) - 1));
-        ck_assert_int_eq(read_status(fds[i], 10000), 200);
-        char drain[512];
-        (void)recv(fds[i], drain, sizeof(drain), MSG_DONTWAIT); /* the rest of the body */
+        ck_assert_int_eq(read_whole(fds[i], 10000), 200);
     }
     pthread_mutex_lock(&slow_mu);
     slow_released = false;
@@ -356,7 +393,7 @@ START_TEST(test_http_keepalive_no_head_of_line)
     pthread_mutex_unlock(&slow_mu);
     for (int i = 1; i < CONNS; i++) {
         ck_assert(send_all(fds[i], rq, sizeof(rq) - 1));
-        ck_assert_msg(read_status(fds[i], 5000) == 200,
+        ck_assert_msg(read_whole(fds[i], 5000) == 200,
                       "connection %d waited behind the slow request on connection 0", i);
     }
     pthread_mutex_lock(&slow_mu);
@@ -367,6 +404,44 @@ START_TEST(test_http_keepalive_no_head_of_line)
     ck_assert_int_eq(read_status(fds[0], 10000), 200);
     for (int i = 0; i < CONNS; i++)
         close(fds[i]);
+    st_http_stop(h);
+}
+END_TEST
+
+/*
+ * At most max_active handlers run at once: a third slow request waits for a slot (in its own
+ * thread) while two run, the open paths answer meanwhile, and it runs once one finishes.
+ */
+START_TEST(test_http_max_active)
+{
+    struct st_http *h = start_n(NULL, 0, 30, 2);
+    uint16_t port = st_http_port(h);
+    static const char slow[] = "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n";
+    pthread_mutex_lock(&slow_mu);
+    slow_released = false;
+    pthread_mutex_unlock(&slow_mu);
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = dial(port);
+        ck_assert(send_all(fds[i], slow, sizeof(slow) - 1));
+    }
+    pthread_mutex_lock(&slow_mu);
+    for (int64_t dl = st_test_now_ms() + 10000; slow_in < 2 && st_test_now_ms() < dl;)
+        cond_wait_ms(&slow_cv, &slow_mu, 50);
+    ck_assert_int_eq(slow_in, 2);
+    pthread_mutex_unlock(&slow_mu);
+    ck_assert_int_eq(request(port, "GET", "/healthz", NULL, NULL), 200); /* open: no slot */
+    pthread_mutex_lock(&slow_mu); /* the third stays out for as long as two are in */
+    for (int64_t dl = st_test_now_ms() + 300; slow_in < 3 && st_test_now_ms() < dl;)
+        cond_wait_ms(&slow_cv, &slow_mu, 50);
+    ck_assert_int_eq(slow_in, 2);
+    slow_released = true;
+    pthread_cond_broadcast(&slow_cv);
+    pthread_mutex_unlock(&slow_mu);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(read_whole(fds[i], 10000), 200);
+        close(fds[i]);
+    }
     st_http_stop(h);
 }
 END_TEST
@@ -382,6 +457,7 @@ int main(void)
     tcase_add_test(tc, test_http_oversized_header);
     tcase_add_test(tc, test_http_connection_limit);
     tcase_add_test(tc, test_http_keepalive_no_head_of_line);
+    tcase_add_test(tc, test_http_max_active);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
