@@ -162,17 +162,21 @@ GC_PAUSE = re.compile(r"^\[([^\]]+)\].*\bPause\b.*?([\d.]+)ms\s*$")
 
 def broker_pauses():
     """The Kafka broker's stop-the-world GC pauses so far, [(start, end)] in Unix seconds,
-    from its GC log (scripts/brokers writes BROKERS/kafka-gc.log); [] without one. A pause is
-    logged when it ends, with its length."""
+    from its GC log (scripts/brokers writes BROKERS/kafka-gc.log; a restarted broker's earlier
+    one is kafka-gc.log.0); None without one. A pause is logged when it ends, with its length;
+    lines of another form are skipped."""
     d = os.environ.get("STRATA_BENCH_BROKERS")
-    path = Path(d) / "kafka-gc.log" if d else None
-    if path is None or not path.exists():
-        return []
+    paths = [Path(d) / n for n in ("kafka-gc.log.0", "kafka-gc.log")] if d else []
+    if not any(p.exists() for p in paths):
+        return None
     out = []
-    for line in path.read_text(errors="replace").splitlines():
-        m = GC_PAUSE.match(line)
-        if m:
-            end = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    for path in (p for p in paths if p.exists()):
+        for line in path.read_text(errors="replace").splitlines():
+            m = GC_PAUSE.match(line)
+            try:
+                end = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+            except (AttributeError, ValueError):
+                continue
             out.append((end - float(m.group(2)) / 1000, end))
     return out
 
@@ -360,6 +364,7 @@ def main():
             done = threading.Event()
 
             busy = set()  # probes a strong worker is searching for right now
+            reconnects = [0]  # keep-alive connections the daemon closed, opened again
             errors = []  # searches that failed (the run fails on any)
 
             def poller(stage):
@@ -410,6 +415,8 @@ def main():
                                 p[col] = now - p[2]
                     time.sleep(max(0.0, pace - (time.time() - t_sweep)))
                 client.close()
+                with lock:
+                    reconnects[0] += client.reconnects
             def guarded(stage):  # a poller that dies fails the run, never silently
                 try:
                     poller(stage)
@@ -482,13 +489,15 @@ def main():
             s_lat = [p[3] * 1000 for p in probes if p[3] is not None]
             # The broker's GC pauses in the phase, and how many of the probes a strong search
             # found only after 50 ms had a pause within their way (produce to found).
-            gc = [(b, e) for b, e in broker_pauses() if e > t_phase and b < t_phase_end]
+            # (A probe's way may end after the phase: it is matched against every pause.)
+            all_gc = broker_pauses()
+            gc = [(b, e) for b, e in all_gc or [] if e > t_phase and b < t_phase_end]
             slow = [(p[2], p[2] + p[3]) for p in probes if p[3] is not None and p[3] > 0.05]
-            slow_gc = sum(any(e > b0 and b < e0 for b, e in gc) for b0, e0 in slow)
+            slow_gc = sum(any(e > b0 and b < e0 for b, e in all_gc or []) for b0, e0 in slow)
             # and the machine's own stops (the sleeper's gaps over 20 ms) in the phase
-            stops = [(b, e) for b, e in sleeper.gaps()
-                     if e - b > 0.02 and e > t_phase and b < t_phase_end]
-            slow_stop = sum(any(e > b0 and b < e0 for b, e in stops) for b0, e0 in slow)
+            all_stops = [(b, e) for b, e in sleeper.gaps() if e - b > 0.02]
+            stops = [(b, e) for b, e in all_stops if e > t_phase and b < t_phase_end]
+            slow_stop = sum(any(e > b0 and b < e0 for b, e in all_stops) for b0, e0 in slow)
             i_lat = [p[4] * 1000 for p in probes if p[4] is not None]
             row = {"load": share, "target_rec_s": round(share * ref_rate),
                    "achieved_rec_s": round(achieved), "probes": len(probes),
@@ -509,10 +518,11 @@ def main():
                       if not k.startswith("le_")},
                    "apply_messages": round(n_applied), "apply_over_50ms": round(over50, 4),
                    "apply_p99_le_s": lag_p99,
-                   "broker_gc_pauses": len(gc),
+                   "broker_gc_pauses": len(gc) if all_gc is not None else None,
                    "broker_gc_ms": round(sum(e - b for b, e in gc) * 1000, 1),
                    "broker_gc_max_ms": round(max((e - b for b, e in gc), default=0) * 1000, 1),
                    "strong_over_50ms": len(slow), "strong_over_50ms_in_gc": slow_gc,
+                   "client_reconnects": reconnects[0],
                    "machine_stops": len(stops), "sleeper": sleeper.policy,
                    "machine_stop_max_ms":
                        round(max((e - b for b, e in stops), default=0) * 1000, 1),
@@ -603,8 +613,10 @@ def main():
                   + " / ".join(f"{r[f'wait_{c}_ms']:.0f}" for c in WAIT_CAUSES) + " | "
                   + " / ".join(f"{r[f'poll_{c}_ms']:.0f}" for c in POLL_ACTIVITIES) + " | "
                   f"{r['apply_over_50ms']:.2%} of {r['apply_messages']}; "
-                  f"≤ {r['apply_p99_le_s']} | {r['broker_gc_pauses']}, "
-                  f"{r['broker_gc_ms']:.0f} / {r['broker_gc_max_ms']:.0f} | "
+                  f"≤ {r['apply_p99_le_s']} | "
+                  + (f"{r['broker_gc_pauses']}, {r['broker_gc_ms']:.0f} / "
+                     f"{r['broker_gc_max_ms']:.0f} | " if r['broker_gc_pauses'] is not None
+                     else "no GC log | ") +
                   f"{r['machine_stops']}, {r['machine_stop_max_ms']:.0f} ({r['sleeper']}) | "
                   f"{r['strong_over_50ms']}, {r['strong_over_50ms_in_gc']}, "
                   f"{r['strong_over_50ms_in_stop']} |")

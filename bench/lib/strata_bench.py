@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.client import HTTPConnection, HTTPException
+from http.client import HTTPConnection, HTTPException, RemoteDisconnected
 from pathlib import Path
 
 
@@ -66,12 +66,14 @@ class Client:
     requests, as a real client would: no connect and no urllib machinery per request, so that
     a latency measured through it is the daemon's more than the harness's. post(path, body
     bytes) -> (status, parsed JSON or the text); a reused connection the daemon has closed
-    meanwhile is opened again once; other failures raise OSError."""
+    meanwhile (closed, reset) is opened again once and counted in .reconnects; other failures,
+    timeouts included, raise OSError."""
 
     def __init__(self, base, timeout=30):
         u = urllib.parse.urlsplit(base)
         self.host, self.port, self.prefix, self.timeout = u.hostname, u.port, u.path, timeout
         self.conn = None
+        self.reconnects = 0
 
     def post(self, path, body):
         for attempt in (0, 1):
@@ -87,8 +89,11 @@ class Client:
             except (OSError, HTTPException) as e:
                 self.conn.close()
                 self.conn = None
-                if not reused or attempt == 1:
+                closed = isinstance(e, (RemoteDisconnected, ConnectionResetError,
+                                        BrokenPipeError))
+                if not reused or not closed or attempt == 1:
                     raise OSError(f"POST {self.prefix}{path}: {e!r}") from e
+                self.reconnects += 1
         try:
             return r.status, json.loads(data or b"null")
         except ValueError:
