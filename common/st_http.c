@@ -237,10 +237,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
+    /* The open paths (health, readiness, metrics, the status page) need no token, and they
+     * are cheap and must answer under load: they take none of the max_active slots. */
+    bool open = is_open_path(h, url);
     if (cs->too_big) {
         st_http_error(&resp, 413, "payload_too_large",
                       "request body is over http.max_body (%zu bytes)", h->o.max_body);
-    } else if (h->token != NULL && !is_open_path(h, url) &&
+    } else if (h->token != NULL && !open &&
                !auth_ok(h, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                        MHD_HTTP_HEADER_AUTHORIZATION))) {
         st_http_error(&resp, 401, "unauthenticated", "missing or wrong bearer token");
@@ -253,10 +256,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   .body = cs->buf != NULL ? cs->buf : (const uint8_t *)"",
                                   .body_len = cs->len,
                                   .conn_ = conn};
-        /* The open paths (health, readiness, metrics, the status page) are cheap and must
-         * answer under load; every other request takes one of max_active slots. */
-        bool slot = !is_open_path(h, url);
-        if (slot) {
+        if (!open) {
             pthread_mutex_lock(&h->amu);
             while (h->active >= h->o.max_active)
                 pthread_cond_wait(&h->acv, &h->amu);
@@ -264,7 +264,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             pthread_mutex_unlock(&h->amu);
         }
         h->o.handler(h->o.ctx, &req, &resp);
-        if (slot) {
+        if (!open) {
             pthread_mutex_lock(&h->amu);
             h->active--;
             pthread_cond_signal(&h->acv);

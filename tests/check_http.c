@@ -14,28 +14,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "st_clock.h"
 #include "st_http.h"
 #include "st_test.h"
 
 /* /slow blocks its handler until the test releases it (or 20 s pass), as a long search does. */
 static pthread_mutex_t slow_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t slow_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t slow_cv; /* CLOCK_MONOTONIC (st_cond_init_mono, in main) */
 static bool slow_released;
 static int slow_in; /* /slow handlers running */
-
-static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += ms * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
-    (void)pthread_cond_timedwait(cv, mu, &ts);
-}
 
 static void slow_wait(void)
 {
@@ -43,7 +33,7 @@ static void slow_wait(void)
     slow_in++;
     pthread_cond_broadcast(&slow_cv);
     for (int64_t dl = st_test_now_ms() + 20000; !slow_released && st_test_now_ms() < dl;)
-        cond_wait_ms(&slow_cv, &slow_mu, 50);
+        st_cond_wait_ms(&slow_cv, &slow_mu, 50);
     slow_in--;
     pthread_mutex_unlock(&slow_mu);
 }
@@ -388,7 +378,7 @@ START_TEST(test_http_keepalive_no_head_of_line)
     ck_assert(send_all(fds[0], slow, sizeof(slow) - 1));
     pthread_mutex_lock(&slow_mu); /* the slow request is in its handler */
     for (int64_t dl = st_test_now_ms() + 10000; slow_in == 0 && st_test_now_ms() < dl;)
-        cond_wait_ms(&slow_cv, &slow_mu, 50);
+        st_cond_wait_ms(&slow_cv, &slow_mu, 50);
     ck_assert_int_eq(slow_in, 1);
     pthread_mutex_unlock(&slow_mu);
     for (int i = 1; i < CONNS; i++) {
@@ -427,13 +417,13 @@ START_TEST(test_http_max_active)
     }
     pthread_mutex_lock(&slow_mu);
     for (int64_t dl = st_test_now_ms() + 10000; slow_in < 2 && st_test_now_ms() < dl;)
-        cond_wait_ms(&slow_cv, &slow_mu, 50);
+        st_cond_wait_ms(&slow_cv, &slow_mu, 50);
     ck_assert_int_eq(slow_in, 2);
     pthread_mutex_unlock(&slow_mu);
     ck_assert_int_eq(request(port, "GET", "/healthz", NULL, NULL), 200); /* open: no slot */
     pthread_mutex_lock(&slow_mu); /* the third stays out for as long as two are in */
     for (int64_t dl = st_test_now_ms() + 300; slow_in < 3 && st_test_now_ms() < dl;)
-        cond_wait_ms(&slow_cv, &slow_mu, 50);
+        st_cond_wait_ms(&slow_cv, &slow_mu, 50);
     ck_assert_int_eq(slow_in, 2);
     slow_released = true;
     pthread_cond_broadcast(&slow_cv);
@@ -448,6 +438,7 @@ END_TEST
 
 int main(void)
 {
+    st_cond_init_mono(&slow_cv);
     Suite *su = suite_create("http");
     TCase *tc = tcase_create("http");
     tcase_set_timeout(tc, 120);
