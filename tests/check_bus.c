@@ -514,10 +514,13 @@ START_TEST(test_ack_and_no_ack)
     ack_free(m[0]);
     st_bus_msg_free(m[1]); /* neither acked nor nak'ed */
     st_bus_msg_free(NULL);
-    /* Only the unacked one comes back, after ack_wait, counted as a second delivery. (With
+    /* Only the unacked one comes back, after ack_wait, counted as a redelivery. (With
      * nats-server, a copy of the first delivery may still be queued in the client: under load
      * fetch_n's first pull request can be answered after its fetch returned. It is the same
-     * delivery, not a redelivery: skip it.) */
+     * delivery, not a redelivery: skip it. And under load a redelivery the server sends as
+     * a pull request expires may never reach a fetch (seen once in CI: delivered 3, no 2); the
+     * server counts it all the same and redelivers after another ack_wait. So the embedded bus must
+     * count exactly 2, nats-server at least 2.) */
     for (;;) {
         ck_assert_int_eq(fetch_n(pl, m, 1, 10000), 1);
         ck_assert_str_eq(data_of(m[0], buf, sizeof(buf)), "dropped");
@@ -526,7 +529,10 @@ START_TEST(test_ack_and_no_ack)
         st_bus_msg_free(m[0]);
     }
     ck_assert_int_ge(st_test_now_ms() - t0, 900);
-    ck_assert_uint_eq(st_bus_msg_delivered(m[0]), 2);
+    if (strcmp(url, ST_BUS_EMBEDDED) == 0)
+        ck_assert_uint_eq(st_bus_msg_delivered(m[0]), 2);
+    else
+        ck_assert_uint_ge(st_bus_msg_delivered(m[0]), 2);
     ack_free(m[0]);
     /* Both acked: nothing comes back, even after several ack waits. */
     ck_assert_int_eq(fetch_n(pl, m, 1, 2500), 0);
