@@ -4,6 +4,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,25 @@
 
 #define RESP_MAX (64u << 20)
 
+/*
+ * Multi handles kept between calls. libcurl keeps the connections a multi handle's transfers
+ * opened in that handle's cache, so the next call to the same ingest node reuses one instead
+ * of connecting anew (a handshake, and a thread started on the node's thread-per-connection
+ * server, on the way of every strong search). A multi handle serves one thread at a time:
+ * idx_client_run takes one from this list and gives it back after. (One connection cache
+ * shared by threads, CURLSH with CURL_LOCK_DATA_CONNECT, is not supported by libcurl.) The
+ * list grows to the number of calls that ran at once, at most POOL_MAX; a call that finds it
+ * empty makes a handle, and one given back to a full list is closed.
+ */
+#define POOL_MAX 8
+#define CONN_MAX_AGE_S                                                                             \
+    20L /* below st_http's 30 s idle timeout: never reuse what the node                            \
+         * is about to close */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static CURLM *pool[POOL_MAX];
+static size_t npool;
+static _Atomic uint64_t connects;
+
 int idx_client_init(void)
 {
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? ST_OK : ST_EINTERNAL;
@@ -23,7 +43,38 @@ int idx_client_init(void)
 
 void idx_client_cleanup(void)
 {
+    pthread_mutex_lock(&pool_mu);
+    while (npool > 0)
+        curl_multi_cleanup(pool[--npool]);
+    pthread_mutex_unlock(&pool_mu);
     curl_global_cleanup();
+}
+
+uint64_t idx_client_connects(void)
+{
+    return atomic_load(&connects);
+}
+
+static CURLM *multi_take(void)
+{
+    pthread_mutex_lock(&pool_mu);
+    CURLM *m = npool > 0 ? pool[--npool] : NULL;
+    pthread_mutex_unlock(&pool_mu);
+    return m != NULL ? m : curl_multi_init();
+}
+
+static void multi_give(CURLM *m)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&pool_mu);
+    if (npool < POOL_MAX) {
+        pool[npool++] = m;
+        m = NULL;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (m != NULL)
+        curl_multi_cleanup(m);
 }
 
 struct sink {
@@ -166,7 +217,7 @@ static size_t to_mem(char *p, size_t sz, size_t nm, void *ctx)
 
 void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms)
 {
-    CURLM *m = curl_multi_init();
+    CURLM *m = multi_take();
     CURL **h = calloc(n ? n : 1, sizeof(*h));
     struct curl_slist *hs = auth(token);
     hs = curl_slist_append(hs, "Content-Type: application/json");
@@ -176,6 +227,7 @@ void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t
         c->resp_len = 0;
         c->status = 0;
         c->error[0] = '\0';
+        c->reused = false;
         if (m == NULL || h == NULL || (h[i] = curl_easy_init()) == NULL) {
             snprintf(c->error, sizeof(c->error), "out of memory");
             continue;
@@ -189,6 +241,7 @@ void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t
         curl_easy_setopt(h[i], CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(h[i], CURLOPT_HTTPHEADER, hs);
         curl_easy_setopt(h[i], CURLOPT_PRIVATE, c);
+        curl_easy_setopt(h[i], CURLOPT_MAXAGE_CONN, CONN_MAX_AGE_S);
         if (c->body != NULL)
             curl_easy_setopt(h[i], CURLOPT_POSTFIELDS, c->body);
         curl_multi_add_handle(m, h[i]);
@@ -209,6 +262,10 @@ void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
         if (c == NULL)
             continue;
+        long nc = 0;
+        if (curl_easy_getinfo(msg->easy_handle, CURLINFO_NUM_CONNECTS, &nc) == CURLE_OK && nc > 0)
+            atomic_fetch_add(&connects, (uint64_t)nc);
+        c->reused = nc == 0 && msg->data.result == CURLE_OK;
         if (msg->data.result == CURLE_OK)
             curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &c->status);
         else
@@ -225,8 +282,7 @@ void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t
     }
     curl_slist_free_all(hs);
     free(h);
-    if (m != NULL)
-        curl_multi_cleanup(m);
+    multi_give(m);
 }
 
 void idx_call_free(struct idx_call *c)

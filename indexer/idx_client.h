@@ -48,11 +48,16 @@ struct idx_call {
     size_t resp_len;
     long status;     /* HTTP status; 0 when no answer came */
     char error[256]; /* why there is no answer */
+    bool reused;     /* answered on a connection an earlier call had opened */
 };
 
 /* Runs the calls in parallel, all within timeout_ms; each call's outcome is in its fields.
- * Responses above 64 MiB are cut off and treated as failed. */
+ * Responses above 64 MiB are cut off and treated as failed. Connections are kept open
+ * between calls (up to 8 calls at once keep theirs; one idle 20 s is not reused) and reused
+ * by the next call to the same node; the first call after idx_client_init opens them. */
 void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms);
+/* Connections idx_client_run opened since the process started (reused ones not counted). */
+uint64_t idx_client_connects(void);
 void idx_call_free(struct idx_call *c);
 
 #endif

@@ -630,6 +630,10 @@ static void metrics_text(struct indexer_http *h, struct st_text *t)
     const char *lr[] = {"thread", "request", NULL}, *lh[] = {"thread", "helper", NULL};
     st_prom_sample(t, "strata_search_parts_total", lr, (double)atomic_load(&h->parts_request));
     st_prom_sample(t, "strata_search_parts_total", lh, (double)atomic_load(&h->parts_helper));
+    st_prom_head(t, "strata_indexer_ingest_connects_total", "counter",
+                 "Connections opened to ingest nodes for strong searches, gets and status "
+                 "(kept open and reused between calls)");
+    st_prom_sample(t, "strata_indexer_ingest_connects_total", NULL, (double)idx_client_connects());
 }
 
 static void handle(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)

@@ -3,7 +3,10 @@
 #include <inttypes.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +234,110 @@ START_TEST(test_exact_topk)
     ck_assert_uint_eq(st_exact_topk(q, v, 5, dim, ST_METRIC_L2, 20, NULL, NULL, hits), 5);
     free(all);
     free(v);
+}
+END_TEST
+
+static _Atomic int cr_calls;
+
+static void cr_serve(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)
+{
+    (void)ctx;
+    atomic_fetch_add(&cr_calls, 1);
+    st_http_json(resp, 200,
+                 json_pack("{s:s,s:I}", "path", req->path, "len", (json_int_t)req->body_len));
+}
+
+struct cr_arg {
+    const char *url;
+    int ok;
+};
+
+static void *cr_thread(void *arg)
+{
+    struct cr_arg *a = arg;
+    for (int i = 0; i < 25; i++) {
+        struct idx_call c = {.url = a->url, .body = "{\"q\":1}"};
+        idx_client_run(&c, 1, "tok", 5000);
+        json_t *j = c.status == 200 && c.resp != NULL ? json_loads(c.resp, 0, NULL) : NULL;
+        a->ok += json_integer_value(json_object_get(j, "len")) == 7; /* the body arrived */
+        json_decref(j);
+        idx_call_free(&c);
+    }
+    return NULL;
+}
+
+static void cr_call(const char *url, bool want_reused)
+{
+    struct idx_call c = {.url = url};
+    idx_client_run(&c, 1, NULL, 5000);
+    ck_assert_msg(c.status == 200, "%s: status %ld: %s", url, c.status, c.error);
+    ck_assert_ptr_nonnull(c.resp);
+    ck_assert_msg(c.reused == want_reused, "%s: reused %d", url, c.reused);
+    idx_call_free(&c);
+}
+
+/* Calls to ingest nodes keep their connections: the next call reuses one (no handshake, no
+ * server thread started per strong search); a node restarted in between (its connections
+ * closed) is reached on a new one, not failed; calls from several threads at once each get a
+ * connection of their own and still reuse them. */
+START_TEST(test_client_reuses_connections)
+{
+    ck_assert_int_eq(idx_client_init(), ST_OK);
+    struct st_http_opts ho = {.listen = "127.0.0.1:0", .handler = cr_serve};
+    struct st_http *http;
+    struct st_err err = {0};
+    ck_assert_msg(st_http_start(&ho, &http, &err) == ST_OK, "%s", err.msg);
+    unsigned port = (unsigned)st_http_port(http);
+    char url[128], listen[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/x", port);
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
+    uint64_t c0 = idx_client_connects();
+    cr_call(url, false);
+    ck_assert_uint_eq(idx_client_connects(), c0 + 1);
+    for (int i = 0; i < 5; i++)
+        cr_call(url, true);
+    ck_assert_uint_eq(idx_client_connects(), c0 + 1);
+    ck_assert_int_eq(atomic_load(&cr_calls), 6);
+
+    /* the node restarts: the kept connection is dead; the call opens a new one */
+    st_http_stop(http);
+    ho.listen = listen;
+    ck_assert_msg(st_http_start(&ho, &http, &err) == ST_OK, "%s", err.msg);
+    cr_call(url, false);
+    ck_assert_uint_eq(idx_client_connects(), c0 + 2);
+    cr_call(url, true);
+
+    /* a node that is gone: an error, not a hang, and the next node's calls are unaffected */
+    struct st_http *gone;
+    ho.listen = "127.0.0.1:0";
+    ck_assert_msg(st_http_start(&ho, &gone, &err) == ST_OK, "%s", err.msg);
+    char dead[128];
+    snprintf(dead, sizeof(dead), "http://127.0.0.1:%u/v1/x", (unsigned)st_http_port(gone));
+    st_http_stop(gone);
+    struct idx_call d[2] = {{.url = dead}, {.url = url}};
+    idx_client_run(d, 2, NULL, 2000);
+    ck_assert_int_eq(d[0].status, 0);
+    ck_assert_msg(d[0].error[0] != '\0', "no error for a dead node");
+    ck_assert_int_eq(d[1].status, 200);
+    idx_call_free(&d[0]);
+    idx_call_free(&d[1]);
+
+    /* four threads at once, 25 POSTs each: every one answered, on a handful of connections */
+    uint64_t c1 = idx_client_connects();
+    pthread_t th[4];
+    struct cr_arg a[4];
+    for (int t = 0; t < 4; t++) {
+        a[t] = (struct cr_arg){.url = url};
+        ck_assert_int_eq(pthread_create(&th[t], NULL, cr_thread, &a[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        ck_assert_int_eq(a[t].ok, 25);
+    }
+    ck_assert_msg(idx_client_connects() - c1 <= 4, "%llu connections for 100 calls",
+                  (unsigned long long)(idx_client_connects() - c1));
+    st_http_stop(http);
+    idx_client_cleanup();
 }
 END_TEST
 
@@ -4193,6 +4300,7 @@ int main(void)
     tcase_add_test(tc, test_hits_select);
     tcase_add_test(tc, test_nodes_bounded);
     tcase_add_test(tc, test_copy_path);
+    tcase_add_test(tc, test_client_reuses_connections);
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
     tcase_add_test(tc, test_hnsw_files);
     tcase_add_test(tc, test_pq4_kernels);
