@@ -20,6 +20,7 @@
  *    swapped in): p50, p99.
  */
 #include <curl/curl.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -572,7 +573,10 @@ int main(int argc, char **argv)
     }
     char run_dir[400];
     snprintf(run_dir, sizeof(run_dir), "%s/strata-bench-search-%d", dir, (int)getpid());
-    mkdir(run_dir, 0755);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        die(dir, strerror(errno));
+    if (mkdir(run_dir, 0755) != 0)
+        die(run_dir, strerror(errno));
     snprintf(cfg_path, sizeof(cfg_path), "%s/strata.yaml", run_dir);
     snprintf(data, sizeof(data), "%s/data", run_dir);
     snprintf(logdir, sizeof(logdir), "%s", run_dir);
@@ -582,6 +586,8 @@ int main(int argc, char **argv)
     create_topic(topic);
     create_topic(topic2);
     FILE *f = fopen(cfg_path, "w");
+    if (f == NULL)
+        die(cfg_path, strerror(errno));
     fprintf(f,
             "node_id: bench\ndata_dir: %s\n"
             "kafka: {brokers: \"%s\", group_id: bench-%d}\n"
