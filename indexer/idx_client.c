@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "st_clock.h"
 #include "st_fault.h"
 #include "store_fs.h"
 
@@ -25,14 +26,21 @@
  * idx_client_run takes one from this list and gives it back after. (One connection cache
  * shared by threads, CURLSH with CURL_LOCK_DATA_CONNECT, is not supported by libcurl.) The
  * list grows to the number of calls that ran at once, at most POOL_MAX; a call that finds it
- * empty makes a handle, and one given back to a full list is closed.
+ * empty makes a handle, and one given back to a full list is closed. What is kept is bounded:
+ * a handle keeps at most one idle connection per node its last call asked (CURLMOPT_
+ * MAXCONNECTS), a connection idle CONN_MAX_AGE_S is not reused, and a handle left in the list
+ * that long is closed (its connections, which the node has closed or soon will, with it).
+ * Names are resolved on every call (no DNS cache): a node restarted at a new address under
+ * the same name is reached at once; a kept connection is found by name and port all the same.
  */
-#define POOL_MAX 8
-#define CONN_MAX_AGE_S                                                                             \
-    20L /* below st_http's 30 s idle timeout: never reuse what the node                            \
-         * is about to close */
+#define POOL_MAX       8
+#define CONN_MAX_AGE_S 20 /* below st_http's 30 s idle timeout: never reuse what the node closes   \
+                           */
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static CURLM *pool[POOL_MAX];
+static struct {
+    CURLM *m;
+    int64_t at; /* monotonic ns when given back */
+} pool[POOL_MAX];
 static size_t npool;
 static _Atomic uint64_t connects;
 
@@ -45,7 +53,7 @@ void idx_client_cleanup(void)
 {
     pthread_mutex_lock(&pool_mu);
     while (npool > 0)
-        curl_multi_cleanup(pool[--npool]);
+        curl_multi_cleanup(pool[--npool].m);
     pthread_mutex_unlock(&pool_mu);
     curl_global_cleanup();
 }
@@ -55,11 +63,27 @@ uint64_t idx_client_connects(void)
     return atomic_load(&connects);
 }
 
+/* The most recently given back handle (its connections the likeliest alive); handles idle
+ * past CONN_MAX_AGE_S are closed on the way. */
 static CURLM *multi_take(void)
 {
+    CURLM *stale[POOL_MAX], *m = NULL;
+    size_t nstale = 0;
+    int64_t old = st_clock_mono_ns(NULL) - (int64_t)CONN_MAX_AGE_S * 1000000000;
     pthread_mutex_lock(&pool_mu);
-    CURLM *m = npool > 0 ? pool[--npool] : NULL;
+    size_t keep = 0;
+    for (size_t i = 0; i < npool; i++) {
+        if (pool[i].at < old)
+            stale[nstale++] = pool[i].m;
+        else
+            pool[keep++] = pool[i];
+    }
+    npool = keep;
+    if (npool > 0)
+        m = pool[--npool].m;
     pthread_mutex_unlock(&pool_mu);
+    for (size_t i = 0; i < nstale; i++)
+        curl_multi_cleanup(stale[i]);
     return m != NULL ? m : curl_multi_init();
 }
 
@@ -67,14 +91,32 @@ static void multi_give(CURLM *m)
 {
     if (m == NULL)
         return;
+    int64_t now = st_clock_mono_ns(NULL);
     pthread_mutex_lock(&pool_mu);
     if (npool < POOL_MAX) {
-        pool[npool++] = m;
+        pool[npool].m = m;
+        pool[npool++].at = now;
         m = NULL;
     }
     pthread_mutex_unlock(&pool_mu);
     if (m != NULL)
         curl_multi_cleanup(m);
+}
+
+/* How many distinct nodes (scheme://host:port) the calls name. */
+static long distinct_nodes(const struct idx_call *calls, size_t n)
+{
+    long d = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *u = calls[i].url, *h = strstr(u, "://");
+        size_t len = h != NULL ? (size_t)(h + 3 - u) + strcspn(h + 3, "/?#") : strlen(u);
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strncmp(calls[j].url, u, len) == 0 &&
+                   strchr("/?#", calls[j].url[len]) != NULL; /* also matches its NUL */
+        d += !seen;
+    }
+    return d;
 }
 
 struct sink {
@@ -218,6 +260,10 @@ static size_t to_mem(char *p, size_t sz, size_t nm, void *ctx)
 void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms)
 {
     CURLM *m = multi_take();
+    long keep = distinct_nodes(calls, n);
+    if (m != NULL) /* one kept per node: a call asking a node several things at once (the
+                    * status page) leaves no more open there than a strong search */
+        curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, keep > 0 ? keep : 1L);
     CURL **h = calloc(n ? n : 1, sizeof(*h));
     struct curl_slist *hs = auth(token);
     hs = curl_slist_append(hs, "Content-Type: application/json");
@@ -241,7 +287,8 @@ void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t
         curl_easy_setopt(h[i], CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(h[i], CURLOPT_HTTPHEADER, hs);
         curl_easy_setopt(h[i], CURLOPT_PRIVATE, c);
-        curl_easy_setopt(h[i], CURLOPT_MAXAGE_CONN, CONN_MAX_AGE_S);
+        curl_easy_setopt(h[i], CURLOPT_MAXAGE_CONN, (long)CONN_MAX_AGE_S);
+        curl_easy_setopt(h[i], CURLOPT_DNS_CACHE_TIMEOUT, 0L);
         if (c->body != NULL)
             curl_easy_setopt(h[i], CURLOPT_POSTFIELDS, c->body);
         curl_multi_add_handle(m, h[i]);
