@@ -248,6 +248,8 @@ static void cr_serve(void *ctx, const struct st_http_req *req, struct st_http_re
 {
     (void)ctx;
     atomic_fetch_add(&cr_calls, 1);
+    if (strcmp(req->path, "/v1/slow") == 0)
+        usleep(200 * 1000); /* answers that overlap: one connection each */
     st_http_json(resp, 200,
                  json_pack("{s:s,s:I}", "path", req->path, "len", (json_int_t)req->body_len));
 }
@@ -410,10 +412,12 @@ START_TEST(test_client_reuses_connections)
     /* one call asking a node five things at once keeps one connection to it, not five (the
      * status page would otherwise hold a server thread per question on every node) */
     struct idx_call five[5];
+    char slow[128];
+    snprintf(slow, sizeof(slow), "http://127.0.0.1:%u/v1/slow", port);
     for (int round = 0; round < 2; round++) {
         uint64_t before = idx_client_connects();
         for (int i = 0; i < 5; i++)
-            five[i] = (struct idx_call){.url = url};
+            five[i] = (struct idx_call){.url = slow};
         idx_client_run(five, 5, NULL, 5000);
         for (int i = 0; i < 5; i++) {
             ck_assert_int_eq(five[i].status, 200);
