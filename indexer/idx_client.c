@@ -27,15 +27,19 @@
  * shared by threads, CURLSH with CURL_LOCK_DATA_CONNECT, is not supported by libcurl.) The
  * list grows to the number of calls that ran at once, at most POOL_MAX; a call that finds it
  * empty makes a handle, and one given back to a full list is closed. What is kept is bounded:
- * a handle keeps at most one idle connection per node its last call asked (CURLMOPT_
- * MAXCONNECTS), a connection idle CONN_MAX_AGE_S is not reused, and a handle left in the list
- * that long is closed (its connections, which the node has closed or soon will, with it).
+ * a handle keeps at most as many idle connections as its last call asked distinct nodes
+ * (CURLMOPT_MAXCONNECTS, a limit for the handle: libcurl closes the least recently used, so a
+ * call asking one node several things at once keeps one, and a node whose connection was
+ * closed that way is connected again by its next call), a connection idle CONN_MAX_AGE_S is
+ * not reused, and a handle left in the list that long is closed (its connections, which the
+ * node has closed or soon will, with it) whenever a call takes or gives back one.
  * Names are resolved on every call (no DNS cache): a node restarted at a new address under
  * the same name is reached at once; a kept connection is found by name and port all the same.
  */
-#define POOL_MAX       8
-#define CONN_MAX_AGE_S 20 /* below st_http's 30 s idle timeout: never reuse what the node closes   \
-                           */
+#define POOL_MAX 8
+#define CONN_MAX_AGE_S                                                                             \
+    20 /* below st_http's 30 s idle timeout: never reuse what the node closes                      \
+        */
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     CURLM *m;
@@ -63,15 +67,11 @@ uint64_t idx_client_connects(void)
     return atomic_load(&connects);
 }
 
-/* The most recently given back handle (its connections the likeliest alive); handles idle
- * past CONN_MAX_AGE_S are closed on the way. */
-static CURLM *multi_take(void)
+/* Takes the handles idle past CONN_MAX_AGE_S out of the list, into stale (pool_mu held). */
+static size_t take_stale_locked(CURLM **stale, int64_t now)
 {
-    CURLM *stale[POOL_MAX], *m = NULL;
-    size_t nstale = 0;
-    int64_t old = st_clock_mono_ns(NULL) - (int64_t)CONN_MAX_AGE_S * 1000000000;
-    pthread_mutex_lock(&pool_mu);
-    size_t keep = 0;
+    int64_t old = now - (int64_t)CONN_MAX_AGE_S * 1000000000;
+    size_t nstale = 0, keep = 0;
     for (size_t i = 0; i < npool; i++) {
         if (pool[i].at < old)
             stale[nstale++] = pool[i].m;
@@ -79,11 +79,25 @@ static CURLM *multi_take(void)
             pool[keep++] = pool[i];
     }
     npool = keep;
+    return nstale;
+}
+
+static void close_all(CURLM **m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        curl_multi_cleanup(m[i]);
+}
+
+/* The most recently given back handle (its connections the likeliest alive). */
+static CURLM *multi_take(void)
+{
+    CURLM *stale[POOL_MAX], *m = NULL;
+    pthread_mutex_lock(&pool_mu);
+    size_t nstale = take_stale_locked(stale, st_clock_mono_ns(NULL));
     if (npool > 0)
         m = pool[--npool].m;
     pthread_mutex_unlock(&pool_mu);
-    for (size_t i = 0; i < nstale; i++)
-        curl_multi_cleanup(stale[i]);
+    close_all(stale, nstale);
     return m != NULL ? m : curl_multi_init();
 }
 
@@ -91,16 +105,18 @@ static void multi_give(CURLM *m)
 {
     if (m == NULL)
         return;
+    CURLM *stale[POOL_MAX + 1];
     int64_t now = st_clock_mono_ns(NULL);
     pthread_mutex_lock(&pool_mu);
+    size_t nstale = take_stale_locked(stale, now);
     if (npool < POOL_MAX) {
         pool[npool].m = m;
         pool[npool++].at = now;
-        m = NULL;
+    } else {
+        stale[nstale++] = m;
     }
     pthread_mutex_unlock(&pool_mu);
-    if (m != NULL)
-        curl_multi_cleanup(m);
+    close_all(stale, nstale);
 }
 
 /* How many distinct nodes (scheme://host:port) the calls name. */

@@ -54,8 +54,8 @@ struct idx_call {
 /* Runs the calls in parallel, all within timeout_ms; each call's outcome is in its fields.
  * Responses above 64 MiB are cut off and treated as failed. Connections are kept open
  * between calls and reused by the next call to the same node: up to 8 calls at once keep
- * theirs, one per node each; a connection idle 20 s is not reused. Names are resolved on
- * every call. None may be running when idx_client_cleanup is called. */
+ * theirs, each at most as many as it asked distinct nodes; one idle 20 s is not reused. Names are
+ * resolved on every call. None may be running when idx_client_cleanup is called. */
 void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms);
 /* Connections idx_client_run opened since the process started (reused ones not counted). */
 uint64_t idx_client_connects(void);

@@ -283,25 +283,39 @@ static void cr_call(const char *url, bool want_reused)
     idx_call_free(&c);
 }
 
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CR_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CR_SANITIZED 1
+#endif
+#ifndef CR_SANITIZED
 /* A resolver of one made-up name, for the test below (the sanitizers intercept getaddrinfo
  * themselves; their builds leave this test out). */
 static char cr_node_ip[16] = "127.0.0.2";
 static _Atomic int cr_resolved;
 
+static int (*cr_real_gai)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+static pthread_once_t cr_real_once = PTHREAD_ONCE_INIT;
+
+static void cr_find_real(void)
+{
+    /* a function pointer from dlsym's void *, as POSIX allows */
+    void *sym = dlsym(RTLD_NEXT, "getaddrinfo");
+    memcpy(&cr_real_gai, &sym, sizeof(cr_real_gai));
+}
+
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                 struct addrinfo **res)
 {
-    static int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
-    if (real == NULL) { /* (a function pointer from dlsym's void *, as POSIX allows) */
-        void *sym = dlsym(RTLD_NEXT, "getaddrinfo");
-        memcpy(&real, &sym, sizeof(real));
-    }
+    pthread_once(&cr_real_once, cr_find_real);
     if (node == NULL || strcmp(node, "strata-node.test") != 0)
-        return real(node, service, hints, res);
+        return cr_real_gai(node, service, hints, res);
     atomic_fetch_add(&cr_resolved, 1);
     struct addrinfo h = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
-    return real(cr_node_ip, service, &h, res);
+    return cr_real_gai(cr_node_ip, service, &h, res);
 }
 
 static int cr_who(const char *url, bool *reused)
@@ -4414,7 +4428,7 @@ int main(void)
     tcase_add_test(tc, test_nodes_bounded);
     tcase_add_test(tc, test_copy_path);
     tcase_add_test(tc, test_client_reuses_connections);
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#ifndef CR_SANITIZED
     tcase_add_test(tc, test_client_follows_moved_node);
 #endif
     tcase_add_test(tc, test_hnsw_recall_filter_determinism);
