@@ -37,9 +37,8 @@
  * the same name is reached at once; a kept connection is found by name and port all the same.
  */
 #define POOL_MAX 8
-#define CONN_MAX_AGE_S                                                                             \
-    20 /* below st_http's 30 s idle timeout: never reuse what the node closes                      \
-        */
+/* below st_http's 30 s idle timeout: never reuse a connection the node is about to close */
+#define CONN_MAX_AGE_S 20
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     CURLM *m;
@@ -276,10 +275,8 @@ static size_t to_mem(char *p, size_t sz, size_t nm, void *ctx)
 void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms)
 {
     CURLM *m = multi_take();
-    long keep = distinct_nodes(calls, n);
-    if (m != NULL) /* one kept per node: a call asking a node several things at once (the
-                    * status page) leaves no more open there than a strong search */
-        curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, keep > 0 ? keep : 1L);
+    if (m != NULL && n > 0) /* what the handle keeps: see the pool's comment */
+        curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, distinct_nodes(calls, n));
     CURL **h = calloc(n ? n : 1, sizeof(*h));
     struct curl_slist *hs = auth(token);
     hs = curl_slist_append(hs, "Content-Type: application/json");

@@ -273,14 +273,29 @@ static void *cr_thread(void *arg)
     return NULL;
 }
 
-static void cr_call(const char *url, bool want_reused)
+/* One GET to url: answered 200, on a kept connection or not as want_reused says; returns
+ * the answer's "who" (0 when it has none). */
+static int cr_get(const char *url, bool want_reused)
 {
     struct idx_call c = {.url = url};
     idx_client_run(&c, 1, NULL, 5000);
     ck_assert_msg(c.status == 200, "%s: status %ld: %s", url, c.status, c.error);
     ck_assert_ptr_nonnull(c.resp);
     ck_assert_msg(c.reused == want_reused, "%s: reused %d", url, c.reused);
+    json_t *j = json_loads(c.resp, 0, NULL);
+    int who = (int)json_integer_value(json_object_get(j, "who"));
+    json_decref(j);
     idx_call_free(&c);
+    return who;
+}
+
+static struct st_http *cr_start(const char *listen, st_http_handler handler, void *ctx)
+{
+    struct st_http_opts ho = {.listen = listen, .handler = handler, .ctx = ctx};
+    struct st_http *h;
+    struct st_err err = {0};
+    ck_assert_msg(st_http_start(&ho, &h, &err) == ST_OK, "%s: %s", listen, err.msg);
+    return h;
 }
 
 #if defined(__has_feature)
@@ -318,18 +333,6 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
     return cr_real_gai(cr_node_ip, service, &h, res);
 }
 
-static int cr_who(const char *url, bool *reused)
-{
-    struct idx_call c = {.url = url};
-    idx_client_run(&c, 1, NULL, 5000);
-    json_t *j = c.status == 200 ? json_loads(c.resp, 0, NULL) : NULL;
-    int who = (int)json_integer_value(json_object_get(j, "who"));
-    *reused = c.reused;
-    json_decref(j);
-    idx_call_free(&c);
-    return who;
-}
-
 static void cr_serve_who(void *ctx, const struct st_http_req *req, struct st_http_resp *resp)
 {
     (void)req;
@@ -343,32 +346,23 @@ START_TEST(test_client_follows_moved_node)
 {
     ck_assert_int_eq(idx_client_init(), ST_OK);
     static int one = 1, two = 2;
-    struct st_http_opts ho = {.listen = "127.0.0.1:0", .handler = cr_serve_who, .ctx = &two};
-    struct st_http *b, *a;
-    struct st_err err = {0};
-    ck_assert_msg(st_http_start(&ho, &b, &err) == ST_OK, "%s", err.msg);
+    struct st_http *b = cr_start("127.0.0.1:0", cr_serve_who, &two);
     unsigned port = (unsigned)st_http_port(b);
     char listen[64], url[128];
     snprintf(listen, sizeof(listen), "127.0.0.2:%u", port);
     snprintf(url, sizeof(url), "http://strata-node.test:%u/v1/x", port);
-    ho.listen = listen;
-    ho.ctx = &one;
-    ck_assert_msg(st_http_start(&ho, &a, &err) == ST_OK, "%s", err.msg);
+    struct st_http *a = cr_start(listen, cr_serve_who, &one);
     snprintf(cr_node_ip, sizeof(cr_node_ip), "127.0.0.2");
-    bool reused;
-    ck_assert_int_eq(cr_who(url, &reused), 1);
-    ck_assert_int_eq(cr_who(url, &reused), 1);
-    ck_assert(reused);
+    ck_assert_int_eq(cr_get(url, false), 1);
+    ck_assert_int_eq(cr_get(url, true), 1);
     int resolved = atomic_load(&cr_resolved);
     ck_assert_int_ge(resolved, 1);
     /* the node moves: the old address closes, the name now says 127.0.0.1 */
     st_http_stop(a);
     snprintf(cr_node_ip, sizeof(cr_node_ip), "127.0.0.1");
-    ck_assert_int_eq(cr_who(url, &reused), 2);
-    ck_assert(!reused);
+    ck_assert_int_eq(cr_get(url, false), 2);
     ck_assert_int_gt(atomic_load(&cr_resolved), resolved);
-    ck_assert_int_eq(cr_who(url, &reused), 2);
-    ck_assert(reused);
+    ck_assert_int_eq(cr_get(url, true), 2);
     st_http_stop(b);
     idx_client_cleanup();
 }
@@ -382,29 +376,25 @@ END_TEST
 START_TEST(test_client_reuses_connections)
 {
     ck_assert_int_eq(idx_client_init(), ST_OK);
-    struct st_http_opts ho = {.listen = "127.0.0.1:0", .handler = cr_serve};
-    struct st_http *http;
-    struct st_err err = {0};
-    ck_assert_msg(st_http_start(&ho, &http, &err) == ST_OK, "%s", err.msg);
+    struct st_http *http = cr_start("127.0.0.1:0", cr_serve, NULL);
     unsigned port = (unsigned)st_http_port(http);
     char url[128], listen[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/x", port);
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
     uint64_t c0 = idx_client_connects();
-    cr_call(url, false);
+    cr_get(url, false);
     ck_assert_uint_eq(idx_client_connects(), c0 + 1);
     for (int i = 0; i < 5; i++)
-        cr_call(url, true);
+        cr_get(url, true);
     ck_assert_uint_eq(idx_client_connects(), c0 + 1);
     ck_assert_int_eq(atomic_load(&cr_calls), 6);
 
     /* the node restarts: the kept connection is dead; the call opens a new one */
     st_http_stop(http);
-    ho.listen = listen;
-    ck_assert_msg(st_http_start(&ho, &http, &err) == ST_OK, "%s", err.msg);
-    cr_call(url, false);
+    http = cr_start(listen, cr_serve, NULL);
+    cr_get(url, false);
     ck_assert_uint_eq(idx_client_connects(), c0 + 2);
-    cr_call(url, true);
+    cr_get(url, true);
 
     /* a node that is gone: an error, not a hang, and the next node's calls are unaffected */
     int gone = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* bound, never listening: */
