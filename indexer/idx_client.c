@@ -46,6 +46,12 @@ static struct {
 } pool[POOL_MAX];
 static size_t npool;
 static _Atomic uint64_t connects;
+static const struct st_clock *_Atomic pool_clock; /* NULL: the system's (tests set another) */
+
+void idx_client_set_clock(const struct st_clock *c)
+{
+    atomic_store(&pool_clock, c);
+}
 
 int idx_client_init(void)
 {
@@ -92,7 +98,7 @@ static CURLM *multi_take(void)
 {
     CURLM *stale[POOL_MAX], *m = NULL;
     pthread_mutex_lock(&pool_mu);
-    size_t nstale = take_stale_locked(stale, st_clock_mono_ns(NULL));
+    size_t nstale = take_stale_locked(stale, st_clock_mono_ns(atomic_load(&pool_clock)));
     if (npool > 0)
         m = pool[--npool].m;
     pthread_mutex_unlock(&pool_mu);
@@ -105,7 +111,7 @@ static void multi_give(CURLM *m)
     if (m == NULL)
         return;
     CURLM *stale[POOL_MAX + 1];
-    int64_t now = st_clock_mono_ns(NULL);
+    int64_t now = st_clock_mono_ns(atomic_load(&pool_clock));
     pthread_mutex_lock(&pool_mu);
     size_t nstale = take_stale_locked(stale, now);
     if (npool < POOL_MAX) {

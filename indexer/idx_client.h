@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "st_clock.h"
 #include "st_error.h"
 
 /* Call once before any thread uses this module (curl_global_init). */
@@ -59,6 +60,9 @@ struct idx_call {
 void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms);
 /* Connections idx_client_run opened since the process started (reused ones not counted). */
 uint64_t idx_client_connects(void);
+/* The clock whose monotonic time ages the kept handles (NULL: the system's). For tests: set
+ * while no call runs. Connections' own age limit (libcurl's) stays on the system clock. */
+void idx_client_set_clock(const struct st_clock *c);
 void idx_call_free(struct idx_call *c);
 
 #endif

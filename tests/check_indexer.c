@@ -458,6 +458,34 @@ START_TEST(test_client_reuses_connections)
 }
 END_TEST
 
+/* A kept handle idle for the age limit (20 s) is closed, connections and all, by the next call
+ * that takes one: that call connects anew. Younger, it is reused (the clock here is manual; the
+ * connections' own limit in libcurl, on the system clock, is never reached). */
+START_TEST(test_client_sweeps_idle_handles)
+{
+    ck_assert_int_eq(idx_client_init(), ST_OK);
+    struct st_clock clk;
+    st_clock_manual_init(&clk, 0);
+    idx_client_set_clock(&clk);
+    struct st_http *http = cr_start("127.0.0.1:0", cr_serve, NULL);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/x", (unsigned)st_http_port(http));
+    uint64_t c0 = idx_client_connects();
+    cr_get(url, false);
+    st_clock_manual_advance(&clk, 19999);
+    cr_get(url, true); /* given back at 0, taken at 19.999 s: kept */
+    ck_assert_uint_eq(idx_client_connects(), c0 + 1);
+    st_clock_manual_advance(&clk, 20001); /* given back at 19.999 s, now 40 s */
+    cr_get(url, false);
+    ck_assert_uint_eq(idx_client_connects(), c0 + 2);
+    cr_get(url, true);
+    ck_assert_uint_eq(idx_client_connects(), c0 + 2);
+    st_http_stop(http);
+    idx_client_set_clock(NULL);
+    idx_client_cleanup();
+}
+END_TEST
+
 /* A sealed event naming a path: only a regular file within the event's size is copied; a
  * device (/dev/zero once filled the disk), a FIFO (would block, and shutdown with it) or a
  * directory is refused before a byte is written; a stop abandons the copy; no failure leaves a
@@ -4418,6 +4446,7 @@ int main(void)
     tcase_add_test(tc, test_nodes_bounded);
     tcase_add_test(tc, test_copy_path);
     tcase_add_test(tc, test_client_reuses_connections);
+    tcase_add_test(tc, test_client_sweeps_idle_handles);
 #ifndef CR_SANITIZED
     tcase_add_test(tc, test_client_follows_moved_node);
 #endif
