@@ -358,6 +358,34 @@ static void nsub_free(struct nsub *s)
     free(s);
 }
 
+/*
+ * Takes sub off the connection, so that freeing it later is safe. libnats 3.4 (Debian's) has a
+ * race in natsSubscription_Destroy alone: its read
+ * loop looks a message's subscription up, lets go of the lookup's lock and then uses the
+ * subscription without holding a reference (fixed upstream in 3.6, nats.c#638), so a
+ * subscription freed while a message for it is being processed is a use after free — seen as
+ * SIGABRT in CI, a pull closed as its last pull request's timeout status came in. So: the
+ * subscription is first taken off the connection's table (UNSUB; no message found afterwards
+ * can reach it), then a PING is answered (the read loop processes in order: any message it was
+ * handling when the UNSUB went out is done); only then may it be freed. Disconnected, the read
+ * loop handles no messages: no flush needed. Unsubscribe deletes a JetStream consumer that the
+ * library created itself; pulls are bound to consumers created beforehand (n_pull_open), so
+ * nothing is deleted.
+ */
+static void sub_off(struct nconn *c, natsSubscription *sub)
+{
+    (void)natsSubscription_Unsubscribe(sub); /* fails when already closed: fine */
+    if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
+        (void)natsConnection_FlushTimeout(c->nc, 2000);
+}
+
+/* sub_off, then frees sub. */
+static void sub_destroy(struct nconn *c, natsSubscription *sub)
+{
+    sub_off(c, sub);
+    natsSubscription_Destroy(sub);
+}
+
 static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *ctx, void **out,
                        struct st_err *err)
 {
@@ -379,7 +407,7 @@ static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *
             pthread_mutex_lock(&s->cb_mu);
             s->dead = true;
             pthread_mutex_unlock(&s->cb_mu);
-            natsSubscription_Destroy(s->sub); /* without on_complete: s stays (small) */
+            sub_destroy(c, s->sub); /* without on_complete: s stays (small) */
             return st_err_set(err, ST_EIO, "subscribing to %s: %s", subject,
                               natsStatus_GetText(st));
         }
@@ -416,7 +444,7 @@ static void n_unsubscribe(void *impl, void *sub)
     WAIT_UNTIL(&s->cv, &s->mu, s->complete, deadline);
     bool complete = s->complete;
     pthread_mutex_unlock(&s->mu);
-    natsSubscription_Destroy(s->sub);
+    sub_destroy(c, s->sub);
     if (!complete) {
         st_log_error("bus",
                      "nats.c did not complete a subscription within %" PRId64
@@ -516,7 +544,27 @@ static int n_pull_open(void *impl, const struct st_bus_pull_opts *o, void **out,
     so.Config.MaxAckPending = o->max_ack_pending > 0 ? o->max_ack_pending : 10000;
     so.Config.DeliverPolicy = js_DeliverAll;
     jsErrCode jerr = 0;
-    natsStatus s = js_PullSubscribe(&p->sub, c->js, o->filter, o->durable, NULL, &so, &jerr);
+    /* The consumer is created here, not by js_PullSubscribe, and the subscription bound to it
+     * (so.Consumer): the library then never counts it as its own to delete when the
+     * subscription is taken off (sub_off). An existing one is bound as before (its
+     * configuration checked against ours by js_PullSubscribe). */
+    jsConsumerInfo *ci = NULL;
+    natsStatus s = js_GetConsumerInfo(&ci, c->js, o->stream, o->durable, NULL, &jerr);
+    if (s == NATS_NOT_FOUND) {
+        jsConsumerConfig cc = so.Config;
+        cc.Durable = o->durable;
+        cc.FilterSubject = o->filter;
+        jerr = 0;
+        s = js_AddConsumer(&ci, c->js, o->stream, &cc, NULL, &jerr);
+        if (s != NATS_OK && jerr == JSConsumerNameExistErr)
+            s = NATS_OK; /* another process made it meanwhile: bound below, checked there */
+    }
+    jsConsumerInfo_Destroy(ci);
+    if (s == NATS_OK) {
+        so.Consumer = o->durable;
+        jerr = 0;
+        s = js_PullSubscribe(&p->sub, c->js, o->filter, o->durable, NULL, &so, &jerr);
+    }
     if (s != NATS_OK) {
         pthread_mutex_destroy(&p->mu);
         free(p);
@@ -571,14 +619,19 @@ static void npull_release(struct npull *p)
     pthread_mutex_unlock(&p->mu);
     if (!last)
         return;
-    natsSubscription_Destroy(p->sub); /* the durable consumer stays on the server */
+    natsSubscription_Destroy(p->sub); /* taken off by n_pull_close already: no race */
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
 static void n_pull_close(void *pull)
 {
-    npull_release(pull); /* messages still held keep the subscription until they are freed */
+    struct npull *p = pull;
+    /* Off the connection now, while it is open (pulls close before the bus): a message freed
+     * later, after st_bus_close even, then only frees the subscription (the race sub_off
+     * closes needs a message arriving for it, and none can). Bound: the durable consumer stays. */
+    sub_off(p->c, p->sub);
+    npull_release(p); /* messages still held keep the subscription until they are freed */
 }
 
 static natsMsg *nmsg_of(const void *m)

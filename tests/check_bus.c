@@ -582,6 +582,45 @@ START_TEST(test_nak_and_in_progress)
 }
 END_TEST
 
+/* Pulls closed while the server is still sending them a batch (a fetch that returned before
+ * most of it came): nothing reaches a freed subscription — libnats 3.4's read loop did (a use
+ * after free, SIGABRT in CI; st_bus_nats.c, sub_off), and the connection works after. Most
+ * telling under ASan. */
+START_TEST(test_pull_close_while_delivering)
+{
+    enum { N = 1500, ROUNDS = 400 };
+    struct st_bus *b = bus_open();
+    char p[64], name[80], subj[200], filter[200];
+    own_stream(b, name, p, sizeof(p));
+    snprintf(subj, sizeof(subj), "%s.docs.sealed", p);
+    snprintf(filter, sizeof(filter), "%s.>", p);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(jpub(b, subj, "x", NULL), ST_OK);
+    struct st_bus_msg **m = calloc(N, sizeof(*m));
+    ck_assert_ptr_nonnull(m);
+    for (int round = 0; round < ROUNDS; round++) {
+        char dur[32];
+        snprintf(dur, sizeof(dur), "race%d", round);
+        struct st_bus_pull *pl = pull(b, name, dur, filter, 60000, 0);
+        struct st_err err = {0};
+        int n = st_bus_pull_fetch(pl, m, N, 1, &err);
+        ck_assert_msg(n >= 0, "fetch: %s", err.msg);
+        st_bus_pull_close(pl);
+        for (int k = 0; k < n; k++)
+            st_bus_msg_free(m[k]);
+    }
+    /* The connection serves on: a publish is stored and a new durable gets the first message. */
+    ck_assert(st_bus_connected(b));
+    ck_assert_int_eq(jpub(b, subj, "after", NULL), ST_OK);
+    struct st_bus_pull *pl = pull(b, name, "after", filter, 60000, 0);
+    ck_assert_int_eq(fetch_n(pl, m, 1, 10000), 1);
+    st_bus_msg_free(m[0]);
+    st_bus_pull_close(pl);
+    free(m);
+    st_bus_close(b);
+}
+END_TEST
+
 START_TEST(test_durable_survives)
 {
     struct st_bus *b = bus_open();
@@ -944,6 +983,7 @@ static void add_common(TCase *tc)
     tcase_add_test(tc, test_ack_and_no_ack);
     tcase_add_test(tc, test_nak_and_in_progress);
     tcase_add_test(tc, test_durable_survives);
+    tcase_add_test(tc, test_pull_close_while_delivering);
     tcase_add_test(tc, test_max_ack_pending);
     tcase_add_test(tc, test_msg_outlives_pull);
 }
