@@ -63,7 +63,8 @@ struct npull {
     struct nconn *c;
     natsSubscription *sub;
     pthread_mutex_t mu;
-    int refs; /* under mu: 1 while open, plus one per fetched message not yet freed */
+    int refs;  /* under mu: 1 while open, plus one per fetched message not yet freed */
+    bool safe; /* set by n_pull_close: sub_off's answer */
 };
 
 struct nmsg {
@@ -271,7 +272,7 @@ static int n_connect(const struct st_bus_opts *o, void **impl, struct st_err *er
     return ST_OK;
 }
 
-static void n_unsubscribe(void *impl, void *sub);
+static void unsubscribe(struct nconn *c, struct nsub *s, natsSubscription **deferred);
 
 static void n_close(void *impl)
 {
@@ -281,16 +282,33 @@ static void n_close(void *impl)
     while (c->in_cb > 0) /* a running on_state finishes; none starts any more */
         pthread_cond_wait(&c->cv, &c->mu);
     pthread_mutex_unlock(&c->mu);
-    for (;;) { /* subscriptions left: removed as if unsubscribed */
+    /* Subscriptions left: removed as if unsubscribed, and freed once the connection is closed
+     * (natsConnection_Close joins the read loop: no message can reach them then; sub_off). */
+    natsSubscription **late = NULL;
+    size_t nlate = 0, cap = 0;
+    for (;;) {
         pthread_mutex_lock(&c->mu);
         struct nsub *s = c->subs;
         pthread_mutex_unlock(&c->mu);
         if (s == NULL)
             break;
-        n_unsubscribe(c, s);
+        if (nlate == cap) {
+            size_t ncap = cap ? 2 * cap : 8;
+            natsSubscription **g = realloc(late, ncap * sizeof(*g));
+            if (g == NULL) { /* no room to defer: freed now if the read loop is past it */
+                unsubscribe(c, s, NULL);
+                continue;
+            }
+            late = g;
+            cap = ncap;
+        }
+        unsubscribe(c, s, &late[nlate++]);
     }
     jsCtx_Destroy(c->js);
     natsConnection_Close(c->nc);
+    for (size_t i = 0; i < nlate; i++)
+        natsSubscription_Destroy(late[i]);
+    free(late);
     int64_t deadline = mono_ms() + c->close_wait_ms;
     pthread_mutex_lock(&c->mu);
     WAIT_UNTIL(&c->cv, &c->mu, c->closed, deadline);
@@ -359,31 +377,37 @@ static void nsub_free(struct nsub *s)
 }
 
 /*
- * Takes sub off the connection, so that freeing it later is safe. libnats 3.4 (Debian's) has a
- * race in natsSubscription_Destroy alone: its read
- * loop looks a message's subscription up, lets go of the lookup's lock and then uses the
- * subscription without holding a reference (fixed upstream in 3.6, nats.c#638), so a
- * subscription freed while a message for it is being processed is a use after free — seen as
- * SIGABRT in CI, a pull closed as its last pull request's timeout status came in. So: the
- * subscription is first taken off the connection's table (UNSUB; no message found afterwards
- * can reach it), then a PING is answered (the read loop processes in order: any message it was
- * handling when the UNSUB went out is done); only then may it be freed. Disconnected, the read
- * loop handles no messages: no flush needed. Unsubscribe deletes a JetStream consumer that the
- * library created itself; pulls are bound to consumers created beforehand (n_pull_open), so
- * nothing is deleted.
+ * Takes sub off the connection; true when it may then be freed. libnats 3.4 (Debian's) has a
+ * race in natsSubscription_Destroy alone: its read loop looks a message's subscription up,
+ * lets go of the lookup's lock and then uses the subscription without holding a reference
+ * (fixed upstream in 3.6.1, nats.c#638), so a subscription freed while a message for it is
+ * being processed is a use after free — seen as SIGABRT in CI, a pull closed as its last pull
+ * request's timeout status came in. So: the subscription is first taken off the connection's
+ * table (UNSUB; no message found afterwards can reach it), then a PING must be answered (the
+ * read loop processes in order: any message it was handling when the UNSUB went out is done).
+ * Without that answer (disconnected, or a stalled server: the read loop may still be working
+ * through what it had read) it is not safe: the caller keeps the subscription (sub_release)
+ * or frees it after natsConnection_Close, which joins the read loop (n_close). Unsubscribe
+ * deletes a JetStream consumer that the library created itself; pulls are bound to consumers
+ * created beforehand (n_pull_open), so nothing is deleted.
  */
-static void sub_off(struct nconn *c, natsSubscription *sub)
+static bool sub_off(struct nconn *c, natsSubscription *sub)
 {
     (void)natsSubscription_Unsubscribe(sub); /* fails when already closed: fine */
-    if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
-        (void)natsConnection_FlushTimeout(c->nc, 2000);
+    return natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED &&
+           natsConnection_FlushTimeout(c->nc, 2000) == NATS_OK;
 }
 
-/* sub_off, then frees sub. */
-static void sub_destroy(struct nconn *c, natsSubscription *sub)
+/* Frees sub if sub_off said it may be; else keeps it for good (a small leak, logged: only a
+ * subscription closed while the connection was down or stalled). */
+static void sub_release(natsSubscription *sub, bool safe)
 {
-    sub_off(c, sub);
-    natsSubscription_Destroy(sub);
+    if (safe) {
+        natsSubscription_Destroy(sub);
+        return;
+    }
+    st_log_warn("bus", "a subscription closed while the NATS connection was down or stalled is "
+                       "kept, not freed (libnats 3.4 could still deliver to it)");
 }
 
 static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *ctx, void **out,
@@ -407,7 +431,7 @@ static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *
             pthread_mutex_lock(&s->cb_mu);
             s->dead = true;
             pthread_mutex_unlock(&s->cb_mu);
-            sub_destroy(c, s->sub); /* without on_complete: s stays (small) */
+            sub_release(s->sub, sub_off(c, s->sub)); /* without on_complete: s stays (small) */
             return st_err_set(err, ST_EIO, "subscribing to %s: %s", subject,
                               natsStatus_GetText(st));
         }
@@ -422,10 +446,10 @@ static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *
     return ST_OK;
 }
 
-static void n_unsubscribe(void *impl, void *sub)
+/* Unsubscribes s; *deferred (when not NULL) gets its subscription to free after the
+ * connection is closed, else it is freed here once sub_off says so. */
+static void unsubscribe(struct nconn *c, struct nsub *s, natsSubscription **deferred)
 {
-    struct nconn *c = impl;
-    struct nsub *s = sub;
     pthread_mutex_lock(&c->mu);
     for (struct nsub **pp = &c->subs; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == s) {
@@ -444,7 +468,10 @@ static void n_unsubscribe(void *impl, void *sub)
     WAIT_UNTIL(&s->cv, &s->mu, s->complete, deadline);
     bool complete = s->complete;
     pthread_mutex_unlock(&s->mu);
-    sub_destroy(c, s->sub);
+    if (deferred != NULL)
+        *deferred = s->sub;
+    else
+        sub_release(s->sub, sub_off(c, s->sub));
     if (!complete) {
         st_log_error("bus",
                      "nats.c did not complete a subscription within %" PRId64
@@ -453,6 +480,11 @@ static void n_unsubscribe(void *impl, void *sub)
         return;
     }
     nsub_free(s);
+}
+
+static void n_unsubscribe(void *impl, void *sub)
+{
+    unsubscribe(impl, sub, NULL);
 }
 
 static int n_stream_ensure(void *impl, const char *name, const char *const *subjects, size_t n,
@@ -556,7 +588,7 @@ static int n_pull_open(void *impl, const struct st_bus_pull_opts *o, void **out,
         cc.FilterSubject = o->filter;
         jerr = 0;
         s = js_AddConsumer(&ci, c->js, o->stream, &cc, NULL, &jerr);
-        if (s != NATS_OK && jerr == JSConsumerNameExistErr)
+        if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr))
             s = NATS_OK; /* another process made it meanwhile: bound below, checked there */
     }
     jsConsumerInfo_Destroy(ci);
@@ -619,7 +651,7 @@ static void npull_release(struct npull *p)
     pthread_mutex_unlock(&p->mu);
     if (!last)
         return;
-    natsSubscription_Destroy(p->sub); /* taken off by n_pull_close already: no race */
+    sub_release(p->sub, p->safe); /* taken off by n_pull_close already */
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -630,7 +662,7 @@ static void n_pull_close(void *pull)
     /* Off the connection now, while it is open (pulls close before the bus): a message freed
      * later, after st_bus_close even, then only frees the subscription (the race sub_off
      * closes needs a message arriving for it, and none can). Bound: the durable consumer stays. */
-    sub_off(p->c, p->sub);
+    p->safe = sub_off(p->c, p->sub); /* before any release: the last one reads it */
     npull_release(p); /* messages still held keep the subscription until they are freed */
 }
 

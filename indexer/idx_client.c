@@ -48,11 +48,6 @@ static size_t npool;
 static _Atomic uint64_t connects;
 static const struct st_clock *_Atomic pool_clock; /* NULL: the system's (tests set another) */
 
-void idx_client_set_clock(const struct st_clock *c)
-{
-    atomic_store(&pool_clock, c);
-}
-
 int idx_client_init(void)
 {
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? ST_OK : ST_EINTERNAL;
@@ -91,6 +86,21 @@ static void close_all(CURLM **m, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         curl_multi_cleanup(m[i]);
+}
+
+void idx_client_set_clock(const struct st_clock *c)
+{
+    /* The kept handles' times are on the old clock: closed, so that none is compared with
+     * the new one. */
+    CURLM *old[POOL_MAX];
+    pthread_mutex_lock(&pool_mu);
+    size_t n = npool;
+    for (size_t i = 0; i < n; i++)
+        old[i] = pool[i].m;
+    npool = 0;
+    atomic_store(&pool_clock, c);
+    pthread_mutex_unlock(&pool_mu);
+    close_all(old, n);
 }
 
 /* The most recently given back handle (its connections the likeliest alive). */

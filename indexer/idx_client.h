@@ -60,8 +60,9 @@ struct idx_call {
 void idx_client_run(struct idx_call *calls, size_t n, const char *token, int64_t timeout_ms);
 /* Connections idx_client_run opened since the process started (reused ones not counted). */
 uint64_t idx_client_connects(void);
-/* The clock whose monotonic time ages the kept handles (NULL: the system's). For tests: set
- * while no call runs. Connections' own age limit (libcurl's) stays on the system clock. */
+/* The clock whose monotonic time ages the kept handles (NULL: the system's); the handles kept
+ * until then are closed. For tests: set while no call runs. Connections' own age limit
+ * (libcurl's) stays on the system clock. */
 void idx_client_set_clock(const struct st_clock *c);
 void idx_call_free(struct idx_call *c);
 

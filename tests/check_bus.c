@@ -17,6 +17,7 @@
 #include "st_bus.h"
 #include "st_daemon_test.h"
 #include "st_log.h"
+#include "st_nats_test.h"
 #include "st_test.h"
 
 static const char *url; /* the backend of the running case */
@@ -585,7 +586,8 @@ END_TEST
 /* Pulls closed while the server is still sending them a batch (a fetch that returned before
  * most of it came): nothing reaches a freed subscription — libnats 3.4's read loop did (a use
  * after free, SIGABRT in CI; st_bus_nats.c, sub_off), and the connection works after. Most
- * telling under ASan. */
+ * telling under ASan, whose allocator overwrites the freed subscription's mutex pointer (the
+ * old code failed 4 runs of 4 there). nats-server only: the embedded bus has no such loop. */
 START_TEST(test_pull_close_while_delivering)
 {
     enum { N = 1500, ROUNDS = 400 };
@@ -618,6 +620,13 @@ START_TEST(test_pull_close_while_delivering)
     st_bus_pull_close(pl);
     free(m);
     st_bus_close(b);
+    /* The stream and its 401 durables off the shared test server. */
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    st_nats_js_open(url, &nc, &js);
+    NATS_OK(js_DeleteStream(js, name, NULL, &jerr));
+    st_nats_js_close(nc, js);
 }
 END_TEST
 
@@ -983,7 +992,6 @@ static void add_common(TCase *tc)
     tcase_add_test(tc, test_ack_and_no_ack);
     tcase_add_test(tc, test_nak_and_in_progress);
     tcase_add_test(tc, test_durable_survives);
-    tcase_add_test(tc, test_pull_close_while_delivering);
     tcase_add_test(tc, test_max_ack_pending);
     tcase_add_test(tc, test_msg_outlives_pull);
 }
@@ -1046,6 +1054,7 @@ int main(void)
     tcase_add_checked_fixture(nats, setup_nats, NULL);
     add_common(nats);
     tcase_add_test(nats, test_nats_reconnect);
+    tcase_add_test(nats, test_pull_close_while_delivering);
     tcase_add_test(nats, test_nats_token);
     tcase_add_test(nats, test_nats_close_waits_for_state);
     suite_add_tcase(su, nats);

@@ -204,8 +204,11 @@ typedef void after_window_fn(rd_kafka_t *p, const struct env *e, int w);
  */
 static rd_kafka_t *produce_train(struct env *e, int n, int per_win, after_window_fn *after)
 {
+    /* Batches never straddle two windows (after() runs between them), and an idempotent
+     * producer keeps each partition's order through retries. */
+    ck_assert(per_win % 20 == 0 && n % 20 == 0);
     e->w0 = (st_clock_wall_ms(NULL) - 15 * 60000) / 60000 * 60000;
-    rd_kafka_t *p = st_kafka_producer(e->brokers);
+    rd_kafka_t *p = st_kafka_producer_idempotent(e->brokers);
     for (int b = 0; b < n / 20; b++) {
         json_t *recs = json_array();
         for (int i = b * 20; i < (b + 1) * 20; i++) {
