@@ -38,11 +38,13 @@ struct nconn {
     void *ctx;
     int64_t close_wait_ms;
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    bool closing;      /* under mu: no user callback starts any more */
-    int in_cb;         /* under mu: user callbacks running */
-    bool closed;       /* under mu: nats.c ran the closed callback */
-    struct nsub *subs; /* under mu */
+    pthread_cond_t cv;       /* CLOCK_MONOTONIC */
+    bool closing;            /* under mu: no user callback starts any more */
+    int in_cb;               /* under mu: user callbacks running */
+    bool closed;             /* under mu: nats.c ran the closed callback */
+    struct nsub *subs;       /* under mu */
+    natsSubscription **kept; /* under mu: closed, freed after natsConnection_Close (sub_off) */
+    size_t nkept, capkept;
 };
 
 struct nsub {
@@ -141,6 +143,7 @@ static void on_closed(natsConnection *nc, void *closure)
 
 static void nconn_free(struct nconn *c)
 {
+    free(c->kept);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     free(c);
@@ -272,7 +275,7 @@ static int n_connect(const struct st_bus_opts *o, void **impl, struct st_err *er
     return ST_OK;
 }
 
-static void unsubscribe(struct nconn *c, struct nsub *s, natsSubscription **deferred);
+static void n_unsubscribe(void *impl, void *sub);
 
 static void n_close(void *impl)
 {
@@ -282,33 +285,21 @@ static void n_close(void *impl)
     while (c->in_cb > 0) /* a running on_state finishes; none starts any more */
         pthread_cond_wait(&c->cv, &c->mu);
     pthread_mutex_unlock(&c->mu);
-    /* Subscriptions left: removed as if unsubscribed, and freed once the connection is closed
-     * (natsConnection_Close joins the read loop: no message can reach them then; sub_off). */
-    natsSubscription **late = NULL;
-    size_t nlate = 0, cap = 0;
-    for (;;) {
+    for (;;) { /* subscriptions left: removed as if unsubscribed */
         pthread_mutex_lock(&c->mu);
         struct nsub *s = c->subs;
         pthread_mutex_unlock(&c->mu);
         if (s == NULL)
             break;
-        if (nlate == cap) {
-            size_t ncap = cap ? 2 * cap : 8;
-            natsSubscription **g = realloc(late, ncap * sizeof(*g));
-            if (g == NULL) { /* no room to defer: freed now if the read loop is past it */
-                unsubscribe(c, s, NULL);
-                continue;
-            }
-            late = g;
-            cap = ncap;
-        }
-        unsubscribe(c, s, &late[nlate++]);
+        n_unsubscribe(c, s);
     }
     jsCtx_Destroy(c->js);
-    natsConnection_Close(c->nc);
-    for (size_t i = 0; i < nlate; i++)
-        natsSubscription_Destroy(late[i]);
-    free(late);
+    natsConnection_Close(c->nc); /* joins the read loop: what sub_off kept is safe to free */
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->nkept; i++)
+        natsSubscription_Destroy(c->kept[i]);
+    c->nkept = 0;
+    pthread_mutex_unlock(&c->mu);
     int64_t deadline = mono_ms() + c->close_wait_ms;
     pthread_mutex_lock(&c->mu);
     WAIT_UNTIL(&c->cv, &c->mu, c->closed, deadline);
@@ -386,28 +377,52 @@ static void nsub_free(struct nsub *s)
  * table (UNSUB; no message found afterwards can reach it), then a PING must be answered (the
  * read loop processes in order: any message it was handling when the UNSUB went out is done).
  * Without that answer (disconnected, or a stalled server: the read loop may still be working
- * through what it had read) it is not safe: the caller keeps the subscription (sub_release)
- * or frees it after natsConnection_Close, which joins the read loop (n_close). Unsubscribe
+ * through what it had read) it is not safe: the connection keeps the subscription until
+ * n_close frees it after natsConnection_Close, which joins the read loop (keep_until_close; a
+ * pull whose messages outlive it keeps it for good, sub_release). Unsubscribe
  * deletes a JetStream consumer that the library created itself; pulls are bound to consumers
  * created beforehand (n_pull_open), so nothing is deleted.
  */
 static bool sub_off(struct nconn *c, natsSubscription *sub)
 {
     (void)natsSubscription_Unsubscribe(sub); /* fails when already closed: fine */
+    if (ST_FAULT("bus.nats.flush") != 0)     /* tests: the flush is not answered */
+        return false;
     return natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED &&
            natsConnection_FlushTimeout(c->nc, 2000) == NATS_OK;
 }
 
-/* Frees sub if sub_off said it may be; else keeps it for good (a small leak, logged: only a
- * subscription closed while the connection was down or stalled). */
+/* Keeps sub, taken off by sub_off without its proof, until n_close frees it after the
+ * connection is closed (natsConnection_Close joins the read loop). */
+static void keep_until_close(struct nconn *c, natsSubscription *sub)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->nkept == c->capkept) {
+        size_t cap = c->capkept ? 2 * c->capkept : 4;
+        natsSubscription **k = realloc(c->kept, cap * sizeof(*k));
+        if (k == NULL) {
+            pthread_mutex_unlock(&c->mu);
+            st_log_warn("bus", "out of memory: a closed subscription is kept for good");
+            return;
+        }
+        c->kept = k;
+        c->capkept = cap;
+    }
+    c->kept[c->nkept++] = sub;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Frees the subscription of a pull whose last message outlived it, if sub_off said it may;
+ * else keeps it for good (logged: the connection may be gone, so it cannot keep it). Only a
+ * pull closed while the connection was down or stalled, with messages still held, gets here. */
 static void sub_release(natsSubscription *sub, bool safe)
 {
     if (safe) {
         natsSubscription_Destroy(sub);
         return;
     }
-    st_log_warn("bus", "a subscription closed while the NATS connection was down or stalled is "
-                       "kept, not freed (libnats 3.4 could still deliver to it)");
+    st_log_warn("bus", "a pull closed while the NATS connection was down or stalled, its "
+                       "messages freed later: its subscription is kept, not freed");
 }
 
 static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *ctx, void **out,
@@ -431,7 +446,10 @@ static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *
             pthread_mutex_lock(&s->cb_mu);
             s->dead = true;
             pthread_mutex_unlock(&s->cb_mu);
-            sub_release(s->sub, sub_off(c, s->sub)); /* without on_complete: s stays (small) */
+            if (sub_off(c, s->sub)) /* without on_complete: s stays (small) */
+                natsSubscription_Destroy(s->sub);
+            else
+                keep_until_close(c, s->sub);
             return st_err_set(err, ST_EIO, "subscribing to %s: %s", subject,
                               natsStatus_GetText(st));
         }
@@ -446,10 +464,10 @@ static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *
     return ST_OK;
 }
 
-/* Unsubscribes s; *deferred (when not NULL) gets its subscription to free after the
- * connection is closed, else it is freed here once sub_off says so. */
-static void unsubscribe(struct nconn *c, struct nsub *s, natsSubscription **deferred)
+static void n_unsubscribe(void *impl, void *sub)
 {
+    struct nconn *c = impl;
+    struct nsub *s = sub;
     pthread_mutex_lock(&c->mu);
     for (struct nsub **pp = &c->subs; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == s) {
@@ -468,10 +486,10 @@ static void unsubscribe(struct nconn *c, struct nsub *s, natsSubscription **defe
     WAIT_UNTIL(&s->cv, &s->mu, s->complete, deadline);
     bool complete = s->complete;
     pthread_mutex_unlock(&s->mu);
-    if (deferred != NULL)
-        *deferred = s->sub;
+    if (sub_off(c, s->sub))
+        natsSubscription_Destroy(s->sub);
     else
-        sub_release(s->sub, sub_off(c, s->sub));
+        keep_until_close(c, s->sub);
     if (!complete) {
         st_log_error("bus",
                      "nats.c did not complete a subscription within %" PRId64
@@ -480,11 +498,6 @@ static void unsubscribe(struct nconn *c, struct nsub *s, natsSubscription **defe
         return;
     }
     nsub_free(s);
-}
-
-static void n_unsubscribe(void *impl, void *sub)
-{
-    unsubscribe(impl, sub, NULL);
 }
 
 static int n_stream_ensure(void *impl, const char *name, const char *const *subjects, size_t n,
@@ -651,7 +664,8 @@ static void npull_release(struct npull *p)
     pthread_mutex_unlock(&p->mu);
     if (!last)
         return;
-    sub_release(p->sub, p->safe); /* taken off by n_pull_close already */
+    if (p->sub != NULL)
+        sub_release(p->sub, p->safe); /* taken off by n_pull_close already */
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -662,7 +676,16 @@ static void n_pull_close(void *pull)
     /* Off the connection now, while it is open (pulls close before the bus): a message freed
      * later, after st_bus_close even, then only frees the subscription (the race sub_off
      * closes needs a message arriving for it, and none can). Bound: the durable consumer stays. */
-    p->safe = sub_off(p->c, p->sub); /* before any release: the last one reads it */
+    bool safe = sub_off(p->c, p->sub);
+    pthread_mutex_lock(&p->mu); /* the last release reads safe (fetches are over: refs only
+                                 * fall from here) */
+    p->safe = safe;
+    natsSubscription *kept = !safe && p->refs == 1 ? p->sub : NULL;
+    if (kept != NULL)
+        p->sub = NULL; /* no message holds it: the connection keeps it until closed */
+    pthread_mutex_unlock(&p->mu);
+    if (kept != NULL)
+        keep_until_close(p->c, kept);
     npull_release(p); /* messages still held keep the subscription until they are freed */
 }
 

@@ -16,6 +16,7 @@
 
 #include "st_bus.h"
 #include "st_daemon_test.h"
+#include "st_fault.h"
 #include "st_log.h"
 #include "st_nats_test.h"
 #include "st_test.h"
@@ -630,6 +631,43 @@ START_TEST(test_pull_close_while_delivering)
 }
 END_TEST
 
+/* A subscription and a pull whose close is not proven past libnats's read loop (its flush not
+ * answered: fault point bus.nats.flush) are kept, then freed once st_bus_close has closed the
+ * connection — under ASan, LeakSanitizer fails the test if they are not; the bus works on. */
+START_TEST(test_unproven_close_kept_until_bus_close)
+{
+    struct st_bus *b = bus_open();
+    char p[64], name[80], subj[200], filter[200];
+    own_stream(b, name, p, sizeof(p));
+    snprintf(subj, sizeof(subj), "%s.docs.sealed", p);
+    snprintf(filter, sizeof(filter), "%s.>", p);
+    struct seen a;
+    seen_init(&a);
+    struct st_bus_sub *s1 = sub(b, subj, on_seen, &a);
+    struct st_bus_pull *pl = pull(b, name, "kept", filter, 60000, 0);
+    ck_assert_int_eq(st_fault_arm("bus.nats.flush", 0, 0, ST_EIO), ST_OK);
+    st_bus_unsubscribe(s1);
+    st_bus_pull_close(pl);
+    ck_assert_uint_eq(st_fault_fired("bus.nats.flush"), 2);
+    st_fault_disarm_all();
+    /* Still serving: a subscription, a publish, a pull. */
+    struct seen c;
+    seen_init(&c);
+    struct st_bus_sub *s2 = sub(b, subj, on_seen, &c);
+    sync_bus(b);
+    ck_assert_int_eq(jpub(b, subj, "after", NULL), ST_OK);
+    ck_assert(ST_WAIT_UNTIL(seen_last(&c, "after"), 10000));
+    ck_assert_int_eq(seen_n(&a), 0);
+    pl = pull(b, name, "kept", filter, 60000, 0);
+    struct st_bus_msg *m[1] = {0};
+    ck_assert_int_eq(fetch_n(pl, m, 1, 10000), 1);
+    ack_free(m[0]);
+    st_bus_pull_close(pl);
+    st_bus_unsubscribe(s2);
+    st_bus_close(b);
+}
+END_TEST
+
 START_TEST(test_durable_survives)
 {
     struct st_bus *b = bus_open();
@@ -1055,6 +1093,7 @@ int main(void)
     add_common(nats);
     tcase_add_test(nats, test_nats_reconnect);
     tcase_add_test(nats, test_pull_close_while_delivering);
+    tcase_add_test(nats, test_unproven_close_kept_until_bus_close);
     tcase_add_test(nats, test_nats_token);
     tcase_add_test(nats, test_nats_close_waits_for_state);
     suite_add_tcase(su, nats);
