@@ -412,6 +412,15 @@ static void keep_until_close(struct nconn *c, natsSubscription *sub)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Takes sub off the connection and frees it now, or once the connection is closed. */
+static void sub_close(struct nconn *c, natsSubscription *sub)
+{
+    if (sub_off(c, sub))
+        natsSubscription_Destroy(sub);
+    else
+        keep_until_close(c, sub);
+}
+
 /* Frees the subscription of a pull whose last message outlived it, if sub_off said it may;
  * else keeps it for good (logged: the connection may be gone, so it cannot keep it). Only a
  * pull closed while the connection was down or stalled, with messages still held, gets here. */
@@ -446,10 +455,7 @@ static int n_subscribe(void *impl, const char *subject, st_bus_msg_fn fn, void *
             pthread_mutex_lock(&s->cb_mu);
             s->dead = true;
             pthread_mutex_unlock(&s->cb_mu);
-            if (sub_off(c, s->sub)) /* without on_complete: s stays (small) */
-                natsSubscription_Destroy(s->sub);
-            else
-                keep_until_close(c, s->sub);
+            sub_close(c, s->sub); /* without on_complete: s stays (small) */
             return st_err_set(err, ST_EIO, "subscribing to %s: %s", subject,
                               natsStatus_GetText(st));
         }
@@ -486,10 +492,7 @@ static void n_unsubscribe(void *impl, void *sub)
     WAIT_UNTIL(&s->cv, &s->mu, s->complete, deadline);
     bool complete = s->complete;
     pthread_mutex_unlock(&s->mu);
-    if (sub_off(c, s->sub))
-        natsSubscription_Destroy(s->sub);
-    else
-        keep_until_close(c, s->sub);
+    sub_close(c, s->sub);
     if (!complete) {
         st_log_error("bus",
                      "nats.c did not complete a subscription within %" PRId64
