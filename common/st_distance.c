@@ -68,6 +68,20 @@ static int32_t dotu8_scalar(const uint8_t *a, const int8_t *b, size_t d)
     return s0 + s1;
 }
 
+static uint32_t argmin_l2_scalar(const float *dots, const float *norms, size_t k)
+{
+    uint32_t bi = 0;
+    float best = INFINITY;
+    for (size_t c = 0; c < k; c++) {
+        float v = norms[c] - 2 * dots[c];
+        if (v < best) {
+            best = v;
+            bi = (uint32_t)c;
+        }
+    }
+    return bi;
+}
+
 static uint32_t pq4_block_scalar(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
                                  uint16_t out[32])
 {
@@ -214,6 +228,47 @@ __attribute__((target("avx2"))) static size_t finite_prefix_avx2(const float *v,
             break;
     }
     return i + finite_prefix_scalar(v + i, n - i);
+}
+
+/* Eight lanes, each the first least value of its columns (strict <, so NaN never wins), then
+ * the least over the lanes, the lowest column among equals: the scalar loop's answer. */
+__attribute__((target("avx2,fma"))) static uint32_t argmin_l2_avx2(const float *dots,
+                                                                   const float *norms, size_t k)
+{
+    size_t c = 0;
+    uint32_t bi = 0;
+    float best = INFINITY;
+    if (k >= 8) {
+        __m256 vb = _mm256_set1_ps(INFINITY), two = _mm256_set1_ps(2.0f);
+        __m256i vi = _mm256_setzero_si256(), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i step = _mm256_set1_epi32(8);
+        for (; c + 8 <= k; c += 8) {
+            /* norms - 2 * dots rounded once, as the scalar expression (2 * dots is exact) */
+            __m256 v = _mm256_sub_ps(_mm256_loadu_ps(norms + c),
+                                     _mm256_mul_ps(two, _mm256_loadu_ps(dots + c)));
+            __m256 lt = _mm256_cmp_ps(v, vb, _CMP_LT_OQ);
+            vb = _mm256_blendv_ps(vb, v, lt);
+            vi = _mm256_blendv_epi8(vi, idx, _mm256_castps_si256(lt));
+            idx = _mm256_add_epi32(idx, step);
+        }
+        float lb[8];
+        uint32_t li[8];
+        _mm256_storeu_ps(lb, vb);
+        _mm256_storeu_si256((__m256i *)(void *)li, vi);
+        for (int j = 0; j < 8; j++)
+            if (lb[j] < best || (lb[j] == best && best < INFINITY && li[j] < bi)) {
+                best = lb[j];
+                bi = li[j];
+            }
+    }
+    for (; c < k; c++) {
+        float v = norms[c] - 2 * dots[c];
+        if (v < best) {
+            best = v;
+            bi = (uint32_t)c;
+        }
+    }
+    return bi;
 }
 
 /* AVX-VNNI (256-bit vpdpbusd): four u8 x s8 products summed into each i32 lane, one
@@ -495,6 +550,46 @@ __attribute__((target("avx512f"))) static size_t finite_prefix_avx512(const floa
     return i + finite_prefix_scalar(v + i, n - i);
 }
 
+/* As argmin_l2_avx2, sixteen lanes. */
+__attribute__((target("avx512f"))) static uint32_t argmin_l2_avx512(const float *dots,
+                                                                    const float *norms, size_t k)
+{
+    size_t c = 0;
+    uint32_t bi = 0;
+    float best = INFINITY;
+    if (k >= 16) {
+        __m512 vb = _mm512_set1_ps(INFINITY), two = _mm512_set1_ps(2.0f);
+        __m512i vi = _mm512_setzero_si512(),
+                idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const __m512i step = _mm512_set1_epi32(16);
+        for (; c + 16 <= k; c += 16) {
+            __m512 v = _mm512_sub_ps(_mm512_loadu_ps(norms + c),
+                                     _mm512_mul_ps(two, _mm512_loadu_ps(dots + c)));
+            __mmask16 lt = _mm512_cmp_ps_mask(v, vb, _CMP_LT_OQ);
+            vb = _mm512_mask_mov_ps(vb, lt, v);
+            vi = _mm512_mask_mov_epi32(vi, lt, idx);
+            idx = _mm512_add_epi32(idx, step);
+        }
+        float lb[16];
+        uint32_t li[16];
+        _mm512_storeu_ps(lb, vb);
+        _mm512_storeu_si512(li, vi);
+        for (int j = 0; j < 16; j++)
+            if (lb[j] < best || (lb[j] == best && best < INFINITY && li[j] < bi)) {
+                best = lb[j];
+                bi = li[j];
+            }
+    }
+    for (; c < k; c++) {
+        float v = norms[c] - 2 * dots[c];
+        if (v < best) {
+            best = v;
+            bi = (uint32_t)c;
+        }
+    }
+    return bi;
+}
+
 /* As dotu8_avx2, 64 bytes a step (a masked load at the tail: zero bytes add nothing), each half
  * widened; F and BW only. */
 __attribute__((target("avx512f,avx512bw"))) static int32_t dotu8_avx512(const uint8_t *a,
@@ -758,7 +853,7 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
     {                                                                                              \
         .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
         .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .dots_tn = dots_tn_##tag,                \
-        .dotu8 = dotu8_##tag, .finite_prefix = finite_prefix_##tag                                 \
+        .dotu8 = dotu8_##tag, .finite_prefix = finite_prefix_##tag, .argmin_l2 = argmin_l2_##tag   \
     }
 static const struct st_kernels k_scalar = KERNELS(scalar);
 static const struct st_kernels k_avx2 = KERNELS(avx2);

@@ -57,6 +57,11 @@ typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, 
  * variant gives the same integer. d up to 66,000 (|sum| fits 31 bits). */
 typedef int32_t (*st_dotu8_fn)(const uint8_t *a, const int8_t *b, size_t d);
 
+/* argmin_c norms[c] - 2 dots[c] over c < k (the nearest centroid, dots[c] = <x, c>, norms[c] =
+ * ||c||^2): the first least (NaN never least; 0 when no value is below +inf, or k = 0). Every
+ * variant gives the same index. */
+typedef uint32_t (*st_argmin_fn)(const float *dots, const float *norms, size_t k);
+
 /* The index of the first of v[0..n) that is not finite (inf or NaN), or n when all are. */
 typedef size_t (*st_finite_fn)(const float *v, size_t n);
 
@@ -70,6 +75,7 @@ struct st_kernels {
     st_dots_tn_fn dots_tn;
     st_dotu8_fn dotu8; /* VNNI (vpdpbusd) in the avx2 and avx512 sets where the CPU has it */
     st_finite_fn finite_prefix;
+    st_argmin_fn argmin_l2;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */

@@ -22,7 +22,7 @@ struct idx_ivfpq_opts {
     uint32_t nbits;        /* 8 (float-table ADC) or 4 (fast-scan: SIMD shuffles of u8 tables,
                               blocks of 32 codes; re-rank to get exact distances) */
     uint32_t train_size;   /* vectors sampled for training (default min(n, 256*nlist)) */
-    uint32_t iterations;   /* k-means iterations (default 12) */
+    uint32_t iterations;   /* k-means iterations (default 10 coarse, as FAISS; 12 codebooks) */
     uint64_t seed;
     uint32_t threads; /* training/encoding threads (default 1) */
 };

@@ -916,6 +916,61 @@ START_TEST(test_finite_prefix_kernels)
 }
 END_TEST
 
+/* argmin_l2 on every variant gives the scalar loop's index: random values at every length
+ * around the 8- and 16-lane steps (each input at the end of its buffer: a read past k is a heap
+ * overflow under ASan), ties (the first wins, in any lane or the tail), NaN (never least), +inf
+ * and -inf, -0 against +0, and nothing below +inf (0). */
+START_TEST(test_argmin_kernels)
+{
+    const struct st_kernels *ks[] = {st_kernels_avx2(), st_kernels_avx512(), st_kernels()};
+    const struct st_kernels *ref = st_kernels_scalar();
+    uint64_t r = 7;
+    for (size_t k = 0; k <= 70; k++) {
+        float *dots = malloc((k ? k : 1) * sizeof(float)),
+              *norms = malloc((k ? k : 1) * sizeof(float));
+        ck_assert(dots != NULL && norms != NULL);
+        for (int round = 0; round < 40; round++) {
+            for (size_t c = 0; c < k; c++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                /* few distinct values: many ties */
+                dots[c] = (float)((r >> 33) % (round % 4 == 0 ? 3 : 1000)) * 0.5f;
+                norms[c] = (float)((r >> 45) % 7);
+            }
+            if (k > 0 && round % 5 == 1)
+                dots[(r >> 20) % k] = NAN;
+            if (k > 0 && round % 5 == 2)
+                norms[(r >> 22) % k] = -INFINITY;
+            if (k > 0 && round % 5 == 3)
+                for (size_t c = 0; c < k; c++)
+                    norms[c] = c % 2 ? INFINITY : NAN; /* nothing below +inf: 0 */
+            if (k > 1 && round % 5 == 4) {             /* -0 and +0, the least, in two places */
+                for (size_t c = 0; c < k; c++)
+                    norms[c] = 5, dots[c] = 0;
+                norms[k - 1] = -0.0f;
+                norms[(r >> 24) % (k - 1)] = 0.0f;
+            }
+            uint32_t want = ref->argmin_l2(dots, norms, k);
+            for (size_t i = 0; i < sizeof(ks) / sizeof(ks[0]); i++)
+                if (ks[i] != NULL)
+                    ck_assert_msg(ks[i]->argmin_l2(dots, norms, k) == want,
+                                  "%s k=%zu round %d: %u, scalar %u", ks[i]->name, k, round,
+                                  ks[i]->argmin_l2(dots, norms, k), want);
+            /* the scalar reference itself: the first least */
+            uint32_t first = 0;
+            float best = INFINITY;
+            for (size_t c = 0; c < k; c++)
+                if (norms[c] - 2 * dots[c] < best) {
+                    best = norms[c] - 2 * dots[c];
+                    first = (uint32_t)c;
+                }
+            ck_assert_uint_eq(want, first);
+        }
+        free(dots);
+        free(norms);
+    }
+}
+END_TEST
+
 START_TEST(test_pq4_lut)
 {
     const size_t ms[] = {1, 3, 98, 196, 300};
@@ -4454,6 +4509,7 @@ int main(void)
     tcase_add_test(tc, test_hnsw_files);
     tcase_add_test(tc, test_pq4_kernels);
     tcase_add_test(tc, test_finite_prefix_kernels);
+    tcase_add_test(tc, test_argmin_kernels);
     tcase_add_test(tc, test_pq4_lut);
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
     tcase_add_test(tc, test_dots_tn_bitwise);
