@@ -68,11 +68,21 @@ static int32_t dotu8_scalar(const uint8_t *a, const int8_t *b, size_t d)
     return s0 + s1;
 }
 
-static uint32_t argmin_l2_scalar(const float *dots, const float *norms, size_t k)
+
+/* The argmins' last step (and the scalar one's only): the least of the SIMD lanes' first least
+ * values lb (their columns li), the lowest column among equals (a lane holding nothing below
+ * +inf is skipped), then the columns from c on one at a time. */
+static uint32_t argmin_l2_finish(const float *lb, const uint32_t *li, int lanes, const float *dots,
+                                 const float *norms, size_t c, size_t k)
 {
     uint32_t bi = 0;
     float best = INFINITY;
-    for (size_t c = 0; c < k; c++) {
+    for (int j = 0; j < lanes; j++)
+        if (lb[j] < best || (lb[j] == best && best < INFINITY && li[j] < bi)) {
+            best = lb[j];
+            bi = li[j];
+        }
+    for (; c < k; c++) {
         float v = norms[c] - 2 * dots[c];
         if (v < best) {
             best = v;
@@ -80,6 +90,11 @@ static uint32_t argmin_l2_scalar(const float *dots, const float *norms, size_t k
         }
     }
     return bi;
+}
+
+static uint32_t argmin_l2_scalar(const float *dots, const float *norms, size_t k)
+{
+    return argmin_l2_finish(NULL, NULL, 0, dots, norms, 0, k);
 }
 
 static uint32_t pq4_block_scalar(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
@@ -235,40 +250,24 @@ __attribute__((target("avx2"))) static size_t finite_prefix_avx2(const float *v,
 __attribute__((target("avx2,fma"))) static uint32_t argmin_l2_avx2(const float *dots,
                                                                    const float *norms, size_t k)
 {
+    __m256 vb = _mm256_set1_ps(INFINITY), two = _mm256_set1_ps(2.0f);
+    __m256i vi = _mm256_setzero_si256(), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i step = _mm256_set1_epi32(8);
     size_t c = 0;
-    uint32_t bi = 0;
-    float best = INFINITY;
-    if (k >= 8) {
-        __m256 vb = _mm256_set1_ps(INFINITY), two = _mm256_set1_ps(2.0f);
-        __m256i vi = _mm256_setzero_si256(), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const __m256i step = _mm256_set1_epi32(8);
-        for (; c + 8 <= k; c += 8) {
-            /* norms - 2 * dots rounded once, as the scalar expression (2 * dots is exact) */
-            __m256 v = _mm256_sub_ps(_mm256_loadu_ps(norms + c),
-                                     _mm256_mul_ps(two, _mm256_loadu_ps(dots + c)));
-            __m256 lt = _mm256_cmp_ps(v, vb, _CMP_LT_OQ);
-            vb = _mm256_blendv_ps(vb, v, lt);
-            vi = _mm256_blendv_epi8(vi, idx, _mm256_castps_si256(lt));
-            idx = _mm256_add_epi32(idx, step);
-        }
-        float lb[8];
-        uint32_t li[8];
-        _mm256_storeu_ps(lb, vb);
-        _mm256_storeu_si256((__m256i *)(void *)li, vi);
-        for (int j = 0; j < 8; j++)
-            if (lb[j] < best || (lb[j] == best && best < INFINITY && li[j] < bi)) {
-                best = lb[j];
-                bi = li[j];
-            }
+    for (; c + 8 <= k; c += 8) {
+        /* norms - 2 * dots rounded once, as the scalar expression (2 * dots is exact) */
+        __m256 v = _mm256_sub_ps(_mm256_loadu_ps(norms + c),
+                                 _mm256_mul_ps(two, _mm256_loadu_ps(dots + c)));
+        __m256 lt = _mm256_cmp_ps(v, vb, _CMP_LT_OQ);
+        vb = _mm256_blendv_ps(vb, v, lt);
+        vi = _mm256_blendv_epi8(vi, idx, _mm256_castps_si256(lt));
+        idx = _mm256_add_epi32(idx, step);
     }
-    for (; c < k; c++) {
-        float v = norms[c] - 2 * dots[c];
-        if (v < best) {
-            best = v;
-            bi = (uint32_t)c;
-        }
-    }
-    return bi;
+    float lb[8];
+    uint32_t li[8];
+    _mm256_storeu_ps(lb, vb);
+    _mm256_storeu_si256((__m256i *)(void *)li, vi);
+    return argmin_l2_finish(lb, li, 8, dots, norms, c, k);
 }
 
 /* AVX-VNNI (256-bit vpdpbusd): four u8 x s8 products summed into each i32 lane, one
@@ -554,40 +553,24 @@ __attribute__((target("avx512f"))) static size_t finite_prefix_avx512(const floa
 __attribute__((target("avx512f"))) static uint32_t argmin_l2_avx512(const float *dots,
                                                                     const float *norms, size_t k)
 {
+    __m512 vb = _mm512_set1_ps(INFINITY), two = _mm512_set1_ps(2.0f);
+    __m512i vi = _mm512_setzero_si512(),
+            idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(16);
     size_t c = 0;
-    uint32_t bi = 0;
-    float best = INFINITY;
-    if (k >= 16) {
-        __m512 vb = _mm512_set1_ps(INFINITY), two = _mm512_set1_ps(2.0f);
-        __m512i vi = _mm512_setzero_si512(),
-                idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        const __m512i step = _mm512_set1_epi32(16);
-        for (; c + 16 <= k; c += 16) {
-            __m512 v = _mm512_sub_ps(_mm512_loadu_ps(norms + c),
-                                     _mm512_mul_ps(two, _mm512_loadu_ps(dots + c)));
-            __mmask16 lt = _mm512_cmp_ps_mask(v, vb, _CMP_LT_OQ);
-            vb = _mm512_mask_mov_ps(vb, lt, v);
-            vi = _mm512_mask_mov_epi32(vi, lt, idx);
-            idx = _mm512_add_epi32(idx, step);
-        }
-        float lb[16];
-        uint32_t li[16];
-        _mm512_storeu_ps(lb, vb);
-        _mm512_storeu_si512(li, vi);
-        for (int j = 0; j < 16; j++)
-            if (lb[j] < best || (lb[j] == best && best < INFINITY && li[j] < bi)) {
-                best = lb[j];
-                bi = li[j];
-            }
+    for (; c + 16 <= k; c += 16) {
+        __m512 v = _mm512_sub_ps(_mm512_loadu_ps(norms + c),
+                                 _mm512_mul_ps(two, _mm512_loadu_ps(dots + c)));
+        __mmask16 lt = _mm512_cmp_ps_mask(v, vb, _CMP_LT_OQ);
+        vb = _mm512_mask_mov_ps(vb, lt, v);
+        vi = _mm512_mask_mov_epi32(vi, lt, idx);
+        idx = _mm512_add_epi32(idx, step);
     }
-    for (; c < k; c++) {
-        float v = norms[c] - 2 * dots[c];
-        if (v < best) {
-            best = v;
-            bi = (uint32_t)c;
-        }
-    }
-    return bi;
+    float lb[16];
+    uint32_t li[16];
+    _mm512_storeu_ps(lb, vb);
+    _mm512_storeu_si512(li, vi);
+    return argmin_l2_finish(lb, li, 16, dots, norms, c, k);
 }
 
 /* As dotu8_avx2, 64 bytes a step (a masked load at the tail: zero bytes add nothing), each half
