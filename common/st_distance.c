@@ -68,7 +68,6 @@ static int32_t dotu8_scalar(const uint8_t *a, const int8_t *b, size_t d)
     return s0 + s1;
 }
 
-
 /* The argmins' last step (and the scalar one's only): the least of the SIMD lanes' first least
  * values lb (their columns li), the lowest column among equals (a lane holding nothing below
  * +inf is skipped), then the columns from c on one at a time. */
