@@ -70,14 +70,16 @@ static int32_t dotu8_scalar(const uint8_t *a, const int8_t *b, size_t d)
 
 /* The argmins' last step (and the scalar one's only): the least of the SIMD lanes' first least
  * values lb (their columns li), the lowest column among equals (a lane holding nothing below
- * +inf is skipped), then the columns from c on one at a time. */
+ * +inf is +inf at column 0: never taken), then the columns from c on one at a time. The
+ * library builds with -ffp-contract=off: an FMA would round norms - 2 dots once where the
+ * scalar set rounds twice (they differ where 2 dots overflows). */
 static uint32_t argmin_l2_finish(const float *lb, const uint32_t *li, int lanes, const float *dots,
                                  const float *norms, size_t c, size_t k)
 {
     uint32_t bi = 0;
     float best = INFINITY;
     for (int j = 0; j < lanes; j++)
-        if (lb[j] < best || (lb[j] == best && best < INFINITY && li[j] < bi)) {
+        if (lb[j] < best || (lb[j] == best && li[j] < bi)) {
             best = lb[j];
             bi = li[j];
         }

@@ -59,7 +59,7 @@ typedef int32_t (*st_dotu8_fn)(const uint8_t *a, const int8_t *b, size_t d);
 
 /* argmin_c norms[c] - 2 dots[c] over c < k (the nearest centroid, dots[c] = <x, c>, norms[c] =
  * ||c||^2): the first least (NaN never least; 0 when no value is below +inf, or k = 0). Every
- * variant gives the same index. */
+ * variant gives the same index. k <= UINT32_MAX. */
 typedef uint32_t (*st_argmin_fn)(const float *dots, const float *norms, size_t k);
 
 /* The index of the first of v[0..n) that is not finite (inf or NaN), or n when all are. */

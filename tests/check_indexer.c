@@ -949,6 +949,19 @@ START_TEST(test_argmin_kernels)
                 norms[k - 1] = -0.0f;
                 norms[(r >> 24) % (k - 1)] = 0.0f;
             }
+            if (round >= 32) { /* full mantissas (rounding order shows); 2 * dots past FLT_MAX */
+                static const float big[] = {1.8e38f, -1.8e38f, 3.4028235e38f, -3.4028235e38f,
+                                            5e37f};
+                for (size_t c = 0; c < k; c++) {
+                    r = r * 6364136223846793005ull + 1442695040888963407ull;
+                    dots[c] = (float)(int32_t)(r >> 32) * 0x1p-21f;
+                    norms[c] = (float)(uint32_t)(r >> 16) * 0x1p-12f;
+                    if (round % 2 && (r >> 8) % 3 == 0) {
+                        dots[c] = big[(r >> 12) % 5];
+                        norms[c] = (r >> 14) % 2 ? 3.4028235e38f : 0.0f;
+                    }
+                }
+            }
             uint32_t want = ref->argmin_l2(dots, norms, k);
             for (size_t i = 0; i < sizeof(ks) / sizeof(ks[0]); i++)
                 if (ks[i] != NULL)
