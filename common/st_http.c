@@ -288,6 +288,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) ST_PRINTF(2, 0);
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;

@@ -800,7 +800,8 @@ END_TEST
 /* An edit naming file number n: NEXT_FILE, LOG_NUMBER, ADD_SEGMENT or ADD_VLOG (kind 0..3). */
 static void file_number_edit(struct store_mf_edit *e, int kind, uint64_t n)
 {
-    struct store_mf_seg sg = {.file_number = n, .meta = {0, 1000, STORE_SEG_RUN}};
+    struct store_mf_seg sg = {
+        .file_number = n, .meta = {.window_start = 0, .window_end = 1000, .kind = STORE_SEG_RUN}};
     struct store_mf_vlog vl = {n, 0, 1000};
     int rc = kind == 0   ? store_mf_edit_next_file(e, n)
              : kind == 1 ? store_mf_edit_log_number(e, n)
@@ -854,7 +855,9 @@ START_TEST(test_next_file_never_regresses)
     }
     {
         struct store_mf_state bad = {.dim = 4, .have_info = true};
-        struct store_mf_seg sg = {.file_number = 9, .meta = {0, 1000, STORE_SEG_DELTA + 1}};
+        struct store_mf_seg sg = {
+            .file_number = 9,
+            .meta = {.window_start = 0, .window_end = 1000, .kind = STORE_SEG_DELTA + 1}};
         ck_assert_int_eq(store_mf_edit_add_segment(&e, &sg), ST_OK);
         ck_assert_int_eq(store_mf_apply(&bad, e.buf, e.len), ST_ECORRUPT); /* unknown kind */
         store_mf_edit_free(&e);

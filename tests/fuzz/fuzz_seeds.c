@@ -358,8 +358,8 @@ static void searches(void)
 {
     static const char *const bodies[] = {
         "{\"vector\": [1, 2, 3]}",
-        "{\"vector\": [1, 2, 3], \"k\": 5, \"from_ts\": 1, \"to_ts\": 9, \"consistency\": "
-        "\"indexed\", \"ef\": 40, \"include\": [\"meta\", \"vector\"]}",
+        ("{\"vector\": [1, 2, 3], \"k\": 5, \"from_ts\": 1, \"to_ts\": 9, \"consistency\": "
+         "\"indexed\", \"ef\": 40, \"include\": [\"meta\", \"vector\"]}"),
         "{\"vector\": [0, 0, 0]}",
         "{\"vector\": [1e999, 2, 3]}",
         "{\"vector\": [1, 2], \"k\": 0}",
