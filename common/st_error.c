@@ -73,9 +73,7 @@ int st_from_errno(int err)
     }
 }
 
-static void err_vset(struct st_err *err, int code, int sys_errno, const char *fmt, va_list ap)
-    ST_PRINTF(4, 0);
-
+ST_PRINTF(4, 0)
 static void err_vset(struct st_err *err, int code, int sys_errno, const char *fmt, va_list ap)
 {
     err->code = code;
