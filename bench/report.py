@@ -143,6 +143,11 @@ def block_fresh(out, plots):
             "the sustained rate).", ""]
     if round(float(rf["loads_of_rec_s"])) != round(float(rf["max_rec_s"])):
         head[0] += f" Loads are shares of {float(rf['loads_of_rec_s']):,.0f} records/s (--rate)."
+    if rf.get("limited_by") == "producer":
+        head[0] += (" The node took all the producer offered: the reference is the producer's "
+                    "limit, and the node's own may be higher.")
+    if rf.get("index"):
+        head[0] += f" Index built per window: {rf['index']}."
     if rf.get("cpu_weights"):
         head[0] += (f" CPU weights (each daemon in a cgroup of its own, as systemd's CPUWeight= "
                     f"puts its unit): {rf['cpu_weights']}.")
@@ -179,6 +184,23 @@ def block_fresh(out, plots):
                   " | " + (f"{r['strong_over_50ms']}, {r['strong_over_50ms_in_gc']}, "
                            f"{r['strong_over_50ms_in_stop']}"
                            if r.get("strong_over_50ms") else "-") + " |")
+    if rows and rows[0].get("plain_probe_p99_ms"):
+        md += ["", "The floor in the same phases: a consumer that does nothing "
+               "(`bench/fresh/plain_consumer.py`) reading the same topic, each message timed "
+               "from its Kafka timestamp to librdkafka handing it over; and the searches each "
+               "daemon timed over 50 ms.", "",
+               "| load | do-nothing consumer: p50 / p99 ms, share > 50 ms | its probes p99 ms "
+               "| strong p99 / the floor's probes p99 | probes found after 50 ms: all, late "
+               "to the do-nothing consumer too | searches over 50 ms: ingest node, indexer "
+               "(of all the indexer's) |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            md.append(f"| {float(r['load']):.0%} | {f(r['plain_p50_ms'], 1)} / "
+                      f"{f(r['plain_p99_ms'], 1)}, {float(r['plain_over_50ms'] or 0):.2%} | "
+                      f"{f(r['plain_probe_p99_ms'], 1)} | "
+                      f"{float(r['strong_p99_ms']) / max(float(r['plain_probe_p99_ms']), 1):.1f}"
+                      f"× | {r['strong_over_50ms']}, {r['strong_over_50ms_plain_over_50ms']} | "
+                      f"{r['searches_over_50ms_ingest']}, {r['searches_over_50ms_indexer']} "
+                      f"({r['searches_indexer']}) |")
     loads = [float(r["load"]) * 100 for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, style in (("strong_p50_ms", "o-"), ("strong_p99_ms", "o--"),

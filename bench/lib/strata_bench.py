@@ -65,7 +65,7 @@ class Client:
     """One keep-alive HTTP/1.1 connection to one daemon, for a thread that sends it many
     requests, as a real client would: no connect and no urllib machinery per request, so that
     a latency measured through it is the daemon's more than the harness's. post(path, body
-    bytes) -> (status, parsed JSON or the text); a reused connection the daemon has closed
+    bytes) and get(path) -> (status, parsed JSON or the text); a reused connection the daemon has closed
     meanwhile (closed, reset) is opened again once and counted in .reconnects; other failures,
     timeouts included, raise OSError."""
 
@@ -76,13 +76,19 @@ class Client:
         self.reconnects = 0
 
     def post(self, path, body):
+        return self.request("POST", path, body)
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def request(self, method, path, body=None):
         for attempt in (0, 1):
             reused = self.conn is not None
             if self.conn is None:
                 self.conn = HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                self.conn.request("POST", self.prefix + path, body=body,
-                                  headers={"content-type": "application/json"})
+                self.conn.request(method, self.prefix + path, body=body,
+                                  headers={"content-type": "application/json"} if body else {})
                 r = self.conn.getresponse()
                 data = r.read()
                 break
@@ -92,7 +98,7 @@ class Client:
                 closed = isinstance(e, (RemoteDisconnected, ConnectionResetError,
                                         BrokenPipeError))
                 if not reused or not closed or attempt == 1:
-                    raise OSError(f"POST {self.prefix}{path}: {e!r}") from e
+                    raise OSError(f"{method} {self.prefix}{path}: {e!r}") from e
                 self.reconnects += 1
         try:
             return r.status, json.loads(data or b"null")
