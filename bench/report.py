@@ -133,19 +133,21 @@ def block_drop(out, plots):
 def block_fresh(out, plots):
     rows = rows_of(out / "fresh" / "fresh.csv")
     rf = rows_of(out / "fresh" / "fresh-ref.csv")[0]
+    applied = float(rf.get("applied_rec_s") or rf["max_rec_s"])  # the node's own, measured
     head = [f"Reference, measured first in the same run: the maximum ingest rate, "
             f"{float(rf['max_rec_s']):,.0f} records/s of {rf['dim']}-d vectors (binary "
             f"frames), sustained over the last two thirds of {float(rf['ref_seconds']):.0f} s "
             f"while `strata produce` offered {float(rf['offered_rec_s']):,.0f} records/s and "
             f"the indexer built; working through a backlog of {rf['backlog']} records with "
             f"nothing else running the node applies {float(rf['catchup_rec_s']):,.0f} "
-            f"records/s (catch-up, {float(rf['catchup_rec_s']) / float(rf['max_rec_s']):.1f}× "
+            f"records/s (catch-up, {float(rf['catchup_rec_s']) / applied:.1f}× "
             "the sustained rate).", ""]
     if round(float(rf["loads_of_rec_s"])) != round(float(rf["max_rec_s"])):
         head[0] += f" Loads are shares of {float(rf['loads_of_rec_s']):,.0f} records/s (--rate)."
-    if rf.get("limited_by") == "producer":
-        head[0] += (" The node took all the producer offered: the reference is the producer's "
-                    "limit, and the node's own may be higher.")
+    if rf.get("limited_by") not in (None, "", "node"):
+        head[0] += (f" The producer offered no more than 1.05× what the node applied "
+                    f"({float(rf['applied_rec_s']):,.0f} records/s): the reference is the "
+                    "lesser of the two, and the node's own limit may be higher.")
     if rf.get("index"):
         head[0] += f" Index built per window: {rf['index']}."
     if rf.get("cpu_weights"):
@@ -198,7 +200,10 @@ def block_fresh(out, plots):
                       f"{f(r['plain_p99_ms'], 1)}, {float(r['plain_over_50ms'] or 0):.2%} | "
                       f"{f(r['plain_probe_p99_ms'], 1)} | "
                       f"{float(r['strong_p99_ms']) / max(float(r['plain_probe_p99_ms']), 1):.1f}"
-                      f"× | {r['strong_over_50ms']}, {r['strong_over_50ms_plain_over_50ms']} | "
+                      f"× | {r['strong_over_50ms']}, {r['strong_over_50ms_plain_over_50ms']}"
+                      + (f" ({r['plain_probes_missing']} probes it never read)"
+                         if r.get("plain_probes_missing") not in (None, "", "0") else "") +
+                      " | "
                       f"{r['searches_over_50ms_ingest']}, {r['searches_over_50ms_indexer']} "
                       f"({r['searches_indexer']}) |")
     loads = [float(r["load"]) * 100 for r in rows]
