@@ -309,6 +309,8 @@ def main():
         ap.error("--cpu-weights: NAME=WEIGHT[,NAME=WEIGHT], NAME ingest or indexer")
     if set(weights) - {"ingest", "indexer"}:
         ap.error("--cpu-weights: NAME is ingest or indexer")
+    if a.index == "ivfpq" and a.dim % 96:
+        ap.error(f"--index ivfpq has m 96 sub-quantizers, which must divide --dim ({a.dim})")
     backlog = a.backlog or (40000 if a.quick else 200000)
     ref_secs = a.ref_seconds or (4 if a.quick else 12)
     secs = a.seconds or (3 if a.quick else 10)
