@@ -160,6 +160,7 @@ class PlainConsumer:
 
     def __init__(self, kafka, topic, out):
         self.csv, ready = out / "fresh-plain.csv", out / "fresh-plain.ready"
+        self.pos, self.got = 0, []  # how far rows() has read, and what
         ready.unlink(missing_ok=True)
         self.p = subprocess.Popen(list(death_prefix()) + [
             sys.executable, str(Path(__file__).with_name("plain_consumer.py")), kafka, topic,
@@ -171,18 +172,20 @@ class PlainConsumer:
             raise Failed(f"plain_consumer.py exited {self.p.returncode}")
 
     def rows(self):
-        """The rows written so far; a line cut short by the writer is left for the next read."""
+        """The rows written so far, read on from where the last call stopped; a line the
+        writer has not finished is left for the next call."""
         if self.p.poll() is not None:
             raise Failed(f"plain_consumer.py exited {self.p.returncode} during the run")
-        out = []
-        with open(self.csv, newline="") as f:
-            for r in csv.DictReader(f):
-                try:
-                    out.append((int(r["timestamp_ms"]) / 1000, float(r["received_unix_s"]),
-                                r["probe"] or ""))
-                except (TypeError, ValueError):
-                    continue
-        return out
+        with open(self.csv, "rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        done = data.rfind(b"\n") + 1
+        self.pos += done
+        for line in data[:done].decode().splitlines():
+            part, _, ts, got, probe = (line.split(",") + [""] * 5)[:5]
+            if part != "partition":  # the header
+                self.got.append((int(ts) / 1000, float(got), probe))
+        return self.got
 
     def caught_up(self, t, deadline_s=30):
         """Waits until it has read a message stamped at t or later (all before it read too:
@@ -354,20 +357,18 @@ def main():
         d.start_indexer()
         base = d.base("load")
 
-        def metrics():
+        def metrics(port=None):  # a daemon's /metrics text (the ingest node's by default)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{iport}/metrics", timeout=10) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port or iport}/metrics",
+                                            timeout=10) as r:
                     return r.read().decode()
             except OSError:
                 return None
 
         def indexer_counters():  # its searches, for the phase's strong searches over 50 ms
-            try:
-                with urllib.request.urlopen(
-                        f"http://127.0.0.1:{d.indexer_port}/metrics", timeout=10) as r:
-                    text = r.read().decode()
-            except OSError as e:
-                raise Failed(f"indexer /metrics: {e}")
+            text = metrics(d.indexer_port)
+            if text is None:
+                raise Failed("indexer /metrics did not answer")
             return {k: metric(text, name, labels) or 0.0
                     for k, name, labels in search_series("indexer")}
 
@@ -488,16 +489,9 @@ def main():
                     t_sweep = time.time()
                     indexed = None  # the indexed poller: windows an index serves, [(start, end)]
                     if stage == "indexed":
-                        try:
-                            st, ws = client.get("/windows")
-                        except OSError as e:
-                            st, ws = 0, repr(e)
-                        if st != 200:
-                            errors.append(f"GET windows: HTTP {st}: {ws}")
-                            ws = []
-                        # a window being indexed again may have a part an index serves
-                        indexed = [(w["start"], w["end"]) for w in ws if w["state"] == "indexed"
-                                   or any(x.get("state") == "indexed" for x in w.get("parts", []))]
+                        with lock:  # nothing to look up while no probe awaits an index
+                            awaiting = any(p[3] is not None and p[4] is None for p in probes)
+                        indexed = windows_indexed(client) if awaiting else []
                     with lock:
                         pending = [p for p in probes
                                    if p[col] is None and (col == 3 or p[3] is not None)
@@ -537,6 +531,18 @@ def main():
                 client.close()
                 with lock:
                     reconnects[0] += client.reconnects
+            def windows_indexed(client):
+                try:
+                    st, ws = client.get("/windows")
+                except OSError as e:
+                    st, ws = 0, repr(e)
+                if st != 200:
+                    errors.append(f"GET windows: HTTP {st}: {ws}")
+                    return []
+                # a window being indexed again may have a part an index serves
+                return [(w["start"], w["end"]) for w in ws if w["state"] == "indexed"
+                        or any(x.get("state") == "indexed" for x in w.get("parts", []))]
+
             def near_indexed(p, indexed):
                 # An indexed search only for a probe whose window an index serves (its event
                 # time the broker's append when known, else its produce time; 50 ms either
@@ -795,26 +801,27 @@ def main():
                   f"{r['machine_stops']}, {r['machine_stop_max_ms']:.0f} ({r['sleeper']}) | "
                   f"{r['strong_over_50ms']}, {r['strong_over_50ms_in_gc']}, "
                   f"{r['strong_over_50ms_in_stop']} |")
-    md += [] if a.no_floor else ["", "The floor, measured in the same phases: a consumer that does nothing "
-           "(`plain_consumer.py`, librdkafka's defaults, a process of its own) reading the same "
-           "topic, each message timed from its Kafka timestamp to librdkafka handing it over "
-           "(the probes from their produce call, as the strong latencies are); "
-           "and the searches each daemon timed over 50 ms (the indexer's include its fan-out "
-           "to the ingest node):", "",
-           "| load | do-nothing consumer: all messages p50 / p99 ms, share > 50 ms "
-           "| its probes p99 ms | strong p99 / the floor's probes p99 "
-           "| probes found after 50 ms: all, reached the do-nothing consumer after 50 ms "
-           "| searches over 50 ms: ingest node, indexer (of all the indexer's) |",
-           "|---|---|---|---|---|---|"]
-    md += [] if a.no_floor else [f"| {r['load']:.0%} | {r['plain_p50_ms']:.1f} / {r['plain_p99_ms']:.1f}, "
-           f"{(r['plain_over_50ms'] or 0):.2%} of {r['plain_messages']} | "
-           f"{r['plain_probe_p99_ms']:.1f} | "
-           f"{r['strong_p99_ms'] / max(r['plain_probe_p99_ms'], 1):.1f}× | "
-           f"{r['strong_over_50ms']}, {r['strong_over_50ms_plain_over_50ms']}"
-           + (f" ({r['plain_probes_missing']} probes it never read)"
-              if r['plain_probes_missing'] else "") + " | "
-           f"{r['searches_over_50ms_ingest']}, {r['searches_over_50ms_indexer']} "
-           f"({r['searches_indexer']}) |" for r in rows]
+    if not a.no_floor:
+        md += ["", "The floor, measured in the same phases: a consumer that does nothing "
+               "(`plain_consumer.py`, librdkafka's defaults, a process of its own) reading the same "
+               "topic, each message timed from its Kafka timestamp to librdkafka handing it over "
+               "(the probes from their produce call, as the strong latencies are); "
+               "and the searches each daemon timed over 50 ms (the indexer's include its fan-out "
+               "to the ingest node):", "",
+               "| load | do-nothing consumer: all messages p50 / p99 ms, share > 50 ms "
+               "| its probes p99 ms | strong p99 / the floor's probes p99 "
+               "| probes found after 50 ms: all, reached the do-nothing consumer after 50 ms "
+               "| searches over 50 ms: ingest node, indexer (of all the indexer's) |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {r['load']:.0%} | {r['plain_p50_ms']:.1f} / {r['plain_p99_ms']:.1f}, "
+               f"{(r['plain_over_50ms'] or 0):.2%} of {r['plain_messages']} | "
+               f"{r['plain_probe_p99_ms']:.1f} | "
+               f"{r['strong_p99_ms'] / max(r['plain_probe_p99_ms'], 1):.1f}× | "
+               f"{r['strong_over_50ms']}, {r['strong_over_50ms_plain_over_50ms']}"
+               + (f" ({r['plain_probes_missing']} probes it never read)"
+                  if r['plain_probes_missing'] else "") + " | "
+               f"{r['searches_over_50ms_ingest']}, {r['searches_over_50ms_indexer']} "
+               f"({r['searches_indexer']}) |" for r in rows]
     if a.append_times:
         md += ["", "Each probe's way split at the broker's append (LogAppendTime):", "",
                "| load | produce → appended p50 / p99 ms | appended → strong p50 / p99 ms |",
