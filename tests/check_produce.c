@@ -784,6 +784,53 @@ START_TEST(test_rate_no_catch_up_burst)
 }
 END_TEST
 
+struct times_src {
+    int next, n;
+    int64_t at[200]; /* when each record was asked for */
+    char id[16];
+    float v[4];
+};
+
+static int times_next(void *ctx, struct produce_rec *out)
+{
+    struct times_src *g = ctx;
+    if (g->next == g->n)
+        return 0;
+    g->at[g->next] = st_test_now_ms();
+    snprintf(g->id, sizeof(g->id), "%d", g->next);
+    for (int c = 0; c < 4; c++)
+        g->v[c] = (float)g->next;
+    *out = (struct produce_rec){.id = g->id, .vec = g->v, .dim = 4, .partition = -1};
+    g->next++;
+    return 1;
+}
+
+START_TEST(test_rate_waits_per_batch)
+{
+    /* --rate 1000 with batches of 50: a message leaves every 50 ms, when full. The limit waits
+     * once a batch, for the tokens of all 50 records, and takes them together: waiting for
+     * each record (1 ms apart) sent nothing sooner and woke the producer 1,000 times a
+     * second. Record 50j is asked for when batch j-1 is sent, the wait comes before it is
+     * batched, so records 50j+1 .. 50j+49 are asked for together: within a few ms, not 48. */
+    static struct times_src g = {.n = 200};
+    struct produce_opts o = {
+        .brokers = "127.0.0.1:1", .topic = "t", .batch = 50, .rate = 1000, .flush_timeout_ms = 100};
+    struct produce_stats st;
+    struct st_err err = {0};
+    int64_t t0 = st_test_now_ms();
+    /* no Kafka: nothing is acknowledged; the pacing is what is measured */
+    ck_assert_int_ne(produce_run(&o, times_next, &g, &st, &err), ST_OK);
+    ck_assert_uint_eq(st.records, 200);
+    for (int j = 1; j < 4; j++) {
+        int64_t span = g.at[50 * j + 49] - g.at[50 * j + 1];
+        ck_assert_msg(span < 20, "batch %d's records were taken over %" PRId64 " ms", j, span);
+    }
+    /* and the rate still holds: 150 records past the first full bucket at 1,000/s */
+    int64_t took = g.at[199] - t0;
+    ck_assert_msg(took >= 140, "200 records at 1000/s with a bucket of 50 in %" PRId64 " ms", took);
+}
+END_TEST
+
 struct abandon_arg {
     struct cnt_src *g;
     atomic_bool *abandon;
@@ -922,6 +969,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_cancel_while_pacing);
     tcase_add_test(tc, test_abandon_flush);
     tcase_add_test(tc, test_rate_no_catch_up_burst);
+    tcase_add_test(tc, test_rate_waits_per_batch);
     tcase_add_test(tc, test_cli_ctrl_c_twice);
     suite_add_tcase(s, tc);
     return s;

@@ -482,9 +482,13 @@ static bool cancelled(const struct run *r)
 /* The rate limit, a token bucket of `burst` tokens filled at rate per second (full at the
  * start): waits (serving delivery reports) until the next record may enter a batch and takes
  * its token. Idle time never banks more than one burst, so a stall (a slow source, a full
- * queue) is not followed by a catch-up flood. False when a cancel came meanwhile (the wait may
- * be long: 1 / rate per record). */
-static bool pace(struct run *r, uint32_t burst)
+ * queue) is not followed by a catch-up flood. An empty bucket is waited on until it holds the
+ * `want` records that complete the batch (at most `burst`), not one: the message leaves only
+ * when full, so a wait per record (1 / rate apart: 67 us at 15,000 records/s) sends nothing
+ * sooner and costs a wake-up per record, which on a host shared with what is measured
+ * preempts its threads thousands of times a second. False when a cancel came meanwhile (the
+ * wait may be long: want / rate). */
+static bool pace(struct run *r, uint32_t burst, uint32_t want)
 {
     double rate = r->o->rate;
     if (rate <= 0)
@@ -494,19 +498,22 @@ static bool pace(struct run *r, uint32_t burst)
         r->tokens = burst;
         r->filled = since(&r->t0);
     }
+    double need = want < 1 ? 1 : want > burst ? burst : want;
+    bool dry = false; /* found empty: refilling to `need` */
     for (;;) {
         double now = since(&r->t0);
         r->tokens += (now - r->filled) * rate;
         r->filled = now;
         if (r->tokens > burst)
             r->tokens = burst;
-        if (r->tokens >= 1) {
+        if (r->tokens >= (dry ? need : 1)) {
             r->tokens -= 1;
             return true;
         }
+        dry = true;
         if (cancelled(r))
             return false;
-        double wait_ms = (1 - r->tokens) / rate * 1000.0;
+        double wait_ms = (need - r->tokens) / rate * 1000.0;
         if (wait_ms >= 1.0) {
             rd_kafka_poll(r->rk, wait_ms > 100 ? 100 : (int)wait_ms);
         } else {
@@ -668,7 +675,7 @@ int produce_run(const struct produce_opts *o, produce_next_fn next, void *ctx,
         rc = check_rec(&x, b.dim, i, err);
         if (rc != ST_OK)
             goto out;
-        if (!pace(&r, bsz))
+        if (!pace(&r, bsz, bsz - (b.n > 0 && x.partition != b.partition ? 0 : b.n)))
             break; /* cancelled while waiting: this record is not sent */
         if (b.n > 0 && x.partition != b.partition) {
             rc = send_batch(&r, &b, err);
