@@ -694,6 +694,7 @@ END_TEST
 struct cnt_src {
     int n, next, cancel_at;
     atomic_bool *cancel, done;
+    int64_t *at; /* when record i was asked for, at[n] the end (n + 1 slots); may be NULL */
     char id[16];
     float v[4];
 };
@@ -702,6 +703,8 @@ struct cnt_src {
 static int cnt_next(void *ctx, struct produce_rec *out)
 {
     struct cnt_src *g = ctx;
+    if (g->at != NULL && g->next <= g->n)
+        g->at[g->next] = st_test_now_ms();
     if (g->next >= g->n) {
         atomic_store(&g->done, true);
         return 0;
@@ -787,52 +790,32 @@ START_TEST(test_rate_no_catch_up_burst)
 }
 END_TEST
 
-struct times_src {
-    int next, n;
-    int64_t at[201]; /* when each record was asked for; at[n]: the end */
-    char id[16];
-    float v[4];
-};
-
-static int times_next(void *ctx, struct produce_rec *out)
-{
-    struct times_src *g = ctx;
-    g->at[g->next] = st_test_now_ms();
-    if (g->next == g->n)
-        return 0;
-    snprintf(g->id, sizeof(g->id), "%d", g->next);
-    for (int c = 0; c < 4; c++)
-        g->v[c] = (float)g->next;
-    *out = (struct produce_rec){.id = g->id, .vec = g->v, .dim = 4, .partition = -1};
-    g->next++;
-    return 1;
-}
-
 START_TEST(test_rate_waits_per_batch)
 {
     /* --rate 1000 with batches of 50: a message leaves every 50 ms, when its 50 records'
      * tokens are there. The limit is paid for once a batch, so a batch's records are read
      * together: waiting for each record (1 ms apart) sent nothing sooner and woke the
      * producer 1,000 times a second. */
-    static struct times_src g = {.n = 200};
+    static int64_t at[201];
+    struct cnt_src g = {.n = 200, .at = at};
     struct produce_opts o = {
         .brokers = "127.0.0.1:1", .topic = "t", .batch = 50, .rate = 1000, .flush_timeout_ms = 100};
     struct produce_stats st;
     struct st_err err = {0};
     int64_t t0 = st_test_now_ms();
     /* no Kafka: nothing is acknowledged; the pacing is what is measured */
-    ck_assert_int_ne(produce_run(&o, times_next, &g, &st, &err), ST_OK);
+    ck_assert_int_ne(produce_run(&o, cnt_next, &g, &st, &err), ST_OK);
     ck_assert_uint_eq(st.records, 200);
     /* the quickest of batches 1-3 (one preempted on a busy machine does not fail it); paced
      * a record at a time, every one takes 49 ms (batch 0 comes from the full bucket) */
     int64_t span = INT64_MAX;
     for (int j = 1; j < 4; j++)
-        if (g.at[50 * j + 49] - g.at[50 * j] < span)
-            span = g.at[50 * j + 49] - g.at[50 * j];
+        if (at[50 * j + 49] - at[50 * j] < span)
+            span = at[50 * j + 49] - at[50 * j];
     ck_assert_msg(span < 20, "every batch's records were read over >= %" PRId64 " ms", span);
     /* and the rate holds: the last batch leaves when 150 records' tokens have come after the
      * first full bucket, 150 ms at 1,000/s */
-    int64_t took = g.at[200] - t0;
+    int64_t took = at[200] - t0;
     ck_assert_msg(took >= 140, "200 records at 1000/s with a bucket of 50 in %" PRId64 " ms", took);
 }
 END_TEST
