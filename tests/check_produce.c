@@ -719,12 +719,20 @@ static int cnt_next(void *ctx, struct produce_rec *out)
     return 1;
 }
 
+static void *cancel_later(void *arg)
+{
+    st_test_sleep_ms(300);
+    atomic_store((atomic_bool *)arg, true);
+    return NULL;
+}
+
 START_TEST(test_cancel_while_pacing)
 {
-    /* At 0.2 records/s in batches of 1, record 1 is due 5 s after the start. A cancel that
-     * comes while produce_run waits for it (Ctrl-C under --rate) ends the wait at once. */
+    /* At 0.2 records/s in batches of 1, record 1 may leave 5 s after the start. A cancel that
+     * comes 300 ms into that wait (Ctrl-C under --rate) ends it within a poll (100 ms at most
+     * each), not when the 5 s are up. */
     atomic_bool cancel = false;
-    struct cnt_src g = {.n = 10, .cancel_at = 1, .cancel = &cancel};
+    struct cnt_src g = {.n = 10};
     struct produce_opts o = {.brokers = "127.0.0.1:1",
                              .topic = "t",
                              .batch = 1,
@@ -733,12 +741,15 @@ START_TEST(test_cancel_while_pacing)
                              .cancel = &cancel};
     struct produce_stats st;
     struct st_err err = {0};
+    pthread_t t;
     int64_t t0 = st_test_now_ms();
+    ck_assert_int_eq(pthread_create(&t, NULL, cancel_later, &cancel), 0);
     int rc = produce_run(&o, cnt_next, &g, &st, &err);
     int64_t took = st_test_now_ms() - t0;
+    pthread_join(t, NULL);
     ck_assert_msg(took < 3000, "a cancel during the rate limit's wait took %" PRId64 " ms", took);
     ck_assert_int_ne(rc, ST_OK); /* record 0 was never acknowledged */
-    /* what was read is sent: record 1, read as the cancel came, goes out with the burst the
+    /* what was read is sent: record 1, read before the wait, goes out with the burst the
      * limit allows; record 2 is never read */
     ck_assert_uint_eq(st.records, 2);
     ck_assert_int_eq(g.next, 2);
@@ -817,6 +828,26 @@ START_TEST(test_rate_waits_per_batch)
      * first full bucket, 150 ms at 1,000/s */
     int64_t took = at[200] - t0;
     ck_assert_msg(took >= 140, "200 records at 1000/s with a bucket of 50 in %" PRId64 " ms", took);
+}
+END_TEST
+
+START_TEST(test_rate_short_last_batch)
+{
+    /* 110 records at 100/s in batches of 100: the first batch comes from the full bucket, the
+     * last holds 10 records and leaves once their 10 tokens are there, 100 ms later, not when
+     * a whole batch's would be (1 s: records that never come). */
+    struct cnt_src g = {.n = 110};
+    struct produce_opts o = {
+        .brokers = "127.0.0.1:1", .topic = "t", .batch = 100, .rate = 100, .flush_timeout_ms = 100};
+    struct produce_stats st;
+    struct st_err err = {0};
+    int64_t t0 = st_test_now_ms();
+    ck_assert_int_ne(produce_run(&o, cnt_next, &g, &st, &err), ST_OK); /* no Kafka */
+    int64_t took = st_test_now_ms() - t0;
+    ck_assert_uint_eq(st.records, 110);
+    ck_assert_uint_eq(st.messages, 2);
+    ck_assert_msg(took >= 90, "the last 10 records at 100/s left after %" PRId64 " ms", took);
+    ck_assert_msg(took < 700, "a short last batch waited %" PRId64 " ms (flush: 100)", took);
 }
 END_TEST
 
@@ -959,6 +990,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_abandon_flush);
     tcase_add_test(tc, test_rate_no_catch_up_burst);
     tcase_add_test(tc, test_rate_waits_per_batch);
+    tcase_add_test(tc, test_rate_short_last_batch);
     tcase_add_test(tc, test_cli_ctrl_c_twice);
     suite_add_tcase(s, tc);
     return s;

@@ -486,12 +486,11 @@ static bool cancelled(const struct run *r)
 
 /* The rate limit, a token bucket of `burst` tokens (one batch) filled at rate per second
  * (full at the start), paid for by whole batches: waits (serving delivery reports) until the
- * bucket holds the batch's n records, then takes them. While the source keeps up, a message
- * leaves when it did while the limit was paid for per record (with the tokens of its last
- * record), and never sooner (a slower source can leave the bucket full, and its surplus
- * clipped, while a batch is read), but the producer wakes once a message instead of once a
- * record (67 us apart at 15,000 records/s, which on a host shared with what it loads
- * preempted those threads thousands of times a second). Idle
+ * bucket holds the batch's n records, then takes them. At most burst + rate * t records leave
+ * in any t seconds, as when the limit was paid for per record; while the source keeps up, a
+ * full message leaves when it did then (with the tokens of its last record). But the producer
+ * wakes once a message instead of once a record (67 us apart at 15,000 records/s, which on a
+ * host shared with what it loads preempted those threads thousands of times a second). Idle
  * time never banks more than one burst, so a stall (a slow source, a full queue) is not
  * followed by a catch-up flood. Returns at once when a cancel comes (the wait may be long:
  * n / rate). */
