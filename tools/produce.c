@@ -402,7 +402,7 @@ static int encode_batch(const struct produce_opts *o, const struct batch *b, uin
     return ST_OK;
 }
 
-static void pace(struct run *r, uint32_t burst, uint32_t n);
+static void pace(struct run *r, const struct batch *b);
 
 static int send_batch(struct run *r, struct batch *b, struct st_err *err)
 {
@@ -410,7 +410,7 @@ static int send_batch(struct run *r, struct batch *b, struct st_err *err)
         return ST_OK;
     /* What was read is sent, even when a cancel cut the rate limit's wait short: one batch
      * early, the burst the limit allows anyway. */
-    pace(r, b->cap, b->n);
+    pace(r, b);
     const struct produce_opts *o = r->o;
     uint8_t *val = NULL;
     size_t len = 0;
@@ -484,21 +484,22 @@ static bool cancelled(const struct run *r)
     return (r->o->cancel != NULL && atomic_load(r->o->cancel)) || abandoned(r);
 }
 
-/* The rate limit, a token bucket of `burst` tokens (one batch) filled at rate per second
+/* The rate limit, a token bucket of one batch's tokens (b->cap) filled at rate per second
  * (full at the start), paid for by whole batches: waits (serving delivery reports) until the
- * bucket holds the batch's n records, then takes them. At most burst + rate * t records leave
- * in any t seconds, as when the limit was paid for per record; while the source keeps up, a
+ * bucket holds the b->n records of the batch, then takes them. At most a batch + rate * t records
+ * leave in any t seconds, as when the limit was paid for per record; while the source keeps up, a
  * full message leaves when it did then (with the tokens of its last record). But the producer
  * wakes once a message instead of once a record (67 us apart at 15,000 records/s, which on a
  * host shared with what it loads preempted those threads thousands of times a second). Idle
  * time never banks more than one burst, so a stall (a slow source, a full queue) is not
  * followed by a catch-up flood. Returns at once when a cancel comes (the wait may be long:
- * n / rate). */
-static void pace(struct run *r, uint32_t burst, uint32_t n)
+ * b->n / rate). */
+static void pace(struct run *r, const struct batch *b)
 {
     double rate = r->o->rate;
     if (rate <= 0)
         return;
+    double burst = b->cap, n = b->n;
     if (!r->bucket) {
         r->bucket = true;
         r->tokens = burst;
