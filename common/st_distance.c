@@ -231,6 +231,45 @@ __attribute__((target("avx2"))) static int32_t dotu8_avx2(const uint8_t *a, cons
     return _mm_cvtsi128_si32(v) + dotu8_scalar(a + i, b + i, d - i);
 }
 
+/* u8 x s8 in pairs: vpmaddubsw sums each pair of products into 16 bits (saturating), vpmaddwd
+ * with ones widens the pairs into 32. Exact where |b[2i]| + |b[2i + 1]| <= 128 (255 * 128 fits
+ * 16 bits): st_kernels.dotu8_pair_max. One multiply per 32 bytes and no byte widening, against
+ * dotu8_avx2's four widening loads and two multiplies. */
+__attribute__((target("avx2"))) static int32_t dotu8p_avx2(const uint8_t *a, const int8_t *b,
+                                                           size_t d)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 64 <= d; i += 64) {
+        __m256i p0 =
+            _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(a + i)),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i)));
+        __m256i p1 =
+            _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(a + i + 32)),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i + 32)));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, ones));
+    }
+    for (; i + 32 <= d; i += 32) {
+        __m256i p0 =
+            _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(a + i)),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i)));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
+    }
+    __m256i sv = _mm256_add_epi32(s0, s1);
+    __m128i v = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
+    if (i + 16 <= d) { /* 784-d rows end in 16 bytes: one more step, not a scalar loop */
+        __m128i p = _mm_maddubs_epi16(_mm_loadu_si128((const __m128i *)(const void *)(a + i)),
+                                      _mm_loadu_si128((const __m128i *)(const void *)(b + i)));
+        v = _mm_add_epi32(v, _mm_madd_epi16(p, _mm256_castsi256_si128(ones)));
+        i += 16;
+    }
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
+    return _mm_cvtsi128_si32(v) + dotu8_scalar(a + i, b + i, d - i);
+}
+
 /* Eight floats a step: the exponent field masked and compared with all ones; the scalar loop
  * names the index once a step finds one (and takes the tail). */
 __attribute__((target("avx2"))) static size_t finite_prefix_avx2(const float *v, size_t n)
@@ -594,6 +633,31 @@ __attribute__((target("avx512f,avx512bw"))) static int32_t dotu8_avx512(const ui
     return _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
 }
 
+/* As dotu8p_avx2, 64 bytes a step (a masked load at the tail: zero bytes add nothing); F and
+ * BW only. Exact where |b[2i]| + |b[2i + 1]| <= 128. */
+__attribute__((target("avx512f,avx512bw"))) static int32_t dotu8p_avx512(const uint8_t *a,
+                                                                         const int8_t *b, size_t d)
+{
+    const __m512i ones = _mm512_set1_epi16(1);
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 128 <= d; i += 128) {
+        __m512i p0 = _mm512_maddubs_epi16(_mm512_loadu_si512(a + i), _mm512_loadu_si512(b + i));
+        __m512i p1 =
+            _mm512_maddubs_epi16(_mm512_loadu_si512(a + i + 64), _mm512_loadu_si512(b + i + 64));
+        s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(p0, ones));
+        s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(p1, ones));
+    }
+    for (; i < d; i += 64) {
+        size_t left = d - i;
+        __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        __m512i p0 = _mm512_maddubs_epi16(_mm512_maskz_loadu_epi8(m, a + i),
+                                          _mm512_maskz_loadu_epi8(m, b + i));
+        s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(p0, ones));
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+}
+
 /* AVX512-VNNI: one vpdpbusd per 64 bytes (two accumulators), the tail a masked load. */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static int32_t
 dotu8_avx512vnni(const uint8_t *a, const int8_t *b, size_t d)
@@ -837,12 +901,19 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
     {                                                                                              \
         .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
         .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .dots_tn = dots_tn_##tag,                \
-        .dotu8 = dotu8_##tag, .finite_prefix = finite_prefix_##tag, .argmin_l2 = argmin_l2_##tag   \
+        .dotu8 = dotu8_##tag, .finite_prefix = finite_prefix_##tag, .argmin_l2 = argmin_l2_##tag,  \
+        .dotu8_paired = dotu8p_##tag, .dotu8_pair_max = DOTU8P_MAX_##tag                           \
     }
+/* The portable set has no 16-bit pairs to overflow: its dotu8 takes any bytes. */
+#define dotu8p_scalar     dotu8_scalar
+#define DOTU8P_MAX_scalar 0
+#define DOTU8P_MAX_avx2   128
+#define DOTU8P_MAX_avx512 128
 static const struct st_kernels k_scalar = KERNELS(scalar);
 static const struct st_kernels k_avx2 = KERNELS(avx2);
 static const struct st_kernels k_avx512 = KERNELS(avx512);
 #undef KERNELS
+#undef dotu8p_scalar
 
 const struct st_kernels *st_kernels_scalar(void)
 {
@@ -863,9 +934,11 @@ static void vnni_init(void)
     has_avxvnni = __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1);     /* EAX 4 */
     has_avx512vnni = __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1); /* ECX 11 */
     k_avx2_vnni = k_avx2;
-    k_avx2_vnni.dotu8 = dotu8_avxvnni;
+    k_avx2_vnni.dotu8 = k_avx2_vnni.dotu8_paired = dotu8_avxvnni; /* 32-bit sums: any bytes */
+    k_avx2_vnni.dotu8_pair_max = 0;
     k_avx512_vnni = k_avx512;
-    k_avx512_vnni.dotu8 = dotu8_avx512vnni;
+    k_avx512_vnni.dotu8 = k_avx512_vnni.dotu8_paired = dotu8_avx512vnni;
+    k_avx512_vnni.dotu8_pair_max = 0;
 }
 
 const struct st_kernels *st_kernels_avx2_novnni(void)
@@ -901,14 +974,19 @@ static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static void choose(void)
 {
-    const char *force = getenv("STRATA_KERNELS"); /* "scalar" / "avx2" / "avx512": tests, bench */
+    /* "scalar" / "avx2" / "avx512", or "avx2-novnni" / "avx512-novnni" (as on CPUs without
+     * VNNI): tests, bench */
+    const char *force = getenv("STRATA_KERNELS");
     const struct st_kernels *k = NULL;
     if (force != NULL && *force == '\0')
         force = NULL; /* set but empty: as unset */
     if (force == NULL || strcmp(force, "avx512") == 0)
         k = st_kernels_avx512();
+    else if (strcmp(force, "avx512-novnni") == 0)
+        k = st_kernels_avx512_novnni();
+    bool novnni = force != NULL && strstr(force, "-novnni") != NULL;
     if (k == NULL && (force == NULL || strcmp(force, "scalar") != 0))
-        k = st_kernels_avx2();
+        k = novnni ? st_kernels_avx2_novnni() : st_kernels_avx2();
     chosen = k ? k : &k_scalar;
 }
 

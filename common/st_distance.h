@@ -74,6 +74,13 @@ struct st_kernels {
     st_pq4_lut_fn pq4_lut;
     st_dots_tn_fn dots_tn;
     st_dotu8_fn dotu8; /* VNNI (vpdpbusd) in the avx2 and avx512 sets where the CPU has it */
+    /* dotu8 for signed bytes bounded in pairs: exact where |b[2i]| + |b[2i + 1]| <=
+     * dotu8_pair_max for every i, any bytes when dotu8_pair_max is 0 (then it is dotu8).
+     * Without VNNI it multiplies pairs into 16 bits (vpmaddubsw, no widening: about twice as
+     * fast as dotu8 there), so a quantizer that keeps its weights so bounded uses it. Bytes
+     * past the bound give a defined, saturated sum. */
+    st_dotu8_fn dotu8_paired;
+    int dotu8_pair_max;
     st_finite_fn finite_prefix;
     st_argmin_fn argmin_l2;
 };
@@ -84,7 +91,9 @@ const struct st_kernels *st_kernels(void);
 const struct st_kernels *st_kernels_scalar(void);
 const struct st_kernels *st_kernels_avx2(void);
 const struct st_kernels *st_kernels_avx512(void);
-/* The same sets without the VNNI byte dot product (tests: the widening kernels run there too). */
+/* The same sets without the VNNI byte dot product (tests: the widening and pair kernels run
+ * there too; STRATA_KERNELS=avx2-novnni or avx512-novnni chooses them as CPUs without VNNI
+ * would). */
 const struct st_kernels *st_kernels_avx2_novnni(void);
 const struct st_kernels *st_kernels_avx512_novnni(void);
 

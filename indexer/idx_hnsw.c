@@ -427,7 +427,22 @@ static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float
     float wmax = 0;
     for (uint32_t j = 0; j < 8; j++)
         wmax = m[j] > wmax ? m[j] : wmax;
-    float sw = wmax > 0 && isfinite(wmax) ? wmax / 127.0f : 1.0f, inv = 1.0f / sw;
+    float scale = wmax;
+    if (h->pair_max > 0) {
+        /* The kernel sums products in pairs (dims 2i, 2i + 1) into 16 bits: each pair's
+         * |w| summed is scaled to at most pair_max - 1, so that with both roundings it stays
+         * within pair_max. On images, neighbouring dimensions are alike: up to a bit of the
+         * weights' precision, for a kernel twice as fast (CPUs without VNNI). */
+        float pmax = 0;
+        for (i = 0; i + 2 <= dim; i += 2) {
+            float p = fabsf(h->sq_t[i] * (q[i] - h->sq_lo[i])) +
+                      fabsf(h->sq_t[i + 1] * (q[i + 1] - h->sq_lo[i + 1]));
+            pmax = p > pmax ? p : pmax; /* NaN stays out */
+        }
+        pmax *= 127.0f / (float)(h->pair_max - 1);
+        scale = pmax > scale ? pmax : scale;
+    }
+    float sw = scale > 0 && isfinite(scale) ? scale / 127.0f : 1.0f, inv = 1.0f / sw;
     for (i = 0; i < dim; i++) {
         float w = h->sq_t[i] * (q[i] - h->sq_lo[i]) * inv;
         w = w > -127 ? (w < 127 ? w : 127) : -127; /* NaN: -127 */
@@ -727,7 +742,8 @@ int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
     h->upper = calloc(n ? n : 1, sizeof(*h->upper));
     h->levels = calloc(n ? n : 1, 1);
     h->dist = st_metric_fn(st_kernels(), h->metric);
-    h->dotu8 = st_kernels()->dotu8;
+    h->dotu8 = st_kernels()->dotu8_paired;
+    h->pair_max = st_kernels()->dotu8_pair_max;
     if (h->level0 == NULL || h->upper == NULL || h->levels == NULL)
         return ST_ENOMEM;
     memset(h->level0, 0, h->stride * n);
@@ -1272,7 +1288,8 @@ static int float_cmp(const void *a, const void *b)
 int idx_hnsw_make_codes(struct idx_hnsw *h)
 {
     drop_codes(h);
-    h->dotu8 = st_kernels()->dotu8;
+    h->dotu8 = st_kernels()->dotu8_paired;
+    h->pair_max = st_kernels()->dotu8_pair_max;
     /* Past 65,536 dimensions the sums could overflow 32 bits: no codes (a loaded file may
      * claim any dimension; collections are smaller). */
     if (h->metric == ST_METRIC_IP || h->n == 0 || h->dim > 65536)

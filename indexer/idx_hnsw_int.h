@@ -39,7 +39,10 @@ struct idx_hnsw {
     size_t cstride;
     float *sq_lo, *sq_t, *cnorm;
     float sq_bias; /* sum_j sq_t[j]^2 / 12: what rounding adds to a code distance on average */
+    /* The kernel's dotu8_paired; pair_max > 0: the query's weights are scaled so that each
+     * pair's magnitudes sum to at most it (quantize_query), which keeps that kernel exact. */
     st_dotu8_fn dotu8;
+    int pair_max;
     /* labels[node]: the id a node is returned and filtered as (its row in the vectors the
      * graph was built from) once idx_hnsw_reorder has renumbered the nodes; NULL: node = id. */
     uint32_t *labels;

@@ -107,6 +107,45 @@ static void check_kernel(const struct st_kernels *k)
             }
             ck_assert_msg(k->dotu8(ua, sb, d) == want, "%s dotu8 dim %zu trial %d: %d vs %d",
                           k->name, d, trial, k->dotu8(ua, sb, d), want);
+            if (k->dotu8_pair_max == 0) /* no bound: it takes any bytes, exactly */
+                ck_assert_int_eq(k->dotu8_paired(ua, sb, d), want);
+        }
+    }
+    /* The pair kernel on weights within its bound: exact at the bound itself (255 x (127 + 1),
+     * 255 x (-128 + 0), 255 x (64 + 64), 255 x (-64 - 64), each pair's two orders) and on
+     * random pairs up to it. A kernel that saturates its 16-bit pair sums early fails it. */
+    ck_assert(k->dotu8_pair_max == 0 || k->dotu8_pair_max == 128);
+    int pm = k->dotu8_pair_max ? k->dotu8_pair_max : 255;
+    static const int8_t edge[][2] = {{127, 1}, {1, 127},   {-128, 0}, {0, -128},
+                                     {64, 64}, {-64, -64}, {127, -1}, {-1, -127}};
+    for (size_t d = 0; d <= 1100; d += d < 200 ? 1 : 96) {
+        for (int trial = 0; trial < 10; trial++) {
+            int32_t want = 0;
+            for (size_t i = 0; i < d; i += 2) {
+                int8_t w0, w1;
+                if (trial < 8) {
+                    w0 = edge[trial][0];
+                    w1 = edge[trial][1];
+                } else { /* |w0| + |w1| <= pm, either sign */
+                    int m0 = (int)((frand() + 1) * 0.5f * 127.99f), m1 = pm - m0;
+                    m1 = m1 > 127 ? 127 : m1;
+                    m1 = (int)((frand() + 1) * 0.5f * (float)m1);
+                    w0 = (int8_t)(frand() < 0 ? -m0 : m0);
+                    w1 = (int8_t)(frand() < 0 ? -m1 : m1);
+                }
+                ck_assert_int_le(abs(w0) + abs(w1), pm);
+                ua[i] = trial < 8 ? 255 : (uint8_t)((frand() + 1) * 127.99f);
+                sb[i] = w0;
+                want += (int32_t)ua[i] * w0;
+                if (i + 1 < d) {
+                    ua[i + 1] = trial < 8 ? 255 : (uint8_t)((frand() + 1) * 127.99f);
+                    sb[i + 1] = w1;
+                    want += (int32_t)ua[i + 1] * w1;
+                }
+            }
+            ck_assert_msg(k->dotu8_paired(ua, sb, d) == want,
+                          "%s dotu8_paired dim %zu trial %d: %d vs %d", k->name, d, trial,
+                          k->dotu8_paired(ua, sb, d), want);
         }
     }
     /* The metric functions are this set's kernels (the ip/cosine one once fell back to the
@@ -188,10 +227,15 @@ START_TEST(test_kernels)
         force = NULL; /* set but empty: as unset */
     if (force != NULL && strcmp(force, "scalar") == 0)
         ck_assert_str_eq(best->name, "scalar");
-    else if (force != NULL && strcmp(force, "avx2") == 0)
+    else if (force != NULL && strncmp(force, "avx2", 4) == 0)
         ck_assert_str_eq(best->name, k2 ? "avx2" : "scalar");
     else
         ck_assert_str_eq(best->name, k5 ? "avx512" : k2 ? "avx2" : "scalar");
+    /* "-novnni": the set without VNNI, whose byte dot product multiplies in 16-bit pairs. */
+    if (force != NULL && strstr(force, "-novnni") != NULL && best != st_kernels_scalar()) {
+        ck_assert(best == n2 || best == n5);
+        ck_assert_int_eq(best->dotu8_pair_max, 128);
+    }
     /* Metric functions: smaller is closer. */
     float x[3] = {1, 0, 0}, y[3] = {0.9f, 0.1f, 0}, z[3] = {-1, 0, 0};
     ck_assert(st_metric_fn(best, ST_METRIC_IP)(x, y, 3) <
@@ -2844,8 +2888,10 @@ START_TEST(test_kernels_guard_page)
                     k->dots_tn(GEND(3, ((nx - 1) * (d + 3) + d) * 4), nx, d + 3,
                                GEND(1, d * kk * 4), d, kk, GEND(4, nx * kk * 4));
             }
-        for (size_t d = 0; d <= 200; d++)
+        for (size_t d = 0; d <= 200; d++) {
             (void)k->dotu8(GEND(0, d), GEND(1, d), d);
+            (void)k->dotu8_paired(GEND(0, d), GEND(1, d), d);
+        }
         memset(r[2], 0, len); /* all finite: every variant reads up to the very last float */
         for (size_t n = 0; n <= 70; n++)
             ck_assert_uint_eq(k->finite_prefix(GEND(2, n * 4), n), n);
@@ -3297,6 +3343,66 @@ static void assert_estimates_track(const struct idx_hnsw *h, const float *base, 
                   "code estimates: rms error %.5g, mean error %.5g, exact spread %.5g", rms, bias,
                   sd);
 }
+
+/* CPUs without VNNI multiply the traversal codes in 16-bit pairs (st_kernels.dotu8_paired,
+ * vpmaddubsw), exact only while each pair of the query's weights sums to at most pair_max in
+ * magnitude. Data whose neighbouring dimensions are equal (as neighbouring pixels nearly are)
+ * and queries beyond the nodes' range put the largest weight beside another as large: there
+ * an unbounded quantizer would saturate those sums. With every kernel set's pair kernel the
+ * code estimates are bit for bit those of the portable exact product under the same bound, and
+ * still track the exact distances. */
+START_TEST(test_hnsw_code_pairs)
+{
+    uint32_t n = 1500, dim = 64, nq = 20;
+    float *v = malloc((size_t)(n + nq) * dim * sizeof(float));
+    rng = 57;
+    for (uint32_t i = 0; i < n + nq; i++)
+        for (uint32_t d = 0; d < dim; d += 2) {
+            float x = (float)(uint32_t)((frand() + 1) * 127.9f);
+            if (i >= n) /* queries: up to twice beyond the nodes' range */
+                x = d < 8 ? 255 + x : x;
+            v[(size_t)i * dim + d] = v[(size_t)i * dim + d + 1] = x;
+        }
+    struct idx_hnsw_opts o = {.dim = dim, .metric = ST_METRIC_L2, .m = 8, .seed = 5, .threads = 1};
+    struct idx_hnsw *h;
+    ck_assert_int_eq(idx_hnsw_build(&o, v, n, &h), ST_OK);
+    ck_assert(idx_hnsw_has_codes(h));
+    const struct st_kernels *ks[] = {st_kernels_scalar(),        st_kernels_avx2(),
+                                     st_kernels_avx512(),        st_kernels_avx2_novnni(),
+                                     st_kernels_avx512_novnni(), st_kernels()};
+    float *want = malloc((size_t)nq * n * sizeof(float));
+    int bounded = 0;
+    for (int pm = 0; pm <= 128; pm += 128) { /* the unbounded quantizer, then the bounded */
+        h->dotu8 = st_kernels_scalar()->dotu8;
+        h->pair_max = pm;
+        for (uint32_t q = 0; q < nq; q++)
+            for (uint32_t i = 0; i < n; i++)
+                want[(size_t)q * n + i] = idx_hnsw_code_estimate(h, v + (size_t)(n + q) * dim, i);
+        for (size_t j = 0; j < sizeof(ks) / sizeof(ks[0]); j++) {
+            if (ks[j] == NULL || ks[j]->dotu8_pair_max != pm)
+                continue;
+            bounded += pm > 0;
+            h->dotu8 = ks[j]->dotu8_paired;
+            for (uint32_t q = 0; q < nq; q++)
+                for (uint32_t i = 0; i < n; i++) {
+                    float e = idx_hnsw_code_estimate(h, v + (size_t)(n + q) * dim, i);
+                    ck_assert_msg(e == want[(size_t)q * n + i],
+                                  "%s pair kernel (bound %d), query %u node %u: %g vs %g",
+                                  ks[j]->name, pm, q, i, e, want[(size_t)q * n + i]);
+                }
+        }
+        if (pm > 0) /* the bound costs precision, not the estimates' use */
+            assert_estimates_track(h, v, n, v + (size_t)n * dim, nq, dim,
+                                   st_metric_fn(st_kernels(), ST_METRIC_L2));
+    }
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        ck_assert_int_gt(bounded, 0); /* the pair kernels ran */
+    free(want);
+    idx_hnsw_free(h);
+    free(v);
+}
+END_TEST
 
 /* Searches of h with the two searchers (codes on, codes off) for nq queries: both return the
  * same count (k when full); on codes every distance is exact (the metric on the vectors, as
@@ -4538,6 +4644,7 @@ int main(void)
     tcase_add_test(tc, test_part_rows_layout);
     tcase_add_test(tc, test_hnsw_extend);
     tcase_add_test(tc, test_hnsw_codes);
+    tcase_add_test(tc, test_hnsw_code_pairs);
     tcase_add_test(tc, test_part_index_must_fit);
     tcase_add_test(tc, test_unit_drop_keeps_named_copy);
     tcase_add_loop_test(tc, test_hnsw_extend_new_top, 0, 2);
