@@ -914,6 +914,9 @@ static const struct st_kernels k_avx2 = KERNELS(avx2);
 static const struct st_kernels k_avx512 = KERNELS(avx512);
 #undef KERNELS
 #undef dotu8p_scalar
+#undef DOTU8P_MAX_scalar
+#undef DOTU8P_MAX_avx2
+#undef DOTU8P_MAX_avx512
 
 const struct st_kernels *st_kernels_scalar(void)
 {
@@ -984,7 +987,8 @@ static void choose(void)
         k = st_kernels_avx512();
     else if (strcmp(force, "avx512-novnni") == 0)
         k = st_kernels_avx512_novnni();
-    bool novnni = force != NULL && strstr(force, "-novnni") != NULL;
+    bool novnni =
+        force != NULL && (strcmp(force, "avx2-novnni") == 0 || strcmp(force, "avx512-novnni") == 0);
     if (k == NULL && (force == NULL || strcmp(force, "scalar") != 0))
         k = novnni ? st_kernels_avx2_novnni() : st_kernels_avx2();
     chosen = k ? k : &k_scalar;

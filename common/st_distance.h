@@ -54,7 +54,7 @@ typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, 
                                size_t m, size_t m2, float *tab, uint8_t *lut, float *bias);
 
 /* The dot product of unsigned bytes a (scalar-quantized codes) and signed bytes b, exact: every
- * variant gives the same integer. d up to 66,000 (|sum| fits 31 bits). */
+ * variant gives the same integer. d up to 65,536 (255 * 128 * d fits 31 bits). */
 typedef int32_t (*st_dotu8_fn)(const uint8_t *a, const int8_t *b, size_t d);
 
 /* argmin_c norms[c] - 2 dots[c] over c < k (the nearest centroid, dots[c] = <x, c>, norms[c] =

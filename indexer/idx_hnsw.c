@@ -1,4 +1,5 @@
 /* HNSW build and search. */
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -428,7 +429,7 @@ static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float
     for (uint32_t j = 0; j < 8; j++)
         wmax = m[j] > wmax ? m[j] : wmax;
     float scale = wmax;
-    if (h->pair_max > 0) {
+    if (h->pair_max > 1) {
         /* The kernel sums products in pairs (dims 2i, 2i + 1) into 16 bits: each pair's
          * |w| summed is scaled to at most pair_max - 1, so that with both roundings it stays
          * within pair_max. On images, neighbouring dimensions are alike: up to a bit of the
@@ -442,7 +443,12 @@ static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float
         pmax *= 127.0f / (float)(h->pair_max - 1);
         scale = pmax > scale ? pmax : scale;
     }
-    float sw = scale > 0 && isfinite(scale) ? scale / 127.0f : 1.0f, inv = 1.0f / sw;
+    /* Below 127 FLT_MIN the step would be subnormal and its inverse infinite (every weight
+     * then +-127, past any pair bound; cdot, the step, made the product count for nothing
+     * anyway): weights that small are all but 0, and step 1 rounds them so. Queries that are
+     * not finite (the API refuses them) give garbage estimates, not undefined ones. */
+    float sw = scale >= 127.0f * FLT_MIN && isfinite(scale) ? scale / 127.0f : 1.0f;
+    float inv = 1.0f / sw;
     for (i = 0; i < dim; i++) {
         float w = h->sq_t[i] * (q[i] - h->sq_lo[i]) * inv;
         w = w > -127 ? (w < 127 ? w : 127) : -127; /* NaN: -127 */
