@@ -415,31 +415,33 @@ static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float
     uint32_t dim = h->dim, i = 0;
     float rr = kn->l2sq(q, h->sq_lo, dim);
     float qq = h->metric == ST_METRIC_COSINE ? kn->dot(q, q, dim) : 0;
-    float m[8] = {0};
+    /* The largest |w|, and the largest |w| summed over a pair of dimensions (2i, 2i + 1),
+     * in one pass: a kernel without VNNI sums products in such pairs into 16 bits
+     * (pair_max), so each pair's sum is then scaled to at most pair_max - 1, and with both
+     * roundings it stays within pair_max. On images, neighbouring dimensions are alike: up to
+     * a bit of the weights' precision, for a kernel twice as fast. */
+    float m[8] = {0}, pm[4] = {0};
+#define W(k) fabsf(h->sq_t[k] * (q[k] - h->sq_lo[k]))
     for (; i + 8 <= dim; i += 8)
-        for (uint32_t j = 0; j < 8; j++) {
-            float w = fabsf(h->sq_t[i + j] * (q[i + j] - h->sq_lo[i + j]));
-            m[j] = w > m[j] ? w : m[j]; /* NaN stays out */
+        for (uint32_t j = 0; j < 8; j += 2) {
+            float a = W(i + j), b = W(i + j + 1), p = a + b;
+            m[j] = a > m[j] ? a : m[j]; /* NaN stays out */
+            m[j + 1] = b > m[j + 1] ? b : m[j + 1];
+            pm[j / 2] = p > pm[j / 2] ? p : pm[j / 2];
         }
-    for (; i < dim; i++) {
-        float w = fabsf(h->sq_t[i] * (q[i] - h->sq_lo[i]));
-        m[0] = w > m[0] ? w : m[0];
+    for (; i < dim; i += 2) { /* i is even: the tail's pairs, and a last dimension alone */
+        float a = W(i), b = i + 1 < dim ? W(i + 1) : 0, p = a + b;
+        m[0] = a > m[0] ? a : m[0];
+        m[1] = b > m[1] ? b : m[1];
+        pm[0] = p > pm[0] ? p : pm[0];
     }
-    float wmax = 0;
+#undef W
+    float scale = 0, pmax = 0;
     for (uint32_t j = 0; j < 8; j++)
-        wmax = m[j] > wmax ? m[j] : wmax;
-    float scale = wmax;
+        scale = m[j] > scale ? m[j] : scale;
+    for (uint32_t j = 0; j < 4; j++)
+        pmax = pm[j] > pmax ? pm[j] : pmax;
     if (h->pair_max > 1) {
-        /* The kernel sums products in pairs (dims 2i, 2i + 1) into 16 bits: each pair's
-         * |w| summed is scaled to at most pair_max - 1, so that with both roundings it stays
-         * within pair_max. On images, neighbouring dimensions are alike: up to a bit of the
-         * weights' precision, for a kernel twice as fast (CPUs without VNNI). */
-        float pmax = 0;
-        for (i = 0; i + 2 <= dim; i += 2) {
-            float p = fabsf(h->sq_t[i] * (q[i] - h->sq_lo[i])) +
-                      fabsf(h->sq_t[i + 1] * (q[i + 1] - h->sq_lo[i + 1]));
-            pmax = p > pmax ? p : pmax; /* NaN stays out */
-        }
         pmax *= 127.0f / (float)(h->pair_max - 1);
         scale = pmax > scale ? pmax : scale;
     }
@@ -739,6 +741,13 @@ static void *build_thread(void *arg)
     return build_worker(arg);
 }
 
+/* The byte product the codes are measured with, and its pair bound (quantize_query). */
+static void code_kernel(struct idx_hnsw *h)
+{
+    h->dotu8 = st_kernels()->dotu8_paired;
+    h->pair_max = st_kernels()->dotu8_pair_max;
+}
+
 int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
 {
     h->n = n;
@@ -748,8 +757,7 @@ int idx_hnsw_alloc(struct idx_hnsw *h, uint32_t n)
     h->upper = calloc(n ? n : 1, sizeof(*h->upper));
     h->levels = calloc(n ? n : 1, 1);
     h->dist = st_metric_fn(st_kernels(), h->metric);
-    h->dotu8 = st_kernels()->dotu8_paired;
-    h->pair_max = st_kernels()->dotu8_pair_max;
+    code_kernel(h);
     if (h->level0 == NULL || h->upper == NULL || h->levels == NULL)
         return ST_ENOMEM;
     memset(h->level0, 0, h->stride * n);
@@ -1294,8 +1302,7 @@ static int float_cmp(const void *a, const void *b)
 int idx_hnsw_make_codes(struct idx_hnsw *h)
 {
     drop_codes(h);
-    h->dotu8 = st_kernels()->dotu8_paired;
-    h->pair_max = st_kernels()->dotu8_pair_max;
+    code_kernel(h);
     /* Past 65,536 dimensions the sums could overflow 32 bits: no codes (a loaded file may
      * claim any dimension; collections are smaller). */
     if (h->metric == ST_METRIC_IP || h->n == 0 || h->dim > 65536)
