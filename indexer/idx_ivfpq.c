@@ -308,11 +308,9 @@ static const float *cbt_of(const struct idx_ivfpq *ix, uint32_t j)
     return ix->cbt + (size_t)j * ix->dsub * ix->ksub;
 }
 
-/*
- * Derived in memory after training or loading (never stored): the transposed codebooks and
- * coarse centroids, and their norms. (The per-vector terms follow the lists: derive_vn.)
- */
-static int prepare(struct idx_ivfpq *ix)
+/* Derived from the codebooks (prepare): the index's quantizer id, the transposed codebooks and
+ * their norms. */
+static int prepare_codebooks(struct idx_ivfpq *ix)
 {
     size_t mk = (size_t)ix->m * ix->ksub;
     uint32_t shape[5] = {ix->dim, ix->nlist, ix->m, ix->nbits, (uint32_t)ix->metric};
@@ -327,6 +325,12 @@ static int prepare(struct idx_ivfpq *ix)
     for (uint32_t j = 0; j < ix->m; j++)
         transpose_norms(ix->codebooks + (size_t)j * ix->ksub * ix->dsub, ix->ksub, ix->dsub,
                         ix->cbt + (size_t)j * ix->dsub * ix->ksub, ix->cbn + (size_t)j * ix->ksub);
+    return ST_OK;
+}
+
+/* Derived from the coarse centroids (prepare): transposed, their norms, and (L2) their mean. */
+static int prepare_coarse(struct idx_ivfpq *ix)
+{
     ix->ct = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
     ix->cn = malloc((size_t)ix->nlist * sizeof(float));
     if (ix->ct == NULL || ix->cn == NULL)
@@ -357,6 +361,16 @@ static int prepare(struct idx_ivfpq *ix)
     free(sum);
     free(cc);
     return ST_OK;
+}
+
+/*
+ * Derived in memory after training or loading (never stored): the transposed codebooks and
+ * coarse centroids, and their norms. (The per-vector terms follow the lists: derive_vn.)
+ */
+static int prepare(struct idx_ivfpq *ix)
+{
+    int rc = prepare_coarse(ix);
+    return rc == ST_OK ? prepare_codebooks(ix) : rc;
 }
 
 /* Entry e's code for sub-quantizer j (j < m) in a list's codes, either width. */
@@ -466,32 +480,42 @@ static const float *list_origin(const struct idx_ivfpq *ix, float **own)
     return *own;
 }
 
+/* The nearest list of each of n vectors (the coarse centroids prepared): out[i]. */
+static int coarse_lists(const struct idx_ivfpq *ix, const float *vecs, uint32_t n, uint32_t threads,
+                        uint32_t *out)
+{
+    float *own;
+    const float *origin = list_origin(ix, &own);
+    if (origin == NULL)
+        return ST_ENOMEM;
+    int rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, origin, out, threads);
+    free(own);
+    return rc;
+}
+
 /*
  * Adds the n vectors vecs to ix (quantizers trained, derived tables prepared, lists empty) as
  * ids base_n..base_n+n-1, base_n = base's count (0 without base): each to its nearest list,
  * encoded as the nearest codeword of its residual in every sub-space, after base's entries of
  * that list (base: NULL, or an index with ix's quantizers and layout; its ids and codes are
  * copied as they are). Every list is allocated once, for its final size. The one encoder of
- * the build and of extend.
+ * the build and of extend. lists: NULL, or each vector's list as coarse_lists gives it (the
+ * build has it already).
  */
 static int add_vectors(struct idx_ivfpq *ix, const struct idx_ivfpq *base, const float *vecs,
-                       uint32_t n, uint32_t threads)
+                       uint32_t n, uint32_t threads, const uint32_t *lists)
 {
     uint32_t m = ix->m, ksub = ix->ksub, idx8[NEAREST_BATCH];
-    uint32_t *asg = malloc((size_t)(n ? n : 1) * sizeof(*asg));
+    uint32_t *own = lists == NULL ? malloc((size_t)(n ? n : 1) * sizeof(*own)) : NULL;
+    const uint32_t *asg = lists != NULL ? lists : own;
     uint32_t *add = calloc(ix->nlist, sizeof(*add));
     uint8_t *code = malloc((size_t)NEAREST_BATCH * m);
     float *r = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float));
     float *dots = malloc((size_t)NEAREST_BATCH * ksub * sizeof(float));
-    float *own = NULL;
     int rc = ST_ENOMEM;
     if (!asg || !add || !code || !r || !dots)
         goto out;
-    const float *origin = list_origin(ix, &own);
-    if (origin == NULL)
-        goto out;
-    if ((rc = assign_all(vecs, n, ix->dim, ix->centroids, ix->nlist, origin, asg, threads)) !=
-        ST_OK)
+    if (own != NULL && (rc = coarse_lists(ix, vecs, n, threads, own)) != ST_OK)
         goto out;
     for (uint32_t i = 0; i < n; i++)
         add[asg[i]]++;
@@ -545,12 +569,11 @@ static int add_vectors(struct idx_ivfpq *ix, const struct idx_ivfpq *base, const
     ix->n = id0 + n;
     rc = ST_OK;
 out:
-    free(asg);
+    free(own);
     free(add);
     free(code);
     free(r);
     free(dots);
-    free(own);
     return rc;
 }
 
@@ -607,20 +630,22 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
         ntrain = n;
     if (ntrain < ix->ksub && n >= ix->ksub)
         ntrain = ix->ksub;
+    if (ntrain < ix->nlist) /* k-means starts from nlist distinct sample points */
+        ntrain = ix->nlist;
     int rc = ST_ENOMEM;
     float *train = malloc((size_t)ntrain * ix->dim * sizeof(float));
     float *resid = malloc((size_t)ntrain * ix->dim * sizeof(float));
     float *subv = malloc((size_t)ntrain * ix->dsub * sizeof(float));
-    uint32_t *asg = malloc((size_t)ntrain * sizeof(uint32_t));
+    uint32_t *lists = malloc((size_t)n * sizeof(uint32_t));
+    uint32_t *perm = malloc((size_t)n * sizeof(*perm));
     ix->centroids = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
     ix->codebooks = calloc((size_t)m * ix->ksub * ix->dsub, sizeof(float));
     ix->lists = calloc(ix->nlist, sizeof(*ix->lists));
-    if (!train || !resid || !subv || !asg || !ix->centroids || !ix->codebooks || !ix->lists)
+    if (!train || !resid || !subv || !lists || !perm || !ix->centroids || !ix->codebooks ||
+        !ix->lists)
         goto out;
-    /* A deterministic sample without replacement (partial Fisher-Yates over row numbers). */
-    uint32_t *perm = malloc((size_t)n * sizeof(*perm));
-    if (perm == NULL)
-        goto out;
+    /* A deterministic sample without replacement (partial Fisher-Yates over row numbers): row i
+     * of the sample is vector perm[i]. */
     uint64_t s = seed;
     for (uint32_t i = 0; i < n; i++)
         perm[i] = i;
@@ -632,7 +657,6 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
         memcpy(train + (size_t)i * ix->dim, vecs + (size_t)perm[i] * ix->dim,
                ix->dim * sizeof(float));
     }
-    free(perm);
     /* The coarse quantizer learns on the sample moved to its mean: k-means' assignments sum
      * ||c||^2 - 2<x, c>, which loses every digit that matters when the data lie far from the
      * origin (the centroids are moved back after). */
@@ -648,21 +672,23 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
         for (uint32_t d = 0; d < ix->dim; d++)
             train[(size_t)i * ix->dim + d] -= (float)mean[d];
     rc = kmeans(train, ntrain, ix->dim, ix->nlist, iters, seed, threads, ix->centroids);
-    /* Residuals of the sample (centred, like the centroids), then one codebook per sub-space. */
-    if (rc == ST_OK)
-        rc = assign_all(train, ntrain, ix->dim, ix->centroids, ix->nlist, NULL, asg, threads);
-    if (rc != ST_OK) {
-        free(mean);
-        goto out;
-    }
-    for (uint32_t i = 0; i < ntrain; i++)
-        for (uint32_t d = 0; d < ix->dim; d++)
-            resid[(size_t)i * ix->dim + d] =
-                train[(size_t)i * ix->dim + d] - ix->centroids[(size_t)asg[i] * ix->dim + d];
-    for (uint32_t c = 0; c < ix->nlist; c++)
+    for (uint32_t c = 0; rc == ST_OK && c < ix->nlist; c++)
         for (uint32_t d = 0; d < ix->dim; d++)
             ix->centroids[(size_t)c * ix->dim + d] += (float)mean[d];
     free(mean);
+    /* Every vector's list, once: the sample's rows are among the vectors, so the codebooks
+     * learn from the residuals the encoder will quantize, and add_vectors takes the lists as
+     * they are (one pass of n * nlist * dim fewer than assigning the sample, then all). */
+    if (rc != ST_OK || (rc = prepare_coarse(ix)) != ST_OK ||
+        (rc = coarse_lists(ix, vecs, n, threads, lists)) != ST_OK)
+        goto out;
+    /* Residuals of the sample, then one codebook per sub-space. */
+    for (uint32_t i = 0; i < ntrain; i++) {
+        const float *v = vecs + (size_t)perm[i] * ix->dim;
+        const float *c = ix->centroids + (size_t)lists[perm[i]] * ix->dim;
+        for (uint32_t d = 0; d < ix->dim; d++)
+            resid[(size_t)i * ix->dim + d] = v[d] - c[d];
+    }
     /* Each codebook learns from at most 256 points per codeword (the sample is already in
      * random order, so its head is a random subset): 4,096 for 4 bits instead of every
      * training vector, which made the 4-bit build twice FAISS's; 8 bits keep 65,536. */
@@ -680,22 +706,23 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
             memcpy(ix->codebooks + ((size_t)j * ksub + c) * ix->dsub,
                    ix->codebooks + (size_t)j * ksub * ix->dsub, ix->dsub * sizeof(float));
     }
-    if ((rc = prepare(ix)) != ST_OK)
+    if ((rc = prepare_codebooks(ix)) != ST_OK)
         goto out;
     /* Encode everything (the training buffers are no longer needed). */
     free(train);
     free(resid);
     free(subv);
-    free(asg);
+    free(perm);
     train = resid = subv = NULL;
-    asg = NULL;
-    if ((rc = add_vectors(ix, NULL, vecs, n, threads)) == ST_OK)
+    perm = NULL;
+    if ((rc = add_vectors(ix, NULL, vecs, n, threads, lists)) == ST_OK)
         rc = derive_vn(ix);
 out:
     free(train);
     free(resid);
     free(subv);
-    free(asg);
+    free(perm);
+    free(lists);
     if (rc != ST_OK)
         idx_ivfpq_free(ix);
     else
@@ -737,7 +764,7 @@ static int derive_from(const struct idx_ivfpq *base, bool keep, const float *vec
     memcpy(ix->centroids, base->centroids, cb);
     memcpy(ix->codebooks, base->codebooks, kb);
     if ((rc = prepare(ix)) == ST_OK &&
-        (rc = add_vectors(ix, keep ? base : NULL, vecs, n, threads ? threads : 1)) == ST_OK)
+        (rc = add_vectors(ix, keep ? base : NULL, vecs, n, threads ? threads : 1, NULL)) == ST_OK)
         rc = derive_vn(ix);
 out:
     if (rc != ST_OK)
