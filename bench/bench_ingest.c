@@ -110,6 +110,7 @@ struct res {
     double secs;        /* first message -> durable + committed */
     double secs_sealed; /* first message -> sealed (strata) / flushed + compacted (rocksdb) */
     uint64_t wbytes, wbytes_sealed; /* /proc/self/io write_bytes delta */
+    uint64_t rbytes_sealed;         /* /proc/self/io read_bytes delta (fetched from the device) */
     double user, sys, user_sealed, sys_sealed;
     uint64_t hwm_kb;
     double busy_durable, busy; /* the device's busy fraction (any process's I/O) up to durable,
@@ -192,7 +193,7 @@ static uint64_t disk_busy_ms(void)
 
 struct sample {
     double t, user, sys;
-    uint64_t wbytes, busy_ms;
+    uint64_t wbytes, rbytes, busy_ms;
 };
 
 static struct sample sample_now(void)
@@ -204,6 +205,7 @@ static struct sample sample_now(void)
         .user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
         .sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
         .wbytes = proc_field("/proc/self/io", "write_bytes:"),
+        .rbytes = proc_field("/proc/self/io", "read_bytes:"),
         .busy_ms = disk_busy_ms(),
     };
 }
@@ -214,6 +216,7 @@ static void sample_diff(struct res *r, const struct sample *a, const struct samp
     if (sealed) {
         r->secs_sealed = b->t - a->t;
         r->wbytes_sealed = b->wbytes - a->wbytes;
+        r->rbytes_sealed = b->rbytes - a->rbytes;
         r->user_sealed = b->user - a->user;
         r->sys_sealed = b->sys - a->sys;
         r->busy = b->t > a->t ? (double)(b->busy_ms - a->busy_ms) / 1000.0 / (b->t - a->t) : 0;
@@ -1003,11 +1006,13 @@ static void print_detail(const struct row *w)
     const struct res *r = &w->r;
     double gb = (double)w->c->vec_bytes / 1e9;
     printf("  %-11s %9.0f rec/s %8.1f MB/s  durable %6.2f s  sealed %6.2f s  written/ingested "
-           "%.2f (durable) %.2f (sealed)  cpu %.2f user + %.2f sys = %.1f s/GB  peak RSS %.0f "
+           "%.2f (durable) %.2f (sealed)  read/ingested %.2f (sealed)  cpu %.2f user + %.2f sys = "
+           "%.1f s/GB  peak RSS %.0f "
            "MiB  disk busy %.0f%% (durable) %.0f%% (sealed)\n",
            w->name, (double)w->c->records / r->secs, rate_mb(w), r->secs, r->secs_sealed,
            (double)r->wbytes / (double)w->c->vec_bytes,
-           (double)r->wbytes_sealed / (double)w->c->vec_bytes, r->user_sealed, r->sys_sealed,
+           (double)r->wbytes_sealed / (double)w->c->vec_bytes,
+           (double)r->rbytes_sealed / (double)w->c->vec_bytes, r->user_sealed, r->sys_sealed,
            (r->user_sealed + r->sys_sealed) / gb, (double)r->hwm_kb / 1024.0, r->busy_durable * 100,
            r->busy * 100);
     if (is_strata(w->name))

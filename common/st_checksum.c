@@ -42,6 +42,11 @@ uint64_t st_hash_stream_digest(const struct st_hash_stream *s)
     return XXH3_64bits_digest((const XXH3_state_t *)s);
 }
 
+void st_hash_stream_reset(struct st_hash_stream *s)
+{
+    XXH3_64bits_reset((XXH3_state_t *)s);
+}
+
 void st_hash_stream_free(struct st_hash_stream *s)
 {
     if (s != NULL)

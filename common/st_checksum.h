@@ -20,6 +20,8 @@ struct st_hash_stream;
 struct st_hash_stream *st_hash_stream_new(void);
 void st_hash_stream_update(struct st_hash_stream *s, const void *data, size_t len);
 uint64_t st_hash_stream_digest(const struct st_hash_stream *s);
+/* Starts s over, as st_hash_stream_new leaves it. */
+void st_hash_stream_reset(struct st_hash_stream *s);
 void st_hash_stream_free(struct st_hash_stream *s);
 
 #endif

@@ -404,9 +404,12 @@ struct store_stats {
     uint64_t vlog_waits;        /* writes that waited for the vector-log writer thread */
     uint64_t vlog_creates;      /* writes that created their window's vector log themselves */
     uint64_t roll_wait_ns, vlog_wait_ns, vlog_create_ns; /* the time those writes waited */
-    uint64_t reclaim_files; /* files out of the manifest whose space is not freed yet */
-    uint64_t reclaim_bytes; /* (the reclaimer thread unlinks them; segment_bytes and the
-                             * FIFO cap no longer count them) */
+    uint64_t seal_read_bytes; /* vector-log rows read back at seals to checksum their blocks:
+                               * a partial last block, or every row of a log reopened after a
+                               * restart (the others' whole blocks were summed as appended) */
+    uint64_t reclaim_files;   /* files out of the manifest whose space is not freed yet */
+    uint64_t reclaim_bytes;   /* (the reclaimer thread unlinks them; segment_bytes and the
+                               * FIFO cap no longer count them) */
 };
 void store_stats(struct store *s, struct store_stats *out);
 

@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/uio.h>
 
+#include "st_checksum.h"
 #include "store.h"
 #include "st_prom.h"
 #include "store_log.h"
@@ -215,14 +217,17 @@ int store_segment_writer_put_row(struct store_segment_writer *w, const float *ve
  * Extend mode: completes the existing file at path (a window's vector log: the version-2 header
  * and rows 0..nrows) into a segment whose vectors section starts with those rows. Bytes past
  * the rows (a torn earlier attempt) are cut first, and the rows themselves are never rewritten
- * (readers may have them mapped): their block checksums are computed by reading them back.
- * meta->rows must be set and meta->vfile 0. More rows may be put, records name any of them.
- * close without finish leaves the file (a vector log) in place, possibly with bytes past its
- * rows: the next extend or recovery cuts them.
+ * (readers may have them mapped): their whole blocks' checksums are sums[0..) when the caller
+ * has them (the log's, taken as the rows were appended: exactly nrows * dim * 4 /
+ * STORE_SEG_VEC_BLOCK of them), else computed by reading the rows back; a partial last block
+ * is read either way. meta->rows must be set and meta->vfile 0. More rows may be put, records name
+ * any of them. close without finish leaves the file (a vector log) in place, possibly with bytes
+ * past its rows: the next extend or recovery cuts them.
  */
 int store_segment_writer_extend(struct store_fs *fs, const char *path, uint32_t dim,
                                 const struct store_seg_meta *meta, uint64_t expect, uint64_t nrows,
-                                struct store_segment_writer **out, struct st_err *err) ST_WUR;
+                                const uint32_t *sums, struct store_segment_writer **out,
+                                struct st_err *err) ST_WUR;
 int store_segment_writer_finish(struct store_segment_writer *w, uint64_t *bytes,
                                 struct st_err *err) ST_WUR;
 void store_segment_writer_close(struct store_segment_writer *w);
@@ -508,6 +513,18 @@ struct store_vlog {
     uint64_t nrows;       /* mu */
     bool dirty;           /* mu: appended since the last capture for an fsync */
     bool closed;          /* mu: no more appends (a seal is coming) */
+    /*
+     * The checksums of the rows' whole blocks (the sealed segment's VSUM side), taken from the
+     * rows as they are appended (store_vlog_sum_appended), so that a seal need not read every
+     * row back from the disk. Only a log created by this process has them: a reopened one
+     * holds rows nobody summed here, and the seal reads those (as it does after a failed
+     * allocation, which stops the summing). Written by the appender with no lock; read by
+     * the seal only after mu showed the log closed with no append pending.
+     */
+    struct st_hash_stream *bs; /* the block being filled; NULL: not summed */
+    uint64_t summed;           /* vector bytes fed to the sums */
+    uint32_t *sums;            /* sums of blocks [0, nsums) */
+    size_t nsums, capsums;
 };
 
 struct store_vlog *store_vlog_find_locked(const struct store *s, int64_t window);
@@ -522,6 +539,13 @@ int store_vlog_create(struct store *s, int64_t window, int64_t window_end) ST_WU
 int store_vlog_capture_dirty_locked(struct store *s, struct store_vlog ***out, size_t *n) ST_WUR;
 /* fsyncs the captured logs and unrefs them (all, whatever fails); frees arr. No lock. */
 int store_vlog_sync_captured(struct store_vlog **arr, size_t n) ST_WUR;
+/* The appender of v (the writer thread, or a write under mu), right after rows were appended
+ * at file offset off: feeds them to v's block sums. Rows not where the sums stand (off is
+ * not the header plus the bytes summed) stop the summing: the seal then reads the rows. */
+void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt);
+/* The sums of v's first nblocks whole row blocks, or NULL when it does not have exactly those
+ * (the seal reads the rows). Caller holds mu and has seen v closed with no append pending. */
+const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t nblocks);
 /* Takes the log out of the table (caller holds mu); returns the table's reference. */
 struct store_vlog *store_vlog_detach_locked(struct store *s, uint64_t number);
 /* Open: opens the manifest's logs, checks their headers and sizes. Before WAL replay. */

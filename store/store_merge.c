@@ -264,8 +264,9 @@ enum merge_mode { MERGE_PROMOTE, MERGE_REWRITE, MERGE_META, MERGE_EXTEND };
  * many rows). Records of inputs whose rows are in file `own` keep those rows (0: none).
  * *bytes gets its size, *peak the bytes buffered at most (cursors plus writer). */
 static int merge_write(struct store *s, struct store_segment **in, size_t n, const char *path,
-                       const struct store_seg_meta *meta, uint64_t extend_rows, uint64_t own,
-                       uint64_t *bytes, uint64_t *peak, struct st_err *err)
+                       const struct store_seg_meta *meta, uint64_t extend_rows,
+                       const uint32_t *sums, uint64_t own, uint64_t *bytes, uint64_t *peak,
+                       struct st_err *err)
 {
     struct merge_state m = {.err = err};
     struct store_segment_writer *w = NULL;
@@ -289,8 +290,8 @@ static int merge_write(struct store *s, struct store_segment **in, size_t n, con
         heap_down(&m, i);
     /* own: inputs naming rows of this file keep their rows (META, EXTEND) */
     if (extend_rows != UINT64_MAX) {
-        rc = store_segment_writer_extend(s->o.fs, path, s->o.dim, meta, expect, extend_rows, &w,
-                                         err);
+        rc = store_segment_writer_extend(s->o.fs, path, s->o.dim, meta, expect, extend_rows, sums,
+                                         &w, err);
     } else {
         rc = store_segment_writer_open(s->o.fs, path, s->o.dim, meta, expect, &w, err);
     }
@@ -372,6 +373,7 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
     char *path = NULL, *tmp = NULL;
     bool renamed = false, append_failed = false;
     uint64_t written = 0, peak = 0, extend_rows = UINT64_MAX;
+    const uint32_t *ext_sums = NULL; /* MERGE_EXTEND: the log's block sums (vl holds them) */
     enum merge_mode mode = n == 1 ? MERGE_PROMOTE : MERGE_REWRITE;
     int rc = ST_OK;
 
@@ -430,6 +432,9 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
                 vl = wl;
                 atomic_fetch_add(&vl->refs, 1);
                 extend_rows = vl->nrows;
+                /* closed, nothing pending: the sums are complete and stay as they are */
+                ext_sums =
+                    store_vlog_sums_locked(vl, extend_rows * s->o.dim * 4 / STORE_SEG_VEC_BLOCK);
                 mg.file_number = vl->number;
                 mg.meta.rows = true;
             }
@@ -461,8 +466,8 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
             rc = ST_ENOMEM;
             goto out;
         }
-        rc = merge_write(s, in, n, path, &mg.meta, extend_rows, mg.file_number, &written, &peak,
-                         &err);
+        rc = merge_write(s, in, n, path, &mg.meta, extend_rows, ext_sums, mg.file_number, &written,
+                         &peak, &err);
         atomic_store(&store_merge_probe.last_peak, peak);
         if (rc != ST_OK || (rc = store_segment_open(path, true, &ng, &err)) != ST_OK)
             goto out;
@@ -474,7 +479,8 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
             rc = ST_ENOMEM;
             goto out;
         }
-        rc = merge_write(s, in, n, tmp, &mg.meta, UINT64_MAX, mg.meta.vfile, &written, &peak, &err);
+        rc = merge_write(s, in, n, tmp, &mg.meta, UINT64_MAX, NULL, mg.meta.vfile, &written, &peak,
+                         &err);
         atomic_store(&store_merge_probe.last_peak, peak);
         if (rc == ST_OK)
             rc = store_fs_rename(s->o.fs, tmp, path, "store.merge.rename");
@@ -545,6 +551,10 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
             sealed_log = store_vlog_detach_locked(s, vl->number);
         if (mode != MERGE_PROMOTE)
             s->st.segment_bytes_written += written;
+        if (mode == MERGE_EXTEND) {
+            uint64_t vbytes = extend_rows * s->o.dim * 4;
+            s->st.seal_read_bytes += ext_sums != NULL ? vbytes % STORE_SEG_VEC_BLOCK : vbytes;
+        }
         if (out != NULL) {
             *out = ng->info;
             out->written = mode == MERGE_PROMOTE ? 0 : written;

@@ -381,7 +381,8 @@ static int log_sums_direct(struct store_segment_writer *w, struct store_fs *fs, 
 
 int store_segment_writer_extend(struct store_fs *fs, const char *path, uint32_t dim,
                                 const struct store_seg_meta *meta, uint64_t expect, uint64_t nrows,
-                                struct store_segment_writer **out, struct st_err *err)
+                                const uint32_t *sums, struct store_segment_writer **out,
+                                struct st_err *err)
 {
     *out = NULL;
     uint64_t vbytes;
@@ -417,11 +418,24 @@ int store_segment_writer_extend(struct store_fs *fs, const char *path, uint32_t 
         st_err_set(err, rc, "truncate %s: %s", path, st_strerror(rc));
         goto fail;
     }
-    /* Block checksums of the rows there: whole blocks now, the partial last block stays in
-     * vblock (vskip: already in the file) and is completed by the rows put next. */
+    /* Block checksums of the rows there: whole blocks now (the caller's, or read back), the
+     * partial last block stays in vblock (vskip: already in the file) and is completed by the
+     * rows put next. */
     uint64_t off = 0;
-    if ((rc = log_sums_direct(w, fs, path, vbytes, &off, err)) != ST_OK)
+    if (sums != NULL) {
+        uint64_t nblocks = vbytes / STORE_SEG_VEC_BLOCK;
+        for (uint64_t k = 0; k < nblocks; k++) {
+            uint8_t t[4];
+            st_put_le32(t, sums[k]);
+            if ((rc = side_put(fs, &w->side[SIDE_VSUM], t, 4)) != ST_OK) {
+                st_err_set(err, rc, "write %s: %s", path, st_strerror(rc));
+                goto fail;
+            }
+        }
+        off = nblocks * STORE_SEG_VEC_BLOCK;
+    } else if ((rc = log_sums_direct(w, fs, path, vbytes, &off, err)) != ST_OK) {
         goto fail;
+    }
     while (off < vbytes) {
         size_t take =
             vbytes - off < STORE_SEG_VEC_BLOCK ? (size_t)(vbytes - off) : STORE_SEG_VEC_BLOCK;

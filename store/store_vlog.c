@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "segment_format.h"
+#include "st_checksum.h"
 #include "st_coding.h"
 #include "st_log.h"
 #include "store_int.h"
@@ -46,7 +47,56 @@ void store_vlog_unref(struct store_vlog *v)
     if (v == NULL || atomic_fetch_sub(&v->refs, 1) != 1)
         return;
     store_fs_close(v->f);
+    st_hash_stream_free(v->bs);
+    free(v->sums);
     free(v);
+}
+
+static void sums_stop(struct store_vlog *v)
+{
+    st_hash_stream_free(v->bs);
+    v->bs = NULL;
+}
+
+void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt)
+{
+    if (v->bs == NULL)
+        return;
+    if (off != STORE_SEG_HEADER + v->summed) {
+        sums_stop(v);
+        return;
+    }
+    for (int i = 0; i < cnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        for (size_t left = iov[i].iov_len; left > 0;) {
+            size_t room = STORE_SEG_VEC_BLOCK - (size_t)(v->summed % STORE_SEG_VEC_BLOCK);
+            size_t take = left < room ? left : room;
+            st_hash_stream_update(v->bs, p, take);
+            p += take;
+            left -= take;
+            v->summed += take;
+            if (take < room)
+                continue;
+            if (v->nsums == v->capsums) {
+                size_t cap = v->capsums ? v->capsums * 2 : 64;
+                uint32_t *n = realloc(v->sums, cap * sizeof(*n));
+                if (n == NULL) {
+                    sums_stop(v);
+                    return;
+                }
+                v->sums = n;
+                v->capsums = cap;
+            }
+            /* st_checksum32 of the block: the low 32 bits of its XXH3-64 */
+            v->sums[v->nsums++] = (uint32_t)st_hash_stream_digest(v->bs);
+            st_hash_stream_reset(v->bs);
+        }
+    }
+}
+
+const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t nblocks)
+{
+    return v->bs != NULL && v->nsums == nblocks ? v->sums : NULL;
 }
 
 static int table_add_locked(struct store *s, struct store_vlog *v)
@@ -120,6 +170,7 @@ int store_vlog_create(struct store *s, int64_t window, int64_t window_end)
         (rc = store_fs_sync_dir(s->o.fs, s->dir, "store.vlog.sync_dir")) != ST_OK)
         goto out;
     direct_appends(s, v->f);
+    v->bs = st_hash_stream_new(); /* NULL: the seal reads the rows back */
     /* Then the manifest edit, unless another writer listed a log for the window meanwhile. */
     pthread_mutex_lock(&s->mf_mu);
     pthread_mutex_lock(&s->mu);
@@ -157,6 +208,7 @@ out:
         if (v->f != NULL && !listed)
             store_best_effort(store_fs_unlink(s->o.fs, path, "store.vlog.unlink_new"));
         store_fs_close(v->f);
+        st_hash_stream_free(v->bs);
         free(v);
     }
     free(path);

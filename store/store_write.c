@@ -385,9 +385,11 @@ static int vlog_append_locked(struct store *s, const struct store_batch *b, uint
                 s->viov[cnt++] = (struct iovec){(void *)(uintptr_t)b->recs[i].vec, vb};
         if (v->f->size != STORE_SEG_HEADER + v->nrows * vb)
             return ST_EINTERNAL; /* the log's append position disagrees with its rows */
+        uint64_t off = v->f->size;
         int rc = store_fs_writev(v->f, s->viov, cnt, "store.vlog.append");
         if (rc != ST_OK)
             return rc;
+        store_vlog_sum_appended(v, off, s->viov, cnt);
         v->nrows += (uint64_t)cnt;
         v->dirty = true;
         s->st.vlog_bytes += (uint64_t)cnt * vb;
@@ -576,6 +578,8 @@ void *store_vwriter_main(void *arg)
             rc = ST_EINTERNAL; /* the log's end disagrees with the rows reserved before */
         if (rc == ST_OK)
             rc = store_fs_writev(j->v->f, w, cnt, "store.vlog.append");
+        if (rc == ST_OK) /* before mu: a seal sees the sums once it sees the jobs gone */
+            store_vlog_sum_appended(j->v, j->off, w, cnt);
         pthread_mutex_lock(&s->mu);
         if (rc != ST_OK && s->failed == ST_OK)
             store_fail_locked(s, rc, "vector log write");

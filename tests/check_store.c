@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "log_format.h"
+#include "segment_format.h"
 #include "st_checksum.h"
 #include "st_coding.h"
 #include "st_fault.h"
@@ -2929,6 +2931,113 @@ START_TEST(test_direct_refused_falls_back)
 }
 END_TEST
 
+/* ---- seals without reading the rows back ---------------------------------------------------- */
+
+#define SS_DIM  100 /* 400-byte rows: 655.36 to a 256 KiB block, so rows straddle blocks */
+#define SS_ROWS 5000
+
+static struct store *ss_open(const char *dir, enum store_wal_sync sync)
+{
+    struct store_opts o = {.dir = dir, .dim = SS_DIM, .wal_sync = sync, .no_background = true};
+    struct store *s = NULL;
+    struct st_err err = {0};
+    ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "store_open(%s): %s", dir, err.msg);
+    return s;
+}
+
+static void ss_vec(float *v, int k)
+{
+    for (int j = 0; j < SS_DIM; j++)
+        v[j] = (float)(k * 7 + j) * 0.25f;
+}
+
+/* Records k in [from, to) of window [1000, 2000), 97 to a batch. */
+static void ss_write(struct store *s, int from, int to)
+{
+    static float vecs[97][SS_DIM];
+    static char ids[97][16];
+    struct store_record r[97];
+    for (int k0 = from; k0 < to; k0 += 97) {
+        int n = to - k0 < 97 ? to - k0 : 97;
+        for (int i = 0; i < n; i++) {
+            snprintf(ids[i], sizeof(ids[i]), "ss-%d", k0 + i);
+            ss_vec(vecs[i], k0 + i);
+            r[i] = (struct store_record){.id = (const uint8_t *)ids[i],
+                                         .id_len = (uint32_t)strlen(ids[i]),
+                                         .ts = 1000 + (k0 + i) % 1000,
+                                         .window = 1000,
+                                         .window_end = 2000,
+                                         .op = STORE_OP_UPSERT,
+                                         .vec = vecs[i]};
+        }
+        struct store_batch b = {.partition = 0, .offset = k0, .n = (uint32_t)n, .recs = r};
+        bool applied;
+        int rc;
+        while ((rc = store_write(s, &b, &applied)) == ST_EAGAIN)
+            ck_assert_int_eq(store_flush(s), ST_OK);
+        ck_assert_msg(rc == ST_OK && applied, "write at %d: %s", k0, st_strerror(rc));
+    }
+}
+
+/* A seal takes the checksums of its vector log's whole row blocks from the rows as they were
+ * appended instead of reading every row back from the disk (which doubled the device's work
+ * of an ingest that seals as it goes): appended by the write itself (wal_sync none) and by the
+ * writer thread (batch), the sealed segment verifies and only the partial last block was read.
+ * A log reopened by a restart holds rows nobody summed: its seal reads them all, and verifies. */
+START_TEST(test_seal_sums_from_appends)
+{
+    const uint64_t vbytes = (uint64_t)SS_ROWS * SS_DIM * 4;
+    for (int mode = 0; mode < 3; mode++) {
+        char *dir = direct_dir();
+        ck_assert_ptr_nonnull(dir);
+        enum store_wal_sync sync = mode == 0 ? STORE_SYNC_NONE : STORE_SYNC_BATCH;
+        struct store *s = ss_open(dir, sync);
+        if (mode == 2) { /* a restart halfway: the first half's rows are not summed */
+            ss_write(s, 0, SS_ROWS / 2);
+            ck_assert_int_eq(store_close(s), ST_OK);
+            s = ss_open(dir, sync);
+            ss_write(s, SS_ROWS / 2, SS_ROWS);
+        } else {
+            ss_write(s, 0, SS_ROWS);
+        }
+        ck_assert_int_eq(store_flush(s), ST_OK);
+        size_t n;
+        uint64_t *in = window_segs(s, 1000, &n, NULL);
+        ck_assert_uint_ge(n, 1);
+        struct store_segment_info out;
+        ck_assert_int_eq(store_merge(s, in, n, STORE_SEG_SEALED, 1, NULL, &out), ST_OK);
+        free(in);
+        struct store_stats ss;
+        store_stats(s, &ss);
+        ck_assert_msg(ss.seal_read_bytes == (mode == 2 ? vbytes : vbytes % STORE_SEG_VEC_BLOCK),
+                      "mode %d: %" PRIu64 " bytes read back at the seal", mode, ss.seal_read_bytes);
+        struct store_snapshot *snap;
+        ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
+        ck_assert_uint_eq(store_snapshot_count(snap), 1);
+        struct store_segment *g = store_snapshot_segment(snap, 0);
+        struct store_segment_info info;
+        store_segment_info(g, &info);
+        ck_assert_int_eq(info.kind, STORE_SEG_SEALED);
+        ck_assert_uint_eq(info.count, SS_ROWS);
+        struct st_err err = {0};
+        ck_assert_msg(store_segment_verify(g, &err) == ST_OK, "mode %d: %s", mode, err.msg);
+        store_snapshot_release(snap);
+        for (int k = 0; k < SS_ROWS; k += 499) {
+            char id[16];
+            float v[SS_DIM], want[SS_DIM];
+            snprintf(id, sizeof(id), "ss-%d", k);
+            struct store_value val = {.vec = v};
+            ck_assert_int_eq(store_get(s, (const uint8_t *)id, (uint32_t)strlen(id), &val), ST_OK);
+            ss_vec(want, k);
+            ck_assert_mem_eq(v, want, sizeof(v));
+        }
+        ck_assert_int_eq(store_close(s), ST_OK);
+        st_test_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
 int main(void)
 {
     st_log_set_level(ST_LOG_WARNING);
@@ -2993,6 +3102,7 @@ int main(void)
     tcase_add_test(tc, test_direct_appends_match_plain);
     tcase_add_test(tc, test_direct_appends_power_loss);
     tcase_add_test(tc, test_direct_refused_falls_back);
+    tcase_add_test(tc, test_seal_sums_from_appends);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }
