@@ -638,6 +638,17 @@ START_TEST(test_power_loss_keeps_durable)
 }
 END_TEST
 
+/* The store's one segment (asserted the only one), in *snap, which the caller releases. */
+static struct store_segment *only_segment(struct store *s, struct store_snapshot **snap,
+                                          struct store_segment_info *info)
+{
+    ck_assert_int_eq(store_snapshot_acquire(s, snap), ST_OK);
+    ck_assert_uint_eq(store_snapshot_count(*snap), 1);
+    struct store_segment *g = store_snapshot_segment(*snap, 0);
+    store_segment_info(g, info);
+    return g;
+}
+
 START_TEST(test_reader_blocks_removal)
 {
     char *dir = st_test_tmpdir("store");
@@ -646,11 +657,8 @@ START_TEST(test_reader_blocks_removal)
         ck_assert_int_eq(put(s, 0, k, k, 5000 + k, k, STORE_OP_UPSERT), ST_OK);
     ck_assert_int_eq(store_flush(s), ST_OK);
     struct store_snapshot *snap;
-    ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
-    ck_assert_uint_eq(store_snapshot_count(snap), 1);
-    struct store_segment *g = store_snapshot_segment(snap, 0);
     struct store_segment_info info;
-    store_segment_info(g, &info);
+    struct store_segment *g = only_segment(s, &snap, &info);
     char *path = strdup(info.path);
     size_t removed;
     ck_assert_int_eq(store_drop_window(s, 5000, NULL, &removed), ST_OK);
@@ -3012,11 +3020,8 @@ START_TEST(test_seal_sums_from_appends)
         ck_assert_msg(ss.seal_read_bytes == (mode == 2 ? vbytes : vbytes % STORE_SEG_VEC_BLOCK),
                       "mode %d: %" PRIu64 " bytes read back at the seal", mode, ss.seal_read_bytes);
         struct store_snapshot *snap;
-        ck_assert_int_eq(store_snapshot_acquire(s, &snap), ST_OK);
-        ck_assert_uint_eq(store_snapshot_count(snap), 1);
-        struct store_segment *g = store_snapshot_segment(snap, 0);
         struct store_segment_info info;
-        store_segment_info(g, &info);
+        struct store_segment *g = only_segment(s, &snap, &info);
         ck_assert_int_eq(info.kind, STORE_SEG_SEALED);
         ck_assert_uint_eq(info.count, SS_ROWS);
         struct st_err err = {0};
