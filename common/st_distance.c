@@ -437,35 +437,76 @@ __attribute__((target("avx2,fma"))) static void dots_t_avx2(const float *x, cons
 }
 
 /*
- * `rows` rows (6 or 4) against 16 columns [c, c + 16): twice as many accumulators, each column
- * load serving every row and each broadcast two loads. Six rows keep twelve fused multiply-adds in
- * flight per step, enough for two FMA pipes of 4-5 cycles' latency (Zen 2: eight reached 83 % of
- * the peak, twelve all of it); 15 of the 16 registers. Every column the same chain in row order.
+ * Six or four rows (x, ldx floats apart) against 16 columns [c, c + 16): twice as many
+ * accumulators, each column load serving every row and each broadcast two loads. Six rows keep
+ * twelve fused multiply-adds in flight per step, enough for two FMA pipes of 4-5 cycles' latency
+ * (Zen 2: eight reached 83 % of the peak, twelve all of it); 15 of the 16 registers. Every column
+ * the same chain in row order.
  */
-__attribute__((target("avx2,fma"), always_inline)) static inline void
-dots_tn_avx2_tile(const float *x, size_t ldx, const float *ct, size_t d, size_t k, size_t c,
-                  float *out, const int rows)
+#define TN_STEP(v, acc0, acc1)                                                                     \
+    do {                                                                                           \
+        acc0 = _mm256_fmadd_ps(v, l0, acc0);                                                       \
+        acc1 = _mm256_fmadd_ps(v, l1, acc1);                                                       \
+    } while (0)
+
+/* The tiles are written out, not looped over an array of accumulators: a compiler that does
+ * not unroll such a loop (clang 14 did not for four rows) keeps the sums in memory, at half
+ * the speed. */
+__attribute__((target("avx2,fma"))) static void dots_tn_avx2_6(const float *x, size_t ldx,
+                                                               const float *ct, size_t d, size_t k,
+                                                               size_t c, float *out)
 {
-    __m256 a0[6], a1[6];
-#pragma GCC unroll 6
-    for (int q = 0; q < rows; q++)
-        a0[q] = a1[q] = _mm256_setzero_ps();
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0,
+           e0 = a0, e1 = a0, f0 = a0, f1 = a0;
     for (size_t i = 0; i < d; i++) {
         const float *row = ct + i * k + c;
         __m256 l0 = _mm256_loadu_ps(row), l1 = _mm256_loadu_ps(row + 8);
-#pragma GCC unroll 6
-        for (int q = 0; q < rows; q++) {
-            __m256 v = _mm256_broadcast_ss(x + q * ldx + i);
-            a0[q] = _mm256_fmadd_ps(v, l0, a0[q]);
-            a1[q] = _mm256_fmadd_ps(v, l1, a1[q]);
-        }
+        TN_STEP(_mm256_broadcast_ss(x + i), a0, a1);
+        TN_STEP(_mm256_broadcast_ss(x + ldx + i), b0, b1);
+        TN_STEP(_mm256_broadcast_ss(x + 2 * ldx + i), c0, c1);
+        TN_STEP(_mm256_broadcast_ss(x + 3 * ldx + i), d0, d1);
+        TN_STEP(_mm256_broadcast_ss(x + 4 * ldx + i), e0, e1);
+        TN_STEP(_mm256_broadcast_ss(x + 5 * ldx + i), f0, f1);
     }
-#pragma GCC unroll 6
-    for (int q = 0; q < rows; q++) {
-        _mm256_storeu_ps(out + q * k + c, a0[q]);
-        _mm256_storeu_ps(out + q * k + c + 8, a1[q]);
-    }
+    float *o = out + c;
+    _mm256_storeu_ps(o, a0);
+    _mm256_storeu_ps(o + 8, a1);
+    _mm256_storeu_ps(o + k, b0);
+    _mm256_storeu_ps(o + k + 8, b1);
+    _mm256_storeu_ps(o + 2 * k, c0);
+    _mm256_storeu_ps(o + 2 * k + 8, c1);
+    _mm256_storeu_ps(o + 3 * k, d0);
+    _mm256_storeu_ps(o + 3 * k + 8, d1);
+    _mm256_storeu_ps(o + 4 * k, e0);
+    _mm256_storeu_ps(o + 4 * k + 8, e1);
+    _mm256_storeu_ps(o + 5 * k, f0);
+    _mm256_storeu_ps(o + 5 * k + 8, f1);
 }
+
+__attribute__((target("avx2,fma"))) static void dots_tn_avx2_4(const float *x, size_t ldx,
+                                                               const float *ct, size_t d, size_t k,
+                                                               size_t c, float *out)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+    for (size_t i = 0; i < d; i++) {
+        const float *row = ct + i * k + c;
+        __m256 l0 = _mm256_loadu_ps(row), l1 = _mm256_loadu_ps(row + 8);
+        TN_STEP(_mm256_broadcast_ss(x + i), a0, a1);
+        TN_STEP(_mm256_broadcast_ss(x + ldx + i), b0, b1);
+        TN_STEP(_mm256_broadcast_ss(x + 2 * ldx + i), c0, c1);
+        TN_STEP(_mm256_broadcast_ss(x + 3 * ldx + i), d0, d1);
+    }
+    float *o = out + c;
+    _mm256_storeu_ps(o, a0);
+    _mm256_storeu_ps(o + 8, a1);
+    _mm256_storeu_ps(o + k, b0);
+    _mm256_storeu_ps(o + k + 8, b1);
+    _mm256_storeu_ps(o + 2 * k, c0);
+    _mm256_storeu_ps(o + 2 * k + 8, c1);
+    _mm256_storeu_ps(o + 3 * k, d0);
+    _mm256_storeu_ps(o + 3 * k + 8, d1);
+}
+#undef TN_STEP
 
 /* Six rows at a time, then four, against 16 columns; then the single-row kernel for the
  * columns left and the rows left. */
@@ -476,10 +517,10 @@ dots_tn_avx2(const float *x, size_t nx, size_t ldx, const float *ct, size_t d, s
     for (; r + 4 <= nx; r += rows) {
         rows = r + 6 <= nx ? 6 : 4;
         for (size_t c = 0; c < k16; c += 16) {
-            if (rows == 6) /* constant rows: each call site its own unrolled tile */
-                dots_tn_avx2_tile(x + r * ldx, ldx, ct, d, k, c, out + r * k, 6);
+            if (rows == 6)
+                dots_tn_avx2_6(x + r * ldx, ldx, ct, d, k, c, out + r * k);
             else
-                dots_tn_avx2_tile(x + r * ldx, ldx, ct, d, k, c, out + r * k, 4);
+                dots_tn_avx2_4(x + r * ldx, ldx, ct, d, k, c, out + r * k);
         }
         if (k16 < k) /* the last k % 16 columns, one row at a time, as dots_t sums them */
             for (size_t q = 0; q < rows; q++)

@@ -634,8 +634,13 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
         ntrain = ix->nlist;
     int rc = ST_ENOMEM;
     float *train = malloc((size_t)ntrain * ix->dim * sizeof(float));
-    float *resid = malloc((size_t)ntrain * ix->dim * sizeof(float));
-    float *subv = malloc((size_t)ntrain * ix->dsub * sizeof(float));
+    /* Each codebook learns from at most 256 points per codeword (the sample is already in
+     * random order, so its head is a random subset): 4,096 for 4 bits instead of every
+     * training vector, which made the 4-bit build twice FAISS's; 8 bits keep 65,536. */
+    uint32_t ksub = ix->ksub, k = ntrain < ksub ? ntrain : ksub;
+    uint32_t npq = ntrain < 256 * ksub ? ntrain : 256 * ksub;
+    float *resid = malloc((size_t)npq * ix->dim * sizeof(float));
+    float *subv = malloc((size_t)npq * ix->dsub * sizeof(float));
     uint32_t *lists = malloc((size_t)n * sizeof(uint32_t));
     uint32_t *perm = malloc((size_t)n * sizeof(*perm));
     ix->centroids = malloc((size_t)ix->nlist * ix->dim * sizeof(float));
@@ -676,24 +681,23 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
         for (uint32_t d = 0; d < ix->dim; d++)
             ix->centroids[(size_t)c * ix->dim + d] += (float)mean[d];
     free(mean);
+    free(train); /* the residuals come from the vectors themselves */
+    train = NULL;
     /* Every vector's list, once: the sample's rows are among the vectors, so the codebooks
      * learn from the residuals the encoder will quantize, and add_vectors takes the lists as
      * they are (one pass of n * nlist * dim fewer than assigning the sample, then all). */
     if (rc != ST_OK || (rc = prepare_coarse(ix)) != ST_OK ||
         (rc = coarse_lists(ix, vecs, n, threads, lists)) != ST_OK)
         goto out;
-    /* Residuals of the sample, then one codebook per sub-space. */
-    for (uint32_t i = 0; i < ntrain; i++) {
+    /* Residuals of the sample's first npq rows, then one codebook per sub-space. */
+    for (uint32_t i = 0; i < npq; i++) {
         const float *v = vecs + (size_t)perm[i] * ix->dim;
         const float *c = ix->centroids + (size_t)lists[perm[i]] * ix->dim;
         for (uint32_t d = 0; d < ix->dim; d++)
             resid[(size_t)i * ix->dim + d] = v[d] - c[d];
     }
-    /* Each codebook learns from at most 256 points per codeword (the sample is already in
-     * random order, so its head is a random subset): 4,096 for 4 bits instead of every
-     * training vector, which made the 4-bit build twice FAISS's; 8 bits keep 65,536. */
-    uint32_t ksub = ix->ksub, k = ntrain < ksub ? ntrain : ksub;
-    uint32_t npq = ntrain < 256 * ksub ? ntrain : 256 * ksub;
+    free(perm);
+    perm = NULL;
     for (uint32_t j = 0; j < m; j++) {
         for (uint32_t i = 0; i < npq; i++)
             memcpy(subv + (size_t)i * ix->dsub, resid + (size_t)i * ix->dim + (size_t)j * ix->dsub,
@@ -709,12 +713,9 @@ int idx_ivfpq_build(const struct idx_ivfpq_opts *o, const float *vecs, uint32_t 
     if ((rc = prepare_codebooks(ix)) != ST_OK)
         goto out;
     /* Encode everything (the training buffers are no longer needed). */
-    free(train);
     free(resid);
     free(subv);
-    free(perm);
-    train = resid = subv = NULL;
-    perm = NULL;
+    resid = subv = NULL;
     if ((rc = add_vectors(ix, NULL, vecs, n, threads, lists)) == ST_OK)
         rc = derive_vn(ix);
 out:

@@ -543,9 +543,9 @@ int store_vlog_sync_captured(struct store_vlog **arr, size_t n) ST_WUR;
  * at file offset off: feeds them to v's block sums. Rows not where the sums stand (off is
  * not the header plus the bytes summed) stop the summing: the seal then reads the rows. */
 void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt);
-/* The sums of v's first nblocks whole row blocks, or NULL when it does not have exactly those
- * (the seal reads the rows). Caller holds mu and has seen v closed with no append pending. */
-const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t nblocks);
+/* The sums of v's whole row blocks, or NULL unless exactly its vbytes of rows were summed (the
+ * seal reads the rows). Caller holds mu and has seen v closed with no append pending. */
+const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t vbytes);
 /* Takes the log out of the table (caller holds mu); returns the table's reference. */
 struct store_vlog *store_vlog_detach_locked(struct store *s, uint64_t number);
 /* Open: opens the manifest's logs, checks their headers and sizes. Before WAL replay. */

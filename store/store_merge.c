@@ -433,8 +433,7 @@ int store_merge(struct store *s, const uint64_t *inputs, size_t n, enum store_se
                 atomic_fetch_add(&vl->refs, 1);
                 extend_rows = vl->nrows;
                 /* closed, nothing pending: the sums are complete and stay as they are */
-                ext_sums =
-                    store_vlog_sums_locked(vl, extend_rows * s->o.dim * 4 / STORE_SEG_VEC_BLOCK);
+                ext_sums = store_vlog_sums_locked(vl, extend_rows * s->o.dim * 4);
                 mg.file_number = vl->number;
                 mg.meta.rows = true;
             }

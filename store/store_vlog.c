@@ -21,6 +21,7 @@
 #include "segment_format.h"
 #include "st_checksum.h"
 #include "st_coding.h"
+#include "st_fault.h"
 #include "st_log.h"
 #include "store_int.h"
 
@@ -52,18 +53,26 @@ void store_vlog_unref(struct store_vlog *v)
     free(v);
 }
 
-static void sums_stop(struct store_vlog *v)
+/* The seal of v reads its rows back: said once, with why. */
+static void sums_stop(struct store_vlog *v, const char *why)
 {
     st_hash_stream_free(v->bs);
     v->bs = NULL;
+    st_log_info(LOG_COMP,
+                "vector log block sums stopped file=%s why=\"%s\" (its seal reads the rows back)",
+                v->f->path, why);
 }
 
 void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt)
 {
     if (v->bs == NULL)
         return;
+    if (ST_FAULT("store.vlog.sums") != 0) {
+        sums_stop(v, "fault injected");
+        return;
+    }
     if (off != STORE_SEG_HEADER + v->summed) {
-        sums_stop(v);
+        sums_stop(v, "rows appended where the sums do not stand");
         return;
     }
     for (int i = 0; i < cnt; i++) {
@@ -81,7 +90,7 @@ void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct io
                 size_t cap = v->capsums ? v->capsums * 2 : 64;
                 uint32_t *n = realloc(v->sums, cap * sizeof(*n));
                 if (n == NULL) {
-                    sums_stop(v);
+                    sums_stop(v, "out of memory");
                     return;
                 }
                 v->sums = n;
@@ -94,9 +103,10 @@ void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct io
     }
 }
 
-const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t nblocks)
+const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t vbytes)
 {
-    return v->bs != NULL && v->nsums == nblocks ? v->sums : NULL;
+    bool whole = v->bs != NULL && v->summed == vbytes && v->nsums == vbytes / STORE_SEG_VEC_BLOCK;
+    return whole ? v->sums : NULL;
 }
 
 static int table_add_locked(struct store *s, struct store_vlog *v)

@@ -2943,6 +2943,7 @@ END_TEST
 
 #define SS_DIM  100 /* 400-byte rows: 655.36 to a 256 KiB block, so rows straddle blocks */
 #define SS_ROWS 5000
+#define SS_FULL 16384 /* rows of exactly 25 blocks: no partial last block */
 
 static struct store *ss_open(const char *dir, enum store_wal_sync sync)
 {
@@ -2990,12 +2991,16 @@ static void ss_write(struct store *s, int from, int to)
 /* A seal takes the checksums of its vector log's whole row blocks from the rows as they were
  * appended instead of reading every row back from the disk (which doubled the device's work
  * of an ingest that seals as it goes): appended by the write itself (wal_sync none) and by the
- * writer thread (batch), the sealed segment verifies and only the partial last block was read.
- * A log reopened by a restart holds rows nobody summed: its seal reads them all, and verifies. */
+ * writer thread (batch), the sealed segment verifies and only the partial last block was read
+ * (mode 3: rows filling whole blocks, nothing read). A log reopened by a restart (mode 2), or
+ * whose summing stopped partway (mode 4: the fault site), holds rows nobody summed: its seal
+ * reads them all, and verifies. */
 START_TEST(test_seal_sums_from_appends)
 {
-    const uint64_t vbytes = (uint64_t)SS_ROWS * SS_DIM * 4;
-    for (int mode = 0; mode < 3; mode++) {
+    for (int mode = 0; mode < 5; mode++) {
+        int rows = mode == 3 ? SS_FULL : SS_ROWS;
+        const uint64_t vbytes = (uint64_t)rows * SS_DIM * 4;
+        bool reads_all = mode == 2 || mode == 4;
         char *dir = direct_dir();
         ck_assert_ptr_nonnull(dir);
         enum store_wal_sync sync = mode == 0 ? STORE_SYNC_NONE : STORE_SYNC_BATCH;
@@ -3006,7 +3011,13 @@ START_TEST(test_seal_sums_from_appends)
             s = ss_open(dir, sync);
             ss_write(s, SS_ROWS / 2, SS_ROWS);
         } else {
-            ss_write(s, 0, SS_ROWS);
+            if (mode == 4) /* the sums stop at the third append */
+                ck_assert_int_eq(st_fault_arm("store.vlog.sums", 2, 1, ST_ENOMEM), ST_OK);
+            ss_write(s, 0, rows);
+            if (mode == 4) {
+                ck_assert_uint_eq(st_fault_fired("store.vlog.sums"), 1);
+                st_fault_disarm_all();
+            }
         }
         ck_assert_int_eq(store_flush(s), ST_OK);
         size_t n;
@@ -3017,17 +3028,17 @@ START_TEST(test_seal_sums_from_appends)
         free(in);
         struct store_stats ss;
         store_stats(s, &ss);
-        ck_assert_msg(ss.seal_read_bytes == (mode == 2 ? vbytes : vbytes % STORE_SEG_VEC_BLOCK),
+        ck_assert_msg(ss.seal_read_bytes == (reads_all ? vbytes : vbytes % STORE_SEG_VEC_BLOCK),
                       "mode %d: %" PRIu64 " bytes read back at the seal", mode, ss.seal_read_bytes);
         struct store_snapshot *snap;
         struct store_segment_info info;
         struct store_segment *g = only_segment(s, &snap, &info);
         ck_assert_int_eq(info.kind, STORE_SEG_SEALED);
-        ck_assert_uint_eq(info.count, SS_ROWS);
+        ck_assert_uint_eq(info.count, (uint64_t)rows);
         struct st_err err = {0};
         ck_assert_msg(store_segment_verify(g, &err) == ST_OK, "mode %d: %s", mode, err.msg);
         store_snapshot_release(snap);
-        for (int k = 0; k < SS_ROWS; k += 499) {
+        for (int k = 0; k < rows; k += 499) {
             char id[16];
             float v[SS_DIM], want[SS_DIM];
             snprintf(id, sizeof(id), "ss-%d", k);
