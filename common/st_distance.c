@@ -448,6 +448,12 @@ __attribute__((target("avx2,fma"))) static void dots_t_avx2(const float *x, cons
         acc0 = _mm256_fmadd_ps(v, l0, acc0);                                                       \
         acc1 = _mm256_fmadd_ps(v, l1, acc1);                                                       \
     } while (0)
+/* Row q's 16 sums into out at column c. */
+#define TN_STORE(q, acc0, acc1)                                                                    \
+    do {                                                                                           \
+        _mm256_storeu_ps(out + (q)*k + c, acc0);                                                   \
+        _mm256_storeu_ps(out + (q)*k + c + 8, acc1);                                               \
+    } while (0)
 
 /* The tiles are written out, not looped over an array of accumulators: a compiler that does
  * not unroll such a loop (clang 14 did not for four rows) keeps the sums in memory, at half
@@ -468,19 +474,12 @@ __attribute__((target("avx2,fma"))) static void dots_tn_avx2_6(const float *x, s
         TN_STEP(_mm256_broadcast_ss(x + 4 * ldx + i), e0, e1);
         TN_STEP(_mm256_broadcast_ss(x + 5 * ldx + i), f0, f1);
     }
-    float *o = out + c;
-    _mm256_storeu_ps(o, a0);
-    _mm256_storeu_ps(o + 8, a1);
-    _mm256_storeu_ps(o + k, b0);
-    _mm256_storeu_ps(o + k + 8, b1);
-    _mm256_storeu_ps(o + 2 * k, c0);
-    _mm256_storeu_ps(o + 2 * k + 8, c1);
-    _mm256_storeu_ps(o + 3 * k, d0);
-    _mm256_storeu_ps(o + 3 * k + 8, d1);
-    _mm256_storeu_ps(o + 4 * k, e0);
-    _mm256_storeu_ps(o + 4 * k + 8, e1);
-    _mm256_storeu_ps(o + 5 * k, f0);
-    _mm256_storeu_ps(o + 5 * k + 8, f1);
+    TN_STORE(0, a0, a1);
+    TN_STORE(1, b0, b1);
+    TN_STORE(2, c0, c1);
+    TN_STORE(3, d0, d1);
+    TN_STORE(4, e0, e1);
+    TN_STORE(5, f0, f1);
 }
 
 __attribute__((target("avx2,fma"))) static void dots_tn_avx2_4(const float *x, size_t ldx,
@@ -496,17 +495,13 @@ __attribute__((target("avx2,fma"))) static void dots_tn_avx2_4(const float *x, s
         TN_STEP(_mm256_broadcast_ss(x + 2 * ldx + i), c0, c1);
         TN_STEP(_mm256_broadcast_ss(x + 3 * ldx + i), d0, d1);
     }
-    float *o = out + c;
-    _mm256_storeu_ps(o, a0);
-    _mm256_storeu_ps(o + 8, a1);
-    _mm256_storeu_ps(o + k, b0);
-    _mm256_storeu_ps(o + k + 8, b1);
-    _mm256_storeu_ps(o + 2 * k, c0);
-    _mm256_storeu_ps(o + 2 * k + 8, c1);
-    _mm256_storeu_ps(o + 3 * k, d0);
-    _mm256_storeu_ps(o + 3 * k + 8, d1);
+    TN_STORE(0, a0, a1);
+    TN_STORE(1, b0, b1);
+    TN_STORE(2, c0, c1);
+    TN_STORE(3, d0, d1);
 }
 #undef TN_STEP
+#undef TN_STORE
 
 /* Six rows at a time, then four, against 16 columns; then the single-row kernel for the
  * columns left and the rows left. */
