@@ -68,6 +68,17 @@ static int32_t dotu8_scalar(const uint8_t *a, const int8_t *b, size_t d)
     return s0 + s1;
 }
 
+static int32_t dotu4_scalar(const uint8_t *a, const int8_t *b, size_t d)
+{
+    int32_t s0 = 0, s1 = 0;
+    for (size_t blk = 0; blk + 64 <= d; blk += 64, a += 32)
+        for (size_t j = 0; j < 32; j++) {
+            s0 += (int32_t)(a[j] & 15) * b[blk + j];
+            s1 += (int32_t)(a[j] >> 4) * b[blk + 32 + j];
+        }
+    return s0 + s1;
+}
+
 /* The argmins' last step (and the scalar one's only): the least of the SIMD lanes' first least
  * values lb (their columns li), the lowest column among equals (a lane holding nothing below
  * +inf is +inf at column 0: never taken), then the columns from c on one at a time. The
@@ -268,6 +279,47 @@ __attribute__((target("avx2"))) static int32_t dotu8p_avx2(const uint8_t *a, con
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
     return _mm_cvtsi128_si32(v) + dotu8_scalar(a + i, b + i, d - i);
+}
+
+/* 4-bit codes: the nibbles masked out of 32 bytes (64 dimensions), each half multiplied with
+ * its 32 weights by vpmaddubsw, the halves added in 16 bits (4 * 15 * 128 fits: no bound on the
+ * weights), widened by vpmaddwd. */
+__attribute__((target("avx2"))) static int32_t dotu4_avx2(const uint8_t *a, const int8_t *b,
+                                                          size_t d)
+{
+    const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(15);
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 128 <= d; i += 128, a += 64) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)a);
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(a + 32));
+        __m256i p0 = _mm256_add_epi16(
+            _mm256_maddubs_epi16(_mm256_and_si256(x0, lo4),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i))),
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x0, 4), lo4),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i + 32))));
+        __m256i p1 = _mm256_add_epi16(
+            _mm256_maddubs_epi16(_mm256_and_si256(x1, lo4),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i + 64))),
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x1, 4), lo4),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i + 96))));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, ones));
+    }
+    if (i + 64 <= d) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)a);
+        __m256i p0 = _mm256_add_epi16(
+            _mm256_maddubs_epi16(_mm256_and_si256(x0, lo4),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i))),
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x0, 4), lo4),
+                                 _mm256_loadu_si256((const __m256i *)(const void *)(b + i + 32))));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
+    }
+    __m256i sv = _mm256_add_epi32(s0, s1);
+    __m128i v = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
+    return _mm_cvtsi128_si32(v);
 }
 
 /* Eight floats a step: the exponent field masked and compared with all ones; the scalar loop
@@ -943,13 +995,16 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
         .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
         .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .dots_tn = dots_tn_##tag,                \
         .dotu8 = dotu8_##tag, .finite_prefix = finite_prefix_##tag, .argmin_l2 = argmin_l2_##tag,  \
-        .dotu8_paired = dotu8p_##tag, .dotu8_pair_max = DOTU8P_MAX_##tag                           \
+        .dotu8_paired = dotu8p_##tag, .dotu8_pair_max = DOTU8P_MAX_##tag, .dotu4 = dotu4_##tag     \
     }
 /* The portable set has no 16-bit pairs to overflow: its dotu8 takes any bytes. */
 #define dotu8p_scalar     dotu8_scalar
 #define DOTU8P_MAX_scalar 0
 #define DOTU8P_MAX_avx2   128
 #define DOTU8P_MAX_avx512 128
+/* 4-bit codes on AVX-512 machines: the AVX2 kernel (its 32-byte steps hold one 64-dimension
+ * block; a 512-bit step would need the weights of two blocks shuffled together). */
+#define dotu4_avx512 dotu4_avx2
 static const struct st_kernels k_scalar = KERNELS(scalar);
 static const struct st_kernels k_avx2 = KERNELS(avx2);
 static const struct st_kernels k_avx512 = KERNELS(avx512);
@@ -958,6 +1013,7 @@ static const struct st_kernels k_avx512 = KERNELS(avx512);
 #undef DOTU8P_MAX_scalar
 #undef DOTU8P_MAX_avx2
 #undef DOTU8P_MAX_avx512
+#undef dotu4_avx512
 
 const struct st_kernels *st_kernels_scalar(void)
 {

@@ -57,6 +57,12 @@ typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, 
  * variant gives the same integer. d up to 65,536 (255 * 128 * d fits 31 bits). */
 typedef int32_t (*st_dotu8_fn)(const uint8_t *a, const int8_t *b, size_t d);
 
+/* The dot product of 4-bit codes a and signed bytes b, exact: d (a multiple of 64) dimensions
+ * in blocks of 64, each block 32 bytes of a whose low nibbles are its dimensions 0..31 and high
+ * nibbles 32..63 (b in plain order, d bytes). Any weights: 4 * 15 * 128 fits 16 bits. Reads
+ * d / 2 bytes of a. Every variant gives the same integer; d up to 65,536. */
+typedef int32_t (*st_dotu4_fn)(const uint8_t *a, const int8_t *b, size_t d);
+
 /* argmin_c norms[c] - 2 dots[c] over c < k (the nearest centroid, dots[c] = <x, c>, norms[c] =
  * ||c||^2): the first least (NaN never least; 0 when no value is below +inf, or k = 0). Every
  * variant gives the same index. k <= UINT32_MAX. */
@@ -81,6 +87,7 @@ struct st_kernels {
      * past the bound give a defined, saturated sum. */
     st_dotu8_fn dotu8_paired;
     int dotu8_pair_max;
+    st_dotu4_fn dotu4;
     st_finite_fn finite_prefix;
     st_argmin_fn argmin_l2;
 };

@@ -85,17 +85,25 @@ struct idx_hnsw_searcher *idx_hnsw_searcher_new(const struct idx_hnsw *h);
 void idx_hnsw_searcher_free(struct idx_hnsw_searcher *s);
 
 /*
- * Searches traverse the graph on one-byte scalar codes of the vectors (a quarter of the bytes
- * a float32 node costs to read; the query quantized to 7 bits, so that one u8 x s8 dot product
- * — vpdpbusd where the CPU has VNNI — gives the distance) and re-rank the ef candidates they
- * end with on the vectors themselves, so every distance returned is exact. On by default for
- * the l2 and cosine metrics; on = false traverses on the vectors (the ip metric always does).
+ * Searches traverse the graph on scalar codes of the vectors and re-rank the ef candidates they
+ * end with on the vectors themselves, so every distance returned is exact. The codes are 4 bits
+ * a dimension (an eighth of the bytes a float32 node costs to read) where a self-check finds
+ * them as good as the vectors on this data, else one byte (a quarter); the query is quantized
+ * to 7 bits, so that one u8 x s8 dot product gives the distance. On by default for the l2 and
+ * cosine metrics; on = false traverses on the vectors (the ip metric always does).
  */
 void idx_hnsw_searcher_use_codes(struct idx_hnsw_searcher *s, bool on);
 /* Does h have traversal codes? Not for ip, for vectors or ranges that are not finite, nor
- * where a self-check at build and load time (64 nodes as queries) found the codes' hits
- * agreeing with the vectors' on less than 97 %: then every search traverses on the vectors. */
+ * where a self-check at build and load time (nodes' midpoints as queries, searched on codes
+ * and on the vectors) found the codes' recall more than 0.02 below the vectors' (4-bit codes:
+ * 0.01, at a smaller beam): then every search traverses on the vectors. */
 bool idx_hnsw_has_codes(const struct idx_hnsw *h);
+/* Bits a dimension of h's traversal codes: 4 or 8, 0 without codes. */
+int idx_hnsw_code_bits(const struct idx_hnsw *h);
+/* Derives h's codes again at `bits` 4 or 8 only (kept if the self-check, at 0.02, keeps
+ * them); 0: the build's and load's choice. For benchmarks and tests; not thread-safe with
+ * searches of h. */
+int idx_hnsw_make_codes_bits(struct idx_hnsw *h, int bits);
 
 /*
  * k nearest of q with beam width ef (>= k; raised to k if smaller). Ids the filter rejects

@@ -26,22 +26,28 @@ struct idx_hnsw {
     st_dist_fn dist;
     size_t vec_bytes;
     /*
-     * Traversal codes (idx_hnsw_make_codes; search only, never saved): one byte per dimension,
-     * x[j] ~ sq_lo[j] + sq_t[j] * code[j], the offset and step of each dimension from its own
-     * range over the nodes (a wide or outlying dimension squeezes only itself; a constant one
-     * is exact with step 0); cstride bytes a node (dim rounded up to 64, zeros past it), and
-     * cnorm[i] = sum_j (sq_t[j] code[j])^2, so that with r = q - sq_lo,
-     * |q - x|^2 ~ |r|^2 - 2 sum_j (sq_t[j] r[j]) code[j] + cnorm: one byte dot product against
-     * the query's weights quantized to signed bytes. NULL for the ip metric (L2 does not order
-     * like -dot), for vectors or ranges that are not finite, and past 65,536 dimensions.
+     * Traversal codes (idx_hnsw_make_codes; search only, never saved): code_bits (4 or 8) a
+     * dimension, x[j] ~ sq_lo[j] + sq_t[j] * code[j], the offset and step of each dimension
+     * from its own range over the nodes (a wide or outlying dimension squeezes only itself; a
+     * constant one is exact with step 0); cstride bytes a node (8 bits: dim rounded up to 64,
+     * zeros past it; 4 bits: qstride / 2 rounded up to 64, in st_dotu4_fn's layout, 64
+     * dimensions in 32 bytes, low nibbles first), and cnorm[i] = sum_j (sq_t[j] code[j])^2, so
+     * that with r = q - sq_lo, |q - x|^2 ~ |r|^2 - 2 sum_j (sq_t[j] r[j]) code[j] + cnorm: one
+     * byte dot product against the query's weights quantized to signed bytes (qstride of
+     * them, zeros past dim). NULL for the ip metric (L2 does not order like -dot), for vectors
+     * or ranges that are not finite, and past 65,536 dimensions.
      */
     uint8_t *codes;
     size_t cstride;
+    int code_bits;
+    size_t qstride;
     float *sq_lo, *sq_t, *cnorm;
-    float sq_bias; /* sum_j sq_t[j]^2 / 12: what rounding adds to a code distance on average */
-    /* The kernel's dotu8_paired; pair_max > 0: the query's weights are scaled so that each
-     * pair's magnitudes sum to at most it (quantize_query), which keeps that kernel exact. */
+    float sq_bias; /* the mean over the nodes of cnorm - |x - sq_lo|^2: what the codes add */
+    /* The kernel's dotu8_paired (8-bit codes); pair_max > 0: the query's weights are scaled so
+     * that each pair's magnitudes sum to at most it (quantize_query), which keeps that kernel
+     * exact. dotu4 (4-bit codes) needs no bound. */
     st_dotu8_fn dotu8;
+    st_dotu4_fn dotu4;
     int pair_max;
     /* labels[node]: the id a node is returned and filtered as (its row in the vectors the
      * graph was built from) once idx_hnsw_reorder has renumbered the nodes; NULL: node = id. */

@@ -6,7 +6,7 @@
 // recall@10.
 //
 //   build/bench/ann/bench_ann [--n 60000] [--queries 10000] [--engines hnsw,ivfpq]
-//       [--m 16] [--efc 200] [--ef 10,16,24,...] [--reorder 1]
+//       [--m 16] [--efc 200] [--ef 10,16,24,...] [--reorder 1] [--code-bits 0|4|8]
 //       [--nlist 256] [--pq8-m 98] [--pq4-m 196] [--rerank 100] [--nprobe 1,2,4,...]
 //       [--gt-cache FILE] [--csv FILE]
 //
@@ -80,6 +80,7 @@ int main(int argc, char **argv)
     uint32_t nlist = 256, pq8_m = 98, pq4_m = 196, rerank = 100;
     std::string engines = "hnsw,ivfpq";
     bool reorder = true;
+    int code_bits = 0;
     auto list = [](const char *p) {
         std::vector<uint32_t> v;
         for (char *e; *p; p = e + (*e == ',')) {
@@ -119,6 +120,8 @@ int main(int argc, char **argv)
             efs = list(argv[i + 1]);
         else if (a == "--reorder") /* 0: strata's graph in insertion order (comparisons) */
             reorder = atoi(argv[i + 1]) != 0;
+        else if (a == "--code-bits") /* 4 or 8: only those traversal codes (0: the default) */
+            code_bits = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -208,6 +211,10 @@ int main(int argc, char **argv)
             return 1;
         }
         double ours_build = now_s() - t0;
+        if (code_bits != 0 && idx_hnsw_make_codes_bits(ours, code_bits) != ST_OK) {
+            fprintf(stderr, "idx_hnsw_make_codes_bits failed\n");
+            return 1;
+        }
         t0 = now_s();
         hnswlib::L2Space space(dim);
         hnswlib::HierarchicalNSW<float> ref(&space, nbase, m, efc, 42);
@@ -222,8 +229,10 @@ int main(int argc, char **argv)
                ref_build, ref_build / ours_build);
         printf("index memory: strata %.1f MiB, hnswlib %.1f MiB\n",
                idx_hnsw_memory(ours) / 1048576.0, ref_mem / 1048576.0);
+        printf("strata traversal codes: %d-bit%s\n", idx_hnsw_code_bits(ours),
+               code_bits != 0 ? " (--code-bits)" : " (the self-check's choice)");
 
-        // Two strata searchers over the same graph: traversal on one-byte codes with exact
+        // Two strata searchers over the same graph: traversal on 4- or 8-bit codes with exact
         // re-ranking (the default) and traversal on the float32 vectors. The first also runs
         // every query in one batched call (idx_hnsw_search_batch: queries in lock step).
         idx_hnsw_searcher *s = idx_hnsw_searcher_new(ours), *s32 = idx_hnsw_searcher_new(ours);
