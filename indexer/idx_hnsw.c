@@ -94,7 +94,7 @@ struct lane {
     uint16_t gen;
     struct heap cand, res;
     struct heap kth;       /* bounded searches: the f best found (a max-heap), and the best */
-    int8_t *qcode;         /* the query's weights as signed bytes (cstride) on codes */
+    int8_t *qcode;         /* the query's weights as signed bytes (qstride) on codes */
     bool on_codes;         /* this search traverses on codes (quantize_query) */
     float cx, cdot, cbias; /* distance = cx * cnorm - cdot * code.qcode + cbias */
     /* the layer search (layer_begin) */
@@ -133,7 +133,9 @@ static int lane_init(struct lane *L, const struct idx_hnsw *h)
         return ST_ENOMEM;
     if (L->tags == NULL && (L->tags = calloc(h->n ? h->n : 1, sizeof(*L->tags))) == NULL)
         return ST_ENOMEM;
-    if (h->codes != NULL && L->qcode == NULL && (L->qcode = aligned_alloc(64, h->qstride)) == NULL)
+    /* Whether or not h has codes now (idx_hnsw_make_codes_bits may add them later). */
+    if (L->qcode == NULL &&
+        (L->qcode = aligned_alloc(64, ((size_t)h->dim + 63) & ~(size_t)63)) == NULL)
         return ST_ENOMEM;
     if (heap_reserve(&L->cand, 256) != ST_OK || heap_reserve(&L->res, 256) != ST_OK ||
         heap_reserve(&L->kth, 64) != ST_OK)
@@ -183,13 +185,14 @@ static inline float node_dist(const struct idx_hnsw *h, const struct lane *L, co
     return h->dist(q, hnsw_vec(h, id), h->dim);
 }
 
-/* The first two cache lines of what node_dist will read for id. */
+/* The first two cache lines (one of a 64-byte code row) of what node_dist will read for id. */
 static inline void node_prefetch(const struct idx_hnsw *h, const struct lane *L, uint32_t id)
 {
     const char *p = L->on_codes ? (const char *)(h->codes + (size_t)id * h->cstride)
                                 : (const char *)hnsw_vec(h, id);
     __builtin_prefetch(p);
-    __builtin_prefetch(p + 64);
+    if (!L->on_codes || h->cstride > 64) /* a 64-byte row: the next line is another node's */
+        __builtin_prefetch(p + 64);
     if (L->on_codes)
         __builtin_prefetch(h->cnorm + id);
 }
@@ -1227,14 +1230,18 @@ static void drop_codes(struct idx_hnsw *h)
 }
 
 /*
- * Keeps the codes only if they cost no recall on this data: up to 64 queries between the nodes
+ * Whether the codes cost no recall on this data: up to `queries` queries between the nodes
  * (the midpoint of a node and its first neighbour: near the data, not on it), searched on codes
- * and on the vectors (k = 10, ef = 32). Both return exact distances, so the union's ten best
- * are the truth both are measured against; the codes go if their recall is more than 0.02
- * below the vectors'. (Agreement with the float traversal was the first measure: on a weak
- * graph the two miss different neighbours, and codes exactly as good were dropped.) Per-
- * dimension steps with the query's weights in signed bytes lose the narrow dimensions where
- * ranges differ by far more than 127x: one dimension 30x wider cost recall 0.38 against 0.999.
+ * and on the vectors (k = 10, beam ef: 16 for 4-bit codes, 32 for 8-bit). Both return exact
+ * distances, so the union's ten best are the truth both are measured against; the codes fail
+ * if their recall is more than `tolerance` (0.01 for 4 bits chosen by default, else 0.02)
+ * below the vectors'. The midpoints are easy queries (their two nodes are near-certain hits),
+ * and a beam of k is not checked: there 4-bit codes cost recall even where kept (Fashion-MNIST
+ * 0.928 -> 0.908 at ef 10; the service's default beam is max(64, k)). (Agreement with the float
+ * traversal was the first measure: on a weak graph the two miss different neighbours, and codes
+ * exactly as good were dropped.) Per- dimension steps with the query's weights in signed bytes lose
+ * the narrow dimensions where ranges differ by far more than 127x: one dimension 30x wider cost
+ * recall 0.38 against 0.999.
  */
 static int hit_cmp(const void *a, const void *b);
 
@@ -1303,7 +1310,7 @@ static int float_cmp(const void *a, const void *b)
 
 /* Steps, codes and norms at `bits` (4 or 8) from the ranges [sq_lo, hi]; false when a step
  * is not usable (no codes then). */
-static bool fill_codes(struct idx_hnsw *h, int bits, const float *rng)
+static bool fill_codes(struct idx_hnsw *h, int bits, const float *rng, const uint32_t *inv)
 {
     free(h->codes);
     h->code_bits = bits;
@@ -1329,7 +1336,9 @@ static bool fill_codes(struct idx_hnsw *h, int bits, const float *rng)
     }
     memset(h->codes, 0, h->cstride * h->n);
     double bias = 0;
-    for (uint32_t i = 0; i < h->n; i++) {
+    for (uint32_t id = 0; id < h->n; id++) {
+        /* by id: a renumbered graph sums the bias in the same order, to the same float */
+        uint32_t i = inv != NULL ? inv[id] : id;
         const float *v = hnsw_vec(h, i);
         uint8_t *c = h->codes + (size_t)i * h->cstride;
         double xx = 0, yy = 0;
@@ -1360,13 +1369,14 @@ int idx_hnsw_make_codes(struct idx_hnsw *h)
 
 int idx_hnsw_make_codes_bits(struct idx_hnsw *h, int bits)
 {
+    if (bits != 0 && bits != 4 && bits != 8)
+        return ST_EINVAL;
     drop_codes(h);
     h->code_bits = 8;
     code_kernel(h);
     /* Past 65,536 dimensions the sums could overflow 32 bits: no codes (a loaded file may
      * claim any dimension; collections are smaller). */
-    if (h->metric == ST_METRIC_IP || h->n == 0 || h->dim > 65536 ||
-        (bits != 0 && bits != 4 && bits != 8))
+    if (h->metric == ST_METRIC_IP || h->n == 0 || h->dim > 65536)
         return ST_OK;
     h->qstride = ((size_t)h->dim + 63) & ~(size_t)63;
     h->sq_lo = malloc(h->dim * sizeof(float));
@@ -1429,8 +1439,10 @@ int idx_hnsw_make_codes_bits(struct idx_hnsw *h, int bits)
      * Fashion-MNIST at the same recall, docs/benchmarks.md), held to half the tolerance eight
      * bits are, since eight bits are there to fall back to; else eight bits, else none. */
     bool kept = false;
-    for (int b = bits == 8 ? 8 : 4; b <= 8 && !kept; b += 4) {
-        if (!fill_codes(h, b, rng))
+    /* Up to 64 dimensions a 4-bit row is a cache line, as an 8-bit one: nothing to gain. */
+    bool small = h->qstride <= 64 && bits == 0;
+    for (int b = bits == 8 || small ? 8 : 4; b <= 8 && !kept; b += 4) {
+        if (!fill_codes(h, b, rng, inv))
             break;
         kept = b == 4 ? codes_self_check(h, inv, 128, 16, bits == 0 ? 0.01 : 0.02)
                       : codes_self_check(h, inv, 64, 32, 0.02);
