@@ -1239,9 +1239,9 @@ static void drop_codes(struct idx_hnsw *h)
  * and a beam of k is not checked: there 4-bit codes cost recall even where kept (Fashion-MNIST
  * 0.928 -> 0.908 at ef 10; the service's default beam is max(64, k)). (Agreement with the float
  * traversal was the first measure: on a weak graph the two miss different neighbours, and codes
- * exactly as good were dropped.) Per- dimension steps with the query's weights in signed bytes lose
- * the narrow dimensions where ranges differ by far more than 127x: one dimension 30x wider cost
- * recall 0.38 against 0.999.
+ * exactly as good were dropped.) Per-dimension steps with the query's weights in signed bytes
+ * lose the narrow dimensions where ranges differ by far more than 127x: one dimension 30x wider
+ * cost recall 0.38 against 0.999.
  */
 static int hit_cmp(const void *a, const void *b);
 
