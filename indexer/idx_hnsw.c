@@ -1308,8 +1308,9 @@ static int float_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Steps, codes and norms at `bits` (4 or 8) from the ranges [sq_lo, hi]; false when a step
- * is not usable (no codes then). */
+/* Offsets, steps, codes and norms at `bits` (4 or 8) from rng (per dimension: the true least
+ * and greatest value, the sample's middle 99.8 % bounds); false when a step is not usable (no
+ * codes then). */
 static bool fill_codes(struct idx_hnsw *h, int bits, const float *rng, const uint32_t *inv)
 {
     free(h->codes);
@@ -1438,16 +1439,14 @@ int idx_hnsw_make_codes_bits(struct idx_hnsw *h, int bits)
      * reads: on a CPU that waits for memory, 1.75-1.85x the QPS of eight bits on
      * Fashion-MNIST at the same recall, docs/benchmarks.md), held to half the tolerance eight
      * bits are, since eight bits are there to fall back to; else eight bits, else none. */
-    bool kept = false;
     /* Up to 64 dimensions a 4-bit row is a cache line, as an 8-bit one: nothing to gain. */
-    bool small = h->qstride <= 64 && bits == 0;
-    for (int b = bits == 8 || small ? 8 : 4; b <= 8 && !kept; b += 4) {
+    int first = bits == 4 || (bits == 0 && h->qstride > 64) ? 4 : 8, last = bits == 4 ? 4 : 8;
+    bool kept = false;
+    for (int b = first; b <= last && !kept; b += 4) {
         if (!fill_codes(h, b, rng, inv))
             break;
         kept = b == 4 ? codes_self_check(h, inv, 128, 16, bits == 0 ? 0.01 : 0.02)
                       : codes_self_check(h, inv, 64, 32, 0.02);
-        if (bits == 4)
-            break;
     }
     free(inv);
     free(rng);
