@@ -454,43 +454,222 @@ static int pwrite_full(int fd, const uint8_t *b, size_t len, uint64_t off)
     return ST_OK;
 }
 
-/* Writes len aligned bytes of stage at an aligned offset, straight to the device; what an
- * O_DIRECT write leaves undone (a short write, or a device that refuses the alignment: direct
- * appends then stop for this file) goes through the page cache. */
-static int direct_write(struct store_file *f, const uint8_t *stage, size_t len, uint64_t off)
+/* The O_DIRECT part of writing len aligned bytes of stage at an aligned offset: *done gets the
+ * bytes the device took, *refused whether it stopped taking them (a refused alignment, EINVAL,
+ * or a short or empty write: the rest, unaligned now, must go through the page cache). Returns
+ * 0 or the errno of a failed write. Touches nothing of the file's but the descriptor, so that
+ * the I/O thread can run it (fault site store.fs.dio: ST_EINVAL is a refusal, other codes a
+ * failed write). */
+static int dio_pwrite(int dfd, const uint8_t *stage, size_t len, uint64_t off, size_t *done_out,
+                      bool *refused)
 {
     size_t done = 0;
-    while (f->dfd >= 0 && done < len) {
-        ssize_t w = pwrite(f->dfd, stage + done, len - done, (off_t)(off + done));
+    *refused = false;
+    int fault = ST_FAULT("store.fs.dio");
+    if (fault == ST_EINVAL)
+        *refused = true;
+    else if (fault != 0)
+        return EIO;
+    while (!*refused && done < len) {
+        ssize_t w = pwrite(dfd, stage + done, len - done, (off_t)(off + done));
         if (w < 0 && errno == EINTR)
             continue;
-        if (w < 0 && errno != EINVAL)
-            return st_from_errno(errno);
-        if (w <= 0) {
-            close(f->dfd); /* tailblk stays until the end of this append */
-            f->dfd = -1;
-            break;
+        if (w < 0 && errno != EINVAL) {
+            *done_out = done;
+            return errno;
         }
-        done += (size_t)w;
-        if (done < len)
-            break; /* short: the rest, unaligned now, through the page cache */
+        if (w <= 0)
+            *refused = true;
+        else if ((done += (size_t)w) < len)
+            *refused = true; /* short */
+    }
+    *done_out = done;
+    return 0;
+}
+
+/* After dio_pwrite: direct appends stop for a file whose device stopped taking them (tailblk
+ * stays until the end of this append), and what it left undone goes through the page cache. */
+static int dio_finish(struct store_file *f, const uint8_t *stage, size_t len, uint64_t off, int err,
+                      size_t done, bool refused)
+{
+    if (err != 0)
+        return st_from_errno(err);
+    if (refused && f->dfd >= 0) {
+        close(f->dfd);
+        f->dfd = -1;
     }
     return pwrite_full(f->fd, stage + done, len - done, off + done);
 }
 
-/* Appends up to limit bytes of iov through the calling thread's stage, after the file's last
- * partial block (see store_fs_direct); *done gets the bytes of iov known to be in the file.
- * ST_EAGAIN (nothing done) when the thread has no stage. On failure direct appends stop (the
- * last block's contents are no longer known for certain). */
+/* Writes len aligned bytes of stage at an aligned offset, straight to the device while the
+ * file takes direct writes, through the page cache otherwise or for what the device refused. */
+static int direct_write(struct store_file *f, const uint8_t *stage, size_t len, uint64_t off)
+{
+    size_t done = 0;
+    bool refused = f->dfd < 0;
+    int err = refused ? 0 : dio_pwrite(f->dfd, stage, len, off, &done, &refused);
+    return dio_finish(f, stage, len, off, err, done, refused);
+}
+
+/* ---- the I/O thread ---- */
+
+struct store_fs_io {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint8_t *stage[2];
+    int cur; /* the stage the appender fills */
+    /* The write in flight (mu): requested by the appender, done by the thread. */
+    bool busy, stop;
+    int dfd;
+    const uint8_t *buf;
+    size_t len, done;
+    uint64_t off;
+    int err;
+    bool refused;
+};
+
+static void *io_main(void *arg)
+{
+    (void)pthread_setname_np(pthread_self(), "st-dio");
+    struct store_fs_io *io = arg;
+    pthread_mutex_lock(&io->mu);
+    for (;;) {
+        while (!io->stop && !(io->busy && io->dfd >= 0))
+            pthread_cond_wait(&io->cv, &io->mu);
+        if (io->stop)
+            break;
+        int dfd = io->dfd;
+        const uint8_t *buf = io->buf;
+        size_t len = io->len, done = 0;
+        uint64_t off = io->off;
+        pthread_mutex_unlock(&io->mu);
+        bool refused;
+        int err = dio_pwrite(dfd, buf, len, off, &done, &refused);
+        pthread_mutex_lock(&io->mu);
+        io->done = done;
+        io->err = err;
+        io->refused = refused;
+        io->dfd = -1; /* done: the appender collects it */
+        pthread_cond_broadcast(&io->cv);
+    }
+    pthread_mutex_unlock(&io->mu);
+    return NULL;
+}
+
+int store_fs_io_new(struct store_fs_io **out)
+{
+    *out = NULL;
+    if (ST_FAULT("store.fs.io") != 0)
+        return ST_ENOMEM;
+    struct store_fs_io *io = calloc(1, sizeof(*io));
+    if (io == NULL)
+        return ST_ENOMEM;
+    for (int k = 0; k < 2; k++) {
+        void *p = NULL;
+        if (posix_memalign(&p, DIO_ALIGN, DIO_STAGE) != 0) {
+            free(io->stage[0]);
+            free(io);
+            return ST_ENOMEM;
+        }
+        io->stage[k] = p;
+    }
+    io->dfd = -1;
+    pthread_mutex_init(&io->mu, NULL);
+    pthread_cond_init(&io->cv, NULL);
+    if (pthread_create(&io->thread, NULL, io_main, io) != 0) {
+        pthread_cond_destroy(&io->cv);
+        pthread_mutex_destroy(&io->mu);
+        free(io->stage[0]);
+        free(io->stage[1]);
+        free(io);
+        return ST_ENOMEM;
+    }
+    *out = io;
+    return ST_OK;
+}
+
+void store_fs_io_free(struct store_fs_io *io)
+{
+    if (io == NULL)
+        return;
+    pthread_mutex_lock(&io->mu);
+    io->stop = true;
+    pthread_cond_broadcast(&io->cv);
+    pthread_mutex_unlock(&io->mu);
+    pthread_join(io->thread, NULL);
+    pthread_cond_destroy(&io->cv);
+    pthread_mutex_destroy(&io->mu);
+    free(io->stage[0]);
+    free(io->stage[1]);
+    free(io);
+}
+
+/* Waits for the write in flight (if any) and finishes it (dio_finish). Returns its result. */
+static int io_collect(struct store_fs_io *io, struct store_file *f)
+{
+    pthread_mutex_lock(&io->mu);
+    bool had = io->busy;
+    while (io->busy && io->dfd >= 0)
+        pthread_cond_wait(&io->cv, &io->mu);
+    io->busy = false;
+    const uint8_t *buf = io->buf;
+    size_t len = io->len, done = io->done;
+    uint64_t off = io->off;
+    int err = io->err;
+    bool refused = io->refused;
+    pthread_mutex_unlock(&io->mu);
+    return had ? dio_finish(f, buf, len, off, err, done, refused) : ST_OK;
+}
+
+/* Hands stage[cur] (len aligned bytes for off) to the thread after finishing the write before
+ * it, and makes the other stage the one to fill. A file that no longer takes direct writes is
+ * written here, through the page cache. */
+static int io_submit(struct store_fs_io *io, struct store_file *f, size_t len, uint64_t off)
+{
+    int rc = io_collect(io, f);
+    if (rc != ST_OK)
+        return rc;
+    const uint8_t *buf = io->stage[io->cur];
+    if (f->dfd < 0) {
+        rc = pwrite_full(f->fd, buf, len, off);
+    } else {
+        pthread_mutex_lock(&io->mu);
+        io->busy = true;
+        io->dfd = f->dfd;
+        io->buf = buf;
+        io->len = len;
+        io->off = off;
+        io->done = 0;
+        io->err = 0;
+        io->refused = false;
+        pthread_cond_broadcast(&io->cv);
+        pthread_mutex_unlock(&io->mu);
+    }
+    io->cur ^= 1;
+    return rc;
+}
+/* Bytes copied into a stage between two calls of the seen function: small enough that they
+ * are still in the core's cache when it reads them. */
+#define SEEN_PIECE (64u << 10)
+
+/* Appends up to limit bytes of iov through a stage (the I/O thread's two, or the calling
+ * thread's one), after the file's last partial block (see store_fs_direct); *done gets the
+ * bytes of iov known to be in the file. ST_EAGAIN (nothing done) when there is no stage. On
+ * failure direct appends stop (the last block's contents are no longer known for certain). */
 static int direct_writev(struct store_file *f, const struct iovec *iov, int iovcnt, size_t limit,
-                         size_t *done_out)
+                         const struct store_fs_append *how, size_t *done_out)
 {
     *done_out = 0;
-    uint8_t *stage = ST_FAULT("store.fs.stage") != 0 ? NULL : thread_stage();
+    struct store_fs_io *io = how->io;
+    uint8_t *stage = ST_FAULT("store.fs.stage") != 0 ? NULL
+                     : io != NULL                    ? io->stage[io->cur]
+                                                     : thread_stage();
     if (stage == NULL)
         return ST_EAGAIN;
     uint64_t end0 = f->size;
     uint64_t base = end0 - f->tail; /* aligned: where stage[0] goes */
+    uint64_t landed = base;         /* every byte before this is in the file */
     memcpy(stage, f->tailblk, f->tail);
     size_t fill = f->tail, taken = 0;
     int rc = ST_OK;
@@ -499,18 +678,35 @@ static int direct_writev(struct store_file *f, const struct iovec *iov, int iovc
         size_t left = iov[i].iov_len < limit - taken ? iov[i].iov_len : limit - taken;
         while (left > 0) {
             size_t c = DIO_STAGE - fill < left ? DIO_STAGE - fill : left;
+            if (how->seen != NULL && c > SEEN_PIECE)
+                c = SEEN_PIECE;
             memcpy(stage + fill, p, c);
+            if (how->seen != NULL)
+                how->seen(how->seen_arg, stage + fill, c);
             fill += c;
             p += c;
             left -= c;
             taken += c;
-            if (fill == DIO_STAGE) {
+            if (fill < DIO_STAGE)
+                continue;
+            if (io != NULL) { /* the device writes this stage while the next one fills */
+                if ((rc = io_submit(io, f, DIO_STAGE, base)) != ST_OK)
+                    break;
+                landed = base; /* the write before this one is finished */
+                stage = io->stage[io->cur];
+            } else {
                 if ((rc = direct_write(f, stage, DIO_STAGE, base)) != ST_OK)
                     break;
-                base += DIO_STAGE;
-                fill = 0;
+                landed = base + DIO_STAGE;
             }
+            base += DIO_STAGE;
+            fill = 0;
         }
+    }
+    if (io != NULL) {
+        int crc = io_collect(io, f);
+        if (rc == ST_OK && (rc = crc) == ST_OK)
+            landed = base;
     }
     size_t full = fill & ~(size_t)(DIO_ALIGN - 1);
     if (rc == ST_OK && full > 0)
@@ -520,7 +716,7 @@ static int direct_writev(struct store_file *f, const struct iovec *iov, int iovc
     if (rc != ST_OK) {
         /* What is certainly there: the blocks written before the failing one, and never less
          * than before the call. */
-        *done_out = base > end0 ? (size_t)(base - end0) : 0;
+        *done_out = landed > end0 ? (size_t)(landed - end0) : 0;
         direct_off(f);
         return rc;
     }
@@ -532,8 +728,24 @@ static int direct_writev(struct store_file *f, const struct iovec *iov, int iovc
     return ST_OK;
 }
 
-int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, const char *site)
+/* Calls seen over the first n bytes of iov. */
+static void seen_iov(const struct store_fs_append *how, const struct iovec *iov, int iovcnt,
+                     size_t n)
 {
+    for (int i = 0; i < iovcnt && n > 0; i++) {
+        size_t l = iov[i].iov_len < n ? iov[i].iov_len : n;
+        if (l > 0)
+            how->seen(how->seen_arg, iov[i].iov_base, l);
+        n -= l;
+    }
+}
+
+int store_fs_writev_how(struct store_file *f, const struct iovec *iov, int iovcnt,
+                        const struct store_fs_append *how, const char *site)
+{
+    static const struct store_fs_append plain = {0};
+    if (how == NULL)
+        how = &plain;
     size_t len = 0;
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
@@ -547,13 +759,15 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
         return ST_EIO;
     size_t done = 0;
     int wrc = f->dfd >= 0 && f->tail + limit >= DIO_MIN
-                  ? direct_writev(f, iov, iovcnt, limit, &done)
+                  ? direct_writev(f, iov, iovcnt, limit, how, &done)
                   : ST_EAGAIN;
     bool buffered = wrc == ST_EAGAIN; /* not direct, a small append, or no stage here */
     if (buffered) {
         wrc = buffered_writev(f, iov, iovcnt, limit, &done);
         if (f->dfd >= 0 && wrc != ST_OK)
             direct_off(f); /* the last block is no longer known for certain */
+        if (how->seen != NULL)
+            seen_iov(how, iov, iovcnt, done);
     }
     if (rc == ST_OK)
         rc = wrc;
@@ -563,6 +777,11 @@ int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, c
         tail_after(f, iov, iovcnt, done);
     sim_leave(f->fs);
     return rc;
+}
+
+int store_fs_writev(struct store_file *f, const struct iovec *iov, int iovcnt, const char *site)
+{
+    return store_fs_writev_how(f, iov, iovcnt, NULL, site);
 }
 
 int store_fs_sync(struct store_file *f, const char *site)

@@ -69,6 +69,35 @@ bool store_fs_direct(struct store_file *f);
  * append error and recovery cuts a log to the rows its records name. */
 /* Whether f's appends currently bypass the page cache. */
 bool store_fs_is_direct(const struct store_file *f);
+
+/*
+ * A direct appender's second thread (one per appending thread that wants it, e.g. a store's
+ * vector-log writer): with it, a direct append fills one of two 1 MiB stages while the device
+ * writes the other, instead of copying and then waiting. One write is in flight at a time and
+ * each is finished (a short or refused write completed through the page cache) before the next
+ * starts, so the file goes through the same states as without it; the append returns once all
+ * its bytes are in the file. 2 MiB and a thread. ST_ENOMEM (fault site store.fs.io) when
+ * either cannot be had: the caller appends without it.
+ */
+struct store_fs_io;
+int store_fs_io_new(struct store_fs_io **out) ST_WUR;
+/* Stops the thread and frees the stages (NULL is a no-op). No append may be using it. */
+void store_fs_io_free(struct store_fs_io *io);
+
+/* Called by an append with the bytes it appends, in order, each once, on the appending thread
+ * right after they were copied into a stage (still in the cache): so that a checksum of the
+ * bytes needs no second pass over them. On failure it may have seen bytes that did not land. */
+typedef void (*store_fs_seen_fn)(void *arg, const void *p, size_t len);
+
+struct store_fs_append {
+    struct store_fs_io *io; /* NULL: one stage, the copy and the write in turn */
+    store_fs_seen_fn seen;  /* NULL: none */
+    void *seen_arg;
+};
+
+/* store_fs_writev, with the options above (a NULL how is store_fs_writev). */
+int store_fs_writev_how(struct store_file *f, const struct iovec *iov, int iovcnt,
+                        const struct store_fs_append *how, const char *site) ST_WUR;
 int store_fs_truncate(struct store_file *f, uint64_t size, const char *site) ST_WUR;
 /* Closes and frees f (NULL is a no-op). Does not sync. */
 void store_fs_close(struct store_file *f);

@@ -543,6 +543,14 @@ int store_vlog_sync_captured(struct store_vlog **arr, size_t n) ST_WUR;
  * at file offset off: feeds them to v's block sums. Rows not where the sums stand (off is
  * not the header plus the bytes summed) stop the summing: the seal then reads the rows. */
 void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt);
+/* The same in three steps, for an appender that sums the rows while store_fs copies them
+ * (store_fs_append.seen): before the append of rows at offset off, whether they are to be
+ * summed (false: the sums stopped, or had already); then store_vlog_sum_seen(v, bytes, len)
+ * as the append sees them; and store_vlog_sum_failed(v) if the append failed (its sums may
+ * hold rows that did not land: they stop). */
+bool store_vlog_sum_begin(struct store_vlog *v, uint64_t off);
+void store_vlog_sum_seen(void *v, const void *bytes, size_t len);
+void store_vlog_sum_failed(struct store_vlog *v);
 /* The sums of v's whole row blocks, or NULL unless exactly its vbytes of rows were summed (the
  * seal reads the rows). Caller holds mu and has seen v closed with no append pending. */
 const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t vbytes);

@@ -63,44 +63,62 @@ static void sums_stop(struct store_vlog *v, const char *why)
                 v->f->path, why);
 }
 
-void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt)
+bool store_vlog_sum_begin(struct store_vlog *v, uint64_t off)
 {
     if (v->bs == NULL)
-        return;
+        return false;
     if (ST_FAULT("store.vlog.sums") != 0) {
         sums_stop(v, "fault injected");
-        return;
+        return false;
     }
     if (off != STORE_SEG_HEADER + v->summed) {
         sums_stop(v, "rows appended where the sums do not stand");
-        return;
+        return false;
     }
-    for (int i = 0; i < cnt; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        for (size_t left = iov[i].iov_len; left > 0;) {
-            size_t room = STORE_SEG_VEC_BLOCK - (size_t)(v->summed % STORE_SEG_VEC_BLOCK);
-            size_t take = left < room ? left : room;
-            st_hash_stream_update(v->bs, p, take);
-            p += take;
-            left -= take;
-            v->summed += take;
-            if (take < room)
-                continue;
-            if (v->nsums == v->capsums) {
-                size_t cap = v->capsums ? v->capsums * 2 : 64;
-                uint32_t *n = realloc(v->sums, cap * sizeof(*n));
-                if (n == NULL) {
-                    sums_stop(v, "out of memory");
-                    return;
-                }
-                v->sums = n;
-                v->capsums = cap;
+    return true;
+}
+
+void store_vlog_sum_seen(void *arg, const void *bytes, size_t len)
+{
+    struct store_vlog *v = arg;
+    const uint8_t *p = bytes;
+    while (len > 0 && v->bs != NULL) {
+        size_t room = STORE_SEG_VEC_BLOCK - (size_t)(v->summed % STORE_SEG_VEC_BLOCK);
+        size_t take = len < room ? len : room;
+        st_hash_stream_update(v->bs, p, take);
+        p += take;
+        len -= take;
+        v->summed += take;
+        if (take < room)
+            continue;
+        if (v->nsums == v->capsums) {
+            size_t cap = v->capsums ? v->capsums * 2 : 64;
+            uint32_t *n = realloc(v->sums, cap * sizeof(*n));
+            if (n == NULL) {
+                sums_stop(v, "out of memory");
+                return;
             }
-            /* st_checksum32 of the block: the low 32 bits of its XXH3-64 */
-            v->sums[v->nsums++] = (uint32_t)st_hash_stream_digest(v->bs);
-            st_hash_stream_reset(v->bs);
+            v->sums = n;
+            v->capsums = cap;
         }
+        /* st_checksum32 of the block: the low 32 bits of its XXH3-64 */
+        v->sums[v->nsums++] = (uint32_t)st_hash_stream_digest(v->bs);
+        st_hash_stream_reset(v->bs);
     }
+}
+
+void store_vlog_sum_failed(struct store_vlog *v)
+{
+    if (v->bs != NULL)
+        sums_stop(v, "an append failed after its rows were summed");
+}
+
+void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt)
+{
+    if (!store_vlog_sum_begin(v, off))
+        return;
+    for (int i = 0; i < cnt; i++)
+        store_vlog_sum_seen(v, iov[i].iov_base, iov[i].iov_len);
 }
 
 const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t vbytes)

@@ -545,6 +545,11 @@ void *store_vwriter_main(void *arg)
     struct store *s = arg;
     struct iovec *iov = NULL;
     int iovcap = 0;
+    /* The stages' second thread: the device writes one megabyte while the next is copied and
+     * summed. Without it (out of memory) each is copied, summed and written in turn. */
+    struct store_fs_io *io = NULL;
+    if (store_fs_io_new(&io) != ST_OK)
+        st_log_warn(LOG_COMP, "vector-log writer: no I/O thread; appends copy and write in turn");
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->vj_head == NULL && !s->stop)
@@ -576,10 +581,17 @@ void *store_vwriter_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (rc == ST_OK && j->v->f->size != j->off)
             rc = ST_EINTERNAL; /* the log's end disagrees with the rows reserved before */
+        /* The rows are summed as the append copies them (before mu: a seal sees the sums
+         * once it sees the jobs gone). */
+        struct store_fs_append how = {.io = io};
+        if (rc == ST_OK && store_vlog_sum_begin(j->v, j->off)) {
+            how.seen = store_vlog_sum_seen;
+            how.seen_arg = j->v;
+        }
         if (rc == ST_OK)
-            rc = store_fs_writev(j->v->f, w, cnt, "store.vlog.append");
-        if (rc == ST_OK) /* before mu: a seal sees the sums once it sees the jobs gone */
-            store_vlog_sum_appended(j->v, j->off, w, cnt);
+            rc = store_fs_writev_how(j->v->f, w, cnt, &how, "store.vlog.append");
+        if (rc != ST_OK && how.seen != NULL)
+            store_vlog_sum_failed(j->v);
         pthread_mutex_lock(&s->mu);
         if (rc != ST_OK && s->failed == ST_OK)
             store_fail_locked(s, rc, "vector log write");
@@ -604,6 +616,7 @@ void *store_vwriter_main(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     free(iov);
+    store_fs_io_free(io);
     return NULL;
 }
 

@@ -2751,7 +2751,28 @@ static char *direct_dir(void)
     return dir;
 }
 
-/* Appends the same bytes to a plain file and to a direct one, as 1-3 pieces each. */
+/* What the direct twin's appends pass as store_fs_append (NULL: store_fs_writev), and the
+ * bytes its seen function was shown, in order. */
+static const struct store_fs_append *twin_how;
+static uint8_t *seen_buf;
+static size_t seen_len, seen_cap;
+
+static void seen_keep(void *arg, const void *p, size_t len)
+{
+    ck_assert_ptr_eq(arg, &seen_len);
+    ck_assert_uint_le(len, 1u << 20);
+    if (seen_len + len > seen_cap) {
+        seen_cap = (seen_len + len) * 2;
+        seen_buf = realloc(seen_buf, seen_cap);
+        ck_assert_ptr_nonnull(seen_buf);
+    }
+    memcpy(seen_buf + seen_len, p, len);
+    seen_len += len;
+}
+
+/* Appends the same bytes to a plain file and to a direct one, as 1-3 pieces each. With a seen
+ * function, it must have been shown exactly the bytes appended (those of a successful
+ * append). */
 static void twin_append(struct store_file *a, struct store_file *b, const uint8_t *src, size_t len,
                         int pieces, int want_rc)
 {
@@ -2763,7 +2784,12 @@ static void twin_append(struct store_file *a, struct store_file *b, const uint8_
         at += l;
     }
     ck_assert_int_eq(store_fs_writev(a, v, pieces, "t.plain"), want_rc);
-    ck_assert_int_eq(store_fs_writev(b, v, pieces, "t.direct"), want_rc);
+    seen_len = 0;
+    ck_assert_int_eq(store_fs_writev_how(b, v, pieces, twin_how, "t.direct"), want_rc);
+    if (twin_how != NULL && twin_how->seen != NULL && want_rc == ST_OK) {
+        ck_assert_uint_eq(seen_len, len);
+        ck_assert_msg(memcmp(seen_buf, src, len) == 0, "seen bytes differ from those appended");
+    }
 }
 
 /* The direct file's size, on disk and in f->size, and every byte equal to the plain twin's. */
@@ -2784,81 +2810,97 @@ static void twin_same(const struct store_file *a, const struct store_file *b)
 }
 
 /* Appends of every shape around the 4 KiB alignment and the 1 MiB stage, a truncate, a short
- * write and a reopen: the direct file always holds exactly the bytes the plain one does. */
+ * write and a reopen: the direct file always holds exactly the bytes the plain one does. Mode
+ * 0: the thread's one stage; 1: two stages and an I/O thread, with a seen function shown
+ * exactly the bytes of each append; 2: the I/O thread without one. */
 START_TEST(test_direct_appends_match_plain)
 {
-    char *dir = direct_dir();
-    ck_assert_msg(dir != NULL, "no directory here takes O_DIRECT (TMPDIR, /tmp, the build tree)");
-    char pa[700], pb[700];
-    snprintf(pa, sizeof(pa), "%s/plain", dir);
-    snprintf(pb, sizeof(pb), "%s/direct", dir);
-    struct store_file *a, *b;
-    ck_assert_int_eq(store_fs_create(NULL, pa, &a, "t.open"), ST_OK);
-    ck_assert_int_eq(store_fs_create(NULL, pb, &b, "t.open"), ST_OK);
-    size_t max = (3u << 20) + 4099;
-    uint8_t *src = malloc(max);
-    uint64_t x = 88172645463325252ull;
-    for (size_t i = 0; i < max; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        src[i] = (uint8_t)x;
-    }
-    twin_append(a, b, src, 64, 1, ST_OK); /* a header, written before direct appends begin */
-    ck_assert(store_fs_direct(b));
-    ck_assert(store_fs_is_direct(b));
-    const size_t sizes[] = {1,    4095,       4096, 4097,           3072 * 100, 0,    8191,
-                            8192, (1u << 20), 3,    (1u << 20) + 3, max,        5000, 12288};
-    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
-        twin_append(a, b, src + (k * 977) % 4096, sizes[k] > max - 4096 ? max - 4096 : sizes[k],
-                    1 + (int)(k % 3), ST_OK);
+    for (int mode = 0; mode < 3; mode++) {
+        struct store_fs_io *io = NULL;
+        if (mode > 0)
+            ck_assert_int_eq(store_fs_io_new(&io), ST_OK);
+        struct store_fs_append how = {
+            .io = io, .seen = mode == 1 ? seen_keep : NULL, .seen_arg = &seen_len};
+        twin_how = mode > 0 ? &how : NULL;
+        char *dir = direct_dir();
+        ck_assert_msg(dir != NULL,
+                      "no directory here takes O_DIRECT (TMPDIR, /tmp, the build tree)");
+        char pa[700], pb[700];
+        snprintf(pa, sizeof(pa), "%s/plain", dir);
+        snprintf(pb, sizeof(pb), "%s/direct", dir);
+        struct store_file *a, *b;
+        ck_assert_int_eq(store_fs_create(NULL, pa, &a, "t.open"), ST_OK);
+        ck_assert_int_eq(store_fs_create(NULL, pb, &b, "t.open"), ST_OK);
+        size_t max = (3u << 20) + 4099;
+        uint8_t *src = malloc(max);
+        uint64_t x = 88172645463325252ull;
+        for (size_t i = 0; i < max; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            src[i] = (uint8_t)x;
+        }
+        twin_append(a, b, src, 64, 1, ST_OK); /* a header, written before direct appends begin */
+        ck_assert(store_fs_direct(b));
+        ck_assert(store_fs_is_direct(b));
+        const size_t sizes[] = {1,    4095,       4096, 4097,           3072 * 100, 0,    8191,
+                                8192, (1u << 20), 3,    (1u << 20) + 3, max,        5000, 12288};
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+            twin_append(a, b, src + (k * 977) % 4096, sizes[k] > max - 4096 ? max - 4096 : sizes[k],
+                        1 + (int)(k % 3), ST_OK);
+            twin_same(a, b);
+            ck_assert(store_fs_is_direct(b));
+        }
+        /* A cut to an unaligned size, then appends after it. */
+        uint64_t cut = a->size - 5000 - 17;
+        ck_assert_int_eq(store_fs_truncate(a, cut, "t.cut"), ST_OK);
+        ck_assert_int_eq(store_fs_truncate(b, cut, "t.cut"), ST_OK);
+        twin_same(a, b);
+        twin_append(a, b, src + 11, 70000, 2, ST_OK);
         twin_same(a, b);
         ck_assert(store_fs_is_direct(b));
+        /* A short write (a full disk): the first half of the bytes lands, and appends go on. */
+        ck_assert_int_eq(st_fault_arm("t.plain", 0, 1, ST_ENOSPC), ST_OK);
+        ck_assert_int_eq(st_fault_arm("t.direct", 0, 1, ST_ENOSPC), ST_OK);
+        twin_append(a, b, src + 5, 300001, 3, ST_ENOSPC);
+        st_fault_disarm_all();
+        twin_same(a, b);
+        /* The same on the direct path (half of it still over the direct threshold). */
+        ck_assert_int_eq(st_fault_arm("t.plain", 0, 1, ST_ENOSPC), ST_OK);
+        ck_assert_int_eq(st_fault_arm("t.direct", 0, 1, ST_ENOSPC), ST_OK);
+        twin_append(a, b, src + 6, 700001, 2, ST_ENOSPC);
+        st_fault_disarm_all();
+        twin_same(a, b);
+        ck_assert(store_fs_is_direct(b));
+        twin_append(a, b, src + 7, 9000, 1, ST_OK);
+        twin_same(a, b);
+        /* An append whose thread has no stage goes through the page cache; the next large one
+         * starts from the right block again. */
+        ck_assert_int_eq(st_fault_arm("store.fs.stage", 0, 1, ST_ENOMEM), ST_OK);
+        twin_append(a, b, src + 9, (1u << 20) + 4001, 2, ST_OK);
+        ck_assert_uint_eq(st_fault_fired("store.fs.stage"), 1);
+        st_fault_disarm_all();
+        twin_same(a, b);
+        twin_append(a, b, src + 21, (2u << 20) + 333, 3, ST_OK);
+        twin_same(a, b);
+        ck_assert(store_fs_is_direct(b));
+        /* Reopened at an unaligned size: the last partial block is read back and completed. */
+        ck_assert_uint_ne(b->size % 4096, 0);
+        store_fs_close(b);
+        ck_assert_int_eq(store_fs_open_append(NULL, pb, &b, "t.open"), ST_OK);
+        ck_assert(store_fs_direct(b));
+        twin_append(a, b, src + 3, (1u << 20) + 12345, 2, ST_OK);
+        twin_same(a, b);
+        ck_assert_int_eq(store_fs_sync(b, "t.sync"), ST_OK);
+        store_fs_close(a);
+        store_fs_close(b);
+        free(src);
+        st_test_rmrf(dir);
+        free(dir);
+        store_fs_io_free(io);
+        twin_how = NULL;
     }
-    /* A cut to an unaligned size, then appends after it. */
-    uint64_t cut = a->size - 5000 - 17;
-    ck_assert_int_eq(store_fs_truncate(a, cut, "t.cut"), ST_OK);
-    ck_assert_int_eq(store_fs_truncate(b, cut, "t.cut"), ST_OK);
-    twin_same(a, b);
-    twin_append(a, b, src + 11, 70000, 2, ST_OK);
-    twin_same(a, b);
-    ck_assert(store_fs_is_direct(b));
-    /* A short write (a full disk): the first half of the bytes lands, and appends go on. */
-    ck_assert_int_eq(st_fault_arm("t.plain", 0, 1, ST_ENOSPC), ST_OK);
-    ck_assert_int_eq(st_fault_arm("t.direct", 0, 1, ST_ENOSPC), ST_OK);
-    twin_append(a, b, src + 5, 300001, 3, ST_ENOSPC);
-    st_fault_disarm_all();
-    twin_same(a, b);
-    /* The same on the direct path (half of it still over the direct threshold). */
-    ck_assert_int_eq(st_fault_arm("t.plain", 0, 1, ST_ENOSPC), ST_OK);
-    ck_assert_int_eq(st_fault_arm("t.direct", 0, 1, ST_ENOSPC), ST_OK);
-    twin_append(a, b, src + 6, 700001, 2, ST_ENOSPC);
-    st_fault_disarm_all();
-    twin_same(a, b);
-    ck_assert(store_fs_is_direct(b));
-    twin_append(a, b, src + 7, 9000, 1, ST_OK);
-    twin_same(a, b);
-    /* An append whose thread has no stage goes through the page cache; the next large one
-     * starts from the right block again. */
-    ck_assert_int_eq(st_fault_arm("store.fs.stage", 0, 1, ST_ENOMEM), ST_OK);
-    twin_append(a, b, src + 9, (1u << 20) + 4001, 2, ST_OK);
-    ck_assert_uint_eq(st_fault_fired("store.fs.stage"), 1);
-    st_fault_disarm_all();
-    twin_same(a, b);
-    twin_append(a, b, src + 21, (2u << 20) + 333, 3, ST_OK);
-    twin_same(a, b);
-    ck_assert(store_fs_is_direct(b));
-    /* Reopened at an unaligned size: the last partial block is read back and completed. */
-    ck_assert_uint_ne(b->size % 4096, 0);
-    store_fs_close(b);
-    ck_assert_int_eq(store_fs_open_append(NULL, pb, &b, "t.open"), ST_OK);
-    ck_assert(store_fs_direct(b));
-    twin_append(a, b, src + 3, (1u << 20) + 12345, 2, ST_OK);
-    twin_same(a, b);
-    ck_assert_int_eq(store_fs_sync(b, "t.sync"), ST_OK);
-    store_fs_close(a);
-    store_fs_close(b);
-    free(src);
-    st_test_rmrf(dir);
-    free(dir);
+    free(seen_buf);
+    seen_buf = NULL;
+    seen_len = seen_cap = 0;
 }
 END_TEST
 
@@ -2893,6 +2935,77 @@ START_TEST(test_direct_appends_power_loss)
     store_fs_free(fs);
     st_test_rmrf(dir);
     free(dir);
+}
+END_TEST
+
+/* The device refuses a direct write partway through an append (ST_EINVAL at site
+ * store.fs.dio: an alignment it does not take), or fails it (ST_EIO), at the first, second or
+ * third of its 1 MiB stages, with the thread's stage and with the I/O thread's two. Refused:
+ * the append completes through the page cache and the file holds every byte; later appends go
+ * the plain way. Failed: the append fails, and the file's size counts exactly the stages
+ * written before the failing one (never a byte that is not there), every one of them intact. */
+START_TEST(test_direct_device_refuses_or_fails)
+{
+    size_t len = (3u << 20) + 777;
+    uint8_t *src = malloc(len);
+    uint64_t x = 2463534242ull;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        src[i] = (uint8_t)x;
+    }
+    for (int mode = 0; mode < 2; mode++) {
+        for (int refuse = 0; refuse < 2; refuse++) {
+            for (uint32_t skip = 0; skip < 3; skip++) {
+                struct store_fs_io *io = NULL;
+                if (mode == 1)
+                    ck_assert_int_eq(store_fs_io_new(&io), ST_OK);
+                struct store_fs_append how = {.io = io};
+                twin_how = &how;
+                char *dir = direct_dir();
+                char pa[700], pb[700];
+                snprintf(pa, sizeof(pa), "%s/plain", dir);
+                snprintf(pb, sizeof(pb), "%s/direct", dir);
+                struct store_file *a, *b;
+                ck_assert_int_eq(store_fs_create(NULL, pa, &a, "t.open"), ST_OK);
+                ck_assert_int_eq(store_fs_create(NULL, pb, &b, "t.open"), ST_OK);
+                twin_append(a, b, src, 64, 1, ST_OK);
+                ck_assert(store_fs_direct(b));
+                ck_assert_int_eq(st_fault_arm("store.fs.dio", skip, 1, refuse ? ST_EINVAL : ST_EIO),
+                                 ST_OK);
+                if (refuse) {
+                    twin_append(a, b, src + 64, len - 64, 1 + (int)skip, ST_OK);
+                } else {
+                    struct iovec v[2] = {{src + 64, 100000}, {src + 100064, len - 100064}};
+                    ck_assert_int_eq(store_fs_writev_how(b, v, 2, &how, "t.direct"), ST_EIO);
+                }
+                ck_assert_uint_eq(st_fault_fired("store.fs.dio"), 1);
+                st_fault_disarm_all();
+                ck_assert(!store_fs_is_direct(b));
+                if (refuse) {
+                    twin_same(a, b);
+                    twin_append(a, b, src + 5, 600000, 2, ST_OK); /* the plain way now */
+                    twin_same(a, b);
+                } else {
+                    uint64_t want = skip == 0 ? 64 : (uint64_t)skip << 20;
+                    ck_assert_uint_eq(b->size, want);
+                    uint8_t *y;
+                    size_t ly;
+                    ck_assert_int_eq(store_fs_read_all(pb, &y, &ly, SIZE_MAX), ST_OK);
+                    ck_assert_uint_ge(ly, want);
+                    ck_assert_msg(memcmp(y, src, (size_t)want) == 0,
+                                  "mode %d skip %u: a counted byte differs", mode, skip);
+                    free(y);
+                }
+                store_fs_close(a);
+                store_fs_close(b);
+                st_test_rmrf(dir);
+                free(dir);
+                store_fs_io_free(io);
+                twin_how = NULL;
+            }
+        }
+    }
+    free(src);
 }
 END_TEST
 
@@ -2945,9 +3058,10 @@ END_TEST
 #define SS_ROWS 5000
 #define SS_FULL 16384 /* rows of exactly 25 blocks: no partial last block */
 
-static struct store *ss_open(const char *dir, enum store_wal_sync sync)
+static struct store *ss_open(const char *dir, enum store_wal_sync sync, bool background)
 {
-    struct store_opts o = {.dir = dir, .dim = SS_DIM, .wal_sync = sync, .no_background = true};
+    struct store_opts o = {
+        .dir = dir, .dim = SS_DIM, .wal_sync = sync, .no_background = !background};
     struct store *s = NULL;
     struct st_err err = {0};
     ck_assert_msg(store_open(&o, &s, &err) == ST_OK, "store_open(%s): %s", dir, err.msg);
@@ -2960,14 +3074,15 @@ static void ss_vec(float *v, int k)
         v[j] = (float)(k * 7 + j) * 0.25f;
 }
 
-/* Records k in [from, to) of window [1000, 2000), 97 to a batch. */
-static void ss_write(struct store *s, int from, int to)
+/* Records k in [from, to) of window [1000, 2000), per to a batch (at most 1000). */
+static void ss_write(struct store *s, int from, int to, int per)
 {
-    static float vecs[97][SS_DIM];
-    static char ids[97][16];
-    struct store_record r[97];
-    for (int k0 = from; k0 < to; k0 += 97) {
-        int n = to - k0 < 97 ? to - k0 : 97;
+    static float vecs[1000][SS_DIM];
+    static char ids[1000][16];
+    static struct store_record r[1000];
+    ck_assert_int_le(per, 1000);
+    for (int k0 = from; k0 < to; k0 += per) {
+        int n = to - k0 < per ? to - k0 : per;
         for (int i = 0; i < n; i++) {
             snprintf(ids[i], sizeof(ids[i]), "ss-%d", k0 + i);
             ss_vec(vecs[i], k0 + i);
@@ -2994,28 +3109,47 @@ static void ss_write(struct store *s, int from, int to)
  * writer thread (batch), the sealed segment verifies and only the partial last block was read
  * (mode 3: rows filling whole blocks, nothing read). A log reopened by a restart (mode 2), or
  * whose summing stopped partway (mode 4: the fault site), holds rows nobody summed: its seal
- * reads them all, and verifies. */
+ * reads them all, and verifies. Modes 5-7: the store's vector-log writer thread appends
+ * batches of 400 KB with O_DIRECT, summing the rows as it copies them into its stages: with
+ * its I/O thread (5), without one (6: site store.fs.io), and with the device refusing a direct
+ * write partway (7: site store.fs.dio, the rest through the page cache): the sums are whole. */
 START_TEST(test_seal_sums_from_appends)
 {
-    for (int mode = 0; mode < 5; mode++) {
+    for (int mode = 0; mode < 8; mode++) {
         int rows = mode == 3 ? SS_FULL : SS_ROWS;
         const uint64_t vbytes = (uint64_t)rows * SS_DIM * 4;
         bool reads_all = mode == 2 || mode == 4;
+        bool background = mode >= 5;
+        int per = background ? 1000 : 97;
         char *dir = direct_dir();
         ck_assert_ptr_nonnull(dir);
         enum store_wal_sync sync = mode == 0 ? STORE_SYNC_NONE : STORE_SYNC_BATCH;
-        struct store *s = ss_open(dir, sync);
+        if (mode == 6)
+            ck_assert_int_eq(st_fault_arm("store.fs.io", 0, 1, ST_ENOMEM), ST_OK);
+        if (mode == 7)
+            ck_assert_int_eq(st_fault_arm("store.fs.dio", 1, 1, ST_EINVAL), ST_OK);
+        struct store *s = ss_open(dir, sync, background);
         if (mode == 2) { /* a restart halfway: the first half's rows are not summed */
-            ss_write(s, 0, SS_ROWS / 2);
+            ss_write(s, 0, SS_ROWS / 2, per);
             ck_assert_int_eq(store_close(s), ST_OK);
-            s = ss_open(dir, sync);
-            ss_write(s, SS_ROWS / 2, SS_ROWS);
+            s = ss_open(dir, sync, background);
+            ss_write(s, SS_ROWS / 2, SS_ROWS, per);
         } else {
             if (mode == 4) /* the sums stop at the third append */
                 ck_assert_int_eq(st_fault_arm("store.vlog.sums", 2, 1, ST_ENOMEM), ST_OK);
-            ss_write(s, 0, rows);
-            if (mode == 4) {
-                ck_assert_uint_eq(st_fault_fired("store.vlog.sums"), 1);
+            ss_write(s, 0, rows, per);
+            if (background) {
+                ck_assert_int_eq(store_sync(s), ST_OK); /* every row appended */
+                pthread_mutex_lock(&s->mu);
+                ck_assert_uint_eq(s->nvlogs, 1);
+                ck_assert_int_eq(store_fs_is_direct(s->vlogs[0]->f), mode != 7);
+                pthread_mutex_unlock(&s->mu);
+            }
+            if (mode == 4 || mode == 6 || mode == 7) {
+                const char *site = mode == 4   ? "store.vlog.sums"
+                                   : mode == 6 ? "store.fs.io"
+                                               : "store.fs.dio";
+                ck_assert_uint_eq(st_fault_fired(site), 1);
                 st_fault_disarm_all();
             }
         }
@@ -3118,6 +3252,7 @@ int main(void)
     tcase_add_test(tc, test_direct_appends_match_plain);
     tcase_add_test(tc, test_direct_appends_power_loss);
     tcase_add_test(tc, test_direct_refused_falls_back);
+    tcase_add_test(tc, test_direct_device_refuses_or_fails);
     tcase_add_test(tc, test_seal_sums_from_appends);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
