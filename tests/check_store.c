@@ -2809,6 +2809,29 @@ static void twin_same(const struct store_file *a, const struct store_file *b)
     free(y);
 }
 
+/* Creates dir/plain (*a) and dir/direct (*b), both empty; *pb gets the direct one's path. */
+static void twin_open(const char *dir, struct store_file **a, struct store_file **b, char *pb,
+                      size_t pbcap)
+{
+    char pa[700];
+    snprintf(pa, sizeof(pa), "%s/plain", dir);
+    snprintf(pb, pbcap, "%s/direct", dir);
+    ck_assert_int_eq(store_fs_create(NULL, pa, a, "t.open"), ST_OK);
+    ck_assert_int_eq(store_fs_create(NULL, pb, b, "t.open"), ST_OK);
+}
+
+/* len pseudo-random bytes (xorshift from seed), malloc'd. */
+static uint8_t *random_bytes(size_t len, uint64_t x)
+{
+    uint8_t *src = malloc(len);
+    ck_assert_ptr_nonnull(src);
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        src[i] = (uint8_t)x;
+    }
+    return src;
+}
+
 /* Appends of every shape around the 4 KiB alignment and the 1 MiB stage, a truncate, a short
  * write and a reopen: the direct file always holds exactly the bytes the plain one does. Mode
  * 0: the thread's one stage; 1: two stages and an I/O thread, with a seen function shown
@@ -2825,19 +2848,11 @@ START_TEST(test_direct_appends_match_plain)
         char *dir = direct_dir();
         ck_assert_msg(dir != NULL,
                       "no directory here takes O_DIRECT (TMPDIR, /tmp, the build tree)");
-        char pa[700], pb[700];
-        snprintf(pa, sizeof(pa), "%s/plain", dir);
-        snprintf(pb, sizeof(pb), "%s/direct", dir);
+        char pb[700];
         struct store_file *a, *b;
-        ck_assert_int_eq(store_fs_create(NULL, pa, &a, "t.open"), ST_OK);
-        ck_assert_int_eq(store_fs_create(NULL, pb, &b, "t.open"), ST_OK);
+        twin_open(dir, &a, &b, pb, sizeof(pb));
         size_t max = (3u << 20) + 4099;
-        uint8_t *src = malloc(max);
-        uint64_t x = 88172645463325252ull;
-        for (size_t i = 0; i < max; i++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            src[i] = (uint8_t)x;
-        }
+        uint8_t *src = random_bytes(max, 88172645463325252ull);
         twin_append(a, b, src, 64, 1, ST_OK); /* a header, written before direct appends begin */
         ck_assert(store_fs_direct(b));
         ck_assert(store_fs_is_direct(b));
@@ -2947,12 +2962,7 @@ END_TEST
 START_TEST(test_direct_device_refuses_or_fails)
 {
     size_t len = (3u << 20) + 777;
-    uint8_t *src = malloc(len);
-    uint64_t x = 2463534242ull;
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        src[i] = (uint8_t)x;
-    }
+    uint8_t *src = random_bytes(len, 2463534242ull);
     for (int mode = 0; mode < 2; mode++) {
         for (int refuse = 0; refuse < 2; refuse++) {
             for (uint32_t skip = 0; skip < 3; skip++) {
@@ -2962,12 +2972,9 @@ START_TEST(test_direct_device_refuses_or_fails)
                 struct store_fs_append how = {.io = io};
                 twin_how = &how;
                 char *dir = direct_dir();
-                char pa[700], pb[700];
-                snprintf(pa, sizeof(pa), "%s/plain", dir);
-                snprintf(pb, sizeof(pb), "%s/direct", dir);
+                char pb[700];
                 struct store_file *a, *b;
-                ck_assert_int_eq(store_fs_create(NULL, pa, &a, "t.open"), ST_OK);
-                ck_assert_int_eq(store_fs_create(NULL, pb, &b, "t.open"), ST_OK);
+                twin_open(dir, &a, &b, pb, sizeof(pb));
                 twin_append(a, b, src, 64, 1, ST_OK);
                 ck_assert(store_fs_direct(b));
                 ck_assert_int_eq(st_fault_arm("store.fs.dio", skip, 1, refuse ? ST_EINVAL : ST_EIO),
