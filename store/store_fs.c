@@ -469,7 +469,7 @@ static int dio_pwrite(int dfd, const uint8_t *stage, size_t len, uint64_t off, s
     if (fault == ST_EINVAL)
         *refused = true;
     else if (fault != 0)
-        return EIO;
+        return fault == ST_ENOSPC ? ENOSPC : EIO;
     while (!*refused && done < len) {
         ssize_t w = pwrite(dfd, stage + done, len - done, (off_t)(off + done));
         if (w < 0 && errno == EINTR)
@@ -623,13 +623,16 @@ static int io_collect(struct store_fs_io *io, struct store_file *f)
 }
 
 /* Hands stage[cur] (len aligned bytes for off) to the thread after finishing the write before
- * it, and makes the other stage the one to fill. A file that no longer takes direct writes is
- * written here, through the page cache. */
-static int io_submit(struct store_fs_io *io, struct store_file *f, size_t len, uint64_t off)
+ * it (every byte before off is then in the file: *landed = off), and makes the other stage the
+ * one to fill. A file that no longer takes direct writes is written here, through the page
+ * cache (*landed stays at off if that fails). */
+static int io_submit(struct store_fs_io *io, struct store_file *f, size_t len, uint64_t off,
+                     uint64_t *landed)
 {
     int rc = io_collect(io, f);
     if (rc != ST_OK)
         return rc;
+    *landed = off;
     const uint8_t *buf = io->stage[io->cur];
     if (f->dfd < 0) {
         rc = pwrite_full(f->fd, buf, len, off);
@@ -649,6 +652,7 @@ static int io_submit(struct store_fs_io *io, struct store_file *f, size_t len, u
     io->cur ^= 1;
     return rc;
 }
+
 /* Bytes copied into a stage between two calls of the seen function: small enough that they
  * are still in the core's cache when it reads them. */
 #define SEEN_PIECE (64u << 10)
@@ -690,9 +694,8 @@ static int direct_writev(struct store_file *f, const struct iovec *iov, int iovc
             if (fill < DIO_STAGE)
                 continue;
             if (io != NULL) { /* the device writes this stage while the next one fills */
-                if ((rc = io_submit(io, f, DIO_STAGE, base)) != ST_OK)
+                if ((rc = io_submit(io, f, DIO_STAGE, base, &landed)) != ST_OK)
                     break;
-                landed = base; /* the write before this one is finished */
                 stage = io->stage[io->cur];
             } else {
                 if ((rc = direct_write(f, stage, DIO_STAGE, base)) != ST_OK)

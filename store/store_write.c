@@ -545,11 +545,11 @@ void *store_vwriter_main(void *arg)
     struct store *s = arg;
     struct iovec *iov = NULL;
     int iovcap = 0;
-    /* The stages' second thread: the device writes one megabyte while the next is copied and
-     * summed. Without it (out of memory) each is copied, summed and written in turn. */
+    /* The stages' second thread, made at the first direct append: the device writes one
+     * megabyte while the next is copied and summed. Without it (out of memory) each is
+     * copied, summed and written in turn. */
     struct store_fs_io *io = NULL;
-    if (store_fs_io_new(&io) != ST_OK)
-        st_log_warn(LOG_COMP, "vector-log writer: no I/O thread; appends copy and write in turn");
+    bool io_tried = false;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->vj_head == NULL && !s->stop)
@@ -581,6 +581,12 @@ void *store_vwriter_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (rc == ST_OK && j->v->f->size != j->off)
             rc = ST_EINTERNAL; /* the log's end disagrees with the rows reserved before */
+        if (!io_tried && rc == ST_OK && store_fs_is_direct(j->v->f)) {
+            io_tried = true;
+            if (store_fs_io_new(&io) != ST_OK)
+                st_log_warn(LOG_COMP,
+                            "vector-log writer: no I/O thread; appends copy and write in turn");
+        }
         /* The rows are summed as the append copies them (before mu: a seal sees the sums
          * once it sees the jobs gone). */
         struct store_fs_append how = {.io = io};

@@ -2778,6 +2778,7 @@ static void twin_append(struct store_file *a, struct store_file *b, const uint8_
 {
     struct iovec v[3];
     size_t at = 0;
+    ck_assert_int_le(pieces, 3);
     for (int i = 0; i < pieces; i++) {
         size_t l = i == pieces - 1 ? len - at : len / (size_t)pieces;
         v[i] = (struct iovec){(void *)(uintptr_t)(src + at), l};
@@ -2958,14 +2959,18 @@ END_TEST
  * third of its 1 MiB stages, with the thread's stage and with the I/O thread's two. Refused:
  * the append completes through the page cache and the file holds every byte; later appends go
  * the plain way. Failed: the append fails, and the file's size counts exactly the stages
- * written before the failing one (never a byte that is not there), every one of them intact. */
+ * written before the failing one (never a byte that is not there), every one of them intact.
+ * Also at the aligned part of an append's last, partial stage (the fourth write). */
 START_TEST(test_direct_device_refuses_or_fails)
 {
-    size_t len = (3u << 20) + 777;
-    uint8_t *src = random_bytes(len, 2463534242ull);
+    /* skip 0-2: a stage's write; 3: the aligned part (8 KiB) of the append's last one */
+    const size_t lens[4] = {(3u << 20) + 777, (3u << 20) + 777, (3u << 20) + 777,
+                            (3u << 20) + 9000};
+    uint8_t *src = random_bytes(lens[3], 2463534242ull);
     for (int mode = 0; mode < 2; mode++) {
         for (int refuse = 0; refuse < 2; refuse++) {
-            for (uint32_t skip = 0; skip < 3; skip++) {
+            for (uint32_t skip = 0; skip < 4; skip++) {
+                size_t len = lens[skip];
                 struct store_fs_io *io = NULL;
                 if (mode == 1)
                     ck_assert_int_eq(store_fs_io_new(&io), ST_OK);
@@ -2980,7 +2985,7 @@ START_TEST(test_direct_device_refuses_or_fails)
                 ck_assert_int_eq(st_fault_arm("store.fs.dio", skip, 1, refuse ? ST_EINVAL : ST_EIO),
                                  ST_OK);
                 if (refuse) {
-                    twin_append(a, b, src + 64, len - 64, 1 + (int)skip, ST_OK);
+                    twin_append(a, b, src + 64, len - 64, 1 + (int)(skip % 3), ST_OK);
                 } else {
                     struct iovec v[2] = {{src + 64, 100000}, {src + 100064, len - 100064}};
                     ck_assert_int_eq(store_fs_writev_how(b, v, 2, &how, "t.direct"), ST_EIO);
@@ -3081,13 +3086,13 @@ static void ss_vec(float *v, int k)
         v[j] = (float)(k * 7 + j) * 0.25f;
 }
 
-/* Records k in [from, to) of window [1000, 2000), per to a batch (at most 1000). */
+/* Records k in [from, to) of window [1000, 2000), per to a batch (at most 6000). */
 static void ss_write(struct store *s, int from, int to, int per)
 {
-    static float vecs[1000][SS_DIM];
-    static char ids[1000][16];
-    static struct store_record r[1000];
-    ck_assert_int_le(per, 1000);
+    static float vecs[6000][SS_DIM];
+    static char ids[6000][16];
+    static struct store_record r[6000];
+    ck_assert_int_le(per, 6000);
     for (int k0 = from; k0 < to; k0 += per) {
         int n = to - k0 < per ? to - k0 : per;
         for (int i = 0; i < n; i++) {
@@ -3117,17 +3122,36 @@ static void ss_write(struct store *s, int from, int to, int per)
  * (mode 3: rows filling whole blocks, nothing read). A log reopened by a restart (mode 2), or
  * whose summing stopped partway (mode 4: the fault site), holds rows nobody summed: its seal
  * reads them all, and verifies. Modes 5-7: the store's vector-log writer thread appends
- * batches of 400 KB with O_DIRECT, summing the rows as it copies them into its stages: with
- * its I/O thread (5), without one (6: site store.fs.io), and with the device refusing a direct
- * write partway (7: site store.fs.dio, the rest through the page cache): the sums are whole. */
+ * batches of 2.4 MB with O_DIRECT, summing the rows as it copies them into its stages: with
+ * its I/O thread writing the whole stages (5, checked by the thread that runs each direct
+ * write), without one (6: site store.fs.io; every direct write on the writer thread), and
+ * with the device refusing the second direct write, which is the first append's second stage,
+ * on the I/O thread (7: site store.fs.dio; the rest through the page cache): the sums are
+ * whole. */
+static _Atomic int dio_writes, dio_on_io;
+
+static void dio_count(void *ctx)
+{
+    (void)ctx;
+    char name[16] = "";
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    atomic_fetch_add(&dio_writes, 1);
+    if (strcmp(name, "st-dio") == 0)
+        atomic_fetch_add(&dio_on_io, 1);
+}
+
 START_TEST(test_seal_sums_from_appends)
 {
     for (int mode = 0; mode < 8; mode++) {
-        int rows = mode == 3 ? SS_FULL : SS_ROWS;
+        bool background = mode >= 5;
+        int rows = mode == 3 || background ? SS_FULL : SS_ROWS;
         const uint64_t vbytes = (uint64_t)rows * SS_DIM * 4;
         bool reads_all = mode == 2 || mode == 4;
-        bool background = mode >= 5;
-        int per = background ? 1000 : 97;
+        int per = background ? 6000 : 97;
+        atomic_store(&dio_writes, 0);
+        atomic_store(&dio_on_io, 0);
+        if (mode == 5 || mode == 6)
+            ck_assert_int_eq(st_fault_hook("store.fs.dio", dio_count, NULL), ST_OK);
         char *dir = direct_dir();
         ck_assert_ptr_nonnull(dir);
         enum store_wal_sync sync = mode == 0 ? STORE_SYNC_NONE : STORE_SYNC_BATCH;
@@ -3157,7 +3181,13 @@ START_TEST(test_seal_sums_from_appends)
                                    : mode == 6 ? "store.fs.io"
                                                : "store.fs.dio";
                 ck_assert_uint_eq(st_fault_fired(site), 1);
-                st_fault_disarm_all();
+            }
+            st_fault_disarm_all();
+            if (mode == 5)
+                ck_assert_int_gt(atomic_load(&dio_on_io), 0);
+            if (mode == 6) {
+                ck_assert_int_gt(atomic_load(&dio_writes), 0);
+                ck_assert_int_eq(atomic_load(&dio_on_io), 0);
             }
         }
         ck_assert_int_eq(store_flush(s), ST_OK);
