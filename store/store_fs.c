@@ -565,23 +565,24 @@ int store_fs_io_new(struct store_fs_io **out)
     struct store_fs_io *io = calloc(1, sizeof(*io));
     if (io == NULL)
         return ST_ENOMEM;
-    for (int k = 0; k < 2; k++) {
-        void *p = NULL;
-        if (posix_memalign(&p, DIO_ALIGN, DIO_STAGE) != 0) {
-            free(io->stage[0]);
-            free(io);
-            return ST_ENOMEM;
+    void *p[2] = {NULL, NULL};
+    bool started = false;
+    if (posix_memalign(&p[0], DIO_ALIGN, DIO_STAGE) == 0 &&
+        posix_memalign(&p[1], DIO_ALIGN, DIO_STAGE) == 0) {
+        io->stage[0] = p[0];
+        io->stage[1] = p[1];
+        io->dfd = -1;
+        pthread_mutex_init(&io->mu, NULL);
+        pthread_cond_init(&io->cv, NULL);
+        started = pthread_create(&io->thread, NULL, io_main, io) == 0;
+        if (!started) {
+            pthread_cond_destroy(&io->cv);
+            pthread_mutex_destroy(&io->mu);
         }
-        io->stage[k] = p;
     }
-    io->dfd = -1;
-    pthread_mutex_init(&io->mu, NULL);
-    pthread_cond_init(&io->cv, NULL);
-    if (pthread_create(&io->thread, NULL, io_main, io) != 0) {
-        pthread_cond_destroy(&io->cv);
-        pthread_mutex_destroy(&io->mu);
-        free(io->stage[0]);
-        free(io->stage[1]);
+    if (!started) {
+        free(p[0]);
+        free(p[1]);
         free(io);
         return ST_ENOMEM;
     }

@@ -515,7 +515,7 @@ struct store_vlog {
     bool closed;          /* mu: no more appends (a seal is coming) */
     /*
      * The checksums of the rows' whole blocks (the sealed segment's VSUM side), taken from the
-     * rows as they are appended (store_vlog_sum_appended), so that a seal need not read every
+     * rows as they are appended (store_vlog_append), so that a seal need not read every
      * row back from the disk. Only a log created by this process has them: a reopened one
      * holds rows nobody summed here, and the seal reads those (as it does after a failed
      * allocation, which stops the summing). Written by the appender with no lock; read by
@@ -539,18 +539,13 @@ int store_vlog_create(struct store *s, int64_t window, int64_t window_end) ST_WU
 int store_vlog_capture_dirty_locked(struct store *s, struct store_vlog ***out, size_t *n) ST_WUR;
 /* fsyncs the captured logs and unrefs them (all, whatever fails); frees arr. No lock. */
 int store_vlog_sync_captured(struct store_vlog **arr, size_t n) ST_WUR;
-/* The appender of v (the writer thread, or a write under mu), right after rows were appended
- * at file offset off: feeds them to v's block sums. Rows not where the sums stand (off is
- * not the header plus the bytes summed) stop the summing: the seal then reads the rows. */
-void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt);
-/* The same in three steps, for an appender that sums the rows while store_fs copies them
- * (store_fs_append.seen): before the append of rows at offset off, whether they are to be
- * summed (false: the sums stopped, or had already); then store_vlog_sum_seen(v, bytes, len)
- * as the append sees them; and store_vlog_sum_failed(v) if the append failed (its sums may
- * hold rows that did not land: they stop). */
-bool store_vlog_sum_begin(struct store_vlog *v, uint64_t off);
-void store_vlog_sum_seen(void *v, const void *bytes, size_t len);
-void store_vlog_sum_failed(struct store_vlog *v);
+/* The appender of v (the writer thread, or a write under mu): appends rows at file offset off
+ * (site store.vlog.append; io: see store_fs_io, NULL for none) and feeds them to v's block
+ * sums as the append copies them. Rows not where the sums stand (off is not the header plus
+ * the bytes summed) stop the summing, as does a failed append (its sums may hold rows that did
+ * not land): the seal then reads the rows. */
+int store_vlog_append(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt,
+                      struct store_fs_io *io) ST_WUR;
 /* The sums of v's whole row blocks, or NULL unless exactly its vbytes of rows were summed (the
  * seal reads the rows). Caller holds mu and has seen v closed with no append pending. */
 const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t vbytes);

@@ -63,7 +63,9 @@ static void sums_stop(struct store_vlog *v, const char *why)
                 v->f->path, why);
 }
 
-bool store_vlog_sum_begin(struct store_vlog *v, uint64_t off)
+/* Before an append of rows at file offset off: whether they are to be summed (false: the sums
+ * stopped, or had already). */
+static bool sum_begin(struct store_vlog *v, uint64_t off)
 {
     if (v->bs == NULL)
         return false;
@@ -78,7 +80,8 @@ bool store_vlog_sum_begin(struct store_vlog *v, uint64_t off)
     return true;
 }
 
-void store_vlog_sum_seen(void *arg, const void *bytes, size_t len)
+/* store_fs_seen_fn: feeds rows to v's block sums as the append copies them. */
+static void sum_seen(void *arg, const void *bytes, size_t len)
 {
     struct store_vlog *v = arg;
     const uint8_t *p = bytes;
@@ -107,18 +110,18 @@ void store_vlog_sum_seen(void *arg, const void *bytes, size_t len)
     }
 }
 
-void store_vlog_sum_failed(struct store_vlog *v)
+int store_vlog_append(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt,
+                      struct store_fs_io *io)
 {
-    if (v->bs != NULL)
+    struct store_fs_append how = {.io = io};
+    if (sum_begin(v, off)) {
+        how.seen = sum_seen;
+        how.seen_arg = v;
+    }
+    int rc = store_fs_writev_how(v->f, iov, cnt, &how, "store.vlog.append");
+    if (rc != ST_OK && how.seen != NULL && v->bs != NULL) /* sums may hold rows not there */
         sums_stop(v, "an append failed after its rows were summed");
-}
-
-void store_vlog_sum_appended(struct store_vlog *v, uint64_t off, const struct iovec *iov, int cnt)
-{
-    if (!store_vlog_sum_begin(v, off))
-        return;
-    for (int i = 0; i < cnt; i++)
-        store_vlog_sum_seen(v, iov[i].iov_base, iov[i].iov_len);
+    return rc;
 }
 
 const uint32_t *store_vlog_sums_locked(const struct store_vlog *v, uint64_t vbytes)

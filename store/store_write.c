@@ -385,11 +385,9 @@ static int vlog_append_locked(struct store *s, const struct store_batch *b, uint
                 s->viov[cnt++] = (struct iovec){(void *)(uintptr_t)b->recs[i].vec, vb};
         if (v->f->size != STORE_SEG_HEADER + v->nrows * vb)
             return ST_EINTERNAL; /* the log's append position disagrees with its rows */
-        uint64_t off = v->f->size;
-        int rc = store_fs_writev(v->f, s->viov, cnt, "store.vlog.append");
+        int rc = store_vlog_append(v, v->f->size, s->viov, cnt, NULL);
         if (rc != ST_OK)
             return rc;
-        store_vlog_sum_appended(v, off, s->viov, cnt);
         v->nrows += (uint64_t)cnt;
         v->dirty = true;
         s->st.vlog_bytes += (uint64_t)cnt * vb;
@@ -587,17 +585,9 @@ void *store_vwriter_main(void *arg)
                 st_log_warn(LOG_COMP,
                             "vector-log writer: no I/O thread; appends copy and write in turn");
         }
-        /* The rows are summed as the append copies them (before mu: a seal sees the sums
-         * once it sees the jobs gone). */
-        struct store_fs_append how = {.io = io};
-        if (rc == ST_OK && store_vlog_sum_begin(j->v, j->off)) {
-            how.seen = store_vlog_sum_seen;
-            how.seen_arg = j->v;
-        }
-        if (rc == ST_OK)
-            rc = store_fs_writev_how(j->v->f, w, cnt, &how, "store.vlog.append");
-        if (rc != ST_OK && how.seen != NULL)
-            store_vlog_sum_failed(j->v);
+        if (rc == ST_OK) /* summed as it is copied: before mu, as a seal looks once the jobs
+                          * are gone */
+            rc = store_vlog_append(j->v, j->off, w, cnt, io);
         pthread_mutex_lock(&s->mu);
         if (rc != ST_OK && s->failed == ST_OK)
             store_fail_locked(s, rc, "vector log write");
