@@ -199,3 +199,9 @@ void rec_decoder_json_counts(const struct rec_decoder *d, uint64_t *fast, uint64
     *fast = d->json_fast;
     *fallback = d->json_fallback;
 }
+
+void rec_decoder_meta_counts(const struct rec_decoder *d, uint64_t *fast, uint64_t *fallback)
+{
+    *fast = d->meta_fast;
+    *fallback = d->meta_fallback;
+}

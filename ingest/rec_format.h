@@ -110,6 +110,10 @@ enum rec_reason rec_decode_ref(struct rec_decoder *d, const struct rec_schema *s
 /* How many JSON messages this decoder decoded on the fast path, and how many it handed to
  * the reference (every rejection, and the rare valid message the fast path declines). */
 void rec_decoder_json_counts(const struct rec_decoder *d, uint64_t *fast, uint64_t *fallback);
+/* The same for binary frames' meta objects: how many simdjson passed, how many jansson
+ * decided (every meta that is not an object jansson takes, and the rare one simdjson cannot
+ * tell; rec_decode_ref's are all the reference's). */
+void rec_decoder_meta_counts(const struct rec_decoder *d, uint64_t *fast, uint64_t *fallback);
 
 /* "application/json" -> JSON, "application/vnd.strata.batch" -> frame, else AUTO. */
 enum rec_kind rec_kind_of(const char *content_type, size_t len);

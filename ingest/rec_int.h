@@ -19,6 +19,8 @@ struct rec_decoder {
     bool json_ref_only;     /* rec_decode_ref: the jansson decoder only */
     uint64_t json_fast;     /* JSON messages decoded by the fast path */
     uint64_t json_fallback; /* ... that it declined (the reference decided) */
+    uint64_t meta_fast;     /* frame meta objects simdjson passed (rec_json_fast_meta) */
+    uint64_t meta_fallback; /* ... that jansson checked */
     char *detail;
     size_t detail_cap;
 };

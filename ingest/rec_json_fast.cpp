@@ -425,21 +425,82 @@ bool decode(struct rec_decoder *d, fast_state &st, const struct rec_schema *s, c
     return true;
 }
 
+/* d's parser, made at first use; after a large message a fresh one (its ids are no longer
+ * needed). Throws on no memory. */
+fast_state &state_of(struct rec_decoder *d)
+{
+    auto *st = static_cast<fast_state *>(d->fast);
+    if (st != nullptr && st->parser.capacity() > keep_capacity) {
+        delete st;
+        d->fast = st = nullptr;
+    }
+    if (st == nullptr)
+        d->fast = st = new fast_state();
+    return *st;
+}
+
+/* Whether jansson, given the document simdjson parsed into e, parses it too: every key and
+ * string without NUL or surrogates (jansson_string), no integer beyond int64 (simdjson's
+ * UINT64). Duplicate keys are fine: the frame's meta is loaded without JSON_REJECT_DUPLICATES.
+ * simdjson's depth limit (1024) bounds the recursion. */
+bool jansson_parses(element e)
+{
+    switch (e.type()) {
+    case element_type::OBJECT:
+        for (auto kv : simdjson::dom::object(e))
+            if (!jansson_string(kv.key) || !jansson_parses(kv.value))
+                return false;
+        return true;
+    case element_type::ARRAY:
+        for (element x : simdjson::dom::array(e))
+            if (!jansson_parses(x))
+                return false;
+        return true;
+    case element_type::STRING:
+        return jansson_string(std::string_view(e));
+    case element_type::INT64:
+    case element_type::DOUBLE:
+    case element_type::BOOL:
+    case element_type::NULL_VALUE:
+        return true;
+    case element_type::UINT64: /* jansson: "too big integer" */
+        return false;
+    }
+    return false;
+}
+
 } // namespace
 
 extern "C" bool rec_json_fast_decode(struct rec_decoder *d, const struct rec_schema *s,
                                      const void *value, size_t len, struct rec_batch *out)
 {
     try {
-        auto *st = static_cast<fast_state *>(d->fast);
-        if (st != nullptr && st->parser.capacity() > keep_capacity) {
-            delete st; /* after a large message; its ids are no longer needed */
-            d->fast = st = nullptr;
-        }
-        if (st == nullptr)
-            d->fast = st = new fast_state();
-        return decode(d, *st, s, value, len, out);
+        return decode(d, state_of(d), s, value, len, out);
     } catch (...) { /* no memory: the reference decides */
+        return false;
+    }
+}
+
+extern "C" bool rec_json_fast_meta(struct rec_decoder *d, const void *meta, size_t len)
+{
+    try {
+        fast_state &st = state_of(d);
+        if (len + simdjson::SIMDJSON_PADDING > st.buf_cap) {
+            size_t cap = len + simdjson::SIMDJSON_PADDING;
+            auto *b = static_cast<uint8_t *>(realloc(st.buf, cap));
+            if (b == nullptr)
+                return false;
+            st.buf = b;
+            st.buf_cap = cap;
+        }
+        /* a copy: simdjson reads up to SIMDJSON_PADDING bytes past the end, and the last
+         * record's meta ends the frame */
+        memcpy(st.buf, meta, len);
+        memset(st.buf + len, ' ', simdjson::SIMDJSON_PADDING);
+        element root;
+        return st.parser.parse(st.buf, len, false).get(root) == simdjson::SUCCESS &&
+               root.type() == element_type::OBJECT && jansson_parses(root);
+    } catch (...) {
         return false;
     }
 }

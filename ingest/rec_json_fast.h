@@ -32,6 +32,15 @@ struct rec_batch;
 bool rec_json_fast_decode(struct rec_decoder *d, const struct rec_schema *s, const void *value,
                           size_t len, struct rec_batch *out);
 
+/*
+ * The binary frame's meta check, on simdjson: true when meta[0, len) is a JSON object that
+ * jansson's json_loadb (flags 0, the reference check in rec_frame.c) accepts too; false when
+ * it is not, or simdjson cannot tell (it rejects more than jansson: a NUL after a number,
+ * nesting past 1024, integers beyond int64), and the caller asks jansson. Uses d->fast.
+ * tests/check_json_diff.c and tests/fuzz/fuzz_frame_meta_diff.c hold it to that.
+ */
+bool rec_json_fast_meta(struct rec_decoder *d, const void *meta, size_t len);
+
 /* Frees d->fast (the parser and its buffers); NULL is fine. */
 void rec_json_fast_free(void *fast);
 

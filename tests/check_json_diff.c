@@ -898,6 +898,161 @@ START_TEST(test_random_documents)
 }
 END_TEST
 
+/* ---- binary frames' meta objects (simdjson first, jansson deciding what it cannot) ---- */
+
+/* Checks one meta with both; fails on a difference, and on a valid meta without a NUL byte
+ * that simdjson did not pass. Returns the reference's reason; *took: simdjson passed it. */
+static enum rec_reason meta_diff(const char *meta, size_t len, bool *took)
+{
+    char why[700];
+    enum rec_reason r;
+    if (frame_meta_diff(fast, ref, &schema_docs, meta, len, &r, took, why, sizeof(why)) != NULL)
+        ck_abort_msg("%s\n  meta (%zu bytes): %.*s", why, len, (int)(len > 400 ? 400 : len), meta);
+    return r;
+}
+
+START_TEST(test_frame_meta)
+{
+    /* want: 1 an object jansson takes, 0 not, -1 either (what the reference says is checked
+     * by meta_diff); fast: simdjson must pass it */
+    static const struct {
+        const char *text;
+        size_t len; /* 0: strlen */
+        int want;
+        bool fast;
+    } cases[] = {
+        {"{}", 0, 1, true},
+        {"{\"lang\":\"en\"}", 0, 1, true},
+        {" \t\r\n{\"a\" : 1 }\n ", 0, 1, true},
+        {"{\"a\":1,\"a\":2}", 0, 1, true}, /* duplicates: loaded with flags 0 */
+        {"{\"a\":[1.5,-0,0.0,1e2,true,false,null,{},[]],\"b\":{\"c\":\"\\u00e9\"}}", 0, 1, true},
+        {"{\"a\":\"\\ud83d\\ude00\\n\\\"\\/\"}", 0, 1, true},
+        {"{\"\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\":\"\xf4\x8f\xbf\xbf\"}", 0, 1, true},
+        {"{\"a\":9223372036854775807,\"b\":-9223372036854775808}", 0, 1, true},
+        {"{\"a\":1e-400,\"b\":4.9e-324,\"c\":1.7976931348623157e308}", 0, 1, false},
+        {"[1]", 0, 0, false},
+        {"\"s\"", 0, 0, false},
+        {"1", 0, 0, false},
+        {"null", 0, 0, false},
+        {"{\"a\":\"\\u0000\"}", 0, 0, false},
+        {"{\"\\u0000\":1}", 0, 0, false},
+        {"{\"a\":\"\\ud800\"}", 0, 0, false},
+        {"{\"a\":\"\\udc00\"}", 0, 0, false},
+        {"{\"a\":\"\\ud800\\u0041\"}", 0, 0, false},
+        {"{\"a\":9223372036854775808}", 0, 0, false},
+        {"{\"a\":-9223372036854775809}", 0, 0, false},
+        {"{\"a\":18446744073709551615}", 0, 0, false},
+        {"{\"a\":18446744073709551616}", 0, 0, false},
+        {"{\"a\":123456789012345678901234567890}", 0, 0, false},
+        {"{\"a\":1e400}", 0, 0, false},
+        {"{\"a\":-1e400}", 0, 0, false},
+        {"{\"a\":1}x", 0, 0, false},
+        {"{\"a\":1}{}", 0, 0, false},
+        {"{\"a\":1,}", 0, 0, false},
+        {"{'a':1}", 0, 0, false},
+        {"{\"a\":01}", 0, 0, false},
+        {"{\"a\":.5}", 0, 0, false},
+        {"{\"a\":1.}", 0, 0, false},
+        {"{\"a\":NaN}", 0, 0, false},
+        {"{\"a\":Infinity}", 0, 0, false},
+        {"{\"a\":\"\xff\"}", 0, 0, false},
+        {"{\"a\":\"\xc0\x80\"}", 0, 0, false},
+        {"{\"a\":\"\xed\xa0\x80\"}", 0, 0, false},
+        {"{\"a\":\"\x01\"}", 0, 0, false},
+        {"{\"a\":\"\t\"}", 0, 0, false},
+        {"{\f}", 0, 0, false},
+        {"\xef\xbb\xbf{}", 0, -1, false},
+        {"{\"a\":1\0}", 7, -1, false}, /* jansson skips a NUL after a number */
+        {"{\"a\":1,\0\"b\":2}", 13, 0, false},
+        {"{\"a\":\"x\0\"}", 9, 0, false},
+        {"{\"a\"", 0, 0, false},
+        {"{", 0, 0, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].text);
+        bool took;
+        enum rec_reason r = meta_diff(cases[i].text, len, &took);
+        if (cases[i].want >= 0)
+            ck_assert_msg(r == (cases[i].want ? REC_OK : REC_BAD_META), "case %zu (%s): %s", i,
+                          cases[i].text, rec_reason_str(r));
+        if (cases[i].fast)
+            ck_assert_msg(took, "case %zu (%s): simdjson did not pass it", i, cases[i].text);
+    }
+    /* nesting: simdjson stops at 1024 levels, jansson before 2048; and the 64 KiB bound */
+    struct st_text b = {0};
+    static const int depths[] = {1000, 1025, 2047, 2048, 2049, 5000};
+    for (size_t k = 0; k < sizeof(depths) / sizeof(depths[0]); k++) {
+        b.len = 0;
+        for (int i = 0; i < depths[k]; i++)
+            st_text_printf(&b, "{\"a\":");
+        st_text_printf(&b, "1");
+        for (int i = 0; i < depths[k]; i++)
+            st_text_printf(&b, "}");
+        ck_assert(!b.oom);
+        bool took;
+        enum rec_reason r = meta_diff(b.p, b.len, &took);
+        ck_assert_msg(r == (depths[k] < 2048 ? REC_OK : REC_BAD_META), "depth %d: %s", depths[k],
+                      rec_reason_str(r));
+        ck_assert_msg(took == (depths[k] <= 1000), "depth %d: simdjson %s it", depths[k],
+                      took ? "passed" : "did not pass");
+    }
+    b.len = 0;
+    st_text_printf(&b, "{\"a\":\"");
+    while (b.len < REC_META_MAX - 2)
+        st_text_printf(&b, "x");
+    st_text_printf(&b, "\"}");
+    bool took;
+    ck_assert_uint_eq(b.len, REC_META_MAX);
+    ck_assert_int_eq(meta_diff(b.p, b.len, &took), REC_OK);
+    ck_assert(took);
+    free(b.p);
+}
+END_TEST
+
+START_TEST(test_random_frame_meta)
+{
+    rng_state = 0x13198a2e03707344ull;
+    struct st_text b = {0};
+    uint32_t ok = 0, bad = 0, total = 200000;
+    for (uint32_t i = 0; i < total; i++) {
+        b.len = 0;
+        if (below(10) == 0)
+            put_value(&b, 0); /* anything: arrays, strings, numbers at the top */
+        else
+            put_object(&b, 0);
+        if (below(6) == 0 && b.len > 0) { /* a mutated byte: flipped, dropped or doubled */
+            size_t at = below((uint32_t)b.len);
+            switch (below(3)) {
+            case 0:
+                b.p[at] ^= (char)(1u << below(8));
+                break;
+            case 1:
+                memmove(b.p + at, b.p + at + 1, b.len - at - 1);
+                b.len--;
+                break;
+            default:
+                st_text_printf(&b, " ");
+                memmove(b.p + at + 1, b.p + at, b.len - at - 1);
+                break;
+            }
+        }
+        ck_assert(!b.oom);
+        if (b.len == 0)
+            continue;
+        bool took;
+        enum rec_reason r = meta_diff(b.p, b.len, &took);
+        if (r == REC_OK && !took && memchr(b.p, 0, b.len) == NULL)
+            ck_abort_msg("simdjson did not pass a valid meta: %.*s", (int)b.len, b.p);
+        ok += r == REC_OK;
+        bad += r == REC_BAD_META;
+    }
+    /* the grammar reaches both answers often, or this proves little */
+    ck_assert_uint_gt(ok, total / 4);
+    ck_assert_uint_gt(bad, total / 10);
+    free(b.p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("json_diff");
@@ -907,6 +1062,8 @@ int main(void)
     tcase_add_test(tc, test_documents);
     tcase_add_test(tc, test_numbers);
     tcase_add_test(tc, test_random_documents);
+    tcase_add_test(tc, test_frame_meta);
+    tcase_add_test(tc, test_random_frame_meta);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
 }

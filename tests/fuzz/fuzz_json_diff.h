@@ -6,7 +6,9 @@
 #ifndef FUZZ_JSON_DIFF_H
 #define FUZZ_JSON_DIFF_H
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rec_format.h"
@@ -62,6 +64,49 @@ static inline const char *json_diff(struct rec_decoder *fast, struct rec_decoder
             snprintf(why, why_cap, "record %u: %s differs", i, what);
             return why;
         }
+    }
+    return NULL;
+}
+
+/*
+ * A binary frame's meta check, simdjson (rec_decode) against jansson (rec_decode_ref): a
+ * frame of one "docs" record (dim 3) with meta[0, len) is decoded by both, whose reasons must
+ * agree (REC_OK or REC_BAD_META). Returns NULL when they do, else what differs; *reason: the
+ * reference's (REC_TOO_LARGE when the encoder refuses the meta: over 64 KiB). *fast_took:
+ * whether simdjson passed it (rec_decoder_meta_counts).
+ */
+static inline const char *frame_meta_diff(struct rec_decoder *fast, struct rec_decoder *ref,
+                                          const struct rec_schema *s, const void *meta, size_t len,
+                                          enum rec_reason *reason, bool *fast_took, char *why,
+                                          size_t why_cap)
+{
+    static const float v[3] = {1, 2, 3};
+    struct rec_record r = {(const uint8_t *)"a", 1, 0, REC_UPSERT, v, (const uint8_t *)meta,
+                           (uint32_t)len};
+    uint8_t *f;
+    size_t flen;
+    *reason = REC_TOO_LARGE;
+    *fast_took = false;
+    if (len == 0 || len > REC_META_MAX || rec_frame_encode("docs", 3, false, &r, 1, &f, &flen))
+        return NULL;
+    char df[256], dr[256];
+    struct rec_batch bf, br;
+    uint64_t before, after, fb;
+    rec_decoder_meta_counts(fast, &before, &fb);
+    enum rec_reason rf = rec_decode(fast, s, REC_KIND_FRAME, f, flen, &bf, df, sizeof(df));
+    enum rec_reason rr = rec_decode_ref(ref, s, REC_KIND_FRAME, f, flen, &br, dr, sizeof(dr));
+    rec_decoder_meta_counts(fast, &after, &fb);
+    free(f);
+    *reason = rr;
+    *fast_took = after != before;
+    if (rf != rr) {
+        snprintf(why, why_cap, "frame meta: fast %s (%s), reference %s (%s)", rec_reason_str(rf),
+                 df, rec_reason_str(rr), dr);
+        return why;
+    }
+    if (*fast_took && rr != REC_OK) {
+        snprintf(why, why_cap, "frame meta: simdjson passed a meta the reference rejects");
+        return why;
     }
     return NULL;
 }

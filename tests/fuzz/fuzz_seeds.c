@@ -1,8 +1,8 @@
 /*
  * Writes the seed corpus of the fuzz targets: fuzz_seeds DIR creates DIR/<target>/seed-* for
- * frame, json, json_diff, segment, hnsw and ivfpq (small valid inputs of each shape the decoders
- * know). Deterministic; the output is checked in under tests/fuzz/corpus/. Run it again only when a
- * format changes (findings live next to the seeds as crash-* / regress-* files).
+ * frame, json, json_diff, frame_meta, segment, hnsw and ivfpq (small valid inputs of each shape the
+ * decoders know). Deterministic; the output is checked in under tests/fuzz/corpus/. Run it again
+ * only when a format changes (findings live next to the seeds as crash-* / regress-* files).
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -132,6 +132,24 @@ static void jsons(void)
         char name[32];
         snprintf(name, sizeof(name), "n%zu", i);
         put("json_diff", name, diff[i], strlen(diff[i]));
+    }
+}
+
+/* fuzz_frame_meta: a record's meta where simdjson and jansson could part */
+static void frame_metas(void)
+{
+    static const char *const m[] = {
+        "{\"lang\":\"en\",\"n\":3}",
+        "{\"a\":[1.5,-0,1e2,true,null,{}],\"a\":{\"b\":\"\\u00e9\\ud83d\\ude00\"}}",
+        "{\"a\":\"\\u0000\",\"\\ud800\":1}",
+        "{\"a\":9223372036854775808,\"b\":-9223372036854775809,\"c\":1e400}",
+        " {\"a\":1}\n",
+        "[{\"a\":1}]",
+    };
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "%zu", i);
+        put("frame_meta", name, m[i], strlen(m[i]));
     }
 }
 
@@ -423,6 +441,7 @@ int main(int argc, char **argv)
     }
     frames();
     jsons();
+    frame_metas();
     segments(tmp);
     hnsws(tmp);
     ivfpqs(tmp);
