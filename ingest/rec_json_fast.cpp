@@ -349,8 +349,9 @@ bool parse_record(struct rec_decoder *d, const struct rec_collection *c, element
     return true;
 }
 
-bool decode(struct rec_decoder *d, fast_state &st, const struct rec_schema *s, const void *value,
-            size_t len, struct rec_batch *out)
+/* Parses p[0, len) from a copy in st.buf: simdjson reads up to SIMDJSON_PADDING bytes past the
+ * end, and a message's (or a frame's last meta's) bytes end where librdkafka's buffer may. */
+bool parse_copy(fast_state &st, const void *p, size_t len, element &root)
 {
     if (len + simdjson::SIMDJSON_PADDING > st.buf_cap) {
         size_t cap = len + simdjson::SIMDJSON_PADDING;
@@ -360,11 +361,16 @@ bool decode(struct rec_decoder *d, fast_state &st, const struct rec_schema *s, c
         st.buf = b;
         st.buf_cap = cap;
     }
-    memcpy(st.buf, value, len);
+    memcpy(st.buf, p, len);
     memset(st.buf + len, ' ', simdjson::SIMDJSON_PADDING);
+    return st.parser.parse(st.buf, len, false).get(root) == simdjson::SUCCESS;
+}
+
+bool decode(struct rec_decoder *d, fast_state &st, const struct rec_schema *s, const void *value,
+            size_t len, struct rec_batch *out)
+{
     element root;
-    if (st.parser.parse(st.buf, len, false).get(root) != simdjson::SUCCESS ||
-        root.type() != element_type::OBJECT)
+    if (!parse_copy(st, value, len, root) || root.type() != element_type::OBJECT)
         return false;
     fields rf;
     simdjson::dom::object ro(root);
@@ -484,22 +490,9 @@ extern "C" bool rec_json_fast_decode(struct rec_decoder *d, const struct rec_sch
 extern "C" bool rec_json_fast_meta(struct rec_decoder *d, const void *meta, size_t len)
 {
     try {
-        fast_state &st = state_of(d);
-        if (len + simdjson::SIMDJSON_PADDING > st.buf_cap) {
-            size_t cap = len + simdjson::SIMDJSON_PADDING;
-            auto *b = static_cast<uint8_t *>(realloc(st.buf, cap));
-            if (b == nullptr)
-                return false;
-            st.buf = b;
-            st.buf_cap = cap;
-        }
-        /* a copy: simdjson reads up to SIMDJSON_PADDING bytes past the end, and the last
-         * record's meta ends the frame */
-        memcpy(st.buf, meta, len);
-        memset(st.buf + len, ' ', simdjson::SIMDJSON_PADDING);
         element root;
-        return st.parser.parse(st.buf, len, false).get(root) == simdjson::SUCCESS &&
-               root.type() == element_type::OBJECT && jansson_parses(root);
+        return parse_copy(state_of(d), meta, len, root) && root.type() == element_type::OBJECT &&
+               jansson_parses(root);
     } catch (...) {
         return false;
     }

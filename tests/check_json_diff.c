@@ -854,6 +854,27 @@ static void put_doc(struct st_text *b)
     ws(b);
 }
 
+/* One byte of b flipped, dropped or doubled. */
+static void mutate(struct st_text *b)
+{
+    if (b->len == 0)
+        return;
+    size_t at = below((uint32_t)b->len);
+    switch (below(3)) {
+    case 0:
+        b->p[at] ^= (char)(1u << below(8));
+        break;
+    case 1:
+        memmove(b->p + at, b->p + at + 1, b->len - at - 1);
+        b->len--;
+        break;
+    default:
+        st_text_printf(b, " ");
+        memmove(b->p + at + 1, b->p + at, b->len - at - 1);
+        break;
+    }
+}
+
 START_TEST(test_random_documents)
 {
     rng_state = 0x243f6a8885a308d3ull;
@@ -863,22 +884,8 @@ START_TEST(test_random_documents)
     for (uint32_t i = 0; i < total; i++) {
         b.len = 0;
         put_doc(&b);
-        if (below(8) == 0 && b.len > 0) { /* a mutated byte: flipped, dropped or doubled */
-            size_t at = below((uint32_t)b.len);
-            switch (below(3)) {
-            case 0:
-                b.p[at] ^= (char)(1u << below(8));
-                break;
-            case 1:
-                memmove(b.p + at, b.p + at + 1, b.len - at - 1);
-                b.len--;
-                break;
-            default:
-                st_text_printf(&b, " ");
-                memmove(b.p + at + 1, b.p + at, b.len - at - 1);
-                break;
-            }
-        }
+        if (below(8) == 0)
+            mutate(&b);
         ck_assert(!b.oom);
         enum rec_reason r = diff(i & 1 ? &schema_docs : &schema_none, b.p, b.len);
         seen[r]++;
@@ -1020,22 +1027,8 @@ START_TEST(test_random_frame_meta)
             put_value(&b, 0); /* anything: arrays, strings, numbers at the top */
         else
             put_object(&b, 0);
-        if (below(6) == 0 && b.len > 0) { /* a mutated byte: flipped, dropped or doubled */
-            size_t at = below((uint32_t)b.len);
-            switch (below(3)) {
-            case 0:
-                b.p[at] ^= (char)(1u << below(8));
-                break;
-            case 1:
-                memmove(b.p + at, b.p + at + 1, b.len - at - 1);
-                b.len--;
-                break;
-            default:
-                st_text_printf(&b, " ");
-                memmove(b.p + at + 1, b.p + at, b.len - at - 1);
-                break;
-            }
-        }
+        if (below(6) == 0)
+            mutate(&b);
         ck_assert(!b.oom);
         if (b.len == 0)
             continue;

@@ -33,6 +33,16 @@ static void put(const char *target, const char *name, const void *p, size_t n)
     }
 }
 
+/* Each text as seed-PREFIXi. */
+static void put_texts(const char *target, const char *prefix, const char *const *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "%s%zu", prefix, i);
+        put(target, name, t[i], strlen(t[i]));
+    }
+}
+
 /* Moves a file written by a saver into the corpus. */
 static void put_file(const char *target, const char *name, const char *path)
 {
@@ -107,12 +117,8 @@ static void jsons(void)
         "{\"id\":\"q\",\"ts\":-9223372036854775808,\"vector\":[0,0,0]}",
         "{\"id\":\"u\\u0000v\",\"vector_b64\":\"AAAAAAAAAAAAAAA=\"}",
     };
-    for (size_t i = 0; i < sizeof(js) / sizeof(js[0]); i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "%zu", i);
-        put("json", name, js[i], strlen(js[i]));
-        put("json_diff", name, js[i], strlen(js[i]));
-    }
+    put_texts("json", "", js, sizeof(js) / sizeof(js[0]));
+    put_texts("json_diff", "", js, sizeof(js) / sizeof(js[0]));
     /* fuzz_json_diff: numbers and strings where simdjson and jansson could part */
     static const char *const diff[] = {
         "{\"id\":\"a\",\"vector\":[0.12345677614212036,-1.1754943508222875e-38,1.401298464324817e-"
@@ -128,11 +134,7 @@ static void jsons(void)
         "{\"collection\":\"events\",\"id\":9223372036854775807,\"vector\":[1,2,3,4],"
         "\"meta\":{\"k\":1,\"k\":2}}",
     };
-    for (size_t i = 0; i < sizeof(diff) / sizeof(diff[0]); i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "n%zu", i);
-        put("json_diff", name, diff[i], strlen(diff[i]));
-    }
+    put_texts("json_diff", "n", diff, sizeof(diff) / sizeof(diff[0]));
 }
 
 /* fuzz_frame_meta: a record's meta where simdjson and jansson could part */
@@ -146,11 +148,7 @@ static void frame_metas(void)
         " {\"a\":1}\n",
         "[{\"a\":1}]",
     };
-    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "%zu", i);
-        put("frame_meta", name, m[i], strlen(m[i]));
-    }
+    put_texts("frame_meta", "", m, sizeof(m) / sizeof(m[0]));
 }
 
 static void segments(const char *tmp)
