@@ -101,7 +101,8 @@ enum rec_reason rec_decode(struct rec_decoder *d, const struct rec_schema *s, en
 /*
  * rec_decode with JSON decoded by the jansson decoder only: the reference that rec_decode's
  * faster simdjson path must match bit for bit (results, reasons). For the differential tests
- * and the benchmark; frames decode as in rec_decode.
+ * and the benchmark; frames decode as in rec_decode but for their meta objects, which jansson
+ * alone checks (rec_decode asks simdjson first).
  */
 enum rec_reason rec_decode_ref(struct rec_decoder *d, const struct rec_schema *s,
                                enum rec_kind kind, const void *value, size_t len,

@@ -25,7 +25,8 @@ struct rec_batch;
 
 /*
  * Decodes a JSON message into out (records in d->recs, vectors and meta in d->arena, ids in
- * the parser's string buffer kept in d->fast until the next call). true: decoded, out is set
+ * the parser's string buffer kept in d->fast until the next call of this or of
+ * rec_json_fast_meta, i.e. until the next message, as rec_decode promises). true: decoded, out is set
  * (the caller still runs rec_check_batch, as for the reference); false: declined, out and
  * d->arena hold garbage to be reset.
  */
@@ -35,9 +36,12 @@ bool rec_json_fast_decode(struct rec_decoder *d, const struct rec_schema *s, con
 /*
  * The binary frame's meta check, on simdjson: true when meta[0, len) is a JSON object that
  * jansson's json_loadb (flags 0, the reference check in rec_frame.c) accepts too; false when
- * it is not, or simdjson cannot tell (it rejects more than jansson: a NUL after a number,
- * nesting past 1024, integers beyond int64), and the caller asks jansson. Uses d->fast.
- * tests/check_json_diff.c and tests/fuzz/fuzz_frame_meta_diff.c hold it to that.
+ * it is not, or simdjson cannot tell, and the caller asks jansson. simdjson refuses what jansson
+ * takes in two cases: one NUL byte right after a number or true/false/null, and nesting of
+ * 1024 levels or more; integers from 2^63 to 2^64-1 it parses (as uint64) and we decline, as
+ * jansson refuses them. Uses d->fast. The equivalence rests on Debian's simdjson 3.0.1: a new
+ * simdjson must pass tests/check_json_diff.c (a case per rule, every short document over the
+ * bytes where the two could part, every \u escape) and tests/fuzz/fuzz_frame_meta.c again.
  */
 bool rec_json_fast_meta(struct rec_decoder *d, const void *meta, size_t len);
 
