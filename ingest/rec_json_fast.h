@@ -26,8 +26,8 @@ struct rec_batch;
 /*
  * Decodes a JSON message into out (records in d->recs, vectors and meta in d->arena, ids in
  * the parser's string buffer kept in d->fast until the next call of this or of
- * rec_json_fast_meta, i.e. until the next message, as rec_decode promises). true: decoded, out is set
- * (the caller still runs rec_check_batch, as for the reference); false: declined, out and
+ * rec_json_fast_meta, i.e. until the next message, as rec_decode promises). true: decoded, out is
+ * set (the caller still runs rec_check_batch, as for the reference); false: declined, out and
  * d->arena hold garbage to be reset.
  */
 bool rec_json_fast_decode(struct rec_decoder *d, const struct rec_schema *s, const void *value,
