@@ -15,9 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct rec_decoder *fast, *ref;
-    if (fast == NULL && (fast = rec_decoder_new()) == NULL)
-        return 0;
-    if (ref == NULL && (ref = rec_decoder_new()) == NULL)
+    if (!json_diff_decoders(&fast, &ref))
         return 0;
     char why[640];
     enum rec_reason r;

@@ -13,6 +13,16 @@
 
 #include "rec_format.h"
 
+/* The fuzz targets' two decoders, made at the first input; false on no memory. */
+static inline bool json_diff_decoders(struct rec_decoder **fast, struct rec_decoder **ref)
+{
+    if (*fast == NULL)
+        *fast = rec_decoder_new();
+    if (*ref == NULL)
+        *ref = rec_decoder_new();
+    return *fast != NULL && *ref != NULL;
+}
+
 /*
  * Decodes data with both (each with its own decoder) and compares: the reason; for a batch
  * the collection, count, and every record's id bytes, ts, op, vector bits (memcmp: -0.0 and
