@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "st_error.h"
 #include "st_fault.h"
 #include "st_log.h"
+#include "st_mem.h"
 #include "st_test.h"
 #include "st_utf8.h"
 
@@ -218,6 +220,99 @@ START_TEST(test_checksum_dispatch_matches_plain)
     ck_assert_uint_eq(st_hash_stream_digest(hs), XXH3_64bits(buf, MAX));
     st_hash_stream_free(hs);
     free(buf);
+}
+END_TEST
+
+/* Writes text to root/rel (its directories made on the way). */
+static void put_file(const char *root, const char *rel, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        (void)mkdir(path, 0755);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The memory a process may use: physical memory, or less where its cgroup (or an ancestor)
+ * says so, in v2 and v1 layouts; "max", v1's "unlimited", garbage and odd lines are no limit
+ * and never crash the parse. */
+START_TEST(test_mem_limit)
+{
+    const uint64_t GiB = UINT64_C(1) << 30, phys = 8 * GiB;
+    char *root = st_test_tmpdir("mem");
+    /* v2: the service's own limit, then a tighter one on its slice, then none (max). */
+    const char *v2 = "0::/system.slice/strata.service\n";
+    ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), phys); /* no files: no limit */
+    put_file(root, "system.slice/strata.service/memory.max", "1073741824\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), GiB);
+    put_file(root, "system.slice/memory.max", "536870912\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), GiB / 2); /* the ancestor binds */
+    put_file(root, "system.slice/memory.max", "max\n");
+    put_file(root, "system.slice/strata.service/memory.max", "max\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), phys);
+    put_file(root, "system.slice/strata.service/memory.max", "17179869184");
+    ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), phys);  /* above physical memory */
+    ck_assert_uint_eq(st_mem_limit_from(0, v2, root), 16 * GiB); /* physical memory unknown */
+    ck_assert_uint_eq(st_mem_limit_from(0, NULL, root), 0);
+    ck_assert_uint_eq(st_mem_limit_from(phys, NULL, root), phys);
+    /* A container's namespace root: "0::/" and root/memory.max. */
+    put_file(root, "memory.max", "2147483648\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, "0::/\n", root), 2 * GiB);
+    /* Not numbers, or too large: no limit from that file. */
+    const char *bad[] = {"",
+                         "\n",
+                         "0\n",
+                         "12abc\n",
+                         "-5\n",
+                         " 5\n",
+                         "99999999999999999999999\n",
+                         "18446744073709551616\n",
+                         "9223372036854771712\n",
+                         "1e9\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        put_file(root, "memory.max", bad[i]);
+        ck_assert_msg(st_mem_limit_from(phys, "0::/\n", root) == phys, "memory.max \"%s\"", bad[i]);
+    }
+    /* v1: the memory controller's line among others, in a controller list too. */
+    const char *v1 = "12:pids:/docker/abc\n4:cpuacct,memory:/docker/abc\n1:name=systemd:/x\n";
+    put_file(root, "memory/docker/abc/memory.limit_in_bytes", "9223372036854771712\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, v1, root), phys); /* v1's "unlimited" */
+    put_file(root, "memory/docker/abc/memory.limit_in_bytes", "805306368\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, v1, root), 3 * GiB / 4);
+    /* Lines that are not what they should be: ignored. */
+    const char *odd[] = {"garbage",
+                         "0::",
+                         "0:",
+                         ":",
+                         "::/",
+                         "0::relative",
+                         "1::/x",
+                         "0:memory:/x",
+                         "4:memoryx:/docker/abc",
+                         "4:xmemory:/docker/abc",
+                         "0::/../../etc",
+                         "4:memory:/docker/../abc"};
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
+        ck_assert_msg(st_mem_limit_from(phys, odd[i], root) == phys, "line \"%s\"", odd[i]);
+    /* A line longer than the parser takes is skipped, the next one still read. */
+    char *lng = malloc(9000);
+    memset(lng, 'a', 8000);
+    snprintf(lng + 8000, 1000, "\n4:memory:/docker/abc\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, lng, root), 3 * GiB / 4);
+    free(lng);
+    /* This process: something, and never above physical memory. */
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    uint64_t here = st_mem_limit();
+    ck_assert_uint_gt(here, 0);
+    ck_assert_uint_le(here, (uint64_t)pages * (uint64_t)psz);
+    st_test_rmrf(root);
+    free(root);
 }
 END_TEST
 
@@ -557,6 +652,7 @@ int main(void)
     tcase_add_test(tc, test_checksum);
     tcase_add_test(tc, test_checksum_dispatch_matches_plain);
     tcase_add_test(tc, test_clock_manual);
+    tcase_add_test(tc, test_mem_limit);
     tcase_add_test(tc, test_fault_points);
     tcase_add_test(tc, test_fault_crash);
     tcase_add_test(tc, test_log_format);
