@@ -30,6 +30,7 @@
 #include "ing_pipe.h"
 #include "st_clock.h"
 #include "st_log.h"
+#include "st_mem.h"
 
 /* Messages in the decode stage at most (read and not yet written), and the threads decoding
  * them in parallel (JSON decoding is CPU-bound: a second thread uses the second core). */
@@ -543,6 +544,18 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     tell_hook(c);
 }
 
+uint64_t ing_prefetch_kb_for(uint64_t mem_limit_bytes)
+{
+    const uint64_t lo = 64u << 10, hi = 1u << 20; /* KiB: 64 MiB .. 1 GiB */
+    uint64_t kb = mem_limit_bytes / 16 / 1024;
+    return kb < lo ? lo : kb > hi ? hi : kb;
+}
+
+uint64_t ing_prefetch_default_kb(void)
+{
+    return ing_prefetch_kb_for(st_mem_limit());
+}
+
 int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **out,
                       struct st_err *err)
 {
@@ -621,10 +634,13 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
      * (confluentinc/librdkafka#2879; fetch.queue.backoff.ms came in 2.2), so a consumer that is
      * slower than the broker — any catch-up — ingests at about that much per second: 64 MiB,
      * the library's default, held 768-d ingest to 278 MB/s where 256 MiB gave 699 and 1 GiB 926
-     * (docs/benchmarks.md, issue 14), at the cost of that much prefetched memory. The same
-     * pause follows queued.min.messages (100,000 by default) messages queued in a partition,
-     * which small messages reach first: the byte bound is the one that counts. */
-    const char *defaults[][2] = {{"queued.max.messages.kbytes", "262144"},
+     * (docs/benchmarks.md, issue 14), at the cost of that much prefetched memory; hence a bound
+     * sized from the memory the process may use (ing_prefetch_default_kb). The same pause
+     * follows queued.min.messages (100,000 by default) messages queued in a partition, which
+     * small messages reach first: the byte bound is the one that counts. */
+    char prefetch[32];
+    snprintf(prefetch, sizeof(prefetch), "%" PRIu64, ing_prefetch_default_kb());
+    const char *defaults[][2] = {{"queued.max.messages.kbytes", prefetch},
                                  {"queued.min.messages", "10000000"}};
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
         if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], es, sizeof(es)) !=
