@@ -64,10 +64,21 @@ static const char *line_path(const char *line, const char *want)
     return NULL;
 }
 
-/* The lowest limit of the cgroup the lines name for want and of its ancestors (a limit on a
- * parent, a slice's or a container's, binds as well), under dir (root, or root/memory). */
+/* Whether a cgroup path has a component that is exactly ".." (the kernel shows one for a
+ * cgroup outside the reader's namespace: not a path under this mount). */
+static bool has_dotdot(const char *path)
+{
+    for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2)
+        if ((p == path || p[-1] == '/') && (p[2] == '/' || p[2] == '\0'))
+            return true;
+    return false;
+}
+
+/* The lowest limit, over the files named, of the cgroup the lines name for want and of its
+ * ancestors (a limit on a parent, a slice's or a container's, binds as well), under dir (root,
+ * or root/memory). */
 static bool cgroup_limit(const char *proc_cgroup, const char *want, const char *dir,
-                         const char *file, uint64_t *out)
+                         const char *const *files, size_t nfiles, uint64_t *out)
 {
     bool have = false;
     for (const char *l = proc_cgroup; l != NULL && *l != '\0';) {
@@ -80,16 +91,19 @@ static bool cgroup_limit(const char *proc_cgroup, const char *want, const char *
             line[len] = '\0';
             path = line_path(line, want);
         }
-        if (path != NULL && strstr(path, "/..") == NULL) {
+        if (path != NULL && !has_dotdot(path)) {
             char cg[4096];
             snprintf(cg, sizeof(cg), "%s", strcmp(path, "/") == 0 ? "" : path);
             for (;;) { /* the cgroup, then each ancestor up to the mount's root */
-                char full[8192];
-                uint64_t v;
-                if (snprintf(full, sizeof(full), "%s%s/%s", dir, cg, file) < (int)sizeof(full) &&
-                    read_limit(full, &v) && (!have || v < *out)) {
-                    *out = v;
-                    have = true;
+                for (size_t i = 0; i < nfiles; i++) {
+                    char full[8192];
+                    uint64_t v;
+                    if (snprintf(full, sizeof(full), "%s%s/%s", dir, cg, files[i]) <
+                            (int)sizeof(full) &&
+                        read_limit(full, &v) && (!have || v < *out)) {
+                        *out = v;
+                        have = true;
+                    }
                 }
                 char *slash = strrchr(cg, '/');
                 if (slash == NULL)
@@ -105,30 +119,57 @@ static bool cgroup_limit(const char *proc_cgroup, const char *want, const char *
 
 uint64_t st_mem_limit_from(uint64_t phys, const char *proc_cgroup, const char *cgroup_root)
 {
+    /* v2: memory.high too, the bound systemd's MemoryHigh= sets (past it the kernel throttles
+     * and reclaims: as much a limit for sizing as memory.max). */
+    static const char *const v2[] = {"memory.max", "memory.high"};
+    static const char *const v1[] = {"memory.limit_in_bytes"};
     uint64_t lim = 0;
-    char v1[4200];
+    char v1dir[4200];
     bool have = false;
     if (proc_cgroup != NULL && cgroup_root != NULL) {
-        have = cgroup_limit(proc_cgroup, "", cgroup_root, "memory.max", &lim);
-        if (!have && snprintf(v1, sizeof(v1), "%s/memory", cgroup_root) < (int)sizeof(v1))
-            have = cgroup_limit(proc_cgroup, "memory", v1, "memory.limit_in_bytes", &lim);
+        have = cgroup_limit(proc_cgroup, "", cgroup_root, v2, 2, &lim);
+        if (!have && snprintf(v1dir, sizeof(v1dir), "%s/memory", cgroup_root) < (int)sizeof(v1dir))
+            have = cgroup_limit(proc_cgroup, "memory", v1dir, v1, 1, &lim);
     }
     if (have && (phys == 0 || lim < phys))
         return lim;
     return phys;
 }
 
-uint64_t st_mem_limit(void)
+uint64_t st_mem_physical(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-    uint64_t phys = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
-    char text[16384];
-    size_t n = 0;
+    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
+}
+
+uint64_t st_mem_limit(void)
+{
+    /* All of /proc/self/cgroup: a cut line would name an ancestor's path (and limit). */
+    size_t cap = 4096, n = 0;
+    char *text = malloc(cap);
     FILE *f = fopen("/proc/self/cgroup", "re");
-    if (f != NULL) {
-        n = fread(text, 1, sizeof(text) - 1, f);
-        fclose(f);
+    while (text != NULL && f != NULL) {
+        if (n + 1 == cap) {
+            char *t = cap < (1u << 20) ? realloc(text, cap * 2) : NULL;
+            if (t == NULL) { /* absurdly long, or no memory: no limit read */
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = t;
+            cap *= 2;
+        }
+        size_t got = fread(text + n, 1, cap - 1 - n, f);
+        if (got == 0)
+            break;
+        n += got;
     }
-    text[n] = '\0';
-    return st_mem_limit_from(phys, n > 0 ? text : NULL, "/sys/fs/cgroup");
+    if (f != NULL)
+        fclose(f);
+    if (text != NULL)
+        text[n] = '\0';
+    uint64_t lim =
+        st_mem_limit_from(st_mem_physical(), text != NULL && n > 0 ? text : NULL, "/sys/fs/cgroup");
+    free(text);
+    return lim;
 }

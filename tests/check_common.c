@@ -241,10 +241,11 @@ static void put_file(const char *root, const char *rel, const char *text)
 
 /* The memory a process may use: physical memory, or less where its cgroup (or an ancestor)
  * says so, in v2 and v1 layouts; "max", v1's "unlimited", garbage and odd lines are no limit
- * and never crash the parse. */
+ * and never crash the parse. A limit file sits wherever a mis-parse of an odd line would land,
+ * so that reading it fails the test. */
 START_TEST(test_mem_limit)
 {
-    const uint64_t GiB = UINT64_C(1) << 30, phys = 8 * GiB;
+    const uint64_t MiB = UINT64_C(1) << 20, GiB = UINT64_C(1) << 30, phys = 8 * GiB;
     char *root = st_test_tmpdir("mem");
     /* v2: the service's own limit, then a tighter one on its slice, then none (max). */
     const char *v2 = "0::/system.slice/strata.service\n";
@@ -253,9 +254,15 @@ START_TEST(test_mem_limit)
     ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), GiB);
     put_file(root, "system.slice/memory.max", "536870912\n");
     ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), GiB / 2); /* the ancestor binds */
+    put_file(root, "system.slice/strata.service/memory.max", "268435456\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), 256 * MiB); /* the lowest, not the top */
     put_file(root, "system.slice/memory.max", "max\n");
     put_file(root, "system.slice/strata.service/memory.max", "max\n");
     ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), phys);
+    /* MemoryHigh= (memory.high) bounds it as MemoryMax= does. */
+    put_file(root, "system.slice/strata.service/memory.high", "2147483648\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), 2 * GiB);
+    put_file(root, "system.slice/strata.service/memory.high", "max\n");
     put_file(root, "system.slice/strata.service/memory.max", "17179869184");
     ck_assert_uint_eq(st_mem_limit_from(phys, v2, root), phys);  /* above physical memory */
     ck_assert_uint_eq(st_mem_limit_from(0, v2, root), 16 * GiB); /* physical memory unknown */
@@ -264,17 +271,22 @@ START_TEST(test_mem_limit)
     /* A container's namespace root: "0::/" and root/memory.max. */
     put_file(root, "memory.max", "2147483648\n");
     ck_assert_uint_eq(st_mem_limit_from(phys, "0::/\n", root), 2 * GiB);
-    /* Not numbers, or too large: no limit from that file. */
+    /* A cgroup whose name starts with two dots is a name, not a parent. */
+    put_file(root, "..hidden/memory.max", "1073741824\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, "0::/..hidden\n", root), GiB);
+    /* Not numbers, too large, or with anything after the number: no limit from that file. */
     const char *bad[] = {"",
                          "\n",
                          "0\n",
                          "12abc\n",
                          "-5\n",
                          " 5\n",
+                         "5 \n",
                          "99999999999999999999999\n",
                          "18446744073709551616\n",
                          "9223372036854771712\n",
-                         "1e9\n"};
+                         "1e9\n",
+                         "1073741824\ngarbagegarbagegarbagegarbagegarbagegarbagegarbage\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         put_file(root, "memory.max", bad[i]);
         ck_assert_msg(st_mem_limit_from(phys, "0::/\n", root) == phys, "memory.max \"%s\"", bad[i]);
@@ -283,34 +295,60 @@ START_TEST(test_mem_limit)
     const char *v1 = "12:pids:/docker/abc\n4:cpuacct,memory:/docker/abc\n1:name=systemd:/x\n";
     put_file(root, "memory/docker/abc/memory.limit_in_bytes", "9223372036854771712\n");
     ck_assert_uint_eq(st_mem_limit_from(phys, v1, root), phys); /* v1's "unlimited" */
+    ck_assert_uint_eq(st_mem_limit_from(0, v1, root), 0);       /* also with no physical size */
     put_file(root, "memory/docker/abc/memory.limit_in_bytes", "805306368\n");
     ck_assert_uint_eq(st_mem_limit_from(phys, v1, root), 3 * GiB / 4);
-    /* Lines that are not what they should be: ignored. */
+    /* Hybrid: a "0::" line whose tree has no memory controller, the limit in v1. */
+    ck_assert_uint_eq(st_mem_limit_from(phys, "4:memory:/docker/abc\n0::/docker/abc\n", root),
+                      3 * GiB / 4);
+    /* v1 in a container without a cgroup namespace: /proc names /docker/id, the mount is that
+     * cgroup itself, its limit at the mount's root (found as an ancestor). */
+    char *ct = st_test_tmpdir("memct");
+    put_file(ct, "memory/memory.limit_in_bytes", "805306368\n");
+    ck_assert_uint_eq(st_mem_limit_from(phys, "4:memory:/docker/abc\n", ct), 3 * GiB / 4);
+    st_test_rmrf(ct);
+    free(ct);
+    /* Lines that are not what they should be: ignored, though limits sit where each would
+     * land if it were taken (v2 under root/x, root/y, root/docker/abc; v1 under root/memory). */
+    put_file(root, "memory.max", "max\n");
+    put_file(root, "x/memory.max", "1073741824\n");
+    put_file(root, "y/memory.max", "1073741824\n");
+    put_file(root, "docker/abc/memory.max", "1073741824\n");
+    put_file(root, "memory/x/memory.limit_in_bytes", "1073741824\n");
     const char *odd[] = {"garbage",
                          "0::",
                          "0:",
                          ":",
                          "::/",
-                         "0::relative",
+                         "0::x",
                          "1::/x",
+                         "00::/x",
                          "0:memory:/x",
                          "4:memoryx:/docker/abc",
                          "4:xmemory:/docker/abc",
                          "0::/../../etc",
-                         "4:memory:/docker/../abc"};
-    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
-        ck_assert_msg(st_mem_limit_from(phys, odd[i], root) == phys, "line \"%s\"", odd[i]);
+                         "0::/x/../y",
+                         "4:memory:/docker/../abc",
+                         "0::/x/..",
+                         "4:memory:x"};
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        uint64_t got = st_mem_limit_from(phys, odd[i], root);
+        if (strcmp(odd[i], "0:memory:/x") == 0) /* a v1 line (ID 0 is a name like any) */
+            ck_assert_uint_eq(got, GiB);
+        else
+            ck_assert_msg(got == phys, "line \"%s\": %" PRIu64, odd[i], got);
+    }
     /* A line longer than the parser takes is skipped, the next one still read. */
     char *lng = malloc(9000);
+    ck_assert_ptr_nonnull(lng);
     memset(lng, 'a', 8000);
     snprintf(lng + 8000, 1000, "\n4:memory:/docker/abc\n");
     ck_assert_uint_eq(st_mem_limit_from(phys, lng, root), 3 * GiB / 4);
     free(lng);
     /* This process: something, and never above physical memory. */
-    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     uint64_t here = st_mem_limit();
     ck_assert_uint_gt(here, 0);
-    ck_assert_uint_le(here, (uint64_t)pages * (uint64_t)psz);
+    ck_assert_uint_le(here, st_mem_physical());
     st_test_rmrf(root);
     free(root);
 }
