@@ -444,10 +444,10 @@ static rd_kafka_t *plain_consumer(const struct opts *o, const char *group, bool 
     rd_kafka_conf_set(kc, "enable.auto.commit", auto_commit ? "true" : "false", es, sizeof(es));
     rd_kafka_conf_set(kc, "auto.commit.interval.ms", "200", es, sizeof(es));
     rd_kafka_conf_set(kc, "enable.auto.offset.store", "false", es, sizeof(es));
-    /* The prefetch strata's consumer uses (ing_prefetch_default_kb: librdkafka 2.0 pauses
+    /* The prefetch strata's consumer uses (ing_consumer_prefetch_kb: librdkafka 2.0 pauses
      * fetching for a second once its queue holds this much), so no reference runs with less. */
     char prefetch[32];
-    snprintf(prefetch, sizeof(prefetch), "%" PRIu64, ing_prefetch_default_kb());
+    snprintf(prefetch, sizeof(prefetch), "%" PRIu64, ing_consumer_prefetch_kb());
     rd_kafka_conf_set(kc, "queued.max.messages.kbytes", prefetch, es, sizeof(es));
     rd_kafka_conf_set(kc, "queued.min.messages", "10000000", es, sizeof(es));
     rd_kafka_t *k = rd_kafka_new(RD_KAFKA_CONSUMER, kc, es, sizeof(es));

@@ -544,16 +544,16 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     tell_hook(c);
 }
 
-uint64_t ing_prefetch_kb_for(uint64_t mem_limit_bytes)
+uint64_t ing_consumer_prefetch_kb_for(uint64_t mem_limit_bytes)
 {
     const uint64_t lo = 64u << 10, hi = 1u << 20; /* KiB: 64 MiB .. 1 GiB */
     uint64_t kb = mem_limit_bytes / 16 / 1024;
     return kb < lo ? lo : kb > hi ? hi : kb;
 }
 
-uint64_t ing_prefetch_default_kb(void)
+uint64_t ing_consumer_prefetch_kb(void)
 {
-    return ing_prefetch_kb_for(st_mem_limit());
+    return ing_consumer_prefetch_kb_for(st_mem_limit());
 }
 
 int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **out,
@@ -630,18 +630,28 @@ int ing_consumer_open(const struct ing_consumer_opts *o, struct ing_consumer **o
         {"enable.partition.eof", "false"},
     };
     /* Defaults an operator may override. queued.max.messages.kbytes: librdkafka 2.0 (Debian
-     * 12) stops fetching for a whole second once its local queue holds that much
-     * (confluentinc/librdkafka#2879; fetch.queue.backoff.ms came in 2.2), so a consumer that is
-     * slower than the broker — any catch-up — ingests at about that much per second: 64 MiB,
+     * 12) stops fetching once its local queue holds that much, until its broker thread next
+     * wakes, up to a second (confluentinc/librdkafka#2879; fetch.queue.backoff.ms came in 2.2),
+     * so a consumer that is slower than the broker — any catch-up — runs dry in between: 64 MiB,
      * the library's default, held 768-d ingest to 278 MB/s where 256 MiB gave 699 and 1 GiB 926
      * (docs/benchmarks.md, issue 14), at the cost of that much prefetched memory; hence a bound
-     * sized from the memory the process may use (ing_prefetch_default_kb). The same pause
+     * sized from the memory the process may use (ing_consumer_prefetch_kb). The same pause
      * follows queued.min.messages (100,000 by default) messages queued in a partition, which
      * small messages reach first: the byte bound is the one that counts. */
+    uint64_t mem = st_mem_limit(), prefetch_kb = ing_consumer_prefetch_kb_for(mem);
     char prefetch[32];
-    snprintf(prefetch, sizeof(prefetch), "%" PRIu64, ing_prefetch_default_kb());
+    snprintf(prefetch, sizeof(prefetch), "%" PRIu64, prefetch_kb);
     const char *defaults[][2] = {{"queued.max.messages.kbytes", prefetch},
                                  {"queued.min.messages", "10000000"}};
+    bool own_prefetch = false;
+    for (size_t i = 0; i < o->n_properties; i++)
+        own_prefetch |= strcmp(o->properties[i][0], defaults[0][0]) == 0;
+    if (!own_prefetch) /* what it costs, where an operator looks for it */
+        st_log_info("ingest",
+                    "prefetch: queued.max.messages.kbytes=%" PRIu64 " (1/16 of mem_limit=%" PRIu64
+                    " MiB, physical=%" PRIu64 " MiB, within 64 MiB..1 GiB; set "
+                    "kafka.properties.queued.max.messages.kbytes to bound it)",
+                    prefetch_kb, mem >> 20, st_mem_physical() >> 20);
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
         if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], es, sizeof(es)) !=
             RD_KAFKA_CONF_OK)

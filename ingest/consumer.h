@@ -139,14 +139,15 @@ void ing_consumer_stats(struct ing_consumer *c, struct ing_stats *out);
 /*
  * The prefetch bound (librdkafka's queued.max.messages.kbytes, in KiB) a consumer runs with
  * unless kafka.properties sets one: a sixteenth of the memory this process may use
- * (st_mem_limit: physical memory, or its cgroup's limit), at least 64 MiB (librdkafka's own
- * default) and at most 1 GiB. librdkafka 2.0 stops fetching for a second whenever its queue
- * reaches the bound, so a node catching up ingests at most about one bound a second
- * (docs/ingest.md, "librdkafka settings").
+ * (st_mem_limit: physical memory, or its cgroup's bound), at least 64 MiB (librdkafka's own
+ * default) and at most 1 GiB. librdkafka 2.0 stops fetching whenever its queue reaches the
+ * bound, until its broker thread next wakes (up to a second), so a node catching up runs dry
+ * for part of each such second unless the bound outlasts the pause (docs/ingest.md,
+ * "librdkafka settings"). ing_consumer_open logs the value it chose.
  */
-uint64_t ing_prefetch_default_kb(void);
+uint64_t ing_consumer_prefetch_kb(void);
 /* The same bound for a process that may use mem_limit_bytes (0: unknown, the least). */
-uint64_t ing_prefetch_kb_for(uint64_t mem_limit_bytes);
+uint64_t ing_consumer_prefetch_kb_for(uint64_t mem_limit_bytes);
 /* The value librdkafka runs with for property name (strata's fixed settings, its defaults,
  * the operator's properties, librdkafka's own defaults, in that order of precedence) into
  * buf: ST_OK, ST_ENOTFOUND for a name librdkafka does not know, ST_ERANGE if buf is short. */

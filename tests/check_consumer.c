@@ -21,8 +21,8 @@
 #include "rec_format.h"
 #include "st_clock.h"
 #include "st_kafka_test.h"
-#include "st_mem.h"
 #include "st_log.h"
+#include "st_mem.h"
 #include "st_fault.h"
 #include "st_test.h"
 #include "st_twcs_test.h"
@@ -1164,16 +1164,16 @@ END_TEST
 START_TEST(test_kafka_settings)
 {
     const uint64_t GiB = UINT64_C(1) << 30;
-    ck_assert_uint_eq(ing_prefetch_kb_for(0), 65536);          /* unknown: the least */
-    ck_assert_uint_eq(ing_prefetch_kb_for(512u << 20), 65536); /* small host: the least */
-    ck_assert_uint_eq(ing_prefetch_kb_for(GiB), 65536);        /* 64 MiB exactly */
-    ck_assert_uint_eq(ing_prefetch_kb_for(4 * GiB), 262144);   /* 256 MiB */
-    ck_assert_uint_eq(ing_prefetch_kb_for(4 * GiB + 16384), 262145);
-    ck_assert_uint_eq(ing_prefetch_kb_for(16 * GiB), 1048576); /* 1 GiB exactly */
-    ck_assert_uint_eq(ing_prefetch_kb_for(24 * GiB), 1048576); /* capped */
-    ck_assert_uint_eq(ing_prefetch_kb_for(UINT64_MAX), 1048576);
-    uint64_t d = ing_prefetch_default_kb(), mem = st_mem_limit();
-    ck_assert_uint_eq(d, ing_prefetch_kb_for(mem));
+    ck_assert_uint_eq(ing_consumer_prefetch_kb_for(0), 65536);          /* unknown: the least */
+    ck_assert_uint_eq(ing_consumer_prefetch_kb_for(512u << 20), 65536); /* small host: the least */
+    ck_assert_uint_eq(ing_consumer_prefetch_kb_for(GiB), 65536);        /* 64 MiB exactly */
+    ck_assert_uint_eq(ing_consumer_prefetch_kb_for(4 * GiB), 262144);   /* 256 MiB */
+    ck_assert_uint_eq(ing_consumer_prefetch_kb_for(4 * GiB + 16384), 262145);
+    ck_assert_uint_eq(ing_consumer_prefetch_kb_for(16 * GiB), 1048576); /* 1 GiB exactly */
+    ck_assert_uint_eq(ing_consumer_prefetch_kb_for(24 * GiB), 1048576); /* capped */
+    ck_assert_uint_eq(ing_consumer_prefetch_kb_for(UINT64_MAX), 1048576);
+    uint64_t d = ing_consumer_prefetch_kb(), mem = st_mem_limit();
+    ck_assert_uint_eq(d, ing_consumer_prefetch_kb_for(mem));
     prepare("ks", 1);
     dir = st_test_tmpdir("ks");
     open_store();
@@ -1197,7 +1197,7 @@ START_TEST(test_kafka_settings)
         ck_assert_int_eq(ing_consumer_kafka_setting(c, "queued.max.messages.kbytes", v, sizeof(v)),
                          ST_OK);
         char want[32];
-        snprintf(want, sizeof(want), "%" PRIu64, ing_prefetch_default_kb());
+        snprintf(want, sizeof(want), "%" PRIu64, ing_consumer_prefetch_kb());
         ck_assert_str_eq(v, own ? "65536" : want);
         ck_assert_int_eq(ing_consumer_kafka_setting(c, "queued.min.messages", v, sizeof(v)), ST_OK);
         ck_assert_str_eq(v, "10000000");
