@@ -144,32 +144,16 @@ uint64_t st_mem_physical(void)
 
 uint64_t st_mem_limit(void)
 {
-    /* All of /proc/self/cgroup: a cut line would name an ancestor's path (and limit). */
-    size_t cap = 4096, n = 0;
-    char *text = malloc(cap);
+    /* All of /proc/self/cgroup (it holds no NUL): a cut line would name an ancestor's path. */
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t n = -1;
     FILE *f = fopen("/proc/self/cgroup", "re");
-    while (text != NULL && f != NULL) {
-        if (n + 1 == cap) {
-            char *t = cap < (1u << 20) ? realloc(text, cap * 2) : NULL;
-            if (t == NULL) { /* absurdly long, or no memory: no limit read */
-                free(text);
-                text = NULL;
-                break;
-            }
-            text = t;
-            cap *= 2;
-        }
-        size_t got = fread(text + n, 1, cap - 1 - n, f);
-        if (got == 0)
-            break;
-        n += got;
-    }
-    if (f != NULL)
+    if (f != NULL) {
+        n = getdelim(&text, &cap, '\0', f);
         fclose(f);
-    if (text != NULL)
-        text[n] = '\0';
-    uint64_t lim =
-        st_mem_limit_from(st_mem_physical(), text != NULL && n > 0 ? text : NULL, "/sys/fs/cgroup");
+    }
+    uint64_t lim = st_mem_limit_from(st_mem_physical(), n > 0 ? text : NULL, "/sys/fs/cgroup");
     free(text);
     return lim;
 }
