@@ -100,6 +100,9 @@ struct cfg {
     struct {
         char *listen;
         uint32_t build_threads;
+        /* indexer.build_cpu in thousandths of a core: the CPU every index build together may
+         * use (idx_cpucap.h); 0: no cap */
+        uint32_t build_cpu_mc;
         uint32_t
             search_threads; /* threads one search's index parts are searched on, its own included */
         uint64_t memory_budget;

@@ -553,6 +553,41 @@ static void parse_ingest_nodes(struct cfg_ld *ld, yaml_node_t *v, const char *pa
     }
 }
 
+/* indexer.build_cpu: cores as a decimal number (0.5, 1.25, 2), to a thousandth; 0: no cap. */
+static void parse_build_cpu(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
+{
+    struct cfg *c = base;
+    bool is_null;
+    char *s = cfg_scalar(ld, v, path, &is_null);
+    if (s == NULL) {
+        if (is_null)
+            cfg_ld_error(ld, v, path, "must not be null");
+        return;
+    }
+    /* Digits, at most one '.', at most three decimals: no exponent, sign, "inf" or "nan". */
+    uint64_t whole = 0, frac = 0;
+    int nd = 0, nf = -1;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9' && nd < 5; p++, nd++)
+        whole = whole * 10 + (uint64_t)(*p - '0');
+    if (*p == '.')
+        for (p++, nf = 0; *p >= '0' && *p <= '9' && nf < 3; p++, nf++)
+            frac = frac * 10 + (uint64_t)(*p - '0');
+    for (int i = nf < 0 ? 0 : nf; i < 3; i++)
+        frac *= 10;
+    uint64_t mc = whole * 1000 + frac;
+    if (*p != '\0' || (nd == 0 && nf <= 0))
+        cfg_ld_error(ld, v, path,
+                     "expected a number of cores, e.g. 0.5 or 2, at most three "
+                     "decimals (got \"%s\")",
+                     s);
+    else if (mc > 1024 * 1000)
+        cfg_ld_error(ld, v, path, "out of range: 0 (no cap) or 0.001 to 1024 cores (got %s)", s);
+    else
+        c->indexer.build_cpu_mc = (uint32_t)mc;
+    free(s);
+}
+
 static const struct cfg_field ingest_fields[] = {
     STR("listen", struct cfg, ingest.listen, false, false, check_listen),
     STR("advertise_url", struct cfg, ingest.advertise_url, false, true, check_http_url),
@@ -563,6 +598,7 @@ static const struct cfg_field ingest_fields[] = {
 static const struct cfg_field indexer_fields[] = {
     STR("listen", struct cfg, indexer.listen, false, false, check_listen),
     U32("build_threads", struct cfg, indexer.build_threads, false, 1, 256),
+    {.key = "build_cpu", .type = CFG_F_CUSTOM, .custom = parse_build_cpu},
     U32("search_threads", struct cfg, indexer.search_threads, false, 1, 256),
     SIZE("memory_budget", struct cfg, indexer.memory_budget, false, false, 64 * MiB, 0),
     {.key = "ingest_nodes", .type = CFG_F_CUSTOM, .custom = parse_ingest_nodes},

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "idx_cpucap.h"
 #include "idx_hnsw_int.h"
 #include "st_fault.h"
 
@@ -734,6 +735,7 @@ static void *build_worker(void *arg)
             b->rc = rc;
             break;
         }
+        idx_cpucap_tick(); /* between insertions: no node's lock is held */
     }
     idx_hnsw_searcher_free(s);
     return NULL;

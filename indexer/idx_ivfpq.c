@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "idx_cpucap.h"
 #include "idx_file_int.h"
 #include "ivfpq_format.h"
 #include "st_checksum.h"
@@ -142,6 +143,7 @@ static void nearest_n(const float *x, uint32_t n, size_t ldx, const float *origi
         tn(xc, nb, origin != NULL ? d : ldx, ct, d, k, dots);
         for (uint32_t b = 0; b < nb; b++)
             out[i + b] = argmin(dots + (size_t)b * k, norms, k);
+        idx_cpucap_tick(); /* builds only call this; no lock is held here */
     }
 }
 

@@ -1,6 +1,7 @@
 /* idx_service.c — strata-indexer's engine: events, builds, catalogs, views (idx_service.h). */
 #include "idx_service.h"
 
+#include "idx_cpucap.h"
 #include "idx_pool.h"
 
 #include <inttypes.h>
@@ -1592,6 +1593,8 @@ int idx_service_start(const struct idx_service_opts *o, struct idx_service **out
         st_err_set(err, rc, "cannot start the search threads");
         goto fail;
     }
+    /* Process-wide, as the builds' threads are (idx_cpucap.h): the one service of a daemon. */
+    idx_cpucap_set(s->cfg->indexer.build_cpu_mc);
     unsigned nw = s->cfg->indexer.build_threads ? s->cfg->indexer.build_threads : 1;
     s->workers = calloc(nw, sizeof(*s->workers));
     if (s->workers == NULL) {
@@ -1814,6 +1817,10 @@ void idx_service_metrics(struct idx_service *s, struct st_text *t)
     st_prom_head(t, "strata_index_build_memory_bytes", "gauge",
                  "Memory reserved by running builds (estimate)");
     st_prom_sample(t, "strata_index_build_memory_bytes", NULL, (double)mem);
+    st_prom_head(t, "strata_index_build_throttled_seconds_total", "counter",
+                 "Time build threads slept to keep under indexer.build_cpu");
+    st_prom_sample(t, "strata_index_build_throttled_seconds_total", NULL,
+                   (double)idx_cpucap_slept_ns() / 1e9);
     size_t nc = s->ncoll;
     enum { NCOL = 12 }; /* values per collection, by fam[].col */
     double *val = calloc(nc * NCOL + 1, sizeof(*val));

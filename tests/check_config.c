@@ -116,7 +116,45 @@ START_TEST(test_defaults)
     ck_assert_str_eq(c->nats.stream, "STRATA");
     ck_assert_int_eq(c->store.wal_sync, CFG_WAL_SYNC_BATCH);
     ck_assert_uint_eq(c->kafka.n_properties, 0);
+    ck_assert_uint_eq(c->indexer.build_cpu_mc, 0); /* builds uncapped */
     cfg_free(c);
+}
+END_TEST
+
+/* indexer.build_cpu: cores to a thousandth, 0 no cap; anything else a FILE:LINE:COL error. */
+START_TEST(test_build_cpu)
+{
+    static const struct {
+        const char *v;
+        uint32_t mc;
+    } ok[] = {{"0.5", 500}, {"2", 2000}, {"1.25", 1250},    {"0.001", 1},   {".5", 500},
+              {"3.", 3000}, {"0", 0},    {"1024", 1024000}, {"'1.5'", 1500}};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        char y[256];
+        snprintf(y, sizeof(y),
+                 BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                      "indexer: {build_cpu: %s}\n",
+                 ok[i].v);
+        struct cfg *c = load_ok(y);
+        ck_assert_msg(c->indexer.build_cpu_mc == ok[i].mc, "%s: %u", ok[i].v,
+                      c->indexer.build_cpu_mc);
+        cfg_free(c);
+    }
+    static const struct {
+        const char *v, *sub;
+    } bad[] = {
+        {"-1", "number of cores"},     {"1e3", "number of cores"}, {"abc", "number of cores"},
+        {"0.0001", "three decimals"},  {"1025", "out of range"},   {"1024.001", "out of range"},
+        {"123456", "number of cores"}, {"nan", "number of cores"}, {"'.'", "number of cores"},
+        {"null", "must not be null"},  {"[1]", "scalar"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char y[256];
+        snprintf(y, sizeof(y),
+                 BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                      "indexer: {build_cpu: %s}\n",
+                 bad[i].v);
+        load_bad(y, "t.yaml:6:22: indexer.build_cpu:", bad[i].sub);
+    }
 }
 END_TEST
 
@@ -603,6 +641,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_spec_sample);
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_build_cpu);
     tcase_add_test(tc, test_ivfpq_and_cold);
     tcase_add_test(tc, test_units);
     tcase_add_test(tc, test_env_expansion);

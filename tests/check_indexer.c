@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "st_distance.h"
+#include "idx_cpucap.h"
 #include "idx_hnsw.h"
 #include "idx_hnsw_int.h"
 #include "idx_ivfpq.h"
@@ -1047,6 +1048,127 @@ START_TEST(test_argmin_kernels)
         free(dots);
         free(norms);
     }
+}
+END_TEST
+
+/* ---- the build CPU cap (idx_cpucap.h), on simulated clocks --------------------------------- */
+
+/* Up to two simulated build threads on a simulated machine: each has its own CPU clock and a
+ * time it sleeps until; the wall clock advances in steps in which every thread not asleep runs
+ * (one core each) and ticks. */
+static struct {
+    int64_t wall, cpu[2], asleep_until[2], longest_sleep;
+    int cur;
+} sim;
+
+static int64_t sim_cpu(void)
+{
+    return sim.cpu[sim.cur];
+}
+
+static int64_t sim_wall(void)
+{
+    return sim.wall;
+}
+
+static void sim_sleep(int64_t ns)
+{
+    ck_assert_int_gt(ns, 0);
+    ck_assert_int_le(ns, IDX_CPUCAP_MAX_SLEEP_NS);
+    if (ns > sim.longest_sleep)
+        sim.longest_sleep = ns;
+    sim.asleep_until[sim.cur] = sim.wall + ns;
+}
+
+static const struct idx_cpucap_clock sim_clock = {sim_cpu, sim_wall, sim_sleep};
+
+/* Runs `threads` simulated threads flat out for `wall_ns` in steps of `step` ns; returns the
+ * CPU time they used together. */
+static int64_t sim_run(int threads, int64_t wall_ns, int64_t step, int64_t *last)
+{
+    int64_t used0 = sim.cpu[0] + sim.cpu[1], end = sim.wall + wall_ns;
+    while (sim.wall < end) {
+        sim.wall += step;
+        for (int t = 0; t < threads; t++) {
+            if (sim.asleep_until[t] > sim.wall - step)
+                continue; /* asleep through (part of) this step */
+            sim.cpu[t] += step;
+            sim.cur = t;
+            idx_cpucap_tick_at(&last[t]);
+        }
+    }
+    return sim.cpu[0] + sim.cpu[1] - used0;
+}
+
+START_TEST(test_cpucap)
+{
+    memset(&sim, 0, sizeof(sim));
+    sim.cpu[0] = sim.cpu[1] = 1000; /* a thread's CPU clock is never 0 */
+    sim.wall = 1000000000;
+    idx_cpucap_reset(&sim_clock);
+    int64_t last[2] = {0, 0};
+
+    /* No cap: never a sleep, whatever the threads use. */
+    idx_cpucap_set(0);
+    ck_assert_int_eq(sim_run(2, 100000000, 100000, last), 200000000);
+    ck_assert_uint_eq(idx_cpucap_slept_ns(), 0);
+    ck_assert_int_eq(last[0], 0); /* no reading kept while uncapped */
+
+    /* Half a core, one thread flat out for 2 s: it uses ~1 s (the burst and one debt's worth
+     * either way), never 2, and never sleeps longer than allowed. */
+    idx_cpucap_set(500);
+    int64_t used = sim_run(1, 2000000000, 100000, last);
+    ck_assert_msg(used <= 1000000000 + IDX_CPUCAP_BURST_NS + IDX_CPUCAP_MIN_DEBT_NS + 100000,
+                  "used %" PRId64 " ns of CPU in 2 s at 0.5 cores", used);
+    ck_assert_msg(used >= 1000000000 - 2 * IDX_CPUCAP_MIN_DEBT_NS - 200000,
+                  "over-throttled: %" PRId64 " ns of CPU in 2 s at 0.5 cores", used);
+    uint64_t slept = idx_cpucap_slept_ns();
+    ck_assert_msg(slept >= 900000000ull && slept <= 1100000000ull, "slept %" PRIu64, slept);
+    /* Sleeps are short and many (not a quota's 100 ms stops): a debt of about MIN_DEBT at a
+     * time, slept at the cap's rate. */
+    ck_assert_int_le(sim.longest_sleep, 2 * (IDX_CPUCAP_MIN_DEBT_NS + 100000) * 1000 / 500);
+
+    /* 1.5 cores, two threads on two cores: together ~1.5 s a second, neither 2 (no cap) nor
+     * 1 (both sleeping twice for one debt). */
+    idx_cpucap_set(1500);
+    used = sim_run(2, 2000000000, 100000, last);
+    ck_assert_msg(used >= 2950000000ll && used <= 3010000000ll,
+                  "two threads used %" PRId64 " ns in 2 s at 1.5 cores", used);
+
+    /* Two threads under half a core: together ~0.5 s a second. */
+    idx_cpucap_set(500);
+    used = sim_run(2, 2000000000, 100000, last);
+    ck_assert_msg(used >= 950000000ll && used <= 1010000000ll,
+                  "two threads used %" PRId64 " ns in 2 s at 0.5 cores", used);
+
+    /* An idle second banks no more than the burst (not the 0.5 s it would at the cap's
+     * rate): a thread that starts again runs until it owes MIN_DEBT, the bucket filling at
+     * half its pace meanwhile, so at most (BURST + MIN_DEBT) / (1 - 0.5) and a step. */
+    sim.wall += 1000000000;
+    sim.asleep_until[0] = sim.asleep_until[1] = 0;
+    idx_cpucap_set(500);
+    uint64_t s0 = idx_cpucap_slept_ns();
+    int64_t ran = 0;
+    while (idx_cpucap_slept_ns() == s0) {
+        ran += sim_run(1, 100000, 100000, last);
+        ck_assert_int_le(ran, 2 * (IDX_CPUCAP_BURST_NS + IDX_CPUCAP_MIN_DEBT_NS) + 2 * 100000);
+    }
+    ck_assert_int_ge(ran, IDX_CPUCAP_BURST_NS); /* and it had the burst */
+
+    /* A thread's first tick charges nothing of what it ran before (last 0); a cap lifted and
+     * set again starts from the next tick too. */
+    idx_cpucap_reset(&sim_clock);
+    idx_cpucap_set(1000);
+    int64_t fresh = 0;
+    sim.cur = 0;
+    sim.cpu[0] += 5000000000ll; /* 5 s of CPU before the thread's first tick */
+    idx_cpucap_tick_at(&fresh);
+    ck_assert_uint_eq(idx_cpucap_slept_ns(), 0);
+    ck_assert_int_eq(fresh, sim.cpu[0]);
+    idx_cpucap_set(0);
+    idx_cpucap_tick_at(&fresh);
+    ck_assert_int_eq(fresh, 0);
+    idx_cpucap_reset(NULL);
 }
 END_TEST
 
@@ -4834,6 +4956,7 @@ int main(void)
     tcase_add_test(tc, test_finite_prefix_kernels);
     tcase_add_test(tc, test_argmin_kernels);
     tcase_add_test(tc, test_pq4_lut);
+    tcase_add_test(tc, test_cpucap);
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
     tcase_add_test(tc, test_dots_tn_bitwise);
     tcase_add_loop_test(tc, test_ivfpq_batch_nlist24, 0, 2);

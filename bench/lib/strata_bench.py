@@ -176,7 +176,8 @@ class Daemons:
     For experiments, STRATA_BENCH_PREFIX_INGEST / _INDEXER put a command before a daemon's
     (e.g. "nice -n 19", "taskset -c 1"), and STRATA_BENCH_KAFKA_PROPERTIES adds librdkafka
     properties to the YAML's kafka.properties (e.g. "fetch.wait.max.ms: 10");
-    STRATA_BENCH_BUILD_THREADS sets indexer.build_threads (default 2)."""
+    STRATA_BENCH_BUILD_THREADS sets indexer.build_threads (default 2), STRATA_BENCH_BUILD_CPU
+    indexer.build_cpu (default: none, no cap)."""
 
     def __init__(self, build, run_dir, kafka, nats, collections, node_id="bench",
                  cpu_weights=None):
@@ -195,7 +196,9 @@ class Daemons:
             "collections:\n" + "".join(f"  - {c}\n" for c in collections) +
             "ingest: {listen: \"127.0.0.1:0\"}\n"
             "indexer: {listen: \"127.0.0.1:0\", build_threads: "
-            f"{os.environ.get('STRATA_BENCH_BUILD_THREADS', '2')}}}\n"
+            f"{os.environ.get('STRATA_BENCH_BUILD_THREADS', '2')}"
+            + (f", build_cpu: {os.environ['STRATA_BENCH_BUILD_CPU']}"
+               if os.environ.get("STRATA_BENCH_BUILD_CPU") else "") + "}\n"
             "log: {level: notice}\n")
         self.procs = []
         self.ingest_port = self.indexer_port = None

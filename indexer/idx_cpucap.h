@@ -1,0 +1,57 @@
+/*
+ * idx_cpucap.h — a CPU cap for index builds (indexer.build_cpu): every thread that builds an
+ * index, together, uses at most `cores` cores' worth of CPU time, so that on a host it shares
+ * with an ingest node (or with its own searches) the builds leave cores to the threads that
+ * a fresh search waits for.
+ *
+ * A token bucket of CPU time: it fills at `cores` CPU-seconds per wall-second, up to a small
+ * burst (IDX_CPUCAP_BURST_NS of CPU time); each build thread, between two units of its work
+ * (an HNSW insertion, a batch of vectors assigned or encoded), calls idx_cpucap_tick(), which
+ * takes the CPU time the thread used since its last tick out of the bucket and, when the bucket
+ * is in debt, sleeps until it is refilled: the thread holds no lock there (a tick is never
+ * placed inside one), so a throttled build never stalls a search. Short, frequent sleeps,
+ * unlike a cgroup quota's 100 ms periods, in which a capped group runs flat out and then
+ * stops: the cores stay free in every few milliseconds, not on average.
+ *
+ * One process-wide bucket: builds run on the indexer's workers and on the threads each build
+ * starts (HNSW insertion, IVF-PQ assignment), all ticking into it. With no cap (the default,
+ * and in every tool that builds indexes without the service) a tick is one relaxed load.
+ *
+ * The clocks are injectable (struct idx_cpucap_clock) so the arithmetic is tested without
+ * timing: tests/check_idx_cpucap.c.
+ */
+#ifndef IDX_CPUCAP_H
+#define IDX_CPUCAP_H
+
+#include <stdint.h>
+
+/* The most CPU time the bucket banks while the builds are idle or under their share: a build
+ * may run this far ahead of its rate before it sleeps. */
+#define IDX_CPUCAP_BURST_NS 4000000ll
+/* A thread sleeps once the bucket owes at least this much CPU time (fewer, longer sleeps than
+ * one per tick), and never longer than IDX_CPUCAP_MAX_SLEEP_NS at a time. */
+#define IDX_CPUCAP_MIN_DEBT_NS  500000ll
+#define IDX_CPUCAP_MAX_SLEEP_NS 50000000ll
+
+struct idx_cpucap_clock {
+    int64_t (*thread_cpu_ns)(void); /* this thread's CPU time */
+    int64_t (*wall_ns)(void);       /* a monotonic clock */
+    void (*sleep_ns)(int64_t ns);
+};
+
+/* millicores 0: no cap (the default). Takes effect at the next tick of every thread. */
+void idx_cpucap_set(uint32_t millicores);
+uint32_t idx_cpucap_get(void);
+/* Between two units of a build's work, no lock held. */
+void idx_cpucap_tick(void);
+/* Nanoseconds build threads have slept for the cap since the process started
+ * (strata_index_build_throttled_seconds_total). */
+uint64_t idx_cpucap_slept_ns(void);
+
+/* Tests: the clocks (NULL: the real ones) and a fresh bucket; and a tick of the calling
+ * "thread" whose previous CPU reading is *last_cpu (0 on its first tick), as idx_cpucap_tick
+ * keeps it per thread. */
+void idx_cpucap_reset(const struct idx_cpucap_clock *clk);
+void idx_cpucap_tick_at(int64_t *last_cpu);
+
+#endif
