@@ -564,15 +564,19 @@ static void parse_build_cpu(struct cfg_ld *ld, yaml_node_t *v, const char *path,
             cfg_ld_error(ld, v, path, "must not be null");
         return;
     }
-    /* Digits, at most one '.', at most three decimals: no exponent, sign, "inf" or "nan". */
+    /* Digits, at most one '.', decimals beyond the third only zeros: no exponent, sign, "inf"
+     * or "nan". Ten integer digits at most (then out of range, not overflowed). */
     uint64_t whole = 0, frac = 0;
     int nd = 0, nf = -1;
     const char *p = s;
-    for (; *p >= '0' && *p <= '9' && nd < 5; p++, nd++)
+    for (; *p >= '0' && *p <= '9' && nd < 10; p++, nd++)
         whole = whole * 10 + (uint64_t)(*p - '0');
-    if (*p == '.')
+    if (*p == '.') {
         for (p++, nf = 0; *p >= '0' && *p <= '9' && nf < 3; p++, nf++)
             frac = frac * 10 + (uint64_t)(*p - '0');
+        while (*p == '0')
+            p++;
+    }
     for (int i = nf < 0 ? 0 : nf; i < 3; i++)
         frac *= 10;
     uint64_t mc = whole * 1000 + frac;

@@ -37,9 +37,19 @@ static const struct idx_cpucap_clock *clk = &real_clock;
 static int64_t level;       /* CPU ns the builds may still use; negative: owed */
 static int64_t last_refill; /* wall ns of the last refill; 0: none yet */
 static _Thread_local int64_t thread_last_cpu;
+static _Thread_local int64_t thread_last_wall; /* of its last accounted tick */
+
+static void bucket_reset(void)
+{
+    pthread_mutex_lock(&mu);
+    level = 0;
+    last_refill = 0;
+    pthread_mutex_unlock(&mu);
+}
 
 void idx_cpucap_set(uint32_t millicores)
 {
+    bucket_reset(); /* a new cap starts from an empty bucket, owing nothing */
     atomic_store(&cap_mc, millicores);
 }
 
@@ -57,9 +67,8 @@ void idx_cpucap_reset(const struct idx_cpucap_clock *c)
 {
     pthread_mutex_lock(&mu);
     clk = c != NULL ? c : &real_clock;
-    level = 0;
-    last_refill = 0;
     pthread_mutex_unlock(&mu);
+    bucket_reset();
     atomic_store(&slept, 0);
 }
 
@@ -71,18 +80,27 @@ void idx_cpucap_tick_at(int64_t *last_cpu)
         return;
     }
     const struct idx_cpucap_clock *c = clk; /* changed by tests only, with no build running */
-    int64_t cpu = c->thread_cpu_ns();
-    int64_t now = c->wall_ns();
-    pthread_mutex_lock(&mu);
+    int64_t cpu = c->thread_cpu_ns();       /* a system call: outside the lock */
     /* A thread's first tick charges nothing: what it ran before is not known to be a build. */
     int64_t used = *last_cpu > 0 && cpu > *last_cpu ? cpu - *last_cpu : 0;
     *last_cpu = cpu > 0 ? cpu : 1;
-    if (last_refill != 0 && now > last_refill)
-        level += (now - last_refill) * (int64_t)mc / 1000;
-    last_refill = now;
+    pthread_mutex_lock(&mu);
+    /* Read under the lock, so that refills never go back in time (each interval once). */
+    int64_t now = c->wall_ns();
+    if (last_refill == 0 || now > last_refill) {
+        int64_t dt = last_refill != 0 ? now - last_refill : 0;
+        if (dt > 1000000000ll)
+            dt = 1000000000ll; /* a second fills any burst; and dt * mc cannot overflow */
+        level += dt * (int64_t)mc / 1000;
+        last_refill = now;
+    }
+    /* The burst bounds what is banked after this tick's charge: a thread whose units of work
+     * are long (a refill while it ran larger than the burst) is charged against all of it. */
+    level -= used;
     if (level > IDX_CPUCAP_BURST_NS)
         level = IDX_CPUCAP_BURST_NS;
-    level -= used;
+    if (level < -1000000000000ll)
+        level = -1000000000000ll; /* bounded however the clocks misbehave */
     /* Every thread that finds the bucket owing sleeps until it is paid back: while they all
      * sleep it fills at the cap's rate, so the debt is paid in debt / rate, whoever used it. */
     int64_t wait = level <= -IDX_CPUCAP_MIN_DEBT_NS ? -level * 1000 / (int64_t)mc : 0;
@@ -95,11 +113,24 @@ void idx_cpucap_tick_at(int64_t *last_cpu)
     }
 }
 
+void idx_cpucap_begin(void)
+{
+    thread_last_cpu = 0;
+    thread_last_wall = 0;
+    idx_cpucap_tick();
+}
+
 void idx_cpucap_tick(void)
 {
     if (atomic_load_explicit(&cap_mc, memory_order_relaxed) == 0) {
         thread_last_cpu = 0;
         return;
     }
+    /* Accounted at most every IDX_CPUCAP_TICK_NS of wall time: reading a thread's CPU clock is
+     * a system call, too dear for every unit of work (a codebook batch is ~1 us). */
+    int64_t now = clk->wall_ns();
+    if (thread_last_cpu != 0 && now - thread_last_wall < IDX_CPUCAP_TICK_NS)
+        return;
+    thread_last_wall = now;
     idx_cpucap_tick_at(&thread_last_cpu);
 }

@@ -6,19 +6,22 @@
  *
  * A token bucket of CPU time: it fills at `cores` CPU-seconds per wall-second, up to a small
  * burst (IDX_CPUCAP_BURST_NS of CPU time); each build thread, between two units of its work
- * (an HNSW insertion, a batch of vectors assigned or encoded), calls idx_cpucap_tick(), which
- * takes the CPU time the thread used since its last tick out of the bucket and, when the bucket
- * is in debt, sleeps until it is refilled: the thread holds no lock there (a tick is never
- * placed inside one), so a throttled build never stalls a search. Short, frequent sleeps,
- * unlike a cgroup quota's 100 ms periods, in which a capped group runs flat out and then
- * stops: the cores stay free in every few milliseconds, not on average.
+ * (an HNSW insertion, a batch of vectors assigned or encoded, and after each later phase of a
+ * part's build: renumbering, saving), calls idx_cpucap_tick(), which takes the CPU time the
+ * thread used since its last tick out of the bucket and, when the bucket owes at least
+ * IDX_CPUCAP_MIN_DEBT_NS, sleeps until it is paid back (in slices of at most
+ * IDX_CPUCAP_MAX_SLEEP_NS): the thread holds no lock there (a tick is never placed inside
+ * one), so a throttled build never stalls a search. Within the insertion and assignment loops
+ * the sleeps are a millisecond or two at a time, unlike a cgroup quota's 100 ms periods, in
+ * which a capped group runs flat out and then stops; the phases after them are charged as a
+ * whole when each ends.
  *
  * One process-wide bucket: builds run on the indexer's workers and on the threads each build
  * starts (HNSW insertion, IVF-PQ assignment), all ticking into it. With no cap (the default,
  * and in every tool that builds indexes without the service) a tick is one relaxed load.
  *
  * The clocks are injectable (struct idx_cpucap_clock) so the arithmetic is tested without
- * timing: tests/check_idx_cpucap.c.
+ * timing: check_indexer's test_cpucap.
  */
 #ifndef IDX_CPUCAP_H
 #define IDX_CPUCAP_H
@@ -32,6 +35,9 @@
  * one per tick), and never longer than IDX_CPUCAP_MAX_SLEEP_NS at a time. */
 #define IDX_CPUCAP_MIN_DEBT_NS  500000ll
 #define IDX_CPUCAP_MAX_SLEEP_NS 50000000ll
+/* idx_cpucap_tick accounts a thread's CPU at most this often (wall time); ticks in between
+ * cost a clock read of the vDSO. */
+#define IDX_CPUCAP_TICK_NS 200000ll
 
 struct idx_cpucap_clock {
     int64_t (*thread_cpu_ns)(void); /* this thread's CPU time */
@@ -39,11 +45,15 @@ struct idx_cpucap_clock {
     void (*sleep_ns)(int64_t ns);
 };
 
-/* millicores 0: no cap (the default). Takes effect at the next tick of every thread. */
+/* millicores 0: no cap (the default). Takes effect at the next tick of every thread, with an
+ * empty bucket. */
 void idx_cpucap_set(uint32_t millicores);
 uint32_t idx_cpucap_get(void);
 /* Between two units of a build's work, no lock held. */
 void idx_cpucap_tick(void);
+/* At the start of a build on this thread: what the thread ran since its last tick (a segment
+ * fetched and checked, an earlier build's commit) is not charged to the builds. */
+void idx_cpucap_begin(void);
 /* Nanoseconds build threads have slept for the cap since the process started
  * (strata_index_build_throttled_seconds_total). */
 uint64_t idx_cpucap_slept_ns(void);

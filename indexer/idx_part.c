@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "idx_cpucap.h"
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
 #include "st_log.h"
@@ -310,6 +311,7 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
                       const _Atomic bool *stop, struct st_err *err)
 {
     int rc = ST_OK;
+    idx_cpucap_begin(); /* indexer.build_cpu charges the build from here */
     const float *more = base != NULL && p->raw != NULL ? p->raw + (size_t)base->n * p->dim : NULL;
     uint32_t nmore = base != NULL ? p->n - base->n : 0;
     if (base != NULL && base->ivf != NULL) {
@@ -338,9 +340,11 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
     }
     /* Neighbours near each other in memory (ids unchanged): ~10 % more searches a second. An
      * optimisation only: without the memory for it the graph is served in insertion order. */
+    idx_cpucap_tick(); /* the graph's last passes (codes, links) */
     bool stopped = stop != NULL && atomic_load(stop);
     if (rc == ST_OK && p->hnsw != NULL && !stopped) {
         int rr = idx_hnsw_reorder(p->hnsw);
+        idx_cpucap_tick();
         if (rr != ST_OK)
             st_log_warn("indexer", "index %s: nodes not renumbered for locality: %s", p->idx_path,
                         st_strerror(rr));
@@ -363,6 +367,7 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
         p->raw_owned = NULL;
         p->raw = NULL;
     }
+    idx_cpucap_tick(); /* the save */
     if (rc == ST_OK && stop != NULL && atomic_load(stop))
         rc = ST_ECLOSED;
     if (rc != ST_OK) {

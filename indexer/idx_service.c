@@ -1633,6 +1633,9 @@ void idx_service_stop(struct idx_service *s)
     atomic_store(&s->stop, true);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    /* Builds in flight finish (or see the stop) at full speed: the shutdown timeout is not
+     * spent sleeping for indexer.build_cpu. */
+    idx_cpucap_set(0);
     if (s->have_puller)
         pthread_join(s->puller, NULL);
     if (s->have_ticker)

@@ -127,8 +127,9 @@ START_TEST(test_build_cpu)
     static const struct {
         const char *v;
         uint32_t mc;
-    } ok[] = {{"0.5", 500}, {"2", 2000}, {"1.25", 1250},    {"0.001", 1},   {".5", 500},
-              {"3.", 3000}, {"0", 0},    {"1024", 1024000}, {"'1.5'", 1500}};
+    } ok[] = {{"0.5", 500},    {"2", 2000},     {"1.25", 1250},     {"0.001", 1},
+              {".5", 500},     {"3.", 3000},    {"0", 0},           {"1024", 1024000},
+              {"'1.5'", 1500}, {"0.5000", 500}, {"1.2500000", 1250}};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         char y[256];
         snprintf(y, sizeof(y),
@@ -143,10 +144,10 @@ START_TEST(test_build_cpu)
     static const struct {
         const char *v, *sub;
     } bad[] = {
-        {"-1", "number of cores"},     {"1e3", "number of cores"}, {"abc", "number of cores"},
-        {"0.0001", "three decimals"},  {"1025", "out of range"},   {"1024.001", "out of range"},
-        {"123456", "number of cores"}, {"nan", "number of cores"}, {"'.'", "number of cores"},
-        {"null", "must not be null"},  {"[1]", "scalar"}};
+        {"-1", "number of cores"},    {"1e3", "number of cores"},    {"abc", "number of cores"},
+        {"0.0001", "three decimals"}, {"0.50001", "three decimals"}, {"1025", "out of range"},
+        {"1024.001", "out of range"}, {"123456", "out of range"},    {"nan", "number of cores"},
+        {"'.'", "number of cores"},   {"null", "must not be null"},  {"[1]", "scalar"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char y[256];
         snprintf(y, sizeof(y),

@@ -1057,7 +1057,7 @@ END_TEST
  * time it sleeps until; the wall clock advances in steps in which every thread not asleep runs
  * (one core each) and ticks. */
 static struct {
-    int64_t wall, cpu[2], asleep_until[2], longest_sleep;
+    int64_t wall, cpu[2], asleep_until[2], longest_sleep, last_sleep;
     int cur;
 } sim;
 
@@ -1077,6 +1077,7 @@ static void sim_sleep(int64_t ns)
     ck_assert_int_le(ns, IDX_CPUCAP_MAX_SLEEP_NS);
     if (ns > sim.longest_sleep)
         sim.longest_sleep = ns;
+    sim.last_sleep = ns;
     sim.asleep_until[sim.cur] = sim.wall + ns;
 }
 
@@ -1144,9 +1145,11 @@ START_TEST(test_cpucap)
     /* An idle second banks no more than the burst (not the 0.5 s it would at the cap's
      * rate): a thread that starts again runs until it owes MIN_DEBT, the bucket filling at
      * half its pace meanwhile, so at most (BURST + MIN_DEBT) / (1 - 0.5) and a step. */
-    sim.wall += 1000000000;
+    idx_cpucap_set(500); /* an empty bucket, */
+    sim.cur = 0;
+    idx_cpucap_tick_at(&last[0]); /* its refills counted from here, */
+    sim.wall += 1000000000;       /* then an idle second */
     sim.asleep_until[0] = sim.asleep_until[1] = 0;
-    idx_cpucap_set(500);
     uint64_t s0 = idx_cpucap_slept_ns();
     int64_t ran = 0;
     while (idx_cpucap_slept_ns() == s0) {
@@ -1154,6 +1157,47 @@ START_TEST(test_cpucap)
         ck_assert_int_le(ran, 2 * (IDX_CPUCAP_BURST_NS + IDX_CPUCAP_MIN_DEBT_NS) + 2 * 100000);
     }
     ck_assert_int_ge(ran, IDX_CPUCAP_BURST_NS); /* and it had the burst */
+
+    /* Long units of work at a cap the thread cannot exceed (one thread, one core, 10 ms a
+     * unit): never a sleep, every nanosecond used (the burst bounds the bank after the charge,
+     * not the refill before it). */
+    idx_cpucap_set(1000);
+    sim.asleep_until[0] = 0;
+    sim.cur = 0;
+    idx_cpucap_tick_at(&last[0]); /* the refills counted from here */
+    s0 = idx_cpucap_slept_ns();
+    ck_assert_int_eq(sim_run(1, 1000000000, 10000000, last), 1000000000);
+    ck_assert_uint_eq(idx_cpucap_slept_ns(), s0);
+
+    /* The length of a sleep: at 0.5 cores, 1 ms of CPU in 1 ms of wall time from an empty
+     * bucket owes 0.5 ms, paid back in exactly 1 ms. */
+    idx_cpucap_set(500); /* empties the bucket */
+    int64_t one = 0;
+    sim.cur = 0;
+    idx_cpucap_tick_at(&one); /* the first tick: the baseline */
+    sim.last_sleep = 0;
+    sim.wall += 1000000;
+    sim.cpu[0] += 1000000;
+    idx_cpucap_tick_at(&one);
+    ck_assert_int_eq(sim.last_sleep, 1000000);
+    /* A large debt (1 s of CPU in one unit) is slept off in slices of at most 50 ms, about
+     * 2 s in all at 0.5 cores. */
+    sim.wall += 1000000;
+    sim.cpu[0] += 1000000000;
+    s0 = idx_cpucap_slept_ns();
+    idx_cpucap_tick_at(&one);
+    ck_assert_int_eq(sim.last_sleep, IDX_CPUCAP_MAX_SLEEP_NS);
+    int slices = 1;
+    for (; slices < 100; slices++) {
+        sim.wall += sim.last_sleep;
+        sim.last_sleep = 0;
+        idx_cpucap_tick_at(&one);
+        if (sim.last_sleep == 0)
+            break;
+    }
+    uint64_t paid = idx_cpucap_slept_ns() - s0;
+    ck_assert_msg(paid >= 1990000000ull && paid <= 2010000000ull, "slept %" PRIu64 " in %d slices",
+                  paid, slices);
 
     /* A thread's first tick charges nothing of what it ran before (last 0); a cap lifted and
      * set again starts from the next tick too. */
@@ -1168,6 +1212,31 @@ START_TEST(test_cpucap)
     idx_cpucap_set(0);
     idx_cpucap_tick_at(&fresh);
     ck_assert_int_eq(fresh, 0);
+
+    /* On the real clocks, through idx_cpucap_tick as builds call it: a thread that burns 20 ms
+     * of CPU at a tenth of a core owes ~16 ms beyond the burst and must have slept; with no
+     * cap it never does. */
+    idx_cpucap_reset(NULL);
+    for (int capped = 0; capped < 2; capped++) {
+        idx_cpucap_set(capped ? 100 : 0);
+        uint64_t before = idx_cpucap_slept_ns();
+        struct timespec t0, t;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+        idx_cpucap_begin();
+        volatile double x = 1;
+        do {
+            for (int i = 0; i < 10000; i++)
+                x = x * 1.0000001 + 1e-9;
+            idx_cpucap_tick();
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+        } while ((t.tv_sec - t0.tv_sec) * 1000000000ll + (t.tv_nsec - t0.tv_nsec) < 20000000);
+        idx_cpucap_tick();
+        if (capped)
+            ck_assert_uint_gt(idx_cpucap_slept_ns(), before);
+        else
+            ck_assert_uint_eq(idx_cpucap_slept_ns(), before);
+    }
+    idx_cpucap_set(0);
     idx_cpucap_reset(NULL);
 }
 END_TEST
