@@ -12,7 +12,7 @@
  * IDX_CPUCAP_MIN_DEBT_NS, sleeps until it is paid back (in slices of at most
  * IDX_CPUCAP_MAX_SLEEP_NS): the thread holds no lock there (a tick is never placed inside
  * one), so a throttled build never stalls a search. Within the insertion and assignment loops
- * the sleeps are a millisecond or two at a time, unlike a cgroup quota's 100 ms periods, in
+ * the sleeps are a few milliseconds at a time, unlike a cgroup quota's 100 ms periods, in
  * which a capped group runs flat out and then stops; the phases after them are charged as a
  * whole when each ends.
  *
@@ -31,9 +31,13 @@
 /* The most CPU time the bucket banks while the builds are idle or under their share: a build
  * may run this far ahead of its rate before it sleeps. */
 #define IDX_CPUCAP_BURST_NS 4000000ll
-/* A thread sleeps once the bucket owes at least this much CPU time (fewer, longer sleeps than
- * one per tick), and never longer than IDX_CPUCAP_MAX_SLEEP_NS at a time. */
-#define IDX_CPUCAP_MIN_DEBT_NS  500000ll
+/* A thread sleeps once the bucket owes at least this much CPU time, and never longer than
+ * IDX_CPUCAP_MAX_SLEEP_NS at a time: at half a core, sleeps of ~5 ms after ~5 ms of work, the
+ * granularity of a cgroup quota with 5 ms periods, which measured better for the freshness of
+ * co-located searches than 100 ms periods; a first version's 1 ms sleeps woke the build
+ * threads a thousand times a second, each wake-up preempting another thread
+ * (docs/benchmarks.md, "Freshness under load"). */
+#define IDX_CPUCAP_MIN_DEBT_NS  2500000ll
 #define IDX_CPUCAP_MAX_SLEEP_NS 50000000ll
 /* idx_cpucap_tick accounts a thread's CPU at most this often (wall time); ticks in between
  * cost a clock read of the vDSO. */

@@ -1169,17 +1169,25 @@ START_TEST(test_cpucap)
     ck_assert_int_eq(sim_run(1, 1000000000, 10000000, last), 1000000000);
     ck_assert_uint_eq(idx_cpucap_slept_ns(), s0);
 
-    /* The length of a sleep: at 0.5 cores, 1 ms of CPU in 1 ms of wall time from an empty
-     * bucket owes 0.5 ms, paid back in exactly 1 ms. */
+    /* The length of a sleep: at 0.5 cores, 1 ms + 2 MIN_DEBT of CPU in 1 ms of wall time from
+     * an empty bucket owes 0.5 ms + 2 MIN_DEBT, paid back in exactly twice that. */
     idx_cpucap_set(500); /* empties the bucket */
     int64_t one = 0;
     sim.cur = 0;
     idx_cpucap_tick_at(&one); /* the first tick: the baseline */
     sim.last_sleep = 0;
     sim.wall += 1000000;
-    sim.cpu[0] += 1000000;
+    sim.cpu[0] += 1000000 + 2 * IDX_CPUCAP_MIN_DEBT_NS;
     idx_cpucap_tick_at(&one);
-    ck_assert_int_eq(sim.last_sleep, 1000000);
+    ck_assert_int_eq(sim.last_sleep, 1000000 + 4 * IDX_CPUCAP_MIN_DEBT_NS);
+    /* Owing less than MIN_DEBT: no sleep yet. */
+    sim.wall += sim.last_sleep;
+    sim.last_sleep = 0;
+    idx_cpucap_tick_at(&one); /* paid back: level 0 */
+    sim.wall += 1000000;
+    sim.cpu[0] += 1000000 + IDX_CPUCAP_MIN_DEBT_NS / 2;
+    idx_cpucap_tick_at(&one);
+    ck_assert_int_eq(sim.last_sleep, 0);
     /* A large debt (1 s of CPU in one unit) is slept off in slices of at most 50 ms, about
      * 2 s in all at 0.5 cores. */
     sim.wall += 1000000;
