@@ -121,6 +121,14 @@ START_TEST(test_defaults)
 }
 END_TEST
 
+static void build_cpu_yaml(char *y, size_t n, const char *v)
+{
+    snprintf(y, n,
+             BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
+                  "indexer: {build_cpu: %s}\n",
+             v);
+}
+
 /* indexer.build_cpu: cores to a thousandth, 0 no cap; anything else a FILE:LINE:COL error. */
 START_TEST(test_build_cpu)
 {
@@ -132,10 +140,7 @@ START_TEST(test_build_cpu)
               {"'1.5'", 1500}, {"0.5000", 500}, {"1.2500000", 1250}};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         char y[256];
-        snprintf(y, sizeof(y),
-                 BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
-                      "indexer: {build_cpu: %s}\n",
-                 ok[i].v);
+        build_cpu_yaml(y, sizeof(y), ok[i].v);
         struct cfg *c = load_ok(y);
         ck_assert_msg(c->indexer.build_cpu_mc == ok[i].mc, "%s: %u", ok[i].v,
                       c->indexer.build_cpu_mc);
@@ -150,10 +155,7 @@ START_TEST(test_build_cpu)
         {"'.'", "number of cores"},   {"null", "must not be null"},  {"[1]", "scalar"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char y[256];
-        snprintf(y, sizeof(y),
-                 BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h}\n"
-                      "indexer: {build_cpu: %s}\n",
-                 bad[i].v);
+        build_cpu_yaml(y, sizeof(y), bad[i].v);
         load_bad(y, "t.yaml:6:22: indexer.build_cpu:", bad[i].sub);
     }
 }
