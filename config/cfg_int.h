@@ -71,6 +71,8 @@ yaml_node_t *cfg_mapping_get(struct cfg_ld *ld, yaml_node_t *n, const char *key)
  * *is_null is set for YAML null (plain null, ~ or empty).
  */
 char *cfg_scalar(struct cfg_ld *ld, yaml_node_t *n, const char *path, bool *is_null);
+/* cfg_scalar for a value that must be there: null is an error ("must not be null") too. */
+char *cfg_scalar_nonnull(struct cfg_ld *ld, yaml_node_t *n, const char *path);
 void cfg_path_join(char *dst, const char *path, const char *key);
 
 /* Schema (cfg_schema.c). */

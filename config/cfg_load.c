@@ -191,6 +191,15 @@ char *cfg_scalar(struct cfg_ld *ld, yaml_node_t *n, const char *path, bool *is_n
     return expand_env(ld, n, path, (const char *)n->data.scalar.value);
 }
 
+char *cfg_scalar_nonnull(struct cfg_ld *ld, yaml_node_t *n, const char *path)
+{
+    bool is_null;
+    char *s = cfg_scalar(ld, n, path, &is_null);
+    if (s == NULL && is_null)
+        cfg_ld_error(ld, n, path, "must not be null");
+    return s;
+}
+
 void cfg_path_join(char *dst, const char *path, const char *key)
 {
     if (path == NULL || *path == '\0')

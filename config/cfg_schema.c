@@ -228,13 +228,9 @@ static void parse_index(struct cfg_ld *ld, yaml_node_t *v, const char *path, voi
     }
     char tp[CFG_PATH_MAX];
     cfg_path_join(tp, path, "type");
-    bool is_null;
-    char *s = cfg_scalar(ld, t, tp, &is_null);
-    if (s == NULL) {
-        if (is_null)
-            cfg_ld_error(ld, t, tp, "must not be null");
+    char *s = cfg_scalar_nonnull(ld, t, tp);
+    if (s == NULL)
         return;
-    }
     const struct cfg_field *fields = NULL;
     if (strcmp(s, "hnsw") == 0) {
         ix->type = CFG_INDEX_HNSW;
@@ -366,13 +362,9 @@ static void parse_properties(struct cfg_ld *ld, yaml_node_t *v, const char *path
                 goto next;
             }
         }
-        bool is_null;
-        char *s = cfg_scalar(ld, val, kp, &is_null);
-        if (s == NULL) {
-            if (is_null)
-                cfg_ld_error(ld, val, kp, "must not be null");
+        char *s = cfg_scalar_nonnull(ld, val, kp);
+        if (s == NULL)
             continue;
-        }
         struct cfg_kv *kv = &c->kafka.properties[c->kafka.n_properties];
         kv->key = strdup((const char *)k->data.scalar.value);
         kv->value = s;
@@ -557,13 +549,9 @@ static void parse_ingest_nodes(struct cfg_ld *ld, yaml_node_t *v, const char *pa
 static void parse_build_cpu(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
 {
     struct cfg *c = base;
-    bool is_null;
-    char *s = cfg_scalar(ld, v, path, &is_null);
-    if (s == NULL) {
-        if (is_null)
-            cfg_ld_error(ld, v, path, "must not be null");
+    char *s = cfg_scalar_nonnull(ld, v, path);
+    if (s == NULL)
         return;
-    }
     /* Digits, at most one '.', decimals beyond the third only zeros: no exponent, sign, "inf"
      * or "nan". Ten integer digits at most (then out of range, not overflowed). */
     uint64_t whole = 0, frac = 0;

@@ -53,11 +53,6 @@ void idx_cpucap_set(uint32_t millicores)
     atomic_store(&cap_mc, millicores);
 }
 
-uint32_t idx_cpucap_get(void)
-{
-    return atomic_load_explicit(&cap_mc, memory_order_relaxed);
-}
-
 uint64_t idx_cpucap_slept_ns(void)
 {
     return atomic_load_explicit(&slept, memory_order_relaxed);

@@ -52,7 +52,6 @@ struct idx_cpucap_clock {
 /* millicores 0: no cap (the default). Takes effect at the next tick of every thread, with an
  * empty bucket. */
 void idx_cpucap_set(uint32_t millicores);
-uint32_t idx_cpucap_get(void);
 /* Between two units of a build's work, no lock held. */
 void idx_cpucap_tick(void);
 /* At the start of a build on this thread: what the thread ran since its last tick (a segment
