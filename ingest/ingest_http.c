@@ -492,6 +492,14 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
         const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
         st_prom_sample(t, "strata_store_reclaim_pending_bytes", l, (double)ss.reclaim_bytes);
     }
+    st_prom_head(t, "strata_store_seal_read_bytes_total", "counter",
+                 "Vector-log bytes read back at seals to checksum their blocks.");
+    for (size_t i = 0; i < h->n; i++) {
+        struct store_stats ss;
+        store_stats(twcs_store(h->colls[i].twcs), &ss);
+        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
+        st_prom_sample(t, "strata_store_seal_read_bytes_total", l, (double)ss.seal_read_bytes);
+    }
     /* Where writes stalled on the write path, by cause (the consumer waits with them): the
      * count and the seconds, so that a latency tail can be lined up with its cause. */
     static const char *const wait_cause[4] = {"window_create", "vector_log_create", "wal_roll",

@@ -548,6 +548,12 @@ START_TEST(test_daemon_http)
                         1);
     ck_assert(st_test_metric(r.body, "strata_store_reclaim_pending_bytes{collection=\"docs\"}") >=
               0);
+    /* The one seal read back its log's partial last block (4-d rows fill no whole block):
+     * more than nothing, less than a block. */
+    double seal_read =
+        st_test_metric(r.body, "strata_store_seal_read_bytes_total{collection=\"docs\"}");
+    ck_assert_msg(seal_read > 0 && seal_read < 256 * 1024, "%g",
+                  seal_read); /* STORE_SEG_VEC_BLOCK */
     /* The first records of a window created it and its vector log on the write path (nothing
      * was there for the tick to prepare ahead): counted, with the time they took. */
     static const char *const causes[] = {"window_create", "vector_log_create", "wal_roll",
