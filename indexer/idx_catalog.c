@@ -8,10 +8,61 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "st_checksum.h"
 #include "st_log.h"
 #include "store_fs.h"
 
 #define CATALOG_FORMAT 1
+
+/*
+ * CATALOG's own checksum: the top-level key "catalog_checksum32", written last, holds eight
+ * lowercase hex digits, the checksum32 of the whole file as it is with those digits read as
+ * "00000000". The file is written tmp → fsync → rename, so never torn; the sum refuses what
+ * renaming does not guard against, a flipped bit that leaves valid JSON naming another window,
+ * version or unit. The format stays 1: a release before the sum ignores the key (an indexer
+ * rolled back loads its catalog), and a catalog written before it, without the key, loads
+ * unchecked. So one flipped bit is refused or leaves the catalog as saved: in the digits or
+ * anywhere else it fails the sum; in the key's own name it hides the key, and what is read is
+ * what was saved.
+ */
+#define CATALOG_SUM_KEY "\"catalog_checksum32\": \""
+
+/* Checks buf's catalog_checksum32, when it has one (see above). */
+static int check_sum(uint8_t *buf, size_t len, const char *path, struct st_err *err)
+{
+    const size_t kl = sizeof(CATALOG_SUM_KEY) - 1;
+    uint8_t *at = NULL;
+    for (uint8_t *p = buf; (p = memmem(p, len - (size_t)(p - buf), CATALOG_SUM_KEY, kl)) != NULL;
+         p += kl) {
+        if (at != NULL)
+            return st_err_set(err, ST_ECORRUPT, "%s: catalog_checksum32 is there twice", path);
+        at = p;
+    }
+    if (at == NULL)
+        return ST_OK; /* written before the sum */
+    uint8_t *digits = at + kl;
+    uint32_t want = 0;
+    bool ok = len - (size_t)(digits - buf) > 8 && digits[8] == '"';
+    for (int k = 0; ok && k < 8; k++) {
+        uint8_t ch = digits[k];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        ok = v >= 0;
+        want = want << 4 | (uint32_t)(v & 15);
+    }
+    if (!ok)
+        return st_err_set(err, ST_ECORRUPT, "%s: catalog_checksum32 is not 8 hex digits", path);
+    uint8_t saved[8];
+    memcpy(saved, digits, 8);
+    memset(digits, '0', 8);
+    uint32_t got = st_checksum32(buf, len);
+    memcpy(digits, saved, 8);
+    if (got != want)
+        return st_err_set(err, ST_ECORRUPT,
+                          "%s: checksum mismatch (catalog_checksum32 says %08" PRIx32
+                          ", the file's %zu bytes sum to %08" PRIx32 "): the catalog is damaged",
+                          path, want, len, got);
+    return ST_OK;
+}
 
 bool idx_node_id_ok(const char *s)
 {
@@ -379,6 +430,10 @@ static int load(struct idx_catalog *c, const char *path, struct st_err *err)
         return ST_OK;
     if (rc != ST_OK)
         return st_err_set(err, rc, "%s: cannot read: %s", path, st_strerror(rc));
+    if ((rc = check_sum(buf, len, path, err)) != ST_OK) {
+        free(buf);
+        return rc;
+    }
     json_error_t je;
     json_t *j = json_loadb((const char *)buf, len, 0, &je);
     free(buf);
@@ -715,8 +770,22 @@ int idx_catalog_save(struct idx_catalog *c, struct st_err *err)
                                               (json_int_t)c->gone[i].version));
     json_t *j = json_pack("{s:i,s:o,s:o,s:o,s:I}", "format", CATALOG_FORMAT, "entries", ents,
                           "gone", gone, "units", units, "next_unit", (json_int_t)c->next_unit);
+    /* The sum's key last, its digits zero; then the sum of the whole text written into them. */
+    if (j != NULL && json_object_set_new(j, "catalog_checksum32", json_string("00000000")) != 0) {
+        json_decref(j);
+        j = NULL;
+    }
     char *text = j != NULL ? json_dumps(j, JSON_INDENT(1)) : NULL;
     json_decref(j);
+    char *digits = text != NULL ? strstr(text, CATALOG_SUM_KEY "00000000\"") : NULL;
+    if (digits != NULL) {
+        char hex[9];
+        snprintf(hex, sizeof(hex), "%08" PRIx32, st_checksum32(text, strlen(text)));
+        memcpy(digits + sizeof(CATALOG_SUM_KEY) - 1, hex, 8);
+    } else {
+        free(text); /* cannot be: the key was just set */
+        text = NULL;
+    }
     char *path = NULL, *tmp = NULL;
     struct store_file *f = NULL;
     int rc = ST_ENOMEM;

@@ -3438,6 +3438,102 @@ START_TEST(test_catalog_units)
 }
 END_TEST
 
+/* Writes len bytes as dir's CATALOG. */
+static void cu_write_bytes(const char *dir, const uint8_t *b, size_t len)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/CATALOG", dir);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(b, 1, len, f), len);
+    fclose(f);
+}
+
+/*
+ * CATALOG carries its own checksum (catalog_checksum32, idx_catalog.c): a catalog saved here
+ * loads back; every one of three bits of every byte flipped is refused as corrupt, except in
+ * the key's own name, where the flip hides the key and the catalog read is the one saved —
+ * never another valid catalog. A catalog without the key (written before it) loads; the key
+ * twice, or digits that are not lowercase hex, do not.
+ */
+START_TEST(test_catalog_checksum)
+{
+    char *dir = st_test_tmpdir("catsum");
+    struct st_err err = {0};
+    struct idx_catalog *c;
+    cu_write(dir, "{\"format\": 1, \"gone\": [{\"node\": \"n0\", \"start\": 0, \"version\": 1}], "
+                  "\"entries\": [{\"node\": \"n1\", \"start\": 60000, \"end\": 120000, "
+                  "\"index\": \"hnsw\", \"version\": 4, \"records\": 17, \"checksum\": 99}]}");
+    ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
+    ck_assert_uint_eq(c->n, 1);
+    ck_assert_int_eq(idx_catalog_save(c, &err), ST_OK);
+    idx_catalog_free(c);
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/CATALOG", dir);
+    uint8_t *orig = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(store_fs_read_all(path, &orig, &len, SIZE_MAX), ST_OK);
+    const char *key = "\"catalog_checksum32\": \"";
+    const uint8_t *k = memmem(orig, len, key, strlen(key));
+    ck_assert_msg(k != NULL, "no checksum: %.*s", (int)len, (const char *)orig);
+    size_t name_from = (size_t)(k - orig) + 1, name_to = name_from + strlen("catalog_checksum32");
+    uint8_t *b = malloc(len + 64);
+    ck_assert_ptr_nonnull(b);
+    size_t loaded = 0;
+    for (size_t i = 0; i < len; i++)
+        for (int bit = 0; bit < 8; bit += 3) { /* bits 0, 3 and 6 of every byte */
+            memcpy(b, orig, len);
+            b[i] ^= (uint8_t)(1u << bit);
+            cu_write_bytes(dir, b, len);
+            err = (struct st_err){0};
+            int rc = idx_catalog_open(dir, &c, &err);
+            if (rc != ST_OK) {
+                ck_assert_msg(rc == ST_ECORRUPT, "bit %d of byte %zu: rc %d", bit, i, rc);
+                ck_assert_ptr_nonnull(strstr(err.msg, "CATALOG"));
+                continue;
+            }
+            /* only a flip in the key's name loads, and then what was saved */
+            bool same = c->n == 1 && strcmp(c->e[0].node, "n1") == 0 && c->e[0].start == 60000 &&
+                        c->e[0].end == 120000 && c->e[0].version == 4 && c->e[0].records == 17 &&
+                        c->e[0].checksum == 99 && c->ngone == 1 &&
+                        strcmp(c->gone[0].node, "n0") == 0 && c->gone[0].version == 1;
+            idx_catalog_free(c);
+            ck_assert_msg(i >= name_from && i < name_to && same,
+                          "bit %d of byte %zu ('%c') flipped: loaded%s", bit, i, orig[i],
+                          same ? " (as saved)" : " another catalog");
+            loaded++;
+        }
+    ck_assert_uint_gt(loaded, 0); /* the name's flips that keep the JSON valid */
+    /* saved and loaded as it is */
+    cu_write_bytes(dir, orig, len);
+    ck_assert_msg(idx_catalog_open(dir, &c, &err) == ST_OK, "%s", err.msg);
+    idx_catalog_free(c);
+    /* digits that are not lowercase hex */
+    memcpy(b, orig, len);
+    size_t d = (size_t)(k - orig) + strlen(key);
+    b[d] = b[d] >= 'a' ? 'A' : 'g';
+    cu_write_bytes(dir, b, len);
+    ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "8 hex digits"));
+    /* the key twice (a second copy spliced in before the closing brace) */
+    size_t close = len;
+    while (close > 0 && orig[close - 1] != '}')
+        close--;
+    ck_assert_uint_gt(close, 0);
+    size_t n = 0;
+    memcpy(b, orig, close - 1);
+    n = close - 1;
+    int add = snprintf((char *)b + n, 64, ", \"x\": {\"catalog_checksum32\": \"00000000\"}}");
+    cu_write_bytes(dir, b, n + (size_t)add);
+    ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "twice"));
+    free(b);
+    free(orig);
+    st_test_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /*
  * A catalog of 100,000 windows (a month of 1-minute windows from two nodes, and more): it
  * loads as put would have built it — one entry per (node, window) at its first place with its
@@ -5038,6 +5134,7 @@ int main(void)
     tcase_add_test(tc, test_kernels);
     tcase_add_test(tc, test_event_windows);
     tcase_add_test(tc, test_catalog_units);
+    tcase_add_test(tc, test_catalog_checksum);
     tcase_add_test(tc, test_catalog_load_at_scale);
     tcase_add_test(tc, test_exact_topk);
     tcase_add_test(tc, test_hits_select);
