@@ -22,8 +22,9 @@
  * version or unit. The format stays 1: a release before the sum ignores the key (an indexer
  * rolled back loads its catalog), and a catalog written before it, without the key, loads
  * unchecked. So one flipped bit is refused or leaves the catalog as saved: in the digits or
- * anywhere else it fails the sum; in the key's own name it hides the key, and what is read is
- * what was saved.
+ * anywhere else it fails the sum (checksum32 is 32 bits of XXH3, not a CRC: a change escapes
+ * it with probability 2^-32); in the key's own name it hides the key, and what is read is what
+ * was saved. A sum, not a signature: whoever can write the file can write its sum.
  */
 #define CATALOG_SUM_KEY "\"catalog_checksum32\": \""
 
@@ -770,21 +771,26 @@ int idx_catalog_save(struct idx_catalog *c, struct st_err *err)
                                               (json_int_t)c->gone[i].version));
     json_t *j = json_pack("{s:i,s:o,s:o,s:o,s:I}", "format", CATALOG_FORMAT, "entries", ents,
                           "gone", gone, "units", units, "next_unit", (json_int_t)c->next_unit);
-    /* The sum's key last, its digits zero; then the sum of the whole text written into them. */
-    if (j != NULL && json_object_set_new(j, "catalog_checksum32", json_string("00000000")) != 0) {
-        json_decref(j);
-        j = NULL;
-    }
-    char *text = j != NULL ? json_dumps(j, JSON_INDENT(1)) : NULL;
+    /* The sum's key appended by hand after the object's last member (its spelling is the
+     * reader's, whatever jansson's dump flags), its digits zero; then the sum of the whole
+     * text written into them. */
+    char *json = j != NULL ? json_dumps(j, JSON_INDENT(1)) : NULL, *text = NULL;
     json_decref(j);
-    char *digits = text != NULL ? strstr(text, CATALOG_SUM_KEY "00000000\"") : NULL;
-    if (digits != NULL) {
-        char hex[9];
-        snprintf(hex, sizeof(hex), "%08" PRIx32, st_checksum32(text, strlen(text)));
-        memcpy(digits + sizeof(CATALOG_SUM_KEY) - 1, hex, 8);
-    } else {
-        free(text); /* cannot be: the key was just set */
+    size_t jl = json != NULL ? strlen(json) : 0;
+    while (jl > 0 && json[jl - 1] != '}')
+        jl--;
+    size_t body = jl > 0 ? jl - 1 : 0; /* up to the last member, without the space before } */
+    while (body > 0 && (json[body - 1] == '\n' || json[body - 1] == ' '))
+        body--;
+    if (body > 0 &&
+        asprintf(&text, "%.*s,\n " CATALOG_SUM_KEY "00000000\"\n}", (int)body, json) < 0)
         text = NULL;
+    free(json);
+    if (text != NULL) {
+        size_t tl = strlen(text);
+        char hex[9];
+        snprintf(hex, sizeof(hex), "%08" PRIx32, st_checksum32(text, tl));
+        memcpy(text + tl - 11, hex, 8); /* the digits: before `"\n}` */
     }
     char *path = NULL, *tmp = NULL;
     struct store_file *f = NULL;
