@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -477,29 +478,38 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
                      store_wal_sync_seconds(twcs_store(h->colls[i].twcs)));
     }
     uint32_t merging = 0;
-    st_prom_head(t, "strata_memtable_size_bytes", "gauge", "Bytes held in memtables.");
-    for (size_t i = 0; i < h->n; i++) {
-        struct store_stats ss;
-        store_stats(twcs_store(h->colls[i].twcs), &ss);
-        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
-        st_prom_sample(t, "strata_memtable_size_bytes", l, (double)ss.memtable_bytes);
+    /* Store counters and gauges, one store_stats per collection for all of them. */
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } store_series[] = {
+        {"strata_memtable_size_bytes", "gauge", "Bytes held in memtables.",
+         offsetof(struct store_stats, memtable_bytes)},
+        {"strata_store_reclaim_pending_bytes", "gauge",
+         "Bytes of dropped or merged files not freed yet (the reclaimer thread).",
+         offsetof(struct store_stats, reclaim_bytes)},
+        {"strata_store_seal_read_bytes_total", "counter",
+         "Vector-log bytes read back at seals to checksum their blocks.",
+         offsetof(struct store_stats, seal_read_bytes)},
+    };
+    enum { NSERIES = sizeof(store_series) / sizeof(store_series[0]) };
+    _Static_assert(sizeof(((struct store_stats *)0)->memtable_bytes) == sizeof(uint64_t) &&
+                       sizeof(((struct store_stats *)0)->reclaim_bytes) == sizeof(uint64_t) &&
+                       sizeof(((struct store_stats *)0)->seal_read_bytes) == sizeof(uint64_t),
+                   "store_series reads uint64_t fields");
+    struct store_stats *sst = calloc(h->n ? h->n : 1, sizeof(*sst));
+    for (size_t i = 0; sst != NULL && i < h->n; i++)
+        store_stats(twcs_store(h->colls[i].twcs), &sst[i]);
+    for (size_t k = 0; sst != NULL && k < NSERIES; k++) {
+        st_prom_head(t, store_series[k].name, store_series[k].type, store_series[k].help);
+        for (size_t i = 0; i < h->n; i++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&sst[i] + store_series[k].off, sizeof(v));
+            const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
+            st_prom_sample(t, store_series[k].name, l, (double)v);
+        }
     }
-    st_prom_head(t, "strata_store_reclaim_pending_bytes", "gauge",
-                 "Bytes of dropped or merged files not freed yet (the reclaimer thread).");
-    for (size_t i = 0; i < h->n; i++) {
-        struct store_stats ss;
-        store_stats(twcs_store(h->colls[i].twcs), &ss);
-        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
-        st_prom_sample(t, "strata_store_reclaim_pending_bytes", l, (double)ss.reclaim_bytes);
-    }
-    st_prom_head(t, "strata_store_seal_read_bytes_total", "counter",
-                 "Vector-log bytes read back at seals to checksum their blocks.");
-    for (size_t i = 0; i < h->n; i++) {
-        struct store_stats ss;
-        store_stats(twcs_store(h->colls[i].twcs), &ss);
-        const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
-        st_prom_sample(t, "strata_store_seal_read_bytes_total", l, (double)ss.seal_read_bytes);
-    }
+    free(sst);
     /* Where writes stalled on the write path, by cause (the consumer waits with them): the
      * count and the seconds, so that a latency tail can be lined up with its cause. */
     static const char *const wait_cause[4] = {"window_create", "vector_log_create", "wal_roll",
