@@ -7,7 +7,6 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -478,47 +477,34 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
                      store_wal_sync_seconds(twcs_store(h->colls[i].twcs)));
     }
     uint32_t merging = 0;
-    /* Store counters and gauges, one store_stats per collection for all of them. */
-    static const struct {
-        const char *name, *type, *help;
-        size_t off;
-    } store_series[] = {
-        {"strata_memtable_size_bytes", "gauge", "Bytes held in memtables.",
-         offsetof(struct store_stats, memtable_bytes)},
+    /* One store_stats per collection for every store series below (the write waits too). */
+    static const char *const store_series[3][3] = {
+        {"strata_memtable_size_bytes", "gauge", "Bytes held in memtables."},
         {"strata_store_reclaim_pending_bytes", "gauge",
-         "Bytes of dropped or merged files not freed yet (the reclaimer thread).",
-         offsetof(struct store_stats, reclaim_bytes)},
+         "Bytes of dropped or merged files not freed yet (the reclaimer thread)."},
         {"strata_store_seal_read_bytes_total", "counter",
-         "Vector-log bytes read back at seals to checksum their blocks.",
-         offsetof(struct store_stats, seal_read_bytes)},
+         "Vector-log bytes read back at seals to checksum their blocks."},
     };
-    enum { NSERIES = sizeof(store_series) / sizeof(store_series[0]) };
-    _Static_assert(sizeof(((struct store_stats *)0)->memtable_bytes) == sizeof(uint64_t) &&
-                       sizeof(((struct store_stats *)0)->reclaim_bytes) == sizeof(uint64_t) &&
-                       sizeof(((struct store_stats *)0)->seal_read_bytes) == sizeof(uint64_t),
-                   "store_series reads uint64_t fields");
     struct store_stats *sst = calloc(h->n ? h->n : 1, sizeof(*sst));
     for (size_t i = 0; sst != NULL && i < h->n; i++)
         store_stats(twcs_store(h->colls[i].twcs), &sst[i]);
-    for (size_t k = 0; sst != NULL && k < NSERIES; k++) {
-        st_prom_head(t, store_series[k].name, store_series[k].type, store_series[k].help);
+    for (size_t k = 0; sst != NULL && k < 3; k++) {
+        st_prom_head(t, store_series[k][0], store_series[k][1], store_series[k][2]);
         for (size_t i = 0; i < h->n; i++) {
-            uint64_t v;
-            memcpy(&v, (const char *)&sst[i] + store_series[k].off, sizeof(v));
+            const uint64_t v[3] = {sst[i].memtable_bytes, sst[i].reclaim_bytes,
+                                   sst[i].seal_read_bytes};
             const char *l[] = {"collection", h->colls[i].cfg->name, NULL};
-            st_prom_sample(t, store_series[k].name, l, (double)v);
+            st_prom_sample(t, store_series[k][0], l, (double)v[k]);
         }
     }
-    free(sst);
     /* Where writes stalled on the write path, by cause (the consumer waits with them): the
      * count and the seconds, so that a latency tail can be lined up with its cause. */
     static const char *const wait_cause[4] = {"window_create", "vector_log_create", "wal_roll",
                                               "vector_log_queue"};
     uint64_t(*wv)[8] = calloc(h->n ? h->n : 1, sizeof(*wv)); /* counts, then ns: one snapshot */
-    for (size_t i = 0; wv != NULL && i < h->n; i++) {
-        struct store_stats ss;
+    for (size_t i = 0; wv != NULL && sst != NULL && i < h->n; i++) {
+        const struct store_stats ss = sst[i];
         struct twcs_stats tw;
-        store_stats(twcs_store(h->colls[i].twcs), &ss);
         twcs_stats(h->colls[i].twcs, &tw);
         const uint64_t v[8] = {tw.window_creates, ss.vlog_creates,     ss.roll_waits,
                                ss.vlog_waits,     tw.window_create_ns, ss.vlog_create_ns,
@@ -541,6 +527,7 @@ static void metrics_text(struct ingest_http *h, struct st_text *t)
             }
     }
     free(wv);
+    free(sst);
     st_prom_head(t, "strata_segments_total", "gauge", "Live segment files by state.");
     for (size_t i = 0; i < h->n; i++) {
         uint64_t kinds[3] = {0};

@@ -3195,14 +3195,11 @@ static bool cu_exists(const char *dir, const char *name)
     return access(path, F_OK) == 0;
 }
 
+static void cu_write_bytes(const char *dir, const uint8_t *b, size_t len);
+
 static void cu_write(const char *dir, const char *text)
 {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/CATALOG", dir);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
+    cu_write_bytes(dir, (const uint8_t *)text, strlen(text));
 }
 
 /* Units in the catalog (index compaction): they survive a save and load with their members and
@@ -3525,9 +3522,8 @@ START_TEST(test_catalog_checksum)
     while (close > 0 && orig[close - 1] != '}')
         close--;
     ck_assert_uint_gt(close, 0);
-    size_t n = 0;
     memcpy(b, orig, close - 1);
-    n = close - 1;
+    size_t n = close - 1;
     int add = snprintf((char *)b + n, 64, ", \"x\": {\"catalog_checksum32\": \"00000000\"}}");
     cu_write_bytes(dir, b, n + (size_t)add);
     ck_assert_int_eq(idx_catalog_open(dir, &c, &err), ST_ECORRUPT);
