@@ -257,7 +257,8 @@ def block_ann(out, plots):
     for a in sorted(best):  # each strata engine beside its reference
         b = "hnswlib" if a.startswith("strata-hnsw") else None
         if a.startswith("strata-ivf"):
-            b = "faiss-" + a[len("strata-"):]
+            # -rc: re-ranked through the re-ranking codes, against the same FAISS engine
+            b = "faiss-" + re.sub(r"-rc$", "", a[len("strata-"):])
             b = b[:-2] + "x4fs" if b.endswith("x4") else b
         if b in best:
             md.append(f"- {a} / {b}: {best[a][0] / best[b][0]:.2f}× the QPS at recall@10 ≥ 0.95")

@@ -43,6 +43,37 @@ static float dot_scalar(const float *a, const float *b, size_t d)
     return (s0 + s1) + (s2 + s3);
 }
 
+static float sq8_l2sq_scalar(const float *q, const uint8_t *c, const float *lo, const float *t,
+                             size_t d)
+{
+    float s0 = 0, s1 = 0;
+    size_t i = 0;
+    for (; i + 2 <= d; i += 2) {
+        float e0 = q[i] - (lo[i] + t[i] * c[i]), e1 = q[i + 1] - (lo[i + 1] + t[i + 1] * c[i + 1]);
+        s0 += e0 * e0;
+        s1 += e1 * e1;
+    }
+    for (; i < d; i++) {
+        float e = q[i] - (lo[i] + t[i] * c[i]);
+        s0 += e * e;
+    }
+    return s0 + s1;
+}
+
+static float sq8_dot_scalar(const float *q, const uint8_t *c, const float *lo, const float *t,
+                            size_t d)
+{
+    float s0 = 0, s1 = 0;
+    size_t i = 0;
+    for (; i + 2 <= d; i += 2) {
+        s0 += q[i] * (lo[i] + t[i] * c[i]);
+        s1 += q[i + 1] * (lo[i + 1] + t[i + 1] * c[i + 1]);
+    }
+    for (; i < d; i++)
+        s0 += q[i] * (lo[i] + t[i] * c[i]);
+    return s0 + s1;
+}
+
 /* Index of the first value that is not finite (exponent bits all ones: inf or NaN), or n. */
 static size_t finite_prefix_scalar(const float *v, size_t n)
 {
@@ -217,6 +248,49 @@ __attribute__((target("avx2,fma"))) static float l2sq_avx2(const float *a, const
         s += e * e;
     }
     return s;
+}
+
+/* Eight bytes a step widened to floats; x~ = lo + t c is exact in float, so the FMA that
+ * forms it rounds nothing (idx_refine.h). */
+__attribute__((target("avx2,fma"))) static inline __m256 sq8_x8(const uint8_t *c, const float *lo,
+                                                                const float *t)
+{
+    __m256 cf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c)));
+    return _mm256_fmadd_ps(_mm256_loadu_ps(t), cf, _mm256_loadu_ps(lo));
+}
+
+__attribute__((target("avx2,fma"))) static float
+sq8_l2sq_avx2(const float *q, const uint8_t *c, const float *lo, const float *t, size_t d)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        __m256 e0 = _mm256_sub_ps(_mm256_loadu_ps(q + i), sq8_x8(c + i, lo + i, t + i));
+        __m256 e1 =
+            _mm256_sub_ps(_mm256_loadu_ps(q + i + 8), sq8_x8(c + i + 8, lo + i + 8, t + i + 8));
+        s0 = _mm256_fmadd_ps(e0, e0, s0);
+        s1 = _mm256_fmadd_ps(e1, e1, s1);
+    }
+    for (; i + 8 <= d; i += 8) {
+        __m256 e0 = _mm256_sub_ps(_mm256_loadu_ps(q + i), sq8_x8(c + i, lo + i, t + i));
+        s0 = _mm256_fmadd_ps(e0, e0, s0);
+    }
+    return hsum256(_mm256_add_ps(s0, s1)) + sq8_l2sq_scalar(q + i, c + i, lo + i, t + i, d - i);
+}
+
+__attribute__((target("avx2,fma"))) static float
+sq8_dot_avx2(const float *q, const uint8_t *c, const float *lo, const float *t, size_t d)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), sq8_x8(c + i, lo + i, t + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), sq8_x8(c + i + 8, lo + i + 8, t + i + 8),
+                             s1);
+    }
+    for (; i + 8 <= d; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), sq8_x8(c + i, lo + i, t + i), s0);
+    return hsum256(_mm256_add_ps(s0, s1)) + sq8_dot_scalar(q + i, c + i, lo + i, t + i, d - i);
 }
 
 /* u8 x s8 without VNNI: both widened to i16, vpmaddwd sums pairs into i32 (255 * 127 * 2 fits). */
@@ -845,6 +919,51 @@ static inline __mmask16 tail16(size_t left)
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
+/* Sixteen bytes a step (the tail through masked loads, reading nothing past d). */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512
+sq8_x16(__mmask16 m, const uint8_t *c, const float *lo, const float *t)
+{
+    __m512 cf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, c)));
+    return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, t), cf, _mm512_maskz_loadu_ps(m, lo));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static float
+sq8_l2sq_avx512(const float *q, const uint8_t *c, const float *lo, const float *t, size_t d)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        __m512 e0 = _mm512_sub_ps(_mm512_loadu_ps(q + i), sq8_x16(0xffff, c + i, lo + i, t + i));
+        __m512 e1 = _mm512_sub_ps(_mm512_loadu_ps(q + i + 16),
+                                  sq8_x16(0xffff, c + i + 16, lo + i + 16, t + i + 16));
+        s0 = _mm512_fmadd_ps(e0, e0, s0);
+        s1 = _mm512_fmadd_ps(e1, e1, s1);
+    }
+    for (; i < d; i += 16) {
+        __mmask16 m = tail16(d - i);
+        __m512 e = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, q + i), sq8_x16(m, c + i, lo + i, t + i));
+        s0 = _mm512_fmadd_ps(e, e, s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static float
+sq8_dot_avx512(const float *q, const uint8_t *c, const float *lo, const float *t, size_t d)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), sq8_x16(0xffff, c + i, lo + i, t + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16),
+                             sq8_x16(0xffff, c + i + 16, lo + i + 16, t + i + 16), s1);
+    }
+    for (; i < d; i += 16) {
+        __mmask16 m = tail16(d - i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), sq8_x16(m, c + i, lo + i, t + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
 /* 64 columns at a time (four accumulators share each broadcast), then 16 with a masked tail. */
 __attribute__((target("avx512f"))) static void dots_t_avx512(const float *x, const float *ct,
                                                              size_t d, size_t k, float *out)
@@ -995,7 +1114,8 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
         .name = #tag, .l2sq = l2sq_##tag, .dot = dot_##tag, .pq4_block = pq4_block_##tag,          \
         .dots_t = dots_t_##tag, .pq4_lut = pq4_lut_##tag, .dots_tn = dots_tn_##tag,                \
         .dotu8 = dotu8_##tag, .finite_prefix = finite_prefix_##tag, .argmin_l2 = argmin_l2_##tag,  \
-        .dotu8_paired = dotu8p_##tag, .dotu8_pair_max = DOTU8P_MAX_##tag, .dotu4 = dotu4_##tag     \
+        .dotu8_paired = dotu8p_##tag, .dotu8_pair_max = DOTU8P_MAX_##tag, .dotu4 = dotu4_##tag,    \
+        .sq8_l2sq = sq8_l2sq_##tag, .sq8_dot = sq8_dot_##tag                                       \
     }
 /* The portable set has no 16-bit pairs to overflow: its dotu8 takes any bytes. */
 #define dotu8p_scalar     dotu8_scalar
@@ -1057,9 +1177,12 @@ const struct st_kernels *st_kernels_avx2(void)
 const struct st_kernels *st_kernels_avx512_novnni(void)
 {
     __builtin_cpu_init();
-    /* BW for fast-scan's byte shuffles (every AVX-512 CPU since Skylake-SP has it). */
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? &k_avx512
-                                                                                   : NULL;
+    /* BW for fast-scan's byte shuffles, VL for the re-ranking codes' 16-byte masked loads
+     * (every AVX-512 CPU since Skylake-SP has both). */
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl")
+               ? &k_avx512
+               : NULL;
 }
 
 const struct st_kernels *st_kernels_avx512(void)

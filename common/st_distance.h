@@ -68,6 +68,13 @@ typedef int32_t (*st_dotu4_fn)(const uint8_t *a, const int8_t *b, size_t d);
  * variant gives the same index. k <= UINT32_MAX. */
 typedef uint32_t (*st_argmin_fn)(const float *dots, const float *norms, size_t k);
 
+/* Against scalar-quantized bytes: with x~[j] = lo[j] + t[j] * c[j] (each exact in float: the
+ * re-ranking codes choose t a power of two and lo a multiple of it, idx_refine.h),
+ * sq8_l2sq = sum (q[j] - x~[j])^2 and sq8_dot = sum q[j] x~[j]. Variants differ only by float
+ * rounding of the sums. */
+typedef float (*st_sq8_fn)(const float *q, const uint8_t *c, const float *lo, const float *t,
+                           size_t d);
+
 /* The index of the first of v[0..n) that is not finite (inf or NaN), or n when all are. */
 typedef size_t (*st_finite_fn)(const float *v, size_t n);
 
@@ -90,6 +97,8 @@ struct st_kernels {
     st_dotu4_fn dotu4;
     st_finite_fn finite_prefix;
     st_argmin_fn argmin_l2;
+    st_sq8_fn sq8_l2sq;
+    st_sq8_fn sq8_dot;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */

@@ -33,6 +33,7 @@
 
 #include "idx_cpucap.h"
 #include "idx_file_int.h"
+#include "idx_refine.h"
 #include "ivfpq_format.h"
 #include "st_checksum.h"
 #include "st_coding.h"
@@ -969,7 +970,27 @@ struct idx_ivfpq_searcher {
     size_t cand_cap;
     uint32_t *off; /* idx_ivfpq_search_shared: each member's first id */
     size_t off_cap;
+    const struct idx_refine *refine; /* idx_ivfpq_searcher_refine */
+    struct lb_item *lbh;             /* cand_cap: the re-rank's min-heap of lower bounds */
+    float *kth;                      /* cand_cap: its max-heap of the k best exact distances */
+    uint64_t exact;                  /* exact distances computed in re-ranks */
 };
+
+/* A candidate's lower bound from the re-ranking codes, and its id among the members. */
+struct lb_item {
+    float lb;
+    uint32_t id;
+};
+
+void idx_ivfpq_searcher_refine(struct idx_ivfpq_searcher *s, const struct idx_refine *r)
+{
+    s->refine = r;
+}
+
+uint64_t idx_ivfpq_searcher_exact(const struct idx_ivfpq_searcher *s)
+{
+    return s->exact;
+}
 
 struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix)
 {
@@ -1005,6 +1026,8 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s->coarse);
     free(s->cand);
     free(s->off);
+    free(s->lbh);
+    free(s->kth);
     free(s);
 }
 
@@ -1139,6 +1162,14 @@ static bool cand_room(struct idx_ivfpq_searcher *s, size_t keep)
     if (c == NULL)
         return false;
     s->cand = c;
+    struct lb_item *h = realloc(s->lbh, keep * sizeof(*h));
+    if (h == NULL)
+        return false;
+    s->lbh = h;
+    float *kth = realloc(s->kth, keep * sizeof(*kth));
+    if (kth == NULL)
+        return false;
+    s->kth = kth;
     s->cand_cap = keep;
     return true;
 }
@@ -1166,6 +1197,106 @@ static size_t member_of(const uint32_t *off, size_t nmem, uint32_t id)
             hi = mid;
     }
     return lo;
+}
+
+static void lb_sift_down(struct lb_item *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < n && h[l].lb < h[m].lb)
+            m = l;
+        if (l + 1 < n && h[l + 1].lb < h[m].lb)
+            m = l + 1;
+        if (m == i)
+            return;
+        struct lb_item t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+/* A max-heap of n floats: v enters in place of the root (n == cap) or at the end. */
+static void kth_push(float *h, size_t *n, size_t cap, float v)
+{
+    size_t i;
+    if (*n < cap) {
+        i = (*n)++;
+        while (i > 0 && h[(i - 1) / 2] < v) {
+            h[i] = h[(i - 1) / 2];
+            i = (i - 1) / 2;
+        }
+        h[i] = v;
+        return;
+    }
+    if (!(v < h[0]))
+        return;
+    i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, m = l;
+        if (l >= *n)
+            break;
+        if (l + 1 < *n && h[l + 1] > h[l])
+            m = l + 1;
+        if (!(h[m] > v))
+            break;
+        h[i] = h[m];
+        i = m;
+    }
+    h[i] = v;
+}
+
+/*
+ * Exact re-ranking of cand[0..nk) where members have re-ranking codes: every candidate's lower
+ * bound from its codes (-inf without codes), then exact distances in the bounds' order until
+ * the next bound exceeds both the k-th exact distance so far and the caller's bound. A candidate
+ * left out has an exact distance beyond the k-th (or the caller's bound): the k best, their
+ * distances and order are those of re-ranking all. Returns how many were re-ranked, at
+ * cand[0..), with exact distances.
+ */
+static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_t nk, uint32_t k,
+                             float bound, const struct idx_ivfpq_member *mem, const uint32_t *off,
+                             size_t nmem)
+{
+    const struct idx_ivfpq *ix = s->ix;
+    const struct st_kernels *kn = s->k;
+    float qn = ix->metric == ST_METRIC_L2 ? 0 : sqrtf(kn->dot(q, q, ix->dim)) * (1 + 0x1p-20f);
+    struct lb_item *h = s->lbh;
+    for (size_t i = 0; i < nk; i++) {
+        if (i + 2 < nk) {
+            uint32_t id = s->cand[i + 2].id;
+            size_t w = nmem == 1 ? 0 : member_of(off, nmem, id);
+            if (mem[w].refine != NULL) {
+                const uint8_t *c = idx_refine_row(mem[w].refine, id - off[w]);
+                for (size_t b = 0; b < ix->dim; b += 64)
+                    __builtin_prefetch(c + b);
+            }
+        }
+        uint32_t id = s->cand[i].id;
+        size_t w = nmem == 1 ? 0 : member_of(off, nmem, id);
+        const struct idx_refine *r = mem[w].refine;
+        h[i] = (struct lb_item){r != NULL ? idx_refine_lower(r, kn, q, qn, id - off[w]) : -INFINITY,
+                                id};
+    }
+    for (size_t i = nk / 2; i-- > 0;)
+        lb_sift_down(h, nk, i);
+    size_t row = (size_t)ix->dim * sizeof(float), nh = nk, m = 0, nkth = 0;
+    while (nh > 0) {
+        float limit = nkth == k && s->kth[0] < bound ? s->kth[0] : bound;
+        if (h[0].lb > limit)
+            break;
+        uint32_t id = h[0].id;
+        h[0] = h[--nh];
+        lb_sift_down(h, nh, 0);
+        const float *v = raw_row(mem, off, nmem, id, ix->dim);
+        if (nh > 0)
+            prefetch_head(raw_row(mem, off, nmem, h[0].id, ix->dim), row);
+        float d = ix->dist(q, v, ix->dim);
+        s->cand[m++] = (struct st_hit){id, d};
+        kth_push(s->kth, &nkth, k, d);
+    }
+    s->exact += m;
+    return m;
 }
 
 /* One query q (qt: q - mu for L2 (centred), q for inner product), its centroid dot products
@@ -1237,7 +1368,12 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     if (sc.nk > keep)
         scan_select(&sc);
     size_t nk = sc.nk;
-    if (keep > k) {
+    bool refined = false;
+    for (size_t i = 0; keep > k && i < nmem && !refined; i++)
+        refined = mem[i].refine != NULL && mem[i].raw != NULL;
+    if (refined) {
+        nk = rerank_refined(s, q, nk, k, bound, mem, off, nmem);
+    } else if (keep > k) {
         /* Exact re-ranking from the raw vectors. */
         /* The candidates' rows are scattered: start fetching the one two ahead while this one
          * is summed (its first 8 lines; the hardware prefetcher follows the stream). Measured
@@ -1253,6 +1389,7 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
                 prefetch_head(RAW_ROW(s->cand[i + 2]), row);
             s->cand[i].dist = ix->dist(q, RAW_ROW(s->cand[i]), ix->dim);
         }
+        s->exact += nk;
 #undef RAW_ROW
     }
     st_hits_sort(s->cand, nk);
@@ -1293,7 +1430,7 @@ size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint
     /* All centroid dot products in one pass over the transposed centroids. */
     const float *qt = centred(q, 1, ix->dim, ix->dim, ix->mu, s->qc); /* mu: L2 only */
     s->k->dots_t(qt, ix->ct, ix->dim, ix->nlist, s->cdots);
-    struct idx_ivfpq_member one = {ix, raw, filter, fctx};
+    struct idx_ivfpq_member one = {ix, raw, filter, fctx, raw != NULL ? s->refine : NULL};
     static const uint32_t off0 = 0;
     return search_one(s, q, qt, s->cdots, k, clamp_nprobe(ix, nprobe), keep, &one, &off0, 1, bound,
                       out, NULL);
@@ -1368,7 +1505,7 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
          * (summed in the same order as the one-query kernel: the same lists are probed). */
         const float *qt = centred(qs + i * ix->dim, (uint32_t)nb, ix->dim, ix->dim, ix->mu, s->bq);
         s->k->dots_tn(qt, nb, ix->dim, ix->ct, ix->dim, ix->nlist, s->bdots);
-        struct idx_ivfpq_member one = {ix, raw, filter, fctx};
+        struct idx_ivfpq_member one = {ix, raw, filter, fctx, raw != NULL ? s->refine : NULL};
         static const uint32_t off0 = 0;
         for (size_t b = 0; b < nb; b++)
             counts[i + b] =

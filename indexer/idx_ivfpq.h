@@ -111,14 +111,27 @@ size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint
                               uint32_t nprobe, uint32_t rerank, const float *raw, float bound,
                               st_filter_fn filter, void *fctx, struct st_hit *out);
 
-/* One index among several that share a quantizer: its raw vectors (NULL: no re-ranking) and
- * the filter of its ids. */
+/* One index among several that share a quantizer: its raw vectors (NULL: no re-ranking), the
+ * filter of its ids, and the re-ranking codes of its raw vectors (NULL: none; idx_refine.h). */
 struct idx_ivfpq_member {
     const struct idx_ivfpq *ix;
     const float *raw;
     st_filter_fn filter;
     void *fctx;
+    const struct idx_refine *refine;
 };
+
+/*
+ * The re-ranking codes of the raw vectors that s's next idx_ivfpq_search, _search_bound and
+ * _search_batch calls pass (NULL, the default: none). With them a re-rank computes exact
+ * distances in the order of the codes' lower bounds and stops at the first bound beyond the
+ * k-th exact distance (or the caller's bound): the same hits, distances and order as re-ranking
+ * every candidate, from fewer raw rows. Borrowed: it must outlive those calls.
+ */
+struct idx_refine;
+void idx_ivfpq_searcher_refine(struct idx_ivfpq_searcher *s, const struct idx_refine *r);
+/* Exact distances s has computed in re-ranks so far (tests, benchmarks). */
+uint64_t idx_ivfpq_searcher_exact(const struct idx_ivfpq_searcher *s);
 
 /*
  * The k nearest of q over the nmem indexes mem, all of s's quantizer (the caller's to know:

@@ -9,6 +9,7 @@
 #include "idx_cpucap.h"
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
+#include "idx_refine.h"
 #include "st_log.h"
 #include "store_fs.h"
 
@@ -27,8 +28,10 @@ uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_
     if (records > UINT32_MAX)
         records = UINT32_MAX;
     uint64_t vec = (uint64_t)dim * 4;
-    if (ix->type == CFG_INDEX_IVFPQ) /* vectors (training, encoding), codes, ids, tables */
-        return records * (vec + ix->pq_m + 8) + (uint64_t)ix->nlist * vec * 2 + (16u << 20);
+    if (ix->type == CFG_INDEX_IVFPQ) /* vectors (training, encoding), codes, ids, tables, and
+                                        the re-ranking codes (a byte a dimension, 8 a vector) */
+        return records * (vec + dim + 16 + ix->pq_m + 8) + (uint64_t)ix->nlist * vec * 2 +
+               (16u << 20);
     /* HNSW: vector + level-0 links (2m) + upper levels (~m/ln m each) + locks and scratch,
      * + the traversal codes (dim bytes rounded up to 64), + the reachability repair after the
      * inserts (idx_hnsw.c connect_all: three marks, a stack and an in-degree a node, and the
@@ -57,6 +60,7 @@ static void part_free(struct idx_part *p)
     }
     idx_hnsw_free(p->hnsw);
     idx_ivfpq_free(p->ivf);
+    idx_refine_free(p->refine);
     bool di = atomic_load(&p->doom_idx);
     if (di && p->idx_path != NULL)
         st_best_effort(store_fs_unlink(NULL, p->idx_path, "idx.part.unlink_index"));
@@ -303,6 +307,22 @@ static bool quantizer_fits(const struct idx_part *donor, const struct idx_part *
     return *ref > 0 && mine >= 0 && mine <= IDX_PART_FIT_RATIO * *ref;
 }
 
+/* IVF-PQ: the re-ranking codes of p's raw vectors, and p->memory with them. Optional: without
+ * them (no memory, values not finite) every candidate is re-ranked from the raw vectors, the
+ * same hits a little slower. */
+static void part_refine(struct idx_part *p)
+{
+    if (p->ivf == NULL || p->raw == NULL || p->n == 0 || p->refine != NULL)
+        return;
+    int rc = idx_refine_build(p->raw, p->n, p->dim, p->metric, &p->refine);
+    if (rc != ST_OK)
+        st_log_warn("indexer",
+                    "index %s: no re-ranking codes (%s): searches re-rank from the "
+                    "vectors only",
+                    p->idx_path, st_strerror(rc));
+    p->memory += idx_refine_memory(p->refine);
+}
+
 /* Builds p's index (p opened with its raw vectors) and saves it to p->idx_path. With base (its
  * labels the first base->n of p's, its index of ix's type): base's index grown by the rest.
  * Without, an IVF-PQ index adopts donor's quantizer when it fits (quantizer_fits). */
@@ -353,6 +373,8 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
         if (rc == ST_OK && !stopped)
             rc = idx_ivfpq_save(p->ivf, p->idx_path, err);
         p->memory = idx_ivfpq_memory(p->ivf);
+        if (rc == ST_OK && !stopped)
+            part_refine(p);
     } else if (p->hnsw != NULL) {
         if (rc == ST_OK && idx_hnsw_unreached(p->hnsw) > 0)
             st_log_warn("indexer",
@@ -405,8 +427,10 @@ static int part_load_index(struct idx_part *p, struct st_err *err)
         if (rc == ST_OK)
             rc = part_index_fits(p, idx_ivfpq_count(p->ivf), idx_ivfpq_dim(p->ivf),
                                  idx_ivfpq_metric(p->ivf), err);
-        if (rc == ST_OK)
+        if (rc == ST_OK) {
             p->memory = idx_ivfpq_memory(p->ivf);
+            part_refine(p);
+        }
     } else if (p->n > 0) {
         rc = idx_hnsw_load(p->idx_path, &p->hnsw, err);
         if (rc == ST_OK)
@@ -567,6 +591,7 @@ size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t 
     if (p->hnsw != NULL) {
         n = idx_hnsw_search_bound(s, q, k, ef ? ef : (k > 64 ? k : 64), bound, filter, fctx, hits);
     } else {
+        idx_ivfpq_searcher_refine(s, p->refine);
         n = idx_ivfpq_search_bound(s, q, k, nprobe ? nprobe : 16, part_rerank(k), p->raw, bound,
                                    filter, fctx, hits);
     }
@@ -603,7 +628,7 @@ int idx_part_search_shared(const struct idx_part_shared *parts, size_t n, const 
     if (s != NULL) {
         for (size_t i = 0; i < n; i++)
             mem[i] = (struct idx_ivfpq_member){parts[i].p->ivf, parts[i].p->raw, parts[i].filter,
-                                               parts[i].fctx};
+                                               parts[i].fctx, parts[i].p->refine};
         /* As idx_part_search re-ranks one part: the union is searched as one index. */
         rc = idx_ivfpq_search_shared(s, mem, n, q, k, nprobe ? nprobe : 16, part_rerank(k), bound,
                                      hits, which, got);

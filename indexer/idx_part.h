@@ -55,6 +55,9 @@ struct idx_part {
     struct idx_ivfpq *ivf;
     const float *raw; /* label-ordered exact vectors (IVF-PQ re-ranking); NULL for HNSW */
     float *raw_owned; /* when raw is not the segment's own array (deletes, rows layout, units) */
+    /* IVF-PQ: raw's one-byte re-ranking codes (idx_refine.h), derived at build and load (not
+     * stored); NULL: every candidate re-ranked from raw. */
+    struct idx_refine *refine;
     int64_t min_ts, max_ts;
     size_t memory;         /* bytes of the index in memory */
     _Atomic bool doom_idx; /* unlink the index file at the last unref */

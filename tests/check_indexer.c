@@ -40,6 +40,7 @@
 #include "idx_catalog.h"
 #include "idx_client.h"
 #include "idx_nodes.h"
+#include "idx_refine.h"
 #include "st_http.h"
 #include <sys/wait.h>
 
@@ -230,8 +231,9 @@ START_TEST(test_kernels)
     if (k2 != NULL)
         check_kernel(k2);
     const struct st_kernels *k5 = st_kernels_avx512();
-    ck_assert_int_eq(k5 != NULL,
-                     __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"));
+    ck_assert_int_eq(k5 != NULL, __builtin_cpu_supports("avx512f") &&
+                                     __builtin_cpu_supports("avx512bw") &&
+                                     __builtin_cpu_supports("avx512vl"));
     if (k5 != NULL)
         check_kernel(k5);
     /* Where the CPU has VNNI the sets above use it for the byte dot product: the widening
@@ -2306,6 +2308,11 @@ START_TEST(test_part_rows_layout)
                              vecs + (size_t)p[1]->rec[l] * D, D * sizeof(float)) == 0);
         if (ixs[t].type == CFG_INDEX_IVFPQ) { /* re-ranking reads the exact vectors */
             ck_assert(memcmp(p[0]->raw, p[1]->raw, (size_t)p[0]->n * D * sizeof(float)) == 0);
+            /* ... through their re-ranking codes, counted in the part's memory */
+            ck_assert_ptr_nonnull(p[1]->refine);
+            ck_assert_uint_eq(p[1]->refine->n, p[1]->n);
+            ck_assert_uint_ge(p[1]->memory,
+                              idx_ivfpq_memory(p[1]->ivf) + idx_refine_memory(p[1]->refine));
             for (uint32_t l = 0; l < p[1]->n; l++)
                 ck_assert(memcmp(p[1]->raw + (size_t)l * D, vecs + (size_t)p[1]->rec[l] * D,
                                  D * sizeof(float)) == 0);
@@ -2326,6 +2333,21 @@ START_TEST(test_part_rows_layout)
             ck_assert_uint_eq(q->n, p[0]->n);
             ck_assert(memcmp(q->rec, p[0]->rec, q->n * sizeof(uint32_t)) == 0);
             ck_assert(t == 0 ? q->raw == NULL && q->raw_owned == NULL : q->raw != NULL);
+            ck_assert(t == 0 ? q->refine == NULL : q->refine != NULL && q->refine->n == q->n);
+            if (t == 1) { /* the same hits with the codes as without them */
+                struct idx_part_hit a[10], b[10];
+                for (uint32_t qi = 0; qi < 20; qi++) {
+                    const float *qv = vecs + (size_t)(qi * 37 % N) * D;
+                    size_t na = idx_part_search(q, qv, 10, 0, 4, INFINITY, NULL, NULL, a);
+                    struct idx_refine *keep = q->refine;
+                    q->refine = NULL;
+                    size_t nb = idx_part_search(q, qv, 10, 0, 4, INFINITY, NULL, NULL, b);
+                    q->refine = keep;
+                    ck_assert_uint_eq(na, nb);
+                    ck_assert_uint_gt(na, 0);
+                    ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
+                }
+            }
             idx_part_unref(q);
         }
         uint8_t *f0, *f1;
@@ -4812,7 +4834,7 @@ START_TEST(test_ivfpq_shared)
     struct idx_ivfpq_searcher *ss = idx_ivfpq_searcher_new(a), *se = idx_ivfpq_searcher_new(e);
     enum { K = 10 };
     uint32_t off_a = 0, off_b = na;
-    struct idx_ivfpq_member mem[2] = {{a, all, NULL, NULL}, {b, vb, NULL, NULL}};
+    struct idx_ivfpq_member mem[2] = {{a, all, NULL, NULL, NULL}, {b, vb, NULL, NULL, NULL}};
     uint32_t compared = 0;
     for (int mode = 0; mode < 4; mode++) { /* plain, no re-rank, filtered, bounded */
         uint32_t rerank = mode == 1 ? 0 : 40;
@@ -4866,7 +4888,7 @@ START_TEST(test_ivfpq_shared)
     }
     ck_assert_uint_gt(from_b, nq * K / 5);
     /* A member of another quantizer (same shape) is refused. */
-    struct idx_ivfpq_member bad[2] = {{a, all, NULL, NULL}, {c, vb, NULL, NULL}};
+    struct idx_ivfpq_member bad[2] = {{a, all, NULL, NULL, NULL}, {c, vb, NULL, NULL, NULL}};
     struct st_hit hs[K];
     uint32_t which[K];
     ck_assert_int_eq(idx_ivfpq_search_shared(ss, bad, 2, qs, K, 4, 40, INFINITY, hs, which, &ns),

@@ -18,6 +18,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +31,7 @@ extern "C" {
 #include "st_distance.h"
 #include "idx_hnsw.h"
 #include "idx_ivfpq.h"
+#include "idx_refine.h"
 }
 
 static double now_s()
@@ -78,6 +80,8 @@ int main(int argc, char **argv)
     std::vector<uint32_t> efs = {10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 200, 256};
     std::vector<uint32_t> nprobes = {1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64};
     uint32_t nlist = 256, pq8_m = 98, pq4_m = 196, rerank = 100;
+    std::string refine_modes = "0,1";
+    uint32_t rotate = 0;
     std::string engines = "hnsw,ivfpq";
     bool reorder = true;
     int code_bits = 0;
@@ -100,6 +104,10 @@ int main(int argc, char **argv)
             pq8_m = (uint32_t)atoi(argv[i + 1]);
         else if (a == "--pq4-m")
             pq4_m = (uint32_t)atoi(argv[i + 1]);
+        else if (a == "--refine") // 0: re-rank every candidate; 1: with re-ranking codes
+            refine_modes = argv[i + 1];
+        else if (a == "--rotate") // N random reflections of base and queries (distances kept)
+            rotate = (uint32_t)atoi(argv[i + 1]);
         else if (a == "--rerank")
             rerank = (uint32_t)atoi(argv[i + 1]);
         else if (a == "--nprobe")
@@ -135,6 +143,36 @@ int main(int argc, char **argv)
         load_idx3((std::string(dir) + "/t10k-images-idx3-ubyte.gz").c_str(), nqa, dq);
     nbase = std::min(nbase, n);
     nq = std::min(nq, nqa);
+    if (rotate > 0) {
+        // Householder reflections x -= 2 <v, x> v (v of unit length, uniform entries from a
+        // fixed xorshift): every L2 distance kept, every pixel mixed into every dimension, so
+        // the values are no longer the bytes Fashion-MNIST's pixels are (bench_faiss.py
+        // --rotate applies the same ones).
+        uint64_t st = 0x9e3779b97f4a7c15ull;
+        std::vector<double> v(dim);
+        for (uint32_t r = 0; r < rotate; r++) {
+            double nn = 0;
+            for (uint32_t j = 0; j < dim; j++) {
+                st ^= st << 13;
+                st ^= st >> 7;
+                st ^= st << 17;
+                v[j] = (double)(st >> 11) / 9007199254740992.0 * 2 - 1;
+                nn += v[j] * v[j];
+            }
+            for (uint32_t j = 0; j < dim; j++)
+                v[j] /= std::sqrt(nn);
+            for (std::vector<float> *set : {&base, &qs})
+                for (size_t i = 0; i < set->size() / dim; i++) {
+                    float *x = set->data() + i * dim;
+                    double d = 0;
+                    for (uint32_t j = 0; j < dim; j++)
+                        d += v[j] * x[j];
+                    for (uint32_t j = 0; j < dim; j++)
+                        x[j] = (float)(x[j] - 2 * d * v[j]);
+                }
+        }
+        gt_cache += ".rot" + std::to_string(rotate);
+    }
     const uint32_t K = 10;
     printf("Fashion-MNIST: %u base x %u dims, %u queries, k=%u, M=%u, ef_construction=%u, "
            "kernels=%s, single-threaded search%s\n",
@@ -315,6 +353,18 @@ int main(int argc, char **argv)
     if (engines.find("ivfpq") != std::string::npos) {
         // IVF-PQ, 8-bit and 4-bit fast-scan, same nlist, exact re-ranking of `rerank`
         // candidates from the raw vectors (FAISS: IndexRefineFlat with k_factor = rerank / k).
+        // With --refine 1 (the "-rc" rows) the re-rank goes through the raw vectors' one-byte
+        // re-ranking codes (idx_refine.h): the same hits from fewer raw rows.
+        idx_refine *rc = nullptr;
+        if (refine_modes.find('1') != std::string::npos) {
+            double t0 = now_s();
+            if (idx_refine_build(base.data(), nbase, dim, ST_METRIC_L2, &rc) != ST_OK) {
+                fprintf(stderr, "idx_refine_build failed\n");
+                return 1;
+            }
+            printf("re-ranking codes: built in %.2f s, %.1f MiB\n", now_s() - t0,
+                   idx_refine_memory(rc) / 1048576.0);
+        }
         for (uint32_t nbits : {8u, 4u}) {
             if ((nbits == 8 ? pq8_m : pq4_m) == 0)
                 continue; // --pq8-m 0 / --pq4-m 0: skip that variant
@@ -339,12 +389,18 @@ int main(int argc, char **argv)
                    name, now_s() - t0, idx_ivfpq_memory(ix) / 1048576.0, rerank);
             // One query per call (as the search endpoint serves them) and the whole query set
             // in one idx_ivfpq_search_batch call (as bench_faiss.py searches FAISS).
-            printf("%8s | %-22s | %s\n", "nprobe", "recall / QPS", "QPS batched");
             idx_ivfpq_searcher *s = idx_ivfpq_searcher_new(ix);
+            for (int refined = 0; refined < 2; refined++) {
+            if (refine_modes.find(refined ? '1' : '0') == std::string::npos)
+                continue;
+            idx_ivfpq_searcher_refine(s, refined ? rc : nullptr);
+            std::string row = std::string(name) + (refined ? "-rc" : "");
+            printf("%s\n%8s | %-22s | %s\n", row.c_str(), "nprobe", "recall / QPS", "QPS batched");
             std::vector<st_hit> hits((size_t)K * nq);
             std::vector<size_t> counts(nq);
             for (uint32_t np : nprobes) {
                 double best[2] = {1e30, 1e30}, r[2] = {0, 0};
+                uint64_t exact0 = idx_ivfpq_searcher_exact(s);
                 for (int batched = 0; batched < 2; batched++)
                     for (int pass = 0; pass < 3; pass++) {
                         double a = now_s();
@@ -368,18 +424,22 @@ int main(int argc, char **argv)
                                     j < counts[q] ? hits[(size_t)q * K + j].id : UINT32_MAX;
                         r[batched] = recall(res);
                     }
-                printf("%8u | %.4f  %10.0f | %10.0f\n", np, r[0], nq / best[0], nq / best[1]);
+                printf("%8u | %.4f  %10.0f | %10.0f   (exact distances a query: %.1f)\n", np, r[0],
+                       nq / best[0], nq / best[1],
+                       (double)(idx_ivfpq_searcher_exact(s) - exact0) / (6.0 * nq));
                 if (r[0] != r[1])
                     printf("         (batched recall %.4f differs)\n", r[1]);
                 if (out) {
-                    fprintf(out, "%s-1q,%u,%.5f,%.1f\n", name, np, r[0], nq / best[0]);
-                    fprintf(out, "%s,%u,%.5f,%.1f\n", name, np, r[1], nq / best[1]);
+                    fprintf(out, "%s-1q,%u,%.5f,%.1f\n", row.c_str(), np, r[0], nq / best[0]);
+                    fprintf(out, "%s,%u,%.5f,%.1f\n", row.c_str(), np, r[1], nq / best[1]);
                 }
                 fflush(stdout);
+            }
             }
             idx_ivfpq_searcher_free(s);
             idx_ivfpq_free(ix);
         }
+        idx_refine_free(rc);
     }
     if (out)
         fclose(out);

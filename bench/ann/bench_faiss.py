@@ -30,6 +30,22 @@ def load_idx3(path):
         return np.frombuffer(f.read(), dtype=np.uint8).reshape(n, rows * cols).astype(np.float32)
 
 
+def rotate(count, *sets):
+    """bench_ann --rotate: x -= 2 <v, x> v for count unit vectors v from one xorshift."""
+    st, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
+    d = sets[0].shape[1]
+    for _ in range(count):
+        v = np.empty(d)
+        for j in range(d):
+            st ^= (st << 13) & mask
+            st ^= st >> 7
+            st ^= (st << 17) & mask
+            v[j] = (st >> 11) / 9007199254740992.0 * 2 - 1
+        v /= np.sqrt((v * v).sum())
+        for x in sets:
+            x[:] = (x - 2 * np.outer(x.astype(np.float64) @ v, v)).astype(np.float32)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gt", required=True, help="ground truth written by bench_ann (u32 nq x 10)")
@@ -41,6 +57,12 @@ def main():
     ap.add_argument("--rerank", type=int, default=100)
     ap.add_argument("--nprobe", default="1,2,4,6,8,12,16,24,32,48,64")
     ap.add_argument("--csv")
+    ap.add_argument("--rotate", type=int, default=0,
+                    help="N random reflections of base and queries, the ones bench_ann --rotate "
+                    "applies (distances kept, values no longer bytes); --gt is then its .rotN file")
+    ap.add_argument("--refine", default="flat",
+                    help="flat (exact re-ranking, IndexRefineFlat), sq8 (IndexRefine over an "
+                    "8-bit scalar quantizer: FAISS's own cheaper re-rank), or both")
     ap.add_argument("--one-at-a-time", action="store_true",
                     help="one query per search call (as a search endpoint serves them) instead "
                     "of the whole set in one call; adds Python's per-call cost (~us)")
@@ -50,6 +72,8 @@ def main():
     xb = np.ascontiguousarray(load_idx3(f"{DATA}/train-images-idx3-ubyte.gz")[: a.n])
     xq = np.ascontiguousarray(load_idx3(f"{DATA}/t10k-images-idx3-ubyte.gz")[: a.queries])
     nq, d = xq.shape
+    if a.rotate:
+        rotate(a.rotate, xb, xq)
     gt = np.fromfile(a.gt, dtype=np.uint32)
     if gt.size != nq * K:
         sys.exit(f"{a.gt}: {gt.size} ids, expected {nq * K} (run bench_ann with the same --n/--queries)")
@@ -63,7 +87,8 @@ def main():
     out = open(a.csv, "w") if a.csv else None
     if out:
         out.write("engine,param,recall,qps\n")
-    for nbits, m in ((8, a.pq8_m), (4, a.pq4_m)):
+    refines = ("flat", "sq8") if a.refine == "both" else (a.refine,)
+    for nbits, m, refine in ((nb, m, r) for nb, m in ((8, a.pq8_m), (4, a.pq4_m)) for r in refines):
         if m == 0:
             continue  # --pq8-m 0 / --pq4-m 0: skip that variant
         quantizer = faiss.IndexFlatL2(d)
@@ -75,7 +100,11 @@ def main():
             name = f"faiss-ivf{a.nlist}-pq{m}x4fs"
         if a.one_at_a_time:
             name += "-1q"
-        index = faiss.IndexRefineFlat(ivf)
+        if refine == "sq8":
+            name += "-sq8r"
+            index = faiss.IndexRefine(ivf, faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit))
+        else:
+            index = faiss.IndexRefineFlat(ivf)
         index.k_factor = a.rerank / K
         t0 = time.perf_counter()
         index.train(xb)
