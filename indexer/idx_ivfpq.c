@@ -961,6 +961,7 @@ struct idx_ivfpq_searcher {
     float scale;  /* 4 bits: lut entries per distance unit */
     float bias;   /* 4 bits: what the lut's rows were shifted by, summed */
     float *qtab;  /* m * 16: scratch of the quantizer (4 bits) */
+    float *qf;    /* dim: the centred query times the table's factor (-2 L2, -1 inner product) */
     float *cdots; /* nlist: <q, centroid> (L2: <q - mu, centroid - mu>) */
     float *bdots; /* NEAREST_BATCH * nlist: a batch's <q, centroid> (allocated on first use) */
     float *bq;    /* NEAREST_BATCH * dim: a batch's queries - mu (L2; allocated on first use) */
@@ -1000,12 +1001,13 @@ struct idx_ivfpq_searcher *idx_ivfpq_searcher_new(const struct idx_ivfpq *ix)
     s->ix = ix;
     s->qterm = malloc((size_t)ix->m * ix->ksub * sizeof(float));
     s->qc = malloc((size_t)ix->dim * sizeof(float));
+    s->qf = malloc((size_t)ix->dim * sizeof(float));
     s->lut = calloc((size_t)ix->m2 * 16 + 32, 1);
     s->qtab = malloc((size_t)ix->m * 16 * sizeof(float));
     s->cdots = malloc((size_t)ix->nlist * sizeof(float));
     s->k = st_kernels();
     s->coarse = malloc(ix->nlist * sizeof(*s->coarse));
-    if (!s->qterm || !s->qc || !s->lut || !s->qtab || !s->cdots || !s->coarse) {
+    if (!s->qterm || !s->qc || !s->qf || !s->lut || !s->qtab || !s->cdots || !s->coarse) {
         idx_ivfpq_searcher_free(s);
         return NULL;
     }
@@ -1020,6 +1022,7 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s->qc);
     free(s->lut);
     free(s->qtab);
+    free(s->qf);
     free(s->cdots);
     free(s->bdots);
     free(s->bq);
@@ -1325,13 +1328,14 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     st_hits_sort(s->coarse, nc);
     /* The query's table: -2<q_j - mu_j, cb> (L2) or -<q_j, cb> (inner product), at 4 bits
      * also quantized, once for every list probed. */
+    /* The factor goes into the query (dim multiplies, not m * ksub): a power of two, so the
+     * products and sums are those of scaling each dot product afterwards, bit for bit. */
     float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
-    for (uint32_t j = 0; j < ix->m; j++) {
-        float *row = s->qterm + (size_t)j * ix->ksub;
-        s->k->dots_t(qt + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub, row);
-        for (uint32_t c = 0; c < ix->ksub; c++)
-            row[c] *= f;
-    }
+    for (uint32_t i = 0; i < ix->dim; i++)
+        s->qf[i] = f * qt[i];
+    for (uint32_t j = 0; j < ix->m; j++)
+        s->k->dots_t(s->qf + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub,
+                     s->qterm + (size_t)j * ix->ksub);
     if (ix->nbits == 4)
         s->scale = s->k->pq4_lut(s->qterm, NULL, NULL, 0, ix->m, ix->m2, s->qtab, s->lut, &s->bias);
     struct scan sc = {s->cand, 0, keep, INFINITY, NULL, NULL, 0};
