@@ -228,7 +228,7 @@ static struct idx_part *make_part(struct layout *l, unsigned w, unsigned node,
     struct st_err err = {0};
     /* A shared layout's parts depend on their donors: built again all together. */
     if (!l->shared && access(seg, F_OK) == 0 && access(ix, F_OK) == 0 &&
-        idx_part_load(&e, seg, ix, ST_METRIC_L2, &p, &err) == ST_OK)
+        idx_part_load(&e, seg, ix, ST_METRIC_L2, true, &p, &err) == ST_OK)
         return p;
     err = (struct st_err){0};
     unlink(seg);
@@ -311,8 +311,8 @@ static void layout_open(struct layout *l)
             char ix[800];
             snprintf(ix, sizeof(ix), "%s/unit%u-%zu@g1.%s", path, l->unit, u, ix_ext());
             struct st_err err = {0};
-            if (access(ix, F_OK) != 0 ||
-                idx_part_load_unit(&spec, ix, ST_METRIC_L2, &units[nu - 1 - u], &err) != ST_OK) {
+            if (access(ix, F_OK) != 0 || idx_part_load_unit(&spec, ix, ST_METRIC_L2, true,
+                                                            &units[nu - 1 - u], &err) != ST_OK) {
                 struct cfg_index cix = bench_cix();
                 err = (struct st_err){0};
                 if (idx_part_build_unit(&spec, ix, &cix, ST_METRIC_L2, threads, NULL,

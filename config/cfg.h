@@ -35,6 +35,10 @@ struct cfg_index {
     uint32_t nlist; /* default 1024 */
     uint32_t pq_m;  /* YAML key "m" under type ivfpq; must divide dim; default dim/8 or 1 */
     uint32_t nbits; /* 4 or 8; default 8 */
+    /* YAML "rerank_codes: false" (ivfpq): keep no one-byte re-ranking codes of the vectors
+     * (dim + 8 bytes a vector, with which a re-rank computes few exact distances). 0, the
+     * default (and what a zeroed cfg_index means): keep them. */
+    int no_rerank_codes;
 };
 
 struct cfg_kv {

@@ -7,8 +7,9 @@ json_t *cfg_index_json(const struct cfg_index *ix)
         return json_pack("{s:s,s:I,s:I}", "type", "hnsw", "m", (json_int_t)ix->m, "ef_construction",
                          (json_int_t)ix->ef_construction);
     if (ix->type == CFG_INDEX_IVFPQ)
-        return json_pack("{s:s,s:I,s:I,s:I}", "type", "ivfpq", "nlist", (json_int_t)ix->nlist, "m",
-                         (json_int_t)ix->pq_m, "nbits", (json_int_t)ix->nbits);
+        return json_pack("{s:s,s:I,s:I,s:I,s:b}", "type", "ivfpq", "nlist", (json_int_t)ix->nlist,
+                         "m", (json_int_t)ix->pq_m, "nbits", (json_int_t)ix->nbits, "rerank_codes",
+                         ix->no_rerank_codes == 0);
     return json_pack("{s:s}", "type", "none");
 }
 

@@ -147,6 +147,8 @@ static const struct cfg_enum_opt id_type_opts[] = {
     {"string", CFG_ID_STRING}, {"uint64", CFG_ID_UINT64}, {NULL, 0}};
 static const struct cfg_enum_opt index_type_opts[] = {
     {"hnsw", CFG_INDEX_HNSW}, {"ivfpq", CFG_INDEX_IVFPQ}, {NULL, 0}};
+/* A boolean stored negated (a zeroed struct means true). */
+static const struct cfg_enum_opt not_bool_opts[] = {{"true", 0}, {"false", 1}, {NULL, 0}};
 static const struct cfg_enum_opt wal_sync_opts[] = {{"always", CFG_WAL_SYNC_ALWAYS},
                                                     {"batch", CFG_WAL_SYNC_BATCH},
                                                     {"none", CFG_WAL_SYNC_NONE},
@@ -210,6 +212,7 @@ static const struct cfg_field ivfpq_fields[] = {
     U32("nlist", struct cfg_index, nlist, false, 1, 65536),
     U32("m", struct cfg_index, pq_m, false, 1, 4096),
     U32("nbits", struct cfg_index, nbits, false, 4, 8),
+    ENUM("rerank_codes", struct cfg_index, no_rerank_codes, not_bool_opts),
     {0},
 };
 
@@ -242,6 +245,7 @@ static void parse_index(struct cfg_ld *ld, yaml_node_t *v, const char *path, voi
         ix->nlist = 1024;
         ix->pq_m = 0; /* derived from dim in cfg_validate */
         ix->nbits = 8;
+        ix->no_rerank_codes = 0;
         fields = ivfpq_fields;
     } else {
         cfg_ld_error(ld, t, tp, "\"%s\" is not one of hnsw | ivfpq", s);

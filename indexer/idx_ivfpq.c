@@ -983,9 +983,21 @@ struct lb_item {
     uint32_t id;
 };
 
-void idx_ivfpq_searcher_refine(struct idx_ivfpq_searcher *s, const struct idx_refine *r)
+/* Are r codes of ix's vectors: as many rows, the same dimension, a bound of the same kind? */
+static bool refine_fits(const struct idx_ivfpq *ix, const struct idx_refine *r)
 {
+    return r->dim == ix->dim && r->n == ix->n &&
+           (r->metric == ST_METRIC_L2) == (ix->metric == ST_METRIC_L2);
+}
+
+int idx_ivfpq_searcher_refine(struct idx_ivfpq_searcher *s, const struct idx_refine *r)
+{
+    if (r != NULL && !refine_fits(s->ix, r)) {
+        s->refine = NULL;
+        return ST_EINVAL;
+    }
     s->refine = r;
+    return ST_OK;
 }
 
 uint64_t idx_ivfpq_searcher_exact(const struct idx_ivfpq_searcher *s)
@@ -1263,7 +1275,8 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
 {
     const struct idx_ivfpq *ix = s->ix;
     const struct st_kernels *kn = s->k;
-    float qn = ix->metric == ST_METRIC_L2 ? 0 : sqrtf(kn->dot(q, q, ix->dim)) * (1 + 0x1p-20f);
+    float qn = ix->metric == ST_METRIC_L2 ? 0 : idx_refine_qnorm(q, ix->dim);
+    bool all = false; /* an exact distance was NaN: every candidate re-ranked, as without codes */
     struct lb_item *h = s->lbh;
     for (size_t i = 0; i < nk; i++) {
         if (i + 2 < nk) {
@@ -1286,7 +1299,7 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
     size_t row = (size_t)ix->dim * sizeof(float), nh = nk, m = 0, nkth = 0;
     while (nh > 0) {
         float limit = nkth == k && s->kth[0] < bound ? s->kth[0] : bound;
-        if (h[0].lb > limit)
+        if (!all && h[0].lb > limit)
             break;
         uint32_t id = h[0].id;
         h[0] = h[--nh];
@@ -1296,7 +1309,10 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
             prefetch_head(raw_row(mem, off, nmem, h[0].id, ix->dim), row);
         float d = ix->dist(q, v, ix->dim);
         s->cand[m++] = (struct st_hit){id, d};
-        kth_push(s->kth, &nkth, k, d);
+        if (d != d)
+            all = true; /* NaN orders with nothing: no k-th to stop at */
+        else
+            kth_push(s->kth, &nkth, k, d);
     }
     s->exact += m;
     return m;
@@ -1459,6 +1475,8 @@ int idx_ivfpq_search_shared(struct idx_ivfpq_searcher *s, const struct idx_ivfpq
             return ST_EINVAL;
         raw = raw && mem[i].raw != NULL;
         total += mem[i].ix->n;
+        if (mem[i].refine != NULL && !refine_fits(x, mem[i].refine))
+            return ST_EINVAL;
     }
     size_t keep = raw && rerank > k ? rerank : k;
     if (total > UINT32_MAX)

@@ -129,7 +129,9 @@ struct idx_ivfpq_member {
  * every candidate, from fewer raw rows. Borrowed: it must outlive those calls.
  */
 struct idx_refine;
-void idx_ivfpq_searcher_refine(struct idx_ivfpq_searcher *s, const struct idx_refine *r);
+/* ST_EINVAL (and no codes) when r is not of s's index: another row count or dimension, or built
+ * for another kind of metric (L2 against inner product / cosine). */
+int idx_ivfpq_searcher_refine(struct idx_ivfpq_searcher *s, const struct idx_refine *r) ST_WUR;
 /* Exact distances s has computed in re-ranks so far (tests, benchmarks). */
 uint64_t idx_ivfpq_searcher_exact(const struct idx_ivfpq_searcher *s);
 
@@ -140,8 +142,8 @@ uint64_t idx_ivfpq_searcher_exact(const struct idx_ivfpq_searcher *s);
  * in every member into one candidate set, the best `rerank` (when every member has raw and rerank >
  * k) re-ranked from each member's own raw vectors; bound as idx_ivfpq_search_bound. *n hits at out,
  * closest first: ids are the member's own, which[i] the member of hit i. ST_EINVAL when a member's
- * quantizer has another shape or hash, or their vectors together do not fit 32 bits, ST_ENOMEM
- * without scratch.
+ * quantizer has another shape or hash, its re-ranking codes are not of its vectors, or their
+ * vectors together do not fit 32 bits, ST_ENOMEM without scratch.
  */
 int idx_ivfpq_search_shared(struct idx_ivfpq_searcher *s, const struct idx_ivfpq_member *mem,
                             size_t nmem, const float *q, uint32_t k, uint32_t nprobe,

@@ -28,10 +28,10 @@ uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_
     if (records > UINT32_MAX)
         records = UINT32_MAX;
     uint64_t vec = (uint64_t)dim * 4;
-    if (ix->type == CFG_INDEX_IVFPQ) /* vectors (training, encoding), codes, ids, tables, and
-                                        the re-ranking codes (a byte a dimension, 8 a vector) */
-        return records * (vec + dim + 16 + ix->pq_m + 8) + (uint64_t)ix->nlist * vec * 2 +
-               (16u << 20);
+    if (ix->type == CFG_INDEX_IVFPQ) /* vectors (training, encoding), codes, ids, tables, and the
+                                        re-ranking codes: a byte a dimension, 8 a vector */
+        return records * (vec + (ix->no_rerank_codes ? 0 : dim + 8) + ix->pq_m + 8) +
+               (uint64_t)ix->nlist * vec * 2 + (16u << 20);
     /* HNSW: vector + level-0 links (2m) + upper levels (~m/ln m each) + locks and scratch,
      * + the traversal codes (dim bytes rounded up to 64), + the reachability repair after the
      * inserts (idx_hnsw.c connect_all: three marks, a stack and an in-degree a node, and the
@@ -373,7 +373,7 @@ static int part_index(struct idx_part *p, const struct idx_part *base, const str
         if (rc == ST_OK && !stopped)
             rc = idx_ivfpq_save(p->ivf, p->idx_path, err);
         p->memory = idx_ivfpq_memory(p->ivf);
-        if (rc == ST_OK && !stopped)
+        if (rc == ST_OK && !stopped && !ix->no_rerank_codes)
             part_refine(p);
     } else if (p->hnsw != NULL) {
         if (rc == ST_OK && idx_hnsw_unreached(p->hnsw) > 0)
@@ -419,7 +419,7 @@ static int part_index_fits(struct idx_part *p, uint32_t n, uint32_t dim, enum st
 }
 
 /* Loads p's index file (p opened, with raw vectors for IVF-PQ) and checks it covers p. */
-static int part_load_index(struct idx_part *p, struct st_err *err)
+static int part_load_index(struct idx_part *p, bool codes, struct st_err *err)
 {
     int rc = ST_OK;
     if (p->n > 0 && strcmp(p->e.index, "ivfpq") == 0) {
@@ -429,7 +429,8 @@ static int part_load_index(struct idx_part *p, struct st_err *err)
                                  idx_ivfpq_metric(p->ivf), err);
         if (rc == ST_OK) {
             p->memory = idx_ivfpq_memory(p->ivf);
-            part_refine(p);
+            if (codes)
+                part_refine(p);
         }
     } else if (p->n > 0) {
         rc = idx_hnsw_load(p->idx_path, &p->hnsw, err);
@@ -472,13 +473,14 @@ int idx_part_build_on(const struct idx_cat_entry *e, const char *seg_path, const
 }
 
 int idx_part_load(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
-                  enum st_metric metric, struct idx_part **out, struct st_err *err)
+                  enum st_metric metric, bool rerank_codes, struct idx_part **out,
+                  struct st_err *err)
 {
     *out = NULL;
     struct idx_part *p;
     bool ivf = strcmp(e->index, "ivfpq") == 0;
     int rc = part_open(e, 0, e, &seg_path, 1, idx_path, metric, ivf, &p, err);
-    if (rc == ST_OK && (rc = part_load_index(p, err)) != ST_OK)
+    if (rc == ST_OK && (rc = part_load_index(p, rerank_codes, err)) != ST_OK)
         part_free(p);
     if (rc == ST_OK)
         *out = p;
@@ -526,7 +528,7 @@ int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
 }
 
 int idx_part_load_unit(const struct idx_part_unit *u, const char *idx_path, enum st_metric metric,
-                       struct idx_part **out, struct st_err *err)
+                       bool rerank_codes, struct idx_part **out, struct st_err *err)
 {
     *out = NULL;
     if (u->id == 0)
@@ -534,7 +536,7 @@ int idx_part_load_unit(const struct idx_part_unit *u, const char *idx_path, enum
     struct idx_part *p;
     bool ivf = strcmp(u->e.index, "ivfpq") == 0;
     int rc = part_open(&u->e, u->id, u->mem, u->seg_paths, u->n, idx_path, metric, ivf, &p, err);
-    if (rc == ST_OK && (rc = part_load_index(p, err)) != ST_OK)
+    if (rc == ST_OK && (rc = part_load_index(p, rerank_codes, err)) != ST_OK)
         part_free(p);
     if (rc == ST_OK)
         *out = p;
@@ -591,7 +593,8 @@ size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t 
     if (p->hnsw != NULL) {
         n = idx_hnsw_search_bound(s, q, k, ef ? ef : (k > 64 ? k : 64), bound, filter, fctx, hits);
     } else {
-        idx_ivfpq_searcher_refine(s, p->refine);
+        if (idx_ivfpq_searcher_refine(s, p->refine) != ST_OK) /* built from p's own vectors */
+            st_log_warn("indexer", "index %s: re-ranking codes not of its vectors", p->idx_path);
         n = idx_ivfpq_search_bound(s, q, k, nprobe ? nprobe : 16, part_rerank(k), p->raw, bound,
                                    filter, fctx, hits);
     }

@@ -107,9 +107,12 @@ int idx_part_build_on(const struct idx_cat_entry *e, const char *seg_path, const
                       const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
                       const struct idx_part *donor, const _Atomic bool *stop, struct idx_part **out,
                       struct st_err *err) ST_WUR;
-/* Loads a part whose files are complete (at start, from the catalog). */
+/* Loads a part whose files are complete (at start, from the catalog). rerank_codes: derive an
+ * IVF-PQ part's re-ranking codes (the index's cfg_index.no_rerank_codes, negated; a build takes
+ * it from its cfg_index). */
 int idx_part_load(const struct idx_cat_entry *e, const char *seg_path, const char *idx_path,
-                  enum st_metric metric, struct idx_part **out, struct st_err *err) ST_WUR;
+                  enum st_metric metric, bool rerank_codes, struct idx_part **out,
+                  struct st_err *err) ST_WUR;
 
 /*
  * A unit (index compaction): one index over the upserts of several window parts — of one
@@ -139,7 +142,7 @@ int idx_part_build_unit(const struct idx_part_unit *u, const char *idx_path,
                         const struct cfg_index *ix, enum st_metric metric, uint32_t threads,
                         const _Atomic bool *stop, struct idx_part **out, struct st_err *err) ST_WUR;
 int idx_part_load_unit(const struct idx_part_unit *u, const char *idx_path, enum st_metric metric,
-                       struct idx_part **out, struct st_err *err) ST_WUR;
+                       bool rerank_codes, struct idx_part **out, struct st_err *err) ST_WUR;
 
 void idx_part_ref(struct idx_part *p);
 /* Marks files for removal at the last unref: every member's segment copy and/or the index

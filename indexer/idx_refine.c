@@ -27,6 +27,7 @@ int idx_refine_build(const float *raw, uint32_t n, uint32_t dim, enum st_metric 
     *out = NULL;
     if (dim == 0)
         return ST_EINVAL;
+    const struct st_kernels *k = st_kernels();
     struct idx_refine *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return ST_ENOMEM;
@@ -34,7 +35,7 @@ int idx_refine_build(const float *raw, uint32_t n, uint32_t dim, enum st_metric 
     r->dim = dim;
     r->metric = metric;
     r->gamma = (float)((2.0 * dim + 4) * 0x1p-24);
-    r->codes = malloc((size_t)n * dim + 64); /* the kernels' masked tails read no further */
+    r->codes = malloc((size_t)n * dim + 64); /* slack: prefetches of a row's last line */
     r->lo = malloc(dim * sizeof(float));
     r->t = malloc(dim * sizeof(float));
     r->eps = malloc(((size_t)n + 1) * sizeof(float));
@@ -43,32 +44,39 @@ int idx_refine_build(const float *raw, uint32_t n, uint32_t dim, enum st_metric 
         idx_refine_free(r);
         return ST_ENOMEM;
     }
+    /* Each dimension's least and greatest value, in one pass over the rows (a column at a time
+     * would stride through the whole segment dim times). */
+    float *mn = r->t, *mx = r->lo; /* scratch until each dimension's step is chosen */
     for (uint32_t j = 0; j < dim; j++) {
-        float mn = INFINITY, mx = -INFINITY;
-        for (uint32_t i = 0; i < n; i++) {
-            float v = raw[(size_t)i * dim + j];
-            if (!isfinite(v)) {
-                idx_refine_free(r);
-                return ST_EINVAL;
-            }
-            mn = v < mn ? v : mn;
-            mx = v > mx ? v : mx;
+        mn[j] = n > 0 ? INFINITY : 0;
+        mx[j] = n > 0 ? -INFINITY : 0;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const float *x = raw + (size_t)i * dim;
+        if (k->finite_prefix(x, dim) != dim) {
+            idx_refine_free(r);
+            return ST_EINVAL;
         }
-        if (n == 0)
-            mn = mx = 0;
+        for (uint32_t j = 0; j < dim; j++) {
+            mn[j] = x[j] < mn[j] ? x[j] : mn[j];
+            mx[j] = x[j] > mx[j] ? x[j] : mx[j];
+        }
+    }
+    for (uint32_t j = 0; j < dim; j++) {
         /* The least power of two that spans the range in 255 steps (ldexpf: exact), then as
          * many doublings as keep L = floor(mn / t) and mx / t within 2^24 - 256. */
         float t = 0x1p-126f;
-        float range = mx - mn; /* finite: both are, and |mx - mn| <= 2 FLT_MAX may be inf */
+        float lo_j = mn[j], hi_j = mx[j];
+        float range = hi_j - lo_j; /* may be inf: |hi - lo| <= 2 FLT_MAX */
         if (!isfinite(range))
             t = 0x1p127f;
         else
             while (t * 255.0f < range)
                 t *= 2;
-        while (t < 0x1p127f && (fabsf(mn) / t >= L_MAX || fabsf(mx) / t >= L_MAX))
+        while (t < 0x1p127f && (fabsf(lo_j) / t >= L_MAX || fabsf(hi_j) / t >= L_MAX))
             t *= 2;
         r->t[j] = t;
-        r->lo[j] = floorf(mn / t) * t;
+        r->lo[j] = floorf(lo_j / t) * t;
     }
     for (uint32_t i = 0; i < n; i++) {
         const float *x = raw + (size_t)i * dim;
@@ -110,27 +118,48 @@ size_t idx_refine_memory(const struct idx_refine *r)
                            2 * ((size_t)r->n + 1) * sizeof(float);
 }
 
+float idx_refine_qnorm(const float *q, uint32_t dim)
+{
+    double s = 0; /* double: no square of a float underflows or overflows */
+    for (uint32_t j = 0; j < dim; j++)
+        s += (double)q[j] * q[j];
+    return round_up(sqrt(s) * (1 + 0x1p-40));
+}
+
+/* Beyond this a sum may have overflowed part way (a lane's partial sum) where the other did not:
+ * no bound. */
+#define SUM_MAX 0x1p120f
+
 float idx_refine_lower(const struct idx_refine *r, const struct st_kernels *k, const float *q,
                        float qn, uint32_t id)
 {
     const uint8_t *c = idx_refine_row(r, id);
     float g = r->gamma, lb;
+    /* Each rounded term of either sum may also be off by up to 2^-149 absolutely (a result in
+     * the subnormal range), which the relative gamma does not cover. */
+    float tiny = (float)r->dim * 0x1p-148f;
     if (r->metric == ST_METRIC_L2) {
-        /* ||q - x|| >= ||q - x~|| - eps; the code sum and the exact one each within gamma. */
+        /* ||q - x|| >= ||q - x~|| - eps; the code sum and the exact one each within gamma (and
+         * tiny). */
         float ds = k->sq8_l2sq(q, c, r->lo, r->t, r->dim);
-        float a = sqrtf(ds / (1 + g)) * (1 - 0x1p-22f) - r->eps[id];
-        if (a != a || !isfinite(ds))
-            return -INFINITY; /* overflow or NaN: nothing known */
+        if (!(ds <= SUM_MAX) || !(r->eps[id] <= 0x1p59f))
+            return -INFINITY; /* NaN, or near overflow: nothing known */
+        float lo_ds = ds / (1 + g) - tiny;
+        float a = sqrtf(lo_ds > 0 ? lo_ds : 0) * (1 - 0x1p-22f) - r->eps[id];
         if (a <= 0)
             return 0;
-        lb = a * a * (1 - g) * (1 - 0x1p-21f);
+        lb = a * a * (1 - g) * (1 - 0x1p-21f) - tiny;
+        return lb > 0 ? lb : 0;
     } else {
         /* -<q, x> >= -<q, x~> - qn eps; the code sum within gamma qn nrm, the exact sum within
          * gamma qn (nrm + eps). */
         float dt = k->sq8_dot(q, c, r->lo, r->t, r->dim);
         float e = r->eps[id], nm = r->nrm[id];
+        /* Every partial sum of either is within qn (nm + e) in magnitude. */
+        if (!(qn * (nm + e) <= SUM_MAX) || dt != dt)
+            return -INFINITY;
         lb = -dt - qn * (e + g * nm + g * (nm + e)) * (1 + 0x1p-20f);
-        lb -= fabsf(dt) * 0x1p-22f;
+        lb -= fabsf(dt) * 0x1p-22f + 2 * tiny;
     }
     return lb == lb ? lb : -INFINITY;
 }

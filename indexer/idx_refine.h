@@ -45,10 +45,15 @@ static inline const uint8_t *idx_refine_row(const struct idx_refine *r, uint32_t
     return r->codes + (size_t)id * r->dim;
 }
 
+/* ||q|| rounded up (summed in double: no float square of q underflows), for idx_refine_lower. */
+float idx_refine_qnorm(const float *q, uint32_t dim);
+
 /*
  * A lower bound of the exact distance (as the metric's st_dist_fn computes it: squared L2, or
- * -<q, x> for inner product and cosine) from q to row id, from its codes; qn = ||q|| (inner
- * products; ignored for L2). -INFINITY when nothing is known (overflow, NaN).
+ * -<q, x> for inner product and cosine) from q to row id, from its codes; qn =
+ * idx_refine_qnorm(q) (inner products; ignored for L2). -INFINITY when nothing is known (sums
+ * near overflow, NaN). Holds against the exact distance the metric's kernel computes in any
+ * kernel set, subnormal results included.
  */
 float idx_refine_lower(const struct idx_refine *r, const struct st_kernels *k, const float *q,
                        float qn, uint32_t id);

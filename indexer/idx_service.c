@@ -468,6 +468,12 @@ static int64_t newest_window_end(const struct idx_part *p)
  * (idx_part_can_donate), the one holding the newest window, so that a quantizer follows
  * content that drifts. NULL when none (or ix is not IVF-PQ); else a reference the caller
  * drops. */
+/* Does a loaded part of c keep re-ranking codes (cold: its cold_index's setting)? */
+static bool rerank_codes(const struct idx_coll *c, bool cold)
+{
+    return !(cold ? c->cfg->cold_index : c->cfg->index).no_rerank_codes;
+}
+
 static struct idx_part *quantizer_donor(struct idx_coll *c, const struct cfg_index *ix)
 {
     struct idx_part *best = NULL;
@@ -1426,7 +1432,7 @@ static int load_unit(struct idx_coll *c, const struct idx_cat_unit *u)
                                  .seg_paths = (const char *const *)segs,
                                  .n = u->nmem};
     if (rc == ST_OK)
-        rc = idx_part_load_unit(&spec, idxp, c->metric, &p, &perr);
+        rc = idx_part_load_unit(&spec, idxp, c->metric, rerank_codes(c, spec.e.cold), &p, &perr);
     for (size_t k = 0; segs != NULL && k < u->nmem; k++)
         free(segs[k]);
     free(segs);
@@ -1498,8 +1504,9 @@ static int open_coll(struct idx_service *s, struct idx_coll *c, const struct cfg
         char *idxp = idx_catalog_index_path(c->cat, e.node, e.start, e.version, e.index, e.cold);
         struct idx_part *p = NULL;
         struct st_err perr = {0};
-        rc = seg != NULL && idxp != NULL ? idx_part_load(&e, seg, idxp, c->metric, &p, &perr)
-                                         : ST_ENOMEM;
+        rc = seg != NULL && idxp != NULL
+                 ? idx_part_load(&e, seg, idxp, c->metric, rerank_codes(c, e.cold), &p, &perr)
+                 : ST_ENOMEM;
         free(seg);
         free(idxp);
         if (rc == ST_ENOMEM)

@@ -172,7 +172,8 @@ START_TEST(test_ivfpq_and_cold)
                                  "    dead_letter_topic: img.dlq\n"
                                  "    index: {type: hnsw, m: 32, ef_construction: 400}\n"
                                  "    cold_after: 7d\n"
-                                 "    cold_index: {type: ivfpq, nlist: 256, nbits: 4}\n"
+                                 "    cold_index: {type: ivfpq, nlist: 256, nbits: 4, "
+                                 "rerank_codes: false}\n"
                                  "  - name: b\n"
                                  "    dim: 96\n"
                                  "    topic: fmnist\n"
@@ -189,12 +190,14 @@ START_TEST(test_ivfpq_and_cold)
     ck_assert_int_eq(img->cold_index.type, CFG_INDEX_IVFPQ);
     ck_assert_uint_eq(img->cold_index.nlist, 256);
     ck_assert_uint_eq(img->cold_index.nbits, 4);
+    ck_assert_int_eq(img->cold_index.no_rerank_codes, 1);
     ck_assert_uint_eq(img->cold_index.pq_m, 98); /* default: 8-dim sub-vectors */
     const struct cfg_collection *b = &c->collections[1];
     ck_assert_int_eq(b->window_ms, 90 * 60000);
     ck_assert_uint_eq(b->index.pq_m, 12);
     ck_assert_uint_eq(b->index.nlist, 1024);
     ck_assert_uint_eq(b->index.nbits, 8);
+    ck_assert_int_eq(b->index.no_rerank_codes, 0); /* default: codes kept */
     ck_assert_int_eq(b->compact_after_ms, 3 * 3600000);
     ck_assert_int_eq(b->compact_span_ms, 16 * 90 * 60000); /* a day, in whole 90m windows */
     ck_assert_int_eq(c->collections[2].compact_span_ms, 6 * 3600000);
@@ -342,6 +345,12 @@ START_TEST(test_error_positions)
     load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, index: {type: "
                   "ivfpq, nbits: 6}}\n",
              "t.yaml:5:73: collections[0].index:", "nbits must be 4 or 8");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, index: {type: "
+                  "ivfpq, rerank_codes: yes}}\n",
+             "t.yaml:5:80: collections[0].index.rerank_codes:", "not one of true | false");
+    load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1h, index: {type: "
+                  "hnsw, rerank_codes: true}}\n",
+             "t.yaml:5:", "rerank_codes");
     load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1d, ttl: 1h}\n",
              "t.yaml:5:50: collections[0].ttl:", "at least one window");
     load_bad(BASE "collections:\n  - {name: a, dim: 8, topic: t, window: 1d, cold_after: 7d}\n",

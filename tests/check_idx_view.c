@@ -819,7 +819,8 @@ static struct idx_part *fx_unit_grow(struct fx *f, struct idx_part *const *parts
     /* and it loads back as built */
     u.base = NULL;
     struct idx_part *again;
-    ck_assert_msg(idx_part_load_unit(&u, ix, ST_METRIC_L2, &again, &err) == ST_OK, "%s", err.msg);
+    ck_assert_msg(idx_part_load_unit(&u, ix, ST_METRIC_L2, true, &again, &err) == ST_OK, "%s",
+                  err.msg);
     ck_assert_uint_eq(again->n, out->n);
     ck_assert_uint_eq(again->nrec, out->nrec);
     idx_part_unref(again);

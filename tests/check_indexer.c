@@ -2328,12 +2328,23 @@ START_TEST(test_part_rows_layout)
             snprintf(e.index, sizeof(e.index), "%s", t == 0 ? "hnsw" : "ivfpq");
             struct idx_part *q;
             struct st_err err = {0};
-            ck_assert_msg(idx_part_load(&e, seg, idx[layout], ST_METRIC_L2, &q, &err) == ST_OK,
+            ck_assert_msg(idx_part_load(&e, seg, idx[layout], ST_METRIC_L2, true, &q, &err) ==
+                              ST_OK,
                           "%s", err.msg);
             ck_assert_uint_eq(q->n, p[0]->n);
             ck_assert(memcmp(q->rec, p[0]->rec, q->n * sizeof(uint32_t)) == 0);
             ck_assert(t == 0 ? q->raw == NULL && q->raw_owned == NULL : q->raw != NULL);
             ck_assert(t == 0 ? q->refine == NULL : q->refine != NULL && q->refine->n == q->n);
+            if (t == 1) { /* loaded without codes (rerank_codes: false): none, no memory for them */
+                struct idx_part *nc;
+                ck_assert_msg(idx_part_load(&e, seg, idx[layout], ST_METRIC_L2, false, &nc, &err) ==
+                                  ST_OK,
+                              "%s", err.msg);
+                ck_assert_ptr_null(nc->refine);
+                ck_assert_uint_eq(nc->memory, idx_ivfpq_memory(nc->ivf));
+                ck_assert_uint_eq(q->memory, nc->memory + idx_refine_memory(q->refine));
+                idx_part_unref(nc);
+            }
             if (t == 1) { /* the same hits with the codes as without them */
                 struct idx_part_hit a[10], b[10];
                 for (uint32_t qi = 0; qi < 20; qi++) {
@@ -2631,7 +2642,7 @@ static struct idx_part *ic_load(struct idx_catalog *c, const struct idx_cat_entr
     char *seg = idx_catalog_seg_path(c, e->node, e->start, e->version);
     char *ip = idx_catalog_index_path(c, e->node, e->start, e->version, e->index, e->cold);
     struct idx_part *p = NULL;
-    int rc = idx_part_load(e, seg, ip, ST_METRIC_L2, &p, err);
+    int rc = idx_part_load(e, seg, ip, ST_METRIC_L2, true, &p, err);
     free(seg);
     free(ip);
     return rc == ST_OK ? p : NULL;
@@ -2941,7 +2952,8 @@ START_TEST(test_part_index_must_fit)
                           ST_OK,
                       "%s", err.msg);
         idx_part_unref(p);
-        ck_assert_msg(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err) == ST_OK, "%s", err.msg);
+        ck_assert_msg(idx_part_load(&e, seg, ip, ST_METRIC_L2, true, &p, &err) == ST_OK, "%s",
+                      err.msg);
         ck_assert(ic_answers(p, vecs));
         struct store_segment_info si;
         store_segment_info(p->mem[0].seg, &si);
@@ -2949,11 +2961,12 @@ START_TEST(test_part_index_must_fit)
         /* the entry's checksum (the sealed event's) must be the copy's: else it is another
          * segment at that path, whatever its window says */
         e.checksum = si.checksum;
-        ck_assert_msg(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err) == ST_OK, "%s", err.msg);
+        ck_assert_msg(idx_part_load(&e, seg, ip, ST_METRIC_L2, true, &p, &err) == ST_OK, "%s",
+                      err.msg);
         idx_part_unref(p);
         e.checksum = si.checksum ^ 0x100u;
         p = NULL;
-        ck_assert_int_eq(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err), ST_ECORRUPT);
+        ck_assert_int_eq(idx_part_load(&e, seg, ip, ST_METRIC_L2, true, &p, &err), ST_ECORRUPT);
         ck_assert_ptr_null(p);
         ck_assert_msg(strstr(err.msg, "not the segment it names") != NULL, "%s", err.msg);
         e.checksum = 0;
@@ -2975,7 +2988,7 @@ START_TEST(test_part_index_must_fit)
             }
             memset(&err, 0, sizeof(err));
             p = NULL;
-            ck_assert_int_eq(idx_part_load(&e, seg, ip, ST_METRIC_L2, &p, &err), ST_ECORRUPT);
+            ck_assert_int_eq(idx_part_load(&e, seg, ip, ST_METRIC_L2, true, &p, &err), ST_ECORRUPT);
             ck_assert_ptr_null(p);
             ck_assert_msg(strstr(err.msg, lies[l].why) != NULL, "%s lie %zu: %s", e.index, l,
                           err.msg);

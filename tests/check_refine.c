@@ -117,7 +117,7 @@ START_TEST(test_refine_lower_bound)
     size_t nks = kernel_sets(ks);
     static const uint32_t dims[] = {1, 5, 16, 33, 100, 384};
     uint64_t checked = 0, tight = 0;
-    for (int kind = 0; kind < 8; kind++)
+    for (int kind = 0; kind < 10; kind++)
         for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
             uint32_t dim = dims[di], n = 60;
             float *v = layout(kind, n, dim);
@@ -125,7 +125,7 @@ START_TEST(test_refine_lower_bound)
                 enum st_metric m = metric == 0 ? ST_METRIC_L2 : ST_METRIC_IP;
                 struct idx_refine *r;
                 ck_assert_int_eq(idx_refine_build(v, n, dim, m, &r), ST_OK);
-                for (uint32_t qi = 0; qi < 16; qi++) {
+                for (uint32_t qi = 0; qi < 20; qi++) {
                     float *q = malloc(dim * sizeof(float));
                     /* rows, near rows, far away, and signs alternating (inner products whose
                      * terms cancel: the sums' rounding is all the bound has to allow for) */
@@ -133,15 +133,18 @@ START_TEST(test_refine_lower_bound)
                         q[j] = qi < 4    ? v[(size_t)qi * dim + j]
                                : qi < 8  ? v[(size_t)qi * dim + j] * (1 + 1e-6f * frand())
                                : qi < 12 ? frand() * ldexpf(1, (int)qi * 3)
-                                         : (j % 2 ? 1.0f : -1.0f) * (1 + 1e-3f * frand());
+                               : qi < 16
+                                   ? (j % 2 ? 1.0f : -1.0f) * (1 + 1e-3f * frand())
+                                   /* tiny norms: float squares of q underflow */
+                                   : v[(size_t)qi * dim + j] * ldexpf(1, -60 - 5 * (int)(qi - 16));
                     for (size_t s = 0; s < nks; s++) {
                         st_dist_fn dist = st_metric_fn(ks[s], m);
-                        float qn = sqrtf(ks[s]->dot(q, q, dim)) * (1 + 0x1p-20f);
+                        float qn = idx_refine_qnorm(q, dim);
                         for (uint32_t id = 0; id < n; id++) {
                             float lb = idx_refine_lower(r, ks[s], q, qn, id);
                             float d = dist(q, v + (size_t)id * dim, dim);
-                            if (!isfinite(d))
-                                continue; /* overflowing sums: nothing to compare */
+                            if (d != d || d == INFINITY)
+                                continue; /* NaN (inf - inf), or +inf: any bound holds */
                             ck_assert_msg(lb <= d,
                                           "kind %d dim %u %s %s q %u id %u: bound %.9g > exact "
                                           "%.9g",
@@ -193,6 +196,31 @@ START_TEST(test_refine_build_refuses)
 }
 END_TEST
 
+/* A review's counter-example: every square of the query's difference from X rounds to 0 (X's
+ * exact distance is 0), while the code distance is a few subnormal steps. */
+START_TEST(test_refine_subnormal_terms)
+{
+    enum { D = 16 };
+    float v[3 * D], q[D];
+    for (int j = 0; j < D; j++) {
+        v[j] = 0;
+        v[D + j] = 200 * 0x1p-73f;
+        v[2 * D + j] = 10.2525f * 0x1p-73f;
+        q[j] = 10.5f * 0x1p-73f;
+    }
+    const struct st_kernels *ks[3];
+    size_t nks = kernel_sets(ks);
+    struct idx_refine *r;
+    ck_assert_int_eq(idx_refine_build(v, 3, D, ST_METRIC_L2, &r), ST_OK);
+    for (size_t s = 0; s < nks; s++)
+        for (uint32_t id = 0; id < 3; id++) {
+            float d = ks[s]->l2sq(q, v + (size_t)id * D, D);
+            ck_assert_msg(idx_refine_lower(r, ks[s], q, 0, id) <= d, "%s id %u", ks[s]->name, id);
+        }
+    idx_refine_free(r);
+}
+END_TEST
+
 static bool not_fifth(void *ctx, uint32_t id)
 {
     (void)ctx;
@@ -224,6 +252,10 @@ START_TEST(test_refine_same_hits)
     base[(size_t)12 * D] = base[(size_t)10 * D] + 1e-4f;
     memcpy(base + (size_t)12 * D + 1, base + (size_t)10 * D + 1, (D - 1) * sizeof(float));
     memcpy(qs, base + (size_t)10 * D, D * sizeof(float));
+    /* Tiny queries: an inner product's ranking does not depend on the query's scale, its float
+     * norm does (squares underflow); at L2 the distances are the data's own. */
+    for (int j = 0; j < D; j++)
+        qs[(size_t)1 * D + j] *= 0x1p-80f;
     /* 13 copies of one vector, ids apart, and a query on it: at L2 more than k candidates at
      * distance 0 exactly, whose bounds are 0 too; the k hits are the lowest ids among them. */
     for (uint32_t i = 0; i < 13; i++)
@@ -242,7 +274,7 @@ START_TEST(test_refine_same_hits)
     ck_assert_int_eq(idx_refine_build(base, N, D, metric, &rc), ST_OK);
     struct idx_ivfpq_searcher *plain = idx_ivfpq_searcher_new(ix),
                               *coded = idx_ivfpq_searcher_new(ix);
-    idx_ivfpq_searcher_refine(coded, rc);
+    ck_assert_int_eq(idx_ivfpq_searcher_refine(coded, rc), ST_OK);
     static const uint32_t nprobes[] = {1, 4, 32};
     static const uint32_t reranks[] = {0, 11, 40, 200};
     for (size_t pi = 0; pi < 3; pi++)
@@ -342,6 +374,7 @@ int main(void)
     tcase_add_test(tc, test_sq8_kernels);
     tcase_add_test(tc, test_refine_lower_bound);
     tcase_add_test(tc, test_refine_build_refuses);
+    tcase_add_test(tc, test_refine_subnormal_terms);
     tcase_add_loop_test(tc, test_refine_same_hits, 0, 4);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);

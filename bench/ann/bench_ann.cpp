@@ -391,50 +391,54 @@ int main(int argc, char **argv)
             // in one idx_ivfpq_search_batch call (as bench_faiss.py searches FAISS).
             idx_ivfpq_searcher *s = idx_ivfpq_searcher_new(ix);
             for (int refined = 0; refined < 2; refined++) {
-            if (refine_modes.find(refined ? '1' : '0') == std::string::npos)
-                continue;
-            idx_ivfpq_searcher_refine(s, refined ? rc : nullptr);
-            std::string row = std::string(name) + (refined ? "-rc" : "");
-            printf("%s\n%8s | %-22s | %s\n", row.c_str(), "nprobe", "recall / QPS", "QPS batched");
-            std::vector<st_hit> hits((size_t)K * nq);
-            std::vector<size_t> counts(nq);
-            for (uint32_t np : nprobes) {
-                double best[2] = {1e30, 1e30}, r[2] = {0, 0};
-                uint64_t exact0 = idx_ivfpq_searcher_exact(s);
-                for (int batched = 0; batched < 2; batched++)
-                    for (int pass = 0; pass < 3; pass++) {
-                        double a = now_s();
-                        if (batched) {
-                            if (idx_ivfpq_search_batch(s, qs.data(), nq, K, np, rerank, base.data(),
-                                                       nullptr, nullptr, hits.data(),
-                                                       counts.data()) != ST_OK) {
-                                fprintf(stderr, "idx_ivfpq_search_batch failed\n");
-                                return 1;
-                            }
-                        } else {
-                            for (uint32_t q = 0; q < nq; q++)
-                                counts[q] = idx_ivfpq_search(s, &qs[(size_t)q * dim], K, np, rerank,
-                                                             base.data(), nullptr, nullptr,
-                                                             &hits[(size_t)q * K]);
-                        }
-                        best[batched] = std::min(best[batched], now_s() - a);
-                        for (uint32_t q = 0; q < nq; q++)
-                            for (uint32_t j = 0; j < K; j++)
-                                res[(size_t)q * K + j] =
-                                    j < counts[q] ? hits[(size_t)q * K + j].id : UINT32_MAX;
-                        r[batched] = recall(res);
-                    }
-                printf("%8u | %.4f  %10.0f | %10.0f   (exact distances a query: %.1f)\n", np, r[0],
-                       nq / best[0], nq / best[1],
-                       (double)(idx_ivfpq_searcher_exact(s) - exact0) / (6.0 * nq));
-                if (r[0] != r[1])
-                    printf("         (batched recall %.4f differs)\n", r[1]);
-                if (out) {
-                    fprintf(out, "%s-1q,%u,%.5f,%.1f\n", row.c_str(), np, r[0], nq / best[0]);
-                    fprintf(out, "%s,%u,%.5f,%.1f\n", row.c_str(), np, r[1], nq / best[1]);
+                if (refine_modes.find(refined ? '1' : '0') == std::string::npos)
+                    continue;
+                if (idx_ivfpq_searcher_refine(s, refined ? rc : nullptr) != ST_OK) {
+                    fprintf(stderr, "idx_ivfpq_searcher_refine refused the codes\n");
+                    return 1;
                 }
-                fflush(stdout);
-            }
+                std::string row = std::string(name) + (refined ? "-rc" : "");
+                printf("%s\n%8s | %-22s | %s\n", row.c_str(), "nprobe", "recall / QPS",
+                       "QPS batched");
+                std::vector<st_hit> hits((size_t)K * nq);
+                std::vector<size_t> counts(nq);
+                for (uint32_t np : nprobes) {
+                    double best[2] = {1e30, 1e30}, r[2] = {0, 0};
+                    uint64_t exact0 = idx_ivfpq_searcher_exact(s);
+                    for (int batched = 0; batched < 2; batched++)
+                        for (int pass = 0; pass < 3; pass++) {
+                            double a = now_s();
+                            if (batched) {
+                                if (idx_ivfpq_search_batch(s, qs.data(), nq, K, np, rerank,
+                                                           base.data(), nullptr, nullptr,
+                                                           hits.data(), counts.data()) != ST_OK) {
+                                    fprintf(stderr, "idx_ivfpq_search_batch failed\n");
+                                    return 1;
+                                }
+                            } else {
+                                for (uint32_t q = 0; q < nq; q++)
+                                    counts[q] = idx_ivfpq_search(s, &qs[(size_t)q * dim], K, np,
+                                                                 rerank, base.data(), nullptr,
+                                                                 nullptr, &hits[(size_t)q * K]);
+                            }
+                            best[batched] = std::min(best[batched], now_s() - a);
+                            for (uint32_t q = 0; q < nq; q++)
+                                for (uint32_t j = 0; j < K; j++)
+                                    res[(size_t)q * K + j] =
+                                        j < counts[q] ? hits[(size_t)q * K + j].id : UINT32_MAX;
+                            r[batched] = recall(res);
+                        }
+                    printf("%8u | %.4f  %10.0f | %10.0f   (exact distances a query: %.1f)\n", np,
+                           r[0], nq / best[0], nq / best[1],
+                           (double)(idx_ivfpq_searcher_exact(s) - exact0) / (6.0 * nq));
+                    if (r[0] != r[1])
+                        printf("         (batched recall %.4f differs)\n", r[1]);
+                    if (out) {
+                        fprintf(out, "%s-1q,%u,%.5f,%.1f\n", row.c_str(), np, r[0], nq / best[0]);
+                        fprintf(out, "%s,%u,%.5f,%.1f\n", row.c_str(), np, r[1], nq / best[1]);
+                    }
+                    fflush(stdout);
+                }
             }
             idx_ivfpq_searcher_free(s);
             idx_ivfpq_free(ix);
