@@ -38,7 +38,7 @@ START_TEST(test_sq8_kernels)
 {
     const struct st_kernels *ks[3];
     size_t nk = kernel_sets(ks);
-    enum { D = 800 };
+    enum { D = 832 };
     float q[D], lo[D], t[D];
     uint8_t c[D + 64];
     for (size_t j = 0; j < D; j++) {
@@ -48,7 +48,7 @@ START_TEST(test_sq8_kernels)
         c[j] = (uint8_t)(rng >> 24);
     }
     for (size_t d = 0; d <= 71; d++) {
-        size_t len = d == 71 ? D : d;
+        size_t len = d == 71 ? 803 : d; /* 803: a long one with a tail */
         double l2 = 0, dot = 0, mag = 0;
         for (size_t j = 0; j < len; j++) {
             double x = (double)lo[j] + (double)t[j] * c[j];
@@ -233,7 +233,7 @@ static bool not_fifth(void *ctx, uint32_t id)
  * and they compute fewer exact distances. _i: 0 L2 8 bits, 1 L2 4 bits, 2 IP 4 bits, 3 IP 8. */
 START_TEST(test_refine_same_hits)
 {
-    enum { N = 3000, D = 48, NQ = 60, K = 10 };
+    enum { N = 3000, D = 52, NQ = 60, K = 10 }; /* 52: the kernels' tails too */
     rng = 99 + (uint64_t)_i;
     float *base = malloc((size_t)N * D * sizeof(float)),
           *qs = malloc((size_t)NQ * D * sizeof(float));
@@ -264,7 +264,7 @@ START_TEST(test_refine_same_hits)
     struct idx_ivfpq_opts o = {.dim = D,
                                .metric = metric,
                                .nlist = 32,
-                               .m = 12,
+                               .m = 13,
                                .nbits = _i == 1 || _i == 2 ? 4 : 8,
                                .seed = 5,
                                .threads = 1};
@@ -274,6 +274,8 @@ START_TEST(test_refine_same_hits)
     ck_assert_int_eq(idx_refine_build(base, N, D, metric, &rc), ST_OK);
     struct idx_ivfpq_searcher *plain = idx_ivfpq_searcher_new(ix),
                               *coded = idx_ivfpq_searcher_new(ix);
+    ck_assert_int_eq(idx_ivfpq_searcher_refine(plain, rc), ST_OK);
+    ck_assert_int_eq(idx_ivfpq_searcher_refine(plain, NULL), ST_OK);
     ck_assert_int_eq(idx_ivfpq_searcher_refine(coded, rc), ST_OK);
     static const uint32_t nprobes[] = {1, 4, 32};
     static const uint32_t reranks[] = {0, 11, 40, 200};
@@ -334,24 +336,43 @@ START_TEST(test_refine_same_hits)
         if (with_second)
             ck_assert_int_eq(
                 idx_refine_build(base + (size_t)(N / 2) * D, N - N / 2, D, metric, &rc2), ST_OK);
-        struct idx_ivfpq_member m0[2] = {{half, base, NULL, NULL, NULL},
-                                         {rest, base + (size_t)(N / 2) * D, NULL, NULL, NULL}};
-        struct idx_ivfpq_member m1[2] = {{half, base, NULL, NULL, rc1},
-                                         {rest, base + (size_t)(N / 2) * D, NULL, NULL, rc2}};
-        for (uint32_t q = 0; q < NQ; q++) {
-            struct st_hit a[K], b[K];
-            uint32_t wa[K], wb[K];
-            size_t na, nb;
-            ck_assert_int_eq(idx_ivfpq_search_shared(plain, m0, 2, qs + (size_t)q * D, K, 4, 40,
-                                                     INFINITY, a, wa, &na),
-                             ST_OK);
-            ck_assert_int_eq(idx_ivfpq_search_shared(coded, m1, 2, qs + (size_t)q * D, K, 4, 40,
-                                                     INFINITY, b, wb, &nb),
-                             ST_OK);
-            ck_assert_uint_eq(na, nb);
-            ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
-            ck_assert(memcmp(wa, wb, na * sizeof(wa[0])) == 0);
+        for (int mode = 0; mode < 3; mode++) { /* plain, filtered (the second member), bounded */
+            st_filter_fn f = mode == 1 ? not_fifth : NULL;
+            struct idx_ivfpq_member m0[2] = {{half, base, NULL, NULL, NULL},
+                                             {rest, base + (size_t)(N / 2) * D, f, NULL, NULL}};
+            struct idx_ivfpq_member m1[2] = {{half, base, NULL, NULL, rc1},
+                                             {rest, base + (size_t)(N / 2) * D, f, NULL, rc2}};
+            for (uint32_t q = 0; q < NQ; q++) {
+                struct st_hit a[K], b[K];
+                uint32_t wa[K], wb[K];
+                size_t na, nb;
+                float bound = INFINITY;
+                if (mode == 2) {
+                    ck_assert_int_eq(idx_ivfpq_search_shared(plain, m0, 2, qs + (size_t)q * D, K, 4,
+                                                             40, INFINITY, a, wa, &na),
+                                     ST_OK);
+                    bound = na > 2 ? a[2].dist : INFINITY;
+                }
+                ck_assert_int_eq(idx_ivfpq_search_shared(plain, m0, 2, qs + (size_t)q * D, K, 4, 40,
+                                                         bound, a, wa, &na),
+                                 ST_OK);
+                ck_assert_int_eq(idx_ivfpq_search_shared(coded, m1, 2, qs + (size_t)q * D, K, 4, 40,
+                                                         bound, b, wb, &nb),
+                                 ST_OK);
+                ck_assert_uint_eq(na, nb);
+                ck_assert(memcmp(a, b, na * sizeof(a[0])) == 0);
+                ck_assert(memcmp(wa, wb, na * sizeof(wa[0])) == 0);
+            }
         }
+        /* Codes of another index are refused, not read past their rows. */
+        struct idx_ivfpq_member bad[2] = {{half, base, NULL, NULL, rc},
+                                          {rest, base + (size_t)(N / 2) * D, NULL, NULL, rc2}};
+        struct st_hit hb[K];
+        uint32_t wbad[K];
+        size_t nbad;
+        ck_assert_int_eq(
+            idx_ivfpq_search_shared(coded, bad, 2, qs, K, 4, 40, INFINITY, hb, wbad, &nbad),
+            ST_EINVAL);
         idx_refine_free(rc2);
     }
     idx_refine_free(rc1);
