@@ -973,7 +973,7 @@ struct idx_ivfpq_searcher {
     size_t off_cap;
     const struct idx_refine *refine; /* idx_ivfpq_searcher_refine */
     struct lb_item *lbh;             /* cand_cap: the re-rank's min-heap of lower bounds */
-    float *kth;                      /* cand_cap: its max-heap of the k best exact distances */
+    struct st_hit *kth;              /* cand_cap: its max-heap of the k best exact distances */
     uint64_t exact;                  /* exact distances computed in re-ranks */
 };
 
@@ -1181,7 +1181,7 @@ static bool cand_room(struct idx_ivfpq_searcher *s, size_t keep)
     if (h == NULL)
         return false;
     s->lbh = h;
-    float *kth = realloc(s->kth, keep * sizeof(*kth));
+    struct st_hit *kth = realloc(s->kth, keep * sizeof(*kth));
     if (kth == NULL)
         return false;
     s->kth = kth;
@@ -1231,36 +1231,6 @@ static void lb_sift_down(struct lb_item *h, size_t n, size_t i)
     }
 }
 
-/* A max-heap of n floats: v enters in place of the root (n == cap) or at the end. */
-static void kth_push(float *h, size_t *n, size_t cap, float v)
-{
-    size_t i;
-    if (*n < cap) {
-        i = (*n)++;
-        while (i > 0 && h[(i - 1) / 2] < v) {
-            h[i] = h[(i - 1) / 2];
-            i = (i - 1) / 2;
-        }
-        h[i] = v;
-        return;
-    }
-    if (!(v < h[0]))
-        return;
-    i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, m = l;
-        if (l >= *n)
-            break;
-        if (l + 1 < *n && h[l + 1] > h[l])
-            m = l + 1;
-        if (!(h[m] > v))
-            break;
-        h[i] = h[m];
-        i = m;
-    }
-    h[i] = v;
-}
-
 /*
  * Exact re-ranking of cand[0..nk) where members have re-ranking codes: every candidate's lower
  * bound from its codes (-inf without codes), then exact distances in the bounds' order until
@@ -1298,7 +1268,7 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
         lb_sift_down(h, nk, i);
     size_t row = (size_t)ix->dim * sizeof(float), nh = nk, m = 0, nkth = 0;
     while (nh > 0) {
-        float limit = nkth == k && s->kth[0] < bound ? s->kth[0] : bound;
+        float limit = nkth == k && s->kth[0].dist < bound ? s->kth[0].dist : bound;
         if (!all && h[0].lb > limit)
             break;
         uint32_t id = h[0].id;
@@ -1312,7 +1282,7 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
         if (d != d)
             all = true; /* NaN orders with nothing: no k-th to stop at */
         else
-            kth_push(s->kth, &nkth, k, d);
+            st_topk_push(s->kth, &nkth, k, (struct st_hit){id, d});
     }
     s->exact += m;
     return m;
