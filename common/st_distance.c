@@ -1288,8 +1288,13 @@ static void heap_sift_up(struct st_hit *h, size_t i)
 
 static int hit_cmp(const void *a, const void *b)
 {
+    /* A NaN distance (overflowing inputs) sorts after every number, NaNs by id: a total
+     * order, so the result does not depend on the input's order (qsort needs one). */
     const struct st_hit *x = a, *y = b;
-    if (x->dist != y->dist)
+    bool xn = x->dist != x->dist, yn = y->dist != y->dist;
+    if (xn != yn)
+        return xn ? 1 : -1;
+    if (!xn && x->dist != y->dist)
         return x->dist < y->dist ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }

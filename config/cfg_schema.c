@@ -262,7 +262,12 @@ static void parse_main_index(struct cfg_ld *ld, yaml_node_t *v, const char *path
 
 static void parse_cold_index(struct cfg_ld *ld, yaml_node_t *v, const char *path, void *base)
 {
-    parse_index(ld, v, path, base, &((struct cfg_collection *)base)->cold_index);
+    struct cfg_index *ix = &((struct cfg_collection *)base)->cold_index;
+    parse_index(ld, v, path, base, ix);
+    /* A cold tier is chosen to save memory: no re-ranking codes unless asked for. */
+    if (ix->type == CFG_INDEX_IVFPQ && v->type == YAML_MAPPING_NODE &&
+        cfg_mapping_get(ld, v, "rerank_codes") == NULL)
+        ix->no_rerank_codes = 1;
 }
 
 static const struct cfg_field collection_fields[] = {

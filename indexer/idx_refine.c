@@ -75,8 +75,13 @@ int idx_refine_build(const float *raw, uint32_t n, uint32_t dim, enum st_metric 
                 t *= 2;
         while (t < 0x1p127f && (fabsf(lo_j) / t >= L_MAX || fabsf(hi_j) / t >= L_MAX))
             t *= 2;
+        float lo = floorf(lo_j / t) * t;
+        if (!isfinite(lo) || !isfinite(lo + t * 255)) {
+            idx_refine_free(r); /* a span past FLT_MAX: no code value would be exact */
+            return ST_EINVAL;
+        }
         r->t[j] = t;
-        r->lo[j] = floorf(lo_j / t) * t;
+        r->lo[j] = lo;
     }
     for (uint32_t i = 0; i < n; i++) {
         const float *x = raw + (size_t)i * dim;

@@ -181,7 +181,7 @@ START_TEST(test_ivfpq_and_cold)
                                  "    compact_after: 3h\n"
                                  "    index: {type: ivfpq, m: 12}\n"
                                  "  - {name: c, dim: 8, topic: t, window: 1h, compact_after: 1h, "
-                                 "compact_span: 6h}\n");
+                                 "compact_span: 6h, cold_after: 1d, cold_index: {type: ivfpq}}\n");
     const struct cfg_collection *img = &c->collections[0];
     ck_assert_int_eq(img->id_type, CFG_ID_UINT64);
     ck_assert_str_eq(img->dead_letter_topic, "img.dlq");
@@ -201,6 +201,7 @@ START_TEST(test_ivfpq_and_cold)
     ck_assert_int_eq(b->compact_after_ms, 3 * 3600000);
     ck_assert_int_eq(b->compact_span_ms, 16 * 90 * 60000); /* a day, in whole 90m windows */
     ck_assert_int_eq(c->collections[2].compact_span_ms, 6 * 3600000);
+    ck_assert_int_eq(c->collections[2].cold_index.no_rerank_codes, 1); /* cold: off by default */
     ck_assert_int_eq(img->compact_after_ms, 0);
     cfg_free(c);
 }

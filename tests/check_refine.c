@@ -99,9 +99,15 @@ static float *layout(int kind, uint32_t n, uint32_t dim)
             case 6:
                 x = i == 7 && j % 5 == 0 ? 1e4f : r - 5;
                 break; /* an outlier row */
-            default:
+            case 7:
                 x = 1e6f + (float)(int)((r + 1) * 100);
                 break; /* exact codes (eps 0) */
+            case 8:    /* differences whose squares and products are subnormal */
+                x = ldexpf((float)(int)((r + 1) * 100) + 0.25f * frand(), -73);
+                break;
+            default: /* sums that overflow part way */
+                x = r * 3e37f;
+                break;
             }
             v[(size_t)i * dim + j] = x;
         }
@@ -218,6 +224,37 @@ START_TEST(test_refine_subnormal_terms)
             ck_assert_msg(idx_refine_lower(r, ks[s], q, 0, id) <= d, "%s id %u", ks[s]->name, id);
         }
     idx_refine_free(r);
+}
+END_TEST
+
+/* The same for inner products: every code product is 2^-150 and rounds to 0 (ties to even),
+ * every exact one rounds up to 2^-149: the exact distance is -16 2^-149, the code sum 0. */
+START_TEST(test_refine_subnormal_products)
+{
+    enum { D = 16 };
+    float v[3 * D], q[D];
+    for (int j = 0; j < D; j++) {
+        v[j] = 0;
+        v[D + j] = 1.1f * 0x1p-75f;
+        v[2 * D + j] = 200 * 0x1p-75f;
+        q[j] = 0x1p-75f;
+    }
+    const struct st_kernels *ks[3];
+    size_t nks = kernel_sets(ks);
+    struct idx_refine *r;
+    ck_assert_int_eq(idx_refine_build(v, 3, D, ST_METRIC_IP, &r), ST_OK);
+    float qn = idx_refine_qnorm(q, D);
+    for (size_t s = 0; s < nks; s++)
+        for (uint32_t id = 0; id < 3; id++) {
+            float d = -ks[s]->dot(q, v + (size_t)id * D, D);
+            ck_assert_msg(idx_refine_lower(r, ks[s], q, qn, id) <= d, "%s id %u", ks[s]->name, id);
+        }
+    idx_refine_free(r);
+    /* A dimension whose values span more than FLT_MAX: no exact codes, refused. */
+    float w[2] = {-3e38f, 3e38f};
+    r = (struct idx_refine *)1;
+    ck_assert_int_eq(idx_refine_build(w, 2, 1, ST_METRIC_L2, &r), ST_EINVAL);
+    ck_assert_ptr_null(r);
 }
 END_TEST
 
@@ -396,6 +433,7 @@ int main(void)
     tcase_add_test(tc, test_refine_lower_bound);
     tcase_add_test(tc, test_refine_build_refuses);
     tcase_add_test(tc, test_refine_subnormal_terms);
+    tcase_add_test(tc, test_refine_subnormal_products);
     tcase_add_loop_test(tc, test_refine_same_hits, 0, 4);
     suite_add_tcase(su, tc);
     return st_test_run_suite(su);
