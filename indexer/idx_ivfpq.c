@@ -1248,21 +1248,29 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
     float qn = ix->metric == ST_METRIC_L2 ? 0 : idx_refine_qnorm(q, ix->dim);
     bool all = false; /* an exact distance was NaN: every candidate re-ranked, as without codes */
     struct lb_item *h = s->lbh;
-    for (size_t i = 0; i < nk; i++) {
-        if (i + 2 < nk) {
-            uint32_t id = s->cand[i + 2].id;
+    /* Each candidate's member and code row once; the row two ahead in flight while one is
+     * summed (a code row is a quarter of a raw row, and as scattered). */
+    const uint8_t *row_of[3] = {NULL, NULL, NULL}; /* candidates i, i - 1, i - 2 */
+    const struct idx_refine *ref_of[3] = {NULL, NULL, NULL};
+    uint32_t rid_of[3] = {0, 0, 0};
+    for (size_t i = 0; i < nk + 2; i++) {
+        if (i < nk) {
+            uint32_t id = s->cand[i].id;
             size_t w = nmem == 1 ? 0 : member_of(off, nmem, id);
-            if (mem[w].refine != NULL) {
-                const uint8_t *c = idx_refine_row(mem[w].refine, id - off[w]);
-                for (size_t b = 0; b < ix->dim; b += 64)
-                    __builtin_prefetch(c + b);
-            }
+            const struct idx_refine *r = mem[w].refine;
+            ref_of[i % 3] = r;
+            rid_of[i % 3] = id - off[w];
+            row_of[i % 3] = r != NULL ? idx_refine_row(r, id - off[w]) : NULL;
+            for (size_t b = 0; row_of[i % 3] != NULL && b < ix->dim; b += 64)
+                __builtin_prefetch(row_of[i % 3] + b);
         }
-        uint32_t id = s->cand[i].id;
-        size_t w = nmem == 1 ? 0 : member_of(off, nmem, id);
-        const struct idx_refine *r = mem[w].refine;
-        h[i] = (struct lb_item){r != NULL ? idx_refine_lower(r, kn, q, qn, id - off[w]) : -INFINITY,
-                                id};
+        if (i >= 2) {
+            size_t j = i - 2;
+            const struct idx_refine *r = ref_of[j % 3];
+            h[j] = (struct lb_item){r != NULL ? idx_refine_lower(r, kn, q, qn, rid_of[j % 3])
+                                              : -INFINITY,
+                                    s->cand[j].id};
+        }
     }
     for (size_t i = nk / 2; i-- > 0;)
         lb_sift_down(h, nk, i);

@@ -35,11 +35,12 @@ int idx_refine_build(const float *raw, uint32_t n, uint32_t dim, enum st_metric 
     r->dim = dim;
     r->metric = metric;
     r->gamma = (float)((2.0 * dim + 4) * 0x1p-24);
-    r->codes = malloc((size_t)n * dim + 64); /* slack: prefetches of a row's last line */
+    size_t rows = n > 0 ? n : 1; /* never malloc(0), which may return NULL */
+    r->codes = malloc(rows * dim);
     r->lo = malloc(dim * sizeof(float));
     r->t = malloc(dim * sizeof(float));
-    r->eps = malloc(((size_t)n + 1) * sizeof(float));
-    r->nrm = malloc(((size_t)n + 1) * sizeof(float));
+    r->eps = malloc(rows * sizeof(float));
+    r->nrm = malloc(rows * sizeof(float));
     if (r->codes == NULL || r->lo == NULL || r->t == NULL || r->eps == NULL || r->nrm == NULL) {
         idx_refine_free(r);
         return ST_ENOMEM;
@@ -99,7 +100,6 @@ int idx_refine_build(const float *raw, uint32_t n, uint32_t dim, enum st_metric 
         r->eps[i] = round_up(sqrt(e));
         r->nrm[i] = round_up(sqrt(nn));
     }
-    memset(r->codes + (size_t)n * dim, 0, 64);
     *out = r;
     return ST_OK;
 }
@@ -119,8 +119,8 @@ void idx_refine_free(struct idx_refine *r)
 size_t idx_refine_memory(const struct idx_refine *r)
 {
     return r == NULL ? 0
-                     : (size_t)r->n * r->dim + 64 + 2 * (size_t)r->dim * sizeof(float) +
-                           2 * ((size_t)r->n + 1) * sizeof(float);
+                     : (size_t)r->n * r->dim + 2 * (size_t)r->dim * sizeof(float) +
+                           2 * (size_t)r->n * sizeof(float);
 }
 
 float idx_refine_qnorm(const float *q, uint32_t dim)
