@@ -1322,43 +1322,49 @@ void st_hits_sort(struct st_hit *hits, size_t n)
         (b) = t_;                                                                                  \
     } while (0)
 
+/* Without branches: which of two candidates goes first is a coin toss to the predictor. */
 static inline bool hit_less(struct st_hit a, struct st_hit b)
 {
-    return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+    return (a.dist < b.dist) | ((a.dist == b.dist) & (a.id < b.id));
 }
 
+/*
+ * Quickselect with Lomuto's partition written without a branch on the comparison: each element
+ * is swapped to the partition's boundary unconditionally and the boundary moves by the
+ * comparison's outcome (h[lo..store) < pivot <= h[store..i) holds either way). Hoare's
+ * partition branched on every comparison, and half of them mispredicted: the selections of
+ * an IVF-PQ scan's candidates were a tenth of a 4-bit query's time. The pivot (median of three)
+ * is left out of both sides, so each round shrinks the range whatever the ties.
+ */
 void st_hits_select(struct st_hit *h, size_t n, size_t k)
 {
     if (k == 0 || k >= n)
         return;
-    size_t lo = 0, hi = n - 1; /* the k-th smallest (index k - 1) lies in [lo, hi] */
+    size_t lo = 0, hi = n - 1, want = k - 1; /* the k-th smallest (index k - 1) in [lo, hi] */
     while (lo < hi) {
-        /* median of three as the pivot, then Hoare's partition */
         size_t mid = lo + (hi - lo) / 2;
         if (hit_less(h[mid], h[lo]))
             ST_SWAP(struct st_hit, h[mid], h[lo]);
         if (hit_less(h[hi], h[lo]))
             ST_SWAP(struct st_hit, h[hi], h[lo]);
-        if (hit_less(h[hi], h[mid]))
-            ST_SWAP(struct st_hit, h[hi], h[mid]);
-        struct st_hit pivot = h[mid];
-        size_t i = lo, j = hi;
-        for (;;) {
-            while (hit_less(h[i], pivot))
-                i++;
-            while (hit_less(pivot, h[j]))
-                j--;
-            if (i >= j)
-                break;
-            ST_SWAP(struct st_hit, h[i], h[j]);
-            i++;
-            j--;
+        if (hit_less(h[mid], h[hi]))
+            ST_SWAP(struct st_hit, h[mid], h[hi]); /* the median of the three at hi */
+        struct st_hit pivot = h[hi];
+        size_t store = lo;
+        for (size_t i = lo; i < hi; i++) {
+            struct st_hit x = h[i];
+            bool lt = hit_less(x, pivot);
+            h[i] = h[store];
+            h[store] = x;
+            store += lt;
         }
-        /* h[lo..j] <= pivot <= h[j+1..hi] */
-        if (k - 1 <= j)
-            hi = j;
+        ST_SWAP(struct st_hit, h[store], h[hi]);
+        if (want == store)
+            return;
+        if (want < store)
+            hi = store - 1;
         else
-            lo = j + 1;
+            lo = store + 1;
     }
 }
 
