@@ -1083,30 +1083,62 @@ static inline void consider(struct scan *sc, uint32_t id, float d)
         scan_select(sc);
 }
 
-/* Scans a list's 8-bit codes with the query's float table; base = the probe's coarse term. */
+/* One 8-bit code's table sum: four independent sums (one chain would wait on every add's
+ * latency), j = 0, 4, 8, ... into the first, and so on; t steps a sub-quantizer's 256 entries
+ * at a time, so each lookup is a load and an add with the code as the index. */
+static inline float scan8_sum(const uint8_t *code, const float *t, uint32_t m)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    uint32_t j = 0;
+    for (; j + 4 <= m; j += 4, t += 4 * 256) {
+        s0 += t[code[j]];
+        s1 += t[256 + code[j + 1]];
+        s2 += t[512 + code[j + 2]];
+        s3 += t[768 + code[j + 3]];
+    }
+    for (; j < m; j++, t += 256)
+        s0 += t[code[j]];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* Scans a list's 8-bit codes with the query's float table; base = the probe's coarse term. Two
+ * codes at a time: eight independent sums in flight. */
 static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float base,
                   struct scan *sc)
 {
-    uint32_t m = s->ix->m, ksub = s->ix->ksub;
+    uint32_t m = s->ix->m;
+    assert(s->ix->ksub == 256);
     const float *t = s->qterm;
     const float *vn = per_vector_terms(s->ix) ? l->vn : NULL;
     assert(!per_vector_terms(s->ix) || vn != NULL); /* derive_vn ran: lists scanned are not empty */
-    for (uint32_t e = 0; e < l->n; e++) {
-        const uint8_t *code = l->codes + (size_t)e * m;
-        if (e + 1 < l->n)
-            __builtin_prefetch(code + m);
-        /* Four independent sums: one chain would wait on every add's latency. */
-        float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+    uint32_t e = 0;
+    for (; e + 2 <= l->n; e += 2) {
+        const uint8_t *c0 = l->codes + (size_t)e * m, *c1 = c0 + m;
+        __builtin_prefetch(c1 + m);
+        __builtin_prefetch(c1 + 2 * m);
+        const float *tj = t;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
         uint32_t j = 0;
-        for (; j + 4 <= m; j += 4) {
-            d0 += t[j * ksub + code[j]];
-            d1 += t[(j + 1) * ksub + code[j + 1]];
-            d2 += t[(j + 2) * ksub + code[j + 2]];
-            d3 += t[(j + 3) * ksub + code[j + 3]];
+        for (; j + 4 <= m; j += 4, tj += 4 * 256) {
+            a0 += tj[c0[j]];
+            b0 += tj[c1[j]];
+            a1 += tj[256 + c0[j + 1]];
+            b1 += tj[256 + c1[j + 1]];
+            a2 += tj[512 + c0[j + 2]];
+            b2 += tj[512 + c1[j + 2]];
+            a3 += tj[768 + c0[j + 3]];
+            b3 += tj[768 + c1[j + 3]];
         }
-        for (; j < m; j++)
-            d0 += t[j * ksub + code[j]];
-        float d = (d0 + d1) + (d2 + d3);
+        for (; j < m; j++, tj += 256) {
+            a0 += tj[c0[j]];
+            b0 += tj[c1[j]];
+        }
+        float d0 = (a0 + a1) + (a2 + a3), d1 = (b0 + b1) + (b2 + b3);
+        consider(sc, l->ids[e], base + (vn != NULL ? vn[e] + d0 : d0));
+        consider(sc, l->ids[e + 1], base + (vn != NULL ? vn[e + 1] + d1 : d1));
+    }
+    if (e < l->n) {
+        float d = scan8_sum(l->codes + (size_t)e * m, t, m);
         consider(sc, l->ids[e], base + (vn != NULL ? vn[e] + d : d));
     }
 }
