@@ -44,6 +44,15 @@ uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_
     return records * (vec + codes + 4 + 2 * m * 4 + m * 4 / 2 + 64 + repair) + (16u << 20);
 }
 
+uint64_t idx_part_coll_build_memory(const struct cfg_collection *cc, uint64_t records)
+{
+    uint64_t hot = idx_part_build_memory(&cc->index, cc->dim, records);
+    if (cc->cold_after_ms <= 0 || cc->cold_index.type == CFG_INDEX_NONE)
+        return hot;
+    uint64_t cold = idx_part_build_memory(&cc->cold_index, cc->dim, records);
+    return cold > hot ? cold : hot;
+}
+
 static void part_free(struct idx_part *p)
 {
     if (p == NULL)

@@ -78,6 +78,10 @@ long idx_part_find_member(const struct idx_part *p, const char *node, int64_t st
  * peak (vectors copied into the index, graph or codes, build scratch): the unit of the
  * memory budget. */
 uint64_t idx_part_build_memory(const struct cfg_index *ix, uint32_t dim, uint64_t records);
+/* What a build for collection cc reserves from the budget: a build decides its tier (index or
+ * cold_index) when it runs, which can be long after it was queued, so with a cold tier
+ * configured it is the larger of the two indexes' estimates. */
+uint64_t idx_part_coll_build_memory(const struct cfg_collection *cc, uint64_t records);
 
 /*
  * Builds the index of entry e over the verified segment at seg_path with the index options

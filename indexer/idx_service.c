@@ -1036,7 +1036,7 @@ static void plan_compactions(struct idx_service *s, struct idx_coll *c)
         jb->e.start = b[i].start;
         jb->e.end = b[i].start + c->cfg->compact_span_ms;
         jb->e.records = b[i].records;
-        jb->mem = idx_part_build_memory(&c->cfg->index, c->cfg->dim, jb->e.records);
+        jb->mem = idx_part_coll_build_memory(c->cfg, jb->e.records);
         enqueue(s, jb); /* one per bucket: a queued or running one makes this a no-op */
     }
     free(b);
@@ -1229,7 +1229,7 @@ static void on_msg(struct idx_service *s, struct st_bus_msg *m)
     jb->e.bytes = ev.bytes;
     jb->e.checksum = ev.checksum;
     jb->e.sealed_ms = wall_ms();
-    jb->mem = idx_part_build_memory(&c->cfg->index, c->cfg->dim, jb->e.records);
+    jb->mem = idx_part_coll_build_memory(c->cfg, jb->e.records);
     if (stale(c, &jb->e, false)) {
         atomic_fetch_add(&c->noops, 1);
         msg_ack(jb->msg); /* a redelivery of what is served, an older version, or expired */
@@ -1529,7 +1529,7 @@ static int open_coll(struct idx_service *s, struct idx_coll *c, const struct cfg
             jb->kind = JOB_REBUILD;
             jb->c = c;
             jb->e = e;
-            jb->mem = idx_part_build_memory(&cc->index, cc->dim, e.records);
+            jb->mem = idx_part_coll_build_memory(c->cfg, e.records);
             jb->next = s->jobs;
             s->jobs = jb;
             continue; /* entry i is now another one */

@@ -287,6 +287,37 @@ static int cmp_f(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A build reserves what the index it will build needs: a build decides its tier when it runs,
+ * so with a cold tier configured a collection's builds reserve the larger of the two estimates
+ * (an IVF-PQ collection whose cold tier is HNSW reserved the IVF-PQ estimate for its cold
+ * rebuilds and compactions). */
+START_TEST(test_build_memory)
+{
+    struct cfg_index hnsw = {.type = CFG_INDEX_HNSW, .m = 16, .ef_construction = 200};
+    struct cfg_index ivf = {.type = CFG_INDEX_IVFPQ, .nlist = 256, .pq_m = 98, .nbits = 8};
+    struct cfg_index ivf_bare = ivf;
+    ivf_bare.no_rerank_codes = 1;
+    uint32_t dim = 784;
+    uint64_t n = 100000;
+    uint64_t eh = idx_part_build_memory(&hnsw, dim, n), ei = idx_part_build_memory(&ivf, dim, n);
+    /* the vectors themselves at least, more per record for a graph than for codes; re-ranking
+     * codes cost a byte a dimension and 8 a vector */
+    ck_assert_uint_gt(ei, n * dim * 4);
+    ck_assert_uint_gt(eh, ei);
+    ck_assert_uint_eq(ei - idx_part_build_memory(&ivf_bare, dim, n), n * (dim + 8));
+    ck_assert_uint_gt(idx_part_build_memory(&hnsw, dim, 2 * n), eh);
+    struct cfg_collection cc = {.dim = dim, .index = ivf};
+    ck_assert_uint_eq(idx_part_coll_build_memory(&cc, n), ei); /* no cold tier */
+    cc.cold_index = hnsw; /* named, but no cold_after: never used */
+    ck_assert_uint_eq(idx_part_coll_build_memory(&cc, n), ei);
+    cc.cold_after_ms = 3600 * 1000;
+    ck_assert_uint_eq(idx_part_coll_build_memory(&cc, n), eh);
+    cc.index = hnsw; /* the cold tier the smaller one */
+    cc.cold_index = ivf_bare;
+    ck_assert_uint_eq(idx_part_coll_build_memory(&cc, n), eh);
+}
+END_TEST
+
 START_TEST(test_exact_topk)
 {
     uint32_t n = 1000, dim = 33;
@@ -5173,6 +5204,7 @@ int main(void)
     tcase_add_test(tc, test_catalog_checksum);
     tcase_add_test(tc, test_catalog_load_at_scale);
     tcase_add_test(tc, test_exact_topk);
+    tcase_add_test(tc, test_build_memory);
     tcase_add_test(tc, test_hits_select);
     tcase_add_test(tc, test_nodes_bounded);
     tcase_add_test(tc, test_copy_path);
