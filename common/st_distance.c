@@ -1334,14 +1334,22 @@ static inline bool hit_less(struct st_hit a, struct st_hit b)
  * comparison's outcome (h[lo..store) < pivot <= h[store..i) holds either way). Hoare's
  * partition branched on every comparison, and half of them mispredicted: the selections of
  * an IVF-PQ scan's candidates were a tenth of a 4-bit query's time. The pivot (median of three)
- * is left out of both sides, so each round shrinks the range whatever the ties.
+ * is left out of both sides, so each round shrinks the range whatever the ties. The swaps keep
+ * runs in order, so inputs of a few sorted runs (two descending runs, an organ pipe) make the
+ * median of three pick pivots near the ends, round after round: after 2 log2(n) + 4 rounds the
+ * rest of the range is sorted instead (introselect), O(n log n) at worst.
  */
 void st_hits_select(struct st_hit *h, size_t n, size_t k)
 {
     if (k == 0 || k >= n)
         return;
     size_t lo = 0, hi = n - 1, want = k - 1; /* the k-th smallest (index k - 1) in [lo, hi] */
+    unsigned rounds = 2 * (64 - (unsigned)__builtin_clzll((unsigned long long)n)) + 4;
     while (lo < hi) {
+        if (rounds-- == 0) {
+            st_hits_sort(h + lo, hi - lo + 1);
+            return;
+        }
         size_t mid = lo + (hi - lo) / 2;
         if (hit_less(h[mid], h[lo]))
             ST_SWAP(struct st_hit, h[mid], h[lo]);

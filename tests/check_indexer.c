@@ -714,13 +714,17 @@ START_TEST(test_hits_select)
 {
     enum { N = 301 };
     struct st_hit h[N], want[N];
-    for (int shape = 0; shape < 5; shape++)
+    for (int shape = 0; shape < 7; shape++)
         for (size_t k = 0; k <= N + 1; k += k < 20 ? 1 : 17) {
             for (uint32_t i = 0; i < N; i++) {
+                /* 5: two descending runs, 6: an organ pipe (what drove a Lomuto partition's
+                 * median of three to the ends, round after round) */
                 float d = shape == 0   ? frand()
                           : shape == 1 ? (float)(rand() % 7)
                           : shape == 2 ? (float)i
                           : shape == 3 ? (float)(N - i)
+                          : shape == 5 ? (float)(i < N / 2 ? N / 2 - i : N - i)
+                          : shape == 6 ? (float)(i < N / 2 ? i : N - i)
                                        : 1.0f;
                 h[i] = want[i] = (struct st_hit){(i * 7919u) % N, d};
             }
@@ -739,6 +743,25 @@ START_TEST(test_hits_select)
             for (size_t i = 0; i < N; i++)
                 ck_assert_uint_eq(h[i].id, want[i].id);
         }
+    /* The run-shaped inputs at scale (quadratic there, they took seconds to minutes). */
+    enum { BIG = 100000 };
+    struct st_hit *b = malloc(BIG * sizeof(*b)), *r = malloc(BIG * sizeof(*r));
+    ck_assert(b != NULL && r != NULL);
+    for (int shape = 0; shape < 2; shape++) {
+        for (uint32_t i = 0; i < BIG; i++) {
+            float d = shape == 0 ? (float)(i < BIG / 2 ? BIG / 2 - i : BIG - i)
+                                 : (float)(i < BIG / 2 ? i : BIG - i);
+            b[i] = r[i] = (struct st_hit){i, d};
+        }
+        st_hits_select(b, BIG, BIG / 2);
+        st_hits_sort(r, BIG);
+        st_hits_sort(b, BIG / 2);
+        for (size_t i = 0; i < BIG / 2; i++)
+            ck_assert_msg(b[i].id == r[i].id, "big shape %d: %zu-th is %u, want %u", shape, i,
+                          b[i].id, r[i].id);
+    }
+    free(b);
+    free(r);
 }
 END_TEST
 
@@ -1358,6 +1381,45 @@ START_TEST(test_pq4_lut)
 END_TEST
 
 /* _i = 0: 8-bit codes, _i = 1: 4-bit fast-scan codes. */
+/* The 8-bit scan sums two codes at a time, four sums each, and the last code of an odd list
+ * and the sub-quantizers past the last multiple of 4 apart: with m = 5, 6, 7 and odd lists,
+ * every vector's estimate (no re-ranking, every list probed, k = n) is its reconstruction's
+ * distance to the query. */
+START_TEST(test_ivfpq_adc_tails)
+{
+    for (uint32_t m = 5; m <= 7; m++) {
+        uint32_t n = 601, dim = 3 * m, nq = 8;
+        float *base = dataset(n, dim, 7, 40 + m), *qs = dataset(nq, dim, 7, 50 + m);
+        struct idx_ivfpq_opts o = {
+            .dim = dim, .metric = ST_METRIC_L2, .nlist = 3, .m = m, .nbits = 8, .seed = 5};
+        struct idx_ivfpq *ix;
+        ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_OK);
+        float *rec = malloc((size_t)n * dim * sizeof(float));
+        struct st_hit *h = malloc((size_t)n * sizeof(*h));
+        ck_assert(rec != NULL && h != NULL);
+        for (uint32_t i = 0; i < n; i++)
+            ck_assert_int_eq(idx_ivfpq_reconstruct(ix, i, rec + (size_t)i * dim), ST_OK);
+        struct idx_ivfpq_searcher *s = idx_ivfpq_searcher_new(ix);
+        for (uint32_t q = 0; q < nq; q++) {
+            const float *qv = qs + (size_t)q * dim;
+            ck_assert_uint_eq(idx_ivfpq_search(s, qv, n, o.nlist, 0, NULL, NULL, NULL, h), n);
+            for (uint32_t i = 0; i < n; i++) {
+                float d = ref_l2(qv, rec + (size_t)h[i].id * dim, dim);
+                ck_assert_msg(fabsf(h[i].dist - d) <= 1e-4f * (1 + d),
+                              "m=%u q=%u vector %u: estimate %.9g, reconstruction %.9g", m, q,
+                              h[i].id, h[i].dist, d);
+            }
+        }
+        idx_ivfpq_searcher_free(s);
+        idx_ivfpq_free(ix);
+        free(rec);
+        free(h);
+        free(base);
+        free(qs);
+    }
+}
+END_TEST
+
 START_TEST(test_ivfpq)
 {
     uint32_t n = 6000, dim = 32, nq = 200, nbits = _i == 0 ? 8 : 4;
@@ -5221,6 +5283,7 @@ int main(void)
     tcase_add_test(tc, test_pq4_lut);
     tcase_add_test(tc, test_cpucap);
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
+    tcase_add_test(tc, test_ivfpq_adc_tails);
     tcase_add_test(tc, test_dots_tn_bitwise);
     tcase_add_loop_test(tc, test_ivfpq_batch_nlist24, 0, 2);
     tcase_add_test(tc, test_kernels_guard_page);
