@@ -1114,8 +1114,10 @@ static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float 
     uint32_t e = 0;
     for (; e + 2 <= l->n; e += 2) {
         const uint8_t *c0 = l->codes + (size_t)e * m, *c1 = c0 + m;
-        __builtin_prefetch(c1 + m);
-        __builtin_prefetch(c1 + 2 * m);
+        if (e + 2 < l->n)
+            __builtin_prefetch(c1 + m);
+        if (e + 3 < l->n)
+            __builtin_prefetch(c1 + 2 * m);
         const float *tj = t;
         float a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
         uint32_t j = 0;
