@@ -1381,8 +1381,8 @@ START_TEST(test_pq4_lut)
 END_TEST
 
 /* _i = 0: 8-bit codes, _i = 1: 4-bit fast-scan codes. */
-/* The 8-bit scan sums two codes at a time, four sums each, and the last code of an odd list
- * and the sub-quantizers past the last multiple of 4 apart: with m = 5, 6, 7 and odd lists,
+/* The 8-bit scan sums each code in four sums, and the sub-quantizers past the last multiple
+ * of 4 apart (a table pointer stepped per sub-quantizer): with m = 5, 6, 7 and odd lists,
  * every vector's estimate (no re-ranking, every list probed, k = n) is its reconstruction's
  * distance to the query. */
 START_TEST(test_ivfpq_adc_tails)
