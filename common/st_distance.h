@@ -33,6 +33,13 @@ typedef uint32_t (*st_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m
  * transposed): one query against many short centroids (PQ tables, k-means assignment). */
 typedef void (*st_dots_fn)(const float *x, const float *ct, size_t d, size_t k, float *out);
 
+/* nb dots_t calls at once, block b's query x + b d, its centroids ct + b d k and its k sums
+ * out + b k (a PQ table: one block a sub-quantizer), bit for bit as those calls give them.
+ * Where k is small (4-bit tables: 16) blocks run side by side, so that their chains of fused
+ * multiply-adds overlap instead of each waiting on the last. */
+typedef void (*st_dots_blocks_fn)(const float *x, const float *ct, size_t d, size_t k, size_t nb,
+                                  float *out);
+
 /* out[r * k + c] = <row r of x, column c of ct> for r < nx, c < k; rows of x are ldx floats
  * apart. Many queries or points against the same transposed centroids (k-means assignment,
  * batched coarse quantization): each loaded column block serves several rows. Within one
@@ -84,6 +91,7 @@ struct st_kernels {
     st_dist_fn dot;
     st_pq4_fn pq4_block;
     st_dots_fn dots_t;
+    st_dots_blocks_fn dots_blocks;
     st_pq4_lut_fn pq4_lut;
     st_dots_tn_fn dots_tn;
     st_dotu8_fn dotu8; /* VNNI (vpdpbusd) in the avx2 and avx512 sets where the CPU has it */

@@ -111,6 +111,11 @@ static void transpose_norms(const float *c, uint32_t k, uint32_t d, float *ct, f
 
 /* Points per call of the batched dots kernel: each centroid column it loads serves them all. */
 #define NEAREST_BATCH 16
+/* Queries whose 8-bit tables a batched search computes together, each codebook column loaded
+ * once for them all: a table alone streams the dim * 256 floats of codebooks from L2 (784
+ * dimensions: ~24,000 cycles on Zen 4, four together ~17,500 each; docs/benchmarks.md). Their
+ * tables (m * 256 floats each) stay in L2 while each query is scanned. */
+#define TAB_BATCH 4
 
 /* Rows x[0..nb) (ldx floats apart) minus origin, into xb (nb * d); x itself without one. */
 static const float *centred(const float *x, uint32_t nb, size_t ldx, uint32_t d,
@@ -955,12 +960,16 @@ size_t idx_ivfpq_memory(const struct idx_ivfpq *ix)
 
 struct idx_ivfpq_searcher {
     const struct idx_ivfpq *ix;
-    float *qterm; /* m * ksub: -2<q_j - mu_j, cb> (L2) or -<q_j, cb> (inner product) */
-    float *qc;    /* dim: q - mu (L2) */
-    uint8_t *lut; /* m2 * 16: qterm quantized (4 bits), once per query */
-    float scale;  /* 4 bits: lut entries per distance unit */
-    float bias;   /* 4 bits: what the lut's rows were shifted by, summed */
-    float *qtab;  /* m * 16: scratch of the quantizer (4 bits) */
+    float *qterm;     /* m * ksub: -2<q_j - mu_j, cb> (L2) or -<q_j, cb> (inner product) */
+    const float *tab; /* the query's table: qterm, or its row of bterm (batches) */
+    float *bterm;     /* TAB_BATCH * m * ksub: a batch's 8-bit tables (first use) */
+    float *bqf;       /* TAB_BATCH * dim: their queries times the factor */
+    float *btmp;      /* TAB_BATCH * ksub: one sub-quantizer's products */
+    float *qc;        /* dim: q - mu (L2) */
+    uint8_t *lut;     /* m2 * 16: qterm quantized (4 bits), once per query */
+    float scale;      /* 4 bits: lut entries per distance unit */
+    float bias;       /* 4 bits: what the lut's rows were shifted by, summed */
+    float *qtab;      /* m * 16: scratch of the quantizer (4 bits) */
     float *qf;    /* dim: the centred query times the table's factor (-2 L2, -1 inner product) */
     float *cdots; /* nlist: <q, centroid> (L2: <q - mu, centroid - mu>) */
     float *bdots; /* NEAREST_BATCH * nlist: a batch's <q, centroid> (allocated on first use) */
@@ -1038,6 +1047,9 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s->cdots);
     free(s->bdots);
     free(s->bq);
+    free(s->bterm);
+    free(s->bqf);
+    free(s->btmp);
     free(s->coarse);
     free(s->cand);
     free(s->off);
@@ -1108,7 +1120,7 @@ static void scan8(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float 
 {
     uint32_t m = s->ix->m;
     assert(s->ix->ksub == 256);
-    const float *t = s->qterm;
+    const float *t = s->tab;
     const float *vn = per_vector_terms(s->ix) ? l->vn : NULL;
     assert(!per_vector_terms(s->ix) || vn != NULL); /* derive_vn ran: lists scanned are not empty */
     for (uint32_t e = 0; e < l->n; e++) {
@@ -1311,9 +1323,9 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
  * set, the best keep re-ranked from each member's own raw vectors. which (NULL with one
  * member): the member of each hit. */
 static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const float *qt,
-                         const float *cdots, uint32_t k, uint32_t nprobe, size_t keep,
-                         const struct idx_ivfpq_member *mem, const uint32_t *off, size_t nmem,
-                         float bound, struct st_hit *out, uint32_t *which)
+                         const float *cdots, const float *tab, uint32_t k, uint32_t nprobe,
+                         size_t keep, const struct idx_ivfpq_member *mem, const uint32_t *off,
+                         size_t nmem, float bound, struct st_hit *out, uint32_t *which)
 {
     const struct idx_ivfpq *ix = s->ix;
     /* Coarse: the nprobe closest lists; L2 from mu: ||q - c||^2 = ||q - mu||^2 + ||c - mu||^2
@@ -1333,14 +1345,17 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
      * also quantized, once for every list probed. */
     /* The factor goes into the query (dim multiplies, not m * ksub): a power of two, so the
      * products and sums are those of scaling each dot product afterwards, bit for bit. */
-    float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
-    for (uint32_t i = 0; i < ix->dim; i++)
-        s->qf[i] = f * qt[i];
-    for (uint32_t j = 0; j < ix->m; j++)
-        s->k->dots_t(s->qf + (size_t)j * ix->dsub, cbt_of(ix, j), ix->dsub, ix->ksub,
-                     s->qterm + (size_t)j * ix->ksub);
+    if (tab != NULL) {
+        s->tab = tab; /* computed with the batch's (table_batch) */
+    } else {
+        float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
+        for (uint32_t i = 0; i < ix->dim; i++)
+            s->qf[i] = f * qt[i];
+        s->k->dots_blocks(s->qf, cbt_of(ix, 0), ix->dsub, ix->ksub, ix->m, s->qterm);
+        s->tab = s->qterm;
+    }
     if (ix->nbits == 4)
-        s->scale = s->k->pq4_lut(s->qterm, NULL, NULL, 0, ix->m, ix->m2, s->qtab, s->lut, &s->bias);
+        s->scale = s->k->pq4_lut(s->tab, NULL, NULL, 0, ix->m, ix->m2, s->qtab, s->lut, &s->bias);
     struct scan sc = {s->cand, 0, keep, INFINITY, NULL, NULL, 0};
     for (size_t p = 0; p < nc; p++) {
         uint32_t li = s->coarse[p].id;
@@ -1439,8 +1454,8 @@ size_t idx_ivfpq_search_bound(struct idx_ivfpq_searcher *s, const float *q, uint
     s->k->dots_t(qt, ix->ct, ix->dim, ix->nlist, s->cdots);
     struct idx_ivfpq_member one = {ix, raw, filter, fctx, raw != NULL ? s->refine : NULL};
     static const uint32_t off0 = 0;
-    return search_one(s, q, qt, s->cdots, k, clamp_nprobe(ix, nprobe), keep, &one, &off0, 1, bound,
-                      out, NULL);
+    return search_one(s, q, qt, s->cdots, NULL, k, clamp_nprobe(ix, nprobe), keep, &one, &off0, 1,
+                      bound, out, NULL);
 }
 
 int idx_ivfpq_search_shared(struct idx_ivfpq_searcher *s, const struct idx_ivfpq_member *mem,
@@ -1483,9 +1498,29 @@ int idx_ivfpq_search_shared(struct idx_ivfpq_searcher *s, const struct idx_ivfpq
         s->off[i] = (uint32_t)at;
     const float *qt = centred(q, 1, ix->dim, ix->dim, ix->mu, s->qc);
     s->k->dots_t(qt, ix->ct, ix->dim, ix->nlist, s->cdots);
-    *n = search_one(s, q, qt, s->cdots, k, clamp_nprobe(ix, nprobe), keep, mem, s->off, nmem, bound,
-                    out, which);
+    *n = search_one(s, q, qt, s->cdots, NULL, k, clamp_nprobe(ix, nprobe), keep, mem, s->off, nmem,
+                    bound, out, which);
     return ST_OK;
+}
+
+/* The 8-bit tables of nt <= TAB_BATCH queries (rows of qt, dim apart, centred as search_one
+ * takes them) into bterm, a table of m * ksub each: dots_tn over the nt queries a sub-quantizer
+ * at a time. */
+static void table_batch(struct idx_ivfpq_searcher *s, const float *qt, size_t nt)
+{
+    const struct idx_ivfpq *ix = s->ix;
+    float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
+    for (size_t r = 0; r < nt; r++)
+        for (uint32_t i = 0; i < ix->dim; i++)
+            s->bqf[r * ix->dim + i] = f * qt[r * ix->dim + i];
+    size_t tsz = (size_t)ix->m * ix->ksub;
+    for (uint32_t j = 0; j < ix->m; j++) {
+        s->k->dots_tn(s->bqf + (size_t)j * ix->dsub, nt, ix->dim, cbt_of(ix, j), ix->dsub, ix->ksub,
+                      s->btmp);
+        for (size_t r = 0; r < nt; r++)
+            memcpy(s->bterm + r * tsz + (size_t)j * ix->ksub, s->btmp + r * ix->ksub,
+                   ix->ksub * sizeof(float));
+    }
 }
 
 int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t nq, uint32_t k,
@@ -1507,6 +1542,18 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
     if (s->bq == NULL && ix->mu != NULL &&
         (s->bq = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float))) == NULL)
         return ST_ENOMEM;
+    if (ix->nbits == 8 && s->bterm == NULL) {
+        s->bterm = malloc((size_t)TAB_BATCH * ix->m * ix->ksub * sizeof(float));
+        s->bqf = malloc((size_t)TAB_BATCH * ix->dim * sizeof(float));
+        s->btmp = malloc((size_t)TAB_BATCH * ix->ksub * sizeof(float));
+        if (s->bterm == NULL || s->bqf == NULL || s->btmp == NULL) {
+            free(s->bterm);
+            free(s->bqf);
+            free(s->btmp);
+            s->bterm = s->bqf = s->btmp = NULL;
+            return ST_ENOMEM;
+        }
+    }
     nprobe = clamp_nprobe(ix, nprobe);
     for (size_t i = 0; i < nq; i += NEAREST_BATCH) {
         size_t nb = nq - i < NEAREST_BATCH ? nq - i : NEAREST_BATCH;
@@ -1516,10 +1563,18 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
         s->k->dots_tn(qt, nb, ix->dim, ix->ct, ix->dim, ix->nlist, s->bdots);
         struct idx_ivfpq_member one = {ix, raw, filter, fctx, raw != NULL ? s->refine : NULL};
         static const uint32_t off0 = 0;
-        for (size_t b = 0; b < nb; b++)
+        size_t tsz = (size_t)ix->m * ix->ksub;
+        for (size_t b = 0; b < nb; b++) {
+            /* 8 bits: the tables of TAB_BATCH queries at a time (table_batch), the same bits
+             * as one query's (dots_tn equals dots_t column for column). */
+            size_t tb = b % TAB_BATCH;
+            if (s->bterm != NULL && tb == 0)
+                table_batch(s, qt + b * ix->dim, nb - b < TAB_BATCH ? nb - b : TAB_BATCH);
             counts[i + b] =
-                search_one(s, qs + (i + b) * ix->dim, qt + b * ix->dim, s->bdots + b * ix->nlist, k,
-                           nprobe, keep, &one, &off0, 1, INFINITY, out + (i + b) * k, NULL);
+                search_one(s, qs + (i + b) * ix->dim, qt + b * ix->dim, s->bdots + b * ix->nlist,
+                           s->bterm != NULL ? s->bterm + tb * tsz : NULL, k, nprobe, keep, &one,
+                           &off0, 1, INFINITY, out + (i + b) * k, NULL);
+        }
     }
     return ST_OK;
 }

@@ -153,10 +153,12 @@ int idx_ivfpq_search_shared(struct idx_ivfpq_searcher *s, const struct idx_ivfpq
 /*
  * The same search for nq queries (rows of dim floats at qs): query i's hits at out + i * k,
  * their count in counts[i]. The coarse step runs for several queries at once through the
- * batched kernel (each centroid loaded once for them all); hits equal those of nq calls of
- * idx_ivfpq_search (each kernel set's batched dots equal its one-row dots bit for bit).
- * out holds nq * k hits. A searcher serves one thread at a time. Returns ST_OK, or ST_ENOMEM
- * (then counts are not set).
+ * batched kernel (each centroid loaded once for them all), and so do 8-bit tables, four
+ * queries at a time; hits equal those of nq calls of idx_ivfpq_search (each kernel set's
+ * batched dots equal its one-row dots bit for bit). out holds nq * k hits. The first batched
+ * call of a searcher allocates its batch scratch (8 bits: four tables of m * 1 KiB), kept
+ * until idx_ivfpq_searcher_free. A searcher serves one thread at a time. Returns ST_OK, or
+ * ST_ENOMEM (then counts are not set).
  */
 int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t nq, uint32_t k,
                            uint32_t nprobe, uint32_t rerank, const float *raw, st_filter_fn filter,

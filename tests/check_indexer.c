@@ -194,6 +194,33 @@ static void check_kernel(const struct st_kernels *k)
                               "%s dots_t d=%zu k=%zu col %zu: %g vs %g", k->name, ds[di], ks[ki], c,
                               o1[c], o2[c]);
         }
+    /* Blocks of transposed dots (PQ tables): bit for bit the per-block calls of this set, for
+     * block counts around the side-by-side groups (4 on AVX2, 8 on AVX-512) and the 4-bit
+     * tables' k = 16 among other shapes. */
+    {
+        static const size_t bks[] = {1, 8, 15, 16, 17, 64, 256};
+        static float bx[11 * 8], bct[11 * 8 * 256], bo[11 * 256 + 1], b1[256];
+        for (size_t i = 0; i < sizeof(bx) / sizeof(bx[0]); i++)
+            bx[i] = frand() * 4 - 2;
+        for (size_t i = 0; i < sizeof(bct) / sizeof(bct[0]); i++)
+            bct[i] = frand() * 4 - 2;
+        for (size_t ki = 0; ki < sizeof(bks) / sizeof(bks[0]); ki++)
+            for (size_t d = 1; d <= 8; d++)
+                for (size_t nb = 0; nb <= 11; nb++) {
+                    size_t kk = bks[ki];
+                    memset(bo, 0xff, sizeof(bo));
+                    k->dots_blocks(bx, bct, d, kk, nb, bo);
+                    for (size_t bi = 0; bi < nb; bi++) {
+                        k->dots_t(bx + bi * d, bct + bi * d * kk, d, kk, b1);
+                        ck_assert_msg(memcmp(b1, bo + bi * kk, kk * sizeof(float)) == 0,
+                                      "%s dots_blocks k=%zu d=%zu nb=%zu block %zu differs",
+                                      k->name, kk, d, nb, bi);
+                    }
+                    uint32_t w;
+                    memcpy(&w, &bo[nb * kk], 4);
+                    ck_assert_uint_eq(w, 0xffffffffu); /* nothing past nb blocks */
+                }
+    }
     /* Batched transposed dots: row counts around the 4-row tile, rows ldx apart (ldx > d), each
      * row equal to the single-row reference. */
     static const size_t nxs[] = {1, 3, 4, 5, 9};
@@ -1489,6 +1516,20 @@ START_TEST(test_ivfpq)
                 ck_assert_msg(cnt[q] == n1 && n1 > 0 &&
                                   memcmp(one, hb + (size_t)q * 10, n1 * sizeof(one[0])) == 0,
                               "nbits=%u case %zu query %u: batched hits differ", nbits, ci, q);
+            }
+        }
+        /* Batches of 1..23 queries: every count of tables computed together (8 bits: four at
+         * a time, the last group short), each query's hits its own call's. */
+        for (size_t nb = 1; nb <= 23; nb++) {
+            ck_assert_int_eq(
+                idx_ivfpq_search_batch(sb, qs + 7 * dim, nb, 10, 4, 50, base, NULL, NULL, hb, cnt),
+                ST_OK);
+            for (uint32_t q = 0; q < nb; q++) {
+                size_t n1 = idx_ivfpq_search(sb, qs + (size_t)(7 + q) * dim, 10, 4, 50, base, NULL,
+                                             NULL, one);
+                ck_assert_msg(cnt[q] == n1 && n1 > 0 &&
+                                  memcmp(one, hb + (size_t)q * 10, n1 * sizeof(one[0])) == 0,
+                              "nbits=%u batch of %zu query %u: batched hits differ", nbits, nb, q);
             }
         }
         cnt[0] = 99;
@@ -3277,6 +3318,9 @@ START_TEST(test_kernels_guard_page)
         for (size_t kk = 1; kk <= 130; kk++)
             for (size_t d = 1; d <= 9; d += 4) {
                 k->dots_t(GEND(0, d * 4), GEND(1, d * kk * 4), d, kk, GEND(2, kk * 4));
+                for (size_t nb = 1; nb <= 9; nb += 4)
+                    k->dots_blocks(GEND(0, nb * d * 4), GEND(1, nb * d * kk * 4), d, kk, nb,
+                                   GEND(2, nb * kk * 4));
                 for (size_t nx = 1; nx <= 17; nx++) /* ldx = d + 3 > d: the last row ends early */
                     k->dots_tn(GEND(3, ((nx - 1) * (d + 3) + d) * 4), nx, d + 3,
                                GEND(1, d * kk * 4), d, kk, GEND(4, nx * kk * 4));
