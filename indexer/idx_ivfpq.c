@@ -113,8 +113,9 @@ static void transpose_norms(const float *c, uint32_t k, uint32_t d, float *ct, f
 #define NEAREST_BATCH 16
 /* Queries whose 8-bit tables a batched search computes together, each codebook column loaded
  * once for them all: a table alone streams the dim * 256 floats of codebooks from L2 (784
- * dimensions: ~24,000 cycles on Zen 4, four together ~17,500 each; docs/benchmarks.md). Their
- * tables (m * 256 floats each) stay in L2 while each query is scanned. */
+ * dimensions: ~24,000 cycles on Zen 4, four together ~17,500 each; docs/benchmarks.md). The
+ * four tables take 4 m KiB (392 KiB at m = 98: within a 1 MiB L2 beside a query's scan; at
+ * m = 392 they do not fit: not measured). */
 #define TAB_BATCH 4
 
 /* Rows x[0..nb) (ldx floats apart) minus origin, into xb (nb * d); x itself without one. */
@@ -1542,7 +1543,8 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
     if (s->bq == NULL && ix->mu != NULL &&
         (s->bq = malloc((size_t)NEAREST_BATCH * ix->dim * sizeof(float))) == NULL)
         return ST_ENOMEM;
-    if (ix->nbits == 8 && s->bterm == NULL) {
+    bool tables = ix->nbits == 8; /* 4-bit tables are cheap: one per query, in search_one */
+    if (tables && s->bterm == NULL) {
         s->bterm = malloc((size_t)TAB_BATCH * ix->m * ix->ksub * sizeof(float));
         s->bqf = malloc((size_t)TAB_BATCH * ix->dim * sizeof(float));
         s->btmp = malloc((size_t)TAB_BATCH * ix->ksub * sizeof(float));
@@ -1568,12 +1570,12 @@ int idx_ivfpq_search_batch(struct idx_ivfpq_searcher *s, const float *qs, size_t
             /* 8 bits: the tables of TAB_BATCH queries at a time (table_batch), the same bits
              * as one query's (dots_tn equals dots_t column for column). */
             size_t tb = b % TAB_BATCH;
-            if (s->bterm != NULL && tb == 0)
+            if (tables && tb == 0)
                 table_batch(s, qt + b * ix->dim, nb - b < TAB_BATCH ? nb - b : TAB_BATCH);
             counts[i + b] =
                 search_one(s, qs + (i + b) * ix->dim, qt + b * ix->dim, s->bdots + b * ix->nlist,
-                           s->bterm != NULL ? s->bterm + tb * tsz : NULL, k, nprobe, keep, &one,
-                           &off0, 1, INFINITY, out + (i + b) * k, NULL);
+                           tables ? s->bterm + tb * tsz : NULL, k, nprobe, keep, &one, &off0, 1,
+                           INFINITY, out + (i + b) * k, NULL);
         }
     }
     return ST_OK;

@@ -195,8 +195,8 @@ static void check_kernel(const struct st_kernels *k)
                               o1[c], o2[c]);
         }
     /* Blocks of transposed dots (PQ tables): bit for bit the per-block calls of this set, for
-     * block counts around the side-by-side groups (4 on AVX2, 8 on AVX-512) and the 4-bit
-     * tables' k = 16 among other shapes. */
+     * block counts around the side-by-side groups of four and the 4-bit tables' k = 16 among
+     * other shapes. */
     {
         static const size_t bks[] = {1, 8, 15, 16, 17, 64, 256};
         static float bx[11 * 8], bct[11 * 8 * 256], bo[11 * 256 + 1], b1[256];
@@ -1519,19 +1519,23 @@ START_TEST(test_ivfpq)
             }
         }
         /* Batches of 1..23 queries: every count of tables computed together (8 bits: four at
-         * a time, the last group short), each query's hits its own call's. */
-        for (size_t nb = 1; nb <= 23; nb++) {
-            ck_assert_int_eq(
-                idx_ivfpq_search_batch(sb, qs + 7 * dim, nb, 10, 4, 50, base, NULL, NULL, hb, cnt),
-                ST_OK);
-            for (uint32_t q = 0; q < nb; q++) {
-                size_t n1 = idx_ivfpq_search(sb, qs + (size_t)(7 + q) * dim, 10, 4, 50, base, NULL,
-                                             NULL, one);
-                ck_assert_msg(cnt[q] == n1 && n1 > 0 &&
-                                  memcmp(one, hb + (size_t)q * 10, n1 * sizeof(one[0])) == 0,
-                              "nbits=%u batch of %zu query %u: batched hits differ", nbits, nb, q);
+         * a time, the last group short), each query's hits its own call's; without re-ranking
+         * too, where the hits carry the tables' estimates (a table one ulp off shows). */
+        for (uint32_t rr = 0; rr <= 50; rr += 50)
+            for (size_t nb = 1; nb <= 23; nb++) {
+                const float *raw = rr > 0 ? base : NULL;
+                ck_assert_int_eq(idx_ivfpq_search_batch(sb, qs + 7 * dim, nb, 10, 4, rr, raw, NULL,
+                                                        NULL, hb, cnt),
+                                 ST_OK);
+                for (uint32_t q = 0; q < nb; q++) {
+                    size_t n1 = idx_ivfpq_search(sb, qs + (size_t)(7 + q) * dim, 10, 4, rr, raw,
+                                                 NULL, NULL, one);
+                    ck_assert_msg(cnt[q] == n1 && n1 > 0 &&
+                                      memcmp(one, hb + (size_t)q * 10, n1 * sizeof(one[0])) == 0,
+                                  "nbits=%u rerank %u batch of %zu query %u: batched hits differ",
+                                  nbits, rr, nb, q);
+                }
             }
-        }
         cnt[0] = 99;
         ck_assert_int_eq(idx_ivfpq_search_batch(sb, qs, 1, 0, 4, 0, NULL, NULL, NULL, hb, cnt),
                          ST_OK);
@@ -3282,6 +3286,51 @@ START_TEST(test_ivfpq_batch_nlist24)
         ck_assert_msg(cnt[q] == n1 && memcmp(one, hb + (size_t)q * 10, n1 * sizeof(one[0])) == 0,
                       "%s nbits=%u query %u: batched hits differ", st_kernels()->name, nbits, q);
     }
+    idx_ivfpq_searcher_free(s);
+    idx_ivfpq_free(ix);
+    free(base);
+    free(qs);
+}
+END_TEST
+
+static uint8_t *guard_end(uint8_t *region, size_t len, size_t bytes);
+
+/* Inner product (queries not centred: the batch reads the caller's rows themselves), batches of
+ * 1..6 queries that end where an unreadable page begins: a table group that read past the last
+ * query faults. Hits equal single calls'. */
+START_TEST(test_ivfpq_batch_ip_rows)
+{
+    uint32_t n = 3000, dim = 32, nbits = _i == 0 ? 8 : 4;
+    float *base = dataset(n, dim, 40, 7), *qs = dataset(6, dim, 40, 8);
+    struct idx_ivfpq_opts o = {.dim = dim,
+                               .metric = ST_METRIC_IP,
+                               .nlist = 16,
+                               .m = 8,
+                               .nbits = nbits,
+                               .seed = 4,
+                               .threads = 1};
+    struct idx_ivfpq *ix;
+    ck_assert_int_eq(idx_ivfpq_build(&o, base, n, &ix), ST_OK);
+    struct idx_ivfpq_searcher *s = idx_ivfpq_searcher_new(ix);
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), len = pg;
+    uint8_t *r = mmap(NULL, len + pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(r != MAP_FAILED);
+    ck_assert_int_eq(mprotect(r + len, pg, PROT_NONE), 0);
+    struct st_hit hb[6 * 10], one[10];
+    size_t cnt[6];
+    for (size_t nq = 1; nq <= 6; nq++) {
+        float *q = (float *)(void *)guard_end(r, len, nq * dim * sizeof(float));
+        memcpy(q, qs, nq * dim * sizeof(float));
+        ck_assert_int_eq(idx_ivfpq_search_batch(s, q, nq, 10, 3, 0, NULL, NULL, NULL, hb, cnt),
+                         ST_OK);
+        for (uint32_t i = 0; i < nq; i++) {
+            size_t n1 = idx_ivfpq_search(s, qs + (size_t)i * dim, 10, 3, 0, NULL, NULL, NULL, one);
+            ck_assert_msg(cnt[i] == n1 && n1 > 0 &&
+                              memcmp(one, hb + (size_t)i * 10, n1 * sizeof(one[0])) == 0,
+                          "nbits=%u batch of %zu query %u: batched hits differ", nbits, nq, i);
+        }
+    }
+    munmap(r, len + pg);
     idx_ivfpq_searcher_free(s);
     idx_ivfpq_free(ix);
     free(base);
@@ -5329,6 +5378,7 @@ int main(void)
     tcase_add_loop_test(tc, test_ivfpq, 0, 2);
     tcase_add_test(tc, test_ivfpq_adc_tails);
     tcase_add_test(tc, test_dots_tn_bitwise);
+    tcase_add_loop_test(tc, test_ivfpq_batch_ip_rows, 0, 2);
     tcase_add_loop_test(tc, test_ivfpq_batch_nlist24, 0, 2);
     tcase_add_test(tc, test_kernels_guard_page);
     tcase_add_test(tc, test_hnsw_file_lies);
