@@ -1318,6 +1318,16 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
     return m;
 }
 
+/* The rows a table is computed from: nq centred queries (dim apart) times the table's factor,
+ * -2 (L2) or -1 (inner product). A power of two: the products and sums are those of scaling
+ * each dot product afterwards, bit for bit. */
+static void table_query(const struct idx_ivfpq *ix, const float *qt, size_t nq, float *qf)
+{
+    float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
+    for (size_t i = 0; i < nq * ix->dim; i++)
+        qf[i] = f * qt[i];
+}
+
 /* One query q (qt: q - mu for L2 (centred), q for inner product), its centroid dot products
  * cdots[c] = <qt, ct's c> already computed, over the nmem indexes mem of s's quantizer (their
  * ids offset by off[]) as one index: each probed list scanned in every member, one candidate
@@ -1343,15 +1353,12 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     }
     st_hits_sort(s->coarse, nc);
     /* The query's table: -2<q_j - mu_j, cb> (L2) or -<q_j, cb> (inner product), at 4 bits
-     * also quantized, once for every list probed. */
-    /* The factor goes into the query (dim multiplies, not m * ksub): a power of two, so the
-     * products and sums are those of scaling each dot product afterwards, bit for bit. */
+     * also quantized, once for every list probed; the factor goes into the query (dim
+     * multiplies, not m * ksub: table_query). */
     if (tab != NULL) {
         s->tab = tab; /* computed with the batch's (table_batch) */
     } else {
-        float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
-        for (uint32_t i = 0; i < ix->dim; i++)
-            s->qf[i] = f * qt[i];
+        table_query(ix, qt, 1, s->qf);
         s->k->dots_blocks(s->qf, cbt_of(ix, 0), ix->dsub, ix->ksub, ix->m, s->qterm);
         s->tab = s->qterm;
     }
@@ -1510,10 +1517,7 @@ int idx_ivfpq_search_shared(struct idx_ivfpq_searcher *s, const struct idx_ivfpq
 static void table_batch(struct idx_ivfpq_searcher *s, const float *qt, size_t nt)
 {
     const struct idx_ivfpq *ix = s->ix;
-    float f = ix->metric == ST_METRIC_L2 ? -2.0f : -1.0f;
-    for (size_t r = 0; r < nt; r++)
-        for (uint32_t i = 0; i < ix->dim; i++)
-            s->bqf[r * ix->dim + i] = f * qt[r * ix->dim + i];
+    table_query(ix, qt, nt, s->bqf);
     size_t tsz = (size_t)ix->m * ix->ksub;
     for (uint32_t j = 0; j < ix->m; j++) {
         s->k->dots_tn(s->bqf + (size_t)j * ix->dsub, nt, ix->dim, cbt_of(ix, j), ix->dsub, ix->ksub,
