@@ -350,7 +350,7 @@ static unsigned search_threads = 1;
 static struct idx_pool *search_pool;
 
 struct result {
-    double recall, qps, parts_per_query;
+    double recall, qps, parts_per_query, again_per_query;
 };
 
 static struct result run(const struct layout *l, uint32_t ef, bool exhaustive)
@@ -358,9 +358,9 @@ static struct result run(const struct layout *l, uint32_t ef, bool exhaustive)
     struct idx_view_hit *hits = malloc((size_t)nq * K * sizeof(*hits));
     size_t *counts = malloc(nq * sizeof(*counts));
     struct result r = {0};
-    uint64_t parts = 0;
+    uint64_t parts = 0, again = 0;
     for (unsigned pass = 0; pass < passes; pass++) {
-        parts = 0;
+        parts = again = 0;
         double t0 = now_s();
         for (unsigned q = 0; q < nq; q++) {
             struct idx_view_query vq = {.vec = test + (size_t)q * DIM,
@@ -375,6 +375,7 @@ static struct result run(const struct layout *l, uint32_t ef, bool exhaustive)
             if (idx_view_search(l->view, &vq, hits + (size_t)q * K, &counts[q], &st) != ST_OK)
                 die(l->name, "idx_view_search failed");
             parts += st.parts_searched;
+            again += st.parts_again;
         }
         double qps = nq / (now_s() - t0);
         if (qps > r.qps)
@@ -392,6 +393,7 @@ static struct result run(const struct layout *l, uint32_t ef, bool exhaustive)
         }
     r.recall = (double)found / ((double)nq * K);
     r.parts_per_query = (double)parts / nq;
+    r.again_per_query = (double)again / nq;
     free(hits);
     free(counts);
     return r;
@@ -534,14 +536,15 @@ int main(int argc, char **argv)
     for (int mode = 0; mode < modes; mode++) {
         const char *what = !both ? "" : mode == 0 ? " — exhaustive (as before)" : " — bounded";
         const char *knob = ivf ? "nprobe" : "ef";
-        printf("\n### per %s%s\n\n| layout | parts | %s | recall@10 | QPS | parts searched |\n"
-               "|---|---|---|---|---|---|\n",
+        printf("\n### per %s%s\n\n| layout | parts | %s | recall@10 | QPS | parts searched | "
+               "searched again |\n|---|---|---|---|---|---|---|\n",
                knob, what, knob);
         for (size_t li = 0; li < nl; li++)
             for (size_t e = 0; e < done[mode][li]; e++) {
                 const struct result *r = &res[mode][li][e];
-                printf("| %s | %zu | %u | %.4f | %.0f | %.1f |\n", ls[li].name, ls[li].nparts,
-                       efs[e], r->recall, r->qps, r->parts_per_query);
+                printf("| %s | %zu | %u | %.4f | %.0f | %.1f | %.2f |\n", ls[li].name,
+                       ls[li].nparts, efs[e], r->recall, r->qps, r->parts_per_query,
+                       r->again_per_query);
             }
         for (int t = 0; t < 2; t++) {
             double target = t == 0 ? 0.95 : 0.99;

@@ -585,6 +585,11 @@ static void pool_put(struct idx_part *p, void *s)
         idx_ivfpq_searcher_free(s);
 }
 
+uint32_t idx_part_ef(uint32_t k, uint32_t ef)
+{
+    return ef ? ef : (k > 64 ? k : 64);
+}
+
 size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t ef, uint32_t nprobe,
                        float bound, idx_part_filter filter, void *fctx, struct idx_part_hit *out)
 {
@@ -600,7 +605,7 @@ size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t 
     }
     size_t n;
     if (p->hnsw != NULL) {
-        n = idx_hnsw_search_bound(s, q, k, ef ? ef : (k > 64 ? k : 64), bound, filter, fctx, hits);
+        n = idx_hnsw_search_bound(s, q, k, idx_part_ef(k, ef), bound, filter, fctx, hits);
     } else {
         if (idx_ivfpq_searcher_refine(s, p->refine) != ST_OK) /* built from p's own vectors */
             st_log_warn("indexer", "index %s: re-ranking codes not of its vectors", p->idx_path);

@@ -177,6 +177,8 @@ typedef bool (*idx_part_filter)(void *ctx, uint32_t label);
  */
 size_t idx_part_search(struct idx_part *p, const float *q, uint32_t k, uint32_t ef, uint32_t nprobe,
                        float bound, idx_part_filter filter, void *fctx, struct idx_part_hit *out);
+/* The HNSW beam idx_part_search uses for k and the query's ef (0: the default, max(k, 64)). */
+uint32_t idx_part_ef(uint32_t k, uint32_t ef);
 
 /* Do a and b hold IVF-PQ indexes (not empty) of the same quantizer (idx_ivfpq_same_quantizer)? */
 bool idx_part_same_quantizer(const struct idx_part *a, const struct idx_part *b);

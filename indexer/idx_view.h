@@ -95,6 +95,7 @@ struct idx_view_stats {
     uint32_t parts_by_helpers; /* of them, searched on the pool's threads (query.pool; a
                                   group's members all count) */
     uint32_t parts_grouped;    /* of them, searched in groups of one IVF-PQ quantizer */
+    uint32_t parts_again;      /* HNSW parts searched a second time with the whole beam */
 };
 
 /*
@@ -109,10 +110,13 @@ struct idx_view_stats {
  * search gets the k-th best distance found so far (idx_part_search's bound): hits beyond it
  * are dropped, IVF-PQ parts give exactly the hits they would without it, and an HNSW part
  * that finds nothing within it stops at about half its beam. Every part passing the time range
- * is still searched (the bound narrows a search, it never skips a part). IVF-PQ parts of one
- * quantizer (windows that adopted it: idx_part_build_on) are searched together as one index
- * (idx_part_search_shared: one coarse step, one table, one re-ranking; the recall of one index
- * over them at that nprobe), not one by one; a group is one item of work for the pool. A
+ * is still searched (the bound narrows a search, it never skips a part). HNSW parts after the
+ * first are searched first for their share of the k (by vectors) with the ef scaled alike, and
+ * searched again whole when that search's hits count in the final result (part_share in
+ * idx_view.c: more QPS at the same recall over many windows, less recall at the same ef). IVF-PQ
+ * parts of one quantizer (windows that adopted it: idx_part_build_on) are searched together as one
+ * index (idx_part_search_shared: one coarse step, one table, one re-ranking; the recall of one
+ * index over them at that nprobe), not one by one; a group is one item of work for the pool. A
  * group whose search fails fails the search with its error.
  */
 int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,

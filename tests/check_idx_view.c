@@ -53,6 +53,19 @@ static void clustered(float *v)
         v[d] = c[d] + (frand() - 0.5f) * 0.6f;
 }
 
+/* Windows whose records (bit w) all lie near a centre of their own, far from the 12 (content
+ * that drifts: the nearest neighbours of a query there are all in those windows' parts). */
+static unsigned fx_hot_windows;
+
+static void near_hot(float *v)
+{
+    for (int d = 0; d < D; d++)
+        v[d] = 20.0f + (frand() - 0.5f) * 0.6f;
+}
+
+/* The queries compare_on asks. */
+static void (*fx_query)(float *v) = clustered;
+
 /* Every record written to any part (the reference). */
 struct rec {
     uint32_t id;
@@ -117,7 +130,9 @@ static struct idx_part *fx_part(struct fx *f, unsigned w, unsigned node, size_t 
         } else {
             r.id = f->next_id++;
         }
-        if (r.op == STORE_OP_UPSERT)
+        if (r.op == STORE_OP_UPSERT && w < 32 && (fx_hot_windows >> w & 1))
+            near_hot(r.vec);
+        else if (r.op == STORE_OP_UPSERT)
             clustered(r.vec);
         mine[got++] = r;
     }
@@ -300,6 +315,7 @@ struct run {
     double recall_exh, recall_bnd;
     size_t same;        /* queries where both returned the same hits, in order */
     size_t truth_total; /* brute-force hits over all queries */
+    size_t again;       /* parts the bounded search searched a second time */
 };
 
 /* nq queries of k through both searches (the bounded one on pool's threads; NULL: its own);
@@ -315,7 +331,7 @@ static struct run compare_on(const struct fx *f, size_t nq, uint32_t k, uint32_t
     struct run r = {0};
     for (size_t qi = 0; qi < nq; qi++) {
         float q[D];
-        clustered(q);
+        fx_query(q);
         struct idx_view_query vq = {q, k, ef, 4, from, to, true, NULL};
         struct idx_view_stats sa, sb;
         size_t na, nb;
@@ -326,6 +342,8 @@ static struct run compare_on(const struct fx *f, size_t nq, uint32_t k, uint32_t
         /* the same parts and windows are searched either way (the bound narrows, never skips) */
         ck_assert_uint_eq(sa.parts_searched, sb.parts_searched);
         ck_assert_uint_eq(sa.windows_searched, sb.windows_searched);
+        ck_assert_uint_eq(sa.parts_again, 0); /* the exhaustive search has one pass */
+        r.again += sb.parts_again;
         check_hits(f, vis, q, a, na, ia);
         check_hits(f, vis, q, b, nb, ib);
         size_t nt = brute(f, vis, q, k, truth);
@@ -356,7 +374,9 @@ static struct run compare(const struct fx *f, size_t nq, uint32_t k, uint32_t ef
 
 /* HNSW parts: the bounded search keeps the reference's recall (within 0.005) at several ef,
  * with and without a time range cutting windows and parts in two; masked labels never come
- * back either way. */
+ * back either way. At ef = k, where each part's share of the beam (idx_view.c, part_share) is
+ * a third of it, recall is traded for speed: within 0.06 here (m = 6 graphs; 0.996 -> 0.959 on
+ * Fashion-MNIST's 24 windows, still above one index's 0.907 at that ef). */
 START_TEST(test_bound_hnsw_recall)
 {
     struct fx f;
@@ -378,16 +398,58 @@ START_TEST(test_bound_hnsw_recall)
             struct run r = compare_on(&f, 400, cases[c].k, cases[c].ef, cases[c].from, cases[c].to,
                                       par ? pool : NULL);
             ck_assert_uint_gt(r.truth_total, 0);
-            ck_assert_msg(r.recall_bnd >= r.recall_exh - 0.005,
+            bool at_k = cases[c].ef == cases[c].k;
+            ck_assert_msg(r.recall_bnd >= r.recall_exh - (at_k ? 0.06 : 0.005),
                           "case %zu, pool %d: bounded recall %.4f, exhaustive %.4f", c, par,
                           r.recall_bnd, r.recall_exh);
             ck_assert_msg(r.recall_bnd >= 0.9, "case %zu: recall %.4f", c, r.recall_bnd);
-            /* mostly the very same answer */
-            ck_assert_msg(r.same >= 400 * 9 / 10, "case %zu, pool %d: %zu of 400 the same", c, par,
-                          r.same);
+            /* mostly the very same answer (at ef = k, more than half) */
+            ck_assert_msg(r.same >= (at_k ? 400 / 2 : 400 * 9 / 10),
+                          "case %zu, pool %d: %zu of 400 the same", c, par, r.same);
         }
     idx_pool_free(pool);
     fx_close(&f);
+}
+END_TEST
+
+/* Windows of drifting content: a query's k nearest all lie in two or three of twelve windows.
+ * Each part's first search is sized to its share of the vectors (a part of 1/12 is searched for
+ * 4 hits); a part with all but one of them within the final bound is searched again with the
+ * whole beam, so recall stays the reference's: within 0.005 at ef 40, 0.04 at ef = k (a first
+ * search of beam 4 misses some of a part's best). Without the second search recall falls by
+ * 0.1 and more (0.90 against 1.00 at ef 40, 0.79 against 0.93 at ef 10). */
+START_TEST(test_share_hot_windows)
+{
+    const unsigned masks[] = {1u << 3 | 1u << 8, 1u << 1 | 1u << 5 | 1u << 10};
+    struct idx_pool *pool;
+    ck_assert_int_eq(idx_pool_new(2, &pool), ST_OK);
+    for (size_t m = 0; m < 2; m++) {
+        fx_hot_windows = masks[m];
+        struct fx f;
+        fx_open(&f, 12, 1, 200, "hnsw");
+        fx_hot_windows = 0;
+        fx_query = near_hot;
+        for (int par = 0; par < 2; par++)
+            for (uint32_t ef = 10; ef <= 40; ef += 30) {
+                struct run r = compare_on(&f, 200, 10, ef, INT64_MIN, INT64_MAX, par ? pool : NULL);
+                ck_assert_uint_eq(r.truth_total, 200 * 10);
+                ck_assert_msg(r.recall_bnd >= r.recall_exh - (ef == 10 ? 0.04 : 0.005),
+                              "hot %zu, pool %d, ef %u: recall %.4f, exhaustive %.4f", m, par, ef,
+                              r.recall_bnd, r.recall_exh);
+                ck_assert_msg(r.recall_exh >= 0.9, "exhaustive recall %.4f", r.recall_exh);
+                /* one after another, the first hot part is searched whole (no bound yet), the
+                 * others for their share first, then again */
+                if (par == 0)
+                    ck_assert_msg(r.again >= 150, "hot %zu, ef %u: %zu parts searched again", m, ef,
+                                  r.again);
+            }
+        fx_query = clustered;
+        /* and where the neighbours are spread (the other windows' clusters), few are */
+        struct run r = compare_on(&f, 200, 10, 40, INT64_MIN, INT64_MAX, NULL);
+        ck_assert_msg(r.again < 200, "%zu parts searched again for 200 spread queries", r.again);
+        fx_close(&f);
+    }
+    idx_pool_free(pool);
 }
 END_TEST
 
@@ -1261,6 +1323,7 @@ int main(void)
     tcase_add_test(tc, test_hnsw_search_bound);
     tcase_add_test(tc, test_part_search_bound);
     tcase_add_test(tc, test_bound_hnsw_recall);
+    tcase_add_test(tc, test_share_hot_windows);
     tcase_add_test(tc, test_bound_ivfpq_exact);
     tcase_add_test(tc, test_bound_k_beyond_total);
     tcase_add_test(tc, test_shared_quantizer);
