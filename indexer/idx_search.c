@@ -213,6 +213,7 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
         res->segments = vs.parts_searched;
         res->parts += vs.parts_searched; /* every round's, as the work done */
         res->parts_by_helpers += vs.parts_by_helpers;
+        res->parts_again += vs.parts_again;
         if (!q->strong || nn == 0)
             break;
         /* Ask every live node; all must answer. */

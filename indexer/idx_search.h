@@ -56,6 +56,7 @@ struct idx_search_res {
     uint32_t windows, segments; /* searched: indexed parts + the nodes' fresh sources */
     uint64_t fresh_scanned, fresh_pruned;
     uint64_t parts, parts_by_helpers; /* index parts searched, and of them on the pool's threads */
+    uint64_t parts_again;             /* HNSW parts searched a second time (idx_view_stats) */
     uint32_t nodes;                   /* ingest nodes asked */
 };
 

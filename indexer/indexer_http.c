@@ -23,6 +23,7 @@ struct indexer_http {
     struct st_hist search_hist;
     _Atomic uint64_t searches, search_errors;
     _Atomic uint64_t parts_request, parts_helper; /* index parts searched, by which thread */
+    _Atomic uint64_t parts_again;                 /* of them, HNSW parts searched a second time */
 };
 
 static bool is_u64(const struct idx_coll *c)
@@ -320,6 +321,7 @@ static void do_search(struct indexer_http *h, struct idx_coll *c, const struct s
     st_hist_observe(&h->search_hist, took);
     atomic_fetch_add(&h->parts_request, res.parts - res.parts_by_helpers);
     atomic_fetch_add(&h->parts_helper, res.parts_by_helpers);
+    atomic_fetch_add(&h->parts_again, res.parts_again);
     st_http_json(resp, 200,
                  json_pack("{s:o,s:I,s:I,s:I,s:I,s:I,s:f}", "hits", hits, "windows_searched",
                            (json_int_t)res.windows, "segments_searched", (json_int_t)res.segments,
@@ -630,6 +632,11 @@ static void metrics_text(struct indexer_http *h, struct st_text *t)
     const char *lr[] = {"thread", "request", NULL}, *lh[] = {"thread", "helper", NULL};
     st_prom_sample(t, "strata_search_parts_total", lr, (double)atomic_load(&h->parts_request));
     st_prom_sample(t, "strata_search_parts_total", lh, (double)atomic_load(&h->parts_helper));
+    st_prom_head(t, "strata_search_parts_again_total", "counter",
+                 "HNSW index parts searched a second time with the whole beam, after a first "
+                 "search for their share of k found hits that count");
+    st_prom_sample(t, "strata_search_parts_again_total", NULL,
+                   (double)atomic_load(&h->parts_again));
     st_prom_head(t, "strata_indexer_ingest_connects_total", "counter",
                  "Connections opened to ingest nodes for strong searches, gets and status "
                  "(kept open and reused between calls)");

@@ -547,6 +547,11 @@ START_TEST(test_indexer_end_to_end)
     double on_help = st_test_metric_port(port, "strata_search_parts_total{thread=\"helper\"}");
     ck_assert_msg(on_req >= 0 && on_help >= 0 && on_req + on_help >= NQ,
                   "parts searched: %g on the request's thread, %g on helpers", on_req, on_help);
+    /* Parts searched a second time (for their share of k first): exported, and never more
+     * than the parts searched. */
+    double twice = st_test_metric_port(port, "strata_search_parts_again_total");
+    ck_assert_msg(twice >= 0 && twice <= on_req + on_help, "parts searched again: %g of %g", twice,
+                  on_req + on_help);
 
     /* Bad requests: each its 4xx with a message. */
     char *vt = vec_text(test);
