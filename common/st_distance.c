@@ -86,6 +86,36 @@ static size_t finite_prefix_scalar(const float *v, size_t n)
     return n;
 }
 
+static void sq_absmax_scalar(const float *q, const float *lo, const float *t, size_t d, float *max,
+                             float *pair_max)
+{
+    float m = 0, pm = 0;
+    for (size_t i = 0; i < d; i += 2) {
+        float a = fabsf(t[i] * (q[i] - lo[i]));
+        float b = i + 1 < d ? fabsf(t[i + 1] * (q[i + 1] - lo[i + 1])) : 0, p = a + b;
+        m = a > m ? a : m; /* NaN stays out */
+        m = b > m ? b : m;
+        pm = p > pm ? p : pm;
+    }
+    *max = m;
+    *pair_max = pm;
+}
+
+/* Clamped first (NaN: -127), then rounded to nearest, ties to even: adding and subtracting
+ * 1.5 * 2^23 leaves no fraction bits for |w| <= 127 (no libm call, the same as lrintf). */
+static inline int8_t sq_round1(float w)
+{
+    w = w > -127 ? (w < 127 ? w : 127) : -127;
+    return (int8_t)(int)((w + 0x1.8p23f) - 0x1.8p23f);
+}
+
+static void sq_round_scalar(const float *q, const float *lo, const float *t, float inv, size_t d,
+                            int8_t *out)
+{
+    for (size_t i = 0; i < d; i++)
+        out[i] = sq_round1(t[i] * (q[i] - lo[i]) * inv);
+}
+
 static int32_t dotu8_scalar(const uint8_t *a, const int8_t *b, size_t d)
 {
     int32_t s0 = 0, s1 = 0;
@@ -401,6 +431,67 @@ __attribute__((target("avx2"))) static int32_t dotu4_avx2(const uint8_t *a, cons
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
     v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
     return _mm_cvtsi128_si32(v);
+}
+
+/* Eight dimensions a step (four pairs); vmaxps(a, m) is a > m ? a : m, so NaN stays out as in
+ * the scalar loop; the maxima are exact, so the order they are taken in does not matter. */
+__attribute__((target("avx2"))) static void sq_absmax_avx2(const float *q, const float *lo,
+                                                           const float *t, size_t d, float *max,
+                                                           float *pair_max)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps(), pm = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        __m256 w = _mm256_mul_ps(_mm256_loadu_ps(t + i),
+                                 _mm256_sub_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(lo + i)));
+        __m256 a = _mm256_andnot_ps(sign, w);
+        m = _mm256_max_ps(a, m);
+        /* lane j: a[j] + a[j ^ 1], each pair's sum (twice; a + b = b + a exactly) */
+        pm = _mm256_max_ps(_mm256_add_ps(a, _mm256_permute_ps(a, 0xb1)), pm);
+    }
+    float ml[8], pl[8], mt, pt;
+    _mm256_storeu_ps(ml, m);
+    _mm256_storeu_ps(pl, pm);
+    sq_absmax_scalar(q + i, lo + i, t + i, d - i, &mt, &pt); /* i is even: pairs stay aligned */
+    for (int j = 0; j < 8; j++) {
+        mt = ml[j] > mt ? ml[j] : mt;
+        pt = pl[j] > pt ? pl[j] : pt;
+    }
+    *max = mt;
+    *pair_max = pt;
+}
+
+/* Eight weights a step as the scalar loop computes them (multiply, multiply, clamp, add and
+ * subtract 1.5 * 2^23), truncated to integers (exact by then), 32 packed to bytes at a time. */
+__attribute__((target("avx2"))) static inline __m256i
+sq_round8_avx2(const float *q, const float *lo, const float *t, __m256 inv)
+{
+    const __m256 lo127 = _mm256_set1_ps(-127.0f), hi127 = _mm256_set1_ps(127.0f),
+                 magic = _mm256_set1_ps(0x1.8p23f);
+    __m256 w = _mm256_mul_ps(
+        _mm256_mul_ps(_mm256_loadu_ps(t), _mm256_sub_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(lo))),
+        inv);
+    w = _mm256_min_ps(_mm256_max_ps(w, lo127), hi127); /* max first: NaN -> -127 */
+    return _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(w, magic), magic));
+}
+
+__attribute__((target("avx2"))) static void
+sq_round_avx2(const float *q, const float *lo, const float *t, float inv, size_t d, int8_t *out)
+{
+    const __m256 iv = _mm256_set1_ps(inv);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        __m256i a = sq_round8_avx2(q + i, lo + i, t + i, iv);
+        __m256i b = sq_round8_avx2(q + i + 8, lo + i + 8, t + i + 8, iv);
+        __m256i c = sq_round8_avx2(q + i + 16, lo + i + 16, t + i + 16, iv);
+        __m256i e = sq_round8_avx2(q + i + 24, lo + i + 24, t + i + 24, iv);
+        /* packs work per 128-bit lane: a0-3 b0-3 c0-3 e0-3 | a4-7 b4-7 c4-7 e4-7, reordered */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
+        _mm256_storeu_si256((__m256i *)(void *)(out + i), _mm256_permutevar8x32_epi32(p, order));
+    }
+    sq_round_scalar(q + i, lo + i, t + i, inv, d - i, out + i);
 }
 
 /* Eight floats a step: the exponent field masked and compared with all ones; the scalar loop
@@ -1178,7 +1269,7 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
         .dots_tn = dots_tn_##tag, .dotu8 = dotu8_##tag, .finite_prefix = finite_prefix_##tag,      \
         .argmin_l2 = argmin_l2_##tag, .dotu8_paired = dotu8p_##tag,                                \
         .dotu8_pair_max = DOTU8P_MAX_##tag, .dotu4 = dotu4_##tag, .sq8_l2sq = sq8_l2sq_##tag,      \
-        .sq8_dot = sq8_dot_##tag                                                                   \
+        .sq8_dot = sq8_dot_##tag, .sq_absmax = sq_absmax_##tag, .sq_round = sq_round_##tag         \
     }
 /* The portable set has no 16-bit pairs to overflow: its dotu8 takes any bytes. */
 #define dotu8p_scalar     dotu8_scalar
@@ -1188,6 +1279,9 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
 /* 4-bit codes on AVX-512 machines: the AVX2 kernel (its 32-byte steps hold one 64-dimension
  * block; a 512-bit step would need the weights of two blocks shuffled together). */
 #define dotu4_avx512 dotu4_avx2
+/* The query's side of the traversal codes: once per query and part, a few hundred floats. */
+#define sq_absmax_avx512 sq_absmax_avx2
+#define sq_round_avx512  sq_round_avx2
 static const struct st_kernels k_scalar = KERNELS(scalar);
 static const struct st_kernels k_avx2 = KERNELS(avx2);
 static const struct st_kernels k_avx512 = KERNELS(avx512);
@@ -1197,6 +1291,8 @@ static const struct st_kernels k_avx512 = KERNELS(avx512);
 #undef DOTU8P_MAX_avx2
 #undef DOTU8P_MAX_avx512
 #undef dotu4_avx512
+#undef sq_absmax_avx512
+#undef sq_round_avx512
 
 const struct st_kernels *st_kernels_scalar(void)
 {

@@ -85,6 +85,17 @@ typedef float (*st_sq8_fn)(const float *q, const uint8_t *c, const float *lo, co
 /* The index of the first of v[0..n) that is not finite (inf or NaN), or n when all are. */
 typedef size_t (*st_finite_fn)(const float *v, size_t n);
 
+/* A query against per-dimension scalar-quantization ranges, w[i] = t[i] * (q[i] - lo[i]) (the
+ * product rounded once, then the next: no fused multiply-add). sq_absmax: the largest |w[i]| and
+ * the largest |w[2i]| + |w[2i + 1]| (a last odd dimension alone), NaN never the largest, 0 for
+ * d = 0. sq_round: out[i] = w[i] * inv clamped to [-127, 127] (NaN: -127) and rounded to
+ * nearest, ties to even (as lrintf in the default mode). Every variant gives the same floats
+ * and bytes. */
+typedef void (*st_sq_absmax_fn)(const float *q, const float *lo, const float *t, size_t d,
+                                float *max, float *pair_max);
+typedef void (*st_sq_round_fn)(const float *q, const float *lo, const float *t, float inv, size_t d,
+                               int8_t *out);
+
 struct st_kernels {
     const char *name; /* "avx512", "avx2", "scalar" */
     st_dist_fn l2sq;
@@ -107,6 +118,8 @@ struct st_kernels {
     st_argmin_fn argmin_l2;
     st_sq8_fn sq8_l2sq;
     st_sq8_fn sq8_dot;
+    st_sq_absmax_fn sq_absmax; /* a query's side of the HNSW traversal codes (idx_hnsw.c) */
+    st_sq_round_fn sq_round;
 };
 
 /* The best kernels for this CPU (chosen on first use; thread-safe). */

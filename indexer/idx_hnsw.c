@@ -414,39 +414,19 @@ static uint32_t descend(const struct idx_hnsw *h, const struct lane *L, struct b
  */
 static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float *q)
 {
-    /* Per-part work of every query of a search over many windows: the sums on the SIMD
-     * kernels, the largest weight with eight independent maxima, rounding without a libm call
-     * per dimension (the weights are clamped to +-127 first; the same rounding as lrintf). */
+    /* Per-part work of every query of a search over many windows: on the SIMD kernels (the
+     * sums; the largest weights; the rounding, without a libm call per dimension). */
     const struct st_kernels *kn = st_kernels();
-    uint32_t dim = h->dim, i = 0;
+    uint32_t dim = h->dim;
     float rr = kn->l2sq(q, h->sq_lo, dim);
     float qq = h->metric == ST_METRIC_COSINE ? kn->dot(q, q, dim) : 0;
-    /* The largest |w|, and the largest |w| summed over a pair of dimensions (2i, 2i + 1),
-     * in one pass: a kernel without VNNI sums products in such pairs into 16 bits
-     * (pair_max), so each pair's sum is then scaled to at most pair_max - 1, and with both
-     * roundings it stays within pair_max. On images, neighbouring dimensions are alike: up to
-     * a bit of the weights' precision, for a kernel twice as fast. */
-    float m[8] = {0}, pm[4] = {0};
-#define W(k) fabsf(h->sq_t[k] * (q[k] - h->sq_lo[k]))
-    for (; i + 8 <= dim; i += 8)
-        for (uint32_t j = 0; j < 8; j += 2) {
-            float a = W(i + j), b = W(i + j + 1), p = a + b;
-            m[j] = a > m[j] ? a : m[j]; /* NaN stays out */
-            m[j + 1] = b > m[j + 1] ? b : m[j + 1];
-            pm[j / 2] = p > pm[j / 2] ? p : pm[j / 2];
-        }
-    for (; i < dim; i += 2) { /* i is even: the tail's pairs, and a last dimension alone */
-        float a = W(i), b = i + 1 < dim ? W(i + 1) : 0, p = a + b;
-        m[0] = a > m[0] ? a : m[0];
-        m[1] = b > m[1] ? b : m[1];
-        pm[0] = p > pm[0] ? p : pm[0];
-    }
-#undef W
-    float scale = 0, pmax = 0;
-    for (uint32_t j = 0; j < 8; j++)
-        scale = m[j] > scale ? m[j] : scale;
-    for (uint32_t j = 0; j < 4; j++)
-        pmax = pm[j] > pmax ? pm[j] : pmax;
+    /* The largest |w|, and the largest |w| summed over a pair of dimensions (2i, 2i + 1): a
+     * kernel without VNNI sums products in such pairs into 16 bits (pair_max), so each pair's
+     * sum is then scaled to at most pair_max - 1, and with both roundings it stays within
+     * pair_max. On images, neighbouring dimensions are alike: up to a bit of the weights'
+     * precision, for a kernel twice as fast. */
+    float scale, pmax;
+    kn->sq_absmax(q, h->sq_lo, h->sq_t, dim, &scale, &pmax);
     if (h->pair_max > 1) {
         pmax *= 127.0f / (float)(h->pair_max - 1);
         scale = pmax > scale ? pmax : scale;
@@ -457,13 +437,7 @@ static void quantize_query(const struct idx_hnsw *h, struct lane *L, const float
      * not finite (the API refuses them) give garbage estimates, not undefined ones. */
     float sw = scale >= 127.0f * FLT_MIN && isfinite(scale) ? scale / 127.0f : 1.0f;
     float inv = 1.0f / sw;
-    for (i = 0; i < dim; i++) {
-        float w = h->sq_t[i] * (q[i] - h->sq_lo[i]) * inv;
-        w = w > -127 ? (w < 127 ? w : 127) : -127; /* NaN: -127 */
-        /* Rounded to nearest, ties to even, as lrintf in the default mode: adding and
-         * subtracting 1.5 * 2^23 leaves no fraction bits for |w| <= 127. */
-        L->qcode[i] = (int8_t)(int)((w + 0x1.8p23f) - 0x1.8p23f);
-    }
+    kn->sq_round(q, h->sq_lo, h->sq_t, inv, dim, L->qcode); /* clamped to +-127, NaN -127 */
     memset(L->qcode + dim, 0, h->qstride - dim);
     float half = h->metric == ST_METRIC_COSINE ? 0.5f : 1.0f;
     L->cx = half;

@@ -1066,6 +1066,72 @@ START_TEST(test_finite_prefix_kernels)
 }
 END_TEST
 
+/* The query's side of the traversal codes on every variant gives the scalar loop's floats and
+ * bytes: every length around the 8- and 32-lane steps (and 784), weights past +-127 (clamped),
+ * halves (ties to even: 2.5 -> 2, 3.5 -> 4, -2.5 -> -2), NaN (never the largest; -127), +-inf,
+ * -0, and the largest weight or pair in any lane or the tail. */
+START_TEST(test_sq_query_kernels)
+{
+    const struct st_kernels *ks[] = {st_kernels_avx2(), st_kernels_avx512(),
+                                     st_kernels_avx2_novnni(), st_kernels()};
+    const struct st_kernels *sc = st_kernels_scalar();
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    float q[800], lo[800], t[800];
+    int8_t want[800], got[800];
+    for (int round = 0; round < 40; round++)
+        for (size_t d = 0; d <= 800; d += d < 80 ? 1 : 59) {
+            size_t dd = d == 767 ? 784 : d; /* Fashion-MNIST's width among them */
+            for (size_t i = 0; i < dd; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                q[i] = (float)(x % 2001) / 10.0f - 100.0f;
+                lo[i] = (float)(x >> 20 & 255) / 4.0f - 30.0f;
+                t[i] = (float)(x >> 40 & 63) / 16.0f;
+                if ((x >> 50 & 31) == 0) /* exact halves after the scale below */
+                    q[i] = lo[i] + (float)((int)(x >> 56 & 15) - 8) - 0.5f, t[i] = 1;
+            }
+            if (dd > 0 && round % 4 == 1)
+                q[x % dd] = NAN;
+            if (dd > 0 && round % 4 == 2)
+                q[x % dd] = (x & 1) ? INFINITY : -INFINITY;
+            if (dd > 0 && round % 4 == 3)
+                q[(x >> 8) % dd] = -0.0f, lo[(x >> 8) % dd] = 0, t[(x >> 8) % dd] = 1;
+            if (dd > 0 && round % 5 == 0) /* one weight far above the others, anywhere */
+                q[(x >> 16) % dd] = 5000.0f;
+            float wm, wp;
+            sc->sq_absmax(q, lo, t, dd, &wm, &wp);
+            ck_assert(!isnan(wm) && !isnan(wp));
+            float inv = round % 3 == 0 ? 1.0f : round % 3 == 1 ? 0.37f : 127.0f / (wm + 1.0f);
+            sc->sq_round(q, lo, t, inv, dd, want);
+            for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
+                if (ks[k] == NULL)
+                    continue;
+                float m, p;
+                ks[k]->sq_absmax(q, lo, t, dd, &m, &p);
+                ck_assert_msg(memcmp(&m, &wm, sizeof(m)) == 0 && memcmp(&p, &wp, sizeof(p)) == 0,
+                              "%s d=%zu: max %a/%a pairs %a/%a", ks[k]->name, dd, m, wm, p, wp);
+                memset(got, 0x55, sizeof(got));
+                ks[k]->sq_round(q, lo, t, inv, dd, got);
+                ck_assert_msg(memcmp(got, want, dd) == 0, "%s d=%zu: rounding differs", ks[k]->name,
+                              dd);
+                ck_assert_int_eq(got[dd], 0x55); /* nothing written past d */
+            }
+        }
+    /* the scalar reference itself: ties to even, clamps, NaN */
+    float hq[] = {2.5f, 3.5f, -2.5f, 300.0f, -300.0f, NAN, 126.5f, -0.5f}, z[8] = {0},
+          one[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    int8_t r[8];
+    sc->sq_round(hq, z, one, 1.0f, 8, r);
+    const int8_t expect[8] = {2, 4, -2, 127, -127, -127, 126, 0};
+    ck_assert_int_eq(memcmp(r, expect, 8), 0);
+    float m, p;
+    sc->sq_absmax(hq, z, one, 8, &m, &p);
+    ck_assert_float_eq(m, 300.0f);
+    ck_assert_float_eq(p, 302.5f); /* (-2.5, 300); the pair (-300, NaN) stays out */
+    sc->sq_absmax(hq, z, one, 0, &m, &p);
+    ck_assert(m == 0 && p == 0);
+}
+END_TEST
+
 /* argmin_l2 on every variant gives the scalar loop's index: random values at every length
  * around the 8- and 16-lane steps (each input at the end of its buffer: a read past k is a heap
  * overflow under ASan), ties (the first wins, in any lane or the tail), NaN (never least), +inf
@@ -3380,6 +3446,11 @@ START_TEST(test_kernels_guard_page)
         }
         for (size_t d = 0; d <= 1088; d += 64) /* 4-bit rows: d / 2 bytes of codes */
             (void)k->dotu4(GEND(0, d / 2), GEND(1, d), d);
+        for (size_t d = 0; d <= 100; d++) {
+            float mx, pm;
+            k->sq_absmax(GEND(0, d * 4), GEND(1, d * 4), GEND(2, d * 4), d, &mx, &pm);
+            k->sq_round(GEND(0, d * 4), GEND(1, d * 4), GEND(2, d * 4), 1.0f, d, GEND(3, d));
+        }
         memset(r[2], 0, len); /* all finite: every variant reads up to the very last float */
         for (size_t n = 0; n <= 70; n++)
             ck_assert_uint_eq(k->finite_prefix(GEND(2, n * 4), n), n);
@@ -5372,6 +5443,7 @@ int main(void)
     tcase_add_test(tc, test_hnsw_files);
     tcase_add_test(tc, test_pq4_kernels);
     tcase_add_test(tc, test_finite_prefix_kernels);
+    tcase_add_test(tc, test_sq_query_kernels);
     tcase_add_test(tc, test_argmin_kernels);
     tcase_add_test(tc, test_pq4_lut);
     tcase_add_test(tc, test_cpucap);
