@@ -3,7 +3,8 @@
  * costs a search, in-process, no brokers.
  *
  *   bench_windows [--dir /tmp/strata-bench-windows] [--queries 10000] [--layouts 1,6,24,24x2,24c]
- *                 [--ef 10,12,16,...] [--full] [--passes 1] [--threads 2] [--exhaustive]
+ *                 [--ef 10,12,16,...] [--full] [--passes 1] [--threads 2] [--exhaustive
+ *                 [--whole-beams]]
  *                 [--search-threads 1] [--gt-cache /tmp/strata-fmnist-gt.bin]
  *
  * Fashion-MNIST train (Debian dataset-fashion-mnist, 60,000 x 784) is split in row order into
@@ -24,7 +25,9 @@
  * Each layout's sweep stops after the first ef reaching recall 0.995, or the third reaching
  * 0.99, unless --full. With --exhaustive every layout is also searched as before issue 15
  * (every part for k with the full ef: idx_view_query.exhaustive), in the same run, alternating
- * per ef, and a last table compares the two.
+ * per ef, and a last table compares the two; with --whole-beams as well, the reference is the
+ * bounded search with every part searched for k with the whole ef (idx_view_query.whole_beams:
+ * the search before each part's share) instead.
  * Output: markdown tables (per ef, then the lowest ef reaching recall 0.95 and 0.99 with its
  * QPS and the ratio to the one-window layout at its own lowest such ef).
  */
@@ -347,6 +350,8 @@ static uint32_t hit_row(const struct idx_view_hit *h)
 
 /* --search-threads N > 1: the helpers each query lends its parts to. */
 static unsigned search_threads = 1;
+/* --whole-beams: the reference (--exhaustive) is the bounded search without parts' shares */
+static bool ref_whole;
 static struct idx_pool *search_pool;
 
 struct result {
@@ -369,7 +374,8 @@ static struct result run(const struct layout *l, uint32_t ef, bool exhaustive)
                                         .nprobe = ivf ? ef : 0,
                                         .from_ts = INT64_MIN,
                                         .to_ts = INT64_MAX,
-                                        .exhaustive = exhaustive,
+                                        .exhaustive = exhaustive && !ref_whole,
+                                        .whole_beams = exhaustive && ref_whole,
                                         .pool = search_pool};
             struct idx_view_stats st;
             if (idx_view_search(l->view, &vq, hits + (size_t)q * K, &counts[q], &st) != ST_OK)
@@ -429,10 +435,14 @@ int main(int argc, char **argv)
             both = true;
             continue;
         }
+        if (strcmp(a, "--whole-beams") == 0) {
+            ref_whole = true;
+            continue;
+        }
         if (v == NULL) {
             fprintf(stderr, "usage: bench_windows [--dir D] [--queries N] [--layouts 1,6,24,24x2] "
-                            "[--ef 10,16,...] [--full] [--passes N] [--threads N] [--exhaustive] "
-                            "[--search-threads N] [--gt-cache FILE]\n");
+                            "[--ef 10,16,...] [--full] [--passes N] [--threads N] [--exhaustive "
+                            "[--whole-beams]] [--search-threads N] [--gt-cache FILE]\n");
             return 2;
         }
         if (strcmp(a, "--dir") == 0)
@@ -534,7 +544,10 @@ int main(int argc, char **argv)
     }
 
     for (int mode = 0; mode < modes; mode++) {
-        const char *what = !both ? "" : mode == 0 ? " — exhaustive (as before)" : " — bounded";
+        const char *what = !both       ? ""
+                           : mode == 1 ? " — bounded"
+                           : ref_whole ? " — bounded, whole beams (before the parts' shares)"
+                                       : " — exhaustive (as before)";
         const char *knob = ivf ? "nprobe" : "ef";
         printf("\n### per %s%s\n\n| layout | parts | %s | recall@10 | QPS | parts searched | "
                "searched again |\n|---|---|---|---|---|---|---|\n",
@@ -583,10 +596,11 @@ int main(int argc, char **argv)
         }
     }
     if (both) {
-        printf("\n### before (exhaustive) and after (bounded), same run, same ef\n\n"
+        printf("\n### before (%s) and after (bounded), same run, same ef\n\n"
                "| layout | ef | recall before | recall after | QPS before | QPS after | after / "
                "before |\n"
-               "|---|---|---|---|---|---|---|\n");
+               "|---|---|---|---|---|---|---|\n",
+               ref_whole ? "whole beams" : "exhaustive");
         for (size_t li = 0; li < nl; li++)
             for (size_t e = 0; e < done[0][li] && e < done[1][li]; e++) {
                 const struct result *b = &res[0][li][e], *a = &res[1][li][e];

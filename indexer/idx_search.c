@@ -205,7 +205,8 @@ int idx_search_run(struct idx_service *s, struct idx_coll *c, const struct idx_s
             goto out;
         }
         struct idx_view_query vq = {q->vec,     kk,       q->ef, q->nprobe,
-                                    q->from_ts, q->to_ts, false, idx_service_search_pool(s)};
+                                    q->from_ts, q->to_ts, false, idx_service_search_pool(s),
+                                    false};
         struct idx_view_stats vs;
         if ((rc = idx_view_search(res->view, &vq, cand, &ncand, &vs)) != ST_OK)
             goto out;

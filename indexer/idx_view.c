@@ -73,12 +73,13 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
     v->dead = calloc(n ? n : 1, sizeof(*v->dead));
     v->slots = calloc(ns, sizeof(*v->slots));
     v->qgroup = calloc(n ? n : 1, sizeof(*v->qgroup));
+    v->live = calloc(n ? n : 1, sizeof(*v->live));
     if (n > UINT32_MAX) { /* parts are numbered in 32 bits (slots, groups) */
         idx_view_release(v);
         return ST_EINVAL;
     }
     if (v->parts == NULL || v->mask == NULL || v->dead == NULL || v->slots == NULL ||
-        v->qgroup == NULL) {
+        v->qgroup == NULL || v->live == NULL) {
         idx_view_release(v);
         return ST_ENOMEM;
     }
@@ -155,6 +156,7 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
             idx_view_release(v);
             return ST_ENOMEM;
         }
+        v->live[pi] = p->n;
         for (uint32_t l = 0; l < p->n; l++) {
             struct store_seg_record r;
             idx_part_record(p, p->rec[l], &r);
@@ -162,6 +164,7 @@ int idx_view_build(struct idx_part *const *parts, size_t n, const uint8_t *const
             if (v->slots[s] != ((uint64_t)(pi + 1) << 32 | p->rec[l])) {
                 v->mask[pi][l / 8] |= (uint8_t)(1u << (l % 8));
                 v->hidden++;
+                v->live[pi]--;
             }
         }
     }
@@ -183,6 +186,7 @@ void idx_view_release(struct idx_view *v)
     free(v->mask);
     free(v->dead);
     free(v->qgroup);
+    free(v->live);
     free(v->parts);
     free(v->slots);
     free(v);
@@ -381,12 +385,13 @@ struct vjob {
     const struct probe *order;
     size_t np;
     bool second;    /* the second pass: order holds parts to search again with the whole beam */
-    uint64_t total; /* vectors in the parts to search */
+    uint64_t total; /* live vectors in the parts to search that the time range does not cut */
     struct again *again; /* first pass: parts to search again, if still within the final bound */
     size_t nagain;       /* (guarded by mu) */
     const uint32_t *gmem, *gstart; /* group_parts */
     _Atomic int rc;                /* a group's search failed: its error (ST_OK: none) */
     _Atomic uint32_t grouped;      /* parts searched within groups */
+    _Atomic uint32_t shared;       /* parts searched first for their share (part_share) */
     _Atomic size_t next;           /* the next part (in order) to claim */
     pthread_t caller;
     _Atomic uint32_t by_helpers; /* parts claimed by runs on other threads than the caller's */
@@ -453,8 +458,11 @@ static void search_group(struct vjob *j, size_t g, float bound, struct idx_part_
  * of the k nearest on average (0.42 of 10 for a window of 24), and an HNSW search for k with
  * beam ef spends most of its distances on a beam it needs only for the hits it returns: the
  * part is searched for kp = ceil(2 e) + 2 hits (k at most) with the beam ef scaled alike,
- * ceil(ef kp / k) (kp at least), without the bound's narrowing (idx_hnsw_search_bound: on
- * a beam this small it cost recall and saved little). A part with all but one of its kp hits
+ * ceil(ef kp / k) (kp at least; the default beam, ef = 0, is not scaled: max(kp, 64)), without
+ * the bound's narrowing (idx_hnsw_search_bound: on a beam this small it cost recall and saved
+ * little). n and total count live labels (not masked), total only in parts the time range
+ * does not cut (what lies in range of a cut one is not known: leaving it out makes the other
+ * shares larger, never smaller). A part with all but one of its kp hits
  * within the final bound may hold more than its share (windows of drifting content, where one
  * part holds most of the k; or a narrow beam that missed some of its best): the second pass
  * searches it again for k with the whole ef (0.1-0.2 such parts a query on random splits of
@@ -464,32 +472,45 @@ static void search_group(struct vjob *j, size_t g, float bound, struct idx_part_
  * first part to find anything (no bound yet) get the whole beam. One part or two of equal size
  * are never cut (kp >= k).
  */
-static bool part_share(const struct vjob *j, const struct idx_part *p, const struct filt *f,
-                       float bound, uint32_t *kp, uint32_t *efp)
+static bool part_share(const struct vjob *j, const struct idx_part *p, uint32_t live,
+                       const struct filt *f, float bound, uint32_t *kp, uint32_t *efp)
 {
     const struct idx_view_query *q = j->q;
     *kp = q->k;
     *efp = q->ef;
-    if (j->second || p->hnsw == NULL || f->by_ts || !(bound < INFINITY) || j->total == 0)
+    if (j->second || q->whole_beams || p->hnsw == NULL || f->by_ts || !(bound < INFINITY) ||
+        j->total == 0)
         return false;
-    double e = (double)q->k * p->n / (double)j->total;
+    double e = (double)q->k * live / (double)j->total;
     double want = ceil(2 * e) + 2;
     if (!(want < q->k))
         return false;
-    uint32_t ef = idx_part_ef(q->k, q->ef);
     *kp = (uint32_t)want;
-    *efp = (uint32_t)ceil((double)ef * *kp / q->k);
+    *efp = q->ef == 0 ? idx_part_ef(*kp, 0) : (uint32_t)ceil((double)q->ef * *kp / q->k);
     *efp = *efp > *kp ? *efp : *kp;
     return true;
 }
 
-/* Is x (a hit of the part searched again) in the best k already (from the first pass)? */
-static bool have_hit(const struct vjob *j, const struct idx_view_hit *x)
+static int u32_cmp(const void *a, const void *b)
 {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Merges the hits of part p's second search (under j->mu): the best k may hold some of them
+ * already, from its first (at most kp, and only p's: found once, with the heap, sorted). */
+static void merge_again(struct vjob *j, struct idx_part *p, const struct idx_part_hit *ph,
+                        size_t got, uint32_t *mine)
+{
+    size_t nm = 0;
     for (size_t i = 0; i < j->have; i++)
-        if (j->all[i].part == x->part && j->all[i].rec == x->rec)
-            return true;
-    return false;
+        if (j->all[i].part == p)
+            mine[nm++] = j->all[i].rec;
+    if (nm > 1)
+        qsort(mine, nm, sizeof(*mine), u32_cmp);
+    for (size_t h = 0; h < got; h++)
+        if (nm == 0 || bsearch(&ph[h].rec, mine, nm, sizeof(*mine), u32_cmp) == NULL)
+            best_push(j->all, &j->have, j->q->k, (struct idx_view_hit){p, ph[h].rec, ph[h].dist});
 }
 
 /* Claims parts in order until none is left; a run that cannot get its scratch claims none
@@ -501,8 +522,12 @@ static void vjob_work(void *arg)
     if (atomic_load_explicit(&j->next, memory_order_relaxed) >= j->np)
         return; /* a helper arriving after the work: nothing to allocate for */
     struct idx_part_hit *ph = malloc(q->k * sizeof(*ph));
-    if (ph == NULL)
+    uint32_t *mine = j->second ? malloc(q->k * sizeof(*mine)) : NULL;
+    if (ph == NULL || (j->second && mine == NULL)) {
+        free(ph);
+        free(mine);
         return;
+    }
     for (;;) {
         size_t oi = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (oi >= j->np)
@@ -526,20 +551,24 @@ static void vjob_work(void *arg)
         struct idx_part *p = j->v->parts[i];
         struct filt f = part_filter(j->v, i, q);
         uint32_t kp, ef;
-        bool share = part_share(j, p, &f, bound, &kp, &ef);
+        bool share = part_share(j, p, j->v->live[i], &f, bound, &kp, &ef);
+        if (share)
+            atomic_fetch_add_explicit(&j->shared, 1, memory_order_relaxed);
         size_t got =
             idx_part_search(p, q->vec, kp, ef, q->nprobe, share ? INFINITY : bound, keep, &f, ph);
         pthread_mutex_lock(&j->mu);
-        for (size_t h = 0; h < got; h++) {
-            struct idx_view_hit x = {p, ph[h].rec, ph[h].dist};
-            if (!j->second || !have_hit(j, &x))
-                best_push(j->all, &j->have, q->k, x);
+        if (j->second) {
+            merge_again(j, p, ph, got, mine);
+        } else {
+            for (size_t h = 0; h < got; h++)
+                best_push(j->all, &j->have, q->k, (struct idx_view_hit){p, ph[h].rec, ph[h].dist});
         }
         if (share && got == kp) /* kp >= 3 (part_share) */
             j->again[j->nagain++] = (struct again){(uint32_t)i, ph[got - 2].dist};
         pthread_mutex_unlock(&j->mu);
     }
     free(ph);
+    free(mine);
 }
 
 /* Runs j's parts (j->order[0 .. np)) on the caller's thread and the helpers the pool lends. */
@@ -598,7 +627,8 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         }
         st->parts_searched++;
         last_window = p->e.start;
-        total += p->n;
+        if (p->min_ts >= q->from_ts && p->max_ts <= q->to_ts) /* not cut (part_filter) */
+            total += v->live[i];
         order[np++] = (struct probe){q->exhaustive ? 0 : idx_part_probe(p, q->vec), (uint32_t)i};
     }
     size_t have = 0;
@@ -648,6 +678,7 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
                          .all = all};
         atomic_init(&j.rc, ST_OK);
         atomic_init(&j.grouped, 0);
+        atomic_init(&j.shared, 0);
         j.caller = pthread_self();
         atomic_init(&j.by_helpers, 0);
         pthread_mutex_init(&j.mu, NULL);
@@ -662,16 +693,20 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
                     order[n2++] = (struct probe){again[a].worst, again[a].i};
             if (n2 > 1)
                 qsort(order, n2, sizeof(*order), probe_cmp);
-            st->parts_again = (uint32_t)n2;
             j.second = true;
             j.np = n2;
+            /* When no run gets its scratch (ST_ENOMEM), the first pass's answer stands (every
+             * part searched once, the k best merged), with the recall of the parts' shares. */
             if (n2 > 0)
-                rc = run_pass(&j);
+                (void)run_pass(&j);
+            size_t ran = atomic_load(&j.next);
+            st->parts_again = (uint32_t)(ran < n2 ? ran : n2);
         }
         pthread_mutex_destroy(&j.mu);
         have = j.have;
         st->parts_by_helpers = atomic_load(&j.by_helpers);
         st->parts_grouped = atomic_load(&j.grouped);
+        st->parts_shared = atomic_load(&j.shared);
         free(again);
         free(gmem);
         free(gstart);

@@ -33,6 +33,7 @@ struct idx_view {
     /* per part: the first part of the view with the same IVF-PQ quantizer
      * (idx_part_same_quantizer; itself when none before it, and for HNSW parts) */
     uint32_t *qgroup;
+    uint32_t *live;  /* per part: labels not masked (idx_view_search sizes shares by them) */
     uint64_t hidden; /* labels masked, all parts */
     /* id index: open addressing over (part, record) of each id's newest version */
     uint64_t *slots; /* (part + 1) << 32 | record, 0 = empty */
@@ -87,6 +88,9 @@ struct idx_view_query {
      * searched side by side, each bounded by the k-th best found when it starts. Not used by
      * an exhaustive search. */
     struct idx_pool *pool;
+    /* Every HNSW part searched for k with the whole ef (the bounded search without each part's
+     * share, below): the reference for tests and benchmarks. */
+    bool whole_beams;
 };
 
 struct idx_view_stats {
@@ -95,13 +99,15 @@ struct idx_view_stats {
     uint32_t parts_by_helpers; /* of them, searched on the pool's threads (query.pool; a
                                   group's members all count) */
     uint32_t parts_grouped;    /* of them, searched in groups of one IVF-PQ quantizer */
-    uint32_t parts_again;      /* HNSW parts searched a second time with the whole beam */
+    uint32_t parts_shared;     /* HNSW parts searched first for their share of k (part_share) */
+    uint32_t parts_again;      /* HNSW parts searched a second time with the whole beam (they
+                                  count once in parts_searched and parts_by_helpers) */
 };
 
 /*
  * Top-k over the parts whose windows and event-time range meet [from_ts, to_ts] (the others
- * are pruned before any distance), each searched for k with the query's ef / nprobe (IVF-PQ
- * parts of one quantizer together, below), merged
+ * are pruned before any distance), each searched with the query's ef / nprobe (IVF-PQ parts of
+ * one quantizer together, HNSW parts for their share of k first: below), merged
  * closest first (ties by part order, then record). Hidden labels and records outside the time
  * range are filtered inside each index search, so k results come back when k exist. *n gets
  * the number of hits written to out (capacity k).
@@ -109,11 +115,19 @@ struct idx_view_stats {
  * Parts are searched most promising first (idx_part_probe: one distance each), and each part's
  * search gets the k-th best distance found so far (idx_part_search's bound): hits beyond it
  * are dropped, IVF-PQ parts give exactly the hits they would without it, and an HNSW part
- * that finds nothing within it stops at about half its beam. Every part passing the time range
- * is still searched (the bound narrows a search, it never skips a part). HNSW parts after the
- * first are searched first for their share of the k (by vectors) with the ef scaled alike, and
- * searched again whole when that search's hits count in the final result (part_share in
- * idx_view.c: more QPS at the same recall over many windows, less recall at the same ef). IVF-PQ
+ * searched for k that finds nothing within it stops at about half its beam. Every part passing
+ * the time range is still searched (the bound narrows a search, it never skips a part).
+ *
+ * Each HNSW part's share (part_share in idx_view.c; not with whole_beams): an HNSW part that
+ * starts once k hits are held (after the first, or the first few side by side), whose records
+ * all lie in the time range, is searched first for kp = ceil(2 k live / total) + 2 hits (live:
+ * its labels not masked; total: those of the parts the range does not cut) when that is below
+ * k (never for k <= 3), with an explicit ef scaled by kp / k (the default ef is not: max(kp,
+ * 64)) and without the bound; a part with all but one of its kp hits within the final k-th
+ * best is searched again for k with the whole ef (its hits merged without duplicates). More
+ * QPS at a given recall over many windows, less recall at a given ef (docs/benchmarks.md,
+ * "Each part's share"). When the second pass gets no scratch the first pass's answer stands.
+ * IVF-PQ
  * parts of one quantizer (windows that adopted it: idx_part_build_on) are searched together as one
  * index (idx_part_search_shared: one coarse step, one table, one re-ranking; the recall of one
  * index over them at that nprobe), not one by one; a group is one item of work for the pool. A

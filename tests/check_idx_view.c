@@ -63,9 +63,6 @@ static void near_hot(float *v)
         v[d] = 20.0f + (frand() - 0.5f) * 0.6f;
 }
 
-/* The queries compare_on asks. */
-static void (*fx_query)(float *v) = clustered;
-
 /* Every record written to any part (the reference). */
 struct rec {
     uint32_t id;
@@ -316,12 +313,14 @@ struct run {
     size_t same;        /* queries where both returned the same hits, in order */
     size_t truth_total; /* brute-force hits over all queries */
     size_t again;       /* parts the bounded search searched a second time */
+    size_t max_shared;  /* the most parts one query searched first for their share */
 };
 
-/* nq queries of k through both searches (the bounded one on pool's threads; NULL: its own);
- * every hit checked; recall against brute force. */
-static struct run compare_on(const struct fx *f, size_t nq, uint32_t k, uint32_t ef, int64_t from,
-                             int64_t to, struct idx_pool *pool)
+/* nq queries of k (drawn by gen) through both searches (the bounded one on pool's threads;
+ * NULL: its own; whole: every part with its whole beam, idx_view_query.whole_beams); every hit
+ * checked; recall against brute force. */
+static struct run compare_with(const struct fx *f, size_t nq, uint32_t k, uint32_t ef, int64_t from,
+                               int64_t to, struct idx_pool *pool, void (*gen)(float *), bool whole)
 {
     const struct rec **vis = fx_visible(f, from, to);
     struct idx_view_hit *a = malloc(k * sizeof(*a)), *b = malloc(k * sizeof(*b));
@@ -331,14 +330,22 @@ static struct run compare_on(const struct fx *f, size_t nq, uint32_t k, uint32_t
     struct run r = {0};
     for (size_t qi = 0; qi < nq; qi++) {
         float q[D];
-        fx_query(q);
-        struct idx_view_query vq = {q, k, ef, 4, from, to, true, NULL};
+        gen(q);
+        struct idx_view_query vq = {q, k, ef, 4, from, to, true, NULL, false};
         struct idx_view_stats sa, sb;
         size_t na, nb;
         ck_assert_int_eq(idx_view_search(f->view, &vq, a, &na, &sa), ST_OK);
         vq.exhaustive = false;
         vq.pool = pool;
+        vq.whole_beams = whole;
         ck_assert_int_eq(idx_view_search(f->view, &vq, b, &nb, &sb), ST_OK);
+        /* a part searched twice counts once, on whichever thread searched it first */
+        ck_assert_uint_le(sb.parts_by_helpers, sb.parts_searched);
+        ck_assert_uint_le(sb.parts_again, sb.parts_shared);
+        ck_assert_uint_lt(sb.parts_shared, sb.parts_searched + (sb.parts_searched == 0));
+        if (whole)
+            ck_assert_uint_eq(sb.parts_shared, 0);
+        r.max_shared = sb.parts_shared > r.max_shared ? sb.parts_shared : r.max_shared;
         /* the same parts and windows are searched either way (the bound narrows, never skips) */
         ck_assert_uint_eq(sa.parts_searched, sb.parts_searched);
         ck_assert_uint_eq(sa.windows_searched, sb.windows_searched);
@@ -366,17 +373,25 @@ static struct run compare_on(const struct fx *f, size_t nq, uint32_t k, uint32_t
     return r;
 }
 
+static struct run compare_on(const struct fx *f, size_t nq, uint32_t k, uint32_t ef, int64_t from,
+                             int64_t to, struct idx_pool *pool)
+{
+    return compare_with(f, nq, k, ef, from, to, pool, clustered, false);
+}
+
 static struct run compare(const struct fx *f, size_t nq, uint32_t k, uint32_t ef, int64_t from,
                           int64_t to)
 {
     return compare_on(f, nq, k, ef, from, to, NULL);
 }
 
-/* HNSW parts: the bounded search keeps the reference's recall (within 0.005) at several ef,
- * with and without a time range cutting windows and parts in two; masked labels never come
- * back either way. At ef = k, where each part's share of the beam (idx_view.c, part_share) is
- * a third of it, recall is traded for speed: within 0.06 here (m = 6 graphs; 0.996 -> 0.959 on
- * Fashion-MNIST's 24 windows, still above one index's 0.907 at that ef). */
+/* HNSW parts: the bounded search with whole beams keeps the reference's recall (within 0.005)
+ * at several ef, with and without a time range cutting windows and parts in two; masked labels
+ * never come back either way. With each part's share (idx_view.c, part_share) the same holds
+ * from ef = 3k and for the default ef; at ef = k, where a part's first beam is 4 of 10 here,
+ * recall is traded for speed: within 0.07 (m = 6 graphs; 0.996 -> 0.958 on Fashion-MNIST's 24
+ * windows, still above one index's 0.907 at that ef). A range that cuts every part it meets
+ * leaves no part to its share: nothing is searched twice. */
 START_TEST(test_bound_hnsw_recall)
 {
     struct fx f;
@@ -389,24 +404,35 @@ START_TEST(test_bound_hnsw_recall)
         {10, 40, INT64_MIN, INT64_MAX},
         {10, 0, INT64_MIN, INT64_MAX}, /* default ef */
         {5, 24, INT64_MIN, INT64_MAX},
-        {10, 32, 2 * WINDOW + 500, 7 * WINDOW + 300}, /* partial first and last windows */
+        {10, 32, 2 * WINDOW + 500, 7 * WINDOW + 300},         /* partial first and last windows */
+        {64, 0, INT64_MIN, INT64_MAX},                        /* the default beam is not scaled */
+        {10, 32, 3 * WINDOW + 7 * 400, 4 * WINDOW + 7 * 100}, /* every part met is cut */
     };
     struct idx_pool *pool;
     ck_assert_int_eq(idx_pool_new(2, &pool), ST_OK);
-    for (int par = 0; par < 2; par++) /* the parts one after another, then side by side */
-        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-            struct run r = compare_on(&f, 400, cases[c].k, cases[c].ef, cases[c].from, cases[c].to,
-                                      par ? pool : NULL);
-            ck_assert_uint_gt(r.truth_total, 0);
-            bool at_k = cases[c].ef == cases[c].k;
-            ck_assert_msg(r.recall_bnd >= r.recall_exh - (at_k ? 0.06 : 0.005),
-                          "case %zu, pool %d: bounded recall %.4f, exhaustive %.4f", c, par,
-                          r.recall_bnd, r.recall_exh);
-            ck_assert_msg(r.recall_bnd >= 0.9, "case %zu: recall %.4f", c, r.recall_bnd);
-            /* mostly the very same answer (at ef = k, more than half) */
-            ck_assert_msg(r.same >= (at_k ? 400 / 2 : 400 * 9 / 10),
-                          "case %zu, pool %d: %zu of 400 the same", c, par, r.same);
-        }
+    for (int whole = 1; whole >= 0; whole--)
+        for (int par = 0; par < 2; par++) /* the parts one after another, then side by side */
+            for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+                struct run r = compare_with(&f, 400, cases[c].k, cases[c].ef, cases[c].from,
+                                            cases[c].to, par ? pool : NULL, clustered, whole);
+                ck_assert_uint_gt(r.truth_total, 0);
+                bool at_k = !whole && cases[c].ef == cases[c].k;
+                ck_assert_msg(r.recall_bnd >= r.recall_exh - (at_k ? 0.07 : 0.005),
+                              "case %zu, pool %d, whole %d: bounded recall %.4f, exhaustive %.4f",
+                              c, par, whole, r.recall_bnd, r.recall_exh);
+                ck_assert_msg(r.recall_bnd >= 0.9, "case %zu: recall %.4f", c, r.recall_bnd);
+                /* mostly the very same answer (at ef = k with shares, more than half) */
+                ck_assert_msg(r.same >= (at_k ? 400 / 2 : 400 * 9 / 10),
+                              "case %zu, pool %d, whole %d: %zu of 400 the same", c, par, whole,
+                              r.same);
+                /* the 4 parts of the cut windows keep their whole beams */
+                if (c == 4)
+                    ck_assert_uint_le(r.max_shared, 12 - 4);
+                if (c == 6)
+                    ck_assert_uint_eq(r.max_shared, 0);
+                if (!whole && c == 1)
+                    ck_assert_uint_ge(r.max_shared, 12); /* 16 equal parts: all but the first */
+            }
     idx_pool_free(pool);
     fx_close(&f);
 }
@@ -415,7 +441,7 @@ END_TEST
 /* Windows of drifting content: a query's k nearest all lie in two or three of twelve windows.
  * Each part's first search is sized to its share of the vectors (a part of 1/12 is searched for
  * 4 hits); a part with all but one of them within the final bound is searched again with the
- * whole beam, so recall stays the reference's: within 0.005 at ef 40, 0.04 at ef = k (a first
+ * whole beam, so recall stays the reference's: within 0.005 at ef 40, 0.05 at ef = k (a first
  * search of beam 4 misses some of a part's best). Without the second search recall falls by
  * 0.1 and more (0.90 against 1.00 at ef 40, 0.79 against 0.93 at ef 10). */
 START_TEST(test_share_hot_windows)
@@ -428,12 +454,12 @@ START_TEST(test_share_hot_windows)
         struct fx f;
         fx_open(&f, 12, 1, 200, "hnsw");
         fx_hot_windows = 0;
-        fx_query = near_hot;
         for (int par = 0; par < 2; par++)
             for (uint32_t ef = 10; ef <= 40; ef += 30) {
-                struct run r = compare_on(&f, 200, 10, ef, INT64_MIN, INT64_MAX, par ? pool : NULL);
+                struct run r = compare_with(&f, 200, 10, ef, INT64_MIN, INT64_MAX,
+                                            par ? pool : NULL, near_hot, false);
                 ck_assert_uint_eq(r.truth_total, 200 * 10);
-                ck_assert_msg(r.recall_bnd >= r.recall_exh - (ef == 10 ? 0.04 : 0.005),
+                ck_assert_msg(r.recall_bnd >= r.recall_exh - (ef == 10 ? 0.05 : 0.005),
                               "hot %zu, pool %d, ef %u: recall %.4f, exhaustive %.4f", m, par, ef,
                               r.recall_bnd, r.recall_exh);
                 ck_assert_msg(r.recall_exh >= 0.9, "exhaustive recall %.4f", r.recall_exh);
@@ -443,7 +469,6 @@ START_TEST(test_share_hot_windows)
                     ck_assert_msg(r.again >= 150, "hot %zu, ef %u: %zu parts searched again", m, ef,
                                   r.again);
             }
-        fx_query = clustered;
         /* and where the neighbours are spread (the other windows' clusters), few are */
         struct run r = compare_on(&f, 200, 10, 40, INT64_MIN, INT64_MAX, NULL);
         ck_assert_msg(r.again < 200, "%zu parts searched again for 200 spread queries", r.again);
@@ -499,7 +524,7 @@ START_TEST(test_shared_quantizer)
     /* Searched as groups: the 10 windows of the one quantizer, not the one-vector part. */
     float q0[D];
     clustered(q0);
-    struct idx_view_query vq = {q0, 10, 0, 4, INT64_MIN, INT64_MAX, false, NULL};
+    struct idx_view_query vq = {q0, 10, 0, 4, INT64_MIN, INT64_MAX, false, NULL, false};
     struct idx_view_hit h[10];
     struct idx_view_stats st;
     size_t nh;
@@ -607,7 +632,8 @@ START_TEST(test_bound_k_beyond_total)
             float q[D];
             clustered(q);
             for (int exh = 0; exh < 2; exh++) {
-                struct idx_view_query vq = {q, K, 0, 4, INT64_MIN, INT64_MAX, exh == 1, NULL};
+                struct idx_view_query vq = {q,         K,        0,    4,    INT64_MIN,
+                                            INT64_MAX, exh == 1, NULL, false};
                 struct idx_view_hit h[K];
                 struct idx_view_stats st;
                 size_t n;
@@ -791,7 +817,7 @@ START_TEST(test_ties_across_nodes)
             struct idx_view_hit a[7], b[7];
             size_t na, nb;
             struct idx_view_stats st;
-            struct idx_view_query vq = {q, 7, 40, 2, INT64_MIN, INT64_MAX, true, NULL};
+            struct idx_view_query vq = {q, 7, 40, 2, INT64_MIN, INT64_MAX, true, NULL, false};
             ck_assert_int_eq(idx_view_search(v, &vq, a, &na, &st), ST_OK);
             vq.exhaustive = false;
             ck_assert_int_eq(idx_view_search(v, &vq, b, &nb, &st), ST_OK);
@@ -983,7 +1009,7 @@ START_TEST(test_unit_dead_member)
             if (r->partition != 1 || r->ts < 2 * WINDOW || r->ts >= 3 * WINDOW ||
                 r->op != STORE_OP_UPSERT)
                 continue;
-            struct idx_view_query vq = {r->vec, 5, 64, 4, INT64_MIN, INT64_MAX, false, NULL};
+            struct idx_view_query vq = {r->vec, 5, 64, 4, INT64_MIN, INT64_MAX, false, NULL, false};
             struct idx_view_hit h[5];
             struct idx_view_stats st;
             size_t n;
@@ -1266,7 +1292,7 @@ static void *shared_thread(void *arg)
             q[d] = (float)((t->seed * 2654435761u + (unsigned)qi * 40503u + (unsigned)d * 977u) %
                            1000) /
                    100.0f;
-        struct idx_view_query vq = {q, K, 0, 4, INT64_MIN, INT64_MAX, false, NULL};
+        struct idx_view_query vq = {q, K, 0, 4, INT64_MIN, INT64_MAX, false, NULL, false};
         struct idx_view_hit a[K], b[K];
         struct idx_view_stats st;
         size_t na, nb;
