@@ -457,17 +457,18 @@ static void search_group(struct vjob *j, size_t g, float bound, struct idx_part_
  * random splits of one distribution a part of n of the `total` vectors holds e = k n / total
  * of the k nearest on average (0.42 of 10 for a window of 24), and an HNSW search for k with
  * beam ef spends most of its distances on a beam it needs only for the hits it returns: the
- * part is searched for kp = ceil(2 e) + 2 hits (k at most) with the beam ef scaled alike,
+ * part is searched for kp = ceil(3 e) + 2 hits (k at most) with the beam ef scaled alike,
  * ceil(ef kp / k) (kp at least; the default beam, ef = 0, is not scaled: max(kp, 64)), without
  * the bound's narrowing (idx_hnsw_search_bound: on a beam this small it cost recall and saved
  * little). n and total count live labels (not masked), total only in parts the time range
  * does not cut (what lies in range of a cut one is not known: leaving it out makes the other
- * shares larger, never smaller). A part with all but one of its kp hits
+ * shares larger, never smaller). ceil(3 e): of 2 e, 3 e and 4 e, the best QPS at recall 0.95
+ * and 0.99 on Fashion-MNIST (docs/benchmarks.md). A part with all but one of its kp hits
  * within the final bound may hold more than its share (windows of drifting content, where one
  * part holds most of the k; or a narrow beam that missed some of its best): the second pass
- * searches it again for k with the whole ef (0.1-0.2 such parts a query on random splits of
- * Fashion-MNIST into 24 windows when it was all kp, 1.5 with all but one, which keeps recall
- * on weak graphs: tests/check_idx_view.c). IVF-PQ parts (exact within the bound), parts with
+ * searches it again for k with the whole ef (0.16 such parts a query on random splits of
+ * Fashion-MNIST into 24 windows; all kp instead of all but one lost recall on weak graphs:
+ * tests/check_idx_view.c). IVF-PQ parts (exact within the bound), parts with
  * records outside the query's time range (a filter a narrow beam may not see past) and the
  * first part to find anything (no bound yet) get the whole beam. One part or two of equal size
  * are never cut (kp >= k).
@@ -482,7 +483,7 @@ static bool part_share(const struct vjob *j, const struct idx_part *p, uint32_t 
         j->total == 0)
         return false;
     double e = (double)q->k * live / (double)j->total;
-    double want = ceil(2 * e) + 2;
+    double want = ceil(3 * e) + 2;
     if (!(want < q->k))
         return false;
     *kp = (uint32_t)want;

@@ -120,7 +120,7 @@ struct idx_view_stats {
  *
  * Each HNSW part's share (part_share in idx_view.c; not with whole_beams): an HNSW part that
  * starts once k hits are held (after the first, or the first few side by side), whose records
- * all lie in the time range, is searched first for kp = ceil(2 k live / total) + 2 hits (live:
+ * all lie in the time range, is searched first for kp = ceil(3 k live / total) + 2 hits (live:
  * its labels not masked; total: those of the parts the range does not cut) when that is below
  * k (never for k <= 3), with an explicit ef scaled by kp / k (the default ef is not: max(kp,
  * 64)) and without the bound; a part with all but one of its kp hits within the final k-th

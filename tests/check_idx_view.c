@@ -440,10 +440,11 @@ END_TEST
 
 /* Windows of drifting content: a query's k nearest all lie in two or three of twelve windows.
  * Each part's first search is sized to its share of the vectors (a part of 1/12 is searched for
- * 4 hits); a part with all but one of them within the final bound is searched again with the
+ * 5 hits); a part with all but one of them within the final bound is searched again with the
  * whole beam, so recall stays the reference's: within 0.005 at ef 40, 0.05 at ef = k (a first
- * search of beam 4 misses some of a part's best). Without the second search recall falls by
- * 0.1 and more (0.90 against 1.00 at ef 40, 0.79 against 0.93 at ef 10). */
+ * search of beam 5 misses some of a part's best). Without the second search recall falls by
+ * 0.08 and more (0.84 against 0.93 at ef 10; with 4-hit shares 0.79, and 0.90 against 1.00 at
+ * ef 40). */
 START_TEST(test_share_hot_windows)
 {
     const unsigned masks[] = {1u << 3 | 1u << 8, 1u << 1 | 1u << 5 | 1u << 10};
@@ -466,7 +467,7 @@ START_TEST(test_share_hot_windows)
                 /* one after another, the first hot part is searched whole (no bound yet), the
                  * others for their share first, then again */
                 if (par == 0)
-                    ck_assert_msg(r.again >= 150, "hot %zu, ef %u: %zu parts searched again", m, ef,
+                    ck_assert_msg(r.again >= 100, "hot %zu, ef %u: %zu parts searched again", m, ef,
                                   r.again);
             }
         /* and where the neighbours are spread (the other windows' clusters), few are */
