@@ -467,6 +467,8 @@ int main(int argc, char **argv)
             die(a, "unknown option");
         i++;
     }
+    if (ref_whole && !both)
+        die("--whole-beams", "names the reference of --exhaustive: give both");
     if (nq == 0 || nq > NTEST)
         nq = NTEST;
     if (passes == 0)

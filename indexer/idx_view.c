@@ -388,11 +388,12 @@ struct vjob {
     uint64_t total; /* live vectors in the parts to search that the time range does not cut */
     struct again *again; /* first pass: parts to search again, if still within the final bound */
     size_t nagain;       /* (guarded by mu) */
-    const uint32_t *gmem, *gstart; /* group_parts */
-    _Atomic int rc;                /* a group's search failed: its error (ST_OK: none) */
-    _Atomic uint32_t grouped;      /* parts searched within groups */
-    _Atomic uint32_t shared;       /* parts searched first for their share (part_share) */
-    _Atomic size_t next;           /* the next part (in order) to claim */
+    uint32_t kp_min, kp_max, ef_max; /* the shares' hit counts and beams (guarded by mu) */
+    const uint32_t *gmem, *gstart;   /* group_parts */
+    _Atomic int rc;                  /* a group's search failed: its error (ST_OK: none) */
+    _Atomic uint32_t grouped;        /* parts searched within groups */
+    _Atomic uint32_t shared;         /* parts searched first for their share (part_share) */
+    _Atomic size_t next;             /* the next part (in order) to claim */
     pthread_t caller;
     _Atomic uint32_t by_helpers; /* parts claimed by runs on other threads than the caller's */
     pthread_mutex_t mu;          /* guards all and have */
@@ -564,7 +565,12 @@ static void vjob_work(void *arg)
             for (size_t h = 0; h < got; h++)
                 best_push(j->all, &j->have, q->k, (struct idx_view_hit){p, ph[h].rec, ph[h].dist});
         }
-        if (share && got == kp) /* kp >= 3 (part_share) */
+        if (share) {
+            j->kp_min = kp < j->kp_min ? kp : j->kp_min;
+            j->kp_max = kp > j->kp_max ? kp : j->kp_max;
+            j->ef_max = ef > j->ef_max ? ef : j->ef_max;
+        }
+        if (share && got == kp) /* kp >= 3: live > 0 (idx_view_search prunes the others) */
             j->again[j->nagain++] = (struct again){(uint32_t)i, ph[got - 2].dist};
         pthread_mutex_unlock(&j->mu);
     }
@@ -611,7 +617,7 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
     for (size_t i = 0; i < v->n; i++) {
         struct idx_part *p = v->parts[i];
         if (p->e.end - 1 < q->from_ts || p->e.start > q->to_ts || p->max_ts < q->from_ts ||
-            p->min_ts > q->to_ts || p->n == 0)
+            p->min_ts > q->to_ts || v->live[i] == 0) /* nothing it holds can be returned */
             continue;
         if (p->unit != 0) { /* a unit: the distinct windows of its live members in range */
             int64_t prev = INT64_MIN;
@@ -674,6 +680,7 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
                          .np = np,
                          .total = total,
                          .again = again,
+                         .kp_min = UINT32_MAX,
                          .gmem = gmem,
                          .gstart = gstart,
                          .all = all};
@@ -708,6 +715,11 @@ int idx_view_search(const struct idx_view *v, const struct idx_view_query *q,
         st->parts_by_helpers = atomic_load(&j.by_helpers);
         st->parts_grouped = atomic_load(&j.grouped);
         st->parts_shared = atomic_load(&j.shared);
+        if (st->parts_shared > 0) {
+            st->share_kp_min = j.kp_min;
+            st->share_kp_max = j.kp_max;
+            st->share_ef_max = j.ef_max;
+        }
         free(again);
         free(gmem);
         free(gstart);

@@ -100,16 +100,18 @@ struct idx_view_stats {
                                   group's members all count) */
     uint32_t parts_grouped;    /* of them, searched in groups of one IVF-PQ quantizer */
     uint32_t parts_shared;     /* HNSW parts searched first for their share of k (part_share) */
-    uint32_t parts_again;      /* HNSW parts searched a second time with the whole beam (they
-                                  count once in parts_searched and parts_by_helpers) */
+    uint32_t share_kp_min, share_kp_max; /* their hit counts kp (0 when none) */
+    uint32_t share_ef_max;               /* and the largest beam one got */
+    uint32_t parts_again; /* HNSW parts searched a second time with the whole beam (they
+                             count once in parts_searched and parts_by_helpers) */
 };
 
 /*
- * Top-k over the parts whose windows and event-time range meet [from_ts, to_ts] (the others
- * are pruned before any distance), each searched with the query's ef / nprobe (IVF-PQ parts of
- * one quantizer together, HNSW parts for their share of k first: below), merged
- * closest first (ties by part order, then record). Hidden labels and records outside the time
- * range are filtered inside each index search, so k results come back when k exist. *n gets
+ * Top-k over the parts whose windows and event-time range meet [from_ts, to_ts] and that hold
+ * a label not masked (the others are pruned before any distance), each searched with the query's ef
+ * / nprobe (IVF-PQ parts of one quantizer together, HNSW parts for their share of k first: below),
+ * merged closest first (ties by part order, then record). Hidden labels and records outside the
+ * time range are filtered inside each index search, so k results come back when k exist. *n gets
  * the number of hits written to out (capacity k).
  *
  * Parts are searched most promising first (idx_part_probe: one distance each), and each part's

@@ -310,11 +310,41 @@ static size_t overlap(const uint32_t *a, size_t na, const uint32_t *b, size_t nb
 
 struct run {
     double recall_exh, recall_bnd;
-    size_t same;        /* queries where both returned the same hits, in order */
-    size_t truth_total; /* brute-force hits over all queries */
-    size_t again;       /* parts the bounded search searched a second time */
-    size_t max_shared;  /* the most parts one query searched first for their share */
+    size_t same;           /* queries where both returned the same hits, in order */
+    size_t truth_total;    /* brute-force hits over all queries */
+    size_t again;          /* parts the bounded search searched a second time */
+    size_t max_shared;     /* the most parts one query searched first for their share */
+    uint32_t kp_lo, kp_hi; /* the least and most hits a share asked for (kp_lo > kp_hi: none) */
+    uint32_t ef_lo;        /* the least, over queries with shares, of their largest beam */
 };
+
+/* The hit counts part_share gives the parts a query over [from, to] for k meets: the least and
+ * the most (lo > hi when none gets a share), from the view's live counts as the search sees
+ * them (parts the range cuts count for nothing and get none). */
+static void expected_kp(const struct fx *f, uint32_t k, int64_t from, int64_t to, uint32_t *lo,
+                        uint32_t *hi)
+{
+    const struct idx_view *v = f->view;
+    uint64_t total = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        const struct idx_part *p = v->parts[i];
+        if (v->live[i] > 0 && p->max_ts >= from && p->min_ts <= to && p->min_ts >= from &&
+            p->max_ts <= to)
+            total += v->live[i];
+    }
+    *lo = UINT32_MAX;
+    *hi = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        const struct idx_part *p = v->parts[i];
+        if (total == 0 || v->live[i] == 0 || p->min_ts < from || p->max_ts > to)
+            continue;
+        double e = (double)k * v->live[i] / (double)total, want = ceil(3 * e) + 2;
+        if (!(want < k))
+            continue;
+        *lo = (uint32_t)want < *lo ? (uint32_t)want : *lo;
+        *hi = (uint32_t)want > *hi ? (uint32_t)want : *hi;
+    }
+}
 
 /* nq queries of k (drawn by gen) through both searches (the bounded one on pool's threads;
  * NULL: its own; whole: every part with its whole beam, idx_view_query.whole_beams); every hit
@@ -327,7 +357,7 @@ static struct run compare_with(const struct fx *f, size_t nq, uint32_t k, uint32
     uint32_t *ia = malloc(k * sizeof(*ia)), *ib = malloc(k * sizeof(*ib)),
              *truth = malloc(k * sizeof(*truth));
     size_t fa = 0, fb = 0;
-    struct run r = {0};
+    struct run r = {.kp_lo = UINT32_MAX, .ef_lo = UINT32_MAX};
     for (size_t qi = 0; qi < nq; qi++) {
         float q[D];
         gen(q);
@@ -346,6 +376,13 @@ static struct run compare_with(const struct fx *f, size_t nq, uint32_t k, uint32
         if (whole)
             ck_assert_uint_eq(sb.parts_shared, 0);
         r.max_shared = sb.parts_shared > r.max_shared ? sb.parts_shared : r.max_shared;
+        if (sb.parts_shared > 0) {
+            ck_assert_uint_le(sb.share_kp_min, sb.share_kp_max);
+            ck_assert_uint_lt(sb.share_kp_max, k);
+            r.kp_lo = sb.share_kp_min < r.kp_lo ? sb.share_kp_min : r.kp_lo;
+            r.kp_hi = sb.share_kp_max > r.kp_hi ? sb.share_kp_max : r.kp_hi;
+            r.ef_lo = sb.share_ef_max < r.ef_lo ? sb.share_ef_max : r.ef_lo;
+        }
         /* the same parts and windows are searched either way (the bound narrows, never skips) */
         ck_assert_uint_eq(sa.parts_searched, sb.parts_searched);
         ck_assert_uint_eq(sa.windows_searched, sb.windows_searched);
@@ -389,8 +426,8 @@ static struct run compare(const struct fx *f, size_t nq, uint32_t k, uint32_t ef
  * at several ef, with and without a time range cutting windows and parts in two; masked labels
  * never come back either way. With each part's share (idx_view.c, part_share) the same holds
  * from ef = 3k and for the default ef; at ef = k, where a part's first beam is 4 of 10 here,
- * recall is traded for speed: within 0.07 (m = 6 graphs; 0.996 -> 0.958 on Fashion-MNIST's 24
- * windows, still above one index's 0.907 at that ef). A range that cuts every part it meets
+ * recall is traded for speed: within 0.07 (m = 6 graphs; 0.996 -> 0.975 on Fashion-MNIST's 24
+ * windows, still above one index's 0.909 at that ef). A range that cuts every part it meets
  * leaves no part to its share: nothing is searched twice. */
 START_TEST(test_bound_hnsw_recall)
 {
@@ -425,6 +462,20 @@ START_TEST(test_bound_hnsw_recall)
                 ck_assert_msg(r.same >= (at_k ? 400 / 2 : 400 * 9 / 10),
                               "case %zu, pool %d, whole %d: %zu of 400 the same", c, par, whole,
                               r.same);
+                /* each share sized from the live labels of the parts the range leaves whole:
+                 * 16 parts of ~470 live ask for 4 of 10; with the first and last windows cut,
+                 * the 8 whole ones for 6 */
+                uint32_t lo, hi;
+                expected_kp(&f, cases[c].k, cases[c].from, cases[c].to, &lo, &hi);
+                if (!whole && r.max_shared > 0) {
+                    ck_assert_msg(r.kp_lo >= lo && r.kp_hi <= hi,
+                                  "case %zu: shares of %u..%u hits, expected within %u..%u", c,
+                                  r.kp_lo, r.kp_hi, lo, hi);
+                    /* an explicit ef scaled by kp / k, the default one not (max(kp, 64)) */
+                    ck_assert_uint_ge(r.ef_lo,
+                                      cases[c].ef ? (cases[c].ef * lo + cases[c].k - 1) / cases[c].k
+                                                  : 64);
+                }
                 /* the 4 parts of the cut windows keep their whole beams */
                 if (c == 4)
                     ck_assert_uint_le(r.max_shared, 12 - 4);
