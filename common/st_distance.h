@@ -23,7 +23,8 @@ typedef float (*st_dist_fn)(const float *a, const float *b, size_t dim);
  * 4-bit PQ fast-scan over one block of 32 codes: sums, for each of the 32 vectors, the
  * m2 (even) 8-bit table entries its 4-bit codes select. Block layout: for sub-quantizer j,
  * 16 bytes at codes + 16*j; byte i holds vector i's code in the low nibble and vector i+16's
- * in the high nibble. lut: 16 bytes per sub-quantizer. m2 * 255 must fit in 16 bits.
+ * in the high nibble. lut: 16 bytes per sub-quantizer, every entry at most 127 (the SIMD
+ * kernels sum two in a byte) and m2 * 127 within 16 bits (pq4_lut's tables are so).
  * Returns the mask of the vectors whose sum is <= thr (bit i: vector i).
  */
 typedef uint32_t (*st_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
@@ -50,7 +51,8 @@ typedef void (*st_dots_tn_fn)(const float *x, size_t nx, size_t ldx, const float
 /*
  * The 4-bit fast-scan tables: tab = a + b (b may be NULL), m rows of 16 floats, each row
  * shifted to start at 0 and all scaled by one factor so that every entry is at most
- * qmax = min(255, 65535 / m2) (m2 sums fit in u16), rounded into lut (16 bytes a row).
+ * qmax = min(127, 65535 / m2) (two entries sum in a byte, m2 in u16), rounded into lut (16
+ * bytes a row).
  * lo == NULL: the shifts are the exact row minima and the scale comes from the widest row.
  * Otherwise lo[j] is a known lower bound of row j and range an upper bound of every row's
  * (max - lo[j]) — one pass, no reductions, slightly coarser steps.

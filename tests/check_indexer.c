@@ -988,7 +988,7 @@ static void pq4_reference(const uint8_t *unpacked, const uint8_t *lut, size_t m2
 
 START_TEST(test_pq4_kernels)
 {
-    const size_t sizes[] = {2, 4, 30, 98, 196, 256};
+    const size_t sizes[] = {2, 4, 6, 8, 10, 12, 14, 30, 98, 196, 256, 516};
     const struct st_kernels *ks[] = {st_kernels_scalar(), st_kernels_avx2(), st_kernels_avx512(),
                                      st_kernels()};
     for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
@@ -1002,8 +1002,8 @@ START_TEST(test_pq4_kernels)
                     unpacked[v * m2 + j] = c;
                     packed[16 * j + (v & 15)] |= (uint8_t)(v < 16 ? c : c << 4);
                 }
-            for (size_t i = 0; i < 16 * m2; i++) /* round 2: the largest sums that fit */
-                lut[i] = (uint8_t)(round == 2 ? 255 : (uint32_t)(frand() * 256) & 255);
+            for (size_t i = 0; i < 16 * m2; i++) /* round 2: the largest entries allowed */
+                lut[i] = (uint8_t)(round == 2 ? 127 : (uint32_t)(frand() * 128) & 127);
             uint16_t want[32], got[32];
             pq4_reference(unpacked, lut, m2, want);
             for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
@@ -1436,7 +1436,7 @@ START_TEST(test_pq4_lut)
             lo[j] = amin + bmin;
             range = fmaxf(range, amax + bmax - lo[j]);
         }
-        float qmax = (float)(65535 / m2 < 255 ? 65535 / m2 : 255);
+        float qmax = (float)(65535 / m2 < 127 ? 65535 / m2 : 127);
         for (int bounded = 0; bounded < 2; bounded++) {
             float wb, gb;
             float ws = ref->pq4_lut(a, b, bounded ? lo : NULL, range, m, m2, tab, want, &wb);
