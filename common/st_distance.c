@@ -251,7 +251,7 @@ static float pq4_lut_scalar(const float *a, const float *b, const float *lo, flo
     float qmax = pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
     for (size_t i = 0; i < 16 * m; i++) {
         float v = tab[i] * scale + 0.5f;
-        lut[i] = (uint8_t)(v < 0 ? 0 : v > qmax ? (int)qmax : (int)v);
+        lut[i] = (uint8_t)(!(v >= 0) ? 0 : v > qmax ? (int)qmax : (int)v); /* NaN: 0 */
     }
     *bias = sum;
     return scale;

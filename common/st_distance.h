@@ -24,8 +24,9 @@ typedef float (*st_dist_fn)(const float *a, const float *b, size_t dim);
  * m2 (even) 8-bit table entries its 4-bit codes select. Block layout: for sub-quantizer j,
  * 16 bytes at codes + 16*j; byte i holds vector i's code in the low nibble and vector i+16's
  * in the high nibble. lut: 16 bytes per sub-quantizer, every entry at most 127 (the SIMD
- * kernels sum two in a byte) and m2 * 127 within 16 bits (pq4_lut's tables are so).
- * Returns the mask of the vectors whose sum is <= thr (bit i: vector i).
+ * kernels sum two in a byte), and m2 times the largest entry at most 65535 (each sum fits 16
+ * bits): pq4_lut's tables are so for any m2. Returns the mask of the vectors whose sum is
+ * <= thr (bit i: vector i).
  */
 typedef uint32_t (*st_pq4_fn)(const uint8_t *codes, const uint8_t *lut, size_t m2, uint16_t thr,
                               uint16_t out[32]);

@@ -988,22 +988,30 @@ static void pq4_reference(const uint8_t *unpacked, const uint8_t *lut, size_t m2
 
 START_TEST(test_pq4_kernels)
 {
-    const size_t sizes[] = {2, 4, 6, 8, 10, 12, 14, 30, 98, 196, 256, 516};
+    /* Every tail of the AVX2 (four sub-quantizers a step) and AVX-512 (eight) loops; 516 the
+     * largest m2 whose entries may all be 127, 1024 one beyond (entries at most 63). */
+    const size_t sizes[] = {2, 4, 6, 8, 10, 12, 14, 30, 98, 196, 256, 516, 1024};
     const struct st_kernels *ks[] = {st_kernels_scalar(), st_kernels_avx2(), st_kernels_avx512(),
                                      st_kernels()};
     for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
         size_t m2 = sizes[si];
-        for (int round = 0; round < 3; round++) {
+        uint32_t emax = 65535 / m2 < 127 ? 65535 / (uint32_t)m2 : 127;
+        for (int round = 0; round < 4; round++) {
             uint8_t *unpacked = malloc(32 * m2), *packed = calloc(16 * m2, 1);
             uint8_t *lut = malloc(16 * m2);
             for (size_t v = 0; v < 32; v++)
                 for (size_t j = 0; j < m2; j++) {
-                    uint8_t c = (uint8_t)(round == 2 ? 15 : (uint32_t)(frand() * 16) & 15);
+                    uint8_t c = (uint8_t)(round == 2 ? 15 : (uint32_t)(fabsf(frand()) * 16));
                     unpacked[v * m2 + j] = c;
                     packed[16 * j + (v & 15)] |= (uint8_t)(v < 16 ? c : c << 4);
                 }
-            for (size_t i = 0; i < 16 * m2; i++) /* round 2: the largest entries allowed */
-                lut[i] = (uint8_t)(round == 2 ? 127 : (uint32_t)(frand() * 128) & 127);
+            /* Round 2: every sum the largest allowed; round 3: random sums near it (entries
+             * in the top fifth), each vector and lane its own. */
+            for (size_t i = 0; i < 16 * m2; i++)
+                lut[i] = (uint8_t)(round == 2 ? emax
+                                   : round == 3
+                                       ? emax - (uint32_t)(fabsf(frand()) * (float)(emax / 5 + 1))
+                                       : (uint32_t)(fabsf(frand()) * (float)(emax + 1)));
             uint16_t want[32], got[32];
             pq4_reference(unpacked, lut, m2, want);
             for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
@@ -1414,7 +1422,7 @@ END_TEST
 
 START_TEST(test_pq4_lut)
 {
-    const size_t ms[] = {1, 3, 98, 196, 300};
+    const size_t ms[] = {1, 3, 98, 196, 300, 600, 1001}; /* from 518 on, qmax = 65535 / m2 */
     const struct st_kernels *ks[] = {st_kernels_avx2(), st_kernels_avx512(), st_kernels()};
     const struct st_kernels *ref = st_kernels_scalar();
     for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); mi++) {
@@ -1462,6 +1470,19 @@ START_TEST(test_pq4_lut)
                               "%s pq4_lut m=%zu bounded=%d differs from scalar", ks[k]->name, m,
                               bounded);
             }
+        }
+        /* With bounds given, a NaN entry is 0 and +inf the largest, in every set alike. */
+        a[16 * (m / 2) + 5] = NAN;
+        a[16 * (m / 2) + 6] = INFINITY;
+        float wb, ws = ref->pq4_lut(a, b, lo, range, m, m2, tab, want, &wb);
+        ck_assert_uint_eq(want[16 * (m / 2) + 5], 0);
+        ck_assert_float_eq(want[16 * (m / 2) + 6], qmax);
+        for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
+            if (ks[k] == NULL)
+                continue;
+            float gb, gs = ks[k]->pq4_lut(a, b, lo, range, m, m2, tab, got, &gb);
+            ck_assert_msg(gs == ws && gb == wb && memcmp(want, got, 16 * m) == 0,
+                          "%s pq4_lut m=%zu with NaN and inf differs from scalar", ks[k]->name, m);
         }
         free(a);
         free(b);
