@@ -13,25 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_micro.h"
 #include "st_distance.h"
-
-static uint64_t rng = 88172645463325252ull;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
 
 enum { PER_LIST = 8 };
 
@@ -64,13 +48,13 @@ int main(int argc, char **argv)
         return 1;
     }
     for (size_t i = 0; i < nb * bs; i++)
-        codes[i] = (uint8_t)next();
+        codes[i] = (uint8_t)bench_next();
     /* Entries as pq4_lut makes them: at most 127, and m2 of them within 16 bits. */
     uint32_t emax = 65535 / m2 < 127 ? 65535 / (uint32_t)m2 : 127;
     for (size_t i = 0; i < bs; i++)
-        lut[i] = (uint8_t)(next() % (emax + 1));
+        lut[i] = (uint8_t)(bench_next() % (emax + 1));
     for (size_t i = 0; i < probes; i++)
-        order[i] = (uint32_t)(next() % nlist);
+        order[i] = (uint32_t)(bench_next() % nlist);
     const struct st_kernels *ks[] = {st_kernels_scalar(), st_kernels_avx2(), st_kernels_avx512()};
     /* The threshold: the first block's 8th smallest sum, so that masks are neither all ones
      * nor all zeros (a scan's threshold passes a few vectors a block). */
@@ -100,16 +84,16 @@ int main(int argc, char **argv)
         if (ks[k] == NULL)
             continue;
         size_t rounds = k == 0 ? probes / 10 + 1 : probes; /* the scalar set is slow */
-        double t0 = now_ns();
+        double t0 = bench_now_ns();
         for (size_t p = 0; p < rounds; p++)
             for (size_t b = 0; b < PER_LIST; b++)
                 sink += ks[k]->pq4_block(codes + ((size_t)order[p] * PER_LIST + b) * bs, lut, m2,
                                          thr, got);
-        double t1 = now_ns();
+        double t1 = bench_now_ns();
         for (size_t p = 0; p < rounds; p++)
             for (size_t b = 0; b < PER_LIST; b++)
                 sink += ks[k]->pq4_block(codes + b * bs, lut, m2, thr, got);
-        double t2 = now_ns();
+        double t2 = bench_now_ns();
         printf("%-8s %14.1f %14.1f\n", ks[k]->name, (t1 - t0) / (rounds * PER_LIST),
                (t2 - t1) / (rounds * PER_LIST));
     }

@@ -13,26 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "idx_refine.h"
+#include "bench_micro.h"
 #include "st_distance.h"
-
-static uint64_t rng = 88172645463325252ull;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
 
 enum { CAND = 100 };
 
@@ -51,7 +35,7 @@ int main(int argc, char **argv)
     if (v == NULL || q == NULL)
         return 1;
     for (size_t i = 0; i < (size_t)n * dim; i++)
-        v[i] = (float)(next() % 2000) * 0.37f;
+        v[i] = (float)(bench_next() % 2000) * 0.37f;
     struct idx_refine *r;
     if (idx_refine_build(v, n, dim, ST_METRIC_L2, &r) != ST_OK)
         return 1;
@@ -67,11 +51,11 @@ int main(int argc, char **argv)
             double cold = 0, warm = 0;
             for (uint32_t qi = 0; qi < nq; qi++) {
                 for (uint32_t j = 0; j < dim; j++)
-                    q[j] = v[(size_t)(next() % n) * dim + j] + 1.5f;
+                    q[j] = v[(size_t)(bench_next() % n) * dim + j] + 1.5f;
                 for (int c = 0; c < CAND; c++)
-                    ids[c] = (uint32_t)(next() % n);
+                    ids[c] = (uint32_t)(bench_next() % n);
                 for (int pass = 0; pass < 2; pass++) { /* from memory, then in cache */
-                    double t0 = now_ns();
+                    double t0 = bench_now_ns();
                     for (int c = 0; c < CAND; c++) {
                         if (ahead > 0 && c + ahead < CAND)
                             for (uint32_t b = 0; b < dim; b += 64)
@@ -80,7 +64,7 @@ int main(int argc, char **argv)
                                     ? k->sq8_l2sq(q, idx_refine_row(r, ids[c]), r->lo, r->t, dim)
                                     : idx_refine_lower(r, k, q, 0, ids[c]);
                     }
-                    double t = now_ns() - t0;
+                    double t = bench_now_ns() - t0;
                     if (pass == 0)
                         cold += t;
                     else
