@@ -15,13 +15,15 @@ as ann-benchmarks keeps each configuration's best run: a few seconds of another 
 then cost one round, not the ratio.
 """
 import csv
-import glob
 import os
+import re
 import sys
 
 
 def load(paths):
-    """engine -> {nprobe: (recall, best qps over the files)}"""
+    """engine -> {nprobe: (recall, best qps over the files)}; every round must have found the
+    same recall at a point (the builds are deterministic), else one round's QPS would be paired
+    with another's recall."""
     out = {}
     for p in paths:
         with open(p) as f:
@@ -29,6 +31,9 @@ def load(paths):
                 pts = out.setdefault(r["engine"], {})
                 n, rec, q = int(r["param"]), float(r["recall"]), float(r["qps"])
                 old = pts.get(n)
+                if old is not None and old[0] != rec:
+                    sys.exit(f"bench/ann/ratios.py: {r['engine']} nprobe {n}: recall {rec} in "
+                             f"{p}, {old[0]} in an earlier round")
                 pts[n] = (rec, q if old is None else max(old[1], q))
     return out
 
@@ -44,9 +49,12 @@ def interp(curve, rec):
 
 
 def files(d, engine, lv):
-    rounds = sorted(glob.glob(os.path.join(d, f"{engine}-{lv}.r*.csv")))
+    """{round: path}: ENGINE-LEVEL.rN.csv, or ENGINE-LEVEL.csv as round 0."""
+    pat = re.compile(re.escape(f"{engine}-{lv}") + r"\.r([0-9]+)\.csv$")
+    rounds = {int(m.group(1)): os.path.join(d, f) for f in os.listdir(d)
+              for m in [pat.match(f)] if m}
     one = os.path.join(d, f"{engine}-{lv}.csv")
-    return rounds if rounds else ([one] if os.path.exists(one) else [])
+    return rounds if rounds else ({0: one} if os.path.exists(one) else {})
 
 
 def main():
@@ -58,7 +66,10 @@ def main():
         sf, ff = files(d, "strata", lv), files(d, "faiss", lv)
         if not sf or not ff:
             sys.exit(f"bench/ann/ratios.py: no strata or FAISS results for {lv} in {d}")
-        s, f = load(sf), load(ff)
+        if sorted(sf) != sorted(ff):
+            sys.exit(f"bench/ann/ratios.py: {lv}: strata has rounds {sorted(sf)}, FAISS "
+                     f"{sorted(ff)} (a run cut short?): best rounds would not be comparable")
+        s, f = load(sf.values()), load(ff.values())
         kn = "AVX-512" if lv == "avx512" else "AVX2"
         for bits, fe, label in (("pq98x8", "faiss-ivf256-pq98x8", "8-bit"),
                                 ("pq196x4", "faiss-ivf256-pq196x4fs", "4-bit fast-scan")):
@@ -74,6 +85,8 @@ def main():
             got = [v for v in vals if v is not None]
             cells = " | ".join("-" if v is None else f"{v:.2f}" for v in vals)
             rng = f"{min(got):.2f}–{max(got):.2f}" if got else "-"
+            if len(got) < len(vals):
+                rng += f" ({len(got)} of {len(vals)})"
             print(f"| {kn} | {label} ({len(sf)} round{'s' if len(sf) > 1 else ''}) | "
                   f"nprobe {','.join(map(str, ps))} | {cells} | {rng} |")
 
