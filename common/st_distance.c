@@ -212,10 +212,9 @@ static void dots_tn_scalar(const float *x, size_t nx, size_t ldx, const float *c
         dots_t_scalar(x + r * ldx, ct, d, k, out + r * k);
 }
 
-/* At most 127 (two entries summed in a byte: the SIMD pq4_block kernels) and m2 entries in
- * 16 bits. 255 was one bit finer: recall@10 and the exact distances a query of the re-ranked
- * 4-bit search the same to the fourth decimal (Fashion-MNIST, nprobe 1-64). */
-static float pq4_qmax(size_t m2)
+/* (255, one bit finer, left recall@10 and the exact distances a query of the re-ranked 4-bit
+ * search the same to the fourth decimal: Fashion-MNIST, nprobe 1-64.) */
+float st_pq4_qmax(size_t m2)
 {
     return (float)(65535 / m2 < 127 ? 65535 / m2 : 127);
 }
@@ -248,7 +247,7 @@ static float pq4_lut_scalar(const float *a, const float *b, const float *lo, flo
             sum += lo[j];
         }
     }
-    float qmax = pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
+    float qmax = st_pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
     for (size_t i = 0; i < 16 * m; i++) {
         float v = tab[i] * scale + 0.5f;
         lut[i] = (uint8_t)(!(v >= 0) ? 0 : v > qmax ? (int)qmax : (int)v); /* NaN: 0 */
@@ -849,7 +848,7 @@ __attribute__((target("avx2"))) static float pq4_lut_avx2(const float *a, const 
         }
         range = _mm256_cvtss_f32(rg);
     }
-    float qmax = pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
+    float qmax = st_pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
     __m256 vs = _mm256_set1_ps(scale), half = _mm256_set1_ps(0.5f);
     __m256 vmax = _mm256_set1_ps(qmax), zero = _mm256_setzero_ps();
     for (size_t j = 0; j < m; j++) {
@@ -1278,7 +1277,7 @@ __attribute__((target("avx512f"))) static float pq4_lut_avx512(const float *a, c
         }
         range = rg;
     }
-    float qmax = pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
+    float qmax = st_pq4_qmax(m2), scale = range > 0 ? qmax / range : 1.0f;
     __m512 vs = _mm512_set1_ps(scale), half = _mm512_set1_ps(0.5f);
     __m512 vmax = _mm512_set1_ps(qmax), zero = _mm512_setzero_ps();
     for (size_t j = 0; j < m; j++) {

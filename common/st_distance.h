@@ -60,6 +60,10 @@ typedef void (*st_dots_tn_fn)(const float *x, size_t nx, size_t ldx, const float
  * Returns the scale; *bias = the sum of the shifts, so a code's distance is about
  * bias + (sum of its lut entries) / scale. tab: m * 16 floats of scratch.
  */
+/* The largest entry of a 4-bit table over m2 sub-quantizers: min(127, 65535 / m2), two entries
+ * summed in a byte (the SIMD pq4_block kernels) and m2 of them within 16 bits. */
+float st_pq4_qmax(size_t m2);
+
 typedef float (*st_pq4_lut_fn)(const float *a, const float *b, const float *lo, float range,
                                size_t m, size_t m2, float *tab, uint8_t *lut, float *bias);
 

@@ -49,8 +49,7 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < nb * bs; i++)
         codes[i] = (uint8_t)bench_next();
-    /* Entries as pq4_lut makes them: at most 127, and m2 of them within 16 bits. */
-    uint32_t emax = 65535 / m2 < 127 ? 65535 / (uint32_t)m2 : 127;
+    uint32_t emax = (uint32_t)st_pq4_qmax(m2); /* entries as pq4_lut makes them */
     for (size_t i = 0; i < bs; i++)
         lut[i] = (uint8_t)(bench_next() % (emax + 1));
     for (size_t i = 0; i < probes; i++)
