@@ -1528,17 +1528,18 @@ static inline bool hit_less(struct st_hit a, struct st_hit b)
 }
 
 /*
- * Quickselect with Lomuto's partition written without a branch on the comparison: each element
- * is swapped to the partition's boundary unconditionally and the boundary moves by the
- * comparison's outcome (h[lo..store) < pivot <= h[store..i) holds either way). Hoare's
- * partition branched on every comparison, and half of them mispredicted: the selections of
- * an IVF-PQ scan's candidates were a tenth of a 4-bit query's time. The pivot (median of three)
- * is left out of both sides, so each round shrinks the range whatever the ties. The swaps keep
- * runs in order, so inputs of a few sorted runs (two descending runs, an organ pipe) make the
- * median of three pick pivots near the ends, round after round: after 2 log2(n) + 4 rounds the
- * rest of the range is sorted instead (introselect), O(n log n) at worst.
+ * Quickselect with an out-of-place partition written without a branch on the comparison: each
+ * element of the range is written to both free ends of tmp's range and the end it belongs to
+ * moves by the comparison's outcome, then the range is copied back. An in-place Lomuto
+ * partition (a swap with the boundary each step) made every step wait on the store before it;
+ * Hoare's branched on every comparison, and half of them mispredicted: the selections of an
+ * IVF-PQ scan's candidates were a tenth of a 4-bit query's time. The pivot (median of three)
+ * is left out of both sides, so each round shrinks the range whatever the ties. Inputs of a
+ * few sorted runs (two descending runs, an organ pipe) can make the median of three pick
+ * pivots near the ends, round after round: after 2 log2(n) + 4 rounds the rest of the range is
+ * sorted instead (introselect), O(n log n) at worst.
  */
-void st_hits_select(struct st_hit *h, size_t n, size_t k)
+void st_hits_select(struct st_hit *h, size_t n, size_t k, struct st_hit *tmp)
 {
     if (k == 0 || k >= n)
         return;
@@ -1557,21 +1558,25 @@ void st_hits_select(struct st_hit *h, size_t n, size_t k)
         if (hit_less(h[mid], h[hi]))
             ST_SWAP(struct st_hit, h[mid], h[hi]); /* the median of the three at hi */
         struct st_hit pivot = h[hi];
-        size_t store = lo;
+        /* tmp[lo, a) below the pivot, tmp(b, hi] not; a <= b throughout, a == b at the end
+         * (hi - lo elements into hi - lo + 1 places): the pivot's place. */
+        size_t a = lo, b = hi;
         for (size_t i = lo; i < hi; i++) {
             struct st_hit x = h[i];
             bool lt = hit_less(x, pivot);
-            h[i] = h[store];
-            h[store] = x;
-            store += lt;
+            tmp[a] = x;
+            tmp[b] = x;
+            a += lt;
+            b -= !lt;
         }
-        ST_SWAP(struct st_hit, h[store], h[hi]);
-        if (want == store)
+        tmp[a] = pivot;
+        memcpy(h + lo, tmp + lo, (hi - lo + 1) * sizeof(*h));
+        if (want == a)
             return;
-        if (want < store)
-            hi = store - 1;
+        if (want < a)
+            hi = a - 1;
         else
-            lo = store + 1;
+            lo = a + 1;
     }
 }
 

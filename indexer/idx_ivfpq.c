@@ -978,6 +978,7 @@ struct idx_ivfpq_searcher {
     const struct st_kernels *k;
     struct st_hit *coarse;
     struct st_hit *cand;
+    struct st_hit *ctmp; /* cand_cap: the reservoir's selection scratch */
     size_t cand_cap;
     uint32_t *off; /* idx_ivfpq_search_shared: each member's first id */
     size_t off_cap;
@@ -1053,6 +1054,7 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
     free(s->btmp);
     free(s->coarse);
     free(s->cand);
+    free(s->ctmp);
     free(s->off);
     free(s->lbh);
     free(s->kth);
@@ -1067,6 +1069,7 @@ void idx_ivfpq_searcher_free(struct idx_ivfpq_searcher *s)
  */
 struct scan {
     struct st_hit *cand; /* room for 2 * keep */
+    struct st_hit *tmp;  /* as many: the selection's scratch */
     size_t nk, keep;
     float thr; /* INFINITY until the first selection */
     st_filter_fn filter;
@@ -1077,7 +1080,7 @@ struct scan {
 /* cand[0..keep) the best keep of the nk (nk > keep), thr the worst of them. */
 static void scan_select(struct scan *sc)
 {
-    st_hits_select(sc->cand, sc->nk, sc->keep);
+    st_hits_select(sc->cand, sc->nk, sc->keep, sc->tmp);
     sc->nk = sc->keep;
     float w = sc->cand[0].dist;
     for (size_t i = 1; i < sc->keep; i++)
@@ -1199,6 +1202,9 @@ static bool cand_room(struct idx_ivfpq_searcher *s, size_t keep)
     if (c == NULL)
         return false;
     s->cand = c;
+    if ((c = realloc(s->ctmp, keep * sizeof(*c))) == NULL)
+        return false;
+    s->ctmp = c;
     struct lb_item *h = realloc(s->lbh, keep * sizeof(*h));
     if (h == NULL)
         return false;
@@ -1364,7 +1370,7 @@ static size_t search_one(struct idx_ivfpq_searcher *s, const float *q, const flo
     }
     if (ix->nbits == 4)
         s->scale = s->k->pq4_lut(s->tab, NULL, NULL, 0, ix->m, ix->m2, s->qtab, s->lut, &s->bias);
-    struct scan sc = {s->cand, 0, keep, INFINITY, NULL, NULL, 0};
+    struct scan sc = {s->cand, s->ctmp, 0, keep, INFINITY, NULL, NULL, 0};
     for (size_t p = 0; p < nc; p++) {
         uint32_t li = s->coarse[p].id;
         if (nmem > 1) /* the members' lists are apart in memory: their headers in flight */

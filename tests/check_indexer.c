@@ -740,7 +740,7 @@ END_TEST
 START_TEST(test_hits_select)
 {
     enum { N = 301 };
-    struct st_hit h[N], want[N];
+    struct st_hit h[N], want[N], tmp[N];
     for (int shape = 0; shape < 7; shape++)
         for (size_t k = 0; k <= N + 1; k += k < 20 ? 1 : 17) {
             for (uint32_t i = 0; i < N; i++) {
@@ -755,7 +755,7 @@ START_TEST(test_hits_select)
                                        : 1.0f;
                 h[i] = want[i] = (struct st_hit){(i * 7919u) % N, d};
             }
-            st_hits_select(h, N, k);
+            st_hits_select(h, N, k, tmp);
             st_hits_sort(want, N);
             size_t m = k < N ? k : N;
             struct st_hit got[N];
@@ -772,15 +772,16 @@ START_TEST(test_hits_select)
         }
     /* The run-shaped inputs at scale (quadratic there, they took seconds to minutes). */
     enum { BIG = 100000 };
-    struct st_hit *b = malloc(BIG * sizeof(*b)), *r = malloc(BIG * sizeof(*r));
-    ck_assert(b != NULL && r != NULL);
+    struct st_hit *b = malloc(BIG * sizeof(*b)), *r = malloc(BIG * sizeof(*r)),
+                  *t = malloc(BIG * sizeof(*t));
+    ck_assert(b != NULL && r != NULL && t != NULL);
     for (int shape = 0; shape < 2; shape++) {
         for (uint32_t i = 0; i < BIG; i++) {
             float d = shape == 0 ? (float)(i < BIG / 2 ? BIG / 2 - i : BIG - i)
                                  : (float)(i < BIG / 2 ? i : BIG - i);
             b[i] = r[i] = (struct st_hit){i, d};
         }
-        st_hits_select(b, BIG, BIG / 2);
+        st_hits_select(b, BIG, BIG / 2, t);
         st_hits_sort(r, BIG);
         st_hits_sort(b, BIG / 2);
         for (size_t i = 0; i < BIG / 2; i++)
@@ -789,6 +790,7 @@ START_TEST(test_hits_select)
     }
     free(b);
     free(r);
+    free(t);
 }
 END_TEST
 
