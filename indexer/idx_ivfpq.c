@@ -1185,8 +1185,9 @@ static void scan4(struct idx_ivfpq_searcher *s, const struct ivf_list *l, float 
     }
 }
 
-/* Starts fetching the first 8 cache lines of a raw row of row bytes. */
-static inline void prefetch_head(const float *v, size_t row)
+/* Starts fetching the first 8 cache lines of a raw row of row bytes. (Always inlined: a call
+ * to a function of prefetches alone can be deleted; idx_hnsw.c, node_prefetch.) */
+static inline __attribute__((always_inline)) void prefetch_head(const float *v, size_t row)
 {
     const char *p = (const char *)v;
     for (size_t off = 0; off < row && off < 8 * 64; off += 64)
