@@ -1277,10 +1277,9 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
     float qn = ix->metric == ST_METRIC_L2 ? 0 : idx_refine_qnorm(q, ix->dim);
     bool all = false; /* an exact distance was NaN: every candidate re-ranked, as without codes */
     struct lb_item *h = s->lbh;
-    /* Each candidate's member and code row once; the row two ahead in flight while one is
+    /* Each candidate's member once; its codes and terms two ahead in flight while one is
      * summed (a code row is a quarter of a raw row, and as scattered). */
-    const uint8_t *row_of[3] = {NULL, NULL, NULL}; /* candidates i, i - 1, i - 2 */
-    const struct idx_refine *ref_of[3] = {NULL, NULL, NULL};
+    const struct idx_refine *ref_of[3] = {NULL, NULL, NULL}; /* candidates i, i - 1, i - 2 */
     uint32_t rid_of[3] = {0, 0, 0};
     for (size_t i = 0; i < nk + 2; i++) {
         if (i < nk) {
@@ -1289,9 +1288,8 @@ static size_t rerank_refined(struct idx_ivfpq_searcher *s, const float *q, size_
             const struct idx_refine *r = mem[w].refine;
             ref_of[i % 3] = r;
             rid_of[i % 3] = id - off[w];
-            row_of[i % 3] = r != NULL ? idx_refine_row(r, id - off[w]) : NULL;
-            for (size_t b = 0; row_of[i % 3] != NULL && b < ix->dim; b += 64)
-                __builtin_prefetch(row_of[i % 3] + b);
+            if (r != NULL)
+                idx_refine_prefetch(r, id - off[w]);
         }
         if (i >= 2) {
             size_t j = i - 2;

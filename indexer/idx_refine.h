@@ -45,6 +45,20 @@ static inline const uint8_t *idx_refine_row(const struct idx_refine *r, uint32_t
     return r->codes + (size_t)id * r->dim;
 }
 
+/* Starts fetching what idx_refine_lower reads of row id: its codes and its per-vector terms.
+ * Always inlined: a call to a function of prefetches alone can be deleted (idx_hnsw.c,
+ * node_prefetch). */
+static inline __attribute__((always_inline)) void idx_refine_prefetch(const struct idx_refine *r,
+                                                                      uint32_t id)
+{
+    const uint8_t *c = idx_refine_row(r, id);
+    for (size_t b = 0; b < r->dim; b += 64)
+        __builtin_prefetch(c + b);
+    __builtin_prefetch(r->eps + id);
+    if (r->metric != ST_METRIC_L2)
+        __builtin_prefetch(r->nrm + id);
+}
+
 /* ||q|| rounded up (summed in double: no float square of q underflows), for idx_refine_lower. */
 float idx_refine_qnorm(const float *q, uint32_t dim);
 

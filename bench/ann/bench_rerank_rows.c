@@ -58,8 +58,7 @@ int main(int argc, char **argv)
                     double t0 = bench_now_ns();
                     for (int c = 0; c < CAND; c++) {
                         if (ahead > 0 && c + ahead < CAND)
-                            for (uint32_t b = 0; b < dim; b += 64)
-                                __builtin_prefetch(idx_refine_row(r, ids[c + ahead]) + b);
+                            idx_refine_prefetch(r, ids[c + ahead]);
                         sink += kernel_only
                                     ? k->sq8_l2sq(q, idx_refine_row(r, ids[c]), r->lo, r->t, dim)
                                     : idx_refine_lower(r, k, q, 0, ids[c]);
