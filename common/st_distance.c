@@ -1,5 +1,6 @@
 #include "st_distance.h"
 
+#include <assert.h>
 #include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
@@ -1543,6 +1544,7 @@ void st_hits_select(struct st_hit *h, size_t n, size_t k, struct st_hit *tmp)
 {
     if (k == 0 || k >= n)
         return;
+    assert(tmp + n <= h || h + n <= tmp);
     size_t lo = 0, hi = n - 1, want = k - 1; /* the k-th smallest (index k - 1) in [lo, hi] */
     unsigned rounds = 2 * (64 - (unsigned)__builtin_clzll((unsigned long long)n)) + 4;
     while (lo < hi) {

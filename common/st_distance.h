@@ -164,8 +164,8 @@ void st_topk_push(struct st_hit *heap, size_t *n, size_t cap, struct st_hit x);
 /* Sorts hits closest first (ties by id). */
 void st_hits_sort(struct st_hit *hits, size_t n);
 /* Reorders hits so that the first k are the k smallest by (dist, id), in no order (expected
- * O(n): a reservoir's compaction). tmp: scratch of n hits, not overlapping hits. k >= n leaves
- * hits as they are. */
+ * O(n): a reservoir's compaction). No dist may be NaN (it orders with nothing). tmp: scratch of
+ * n hits, not overlapping hits. k >= n leaves hits as they are. */
 void st_hits_select(struct st_hit *hits, size_t n, size_t k, struct st_hit *tmp);
 
 size_t st_exact_topk(const float *query, const float *base, size_t n, size_t dim, enum st_metric m,

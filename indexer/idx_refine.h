@@ -51,9 +51,11 @@ static inline const uint8_t *idx_refine_row(const struct idx_refine *r, uint32_t
 static inline __attribute__((always_inline)) void idx_refine_prefetch(const struct idx_refine *r,
                                                                       uint32_t id)
 {
-    const uint8_t *c = idx_refine_row(r, id);
-    for (size_t b = 0; b < r->dim; b += 64)
-        __builtin_prefetch(c + b);
+    /* Rows are dim bytes apart, not line-aligned: every line the row touches, its last one
+     * included. */
+    uintptr_t c = (uintptr_t)idx_refine_row(r, id), end = c + r->dim;
+    for (uintptr_t a = c & ~(uintptr_t)63; a < end; a += 64)
+        __builtin_prefetch((const void *)a);
     __builtin_prefetch(r->eps + id);
     if (r->metric != ST_METRIC_L2)
         __builtin_prefetch(r->nrm + id);
