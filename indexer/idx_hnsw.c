@@ -187,9 +187,9 @@ static inline float node_dist(const struct idx_hnsw *h, const struct lane *L, co
 }
 
 /* The first two cache lines (one of a 64-byte code row) of what node_dist will read for id.
- * Always inlined: GCC 12 at -O2 finds a function of prefetches alone free of side effects and,
- * where it has not inlined it yet, deletes the calls (none of these prefetches were in the
- * object code until then). */
+ * Always inlined: GCC 12 at -O2 marks a function of prefetches alone "looping pure" and its
+ * callers' early dead-code elimination deletes the calls before the inliner reaches them (none
+ * of these prefetches were in the object code until then; tests/prefetch_kept.py). */
 static inline __attribute__((always_inline)) void node_prefetch(const struct idx_hnsw *h,
                                                                 const struct lane *L, uint32_t id)
 {
